@@ -1,0 +1,21 @@
+# KILN_SANITIZER=address,undefined builds everything (tests included) instrumented.
+if(KILN_SANITIZER)
+  string(REPLACE "," ";" _kiln_sans "${KILN_SANITIZER}")
+  foreach(_s IN LISTS _kiln_sans)
+    if(NOT _s MATCHES "^(address|undefined|thread|leak|memory)$")
+      message(FATAL_ERROR "KILN_SANITIZER: unknown sanitizer '${_s}'")
+    endif()
+  endforeach()
+  set(_flags -fsanitize=${KILN_SANITIZER} -fno-omit-frame-pointer -fno-sanitize-recover=all)
+  add_compile_options(${_flags})
+  add_link_options(${_flags})
+  # _FORTIFY_SOURCE and ASan disagree on some libc wrappers.
+  add_compile_options(-U_FORTIFY_SOURCE)
+endif()
+
+if(KILN_FUZZ)
+  if(NOT CMAKE_C_COMPILER_ID STREQUAL "Clang")
+    message(FATAL_ERROR "KILN_FUZZ needs clang (CC=clang)")
+  endif()
+  add_compile_options(-fsanitize=fuzzer-no-link)
+endif()

@@ -1,0 +1,103 @@
+/* kt: a minimal test harness for Kiln's unit tests.
+ *
+ *   KT_TEST(name) { KT_EXPECT(x == 1); KT_EXPECT_STR(a, "b"); }
+ *   int main(void) { return kt_run(); }
+ *
+ * Tests register themselves through a constructor; kt_run() runs them in
+ * order of definition and prints "N passed, N failed". */
+#ifndef KT_H
+#define KT_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef void (*kt_fn)(void);
+struct kt_case {
+    const char *name;
+    kt_fn fn;
+};
+
+#define KT_MAX_CASES 4096
+extern struct kt_case kt_cases[KT_MAX_CASES];
+extern int kt_ncases;
+extern int kt_failures; /* failures in the current case */
+
+#define KT_TEST(name)                                                                              \
+    static void kt_##name(void);                                                                   \
+    __attribute__((constructor)) static void kt_reg_##name(void)                                   \
+    {                                                                                              \
+        if (kt_ncases < KT_MAX_CASES)                                                              \
+            kt_cases[kt_ncases++] = (struct kt_case){#name, kt_##name};                            \
+    }                                                                                              \
+    static void kt_##name(void)
+
+#define KT_FAIL(...)                                                                               \
+    do {                                                                                           \
+        fprintf(stderr, "  %s:%d: ", __FILE__, __LINE__);                                          \
+        fprintf(stderr, __VA_ARGS__);                                                              \
+        fputc('\n', stderr);                                                                       \
+        kt_failures++;                                                                             \
+    } while (0)
+
+#define KT_EXPECT(cond)                                                                            \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            KT_FAIL("expected %s", #cond);                                                         \
+    } while (0)
+
+#define KT_EXPECT_INT(a, b)                                                                        \
+    do {                                                                                           \
+        long long kt_a_ = (long long)(a), kt_b_ = (long long)(b);                                  \
+        if (kt_a_ != kt_b_)                                                                        \
+            KT_FAIL("%s == %lld, expected %lld", #a, kt_a_, kt_b_);                                \
+    } while (0)
+
+#define KT_EXPECT_STR(a, b)                                                                        \
+    do {                                                                                           \
+        const char *kt_a_ = (a), *kt_b_ = (b);                                                     \
+        if (kt_a_ == NULL || kt_b_ == NULL || strcmp(kt_a_, kt_b_) != 0)                           \
+            KT_FAIL("%s == \"%s\", expected \"%s\"", #a, kt_a_ ? kt_a_ : "(null)",                 \
+                    kt_b_ ? kt_b_ : "(null)");                                                     \
+    } while (0)
+
+/* Stops the current case when cond is false (for preconditions of later checks). */
+#define KT_REQUIRE(cond)                                                                           \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            KT_FAIL("required %s", #cond);                                                         \
+            return;                                                                                \
+        }                                                                                          \
+    } while (0)
+
+int kt_run(void);
+
+#ifdef KT_IMPLEMENTATION
+struct kt_case kt_cases[KT_MAX_CASES];
+int kt_ncases;
+int kt_failures;
+
+int kt_run(void)
+{
+    int passed = 0, failed = 0;
+    const char *only = getenv("KT_ONLY");
+    for (int i = 0; i < kt_ncases; i++) {
+        if (only && strcmp(only, kt_cases[i].name) != 0)
+            continue;
+        kt_failures = 0;
+        kt_cases[i].fn();
+        if (kt_failures) {
+            failed++;
+            fprintf(stderr, "FAIL %s\n", kt_cases[i].name);
+        } else {
+            passed++;
+            if (getenv("KT_VERBOSE"))
+                fprintf(stderr, "ok   %s\n", kt_cases[i].name);
+        }
+    }
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}
+#endif
+
+#endif
