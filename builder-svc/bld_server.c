@@ -1,0 +1,186 @@
+/* kiln-builder core.  Keeps one long-lived client to kiln-pusher and a monitor
+ * thread that probes it, so Status and /readyz answer from the last probe
+ * instead of blocking on the pusher. */
+#include "bld_server.h"
+#include "config.h"
+#include "log.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define PROBE_INTERVAL_MS 2000
+#define PROBE_TIMEOUT_MS 1000
+
+struct bld_server {
+    const kiln_service_opts *o;
+    kiln_service *svc;
+    char *pusher_url;
+    kiln_rpc_client *pusher;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_t monitor;
+    bool monitor_started, stop;
+    bool pusher_ok, probed;
+    char pusher_detail[256];
+};
+
+static void probe(bld_server *b)
+{
+    kiln_req req = KILN__V1__REQUEST__INIT;
+    Kiln__V1__StatusRequest sr = KILN__V1__STATUS_REQUEST__INIT;
+    req.body_case = KILN__V1__REQUEST__BODY_STATUS;
+    req.status = &sr;
+    kiln_reply *rep = NULL;
+    kiln_error *err = NULL;
+    int r = kiln_rpc_call(b->pusher, &req, &rep, PROBE_TIMEOUT_MS, &err);
+    char detail[256];
+    bool ok = r == 0 && rep->body_case == KILN__V1__REPLY__BODY_STATUS_REPLY;
+    if (ok)
+        snprintf(detail, sizeof(detail), "%s (%s %s)", b->pusher_url,
+                 rep->status_reply->service, rep->status_reply->version);
+    else
+        snprintf(detail, sizeof(detail), "%s unreachable: %s", b->pusher_url,
+                 err ? err->msg : "unexpected reply");
+    pthread_mutex_lock(&b->mu);
+    if (ok != b->pusher_ok || !b->probed) {
+        if (ok)
+            kiln_info("pusher", "pusher reachable at %s", b->pusher_url);
+        else
+            kiln_warn("pusher", "%s", detail);
+    }
+    b->pusher_ok = ok;
+    b->probed = true;
+    snprintf(b->pusher_detail, sizeof(b->pusher_detail), "%s", detail);
+    pthread_mutex_unlock(&b->mu);
+    kiln_rpc_reply_free(rep);
+    kiln_error_free(&err);
+}
+
+static void *monitor_main(void *arg)
+{
+    bld_server *b = arg;
+    for (;;) {
+        probe(b);
+        pthread_mutex_lock(&b->mu);
+        struct timespec dl;
+        clock_gettime(CLOCK_REALTIME, &dl);
+        dl.tv_sec += PROBE_INTERVAL_MS / 1000;
+        while (!b->stop && pthread_cond_timedwait(&b->cv, &b->mu, &dl) == 0)
+            ;
+        bool stop = b->stop;
+        pthread_mutex_unlock(&b->mu);
+        if (stop)
+            return NULL;
+    }
+}
+
+int bld_server_new(bld_server **out, const kiln_service_opts *o, const char *pusher_url,
+                   kiln_error **err)
+{
+    bld_server *b = calloc(1, sizeof(*b));
+    if (b == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    b->o = o;
+    pthread_mutex_init(&b->mu, NULL);
+    pthread_cond_init(&b->cv, NULL);
+    snprintf(b->pusher_detail, sizeof(b->pusher_detail), "not probed yet");
+    b->pusher_url = pusher_url ? strdup(pusher_url) : kiln_default_url(o->data_dir, KILN_EP_PUSHER);
+    if (b->pusher_url == NULL) {
+        bld_server_free(b);
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    }
+    int r = kiln_rpc_client_new(&b->pusher, b->pusher_url, &o->transport, false, err);
+    if (r < 0) {
+        bld_server_free(b);
+        return kiln_error_wrap(err, "pusher client");
+    }
+    if (pthread_create(&b->monitor, NULL, monitor_main, b) != 0) {
+        bld_server_free(b);
+        return kiln_error_set(err, KILN_ENOSPC, 0, "cannot start pusher monitor");
+    }
+    b->monitor_started = true;
+    *out = b;
+    return 0;
+}
+
+void bld_server_free(bld_server *b)
+{
+    if (b == NULL)
+        return;
+    if (b->monitor_started) {
+        pthread_mutex_lock(&b->mu);
+        b->stop = true;
+        pthread_cond_broadcast(&b->cv);
+        pthread_mutex_unlock(&b->mu);
+        pthread_join(b->monitor, NULL);
+    }
+    kiln_rpc_client_free(b->pusher);
+    free(b->pusher_url);
+    pthread_mutex_destroy(&b->mu);
+    pthread_cond_destroy(&b->cv);
+    free(b);
+}
+
+bool bld_server_pusher_ok(bld_server *b, char *detail, size_t cap)
+{
+    pthread_mutex_lock(&b->mu);
+    bool ok = b->pusher_ok;
+    if (detail && cap)
+        snprintf(detail, cap, "%s", b->pusher_detail);
+    pthread_mutex_unlock(&b->mu);
+    return ok;
+}
+
+kiln_rpc_client *bld_server_pusher(bld_server *b)
+{
+    return b->pusher;
+}
+
+static void checks(void *user, Kiln__V1__Check ***out, size_t *n, kiln_arena *a)
+{
+    bld_server *b = user;
+    Kiln__V1__Check **list = kiln_arena_calloc(a, 1, sizeof(*list));
+    Kiln__V1__Check *c = kiln_arena_alloc(a, sizeof(*c));
+    if (list == NULL || c == NULL)
+        return;
+    kiln__v1__check__init(c);
+    char detail[256];
+    c->name = "pusher";
+    c->ok = bld_server_pusher_ok(b, detail, sizeof(detail));
+    c->detail = kiln_arena_strdup(a, detail);
+    list[0] = c;
+    *out = list;
+    *n = 1;
+}
+
+static void metrics(void *user, kiln_buf *out)
+{
+    bld_server *b = user;
+    kiln_buf_printf(out, NULL,
+                    "# HELP kiln_builder_pusher_up Whether the last probe of kiln-pusher succeeded.\n"
+                    "# TYPE kiln_builder_pusher_up gauge\n"
+                    "kiln_builder_pusher_up %d\n",
+                    bld_server_pusher_ok(b, NULL, 0) ? 1 : 0);
+}
+
+const kiln_rpc_method *bld_server_methods(bld_server *b, size_t *n)
+{
+    *n = 0;
+    return NULL;
+}
+
+void bld_server_hooks(bld_server *b, kiln_service_hooks *out)
+{
+    out->checks = checks;
+    out->metrics = metrics;
+    out->user = b;
+}
+
+void bld_server_attach(bld_server *b, kiln_service *svc)
+{
+    b->svc = svc;
+}

@@ -1,0 +1,313 @@
+/* kiln events [JOB]: follow one job (replaying what it already logged) or
+ * every job of both services. */
+#include "cli.h"
+#include "config.h"
+#include "follow.h"
+
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct printer {
+    bool json;
+    bool failed;
+} printer;
+
+static int print_cb(void *ud, const kiln_event *e)
+{
+    printer *p = ud;
+    if (p->json)
+        cli_print_event_json(stdout, e);
+    else
+        cli_print_event(stdout, e);
+    if (e->payload_case == KILN__V1__EVENT__PAYLOAD_FAILED)
+        p->failed = true;
+    return 0;
+}
+
+/* Status of one service, for its events URL (caller frees). */
+static char *events_url_of(kiln_rpc_client *c, int timeout_ms, kiln_error **err)
+{
+    kiln_req req = KILN__V1__REQUEST__INIT;
+    Kiln__V1__StatusRequest sr = KILN__V1__STATUS_REQUEST__INIT;
+    req.body_case = KILN__V1__REQUEST__BODY_STATUS;
+    req.status = &sr;
+    kiln_reply *rep = NULL;
+    if (kiln_rpc_call(c, &req, &rep, timeout_ms, err) < 0)
+        return NULL;
+    char *url = strdup(rep->status_reply->events_url);
+    kiln_rpc_reply_free(rep);
+    return url;
+}
+
+/* Whether the service behind c logged job (NOT_FOUND -> false). */
+static int has_job(kiln_rpc_client *c, const char *job, int timeout_ms, kiln_error **err)
+{
+    kiln_req req = KILN__V1__REQUEST__INIT;
+    Kiln__V1__EventsRequest er = KILN__V1__EVENTS_REQUEST__INIT;
+    er.job_id = (char *)job;
+    er.max_events = 1;
+    req.body_case = KILN__V1__REQUEST__BODY_EVENTS;
+    req.events = &er;
+    kiln_reply *rep = NULL;
+    int r = kiln_rpc_call(c, &req, &rep, timeout_ms, err);
+    kiln_rpc_reply_free(rep);
+    if (r == KILN_ENOENT) {
+        kiln_error_free(err);
+        return 0;
+    }
+    return r < 0 ? r : 1;
+}
+
+static int follow_one(cli_ctx *ctx, const char *job, bool json, bool follow, uint64_t after)
+{
+    if (!kiln_job_id_valid(job)) {
+        cli_errorf("events: '%s' is not a job id", job);
+        return CLI_EXIT_USAGE;
+    }
+    kiln_error *err = NULL;
+    int unreachable = 0;
+    for (int s = 0; s < 2; s++) {
+        kiln_rpc_client *c = NULL;
+        if (kiln_rpc_client_new(&c, ctx->url[s], &ctx->transport, true, &err) < 0) {
+            unreachable++;
+            kiln_error_free(&err);
+            continue;
+        }
+        int r = has_job(c, job, ctx->timeout_ms, &err);
+        if (r <= 0) {
+            if (r < 0) {
+                unreachable += cli_exit_for(err) == CLI_EXIT_UNREACHABLE;
+                kiln_error_free(&err);
+            }
+            kiln_rpc_client_free(c);
+            continue;
+        }
+        printer p = {json, false};
+        char *url = events_url_of(c, ctx->timeout_ms, &err);
+        if (url == NULL) {
+            kiln_rpc_client_free(c);
+            break;
+        }
+        if (follow) {
+            kiln_follow_opts fo = {.job_id = job, .events_url = url, .transport = &ctx->transport,
+                                   .after_seq = after};
+            r = kiln_follow_job(c, &fo, print_cb, &p, &err);
+        } else {
+            /* Replay only: page through the log once. */
+            r = 0;
+            for (;;) {
+                kiln_req req = KILN__V1__REQUEST__INIT;
+                Kiln__V1__EventsRequest er = KILN__V1__EVENTS_REQUEST__INIT;
+                er.job_id = (char *)job;
+                er.after_seq = after;
+                req.body_case = KILN__V1__REQUEST__BODY_EVENTS;
+                req.events = &er;
+                kiln_reply *rep = NULL;
+                if ((r = kiln_rpc_call(c, &req, &rep, ctx->timeout_ms, &err)) < 0)
+                    break;
+                for (size_t i = 0; i < rep->events_reply->n_events; i++) {
+                    print_cb(&p, rep->events_reply->events[i]);
+                    after = rep->events_reply->events[i]->seq;
+                }
+                bool more = rep->events_reply->more && rep->events_reply->n_events;
+                kiln_rpc_reply_free(rep);
+                if (!more)
+                    break;
+            }
+        }
+        free(url);
+        kiln_rpc_client_free(c);
+        if (r < 0)
+            break;
+        return p.failed ? CLI_EXIT_FAILED : CLI_EXIT_OK;
+    }
+    if (err) {
+        cli_errorf("events: %s", err->msg);
+        int rc = cli_exit_for(err);
+        kiln_error_free(&err);
+        return rc;
+    }
+    if (unreachable == 2) {
+        cli_errorf("events: neither service is reachable (%s, %s)", ctx->url[0], ctx->url[1]);
+        return CLI_EXIT_UNREACHABLE;
+    }
+    cli_errorf("events: no job %s%s", job, unreachable ? " (one service was unreachable)" : "");
+    return CLI_EXIT_FAILED;
+}
+
+/* ---- every job ---- */
+
+#define MAX_TRACKED 4096
+
+typedef struct tracked {
+    char id[KILN_JOB_ID_MAX + 1];
+    uint64_t last;
+} tracked;
+
+typedef struct all_state {
+    tracked jobs[MAX_TRACKED];
+    size_t n, next;
+    kiln_rpc_client *c[2];
+    cli_ctx *ctx;
+    printer p;
+} all_state;
+
+static tracked *track(all_state *st, const char *id)
+{
+    for (size_t i = 0; i < st->n; i++)
+        if (strcmp(st->jobs[i].id, id) == 0)
+            return &st->jobs[i];
+    tracked *t = st->n < MAX_TRACKED ? &st->jobs[st->n++] : &st->jobs[st->next++ % MAX_TRACKED];
+    snprintf(t->id, sizeof(t->id), "%s", id);
+    t->last = 0;
+    return t;
+}
+
+/* Prints logged events of t with seq in (t->last, upto). */
+static void backfill(all_state *st, cli_service s, tracked *t, uint64_t upto)
+{
+    while (t->last + 1 < upto) {
+        kiln_req req = KILN__V1__REQUEST__INIT;
+        Kiln__V1__EventsRequest er = KILN__V1__EVENTS_REQUEST__INIT;
+        er.job_id = t->id;
+        er.after_seq = t->last;
+        req.body_case = KILN__V1__REQUEST__BODY_EVENTS;
+        req.events = &er;
+        kiln_reply *rep = NULL;
+        kiln_error *err = NULL;
+        if (st->c[s] == NULL || kiln_rpc_call(st->c[s], &req, &rep, st->ctx->timeout_ms, &err) < 0) {
+            kiln_error_free(&err);
+            return;
+        }
+        size_t n = rep->events_reply->n_events;
+        for (size_t i = 0; i < n && rep->events_reply->events[i]->seq < upto; i++) {
+            print_cb(&st->p, rep->events_reply->events[i]);
+            t->last = rep->events_reply->events[i]->seq;
+        }
+        kiln_rpc_reply_free(rep);
+        if (n == 0)
+            return;
+    }
+}
+
+static int follow_all(cli_ctx *ctx, bool json)
+{
+    all_state *st = calloc(1, sizeof(*st));
+    if (st == NULL)
+        return CLI_EXIT_FAILED;
+    st->ctx = ctx;
+    st->p.json = json;
+    nng_socket sub = NNG_SOCKET_INITIALIZER;
+    bool have_sub = false;
+    int reachable = 0;
+    for (int s = 0; s < 2; s++) {
+        kiln_error *err = NULL;
+        char *url = NULL;
+        if (kiln_rpc_client_new(&st->c[s], ctx->url[s], &ctx->transport, true, &err) == 0)
+            url = events_url_of(st->c[s], ctx->timeout_ms, &err);
+        if (url == NULL) {
+            cli_errorf("events: %s: %s", cli_service_name((cli_service)s), err ? err->msg : "?");
+            kiln_error_free(&err);
+            continue;
+        }
+        int r = have_sub ? kiln_dial(sub, url, &ctx->transport, false, &err)
+                         : kiln_sub_open(&sub, url, &ctx->transport, NULL, 0, &err);
+        free(url);
+        if (r < 0) {
+            cli_errorf("events: %s", err->msg);
+            kiln_error_free(&err);
+            continue;
+        }
+        have_sub = true;
+        reachable++;
+    }
+    if (reachable == 0) {
+        for (int s = 0; s < 2; s++)
+            kiln_rpc_client_free(st->c[s]);
+        free(st);
+        return CLI_EXIT_UNREACHABLE;
+    }
+    for (;;) {
+        nng_msg *m = NULL;
+        if (nng_recvmsg(sub, &m, 0) != 0)
+            break;
+        kiln_event *e = kiln_event_from_msg(nng_msg_body(m), nng_msg_len(m));
+        nng_msg_free(m);
+        if (e == NULL || !kiln_job_id_valid(e->job_id)) {
+            if (e)
+                kiln__v1__event__free_unpacked(e, NULL);
+            continue;
+        }
+        cli_service s = strncmp(e->topic, "build.", 6) == 0 ? CLI_BUILDER : CLI_PUSHER;
+        tracked *t = track(st, e->job_id);
+        if (e->seq > t->last + 1)
+            backfill(st, s, t, e->seq); /* joined mid-job, or PUB dropped events */
+        if (e->seq > t->last) {
+            print_cb(&st->p, e);
+            t->last = e->seq;
+        }
+        kiln__v1__event__free_unpacked(e, NULL);
+    }
+    nng_close(sub);
+    for (int s = 0; s < 2; s++)
+        kiln_rpc_client_free(st->c[s]);
+    free(st);
+    return CLI_EXIT_FAILED;
+}
+
+int cli_cmd_events(cli_ctx *ctx, int argc, char **argv)
+{
+    bool json = false, follow = true;
+    unsigned long long after = 0;
+    static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
+                                         {"no-follow", no_argument, NULL, 'n'},
+                                         {"after", required_argument, NULL, 'a'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    int c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "+jnh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'j':
+            json = true;
+            break;
+        case 'n':
+            follow = false;
+            break;
+        case 'a': {
+            char *end = NULL;
+            after = strtoull(optarg, &end, 10);
+            if (*optarg == '\0' || *end) {
+                cli_errorf("events: --after wants a sequence number");
+                return CLI_EXIT_USAGE;
+            }
+            break;
+        }
+        case 'h':
+            printf("Usage: kiln events [--json] [--no-follow] [--after SEQ] [JOB]\n\n"
+                   "With JOB: prints the job's events from the start (or after SEQ), then follows\n"
+                   "it live until it completes or fails; exits 0 if it completed, 1 if it failed.\n"
+                   "--no-follow prints what is logged so far and exits.\n"
+                   "Without JOB: follows every build and push job of both services until\n"
+                   "interrupted, replaying the earlier events of jobs it joins midway.\n"
+                   "--json prints one JSON object per event.\n");
+            return CLI_EXIT_OK;
+        default:
+            cli_errorf("events: unknown option '%s'", argv[optind - 1]);
+            return CLI_EXIT_USAGE;
+        }
+    }
+    if (argc - optind > 1) {
+        cli_errorf("events: unexpected argument '%s'", argv[optind + 1]);
+        return CLI_EXIT_USAGE;
+    }
+    if (optind < argc)
+        return follow_one(ctx, argv[optind], json, follow, after);
+    if (!follow) {
+        cli_errorf("events: --no-follow needs a JOB");
+        return CLI_EXIT_USAGE;
+    }
+    return follow_all(ctx, json);
+}

@@ -1,0 +1,107 @@
+/* kiln status [--json]: health of both services. */
+#include "cli.h"
+
+#include <getopt.h>
+#include <string.h>
+
+static kiln_reply *status_of(cli_ctx *ctx, cli_service s, kiln_error **err)
+{
+    kiln_rpc_client *c = NULL;
+    if (kiln_rpc_client_new(&c, ctx->url[s], &ctx->transport, true, err) < 0)
+        return NULL;
+    kiln_req req = KILN__V1__REQUEST__INIT;
+    Kiln__V1__StatusRequest sr = KILN__V1__STATUS_REQUEST__INIT;
+    req.body_case = KILN__V1__REQUEST__BODY_STATUS;
+    req.status = &sr;
+    kiln_reply *rep = NULL;
+    kiln_rpc_call(c, &req, &rep, ctx->timeout_ms, err);
+    kiln_rpc_client_free(c);
+    return rep;
+}
+
+static void print_human(cli_service s, const char *url, const kiln_reply *rep, const kiln_error *err)
+{
+    if (rep == NULL) {
+        printf("%-13s DOWN  %s\n", cli_service_name(s), url);
+        printf("    %s\n", err ? err->msg : "no reply");
+        return;
+    }
+    const Kiln__V1__StatusReply *r = rep->status_reply;
+    unsigned long long up = r->uptime_ms / 1000;
+    printf("%-13s UP    %s  version %s  pid %d  uptime %lluh%02llum%02llus  jobs %u  rpcs %llu\n",
+           r->service, r->listen_url, r->version, r->pid, up / 3600, up / 60 % 60, up % 60,
+           r->jobs_running, (unsigned long long)r->rpcs_served);
+    printf("    events %s\n", r->events_url);
+    for (size_t i = 0; i < r->n_checks; i++)
+        printf("    %-10s %-4s %s\n", r->checks[i]->name, r->checks[i]->ok ? "ok" : "FAIL",
+               r->checks[i]->detail);
+}
+
+int cli_cmd_status(cli_ctx *ctx, int argc, char **argv)
+{
+    bool json = false;
+    static const struct option opts[] = {
+        {"json", no_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    int c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "+jh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'j':
+            json = true;
+            break;
+        case 'h':
+            printf("Usage: kiln status [--json]\n\n"
+                   "Shows whether kiln-builder and kiln-pusher answer, their versions, endpoints,\n"
+                   "running jobs and health checks.  Exits 3 if either service is unreachable.\n");
+            return CLI_EXIT_OK;
+        default:
+            cli_errorf("status: unknown option '%s'", argv[optind - 1]);
+            return CLI_EXIT_USAGE;
+        }
+    }
+    if (optind < argc) {
+        cli_errorf("status: unexpected argument '%s'", argv[optind]);
+        return CLI_EXIT_USAGE;
+    }
+    int rc = CLI_EXIT_OK;
+    cJSON *root = json ? cJSON_CreateObject() : NULL;
+    for (int s = 0; s < 2; s++) {
+        kiln_error *err = NULL;
+        kiln_reply *rep = status_of(ctx, (cli_service)s, &err);
+        if (rep == NULL) {
+            int e = cli_exit_for(err);
+            if (rc == CLI_EXIT_OK || e == CLI_EXIT_UNREACHABLE)
+                rc = e;
+        } else {
+            for (size_t i = 0; i < rep->status_reply->n_checks; i++)
+                if (!rep->status_reply->checks[i]->ok && rc == CLI_EXIT_OK)
+                    rc = CLI_EXIT_FAILED;
+        }
+        if (json) {
+            cJSON *o;
+            if (rep) {
+                o = cli_pb_to_json(&rep->status_reply->base);
+                cJSON_AddBoolToObject(o, "reachable", 1);
+            } else {
+                o = cJSON_CreateObject();
+                cJSON_AddBoolToObject(o, "reachable", 0);
+                cJSON_AddStringToObject(o, "url", ctx->url[s]);
+                cJSON_AddStringToObject(o, "error", err ? err->msg : "no reply");
+                cJSON_AddStringToObject(o, "code", kiln_code_name(err ? err->code : KILN_EUNAVAIL));
+            }
+            cJSON_AddItemToObject(root, s == CLI_BUILDER ? "builder" : "pusher", o);
+        } else {
+            print_human((cli_service)s, ctx->url[s], rep, err);
+        }
+        kiln_rpc_reply_free(rep);
+        kiln_error_free(&err);
+    }
+    if (json) {
+        char *out = cJSON_Print(root);
+        printf("%s\n", out);
+        cJSON_free(out);
+        cJSON_Delete(root);
+    }
+    return rc;
+}

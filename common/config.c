@@ -1,0 +1,142 @@
+/* Defaults for paths and endpoints, plus small process-wide utilities. */
+#include "config.h"
+#include "cleanup.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+char *kiln_default_data_dir(void)
+{
+    const char *env = getenv("KILN_DATA");
+    if (env && *env)
+        return strdup(env);
+    if (geteuid() == 0)
+        return strdup("/var/lib/kiln");
+    char *out = NULL;
+    const char *xdg = getenv("XDG_DATA_HOME");
+    if (xdg && *xdg) {
+        if (asprintf(&out, "%s/kiln", xdg) < 0)
+            return NULL;
+        return out;
+    }
+    const char *home = getenv("HOME");
+    if (asprintf(&out, "%s/.local/share/kiln", home && *home ? home : "/tmp") < 0)
+        return NULL;
+    return out;
+}
+
+char *kiln_default_url(const char *data_dir, kiln_endpoint ep)
+{
+    static const char *const names[] = {"builder.sock", "builder-events.sock", "pusher.sock",
+                                        "pusher-events.sock"};
+    char *out = NULL;
+    if (asprintf(&out, "ipc://%s/run/%s", data_dir, names[ep]) < 0)
+        return NULL;
+    return out;
+}
+
+int kiln_mkdir_p(const char *path, unsigned mode, kiln_error **err)
+{
+    char tmp[PATH_MAX];
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof(tmp))
+        return kiln_error_set(err, KILN_EINVAL, 0, "bad directory path '%s'", path);
+    memcpy(tmp, path, n + 1);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(tmp, mode) < 0 && errno != EEXIST)
+            return kiln_error_set(err, kiln_code_from_errno(errno), errno, "mkdir %s", tmp);
+        *p = '/';
+    }
+    if (mkdir(tmp, mode) < 0 && errno != EEXIST)
+        return kiln_error_set(err, kiln_code_from_errno(errno), errno, "mkdir %s", tmp);
+    struct stat st;
+    if (stat(tmp, &st) < 0 || !S_ISDIR(st.st_mode))
+        return kiln_error_set(err, KILN_EIO, 0, "%s is not a directory", tmp);
+    return 0;
+}
+
+void kiln_random_hex(char *out, size_t nbytes)
+{
+    unsigned char raw[64];
+    if (nbytes > sizeof(raw))
+        nbytes = sizeof(raw);
+    size_t got = 0;
+    while (got < nbytes) {
+        ssize_t r = getrandom(raw + got, nbytes - got, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            /* getrandom cannot fail for small requests after boot; keep a fallback anyway. */
+            for (; got < nbytes; got++)
+                raw[got] = (unsigned char)(rand() ^ (int)kiln_now_ms());
+            break;
+        }
+        got += (size_t)r;
+    }
+    static const char hx[] = "0123456789abcdef";
+    for (size_t i = 0; i < nbytes; i++) {
+        out[2 * i] = hx[raw[i] >> 4];
+        out[2 * i + 1] = hx[raw[i] & 15];
+    }
+    out[2 * nbytes] = '\0';
+}
+
+unsigned long long kiln_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (unsigned long long)ts.tv_sec * 1000ULL + (unsigned long long)ts.tv_nsec / 1000000ULL;
+}
+
+long long kiln_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000LL + ts.tv_nsec / 1000000LL;
+}
+
+long long kiln_parse_size(const char *s)
+{
+    if (s == NULL || *s == '\0')
+        return -1;
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s)
+        return -1;
+    unsigned shift = 0;
+    switch (*end) {
+    case '\0':
+        break;
+    case 'k':
+    case 'K':
+        shift = 10;
+        break;
+    case 'm':
+    case 'M':
+        shift = 20;
+        break;
+    case 'g':
+    case 'G':
+        shift = 30;
+        break;
+    default:
+        return -1;
+    }
+    if (*end && end[1] != '\0' && !((end[1] == 'i' || end[1] == 'B') && end[2] == '\0') &&
+        !(end[1] == 'i' && end[2] == 'B' && end[3] == '\0'))
+        return -1;
+    if (v > (unsigned long long)LLONG_MAX >> shift)
+        return -1;
+    return (long long)(v << shift);
+}

@@ -1,0 +1,43 @@
+/* Paths and endpoint defaults shared by the services and the CLI (SPEC §10).
+ *
+ * Data dir: --data, else $KILN_DATA, else /var/lib/kiln as root, else
+ * $XDG_DATA_HOME/kiln, else ~/.local/share/kiln.  Default endpoints are ipc://
+ * sockets under <data>/run/. */
+#ifndef KILN_CONFIG_H
+#define KILN_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "error.h"
+
+#define KILN_VERSION_STRING "0.1.0"
+
+/* Returns the default data dir (caller frees). */
+char *kiln_default_data_dir(void);
+
+/* Which socket under <data>/run/. */
+typedef enum kiln_endpoint {
+    KILN_EP_BUILDER,
+    KILN_EP_BUILDER_EVENTS,
+    KILN_EP_PUSHER,
+    KILN_EP_PUSHER_EVENTS,
+} kiln_endpoint;
+
+/* Returns "ipc://<data>/run/<name>.sock" (caller frees). */
+char *kiln_default_url(const char *data_dir, kiln_endpoint ep);
+
+/* mkdir -p with the given mode for missing components. */
+int kiln_mkdir_p(const char *path, unsigned mode, kiln_error **err);
+
+/* Random lower-case hex id of 2*nbytes characters into out (2*nbytes+1 bytes). */
+void kiln_random_hex(char *out, size_t nbytes);
+
+/* Milliseconds on CLOCK_MONOTONIC / CLOCK_REALTIME. */
+unsigned long long kiln_now_ms(void);
+long long kiln_wall_ms(void);
+
+/* Parses a size like "4M", "512k", "1048576"; -1 on error. */
+long long kiln_parse_size(const char *s);
+
+#endif

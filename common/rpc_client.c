@@ -1,0 +1,157 @@
+/* RPC client: a REQ socket shared by threads, one NNG context per call. */
+#include "rpc.h"
+#include "cleanup.h"
+#include "config.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include <nng/protocol/reqrep0/req.h>
+
+struct kiln_rpc_client {
+    nng_socket sock;
+    char *url;
+};
+
+void kiln_rpc_new_id(char out[33])
+{
+    kiln_random_hex(out, 16);
+}
+
+int kiln_rpc_client_new(kiln_rpc_client **out, const char *url, const kiln_transport_opts *t,
+                        bool wait, kiln_error **err)
+{
+    kiln_rpc_client *c = calloc(1, sizeof(*c));
+    if (c == NULL || (c->url = strdup(url)) == NULL) {
+        free(c);
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    }
+    int rv = nng_req0_open(&c->sock);
+    if (rv != 0) {
+        free(c->url);
+        free(c);
+        return kiln_error_set(err, KILN_EINTERNAL, 0, "req socket: %s", nng_strerror(rv));
+    }
+    nng_socket_set_size(c->sock, NNG_OPT_RECVMAXSZ, KILN_RPC_CLIENT_MAX_MSG);
+    /* Reconnect quickly after a service restart, without hammering it. */
+    nng_socket_set_ms(c->sock, NNG_OPT_RECONNMINT, 50);
+    nng_socket_set_ms(c->sock, NNG_OPT_RECONNMAXT, 2000);
+    int r = kiln_dial(c->sock, url, t, wait, err);
+    if (r < 0) {
+        nng_close(c->sock);
+        free(c->url);
+        free(c);
+        return r;
+    }
+    *out = c;
+    return 0;
+}
+
+void kiln_rpc_client_free(kiln_rpc_client *c)
+{
+    if (c == NULL)
+        return;
+    nng_close(c->sock);
+    free(c->url);
+    free(c);
+}
+
+const char *kiln_rpc_client_url(const kiln_rpc_client *c)
+{
+    return c->url;
+}
+
+void kiln_rpc_reply_free(kiln_reply *r)
+{
+    if (r)
+        kiln__v1__reply__free_unpacked(r, NULL);
+}
+
+int kiln_rpc_call(kiln_rpc_client *c, kiln_req *req, kiln_reply **out, int timeout_ms,
+                  kiln_error **err)
+{
+    char id[33];
+    char *saved_id = req->request_id;
+    if (req->request_id == NULL || req->request_id[0] == '\0') {
+        kiln_rpc_new_id(id);
+        req->request_id = id;
+    }
+    size_t n = kiln__v1__request__get_packed_size(req);
+    nng_msg *m = NULL;
+    int rv = nng_msg_alloc(&m, n);
+    if (rv != 0) {
+        req->request_id = saved_id;
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    }
+    kiln__v1__request__pack(req, nng_msg_body(m));
+    char *rid = strdup(req->request_id);
+    req->request_id = saved_id;
+    if (rid == NULL) {
+        nng_msg_free(m);
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    }
+
+    nng_ctx ctx;
+    if ((rv = nng_ctx_open(&ctx, c->sock)) != 0) {
+        nng_msg_free(m);
+        free(rid);
+        return kiln_error_set(err, KILN_EINTERNAL, 0, "req context: %s", nng_strerror(rv));
+    }
+    /* REQ resends after this long without a reply (and at once on pipe loss);
+     * mutating methods are idempotent on request_id, so a resend is harmless. */
+    nng_ctx_set_ms(ctx, NNG_OPT_REQ_RESENDTIME, timeout_ms > 10000 ? 5000 : timeout_ms);
+
+    int r = 0;
+    nng_aio *aio = NULL;
+    if ((rv = nng_aio_alloc(&aio, NULL, NULL)) != 0) {
+        nng_msg_free(m);
+        r = kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+        goto out;
+    }
+    /* NNG 1.5 has no synchronous ctx send/recv: run each step on an aio and wait. */
+    nng_aio_set_timeout(aio, timeout_ms);
+    nng_aio_set_msg(aio, m);
+    nng_ctx_send(ctx, aio);
+    nng_aio_wait(aio);
+    if ((rv = nng_aio_result(aio)) != 0) {
+        nng_msg_free(m);
+        r = kiln_error_set(err, rv == NNG_ETIMEDOUT ? KILN_EUNAVAIL : kiln_code_from_nng(rv), 0,
+                           "%s unreachable: %s", c->url, nng_strerror(rv));
+        goto out;
+    }
+    nng_ctx_recv(ctx, aio);
+    nng_aio_wait(aio);
+    if ((rv = nng_aio_result(aio)) != 0) {
+        r = kiln_error_set(err, rv == NNG_ETIMEDOUT ? KILN_ETIMEDOUT : kiln_code_from_nng(rv), 0,
+                           "no reply from %s within %d ms: %s", c->url, timeout_ms,
+                           nng_strerror(rv));
+        goto out;
+    }
+    nng_msg *rm = nng_aio_get_msg(aio);
+    kiln_reply *rep = kiln__v1__reply__unpack(NULL, nng_msg_len(rm), nng_msg_body(rm));
+    nng_msg_free(rm);
+    if (rep == NULL) {
+        r = kiln_error_set(err, KILN_EINTERNAL, 0, "malformed reply from %s", c->url);
+        goto out;
+    }
+    if (rep->request_id && rep->request_id[0] && strcmp(rep->request_id, rid) != 0) {
+        kiln__v1__reply__free_unpacked(rep, NULL);
+        r = kiln_error_set(err, KILN_EINTERNAL, 0, "reply from %s answers another request", c->url);
+        goto out;
+    }
+    if (rep->status && rep->status->code != KILN__V1__CODE__OK) {
+        kiln_code code = kiln_code_from_wire((int)rep->status->code);
+        r = kiln_error_set(err, code, 0, "%s",
+                           rep->status->message && *rep->status->message ? rep->status->message
+                                                                         : kiln_code_name(code));
+        kiln__v1__reply__free_unpacked(rep, NULL);
+        goto out;
+    }
+    *out = rep;
+out:
+    if (aio)
+        nng_aio_free(aio);
+    nng_ctx_close(ctx);
+    free(rid);
+    return r;
+}

@@ -1,0 +1,531 @@
+/* RPC server: REP socket, aio+ctx worker pool, handler threads, request_id cache.
+ *
+ * Worker life cycle: RECV (ctx receive pending) -> BUSY (queued or in a handler)
+ * -> SEND (ctx send pending) -> RECV ...  When stopping, workers go IDLE instead
+ * of re-arming their receive; stop waits for every worker to be IDLE. */
+#include "rpc.h"
+#include "cleanup.h"
+#include "config.h"
+#include "log.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include <nng/protocol/reqrep0/rep.h>
+
+const double kiln_rpc_lat_bounds[KILN_RPC_LAT_BUCKETS] = {
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5};
+
+typedef enum wstate { W_IDLE, W_RECV, W_BUSY, W_SEND } wstate;
+
+struct worker {
+    kiln_rpc_server *srv;
+    nng_aio *aio;
+    nng_ctx ctx;
+    wstate st;
+    nng_msg *req;        /* request being handled (BUSY) */
+    struct worker *next; /* handler queue link */
+};
+
+#define MAX_WAITERS 8
+#define IDEM_ID_MAX 64
+
+struct idem {
+    char id[IDEM_ID_MAX + 1];
+    int method;
+    bool used, done;
+    unsigned long long at_ms;
+    void *reply; /* packed reply bytes once done */
+    size_t reply_len;
+    struct worker *waiters[MAX_WAITERS];
+    int n_waiters;
+};
+
+struct kiln_rpc_server {
+    nng_socket sock;
+    kiln_rpc_server_opts o;
+    char *url;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv;     /* queue non-empty / quit */
+    pthread_cond_t idle;   /* a worker went IDLE */
+    struct worker *qhead, *qtail;
+    bool stopping, quit;
+
+    struct worker *workers;
+    int n_workers;
+    pthread_t *threads;
+    int n_threads;
+
+    struct idem *idem;
+    size_t n_idem;
+
+    kiln_rpc_method_stats *stats; /* n_methods + 1 ("unknown") */
+    uint64_t served;
+};
+
+static void worker_cb(void *arg);
+
+/* ---- replies ---- */
+
+static nng_msg *pack_reply(const kiln_reply *r)
+{
+    size_t n = kiln__v1__reply__get_packed_size(r);
+    nng_msg *m = NULL;
+    if (nng_msg_alloc(&m, n) != 0)
+        return NULL;
+    kiln__v1__reply__pack(r, nng_msg_body(m));
+    return m;
+}
+
+static nng_msg *error_reply(const char *request_id, kiln_code code, const char *msg)
+{
+    kiln_reply r = KILN__V1__REPLY__INIT;
+    Kiln__V1__Status st = KILN__V1__STATUS__INIT;
+    st.code = (Kiln__V1__Code)kiln_code_to_wire(code);
+    st.message = (char *)msg;
+    r.request_id = (char *)(request_id ? request_id : "");
+    r.status = &st;
+    return pack_reply(&r);
+}
+
+/* Sends m on w (takes ownership of m).  Called with the lock NOT held. */
+static void worker_send(struct worker *w, nng_msg *m)
+{
+    kiln_rpc_server *s = w->srv;
+    if (m == NULL) {
+        /* Could not even allocate an error reply: give the ctx back to receiving. */
+        pthread_mutex_lock(&s->mu);
+        w->st = s->stopping ? W_IDLE : W_RECV;
+        bool rearm = w->st == W_RECV;
+        pthread_cond_broadcast(&s->idle);
+        pthread_mutex_unlock(&s->mu);
+        if (rearm)
+            nng_ctx_recv(w->ctx, w->aio);
+        return;
+    }
+    pthread_mutex_lock(&s->mu);
+    w->st = W_SEND;
+    pthread_mutex_unlock(&s->mu);
+    nng_aio_set_msg(w->aio, m);
+    nng_ctx_send(w->ctx, w->aio);
+}
+
+static void record(kiln_rpc_server *s, int idx, kiln_code code, double secs)
+{
+    kiln_rpc_method_stats *st = &s->stats[idx];
+    pthread_mutex_lock(&s->mu);
+    st->by_code[kiln_code_to_wire(code)]++;
+    int b = 0;
+    while (b < KILN_RPC_LAT_BUCKETS && secs > kiln_rpc_lat_bounds[b])
+        b++;
+    st->lat_buckets[b]++;
+    st->lat_sum += secs;
+    s->served++;
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ---- request_id cache (lock held) ---- */
+
+static struct idem *idem_find(kiln_rpc_server *s, const char *id, int method)
+{
+    for (size_t i = 0; i < s->n_idem; i++)
+        if (s->idem[i].used && s->idem[i].method == method && strcmp(s->idem[i].id, id) == 0)
+            return &s->idem[i];
+    return NULL;
+}
+
+static struct idem *idem_insert(kiln_rpc_server *s, const char *id, int method)
+{
+    struct idem *victim = NULL;
+    for (size_t i = 0; i < s->n_idem; i++) {
+        struct idem *e = &s->idem[i];
+        if (!e->used) {
+            victim = e;
+            break;
+        }
+        if (e->done && (victim == NULL || e->at_ms < victim->at_ms))
+            victim = e;
+    }
+    if (victim == NULL)
+        return NULL; /* every slot is a call still running */
+    free(victim->reply);
+    memset(victim, 0, sizeof(*victim));
+    snprintf(victim->id, sizeof(victim->id), "%s", id);
+    victim->method = method;
+    victim->used = true;
+    victim->at_ms = kiln_now_ms();
+    return victim;
+}
+
+static nng_msg *msg_from_bytes(const void *p, size_t n)
+{
+    nng_msg *m = NULL;
+    if (nng_msg_alloc(&m, n) != 0)
+        return NULL;
+    memcpy(nng_msg_body(m), p, n);
+    return m;
+}
+
+/* ---- handling ---- */
+
+static void handle(struct worker *w)
+{
+    kiln_rpc_server *s = w->srv;
+    nng_msg *in = w->req;
+    w->req = NULL;
+    struct timespec ts0;
+    clock_gettime(CLOCK_MONOTONIC, &ts0);
+    const int unknown = (int)s->o.n_methods;
+
+    size_t in_len = nng_msg_len(in);
+    kiln_req *req = kiln__v1__request__unpack(NULL, in_len, nng_msg_body(in));
+    nng_msg_free(in);
+    if (req == NULL) {
+        kiln_debug("rpc", "malformed request (%zu bytes)", in_len);
+        record(s, unknown, KILN_EINVAL, 0);
+        worker_send(w, error_reply("", KILN_EINVAL, "malformed request: not a kiln.v1.Request"));
+        return;
+    }
+    const kiln_rpc_method *m = NULL;
+    int idx = unknown;
+    for (size_t i = 0; i < s->o.n_methods; i++)
+        if (s->o.methods[i].body == req->body_case) {
+            m = &s->o.methods[i];
+            idx = (int)i;
+        }
+    const char *rid = req->request_id ? req->request_id : "";
+    if (m == NULL) {
+        kiln_code c = req->body_case == KILN__V1__REQUEST__BODY__NOT_SET ? KILN_EINVAL : KILN_ENOTSUP;
+        record(s, unknown, c, 0);
+        worker_send(w, error_reply(rid, c,
+                                   c == KILN_EINVAL ? "empty request"
+                                                    : "method not served by this service"));
+        kiln__v1__request__free_unpacked(req, NULL);
+        return;
+    }
+    kiln_log_context(rid, NULL);
+
+    struct idem *ent = NULL;
+    if (m->flags & KILN_RPC_MUTATING) {
+        if (rid[0] == '\0' || strlen(rid) > IDEM_ID_MAX) {
+            record(s, idx, KILN_EINVAL, 0);
+            worker_send(w, error_reply(rid, KILN_EINVAL,
+                                       "mutating call needs a request_id of 1..64 bytes"));
+            kiln__v1__request__free_unpacked(req, NULL);
+            return;
+        }
+        pthread_mutex_lock(&s->mu);
+        struct idem *e = idem_find(s, rid, idx);
+        if (e && e->done) {
+            nng_msg *copy = msg_from_bytes(e->reply, e->reply_len);
+            pthread_mutex_unlock(&s->mu);
+            kiln_debug("rpc", "%s: resent request answered from cache", m->name);
+            worker_send(w, copy);
+            kiln__v1__request__free_unpacked(req, NULL);
+            return;
+        }
+        if (e) {
+            bool queued = e->n_waiters < MAX_WAITERS;
+            if (queued)
+                e->waiters[e->n_waiters++] = w;
+            pthread_mutex_unlock(&s->mu);
+            if (!queued)
+                worker_send(w, error_reply(rid, KILN_EUNAVAIL, "too many resends in flight"));
+            kiln__v1__request__free_unpacked(req, NULL);
+            return;
+        }
+        ent = idem_insert(s, rid, idx);
+        pthread_mutex_unlock(&s->mu);
+        if (ent == NULL) {
+            worker_send(w, error_reply(rid, KILN_EUNAVAIL, "server busy"));
+            kiln__v1__request__free_unpacked(req, NULL);
+            return;
+        }
+    }
+
+    kiln_arena *arena = kiln_arena_new();
+    kiln_reply reply = KILN__V1__REPLY__INIT;
+    Kiln__V1__Status st = KILN__V1__STATUS__INIT;
+    kiln_error *err = NULL;
+    int r = arena ? m->fn(m->user ? m->user : s->o.user, req, &reply, arena, &err)
+                  : kiln_error_set(&err, KILN_ENOSPC, 0, "out of memory");
+    kiln_code code = KILN_OK;
+    if (r < 0) {
+        code = err ? err->code : (kiln_code)r;
+        st.message = err ? err->msg : (char *)kiln_code_name(code);
+        reply.body_case = KILN__V1__REPLY__BODY__NOT_SET;
+        if (code == KILN_EINTERNAL || code == KILN_EIO)
+            kiln_err("rpc", "%s failed: %s", m->name, st.message);
+        else
+            kiln_debug("rpc", "%s: %s", m->name, st.message);
+    }
+    st.code = (Kiln__V1__Code)kiln_code_to_wire(code);
+    reply.status = &st;
+    reply.request_id = (char *)rid;
+    nng_msg *out = pack_reply(&reply);
+
+    struct timespec ts1;
+    clock_gettime(CLOCK_MONOTONIC, &ts1);
+    double secs = (double)(ts1.tv_sec - ts0.tv_sec) + (double)(ts1.tv_nsec - ts0.tv_nsec) / 1e9;
+    record(s, idx, code, secs);
+
+    if (ent) {
+        struct worker *waiters[MAX_WAITERS];
+        int nw = 0;
+        pthread_mutex_lock(&s->mu);
+        if (out) {
+            ent->reply_len = nng_msg_len(out);
+            ent->reply = malloc(ent->reply_len ? ent->reply_len : 1);
+            if (ent->reply)
+                memcpy(ent->reply, nng_msg_body(out), ent->reply_len);
+        }
+        ent->done = ent->reply != NULL;
+        if (!ent->done)
+            ent->used = false;
+        ent->at_ms = kiln_now_ms();
+        nw = ent->n_waiters;
+        memcpy(waiters, ent->waiters, sizeof(waiters));
+        ent->n_waiters = 0;
+        pthread_mutex_unlock(&s->mu);
+        for (int i = 0; i < nw; i++)
+            worker_send(waiters[i], out ? msg_from_bytes(nng_msg_body(out), nng_msg_len(out))
+                                        : error_reply(rid, KILN_ENOSPC, "out of memory"));
+    }
+    kiln_error_free(&err);
+    kiln_arena_free(arena);
+    kiln__v1__request__free_unpacked(req, NULL);
+    kiln_log_context(NULL, NULL);
+    worker_send(w, out);
+}
+
+static void *handler_thread(void *arg)
+{
+    kiln_rpc_server *s = arg;
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        while (s->qhead == NULL && !s->quit)
+            pthread_cond_wait(&s->cv, &s->mu);
+        struct worker *w = s->qhead;
+        if (w == NULL) {
+            pthread_mutex_unlock(&s->mu);
+            return NULL;
+        }
+        s->qhead = w->next;
+        if (s->qhead == NULL)
+            s->qtail = NULL;
+        w->next = NULL;
+        pthread_mutex_unlock(&s->mu);
+        handle(w);
+    }
+}
+
+/* NNG callback: runs on NNG's threads; never blocks beyond the server mutex. */
+static void worker_cb(void *arg)
+{
+    struct worker *w = arg;
+    kiln_rpc_server *s = w->srv;
+    int rv = nng_aio_result(w->aio);
+    pthread_mutex_lock(&s->mu);
+    switch (w->st) {
+    case W_RECV:
+        if (rv != 0) {
+            if (s->stopping || rv == NNG_ECLOSED) {
+                w->st = W_IDLE;
+                pthread_cond_broadcast(&s->idle);
+                pthread_mutex_unlock(&s->mu);
+                return;
+            }
+            pthread_mutex_unlock(&s->mu);
+            nng_ctx_recv(w->ctx, w->aio);
+            return;
+        }
+        w->req = nng_aio_get_msg(w->aio);
+        w->st = W_BUSY;
+        if (s->qtail)
+            s->qtail->next = w;
+        else
+            s->qhead = w;
+        s->qtail = w;
+        pthread_cond_signal(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+        return;
+    case W_SEND:
+        if (rv != 0)
+            nng_msg_free(nng_aio_get_msg(w->aio));
+        if (s->stopping || rv == NNG_ECLOSED) {
+            w->st = W_IDLE;
+            pthread_cond_broadcast(&s->idle);
+            pthread_mutex_unlock(&s->mu);
+            return;
+        }
+        w->st = W_RECV;
+        pthread_mutex_unlock(&s->mu);
+        nng_ctx_recv(w->ctx, w->aio);
+        return;
+    default:
+        pthread_mutex_unlock(&s->mu);
+        return;
+    }
+}
+
+/* ---- life cycle ---- */
+
+static void server_free(kiln_rpc_server *s)
+{
+    for (int i = 0; i < s->n_workers; i++) {
+        if (s->workers[i].aio)
+            nng_aio_free(s->workers[i].aio);
+        if (s->workers[i].req)
+            nng_msg_free(s->workers[i].req);
+    }
+    for (size_t i = 0; i < s->n_idem; i++)
+        free(s->idem[i].reply);
+    free(s->idem);
+    free(s->workers);
+    free(s->threads);
+    free(s->stats);
+    free(s->url);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    pthread_cond_destroy(&s->idle);
+    free(s);
+}
+
+int kiln_rpc_server_start(kiln_rpc_server **out, const kiln_rpc_server_opts *o, kiln_error **err)
+{
+    kiln_rpc_server *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    s->o = *o;
+    s->url = strdup(o->url);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    pthread_cond_init(&s->idle, NULL);
+    s->n_workers = o->workers > 0 ? o->workers : 32;
+    s->n_threads = o->threads > 0 ? o->threads : 8;
+    s->n_idem = o->idem_entries ? o->idem_entries : 4096;
+    size_t max_msg = o->max_msg ? o->max_msg : KILN_RPC_DEFAULT_MAX_MSG;
+    s->workers = calloc((size_t)s->n_workers, sizeof(*s->workers));
+    s->threads = calloc((size_t)s->n_threads, sizeof(*s->threads));
+    s->idem = calloc(s->n_idem, sizeof(*s->idem));
+    s->stats = calloc(o->n_methods + 1, sizeof(*s->stats));
+    if (!s->url || !s->workers || !s->threads || !s->idem || !s->stats) {
+        server_free(s);
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    }
+    for (size_t i = 0; i < o->n_methods; i++)
+        s->stats[i].name = o->methods[i].name;
+    s->stats[o->n_methods].name = "unknown";
+
+    int rv = nng_rep0_open(&s->sock);
+    if (rv != 0) {
+        server_free(s);
+        return kiln_error_set(err, KILN_EINTERNAL, 0, "rep socket: %s", nng_strerror(rv));
+    }
+    nng_socket_set_size(s->sock, NNG_OPT_RECVMAXSZ, max_msg);
+    int r = kiln_listen(s->sock, o->url, o->transport, err);
+    if (r < 0) {
+        nng_close(s->sock);
+        server_free(s);
+        return r;
+    }
+    for (int i = 0; i < s->n_workers; i++) {
+        struct worker *w = &s->workers[i];
+        w->srv = s;
+        if ((rv = nng_aio_alloc(&w->aio, worker_cb, w)) != 0 || (rv = nng_ctx_open(&w->ctx, s->sock)) != 0) {
+            nng_close(s->sock);
+            server_free(s);
+            return kiln_error_set(err, KILN_ENOSPC, 0, "rpc worker: %s", nng_strerror(rv));
+        }
+    }
+    for (int i = 0; i < s->n_threads; i++) {
+        if (pthread_create(&s->threads[i], NULL, handler_thread, s) != 0) {
+            pthread_mutex_lock(&s->mu);
+            s->quit = true;
+            pthread_cond_broadcast(&s->cv);
+            pthread_mutex_unlock(&s->mu);
+            for (int j = 0; j < i; j++)
+                pthread_join(s->threads[j], NULL);
+            nng_close(s->sock);
+            server_free(s);
+            return kiln_error_set(err, KILN_ENOSPC, 0, "cannot start handler threads");
+        }
+    }
+    for (int i = 0; i < s->n_workers; i++) {
+        s->workers[i].st = W_RECV;
+        nng_ctx_recv(s->workers[i].ctx, s->workers[i].aio);
+    }
+    *out = s;
+    return 0;
+}
+
+void kiln_rpc_server_stop(kiln_rpc_server *s, int drain_ms)
+{
+    if (s == NULL)
+        return;
+    pthread_mutex_lock(&s->mu);
+    s->stopping = true;
+    pthread_mutex_unlock(&s->mu);
+    /* Stop waiting for new requests; requests already received finish below. */
+    for (int i = 0; i < s->n_workers; i++) {
+        pthread_mutex_lock(&s->mu);
+        bool recv = s->workers[i].st == W_RECV;
+        pthread_mutex_unlock(&s->mu);
+        if (recv)
+            nng_aio_cancel(s->workers[i].aio);
+    }
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += drain_ms / 1000;
+    dl.tv_nsec += (long)(drain_ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        int busy = 0;
+        for (int i = 0; i < s->n_workers; i++)
+            busy += s->workers[i].st != W_IDLE;
+        if (busy == 0)
+            break;
+        if (pthread_cond_timedwait(&s->idle, &s->mu, &dl) != 0) {
+            kiln_warn("rpc", "%d request(s) still in flight at shutdown", busy);
+            break;
+        }
+    }
+    s->quit = true;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    for (int i = 0; i < s->n_threads; i++)
+        pthread_join(s->threads[i], NULL);
+    nng_close(s->sock);
+    for (int i = 0; i < s->n_workers; i++)
+        nng_aio_stop(s->workers[i].aio);
+    const char *ipc = kiln_ipc_path(s->url);
+    if (ipc)
+        unlink(ipc);
+    server_free(s);
+}
+
+size_t kiln_rpc_server_stats(kiln_rpc_server *s, kiln_rpc_method_stats *out, size_t cap)
+{
+    size_t n = s->o.n_methods + 1;
+    if (n > cap)
+        n = cap;
+    pthread_mutex_lock(&s->mu);
+    memcpy(out, s->stats, n * sizeof(*out));
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+uint64_t kiln_rpc_server_served(kiln_rpc_server *s)
+{
+    pthread_mutex_lock(&s->mu);
+    uint64_t v = s->served;
+    pthread_mutex_unlock(&s->mu);
+    return v;
+}

@@ -1,0 +1,494 @@
+/* Service scaffolding shared by kiln-builder and kiln-pusher. */
+#include "service.h"
+#include "cleanup.h"
+#include "config.h"
+#include "http.h"
+#include "log.h"
+
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+struct kiln_service {
+    const kiln_service_opts *o;
+    kiln_service_hooks hooks;
+    kiln_rpc_method *methods;
+    size_t n_methods;
+    kiln_rpc_server *rpc;
+    kiln_events *events;
+    kiln_http *http;
+    unsigned long long started_ms;
+};
+
+static void shutdown_sigs(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGHUP);
+}
+
+void kiln_service_block_signals(void)
+{
+    sigset_t set;
+    shutdown_sigs(&set);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+const char kiln_service_common_usage[] =
+    "  --data DIR            data directory (env KILN_DATA; default /var/lib/kiln as root,\n"
+    "                        else $XDG_DATA_HOME/kiln or ~/.local/share/kiln)\n"
+    "  --listen URL          RPC endpoint: ipc://PATH, tcp://HOST:PORT, tls+tcp://HOST:PORT\n"
+    "  --events URL          event (pub/sub) endpoint, same schemes\n"
+    "  --http ADDR           serve /healthz, /readyz and /metrics on ADDR (e.g. 127.0.0.1:9090)\n"
+    "  --tls-cert FILE       PEM certificate for tls+tcp:// endpoints\n"
+    "  --tls-key FILE        PEM private key for --tls-cert\n"
+    "  --tls-ca FILE         PEM CA bundle; clients must present a certificate it signed\n"
+    "  --allow-insecure-tcp  allow tcp:// (or tls+tcp:// without --tls-ca) on non-loopback\n"
+    "                        addresses: anyone who can connect can run builds\n"
+    "  --workers N           concurrent RPCs in flight (default 32)\n"
+    "  --max-msg SIZE        largest request accepted (default 4M)\n"
+    "  --log-level LEVEL     debug|info|warn|error (default info; KILN_DEBUG=area,... for debug)\n"
+    "  --log-format FMT      logfmt|json (default logfmt)\n"
+    "  -h, --help            show this help\n"
+    "  -V, --version         show the version\n";
+
+void kiln_service_opts_init(kiln_service_opts *o, const char *name, const char *topic,
+                            kiln_endpoint listen_ep, kiln_endpoint events_ep)
+{
+    memset(o, 0, sizeof(*o));
+    o->name = name;
+    o->topic = topic;
+    o->listen_ep = listen_ep;
+    o->events_ep = events_ep;
+    o->drain_ms = 10000;
+}
+
+void kiln_service_opts_dispose(kiln_service_opts *o)
+{
+    free(o->data_dir);
+    free(o->listen_url);
+    free(o->events_url);
+    free(o->http_addr);
+    free((char *)o->transport.tls.cert);
+    free((char *)o->transport.tls.key);
+    free((char *)o->transport.tls.ca);
+    memset(o, 0, sizeof(*o));
+}
+
+enum {
+    OPT_DATA = 1000,
+    OPT_LISTEN,
+    OPT_EVENTS,
+    OPT_HTTP,
+    OPT_CERT,
+    OPT_KEY,
+    OPT_CA,
+    OPT_INSECURE,
+    OPT_WORKERS,
+    OPT_MAXMSG,
+    OPT_LOGLEVEL,
+    OPT_LOGFMT,
+};
+
+static const struct option common_opts[] = {
+    {"data", required_argument, NULL, OPT_DATA},
+    {"listen", required_argument, NULL, OPT_LISTEN},
+    {"events", required_argument, NULL, OPT_EVENTS},
+    {"http", required_argument, NULL, OPT_HTTP},
+    {"tls-cert", required_argument, NULL, OPT_CERT},
+    {"tls-key", required_argument, NULL, OPT_KEY},
+    {"tls-ca", required_argument, NULL, OPT_CA},
+    {"allow-insecure-tcp", no_argument, NULL, OPT_INSECURE},
+    {"workers", required_argument, NULL, OPT_WORKERS},
+    {"max-msg", required_argument, NULL, OPT_MAXMSG},
+    {"log-level", required_argument, NULL, OPT_LOGLEVEL},
+    {"log-format", required_argument, NULL, OPT_LOGFMT},
+    {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, 'V'},
+};
+
+static void set_str(char **dst, const char *v)
+{
+    free(*dst);
+    *dst = strdup(v);
+}
+
+int kiln_service_parse_args(kiln_service_opts *o, int argc, char **argv,
+                            const kiln_service_flags *extra, kiln_error **err)
+{
+    size_t n_common = KILN_ARRAY_SIZE(common_opts), n_extra = 0;
+    if (extra && extra->options)
+        while (extra->options[n_extra].name)
+            n_extra++;
+    struct option all[64];
+    if (n_common + n_extra + 1 > KILN_ARRAY_SIZE(all))
+        return kiln_error_set(err, KILN_EINTERNAL, 0, "too many flags");
+    memcpy(all, common_opts, sizeof(common_opts));
+    if (n_extra)
+        memcpy(all + n_common, extra->options, n_extra * sizeof(struct option));
+    memset(&all[n_common + n_extra], 0, sizeof(struct option));
+
+    int level = KILN_LOG_INFO, fmt = KILN_LOG_LOGFMT;
+    optind = 1;
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, ":hV", all, NULL)) != -1) {
+        switch (c) {
+        case 'h':
+            return KILN_ARGS_HELP;
+        case 'V':
+            return KILN_ARGS_VERSION;
+        case OPT_DATA:
+            set_str(&o->data_dir, optarg);
+            break;
+        case OPT_LISTEN:
+            set_str(&o->listen_url, optarg);
+            break;
+        case OPT_EVENTS:
+            set_str(&o->events_url, optarg);
+            break;
+        case OPT_HTTP:
+            set_str(&o->http_addr, optarg);
+            break;
+        case OPT_CERT:
+            set_str((char **)&o->transport.tls.cert, optarg);
+            break;
+        case OPT_KEY:
+            set_str((char **)&o->transport.tls.key, optarg);
+            break;
+        case OPT_CA:
+            set_str((char **)&o->transport.tls.ca, optarg);
+            break;
+        case OPT_INSECURE:
+            o->transport.allow_insecure = true;
+            break;
+        case OPT_WORKERS: {
+            char *end = NULL;
+            long v = strtol(optarg, &end, 10);
+            if (*optarg == '\0' || *end || v < 1 || v > 1024)
+                return kiln_error_set(err, KILN_EINVAL, 0, "--workers wants 1..1024, got '%s'",
+                                      optarg);
+            o->workers = (int)v;
+            break;
+        }
+        case OPT_MAXMSG: {
+            long long v = kiln_parse_size(optarg);
+            if (v < 1024 || v > (1LL << 30))
+                return kiln_error_set(err, KILN_EINVAL, 0, "--max-msg wants 1K..1G, got '%s'",
+                                      optarg);
+            o->max_msg = (size_t)v;
+            break;
+        }
+        case OPT_LOGLEVEL:
+            if ((level = kiln_log_level_parse(optarg)) < 0)
+                return kiln_error_set(err, KILN_EINVAL, 0, "unknown log level '%s'", optarg);
+            break;
+        case OPT_LOGFMT:
+            if ((fmt = kiln_log_format_parse(optarg)) < 0)
+                return kiln_error_set(err, KILN_EINVAL, 0, "unknown log format '%s'", optarg);
+            break;
+        case ':':
+            return kiln_error_set(err, KILN_EINVAL, 0, "option %s needs a value",
+                                  argv[optind - 1]);
+        case '?':
+            return kiln_error_set(err, KILN_EINVAL, 0, "unknown option '%s'", argv[optind - 1]);
+        default:
+            if (extra && extra->on_flag) {
+                int r = extra->on_flag(extra->ud, c, optarg, err);
+                if (r < 0)
+                    return r;
+                break;
+            }
+            return kiln_error_set(err, KILN_EINVAL, 0, "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind < argc)
+        return kiln_error_set(err, KILN_EINVAL, 0, "unexpected argument '%s'", argv[optind]);
+    kiln_log_setup(o->name, (kiln_log_level)level, (kiln_log_format)fmt);
+    kiln_log_debug_areas(getenv("KILN_DEBUG"));
+    if (o->data_dir == NULL && (o->data_dir = kiln_default_data_dir()) == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    if (o->listen_url == NULL)
+        o->listen_url = kiln_default_url(o->data_dir, o->listen_ep);
+    if (o->events_url == NULL)
+        o->events_url = kiln_default_url(o->data_dir, o->events_ep);
+    if (!o->listen_url || !o->events_url)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    return KILN_ARGS_RUN;
+}
+
+/* ---- built-in methods ---- */
+
+static Kiln__V1__Check *new_check(kiln_arena *a, const char *name, bool ok, const char *detail)
+{
+    Kiln__V1__Check *c = kiln_arena_alloc(a, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    kiln__v1__check__init(c);
+    c->name = kiln_arena_strdup(a, name);
+    c->ok = ok;
+    c->detail = kiln_arena_strdup(a, detail);
+    return c;
+}
+
+/* Checks common to all services plus the service's own. */
+static void collect_checks(kiln_service *s, Kiln__V1__Check ***out, size_t *n, kiln_arena *a)
+{
+    Kiln__V1__Check **own = NULL;
+    size_t n_own = 0;
+    if (s->hooks.checks)
+        s->hooks.checks(s->hooks.user, &own, &n_own, a);
+    Kiln__V1__Check **all = kiln_arena_calloc(a, n_own + 1, sizeof(*all));
+    if (all == NULL) {
+        *n = 0;
+        return;
+    }
+    bool writable = access(s->o->data_dir, W_OK | X_OK) == 0;
+    all[0] = new_check(a, "data_dir", writable, writable ? s->o->data_dir : "not writable");
+    for (size_t i = 0; i < n_own; i++)
+        all[1 + i] = own[i];
+    *out = all;
+    *n = n_own + 1;
+}
+
+static int m_status(void *user, const kiln_req *req, kiln_reply *reply, kiln_arena *a,
+                    kiln_error **err)
+{
+    kiln_service *s = user;
+    Kiln__V1__StatusReply *r = kiln_arena_alloc(a, sizeof(*r));
+    if (r == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    kiln__v1__status_reply__init(r);
+    r->service = (char *)s->o->name;
+    r->version = KILN_VERSION_STRING;
+    r->pid = (int32_t)getpid();
+    r->uptime_ms = kiln_now_ms() - s->started_ms;
+    r->data_dir = s->o->data_dir;
+    r->listen_url = s->o->listen_url;
+    r->events_url = s->o->events_url;
+    r->jobs_running = kiln_events_running(s->events);
+    r->rpcs_served = kiln_rpc_server_served(s->rpc);
+    collect_checks(s, &r->checks, &r->n_checks, a);
+    reply->body_case = KILN__V1__REPLY__BODY_STATUS_REPLY;
+    reply->status_reply = r;
+    return 0;
+}
+
+static int m_health(void *user, const kiln_req *req, kiln_reply *reply, kiln_arena *a,
+                    kiln_error **err)
+{
+    kiln_service *s = user;
+    Kiln__V1__HealthReply *r = kiln_arena_alloc(a, sizeof(*r));
+    if (r == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    kiln__v1__health_reply__init(r);
+    collect_checks(s, &r->checks, &r->n_checks, a);
+    r->ready = true;
+    for (size_t i = 0; i < r->n_checks; i++)
+        if (r->checks[i] && !r->checks[i]->ok)
+            r->ready = false;
+    reply->body_case = KILN__V1__REPLY__BODY_HEALTH_REPLY;
+    reply->health_reply = r;
+    return 0;
+}
+
+static int m_events(void *user, const kiln_req *req, kiln_reply *reply, kiln_arena *a,
+                    kiln_error **err)
+{
+    kiln_service *s = user;
+    const Kiln__V1__EventsRequest *q = req->events;
+    Kiln__V1__EventsReply *r = kiln_arena_alloc(a, sizeof(*r));
+    if (r == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    kiln__v1__events_reply__init(r);
+    int rc = kiln_events_replay(s->events, q->job_id, q->after_seq, q->max_events, r, a, err);
+    if (rc < 0)
+        return rc;
+    reply->body_case = KILN__V1__REPLY__BODY_EVENTS_REPLY;
+    reply->events_reply = r;
+    return 0;
+}
+
+static const kiln_rpc_method builtin[] = {
+    {KILN__V1__REQUEST__BODY_STATUS, "Status", m_status, 0, NULL},
+    {KILN__V1__REQUEST__BODY_HEALTH, "Health", m_health, 0, NULL},
+    {KILN__V1__REQUEST__BODY_EVENTS, "Events", m_events, 0, NULL},
+};
+
+/* ---- HTTP ---- */
+
+static bool http_ready(void *user, kiln_buf *detail)
+{
+    kiln_service *s = user;
+    kiln_arena *a = kiln_arena_new();
+    if (a == NULL)
+        return false;
+    Kiln__V1__Check **checks = NULL;
+    size_t n = 0;
+    collect_checks(s, &checks, &n, a);
+    bool ready = true;
+    for (size_t i = 0; i < n; i++) {
+        if (checks[i] == NULL)
+            continue;
+        ready = ready && checks[i]->ok;
+        kiln_buf_printf(detail, NULL, "%s %s %s\n", checks[i]->name, checks[i]->ok ? "ok" : "FAIL",
+                        checks[i]->detail ? checks[i]->detail : "");
+    }
+    kiln_arena_free(a);
+    return ready;
+}
+
+static void http_metrics(void *user, kiln_buf *out)
+{
+    kiln_service *s = user;
+    kiln_rpc_method_stats st[64];
+    size_t n = kiln_rpc_server_stats(s->rpc, st, KILN_ARRAY_SIZE(st));
+    kiln_buf_printf(out, NULL,
+                    "# HELP kiln_build_info Kiln service and version.\n"
+                    "# TYPE kiln_build_info gauge\n"
+                    "kiln_build_info{service=\"%s\",version=\"%s\"} 1\n"
+                    "# HELP kiln_uptime_seconds Seconds since the service started.\n"
+                    "# TYPE kiln_uptime_seconds gauge\n"
+                    "kiln_uptime_seconds %.3f\n"
+                    "# HELP kiln_jobs_running Jobs started and not finished.\n"
+                    "# TYPE kiln_jobs_running gauge\n"
+                    "kiln_jobs_running %u\n"
+                    "# HELP kiln_rpc_requests_total RPC requests answered, by method and status code.\n"
+                    "# TYPE kiln_rpc_requests_total counter\n",
+                    s->o->name, KILN_VERSION_STRING, (double)(kiln_now_ms() - s->started_ms) / 1000.0,
+                    kiln_events_running(s->events));
+    for (size_t i = 0; i < n; i++)
+        for (int c = 0; c < KILN_CODE_COUNT; c++)
+            if (st[i].by_code[c])
+                kiln_buf_printf(out, NULL, "kiln_rpc_requests_total{method=\"%s\",code=\"%s\"} %llu\n",
+                                st[i].name, kiln_code_name(kiln_code_from_wire(c)),
+                                (unsigned long long)st[i].by_code[c]);
+    kiln_buf_puts(out,
+                  "# HELP kiln_rpc_duration_seconds Time to handle an RPC, by method.\n"
+                  "# TYPE kiln_rpc_duration_seconds histogram\n",
+                  NULL);
+    for (size_t i = 0; i < n; i++) {
+        unsigned long long cum = 0;
+        for (int b = 0; b < KILN_RPC_LAT_BUCKETS; b++) {
+            cum += st[i].lat_buckets[b];
+            kiln_buf_printf(out, NULL, "kiln_rpc_duration_seconds_bucket{method=\"%s\",le=\"%g\"} %llu\n",
+                            st[i].name, kiln_rpc_lat_bounds[b], cum);
+        }
+        cum += st[i].lat_buckets[KILN_RPC_LAT_BUCKETS];
+        kiln_buf_printf(out, NULL,
+                        "kiln_rpc_duration_seconds_bucket{method=\"%s\",le=\"+Inf\"} %llu\n"
+                        "kiln_rpc_duration_seconds_sum{method=\"%s\"} %.6f\n"
+                        "kiln_rpc_duration_seconds_count{method=\"%s\"} %llu\n",
+                        st[i].name, cum, st[i].name, st[i].lat_sum, st[i].name, cum);
+    }
+    if (s->hooks.metrics)
+        s->hooks.metrics(s->hooks.user, out);
+}
+
+/* ---- life cycle ---- */
+
+int kiln_service_start(kiln_service **out, const kiln_service_opts *o,
+                       const kiln_rpc_method *extra, size_t n_extra,
+                       const kiln_service_hooks *hooks, kiln_error **err)
+{
+    kiln_service *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    s->o = o;
+    if (hooks)
+        s->hooks = *hooks;
+    s->started_ms = kiln_now_ms();
+    kiln_service_block_signals();
+
+    s->n_methods = KILN_ARRAY_SIZE(builtin) + n_extra;
+    s->methods = calloc(s->n_methods, sizeof(*s->methods));
+    if (s->methods == NULL) {
+        free(s);
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    }
+    for (size_t i = 0; i < KILN_ARRAY_SIZE(builtin); i++) {
+        s->methods[i] = builtin[i];
+        s->methods[i].user = s;
+    }
+    for (size_t i = 0; i < n_extra; i++) {
+        s->methods[KILN_ARRAY_SIZE(builtin) + i] = extra[i];
+        if (s->methods[KILN_ARRAY_SIZE(builtin) + i].user == NULL)
+            s->methods[KILN_ARRAY_SIZE(builtin) + i].user = s->hooks.user;
+    }
+
+    char logdir[PATH_MAX];
+    snprintf(logdir, sizeof(logdir), "%s/events/%s", o->data_dir, o->topic);
+    int r = kiln_mkdir_p(o->data_dir, 0755, err);
+    if (r < 0)
+        goto fail;
+    if ((r = kiln_events_new(&s->events, o->events_url, &o->transport, logdir, err)) < 0)
+        goto fail;
+    kiln_rpc_server_opts so = {
+        .url = o->listen_url,
+        .transport = &o->transport,
+        .methods = s->methods,
+        .n_methods = s->n_methods,
+        .user = s,
+        .workers = o->workers,
+        .threads = o->threads,
+        .max_msg = o->max_msg,
+    };
+    if ((r = kiln_rpc_server_start(&s->rpc, &so, err)) < 0)
+        goto fail;
+    if (o->http_addr) {
+        kiln_http_hooks hh = {http_ready, http_metrics, s};
+        if ((r = kiln_http_start(&s->http, o->http_addr, &hh, err)) < 0)
+            goto fail;
+    }
+    kiln_info("svc", "%s %s serving rpc=%s events=%s%s%s data=%s", o->name, KILN_VERSION_STRING,
+              o->listen_url, o->events_url, o->http_addr ? " http=" : "",
+              o->http_addr ? o->http_addr : "", o->data_dir);
+    *out = s;
+    return 0;
+fail:
+    kiln_http_stop(s->http);
+    kiln_rpc_server_stop(s->rpc, 0);
+    kiln_events_free(s->events);
+    free(s->methods);
+    free(s);
+    return r;
+}
+
+kiln_events *kiln_service_events(kiln_service *s)
+{
+    return s->events;
+}
+
+int kiln_service_wait(kiln_service *s)
+{
+    sigset_t set;
+    shutdown_sigs(&set);
+    for (;;) {
+        int sig = 0;
+        if (sigwait(&set, &sig) != 0)
+            continue;
+        if (sig == SIGHUP) {
+            kiln_info("svc", "SIGHUP ignored (configuration is read at start)");
+            continue;
+        }
+        kiln_info("svc", "received %s, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        return sig;
+    }
+}
+
+void kiln_service_stop(kiln_service *s)
+{
+    if (s == NULL)
+        return;
+    kiln_http_stop(s->http);
+    kiln_rpc_server_stop(s->rpc, s->o->drain_ms);
+    kiln_events_free(s->events);
+    free(s->methods);
+    kiln_info("svc", "%s stopped", s->o->name);
+    free(s);
+}

@@ -1,0 +1,289 @@
+/* NNG listeners and dialers with Kiln's transport policy and mutual TLS. */
+#include "transport.h"
+#include "cleanup.h"
+#include "config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include <nng/supplemental/tls/tls.h>
+
+kiln_code kiln_code_from_nng(int rv)
+{
+    switch (rv) {
+    case 0:
+        return KILN_OK;
+    case NNG_ETIMEDOUT:
+        return KILN_ETIMEDOUT;
+    case NNG_ECONNREFUSED:
+    case NNG_ECONNRESET:
+    case NNG_ECONNSHUT:
+    case NNG_ECLOSED:
+    case NNG_EUNREACHABLE:
+    case NNG_EADDRINVAL:
+    case NNG_ENOENT:
+        return KILN_EUNAVAIL;
+    case NNG_ECANCELED:
+        return KILN_ECANCELED;
+    case NNG_EINVAL:
+    case NNG_ENOTSUP:
+        return KILN_EINVAL;
+    case NNG_ENOMEM:
+    case NNG_EMSGSIZE:
+        return KILN_ENOSPC;
+    case NNG_EPERM:
+        return KILN_EPERM;
+    case NNG_EADDRINUSE:
+        return KILN_EEXIST;
+    case NNG_ECRYPTO:
+    case NNG_EPEERAUTH:
+        return KILN_EAUTH;
+    default:
+        return KILN_EIO;
+    }
+}
+
+const char *kiln_ipc_path(const char *url)
+{
+    if (url && strncmp(url, "ipc://", 6) == 0)
+        return url + 6;
+    return NULL;
+}
+
+static bool host_is_loopback(const char *host, size_t n)
+{
+    if (n == 9 && strncasecmp(host, "localhost", 9) == 0)
+        return true;
+    if (n == 5 && strncmp(host, "[::1]", 5) == 0)
+        return true;
+    if (n >= 4 && strncmp(host, "127.", 4) == 0) {
+        for (size_t i = 4; i < n; i++)
+            if (!(host[i] == '.' || (host[i] >= '0' && host[i] <= '9')))
+                return false;
+        return true;
+    }
+    return false;
+}
+
+int kiln_url_check(const char *url, kiln_scheme *scheme_out, bool *loopback_out, kiln_error **err)
+{
+    const char *rest = NULL;
+    kiln_scheme sc;
+    if (url == NULL || *url == '\0')
+        return kiln_error_set(err, KILN_EINVAL, 0, "empty endpoint URL");
+    if (strncmp(url, "ipc://", 6) == 0) {
+        sc = KILN_SCHEME_IPC;
+        rest = url + 6;
+        if (*rest == '\0' || strlen(rest) >= 108)
+            return kiln_error_set(err, KILN_EINVAL, 0,
+                                  "ipc path in '%s' is empty or longer than 107 bytes", url);
+    } else if (strncmp(url, "tcp://", 6) == 0) {
+        sc = KILN_SCHEME_TCP;
+        rest = url + 6;
+    } else if (strncmp(url, "tls+tcp://", 10) == 0) {
+        sc = KILN_SCHEME_TLS;
+        rest = url + 10;
+    } else {
+        return kiln_error_set(err, KILN_EINVAL, 0,
+                              "unsupported endpoint '%s' (use ipc://, tcp:// or tls+tcp://)", url);
+    }
+    bool loop = true;
+    if (sc != KILN_SCHEME_IPC) {
+        const char *colon = strrchr(rest, ':');
+        if (colon == NULL || colon[1] == '\0')
+            return kiln_error_set(err, KILN_EINVAL, 0, "endpoint '%s' needs host:port", url);
+        for (const char *p = colon + 1; *p; p++)
+            if (*p < '0' || *p > '9')
+                return kiln_error_set(err, KILN_EINVAL, 0, "bad port in endpoint '%s'", url);
+        loop = host_is_loopback(rest, (size_t)(colon - rest));
+    }
+    if (scheme_out)
+        *scheme_out = sc;
+    if (loopback_out)
+        *loopback_out = loop;
+    return 0;
+}
+
+static char *read_small_file(const char *path, kiln_error **err)
+{
+    _cleanup_fclose_ FILE *f = fopen(path, "re");
+    if (f == NULL) {
+        kiln_error_set(err, kiln_code_from_errno(errno), errno, "open %s", path);
+        return NULL;
+    }
+    char *buf = calloc(1, 1 << 20);
+    if (buf == NULL) {
+        kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+        return NULL;
+    }
+    size_t n = fread(buf, 1, (1 << 20) - 1, f);
+    if (ferror(f) || n == (1 << 20) - 1) {
+        free(buf);
+        kiln_error_set(err, KILN_EINVAL, 0, "%s: unreadable or larger than 1 MiB", path);
+        return NULL;
+    }
+    return buf;
+}
+
+/* Builds a TLS config; the caller releases it with nng_tls_config_free(). */
+static int make_tls(nng_tls_config **out, bool server, const char *host,
+                    const kiln_transport_opts *o, kiln_error **err)
+{
+    nng_tls_config *cfg = NULL;
+    int rv = nng_tls_config_alloc(&cfg, server ? NNG_TLS_MODE_SERVER : NNG_TLS_MODE_CLIENT);
+    if (rv != 0)
+        return kiln_error_set(err, KILN_EINTERNAL, 0, "TLS unavailable: %s", nng_strerror(rv));
+    if (o->tls.cert || o->tls.key) {
+        if (!o->tls.cert || !o->tls.key) {
+            nng_tls_config_free(cfg);
+            return kiln_error_set(err, KILN_EINVAL, 0, "--tls-cert and --tls-key go together");
+        }
+        _cleanup_free_ char *cert = read_small_file(o->tls.cert, err);
+        _cleanup_free_ char *key = cert ? read_small_file(o->tls.key, err) : NULL;
+        if (!cert || !key) {
+            nng_tls_config_free(cfg);
+            return kiln_error_wrap(err, "TLS identity");
+        }
+        if ((rv = nng_tls_config_own_cert(cfg, cert, key, NULL)) != 0) {
+            nng_tls_config_free(cfg);
+            return kiln_error_set(err, KILN_EINVAL, 0, "TLS certificate %s / key %s: %s",
+                                  o->tls.cert, o->tls.key, nng_strerror(rv));
+        }
+    } else if (server) {
+        nng_tls_config_free(cfg);
+        return kiln_error_set(err, KILN_EINVAL, 0, "tls+tcp:// listener needs --tls-cert and --tls-key");
+    }
+    if (o->tls.ca) {
+        _cleanup_free_ char *ca = read_small_file(o->tls.ca, err);
+        if (ca == NULL) {
+            nng_tls_config_free(cfg);
+            return kiln_error_wrap(err, "TLS CA");
+        }
+        if ((rv = nng_tls_config_ca_chain(cfg, ca, NULL)) != 0) {
+            nng_tls_config_free(cfg);
+            return kiln_error_set(err, KILN_EINVAL, 0, "TLS CA %s: %s", o->tls.ca, nng_strerror(rv));
+        }
+        nng_tls_config_auth_mode(cfg, NNG_TLS_AUTH_MODE_REQUIRED);
+    } else {
+        nng_tls_config_auth_mode(cfg, NNG_TLS_AUTH_MODE_NONE);
+    }
+    if (!server && host && *host)
+        nng_tls_config_server_name(cfg, host);
+    *out = cfg;
+    return 0;
+}
+
+/* Host part of a tcp-style URL into out (without brackets). */
+static void url_host(const char *url, char *out, size_t cap)
+{
+    const char *rest = strstr(url, "://");
+    rest = rest ? rest + 3 : url;
+    const char *colon = strrchr(rest, ':');
+    size_t n = colon ? (size_t)(colon - rest) : strlen(rest);
+    if (n >= 2 && rest[0] == '[' && rest[n - 1] == ']') {
+        rest++;
+        n -= 2;
+    }
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(out, rest, n);
+    out[n] = '\0';
+}
+
+int kiln_listen(nng_socket sock, const char *url, const kiln_transport_opts *o, kiln_error **err)
+{
+    static const kiln_transport_opts none = {0};
+    if (o == NULL)
+        o = &none;
+    kiln_scheme sc;
+    bool loop;
+    int r = kiln_url_check(url, &sc, &loop, err);
+    if (r < 0)
+        return r;
+    if (sc == KILN_SCHEME_TCP && !loop && !o->allow_insecure)
+        return kiln_error_set(err, KILN_EPERM, 0,
+                              "refusing plain-TCP listener on non-loopback '%s': use tls+tcp:// with "
+                              "--tls-ca (mutual TLS) or pass --allow-insecure-tcp",
+                              url);
+    if (sc == KILN_SCHEME_TLS && !o->tls.ca && !o->allow_insecure)
+        return kiln_error_set(err, KILN_EPERM, 0,
+                              "tls+tcp:// listener '%s' needs --tls-ca to verify client "
+                              "certificates (or --allow-insecure-tcp)",
+                              url);
+    if (sc == KILN_SCHEME_IPC) {
+        char dir[PATH_MAX];
+        snprintf(dir, sizeof(dir), "%s", url + 6);
+        char *slash = strrchr(dir, '/');
+        if (slash && slash != dir) {
+            *slash = '\0';
+            if ((r = kiln_mkdir_p(dir, 0700, err)) < 0)
+                return kiln_error_wrap(err, "socket directory for %s", url);
+        }
+    }
+    nng_listener l;
+    int rv = nng_listener_create(&l, sock, url);
+    if (rv != 0)
+        return kiln_error_set(err, kiln_code_from_nng(rv), 0, "listen %s: %s", url, nng_strerror(rv));
+    if (sc == KILN_SCHEME_TLS) {
+        nng_tls_config *cfg = NULL;
+        if ((r = make_tls(&cfg, true, NULL, o, err)) < 0) {
+            nng_listener_close(l);
+            return r;
+        }
+        rv = nng_listener_set_ptr(l, NNG_OPT_TLS_CONFIG, cfg);
+        nng_tls_config_free(cfg); /* the listener holds its own reference */
+        if (rv != 0) {
+            nng_listener_close(l);
+            return kiln_error_set(err, KILN_EINTERNAL, 0, "TLS config: %s", nng_strerror(rv));
+        }
+    }
+    if ((rv = nng_listener_start(l, 0)) != 0) {
+        nng_listener_close(l);
+        if (rv == NNG_EADDRINUSE)
+            return kiln_error_set(err, KILN_EEXIST, 0,
+                                  "listen %s: address in use (is another instance running?)", url);
+        return kiln_error_set(err, kiln_code_from_nng(rv), 0, "listen %s: %s", url, nng_strerror(rv));
+    }
+    return 0;
+}
+
+int kiln_dial(nng_socket sock, const char *url, const kiln_transport_opts *o, bool wait,
+              kiln_error **err)
+{
+    static const kiln_transport_opts none = {0};
+    if (o == NULL)
+        o = &none;
+    kiln_scheme sc;
+    int r = kiln_url_check(url, &sc, NULL, err);
+    if (r < 0)
+        return r;
+    nng_dialer d;
+    int rv = nng_dialer_create(&d, sock, url);
+    if (rv != 0)
+        return kiln_error_set(err, kiln_code_from_nng(rv), 0, "dial %s: %s", url, nng_strerror(rv));
+    if (sc == KILN_SCHEME_TLS) {
+        char host[256];
+        url_host(url, host, sizeof(host));
+        nng_tls_config *cfg = NULL;
+        if ((r = make_tls(&cfg, false, host, o, err)) < 0) {
+            nng_dialer_close(d);
+            return r;
+        }
+        rv = nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, cfg);
+        nng_tls_config_free(cfg);
+        if (rv != 0) {
+            nng_dialer_close(d);
+            return kiln_error_set(err, KILN_EINTERNAL, 0, "TLS config: %s", nng_strerror(rv));
+        }
+    }
+    rv = nng_dialer_start(d, wait ? 0 : NNG_FLAG_NONBLOCK);
+    if (rv != 0) {
+        nng_dialer_close(d);
+        return kiln_error_set(err, KILN_EUNAVAIL, 0, "cannot connect to %s: %s", url,
+                              nng_strerror(rv));
+    }
+    return 0;
+}

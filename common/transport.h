@@ -1,0 +1,54 @@
+/* Endpoint URLs and transport security for every NNG socket Kiln opens.
+ *
+ * Accepted schemes: ipc:// (default; same host), tcp:// and tls+tcp://.
+ * Listening policy (SPEC §2): a builder runs whatever RUN commands reach it,
+ * so a listener that is reachable from other hosts must be tls+tcp:// with a
+ * client CA (mutual TLS), unless allow_insecure is set explicitly. */
+#ifndef KILN_TRANSPORT_H
+#define KILN_TRANSPORT_H
+
+#include <stdbool.h>
+
+#include <nng/nng.h>
+
+#include "error.h"
+
+typedef struct kiln_tls_opts {
+    const char *cert; /* PEM certificate file (ours); borrowed */
+    const char *key;  /* PEM private key file; borrowed */
+    const char *ca;   /* PEM CA bundle: verifies the peer; borrowed */
+} kiln_tls_opts;
+
+typedef struct kiln_transport_opts {
+    kiln_tls_opts tls;
+    bool allow_insecure; /* permit non-loopback tcp:// or tls+tcp:// without client auth */
+} kiln_transport_opts;
+
+typedef enum kiln_scheme {
+    KILN_SCHEME_IPC,
+    KILN_SCHEME_TCP,
+    KILN_SCHEME_TLS,
+} kiln_scheme;
+
+/* Validates url and reports its scheme; for tcp/tls also whether the host is a
+ * loopback address (127.0.0.0/8, ::1, localhost).  KILN_EINVAL for anything else. */
+int kiln_url_check(const char *url, kiln_scheme *scheme_out, bool *loopback_out, kiln_error **err);
+
+/* Starts a listener on sock after enforcing the listening policy above.  For
+ * ipc:// the socket's directory is created (0700) first. */
+int kiln_listen(nng_socket sock, const char *url, const kiln_transport_opts *o, kiln_error **err);
+
+/* Starts a dialer.  With wait=true the first connection attempt is made now
+ * and its failure is returned (KILN_EUNAVAIL); otherwise NNG keeps redialling
+ * in the background.  tls+tcp:// dials verify the server against o->tls.ca and
+ * present o->tls.cert/key when given. */
+int kiln_dial(nng_socket sock, const char *url, const kiln_transport_opts *o, bool wait,
+              kiln_error **err);
+
+/* Maps an NNG error number onto a kiln_code. */
+kiln_code kiln_code_from_nng(int rv);
+
+/* For ipc:// URLs, the filesystem path (borrowed, points into url); else NULL. */
+const char *kiln_ipc_path(const char *url);
+
+#endif
