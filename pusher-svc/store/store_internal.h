@@ -1,0 +1,63 @@
+/* Internals shared by the store's source files; not part of the API. */
+#ifndef PSH_STORE_INTERNAL_H
+#define PSH_STORE_INTERNAL_H
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "psh_store.h"
+
+struct psh_store {
+    char *path;     /* absolute layout dir */
+    char *data_dir; /* realpath of the data dir */
+    int root_fd;    /* layout dir */
+    int blobs_fd;   /* blobs/sha256 */
+    int tmp_fd;     /* .kiln/tmp */
+    int pins_fd;    /* .kiln/pins */
+    int kiln_fd;    /* .kiln */
+};
+
+/* Writes all n bytes (retrying short writes and EINTR); -1 with errno set on failure. */
+int psh_write_all(int fd, const void *p, size_t n);
+
+/* Fills buf with n random lower-case hex characters and a NUL. */
+void psh_random_hex(char *buf, size_t n);
+
+/* Writes data to a temp file in tmp_dirfd, fsyncs it, renames it to name in
+ * dirfd and fsyncs dirfd: readers see the old or the new file, never a mix. */
+int psh_atomic_write(int tmp_dirfd, int dirfd, const char *name, const void *data, size_t len,
+                     kiln_error **err);
+
+/* Takes the store's writer lock (flock LOCK_EX on .kiln/lock); *out_fd is the
+ * lock: closing it releases the lock. */
+int psh_store_lock(const psh_store *s, int *out_fd, kiln_error **err);
+
+/* Loads index.json (an empty index when the file is missing).  Caller frees
+ * *out with cJSON_Delete(). */
+int psh_store_index_load(const psh_store *s, cJSON **out, kiln_error **err);
+/* Serialises and atomically replaces index.json.  Caller holds the lock. */
+int psh_store_index_save(const psh_store *s, const cJSON *index, kiln_error **err);
+
+/* Reads and parses a JSON blob of at most PSH_MANIFEST_MAX bytes. */
+int psh_store_read_json(const psh_store *s, const char *digest, cJSON **out, kiln_error **err);
+
+/* Fills d from a JSON descriptor object; KILN_EINVAL when malformed. */
+int psh_descriptor_from_json(psh_descriptor *d, const cJSON *obj, kiln_error **err);
+/* A new {"mediaType","digest","size"} object (NULL on allocation failure). */
+cJSON *psh_descriptor_to_json(const psh_descriptor *d);
+
+/* Media type of a manifest or index document: its mediaType field, else a
+ * guess from its shape (manifests without mediaType exist). */
+const char *psh_manifest_media_type(const cJSON *doc);
+bool psh_media_type_is_index(const char *mt);
+bool psh_media_type_is_manifest(const char *mt);
+
+/* Parses an RFC 3339 time ("2026-01-02T03:04:05Z", fractions and offsets
+ * allowed) into unix seconds; -1 when malformed. */
+int64_t psh_parse_rfc3339(const char *s);
+/* Formats unix seconds as "YYYY-MM-DDTHH:MM:SSZ" (buf of at least 32 bytes). */
+void psh_format_rfc3339(int64_t t, char *buf, size_t n);
+
+#endif
