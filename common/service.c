@@ -48,6 +48,8 @@ const char kiln_service_common_usage[] =
     "  --tls-cert FILE       PEM certificate for tls+tcp:// endpoints\n"
     "  --tls-key FILE        PEM private key for --tls-cert\n"
     "  --tls-ca FILE         PEM CA bundle; clients must present a certificate it signed\n"
+    "  --tls-server-name N   name a dialled service's certificate must carry (default: the\n"
+    "                        URL's host, matched against DNS subjectAltNames)\n"
     "  --allow-insecure-tcp  allow tcp:// (or tls+tcp:// without --tls-ca) on non-loopback\n"
     "                        addresses: anyone who can connect can run builds\n"
     "  --workers N           concurrent RPCs in flight (default 32)\n"
@@ -77,6 +79,7 @@ void kiln_service_opts_dispose(kiln_service_opts *o)
     free((char *)o->transport.tls.cert);
     free((char *)o->transport.tls.key);
     free((char *)o->transport.tls.ca);
+    free((char *)o->transport.tls.server_name);
     memset(o, 0, sizeof(*o));
 }
 
@@ -88,6 +91,7 @@ enum {
     OPT_CERT,
     OPT_KEY,
     OPT_CA,
+    OPT_SNI,
     OPT_INSECURE,
     OPT_WORKERS,
     OPT_MAXMSG,
@@ -103,6 +107,7 @@ static const struct option common_opts[] = {
     {"tls-cert", required_argument, NULL, OPT_CERT},
     {"tls-key", required_argument, NULL, OPT_KEY},
     {"tls-ca", required_argument, NULL, OPT_CA},
+    {"tls-server-name", required_argument, NULL, OPT_SNI},
     {"allow-insecure-tcp", no_argument, NULL, OPT_INSECURE},
     {"workers", required_argument, NULL, OPT_WORKERS},
     {"max-msg", required_argument, NULL, OPT_MAXMSG},
@@ -163,6 +168,9 @@ int kiln_service_parse_args(kiln_service_opts *o, int argc, char **argv,
             break;
         case OPT_CA:
             set_str((char **)&o->transport.tls.ca, optarg);
+            break;
+        case OPT_SNI:
+            set_str((char **)&o->transport.tls.server_name, optarg);
             break;
         case OPT_INSECURE:
             o->transport.allow_insecure = true;

@@ -170,8 +170,9 @@ static int make_tls(nng_tls_config **out, bool server, const char *host,
     } else {
         nng_tls_config_auth_mode(cfg, NNG_TLS_AUTH_MODE_NONE);
     }
-    if (!server && host && *host)
-        nng_tls_config_server_name(cfg, host);
+    const char *name = o->tls.server_name ? o->tls.server_name : host;
+    if (!server && name && *name)
+        nng_tls_config_server_name(cfg, name);
     *out = cfg;
     return 0;
 }

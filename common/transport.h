@@ -17,6 +17,11 @@ typedef struct kiln_tls_opts {
     const char *cert; /* PEM certificate file (ours); borrowed */
     const char *key;  /* PEM private key file; borrowed */
     const char *ca;   /* PEM CA bundle: verifies the peer; borrowed */
+    /* Dialing: the name the server's certificate must carry; NULL: the URL's
+     * host.  NNG's TLS engine (mbedtls 2.28) matches it against DNS names in
+     * the certificate's subjectAltName only, so a certificate for an IP
+     * endpoint needs that IP as a DNS entry too, or use this override. */
+    const char *server_name;
 } kiln_tls_opts;
 
 typedef struct kiln_transport_opts {

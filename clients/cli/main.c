@@ -77,6 +77,8 @@ static void usage(FILE *f)
             "  --tls-cert FILE   client certificate for tls+tcp:// endpoints\n"
             "  --tls-key FILE    key for --tls-cert\n"
             "  --tls-ca FILE     CA that signed the services' certificates\n"
+            "  --tls-server-name NAME  name the services' certificates must carry (default:\n"
+            "                    the URL's host; matched against DNS subjectAltNames)\n"
             "  --timeout MS      RPC timeout in milliseconds (default 10000)\n"
             "  -h, --help        this help; `kiln VERB --help` for a verb\n"
             "  -V, --version     print the version\n"
@@ -84,7 +86,7 @@ static void usage(FILE *f)
             "4 build failed, 5 registry error.\n");
 }
 
-enum { G_BUILDER = 300, G_PUSHER, G_DATA, G_CERT, G_KEY, G_CA, G_TIMEOUT };
+enum { G_BUILDER = 300, G_PUSHER, G_DATA, G_CERT, G_KEY, G_CA, G_SNI, G_TIMEOUT };
 
 int main(int argc, char **argv)
 {
@@ -94,6 +96,7 @@ int main(int argc, char **argv)
         {"builder", required_argument, NULL, G_BUILDER}, {"pusher", required_argument, NULL, G_PUSHER},
         {"data", required_argument, NULL, G_DATA},       {"tls-cert", required_argument, NULL, G_CERT},
         {"tls-key", required_argument, NULL, G_KEY},     {"tls-ca", required_argument, NULL, G_CA},
+        {"tls-server-name", required_argument, NULL, G_SNI},
         {"timeout", required_argument, NULL, G_TIMEOUT}, {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},             {NULL, 0, NULL, 0}};
     cli_ctx ctx = {.timeout_ms = 10000, .prog = "kiln"};
@@ -121,6 +124,9 @@ int main(int argc, char **argv)
             break;
         case G_CA:
             ctx.transport.tls.ca = optarg;
+            break;
+        case G_SNI:
+            ctx.transport.tls.server_name = optarg;
             break;
         case G_TIMEOUT: {
             char *end = NULL;
