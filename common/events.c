@@ -334,6 +334,12 @@ int kiln_events_replay(kiln_events *ev, const char *job_id, uint64_t after_seq, 
             return kiln_error_set(err, KILN_ENOENT, 0, "no job %s", job_id);
         return kiln_error_set(err, KILN_EIO, errno, "open event log of job %s", job_id);
     }
+    return kiln_events_log_read(fd, job_id, after_seq, max, reply, arena, err);
+}
+
+int kiln_events_log_read(int fd, const char *job_id, uint64_t after_seq, uint32_t max,
+                         Kiln__V1__EventsReply *reply, kiln_arena *arena, kiln_error **err)
+{
     if (max == 0 || max > REPLAY_MAX_EVENTS)
         max = REPLAY_MAX_EVENTS;
     ProtobufCAllocator alloc = {arena_alloc_cb, arena_free_cb, arena};

@@ -60,6 +60,11 @@ void kiln_job_release(kiln_job *j);
 int kiln_events_replay(kiln_events *ev, const char *job_id, uint64_t after_seq, uint32_t max,
                        Kiln__V1__EventsReply *reply, kiln_arena *arena, kiln_error **err);
 
+/* The log reader behind kiln_events_replay, on an open log file (for tests and
+ * fuzzing: the file may hold anything; corrupt logs give KILN_EIO). */
+int kiln_events_log_read(int fd, const char *job_id, uint64_t after_seq, uint32_t max,
+                         Kiln__V1__EventsReply *reply, kiln_arena *arena, kiln_error **err);
+
 /* True when s is a syntactically valid job id (safe as a file name). */
 bool kiln_job_id_valid(const char *s);
 
