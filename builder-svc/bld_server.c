@@ -12,7 +12,7 @@
 #include <time.h>
 
 #define PROBE_INTERVAL_MS 2000
-#define PROBE_TIMEOUT_MS 1000
+#define PROBE_TIMEOUT_MS  1000
 
 struct bld_server {
     const kiln_service_opts *o;
@@ -40,8 +40,8 @@ static void probe(bld_server *b)
     char detail[256];
     bool ok = r == 0 && rep->body_case == KILN__V1__REPLY__BODY_STATUS_REPLY;
     if (ok)
-        snprintf(detail, sizeof(detail), "%s (%s %s)", b->pusher_url,
-                 rep->status_reply->service, rep->status_reply->version);
+        snprintf(detail, sizeof(detail), "%s (%s %s)", b->pusher_url, rep->status_reply->service,
+                 rep->status_reply->version);
     else
         snprintf(detail, sizeof(detail), "%s unreachable: %s", b->pusher_url,
                  err ? err->msg : "unexpected reply");
@@ -160,11 +160,12 @@ static void checks(void *user, Kiln__V1__Check ***out, size_t *n, kiln_arena *a)
 static void metrics(void *user, kiln_buf *out)
 {
     bld_server *b = user;
-    kiln_buf_printf(out, NULL,
-                    "# HELP kiln_builder_pusher_up Whether the last probe of kiln-pusher succeeded.\n"
-                    "# TYPE kiln_builder_pusher_up gauge\n"
-                    "kiln_builder_pusher_up %d\n",
-                    bld_server_pusher_ok(b, NULL, 0) ? 1 : 0);
+    kiln_buf_printf(
+        out, NULL,
+        "# HELP kiln_builder_pusher_up Whether the last probe of kiln-pusher succeeded.\n"
+        "# TYPE kiln_builder_pusher_up gauge\n"
+        "kiln_builder_pusher_up %d\n",
+        bld_server_pusher_ok(b, NULL, 0) ? 1 : 0);
 }
 
 const kiln_rpc_method *bld_server_methods(bld_server *b, size_t *n)

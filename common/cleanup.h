@@ -38,10 +38,10 @@ static inline void kiln_closedirp(DIR **d)
         closedir(*d);
 }
 
-#define _cleanup_(f)      __attribute__((cleanup(f)))
-#define _cleanup_free_    _cleanup_(kiln_freep)
-#define _cleanup_close_   _cleanup_(kiln_closep)
-#define _cleanup_fclose_  _cleanup_(kiln_fclosep)
+#define _cleanup_(f)       __attribute__((cleanup(f)))
+#define _cleanup_free_     _cleanup_(kiln_freep)
+#define _cleanup_close_    _cleanup_(kiln_closep)
+#define _cleanup_fclose_   _cleanup_(kiln_fclosep)
 #define _cleanup_closedir_ _cleanup_(kiln_closedirp)
 
 /* Returns *pp and sets *pp to NULL (crun's get_and_reset). */

@@ -8,7 +8,7 @@
 
 #include "error.h"
 
-#define KILN_SHA256_LEN 32
+#define KILN_SHA256_LEN    32
 #define KILN_DIGEST_STRLEN (7 + 64) /* "sha256:" + hex, without NUL */
 
 typedef struct kiln_sha256 kiln_sha256;

@@ -7,9 +7,21 @@
 #include <string.h>
 
 static const char *const code_names[KILN_CODE_COUNT] = {
-    "OK",       "INVALID_ARGUMENT",  "NOT_FOUND", "ALREADY_EXISTS", "FAILED_PRECONDITION",
-    "UNAUTHENTICATED", "PERMISSION_DENIED", "UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED",
-    "INTERNAL", "IO", "RESOURCE_EXHAUSTED", "UNIMPLEMENTED", "REMOTE",
+    "OK",
+    "INVALID_ARGUMENT",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "FAILED_PRECONDITION",
+    "UNAUTHENTICATED",
+    "PERMISSION_DENIED",
+    "UNAVAILABLE",
+    "DEADLINE_EXCEEDED",
+    "CANCELLED",
+    "INTERNAL",
+    "IO",
+    "RESOURCE_EXHAUSTED",
+    "UNIMPLEMENTED",
+    "REMOTE",
 };
 
 const char *kiln_code_name(kiln_code code)

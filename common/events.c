@@ -22,12 +22,12 @@
 
 #include <nng/protocol/pubsub0/pub.h>
 
-#define REC_HDR 16
-#define REC_TERMINAL 1u
-#define REC_MAX ((uint32_t)4 << 20)
+#define REC_HDR           16
+#define REC_TERMINAL      1u
+#define REC_MAX           ((uint32_t)4 << 20)
 #define REPLAY_MAX_EVENTS 4096
-#define REPLAY_MAX_BYTES ((size_t)1 << 20)
-#define READ_CHUNK ((size_t)1 << 20)
+#define REPLAY_MAX_BYTES  ((size_t)1 << 20)
+#define READ_CHUNK        ((size_t)1 << 20)
 
 struct kiln_events {
     nng_socket pub;
@@ -172,7 +172,8 @@ static int emit_locked(kiln_job *j, kiln_event *e, bool terminal, kiln_error **e
     if (w != (ssize_t)(REC_HDR + n)) {
         int e2 = w < 0 ? errno : ENOSPC;
         nng_msg_free(m);
-        return kiln_error_set(err, kiln_code_from_errno(e2), e2, "append event log of job %s", j->id);
+        return kiln_error_set(err, kiln_code_from_errno(e2), e2, "append event log of job %s",
+                              j->id);
     }
     j->seq = seq;
     if (terminal) {
@@ -205,7 +206,8 @@ int kiln_job_start(kiln_job **out, kiln_events *ev, const char *topic_prefix, co
         int e = errno;
         pthread_mutex_destroy(&j->mu);
         free(j);
-        return kiln_error_set(err, kiln_code_from_errno(e), e, "create event log in %s", ev->log_dir);
+        return kiln_error_set(err, kiln_code_from_errno(e), e, "create event log in %s",
+                              ev->log_dir);
     }
     snprintf(j->topic, sizeof(j->topic), "%s.%s", topic_prefix, j->id);
 

@@ -74,8 +74,9 @@ static int replay(kiln_rpc_client *c, const char *job, uint64_t *last, bool *don
             kiln_event *e = er2->events[i];
             if (e->seq != *last + 1) {
                 kiln_rpc_reply_free(rep);
-                return kiln_error_set(err, KILN_EINTERNAL, 0, "event log of job %s has a gap at %llu",
-                                      job, (unsigned long long)(*last + 1));
+                return kiln_error_set(err, KILN_EINTERNAL, 0,
+                                      "event log of job %s has a gap at %llu", job,
+                                      (unsigned long long)(*last + 1));
             }
             if ((r = cb(ud, e)) < 0) {
                 kiln_rpc_reply_free(rep);

@@ -115,8 +115,8 @@ int kiln_http_start(kiln_http **out, const char *addr, const kiln_http_hooks *ho
     if ((rv = nng_http_server_start(k->srv)) != 0) {
         nng_http_server_release(k->srv);
         free(k);
-        return kiln_error_set(err, rv == NNG_EADDRINUSE ? KILN_EEXIST : KILN_EUNAVAIL, 0, "http listen %s: %s", addr,
-                              nng_strerror(rv));
+        return kiln_error_set(err, rv == NNG_EADDRINUSE ? KILN_EEXIST : KILN_EUNAVAIL, 0,
+                              "http listen %s: %s", addr, nng_strerror(rv));
     }
     *out = k;
     return 0;

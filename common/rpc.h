@@ -58,7 +58,7 @@ typedef struct kiln_rpc_server_opts {
 } kiln_rpc_server_opts;
 
 #define KILN_RPC_DEFAULT_MAX_MSG ((size_t)4 << 20)
-#define KILN_RPC_CLIENT_MAX_MSG ((size_t)64 << 20)
+#define KILN_RPC_CLIENT_MAX_MSG  ((size_t)64 << 20)
 
 typedef struct kiln_rpc_server kiln_rpc_server;
 

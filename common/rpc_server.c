@@ -49,8 +49,8 @@ struct kiln_rpc_server {
     char *url;
 
     pthread_mutex_t mu;
-    pthread_cond_t cv;     /* queue non-empty / quit */
-    pthread_cond_t idle;   /* a worker went IDLE */
+    pthread_cond_t cv;   /* queue non-empty / quit */
+    pthread_cond_t idle; /* a worker went IDLE */
     struct worker *qhead, *qtail;
     bool stopping, quit;
 
@@ -198,7 +198,8 @@ static void handle(struct worker *w)
         }
     const char *rid = req->request_id ? req->request_id : "";
     if (m == NULL) {
-        kiln_code c = req->body_case == KILN__V1__REQUEST__BODY__NOT_SET ? KILN_EINVAL : KILN_ENOTSUP;
+        kiln_code c =
+            req->body_case == KILN__V1__REQUEST__BODY__NOT_SET ? KILN_EINVAL : KILN_ENOTSUP;
         record(s, unknown, c, 0);
         worker_send(w, error_reply(rid, c,
                                    c == KILN_EINVAL ? "empty request"
@@ -435,7 +436,8 @@ int kiln_rpc_server_start(kiln_rpc_server **out, const kiln_rpc_server_opts *o, 
     for (int i = 0; i < s->n_workers; i++) {
         struct worker *w = &s->workers[i];
         w->srv = s;
-        if ((rv = nng_aio_alloc(&w->aio, worker_cb, w)) != 0 || (rv = nng_ctx_open(&w->ctx, s->sock)) != 0) {
+        if ((rv = nng_aio_alloc(&w->aio, worker_cb, w)) != 0 ||
+            (rv = nng_ctx_open(&w->ctx, s->sock)) != 0) {
             nng_close(s->sock);
             server_free(s);
             return kiln_error_set(err, KILN_ENOSPC, 0, "rpc worker: %s", nng_strerror(rv));

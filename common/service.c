@@ -201,8 +201,7 @@ int kiln_service_parse_args(kiln_service_opts *o, int argc, char **argv,
                 return kiln_error_set(err, KILN_EINVAL, 0, "unknown log format '%s'", optarg);
             break;
         case ':':
-            return kiln_error_set(err, KILN_EINVAL, 0, "option %s needs a value",
-                                  argv[optind - 1]);
+            return kiln_error_set(err, KILN_EINVAL, 0, "option %s needs a value", argv[optind - 1]);
         case '?':
             return kiln_error_set(err, KILN_EINVAL, 0, "unknown option '%s'", argv[optind - 1]);
         default:
@@ -356,24 +355,26 @@ static void http_metrics(void *user, kiln_buf *out)
     kiln_service *s = user;
     kiln_rpc_method_stats st[64];
     size_t n = kiln_rpc_server_stats(s->rpc, st, KILN_ARRAY_SIZE(st));
-    kiln_buf_printf(out, NULL,
-                    "# HELP kiln_build_info Kiln service and version.\n"
-                    "# TYPE kiln_build_info gauge\n"
-                    "kiln_build_info{service=\"%s\",version=\"%s\"} 1\n"
-                    "# HELP kiln_uptime_seconds Seconds since the service started.\n"
-                    "# TYPE kiln_uptime_seconds gauge\n"
-                    "kiln_uptime_seconds %.3f\n"
-                    "# HELP kiln_jobs_running Jobs started and not finished.\n"
-                    "# TYPE kiln_jobs_running gauge\n"
-                    "kiln_jobs_running %u\n"
-                    "# HELP kiln_rpc_requests_total RPC requests answered, by method and status code.\n"
-                    "# TYPE kiln_rpc_requests_total counter\n",
-                    s->o->name, KILN_VERSION_STRING, (double)(kiln_now_ms() - s->started_ms) / 1000.0,
-                    kiln_events_running(s->events));
+    kiln_buf_printf(
+        out, NULL,
+        "# HELP kiln_build_info Kiln service and version.\n"
+        "# TYPE kiln_build_info gauge\n"
+        "kiln_build_info{service=\"%s\",version=\"%s\"} 1\n"
+        "# HELP kiln_uptime_seconds Seconds since the service started.\n"
+        "# TYPE kiln_uptime_seconds gauge\n"
+        "kiln_uptime_seconds %.3f\n"
+        "# HELP kiln_jobs_running Jobs started and not finished.\n"
+        "# TYPE kiln_jobs_running gauge\n"
+        "kiln_jobs_running %u\n"
+        "# HELP kiln_rpc_requests_total RPC requests answered, by method and status code.\n"
+        "# TYPE kiln_rpc_requests_total counter\n",
+        s->o->name, KILN_VERSION_STRING, (double)(kiln_now_ms() - s->started_ms) / 1000.0,
+        kiln_events_running(s->events));
     for (size_t i = 0; i < n; i++)
         for (int c = 0; c < KILN_CODE_COUNT; c++)
             if (st[i].by_code[c])
-                kiln_buf_printf(out, NULL, "kiln_rpc_requests_total{method=\"%s\",code=\"%s\"} %llu\n",
+                kiln_buf_printf(out, NULL,
+                                "kiln_rpc_requests_total{method=\"%s\",code=\"%s\"} %llu\n",
                                 st[i].name, kiln_code_name(kiln_code_from_wire(c)),
                                 (unsigned long long)st[i].by_code[c]);
     kiln_buf_puts(out,
@@ -384,7 +385,8 @@ static void http_metrics(void *user, kiln_buf *out)
         unsigned long long cum = 0;
         for (int b = 0; b < KILN_RPC_LAT_BUCKETS; b++) {
             cum += st[i].lat_buckets[b];
-            kiln_buf_printf(out, NULL, "kiln_rpc_duration_seconds_bucket{method=\"%s\",le=\"%g\"} %llu\n",
+            kiln_buf_printf(out, NULL,
+                            "kiln_rpc_duration_seconds_bucket{method=\"%s\",le=\"%g\"} %llu\n",
                             st[i].name, kiln_rpc_lat_bounds[b], cum);
         }
         cum += st[i].lat_buckets[KILN_RPC_LAT_BUCKETS];
@@ -400,9 +402,8 @@ static void http_metrics(void *user, kiln_buf *out)
 
 /* ---- life cycle ---- */
 
-int kiln_service_start(kiln_service **out, const kiln_service_opts *o,
-                       const kiln_rpc_method *extra, size_t n_extra,
-                       const kiln_service_hooks *hooks, kiln_error **err)
+int kiln_service_start(kiln_service **out, const kiln_service_opts *o, const kiln_rpc_method *extra,
+                       size_t n_extra, const kiln_service_hooks *hooks, kiln_error **err)
 {
     kiln_service *s = calloc(1, sizeof(*s));
     if (s == NULL)

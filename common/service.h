@@ -25,10 +25,10 @@ typedef struct kiln_service_opts {
     const char *topic;       /* event topic prefix: "push" or "build"; borrowed */
     kiln_endpoint listen_ep; /* default endpoints under <data>/run/ */
     kiln_endpoint events_ep;
-    char *data_dir;   /* owned by the opts (kiln_service_opts_dispose) */
-    char *listen_url; /* owned */
-    char *events_url; /* owned */
-    char *http_addr;  /* owned; NULL: no HTTP endpoint */
+    char *data_dir;                /* owned by the opts (kiln_service_opts_dispose) */
+    char *listen_url;              /* owned */
+    char *events_url;              /* owned */
+    char *http_addr;               /* owned; NULL: no HTTP endpoint */
     kiln_transport_opts transport; /* strings owned */
     int workers, threads;
     size_t max_msg;
@@ -76,9 +76,8 @@ typedef struct kiln_service_hooks {
 /* Starts serving: the RPC server with Status, Health, Events and the extra
  * methods, the event publisher (logs under <data>/events/<topic>/) and, if
  * configured, HTTP.  Also blocks the shutdown signals (see above). */
-int kiln_service_start(kiln_service **out, const kiln_service_opts *o,
-                       const kiln_rpc_method *extra, size_t n_extra,
-                       const kiln_service_hooks *hooks, kiln_error **err);
+int kiln_service_start(kiln_service **out, const kiln_service_opts *o, const kiln_rpc_method *extra,
+                       size_t n_extra, const kiln_service_hooks *hooks, kiln_error **err);
 kiln_events *kiln_service_events(kiln_service *s);
 /* Waits for SIGTERM or SIGINT; returns the signal number. */
 int kiln_service_wait(kiln_service *s);

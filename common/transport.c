@@ -154,7 +154,8 @@ static int make_tls(nng_tls_config **out, bool server, const char *host,
         }
     } else if (server) {
         nng_tls_config_free(cfg);
-        return kiln_error_set(err, KILN_EINVAL, 0, "tls+tcp:// listener needs --tls-cert and --tls-key");
+        return kiln_error_set(err, KILN_EINVAL, 0,
+                              "tls+tcp:// listener needs --tls-cert and --tls-key");
     }
     if (o->tls.ca) {
         _cleanup_free_ char *ca = read_small_file(o->tls.ca, err);
@@ -164,7 +165,8 @@ static int make_tls(nng_tls_config **out, bool server, const char *host,
         }
         if ((rv = nng_tls_config_ca_chain(cfg, ca, NULL)) != 0) {
             nng_tls_config_free(cfg);
-            return kiln_error_set(err, KILN_EINVAL, 0, "TLS CA %s: %s", o->tls.ca, nng_strerror(rv));
+            return kiln_error_set(err, KILN_EINVAL, 0, "TLS CA %s: %s", o->tls.ca,
+                                  nng_strerror(rv));
         }
         nng_tls_config_auth_mode(cfg, NNG_TLS_AUTH_MODE_REQUIRED);
     } else {
@@ -205,10 +207,11 @@ int kiln_listen(nng_socket sock, const char *url, const kiln_transport_opts *o, 
     if (r < 0)
         return r;
     if (sc == KILN_SCHEME_TCP && !loop && !o->allow_insecure)
-        return kiln_error_set(err, KILN_EPERM, 0,
-                              "refusing plain-TCP listener on non-loopback '%s': use tls+tcp:// with "
-                              "--tls-ca (mutual TLS) or pass --allow-insecure-tcp",
-                              url);
+        return kiln_error_set(
+            err, KILN_EPERM, 0,
+            "refusing plain-TCP listener on non-loopback '%s': use tls+tcp:// with "
+            "--tls-ca (mutual TLS) or pass --allow-insecure-tcp",
+            url);
     if (sc == KILN_SCHEME_TLS && !o->tls.ca && !o->allow_insecure)
         return kiln_error_set(err, KILN_EPERM, 0,
                               "tls+tcp:// listener '%s' needs --tls-ca to verify client "
@@ -227,7 +230,8 @@ int kiln_listen(nng_socket sock, const char *url, const kiln_transport_opts *o, 
     nng_listener l;
     int rv = nng_listener_create(&l, sock, url);
     if (rv != 0)
-        return kiln_error_set(err, kiln_code_from_nng(rv), 0, "listen %s: %s", url, nng_strerror(rv));
+        return kiln_error_set(err, kiln_code_from_nng(rv), 0, "listen %s: %s", url,
+                              nng_strerror(rv));
     if (sc == KILN_SCHEME_TLS) {
         nng_tls_config *cfg = NULL;
         if ((r = make_tls(&cfg, true, NULL, o, err)) < 0) {
@@ -246,7 +250,8 @@ int kiln_listen(nng_socket sock, const char *url, const kiln_transport_opts *o, 
         if (rv == NNG_EADDRINUSE)
             return kiln_error_set(err, KILN_EEXIST, 0,
                                   "listen %s: address in use (is another instance running?)", url);
-        return kiln_error_set(err, kiln_code_from_nng(rv), 0, "listen %s: %s", url, nng_strerror(rv));
+        return kiln_error_set(err, kiln_code_from_nng(rv), 0, "listen %s: %s", url,
+                              nng_strerror(rv));
     }
     return 0;
 }

@@ -90,8 +90,8 @@ static int follow_one(cli_ctx *ctx, const char *job, bool json, bool follow, uin
             break;
         }
         if (follow) {
-            kiln_follow_opts fo = {.job_id = job, .events_url = url, .transport = &ctx->transport,
-                                   .after_seq = after};
+            kiln_follow_opts fo = {
+                .job_id = job, .events_url = url, .transport = &ctx->transport, .after_seq = after};
             r = kiln_follow_job(c, &fo, print_cb, &p, &err);
         } else {
             /* Replay only: page through the log once. */
@@ -176,7 +176,8 @@ static void backfill(all_state *st, cli_service s, tracked *t, uint64_t upto)
         req.events = &er;
         kiln_reply *rep = NULL;
         kiln_error *err = NULL;
-        if (st->c[s] == NULL || kiln_rpc_call(st->c[s], &req, &rep, st->ctx->timeout_ms, &err) < 0) {
+        if (st->c[s] == NULL ||
+            kiln_rpc_call(st->c[s], &req, &rep, st->ctx->timeout_ms, &err) < 0) {
             kiln_error_free(&err);
             return;
         }

@@ -19,7 +19,8 @@ static kiln_reply *status_of(cli_ctx *ctx, cli_service s, kiln_error **err)
     return rep;
 }
 
-static void print_human(cli_service s, const char *url, const kiln_reply *rep, const kiln_error *err)
+static void print_human(cli_service s, const char *url, const kiln_reply *rep,
+                        const kiln_error *err)
 {
     if (rep == NULL) {
         printf("%-13s DOWN  %s\n", cli_service_name(s), url);

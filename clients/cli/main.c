@@ -69,21 +69,22 @@ static void usage(FILE *f)
                "Verbs:\n");
     for (size_t i = 0; i < KILN_ARRAY_SIZE(verbs); i++)
         fprintf(f, "  %-10s %s\n", verbs[i].name, verbs[i].summary);
-    fprintf(f,
-            "\nGlobal flags:\n"
-            "  --builder URL     kiln-builder endpoint (env KILN_BUILDER)\n"
-            "  --pusher URL      kiln-pusher endpoint (env KILN_PUSHER)\n"
-            "  --data DIR        data dir whose run/ holds the default ipc:// sockets (env KILN_DATA)\n"
-            "  --tls-cert FILE   client certificate for tls+tcp:// endpoints\n"
-            "  --tls-key FILE    key for --tls-cert\n"
-            "  --tls-ca FILE     CA that signed the services' certificates\n"
-            "  --tls-server-name NAME  name the services' certificates must carry (default:\n"
-            "                    the URL's host; matched against DNS subjectAltNames)\n"
-            "  --timeout MS      RPC timeout in milliseconds (default 10000)\n"
-            "  -h, --help        this help; `kiln VERB --help` for a verb\n"
-            "  -V, --version     print the version\n"
-            "\nExit status: 0 ok, 1 operation failed, 2 usage error, 3 service unreachable,\n"
-            "4 build failed, 5 registry error.\n");
+    fprintf(
+        f,
+        "\nGlobal flags:\n"
+        "  --builder URL     kiln-builder endpoint (env KILN_BUILDER)\n"
+        "  --pusher URL      kiln-pusher endpoint (env KILN_PUSHER)\n"
+        "  --data DIR        data dir whose run/ holds the default ipc:// sockets (env KILN_DATA)\n"
+        "  --tls-cert FILE   client certificate for tls+tcp:// endpoints\n"
+        "  --tls-key FILE    key for --tls-cert\n"
+        "  --tls-ca FILE     CA that signed the services' certificates\n"
+        "  --tls-server-name NAME  name the services' certificates must carry (default:\n"
+        "                    the URL's host; matched against DNS subjectAltNames)\n"
+        "  --timeout MS      RPC timeout in milliseconds (default 10000)\n"
+        "  -h, --help        this help; `kiln VERB --help` for a verb\n"
+        "  -V, --version     print the version\n"
+        "\nExit status: 0 ok, 1 operation failed, 2 usage error, 3 service unreachable,\n"
+        "4 build failed, 5 registry error.\n");
 }
 
 enum { G_BUILDER = 300, G_PUSHER, G_DATA, G_CERT, G_KEY, G_CA, G_SNI, G_TIMEOUT };
@@ -92,13 +93,17 @@ int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
     kiln_log_setup("kiln", KILN_LOG_WARN, KILN_LOG_LOGFMT);
-    static const struct option opts[] = {
-        {"builder", required_argument, NULL, G_BUILDER}, {"pusher", required_argument, NULL, G_PUSHER},
-        {"data", required_argument, NULL, G_DATA},       {"tls-cert", required_argument, NULL, G_CERT},
-        {"tls-key", required_argument, NULL, G_KEY},     {"tls-ca", required_argument, NULL, G_CA},
-        {"tls-server-name", required_argument, NULL, G_SNI},
-        {"timeout", required_argument, NULL, G_TIMEOUT}, {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},             {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"builder", required_argument, NULL, G_BUILDER},
+                                         {"pusher", required_argument, NULL, G_PUSHER},
+                                         {"data", required_argument, NULL, G_DATA},
+                                         {"tls-cert", required_argument, NULL, G_CERT},
+                                         {"tls-key", required_argument, NULL, G_KEY},
+                                         {"tls-ca", required_argument, NULL, G_CA},
+                                         {"tls-server-name", required_argument, NULL, G_SNI},
+                                         {"timeout", required_argument, NULL, G_TIMEOUT},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {"version", no_argument, NULL, 'V'},
+                                         {NULL, 0, NULL, 0}};
     cli_ctx ctx = {.timeout_ms = 10000, .prog = "kiln"};
     const char *builder = getenv("KILN_BUILDER"), *pusher = getenv("KILN_PUSHER");
     const char *data = NULL;
@@ -167,10 +172,10 @@ int main(int argc, char **argv)
         return CLI_EXIT_USAGE;
     }
     _cleanup_free_ char *data_dir = data ? strdup(data) : kiln_default_data_dir();
-    _cleanup_free_ char *bu = builder && *builder ? strdup(builder)
-                                                  : kiln_default_url(data_dir, KILN_EP_BUILDER);
-    _cleanup_free_ char *pu = pusher && *pusher ? strdup(pusher)
-                                                : kiln_default_url(data_dir, KILN_EP_PUSHER);
+    _cleanup_free_ char *bu =
+        builder && *builder ? strdup(builder) : kiln_default_url(data_dir, KILN_EP_BUILDER);
+    _cleanup_free_ char *pu =
+        pusher && *pusher ? strdup(pusher) : kiln_default_url(data_dir, KILN_EP_PUSHER);
     ctx.data_dir = data_dir;
     ctx.url[CLI_BUILDER] = bu;
     ctx.url[CLI_PUSHER] = pu;

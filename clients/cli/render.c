@@ -35,7 +35,8 @@ void cli_print_event(FILE *f, const Kiln__V1__Event *e)
         const Kiln__V1__Status *st = e->failed->error;
         const ProtobufCEnumValue *v =
             st ? protobuf_c_enum_descriptor_get_value(&kiln__v1__code__descriptor, st->code) : NULL;
-        fprintf(f, "failed %s: %s\n", v ? v->name : "UNKNOWN", st && st->message ? st->message : "");
+        fprintf(f, "failed %s: %s\n", v ? v->name : "UNKNOWN",
+                st && st->message ? st->message : "");
         break;
     }
     default: {

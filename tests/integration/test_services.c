@@ -28,7 +28,8 @@ static int start_services(void)
     snprintf(ev_b, sizeof(ev_b), "ipc://%s/run/builder-events.sock", dir);
     char *pargv[] = {(char *)th_bin("KILN_PUSHER_BIN"), "--data", dir, "--max-msg", "64K", NULL};
     char *bargv[] = {(char *)th_bin("KILN_BUILDER_BIN"), "--data", dir, "--max-msg", "64K", NULL};
-    if (th_spawn(&pusher, dir, "pusher", pargv) < 0 || th_spawn(&builder, dir, "builder", bargv) < 0)
+    if (th_spawn(&pusher, dir, "pusher", pargv) < 0 ||
+        th_spawn(&builder, dir, "builder", bargv) < 0)
         return -1;
     if (th_wait_ready(url_p, 5000) < 0 || th_wait_ready(url_b, 5000) < 0)
         return -1;
@@ -258,13 +259,16 @@ static int make_pki(const char *d)
         "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=rogue-ca "
         "  -keyout rogue.key -out rogue.crt && "
         "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > san.ext && "
-        "openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key -out server.csr && "
+        "openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key -out "
+        "server.csr && "
         "openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 "
         "  -extfile san.ext -out server.crt && "
-        "openssl req -newkey rsa:2048 -nodes -subj /CN=client -keyout client.key -out client.csr && "
+        "openssl req -newkey rsa:2048 -nodes -subj /CN=client -keyout client.key -out client.csr "
+        "&& "
         "openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 "
         "  -out client.crt && "
-        "openssl req -newkey rsa:2048 -nodes -subj /CN=rogue -keyout rclient.key -out rclient.csr && "
+        "openssl req -newkey rsa:2048 -nodes -subj /CN=rogue -keyout rclient.key -out rclient.csr "
+        "&& "
         "openssl x509 -req -in rclient.csr -CA rogue.crt -CAkey rogue.key -CAcreateserial -days 2 "
         "  -out rclient.crt",
         d);
@@ -301,8 +305,20 @@ KT_TEST(mutual_tls_listener_requires_a_valid_client_certificate)
     snprintf(cert, sizeof(cert), "%s/server.crt", d);
     snprintf(key, sizeof(key), "%s/server.key", d);
     snprintf(ca, sizeof(ca), "%s/ca.crt", d);
-    char *argv[] = {(char *)th_bin("KILN_PUSHER_BIN"), "--data", d, "--listen", url, "--events", evurl,
-                    "--tls-cert", cert, "--tls-key", key, "--tls-ca", ca, NULL};
+    char *argv[] = {(char *)th_bin("KILN_PUSHER_BIN"),
+                    "--data",
+                    d,
+                    "--listen",
+                    url,
+                    "--events",
+                    evurl,
+                    "--tls-cert",
+                    cert,
+                    "--tls-key",
+                    key,
+                    "--tls-ca",
+                    ca,
+                    NULL};
     th_proc p;
     KT_REQUIRE(th_spawn(&p, d, "pusher", argv) == 0);
     usleep(300000);
@@ -333,8 +349,18 @@ KT_TEST(mutual_tls_listener_requires_a_valid_client_certificate)
     KT_EXPECT_INT(th_stop(&p, 5000, NULL), 0);
 
     /* A tls+tcp listener without a client CA is refused (no mutual TLS). */
-    char *argv2[] = {(char *)th_bin("KILN_PUSHER_BIN"), "--data", d, "--listen", url, "--events",
-                     evurl, "--tls-cert", cert, "--tls-key", key, NULL};
+    char *argv2[] = {(char *)th_bin("KILN_PUSHER_BIN"),
+                     "--data",
+                     d,
+                     "--listen",
+                     url,
+                     "--events",
+                     evurl,
+                     "--tls-cert",
+                     cert,
+                     "--tls-key",
+                     key,
+                     NULL};
     KT_REQUIRE(th_spawn(&p, d, "pusher-noca", argv2) == 0);
     int st = 0;
     waitpid(p.pid, &st, 0);

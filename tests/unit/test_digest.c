@@ -93,8 +93,10 @@ KT_TEST(file_digest_matches_bytes)
 KT_TEST(digest_validation)
 {
     KT_EXPECT(!kiln_digest_valid("sha256:abc"));
-    KT_EXPECT(!kiln_digest_valid("md5:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"));
-    KT_EXPECT(!kiln_digest_valid("sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855"));
+    KT_EXPECT(
+        !kiln_digest_valid("md5:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"));
+    KT_EXPECT(!kiln_digest_valid(
+        "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855"));
     KT_EXPECT(!kiln_digest_valid(NULL));
 }
 

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Installs what Kiln needs from Debian 12's repositories.  Idempotent: does
+# nothing when everything is already installed.
+#   deploy/install-deps.sh          build + run dependencies (+ docker-registry for the demo)
+#   deploy/install-deps.sh --test   also what the test suite uses (skopeo, umoci, clang, ...)
+#   deploy/install-deps.sh --bench  also the peers the benchmarks measure against
+set -euo pipefail
+
+BUILD=(build-essential cmake pkg-config protobuf-c-compiler libprotobuf-c-dev libnng-dev
+       libcurl4-openssl-dev libssl-dev zlib1g-dev libcjson-dev libarchive-dev libdeflate-dev
+       libisal-dev libzstd-dev ca-certificates openssl curl jq busybox-static docker-registry)
+TEST=(clang libclang-rt-14-dev clang-format nng-utils python3 skopeo umoci pigz apache2-utils
+      file xz-utils)
+BENCH=(hyperfine buildah pigz time)
+
+want=("${BUILD[@]}")
+for arg in "$@"; do
+    case "$arg" in
+    --test) want+=("${TEST[@]}") ;;
+    --bench) want+=("${TEST[@]}" "${BENCH[@]}") ;;
+    *) echo "usage: $0 [--test] [--bench]" >&2; exit 2 ;;
+    esac
+done
+
+missing=()
+for p in "${want[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: missing packages: ${missing[*]}; run as root (or install them)" >&2
+    exit 1
+fi
+echo "install-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+# Debian's docker-registry package would start a registry listening on every
+# interface; Kiln starts its own on 127.0.0.1, so keep package scripts from
+# starting services during this install.
+policy=/usr/sbin/policy-rc.d
+made_policy=
+if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod 755 "$policy" && made_policy=1
+fi
+trap '[ -n "$made_policy" ] && rm -f "$policy"' EXIT
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# If a service manager started the packaged registry anyway, stop it.
+if command -v systemctl >/dev/null && systemctl is-active --quiet docker-registry 2>/dev/null; then
+    systemctl disable --now docker-registry >/dev/null 2>&1 || true
+fi
