@@ -60,4 +60,23 @@ int64_t psh_parse_rfc3339(const char *s);
 /* Formats unix seconds as "YYYY-MM-DDTHH:MM:SSZ" (buf of at least 32 bytes). */
 void psh_format_rfc3339(int64_t t, char *buf, size_t n);
 
+/* A set of digests (GC reachability, export contents). */
+typedef struct psh_dset {
+    char (*v)[KILN_DIGEST_STRLEN + 1];
+    size_t n, cap;
+} psh_dset;
+
+/* Adds a digest; KILN_ENOSPC on allocation failure. */
+int psh_dset_add(psh_dset *set, const char *digest, kiln_error **err);
+/* Sorts and removes duplicates; required before psh_dset_has(). */
+void psh_dset_sort(psh_dset *set);
+bool psh_dset_has(const psh_dset *set, const char *digest);
+void psh_dset_dispose(psh_dset *set);
+
+/* Adds the document d (a manifest or an index) and every blob it references,
+ * recursively, to set.  strict: a missing or unreadable blob is an error
+ * (KILN_ENOENT); otherwise it is skipped (GC keeps what it can prove). */
+int psh_store_collect(const psh_store *s, const char *digest, psh_dset *set, bool strict,
+                      kiln_error **err);
+
 #endif

@@ -1,0 +1,511 @@
+/* Image assembly (psh_commit.h): validate everything, pack the new layers into
+ * the store, write the OCI config and manifest, tag. */
+#include "psh_commit.h"
+#include "store_internal.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "cleanup.h"
+#include "psh_ref.h"
+
+static void cjson_deletep(cJSON **j)
+{
+    cJSON_Delete(*j);
+}
+#define _cleanup_json_ _cleanup_(cjson_deletep)
+
+static const char *const go_arches[] = {
+    "386",    "amd64",    "arm",   "arm64",   "loong64", "mips",  "mipsle",
+    "mips64", "mips64le", "ppc64", "ppc64le", "riscv64", "s390x", "wasm",
+};
+
+bool psh_platform_arch_valid(const char *arch)
+{
+    for (size_t i = 0; arch && i < KILN_ARRAY_SIZE(go_arches); i++)
+        if (strcmp(arch, go_arches[i]) == 0)
+            return true;
+    return false;
+}
+
+void psh_commit_spec_init(psh_commit_spec *spec)
+{
+    memset(spec, 0, sizeof(*spec));
+    spec->created = -1;
+    spec->source_date_epoch = -1;
+#ifdef PSH_HAVE_PACK
+    psh_pack_opts_init(&spec->pack);
+#else
+    spec->pack.comp = PSH_COMP_GZIP;
+    spec->pack.level = -1;
+    spec->pack.source_date_epoch = -1;
+#endif
+}
+
+void psh_commit_result_dispose(psh_commit_result *r)
+{
+    free(r->layers);
+    r->layers = NULL;
+    r->n_layers = 0;
+}
+
+/* ---- JSON building ---- */
+
+static bool add_strv(cJSON *obj, const char *key, const psh_strv *v)
+{
+    if (!v->set)
+        return true;
+    cJSON *a = cJSON_AddArrayToObject(obj, key);
+    for (size_t i = 0; a && i < v->n; i++) {
+        cJSON *s = cJSON_CreateString(v->v[i] ? v->v[i] : "");
+        if (s == NULL)
+            return false;
+        cJSON_AddItemToArray(a, s);
+    }
+    return a != NULL;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* {"k1":{},"k2":{}} with keys sorted and de-duplicated, as Go writes maps. */
+static bool add_set(cJSON *obj, const char *key, const psh_strv *v)
+{
+    if (!v->set || v->n == 0)
+        return true;
+    _cleanup_free_ const char **keys = calloc(v->n, sizeof(*keys));
+    cJSON *o = cJSON_AddObjectToObject(obj, key);
+    if (keys == NULL || o == NULL)
+        return false;
+    for (size_t i = 0; i < v->n; i++)
+        keys[i] = v->v[i] ? v->v[i] : "";
+    qsort(keys, v->n, sizeof(*keys), cmp_str);
+    for (size_t i = 0; i < v->n; i++)
+        if ((i == 0 || strcmp(keys[i], keys[i - 1]) != 0) && !cJSON_AddObjectToObject(o, keys[i]))
+            return false;
+    return true;
+}
+
+static int cmp_kv(const void *a, const void *b)
+{
+    const psh_kv *x = *(const psh_kv *const *)a, *y = *(const psh_kv *const *)b;
+    return strcmp(x->key, y->key);
+}
+
+/* Labels sorted by key; for a repeated key the last value wins. */
+static bool add_labels(cJSON *obj, const psh_kv *labels, size_t n)
+{
+    if (n == 0)
+        return true;
+    _cleanup_free_ const psh_kv **v = calloc(n, sizeof(*v));
+    cJSON *o = cJSON_AddObjectToObject(obj, "Labels");
+    if (v == NULL || o == NULL)
+        return false;
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (labels[i].key != NULL)
+            v[m++] = &labels[i];
+    /* Stable for equal keys: insertion sort keeps the original order. */
+    for (size_t i = 1; i < m; i++)
+        for (size_t j = i; j > 0 && cmp_kv(&v[j - 1], &v[j]) > 0; j--) {
+            const psh_kv *t = v[j];
+            v[j] = v[j - 1];
+            v[j - 1] = t;
+        }
+    for (size_t i = 0; i < m; i++) {
+        if (i + 1 < m && strcmp(v[i]->key, v[i + 1]->key) == 0)
+            continue;
+        if (!cJSON_AddStringToObject(o, v[i]->key, v[i]->value ? v[i]->value : ""))
+            return false;
+    }
+    return true;
+}
+
+/* An integer written exactly, whatever its size (cJSON numbers are doubles). */
+static bool add_int(cJSON *obj, const char *key, int64_t v)
+{
+    char num[24];
+    snprintf(num, sizeof(num), "%lld", (long long)v);
+    return cJSON_AddRawToObject(obj, key, num) != NULL;
+}
+
+static bool add_opt_str(cJSON *obj, const char *key, const char *v)
+{
+    return v == NULL || v[0] == '\0' || cJSON_AddStringToObject(obj, key, v) != NULL;
+}
+
+static bool add_healthcheck(cJSON *obj, const psh_healthcheck *h)
+{
+    if (!h->test.set)
+        return true;
+    cJSON *o = cJSON_AddObjectToObject(obj, "Healthcheck");
+    return o && add_strv(o, "Test", &h->test) &&
+           (h->interval_ns <= 0 || add_int(o, "Interval", h->interval_ns)) &&
+           (h->timeout_ns <= 0 || add_int(o, "Timeout", h->timeout_ns)) &&
+           (h->start_period_ns <= 0 || add_int(o, "StartPeriod", h->start_period_ns)) &&
+           (h->start_interval_ns <= 0 || add_int(o, "StartInterval", h->start_interval_ns)) &&
+           (h->retries <= 0 || add_int(o, "Retries", h->retries));
+}
+
+/* The "config" object, in Docker's field order. */
+static bool add_image_config(cJSON *cfg, const psh_image_config *c)
+{
+    cJSON *o = cJSON_AddObjectToObject(cfg, "config");
+    return o && add_opt_str(o, "User", c->user) && add_set(o, "ExposedPorts", &c->exposed_ports) &&
+           add_strv(o, "Env", &c->env) && add_strv(o, "Entrypoint", &c->entrypoint) &&
+           add_strv(o, "Cmd", &c->cmd) && add_healthcheck(o, &c->healthcheck) &&
+           add_set(o, "Volumes", &c->volumes) && add_opt_str(o, "WorkingDir", c->working_dir) &&
+           add_labels(o, c->labels, c->n_labels) && add_strv(o, "OnBuild", &c->on_build) &&
+           add_opt_str(o, "StopSignal", c->stop_signal) && add_strv(o, "Shell", &c->shell);
+}
+
+static bool add_history(cJSON *list, const psh_history_entry *h, int64_t created)
+{
+    char ts[32];
+    cJSON *o = cJSON_CreateObject();
+    if (o == NULL)
+        return false;
+    cJSON_AddItemToArray(list, o);
+    psh_format_rfc3339(h->created >= 0 ? h->created : created, ts, sizeof(ts));
+    return cJSON_AddStringToObject(o, "created", ts) &&
+           add_opt_str(o, "created_by", h->created_by) && add_opt_str(o, "comment", h->comment) &&
+           (!h->empty_layer || cJSON_AddTrueToObject(o, "empty_layer"));
+}
+
+/* ---- validation ---- */
+
+struct base {
+    cJSON *manifest;
+    cJSON *config;
+    const cJSON *layers;   /* borrowed from manifest */
+    const cJSON *diff_ids; /* borrowed from config */
+    const cJSON *history;  /* borrowed from config; may be NULL */
+    psh_descriptor config_desc;
+};
+
+static void base_dispose(struct base *b)
+{
+    cJSON_Delete(b->manifest);
+    cJSON_Delete(b->config);
+}
+
+static int load_base(psh_store *s, const char *digest, struct base *b, kiln_error **err)
+{
+    if (!kiln_digest_valid(digest))
+        return kiln_error_set(err, KILN_EINVAL, 0,
+                              "base image \"%.80s\": want a manifest digest sha256:<64 hex>",
+                              digest);
+    if (!psh_store_has_blob(s, digest))
+        return kiln_error_set(err, KILN_ENOENT, 0, "base image %s is not in the store", digest);
+    int r = psh_store_read_json(s, digest, &b->manifest, err);
+    if (r < 0)
+        return r;
+    if (!psh_media_type_is_manifest(psh_manifest_media_type(b->manifest)))
+        return kiln_error_set(err, KILN_EINVAL, 0,
+                              "base %s is not an image manifest (an index? pick a platform)",
+                              digest);
+    if ((r = psh_descriptor_from_json(
+             &b->config_desc, cJSON_GetObjectItemCaseSensitive(b->manifest, "config"), err)) < 0)
+        return r;
+    b->layers = cJSON_GetObjectItemCaseSensitive(b->manifest, "layers");
+    if (b->layers != NULL && !cJSON_IsArray(b->layers))
+        return kiln_error_set(err, KILN_EINVAL, 0, "base %s: layers is not a list", digest);
+    if (!psh_store_has_blob(s, b->config_desc.digest))
+        return kiln_error_set(err, KILN_ENOENT, 0, "base %s: config %s is not in the store", digest,
+                              b->config_desc.digest);
+    if ((r = psh_store_read_json(s, b->config_desc.digest, &b->config, err)) < 0)
+        return r;
+    const cJSON *rootfs = cJSON_GetObjectItemCaseSensitive(b->config, "rootfs");
+    b->diff_ids = cJSON_GetObjectItemCaseSensitive(rootfs, "diff_ids");
+    b->history = cJSON_GetObjectItemCaseSensitive(b->config, "history");
+    if (b->history != NULL && !cJSON_IsArray(b->history))
+        b->history = NULL;
+    if (cJSON_GetArraySize(b->diff_ids) != cJSON_GetArraySize(b->layers))
+        return kiln_error_set(err, KILN_EINVAL, 0, "base %s: %d diff_ids for %d layers", digest,
+                              cJSON_GetArraySize(b->diff_ids), cJSON_GetArraySize(b->layers));
+    const cJSON *l;
+    cJSON_ArrayForEach(l, b->layers)
+    {
+        psh_descriptor d;
+        if ((r = psh_descriptor_from_json(&d, l, err)) < 0)
+            return r;
+        if (!psh_store_has_blob(s, d.digest))
+            return kiln_error_set(err, KILN_ENOENT, 0, "base %s: layer %s is not in the store",
+                                  digest, d.digest);
+    }
+    cJSON_ArrayForEach(l, b->diff_ids)
+    {
+        if (!cJSON_IsString(l) || !kiln_digest_valid(l->valuestring))
+            return kiln_error_set(err, KILN_EINVAL, 0, "base %s: invalid diff_id", digest);
+    }
+    return 0;
+}
+
+static int validate(psh_store *s, const psh_commit_spec *spec, char **dirs, kiln_error **err)
+{
+    for (size_t i = 0; i < spec->n_tags; i++) {
+        psh_ref r;
+        const char *t = spec->tags[i] ? spec->tags[i] : "";
+        if (strncmp(t, "sha256:", 7) == 0)
+            return kiln_error_set(err, KILN_EINVAL, 0, "tag \"%.80s\" looks like a digest", t);
+        if (psh_ref_parse(&r, t, PSH_REF_DEFAULT_TAG | PSH_REF_NO_DIGEST, err) < 0)
+            return KILN_EINVAL;
+    }
+    const psh_platform *p = &spec->platform;
+    if (p->os == NULL || p->os[0] == '\0' || strchr(p->os, '/') != NULL)
+        return kiln_error_set(err, KILN_EINVAL, 0, "platform: os is required (e.g. linux)");
+    if (!psh_platform_arch_valid(p->architecture))
+        return kiln_error_set(err, KILN_EINVAL, 0,
+                              "platform: architecture \"%s\" is not a Go name (amd64, arm64, …)",
+                              p->architecture ? p->architecture : "");
+    if (spec->n_history > 0) {
+        size_t nonempty = 0;
+        for (size_t i = 0; i < spec->n_history; i++)
+            nonempty += !spec->history[i].empty_layer;
+        if (nonempty != spec->n_layers)
+            return kiln_error_set(err, KILN_EINVAL, 0,
+                                  "history has %zu entries with a layer for %zu layers", nonempty,
+                                  spec->n_layers);
+    }
+    for (size_t i = 0; i < spec->n_layers; i++) {
+        int r = psh_store_confine(s, NULL, spec->layers[i], &dirs[i], err);
+        if (r < 0) {
+            kiln_error_wrap(err, "layer %zu", i);
+            return r;
+        }
+        struct stat st;
+        if (stat(dirs[i], &st) < 0 || !S_ISDIR(st.st_mode))
+            return kiln_error_set(err, KILN_EINVAL, 0, "layer %zu: %s is not a directory", i,
+                                  dirs[i]);
+    }
+    return 0;
+}
+
+/* ---- assembly ---- */
+
+static const char *oci_layer_type(const char *mt)
+{
+    if (strcmp(mt, PSH_MT_DOCKER_LAYER_GZ) == 0)
+        return PSH_MT_OCI_LAYER_GZ;
+    if (strcmp(mt, "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip") == 0)
+        return "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip";
+    return mt;
+}
+
+/* Pins every blob of the base, then re-checks it is there: a GC that ran
+ * before the pins were visible may have removed it. */
+static int pin_base(psh_store *s, psh_store_pin *pin, const char *digest, struct base *b,
+                    kiln_error **err)
+{
+    int r = psh_store_pin_add(s, pin, digest, err);
+    if (r == 0)
+        r = psh_store_pin_add(s, pin, b->config_desc.digest, err);
+    const cJSON *l;
+    cJSON_ArrayForEach(l, b->layers)
+    {
+        psh_descriptor d;
+        if (r == 0 && (r = psh_descriptor_from_json(&d, l, err)) == 0 &&
+            (r = psh_store_pin_add(s, pin, d.digest, err)) == 0 && !psh_store_has_blob(s, d.digest))
+            r = kiln_error_set(err, KILN_ENOENT, 0, "base layer %s was removed", d.digest);
+    }
+    return r;
+}
+
+static int pack_layer(psh_store *s, psh_store_pin *pin, const psh_commit_spec *spec, size_t idx,
+                      const char *dir, psh_commit_layer *out, kiln_error **err)
+{
+#ifdef PSH_HAVE_PACK
+    psh_store_tmp t;
+    int r = psh_store_tmp_open(s, &t, err);
+    if (r < 0)
+        return r;
+    t.pin = pin;
+    psh_pack_opts opts = spec->pack;
+    opts.overlay_diff = true;
+    opts.source_date_epoch = spec->source_date_epoch;
+    psh_layer_info info;
+    if ((r = psh_pack_dir(&info, dir, t.fd, &opts, err)) < 0) {
+        psh_store_tmp_abort(s, &t);
+        return r;
+    }
+    if ((r = psh_store_tmp_commit(s, &t, info.digest, NULL, NULL, err)) < 0)
+        return r;
+    snprintf(out->blob.media_type, sizeof(out->blob.media_type), "%s", info.media_type);
+    memcpy(out->blob.digest, info.digest, sizeof(info.digest));
+    memcpy(out->diff_id, info.diff_id, sizeof(info.diff_id));
+    out->blob.size = info.size;
+    if (spec->layer_done)
+        spec->layer_done(spec->layer_done_ud, idx, &info);
+    return 0;
+#else
+    (void)s;
+    (void)pin;
+    (void)spec;
+    (void)idx;
+    (void)out;
+    return kiln_error_set(err, KILN_ENOTSUP, 0, "%s: layer packing is not built in", dir);
+#endif
+}
+
+/* Writes config and manifest for the layers in out; fills out->config/manifest. */
+static int write_image(psh_store *s, psh_store_pin *pin, const psh_commit_spec *spec,
+                       const struct base *b, psh_commit_result *out, kiln_error **err)
+{
+    int64_t created = spec->created >= 0             ? spec->created
+                      : spec->source_date_epoch >= 0 ? spec->source_date_epoch
+                                                     : (int64_t)time(NULL);
+    char ts[32];
+    psh_format_rfc3339(created, ts, sizeof(ts));
+    _cleanup_json_ cJSON *cfg = cJSON_CreateObject();
+    bool ok = cfg && cJSON_AddStringToObject(cfg, "created", ts) &&
+              add_opt_str(cfg, "author", spec->author) &&
+              cJSON_AddStringToObject(cfg, "architecture", spec->platform.architecture) &&
+              cJSON_AddStringToObject(cfg, "os", spec->platform.os) &&
+              add_opt_str(cfg, "variant", spec->platform.variant) &&
+              add_image_config(cfg, &spec->config);
+    cJSON *rootfs = ok ? cJSON_AddObjectToObject(cfg, "rootfs") : NULL;
+    cJSON *ids = rootfs && cJSON_AddStringToObject(rootfs, "type", "layers")
+                     ? cJSON_AddArrayToObject(rootfs, "diff_ids")
+                     : NULL;
+    for (size_t i = 0; ids && i < out->n_layers; i++)
+        ok = ok && cJSON_AddItemToArray(ids, cJSON_CreateString(out->layers[i].diff_id));
+    cJSON *hist = ids ? cJSON_AddArrayToObject(cfg, "history") : NULL;
+    const cJSON *h;
+    cJSON_ArrayForEach(h, b->history)
+    {
+        ok = ok && hist && cJSON_AddItemToArray(hist, cJSON_Duplicate(h, 1));
+    }
+    for (size_t i = 0; hist && i < spec->n_history; i++)
+        ok = ok && add_history(hist, &spec->history[i], created);
+    for (size_t i = 0; hist && spec->n_history == 0 && i < spec->n_layers; i++) {
+        psh_history_entry gen = {.created_by = "kiln commit", .created = -1};
+        ok = ok && add_history(hist, &gen, created);
+    }
+    if (!ok || hist == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory building the image config");
+    _cleanup_free_ char *cfg_text = cJSON_PrintUnformatted(cfg);
+    if (cfg_text == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    int r =
+        psh_store_put_blob_bytes(s, pin, NULL, cfg_text, strlen(cfg_text), out->config.digest, err);
+    if (r < 0)
+        return r;
+    snprintf(out->config.media_type, sizeof(out->config.media_type), "%s", PSH_MT_OCI_CONFIG);
+    out->config.size = strlen(cfg_text);
+
+    _cleanup_json_ cJSON *man = cJSON_CreateObject();
+    cJSON *cdesc = psh_descriptor_to_json(&out->config);
+    ok = man && cdesc && add_int(man, "schemaVersion", 2) &&
+         cJSON_AddStringToObject(man, "mediaType", PSH_MT_OCI_MANIFEST);
+    if (man && cdesc)
+        cJSON_AddItemToObject(man, "config", cdesc);
+    else
+        cJSON_Delete(cdesc);
+    cJSON *layers = ok ? cJSON_AddArrayToObject(man, "layers") : NULL;
+    size_t i = 0;
+    const cJSON *l;
+    cJSON_ArrayForEach(l, b->layers)
+    { /* base layers: the original descriptor (urls, annotations kept) */
+        cJSON *d = cJSON_Duplicate(l, 1);
+        if (layers == NULL || d == NULL) {
+            cJSON_Delete(d);
+            ok = false;
+            break;
+        }
+        cJSON_ReplaceItemInObjectCaseSensitive(
+            d, "mediaType", cJSON_CreateString(out->layers[i++].blob.media_type));
+        cJSON_AddItemToArray(layers, d);
+    }
+    for (; ok && i < out->n_layers; i++) {
+        cJSON *d = psh_descriptor_to_json(&out->layers[i].blob);
+        ok = d != NULL;
+        if (d)
+            cJSON_AddItemToArray(layers, d);
+    }
+    if (!ok || layers == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory building the manifest");
+    /* Serialised once: these bytes are digested, stored and later pushed. */
+    _cleanup_free_ char *man_text = cJSON_PrintUnformatted(man);
+    if (man_text == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    if ((r = psh_store_put_blob_bytes(s, pin, NULL, man_text, strlen(man_text),
+                                      out->manifest.digest, err)) < 0)
+        return r;
+    snprintf(out->manifest.media_type, sizeof(out->manifest.media_type), "%s", PSH_MT_OCI_MANIFEST);
+    out->manifest.size = strlen(man_text);
+    return 0;
+}
+
+static int commit_pinned(psh_store *s, psh_store_pin *pin, const psh_commit_spec *spec, char **dirs,
+                         struct base *b, psh_commit_result *out, kiln_error **err)
+{
+    int r = 0;
+    if (spec->base != NULL && (r = pin_base(s, pin, spec->base, b, err)) < 0)
+        return r;
+    size_t nbase = (size_t)cJSON_GetArraySize(b->layers);
+    out->layers = calloc(nbase + spec->n_layers + 1, sizeof(*out->layers));
+    if (out->layers == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    const cJSON *l;
+    cJSON_ArrayForEach(l, b->layers)
+    {
+        psh_commit_layer *cl = &out->layers[out->n_layers];
+        psh_descriptor_from_json(&cl->blob, l, NULL); /* validated by load_base */
+        snprintf(cl->blob.media_type, sizeof(cl->blob.media_type), "%s",
+                 oci_layer_type(cl->blob.media_type));
+        const cJSON *id = cJSON_GetArrayItem(b->diff_ids, (int)out->n_layers);
+        snprintf(cl->diff_id, sizeof(cl->diff_id), "%s", id->valuestring);
+        cl->from_base = true;
+        out->n_layers++;
+    }
+    for (size_t i = 0; i < spec->n_layers; i++) {
+        if ((r = pack_layer(s, pin, spec, i, dirs[i], &out->layers[out->n_layers], err)) < 0) {
+            kiln_error_wrap(err, "pack layer %zu (%s)", i, spec->layers[i]);
+            return r;
+        }
+        out->n_layers++;
+    }
+    if ((r = write_image(s, pin, spec, b, out, err)) < 0)
+        return r;
+    for (size_t i = 0; i < spec->n_tags; i++)
+        if ((r = psh_store_tag_descriptor(s, &out->manifest, spec->platform.os,
+                                          spec->platform.architecture, spec->platform.variant,
+                                          spec->tags[i], err)) < 0)
+            return r;
+    return 0;
+}
+
+int psh_commit(psh_store *s, const psh_commit_spec *spec, psh_commit_result *out, kiln_error **err)
+{
+    memset(out, 0, sizeof(*out));
+    struct base b = {0};
+    psh_store_pin pin = {.fd = -1};
+    char **dirs = calloc(spec->n_layers + 1, sizeof(*dirs));
+    int r = 0;
+    if (dirs == NULL) {
+        r = kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+        goto out;
+    }
+    if ((r = validate(s, spec, dirs, err)) < 0)
+        goto out;
+    if (spec->base != NULL && (r = load_base(s, spec->base, &b, err)) < 0)
+        goto out;
+    if ((r = psh_store_pin_open(s, &pin, err)) < 0)
+        goto out;
+    r = commit_pinned(s, &pin, spec, dirs, &b, out, err);
+out:
+    psh_store_pin_close(s, &pin);
+    base_dispose(&b);
+    for (size_t i = 0; dirs && i < spec->n_layers; i++)
+        free(dirs[i]);
+    free(dirs);
+    if (r < 0) {
+        psh_commit_result_dispose(out);
+        kiln_error_wrap(err, "commit");
+    }
+    return r;
+}

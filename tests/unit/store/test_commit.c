@@ -1,0 +1,324 @@
+/* Image assembly: config and manifest contents, base stacking, and bad input
+ * that must leave the store unchanged. */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "kt.h"
+#include "psh_commit.h"
+#include "store_fixture.h"
+
+#define ZERO_DIGEST "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+
+struct env {
+    char *dir;
+    psh_store *s;
+};
+
+static int env_open(struct env *e)
+{
+    e->dir = fx_tmpdir();
+    return e->dir && psh_store_open(&e->s, e->dir, NULL) == 0 ? 0 : -1;
+}
+
+static void env_close(struct env *e)
+{
+    psh_store_free(e->s);
+    fx_rmrf(e->dir);
+    free(e->dir);
+}
+
+/* Creates e->dir/name with a few files; returns the path (static buffer rotation). */
+static const char *make_diff(struct env *e, const char *name, const char *file, const char *text)
+{
+    static char bufs[4][4096];
+    static int k;
+    char *p = bufs[k++ % 4];
+    snprintf(p, 4096, "%s/%s", e->dir, name);
+    if (mkdir(p, 0755) < 0)
+        return NULL;
+    char f[4200];
+    snprintf(f, sizeof(f), "%s/%s", p, file);
+    return fx_write_file(f, text) == 0 ? p : NULL;
+}
+
+static cJSON *read_json_blob(struct env *e, const char *digest)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    if (psh_store_read_blob(e->s, digest, 1 << 20, &buf, &len, NULL) < 0)
+        return NULL;
+    cJSON *j = cJSON_Parse(buf);
+    free(buf);
+    return j;
+}
+
+static char *index_bytes(struct env *e)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/index.json", psh_store_path(e->s));
+    return fx_read_file(path, NULL);
+}
+
+static void basic_spec(psh_commit_spec *spec)
+{
+    psh_commit_spec_init(spec);
+    spec->platform.os = "linux";
+    spec->platform.architecture = "arm64";
+    spec->platform.variant = "v8";
+    spec->source_date_epoch = 1700000000;
+    spec->pack.threads = 1;
+}
+
+KT_TEST(commit_scratch_image)
+{
+    struct env e;
+    KT_REQUIRE(env_open(&e) == 0);
+    const char *l1 = make_diff(&e, "l1", "hello.txt", "hello\n");
+    KT_REQUIRE(l1 != NULL);
+    static const char *env_v[] = {"PATH=/usr/bin:/bin", "A=1"};
+    static const char *cmd_v[] = {"/bin/sh", "-c", "echo hi"};
+    static const char *ports_v[] = {"80/tcp", "53/udp", "80/tcp"};
+    static const char *hc_v[] = {"CMD-SHELL", "true"};
+    static const psh_kv labels[] = {{"z", "last"}, {"a", "first"}, {"z", "really last"}};
+    static const char *tags[] = {"app:1", "localhost:5000/team/app"};
+    psh_history_entry hist[] = {
+        {.created_by = "ENV A=1", .empty_layer = true, .created = -1},
+        {.created_by = "COPY hello.txt /", .comment = "c", .created = -1},
+    };
+    psh_commit_spec spec;
+    basic_spec(&spec);
+    spec.layers = &l1;
+    spec.n_layers = 1;
+    spec.history = hist;
+    spec.n_history = 2;
+    spec.tags = tags;
+    spec.n_tags = 2;
+    spec.config.env = (psh_strv){env_v, 2, true};
+    spec.config.cmd = (psh_strv){cmd_v, 3, true};
+    spec.config.entrypoint = (psh_strv){NULL, 0, true};
+    spec.config.exposed_ports = (psh_strv){ports_v, 3, true};
+    spec.config.labels = labels;
+    spec.config.n_labels = 3;
+    spec.config.user = "1000:1000";
+    spec.config.working_dir = "/srv";
+    spec.config.stop_signal = "SIGTERM";
+    spec.config.healthcheck.test = (psh_strv){hc_v, 2, true};
+    spec.config.healthcheck.interval_ns = 30000000000LL;
+    spec.config.healthcheck.retries = 3;
+    psh_commit_result res;
+    kiln_error *err = NULL;
+    int r = psh_commit(e.s, &spec, &res, &err);
+    if (r < 0)
+        KT_FAIL("commit: %s", err->msg);
+    kiln_error_free(&err);
+    KT_REQUIRE(r == 0);
+    KT_EXPECT_INT(res.n_layers, 1);
+    KT_EXPECT(!res.layers[0].from_base);
+    KT_EXPECT_STR(res.layers[0].blob.media_type, PSH_MT_OCI_LAYER_GZ);
+
+    psh_descriptor d;
+    KT_EXPECT_INT(psh_store_resolve(e.s, "docker.io/library/app:1", &d, NULL), 0);
+    KT_EXPECT_STR(d.digest, res.manifest.digest);
+    KT_EXPECT_INT(psh_store_resolve(e.s, "localhost:5000/team/app:latest", &d, NULL), 0);
+    KT_EXPECT_STR(d.digest, res.manifest.digest);
+
+    cJSON *cfg = read_json_blob(&e, res.config.digest);
+    KT_REQUIRE(cfg != NULL);
+    KT_EXPECT_STR(cJSON_GetObjectItem(cfg, "created")->valuestring, "2023-11-14T22:13:20Z");
+    KT_EXPECT_STR(cJSON_GetObjectItem(cfg, "architecture")->valuestring, "arm64");
+    KT_EXPECT_STR(cJSON_GetObjectItem(cfg, "variant")->valuestring, "v8");
+    cJSON *c = cJSON_GetObjectItem(cfg, "config");
+    KT_EXPECT_STR(cJSON_GetObjectItem(c, "User")->valuestring, "1000:1000");
+    KT_EXPECT_INT(cJSON_GetArraySize(cJSON_GetObjectItem(c, "Entrypoint")), 0);
+    KT_EXPECT_INT(cJSON_GetArraySize(cJSON_GetObjectItem(c, "ExposedPorts")), 2);
+    KT_EXPECT_STR(cJSON_GetObjectItem(c, "ExposedPorts")->child->string, "53/udp");
+    KT_EXPECT_STR(cJSON_GetObjectItem(c, "Labels")->child->string, "a");
+    KT_EXPECT_STR(cJSON_GetObjectItem(cJSON_GetObjectItem(c, "Labels"), "z")->valuestring,
+                  "really last");
+    cJSON *hc = cJSON_GetObjectItem(c, "Healthcheck");
+    KT_EXPECT(cJSON_GetObjectItem(hc, "Interval")->valuedouble == 30000000000.0);
+    KT_EXPECT(cJSON_GetObjectItem(c, "Volumes") == NULL);
+    cJSON *ids = cJSON_GetObjectItem(cJSON_GetObjectItem(cfg, "rootfs"), "diff_ids");
+    KT_EXPECT_INT(cJSON_GetArraySize(ids), 1);
+    KT_EXPECT_STR(ids->child->valuestring, res.layers[0].diff_id);
+    cJSON *h = cJSON_GetObjectItem(cfg, "history");
+    KT_EXPECT_INT(cJSON_GetArraySize(h), 2);
+    KT_EXPECT(cJSON_IsTrue(cJSON_GetObjectItem(h->child, "empty_layer")));
+    KT_EXPECT(cJSON_GetObjectItem(h->child->next, "empty_layer") == NULL);
+    cJSON_Delete(cfg);
+
+    /* The stored manifest bytes hash to the returned digest and list the layer. */
+    cJSON *man = read_json_blob(&e, res.manifest.digest);
+    KT_REQUIRE(man != NULL);
+    KT_EXPECT_STR(cJSON_GetObjectItem(man, "mediaType")->valuestring, PSH_MT_OCI_MANIFEST);
+    cJSON *layer0 = cJSON_GetArrayItem(cJSON_GetObjectItem(man, "layers"), 0);
+    KT_EXPECT_STR(cJSON_GetObjectItem(layer0, "digest")->valuestring, res.layers[0].blob.digest);
+    cJSON_Delete(man);
+
+    /* Same input, same SOURCE_DATE_EPOCH: same digests. */
+    psh_commit_result again;
+    spec.n_tags = 0;
+    KT_REQUIRE(psh_commit(e.s, &spec, &again, NULL) == 0);
+    KT_EXPECT_STR(again.manifest.digest, res.manifest.digest);
+    psh_commit_result_dispose(&again);
+    psh_commit_result_dispose(&res);
+    env_close(&e);
+}
+
+KT_TEST(commit_on_base_stacks_layers)
+{
+    struct env e;
+    KT_REQUIRE(env_open(&e) == 0);
+    const char *l1 = make_diff(&e, "l1", "a", "base file\n");
+    const char *l2 = make_diff(&e, "l2", "b", "top file\n");
+    KT_REQUIRE(l1 && l2);
+    psh_commit_spec spec;
+    basic_spec(&spec);
+    spec.layers = &l1;
+    spec.n_layers = 1;
+    psh_commit_result base;
+    KT_REQUIRE(psh_commit(e.s, &spec, &base, NULL) == 0);
+
+    basic_spec(&spec);
+    spec.base = base.manifest.digest;
+    spec.layers = &l2;
+    spec.n_layers = 1;
+    psh_commit_result top;
+    KT_REQUIRE(psh_commit(e.s, &spec, &top, NULL) == 0);
+    KT_REQUIRE(top.n_layers == 2);
+    KT_EXPECT(top.layers[0].from_base);
+    KT_EXPECT_STR(top.layers[0].blob.digest, base.layers[0].blob.digest);
+    KT_EXPECT_STR(top.layers[0].diff_id, base.layers[0].diff_id);
+    cJSON *cfg = read_json_blob(&e, top.config.digest);
+    cJSON *ids = cJSON_GetObjectItem(cJSON_GetObjectItem(cfg, "rootfs"), "diff_ids");
+    KT_EXPECT_INT(cJSON_GetArraySize(ids), 2);
+    KT_EXPECT_STR(cJSON_GetArrayItem(ids, 0)->valuestring, base.layers[0].diff_id);
+    KT_EXPECT_STR(cJSON_GetArrayItem(ids, 1)->valuestring, top.layers[1].diff_id);
+    KT_EXPECT_INT(cJSON_GetArraySize(cJSON_GetObjectItem(cfg, "history")), 2);
+    cJSON_Delete(cfg);
+    psh_commit_result_dispose(&base);
+    psh_commit_result_dispose(&top);
+    env_close(&e);
+}
+
+KT_TEST(commit_bad_input_changes_nothing)
+{
+    struct env e;
+    KT_REQUIRE(env_open(&e) == 0);
+    char m1[KILN_DIGEST_STRLEN + 1];
+    KT_REQUIRE(fx_fake_image(e.s, "one", m1) == 0);
+    KT_REQUIRE(psh_store_tag(e.s, m1, "app:1", NULL) == 0);
+    const char *good = make_diff(&e, "ok", "f", "x");
+    KT_REQUIRE(good != NULL);
+    char outside[4096], viasym[4096], dotdot[4096];
+    char *other = fx_tmpdir();
+    KT_REQUIRE(other != NULL);
+    snprintf(outside, sizeof(outside), "%s", other);
+    snprintf(viasym, sizeof(viasym), "%s/sym", e.dir);
+    KT_REQUIRE(symlink(other, viasym) == 0);
+    snprintf(dotdot, sizeof(dotdot), "%s/ok/../../", e.dir);
+    char *before = index_bytes(&e);
+    int before_blobs = 0;
+    {
+        char b[4096];
+        snprintf(b, sizeof(b), "%s/blobs/sha256", psh_store_path(e.s));
+        before_blobs = fx_count_dir(b);
+    }
+
+    struct {
+        const char *what;
+        const char *layer;
+        const char *tag;
+        const char *base;
+        const char *arch;
+        int code;
+    } cases[] = {
+        {"outside dir", outside, "x:1", NULL, "amd64", KILN_EPERM},
+        {"symlink escape", viasym, "x:1", NULL, "amd64", KILN_EPERM},
+        {"dot-dot escape", dotdot, "x:1", NULL, "amd64", KILN_EPERM},
+        {"missing dir", "/nonexistent/kiln/diff", "x:1", NULL, "amd64", KILN_ENOENT},
+        {"bad tag", good, "Bad:1", NULL, "amd64", KILN_EINVAL},
+        {"digest tag", good, "sha256:abc", NULL, "amd64", KILN_EINVAL},
+        {"missing base", good, "x:1", ZERO_DIGEST, "amd64", KILN_ENOENT},
+        {"malformed base", good, "x:1", "sha256:../../etc", "amd64", KILN_EINVAL},
+        {"base not a manifest", good, "x:1", NULL, "amd64", KILN_EINVAL},
+        {"x86_64", good, "x:1", NULL, "x86_64", KILN_EINVAL},
+    };
+    char layer_blob[KILN_DIGEST_STRLEN + 1];
+    KT_REQUIRE(psh_store_put_blob_bytes(e.s, NULL, NULL, "{}", 2, layer_blob, NULL) == 0);
+    before_blobs++;
+    cases[8].base = layer_blob;
+    for (size_t i = 0; i < KILN_ARRAY_SIZE(cases); i++) {
+        psh_commit_spec spec;
+        basic_spec(&spec);
+        spec.platform.architecture = cases[i].arch;
+        spec.layers = &cases[i].layer;
+        spec.n_layers = 1;
+        spec.tags = &cases[i].tag;
+        spec.n_tags = 1;
+        spec.base = cases[i].base;
+        psh_commit_result res;
+        kiln_error *err = NULL;
+        int r = psh_commit(e.s, &spec, &res, &err);
+        if (r != cases[i].code)
+            KT_FAIL("%s: got %d (%s), want %d", cases[i].what, r, err ? err->msg : "",
+                    cases[i].code);
+        KT_EXPECT(err != NULL);
+        kiln_error_free(&err);
+    }
+    /* History that does not match the layers. */
+    psh_commit_spec spec;
+    basic_spec(&spec);
+    psh_history_entry h = {.created_by = "RUN x", .created = -1};
+    spec.layers = &good;
+    spec.n_layers = 1;
+    spec.history = &h;
+    spec.n_history = 1;
+    h.empty_layer = true;
+    psh_commit_result res;
+    KT_EXPECT_INT(psh_commit(e.s, &spec, &res, NULL), KILN_EINVAL);
+
+    char *after = index_bytes(&e);
+    KT_EXPECT_STR(after, before);
+    char b[4096];
+    snprintf(b, sizeof(b), "%s/blobs/sha256", psh_store_path(e.s));
+    KT_EXPECT_INT(fx_count_dir(b), before_blobs);
+    free(before);
+    free(after);
+    fx_rmrf(other);
+    free(other);
+    env_close(&e);
+}
+
+KT_TEST(commit_base_with_missing_layer_is_enoent)
+{
+    struct env e;
+    KT_REQUIRE(env_open(&e) == 0);
+    char m1[KILN_DIGEST_STRLEN + 1];
+    KT_REQUIRE(fx_fake_image(e.s, "one", m1) == 0);
+    /* Delete the fake image's layer blob behind the store's back. */
+    char *buf = NULL;
+    KT_REQUIRE(psh_store_read_blob(e.s, m1, 1 << 20, &buf, NULL, NULL) == 0);
+    cJSON *man = cJSON_Parse(buf);
+    free(buf);
+    const char *ld =
+        cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(man, "layers"), 0), "digest")
+            ->valuestring;
+    char p[4096];
+    snprintf(p, sizeof(p), "%s/blobs/sha256/%s", psh_store_path(e.s), ld + 7);
+    KT_REQUIRE(unlink(p) == 0);
+    cJSON_Delete(man);
+    psh_commit_spec spec;
+    basic_spec(&spec);
+    spec.base = m1;
+    psh_commit_result res;
+    kiln_error *err = NULL;
+    KT_EXPECT_INT(psh_commit(e.s, &spec, &res, &err), KILN_ENOENT);
+    KT_EXPECT(err && strstr(err->msg, "layer"));
+    kiln_error_free(&err);
+    env_close(&e);
+}

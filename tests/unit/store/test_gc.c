@@ -1,0 +1,144 @@
+/* Garbage collection: what is reachable, in use or pinned stays; the rest goes. */
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "kt.h"
+#include "psh_store.h"
+#include "store_fixture.h"
+
+struct env {
+    char *dir;
+    psh_store *s;
+};
+
+static int env_open(struct env *e)
+{
+    e->dir = fx_tmpdir();
+    return e->dir && psh_store_open(&e->s, e->dir, NULL) == 0 ? 0 : -1;
+}
+
+static void env_close(struct env *e)
+{
+    psh_store_free(e->s);
+    fx_rmrf(e->dir);
+    free(e->dir);
+}
+
+static int blob_count(struct env *e)
+{
+    char p[4096];
+    snprintf(p, sizeof(p), "%s/blobs/sha256", psh_store_path(e->s));
+    return fx_count_dir(p);
+}
+
+static void put(struct env *e, const char *text, char *digest)
+{
+    if (psh_store_put_blob_bytes(e->s, NULL, NULL, text, strlen(text), digest, NULL) < 0)
+        KT_FAIL("put %s", text);
+}
+
+KT_TEST(gc_keeps_reachable_in_use_and_pinned)
+{
+    struct env e;
+    KT_REQUIRE(env_open(&e) == 0);
+    char m1[KILN_DIGEST_STRLEN + 1], m2[KILN_DIGEST_STRLEN + 1], m3[KILN_DIGEST_STRLEN + 1];
+    KT_REQUIRE(fx_fake_image(e.s, "tagged", m1) == 0);   /* 3 blobs, reachable */
+    KT_REQUIRE(fx_fake_image(e.s, "in-use", m2) == 0);   /* 3 blobs, in use */
+    KT_REQUIRE(fx_fake_image(e.s, "untagged", m3) == 0); /* 3 blobs, garbage */
+    KT_REQUIRE(psh_store_tag(e.s, m1, "app:1", NULL) == 0);
+    char loose[KILN_DIGEST_STRLEN + 1], pinned[KILN_DIGEST_STRLEN + 1];
+    put(&e, "loose blob", loose);
+    psh_store_pin pin;
+    KT_REQUIRE(psh_store_pin_open(e.s, &pin, NULL) == 0);
+    KT_REQUIRE(psh_store_put_blob_bytes(e.s, &pin, NULL, "pinned", 6, pinned, NULL) == 0);
+    KT_EXPECT_INT(blob_count(&e), 11);
+
+    const char *in_use[] = {m2};
+    psh_gc_opts o;
+    psh_gc_opts_init(&o);
+    o.in_use = in_use;
+    o.n_in_use = 1;
+    o.dry_run = true;
+    psh_gc_result res;
+    KT_EXPECT_INT(psh_store_gc(e.s, &o, &res, NULL), 0);
+    KT_EXPECT_INT(res.blobs_removed, 4);
+    KT_EXPECT_INT(blob_count(&e), 11); /* dry run deletes nothing */
+    o.dry_run = false;
+    KT_EXPECT_INT(psh_store_gc(e.s, &o, &res, NULL), 0);
+    KT_EXPECT_INT(res.blobs_removed, 4);
+    KT_EXPECT(res.bytes_freed > strlen("loose blob"));
+    KT_EXPECT_INT(blob_count(&e), 7);
+    KT_EXPECT(psh_store_has_blob(e.s, m1) && psh_store_has_blob(e.s, m2));
+    KT_EXPECT(psh_store_has_blob(e.s, pinned));
+    KT_EXPECT(!psh_store_has_blob(e.s, m3) && !psh_store_has_blob(e.s, loose));
+    psh_inspect in;
+    KT_EXPECT_INT(psh_store_inspect(e.s, "app:1", &in, NULL), 0); /* still whole */
+    psh_inspect_dispose(&in);
+
+    /* Released pins and untagged images go on the next run. */
+    psh_store_pin_close(e.s, &pin);
+    KT_EXPECT_INT(psh_store_remove(e.s, "app:1", NULL), 0);
+    KT_EXPECT_INT(psh_store_gc(e.s, NULL, &res, NULL), 0);
+    KT_EXPECT_INT(res.blobs_removed, 7);
+    KT_EXPECT_INT(blob_count(&e), 0);
+    env_close(&e);
+}
+
+KT_TEST(gc_drops_pins_and_temps_of_dead_writers)
+{
+    struct env e;
+    KT_REQUIRE(env_open(&e) == 0);
+    char d[KILN_DIGEST_STRLEN + 1];
+    int p[2];
+    KT_REQUIRE(pipe(p) == 0);
+    pid_t pid = fork();
+    KT_REQUIRE(pid >= 0);
+    if (pid == 0) { /* pins a blob, leaves a temp behind, dies without cleaning up */
+        psh_store_pin pin;
+        psh_store_tmp t;
+        if (psh_store_pin_open(e.s, &pin, NULL) < 0 ||
+            psh_store_put_blob_bytes(e.s, &pin, NULL, "orphan", 6, NULL, NULL) < 0 ||
+            psh_store_tmp_open(e.s, &t, NULL) < 0)
+            _exit(1);
+        _exit(0);
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    close(p[0]);
+    close(p[1]);
+    KT_REQUIRE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    kiln_sha256_bytes("orphan", 6, d);
+    KT_EXPECT(psh_store_has_blob(e.s, d));
+
+    /* A live temp of this process survives even with no minimum age. */
+    psh_store_tmp live;
+    KT_REQUIRE(psh_store_tmp_open(e.s, &live, NULL) == 0);
+    psh_gc_opts o;
+    psh_gc_opts_init(&o);
+    psh_gc_result res;
+    KT_EXPECT_INT(psh_store_gc(e.s, &o, &res, NULL), 0);
+    KT_EXPECT_INT(res.tmps_removed, 0);  /* the dead temp is younger than an hour */
+    KT_EXPECT_INT(res.blobs_removed, 1); /* the dead pin no longer protects */
+    o.tmp_min_age = 0;
+    KT_EXPECT_INT(psh_store_gc(e.s, &o, &res, NULL), 0);
+    KT_EXPECT_INT(res.tmps_removed, 1);
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/.kiln/pins", psh_store_path(e.s));
+    KT_EXPECT_INT(fx_count_dir(path), 0);
+    snprintf(path, sizeof(path), "%s/.kiln/tmp", psh_store_path(e.s));
+    KT_EXPECT_INT(fx_count_dir(path), 1);
+    KT_REQUIRE(write(live.fd, "x", 1) == 1);
+    KT_EXPECT_INT(psh_store_tmp_commit(e.s, &live, NULL, NULL, NULL, NULL), 0);
+    KT_EXPECT_INT(fx_count_dir(path), 0);
+
+    const char *bad[] = {"sha256:../../x"};
+    o.in_use = bad;
+    o.n_in_use = 1;
+    kiln_error *err = NULL;
+    KT_EXPECT_INT(psh_store_gc(e.s, &o, &res, &err), KILN_EINVAL);
+    kiln_error_free(&err);
+    env_close(&e);
+}
