@@ -355,7 +355,7 @@ KT_TEST(pack_cache_remembers_per_settings)
     KT_EXPECT_STR(out.digest, in.digest);
     KT_EXPECT_INT(out.size, in.size);
     KT_EXPECT_INT(out.tar_size, in.tar_size);
-    KT_EXPECT(out.media_type == in.media_type);
+    KT_EXPECT_STR(out.media_type, in.media_type);
     /* another level, codec or epoch is another entry; threads are not */
     psh_pack_opts o2 = o;
     o2.threads = 7;
