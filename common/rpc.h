@@ -2,9 +2,10 @@
  *
  * Server: one REP socket served by a pool of aio+ctx workers (NNG's async
  * server pattern).  A worker's receive completes in an NNG callback, which
- * queues the request to a small pool of handler threads, so a slow handler
- * never blocks NNG's own threads and a Status call is answered while long
- * work runs.  Malformed, unknown or oversized requests get an error status
+ * decodes the request and either answers it on the spot (errors and methods
+ * flagged KILN_RPC_INLINE, e.g. Status) or queues it to a small pool of handler
+ * threads, so a slow handler never blocks NNG's own threads and a Status call
+ * is answered while long work runs.  Malformed, unknown or oversized requests get an error status
  * (oversized ones make NNG drop the pipe); nothing from the network reaches
  * an assert.  Mutating methods are idempotent on request_id: a resent request
  * gets the first reply, also when it arrives while the first is still running.
@@ -35,6 +36,7 @@ typedef int (*kiln_rpc_handler)(void *user, const kiln_req *req, kiln_reply *rep
 
 enum {
     KILN_RPC_MUTATING = 1 << 0, /* cache the reply by request_id for resends */
+    KILN_RPC_INLINE = 1 << 1,   /* cheap and never blocks: run on NNG's callback thread */
 };
 
 typedef struct kiln_rpc_method {

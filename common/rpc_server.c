@@ -25,7 +25,8 @@ struct worker {
     nng_aio *aio;
     nng_ctx ctx;
     wstate st;
-    nng_msg *req;        /* request being handled (BUSY) */
+    kiln_req *req;       /* decoded request queued for a handler thread (BUSY) */
+    size_t req_len;      /* its size on the wire */
     struct worker *next; /* handler queue link */
 };
 
@@ -67,6 +68,7 @@ struct kiln_rpc_server {
 };
 
 static void worker_cb(void *arg);
+static void dispatch(struct worker *w, nng_msg *msg);
 
 /* ---- replies ---- */
 
@@ -171,31 +173,34 @@ static nng_msg *msg_from_bytes(const void *p, size_t n)
 
 /* ---- handling ---- */
 
-static void handle(struct worker *w)
+static const kiln_rpc_method *find_method(kiln_rpc_server *s, const kiln_req *req, int *idx)
+{
+    *idx = (int)s->o.n_methods; /* the "unknown" stats slot */
+    if (req == NULL)
+        return NULL;
+    for (size_t i = 0; i < s->o.n_methods; i++)
+        if (s->o.methods[i].body == req->body_case) {
+            *idx = (int)i;
+            return &s->o.methods[i];
+        }
+    return NULL;
+}
+
+/* Answers one decoded request (req NULL: it did not decode); takes ownership of req. */
+static void handle(struct worker *w, kiln_req *req, size_t in_len)
 {
     kiln_rpc_server *s = w->srv;
-    nng_msg *in = w->req;
-    w->req = NULL;
     struct timespec ts0;
     clock_gettime(CLOCK_MONOTONIC, &ts0);
     const int unknown = (int)s->o.n_methods;
-
-    size_t in_len = nng_msg_len(in);
-    kiln_req *req = kiln__v1__request__unpack(NULL, in_len, nng_msg_body(in));
-    nng_msg_free(in);
     if (req == NULL) {
         kiln_debug("rpc", "malformed request (%zu bytes)", in_len);
         record(s, unknown, KILN_EINVAL, 0);
         worker_send(w, error_reply("", KILN_EINVAL, "malformed request: not a kiln.v1.Request"));
         return;
     }
-    const kiln_rpc_method *m = NULL;
-    int idx = unknown;
-    for (size_t i = 0; i < s->o.n_methods; i++)
-        if (s->o.methods[i].body == req->body_case) {
-            m = &s->o.methods[i];
-            idx = (int)i;
-        }
+    int idx;
+    const kiln_rpc_method *m = find_method(s, req, &idx);
     const char *rid = req->request_id ? req->request_id : "";
     if (m == NULL) {
         kiln_code c =
@@ -318,9 +323,38 @@ static void *handler_thread(void *arg)
         if (s->qhead == NULL)
             s->qtail = NULL;
         w->next = NULL;
+        kiln_req *req = w->req;
+        w->req = NULL;
         pthread_mutex_unlock(&s->mu);
-        handle(w);
+        handle(w, req, w->req_len);
     }
+}
+
+/* Decodes a received request; answers it right here when it is cheap (errors
+ * and KILN_RPC_INLINE methods: one thread hop less per call), else queues it
+ * for the handler threads, so NNG's own threads never wait on slow work. */
+static void dispatch(struct worker *w, nng_msg *msg)
+{
+    kiln_rpc_server *s = w->srv;
+    size_t len = nng_msg_len(msg);
+    kiln_req *req = kiln__v1__request__unpack(NULL, len, nng_msg_body(msg));
+    nng_msg_free(msg);
+    int idx;
+    const kiln_rpc_method *m = find_method(s, req, &idx);
+    if (m == NULL || (m->flags & KILN_RPC_INLINE)) {
+        handle(w, req, len);
+        return;
+    }
+    pthread_mutex_lock(&s->mu);
+    w->req = req;
+    w->req_len = len;
+    if (s->qtail)
+        s->qtail->next = w;
+    else
+        s->qhead = w;
+    s->qtail = w;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
 }
 
 /* NNG callback: runs on NNG's threads; never blocks beyond the server mutex. */
@@ -343,15 +377,9 @@ static void worker_cb(void *arg)
             nng_ctx_recv(w->ctx, w->aio);
             return;
         }
-        w->req = nng_aio_get_msg(w->aio);
         w->st = W_BUSY;
-        if (s->qtail)
-            s->qtail->next = w;
-        else
-            s->qhead = w;
-        s->qtail = w;
-        pthread_cond_signal(&s->cv);
         pthread_mutex_unlock(&s->mu);
+        dispatch(w, nng_aio_get_msg(w->aio));
         return;
     case W_SEND:
         if (rv != 0)
@@ -380,7 +408,7 @@ static void server_free(kiln_rpc_server *s)
         if (s->workers[i].aio)
             nng_aio_free(s->workers[i].aio);
         if (s->workers[i].req)
-            nng_msg_free(s->workers[i].req);
+            kiln__v1__request__free_unpacked(s->workers[i].req, NULL);
     }
     for (size_t i = 0; i < s->n_idem; i++)
         free(s->idem[i].reply);

@@ -322,8 +322,8 @@ static int m_events(void *user, const kiln_req *req, kiln_reply *reply, kiln_are
 }
 
 static const kiln_rpc_method builtin[] = {
-    {KILN__V1__REQUEST__BODY_STATUS, "Status", m_status, 0, NULL},
-    {KILN__V1__REQUEST__BODY_HEALTH, "Health", m_health, 0, NULL},
+    {KILN__V1__REQUEST__BODY_STATUS, "Status", m_status, KILN_RPC_INLINE, NULL},
+    {KILN__V1__REQUEST__BODY_HEALTH, "Health", m_health, KILN_RPC_INLINE, NULL},
     {KILN__V1__REQUEST__BODY_EVENTS, "Events", m_events, 0, NULL},
 };
 
