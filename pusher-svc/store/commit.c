@@ -271,7 +271,7 @@ static int validate(psh_store *s, const psh_commit_spec *spec, char **dirs, kiln
                                   "history has %zu entries with a layer for %zu layers", nonempty,
                                   spec->n_layers);
     }
-    for (size_t i = 0; i < spec->n_layers; i++) {
+    for (size_t i = 0; dirs != NULL && i < spec->n_layers; i++) {
         int r = psh_store_confine(s, NULL, spec->layers[i], &dirs[i], err);
         if (r < 0) {
             kiln_error_wrap(err, "layer %zu", i);
@@ -440,6 +440,29 @@ static int write_image(psh_store *s, psh_store_pin *pin, const psh_commit_spec *
     return 0;
 }
 
+static int apply_tags(psh_store *s, const psh_commit_spec *spec, const psh_commit_result *out,
+                      kiln_error **err)
+{
+    for (size_t i = 0; i < spec->n_tags; i++) {
+        int r = psh_store_tag_descriptor(s, &out->manifest, spec->platform.os,
+                                         spec->platform.architecture, spec->platform.variant,
+                                         spec->tags[i], err);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+int psh_commit_assemble(psh_store *s, psh_store_pin *pin, const psh_commit_spec *spec,
+                        psh_commit_result *res, kiln_error **err)
+{
+    struct base none = {0};
+    int r = validate(s, spec, NULL, err);
+    if (r == 0)
+        r = write_image(s, pin, spec, &none, res, err);
+    return r < 0 ? r : apply_tags(s, spec, res, err);
+}
+
 static int commit_pinned(psh_store *s, psh_store_pin *pin, const psh_commit_spec *spec, char **dirs,
                          struct base *b, psh_commit_result *out, kiln_error **err)
 {
@@ -455,8 +478,9 @@ static int commit_pinned(psh_store *s, psh_store_pin *pin, const psh_commit_spec
     {
         psh_commit_layer *cl = &out->layers[out->n_layers];
         psh_descriptor_from_json(&cl->blob, l, NULL); /* validated by load_base */
-        snprintf(cl->blob.media_type, sizeof(cl->blob.media_type), "%s",
-                 oci_layer_type(cl->blob.media_type));
+        const char *mt = oci_layer_type(cl->blob.media_type);
+        if (mt != cl->blob.media_type) /* never copy a string onto itself */
+            snprintf(cl->blob.media_type, sizeof(cl->blob.media_type), "%s", mt);
         const cJSON *id = cJSON_GetArrayItem(b->diff_ids, (int)out->n_layers);
         snprintf(cl->diff_id, sizeof(cl->diff_id), "%s", id->valuestring);
         cl->from_base = true;
@@ -471,12 +495,7 @@ static int commit_pinned(psh_store *s, psh_store_pin *pin, const psh_commit_spec
     }
     if ((r = write_image(s, pin, spec, b, out, err)) < 0)
         return r;
-    for (size_t i = 0; i < spec->n_tags; i++)
-        if ((r = psh_store_tag_descriptor(s, &out->manifest, spec->platform.os,
-                                          spec->platform.architecture, spec->platform.variant,
-                                          spec->tags[i], err)) < 0)
-            return r;
-    return 0;
+    return apply_tags(s, spec, out, err);
 }
 
 int psh_commit(psh_store *s, const psh_commit_spec *spec, psh_commit_result *out, kiln_error **err)

@@ -60,6 +60,14 @@ int64_t psh_parse_rfc3339(const char *s);
 /* Formats unix seconds as "YYYY-MM-DDTHH:MM:SSZ" (buf of at least 32 bytes). */
 void psh_format_rfc3339(int64_t t, char *buf, size_t n);
 
+struct psh_commit_spec;
+struct psh_commit_result;
+/* Writes config and manifest for the new layers already stored and listed in
+ * res->layers (no base), then applies spec's tags (commit.c; used by import).
+ * spec->n_layers must equal res->n_layers. */
+int psh_commit_assemble(psh_store *s, psh_store_pin *pin, const struct psh_commit_spec *spec,
+                        struct psh_commit_result *res, kiln_error **err);
+
 /* A set of digests (GC reachability, export contents). */
 typedef struct psh_dset {
     char (*v)[KILN_DIGEST_STRLEN + 1];

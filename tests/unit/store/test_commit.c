@@ -193,6 +193,14 @@ KT_TEST(commit_on_base_stacks_layers)
     KT_EXPECT(top.layers[0].from_base);
     KT_EXPECT_STR(top.layers[0].blob.digest, base.layers[0].blob.digest);
     KT_EXPECT_STR(top.layers[0].diff_id, base.layers[0].diff_id);
+    cJSON *man = read_json_blob(&e, top.manifest.digest);
+    cJSON *ml = cJSON_GetObjectItem(man, "layers");
+    KT_EXPECT_INT(cJSON_GetArraySize(ml), 2);
+    KT_EXPECT_STR(cJSON_GetObjectItem(cJSON_GetArrayItem(ml, 0), "mediaType")->valuestring,
+                  PSH_MT_OCI_LAYER_GZ);
+    KT_EXPECT_STR(cJSON_GetObjectItem(cJSON_GetArrayItem(ml, 0), "digest")->valuestring,
+                  base.layers[0].blob.digest);
+    cJSON_Delete(man);
     cJSON *cfg = read_json_blob(&e, top.config.digest);
     cJSON *ids = cJSON_GetObjectItem(cJSON_GetObjectItem(cfg, "rootfs"), "diff_ids");
     KT_EXPECT_INT(cJSON_GetArraySize(ids), 2);
