@@ -97,9 +97,12 @@ int kiln_rpc_call(kiln_rpc_client *c, kiln_req *req, kiln_reply **out, int timeo
         free(rid);
         return kiln_error_set(err, KILN_EINTERNAL, 0, "req context: %s", nng_strerror(rv));
     }
-    /* REQ resends after this long without a reply (and at once on pipe loss);
-     * mutating methods are idempotent on request_id, so a resend is harmless. */
-    nng_ctx_set_ms(ctx, NNG_OPT_REQ_RESENDTIME, timeout_ms > 10000 ? 5000 : timeout_ms);
+    /* REQ resends on pipe loss (a service restart, a dropped TLS link) and
+     * after this long without a reply; the server answers a resend of a
+     * mutating call from its request_id cache.  A timer shorter than slow
+     * calls would only pile duplicates onto the server, so it is at least a
+     * minute. */
+    nng_ctx_set_ms(ctx, NNG_OPT_REQ_RESENDTIME, timeout_ms > 60000 ? timeout_ms : 60000);
 
     int r = 0;
     nng_aio *aio = NULL;

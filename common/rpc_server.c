@@ -234,12 +234,20 @@ static void handle(struct worker *w, kiln_req *req, size_t in_len)
             return;
         }
         if (e) {
-            bool queued = e->n_waiters < MAX_WAITERS;
-            if (queued)
+            bool queued = e->n_waiters < MAX_WAITERS, rearm = false;
+            if (queued) {
                 e->waiters[e->n_waiters++] = w;
+            } else {
+                /* Every waiter slot is taken: drop this copy unanswered.  An
+                 * error here would be taken by the client as the call's
+                 * answer, and one of the queued copies is answered anyway. */
+                w->st = s->stopping ? W_IDLE : W_RECV;
+                rearm = w->st == W_RECV;
+                pthread_cond_broadcast(&s->idle);
+            }
             pthread_mutex_unlock(&s->mu);
-            if (!queued)
-                worker_send(w, error_reply(rid, KILN_EUNAVAIL, "too many resends in flight"));
+            if (rearm)
+                nng_ctx_recv(w->ctx, w->aio);
             kiln__v1__request__free_unpacked(req, NULL);
             return;
         }
