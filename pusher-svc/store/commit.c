@@ -315,25 +315,45 @@ static int pin_base(psh_store *s, psh_store_pin *pin, const char *digest, struct
     return r;
 }
 
+#ifdef PSH_HAVE_PACK
+/* A remembered packing of this diff whose blob is still in the store; the
+ * blob is pinned before it is trusted to stay. */
+static bool cache_hit(psh_store *s, psh_store_pin *pin, const psh_commit_spec *spec, size_t idx,
+                      const psh_pack_opts *opts, psh_layer_info *info)
+{
+    if (spec->pack_cache == NULL || spec->layer_keys == NULL || spec->layer_keys[idx] == NULL)
+        return false;
+    if (psh_pack_cache_lookup(spec->pack_cache, info, spec->layer_keys[idx], opts, NULL) < 0)
+        return false;
+    return psh_store_pin_add(s, pin, info->digest, NULL) == 0 &&
+           psh_store_has_blob(s, info->digest);
+}
+#endif
+
 static int pack_layer(psh_store *s, psh_store_pin *pin, const psh_commit_spec *spec, size_t idx,
                       const char *dir, psh_commit_layer *out, kiln_error **err)
 {
 #ifdef PSH_HAVE_PACK
-    psh_store_tmp t;
-    int r = psh_store_tmp_open(s, &t, err);
-    if (r < 0)
-        return r;
-    t.pin = pin;
     psh_pack_opts opts = spec->pack;
     opts.overlay_diff = true;
     opts.source_date_epoch = spec->source_date_epoch;
     psh_layer_info info;
-    if ((r = psh_pack_dir(&info, dir, t.fd, &opts, err)) < 0) {
-        psh_store_tmp_abort(s, &t);
-        return r;
+    int r = 0;
+    if (!cache_hit(s, pin, spec, idx, &opts, &info)) {
+        psh_store_tmp t;
+        if ((r = psh_store_tmp_open(s, &t, err)) < 0)
+            return r;
+        t.pin = pin;
+        if ((r = psh_pack_dir(&info, dir, t.fd, &opts, err)) < 0) {
+            psh_store_tmp_abort(s, &t);
+            return r;
+        }
+        if ((r = psh_store_tmp_commit(s, &t, info.digest, NULL, NULL, err)) < 0)
+            return r;
+        /* Only a hint for next time: a failure to remember is not an error. */
+        if (spec->pack_cache != NULL && spec->layer_keys != NULL && spec->layer_keys[idx])
+            psh_pack_cache_store(spec->pack_cache, spec->layer_keys[idx], &opts, &info, NULL);
     }
-    if ((r = psh_store_tmp_commit(s, &t, info.digest, NULL, NULL, err)) < 0)
-        return r;
     snprintf(out->blob.media_type, sizeof(out->blob.media_type), "%s", info.media_type);
     memcpy(out->blob.digest, info.digest, sizeof(info.digest));
     memcpy(out->diff_id, info.diff_id, sizeof(info.diff_id));

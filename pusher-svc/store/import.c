@@ -322,18 +322,19 @@ static int copy_doc(psh_store *s, struct layout *l, const psh_descriptor *d, int
     return 0;
 }
 
-/* Picks the index.json entry named want (or the only one). */
-static const cJSON *pick_entry(const cJSON *idx, const char *want, const char *path,
-                               kiln_error **err)
+/* Picks the index.json entry named want (or the only one) into *out. */
+static int pick_entry(const cJSON **out, const cJSON *idx, const char *want, const char *path,
+                      kiln_error **err)
 {
     const cJSON *list = cJSON_GetObjectItemCaseSensitive(idx, "manifests");
     const cJSON *e;
     if (want == NULL) {
-        if (cJSON_GetArraySize(list) == 1)
-            return list->child;
-        kiln_error_set(err, KILN_EINVAL, 0, "%s holds %d images: name one", path,
-                       cJSON_GetArraySize(list));
-        return NULL;
+        if (cJSON_GetArraySize(list) == 1) {
+            *out = list->child;
+            return 0;
+        }
+        return kiln_error_set(err, KILN_EINVAL, 0, "%s holds %d images: name one", path,
+                              cJSON_GetArraySize(list));
     }
     psh_ref q, r;
     bool parsed = psh_ref_parse(&q, want, PSH_REF_DEFAULT_TAG, NULL) == 0;
@@ -344,15 +345,15 @@ static const cJSON *pick_entry(const cJSON *idx, const char *want, const char *p
             const cJSON *n = cJSON_GetObjectItemCaseSensitive(a, PSH_ANNOT_REF_NAME);
             if (!cJSON_IsString(n))
                 continue;
-            if (pass == 0 && strcmp(n->valuestring, want) == 0)
-                return e;
-            if (pass == 1 && parsed &&
-                psh_ref_parse(&r, n->valuestring, PSH_REF_DEFAULT_TAG, NULL) == 0 &&
-                psh_ref_equal(&q, &r))
-                return e;
+            if ((pass == 0 && strcmp(n->valuestring, want) == 0) ||
+                (pass == 1 && parsed &&
+                 psh_ref_parse(&r, n->valuestring, PSH_REF_DEFAULT_TAG, NULL) == 0 &&
+                 psh_ref_equal(&q, &r))) {
+                *out = e;
+                return 0;
+            }
         }
-    kiln_error_set(err, KILN_ENOENT, 0, "%s has no image named \"%s\"", path, want);
-    return NULL;
+    return kiln_error_set(err, KILN_ENOENT, 0, "%s has no image named \"%s\"", path, want);
 }
 
 static int import_layout(psh_store *s, const char *path, int dirfd, const char *ref,
@@ -366,11 +367,10 @@ static int import_layout(psh_store *s, const char *path, int dirfd, const char *
     _cleanup_json_ cJSON *idx = cJSON_ParseWithLength(text, len);
     if (!cJSON_IsObject(idx))
         return kiln_error_set(err, KILN_EINVAL, 0, "%s/index.json is not a JSON object", path);
-    const cJSON *entry = pick_entry(idx, o->layout_ref, path, err);
+    const cJSON *entry = NULL;
     psh_descriptor d;
-    if (entry == NULL)
-        return KILN_EINVAL;
-    if ((r = psh_descriptor_from_json(&d, entry, err)) < 0)
+    if ((r = pick_entry(&entry, idx, o->layout_ref, path, err)) < 0 ||
+        (r = psh_descriptor_from_json(&d, entry, err)) < 0)
         return r;
     _cleanup_close_ int blobs = openat(dirfd, "blobs", O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
     _cleanup_close_ int sha =

@@ -94,6 +94,12 @@ typedef struct psh_commit_spec {
     /* Codec, level, threads and progress; commit sets overlay_diff and
      * source_date_epoch itself. */
     psh_pack_opts pack;
+    /* Optional packing memory: when both are set, layer_keys[i] (a stable
+     * identity of layers[i], e.g. the builder's snapshot id; NULL entries
+     * allowed) is looked up first and a hit whose blob is still in the store
+     * is reused without packing; misses are recorded after packing. */
+    psh_pack_cache *pack_cache;
+    const char *const *layer_keys;
     /* Called after each new layer is stored (index into layers[]); may be NULL. */
     void (*layer_done)(void *ud, size_t i, const psh_layer_info *info);
     void *layer_done_ud;

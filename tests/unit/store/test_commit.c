@@ -330,3 +330,43 @@ KT_TEST(commit_base_with_missing_layer_is_enoent)
     kiln_error_free(&err);
     env_close(&e);
 }
+
+KT_TEST(commit_reuses_remembered_layer)
+{
+    struct env e;
+    KT_REQUIRE(env_open(&e) == 0);
+    const char *l1 = make_diff(&e, "snap1", "f", "first\n");
+    KT_REQUIRE(l1 != NULL);
+    char cdir[4096];
+    snprintf(cdir, sizeof(cdir), "%s/pack-cache", e.dir);
+    psh_pack_cache *cache = NULL;
+    KT_REQUIRE(psh_pack_cache_open(&cache, cdir, NULL) == 0);
+    const char *key = "snapshot-1";
+    psh_commit_spec spec;
+    basic_spec(&spec);
+    spec.layers = &l1;
+    spec.n_layers = 1;
+    spec.pack_cache = cache;
+    spec.layer_keys = &key;
+    psh_commit_result a, b, c;
+    KT_REQUIRE(psh_commit(e.s, &spec, &a, NULL) == 0);
+    /* The diff changes behind the key's back: a hit proves nothing was re-packed. */
+    char f[4200];
+    snprintf(f, sizeof(f), "%s/g", l1);
+    KT_REQUIRE(fx_write_file(f, "second\n") == 0);
+    KT_REQUIRE(psh_commit(e.s, &spec, &b, NULL) == 0);
+    KT_EXPECT_STR(b.layers[0].blob.digest, a.layers[0].blob.digest);
+    KT_EXPECT_STR(b.layers[0].diff_id, a.layers[0].diff_id);
+    /* Once the blob is gone (GC), the layer is packed again. */
+    psh_gc_result gr;
+    KT_REQUIRE(psh_store_gc(e.s, NULL, &gr, NULL) == 0);
+    KT_EXPECT(!psh_store_has_blob(e.s, a.layers[0].blob.digest));
+    KT_REQUIRE(psh_commit(e.s, &spec, &c, NULL) == 0);
+    KT_EXPECT(strcmp(c.layers[0].blob.digest, a.layers[0].blob.digest) != 0);
+    KT_EXPECT(psh_store_has_blob(e.s, c.layers[0].blob.digest));
+    psh_commit_result_dispose(&a);
+    psh_commit_result_dispose(&b);
+    psh_commit_result_dispose(&c);
+    psh_pack_cache_free(cache);
+    env_close(&e);
+}
