@@ -1,0 +1,329 @@
+/* .dockerignore patterns and filepath.Match globs, compiled to a small token
+ * program and run as an NFA (time O(pattern × path), no backtracking, so
+ * hostile patterns cannot blow up). */
+#include "ignore.h"
+#include "df_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum tok_kind {
+    T_LIT,    /* one literal byte */
+    T_STAR,   /* [^/]* */
+    T_ONE,    /* [^/] (filepath.Match: any byte but '/') */
+    T_CLASS,  /* [...] */
+    T_DSLASH, /* (.* /)? : "**" followed by more pattern */
+    T_DEND,   /* .* : trailing "**" */
+} tok_kind;
+
+typedef struct tok {
+    tok_kind kind;
+    unsigned char c;
+    bool negate;
+    unsigned char set[32]; /* bitmap for T_CLASS */
+} tok;
+
+typedef struct prog {
+    tok *t;
+    size_t n;
+    bool class_slash; /* classes may match '/' (Docker's regexp) */
+} prog;
+
+typedef struct ipat {
+    char *text;
+    bool exclusion;
+    prog p;
+} ipat;
+
+struct bld_ignore {
+    df_arena *a;
+    ipat *pats;
+    size_t n;
+};
+
+static void set_bit(tok *t, unsigned char c)
+{
+    t->set[c >> 3] |= (unsigned char)(1u << (c & 7));
+}
+
+/* Parses "[...]" starting after '['; returns the index after ']' or 0 on error. */
+static size_t parse_class(tok *t, const char *p, size_t i)
+{
+    t->kind = T_CLASS;
+    if (p[i] == '^') {
+        t->negate = true;
+        i++;
+    }
+    bool first = true;
+    while (p[i] && (p[i] != ']' || first)) {
+        first = false;
+        unsigned char lo = (unsigned char)p[i];
+        if (lo == '\\') {
+            if (!p[i + 1])
+                return 0;
+            lo = (unsigned char)p[++i];
+        }
+        i++;
+        unsigned char hi = lo;
+        if (p[i] == '-' && p[i + 1] && p[i + 1] != ']') {
+            i++;
+            hi = (unsigned char)p[i];
+            if (hi == '\\') {
+                if (!p[i + 1])
+                    return 0;
+                hi = (unsigned char)p[++i];
+            }
+            i++;
+            if (hi < lo)
+                return 0;
+        }
+        for (unsigned c = lo; c <= hi; c++)
+            set_bit(t, (unsigned char)c);
+    }
+    if (p[i] != ']')
+        return 0;
+    return i + 1;
+}
+
+/* docker: "**" handling as in Docker's pattern matcher; otherwise filepath.Match. */
+static int compile(prog *out, df_arena *a, const char *p, bool docker)
+{
+    size_t len = strlen(p), n = 0;
+    tok *t = df_alloc(a, (len + 1) * sizeof(tok));
+    for (size_t i = 0; i < len;) {
+        tok *k = &t[n++];
+        char ch = p[i++];
+        if (ch == '*') {
+            if (docker && p[i] == '*') {
+                i++;
+                if (p[i] == '/')
+                    i++;
+                k->kind = p[i] ? T_DSLASH : T_DEND;
+            } else {
+                while (p[i] == '*' && !docker)
+                    i++;
+                k->kind = T_STAR;
+            }
+        } else if (ch == '?') {
+            k->kind = T_ONE;
+        } else if (ch == '[') {
+            i = parse_class(k, p, i);
+            if (i == 0)
+                return -1;
+        } else if (ch == '\\') {
+            k->kind = T_LIT;
+            if (p[i])
+                k->c = (unsigned char)p[i++];
+            else if (!docker)
+                return -1;
+            else
+                k->c = '\\';
+        } else {
+            k->kind = T_LIT;
+            k->c = (unsigned char)ch;
+        }
+    }
+    out->t = t;
+    out->n = n;
+    out->class_slash = docker;
+    return 0;
+}
+
+static bool class_has(const tok *k, unsigned char c)
+{
+    bool in = (k->set[c >> 3] >> (c & 7)) & 1;
+    return in != k->negate;
+}
+
+/* States: 2*i = at token i; 2*i+1 = inside the ".*" of a T_DSLASH token i. */
+static void closure(const prog *p, unsigned char *st)
+{
+    for (size_t i = 0; i < p->n; i++)
+        if (st[2 * i] &&
+            (p->t[i].kind == T_STAR || p->t[i].kind == T_DSLASH || p->t[i].kind == T_DEND))
+            st[2 * (i + 1)] = 1;
+}
+
+static bool run(const prog *p, const char *s)
+{
+    size_t ns = 2 * (p->n + 1);
+    unsigned char stack_a[128], stack_b[128];
+    unsigned char *cur = ns <= sizeof(stack_a) ? stack_a : malloc(ns);
+    unsigned char *nxt = ns <= sizeof(stack_b) ? stack_b : malloc(ns);
+    bool ok = false;
+    if (cur == NULL || nxt == NULL)
+        goto out;
+    memset(cur, 0, ns);
+    cur[0] = 1;
+    closure(p, cur);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        memset(nxt, 0, ns);
+        bool any = false;
+        for (size_t i = 0; i < p->n; i++) {
+            const tok *k = &p->t[i];
+            if (cur[2 * i]) {
+                switch (k->kind) {
+                case T_LIT:
+                    if (c == k->c)
+                        nxt[2 * (i + 1)] = 1;
+                    break;
+                case T_STAR:
+                    if (c != '/')
+                        nxt[2 * i] = 1;
+                    break;
+                case T_ONE:
+                    if (c != '/')
+                        nxt[2 * (i + 1)] = 1;
+                    break;
+                case T_CLASS:
+                    if ((c != '/' || p->class_slash) && class_has(k, c))
+                        nxt[2 * (i + 1)] = 1;
+                    break;
+                case T_DSLASH:
+                    nxt[2 * i + 1] = 1;
+                    if (c == '/')
+                        nxt[2 * (i + 1)] = 1;
+                    break;
+                case T_DEND:
+                    nxt[2 * i] = 1;
+                    break;
+                }
+            }
+            if (cur[2 * i + 1] && k->kind == T_DSLASH) {
+                nxt[2 * i + 1] = 1;
+                if (c == '/')
+                    nxt[2 * (i + 1)] = 1;
+            }
+        }
+        closure(p, nxt);
+        for (size_t i = 0; i < ns && !any; i++)
+            any = nxt[i];
+        unsigned char *tmp = cur;
+        cur = nxt;
+        nxt = tmp;
+        if (!any)
+            goto out;
+    }
+    ok = cur[2 * p->n] != 0;
+out:
+    if (cur != stack_a && cur != stack_b)
+        free(cur);
+    if (nxt != stack_a && nxt != stack_b)
+        free(nxt);
+    return ok;
+}
+
+int bld_ignore_parse(bld_ignore **out, const char *text, size_t len, kiln_error **err)
+{
+    if (len > DF_MAX_INPUT)
+        return kiln_error_set(err, KILN_EINVAL, 0, ".dockerignore is larger than %zu bytes",
+                              DF_MAX_INPUT);
+    df_arena *a = df_arena_new();
+    bld_ignore *ig = df_alloc(a, sizeof(*ig));
+    ig->a = a;
+    size_t cap = 0, pos = 0;
+    int line = 0;
+    if (len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0)
+        pos = 3;
+    while (pos < len) {
+        const char *s = text + pos, *nl = memchr(s, '\n', len - pos);
+        size_t n = nl ? (size_t)(nl - s) : len - pos;
+        pos += n + (nl != NULL);
+        line++;
+        if (n && s[0] == '#')
+            continue;
+        while (n && df_is_space(*s))
+            s++, n--;
+        while (n && df_is_space(s[n - 1]))
+            n--;
+        if (n == 0)
+            continue;
+        bool inv = s[0] == '!';
+        if (inv) {
+            s++, n--;
+            while (n && df_is_space(*s))
+                s++, n--;
+        }
+        char *pat = df_strndup(a, s, n);
+        if (*pat) {
+            pat = df_path_clean(a, pat);
+            if (pat[0] == '/' && pat[1])
+                pat++;
+        }
+        DF_PUSH(a, ig->pats, ig->n, cap);
+        ipat *ip = &ig->pats[ig->n++];
+        ip->exclusion = inv;
+        ip->text = inv ? df_printf(a, "!%s", pat) : pat;
+        if (compile(&ip->p, a, pat, true) < 0) {
+            df_arena_free(a);
+            return kiln_error_set(err, KILN_EINVAL, 0, ".dockerignore:%d: syntax error in pattern",
+                                  line);
+        }
+    }
+    *out = ig;
+    return 0;
+}
+
+void bld_ignore_free(bld_ignore *ig)
+{
+    if (ig)
+        df_arena_free(ig->a);
+}
+
+size_t bld_ignore_count(const bld_ignore *ig)
+{
+    return ig->n;
+}
+
+const char *bld_ignore_pattern(const bld_ignore *ig, size_t i)
+{
+    return i < ig->n ? ig->pats[i].text : NULL;
+}
+
+bool bld_ignore_match(const bld_ignore *ig, const char *path)
+{
+    if (ig->n == 0)
+        return false;
+    df_arena *a = df_arena_new();
+    char *f = df_path_clean(a, path);
+    while (f[0] == '/')
+        f++;
+    if (*f == '\0')
+        f = ".";
+    /* Parent directories: every proper prefix ending before a '/'. */
+    bool matched = false;
+    for (size_t i = 0; i < ig->n; i++) {
+        const ipat *p = &ig->pats[i];
+        if (p->exclusion != matched)
+            continue;
+        bool m = run(&p->p, f);
+        for (char *sl = strchr(f, '/'); !m && sl; sl = strchr(sl + 1, '/')) {
+            *sl = '\0';
+            m = run(&p->p, f);
+            *sl = '/';
+        }
+        if (m)
+            matched = !p->exclusion;
+    }
+    df_arena_free(a);
+    return matched;
+}
+
+int bld_glob_match(bool *matched, const char *pattern, const char *name, kiln_error **err)
+{
+    df_arena *a = df_arena_new();
+    prog p;
+    if (compile(&p, a, pattern, false) < 0) {
+        df_arena_free(a);
+        return kiln_error_set(err, KILN_EINVAL, 0, "syntax error in pattern \"%s\"", pattern);
+    }
+    *matched = run(&p, name);
+    df_arena_free(a);
+    return 0;
+}
+
+bool bld_glob_has_meta(const char *pattern)
+{
+    return strpbrk(pattern, "*?[\\") != NULL;
+}

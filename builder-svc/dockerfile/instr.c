@@ -1,0 +1,556 @@
+/* Instruction dispatch and the metadata instructions: ARG, ENV, LABEL,
+ * WORKDIR, USER, EXPOSE, MAINTAINER, VOLUME, CMD, ENTRYPOINT, SHELL,
+ * HEALTHCHECK, STOPSIGNAL and ONBUILD.  Each parses its arguments the way
+ * BuildKit's parser does, expands them when Docker does, validates them and
+ * updates the stage state. */
+#include "plan_int.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const kind_names[] = {
+    "RUN",  "COPY",   "ADD",         "ARG",        "ENV",     "WORKDIR",
+    "USER", "EXPOSE", "LABEL",       "MAINTAINER", "VOLUME",  "ENTRYPOINT",
+    "CMD",  "SHELL",  "HEALTHCHECK", "STOPSIGNAL", "ONBUILD",
+};
+
+const char *bld_instr_kind_name(bld_instr_kind k)
+{
+    return (size_t)k < KILN_ARRAY_SIZE(kind_names) ? kind_names[k] : "UNKNOWN";
+}
+
+static bool kind_of(const char *kw, bld_instr_kind *k)
+{
+    for (size_t i = 0; i < KILN_ARRAY_SIZE(kind_names); i++)
+        if (strcasecmp(kw, kind_names[i]) == 0)
+            return *k = (bld_instr_kind)i, true;
+    return false;
+}
+
+static int no_flags(pctx *c, const df_line *ln, const df_cmd *cmd, kiln_error **err)
+{
+    return pc_flags(c, ln, cmd, NULL, 0, NULL, err);
+}
+
+/* ENV and LABEL: "key value" (legacy) or key=value pairs; keys and values expanded
+ * with the state before the instruction, as Docker does. */
+static int name_vals(pctx *c, const df_line *ln, const df_cmd *cmd, bld_instr *in, const char *kw,
+                     kiln_error **err)
+{
+    char **w = NULL;
+    size_t n = df_parse_words(&w, c->a, cmd->args, c->dirs.escape), cnt = 0;
+    if (n == 0)
+        return pc_err(c, ln, cmd->kw_off, err, "%s requires at least one argument", kw);
+    char **keys = df_alloc(c->a, n * sizeof(char *)), **vals = df_alloc(c->a, n * sizeof(char *));
+    if (strchr(w[0], '=') == NULL) {
+        const char *s = cmd->args;
+        size_t k = 0;
+        while (s[k] && !df_is_space(s[k]))
+            k++;
+        size_t v = k;
+        while (s[v] && df_is_space(s[v]))
+            v++;
+        if (s[v] == '\0')
+            return pc_err(c, ln, cmd->args_off, err, "%s must have two arguments", kw);
+        keys[0] = df_strndup(c->a, s, k);
+        vals[0] = (char *)s + v;
+        cnt = 1;
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            char *eq = strchr(w[i], '=');
+            if (eq == NULL)
+                return pc_err(c, ln, cmd->args_off, err,
+                              "Syntax error - can't find = in \"%s\". Must be of the form: "
+                              "name=value",
+                              w[i]);
+            keys[cnt] = df_strndup(c->a, w[i], (size_t)(eq - w[i]));
+            vals[cnt++] = eq + 1;
+        }
+    }
+    bld_kv *pairs = df_alloc(c->a, cnt * sizeof(bld_kv));
+    for (size_t i = 0; i < cnt; i++) {
+        char *k = NULL, *v = NULL;
+        int rc = pc_expand(c, &k, keys[i], false, ln, cmd->args_off, err);
+        if (rc == 0)
+            rc = pc_expand(c, &v, vals[i], false, ln, cmd->args_off, err);
+        if (rc < 0)
+            return rc;
+        if (*k == '\0')
+            return pc_err(c, ln, cmd->args_off, err, "%s names can not be blank", kw);
+        pairs[i] = (bld_kv){k, v};
+    }
+    in->u.kv.pairs = pairs;
+    in->u.kv.n = cnt;
+    return 0;
+}
+
+static int do_env(pctx *c, const df_line *ln, const df_cmd *cmd, bld_instr *in, kiln_error **err)
+{
+    int rc = name_vals(c, ln, cmd, in, "ENV", err);
+    for (size_t i = 0; rc == 0 && i < in->u.kv.n; i++) {
+        DF_PUSH(c->a, c->ss.env, c->ss.n_env, c->ss.cap_env);
+        /* A later value replaces the earlier one in place, like Config.Env. */
+        size_t k = 0;
+        while (k < c->ss.n_env && strcmp(c->ss.env[k].key, in->u.kv.pairs[i].key) != 0)
+            k++;
+        c->ss.env[k] = in->u.kv.pairs[i];
+        if (k == c->ss.n_env)
+            c->ss.n_env++;
+    }
+    return rc;
+}
+
+static int do_arg(pctx *c, const df_line *ln, const df_cmd *cmd, bld_instr *in, kiln_error **err)
+{
+    char **w = NULL;
+    size_t n = df_parse_words(&w, c->a, cmd->args, c->dirs.escape);
+    if (n == 0)
+        return pc_err(c, ln, cmd->kw_off, err, "ARG requires at least one argument");
+    in->u.kv.pairs = df_alloc(c->a, n * sizeof(bld_kv));
+    for (size_t i = 0; i < n; i++) {
+        char *eq = strchr(w[i], '=');
+        char *name = eq ? df_strndup(c->a, w[i], (size_t)(eq - w[i])) : w[i], *dflt = NULL;
+        if (*name == '\0')
+            return pc_err(c, ln, cmd->args_off, err, "ARG names can not be blank");
+        if (eq) {
+            int rc = pc_expand(c, &dflt, eq + 1, false, ln, cmd->args_off, err);
+            if (rc < 0)
+                return rc;
+        }
+        const char *v = pc_arg_value(c, name, dflt, eq != NULL, false);
+        DF_PUSH(c->a, c->ss.args, c->ss.n_args, c->ss.cap_args);
+        c->ss.args[c->ss.n_args++] = (bld_kv){name, v};
+        in->u.kv.pairs[in->u.kv.n++] = (bld_kv){name, v};
+    }
+    return 0;
+}
+
+static int one_string(pctx *c, const df_line *ln, const df_cmd *cmd, const char *kw, bool expand,
+                      const char **out, kiln_error **err)
+{
+    int rc = no_flags(c, ln, cmd, err);
+    if (rc < 0)
+        return rc;
+    if (*cmd->args == '\0')
+        return pc_err(c, ln, cmd->kw_off, err, "%s requires exactly one argument", kw);
+    char *v = (char *)cmd->args;
+    if (expand && (rc = pc_expand(c, &v, cmd->args, false, ln, cmd->args_off, err)) < 0)
+        return rc;
+    *out = v;
+    return 0;
+}
+
+static int do_workdir(pctx *c, const df_line *ln, const df_cmd *cmd, bld_instr *in,
+                      kiln_error **err)
+{
+    const char *p = NULL;
+    int rc = one_string(c, ln, cmd, "WORKDIR", true, &p, err);
+    if (rc < 0)
+        return rc;
+    if (*p == '\0')
+        return pc_err(c, ln, cmd->args_off, err, "WORKDIR requires a non-empty path");
+    const char *cur = c->ss.workdir;
+    if (*p != '/' && cur != NULL)
+        p = df_printf(c->a, "%s/%s", cur, p);
+    /* A result not starting with '/' is relative to the base image's WorkingDir. */
+    c->ss.workdir = in->u.str = df_path_clean(c->a, p);
+    return 0;
+}
+
+static int parse_port(const char *s, unsigned *out)
+{
+    if (!*s || strlen(s) > 5)
+        return -1;
+    unsigned v = 0;
+    for (; *s; s++) {
+        if (!isdigit((unsigned char)*s))
+            return -1;
+        v = v * 10 + (unsigned)(*s - '0');
+    }
+    if (v > 65535)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int do_expose(pctx *c, const df_line *ln, const df_cmd *cmd, bld_instr *in, kiln_error **err)
+{
+    int rc = no_flags(c, ln, cmd, err);
+    char **w = NULL;
+    size_t n = df_split_ws(&w, c->a, cmd->args);
+    if (rc < 0)
+        return rc;
+    if (n == 0)
+        return pc_err(c, ln, cmd->kw_off, err, "EXPOSE requires at least one argument");
+    in->u.expose.v = df_alloc(c->a, n * sizeof(bld_port));
+    for (size_t i = 0; i < n; i++) {
+        char *s = NULL;
+        if ((rc = pc_expand(c, &s, w[i], false, ln, cmd->args_off, err)) < 0)
+            return rc;
+        bld_port *pt = &in->u.expose.v[in->u.expose.n++];
+        char *spec = strrchr(s, ':') ? strrchr(s, ':') + 1 : s; /* [ip:][host:]port */
+        char *slash = strchr(spec, '/');
+        pt->proto = "tcp";
+        if (slash) {
+            *slash = '\0';
+            char *proto = slash + 1;
+            df_lower(proto);
+            if (strcmp(proto, "tcp") && strcmp(proto, "udp") && strcmp(proto, "sctp"))
+                return pc_err(c, ln, cmd->args_off, err, "invalid proto: %s", slash + 1);
+            pt->proto = proto;
+        }
+        char *dash = strchr(spec, '-');
+        if (dash)
+            *dash = '\0';
+        if (parse_port(spec, &pt->start) < 0 || parse_port(dash ? dash + 1 : spec, &pt->end) < 0)
+            return pc_err(c, ln, cmd->args_off, err, "invalid containerPort: %s", w[i]);
+        if (pt->end < pt->start)
+            return pc_err(c, ln, cmd->args_off, err, "invalid port range: %s", w[i]);
+    }
+    return 0;
+}
+
+static int do_volume(pctx *c, const df_line *ln, const df_cmd *cmd, bld_instr *in, kiln_error **err)
+{
+    int rc = no_flags(c, ln, cmd, err);
+    char **w = NULL;
+    size_t n = 0;
+    if (rc < 0)
+        return rc;
+    int j = df_json_strings(&w, &n, c->a, cmd->args);
+    if (j < 0)
+        return pc_err(c, ln, cmd->args_off, err,
+                      "when using JSON array syntax, arrays must be comprised of strings only");
+    if (j == 0)
+        n = df_split_ws(&w, c->a, cmd->args);
+    if (n == 0)
+        return pc_err(c, ln, cmd->kw_off, err, "VOLUME requires at least one argument");
+    in->u.list.v = df_alloc(c->a, n * sizeof(char *));
+    for (size_t i = 0; i < n; i++) {
+        char *v = NULL;
+        if ((rc = pc_expand(c, &v, w[i], false, ln, cmd->args_off, err)) < 0)
+            return rc;
+        size_t b = 0, e = strlen(v);
+        while (b < e && df_is_space(v[b]))
+            b++;
+        while (e > b && df_is_space(v[e - 1]))
+            e--;
+        if (b == e)
+            return pc_err(c, ln, cmd->args_off, err, "VOLUME specified can not be an empty string");
+        in->u.list.v[in->u.list.n++] = df_strndup(c->a, v + b, e - b);
+    }
+    return 0;
+}
+
+/* CMD, ENTRYPOINT and HEALTHCHECK CMD: exec form, or the shell form wrapped in SHELL. */
+static int command_form(pctx *c, const df_line *ln, const char *args, size_t off, const char *kw,
+                        bool *exec_form, bld_strv *argv, kiln_error **err)
+{
+    char **w = NULL;
+    size_t n = 0;
+    int j = df_json_strings(&w, &n, c->a, args);
+    if (j < 0)
+        return pc_err(c, ln, off, err,
+                      "when using JSON array syntax, arrays must be comprised of strings only");
+    if (j > 0) {
+        *exec_form = true;
+        *argv = (bld_strv){(const char **)w, n};
+        return 0;
+    }
+    if (*args == '\0')
+        return pc_err(c, ln, off, err, "%s requires at least one argument", kw);
+    const char **v = df_alloc(c->a, (c->ss.shell.n + 1) * sizeof(char *));
+    memcpy(v, c->ss.shell.v, c->ss.shell.n * sizeof(char *));
+    v[c->ss.shell.n] = args;
+    *exec_form = false;
+    *argv = (bld_strv){v, c->ss.shell.n + 1};
+    return 0;
+}
+
+static int do_shell(pctx *c, const df_line *ln, const df_cmd *cmd, bld_instr *in, kiln_error **err)
+{
+    int rc = no_flags(c, ln, cmd, err);
+    char **w = NULL;
+    size_t n = 0;
+    if (rc < 0)
+        return rc;
+    if (df_json_strings(&w, &n, c->a, cmd->args) <= 0)
+        return pc_err(c, ln, cmd->args_off, err, "SHELL requires the arguments to be in JSON form");
+    if (n == 0)
+        return pc_err(c, ln, cmd->args_off, err, "SHELL requires at least one argument");
+    in->u.list = (bld_strv){(const char **)w, n};
+    c->ss.shell = in->u.list;
+    return 0;
+}
+
+/* Go's time.ParseDuration, in nanoseconds. */
+static bool parse_duration(const char *s, long long *out)
+{
+    static const struct {
+        const char *u;
+        double ns;
+    } units[] = {{"ns", 1},   {"us", 1e3}, {"\xc2\xb5s", 1e3}, {"\xce\xbcs", 1e3},
+                 {"ms", 1e6}, {"s", 1e9},  {"m", 60e9},        {"h", 3600e9}};
+    bool neg = false;
+    if (*s == '-' || *s == '+')
+        neg = *s++ == '-';
+    if (strcmp(s, "0") == 0)
+        return *out = 0, true;
+    if (*s == '\0')
+        return false;
+    double total = 0;
+    while (*s) {
+        if (!isdigit((unsigned char)*s) && *s != '.')
+            return false;
+        char *end = NULL;
+        errno = 0;
+        double v = strtod(s, &end);
+        if (errno || end == s)
+            return false;
+        for (const char *p = s; p < end; p++)
+            if (!isdigit((unsigned char)*p) && *p != '.')
+                return false;
+        s = end;
+        size_t best = 0, bl = 0;
+        for (size_t i = 0; i < KILN_ARRAY_SIZE(units); i++) {
+            size_t l = strlen(units[i].u);
+            if (strncmp(s, units[i].u, l) == 0 && l > bl)
+                best = i, bl = l;
+        }
+        if (bl == 0)
+            return false;
+        total += v * units[best].ns;
+        s += bl;
+        if (total > 9.2e18)
+            return false;
+    }
+    *out = (long long)(neg ? -total : total);
+    return true;
+}
+
+static int do_healthcheck(pctx *c, const df_line *ln, const df_cmd *cmd, bld_instr *in,
+                          kiln_error **err)
+{
+    static const flag_spec spec[] = {{"interval", FLAG_STR},
+                                     {"timeout", FLAG_STR},
+                                     {"start-period", FLAG_STR},
+                                     {"start-interval", FLAG_STR},
+                                     {"retries", FLAG_STR}};
+    flag_val fv[5] = {0};
+    bld_health *h = &in->u.health;
+    int rc = pc_flags(c, ln, cmd, spec, 5, fv, err);
+    if (rc < 0)
+        return rc;
+    const char *a = cmd->args;
+    size_t k = 0;
+    while (a[k] && !df_is_space(a[k]))
+        k++;
+    if (k == 0)
+        return pc_err(c, ln, cmd->kw_off, err, "HEALTHCHECK requires at least one argument");
+    if (k == 4 && strncasecmp(a, "none", 4) == 0) {
+        if (a[k] != '\0' || cmd->nflags)
+            return pc_err(c, ln, cmd->args_off, err, "HEALTHCHECK NONE takes no arguments");
+        h->none = true;
+        static const char *const none[] = {"NONE"};
+        h->test = (bld_strv){(const char **)none, 1};
+        return 0;
+    }
+    if (k != 3 || strncasecmp(a, "cmd", 3) != 0)
+        return pc_err(c, ln, cmd->args_off, err, "Unknown type \"%.*s\" in HEALTHCHECK (try CMD)",
+                      (int)(k > 40 ? 40 : k), a);
+    size_t r = k;
+    while (a[r] && df_is_space(a[r]))
+        r++;
+    bool exec_form = false;
+    bld_strv argv = {0};
+    if ((rc = command_form(c, ln, a + r, cmd->args_off + r, "HEALTHCHECK CMD", &exec_form, &argv,
+                           err)) < 0)
+        return rc;
+    const char **t = df_alloc(c->a, (argv.n + 1) * sizeof(char *));
+    if (exec_form) {
+        t[0] = "CMD";
+        memcpy(t + 1, argv.v, argv.n * sizeof(char *));
+        h->test = (bld_strv){t, argv.n + 1};
+    } else {
+        t[0] = "CMD-SHELL";
+        t[1] = a + r;
+        h->test = (bld_strv){t, 2};
+    }
+    long long *dst[] = {&h->interval_ns, &h->timeout_ns, &h->start_period_ns,
+                        &h->start_interval_ns};
+    for (size_t i = 0; i < 4; i++) {
+        if (!fv[i].set)
+            continue;
+        if (!parse_duration(fv[i].s, dst[i]) || *dst[i] < 0)
+            return pc_err(c, ln, fv[i].off, err, "invalid duration for --%s: \"%s\"", spec[i].name,
+                          fv[i].s);
+        if (*dst[i] != 0 && *dst[i] < 1000000)
+            return pc_err(c, ln, fv[i].off, err, "--%s \"%s\" cannot be less than 1ms",
+                          spec[i].name, fv[i].s);
+    }
+    if (fv[4].set) {
+        char *end = NULL;
+        errno = 0;
+        long v = strtol(fv[4].s, &end, 10);
+        if (errno || end == fv[4].s || *end)
+            return pc_err(c, ln, fv[4].off, err, "invalid value for --retries: \"%s\"", fv[4].s);
+        if (v < 0)
+            return pc_err(c, ln, fv[4].off, err, "--retries cannot be negative (%ld)", v);
+        h->retries = v;
+    }
+    return 0;
+}
+
+static bool valid_signal(const char *s)
+{
+    static const char *const names[] = {
+        "ABRT", "ALRM",   "BUS",  "CHLD",   "CLD",   "CONT", "FPE",  "HUP",   "ILL",
+        "INT",  "IO",     "IOT",  "KILL",   "PIPE",  "POLL", "PROF", "PWR",   "QUIT",
+        "SEGV", "STKFLT", "STOP", "SYS",    "TERM",  "TRAP", "TSTP", "TTIN",  "TTOU",
+        "URG",  "USR1",   "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ", "RTMIN", "RTMAX"};
+    if (isdigit((unsigned char)*s)) {
+        char *end = NULL;
+        long v = strtol(s, &end, 10);
+        return *end == '\0' && v > 0 && v <= 64;
+    }
+    char up[24];
+    size_t n = strlen(s);
+    if (n >= sizeof(up))
+        return false;
+    for (size_t i = 0; i <= n; i++)
+        up[i] = (char)toupper((unsigned char)s[i]);
+    const char *p = strncmp(up, "SIG", 3) == 0 ? up + 3 : up;
+    for (size_t i = 0; i < KILN_ARRAY_SIZE(names); i++)
+        if (strcmp(p, names[i]) == 0)
+            return true;
+    /* RTMIN+n, RTMAX-n */
+    if ((strncmp(p, "RTMIN+", 6) == 0 || strncmp(p, "RTMAX-", 6) == 0) &&
+        isdigit((unsigned char)p[6])) {
+        char *end = NULL;
+        long v = strtol(p + 6, &end, 10);
+        return *end == '\0' && v >= 1 && v <= 15;
+    }
+    return false;
+}
+
+static int do_onbuild(pctx *c, const df_line *ln, const df_cmd *cmd, bld_instr *in,
+                      kiln_error **err)
+{
+    int rc = no_flags(c, ln, cmd, err);
+    if (rc < 0)
+        return rc;
+    if (*cmd->args == '\0')
+        return pc_err(c, ln, cmd->kw_off, err, "ONBUILD requires at least one argument");
+    /* The trigger as a line of its own, keeping positions in the file. */
+    df_trigger t = {.src = c->src};
+    t.line = *ln;
+    t.line.text = (char *)cmd->args;
+    t.line.len = strlen(cmd->args);
+    t.line.nheredocs = 0;
+    t.line.segs = df_alloc(c->a, (ln->nsegs + 1) * sizeof(df_seg));
+    t.line.nsegs = 0;
+    for (size_t i = 0; i < ln->nsegs; i++) {
+        df_seg s = ln->segs[i];
+        bool last = i + 1 == ln->nsegs || ln->segs[i + 1].off > cmd->args_off;
+        if (s.off < cmd->args_off && !last)
+            continue;
+        if (s.off <= cmd->args_off) {
+            s.col += (int)(cmd->args_off - s.off);
+            s.off = 0;
+        } else {
+            s.off -= cmd->args_off;
+        }
+        t.line.segs[t.line.nsegs++] = s;
+    }
+    df_cmd sub;
+    if ((rc = df_split_command(&sub, c->a, &t.line, c->src, err)) < 0)
+        return rc;
+    if (!df_known_keyword(sub.keyword))
+        return pc_err(c, &t.line, 0, err, "unknown instruction in ONBUILD: %.40s", sub.keyword);
+    if (strcmp(sub.keyword, "onbuild") == 0)
+        return pc_err(c, &t.line, 0, err, "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed");
+    if (strcmp(sub.keyword, "from") == 0 || strcmp(sub.keyword, "maintainer") == 0)
+        return pc_err(c, &t.line, 0, err, "%s isn't allowed as an ONBUILD trigger",
+                      strcmp(sub.keyword, "from") == 0 ? "FROM" : "MAINTAINER");
+    in->u.onbuild.trigger = cmd->args;
+    kind_of(sub.keyword, &in->u.onbuild.kind);
+    DF_PUSH(c->a, c->ss.triggers, c->ss.n_triggers, c->ss.cap_triggers);
+    c->ss.triggers[c->ss.n_triggers++] = t;
+    return 0;
+}
+
+int df_instr(pctx *c, const df_line *ln, const df_cmd *cmd, bld_instr *in, kiln_error **err)
+{
+    bld_instr_kind k;
+    if (!kind_of(cmd->keyword, &k))
+        return pc_err(c, ln, cmd->kw_off, err, "unknown instruction: %.40s", cmd->keyword);
+    in->kind = k;
+    int rc;
+    switch (k) {
+    case BLD_INSTR_RUN:
+        return df_instr_run(c, ln, cmd, in, err);
+    case BLD_INSTR_COPY:
+    case BLD_INSTR_ADD:
+        return df_instr_copy(c, ln, cmd, in, k == BLD_INSTR_ADD, err);
+    case BLD_INSTR_ARG:
+        rc = no_flags(c, ln, cmd, err);
+        return rc < 0 ? rc : do_arg(c, ln, cmd, in, err);
+    case BLD_INSTR_ENV:
+        rc = no_flags(c, ln, cmd, err);
+        return rc < 0 ? rc : do_env(c, ln, cmd, in, err);
+    case BLD_INSTR_LABEL:
+        rc = no_flags(c, ln, cmd, err);
+        return rc < 0 ? rc : name_vals(c, ln, cmd, in, "LABEL", err);
+    case BLD_INSTR_WORKDIR:
+        return do_workdir(c, ln, cmd, in, err);
+    case BLD_INSTR_USER:
+        rc = one_string(c, ln, cmd, "USER", true, &in->u.str, err);
+        if (rc == 0 && *in->u.str == '\0')
+            return pc_err(c, ln, cmd->args_off, err, "USER requires a non-empty user");
+        c->ss.user = in->u.str;
+        return rc;
+    case BLD_INSTR_MAINTAINER:
+        return one_string(c, ln, cmd, "MAINTAINER", false, &in->u.str, err);
+    case BLD_INSTR_STOPSIGNAL:
+        rc = one_string(c, ln, cmd, "STOPSIGNAL", true, &in->u.str, err);
+        if (rc == 0 && !valid_signal(in->u.str))
+            return pc_err(c, ln, cmd->args_off, err, "invalid signal: %.40s", in->u.str);
+        return rc;
+    case BLD_INSTR_EXPOSE:
+        return do_expose(c, ln, cmd, in, err);
+    case BLD_INSTR_VOLUME:
+        return do_volume(c, ln, cmd, in, err);
+    case BLD_INSTR_CMD:
+    case BLD_INSTR_ENTRYPOINT:
+        rc = no_flags(c, ln, cmd, err);
+        return rc < 0 ? rc
+                      : command_form(c, ln, cmd->args, cmd->args_off, kind_names[k],
+                                     &in->u.cmd.exec_form, &in->u.cmd.argv, err);
+    case BLD_INSTR_SHELL:
+        return do_shell(c, ln, cmd, in, err);
+    case BLD_INSTR_HEALTHCHECK:
+        return do_healthcheck(c, ln, cmd, in, err);
+    case BLD_INSTR_ONBUILD:
+        return do_onbuild(c, ln, cmd, in, err);
+    }
+    return pc_err(c, ln, cmd->kw_off, err, "unknown instruction: %.40s", cmd->keyword);
+}
+
+int bld_onbuild_check(bld_instr_kind *kind, const char *trigger, kiln_error **err)
+{
+    df_arena *a = df_arena_new();
+    df_src src = {"ONBUILD trigger", trigger ? trigger : "", trigger ? strlen(trigger) : 0};
+    df_line ln;
+    df_cmd cmd;
+    int rc = df_lex_one(&ln, a, src.text, 1, '\\', &src, err);
+    if (rc == 0)
+        rc = df_split_command(&cmd, a, &ln, &src, err);
+    if (rc == 0 && (!kind_of(cmd.keyword, kind) || *kind == BLD_INSTR_ONBUILD ||
+                    strcmp(cmd.keyword, "from") == 0 || strcmp(cmd.keyword, "maintainer") == 0))
+        rc =
+            df_error_at(err, &src, 1, 1, "invalid ONBUILD trigger instruction: %.40s", cmd.keyword);
+    df_arena_free(a);
+    return rc;
+}

@@ -1,0 +1,624 @@
+/* Build plan construction: stages, ARG scoping, stage references, --target.
+ *
+ * ARG scoping follows Docker: ARGs before the first FROM are global, usable
+ * in FROM lines and visible in a stage only after an `ARG NAME` there; stage
+ * ARGs end at the next FROM; --build-arg values override defaults; the
+ * platform ARGs are predefined globally and must be declared in a stage too;
+ * the proxy ARGs need no declaration.  Expansion looks up ENV first, then
+ * ARGs in scope. */
+#include "plan_int.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const proxy_args[] = {"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy",
+                                         "FTP_PROXY",  "ftp_proxy",  "NO_PROXY",    "no_proxy",
+                                         "ALL_PROXY",  "all_proxy"};
+
+int pc_err(pctx *c, const df_line *ln, size_t off, kiln_error **err, const char *fmt, ...)
+{
+    char *msg = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    if (vasprintf(&msg, fmt, ap) < 0)
+        msg = NULL;
+    va_end(ap);
+    int line = 1, col = 1;
+    if (ln)
+        df_line_pos(ln, off, &line, &col);
+    int rc = df_error_at(err, c->src, line, col, "%s", msg ? msg : "error");
+    free(msg);
+    return rc;
+}
+
+void pc_warn(pctx *c, const char *msg)
+{
+    DF_PUSH(c->a, c->warnings.v, c->warnings.n, c->cap_warnings);
+    c->warnings.v[c->warnings.n++] = df_strdup(c->a, msg);
+}
+
+static void record_use(pctx *c, const char *name, const char *value)
+{
+    for (size_t i = 0; i < c->n_used; i++)
+        if (strcmp(c->used[i].key, name) == 0)
+            return;
+    DF_PUSH(c->a, c->used, c->n_used, c->cap_used);
+    c->used[c->n_used++] = (bld_kv){df_strdup(c->a, name), value};
+}
+
+static const bld_kv *kv_find(const bld_kv *v, size_t n, const char *name)
+{
+    for (size_t i = n; i-- > 0;)
+        if (strcmp(v[i].key, name) == 0)
+            return &v[i];
+    return NULL;
+}
+
+static const char *lookup(void *ctx, const char *name)
+{
+    pctx *c = ctx;
+    if (!c->in_stage) {
+        const bld_kv *m = kv_find(c->meta, c->n_meta, name);
+        if (m) {
+            record_use(c, name, m->value);
+            return m->value;
+        }
+        m = kv_find(c->builtins, KILN_ARRAY_SIZE(c->builtins), name);
+        return m ? m->value : NULL;
+    }
+    const bld_kv *e = kv_find(c->ss.env, c->ss.n_env, name);
+    if (e)
+        return e->value;
+    const bld_kv *a = kv_find(c->ss.args, c->ss.n_args, name);
+    if (a) {
+        record_use(c, name, a->value);
+        return a->value;
+    }
+    return NULL;
+}
+
+int pc_expand(pctx *c, char **out, const char *word, bool skip_quotes, const df_line *ln,
+              size_t off, kiln_error **err)
+{
+    df_lex_opts o = {
+        .escape = c->dirs.escape, .skip_quotes = skip_quotes, .lookup = lookup, .ctx = c};
+    const char *msg = NULL;
+    if (df_expand(out, c->a, word, &o, &msg) < 0)
+        return pc_err(c, ln, off, err, "%s", msg);
+    return 0;
+}
+
+const char *pc_arg_value(pctx *c, const char *name, const char *dflt, bool has_default, bool global)
+{
+    for (size_t i = 0; i < c->n_bargs; i++)
+        if (strcmp(c->bargs[i].key, name) == 0) {
+            c->barg_used[i] = true;
+            if (c->bargs[i].value)
+                return c->bargs[i].value;
+        }
+    const bld_kv *b = kv_find(c->builtins, KILN_ARRAY_SIZE(c->builtins), name);
+    if (b && !global)
+        return b->value;
+    if (has_default)
+        return dflt;
+    if (!global) {
+        const bld_kv *m = kv_find(c->meta, c->n_meta, name);
+        if (m)
+            return m->value;
+    }
+    return b ? b->value : NULL;
+}
+
+static bool is_all_digits(const char *s)
+{
+    if (!*s)
+        return false;
+    for (; *s; s++)
+        if (!isdigit((unsigned char)*s))
+            return false;
+    return true;
+}
+
+static void add_dep(pctx *c, size_t dep)
+{
+    bld_stage *st = &c->stages[c->n_stages - 1];
+    size_t i = 0;
+    while (i < st->n_deps && st->deps[i] < dep)
+        i++;
+    if (i < st->n_deps && st->deps[i] == dep)
+        return;
+    st->deps = df_realloc(c->a, st->deps, (st->n_deps + 1) * sizeof(size_t));
+    memmove(st->deps + i + 1, st->deps + i, (st->n_deps - i) * sizeof(size_t));
+    st->deps[i] = dep;
+    st->n_deps++;
+}
+
+int pc_stage_ref(pctx *c, const char *ref, bld_ref_kind *kind, size_t *stage, const df_line *ln,
+                 size_t off, kiln_error **err)
+{
+    size_t cur = c->n_stages - 1;
+    if (is_all_digits(ref)) {
+        unsigned long long idx = strlen(ref) > 9 ? ~0ULL : strtoull(ref, NULL, 10);
+        if (idx == cur)
+            return pc_err(c, ln, off, err, "circular dependency: stage %zu refers to itself", cur);
+        if (idx > cur)
+            return pc_err(c, ln, off, err,
+                          "invalid stage index %s: a stage can only refer to an earlier stage",
+                          ref);
+        *kind = BLD_REF_STAGE;
+        *stage = (size_t)idx;
+        add_dep(c, *stage);
+        return 0;
+    }
+    char *low = df_strdup(c->a, ref);
+    df_lower(low);
+    for (size_t i = 0; i < c->n_all_names; i++) {
+        if (c->all_names[i] == NULL || strcmp(c->all_names[i], low) != 0)
+            continue;
+        if (i < cur) {
+            *kind = BLD_REF_STAGE;
+            *stage = i;
+            add_dep(c, i);
+            return 0;
+        }
+        if (i == cur)
+            return pc_err(c, ln, off, err, "circular dependency: stage %s refers to itself", low);
+        return pc_err(c, ln, off, err,
+                      "stage %s is defined later: a stage can only refer to an earlier stage", low);
+    }
+    if (!df_valid_ref(ref))
+        return pc_err(c, ln, off, err, "invalid reference format: %s", ref);
+    *kind = BLD_REF_IMAGE;
+    return 0;
+}
+
+/* ---- FROM ------------------------------------------------------------------- */
+
+static bool valid_stage_name(const char *s)
+{
+    if (!islower((unsigned char)*s))
+        return false;
+    for (s++; *s; s++)
+        if (!(islower((unsigned char)*s) || isdigit((unsigned char)*s) || *s == '-' || *s == '_' ||
+              *s == '.'))
+            return false;
+    return true;
+}
+
+static const char *stage_name_of(df_arena *a, const df_cmd *cmd)
+{
+    char **w = NULL;
+    size_t n = df_split_ws(&w, a, cmd->args);
+    if (n != 3 || strcasecmp(w[1], "as") != 0)
+        return NULL;
+    df_lower(w[2]);
+    return w[2];
+}
+
+static void stage_state_init(pctx *c)
+{
+    memset(&c->ss, 0, sizeof(c->ss));
+    static const char *const sh[] = {"/bin/sh", "-c"};
+    c->ss.shell.v = (const char **)sh;
+    c->ss.shell.n = 2;
+}
+
+static void env_set(pctx *c, const char *k, const char *v)
+{
+    DF_PUSH(c->a, c->ss.env, c->ss.n_env, c->ss.cap_env);
+    c->ss.env[c->ss.n_env++] = (bld_kv){k, v};
+}
+
+static int splice_triggers(pctx *c, const df_trigger *t, size_t n, kiln_error **err);
+
+static int base_from_image(pctx *c, bld_stage *st, kiln_error **err)
+{
+    if (c->opts->resolve_base == NULL)
+        return 0;
+    bld_base_info bi = {0};
+    if (c->opts->resolve_base(&bi, c->opts->resolve_ctx, st->base_image, st->platform) != 0)
+        return 0;
+    for (size_t i = 0; i < bi.n_env; i++) {
+        const char *e = bi.env[i], *eq = strchr(e, '=');
+        if (eq)
+            env_set(c, df_strndup(c->a, e, (size_t)(eq - e)), df_strdup(c->a, eq + 1));
+    }
+    if (bi.workdir && *bi.workdir)
+        c->ss.workdir = df_strdup(c->a, bi.workdir);
+    if (bi.user && *bi.user)
+        c->ss.user = df_strdup(c->a, bi.user);
+    if (bi.shell && bi.n_shell) {
+        const char **v = df_alloc(c->a, bi.n_shell * sizeof(char *));
+        for (size_t i = 0; i < bi.n_shell; i++)
+            v[i] = df_strdup(c->a, bi.shell[i]);
+        c->ss.shell = (bld_strv){v, bi.n_shell};
+    }
+    if (bi.n_onbuild == 0)
+        return 0;
+    df_trigger *t = df_alloc(c->a, bi.n_onbuild * sizeof(*t));
+    for (size_t i = 0; i < bi.n_onbuild; i++) {
+        df_src *src = df_alloc(c->a, sizeof(*src));
+        src->name = df_printf(c->a, "ONBUILD trigger %zu of %s", i + 1, st->base_image);
+        src->text = df_strdup(c->a, bi.onbuild[i]);
+        src->len = strlen(src->text);
+        t[i].src = src;
+        int rc = df_lex_one(&t[i].line, c->a, src->text, 1, c->dirs.escape, src, err);
+        if (rc < 0)
+            return rc;
+        t[i].line.first_line = t[i].line.last_line = 0;
+    }
+    return splice_triggers(c, t, bi.n_onbuild, err);
+}
+
+static int dispatch_from(pctx *c, const df_line *ln, const df_cmd *cmd, kiln_error **err)
+{
+    static const flag_spec spec[] = {{"platform", FLAG_STR}};
+    flag_val fv[1] = {0};
+    int rc = pc_flags(c, ln, cmd, spec, 1, fv, err);
+    if (rc < 0)
+        return rc;
+    char **w = NULL;
+    size_t n = df_split_ws(&w, c->a, cmd->args);
+    if (!(n == 1 || (n == 3 && strcasecmp(w[1], "as") == 0)))
+        return pc_err(c, ln, cmd->args_off, err,
+                      "FROM requires either one argument, or three: FROM <image> [AS <name>]");
+    c->in_stage = false; /* FROM sees the global scope only */
+    c->n_used = 0;
+    DF_PUSH(c->a, c->stages, c->n_stages, c->cap_stages);
+    bld_stage *st = &c->stages[c->n_stages];
+    memset(st, 0, sizeof(*st));
+    st->index = c->n_stages++;
+    st->original = ln->text;
+    st->line = ln->first_line;
+    c->cap_instrs = 0;
+    if (n == 3) {
+        df_lower(w[2]);
+        if (!valid_stage_name(w[2]))
+            return pc_err(c, ln, cmd->args_off, err,
+                          "invalid name for build stage: \"%s\", name can't start with a number "
+                          "or contain symbols",
+                          w[2]);
+        for (size_t i = 0; i < st->index; i++)
+            if (c->stages[i].name && strcmp(c->stages[i].name, w[2]) == 0)
+                return pc_err(c, ln, cmd->args_off, err, "duplicate stage name \"%s\"", w[2]);
+        st->name = w[2];
+    }
+    char *ref = NULL;
+    rc = pc_expand(c, &ref, w[0], false, ln, cmd->args_off, err);
+    if (rc < 0)
+        return rc;
+    if (*ref == '\0')
+        return pc_err(c, ln, cmd->args_off, err, "base name (%s) should not be blank", w[0]);
+    if (fv[0].set) {
+        char *p = NULL, *norm = NULL;
+        rc = pc_expand(c, &p, fv[0].s, false, ln, fv[0].off, err);
+        if (rc < 0)
+            return rc;
+        if (!df_platform_normalize(&norm, c->a, p, NULL))
+            return pc_err(c, ln, fv[0].off, err, "invalid platform \"%s\" (want os/arch[/variant])",
+                          p);
+        st->platform = norm;
+        st->platform_set = true;
+    } else {
+        st->platform = c->plan->target_platform;
+    }
+    stage_state_init(c);
+    c->in_stage = true;
+    char *low = df_strdup(c->a, ref);
+    df_lower(low);
+    for (size_t i = 0; i < c->n_all_names; i++) {
+        if (c->all_names[i] == NULL || strcmp(c->all_names[i], low) != 0)
+            continue;
+        if (i == st->index)
+            return pc_err(c, ln, cmd->args_off, err,
+                          "circular dependency: stage %s uses itself as its base", low);
+        if (i > st->index)
+            return pc_err(c, ln, cmd->args_off, err,
+                          "stage %s is defined later: FROM can only refer to an earlier stage",
+                          low);
+        st->base_kind = BLD_BASE_STAGE;
+        st->base_stage = i;
+        add_dep(c, i);
+        /* The child starts from the parent's final state; its ARGs do not carry over. */
+        const stage_state *ps = &c->states[i];
+        for (size_t k = 0; k < ps->n_env; k++)
+            env_set(c, ps->env[k].key, ps->env[k].value);
+        c->ss.user = ps->user;
+        c->ss.workdir = ps->workdir;
+        c->ss.shell = ps->shell;
+        if (!st->platform_set)
+            st->platform = c->stages[i].platform;
+        return splice_triggers(c, ps->triggers, ps->n_triggers, err);
+    }
+    if (strcmp(ref, "scratch") == 0) {
+        st->base_kind = BLD_BASE_SCRATCH;
+        c->ss.workdir = "/";
+        return 0;
+    }
+    if (!df_valid_ref(ref))
+        return pc_err(c, ln, cmd->args_off, err, "invalid reference format: \"%s\"", ref);
+    st->base_kind = BLD_BASE_IMAGE;
+    st->base_image = ref;
+    return base_from_image(c, st, err);
+}
+
+/* Appends one instruction to the current stage and dispatches it. */
+static int dispatch(pctx *c, const df_line *ln, const df_cmd *cmd, bool from_onbuild,
+                    kiln_error **err)
+{
+    bld_stage *st = &c->stages[c->n_stages - 1];
+    DF_PUSH(c->a, st->instrs, st->n_instrs, c->cap_instrs);
+    bld_instr *in = &st->instrs[st->n_instrs];
+    memset(in, 0, sizeof(*in));
+    in->original = ln->text;
+    in->line = ln->first_line;
+    in->end_line = ln->last_line;
+    in->from_onbuild = from_onbuild;
+    in->env = df_alloc(c->a, (c->ss.n_env + 1) * sizeof(bld_kv));
+    if (c->ss.n_env)
+        memcpy(in->env, c->ss.env, c->ss.n_env * sizeof(bld_kv));
+    in->n_env = c->ss.n_env;
+    in->user = c->ss.user;
+    in->workdir = c->ss.workdir;
+    c->n_used = 0;
+    c->cap_used = 0;
+    c->used = NULL;
+    int rc = df_instr(c, ln, cmd, in, err);
+    if (rc < 0)
+        return rc;
+    if (in->kind != BLD_INSTR_RUN) {
+        in->args = c->used;
+        in->n_args = c->n_used;
+    }
+    st->n_instrs++;
+    return 0;
+}
+
+static int splice_triggers(pctx *c, const df_trigger *t, size_t n, kiln_error **err)
+{
+    const df_src *saved = c->src;
+    for (size_t i = 0; i < n; i++) {
+        df_cmd cmd;
+        c->src = t[i].src;
+        int rc = df_split_command(&cmd, c->a, &t[i].line, c->src, err);
+        if (rc == 0 &&
+            (!df_known_keyword(cmd.keyword) || strcmp(cmd.keyword, "from") == 0 ||
+             strcmp(cmd.keyword, "onbuild") == 0 || strcmp(cmd.keyword, "maintainer") == 0))
+            rc = pc_err(c, &t[i].line, 0, err, "invalid ONBUILD trigger: %s", t[i].line.text);
+        if (rc == 0)
+            rc = dispatch(c, &t[i].line, &cmd, true, err);
+        if (rc < 0) {
+            c->src = saved;
+            return rc;
+        }
+    }
+    c->src = saved;
+    return 0;
+}
+
+static void finish_stage(pctx *c)
+{
+    if (!c->in_stage || c->n_stages == 0)
+        return;
+    bld_stage *st = &c->stages[c->n_stages - 1];
+    c->states = df_realloc(c->a, c->states, c->n_stages * sizeof(stage_state));
+    c->states[c->n_stages - 1] = c->ss;
+    const char **v = df_alloc(c->a, (c->ss.n_triggers + 1) * sizeof(char *));
+    for (size_t i = 0; i < c->ss.n_triggers; i++)
+        v[i] = c->ss.triggers[i].line.text;
+    st->onbuild = (bld_strv){v, c->ss.n_triggers};
+    /* Triggers fire once, in the direct child: a grandchild does not inherit them. */
+    c->states[c->n_stages - 1].triggers = c->ss.triggers;
+}
+
+static int global_arg(pctx *c, const df_line *ln, const df_cmd *cmd, kiln_error **err)
+{
+    int rc = pc_flags(c, ln, cmd, NULL, 0, NULL, err);
+    if (rc < 0)
+        return rc;
+    char **w = NULL;
+    size_t n = df_parse_words(&w, c->a, cmd->args, c->dirs.escape);
+    if (n == 0)
+        return pc_err(c, ln, cmd->kw_off, err, "ARG requires at least one argument");
+    for (size_t i = 0; i < n; i++) {
+        char *eq = strchr(w[i], '=');
+        char *name = eq ? df_strndup(c->a, w[i], (size_t)(eq - w[i])) : w[i];
+        char *dflt = NULL;
+        if (*name == '\0')
+            return pc_err(c, ln, cmd->args_off, err, "ARG names can not be blank");
+        if (eq) {
+            rc = pc_expand(c, &dflt, eq + 1, false, ln, cmd->args_off, err);
+            if (rc < 0)
+                return rc;
+        }
+        const char *v = pc_arg_value(c, name, dflt, eq != NULL, true);
+        DF_PUSH(c->a, c->meta, c->n_meta, c->cap_meta);
+        c->meta[c->n_meta++] = (bld_kv){name, v};
+    }
+    return 0;
+}
+
+static int dispatch_line(pctx *c, const df_line *ln, kiln_error **err)
+{
+    df_cmd cmd;
+    int rc = df_split_command(&cmd, c->a, ln, c->src, err);
+    if (rc < 0)
+        return rc;
+    if (!df_known_keyword(cmd.keyword)) {
+        const char *sug = df_suggest_keyword(cmd.keyword);
+        size_t kl = strlen(cmd.keyword);
+        char *shown = df_strndup(c->a, ln->text + cmd.kw_off, kl > 40 ? 40 : kl);
+        for (char *p = shown; *p; p++)
+            if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+                *p = '?';
+        return pc_err(c, ln, cmd.kw_off, err, "unknown instruction: %s%s%s%s", shown,
+                      kl > 40 ? "..." : "", sug ? " (did you mean " : "",
+                      sug ? df_printf(c->a, "%s?)", sug) : "");
+    }
+    if (strcmp(cmd.keyword, "from") == 0) {
+        finish_stage(c);
+        return dispatch_from(c, ln, &cmd, err);
+    }
+    if (!c->in_stage) {
+        if (strcmp(cmd.keyword, "arg") == 0)
+            return global_arg(c, ln, &cmd, err);
+        return pc_err(c, ln, cmd.kw_off, err,
+                      "no build stage in current context: only ARG may come before the first "
+                      "FROM");
+    }
+    return dispatch(c, ln, &cmd, false, err);
+}
+
+static int parse_build_args(pctx *c, kiln_error **err)
+{
+    size_t n = c->opts->n_build_args;
+    c->bargs = df_alloc(c->a, (n + 1) * sizeof(bld_kv));
+    c->barg_used = df_alloc(c->a, n + 1);
+    for (size_t i = 0; i < n; i++) {
+        const char *s = c->opts->build_args[i];
+        const char *eq = s ? strchr(s, '=') : NULL;
+        if (s == NULL || s == eq || *s == '\0')
+            return kiln_error_set(err, KILN_EINVAL, 0, "invalid build arg \"%s\": want KEY=VALUE",
+                                  s ? s : "(null)");
+        c->bargs[i].key = eq ? df_strndup(c->a, s, (size_t)(eq - s)) : df_strdup(c->a, s);
+        c->bargs[i].value = eq ? df_strdup(c->a, eq + 1) : NULL;
+        for (size_t k = 0; k < KILN_ARRAY_SIZE(proxy_args); k++)
+            if (strcmp(c->bargs[i].key, proxy_args[k]) == 0)
+                c->barg_used[i] = true;
+    }
+    c->n_bargs = n;
+    c->plan->build_args = c->bargs;
+    c->plan->n_build_args = n;
+    return 0;
+}
+
+static int setup_platforms(pctx *c, kiln_error **err)
+{
+    bld_plan *p = c->plan;
+    char *bp = NULL, *tp = NULL;
+    const char *b = c->opts->build_platform ? c->opts->build_platform : df_host_platform();
+    if (!df_platform_normalize(&bp, c->a, b, NULL))
+        return kiln_error_set(err, KILN_EINVAL, 0, "invalid build platform \"%s\"", b);
+    char *os = NULL, *arch = NULL, *var = NULL;
+    df_platform_split(c->a, bp, &os, &arch, &var);
+    const char *t = c->opts->platform ? c->opts->platform : bp;
+    if (!df_platform_normalize(&tp, c->a, t, arch))
+        return kiln_error_set(err, KILN_EINVAL, 0,
+                              "invalid platform \"%s\" (want os/arch[/variant])", t);
+    p->build_platform = bp;
+    p->target_platform = tp;
+    c->builtins[0] = (bld_kv){"BUILDPLATFORM", bp};
+    c->builtins[1] = (bld_kv){"BUILDOS", os};
+    c->builtins[2] = (bld_kv){"BUILDARCH", arch};
+    c->builtins[3] = (bld_kv){"BUILDVARIANT", var};
+    df_platform_split(c->a, tp, &os, &arch, &var);
+    c->builtins[4] = (bld_kv){"TARGETPLATFORM", tp};
+    c->builtins[5] = (bld_kv){"TARGETOS", os};
+    c->builtins[6] = (bld_kv){"TARGETARCH", arch};
+    c->builtins[7] = (bld_kv){"TARGETVARIANT", var};
+    return 0;
+}
+
+static int finish(pctx *c, kiln_error **err)
+{
+    bld_plan *p = c->plan;
+    if (c->n_stages == 0)
+        return df_error_at(err, c->src, 1, 1, "the Dockerfile has no FROM instruction");
+    finish_stage(c);
+    p->stages = c->stages;
+    p->n_stages = c->n_stages;
+    p->global_args = c->meta;
+    p->n_global_args = c->n_meta;
+    p->target = c->n_stages - 1;
+    const char *t = c->opts->target;
+    if (t && *t) {
+        const bld_stage *s = bld_plan_stage(p, t);
+        if (s == NULL)
+            return kiln_error_set(err, KILN_EINVAL, 0, "target stage \"%s\" could not be found", t);
+        p->target = s->index;
+    }
+    /* Dependencies only point backwards, so marking from the target terminates;
+     * iterate from the highest index down instead of recursing deeply. */
+    p->stages[p->target].runs = true;
+    for (size_t i = p->target + 1; i-- > 0;)
+        if (p->stages[i].runs)
+            for (size_t k = 0; k < p->stages[i].n_deps; k++)
+                p->stages[p->stages[i].deps[k]].runs = true;
+    for (size_t i = 0; i < c->n_bargs; i++)
+        if (!c->barg_used[i])
+            pc_warn(c, df_printf(c->a, "build-arg %s was not consumed by any ARG instruction",
+                                 c->bargs[i].key));
+    p->warnings = c->warnings;
+    return 0;
+}
+
+int bld_plan_parse(bld_plan **out, const char *text, size_t len, const char *filename,
+                   const bld_plan_opts *opts, kiln_error **err)
+{
+    static const bld_plan_opts no_opts = {0};
+    df_arena *a = df_arena_new();
+    bld_plan *p = df_alloc(a, sizeof(*p));
+    p->priv = a;
+    df_src src = {filename ? filename : "Dockerfile", text ? text : "", text ? len : 0};
+    pctx c = {.a = a, .src = &src, .opts = opts ? opts : &no_opts, .plan = p};
+    p->filename = df_strdup(a, src.name);
+    df_src *keep = df_alloc(a, sizeof(*keep));
+    *keep = src;
+    c.src = keep;
+    df_line *lines = NULL;
+    size_t n = 0;
+    int rc = parse_build_args(&c, err);
+    if (rc == 0)
+        rc = setup_platforms(&c, err);
+    if (rc == 0)
+        rc = df_lex(&lines, &n, &c.dirs, a, keep, err);
+    if (rc < 0) {
+        bld_plan_free(p);
+        return rc;
+    }
+    p->syntax = c.dirs.syntax;
+    p->escape = c.dirs.escape;
+    /* Stage names first: references to later stages get a precise error. */
+    c.all_names = df_alloc(a, (n + 1) * sizeof(char *));
+    for (size_t i = 0; i < n; i++) {
+        df_cmd cmd;
+        kiln_error *ignore = NULL;
+        if (df_split_command(&cmd, a, &lines[i], keep, &ignore) < 0) {
+            kiln_error_free(&ignore);
+            continue;
+        }
+        if (strcmp(cmd.keyword, "from") == 0)
+            c.all_names[c.n_all_names++] = (char *)stage_name_of(a, &cmd);
+    }
+    for (size_t i = 0; i < n && rc == 0; i++)
+        rc = dispatch_line(&c, &lines[i], err);
+    if (rc == 0)
+        rc = finish(&c, err);
+    if (rc < 0) {
+        bld_plan_free(p);
+        return rc;
+    }
+    *out = p;
+    return 0;
+}
+
+void bld_plan_free(bld_plan *p)
+{
+    if (p)
+        df_arena_free(p->priv);
+}
+
+const bld_stage *bld_plan_stage(const bld_plan *p, const char *name)
+{
+    if (is_all_digits(name)) {
+        unsigned long long i = strlen(name) > 9 ? ~0ULL : strtoull(name, NULL, 10);
+        return i < p->n_stages ? &p->stages[i] : NULL;
+    }
+    for (size_t i = 0; i < p->n_stages; i++)
+        if (p->stages[i].name && strcasecmp(p->stages[i].name, name) == 0)
+            return &p->stages[i];
+    return NULL;
+}

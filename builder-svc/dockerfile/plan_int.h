@@ -1,0 +1,113 @@
+/* Internal state of one bld_plan_parse() call, shared by plan.c (stages,
+ * scopes, targets), instr.c (one function per instruction) and platform.c. */
+#ifndef BLD_PLAN_INT_H
+#define BLD_PLAN_INT_H
+
+#include "df_internal.h"
+#include "plan.h"
+
+/* A trigger recorded by ONBUILD: its text as a logical line of the file. */
+typedef struct df_trigger {
+    df_line line;
+    const df_src *src;
+} df_trigger;
+
+/* Per-stage build state while its instructions are dispatched. */
+typedef struct stage_state {
+    bld_kv *env;
+    size_t n_env, cap_env;
+    bld_kv *args; /* ARGs declared in the stage so far */
+    size_t n_args, cap_args;
+    const char *user;
+    const char *workdir; /* NULL: the base image's (unknown) */
+    bld_strv shell;
+    df_trigger *triggers; /* this stage's ONBUILD triggers */
+    size_t n_triggers, cap_triggers;
+} stage_state;
+
+typedef struct pctx {
+    df_arena *a;
+    const df_src *src; /* file being dispatched (a trigger has its own) */
+    df_directives dirs;
+    const bld_plan_opts *opts;
+    bld_plan *plan;
+    bld_kv *meta; /* global ARGs */
+    size_t n_meta, cap_meta;
+    bld_kv builtins[8];
+    bld_kv *bargs; /* build args (value NULL: given without =) */
+    bool *barg_used;
+    size_t n_bargs;
+    char **all_names; /* every stage name in the file, by stage index (NULL: unnamed) */
+    size_t n_all_names;
+    bld_stage *stages;
+    size_t n_stages, cap_stages;
+    size_t cap_instrs;
+    stage_state *states; /* final state of each finished stage */
+    stage_state ss;      /* current stage */
+    bool in_stage;
+    /* ARGs referenced by the instruction being expanded */
+    bld_kv *used;
+    size_t n_used, cap_used;
+    bld_strv warnings;
+    size_t cap_warnings;
+} pctx;
+
+/* Error at a logical offset of ln. */
+int pc_err(pctx *c, const df_line *ln, size_t off, kiln_error **err, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+/* Expands word in the current scope (global before the first FROM), recording
+ * the ARGs it reads.  skip_quotes: heredoc body mode. */
+int pc_expand(pctx *c, char **out, const char *word, bool skip_quotes, const df_line *ln,
+              size_t off, kiln_error **err);
+
+/* Resolves a COPY --from / mount from= reference and records the dependency. */
+int pc_stage_ref(pctx *c, const char *ref, bld_ref_kind *kind, size_t *stage, const df_line *ln,
+                 size_t off, kiln_error **err);
+
+void pc_warn(pctx *c, const char *msg);
+
+/* Value an ARG declaration takes (build arg, builtin, default, global). */
+const char *pc_arg_value(pctx *c, const char *name, const char *dflt, bool has_default,
+                         bool global);
+
+/* Dispatches one instruction (not FROM) into in. */
+int df_instr(pctx *c, const df_line *ln, const df_cmd *cmd, bld_instr *in, kiln_error **err);
+
+/* RUN, and COPY/ADD (add selects ADD's flags and remote sources). */
+int df_instr_run(pctx *c, const df_line *ln, const df_cmd *cmd, bld_instr *in, kiln_error **err);
+int df_instr_copy(pctx *c, const df_line *ln, const df_cmd *cmd, bld_instr *in, bool add,
+                  kiln_error **err);
+
+/* Builder-flag values. */
+typedef enum flag_type { FLAG_STR, FLAG_BOOL, FLAG_LIST } flag_type;
+typedef struct flag_spec {
+    const char *name;
+    flag_type type;
+} flag_spec;
+typedef struct flag_val {
+    bool set;
+    const char *s; /* FLAG_STR */
+    bool b;        /* FLAG_BOOL */
+    size_t off;
+    const char **list; /* FLAG_LIST */
+    size_t n;
+} flag_val;
+
+int pc_flags(pctx *c, const df_line *ln, const df_cmd *cmd, const flag_spec *spec, size_t n,
+             flag_val *vals, kiln_error **err);
+
+/* Platforms: "os/arch[/variant]" normalised to Go names; false when invalid. */
+bool df_platform_normalize(char **out, df_arena *a, const char *in, const char *default_arch);
+const char *df_host_platform(void);
+/* Splits a normalised platform into os, arch and variant (arena copies). */
+void df_platform_split(df_arena *a, const char *p, char **os, char **arch, char **variant);
+
+/* Instruction keyword table. */
+bool df_known_keyword(const char *kw);
+const char *df_suggest_keyword(const char *kw);
+
+/* True when s looks like a valid image reference (Docker's grammar, loosely). */
+bool df_valid_ref(const char *s);
+
+#endif

@@ -1,0 +1,264 @@
+/* Names the Dockerfile frontend validates: platforms in OCI (Go) spelling,
+ * image references, instruction keywords (with "did you mean" suggestions)
+ * and slash-separated paths. */
+#include "plan_int.h"
+
+#include <ctype.h>
+#include <string.h>
+
+const char *df_host_platform(void)
+{
+#if defined(__x86_64__)
+    return "linux/amd64";
+#elif defined(__aarch64__)
+    return "linux/arm64";
+#elif defined(__arm__) && defined(__ARM_ARCH_7A__)
+    return "linux/arm/v7";
+#elif defined(__arm__)
+    return "linux/arm/v6";
+#elif defined(__i386__)
+    return "linux/386";
+#elif defined(__powerpc64__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    return "linux/ppc64le";
+#elif defined(__s390x__)
+    return "linux/s390x";
+#elif defined(__riscv) && __riscv_xlen == 64
+    return "linux/riscv64";
+#else
+    return "linux/unknown";
+#endif
+}
+
+static bool plat_word(const char *s)
+{
+    if (!*s)
+        return false;
+    for (; *s; s++)
+        if (!(islower((unsigned char)*s) || isdigit((unsigned char)*s) || *s == '_' || *s == '-' ||
+              *s == '.'))
+            return false;
+    return true;
+}
+
+bool df_platform_normalize(char **out, df_arena *a, const char *in, const char *default_arch)
+{
+    char *s = df_strdup(a, in);
+    df_lower(s);
+    char *parts[4] = {0};
+    size_t n = 0;
+    for (char *p = s; n < 4;) {
+        parts[n++] = p;
+        char *sl = strchr(p, '/');
+        if (!sl)
+            break;
+        *sl = '\0';
+        p = sl + 1;
+    }
+    if (n == 4 || (n == 1 && default_arch == NULL))
+        return false;
+    const char *os = parts[0], *arch = n > 1 ? parts[1] : default_arch;
+    const char *var = n > 2 ? parts[2] : "";
+    if (strcmp(arch, "x86_64") == 0 || strcmp(arch, "x86-64") == 0)
+        arch = "amd64";
+    else if (strcmp(arch, "aarch64") == 0)
+        arch = "arm64";
+    else if (strcmp(arch, "i386") == 0 || strcmp(arch, "i686") == 0)
+        arch = "386";
+    else if (strcmp(arch, "armhf") == 0 && !*var)
+        arch = "arm", var = "v7";
+    else if (strcmp(arch, "armel") == 0 && !*var)
+        arch = "arm", var = "v6";
+    if (strcmp(arch, "arm64") == 0 && strcmp(var, "v8") == 0)
+        var = "";
+    if (strcmp(arch, "arm") == 0 && !*var)
+        var = "v7";
+    if (strcmp(arch, "amd64") == 0 && strcmp(var, "v1") == 0)
+        var = "";
+    if (!plat_word(os) || !plat_word(arch) || (*var && !plat_word(var)))
+        return false;
+    *out = *var ? df_printf(a, "%s/%s/%s", os, arch, var) : df_printf(a, "%s/%s", os, arch);
+    return true;
+}
+
+void df_platform_split(df_arena *a, const char *p, char **os, char **arch, char **variant)
+{
+    const char *s1 = strchr(p, '/');
+    const char *s2 = s1 ? strchr(s1 + 1, '/') : NULL;
+    *os = df_strndup(a, p, s1 ? (size_t)(s1 - p) : strlen(p));
+    *arch =
+        s1 ? df_strndup(a, s1 + 1, s2 ? (size_t)(s2 - s1 - 1) : strlen(s1 + 1)) : df_strdup(a, "");
+    *variant = df_strdup(a, s2 ? s2 + 1 : "");
+}
+
+static const char *const keywords[] = {
+    "add",    "arg",   "cmd",         "copy",  "entrypoint", "env",
+    "expose", "from",  "healthcheck", "label", "maintainer", "onbuild",
+    "run",    "shell", "stopsignal",  "user",  "volume",     "workdir",
+};
+
+bool df_known_keyword(const char *kw)
+{
+    for (size_t i = 0; i < KILN_ARRAY_SIZE(keywords); i++)
+        if (strcmp(kw, keywords[i]) == 0)
+            return true;
+    return false;
+}
+
+/* Levenshtein distance of two short strings (callers bound the lengths). */
+static size_t distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b), row[32];
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t prev = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t cur = row[j];
+            size_t sub = prev + (tolower((unsigned char)a[i - 1]) != b[j - 1]);
+            size_t del = row[j] + 1, ins = row[j - 1] + 1;
+            row[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+            prev = cur;
+        }
+    }
+    return row[lb];
+}
+
+const char *df_suggest_keyword(const char *kw)
+{
+    static const char *const upper[] = {
+        "ADD",    "ARG",   "CMD",         "COPY",  "ENTRYPOINT", "ENV",
+        "EXPOSE", "FROM",  "HEALTHCHECK", "LABEL", "MAINTAINER", "ONBUILD",
+        "RUN",    "SHELL", "STOPSIGNAL",  "USER",  "VOLUME",     "WORKDIR",
+    };
+    size_t n = strlen(kw);
+    if (n == 0 || n > 16)
+        return NULL;
+    size_t best = 3;
+    const char *res = NULL;
+    for (size_t i = 0; i < KILN_ARRAY_SIZE(keywords); i++) {
+        size_t d = distance(kw, keywords[i]);
+        if (d < best && d <= (n + 2) / 3) {
+            best = d;
+            res = upper[i];
+        }
+    }
+    return res;
+}
+
+/* Docker's reference grammar, checked loosely: [host[:port]/]path[:tag][@algo:hex]
+ * where path components are lower case. */
+bool df_valid_ref(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 4096)
+        return false;
+    const char *at = strchr(s, '@');
+    size_t name_end = at ? (size_t)(at - s) : n;
+    if (at) {
+        const char *colon = strchr(at + 1, ':');
+        if (!colon || colon == at + 1 || colon[1] == '\0')
+            return false;
+        for (const char *p = at + 1; *p; p++)
+            if (!(isalnum((unsigned char)*p) || strchr(":+.-_", *p)))
+                return false;
+    }
+    /* Tag: after the last ':' that follows the last '/'. */
+    const char *slash = NULL;
+    for (size_t i = 0; i < name_end; i++)
+        if (s[i] == '/')
+            slash = s + i;
+    const char *tag = NULL;
+    for (const char *p = slash ? slash : s; p < s + name_end; p++)
+        if (*p == ':')
+            tag = p;
+    size_t repo_end = tag ? (size_t)(tag - s) : name_end;
+    if (tag) {
+        size_t tl = name_end - (size_t)(tag - s) - 1;
+        if (tl == 0 || tl > 128 || !(isalnum((unsigned char)tag[1]) || tag[1] == '_'))
+            return false;
+        for (size_t i = 1; i <= tl; i++)
+            if (!(isalnum((unsigned char)tag[i]) || strchr("_.-", tag[i])))
+                return false;
+    }
+    if (repo_end == 0)
+        return false;
+    /* Domain: first component when it has '.', ':' or is localhost. */
+    size_t start = 0;
+    const char *first_slash = memchr(s, '/', repo_end);
+    if (first_slash) {
+        size_t fl = (size_t)(first_slash - s);
+        bool domain = fl == 9 && strncmp(s, "localhost", 9) == 0;
+        for (size_t i = 0; i < fl; i++)
+            domain |= s[i] == '.' || s[i] == ':';
+        if (domain) {
+            for (size_t i = 0; i < fl; i++)
+                if (!(isalnum((unsigned char)s[i]) || strchr(".-:[]", s[i])))
+                    return false;
+            start = fl + 1;
+        }
+    }
+    if (start >= repo_end)
+        return false;
+    char prev = '/';
+    for (size_t i = start; i < repo_end; i++) {
+        char ch = s[i];
+        bool alnum = islower((unsigned char)ch) || isdigit((unsigned char)ch);
+        if (!alnum && !strchr("._-/", ch))
+            return false;
+        if (ch == '/' &&
+            (prev == '/' || !(islower((unsigned char)prev) || isdigit((unsigned char)prev))))
+            return false;
+        if (prev == '/' && !alnum)
+            return false;
+        prev = ch;
+    }
+    return islower((unsigned char)prev) || isdigit((unsigned char)prev);
+}
+
+char *df_path_clean(df_arena *a, const char *p)
+{
+    bool abs = *p == '/';
+    size_t n = strlen(p);
+    char *out = df_alloc(a, n + 2);
+    size_t o = 0;
+    if (abs)
+        out[o++] = '/';
+    size_t base = o;
+    const char *s = p;
+    while (*s) {
+        while (*s == '/')
+            s++;
+        if (!*s)
+            break;
+        const char *e = strchr(s, '/');
+        size_t len = e ? (size_t)(e - s) : strlen(s);
+        if (len == 1 && s[0] == '.') {
+            /* skip */
+        } else if (len == 2 && s[0] == '.' && s[1] == '.') {
+            if (o > base) {
+                while (o > base && out[o - 1] != '/')
+                    o--;
+                if (o > base)
+                    o--;
+                /* A relative path may begin with "..": keep those. */
+            } else if (!abs) {
+                if (o > 0)
+                    out[o++] = '/';
+                out[o++] = '.';
+                out[o++] = '.';
+                base = o;
+            }
+        } else {
+            if (o > (abs ? 1u : 0u) && out[o - 1] != '/')
+                out[o++] = '/';
+            memcpy(out + o, s, len);
+            o += len;
+        }
+        s += len;
+    }
+    if (o == 0)
+        out[o++] = '.';
+    out[o] = '\0';
+    return out;
+}

@@ -1,0 +1,82 @@
+/* libFuzzer target for the Dockerfile frontend: plans the input as a
+ * Dockerfile (with a build arg, a target and a base resolver so every path
+ * runs), renders the JSON, and feeds the same bytes to the .dockerignore
+ * matcher, the glob matcher and the word expander.  Must never crash, leak or
+ * hang. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "expand.h"
+#include "ignore.h"
+#include "plan.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static int resolve(bld_base_info *out, void *ctx, const char *ref, const char *platform)
+{
+    static const char *const env[] = {"PATH=/bin", "HOME=/root"};
+    static const char *const trig[] = {"RUN echo $HOME", "COPY . /app"};
+    (void)ctx;
+    (void)platform;
+    if (ref[0] != 'o')
+        return 1;
+    memset(out, 0, sizeof(*out));
+    out->env = env;
+    out->n_env = 2;
+    out->onbuild = trig;
+    out->n_onbuild = 2;
+    out->workdir = "/w";
+    return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    const char *text = (const char *)data;
+    static const char *const bargs[] = {"V=1", "HTTP_PROXY=x", "TARGETARCH=arm64"};
+    bld_plan_opts o = {.build_args = bargs,
+                       .n_build_args = 3,
+                       .build_platform = "linux/amd64",
+                       .resolve_base = resolve};
+    if (size && data[0] == 'F')
+        o.target = "b";
+    bld_plan *p = NULL;
+    kiln_error *err = NULL;
+    if (bld_plan_parse(&p, text, size, "Dockerfile", &o, &err) == 0) {
+        cJSON *j = bld_plan_to_json(p);
+        char *s = cJSON_PrintUnformatted(j);
+        free(s);
+        cJSON_Delete(j);
+        bld_plan_free(p);
+    }
+    kiln_error_free(&err);
+
+    char *z = malloc(size + 1);
+    if (z == NULL)
+        return 0;
+    memcpy(z, data, size);
+    z[size] = '\0';
+    bld_ignore *ig = NULL;
+    if (bld_ignore_parse(&ig, text, size, &err) == 0) {
+        bld_ignore_match(ig, "a/b/c.txt");
+        bld_ignore_match(ig, z);
+        bld_ignore_free(ig);
+    }
+    kiln_error_free(&err);
+    /* First line: glob pattern; the rest: the name. */
+    char *nl = strchr(z, '\n');
+    if (nl) {
+        *nl = '\0';
+        bool m = false;
+        bld_glob_match(&m, z, nl + 1, &err);
+        kiln_error_free(&err);
+        *nl = '\n';
+    }
+    static const char *const env[] = {"A=1", "E="};
+    char *out = NULL;
+    if (bld_expand_word(&out, z, env, 2, size && data[0] == '`' ? '`' : '\\', &err) == 0)
+        free(out);
+    kiln_error_free(&err);
+    free(z);
+    return 0;
+}
