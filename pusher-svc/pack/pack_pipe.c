@@ -25,6 +25,10 @@
 
 /* zstd job size, pinned so frames do not depend on the library's heuristics. */
 #define ZSTD_JOB_SIZE ((size_t)4 << 20)
+/* Blocks at least this long whose byte histogram passes STORE_CHI2 are
+ * stored, not deflated (see looks_incompressible). */
+#define STORE_MIN  ((size_t)64 << 10)
+#define STORE_CHI2 16384
 
 enum slot_state { SLOT_FREE, SLOT_READY, SLOT_BUSY, SLOT_DONE };
 
@@ -199,9 +203,62 @@ static int make_nonfinal(worker *w, slot *s, kiln_error **err)
     return 0;
 }
 
+/* True when the block's byte histogram is so flat that no Huffman code can
+ * gain more than ~0.15%: already-compressed or random data.  Integer
+ * arithmetic only, so the decision (and the output) is the same everywhere.
+ * With n bytes and counts c[i], the normalised chi-square statistic is
+ * sum((256 c - n)^2) / (256 n); uniform random data gives ~255. */
+static bool looks_incompressible(const uint8_t *in, size_t n)
+{
+    if (n < STORE_MIN)
+        return false;
+    uint32_t c[4][256];
+    memset(c, 0, sizeof(c));
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        c[0][in[i]]++;
+        c[1][in[i + 1]]++;
+        c[2][in[i + 2]]++;
+        c[3][in[i + 3]]++;
+    }
+    for (; i < n; i++)
+        c[0][in[i]]++;
+    uint64_t sum = 0;
+    for (int b = 0; b < 256; b++) {
+        int64_t d = 256 * (int64_t)(c[0][b] + c[1][b] + c[2][b] + c[3][b]) - (int64_t)n;
+        sum += (uint64_t)(d * d);
+    }
+    return sum <= (uint64_t)STORE_CHI2 * 256 * n;
+}
+
+/* Emits the block as stored deflate blocks.  Every segment starts on a byte
+ * boundary (the gzip header is 10 bytes and every segment ends aligned), so a
+ * stored header is one byte: BFINAL in bit 0, BTYPE 00, padding. */
+static size_t store_block(uint8_t *out, const uint8_t *in, size_t n, bool final)
+{
+    size_t o = 0;
+    do {
+        size_t len = n > 65535 ? 65535 : n;
+        out[o++] = (final && len == n) ? 1 : 0;
+        out[o++] = (uint8_t)len;
+        out[o++] = (uint8_t)(len >> 8);
+        out[o++] = (uint8_t)~len;
+        out[o++] = (uint8_t)(~len >> 8);
+        memcpy(out + o, in, len);
+        o += len;
+        in += len;
+        n -= len;
+    } while (n > 0);
+    return o;
+}
+
 static int compress_block(worker *w, slot *s, kiln_error **err)
 {
     s->crc = (uint32_t)libdeflate_crc32(0, s->in, s->in_len);
+    if (w->p->level > 0 && looks_incompressible(s->in, s->in_len)) {
+        s->out_len = store_block(s->out, s->in, s->in_len, s->final);
+        return 0;
+    }
     s->out_len = libdeflate_deflate_compress(w->c, s->in, s->in_len, s->out, w->p->out_cap - 8);
     if (s->out_len == 0)
         return kiln_error_set(err, KILN_EINTERNAL, 0, "deflate output over its bound");
@@ -494,7 +551,9 @@ static int setup(pack_pipe *p, int threads, kiln_error **err)
         p->nworkers = threads;
         /* producer block + one per worker + two waiting for the writer */
         p->nslots = (size_t)threads + 3;
-        p->out_cap = libdeflate_deflate_compress_bound(NULL, PSH_PACK_BLOCK_SIZE) + 8;
+        size_t stored = PSH_PACK_BLOCK_SIZE + 5 * (PSH_PACK_BLOCK_SIZE / 65535 + 1);
+        p->out_cap = libdeflate_deflate_compress_bound(NULL, PSH_PACK_BLOCK_SIZE);
+        p->out_cap = (p->out_cap > stored ? p->out_cap : stored) + 8;
     } else {
         p->nslots = 3;
     }

@@ -52,6 +52,7 @@ typedef struct walker {
     link_slot *links;  /* open addressing on (dev, ino) */
     size_t nlinks, caplinks;
     kiln_error *pipe_err; /* failure reported by the pipeline inside libarchive */
+    bool discard;         /* tearing down: the write callback drops everything */
 } walker;
 
 typedef struct child {
@@ -64,6 +65,8 @@ typedef struct child {
 static la_ssize_t tar_write_cb(struct archive *a, void *ud, const void *buf, size_t len)
 {
     walker *w = ud;
+    if (w->discard)
+        return -1;
     if (pack_pipe_write(w->pipe, buf, len, &w->pipe_err) < 0) {
         archive_set_error(a, EIO, "layer pipeline failed");
         return -1;
@@ -519,7 +522,11 @@ static int open_archive(walker *w, kiln_error **err)
 static void walker_dispose(walker *w)
 {
     if (w->a != NULL) {
-        archive_write_fail(w->a); /* never let free() write a trailer */
+        /* After a failure libarchive's free() skips close() and leaks its
+         * output buffer; close explicitly with the callback refusing data,
+         * so nothing more reaches the pipeline (no trailer, no padding). */
+        w->discard = true;
+        archive_write_close(w->a);
         archive_write_free(w->a);
     }
     archive_entry_free(w->e);

@@ -151,6 +151,7 @@ static int codec_bench(const char *path)
     bench_zlib(&b, 6);
     bench_zlib(&b, 1);
     bench_libdeflate(&b, 6);
+    bench_libdeflate(&b, 5);
     bench_libdeflate(&b, 4);
     bench_libdeflate(&b, 1);
 #ifdef KILN_HAVE_ISAL

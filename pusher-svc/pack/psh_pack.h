@@ -37,21 +37,27 @@
  * per-block CRCs.  The block layout depends only on the input, so any thread
  * count gives the same bytes.  Codec chosen by measurement on this project's
  * 2-vCPU EPYC, one core, 200 MB tar of /usr binaries and docs, 1 MiB blocks
- * (reproduce: `kiln-pack-tool --codec-bench FILE`):
+ * (reproduce: `kiln-pack-tool --codec-bench FILE`; the machine is shared, so
+ * expect +-20% between runs):
  *     zlib -6 (dictionary + Z_SYNC_FLUSH)       37 MB/s  ratio 3.10
  *     zlib -1                                  120 MB/s  ratio 2.78
- *     libdeflate -6 (+ block walk, below)       84 MB/s  ratio 3.13
- *     libdeflate -4 (+ block walk)             108 MB/s  ratio 3.03
- *     ISA-L igzip level 3 / 1                  405 / 642 MB/s  ratio 2.80 / 2.71
- * libdeflate -6 compresses better than zlib -6 at 2.3x its speed.  ISA-L is
- * faster still but 10% larger, and it picks its hash function and kernels by
- * CPU feature at run time, so the same tree could give different digests on
- * different machines; it is not used.  libdeflate only writes final streams,
- * so each non-final block is walked once with zlib's inflate (Z_BLOCK) to find
- * the bit where its last block header starts and where its data ends: the
- * BFINAL bit is cleared there and an empty stored block aligns the end, as a
- * zlib sync flush would.  The walk also proves that every block decompresses
- * to its input before any byte is written.
+ *     libdeflate -6 (+ block walk, below)       75 MB/s  ratio 3.13
+ *     libdeflate -5 (+ block walk)              84 MB/s  ratio 3.11
+ *     libdeflate -4 (+ block walk)             104 MB/s  ratio 3.03
+ *     ISA-L igzip level 3 / 1                  402 / 641 MB/s  ratio 2.80 / 2.71
+ * libdeflate -5 (the default) matches zlib -6's ratio at 2.3x its speed.
+ * ISA-L is faster still but 10% larger, and it picks its hash function and
+ * kernels by CPU feature at run time, so the same tree could give different
+ * digests on different machines; it is not used.  libdeflate only writes
+ * final streams, so each non-final block is walked once with zlib's inflate
+ * (Z_BLOCK) to find the bit where its last block header starts and where its
+ * data ends: the BFINAL bit is cleared there and an empty stored block aligns
+ * the end, as a zlib sync flush would.  The walk also proves that every block
+ * decompresses to its input before any byte is written.  Blocks whose byte
+ * histogram is flat (random or already-compressed data; integer chi-square
+ * test, so the decision is the same on every machine) are written as stored
+ * deflate blocks without running the compressor: at most ~0.15% larger than
+ * Huffman coding could make them, and packed at memory speed.
  *
  * zstd: libzstd's own worker threads, always in multi-threaded mode (at least
  * one worker), whose output does not depend on the number of workers; pinned
@@ -69,7 +75,7 @@
 #define PSH_MEDIA_TYPE_TAR_GZIP "application/vnd.oci.image.layer.v1.tar+gzip"
 #define PSH_MEDIA_TYPE_TAR_ZSTD "application/vnd.oci.image.layer.v1.tar+zstd"
 
-#define PSH_PACK_GZIP_DEFAULT_LEVEL 6 /* libdeflate levels 0..12 */
+#define PSH_PACK_GZIP_DEFAULT_LEVEL 5 /* libdeflate 0..12; 5 matches zlib -6 ratio */
 #define PSH_PACK_ZSTD_DEFAULT_LEVEL 3
 #define PSH_PACK_MAX_THREADS        16 /* more threads are clamped: bounds memory */
 #define PSH_PACK_BLOCK_SIZE         ((size_t)1 << 20)

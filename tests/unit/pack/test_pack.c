@@ -389,3 +389,39 @@ KT_TEST(pack_cache_remembers_per_settings)
     psh_pack_cache_free(c);
     tmpdir_remove(work);
 }
+
+KT_TEST(incompressible_blocks_are_stored_not_inflated)
+{
+    char *work = tmpdir_new();
+    KT_REQUIRE(work != NULL);
+    /* 1.25 MiB of random bytes: one full stored block and a stored final block */
+    KT_REQUIRE(sh("head -c 1310720 /dev/urandom > '%s/rnd' && mkdir '%s/d' && "
+                  "cp '%s/rnd' '%s/d/r' && seq 1 1000 > '%s/d/s'",
+                  work, work, work, work, work) == 0);
+    char in_path[512], blob[512], cmd[1024];
+    snprintf(in_path, sizeof(in_path), "%s/rnd", work);
+    snprintf(blob, sizeof(blob), "%s/b", work);
+    int in = open(in_path, O_RDONLY), out = open(blob, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    KT_REQUIRE(in >= 0 && out >= 0);
+    psh_layer_info info;
+    KT_EXPECT_INT(psh_pack_tar_stream(&info, in, out, NULL, NULL), 0);
+    close(in);
+    close(out);
+    KT_EXPECT_INT(sh("gzip -t '%s'", blob), 0);
+    snprintf(cmd, sizeof(cmd), "gzip -dc '%s'", blob);
+    char *d = digest_of(cmd);
+    KT_EXPECT_STR(d, info.diff_id);
+    free(d);
+    /* stored: 5 bytes per stored block (17 for the 1 MiB block, 5 for the
+     * 256 KiB one) plus the gzip header and trailer */
+    KT_EXPECT_INT(info.size, 1310720 + 5 * (17 + 5) + 18);
+    /* mixed: random file then text in the same final block */
+    snprintf(in_path, sizeof(in_path), "%s/d", work);
+    KT_EXPECT_INT(pack_to(&info, in_path, blob, NULL, NULL), 0);
+    KT_EXPECT_INT(sh("gzip -t '%s'", blob), 0);
+    d = digest_of(cmd);
+    KT_EXPECT_STR(d, info.diff_id);
+    free(d);
+    KT_EXPECT(info.size <= info.tar_size + 5 * 22 + 18);
+    tmpdir_remove(work);
+}
