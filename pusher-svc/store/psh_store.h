@@ -7,6 +7,11 @@
  *                           pins/ (blobs that running commits are about to reference)
  *
  * skopeo (oci:STORE:REF) and umoci (--image STORE:REF) read the layout directly.
+ * Both split their argument at the FIRST ':' (skopeo 1.9 / umoci 0.4), so a
+ * ref.name that itself contains ':' works as long as the store path has none:
+ *     skopeo inspect oci:/var/lib/kiln/store:localhost:5000/team/app:1
+ * They match ref.name verbatim: give them the stored familiar form ("app:1",
+ * not "app" nor "docker.io/library/app:1"); Kiln's resolve accepts all three.
  *
  * Crash safety: a blob is written to .kiln/tmp, fsynced, re-hashed, then
  * renamed to blobs/sha256/HEX and the directory fsynced, so a blob's name is

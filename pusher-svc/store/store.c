@@ -527,15 +527,16 @@ int psh_store_put_blob_bytes(psh_store *s, psh_store_pin *pin, const char *expec
                               expected, digest);
     if (out_digest)
         memcpy(out_digest, digest, sizeof(digest));
-    if (psh_store_has_blob(s, digest) && pin == NULL) {
+    int r = 0;
+    if (pin != NULL && (r = psh_store_pin_add(s, pin, digest, err)) < 0)
+        return r;
+    if (psh_store_has_blob(s, digest)) { /* pinned first, so GC cannot race this check */
         utimensat(s->blobs_fd, digest + 7, NULL, AT_SYMLINK_NOFOLLOW);
         return 0;
     }
     psh_store_tmp t;
-    int r = psh_store_tmp_open(s, &t, err);
-    if (r < 0)
+    if ((r = psh_store_tmp_open(s, &t, err)) < 0)
         return r;
-    t.pin = pin;
     if (psh_write_all(t.fd, data, len) < 0) {
         int e = errno;
         psh_store_tmp_abort(s, &t);

@@ -370,3 +370,56 @@ KT_TEST(commit_reuses_remembered_layer)
     psh_pack_cache_free(cache);
     env_close(&e);
 }
+
+/* A pulled Docker schema 2 base: its layer blobs are reused byte for byte and
+ * their media types become the OCI equivalents in the OCI manifest. */
+KT_TEST(commit_on_docker_base_uses_oci_layer_types)
+{
+    struct env e;
+    KT_REQUIRE(env_open(&e) == 0);
+    char layer[KILN_DIGEST_STRLEN + 1], cfg[KILN_DIGEST_STRLEN + 1], man[KILN_DIGEST_STRLEN + 1];
+    KT_REQUIRE(psh_store_put_blob_bytes(e.s, NULL, NULL, "gz", 2, layer, NULL) == 0);
+    char text[1024];
+    snprintf(text, sizeof(text),
+             "{\"architecture\":\"amd64\",\"os\":\"linux\",\"rootfs\":{\"type\":\"layers\","
+             "\"diff_ids\":[\"%s\"]},\"history\":[{\"created_by\":\"base step\"}]}",
+             ZERO_DIGEST);
+    KT_REQUIRE(psh_store_put_blob_bytes(e.s, NULL, NULL, text, strlen(text), cfg, NULL) == 0);
+    size_t cfg_len = strlen(text);
+    snprintf(text, sizeof(text),
+             "{\"schemaVersion\":2,\"mediaType\":\"%s\",\"config\":{\"mediaType\":\"%s\","
+             "\"size\":%zu,\"digest\":\"%s\"},\"layers\":[{\"mediaType\":\"%s\",\"size\":2,"
+             "\"digest\":\"%s\"}]}",
+             PSH_MT_DOCKER_MANIFEST, PSH_MT_DOCKER_CONFIG, cfg_len, cfg, PSH_MT_DOCKER_LAYER_GZ,
+             layer);
+    KT_REQUIRE(psh_store_put_blob_bytes(e.s, NULL, NULL, text, strlen(text), man, NULL) == 0);
+    psh_commit_spec spec;
+    basic_spec(&spec);
+    spec.base = man;
+    psh_history_entry h = {.created_by = "LABEL a=b", .empty_layer = true, .created = -1};
+    spec.history = &h;
+    spec.n_history = 1;
+    psh_commit_result res;
+    kiln_error *err = NULL;
+    int r = psh_commit(e.s, &spec, &res, &err);
+    if (r < 0)
+        KT_FAIL("%s", err->msg);
+    kiln_error_free(&err);
+    KT_REQUIRE(r == 0);
+    KT_EXPECT_INT(res.n_layers, 1);
+    KT_EXPECT_STR(res.layers[0].diff_id, ZERO_DIGEST);
+    cJSON *m = read_json_blob(&e, res.manifest.digest);
+    cJSON *l0 = cJSON_GetArrayItem(cJSON_GetObjectItem(m, "layers"), 0);
+    KT_EXPECT_STR(cJSON_GetObjectItem(l0, "mediaType")->valuestring, PSH_MT_OCI_LAYER_GZ);
+    KT_EXPECT_STR(cJSON_GetObjectItem(l0, "digest")->valuestring, layer);
+    KT_EXPECT_STR(cJSON_GetObjectItem(cJSON_GetObjectItem(m, "config"), "mediaType")->valuestring,
+                  PSH_MT_OCI_CONFIG);
+    cJSON_Delete(m);
+    cJSON *c = read_json_blob(&e, res.config.digest);
+    cJSON *hist = cJSON_GetObjectItem(c, "history");
+    KT_EXPECT_INT(cJSON_GetArraySize(hist), 2);
+    KT_EXPECT_STR(cJSON_GetObjectItem(hist->child, "created_by")->valuestring, "base step");
+    cJSON_Delete(c);
+    psh_commit_result_dispose(&res);
+    env_close(&e);
+}
