@@ -425,3 +425,21 @@ KT_TEST(incompressible_blocks_are_stored_not_inflated)
     KT_EXPECT(info.size <= info.tar_size + 5 * 22 + 18);
     tmpdir_remove(work);
 }
+
+KT_TEST(sockets_are_skipped)
+{
+    char *work = tmpdir_new();
+    KT_REQUIRE(work != NULL);
+    KT_REQUIRE(sh("cd '%s' && mkdir t && printf a > t/a && python3 -c \"import socket; "
+                  "socket.socket(socket.AF_UNIX).bind('t/sock')\" && test -S t/sock",
+                  work) == 0);
+    char dir[512], blob[512];
+    snprintf(dir, sizeof(dir), "%s/t", work);
+    snprintf(blob, sizeof(blob), "%s/b", work);
+    psh_layer_info info;
+    KT_EXPECT_INT(pack_to(&info, dir, blob, NULL, NULL), 0);
+    char *names = sh_out("tar -tzf '%s' | tr '\\n' '|'", blob);
+    KT_EXPECT_STR(names, "a|");
+    free(names);
+    tmpdir_remove(work);
+}

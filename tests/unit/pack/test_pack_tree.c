@@ -220,6 +220,12 @@ KT_TEST(overlay_whiteouts_become_oci_whiteouts)
         KT_EXPECT_STR(tree, ".|./keep|./opq|./opq/!first|./opq/new|");
         free(tree);
     }
+    /* a whiteout and a real file with the whiteout's name: refused */
+    KT_REQUIRE(sh("printf x > '%s/.wh.gone'", upper) == 0);
+    kiln_code dup = KILN_OK;
+    KT_EXPECT(pack_to(&infos[1], upper, b1, &o, &dup) < 0);
+    KT_EXPECT_INT(dup, KILN_EINVAL);
+    KT_REQUIRE(sh("rm '%s/.wh.gone'", upper) == 0);
     /* upper dirs using overlay metacopy are refused, not packed wrong */
     KT_REQUIRE(sh("python3 -c \"import os; os.setxattr('%s/opq/new','trusted.overlay.metacopy',"
                   "b'')\"",
