@@ -149,6 +149,10 @@ static int do_workdir(pctx *c, const df_line *ln, const df_cmd *cmd, bld_instr *
     int rc = one_string(c, ln, cmd, "WORKDIR", true, &p, err);
     if (rc < 0)
         return rc;
+    if (*p == '\0' && c->unresolved.n) {
+        in->u.str = p; /* decided once the base image's ENV is known */
+        return 0;
+    }
     if (*p == '\0')
         return pc_err(c, ln, cmd->args_off, err, "WORKDIR requires a non-empty path");
     const char *cur = c->ss.workdir;
@@ -507,7 +511,7 @@ int df_instr(pctx *c, const df_line *ln, const df_cmd *cmd, bld_instr *in, kiln_
         return do_workdir(c, ln, cmd, in, err);
     case BLD_INSTR_USER:
         rc = one_string(c, ln, cmd, "USER", true, &in->u.str, err);
-        if (rc == 0 && *in->u.str == '\0')
+        if (rc == 0 && *in->u.str == '\0' && c->unresolved.n == 0)
             return pc_err(c, ln, cmd->args_off, err, "USER requires a non-empty user");
         c->ss.user = in->u.str;
         return rc;

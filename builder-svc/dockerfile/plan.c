@@ -77,6 +77,13 @@ static const char *lookup(void *ctx, const char *name)
         record_use(c, name, a->value);
         return a->value;
     }
+    if (c->ss.env_unknown) {
+        for (size_t i = 0; i < c->unresolved.n; i++)
+            if (strcmp(c->unresolved.v[i], name) == 0)
+                return NULL;
+        DF_PUSH(c->a, c->unresolved.v, c->unresolved.n, c->cap_unresolved);
+        c->unresolved.v[c->unresolved.n++] = df_strdup(c->a, name);
+    }
     return NULL;
 }
 
@@ -216,11 +223,12 @@ static int splice_triggers(pctx *c, const df_trigger *t, size_t n, kiln_error **
 
 static int base_from_image(pctx *c, bld_stage *st, kiln_error **err)
 {
-    if (c->opts->resolve_base == NULL)
-        return 0;
     bld_base_info bi = {0};
-    if (c->opts->resolve_base(&bi, c->opts->resolve_ctx, st->base_image, st->platform) != 0)
+    c->ss.env_unknown = true;
+    if (c->opts->resolve_base == NULL ||
+        c->opts->resolve_base(&bi, c->opts->resolve_ctx, st->base_image, st->platform) != 0)
         return 0;
+    c->ss.env_unknown = false;
     for (size_t i = 0; i < bi.n_env; i++) {
         const char *e = bi.env[i], *eq = strchr(e, '=');
         if (eq)
@@ -329,6 +337,7 @@ static int dispatch_from(pctx *c, const df_line *ln, const df_cmd *cmd, kiln_err
         c->ss.user = ps->user;
         c->ss.workdir = ps->workdir;
         c->ss.shell = ps->shell;
+        c->ss.env_unknown = ps->env_unknown;
         if (!st->platform_set)
             st->platform = c->stages[i].platform;
         return splice_triggers(c, ps->triggers, ps->n_triggers, err);
@@ -366,9 +375,12 @@ static int dispatch(pctx *c, const df_line *ln, const df_cmd *cmd, bool from_onb
     c->n_used = 0;
     c->cap_used = 0;
     c->used = NULL;
+    c->unresolved = (bld_strv){0};
+    c->cap_unresolved = 0;
     int rc = df_instr(c, ln, cmd, in, err);
     if (rc < 0)
         return rc;
+    in->unresolved = c->unresolved;
     if (in->kind != BLD_INSTR_RUN) {
         in->args = c->used;
         in->n_args = c->n_used;

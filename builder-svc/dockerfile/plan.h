@@ -191,7 +191,9 @@ typedef struct bld_instr {
     bool from_onbuild;    /* spliced in from a base's ONBUILD triggers */
     bld_kv *args;         /* ARGs this instruction depends on (RUN: all in scope) */
     size_t n_args;
-    bld_kv *env; /* ENV in effect before the instruction, in order */
+    bld_strv unresolved; /* variables expanded as empty only because the base
+                          * image's ENV was unknown: re-plan with a resolver */
+    bld_kv *env;         /* ENV in effect before the instruction, in order */
     size_t n_env;
     const char *user;    /* USER in effect (NULL: the base's) */
     const char *workdir; /* WORKDIR in effect (NULL: the base's) */

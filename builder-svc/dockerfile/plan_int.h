@@ -21,6 +21,7 @@ typedef struct stage_state {
     const char *user;
     const char *workdir; /* NULL: the base image's (unknown) */
     bld_strv shell;
+    bool env_unknown;     /* the base image's ENV is not known (no resolver) */
     df_trigger *triggers; /* this stage's ONBUILD triggers */
     size_t n_triggers, cap_triggers;
 } stage_state;
@@ -48,6 +49,8 @@ typedef struct pctx {
     /* ARGs referenced by the instruction being expanded */
     bld_kv *used;
     size_t n_used, cap_used;
+    bld_strv unresolved; /* names not found while the base ENV is unknown */
+    size_t cap_unresolved;
     bld_strv warnings;
     size_t cap_warnings;
 } pctx;

@@ -167,6 +167,8 @@ static cJSON *instr_json(const bld_instr *in)
     if (in->from_onbuild)
         cJSON_AddBoolToObject(o, "from_onbuild", true);
     cJSON_AddItemToObject(o, "args", kv_array(in->args, in->n_args));
+    if (in->unresolved.n)
+        cJSON_AddItemToObject(o, "unresolved", strv(in->unresolved));
     cJSON_AddItemToObject(o, "env", kv_array(in->env, in->n_env));
     cJSON_AddItemToObject(o, "user", str_or_null(in->user));
     cJSON_AddItemToObject(o, "workdir", str_or_null(in->workdir));

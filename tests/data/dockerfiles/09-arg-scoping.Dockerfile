@@ -1,0 +1,12 @@
+ARG BASE=debian:bookworm
+ARG VERSION=1.0
+FROM $BASE AS one
+RUN echo "no version here: $VERSION"
+LABEL v1="[$VERSION]"
+ARG VERSION
+LABEL v2="[$VERSION]"
+ARG LOCAL=one
+FROM $BASE AS two
+LABEL local="[$LOCAL]"
+ARG VERSION=2.0
+LABEL v3="[$VERSION]"

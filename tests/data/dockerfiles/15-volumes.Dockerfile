@@ -1,0 +1,5 @@
+FROM postgres:16
+ENV PGDATA=/var/lib/postgresql/data
+VOLUME $PGDATA
+VOLUME ["/var/log/postgresql", "/backups"]
+VOLUME /a /b

@@ -1,0 +1,3 @@
+FROM alpine
+ARG VERSION=1
+RUN apk add --no-cache curl
