@@ -10,6 +10,7 @@
 #include "config.h"
 #include "log.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -18,6 +19,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <nng/protocol/pubsub0/pub.h>
@@ -34,11 +36,14 @@ struct kiln_events {
     char *url;
     char *log_dir;
     pthread_mutex_t mu;
+    pthread_cond_t ended; /* a job emitted its terminal event */
     unsigned running;
+    kiln_job *jobs; /* jobs started and not released (for Wait) */
 };
 
 struct kiln_job {
     kiln_events *ev;
+    kiln_job *next;
     pthread_mutex_t mu;
     char id[KILN_JOB_ID_MAX + 1];
     char topic[KILN_JOB_ID_MAX + 16];
@@ -46,6 +51,8 @@ struct kiln_job {
     int fd;
     bool terminal;
 };
+
+static void recover_jobs(kiln_events *ev);
 
 bool kiln_job_id_valid(const char *s)
 {
@@ -72,6 +79,7 @@ int kiln_events_new(kiln_events **out, const char *url, const kiln_transport_opt
     ev->url = strdup(url);
     ev->log_dir = strdup(log_dir);
     pthread_mutex_init(&ev->mu, NULL);
+    pthread_cond_init(&ev->ended, NULL);
     int rv = nng_pub0_open(&ev->pub);
     if (rv != 0 || !ev->url || !ev->log_dir) {
         free(ev->url);
@@ -84,6 +92,7 @@ int kiln_events_new(kiln_events **out, const char *url, const kiln_transport_opt
     nng_socket_set_size(ev->pub, NNG_OPT_RECVMAXSZ, 1024);
     /* A deeper per-subscriber queue absorbs bursts (e.g. fast RUN output). */
     nng_socket_set_int(ev->pub, NNG_OPT_SENDBUF, 8192);
+    recover_jobs(ev);
     if ((r = kiln_listen(ev->pub, url, t, err)) < 0) {
         nng_close(ev->pub);
         free(ev->url);
@@ -105,6 +114,7 @@ void kiln_events_free(kiln_events *ev)
     if (ipc)
         unlink(ipc);
     pthread_mutex_destroy(&ev->mu);
+    pthread_cond_destroy(&ev->ended);
     free(ev->url);
     free(ev->log_dir);
     free(ev);
@@ -177,8 +187,14 @@ static int emit_locked(kiln_job *j, kiln_event *e, bool terminal, kiln_error **e
     }
     j->seq = seq;
     if (terminal) {
-        j->terminal = true;
         fsync(j->fd);
+        char marker[PATH_MAX];
+        snprintf(marker, sizeof(marker), "%s/%s.running", j->ev->log_dir, j->id);
+        unlink(marker);
+        pthread_mutex_lock(&j->ev->mu);
+        j->terminal = true;
+        pthread_cond_broadcast(&j->ev->ended);
+        pthread_mutex_unlock(&j->ev->mu);
     }
     if (nng_sendmsg(j->ev->pub, m, NNG_FLAG_NONBLOCK) != 0)
         nng_msg_free(m); /* no subscriber room: the log still has it */
@@ -227,8 +243,17 @@ int kiln_job_start(kiln_job **out, kiln_events *ev, const char *topic_prefix, co
         free(j);
         return r;
     }
+    /* The marker says "this job has no terminal event yet"; a service that
+     * dies leaves it behind and the next start ends the job (recover_jobs). */
+    char marker[PATH_MAX];
+    snprintf(marker, sizeof(marker), "%s/%s.running", ev->log_dir, j->id);
+    int mfd = open(marker, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (mfd >= 0)
+        close(mfd);
     pthread_mutex_lock(&ev->mu);
     ev->running++;
+    j->next = ev->jobs;
+    ev->jobs = j;
     pthread_mutex_unlock(&ev->mu);
     *out = j;
     return 0;
@@ -305,10 +330,114 @@ void kiln_job_release(kiln_job *j)
     }
     pthread_mutex_lock(&j->ev->mu);
     j->ev->running--;
+    for (kiln_job **pp = &j->ev->jobs; *pp; pp = &(*pp)->next)
+        if (*pp == j) {
+            *pp = j->next;
+            break;
+        }
     pthread_mutex_unlock(&j->ev->mu);
     close(j->fd);
     pthread_mutex_destroy(&j->mu);
     free(j);
+}
+
+/* ---- recovery and waiting ---- */
+
+/* Ends the jobs a previous instance of the service left without a terminal
+ * event (it was killed): each gets failed(CANCELLED) so followers stop. */
+static void recover_jobs(kiln_events *ev)
+{
+    _cleanup_closedir_ DIR *d = opendir(ev->log_dir);
+    if (d == NULL)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        size_t n = strlen(e->d_name);
+        if (n <= 8 || strcmp(e->d_name + n - 8, ".running") != 0 || n - 8 > KILN_JOB_ID_MAX)
+            continue;
+        kiln_job j = {.ev = ev, .fd = -1};
+        memcpy(j.id, e->d_name, n - 8);
+        j.id[n - 8] = '\0';
+        if (!kiln_job_id_valid(j.id))
+            continue;
+        char path[PATH_MAX];
+        snprintf(path, sizeof(path), "%s/%s.log", ev->log_dir, j.id);
+        _cleanup_close_ int rfd = open(path, O_RDONLY | O_CLOEXEC);
+        j.fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+        if (rfd < 0 || j.fd < 0) {
+            if (j.fd >= 0)
+                close(j.fd);
+            snprintf(path, sizeof(path), "%s/%s", ev->log_dir, e->d_name);
+            unlink(path);
+            continue;
+        }
+        /* Header-only pass: no event is after UINT64_MAX. */
+        kiln_arena *a = kiln_arena_new();
+        Kiln__V1__EventsReply r = KILN__V1__EVENTS_REPLY__INIT;
+        kiln_error *err = NULL;
+        if (a && kiln_events_log_read(rfd, j.id, UINT64_MAX, 1, &r, a, &err) == 0 && !r.finished) {
+            pthread_mutex_init(&j.mu, NULL);
+            /* Logs live in events/<topic prefix>/. */
+            const char *prefix = strrchr(ev->log_dir, '/');
+            snprintf(j.topic, sizeof(j.topic), "%.8s.%s", prefix ? prefix + 1 : "job", j.id);
+            j.seq = r.last_seq;
+            kiln_job_fail(&j, KILN_ECANCELED, "the service stopped while the job ran", &err);
+            pthread_mutex_destroy(&j.mu);
+            kiln_warn("events", "job %s was interrupted by a service stop; marked failed", j.id);
+        }
+        kiln_error_free(&err);
+        kiln_arena_free(a);
+        close(j.fd);
+        snprintf(path, sizeof(path), "%s/%s", ev->log_dir, e->d_name);
+        unlink(path);
+    }
+}
+
+int kiln_events_wait(kiln_events *ev, const char *job_id, int timeout_ms,
+                     Kiln__V1__WaitReply *reply, kiln_arena *arena, kiln_error **err)
+{
+    if (!kiln_job_id_valid(job_id))
+        return kiln_error_set(err, KILN_EINVAL, 0, "invalid job id");
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += timeout_ms / 1000;
+    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&ev->mu);
+    for (;;) {
+        kiln_job *j = ev->jobs;
+        while (j && strcmp(j->id, job_id) != 0)
+            j = j->next;
+        if (j == NULL || j->terminal || timeout_ms <= 0)
+            break;
+        if (pthread_cond_timedwait(&ev->ended, &ev->mu, &dl) != 0)
+            break;
+    }
+    pthread_mutex_unlock(&ev->mu);
+
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/%s.log", ev->log_dir, job_id);
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return kiln_error_set(err, errno == ENOENT ? KILN_ENOENT : KILN_EIO,
+                              errno == ENOENT ? 0 : errno, "no job %s", job_id);
+    Kiln__V1__EventsReply r = KILN__V1__EVENTS_REPLY__INIT;
+    int rc = kiln_events_log_read(fd, job_id, UINT64_MAX, 1, &r, arena, err);
+    if (rc < 0)
+        return rc;
+    reply->last_seq = r.last_seq;
+    reply->finished = r.finished;
+    if (!r.finished)
+        return 0;
+    Kiln__V1__EventsReply last = KILN__V1__EVENTS_REPLY__INIT;
+    if ((rc = kiln_events_log_read(fd, job_id, r.last_seq - 1, 1, &last, arena, err)) < 0)
+        return rc;
+    if (last.n_events == 1)
+        reply->terminal = last.events[0];
+    return 0;
 }
 
 /* ---- replay ---- */

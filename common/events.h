@@ -7,8 +7,10 @@
  * slow subscribers; the log is what Events(job_id, after_seq) replays.
  *
  * A job ends with exactly one terminal event (completed or failed): after it,
- * emitting more events is refused, and a job released without one gets a
- * failed(INTERNAL) event so no follower waits forever. */
+ * emitting more events is refused, a job released without one gets a
+ * failed(INTERNAL) event, and a job whose service died gets failed(CANCELLED)
+ * when the service starts again (a "<job>.running" marker sits beside the log
+ * until the terminal event), so no follower waits forever. */
 #ifndef KILN_EVENTS_H
 #define KILN_EVENTS_H
 
@@ -59,6 +61,11 @@ void kiln_job_release(kiln_job *j);
  * jobs, KILN_EINVAL for malformed ids. */
 int kiln_events_replay(kiln_events *ev, const char *job_id, uint64_t after_seq, uint32_t max,
                        Kiln__V1__EventsReply *reply, kiln_arena *arena, kiln_error **err);
+
+/* Waits up to timeout_ms for job_id to end, then reports whether it has and
+ * its terminal event (memory from arena).  KILN_ENOENT for unknown jobs. */
+int kiln_events_wait(kiln_events *ev, const char *job_id, int timeout_ms,
+                     Kiln__V1__WaitReply *reply, kiln_arena *arena, kiln_error **err);
 
 /* The log reader behind kiln_events_replay, on an open log file (for tests and
  * fuzzing: the file may hold anything; corrupt logs give KILN_EIO). */

@@ -321,10 +321,30 @@ static int m_events(void *user, const kiln_req *req, kiln_reply *reply, kiln_are
     return 0;
 }
 
+#define WAIT_MAX_MS 30000
+
+static int m_wait(void *user, const kiln_req *req, kiln_reply *reply, kiln_arena *a,
+                  kiln_error **err)
+{
+    kiln_service *s = user;
+    Kiln__V1__WaitReply *r = kiln_arena_alloc(a, sizeof(*r));
+    if (r == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    kiln__v1__wait_reply__init(r);
+    int t = req->wait->timeout_ms > WAIT_MAX_MS ? WAIT_MAX_MS : (int)req->wait->timeout_ms;
+    int rc = kiln_events_wait(s->events, req->wait->job_id, t, r, a, err);
+    if (rc < 0)
+        return rc;
+    reply->body_case = KILN__V1__REPLY__BODY_WAIT_REPLY;
+    reply->wait_reply = r;
+    return 0;
+}
+
 static const kiln_rpc_method builtin[] = {
     {KILN__V1__REQUEST__BODY_STATUS, "Status", m_status, KILN_RPC_INLINE, NULL},
     {KILN__V1__REQUEST__BODY_HEALTH, "Health", m_health, KILN_RPC_INLINE, NULL},
     {KILN__V1__REQUEST__BODY_EVENTS, "Events", m_events, 0, NULL},
+    {KILN__V1__REQUEST__BODY_WAIT, "Wait", m_wait, 0, NULL},
 };
 
 /* ---- HTTP ---- */

@@ -10,9 +10,30 @@
 #include "service.h"
 
 #include <pthread.h>
+#include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define N_EVENTS 100000
+
+/* A service that dies in the middle of a job, without any cleanup: run when
+ * this binary is exec'd with KILN_TEST_DOOMED_LOGDIR set (see the test below). */
+__attribute__((constructor)) static void doomed_service(void)
+{
+    const char *logdir = getenv("KILN_TEST_DOOMED_LOGDIR");
+    if (logdir == NULL)
+        return;
+    kiln_events *ev = NULL;
+    kiln_job *job = NULL;
+    kiln_error *e = NULL;
+    if (kiln_events_new(&ev, getenv("KILN_TEST_DOOMED_URL"), NULL, logdir, &e) < 0 ||
+        kiln_job_start(&job, ev, "push", "push", "doomed", &e) < 0 ||
+        kiln_job_log(job, false, "working", &e) < 0)
+        _exit(1);
+    if (write(1, kiln_job_id(job), strlen(kiln_job_id(job))) < 0)
+        _exit(1);
+    _exit(0);
+}
 
 static char *dir;
 static kiln_service_opts opts;
@@ -266,6 +287,102 @@ KT_TEST(mutating_calls_are_idempotent_on_request_id)
     kiln_rpc_client_free(c1);
     kiln_rpc_client_free(c2);
     kiln_rpc_server_stop(srv, 2000);
+}
+
+static kiln_reply *wait_call(const char *job, uint32_t timeout_ms, kiln_error **err)
+{
+    kiln_req req = KILN__V1__REQUEST__INIT;
+    Kiln__V1__WaitRequest wr = KILN__V1__WAIT_REQUEST__INIT;
+    wr.job_id = (char *)job;
+    wr.timeout_ms = timeout_ms;
+    req.body_case = KILN__V1__REQUEST__BODY_WAIT;
+    req.wait = &wr;
+    kiln_reply *r = NULL;
+    kiln_rpc_call(client, &req, &r, 10000, err);
+    return r;
+}
+
+KT_TEST(wait_returns_the_terminal_event)
+{
+    setup();
+    kiln_job *job = NULL;
+    kiln_error *err = NULL;
+    KT_REQUIRE(kiln_job_start(&job, kiln_service_events(svc), "build", "build", "t", &err) == 0);
+    char id[KILN_JOB_ID_MAX + 1];
+    snprintf(id, sizeof(id), "%s", kiln_job_id(job));
+    kiln_reply *r = wait_call(id, 200, &err);
+    KT_REQUIRE(r != NULL);
+    KT_EXPECT(!r->wait_reply->finished);
+    KT_EXPECT_INT(r->wait_reply->last_seq, 1);
+    kiln_rpc_reply_free(r);
+    KT_EXPECT_INT(kiln_job_complete(job, "ok", "sha256:abc", &err), 0);
+    r = wait_call(id, 5000, &err);
+    KT_REQUIRE(r != NULL);
+    KT_EXPECT(r->wait_reply->finished);
+    KT_REQUIRE(r->wait_reply->terminal != NULL);
+    KT_EXPECT_INT(r->wait_reply->terminal->payload_case, KILN__V1__EVENT__PAYLOAD_COMPLETED);
+    KT_EXPECT_STR(r->wait_reply->terminal->completed->digest, "sha256:abc");
+    KT_EXPECT_INT(r->wait_reply->terminal->seq, 2);
+    kiln_rpc_reply_free(r);
+    kiln_job_release(job);
+    r = wait_call("feedfacefeedface", 0, &err);
+    KT_EXPECT(r == NULL && err && err->code == KILN_ENOENT);
+    kiln_error_free(&err);
+}
+
+KT_TEST(jobs_of_a_killed_service_end_failed_at_next_start)
+{
+    char *d = th_tempdir("recover");
+    KT_REQUIRE(d != NULL);
+    char logdir[512], url[600];
+    snprintf(logdir, sizeof(logdir), "%s/events/push", d);
+    snprintf(url, sizeof(url), "ipc://%s/ev.sock", d);
+    /* NNG cannot be used in a forked child of a process that already uses it:
+     * run the doomed service as a fresh exec of this binary. */
+    int pipefd[2];
+    KT_REQUIRE(pipe(pipefd) == 0);
+    pid_t pid = fork();
+    KT_REQUIRE(pid >= 0);
+    if (pid == 0) {
+        dup2(pipefd[1], 1);
+        setenv("KILN_TEST_DOOMED_LOGDIR", logdir, 1);
+        setenv("KILN_TEST_DOOMED_URL", url, 1);
+        execl("/proc/self/exe", "doomed", (char *)NULL);
+        _exit(127);
+    }
+    close(pipefd[1]);
+    char id[KILN_JOB_ID_MAX + 1] = {0};
+    ssize_t n = read(pipefd[0], id, KILN_JOB_ID_MAX);
+    close(pipefd[0]);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    KT_REQUIRE(n > 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+
+    kiln_events *ev = NULL;
+    kiln_error *err = NULL;
+    KT_REQUIRE(kiln_events_new(&ev, url, NULL, logdir, &err) == 0);
+    kiln_arena *a = kiln_arena_new();
+    Kiln__V1__EventsReply r = KILN__V1__EVENTS_REPLY__INIT;
+    KT_EXPECT_INT(kiln_events_replay(ev, id, 0, 0, &r, a, &err), 0);
+    KT_EXPECT_INT(r.n_events, 3);
+    KT_EXPECT(r.finished);
+    if (r.n_events == 3) {
+        KT_EXPECT_INT(r.events[2]->seq, 3);
+        KT_EXPECT_INT(r.events[2]->payload_case, KILN__V1__EVENT__PAYLOAD_FAILED);
+        KT_EXPECT(strncmp(r.events[2]->topic, "push.", 5) == 0);
+    }
+    kiln_arena_free(a);
+    kiln_events_free(ev);
+    /* A second start finds nothing left to recover. */
+    KT_REQUIRE(kiln_events_new(&ev, url, NULL, logdir, &err) == 0);
+    a = kiln_arena_new();
+    Kiln__V1__EventsReply r2 = KILN__V1__EVENTS_REPLY__INIT;
+    KT_EXPECT_INT(kiln_events_replay(ev, id, 0, 0, &r2, a, &err), 0);
+    KT_EXPECT_INT(r2.n_events, 3);
+    kiln_arena_free(a);
+    kiln_events_free(ev);
+    th_rmrf(d);
+    free(d);
 }
 
 KT_TEST(teardown)
