@@ -16,6 +16,7 @@
 #define DF_MAX_NESTING    64                 /* ${...} nesting depth */
 #define DF_MAX_HEREDOCS   64                 /* heredocs on one instruction line */
 #define DF_MAX_FLAG_WORDS 256                /* flags on one instruction */
+#define DF_MAX_WORK       200000000ULL       /* lookups x variables, stages x references */
 
 /* ---- arena: every object of a plan is freed at once ---------------------- */
 

@@ -144,7 +144,8 @@ static void closure(const prog *p, unsigned char *st)
             st[2 * (i + 1)] = 1;
 }
 
-static bool run(const prog *p, const char *s)
+/* Whether p matches all of s, or (prefix) the part of s before some '/'. */
+static bool run(const prog *p, const char *s, bool prefix)
 {
     size_t ns = 2 * (p->n + 1);
     unsigned char stack_a[128], stack_b[128];
@@ -158,6 +159,10 @@ static bool run(const prog *p, const char *s)
     closure(p, cur);
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
+        if (prefix && c == '/' && cur[2 * p->n]) {
+            ok = true;
+            goto out;
+        }
         memset(nxt, 0, ns);
         bool any = false;
         for (size_t i = 0; i < p->n; i++) {
@@ -291,18 +296,13 @@ bool bld_ignore_match(const bld_ignore *ig, const char *path)
         f++;
     if (*f == '\0')
         f = ".";
-    /* Parent directories: every proper prefix ending before a '/'. */
     bool matched = false;
     for (size_t i = 0; i < ig->n; i++) {
         const ipat *p = &ig->pats[i];
         if (p->exclusion != matched)
             continue;
-        bool m = run(&p->p, f);
-        for (char *sl = strchr(f, '/'); !m && sl; sl = strchr(sl + 1, '/')) {
-            *sl = '\0';
-            m = run(&p->p, f);
-            *sl = '/';
-        }
+        /* A pattern matching a parent directory matches everything below it. */
+        bool m = run(&p->p, f, true);
         if (m)
             matched = !p->exclusion;
     }
@@ -318,7 +318,7 @@ int bld_glob_match(bool *matched, const char *pattern, const char *name, kiln_er
         df_arena_free(a);
         return kiln_error_set(err, KILN_EINVAL, 0, "syntax error in pattern \"%s\"", pattern);
     }
-    *matched = run(&p, name);
+    *matched = run(&p, name, false);
     df_arena_free(a);
     return 0;
 }

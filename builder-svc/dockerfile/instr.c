@@ -91,6 +91,8 @@ static int do_env(pctx *c, const df_line *ln, const df_cmd *cmd, bld_instr *in, 
     int rc = name_vals(c, ln, cmd, in, "ENV", err);
     for (size_t i = 0; rc == 0 && i < in->u.kv.n; i++) {
         DF_PUSH(c->a, c->ss.env, c->ss.n_env, c->ss.cap_env);
+        c->ss.snap = NULL;
+        c->work += c->ss.n_env;
         /* A later value replaces the earlier one in place, like Config.Env. */
         size_t k = 0;
         while (k < c->ss.n_env && strcmp(c->ss.env[k].key, in->u.kv.pairs[i].key) != 0)

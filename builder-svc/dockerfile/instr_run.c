@@ -284,6 +284,9 @@ static void run_args(pctx *c, bld_instr *in)
 {
     bld_kv *v = df_alloc(c->a, (c->ss.n_args + 1) * sizeof(bld_kv));
     size_t n = 0;
+    c->work += c->ss.n_args * (c->ss.n_args + c->ss.n_env);
+    if (c->work > DF_MAX_WORK)
+        return;
     for (size_t i = 0; i < c->ss.n_args; i++) {
         const bld_kv *a = &c->ss.args[i];
         bool later = false, shadowed = false;

@@ -42,6 +42,7 @@ void pc_warn(pctx *c, const char *msg)
 
 static void record_use(pctx *c, const char *name, const char *value)
 {
+    c->work += c->n_used;
     for (size_t i = 0; i < c->n_used; i++)
         if (strcmp(c->used[i].key, name) == 0)
             return;
@@ -60,6 +61,9 @@ static const bld_kv *kv_find(const bld_kv *v, size_t n, const char *name)
 static const char *lookup(void *ctx, const char *name)
 {
     pctx *c = ctx;
+    if (c->work > DF_MAX_WORK)
+        return NULL;
+    c->work += c->ss.n_env + c->ss.n_args + c->n_meta + c->unresolved.n + 8;
     if (!c->in_stage) {
         const bld_kv *m = kv_find(c->meta, c->n_meta, name);
         if (m) {
@@ -133,6 +137,7 @@ static void add_dep(pctx *c, size_t dep)
 {
     bld_stage *st = &c->stages[c->n_stages - 1];
     size_t i = 0;
+    c->work += st->n_deps;
     while (i < st->n_deps && st->deps[i] < dep)
         i++;
     if (i < st->n_deps && st->deps[i] == dep)
@@ -162,6 +167,7 @@ int pc_stage_ref(pctx *c, const char *ref, bld_ref_kind *kind, size_t *stage, co
     }
     char *low = df_strdup(c->a, ref);
     df_lower(low);
+    c->work += c->n_all_names;
     for (size_t i = 0; i < c->n_all_names; i++) {
         if (c->all_names[i] == NULL || strcmp(c->all_names[i], low) != 0)
             continue;
@@ -215,6 +221,7 @@ static void stage_state_init(pctx *c)
 
 static void env_set(pctx *c, const char *k, const char *v)
 {
+    c->ss.snap = NULL;
     DF_PUSH(c->a, c->ss.env, c->ss.n_env, c->ss.cap_env);
     c->ss.env[c->ss.n_env++] = (bld_kv){k, v};
 }
@@ -282,6 +289,7 @@ static int dispatch_from(pctx *c, const df_line *ln, const df_cmd *cmd, kiln_err
     st->original = ln->text;
     st->line = ln->first_line;
     c->cap_instrs = 0;
+    c->work += 2 * c->n_all_names;
     if (n == 3) {
         df_lower(w[2]);
         if (!valid_stage_name(w[2]))
@@ -366,9 +374,13 @@ static int dispatch(pctx *c, const df_line *ln, const df_cmd *cmd, bool from_onb
     in->line = ln->first_line;
     in->end_line = ln->last_line;
     in->from_onbuild = from_onbuild;
-    in->env = df_alloc(c->a, (c->ss.n_env + 1) * sizeof(bld_kv));
-    if (c->ss.n_env)
-        memcpy(in->env, c->ss.env, c->ss.n_env * sizeof(bld_kv));
+    if (c->ss.snap == NULL) {
+        c->ss.snap = df_alloc(c->a, (c->ss.n_env + 1) * sizeof(bld_kv));
+        if (c->ss.n_env)
+            memcpy(c->ss.snap, c->ss.env, c->ss.n_env * sizeof(bld_kv));
+        c->work += c->ss.n_env;
+    }
+    in->env = c->ss.snap;
     in->n_env = c->ss.n_env;
     in->user = c->ss.user;
     in->workdir = c->ss.workdir;
@@ -456,6 +468,9 @@ static int global_arg(pctx *c, const df_line *ln, const df_cmd *cmd, kiln_error 
 static int dispatch_line(pctx *c, const df_line *ln, kiln_error **err)
 {
     df_cmd cmd;
+    if (c->work > DF_MAX_WORK)
+        return pc_err(c, ln, 0, err,
+                      "Dockerfile too complex: too many variables, stages or references");
     int rc = df_split_command(&cmd, c->a, ln, c->src, err);
     if (rc < 0)
         return rc;
@@ -539,6 +554,9 @@ static int finish(pctx *c, kiln_error **err)
     bld_plan *p = c->plan;
     if (c->n_stages == 0)
         return df_error_at(err, c->src, 1, 1, "the Dockerfile has no FROM instruction");
+    if (c->work > DF_MAX_WORK)
+        return df_error_at(err, c->src, 1, 1,
+                           "Dockerfile too complex: too many variables, stages or references");
     finish_stage(c);
     p->stages = c->stages;
     p->n_stages = c->n_stages;

@@ -22,6 +22,7 @@ typedef struct stage_state {
     const char *workdir; /* NULL: the base image's (unknown) */
     bld_strv shell;
     bool env_unknown;     /* the base image's ENV is not known (no resolver) */
+    bld_kv *snap;         /* copy of env shared by instructions until ENV changes */
     df_trigger *triggers; /* this stage's ONBUILD triggers */
     size_t n_triggers, cap_triggers;
 } stage_state;
@@ -53,6 +54,10 @@ typedef struct pctx {
     size_t cap_unresolved;
     bld_strv warnings;
     size_t cap_warnings;
+    /* Work done in loops whose cost depends on input shape (variables x
+     * references, stages x references); past DF_MAX_WORK the parse fails
+     * instead of running for minutes on hostile input. */
+    unsigned long long work;
 } pctx;
 
 /* Error at a logical offset of ln. */
