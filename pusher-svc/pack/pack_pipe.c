@@ -24,11 +24,14 @@
 #include <zstd.h>
 
 /* zstd job size, pinned so frames do not depend on the library's heuristics. */
-#define ZSTD_JOB_SIZE ((size_t)4 << 20)
+#define ZSTD_JOB_SIZE    ((size_t)1 << 20)
+#define ZSTD_MAX_WORKERS 4 /* output does not depend on it; memory does */
 /* Blocks at least this long whose byte histogram passes STORE_CHI2 are
  * stored, not deflated (see looks_incompressible). */
-#define STORE_MIN  ((size_t)64 << 10)
-#define STORE_CHI2 16384
+#define STORE_MIN ((size_t)64 << 10)
+/* Output window of the block walk's inflate, compared piecewise. */
+#define CHECK_CHUNK ((size_t)64 << 10)
+#define STORE_CHI2  16384
 
 enum slot_state { SLOT_FREE, SLOT_READY, SLOT_BUSY, SLOT_DONE };
 
@@ -169,10 +172,20 @@ static int make_nonfinal(worker *w, slot *s, kiln_error **err)
     z->next_in = s->out;
     z->avail_in = (uInt)s->out_len;
     z->next_out = w->check;
-    z->avail_out = (uInt)(PSH_PACK_BLOCK_SIZE + 1);
+    z->avail_out = (uInt)CHECK_CHUNK;
     uint64_t last_hdr = 0, end = 0;
+    size_t verified = 0;
+    bool same = true;
     for (;;) {
         int r = inflate(z, Z_BLOCK);
+        size_t produced = (size_t)(z->next_out - w->check);
+        if (produced > 0) { /* compare with the input in small pieces */
+            same = same && verified + produced <= s->in_len &&
+                   memcmp(w->check, s->in + verified, produced) == 0;
+            verified += produced;
+            z->next_out = w->check;
+            z->avail_out = (uInt)CHECK_CHUNK;
+        }
         if (r == Z_STREAM_END)
             break;
         if (r != Z_OK)
@@ -187,8 +200,8 @@ static int make_nonfinal(worker *w, slot *s, kiln_error **err)
             end = bit;
     }
     uint64_t nbits = (uint64_t)s->out_len * 8;
-    if (z->total_out != s->in_len || memcmp(w->check, s->in, s->in_len) != 0 || end > nbits ||
-        end + 8 <= nbits || last_hdr >= end || !(s->out[last_hdr >> 3] & (1u << (last_hdr & 7))) ||
+    if (!same || verified != s->in_len || end > nbits || end + 8 <= nbits || last_hdr >= end ||
+        !(s->out[last_hdr >> 3] & (1u << (last_hdr & 7))) ||
         (end & 7 && (s->out[end >> 3] >> (end & 7)) != 0))
         return kiln_error_set(err, KILN_EINTERNAL, 0, "deflate block walk: inconsistent stream");
     s->out[last_hdr >> 3] &= (uint8_t) ~(1u << (last_hdr & 7)); /* BFINAL = 0 */
@@ -525,7 +538,8 @@ static int setup_zstd(pack_pipe *p, int threads, kiln_error **err)
         return kiln_error_set(err, KILN_ENOSPC, ENOMEM, "zstd context");
     /* nbWorkers >= 1 even for one thread: multi-threaded frames do not depend
      * on the worker count, single-threaded ones differ from them. */
-    size_t r = ZSTD_CCtx_setParameter(p->zc, ZSTD_c_nbWorkers, threads);
+    size_t r = ZSTD_CCtx_setParameter(p->zc, ZSTD_c_nbWorkers,
+                                      threads < ZSTD_MAX_WORKERS ? threads : ZSTD_MAX_WORKERS);
     if (ZSTD_isError(r))
         return kiln_error_set(err, KILN_ENOTSUP, 0, "zstd without thread support: %s",
                               ZSTD_getErrorName(r));
@@ -575,7 +589,7 @@ static int setup(pack_pipe *p, int threads, kiln_error **err)
             worker *w = &p->workers[i];
             w->p = p;
             w->c = libdeflate_alloc_compressor(p->level);
-            w->check = malloc(PSH_PACK_BLOCK_SIZE + 1);
+            w->check = malloc(CHECK_CHUNK);
             if (w->c == NULL || w->check == NULL)
                 return kiln_error_set(err, KILN_ENOSPC, ENOMEM, "deflate compressor");
         }
