@@ -443,3 +443,29 @@ KT_TEST(sockets_are_skipped)
     free(names);
     tmpdir_remove(work);
 }
+
+KT_TEST(names_that_are_not_utf8_are_kept_as_bytes)
+{
+    char *work = tmpdir_new();
+    KT_REQUIRE(work != NULL);
+    KT_REQUIRE(sh("cd '%s' && mkdir t && printf a > \"t/$(printf 'caf\\351')\" && "
+                  "ln -s \"$(printf 'caf\\351')\" t/link",
+                  work) == 0);
+    char dir[512], blob[512];
+    snprintf(dir, sizeof(dir), "%s/t", work);
+    snprintf(blob, sizeof(blob), "%s/b", work);
+    psh_layer_info info;
+    KT_EXPECT_INT(pack_to(&info, dir, blob, NULL, NULL), 0);
+    /* GNU tar warns that it does not know hdrcharset, and uses the bytes */
+    KT_EXPECT_INT(sh("mkdir '%s/x' && tar -xzf '%s' -C '%s/x' 2>/dev/null && "
+                     "test \"$(cat \"%s/x/$(printf 'caf\\351')\")\" = a && "
+                     "test \"$(readlink '%s/x/link')\" = \"$(printf 'caf\\351')\"",
+                     work, blob, work, work, work),
+                  0);
+    char *py = sh_out("python3 -c \"import tarfile,sys; print([m.name.encode('utf-8', "
+                      "'surrogateescape') for m in tarfile.open(sys.argv[1])])\" '%s'",
+                      blob);
+    KT_EXPECT_STR(py, "[b'caf\\xe9', b'link']");
+    free(py);
+    tmpdir_remove(work);
+}
