@@ -19,6 +19,13 @@
 #define COPY_BLOCK         ((size_t)1 << 17)
 #define OCI_LAYOUT_CONTENT "{\"imageLayoutVersion\":\"1.0.0\"}"
 
+/* libarchive's message, never NULL. */
+static const char *arerr(struct archive *a)
+{
+    const char *m = archive_error_string(a);
+    return m ? m : "unknown libarchive error";
+}
+
 int psh_export_target_parse(const char *target, psh_export_kind *kind, const char **path,
                             kiln_error **err)
 {
@@ -171,7 +178,7 @@ static int copy_out(const psh_store *s, const char *digest, int out_fd, struct a
         r = archive_write_header(ar, e) == ARCHIVE_OK ? 0 : -1;
         archive_entry_free(e);
         if (r < 0)
-            return kiln_error_set(err, KILN_EIO, 0, "archive: %s", archive_error_string(ar));
+            return kiln_error_set(err, KILN_EIO, 0, "archive: %s", arerr(ar));
     }
     return copy_stream(fd, digest, out_fd, ar, err);
 }
@@ -244,7 +251,7 @@ static int ar_add(struct archive *ar, const char *name, bool dir, const char *da
              (dir || archive_write_data(ar, data, strlen(data)) == (la_ssize_t)strlen(data));
     archive_entry_free(e);
     if (!ok)
-        return kiln_error_set(err, KILN_EIO, 0, "archive %s: %s", name, archive_error_string(ar));
+        return kiln_error_set(err, KILN_EIO, 0, "archive %s: %s", name, arerr(ar));
     return 0;
 }
 
@@ -277,7 +284,7 @@ static int export_archive(const psh_store *s, const struct plan *p, const char *
         if ((r = copy_out(s, p->blobs.v[i], -1, ar, err)) < 0)
             goto out;
     if (archive_write_close(ar) != ARCHIVE_OK) {
-        r = kiln_error_set(err, KILN_EIO, 0, "archive %s: %s", tmp, archive_error_string(ar));
+        r = kiln_error_set(err, KILN_EIO, 0, "archive %s: %s", tmp, arerr(ar));
         goto out;
     }
     if (fsync(fd) < 0 || rename(tmp, dest) < 0)

@@ -32,6 +32,13 @@ static void archive_freep(struct archive **a)
         archive_read_free(*a);
 }
 
+/* libarchive's message, never NULL. */
+static const char *arerr(struct archive *a)
+{
+    const char *m = archive_error_string(a);
+    return m ? m : "unknown libarchive error";
+}
+
 static const char *host_arch(void)
 {
 #if defined(__x86_64__)
@@ -87,8 +94,7 @@ static int check_tar(const char *path, bool *compressed, kiln_error **err)
     archive_read_support_format_tar(a);
     archive_read_support_format_gnutar(a);
     if (archive_read_open_filename(a, path, FEED_BLOCK) != ARCHIVE_OK)
-        return kiln_error_set(err, KILN_EINVAL, 0, "%s: not a tar archive: %s", path,
-                              archive_error_string(a));
+        return kiln_error_set(err, KILN_EINVAL, 0, "%s: not a tar archive: %s", path, arerr(a));
     struct archive_entry *e;
     size_t n = 0;
     int r;
@@ -105,7 +111,7 @@ static int check_tar(const char *path, bool *compressed, kiln_error **err)
     }
     if (r != ARCHIVE_EOF)
         return kiln_error_set(err, KILN_EINVAL, 0, "%s: not a valid tar archive: %s", path,
-                              archive_error_string(a));
+                              arerr(a));
     if (n == 0)
         return kiln_error_set(err, KILN_EINVAL, 0, "%s: not a tar archive (no entries)", path);
     *compressed = archive_filter_count(a) > 1;
@@ -137,13 +143,13 @@ static void *feed(void *arg)
     archive_read_support_format_raw(a);
     if (archive_read_open_filename(a, f->path, FEED_BLOCK) != ARCHIVE_OK ||
         archive_read_next_header(a, &e) != ARCHIVE_OK) {
-        snprintf(f->msg, sizeof(f->msg), "%s", archive_error_string(a));
+        snprintf(f->msg, sizeof(f->msg), "%s", arerr(a));
         goto out;
     }
     for (;;) {
         la_ssize_t n = archive_read_data(a, buf, FEED_BLOCK);
         if (n < 0) {
-            snprintf(f->msg, sizeof(f->msg), "%s", archive_error_string(a));
+            snprintf(f->msg, sizeof(f->msg), "%s", arerr(a));
             break;
         }
         if (n == 0)

@@ -179,6 +179,15 @@ static int parse_name(psh_ref *out, const char *name, kiln_error **err)
     return parse_path(out, slash + 1, err);
 }
 
+static bool is_image_id(const char *s)
+{
+    size_t n = 0;
+    for (; s[n]; n++)
+        if (!is_hex_lower(s[n]))
+            return false;
+    return n == 64;
+}
+
 static int parse(psh_ref *out, const char *s, unsigned flags, kiln_error **err)
 {
     char name[INPUT_MAX + 1];
@@ -189,16 +198,11 @@ static int parse(psh_ref *out, const char *s, unsigned flags, kiln_error **err)
         return kiln_error_set(err, KILN_EINVAL, 0, "image reference too long (%zu bytes)", n);
     memcpy(name, s, n + 1);
 
-    if (n == 64) {
-        bool allhex = true;
-        for (size_t i = 0; i < n; i++)
-            allhex = allhex && is_hex_lower(s[i]);
-        if (allhex)
-            return kiln_error_set(err, KILN_EINVAL, 0,
-                                  "invalid reference \"%s\": a 64-character hex string is an "
-                                  "image id, not a repository name (use sha256:<hex>)",
-                                  s);
-    }
+    if (is_image_id(s))
+        return kiln_error_set(err, KILN_EINVAL, 0,
+                              "invalid reference \"%s\": a 64-character hex string is an "
+                              "image id, not a repository name (use sha256:<hex>)",
+                              s);
 
     char *at = strchr(name, '@');
     if (at != NULL) {
@@ -253,10 +257,10 @@ int psh_ref_parse(psh_ref *out, const char *s, unsigned flags, kiln_error **err)
     return r;
 }
 
-static size_t format(const psh_ref *r, const char *name_prefix, const char *name, char *buf,
-                     size_t n)
+/* name, then ":tag" and "@digest" when present. */
+static size_t format(const psh_ref *r, const char *name, char *buf, size_t n)
 {
-    int len = snprintf(buf, n, "%s%s%s%s%s%s", name_prefix, name, r->tag[0] ? ":" : "", r->tag,
+    int len = snprintf(buf, n, "%s%s%s%s%s", name, r->tag[0] ? ":" : "", r->tag,
                        r->digest[0] ? "@" : "", r->digest);
     return len < 0 ? 0 : (size_t)len;
 }
@@ -266,16 +270,24 @@ size_t psh_ref_familiar(const psh_ref *r, char *buf, size_t n)
     if (strcmp(r->domain, PSH_REF_DOCKER_HUB) != 0)
         return psh_ref_canonical(r, buf, n);
     const char *path = r->path;
-    if (strncmp(path, "library/", 8) == 0 && strchr(path + 8, '/') == NULL)
+    if (strncmp(path, "library/", 8) == 0 && strchr(path + 8, '/') == NULL &&
+        !is_image_id(path + 8)) /* a bare 64-hex name would read as an image id */
         path += 8;
-    return format(r, "", path, buf, n);
+    /* "docker.io/foo.bar/x" must keep its domain: "foo.bar/x" would name the
+     * registry foo.bar when parsed again. */
+    const char *slash = strchr(path, '/');
+    size_t first = slash ? (size_t)(slash - path) : 0;
+    if (slash != NULL &&
+        (memchr(path, '.', first) != NULL || (first == 9 && memcmp(path, "localhost", 9) == 0)))
+        return psh_ref_canonical(r, buf, n);
+    return format(r, path, buf, n);
 }
 
 size_t psh_ref_canonical(const psh_ref *r, char *buf, size_t n)
 {
-    int len = snprintf(buf, n, "%s/%s%s%s%s%s", r->domain, r->path, r->tag[0] ? ":" : "", r->tag,
-                       r->digest[0] ? "@" : "", r->digest);
-    return len < 0 ? 0 : (size_t)len;
+    char name[2 * PSH_REF_NAME_MAX + 2]; /* a parsed name is at most 255 */
+    snprintf(name, sizeof(name), "%s/%s", r->domain, r->path);
+    return format(r, name, buf, n);
 }
 
 size_t psh_ref_repository(const psh_ref *r, char *buf, size_t n)

@@ -52,6 +52,17 @@ static const struct good_case good[] = {
     {"app:_", 0, "docker.io", "library/app", "_", "", "app:_", "docker.io/library/app:_"},
     {"app:A.b-C", 0, "docker.io", "library/app", "A.b-C", "", "app:A.b-C",
      "docker.io/library/app:A.b-C"},
+    /* Hub paths that would read as a registry keep their domain when printed. */
+    {"docker.io/foo.bar/x:1", 0, "docker.io", "foo.bar/x", "1", "", "docker.io/foo.bar/x:1",
+     "docker.io/foo.bar/x:1"},
+    {"docker.io/localhost/x", 0, "docker.io", "localhost/x", "", "", "docker.io/localhost/x",
+     "docker.io/localhost/x"},
+    {"docker.io/foo.bar", 0, "docker.io", "library/foo.bar", "", "", "foo.bar",
+     "docker.io/library/foo.bar"},
+    {"library/0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", 0, "docker.io",
+     "library/0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", "", "",
+     "library/0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+     "docker.io/library/0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"},
     {"0/1", 0, "docker.io", "0/1", "", "", "0/1", "docker.io/0/1"},
 };
 
