@@ -6,7 +6,8 @@
 # Goals (SPEC §7): >= 2x the pigz pipeline at a comparable ratio; < 64 MiB RSS.
 #
 #   bench/pack.sh [BUILD_DIR]      (default: build; needs kiln-pack-tool built)
-# Env: KILN_BENCH_SYS_MB (system files, default 300), KILN_BENCH_SKIP_RSS=1.
+# Env: KILN_BENCH_SYS_MB (system files, default 300), KILN_BENCH_SKIP_RSS=1,
+#      KILN_BENCH_CODECS=1 (also compare the deflate libraries on one core).
 set -euo pipefail
 
 BUILD=${1:-build}
@@ -107,6 +108,15 @@ printf 'kiln gzip digest identical for 1 and %d threads: %s\n' "$NPROC" "$same"
 printf 'kiln also computes the DiffID and writes the blob; the pipelines only hash.\n'
 printf 'load average during the run: %s (other work on the machine skews wall-clock)\n' \
     "$(cut -d' ' -f1-3 /proc/loadavg)"
+
+if [ "${KILN_BENCH_CODECS:-0}" = 1 ]; then
+    # one-core codec comparison on the first 200 MB of the tree's tar (the
+    # table in pusher-svc/pack/psh_pack.h)
+    tar -C "$TREE" -cf - . | head -c 200000000 > "$TMP/codec.tar" || true
+    printf '\none core, 1 MiB blocks, first 200 MB of the tree tar:\n'
+    "$TOOL" --codec-bench "$TMP/codec.tar"
+    rm -f "$TMP/codec.tar"
+fi
 
 if [ "${KILN_BENCH_SKIP_RSS:-0}" != 1 ]; then
     rm -rf "$TREE"

@@ -60,8 +60,20 @@
  * Huffman coding could make them, and packed at memory speed.
  *
  * zstd: libzstd's own worker threads, always in multi-threaded mode (at least
- * one worker), whose output does not depend on the number of workers; pinned
- * job size.  Uncompressed: the tar itself, digest == DiffID. */
+ * one worker, at most 4), whose output does not depend on the number of
+ * workers; job size pinned to 1 MiB.  Uncompressed: the tar itself, digest ==
+ * DiffID.
+ *
+ * Memory: a ring of (threads + 3) 1 MiB blocks plus one compressor per
+ * thread, whatever the layer size: measured peak RSS of kiln-pack-tool is
+ * ~20 MiB with 2 threads and ~59 MiB with 16 (the clamp); zstd stays near
+ * 33 MiB.  Directory listings are held one directory level at a time, and
+ * the hardlink table holds one path per multiply-linked inode.
+ *
+ * Threads: psh_pack_dir() and psh_pack_tar_stream() run the producer on the
+ * calling thread and start (and join) their own workers; calls on different
+ * threads are independent.  A blob_fd that is a pipe or socket can raise
+ * SIGPIPE: services ignore that signal. */
 #ifndef PSH_PACK_H
 #define PSH_PACK_H
 
