@@ -1,0 +1,527 @@
+/* Registry authentication: the WWW-Authenticate challenge (Basic or Bearer),
+ * bearer tokens fetched from the realm per scope and cached until they
+ * expire, and where credentials come from: explicit "user:pass", else the
+ * Docker config.json (credHelpers, auths with auth / username+password /
+ * identitytoken, credsStore through docker-credential-<name> get).
+ *
+ * Secrets live only in reg_client fields and in request headers; they are
+ * wiped on free and never formatted into messages. */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "reg_internal.h"
+
+#define CONFIG_MAX ((size_t)1 << 20)
+#define HELPER_MAX ((size_t)64 << 10)
+
+extern char **environ;
+
+static void wipe_free(char *s)
+{
+    if (s != NULL) {
+        explicit_bzero(s, strlen(s));
+        free(s);
+    }
+}
+
+void reg_auth_dispose(reg_client *c)
+{
+    wipe_free(c->basic);
+    wipe_free(c->identity);
+    free(c->realm);
+    free(c->service);
+    for (unsigned i = 0; i < c->n_tokens; i++) {
+        free(c->tokens[i].scope);
+        wipe_free(c->tokens[i].token);
+    }
+    c->basic = c->identity = c->realm = c->service = NULL;
+    c->n_tokens = 0;
+}
+
+static char *b64(const char *s, size_t n)
+{
+    char *out = malloc(4 * ((n + 2) / 3) + 1);
+    if (out != NULL)
+        EVP_EncodeBlock((unsigned char *)out, (const unsigned char *)s, (int)n);
+    return out;
+}
+
+/* Decodes base64 "user:pass"; NULL when malformed. */
+static char *unb64(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n % 4 != 0 || n > 8192)
+        return NULL;
+    char *out = malloc(n / 4 * 3 + 1);
+    if (out == NULL)
+        return NULL;
+    int l = EVP_DecodeBlock((unsigned char *)out, (const unsigned char *)s, (int)n);
+    if (l < 0) {
+        free(out);
+        return NULL;
+    }
+    while (l > 0 && s[n - 1] == '=' && out[l - 1] == '\0') { /* padding decodes to NULs */
+        l--;
+        n--;
+    }
+    out[l] = '\0';
+    return out;
+}
+
+static void set_basic(reg_client *c, const char *user, const char *pass)
+{
+    _cleanup_free_ char *up = NULL;
+    if (asprintf(&up, "%s:%s", user, pass) < 0)
+        return;
+    wipe_free(c->basic);
+    c->basic = b64(up, strlen(up));
+    explicit_bzero(up, strlen(up));
+}
+
+/* Runs docker-credential-<name> get with the host on stdin. */
+static void from_helper(reg_client *c, const char *name)
+{
+    for (const char *p = name; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_' && *p != '.')
+            return;
+    char prog[300];
+    snprintf(prog, sizeof(prog), "docker-credential-%.200s", name);
+    int in[2] = {-1, -1}, out[2] = {-1, -1};
+    if (pipe2(in, O_CLOEXEC) < 0)
+        return;
+    if (pipe2(out, O_CLOEXEC) < 0) {
+        close(in[0]);
+        close(in[1]);
+        return;
+    }
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    char *argv[] = {prog, "get", NULL};
+    pid_t pid = -1;
+    int rc = posix_spawnp(&pid, prog, &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(in[0]);
+    close(out[1]);
+    if (rc != 0) {
+        close(in[1]);
+        close(out[0]);
+        kiln_warn("registry", "credential helper %s not runnable", prog);
+        return;
+    }
+    struct sigaction ign = {.sa_handler = SIG_IGN}, old;
+    sigaction(SIGPIPE, &ign, &old);
+    ssize_t w = write(in[1], c->host, strlen(c->host));
+    (void)w;
+    close(in[1]);
+    sigaction(SIGPIPE, &old, NULL);
+    kiln_buf b;
+    kiln_buf_init(&b, HELPER_MAX);
+    char tmp[4096];
+    ssize_t n;
+    while ((n = read(out[0], tmp, sizeof(tmp))) > 0)
+        if (kiln_buf_append(&b, tmp, (size_t)n, NULL) < 0)
+            break;
+    close(out[0]);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 0 && b.len > 0) {
+        _cleanup_cjson_ cJSON *j = cJSON_ParseWithLength(b.data, b.len);
+        const cJSON *u = cJSON_GetObjectItemCaseSensitive(j, "Username");
+        const cJSON *s = cJSON_GetObjectItemCaseSensitive(j, "Secret");
+        if (cJSON_IsString(u) && cJSON_IsString(s)) {
+            if (strcmp(u->valuestring, "<token>") == 0) {
+                wipe_free(c->identity);
+                c->identity = strdup(s->valuestring);
+            } else {
+                set_basic(c, u->valuestring, s->valuestring);
+            }
+            explicit_bzero(s->valuestring, strlen(s->valuestring));
+        }
+    }
+    if (b.data != NULL)
+        explicit_bzero(b.data, b.len);
+    kiln_buf_dispose(&b);
+}
+
+/* "https://host:5000/v1/" → "host:5000"; Docker Hub keys → "registry-1.docker.io". */
+static void key_host(const char *key, char *out, size_t n)
+{
+    const char *p = strstr(key, "://");
+    p = p ? p + 3 : key;
+    size_t l = strcspn(p, "/");
+    snprintf(out, n, "%.*s", (int)l, p);
+    if (strcmp(out, "index.docker.io") == 0 || strcmp(out, "docker.io") == 0)
+        snprintf(out, n, "registry-1.docker.io");
+}
+
+static const char *config_path(const psh_registry_opts *o, char *buf, size_t n)
+{
+    if (o->authfile != NULL)
+        return o->authfile;
+    const char *e = getenv("REGISTRY_AUTH_FILE");
+    if (e != NULL && e[0] != '\0')
+        return e;
+    if ((e = getenv("DOCKER_CONFIG")) != NULL && e[0] != '\0') {
+        snprintf(buf, n, "%s/config.json", e);
+        return buf;
+    }
+    if ((e = getenv("HOME")) != NULL && e[0] != '\0') {
+        snprintf(buf, n, "%s/.docker/config.json", e);
+        return buf;
+    }
+    return NULL;
+}
+
+static void from_config(reg_client *c)
+{
+    char pbuf[4096];
+    const char *path = config_path(c->o, pbuf, sizeof(pbuf));
+    if (path == NULL)
+        return;
+    _cleanup_fclose_ FILE *f = fopen(path, "re");
+    if (f == NULL)
+        return;
+    kiln_buf b;
+    kiln_buf_init(&b, CONFIG_MAX);
+    char tmp[4096];
+    size_t n;
+    while ((n = fread(tmp, 1, sizeof(tmp), f)) > 0)
+        if (kiln_buf_append(&b, tmp, n, NULL) < 0)
+            break;
+    _cleanup_cjson_ cJSON *j = b.len ? cJSON_ParseWithLength(b.data, b.len) : NULL;
+    if (b.data != NULL)
+        explicit_bzero(b.data, b.len);
+    kiln_buf_dispose(&b);
+    if (j == NULL) {
+        kiln_warn("registry", "auth file %s is not valid JSON; ignored", path);
+        return;
+    }
+    char h[512];
+    const cJSON *it;
+    cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(j, "credHelpers"))
+    {
+        key_host(it->string, h, sizeof(h));
+        if (strcmp(h, c->host) == 0 && cJSON_IsString(it)) {
+            from_helper(c, it->valuestring);
+            return;
+        }
+    }
+    cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(j, "auths"))
+    {
+        key_host(it->string, h, sizeof(h));
+        if (strcmp(h, c->host) != 0)
+            continue;
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(it, "auth");
+        const cJSON *u = cJSON_GetObjectItemCaseSensitive(it, "username");
+        const cJSON *p = cJSON_GetObjectItemCaseSensitive(it, "password");
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(it, "identitytoken");
+        if (cJSON_IsString(t) && t->valuestring[0] != '\0')
+            c->identity = strdup(t->valuestring);
+        if (cJSON_IsString(a) && a->valuestring[0] != '\0') {
+            char *up = unb64(a->valuestring);
+            char *colon = up ? strchr(up, ':') : NULL;
+            if (colon != NULL) {
+                *colon = '\0';
+                set_basic(c, up, colon + 1);
+                *colon = ':';
+            }
+            wipe_free(up);
+        } else if (cJSON_IsString(u) && cJSON_IsString(p)) {
+            set_basic(c, u->valuestring, p->valuestring);
+        }
+        return;
+    }
+    const cJSON *store = cJSON_GetObjectItemCaseSensitive(j, "credsStore");
+    if (cJSON_IsString(store) && store->valuestring[0] != '\0')
+        from_helper(c, store->valuestring);
+}
+
+/* Called with c->mu held. */
+static void load_creds(reg_client *c)
+{
+    if (c->creds_loaded)
+        return;
+    c->creds_loaded = true;
+    if (c->o->creds != NULL && c->o->creds[0] != '\0') {
+        const char *colon = strchr(c->o->creds, ':');
+        _cleanup_free_ char *user =
+            strndup(c->o->creds, colon ? (size_t)(colon - c->o->creds) : strlen(c->o->creds));
+        if (user != NULL)
+            set_basic(c, user, colon ? colon + 1 : "");
+        return;
+    }
+    from_config(c);
+}
+
+char *reg_auth_header(reg_client *c, const char *scope)
+{
+    char *h = NULL;
+    time_t now = time(NULL);
+    pthread_mutex_lock(&c->mu);
+    if (c->scheme == 2 && c->basic != NULL) {
+        if (asprintf(&h, "Basic %s", c->basic) < 0)
+            h = NULL;
+    } else if (c->scheme == 3) {
+        const char *key = scope ? scope : "";
+        for (unsigned i = 0; i < c->n_tokens; i++) {
+            reg_token *t = &c->tokens[i];
+            if (strcmp(t->scope, key) == 0 && t->expires > now) {
+                if (asprintf(&h, "Bearer %s", t->token) < 0)
+                    h = NULL;
+                break;
+            }
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    return h;
+}
+
+/* Parses 'Scheme k="v", k2=v2' into the scheme and up to three known keys. */
+static void parse_challenge(const char *s, char *scheme, size_t sn, char **realm, char **service,
+                            char **scope)
+{
+    size_t l = strcspn(s, " ");
+    snprintf(scheme, sn, "%.*s", (int)l, s);
+    const char *p = s + l;
+    while (*p) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        const char *k = p;
+        while (*p && *p != '=')
+            p++;
+        if (*p != '=')
+            break;
+        size_t kl = (size_t)(p - k);
+        p++;
+        char *v;
+        if (*p == '"') {
+            const char *e = strchr(p + 1, '"');
+            if (e == NULL)
+                break;
+            v = strndup(p + 1, (size_t)(e - p - 1));
+            p = e + 1;
+        } else {
+            size_t vl = strcspn(p, ",");
+            v = strndup(p, vl);
+            p += vl;
+        }
+        char **slot = NULL;
+        if (kl == 5 && strncasecmp(k, "realm", 5) == 0)
+            slot = realm;
+        else if (kl == 7 && strncasecmp(k, "service", 7) == 0)
+            slot = service;
+        else if (kl == 5 && strncasecmp(k, "scope", 5) == 0)
+            slot = scope;
+        if (slot != NULL) {
+            free(*slot);
+            *slot = v;
+        } else {
+            free(v);
+        }
+    }
+}
+
+static char *url_escape(const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    char *o = malloc(strlen(s) * 3 + 1), *q = o;
+    if (o == NULL)
+        return NULL;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (isalnum(*p) || strchr("-_.~", *p)) {
+            *q++ = (char)*p;
+        } else {
+            *q++ = '%';
+            *q++ = hex[*p >> 4];
+            *q++ = hex[*p & 15];
+        }
+    }
+    *q = '\0';
+    return o;
+}
+
+/* Builds "realm?service=…&scope=…&scope=…" (one scope parameter per scope). */
+static int token_url(kiln_buf *u, const char *realm, const char *service, const char *scope,
+                     kiln_error **err)
+{
+    int r = kiln_buf_puts(u, realm, err);
+    char sep = strchr(realm, '?') ? '&' : '?';
+    if (r == 0 && service != NULL) {
+        _cleanup_free_ char *e = url_escape(service);
+        r = kiln_buf_printf(u, err, "%cservice=%s", sep, e ? e : "");
+        sep = '&';
+    }
+    _cleanup_free_ char *sc = scope ? strdup(scope) : NULL;
+    char *save = NULL;
+    for (char *t = sc ? strtok_r(sc, " ", &save) : NULL; r == 0 && t;
+         t = strtok_r(NULL, " ", &save)) {
+        _cleanup_free_ char *e = url_escape(t);
+        r = kiln_buf_printf(u, err, "%cscope=%s", sep, e ? e : "");
+        sep = '&';
+    }
+    return r;
+}
+
+/* Fetches a token for scope and caches it under key (the scope the requests
+ * will ask for). */
+static int fetch_token(reg_client *c, const char *realm, const char *service, const char *scope,
+                       const char *key, kiln_error **err)
+{
+    kiln_buf u;
+    kiln_buf_init(&u, 16384);
+    int r = token_url(&u, realm, service, scope, err);
+    if (r < 0) {
+        kiln_buf_dispose(&u);
+        return r;
+    }
+    pthread_mutex_lock(&c->mu);
+    load_creds(c);
+    _cleanup_free_ char *basic = c->basic ? strdup(c->basic) : NULL;
+    _cleanup_free_ char *ident = c->identity ? strdup(c->identity) : NULL;
+    pthread_mutex_unlock(&c->mu);
+    _cleanup_free_ char *auth = NULL, *form = NULL;
+    reg_req rq = {
+        .method = "GET", .url = u.data, .fd = -1, .body_max = REG_TOKEN_MAX, .what = "token"};
+    if (ident != NULL) { /* OAuth2 refresh-token grant */
+        _cleanup_free_ char *es = url_escape(service ? service : "");
+        _cleanup_free_ char *sc = url_escape(scope ? scope : "");
+        _cleanup_free_ char *et = url_escape(ident);
+        if (asprintf(&form,
+                     "grant_type=refresh_token&client_id=kiln&service=%s&scope=%s&"
+                     "refresh_token=%s",
+                     es ? es : "", sc ? sc : "", et ? et : "") < 0)
+            form = NULL;
+        rq.method = "POST";
+        rq.url = realm;
+        rq.mem = form ? form : "";
+        rq.mem_len = form ? strlen(form) : 0;
+        rq.ctype = "application/x-www-form-urlencoded";
+    } else if (basic != NULL) {
+        if (asprintf(&auth, "Basic %s", basic) < 0)
+            auth = NULL;
+    }
+    reg_resp rs;
+    r = reg_do_raw(c, &rq, auth, &rs, err);
+    kiln_buf_dispose(&u);
+    if (auth)
+        explicit_bzero(auth, strlen(auth));
+    if (form)
+        explicit_bzero(form, strlen(form));
+    if (basic)
+        explicit_bzero(basic, strlen(basic));
+    if (ident)
+        explicit_bzero(ident, strlen(ident));
+    if (r < 0) {
+        reg_resp_dispose(&rs);
+        return kiln_error_wrap(err, "token request for %s", c->host);
+    }
+    if (rs.status == 401 || rs.status == 403) {
+        reg_resp_dispose(&rs);
+        return kiln_error_set(err, KILN_EAUTH, 0, "%s: token server refused the %s (HTTP %ld)",
+                              c->host, basic || ident ? "credentials" : "anonymous request",
+                              rs.status);
+    }
+    if (rs.status != 200) {
+        r = reg_status_error(&rs, "token request", err);
+        reg_resp_dispose(&rs);
+        return r;
+    }
+    _cleanup_cjson_ cJSON *j = cJSON_ParseWithLength(rs.body.data, rs.body.len);
+    explicit_bzero(rs.body.data, rs.body.len);
+    reg_resp_dispose(&rs);
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "token");
+    if (!cJSON_IsString(t) || t->valuestring[0] == '\0')
+        t = cJSON_GetObjectItemCaseSensitive(j, "access_token");
+    if (!cJSON_IsString(t) || t->valuestring[0] == '\0')
+        return kiln_error_set(err, KILN_EREMOTE, 0, "%s: token response has no token", c->host);
+    const cJSON *ex = cJSON_GetObjectItemCaseSensitive(j, "expires_in");
+    long life = cJSON_IsNumber(ex) && ex->valuedouble >= 1 ? (long)ex->valuedouble : 60;
+    if (life > 86400)
+        life = 86400;
+    /* Refresh a little early; short-lived tokens get a proportional margin. */
+    long margin = life >= 30 ? 10 : life / 4;
+    pthread_mutex_lock(&c->mu);
+    reg_token *slot = NULL;
+    for (unsigned i = 0; i < c->n_tokens; i++)
+        if (strcmp(c->tokens[i].scope, key) == 0)
+            slot = &c->tokens[i];
+    if (slot == NULL && c->n_tokens < REG_TOKENS) {
+        slot = &c->tokens[c->n_tokens++];
+    } else if (slot == NULL) {
+        slot = &c->tokens[c->next_token++ % REG_TOKENS];
+    }
+    free(slot->scope);
+    wipe_free(slot->token);
+    slot->scope = strdup(key);
+    slot->token = strdup(t->valuestring);
+    slot->expires = time(NULL) + life - margin;
+    if (slot->scope == NULL || slot->token == NULL) {
+        free(slot->scope);
+        wipe_free(slot->token);
+        slot->scope = strdup("\x01"); /* never matches */
+        slot->token = NULL;
+        slot->expires = 0;
+    }
+    pthread_mutex_unlock(&c->mu);
+    explicit_bzero(t->valuestring, strlen(t->valuestring));
+    return 0;
+}
+
+int reg_auth_challenge(reg_client *c, const char *www, const char *scope, bool had_auth,
+                       kiln_error **err)
+{
+    if (www == NULL)
+        return kiln_error_set(err, KILN_EAUTH, 0, "%s: HTTP 401 without a challenge", c->host);
+    char scheme[32];
+    char *realm = NULL, *service = NULL, *cscope = NULL;
+    parse_challenge(www, scheme, sizeof(scheme), &realm, &service, &cscope);
+    int r = 0;
+    if (strcasecmp(scheme, "Basic") == 0) {
+        pthread_mutex_lock(&c->mu);
+        load_creds(c);
+        bool have = c->basic != NULL, was_basic = c->scheme == 2;
+        c->scheme = 2;
+        pthread_mutex_unlock(&c->mu);
+        if (!have)
+            r = kiln_error_set(err, KILN_EAUTH, 0,
+                               "%s requires authentication: no credentials (--creds or "
+                               "--authfile)",
+                               c->host);
+        else if (had_auth && was_basic)
+            r = kiln_error_set(err, KILN_EAUTH, 0, "%s rejected the credentials", c->host);
+    } else if (strcasecmp(scheme, "Bearer") == 0 && realm != NULL) {
+        if (strncmp(realm, "http://", 7) != 0 && strncmp(realm, "https://", 8) != 0) {
+            r = kiln_error_set(err, KILN_EREMOTE, 0, "%s: token realm is not an HTTP URL", c->host);
+        } else {
+            pthread_mutex_lock(&c->mu);
+            c->scheme = 3;
+            free(c->realm);
+            free(c->service);
+            c->realm = strdup(realm);
+            c->service = service ? strdup(service) : NULL;
+            pthread_mutex_unlock(&c->mu);
+            r = fetch_token(c, realm, service, scope ? scope : cscope, scope ? scope : "", err);
+        }
+    } else {
+        r = kiln_error_set(err, KILN_EAUTH, 0, "%s: unsupported authentication scheme \"%.20s\"",
+                           c->host, scheme);
+    }
+    free(realm);
+    free(service);
+    free(cscope);
+    return r;
+}

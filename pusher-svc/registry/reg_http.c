@@ -1,0 +1,669 @@
+/* The per-registry HTTP client on libcurl: a small pool of easy handles (each
+ * keeps its own connections alive, so blobs in flight reuse connections), a
+ * share for DNS and TLS sessions, HTTP/1.1, TLS verification with
+ * containers-style per-registry CAs, plain HTTP only for insecure registries,
+ * connect and low-speed timeouts, auth rounds on 401 and retries with
+ * exponential backoff and jitter for idempotent requests. */
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "reg_internal.h"
+
+#define SYSTEM_CA_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
+#define CA_BLOB_MAX      ((size_t)8 << 20)
+#define RETRY_AFTER_MAX  60 /* seconds: longer Retry-After values are capped */
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+
+static void curl_init_once(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+static void share_lock(CURL *h, curl_lock_data data, curl_lock_access a, void *ud)
+{
+    (void)h;
+    (void)a;
+    reg_client *c = ud;
+    pthread_mutex_lock(&c->share_mu[data]);
+}
+
+static void share_unlock(CURL *h, curl_lock_data data, void *ud)
+{
+    (void)h;
+    reg_client *c = ud;
+    pthread_mutex_unlock(&c->share_mu[data]);
+}
+
+static int append_file(kiln_buf *b, const char *path)
+{
+    _cleanup_fclose_ FILE *f = fopen(path, "re");
+    if (f == NULL)
+        return -1;
+    char tmp[16384];
+    size_t n;
+    while ((n = fread(tmp, 1, sizeof(tmp), f)) > 0)
+        if (kiln_buf_append(b, tmp, n, NULL) < 0)
+            return -1;
+    return kiln_buf_append(b, "\n", 1, NULL);
+}
+
+/* The .crt files of certs.d/<host>, added to the system bundle (containers-style). */
+static int load_cas(reg_client *c, kiln_error **err)
+{
+    const char *root = c->o->cert_dir ? c->o->cert_dir : "/etc/containers/certs.d";
+    char dir[4096];
+    int n = snprintf(dir, sizeof(dir), "%s/%s", root, c->host);
+    if (n < 0 || (size_t)n >= sizeof(dir))
+        return kiln_error_set(err, KILN_EINVAL, 0, "cert dir path too long");
+    _cleanup_closedir_ DIR *d = opendir(dir);
+    if (d == NULL)
+        return 0;
+    kiln_buf b;
+    kiln_buf_init(&b, CA_BLOB_MAX);
+    int found = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        size_t l = strlen(de->d_name);
+        if (l < 5 || strcmp(de->d_name + l - 4, ".crt") != 0)
+            continue;
+        char p[8192];
+        snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
+        if (append_file(&b, p) == 0)
+            found++;
+    }
+    if (found == 0) {
+        kiln_buf_dispose(&b);
+        return 0;
+    }
+    append_file(&b, SYSTEM_CA_BUNDLE); /* may be missing in minimal images */
+    c->ca_blob = kiln_buf_steal(&b, &c->ca_len);
+    return 0;
+}
+
+int reg_client_new(reg_client **out, const psh_ref *r, const psh_registry_opts *o,
+                   const psh_reg_events *ev, const char *data_dir, kiln_error **err)
+{
+    pthread_once(&curl_once, curl_init_once);
+    reg_client *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    snprintf(c->host, sizeof(c->host), "%s", psh_ref_registry_host(r));
+    c->o = o;
+    c->ev = ev;
+    c->insecure = !o->tls_verify || reg_conf_insecure(o->registries_conf, c->host);
+    snprintf(c->base, sizeof(c->base), "%s://%s", c->insecure ? "http" : "https", c->host);
+    snprintf(c->state_dir, sizeof(c->state_dir), "%s/registry", data_dir);
+    pthread_mutex_init(&c->mu, NULL);
+    for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
+        pthread_mutex_init(&c->share_mu[i], NULL);
+    c->share = curl_share_init();
+    if (c->share != NULL) {
+        curl_share_setopt(c->share, CURLSHOPT_LOCKFUNC, share_lock);
+        curl_share_setopt(c->share, CURLSHOPT_UNLOCKFUNC, share_unlock);
+        curl_share_setopt(c->share, CURLSHOPT_USERDATA, c);
+        curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+        curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+    }
+    int rc = c->insecure ? 0 : load_cas(c, err);
+    if (rc < 0) {
+        reg_client_free(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+void reg_client_free(reg_client *c)
+{
+    if (c == NULL)
+        return;
+    for (unsigned i = 0; i < c->n_idle; i++)
+        curl_easy_cleanup(c->idle[i]);
+    if (c->share != NULL)
+        curl_share_cleanup(c->share);
+    reg_auth_dispose(c);
+    free(c->ca_blob);
+    pthread_mutex_destroy(&c->mu);
+    for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
+        pthread_mutex_destroy(&c->share_mu[i]);
+    free(c);
+}
+
+static CURL *easy_get(reg_client *c)
+{
+    CURL *h = NULL;
+    pthread_mutex_lock(&c->mu);
+    if (c->n_idle > 0)
+        h = c->idle[--c->n_idle];
+    pthread_mutex_unlock(&c->mu);
+    if (h == NULL)
+        h = curl_easy_init();
+    else
+        curl_easy_reset(h); /* keeps the connection cache */
+    return h;
+}
+
+static void easy_put(reg_client *c, CURL *h)
+{
+    pthread_mutex_lock(&c->mu);
+    if (c->n_idle < KILN_ARRAY_SIZE(c->idle)) {
+        c->idle[c->n_idle++] = h;
+        h = NULL;
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (h != NULL)
+        curl_easy_cleanup(h);
+}
+
+void reg_resp_dispose(reg_resp *rs)
+{
+    free(rs->location);
+    free(rs->digest);
+    free(rs->ctype);
+    free(rs->range);
+    free(rs->www_auth);
+    free(rs->upload_uuid);
+    kiln_buf_dispose(&rs->body);
+    memset(rs, 0, sizeof(*rs));
+    rs->retry_after = -1;
+    rs->clen = -1;
+}
+
+static void resp_init(reg_resp *rs, size_t max)
+{
+    memset(rs, 0, sizeof(*rs));
+    rs->retry_after = -1;
+    rs->clen = -1;
+    rs->body_max = max ? max : REG_ERRBODY_MAX;
+    kiln_buf_init(&rs->body, rs->body_max);
+}
+
+bool reg_cancelled(const reg_client *c)
+{
+    return c->o->cancel != NULL && atomic_load(c->o->cancel) != 0;
+}
+
+char *reg_url(const reg_client *c, const char *p)
+{
+    char *u = NULL;
+    if (strncmp(p, "http://", 7) == 0 || strncmp(p, "https://", 8) == 0)
+        return strdup(p);
+    if (asprintf(&u, "%s%s%s", c->base, p[0] == '/' ? "" : "/", p) < 0)
+        return NULL;
+    return u;
+}
+
+char *reg_url_add_query(const char *url, const char *key, const char *value)
+{
+    char *u = NULL;
+    if (asprintf(&u, "%s%c%s=%s", url, strchr(url, '?') ? '&' : '?', key, value) < 0)
+        return NULL;
+    return u;
+}
+
+/* ---- one transfer ---- */
+
+struct xfer {
+    reg_client *c;
+    const reg_req *rq;
+    reg_resp *rs;
+    CURL *h;
+    uint64_t pos; /* body bytes handed to curl */
+    uint64_t last_report;
+    bool sink_failed;
+};
+
+static char *dup_value(const char *v, size_t n)
+{
+    while (n > 0 && (*v == ' ' || *v == '\t')) {
+        v++;
+        n--;
+    }
+    while (n > 0 && (v[n - 1] == '\r' || v[n - 1] == '\n' || v[n - 1] == ' '))
+        n--;
+    return strndup(v, n);
+}
+
+static size_t on_header(char *p, size_t sz, size_t nm, void *ud)
+{
+    struct xfer *x = ud;
+    size_t n = sz * nm;
+    reg_resp *rs = x->rs;
+    if (n >= 5 && strncmp(p, "HTTP/", 5) == 0) { /* a new response (100, redirect) */
+        size_t keep = rs->body_max;
+        reg_resp_dispose(rs);
+        resp_init(rs, keep);
+        return n;
+    }
+    const char *colon = memchr(p, ':', n);
+    if (colon == NULL)
+        return n;
+    size_t kl = (size_t)(colon - p);
+    const char *v = colon + 1;
+    size_t vl = n - kl - 1;
+    char **slot = NULL;
+#define HDR(name) (kl == sizeof(name) - 1 && strncasecmp(p, name, kl) == 0)
+    if (HDR("Location"))
+        slot = &rs->location;
+    else if (HDR("Docker-Content-Digest"))
+        slot = &rs->digest;
+    else if (HDR("Content-Type"))
+        slot = &rs->ctype;
+    else if (HDR("Range"))
+        slot = &rs->range;
+    else if (HDR("WWW-Authenticate"))
+        slot = &rs->www_auth;
+    else if (HDR("Docker-Upload-UUID"))
+        slot = &rs->upload_uuid;
+    else if (HDR("Retry-After") || HDR("Content-Length") || HDR("OCI-Chunk-Min-Length")) {
+        _cleanup_free_ char *s = dup_value(v, vl);
+        if (s != NULL && isdigit((unsigned char)s[0])) {
+            unsigned long long x2 = strtoull(s, NULL, 10);
+            if (HDR("Retry-After"))
+                rs->retry_after = x2 > RETRY_AFTER_MAX ? RETRY_AFTER_MAX : (long)x2;
+            else if (HDR("Content-Length"))
+                rs->clen = (int64_t)x2;
+            else
+                rs->chunk_min = x2;
+        }
+    }
+#undef HDR
+    if (slot != NULL && *slot == NULL) /* first one wins (WWW-Authenticate may repeat) */
+        *slot = dup_value(v, vl);
+    return n;
+}
+
+static size_t on_body(char *p, size_t sz, size_t nm, void *ud)
+{
+    struct xfer *x = ud;
+    size_t n = sz * nm;
+    long st = 0;
+    curl_easy_getinfo(x->h, CURLINFO_RESPONSE_CODE, &st);
+    if (x->rq->sink != NULL && st >= 200 && st < 300) {
+        if (x->rq->sink(x->rq->sink_ud, st, p, n) != 0) {
+            x->sink_failed = true;
+            return 0; /* abort */
+        }
+        return n;
+    }
+    /* Keep what fits; an oversized error body is cut, a document is refused. */
+    if (kiln_buf_append(&x->rs->body, p, n, NULL) < 0) {
+        if (st >= 200 && st < 300) {
+            x->sink_failed = true;
+            return 0;
+        }
+    }
+    return n;
+}
+
+static size_t on_read(char *p, size_t sz, size_t nm, void *ud)
+{
+    struct xfer *x = ud;
+    const reg_req *rq = x->rq;
+    size_t want = sz * nm;
+    uint64_t total = rq->fd >= 0 ? rq->fd_len : rq->mem_len;
+    if (x->pos >= total)
+        return 0;
+    if (want > total - x->pos)
+        want = (size_t)(total - x->pos);
+    size_t got;
+    if (rq->fd >= 0) {
+        ssize_t r = pread(rq->fd, p, want, (off_t)(rq->fd_off + x->pos));
+        if (r <= 0)
+            return CURL_READFUNC_ABORT;
+        got = (size_t)r;
+    } else {
+        memcpy(p, (const char *)rq->mem + x->pos, want);
+        got = want;
+    }
+    x->pos += got;
+    if (rq->sent != NULL)
+        __atomic_add_fetch(rq->sent, got, __ATOMIC_RELAXED);
+    const psh_reg_events *ev = x->c->ev;
+    if (rq->pdigest != NULL && ev != NULL && ev->blob_progress != NULL &&
+        (x->pos - x->last_report >= ((uint64_t)4 << 20) || x->pos == total)) {
+        x->last_report = x->pos;
+        ev->blob_progress(ev->ud, rq->pdigest, rq->pbase + x->pos, rq->ptotal);
+    }
+    return got;
+}
+
+static int on_seek(void *ud, curl_off_t off, int origin)
+{
+    struct xfer *x = ud;
+    if (origin != SEEK_SET || off < 0)
+        return CURL_SEEKFUNC_CANTSEEK;
+    x->pos = (uint64_t)off;
+    return CURL_SEEKFUNC_OK;
+}
+
+static int on_xferinfo(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
+{
+    (void)dt;
+    (void)dn;
+    (void)ut;
+    (void)un;
+    struct xfer *x = ud;
+    return reg_cancelled(x->c) ? 1 : 0;
+}
+
+static void setup(struct xfer *x, const char *url, struct curl_slist *hdrs)
+{
+    CURL *h = x->h;
+    const reg_req *rq = x->rq;
+    const psh_registry_opts *o = x->c->o;
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_SHARE, x->c->share);
+    curl_easy_setopt(h, CURLOPT_USERAGENT, "kiln/0.1");
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, o->connect_timeout_s);
+    if (!rq->no_low_speed) {
+        curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1024L);
+        curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, o->low_speed_time_s);
+    }
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+    if (x->c->ca_blob != NULL) {
+        struct curl_blob b = {x->c->ca_blob, x->c->ca_len, CURL_BLOB_NOCOPY};
+        curl_easy_setopt(h, CURLOPT_CAINFO_BLOB, &b);
+    }
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
+    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_xferinfo);
+    curl_easy_setopt(h, CURLOPT_XFERINFODATA, x);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+    const char *m = rq->method;
+    bool body = rq->fd >= 0 || rq->mem != NULL;
+    if (strcmp(m, "HEAD") == 0) {
+        curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+    } else if (strcmp(m, "GET") == 0) {
+        curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L); /* blob storage redirects */
+        curl_easy_setopt(h, CURLOPT_MAXREDIRS, 5L);
+    } else if (strcmp(m, "POST") == 0 && !body) {
+        curl_easy_setopt(h, CURLOPT_POST, 1L);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, "");
+        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, 0L);
+    } else if (strcmp(m, "DELETE") == 0) {
+        curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "DELETE");
+    } else {
+        /* PUT / PATCH / POST with a body: streamed through on_read. */
+        curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
+        if (strcmp(m, "PUT") != 0)
+            curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, m);
+        curl_easy_setopt(h, CURLOPT_READFUNCTION, on_read);
+        curl_easy_setopt(h, CURLOPT_READDATA, x);
+        curl_easy_setopt(h, CURLOPT_SEEKFUNCTION, on_seek);
+        curl_easy_setopt(h, CURLOPT_SEEKDATA, x);
+        uint64_t len = rq->fd >= 0 ? rq->fd_len : rq->mem_len;
+        curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)len);
+    }
+}
+
+static struct curl_slist *headers(const reg_req *rq, const char *auth)
+{
+    struct curl_slist *l = NULL, *t;
+    char line[512];
+#define ADD(s)                                                                                     \
+    do {                                                                                           \
+        t = curl_slist_append(l, (s));                                                             \
+        if (t == NULL)                                                                             \
+            goto fail;                                                                             \
+        l = t;                                                                                     \
+    } while (0)
+    if (rq->ctype != NULL) {
+        snprintf(line, sizeof(line), "Content-Type: %s", rq->ctype);
+        ADD(line);
+    } else if (rq->fd >= 0 || rq->mem != NULL) {
+        ADD("Content-Type: application/octet-stream");
+    }
+    if (rq->accept != NULL) {
+        /* Accept lists can be long: built with asprintf. */
+        _cleanup_free_ char *a = NULL;
+        if (asprintf(&a, "Accept: %s", rq->accept) < 0)
+            goto fail;
+        ADD(a);
+    }
+    if (rq->hdr != NULL)
+        ADD(rq->hdr);
+    if (auth != NULL) {
+        _cleanup_free_ char *a = NULL;
+        if (asprintf(&a, "Authorization: %s", auth) < 0)
+            goto fail;
+        ADD(a);
+        explicit_bzero(a, strlen(a));
+    }
+    return l;
+#undef ADD
+fail:
+    curl_slist_free_all(l);
+    return NULL;
+}
+
+static bool curl_transient(CURLcode cc)
+{
+    switch (cc) {
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_RECV_ERROR:
+    case CURLE_SEND_ERROR:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_GOT_NOTHING:
+    case CURLE_OPERATION_TIMEDOUT:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+    case CURLE_READ_ERROR:
+        return true;
+    default:
+        return false;
+    }
+}
+
+bool reg_status_transient(long st)
+{
+    return st == 408 || st == 429 || (st >= 500 && st <= 599);
+}
+
+/* One request/response without auth or retry logic.  Returns 0 (response),
+ * or a negative code; *transient tells whether a retry may help. */
+static int perform(reg_client *c, const reg_req *rq, const char *url, const char *auth,
+                   reg_resp *rs, bool *transient, kiln_error **err)
+{
+    *transient = false;
+    struct xfer x = {.c = c, .rq = rq, .rs = rs};
+    x.h = easy_get(c);
+    if (x.h == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    struct curl_slist *hdrs = headers(rq, auth);
+    setup(&x, url, hdrs);
+    char ebuf[CURL_ERROR_SIZE] = "";
+    curl_easy_setopt(x.h, CURLOPT_ERRORBUFFER, ebuf);
+    CURLcode cc = curl_easy_perform(x.h);
+    curl_easy_getinfo(x.h, CURLINFO_RESPONSE_CODE, &rs->status);
+    curl_easy_setopt(x.h, CURLOPT_HTTPHEADER, NULL);
+    curl_slist_free_all(hdrs);
+    easy_put(c, x.h);
+    if (cc == CURLE_OK)
+        return 0;
+    if (reg_cancelled(c))
+        return kiln_error_set(err, KILN_ECANCELED, 0, "cancelled");
+    if (x.sink_failed)
+        return kiln_error_set(err, KILN_EREMOTE, 0,
+                              "%s: response body rejected (too large or "
+                              "not matching its descriptor)",
+                              rq->what ? rq->what : rq->method);
+    *transient = curl_transient(cc);
+    bool tls = cc == CURLE_PEER_FAILED_VERIFICATION || cc == CURLE_SSL_CACERT_BADFILE ||
+               cc == CURLE_SSL_CERTPROBLEM;
+    return kiln_error_set(err, tls ? KILN_EPERM : KILN_EUNAVAIL, 0, "%s %s: %s%s", rq->method,
+                          c->host, ebuf[0] ? ebuf : curl_easy_strerror(cc),
+                          tls ? " (add the CA under --cert-dir, or --tls-verify=false)" : "");
+}
+
+int reg_backoff(reg_client *c, unsigned attempt, long retry_after, const char *what,
+                const char *why, kiln_error **err)
+{
+    __atomic_add_fetch(&c->retries, 1, __ATOMIC_RELAXED);
+    if (c->ev != NULL && c->ev->retried != NULL)
+        c->ev->retried(c->ev->ud, what ? what : "", why);
+    kiln_debug("registry", "retry %u of %s: %s", attempt + 1, what ? what : "", why);
+    uint64_t ms;
+    if (retry_after >= 0) {
+        ms = (uint64_t)retry_after * 1000;
+    } else {
+        unsigned shift = attempt > 10 ? 10 : attempt;
+        ms = (uint64_t)c->o->retry_base_ms << shift;
+        if (ms > 30000)
+            ms = 30000;
+        unsigned seed = (unsigned)(time(NULL) ^ (uintptr_t)&ms ^ attempt);
+        ms += (uint64_t)(rand_r(&seed) % (ms / 2 + 1)); /* jitter: up to +50% */
+    }
+    for (uint64_t slept = 0; slept < ms; slept += 50) {
+        if (reg_cancelled(c))
+            return kiln_error_set(err, KILN_ECANCELED, 0, "cancelled");
+        usleep(50000);
+    }
+    return 0;
+}
+
+int reg_do_raw(reg_client *c, const reg_req *rq, const char *auth, reg_resp *rs, kiln_error **err)
+{
+    resp_init(rs, rq->body_max);
+    _cleanup_free_ char *url = reg_url(c, rq->url);
+    if (url == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    for (unsigned attempt = 0;; attempt++) {
+        bool transient = false;
+        kiln_error *e = NULL;
+        size_t keep = rs->body_max;
+        reg_resp_dispose(rs);
+        resp_init(rs, keep);
+        int r = perform(c, rq, url, auth, rs, &transient, &e);
+        if (r == 0 && !(reg_status_transient(rs->status) && attempt < c->o->max_retries))
+            return 0;
+        if (r < 0 && (!transient || attempt >= c->o->max_retries)) {
+            *err = e;
+            return r;
+        }
+        char why[64];
+        snprintf(why, sizeof(why), "HTTP %ld", rs->status);
+        int b = reg_backoff(c, attempt, r < 0 ? -1 : rs->retry_after, rq->what,
+                            r < 0 ? e->msg : why, err);
+        kiln_error_free(&e);
+        if (b < 0)
+            return b;
+    }
+}
+
+int reg_do(reg_client *c, const reg_req *rq, reg_resp *rs, kiln_error **err)
+{
+    resp_init(rs, rq->body_max);
+    _cleanup_free_ char *url = reg_url(c, rq->url);
+    if (url == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    unsigned auth_rounds = 0, attempt = 0;
+    for (;;) {
+        if (reg_cancelled(c))
+            return kiln_error_set(err, KILN_ECANCELED, 0, "cancelled");
+        _cleanup_free_ char *auth = reg_auth_header(c, rq->scope);
+        bool transient = false;
+        kiln_error *e = NULL;
+        size_t keep = rs->body_max;
+        reg_resp_dispose(rs);
+        resp_init(rs, keep);
+        int r = perform(c, rq, url, auth, rs, &transient, &e);
+        if (auth != NULL)
+            explicit_bzero(auth, strlen(auth));
+        if (r < 0) {
+            if (!rq->retry || !transient || attempt >= c->o->max_retries) {
+                *err = e;
+                return r;
+            }
+            int b = reg_backoff(c, attempt++, -1, rq->what ? rq->what : rq->url, e->msg, err);
+            kiln_error_free(&e);
+            if (b < 0)
+                return b;
+            continue;
+        }
+        if (rs->status == 401 && auth_rounds < 2) {
+            auth_rounds++;
+            r = reg_auth_challenge(c, rs->www_auth, rq->scope, auth != NULL, err);
+            if (r < 0)
+                return r;
+            continue;
+        }
+        if (rq->retry && reg_status_transient(rs->status) && attempt < c->o->max_retries) {
+            char why[64];
+            snprintf(why, sizeof(why), "HTTP %ld", rs->status);
+            int b =
+                reg_backoff(c, attempt++, rs->retry_after, rq->what ? rq->what : rq->url, why, err);
+            if (b < 0)
+                return b;
+            continue;
+        }
+        return 0;
+    }
+}
+
+/* "CODE: message" of the first entry of {"errors":[…]}, if any. */
+static void registry_message(const reg_resp *rs, char *out, size_t n)
+{
+    out[0] = '\0';
+    if (rs->body.len == 0)
+        return;
+    _cleanup_cjson_ cJSON *j = cJSON_ParseWithLength(rs->body.data, rs->body.len);
+    const cJSON *errs = cJSON_GetObjectItemCaseSensitive(j, "errors");
+    const cJSON *e0 = cJSON_IsArray(errs) ? cJSON_GetArrayItem(errs, 0) : NULL;
+    if (e0 == NULL)
+        return;
+    const cJSON *code = cJSON_GetObjectItemCaseSensitive(e0, "code");
+    const cJSON *msg = cJSON_GetObjectItemCaseSensitive(e0, "message");
+    snprintf(out, n, ": %.64s%s%.300s", cJSON_IsString(code) ? code->valuestring : "",
+             cJSON_IsString(code) && cJSON_IsString(msg) ? ": " : "",
+             cJSON_IsString(msg) ? msg->valuestring : "");
+    for (char *p = out; *p; p++) /* one line, printable */
+        if ((unsigned char)*p < 0x20)
+            *p = ' ';
+}
+
+int reg_status_error(const reg_resp *rs, const char *what, kiln_error **err)
+{
+    char msg[400];
+    registry_message(rs, msg, sizeof(msg));
+    kiln_code code;
+    switch (rs->status) {
+    case 401:
+        code = KILN_EAUTH;
+        break;
+    case 403:
+        code = KILN_EPERM;
+        break;
+    case 404:
+        code = KILN_ENOENT;
+        break;
+    case 408:
+        code = KILN_ETIMEDOUT;
+        break;
+    case 429:
+        code = KILN_EUNAVAIL;
+        break;
+    default:
+        code = rs->status >= 500 ? KILN_EUNAVAIL : KILN_EREMOTE;
+    }
+    return kiln_error_set(err, code, 0, "%s: registry answered HTTP %ld%s", what, rs->status, msg);
+}

@@ -1,0 +1,472 @@
+/* Pull: manifest negotiation (OCI and Docker manifests and indexes, OCI
+ * documents without mediaType), platform selection (os/arch/variant), blobs
+ * fetched concurrently into store temp files while being hashed, resumed with
+ * Range after a broken transfer, verified before they take their name; blobs
+ * already in the store are not fetched.  The image is tagged only after every
+ * blob verified, and the origin of each blob is recorded for later mounts. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "reg_internal.h"
+
+#define ACCEPT_ALL                                                                                 \
+    PSH_MT_OCI_MANIFEST ", " PSH_MT_OCI_INDEX ", " PSH_MT_DOCKER_MANIFEST ", " PSH_MT_DOCKER_LIST
+
+struct pull {
+    psh_store *s;
+    reg_client *c;
+    const psh_registry_opts *o;
+    const psh_reg_events *ev;
+    const char *repo;
+    char scope[REG_SCOPE_MAX];
+    psh_pull_result *res;
+    const psh_descriptor *blobs;
+    psh_store_pin pin;
+};
+
+int reg_fetch_manifest(reg_client *c, const char *repo, const char *ref, const char *expect,
+                       char **bytes, size_t *len, psh_descriptor *d, kiln_error **err)
+{
+    char path[PSH_REF_NAME_MAX + PSH_REF_TAG_MAX + 100], scope[REG_SCOPE_MAX];
+    snprintf(path, sizeof(path), "/v2/%s/manifests/%s", repo, ref);
+    snprintf(scope, sizeof(scope), "repository:%s:pull", repo);
+    reg_req rq = {.method = "GET",
+                  .url = path,
+                  .scope = scope,
+                  .accept = ACCEPT_ALL,
+                  .fd = -1,
+                  .retry = true,
+                  .body_max = PSH_MANIFEST_MAX,
+                  .what = ref};
+    reg_resp rs;
+    int r = reg_do(c, &rq, &rs, err);
+    if (r == 0 && rs.status != 200)
+        r = reg_status_error(&rs, ref, err);
+    if (r < 0) {
+        reg_resp_dispose(&rs);
+        return r;
+    }
+    char got[KILN_DIGEST_STRLEN + 1];
+    kiln_sha256_bytes(rs.body.data ? rs.body.data : "", rs.body.len, got);
+    if ((expect != NULL && strcmp(expect, got) != 0) ||
+        (rs.digest != NULL && strncmp(rs.digest, "sha256:", 7) == 0 &&
+         strcmp(rs.digest, got) != 0)) {
+        r = kiln_error_set(err, KILN_EREMOTE, 0,
+                           "manifest %s: content hashes to %s, registry promised %.80s", ref, got,
+                           expect ? expect : rs.digest);
+        reg_resp_dispose(&rs);
+        return r;
+    }
+    _cleanup_cjson_ cJSON *doc = cJSON_ParseWithLength(rs.body.data, rs.body.len);
+    memset(d, 0, sizeof(*d));
+    reg_doc_media_type(doc, rs.ctype, d->media_type, sizeof(d->media_type));
+    if (doc == NULL || !(reg_mt_is_index(d->media_type) || reg_mt_is_manifest(d->media_type))) {
+        r = kiln_error_set(err, KILN_ENOTSUP, 0, "manifest %s: unsupported type \"%.100s\"", ref,
+                           d->media_type[0] ? d->media_type : (rs.ctype ? rs.ctype : "?"));
+        reg_resp_dispose(&rs);
+        return r;
+    }
+    snprintf(d->digest, sizeof(d->digest), "%s", got);
+    d->size = rs.body.len;
+    *len = rs.body.len;
+    *bytes = kiln_buf_steal(&rs.body, NULL);
+    reg_resp_dispose(&rs);
+    return 0;
+}
+
+/* ---- blob download ---- */
+
+struct dl {
+    struct pull *p;
+    const psh_descriptor *d;
+    psh_store_tmp tmp;
+    kiln_sha256 *h;
+    uint64_t got, last;
+    int io_errno;
+};
+
+static int dl_reset(struct dl *x)
+{
+    x->got = 0;
+    kiln_sha256_reset(x->h);
+    if (ftruncate(x->tmp.fd, 0) < 0 || lseek(x->tmp.fd, 0, SEEK_SET) < 0)
+        return -1;
+    return 0;
+}
+
+static int dl_sink(void *ud, long status, const char *buf, size_t n)
+{
+    struct dl *x = ud;
+    if (status == 200 && x->got > 0 && dl_reset(x) < 0) /* Range ignored: start over */
+        return 1;
+    if (x->got + n > x->d->size)
+        return 1; /* more than the descriptor promised */
+    for (size_t off = 0; off < n;) {
+        ssize_t w = write(x->tmp.fd, buf + off, n - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0) {
+            x->io_errno = errno;
+            return 1;
+        }
+        off += (size_t)w;
+    }
+    /* Hash while streaming: a resumed transfer continues the same context. */
+    kiln_sha256_update(x->h, buf, n);
+    x->got += n;
+    const psh_reg_events *ev = x->p->ev;
+    if (ev && ev->blob_progress &&
+        (x->got - x->last >= ((uint64_t)4 << 20) || x->got == x->d->size)) {
+        x->last = x->got;
+        ev->blob_progress(ev->ud, x->d->digest, x->got, x->d->size);
+    }
+    return 0;
+}
+
+static int download(struct pull *p, struct dl *x, kiln_error **err)
+{
+    const psh_descriptor *d = x->d;
+    char path[PSH_REF_NAME_MAX + 100];
+    snprintf(path, sizeof(path), "/v2/%s/blobs/%s", p->repo, d->digest);
+    for (unsigned attempt = 0;; attempt++) {
+        char range[64];
+        snprintf(range, sizeof(range), "Range: bytes=%" PRIu64 "-", x->got);
+        reg_req rq = {.method = "GET",
+                      .url = path,
+                      .scope = p->scope,
+                      .fd = -1,
+                      .hdr = x->got > 0 ? range : NULL,
+                      .sink = dl_sink,
+                      .sink_ud = x,
+                      .what = d->digest};
+        reg_resp rs;
+        kiln_error *e = NULL;
+        uint64_t before = x->got;
+        int r = reg_do(p->c, &rq, &rs, &e);
+        __atomic_add_fetch(&p->res->bytes_fetched, x->got >= before ? x->got - before : x->got,
+                           __ATOMIC_RELAXED);
+        if (x->io_errno != 0) {
+            reg_resp_dispose(&rs);
+            kiln_error_free(&e);
+            return kiln_error_set(err, x->io_errno == ENOSPC ? KILN_ENOSPC : KILN_EIO, x->io_errno,
+                                  "write blob %s", d->digest);
+        }
+        bool ok_status = r == 0 && (rs.status == 200 || rs.status == 206);
+        if (ok_status && x->got == d->size) {
+            reg_resp_dispose(&rs);
+            return 0;
+        }
+        bool again;
+        char why[160];
+        if (r < 0) {
+            again = r == KILN_EUNAVAIL;
+            snprintf(why, sizeof(why), "%.150s", e->msg);
+        } else if (ok_status) {
+            again = true; /* body shorter than the descriptor: resume */
+            snprintf(why, sizeof(why), "short body at %" PRIu64, x->got);
+        } else if (rs.status == 416) {
+            again = dl_reset(x) == 0;
+            snprintf(why, sizeof(why), "HTTP 416");
+        } else {
+            again = reg_status_transient(rs.status);
+            snprintf(why, sizeof(why), "HTTP %ld", rs.status);
+        }
+        if (r == KILN_EREMOTE && x->got + 1 > d->size)
+            again = false; /* sink refused: more bytes than promised */
+        if (!again || attempt >= p->o->max_retries) {
+            if (r < 0)
+                *err = kiln_error_steal(&e);
+            else if (ok_status)
+                r = kiln_error_set(err, KILN_EREMOTE, 0,
+                                   "blob %s: %" PRIu64 " of %" PRIu64 " bytes", d->digest, x->got,
+                                   d->size);
+            else
+                r = reg_status_error(&rs, d->digest, err);
+            reg_resp_dispose(&rs);
+            kiln_error_free(&e);
+            return r;
+        }
+        long ra = r == 0 ? rs.retry_after : -1;
+        reg_resp_dispose(&rs);
+        kiln_error_free(&e);
+        if ((r = reg_backoff(p->c, attempt, ra, d->digest, why, err)) < 0)
+            return r;
+    }
+}
+
+static int pull_blob(void *ud, size_t i, kiln_error **err)
+{
+    struct pull *p = ud;
+    const psh_descriptor *d = &p->blobs[i];
+    int r = psh_store_pin_add(p->s, &p->pin, d->digest, err);
+    if (r < 0)
+        return r;
+    if (psh_store_has_blob(p->s, d->digest)) {
+        __atomic_add_fetch(&p->res->blobs_present, 1, __ATOMIC_RELAXED);
+        if (p->ev && p->ev->blob_skipped)
+            p->ev->blob_skipped(p->ev->ud, d->digest, d->size);
+        return 0;
+    }
+    if (p->ev && p->ev->blob_started)
+        p->ev->blob_started(p->ev->ud, d->digest, d->size);
+    struct dl x = {.p = p, .d = d};
+    x.h = kiln_sha256_new();
+    if (x.h == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    if ((r = psh_store_tmp_open(p->s, &x.tmp, err)) < 0) {
+        kiln_sha256_free(x.h);
+        return r;
+    }
+    x.tmp.pin = &p->pin;
+    r = download(p, &x, err);
+    char got[KILN_DIGEST_STRLEN + 1];
+    if (r == 0) {
+        kiln_sha256_final_str(x.h, got);
+        if (strcmp(got, d->digest) != 0)
+            r = kiln_error_set(err, KILN_EREMOTE, 0, "blob %s: content hashes to %s", d->digest,
+                               got);
+    }
+    kiln_sha256_free(x.h);
+    if (r < 0) {
+        psh_store_tmp_abort(p->s, &x.tmp);
+        return r;
+    }
+    if ((r = psh_store_tmp_commit(p->s, &x.tmp, d->digest, NULL, NULL, err)) < 0)
+        return r;
+    __atomic_add_fetch(&p->res->blobs_fetched, 1, __ATOMIC_RELAXED);
+    if (p->ev && p->ev->blob_done)
+        p->ev->blob_done(p->ev->ud, d->digest, d->size);
+    return 0;
+}
+
+/* Parses "os/arch[/variant]". */
+static int parse_platform(const char *s, char *os, size_t osn, char *arch, size_t an, char *var,
+                          size_t vn, kiln_error **err)
+{
+    if (s == NULL || s[0] == '\0') {
+        reg_host_platform(os, osn, arch, an, var, vn);
+        return 0;
+    }
+    const char *a = strchr(s, '/');
+    if (a == NULL || a == s || a[1] == '\0')
+        return kiln_error_set(err, KILN_EINVAL, 0, "platform \"%.64s\" is not os/arch[/variant]",
+                              s);
+    const char *v = strchr(a + 1, '/');
+    snprintf(os, osn, "%.*s", (int)(a - s), s);
+    snprintf(arch, an, "%.*s", (int)(v ? v - a - 1 : (long)strlen(a + 1)), a + 1);
+    snprintf(var, vn, "%s", v ? v + 1 : "");
+    return 0;
+}
+
+static const char *jstr(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+/* Picks the index entry for os/arch/variant. */
+static int select_platform(const cJSON *idx, const char *os, const char *arch, const char *var,
+                           psh_descriptor *out, kiln_error **err)
+{
+    const cJSON *e, *best = NULL;
+    char avail[512] = "";
+    cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(idx, "manifests"))
+    {
+        const cJSON *pl = cJSON_GetObjectItemCaseSensitive(e, "platform");
+        const char *eo = jstr(pl, "os"), *ea = jstr(pl, "architecture"), *ev = jstr(pl, "variant");
+        size_t l = strlen(avail);
+        if (l + 64 < sizeof(avail))
+            snprintf(avail + l, sizeof(avail) - l, "%s%.20s/%.20s%s%.8s", l ? ", " : "", eo, ea,
+                     ev[0] ? "/" : "", ev);
+        if (strcmp(eo, os) != 0 || strcmp(ea, arch) != 0)
+            continue;
+        bool arm64_v8 = strcmp(arch, "arm64") == 0 && ((ev[0] == '\0' && strcmp(var, "v8") == 0) ||
+                                                       (var[0] == '\0' && strcmp(ev, "v8") == 0));
+        if (var[0] != '\0' && strcmp(ev, var) != 0 && !arm64_v8)
+            continue;
+        if (best == NULL ||
+            (strcmp(ev, var) == 0 &&
+             strcmp(jstr(cJSON_GetObjectItemCaseSensitive(best, "platform"), "variant"), var) != 0))
+            best = e;
+    }
+    if (best == NULL)
+        return kiln_error_set(err, KILN_ENOENT, 0,
+                              "no manifest for %s/%s%s%s in the index (has %s)", os, arch,
+                              var[0] ? "/" : "", var, avail[0] ? avail : "none");
+    int r = reg_doc_descriptor(best, out, err);
+    if (r == 0 && out->media_type[0] == '\0')
+        snprintf(out->media_type, sizeof(out->media_type), "%s", PSH_MT_OCI_MANIFEST);
+    return r;
+}
+
+/* Reads os/architecture/variant from a stored config. */
+static void config_platform(psh_store *s, const char *digest, char *os, size_t osn, char *arch,
+                            size_t an, char *var, size_t vn)
+{
+    _cleanup_free_ char *cfg = NULL;
+    size_t len = 0;
+    if (psh_store_read_blob(s, digest, PSH_MANIFEST_MAX, &cfg, &len, NULL) < 0)
+        return;
+    _cleanup_cjson_ cJSON *j = cJSON_ParseWithLength(cfg, len);
+    if (j == NULL)
+        return;
+    snprintf(os, osn, "%s", jstr(j, "os"));
+    snprintf(arch, an, "%s", jstr(j, "architecture"));
+    snprintf(var, vn, "%s", jstr(j, "variant"));
+}
+
+static int pull_image(struct pull *p, const psh_descriptor *md, const char *bytes, size_t len,
+                      kiln_error **err)
+{
+    _cleanup_cjson_ cJSON *m = cJSON_ParseWithLength(bytes, len);
+    _cleanup_free_ psh_descriptor *blobs = NULL;
+    size_t n = 0;
+    int r = reg_doc_blobs(m, &blobs, &n, err);
+    if (r < 0)
+        return r;
+    p->blobs = blobs;
+    r = reg_parallel(n, p->o->concurrency ? p->o->concurrency : 3, pull_blob, p, err);
+    p->blobs = NULL;
+    if (r < 0)
+        return r;
+    if ((r = psh_store_pin_add(p->s, &p->pin, md->digest, err)) < 0)
+        return r;
+    if ((r = psh_store_put_blob_bytes(p->s, &p->pin, md->digest, bytes, len, NULL, err)) < 0)
+        return r;
+    for (size_t i = 0; i < n; i++)
+        reg_origin_add(p->c->state_dir, blobs[i].digest, p->c->host, p->repo);
+    reg_origin_add(p->c->state_dir, md->digest, p->c->host, p->repo);
+    config_platform(p->s, blobs[0].digest, p->res->os, sizeof(p->res->os), p->res->architecture,
+                    sizeof(p->res->architecture), p->res->variant, sizeof(p->res->variant));
+    return 0;
+}
+
+static int do_pull(struct pull *p, const psh_ref *ref, const char *platform, kiln_error **err)
+{
+    char os[32], arch[32], var[16];
+    int r = parse_platform(platform, os, sizeof(os), arch, sizeof(arch), var, sizeof(var), err);
+    if (r < 0)
+        return r;
+    _cleanup_free_ char *bytes = NULL;
+    size_t len = 0;
+    psh_descriptor d;
+    const char *what = ref->digest[0] ? ref->digest : ref->tag;
+    r = reg_fetch_manifest(p->c, ref->path, what, ref->digest[0] ? ref->digest : NULL, &bytes, &len,
+                           &d, err);
+    if (r < 0)
+        return r;
+    if (reg_mt_is_index(d.media_type)) {
+        _cleanup_cjson_ cJSON *idx = cJSON_ParseWithLength(bytes, len);
+        psh_descriptor cd;
+        if ((r = select_platform(idx, os, arch, var, &cd, err)) < 0)
+            return r;
+        if ((r = psh_store_pin_add(p->s, &p->pin, d.digest, err)) < 0 ||
+            (r = psh_store_put_blob_bytes(p->s, &p->pin, d.digest, bytes, len, NULL, err)) < 0)
+            return r;
+        p->res->index = d;
+        free(bytes);
+        bytes = NULL;
+        if ((r = reg_fetch_manifest(p->c, ref->path, cd.digest, cd.digest, &bytes, &len, &d, err)) <
+            0)
+            return r;
+        if (!reg_mt_is_manifest(d.media_type))
+            return kiln_error_set(err, KILN_ENOTSUP, 0, "index entry %s is not an image manifest",
+                                  cd.digest);
+    }
+    if ((r = pull_image(p, &d, bytes, len, err)) < 0)
+        return r;
+    p->res->manifest = d;
+    if (ref->tag[0] == '\0')
+        return 0; /* by digest only: resolvable by digest, nothing to tag */
+    psh_ref t = *ref;
+    t.digest[0] = '\0';
+    char name[PSH_REF_STRMAX];
+    psh_ref_familiar(&t, name, sizeof(name));
+    return psh_store_tag_descriptor(p->s, &d, p->res->os[0] ? p->res->os : NULL,
+                                    p->res->architecture[0] ? p->res->architecture : NULL,
+                                    p->res->variant[0] ? p->res->variant : NULL, name, err);
+}
+
+int psh_pull(psh_store *s, const char *ref, const char *platform, const psh_registry_opts *o,
+             const psh_reg_events *ev, psh_pull_result *out, kiln_error **err)
+{
+    psh_registry_opts defaults;
+    if (o == NULL) {
+        psh_registry_opts_init(&defaults);
+        o = &defaults;
+    }
+    psh_pull_result local;
+    psh_pull_result *res = out ? out : &local;
+    memset(res, 0, sizeof(*res));
+    psh_ref r0;
+    int r = psh_ref_parse(&r0, ref ? ref : "", PSH_REF_DEFAULT_TAG, err);
+    if (r < 0)
+        return r;
+    reg_client *c = NULL;
+    if ((r = reg_client_new(&c, &r0, o, ev, reg_state_root(s, o), err)) < 0)
+        return r;
+    struct pull p = {.s = s, .c = c, .o = o, .ev = ev, .repo = r0.path, .res = res};
+    p.pin.fd = -1;
+    snprintf(p.scope, sizeof(p.scope), "repository:%s:pull", r0.path);
+    r = psh_store_pin_open(s, &p.pin, err);
+    if (r == 0)
+        r = do_pull(&p, &r0, platform, err);
+    psh_store_pin_close(s, &p.pin);
+    if (r < 0)
+        kiln_error_wrap(err, "pull %s", ref);
+    else
+        kiln_info("registry", "pulled %s (%s): %u fetched, %u present", ref, res->manifest.digest,
+                  res->blobs_fetched, res->blobs_present);
+    reg_client_free(c);
+    return r;
+}
+
+int reg_remote_image(psh_store *s, const char *ref, const psh_registry_opts *o, psh_descriptor *out,
+                     char *os, size_t osn, char *arch, size_t archn, char *variant, size_t varn,
+                     kiln_error **err)
+{
+    psh_ref r0;
+    int r = psh_ref_parse(&r0, ref, PSH_REF_DEFAULT_TAG, err);
+    if (r < 0)
+        return r;
+    reg_client *c = NULL;
+    if ((r = reg_client_new(&c, &r0, o, NULL, reg_state_root(s, o), err)) < 0)
+        return r;
+    psh_pull_result res;
+    memset(&res, 0, sizeof(res));
+    struct pull p = {.s = s, .c = c, .o = o, .repo = r0.path, .res = &res};
+    p.pin.fd = -1;
+    snprintf(p.scope, sizeof(p.scope), "repository:%s:pull", r0.path);
+    _cleanup_free_ char *bytes = NULL;
+    size_t len = 0;
+    r = reg_fetch_manifest(c, r0.path, r0.digest[0] ? r0.digest : r0.tag,
+                           r0.digest[0] ? r0.digest : NULL, &bytes, &len, out, err);
+    if (r == 0 && !reg_mt_is_manifest(out->media_type))
+        r = kiln_error_set(err, KILN_ENOTSUP, 0, "%s is an index; add an image manifest", ref);
+    _cleanup_cjson_ cJSON *m = r == 0 ? cJSON_ParseWithLength(bytes, len) : NULL;
+    _cleanup_free_ psh_descriptor *blobs = NULL;
+    size_t n = 0;
+    if (r == 0)
+        r = reg_doc_blobs(m, &blobs, &n, err);
+    if (r == 0)
+        r = psh_store_pin_open(s, &p.pin, err);
+    if (r == 0) {
+        p.blobs = blobs;
+        r = pull_blob(&p, 0, err); /* the config only */
+    }
+    if (r == 0)
+        r = psh_store_put_blob_bytes(s, &p.pin, out->digest, bytes, len, NULL, err);
+    if (r == 0) {
+        for (size_t i = 0; i < n; i++)
+            reg_origin_add(c->state_dir, blobs[i].digest, c->host, r0.path);
+        config_platform(s, blobs[0].digest, os, osn, arch, archn, variant, varn);
+    }
+    psh_store_pin_close(s, &p.pin);
+    reg_client_free(c);
+    return r;
+}

@@ -1,0 +1,688 @@
+/* Push: blobs first (several at once, bounded per registry), then manifests
+ * (index children by digest), then the top manifest or index by tag.
+ *
+ * Per blob: HEAD (present: skip) → cross-repo mount from a repository of the
+ * same registry known to hold it → upload.  Small blobs go in one streamed
+ * PUT; large ones in PATCH chunks whose session (location + offset) is
+ * persisted after every accepted chunk, so a broken chunk, or a pusher killed
+ * and restarted, resumes from the offset the registry reports (GET on the
+ * upload location → Range) instead of starting over.  The registry's
+ * Docker-Content-Digest must equal the digest Kiln computed. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "reg_internal.h"
+
+#define REG_MAX_RESTARTS 3 /* fresh upload sessions per blob after lost ones */
+
+struct push {
+    psh_store *s;
+    reg_client *c;
+    const psh_registry_opts *o;
+    const psh_reg_events *ev;
+    const char *repo; /* path on the registry */
+    char scope[REG_SCOPE_MAX];
+    psh_push_result *res;
+    const psh_descriptor *blobs;
+};
+
+/* ---- per-registry concurrency bound shared by all pushes of the process ---- */
+
+static pthread_mutex_t slot_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t slot_cv = PTHREAD_COND_INITIALIZER;
+static struct {
+    char host[PSH_REF_NAME_MAX + 1];
+    unsigned active;
+} slots[32];
+
+static int slot_acquire(const char *host, unsigned limit)
+{
+    pthread_mutex_lock(&slot_mu);
+    int idx = -1;
+    for (;;) {
+        int free_i = -1;
+        idx = -1;
+        for (int i = 0; i < (int)KILN_ARRAY_SIZE(slots); i++) {
+            if (slots[i].active > 0 && strcmp(slots[i].host, host) == 0)
+                idx = i;
+            else if (slots[i].active == 0 && free_i < 0)
+                free_i = i;
+        }
+        if (idx < 0 && free_i >= 0) {
+            idx = free_i;
+            snprintf(slots[idx].host, sizeof(slots[idx].host), "%s", host);
+        }
+        if (idx >= 0 && slots[idx].active < limit)
+            break;
+        pthread_cond_wait(&slot_cv, &slot_mu);
+    }
+    slots[idx].active++;
+    pthread_mutex_unlock(&slot_mu);
+    return idx;
+}
+
+static void slot_release(int idx)
+{
+    pthread_mutex_lock(&slot_mu);
+    slots[idx].active--;
+    pthread_cond_broadcast(&slot_cv);
+    pthread_mutex_unlock(&slot_mu);
+}
+
+#define COUNT(field, v) __atomic_add_fetch(&p->res->field, (v), __ATOMIC_RELAXED)
+
+/* "0-1234" or "bytes=0-1234" → 1235 (bytes the registry holds). */
+static uint64_t range_next(const char *range)
+{
+    if (range == NULL)
+        return 0;
+    const char *dash = strchr(range, '-');
+    if (dash == NULL)
+        return 0;
+    char *end = NULL;
+    unsigned long long e = strtoull(dash + 1, &end, 10);
+    if (end == dash + 1)
+        return 0;
+    return (uint64_t)e + 1;
+}
+
+static int check_digest(const reg_resp *rs, const char *want, const char *what, kiln_error **err)
+{
+    if (rs->digest != NULL && strcmp(rs->digest, want) != 0)
+        return kiln_error_set(err, KILN_EREMOTE, 0,
+                              "%s: registry reports digest %.80s, expected %s", what, rs->digest,
+                              want);
+    return 0;
+}
+
+/* POST a new upload session; *loc receives the location (caller frees). */
+static int start_upload(struct push *p, const char *what, char **loc, uint64_t *chunk_min,
+                        kiln_error **err)
+{
+    char path[PSH_REF_NAME_MAX + 64];
+    snprintf(path, sizeof(path), "/v2/%s/blobs/uploads/", p->repo);
+    reg_req rq = {
+        .method = "POST", .url = path, .scope = p->scope, .fd = -1, .retry = true, .what = what};
+    reg_resp rs;
+    int r = reg_do(p->c, &rq, &rs, err);
+    if (r == 0 && (rs.status != 202 || rs.location == NULL))
+        r = reg_status_error(&rs, what, err);
+    if (r == 0) {
+        *loc = reg_url(p->c, rs.location);
+        if (chunk_min != NULL)
+            *chunk_min = rs.chunk_min;
+        if (*loc == NULL)
+            r = kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    }
+    reg_resp_dispose(&rs);
+    return r;
+}
+
+/* Closes an upload with PUT <location>&digest=…, with body bytes [off, size)
+ * of fd (none when off == size). */
+static int finish_upload(struct push *p, const psh_descriptor *d, const char *loc, int fd,
+                         uint64_t off, kiln_error **err)
+{
+    _cleanup_free_ char *url = reg_url_add_query(loc, "digest", d->digest);
+    if (url == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    reg_req rq = {.method = "PUT",
+                  .url = url,
+                  .scope = p->scope,
+                  .fd = -1,
+                  .no_low_speed = true,
+                  .what = d->digest,
+                  .sent = &p->res->bytes_sent,
+                  .pdigest = d->digest,
+                  .pbase = off,
+                  .ptotal = d->size};
+    if (off < d->size) {
+        rq.fd = fd;
+        rq.fd_off = off;
+        rq.fd_len = d->size - off;
+    } else {
+        rq.mem = "";
+        rq.mem_len = 0;
+    }
+    reg_resp rs;
+    int r = reg_do(p->c, &rq, &rs, err);
+    if (r == 0 && rs.status != 201)
+        r = reg_status_error(&rs, d->digest, err);
+    if (r == 0)
+        r = check_digest(&rs, d->digest, d->digest, err);
+    reg_resp_dispose(&rs);
+    return r;
+}
+
+/* HEAD the blob: 1 present, 0 absent, negative on error. */
+static int blob_exists(struct push *p, const char *digest, kiln_error **err)
+{
+    char path[PSH_REF_NAME_MAX + 100];
+    snprintf(path, sizeof(path), "/v2/%s/blobs/%s", p->repo, digest);
+    reg_req rq = {
+        .method = "HEAD", .url = path, .scope = p->scope, .fd = -1, .retry = true, .what = digest};
+    reg_resp rs;
+    int r = reg_do(p->c, &rq, &rs, err);
+    if (r == 0) {
+        if (rs.status == 200)
+            r = 1;
+        else if (rs.status != 404)
+            r = reg_status_error(&rs, digest, err);
+    }
+    reg_resp_dispose(&rs);
+    return r;
+}
+
+static bool transient_failure(int r, const reg_resp *rs)
+{
+    if (r < 0)
+        return r == KILN_EUNAVAIL;
+    return reg_status_transient(rs->status) || rs->status == 416;
+}
+
+/* Monolithic: POST, then one PUT streaming the whole blob file. */
+static int upload_whole(struct push *p, const psh_descriptor *d, int fd, kiln_error **err)
+{
+    for (unsigned attempt = 0;; attempt++) {
+        _cleanup_free_ char *loc = NULL;
+        int r = start_upload(p, d->digest, &loc, NULL, err);
+        if (r < 0)
+            return r;
+        kiln_error *e = NULL;
+        r = finish_upload(p, d, loc, fd, 0, &e);
+        if (r == 0)
+            return 0;
+        if (r != KILN_EUNAVAIL || attempt >= p->o->max_retries) {
+            *err = e;
+            return r;
+        }
+        int b = reg_backoff(p->c, attempt, -1, d->digest, e->msg, err);
+        kiln_error_free(&e);
+        COUNT(retries, 1);
+        if (b < 0)
+            return b;
+    }
+}
+
+/* Asks the registry how much of the session it holds.  0 and *off on
+ * success; KILN_ENOENT when the session is gone. */
+static int upload_status(struct push *p, const psh_descriptor *d, char **loc, uint64_t *off,
+                         kiln_error **err)
+{
+    reg_req rq = {.method = "GET",
+                  .url = *loc,
+                  .scope = p->scope,
+                  .fd = -1,
+                  .retry = true,
+                  .what = d->digest};
+    reg_resp rs;
+    int r = reg_do(p->c, &rq, &rs, err);
+    if (r == 0 && rs.status != 204 && rs.status != 200)
+        r = rs.status == 404 || rs.status == 400 ? KILN_ENOENT
+                                                 : reg_status_error(&rs, d->digest, err);
+    if (r == 0) {
+        *off = range_next(rs.range);
+        if (rs.location != NULL) {
+            char *u = reg_url(p->c, rs.location);
+            if (u != NULL) {
+                free(*loc);
+                *loc = u;
+            }
+        }
+    }
+    reg_resp_dispose(&rs);
+    return r;
+}
+
+static int save(struct push *p, const psh_descriptor *d, const char *loc, uint64_t off,
+                kiln_error **err)
+{
+    reg_session ss = {.location = (char *)loc, .offset = off};
+    return reg_session_save(p->c->state_dir, p->c->host, p->repo, d->digest, &ss, err);
+}
+
+/* Chunked upload with resume.  *loc may hold a session to continue (from a
+ * mount answered 202 or a persisted session); it is consumed. */
+static int upload_chunked(struct push *p, const psh_descriptor *d, int fd, char *loc_in,
+                          kiln_error **err)
+{
+    _cleanup_free_ char *loc = loc_in;
+    uint64_t off = 0, chunk_min = 0;
+    unsigned restarts = 0, attempt = 0;
+    int r;
+    if (loc != NULL) {
+        kiln_error *e = NULL;
+        r = upload_status(p, d, &loc, &off, &e);
+        kiln_error_free(&e);
+        if (r < 0 || off > d->size) {
+            free(loc);
+            loc = NULL;
+            off = 0;
+        } else if (off > 0) {
+            COUNT(bytes_resumed, off);
+            kiln_info("registry", "resuming upload of %s at %" PRIu64 " of %" PRIu64, d->digest,
+                      off, d->size);
+        }
+    }
+    for (;;) {
+        if (loc == NULL) {
+            if (restarts++ > REG_MAX_RESTARTS)
+                return kiln_error_set(err, KILN_EREMOTE, 0, "%s: upload sessions keep failing",
+                                      d->digest);
+            off = 0;
+            if ((r = start_upload(p, d->digest, &loc, &chunk_min, err)) < 0)
+                return r;
+            if ((r = save(p, d, loc, 0, err)) < 0)
+                return r;
+        }
+        uint64_t chunk = p->o->chunk_size > chunk_min ? p->o->chunk_size : chunk_min;
+        while (off < d->size) {
+            if (reg_cancelled(p->c))
+                return kiln_error_set(err, KILN_ECANCELED, 0, "cancelled");
+            uint64_t len = d->size - off < chunk ? d->size - off : chunk;
+            char hdr[96];
+            snprintf(hdr, sizeof(hdr), "Content-Range: %" PRIu64 "-%" PRIu64, off, off + len - 1);
+            reg_req rq = {.method = "PATCH",
+                          .url = loc,
+                          .scope = p->scope,
+                          .hdr = hdr,
+                          .fd = fd,
+                          .fd_off = off,
+                          .fd_len = len,
+                          .what = d->digest,
+                          .sent = &p->res->bytes_sent,
+                          .pdigest = d->digest,
+                          .pbase = off,
+                          .ptotal = d->size};
+            reg_resp rs;
+            kiln_error *e = NULL;
+            r = reg_do(p->c, &rq, &rs, &e);
+            if (r == 0 && rs.status == 202) {
+                if (rs.location != NULL) {
+                    char *u = reg_url(p->c, rs.location);
+                    if (u != NULL) {
+                        free(loc);
+                        loc = u;
+                    }
+                }
+                off = rs.range ? range_next(rs.range) : off + len;
+                reg_resp_dispose(&rs);
+                attempt = 0;
+                if ((r = save(p, d, loc, off, err)) < 0)
+                    return r;
+                continue;
+            }
+            if (!transient_failure(r, &rs) || attempt >= p->o->max_retries) {
+                if (r == 0)
+                    r = reg_status_error(&rs, d->digest, err);
+                else
+                    *err = kiln_error_steal(&e);
+                reg_resp_dispose(&rs);
+                kiln_error_free(&e);
+                return r;
+            }
+            char why[160];
+            snprintf(why, sizeof(why), "chunk at %" PRIu64 ": %.120s", off,
+                     r < 0 ? e->msg : "HTTP error");
+            if (r == 0)
+                snprintf(why, sizeof(why), "chunk at %" PRIu64 ": HTTP %ld", off, rs.status);
+            long ra = r == 0 ? rs.retry_after : -1;
+            reg_resp_dispose(&rs);
+            kiln_error_free(&e);
+            COUNT(retries, 1);
+            if ((r = reg_backoff(p->c, attempt++, ra, d->digest, why, err)) < 0)
+                return r;
+            /* Where did the broken chunk leave the session? */
+            uint64_t got = 0;
+            r = upload_status(p, d, &loc, &got, &e);
+            kiln_error_free(&e);
+            if (r < 0 || got > d->size) {
+                free(loc);
+                loc = NULL;
+                break; /* session lost: start a new one */
+            }
+            off = got;
+            save(p, d, loc, off, NULL);
+        }
+        if (loc == NULL)
+            continue;
+        kiln_error *e = NULL;
+        r = finish_upload(p, d, loc, fd, off, &e);
+        if (r == 0)
+            return 0;
+        if (r != KILN_EUNAVAIL && r != KILN_ENOENT) {
+            *err = e;
+            return r;
+        }
+        /* The PUT may have landed with its answer lost. */
+        kiln_error *e2 = NULL;
+        int ex = blob_exists(p, d->digest, &e2);
+        kiln_error_free(&e2);
+        if (ex == 1) {
+            kiln_error_free(&e);
+            return 0;
+        }
+        if (attempt >= p->o->max_retries) {
+            *err = e;
+            return r;
+        }
+        COUNT(retries, 1);
+        r = reg_backoff(p->c, attempt++, -1, d->digest, e->msg, err);
+        kiln_error_free(&e);
+        if (r < 0)
+            return r;
+        uint64_t got = 0;
+        if (upload_status(p, d, &loc, &got, &e2) < 0 || got > d->size) {
+            free(loc);
+            loc = NULL;
+        } else {
+            off = got;
+        }
+        kiln_error_free(&e2);
+    }
+}
+
+static int mount_blob(struct push *p, const psh_descriptor *d, char **loc, kiln_error **err)
+{
+    char from[PSH_REF_NAME_MAX + 1];
+    if (reg_origin_find(p->c->state_dir, d->digest, p->c->host, p->repo, from, sizeof(from)) < 0)
+        return 0;
+    char path[2 * PSH_REF_NAME_MAX + 128], scope[REG_SCOPE_MAX + PSH_REF_NAME_MAX + 32];
+    snprintf(path, sizeof(path), "/v2/%s/blobs/uploads/?mount=%s&from=%s", p->repo, d->digest,
+             from);
+    snprintf(scope, sizeof(scope), "%s repository:%s:pull", p->scope, from);
+    reg_req rq = {
+        .method = "POST", .url = path, .scope = scope, .fd = -1, .retry = true, .what = d->digest};
+    reg_resp rs;
+    kiln_error *e = NULL;
+    int r = reg_do(p->c, &rq, &rs, &e);
+    int out = 0;
+    if (r == 0 && rs.status == 201) {
+        r = check_digest(&rs, d->digest, d->digest, err);
+        out = r < 0 ? r : 1;
+        if (r == 0 && p->ev && p->ev->blob_mounted)
+            p->ev->blob_mounted(p->ev->ud, d->digest, from);
+    } else if (r == 0 && rs.status == 202 && rs.location != NULL) {
+        *loc = reg_url(p->c, rs.location); /* a plain session was opened instead */
+    }
+    (void)err;
+    kiln_error_free(&e); /* a failed mount is not fatal: upload instead */
+    reg_resp_dispose(&rs);
+    return out;
+}
+
+static int push_blob(void *ud, size_t i, kiln_error **err)
+{
+    struct push *p = ud;
+    const psh_descriptor *d = &p->blobs[i];
+    int slot = slot_acquire(p->c->host, p->o->concurrency ? p->o->concurrency : 3);
+    int r = blob_exists(p, d->digest, err);
+    if (r == 1) {
+        COUNT(blobs_skipped, 1);
+        if (p->ev && p->ev->blob_skipped)
+            p->ev->blob_skipped(p->ev->ud, d->digest, d->size);
+        reg_origin_add(p->c->state_dir, d->digest, p->c->host, p->repo);
+        slot_release(slot);
+        return 0;
+    }
+    char *loc = NULL;
+    if (r == 0)
+        r = mount_blob(p, d, &loc, err);
+    if (r == 1) {
+        COUNT(blobs_mounted, 1);
+        reg_origin_add(p->c->state_dir, d->digest, p->c->host, p->repo);
+        slot_release(slot);
+        return 0;
+    }
+    _cleanup_close_ int fd = -1;
+    uint64_t size = 0;
+    if (r == 0)
+        r = psh_store_open_blob(p->s, d->digest, &fd, &size, err);
+    if (r == 0 && size != d->size)
+        r = kiln_error_set(err, KILN_EINTERNAL, 0,
+                           "blob %s: %" PRIu64 " bytes, manifest says %" PRIu64, d->digest, size,
+                           d->size);
+    if (r < 0) {
+        free(loc);
+        slot_release(slot);
+        return r == KILN_ENOENT ? kiln_error_wrap(err, "blob not in the store and not mountable")
+                                : r;
+    }
+    if (p->ev && p->ev->blob_started)
+        p->ev->blob_started(p->ev->ud, d->digest, d->size);
+    reg_session ss;
+    if (loc == NULL && reg_session_load(p->c->state_dir, p->c->host, p->repo, d->digest, &ss) == 0)
+        loc = ss.location; /* a session left by an earlier, interrupted push */
+    if (d->size <= p->o->chunk_size && loc == NULL)
+        r = upload_whole(p, d, fd, err);
+    else
+        r = upload_chunked(p, d, fd, loc, err);
+    if (r == 0) {
+        reg_session_drop(p->c->state_dir, p->c->host, p->repo, d->digest);
+        reg_origin_add(p->c->state_dir, d->digest, p->c->host, p->repo);
+        COUNT(blobs_uploaded, 1);
+        if (p->ev && p->ev->blob_done)
+            p->ev->blob_done(p->ev->ud, d->digest, d->size);
+    }
+    slot_release(slot);
+    return r;
+}
+
+static int put_manifest(struct push *p, const psh_descriptor *d, const char *bytes, size_t len,
+                        const char *ref, kiln_error **err)
+{
+    char path[PSH_REF_NAME_MAX + PSH_REF_TAG_MAX + 100];
+    snprintf(path, sizeof(path), "/v2/%s/manifests/%s", p->repo, ref);
+    reg_req rq = {.method = "PUT",
+                  .url = path,
+                  .scope = p->scope,
+                  .ctype = d->media_type,
+                  .mem = bytes,
+                  .mem_len = len,
+                  .fd = -1,
+                  .retry = true,
+                  .no_low_speed = true,
+                  .what = d->digest};
+    reg_resp rs;
+    int r = reg_do(p->c, &rq, &rs, err);
+    if (r == 0 && rs.status != 201 && rs.status != 200)
+        r = reg_status_error(&rs, ref, err);
+    if (r == 0)
+        r = check_digest(&rs, d->digest, ref, err);
+    reg_resp_dispose(&rs);
+    if (r == 0) {
+        p->res->manifest = *d;
+        if (p->ev && p->ev->manifest_pushed)
+            p->ev->manifest_pushed(p->ev->ud, d->digest, ref);
+    }
+    return r;
+}
+
+/* OCI image manifest → Docker schema 2 (same blobs); stored so the pushed
+ * bytes are in the store too. */
+static int to_v2s2(struct push *p, cJSON *m, psh_descriptor *d, char **bytes, size_t *len,
+                   kiln_error **err)
+{
+    cJSON *cfg = cJSON_GetObjectItemCaseSensitive(m, "config");
+    cJSON *layers = cJSON_GetObjectItemCaseSensitive(m, "layers");
+    cJSON_DeleteItemFromObjectCaseSensitive(m, "annotations");
+    cJSON_DeleteItemFromObjectCaseSensitive(m, "mediaType");
+    cJSON_DeleteItemFromObjectCaseSensitive(m, "artifactType");
+    cJSON_DeleteItemFromObjectCaseSensitive(m, "subject");
+    if (!cJSON_AddStringToObject(m, "mediaType", PSH_MT_DOCKER_MANIFEST))
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    cJSON_ReplaceItemInObjectCaseSensitive(cfg, "mediaType",
+                                           cJSON_CreateString(PSH_MT_DOCKER_CONFIG));
+    cJSON *l;
+    cJSON_ArrayForEach(l, layers)
+    {
+        const cJSON *mt = cJSON_GetObjectItemCaseSensitive(l, "mediaType");
+        if (!cJSON_IsString(mt) || (strcmp(mt->valuestring, PSH_MT_OCI_LAYER_GZ) != 0 &&
+                                    strcmp(mt->valuestring, PSH_MT_DOCKER_LAYER_GZ) != 0))
+            return kiln_error_set(err, KILN_ENOTSUP, 0,
+                                  "Docker schema 2 needs gzip layers; layer is %.100s",
+                                  cJSON_IsString(mt) ? mt->valuestring : "(none)");
+        cJSON_ReplaceItemInObjectCaseSensitive(l, "mediaType",
+                                               cJSON_CreateString(PSH_MT_DOCKER_LAYER_GZ));
+        cJSON_DeleteItemFromObjectCaseSensitive(l, "annotations");
+    }
+    char *out = cJSON_PrintUnformatted(m);
+    if (out == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    int r = psh_store_put_blob_bytes(p->s, NULL, NULL, out, strlen(out), d->digest, err);
+    if (r < 0) {
+        free(out);
+        return r;
+    }
+    snprintf(d->media_type, sizeof(d->media_type), "%s", PSH_MT_DOCKER_MANIFEST);
+    d->size = strlen(out);
+    *len = d->size;
+    *bytes = out;
+    return 0;
+}
+
+/* Pushes the blobs of the image manifest d, then the manifest under ref
+ * (tag or digest; NULL = by digest). */
+static int push_image(struct push *p, psh_descriptor d, const char *ref, kiln_error **err)
+{
+    _cleanup_free_ char *bytes = NULL;
+    size_t len = 0;
+    int r = psh_store_read_blob(p->s, d.digest, PSH_MANIFEST_MAX, &bytes, &len, err);
+    if (r < 0)
+        return r;
+    _cleanup_cjson_ cJSON *m = cJSON_ParseWithLength(bytes, len);
+    if (m == NULL)
+        return kiln_error_set(err, KILN_EINTERNAL, 0, "manifest %s is not JSON", d.digest);
+    char mt[128];
+    reg_doc_media_type(m, NULL, mt, sizeof(mt));
+    if (d.media_type[0] == '\0')
+        snprintf(d.media_type, sizeof(d.media_type), "%s", mt);
+    if (p->o->format == PSH_FORMAT_V2S2 && strcmp(d.media_type, PSH_MT_OCI_MANIFEST) == 0) {
+        free(bytes);
+        bytes = NULL;
+        if ((r = to_v2s2(p, m, &d, &bytes, &len, err)) < 0)
+            return r;
+    }
+    _cleanup_free_ psh_descriptor *blobs = NULL;
+    size_t n = 0;
+    if ((r = reg_doc_blobs(m, &blobs, &n, err)) < 0)
+        return r;
+    p->blobs = blobs;
+    r = reg_parallel(n, p->o->concurrency ? p->o->concurrency : 3, push_blob, p, err);
+    p->blobs = NULL;
+    if (r < 0)
+        return r;
+    return put_manifest(p, &d, bytes, len, ref ? ref : d.digest, err);
+}
+
+static int push_index(struct push *p, psh_descriptor d, const char *ref, kiln_error **err)
+{
+    if (p->o->format == PSH_FORMAT_V2S2)
+        return kiln_error_set(err, KILN_ENOTSUP, 0,
+                              "--format v2s2 is supported for images, not for indexes");
+    _cleanup_free_ char *bytes = NULL;
+    size_t len = 0;
+    int r = psh_store_read_blob(p->s, d.digest, PSH_MANIFEST_MAX, &bytes, &len, err);
+    if (r < 0)
+        return r;
+    _cleanup_cjson_ cJSON *idx = cJSON_ParseWithLength(bytes, len);
+    const cJSON *ms = cJSON_GetObjectItemCaseSensitive(idx, "manifests");
+    if (!cJSON_IsArray(ms))
+        return kiln_error_set(err, KILN_EINTERNAL, 0, "index %s has no manifests", d.digest);
+    const cJSON *e;
+    cJSON_ArrayForEach(e, ms)
+    {
+        psh_descriptor cd;
+        if ((r = reg_doc_descriptor(e, &cd, err)) < 0)
+            return r;
+        if (reg_mt_is_index(cd.media_type))
+            return kiln_error_set(err, KILN_ENOTSUP, 0, "nested index %s", cd.digest);
+        if (psh_store_has_blob(p->s, cd.digest)) {
+            if ((r = push_image(p, cd, NULL, err)) < 0)
+                return kiln_error_wrap(err, "manifest %s", cd.digest);
+            continue;
+        }
+        /* Not local (added by reference): it must already be in the repository. */
+        char path[PSH_REF_NAME_MAX + 100];
+        snprintf(path, sizeof(path), "/v2/%s/manifests/%s", p->repo, cd.digest);
+        reg_req rq = {.method = "HEAD",
+                      .url = path,
+                      .scope = p->scope,
+                      .fd = -1,
+                      .retry = true,
+                      .accept = PSH_MT_OCI_MANIFEST ", " PSH_MT_DOCKER_MANIFEST,
+                      .what = cd.digest};
+        reg_resp rs;
+        r = reg_do(p->c, &rq, &rs, err);
+        if (r == 0 && rs.status != 200)
+            r = rs.status == 404 ? kiln_error_set(err, KILN_ENOENT, 0,
+                                                  "manifest %s is neither in the store nor in "
+                                                  "%s/%s",
+                                                  cd.digest, p->c->host, p->repo)
+                                 : reg_status_error(&rs, cd.digest, err);
+        reg_resp_dispose(&rs);
+        if (r < 0)
+            return r;
+    }
+    if (d.media_type[0] == '\0')
+        snprintf(d.media_type, sizeof(d.media_type), "%s", PSH_MT_OCI_INDEX);
+    return put_manifest(p, &d, bytes, len, ref, err);
+}
+
+int psh_push(psh_store *s, const char *src_ref, const char *dest_ref, const psh_registry_opts *o,
+             const psh_reg_events *ev, psh_push_result *out, kiln_error **err)
+{
+    psh_registry_opts defaults;
+    if (o == NULL) {
+        psh_registry_opts_init(&defaults);
+        o = &defaults;
+    }
+    psh_push_result local;
+    psh_push_result *res = out ? out : &local;
+    memset(res, 0, sizeof(*res));
+    if (src_ref == NULL)
+        return kiln_error_set(err, KILN_EINVAL, 0, "no image to push");
+    psh_ref dst;
+    int r = psh_ref_parse(&dst, dest_ref ? dest_ref : src_ref, PSH_REF_DEFAULT_TAG, err);
+    if (r < 0)
+        return r;
+    psh_descriptor d;
+    if ((r = psh_store_resolve(s, src_ref, &d, err)) < 0)
+        return r;
+    reg_client *c = NULL;
+    if ((r = reg_client_new(&c, &dst, o, ev, reg_state_root(s, o), err)) < 0)
+        return r;
+    struct push p = {.s = s, .c = c, .o = o, .ev = ev, .repo = dst.path, .res = res};
+    snprintf(p.scope, sizeof(p.scope), "repository:%s:pull,push", dst.path);
+    const char *ref = dst.tag[0] ? dst.tag : NULL;
+    if (dst.digest[0] && strcmp(dst.digest, d.digest) != 0 && o->format == PSH_FORMAT_AS_STORED)
+        r = kiln_error_set(err, KILN_EINVAL, 0, "destination digest %s is not the image's %s",
+                           dst.digest, d.digest);
+    else if (reg_mt_is_index(d.media_type))
+        r = push_index(&p, d, ref ? ref : d.digest, err);
+    else
+        r = push_image(&p, d, ref, err);
+    res->retries += c->retries;
+    char name[PSH_REF_STRMAX];
+    psh_ref_familiar(&dst, name, sizeof(name));
+    if (r < 0)
+        kiln_error_wrap(err, "push %s", name);
+    else
+        kiln_info("registry", "pushed %s (%s): %u uploaded, %u skipped, %u mounted", name,
+                  res->manifest.digest, res->blobs_uploaded, res->blobs_skipped,
+                  res->blobs_mounted);
+    reg_client_free(c);
+    return r;
+}
+
+int psh_manifest_push(psh_store *s, const char *list_ref, const char *dest_ref,
+                      const psh_registry_opts *o, const psh_reg_events *ev, psh_push_result *out,
+                      kiln_error **err)
+{
+    return psh_push(s, list_ref, dest_ref, o, ev, out, err);
+}

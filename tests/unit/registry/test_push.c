@@ -1,0 +1,207 @@
+/* Push to a plain-HTTP docker-registry, checked with what outside tools see:
+ * skopeo inspect / copy, umoci unpack, curl on the /v2/ API.  Re-push skips
+ * every blob; a second repository gets its blobs by cross-repo mount;
+ * --format v2s2 gives a Docker schema 2 manifest; manifest lists push their
+ * images by digest and the index by tag. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kt.h"
+#include "reg_fixture.h"
+
+struct env {
+    rf_registry reg;
+    char *dir;
+    psh_store *s;
+};
+
+static int env_open(struct env *e, bool tls, rf_auth auth)
+{
+    int r = rf_registry_start(&e->reg, tls, auth, 60);
+    if (r == 77)
+        exit(77);
+    e->dir = rf_tmpdir();
+    if (r != 0 || e->dir == NULL)
+        return -1;
+    return psh_store_open(&e->s, e->dir, NULL);
+}
+
+static void env_close(struct env *e)
+{
+    psh_store_free(e->s);
+    if (getenv("KT_KEEP") == NULL)
+        rf_rmrf(e->dir);
+    free(e->dir);
+    rf_registry_stop(&e->reg);
+}
+
+static int push(struct env *e, const char *src, const char *dst, const psh_registry_opts *o,
+                rf_counts *c, psh_push_result *res)
+{
+    psh_reg_events ev;
+    rf_events(&ev, c);
+    kiln_error *err = NULL;
+    int r = psh_push(e->s, src, dst, o, &ev, res, &err);
+    if (r < 0)
+        fprintf(stderr, "  push: %s\n", err->msg);
+    kiln_error_free(&err);
+    return r;
+}
+
+KT_TEST(push_plain_http_then_skopeo_curl_umoci)
+{
+    struct env e;
+    KT_REQUIRE(env_open(&e, false, RF_AUTH_NONE) == 0);
+    psh_commit_result img;
+    KT_REQUIRE(rf_busybox_image(e.s, e.dir, "app:1", "hello-push", &img) == 0);
+    psh_registry_opts o;
+    rf_opts(&o, &e.reg);
+    rf_counts c = {0};
+    psh_push_result res;
+    char dst[256];
+    snprintf(dst, sizeof(dst), "%s/team/app:1", e.reg.host);
+    KT_REQUIRE(push(&e, "app:1", dst, &o, &c, &res) == 0);
+    KT_EXPECT_STR(res.manifest.digest, img.manifest.digest);
+    KT_EXPECT_INT(res.blobs_uploaded, 2); /* config + layer */
+    KT_EXPECT_INT(c.started, 2);
+    KT_EXPECT_INT(c.done, 2);
+    KT_EXPECT_INT(c.manifests, 1);
+
+    /* skopeo sees the manifest digest Kiln computed. */
+    char *out = rf_capture("skopeo inspect --tls-verify=false docker://%s", dst);
+    KT_EXPECT(out != NULL && strstr(out, img.manifest.digest) != NULL);
+    free(out);
+    /* The registry serves the stored bytes exactly. */
+    out = rf_capture("curl -sf -H 'Accept: %s' http://%s/v2/team/app/manifests/1 | sha256sum",
+                     PSH_MT_OCI_MANIFEST, e.reg.host);
+    KT_EXPECT(out != NULL && strncmp(out, img.manifest.digest + 7, 64) == 0);
+    free(out);
+    out = rf_capture("curl -sf http://%s/v2/team/app/tags/list", e.reg.host);
+    KT_EXPECT(out != NULL && strstr(out, "\"1\"") != NULL);
+    free(out);
+    /* skopeo copy back out and umoci unpack: same files. */
+    KT_EXPECT_INT(rf_sh("skopeo copy -q --src-tls-verify=false docker://%s oci:%s/copy:x && "
+                        "umoci unpack --image %s/copy:x %s/bundle >/dev/null 2>&1 && "
+                        "cmp %s/bundle/rootfs/bin/busybox /bin/busybox && "
+                        "grep -qx hello-push %s/bundle/rootfs/etc/marker",
+                        dst, e.dir, e.dir, e.dir, e.dir, e.dir),
+                  0);
+
+    /* Re-push: every blob skipped, nothing uploaded, manifest put again. */
+    KT_REQUIRE(push(&e, "app:1", dst, &o, &c, &res) == 0);
+    KT_EXPECT_INT(res.blobs_skipped, 2);
+    KT_EXPECT_INT(res.blobs_uploaded, 0);
+    KT_EXPECT_INT(c.skipped, 2);
+    KT_EXPECT_INT(c.started, 0);
+    KT_EXPECT_INT(res.bytes_sent, 0);
+
+    /* Another repository on the same registry: blobs mounted, not sent. */
+    snprintf(dst, sizeof(dst), "%s/other/app:2", e.reg.host);
+    KT_REQUIRE(push(&e, "app:1", dst, &o, &c, &res) == 0);
+    KT_EXPECT_INT(res.blobs_mounted, 2);
+    KT_EXPECT_INT(c.mounted, 2);
+    KT_EXPECT_INT(res.bytes_sent, 0);
+    KT_EXPECT_INT(rf_sh("curl -sf -I http://%s/v2/other/app/blobs/%s >/dev/null", e.reg.host,
+                        img.layers[0].blob.digest),
+                  0);
+    KT_EXPECT_INT(rf_sh("skopeo inspect --tls-verify=false docker://%s >/dev/null", dst), 0);
+
+    /* Docker schema 2 on request. */
+    o.format = PSH_FORMAT_V2S2;
+    snprintf(dst, sizeof(dst), "%s/team/app:v2s2", e.reg.host);
+    KT_REQUIRE(push(&e, "app:1", dst, &o, &c, &res) == 0);
+    KT_EXPECT_STR(res.manifest.media_type, PSH_MT_DOCKER_MANIFEST);
+    out = rf_capture("skopeo inspect --raw --tls-verify=false docker://%s", dst);
+    KT_EXPECT(out != NULL && strstr(out, PSH_MT_DOCKER_MANIFEST) != NULL &&
+              strstr(out, PSH_MT_DOCKER_LAYER_GZ) != NULL);
+    free(out);
+    out = rf_capture("skopeo inspect --raw --tls-verify=false docker://%s | sha256sum", dst);
+    KT_EXPECT(out != NULL && strncmp(out, res.manifest.digest + 7, 64) == 0);
+    free(out);
+    psh_commit_result_dispose(&img);
+    env_close(&e);
+}
+
+KT_TEST(manifest_list_push_resolves_every_entry)
+{
+    struct env e;
+    KT_REQUIRE(env_open(&e, false, RF_AUTH_NONE) == 0);
+    char amd[KILN_DIGEST_STRLEN + 1], arm[KILN_DIGEST_STRLEN + 1];
+    KT_REQUIRE(rf_random_image(e.s, e.dir, "multi:amd64", 4096, "amd64", amd, NULL) == 0);
+    KT_REQUIRE(rf_random_image(e.s, e.dir, "multi:arm64", 4096, "arm64", arm, NULL) == 0);
+    kiln_error *err = NULL;
+    KT_REQUIRE(psh_manifest_create(e.s, "multi:list", &err) == 0);
+    KT_EXPECT_INT(psh_manifest_create(e.s, "multi:list", &err), KILN_EEXIST);
+    kiln_error_free(&err);
+    KT_REQUIRE(psh_manifest_add(e.s, "multi:list", "multi:amd64", NULL, NULL, &err) == 0);
+    KT_REQUIRE(psh_manifest_add(e.s, "multi:list", "multi:arm64", NULL, NULL, &err) == 0);
+    const char *ann[] = {"org.example.note=kiln"};
+    KT_REQUIRE(psh_manifest_annotate(e.s, "multi:list", arm, NULL, NULL, "v8", ann, 1, &err) == 0);
+    char *js = NULL;
+    KT_REQUIRE(psh_manifest_inspect(e.s, "multi:list", &js, &err) == 0);
+    KT_EXPECT(strstr(js, amd) != NULL && strstr(js, arm) != NULL);
+    KT_EXPECT(strstr(js, "\"variant\":\"v8\"") != NULL);
+    free(js);
+
+    psh_registry_opts o;
+    rf_opts(&o, &e.reg);
+    rf_counts c = {0};
+    psh_push_result res;
+    char dst[256];
+    snprintf(dst, sizeof(dst), "%s/multi/app:latest", e.reg.host);
+    KT_REQUIRE(push(&e, "multi:list", dst, &o, &c, &res) == 0);
+    KT_EXPECT_INT(c.manifests, 3); /* two images by digest, then the index */
+    KT_EXPECT_STR(res.manifest.media_type, PSH_MT_OCI_INDEX);
+    char *raw = rf_capture("skopeo inspect --raw --tls-verify=false docker://%s", dst);
+    KT_EXPECT(raw != NULL && strstr(raw, PSH_MT_OCI_INDEX) != NULL);
+    KT_EXPECT(raw != NULL && strstr(raw, "\"architecture\":\"arm64\"") != NULL);
+    free(raw);
+    /* Every entry resolves in the registry with its platform. */
+    KT_EXPECT_INT(rf_sh("skopeo inspect --tls-verify=false --override-arch arm64 docker://%s | "
+                        "grep -q '\"Architecture\": \"arm64\"'",
+                        dst),
+                  0);
+    KT_EXPECT_INT(rf_sh("skopeo inspect --tls-verify=false --override-arch amd64 docker://%s | "
+                        "grep -q '\"Architecture\": \"amd64\"'",
+                        dst),
+                  0);
+    KT_EXPECT_INT(rf_sh("curl -sf -I -H 'Accept: %s' http://%s/v2/multi/app/manifests/%s "
+                        ">/dev/null",
+                        PSH_MT_OCI_MANIFEST, e.reg.host, amd),
+                  0);
+    KT_EXPECT_INT(rf_sh("curl -sf -I -H 'Accept: %s' http://%s/v2/multi/app/manifests/%s "
+                        ">/dev/null",
+                        PSH_MT_OCI_MANIFEST, e.reg.host, arm),
+                  0);
+
+    /* A list built from a remote image by reference: nothing rebuilt, the
+     * entry comes from the registry's manifest. */
+    KT_REQUIRE(psh_manifest_create(e.s, "remote:list", &err) == 0);
+    char src[256];
+    snprintf(src, sizeof(src), "%s/multi/app@%s", e.reg.host, arm);
+    /* Fresh store: the image is not local. */
+    char *dir2 = rf_tmpdir();
+    psh_store *s2 = NULL;
+    KT_REQUIRE(psh_store_open(&s2, dir2, NULL) == 0);
+    KT_REQUIRE(psh_manifest_create(s2, "remote:list", &err) == 0);
+    psh_descriptor added;
+    KT_REQUIRE(psh_manifest_add(s2, "remote:list", src, &o, &added, &err) == 0);
+    KT_EXPECT_STR(added.digest, arm);
+    KT_REQUIRE(psh_manifest_inspect(s2, "remote:list", &js, &err) == 0);
+    KT_EXPECT(strstr(js, "\"architecture\":\"arm64\"") != NULL);
+    free(js);
+    /* Pushed to another repository: the layers come by mount. */
+    snprintf(dst, sizeof(dst), "%s/multi/remote:1", e.reg.host);
+    psh_reg_events ev;
+    rf_events(&ev, &c);
+    KT_EXPECT_INT(psh_push(s2, "remote:list", dst, &o, &ev, &res, &err), 0);
+    if (err)
+        fprintf(stderr, "  %s\n", err->msg);
+    kiln_error_free(&err);
+    KT_EXPECT(c.mounted >= 1);
+    psh_store_free(s2);
+    rf_rmrf(dir2);
+    free(dir2);
+    env_close(&e);
+}
