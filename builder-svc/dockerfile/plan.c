@@ -512,9 +512,13 @@ static int parse_build_args(pctx *c, kiln_error **err)
                                   s ? s : "(null)");
         c->bargs[i].key = eq ? df_strndup(c->a, s, (size_t)(eq - s)) : df_strdup(c->a, s);
         c->bargs[i].value = eq ? df_strdup(c->a, eq + 1) : NULL;
+        /* Proxies go to RUN without an ARG; the others are read by the builder itself. */
         for (size_t k = 0; k < KILN_ARRAY_SIZE(proxy_args); k++)
             if (strcmp(c->bargs[i].key, proxy_args[k]) == 0)
                 c->barg_used[i] = true;
+        if (strcmp(c->bargs[i].key, "SOURCE_DATE_EPOCH") == 0 ||
+            strncmp(c->bargs[i].key, "BUILDKIT_", 9) == 0)
+            c->barg_used[i] = true;
     }
     c->n_bargs = n;
     c->plan->build_args = c->bargs;

@@ -13,10 +13,13 @@
  *   - base.kind tells where the root filesystem comes from: an image to pull
  *     (base.image, for base.platform), an earlier stage (base.stage), scratch.
  *   - Docker expands instruction arguments with the base image's ENV too.  The
- *     plan can only know it when the caller passes opts.resolve_base; the
- *     engine therefore pulls the bases named by a first plan, then parses again
- *     with a resolver, which also splices the base image's ONBUILD triggers
- *     right after FROM (instructions with from_onbuild set).
+ *     plan can only know it when the caller passes opts.resolve_base; without
+ *     it, names that might come from the base are listed in each instruction's
+ *     unresolved[].  The engine therefore pulls the bases named by a first plan
+ *     (stages with base_kind BLD_BASE_IMAGE), then parses again with a
+ *     resolver, which also splices the base image's ONBUILD triggers right
+ *     after FROM (instructions with from_onbuild set); bld_onbuild_check()
+ *     validates a single trigger string on its own.
  *   - RUN: execute run.argv (shell form already wrapped in the SHELL in effect)
  *     with env = ENV in effect (env[]) plus the ARGs in scope (args[], an ENV of
  *     the same name wins) plus proxy build args, as user/workdir in effect;
