@@ -1,4 +1,5 @@
 /* Garbage collection: what is reachable, in use or pinned stays; the rest goes. */
+#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -6,7 +7,7 @@
 
 #include "cleanup.h"
 #include "kt.h"
-#include "psh_store.h"
+#include "psh_commit.h"
 #include "store_fixture.h"
 
 struct env {
@@ -140,5 +141,87 @@ KT_TEST(gc_drops_pins_and_temps_of_dead_writers)
     kiln_error *err = NULL;
     KT_EXPECT_INT(psh_store_gc(e.s, &o, &res, &err), KILN_EINVAL);
     kiln_error_free(&err);
+    env_close(&e);
+}
+
+/* GC running non-stop in another process while commits add and tag new
+ * images: pins keep every blob of a commit alive until its tag exists. */
+KT_TEST(gc_racing_commits_never_breaks_an_image)
+{
+    struct env e;
+    KT_REQUIRE(env_open(&e) == 0);
+    pid_t pid = fork();
+    KT_REQUIRE(pid >= 0);
+    if (pid == 0) {
+        psh_store *s = NULL;
+        if (psh_store_open(&s, e.dir, NULL) < 0)
+            _exit(1);
+        psh_gc_opts o;
+        psh_gc_opts_init(&o);
+        o.tmp_min_age = 0;
+        for (int i = 0; i < 4000; i++) {
+            psh_gc_result r;
+            if (psh_store_gc(s, &o, &r, NULL) < 0)
+                _exit(2);
+            char stop[4200];
+            snprintf(stop, sizeof(stop), "%s/stop", e.dir);
+            if (access(stop, F_OK) == 0)
+                break;
+        }
+        psh_store_free(s);
+        _exit(0);
+    }
+    enum { N = 40 };
+    for (int i = 0; i < N; i++) {
+        char dir[4096], tag[32];
+        snprintf(dir, sizeof(dir), "%s/d%d", e.dir, i);
+        snprintf(tag, sizeof(tag), "race:%d", i);
+        KT_REQUIRE(fx_sh("mkdir -p %s && echo %d > %s/f", dir, i, dir) == 0);
+        const char *d = dir;
+        const char *t = tag;
+        psh_commit_spec spec;
+        psh_commit_spec_init(&spec);
+        spec.platform.os = "linux";
+        spec.platform.architecture = "amd64";
+        spec.pack.threads = 1;
+        spec.layers = &d;
+        spec.n_layers = 1;
+        spec.tags = &t;
+        spec.n_tags = 1;
+        psh_commit_result res;
+        kiln_error *err = NULL;
+        if (psh_commit(e.s, &spec, &res, &err) < 0)
+            KT_FAIL("commit %d: %s", i, err->msg);
+        kiln_error_free(&err);
+        psh_commit_result_dispose(&res);
+    }
+    char stop[4200];
+    snprintf(stop, sizeof(stop), "%s/stop", e.dir);
+    fx_write_file(stop, "");
+    int st = 0;
+    waitpid(pid, &st, 0);
+    KT_EXPECT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    /* Every tagged image is whole: manifest, config and layer present. */
+    for (int i = 0; i < N; i++) {
+        char tag[32];
+        snprintf(tag, sizeof(tag), "race:%d", i);
+        psh_inspect in;
+        kiln_error *err = NULL;
+        if (psh_store_inspect(e.s, tag, &in, &err) < 0) {
+            KT_FAIL("%s: %s", tag, err->msg);
+            kiln_error_free(&err);
+            continue;
+        }
+        cJSON *m = cJSON_Parse(in.manifest_json);
+        const cJSON *l;
+        cJSON_ArrayForEach(l, cJSON_GetObjectItem(m, "layers"))
+        {
+            const char *dg = cJSON_GetObjectItem(l, "digest")->valuestring;
+            if (!psh_store_has_blob(e.s, dg))
+                KT_FAIL("%s: layer %s was collected", tag, dg);
+        }
+        cJSON_Delete(m);
+        psh_inspect_dispose(&in);
+    }
     env_close(&e);
 }
