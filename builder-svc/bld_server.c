@@ -176,9 +176,7 @@ const kiln_rpc_method *bld_server_methods(bld_server *b, size_t *n)
 
 void bld_server_hooks(bld_server *b, kiln_service_hooks *out)
 {
-    out->checks = checks;
-    out->metrics = metrics;
-    out->user = b;
+    *out = (kiln_service_hooks){.checks = checks, .metrics = metrics, .user = b};
 }
 
 void bld_server_attach(bld_server *b, kiln_service *svc)

@@ -516,6 +516,8 @@ void kiln_service_stop(kiln_service *s)
         return;
     kiln_http_stop(s->http);
     kiln_rpc_server_stop(s->rpc, s->o->drain_ms);
+    if (s->hooks.drain)
+        s->hooks.drain(s->hooks.user);
     kiln_events_free(s->events);
     free(s->methods);
     kiln_info("svc", "%s stopped", s->o->name);

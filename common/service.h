@@ -3,8 +3,9 @@
  * the HTTP endpoint, metrics, and signal-driven shutdown.
  *
  * Shutdown order on SIGTERM (kiln_service_stop): stop the HTTP endpoint, stop
- * receiving RPCs and let in-flight ones finish (drain), then close the event
- * socket; both ipc:// socket files are removed. */
+ * receiving RPCs and let in-flight ones finish, let the service finish or
+ * cancel its jobs (hooks.drain), then close the event socket; both ipc://
+ * socket files are removed. */
 #ifndef KILN_SERVICE_H
 #define KILN_SERVICE_H
 
@@ -70,6 +71,9 @@ typedef struct kiln_service_hooks {
     void (*checks)(void *user, Kiln__V1__Check ***checks, size_t *n, kiln_arena *arena);
     /* Appends service-specific Prometheus metrics. */
     void (*metrics)(void *user, kiln_buf *out);
+    /* Called at shutdown after RPCs have stopped and before the event socket
+     * closes: finish or cancel running jobs here.  May be NULL. */
+    void (*drain)(void *user);
     void *user;
 } kiln_service_hooks;
 

@@ -1,13 +1,579 @@
-/* kiln-pusher core: owns the store and registry traffic.  The store and
- * registry methods are registered here as they land; the service scaffolding
- * (Status, Health, Events, HTTP, shutdown) comes from common/service.c. */
+/* kiln-pusher core: the RPC methods over the image store (pusher-svc/store)
+ * and layer packing (pusher-svc/pack).  Generated protobuf types stop here:
+ * requests are translated into the store's own structs.
+ *
+ * Quick operations (Tag, ListImages, Inspect, Remove, Prune, Export) answer
+ * directly.  Import and Commit can take minutes, so they are accepted at once
+ * as jobs whose progress and result arrive as events on "push.<job>". */
 #include "psh_server.h"
+#include "cleanup.h"
+#include "config.h"
+#include "jobs.h"
+#include "log.h"
+#include "psh_commit.h"
+#include "psh_ref.h"
+#include "psh_store.h"
+#include "psh_transfer.h"
 
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+#include <time.h>
+
+#define MAX_CONCURRENT_JOBS 4
+#define JOB_GRACE_MS 20000
 
 struct psh_server {
     const kiln_service_opts *o;
     kiln_service *svc;
+    psh_store *store;
+    kiln_jobs *jobs;
+    bool local_only;   /* RPC endpoint is ipc://: clients share our filesystem */
+    char host_arch[sizeof(((struct utsname *)0)->machine)];
+
+    pthread_mutex_t mu; /* counters below */
+    uint64_t layers_packed, bytes_packed_in, bytes_packed_out, commits, imports;
+};
+
+/* ---- helpers ---- */
+
+static const char *go_arch(const char *machine)
+{
+    static const struct {
+        const char *uname, *go;
+    } map[] = {{"x86_64", "amd64"}, {"aarch64", "arm64"}, {"armv7l", "arm"},   {"i686", "386"},
+               {"ppc64le", "ppc64le"}, {"s390x", "s390x"}, {"riscv64", "riscv64"}};
+    for (size_t i = 0; i < KILN_ARRAY_SIZE(map); i++)
+        if (strcmp(machine, map[i].uname) == 0)
+            return map[i].go;
+    return machine;
+}
+
+/* Splits "os/arch[/variant]" into pieces inside buf; "" gives the host. */
+static int parse_platform(psh_server *p, const char *s, char *buf, size_t cap, psh_platform *out,
+                          kiln_error **err)
+{
+    if (s == NULL || *s == '\0') {
+        *out = (psh_platform){"linux", p->host_arch, NULL};
+        return 0;
+    }
+    if (strlen(s) >= cap)
+        return kiln_error_set(err, KILN_EINVAL, 0, "platform '%s' is too long", s);
+    snprintf(buf, cap, "%s", s);
+    char *arch = strchr(buf, '/');
+    if (arch == NULL)
+        return kiln_error_set(err, KILN_EINVAL, 0, "platform '%s' is not os/arch[/variant]", s);
+    *arch++ = '\0';
+    char *variant = strchr(arch, '/');
+    if (variant)
+        *variant++ = '\0';
+    if (*buf == '\0' || *arch == '\0' || (variant && (*variant == '\0' || strchr(variant, '/'))))
+        return kiln_error_set(err, KILN_EINVAL, 0, "platform '%s' is not os/arch[/variant]", s);
+    *out = (psh_platform){buf, arch, variant};
+    return 0;
+}
+
+static bool str_set(const char *s)
+{
+    return s != NULL && *s != '\0';
+}
+
+#define NEW_BODY(arena, type, init)                                                                \
+    ({                                                                                             \
+        type *b_ = kiln_arena_alloc((arena), sizeof(type));                                        \
+        if (b_)                                                                                    \
+            init(b_);                                                                              \
+        b_;                                                                                        \
+    })
+
+/* ---- quick methods ---- */
+
+static int m_tag(void *user, const kiln_req *req, kiln_reply *reply, kiln_arena *a,
+                 kiln_error **err)
+{
+    psh_server *p = user;
+    const Kiln__V1__TagRequest *q = req->tag;
+    if (!str_set(q->source) || !str_set(q->target))
+        return kiln_error_set(err, KILN_EINVAL, 0, "tag needs a source and a target");
+    int r = psh_store_tag(p->store, q->source, q->target, err);
+    if (r < 0)
+        return r;
+    psh_descriptor d;
+    if ((r = psh_store_resolve(p->store, q->target, &d, err)) < 0)
+        return r;
+    Kiln__V1__TagReply *b = NEW_BODY(a, Kiln__V1__TagReply, kiln__v1__tag_reply__init);
+    if (b == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    b->digest = kiln_arena_strdup(a, d.digest);
+    kiln_info("store", "tagged %s as %s (%s)", q->source, q->target, d.digest);
+    reply->body_case = KILN__V1__REPLY__BODY_TAG_REPLY;
+    reply->tag_reply = b;
+    return 0;
+}
+
+static int m_list(void *user, const kiln_req *req, kiln_reply *reply, kiln_arena *a,
+                  kiln_error **err)
+{
+    psh_server *p = user;
+    psh_image_list l = {0};
+    int r = psh_store_list(p->store, &l, err);
+    if (r < 0)
+        return r;
+    Kiln__V1__ListImagesReply *b =
+        NEW_BODY(a, Kiln__V1__ListImagesReply, kiln__v1__list_images_reply__init);
+    Kiln__V1__ImageInfo **items = kiln_arena_calloc(a, l.n ? l.n : 1, sizeof(*items));
+    if (b == NULL || items == NULL) {
+        psh_image_list_dispose(&l);
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    }
+    for (size_t i = 0; i < l.n; i++) {
+        const psh_image_info *in = &l.items[i];
+        Kiln__V1__ImageInfo *o = NEW_BODY(a, Kiln__V1__ImageInfo, kiln__v1__image_info__init);
+        if (o == NULL)
+            break;
+        o->ref = kiln_arena_strdup(a, in->ref ? in->ref : "");
+        o->digest = kiln_arena_strdup(a, in->manifest.digest);
+        o->media_type = kiln_arena_strdup(a, in->manifest.media_type);
+        o->size = in->size;
+        o->created = in->created;
+        o->os = kiln_arena_strdup(a, in->os);
+        o->architecture = kiln_arena_strdup(a, in->architecture);
+        o->variant = kiln_arena_strdup(a, in->variant);
+        items[b->n_images++] = o;
+    }
+    b->images = items;
+    psh_image_list_dispose(&l);
+    reply->body_case = KILN__V1__REPLY__BODY_LIST_IMAGES_REPLY;
+    reply->list_images_reply = b;
+    return 0;
+}
+
+static int m_inspect(void *user, const kiln_req *req, kiln_reply *reply, kiln_arena *a,
+                     kiln_error **err)
+{
+    psh_server *p = user;
+    if (!str_set(req->inspect->ref))
+        return kiln_error_set(err, KILN_EINVAL, 0, "inspect needs a reference");
+    psh_inspect in = {0};
+    int r = psh_store_inspect(p->store, req->inspect->ref, &in, err);
+    if (r < 0)
+        return r;
+    Kiln__V1__InspectReply *b = NEW_BODY(a, Kiln__V1__InspectReply, kiln__v1__inspect_reply__init);
+    if (b == NULL) {
+        psh_inspect_dispose(&in);
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    }
+    b->digest = kiln_arena_strdup(a, in.manifest.digest);
+    b->media_type = kiln_arena_strdup(a, in.manifest.media_type);
+    b->manifest_json = kiln_arena_strdup(a, in.manifest_json ? in.manifest_json : "");
+    b->config_json = kiln_arena_strdup(a, in.config_json ? in.config_json : "");
+    psh_inspect_dispose(&in);
+    reply->body_case = KILN__V1__REPLY__BODY_INSPECT_REPLY;
+    reply->inspect_reply = b;
+    return 0;
+}
+
+static int m_remove(void *user, const kiln_req *req, kiln_reply *reply, kiln_arena *a,
+                    kiln_error **err)
+{
+    psh_server *p = user;
+    const char *ref = req->remove->ref;
+    if (!str_set(ref))
+        return kiln_error_set(err, KILN_EINVAL, 0, "remove needs a reference");
+    psh_descriptor d;
+    int r = psh_store_resolve(p->store, ref, &d, err);
+    if (r < 0 || (r = psh_store_remove(p->store, ref, err)) < 0)
+        return r;
+    Kiln__V1__RemoveReply *b = NEW_BODY(a, Kiln__V1__RemoveReply, kiln__v1__remove_reply__init);
+    if (b == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    b->digest = kiln_arena_strdup(a, d.digest);
+    kiln_info("store", "removed %s (%s)", ref, d.digest);
+    reply->body_case = KILN__V1__REPLY__BODY_REMOVE_REPLY;
+    reply->remove_reply = b;
+    return 0;
+}
+
+static int m_prune(void *user, const kiln_req *req, kiln_reply *reply, kiln_arena *a,
+                   kiln_error **err)
+{
+    psh_server *p = user;
+    psh_gc_opts o;
+    psh_gc_opts_init(&o);
+    o.dry_run = req->prune->dry_run;
+    psh_gc_result res = {0};
+    int r = psh_store_gc(p->store, &o, &res, err);
+    if (r < 0)
+        return r;
+    Kiln__V1__PruneReply *b = NEW_BODY(a, Kiln__V1__PruneReply, kiln__v1__prune_reply__init);
+    if (b == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    b->blobs_removed = res.blobs_removed;
+    b->bytes_freed = res.bytes_freed;
+    b->temps_removed = res.tmps_removed;
+    kiln_info("store", "prune%s: %llu blobs, %llu bytes, %llu temp files", o.dry_run ? " (dry run)" : "",
+              (unsigned long long)res.blobs_removed, (unsigned long long)res.bytes_freed,
+              (unsigned long long)res.tmps_removed);
+    reply->body_case = KILN__V1__REPLY__BODY_PRUNE_REPLY;
+    reply->prune_reply = b;
+    return 0;
+}
+
+static int m_export(void *user, const kiln_req *req, kiln_reply *reply, kiln_arena *a,
+                    kiln_error **err)
+{
+    psh_server *p = user;
+    const Kiln__V1__ExportRequest *q = req->export;
+    if (!str_set(q->ref) || !str_set(q->target))
+        return kiln_error_set(err, KILN_EINVAL, 0, "export needs a reference and a target");
+    psh_export_kind kind;
+    const char *path = NULL;
+    int r = psh_export_target_parse(q->target, &kind, &path, err);
+    if (r < 0)
+        return r;
+    if (path[0] != '/')
+        return kiln_error_set(err, KILN_EINVAL, 0, "export path '%s' must be absolute", path);
+    psh_descriptor d;
+    if ((r = psh_store_resolve(p->store, q->ref, &d, err)) < 0)
+        return r;
+    /* Remote clients may only write inside the data dir. */
+    const char *confine = p->local_only ? NULL : psh_store_data_dir(p->store);
+    if ((r = psh_store_export(p->store, q->ref, kind, path, confine, err)) < 0)
+        return r;
+    Kiln__V1__ExportReply *b = NEW_BODY(a, Kiln__V1__ExportReply, kiln__v1__export_reply__init);
+    if (b == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    b->digest = kiln_arena_strdup(a, d.digest);
+    b->path = kiln_arena_strdup(a, path);
+    kiln_info("store", "exported %s (%s) to %s", q->ref, d.digest, q->target);
+    reply->body_case = KILN__V1__REPLY__BODY_EXPORT_REPLY;
+    reply->export_reply = b;
+    return 0;
+}
+
+/* ---- jobs ---- */
+
+typedef struct job_ctx {
+    psh_server *p;
+    kiln_job *job;
+    kiln_req *req; /* owned copy of the request */
+    unsigned long long t0;
+    unsigned long long layer_t0;
+} job_ctx;
+
+/* Copies a request so a job can outlive the RPC that started it. */
+static kiln_req *copy_request(const kiln_req *req)
+{
+    size_t n = kiln__v1__request__get_packed_size(req);
+    uint8_t *buf = malloc(n ? n : 1);
+    if (buf == NULL)
+        return NULL;
+    kiln__v1__request__pack(req, buf);
+    kiln_req *c = kiln__v1__request__unpack(NULL, n, buf);
+    free(buf);
+    return c;
+}
+
+static void job_ctx_free(job_ctx *c)
+{
+    if (c == NULL)
+        return;
+    kiln_job_release(c->job);
+    if (c->req)
+        kiln__v1__request__free_unpacked(c->req, NULL);
+    free(c);
+}
+
+/* Starts job kind for req and replies JobAccepted; fn runs it. */
+static int accept_job(psh_server *p, const kiln_req *req, const char *kind, const char *desc,
+                      kiln_job_fn fn, kiln_reply *reply, kiln_arena *a, kiln_error **err)
+{
+    job_ctx *c = calloc(1, sizeof(*c));
+    if (c == NULL || (c->req = copy_request(req)) == NULL) {
+        free(c);
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    }
+    c->p = p;
+    c->t0 = kiln_now_ms();
+    int r = kiln_job_start(&c->job, kiln_service_events(p->svc), "push", kind, desc, err);
+    if (r < 0) {
+        job_ctx_free(c);
+        return r;
+    }
+    Kiln__V1__JobAccepted *b = NEW_BODY(a, Kiln__V1__JobAccepted, kiln__v1__job_accepted__init);
+    if (b == NULL) {
+        job_ctx_free(c);
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    }
+    b->job_id = kiln_arena_strdup(a, kiln_job_id(c->job));
+    b->topic = kiln_arena_printf(a, "push.%s", kiln_job_id(c->job));
+    if ((r = kiln_jobs_submit(p->jobs, fn, c, err)) < 0) {
+        kiln_job_fail(c->job, (kiln_code)r, (*err)->msg, NULL);
+        job_ctx_free(c);
+        return r;
+    }
+    kiln_info("jobs", "%s job %s accepted: %s", kind, b->job_id, desc);
+    reply->body_case = KILN__V1__REPLY__BODY_JOB_ACCEPTED;
+    reply->job_accepted = b;
+    return 0;
+}
+
+static void job_failed(job_ctx *c, kiln_error **err, const char *what)
+{
+    kiln_code code = *err ? (*err)->code : KILN_EINTERNAL;
+    const char *msg = *err ? (*err)->msg : "unknown error";
+    kiln_warn("jobs", "%s job %s failed: %s", what, kiln_job_id(c->job), msg);
+    kiln_job_fail(c->job, code, msg, NULL);
+    kiln_error_free(err);
+}
+
+static void on_pack_progress(void *ud, uint64_t in, uint64_t out)
+{
+    job_ctx *c = ud;
+    kiln_job_progress(c->job, "packing", in, 0, NULL);
+    (void)out;
+}
+
+static void on_layer_done(void *ud, size_t i, const psh_layer_info *info)
+{
+    job_ctx *c = ud;
+    unsigned long long now = kiln_now_ms();
+    Kiln__V1__LayerPacked lp = KILN__V1__LAYER_PACKED__INIT;
+    lp.index = (uint32_t)i;
+    lp.digest = (char *)info->digest;
+    lp.diff_id = (char *)info->diff_id;
+    lp.media_type = (char *)info->media_type;
+    lp.tar_bytes = info->tar_size;
+    lp.blob_bytes = info->size;
+    lp.seconds = (double)(now - c->layer_t0) / 1000.0;
+    c->layer_t0 = now;
+    kiln_event e = KILN__V1__EVENT__INIT;
+    e.payload_case = KILN__V1__EVENT__PAYLOAD_LAYER_PACKED;
+    e.layer_packed = &lp;
+    kiln_job_emit(c->job, &e, NULL);
+    pthread_mutex_lock(&c->p->mu);
+    c->p->layers_packed++;
+    c->p->bytes_packed_in += info->tar_size;
+    c->p->bytes_packed_out += info->size;
+    pthread_mutex_unlock(&c->p->mu);
+}
+
+static void run_import(void *arg)
+{
+    job_ctx *c = arg;
+    const Kiln__V1__ImportRequest *q = c->req->import;
+    kiln_error *err = NULL;
+    psh_import_opts o;
+    psh_import_opts_init(&o);
+    char pbuf[128];
+    psh_descriptor d;
+    c->layer_t0 = kiln_now_ms();
+    o.pack.progress = on_pack_progress;
+    o.pack.progress_ud = c;
+    o.layout_ref = str_set(q->layout_ref) ? q->layout_ref : NULL;
+    o.confine = c->p->local_only ? NULL : psh_store_data_dir(c->p->store);
+    if (parse_platform(c->p, q->platform, pbuf, sizeof(pbuf), &o.platform, &err) < 0 ||
+        psh_store_import(c->p->store, q->source, q->ref, &o, &d, &err) < 0) {
+        job_failed(c, &err, "import");
+        job_ctx_free(c);
+        return;
+    }
+    pthread_mutex_lock(&c->p->mu);
+    c->p->imports++;
+    pthread_mutex_unlock(&c->p->mu);
+    char summary[512];
+    snprintf(summary, sizeof(summary), "imported %s as %s in %.2fs", q->source, q->ref,
+             (double)(kiln_now_ms() - c->t0) / 1000.0);
+    kiln_info("jobs", "import job %s: %s (%s)", kiln_job_id(c->job), summary, d.digest);
+    kiln_job_complete(c->job, summary, d.digest, NULL);
+    job_ctx_free(c);
+}
+
+static int m_import(void *user, const kiln_req *req, kiln_reply *reply, kiln_arena *a,
+                    kiln_error **err)
+{
+    psh_server *p = user;
+    const Kiln__V1__ImportRequest *q = req->import;
+    if (!str_set(q->source) || !str_set(q->ref))
+        return kiln_error_set(err, KILN_EINVAL, 0, "import needs a source path and a reference");
+    if (q->source[0] != '/')
+        return kiln_error_set(err, KILN_EINVAL, 0, "import source '%s' must be an absolute path",
+                              q->source);
+    psh_ref ref;
+    if (psh_ref_parse(&ref, q->ref, 0, err) < 0)
+        return kiln_error_wrap(err, "import reference");
+    char pbuf[128];
+    psh_platform pl;
+    if (parse_platform(p, q->platform, pbuf, sizeof(pbuf), &pl, err) < 0)
+        return KILN_EINVAL;
+    char desc[512];
+    snprintf(desc, sizeof(desc), "import %s as %s", q->source, q->ref);
+    return accept_job(p, req, "import", desc, run_import, reply, a, err);
+}
+
+/* The commit spec's string vectors point into the request copy. */
+static psh_strv strv(char **v, size_t n, bool set)
+{
+    return (psh_strv){(const char *const *)v, n, set};
+}
+
+static void run_commit(void *arg)
+{
+    job_ctx *c = arg;
+    const Kiln__V1__CommitRequest *q = c->req->commit;
+    kiln_error *err = NULL;
+    psh_commit_spec spec;
+    psh_commit_spec_init(&spec);
+    char pbuf[128];
+    _cleanup_free_ psh_kv *labels = calloc(q->config ? q->config->n_labels + 1 : 1, sizeof(psh_kv));
+    _cleanup_free_ psh_history_entry *hist = calloc(q->n_history + 1, sizeof(psh_history_entry));
+    if (labels == NULL || hist == NULL) {
+        kiln_error_set(&err, KILN_ENOSPC, 0, "out of memory");
+        goto fail;
+    }
+    spec.base = str_set(q->base_manifest) ? q->base_manifest : NULL;
+    spec.layers = (const char *const *)q->layers;
+    spec.n_layers = q->n_layers;
+    if (q->config) {
+        const Kiln__V1__ImageConfigSpec *k = q->config;
+        psh_image_config *ic = &spec.config;
+        ic->user = k->user;
+        ic->exposed_ports = strv(k->exposed_ports, k->n_exposed_ports, k->n_exposed_ports > 0);
+        ic->env = strv(k->env, k->n_env, k->n_env > 0);
+        ic->entrypoint = strv(k->entrypoint, k->n_entrypoint, k->entrypoint_set);
+        ic->cmd = strv(k->cmd, k->n_cmd, k->cmd_set);
+        ic->volumes = strv(k->volumes, k->n_volumes, k->n_volumes > 0);
+        ic->working_dir = k->working_dir;
+        for (size_t i = 0; i < k->n_labels; i++)
+            labels[i] = (psh_kv){k->labels[i]->key, k->labels[i]->value};
+        ic->labels = labels;
+        ic->n_labels = k->n_labels;
+        ic->stop_signal = k->stop_signal;
+        if (k->healthcheck && k->healthcheck->n_test > 0) {
+            const Kiln__V1__HealthcheckSpec *h = k->healthcheck;
+            ic->healthcheck.test = strv(h->test, h->n_test, true);
+            ic->healthcheck.interval_ns = h->interval_ns;
+            ic->healthcheck.timeout_ns = h->timeout_ns;
+            ic->healthcheck.start_period_ns = h->start_period_ns;
+            ic->healthcheck.start_interval_ns = h->start_interval_ns;
+            ic->healthcheck.retries = h->retries;
+        }
+        ic->on_build = strv(k->on_build, k->n_on_build, k->n_on_build > 0);
+        ic->shell = strv(k->shell, k->n_shell, k->n_shell > 0);
+    }
+    for (size_t i = 0; i < q->n_history; i++)
+        hist[i] = (psh_history_entry){q->history[i]->created_by,
+                                      str_set(q->history[i]->comment) ? q->history[i]->comment : NULL,
+                                      q->history[i]->empty_layer,
+                                      q->history[i]->created ? q->history[i]->created : -1};
+    spec.history = hist;
+    spec.n_history = q->n_history;
+    if (parse_platform(c->p, q->platform, pbuf, sizeof(pbuf), &spec.platform, &err) < 0)
+        goto fail;
+    spec.author = str_set(q->author) ? q->author : NULL;
+    spec.created = q->created ? q->created : -1;
+    spec.source_date_epoch = q->source_date_epoch ? q->source_date_epoch : -1;
+    spec.tags = (const char *const *)q->tags;
+    spec.n_tags = q->n_tags;
+    if (!str_set(q->compression) || strcmp(q->compression, "gzip") == 0)
+        spec.pack.comp = PSH_COMP_GZIP;
+    else if (strcmp(q->compression, "zstd") == 0)
+        spec.pack.comp = PSH_COMP_ZSTD;
+    else if (strcmp(q->compression, "none") == 0)
+        spec.pack.comp = PSH_COMP_NONE;
+    else {
+        kiln_error_set(&err, KILN_EINVAL, 0, "unknown compression '%s' (gzip, zstd, none)",
+                       q->compression);
+        goto fail;
+    }
+    if (q->level)
+        spec.pack.level = q->level;
+    spec.pack.progress = on_pack_progress;
+    spec.pack.progress_ud = c;
+    spec.layer_done = on_layer_done;
+    spec.layer_done_ud = c;
+    c->layer_t0 = kiln_now_ms();
+
+    psh_commit_result res = {0};
+    if (psh_commit(c->p->store, &spec, &res, &err) < 0)
+        goto fail;
+
+    Kiln__V1__CommitResult cr = KILN__V1__COMMIT_RESULT__INIT;
+    Kiln__V1__LayerResult *lr = calloc(res.n_layers + 1, sizeof(*lr));
+    Kiln__V1__LayerResult **lrp = calloc(res.n_layers + 1, sizeof(*lrp));
+    cr.manifest_digest = res.manifest.digest;
+    cr.config_digest = res.config.digest;
+    for (size_t i = 0; lr && lrp && i < res.n_layers; i++) {
+        kiln__v1__layer_result__init(&lr[i]);
+        lr[i].digest = res.layers[i].blob.digest;
+        lr[i].diff_id = res.layers[i].diff_id;
+        lr[i].media_type = res.layers[i].blob.media_type;
+        lr[i].size = res.layers[i].blob.size;
+        lr[i].from_base = res.layers[i].from_base;
+        lrp[i] = &lr[i];
+        cr.n_layers++;
+    }
+    cr.layers = lrp;
+    char summary[256];
+    snprintf(summary, sizeof(summary), "committed %zu layer(s) (%zu new) in %.2fs", res.n_layers,
+             q->n_layers, (double)(kiln_now_ms() - c->t0) / 1000.0);
+    Kiln__V1__JobCompleted done = KILN__V1__JOB_COMPLETED__INIT;
+    done.summary = summary;
+    done.digest = res.manifest.digest;
+    done.commit = &cr;
+    kiln_event e = KILN__V1__EVENT__INIT;
+    e.payload_case = KILN__V1__EVENT__PAYLOAD_COMPLETED;
+    e.completed = &done;
+    kiln_job_emit(c->job, &e, NULL);
+    kiln_info("jobs", "commit job %s: %s -> %s", kiln_job_id(c->job), summary, res.manifest.digest);
+    pthread_mutex_lock(&c->p->mu);
+    c->p->commits++;
+    pthread_mutex_unlock(&c->p->mu);
+    free(lr);
+    free(lrp);
+    psh_commit_result_dispose(&res);
+    job_ctx_free(c);
+    return;
+fail:
+    job_failed(c, &err, "commit");
+    job_ctx_free(c);
+}
+
+static int m_commit(void *user, const kiln_req *req, kiln_reply *reply, kiln_arena *a,
+                    kiln_error **err)
+{
+    psh_server *p = user;
+    const Kiln__V1__CommitRequest *q = req->commit;
+    for (size_t i = 0; i < q->n_tags; i++) {
+        psh_ref ref;
+        if (psh_ref_parse(&ref, q->tags[i], 0, err) < 0)
+            return kiln_error_wrap(err, "commit tag");
+    }
+    char pbuf[128];
+    psh_platform pl;
+    if (parse_platform(p, q->platform, pbuf, sizeof(pbuf), &pl, err) < 0)
+        return KILN_EINVAL;
+    char desc[512];
+    snprintf(desc, sizeof(desc), "commit %zu layer(s) on %s%s%s", q->n_layers,
+             str_set(q->base_manifest) ? q->base_manifest : "scratch", q->n_tags ? " as " : "",
+             q->n_tags ? q->tags[0] : "");
+    return accept_job(p, req, "commit", desc, run_commit, reply, a, err);
+}
+
+/* ---- service glue ---- */
+
+static const kiln_rpc_method methods[] = {
+    {KILN__V1__REQUEST__BODY_TAG, "Tag", m_tag, KILN_RPC_MUTATING, NULL},
+    {KILN__V1__REQUEST__BODY_LIST_IMAGES, "ListImages", m_list, 0, NULL},
+    {KILN__V1__REQUEST__BODY_INSPECT, "Inspect", m_inspect, 0, NULL},
+    {KILN__V1__REQUEST__BODY_REMOVE, "Remove", m_remove, KILN_RPC_MUTATING, NULL},
+    {KILN__V1__REQUEST__BODY_PRUNE, "Prune", m_prune, KILN_RPC_MUTATING, NULL},
+    {KILN__V1__REQUEST__BODY_IMPORT, "Import", m_import, KILN_RPC_MUTATING, NULL},
+    {KILN__V1__REQUEST__BODY_EXPORT, "Export", m_export, KILN_RPC_MUTATING, NULL},
+    {KILN__V1__REQUEST__BODY_COMMIT, "Commit", m_commit, KILN_RPC_MUTATING, NULL},
 };
 
 int psh_server_new(psh_server **out, const kiln_service_opts *o, kiln_error **err)
@@ -16,26 +582,97 @@ int psh_server_new(psh_server **out, const kiln_service_opts *o, kiln_error **er
     if (p == NULL)
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
     p->o = o;
+    pthread_mutex_init(&p->mu, NULL);
+    struct utsname u;
+    snprintf(p->host_arch, sizeof(p->host_arch), "%s",
+             uname(&u) == 0 ? go_arch(u.machine) : "amd64");
+    p->local_only = kiln_ipc_path(o->listen_url) != NULL;
+    int r = kiln_mkdir_p(o->data_dir, 0755, err);
+    if (r == 0)
+        r = psh_store_open(&p->store, o->data_dir, err);
+    if (r == 0)
+        r = kiln_jobs_new(&p->jobs, MAX_CONCURRENT_JOBS, err);
+    if (r < 0) {
+        psh_server_free(p);
+        return r;
+    }
     *out = p;
     return 0;
 }
 
 void psh_server_free(psh_server *p)
 {
+    if (p == NULL)
+        return;
+    kiln_jobs_free(p->jobs);
+    psh_store_free(p->store);
+    pthread_mutex_destroy(&p->mu);
     free(p);
 }
 
 const kiln_rpc_method *psh_server_methods(psh_server *p, size_t *n)
 {
-    *n = 0;
-    return NULL;
+    *n = KILN_ARRAY_SIZE(methods);
+    return methods;
+}
+
+static void checks(void *user, Kiln__V1__Check ***out, size_t *n, kiln_arena *a)
+{
+    psh_server *p = user;
+    Kiln__V1__Check **list = kiln_arena_calloc(a, 1, sizeof(*list));
+    Kiln__V1__Check *c = kiln_arena_alloc(a, sizeof(*c));
+    if (list == NULL || c == NULL)
+        return;
+    kiln__v1__check__init(c);
+    c->name = "store";
+    c->ok = access(psh_store_path(p->store), W_OK) == 0;
+    c->detail = kiln_arena_strdup(a, psh_store_path(p->store));
+    list[0] = c;
+    *out = list;
+    *n = 1;
+}
+
+static void metrics(void *user, kiln_buf *out)
+{
+    psh_server *p = user;
+    pthread_mutex_lock(&p->mu);
+    kiln_buf_printf(out, NULL,
+                    "# HELP kiln_pusher_layers_packed_total Layers packed into the store.\n"
+                    "# TYPE kiln_pusher_layers_packed_total counter\n"
+                    "kiln_pusher_layers_packed_total %llu\n"
+                    "# HELP kiln_pusher_packed_bytes_total Bytes packed (tar in, blob out).\n"
+                    "# TYPE kiln_pusher_packed_bytes_total counter\n"
+                    "kiln_pusher_packed_bytes_total{direction=\"in\"} %llu\n"
+                    "kiln_pusher_packed_bytes_total{direction=\"out\"} %llu\n"
+                    "# HELP kiln_pusher_commits_total Images committed.\n"
+                    "# TYPE kiln_pusher_commits_total counter\n"
+                    "kiln_pusher_commits_total %llu\n"
+                    "# HELP kiln_pusher_imports_total Images imported.\n"
+                    "# TYPE kiln_pusher_imports_total counter\n"
+                    "kiln_pusher_imports_total %llu\n",
+                    (unsigned long long)p->layers_packed, (unsigned long long)p->bytes_packed_in,
+                    (unsigned long long)p->bytes_packed_out, (unsigned long long)p->commits,
+                    (unsigned long long)p->imports);
+    pthread_mutex_unlock(&p->mu);
+    kiln_buf_printf(out, NULL,
+                    "# HELP kiln_pusher_jobs_queued Jobs running or waiting for a slot.\n"
+                    "# TYPE kiln_pusher_jobs_queued gauge\n"
+                    "kiln_pusher_jobs_queued %u\n",
+                    kiln_jobs_active(p->jobs));
+}
+
+static void drain(void *user)
+{
+    psh_server *p = user;
+    unsigned n = kiln_jobs_active(p->jobs);
+    if (n)
+        kiln_info("jobs", "waiting for %u job(s) to finish", n);
+    kiln_jobs_drain(p->jobs, JOB_GRACE_MS);
 }
 
 void psh_server_hooks(psh_server *p, kiln_service_hooks *out)
 {
-    out->checks = NULL;
-    out->metrics = NULL;
-    out->user = p;
+    *out = (kiln_service_hooks){.checks = checks, .metrics = metrics, .drain = drain, .user = p};
 }
 
 void psh_server_attach(psh_server *p, kiln_service *svc)

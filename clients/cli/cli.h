@@ -57,7 +57,24 @@ void cli_print_event(FILE *f, const Kiln__V1__Event *e);
 /* One JSON object per line. */
 void cli_print_event_json(FILE *f, const Kiln__V1__Event *e);
 
+/* Connects, calls and prints any error; returns a CLI exit code (0 ok; *out
+ * then holds the reply, freed by the caller).  timeout_ms 0: ctx->timeout_ms. */
+int cli_call(cli_ctx *ctx, cli_service s, kiln_req *req, kiln_reply **out, int timeout_ms);
+
+/* Follows job on service s to its end, printing progress to stderr (or every
+ * event as JSON on stdout); copies the completed event's digest.  Returns 0 if
+ * the job completed, 1 if it failed, 3 if the service went away. */
+int cli_follow_job(cli_ctx *ctx, cli_service s, const char *job, bool json, bool quiet,
+                   char *digest_out, size_t cap);
+
 int cli_cmd_status(cli_ctx *ctx, int argc, char **argv);
 int cli_cmd_events(cli_ctx *ctx, int argc, char **argv);
+int cli_cmd_images(cli_ctx *ctx, int argc, char **argv);
+int cli_cmd_tag(cli_ctx *ctx, int argc, char **argv);
+int cli_cmd_inspect(cli_ctx *ctx, int argc, char **argv);
+int cli_cmd_rmi(cli_ctx *ctx, int argc, char **argv);
+int cli_cmd_prune(cli_ctx *ctx, int argc, char **argv);
+int cli_cmd_import(cli_ctx *ctx, int argc, char **argv);
+int cli_cmd_export(cli_ctx *ctx, int argc, char **argv);
 
 #endif

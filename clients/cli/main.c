@@ -14,6 +14,13 @@
 static const cli_verb verbs[] = {
     {"status", cli_cmd_status, "show the health of kiln-builder and kiln-pusher"},
     {"events", cli_cmd_events, "follow a job's events (or every job), with replay"},
+    {"images", cli_cmd_images, "list the images in the store"},
+    {"tag", cli_cmd_tag, "tag an image in the store"},
+    {"inspect", cli_cmd_inspect, "print an image's manifest and config"},
+    {"rmi", cli_cmd_rmi, "remove tags from the store"},
+    {"import", cli_cmd_import, "import a rootfs dir/tarball or an OCI layout as an image"},
+    {"export", cli_cmd_export, "write an image as oci:DIR or oci-archive:FILE"},
+    {"prune", cli_cmd_prune, "delete unreferenced blobs from the store"},
 };
 
 const char *cli_service_name(cli_service s)

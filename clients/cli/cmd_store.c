@@ -1,0 +1,450 @@
+/* Image store verbs, served by kiln-pusher: images, tag, inspect, rmi, import,
+ * export, prune. */
+#include "cli.h"
+#include "config.h"
+#include "follow.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+int cli_call(cli_ctx *ctx, cli_service s, kiln_req *req, kiln_reply **out, int timeout_ms)
+{
+    kiln_rpc_client *c = cli_connect(ctx, s);
+    if (c == NULL)
+        return CLI_EXIT_UNREACHABLE;
+    kiln_error *err = NULL;
+    int r = kiln_rpc_call(c, req, out, timeout_ms ? timeout_ms : ctx->timeout_ms, &err);
+    kiln_rpc_client_free(c);
+    if (r < 0) {
+        cli_errorf("%s", err->msg);
+        int rc = cli_exit_for(err);
+        kiln_error_free(&err);
+        return rc;
+    }
+    return CLI_EXIT_OK;
+}
+
+/* ---- following a job ---- */
+
+typedef struct job_view {
+    bool json, quiet;
+    bool failed;
+    char digest[80];
+    uint64_t last_progress;
+} job_view;
+
+static void print_layer(const Kiln__V1__LayerPacked *lp)
+{
+    double mb = (double)lp->tar_bytes / 1e6;
+    fprintf(stderr, "layer %u %s  %.1f MB -> %.1f MB (%.2fx) in %.2fs, %.0f MB/s\n", lp->index,
+            lp->digest, mb, (double)lp->blob_bytes / 1e6,
+            lp->blob_bytes ? (double)lp->tar_bytes / (double)lp->blob_bytes : 0.0, lp->seconds,
+            lp->seconds > 0 ? mb / lp->seconds : 0.0);
+}
+
+static int job_cb(void *ud, const kiln_event *e)
+{
+    job_view *v = ud;
+    if (v->json) {
+        cli_print_event_json(stdout, e);
+    } else if (!v->quiet) {
+        switch (e->payload_case) {
+        case KILN__V1__EVENT__PAYLOAD_PROGRESS:
+            /* Throttle: one line per 64 MiB. */
+            if (e->progress->done >= v->last_progress + (64u << 20)) {
+                v->last_progress = e->progress->done;
+                fprintf(stderr, "%s %.0f MB\n", e->progress->what, (double)e->progress->done / 1e6);
+            }
+            break;
+        case KILN__V1__EVENT__PAYLOAD_LAYER_PACKED:
+            print_layer(e->layer_packed);
+            break;
+        case KILN__V1__EVENT__PAYLOAD_LOG:
+            fprintf(stderr, "%s\n", e->log->text);
+            break;
+        case KILN__V1__EVENT__PAYLOAD_COMPLETED:
+            fprintf(stderr, "%s\n", e->completed->summary);
+            break;
+        default:
+            break;
+        }
+    }
+    if (e->payload_case == KILN__V1__EVENT__PAYLOAD_COMPLETED)
+        snprintf(v->digest, sizeof(v->digest), "%s", e->completed->digest);
+    if (e->payload_case == KILN__V1__EVENT__PAYLOAD_FAILED) {
+        v->failed = true;
+        if (!v->json)
+            cli_errorf("%s", e->failed->error && e->failed->error->message
+                                 ? e->failed->error->message
+                                 : "job failed");
+    }
+    return 0;
+}
+
+int cli_follow_job(cli_ctx *ctx, cli_service s, const char *job, bool json, bool quiet,
+                   char *digest_out, size_t cap)
+{
+    kiln_rpc_client *c = cli_connect(ctx, s);
+    if (c == NULL)
+        return CLI_EXIT_UNREACHABLE;
+    kiln_error *err = NULL;
+    kiln_req req = KILN__V1__REQUEST__INIT;
+    Kiln__V1__StatusRequest sr = KILN__V1__STATUS_REQUEST__INIT;
+    req.body_case = KILN__V1__REQUEST__BODY_STATUS;
+    req.status = &sr;
+    kiln_reply *rep = NULL;
+    if (kiln_rpc_call(c, &req, &rep, ctx->timeout_ms, &err) < 0) {
+        cli_errorf("%s", err->msg);
+        int rc = cli_exit_for(err);
+        kiln_error_free(&err);
+        kiln_rpc_client_free(c);
+        return rc;
+    }
+    job_view v = {.json = json, .quiet = quiet};
+    kiln_follow_opts fo = {.job_id = job,
+                           .events_url = rep->status_reply->events_url,
+                           .transport = &ctx->transport};
+    int r = kiln_follow_job(c, &fo, job_cb, &v, &err);
+    kiln_rpc_reply_free(rep);
+    kiln_rpc_client_free(c);
+    if (r < 0) {
+        cli_errorf("following job %s: %s", job, err ? err->msg : "stopped");
+        int rc = cli_exit_for(err);
+        kiln_error_free(&err);
+        return rc;
+    }
+    if (digest_out)
+        snprintf(digest_out, cap, "%s", v.digest);
+    return v.failed ? CLI_EXIT_FAILED : CLI_EXIT_OK;
+}
+
+/* ---- argument helpers ---- */
+
+/* Parses only -h/--help and the given boolean flags; returns -1 on usage error,
+ * 1 after printing help, 0 to go on.  Positional arguments stay in argv[optind..]. */
+typedef struct flag {
+    const char *name;
+    bool *set;
+    const char **value; /* flag takes a value when non-NULL */
+} flag;
+
+static int parse_flags(int argc, char **argv, const flag *flags, size_t n, const char *usage)
+{
+    struct option opts[16];
+    size_t k = 0;
+    for (size_t i = 0; i < n && k < 14; i++, k++)
+        opts[k] = (struct option){flags[i].name, flags[i].value ? required_argument : no_argument,
+                                  NULL, (int)(100 + i)};
+    opts[k++] = (struct option){"help", no_argument, NULL, 'h'};
+    opts[k] = (struct option){NULL, 0, NULL, 0};
+    optind = 1;
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+        if (c == 'h') {
+            printf("%s", usage);
+            return 1;
+        }
+        if (c >= 100 && c < 100 + (int)n) {
+            const flag *f = &flags[c - 100];
+            if (f->value)
+                *f->value = optarg;
+            else
+                *f->set = true;
+            continue;
+        }
+        cli_errorf("%s: unknown option '%s'", argv[0], argv[optind - 1]);
+        return -1;
+    }
+    return 0;
+}
+
+static int want_args(int argc, char **argv, int min, int max)
+{
+    int n = argc - optind;
+    if (n < min || n > max) {
+        cli_errorf("%s: expected %s argument(s), got %d; see 'kiln %s --help'", argv[0],
+                   min == max ? (min == 1 ? "1" : "2") : "more", n, argv[0]);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- verbs ---- */
+
+static void human_size(uint64_t b, char *out, size_t cap)
+{
+    const char *u[] = {"B", "kB", "MB", "GB", "TB"};
+    double v = (double)b;
+    int i = 0;
+    while (v >= 1000 && i < 4) {
+        v /= 1000;
+        i++;
+    }
+    snprintf(out, cap, i ? "%.1f %s" : "%.0f %s", v, u[i]);
+}
+
+static void human_age(int64_t created, char *out, size_t cap)
+{
+    if (created < 0) {
+        snprintf(out, cap, "unknown");
+        return;
+    }
+    long long d = (long long)time(NULL) - created;
+    if (d < 0)
+        d = 0;
+    if (d < 120)
+        snprintf(out, cap, "%lld seconds ago", d);
+    else if (d < 7200)
+        snprintf(out, cap, "%lld minutes ago", d / 60);
+    else if (d < 172800)
+        snprintf(out, cap, "%lld hours ago", d / 3600);
+    else
+        snprintf(out, cap, "%lld days ago", d / 86400);
+}
+
+int cli_cmd_images(cli_ctx *ctx, int argc, char **argv)
+{
+    bool json = false, digests = false;
+    flag f[] = {{"json", &json, NULL}, {"digests", &digests, NULL}};
+    int p = parse_flags(argc, argv, f, 2, "Usage: kiln images [--json] [--digests]\n\n"
+                                          "Lists the images in the store: reference, image id (manifest\n"
+                                          "digest), age, size and platform.\n");
+    if (p)
+        return p > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
+    if (want_args(argc, argv, 0, 0) < 0)
+        return CLI_EXIT_USAGE;
+    kiln_req req = KILN__V1__REQUEST__INIT;
+    Kiln__V1__ListImagesRequest lr = KILN__V1__LIST_IMAGES_REQUEST__INIT;
+    req.body_case = KILN__V1__REQUEST__BODY_LIST_IMAGES;
+    req.list_images = &lr;
+    kiln_reply *rep = NULL;
+    int rc = cli_call(ctx, CLI_PUSHER, &req, &rep, 0);
+    if (rc)
+        return rc;
+    const Kiln__V1__ListImagesReply *l = rep->list_images_reply;
+    if (json) {
+        cJSON *j = cli_pb_to_json(&l->base);
+        char *s = cJSON_Print(j);
+        printf("%s\n", s);
+        cJSON_free(s);
+        cJSON_Delete(j);
+    } else {
+        printf("%-40s %-*s %-16s %-10s %s\n", "REFERENCE", digests ? 71 : 12, "IMAGE ID", "CREATED",
+               "SIZE", "PLATFORM");
+        for (size_t i = 0; i < l->n_images; i++) {
+            const Kiln__V1__ImageInfo *im = l->images[i];
+            char size[32], age[32], plat[80];
+            human_size(im->size, size, sizeof(size));
+            human_age(im->created, age, sizeof(age));
+            snprintf(plat, sizeof(plat), "%s%s%s%s%s", im->os, *im->architecture ? "/" : "",
+                     im->architecture, *im->variant ? "/" : "", im->variant);
+            const char *id = strncmp(im->digest, "sha256:", 7) == 0 ? im->digest + 7 : im->digest;
+            printf("%-40s %-*.*s %-16s %-10s %s\n", *im->ref ? im->ref : "<none>",
+                   digests ? 71 : 12, digests ? 71 : 12, digests ? im->digest : id, age, size, plat);
+        }
+    }
+    kiln_rpc_reply_free(rep);
+    return CLI_EXIT_OK;
+}
+
+int cli_cmd_tag(cli_ctx *ctx, int argc, char **argv)
+{
+    int p = parse_flags(argc, argv, NULL, 0, "Usage: kiln tag SOURCE TARGET\n\n"
+                                             "Gives the image SOURCE (reference or digest) the tag\n"
+                                             "TARGET.  Only metadata changes.\n");
+    if (p)
+        return p > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
+    if (want_args(argc, argv, 2, 2) < 0)
+        return CLI_EXIT_USAGE;
+    kiln_req req = KILN__V1__REQUEST__INIT;
+    Kiln__V1__TagRequest tr = KILN__V1__TAG_REQUEST__INIT;
+    tr.source = argv[optind];
+    tr.target = argv[optind + 1];
+    req.body_case = KILN__V1__REQUEST__BODY_TAG;
+    req.tag = &tr;
+    kiln_reply *rep = NULL;
+    int rc = cli_call(ctx, CLI_PUSHER, &req, &rep, 0);
+    kiln_rpc_reply_free(rep);
+    return rc;
+}
+
+int cli_cmd_inspect(cli_ctx *ctx, int argc, char **argv)
+{
+    int p = parse_flags(argc, argv, NULL, 0,
+                        "Usage: kiln inspect REF\n\n"
+                        "Prints {\"digest\", \"mediaType\", \"manifest\", \"config\"} for an image\n"
+                        "in the store: its manifest (or index) and config as stored.\n");
+    if (p)
+        return p > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
+    if (want_args(argc, argv, 1, 1) < 0)
+        return CLI_EXIT_USAGE;
+    kiln_req req = KILN__V1__REQUEST__INIT;
+    Kiln__V1__InspectRequest ir = KILN__V1__INSPECT_REQUEST__INIT;
+    ir.ref = argv[optind];
+    req.body_case = KILN__V1__REQUEST__BODY_INSPECT;
+    req.inspect = &ir;
+    kiln_reply *rep = NULL;
+    int rc = cli_call(ctx, CLI_PUSHER, &req, &rep, 0);
+    if (rc)
+        return rc;
+    const Kiln__V1__InspectReply *r = rep->inspect_reply;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "digest", r->digest);
+    cJSON_AddStringToObject(o, "mediaType", r->media_type);
+    cJSON *m = cJSON_Parse(r->manifest_json);
+    cJSON_AddItemToObject(o, "manifest", m ? m : cJSON_CreateString(r->manifest_json));
+    if (*r->config_json) {
+        cJSON *c = cJSON_Parse(r->config_json);
+        cJSON_AddItemToObject(o, "config", c ? c : cJSON_CreateString(r->config_json));
+    }
+    char *s = cJSON_Print(o);
+    printf("%s\n", s);
+    cJSON_free(s);
+    cJSON_Delete(o);
+    kiln_rpc_reply_free(rep);
+    return CLI_EXIT_OK;
+}
+
+int cli_cmd_rmi(cli_ctx *ctx, int argc, char **argv)
+{
+    int p = parse_flags(argc, argv, NULL, 0,
+                        "Usage: kiln rmi REF...\n\n"
+                        "Removes tags (or, given a digest, every tag of that image) from the\n"
+                        "store.  Blobs are freed by 'kiln prune'.\n");
+    if (p)
+        return p > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
+    if (argc - optind < 1) {
+        cli_errorf("rmi: expected at least one reference");
+        return CLI_EXIT_USAGE;
+    }
+    int rc = CLI_EXIT_OK;
+    for (int i = optind; i < argc; i++) {
+        kiln_req req = KILN__V1__REQUEST__INIT;
+        Kiln__V1__RemoveRequest rr = KILN__V1__REMOVE_REQUEST__INIT;
+        rr.ref = argv[i];
+        req.body_case = KILN__V1__REQUEST__BODY_REMOVE;
+        req.remove = &rr;
+        kiln_reply *rep = NULL;
+        int r = cli_call(ctx, CLI_PUSHER, &req, &rep, 0);
+        if (r == CLI_EXIT_OK)
+            printf("Untagged: %s (%s)\n", argv[i], rep->remove_reply->digest);
+        else if (rc == CLI_EXIT_OK)
+            rc = r;
+        kiln_rpc_reply_free(rep);
+    }
+    return rc;
+}
+
+int cli_cmd_prune(cli_ctx *ctx, int argc, char **argv)
+{
+    bool dry = false;
+    flag f[] = {{"dry-run", &dry, NULL}};
+    int p = parse_flags(argc, argv, f, 1,
+                        "Usage: kiln prune [--dry-run]\n\n"
+                        "Deletes store blobs no tag reaches (never one a running job uses)\n"
+                        "and stale temporary files.\n");
+    if (p)
+        return p > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
+    if (want_args(argc, argv, 0, 0) < 0)
+        return CLI_EXIT_USAGE;
+    kiln_req req = KILN__V1__REQUEST__INIT;
+    Kiln__V1__PruneRequest pr = KILN__V1__PRUNE_REQUEST__INIT;
+    pr.dry_run = dry;
+    req.body_case = KILN__V1__REQUEST__BODY_PRUNE;
+    req.prune = &pr;
+    kiln_reply *rep = NULL;
+    int rc = cli_call(ctx, CLI_PUSHER, &req, &rep, 600000);
+    if (rc)
+        return rc;
+    char size[32];
+    human_size(rep->prune_reply->bytes_freed, size, sizeof(size));
+    printf("%s %llu blob(s), %s; %llu temporary file(s)\n", dry ? "Would remove" : "Removed",
+           (unsigned long long)rep->prune_reply->blobs_removed, size,
+           (unsigned long long)rep->prune_reply->temps_removed);
+    kiln_rpc_reply_free(rep);
+    return CLI_EXIT_OK;
+}
+
+int cli_cmd_import(cli_ctx *ctx, int argc, char **argv)
+{
+    const char *platform = "";
+    bool quiet = false, json = false;
+    flag f[] = {{"platform", NULL, &platform}, {"quiet", &quiet, NULL}, {"json", &json, NULL}};
+    int p = parse_flags(argc, argv, f, 3,
+                        "Usage: kiln import [--platform OS/ARCH[/VARIANT]] [--quiet] [--json] SOURCE REF\n\n"
+                        "Imports SOURCE into the store as REF: a root filesystem directory, a\n"
+                        "tar (optionally gzip/zstd/xz/bzip2 compressed) of one, or an OCI image\n"
+                        "layout directory.  This is how air-gapped hosts get base images.\n"
+                        "Prints the image digest.\n");
+    if (p)
+        return p > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
+    if (want_args(argc, argv, 2, 2) < 0)
+        return CLI_EXIT_USAGE;
+    char abs[PATH_MAX];
+    if (realpath(argv[optind], abs) == NULL) {
+        cli_errorf("import: %s: %s", argv[optind], strerror(errno));
+        return CLI_EXIT_FAILED;
+    }
+    kiln_req req = KILN__V1__REQUEST__INIT;
+    Kiln__V1__ImportRequest ir = KILN__V1__IMPORT_REQUEST__INIT;
+    ir.source = abs;
+    ir.ref = argv[optind + 1];
+    ir.platform = (char *)platform;
+    req.body_case = KILN__V1__REQUEST__BODY_IMPORT;
+    req.import = &ir;
+    kiln_reply *rep = NULL;
+    int rc = cli_call(ctx, CLI_PUSHER, &req, &rep, 0);
+    if (rc)
+        return rc;
+    char job[KILN_JOB_ID_MAX + 1], digest[80] = "";
+    snprintf(job, sizeof(job), "%s", rep->job_accepted->job_id);
+    kiln_rpc_reply_free(rep);
+    rc = cli_follow_job(ctx, CLI_PUSHER, job, json, quiet, digest, sizeof(digest));
+    if (rc == CLI_EXIT_OK && !json)
+        printf("%s\n", digest);
+    return rc;
+}
+
+int cli_cmd_export(cli_ctx *ctx, int argc, char **argv)
+{
+    int p = parse_flags(argc, argv, NULL, 0,
+                        "Usage: kiln export REF oci:DIR|oci-archive:FILE\n\n"
+                        "Writes the image REF with all its blobs as an OCI image layout\n"
+                        "directory (DIR must not exist or be empty) or as an oci-archive tar.\n");
+    if (p)
+        return p > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
+    if (want_args(argc, argv, 2, 2) < 0)
+        return CLI_EXIT_USAGE;
+    const char *target = argv[optind + 1];
+    const char *colon = strchr(target, ':');
+    if (colon == NULL || colon[1] == '\0' ||
+        (strncmp(target, "oci:", 4) != 0 && strncmp(target, "oci-archive:", 12) != 0)) {
+        cli_errorf("export: target must be oci:DIR or oci-archive:FILE, got '%s'", target);
+        return CLI_EXIT_USAGE;
+    }
+    /* Paths are taken on the pusher's host: make a relative one absolute here. */
+    char full[PATH_MAX + 16], cwd[PATH_MAX];
+    if (colon[1] != '/' && getcwd(cwd, sizeof(cwd)))
+        snprintf(full, sizeof(full), "%.*s%s/%s", (int)(colon - target + 1), target, cwd, colon + 1);
+    else
+        snprintf(full, sizeof(full), "%s", target);
+    kiln_req req = KILN__V1__REQUEST__INIT;
+    Kiln__V1__ExportRequest er = KILN__V1__EXPORT_REQUEST__INIT;
+    er.ref = argv[optind];
+    er.target = full;
+    req.body_case = KILN__V1__REQUEST__BODY_EXPORT;
+    req.export = &er;
+    kiln_reply *rep = NULL;
+    int rc = cli_call(ctx, CLI_PUSHER, &req, &rep, 3600000);
+    if (rc)
+        return rc;
+    printf("%s\n", rep->export_reply->digest);
+    kiln_rpc_reply_free(rep);
+    return CLI_EXIT_OK;
+}
