@@ -39,9 +39,25 @@ void psh_pack_settings_string(char *buf, size_t len, const psh_pack_opts *opts)
         snprintf(cbuf, sizeof(cbuf), "zstd/libzstd-%s", ZSTD_versionString());
         codec = cbuf;
     }
-    snprintf(buf, len, "kiln-pack/%d codec=%s level=%d block=%zu epoch=%lld overlay=%d",
-             PACK_FORMAT_REVISION, codec, level, PSH_PACK_BLOCK_SIZE,
-             (long long)opts->source_date_epoch, opts->overlay_diff ? 1 : 0);
+    int n = snprintf(buf, len, "kiln-pack/%d codec=%s level=%d block=%zu epoch=%lld overlay=%d",
+                     PACK_FORMAT_REVISION, codec, level, PSH_PACK_BLOCK_SIZE,
+                     (long long)opts->source_date_epoch, opts->overlay_diff ? 1 : 0);
+    /* id maps can be long: they enter the string as a digest */
+    if (n > 0 && (size_t)n < len && (opts->uid_map_len > 0 || opts->gid_map_len > 0)) {
+        char dg[KILN_DIGEST_STRLEN + 1] = "";
+        kiln_sha256 *h = kiln_sha256_new();
+        if (h != NULL) {
+            uint32_t lens[2] = {(uint32_t)opts->uid_map_len, (uint32_t)opts->gid_map_len};
+            kiln_sha256_update(h, lens, sizeof(lens));
+            for (size_t i = 0; i < opts->uid_map_len; i++)
+                kiln_sha256_update(h, &opts->uid_map[i], sizeof(opts->uid_map[i]));
+            for (size_t i = 0; i < opts->gid_map_len; i++)
+                kiln_sha256_update(h, &opts->gid_map[i], sizeof(opts->gid_map[i]));
+            kiln_sha256_final_str(h, dg);
+            kiln_sha256_free(h);
+        }
+        snprintf(buf + n, len - (size_t)n, " idmap=%s", dg[0] ? dg + 7 : "unavailable");
+    }
 }
 
 int psh_pack_cache_open(psh_pack_cache **out, const char *dir, kiln_error **err)

@@ -198,17 +198,41 @@ static int add_xattrs(walker *w, int fd, const char *path, bool *opaque, kiln_er
 
 /* ---- entries ------------------------------------------------------------- */
 
-static void set_common(walker *w, const struct stat *st, mode_t mode)
+/* Translates a host id through map (len 0: identity). */
+static bool map_id(const psh_id_range *map, size_t len, uint32_t id, uint32_t *out)
 {
+    if (len == 0) {
+        *out = id;
+        return true;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if (id >= map[i].host && id - map[i].host < map[i].count) {
+            *out = map[i].container + (id - map[i].host);
+            return true;
+        }
+    }
+    return false;
+}
+
+static int set_common(walker *w, const struct stat *st, mode_t mode, kiln_error **err)
+{
+    uint32_t uid, gid;
+    if (!map_id(w->opts->uid_map, w->opts->uid_map_len, st->st_uid, &uid))
+        return kiln_error_set(err, KILN_EINVAL, 0, "%s: uid %u is outside the id map", w->rel,
+                              (unsigned)st->st_uid);
+    if (!map_id(w->opts->gid_map, w->opts->gid_map_len, st->st_gid, &gid))
+        return kiln_error_set(err, KILN_EINVAL, 0, "%s: gid %u is outside the id map", w->rel,
+                              (unsigned)st->st_gid);
     int64_t mtime = st->st_mtim.tv_sec;
     if (w->opts->source_date_epoch >= 0 && mtime > w->opts->source_date_epoch)
         mtime = w->opts->source_date_epoch;
     archive_entry_clear(w->e);
     archive_entry_copy_pathname(w->e, w->rel);
     archive_entry_set_mode(w->e, mode);
-    archive_entry_set_uid(w->e, st->st_uid);
-    archive_entry_set_gid(w->e, st->st_gid);
+    archive_entry_set_uid(w->e, uid);
+    archive_entry_set_gid(w->e, gid);
     archive_entry_set_mtime(w->e, (time_t)mtime, 0);
+    return 0;
 }
 
 static int write_header(walker *w, kiln_error **err)
@@ -224,7 +248,8 @@ static int write_header(walker *w, kiln_error **err)
 /* Writes an empty regular file entry (whiteouts). */
 static int write_marker(walker *w, const struct stat *st, kiln_error **err)
 {
-    set_common(w, st, S_IFREG | 0600);
+    if (set_common(w, st, S_IFREG | 0600, err) < 0)
+        return KILN_EINVAL;
     archive_entry_set_size(w->e, 0);
     return write_header(w, err);
 }
@@ -272,7 +297,8 @@ static int write_regular(walker *w, int dirfd, const child *c, kiln_error **err)
     const char *first = NULL;
     if (st.st_nlink > 1 && link_lookup(w, &st, &first, err) < 0)
         return KILN_ENOSPC;
-    set_common(w, &st, st.st_mode);
+    if (set_common(w, &st, st.st_mode, err) < 0)
+        return KILN_EINVAL;
     if (first != NULL) {
         archive_entry_copy_hardlink(w->e, first);
         archive_entry_set_size(w->e, 0);
@@ -297,7 +323,8 @@ static int write_special(walker *w, int dirfd, const child *c, kiln_error **err)
     const char *first = NULL;
     if (c->st.st_nlink > 1 && link_lookup(w, &c->st, &first, err) < 0)
         return KILN_ENOSPC;
-    set_common(w, &c->st, c->st.st_mode);
+    if (set_common(w, &c->st, c->st.st_mode, err) < 0)
+        return KILN_EINVAL;
     if (first != NULL) {
         archive_entry_copy_hardlink(w->e, first);
         return write_header(w, err);
@@ -413,7 +440,8 @@ static int write_dir(walker *w, int dirfd, const child *c, size_t rel_len, kiln_
     if (fd < 0)
         return kiln_error_set(err, kiln_code_from_errno(errno), errno, "open %s/%s", w->root,
                               w->rel);
-    set_common(w, &c->st, c->st.st_mode);
+    if (set_common(w, &c->st, c->st.st_mode, err) < 0)
+        return KILN_EINVAL;
     bool opaque = false;
     int rc = add_xattrs(w, fd, NULL, &opaque, err);
     if (rc == 0)

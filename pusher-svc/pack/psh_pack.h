@@ -98,6 +98,13 @@ typedef enum psh_compression {
     PSH_COMP_NONE,
 } psh_compression;
 
+/* host ids [host, host + count) are container ids [container, ...) */
+typedef struct psh_id_range {
+    uint32_t container;
+    uint32_t host;
+    uint32_t count;
+} psh_id_range;
+
 typedef struct psh_pack_opts {
     psh_compression comp;
     int level;                 /* -1: codec default; gzip 0..12, zstd 1..19 */
@@ -108,9 +115,17 @@ typedef struct psh_pack_opts {
      * end: in = tar bytes so far, out = blob bytes written so far. */
     void (*progress)(void *ud, uint64_t in, uint64_t out);
     void *progress_ud;
+    /* Rootless diffs: files on disk carry host (sub)ids; when a map is given
+     * (len > 0) every uid/gid is translated to the container id, and an id
+     * outside the map is KILN_EINVAL.  Borrowed; part of the settings. */
+    const psh_id_range *uid_map;
+    size_t uid_map_len;
+    const psh_id_range *gid_map;
+    size_t gid_map_len;
 } psh_pack_opts;
 
-/* Defaults: gzip, default level, all CPUs, no epoch, not an overlay diff. */
+/* Defaults: gzip, default level, all CPUs, no epoch, not an overlay diff, ids
+ * as stored. */
 void psh_pack_opts_init(psh_pack_opts *o);
 
 typedef struct psh_layer_info {
@@ -143,7 +158,8 @@ const char *psh_pack_media_type(psh_compression comp);
 
 /* Writes into buf (NUL-terminated, truncated to len) a string naming every
  * setting that changes the packed bytes: format revision, codec and library
- * version, level, block size, epoch, overlay mode.  Never the thread count. */
+ * version, level, block size, epoch, overlay mode, id maps.  Never the
+ * thread count. */
 void psh_pack_settings_string(char *buf, size_t len, const psh_pack_opts *opts);
 
 /* ---- Pack cache --------------------------------------------------------

@@ -368,6 +368,11 @@ KT_TEST(pack_cache_remembers_per_settings)
     o2 = o;
     o2.source_date_epoch = 0;
     KT_EXPECT_INT(psh_pack_cache_lookup(c, &out, "snap-1", &o2, &err), KILN_ENOENT);
+    o2 = o;
+    static const psh_id_range map[] = {{0, 100000, 65536}};
+    o2.uid_map = map;
+    o2.uid_map_len = 1;
+    KT_EXPECT_INT(psh_pack_cache_lookup(c, &out, "snap-1", &o2, &err), KILN_ENOENT);
     KT_EXPECT_INT(psh_pack_cache_lookup(c, &out, "snap-2", &o, &err), KILN_ENOENT);
     /* persisted: a new handle sees it; no temp files left */
     psh_pack_cache_free(c);

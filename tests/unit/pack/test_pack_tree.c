@@ -262,3 +262,32 @@ KT_TEST(mount_points_are_not_crossed)
     tmpdir_remove(root);
     tmpdir_remove(work);
 }
+
+KT_TEST(rootless_id_maps_translate_owners)
+{
+    require_root();
+    char *root = tmpdir_new(), *work = tmpdir_new();
+    KT_REQUIRE(root != NULL && work != NULL);
+    KT_REQUIRE(sh("set -e; cd '%s'; mkdir d; printf a > d/a; printf b > b;"
+                  "chown -R 100000:100000 . ; chown 100005:100007 b",
+                  root) == 0);
+    char blob[512];
+    snprintf(blob, sizeof(blob), "%s/b.tgz", work);
+    static const psh_id_range map[] = {{0, 100000, 65536}};
+    psh_pack_opts o;
+    psh_pack_opts_init(&o);
+    o.uid_map = o.gid_map = map;
+    o.uid_map_len = o.gid_map_len = 1;
+    psh_layer_info info;
+    KT_EXPECT_INT(pack_to(&info, root, blob, &o, NULL), 0);
+    char *owners = sh_out("tar -tvzf '%s' | awk '{print $2, $6}' | tr '\\n' '|'", blob);
+    KT_EXPECT_STR(owners, "5/7 b|0/0 d/|0/0 d/a|");
+    free(owners);
+    /* an id the map does not cover is an error, not a silent host id */
+    KT_REQUIRE(sh("chown 5:5 '%s/d/a'", root) == 0);
+    kiln_code code = KILN_OK;
+    KT_EXPECT(pack_to(&info, root, blob, &o, &code) < 0);
+    KT_EXPECT_INT(code, KILN_EINVAL);
+    tmpdir_remove(root);
+    tmpdir_remove(work);
+}
