@@ -58,6 +58,15 @@ static const bld_kv *kv_find(const bld_kv *v, size_t n, const char *name)
     return NULL;
 }
 
+static void note_unresolved(pctx *c, const char *name)
+{
+    for (size_t i = 0; i < c->unresolved.n; i++)
+        if (strcmp(c->unresolved.v[i], name) == 0)
+            return;
+    DF_PUSH(c->a, c->unresolved.v, c->unresolved.n, c->cap_unresolved);
+    c->unresolved.v[c->unresolved.n++] = df_strdup(c->a, name);
+}
+
 static const char *lookup(void *ctx, const char *name)
 {
     pctx *c = ctx;
@@ -71,7 +80,10 @@ static const char *lookup(void *ctx, const char *name)
             return m->value;
         }
         m = kv_find(c->builtins, KILN_ARRAY_SIZE(c->builtins), name);
-        return m ? m->value : NULL;
+        if (m)
+            return m->value;
+        note_unresolved(c, name);
+        return NULL;
     }
     const bld_kv *e = kv_find(c->ss.env, c->ss.n_env, name);
     if (e)
@@ -81,13 +93,8 @@ static const char *lookup(void *ctx, const char *name)
         record_use(c, name, a->value);
         return a->value;
     }
-    if (c->ss.env_unknown) {
-        for (size_t i = 0; i < c->unresolved.n; i++)
-            if (strcmp(c->unresolved.v[i], name) == 0)
-                return NULL;
-        DF_PUSH(c->a, c->unresolved.v, c->unresolved.n, c->cap_unresolved);
-        c->unresolved.v[c->unresolved.n++] = df_strdup(c->a, name);
-    }
+    if (c->ss.env_unknown)
+        note_unresolved(c, name);
     return NULL;
 }
 
@@ -303,6 +310,8 @@ static int dispatch_from(pctx *c, const df_line *ln, const df_cmd *cmd, kiln_err
         st->name = w[2];
     }
     char *ref = NULL;
+    c->unresolved = (bld_strv){0};
+    c->cap_unresolved = 0;
     rc = pc_expand(c, &ref, w[0], false, ln, cmd->args_off, err);
     if (rc < 0)
         return rc;
@@ -321,6 +330,11 @@ static int dispatch_from(pctx *c, const df_line *ln, const df_cmd *cmd, kiln_err
     } else {
         st->platform = c->plan->target_platform;
     }
+    for (size_t i = 0; i < c->unresolved.n; i++)
+        pc_warn(c, df_printf(c->a,
+                             "%s:%d: FROM uses ARG %s, which is not declared before the "
+                             "first FROM",
+                             c->src->name, ln->first_line, c->unresolved.v[i]));
     stage_state_init(c);
     c->in_stage = true;
     char *low = df_strdup(c->a, ref);
