@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# The image store through the CLI and kiln-pusher, checked with outside tools:
+# import (dir, tar.gz, OCI layout), images, tag, inspect, export (oci:, oci-archive:),
+# rmi, prune; skopeo and umoci read the store and the exports; bad input fails
+# cleanly and changes nothing.
+set -u
+: "${KILN_CLI_BIN:?}" "${KILN_PUSHER_BIN:?}"
+for t in skopeo umoci jq busybox; do
+    command -v $t >/dev/null || { echo "$t missing"; exit 77; }
+done
+pass=0 fail=0
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
+check() { local d=$1; shift; if "$@" >/dev/null 2>&1; then ok; else bad "$d"; fi; }
+expect_rc() {
+    local want=$1 desc=$2; shift 2
+    "$@" >"$T/out" 2>"$T/err"; local rc=$?
+    if [ "$rc" -eq "$want" ]; then ok; else bad "$desc: exit $rc, want $want ($(head -c 300 "$T/err"))"; fi
+}
+
+T=$(mktemp -d /tmp/kiln-store-XXXXXX)
+PID=
+cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null; rm -rf "$T"; }
+trap cleanup EXIT
+export KILN_DATA=$T/data
+kiln() { "$KILN_CLI_BIN" "$@"; }
+STORE=$KILN_DATA/store
+
+# A small root filesystem from busybox-static.
+R=$T/rootfs
+mkdir -p "$R/bin" "$R/etc" "$R/tmp"
+cp "$(command -v busybox)" "$R/bin/busybox"
+ln -s busybox "$R/bin/sh"
+echo 'root:x:0:0:root:/root:/bin/sh' > "$R/etc/passwd"
+echo hello > "$R/etc/motd"
+chmod 1777 "$R/tmp"
+tar -C "$R" -czf "$T/rootfs.tar.gz" .
+
+"$KILN_PUSHER_BIN" 2>"$T/pusher.log" & PID=$!
+for _ in $(seq 100); do kiln status >/dev/null 2>&1; [ -S "$KILN_DATA/run/pusher.sock" ] && break; sleep 0.05; done
+
+expect_rc 0 "import dir" kiln import --quiet "$R" busybox:dir
+D1=$(cat "$T/out")
+[[ "$D1" =~ ^sha256:[0-9a-f]{64}$ ]] && ok || bad "import prints a digest ($D1)"
+expect_rc 0 "import tar.gz" kiln import --quiet "$T/rootfs.tar.gz" localhost:5000/team/bb:gz
+D2=$(cat "$T/out")
+[[ "$D2" =~ ^sha256:[0-9a-f]{64}$ ]] && ok || bad "tarball import prints a digest"
+expect_rc 0 "import again is stable" kiln import --quiet "$R" busybox:dir2
+
+expect_rc 0 "images --json" kiln images --json
+[ "$(jq '.images | length' "$T/out")" = 3 ] && ok || bad "three images listed"
+[ "$(jq -r '.images[] | select(.ref=="busybox:dir") | .digest' "$T/out")" = "$D1" ] && ok || bad "images shows digest"
+
+# Outside tools read the store directly.
+check "skopeo inspect oci:store:busybox:dir" skopeo inspect "oci:$STORE:busybox:dir"
+[ "$(skopeo inspect "oci:$STORE:busybox:dir" | jq -r .Digest)" = "$D1" ] && ok || bad "skopeo sees the same digest"
+check "skopeo copy oci: -> dir:" skopeo copy "oci:$STORE:busybox:dir" "dir:$T/skopeo-dir"
+check "umoci unpack" umoci unpack --image "$STORE:busybox:dir" "$T/bundle"
+cmp -s "$T/bundle/rootfs/etc/motd" "$R/etc/motd" && ok || bad "umoci unpack reproduces /etc/motd"
+[ "$(stat -c %a "$T/bundle/rootfs/tmp")" = 1777 ] && ok || bad "sticky /tmp mode kept"
+[ "$(readlink "$T/bundle/rootfs/bin/sh")" = busybox ] && ok || bad "symlink kept"
+layer=$(jq -r '.manifest.layers[0].digest' < <(kiln inspect busybox:dir))
+diffid=$(jq -r '.config.rootfs.diff_ids[0]' < <(kiln inspect busybox:dir))
+blob=$STORE/blobs/sha256/${layer#sha256:}
+check "gzip -t on the layer" gzip -t "$blob"
+[ "sha256:$(gzip -dc "$blob" | sha256sum | cut -d' ' -f1)" = "$diffid" ] && ok || bad "DiffID = sha256(gunzip(blob))"
+
+# Tags are metadata; the fully qualified form names the same image.
+expect_rc 0 "tag" kiln tag busybox:dir app:1
+expect_rc 0 "inspect familiar" kiln inspect app:1
+[ "$(jq -r .digest "$T/out")" = "$D1" ] && ok || bad "tag points at the same digest"
+expect_rc 0 "inspect fully qualified" kiln inspect docker.io/library/app:1
+[ "$(jq -r .digest "$T/out")" = "$D1" ] && ok || bad "docker.io/library/app:1 is app:1"
+expect_rc 0 "inspect by digest" kiln inspect "$D1"
+
+# Export both ways and read them back with skopeo; round trip through import.
+expect_rc 0 "export oci:" kiln export app:1 "oci:$T/exp"
+check "skopeo reads oci export" skopeo inspect "oci:$T/exp:app:1"
+expect_rc 0 "export oci-archive:" kiln export app:1 "oci-archive:$T/app.tar"
+[ "$(skopeo inspect "oci-archive:$T/app.tar" | jq -r .Digest)" = "$D1" ] && ok || bad "oci-archive digest"
+expect_rc 1 "export into a non-empty dir" kiln export app:1 "oci:$T/exp"
+expect_rc 0 "import OCI layout" kiln import --quiet "$T/exp" again:1
+[ "$(cat "$T/out")" = "$D1" ] && ok || bad "layout import keeps the digest"
+
+# Bad input: clear errors, store unchanged.
+cp "$STORE/index.json" "$T/index.before"
+expect_rc 1 "invalid reference" kiln tag app:1 'Bad/UPPER:tag'
+grep -qi 'invalid\|reference' "$T/err" && ok || bad "invalid reference message"
+expect_rc 1 "unknown image" kiln inspect nosuch:1
+expect_rc 1 "import of missing path" kiln import /nonexistent-kiln x:1
+expect_rc 2 "export target scheme" kiln export app:1 "docker://x"
+expect_rc 1 "import bad ref" kiln import --quiet "$R" '../../etc:1'
+printf 'not a tar' > "$T/junk.tar"
+expect_rc 1 "import of a non-tar file" kiln import --quiet "$T/junk.tar" junk:1
+cmp -s "$STORE/index.json" "$T/index.before" && ok || bad "index.json unchanged by failures"
+
+# rmi and prune: blobs of a removed image go only when nothing else uses them.
+expect_rc 0 "rmi" kiln rmi localhost:5000/team/bb:gz
+expect_rc 1 "rmi again" kiln rmi localhost:5000/team/bb:gz
+expect_rc 0 "prune" kiln prune
+check "skopeo still reads app:1 after prune" skopeo inspect "oci:$STORE:app:1"
+expect_rc 0 "images after prune" kiln images --json
+jq -e '.images[] | select(.ref=="localhost:5000/team/bb:gz")' "$T/out" >/dev/null && bad "removed tag listed" || ok
+
+kill -TERM "$PID"; wait "$PID"; rc=$?; PID=
+[ "$rc" -eq 0 ] && ok || bad "pusher exit $rc"
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
