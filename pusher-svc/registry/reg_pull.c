@@ -88,6 +88,7 @@ struct dl {
     kiln_sha256 *h;
     uint64_t got, last;
     int io_errno;
+    bool fresh; /* no body byte of the current response seen yet */
 };
 
 static int dl_reset(struct dl *x)
@@ -102,8 +103,11 @@ static int dl_reset(struct dl *x)
 static int dl_sink(void *ud, long status, const char *buf, size_t n)
 {
     struct dl *x = ud;
-    if (status == 200 && x->got > 0 && dl_reset(x) < 0) /* Range ignored: start over */
-        return 1;
+    if (x->fresh) {
+        x->fresh = false;
+        if (status == 200 && x->got > 0 && dl_reset(x) < 0) /* Range ignored: start over */
+            return 1;
+    }
     if (x->got + n > x->d->size)
         return 1; /* more than the descriptor promised */
     for (size_t off = 0; off < n;) {
@@ -147,6 +151,7 @@ static int download(struct pull *p, struct dl *x, kiln_error **err)
         reg_resp rs;
         kiln_error *e = NULL;
         uint64_t before = x->got;
+        x->fresh = true;
         int r = reg_do(p->c, &rq, &rs, &e);
         __atomic_add_fetch(&p->res->bytes_fetched, x->got >= before ? x->got - before : x->got,
                            __ATOMIC_RELAXED);
