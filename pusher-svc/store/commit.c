@@ -272,11 +272,17 @@ static int validate(psh_store *s, const psh_commit_spec *spec, char **dirs, kiln
                                   spec->n_layers);
     }
     for (size_t i = 0; dirs != NULL && i < spec->n_layers; i++) {
-        int r = psh_store_confine(s, NULL, spec->layers[i], &dirs[i], err);
+        int r = psh_store_confine(s, spec->diff_root, spec->layers[i], &dirs[i], err);
         if (r < 0) {
             kiln_error_wrap(err, "layer %zu", i);
             return r;
         }
+        /* Never the store itself: its bookkeeping is nobody's image content. */
+        size_t n = strlen(psh_store_path(s));
+        if (strncmp(dirs[i], psh_store_path(s), n) == 0 &&
+            (dirs[i][n] == '/' || dirs[i][n] == '\0'))
+            return kiln_error_set(err, KILN_EPERM, 0, "layer %zu: %s is inside the image store", i,
+                                  dirs[i]);
         struct stat st;
         if (stat(dirs[i], &st) < 0 || !S_ISDIR(st.st_mode))
             return kiln_error_set(err, KILN_EINVAL, 0, "layer %zu: %s is not a directory", i,

@@ -80,6 +80,10 @@ typedef struct psh_commit_spec {
     const char *base;          /* manifest digest in the store; NULL = FROM scratch */
     const char *const *layers; /* new layer dirs (overlay upper dirs), in order */
     size_t n_layers;
+    /* Directory the layer dirs must resolve into (symlinks included); NULL =
+     * the store's data dir.  The RPC layer should pass $KILN_DATA/snapshots so
+     * a client cannot pack other files of the data dir into an image. */
+    const char *diff_root;
     psh_image_config config;
     /* One entry per instruction; entries with empty_layer=false must match
      * n_layers one to one.  When n_history is 0, one entry per layer is made. */
@@ -125,11 +129,12 @@ void psh_commit_result_dispose(psh_commit_result *r);
 
 /* Builds, stores and tags the image.  Everything is validated before the
  * store changes: tags (psh_ref grammar), platform (Go names; "x86_64" is
- * refused), layer dirs (must resolve inside the store's data dir, symlinks
- * included: KILN_EPERM), base (must be an image manifest whose blobs are all
- * present: KILN_ENOENT otherwise), history (must match the layers).  Blobs
- * are pinned while the commit runs so a concurrent GC cannot remove them.
- * On failure no tag changes; blobs already written stay for GC. */
+ * refused), layer dirs (must resolve inside diff_root or the data dir,
+ * symlinks included, and not inside the store: KILN_EPERM), base (must be an
+ * image manifest whose blobs are all present: KILN_ENOENT otherwise), history
+ * (must match the layers).  Blobs are pinned while the commit runs so a
+ * concurrent GC cannot remove them.  On failure no tag changes; blobs already
+ * written stay for GC.  Dispose *out with psh_commit_result_dispose(). */
 int psh_commit(psh_store *s, const psh_commit_spec *spec, psh_commit_result *out, kiln_error **err);
 
 /* True when arch is a Go architecture name Kiln knows (amd64, arm64, …). */

@@ -255,11 +255,18 @@ KT_TEST(commit_bad_input_changes_nothing)
         {"malformed base", good, "x:1", "sha256:../../etc", "amd64", KILN_EINVAL},
         {"base not a manifest", good, "x:1", NULL, "amd64", KILN_EINVAL},
         {"x86_64", good, "x:1", NULL, "x86_64", KILN_EINVAL},
+        {"the store itself", NULL, "x:1", NULL, "amd64", KILN_EPERM},
+        {"outside diff_root", good, "x:1", NULL, "amd64", KILN_EPERM},
     };
     char layer_blob[KILN_DIGEST_STRLEN + 1];
     KT_REQUIRE(psh_store_put_blob_bytes(e.s, NULL, NULL, "{}", 2, layer_blob, NULL) == 0);
     before_blobs++;
     cases[8].base = layer_blob;
+    char blobs_dir[4096], snapshots[4096];
+    snprintf(blobs_dir, sizeof(blobs_dir), "%s/blobs", psh_store_path(e.s));
+    cases[10].layer = blobs_dir;
+    snprintf(snapshots, sizeof(snapshots), "%s/snapshots", e.dir);
+    KT_REQUIRE(mkdir(snapshots, 0755) == 0);
     for (size_t i = 0; i < KILN_ARRAY_SIZE(cases); i++) {
         psh_commit_spec spec;
         basic_spec(&spec);
@@ -269,6 +276,8 @@ KT_TEST(commit_bad_input_changes_nothing)
         spec.tags = &cases[i].tag;
         spec.n_tags = 1;
         spec.base = cases[i].base;
+        if (i == 11)
+            spec.diff_root = snapshots; /* "good" lies in the data dir, not in snapshots/ */
         psh_commit_result res;
         kiln_error *err = NULL;
         int r = psh_commit(e.s, &spec, &res, &err);
@@ -420,6 +429,26 @@ KT_TEST(commit_on_docker_base_uses_oci_layer_types)
     KT_EXPECT_INT(cJSON_GetArraySize(hist), 2);
     KT_EXPECT_STR(cJSON_GetObjectItem(hist->child, "created_by")->valuestring, "base step");
     cJSON_Delete(c);
+    psh_commit_result_dispose(&res);
+    env_close(&e);
+}
+
+KT_TEST(commit_accepts_dirs_inside_diff_root)
+{
+    struct env e;
+    KT_REQUIRE(env_open(&e) == 0);
+    char root[4096];
+    snprintf(root, sizeof(root), "%s/snapshots", e.dir);
+    KT_REQUIRE(mkdir(root, 0755) == 0);
+    const char *l = make_diff(&e, "snapshots/step1", "f", "x");
+    KT_REQUIRE(l != NULL);
+    psh_commit_spec spec;
+    basic_spec(&spec);
+    spec.diff_root = root;
+    spec.layers = &l;
+    spec.n_layers = 1;
+    psh_commit_result res;
+    KT_EXPECT_INT(psh_commit(e.s, &spec, &res, NULL), 0);
     psh_commit_result_dispose(&res);
     env_close(&e);
 }
