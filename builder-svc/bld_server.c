@@ -4,6 +4,7 @@
 #include "bld_server.h"
 #include "config.h"
 #include "log.h"
+#include "plan.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -168,10 +169,60 @@ static void metrics(void *user, kiln_buf *out)
         bld_server_pusher_ok(b, NULL, 0) ? 1 : 0);
 }
 
+/* Dockerfiles larger than this are refused (the RPC size limit is lower
+ * anyway unless raised with --max-msg). */
+#define PLAN_MAX_DOCKERFILE ((size_t)16 << 20)
+
+static int m_plan(void *user, const kiln_req *req, kiln_reply *reply, kiln_arena *a,
+                  kiln_error **err)
+{
+    const Kiln__V1__PlanRequest *q = req->plan;
+    size_t len = q->dockerfile ? strlen(q->dockerfile) : 0;
+    if (len == 0)
+        return kiln_error_set(err, KILN_EINVAL, 0, "empty Dockerfile");
+    if (len > PLAN_MAX_DOCKERFILE)
+        return kiln_error_set(err, KILN_EINVAL, 0, "Dockerfile larger than %zu bytes",
+                              PLAN_MAX_DOCKERFILE);
+    bld_plan_opts o = {
+        .target = q->target && *q->target ? q->target : NULL,
+        .build_args = (const char *const *)q->build_args,
+        .n_build_args = q->n_build_args,
+        .platform = q->platform && *q->platform ? q->platform : NULL,
+    };
+    bld_plan *plan = NULL;
+    int r = bld_plan_parse(&plan, q->dockerfile, len,
+                           q->filename && *q->filename ? q->filename : "Dockerfile", &o, err);
+    if (r < 0)
+        return r;
+    cJSON *j = bld_plan_to_json(plan);
+    char *s = j ? cJSON_Print(j) : NULL;
+    cJSON_Delete(j);
+    Kiln__V1__PlanReply *pr = kiln_arena_alloc(a, sizeof(*pr));
+    if (s == NULL || pr == NULL) {
+        cJSON_free(s);
+        bld_plan_free(plan);
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    }
+    kiln__v1__plan_reply__init(pr);
+    pr->plan_json = kiln_arena_strdup(a, s);
+    cJSON_free(s);
+    pr->warnings = kiln_arena_calloc(a, plan->warnings.n + 1, sizeof(char *));
+    for (size_t i = 0; pr->warnings && i < plan->warnings.n; i++)
+        pr->warnings[pr->n_warnings++] = kiln_arena_strdup(a, plan->warnings.v[i]);
+    bld_plan_free(plan);
+    reply->body_case = KILN__V1__REPLY__BODY_PLAN_REPLY;
+    reply->plan_reply = pr;
+    return 0;
+}
+
+static const kiln_rpc_method methods[] = {
+    {KILN__V1__REQUEST__BODY_PLAN, "Plan", m_plan, 0, NULL},
+};
+
 const kiln_rpc_method *bld_server_methods(bld_server *b, size_t *n)
 {
-    *n = 0;
-    return NULL;
+    *n = sizeof(methods) / sizeof(methods[0]);
+    return methods;
 }
 
 void bld_server_hooks(bld_server *b, kiln_service_hooks *out)

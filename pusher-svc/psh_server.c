@@ -24,14 +24,14 @@
 #include <time.h>
 
 #define MAX_CONCURRENT_JOBS 4
-#define JOB_GRACE_MS 20000
+#define JOB_GRACE_MS        20000
 
 struct psh_server {
     const kiln_service_opts *o;
     kiln_service *svc;
     psh_store *store;
     kiln_jobs *jobs;
-    bool local_only;   /* RPC endpoint is ipc://: clients share our filesystem */
+    bool local_only; /* RPC endpoint is ipc://: clients share our filesystem */
     char host_arch[sizeof(((struct utsname *)0)->machine)];
 
     pthread_mutex_t mu; /* counters below */
@@ -44,8 +44,8 @@ static const char *go_arch(const char *machine)
 {
     static const struct {
         const char *uname, *go;
-    } map[] = {{"x86_64", "amd64"}, {"aarch64", "arm64"}, {"armv7l", "arm"},   {"i686", "386"},
-               {"ppc64le", "ppc64le"}, {"s390x", "s390x"}, {"riscv64", "riscv64"}};
+    } map[] = {{"x86_64", "amd64"},    {"aarch64", "arm64"}, {"armv7l", "arm"},     {"i686", "386"},
+               {"ppc64le", "ppc64le"}, {"s390x", "s390x"},   {"riscv64", "riscv64"}};
     for (size_t i = 0; i < KILN_ARRAY_SIZE(map); i++)
         if (strcmp(machine, map[i].uname) == 0)
             return map[i].go;
@@ -214,9 +214,9 @@ static int m_prune(void *user, const kiln_req *req, kiln_reply *reply, kiln_aren
     b->blobs_removed = res.blobs_removed;
     b->bytes_freed = res.bytes_freed;
     b->temps_removed = res.tmps_removed;
-    kiln_info("store", "prune%s: %llu blobs, %llu bytes, %llu temp files", o.dry_run ? " (dry run)" : "",
-              (unsigned long long)res.blobs_removed, (unsigned long long)res.bytes_freed,
-              (unsigned long long)res.tmps_removed);
+    kiln_info("store", "prune%s: %llu blobs, %llu bytes, %llu temp files",
+              o.dry_run ? " (dry run)" : "", (unsigned long long)res.blobs_removed,
+              (unsigned long long)res.bytes_freed, (unsigned long long)res.tmps_removed);
     reply->body_case = KILN__V1__REPLY__BODY_PRUNE_REPLY;
     reply->prune_reply = b;
     return 0;
@@ -465,10 +465,10 @@ static void run_commit(void *arg)
         ic->shell = strv(k->shell, k->n_shell, k->n_shell > 0);
     }
     for (size_t i = 0; i < q->n_history; i++)
-        hist[i] = (psh_history_entry){q->history[i]->created_by,
-                                      str_set(q->history[i]->comment) ? q->history[i]->comment : NULL,
-                                      q->history[i]->empty_layer,
-                                      q->history[i]->created ? q->history[i]->created : -1};
+        hist[i] = (psh_history_entry){
+            q->history[i]->created_by,
+            str_set(q->history[i]->comment) ? q->history[i]->comment : NULL,
+            q->history[i]->empty_layer, q->history[i]->created ? q->history[i]->created : -1};
     spec.history = hist;
     spec.n_history = q->n_history;
     if (parse_platform(c->p, q->platform, pbuf, sizeof(pbuf), &spec.platform, &err) < 0)

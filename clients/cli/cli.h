@@ -76,5 +76,6 @@ int cli_cmd_rmi(cli_ctx *ctx, int argc, char **argv);
 int cli_cmd_prune(cli_ctx *ctx, int argc, char **argv);
 int cli_cmd_import(cli_ctx *ctx, int argc, char **argv);
 int cli_cmd_export(cli_ctx *ctx, int argc, char **argv);
+int cli_cmd_build(cli_ctx *ctx, int argc, char **argv);
 
 #endif

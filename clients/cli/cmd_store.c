@@ -106,9 +106,8 @@ int cli_follow_job(cli_ctx *ctx, cli_service s, const char *job, bool json, bool
         return rc;
     }
     job_view v = {.json = json, .quiet = quiet};
-    kiln_follow_opts fo = {.job_id = job,
-                           .events_url = rep->status_reply->events_url,
-                           .transport = &ctx->transport};
+    kiln_follow_opts fo = {
+        .job_id = job, .events_url = rep->status_reply->events_url, .transport = &ctx->transport};
     int r = kiln_follow_job(c, &fo, job_cb, &v, &err);
     kiln_rpc_reply_free(rep);
     kiln_rpc_client_free(c);
@@ -212,9 +211,10 @@ int cli_cmd_images(cli_ctx *ctx, int argc, char **argv)
 {
     bool json = false, digests = false;
     flag f[] = {{"json", &json, NULL}, {"digests", &digests, NULL}};
-    int p = parse_flags(argc, argv, f, 2, "Usage: kiln images [--json] [--digests]\n\n"
-                                          "Lists the images in the store: reference, image id (manifest\n"
-                                          "digest), age, size and platform.\n");
+    int p = parse_flags(argc, argv, f, 2,
+                        "Usage: kiln images [--json] [--digests]\n\n"
+                        "Lists the images in the store: reference, image id (manifest\n"
+                        "digest), age, size and platform.\n");
     if (p)
         return p > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
     if (want_args(argc, argv, 0, 0) < 0)
@@ -246,7 +246,8 @@ int cli_cmd_images(cli_ctx *ctx, int argc, char **argv)
                      im->architecture, *im->variant ? "/" : "", im->variant);
             const char *id = strncmp(im->digest, "sha256:", 7) == 0 ? im->digest + 7 : im->digest;
             printf("%-40s %-*.*s %-16s %-10s %s\n", *im->ref ? im->ref : "<none>",
-                   digests ? 71 : 12, digests ? 71 : 12, digests ? im->digest : id, age, size, plat);
+                   digests ? 71 : 12, digests ? 71 : 12, digests ? im->digest : id, age, size,
+                   plat);
         }
     }
     kiln_rpc_reply_free(rep);
@@ -255,9 +256,10 @@ int cli_cmd_images(cli_ctx *ctx, int argc, char **argv)
 
 int cli_cmd_tag(cli_ctx *ctx, int argc, char **argv)
 {
-    int p = parse_flags(argc, argv, NULL, 0, "Usage: kiln tag SOURCE TARGET\n\n"
-                                             "Gives the image SOURCE (reference or digest) the tag\n"
-                                             "TARGET.  Only metadata changes.\n");
+    int p = parse_flags(argc, argv, NULL, 0,
+                        "Usage: kiln tag SOURCE TARGET\n\n"
+                        "Gives the image SOURCE (reference or digest) the tag\n"
+                        "TARGET.  Only metadata changes.\n");
     if (p)
         return p > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
     if (want_args(argc, argv, 2, 2) < 0)
@@ -276,10 +278,11 @@ int cli_cmd_tag(cli_ctx *ctx, int argc, char **argv)
 
 int cli_cmd_inspect(cli_ctx *ctx, int argc, char **argv)
 {
-    int p = parse_flags(argc, argv, NULL, 0,
-                        "Usage: kiln inspect REF\n\n"
-                        "Prints {\"digest\", \"mediaType\", \"manifest\", \"config\"} for an image\n"
-                        "in the store: its manifest (or index) and config as stored.\n");
+    int p =
+        parse_flags(argc, argv, NULL, 0,
+                    "Usage: kiln inspect REF\n\n"
+                    "Prints {\"digest\", \"mediaType\", \"manifest\", \"config\"} for an image\n"
+                    "in the store: its manifest (or index) and config as stored.\n");
     if (p)
         return p > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
     if (want_args(argc, argv, 1, 1) < 0)
@@ -376,12 +379,13 @@ int cli_cmd_import(cli_ctx *ctx, int argc, char **argv)
     const char *platform = "";
     bool quiet = false, json = false;
     flag f[] = {{"platform", NULL, &platform}, {"quiet", &quiet, NULL}, {"json", &json, NULL}};
-    int p = parse_flags(argc, argv, f, 3,
-                        "Usage: kiln import [--platform OS/ARCH[/VARIANT]] [--quiet] [--json] SOURCE REF\n\n"
-                        "Imports SOURCE into the store as REF: a root filesystem directory, a\n"
-                        "tar (optionally gzip/zstd/xz/bzip2 compressed) of one, or an OCI image\n"
-                        "layout directory.  This is how air-gapped hosts get base images.\n"
-                        "Prints the image digest.\n");
+    int p = parse_flags(
+        argc, argv, f, 3,
+        "Usage: kiln import [--platform OS/ARCH[/VARIANT]] [--quiet] [--json] SOURCE REF\n\n"
+        "Imports SOURCE into the store as REF: a root filesystem directory, a\n"
+        "tar (optionally gzip/zstd/xz/bzip2 compressed) of one, or an OCI image\n"
+        "layout directory.  This is how air-gapped hosts get base images.\n"
+        "Prints the image digest.\n");
     if (p)
         return p > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
     if (want_args(argc, argv, 2, 2) < 0)
@@ -431,7 +435,8 @@ int cli_cmd_export(cli_ctx *ctx, int argc, char **argv)
     /* Paths are taken on the pusher's host: make a relative one absolute here. */
     char full[PATH_MAX + 16], cwd[PATH_MAX];
     if (colon[1] != '/' && getcwd(cwd, sizeof(cwd)))
-        snprintf(full, sizeof(full), "%.*s%s/%s", (int)(colon - target + 1), target, cwd, colon + 1);
+        snprintf(full, sizeof(full), "%.*s%s/%s", (int)(colon - target + 1), target, cwd,
+                 colon + 1);
     else
         snprintf(full, sizeof(full), "%s", target);
     kiln_req req = KILN__V1__REQUEST__INIT;

@@ -12,6 +12,7 @@
 #include <string.h>
 
 static const cli_verb verbs[] = {
+    {"build", cli_cmd_build, "resolve a Dockerfile into a build plan (--plan)"},
     {"status", cli_cmd_status, "show the health of kiln-builder and kiln-pusher"},
     {"events", cli_cmd_events, "follow a job's events (or every job), with replay"},
     {"images", cli_cmd_images, "list the images in the store"},
