@@ -326,12 +326,13 @@ void rf_proxy_stop(rf_proxy *p)
     stop_pid(&p->pid);
 }
 
-static int commit_tree(psh_store *s, const char *dir, const char *tag, psh_commit_result *out)
+static int commit_tree(psh_store *s, const char *dir, const char *tag, const char *arch,
+                       psh_commit_result *out)
 {
     psh_commit_spec spec;
     psh_commit_spec_init(&spec);
     spec.platform.os = "linux";
-    spec.platform.architecture = "amd64";
+    spec.platform.architecture = arch;
     spec.layers = &dir;
     spec.n_layers = 1;
     spec.tags = &tag;
@@ -350,13 +351,19 @@ static int commit_tree(psh_store *s, const char *dir, const char *tag, psh_commi
 int rf_busybox_image(psh_store *s, const char *data_dir, const char *tag, const char *marker,
                      psh_commit_result *out)
 {
+    return rf_busybox_image_arch(s, data_dir, tag, marker, "amd64", out);
+}
+
+int rf_busybox_image_arch(psh_store *s, const char *data_dir, const char *tag, const char *marker,
+                          const char *arch, psh_commit_result *out)
+{
     char dir[4200];
     snprintf(dir, sizeof(dir), "%s/tree-%ld-%d", data_dir, (long)time(NULL), rand());
     if (rf_sh("mkdir -p %s/bin %s/etc && cp /bin/busybox %s/bin/busybox && "
               "ln -s busybox %s/bin/sh && printf '%%s\\n' '%s' > %s/etc/marker",
               dir, dir, dir, dir, marker, dir) != 0)
         return -1;
-    return commit_tree(s, dir, tag, out);
+    return commit_tree(s, dir, tag, arch, out);
 }
 
 int rf_random_image(psh_store *s, const char *data_dir, const char *tag, size_t size,
@@ -386,8 +393,8 @@ int rf_random_image(psh_store *s, const char *data_dir, const char *tag, size_t 
                  "{\"schemaVersion\":2,\"mediaType\":\"%s\",\"config\":{\"mediaType\":\"%s\","
                  "\"digest\":\"%s\",\"size\":%zu},\"layers\":[{\"mediaType\":\"%s\",\"digest\":"
                  "\"%s\",\"size\":%llu}]}",
-                 PSH_MT_OCI_MANIFEST, PSH_MT_OCI_CONFIG, cfgd, strlen(cfg), PSH_MT_OCI_LAYER_GZ,
-                 layer, (unsigned long long)lsize);
+                 PSH_MT_OCI_MANIFEST, PSH_MT_OCI_CONFIG, cfgd, strlen(cfg), PSH_MT_OCI_LAYER, layer,
+                 (unsigned long long)lsize);
         r = psh_store_put_blob_bytes(s, NULL, NULL, man, strlen(man), mand, &err);
     }
     if (r == 0) {

@@ -66,7 +66,10 @@ void rf_proxy_stop(rf_proxy *p);
  * marker) and tags it; out receives the commit result. */
 int rf_busybox_image(psh_store *s, const char *data_dir, const char *tag, const char *marker,
                      psh_commit_result *out);
-/* Stores an image with one random layer blob of size bytes (not a real tar:
+/* Same with another architecture in the config (the files stay the host's). */
+int rf_busybox_image_arch(psh_store *s, const char *data_dir, const char *tag, const char *marker,
+                          const char *arch, psh_commit_result *out);
+/* Stores an image with one random "uncompressed" layer blob of size bytes (not a tar:
  * the registry does not look inside) and tags it.  out_manifest receives the
  * manifest digest, out_layer the layer digest (both may be NULL). */
 int rf_random_image(psh_store *s, const char *data_dir, const char *tag, size_t size,
