@@ -238,7 +238,8 @@ static int sweep_blobs(psh_store *s, const psh_dset *keep, const psh_gc_opts *o,
     while ((e = readdir(d)) != NULL) {
         if (!is_blob_name(e->d_name))
             continue;
-        snprintf(digest, sizeof(digest), "sha256:%s", e->d_name);
+        /* is_blob_name() checked: exactly 64 hex digits. */
+        snprintf(digest, sizeof(digest), "sha256:%.64s", e->d_name);
         if (psh_dset_has(keep, digest))
             continue;
         struct stat st;
