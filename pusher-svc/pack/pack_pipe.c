@@ -563,8 +563,10 @@ static int setup(pack_pipe *p, int threads, kiln_error **err)
         return kiln_error_set(err, KILN_ENOSPC, ENOMEM, "sha256 context");
     if (p->comp == PSH_COMP_GZIP) {
         p->nworkers = threads;
-        /* producer block + one per worker + two waiting for the writer */
-        p->nslots = (size_t)threads + 3;
+        /* producer block + one per worker + two waiting for the writer, and
+         * up to four more so a briefly descheduled writer or producer does
+         * not stall the workers on a busy machine */
+        p->nslots = (size_t)threads + 3 + (size_t)(threads < 4 ? threads : 4);
         size_t stored = PSH_PACK_BLOCK_SIZE + 5 * (PSH_PACK_BLOCK_SIZE / 65535 + 1);
         p->out_cap = libdeflate_deflate_compress_bound(NULL, PSH_PACK_BLOCK_SIZE);
         p->out_cap = (p->out_cap > stored ? p->out_cap : stored) + 8;

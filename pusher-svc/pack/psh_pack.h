@@ -64,10 +64,10 @@
  * workers; job size pinned to 1 MiB.  Uncompressed: the tar itself, digest ==
  * DiffID.
  *
- * Memory: a ring of (threads + 3) 1 MiB blocks plus one compressor per
- * thread, whatever the layer size: measured peak RSS of kiln-pack-tool is
- * ~20 MiB with 2 threads and ~59 MiB with 16 (the clamp); zstd stays near
- * 33 MiB.  Directory listings are held one directory level at a time, and
+ * Memory: a ring of (threads + 3 + min(threads, 4)) 1 MiB blocks (input and
+ * output) plus one compressor per thread, whatever the layer size: measured
+ * peak RSS of kiln-pack-tool is ~25 MiB with 2 threads and ~56 MiB with 12
+ * (the clamp); zstd stays near 33 MiB.  Directory listings are held one directory level at a time, and
  * the hardlink table holds one path per multiply-linked inode.
  *
  * Threads: psh_pack_dir() and psh_pack_tar_stream() run the producer on the
@@ -89,7 +89,7 @@
 
 #define PSH_PACK_GZIP_DEFAULT_LEVEL 5 /* libdeflate 0..12; 5 matches zlib -6 ratio */
 #define PSH_PACK_ZSTD_DEFAULT_LEVEL 3
-#define PSH_PACK_MAX_THREADS        16 /* more threads are clamped: bounds memory */
+#define PSH_PACK_MAX_THREADS        12 /* more threads are clamped: bounds memory */
 #define PSH_PACK_BLOCK_SIZE         ((size_t)1 << 20)
 
 typedef enum psh_compression {
