@@ -329,8 +329,11 @@ static size_t on_read(char *p, size_t sz, size_t nm, void *ud)
     if (rq->sent != NULL)
         __atomic_add_fetch(rq->sent, got, __ATOMIC_RELAXED);
     const psh_reg_events *ev = x->c->ev;
+    /* The end of a body is reported by the caller once the registry has
+     * accepted it (chunks), or here for whole-blob bodies (progress_end). */
     if (rq->pdigest != NULL && ev != NULL && ev->blob_progress != NULL &&
-        (x->pos - x->last_report >= ((uint64_t)4 << 20) || x->pos == total)) {
+        ((x->pos < total && x->pos - x->last_report >= ((uint64_t)4 << 20)) ||
+         (x->pos == total && rq->progress_end))) {
         x->last_report = x->pos;
         ev->blob_progress(ev->ud, rq->pdigest, rq->pbase + x->pos, rq->ptotal);
     }

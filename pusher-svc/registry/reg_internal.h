@@ -108,6 +108,7 @@ typedef struct reg_req {
     uint64_t *sent;      /* add body bytes sent here (may be NULL) */
     const char *pdigest; /* when set, report blob_progress for the body */
     uint64_t pbase, ptotal;
+    bool progress_end; /* also report when the whole body is handed over */
 } reg_req;
 
 /* Performs rq with authentication (a 401 leads to a challenge round and one

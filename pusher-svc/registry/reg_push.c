@@ -140,7 +140,8 @@ static int finish_upload(struct push *p, const psh_descriptor *d, const char *lo
                   .sent = &p->res->bytes_sent,
                   .pdigest = d->digest,
                   .pbase = off,
-                  .ptotal = d->size};
+                  .ptotal = d->size,
+                  .progress_end = true};
     if (off < d->size) {
         rq.fd = fd;
         rq.fd_off = off;
@@ -315,6 +316,8 @@ static int upload_chunked(struct push *p, const psh_descriptor *d, int fd, char 
                 attempt = 0;
                 if ((r = save(p, d, loc, off, err)) < 0)
                     return r;
+                if (p->ev && p->ev->blob_progress)
+                    p->ev->blob_progress(p->ev->ud, d->digest, off, d->size);
                 continue;
             }
             if (!transient_failure(r, &rs) || attempt >= p->o->max_retries) {

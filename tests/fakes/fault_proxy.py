@@ -138,6 +138,20 @@ def forward(upstream, method, target, headers, body):
     return status_line, rheaders, rbody
 
 
+def broken(upstream, method, target, headers, body):
+    """Sends a request whose body stops short of its Content-Length."""
+    up = socket.create_connection(("127.0.0.1", upstream))
+    lines = ["%s %s HTTP/1.1" % (method, target)]
+    for k, v in headers:
+        if k.lower() in ("connection", "expect", "keep-alive"):
+            continue
+        lines.append("%s: %s" % (k, v))
+    lines.append("Connection: close")
+    up.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+    time.sleep(0.2)
+    reset(up)
+
+
 def dechunk(data):
     out = bytearray()
     i = 0
@@ -186,6 +200,11 @@ def handle(conn, args, pattern):
                 return
             body = read_body(rf, headers) if has_body else b""
             count(len(body), args.stats)
+            if has_body and header(headers, "content-length") and len(body) < clen:
+                # The client went away in the middle of the body: let the
+                # registry see the same broken request, then stop.
+                broken(args.upstream, method, target, headers, body)
+                break
             if action == "slow":
                 time.sleep(1.5)
             status_line, rheaders, rbody = forward(args.upstream, method, target, headers, body)

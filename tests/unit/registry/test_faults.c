@@ -1,0 +1,209 @@
+/* Faults between Kiln and docker-registry, injected by
+ * tests/fakes/fault_proxy.py: 429 with Retry-After, 500/503, connections
+ * reset in the middle of request and response bodies, slow answers.  Push
+ * and pull still succeed with identical digests.  A pusher killed with
+ * SIGKILL during a chunked upload resumes it when the push is retried, and
+ * re-sends less than two chunks (bytes counted at the proxy). */
+#include <dirent.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kt.h"
+#include "reg_fixture.h"
+
+struct env {
+    rf_registry reg;
+    char *dir;
+    psh_store *s;
+};
+
+static int env_open(struct env *e)
+{
+    int r = rf_registry_start(&e->reg, false, RF_AUTH_NONE, 0);
+    if (r == 77)
+        exit(77);
+    e->dir = rf_tmpdir();
+    if (r != 0 || e->dir == NULL)
+        return -1;
+    return psh_store_open(&e->s, e->dir, NULL);
+}
+
+static void env_close(struct env *e)
+{
+    psh_store_free(e->s);
+    if (getenv("KT_KEEP") == NULL)
+        rf_rmrf(e->dir);
+    free(e->dir);
+    rf_registry_stop(&e->reg);
+}
+
+KT_TEST(push_and_pull_through_faults)
+{
+    struct env e;
+    KT_REQUIRE(env_open(&e) == 0);
+    psh_commit_result img;
+    KT_REQUIRE(rf_busybox_image(e.s, e.dir, "f:1", "fault-marker", &img) == 0);
+    char big[KILN_DIGEST_STRLEN + 1];
+    KT_REQUIRE(rf_random_image(e.s, e.dir, "f:big", (size_t)5 << 20, "amd64", big, NULL) == 0);
+    rf_proxy px;
+    KT_REQUIRE(rf_proxy_start(&px, e.dir, e.reg.port,
+                              "ok,429,ok,500,reset,ok,503,slow,ok,reset,ok,ok") == 0);
+    psh_registry_opts o;
+    rf_opts(&o, &e.reg);
+    o.chunk_size = (uint64_t)1 << 20; /* the 5 MiB layer goes in chunks */
+    rf_counts c = {0};
+    psh_reg_events ev;
+    rf_events(&ev, &c);
+    kiln_error *err = NULL;
+    psh_push_result res;
+    char dst[300];
+    snprintf(dst, sizeof(dst), "127.0.0.1:%d/faults/app:1", px.port);
+    KT_EXPECT_INT(psh_push(e.s, "f:1", dst, &o, &ev, &res, &err), 0);
+    if (err)
+        fprintf(stderr, "  %s\n", err->msg);
+    kiln_error_free(&err);
+    KT_EXPECT_STR(res.manifest.digest, img.manifest.digest);
+    snprintf(dst, sizeof(dst), "127.0.0.1:%d/faults/big:1", px.port);
+    KT_EXPECT_INT(psh_push(e.s, "f:big", dst, &o, &ev, &res, &err), 0);
+    if (err)
+        fprintf(stderr, "  %s\n", err->msg);
+    kiln_error_free(&err);
+    KT_EXPECT_STR(res.manifest.digest, big);
+    KT_EXPECT(c.retried >= 3);
+    KT_EXPECT(rf_proxy_stat(&px, "faults") >= 3);
+
+    /* What the registry holds, seen directly: the same digests. */
+    char *out = rf_capture("skopeo inspect --raw --tls-verify=false docker://%s/faults/big:1 | "
+                           "sha256sum",
+                           e.reg.host);
+    KT_EXPECT(out != NULL && strncmp(out, big + 7, 64) == 0);
+    free(out);
+    out = rf_capture("skopeo inspect --tls-verify=false docker://%s/faults/app:1", e.reg.host);
+    KT_EXPECT(out != NULL && strstr(out, img.manifest.digest) != NULL);
+    free(out);
+
+    /* Pull both back through the faults into a fresh store. */
+    char *d2 = rf_tmpdir();
+    psh_store *s2 = NULL;
+    KT_REQUIRE(psh_store_open(&s2, d2, NULL) == 0);
+    psh_pull_result pr;
+    rf_events(&ev, &c);
+    KT_EXPECT_INT(psh_pull(s2, dst, NULL, &o, &ev, &pr, &err), 0);
+    if (err)
+        fprintf(stderr, "  %s\n", err->msg);
+    kiln_error_free(&err);
+    KT_EXPECT_STR(pr.manifest.digest, big);
+    snprintf(dst, sizeof(dst), "127.0.0.1:%d/faults/app:1", px.port);
+    KT_EXPECT_INT(psh_pull(s2, dst, NULL, &o, &ev, &pr, &err), 0);
+    if (err)
+        fprintf(stderr, "  %s\n", err->msg);
+    kiln_error_free(&err);
+    KT_EXPECT_STR(pr.manifest.digest, img.manifest.digest);
+    KT_EXPECT(c.retried >= 1);
+    KT_EXPECT_INT(rf_sh("umoci unpack --image %s:%s %s/bundle >/dev/null 2>&1 && "
+                        "grep -qx fault-marker %s/bundle/rootfs/etc/marker",
+                        psh_store_path(s2), dst, d2, d2),
+                  0);
+    rf_proxy_stop(&px);
+    psh_store_free(s2);
+    rf_rmrf(d2);
+    free(d2);
+    psh_commit_result_dispose(&img);
+    env_close(&e);
+}
+
+/* Highest offset among persisted upload sessions (0 when none). */
+static long long session_offset(const char *data_dir)
+{
+    char dir[4300];
+    snprintf(dir, sizeof(dir), "%s/registry/uploads", data_dir);
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return 0;
+    long long best = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.' || strchr(de->d_name, '.'))
+            continue;
+        char p[4600];
+        snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
+        char *t = rf_read_file(p, NULL);
+        const char *o = t ? strstr(t, "\"offset\":") : NULL;
+        if (o && atoll(o + 9) > best)
+            best = atoll(o + 9);
+        free(t);
+    }
+    closedir(d);
+    return best;
+}
+
+KT_TEST(killed_pusher_resumes_chunked_upload)
+{
+    struct env e;
+    KT_REQUIRE(env_open(&e) == 0);
+    const size_t size = (size_t)48 << 20, chunk = (size_t)4 << 20;
+    char man[KILN_DIGEST_STRLEN + 1];
+    KT_REQUIRE(rf_random_image(e.s, e.dir, "k:1", size, "amd64", man, NULL) == 0);
+    rf_proxy px;
+    KT_REQUIRE(rf_proxy_start(&px, e.dir, e.reg.port, "ok") == 0);
+    psh_registry_opts o;
+    rf_opts(&o, &e.reg);
+    o.chunk_size = chunk;
+    char dst[300];
+    snprintf(dst, sizeof(dst), "127.0.0.1:%d/kill/app:1", px.port);
+
+    pid_t pid = fork();
+    KT_REQUIRE(pid >= 0);
+    if (pid == 0) {
+        /* The doomed pusher: slowed down by its progress callback. */
+        rf_counts c = {.progress_sleep_ms = 150};
+        psh_reg_events ev;
+        rf_events(&ev, &c);
+        psh_store *s = NULL;
+        if (psh_store_open(&s, e.dir, NULL) < 0)
+            _exit(3);
+        _exit(psh_push(s, "k:1", dst, &o, &ev, NULL, NULL) == 0 ? 0 : 1);
+    }
+    long long at = 0;
+    for (int i = 0; i < 600 && (at = session_offset(e.dir)) < (long long)(3 * chunk); i++)
+        usleep(20000);
+    usleep(60000); /* into the middle of the next chunk */
+    kill(pid, SIGKILL);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    KT_EXPECT(WIFSIGNALED(st));
+    KT_EXPECT(at >= (long long)(3 * chunk));
+    long long before = rf_proxy_stat(&px, "body_bytes");
+    KT_EXPECT(before < (long long)size);
+
+    /* The retried push resumes the session the dead pusher left. */
+    rf_counts c = {0};
+    psh_reg_events ev;
+    rf_events(&ev, &c);
+    kiln_error *err = NULL;
+    psh_push_result res;
+    KT_EXPECT_INT(psh_push(e.s, "k:1", dst, &o, &ev, &res, &err), 0);
+    if (err)
+        fprintf(stderr, "  %s\n", err->msg);
+    kiln_error_free(&err);
+    KT_EXPECT_STR(res.manifest.digest, man);
+    KT_EXPECT(res.bytes_resumed >= 3 * chunk);
+    long long total = rf_proxy_stat(&px, "body_bytes");
+    long long config_bytes = 1024; /* the small config blob and the manifest */
+    long long resent = total - (long long)size - config_bytes;
+    if (getenv("KT_VERBOSE"))
+        fprintf(stderr, "    killed at %lld, proxy saw %lld then %lld bytes, resent %lld\n", at,
+                before, total, resent);
+    KT_EXPECT(resent < (long long)(2 * chunk));
+    KT_EXPECT_INT(session_offset(e.dir), 0); /* session closed */
+    KT_EXPECT_INT(rf_sh("skopeo inspect --tls-verify=false docker://%s/kill/app:1 | grep -q %s",
+                        e.reg.host, man),
+                  0);
+    rf_proxy_stop(&px);
+    env_close(&e);
+}
