@@ -1,0 +1,163 @@
+/* The RUN sandbox: one command in new mount, PID, IPC and UTS namespaces (a
+ * network namespace with only loopback for network=none; a user namespace
+ * mapping the caller to root when the builder is not root), over an overlay
+ * of the given lower dirs with a fresh upper dir that becomes the step's
+ * diff (whiteouts in overlay form, handed to the pusher as is).
+ *
+ * Process tree of one bld_run():
+ *   builder thread ── fork ─► monitor (host PID ns, joins the step's cgroup,
+ *                              unshares the namespaces, dies with the caller
+ *                              thread: PR_SET_PDEATHSIG)
+ *                              └─ fork ─► init (PID 1: mounts, pivot_root,
+ *                                          dies with the monitor)
+ *                                          └─ fork ─► the command
+ * All mounts exist only in the step's mount namespace and all processes in
+ * its PID namespace, so when init dies (end of the command, timeout, cancel,
+ * or the builder being killed) the kernel removes every process and mount of
+ * the step.  bld_run() must be called from a thread that stays alive until it
+ * returns (the death signal follows the forking thread). */
+#ifndef BLD_SANDBOX_H
+#define BLD_SANDBOX_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "error.h"
+
+/* ---- preflight -------------------------------------------------------- */
+
+typedef struct bld_preflight_info {
+    bool root;            /* running as uid 0 */
+    bool namespaces;      /* mount, PID, IPC, UTS and network namespaces can be created */
+    bool userns;          /* user namespaces can be created (needed when not root) */
+    bool overlay;         /* overlay mounts work in a fresh mount namespace */
+    bool openat2;         /* RESOLVE_IN_ROOT available (else the O_NOFOLLOW walk is used) */
+    bool pidfd;           /* pidfd_open available (else plain kill by pid) */
+    int cgroup_version;   /* cgroup hierarchy used for limits: 0 none, 1 v1, 2 v2 */
+    bool cgroup_memory;   /* memory limits can be enforced */
+    bool cgroup_pids;     /* pid limits can be enforced */
+    bool usable;          /* RUN can work at all */
+    char isolation[16];   /* "root", "rootless" or "none" */
+    char rootfs_mode[16]; /* "overlay" or "copy" */
+    char cgroups[160];    /* e.g. "v1 (memory, pids); v2 hierarchy without memory, pids" */
+    char missing[768];    /* "; "-separated list of what is missing and why, "" if nothing */
+} bld_preflight_info;
+
+/* Probes the kernel and this process's privileges (forking short-lived
+ * children; an overlay test mount is made under data_dir/sandbox inside a
+ * private mount namespace).  Never fails because a feature is missing: that
+ * is what the result reports. */
+int bld_preflight(bld_preflight_info *out, const char *data_dir, kiln_error **err);
+
+/* The result as a JSON object (for `kiln status`); caller frees.  NULL on
+ * allocation failure. */
+char *bld_preflight_json(const bld_preflight_info *pf);
+
+/* ---- RUN -------------------------------------------------------------- */
+
+typedef enum bld_network {
+    BLD_NET_NONE = 0, /* own network namespace, loopback only */
+    BLD_NET_HOST,     /* the host's network; /etc/resolv.conf, /etc/hosts provided */
+} bld_network;
+
+typedef enum bld_rootfs_mode {
+    BLD_ROOTFS_AUTO = 0, /* overlay when it can be mounted, else copy */
+    BLD_ROOTFS_OVERLAY,
+    BLD_ROOTFS_COPY, /* copy the lowers, diff afterwards: identical diff, slower */
+} bld_rootfs_mode;
+
+typedef enum bld_mount_type {
+    BLD_MOUNT_BIND = 0,
+    BLD_MOUNT_CACHE,
+    BLD_MOUNT_TMPFS,
+    BLD_MOUNT_SECRET,
+} bld_mount_type;
+
+typedef enum bld_cache_sharing {
+    BLD_CACHE_SHARED = 0, /* concurrent users share one dir */
+    BLD_CACHE_PRIVATE,    /* a concurrent user gets a separate dir */
+    BLD_CACHE_LOCKED,     /* a concurrent user waits */
+} bld_cache_sharing;
+
+/* One RUN --mount.  Strings are borrowed. */
+typedef struct bld_mount {
+    bld_mount_type type;
+    const char *target;      /* path inside the rootfs (required) */
+    const char *source;      /* bind: host dir given by the engine (context or stage
+                              * rootfs); secret: host file with the secret */
+    const char *source_path; /* bind: path inside source, resolved confined to it; NULL = "/" */
+    bool writable;           /* bind: writes allowed (and discarded afterwards) */
+    const char *id;          /* cache: cache id (NULL = target) */
+    bld_cache_sharing sharing;
+    bool readonly; /* cache: mount read-only */
+    uid_t uid;     /* cache (at creation) and secret: owner */
+    gid_t gid;
+    mode_t mode;   /* cache: dir mode (0 = 0755); secret: file mode (0 = 0400) */
+    uint64_t size; /* tmpfs: size limit in bytes (0 = half of RAM) */
+} bld_mount;
+
+/* Output callback: one line of the command's stdout (stream 1) or stderr
+ * (stream 2) without its newline, called on the bld_run() thread while the
+ * command runs.  Lines longer than BLD_RUN_LINE_MAX arrive in pieces. */
+typedef void (*bld_output_fn)(void *ud, int stream, const char *line, size_t len);
+#define BLD_RUN_LINE_MAX (64 * 1024)
+
+typedef struct bld_run_spec {
+    const char *data_dir;      /* $KILN_DATA (cache mounts under data_dir/cache-mounts) */
+    const char *const *lowers; /* bottom first: snapshot dirs, then earlier steps' upper dirs */
+    size_t n_lowers;
+    const char *upper_dir;    /* new or empty dir: receives the diff */
+    const char *work_dir;     /* new or empty scratch dir on upper_dir's filesystem, best
+                                  * under data_dir/sandbox/ (bld_sandbox_cleanup_stale());
+                                  * removed when bld_run() returns */
+    const char *const *argv;  /* exec form (NULL-terminated), or NULL for shell form */
+    const char *shell_cmd;    /* shell form: run as shell + [shell_cmd] */
+    const char *const *shell; /* SHELL argv (NULL-terminated); NULL = /bin/sh -c */
+    const char *const *env;   /* "KEY=VALUE", NULL-terminated; PATH and HOME added if absent */
+    const char *cwd;          /* WORKDIR, created if missing; NULL = "/" */
+    const char *user;         /* USER: "name", "uid", "name:group", "uid:gid"; NULL = root */
+    const char *hostname;     /* NULL = "kiln" */
+    bld_network network;
+    const char *resolv_conf; /* host file for /etc/resolv.conf (host network);
+                                  * NULL = /etc/resolv.conf */
+    const bld_mount *mounts;
+    size_t n_mounts;
+    uint64_t timeout_ms;   /* 0 = none */
+    uint64_t memory_bytes; /* 0 = no limit */
+    uint64_t pids_max;     /* 0 = no limit */
+    bld_rootfs_mode rootfs;
+    bld_output_fn on_output; /* may be NULL (output discarded) */
+    void *output_ud;
+    const atomic_bool *cancel; /* set from any thread to kill the step; may be NULL */
+} bld_run_spec;
+
+typedef struct bld_run_result {
+    int exit_code; /* the command's exit status, or -1 when killed by a signal */
+    int signal;    /* the signal that killed it, 0 if none */
+    bool timed_out;
+    bool canceled;
+    bool oom_killed;      /* the memory cgroup killed something */
+    bool limits_enforced; /* memory/pid limits requested were applied */
+    bld_rootfs_mode rootfs_used;
+    uint64_t duration_ms;
+} bld_run_result;
+
+/* Runs one command in the sandbox and waits for it, streaming its output.
+ * Returns 0 when the command ran (whatever its exit status: see out),
+ * KILN_ETIMEDOUT / KILN_ECANCELED when it was killed for the timeout or the
+ * cancel flag (out filled as well), KILN_ENOENT when the executable was not
+ * found, KILN_EINVAL for a bad spec (unknown user, mount target escaping…),
+ * other codes when the sandbox could not be set up.  When it returns, no
+ * process and no mount of the step remains; the upper dir holds the diff. */
+int bld_run(const bld_run_spec *spec, bld_run_result *out, kiln_error **err);
+
+/* Removes what a killed builder left under data_dir: scratch dirs in
+ * data_dir/sandbox, interrupted snapshot unpacks, empty cgroups of dead
+ * builders.  Anything still locked by a live process is left alone.  Call at
+ * service start. */
+int bld_sandbox_cleanup_stale(const char *data_dir, kiln_error **err);
+
+#endif

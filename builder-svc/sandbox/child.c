@@ -1,0 +1,281 @@
+/* The child side of bld_run(): the monitor (host PID namespace), init (PID 1
+ * of the step) and the command.  These run after fork() in a copy of the
+ * builder; they never return, report failures over the report pipe and end
+ * with _exit().  See bld_sandbox.h for the process tree. */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "sbx_run.h"
+
+extern char **environ;
+
+void sbx_report(const sbx_plan *p, int type, int code, int sys_errno, int value, const char *fmt,
+                ...)
+{
+    sbx_msg m;
+    memset(&m, 0, sizeof(m));
+    m.type = type;
+    m.code = code;
+    m.sys_errno = sys_errno;
+    m.value = value;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(m.text, sizeof(m.text), fmt, ap);
+    va_end(ap);
+    (void)sbx_write_all(p->report_w, &m, sizeof(m));
+}
+
+#define DIE(p, code, ...)                                                                          \
+    do {                                                                                           \
+        sbx_report((p), SBX_MSG_ERROR, (code), errno, 0, __VA_ARGS__);                             \
+        _exit(126);                                                                                \
+    } while (0)
+
+static void reset_signals(void)
+{
+    sigset_t all;
+    sigemptyset(&all);
+    sigprocmask(SIG_SETMASK, &all, NULL);
+    for (int s = 1; s < NSIG; s++)
+        if (s != SIGKILL && s != SIGSTOP)
+            signal(s, SIG_DFL);
+}
+
+/* Closes every fd but keep[0..n-1] (host files must not reach the step). */
+static void close_others(const int *keep, size_t n)
+{
+    int lo = 3;
+    for (;;) {
+        int next = -1;
+        for (size_t i = 0; i < n; i++)
+            if (keep[i] >= lo && (next < 0 || keep[i] < next))
+                next = keep[i];
+        if (next < 0) {
+            syscall(SYS_close_range, lo, ~0U, 0);
+            return;
+        }
+        if (next > lo)
+            syscall(SYS_close_range, lo, next - 1, 0);
+        lo = next + 1;
+    }
+}
+
+static void write_map(sbx_plan *p, const char *file, const char *data)
+{
+    _cleanup_close_ int fd = open(file, O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || sbx_write_all(fd, data, strlen(data)) < 0)
+        DIE(p, KILN_EPERM, "write %s", file);
+}
+
+/* Docker's default capability set, without CAP_MKNOD: there is no device
+ * cgroup here to stop a created block device from reaching the host disk. */
+static const int keep_caps[] = {
+    CAP_CHOWN,  CAP_DAC_OVERRIDE, CAP_FSETID,  CAP_FOWNER,           CAP_SETGID,
+    CAP_SETUID, CAP_SETFCAP,      CAP_SETPCAP, CAP_NET_BIND_SERVICE, CAP_SYS_CHROOT,
+    CAP_KILL,   CAP_AUDIT_WRITE,  CAP_NET_RAW,
+};
+
+static void drop_caps(sbx_plan *p)
+{
+    uint64_t keep = 0;
+    for (size_t i = 0; i < KILN_ARRAY_SIZE(keep_caps); i++)
+        keep |= 1ULL << keep_caps[i];
+    for (int c = 0; c <= p->cap_last; c++)
+        if (!(keep & (1ULL << c)) && prctl(PR_CAPBSET_DROP, c, 0, 0, 0) < 0 && errno != EINVAL)
+            DIE(p, KILN_EPERM, "drop capability %d", c);
+    struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct d[2];
+    memset(d, 0, sizeof(d));
+    for (int i = 0; i < 2; i++)
+        d[i].effective = d[i].permitted = d[i].inheritable = (uint32_t)(keep >> (32 * i));
+    if (syscall(SYS_capset, &h, d) < 0)
+        DIE(p, KILN_EPERM, "capset");
+}
+
+static char **build_env(const sbx_plan *p, const sbx_user *u)
+{
+    size_t n = 0;
+    const char *const *env = p->spec->env;
+    while (env && env[n])
+        n++;
+    char **out = calloc(n + 3, sizeof(char *));
+    if (out == NULL)
+        return NULL;
+    bool has_path = false, has_home = false;
+    for (size_t i = 0; i < n; i++) {
+        out[i] = (char *)env[i];
+        has_path |= strncmp(env[i], "PATH=", 5) == 0;
+        has_home |= strncmp(env[i], "HOME=", 5) == 0;
+    }
+    if (!has_path)
+        out[n++] = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    if (!has_home && asprintf(&out[n], "HOME=%s", u->home) >= 0)
+        n++;
+    return out;
+}
+
+static _Noreturn void command_main(sbx_plan *p)
+{
+    const bld_run_spec *s = p->spec;
+    setsid();
+    reset_signals();
+    int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (null < 0 || dup2(null, 0) < 0 || dup2(p->out_w, 1) < 0 || dup2(p->err_w, 2) < 0)
+        DIE(p, KILN_EIO, "set up stdio");
+    /* Everything else closes at exec, including the report pipe, whose
+     * EOF-free silence tells the parent the exec worked. */
+    syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC);
+
+    sbx_user u;
+    kiln_error *err = NULL;
+    if (sbx_user_resolve(&u, s->user, "/etc/passwd", "/etc/group", &err) < 0) {
+        sbx_report(p, SBX_MSG_ERROR, err->code, 0, 0, "%s", err->msg);
+        _exit(126);
+    }
+    const char *cwd = s->cwd && *s->cwd ? s->cwd : "/";
+    if (sbx_mkdir_p(cwd, 0755, &err) < 0) {
+        sbx_report(p, SBX_MSG_ERROR, KILN_EIO, err->sys_errno, 0, "create WORKDIR %s", cwd);
+        _exit(126);
+    }
+    if (chdir(cwd) < 0)
+        DIE(p, KILN_EIO, "chdir %s", cwd);
+    drop_caps(p);
+    if (setgroups(u.ngroups, u.groups) < 0 && !(p->rootless && errno == EPERM))
+        DIE(p, KILN_EPERM, "setgroups");
+    if (setresgid(u.gid, u.gid, u.gid) < 0 || setresuid(u.uid, u.uid, u.uid) < 0)
+        DIE(p, KILN_EPERM, "switch to user %s", s->user ? s->user : "root");
+    char **envp = build_env(p, &u);
+    if (envp == NULL)
+        DIE(p, KILN_ENOSPC, "environment");
+    environ = envp; /* execvp searches the image's PATH */
+    execvp(p->argv[0], p->argv);
+    int e = errno;
+    sbx_report(p, SBX_MSG_ERROR, e == ENOENT ? KILN_ENOENT : KILN_EPERM, e, 0, "exec %s",
+               p->argv[0]);
+    _exit(e == ENOENT ? 127 : 126);
+}
+
+int sbx_loopback_up(void);
+
+static _Noreturn void init_main(sbx_plan *p, int life_r)
+{
+    /* Dies with the monitor; the poll catches a monitor that died before
+     * the death signal was armed. */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+        _exit(1);
+    struct pollfd pf = {life_r, POLLIN, 0};
+    if (poll(&pf, 1, 0) != 0)
+        _exit(1);
+    close(life_r);
+    umask(022);
+    const char *hn = p->hostname;
+    if (sethostname(hn, strlen(hn)) < 0)
+        DIE(p, KILN_EIO, "sethostname");
+    if (p->spec->network == BLD_NET_NONE && sbx_loopback_up() < 0)
+        DIE(p, KILN_EIO, "bring up loopback");
+    if (sbx_rootfs_setup(p) < 0)
+        _exit(126);
+    pid_t cmd = fork();
+    if (cmd < 0)
+        DIE(p, KILN_EIO, "fork command");
+    if (cmd == 0)
+        command_main(p);
+    close(p->out_w);
+    close(p->err_w);
+    /* As PID 1, reap orphans until the command itself ends; then exiting
+     * makes the kernel kill whatever the command left behind. */
+    for (;;) {
+        int st;
+        pid_t w = waitpid(-1, &st, 0);
+        if (w == cmd) {
+            sbx_report(p, SBX_MSG_EXIT, 0, 0, st, "exit");
+            _exit(0);
+        }
+        if (w < 0 && errno != EINTR)
+            _exit(1);
+    }
+}
+
+_Noreturn void sbx_child_main(sbx_plan *p)
+{
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != p->parent)
+        _exit(1);
+    reset_signals();
+    int keep[8 + 2 * 64];
+    size_t nk = 0;
+    keep[nk++] = p->report_w;
+    keep[nk++] = p->out_w;
+    keep[nk++] = p->err_w;
+    keep[nk++] = p->ack_r;
+    for (size_t i = 0; i < p->n_mounts && nk < KILN_ARRAY_SIZE(keep); i++)
+        if (p->mounts[i].srcfd >= 0)
+            keep[nk++] = p->mounts[i].srcfd;
+    close_others(keep, nk);
+
+    /* Join the step's cgroups before anything else is created, so every
+     * process of the step is counted and killed with it. */
+    for (size_t i = 0; i < p->cg.n; i++) {
+        _cleanup_close_ int fd = open(p->cg.procs[i], O_WRONLY | O_CLOEXEC);
+        if (fd < 0 || sbx_write_all(fd, "0", 1) < 0)
+            DIE(p, KILN_EIO, "join cgroup");
+    }
+    if (p->rootless) {
+        /* Rootless: the caller becomes root of a new user namespace, which
+         * then owns the other namespaces (and may mount in them). */
+        char map[64];
+        if (unshare(CLONE_NEWUSER) < 0)
+            DIE(p, KILN_EPERM, "create user namespace");
+        write_map(p, "/proc/self/setgroups", "deny");
+        snprintf(map, sizeof(map), "0 %u 1\n", (unsigned)p->host_uid);
+        write_map(p, "/proc/self/uid_map", map);
+        snprintf(map, sizeof(map), "0 %u 1\n", (unsigned)p->host_gid);
+        write_map(p, "/proc/self/gid_map", map);
+    }
+    int flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS;
+    if (p->spec->network == BLD_NET_NONE)
+        flags |= CLONE_NEWNET;
+    if (unshare(flags) < 0)
+        DIE(p, KILN_EPERM, "create namespaces");
+    int life[2];
+    if (pipe2(life, O_CLOEXEC) < 0)
+        DIE(p, KILN_EIO, "pipe");
+    pid_t init = fork();
+    if (init < 0)
+        DIE(p, KILN_EIO, "fork init");
+    if (init == 0) {
+        close(life[1]);
+        init_main(p, life[0]);
+    }
+    close(life[0]);
+    close(p->out_w);
+    close(p->err_w);
+    sbx_report(p, SBX_MSG_PID, 0, 0, init, "init");
+    /* Wait for the builder to hold a pidfd of init before init can be
+     * reaped: a later kill must not hit a recycled pid. */
+    char ack;
+    while (read(p->ack_r, &ack, 1) < 0 && errno == EINTR)
+        ;
+    for (;;) {
+        int st;
+        pid_t w = waitpid(init, &st, 0);
+        if (w == init)
+            _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+        if (w < 0 && errno != EINTR)
+            _exit(1);
+    }
+}

@@ -1,0 +1,354 @@
+/* Filesystem helpers for the sandbox: path resolution confined to a root
+ * directory (openat2 RESOLVE_IN_ROOT, or an O_NOFOLLOW component walk that
+ * emulates it on kernels without openat2), recursive removal that never
+ * follows symlinks, and copying of single tree entries with their metadata. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/openat2.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "sbx_internal.h"
+
+bool sbx_force_walk = false;
+
+#define MAX_SYMLINKS 40
+#define MAX_DEPTH    512
+
+static long sys_openat2(int dirfd, const char *path, struct open_how *how)
+{
+    return syscall(SYS_openat2, dirfd, path, how, sizeof(*how));
+}
+
+bool sbx_have_openat2(void)
+{
+    static int cached = -1;
+    if (cached < 0) {
+        struct open_how how = {.flags = O_PATH | O_CLOEXEC, .resolve = RESOLVE_IN_ROOT};
+        long fd = sys_openat2(AT_FDCWD, "/", &how);
+        cached = fd >= 0;
+        if (fd >= 0)
+            close((int)fd);
+    }
+    return cached && !sbx_force_walk;
+}
+
+int sbx_clean_path(char *out, size_t out_size, const char *in, bool allow_abs, kiln_error **err)
+{
+    size_t o = 0;
+    const char *p = in;
+    if (*p == '/') {
+        if (!allow_abs)
+            return kiln_error_set(err, KILN_EINVAL, 0, "absolute path %s", in);
+        while (*p == '/')
+            p++;
+    }
+    while (*p) {
+        const char *e = strchr(p, '/');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        if (n == 2 && p[0] == '.' && p[1] == '.')
+            return kiln_error_set(err, KILN_EINVAL, 0, "path %s contains '..'", in);
+        if (n > NAME_MAX)
+            return kiln_error_set(err, KILN_EINVAL, 0, "path component too long in %s", in);
+        if (n > 0 && !(n == 1 && p[0] == '.')) {
+            if (o + n + 2 > out_size)
+                return kiln_error_set(err, KILN_EINVAL, 0, "path too long: %.64s...", in);
+            if (o > 0)
+                out[o++] = '/';
+            memcpy(out + o, p, n);
+            o += n;
+        }
+        p += n;
+        while (*p == '/')
+            p++;
+    }
+    out[o] = '\0';
+    return 0;
+}
+
+/* The fallback walk: resolves path component by component with O_NOFOLLOW,
+ * expanding symlinks by hand so that "/" and ".." stay at rootfd.  A stack of
+ * directory fds makes ".." pop back to the parent actually walked. */
+static int walk_in_root(int rootfd, const char *rel, int flags)
+{
+    int stack[MAX_DEPTH];
+    int depth = 0, links = 0, ret = -1;
+    size_t cap = strlen(rel) + 1;
+    char *todo = malloc(cap);
+    if (todo == NULL)
+        return -1;
+    memcpy(todo, rel, cap);
+    stack[0] = fcntl(rootfd, F_DUPFD_CLOEXEC, 0);
+    if (stack[0] < 0)
+        goto out;
+    char *p = todo;
+    for (;;) {
+        while (*p == '/')
+            p++;
+        if (*p == '\0') {
+            /* The path ends at the current directory. */
+            if (flags & O_PATH)
+                ret = fcntl(stack[depth], F_DUPFD_CLOEXEC, 0);
+            else
+                ret = openat(stack[depth], ".", flags | O_CLOEXEC);
+            goto out;
+        }
+        char *e = strchr(p, '/');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        char comp[NAME_MAX + 1];
+        if (n > NAME_MAX) {
+            errno = ENAMETOOLONG;
+            goto out;
+        }
+        memcpy(comp, p, n);
+        comp[n] = '\0';
+        char *rest = p + n;
+        bool last = true;
+        for (const char *q = rest; *q; q++)
+            if (*q != '/') {
+                last = false;
+                break;
+            }
+        if (strcmp(comp, ".") == 0) {
+            p = rest;
+            continue;
+        }
+        if (strcmp(comp, "..") == 0) {
+            if (depth > 0)
+                close(stack[depth--]);
+            p = rest;
+            continue;
+        }
+        struct stat st;
+        if (fstatat(stack[depth], comp, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+            if (last && (flags & O_CREAT))
+                ret = openat(stack[depth], comp, flags | O_NOFOLLOW | O_CLOEXEC, 0600);
+            goto out;
+        }
+        if (S_ISLNK(st.st_mode) && !(last && (flags & O_NOFOLLOW))) {
+            if (++links > MAX_SYMLINKS) {
+                errno = ELOOP;
+                goto out;
+            }
+            char target[PATH_MAX];
+            ssize_t tl = readlinkat(stack[depth], comp, target, sizeof(target) - 1);
+            if (tl < 0)
+                goto out;
+            target[tl] = '\0';
+            size_t restlen = strlen(rest);
+            char *nt = malloc((size_t)tl + restlen + 2);
+            if (nt == NULL)
+                goto out;
+            memcpy(nt, target, (size_t)tl);
+            memcpy(nt + tl, rest, restlen + 1);
+            free(todo);
+            todo = p = nt;
+            if (target[0] == '/')
+                while (depth > 0)
+                    close(stack[depth--]);
+            continue;
+        }
+        if (last) {
+            ret = openat(stack[depth], comp, flags | O_NOFOLLOW | O_CLOEXEC, 0600);
+            goto out;
+        }
+        if (!S_ISDIR(st.st_mode)) {
+            errno = ENOTDIR;
+            goto out;
+        }
+        if (depth + 1 >= MAX_DEPTH) {
+            errno = ENAMETOOLONG;
+            goto out;
+        }
+        int nfd = openat(stack[depth], comp, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (nfd < 0)
+            goto out;
+        stack[++depth] = nfd;
+        p = rest;
+    }
+out : {
+    int saved = errno;
+    for (int i = 0; i <= depth; i++)
+        if (stack[i] >= 0)
+            close(stack[i]);
+    free(todo);
+    errno = saved;
+}
+    return ret;
+}
+
+int sbx_open_in_root(int rootfd, const char *rel, int flags, kiln_error **err)
+{
+    int fd;
+    if (sbx_have_openat2()) {
+        struct open_how how = {
+            .flags = (uint64_t)(flags | O_CLOEXEC),
+            .mode = (flags & O_CREAT) ? 0600 : 0,
+            .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
+        };
+        do {
+            fd = (int)sys_openat2(rootfd, *rel ? rel : ".", &how);
+        } while (fd < 0 && errno == EAGAIN);
+    } else {
+        fd = walk_in_root(rootfd, rel, flags);
+    }
+    if (fd < 0) {
+        int e = errno;
+        kiln_error_set(err, kiln_code_from_errno(e), e, "open %s in root", *rel ? rel : "/");
+        errno = e;
+        return kiln_code_from_errno(e);
+    }
+    return fd;
+}
+
+int sbx_open_parent(int rootfd, const char *rel, bool create, sbx_mkdir_cb mkdir_cb, void *ud,
+                    const char **leaf, kiln_error **err)
+{
+    const char *slash = strrchr(rel, '/');
+    *leaf = slash ? slash + 1 : rel;
+    if (slash == NULL) {
+        int fd = fcntl(rootfd, F_DUPFD_CLOEXEC, 0);
+        return fd >= 0 ? fd : kiln_error_set(err, KILN_EIO, errno, "dup");
+    }
+    size_t plen = (size_t)(slash - rel);
+    _cleanup_free_ char *parent = strndup(rel, plen);
+    if (parent == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, ENOMEM, "strndup");
+    int fd = sbx_open_in_root(rootfd, parent, O_PATH | O_DIRECTORY, NULL);
+    if (fd >= 0 || errno != ENOENT || !create) {
+        if (fd < 0)
+            return kiln_error_set(err, kiln_code_from_errno(errno), errno, "open directory %s",
+                                  parent);
+        return fd;
+    }
+    /* Create the missing directories one at a time, each below the in-root
+     * resolution of its own parent, so a symlink can never redirect them. */
+    _cleanup_close_ int cur = fcntl(rootfd, F_DUPFD_CLOEXEC, 0);
+    if (cur < 0)
+        return kiln_error_set(err, KILN_EIO, errno, "dup");
+    char *p = parent;
+    for (;;) {
+        char *e = strchr(p, '/');
+        if (e)
+            *e = '\0';
+        int nfd = sbx_open_in_root(rootfd, parent, O_PATH | O_DIRECTORY, NULL);
+        if (nfd < 0 && errno == ENOENT) {
+            int r = mkdir_cb ? mkdir_cb(cur, p, parent, ud, err) : 0;
+            if (r < 0)
+                return r;
+            if (mkdir_cb == NULL && mkdirat(cur, p, 0755) < 0 && errno != EEXIST)
+                return kiln_error_set(err, KILN_EIO, errno, "mkdir %s", parent);
+            nfd = sbx_open_in_root(rootfd, parent, O_PATH | O_DIRECTORY, NULL);
+        }
+        if (nfd < 0)
+            return kiln_error_set(err, kiln_code_from_errno(errno), errno, "open directory %s",
+                                  parent);
+        close(cur);
+        cur = nfd;
+        if (e == NULL)
+            break;
+        *e = '/';
+        p = e + 1;
+    }
+    return steal_fd(&cur);
+}
+
+int sbx_rm_rf_at(int dfd, const char *name, kiln_error **err)
+{
+    struct stat st;
+    if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+        return errno == ENOENT ? 0 : kiln_error_set(err, KILN_EIO, errno, "stat %s", name);
+    if (!S_ISDIR(st.st_mode)) {
+        if (unlinkat(dfd, name, 0) < 0 && errno != ENOENT)
+            return kiln_error_set(err, KILN_EIO, errno, "unlink %s", name);
+        return 0;
+    }
+    int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0 && errno == EACCES) {
+        /* overlay's work/work is mode 000: make it listable first. */
+        if (fchmodat(dfd, name, 0700, 0) < 0)
+            return kiln_error_set(err, KILN_EIO, errno, "chmod %s", name);
+        fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    }
+    if (fd < 0)
+        return kiln_error_set(err, KILN_EIO, errno, "open %s", name);
+    _cleanup_closedir_ DIR *d = fdopendir(fd);
+    if (d == NULL) {
+        close(fd);
+        return kiln_error_set(err, KILN_EIO, errno, "opendir %s", name);
+    }
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        int r = sbx_rm_rf_at(dirfd(d), de->d_name, err);
+        if (r < 0)
+            return kiln_error_wrap(err, "%s", name);
+    }
+    if (unlinkat(dfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
+        return kiln_error_set(err, KILN_EIO, errno, "rmdir %s", name);
+    return 0;
+}
+
+int sbx_rm_rf(const char *path, kiln_error **err)
+{
+    return sbx_rm_rf_at(AT_FDCWD, path, err);
+}
+
+int sbx_mkdir_p(const char *path, mode_t mode, kiln_error **err)
+{
+    _cleanup_free_ char *p = strdup(path);
+    if (p == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, ENOMEM, "strdup");
+    for (char *s = p + 1; *s; s++) {
+        if (*s != '/')
+            continue;
+        *s = '\0';
+        if (mkdir(p, mode) < 0 && errno != EEXIST)
+            return kiln_error_set(err, KILN_EIO, errno, "mkdir %s", p);
+        *s = '/';
+    }
+    if (mkdir(p, mode) < 0 && errno != EEXIST)
+        return kiln_error_set(err, KILN_EIO, errno, "mkdir %s", p);
+    return 0;
+}
+
+ssize_t sbx_write_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    size_t done = 0;
+    while (done < len) {
+        ssize_t w = write(fd, p + done, len - done);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        done += (size_t)w;
+    }
+    return (ssize_t)done;
+}
+
+bool sbx_is_opaque_fd(int dirfd)
+{
+    char v[4];
+    ssize_t n = fgetxattr(dirfd, SBX_OPAQUE_XATTR, v, sizeof(v));
+    if (n < 0)
+        n = fgetxattr(dirfd, SBX_OPAQUE_XATTR_USER, v, sizeof(v));
+    return n == 1 && v[0] == 'y';
+}
+
+bool sbx_xattr_allowed(const char *name)
+{
+    if (strncmp(name, "trusted.overlay.", 16) == 0 || strncmp(name, "user.overlay.", 13) == 0)
+        return false;
+    return strncmp(name, "user.", 5) == 0 || strncmp(name, "trusted.", 8) == 0 ||
+           strcmp(name, "security.capability") == 0;
+}

@@ -1,0 +1,330 @@
+/* RUN --mount: cache, bind, tmpfs and secret mounts.
+ *
+ * Builder side (sbx_mounts_prepare, before the fork): cache dirs are created
+ * under $DATA/cache-mounts/<sha256(id)> and locked according to their
+ * sharing mode; bind sources are opened confined to the directory the engine
+ * gave; secret files are opened.  Child side (sbx_mounts_apply, in init,
+ * before pivot_root): the mounts themselves, on mount points resolved inside
+ * the rootfs.  Secrets are copied into a tmpfs that exists only in the
+ * step's mount namespace, so their bytes never touch the upper dir, the disk
+ * or a log line. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "digest.h"
+#include "sbx_run.h"
+
+#define SECRET_MAX  (512 * 1024) /* bytes of one secret file */
+#define MAX_PRIVATE 64           /* private cache instances per id */
+
+static bool canceled(const sbx_plan *p)
+{
+    return p->spec->cancel && atomic_load(p->spec->cancel);
+}
+
+/* Locks fd: shared/exclusive, waiting (for "locked") while watching cancel. */
+static int lock_wait(sbx_plan *p, int fd, int how, kiln_error **err)
+{
+    for (;;) {
+        if (flock(fd, how | LOCK_NB) == 0)
+            return 0;
+        if (errno != EWOULDBLOCK)
+            return kiln_error_set(err, KILN_EIO, errno, "lock cache");
+        if (canceled(p))
+            return kiln_error_set(err, KILN_ECANCELED, 0,
+                                  "canceled while waiting for a cache lock");
+        nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
+    }
+}
+
+static int open_lock(const char *dir, kiln_error **err)
+{
+    _cleanup_free_ char *p = NULL;
+    if (asprintf(&p, "%s/lock", dir) < 0)
+        return kiln_error_set(err, KILN_ENOSPC, ENOMEM, "asprintf");
+    int fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    return fd >= 0 ? fd : kiln_error_set(err, KILN_EIO, errno, "open %s", p);
+}
+
+/* Creates dir/data with the requested owner and mode on first use. */
+static int data_dir(char **out, const char *dir, const bld_mount *m, kiln_error **err)
+{
+    if (asprintf(out, "%s/data", dir) < 0)
+        return kiln_error_set(err, KILN_ENOSPC, ENOMEM, "asprintf");
+    if (mkdir(*out, 0700) < 0) {
+        if (errno == EEXIST)
+            return 0;
+        return kiln_error_set(err, KILN_EIO, errno, "create cache %s", *out);
+    }
+    if ((geteuid() == 0 && chown(*out, m->uid, m->gid) < 0) ||
+        chmod(*out, m->mode ? m->mode : 0755) < 0)
+        return kiln_error_set(err, KILN_EIO, errno, "set owner of cache %s", *out);
+    return 0;
+}
+
+static int prepare_cache(sbx_plan *p, sbx_mountplan *mp, kiln_error **err)
+{
+    const bld_mount *m = mp->m;
+    const char *id = m->id && *m->id ? m->id : m->target;
+    char digest[KILN_DIGEST_STRLEN + 1];
+    kiln_sha256_bytes(id, strlen(id), digest);
+    _cleanup_free_ char *dir = NULL;
+    if (asprintf(&dir, "%s/cache-mounts/%.32s", p->spec->data_dir, digest + 7) < 0)
+        return kiln_error_set(err, KILN_ENOSPC, ENOMEM, "asprintf");
+    int r = sbx_mkdir_p(dir, 0700, err);
+    if (r < 0)
+        return r;
+    mp->lockfd = open_lock(dir, err);
+    if (mp->lockfd < 0)
+        return mp->lockfd;
+    if (m->sharing == BLD_CACHE_SHARED)
+        r = lock_wait(p, mp->lockfd, LOCK_SH, err);
+    else if (m->sharing == BLD_CACHE_LOCKED)
+        r = lock_wait(p, mp->lockfd, LOCK_EX, err);
+    else if (flock(mp->lockfd, LOCK_EX | LOCK_NB) < 0) {
+        /* private: the main dir is busy, take (or make) a free instance. */
+        close(mp->lockfd);
+        mp->lockfd = -1;
+        for (int i = 0; i < MAX_PRIVATE && mp->lockfd < 0; i++) {
+            _cleanup_free_ char *inst = NULL;
+            if (asprintf(&inst, "%s/p%d", dir, i) < 0)
+                return kiln_error_set(err, KILN_ENOSPC, ENOMEM, "asprintf");
+            if (mkdir(inst, 0700) < 0 && errno != EEXIST)
+                return kiln_error_set(err, KILN_EIO, errno, "create %s", inst);
+            int fd = open_lock(inst, err);
+            if (fd < 0)
+                return fd;
+            if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+                mp->lockfd = fd;
+                return data_dir(&mp->cache_dir, inst, m, err);
+            }
+            close(fd);
+        }
+        return kiln_error_set(err, KILN_ENOSPC, 0, "too many users of private cache %s", id);
+    }
+    if (r < 0)
+        return r;
+    return data_dir(&mp->cache_dir, dir, m, err);
+}
+
+static int prepare_bind(sbx_plan *p, sbx_mountplan *mp, size_t idx, kiln_error **err)
+{
+    const bld_mount *m = mp->m;
+    if (m->source == NULL)
+        return kiln_error_set(err, KILN_EINVAL, 0, "bind mount on %s without source", m->target);
+    _cleanup_close_ int root = open(m->source, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (root < 0)
+        return kiln_error_set(err, KILN_EINVAL, errno, "bind source %s", m->source);
+    char rel[PATH_MAX];
+    int r = sbx_clean_path(rel, sizeof(rel), m->source_path ? m->source_path : "", true, err);
+    if (r < 0)
+        return kiln_error_wrap(err, "bind source");
+    mp->srcfd = sbx_open_in_root(root, rel, O_PATH, err);
+    if (mp->srcfd < 0)
+        return kiln_error_wrap(err, "bind source %s", m->source);
+    if (!m->writable)
+        return 0;
+    if (!p->overlay) {
+        /* Copy mode: writes go to a private copy thrown away afterwards. */
+        struct stat st;
+        if (fstat(mp->srcfd, &st) < 0 || !S_ISDIR(st.st_mode))
+            return kiln_error_set(err, KILN_ENOTSUP, 0, "writable bind of a file needs overlay");
+        char src[64];
+        snprintf(src, sizeof(src), "/proc/self/fd/%d", mp->srcfd);
+        const char *lowers[] = {src};
+        if (asprintf(&mp->copy_dir, "%s/b%zu", p->work, idx) < 0 || mkdir(mp->copy_dir, 0755) < 0)
+            return kiln_error_set(err, KILN_EIO, errno, "create bind copy");
+        return sbx_copy_merge(lowers, 1, mp->copy_dir, err);
+    }
+    /* Overlay mode: the source is a lower dir, writes land in scratch dirs. */
+    _cleanup_free_ char *u = NULL, *w = NULL;
+    if (asprintf(&u, "%s/b%zuu", p->work, idx) < 0 || asprintf(&w, "%s/b%zuw", p->work, idx) < 0)
+        return kiln_error_set(err, KILN_ENOSPC, ENOMEM, "asprintf");
+    if (mkdir(u, 0755) < 0 || mkdir(w, 0700) < 0)
+        return kiln_error_set(err, KILN_EIO, errno, "create bind scratch dirs");
+    if (asprintf(&mp->ovl_opts, "lowerdir=/proc/self/fd/%d,upperdir=%s,workdir=%s%s", mp->srcfd, u,
+                 w, p->rootless ? ",userxattr" : "") < 0)
+        return kiln_error_set(err, KILN_ENOSPC, ENOMEM, "asprintf");
+    return 0;
+}
+
+int sbx_mounts_prepare(sbx_plan *p, kiln_error **err)
+{
+    const bld_run_spec *s = p->spec;
+    p->mounts = calloc(s->n_mounts + 1, sizeof(*p->mounts));
+    if (p->mounts == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, ENOMEM, "calloc");
+    for (size_t i = 0; i < s->n_mounts; i++) {
+        sbx_mountplan *mp = &p->mounts[i];
+        mp->m = &s->mounts[i];
+        mp->srcfd = mp->lockfd = -1;
+        p->n_mounts++;
+        if (mp->m->target == NULL)
+            return kiln_error_set(err, KILN_EINVAL, 0, "mount without target");
+        int r = sbx_clean_path(mp->target, sizeof(mp->target), mp->m->target, true, err);
+        if (r == 0 && mp->target[0] == '\0')
+            r = kiln_error_set(err, KILN_EINVAL, 0, "mount target is the root");
+        if (r < 0)
+            return kiln_error_wrap(err, "mount target");
+        switch (mp->m->type) {
+        case BLD_MOUNT_CACHE:
+            r = prepare_cache(p, mp, err);
+            break;
+        case BLD_MOUNT_BIND:
+            r = prepare_bind(p, mp, i, err);
+            break;
+        case BLD_MOUNT_TMPFS:
+            break;
+        case BLD_MOUNT_SECRET: {
+            struct stat st;
+            mp->srcfd = mp->m->source ? open(mp->m->source, O_RDONLY | O_CLOEXEC) : -1;
+            if (mp->srcfd < 0)
+                r = kiln_error_set(err, KILN_EINVAL, errno, "secret for %s unreadable",
+                                   mp->m->target);
+            else if (fstat(mp->srcfd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > SECRET_MAX)
+                r = kiln_error_set(err, KILN_EINVAL, 0,
+                                   "secret for %s: not a file of at most %d "
+                                   "bytes",
+                                   mp->m->target, SECRET_MAX);
+            break;
+        }
+        default:
+            r = kiln_error_set(err, KILN_EINVAL, 0, "unknown mount type %d", (int)mp->m->type);
+        }
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+void sbx_mounts_release(sbx_plan *p)
+{
+    for (size_t i = 0; i < p->n_mounts; i++) {
+        sbx_mountplan *mp = &p->mounts[i];
+        if (mp->srcfd >= 0)
+            close(mp->srcfd);
+        if (mp->lockfd >= 0)
+            close(mp->lockfd);
+        free(mp->cache_dir);
+        free(mp->ovl_opts);
+        free(mp->copy_dir);
+    }
+    free(p->mounts);
+    p->mounts = NULL;
+    p->n_mounts = 0;
+}
+
+/* ---- child side ------------------------------------------------------- */
+
+#define FAIL(p, what, ...)                                                                         \
+    (sbx_report((p), SBX_MSG_ERROR, KILN_EIO, errno, 0, what, ##__VA_ARGS__), -1)
+
+static int bind_on(sbx_plan *p, int rootfd, const sbx_mountplan *mp, const char *src, bool dir,
+                   bool ro)
+{
+    _cleanup_close_ int fd = sbx_mount_point(p, rootfd, mp->target, dir);
+    if (fd < 0)
+        return -1;
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+    if (mount(src, path, NULL, MS_BIND | MS_REC, NULL) < 0)
+        return FAIL(p, "bind mount on /%s", mp->target);
+    if (mount(NULL, path, NULL, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV, NULL) < 0 && !ro)
+        return FAIL(p, "remount /%s", mp->target);
+    if (ro && sbx_remount_ro(path) < 0)
+        return FAIL(p, "remount /%s read-only", mp->target);
+    return 0;
+}
+
+/* Copies a secret into the namespace-private tmpfs with its owner and mode. */
+static int stage_secret(sbx_plan *p, const sbx_mountplan *mp, size_t idx, char *out, size_t n)
+{
+    snprintf(out, n, "%s/%zu", p->secrets, idx);
+    _cleanup_close_ int fd = open(out, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return FAIL(p, "stage secret");
+    char buf[8192];
+    ssize_t r;
+    lseek(mp->srcfd, 0, SEEK_SET);
+    while ((r = read(mp->srcfd, buf, sizeof(buf))) > 0)
+        if (sbx_write_all(fd, buf, (size_t)r) < 0)
+            return FAIL(p, "stage secret");
+    if (r < 0 || fchown(fd, mp->m->uid, mp->m->gid) < 0 ||
+        fchmod(fd, mp->m->mode ? mp->m->mode : 0400) < 0)
+        return FAIL(p, "stage secret");
+    return 0;
+}
+
+int sbx_mounts_apply(sbx_plan *p, int rootfd)
+{
+    bool staged = false;
+    for (size_t i = 0; i < p->n_mounts; i++) {
+        const sbx_mountplan *mp = &p->mounts[i];
+        const bld_mount *m = mp->m;
+        char src[PATH_MAX];
+        switch (m->type) {
+        case BLD_MOUNT_CACHE:
+            if (bind_on(p, rootfd, mp, mp->cache_dir, true, m->readonly) < 0)
+                return -1;
+            break;
+        case BLD_MOUNT_BIND: {
+            struct stat st;
+            if (fstat(mp->srcfd, &st) < 0)
+                return FAIL(p, "bind source for /%s", mp->target);
+            bool dir = S_ISDIR(st.st_mode);
+            if (mp->ovl_opts) {
+                _cleanup_close_ int fd = sbx_mount_point(p, rootfd, mp->target, true);
+                if (fd < 0)
+                    return -1;
+                snprintf(src, sizeof(src), "/proc/self/fd/%d", fd);
+                if (mount("overlay", src, "overlay", MS_NOSUID | MS_NODEV, mp->ovl_opts) < 0)
+                    return FAIL(p, "writable bind on /%s", mp->target);
+                break;
+            }
+            if (mp->copy_dir)
+                snprintf(src, sizeof(src), "%s", mp->copy_dir);
+            else
+                snprintf(src, sizeof(src), "/proc/self/fd/%d", mp->srcfd);
+            if (bind_on(p, rootfd, mp, src, dir, !m->writable) < 0)
+                return -1;
+            break;
+        }
+        case BLD_MOUNT_TMPFS: {
+            char opts[64];
+            snprintf(opts, sizeof(opts), "mode=1777%s%llu", m->size ? ",size=" : "",
+                     (unsigned long long)m->size);
+            if (!m->size)
+                snprintf(opts, sizeof(opts), "mode=1777");
+            _cleanup_close_ int fd = sbx_mount_point(p, rootfd, mp->target, true);
+            if (fd < 0)
+                return -1;
+            snprintf(src, sizeof(src), "/proc/self/fd/%d", fd);
+            if (mount("tmpfs", src, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0)
+                return FAIL(p, "tmpfs on /%s", mp->target);
+            break;
+        }
+        case BLD_MOUNT_SECRET:
+            if (!staged) {
+                /* This tmpfs exists only in the step's mount namespace. */
+                if (mount("tmpfs", p->secrets, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                          "mode=700,size=4m") < 0)
+                    return FAIL(p, "tmpfs for secrets");
+                staged = true;
+            }
+            if (stage_secret(p, mp, i, src, sizeof(src)) < 0 ||
+                bind_on(p, rootfd, mp, src, false, true) < 0)
+                return -1;
+            break;
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,180 @@
+/* Preflight: what the sandbox can do on this host, probed for real (forked
+ * children create the namespaces and mount an overlay in a private mount
+ * namespace) rather than guessed from kernel versions.  The result names the
+ * mode in use and exactly which prerequisite is missing. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "sbx_run.h"
+
+/* Runs fn in a forked child; returns 0 if it succeeded, else the errno it
+ * reported through its exit status. */
+static int in_child(int (*fn)(const void *), const void *arg)
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        return errno;
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int e = fn(arg);
+        _exit(e > 0 && e < 255 ? e : (e ? 255 : 0));
+    }
+    int st;
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR)
+            return errno;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : EINTR;
+}
+
+static int try_userns(const void *arg)
+{
+    return unshare(CLONE_NEWUSER) < 0 ? errno : 0;
+}
+
+static int try_namespaces(const void *arg)
+{
+    const bool *rootless = arg;
+    if (*rootless && unshare(CLONE_NEWUSER) < 0)
+        return errno;
+    int fl = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET;
+    return unshare(fl) < 0 ? errno : 0;
+}
+
+static int try_overlay(const void *arg)
+{
+    const char *dir = arg;
+    if (geteuid() != 0) {
+        if (unshare(CLONE_NEWUSER) < 0)
+            return errno;
+        uid_t uid = geteuid();
+        char map[64];
+        int fd = open("/proc/self/setgroups", O_WRONLY);
+        if (fd >= 0) {
+            (void)!write(fd, "deny", 4);
+            close(fd);
+        }
+        snprintf(map, sizeof(map), "0 %u 1", (unsigned)uid);
+        fd = open("/proc/self/uid_map", O_WRONLY);
+        if (fd < 0 || write(fd, map, strlen(map)) < 0)
+            return EPERM;
+        close(fd);
+    }
+    if (unshare(CLONE_NEWNS) < 0)
+        return errno;
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 || chdir(dir) < 0)
+        return errno;
+    const char *opts =
+        geteuid() == 0 && getuid() == 0
+            ? "lowerdir=l,upperdir=u,workdir=w,redirect_dir=off,metacopy=off,index=off"
+            : "lowerdir=l,upperdir=u,workdir=w,userxattr";
+    if (mount("overlay", "m", "overlay", 0, opts) < 0)
+        return errno;
+    return 0; /* the namespace and its mount die with this child */
+}
+
+int sbx_probe_overlay(const char *tmp_parent, int *why)
+{
+    _cleanup_free_ char *dir = NULL;
+    *why = 0;
+    if (asprintf(&dir, "%s/.ovl-probe-XXXXXX", tmp_parent) < 0 || mkdtemp(dir) == NULL) {
+        *why = errno;
+        return 0;
+    }
+    static const char *const sub[] = {"l", "u", "w", "m"};
+    _cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    for (size_t i = 0; dfd >= 0 && i < KILN_ARRAY_SIZE(sub); i++)
+        mkdirat(dfd, sub[i], 0700);
+    *why = in_child(try_overlay, dir);
+    sbx_rm_rf(dir, NULL);
+    return *why == 0;
+}
+
+static void add_missing(bld_preflight_info *pf, const char *what, int e)
+{
+    size_t n = strlen(pf->missing);
+    snprintf(pf->missing + n, sizeof(pf->missing) - n, "%s%s%s%s", n ? "; " : "", what,
+             e ? ": " : "", e ? strerror(e) : "");
+}
+
+int bld_preflight(bld_preflight_info *out, const char *data_dir, kiln_error **err)
+{
+    memset(out, 0, sizeof(*out));
+    out->root = geteuid() == 0;
+    bool rootless = !out->root;
+    int e = in_child(try_userns, NULL);
+    out->userns = e == 0;
+    if (!out->userns)
+        add_missing(out, out->root ? "user namespaces (not needed as root)" : "user namespaces", e);
+    e = in_child(try_namespaces, &rootless);
+    out->namespaces = e == 0;
+    if (!out->namespaces)
+        add_missing(out, "mount/PID/IPC/UTS/network namespaces", e);
+
+    _cleanup_free_ char *dir = NULL;
+    if (asprintf(&dir, "%s/sandbox", data_dir) < 0)
+        return kiln_error_set(err, KILN_ENOSPC, ENOMEM, "asprintf");
+    int r = sbx_mkdir_p(dir, 0700, err);
+    if (r < 0)
+        return r;
+    out->overlay = sbx_probe_overlay(dir, &e);
+    if (!out->overlay)
+        add_missing(out, "overlay mounts (copy mode in use)", e);
+    out->openat2 = sbx_have_openat2();
+    if (!out->openat2)
+        add_missing(out, "openat2 RESOLVE_IN_ROOT (O_NOFOLLOW walk in use)", 0);
+    int pfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+    out->pidfd = pfd >= 0;
+    if (pfd >= 0)
+        close(pfd);
+    else
+        add_missing(out, "pidfd_open", errno);
+    sbx_cgroup_probe(out);
+    if (!out->cgroup_memory)
+        add_missing(out, "cgroup memory controller (no memory limits)", 0);
+    if (!out->cgroup_pids)
+        add_missing(out, "cgroup pids controller (no pid limits)", 0);
+    out->usable = out->namespaces && (out->root || out->userns);
+    snprintf(out->isolation, sizeof(out->isolation), "%s",
+             !out->usable ? "none"
+             : out->root  ? "root"
+                          : "rootless");
+    snprintf(out->rootfs_mode, sizeof(out->rootfs_mode), "%s", out->overlay ? "overlay" : "copy");
+    return 0;
+}
+
+char *bld_preflight_json(const bld_preflight_info *pf)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (o == NULL)
+        return NULL;
+    cJSON_AddBoolToObject(o, "usable", pf->usable);
+    cJSON_AddStringToObject(o, "isolation", pf->isolation);
+    cJSON_AddStringToObject(o, "rootfs_mode", pf->rootfs_mode);
+    cJSON_AddBoolToObject(o, "root", pf->root);
+    cJSON_AddBoolToObject(o, "namespaces", pf->namespaces);
+    cJSON_AddBoolToObject(o, "user_namespaces", pf->userns);
+    cJSON_AddBoolToObject(o, "overlay", pf->overlay);
+    cJSON_AddBoolToObject(o, "openat2", pf->openat2);
+    cJSON_AddBoolToObject(o, "pidfd", pf->pidfd);
+    cJSON_AddNumberToObject(o, "cgroup_version", pf->cgroup_version);
+    cJSON_AddBoolToObject(o, "cgroup_memory", pf->cgroup_memory);
+    cJSON_AddBoolToObject(o, "cgroup_pids", pf->cgroup_pids);
+    cJSON_AddStringToObject(o, "cgroups", pf->cgroups);
+    cJSON_AddStringToObject(o, "missing", pf->missing);
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return s;
+}

@@ -1,0 +1,553 @@
+/* bld_run(): the builder side of one RUN step.  Prepares the work dir (short
+ * lower-dir links, overlay options, /etc files, mounts, cgroup), forks the
+ * monitor, then supervises: streams output line by line, enforces the
+ * timeout and the cancel flag by killing init (the whole PID namespace goes
+ * with it), and afterwards removes mount stubs from the diff, computes the
+ * diff in copy mode and deletes the work dir. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "cleanup.h"
+#include "log.h"
+#include "sbx_run.h"
+
+#define OVL_OPTS_MAX 4095 /* the mount data page, minus its NUL */
+#define MAX_STUBS    256
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static int auto_overlay(const char *work_parent)
+{
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    static int cached = -1;
+    pthread_mutex_lock(&mu);
+    if (cached < 0) {
+        int why = 0;
+        cached = sbx_probe_overlay(work_parent, &why);
+        if (!cached)
+            kiln_warn("sandbox", "overlay unavailable (%s), using copy mode", strerror(why));
+    }
+    int r = cached;
+    pthread_mutex_unlock(&mu);
+    return r;
+}
+
+static int write_text(const char *path, const char *text, kiln_error **err)
+{
+    _cleanup_close_ int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0 || sbx_write_all(fd, text, strlen(text)) < 0)
+        return kiln_error_set(err, KILN_EIO, errno, "write %s", path);
+    return 0;
+}
+
+/* lowerdir names: base-36 indexes, the shortest names that stay unique. */
+static void short_name(char *out, size_t i)
+{
+    char tmp[16];
+    size_t n = 0;
+    do {
+        tmp[n++] = "0123456789abcdefghijklmnopqrstuvwxyz"[i % 36];
+        i /= 36;
+    } while (i);
+    for (size_t k = 0; k < n; k++)
+        out[k] = tmp[n - 1 - k];
+    out[n] = '\0';
+}
+
+static int prepare_overlay(sbx_plan *p, kiln_error **err)
+{
+    const bld_run_spec *s = p->spec;
+    _cleanup_free_ char *ldir = NULL;
+    if (asprintf(&ldir, "%s/l", p->work) < 0 || mkdir(ldir, 0700) < 0)
+        return kiln_error_set(err, KILN_EIO, errno, "create %s/l", p->work);
+    kiln_buf b;
+    kiln_buf_init(&b, OVL_OPTS_MAX + 1);
+    int r = kiln_buf_puts(&b, "lowerdir=", err);
+    if (r == 0 && s->n_lowers == 0)
+        r = kiln_buf_puts(&b, "l", err); /* FROM scratch: the empty link dir as the lower */
+    /* Overlay lists lower dirs top first. */
+    for (size_t k = 0; r == 0 && k < s->n_lowers; k++) {
+        size_t i = s->n_lowers - 1 - k;
+        char name[16], link[PATH_MAX];
+        short_name(name, i);
+        snprintf(link, sizeof(link), "%s/%s", ldir, name);
+        if (symlink(s->lowers[i], link) < 0)
+            r = kiln_error_set(err, KILN_EIO, errno, "link lower dir %s", s->lowers[i]);
+        else
+            r = kiln_buf_printf(&b, err, "%sl/%s", k ? ":" : "", name);
+    }
+    if (r == 0)
+        r = kiln_buf_printf(&b, err,
+                            ",upperdir=%s,workdir=w,redirect_dir=off,metacopy=off,"
+                            "index=off%s",
+                            s->upper_dir, p->rootless ? ",userxattr" : "");
+    if (r < 0) {
+        kiln_buf_dispose(&b);
+        if (r == KILN_ENOSPC)
+            return kiln_error_set(err, KILN_EINVAL, 0,
+                                  "%zu lower dirs do not fit in the overlay "
+                                  "options",
+                                  s->n_lowers);
+        return r;
+    }
+    p->ovl_opts = kiln_buf_steal(&b, NULL);
+    _cleanup_free_ char *w = NULL;
+    if (asprintf(&w, "%s/w", p->work) < 0 || mkdir(w, 0700) < 0)
+        return kiln_error_set(err, KILN_EIO, errno, "create overlay work dir");
+    return 0;
+}
+
+static int prepare_etc(sbx_plan *p, kiln_error **err)
+{
+    const bld_run_spec *s = p->spec;
+    _cleanup_free_ char *text = NULL;
+    if (asprintf(&p->hosts, "%s/hosts", p->work) < 0 ||
+        asprintf(&text,
+                 "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                 "127.0.1.1\t%s\n",
+                 p->hostname) < 0)
+        return kiln_error_set(err, KILN_ENOSPC, ENOMEM, "asprintf");
+    int r = write_text(p->hosts, text, err);
+    if (r < 0 || s->network != BLD_NET_HOST)
+        return r;
+    const char *src = s->resolv_conf ? s->resolv_conf : "/etc/resolv.conf";
+    if (asprintf(&p->resolv, "%s/resolv.conf", p->work) < 0)
+        return kiln_error_set(err, KILN_ENOSPC, ENOMEM, "asprintf");
+    _cleanup_close_ int in = open(src, O_RDONLY | O_CLOEXEC);
+    _cleanup_close_ int out = open(p->resolv, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (out < 0)
+        return kiln_error_set(err, KILN_EIO, errno, "create %s", p->resolv);
+    char buf[4096];
+    ssize_t n;
+    while (in >= 0 && (n = read(in, buf, sizeof(buf))) > 0)
+        if (sbx_write_all(out, buf, (size_t)n) < 0)
+            return kiln_error_set(err, KILN_EIO, errno, "write %s", p->resolv);
+    return 0;
+}
+
+static int build_argv(sbx_plan *p, kiln_error **err)
+{
+    const bld_run_spec *s = p->spec;
+    static const char *const def_shell[] = {"/bin/sh", "-c", NULL};
+    const char *const *head = s->argv;
+    size_t n = 0, m = 0;
+    if (head == NULL) {
+        if (s->shell_cmd == NULL)
+            return kiln_error_set(err, KILN_EINVAL, 0, "RUN without a command");
+        head = s->shell && s->shell[0] ? s->shell : def_shell;
+    }
+    while (head[n])
+        n++;
+    if (n == 0)
+        return kiln_error_set(err, KILN_EINVAL, 0, "RUN with an empty command");
+    p->argv = calloc(n + 2, sizeof(char *));
+    if (p->argv == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, ENOMEM, "calloc");
+    for (; m < n; m++)
+        p->argv[m] = (char *)head[m];
+    if (s->argv == NULL)
+        p->argv[m++] = (char *)s->shell_cmd;
+    return 0;
+}
+
+static int plan_init(sbx_plan *p, const bld_run_spec *s, kiln_error **err)
+{
+    memset(p, 0, sizeof(*p));
+    p->spec = s;
+    p->report_w = p->out_w = p->err_w = p->ack_r = -1;
+    p->parent = getpid();
+    p->host_uid = geteuid();
+    p->host_gid = getegid();
+    p->rootless = p->host_uid != 0;
+    p->hostname = s->hostname && *s->hostname ? s->hostname : "kiln";
+    p->cap_last = 40;
+    _cleanup_fclose_ FILE *f = fopen("/proc/sys/kernel/cap_last_cap", "re");
+    if (f && fscanf(f, "%d", &p->cap_last) != 1)
+        p->cap_last = 40;
+    if (!s->upper_dir || !s->work_dir || !s->data_dir || s->upper_dir[0] != '/' ||
+        s->work_dir[0] != '/')
+        return kiln_error_set(err, KILN_EINVAL, 0,
+                              "bld_run: absolute upper_dir, work_dir and "
+                              "data_dir are required");
+    for (size_t i = 0; i < s->n_lowers; i++)
+        if (s->lowers[i] == NULL || s->lowers[i][0] != '/')
+            return kiln_error_set(err, KILN_EINVAL, 0, "lower dir %zu is not absolute", i);
+    int r = build_argv(p, err);
+    if (r < 0)
+        return r;
+    p->work = strdup(s->work_dir);
+    if (p->work == NULL || asprintf(&p->rootfs, "%s/rootfs", p->work) < 0 ||
+        asprintf(&p->secrets, "%s/s", p->work) < 0)
+        return kiln_error_set(err, KILN_ENOSPC, ENOMEM, "plan");
+    if (s->rootfs == BLD_ROOTFS_AUTO) {
+        _cleanup_free_ char *parent = strdup(p->work);
+        char *sl = parent ? strrchr(parent, '/') : NULL;
+        if (sl && sl != parent)
+            *sl = '\0';
+        p->overlay = parent && auto_overlay(parent);
+    } else {
+        p->overlay = s->rootfs == BLD_ROOTFS_OVERLAY;
+    }
+    return 0;
+}
+
+static void plan_dispose(sbx_plan *p)
+{
+    sbx_mounts_release(p);
+    sbx_cgroup_destroy(&p->cg);
+    free(p->work);
+    free(p->rootfs);
+    free(p->ovl_opts);
+    free(p->hosts);
+    free(p->resolv);
+    free(p->secrets);
+    free(p->argv);
+}
+
+/* ---- supervision ------------------------------------------------------ */
+
+typedef struct linebuf {
+    char *data;
+    size_t len;
+} linebuf;
+
+static void emit(const bld_run_spec *s, int stream, linebuf *lb, const char *p, size_t n)
+{
+    while (n > 0) {
+        const char *nl = memchr(p, '\n', n);
+        size_t take = nl ? (size_t)(nl - p) : n;
+        if (lb->len + take > BLD_RUN_LINE_MAX)
+            take = BLD_RUN_LINE_MAX - lb->len;
+        memcpy(lb->data + lb->len, p, take);
+        lb->len += take;
+        p += take;
+        n -= take;
+        bool full = lb->len == BLD_RUN_LINE_MAX;
+        if (n > 0 && *p == '\n') {
+            p++;
+            n--;
+            full = true;
+        }
+        if (full) {
+            if (s->on_output)
+                s->on_output(s->output_ud, stream, lb->data, lb->len);
+            lb->len = 0;
+        }
+    }
+}
+
+typedef struct supervise {
+    int out_r, err_r, rep_r, ack_w, pidfd;
+    pid_t monitor, init;
+    bool got_exit, killed;
+    int status;
+    sbx_msg first_error;
+    bool have_error;
+    char *stubs[MAX_STUBS];
+    size_t nstubs;
+    size_t rep_fill;
+    sbx_msg rep;
+} supervise;
+
+static void kill_step(supervise *v)
+{
+    if (v->killed)
+        return;
+    v->killed = true;
+    if (v->pidfd >= 0)
+        syscall(SYS_pidfd_send_signal, v->pidfd, SIGKILL, NULL, 0);
+    else if (v->init > 0)
+        kill(v->init, SIGKILL); /* not yet reaped: the monitor waits for our ack */
+    kill(v->monitor, SIGKILL);  /* init follows through its death signal */
+}
+
+static void on_msg(supervise *v, const sbx_msg *m)
+{
+    switch (m->type) {
+    case SBX_MSG_PID:
+        v->init = m->value;
+        v->pidfd = (int)syscall(SYS_pidfd_open, v->init, 0);
+        (void)!write(v->ack_w, "k", 1);
+        break;
+    case SBX_MSG_ERROR:
+        if (!v->have_error) {
+            v->first_error = *m;
+            v->have_error = true;
+        }
+        break;
+    case SBX_MSG_STUB:
+        if (v->nstubs < MAX_STUBS)
+            v->stubs[v->nstubs++] = strndup(m->text, sizeof(m->text));
+        break;
+    case SBX_MSG_EXIT:
+        v->got_exit = true;
+        v->status = m->value;
+        break;
+    }
+}
+
+static void read_report(supervise *v)
+{
+    char *dst = (char *)&v->rep;
+    ssize_t n = read(v->rep_r, dst + v->rep_fill, sizeof(v->rep) - v->rep_fill);
+    if (n <= 0) {
+        if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+            close(v->rep_r);
+            v->rep_r = -1;
+        }
+        return;
+    }
+    v->rep_fill += (size_t)n;
+    if (v->rep_fill == sizeof(v->rep)) {
+        on_msg(v, &v->rep);
+        v->rep_fill = 0;
+    }
+}
+
+static void supervise_loop(const bld_run_spec *s, supervise *v, bld_run_result *out)
+{
+    uint64_t start = now_ms();
+    linebuf lb[2] = {{malloc(BLD_RUN_LINE_MAX), 0}, {malloc(BLD_RUN_LINE_MAX), 0}};
+    int *fds[3] = {&v->out_r, &v->err_r, &v->rep_r};
+    char buf[16384];
+    while (v->out_r >= 0 || v->err_r >= 0 || v->rep_r >= 0) {
+        if (s->cancel && atomic_load(s->cancel) && !v->killed) {
+            out->canceled = true;
+            kill_step(v);
+        }
+        int wait = 100;
+        if (s->timeout_ms && !v->killed) {
+            uint64_t el = now_ms() - start;
+            if (el >= s->timeout_ms) {
+                out->timed_out = true;
+                kill_step(v);
+            } else if (s->timeout_ms - el < (uint64_t)wait) {
+                wait = (int)(s->timeout_ms - el);
+            }
+        }
+        struct pollfd pf[3];
+        for (int i = 0; i < 3; i++)
+            pf[i] = (struct pollfd){*fds[i], POLLIN, 0};
+        if (poll(pf, 3, wait) < 0 && errno != EINTR)
+            break;
+        for (int i = 0; i < 3; i++) {
+            if (*fds[i] < 0 || !(pf[i].revents & (POLLIN | POLLHUP | POLLERR)))
+                continue;
+            if (i == 2) {
+                read_report(v);
+                continue;
+            }
+            ssize_t n = read(*fds[i], buf, sizeof(buf));
+            if (n > 0 && lb[i].data)
+                emit(s, i + 1, &lb[i], buf, (size_t)n);
+            else if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) {
+                close(*fds[i]);
+                *fds[i] = -1;
+            }
+        }
+    }
+    for (int i = 0; i < 2; i++) {
+        if (lb[i].len && s->on_output)
+            s->on_output(s->output_ud, i + 1, lb[i].data, lb[i].len);
+        free(lb[i].data);
+    }
+    int st;
+    while (waitpid(v->monitor, &st, 0) < 0 && errno == EINTR)
+        ;
+    out->duration_ms = now_ms() - start;
+}
+
+/* Removes the mount points the step had to create, deepest first, when they
+ * are still empty: they are artefacts of the sandbox, not of the command. */
+static void remove_stubs(const char *layer_dir, supervise *v)
+{
+    _cleanup_close_ int root = open(layer_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    for (size_t i = v->nstubs; root >= 0 && i-- > 0;) {
+        const char *leaf;
+        _cleanup_close_ int parent =
+            sbx_open_parent(root, v->stubs[i], false, NULL, NULL, &leaf, NULL);
+        struct stat st;
+        if (parent < 0 || fstatat(parent, leaf, &st, AT_SYMLINK_NOFOLLOW) < 0)
+            continue;
+        if (S_ISDIR(st.st_mode))
+            unlinkat(parent, leaf, AT_REMOVEDIR); /* fails when not empty: kept */
+        else if (S_ISREG(st.st_mode) && st.st_size == 0)
+            unlinkat(parent, leaf, 0);
+    }
+}
+
+static int run_children(sbx_plan *p, bld_run_result *out, kiln_error **err)
+{
+    const bld_run_spec *s = p->spec;
+    int rep[2] = {-1, -1}, o[2] = {-1, -1}, e[2] = {-1, -1}, ack[2] = {-1, -1};
+    supervise v = {.out_r = -1, .err_r = -1, .rep_r = -1, .ack_w = -1, .pidfd = -1};
+    int r = 0;
+    if (pipe2(rep, O_CLOEXEC) < 0 || pipe2(o, O_CLOEXEC) < 0 || pipe2(e, O_CLOEXEC) < 0 ||
+        pipe2(ack, O_CLOEXEC) < 0) {
+        r = kiln_error_set(err, KILN_EIO, errno, "pipe");
+        goto out;
+    }
+    p->report_w = rep[1];
+    p->out_w = o[1];
+    p->err_w = e[1];
+    p->ack_r = ack[0];
+    v.monitor = fork();
+    if (v.monitor < 0) {
+        r = kiln_error_set(err, KILN_EIO, errno, "fork");
+        goto out;
+    }
+    if (v.monitor == 0)
+        sbx_child_main(p);
+    close(rep[1]);
+    close(o[1]);
+    close(e[1]);
+    close(ack[0]);
+    rep[1] = o[1] = e[1] = ack[0] = -1;
+    v.rep_r = rep[0];
+    v.out_r = o[0];
+    v.err_r = e[0];
+    v.ack_w = ack[1];
+    rep[0] = o[0] = e[0] = ack[1] = -1;
+    supervise_loop(s, &v, out);
+    remove_stubs(p->overlay ? s->upper_dir : p->rootfs, &v);
+    out->oom_killed = sbx_cgroup_oom(&p->cg);
+    if (out->timed_out) {
+        r = kiln_error_set(err, KILN_ETIMEDOUT, 0, "RUN timed out after %llu ms",
+                           (unsigned long long)s->timeout_ms);
+    } else if (out->canceled) {
+        r = kiln_error_set(err, KILN_ECANCELED, 0, "RUN canceled");
+    } else if (v.have_error && !(v.got_exit && WIFEXITED(v.status) &&
+                                 WEXITSTATUS(v.status) != 126 && WEXITSTATUS(v.status) != 127)) {
+        r = kiln_error_set(err, v.first_error.code ? v.first_error.code : KILN_EINTERNAL,
+                           v.first_error.sys_errno, "sandbox: %s", v.first_error.text);
+    } else if (!v.got_exit) {
+        r = kiln_error_set(err, KILN_EINTERNAL, 0, "sandbox init ended without a status%s",
+                           out->oom_killed ? " (out of memory)" : "");
+    }
+    if (v.got_exit) {
+        out->exit_code = WIFEXITED(v.status) ? WEXITSTATUS(v.status) : -1;
+        out->signal = WIFSIGNALED(v.status) ? WTERMSIG(v.status) : 0;
+    } else if (v.killed) {
+        out->exit_code = -1;
+        out->signal = SIGKILL;
+    }
+out:
+    for (int i = 0; i < 2; i++) {
+        if (rep[i] >= 0)
+            close(rep[i]);
+        if (o[i] >= 0)
+            close(o[i]);
+        if (e[i] >= 0)
+            close(e[i]);
+        if (ack[i] >= 0)
+            close(ack[i]);
+    }
+    if (v.ack_w >= 0)
+        close(v.ack_w);
+    if (v.pidfd >= 0)
+        close(v.pidfd);
+    for (size_t i = 0; i < v.nstubs; i++)
+        free(v.stubs[i]);
+    return r;
+}
+
+/* Runs the step in the prepared plan: work dir, rootfs, mounts, cgroup,
+ * children, and the diff in copy mode. */
+static int run_in_workdir(sbx_plan *p, bld_run_result *out, kiln_error **err)
+{
+    const bld_run_spec *spec = p->spec;
+    int r = sbx_mkdir_p(p->work, 0700, err);
+    if (r == 0)
+        r = sbx_mkdir_p(spec->upper_dir, 0755, err);
+    if (r < 0)
+        return r;
+    /* The lock marks the work dir as alive for bld_sandbox_cleanup_stale(). */
+    _cleanup_free_ char *lockp = NULL;
+    _cleanup_close_ int lock = -1;
+    if (asprintf(&lockp, "%s/.lock", p->work) < 0 ||
+        (lock = open(lockp, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0 || flock(lock, LOCK_EX) < 0)
+        return kiln_error_set(err, KILN_EIO, errno, "lock %s", p->work);
+    if (mkdir(p->rootfs, 0755) < 0 || mkdir(p->secrets, 0700) < 0)
+        return kiln_error_set(err, KILN_EIO, errno, "prepare %s (must be new or empty)", p->work);
+    r = p->overlay ? prepare_overlay(p, err)
+                   : sbx_copy_merge(spec->lowers, spec->n_lowers, p->rootfs, err);
+    if (r == 0)
+        r = prepare_etc(p, err);
+    if (r == 0)
+        r = sbx_mounts_prepare(p, err);
+    if (r == 0)
+        r = sbx_cgroup_create(&p->cg, spec->memory_bytes, spec->pids_max, err);
+    if (r < 0)
+        return r;
+    out->limits_enforced = (!spec->memory_bytes || p->cg.memory) && (!spec->pids_max || p->cg.pids);
+    if (!out->limits_enforced)
+        kiln_warn("sandbox", "memory/pid limits requested but cgroups cannot enforce them");
+    r = run_children(p, out, err);
+    if (r == 0 && !p->overlay)
+        r = sbx_copy_diff(spec->lowers, spec->n_lowers, p->rootfs, spec->upper_dir, err);
+    return r;
+}
+
+int bld_run(const bld_run_spec *spec, bld_run_result *out, kiln_error **err)
+{
+    memset(out, 0, sizeof(*out));
+    sbx_plan p;
+    int r = plan_init(&p, spec, err);
+    if (r < 0)
+        goto out;
+    out->rootfs_used = p.overlay ? BLD_ROOTFS_OVERLAY : BLD_ROOTFS_COPY;
+    r = run_in_workdir(&p, out, err);
+    /* Nothing of the step is mounted any more (its mount namespace died with
+     * init), so the work dir is plain files now. */
+    kiln_error *e2 = NULL;
+    if (sbx_rm_rf(spec->work_dir, &e2) < 0) {
+        kiln_warn("sandbox", "cannot remove work dir: %s", e2->msg);
+        kiln_error_free(&e2);
+    }
+out:
+    plan_dispose(&p);
+    return r;
+}
+
+int bld_sandbox_cleanup_stale(const char *data_dir, kiln_error **err)
+{
+    _cleanup_free_ char *dir = NULL;
+    if (asprintf(&dir, "%s/sandbox", data_dir) < 0)
+        return kiln_error_set(err, KILN_ENOSPC, ENOMEM, "asprintf");
+    _cleanup_closedir_ DIR *d = opendir(dir);
+    struct dirent *de;
+    while (d && (de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.')
+            continue;
+        _cleanup_free_ char *lockp = NULL;
+        if (asprintf(&lockp, "%s/%s/.lock", dir, de->d_name) < 0)
+            return kiln_error_set(err, KILN_ENOSPC, ENOMEM, "asprintf");
+        _cleanup_close_ int fd = open(lockp, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) < 0)
+            continue; /* a live step */
+        kiln_info("sandbox", "removing stale work dir %s/%s", dir, de->d_name);
+        int r = sbx_rm_rf_at(dirfd(d), de->d_name, err);
+        if (r < 0)
+            return r;
+    }
+    sbx_cgroup_cleanup_stale();
+    return sbx_snapshot_clean_tmp(data_dir, err);
+}

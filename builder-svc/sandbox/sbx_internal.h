@@ -1,0 +1,149 @@
+/* Internal interfaces shared by the files of the sandbox library: path
+ * resolution confined to a root directory, tree removal and copying, the
+ * overlay whiteout conventions, cgroups, user lookup and the child side of
+ * bld_run().  Nothing here is part of the public API; tests may use it. */
+#ifndef BLD_SBX_INTERNAL_H
+#define BLD_SBX_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include "error.h"
+#include "bld_sandbox.h"
+
+/* Overlay's on-disk conventions, used by snapshots and diffs. */
+#define SBX_OPAQUE_XATTR      "trusted.overlay.opaque"
+#define SBX_OPAQUE_XATTR_USER "user.overlay.opaque"
+#define SBX_WH_PREFIX         ".wh."
+#define SBX_WH_OPAQUE         ".wh..wh..opq"
+#define SBX_WH_META_PREFIX    ".wh..wh."
+
+/* ---- fsutil.c: confined path resolution ------------------------------- */
+
+/* Test hook: when true, the O_NOFOLLOW component walk is used even where
+ * openat2() exists. */
+extern bool sbx_force_walk;
+
+/* True when openat2() with RESOLVE_IN_ROOT works on this kernel. */
+bool sbx_have_openat2(void);
+
+/* Normalises an archive member or mount path into out: leading "/" (only
+ * when allow_abs) and "./" removed, "." components and duplicate or trailing
+ * slashes dropped.  Fails with KILN_EINVAL for a ".." component, for an
+ * absolute path when !allow_abs, or for an over-long path.  The result is ""
+ * for the root itself. */
+int sbx_clean_path(char *out, size_t out_size, const char *in, bool allow_abs, kiln_error **err);
+
+/* Opens rel (a cleaned relative path, "" = the root) below rootfd as if
+ * rootfd were "/": absolute symlinks and ".." never leave it, magic links are
+ * refused.  flags are open(2) flags (O_CLOEXEC is added); with O_NOFOLLOW the
+ * last component is not followed.  Returns the new fd or a negative kiln_code;
+ * sys errno of the failure is left in errno (ENOENT for a missing path). */
+int sbx_open_in_root(int rootfd, const char *rel, int flags, kiln_error **err);
+
+/* Opens the parent directory of rel in root (creating missing directories
+ * with mode 0755 when create is true; each creation is reported through
+ * on_create(rel_prefix, ud) when given) and stores a pointer to the last
+ * component of rel in *leaf.  rel must not be "". */
+typedef int (*sbx_mkdir_cb)(int parentfd, const char *name, const char *rel_prefix, void *ud,
+                            kiln_error **err);
+int sbx_open_parent(int rootfd, const char *rel, bool create, sbx_mkdir_cb mkdir_cb, void *ud,
+                    const char **leaf, kiln_error **err);
+
+/* Removes name below dirfd recursively, never following symlinks; a missing
+ * name is not an error. */
+int sbx_rm_rf_at(int dirfd, const char *name, kiln_error **err);
+/* Same for an absolute path. */
+int sbx_rm_rf(const char *path, kiln_error **err);
+
+/* mkdir -p for a host path the builder owns (data dir layout). */
+int sbx_mkdir_p(const char *path, mode_t mode, kiln_error **err);
+
+/* Writes all of len bytes (retrying on EINTR/short writes); -1 on error. */
+ssize_t sbx_write_all(int fd, const void *buf, size_t len);
+
+/* True for an overlay whiteout: a character device with device number 0/0. */
+static inline bool sbx_is_whiteout(const struct stat *st)
+{
+    return S_ISCHR(st->st_mode) && st->st_rdev == 0;
+}
+
+/* True when the directory fd carries the opaque marker (trusted or user). */
+bool sbx_is_opaque_fd(int dirfd);
+
+/* Copies one tree entry (name below sdir) to ddir/dname with data, mode,
+ * ownership (when privileged), times and xattrs (overlay's own excluded);
+ * directories are created empty (children are the caller's business).
+ * Hard links between copied files are kept through the optional map. */
+typedef struct sbx_inomap sbx_inomap;
+sbx_inomap *sbx_inomap_new(void);
+void sbx_inomap_free(sbx_inomap *m);
+int sbx_copy_entry(int sdir, const char *name, int ddir, const char *dname, sbx_inomap *links,
+                   kiln_error **err);
+/* Copies xattrs from fd src to fd dst, skipping overlay's own. */
+int sbx_copy_xattrs(int src, int dst, kiln_error **err);
+/* True when an xattr name may be restored from a layer or copied between
+ * trees: overlay's private namespaces are refused. */
+bool sbx_xattr_allowed(const char *name);
+
+/* ---- copyfs.c: copy-based rootfs (when overlay cannot be mounted) ----- */
+
+/* Materialises the merged view of lowers (bottom first, overlay form) into
+ * the empty directory dst. */
+int sbx_copy_merge(const char *const *lowers, size_t n, const char *dst, kiln_error **err);
+/* Writes into the empty directory upper the overlay-form difference between
+ * the merged view of lowers and the tree rootfs. */
+int sbx_copy_diff(const char *const *lowers, size_t n, const char *rootfs, const char *upper,
+                  kiln_error **err);
+
+/* ---- snapshot.c ------------------------------------------------------- */
+
+/* Removes interrupted unpacks (unlocked tmp-* dirs) under data_dir/snapshots. */
+int sbx_snapshot_clean_tmp(const char *data_dir, kiln_error **err);
+
+/* ---- cgroup.c --------------------------------------------------------- */
+
+typedef struct sbx_cgroup {
+    int version;    /* 0 none, 1 v1, 2 v2 */
+    char *dirs[3];  /* created cgroup dirs (v1: memory, pids; v2: one) */
+    char *procs[3]; /* their cgroup.procs files, for the child to join */
+    size_t n;
+    bool memory, pids; /* which limits are enforced */
+} sbx_cgroup;
+
+/* Describes what cgroup support this process has (for the preflight). */
+void sbx_cgroup_probe(bld_preflight_info *pf);
+/* Creates the cgroup(s) of one step with the given limits (0 = none).  When
+ * no limit is requested, cg->n stays 0; cg->memory / cg->pids tell which
+ * requested limits could be applied (the rest are not enforced). */
+int sbx_cgroup_create(sbx_cgroup *cg, uint64_t memory_bytes, uint64_t pids_max, kiln_error **err);
+/* True when the step's memory cgroup recorded an OOM kill. */
+bool sbx_cgroup_oom(const sbx_cgroup *cg);
+/* SIGKILLs every task left in the cgroup, then removes it (retrying while the
+ * kernel finishes the exits).  Safe on an empty struct. */
+void sbx_cgroup_destroy(sbx_cgroup *cg);
+/* Removes empty cgroups left by builders that died. */
+void sbx_cgroup_cleanup_stale(void);
+
+/* ---- user.c ----------------------------------------------------------- */
+
+#define SBX_MAX_GROUPS 64
+typedef struct sbx_user {
+    uid_t uid;
+    gid_t gid;
+    gid_t groups[SBX_MAX_GROUPS];
+    size_t ngroups;
+    char home[256];
+} sbx_user;
+
+/* Resolves a USER spec ("name", "uid", "name:group", "uid:gid", "" = root)
+ * against passwd and group files of the current root (paths given for
+ * tests).  Unknown names fail with KILN_EINVAL; unknown numeric ids are
+ * accepted with gid 0 (Docker's behaviour). */
+int sbx_user_resolve(sbx_user *out, const char *spec, const char *passwd_path,
+                     const char *group_path, kiln_error **err);
+
+#endif

@@ -1,0 +1,92 @@
+/* Internal to bld_run(): the plan the builder prepares before forking (so the
+ * children mostly make system calls with ready-made arguments), the messages
+ * the sandboxed children send back over the report pipe, and the entry points
+ * of the child side. */
+#ifndef BLD_SBX_RUN_H
+#define BLD_SBX_RUN_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "bld_sandbox.h"
+#include "sbx_internal.h"
+
+/* Report pipe messages; each is written with one write() (< PIPE_BUF, so
+ * atomic) by the monitor, init or the command child before exec. */
+enum {
+    SBX_MSG_PID = 1, /* value: host pid of init */
+    SBX_MSG_ERROR,   /* setup failed: code, sys_errno, text */
+    SBX_MSG_STUB,    /* text: mount point created in the rootfs (removed afterwards) */
+    SBX_MSG_EXIT,    /* value: wait status of the command */
+};
+
+typedef struct sbx_msg {
+    int type;
+    int code;
+    int sys_errno;
+    int value;
+    char text[2048];
+} sbx_msg;
+
+typedef struct sbx_mountplan {
+    const bld_mount *m;
+    char target[PATH_MAX]; /* cleaned, relative to the rootfs */
+    int srcfd;             /* bind: O_PATH dir/file; secret: O_RDONLY file; -1 otherwise */
+    char *cache_dir;       /* cache: host dir to bind */
+    int lockfd;            /* cache: flock held for the step, -1 if none */
+    char *ovl_opts;        /* writable bind (overlay mode): overlay options */
+    char *copy_dir;        /* writable bind (copy mode): private copy to bind */
+} sbx_mountplan;
+
+typedef struct sbx_plan {
+    const bld_run_spec *spec;
+    bool rootless;
+    bool overlay;
+    char *work;     /* spec->work_dir, absolute */
+    char *rootfs;   /* work/rootfs: overlay mount point, or the copy */
+    char *ovl_opts; /* lowerdir=l/…, relative to work (mounted after chdir(work)) */
+    char *hosts;    /* generated /etc/hosts */
+    char *resolv;   /* copied /etc/resolv.conf (host network), or NULL */
+    char *secrets;  /* work/s: tmpfs staging for secrets inside the child */
+    sbx_mountplan *mounts;
+    size_t n_mounts;
+    sbx_cgroup cg;
+    char **argv; /* final argv */
+    const char *hostname;
+    int cap_last; /* highest capability number of the kernel */
+    uid_t host_uid;
+    gid_t host_gid;
+    pid_t parent; /* pid of the builder */
+    int report_w, out_w, err_w, ack_r;
+} sbx_plan;
+
+/* The monitor process (never returns). */
+_Noreturn void sbx_child_main(sbx_plan *p);
+
+/* In init: sends a message on the report pipe. */
+void sbx_report(const sbx_plan *p, int type, int code, int sys_errno, int value, const char *fmt,
+                ...) __attribute__((format(printf, 6, 7)));
+
+/* In init, in the new mount namespace: builds the rootfs tree (overlay or the
+ * copy, /proc, /dev, /sys, /etc files, RUN mounts) and pivots into it.  On
+ * failure an SBX_MSG_ERROR has been sent. */
+int sbx_rootfs_setup(sbx_plan *p);
+
+/* Creates (reporting stubs) and opens the mount point rel inside the rootfs
+ * as an O_PATH fd; dir selects a directory or an empty file. */
+int sbx_mount_point(sbx_plan *p, int rootfd, const char *rel, bool dir);
+/* Read-only remount of a bind mount at path, keeping its locked flags. */
+int sbx_remount_ro(const char *path);
+
+/* mounts.c: builder side (cache dirs and locks, sources) and child side. */
+int sbx_mounts_prepare(sbx_plan *p, kiln_error **err);
+void sbx_mounts_release(sbx_plan *p);
+int sbx_mounts_apply(sbx_plan *p, int rootfd);
+
+/* Probes whether overlay can be mounted (in a forked child with a private
+ * mount namespace), using a temp dir below tmp_parent.  Returns 1 / 0, and
+ * the errno of the failed mount in *why. */
+int sbx_probe_overlay(const char *tmp_parent, int *why);
+
+#endif

@@ -1,0 +1,167 @@
+/* kiln-probe: reports what a process inside the Kiln sandbox sees, one
+ * "key=value" line per fact, for the privileged tests to assert on.
+ *
+ *   kiln-probe info            pid, ppid, hostname, uid/gid/groups, cwd, env,
+ *                              mounts, network interfaces, visible pids
+ *   kiln-probe tree DIR [EXCL…] every entry below DIR, sorted, with type,
+ *                              mode, owner, size, content hash, link target
+ *                              (top-level names in EXCL skipped)
+ *   kiln-probe exists PATH     exit 0 if PATH exists (lstat), else 1
+ *
+ * Statically linked so it runs in any rootfs. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ifaddrs.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+extern char **environ;
+
+static void print_file_lines(const char *key, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    char line[4096];
+    while (f && fgets(line, sizeof(line), f))
+        printf("%s=%s", key, line);
+    if (f)
+        fclose(f);
+}
+
+static int info(void)
+{
+    char buf[PATH_MAX];
+    printf("pid=%d\nppid=%d\n", (int)getpid(), (int)getppid());
+    if (gethostname(buf, sizeof(buf)) == 0)
+        printf("hostname=%s\n", buf);
+    printf("uid=%d\ngid=%d\neuid=%d\n", (int)getuid(), (int)getgid(), (int)geteuid());
+    gid_t groups[256];
+    int n = getgroups(256, groups);
+    printf("groups=");
+    for (int i = 0; i < n; i++)
+        printf("%s%d", i ? "," : "", (int)groups[i]);
+    printf("\n");
+    if (getcwd(buf, sizeof(buf)))
+        printf("cwd=%s\n", buf);
+    for (char **e = environ; *e; e++)
+        printf("env=%s\n", *e);
+    print_file_lines("mount", "/proc/self/mountinfo");
+    struct ifaddrs *ifa = NULL;
+    if (getifaddrs(&ifa) == 0) {
+        for (struct ifaddrs *i = ifa; i; i = i->ifa_next)
+            if (i->ifa_addr == NULL || i->ifa_addr->sa_family == AF_PACKET)
+                printf("if=%s\n", i->ifa_name);
+        freeifaddrs(ifa);
+    }
+    DIR *d = opendir("/proc");
+    struct dirent *de;
+    while (d && (de = readdir(d)) != NULL)
+        if (de->d_name[0] >= '0' && de->d_name[0] <= '9')
+            printf("proc=%s\n", de->d_name);
+    if (d)
+        closedir(d);
+    return 0;
+}
+
+static int cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static uint64_t hash_file(int dfd, const char *name)
+{
+    uint64_t h = 1469598103934665603ULL;
+    int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW);
+    unsigned char buf[65536];
+    ssize_t n;
+    while (fd >= 0 && (n = read(fd, buf, sizeof(buf))) > 0)
+        for (ssize_t i = 0; i < n; i++)
+            h = (h ^ buf[i]) * 1099511628211ULL;
+    if (fd >= 0)
+        close(fd);
+    return h;
+}
+
+static void walk(int dfd, const char *rel, char **excl, int nexcl)
+{
+    DIR *d = fdopendir(dup(dfd));
+    if (d == NULL)
+        return;
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 64;
+            names = realloc(names, cap * sizeof(char *));
+        }
+        names[n++] = strdup(de->d_name);
+    }
+    closedir(d);
+    qsort(names, n, sizeof(char *), cmp);
+    for (size_t i = 0; i < n; i++) {
+        char path[PATH_MAX];
+        snprintf(path, sizeof(path), "%s%s%s", rel, *rel ? "/" : "", names[i]);
+        int skip = 0;
+        for (int k = 0; !*rel && k < nexcl; k++)
+            skip |= !strcmp(names[i], excl[k]);
+        struct stat st;
+        if (skip || fstatat(dfd, names[i], &st, AT_SYMLINK_NOFOLLOW) < 0) {
+            free(names[i]);
+            continue;
+        }
+        printf("%s %o %d:%d", path, (unsigned)st.st_mode, (int)st.st_uid, (int)st.st_gid);
+        if (S_ISREG(st.st_mode))
+            printf(" size=%lld hash=%016llx mtime=%lld", (long long)st.st_size,
+                   (unsigned long long)hash_file(dfd, names[i]), (long long)st.st_mtime);
+        if (S_ISLNK(st.st_mode)) {
+            char t[PATH_MAX];
+            ssize_t l = readlinkat(dfd, names[i], t, sizeof(t) - 1);
+            t[l > 0 ? l : 0] = '\0';
+            printf(" -> %s", t);
+        }
+        if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode))
+            printf(" dev=%u,%u", major(st.st_rdev), minor(st.st_rdev));
+        printf("\n");
+        if (S_ISDIR(st.st_mode)) {
+            int sub = openat(dfd, names[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+            if (sub >= 0) {
+                walk(sub, path, excl, nexcl);
+                close(sub);
+            }
+        }
+        free(names[i]);
+    }
+    free(names);
+}
+
+int main(int argc, char **argv)
+{
+    setvbuf(stdout, NULL, _IOFBF, 1 << 16);
+    if (argc >= 2 && !strcmp(argv[1], "info"))
+        return info();
+    if (argc >= 3 && !strcmp(argv[1], "tree")) {
+        int fd = open(argv[2], O_RDONLY | O_DIRECTORY);
+        if (fd < 0) {
+            perror(argv[2]);
+            return 1;
+        }
+        walk(fd, "", argv + 3, argc - 3);
+        return 0;
+    }
+    if (argc >= 3 && !strcmp(argv[1], "exists")) {
+        struct stat st;
+        return lstat(argv[2], &st) == 0 ? 0 : 1;
+    }
+    fprintf(stderr, "usage: kiln-probe info | tree DIR [EXCL...] | exists PATH\n");
+    return 2;
+}
