@@ -271,6 +271,10 @@ static int copy_data(walker *w, int fd, off_t size, kiln_error **err)
             return archive_fail(w, "data", err);
         done += n;
     }
+    ssize_t more = read(fd, w->io, 1); /* a diff must not change while packed */
+    if (more > 0)
+        return kiln_error_set(err, KILN_EPRECOND, 0, "%s/%s grew while being packed", w->root,
+                              w->rel);
     return 0;
 }
 
@@ -491,6 +495,14 @@ static int walk_dir(walker *w, int dirfd, size_t rel_len, kiln_error **err)
         if (i > 0 && strcmp(cs[i - 1].arcname, cs[i].arcname) == 0) {
             rc = kiln_error_set(err, KILN_EINVAL, 0, "duplicate archive path %s/%s", w->rel,
                                 cs[i].arcname);
+            break;
+        }
+        /* In a diff, a real file named like a whiteout would delete files
+         * of the layers below when the image is unpacked. */
+        if (w->opts->overlay_diff && !cs[i].whiteout &&
+            strncmp(cs[i].name, WH_PREFIX, sizeof(WH_PREFIX) - 1) == 0) {
+            rc = kiln_error_set(err, KILN_EINVAL, 0, "%s/%s: name reserved for OCI whiteouts",
+                                w->rel, cs[i].name);
             break;
         }
         size_t len = strlen(cs[i].arcname);

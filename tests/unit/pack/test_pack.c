@@ -474,3 +474,22 @@ KT_TEST(names_that_are_not_utf8_are_kept_as_bytes)
     free(py);
     tmpdir_remove(work);
 }
+
+KT_TEST(overlay_diff_refuses_files_named_like_whiteouts)
+{
+    char *work = tmpdir_new();
+    KT_REQUIRE(work != NULL);
+    KT_REQUIRE(sh("cd '%s' && mkdir -p t/d && printf a > t/d/.wh.x", work) == 0);
+    char dir[512], blob[512];
+    snprintf(dir, sizeof(dir), "%s/t", work);
+    snprintf(blob, sizeof(blob), "%s/b", work);
+    psh_pack_opts o;
+    psh_pack_opts_init(&o);
+    psh_layer_info info;
+    KT_EXPECT_INT(pack_to(&info, dir, blob, &o, NULL), 0); /* a plain tree may hold it */
+    o.overlay_diff = true;
+    kiln_code code = KILN_OK;
+    KT_EXPECT(pack_to(&info, dir, blob, &o, &code) < 0);
+    KT_EXPECT_INT(code, KILN_EINVAL);
+    tmpdir_remove(work);
+}
