@@ -236,6 +236,9 @@ static int load_base(psh_store *s, const char *digest, struct base *b, kiln_erro
         if (!psh_store_has_blob(s, d.digest))
             return kiln_error_set(err, KILN_ENOENT, 0, "base %s: layer %s is not in the store",
                                   digest, d.digest);
+        if (d.media_type[0] == '\0')
+            return kiln_error_set(err, KILN_EINVAL, 0, "base %s: layer %s has no media type",
+                                  digest, d.digest);
     }
     cJSON_ArrayForEach(l, b->diff_ids)
     {
@@ -377,16 +380,16 @@ static int pack_layer(psh_store *s, psh_store_pin *pin, const psh_commit_spec *s
 #endif
 }
 
-/* Writes config and manifest for the layers in out; fills out->config/manifest. */
-static int write_image(psh_store *s, psh_store_pin *pin, const psh_commit_spec *spec,
-                       const struct base *b, psh_commit_result *out, kiln_error **err)
+/* The image config document (NULL on allocation failure). */
+static cJSON *build_config(const psh_commit_spec *spec, const struct base *b,
+                           const psh_commit_result *out)
 {
     int64_t created = spec->created >= 0             ? spec->created
                       : spec->source_date_epoch >= 0 ? spec->source_date_epoch
                                                      : (int64_t)time(NULL);
     char ts[32];
     psh_format_rfc3339(created, ts, sizeof(ts));
-    _cleanup_json_ cJSON *cfg = cJSON_CreateObject();
+    cJSON *cfg = cJSON_CreateObject();
     bool ok = cfg && cJSON_AddStringToObject(cfg, "created", ts) &&
               add_opt_str(cfg, "author", spec->author) &&
               cJSON_AddStringToObject(cfg, "architecture", spec->platform.architecture) &&
@@ -411,59 +414,77 @@ static int write_image(psh_store *s, psh_store_pin *pin, const psh_commit_spec *
         psh_history_entry gen = {.created_by = "kiln commit", .created = -1};
         ok = ok && add_history(hist, &gen, created);
     }
-    if (!ok || hist == NULL)
-        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory building the image config");
-    _cleanup_free_ char *cfg_text = cJSON_PrintUnformatted(cfg);
-    if (cfg_text == NULL)
-        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
-    int r =
-        psh_store_put_blob_bytes(s, pin, NULL, cfg_text, strlen(cfg_text), out->config.digest, err);
-    if (r < 0)
-        return r;
-    snprintf(out->config.media_type, sizeof(out->config.media_type), "%s", PSH_MT_OCI_CONFIG);
-    out->config.size = strlen(cfg_text);
+    if (!ok || hist == NULL) {
+        cJSON_Delete(cfg);
+        return NULL;
+    }
+    return cfg;
+}
 
-    _cleanup_json_ cJSON *man = cJSON_CreateObject();
+/* The image manifest document (NULL on allocation failure).  Base layers keep
+ * their original descriptor (urls, annotations) with an OCI media type. */
+static cJSON *build_manifest(const struct base *b, const psh_commit_result *out)
+{
+    cJSON *man = cJSON_CreateObject();
     cJSON *cdesc = psh_descriptor_to_json(&out->config);
-    ok = man && cdesc && add_int(man, "schemaVersion", 2) &&
-         cJSON_AddStringToObject(man, "mediaType", PSH_MT_OCI_MANIFEST);
-    if (man && cdesc)
-        cJSON_AddItemToObject(man, "config", cdesc);
-    else
+    bool ok = man && cdesc && add_int(man, "schemaVersion", 2) &&
+              cJSON_AddStringToObject(man, "mediaType", PSH_MT_OCI_MANIFEST) &&
+              cJSON_AddItemToObject(man, "config", cdesc);
+    if (!ok)
         cJSON_Delete(cdesc);
     cJSON *layers = ok ? cJSON_AddArrayToObject(man, "layers") : NULL;
     size_t i = 0;
     const cJSON *l;
     cJSON_ArrayForEach(l, b->layers)
-    { /* base layers: the original descriptor (urls, annotations kept) */
-        cJSON *d = cJSON_Duplicate(l, 1);
-        if (layers == NULL || d == NULL) {
+    {
+        cJSON *d = layers ? cJSON_Duplicate(l, 1) : NULL;
+        ok = d && cJSON_ReplaceItemInObjectCaseSensitive(
+                      d, "mediaType", cJSON_CreateString(out->layers[i++].blob.media_type));
+        if (!ok || !cJSON_AddItemToArray(layers, d)) {
             cJSON_Delete(d);
             ok = false;
             break;
         }
-        cJSON_ReplaceItemInObjectCaseSensitive(
-            d, "mediaType", cJSON_CreateString(out->layers[i++].blob.media_type));
-        cJSON_AddItemToArray(layers, d);
     }
-    for (; ok && i < out->n_layers; i++) {
-        cJSON *d = psh_descriptor_to_json(&out->layers[i].blob);
-        ok = d != NULL;
-        if (d)
-            cJSON_AddItemToArray(layers, d);
+    for (; ok && layers && i < out->n_layers; i++)
+        ok = cJSON_AddItemToArray(layers, psh_descriptor_to_json(&out->layers[i].blob));
+    if (!ok || layers == NULL) {
+        cJSON_Delete(man);
+        return NULL;
     }
-    if (!ok || layers == NULL)
+    return man;
+}
+
+/* Serialises doc once and stores exactly those bytes; fills d. */
+static int store_json(psh_store *s, psh_store_pin *pin, const cJSON *doc, const char *media_type,
+                      psh_descriptor *d, kiln_error **err)
+{
+    _cleanup_free_ char *text = cJSON_PrintUnformatted(doc);
+    if (text == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    int r = psh_store_put_blob_bytes(s, pin, NULL, text, strlen(text), d->digest, err);
+    if (r < 0)
+        return r;
+    snprintf(d->media_type, sizeof(d->media_type), "%s", media_type);
+    d->size = strlen(text);
+    return 0;
+}
+
+/* Writes config and manifest for the layers in out; fills out->config/manifest. */
+static int write_image(psh_store *s, psh_store_pin *pin, const psh_commit_spec *spec,
+                       const struct base *b, psh_commit_result *out, kiln_error **err)
+{
+    _cleanup_json_ cJSON *cfg = build_config(spec, b, out);
+    if (cfg == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory building the image config");
+    int r = store_json(s, pin, cfg, PSH_MT_OCI_CONFIG, &out->config, err);
+    if (r < 0)
+        return r;
+    _cleanup_json_ cJSON *man = build_manifest(b, out);
+    if (man == NULL)
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory building the manifest");
     /* Serialised once: these bytes are digested, stored and later pushed. */
-    _cleanup_free_ char *man_text = cJSON_PrintUnformatted(man);
-    if (man_text == NULL)
-        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
-    if ((r = psh_store_put_blob_bytes(s, pin, NULL, man_text, strlen(man_text),
-                                      out->manifest.digest, err)) < 0)
-        return r;
-    snprintf(out->manifest.media_type, sizeof(out->manifest.media_type), "%s", PSH_MT_OCI_MANIFEST);
-    out->manifest.size = strlen(man_text);
-    return 0;
+    return store_json(s, pin, man, PSH_MT_OCI_MANIFEST, &out->manifest, err);
 }
 
 static int apply_tags(psh_store *s, const psh_commit_spec *spec, const psh_commit_result *out,

@@ -165,6 +165,14 @@ static int read_pins(psh_store *s, psh_dset *keep, bool dry_run, kiln_error **er
         _cleanup_close_ int fd = openat(s->pins_fd, e->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
         if (fd < 0)
             continue;
+        if (strncmp(e->d_name, "new-", 4) == 0) { /* not locked yet: see create_locked() */
+            struct stat st;
+            if (!dry_run && fstat(fd, &st) == 0 &&
+                time(NULL) - st.st_mtime >= PSH_STORE_NEW_MIN_AGE &&
+                flock(fd, LOCK_EX | LOCK_NB) == 0)
+                unlinkat(s->pins_fd, e->d_name, 0);
+            continue;
+        }
         if (flock(fd, LOCK_SH | LOCK_NB) == 0) { /* owner gone */
             if (!dry_run)
                 unlinkat(s->pins_fd, e->d_name, 0);
@@ -199,10 +207,14 @@ static void sweep_tmp(psh_store *s, const psh_gc_opts *o, psh_gc_result *res)
         if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
             continue;
         int fd = openat(s->tmp_fd, e->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+        /* "blob-" temps are locked by their writer from the start; anything
+         * else (a "new-" file, an index.json temp) gets a generous age. */
+        int64_t min_age = o->tmp_min_age;
+        if (strncmp(e->d_name, "blob-", 5) != 0 && min_age < PSH_STORE_NEW_MIN_AGE)
+            min_age = PSH_STORE_NEW_MIN_AGE;
         struct stat st;
         bool stale = fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
-                     (int64_t)(now - st.st_mtime) >= o->tmp_min_age &&
-                     flock(fd, LOCK_EX | LOCK_NB) == 0;
+                     (int64_t)(now - st.st_mtime) >= min_age && flock(fd, LOCK_EX | LOCK_NB) == 0;
         if (stale && (o->dry_run || unlinkat(s->tmp_fd, e->d_name, 0) == 0))
             res->tmps_removed++;
         if (fd >= 0)

@@ -323,21 +323,42 @@ int psh_store_read_blob(const psh_store *s, const char *digest, size_t max, char
 
 /* ---- pins ---- */
 
+/* Creates a file named "<prefix>-<pid>-<random>" in dirfd that is already
+ * flocked (how) when it appears under that name: it is created as
+ * "new-<…>", locked, then renamed.  GC treats a locked file as live and an
+ * unlocked one as abandoned, so it must never see one in between; "new-"
+ * files are only reclaimed after PSH_STORE_NEW_MIN_AGE. */
+static int create_locked(int dirfd, const char *prefix, int flags, int how, char *name, size_t n,
+                         int *out_fd, kiln_error **err)
+{
+    char rnd[17], staging[64];
+    psh_random_hex(rnd, 16);
+    snprintf(name, n, "%s-%ld-%s", prefix, (long)getpid(), rnd);
+    snprintf(staging, sizeof(staging), "new-%ld-%s", (long)getpid(), rnd);
+    int fd = openat(dirfd, staging, flags | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0)
+        return kiln_error_set(err, kiln_code_from_errno(errno), errno, "create %s", staging);
+    int r = 0;
+    while ((r = flock(fd, how)) < 0 && errno == EINTR)
+        ;
+    if (r < 0 || renameat(dirfd, staging, dirfd, name) < 0) {
+        int e = errno;
+        unlinkat(dirfd, staging, 0);
+        close(fd);
+        return kiln_error_set(err, KILN_EIO, e, "create %s", name);
+    }
+    *out_fd = fd;
+    return 0;
+}
+
 int psh_store_pin_open(psh_store *s, psh_store_pin *out, kiln_error **err)
 {
-    char rnd[17];
-    psh_random_hex(rnd, 16);
-    snprintf(out->name, sizeof(out->name), "pin-%ld-%s", (long)getpid(), rnd);
-    out->fd = openat(s->pins_fd, out->name,
-                     O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0644);
-    if (out->fd < 0)
-        return kiln_error_set(err, KILN_EIO, errno, "create pin file");
-    if (flock(out->fd, LOCK_EX) < 0) {
-        int e = errno;
-        psh_store_pin_close(s, out);
-        return kiln_error_set(err, KILN_EIO, e, "lock pin file");
-    }
-    return 0;
+    out->fd = -1;
+    int r = create_locked(s->pins_fd, "pin", O_RDWR | O_APPEND, LOCK_EX, out->name,
+                          sizeof(out->name), &out->fd, err);
+    if (r < 0)
+        kiln_error_wrap(err, "pin file in %s", s->path);
+    return r;
 }
 
 int psh_store_pin_add(psh_store *s, psh_store_pin *p, const char *digest, kiln_error **err)
@@ -368,18 +389,14 @@ void psh_store_pin_close(psh_store *s, psh_store_pin *p)
 
 int psh_store_tmp_open(psh_store *s, psh_store_tmp *out, kiln_error **err)
 {
-    char rnd[17];
-    psh_random_hex(rnd, 16);
     out->pin = NULL;
-    snprintf(out->name, sizeof(out->name), "blob-%ld-%s", (long)getpid(), rnd);
-    out->fd =
-        openat(s->tmp_fd, out->name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
-    if (out->fd < 0)
-        return kiln_error_set(err, kiln_code_from_errno(errno), errno, "create temp blob in %s",
-                              s->path);
-    /* GC skips temps whose writer still holds this lock. */
-    flock(out->fd, LOCK_SH | LOCK_NB);
-    return 0;
+    out->fd = -1;
+    /* Shared lock held until commit or abort: GC skips temps of live writers. */
+    int r = create_locked(s->tmp_fd, "blob", O_RDWR, LOCK_SH, out->name, sizeof(out->name),
+                          &out->fd, err);
+    if (r < 0)
+        kiln_error_wrap(err, "temp blob in %s", s->path);
+    return r;
 }
 
 void psh_store_tmp_abort(psh_store *s, psh_store_tmp *t)

@@ -9,6 +9,10 @@
 
 #include "psh_store.h"
 
+/* Seconds before GC reclaims a "new-" file in .kiln/tmp or .kiln/pins (one
+ * whose creator died between creating and locking it). */
+#define PSH_STORE_NEW_MIN_AGE 600
+
 struct psh_store {
     char *path;     /* absolute layout dir */
     char *data_dir; /* realpath of the data dir */
