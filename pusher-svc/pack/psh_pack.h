@@ -7,14 +7,20 @@
  * machine and with any thread count, provided the codec library versions are
  * the same (the cache key records them).
  *
- * Tar (PAX, written by libarchive):
+ * Tar (libarchive's restricted PAX: ustar headers, a PAX record only where
+ * ustar cannot hold a value, never a pid in a header name):
  *   - entries in depth-first order, each directory's children sorted bytewise
  *     by their name in the archive, so a parent always precedes its children
  *     (the order of Go's filepath.Walk); the root itself has no entry;
- *   - numeric uid/gid as stored in the tree, empty uname/gname, full mode
- *     bits, mtime in whole seconds (clamped to SOURCE_DATE_EPOCH when given),
- *     no atime/ctime/birthtime; xattrs as SCHILY.xattr records (overlay's own
- *     trusted.overlay.* and user.overlay.* are never copied);
+ *   - numeric uid/gid as stored in the tree (or through the id maps for
+ *     rootless diffs), empty uname/gname, full mode bits, mtime in whole
+ *     seconds (clamped to SOURCE_DATE_EPOCH when given), no
+ *     atime/ctime/birthtime; xattrs sorted, as SCHILY.xattr records (overlay's
+ *     own trusted.overlay.* and user.overlay.*, and the host's
+ *     security.selinux label, are never copied);
+ *   - names are bytes: UTF-8 names go out as PAX `path` records, others raw
+ *     under hdrcharset=BINARY; the conversion runs under a pinned C.UTF-8
+ *     locale so the process's LANG cannot change the tar;
  *   - hardlinks (same st_dev and st_ino) become link entries pointing at the
  *     first path in archive order; symlinks, char/block devices and fifos are
  *     kept; sockets are skipped with a warning;
@@ -28,7 +34,9 @@
  * the device); a directory whose trusted.overlay.opaque (or
  * user.overlay.opaque) is "y" is followed at once by `<dir>/.wh..wh..opq`.
  * Upper dirs written with overlay's metacopy or redirect_dir features are
- * refused (KILN_ENOTSUP): their files do not hold the data the image needs.
+ * refused (KILN_ENOTSUP): their files do not hold the data the image needs;
+ * so are real files named `.wh.*` (KILN_EINVAL): they would delete files of
+ * the layers below.  A diff that changes while it is packed is an error.
  *
  * Compression (gzip, the default): the tar is cut into fixed 1 MiB blocks;
  * each block is deflated on its own by libdeflate, every block but the last is
