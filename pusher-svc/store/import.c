@@ -276,13 +276,15 @@ static int read_small(int dirfd, const char *name, size_t max, char **out, size_
 
 static int copy_blob(psh_store *s, struct layout *l, const psh_descriptor *d, kiln_error **err)
 {
-    if (psh_store_has_blob(s, d->digest))
-        return psh_store_pin_add(s, l->pin, d->digest, err);
+    /* Pinned before the existence check, so GC cannot take it in between. */
+    int r = psh_store_pin_add(s, l->pin, d->digest, err);
+    if (r < 0 || psh_store_has_blob(s, d->digest))
+        return r;
     _cleanup_close_ int fd = openat(l->blobs_fd, d->digest + 7, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0)
         return kiln_error_set(err, KILN_ENOENT, errno, "%s: blob %s", l->path, d->digest);
     uint64_t size = 0;
-    int r = psh_store_put_blob_fd(s, l->pin, d->digest, fd, NULL, &size, err);
+    r = psh_store_put_blob_fd(s, NULL, d->digest, fd, NULL, &size, err);
     if (r == 0 && size != d->size)
         r = kiln_error_set(err, KILN_EINVAL, 0, "%s: blob %s has %llu bytes, descriptor says %llu",
                            l->path, d->digest, (unsigned long long)size,

@@ -341,9 +341,6 @@ static int tag_entry(psh_store *s, cJSON *entry, const char *dst, kiln_error **e
                               "invalid tag \"%.80s\": looks like a digest, not a name", dst);
     char name[PSH_REF_STRMAX];
     psh_ref_familiar(&q, name, sizeof(name));
-    if (!psh_store_has_blob(s, entry_digest(entry)))
-        return kiln_error_set(err, KILN_ENOENT, 0, "manifest %s not in the store",
-                              entry_digest(entry));
 
     cJSON *ann = cJSON_GetObjectItemCaseSensitive(entry, "annotations");
     if (!cJSON_IsObject(ann)) {
@@ -357,6 +354,11 @@ static int tag_entry(psh_store *s, cJSON *entry, const char *dst, kiln_error **e
     _cleanup_close_ int lock = -1;
     if ((r = psh_store_lock(s, &lock, err)) < 0)
         return r;
+    /* Checked under the lock: GC holds it for its whole run, so the manifest
+     * cannot vanish between this check and the new entry. */
+    if (!psh_store_has_blob(s, entry_digest(entry)))
+        return kiln_error_set(err, KILN_ENOENT, 0, "manifest %s not in the store",
+                              entry_digest(entry));
     _cleanup_json_ cJSON *idx = NULL;
     if ((r = psh_store_index_load(s, &idx, err)) < 0)
         return r;
