@@ -198,9 +198,14 @@ void psh_inspect_dispose(psh_inspect *i);
 /* ---- garbage collection ---- */
 
 typedef struct psh_gc_opts {
-    const char *const *in_use; /* digests running jobs use: never deleted */
+    /* Digests running jobs use: never deleted; for a manifest or index, what
+     * it references is kept too. */
+    const char *const *in_use;
     size_t n_in_use;
-    int64_t tmp_min_age; /* seconds; temps modified more recently are kept (default 3600) */
+    /* Seconds: a temp blob whose writer is gone (its flock is free) is removed
+     * once unmodified this long (default 3600; 0 = at once).  Temps of live
+     * writers are never removed. */
+    int64_t tmp_min_age;
     bool dry_run;
 } psh_gc_opts;
 
