@@ -191,7 +191,7 @@ int sbx_open_in_root(int rootfd, const char *rel, int flags, kiln_error **err)
         struct open_how how = {
             .flags = (uint64_t)(flags | O_CLOEXEC),
             .mode = (flags & O_CREAT) ? 0600 : 0,
-            .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
+            .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
         };
         do {
             fd = (int)sys_openat2(rootfd, *rel ? rel : ".", &how);

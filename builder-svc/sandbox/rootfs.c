@@ -36,11 +36,24 @@ typedef struct stub_ctx {
     sbx_plan *p;
 } stub_ctx;
 
+/* Keeps a directory's times across the creation of a mount point in it, so
+ * the parent carries no trace of the stub in the diff. */
+static void restore_times(int dirfd, const struct stat *st)
+{
+    char path[64];
+    fdpath(path, sizeof(path), dirfd);
+    utimensat(AT_FDCWD, path, (struct timespec[]){st->st_atim, st->st_mtim}, 0);
+}
+
 static int stub_mkdir(int parentfd, const char *name, const char *rel, void *ud, kiln_error **err)
 {
     stub_ctx *c = ud;
+    struct stat st;
+    bool have = fstat(parentfd, &st) == 0;
     if (mkdirat(parentfd, name, 0755) < 0 && errno != EEXIST)
         return kiln_error_set(err, KILN_EIO, errno, "mkdir %s", rel);
+    if (have)
+        restore_times(parentfd, &st);
     sbx_report(c->p, SBX_MSG_STUB, 0, 0, 0, "%s", rel);
     return 0;
 }
@@ -60,12 +73,16 @@ int sbx_mount_point(sbx_plan *p, int rootfd, const char *rel, bool dir)
         kiln_error_free(&err);
         return -1;
     }
+    struct stat pst;
+    bool have = fstat(parent, &pst) == 0;
     int r = dir ? mkdirat(parent, leaf, 0755)
                 : openat(parent, leaf, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (r < 0)
         return FAIL(p, "create mount point /%s (a dangling symlink?)", rel);
     if (!dir)
         close(r);
+    if (have)
+        restore_times(parent, &pst);
     sbx_report(p, SBX_MSG_STUB, 0, 0, 0, "%s", rel);
     fd = openat(parent, leaf, O_PATH | O_NOFOLLOW | O_CLOEXEC);
     return fd >= 0 ? fd : FAIL(p, "open mount point /%s", rel);

@@ -376,7 +376,8 @@ static void supervise_loop(const bld_run_spec *s, supervise *v, bld_run_result *
 }
 
 /* Removes the mount points the step had to create, deepest first, when they
- * are still empty: they are artefacts of the sandbox, not of the command. */
+ * are still empty: they are artefacts of the sandbox, not of the command.
+ * Parent mtimes are kept as they were. */
 static void remove_stubs(const char *layer_dir, supervise *v)
 {
     _cleanup_close_ int root = open(layer_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -384,13 +385,73 @@ static void remove_stubs(const char *layer_dir, supervise *v)
         const char *leaf;
         _cleanup_close_ int parent =
             sbx_open_parent(root, v->stubs[i], false, NULL, NULL, &leaf, NULL);
-        struct stat st;
-        if (parent < 0 || fstatat(parent, leaf, &st, AT_SYMLINK_NOFOLLOW) < 0)
+        struct stat st, pst;
+        if (parent < 0 || fstatat(parent, leaf, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+            fstat(parent, &pst) < 0)
             continue;
+        int r = -1;
         if (S_ISDIR(st.st_mode))
-            unlinkat(parent, leaf, AT_REMOVEDIR); /* fails when not empty: kept */
+            r = unlinkat(parent, leaf, AT_REMOVEDIR); /* fails when not empty: kept */
         else if (S_ISREG(st.st_mode) && st.st_size == 0)
-            unlinkat(parent, leaf, 0);
+            r = unlinkat(parent, leaf, 0);
+        if (r == 0) {
+            char pp[64];
+            snprintf(pp, sizeof(pp), "/proc/self/fd/%d", parent);
+            utimensat(AT_FDCWD, pp, (struct timespec[]){pst.st_atim, pst.st_mtim}, 0);
+        }
+    }
+}
+
+/* True when dir rel of the upper dir adds nothing over the lowers: empty,
+ * not opaque, same owner, mode and mtime as the topmost lower's. */
+static bool redundant_dir(int upper, const char *rel, const char *const *lowers, size_t n)
+{
+    _cleanup_close_ int fd =
+        sbx_open_in_root(upper, rel, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, NULL);
+    struct stat us, ls;
+    if (fd < 0 || fstat(fd, &us) < 0 || us.st_nlink != 2 || sbx_is_opaque_fd(fd))
+        return false;
+    int dup = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    _cleanup_closedir_ DIR *d = dup >= 0 ? fdopendir(dup) : NULL;
+    struct dirent *de;
+    while (d && (de = readdir(d)) != NULL)
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+            return false;
+    for (size_t i = n; i-- > 0;) {
+        _cleanup_close_ int root = open(lowers[i], O_PATH | O_DIRECTORY | O_CLOEXEC);
+        _cleanup_close_ int lf =
+            root >= 0 ? sbx_open_in_root(root, rel, O_PATH | O_NOFOLLOW, NULL) : -1;
+        if (lf < 0)
+            continue;
+        return fstat(lf, &ls) == 0 && S_ISDIR(ls.st_mode) && ls.st_mode == us.st_mode &&
+               ls.st_uid == us.st_uid && ls.st_gid == us.st_gid &&
+               ls.st_mtim.tv_sec == us.st_mtim.tv_sec && ls.st_mtim.tv_nsec == us.st_mtim.tv_nsec;
+    }
+    return false;
+}
+
+/* Creating a mount point copied its parents up into the diff; drop those
+ * copies again when they carry nothing. */
+static void prune_stub_parents(const bld_run_spec *s, supervise *v)
+{
+    _cleanup_close_ int upper = open(s->upper_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    for (size_t i = v->nstubs; upper >= 0 && i-- > 0;) {
+        char rel[PATH_MAX];
+        snprintf(rel, sizeof(rel), "%s", v->stubs[i]);
+        for (char *sl = strrchr(rel, '/'); sl; sl = strrchr(rel, '/')) {
+            *sl = '\0';
+            if (!redundant_dir(upper, rel, s->lowers, s->n_lowers))
+                break;
+            const char *leaf;
+            _cleanup_close_ int parent =
+                sbx_open_parent(upper, rel, false, NULL, NULL, &leaf, NULL);
+            struct stat pst;
+            if (parent < 0 || fstat(parent, &pst) < 0 || unlinkat(parent, leaf, AT_REMOVEDIR) < 0)
+                break;
+            char pp[64];
+            snprintf(pp, sizeof(pp), "/proc/self/fd/%d", parent);
+            utimensat(AT_FDCWD, pp, (struct timespec[]){pst.st_atim, pst.st_mtim}, 0);
+        }
     }
 }
 
@@ -428,6 +489,9 @@ static int run_children(sbx_plan *p, bld_run_result *out, kiln_error **err)
     rep[0] = o[0] = e[0] = ack[1] = -1;
     supervise_loop(s, &v, out);
     remove_stubs(p->overlay ? s->upper_dir : p->rootfs, &v);
+    if (!p->overlay && v.got_exit && !out->timed_out && !out->canceled)
+        r = sbx_copy_diff(s->lowers, s->n_lowers, p->rootfs, s->upper_dir, err);
+    prune_stub_parents(s, &v);
     out->oom_killed = sbx_cgroup_oom(&p->cg);
     if (out->timed_out) {
         r = kiln_error_set(err, KILN_ETIMEDOUT, 0, "RUN timed out after %llu ms",
@@ -500,10 +564,7 @@ static int run_in_workdir(sbx_plan *p, bld_run_result *out, kiln_error **err)
     out->limits_enforced = (!spec->memory_bytes || p->cg.memory) && (!spec->pids_max || p->cg.pids);
     if (!out->limits_enforced)
         kiln_warn("sandbox", "memory/pid limits requested but cgroups cannot enforce them");
-    r = run_children(p, out, err);
-    if (r == 0 && !p->overlay)
-        r = sbx_copy_diff(spec->lowers, spec->n_lowers, p->rootfs, spec->upper_dir, err);
-    return r;
+    return run_children(p, out, err);
 }
 
 int bld_run(const bld_run_spec *spec, bld_run_result *out, kiln_error **err)
