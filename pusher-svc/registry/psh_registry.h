@@ -34,7 +34,8 @@ typedef enum psh_manifest_format {
 /* Options shared by push, pull and manifest operations.  Strings are borrowed
  * for the duration of the call. */
 typedef struct psh_registry_opts {
-    bool tls_verify;             /* default true; false = plain HTTP for every registry */
+    bool tls_verify;             /* default true; false = every registry is insecure: HTTPS
+                                    without verification if it speaks TLS, else plain HTTP */
     const char *cert_dir;        /* certs.d root: the .crt files of <cert_dir>/<host:port>/
                                     are added to the system CAs; NULL =
                                     /etc/containers/certs.d */

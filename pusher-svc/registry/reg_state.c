@@ -236,7 +236,7 @@ bool reg_conf_insecure(const char *conf_path, const char *host)
             l++;
         if (*l == '#' || *l == '\0')
             continue;
-        if (strncmp(l, "insecure ", 9) == 0) { /* "insecure HOST" */
+        if (strncmp(l, "insecure ", 9) == 0 && strchr(l, '=') == NULL) { /* "insecure HOST" */
             char *h = l + 9;
             size_t hl = strcspn(h, " \t\r#");
             if (host_eq(h, hl, host))

@@ -82,6 +82,19 @@ KT_TEST(https_basic_auth)
     KT_EXPECT(msg != NULL && strstr(msg, "cert-dir") != NULL);
     free(msg);
 
+    /* Marked insecure (flag, or a registries config): TLS without verification. */
+    o.cert_dir = empty;
+    o.tls_verify = false;
+    KT_EXPECT_INT(try_push(&e, "auth:1", dst, &o, NULL), 0);
+    o.tls_verify = true;
+    char conf[4300], line[128];
+    snprintf(conf, sizeof(conf), "%s/registries.conf", e.dir);
+    snprintf(line, sizeof(line), "[[registry]]\nlocation = \"%s\"\ninsecure = true\n", e.reg.host);
+    KT_REQUIRE(rf_write_file(conf, line) == 0);
+    o.registries_conf = conf;
+    KT_EXPECT_INT(try_push(&e, "auth:1", dst, &o, NULL), 0);
+    o.registries_conf = NULL;
+
     /* Right CA and credentials. */
     o.cert_dir = e.reg.certs_d;
     KT_EXPECT_INT(try_push(&e, "auth:1", dst, &o, NULL), 0);
