@@ -133,11 +133,11 @@ static int prepare_bind(sbx_plan *p, sbx_mountplan *mp, size_t idx, kiln_error *
         return kiln_error_wrap(err, "bind source %s", m->source);
     if (!m->writable)
         return 0;
+    struct stat st;
+    if (fstat(mp->srcfd, &st) < 0 || !S_ISDIR(st.st_mode))
+        return kiln_error_set(err, KILN_ENOTSUP, 0, "writable bind of a file on %s", m->target);
     if (!p->overlay) {
         /* Copy mode: writes go to a private copy thrown away afterwards. */
-        struct stat st;
-        if (fstat(mp->srcfd, &st) < 0 || !S_ISDIR(st.st_mode))
-            return kiln_error_set(err, KILN_ENOTSUP, 0, "writable bind of a file needs overlay");
         char src[64];
         snprintf(src, sizeof(src), "/proc/self/fd/%d", mp->srcfd);
         const char *lowers[] = {src};
@@ -151,8 +151,8 @@ static int prepare_bind(sbx_plan *p, sbx_mountplan *mp, size_t idx, kiln_error *
         return kiln_error_set(err, KILN_ENOSPC, ENOMEM, "asprintf");
     if (mkdir(u, 0755) < 0 || mkdir(w, 0700) < 0)
         return kiln_error_set(err, KILN_EIO, errno, "create bind scratch dirs");
-    if (asprintf(&mp->ovl_opts, "lowerdir=/proc/self/fd/%d,upperdir=%s,workdir=%s%s", mp->srcfd, u,
-                 w, p->rootless ? ",userxattr" : "") < 0)
+    if (asprintf(&mp->ovl_opts, "upperdir=%s,workdir=%s%s", u, w, p->rootless ? ",userxattr" : "") <
+        0)
         return kiln_error_set(err, KILN_ENOSPC, ENOMEM, "asprintf");
     return 0;
 }
@@ -238,10 +238,36 @@ static int bind_on(sbx_plan *p, int rootfd, const sbx_mountplan *mp, const char 
     snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
     if (mount(src, path, NULL, MS_BIND | MS_REC, NULL) < 0)
         return FAIL(p, "bind mount on /%s", mp->target);
-    if (mount(NULL, path, NULL, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV, NULL) < 0 && !ro)
-        return FAIL(p, "remount /%s", mp->target);
-    if (ro && sbx_remount_ro(path) < 0)
-        return FAIL(p, "remount /%s read-only", mp->target);
+    /* The fd still names the covered directory: reopen to reach the mount. */
+    _cleanup_close_ int top = sbx_open_in_root(rootfd, mp->target, O_PATH, NULL);
+    if (top < 0)
+        return FAIL(p, "reopen /%s", mp->target);
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", top);
+    if (ro ? sbx_remount_ro(path) < 0
+           : mount(NULL, path, NULL, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV, NULL) < 0)
+        return FAIL(p, "remount /%s%s", mp->target, ro ? " read-only" : "");
+    return 0;
+}
+
+/* A bind source opened by the builder lives in the host's mount namespace,
+ * and the kernel binds only from the caller's: look the same object up again
+ * here by path and check it is still the one the builder resolved. */
+static int reopen_source(sbx_plan *p, const sbx_mountplan *mp, char *out, size_t n)
+{
+    char link[64], real[PATH_MAX];
+    snprintf(link, sizeof(link), "/proc/self/fd/%d", mp->srcfd);
+    ssize_t l = readlink(link, real, sizeof(real) - 1);
+    if (l < 0)
+        return FAIL(p, "bind source for /%s", mp->target);
+    real[l] = '\0';
+    int fd = open(real, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    struct stat a, b;
+    if (fd < 0 || fstat(fd, &a) < 0 || fstat(mp->srcfd, &b) < 0 || a.st_dev != b.st_dev ||
+        a.st_ino != b.st_ino) {
+        sbx_report(p, SBX_MSG_ERROR, KILN_EINVAL, 0, 0, "bind source for /%s changed", mp->target);
+        return -1;
+    }
+    snprintf(out, n, "/proc/self/fd/%d", fd); /* closed with init's other fds at exit */
     return 0;
 }
 
@@ -281,19 +307,21 @@ int sbx_mounts_apply(sbx_plan *p, int rootfd)
             if (fstat(mp->srcfd, &st) < 0)
                 return FAIL(p, "bind source for /%s", mp->target);
             bool dir = S_ISDIR(st.st_mode);
+            if (mp->copy_dir)
+                snprintf(src, sizeof(src), "%s", mp->copy_dir);
+            else if (reopen_source(p, mp, src, sizeof(src)) < 0)
+                return -1;
             if (mp->ovl_opts) {
                 _cleanup_close_ int fd = sbx_mount_point(p, rootfd, mp->target, true);
                 if (fd < 0)
                     return -1;
-                snprintf(src, sizeof(src), "/proc/self/fd/%d", fd);
-                if (mount("overlay", src, "overlay", MS_NOSUID | MS_NODEV, mp->ovl_opts) < 0)
+                char opts[PATH_MAX + 256], at[64];
+                snprintf(opts, sizeof(opts), "lowerdir=%s,%s", src, mp->ovl_opts);
+                snprintf(at, sizeof(at), "/proc/self/fd/%d", fd);
+                if (mount("overlay", at, "overlay", MS_NOSUID | MS_NODEV, opts) < 0)
                     return FAIL(p, "writable bind on /%s", mp->target);
                 break;
             }
-            if (mp->copy_dir)
-                snprintf(src, sizeof(src), "%s", mp->copy_dir);
-            else
-                snprintf(src, sizeof(src), "/proc/self/fd/%d", mp->srcfd);
             if (bind_on(p, rootfd, mp, src, dir, !m->writable) < 0)
                 return -1;
             break;

@@ -45,6 +45,23 @@ static void restore_times(int dirfd, const struct stat *st)
     utimensat(AT_FDCWD, path, (struct timespec[]){st->st_atim, st->st_mtim}, 0);
 }
 
+/* Reports a created mount point by its real path in the rootfs (symlinks
+ * of the image resolved), which is where the builder finds it afterwards. */
+static void report_stub(sbx_plan *p, int parentfd, const char *name)
+{
+    char link[64], real[PATH_MAX];
+    int fd = openat(parentfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    fdpath(link, sizeof(link), fd);
+    ssize_t n = fd >= 0 ? readlink(link, real, sizeof(real) - 1) : -1;
+    if (fd >= 0)
+        close(fd);
+    size_t rl = strlen(p->rootfs);
+    if (n <= (ssize_t)rl || strncmp(real, p->rootfs, rl) != 0 || real[rl] != '/')
+        return;
+    real[n] = '\0';
+    sbx_report(p, SBX_MSG_STUB, 0, 0, 0, "%s", real + rl + 1);
+}
+
 static int stub_mkdir(int parentfd, const char *name, const char *rel, void *ud, kiln_error **err)
 {
     stub_ctx *c = ud;
@@ -54,7 +71,7 @@ static int stub_mkdir(int parentfd, const char *name, const char *rel, void *ud,
         return kiln_error_set(err, KILN_EIO, errno, "mkdir %s", rel);
     if (have)
         restore_times(parentfd, &st);
-    sbx_report(c->p, SBX_MSG_STUB, 0, 0, 0, "%s", rel);
+    report_stub(c->p, parentfd, name);
     return 0;
 }
 
@@ -83,7 +100,7 @@ int sbx_mount_point(sbx_plan *p, int rootfd, const char *rel, bool dir)
         close(r);
     if (have)
         restore_times(parent, &pst);
-    sbx_report(p, SBX_MSG_STUB, 0, 0, 0, "%s", rel);
+    report_stub(p, parent, leaf);
     fd = openat(parent, leaf, O_PATH | O_NOFOLLOW | O_CLOEXEC);
     return fd >= 0 ? fd : FAIL(p, "open mount point /%s", rel);
 }

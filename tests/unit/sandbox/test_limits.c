@@ -1,0 +1,192 @@
+/* Limits and teardown: timeout and cancel kill a process tree that forks
+ * and ignores SIGTERM, memory and pid limits through cgroups, and a builder
+ * killed with SIGKILL mid-RUN leaves no process and no mount behind (its
+ * stale work dir and cgroup go with bld_sandbox_cleanup_stale()). */
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "kt.h"
+#include "sbx_fixture.h"
+
+static fx_base base;
+
+__attribute__((constructor)) static void setup(void)
+{
+    fx_require_sandbox();
+    if (fx_base_init(&base, NULL, 0) < 0) {
+        fprintf(stderr, "cannot build the busybox base\n");
+        exit(1);
+    }
+}
+
+__attribute__((destructor)) static void teardown(void)
+{
+    fx_base_dispose(&base);
+}
+
+/* A tree of SIGTERM-ignoring sleepers tagged with a unique number. */
+static void tree_cmd(char *buf, size_t n, int tag)
+{
+    snprintf(buf, n,
+             "trap '' TERM; (trap '' TERM; sleep %d; true) & (sleep %d & wait) & "
+             "echo started; sleep %d; true",
+             tag, tag, tag);
+}
+
+static bool wait_procs(const char *pat, int want, int ms)
+{
+    for (int i = 0; i < ms / 20; i++) {
+        if (fx_procs_matching(pat) == want)
+            return true;
+        usleep(20000);
+    }
+    return fx_procs_matching(pat) == want;
+}
+
+KT_TEST(timeout_kills_the_whole_tree)
+{
+    char cmd[256], pat[32];
+    int tag = 3000 + (int)(getpid() % 500);
+    tree_cmd(cmd, sizeof(cmd), tag);
+    snprintf(pat, sizeof(pat), "sleep %d", tag);
+    char *upper, *work;
+    fx_out o;
+    bld_run_spec s;
+    fx_spec(&s, &base, cmd, &o, &upper, &work);
+    s.timeout_ms = 1500;
+    bld_run_result res;
+    kiln_error *err = NULL;
+    KT_EXPECT_INT(bld_run(&s, &res, &err), KILN_ETIMEDOUT);
+    kiln_error_free(&err);
+    KT_EXPECT(res.timed_out);
+    KT_EXPECT_INT(res.signal, SIGKILL);
+    KT_EXPECT(res.duration_ms >= 1400 && res.duration_ms < 5000);
+    KT_EXPECT_STR(o.out.data, "started\n");
+    KT_EXPECT_INT(fx_procs_matching(pat), 0); /* gone when bld_run returns */
+    KT_EXPECT(!fx_exists(work));
+    fx_out_dispose(&o);
+    fx_rmtree(upper);
+    free(upper), free(work);
+}
+
+static void *cancel_later(void *arg)
+{
+    usleep(800000);
+    atomic_store((atomic_bool *)arg, true);
+    return NULL;
+}
+
+KT_TEST(cancel_kills_the_whole_tree)
+{
+    char cmd[256], pat[32];
+    int tag = 3500 + (int)(getpid() % 500);
+    tree_cmd(cmd, sizeof(cmd), tag);
+    snprintf(pat, sizeof(pat), "sleep %d", tag);
+    char *upper, *work;
+    bld_run_spec s;
+    fx_spec(&s, &base, cmd, NULL, &upper, &work);
+    s.on_output = NULL;
+    atomic_bool cancel = false;
+    s.cancel = &cancel;
+    pthread_t t;
+    pthread_create(&t, NULL, cancel_later, &cancel);
+    bld_run_result res;
+    kiln_error *err = NULL;
+    KT_EXPECT_INT(bld_run(&s, &res, &err), KILN_ECANCELED);
+    kiln_error_free(&err);
+    pthread_join(t, NULL);
+    KT_EXPECT(res.canceled && !res.timed_out);
+    KT_EXPECT(res.duration_ms < 4000);
+    KT_EXPECT_INT(fx_procs_matching(pat), 0);
+    fx_rmtree(upper);
+    free(upper), free(work);
+}
+
+KT_TEST(memory_and_pid_limits)
+{
+    bld_preflight_info pf;
+    KT_REQUIRE(bld_preflight(&pf, base.data, NULL) == 0);
+    if (!pf.cgroup_memory || !pf.cgroup_pids) {
+        fprintf(stderr, "  no memory/pids cgroup here: limits not tested\n");
+        return;
+    }
+    char *upper, *work;
+    fx_out o;
+    bld_run_spec s;
+    fx_spec(&s, &base, "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived", &o, &upper,
+            &work);
+    s.memory_bytes = 32 << 20;
+    bld_run_result res;
+    kiln_error *err = NULL;
+    int r = bld_run(&s, &res, &err);
+    kiln_error_free(&err);
+    KT_EXPECT_INT(r, 0);
+    KT_EXPECT(res.limits_enforced);
+    KT_EXPECT(res.oom_killed);
+    KT_EXPECT(strstr(o.out.data, "survived") == NULL || res.oom_killed);
+    fx_out_dispose(&o);
+    fx_rmtree(upper);
+    free(upper), free(work);
+
+    fx_spec(&s, &base,
+            "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do sleep 1 & done "
+            "2>/dev/null; echo forked; wait",
+            &o, &upper, &work);
+    s.pids_max = 8;
+    KT_EXPECT_INT(bld_run(&s, &res, &err), 0);
+    kiln_error_free(&err);
+    KT_EXPECT(res.limits_enforced);
+    /* The shell cannot fork past the limit (busybox reports it on stderr). */
+    KT_EXPECT(strstr(o.err.data, "fork") != NULL || res.exit_code != 0);
+    fx_out_dispose(&o);
+    fx_rmtree(upper);
+    free(upper), free(work);
+}
+
+KT_TEST(killed_builder_leaves_nothing_behind)
+{
+    int tag = 4000 + (int)(getpid() % 500);
+    char pat[32], cmd[128];
+    snprintf(pat, sizeof(pat), "sleep %d", tag);
+    snprintf(cmd, sizeof(cmd), "sleep %d & exec sleep %d", tag, tag);
+    int mounts_before = fx_mounts_mentioning("kiln-sbx");
+    char *upper, *work;
+    bld_run_spec s;
+    fx_spec(&s, &base, cmd, NULL, &upper, &work);
+    s.on_output = NULL;
+    s.memory_bytes = 256 << 20; /* so that a step cgroup exists too */
+    pid_t builder = fork();
+    if (builder == 0) {
+        bld_run_result res;
+        bld_run(&s, &res, NULL);
+        _exit(0);
+    }
+    KT_EXPECT(wait_procs(pat, 2, 10000));
+    kill(builder, SIGKILL);
+    waitpid(builder, NULL, 0);
+    KT_EXPECT(wait_procs(pat, 0, 5000));
+    KT_EXPECT_INT(fx_mounts_mentioning("kiln-sbx"), mounts_before);
+    KT_EXPECT(fx_exists(work)); /* stale, until the next start cleans it */
+    /* Its cgroup is left too, empty. */
+    char *cg = NULL;
+    KT_REQUIRE(asprintf(&cg,
+                        "find /sys/fs/cgroup/ -maxdepth 6 -type d -name 'kiln-%d-*' | grep -q .",
+                        (int)builder) > 0);
+    int had_cg = system(cg) == 0;
+    kiln_error *err = NULL;
+    KT_EXPECT_INT(bld_sandbox_cleanup_stale(base.data, &err), 0);
+    kiln_error_free(&err);
+    KT_EXPECT(!fx_exists(work));
+    if (had_cg)
+        KT_EXPECT(system(cg) != 0);
+    free(cg);
+    fx_rmtree(upper);
+    free(upper), free(work);
+}

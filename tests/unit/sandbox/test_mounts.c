@@ -1,0 +1,316 @@
+/* RUN --mount: cache dirs persist across runs and stay out of the diff
+ * (with owner/mode, locked and private sharing), secrets are readable inside
+ * but absent from the diff and from Kiln's own logs, tmpfs sizes, read-only
+ * and writable binds, and mount targets that try to leave the rootfs. */
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "kt.h"
+#include "sbx_fixture.h"
+#include "sbx_internal.h"
+
+static fx_base base;
+static char hostdir[256];
+
+__attribute__((constructor)) static void setup(void)
+{
+    fx_require_sandbox();
+    char *t = fx_tmpdir();
+    snprintf(hostdir, sizeof(hostdir), "%s", t);
+    free(t);
+    fx_entry extra[] = {{'l', "hostlink", hostdir, 0, 0, 0, 0}, {'l', "rootlink", "/", 0, 0, 0, 0}};
+    if (fx_base_init(&base, extra, 2) < 0) {
+        fprintf(stderr, "cannot build the busybox base\n");
+        exit(1);
+    }
+}
+
+__attribute__((destructor)) static void teardown(void)
+{
+    fx_base_dispose(&base);
+    fx_rmtree(hostdir);
+}
+
+static int run(bld_run_spec *s, bld_run_result *res, kiln_error **err)
+{
+    int r = bld_run(s, res, err);
+    if (r < 0 && getenv("KT_VERBOSE"))
+        fprintf(stderr, "  bld_run: %s\n", (*err)->msg);
+    return r;
+}
+
+static void done(fx_out *o, char *upper, char *work)
+{
+    if (o)
+        fx_out_dispose(o);
+    KT_EXPECT(!fx_exists(work));
+    fx_rmtree(upper);
+    free(upper);
+    free(work);
+}
+
+static bool upper_has(const char *upper, const char *rel)
+{
+    char p[600];
+    snprintf(p, sizeof(p), "%s/%s", upper, rel);
+    return fx_exists(p);
+}
+
+KT_TEST(cache_persists_and_stays_out_of_the_diff)
+{
+    bld_mount m = {.type = BLD_MOUNT_CACHE,
+                   .target = "/root/.cache/pkg",
+                   .id = "pkg-cache",
+                   .uid = 1000,
+                   .gid = 1000,
+                   .mode = 0750};
+    const char *cmds[] = {"stat -c '%u:%g %a' /root/.cache/pkg && echo data > /root/.cache/pkg/f",
+                          "cat /root/.cache/pkg/f"};
+    const char *want[] = {"1000:1000 750\n", "data\n"};
+    for (int i = 0; i < 2; i++) {
+        char *upper, *work;
+        fx_out o;
+        bld_run_spec s;
+        fx_spec(&s, &base, cmds[i], &o, &upper, &work);
+        s.mounts = &m;
+        s.n_mounts = 1;
+        bld_run_result res;
+        kiln_error *err = NULL;
+        KT_EXPECT_INT(run(&s, &res, &err), 0);
+        kiln_error_free(&err);
+        KT_EXPECT_INT(res.exit_code, 0);
+        KT_EXPECT_STR(o.out.data, want[i]);
+        KT_EXPECT(!upper_has(upper, "root")); /* neither the stubs nor /root's copy-up */
+        done(&o, upper, work);
+    }
+}
+
+typedef struct cache_run {
+    const char *cmd;
+    bld_cache_sharing sharing;
+    fx_out o;
+    int r, code;
+    char *upper, *work;
+} cache_run;
+
+static void *cache_thread(void *arg)
+{
+    cache_run *c = arg;
+    bld_mount m = {
+        .type = BLD_MOUNT_CACHE, .target = "/c", .id = "shared-id", .sharing = c->sharing};
+    bld_run_spec s;
+    fx_spec(&s, &base, c->cmd, &c->o, &c->upper, &c->work);
+    s.mounts = &m;
+    s.n_mounts = 1;
+    bld_run_result res;
+    kiln_error *err = NULL;
+    c->r = bld_run(&s, &res, &err);
+    c->code = res.exit_code;
+    kiln_error_free(&err);
+    return NULL;
+}
+
+static void sharing_case(bld_cache_sharing sharing, bool b_sees_a)
+{
+    static int round;
+    char cmd_a[128];
+    snprintf(cmd_a, sizeof(cmd_a), "echo a%d > /c/x; sleep 1.2", ++round);
+    cache_run a = {.cmd = cmd_a, .sharing = sharing};
+    cache_run b = {.cmd = "cat /c/x 2>/dev/null || echo none", .sharing = sharing};
+    pthread_t ta, tb;
+    /* fx_spec numbers the steps: keep the two threads from racing on it. */
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&mu);
+    pthread_create(&ta, NULL, cache_thread, &a);
+    usleep(400000);
+    pthread_create(&tb, NULL, cache_thread, &b);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    pthread_mutex_unlock(&mu);
+    KT_EXPECT_INT(a.r, 0);
+    KT_EXPECT_INT(b.r, 0);
+    char want[32] = "none\n";
+    if (b_sees_a)
+        snprintf(want, sizeof(want), "a%d\n", round);
+    KT_EXPECT_STR(b.o.out.data, want);
+    done(&a.o, a.upper, a.work);
+    done(&b.o, b.upper, b.work);
+}
+
+KT_TEST(cache_sharing_locked_waits_private_separates)
+{
+    sharing_case(BLD_CACHE_LOCKED, true);   /* b waits for a's write */
+    sharing_case(BLD_CACHE_PRIVATE, false); /* b gets its own dir */
+    sharing_case(BLD_CACHE_SHARED, true);   /* b sees a's write at once */
+}
+
+KT_TEST(secret_readable_inside_absent_from_diff_and_logs)
+{
+    char secret[128], path[300];
+    snprintf(secret, sizeof(secret), "s3cr3t-value-%d", (int)getpid());
+    snprintf(path, sizeof(path), "%s/secret", base.tmp);
+    KT_REQUIRE(fx_write(path, secret, 0600) == 0);
+    bld_mount m = {.type = BLD_MOUNT_SECRET, .target = "/run/secrets/token", .source = path};
+    char *upper, *work;
+    fx_out o;
+    bld_run_spec s;
+    fx_spec(&s, &base,
+            "tr a-z A-Z < /run/secrets/token; echo; stat -c '%a %u' /run/secrets/token; "
+            "cp /run/secrets/token /copied-out 2>/dev/null; echo >> /run/secrets/token || true",
+            &o, &upper, &work);
+    s.mounts = &m;
+    s.n_mounts = 1;
+    /* Kiln's own log lines go to stderr: catch them. */
+    char logp[300];
+    snprintf(logp, sizeof(logp), "%s/log", base.tmp);
+    int saved = dup(2), lf = open(logp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    dup2(lf, 2);
+    bld_run_result res;
+    kiln_error *err = NULL;
+    int r = bld_run(&s, &res, &err);
+    dup2(saved, 2);
+    close(saved);
+    close(lf);
+    KT_EXPECT_INT(r, 0);
+    kiln_error_free(&err);
+    char upcase[128];
+    for (size_t i = 0; i <= strlen(secret); i++)
+        upcase[i] = (char)(secret[i] >= 'a' && secret[i] <= 'z' ? secret[i] - 32 : secret[i]);
+    KT_EXPECT(strstr(o.out.data, upcase) != NULL);
+    KT_EXPECT(strstr(o.out.data, "\n400 0\n") != NULL);
+    KT_EXPECT(!upper_has(upper, "run"));
+    /* The command copied it into the image on purpose: that copy is the
+     * user's doing; nothing else of it may be in the diff. */
+    KT_EXPECT(upper_has(upper, "copied-out"));
+    char *cmd = NULL;
+    KT_REQUIRE(asprintf(&cmd, "grep -rl --exclude=copied-out '%s' %s %s >/dev/null 2>&1", secret,
+                        upper, logp) > 0);
+    KT_EXPECT(system(cmd) != 0);
+    free(cmd);
+    char *log = fx_read(logp);
+    KT_EXPECT(log && !strstr(log, secret));
+    free(log);
+    char *orig = fx_read(path);
+    KT_EXPECT_STR(orig, secret); /* the read-only bind kept the file intact */
+    free(orig);
+    done(&o, upper, work);
+}
+
+KT_TEST(tmpfs_with_size)
+{
+    bld_mount m = {.type = BLD_MOUNT_TMPFS, .target = "/scratch", .size = 1 << 20};
+    char *upper, *work;
+    fx_out o;
+    bld_run_spec s;
+    fx_spec(&s, &base,
+            "df -k /scratch | tail -1 | awk '{print $2}'; "
+            "head -c 2000000 /dev/zero > /scratch/f 2>/dev/null && echo fits || echo full",
+            &o, &upper, &work);
+    s.mounts = &m;
+    s.n_mounts = 1;
+    bld_run_result res;
+    kiln_error *err = NULL;
+    KT_EXPECT_INT(run(&s, &res, &err), 0);
+    kiln_error_free(&err);
+    KT_EXPECT_STR(o.out.data, "1024\nfull\n");
+    KT_EXPECT(!upper_has(upper, "scratch"));
+    done(&o, upper, work);
+}
+
+KT_TEST(bind_read_only_writable_and_confined)
+{
+    char ctx[300], f[400];
+    snprintf(ctx, sizeof(ctx), "%s/context", base.tmp);
+    snprintf(f, sizeof(f), "%s/sub", ctx);
+    KT_REQUIRE(sbx_mkdir_p(f, 0755, NULL) == 0);
+    snprintf(f, sizeof(f), "%s/sub/file.txt", ctx);
+    KT_REQUIRE(fx_write(f, "ctx\n", 0644) == 0);
+    const struct {
+        bool writable;
+        const char *src_path, *cmd, *want;
+    } cases[] = {
+        {false, NULL, "cat /ctx/sub/file.txt; touch /ctx/new 2>/dev/null && echo wrote || echo ro",
+         "ctx\nro\n"},
+        {true, "sub", "echo changed > /ctx/file.txt && cat /ctx/file.txt", "changed\n"},
+    };
+    for (size_t i = 0; i < 2; i++) {
+        bld_mount m = {.type = BLD_MOUNT_BIND,
+                       .target = "/ctx",
+                       .source = ctx,
+                       .source_path = cases[i].src_path,
+                       .writable = cases[i].writable};
+        char *upper, *work;
+        fx_out o;
+        bld_run_spec s;
+        fx_spec(&s, &base, cases[i].cmd, &o, &upper, &work);
+        s.mounts = &m;
+        s.n_mounts = 1;
+        bld_run_result res;
+        kiln_error *err = NULL;
+        KT_EXPECT_INT(run(&s, &res, &err), 0);
+        kiln_error_free(&err);
+        KT_EXPECT_STR(o.out.data, cases[i].want);
+        KT_EXPECT(!upper_has(upper, "ctx"));
+        done(&o, upper, work);
+    }
+    char *c = fx_read(f);
+    KT_EXPECT_STR(c, "ctx\n"); /* writes to a writable bind are discarded */
+    free(c);
+    snprintf(f, sizeof(f), "%s/new", ctx);
+    KT_EXPECT(!fx_exists(f));
+    /* A source path leaving the given dir is refused. */
+    bld_mount m = {.type = BLD_MOUNT_BIND, .target = "/ctx", .source = ctx, .source_path = "../.."};
+    char *upper, *work;
+    bld_run_spec s;
+    fx_spec(&s, &base, "true", NULL, &upper, &work);
+    s.on_output = NULL;
+    s.mounts = &m;
+    s.n_mounts = 1;
+    bld_run_result res;
+    kiln_error *err = NULL;
+    KT_EXPECT_INT(bld_run(&s, &res, &err), KILN_EINVAL);
+    kiln_error_free(&err);
+    done(NULL, upper, work);
+}
+
+KT_TEST(mount_target_through_image_symlink_stays_inside)
+{
+    /* The image has /rootlink -> / and /hostlink -> <a host dir>: mounts
+     * below them resolve inside the rootfs (or are refused), never on the
+     * host. */
+    char inside[128], host_inside[400];
+    snprintf(inside, sizeof(inside), "/rootlink/tmp/kiln-inside-%d", (int)getpid());
+    bld_mount m = {.type = BLD_MOUNT_TMPFS, .target = inside};
+    char *upper, *work, cmd[300];
+    snprintf(cmd, sizeof(cmd), "touch /tmp/kiln-inside-%d/x && echo ok", (int)getpid());
+    fx_out o;
+    bld_run_spec s;
+    fx_spec(&s, &base, cmd, &o, &upper, &work);
+    s.mounts = &m;
+    s.n_mounts = 1;
+    bld_run_result res;
+    kiln_error *err = NULL;
+    KT_EXPECT_INT(run(&s, &res, &err), 0);
+    kiln_error_free(&err);
+    KT_EXPECT_STR(o.out.data, "ok\n");
+    KT_EXPECT(!fx_exists(inside + 9)); /* /tmp/kiln-inside-N on the host */
+    KT_EXPECT(!upper_has(upper, "tmp"));
+    done(&o, upper, work);
+
+    bld_mount m2 = {.type = BLD_MOUNT_TMPFS, .target = "/hostlink/inside"};
+    fx_spec(&s, &base, "touch /hostlink/inside/x", &o, &upper, &work);
+    s.mounts = &m2;
+    s.n_mounts = 1;
+    int r = run(&s, &res, &err);
+    KT_EXPECT(r == 0 || r == KILN_EINVAL);
+    kiln_error_free(&err);
+    snprintf(host_inside, sizeof(host_inside), "%s/inside", hostdir);
+    KT_EXPECT(!fx_exists(host_inside));
+    done(&o, upper, work);
+}
