@@ -99,7 +99,12 @@ static void resp_init(reg_resp *rs, size_t max);
 static void probe_scheme(reg_client *c)
 {
     snprintf(c->base, sizeof(c->base), "https://%s", c->host);
-    reg_req rq = {.method = "GET", .url = "/v2/", .fd = -1, .what = "/v2/"};
+    long limit = c->o->connect_timeout_s * 1000;
+    reg_req rq = {.method = "GET",
+                  .url = "/v2/",
+                  .fd = -1,
+                  .what = "/v2/",
+                  .timeout_ms = limit > 0 && limit < 5000 ? limit : 5000};
     reg_resp rs;
     resp_init(&rs, 0);
     _cleanup_free_ char *url = reg_url(c, "/v2/");
@@ -397,6 +402,8 @@ static void setup(struct xfer *x, const char *url, struct curl_slist *hdrs)
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, o->connect_timeout_s);
+    if (rq->timeout_ms > 0)
+        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, rq->timeout_ms);
     if (!rq->no_low_speed) {
         curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1024L);
         curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, o->low_speed_time_s);

@@ -109,6 +109,7 @@ typedef struct reg_req {
     const char *pdigest; /* when set, report blob_progress for the body */
     uint64_t pbase, ptotal;
     bool progress_end; /* also report when the whole body is handed over */
+    long timeout_ms;   /* whole-request limit; 0 = none */
 } reg_req;
 
 /* Performs rq with authentication (a 401 leads to a challenge round and one

@@ -168,6 +168,9 @@ def dechunk(data):
 def handle(conn, args, pattern):
     rf = conn.makefile("rb")
     try:
+        if rf.peek(1)[:1] == b"\x16":  # a TLS handshake: this proxy speaks plain HTTP
+            reset(conn)
+            return
         while True:
             line = rf.readline(65536)
             if not line:
