@@ -53,33 +53,44 @@ static int try_namespaces(const void *arg)
     return unshare(fl) < 0 ? errno : 0;
 }
 
+static int write_proc(const char *file, const char *data)
+{
+    int fd = open(file, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = write(fd, data, strlen(data));
+    close(fd);
+    return n == (ssize_t)strlen(data) ? 0 : -1;
+}
+
 static int try_overlay(const void *arg)
 {
     const char *dir = arg;
-    if (geteuid() != 0) {
+    bool rootless = geteuid() != 0;
+    if (rootless) {
+        /* As the sandbox does it: root of a new user namespace. */
+        uid_t uid = geteuid();
+        gid_t gid = getegid();
+        char map[64];
         if (unshare(CLONE_NEWUSER) < 0)
             return errno;
-        uid_t uid = geteuid();
-        char map[64];
-        int fd = open("/proc/self/setgroups", O_WRONLY);
-        if (fd >= 0) {
-            (void)!write(fd, "deny", 4);
-            close(fd);
-        }
         snprintf(map, sizeof(map), "0 %u 1", (unsigned)uid);
-        fd = open("/proc/self/uid_map", O_WRONLY);
-        if (fd < 0 || write(fd, map, strlen(map)) < 0)
+        if (write_proc("/proc/self/setgroups", "deny") < 0 ||
+            write_proc("/proc/self/uid_map", map) < 0)
             return EPERM;
-        close(fd);
+        snprintf(map, sizeof(map), "0 %u 1", (unsigned)gid);
+        if (write_proc("/proc/self/gid_map", map) < 0)
+            return EPERM;
     }
     if (unshare(CLONE_NEWNS) < 0)
         return errno;
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 || chdir(dir) < 0)
         return errno;
-    const char *opts =
-        geteuid() == 0 && getuid() == 0
-            ? "lowerdir=l,upperdir=u,workdir=w,redirect_dir=off,metacopy=off,index=off"
-            : "lowerdir=l,upperdir=u,workdir=w,userxattr";
+    const char *opts = rootless
+                           ? "lowerdir=l,upperdir=u,workdir=w,redirect_dir=nofollow,metacopy=off,"
+                             "index=off,userxattr"
+                           : "lowerdir=l,upperdir=u,workdir=w,redirect_dir=nofollow,metacopy=off,"
+                             "index=off";
     if (mount("overlay", "m", "overlay", 0, opts) < 0)
         return errno;
     return 0; /* the namespace and its mount die with this child */

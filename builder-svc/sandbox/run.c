@@ -94,9 +94,13 @@ static int prepare_overlay(sbx_plan *p, kiln_error **err)
         else
             r = kiln_buf_printf(&b, err, "%sl/%s", k ? ":" : "", name);
     }
+    /* redirect_dir=nofollow: a renamed directory is copied (rename gives
+     * EXDEV and tools fall back), so the diff holds no redirect xattrs the
+     * packer cannot express, and redirects are never followed in lowers;
+     * metacopy=off: a chmod copies the data, every upper file is whole. */
     if (r == 0)
         r = kiln_buf_printf(&b, err,
-                            ",upperdir=%s,workdir=w,redirect_dir=off,metacopy=off,"
+                            ",upperdir=%s,workdir=w,redirect_dir=nofollow,metacopy=off,"
                             "index=off%s",
                             s->upper_dir, p->rootless ? ",userxattr" : "");
     if (r < 0) {
