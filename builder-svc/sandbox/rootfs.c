@@ -160,9 +160,11 @@ static int make_dev(sbx_plan *p, int rootfd)
         if (mount(host, dst, NULL, MS_BIND, NULL) < 0)
             return FAIL(p, "bind %s", host);
     }
-    static const char *const links[][2] = {
-        {"/proc/self/fd", "fd"},       {"/proc/self/fd/0", "stdin"}, {"/proc/self/fd/1", "stdout"},
-        {"/proc/self/fd/2", "stderr"}, {"pts/ptmx", "ptmx"},         {"/proc/kcore", "core"}};
+    static const char *const links[][2] = {{"/proc/self/fd", "fd"},
+                                           {"/proc/self/fd/0", "stdin"},
+                                           {"/proc/self/fd/1", "stdout"},
+                                           {"/proc/self/fd/2", "stderr"},
+                                           {"pts/ptmx", "ptmx"}};
     for (size_t i = 0; i < KILN_ARRAY_SIZE(links); i++)
         if (symlinkat(links[i][0], dev, links[i][1]) < 0)
             return FAIL(p, "symlink /dev/%s", links[i][1]);

@@ -298,8 +298,8 @@ static void on_msg(supervise *v, const sbx_msg *m)
         }
         break;
     case SBX_MSG_STUB:
-        if (v->nstubs < MAX_STUBS)
-            v->stubs[v->nstubs++] = strndup(m->text, sizeof(m->text));
+        if (v->nstubs < MAX_STUBS && (v->stubs[v->nstubs] = strndup(m->text, sizeof(m->text))))
+            v->nstubs++;
         break;
     case SBX_MSG_EXIT:
         v->got_exit = true;
@@ -547,6 +547,12 @@ static int run_in_workdir(sbx_plan *p, bld_run_result *out, kiln_error **err)
         r = sbx_mkdir_p(spec->upper_dir, 0755, err);
     if (r < 0)
         return r;
+    _cleanup_closedir_ DIR *ud = opendir(spec->upper_dir);
+    struct dirent *de;
+    while (ud && (de = readdir(ud)) != NULL)
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+            return kiln_error_set(err, KILN_EINVAL, 0, "upper dir %s is not empty",
+                                  spec->upper_dir);
     /* The lock marks the work dir as alive for bld_sandbox_cleanup_stale(). */
     _cleanup_free_ char *lockp = NULL;
     _cleanup_close_ int lock = -1;

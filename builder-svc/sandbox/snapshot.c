@@ -140,13 +140,15 @@ static void diffid_cache_put(const char *snapdir, const char *blob, const char *
         return;
     _cleanup_free_ char *dir = path_join(snapdir, ".diffids", NULL);
     _cleanup_free_ char *p = path_join(snapdir, ".diffids", hex_of(blob));
-    _cleanup_free_ char *tmp = NULL;
-    if (!dir || !p || asprintf(&tmp, "%s.%d", p, (int)getpid()) < 0)
+    _cleanup_free_ char *tmp = path_join(snapdir, ".diffids", "tmp-XXXXXX");
+    if (!dir || !p || !tmp)
         return;
     (void)mkdir(dir, 0755);
-    if (write_file_sync(tmp, diff_id, NULL) == 0 && rename(tmp, p) == 0)
+    _cleanup_close_ int fd = mkostemp(tmp, O_CLOEXEC);
+    if (fd < 0)
         return;
-    unlink(tmp);
+    if (sbx_write_all(fd, diff_id, strlen(diff_id)) < 0 || fsync(fd) < 0 || rename(tmp, p) < 0)
+        unlink(tmp);
 }
 
 /* Unpacks one layer into a fresh temp dir and publishes it under its chain

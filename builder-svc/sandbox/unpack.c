@@ -415,12 +415,24 @@ static int do_hardlink(unpack_ctx *c, int parent, const char *leaf, const char *
                           rel, target);
 }
 
+/* A parent that cannot be resolved inside the layer (a dangling or looping
+ * symlink, a file used as a directory) makes the layer invalid. */
+static int bad_parent(int r, kiln_error **err)
+{
+    int e = err && *err ? (*err)->sys_errno : 0;
+    if (e == ENOENT || e == ENOTDIR || e == ELOOP || e == EEXIST) {
+        (*err)->code = KILN_EINVAL;
+        return KILN_EINVAL;
+    }
+    return r;
+}
+
 static int do_whiteout(unpack_ctx *c, const char *rel, const char *base, kiln_error **err)
 {
     const char *leaf;
     _cleanup_close_ int parent = sbx_open_parent(c->rootfd, rel, true, implied_dir, c, &leaf, err);
     if (parent < 0)
-        return parent;
+        return bad_parent(parent, err);
     if (strcmp(base, SBX_WH_OPAQUE) == 0) {
         size_t plen = (size_t)(base - rel);
         _cleanup_free_ char *dir = strndup(rel, plen ? plen - 1 : 0);
@@ -475,7 +487,7 @@ static int do_entry(unpack_ctx *c, struct archive *a, struct archive_entry *e, k
     const char *leaf;
     _cleanup_close_ int parent = sbx_open_parent(c->rootfd, rel, true, implied_dir, c, &leaf, err);
     if (parent < 0)
-        return parent;
+        return bad_parent(parent, err);
     struct stat old;
     bool exists = fstatat(parent, leaf, &old, AT_SYMLINK_NOFOLLOW) == 0;
     bool was_whiteout = exists && sbx_is_whiteout(&old);
