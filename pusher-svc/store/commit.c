@@ -265,6 +265,9 @@ static int validate(psh_store *s, const psh_commit_spec *spec, char **dirs, kiln
         return kiln_error_set(err, KILN_EINVAL, 0,
                               "platform: architecture \"%s\" is not a Go name (amd64, arm64, …)",
                               p->architecture ? p->architecture : "");
+    if (spec->docker_schema2 && spec->n_layers > 0 && spec->pack.comp == PSH_COMP_ZSTD)
+        return kiln_error_set(err, KILN_EINVAL, 0,
+                              "zstd layers cannot be listed in a Docker schema 2 manifest");
     if (spec->n_history > 0) {
         size_t nonempty = 0;
         for (size_t i = 0; i < spec->n_history; i++)
@@ -296,13 +299,24 @@ static int validate(psh_store *s, const psh_commit_spec *spec, char **dirs, kiln
 
 /* ---- assembly ---- */
 
-static const char *oci_layer_type(const char *mt)
+/* Layer media types with the same bytes in both manifest formats. */
+static const struct {
+    const char *oci, *docker;
+} layer_types[] = {
+    {PSH_MT_OCI_LAYER_GZ, PSH_MT_DOCKER_LAYER_GZ},
+    {PSH_MT_OCI_LAYER, "application/vnd.docker.image.rootfs.diff.tar"},
+    {"application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+     "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"},
+};
+
+/* The media type a layer of type mt gets in an OCI (docker=false) or Docker
+ * schema 2 manifest; NULL when Docker has no name for it (zstd). */
+static const char *layer_type(const char *mt, bool docker)
 {
-    if (strcmp(mt, PSH_MT_DOCKER_LAYER_GZ) == 0)
-        return PSH_MT_OCI_LAYER_GZ;
-    if (strcmp(mt, "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip") == 0)
-        return "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip";
-    return mt;
+    for (size_t i = 0; i < KILN_ARRAY_SIZE(layer_types); i++)
+        if (strcmp(mt, layer_types[i].oci) == 0 || strcmp(mt, layer_types[i].docker) == 0)
+            return docker ? layer_types[i].docker : layer_types[i].oci;
+    return docker && strncmp(mt, "application/vnd.docker.", 23) != 0 ? NULL : mt;
 }
 
 /* Pins every blob of the base, then re-checks it is there: a GC that ran
@@ -363,7 +377,8 @@ static int pack_layer(psh_store *s, psh_store_pin *pin, const psh_commit_spec *s
         if (spec->pack_cache != NULL && spec->layer_keys != NULL && spec->layer_keys[idx])
             psh_pack_cache_store(spec->pack_cache, spec->layer_keys[idx], &opts, &info, NULL);
     }
-    snprintf(out->blob.media_type, sizeof(out->blob.media_type), "%s", info.media_type);
+    const char *mt = layer_type(info.media_type, spec->docker_schema2);
+    snprintf(out->blob.media_type, sizeof(out->blob.media_type), "%s", mt ? mt : info.media_type);
     memcpy(out->blob.digest, info.digest, sizeof(info.digest));
     memcpy(out->diff_id, info.diff_id, sizeof(info.diff_id));
     out->blob.size = info.size;
@@ -423,12 +438,13 @@ static cJSON *build_config(const psh_commit_spec *spec, const struct base *b,
 
 /* The image manifest document (NULL on allocation failure).  Base layers keep
  * their original descriptor (urls, annotations) with an OCI media type. */
-static cJSON *build_manifest(const struct base *b, const psh_commit_result *out)
+static cJSON *build_manifest(const struct base *b, const psh_commit_result *out, bool docker)
 {
     cJSON *man = cJSON_CreateObject();
     cJSON *cdesc = psh_descriptor_to_json(&out->config);
     bool ok = man && cdesc && add_int(man, "schemaVersion", 2) &&
-              cJSON_AddStringToObject(man, "mediaType", PSH_MT_OCI_MANIFEST) &&
+              cJSON_AddStringToObject(man, "mediaType",
+                                      docker ? PSH_MT_DOCKER_MANIFEST : PSH_MT_OCI_MANIFEST) &&
               cJSON_AddItemToObject(man, "config", cdesc);
     if (!ok)
         cJSON_Delete(cdesc);
@@ -477,14 +493,17 @@ static int write_image(psh_store *s, psh_store_pin *pin, const psh_commit_spec *
     _cleanup_json_ cJSON *cfg = build_config(spec, b, out);
     if (cfg == NULL)
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory building the image config");
-    int r = store_json(s, pin, cfg, PSH_MT_OCI_CONFIG, &out->config, err);
+    bool docker = spec->docker_schema2;
+    int r = store_json(s, pin, cfg, docker ? PSH_MT_DOCKER_CONFIG : PSH_MT_OCI_CONFIG, &out->config,
+                       err);
     if (r < 0)
         return r;
-    _cleanup_json_ cJSON *man = build_manifest(b, out);
+    _cleanup_json_ cJSON *man = build_manifest(b, out, docker);
     if (man == NULL)
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory building the manifest");
     /* Serialised once: these bytes are digested, stored and later pushed. */
-    return store_json(s, pin, man, PSH_MT_OCI_MANIFEST, &out->manifest, err);
+    return store_json(s, pin, man, docker ? PSH_MT_DOCKER_MANIFEST : PSH_MT_OCI_MANIFEST,
+                      &out->manifest, err);
 }
 
 static int apply_tags(psh_store *s, const psh_commit_spec *spec, const psh_commit_result *out,
@@ -525,7 +544,11 @@ static int commit_pinned(psh_store *s, psh_store_pin *pin, const psh_commit_spec
     {
         psh_commit_layer *cl = &out->layers[out->n_layers];
         psh_descriptor_from_json(&cl->blob, l, NULL); /* validated by load_base */
-        const char *mt = oci_layer_type(cl->blob.media_type);
+        const char *mt = layer_type(cl->blob.media_type, spec->docker_schema2);
+        if (mt == NULL)
+            return kiln_error_set(err, KILN_EINVAL, 0,
+                                  "base layer %s (%s) cannot be listed in a Docker manifest",
+                                  cl->blob.digest, cl->blob.media_type);
         if (mt != cl->blob.media_type) /* never copy a string onto itself */
             snprintf(cl->blob.media_type, sizeof(cl->blob.media_type), "%s", mt);
         const cJSON *id = cJSON_GetArrayItem(b->diff_ids, (int)out->n_layers);

@@ -1,11 +1,12 @@
 /* Image assembly: turns a base image, new layer directories and an image
  * description into an OCI config and image manifest in the store, and tags it.
  *
- * The manifest is serialised once; those exact bytes are digested, stored and
- * (later) pushed.  rootfs.diff_ids and history list the base's entries first.
- * Base layers keep their compressed blobs; Docker layer media types are
- * rewritten to their OCI equivalents (same bytes, same digest) because an OCI
- * manifest with Docker layer types is refused by OCI tools such as umoci.
+ * The manifest (OCI, or Docker schema 2 on request) is serialised once; those
+ * exact bytes are digested, stored and (later) pushed.  rootfs.diff_ids and
+ * history list the base's entries first.  Base layers keep their compressed
+ * blobs; their media types are renamed to the manifest's format (same bytes,
+ * same digest) because an OCI manifest with Docker layer types is refused by
+ * OCI tools such as umoci.
  *
  * The input is plain C structs owned by the caller; every string is borrowed
  * for the duration of the call. */
@@ -95,6 +96,12 @@ typedef struct psh_commit_spec {
     int64_t source_date_epoch; /* -1 = none; clamps file mtimes and the created time */
     const char *const *tags;   /* references to tag; may be empty */
     size_t n_tags;
+    /* Write a Docker schema 2 manifest and config media type instead of OCI
+     * (for registries that want them); layers keep their bytes under the
+     * Docker names.  zstd layers are refused.  Note: skopeo's and umoci's
+     * oci: readers only look at OCI entries of index.json, so such an image
+     * is visible to Kiln (resolve, inspect, push) but not to them by tag. */
+    bool docker_schema2;
     /* Codec, level, threads and progress; commit sets overlay_diff and
      * source_date_epoch itself. */
     psh_pack_opts pack;

@@ -452,3 +452,50 @@ KT_TEST(commit_accepts_dirs_inside_diff_root)
     psh_commit_result_dispose(&res);
     env_close(&e);
 }
+
+KT_TEST(commit_docker_schema2_on_request)
+{
+    struct env e;
+    KT_REQUIRE(env_open(&e) == 0);
+    const char *l1 = make_diff(&e, "l1", "a", "base\n");
+    const char *l2 = make_diff(&e, "l2", "b", "top\n");
+    KT_REQUIRE(l1 && l2);
+    psh_commit_spec spec;
+    basic_spec(&spec);
+    spec.layers = &l1;
+    spec.n_layers = 1;
+    psh_commit_result base, top;
+    KT_REQUIRE(psh_commit(e.s, &spec, &base, NULL) == 0); /* an OCI base */
+    basic_spec(&spec);
+    spec.base = base.manifest.digest;
+    spec.layers = &l2;
+    spec.n_layers = 1;
+    spec.docker_schema2 = true;
+    KT_REQUIRE(psh_commit(e.s, &spec, &top, NULL) == 0);
+    KT_EXPECT_STR(top.manifest.media_type, PSH_MT_DOCKER_MANIFEST);
+    KT_EXPECT_STR(top.config.media_type, PSH_MT_DOCKER_CONFIG);
+    cJSON *m = read_json_blob(&e, top.manifest.digest);
+    KT_EXPECT_STR(cJSON_GetObjectItem(m, "mediaType")->valuestring, PSH_MT_DOCKER_MANIFEST);
+    KT_EXPECT_STR(cJSON_GetObjectItem(cJSON_GetObjectItem(m, "config"), "mediaType")->valuestring,
+                  PSH_MT_DOCKER_CONFIG);
+    const cJSON *l;
+    int n = 0;
+    cJSON_ArrayForEach(l, cJSON_GetObjectItem(m, "layers"))
+    {
+        KT_EXPECT_STR(cJSON_GetObjectItem(l, "mediaType")->valuestring, PSH_MT_DOCKER_LAYER_GZ);
+        n++;
+    }
+    KT_EXPECT_INT(n, 2);
+    /* Same bytes under both names: the base layer blob is shared. */
+    KT_EXPECT_STR(top.layers[0].blob.digest, base.layers[0].blob.digest);
+    cJSON_Delete(m);
+    spec.pack.comp = PSH_COMP_ZSTD;
+    kiln_error *err = NULL;
+    psh_commit_result bad;
+    KT_EXPECT_INT(psh_commit(e.s, &spec, &bad, &err), KILN_EINVAL);
+    KT_EXPECT(err && strstr(err->msg, "zstd"));
+    kiln_error_free(&err);
+    psh_commit_result_dispose(&base);
+    psh_commit_result_dispose(&top);
+    env_close(&e);
+}
