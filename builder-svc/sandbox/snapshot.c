@@ -151,6 +151,32 @@ static void diffid_cache_put(const char *snapdir, const char *blob, const char *
         unlink(tmp);
 }
 
+static int remove_unused(const char *snapdir, const char *name, const char *lockname,
+                         uint64_t max_age_s, kiln_error **err);
+
+/* Renames the finished temp dir into place.  A complete snapshot already
+ * there (another builder was faster) is fine; an incomplete one (a directory
+ * without its marker) is discarded first, never reused. */
+static int publish(const char *snapdir, const char *tmp, const char *final, const char *chain,
+                   kiln_error **err)
+{
+    for (int tries = 0; tries < 2; tries++) {
+        if (rename(tmp, final) == 0)
+            return 0;
+        if (errno != EEXIST && errno != ENOTEMPTY)
+            break;
+        int fd = lock_snapshot(snapdir, chain);
+        if (fd >= 0) {
+            close(fd);
+            return 0;
+        }
+        int r = remove_unused(snapdir, hex_of(chain), "complete", 0, err);
+        if (r < 0)
+            return r;
+    }
+    return kiln_error_set(err, KILN_EIO, errno, "publish snapshot %s", chain);
+}
+
 /* Unpacks one layer into a fresh temp dir and publishes it under its chain
  * id.  On return *lockfd holds a shared lock on the published snapshot. */
 static int create_snapshot(char chain[KILN_DIGEST_STRLEN + 1], int *lockfd, const char *snapdir,
@@ -195,8 +221,8 @@ static int create_snapshot(char chain[KILN_DIGEST_STRLEN + 1], int *lockfd, cons
             else
                 r = write_file_sync(cp, "", err);
         }
-        if (r == 0 && rename(tmp, final) < 0 && errno != EEXIST && errno != ENOTEMPTY)
-            r = kiln_error_set(err, KILN_EIO, errno, "publish snapshot %s", chain);
+        if (r == 0)
+            r = publish(snapdir, tmp, final, chain, err);
         if (r == 0) {
             _cleanup_close_ int dfd = open(snapdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
             if (dfd >= 0)

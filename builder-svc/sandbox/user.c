@@ -54,7 +54,7 @@ int sbx_user_resolve(sbx_user *out, const char *spec, const char *passwd_path,
     char user[256] = "", group[256] = "";
     const char *colon = spec ? strchr(spec, ':') : NULL;
     if (spec == NULL || *spec == '\0')
-        snprintf(user, sizeof(user), "root");
+        snprintf(user, sizeof(user), "0"); /* no USER: uid 0, even without a passwd file */
     else if (colon) {
         snprintf(user, sizeof(user), "%.*s", (int)(colon - spec), spec);
         snprintf(group, sizeof(group), "%s", colon + 1);

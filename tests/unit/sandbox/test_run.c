@@ -380,3 +380,38 @@ KT_TEST(copy_fallback_gives_the_same_diff)
     free(trees[0]);
     free(trees[1]);
 }
+
+KT_TEST(from_scratch_with_a_bound_binary)
+{
+    /* No lower dirs at all; the probe comes in through a file bind. */
+    char dir[512];
+    snprintf(dir, sizeof(dir), "%s", fx_probe());
+    *strrchr(dir, '/') = '\0';
+    for (int mode = 0; mode < 2; mode++) {
+        bld_mount m = {.type = BLD_MOUNT_BIND,
+                       .target = "/probe",
+                       .source = dir,
+                       .source_path = strrchr(fx_probe(), '/') + 1};
+        char *upper, *work;
+        fx_out o;
+        bld_run_spec s;
+        fx_spec(&s, &base, NULL, &o, &upper, &work);
+        const char *argv[] = {"/probe", "info", NULL};
+        s.argv = argv;
+        s.lowers = NULL;
+        s.n_lowers = 0;
+        s.mounts = &m;
+        s.n_mounts = 1;
+        s.rootfs = mode ? BLD_ROOTFS_COPY : BLD_ROOTFS_OVERLAY;
+        bld_run_result res;
+        run_ok(&s, &res);
+        KT_EXPECT_STR(fx_value(o.out.data, "pid"), "2");
+        KT_EXPECT_STR(fx_value(o.out.data, "cwd"), "/");
+        /* Every mount point was a stub: the diff is empty. */
+        char *cmd = NULL;
+        KT_REQUIRE(asprintf(&cmd, "test -z \"$(ls -A %s)\"", upper) > 0);
+        KT_EXPECT(system(cmd) == 0);
+        free(cmd);
+        free_step(&o, upper, work);
+    }
+}

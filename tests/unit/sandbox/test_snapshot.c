@@ -553,3 +553,69 @@ KT_TEST(use_counting_and_prune)
     close(pfd[0]), close(pfd[1]);
     free(t), free(data), free(tmp), free(inc);
 }
+
+KT_TEST(incomplete_snapshot_is_discarded_not_reused)
+{
+    char *t = fx_tmpdir(), *blob = path2(t, "l.tar"), *data = path2(t, "data");
+    char digest[80], diff[80], chain[80];
+    KT_REQUIRE(fx_layer(blob, L1, KILN_ARRAY_SIZE(L1), FX_TAR, digest, diff) == 0);
+    /* What a crash between mkdir and the marker could look like. */
+    char *junk = NULL;
+    KT_REQUIRE(asprintf(&junk, "%s/snapshots/%s/fs/junk", data, diff + 7) > 0);
+    KT_REQUIRE(sbx_mkdir_p(junk, 0755, NULL) == 0);
+    bld_layer l = {.blob_path = blob, .digest = digest, .diff_id = diff};
+    kiln_error *err = NULL;
+    KT_EXPECT_INT(bld_snapshot_ensure(chain, data, &l, 1, &err), 0);
+    kiln_error_free(&err);
+    KT_EXPECT(!fx_exists(junk));
+    char *ax = NULL;
+    KT_REQUIRE(asprintf(&ax, "%s/snapshots/%s/fs/a/x", data, diff + 7) > 0);
+    KT_EXPECT(fx_exists(ax));
+    fx_rmtree(t);
+    free(t), free(blob), free(data), free(junk), free(ax);
+}
+
+KT_TEST(concurrent_ensure_from_several_processes)
+{
+    char *t = fx_tmpdir(), *blob = path2(t, "l.tgz"), *data = path2(t, "data");
+    char digest[80], diff[80];
+    KT_REQUIRE(fx_layer(blob, L1, KILN_ARRAY_SIZE(L1), FX_GZIP, digest, diff) == 0);
+    pid_t kids[4];
+    for (int i = 0; i < 4; i++) {
+        kids[i] = fork();
+        if (kids[i] == 0) {
+            char chain[80];
+            bld_layer l = {.blob_path = blob, .digest = digest};
+            _exit(bld_snapshot_ensure(chain, data, &l, 1, NULL) == 0 && !strcmp(chain, diff) ? 0
+                                                                                             : 1);
+        }
+    }
+    for (int i = 0; i < 4; i++) {
+        int st;
+        KT_REQUIRE(waitpid(kids[i], &st, 0) == kids[i]);
+        KT_EXPECT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+    KT_EXPECT_INT(snapshots_count(data), 1); /* one snapshot, no temp dirs */
+    fx_rmtree(t);
+    free(t), free(blob), free(data);
+}
+
+KT_TEST(multi_member_gzip_and_diff_id)
+{
+    char *t = fx_tmpdir(), *tar = path2(t, "l.tar"), *blob = path2(t, "l.tgz"),
+         *data = path2(t, "data");
+    char diff[80], chain[80];
+    KT_REQUIRE(fx_layer(tar, L1, KILN_ARRAY_SIZE(L1), FX_TAR, NULL, diff) == 0);
+    /* Two gzip members splitting the tar in the middle of an entry. */
+    char *cmd = NULL;
+    KT_REQUIRE(asprintf(&cmd, "(head -c 1500 %s | gzip -c; tail -c +1501 %s | gzip -c) > %s", tar,
+                        tar, blob) > 0);
+    KT_REQUIRE(run_cmd(cmd) == 0);
+    bld_layer l = {.blob_path = blob, .media = BLD_LAYER_GZIP};
+    kiln_error *err = NULL;
+    KT_EXPECT_INT(bld_snapshot_ensure(chain, data, &l, 1, &err), 0);
+    kiln_error_free(&err);
+    KT_EXPECT_STR(chain, diff);
+    fx_rmtree(t);
+    free(cmd), free(t), free(tar), free(blob), free(data);
+}
