@@ -126,7 +126,7 @@ static int start_upload(struct push *p, const char *what, char **loc, uint64_t *
 /* Closes an upload with PUT <location>&digest=…, with body bytes [off, size)
  * of fd (none when off == size). */
 static int finish_upload(struct push *p, const psh_descriptor *d, const char *loc, int fd,
-                         uint64_t off, kiln_error **err)
+                         uint64_t off, long *status, kiln_error **err)
 {
     _cleanup_free_ char *url = reg_url_add_query(loc, "digest", d->digest);
     if (url == NULL)
@@ -152,6 +152,8 @@ static int finish_upload(struct push *p, const psh_descriptor *d, const char *lo
     }
     reg_resp rs;
     int r = reg_do(p->c, &rq, &rs, err);
+    if (status != NULL)
+        *status = r == 0 ? rs.status : 0;
     if (r == 0 && rs.status != 201)
         r = reg_status_error(&rs, d->digest, err);
     if (r == 0)
@@ -195,7 +197,7 @@ static int upload_whole(struct push *p, const psh_descriptor *d, int fd, kiln_er
         if (r < 0)
             return r;
         kiln_error *e = NULL;
-        r = finish_upload(p, d, loc, fd, 0, &e);
+        r = finish_upload(p, d, loc, fd, 0, NULL, &e);
         if (r == 0)
             return 0;
         if (r != KILN_EUNAVAIL || attempt >= p->o->max_retries) {
@@ -260,6 +262,7 @@ static int upload_chunked(struct push *p, const psh_descriptor *d, int fd, char 
         kiln_error *e = NULL;
         r = upload_status(p, d, &loc, &off, &e);
         kiln_error_free(&e);
+        kiln_debug("registry", "%s: session status %d, offset %" PRIu64, d->digest, r, off);
         if (r < 0 || off > d->size) {
             free(loc);
             loc = NULL;
@@ -311,6 +314,8 @@ static int upload_chunked(struct push *p, const psh_descriptor *d, int fd, char 
                         loc = u;
                     }
                 }
+                kiln_debug("registry", "%s: chunk %" PRIu64 "+%" PRIu64 " accepted, range %s",
+                           d->digest, off, len, rs.range ? rs.range : "-");
                 off = rs.range ? range_next(rs.range) : off + len;
                 reg_resp_dispose(&rs);
                 attempt = 0;
@@ -355,9 +360,20 @@ static int upload_chunked(struct push *p, const psh_descriptor *d, int fd, char 
         if (loc == NULL)
             continue;
         kiln_error *e = NULL;
-        r = finish_upload(p, d, loc, fd, off, &e);
+        long st = 0;
+        r = finish_upload(p, d, loc, fd, off, &st, &e);
         if (r == 0)
             return 0;
+        if (st == 400 && restarts <= REG_MAX_RESTARTS) {
+            /* The session's content is not the blob (DIGEST_INVALID): a
+             * broken request may have raced with our resume on the
+             * registry's side.  Start over in a new session. */
+            kiln_warn("registry", "%s: %s; uploading again", d->digest, e->msg);
+            kiln_error_free(&e);
+            free(loc);
+            loc = NULL;
+            continue;
+        }
         if (r != KILN_EUNAVAIL && r != KILN_ENOENT) {
             *err = e;
             return r;

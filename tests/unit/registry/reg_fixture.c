@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "log.h"
 #include "reg_fixture.h"
 
 #ifndef KILN_FAKES_DIR
@@ -477,4 +478,14 @@ void rf_events(psh_reg_events *ev, rf_counts *c)
     c->progress_sleep_ms = sleep_ms;
     *ev = (psh_reg_events){ev_started, ev_progress, ev_skipped,  ev_mounted,
                            ev_retried, ev_done,     ev_manifest, c};
+}
+
+/* KILN_DEBUG=registry turns on the client's debug lines in tests. */
+__attribute__((constructor)) static void rf_log_init(void)
+{
+    const char *d = getenv("KILN_DEBUG");
+    if (d != NULL) {
+        kiln_log_setup("test", KILN_LOG_DEBUG, KILN_LOG_LOGFMT);
+        kiln_log_debug_areas(d);
+    }
 }

@@ -205,3 +205,94 @@ KT_TEST(manifest_list_push_resolves_every_entry)
     free(dir2);
     env_close(&e);
 }
+
+static atomic_int cancel_flag;
+static char cancel_digest[KILN_DIGEST_STRLEN + 1];
+
+/* Cancels once the big layer has a chunk accepted. */
+static void cancel_on_progress(void *ud, const char *d, uint64_t done, uint64_t total)
+{
+    (void)ud;
+    (void)total;
+    if (done > 0 && strcmp(d, cancel_digest) == 0)
+        atomic_store(&cancel_flag, 1);
+}
+
+KT_TEST(base_layers_mount_from_pulled_origin_and_cancel)
+{
+    struct env e;
+    KT_REQUIRE(env_open(&e, false, RF_AUTH_NONE) == 0);
+    psh_commit_result base;
+    KT_REQUIRE(rf_busybox_image(e.s, e.dir, "base:1", "base-marker", &base) == 0);
+    psh_registry_opts o;
+    rf_opts(&o, &e.reg);
+    char ref[300];
+    snprintf(ref, sizeof(ref), "%s/lib/base:1", e.reg.host);
+    kiln_error *err = NULL;
+    KT_REQUIRE(psh_push(e.s, "base:1", ref, &o, NULL, NULL, &err) == 0);
+
+    /* A fresh pusher data dir pulls the base (recording where it came
+     * from), builds on it and pushes elsewhere: the base layer is mounted,
+     * only the new layer and config travel. */
+    char *d2 = rf_tmpdir();
+    psh_store *s2 = NULL;
+    KT_REQUIRE(psh_store_open(&s2, d2, NULL) == 0);
+    psh_pull_result pr;
+    KT_REQUIRE(psh_pull(s2, ref, NULL, &o, NULL, &pr, &err) == 0);
+    char top[4300];
+    snprintf(top, sizeof(top), "%s/top", d2);
+    KT_REQUIRE(rf_sh("mkdir -p %s/etc && echo app > %s/etc/app", top, top) == 0);
+    psh_commit_spec spec;
+    psh_commit_spec_init(&spec);
+    const char *layers[] = {top};
+    const char *tags[] = {"app:1"};
+    spec.base = pr.manifest.digest;
+    spec.layers = layers;
+    spec.n_layers = 1;
+    spec.tags = tags;
+    spec.n_tags = 1;
+    spec.platform.os = "linux";
+    spec.platform.architecture = "amd64";
+    psh_commit_result app;
+    KT_REQUIRE(psh_commit(s2, &spec, &app, &err) == 0);
+    rf_counts c = {0};
+    psh_reg_events ev;
+    rf_events(&ev, &c);
+    psh_push_result res;
+    snprintf(ref, sizeof(ref), "%s/team/app:1", e.reg.host);
+    KT_EXPECT_INT(psh_push(s2, "app:1", ref, &o, &ev, &res, &err), 0);
+    KT_EXPECT_INT(res.blobs_mounted, 1);  /* the base layer */
+    KT_EXPECT_INT(res.blobs_uploaded, 2); /* new layer + config */
+    KT_EXPECT_INT(rf_sh("skopeo copy -q --src-tls-verify=false docker://%s oci:%s/o:x && "
+                        "umoci unpack --image %s/o:x %s/b >/dev/null 2>&1 && "
+                        "grep -qx app %s/b/rootfs/etc/app && "
+                        "grep -qx base-marker %s/b/rootfs/etc/marker",
+                        ref, d2, d2, d2, d2, d2),
+                  0);
+
+    /* Cancellation between chunks: a clear code, the session kept for a
+     * later resume. */
+    char big[KILN_DIGEST_STRLEN + 1];
+    KT_REQUIRE(rf_random_image(e.s, e.dir, "big:1", (size_t)6 << 20, "amd64", big, cancel_digest) ==
+               0);
+    o.cancel = &cancel_flag;
+    o.chunk_size = (uint64_t)1 << 20;
+    psh_reg_events cev = {.blob_progress = cancel_on_progress};
+    snprintf(ref, sizeof(ref), "%s/team/big:1", e.reg.host);
+    KT_EXPECT_INT(psh_push(e.s, "big:1", ref, &o, &cev, &res, &err), KILN_ECANCELED);
+    kiln_error_free(&err);
+    KT_EXPECT(res.bytes_sent < ((uint64_t)6 << 20));
+    atomic_store(&cancel_flag, 0);
+    o.cancel = NULL;
+    KT_EXPECT_INT(psh_push(e.s, "big:1", ref, &o, NULL, &res, &err), 0);
+    if (err)
+        fprintf(stderr, "  %s\n", err->msg);
+    KT_EXPECT(res.bytes_resumed > 0);
+    kiln_error_free(&err);
+    psh_commit_result_dispose(&app);
+    psh_commit_result_dispose(&base);
+    psh_store_free(s2);
+    rf_rmrf(d2);
+    free(d2);
+    env_close(&e);
+}
