@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -289,7 +290,9 @@ static void on_msg(supervise *v, const sbx_msg *m)
     case SBX_MSG_PID:
         v->init = m->value;
         v->pidfd = (int)syscall(SYS_pidfd_open, v->init, 0);
-        (void)!write(v->ack_w, "k", 1);
+        /* A socket, not a pipe: MSG_NOSIGNAL spares the builder a SIGPIPE
+         * should the monitor already be gone. */
+        (void)!send(v->ack_w, "k", 1, MSG_NOSIGNAL);
         break;
     case SBX_MSG_ERROR:
         if (!v->have_error) {
@@ -466,7 +469,7 @@ static int run_children(sbx_plan *p, bld_run_result *out, kiln_error **err)
     supervise v = {.out_r = -1, .err_r = -1, .rep_r = -1, .ack_w = -1, .pidfd = -1};
     int r = 0;
     if (pipe2(rep, O_CLOEXEC) < 0 || pipe2(o, O_CLOEXEC) < 0 || pipe2(e, O_CLOEXEC) < 0 ||
-        pipe2(ack, O_CLOEXEC) < 0) {
+        socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ack) < 0) {
         r = kiln_error_set(err, KILN_EIO, errno, "pipe");
         goto out;
     }

@@ -297,12 +297,22 @@ static const fx_entry L1[] = {
     {'h', "hl", "a/y", 0, 0, 0, 0},
     {'d', "deep/er/est", 0, 0750, 7, 7, 0},
     {'f', "deep/er/est/file", "d", 0, 0, 0, 0},
+    {'d', "e", 0, 0, 0, 0, 0},
+    {'f', "e/old", "o", 0, 0, 0, 0},
 };
 static const fx_entry L2[] = {
-    {'f', ".wh.f", "", 0, 0, 0, 0},   {'f', "a/.wh.x", "", 0, 0, 0, 0},
-    {'d', "b", 0, 0711, 0, 0, 0},     {'f', "b/.wh..wh..opq", "", 0, 0, 0, 0},
-    {'f', "b/new", "n2", 0, 0, 0, 0}, {'f', "g", "g2", 0, 0, 0, 0},
-    {'f', ".wh.c", "", 0, 0, 0, 0},   {'f', "deep/er/est/new", "n", 0, 0, 0, 0},
+    {'f', ".wh.f", "", 0, 0, 0, 0},
+    {'f', "a/.wh.x", "", 0, 0, 0, 0},
+    {'d', "b", 0, 0711, 0, 0, 0},
+    {'f', "b/.wh..wh..opq", "", 0, 0, 0, 0},
+    {'f', "b/new", "n2", 0, 0, 0, 0},
+    {'f', "g", "g2", 0, 0, 0, 0},
+    {'f', ".wh.c", "", 0, 0, 0, 0},
+    {'f', "deep/er/est/new", "n", 0, 0, 0, 0},
+    /* deleted and re-created in the same layer: opaque */
+    {'f', ".wh.e", "", 0, 0, 0, 0},
+    {'d', "e", 0, 0700, 0, 0, 0},
+    {'f', "e/new", "n", 0, 0, 0, 0},
 };
 static const fx_entry L3[] = {
     {'f', "f", "f3", 0, 0, 0, 0},
@@ -491,7 +501,8 @@ KT_TEST(whiteouts_match_umoci)
         mkdir(merged, 0755);
         KT_EXPECT_INT(sbx_copy_merge(dirs, 3, merged, NULL), 0);
         char *copy = probe_tree(merged);
-        KT_EXPECT(want && strstr(want, "f 100644") && strstr(want, "a/w") && !strstr(want, "a/y"));
+        KT_EXPECT(want && strstr(want, "f 100644") && strstr(want, "a/w") && !strstr(want, "a/y") &&
+                  strstr(want, "e/new") && !strstr(want, "e/old"));
         KT_EXPECT_STR(ovl, want);
         KT_EXPECT_STR(copy, want);
         if (ovl && want && strcmp(ovl, want))
