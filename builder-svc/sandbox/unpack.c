@@ -283,7 +283,9 @@ static int set_xattrs_path(const unpack_ctx *c, int fd, const char *path, struct
         if (!sbx_xattr_allowed(name) || (!c->priv && strncmp(name, "user.", 5) != 0))
             continue;
         int r = fd >= 0 ? fsetxattr(fd, name, val, size, 0) : lsetxattr(path, name, val, size, 0);
-        if (r < 0 && errno != ENOTSUP && errno != EPERM)
+        if (r < 0 && errno == EINVAL) /* e.g. a malformed capability set */
+            kiln_warn("sandbox", "ignoring invalid xattr %s in layer", name);
+        else if (r < 0 && errno != ENOTSUP && errno != EPERM)
             return kiln_error_set(err, KILN_EIO, errno, "set xattr %s", name);
     }
     return 0;

@@ -148,6 +148,24 @@ int fx_layer(const char *out, const fx_entry *e, size_t n, int compression, char
             break;
         }
         }
+        if (e[i].xattr) {
+            const char *eq = strchr(e[i].xattr, '=');
+            char name[256];
+            snprintf(name, sizeof(name), "%.*s", (int)(eq - e[i].xattr), e[i].xattr);
+            const char *v = eq + 1;
+            unsigned char raw[256];
+            size_t vl = strlen(v);
+            if (strncmp(v, "hex:", 4) == 0) { /* binary values */
+                vl = 0;
+                for (const char *h = v + 4; h[0] && h[1] && vl < sizeof(raw); h += 2) {
+                    unsigned x;
+                    sscanf(h, "%2x", &x);
+                    raw[vl++] = (unsigned char)x;
+                }
+                v = (const char *)raw;
+            }
+            archive_entry_xattr_add_entry(ae, name, v, vl);
+        }
         if (archive_write_header(a, ae) != ARCHIVE_OK) {
             fprintf(stderr, "tar header %s: %s\n", e[i].path, archive_error_string(a));
             return -1;

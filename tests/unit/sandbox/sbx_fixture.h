@@ -32,7 +32,8 @@ typedef struct fx_entry {
     const char *data;
     unsigned mode; /* 0: 0644 files, 0755 dirs */
     int uid, gid;
-    long mtime; /* 0: 1000000000 */
+    long mtime;        /* 0: 1000000000 */
+    const char *xattr; /* optional "name=value" */
 } fx_entry;
 
 enum { FX_TAR = 0, FX_GZIP = 1, FX_ZSTD = 2 };

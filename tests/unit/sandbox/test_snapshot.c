@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -53,6 +54,12 @@ static const fx_entry simple[] = {
     {'l', "etc/link", "/etc/conf", 0, 0, 0, 0},
     {'h', "etc/hard", "etc/conf", 0, 0, 0, 0},
     {'c', "dev-null", "1,3", 0666, 0, 0, 0},
+    {'f', "./etc/dotted", "d", 0, 0, 0, 0},
+    {'d', "xdir", 0, 0, 0, 0, 0, "trusted.overlay.opaque=y"}, /* overlay's own: dropped */
+    {'f', "xdir/cap", "c", 0755, 0, 0, 0,
+     "security.capability=hex:0100000200040000000000000000000000000000"},
+    {'f', "xdir/user", "u", 0, 0, 0, 0, "user.note=kept"},
+    {'f', "xdir/redir", "r", 0, 0, 0, 0, "trusted.overlay.redirect=/etc"},
 };
 
 KT_TEST(unpack_all_compressions_and_metadata)
@@ -88,6 +95,15 @@ KT_TEST(unpack_all_compressions_and_metadata)
         char *c = fx_read(conf);
         KT_EXPECT_STR(c, "hello\n");
         free(c);
+        char *xd = path2(fs, "xdir"), *xu = path2(fs, "xdir/user"), *xr = path2(fs, "xdir/redir"),
+             *xc = path2(fs, "xdir/cap"), *dotted = path2(fs, "etc/dotted");
+        char v[64] = "";
+        KT_EXPECT(fx_exists(dotted));
+        KT_EXPECT(lgetxattr(xd, "trusted.overlay.opaque", v, sizeof(v)) < 0);
+        KT_EXPECT(lgetxattr(xr, "trusted.overlay.redirect", v, sizeof(v)) < 0);
+        KT_EXPECT(lgetxattr(xu, "user.note", v, sizeof(v)) == 4 && !memcmp(v, "kept", 4));
+        KT_EXPECT(lgetxattr(xc, "security.capability", v, sizeof(v)) > 0);
+        free(xd), free(xu), free(xr), free(xc), free(dotted);
         /* A second ensure finds it: the same inode, nothing unpacked. */
         struct stat before, after;
         stat(fs, &before);
@@ -629,4 +645,38 @@ KT_TEST(multi_member_gzip_and_diff_id)
     KT_EXPECT_STR(chain, diff);
     fx_rmtree(t);
     free(cmd), free(t), free(tar), free(blob), free(data);
+}
+
+KT_TEST(cleanup_stale_removes_interrupted_unpacks_only)
+{
+    char *t = fx_tmpdir(), *data = path2(t, "data");
+    char *dead = path2(data, "snapshots/tmp-dead"), *live = path2(data, "snapshots/tmp-live");
+    KT_REQUIRE(sbx_mkdir_p(dead, 0755, NULL) == 0 && sbx_mkdir_p(live, 0755, NULL) == 0);
+    char *dl = path2(dead, ".lock"), *ll = path2(live, ".lock");
+    fx_write(dl, "", 0600);
+    fx_write(ll, "", 0600);
+    int pfd[2];
+    KT_REQUIRE(pipe(pfd) == 0);
+    pid_t pid = fork();
+    if (pid == 0) { /* an unpack in progress in another builder */
+        int fd = open(ll, O_RDWR);
+        char c = flock(fd, LOCK_EX) == 0 ? 'y' : 'n';
+        (void)!write(pfd[1], &c, 1);
+        pause();
+        _exit(0);
+    }
+    char c = 0;
+    KT_EXPECT(read(pfd[0], &c, 1) == 1 && c == 'y');
+    kiln_error *err = NULL;
+    KT_EXPECT_INT(bld_sandbox_cleanup_stale(data, &err), 0);
+    kiln_error_free(&err);
+    KT_EXPECT(!fx_exists(dead));
+    KT_EXPECT(fx_exists(live));
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    KT_EXPECT_INT(bld_sandbox_cleanup_stale(data, NULL), 0);
+    KT_EXPECT(!fx_exists(live));
+    close(pfd[0]), close(pfd[1]);
+    fx_rmtree(t);
+    free(t), free(data), free(dead), free(live), free(dl), free(ll);
 }
