@@ -661,6 +661,8 @@ void bld_plan_free(bld_plan *p)
 
 const bld_stage *bld_plan_stage(const bld_plan *p, const char *name)
 {
+    if (p == NULL || name == NULL)
+        return NULL;
     if (is_all_digits(name)) {
         unsigned long long i = strlen(name) > 9 ? ~0ULL : strtoull(name, NULL, 10);
         return i < p->n_stages ? &p->stages[i] : NULL;

@@ -105,7 +105,7 @@ typedef enum bld_ref_kind {
 
 typedef struct bld_mount {
     bld_mount_type type;
-    const char *target; /* absolute or relative to workdir as written */
+    const char *target; /* as written: a relative target is relative to the workdir */
     const char *source; /* NULL: root of from */
     bld_ref_kind from_kind;
     const char *from; /* as written, after expansion; NULL for the context */
@@ -199,7 +199,8 @@ typedef struct bld_instr {
     bld_kv *env;         /* ENV in effect before the instruction, in order */
     size_t n_env;
     const char *user;    /* USER in effect (NULL: the base's) */
-    const char *workdir; /* WORKDIR in effect (NULL: the base's) */
+    const char *workdir; /* WORKDIR in effect (NULL: the base's; not starting with
+                          * '/': relative to the base image's WorkingDir) */
     bld_heredoc *heredocs;
     size_t n_heredocs;
     union {
@@ -309,7 +310,8 @@ void bld_plan_free(bld_plan *p);
 /* The plan as JSON; NULL on allocation failure.  Caller frees with cJSON_Delete(). */
 cJSON *bld_plan_to_json(const bld_plan *p);
 
-/* Finds a stage by name (case-insensitive) or decimal index; NULL when none. */
+/* Finds a stage by name (case-insensitive) or decimal index; NULL when none
+ * (or when name_or_index is NULL). */
 const bld_stage *bld_plan_stage(const bld_plan *p, const char *name_or_index);
 
 /* Checks one ONBUILD trigger string (e.g. from an image config) without
