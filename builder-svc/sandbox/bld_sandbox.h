@@ -36,6 +36,7 @@ typedef struct bld_preflight_info {
     bool overlay;         /* overlay mounts work in a fresh mount namespace */
     bool openat2;         /* RESOLVE_IN_ROOT available (else the O_NOFOLLOW walk is used) */
     bool pidfd;           /* pidfd_open available (else plain kill by pid) */
+    bool seccomp;         /* the RUN seccomp filter can be installed */
     int cgroup_version;   /* cgroup hierarchy used for limits: 0 none, 1 v1, 2 v2 */
     bool cgroup_memory;   /* memory limits can be enforced */
     bool cgroup_pids;     /* pid limits can be enforced */

@@ -154,6 +154,10 @@ static _Noreturn void command_main(sbx_plan *p)
     }
     if (chdir(cwd) < 0)
         DIE(p, KILN_EIO, "chdir %s", cwd);
+    /* The filter goes on while we still hold CAP_SYS_ADMIN, so no
+     * no_new_privs is needed and set-uid programs keep working. */
+    if (sbx_seccomp_install() < 0 && errno != EINVAL)
+        DIE(p, KILN_EPERM, "install seccomp filter");
     drop_caps(p);
     if (setgroups(u.ngroups, u.groups) < 0 && !(p->rootless && errno == EPERM))
         DIE(p, KILN_EPERM, "setgroups");

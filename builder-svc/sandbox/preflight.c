@@ -96,6 +96,11 @@ static int try_overlay(const void *arg)
     return 0; /* the namespace and its mount die with this child */
 }
 
+static int try_seccomp(const void *arg)
+{
+    return sbx_seccomp_install() < 0 ? errno : 0;
+}
+
 int sbx_probe_overlay(const char *tmp_parent, int *why)
 {
     _cleanup_free_ char *dir = NULL;
@@ -152,6 +157,10 @@ int bld_preflight(bld_preflight_info *out, const char *data_dir, kiln_error **er
         close(pfd);
     else
         add_missing(out, "pidfd_open", errno);
+    e = in_child(try_seccomp, NULL);
+    out->seccomp = e == 0;
+    if (!out->seccomp)
+        add_missing(out, "seccomp filters (RUN runs unfiltered)", e);
     sbx_cgroup_probe(out);
     if (!out->cgroup_memory)
         add_missing(out, "cgroup memory controller (no memory limits)", 0);
@@ -180,6 +189,7 @@ char *bld_preflight_json(const bld_preflight_info *pf)
     cJSON_AddBoolToObject(o, "overlay", pf->overlay);
     cJSON_AddBoolToObject(o, "openat2", pf->openat2);
     cJSON_AddBoolToObject(o, "pidfd", pf->pidfd);
+    cJSON_AddBoolToObject(o, "seccomp", pf->seccomp);
     cJSON_AddNumberToObject(o, "cgroup_version", pf->cgroup_version);
     cJSON_AddBoolToObject(o, "cgroup_memory", pf->cgroup_memory);
     cJSON_AddBoolToObject(o, "cgroup_pids", pf->cgroup_pids);

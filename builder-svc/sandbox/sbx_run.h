@@ -84,6 +84,10 @@ int sbx_mounts_prepare(sbx_plan *p, kiln_error **err);
 void sbx_mounts_release(sbx_plan *p);
 int sbx_mounts_apply(sbx_plan *p, int rootfd);
 
+/* Installs the RUN seccomp filter on the calling process (see seccomp.c);
+ * -1 with errno on failure (EINVAL: the kernel has no seccomp filters). */
+int sbx_seccomp_install(void);
+
 /* Probes whether overlay can be mounted (in a forked child with a private
  * mount namespace), using a temp dir below tmp_parent.  Returns 1 / 0, and
  * the errno of the failed mount in *why. */

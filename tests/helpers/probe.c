@@ -7,12 +7,17 @@
  *                              mode, owner, size, content hash, link target
  *                              (top-level names in EXCL skipped)
  *   kiln-probe exists PATH     exit 0 if PATH exists (lstat), else 1
+ *   kiln-probe syscalls        errno of calls the sandbox filters (keyctl,
+ *                              unshare, a namespace clone), 0 when allowed
  *
  * Statically linked so it runs in any rootfs. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ifaddrs.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/syscall.h>
 #include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -144,6 +149,22 @@ static void walk(int dfd, const char *rel, char **excl, int nexcl)
     free(names);
 }
 
+static int syscalls(void)
+{
+    errno = 0;
+    long r = syscall(SYS_keyctl, 0 /* KEYCTL_GET_KEYRING_ID */, -3 /* session */, 0);
+    printf("keyctl=%d\n", r < 0 ? errno : 0);
+    r = syscall(SYS_unshare, CLONE_NEWUSER);
+    printf("unshare=%d\n", r < 0 ? errno : 0);
+    r = syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, 0, 0, 0, 0);
+    if (r == 0)
+        _exit(0);
+    printf("clone_newuser=%d\n", r < 0 ? errno : 0);
+    r = syscall(SYS_getpid);
+    printf("getpid=%d\n", r < 0 ? errno : 0);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOFBF, 1 << 16);
@@ -158,6 +179,8 @@ int main(int argc, char **argv)
         walk(fd, "", argv + 3, argc - 3);
         return 0;
     }
+    if (argc >= 2 && !strcmp(argv[1], "syscalls"))
+        return syscalls();
     if (argc >= 3 && !strcmp(argv[1], "exists")) {
         struct stat st;
         return lstat(argv[2], &st) == 0 ? 0 : 1;

@@ -415,3 +415,26 @@ KT_TEST(from_scratch_with_a_bound_binary)
         free_step(&o, upper, work);
     }
 }
+
+KT_TEST(seccomp_denies_host_wide_calls)
+{
+    bld_preflight_info pf;
+    KT_REQUIRE(bld_preflight(&pf, base.data, NULL) == 0);
+    if (!pf.seccomp) {
+        fprintf(stderr, "  no seccomp here: not tested\n");
+        return;
+    }
+    char *upper, *work;
+    fx_out o;
+    bld_run_spec s;
+    fx_spec(&s, &base, NULL, &o, &upper, &work);
+    const char *argv[] = {"/probe", "syscalls", NULL};
+    s.argv = argv;
+    bld_run_result res;
+    run_ok(&s, &res);
+    KT_EXPECT_STR(fx_value(o.out.data, "keyctl"), "1"); /* EPERM */
+    KT_EXPECT_STR(fx_value(o.out.data, "unshare"), "1");
+    KT_EXPECT_STR(fx_value(o.out.data, "clone_newuser"), "1");
+    KT_EXPECT_STR(fx_value(o.out.data, "getpid"), "0");
+    free_step(&o, upper, work);
+}
