@@ -218,7 +218,7 @@ static const char *stage_name_of(df_arena *a, const df_cmd *cmd)
     return w[2];
 }
 
-static void stage_state_init(pctx *c)
+void pc_stage_state_init(pctx *c)
 {
     memset(&c->ss, 0, sizeof(c->ss));
     static const char *const sh[] = {"/bin/sh", "-c"};
@@ -233,7 +233,40 @@ static void env_set(pctx *c, const char *k, const char *v)
     c->ss.env[c->ss.n_env++] = (bld_kv){k, v};
 }
 
-static int splice_triggers(pctx *c, const df_trigger *t, size_t n, kiln_error **err);
+int pc_apply_base(pctx *c, const bld_base_info *bi, const char *ref, kiln_error **err)
+{
+    c->ss.env_unknown = false;
+    for (size_t i = 0; i < bi->n_env; i++) {
+        const char *e = bi->env[i], *eq = e ? strchr(e, '=') : NULL;
+        if (eq)
+            env_set(c, df_strndup(c->a, e, (size_t)(eq - e)), df_strdup(c->a, eq + 1));
+    }
+    if (bi->workdir && *bi->workdir)
+        c->ss.workdir = df_strdup(c->a, bi->workdir);
+    if (bi->user && *bi->user)
+        c->ss.user = df_strdup(c->a, bi->user);
+    if (bi->shell && bi->n_shell) {
+        const char **v = df_alloc(c->a, bi->n_shell * sizeof(char *));
+        for (size_t i = 0; i < bi->n_shell; i++)
+            v[i] = df_strdup(c->a, bi->shell[i] ? bi->shell[i] : "");
+        c->ss.shell = (bld_strv){v, bi->n_shell};
+    }
+    if (bi->n_onbuild == 0)
+        return 0;
+    df_trigger *t = df_alloc(c->a, bi->n_onbuild * sizeof(*t));
+    for (size_t i = 0; i < bi->n_onbuild; i++) {
+        df_src *src = df_alloc(c->a, sizeof(*src));
+        src->name = df_printf(c->a, "ONBUILD trigger %zu of %s", i + 1, ref);
+        src->text = df_strdup(c->a, bi->onbuild[i] ? bi->onbuild[i] : "");
+        src->len = strlen(src->text);
+        t[i].src = src;
+        int rc = df_lex_one(&t[i].line, c->a, src->text, 1, c->dirs.escape, src, err);
+        if (rc < 0)
+            return rc;
+        t[i].line.first_line = t[i].line.last_line = 0;
+    }
+    return pc_splice_triggers(c, t, bi->n_onbuild, err);
+}
 
 static int base_from_image(pctx *c, bld_stage *st, kiln_error **err)
 {
@@ -242,37 +275,7 @@ static int base_from_image(pctx *c, bld_stage *st, kiln_error **err)
     if (c->opts->resolve_base == NULL ||
         c->opts->resolve_base(&bi, c->opts->resolve_ctx, st->base_image, st->platform) != 0)
         return 0;
-    c->ss.env_unknown = false;
-    for (size_t i = 0; i < bi.n_env; i++) {
-        const char *e = bi.env[i], *eq = strchr(e, '=');
-        if (eq)
-            env_set(c, df_strndup(c->a, e, (size_t)(eq - e)), df_strdup(c->a, eq + 1));
-    }
-    if (bi.workdir && *bi.workdir)
-        c->ss.workdir = df_strdup(c->a, bi.workdir);
-    if (bi.user && *bi.user)
-        c->ss.user = df_strdup(c->a, bi.user);
-    if (bi.shell && bi.n_shell) {
-        const char **v = df_alloc(c->a, bi.n_shell * sizeof(char *));
-        for (size_t i = 0; i < bi.n_shell; i++)
-            v[i] = df_strdup(c->a, bi.shell[i]);
-        c->ss.shell = (bld_strv){v, bi.n_shell};
-    }
-    if (bi.n_onbuild == 0)
-        return 0;
-    df_trigger *t = df_alloc(c->a, bi.n_onbuild * sizeof(*t));
-    for (size_t i = 0; i < bi.n_onbuild; i++) {
-        df_src *src = df_alloc(c->a, sizeof(*src));
-        src->name = df_printf(c->a, "ONBUILD trigger %zu of %s", i + 1, st->base_image);
-        src->text = df_strdup(c->a, bi.onbuild[i]);
-        src->len = strlen(src->text);
-        t[i].src = src;
-        int rc = df_lex_one(&t[i].line, c->a, src->text, 1, c->dirs.escape, src, err);
-        if (rc < 0)
-            return rc;
-        t[i].line.first_line = t[i].line.last_line = 0;
-    }
-    return splice_triggers(c, t, bi.n_onbuild, err);
+    return pc_apply_base(c, &bi, st->base_image, err);
 }
 
 static int dispatch_from(pctx *c, const df_line *ln, const df_cmd *cmd, kiln_error **err)
@@ -335,7 +338,7 @@ static int dispatch_from(pctx *c, const df_line *ln, const df_cmd *cmd, kiln_err
                              "%s:%d: FROM uses ARG %s, which is not declared before the "
                              "first FROM",
                              c->src->name, ln->first_line, c->unresolved.v[i]));
-    stage_state_init(c);
+    pc_stage_state_init(c);
     c->in_stage = true;
     char *low = df_strdup(c->a, ref);
     df_lower(low);
@@ -362,7 +365,7 @@ static int dispatch_from(pctx *c, const df_line *ln, const df_cmd *cmd, kiln_err
         c->ss.env_unknown = ps->env_unknown;
         if (!st->platform_set)
             st->platform = c->stages[i].platform;
-        return splice_triggers(c, ps->triggers, ps->n_triggers, err);
+        return pc_splice_triggers(c, ps->triggers, ps->n_triggers, err);
     }
     if (strcmp(ref, "scratch") == 0) {
         st->base_kind = BLD_BASE_SCRATCH;
@@ -415,7 +418,7 @@ static int dispatch(pctx *c, const df_line *ln, const df_cmd *cmd, bool from_onb
     return 0;
 }
 
-static int splice_triggers(pctx *c, const df_trigger *t, size_t n, kiln_error **err)
+int pc_splice_triggers(pctx *c, const df_trigger *t, size_t n, kiln_error **err)
 {
     const df_src *saved = c->src;
     for (size_t i = 0; i < n; i++) {
@@ -555,6 +558,14 @@ static int setup_platforms(pctx *c, kiln_error **err)
                               "invalid platform \"%s\" (want os/arch[/variant])", t);
     p->build_platform = bp;
     p->target_platform = tp;
+    pc_set_builtins(c, bp, tp);
+    return 0;
+}
+
+void pc_set_builtins(pctx *c, const char *bp, const char *tp)
+{
+    char *os = NULL, *arch = NULL, *var = NULL;
+    df_platform_split(c->a, bp, &os, &arch, &var);
     c->builtins[0] = (bld_kv){"BUILDPLATFORM", bp};
     c->builtins[1] = (bld_kv){"BUILDOS", os};
     c->builtins[2] = (bld_kv){"BUILDARCH", arch};
@@ -564,7 +575,6 @@ static int setup_platforms(pctx *c, kiln_error **err)
     c->builtins[5] = (bld_kv){"TARGETOS", os};
     c->builtins[6] = (bld_kv){"TARGETARCH", arch};
     c->builtins[7] = (bld_kv){"TARGETVARIANT", var};
-    return 0;
 }
 
 static int finish(pctx *c, kiln_error **err)

@@ -314,6 +314,16 @@ cJSON *bld_plan_to_json(const bld_plan *p);
  * (or when name_or_index is NULL). */
 const bld_stage *bld_plan_stage(const bld_plan *p, const char *name_or_index);
 
+/* Turns the ONBUILD triggers of a pulled base image (base->onbuild) into
+ * instructions for stage `stage` of p, as they run right after its FROM:
+ * expanded with the base's ENV (base->env) and nothing else in scope, and
+ * with COPY --from / mount from= resolved against p's stages (their
+ * dependencies are added to the stage).  ref names the image in messages.
+ * *out (n_out entries, possibly 0) is owned by p and freed with it; splice the
+ * instructions before the stage's own.  KILN_EINVAL for an invalid trigger. */
+int bld_plan_parse_triggers(bld_instr **out, size_t *n_out, bld_plan *p, size_t stage,
+                            const bld_base_info *base, const char *ref, kiln_error **err);
+
 /* Checks one ONBUILD trigger string (e.g. from an image config) without
  * expanding it: it must be a known instruction other than ONBUILD, FROM and
  * MAINTAINER with valid flags.  Sets *kind.  KILN_EINVAL when invalid. */

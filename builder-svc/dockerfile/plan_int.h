@@ -79,6 +79,15 @@ void pc_warn(pctx *c, const char *msg);
 const char *pc_arg_value(pctx *c, const char *name, const char *dflt, bool has_default,
                          bool global);
 
+/* Stage start: empty scope, default SHELL. */
+void pc_stage_state_init(pctx *c);
+/* Takes a base image's ENV, WORKDIR, USER, SHELL, then runs its ONBUILD triggers. */
+int pc_apply_base(pctx *c, const bld_base_info *bi, const char *ref, kiln_error **err);
+/* Appends the triggers' instructions to the current stage. */
+int pc_splice_triggers(pctx *c, const df_trigger *t, size_t n, kiln_error **err);
+/* Fills the predefined platform ARGs from normalised platforms. */
+void pc_set_builtins(pctx *c, const char *build_platform, const char *target_platform);
+
 /* Dispatches one instruction (not FROM) into in. */
 int df_instr(pctx *c, const df_line *ln, const df_cmd *cmd, bld_instr *in, kiln_error **err);
 

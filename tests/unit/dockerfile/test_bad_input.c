@@ -187,6 +187,42 @@ KT_TEST(resolver_supplies_env_and_onbuild)
     kiln_error_free(&err);
 }
 
+KT_TEST(triggers_parsed_for_a_stage)
+{
+    const char *df = "FROM golang AS tools\nFROM app:1\nRUN own\n";
+    bld_plan *p = NULL;
+    kiln_error *err = NULL;
+    bld_plan_opts o = {.build_platform = "linux/amd64"};
+    KT_REQUIRE(bld_plan_parse(&p, df, strlen(df), NULL, &o, &err) == 0);
+    static const char *const env[] = {"HOME=/home/app"};
+    static const char *const trig[] = {"WORKDIR $HOME", "COPY --from=tools /go/bin /bin",
+                                       "ARG TARGETARCH", "LABEL arch=$TARGETARCH"};
+    bld_base_info bi = {.env = env, .n_env = 1, .onbuild = trig, .n_onbuild = 4};
+    bld_instr *in = NULL;
+    size_t n = 0;
+    KT_REQUIRE(bld_plan_parse_triggers(&in, &n, p, 1, &bi, "app:1", &err) == 0);
+    KT_REQUIRE(n == 4);
+    KT_EXPECT_STR(in[0].u.str, "/home/app");
+    KT_EXPECT(in[0].from_onbuild);
+    KT_EXPECT_INT(in[1].u.copy.from_kind, BLD_REF_STAGE);
+    KT_EXPECT_INT(in[1].u.copy.from_stage, 0);
+    KT_EXPECT_STR(in[1].workdir, "/home/app");
+    KT_EXPECT_STR(in[3].u.kv.pairs[0].value, "amd64");
+    KT_EXPECT_INT(p->stages[1].n_deps, 1);
+    /* The stage's own instructions are untouched. */
+    KT_EXPECT_INT(p->stages[1].n_instrs, 1);
+    static const char *const bad[] = {"ONBUILD RUN x"};
+    bi.onbuild = bad;
+    bi.n_onbuild = 1;
+    KT_EXPECT_INT(bld_plan_parse_triggers(&in, &n, p, 1, &bi, "app:1", &err), KILN_EINVAL);
+    KT_REQUIRE(err != NULL);
+    KT_EXPECT(strstr(err->msg, "ONBUILD trigger 1 of app:1:1:1: invalid ONBUILD trigger") != NULL);
+    kiln_error_free(&err);
+    KT_EXPECT_INT(bld_plan_parse_triggers(&in, &n, p, 7, &bi, "app:1", &err), KILN_EINVAL);
+    kiln_error_free(&err);
+    bld_plan_free(p);
+}
+
 KT_TEST(onbuild_check)
 {
     bld_instr_kind k;
