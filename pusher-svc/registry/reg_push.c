@@ -76,7 +76,10 @@ static void slot_release(int idx)
 
 #define COUNT(field, v) __atomic_add_fetch(&p->res->field, (v), __ATOMIC_RELAXED)
 
-/* "0-1234" or "bytes=0-1234" → 1235 (bytes the registry holds). */
+/* "0-1234" or "bytes=0-1234" → 1235 (bytes the registry holds).
+ * docker-registry answers "0-0" both for an empty session and for one byte;
+ * it is read as empty (a wrong guess ends in repeated 416 answers and a new
+ * session; the other guess would silently skip a byte). */
 static uint64_t range_next(const char *range)
 {
     if (range == NULL)
@@ -86,7 +89,7 @@ static uint64_t range_next(const char *range)
         return 0;
     char *end = NULL;
     unsigned long long e = strtoull(dash + 1, &end, 10);
-    if (end == dash + 1)
+    if (end == dash + 1 || e == 0)
         return 0;
     return (uint64_t)e + 1;
 }
@@ -256,7 +259,7 @@ static int upload_chunked(struct push *p, const psh_descriptor *d, int fd, char 
 {
     _cleanup_free_ char *loc = loc_in;
     uint64_t off = 0, chunk_min = 0;
-    unsigned restarts = 0, attempt = 0;
+    unsigned restarts = 0, attempt = 0, same_416 = 0;
     int r;
     if (loc != NULL) {
         kiln_error *e = NULL;
@@ -319,6 +322,7 @@ static int upload_chunked(struct push *p, const psh_descriptor *d, int fd, char 
                 off = rs.range ? range_next(rs.range) : off + len;
                 reg_resp_dispose(&rs);
                 attempt = 0;
+                same_416 = 0;
                 if ((r = save(p, d, loc, off, err)) < 0)
                     return r;
                 if (p->ev && p->ev->blob_progress)
@@ -340,6 +344,7 @@ static int upload_chunked(struct push *p, const psh_descriptor *d, int fd, char 
             if (r == 0)
                 snprintf(why, sizeof(why), "chunk at %" PRIu64 ": HTTP %ld", off, rs.status);
             long ra = r == 0 ? rs.retry_after : -1;
+            long rs_status = r == 0 ? rs.status : 0;
             reg_resp_dispose(&rs);
             kiln_error_free(&e);
             COUNT(retries, 1);
@@ -347,12 +352,13 @@ static int upload_chunked(struct push *p, const psh_descriptor *d, int fd, char 
                 return r;
             /* Where did the broken chunk leave the session? */
             uint64_t got = 0;
+            bool refused = rs_status == 416;
             r = upload_status(p, d, &loc, &got, &e);
             kiln_error_free(&e);
-            if (r < 0 || got > d->size) {
+            if (r < 0 || got > d->size || (refused && got == off && ++same_416 > 1)) {
                 free(loc);
                 loc = NULL;
-                break; /* session lost: start a new one */
+                break; /* session lost, or its offset unknowable: start a new one */
             }
             off = got;
             save(p, d, loc, off, NULL);
