@@ -173,7 +173,7 @@ static int build_argv(sbx_plan *p, kiln_error **err)
     return 0;
 }
 
-static int plan_init(sbx_plan *p, const bld_run_spec *s, kiln_error **err)
+static int plan_init(sbx_plan *p, const bld_run_spec *s, bld_rootfs_mode mode, kiln_error **err)
 {
     memset(p, 0, sizeof(*p));
     p->spec = s;
@@ -202,14 +202,14 @@ static int plan_init(sbx_plan *p, const bld_run_spec *s, kiln_error **err)
     if (p->work == NULL || asprintf(&p->rootfs, "%s/rootfs", p->work) < 0 ||
         asprintf(&p->secrets, "%s/s", p->work) < 0)
         return kiln_error_set(err, KILN_ENOSPC, ENOMEM, "plan");
-    if (s->rootfs == BLD_ROOTFS_AUTO) {
+    if (mode == BLD_ROOTFS_AUTO) {
         _cleanup_free_ char *parent = strdup(p->work);
         char *sl = parent ? strrchr(parent, '/') : NULL;
         if (sl && sl != parent)
             *sl = '\0';
         p->overlay = parent && auto_overlay(parent);
     } else {
-        p->overlay = s->rootfs == BLD_ROOTFS_OVERLAY;
+        p->overlay = mode == BLD_ROOTFS_OVERLAY;
     }
     return 0;
 }
@@ -580,11 +580,12 @@ static int run_in_workdir(sbx_plan *p, bld_run_result *out, kiln_error **err)
     return run_children(p, out, err);
 }
 
-int bld_run(const bld_run_spec *spec, bld_run_result *out, kiln_error **err)
+static int run_once(const bld_run_spec *spec, bld_rootfs_mode mode, bld_run_result *out,
+                    kiln_error **err)
 {
     memset(out, 0, sizeof(*out));
     sbx_plan p;
-    int r = plan_init(&p, spec, err);
+    int r = plan_init(&p, spec, mode, err);
     if (r < 0)
         goto out;
     out->rootfs_used = p.overlay ? BLD_ROOTFS_OVERLAY : BLD_ROOTFS_COPY;
@@ -598,6 +599,24 @@ int bld_run(const bld_run_spec *spec, bld_run_result *out, kiln_error **err)
     }
 out:
     plan_dispose(&p);
+    return r;
+}
+
+int bld_run(const bld_run_spec *spec, bld_run_result *out, kiln_error **err)
+{
+    kiln_error *e = NULL;
+    int r = run_once(spec, spec->rootfs, out, &e);
+    /* Overlay probed fine but this mount failed (say, an upper dir on another
+     * filesystem than the work dir): nothing ran yet, so copy mode can. */
+    if (r == KILN_EUNAVAIL && spec->rootfs == BLD_ROOTFS_AUTO &&
+        out->rootfs_used == BLD_ROOTFS_OVERLAY) {
+        kiln_warn("sandbox", "%s; running this step in copy mode", e->msg);
+        kiln_error_free(&e);
+        r = run_once(spec, BLD_ROOTFS_COPY, out, &e);
+    }
+    if (r < 0 && err && *err == NULL)
+        *err = kiln_error_steal(&e);
+    kiln_error_free(&e);
     return r;
 }
 

@@ -3,11 +3,13 @@
  * resolution, exit codes and signals, streaming output, host networking,
  * deep lower stacks, and the copy fallback giving the same diff as overlay. */
 #include <errno.h>
-#include <regex.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "cleanup.h"
@@ -437,4 +439,42 @@ KT_TEST(seccomp_denies_host_wide_calls)
     KT_EXPECT_STR(fx_value(o.out.data, "clone_newuser"), "1");
     KT_EXPECT_STR(fx_value(o.out.data, "getpid"), "0");
     free_step(&o, upper, work);
+}
+
+KT_TEST(auto_mode_falls_back_to_copy_when_the_mount_fails)
+{
+    /* An upper dir on another filesystem than the work dir: overlay refuses
+     * the mount, AUTO retries the step in copy mode.  The tmpfs is mounted
+     * in a private mount namespace of a child, which runs the step. */
+    char *t = fx_tmpdir();
+    pid_t pid = fork();
+    if (pid == 0) {
+        char *upper = NULL, *work = NULL;
+        if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+            mount("tmpfs", t, "tmpfs", 0, "size=16m") < 0)
+            _exit(2);
+        fx_out o;
+        bld_run_spec s;
+        fx_spec(&s, &base, "echo hi > /f && rm /etc/motd", &o, &upper, &work);
+        free(upper);
+        if (asprintf(&upper, "%s/upper", t) < 0)
+            _exit(2);
+        s.upper_dir = upper;
+        bld_run_result res;
+        int r = bld_run(&s, &res, NULL);
+        char p[600];
+        struct stat st;
+        snprintf(p, sizeof(p), "%s/etc/motd", upper);
+        bool wh = lstat(p, &st) == 0 && sbx_is_whiteout(&st);
+        snprintf(p, sizeof(p), "%s/f", upper);
+        _exit(r == 0 && res.exit_code == 0 && res.rootfs_used == BLD_ROOTFS_COPY && wh &&
+                      fx_exists(p)
+                  ? 0
+                  : 1);
+    }
+    int st;
+    KT_REQUIRE(waitpid(pid, &st, 0) == pid);
+    KT_EXPECT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    fx_rmtree(t); /* the tmpfs went with the child's mount namespace */
+    free(t);
 }
