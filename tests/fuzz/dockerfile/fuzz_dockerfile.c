@@ -43,6 +43,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     bld_plan *p = NULL;
     kiln_error *err = NULL;
     if (bld_plan_parse(&p, text, size, "Dockerfile", &o, &err) == 0) {
+        /* The input's last lines as ONBUILD triggers of the last stage's base. */
+        static const char *const benv[] = {"HOME=/root"};
+        const char *trig[2] = {"RUN x", "COPY . /"};
+        char *copy = strndup(text, size > 512 ? 512 : size);
+        char *nl = copy ? strrchr(copy, '\n') : NULL;
+        if (nl) {
+            *nl = '\0';
+            trig[0] = nl + 1;
+            nl = strrchr(copy, '\n');
+            trig[1] = nl ? nl + 1 : copy;
+        }
+        bld_base_info bi = {.env = benv, .n_env = 1, .onbuild = trig, .n_onbuild = 2};
+        bld_instr *in = NULL;
+        size_t n = 0;
+        bld_plan_parse_triggers(&in, &n, p, p->n_stages - 1, &bi, "img", &err);
+        kiln_error_free(&err);
+        free(copy);
         cJSON *j = bld_plan_to_json(p);
         char *s = cJSON_PrintUnformatted(j);
         free(s);
