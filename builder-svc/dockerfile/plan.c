@@ -278,6 +278,98 @@ static int base_from_image(pctx *c, bld_stage *st, kiln_error **err)
     return pc_apply_base(c, &bi, st->base_image, err);
 }
 
+/* Starts stage c->n_stages, named name (NULL: unnamed). */
+static int new_stage(pctx *c, const df_line *ln, size_t off, char *name, kiln_error **err)
+{
+    DF_PUSH(c->a, c->stages, c->n_stages, c->cap_stages);
+    bld_stage *st = &c->stages[c->n_stages];
+    memset(st, 0, sizeof(*st));
+    st->index = c->n_stages++;
+    st->original = ln->text;
+    st->line = ln->first_line;
+    c->cap_instrs = 0;
+    c->work += 2 * c->n_all_names;
+    if (name == NULL)
+        return 0;
+    df_lower(name);
+    if (!valid_stage_name(name))
+        return pc_err(c, ln, off, err,
+                      "invalid name for build stage: \"%s\", name can't start with a number or "
+                      "contain symbols",
+                      name);
+    for (size_t i = 0; i < st->index; i++)
+        if (c->stages[i].name && strcmp(c->stages[i].name, name) == 0)
+            return pc_err(c, ln, off, err, "duplicate stage name \"%s\"", name);
+    st->name = name;
+    return 0;
+}
+
+/* The stage's platform: FROM --platform (global scope), else the target platform. */
+static int stage_platform(pctx *c, bld_stage *st, const flag_val *fv, const df_line *ln,
+                          kiln_error **err)
+{
+    st->platform = c->plan->target_platform;
+    if (!fv->set)
+        return 0;
+    char *p = NULL, *norm = NULL;
+    int rc = pc_expand(c, &p, fv->s, false, ln, fv->off, err);
+    if (rc < 0)
+        return rc;
+    if (!df_platform_normalize(&norm, c->a, p, NULL))
+        return pc_err(c, ln, fv->off, err, "invalid platform \"%s\" (want os/arch[/variant])", p);
+    st->platform = norm;
+    st->platform_set = true;
+    return 0;
+}
+
+/* FROM an earlier stage: the child starts from the parent's final state (its
+ * ARGs do not carry over) and runs the parent's ONBUILD triggers. */
+static int base_from_stage(pctx *c, bld_stage *st, size_t parent, kiln_error **err)
+{
+    st->base_kind = BLD_BASE_STAGE;
+    st->base_stage = parent;
+    add_dep(c, parent);
+    const stage_state *ps = &c->states[parent];
+    for (size_t k = 0; k < ps->n_env; k++)
+        env_set(c, ps->env[k].key, ps->env[k].value);
+    c->ss.user = ps->user;
+    c->ss.workdir = ps->workdir;
+    c->ss.shell = ps->shell;
+    c->ss.env_unknown = ps->env_unknown;
+    if (!st->platform_set)
+        st->platform = c->stages[parent].platform;
+    return pc_splice_triggers(c, ps->triggers, ps->n_triggers, err);
+}
+
+static int resolve_base(pctx *c, bld_stage *st, char *ref, const df_line *ln, size_t off,
+                        kiln_error **err)
+{
+    char *low = df_strdup(c->a, ref);
+    df_lower(low);
+    for (size_t i = 0; i < c->n_all_names; i++) {
+        if (c->all_names[i] == NULL || strcmp(c->all_names[i], low) != 0)
+            continue;
+        if (i == st->index)
+            return pc_err(c, ln, off, err, "circular dependency: stage %s uses itself as its base",
+                          low);
+        if (i > st->index)
+            return pc_err(c, ln, off, err,
+                          "stage %s is defined later: FROM can only refer to an earlier stage",
+                          low);
+        return base_from_stage(c, st, i, err);
+    }
+    if (strcmp(ref, "scratch") == 0) {
+        st->base_kind = BLD_BASE_SCRATCH;
+        c->ss.workdir = "/";
+        return 0;
+    }
+    if (!df_valid_ref(ref))
+        return pc_err(c, ln, off, err, "invalid reference format: \"%s\"", ref);
+    st->base_kind = BLD_BASE_IMAGE;
+    st->base_image = ref;
+    return base_from_image(c, st, err);
+}
+
 static int dispatch_from(pctx *c, const df_line *ln, const df_cmd *cmd, kiln_error **err)
 {
     static const flag_spec spec[] = {{"platform", FLAG_STR}};
@@ -292,47 +384,18 @@ static int dispatch_from(pctx *c, const df_line *ln, const df_cmd *cmd, kiln_err
                       "FROM requires either one argument, or three: FROM <image> [AS <name>]");
     c->in_stage = false; /* FROM sees the global scope only */
     c->n_used = 0;
-    DF_PUSH(c->a, c->stages, c->n_stages, c->cap_stages);
-    bld_stage *st = &c->stages[c->n_stages];
-    memset(st, 0, sizeof(*st));
-    st->index = c->n_stages++;
-    st->original = ln->text;
-    st->line = ln->first_line;
-    c->cap_instrs = 0;
-    c->work += 2 * c->n_all_names;
-    if (n == 3) {
-        df_lower(w[2]);
-        if (!valid_stage_name(w[2]))
-            return pc_err(c, ln, cmd->args_off, err,
-                          "invalid name for build stage: \"%s\", name can't start with a number "
-                          "or contain symbols",
-                          w[2]);
-        for (size_t i = 0; i < st->index; i++)
-            if (c->stages[i].name && strcmp(c->stages[i].name, w[2]) == 0)
-                return pc_err(c, ln, cmd->args_off, err, "duplicate stage name \"%s\"", w[2]);
-        st->name = w[2];
-    }
+    if ((rc = new_stage(c, ln, cmd->args_off, n == 3 ? w[2] : NULL, err)) < 0)
+        return rc;
+    bld_stage *st = &c->stages[c->n_stages - 1];
     char *ref = NULL;
     c->unresolved = (bld_strv){0};
     c->cap_unresolved = 0;
-    rc = pc_expand(c, &ref, w[0], false, ln, cmd->args_off, err);
-    if (rc < 0)
+    if ((rc = pc_expand(c, &ref, w[0], false, ln, cmd->args_off, err)) < 0)
         return rc;
     if (*ref == '\0')
         return pc_err(c, ln, cmd->args_off, err, "base name (%s) should not be blank", w[0]);
-    if (fv[0].set) {
-        char *p = NULL, *norm = NULL;
-        rc = pc_expand(c, &p, fv[0].s, false, ln, fv[0].off, err);
-        if (rc < 0)
-            return rc;
-        if (!df_platform_normalize(&norm, c->a, p, NULL))
-            return pc_err(c, ln, fv[0].off, err, "invalid platform \"%s\" (want os/arch[/variant])",
-                          p);
-        st->platform = norm;
-        st->platform_set = true;
-    } else {
-        st->platform = c->plan->target_platform;
-    }
+    if ((rc = stage_platform(c, st, &fv[0], ln, err)) < 0)
+        return rc;
     for (size_t i = 0; i < c->unresolved.n; i++)
         pc_warn(c, df_printf(c->a,
                              "%s:%d: FROM uses ARG %s, which is not declared before the "
@@ -340,43 +403,7 @@ static int dispatch_from(pctx *c, const df_line *ln, const df_cmd *cmd, kiln_err
                              c->src->name, ln->first_line, c->unresolved.v[i]));
     pc_stage_state_init(c);
     c->in_stage = true;
-    char *low = df_strdup(c->a, ref);
-    df_lower(low);
-    for (size_t i = 0; i < c->n_all_names; i++) {
-        if (c->all_names[i] == NULL || strcmp(c->all_names[i], low) != 0)
-            continue;
-        if (i == st->index)
-            return pc_err(c, ln, cmd->args_off, err,
-                          "circular dependency: stage %s uses itself as its base", low);
-        if (i > st->index)
-            return pc_err(c, ln, cmd->args_off, err,
-                          "stage %s is defined later: FROM can only refer to an earlier stage",
-                          low);
-        st->base_kind = BLD_BASE_STAGE;
-        st->base_stage = i;
-        add_dep(c, i);
-        /* The child starts from the parent's final state; its ARGs do not carry over. */
-        const stage_state *ps = &c->states[i];
-        for (size_t k = 0; k < ps->n_env; k++)
-            env_set(c, ps->env[k].key, ps->env[k].value);
-        c->ss.user = ps->user;
-        c->ss.workdir = ps->workdir;
-        c->ss.shell = ps->shell;
-        c->ss.env_unknown = ps->env_unknown;
-        if (!st->platform_set)
-            st->platform = c->stages[i].platform;
-        return pc_splice_triggers(c, ps->triggers, ps->n_triggers, err);
-    }
-    if (strcmp(ref, "scratch") == 0) {
-        st->base_kind = BLD_BASE_SCRATCH;
-        c->ss.workdir = "/";
-        return 0;
-    }
-    if (!df_valid_ref(ref))
-        return pc_err(c, ln, cmd->args_off, err, "invalid reference format: \"%s\"", ref);
-    st->base_kind = BLD_BASE_IMAGE;
-    st->base_image = ref;
-    return base_from_image(c, st, err);
+    return resolve_base(c, st, ref, ln, cmd->args_off, err);
 }
 
 /* Appends one instruction to the current stage and dispatches it. */
