@@ -323,3 +323,16 @@ KT_TEST(work_is_bounded)
     KT_EXPECT_INT(parse_timed(df, len, NULL, 10.0), 0);
     free(df);
 }
+
+KT_TEST(too_many_flags)
+{
+    char *df = malloc(300 * 16 + 32);
+    KT_REQUIRE(df != NULL);
+    size_t off = (size_t)sprintf(df, "FROM a\nRUN");
+    for (int i = 0; i < 300; i++)
+        off += (size_t)sprintf(df + off, " --mount=id=%d", i);
+    off += (size_t)sprintf(df + off, " x\n");
+    parse_timed(df, off, "Dockerfile:2:", 1.0);
+    parse_timed(df, off, "too many flags", 1.0);
+    free(df);
+}
