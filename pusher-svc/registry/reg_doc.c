@@ -1,6 +1,7 @@
 /* Manifest documents as the registry client reads them (media types,
  * descriptors, the blobs of an image), the host platform, the bounded worker
- * pool that moves several blobs at once, and the option defaults. */
+ * pool that moves several blobs at once, the per-registry bound on transfers
+ * in flight, and the option defaults. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -129,6 +130,49 @@ void reg_host_platform(char *os, size_t osn, char *arch, size_t archn, char *var
     } else if (strcmp(u.machine, "i686") == 0 || strcmp(u.machine, "i386") == 0) {
         snprintf(arch, archn, "386");
     }
+}
+
+/* ---- per-registry bound on blobs in flight, shared by every job of the process ---- */
+
+static pthread_mutex_t slot_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t slot_cv = PTHREAD_COND_INITIALIZER;
+static struct {
+    char host[PSH_REF_NAME_MAX + 1];
+    unsigned active;
+} slots[32];
+
+int reg_slot_acquire(const char *host, unsigned limit)
+{
+    pthread_mutex_lock(&slot_mu);
+    int idx = -1;
+    for (;;) {
+        int free_i = -1;
+        idx = -1;
+        for (int i = 0; i < (int)KILN_ARRAY_SIZE(slots); i++) {
+            if (slots[i].active > 0 && strcmp(slots[i].host, host) == 0)
+                idx = i;
+            else if (slots[i].active == 0 && free_i < 0)
+                free_i = i;
+        }
+        if (idx < 0 && free_i >= 0) {
+            idx = free_i;
+            snprintf(slots[idx].host, sizeof(slots[idx].host), "%s", host);
+        }
+        if (idx >= 0 && slots[idx].active < limit)
+            break;
+        pthread_cond_wait(&slot_cv, &slot_mu);
+    }
+    slots[idx].active++;
+    pthread_mutex_unlock(&slot_mu);
+    return idx;
+}
+
+void reg_slot_release(int idx)
+{
+    pthread_mutex_lock(&slot_mu);
+    slots[idx].active--;
+    pthread_cond_broadcast(&slot_cv);
+    pthread_mutex_unlock(&slot_mu);
 }
 
 /* ---- bounded worker pool ---- */

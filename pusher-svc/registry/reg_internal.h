@@ -227,4 +227,9 @@ int reg_remote_image(psh_store *s, const char *ref, const psh_registry_opts *o, 
 /* The state root: o->data_dir or the store's data dir. */
 const char *reg_state_root(const psh_store *s, const psh_registry_opts *o);
 
+/* Waits until fewer than limit blob transfers to host are in flight in this
+ * process, then takes a slot; give it back with reg_slot_release(). */
+int reg_slot_acquire(const char *host, unsigned limit);
+void reg_slot_release(int slot);
+
 #endif

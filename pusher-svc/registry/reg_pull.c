@@ -204,6 +204,8 @@ static int download(struct pull *p, struct dl *x, kiln_error **err)
     }
 }
 
+static int fetch_blob(struct pull *p, const psh_descriptor *d, kiln_error **err);
+
 static int pull_blob(void *ud, size_t i, kiln_error **err)
 {
     struct pull *p = ud;
@@ -219,6 +221,21 @@ static int pull_blob(void *ud, size_t i, kiln_error **err)
     }
     if (p->ev && p->ev->blob_started)
         p->ev->blob_started(p->ev->ud, d->digest, d->size);
+    int slot = reg_slot_acquire(p->c->host, p->o->concurrency ? p->o->concurrency : 3);
+    r = fetch_blob(p, d, err);
+    reg_slot_release(slot);
+    if (r < 0)
+        return r;
+    __atomic_add_fetch(&p->res->blobs_fetched, 1, __ATOMIC_RELAXED);
+    if (p->ev && p->ev->blob_done)
+        p->ev->blob_done(p->ev->ud, d->digest, d->size);
+    return 0;
+}
+
+/* Downloads one blob into a store temp file and commits it. */
+static int fetch_blob(struct pull *p, const psh_descriptor *d, kiln_error **err)
+{
+    int r;
     struct dl x = {.p = p, .d = d};
     x.h = kiln_sha256_new();
     if (x.h == NULL)
@@ -241,12 +258,7 @@ static int pull_blob(void *ud, size_t i, kiln_error **err)
         psh_store_tmp_abort(p->s, &x.tmp);
         return r;
     }
-    if ((r = psh_store_tmp_commit(p->s, &x.tmp, d->digest, NULL, NULL, err)) < 0)
-        return r;
-    __atomic_add_fetch(&p->res->blobs_fetched, 1, __ATOMIC_RELAXED);
-    if (p->ev && p->ev->blob_done)
-        p->ev->blob_done(p->ev->ud, d->digest, d->size);
-    return 0;
+    return psh_store_tmp_commit(p->s, &x.tmp, d->digest, NULL, NULL, err);
 }
 
 /* Parses "os/arch[/variant]". */

@@ -31,49 +31,6 @@ struct push {
     const psh_descriptor *blobs;
 };
 
-/* ---- per-registry concurrency bound shared by all pushes of the process ---- */
-
-static pthread_mutex_t slot_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t slot_cv = PTHREAD_COND_INITIALIZER;
-static struct {
-    char host[PSH_REF_NAME_MAX + 1];
-    unsigned active;
-} slots[32];
-
-static int slot_acquire(const char *host, unsigned limit)
-{
-    pthread_mutex_lock(&slot_mu);
-    int idx = -1;
-    for (;;) {
-        int free_i = -1;
-        idx = -1;
-        for (int i = 0; i < (int)KILN_ARRAY_SIZE(slots); i++) {
-            if (slots[i].active > 0 && strcmp(slots[i].host, host) == 0)
-                idx = i;
-            else if (slots[i].active == 0 && free_i < 0)
-                free_i = i;
-        }
-        if (idx < 0 && free_i >= 0) {
-            idx = free_i;
-            snprintf(slots[idx].host, sizeof(slots[idx].host), "%s", host);
-        }
-        if (idx >= 0 && slots[idx].active < limit)
-            break;
-        pthread_cond_wait(&slot_cv, &slot_mu);
-    }
-    slots[idx].active++;
-    pthread_mutex_unlock(&slot_mu);
-    return idx;
-}
-
-static void slot_release(int idx)
-{
-    pthread_mutex_lock(&slot_mu);
-    slots[idx].active--;
-    pthread_cond_broadcast(&slot_cv);
-    pthread_mutex_unlock(&slot_mu);
-}
-
 #define COUNT(field, v) __atomic_add_fetch(&p->res->field, (v), __ATOMIC_RELAXED)
 
 /* "0-1234" or "bytes=0-1234" → 1235 (bytes the registry holds).
@@ -445,14 +402,14 @@ static int push_blob(void *ud, size_t i, kiln_error **err)
 {
     struct push *p = ud;
     const psh_descriptor *d = &p->blobs[i];
-    int slot = slot_acquire(p->c->host, p->o->concurrency ? p->o->concurrency : 3);
+    int slot = reg_slot_acquire(p->c->host, p->o->concurrency ? p->o->concurrency : 3);
     int r = blob_exists(p, d->digest, err);
     if (r == 1) {
         COUNT(blobs_skipped, 1);
         if (p->ev && p->ev->blob_skipped)
             p->ev->blob_skipped(p->ev->ud, d->digest, d->size);
         reg_origin_add(p->c->state_dir, d->digest, p->c->host, p->repo);
-        slot_release(slot);
+        reg_slot_release(slot);
         return 0;
     }
     char *loc = NULL;
@@ -461,7 +418,7 @@ static int push_blob(void *ud, size_t i, kiln_error **err)
     if (r == 1) {
         COUNT(blobs_mounted, 1);
         reg_origin_add(p->c->state_dir, d->digest, p->c->host, p->repo);
-        slot_release(slot);
+        reg_slot_release(slot);
         return 0;
     }
     _cleanup_close_ int fd = -1;
@@ -474,7 +431,7 @@ static int push_blob(void *ud, size_t i, kiln_error **err)
                            d->size);
     if (r < 0) {
         free(loc);
-        slot_release(slot);
+        reg_slot_release(slot);
         return r == KILN_ENOENT ? kiln_error_wrap(err, "blob not in the store and not mountable")
                                 : r;
     }
@@ -494,7 +451,7 @@ static int push_blob(void *ud, size_t i, kiln_error **err)
         if (p->ev && p->ev->blob_done)
             p->ev->blob_done(p->ev->ud, d->digest, d->size);
     }
-    slot_release(slot);
+    reg_slot_release(slot);
     return r;
 }
 

@@ -207,3 +207,55 @@ KT_TEST(killed_pusher_resumes_chunked_upload)
     rf_proxy_stop(&px);
     env_close(&e);
 }
+
+KT_TEST(killed_mid_chunk_push_still_completes)
+{
+    /* Killed in the middle of a chunk body: docker-registry keeps the
+     * partial bytes and then refuses the stale session ("upload resumed at
+     * wrong offset"), so the retried push must notice and start the blob
+     * over in a new session. */
+    struct env e;
+    KT_REQUIRE(env_open(&e) == 0);
+    const size_t size = (size_t)24 << 20, chunk = (size_t)8 << 20;
+    char man[KILN_DIGEST_STRLEN + 1];
+    KT_REQUIRE(rf_random_image(e.s, e.dir, "m:1", size, "amd64", man, NULL) == 0);
+    rf_proxy px;
+    KT_REQUIRE(rf_proxy_start(&px, e.dir, e.reg.port, "ok") == 0);
+    psh_registry_opts o;
+    rf_opts(&o, &e.reg);
+    o.chunk_size = chunk;
+    char dst[300];
+    snprintf(dst, sizeof(dst), "127.0.0.1:%d/kill/mid:1", px.port);
+    pid_t pid = fork();
+    KT_REQUIRE(pid >= 0);
+    if (pid == 0) {
+        /* Progress inside a body comes every 4 MiB: the sleep holds the
+         * pusher half way through its 8 MiB chunk. */
+        rf_counts c = {.progress_sleep_ms = 2000};
+        psh_reg_events ev;
+        rf_events(&ev, &c);
+        psh_store *s = NULL;
+        if (psh_store_open(&s, e.dir, NULL) < 0)
+            _exit(3);
+        _exit(psh_push(s, "m:1", dst, &o, &ev, NULL, NULL) == 0 ? 0 : 1);
+    }
+    long long seen = 0;
+    for (int i = 0; i < 500 && (seen = rf_proxy_stat(&px, "body_bytes")) < 0; i++)
+        usleep(20000);
+    usleep(800000);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    kiln_error *err = NULL;
+    psh_push_result res;
+    KT_EXPECT_INT(psh_push(e.s, "m:1", dst, &o, NULL, &res, &err), 0);
+    if (err)
+        fprintf(stderr, "  %s\n", err->msg);
+    kiln_error_free(&err);
+    KT_EXPECT_STR(res.manifest.digest, man);
+    KT_EXPECT_INT(rf_sh("skopeo inspect --tls-verify=false docker://%s/kill/mid:1 | grep -q %s",
+                        e.reg.host, man),
+                  0);
+    KT_EXPECT_INT(rf_sh("grep -q 'wrong offest\\|wrong offset' %s/registry.log", e.reg.dir), 0);
+    rf_proxy_stop(&px);
+    env_close(&e);
+}
