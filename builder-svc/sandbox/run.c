@@ -272,6 +272,10 @@ typedef struct supervise {
     sbx_msg rep;
 } supervise;
 
+/* Kills init, the PID namespace's reaper: the kernel then kills everything
+ * else in it, and the monitor reaps init only once all of them are gone (so
+ * the step's mounts are gone too when the monitor exits).  Before init's pid
+ * is known, the monitor is killed and init follows by its death signal. */
 static void kill_step(supervise *v)
 {
     if (v->killed)
@@ -280,8 +284,9 @@ static void kill_step(supervise *v)
     if (v->pidfd >= 0)
         syscall(SYS_pidfd_send_signal, v->pidfd, SIGKILL, NULL, 0);
     else if (v->init > 0)
-        kill(v->init, SIGKILL); /* not yet reaped: the monitor waits for our ack */
-    kill(v->monitor, SIGKILL);  /* init follows through its death signal */
+        kill(v->init, SIGKILL); /* not reaped before our ack: the pid is still init's */
+    else
+        kill(v->monitor, SIGKILL);
 }
 
 static void on_msg(supervise *v, const sbx_msg *m)
