@@ -680,3 +680,58 @@ KT_TEST(cleanup_stale_removes_interrupted_unpacks_only)
     fx_rmtree(t);
     free(t), free(data), free(dead), free(live), free(dl), free(ll);
 }
+
+KT_TEST(clean_path_table)
+{
+    static const struct {
+        const char *in;
+        bool abs;
+        int rc;
+        const char *out;
+    } cases[] = {
+        {"a/b", false, 0, "a/b"},
+        {"./a//b/", false, 0, "a/b"},
+        {"././.", false, 0, ""},
+        {"/a", false, KILN_EINVAL, NULL},
+        {"/a/./b", true, 0, "a/b"},
+        {"a/../b", false, KILN_EINVAL, NULL},
+        {"..", true, KILN_EINVAL, NULL},
+        {"a/..", false, KILN_EINVAL, NULL},
+        {"a/..b", false, 0, "a/..b"},
+        {"...", false, 0, "..."},
+        {".wh..wh..opq", false, 0, ".wh..wh..opq"},
+    };
+    for (size_t i = 0; i < KILN_ARRAY_SIZE(cases); i++) {
+        char out[64];
+        int rc = sbx_clean_path(out, sizeof(out), cases[i].in, cases[i].abs, NULL);
+        KT_EXPECT_INT(rc, cases[i].rc);
+        if (rc == 0)
+            KT_EXPECT_STR(out, cases[i].out);
+    }
+}
+
+KT_TEST(hard_link_to_a_lower_layer_is_copied)
+{
+    char *t = fx_tmpdir(), *data = path2(t, "data");
+    char b0[256], b1[256], chain[80];
+    snprintf(b0, sizeof(b0), "%s/0.tar", t);
+    snprintf(b1, sizeof(b1), "%s/1.tar", t);
+    fx_entry top[] = {{'h', "hl2", "a/y", 0, 0, 0, 0}};
+    KT_REQUIRE(fx_layer(b0, L1, KILN_ARRAY_SIZE(L1), FX_TAR, NULL, NULL) == 0);
+    KT_REQUIRE(fx_layer(b1, top, 1, FX_TAR, NULL, NULL) == 0);
+    bld_layer ls[2] = {{.blob_path = b0}, {.blob_path = b1}};
+    KT_REQUIRE(bld_snapshot_ensure(chain, data, ls, 2, NULL) == 0);
+    bld_snapshot_stack *s = NULL;
+    KT_REQUIRE(bld_snapshot_acquire(&s, data, chain, NULL) == 0);
+    const char *const *dirs = bld_snapshot_stack_dirs(s);
+    char *low = path2(dirs[0], "a/y"), *up = path2(dirs[1], "hl2");
+    struct stat a, b;
+    KT_EXPECT(stat(low, &a) == 0 && stat(up, &b) == 0);
+    KT_EXPECT(a.st_ino != b.st_ino && b.st_uid == 5 && (b.st_mode & 07777) == 0600);
+    char *c = fx_read(up);
+    KT_EXPECT_STR(c, "y1");
+    free(c), free(low), free(up);
+    bld_snapshot_release(s);
+    fx_rmtree(t);
+    free(t), free(data);
+}
