@@ -3,7 +3,8 @@
  *
  *   kiln-probe info            pid, ppid, hostname, uid/gid/groups, cwd, env,
  *                              mounts, network interfaces, visible pids
- *   kiln-probe tree DIR [EXCL…] every entry below DIR, sorted, with type,
+ *   kiln-probe tree[-links] DIR [EXCL…]
+ *                              every entry below DIR, sorted, with type,
  *                              mode, owner, size, content hash, link target
  *                              (top-level names in EXCL skipped)
  *   kiln-probe exists PATH     exit 0 if PATH exists (lstat), else 1
@@ -75,6 +76,8 @@ static int info(void)
     return 0;
 }
 
+static int show_links;
+
 static int cmp(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
@@ -125,6 +128,8 @@ static void walk(int dfd, const char *rel, char **excl, int nexcl)
             continue;
         }
         printf("%s %o %d:%d", path, (unsigned)st.st_mode, (int)st.st_uid, (int)st.st_gid);
+        if (S_ISREG(st.st_mode) && show_links)
+            printf(" links=%d", (int)st.st_nlink);
         if (S_ISREG(st.st_mode))
             printf(" size=%lld hash=%016llx mtime=%lld", (long long)st.st_size,
                    (unsigned long long)hash_file(dfd, names[i]), (long long)st.st_mtime);
@@ -170,7 +175,8 @@ int main(int argc, char **argv)
     setvbuf(stdout, NULL, _IOFBF, 1 << 16);
     if (argc >= 2 && !strcmp(argv[1], "info"))
         return info();
-    if (argc >= 3 && !strcmp(argv[1], "tree")) {
+    if (argc >= 3 && (!strcmp(argv[1], "tree") || !strcmp(argv[1], "tree-links"))) {
+        show_links = !strcmp(argv[1], "tree-links");
         int fd = open(argv[2], O_RDONLY | O_DIRECTORY);
         if (fd < 0) {
             perror(argv[2]);
