@@ -194,8 +194,14 @@ static int make_certs(rf_registry *r)
 int rf_registry_start(rf_registry *r, bool tls, rf_auth auth, int token_life)
 {
     memset(r, 0, sizeof(*r));
-    if (!rf_have("docker-registry"))
-        return 77;
+    static const char *tools[] = {"docker-registry", "skopeo",   "umoci", "python3",
+                                  "openssl",         "htpasswd", "curl"};
+    for (size_t i = 0; i < KILN_ARRAY_SIZE(tools); i++) {
+        if (!rf_have(tools[i])) {
+            fprintf(stderr, "skipped: %s is not installed\n", tools[i]);
+            return 77;
+        }
+    }
     r->dir = rf_tmpdir();
     r->port = rf_free_port();
     r->tls = tls;

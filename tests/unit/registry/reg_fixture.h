@@ -45,7 +45,9 @@ typedef struct rf_registry {
 /* Starts docker-registry with filesystem storage under a temp dir.  Basic
  * auth accepts user "kiln" / password "s3cret-pw"; token auth runs
  * tests/fakes/token_server.py (token_life seconds of JWT validity) with the
- * same account.  Returns 0, or 77 when docker-registry is missing. */
+ * same account.  Returns 0, or 77 when docker-registry or one of the tools
+ * the tests compare with (skopeo, umoci, python3, openssl, htpasswd, curl) is
+ * missing. */
 int rf_registry_start(rf_registry *r, bool tls, rf_auth auth, int token_life);
 void rf_registry_stop(rf_registry *r);
 
