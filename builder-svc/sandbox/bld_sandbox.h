@@ -15,7 +15,12 @@
  * its PID namespace, so when init dies (end of the command, timeout, cancel,
  * or the builder being killed) the kernel removes every process and mount of
  * the step.  bld_run() must be called from a thread that stays alive until it
- * returns (the death signal follows the forking thread). */
+ * returns (the death signal follows the forking thread).
+ *
+ * The command runs with the builder's file descriptors closed, Docker's
+ * default capabilities minus CAP_MKNOD, a seccomp deny list, parts of /proc
+ * read-only or hidden, and the image's /etc/passwd and /etc/group deciding
+ * USER.  Rootless, only uid 0 exists inside: a non-root USER is refused. */
 #ifndef BLD_SANDBOX_H
 #define BLD_SANDBOX_H
 
@@ -43,7 +48,7 @@ typedef struct bld_preflight_info {
     bool usable;          /* RUN can work at all */
     char isolation[16];   /* "root", "rootless" or "none" */
     char rootfs_mode[16]; /* "overlay" or "copy" */
-    char cgroups[160];    /* e.g. "v1 (memory, pids); v2 hierarchy without memory, pids" */
+    char cgroups[160];    /* e.g. "v1: memory pids; v2: no memory/pids controllers" */
     char missing[768];    /* "; "-separated list of what is missing and why, "" if nothing */
 } bld_preflight_info;
 
@@ -65,7 +70,8 @@ typedef enum bld_network {
 } bld_network;
 
 typedef enum bld_rootfs_mode {
-    BLD_ROOTFS_AUTO = 0, /* overlay when it can be mounted, else copy */
+    BLD_ROOTFS_AUTO = 0, /* overlay when it can be mounted (probed once per process, and a
+                          * step whose overlay mount fails is retried in copy mode) */
     BLD_ROOTFS_OVERLAY,
     BLD_ROOTFS_COPY, /* copy the lowers, diff afterwards: identical diff, slower */
 } bld_rootfs_mode;
