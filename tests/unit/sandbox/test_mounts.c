@@ -7,10 +7,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "digest.h"
 #include "kt.h"
 #include "sbx_fixture.h"
 #include "sbx_internal.h"
@@ -313,4 +315,46 @@ KT_TEST(mount_target_through_image_symlink_stays_inside)
     snprintf(host_inside, sizeof(host_inside), "%s/inside", hostdir);
     KT_EXPECT(!fx_exists(host_inside));
     done(&o, upper, work);
+}
+
+static void *cancel_soon(void *arg)
+{
+    usleep(300000);
+    atomic_store((atomic_bool *)arg, true);
+    return NULL;
+}
+
+KT_TEST(cancel_while_waiting_for_a_locked_cache)
+{
+    /* Another holder keeps the cache locked; the step waits, then is canceled. */
+    char digest[KILN_DIGEST_STRLEN + 1], *lockp = NULL, *dir = NULL;
+    kiln_sha256_bytes("busy-cache", 10, digest);
+    KT_REQUIRE(asprintf(&dir, "%s/cache-mounts/%.32s", base.data, digest + 7) > 0);
+    KT_REQUIRE(asprintf(&lockp, "%s/lock", dir) > 0);
+    KT_REQUIRE(sbx_mkdir_p(dir, 0700, NULL) == 0);
+    int fd = open(lockp, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    KT_REQUIRE(fd >= 0 && flock(fd, LOCK_EX) == 0);
+    bld_mount m = {
+        .type = BLD_MOUNT_CACHE, .target = "/c", .id = "busy-cache", .sharing = BLD_CACHE_LOCKED};
+    char *upper, *work;
+    bld_run_spec s;
+    fx_spec(&s, &base, "echo ran", NULL, &upper, &work);
+    s.on_output = NULL;
+    s.mounts = &m;
+    s.n_mounts = 1;
+    atomic_bool cancel = false;
+    s.cancel = &cancel;
+    pthread_t t;
+    pthread_create(&t, NULL, cancel_soon, &cancel);
+    double t0 = fx_now();
+    bld_run_result res;
+    kiln_error *err = NULL;
+    KT_EXPECT_INT(bld_run(&s, &res, &err), KILN_ECANCELED);
+    kiln_error_free(&err);
+    KT_EXPECT(fx_now() - t0 < 3.0);
+    pthread_join(t, NULL);
+    close(fd);
+    done(NULL, upper, work);
+    free(lockp);
+    free(dir);
 }

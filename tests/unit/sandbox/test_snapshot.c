@@ -14,6 +14,7 @@
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cleanup.h"
@@ -734,4 +735,24 @@ KT_TEST(hard_link_to_a_lower_layer_is_copied)
     bld_snapshot_release(s);
     fx_rmtree(t);
     free(t), free(data);
+}
+
+KT_TEST(prune_by_age)
+{
+    char *t = fx_tmpdir(), *data = path2(t, "data"), *blob = path2(t, "0.tar");
+    char chain[80];
+    KT_REQUIRE(fx_layer(blob, L1, KILN_ARRAY_SIZE(L1), FX_TAR, NULL, NULL) == 0);
+    bld_layer l = {.blob_path = blob};
+    KT_REQUIRE(bld_snapshot_ensure(chain, data, &l, 1, NULL) == 0);
+    size_t removed = 99;
+    KT_EXPECT_INT(bld_snapshot_prune(data, 3600, &removed, NULL), 0);
+    KT_EXPECT_INT(removed, 0); /* younger than an hour */
+    char *marker = NULL;
+    KT_REQUIRE(asprintf(&marker, "%s/snapshots/%s/complete", data, chain + 7) > 0);
+    struct timespec old[2] = {{time(NULL) - 7200, 0}, {time(NULL) - 7200, 0}};
+    KT_REQUIRE(utimensat(AT_FDCWD, marker, old, 0) == 0);
+    KT_EXPECT_INT(bld_snapshot_prune(data, 3600, &removed, NULL), 0);
+    KT_EXPECT_INT(removed, 1);
+    fx_rmtree(t);
+    free(t), free(data), free(blob), free(marker);
 }
