@@ -29,7 +29,8 @@ int kiln_buf_append(kiln_buf *b, const void *p, size_t n, kiln_error **err);
 int kiln_buf_puts(kiln_buf *b, const char *s, kiln_error **err);
 int kiln_buf_printf(kiln_buf *b, kiln_error **err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-int kiln_buf_vprintf(kiln_buf *b, kiln_error **err, const char *fmt, va_list ap);
+int kiln_buf_vprintf(kiln_buf *b, kiln_error **err, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
 
 /* Returns the data (caller frees with free()) and leaves b empty. */
 char *kiln_buf_steal(kiln_buf *b, size_t *len_out);
