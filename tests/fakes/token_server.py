@@ -9,7 +9,8 @@ format: base32 of the first 240 bits of sha256 of the DER public key, in
 groups of four).
 
 Basic credentials must match --user/--password (401 otherwise); anonymous
-requests get pull access only.  The JWT is valid for --life seconds (after
+requests get pull access only.  POST /token takes the OAuth2 refresh-token
+grant Docker uses for identity tokens (refresh_token must equal --password).  The JWT is valid for --life seconds (after
 the registry's clock-skew leeway, --leeway) while expires_in claims 300
 seconds, so a client that trusts expires_in meets a 401 in the middle of a
 long push and must fetch a new token.  Each issued token appends a line to
@@ -62,6 +63,19 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def do_POST(self):
+        """OAuth2 refresh-token grant (Docker identity tokens): the refresh
+        token must equal --password."""
+        cfg = self.server.cfg
+        n = int(self.headers.get("Content-Length") or "0")
+        form = urllib.parse.parse_qs(self.rfile.read(n).decode())
+        if (urllib.parse.urlparse(self.path).path != "/token" or
+                form.get("grant_type") != ["refresh_token"] or
+                form.get("refresh_token") != [cfg.password]):
+            self.reply(401, {"error": "invalid_grant"})
+            return
+        self.issue(form, cfg.user, "access_token")
+
     def do_GET(self):
         cfg = self.server.cfg
         u = urllib.parse.urlparse(self.path)
@@ -84,8 +98,13 @@ class Handler(BaseHTTPRequestHandler):
                            {"WWW-Authenticate": 'Basic realm="kiln-token"'})
                 return
             user = u_
+        self.issue(q, user, "token")
+
+    def issue(self, q, user, field):
+        cfg = self.server.cfg
         access = []
-        for sc in q.get("scope", []):
+        scopes = [x for sc in q.get("scope", []) for x in sc.split(" ") if x]
+        for sc in scopes:
             parts = sc.split(":")
             if len(parts) < 3:
                 continue
@@ -103,9 +122,13 @@ class Handler(BaseHTTPRequestHandler):
         token = signing_input.decode() + "." + b64url(sign(signing_input, cfg.key))
         with lock:
             with open(cfg.log, "a") as f:
-                f.write("%d %s %s\n" % (now, user or "-", " ".join(q.get("scope", []))))
-        self.reply(200, {"token": token, "access_token": token, "expires_in": 300,
-                         "issued_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))})
+                f.write("%d %s %s %s\n" % (now, user or "-", field, " ".join(scopes)))
+        # GET answers carry both names; the OAuth2 POST only access_token.
+        body = {"access_token": token, "expires_in": 300,
+                "issued_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))}
+        if field == "token":
+            body["token"] = token
+        self.reply(200, body)
 
 
 def main():

@@ -199,6 +199,20 @@ KT_TEST(bearer_tokens_refresh_mid_push)
     KT_EXPECT(issued >= 2); /* at least one refresh after a 401 mid-push */
     KT_EXPECT_STR(res.manifest.digest, man);
 
+    /* An identity token from config.json: the OAuth2 refresh-token grant. */
+    char cfg[4300], js[512];
+    snprintf(cfg, sizeof(cfg), "%s/config.json", e.dir);
+    snprintf(js, sizeof(js), "{\"auths\":{\"%s\":{\"identitytoken\":\"s3cret-pw\"}}}", e.reg.host);
+    KT_REQUIRE(rf_write_file(cfg, js) == 0);
+    o.creds = NULL;
+    o.authfile = cfg;
+    snprintf(dst, sizeof(dst), "%s/tok/app:2", e.reg.host);
+    KT_EXPECT_INT(try_push(&e, "tok:1", dst, &o, NULL), 0);
+    char *log = rf_read_file(e.reg.token_log, NULL);
+    KT_EXPECT(log != NULL && strstr(log, "kiln access_token repository:tok/app:pull,push") != NULL);
+    free(log);
+    o.authfile = "/nonexistent/kiln-test-config.json";
+
     /* Anonymous pull works with a pull-only token. */
     psh_store *s2 = NULL;
     char *d2 = rf_tmpdir();
