@@ -756,3 +756,36 @@ KT_TEST(prune_by_age)
     fx_rmtree(t);
     free(t), free(data), free(blob), free(marker);
 }
+
+KT_TEST(gnu_tar_layer_round_trip)
+{
+    /* GNU tar's own formats (long names, sparse files, hard links, fifos)
+     * unpack to the same tree as the source. */
+    char *t = fx_tmpdir(), *src = path2(t, "src"), *blob = path2(t, "gnu.tgz"),
+         *data = path2(t, "data"), *cmd = NULL;
+    KT_REQUIRE(asprintf(&cmd,
+                        "set -e; mkdir -p %s/d/%0200d/%0100d && cd %s && "
+                        "echo long > d/%0200d/%0100d/file && truncate -s 5M sparse && "
+                        "echo tail >> sparse && echo x > a && ln a b && mkfifo fifo && "
+                        "ln -s d/nowhere dangling && chmod 2750 d && chown 7:8 a && "
+                        "touch -d @1234567890 a sparse && "
+                        "tar --numeric-owner --sparse --format=gnu -czf %s .",
+                        src, 0, 0, src, 0, 0, blob) > 0);
+    KT_REQUIRE(run_cmd(cmd) == 0);
+    bld_layer l = {.blob_path = blob};
+    char chain[80];
+    kiln_error *err = NULL;
+    KT_EXPECT_INT(bld_snapshot_ensure(chain, data, &l, 1, &err), 0);
+    kiln_error_free(&err);
+    char *fs = NULL;
+    KT_REQUIRE(asprintf(&fs, "%s/snapshots/%s/fs", data, chain + 7) > 0);
+    char *want = probe_tree(src), *got = probe_tree(fs);
+    KT_EXPECT(want && strstr(want, "sparse 100644") && strstr(want, "fifo 10644"));
+    KT_EXPECT_STR(got, want);
+    char *a = path2(fs, "a"), *b = path2(fs, "b");
+    struct stat sa, sb;
+    KT_EXPECT(stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_ino == sb.st_ino);
+    free(a), free(b), free(want), free(got), free(fs), free(cmd);
+    fx_rmtree(t);
+    free(t), free(src), free(blob), free(data);
+}
