@@ -434,6 +434,11 @@ static void run_commit(void *arg)
         kiln_error_set(&err, KILN_ENOSPC, 0, "out of memory");
         goto fail;
     }
+    /* Only the builder's step diffs may become layers, not any file under the
+     * data dir (the store's own blobs, event logs, cache mounts, ...). */
+    char diff_root[4096];
+    snprintf(diff_root, sizeof(diff_root), "%s/snapshots", psh_store_data_dir(c->p->store));
+    spec.diff_root = diff_root;
     spec.base = str_set(q->base_manifest) ? q->base_manifest : NULL;
     spec.layers = (const char *const *)q->layers;
     spec.n_layers = q->n_layers;

@@ -163,12 +163,12 @@ KT_TEST(commit_stacks_overlay_diffs_on_the_base)
     KT_REQUIRE(base_digest[0]);
     /* Diff 1 adds files; diff 2 deletes /etc/motd (overlay whiteout: 0/0 char
      * device) and makes /opt opaque (hides the base's /opt content). */
-    KT_REQUIRE(th_sh("set -e; D=%s/diffs; mkdir -p $D/1/app $D/2/etc $D/2/opt; "
+    KT_REQUIRE(th_sh("set -e; D=%s/snapshots/steps; mkdir -p $D/1/app $D/2/etc $D/2/opt; "
                      "echo 'echo hi' > $D/1/app/run.sh; chmod 755 $D/1/app/run.sh; "
                      "mknod $D/2/etc/motd c 0 0; echo new > $D/2/opt/new; "
                      "setfattr -n trusted.overlay.opaque -v y $D/2/opt",
                      data) == 0);
-    const char *layers[] = {"diffs/1", "diffs/2"};
+    const char *layers[] = {"snapshots/steps/1", "snapshots/steps/2"};
     char job[KILN_JOB_ID_MAX + 1];
     kiln_error *err = NULL;
     KT_REQUIRE(commit(layers, 2, base_digest, "app:1", job, &err) == 0);
@@ -232,20 +232,23 @@ static kiln_code job_failure(const char *job)
 KT_TEST(bad_commits_fail_cleanly_and_change_nothing)
 {
     KT_REQUIRE(base_digest[0]);
-    KT_REQUIRE(th_sh("cp %s/store/index.json %s/index.before && mkdir -p %s/outside && "
-                     "ln -sfn %s/outside %s/diffs/escape",
-                     data, dir, dir, dir, data) == 0);
+    KT_REQUIRE(th_sh("cp %s/store/index.json %s/index.before && mkdir -p %s/outside "
+                     "%s/events/stolen && ln -sfn %s/outside %s/snapshots/steps/escape",
+                     data, dir, dir, data, dir, data) == 0);
     kiln_error *err = NULL;
     char job[KILN_JOB_ID_MAX + 1];
     /* Invalid tag: refused before any job starts. */
-    const char *l1[] = {"diffs/1"};
+    const char *l1[] = {"snapshots/steps/1"};
     KT_EXPECT_INT(commit(l1, 1, base_digest, "Bad:Tag:x", job, &err), KILN_EINVAL);
     kiln_error_free(&err);
     /* A diff outside the data dir, by .. and by symlink. */
     const char *out1[] = {"../outside"};
+    const char *out3[] = {"events/stolen"}; /* inside the data dir, not a build diff */
     KT_REQUIRE(commit(out1, 1, base_digest, "evil:1", job, &err) == 0);
     KT_EXPECT_INT(job_failure(job), KILN_EPERM);
-    const char *out2[] = {"diffs/escape"};
+    KT_REQUIRE(commit(out3, 1, base_digest, "evil:3", job, &err) == 0);
+    KT_EXPECT_INT(job_failure(job), KILN_EPERM);
+    const char *out2[] = {"snapshots/steps/escape"};
     KT_REQUIRE(commit(out2, 1, base_digest, "evil:2", job, &err) == 0);
     KT_EXPECT_INT(job_failure(job), KILN_EPERM);
     /* A base that is not in the store. */
@@ -268,9 +271,10 @@ KT_TEST(kill_9_during_a_large_commit_leaves_a_readable_store)
 {
     KT_REQUIRE(base_digest[0]);
     /* ~96 MiB of incompressible data makes the commit last long enough. */
-    KT_REQUIRE(th_sh("mkdir -p %s/diffs/big && head -c 100663296 /dev/urandom > %s/diffs/big/blob",
+    KT_REQUIRE(th_sh("mkdir -p %s/snapshots/steps/big && head -c 100663296 /dev/urandom > "
+                     "%s/snapshots/steps/big/blob",
                      data, data) == 0);
-    const char *layers[] = {"diffs/big"};
+    const char *layers[] = {"snapshots/steps/big"};
     char job[KILN_JOB_ID_MAX + 1];
     kiln_error *err = NULL;
     KT_REQUIRE(commit(layers, 1, base_digest, "big:1", job, &err) == 0);
