@@ -174,8 +174,6 @@ static _Noreturn void command_main(sbx_plan *p)
     _exit(e == ENOENT ? 127 : 126);
 }
 
-int sbx_loopback_up(void);
-
 static _Noreturn void init_main(sbx_plan *p, int life_r)
 {
     /* Dies with the monitor; the poll catches a monitor that died before

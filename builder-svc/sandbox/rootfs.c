@@ -266,8 +266,6 @@ int sbx_rootfs_setup(sbx_plan *p)
     return 0;
 }
 
-/* Brings the loopback interface up in a fresh network namespace. */
-int sbx_loopback_up(void);
 int sbx_loopback_up(void)
 {
     _cleanup_close_ int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);

@@ -84,6 +84,10 @@ int sbx_mounts_prepare(sbx_plan *p, kiln_error **err);
 void sbx_mounts_release(sbx_plan *p);
 int sbx_mounts_apply(sbx_plan *p, int rootfd);
 
+/* Brings the loopback interface up in a fresh network namespace; -1 on
+ * failure (errno set). */
+int sbx_loopback_up(void);
+
 /* Installs the RUN seccomp filter on the calling process (see seccomp.c);
  * -1 with errno on failure (EINVAL: the kernel has no seccomp filters). */
 int sbx_seccomp_install(void);
