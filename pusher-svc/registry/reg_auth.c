@@ -158,7 +158,7 @@ static void from_helper(reg_client *c, const char *name)
 }
 
 /* "https://host:5000/v1/" → "host:5000"; Docker Hub keys → "registry-1.docker.io". */
-static void key_host(const char *key, char *out, size_t n)
+void reg_auth_key_host(const char *key, char *out, size_t n)
 {
     const char *p = strstr(key, "://");
     p = p ? p + 3 : key;
@@ -214,7 +214,9 @@ static void from_config(reg_client *c)
     const cJSON *it;
     cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(j, "credHelpers"))
     {
-        key_host(it->string, h, sizeof(h));
+        if (it->string == NULL)
+            continue; /* not an object */
+        reg_auth_key_host(it->string, h, sizeof(h));
         if (strcmp(h, c->host) == 0 && cJSON_IsString(it)) {
             from_helper(c, it->valuestring);
             return;
@@ -222,7 +224,9 @@ static void from_config(reg_client *c)
     }
     cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(j, "auths"))
     {
-        key_host(it->string, h, sizeof(h));
+        if (it->string == NULL)
+            continue;
+        reg_auth_key_host(it->string, h, sizeof(h));
         if (strcmp(h, c->host) != 0)
             continue;
         const cJSON *a = cJSON_GetObjectItemCaseSensitive(it, "auth");
@@ -291,8 +295,8 @@ char *reg_auth_header(reg_client *c, const char *scope)
 }
 
 /* Parses 'Scheme k="v", k2=v2' into the scheme and up to three known keys. */
-static void parse_challenge(const char *s, char *scheme, size_t sn, char **realm, char **service,
-                            char **scope)
+void reg_parse_challenge(const char *s, char *scheme, size_t sn, char **realm, char **service,
+                         char **scope)
 {
     size_t l = strcspn(s, " ");
     snprintf(scheme, sn, "%.*s", (int)l, s);
@@ -488,7 +492,7 @@ int reg_auth_challenge(reg_client *c, const char *www, const char *scope, bool h
         return kiln_error_set(err, KILN_EAUTH, 0, "%s: HTTP 401 without a challenge", c->host);
     char scheme[32];
     char *realm = NULL, *service = NULL, *cscope = NULL;
-    parse_challenge(www, scheme, sizeof(scheme), &realm, &service, &cscope);
+    reg_parse_challenge(www, scheme, sizeof(scheme), &realm, &service, &cscope);
     int r = 0;
     if (strcasecmp(scheme, "Basic") == 0) {
         pthread_mutex_lock(&c->mu);

@@ -657,7 +657,7 @@ int reg_do(reg_client *c, const reg_req *rq, reg_resp *rs, kiln_error **err)
 }
 
 /* "CODE: message" of the first entry of {"errors":[…]}, if any. */
-static void registry_message(const reg_resp *rs, char *out, size_t n)
+void reg_registry_message(const reg_resp *rs, char *out, size_t n)
 {
     out[0] = '\0';
     if (rs->body.len == 0)
@@ -680,7 +680,7 @@ static void registry_message(const reg_resp *rs, char *out, size_t n)
 int reg_status_error(const reg_resp *rs, const char *what, kiln_error **err)
 {
     char msg[400];
-    registry_message(rs, msg, sizeof(msg));
+    reg_registry_message(rs, msg, sizeof(msg));
     kiln_code code;
     switch (rs->status) {
     case 401:

@@ -157,6 +157,18 @@ int reg_auth_challenge(reg_client *c, const char *www_auth, const char *scope, b
                        kiln_error **err);
 void reg_auth_dispose(reg_client *c);
 
+/* Parsers of registry input, exposed for the table-driven tests. */
+/* 'Scheme k="v", k2=v2': the scheme and the realm/service/scope values
+ * (each *out replaced with a malloc'd copy or left NULL; caller frees). */
+void reg_parse_challenge(const char *s, char *scheme, size_t sn, char **realm, char **service,
+                         char **scope);
+/* A config.json key ("https://host:5000/v1/", "docker.io") as a wire host. */
+void reg_auth_key_host(const char *key, char *out, size_t n);
+/* The next offset after a Range header value ("0-1234" → 1235; "0-0" → 0). */
+uint64_t reg_range_next(const char *range);
+/* ": CODE: message" of the first entry of an {"errors":[…]} body, or "". */
+void reg_registry_message(const reg_resp *rs, char *out, size_t n);
+
 /* ---- state (reg_state.c) ---- */
 
 /* Records that repo on host holds digest.  Best effort (errors ignored). */

@@ -37,7 +37,7 @@ struct push {
  * docker-registry answers "0-0" both for an empty session and for one byte;
  * it is read as empty (a wrong guess ends in repeated 416 answers and a new
  * session; the other guess would silently skip a byte). */
-static uint64_t range_next(const char *range)
+uint64_t reg_range_next(const char *range)
 {
     if (range == NULL)
         return 0;
@@ -189,7 +189,7 @@ static int upload_status(struct push *p, const psh_descriptor *d, char **loc, ui
         r = rs.status == 404 || rs.status == 400 ? KILN_ENOENT
                                                  : reg_status_error(&rs, d->digest, err);
     if (r == 0) {
-        *off = range_next(rs.range);
+        *off = reg_range_next(rs.range);
         if (rs.location != NULL) {
             char *u = reg_url(p->c, rs.location);
             if (u != NULL) {
@@ -276,7 +276,7 @@ static int upload_chunked(struct push *p, const psh_descriptor *d, int fd, char 
                 }
                 kiln_debug("registry", "%s: chunk %" PRIu64 "+%" PRIu64 " accepted, range %s",
                            d->digest, off, len, rs.range ? rs.range : "-");
-                off = rs.range ? range_next(rs.range) : off + len;
+                off = rs.range ? reg_range_next(rs.range) : off + len;
                 reg_resp_dispose(&rs);
                 attempt = 0;
                 same_416 = 0;
