@@ -6,6 +6,7 @@
  * directly.  Import and Commit can take minutes, so they are accepted at once
  * as jobs whose progress and result arrive as events on "push.<job>". */
 #include "psh_server.h"
+#include "psh_server_int.h"
 #include "cleanup.h"
 #include "config.h"
 #include "jobs.h"
@@ -26,18 +27,6 @@
 #define MAX_CONCURRENT_JOBS 4
 #define JOB_GRACE_MS        20000
 
-struct psh_server {
-    const kiln_service_opts *o;
-    kiln_service *svc;
-    psh_store *store;
-    kiln_jobs *jobs;
-    bool local_only; /* RPC endpoint is ipc://: clients share our filesystem */
-    char host_arch[sizeof(((struct utsname *)0)->machine)];
-
-    pthread_mutex_t mu; /* counters below */
-    uint64_t layers_packed, bytes_packed_in, bytes_packed_out, commits, imports;
-};
-
 /* ---- helpers ---- */
 
 static const char *go_arch(const char *machine)
@@ -53,8 +42,8 @@ static const char *go_arch(const char *machine)
 }
 
 /* Splits "os/arch[/variant]" into pieces inside buf; "" gives the host. */
-static int parse_platform(psh_server *p, const char *s, char *buf, size_t cap, psh_platform *out,
-                          kiln_error **err)
+int psh_srv_parse_platform(psh_server *p, const char *s, char *buf, size_t cap, psh_platform *out,
+                           kiln_error **err)
 {
     if (s == NULL || *s == '\0') {
         *out = (psh_platform){"linux", p->host_arch, NULL};
@@ -75,19 +64,6 @@ static int parse_platform(psh_server *p, const char *s, char *buf, size_t cap, p
     *out = (psh_platform){buf, arch, variant};
     return 0;
 }
-
-static bool str_set(const char *s)
-{
-    return s != NULL && *s != '\0';
-}
-
-#define NEW_BODY(arena, type, init)                                                                \
-    ({                                                                                             \
-        type *b_ = kiln_arena_alloc((arena), sizeof(type));                                        \
-        if (b_)                                                                                    \
-            init(b_);                                                                              \
-        b_;                                                                                        \
-    })
 
 /* ---- quick methods ---- */
 
@@ -256,14 +232,6 @@ static int m_export(void *user, const kiln_req *req, kiln_reply *reply, kiln_are
 
 /* ---- jobs ---- */
 
-typedef struct job_ctx {
-    psh_server *p;
-    kiln_job *job;
-    kiln_req *req; /* owned copy of the request */
-    unsigned long long t0;
-    unsigned long long layer_t0;
-} job_ctx;
-
 /* Copies a request so a job can outlive the RPC that started it. */
 static kiln_req *copy_request(const kiln_req *req)
 {
@@ -277,7 +245,7 @@ static kiln_req *copy_request(const kiln_req *req)
     return c;
 }
 
-static void job_ctx_free(job_ctx *c)
+void psh_srv_job_free(job_ctx *c)
 {
     if (c == NULL)
         return;
@@ -288,8 +256,8 @@ static void job_ctx_free(job_ctx *c)
 }
 
 /* Starts job kind for req and replies JobAccepted; fn runs it. */
-static int accept_job(psh_server *p, const kiln_req *req, const char *kind, const char *desc,
-                      kiln_job_fn fn, kiln_reply *reply, kiln_arena *a, kiln_error **err)
+int psh_srv_accept_job(psh_server *p, const kiln_req *req, const char *kind, const char *desc,
+                       kiln_job_fn fn, kiln_reply *reply, kiln_arena *a, kiln_error **err)
 {
     job_ctx *c = calloc(1, sizeof(*c));
     if (c == NULL || (c->req = copy_request(req)) == NULL) {
@@ -300,19 +268,19 @@ static int accept_job(psh_server *p, const kiln_req *req, const char *kind, cons
     c->t0 = kiln_now_ms();
     int r = kiln_job_start(&c->job, kiln_service_events(p->svc), "push", kind, desc, err);
     if (r < 0) {
-        job_ctx_free(c);
+        psh_srv_job_free(c);
         return r;
     }
     Kiln__V1__JobAccepted *b = NEW_BODY(a, Kiln__V1__JobAccepted, kiln__v1__job_accepted__init);
     if (b == NULL) {
-        job_ctx_free(c);
+        psh_srv_job_free(c);
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
     }
     b->job_id = kiln_arena_strdup(a, kiln_job_id(c->job));
     b->topic = kiln_arena_printf(a, "push.%s", kiln_job_id(c->job));
     if ((r = kiln_jobs_submit(p->jobs, fn, c, err)) < 0) {
         kiln_job_fail(c->job, (kiln_code)r, (*err)->msg, NULL);
-        job_ctx_free(c);
+        psh_srv_job_free(c);
         return r;
     }
     kiln_info("jobs", "%s job %s accepted: %s", kind, b->job_id, desc);
@@ -321,7 +289,7 @@ static int accept_job(psh_server *p, const kiln_req *req, const char *kind, cons
     return 0;
 }
 
-static void job_failed(job_ctx *c, kiln_error **err, const char *what)
+void psh_srv_job_failed(job_ctx *c, kiln_error **err, const char *what)
 {
     kiln_code code = *err ? (*err)->code : KILN_EINTERNAL;
     const char *msg = *err ? (*err)->msg : "unknown error";
@@ -375,10 +343,10 @@ static void run_import(void *arg)
     o.pack.progress_ud = c;
     o.layout_ref = str_set(q->layout_ref) ? q->layout_ref : NULL;
     o.confine = c->p->local_only ? NULL : psh_store_data_dir(c->p->store);
-    if (parse_platform(c->p, q->platform, pbuf, sizeof(pbuf), &o.platform, &err) < 0 ||
+    if (psh_srv_parse_platform(c->p, q->platform, pbuf, sizeof(pbuf), &o.platform, &err) < 0 ||
         psh_store_import(c->p->store, q->source, q->ref, &o, &d, &err) < 0) {
-        job_failed(c, &err, "import");
-        job_ctx_free(c);
+        psh_srv_job_failed(c, &err, "import");
+        psh_srv_job_free(c);
         return;
     }
     pthread_mutex_lock(&c->p->mu);
@@ -389,7 +357,7 @@ static void run_import(void *arg)
              (double)(kiln_now_ms() - c->t0) / 1000.0);
     kiln_info("jobs", "import job %s: %s (%s)", kiln_job_id(c->job), summary, d.digest);
     kiln_job_complete(c->job, summary, d.digest, NULL);
-    job_ctx_free(c);
+    psh_srv_job_free(c);
 }
 
 static int m_import(void *user, const kiln_req *req, kiln_reply *reply, kiln_arena *a,
@@ -407,11 +375,11 @@ static int m_import(void *user, const kiln_req *req, kiln_reply *reply, kiln_are
         return kiln_error_wrap(err, "import reference");
     char pbuf[128];
     psh_platform pl;
-    if (parse_platform(p, q->platform, pbuf, sizeof(pbuf), &pl, err) < 0)
+    if (psh_srv_parse_platform(p, q->platform, pbuf, sizeof(pbuf), &pl, err) < 0)
         return KILN_EINVAL;
     char desc[512];
     snprintf(desc, sizeof(desc), "import %s as %s", q->source, q->ref);
-    return accept_job(p, req, "import", desc, run_import, reply, a, err);
+    return psh_srv_accept_job(p, req, "import", desc, run_import, reply, a, err);
 }
 
 /* The commit spec's string vectors point into the request copy. */
@@ -476,7 +444,7 @@ static void run_commit(void *arg)
             q->history[i]->empty_layer, q->history[i]->created ? q->history[i]->created : -1};
     spec.history = hist;
     spec.n_history = q->n_history;
-    if (parse_platform(c->p, q->platform, pbuf, sizeof(pbuf), &spec.platform, &err) < 0)
+    if (psh_srv_parse_platform(c->p, q->platform, pbuf, sizeof(pbuf), &spec.platform, &err) < 0)
         goto fail;
     spec.author = str_set(q->author) ? q->author : NULL;
     spec.created = q->created ? q->created : -1;
@@ -540,11 +508,11 @@ static void run_commit(void *arg)
     free(lr);
     free(lrp);
     psh_commit_result_dispose(&res);
-    job_ctx_free(c);
+    psh_srv_job_free(c);
     return;
 fail:
-    job_failed(c, &err, "commit");
-    job_ctx_free(c);
+    psh_srv_job_failed(c, &err, "commit");
+    psh_srv_job_free(c);
 }
 
 static int m_commit(void *user, const kiln_req *req, kiln_reply *reply, kiln_arena *a,
@@ -559,18 +527,18 @@ static int m_commit(void *user, const kiln_req *req, kiln_reply *reply, kiln_are
     }
     char pbuf[128];
     psh_platform pl;
-    if (parse_platform(p, q->platform, pbuf, sizeof(pbuf), &pl, err) < 0)
+    if (psh_srv_parse_platform(p, q->platform, pbuf, sizeof(pbuf), &pl, err) < 0)
         return KILN_EINVAL;
     char desc[512];
     snprintf(desc, sizeof(desc), "commit %zu layer(s) on %s%s%s", q->n_layers,
              str_set(q->base_manifest) ? q->base_manifest : "scratch", q->n_tags ? " as " : "",
              q->n_tags ? q->tags[0] : "");
-    return accept_job(p, req, "commit", desc, run_commit, reply, a, err);
+    return psh_srv_accept_job(p, req, "commit", desc, run_commit, reply, a, err);
 }
 
 /* ---- service glue ---- */
 
-static const kiln_rpc_method methods[] = {
+static const kiln_rpc_method store_methods[] = {
     {KILN__V1__REQUEST__BODY_TAG, "Tag", m_tag, KILN_RPC_MUTATING, NULL},
     {KILN__V1__REQUEST__BODY_LIST_IMAGES, "ListImages", m_list, 0, NULL},
     {KILN__V1__REQUEST__BODY_INSPECT, "Inspect", m_inspect, 0, NULL},
@@ -597,6 +565,14 @@ int psh_server_new(psh_server **out, const kiln_service_opts *o, kiln_error **er
         r = psh_store_open(&p->store, o->data_dir, err);
     if (r == 0)
         r = kiln_jobs_new(&p->jobs, MAX_CONCURRENT_JOBS, err);
+    p->n_methods = KILN_ARRAY_SIZE(store_methods) + psh_n_registry_methods;
+    if (r == 0 && (p->methods = calloc(p->n_methods, sizeof(*p->methods))) == NULL)
+        r = kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    if (r == 0) {
+        memcpy(p->methods, store_methods, sizeof(store_methods));
+        memcpy(p->methods + KILN_ARRAY_SIZE(store_methods), psh_registry_methods,
+               psh_n_registry_methods * sizeof(*p->methods));
+    }
     if (r < 0) {
         psh_server_free(p);
         return r;
@@ -609,16 +585,18 @@ void psh_server_free(psh_server *p)
 {
     if (p == NULL)
         return;
+    atomic_store(&p->cancel, 1);
     kiln_jobs_free(p->jobs);
     psh_store_free(p->store);
+    free(p->methods);
     pthread_mutex_destroy(&p->mu);
     free(p);
 }
 
 const kiln_rpc_method *psh_server_methods(psh_server *p, size_t *n)
 {
-    *n = KILN_ARRAY_SIZE(methods);
-    return methods;
+    *n = p->n_methods;
+    return p->methods;
 }
 
 static void checks(void *user, Kiln__V1__Check ***out, size_t *n, kiln_arena *a)
@@ -658,6 +636,29 @@ static void metrics(void *user, kiln_buf *out)
                     (unsigned long long)p->layers_packed, (unsigned long long)p->bytes_packed_in,
                     (unsigned long long)p->bytes_packed_out, (unsigned long long)p->commits,
                     (unsigned long long)p->imports);
+    kiln_buf_printf(out, NULL,
+                    "# HELP kiln_pusher_pushes_total Push jobs completed.\n"
+                    "# TYPE kiln_pusher_pushes_total counter\n"
+                    "kiln_pusher_pushes_total %llu\n"
+                    "# HELP kiln_pusher_pulls_total Pull jobs completed.\n"
+                    "# TYPE kiln_pusher_pulls_total counter\n"
+                    "kiln_pusher_pulls_total %llu\n"
+                    "# HELP kiln_pusher_blobs_total Blobs handled by pushes, by outcome.\n"
+                    "# TYPE kiln_pusher_blobs_total counter\n"
+                    "kiln_pusher_blobs_total{outcome=\"uploaded\"} %llu\n"
+                    "kiln_pusher_blobs_total{outcome=\"skipped\"} %llu\n"
+                    "kiln_pusher_blobs_total{outcome=\"mounted\"} %llu\n"
+                    "# HELP kiln_pusher_retries_total Registry requests retried.\n"
+                    "# TYPE kiln_pusher_retries_total counter\n"
+                    "kiln_pusher_retries_total %llu\n"
+                    "# HELP kiln_pusher_registry_bytes_total Blob bytes sent and received.\n"
+                    "# TYPE kiln_pusher_registry_bytes_total counter\n"
+                    "kiln_pusher_registry_bytes_total{direction=\"pushed\"} %llu\n"
+                    "kiln_pusher_registry_bytes_total{direction=\"pulled\"} %llu\n",
+                    (unsigned long long)p->pushes, (unsigned long long)p->pulls,
+                    (unsigned long long)p->blobs_uploaded, (unsigned long long)p->blobs_skipped,
+                    (unsigned long long)p->blobs_mounted, (unsigned long long)p->retries,
+                    (unsigned long long)p->bytes_pushed, (unsigned long long)p->bytes_pulled);
     pthread_mutex_unlock(&p->mu);
     kiln_buf_printf(out, NULL,
                     "# HELP kiln_pusher_jobs_queued Jobs running or waiting for a slot.\n"
@@ -672,6 +673,9 @@ static void drain(void *user)
     unsigned n = kiln_jobs_active(p->jobs);
     if (n)
         kiln_info("jobs", "waiting for %u job(s) to finish", n);
+    /* Transfers stop between chunks; their upload sessions are kept for a
+     * resume after restart.  Commits and imports get the grace period. */
+    atomic_store(&p->cancel, 1);
     kiln_jobs_drain(p->jobs, JOB_GRACE_MS);
 }
 

@@ -77,5 +77,8 @@ int cli_cmd_prune(cli_ctx *ctx, int argc, char **argv);
 int cli_cmd_import(cli_ctx *ctx, int argc, char **argv);
 int cli_cmd_export(cli_ctx *ctx, int argc, char **argv);
 int cli_cmd_build(cli_ctx *ctx, int argc, char **argv);
+int cli_cmd_push(cli_ctx *ctx, int argc, char **argv);
+int cli_cmd_pull(cli_ctx *ctx, int argc, char **argv);
+int cli_cmd_manifest(cli_ctx *ctx, int argc, char **argv);
 
 #endif

@@ -67,6 +67,30 @@ static int job_cb(void *ud, const kiln_event *e)
         case KILN__V1__EVENT__PAYLOAD_LOG:
             fprintf(stderr, "%s\n", e->log->text);
             break;
+        case KILN__V1__EVENT__PAYLOAD_BLOB: {
+            const Kiln__V1__BlobEvent *b = e->blob;
+            switch (b->kind) {
+            case KILN__V1__BLOB_EVENT__KIND__DONE:
+                fprintf(stderr, "blob %.19s done (%.1f MB)\n", b->digest, (double)b->total / 1e6);
+                break;
+            case KILN__V1__BLOB_EVENT__KIND__SKIPPED:
+                fprintf(stderr, "blob %.19s already present\n", b->digest);
+                break;
+            case KILN__V1__BLOB_EVENT__KIND__MOUNTED:
+                fprintf(stderr, "blob %.19s mounted from %s\n", b->digest, b->detail);
+                break;
+            case KILN__V1__BLOB_EVENT__KIND__RETRIED:
+                fprintf(stderr, "retrying %s: %s\n", b->digest, b->detail);
+                break;
+            default:
+                break;
+            }
+            break;
+        }
+        case KILN__V1__EVENT__PAYLOAD_MANIFEST_PUSHED:
+            fprintf(stderr, "manifest %s pushed%s%s\n", e->manifest_pushed->digest,
+                    *e->manifest_pushed->ref ? " as " : "", e->manifest_pushed->ref);
+            break;
         case KILN__V1__EVENT__PAYLOAD_COMPLETED:
             fprintf(stderr, "%s\n", e->completed->summary);
             break;

@@ -22,6 +22,9 @@ static const cli_verb verbs[] = {
     {"import", cli_cmd_import, "import a rootfs dir/tarball or an OCI layout as an image"},
     {"export", cli_cmd_export, "write an image as oci:DIR or oci-archive:FILE"},
     {"prune", cli_cmd_prune, "delete unreferenced blobs from the store"},
+    {"push", cli_cmd_push, "push an image to a registry"},
+    {"pull", cli_cmd_pull, "pull an image from a registry into the store"},
+    {"manifest", cli_cmd_manifest, "create, edit, inspect and push manifest lists"},
 };
 
 const char *cli_service_name(cli_service s)

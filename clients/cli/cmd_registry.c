@@ -1,0 +1,337 @@
+/* Registry verbs, served by kiln-pusher: push, pull, manifest
+ * create|add|annotate|inspect|push.  Each takes the registry flags
+ * --tls-verify=false, --creds USER:PASS, --cert-dir DIR, --authfile FILE. */
+#include "cli.h"
+#include "config.h"
+#include "follow.h"
+
+#include <getopt.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MAX_ANNOTATIONS 64
+
+typedef struct reg_flags {
+    Kiln__V1__RegistryOptions ro;
+    char cert_dir[PATH_MAX], authfile[PATH_MAX];
+    const char *platform;
+    const char *os, *arch, *variant;
+    char *annotations[MAX_ANNOTATIONS];
+    size_t n_annotations;
+    bool quiet, json;
+} reg_flags;
+
+enum {
+    R_TLS = 500,
+    R_CREDS,
+    R_CERTDIR,
+    R_AUTHFILE,
+    R_FORMAT,
+    R_PLATFORM,
+    R_OS,
+    R_ARCH,
+    R_VARIANT,
+    R_ANNOTATION,
+    R_QUIET,
+    R_JSON,
+};
+
+/* Makes a path absolute for the pusher (same host). */
+static int abs_path(const char *in, char out[PATH_MAX])
+{
+    if (in[0] == '/') {
+        snprintf(out, PATH_MAX, "%s", in);
+        return 0;
+    }
+    char cwd[PATH_MAX];
+    if (getcwd(cwd, sizeof(cwd)) == NULL)
+        return -1;
+    int n = snprintf(out, PATH_MAX, "%s/%s", cwd, in);
+    return n < 0 || n >= PATH_MAX ? -1 : 0;
+}
+
+/* Parses the registry flags plus the extra ones allowed for this verb;
+ * returns 0 to go on, 1 after --help, -1 on a usage error. */
+static int parse(int argc, char **argv, reg_flags *f, const char *extra, const char *usage)
+{
+    static const struct option all[] = {
+        {"tls-verify", required_argument, NULL, R_TLS},
+        {"creds", required_argument, NULL, R_CREDS},
+        {"cert-dir", required_argument, NULL, R_CERTDIR},
+        {"authfile", required_argument, NULL, R_AUTHFILE},
+        {"format", required_argument, NULL, R_FORMAT},
+        {"platform", required_argument, NULL, R_PLATFORM},
+        {"os", required_argument, NULL, R_OS},
+        {"arch", required_argument, NULL, R_ARCH},
+        {"variant", required_argument, NULL, R_VARIANT},
+        {"annotation", required_argument, NULL, R_ANNOTATION},
+        {"quiet", no_argument, NULL, R_QUIET},
+        {"json", no_argument, NULL, R_JSON},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    kiln__v1__registry_options__init(&f->ro);
+    optind = 1;
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, "+hq", all, NULL)) != -1) {
+        const char *name = NULL;
+        for (size_t i = 0; all[i].name; i++)
+            if (all[i].val == c)
+                name = all[i].name;
+        if (c == 'q')
+            name = "quiet", c = R_QUIET;
+        if (c != 'h' && c != '?' && c != ':' && name && !strstr(extra, name) && c != R_TLS &&
+            c != R_CREDS && c != R_CERTDIR && c != R_AUTHFILE) {
+            cli_errorf("%s: --%s does not apply here", argv[0], name);
+            return -1;
+        }
+        switch (c) {
+        case 'h':
+            printf("%s", usage);
+            return 1;
+        case R_TLS:
+            if (strcmp(optarg, "false") == 0)
+                f->ro.insecure = true;
+            else if (strcmp(optarg, "true") != 0) {
+                cli_errorf("%s: --tls-verify wants true or false", argv[0]);
+                return -1;
+            }
+            break;
+        case R_CREDS:
+            if (strchr(optarg, ':') == NULL) {
+                cli_errorf("%s: --creds wants USER:PASSWORD", argv[0]);
+                return -1;
+            }
+            f->ro.creds = optarg;
+            break;
+        case R_CERTDIR:
+            if (abs_path(optarg, f->cert_dir) < 0)
+                return -1;
+            f->ro.cert_dir = f->cert_dir;
+            break;
+        case R_AUTHFILE:
+            if (abs_path(optarg, f->authfile) < 0)
+                return -1;
+            f->ro.authfile = f->authfile;
+            break;
+        case R_FORMAT:
+            if (strcmp(optarg, "oci") != 0 && strcmp(optarg, "v2s2") != 0) {
+                cli_errorf("%s: --format wants oci or v2s2", argv[0]);
+                return -1;
+            }
+            f->ro.format = optarg;
+            break;
+        case R_PLATFORM:
+            f->platform = optarg;
+            break;
+        case R_OS:
+            f->os = optarg;
+            break;
+        case R_ARCH:
+            f->arch = optarg;
+            break;
+        case R_VARIANT:
+            f->variant = optarg;
+            break;
+        case R_ANNOTATION:
+            if (f->n_annotations == MAX_ANNOTATIONS || strchr(optarg, '=') == NULL) {
+                cli_errorf("%s: --annotation wants KEY=VALUE", argv[0]);
+                return -1;
+            }
+            f->annotations[f->n_annotations++] = optarg;
+            break;
+        case R_QUIET:
+            f->quiet = true;
+            break;
+        case R_JSON:
+            f->json = true;
+            break;
+        case ':':
+            cli_errorf("%s: option '%s' needs a value", argv[0], argv[optind - 1]);
+            return -1;
+        default:
+            cli_errorf("%s: unknown option '%s'", argv[0], argv[optind - 1]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int nargs(int argc, char **argv, int min, int max, const char *what)
+{
+    int n = argc - optind;
+    if (n < min || n > max) {
+        cli_errorf("%s: expected %s; see '%s --help'", argv[0], what, argv[0]);
+        return -1;
+    }
+    return 0;
+}
+
+/* Runs a job request on the pusher and follows it; prints the digest. */
+static int run_job(cli_ctx *ctx, kiln_req *req, const reg_flags *f)
+{
+    kiln_reply *rep = NULL;
+    int rc = cli_call(ctx, CLI_PUSHER, req, &rep, 0);
+    if (rc)
+        return rc == CLI_EXIT_FAILED ? CLI_EXIT_REGISTRY : rc;
+    char job[KILN_JOB_ID_MAX + 1], digest[80] = "";
+    snprintf(job, sizeof(job), "%s", rep->job_accepted->job_id);
+    kiln_rpc_reply_free(rep);
+    rc = cli_follow_job(ctx, CLI_PUSHER, job, f->json, f->quiet, digest, sizeof(digest));
+    if (rc == CLI_EXIT_OK && !f->json)
+        printf("%s\n", digest);
+    return rc == CLI_EXIT_FAILED ? CLI_EXIT_REGISTRY : rc;
+}
+
+static const char reg_usage[] =
+    "Registry flags:\n"
+    "  --tls-verify=false   allow plain HTTP and unverified TLS\n"
+    "  --creds USER:PASS    credentials (else --authfile / Docker config.json)\n"
+    "  --cert-dir DIR       CA certificates in DIR/<host:port>/*.crt\n"
+    "  --authfile FILE      Docker config.json (auths, credHelpers, credsStore)\n";
+
+int cli_cmd_push(cli_ctx *ctx, int argc, char **argv)
+{
+    reg_flags f = {0};
+    char usage[1024];
+    snprintf(
+        usage, sizeof(usage),
+        "Usage: kiln push [--format oci|v2s2] [--quiet] [--json] [registry flags] REF [DEST]\n\n"
+        "Pushes the image REF from the store to DEST (default REF): blobs the registry\n"
+        "has are skipped, blobs of another repository of the same registry are mounted,\n"
+        "large blobs go in resumable chunks.  Prints the manifest digest.\n\n%s",
+        reg_usage);
+    int p = parse(argc, argv, &f, "format quiet json", usage);
+    if (p)
+        return p > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
+    if (nargs(argc, argv, 1, 2, "REF [DEST]") < 0)
+        return CLI_EXIT_USAGE;
+    kiln_req req = KILN__V1__REQUEST__INIT;
+    Kiln__V1__PushRequest pr = KILN__V1__PUSH_REQUEST__INIT;
+    pr.source = argv[optind];
+    pr.destination = argc - optind > 1 ? argv[optind + 1] : "";
+    pr.registry = &f.ro;
+    req.body_case = KILN__V1__REQUEST__BODY_PUSH;
+    req.push = &pr;
+    return run_job(ctx, &req, &f);
+}
+
+int cli_cmd_pull(cli_ctx *ctx, int argc, char **argv)
+{
+    reg_flags f = {0};
+    char usage[1024];
+    snprintf(usage, sizeof(usage),
+             "Usage: kiln pull [--platform OS/ARCH[/VARIANT]] [--quiet] [--json] [registry flags] "
+             "REF\n\n"
+             "Pulls REF into the store (the host platform from an index unless --platform),\n"
+             "verifying every blob; blobs already present are not fetched.  Prints the\n"
+             "manifest digest.\n\n%s",
+             reg_usage);
+    int p = parse(argc, argv, &f, "platform quiet json", usage);
+    if (p)
+        return p > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
+    if (nargs(argc, argv, 1, 1, "REF") < 0)
+        return CLI_EXIT_USAGE;
+    kiln_req req = KILN__V1__REQUEST__INIT;
+    Kiln__V1__PullRequest pr = KILN__V1__PULL_REQUEST__INIT;
+    pr.ref = argv[optind];
+    pr.platform = (char *)(f.platform ? f.platform : "");
+    pr.registry = &f.ro;
+    req.body_case = KILN__V1__REQUEST__BODY_PULL;
+    req.pull = &pr;
+    return run_job(ctx, &req, &f);
+}
+
+static const char manifest_usage[] =
+    "Usage: kiln manifest create LIST\n"
+    "       kiln manifest add [registry flags] LIST IMAGE\n"
+    "       kiln manifest annotate [--os OS] [--arch ARCH] [--variant V] [--annotation K=V]...\n"
+    "                              LIST DIGEST|IMAGE\n"
+    "       kiln manifest inspect LIST\n"
+    "       kiln manifest push [--quiet] [--json] [registry flags] LIST [DEST]\n\n"
+    "Manifest lists are OCI image indexes in the store.  'add' takes a local image, or a\n"
+    "remote one by reference (its manifest and platform are fetched, nothing is rebuilt).\n"
+    "'push' pushes each image by digest, then the index by tag.\n\n";
+
+int cli_cmd_manifest(cli_ctx *ctx, int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        printf("%s%s", manifest_usage, reg_usage);
+        return argc < 2 ? CLI_EXIT_USAGE : CLI_EXIT_OK;
+    }
+    const char *sub = argv[1];
+    argc--;
+    argv++;
+    reg_flags f = {0};
+    kiln_req req = KILN__V1__REQUEST__INIT;
+    kiln_reply *rep = NULL;
+    int rc;
+    if (strcmp(sub, "create") == 0) {
+        if (parse(argc, argv, &f, "", manifest_usage) || nargs(argc, argv, 1, 1, "LIST") < 0)
+            return CLI_EXIT_USAGE;
+        Kiln__V1__ManifestCreateRequest r = KILN__V1__MANIFEST_CREATE_REQUEST__INIT;
+        r.list = argv[optind];
+        req.body_case = KILN__V1__REQUEST__BODY_MANIFEST_CREATE;
+        req.manifest_create = &r;
+        rc = cli_call(ctx, CLI_PUSHER, &req, &rep, 0);
+    } else if (strcmp(sub, "add") == 0) {
+        if (parse(argc, argv, &f, "", manifest_usage) || nargs(argc, argv, 2, 2, "LIST IMAGE") < 0)
+            return CLI_EXIT_USAGE;
+        Kiln__V1__ManifestAddRequest r = KILN__V1__MANIFEST_ADD_REQUEST__INIT;
+        r.list = argv[optind];
+        r.image = argv[optind + 1];
+        r.registry = &f.ro;
+        req.body_case = KILN__V1__REQUEST__BODY_MANIFEST_ADD;
+        req.manifest_add = &r;
+        rc = cli_call(ctx, CLI_PUSHER, &req, &rep, 600000);
+    } else if (strcmp(sub, "annotate") == 0) {
+        if (parse(argc, argv, &f, "os arch variant annotation", manifest_usage) ||
+            nargs(argc, argv, 2, 2, "LIST DIGEST|IMAGE") < 0)
+            return CLI_EXIT_USAGE;
+        Kiln__V1__ManifestAnnotateRequest r = KILN__V1__MANIFEST_ANNOTATE_REQUEST__INIT;
+        r.list = argv[optind];
+        r.digest = argv[optind + 1];
+        r.os = (char *)(f.os ? f.os : "");
+        r.architecture = (char *)(f.arch ? f.arch : "");
+        r.variant = (char *)(f.variant ? f.variant : "");
+        r.annotations = f.annotations;
+        r.n_annotations = f.n_annotations;
+        req.body_case = KILN__V1__REQUEST__BODY_MANIFEST_ANNOTATE;
+        req.manifest_annotate = &r;
+        rc = cli_call(ctx, CLI_PUSHER, &req, &rep, 0);
+    } else if (strcmp(sub, "inspect") == 0) {
+        if (parse(argc, argv, &f, "", manifest_usage) || nargs(argc, argv, 1, 1, "LIST") < 0)
+            return CLI_EXIT_USAGE;
+        Kiln__V1__ManifestInspectRequest r = KILN__V1__MANIFEST_INSPECT_REQUEST__INIT;
+        r.list = argv[optind];
+        req.body_case = KILN__V1__REQUEST__BODY_MANIFEST_INSPECT;
+        req.manifest_inspect = &r;
+        rc = cli_call(ctx, CLI_PUSHER, &req, &rep, 0);
+        if (rc == CLI_EXIT_OK)
+            printf("%s\n", rep->manifest_reply->index_json);
+        kiln_rpc_reply_free(rep);
+        return rc;
+    } else if (strcmp(sub, "push") == 0) {
+        if (parse(argc, argv, &f, "quiet json", manifest_usage) ||
+            nargs(argc, argv, 1, 2, "LIST [DEST]") < 0)
+            return CLI_EXIT_USAGE;
+        Kiln__V1__ManifestPushRequest r = KILN__V1__MANIFEST_PUSH_REQUEST__INIT;
+        r.list = argv[optind];
+        r.destination = argc - optind > 1 ? argv[optind + 1] : "";
+        r.registry = &f.ro;
+        req.body_case = KILN__V1__REQUEST__BODY_MANIFEST_PUSH;
+        req.manifest_push = &r;
+        return run_job(ctx, &req, &f);
+    } else {
+        cli_errorf("manifest: unknown subcommand '%s' (create, add, annotate, inspect, push)", sub);
+        return CLI_EXIT_USAGE;
+    }
+    if (rc == CLI_EXIT_OK)
+        printf("%s\n", *rep->manifest_reply->added ? rep->manifest_reply->added
+                                                   : rep->manifest_reply->digest);
+    kiln_rpc_reply_free(rep);
+    return rc;
+}
