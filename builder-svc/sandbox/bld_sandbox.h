@@ -96,8 +96,11 @@ typedef struct bld_mount {
     const char *source;      /* bind: host dir given by the engine (context or stage
                               * rootfs); secret: host file with the secret */
     const char *source_path; /* bind: path inside source, resolved confined to it; NULL = "/" */
-    bool writable;           /* bind: writes allowed (and discarded afterwards) */
-    const char *id;          /* cache: cache id (NULL = target) */
+    const char *const *source_layers; /* bind from a stage: instead of source, its layer dirs
+                                       * (bottom first), mounted as their merged view */
+    size_t n_source_layers;
+    bool writable;  /* bind: writes allowed (and discarded afterwards) */
+    const char *id; /* cache: cache id (NULL = target) */
     bld_cache_sharing sharing;
     bool readonly; /* cache: mount read-only */
     uid_t uid;     /* cache (at creation) and secret: owner */

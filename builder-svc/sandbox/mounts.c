@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "buf.h"
 #include "digest.h"
 #include "sbx_run.h"
 
@@ -116,9 +117,78 @@ static int prepare_cache(sbx_plan *p, sbx_mountplan *mp, kiln_error **err)
     return data_dir(&mp->cache_dir, dir, m, err);
 }
 
+/* A bind from a layer stack (a stage's rootfs).  Copy mode: a private
+ * merged copy, bound like any dir (writes to it are lost with the work dir).
+ * Overlay mode: an overlay of the layers that init mounts inside the step's
+ * namespace (with scratch upper and work dirs when writable), bound from. */
+static int prepare_layers(sbx_plan *p, sbx_mountplan *mp, size_t idx, const char *rel,
+                          kiln_error **err)
+{
+    const bld_mount *m = mp->m;
+    if (!p->overlay) {
+        if (asprintf(&mp->copy_dir, "%s/b%zu", p->work, idx) < 0 || mkdir(mp->copy_dir, 0755) < 0)
+            return kiln_error_set(err, KILN_EIO, errno, "create bind copy");
+        int r = sbx_copy_merge(m->source_layers, m->n_source_layers, mp->copy_dir, err);
+        if (r < 0)
+            return r;
+        _cleanup_close_ int root = open(mp->copy_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        mp->srcfd = root >= 0 ? sbx_open_in_root(root, rel, O_PATH, err) : -1;
+        free(mp->copy_dir);
+        mp->copy_dir = NULL; /* bound through srcfd, like a host source */
+        return mp->srcfd >= 0 ? 0 : kiln_error_wrap(err, "bind source");
+    }
+    kiln_buf b;
+    kiln_buf_init(&b, 4096);
+    _cleanup_free_ char *links = NULL, *empty = NULL;
+    int r = 0;
+    if (asprintf(&links, "%s/s%zu", p->work, idx) < 0 ||
+        asprintf(&empty, "%s/s%zue", p->work, idx) < 0 ||
+        asprintf(&mp->layer_mnt, "%s/s%zum", p->work, idx) < 0)
+        return kiln_error_set(err, KILN_ENOSPC, ENOMEM, "asprintf");
+    if (mkdir(links, 0700) < 0 || mkdir(empty, 0755) < 0 || mkdir(mp->layer_mnt, 0755) < 0)
+        return kiln_error_set(err, KILN_EIO, errno, "create bind dirs");
+    r = kiln_buf_puts(&b, "lowerdir=", err);
+    /* Short relative names, top first; the empty dir at the bottom makes a
+     * read-only overlay of a single layer possible (it needs two). */
+    for (size_t k = m->n_source_layers; r == 0 && k-- > 0;) {
+        char link[PATH_MAX];
+        snprintf(link, sizeof(link), "%s/%zu", links, k);
+        if (symlink(m->source_layers[k], link) < 0)
+            r = kiln_error_set(err, KILN_EIO, errno, "link %s", m->source_layers[k]);
+        else
+            r = kiln_buf_printf(&b, err, "s%zu/%zu:", idx, k);
+    }
+    if (r == 0)
+        r = kiln_buf_printf(&b, err, "s%zue", idx);
+    if (r == 0 && m->writable)
+        r = kiln_buf_printf(&b, err, ",upperdir=b%zuu,workdir=b%zuw%s", idx, idx,
+                            p->rootless ? ",userxattr" : "");
+    if (r == 0 && m->writable) {
+        char d[PATH_MAX];
+        snprintf(d, sizeof(d), "%s/b%zuu", p->work, idx);
+        if (mkdir(d, 0755) < 0)
+            r = kiln_error_set(err, KILN_EIO, errno, "create %s", d);
+        snprintf(d, sizeof(d), "%s/b%zuw", p->work, idx);
+        if (r == 0 && mkdir(d, 0700) < 0)
+            r = kiln_error_set(err, KILN_EIO, errno, "create %s", d);
+    }
+    if (r < 0) {
+        kiln_buf_dispose(&b);
+        return r;
+    }
+    mp->layer_opts = kiln_buf_steal(&b, NULL);
+    snprintf(mp->source_rel, sizeof(mp->source_rel), "%s", rel);
+    return 0;
+}
+
 static int prepare_bind(sbx_plan *p, sbx_mountplan *mp, size_t idx, kiln_error **err)
 {
     const bld_mount *m = mp->m;
+    if (m->n_source_layers) {
+        char rel[PATH_MAX];
+        int r = sbx_clean_path(rel, sizeof(rel), m->source_path ? m->source_path : "", true, err);
+        return r < 0 ? kiln_error_wrap(err, "bind source") : prepare_layers(p, mp, idx, rel, err);
+    }
     if (m->source == NULL)
         return kiln_error_set(err, KILN_EINVAL, 0, "bind mount on %s without source", m->target);
     _cleanup_close_ int root = open(m->source, O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -217,6 +287,8 @@ void sbx_mounts_release(sbx_plan *p)
         free(mp->cache_dir);
         free(mp->ovl_opts);
         free(mp->copy_dir);
+        free(mp->layer_opts);
+        free(mp->layer_mnt);
     }
     free(p->mounts);
     p->mounts = NULL;
@@ -271,6 +343,25 @@ static int reopen_source(sbx_plan *p, const sbx_mountplan *mp, char *out, size_t
     return 0;
 }
 
+/* Mounts the overlay of a layered bind source (cwd is the work dir, the
+ * options are relative to it) and resolves the wanted path inside it. */
+static int layer_source(sbx_plan *p, const sbx_mountplan *mp, char *out, size_t n, bool *dir)
+{
+    if (mount("overlay", mp->layer_mnt, "overlay", MS_NOSUID | MS_NODEV, mp->layer_opts) < 0)
+        return FAIL(p, "mount the layers bound on /%s", mp->target);
+    _cleanup_close_ int root = open(mp->layer_mnt, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    int fd = root >= 0 ? sbx_open_in_root(root, mp->source_rel, O_PATH, NULL) : -1;
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        sbx_report(p, SBX_MSG_ERROR, KILN_EINVAL, errno, 0, "bind source /%s for /%s",
+                   mp->source_rel, mp->target);
+        return -1;
+    }
+    *dir = S_ISDIR(st.st_mode);
+    snprintf(out, n, "/proc/self/fd/%d", fd); /* closed with init's other fds at exit */
+    return 0;
+}
+
 /* Copies a secret into the namespace-private tmpfs with its owner and mode. */
 static int stage_secret(sbx_plan *p, const sbx_mountplan *mp, size_t idx, char *out, size_t n)
 {
@@ -303,10 +394,17 @@ int sbx_mounts_apply(sbx_plan *p, int rootfd)
                 return -1;
             break;
         case BLD_MOUNT_BIND: {
+            bool dir = true;
+            if (mp->layer_opts) {
+                if (layer_source(p, mp, src, sizeof(src), &dir) < 0 ||
+                    bind_on(p, rootfd, mp, src, dir, !m->writable) < 0)
+                    return -1;
+                break;
+            }
             struct stat st;
             if (fstat(mp->srcfd, &st) < 0)
                 return FAIL(p, "bind source for /%s", mp->target);
-            bool dir = S_ISDIR(st.st_mode);
+            dir = S_ISDIR(st.st_mode);
             if (mp->copy_dir)
                 snprintf(src, sizeof(src), "%s", mp->copy_dir);
             else if (reopen_source(p, mp, src, sizeof(src)) < 0)

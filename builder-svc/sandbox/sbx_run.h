@@ -31,12 +31,15 @@ typedef struct sbx_msg {
 
 typedef struct sbx_mountplan {
     const bld_mount *m;
-    char target[PATH_MAX]; /* cleaned, relative to the rootfs */
-    int srcfd;             /* bind: O_PATH dir/file; secret: O_RDONLY file; -1 otherwise */
-    char *cache_dir;       /* cache: host dir to bind */
-    int lockfd;            /* cache: flock held for the step, -1 if none */
-    char *ovl_opts;        /* writable bind (overlay mode): overlay options */
-    char *copy_dir;        /* writable bind (copy mode): private copy to bind */
+    char target[PATH_MAX];     /* cleaned, relative to the rootfs */
+    int srcfd;                 /* bind: O_PATH dir/file; secret: O_RDONLY file; -1 otherwise */
+    char *cache_dir;           /* cache: host dir to bind */
+    int lockfd;                /* cache: flock held for the step, -1 if none */
+    char *ovl_opts;            /* writable bind (overlay mode): overlay options */
+    char *copy_dir;            /* writable bind (copy mode): private copy to bind */
+    char *layer_opts;          /* bind from layers (overlay mode): options, relative to work */
+    char *layer_mnt;           /* … and where init mounts that overlay before binding from it */
+    char source_rel[PATH_MAX]; /* … and the path inside it */
 } sbx_mountplan;
 
 typedef struct sbx_plan {

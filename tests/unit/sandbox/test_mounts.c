@@ -358,3 +358,52 @@ KT_TEST(cancel_while_waiting_for_a_locked_cache)
     free(lockp);
     free(dir);
 }
+
+KT_TEST(bind_from_a_stage_layer_stack)
+{
+    /* A "stage": the base plus one step's diff (a new file, a deletion). */
+    char *stage_upper, *work;
+    bld_run_spec s;
+    fx_spec(&s, &base, "mkdir /out && echo built > /out/artifact && rm /etc/motd", NULL,
+            &stage_upper, &work);
+    s.on_output = NULL;
+    bld_run_result res;
+    kiln_error *err = NULL;
+    KT_REQUIRE(bld_run(&s, &res, &err) == 0 && res.exit_code == 0);
+    const char *layers[] = {bld_snapshot_stack_dirs(base.stack)[0], stage_upper};
+    for (int mode = 0; mode < 2; mode++) {
+        for (int writable = 0; writable < 2; writable++) {
+            bld_mount m = {.type = BLD_MOUNT_BIND,
+                           .target = "/from-stage",
+                           .source_layers = layers,
+                           .n_source_layers = 2,
+                           .writable = writable};
+            bld_mount m2 = {.type = BLD_MOUNT_BIND,
+                            .target = "/artifact",
+                            .source_layers = layers,
+                            .n_source_layers = 2,
+                            .source_path = "/out/artifact"};
+            bld_mount ms[] = {m, m2};
+            char *upper, *work2;
+            fx_out o;
+            fx_spec(&s, &base,
+                    "cat /from-stage/out/artifact /artifact; test -e /from-stage/etc/motd || echo "
+                    "gone; "
+                    "echo w > /from-stage/new 2>/dev/null && echo wrote || echo ro",
+                    &o, &upper, &work2);
+            s.mounts = ms;
+            s.n_mounts = 2;
+            s.rootfs = mode ? BLD_ROOTFS_COPY : BLD_ROOTFS_OVERLAY;
+            KT_EXPECT_INT(run(&s, &res, &err), 0);
+            kiln_error_free(&err);
+            KT_EXPECT_STR(o.out.data,
+                          writable ? "built\nbuilt\ngone\nwrote\n" : "built\nbuilt\ngone\nro\n");
+            KT_EXPECT(!upper_has(upper, "from-stage") && !upper_has(upper, "artifact"));
+            done(&o, upper, work2);
+        }
+    }
+    KT_EXPECT(!upper_has(stage_upper, "new")); /* the stage itself never changes */
+    free(work);
+    fx_rmtree(stage_upper);
+    free(stage_upper);
+}
