@@ -16,7 +16,8 @@ actions from --pattern (cyclic, comma-separated):
 
 Request body bytes received from the client are counted (including bytes of
 broken requests) and written with the other counters as JSON to --stats
-after every request: {"requests": N, "body_bytes": N, "faults": N}.
+after every request: {"requests": N, "body_bytes": N, "faults": N,
+"range_gets": N} (range_gets: GETs that resumed a download with Range).
 """
 import argparse
 import json
@@ -27,7 +28,7 @@ import threading
 import time
 
 lock = threading.Lock()
-stats = {"requests": 0, "body_bytes": 0, "faults": 0}
+stats = {"requests": 0, "body_bytes": 0, "faults": 0, "range_gets": 0}
 state = {"next": 0}
 
 
@@ -181,6 +182,9 @@ def handle(conn, args, pattern):
             method, target, _ = parts
             headers = read_headers(rf)
             action = next_action(pattern)
+            if method == "GET" and header(headers, "range"):
+                with lock:
+                    stats["range_gets"] += 1
             expect = (header(headers, "expect") or "").lower() == "100-continue"
             clen = int(header(headers, "content-length") or "0")
             has_body = clen > 0 or header(headers, "transfer-encoding") is not None

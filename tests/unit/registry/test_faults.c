@@ -110,6 +110,26 @@ KT_TEST(push_and_pull_through_faults)
                         psh_store_path(s2), dst, d2, d2),
                   0);
     rf_proxy_stop(&px);
+
+    /* Downloads broken in the middle of the body resume with Range. */
+    rf_proxy rp;
+    KT_REQUIRE(rf_proxy_start(&rp, e.dir, e.reg.port, "ok,reset,ok") == 0);
+    char *d3 = rf_tmpdir();
+    psh_store *s3 = NULL;
+    KT_REQUIRE(psh_store_open(&s3, d3, NULL) == 0);
+    o.concurrency = 1;
+    snprintf(dst, sizeof(dst), "127.0.0.1:%d/faults/big:1", rp.port);
+    KT_EXPECT_INT(psh_pull(s3, dst, NULL, &o, NULL, &pr, &err), 0);
+    if (err)
+        fprintf(stderr, "  %s\n", err->msg);
+    kiln_error_free(&err);
+    KT_EXPECT_STR(pr.manifest.digest, big);
+    KT_EXPECT(rf_proxy_stat(&rp, "range_gets") >= 1);
+    rf_proxy_stop(&rp);
+    psh_store_free(s3);
+    rf_rmrf(d3);
+    free(d3);
+
     psh_store_free(s2);
     rf_rmrf(d2);
     free(d2);
