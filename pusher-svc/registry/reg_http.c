@@ -612,11 +612,15 @@ int reg_do(reg_client *c, const reg_req *rq, reg_resp *rs, kiln_error **err)
     _cleanup_free_ char *url = reg_url(c, rq->url);
     if (url == NULL)
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    /* Credentials go only to the registry itself: a Location pointing at
+     * another host (blob storage, or a hostile registry) gets none. */
+    size_t bl = strlen(c->base);
+    bool own = strncmp(url, c->base, bl) == 0 && strchr("/?", url[bl]) != NULL;
     unsigned auth_rounds = 0, attempt = 0;
     for (;;) {
         if (reg_cancelled(c))
             return kiln_error_set(err, KILN_ECANCELED, 0, "cancelled");
-        _cleanup_free_ char *auth = reg_auth_header(c, rq->scope);
+        _cleanup_free_ char *auth = own ? reg_auth_header(c, rq->scope) : NULL;
         bool transient = false;
         kiln_error *e = NULL;
         size_t keep = rs->body_max;
@@ -636,7 +640,7 @@ int reg_do(reg_client *c, const reg_req *rq, reg_resp *rs, kiln_error **err)
                 return b;
             continue;
         }
-        if (rs->status == 401 && auth_rounds < 2) {
+        if (rs->status == 401 && own && auth_rounds < 2) {
             auth_rounds++;
             r = reg_auth_challenge(c, rs->www_auth, rq->scope, auth != NULL, err);
             if (r < 0)
