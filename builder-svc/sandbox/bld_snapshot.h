@@ -93,4 +93,10 @@ int bld_layer_unpack(char out_diff_id[KILN_DIGEST_STRLEN + 1], const bld_layer *
                      const char *dest, const char *const *lower_dirs, size_t n_lower,
                      kiln_error **err);
 
+/* Copies the merged view of dirs (bottom first, in overlay form: snapshot
+ * dirs and step upper dirs) into the new or empty directory dst, whiteouts
+ * applied, hard links kept, ownership restored when privileged.  For
+ * consumers that need a stage's files as one plain tree (COPY --from). */
+int bld_layers_merge(const char *dst, const char *const *dirs, size_t n, kiln_error **err);
+
 #endif

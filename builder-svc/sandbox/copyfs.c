@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bld_snapshot.h"
 #include "cleanup.h"
 #include "sbx_internal.h"
 
@@ -346,17 +347,6 @@ int sbx_copy_merge(const char *const *lowers, size_t n, const char *dst, kiln_er
                 r = kiln_error_set(err, KILN_EIO, errno, "set metadata of %s", dst);
         }
     }
-    /* Everything changed after this marker's ctime belongs to the step. */
-    _cleanup_free_ char *marker = NULL;
-    if (r == 0 && asprintf(&marker, "%s.since", dst) < 0)
-        r = kiln_error_set(err, KILN_ENOSPC, ENOMEM, "asprintf");
-    if (r == 0) {
-        int m = open(marker, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        if (m < 0)
-            r = kiln_error_set(err, KILN_EIO, errno, "create %s", marker);
-        else
-            close(m);
-    }
     sbx_inomap_free(links);
     close_all(fds, n);
     return r;
@@ -484,4 +474,13 @@ int sbx_copy_diff(const char *const *lowers, size_t n, const char *rootfs, const
     sbx_inomap_free(c.links);
     close_all(fds, n);
     return r < 0 ? r : 0;
+}
+
+int bld_layers_merge(const char *dst, const char *const *dirs, size_t n, kiln_error **err)
+{
+    int r = sbx_mkdir_p(dst, 0755, err);
+    if (r < 0)
+        return r;
+    r = sbx_copy_merge(dirs, n, dst, err);
+    return r;
 }

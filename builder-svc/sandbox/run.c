@@ -571,6 +571,14 @@ static int run_in_workdir(sbx_plan *p, bld_run_result *out, kiln_error **err)
         return kiln_error_set(err, KILN_EIO, errno, "prepare %s (must be new or empty)", p->work);
     r = p->overlay ? prepare_overlay(p, err)
                    : sbx_copy_merge(spec->lowers, spec->n_lowers, p->rootfs, err);
+    if (r == 0 && !p->overlay) {
+        /* Everything whose ctime is newer than this marker's belongs to the
+         * step (see copyfs.c). */
+        _cleanup_free_ char *marker = NULL;
+        if (asprintf(&marker, "%s.since", p->rootfs) < 0)
+            return kiln_error_set(err, KILN_ENOSPC, ENOMEM, "asprintf");
+        r = write_text(marker, "", err);
+    }
     if (r == 0)
         r = prepare_etc(p, err);
     if (r == 0)

@@ -95,7 +95,8 @@ bool sbx_xattr_allowed(const char *name);
  * the empty directory dst. */
 int sbx_copy_merge(const char *const *lowers, size_t n, const char *dst, kiln_error **err);
 /* Writes into the empty directory upper the overlay-form difference between
- * the merged view of lowers and the tree rootfs. */
+ * the merged view of lowers and the tree rootfs; entries whose ctime is newer
+ * than that of the file "<rootfs>.since" count as changed. */
 int sbx_copy_diff(const char *const *lowers, size_t n, const char *rootfs, const char *upper,
                   kiln_error **err);
 
