@@ -170,13 +170,15 @@ static int nargs(int argc, char **argv, int min, int max, const char *what)
     return 0;
 }
 
-/* Runs a job request on the pusher and follows it; prints the digest. */
+/* Runs a job request on the pusher and follows it; prints the digest.  A job
+ * that fails has passed validation, so its failure is the registry's side:
+ * exit 5. */
 static int run_job(cli_ctx *ctx, kiln_req *req, const reg_flags *f)
 {
     kiln_reply *rep = NULL;
     int rc = cli_call(ctx, CLI_PUSHER, req, &rep, 0);
     if (rc)
-        return rc == CLI_EXIT_FAILED ? CLI_EXIT_REGISTRY : rc;
+        return rc; /* refused up front: bad input, or the service is away */
     char job[KILN_JOB_ID_MAX + 1], digest[80] = "";
     snprintf(job, sizeof(job), "%s", rep->job_accepted->job_id);
     kiln_rpc_reply_free(rep);
