@@ -95,7 +95,10 @@ KT_TEST(hundred_thousand_events_live_and_replayed_in_order)
     kiln_job *job = NULL;
     kiln_error *err = NULL;
     KT_REQUIRE(kiln_job_start(&job, kiln_service_events(svc), "build", "build", "test", &err) == 0);
-    struct follower live = {.job = kiln_job_id(job), .in_order = true};
+    char id[KILN_JOB_ID_MAX + 1];
+    snprintf(id, sizeof(id), "%s",
+             kiln_job_id(job)); /* the job is released before the follower ends */
+    struct follower live = {.job = id, .in_order = true};
     pthread_t th;
     pthread_create(&th, NULL, follower_main, &live);
     usleep(100000); /* let the follower subscribe; anything earlier comes from replay anyway */
@@ -112,8 +115,6 @@ KT_TEST(hundred_thousand_events_live_and_replayed_in_order)
     kiln_error_free(&err);
     KT_EXPECT_INT(kiln_job_log(job, false, "late", &err), KILN_EPRECOND);
     kiln_error_free(&err);
-    char id[KILN_JOB_ID_MAX + 1];
-    snprintf(id, sizeof(id), "%s", kiln_job_id(job));
     kiln_job_release(job);
     pthread_join(th, NULL);
     KT_EXPECT_INT(live.rc, 0);
