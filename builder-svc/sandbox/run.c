@@ -641,6 +641,16 @@ int bld_sandbox_cleanup_stale(const char *data_dir, kiln_error **err)
     _cleanup_closedir_ DIR *d = opendir(dir);
     struct dirent *de;
     while (d && (de = readdir(d)) != NULL) {
+        struct stat st;
+        if (strncmp(de->d_name, ".ovl-probe-", 11) == 0 &&
+            fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+            time(NULL) - st.st_mtime > 60) {
+            /* an overlay probe whose process died (probes take milliseconds) */
+            int r = sbx_rm_rf_at(dirfd(d), de->d_name, err);
+            if (r < 0)
+                return r;
+            continue;
+        }
         if (de->d_name[0] == '.')
             continue;
         _cleanup_free_ char *lockp = NULL;
