@@ -11,8 +11,9 @@
 #include "bld_snapshot.h"
 #include "buf.h"
 
-/* Exits 77 (skip) unless the sandbox can run here; with sanitizers the
- * namespaced children still work (fork, then exec of a static binary). */
+/* Exits 77 (skip) unless running as root with a usable sandbox; with
+ * sanitizers the namespaced children still work (fork, then exec of a
+ * static binary). */
 void fx_require_sandbox(void);
 
 /* New temp dir (caller frees the string; remove with fx_rmtree). */

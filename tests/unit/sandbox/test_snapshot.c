@@ -22,6 +22,15 @@
 #include "sbx_fixture.h"
 #include "sbx_internal.h"
 
+/* Ownership, device nodes and trusted.* xattrs need root. */
+__attribute__((constructor)) static void require_root(void)
+{
+    if (geteuid() != 0) {
+        fprintf(stderr, "skip: snapshot tests run as root\n");
+        exit(77);
+    }
+}
+
 static char *path2(const char *a, const char *b)
 {
     char *s = NULL;
