@@ -1,0 +1,99 @@
+/* The build engine: runs a Dockerfile's plan (builder-svc/dockerfile) in the
+ * sandbox (builder-svc/sandbox) and turns it into an image through kiln-pusher
+ * (Pull for bases, Commit for the result, Push for --push).
+ *
+ * One filesystem-changing instruction (RUN, COPY, ADD) gives one layer: its
+ * diff dir under $KILN_DATA/snapshots/steps/; metadata instructions only
+ * change the image config and add a history entry.  Each step is cached by a
+ * key over its parent chain, the instruction after expansion, the content of
+ * every context file it reads, the ARG values it uses and its mount specs: a
+ * hit reuses the step's diff and runs nothing.
+ *
+ * Layer bytes never travel over RPC: base layers are read from the shared
+ * store ($KILN_DATA/store/blobs) and diffs are handed to the pusher by path. */
+#ifndef BLD_ENGINE_H
+#define BLD_ENGINE_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "rpc.h"
+
+typedef struct bld_engine bld_engine;
+
+/* Creates the engine for data_dir; pusher (borrowed, shared, thread-safe) is
+ * the client to kiln-pusher.  Cleans what a killed builder left behind. */
+int bld_engine_new(bld_engine **out, const char *data_dir, kiln_rpc_client *pusher,
+                   kiln_error **err);
+void bld_engine_free(bld_engine *e);
+
+/* Sandbox preflight as a JSON object string (owned by the engine), for status. */
+const char *bld_engine_preflight_json(bld_engine *e);
+
+typedef enum bld_net_mode {
+    BLD_NETMODE_DEFAULT = 0, /* host networking (Docker's default for builds) */
+    BLD_NETMODE_HOST,
+    BLD_NETMODE_NONE,
+} bld_net_mode;
+
+typedef struct bld_secret_src {
+    const char *id;
+    const char *path; /* file on the builder host */
+} bld_secret_src;
+
+typedef struct bld_build_spec {
+    const char *context_dir;   /* absolute directory on the builder host */
+    const char *dockerfile;    /* the Dockerfile text, NUL-terminated */
+    const char *filename;      /* for messages; NULL = "Dockerfile" */
+    const char *const *tags;   /* references to tag in the store */
+    size_t n_tags;
+    const char *const *build_args; /* "K=V" */
+    size_t n_build_args;
+    const char *target;   /* NULL = last stage */
+    const char *platform; /* NULL = the builder's */
+    bool no_cache;
+    bld_net_mode network;
+    const bld_secret_src *secrets;
+    size_t n_secrets;
+    bool push;                  /* push every tag after the commit */
+    bool registry_insecure;     /* --tls-verify=false for pulls and pushes */
+    int64_t source_date_epoch;  /* -1 = none */
+    uint64_t run_timeout_ms;    /* per RUN; 0 = none */
+    const atomic_bool *cancel;  /* set to stop the build; may be NULL */
+} bld_build_spec;
+
+/* Progress callbacks, all optional, called on the building thread.  stage and
+ * step index the plan (step = instruction index within the stage). */
+typedef struct bld_build_events {
+    void (*stage_started)(void *ud, size_t stage, const char *name, const char *base);
+    void (*step_started)(void *ud, size_t stage, size_t step, const char *text, int line);
+    void (*output)(void *ud, size_t stage, size_t step, int stream, const char *line, size_t len);
+    void (*step_done)(void *ud, size_t stage, size_t step, bool cached, const char *cache_key,
+                      uint64_t layer_bytes, uint64_t duration_ms);
+    void (*stage_done)(void *ud, size_t stage);
+    void (*note)(void *ud, const char *what); /* "pulling busybox:1", "committing", ... */
+    void *ud;
+} bld_build_events;
+
+typedef struct bld_build_result {
+    char digest[KILN_DIGEST_STRLEN + 1]; /* manifest digest of the image */
+    size_t n_layers;
+    uint64_t size;        /* compressed bytes of the layers */
+    uint64_t duration_ms;
+    unsigned steps_run, steps_cached;
+    /* On failure: the instruction that failed, if any. */
+    int failed_line;
+    char failed_text[512];
+} bld_build_result;
+
+/* Builds.  Returns 0 with *out filled, or a negative kiln_code with *err and
+ * out->failed_* describing the failing instruction (KILN_EINVAL for Dockerfile
+ * errors, KILN_EREMOTE when a RUN exits non-zero — the message says the exit
+ * code —, KILN_ECANCELED, KILN_ETIMEDOUT, ...). */
+int bld_build(bld_engine *e, const bld_build_spec *spec, const bld_build_events *ev,
+              bld_build_result *out, kiln_error **err);
+
+#endif
