@@ -158,7 +158,19 @@ int sbx_cgroup_create(sbx_cgroup *cg, uint64_t memory_bytes, uint64_t pids_max, 
     char own[512];
     int r = 0;
     if ((memory_bytes && v2_has("memory")) || (pids_max && v2_has("pids"))) {
-        if (!own_cgroup("", own, sizeof(own)) || (r = make_dir(cg, v2_root(), own, err)) < 0)
+        if (!own_cgroup("", own, sizeof(own)))
+            return 0;
+        /* Children see a controller only when their parent delegates it;
+         * this fails (harmlessly) where our own cgroup holds processes and is
+         * not the root: then the limits are reported as not enforced. */
+        char ctl[1100];
+        snprintf(ctl, sizeof(ctl), "%s%s/cgroup.subtree_control", v2_root(),
+                 strcmp(own, "/") ? own : "");
+        if (memory_bytes)
+            write_str(ctl, "+memory");
+        if (pids_max)
+            write_str(ctl, "+pids");
+        if ((r = make_dir(cg, v2_root(), own, err)) < 0)
             return r;
         cg->version = 2;
         cg->memory = memory_bytes && set_in(cg->dirs[0], "memory.max", memory_bytes);
