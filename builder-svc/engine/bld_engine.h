@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "digest.h"
 #include "error.h"
 #include "rpc.h"
 
