@@ -67,6 +67,11 @@ int cli_call(cli_ctx *ctx, cli_service s, kiln_req *req, kiln_reply **out, int t
 int cli_follow_job(cli_ctx *ctx, cli_service s, const char *job, bool json, bool quiet,
                    char *digest_out, size_t cap);
 
+/* Sends a BuildRequest to kiln-builder and renders the build's events in the
+ * given --progress mode; prints the digest and writes iidfile (may be NULL). */
+int cli_run_build(cli_ctx *ctx, Kiln__V1__BuildRequest *br, const char *progress,
+                  const char *iidfile);
+
 int cli_cmd_status(cli_ctx *ctx, int argc, char **argv);
 int cli_cmd_events(cli_ctx *ctx, int argc, char **argv);
 int cli_cmd_images(cli_ctx *ctx, int argc, char **argv);

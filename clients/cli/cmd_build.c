@@ -1,10 +1,11 @@
-/* kiln build: flags per SPEC §10.  This release resolves the Dockerfile into
- * a build plan (--plan) on kiln-builder; running the plan is the build
- * engine's job and is refused with a clear message until it lands. */
+/* kiln build: flags per SPEC §10.  --plan asks kiln-builder for the resolved
+ * plan; otherwise the build runs as a job on kiln-builder and its events are
+ * rendered by render_build.c. */
 #include "cli.h"
 
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -116,10 +117,13 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *file = NULL, *target = "", *platform = "";
-    char *args[MAX_LIST];
-    size_t n_args = 0, n_tags = 0;
-    bool plan = false;
+    const char *file = NULL, *target = "", *platform = "", *network = "", *progress = "auto";
+    const char *iidfile = NULL;
+    char *args[MAX_LIST], *tags[MAX_LIST];
+    Kiln__V1__SecretSpec secrets[32], *secret_ptrs[32];
+    char secret_paths[32][PATH_MAX];
+    size_t n_args = 0, n_tags = 0, n_secrets = 0;
+    bool plan = false, no_cache = false, push = false, insecure = false;
     int c;
     optind = 1;
     opterr = 0;
@@ -129,7 +133,11 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
             printf("%s", usage);
             return CLI_EXIT_OK;
         case B_TAG:
-            n_tags++;
+            if (n_tags == MAX_LIST) {
+                cli_errorf("build: too many -t");
+                return CLI_EXIT_USAGE;
+            }
+            tags[n_tags++] = optarg;
             break;
         case B_FILE:
             file = optarg;
@@ -160,6 +168,7 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
                 cli_errorf("build: --network wants host or none, got '%s'", optarg);
                 return CLI_EXIT_USAGE;
             }
+            network = strcmp(optarg, "default") == 0 ? "" : optarg;
             break;
         case B_PROGRESS:
             if (strcmp(optarg, "auto") && strcmp(optarg, "tty") && strcmp(optarg, "plain") &&
@@ -167,18 +176,50 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
                 cli_errorf("build: --progress wants auto, tty, plain, json or quiet");
                 return CLI_EXIT_USAGE;
             }
+            progress = optarg;
             break;
         case B_TLSVERIFY:
             if (strcmp(optarg, "true") != 0 && strcmp(optarg, "false") != 0) {
                 cli_errorf("build: --tls-verify wants true or false");
                 return CLI_EXIT_USAGE;
             }
+            insecure = strcmp(optarg, "false") == 0;
             break;
         case B_NOCACHE:
-        case B_SECRET:
-        case B_PUSH:
-        case B_IIDFILE:
+            no_cache = true;
             break;
+        case B_PUSH:
+            push = true;
+            break;
+        case B_IIDFILE:
+            iidfile = optarg;
+            break;
+        case B_SECRET: {
+            /* id=ID,src=FILE (Docker's form; "source" and "required" accepted too) */
+            char id[128] = "", src[PATH_MAX] = "";
+            char *dup = strdup(optarg), *save = NULL;
+            for (char *kv = strtok_r(dup, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+                if (strncmp(kv, "id=", 3) == 0)
+                    snprintf(id, sizeof(id), "%s", kv + 3);
+                else if (strncmp(kv, "src=", 4) == 0 || strncmp(kv, "source=", 7) == 0)
+                    snprintf(src, sizeof(src), "%s", strchr(kv, '=') + 1);
+            }
+            free(dup);
+            if (!*id || !*src || n_secrets == 32) {
+                cli_errorf("build: --secret wants id=ID,src=FILE");
+                return CLI_EXIT_USAGE;
+            }
+            if (realpath(src, secret_paths[n_secrets]) == NULL) {
+                cli_errorf("build: secret %s: %s: %s", id, src, strerror(errno));
+                return CLI_EXIT_FAILED;
+            }
+            kiln__v1__secret_spec__init(&secrets[n_secrets]);
+            secrets[n_secrets].id = strdup(id);
+            secrets[n_secrets].path = secret_paths[n_secrets];
+            secret_ptrs[n_secrets] = &secrets[n_secrets];
+            n_secrets++;
+            break;
+        }
         case B_PLAN:
             plan = true;
             break;
@@ -197,12 +238,6 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
         rc = CLI_EXIT_USAGE;
         goto out;
     }
-    if (!plan) {
-        cli_errorf("build: this release of Kiln resolves build plans only (kiln build --plan); "
-                   "the build engine is not part of it yet");
-        rc = CLI_EXIT_FAILED;
-        goto out;
-    }
     kiln_error *err = NULL;
     if (file == NULL && asprintf(&path, "%s/Dockerfile", argv[optind]) < 0) {
         rc = CLI_EXIT_FAILED;
@@ -215,7 +250,34 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
         rc = CLI_EXIT_FAILED;
         goto out;
     }
-    (void)n_tags;
+    if (!plan) {
+        char ctxdir[PATH_MAX];
+        if (realpath(argv[optind], ctxdir) == NULL) {
+            cli_errorf("build: context %s: %s", argv[optind], strerror(errno));
+            rc = CLI_EXIT_FAILED;
+            goto out;
+        }
+        Kiln__V1__BuildRequest br = KILN__V1__BUILD_REQUEST__INIT;
+        br.context_dir = ctxdir;
+        br.dockerfile = text;
+        br.filename = (char *)(file && strcmp(file, "-") ? file : "Dockerfile");
+        br.tags = tags;
+        br.n_tags = n_tags;
+        br.build_args = args;
+        br.n_build_args = n_args;
+        br.target = (char *)target;
+        br.platform = (char *)platform;
+        br.no_cache = no_cache;
+        br.network = (char *)network;
+        br.secrets = secret_ptrs;
+        br.n_secrets = n_secrets;
+        br.push = push;
+        br.insecure = insecure;
+        const char *sde = getenv("SOURCE_DATE_EPOCH");
+        br.source_date_epoch = sde && *sde ? strtoll(sde, NULL, 10) : 0;
+        rc = cli_run_build(ctx, &br, progress, iidfile);
+        goto out;
+    }
     kiln_req req = KILN__V1__REQUEST__INIT;
     Kiln__V1__PlanRequest pr = KILN__V1__PLAN_REQUEST__INIT;
     pr.dockerfile = text;
@@ -237,6 +299,8 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
     }
     kiln_rpc_reply_free(rep);
 out:
+    for (size_t i = 0; i < n_secrets; i++)
+        free(secrets[i].id);
     for (size_t i = 0; i < n_args; i++)
         free(args[i]);
     free(text);

@@ -1,0 +1,259 @@
+/* Running `kiln build` and showing its progress.
+ *
+ *   plain  one line per step start/finish, RUN output prefixed by its step
+ *          number (what pipes and CI logs get)
+ *   tty    the same, plus a live status line under the log that shows the
+ *          running step, its elapsed time and the last output line
+ *   json   every event as one JSON object per line
+ *   quiet  nothing but the image digest
+ * auto is tty on a terminal, plain otherwise. */
+#include "cli.h"
+#include "config.h"
+#include "follow.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MAX_STEPS 1024
+
+typedef enum { P_PLAIN, P_TTY, P_JSON, P_QUIET } pmode;
+
+typedef struct view {
+    pmode mode;
+    FILE *out; /* progress goes to stderr so stdout carries only the digest */
+    unsigned next_no;
+    struct {
+        uint32_t stage, step;
+        unsigned no;
+        unsigned long long t0;
+    } steps[MAX_STEPS];
+    size_t n_steps;
+    char stage_names[64][64];
+    unsigned cur_no;
+    char cur_text[160];
+    unsigned long long cur_t0;
+    char last_line[160];
+    bool status_shown;
+    bool failed;
+    int fail_line;
+    char fail_text[512], fail_msg[1024], digest[80];
+} view;
+
+static unsigned step_no(view *v, uint32_t stage, uint32_t step, bool create)
+{
+    for (size_t i = 0; i < v->n_steps; i++)
+        if (v->steps[i].stage == stage && v->steps[i].step == step)
+            return v->steps[i].no;
+    if (!create || v->n_steps == MAX_STEPS)
+        return 0;
+    v->steps[v->n_steps].stage = stage;
+    v->steps[v->n_steps].step = step;
+    v->steps[v->n_steps].no = ++v->next_no;
+    v->steps[v->n_steps].t0 = kiln_now_ms();
+    return v->steps[v->n_steps++].no;
+}
+
+static void clear_status(view *v)
+{
+    if (v->mode == P_TTY && v->status_shown) {
+        fputs("\r\033[2K", v->out);
+        v->status_shown = false;
+    }
+}
+
+static void draw_status(view *v)
+{
+    if (v->mode != P_TTY || v->cur_no == 0)
+        return;
+    double secs = (double)(kiln_now_ms() - v->cur_t0) / 1000.0;
+    fprintf(v->out, "\r\033[2K\033[36m#%u %.1fs\033[0m %.60s%s%.60s", v->cur_no, secs, v->cur_text,
+            *v->last_line ? "  | " : "", v->last_line);
+    fflush(v->out);
+    v->status_shown = true;
+}
+
+static const char *stage_label(view *v, uint32_t stage)
+{
+    return stage < 64 && v->stage_names[stage][0] ? v->stage_names[stage] : "stage";
+}
+
+static int build_cb(void *ud, const kiln_event *e)
+{
+    view *v = ud;
+    if (v->mode == P_JSON) {
+        cli_print_event_json(stdout, e);
+    }
+    bool show = v->mode == P_PLAIN || v->mode == P_TTY;
+    switch (e->payload_case) {
+    case KILN__V1__EVENT__PAYLOAD_STAGE_STARTED: {
+        const Kiln__V1__BuildStageStarted *s = e->stage_started;
+        if (s->stage < 64)
+            snprintf(v->stage_names[s->stage], sizeof(v->stage_names[0]), "%s",
+                     *s->name ? s->name : "stage");
+        if (show) {
+            clear_status(v);
+            fprintf(v->out, "[%s] FROM %s\n", stage_label(v, s->stage), s->base_image);
+        }
+        break;
+    }
+    case KILN__V1__EVENT__PAYLOAD_STEP_STARTED: {
+        const Kiln__V1__BuildStepStarted *s = e->step_started;
+        unsigned no = step_no(v, s->stage, s->step, true);
+        v->cur_no = no;
+        v->cur_t0 = kiln_now_ms();
+        snprintf(v->cur_text, sizeof(v->cur_text), "%s", s->text);
+        v->last_line[0] = '\0';
+        if (show) {
+            clear_status(v);
+            fprintf(v->out, "#%u [%s] %s  (line %d)\n", no, stage_label(v, s->stage), s->text,
+                    s->line);
+            draw_status(v);
+        }
+        break;
+    }
+    case KILN__V1__EVENT__PAYLOAD_OUTPUT: {
+        const Kiln__V1__BuildOutput *o = e->output;
+        unsigned no = step_no(v, o->stage, o->step, false);
+        if (show) {
+            clear_status(v);
+            for (size_t i = 0; i < o->n_lines; i++)
+                fprintf(v->out, "#%u %s %s\n", no,
+                        o->lines[i]->stream == KILN__V1__LOG_LINE__STREAM__STDERR ? "!" : "|",
+                        o->lines[i]->text);
+            if (o->n_lines)
+                snprintf(v->last_line, sizeof(v->last_line), "%s", o->lines[o->n_lines - 1]->text);
+            draw_status(v);
+        }
+        break;
+    }
+    case KILN__V1__EVENT__PAYLOAD_STEP_DONE: {
+        const Kiln__V1__BuildStepDone *d = e->step_done;
+        unsigned no = step_no(v, d->stage, d->step, true);
+        if (show) {
+            clear_status(v);
+            if (d->cached)
+                fprintf(v->out, "#%u CACHED\n", no);
+            else if (d->layer_bytes)
+                fprintf(v->out, "#%u DONE %.2fs, layer %.1f kB\n", no,
+                        (double)d->duration_ms / 1000.0, (double)d->layer_bytes / 1e3);
+            else
+                fprintf(v->out, "#%u DONE %.2fs\n", no, (double)d->duration_ms / 1000.0);
+        }
+        v->cur_no = 0;
+        break;
+    }
+    case KILN__V1__EVENT__PAYLOAD_PROGRESS:
+        if (show && *e->progress->what) {
+            clear_status(v);
+            fprintf(v->out, "=> %s\n", e->progress->what);
+            draw_status(v);
+        }
+        break;
+    case KILN__V1__EVENT__PAYLOAD_COMPLETED:
+        snprintf(v->digest, sizeof(v->digest), "%s", e->completed->digest);
+        if (show) {
+            clear_status(v);
+            fprintf(v->out, "=> %s\n", e->completed->summary);
+        }
+        break;
+    case KILN__V1__EVENT__PAYLOAD_FAILED: {
+        const Kiln__V1__JobFailed *f = e->failed;
+        v->failed = true;
+        v->fail_line = f->line;
+        snprintf(v->fail_text, sizeof(v->fail_text), "%s", f->instruction ? f->instruction : "");
+        snprintf(v->fail_msg, sizeof(v->fail_msg), "%s",
+                 f->error && f->error->message ? f->error->message : "build failed");
+        clear_status(v);
+        break;
+    }
+    default:
+        break;
+    }
+    if (v->mode != P_JSON)
+        fflush(v->out);
+    return 0;
+}
+
+int cli_run_build(cli_ctx *ctx, Kiln__V1__BuildRequest *br, const char *progress,
+                  const char *iidfile)
+{
+    view *v = calloc(1, sizeof(*v));
+    if (v == NULL)
+        return CLI_EXIT_FAILED;
+    v->out = stderr;
+    if (strcmp(progress, "json") == 0)
+        v->mode = P_JSON;
+    else if (strcmp(progress, "quiet") == 0)
+        v->mode = P_QUIET;
+    else if (strcmp(progress, "plain") == 0)
+        v->mode = P_PLAIN;
+    else if (strcmp(progress, "tty") == 0)
+        v->mode = P_TTY;
+    else
+        v->mode = isatty(2) ? P_TTY : P_PLAIN;
+
+    kiln_req req = KILN__V1__REQUEST__INIT;
+    req.body_case = KILN__V1__REQUEST__BODY_BUILD;
+    req.build = br;
+    kiln_reply *rep = NULL;
+    int rc = cli_call(ctx, CLI_BUILDER, &req, &rep, 0);
+    if (rc) {
+        free(v);
+        return rc == CLI_EXIT_FAILED ? CLI_EXIT_BUILD : rc;
+    }
+    char job[KILN_JOB_ID_MAX + 1];
+    snprintf(job, sizeof(job), "%s", rep->job_accepted->job_id);
+    kiln_rpc_reply_free(rep);
+
+    kiln_rpc_client *c = cli_connect(ctx, CLI_BUILDER);
+    if (c == NULL) {
+        free(v);
+        return CLI_EXIT_UNREACHABLE;
+    }
+    kiln_error *err = NULL;
+    Kiln__V1__StatusRequest sr = KILN__V1__STATUS_REQUEST__INIT;
+    kiln_req sreq = KILN__V1__REQUEST__INIT;
+    sreq.body_case = KILN__V1__REQUEST__BODY_STATUS;
+    sreq.status = &sr;
+    kiln_reply *srep = NULL;
+    rc = CLI_EXIT_OK;
+    if (kiln_rpc_call(c, &sreq, &srep, ctx->timeout_ms, &err) == 0) {
+        kiln_follow_opts fo = {.job_id = job,
+                               .events_url = srep->status_reply->events_url,
+                               .transport = &ctx->transport,
+                               .poll_ms = v->mode == P_TTY ? 200 : 1000};
+        if (kiln_follow_job(c, &fo, build_cb, v, &err) < 0) {
+            cli_errorf("build %s: %s", job, err ? err->msg : "lost the build's events");
+            rc = cli_exit_for(err);
+        }
+    } else {
+        cli_errorf("%s", err->msg);
+        rc = cli_exit_for(err);
+    }
+    kiln_error_free(&err);
+    kiln_rpc_reply_free(srep);
+    kiln_rpc_client_free(c);
+    if (rc == CLI_EXIT_OK && v->failed) {
+        if (v->fail_line > 0)
+            cli_errorf("build failed at %s:%d: %s\n%s", br->filename, v->fail_line, v->fail_text,
+                       v->fail_msg);
+        else
+            cli_errorf("build failed: %s", v->fail_msg);
+        rc = CLI_EXIT_BUILD;
+    }
+    if (rc == CLI_EXIT_OK) {
+        if (v->mode != P_JSON)
+            printf("%s\n", v->digest);
+        if (iidfile) {
+            FILE *f = fopen(iidfile, "we");
+            if (f == NULL || fprintf(f, "%s", v->digest) < 0 || fclose(f) != 0) {
+                cli_errorf("--iidfile %s: cannot write", iidfile);
+                rc = CLI_EXIT_FAILED;
+            }
+        }
+    }
+    free(v);
+    return rc;
+}
