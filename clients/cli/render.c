@@ -39,6 +39,47 @@ void cli_print_event(FILE *f, const Kiln__V1__Event *e)
                 st && st->message ? st->message : "");
         break;
     }
+    case KILN__V1__EVENT__PAYLOAD_LAYER_PACKED:
+        fprintf(f, "layer %u %s %llu -> %llu bytes in %.2fs\n", e->layer_packed->index,
+                e->layer_packed->digest, (unsigned long long)e->layer_packed->tar_bytes,
+                (unsigned long long)e->layer_packed->blob_bytes, e->layer_packed->seconds);
+        break;
+    case KILN__V1__EVENT__PAYLOAD_BLOB: {
+        const ProtobufCEnumValue *k = protobuf_c_enum_descriptor_get_value(
+            &kiln__v1__blob_event__kind__descriptor, e->blob->kind);
+        fprintf(f, "blob %s %s %llu/%llu%s%s\n", k ? k->name : "?", e->blob->digest,
+                (unsigned long long)e->blob->done, (unsigned long long)e->blob->total,
+                *e->blob->detail ? " " : "", e->blob->detail);
+        break;
+    }
+    case KILN__V1__EVENT__PAYLOAD_MANIFEST_PUSHED:
+        fprintf(f, "manifest %s pushed as %s\n", e->manifest_pushed->digest,
+                e->manifest_pushed->ref);
+        break;
+    case KILN__V1__EVENT__PAYLOAD_STAGE_STARTED:
+        fprintf(f, "stage %u %s from %s\n", e->stage_started->stage, e->stage_started->name,
+                e->stage_started->base_image);
+        break;
+    case KILN__V1__EVENT__PAYLOAD_STEP_STARTED:
+        fprintf(f, "step %u.%u line %d: %s\n", e->step_started->stage, e->step_started->step,
+                e->step_started->line, e->step_started->text);
+        break;
+    case KILN__V1__EVENT__PAYLOAD_OUTPUT:
+        for (size_t i = 0; i < e->output->n_lines; i++)
+            fprintf(f, "%s%s %s\n", i ? "    " : "output ",
+                    e->output->lines[i]->stream == KILN__V1__LOG_LINE__STREAM__STDERR ? "err"
+                                                                                      : "out",
+                    e->output->lines[i]->text);
+        break;
+    case KILN__V1__EVENT__PAYLOAD_STEP_DONE:
+        fprintf(f, "step %u.%u %s in %llu ms, layer %llu bytes, key %.19s\n", e->step_done->stage,
+                e->step_done->step, e->step_done->cached ? "cached" : "done",
+                (unsigned long long)e->step_done->duration_ms,
+                (unsigned long long)e->step_done->layer_bytes, e->step_done->cache_key);
+        break;
+    case KILN__V1__EVENT__PAYLOAD_STAGE_DONE:
+        fprintf(f, "stage %u done\n", e->stage_done->stage);
+        break;
     default: {
         /* A payload this CLI does not know yet: show it as JSON rather than drop it. */
         cJSON *j = cli_pb_to_json(&e->base);
