@@ -104,6 +104,11 @@ int kiln_rpc_call(kiln_rpc_client *c, kiln_req *req, kiln_reply **out, int timeo
                   kiln_error **err);
 void kiln_rpc_reply_free(kiln_reply *r);
 
+/* A deep copy of req (pack + unpack), so work can outlive the RPC that
+ * carried it; NULL on allocation failure.  Free with
+ * kiln__v1__request__free_unpacked(copy, NULL). */
+kiln_req *kiln_req_dup(const kiln_req *req);
+
 /* A fresh random request id (32 hex chars + NUL). */
 void kiln_rpc_new_id(char out[33]);
 

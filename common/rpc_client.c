@@ -13,6 +13,18 @@ struct kiln_rpc_client {
     char *url;
 };
 
+kiln_req *kiln_req_dup(const kiln_req *req)
+{
+    size_t n = kiln__v1__request__get_packed_size(req);
+    uint8_t *buf = malloc(n ? n : 1);
+    if (buf == NULL)
+        return NULL;
+    kiln__v1__request__pack(req, buf);
+    kiln_req *c = kiln__v1__request__unpack(NULL, n, buf);
+    free(buf);
+    return c;
+}
+
 void kiln_rpc_new_id(char out[33])
 {
     kiln_random_hex(out, 16);

@@ -232,19 +232,6 @@ static int m_export(void *user, const kiln_req *req, kiln_reply *reply, kiln_are
 
 /* ---- jobs ---- */
 
-/* Copies a request so a job can outlive the RPC that started it. */
-static kiln_req *copy_request(const kiln_req *req)
-{
-    size_t n = kiln__v1__request__get_packed_size(req);
-    uint8_t *buf = malloc(n ? n : 1);
-    if (buf == NULL)
-        return NULL;
-    kiln__v1__request__pack(req, buf);
-    kiln_req *c = kiln__v1__request__unpack(NULL, n, buf);
-    free(buf);
-    return c;
-}
-
 void psh_srv_job_free(job_ctx *c)
 {
     if (c == NULL)
@@ -260,7 +247,7 @@ int psh_srv_accept_job(psh_server *p, const kiln_req *req, const char *kind, con
                        kiln_job_fn fn, kiln_reply *reply, kiln_arena *a, kiln_error **err)
 {
     job_ctx *c = calloc(1, sizeof(*c));
-    if (c == NULL || (c->req = copy_request(req)) == NULL) {
+    if (c == NULL || (c->req = kiln_req_dup(req)) == NULL) {
         free(c);
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
     }
