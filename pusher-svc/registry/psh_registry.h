@@ -28,7 +28,9 @@
 
 typedef enum psh_manifest_format {
     PSH_FORMAT_AS_STORED = 0, /* push the manifest bytes exactly as stored (OCI) */
-    PSH_FORMAT_V2S2,          /* convert an OCI image manifest to Docker schema 2 */
+    PSH_FORMAT_V2S2,          /* convert OCI image manifests (gzip layers) to Docker schema 2,
+                                 and an index of local images to a Docker manifest list; the
+                                 converted documents are stored too */
 } psh_manifest_format;
 
 /* Options shared by push, pull and manifest operations.  Strings are borrowed

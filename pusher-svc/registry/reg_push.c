@@ -562,21 +562,57 @@ static int push_image(struct push *p, psh_descriptor d, const char *ref, kiln_er
     return put_manifest(p, &d, bytes, len, ref ? ref : d.digest, err);
 }
 
+/* Rewrites entry e of an index being converted to a Docker manifest list
+ * with the descriptor its image was pushed as. */
+static int v2s2_entry(cJSON *e, const psh_descriptor *pushed, kiln_error **err)
+{
+    cJSON_DeleteItemFromObjectCaseSensitive(e, "annotations");
+    if (!cJSON_ReplaceItemInObjectCaseSensitive(e, "mediaType",
+                                                cJSON_CreateString(pushed->media_type)) ||
+        !cJSON_ReplaceItemInObjectCaseSensitive(e, "digest", cJSON_CreateString(pushed->digest)) ||
+        !cJSON_ReplaceItemInObjectCaseSensitive(e, "size",
+                                                cJSON_CreateNumber((double)pushed->size)))
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    return 0;
+}
+
+/* The converted list: stored, and pushed instead of the OCI index. */
+static int v2s2_list(struct push *p, cJSON *idx, psh_descriptor *d, char **bytes, size_t *len,
+                     kiln_error **err)
+{
+    cJSON_DeleteItemFromObjectCaseSensitive(idx, "annotations");
+    cJSON_DeleteItemFromObjectCaseSensitive(idx, "mediaType");
+    if (!cJSON_AddStringToObject(idx, "mediaType", PSH_MT_DOCKER_LIST))
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    char *out = cJSON_PrintUnformatted(idx);
+    if (out == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    int r = psh_store_put_blob_bytes(p->s, NULL, NULL, out, strlen(out), d->digest, err);
+    if (r < 0) {
+        free(out);
+        return r;
+    }
+    snprintf(d->media_type, sizeof(d->media_type), "%s", PSH_MT_DOCKER_LIST);
+    d->size = strlen(out);
+    free(*bytes);
+    *bytes = out;
+    *len = d->size;
+    return 0;
+}
+
 static int push_index(struct push *p, psh_descriptor d, const char *ref, kiln_error **err)
 {
-    if (p->o->format == PSH_FORMAT_V2S2)
-        return kiln_error_set(err, KILN_ENOTSUP, 0,
-                              "--format v2s2 is supported for images, not for indexes");
+    bool v2s2 = p->o->format == PSH_FORMAT_V2S2;
     _cleanup_free_ char *bytes = NULL;
     size_t len = 0;
     int r = psh_store_read_blob(p->s, d.digest, PSH_MANIFEST_MAX, &bytes, &len, err);
     if (r < 0)
         return r;
     _cleanup_cjson_ cJSON *idx = cJSON_ParseWithLength(bytes, len);
-    const cJSON *ms = cJSON_GetObjectItemCaseSensitive(idx, "manifests");
+    cJSON *ms = cJSON_GetObjectItemCaseSensitive(idx, "manifests");
     if (!cJSON_IsArray(ms))
         return kiln_error_set(err, KILN_EINTERNAL, 0, "index %s has no manifests", d.digest);
-    const cJSON *e;
+    cJSON *e;
     cJSON_ArrayForEach(e, ms)
     {
         psh_descriptor cd;
@@ -587,8 +623,16 @@ static int push_index(struct push *p, psh_descriptor d, const char *ref, kiln_er
         if (psh_store_has_blob(p->s, cd.digest)) {
             if ((r = push_image(p, cd, NULL, err)) < 0)
                 return kiln_error_wrap(err, "manifest %s", cd.digest);
+            /* With --format v2s2 the image went out converted: point at that. */
+            if (v2s2 && (r = v2s2_entry(e, &p->res->manifest, err)) < 0)
+                return r;
             continue;
         }
+        if (v2s2)
+            return kiln_error_set(err, KILN_ENOTSUP, 0,
+                                  "manifest %s is not in the store: it cannot be converted to "
+                                  "Docker schema 2",
+                                  cd.digest);
         /* Not local (added by reference): it must already be in the repository. */
         char path[PSH_REF_NAME_MAX + 100];
         snprintf(path, sizeof(path), "/v2/%s/manifests/%s", p->repo, cd.digest);
@@ -613,7 +657,9 @@ static int push_index(struct push *p, psh_descriptor d, const char *ref, kiln_er
     }
     if (d.media_type[0] == '\0')
         snprintf(d.media_type, sizeof(d.media_type), "%s", PSH_MT_OCI_INDEX);
-    return put_manifest(p, &d, bytes, len, ref, err);
+    if (v2s2 && (r = v2s2_list(p, idx, &d, &bytes, &len, err)) < 0)
+        return r;
+    return put_manifest(p, &d, bytes, len, ref ? ref : d.digest, err);
 }
 
 int psh_push(psh_store *s, const char *src_ref, const char *dest_ref, const psh_registry_opts *o,
@@ -646,7 +692,7 @@ int psh_push(psh_store *s, const char *src_ref, const char *dest_ref, const psh_
         r = kiln_error_set(err, KILN_EINVAL, 0, "destination digest %s is not the image's %s",
                            dst.digest, d.digest);
     else if (reg_mt_is_index(d.media_type))
-        r = push_index(&p, d, ref ? ref : d.digest, err);
+        r = push_index(&p, d, ref, err);
     else
         r = push_image(&p, d, ref, err);
     res->retries += c->retries;

@@ -175,6 +175,33 @@ KT_TEST(manifest_list_push_resolves_every_entry)
                         PSH_MT_OCI_MANIFEST, e.reg.host, arm),
                   0);
 
+    /* --format v2s2 on a list: a Docker manifest list of converted images. */
+    psh_commit_result bb1, bb2;
+    KT_REQUIRE(rf_busybox_image_arch(e.s, e.dir, "bb:amd64", "x", "amd64", &bb1) == 0);
+    KT_REQUIRE(rf_busybox_image_arch(e.s, e.dir, "bb:arm64", "y", "arm64", &bb2) == 0);
+    KT_REQUIRE(psh_manifest_create(e.s, "bb:list", &err) == 0);
+    KT_REQUIRE(psh_manifest_add(e.s, "bb:list", "bb:amd64", NULL, NULL, &err) == 0);
+    KT_REQUIRE(psh_manifest_add(e.s, "bb:list", "bb:arm64", NULL, NULL, &err) == 0);
+    psh_registry_opts o2 = o;
+    o2.format = PSH_FORMAT_V2S2;
+    snprintf(dst, sizeof(dst), "%s/multi/docker:1", e.reg.host);
+    KT_REQUIRE(push(&e, "bb:list", dst, &o2, &c, &res) == 0);
+    KT_EXPECT_STR(res.manifest.media_type, PSH_MT_DOCKER_LIST);
+    raw = rf_capture("skopeo inspect --raw --tls-verify=false docker://%s", dst);
+    KT_EXPECT(raw != NULL && strstr(raw, PSH_MT_DOCKER_LIST) != NULL &&
+              strstr(raw, PSH_MT_DOCKER_MANIFEST) != NULL &&
+              strstr(raw, bb1.manifest.digest) == NULL);
+    free(raw);
+    raw = rf_capture("skopeo inspect --raw --tls-verify=false docker://%s | sha256sum", dst);
+    KT_EXPECT(raw != NULL && strncmp(raw, res.manifest.digest + 7, 64) == 0);
+    free(raw);
+    psh_commit_result_dispose(&bb1);
+    psh_commit_result_dispose(&bb2);
+    KT_EXPECT_INT(rf_sh("skopeo inspect --tls-verify=false --override-arch arm64 docker://%s | "
+                        "grep -q '\"Architecture\": \"arm64\"'",
+                        dst),
+                  0);
+
     /* A list built from a remote image by reference: nothing rebuilt, the
      * entry comes from the registry's manifest. */
     KT_REQUIRE(psh_manifest_create(e.s, "remote:list", &err) == 0);
