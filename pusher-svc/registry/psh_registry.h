@@ -15,7 +15,9 @@
  *                   digest, location, offset): a push retried after a restart
  *                   resumes them instead of starting over.
  *
- * All calls are blocking and thread-safe; they share nothing but the store. */
+ * All calls are blocking and thread-safe.  Concurrent calls share the store,
+ * the state above and a process-wide bound on blob transfers in flight per
+ * registry (psh_registry_opts.concurrency). */
 #ifndef PSH_REGISTRY_H
 #define PSH_REGISTRY_H
 
