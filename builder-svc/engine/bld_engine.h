@@ -46,10 +46,10 @@ typedef struct bld_secret_src {
 } bld_secret_src;
 
 typedef struct bld_build_spec {
-    const char *context_dir;   /* absolute directory on the builder host */
-    const char *dockerfile;    /* the Dockerfile text, NUL-terminated */
-    const char *filename;      /* for messages; NULL = "Dockerfile" */
-    const char *const *tags;   /* references to tag in the store */
+    const char *context_dir; /* absolute directory on the builder host */
+    const char *dockerfile;  /* the Dockerfile text, NUL-terminated */
+    const char *filename;    /* for messages; NULL = "Dockerfile" */
+    const char *const *tags; /* references to tag in the store */
     size_t n_tags;
     const char *const *build_args; /* "K=V" */
     size_t n_build_args;
@@ -59,11 +59,11 @@ typedef struct bld_build_spec {
     bld_net_mode network;
     const bld_secret_src *secrets;
     size_t n_secrets;
-    bool push;                  /* push every tag after the commit */
-    bool registry_insecure;     /* --tls-verify=false for pulls and pushes */
-    int64_t source_date_epoch;  /* -1 = none */
-    uint64_t run_timeout_ms;    /* per RUN; 0 = none */
-    const atomic_bool *cancel;  /* set to stop the build; may be NULL */
+    bool push;                 /* push every tag after the commit */
+    bool registry_insecure;    /* --tls-verify=false for pulls and pushes */
+    int64_t source_date_epoch; /* -1 = none */
+    uint64_t run_timeout_ms;   /* per RUN; 0 = none */
+    const atomic_bool *cancel; /* set to stop the build; may be NULL */
 } bld_build_spec;
 
 /* Progress callbacks, all optional, called on the building thread.  stage and
@@ -82,7 +82,7 @@ typedef struct bld_build_events {
 typedef struct bld_build_result {
     char digest[KILN_DIGEST_STRLEN + 1]; /* manifest digest of the image */
     size_t n_layers;
-    uint64_t size;        /* compressed bytes of the layers */
+    uint64_t size; /* compressed bytes of the layers */
     uint64_t duration_ms;
     unsigned steps_run, steps_cached;
     /* On failure: the instruction that failed, if any. */

@@ -1,0 +1,298 @@
+/* The build engine's driver: plans the Dockerfile, makes the base images
+ * available (store, else a pusher Pull), runs the stages the target needs in
+ * dependency order, and commits the target stage through the pusher.
+ *
+ * This file owns the plan (plan.h); each instruction is turned into an eng_*
+ * description executed by engine_run.c / engine_copy.c; metadata
+ * instructions change the stage's image config (engine_config.c). */
+#include "engine_int.h"
+#include "engine_stage.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cleanup.h"
+#include "config.h"
+#include "ignore.h"
+#include "log.h"
+#include "plan.h"
+
+/* ---- small helpers ---- */
+
+int eng_strv_push(eng_strv *s, const char *str)
+{
+    if (s->n + 2 > s->cap) {
+        size_t nc = s->cap ? 2 * s->cap : 8;
+        char **v = realloc(s->v, nc * sizeof(char *));
+        if (v == NULL)
+            return -1;
+        s->v = v;
+        s->cap = nc;
+    }
+    char *d = strdup(str);
+    if (d == NULL)
+        return -1;
+    s->v[s->n++] = d;
+    s->v[s->n] = NULL;
+    return 0;
+}
+
+int eng_strv_copy(eng_strv *dst, const eng_strv *src)
+{
+    for (size_t i = 0; i < src->n; i++)
+        if (eng_strv_push(dst, src->v[i]) < 0)
+            return -1;
+    return 0;
+}
+
+void eng_strv_dispose(eng_strv *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        free(s->v[i]);
+    free(s->v);
+    memset(s, 0, sizeof(*s));
+}
+
+void eng_note(eng_build *b, const char *fmt, ...)
+{
+    if (b->ev == NULL || b->ev->note == NULL)
+        return;
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    b->ev->note(b->ev->ud, buf);
+}
+
+bool eng_canceled(const eng_build *b)
+{
+    return b->spec->cancel && atomic_load(b->spec->cancel);
+}
+
+/* ---- engine ---- */
+
+int bld_engine_new(bld_engine **out, const char *data_dir, kiln_rpc_client *pusher,
+                   kiln_error **err)
+{
+    bld_engine *e = calloc(1, sizeof(*e));
+    if (e == NULL || (e->data_dir = strdup(data_dir)) == NULL) {
+        free(e);
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    }
+    e->pusher = pusher;
+    char p[ENG_PATH_MAX];
+    snprintf(p, sizeof(p), "%s/snapshots/steps", data_dir);
+    if (kiln_mkdir_p(p, 0700, err) < 0) {
+        bld_engine_free(e);
+        return kiln_error_wrap(err, "engine");
+    }
+    eng_cache_cleanup(data_dir);
+    kiln_error *serr = NULL;
+    if (bld_sandbox_cleanup_stale_wrap(data_dir, &serr) < 0) {
+        kiln_warn("build", "sandbox cleanup: %s", serr->msg);
+        kiln_error_free(&serr);
+    }
+    e->preflight_json = eng_preflight(data_dir, &e->run_usable);
+    *out = e;
+    return 0;
+}
+
+void bld_engine_free(bld_engine *e)
+{
+    if (e == NULL)
+        return;
+    free(e->data_dir);
+    free(e->preflight_json);
+    free(e);
+}
+
+const char *bld_engine_preflight_json(bld_engine *e)
+{
+    return e->preflight_json ? e->preflight_json : "{}";
+}
+
+/* ---- base images ---- */
+
+static base_img *find_base(eng_ctx *c, const char *ref)
+{
+    for (size_t i = 0; i < c->n_bases; i++)
+        if (strcmp(c->bases[i].ref, ref) == 0)
+            return &c->bases[i];
+    return NULL;
+}
+
+static int fetch_base(eng_ctx *c, const char *ref, const char *platform, kiln_error **err)
+{
+    if (find_base(c, ref))
+        return 0;
+    if (c->n_bases == ENG_MAX_BASES)
+        return kiln_error_set(err, KILN_EINVAL, 0, "too many base images");
+    base_img *bi = &c->bases[c->n_bases];
+    memset(bi, 0, sizeof(*bi));
+    kiln_error *ierr = NULL;
+    int rc = eng_pusher_inspect(&c->b, ref, bi->digest, &bi->manifest, &bi->config, &ierr);
+    if (rc == KILN_ENOENT) {
+        kiln_error_free(&ierr);
+        eng_note(&c->b, "pulling %s", ref);
+        rc = eng_pusher_pull(&c->b, ref, platform, err);
+        if (rc < 0)
+            return rc;
+        rc = eng_pusher_inspect(&c->b, ref, bi->digest, &bi->manifest, &bi->config, err);
+    } else if (rc < 0) {
+        *err = kiln_error_steal(&ierr);
+    }
+    if (rc < 0)
+        return kiln_error_wrap(err, "base image %s", ref);
+    bi->ref = strdup(ref);
+    bi->parsed = cJSON_Parse(bi->config);
+    if (bi->ref == NULL || bi->parsed == NULL) {
+        base_img_dispose(bi);
+        return kiln_error_set(err, KILN_EINVAL, 0, "base image %s: unreadable config", ref);
+    }
+    base_img_index(bi);
+    c->n_bases++;
+    return 0;
+}
+
+static int resolver(bld_base_info *out, void *ctx, const char *ref, const char *platform)
+{
+    (void)platform;
+    base_img *bi = find_base(ctx, ref);
+    if (bi == NULL)
+        return 1;
+    out->env = bi->env;
+    out->n_env = bi->n_env;
+    out->onbuild = bi->onbuild;
+    out->n_onbuild = bi->n_onbuild;
+    out->workdir = bi->workdir;
+    out->user = bi->user;
+    out->shell = bi->shell;
+    out->n_shell = bi->n_shell;
+    return 0;
+}
+
+static int load_ignore(eng_ctx *c, kiln_error **err)
+{
+    if (c->b.spec->context_dir == NULL)
+        return 0;
+    char p[ENG_PATH_MAX];
+    snprintf(p, sizeof(p), "%s/.dockerignore", c->b.spec->context_dir);
+    _cleanup_fclose_ FILE *f = fopen(p, "re");
+    if (f == NULL)
+        return 0;
+    char *text = NULL;
+    size_t len = 0;
+    _cleanup_fclose_ FILE *m = open_memstream(&text, &len);
+    if (m == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    char buf[8192];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof(buf), f)) > 0 && len < (1 << 20))
+        fwrite(buf, 1, n, m);
+    fclose(m);
+    m = NULL;
+    int rc = bld_ignore_parse(&c->b.ignore, text ? text : "", len, err);
+    free(text);
+    return rc < 0 ? kiln_error_wrap(err, ".dockerignore") : 0;
+}
+
+static int plan(eng_ctx *c, bld_plan **out, bool with_resolver, kiln_error **err)
+{
+    const bld_build_spec *s = c->b.spec;
+    bld_plan_opts po = {
+        .target = s->target,
+        .build_args = s->build_args,
+        .n_build_args = s->n_build_args,
+        .platform = s->platform,
+    };
+    if (with_resolver) {
+        po.resolve_base = resolver;
+        po.resolve_ctx = c;
+    }
+    return bld_plan_parse(out, s->dockerfile, strlen(s->dockerfile), s->filename, &po, err);
+}
+
+static void ctx_dispose(eng_ctx *c)
+{
+    for (size_t i = 0; i < c->n_stages; i++)
+        stage_res_dispose(&c->res[i]);
+    free(c->res);
+    for (size_t i = 0; i < c->n_bases; i++)
+        base_img_dispose(&c->bases[i]);
+    bld_ignore_free(c->b.ignore);
+    bld_plan_free(c->plan);
+}
+
+static int build(eng_ctx *c, kiln_error **err)
+{
+    bld_plan *first = NULL;
+    int rc = plan(c, &first, false, err);
+    if (rc < 0)
+        return rc;
+    for (size_t i = 0; i < first->n_stages && rc == 0; i++) {
+        const bld_stage *st = &first->stages[i];
+        if (!st->runs || st->base_kind != BLD_BASE_IMAGE)
+            continue;
+        rc = fetch_base(c, st->base_image, st->platform, err);
+        if (rc < 0) {
+            c->b.out->failed_line = st->line;
+            snprintf(c->b.out->failed_text, sizeof(c->b.out->failed_text), "%s", st->original);
+        }
+    }
+    bld_plan_free(first);
+    if (rc < 0)
+        return rc;
+    if ((rc = plan(c, &c->plan, true, err)) < 0)
+        return rc;
+    if ((rc = load_ignore(c, err)) < 0)
+        return rc;
+    c->n_stages = c->plan->n_stages;
+    c->res = calloc(c->n_stages + 1, sizeof(*c->res));
+    if (c->res == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    for (size_t i = 0; i < c->plan->n_stages; i++) {
+        if (!c->plan->stages[i].runs)
+            continue;
+        if ((rc = eng_run_stage(c, i, err)) < 0)
+            return rc;
+    }
+    stage_res *r = &c->res[c->plan->target];
+    eng_note(&c->b, "committing");
+    eng_commit_desc cd = {
+        .base_manifest = r->base_manifest,
+        .layers = &r->layers,
+        .config = r->config,
+        .author = r->author,
+        .hist = r->hist,
+        .n_hist = r->n_hist,
+        .platform = c->plan->stages[c->plan->target].platform,
+    };
+    if ((rc = eng_pusher_commit(&c->b, &cd, err)) < 0)
+        return rc;
+    for (size_t i = 0; c->b.spec->push && i < c->b.spec->n_tags; i++) {
+        eng_note(&c->b, "pushing %s", c->b.spec->tags[i]);
+        if ((rc = eng_pusher_push(&c->b, c->b.spec->tags[i], err)) < 0)
+            return rc;
+    }
+    return 0;
+}
+
+int bld_build(bld_engine *e, const bld_build_spec *spec, const bld_build_events *ev,
+              bld_build_result *out, kiln_error **err)
+{
+    memset(out, 0, sizeof(*out));
+    if (spec == NULL || spec->dockerfile == NULL)
+        return kiln_error_set(err, KILN_EINVAL, 0, "no Dockerfile");
+    if (spec->context_dir && spec->context_dir[0] != '/')
+        return kiln_error_set(err, KILN_EINVAL, 0, "context dir must be absolute");
+    unsigned long long t0 = kiln_now_ms();
+    eng_ctx c = {.b = {.e = e, .spec = spec, .ev = ev, .out = out}};
+    int rc = build(&c, err);
+    ctx_dispose(&c);
+    out->duration_ms = kiln_now_ms() - t0;
+    return rc;
+}

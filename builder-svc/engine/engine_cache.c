@@ -1,0 +1,205 @@
+/* Step directories and the step index.
+ *
+ *   $DATA/snapshots/steps/<key hex>/diff   a finished step's diff (overlay form)
+ *   $DATA/snapshots/steps/tmp-XXXXXX/      a step being produced
+ *   $DATA/cache/steps/<key hex>            index entry: "layer=0|1\nsize=N\n"
+ *
+ * A step is produced in a tmp dir and renamed into place; its index entry is
+ * written to a temp file, fsynced and renamed after that, so an entry always
+ * names a complete diff.  Interrupted steps are removed at engine start. */
+#include "engine_int.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cleanup.h"
+#include "config.h"
+
+static const char *hex_of(const char *key)
+{
+    return strncmp(key, "sha256:", 7) == 0 ? key + 7 : key;
+}
+
+static void index_path(char *out, size_t cap, eng_build *b, const char *key)
+{
+    snprintf(out, cap, "%s/cache/steps/%s", b->e->data_dir, hex_of(key));
+}
+
+static void step_path(char *out, size_t cap, eng_build *b, const char *key)
+{
+    snprintf(out, cap, "%s/snapshots/steps/%s", b->e->data_dir, hex_of(key));
+}
+
+int eng_cache_lookup(eng_build *b, const char *key, eng_cached_step *out)
+{
+    memset(out, 0, sizeof(*out));
+    char p[ENG_PATH_MAX];
+    index_path(p, sizeof(p), b, key);
+    _cleanup_fclose_ FILE *f = fopen(p, "re");
+    if (f == NULL)
+        return 0;
+    int layer = 0;
+    uint64_t size = 0;
+    if (fscanf(f, "layer=%d\nsize=%" SCNu64, &layer, &size) != 2)
+        return 0;
+    out->layer = layer != 0;
+    out->size = size;
+    if (!out->layer)
+        return 1;
+    char sp[ENG_PATH_MAX - 64];
+    step_path(sp, sizeof(sp), b, key);
+    snprintf(out->diff, sizeof(out->diff), "%s/diff", sp);
+    struct stat st;
+    if (stat(out->diff, &st) < 0 || !S_ISDIR(st.st_mode))
+        return 0;
+    return 1;
+}
+
+static int write_index(eng_build *b, const char *key, bool layer, uint64_t size, kiln_error **err)
+{
+    char dir[ENG_PATH_MAX], p[ENG_PATH_MAX], tmp[ENG_PATH_MAX + 16];
+    snprintf(dir, sizeof(dir), "%s/cache/steps", b->e->data_dir);
+    if (kiln_mkdir_p(dir, 0700, err) < 0)
+        return kiln_error_wrap(err, "cache index");
+    index_path(p, sizeof(p), b, key);
+    snprintf(tmp, sizeof(tmp), "%s.tmpXXXXXX", p);
+    _cleanup_close_ int fd = mkstemp(tmp);
+    if (fd < 0)
+        return kiln_error_set(err, KILN_EIO, errno, "create %s", tmp);
+    char buf[64];
+    int n = snprintf(buf, sizeof(buf), "layer=%d\nsize=%" PRIu64 "\n", layer ? 1 : 0, size);
+    if (write(fd, buf, (size_t)n) != n || fsync(fd) < 0 || rename(tmp, p) < 0) {
+        int e = errno;
+        unlink(tmp);
+        return kiln_error_set(err, KILN_EIO, e, "write %s", p);
+    }
+    return 0;
+}
+
+int eng_cache_record_empty(eng_build *b, const char *key, kiln_error **err)
+{
+    return write_index(b, key, false, 0, err);
+}
+
+int eng_step_begin(eng_build *b, eng_step_tmp *t, kiln_error **err)
+{
+    char dir[ENG_PATH_MAX - 64];
+    snprintf(dir, sizeof(dir), "%s/snapshots/steps", b->e->data_dir);
+    if (kiln_mkdir_p(dir, 0700, err) < 0)
+        return kiln_error_wrap(err, "step dir");
+    snprintf(t->dir, sizeof(t->dir), "%s/tmp-XXXXXX", dir);
+    if (mkdtemp(t->dir) == NULL)
+        return kiln_error_set(err, KILN_EIO, errno, "mkdtemp %s", t->dir);
+    if (snprintf(t->diff, sizeof(t->diff), "%s/diff", t->dir) >= (int)sizeof(t->diff))
+        return kiln_error_set(err, KILN_EINVAL, 0, "data dir path too long");
+    if (mkdir(t->diff, 0755) < 0) {
+        int e = errno;
+        rmdir(t->dir);
+        t->dir[0] = '\0';
+        return kiln_error_set(err, KILN_EIO, e, "mkdir %s", t->diff);
+    }
+    return 0;
+}
+
+static int rm_cb(const char *p, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)ftw;
+    if (flag == FTW_DP)
+        rmdir(p);
+    else
+        unlink(p);
+    return 0;
+}
+
+void eng_rmrf(const char *p)
+{
+    nftw(p, rm_cb, 32, FTW_DEPTH | FTW_PHYS);
+}
+
+void eng_step_abort(eng_step_tmp *t)
+{
+    if (t->dir[0])
+        eng_rmrf(t->dir);
+    t->dir[0] = '\0';
+}
+
+static uint64_t du_total;
+static size_t du_entries;
+static int du_cb(const char *p, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)p;
+    (void)flag;
+    if (ftw->level > 0)
+        du_entries++;
+    if (S_ISREG(st->st_mode))
+        du_total += (uint64_t)st->st_size;
+    return 0;
+}
+
+/* Size of a diff and whether it has entries.  nftw has no user pointer;
+ * steps of one process are measured under a lock. */
+static pthread_mutex_t du_mu = PTHREAD_MUTEX_INITIALIZER;
+static void measure(const char *dir, uint64_t *bytes, size_t *entries)
+{
+    pthread_mutex_lock(&du_mu);
+    du_total = 0;
+    du_entries = 0;
+    nftw(dir, du_cb, 32, FTW_PHYS);
+    *bytes = du_total;
+    *entries = du_entries;
+    pthread_mutex_unlock(&du_mu);
+}
+
+int eng_step_commit(eng_build *b, eng_step_tmp *t, const char *key, eng_cached_step *out,
+                    kiln_error **err)
+{
+    memset(out, 0, sizeof(*out));
+    uint64_t bytes = 0;
+    size_t entries = 0;
+    measure(t->diff, &bytes, &entries);
+    if (entries == 0) {
+        eng_step_abort(t);
+        return write_index(b, key, false, 0, err);
+    }
+    char sp[ENG_PATH_MAX - 64];
+    step_path(sp, sizeof(sp), b, key);
+    if (rename(t->dir, sp) < 0) {
+        if (errno != EEXIST && errno != ENOTEMPTY) {
+            int e = errno;
+            eng_step_abort(t);
+            return kiln_error_set(err, KILN_EIO, e, "rename %s", sp);
+        }
+        /* Another build produced the same step meanwhile: use theirs. */
+        eng_step_abort(t);
+    }
+    t->dir[0] = '\0';
+    out->layer = true;
+    out->size = bytes;
+    snprintf(out->diff, sizeof(out->diff), "%s/diff", sp);
+    return write_index(b, key, true, bytes, err);
+}
+
+void eng_cache_cleanup(const char *data_dir)
+{
+    char dir[ENG_PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s/snapshots/steps", data_dir);
+    _cleanup_closedir_ DIR *d = opendir(dir);
+    if (d == NULL)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (strncmp(de->d_name, "tmp-", 4) != 0)
+            continue;
+        char p[ENG_PATH_MAX + 256];
+        snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
+        eng_rmrf(p);
+    }
+}

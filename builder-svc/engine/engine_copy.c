@@ -1,0 +1,630 @@
+/* COPY and ADD into a step's upper dir.
+ *
+ * Sources: paths or globs relative to a source root (the build context, or a
+ * stage's merged tree for --from).  A source may not leave its root, neither
+ * lexically ("../x") nor through a symlink (its real path must stay inside);
+ * symlinks inside copied directories are copied as links, never followed.
+ * .dockerignore applies to context sources.
+ *
+ * Destination: every write goes into the upper dir, which only this code
+ * writes while the step runs.  The destination path is resolved against the
+ * merged view of the image (upper over lowers, whiteouts and opaque dirs
+ * honoured): a symlinked parent is resolved inside the image root, never on
+ * the host; parents that exist in lower layers are recreated in the upper dir
+ * with their metadata, missing ones are created root-owned 0755.  Copied
+ * entries keep their mode and mtime, are owned by root or --chown, and get
+ * --chmod when given. */
+#include "engine_int.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "ignore.h"
+
+#define MAX_LINKS   40
+#define MAX_MATCHES 100000
+#define MAX_DEPTH   256
+
+/* ---- paths ---- */
+
+/* Cleans path lexically into out (no leading '/', no "." or ".."; "" for the
+ * root).  Returns -1 when ".." climbs above the root and clamp is false. */
+static int clean_path(char *out, size_t cap, const char *path, bool clamp)
+{
+    _cleanup_free_ char *tmp = strdup(path);
+    if (tmp == NULL)
+        return -1;
+    size_t len = 0;
+    out[0] = '\0';
+    char *save = NULL;
+    for (char *c = strtok_r(tmp, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
+        if (strcmp(c, ".") == 0)
+            continue;
+        if (strcmp(c, "..") == 0) {
+            if (len == 0) {
+                if (!clamp)
+                    return -1;
+                continue;
+            }
+            char *s = strrchr(out, '/');
+            len = s ? (size_t)(s - out) : 0;
+            out[len] = '\0';
+            continue;
+        }
+        size_t cl = strlen(c);
+        if (len + cl + 2 > cap)
+            return -1;
+        if (len)
+            out[len++] = '/';
+        memcpy(out + len, c, cl + 1);
+        len += cl;
+    }
+    return 0;
+}
+
+static bool is_whiteout(const struct stat *st)
+{
+    return S_ISCHR(st->st_mode) && major(st->st_rdev) == 0 && minor(st->st_rdev) == 0;
+}
+
+static bool is_opaque(const char *p)
+{
+    char v[4];
+    ssize_t n = lgetxattr(p, "trusted.overlay.opaque", v, sizeof(v));
+    if (n <= 0)
+        n = lgetxattr(p, "user.overlay.opaque", v, sizeof(v));
+    return n > 0 && v[0] == 'y';
+}
+
+/* Looks rel (cleaned) up in the merged view: upper (may be NULL) over lowers.
+ * Returns 1 with *st and host filled, 0 when absent. */
+static int image_lookup(const char *const *lowers, size_t n, const char *upper, const char *rel,
+                        struct stat *st, char host[ENG_PATH_MAX])
+{
+    size_t total = n + (upper ? 1 : 0);
+    for (size_t k = total; k-- > 0;) {
+        const char *layer = (upper && k == n) ? upper : lowers[k];
+        bool stop = false;
+        /* Prefixes of rel: a whiteout or non-dir hides rel; an opaque dir
+         * hides the layers below. */
+        char pre[ENG_PATH_MAX];
+        size_t rl = strlen(rel);
+        for (size_t i = 0; i <= rl; i++) {
+            if (rel[i] != '/' && rel[i] != '\0')
+                continue;
+            snprintf(pre, sizeof(pre), "%s/%.*s", layer, (int)i, rel);
+            struct stat ps;
+            if (lstat(pre, &ps) < 0)
+                break;
+            if (is_whiteout(&ps))
+                return 0;
+            if (rel[i] == '\0') {
+                *st = ps;
+                snprintf(host, ENG_PATH_MAX, "%s", pre);
+                return 1;
+            }
+            if (!S_ISDIR(ps.st_mode))
+                return 0;
+            if (i > 0 && is_opaque(pre))
+                stop = true;
+        }
+        if (stop)
+            return 0;
+    }
+    return 0;
+}
+
+char *eng_read_image_file(const char *const *lowers, size_t n_lowers, const char *path)
+{
+    char rel[ENG_PATH_MAX], host[ENG_PATH_MAX];
+    struct stat st;
+    if (clean_path(rel, sizeof(rel), path, true) < 0 ||
+        image_lookup(lowers, n_lowers, NULL, rel, &st, host) != 1 || !S_ISREG(st.st_mode) ||
+        st.st_size > (16 << 20))
+        return NULL;
+    _cleanup_fclose_ FILE *f = fopen(host, "re");
+    if (f == NULL)
+        return NULL;
+    char *buf = calloc(1, (size_t)st.st_size + 1);
+    if (buf && fread(buf, 1, (size_t)st.st_size, f) != (size_t)st.st_size) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+/* Resolves symlinks in the parents of path (absolute inside the image) within
+ * the image root; the last component is not followed. */
+static int resolve_dest(char out[ENG_PATH_MAX], const eng_copy_desc *d, const char *path,
+                        kiln_error **err)
+{
+    char cur[ENG_PATH_MAX];
+    if (clean_path(cur, sizeof(cur), path, true) < 0)
+        return kiln_error_set(err, KILN_EINVAL, 0, "%s: destination too long", d->what);
+    for (int links = 0; links <= MAX_LINKS; links++) {
+        bool changed = false;
+        size_t len = strlen(cur);
+        for (size_t i = 0; i < len && !changed; i++) {
+            if (cur[i] != '/')
+                continue;
+            char pre[ENG_PATH_MAX];
+            snprintf(pre, sizeof(pre), "%.*s", (int)i, cur);
+            struct stat st;
+            char host[ENG_PATH_MAX];
+            if (image_lookup(d->lowers, d->n_lowers, d->upper, pre, &st, host) != 1 ||
+                !S_ISLNK(st.st_mode))
+                continue;
+            char target[ENG_PATH_MAX];
+            ssize_t tl = readlink(host, target, sizeof(target) - 1);
+            if (tl < 0)
+                return kiln_error_set(err, KILN_EIO, errno, "readlink %s", host);
+            target[tl] = '\0';
+            char joined[3 * ENG_PATH_MAX];
+            const char *slash = strrchr(pre, '/');
+            if (target[0] == '/')
+                snprintf(joined, sizeof(joined), "%s/%s", target, cur + i + 1);
+            else
+                snprintf(joined, sizeof(joined), "%.*s/%s/%s", slash ? (int)(slash - pre) : 0, pre,
+                         target, cur + i + 1);
+            if (clean_path(cur, sizeof(cur), joined, true) < 0)
+                return kiln_error_set(err, KILN_EINVAL, 0, "%s: destination too long", d->what);
+            changed = true;
+        }
+        if (!changed) {
+            snprintf(out, ENG_PATH_MAX, "%s", cur);
+            return 0;
+        }
+    }
+    return kiln_error_set(err, KILN_EINVAL, 0, "%s: too many symlinks in destination %s", d->what,
+                          path);
+}
+
+/* Makes sure every directory of rel (cleaned, symlink-free) exists in the
+ * upper dir as a real directory. */
+static int ensure_dirs(const eng_copy_desc *d, const char *rel, long uid, long gid,
+                       kiln_error **err)
+{
+    size_t len = strlen(rel);
+    for (size_t i = 0; i <= len; i++) {
+        if (i == 0 || (rel[i] != '/' && rel[i] != '\0'))
+            continue;
+        char pre[ENG_PATH_MAX], up[2 * ENG_PATH_MAX];
+        snprintf(pre, sizeof(pre), "%.*s", (int)i, rel);
+        snprintf(up, sizeof(up), "%s/%s", d->upper, pre);
+        struct stat st;
+        if (lstat(up, &st) == 0) {
+            if (S_ISDIR(st.st_mode))
+                continue;
+            return kiln_error_set(err, KILN_EINVAL, 0, "%s: /%s is not a directory", d->what, pre);
+        }
+        char host[ENG_PATH_MAX];
+        int found = image_lookup(d->lowers, d->n_lowers, NULL, pre, &st, host);
+        if (found && !S_ISDIR(st.st_mode))
+            return kiln_error_set(err, KILN_EINVAL, 0, "%s: /%s is not a directory", d->what, pre);
+        if (mkdir(up, found ? (st.st_mode & 07777) : 0755) < 0)
+            return kiln_error_set(err, KILN_EIO, errno, "mkdir %s", up);
+        if (found) {
+            if (lchown(up, st.st_uid, st.st_gid) < 0 || chmod(up, st.st_mode & 07777) < 0)
+                return kiln_error_set(err, KILN_EIO, errno, "chown %s", up);
+        } else if (lchown(up, (uid_t)(uid >= 0 ? uid : 0), (gid_t)(gid >= 0 ? gid : 0)) < 0) {
+            return kiln_error_set(err, KILN_EIO, errno, "chown %s", up);
+        }
+    }
+    return 0;
+}
+
+/* ---- sources ---- */
+
+typedef struct src_ctx {
+    const eng_copy_desc *d;
+    char root[PATH_MAX]; /* real path of src_root */
+    kiln_sha256 *h;      /* hashing instead of copying */
+} src_ctx;
+
+static bool ignored(const src_ctx *c, const char *rel)
+{
+    return c->d->ignore && rel[0] && bld_ignore_match(c->d->ignore, rel);
+}
+
+static int dirent_filter(const struct dirent *de)
+{
+    return strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0;
+}
+
+/* Expands pattern (cleaned, relative) into matches (relative paths). */
+static int glob_walk(src_ctx *c, const char *base, const char *pat, eng_strv *out, kiln_error **err)
+{
+    const char *slash = strchr(pat, '/');
+    size_t cl = slash ? (size_t)(slash - pat) : strlen(pat);
+    _cleanup_free_ char *comp = strndup(pat, cl);
+    if (comp == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    char dir[2 * PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s%s%s", c->root, base[0] ? "/" : "", base);
+    struct dirent **ents = NULL;
+    int n = scandir(dir, &ents, dirent_filter, alphasort);
+    if (n < 0)
+        return 0;
+    int rc = 0;
+    for (int i = 0; i < n; i++) {
+        bool m = false;
+        if (rc == 0 && (rc = bld_glob_match(&m, comp, ents[i]->d_name, err)) == 0 && m) {
+            char rel[ENG_PATH_MAX];
+            snprintf(rel, sizeof(rel), "%s%s%s", base, base[0] ? "/" : "", ents[i]->d_name);
+            if (ignored(c, rel))
+                ;
+            else if (slash)
+                rc = glob_walk(c, rel, slash + 1, out, err);
+            else if (out->n >= MAX_MATCHES)
+                rc = kiln_error_set(err, KILN_ENOSPC, 0, "too many matches for a source");
+            else if (eng_strv_push(out, rel) < 0)
+                rc = kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+        }
+        free(ents[i]);
+    }
+    free(ents);
+    return rc;
+}
+
+/* Real host path of rel, which must stay inside the root. */
+static int confine(src_ctx *c, const char *rel, char real[PATH_MAX], kiln_error **err)
+{
+    char p[2 * PATH_MAX];
+    snprintf(p, sizeof(p), "%s/%s", c->root, rel);
+    if (realpath(p, real) == NULL)
+        return kiln_error_set(err, KILN_ENOENT, errno, "%s: %s: not found in %s", c->d->what, rel,
+                              c->d->ignore ? "the build context" : "the source");
+    size_t rl = strlen(c->root);
+    if (strncmp(real, c->root, rl) != 0 || (real[rl] != '/' && real[rl] != '\0'))
+        return kiln_error_set(err, KILN_EPERM, 0, "%s: %s: points outside the %s", c->d->what, rel,
+                              c->d->ignore ? "build context" : "source");
+    return 0;
+}
+
+/* Matches of one source, in order. */
+static int expand_source(src_ctx *c, const char *path, eng_strv *out, kiln_error **err)
+{
+    char rel[ENG_PATH_MAX];
+    if (clean_path(rel, sizeof(rel), path[0] == '/' ? path + 1 : path, false) < 0)
+        return kiln_error_set(err, KILN_EPERM, 0, "%s: %s: outside the %s", c->d->what, path,
+                              c->d->ignore ? "build context" : "source");
+    if (bld_glob_has_meta(rel)) {
+        size_t before = out->n;
+        int rc = glob_walk(c, "", rel, out, err);
+        if (rc < 0)
+            return rc;
+        if (out->n == before)
+            return kiln_error_set(err, KILN_ENOENT, 0, "%s: no source files were specified by %s",
+                                  c->d->what, path);
+        return 0;
+    }
+    if (ignored(c, rel))
+        return kiln_error_set(err, KILN_ENOENT, 0,
+                              "%s: %s: not found in the build context (excluded by "
+                              ".dockerignore)",
+                              c->d->what, path);
+    return eng_strv_push(out, rel) < 0 ? kiln_error_set(err, KILN_ENOSPC, 0, "out of memory") : 0;
+}
+
+/* ---- copying ---- */
+
+static int apply_meta(const src_ctx *c, const char *dst, const struct stat *st, bool link)
+{
+    const eng_copy_desc *d = c->d;
+    uid_t u = (uid_t)(d->uid >= 0 ? d->uid : 0);
+    gid_t g = (gid_t)(d->gid >= 0 ? d->gid : 0);
+    if (lchown(dst, u, g) < 0)
+        return -1;
+    if (!link && chmod(dst, d->mode >= 0 ? (mode_t)d->mode : (st->st_mode & 07777)) < 0)
+        return -1;
+    struct timespec ts[2] = {st->st_atim, st->st_mtim};
+    return utimensat(AT_FDCWD, dst, ts, AT_SYMLINK_NOFOLLOW);
+}
+
+static int copy_file(const char *src, const char *dst, kiln_sha256 *h, kiln_error **err)
+{
+    _cleanup_close_ int in = open(src, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (in < 0)
+        return kiln_error_set(err, KILN_EIO, errno, "open %s", src);
+    _cleanup_close_ int out = -1;
+    if (dst) {
+        unlink(dst);
+        out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (out < 0)
+            return kiln_error_set(err, KILN_EIO, errno, "create %s", dst);
+    }
+    char buf[65536];
+    for (;;) {
+        ssize_t n = read(in, buf, sizeof(buf));
+        if (n < 0)
+            return kiln_error_set(err, KILN_EIO, errno, "read %s", src);
+        if (n == 0)
+            break;
+        if (h)
+            kiln_sha256_update(h, buf, (size_t)n);
+        if (out >= 0 && write(out, buf, (size_t)n) != n)
+            return kiln_error_set(err, KILN_EIO, errno, "write %s", dst);
+    }
+    return 0;
+}
+
+static void hash_meta(kiln_sha256 *h, const char *name, const struct stat *st)
+{
+    char line[ENG_PATH_MAX + 64];
+    int n = snprintf(line, sizeof(line), "\n%s\n%o %lld\n", name, (unsigned)st->st_mode,
+                     (long long)(S_ISREG(st->st_mode) ? st->st_size : 0));
+    kiln_sha256_update(h, line, (size_t)(n > 0 ? n : 0));
+}
+
+/* Copies (or hashes) host path src, whose context-relative path is rel, to
+ * the upper path dst (NULL when hashing). */
+static int copy_tree(src_ctx *c, const char *src, const char *rel, const char *dst, int depth,
+                     kiln_error **err)
+{
+    if (depth > MAX_DEPTH)
+        return kiln_error_set(err, KILN_EINVAL, 0, "%s: %s: too deep", c->d->what, rel);
+    struct stat st;
+    if (lstat(src, &st) < 0)
+        return kiln_error_set(err, KILN_EIO, errno, "stat %s", src);
+    if (c->h)
+        hash_meta(c->h, rel, &st);
+    if (S_ISREG(st.st_mode)) {
+        int rc = copy_file(src, dst, c->h, err);
+        if (rc < 0)
+            return rc;
+    } else if (S_ISLNK(st.st_mode)) {
+        char t[ENG_PATH_MAX];
+        ssize_t tl = readlink(src, t, sizeof(t) - 1);
+        if (tl < 0)
+            return kiln_error_set(err, KILN_EIO, errno, "readlink %s", src);
+        t[tl] = '\0';
+        if (c->h)
+            kiln_sha256_update(c->h, t, (size_t)tl);
+        if (dst) {
+            unlink(dst);
+            if (symlink(t, dst) < 0)
+                return kiln_error_set(err, KILN_EIO, errno, "symlink %s", dst);
+        }
+    } else if (S_ISDIR(st.st_mode)) {
+        if (dst) {
+            struct stat ds;
+            if (lstat(dst, &ds) == 0 && !S_ISDIR(ds.st_mode))
+                unlink(dst);
+            if (mkdir(dst, 0755) < 0 && errno != EEXIST)
+                return kiln_error_set(err, KILN_EIO, errno, "mkdir %s", dst);
+        }
+        struct dirent **ents = NULL;
+        int n = scandir(src, &ents, dirent_filter, alphasort);
+        if (n < 0)
+            return kiln_error_set(err, KILN_EIO, errno, "read dir %s", src);
+        int rc = 0;
+        for (int i = 0; i < n; i++) {
+            char crel[ENG_PATH_MAX], csrc[2 * PATH_MAX], cdst[2 * ENG_PATH_MAX];
+            snprintf(crel, sizeof(crel), "%s%s%s", rel, rel[0] ? "/" : "", ents[i]->d_name);
+            snprintf(csrc, sizeof(csrc), "%s/%s", src, ents[i]->d_name);
+            if (dst)
+                snprintf(cdst, sizeof(cdst), "%s/%s", dst, ents[i]->d_name);
+            if (rc == 0 && !ignored(c, crel))
+                rc = copy_tree(c, csrc, crel, dst ? cdst : NULL, depth + 1, err);
+            free(ents[i]);
+        }
+        free(ents);
+        if (rc < 0)
+            return rc;
+    } else if (S_ISFIFO(st.st_mode)) {
+        if (dst && mkfifo(dst, 0600) < 0)
+            return kiln_error_set(err, KILN_EIO, errno, "mkfifo %s", dst);
+    } else {
+        return 0; /* sockets and devices are not copied */
+    }
+    if (dst && apply_meta(c, dst, &st, S_ISLNK(st.st_mode)) < 0)
+        return kiln_error_set(err, KILN_EIO, errno, "set owner/mode/times of %s", dst);
+    return 0;
+}
+
+static int src_init(src_ctx *c, const eng_copy_desc *d, kiln_sha256 *h, kiln_error **err)
+{
+    c->d = d;
+    c->h = h;
+    if (realpath(d->src_root, c->root) == NULL)
+        return kiln_error_set(err, KILN_ENOENT, errno, "%s: source root %s", d->what, d->src_root);
+    return 0;
+}
+
+/* Runs the copy, or only hashes when h is non-NULL. */
+static int run_copy(const eng_copy_desc *d, kiln_sha256 *h, kiln_error **err)
+{
+    src_ctx c;
+    int rc = src_init(&c, d, h, err);
+    if (rc < 0)
+        return rc;
+    eng_strv matches = {0};
+    size_t n_items = 0;
+    for (size_t i = 0; i < d->n_srcs && rc == 0; i++) {
+        if (d->srcs[i].path)
+            rc = expand_source(&c, d->srcs[i].path, &matches, err);
+        else
+            n_items++;
+    }
+    n_items += matches.n;
+    char dest[ENG_PATH_MAX] = "";
+    bool as_dir = d->dest_is_dir || n_items > 1;
+    if (rc == 0 && !h) {
+        rc = resolve_dest(dest, d, d->dest, err);
+        struct stat st;
+        char host[ENG_PATH_MAX];
+        if (rc == 0 && image_lookup(d->lowers, d->n_lowers, d->upper, dest, &st, host) == 1 &&
+            S_ISDIR(st.st_mode))
+            as_dir = true;
+    }
+    for (size_t i = 0; i < d->n_srcs && rc == 0 && h; i++)
+        if (d->srcs[i].content)
+            kiln_sha256_update(h, d->srcs[i].content, strlen(d->srcs[i].content));
+    for (size_t i = 0; i < matches.n && rc == 0; i++) {
+        char real[PATH_MAX];
+        if ((rc = confine(&c, matches.v[i], real, err)) < 0)
+            break;
+        struct stat st;
+        if (stat(real, &st) < 0) {
+            rc = kiln_error_set(err, KILN_EIO, errno, "stat %s", real);
+            break;
+        }
+        const char *rrel = real[strlen(c.root)] == '/' ? real + strlen(c.root) + 1 : "";
+        if (h) {
+            rc = copy_tree(&c, real, rrel, NULL, 0, err);
+            continue;
+        }
+        char target[ENG_PATH_MAX];
+        if (S_ISDIR(st.st_mode) || !as_dir) {
+            snprintf(target, sizeof(target), "%s", dest);
+        } else {
+            const char *b = strrchr(matches.v[i], '/');
+            snprintf(target, sizeof(target), "%s%s%s", dest, dest[0] ? "/" : "",
+                     b ? b + 1 : matches.v[i]);
+        }
+        if (S_ISDIR(st.st_mode))
+            rc = ensure_dirs(d, target, d->uid, d->gid, err);
+        else {
+            char parent[ENG_PATH_MAX];
+            snprintf(parent, sizeof(parent), "%s", target);
+            char *sl = strrchr(parent, '/');
+            if (sl)
+                *sl = '\0';
+            else
+                parent[0] = '\0';
+            rc = ensure_dirs(d, parent, d->uid, d->gid, err);
+        }
+        if (rc < 0)
+            break;
+        char up[2 * ENG_PATH_MAX];
+        snprintf(up, sizeof(up), "%s%s%s", d->upper, target[0] ? "/" : "", target);
+        if (S_ISDIR(st.st_mode) && target[0] == '\0')
+            snprintf(up, sizeof(up), "%s", d->upper);
+        rc = copy_tree(&c, real, rrel, up, 0, err);
+        if (rc == 0 && S_ISDIR(st.st_mode) && target[0] == '\0')
+            rc = 0; /* the root keeps its own metadata */
+    }
+    for (size_t i = 0; i < d->n_srcs && rc == 0 && !h; i++) {
+        const eng_copy_src *s = &d->srcs[i];
+        if (s->path)
+            continue;
+        char target[ENG_PATH_MAX];
+        if (as_dir)
+            snprintf(target, sizeof(target), "%s%s%s", dest, dest[0] ? "/" : "", s->name);
+        else
+            snprintf(target, sizeof(target), "%s", dest);
+        char parent[ENG_PATH_MAX];
+        snprintf(parent, sizeof(parent), "%s", target);
+        char *sl = strrchr(parent, '/');
+        if (sl)
+            *sl = '\0';
+        else
+            parent[0] = '\0';
+        if ((rc = ensure_dirs(d, parent, d->uid, d->gid, err)) < 0)
+            break;
+        char up[2 * ENG_PATH_MAX];
+        snprintf(up, sizeof(up), "%s/%s", d->upper, target);
+        unlink(up);
+        _cleanup_close_ int fd = open(up, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0644);
+        size_t len = strlen(s->content);
+        if (fd < 0 || write(fd, s->content, len) != (ssize_t)len) {
+            rc = kiln_error_set(err, KILN_EIO, errno, "write %s", up);
+            break;
+        }
+        struct stat st = {.st_mode = S_IFREG | 0644};
+        clock_gettime(CLOCK_REALTIME, &st.st_mtim);
+        st.st_atim = st.st_mtim;
+        if (apply_meta(&c, up, &st, false) < 0)
+            rc = kiln_error_set(err, KILN_EIO, errno, "set owner/mode of %s", up);
+    }
+    eng_strv_dispose(&matches);
+    return rc;
+}
+
+int eng_copy_hash(const eng_copy_desc *d, kiln_sha256 *h, kiln_error **err)
+{
+    return run_copy(d, h, err);
+}
+
+int eng_copy_exec(const eng_copy_desc *d, kiln_error **err)
+{
+    return run_copy(d, NULL, err);
+}
+
+/* ---- --chown ---- */
+
+static bool parse_id(const char *s, long *out)
+{
+    if (s == NULL || *s == '\0')
+        return false;
+    char *end = NULL;
+    long v = strtol(s, &end, 10);
+    if (*end != '\0' || v < 0 || v > 0x7fffffffL)
+        return false;
+    *out = v;
+    return true;
+}
+
+/* Finds name in a passwd/group text; returns field 3 (uid/gid) and, for
+ * passwd, field 4 (primary gid). */
+static bool find_entry(const char *text, const char *name, long *id, long *gid)
+{
+    if (text == NULL)
+        return false;
+    size_t nl = strlen(name);
+    for (const char *l = text; *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : l + strlen(l)) {
+        if (strncmp(l, name, nl) != 0 || l[nl] != ':')
+            continue;
+        const char *f = strchr(l + nl + 1, ':');
+        if (f == NULL)
+            return false;
+        *id = strtol(f + 1, NULL, 10);
+        const char *g = strchr(f + 1, ':');
+        if (gid && g)
+            *gid = strtol(g + 1, NULL, 10);
+        return true;
+    }
+    return false;
+}
+
+int eng_resolve_owner(long *uid, long *gid, const char *user, const char *group,
+                      const char *const *lowers, size_t n_lowers, kiln_error **err)
+{
+    *uid = *gid = -1;
+    if (user == NULL)
+        return 0;
+    _cleanup_free_ char *passwd = eng_read_image_file(lowers, n_lowers, "/etc/passwd");
+    long primary = -1;
+    if (!parse_id(user, uid)) {
+        if (!find_entry(passwd, user, uid, &primary))
+            return kiln_error_set(err, KILN_EINVAL, 0,
+                                  "--chown: unknown user %s (not in the image's /etc/passwd)",
+                                  user);
+    } else {
+        char name[32];
+        snprintf(name, sizeof(name), "%ld", *uid);
+        (void)name;
+        primary = *uid;
+    }
+    if (group == NULL || *group == '\0') {
+        *gid = primary;
+        return 0;
+    }
+    if (parse_id(group, gid))
+        return 0;
+    _cleanup_free_ char *groups = eng_read_image_file(lowers, n_lowers, "/etc/group");
+    if (!find_entry(groups, group, gid, NULL))
+        return kiln_error_set(err, KILN_EINVAL, 0,
+                              "--chown: unknown group %s (not in the image's /etc/group)", group);
+    return 0;
+}

@@ -1,0 +1,205 @@
+/* Internals of the build engine, shared by its translation units.
+ *
+ * plan.h (the Dockerfile frontend) and bld_sandbox.h (the RUN sandbox) both
+ * define bld_network, bld_mount, ...; no file includes both.  engine.c walks
+ * the plan and describes each step with the eng_* structs below;
+ * engine_run.c (sandbox, snapshots), engine_copy.c (COPY/ADD),
+ * engine_cache.c (step keys and the step index) and engine_pusher.c (the RPC
+ * boundary to kiln-pusher) execute those descriptions. */
+#ifndef BLD_ENGINE_INT_H
+#define BLD_ENGINE_INT_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#include "bld_engine.h"
+#include "digest.h"
+#include "error.h"
+#include "rpc.h"
+
+#define ENG_PATH_MAX 4096
+
+struct bld_engine {
+    char *data_dir;
+    kiln_rpc_client *pusher; /* borrowed */
+    char *preflight_json;
+    bool run_usable;
+};
+
+/* A growable, owned string vector (always NULL-terminated). */
+typedef struct eng_strv {
+    char **v;
+    size_t n, cap;
+} eng_strv;
+
+int eng_strv_push(eng_strv *s, const char *str);
+int eng_strv_copy(eng_strv *dst, const eng_strv *src);
+void eng_strv_dispose(eng_strv *s);
+
+/* One build in progress. */
+typedef struct eng_build {
+    bld_engine *e;
+    const bld_build_spec *spec;
+    const bld_build_events *ev;
+    bld_build_result *out;
+    struct bld_ignore *ignore; /* the context's .dockerignore, or NULL */
+} eng_build;
+
+/* ---- engine_run.c: snapshots and the sandbox ---- */
+
+/* Unpacks the layers of a base image (manifest and config JSON as stored)
+ * into snapshots and writes the top chain id ("" for no layers). */
+int eng_base_unpack(eng_build *b, const char *manifest_json, const char *config_json,
+                    char chain_out[KILN_DIGEST_STRLEN + 1], kiln_error **err);
+
+typedef struct eng_stack eng_stack;
+/* Acquires the snapshot chain (held until eng_stack_release). */
+int eng_stack_acquire(eng_stack **out, eng_build *b, const char *chain, kiln_error **err);
+void eng_stack_release(eng_stack *s);
+size_t eng_stack_len(const eng_stack *s);
+const char *const *eng_stack_dirs(const eng_stack *s);
+
+/* Merges dirs (overlay form, bottom first) into the empty dir dst. */
+int eng_merge(const char *dst, const char *const *dirs, size_t n, kiln_error **err);
+
+typedef enum eng_mount_type {
+    ENG_MNT_BIND,
+    ENG_MNT_CACHE,
+    ENG_MNT_TMPFS,
+    ENG_MNT_SECRET,
+} eng_mount_type;
+
+typedef struct eng_mount {
+    eng_mount_type type;
+    const char *target;
+    const char *source;               /* bind from the context; secret file */
+    const char *source_path;          /* bind: inside source */
+    const char *const *source_layers; /* bind from a stage */
+    size_t n_source_layers;
+    bool writable;
+    const char *id;
+    int sharing; /* 0 shared, 1 private, 2 locked */
+    bool readonly;
+    long uid, gid, mode; /* -1 unset */
+    uint64_t size;
+} eng_mount;
+
+typedef struct eng_run_desc {
+    const char *const *argv; /* NULL-terminated */
+    const char *const *env;  /* NULL-terminated */
+    const char *cwd;
+    const char *user;
+    bool net_none;
+    const eng_mount *mounts;
+    size_t n_mounts;
+    const char *const *lowers;
+    size_t n_lowers;
+    const char *upper;
+    size_t stage, step; /* for the output callback */
+} eng_run_desc;
+
+/* Sandbox cleanup and preflight, at engine start. */
+int bld_sandbox_cleanup_stale_wrap(const char *data_dir, kiln_error **err);
+char *eng_preflight(const char *data_dir, bool *usable);
+
+/* Runs one RUN; *exit_code gets the command's status (-1 when killed). */
+int eng_run(eng_build *b, const eng_run_desc *d, int *exit_code, kiln_error **err);
+
+/* ---- engine_cache.c: step keys, step dirs, the step index ---- */
+
+/* A step directory being produced: <data>/snapshots/steps/tmp-XXXXXX/diff. */
+typedef struct eng_step_tmp {
+    char dir[ENG_PATH_MAX];  /* tmp-XXXXXX */
+    char diff[ENG_PATH_MAX]; /* its diff/ */
+} eng_step_tmp;
+
+typedef struct eng_cached_step {
+    bool layer;    /* the step has a (non-empty) diff */
+    uint64_t size; /* bytes in the diff */
+    char diff[ENG_PATH_MAX];
+} eng_cached_step;
+
+/* Looks key up in the index; 1 when found (and its diff, if any, exists), 0 when not. */
+int eng_cache_lookup(eng_build *b, const char *key, eng_cached_step *out);
+/* Records a step without layer (metadata, or a step that changed nothing). */
+int eng_cache_record_empty(eng_build *b, const char *key, kiln_error **err);
+int eng_step_begin(eng_build *b, eng_step_tmp *t, kiln_error **err);
+/* Moves the finished step into place as steps/<key> and records it.  An
+ * empty diff is discarded (out->layer false). */
+int eng_step_commit(eng_build *b, eng_step_tmp *t, const char *key, eng_cached_step *out,
+                    kiln_error **err);
+void eng_step_abort(eng_step_tmp *t);
+/* rm -rf (no symlink is followed). */
+void eng_rmrf(const char *path);
+/* Removes leftovers of interrupted steps. */
+void eng_cache_cleanup(const char *data_dir);
+
+/* ---- engine_copy.c: COPY / ADD ---- */
+
+typedef struct eng_copy_src {
+    const char *path;    /* pattern relative to the source root; NULL for heredoc */
+    const char *content; /* heredoc body */
+    const char *name;    /* heredoc file name */
+} eng_copy_src;
+
+typedef struct eng_copy_desc {
+    const char *what; /* "COPY" / "ADD" */
+    const eng_copy_src *srcs;
+    size_t n_srcs;
+    const char *dest; /* absolute inside the image */
+    bool dest_is_dir; /* ended with '/' */
+    const char *src_root;
+    const struct bld_ignore *ignore; /* NULL unless the context */
+    long uid, gid;                   /* -1: root */
+    long mode;                       /* -1: keep */
+    const char *const *lowers;
+    size_t n_lowers;
+    const char *upper;
+} eng_copy_desc;
+
+/* Hashes the sources (names, types, modes, contents) into h.  Fails like the
+ * copy would for missing or escaping sources. */
+int eng_copy_hash(const eng_copy_desc *d, kiln_sha256 *h, kiln_error **err);
+/* Copies into d->upper. */
+int eng_copy_exec(const eng_copy_desc *d, kiln_error **err);
+/* Resolves a --chown user and group (names or ids) against the image's
+ * /etc/passwd and /etc/group in lowers. */
+int eng_resolve_owner(long *uid, long *gid, const char *user, const char *group,
+                      const char *const *lowers, size_t n_lowers, kiln_error **err);
+/* Reads a file from the merged view of lowers (path absolute inside the image). */
+char *eng_read_image_file(const char *const *lowers, size_t n_lowers, const char *path);
+
+/* ---- engine_pusher.c: kiln-pusher RPCs ---- */
+
+/* Manifest and config of an image in the store; KILN_ENOENT when unknown. */
+int eng_pusher_inspect(eng_build *b, const char *ref, char digest[KILN_DIGEST_STRLEN + 1],
+                       char **manifest_json, char **config_json, kiln_error **err);
+int eng_pusher_pull(eng_build *b, const char *ref, const char *platform, kiln_error **err);
+
+typedef struct eng_hist {
+    char *created_by;
+    bool empty_layer;
+} eng_hist;
+
+typedef struct eng_commit_desc {
+    const char *base_manifest; /* "" scratch */
+    const eng_strv *layers;
+    const cJSON *config; /* the "config" object */
+    const char *author;
+    const eng_hist *hist;
+    size_t n_hist;
+    const char *platform;
+} eng_commit_desc;
+
+int eng_pusher_commit(eng_build *b, const eng_commit_desc *c, kiln_error **err);
+int eng_pusher_push(eng_build *b, const char *tag, kiln_error **err);
+
+/* Helpers. */
+void eng_note(eng_build *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+bool eng_canceled(const eng_build *b);
+
+#endif

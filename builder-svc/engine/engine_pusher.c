@@ -1,0 +1,303 @@
+/* The engine's RPC boundary to kiln-pusher: Inspect (a base image's manifest
+ * and config), Pull, Commit, Push.  Long work runs as pusher jobs, waited for
+ * with the Wait RPC in a loop that also watches the build's cancel flag.
+ * Protobuf types appear only in this file. */
+#include "engine_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cleanup.h"
+#include "events.h"
+
+#define CALL_TIMEOUT_MS 30000
+#define WAIT_SLICE_MS   1000
+
+static int call(eng_build *b, kiln_req *req, kiln_reply **out, kiln_error **err)
+{
+    char id[33];
+    kiln_rpc_new_id(id);
+    req->request_id = id;
+    return kiln_rpc_call(b->e->pusher, req, out, CALL_TIMEOUT_MS, err);
+}
+
+int eng_pusher_inspect(eng_build *b, const char *ref, char digest[KILN_DIGEST_STRLEN + 1],
+                       char **manifest_json, char **config_json, kiln_error **err)
+{
+    kiln_req req = KILN__V1__REQUEST__INIT;
+    Kiln__V1__InspectRequest ir = KILN__V1__INSPECT_REQUEST__INIT;
+    ir.ref = (char *)ref;
+    req.body_case = KILN__V1__REQUEST__BODY_INSPECT;
+    req.inspect = &ir;
+    kiln_reply *r = NULL;
+    int rc = call(b, &req, &r, err);
+    if (rc < 0)
+        return rc;
+    const Kiln__V1__InspectReply *ins = r->inspect_reply;
+    if (ins == NULL || ins->config_json == NULL || ins->config_json[0] == '\0') {
+        kiln_rpc_reply_free(r);
+        return kiln_error_set(err, KILN_EINVAL, 0, "%s is not an image manifest for one platform",
+                              ref);
+    }
+    snprintf(digest, KILN_DIGEST_STRLEN + 1, "%s", ins->digest);
+    *manifest_json = strdup(ins->manifest_json);
+    *config_json = strdup(ins->config_json);
+    kiln_rpc_reply_free(r);
+    if (*manifest_json == NULL || *config_json == NULL) {
+        free(*manifest_json);
+        free(*config_json);
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    }
+    return 0;
+}
+
+/* Waits for job's terminal event; 0 when it completed.  The completed event
+ * is handed to done (may be NULL). */
+static int wait_job(eng_build *b, const char *job, const char *what,
+                    void (*done)(eng_build *, const Kiln__V1__JobCompleted *), kiln_error **err)
+{
+    for (;;) {
+        if (eng_canceled(b))
+            return kiln_error_set(err, KILN_ECANCELED, 0, "%s: canceled", what);
+        kiln_req req = KILN__V1__REQUEST__INIT;
+        Kiln__V1__WaitRequest wr = KILN__V1__WAIT_REQUEST__INIT;
+        wr.job_id = (char *)job;
+        wr.timeout_ms = WAIT_SLICE_MS;
+        req.body_case = KILN__V1__REQUEST__BODY_WAIT;
+        req.wait = &wr;
+        kiln_reply *r = NULL;
+        int rc = call(b, &req, &r, err);
+        if (rc < 0)
+            return kiln_error_wrap(err, "%s: wait for job %s", what, job);
+        const Kiln__V1__WaitReply *w = r->wait_reply;
+        if (w == NULL || !w->finished || w->terminal == NULL) {
+            kiln_rpc_reply_free(r);
+            continue;
+        }
+        const Kiln__V1__Event *t = w->terminal;
+        if (t->payload_case == KILN__V1__EVENT__PAYLOAD_COMPLETED) {
+            if (done)
+                done(b, t->completed);
+            kiln_rpc_reply_free(r);
+            return 0;
+        }
+        int code = KILN_EINTERNAL;
+        const char *msg = "job failed";
+        if (t->payload_case == KILN__V1__EVENT__PAYLOAD_FAILED && t->failed->error) {
+            code = kiln_code_from_wire(t->failed->error->code);
+            if (t->failed->error->message)
+                msg = t->failed->error->message;
+        }
+        rc = kiln_error_set(err, (kiln_code)code, 0, "%s: %s", what, msg);
+        kiln_rpc_reply_free(r);
+        return rc;
+    }
+}
+
+static int start_job(eng_build *b, kiln_req *req, char job[KILN_JOB_ID_MAX + 1], kiln_error **err)
+{
+    kiln_reply *r = NULL;
+    int rc = call(b, req, &r, err);
+    if (rc < 0)
+        return rc;
+    if (r->job_accepted == NULL) {
+        kiln_rpc_reply_free(r);
+        return kiln_error_set(err, KILN_EINTERNAL, 0, "pusher did not accept the job");
+    }
+    snprintf(job, KILN_JOB_ID_MAX + 1, "%s", r->job_accepted->job_id);
+    kiln_rpc_reply_free(r);
+    return 0;
+}
+
+int eng_pusher_pull(eng_build *b, const char *ref, const char *platform, kiln_error **err)
+{
+    kiln_req req = KILN__V1__REQUEST__INIT;
+    Kiln__V1__PullRequest pr = KILN__V1__PULL_REQUEST__INIT;
+    Kiln__V1__RegistryOptions ro = KILN__V1__REGISTRY_OPTIONS__INIT;
+    ro.insecure = b->spec->registry_insecure;
+    pr.ref = (char *)ref;
+    pr.platform = (char *)(platform ? platform : "");
+    pr.registry = &ro;
+    req.body_case = KILN__V1__REQUEST__BODY_PULL;
+    req.pull = &pr;
+    char job[KILN_JOB_ID_MAX + 1];
+    int rc = start_job(b, &req, job, err);
+    if (rc < 0)
+        return kiln_error_wrap(err, "pull %s", ref);
+    char what[600];
+    snprintf(what, sizeof(what), "pull %s", ref);
+    return wait_job(b, job, what, NULL, err);
+}
+
+/* ---- Commit ---- */
+
+static char **json_strs(const cJSON *arr, size_t *n)
+{
+    *n = 0;
+    if (!cJSON_IsArray(arr))
+        return NULL;
+    size_t cnt = (size_t)cJSON_GetArraySize(arr);
+    char **v = calloc(cnt + 1, sizeof(char *));
+    if (v == NULL)
+        return NULL;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, arr)
+    {
+        if (cJSON_IsString(it))
+            v[(*n)++] = it->valuestring;
+    }
+    return v;
+}
+
+static char **json_keys(const cJSON *obj, size_t *n)
+{
+    *n = 0;
+    if (!cJSON_IsObject(obj))
+        return NULL;
+    size_t cnt = (size_t)cJSON_GetArraySize(obj);
+    char **v = calloc(cnt + 1, sizeof(char *));
+    if (v == NULL)
+        return NULL;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, obj) v[(*n)++] = it->string;
+    return v;
+}
+
+static const char *json_str(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+static int64_t json_i64(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsNumber(v) ? (int64_t)v->valuedouble : 0;
+}
+
+static void on_commit_done(eng_build *b, const Kiln__V1__JobCompleted *c)
+{
+    snprintf(b->out->digest, sizeof(b->out->digest), "%s", c->digest ? c->digest : "");
+    if (c->commit) {
+        b->out->n_layers = c->commit->n_layers;
+        b->out->size = 0;
+        for (size_t i = 0; i < c->commit->n_layers; i++)
+            b->out->size += c->commit->layers[i]->size;
+    }
+}
+
+int eng_pusher_commit(eng_build *b, const eng_commit_desc *c, kiln_error **err)
+{
+    const cJSON *cfg = c->config;
+    Kiln__V1__ImageConfigSpec ic = KILN__V1__IMAGE_CONFIG_SPEC__INIT;
+    Kiln__V1__HealthcheckSpec hc = KILN__V1__HEALTHCHECK_SPEC__INIT;
+    ic.user = (char *)json_str(cfg, "User");
+    ic.working_dir = (char *)json_str(cfg, "WorkingDir");
+    ic.stop_signal = (char *)json_str(cfg, "StopSignal");
+    _cleanup_free_ char **env = json_strs(cJSON_GetObjectItemCaseSensitive(cfg, "Env"), &ic.n_env);
+    ic.env = env;
+    const cJSON *ep = cJSON_GetObjectItemCaseSensitive(cfg, "Entrypoint");
+    _cleanup_free_ char **entry = json_strs(ep, &ic.n_entrypoint);
+    ic.entrypoint = entry;
+    ic.entrypoint_set = cJSON_IsArray(ep);
+    const cJSON *cm = cJSON_GetObjectItemCaseSensitive(cfg, "Cmd");
+    _cleanup_free_ char **cmd = json_strs(cm, &ic.n_cmd);
+    ic.cmd = cmd;
+    ic.cmd_set = cJSON_IsArray(cm);
+    _cleanup_free_ char **ports =
+        json_keys(cJSON_GetObjectItemCaseSensitive(cfg, "ExposedPorts"), &ic.n_exposed_ports);
+    ic.exposed_ports = ports;
+    _cleanup_free_ char **vols =
+        json_keys(cJSON_GetObjectItemCaseSensitive(cfg, "Volumes"), &ic.n_volumes);
+    ic.volumes = vols;
+    _cleanup_free_ char **onb =
+        json_strs(cJSON_GetObjectItemCaseSensitive(cfg, "OnBuild"), &ic.n_on_build);
+    ic.on_build = onb;
+    _cleanup_free_ char **shell =
+        json_strs(cJSON_GetObjectItemCaseSensitive(cfg, "Shell"), &ic.n_shell);
+    ic.shell = shell;
+    const cJSON *lab = cJSON_GetObjectItemCaseSensitive(cfg, "Labels");
+    size_t nl = cJSON_IsObject(lab) ? (size_t)cJSON_GetArraySize(lab) : 0;
+    _cleanup_free_ Kiln__V1__ImageConfigSpec__LabelsEntry *le = calloc(nl + 1, sizeof(*le));
+    _cleanup_free_ Kiln__V1__ImageConfigSpec__LabelsEntry **lp = calloc(nl + 1, sizeof(*lp));
+    const cJSON *hcj = cJSON_GetObjectItemCaseSensitive(cfg, "Healthcheck");
+    _cleanup_free_ char **hct =
+        json_strs(cJSON_GetObjectItemCaseSensitive(hcj, "Test"), &hc.n_test);
+    size_t nh = c->n_hist;
+    _cleanup_free_ Kiln__V1__HistorySpec *hs = calloc(nh + 1, sizeof(*hs));
+    _cleanup_free_ Kiln__V1__HistorySpec **hp = calloc(nh + 1, sizeof(*hp));
+    if (le == NULL || lp == NULL || hs == NULL || hp == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    const cJSON *it;
+    size_t k = 0;
+    if (nl)
+        cJSON_ArrayForEach(it, lab)
+        {
+            if (!cJSON_IsString(it))
+                continue;
+            kiln__v1__image_config_spec__labels_entry__init(&le[k]);
+            le[k].key = it->string;
+            le[k].value = it->valuestring;
+            lp[k] = &le[k];
+            k++;
+        }
+    ic.labels = lp;
+    ic.n_labels = k;
+    if (hc.n_test > 0) {
+        hc.test = hct;
+        hc.interval_ns = json_i64(hcj, "Interval");
+        hc.timeout_ns = json_i64(hcj, "Timeout");
+        hc.start_period_ns = json_i64(hcj, "StartPeriod");
+        hc.start_interval_ns = json_i64(hcj, "StartInterval");
+        hc.retries = (int32_t)json_i64(hcj, "Retries");
+        ic.healthcheck = &hc;
+    }
+    for (size_t i = 0; i < nh; i++) {
+        kiln__v1__history_spec__init(&hs[i]);
+        hs[i].created_by = c->hist[i].created_by;
+        hs[i].empty_layer = c->hist[i].empty_layer;
+        hp[i] = &hs[i];
+    }
+
+    Kiln__V1__CommitRequest cr = KILN__V1__COMMIT_REQUEST__INIT;
+    cr.base_manifest = (char *)c->base_manifest;
+    cr.layers = c->layers->v;
+    cr.n_layers = c->layers->n;
+    cr.config = &ic;
+    cr.history = hp;
+    cr.n_history = nh;
+    cr.platform = (char *)(c->platform ? c->platform : "");
+    cr.tags = (char **)b->spec->tags;
+    cr.n_tags = b->spec->n_tags;
+    cr.source_date_epoch = b->spec->source_date_epoch > 0 ? b->spec->source_date_epoch : 0;
+    cr.author = (char *)(c->author ? c->author : "");
+    kiln_req req = KILN__V1__REQUEST__INIT;
+    req.body_case = KILN__V1__REQUEST__BODY_COMMIT;
+    req.commit = &cr;
+    char job[KILN_JOB_ID_MAX + 1];
+    int rc = start_job(b, &req, job, err);
+    if (rc < 0)
+        return kiln_error_wrap(err, "commit");
+    return wait_job(b, job, "commit", on_commit_done, err);
+}
+
+int eng_pusher_push(eng_build *b, const char *tag, kiln_error **err)
+{
+    kiln_req req = KILN__V1__REQUEST__INIT;
+    Kiln__V1__PushRequest pr = KILN__V1__PUSH_REQUEST__INIT;
+    Kiln__V1__RegistryOptions ro = KILN__V1__REGISTRY_OPTIONS__INIT;
+    ro.insecure = b->spec->registry_insecure;
+    pr.source = (char *)tag;
+    pr.destination = "";
+    pr.registry = &ro;
+    req.body_case = KILN__V1__REQUEST__BODY_PUSH;
+    req.push = &pr;
+    char job[KILN_JOB_ID_MAX + 1];
+    int rc = start_job(b, &req, job, err);
+    if (rc < 0)
+        return kiln_error_wrap(err, "push %s", tag);
+    char what[600];
+    snprintf(what, sizeof(what), "push %s", tag);
+    return wait_job(b, job, what, NULL, err);
+}

@@ -1,0 +1,220 @@
+/* Executes what the engine describes against the sandbox: base layers into
+ * snapshots (blobs read from the shared store), snapshot stacks held while a
+ * stage runs, merged trees for COPY --from, and one RUN in bld_run(). */
+#include "engine_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bld_sandbox.h"
+#include "bld_snapshot.h"
+#include "cleanup.h"
+#include "config.h"
+
+#define MAX_BASE_LAYERS 256
+
+int eng_base_unpack(eng_build *b, const char *manifest_json, const char *config_json,
+                    char chain_out[KILN_DIGEST_STRLEN + 1], kiln_error **err)
+{
+    chain_out[0] = '\0';
+    cJSON *m = cJSON_Parse(manifest_json);
+    cJSON *c = cJSON_Parse(config_json);
+    int rc = 0;
+    bld_layer *layers = NULL;
+    char(*paths)[ENG_PATH_MAX] = NULL;
+    const cJSON *ls = cJSON_GetObjectItemCaseSensitive(m, "layers");
+    const cJSON *rootfs = cJSON_GetObjectItemCaseSensitive(c, "rootfs");
+    const cJSON *ids = cJSON_GetObjectItemCaseSensitive(rootfs, "diff_ids");
+    if (!cJSON_IsArray(ls) || !cJSON_IsArray(ids) ||
+        cJSON_GetArraySize(ls) != cJSON_GetArraySize(ids) ||
+        cJSON_GetArraySize(ls) > MAX_BASE_LAYERS) {
+        rc = kiln_error_set(err, KILN_EINVAL, 0, "base image: layers and diff_ids do not match");
+        goto out;
+    }
+    size_t n = (size_t)cJSON_GetArraySize(ls);
+    if (n == 0)
+        goto out;
+    layers = calloc(n, sizeof(*layers));
+    paths = calloc(n, sizeof(*paths));
+    if (layers == NULL || paths == NULL) {
+        rc = kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const cJSON *l = cJSON_GetArrayItem(ls, (int)i);
+        const cJSON *d = cJSON_GetObjectItemCaseSensitive(l, "digest");
+        const cJSON *mt = cJSON_GetObjectItemCaseSensitive(l, "mediaType");
+        const cJSON *di = cJSON_GetArrayItem(ids, (int)i);
+        if (!cJSON_IsString(d) || !kiln_digest_valid(d->valuestring) || !cJSON_IsString(di) ||
+            !kiln_digest_valid(di->valuestring)) {
+            rc = kiln_error_set(err, KILN_EINVAL, 0, "base image: bad layer %zu", i);
+            goto out;
+        }
+        snprintf(paths[i], ENG_PATH_MAX, "%s/store/blobs/sha256/%s", b->e->data_dir,
+                 d->valuestring + 7);
+        layers[i].blob_path = paths[i];
+        layers[i].digest = d->valuestring;
+        layers[i].media = bld_layer_media_parse(cJSON_IsString(mt) ? mt->valuestring : "");
+        layers[i].diff_id = di->valuestring;
+    }
+    rc = bld_snapshot_ensure(chain_out, b->e->data_dir, layers, n, err);
+    if (rc < 0)
+        kiln_error_wrap(err, "unpack base layers");
+out:
+    free(layers);
+    free(paths);
+    cJSON_Delete(m);
+    cJSON_Delete(c);
+    return rc;
+}
+
+struct eng_stack {
+    bld_snapshot_stack *s;
+};
+
+int eng_stack_acquire(eng_stack **out, eng_build *b, const char *chain, kiln_error **err)
+{
+    eng_stack *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    int rc = bld_snapshot_acquire(&s->s, b->e->data_dir, chain, err);
+    if (rc < 0) {
+        free(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+void eng_stack_release(eng_stack *s)
+{
+    if (s == NULL)
+        return;
+    bld_snapshot_release(s->s);
+    free(s);
+}
+
+size_t eng_stack_len(const eng_stack *s)
+{
+    return s ? bld_snapshot_stack_len(s->s) : 0;
+}
+
+const char *const *eng_stack_dirs(const eng_stack *s)
+{
+    return s ? bld_snapshot_stack_dirs(s->s) : NULL;
+}
+
+int eng_merge(const char *dst, const char *const *dirs, size_t n, kiln_error **err)
+{
+    return bld_layers_merge(dst, dirs, n, err);
+}
+
+typedef struct out_ctx {
+    eng_build *b;
+    size_t stage, step;
+} out_ctx;
+
+static void on_output(void *ud, int stream, const char *line, size_t len)
+{
+    out_ctx *o = ud;
+    const bld_build_events *ev = o->b->ev;
+    if (ev && ev->output)
+        ev->output(ev->ud, o->stage, o->step, stream, line, len);
+}
+
+int eng_run(eng_build *b, const eng_run_desc *d, int *exit_code, kiln_error **err)
+{
+    *exit_code = -1;
+    _cleanup_free_ bld_mount *mounts = calloc(d->n_mounts + 1, sizeof(*mounts));
+    if (mounts == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    for (size_t i = 0; i < d->n_mounts; i++) {
+        const eng_mount *m = &d->mounts[i];
+        bld_mount *o = &mounts[i];
+        switch (m->type) {
+        case ENG_MNT_BIND:
+            o->type = BLD_MOUNT_BIND;
+            break;
+        case ENG_MNT_CACHE:
+            o->type = BLD_MOUNT_CACHE;
+            break;
+        case ENG_MNT_TMPFS:
+            o->type = BLD_MOUNT_TMPFS;
+            break;
+        case ENG_MNT_SECRET:
+            o->type = BLD_MOUNT_SECRET;
+            break;
+        }
+        o->target = m->target;
+        o->source = m->source;
+        o->source_path = m->source_path;
+        o->source_layers = m->source_layers;
+        o->n_source_layers = m->n_source_layers;
+        o->writable = m->writable;
+        o->id = m->id;
+        o->sharing = m->sharing == 1   ? BLD_CACHE_PRIVATE
+                     : m->sharing == 2 ? BLD_CACHE_LOCKED
+                                       : BLD_CACHE_SHARED;
+        o->readonly = m->readonly;
+        o->uid = m->uid >= 0 ? (uid_t)m->uid : 0;
+        o->gid = m->gid >= 0 ? (gid_t)m->gid : 0;
+        o->mode = m->mode >= 0 ? (mode_t)m->mode : 0;
+        o->size = m->size;
+    }
+    char work[ENG_PATH_MAX];
+    snprintf(work, sizeof(work), "%s/sandbox/work-XXXXXX", b->e->data_dir);
+    char sbx[ENG_PATH_MAX];
+    snprintf(sbx, sizeof(sbx), "%s/sandbox", b->e->data_dir);
+    if (kiln_mkdir_p(sbx, 0700, err) < 0)
+        return kiln_error_wrap(err, "RUN");
+    if (mkdtemp(work) == NULL)
+        return kiln_error_set(err, KILN_EIO, errno, "mkdtemp %s", work);
+    out_ctx oc = {b, d->stage, d->step};
+    bld_run_spec rs = {
+        .data_dir = b->e->data_dir,
+        .lowers = d->lowers,
+        .n_lowers = d->n_lowers,
+        .upper_dir = d->upper,
+        .work_dir = work,
+        .argv = d->argv,
+        .env = d->env,
+        .cwd = d->cwd,
+        .user = d->user,
+        .network = d->net_none ? BLD_NET_NONE : BLD_NET_HOST,
+        .mounts = mounts,
+        .n_mounts = d->n_mounts,
+        .timeout_ms = b->spec->run_timeout_ms,
+        .rootfs = BLD_ROOTFS_AUTO,
+        .on_output = on_output,
+        .output_ud = &oc,
+        .cancel = b->spec->cancel,
+    };
+    bld_run_result res = {0};
+    int rc = bld_run(&rs, &res, err);
+    rmdir(work);
+    if (rc < 0)
+        return rc;
+    *exit_code = res.exit_code;
+    if (res.signal)
+        *exit_code = 128 + res.signal;
+    return 0;
+}
+
+int bld_sandbox_cleanup_stale_wrap(const char *data_dir, kiln_error **err)
+{
+    return bld_sandbox_cleanup_stale(data_dir, err);
+}
+
+char *eng_preflight(const char *data_dir, bool *usable)
+{
+    bld_preflight_info pf;
+    kiln_error *err = NULL;
+    *usable = false;
+    if (bld_preflight(&pf, data_dir, &err) < 0) {
+        kiln_error_free(&err);
+        return NULL;
+    }
+    *usable = pf.usable;
+    return bld_preflight_json(&pf);
+}

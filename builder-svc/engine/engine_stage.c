@@ -1,0 +1,539 @@
+/* Runs one stage of the plan: sets up its base (image snapshots, an earlier
+ * stage's result, or scratch), then each instruction in order, looking its
+ * cache key up first.  RUN, COPY and ADD produce step diffs; the others
+ * change the stage's image config.  Every instruction adds a history entry
+ * (ARG excepted), with empty_layer when it produced no layer. */
+#include "engine_stage.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cleanup.h"
+#include "config.h"
+
+#define ENG_MAX_MOUNTS 64
+
+void stage_res_dispose(stage_res *r)
+{
+    eng_stack_release(r->stack);
+    eng_strv_dispose(&r->layers);
+    for (size_t i = 0; i < r->n_hist; i++)
+        free(r->hist[i].created_by);
+    free(r->hist);
+    cJSON_Delete(r->config);
+    free(r->author);
+    if (r->merged) {
+        eng_rmrf(r->merged);
+        free(r->merged);
+    }
+    free(r->lowers);
+    memset(r, 0, sizeof(*r));
+}
+
+static int add_hist(stage_res *r, const char *created_by, bool empty)
+{
+    if (r->n_hist == r->cap_hist) {
+        size_t nc = r->cap_hist ? 2 * r->cap_hist : 16;
+        eng_hist *h = realloc(r->hist, nc * sizeof(*h));
+        if (h == NULL)
+            return -1;
+        r->hist = h;
+        r->cap_hist = nc;
+    }
+    char *s = strdup(created_by);
+    if (s == NULL)
+        return -1;
+    r->hist[r->n_hist++] = (eng_hist){s, empty};
+    return 0;
+}
+
+/* Rebuilds r->lowers: the base snapshots, then this build's layers. */
+static int refresh_lowers(stage_res *r)
+{
+    size_t ns = eng_stack_len(r->stack);
+    const char **l = realloc(r->lowers, (ns + r->layers.n + 1) * sizeof(char *));
+    if (l == NULL)
+        return -1;
+    const char *const *sd = eng_stack_dirs(r->stack);
+    for (size_t i = 0; i < ns; i++)
+        l[i] = sd[i];
+    for (size_t i = 0; i < r->layers.n; i++)
+        l[ns + i] = r->layers.v[i];
+    l[ns + r->layers.n] = NULL;
+    r->lowers = l;
+    r->n_lowers = ns + r->layers.n;
+    return 0;
+}
+
+static void set_key(char out[KILN_DIGEST_STRLEN + 1], const char *what, const char *a,
+                    const char *b)
+{
+    kiln_sha256 *h = kiln_sha256_new();
+    kiln_sha256_update(h, what, strlen(what) + 1);
+    kiln_sha256_update(h, a, strlen(a) + 1);
+    kiln_sha256_update(h, b ? b : "", strlen(b ? b : "") + 1);
+    kiln_sha256_final_str(h, out);
+    kiln_sha256_free(h);
+}
+
+static int setup_base(eng_ctx *c, const bld_stage *st, stage_res *r, kiln_error **err)
+{
+    int rc = 0;
+    if (st->base_kind == BLD_BASE_STAGE) {
+        const stage_res *p = &c->res[st->base_stage];
+        memcpy(r->base_manifest, p->base_manifest, sizeof(r->base_manifest));
+        memcpy(r->chain, p->chain, sizeof(r->chain));
+        memcpy(r->key, p->key, sizeof(r->key));
+        r->config = cJSON_Duplicate(p->config, true);
+        r->author = p->author ? strdup(p->author) : NULL;
+        if (eng_strv_copy(&r->layers, &p->layers) < 0 || r->config == NULL)
+            return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+        for (size_t i = 0; i < p->n_hist; i++)
+            if (add_hist(r, p->hist[i].created_by, p->hist[i].empty_layer) < 0)
+                return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+        /* Triggers of the parent ran in this stage (the plan spliced them). */
+        cJSON_DeleteItemFromObjectCaseSensitive(r->config, "OnBuild");
+    } else if (st->base_kind == BLD_BASE_IMAGE) {
+        base_img *bi = NULL;
+        for (size_t i = 0; i < c->n_bases; i++)
+            if (strcmp(c->bases[i].ref, st->base_image) == 0)
+                bi = &c->bases[i];
+        if (bi == NULL)
+            return kiln_error_set(err, KILN_EINTERNAL, 0, "base %s not fetched", st->base_image);
+        if (!bi->unpacked) {
+            eng_note(&c->b, "unpacking %s", st->base_image);
+            if ((rc = eng_base_unpack(&c->b, bi->manifest, bi->config, bi->chain, err)) < 0)
+                return kiln_error_wrap(err, "%s", st->base_image);
+            bi->unpacked = true;
+        }
+        snprintf(r->base_manifest, sizeof(r->base_manifest), "%s", bi->digest);
+        memcpy(r->chain, bi->chain, sizeof(r->chain));
+        const cJSON *cfg = cJSON_GetObjectItemCaseSensitive(bi->parsed, "config");
+        r->config = cJSON_IsObject(cfg) ? cJSON_Duplicate(cfg, true) : cJSON_CreateObject();
+        const cJSON *au = cJSON_GetObjectItemCaseSensitive(bi->parsed, "author");
+        if (cJSON_IsString(au))
+            r->author = strdup(au->valuestring);
+        if (r->config == NULL)
+            return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+        cJSON_DeleteItemFromObjectCaseSensitive(r->config, "OnBuild");
+        set_key(r->key, "from", bi->digest, st->platform);
+    } else {
+        r->config = cJSON_CreateObject();
+        if (r->config == NULL)
+            return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+        set_key(r->key, "scratch", "", st->platform);
+    }
+    if ((rc = eng_stack_acquire(&r->stack, &c->b, r->chain, err)) < 0)
+        return rc;
+    if (refresh_lowers(r) < 0)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    return 0;
+}
+
+/* a + "/" + b into out (ENG_PATH_MAX); -1 when too long. */
+static int join(char out[ENG_PATH_MAX], const char *a, const char *b)
+{
+    int n = snprintf(out, ENG_PATH_MAX, "%s/%s", a, b);
+    return n < 0 || n >= ENG_PATH_MAX ? -1 : 0;
+}
+
+/* The workdir an instruction runs in, absolute. */
+static void workdir_of(char out[ENG_PATH_MAX], const stage_res *r, const bld_instr *in)
+{
+    const cJSON *w = cJSON_GetObjectItemCaseSensitive(r->config, "WorkingDir");
+    const char *base = cJSON_IsString(w) && w->valuestring[0] ? w->valuestring : "/";
+    const char *wd = in->workdir;
+    if (wd == NULL || wd[0] == '\0')
+        snprintf(out, ENG_PATH_MAX, "%s", base);
+    else if (join(out, wd[0] == '/' ? "" : base, wd) < 0)
+        snprintf(out, ENG_PATH_MAX, "/");
+}
+
+/* A stage's merged rootfs (for COPY --from and bind mounts), made once. */
+static int merged_of(eng_ctx *c, size_t stage, const char **out, kiln_error **err)
+{
+    stage_res *p = &c->res[stage];
+    if (!p->done)
+        return kiln_error_set(err, KILN_EINTERNAL, 0, "stage %zu not built", stage);
+    if (p->merged == NULL) {
+        char dir[ENG_PATH_MAX];
+        snprintf(dir, sizeof(dir), "%s/sandbox", c->b.e->data_dir);
+        if (kiln_mkdir_p(dir, 0700, err) < 0)
+            return kiln_error_wrap(err, "merge");
+        snprintf(dir, sizeof(dir), "%s/sandbox/merge-XXXXXX", c->b.e->data_dir);
+        if (mkdtemp(dir) == NULL)
+            return kiln_error_set(err, KILN_EIO, errno, "mkdtemp %s", dir);
+        p->merged = strdup(dir);
+        if (p->merged == NULL)
+            return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+        int rc = eng_merge(p->merged, p->lowers, p->n_lowers, err);
+        if (rc < 0)
+            return kiln_error_wrap(err, "merge stage %zu", stage);
+    }
+    *out = p->merged;
+    return 0;
+}
+
+/* ---- RUN ---- */
+
+static int run_mounts(eng_ctx *c, const bld_instr *in, const char *wd, eng_mount *out,
+                      size_t *n_out, char (*targets)[ENG_PATH_MAX], kiln_error **err)
+{
+    const bld_run *run = &in->u.run;
+    *n_out = 0;
+    if (run->n_mounts > ENG_MAX_MOUNTS)
+        return kiln_error_set(err, KILN_EINVAL, 0, "too many --mount options");
+    for (size_t i = 0; i < run->n_mounts; i++) {
+        const bld_mount *m = &run->mounts[i];
+        eng_mount *o = &out[*n_out];
+        memset(o, 0, sizeof(*o));
+        if (join(targets[i], m->target[0] == '/' ? "" : wd, m->target) < 0)
+            return kiln_error_set(err, KILN_EINVAL, 0, "mount target too long");
+        o->target = targets[i];
+        o->uid = m->uid;
+        o->gid = m->gid;
+        o->mode = m->mode;
+        o->id = m->id;
+        o->readonly = m->readonly;
+        switch (m->type) {
+        case BLD_MOUNT_BIND:
+            o->type = ENG_MNT_BIND;
+            o->source_path = m->source;
+            o->writable = !m->readonly;
+            if (m->from_kind == BLD_REF_STAGE) {
+                const stage_res *p = &c->res[m->from_stage];
+                o->source_layers = p->lowers;
+                o->n_source_layers = p->n_lowers;
+            } else if (m->from_kind == BLD_REF_IMAGE) {
+                return kiln_error_set(err, KILN_ENOTSUP, 0,
+                                      "RUN --mount from=%s: mounts from images are not supported",
+                                      m->from);
+            } else {
+                o->source = c->b.spec->context_dir;
+            }
+            break;
+        case BLD_MOUNT_CACHE:
+            o->type = ENG_MNT_CACHE;
+            o->sharing = m->sharing == BLD_SHARING_PRIVATE  ? 1
+                         : m->sharing == BLD_SHARING_LOCKED ? 2
+                                                            : 0;
+            break;
+        case BLD_MOUNT_TMPFS:
+            o->type = ENG_MNT_TMPFS;
+            o->size = m->size > 0 ? (uint64_t)m->size : 0;
+            break;
+        case BLD_MOUNT_SECRET: {
+            const char *path = NULL;
+            for (size_t k = 0; k < c->b.spec->n_secrets; k++)
+                if (m->id && strcmp(c->b.spec->secrets[k].id, m->id) == 0)
+                    path = c->b.spec->secrets[k].path;
+            if (path == NULL) {
+                if (m->required)
+                    return kiln_error_set(err, KILN_EINVAL, 0, "secret %s: not provided",
+                                          m->id ? m->id : "");
+                continue;
+            }
+            if (m->env)
+                return kiln_error_set(err, KILN_ENOTSUP, 0, "secret %s: env= is not supported",
+                                      m->id);
+            o->type = ENG_MNT_SECRET;
+            o->source = path;
+            break;
+        }
+        case BLD_MOUNT_SSH:
+            if (m->required)
+                return kiln_error_set(err, KILN_ENOTSUP, 0, "RUN --mount=type=ssh: not supported");
+            continue;
+        }
+        (*n_out)++;
+    }
+    return 0;
+}
+
+static int env_of(eng_strv *out, const bld_instr *in)
+{
+    for (size_t i = 0; i < in->n_env; i++) {
+        _cleanup_free_ char *kv = NULL;
+        if (asprintf(&kv, "%s=%s", in->env[i].key, in->env[i].value ? in->env[i].value : "") < 0 ||
+            eng_strv_push(out, kv) < 0)
+            return -1;
+    }
+    for (size_t i = 0; i < in->n_args; i++) {
+        if (in->args[i].value == NULL)
+            continue;
+        bool shadowed = false;
+        for (size_t k = 0; k < in->n_env && !shadowed; k++)
+            shadowed = strcmp(in->env[k].key, in->args[i].key) == 0;
+        _cleanup_free_ char *kv = NULL;
+        if (!shadowed && (asprintf(&kv, "%s=%s", in->args[i].key, in->args[i].value) < 0 ||
+                          eng_strv_push(out, kv) < 0))
+            return -1;
+    }
+    return 0;
+}
+
+static int exec_run(eng_ctx *c, size_t si, size_t step, const bld_instr *in, stage_res *r,
+                    const char *upper, kiln_error **err)
+{
+    if (!c->b.e->run_usable)
+        return kiln_error_set(err, KILN_EPRECOND, 0, "RUN is not possible on this host (%s)",
+                              c->b.e->preflight_json ? c->b.e->preflight_json : "no preflight");
+    if (in->u.run.n_files > 0)
+        return kiln_error_set(err, KILN_ENOTSUP, 0,
+                              "RUN heredoc scripts with #! are not supported");
+    char wd[ENG_PATH_MAX];
+    workdir_of(wd, r, in);
+    eng_mount mounts[ENG_MAX_MOUNTS];
+    static _Thread_local char targets[ENG_MAX_MOUNTS][ENG_PATH_MAX];
+    size_t nm = 0;
+    int rc = run_mounts(c, in, wd, mounts, &nm, targets, err);
+    if (rc < 0)
+        return rc;
+    eng_strv env = {0}, argv = {0};
+    for (size_t i = 0; i < in->u.run.argv.n; i++)
+        if (eng_strv_push(&argv, in->u.run.argv.v[i]) < 0)
+            rc = -1;
+    if (rc < 0 || env_of(&env, in) < 0) {
+        eng_strv_dispose(&env);
+        eng_strv_dispose(&argv);
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    }
+    const char *user = in->user;
+    const cJSON *u = cJSON_GetObjectItemCaseSensitive(r->config, "User");
+    if ((user == NULL || !*user) && cJSON_IsString(u) && u->valuestring[0])
+        user = u->valuestring;
+    bld_network net = in->u.run.network;
+    bool none =
+        net == BLD_NET_NONE || (net == BLD_NET_DEFAULT && c->b.spec->network == BLD_NETMODE_NONE);
+    eng_run_desc d = {
+        .argv = (const char *const *)argv.v,
+        .env = (const char *const *)env.v,
+        .cwd = wd,
+        .user = user && *user ? user : NULL,
+        .net_none = none,
+        .mounts = mounts,
+        .n_mounts = nm,
+        .lowers = r->lowers,
+        .n_lowers = r->n_lowers,
+        .upper = upper,
+        .stage = si,
+        .step = step,
+    };
+    const char *empty[] = {NULL};
+    if (env.v == NULL)
+        d.env = empty;
+    int code = -1;
+    rc = eng_run(&c->b, &d, &code, err);
+    eng_strv_dispose(&env);
+    eng_strv_dispose(&argv);
+    if (rc < 0)
+        return rc;
+    if (code != 0)
+        return kiln_error_set(err, KILN_EREMOTE, 0,
+                              "process \"%s\" did not complete successfully: exit code: %d",
+                              in->u.run.command ? in->u.run.command : in->original, code);
+    return 0;
+}
+
+/* ---- COPY / ADD ---- */
+
+static bool is_archive_name(const char *p)
+{
+    static const char *const ext[] = {".tar",  ".tar.gz", ".tgz", ".tar.bz2",
+                                      ".tbz2", ".tar.xz", ".txz", ".tar.zst"};
+    size_t n = strlen(p);
+    for (size_t i = 0; i < KILN_ARRAY_SIZE(ext); i++) {
+        size_t el = strlen(ext[i]);
+        if (n > el && strcmp(p + n - el, ext[i]) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Fills d for in; srcs has room for every source. */
+static int copy_desc(eng_ctx *c, const bld_instr *in, stage_res *r, eng_copy_desc *d,
+                     eng_copy_src *srcs, char dest[ENG_PATH_MAX], kiln_error **err)
+{
+    const bld_copy *cp = &in->u.copy;
+    bool add = in->kind == BLD_INSTR_ADD;
+    memset(d, 0, sizeof(*d));
+    d->what = add ? "ADD" : "COPY";
+    if (cp->parents || cp->excludes.n > 0)
+        return kiln_error_set(err, KILN_ENOTSUP, 0, "%s: --parents and --exclude are not supported",
+                              d->what);
+    for (size_t i = 0; i < cp->n_sources; i++) {
+        const bld_source *s = &cp->sources[i];
+        if (s->kind == BLD_SRC_URL || s->kind == BLD_SRC_GIT)
+            return kiln_error_set(err, KILN_ENOTSUP, 0, "ADD %s: remote sources are not supported",
+                                  s->path);
+        if (s->kind == BLD_SRC_HEREDOC) {
+            srcs[i] = (eng_copy_src){NULL, in->heredocs[s->heredoc].content, s->path};
+            continue;
+        }
+        if (add && cp->unpack != 0 && is_archive_name(s->path))
+            return kiln_error_set(err, KILN_ENOTSUP, 0,
+                                  "ADD %s: extracting archives is not supported; use COPY and "
+                                  "RUN tar",
+                                  s->path);
+        srcs[i] = (eng_copy_src){s->path, NULL, NULL};
+    }
+    d->srcs = srcs;
+    d->n_srcs = cp->n_sources;
+    char wd[ENG_PATH_MAX];
+    workdir_of(wd, r, in);
+    size_t dl = strlen(cp->dest);
+    d->dest_is_dir = dl > 0 && (cp->dest[dl - 1] == '/' || strcmp(cp->dest, ".") == 0 ||
+                                (dl >= 2 && strcmp(cp->dest + dl - 2, "/.") == 0));
+    if (join(dest, cp->dest[0] == '/' ? "" : wd, cp->dest) < 0)
+        return kiln_error_set(err, KILN_EINVAL, 0, "%s: destination too long", d->what);
+    d->dest = dest;
+    if (cp->from_kind == BLD_REF_STAGE) {
+        int rc = merged_of(c, cp->from_stage, &d->src_root, err);
+        if (rc < 0)
+            return rc;
+    } else if (cp->from_kind == BLD_REF_IMAGE) {
+        return kiln_error_set(err, KILN_ENOTSUP, 0,
+                              "%s --from=%s: copying from an image is not supported; use a stage",
+                              d->what, cp->from);
+    } else {
+        if (c->b.spec->context_dir == NULL)
+            return kiln_error_set(err, KILN_EINVAL, 0, "%s: no build context", d->what);
+        d->src_root = c->b.spec->context_dir;
+        d->ignore = c->b.ignore;
+    }
+    int rc = eng_resolve_owner(&d->uid, &d->gid, cp->chown_user, cp->chown_group, r->lowers,
+                               r->n_lowers, err);
+    if (rc < 0)
+        return rc;
+    d->mode = cp->mode;
+    d->lowers = r->lowers;
+    d->n_lowers = r->n_lowers;
+    return 0;
+}
+
+/* ---- one instruction ---- */
+
+static void fail_at(eng_ctx *c, const bld_instr *in)
+{
+    c->b.out->failed_line = in->line;
+    snprintf(c->b.out->failed_text, sizeof(c->b.out->failed_text), "%s", in->original);
+}
+
+static bool fs_step(bld_instr_kind k)
+{
+    return k == BLD_INSTR_RUN || k == BLD_INSTR_COPY || k == BLD_INSTR_ADD;
+}
+
+static int run_step(eng_ctx *c, size_t si, size_t step, const bld_instr *in, stage_res *r,
+                    kiln_error **err)
+{
+    const bld_build_events *ev = c->b.ev;
+    unsigned long long t0 = kiln_now_ms();
+    if (ev && ev->step_started)
+        ev->step_started(ev->ud, si, step, in->original, in->line);
+    if (eng_canceled(&c->b))
+        return kiln_error_set(err, KILN_ECANCELED, 0, "build canceled");
+
+    /* Key: parent key + the expanded instruction (+ the sources it reads). */
+    eng_copy_desc cd;
+    _cleanup_free_ eng_copy_src *srcs =
+        calloc(in->kind == BLD_INSTR_RUN || in->kind == BLD_INSTR_COPY || in->kind == BLD_INSTR_ADD
+                   ? (fs_step(in->kind) && in->kind != BLD_INSTR_RUN ? in->u.copy.n_sources : 0) + 1
+                   : 1,
+               sizeof(*srcs));
+    if (srcs == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    char dest[ENG_PATH_MAX];
+    kiln_sha256 *h = kiln_sha256_new();
+    if (h == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    kiln_sha256_update(h, r->key, strlen(r->key) + 1);
+    eng_hash_instr(h, in);
+    int rc = 0;
+    if (in->kind == BLD_INSTR_COPY || in->kind == BLD_INSTR_ADD) {
+        rc = copy_desc(c, in, r, &cd, srcs, dest, err);
+        if (rc == 0)
+            rc = eng_copy_hash(&cd, h, err);
+    }
+    char key[KILN_DIGEST_STRLEN + 1];
+    kiln_sha256_final_str(h, key);
+    kiln_sha256_free(h);
+    if (rc < 0)
+        return rc;
+
+    eng_cached_step cs;
+    bool cached = !c->b.spec->no_cache && eng_cache_lookup(&c->b, key, &cs) == 1;
+    if (!cached && fs_step(in->kind)) {
+        eng_step_tmp t = {0};
+        if ((rc = eng_step_begin(&c->b, &t, err)) < 0)
+            return rc;
+        if (in->kind == BLD_INSTR_RUN)
+            rc = exec_run(c, si, step, in, r, t.diff, err);
+        else {
+            cd.upper = t.diff;
+            rc = eng_copy_exec(&cd, err);
+        }
+        if (rc == 0)
+            rc = eng_step_commit(&c->b, &t, key, &cs, err);
+        eng_step_abort(&t);
+        if (rc < 0)
+            return rc;
+    } else if (!cached && (rc = eng_cache_record_empty(&c->b, key, err)) < 0) {
+        return rc;
+    }
+    if (!fs_step(in->kind)) {
+        cs.layer = false;
+        cs.size = 0;
+        if ((rc = eng_apply_meta(r, in, err)) < 0)
+            return rc;
+    }
+    memcpy(r->key, key, sizeof(r->key));
+    if (cs.layer && (eng_strv_push(&r->layers, cs.diff) < 0 || refresh_lowers(r) < 0))
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    if (in->kind != BLD_INSTR_ARG && add_hist(r, in->original, !cs.layer) < 0)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    if (cached)
+        c->b.out->steps_cached++;
+    else
+        c->b.out->steps_run++;
+    if (ev && ev->step_done)
+        ev->step_done(ev->ud, si, step, cached, key, cs.layer ? cs.size : 0, kiln_now_ms() - t0);
+    return 0;
+}
+
+int eng_run_stage(eng_ctx *c, size_t si, kiln_error **err)
+{
+    const bld_stage *st = &c->plan->stages[si];
+    stage_res *r = &c->res[si];
+    const bld_build_events *ev = c->b.ev;
+    if (ev && ev->stage_started) {
+        char base[64];
+        const char *bn = st->base_image;
+        if (st->base_kind == BLD_BASE_SCRATCH)
+            bn = "scratch";
+        else if (st->base_kind == BLD_BASE_STAGE) {
+            const bld_stage *p = &c->plan->stages[st->base_stage];
+            snprintf(base, sizeof(base), "%s%zu", p->name ? "" : "stage ", p->index);
+            bn = p->name ? p->name : base;
+        }
+        ev->stage_started(ev->ud, si, st->name, bn);
+    }
+    int rc = setup_base(c, st, r, err);
+    if (rc < 0) {
+        c->b.out->failed_line = st->line;
+        snprintf(c->b.out->failed_text, sizeof(c->b.out->failed_text), "%s", st->original);
+        return rc;
+    }
+    for (size_t i = 0; i < st->n_instrs; i++) {
+        if ((rc = run_step(c, si, i, &st->instrs[i], r, err)) < 0) {
+            fail_at(c, &st->instrs[i]);
+            return rc;
+        }
+    }
+    r->done = true;
+    if (ev && ev->stage_done)
+        ev->stage_done(ev->ud, si);
+    return 0;
+}

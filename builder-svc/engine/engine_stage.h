@@ -1,0 +1,64 @@
+/* Build state on the plan side (files that include plan.h): base images,
+ * per-stage results and the stage runner. */
+#ifndef BLD_ENGINE_STAGE_H
+#define BLD_ENGINE_STAGE_H
+
+#include "engine_int.h"
+#include "plan.h"
+
+#define ENG_MAX_BASES 64
+
+/* A base image from the store, with what the planner needs of its config. */
+typedef struct base_img {
+    char *ref;
+    char digest[KILN_DIGEST_STRLEN + 1];
+    char *manifest, *config;              /* JSON as stored */
+    cJSON *parsed;                        /* config */
+    const char **env, **onbuild, **shell; /* point into parsed */
+    size_t n_env, n_onbuild, n_shell;
+    const char *workdir, *user;
+    char chain[KILN_DIGEST_STRLEN + 1]; /* snapshot chain, once unpacked */
+    bool unpacked;
+} base_img;
+
+void base_img_index(base_img *bi);
+void base_img_dispose(base_img *bi);
+
+/* The state of a stage: where its rootfs comes from, its new layers and its
+ * image config.  A FROM <stage> starts from a copy of its parent's. */
+typedef struct stage_res {
+    bool done;
+    char base_manifest[KILN_DIGEST_STRLEN + 1]; /* "" for scratch */
+    char chain[KILN_DIGEST_STRLEN + 1];         /* base snapshot chain */
+    eng_stack *stack;
+    eng_strv layers; /* diff dirs of this build's steps, in order */
+    eng_hist *hist;  /* history entries of this build's instructions */
+    size_t n_hist, cap_hist;
+    cJSON *config; /* the config's "config" object */
+    char *author;
+    char key[KILN_DIGEST_STRLEN + 1]; /* cache key of the last step */
+    bool cmd_set;                     /* CMD given in this stage */
+    char *merged;                     /* merged rootfs for COPY --from / bind mounts (lazy) */
+    const char **lowers;              /* stack dirs + layers, rebuilt as layers grow */
+    size_t n_lowers;
+} stage_res;
+
+void stage_res_dispose(stage_res *r);
+
+typedef struct eng_ctx {
+    eng_build b;
+    bld_plan *plan;
+    base_img bases[ENG_MAX_BASES];
+    size_t n_bases;
+    stage_res *res;
+    size_t n_stages;
+} eng_ctx;
+
+int eng_run_stage(eng_ctx *c, size_t stage, kiln_error **err);
+
+/* engine_config.c: applies a metadata instruction to r->config. */
+int eng_apply_meta(stage_res *r, const bld_instr *in, kiln_error **err);
+/* Hashes the instruction's expanded fields into h (for its cache key). */
+void eng_hash_instr(kiln_sha256 *h, const bld_instr *in);
+
+#endif

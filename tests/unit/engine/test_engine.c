@@ -1,0 +1,384 @@
+/* Build engine end to end: a real kiln-pusher on a temp data dir, a busybox
+ * base imported from a rootfs made of /bin/busybox, Dockerfiles built with
+ * bld_build(), results checked with skopeo, umoci and jq.  Needs root (the
+ * RUN sandbox): exits 77 when the sandbox preflight says RUN cannot work. */
+#include "kt.h"
+#include "svc_harness.h"
+#include "bld_engine.h"
+#include "bld_sandbox.h"
+#include "config.h"
+#include "events.h"
+#include "rpc.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+static char *dir;
+static char data[512], url[600];
+static th_proc pusher;
+static kiln_rpc_client *client;
+static bld_engine *engine;
+
+/* What the callbacks saw during one build. */
+typedef struct seen {
+    char out[8192]; /* "1:line\n" / "2:line\n" */
+    size_t out_len;
+    unsigned done, cached, stages;
+} seen;
+
+static void on_output(void *ud, size_t stage, size_t step, int stream, const char *line, size_t len)
+{
+    seen *s = ud;
+    int n = snprintf(s->out + s->out_len, sizeof(s->out) - s->out_len, "%d:%.*s\n", stream,
+                     (int)len, line);
+    if (n > 0 && s->out_len + (size_t)n < sizeof(s->out))
+        s->out_len += (size_t)n;
+}
+
+static void on_step_done(void *ud, size_t stage, size_t step, bool cached, const char *key,
+                         uint64_t bytes, uint64_t ms)
+{
+    seen *s = ud;
+    s->done++;
+    s->cached += cached;
+}
+
+static void on_stage(void *ud, size_t stage, const char *name, const char *base)
+{
+    ((seen *)ud)->stages++;
+}
+
+/* Writes a context file (creating parents). */
+static void put(const char *ctx, const char *name, const char *content)
+{
+    KT_EXPECT_INT(th_sh("mkdir -p \"$(dirname %s/%s)\" && printf '%%s' '%s' > %s/%s", ctx, name,
+                        content, ctx, name),
+                  0);
+}
+
+static int build(const char *ctx, const char *dockerfile, const char *tag, bool no_cache, seen *s,
+                 bld_build_result *res, kiln_error **err)
+{
+    const char *tags[] = {tag};
+    bld_build_spec spec = {
+        .context_dir = ctx,
+        .dockerfile = dockerfile,
+        .tags = tags,
+        .n_tags = 1,
+        .no_cache = no_cache,
+        .source_date_epoch = -1,
+    };
+    bld_build_events ev = {
+        .stage_started = on_stage,
+        .output = on_output,
+        .step_done = on_step_done,
+        .ud = s,
+    };
+    memset(s, 0, sizeof(*s));
+    return bld_build(engine, &spec, &ev, res, err);
+}
+
+static char *ctxdir(const char *name)
+{
+    static char p[8][600];
+    static int next;
+    char *d = p[next++ % 8];
+    snprintf(d, 600, "%s/%s", dir, name);
+    th_sh("rm -rf %s && mkdir -p %s", d, d);
+    return d;
+}
+
+KT_TEST(setup)
+{
+    bld_preflight_info pf;
+    kiln_error *err = NULL;
+    dir = th_tempdir("engine");
+    KT_REQUIRE(dir != NULL);
+    snprintf(data, sizeof(data), "%s/data", dir);
+    snprintf(url, sizeof(url), "ipc://%s/run/pusher.sock", data);
+    KT_REQUIRE(th_sh("mkdir -p %s", data) == 0);
+    if (geteuid() != 0 || bld_preflight(&pf, data, &err) < 0 || !pf.usable) {
+        fprintf(stderr, "skip: RUN sandbox not usable here\n");
+        kiln_error_free(&err);
+        th_rmrf(dir);
+        exit(77);
+    }
+    KT_REQUIRE(
+        th_sh("set -e; R=%s/rootfs; mkdir -p $R/bin $R/etc $R/tmp; chmod 1777 $R/tmp; "
+              "cp \"$(command -v busybox)\" $R/bin/busybox; "
+              "for a in sh cat echo id ls true false mkdir touch stat; do "
+              "ln -s busybox $R/bin/$a; done; "
+              "printf 'root:x:0:0:root:/root:/bin/sh\\napp:x:1000:1000::/home/app:/bin/sh\\n'"
+              " > $R/etc/passwd; printf 'root:x:0:\\napp:x:1000:\\nstaff:x:50:\\n' > "
+              "$R/etc/group",
+              dir) == 0);
+    char *argv[] = {(char *)th_bin("KILN_PUSHER_BIN"), "--data", data, NULL};
+    KT_REQUIRE(th_spawn(&pusher, dir, "pusher", argv) == 0);
+    KT_REQUIRE(th_wait_ready(url, 10000) == 0);
+    KT_REQUIRE(kiln_rpc_client_new(&client, url, NULL, true, &err) == 0);
+
+    /* The base image, through the pusher's Import job. */
+    char src[600];
+    snprintf(src, sizeof(src), "%s/rootfs", dir);
+    kiln_req req = KILN__V1__REQUEST__INIT;
+    Kiln__V1__ImportRequest ir = KILN__V1__IMPORT_REQUEST__INIT;
+    ir.source = src;
+    ir.ref = "busybox:test";
+    req.body_case = KILN__V1__REQUEST__BODY_IMPORT;
+    req.import = &ir;
+    kiln_reply *r = NULL;
+    KT_REQUIRE(kiln_rpc_call(client, &req, &r, 10000, &err) == 0);
+    char job[KILN_JOB_ID_MAX + 1];
+    snprintf(job, sizeof(job), "%s", r->job_accepted->job_id);
+    kiln_rpc_reply_free(r);
+    bool ok = false;
+    for (int i = 0; i < 60 && !ok; i++) {
+        kiln_req wq = KILN__V1__REQUEST__INIT;
+        Kiln__V1__WaitRequest wr = KILN__V1__WAIT_REQUEST__INIT;
+        wr.job_id = job;
+        wr.timeout_ms = 1000;
+        wq.body_case = KILN__V1__REQUEST__BODY_WAIT;
+        wq.wait = &wr;
+        KT_REQUIRE(kiln_rpc_call(client, &wq, &r, 10000, &err) == 0);
+        if (r->wait_reply->finished) {
+            KT_EXPECT(r->wait_reply->terminal->payload_case == KILN__V1__EVENT__PAYLOAD_COMPLETED);
+            ok = true;
+        }
+        kiln_rpc_reply_free(r);
+    }
+    KT_REQUIRE(ok);
+    KT_REQUIRE(bld_engine_new(&engine, data, client, &err) == 0);
+    KT_EXPECT(bld_engine_preflight_json(engine)[0] == '{');
+}
+
+/* Config value through skopeo + jq (string compare). */
+static int cfg_is(const char *tag, const char *jq, const char *want)
+{
+    return th_sh("v=$(skopeo inspect --raw --config oci:%s/store:%s | jq -c '%s') && "
+                 "[ \"$v\" = '%s' ] || { echo \"%s: $v\" >&2; exit 1; }",
+                 data, tag, jq, want, jq);
+}
+
+static int unpack(const char *tag, const char *bundle)
+{
+    return th_sh("cd %s && rm -rf %s && umoci unpack --image %s/store:%s %s >/dev/null 2>&1", dir,
+                 bundle, data, tag, bundle);
+}
+
+KT_TEST(multi_stage_metadata_copy_run)
+{
+    if (engine == NULL)
+        return;
+    char *ctx = ctxdir("ctx1");
+    put(ctx, "hello.txt", "hello");
+    put(ctx, "data/f", "payload");
+    put(ctx, "data/sub/g", "deep");
+    KT_REQUIRE(th_sh("touch -d '2001-02-03 04:05:06 UTC' %s/data/f && chmod 0600 %s/data/sub/g",
+                     ctx, ctx) == 0);
+    const char *df = "FROM busybox:test AS builder\n"
+                     "WORKDIR /src\n"
+                     "COPY hello.txt ./\n"
+                     "RUN cat hello.txt > out.txt && echo ' built' >> out.txt && "
+                     "echo 'line one' && echo 'err line' >&2\n"
+                     "\n"
+                     "FROM busybox:test\n"
+                     "ENV GREETING=\"hello world\" MODE=prod\n"
+                     "WORKDIR /app\n"
+                     "COPY --from=builder /src/out.txt /app/\n"
+                     "COPY --chown=app:staff --chmod=0640 data/ /app/data/\n"
+                     "USER app\n"
+                     "RUN id -u && echo \"$GREETING in $(pwd)\" && touch /tmp/ran\n"
+                     "EXPOSE 8080 53/udp\n"
+                     "LABEL org.example.team=kiln\n"
+                     "STOPSIGNAL SIGTERM\n"
+                     "ENTRYPOINT [\"/bin/sh\", \"-c\"]\n"
+                     "CMD [\"cat /app/out.txt\"]\n";
+    seen s;
+    bld_build_result res;
+    kiln_error *err = NULL;
+    int rc = build(ctx, df, "app:1", false, &s, &res, &err);
+    if (rc < 0)
+        fprintf(stderr, "build: %s (line %d: %s)\n", err->msg, res.failed_line, res.failed_text);
+    KT_REQUIRE(rc == 0);
+    kiln_error_free(&err);
+    KT_EXPECT(strncmp(res.digest, "sha256:", 7) == 0);
+    KT_EXPECT_INT(s.stages, 2);
+    KT_EXPECT(strstr(s.out, "1:line one\n") != NULL);
+    KT_EXPECT(strstr(s.out, "2:err line\n") != NULL);
+    KT_EXPECT(strstr(s.out, "1:1000\n") != NULL);                /* USER applies to RUN */
+    KT_EXPECT(strstr(s.out, "1:hello world in /app\n") != NULL); /* ENV, WORKDIR */
+
+    KT_EXPECT_INT(cfg_is("app:1", ".config.Env | map(select(startswith(\"GREETING=\")))",
+                         "[\"GREETING=hello world\"]"),
+                  0);
+    KT_EXPECT_INT(cfg_is("app:1", ".config.WorkingDir", "\"/app\""), 0);
+    KT_EXPECT_INT(cfg_is("app:1", ".config.User", "\"app\""), 0);
+    KT_EXPECT_INT(cfg_is("app:1", ".config.Entrypoint", "[\"/bin/sh\",\"-c\"]"), 0);
+    KT_EXPECT_INT(cfg_is("app:1", ".config.Cmd", "[\"cat /app/out.txt\"]"), 0);
+    KT_EXPECT_INT(cfg_is("app:1", ".config.ExposedPorts | keys", "[\"53/udp\",\"8080/tcp\"]"), 0);
+    KT_EXPECT_INT(cfg_is("app:1", ".config.Labels", "{\"org.example.team\":\"kiln\"}"), 0);
+    KT_EXPECT_INT(cfg_is("app:1", ".config.StopSignal", "\"SIGTERM\""), 0);
+    /* Base layer + COPY --from + COPY + RUN; metadata steps are empty_layer. */
+    KT_EXPECT_INT(cfg_is("app:1", ".rootfs.diff_ids | length", "4"), 0);
+    KT_EXPECT_INT(cfg_is("app:1", "[.history[] | select(.empty_layer != true)] | length", "4"), 0);
+    KT_EXPECT_INT(cfg_is("app:1", "[.history[] | select(.empty_layer == true) | .created_by][0]",
+                         "\"ENV GREETING=\\\"hello world\\\" MODE=prod\""),
+                  0);
+
+    KT_REQUIRE(unpack("app:1", "b1") == 0);
+    char r[700];
+    snprintf(r, sizeof(r), "%s/b1/rootfs", dir);
+    KT_EXPECT_INT(th_sh("[ \"$(cat %s/app/out.txt)\" = 'hello built' ]", r), 0);
+    /* --chown/--chmod on the copied files only; mtimes preserved. */
+    KT_EXPECT_INT(th_sh("[ \"$(stat -c '%%u:%%g %%a' %s/app/data/f)\" = '1000:50 640' ]", r), 0);
+    KT_EXPECT_INT(th_sh("[ \"$(stat -c '%%u:%%g %%a' %s/app/data/sub/g)\" = '1000:50 640' ]", r),
+                  0);
+    KT_EXPECT_INT(th_sh("[ \"$(stat -c '%%Y' %s/app/data/f)\" = 981173106 ]", r), 0);
+    KT_EXPECT_INT(th_sh("[ \"$(stat -c '%%u:%%g' %s/app)\" = '0:0' ]", r), 0);
+    KT_EXPECT_INT(th_sh("[ \"$(stat -c '%%u:%%g %%a' %s/app/out.txt)\" = '0:0 644' ]", r), 0);
+    KT_EXPECT_INT(th_sh("test -x %s/bin/busybox && test ! -e %s/src", r, r), 0);
+}
+
+KT_TEST(failing_run_reports_line)
+{
+    if (engine == NULL)
+        return;
+    char *ctx = ctxdir("ctx2");
+    seen s;
+    bld_build_result res;
+    kiln_error *err = NULL;
+    KT_REQUIRE(th_sh("cp %s/store/index.json %s/index.before", data, dir) == 0);
+    int rc = build(ctx, "FROM busybox:test\nRUN true\nRUN echo about to fail; exit 3\n", "fail:1",
+                   false, &s, &res, &err);
+    KT_EXPECT_INT(rc, KILN_EREMOTE);
+    KT_EXPECT_INT(res.failed_line, 3);
+    KT_EXPECT(strstr(res.failed_text, "exit 3") != NULL);
+    KT_EXPECT(err && strstr(err->msg, "exit code: 3") != NULL);
+    KT_EXPECT(strstr(s.out, "1:about to fail\n") != NULL);
+    kiln_error_free(&err);
+    /* Nothing was tagged. */
+    KT_EXPECT_INT(th_sh("cmp -s %s/store/index.json %s/index.before", data, dir), 0);
+}
+
+KT_TEST(dockerignore_and_context_escape)
+{
+    if (engine == NULL)
+        return;
+    char *ctx = ctxdir("ctx3");
+    put(ctx, "keep.txt", "keep");
+    put(ctx, "secret.key", "no");
+    put(ctx, "logs/a.log", "no");
+    put(ctx, "logs/keep.md", "yes");
+    put(ctx, ".dockerignore", "*.key\nlogs/*.log\n");
+    seen s;
+    bld_build_result res;
+    kiln_error *err = NULL;
+    KT_REQUIRE(build(ctx, "FROM busybox:test\nCOPY . /ctx/\nCOPY *.txt /glob/\n", "ign:1", false,
+                     &s, &res, &err) == 0);
+    KT_REQUIRE(unpack("ign:1", "b3") == 0);
+    KT_EXPECT_INT(th_sh("cd %s/b3/rootfs && test -f ctx/keep.txt && test ! -e ctx/secret.key && "
+                        "test ! -e ctx/logs/a.log && test -f ctx/logs/keep.md && "
+                        "test -f glob/keep.txt",
+                        dir),
+                  0);
+
+    /* A symlink in the context that points outside it. */
+    KT_REQUIRE(th_sh("ln -s /etc/shadow %s/shadow && ln -s / %s/up", ctx, ctx) == 0);
+    KT_EXPECT_INT(build(ctx, "FROM busybox:test\nCOPY shadow /x\n", "esc:1", false, &s, &res, &err),
+                  KILN_EPERM);
+    KT_EXPECT_INT(res.failed_line, 2);
+    kiln_error_free(&err);
+    KT_EXPECT_INT(
+        build(ctx, "FROM busybox:test\nCOPY up/etc/passwd /x\n", "esc:1", false, &s, &res, &err),
+        KILN_EPERM);
+    kiln_error_free(&err);
+    KT_EXPECT_INT(build(ctx, "FROM busybox:test\nCOPY ../x /x\n", "esc:1", false, &s, &res, &err),
+                  KILN_EPERM);
+    kiln_error_free(&err);
+    KT_EXPECT(build(ctx, "FROM busybox:test\nCOPY secret.key /x\n", "esc:1", false, &s, &res,
+                    &err) == KILN_ENOENT);
+    kiln_error_free(&err);
+    KT_EXPECT_INT(th_sh("skopeo inspect oci:%s/store:esc:1 >/dev/null 2>&1", data) != 0, 1);
+}
+
+KT_TEST(destination_symlink_stays_in_rootfs)
+{
+    if (engine == NULL)
+        return;
+    char *ctx = ctxdir("ctx5");
+    put(ctx, "f", "inside");
+    char host[700];
+    snprintf(host, sizeof(host), "%s/hostdir", dir);
+    KT_REQUIRE(th_sh("mkdir -p %s", host) == 0);
+    /* /link points at an absolute host-looking path: resolved inside the image. */
+    char df[1400];
+    snprintf(df, sizeof(df), "FROM busybox:test\nRUN ln -s %s /link\nCOPY f /link/f\n", host);
+    seen s;
+    bld_build_result res;
+    kiln_error *err = NULL;
+    int rc = build(ctx, df, "sym:1", false, &s, &res, &err);
+    if (rc < 0)
+        fprintf(stderr, "build: %s\n", err->msg);
+    KT_REQUIRE(rc == 0);
+    KT_EXPECT_INT(th_sh("test ! -e %s/f", host), 0);
+    KT_REQUIRE(unpack("sym:1", "b5") == 0);
+    KT_EXPECT_INT(th_sh("[ \"$(cat %s/b5/rootfs%s/f)\" = inside ]", dir, host), 0);
+}
+
+KT_TEST(cache_rebuild_and_changed_source)
+{
+    if (engine == NULL)
+        return;
+    char *ctx = ctxdir("ctx4");
+    put(ctx, "a.txt", "first");
+    put(ctx, "b.txt", "other");
+    const char *df = "FROM busybox:test\n"
+                     "RUN echo one > /one\n"
+                     "COPY a.txt /a.txt\n"
+                     "RUN cat /a.txt > /b.txt\n"
+                     "COPY b.txt /c.txt\n"
+                     "CMD [\"cat\", \"/b.txt\"]\n";
+    seen s;
+    bld_build_result r1, r2, r3;
+    kiln_error *err = NULL;
+    KT_REQUIRE(build(ctx, df, "cache:1", false, &s, &r1, &err) == 0);
+    KT_EXPECT_INT(r1.steps_run, 5);
+    KT_EXPECT_INT(r1.n_layers, 5);
+
+    /* Unchanged rebuild: every step cached, nothing runs, same image. */
+    KT_REQUIRE(build(ctx, df, "cache:1", false, &s, &r2, &err) == 0);
+    KT_EXPECT_INT(r2.steps_run, 0);
+    KT_EXPECT_INT(r2.steps_cached, 5);
+    KT_EXPECT_INT(s.cached, 5);
+    KT_EXPECT(s.out_len == 0); /* no RUN output: nothing ran */
+    KT_EXPECT_STR(r2.digest, r1.digest);
+    fprintf(stderr, "cached rebuild: %llu ms\n", (unsigned long long)r2.duration_ms);
+
+    /* One COPY source changed: the steps before it stay cached, it and the
+     * ones after it run again. */
+    put(ctx, "a.txt", "second");
+    KT_REQUIRE(build(ctx, df, "cache:1", false, &s, &r3, &err) == 0);
+    KT_EXPECT_INT(r3.steps_cached, 1);
+    KT_EXPECT_INT(r3.steps_run, 4);
+    KT_EXPECT(strcmp(r3.digest, r1.digest) != 0);
+    KT_REQUIRE(unpack("cache:1", "b4") == 0);
+    KT_EXPECT_INT(th_sh("[ \"$(cat %s/b4/rootfs/b.txt)\" = second ]", dir), 0);
+
+    /* --no-cache runs everything again. */
+    KT_REQUIRE(build(ctx, df, "cache:2", true, &s, &r3, &err) == 0);
+    KT_EXPECT_INT(r3.steps_run, 5);
+    KT_EXPECT_INT(r3.steps_cached, 0);
+}
+
+KT_TEST(teardown)
+{
+    bld_engine_free(engine);
+    if (client)
+        kiln_rpc_client_free(client);
+    if (pusher.pid > 0)
+        th_stop(&pusher, 10000, NULL);
+    if (dir && !getenv("KT_KEEP"))
+        th_rmrf(dir);
+}
