@@ -117,7 +117,7 @@ const char *bld_engine_preflight_json(bld_engine *e)
 
 /* ---- base images ---- */
 
-static base_img *find_base(eng_ctx *c, const char *ref)
+base_img *eng_find_base(eng_ctx *c, const char *ref)
 {
     for (size_t i = 0; i < c->n_bases; i++)
         if (strcmp(c->bases[i].ref, ref) == 0)
@@ -127,7 +127,7 @@ static base_img *find_base(eng_ctx *c, const char *ref)
 
 static int fetch_base(eng_ctx *c, const char *ref, const char *platform, kiln_error **err)
 {
-    if (find_base(c, ref))
+    if (eng_find_base(c, ref))
         return 0;
     if (c->n_bases == ENG_MAX_BASES)
         return kiln_error_set(err, KILN_EINVAL, 0, "too many base images");
@@ -158,10 +158,23 @@ static int fetch_base(eng_ctx *c, const char *ref, const char *platform, kiln_er
     return 0;
 }
 
+/* Images an instruction reads from (COPY --from=<image>, RUN --mount from=<image>). */
+static int fetch_refs(eng_ctx *c, const bld_stage *st, const bld_instr *in, kiln_error **err)
+{
+    int rc = 0;
+    if ((in->kind == BLD_INSTR_COPY || in->kind == BLD_INSTR_ADD) &&
+        in->u.copy.from_kind == BLD_REF_IMAGE)
+        rc = fetch_base(c, in->u.copy.from, st->platform, err);
+    for (size_t i = 0; rc == 0 && in->kind == BLD_INSTR_RUN && i < in->u.run.n_mounts; i++)
+        if (in->u.run.mounts[i].from_kind == BLD_REF_IMAGE)
+            rc = fetch_base(c, in->u.run.mounts[i].from, st->platform, err);
+    return rc;
+}
+
 static int resolver(bld_base_info *out, void *ctx, const char *ref, const char *platform)
 {
     (void)platform;
-    base_img *bi = find_base(ctx, ref);
+    base_img *bi = eng_find_base(ctx, ref);
     if (bi == NULL)
         return 1;
     out->env = bi->env;
@@ -235,9 +248,16 @@ static int build(eng_ctx *c, kiln_error **err)
         return rc;
     for (size_t i = 0; i < first->n_stages && rc == 0; i++) {
         const bld_stage *st = &first->stages[i];
-        if (!st->runs || st->base_kind != BLD_BASE_IMAGE)
+        if (!st->runs)
             continue;
+        if (st->base_kind != BLD_BASE_IMAGE) {
+            for (size_t k = 0; rc == 0 && k < st->n_instrs; k++)
+                rc = fetch_refs(c, st, &st->instrs[k], err);
+            continue;
+        }
         rc = fetch_base(c, st->base_image, st->platform, err);
+        for (size_t k = 0; rc == 0 && k < st->n_instrs; k++)
+            rc = fetch_refs(c, st, &st->instrs[k], err);
         if (rc < 0) {
             c->b.out->failed_line = st->line;
             snprintf(c->b.out->failed_text, sizeof(c->b.out->failed_text), "%s", st->original);

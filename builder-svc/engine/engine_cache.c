@@ -162,6 +162,17 @@ int eng_step_commit(eng_build *b, eng_step_tmp *t, const char *key, eng_cached_s
                     kiln_error **err)
 {
     memset(out, 0, sizeof(*out));
+    /* Scratch files of the step (scripts, extracted archives) stay behind. */
+    _cleanup_closedir_ DIR *d = opendir(t->dir);
+    struct dirent *de;
+    while (d && (de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
+            strcmp(de->d_name, "diff") == 0)
+            continue;
+        char p[2 * ENG_PATH_MAX];
+        snprintf(p, sizeof(p), "%s/%s", t->dir, de->d_name);
+        eng_rmrf(p);
+    }
     uint64_t bytes = 0;
     size_t entries = 0;
     measure(t->diff, &bytes, &entries);

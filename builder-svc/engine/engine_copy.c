@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "bld_snapshot.h"
 #include "ignore.h"
 
 #define MAX_LINKS   40
@@ -227,13 +228,15 @@ static int ensure_dirs(const eng_copy_desc *d, const char *rel, long uid, long g
 
 typedef struct src_ctx {
     const eng_copy_desc *d;
+    const struct bld_ignore *ignore;
+    bool keep_owner;     /* extracted archive: owners from the archive unless --chown */
     char root[PATH_MAX]; /* real path of src_root */
     kiln_sha256 *h;      /* hashing instead of copying */
 } src_ctx;
 
 static bool ignored(const src_ctx *c, const char *rel)
 {
-    return c->d->ignore && rel[0] && bld_ignore_match(c->d->ignore, rel);
+    return c->ignore && rel[0] && bld_ignore_match(c->ignore, rel);
 }
 
 static int dirent_filter(const struct dirent *de)
@@ -323,6 +326,10 @@ static int apply_meta(const src_ctx *c, const char *dst, const struct stat *st, 
     const eng_copy_desc *d = c->d;
     uid_t u = (uid_t)(d->uid >= 0 ? d->uid : 0);
     gid_t g = (gid_t)(d->gid >= 0 ? d->gid : 0);
+    if (c->keep_owner && d->uid < 0) {
+        u = st->st_uid;
+        g = st->st_gid;
+    }
     if (lchown(dst, u, g) < 0)
         return -1;
     if (!link && chmod(dst, d->mode >= 0 ? (mode_t)d->mode : (st->st_mode & 07777)) < 0)
@@ -436,9 +443,64 @@ static int src_init(src_ctx *c, const eng_copy_desc *d, kiln_sha256 *h, kiln_err
 {
     c->d = d;
     c->h = h;
+    c->ignore = d->ignore;
+    c->keep_owner = false;
     if (realpath(d->src_root, c->root) == NULL)
         return kiln_error_set(err, KILN_ENOENT, errno, "%s: source root %s", d->what, d->src_root);
     return 0;
+}
+
+typedef enum arch_kind { ARCH_NONE, ARCH_OK, ARCH_UNSUPPORTED } arch_kind;
+
+/* Whether a file is a tar archive ADD extracts: plain tar, gzip or zstd (as
+ * base layers); bzip2 and xz are recognised and refused. */
+static arch_kind archive_kind(const char *path)
+{
+    unsigned char b[512];
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, b, sizeof(b)) : -1;
+    if (n >= 2 && b[0] == 0x1f && b[1] == 0x8b)
+        return ARCH_OK;
+    if (n >= 4 && b[0] == 0x28 && b[1] == 0xb5 && b[2] == 0x2f && b[3] == 0xfd)
+        return ARCH_OK;
+    if (n >= 262 && memcmp(b + 257, "ustar", 5) == 0)
+        return ARCH_OK;
+    if (n >= 3 && memcmp(b, "BZh", 3) == 0)
+        return ARCH_UNSUPPORTED;
+    if (n >= 6 && memcmp(b,
+                         "\xfd"
+                         "7zXZ\0",
+                         6) == 0)
+        return ARCH_UNSUPPORTED;
+    return ARCH_NONE;
+}
+
+/* ADD of a local archive: unpacked like a base layer (same checks against
+ * hostile entries) into scratch, then copied into the directory target. */
+static int extract_archive(src_ctx *c, const char *real, const char *target, kiln_error **err)
+{
+    const eng_copy_desc *d = c->d;
+    char x[ENG_PATH_MAX];
+    snprintf(x, sizeof(x), "%s/x-XXXXXX", d->scratch);
+    if (mkdtemp(x) == NULL)
+        return kiln_error_set(err, KILN_EIO, errno, "mkdtemp %s", x);
+    char diff_id[KILN_DIGEST_STRLEN + 1];
+    bld_layer l = {.blob_path = real, .media = BLD_LAYER_AUTO};
+    int rc = bld_layer_unpack(diff_id, &l, x, NULL, 0, err);
+    if (rc < 0)
+        kiln_error_wrap(err, "ADD: extract %s", real);
+    if (rc == 0)
+        rc = ensure_dirs(d, target, d->uid, d->gid, err);
+    if (rc == 0) {
+        src_ctx xc = *c;
+        xc.ignore = NULL;
+        xc.keep_owner = true;
+        char up[2 * ENG_PATH_MAX];
+        snprintf(up, sizeof(up), "%s%s%s", d->upper, target[0] ? "/" : "", target);
+        rc = copy_tree(&xc, x, "", up, 0, err);
+    }
+    eng_rmrf(x);
+    return rc;
 }
 
 /* Runs the copy, or only hashes when h is non-NULL. */
@@ -485,6 +547,17 @@ static int run_copy(const eng_copy_desc *d, kiln_sha256 *h, kiln_error **err)
             continue;
         }
         char target[ENG_PATH_MAX];
+        arch_kind ak = d->extract && S_ISREG(st.st_mode) ? archive_kind(real) : ARCH_NONE;
+        if (ak == ARCH_UNSUPPORTED) {
+            rc = kiln_error_set(err, KILN_ENOTSUP, 0,
+                                "ADD %s: bzip2 and xz archives are not supported", matches.v[i]);
+            break;
+        }
+        if (ak == ARCH_OK) {
+            if ((rc = extract_archive(&c, real, dest, err)) < 0)
+                break;
+            continue;
+        }
         if (S_ISDIR(st.st_mode) || !as_dir) {
             snprintf(target, sizeof(target), "%s", dest);
         } else {

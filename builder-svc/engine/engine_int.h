@@ -159,6 +159,8 @@ typedef struct eng_copy_desc {
     const char *const *lowers;
     size_t n_lowers;
     const char *upper;
+    bool extract;        /* ADD: local tar archives (plain, gzip, zstd) are extracted */
+    const char *scratch; /* ADD: dir for extraction (on the upper's filesystem) */
 } eng_copy_desc;
 
 /* Hashes the sources (names, types, modes, contents) into h.  Fails like the

@@ -176,6 +176,39 @@ static int merged_of(eng_ctx *c, size_t stage, const char **out, kiln_error **er
     return 0;
 }
 
+/* An image used by COPY --from or a mount: unpacked and held; merged on demand. */
+static int image_of(eng_ctx *c, const char *ref, bool merge, base_img **out, kiln_error **err)
+{
+    base_img *bi = eng_find_base(c, ref);
+    if (bi == NULL)
+        return kiln_error_set(err, KILN_EINTERNAL, 0, "image %s not fetched", ref);
+    int rc = 0;
+    if (!bi->unpacked) {
+        eng_note(&c->b, "unpacking %s", ref);
+        if ((rc = eng_base_unpack(&c->b, bi->manifest, bi->config, bi->chain, err)) < 0)
+            return kiln_error_wrap(err, "%s", ref);
+        bi->unpacked = true;
+    }
+    if (bi->stack == NULL && (rc = eng_stack_acquire(&bi->stack, &c->b, bi->chain, err)) < 0)
+        return rc;
+    if (merge && bi->merged == NULL) {
+        char dir[ENG_PATH_MAX];
+        snprintf(dir, sizeof(dir), "%s/sandbox", c->b.e->data_dir);
+        if (kiln_mkdir_p(dir, 0700, err) < 0)
+            return kiln_error_wrap(err, "merge");
+        snprintf(dir, sizeof(dir), "%s/sandbox/merge-XXXXXX", c->b.e->data_dir);
+        if (mkdtemp(dir) == NULL)
+            return kiln_error_set(err, KILN_EIO, errno, "mkdtemp %s", dir);
+        if ((bi->merged = strdup(dir)) == NULL)
+            return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+        if ((rc = eng_merge(bi->merged, eng_stack_dirs(bi->stack), eng_stack_len(bi->stack), err)) <
+            0)
+            return kiln_error_wrap(err, "merge %s", ref);
+    }
+    *out = bi;
+    return 0;
+}
+
 /* ---- RUN ---- */
 
 static int run_mounts(eng_ctx *c, const bld_instr *in, const char *wd, eng_mount *out,
@@ -207,9 +240,12 @@ static int run_mounts(eng_ctx *c, const bld_instr *in, const char *wd, eng_mount
                 o->source_layers = p->lowers;
                 o->n_source_layers = p->n_lowers;
             } else if (m->from_kind == BLD_REF_IMAGE) {
-                return kiln_error_set(err, KILN_ENOTSUP, 0,
-                                      "RUN --mount from=%s: mounts from images are not supported",
-                                      m->from);
+                base_img *bi = NULL;
+                int rc = image_of(c, m->from, false, &bi, err);
+                if (rc < 0)
+                    return rc;
+                o->source_layers = eng_stack_dirs(bi->stack);
+                o->n_source_layers = eng_stack_len(bi->stack);
             } else {
                 o->source = c->b.spec->context_dir;
             }
@@ -274,23 +310,63 @@ static int env_of(eng_strv *out, const bld_instr *in)
     return 0;
 }
 
+/* Heredoc scripts of a RUN: written to scratch/pipes and bind-mounted
+ * read-only on their directory (/dev/pipes) as one extra mount. */
+static int run_files(const bld_instr *in, const char *scratch, eng_mount *m,
+                     char target[ENG_PATH_MAX], char src[ENG_PATH_MAX], kiln_error **err)
+{
+    const bld_run *run = &in->u.run;
+    if (snprintf(src, ENG_PATH_MAX, "%s/pipes", scratch) >= ENG_PATH_MAX)
+        return kiln_error_set(err, KILN_EINVAL, 0, "data dir path too long");
+    if (mkdir(src, 0755) < 0)
+        return kiln_error_set(err, KILN_EIO, errno, "mkdir %s", src);
+    for (size_t i = 0; i < run->n_files; i++) {
+        const bld_run_file *f = &run->files[i];
+        const char *slash = strrchr(f->path, '/');
+        if (slash == NULL || slash == f->path || strchr(slash + 1, '.') == slash + 1)
+            return kiln_error_set(err, KILN_EINVAL, 0, "RUN: bad script path %s", f->path);
+        if (i == 0)
+            snprintf(target, ENG_PATH_MAX, "%.*s", (int)(slash - f->path), f->path);
+        else if (strncmp(target, f->path, (size_t)(slash - f->path)) != 0)
+            return kiln_error_set(err, KILN_EINVAL, 0, "RUN: scripts in different dirs");
+        char p[2 * ENG_PATH_MAX];
+        snprintf(p, sizeof(p), "%s/%s", src, slash + 1);
+        _cleanup_fclose_ FILE *fp = fopen(p, "wxe");
+        if (fp == NULL || fputs(f->content, fp) < 0 || fflush(fp) != 0 ||
+            chmod(p, f->mode ? f->mode : 0755) < 0)
+            return kiln_error_set(err, KILN_EIO, errno, "write %s", p);
+    }
+    memset(m, 0, sizeof(*m));
+    m->type = ENG_MNT_BIND;
+    m->target = target;
+    m->source = src;
+    m->uid = m->gid = m->mode = -1;
+    return 0;
+}
+
 static int exec_run(eng_ctx *c, size_t si, size_t step, const bld_instr *in, stage_res *r,
-                    const char *upper, kiln_error **err)
+                    const char *upper, const char *scratch, kiln_error **err)
 {
     if (!c->b.e->run_usable)
         return kiln_error_set(err, KILN_EPRECOND, 0, "RUN is not possible on this host (%s)",
                               c->b.e->preflight_json ? c->b.e->preflight_json : "no preflight");
-    if (in->u.run.n_files > 0)
-        return kiln_error_set(err, KILN_ENOTSUP, 0,
-                              "RUN heredoc scripts with #! are not supported");
     char wd[ENG_PATH_MAX];
     workdir_of(wd, r, in);
-    eng_mount mounts[ENG_MAX_MOUNTS];
-    static _Thread_local char targets[ENG_MAX_MOUNTS][ENG_PATH_MAX];
+    eng_mount mounts[ENG_MAX_MOUNTS + 1];
+    /* Mount targets (made absolute) and the scripts' dir: two extra slots. */
+    _cleanup_free_ char(*targets)[ENG_PATH_MAX] = calloc(ENG_MAX_MOUNTS + 2, ENG_PATH_MAX);
+    if (targets == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
     size_t nm = 0;
     int rc = run_mounts(c, in, wd, mounts, &nm, targets, err);
     if (rc < 0)
         return rc;
+    if (in->u.run.n_files > 0) {
+        if ((rc = run_files(in, scratch, &mounts[nm], targets[ENG_MAX_MOUNTS],
+                            targets[ENG_MAX_MOUNTS + 1], err)) < 0)
+            return rc;
+        nm++;
+    }
     eng_strv env = {0}, argv = {0};
     for (size_t i = 0; i < in->u.run.argv.n; i++)
         if (eng_strv_push(&argv, in->u.run.argv.v[i]) < 0)
@@ -339,19 +415,6 @@ static int exec_run(eng_ctx *c, size_t si, size_t step, const bld_instr *in, sta
 
 /* ---- COPY / ADD ---- */
 
-static bool is_archive_name(const char *p)
-{
-    static const char *const ext[] = {".tar",  ".tar.gz", ".tgz", ".tar.bz2",
-                                      ".tbz2", ".tar.xz", ".txz", ".tar.zst"};
-    size_t n = strlen(p);
-    for (size_t i = 0; i < KILN_ARRAY_SIZE(ext); i++) {
-        size_t el = strlen(ext[i]);
-        if (n > el && strcmp(p + n - el, ext[i]) == 0)
-            return true;
-    }
-    return false;
-}
-
 /* Fills d for in; srcs has room for every source. */
 static int copy_desc(eng_ctx *c, const bld_instr *in, stage_res *r, eng_copy_desc *d,
                      eng_copy_src *srcs, char dest[ENG_PATH_MAX], kiln_error **err)
@@ -372,11 +435,6 @@ static int copy_desc(eng_ctx *c, const bld_instr *in, stage_res *r, eng_copy_des
             srcs[i] = (eng_copy_src){NULL, in->heredocs[s->heredoc].content, s->path};
             continue;
         }
-        if (add && cp->unpack != 0 && is_archive_name(s->path))
-            return kiln_error_set(err, KILN_ENOTSUP, 0,
-                                  "ADD %s: extracting archives is not supported; use COPY and "
-                                  "RUN tar",
-                                  s->path);
         srcs[i] = (eng_copy_src){s->path, NULL, NULL};
     }
     d->srcs = srcs;
@@ -394,9 +452,11 @@ static int copy_desc(eng_ctx *c, const bld_instr *in, stage_res *r, eng_copy_des
         if (rc < 0)
             return rc;
     } else if (cp->from_kind == BLD_REF_IMAGE) {
-        return kiln_error_set(err, KILN_ENOTSUP, 0,
-                              "%s --from=%s: copying from an image is not supported; use a stage",
-                              d->what, cp->from);
+        base_img *bi = NULL;
+        int rc = image_of(c, cp->from, true, &bi, err);
+        if (rc < 0)
+            return rc;
+        d->src_root = bi->merged;
     } else {
         if (c->b.spec->context_dir == NULL)
             return kiln_error_set(err, KILN_EINVAL, 0, "%s: no build context", d->what);
@@ -408,6 +468,7 @@ static int copy_desc(eng_ctx *c, const bld_instr *in, stage_res *r, eng_copy_des
     if (rc < 0)
         return rc;
     d->mode = cp->mode;
+    d->extract = add && cp->unpack != 0;
     d->lowers = r->lowers;
     d->n_lowers = r->n_lowers;
     return 0;
@@ -470,9 +531,10 @@ static int run_step(eng_ctx *c, size_t si, size_t step, const bld_instr *in, sta
         if ((rc = eng_step_begin(&c->b, &t, err)) < 0)
             return rc;
         if (in->kind == BLD_INSTR_RUN)
-            rc = exec_run(c, si, step, in, r, t.diff, err);
+            rc = exec_run(c, si, step, in, r, t.diff, t.dir, err);
         else {
             cd.upper = t.diff;
+            cd.scratch = t.dir;
             rc = eng_copy_exec(&cd, err);
         }
         if (rc == 0)

@@ -19,6 +19,8 @@ typedef struct base_img {
     const char *workdir, *user;
     char chain[KILN_DIGEST_STRLEN + 1]; /* snapshot chain, once unpacked */
     bool unpacked;
+    eng_stack *stack; /* held once used by COPY --from or a mount */
+    char *merged;     /* its merged tree for COPY --from (lazy) */
 } base_img;
 
 void base_img_index(base_img *bi);
@@ -55,6 +57,8 @@ typedef struct eng_ctx {
 } eng_ctx;
 
 int eng_run_stage(eng_ctx *c, size_t stage, kiln_error **err);
+/* The base image ref fetched by engine.c (NULL when it was not). */
+base_img *eng_find_base(eng_ctx *c, const char *ref);
 
 /* engine_config.c: applies a metadata instruction to r->config. */
 int eng_apply_meta(stage_res *r, const bld_instr *in, kiln_error **err);

@@ -372,6 +372,52 @@ KT_TEST(cache_rebuild_and_changed_source)
     KT_EXPECT_INT(r3.steps_cached, 0);
 }
 
+KT_TEST(from_stage_onbuild_heredocs_add_archive_copy_from_image)
+{
+    if (engine == NULL)
+        return;
+    char *ctx = ctxdir("ctx6");
+    KT_REQUIRE(th_sh("cd %s && mkdir -p a/x && echo why > a/x/y && touch -d @1000000000 a/x/y && "
+                     "tar --owner=123 --group=456 -czf arch.tar.gz -C a x && rm -rf a",
+                     ctx) == 0);
+    const char *df = "FROM busybox:test AS base\n"
+                     "ENV A=1\n"
+                     "RUN echo base > /base.txt\n"
+                     "ONBUILD RUN echo trig > /trig.txt\n"
+                     "FROM base\n"
+                     "COPY --from=busybox:test /etc/group /from-image-group\n"
+                     "ADD arch.tar.gz /unpacked/\n"
+                     "RUN <<EOF\n"
+                     "#!/bin/sh\n"
+                     "echo \"heredoc $A\" > /heredoc.txt\n"
+                     "EOF\n"
+                     "COPY <<EOT /inline.txt\n"
+                     "inline $A\n"
+                     "EOT\n";
+    seen s;
+    bld_build_result res;
+    kiln_error *err = NULL;
+    int rc = build(ctx, df, "stage:1", false, &s, &res, &err);
+    if (rc < 0)
+        fprintf(stderr, "build: %s (line %d)\n", err->msg, res.failed_line);
+    KT_REQUIRE(rc == 0);
+    KT_REQUIRE(unpack("stage:1", "b6") == 0);
+    KT_EXPECT_INT(
+        th_sh("cd %s/b6/rootfs && [ \"$(cat base.txt)\" = base ] && "
+              "[ \"$(cat trig.txt)\" = trig ] && cmp -s from-image-group %s/rootfs/etc/group && "
+              "[ \"$(cat heredoc.txt)\" = 'heredoc 1' ] && [ \"$(cat inline.txt)\" = 'inline 1' ]",
+              dir, dir),
+        0);
+    /* ADD extracts a local archive, keeping the archive's owners and mtimes. */
+    KT_EXPECT_INT(
+        th_sh("[ \"$(stat -c '%%u:%%g %%Y' %s/b6/rootfs/unpacked/x/y)\" = '123:456 1000000000' ]",
+              dir),
+        0);
+    KT_EXPECT_INT(cfg_is("stage:1", ".config.OnBuild", "null"), 0);
+    KT_EXPECT_INT(cfg_is("stage:1", ".config.Env | map(select(startswith(\"A=\")))", "[\"A=1\"]"),
+                  0);
+}
+
 KT_TEST(teardown)
 {
     bld_engine_free(engine);
