@@ -268,6 +268,8 @@ static int build(eng_ctx *c, kiln_error **err)
         return rc;
     if ((rc = plan(c, &c->plan, true, err)) < 0)
         return rc;
+    for (size_t i = 0; i < c->plan->warnings.n; i++)
+        eng_note(&c->b, "warning: %s", c->plan->warnings.v[i]);
     if ((rc = load_ignore(c, err)) < 0)
         return rc;
     c->n_stages = c->plan->n_stages;

@@ -192,7 +192,7 @@ static int resolve_dest(char out[ENG_PATH_MAX], const eng_copy_desc *d, const ch
 
 /* Makes sure every directory of rel (cleaned, symlink-free) exists in the
  * upper dir as a real directory. */
-static int ensure_dirs(const eng_copy_desc *d, const char *rel, long uid, long gid,
+static int ensure_dirs(const eng_copy_desc *d, const char *rel, long uid, long gid, eng_strv *fix,
                        kiln_error **err)
 {
     size_t len = strlen(rel);
@@ -217,6 +217,8 @@ static int ensure_dirs(const eng_copy_desc *d, const char *rel, long uid, long g
         if (found) {
             if (lchown(up, st.st_uid, st.st_gid) < 0 || chmod(up, st.st_mode & 07777) < 0)
                 return kiln_error_set(err, KILN_EIO, errno, "chown %s", up);
+            if (fix && eng_strv_push(fix, pre) < 0)
+                return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
         } else if (lchown(up, (uid_t)(uid >= 0 ? uid : 0), (gid_t)(gid >= 0 ? gid : 0)) < 0) {
             return kiln_error_set(err, KILN_EIO, errno, "chown %s", up);
         }
@@ -229,14 +231,17 @@ static int ensure_dirs(const eng_copy_desc *d, const char *rel, long uid, long g
 typedef struct src_ctx {
     const eng_copy_desc *d;
     const struct bld_ignore *ignore;
+    const struct bld_ignore *exclude; /* --exclude patterns, or NULL */
     bool keep_owner;     /* extracted archive: owners from the archive unless --chown */
+    eng_strv *fix;       /* parents recreated from lower layers: times restored at the end */
     char root[PATH_MAX]; /* real path of src_root */
     kiln_sha256 *h;      /* hashing instead of copying */
 } src_ctx;
 
 static bool ignored(const src_ctx *c, const char *rel)
 {
-    return c->ignore && rel[0] && bld_ignore_match(c->ignore, rel);
+    return rel[0] && ((c->ignore && bld_ignore_match(c->ignore, rel)) ||
+                      (c->exclude && bld_ignore_match(c->exclude, rel)));
 }
 
 static int dirent_filter(const struct dirent *de)
@@ -444,7 +449,9 @@ static int src_init(src_ctx *c, const eng_copy_desc *d, kiln_sha256 *h, kiln_err
     c->d = d;
     c->h = h;
     c->ignore = d->ignore;
+    c->exclude = d->exclude;
     c->keep_owner = false;
+    c->fix = NULL;
     if (realpath(d->src_root, c->root) == NULL)
         return kiln_error_set(err, KILN_ENOENT, errno, "%s: source root %s", d->what, d->src_root);
     return 0;
@@ -490,10 +497,11 @@ static int extract_archive(src_ctx *c, const char *real, const char *target, kil
     if (rc < 0)
         kiln_error_wrap(err, "ADD: extract %s", real);
     if (rc == 0)
-        rc = ensure_dirs(d, target, d->uid, d->gid, err);
+        rc = ensure_dirs(d, target, d->uid, d->gid, c->fix, err);
     if (rc == 0) {
         src_ctx xc = *c;
         xc.ignore = NULL;
+        xc.exclude = NULL;
         xc.keep_owner = true;
         char up[2 * ENG_PATH_MAX];
         snprintf(up, sizeof(up), "%s%s%s", d->upper, target[0] ? "/" : "", target);
@@ -510,7 +518,8 @@ static int run_copy(const eng_copy_desc *d, kiln_sha256 *h, kiln_error **err)
     int rc = src_init(&c, d, h, err);
     if (rc < 0)
         return rc;
-    eng_strv matches = {0};
+    eng_strv matches = {0}, fix = {0};
+    c.fix = &fix;
     size_t n_items = 0;
     for (size_t i = 0; i < d->n_srcs && rc == 0; i++) {
         if (d->srcs[i].path)
@@ -566,7 +575,7 @@ static int run_copy(const eng_copy_desc *d, kiln_sha256 *h, kiln_error **err)
                      b ? b + 1 : matches.v[i]);
         }
         if (S_ISDIR(st.st_mode))
-            rc = ensure_dirs(d, target, d->uid, d->gid, err);
+            rc = ensure_dirs(d, target, d->uid, d->gid, c.fix, err);
         else {
             char parent[ENG_PATH_MAX];
             snprintf(parent, sizeof(parent), "%s", target);
@@ -575,7 +584,7 @@ static int run_copy(const eng_copy_desc *d, kiln_sha256 *h, kiln_error **err)
                 *sl = '\0';
             else
                 parent[0] = '\0';
-            rc = ensure_dirs(d, parent, d->uid, d->gid, err);
+            rc = ensure_dirs(d, parent, d->uid, d->gid, c.fix, err);
         }
         if (rc < 0)
             break;
@@ -603,7 +612,7 @@ static int run_copy(const eng_copy_desc *d, kiln_sha256 *h, kiln_error **err)
             *sl = '\0';
         else
             parent[0] = '\0';
-        if ((rc = ensure_dirs(d, parent, d->uid, d->gid, err)) < 0)
+        if ((rc = ensure_dirs(d, parent, d->uid, d->gid, c.fix, err)) < 0)
             break;
         char up[2 * ENG_PATH_MAX];
         snprintf(up, sizeof(up), "%s/%s", d->upper, target);
@@ -620,7 +629,20 @@ static int run_copy(const eng_copy_desc *d, kiln_sha256 *h, kiln_error **err)
         if (apply_meta(&c, up, &st, false) < 0)
             rc = kiln_error_set(err, KILN_EIO, errno, "set owner/mode of %s", up);
     }
+    /* Parents recreated from lower layers keep their lower mtimes (adding
+     * entries to them changed those). */
+    for (size_t i = fix.n; rc == 0 && i-- > 0;) {
+        struct stat st;
+        char host[ENG_PATH_MAX], up[2 * ENG_PATH_MAX];
+        if (image_lookup(d->lowers, d->n_lowers, NULL, fix.v[i], &st, host) != 1)
+            continue;
+        snprintf(up, sizeof(up), "%s/%s", d->upper, fix.v[i]);
+        struct timespec ts[2] = {st.st_atim, st.st_mtim};
+        if (utimensat(AT_FDCWD, up, ts, AT_SYMLINK_NOFOLLOW) < 0)
+            rc = kiln_error_set(err, KILN_EIO, errno, "set times of %s", up);
+    }
     eng_strv_dispose(&matches);
+    eng_strv_dispose(&fix);
     return rc;
 }
 
@@ -700,4 +722,42 @@ int eng_resolve_owner(long *uid, long *gid, const char *user, const char *group,
         return kiln_error_set(err, KILN_EINVAL, 0,
                               "--chown: unknown group %s (not in the image's /etc/group)", group);
     return 0;
+}
+
+int eng_workdir_mkdir(const char *path, const char *const *lowers, size_t n_lowers,
+                      const char *upper, bool *created, kiln_error **err)
+{
+    *created = false;
+    eng_copy_desc d = {.what = "WORKDIR", .lowers = lowers, .n_lowers = n_lowers, .upper = upper};
+    char rel[ENG_PATH_MAX], host[ENG_PATH_MAX];
+    int rc = resolve_dest(rel, &d, path, err);
+    if (rc < 0 || rel[0] == '\0')
+        return rc;
+    struct stat st;
+    if (image_lookup(lowers, n_lowers, upper, rel, &st, host) == 1) {
+        if (S_ISDIR(st.st_mode))
+            return 0;
+        if (!S_ISLNK(st.st_mode))
+            return kiln_error_set(err, KILN_EINVAL, 0, "WORKDIR %s: not a directory", path);
+        /* A symlink as the last component: resolve it like a parent. */
+        char sub[ENG_PATH_MAX + 4];
+        snprintf(sub, sizeof(sub), "/%s/.", rel);
+        if ((rc = resolve_dest(rel, &d, sub, err)) < 0)
+            return rc;
+        if (image_lookup(lowers, n_lowers, upper, rel, &st, host) == 1 && S_ISDIR(st.st_mode))
+            return 0;
+    }
+    eng_strv fix = {0};
+    rc = ensure_dirs(&d, rel, -1, -1, &fix, err);
+    for (size_t i = fix.n; rc == 0 && i-- > 0;) {
+        char up[2 * ENG_PATH_MAX];
+        if (image_lookup(lowers, n_lowers, NULL, fix.v[i], &st, host) != 1)
+            continue;
+        snprintf(up, sizeof(up), "%s/%s", upper, fix.v[i]);
+        struct timespec ts[2] = {st.st_atim, st.st_mtim};
+        utimensat(AT_FDCWD, up, ts, AT_SYMLINK_NOFOLLOW);
+    }
+    eng_strv_dispose(&fix);
+    *created = rc == 0;
+    return rc;
 }

@@ -153,9 +153,10 @@ typedef struct eng_copy_desc {
     const char *dest; /* absolute inside the image */
     bool dest_is_dir; /* ended with '/' */
     const char *src_root;
-    const struct bld_ignore *ignore; /* NULL unless the context */
-    long uid, gid;                   /* -1: root */
-    long mode;                       /* -1: keep */
+    const struct bld_ignore *ignore;  /* NULL unless the context */
+    const struct bld_ignore *exclude; /* --exclude patterns, or NULL */
+    long uid, gid;                    /* -1: root */
+    long mode;                        /* -1: keep */
     const char *const *lowers;
     size_t n_lowers;
     const char *upper;
@@ -168,6 +169,10 @@ typedef struct eng_copy_desc {
 int eng_copy_hash(const eng_copy_desc *d, kiln_sha256 *h, kiln_error **err);
 /* Copies into d->upper. */
 int eng_copy_exec(const eng_copy_desc *d, kiln_error **err);
+/* WORKDIR: creates path (absolute inside the image) in upper when the image
+ * does not have it; *created tells whether it did. */
+int eng_workdir_mkdir(const char *path, const char *const *lowers, size_t n_lowers,
+                      const char *upper, bool *created, kiln_error **err);
 /* Resolves a --chown user and group (names or ids) against the image's
  * /etc/passwd and /etc/group in lowers. */
 int eng_resolve_owner(long *uid, long *gid, const char *user, const char *group,

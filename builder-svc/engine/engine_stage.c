@@ -12,6 +12,7 @@
 
 #include "cleanup.h"
 #include "config.h"
+#include "ignore.h"
 
 #define ENG_MAX_MOUNTS 64
 
@@ -423,9 +424,8 @@ static int copy_desc(eng_ctx *c, const bld_instr *in, stage_res *r, eng_copy_des
     bool add = in->kind == BLD_INSTR_ADD;
     memset(d, 0, sizeof(*d));
     d->what = add ? "ADD" : "COPY";
-    if (cp->parents || cp->excludes.n > 0)
-        return kiln_error_set(err, KILN_ENOTSUP, 0, "%s: --parents and --exclude are not supported",
-                              d->what);
+    if (cp->parents)
+        return kiln_error_set(err, KILN_ENOTSUP, 0, "%s: --parents is not supported", d->what);
     for (size_t i = 0; i < cp->n_sources; i++) {
         const bld_source *s = &cp->sources[i];
         if (s->kind == BLD_SRC_URL || s->kind == BLD_SRC_GIT)
@@ -484,7 +484,86 @@ static void fail_at(eng_ctx *c, const bld_instr *in)
 
 static bool fs_step(bld_instr_kind k)
 {
-    return k == BLD_INSTR_RUN || k == BLD_INSTR_COPY || k == BLD_INSTR_ADD;
+    return k == BLD_INSTR_RUN || k == BLD_INSTR_COPY || k == BLD_INSTR_ADD ||
+           k == BLD_INSTR_WORKDIR;
+}
+
+/* "os/arch" part of a platform, for comparing the stage's with the host's. */
+static bool same_platform(const char *a, const char *b)
+{
+    if (a == NULL || b == NULL)
+        return true;
+    const char *sa = strchr(a, '/'), *sb = strchr(b, '/');
+    size_t la = sa && strchr(sa + 1, '/') ? (size_t)(strchr(sa + 1, '/') - a) : strlen(a);
+    size_t lb = sb && strchr(sb + 1, '/') ? (size_t)(strchr(sb + 1, '/') - b) : strlen(b);
+    return la == lb && strncmp(a, b, la) == 0;
+}
+
+/* Adds to h what a RUN reads besides its text: the content of bind mounts
+ * from the build context. */
+static int hash_run_inputs(eng_ctx *c, const bld_instr *in, kiln_sha256 *h, kiln_error **err)
+{
+    for (size_t i = 0; i < in->u.run.n_mounts; i++) {
+        const bld_mount *m = &in->u.run.mounts[i];
+        if (m->type != BLD_MOUNT_BIND || m->from_kind != BLD_REF_NONE ||
+            c->b.spec->context_dir == NULL)
+            continue;
+        eng_copy_src src = {m->source && *m->source ? m->source : ".", NULL, NULL};
+        eng_copy_desc d = {.what = "RUN --mount",
+                           .srcs = &src,
+                           .n_srcs = 1,
+                           .dest = "/",
+                           .src_root = c->b.spec->context_dir,
+                           .ignore = c->b.ignore};
+        int rc = eng_copy_hash(&d, h, err);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* --exclude patterns as a matcher (NULL when none). */
+static int excludes_of(const bld_instr *in, struct bld_ignore **out, kiln_error **err)
+{
+    *out = NULL;
+    if ((in->kind != BLD_INSTR_COPY && in->kind != BLD_INSTR_ADD) || in->u.copy.excludes.n == 0)
+        return 0;
+    _cleanup_free_ char *text = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&text, &len);
+    if (m == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    for (size_t i = 0; i < in->u.copy.excludes.n; i++)
+        fprintf(m, "%s\n", in->u.copy.excludes.v[i]);
+    fclose(m);
+    int rc = bld_ignore_parse(out, text, len, err);
+    return rc < 0 ? kiln_error_wrap(err, "--exclude") : 0;
+}
+
+/* Produces the step's diff in t. */
+static int exec_step(eng_ctx *c, size_t si, size_t step, const bld_instr *in, stage_res *r,
+                     eng_copy_desc *cd, eng_step_tmp *t, kiln_error **err)
+{
+    if (in->kind == BLD_INSTR_RUN) {
+        const bld_stage *st = &c->plan->stages[si];
+        if (!same_platform(st->platform, c->plan->build_platform))
+            return kiln_error_set(err, KILN_ENOTSUP, 0,
+                                  "RUN for %s on a %s builder needs emulation, which is not "
+                                  "available",
+                                  st->platform, c->plan->build_platform);
+        return exec_run(c, si, step, in, r, t->diff, t->dir, err);
+    }
+    if (in->kind == BLD_INSTR_WORKDIR) {
+        char wd[ENG_PATH_MAX];
+        bld_instr tmp = *in;
+        tmp.workdir = in->u.str;
+        workdir_of(wd, r, &tmp);
+        bool created = false;
+        return eng_workdir_mkdir(wd, r->lowers, r->n_lowers, t->diff, &created, err);
+    }
+    cd->upper = t->diff;
+    cd->scratch = t->dir;
+    return eng_copy_exec(cd, err);
 }
 
 static int run_step(eng_ctx *c, size_t si, size_t step, const bld_instr *in, stage_res *r,
@@ -496,61 +575,56 @@ static int run_step(eng_ctx *c, size_t si, size_t step, const bld_instr *in, sta
         ev->step_started(ev->ud, si, step, in->original, in->line);
     if (eng_canceled(&c->b))
         return kiln_error_set(err, KILN_ECANCELED, 0, "build canceled");
+    bool is_copy = in->kind == BLD_INSTR_COPY || in->kind == BLD_INSTR_ADD;
 
-    /* Key: parent key + the expanded instruction (+ the sources it reads). */
+    /* Key: parent key + the expanded instruction + what it reads. */
     eng_copy_desc cd;
     _cleanup_free_ eng_copy_src *srcs =
-        calloc(in->kind == BLD_INSTR_RUN || in->kind == BLD_INSTR_COPY || in->kind == BLD_INSTR_ADD
-                   ? (fs_step(in->kind) && in->kind != BLD_INSTR_RUN ? in->u.copy.n_sources : 0) + 1
-                   : 1,
-               sizeof(*srcs));
+        calloc((is_copy ? in->u.copy.n_sources : 0) + 1, sizeof(*srcs));
     if (srcs == NULL)
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    struct bld_ignore *excl = NULL;
+    int rc = excludes_of(in, &excl, err);
+    if (rc < 0)
+        return rc;
     char dest[ENG_PATH_MAX];
     kiln_sha256 *h = kiln_sha256_new();
-    if (h == NULL)
+    if (h == NULL) {
+        bld_ignore_free(excl);
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    }
     kiln_sha256_update(h, r->key, strlen(r->key) + 1);
     eng_hash_instr(h, in);
-    int rc = 0;
-    if (in->kind == BLD_INSTR_COPY || in->kind == BLD_INSTR_ADD) {
+    if (is_copy) {
         rc = copy_desc(c, in, r, &cd, srcs, dest, err);
+        cd.exclude = excl;
         if (rc == 0)
             rc = eng_copy_hash(&cd, h, err);
+    } else if (in->kind == BLD_INSTR_RUN) {
+        rc = hash_run_inputs(c, in, h, err);
     }
     char key[KILN_DIGEST_STRLEN + 1];
     kiln_sha256_final_str(h, key);
     kiln_sha256_free(h);
+
+    eng_cached_step cs = {0};
+    bool cached = rc == 0 && !c->b.spec->no_cache && eng_cache_lookup(&c->b, key, &cs) == 1;
+    if (rc == 0 && !cached && fs_step(in->kind)) {
+        eng_step_tmp t = {0};
+        if ((rc = eng_step_begin(&c->b, &t, err)) == 0) {
+            rc = exec_step(c, si, step, in, r, &cd, &t, err);
+            if (rc == 0)
+                rc = eng_step_commit(&c->b, &t, key, &cs, err);
+            eng_step_abort(&t);
+        }
+    } else if (rc == 0 && !cached) {
+        rc = eng_cache_record_empty(&c->b, key, err);
+    }
+    bld_ignore_free(excl);
     if (rc < 0)
         return rc;
-
-    eng_cached_step cs;
-    bool cached = !c->b.spec->no_cache && eng_cache_lookup(&c->b, key, &cs) == 1;
-    if (!cached && fs_step(in->kind)) {
-        eng_step_tmp t = {0};
-        if ((rc = eng_step_begin(&c->b, &t, err)) < 0)
-            return rc;
-        if (in->kind == BLD_INSTR_RUN)
-            rc = exec_run(c, si, step, in, r, t.diff, t.dir, err);
-        else {
-            cd.upper = t.diff;
-            cd.scratch = t.dir;
-            rc = eng_copy_exec(&cd, err);
-        }
-        if (rc == 0)
-            rc = eng_step_commit(&c->b, &t, key, &cs, err);
-        eng_step_abort(&t);
-        if (rc < 0)
-            return rc;
-    } else if (!cached && (rc = eng_cache_record_empty(&c->b, key, err)) < 0) {
+    if (in->kind != BLD_INSTR_RUN && !is_copy && (rc = eng_apply_meta(r, in, err)) < 0)
         return rc;
-    }
-    if (!fs_step(in->kind)) {
-        cs.layer = false;
-        cs.size = 0;
-        if ((rc = eng_apply_meta(r, in, err)) < 0)
-            return rc;
-    }
     memcpy(r->key, key, sizeof(r->key));
     if (cs.layer && (eng_strv_push(&r->layers, cs.diff) < 0 || refresh_lowers(r) < 0))
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");

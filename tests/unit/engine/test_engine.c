@@ -220,9 +220,11 @@ KT_TEST(multi_stage_metadata_copy_run)
     KT_EXPECT_INT(cfg_is("app:1", ".config.ExposedPorts | keys", "[\"53/udp\",\"8080/tcp\"]"), 0);
     KT_EXPECT_INT(cfg_is("app:1", ".config.Labels", "{\"org.example.team\":\"kiln\"}"), 0);
     KT_EXPECT_INT(cfg_is("app:1", ".config.StopSignal", "\"SIGTERM\""), 0);
-    /* Base layer + COPY --from + COPY + RUN; metadata steps are empty_layer. */
-    KT_EXPECT_INT(cfg_is("app:1", ".rootfs.diff_ids | length", "4"), 0);
-    KT_EXPECT_INT(cfg_is("app:1", "[.history[] | select(.empty_layer != true)] | length", "4"), 0);
+    /* Base layer + WORKDIR (creates /app) + COPY --from + COPY + RUN;
+     * metadata steps are empty_layer. */
+    KT_EXPECT_INT(cfg_is("app:1", ".rootfs.diff_ids | length", "5"), 0);
+    KT_EXPECT_INT(cfg_is("app:1", "[.history[] | select(.empty_layer != true)] | length", "5"), 0);
+    KT_EXPECT_INT(cfg_is("app:1", "[.history[] | select(.empty_layer == true)] | length", "7"), 0);
     KT_EXPECT_INT(cfg_is("app:1", "[.history[] | select(.empty_layer == true) | .created_by][0]",
                          "\"ENV GREETING=\\\"hello world\\\" MODE=prod\""),
                   0);
@@ -275,12 +277,15 @@ KT_TEST(dockerignore_and_context_escape)
     seen s;
     bld_build_result res;
     kiln_error *err = NULL;
-    KT_REQUIRE(build(ctx, "FROM busybox:test\nCOPY . /ctx/\nCOPY *.txt /glob/\n", "ign:1", false,
-                     &s, &res, &err) == 0);
+    KT_REQUIRE(build(ctx,
+                     "FROM busybox:test\nCOPY . /ctx/\nCOPY *.txt /glob/\n"
+                     "COPY --exclude=**/*.md . /ex/\n",
+                     "ign:1", false, &s, &res, &err) == 0);
     KT_REQUIRE(unpack("ign:1", "b3") == 0);
     KT_EXPECT_INT(th_sh("cd %s/b3/rootfs && test -f ctx/keep.txt && test ! -e ctx/secret.key && "
                         "test ! -e ctx/logs/a.log && test -f ctx/logs/keep.md && "
-                        "test -f glob/keep.txt",
+                        "test -f glob/keep.txt && test -f ex/keep.txt && test -d ex/logs && "
+                        "test ! -e ex/logs/keep.md",
                         dir),
                   0);
 
@@ -385,6 +390,7 @@ KT_TEST(from_stage_onbuild_heredocs_add_archive_copy_from_image)
                      "RUN echo base > /base.txt\n"
                      "ONBUILD RUN echo trig > /trig.txt\n"
                      "FROM base\n"
+                     "WORKDIR /w/x\n"
                      "COPY --from=busybox:test /etc/group /from-image-group\n"
                      "ADD arch.tar.gz /unpacked/\n"
                      "RUN <<EOF\n"
@@ -414,6 +420,7 @@ KT_TEST(from_stage_onbuild_heredocs_add_archive_copy_from_image)
               dir),
         0);
     KT_EXPECT_INT(cfg_is("stage:1", ".config.OnBuild", "null"), 0);
+    KT_EXPECT_INT(th_sh("[ \"$(stat -c '%%u:%%g %%a' %s/b6/rootfs/w/x)\" = '0:0 755' ]", dir), 0);
     KT_EXPECT_INT(cfg_is("stage:1", ".config.Env | map(select(startswith(\"A=\")))", "[\"A=1\"]"),
                   0);
 }
