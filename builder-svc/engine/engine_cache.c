@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 
 #include "cleanup.h"
@@ -97,6 +98,18 @@ int eng_step_begin(eng_build *b, eng_step_tmp *t, kiln_error **err)
     snprintf(t->dir, sizeof(t->dir), "%s/tmp-XXXXXX", dir);
     if (mkdtemp(t->dir) == NULL)
         return kiln_error_set(err, KILN_EIO, errno, "mkdtemp %s", t->dir);
+    /* Held until the step is committed or aborted: eng_cache_cleanup() of
+     * another builder on this data dir leaves a locked tmp dir alone. */
+    int fd = open(t->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || flock(fd, LOCK_EX) < 0) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        rmdir(t->dir);
+        t->dir[0] = '\0';
+        return kiln_error_set(err, KILN_EIO, e, "lock step dir");
+    }
+    t->lock = fd + 1;
     if (snprintf(t->diff, sizeof(t->diff), "%s/diff", t->dir) >= (int)sizeof(t->diff))
         return kiln_error_set(err, KILN_EINVAL, 0, "data dir path too long");
     if (mkdir(t->diff, 0755) < 0) {
@@ -129,6 +142,9 @@ void eng_step_abort(eng_step_tmp *t)
     if (t->dir[0])
         eng_rmrf(t->dir);
     t->dir[0] = '\0';
+    if (t->lock > 0)
+        close(t->lock - 1);
+    t->lock = 0;
 }
 
 static uint64_t du_total;
@@ -211,6 +227,9 @@ void eng_cache_cleanup(const char *data_dir)
             continue;
         char p[ENG_PATH_MAX + 256];
         snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
+        _cleanup_close_ int fd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) < 0)
+            continue; /* a step being produced by a live builder */
         eng_rmrf(p);
     }
 }

@@ -43,9 +43,7 @@ void base_img_index(base_img *bi)
 void base_img_dispose(base_img *bi)
 {
     eng_stack_release(bi->stack);
-    if (bi->merged)
-        eng_rmrf(bi->merged);
-    free(bi->merged);
+    eng_tree_free(bi->merged);
     free(bi->ref);
     free(bi->manifest);
     free(bi->config);

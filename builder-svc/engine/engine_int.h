@@ -63,8 +63,14 @@ void eng_stack_release(eng_stack *s);
 size_t eng_stack_len(const eng_stack *s);
 const char *const *eng_stack_dirs(const eng_stack *s);
 
-/* Merges dirs (overlay form, bottom first) into the empty dir dst. */
-int eng_merge(const char *dst, const char *const *dirs, size_t n, kiln_error **err);
+/* A merged tree of layer dirs (overlay form, bottom first) for COPY --from,
+ * in a scratch dir under $DATA/sandbox locked against stale cleanup by other
+ * builders; removed by eng_tree_free (safe on NULL). */
+typedef struct eng_tree eng_tree;
+int eng_tree_merge(eng_tree **out, eng_build *b, const char *const *dirs, size_t n,
+                   kiln_error **err);
+const char *eng_tree_root(const eng_tree *t);
+void eng_tree_free(eng_tree *t);
 
 typedef enum eng_mount_type {
     ENG_MNT_BIND,
@@ -113,6 +119,7 @@ int eng_run(eng_build *b, const eng_run_desc *d, int *exit_code, kiln_error **er
 
 /* A step directory being produced: <data>/snapshots/steps/tmp-XXXXXX/diff. */
 typedef struct eng_step_tmp {
+    int lock;                /* flock on the tmp dir while the step runs (fd + 1; 0 none) */
     char dir[ENG_PATH_MAX];  /* tmp-XXXXXX */
     char diff[ENG_PATH_MAX]; /* its diff/ */
 } eng_step_tmp;

@@ -6,6 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "bld_sandbox.h"
 #include "bld_snapshot.h"
@@ -105,9 +109,61 @@ const char *const *eng_stack_dirs(const eng_stack *s)
     return s ? bld_snapshot_stack_dirs(s->s) : NULL;
 }
 
-int eng_merge(const char *dst, const char *const *dirs, size_t n, kiln_error **err)
+struct eng_tree {
+    char dir[ENG_PATH_MAX];  /* $DATA/sandbox/merge-XXXXXX */
+    char root[ENG_PATH_MAX]; /* dir/root */
+    int lock;                /* dir/.lock, flocked: bld_sandbox_cleanup_stale() skips it */
+};
+
+void eng_tree_free(eng_tree *t)
 {
-    return bld_layers_merge(dst, dirs, n, err);
+    if (t == NULL)
+        return;
+    eng_rmrf(t->dir);
+    if (t->lock >= 0)
+        close(t->lock);
+    free(t);
+}
+
+const char *eng_tree_root(const eng_tree *t)
+{
+    return t->root;
+}
+
+int eng_tree_merge(eng_tree **out, eng_build *b, const char *const *dirs, size_t n,
+                   kiln_error **err)
+{
+    eng_tree *t = calloc(1, sizeof(*t));
+    if (t == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    t->lock = -1;
+    snprintf(t->dir, sizeof(t->dir), "%s/sandbox", b->e->data_dir);
+    if (kiln_mkdir_p(t->dir, 0700, err) < 0) {
+        free(t);
+        return kiln_error_wrap(err, "merge");
+    }
+    snprintf(t->dir, sizeof(t->dir), "%s/sandbox/merge-XXXXXX", b->e->data_dir);
+    if (mkdtemp(t->dir) == NULL) {
+        int e = errno;
+        free(t);
+        return kiln_error_set(err, KILN_EIO, e, "mkdtemp under %s/sandbox", b->e->data_dir);
+    }
+    char lockp[ENG_PATH_MAX + 8];
+    snprintf(lockp, sizeof(lockp), "%s/.lock", t->dir);
+    int rc = 0;
+    if (snprintf(t->root, sizeof(t->root), "%s/root", t->dir) >= (int)sizeof(t->root))
+        rc = kiln_error_set(err, KILN_EINVAL, 0, "data dir path too long");
+    else if ((t->lock = open(lockp, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0 ||
+             flock(t->lock, LOCK_EX) < 0 || mkdir(t->root, 0755) < 0)
+        rc = kiln_error_set(err, KILN_EIO, errno, "prepare %s", t->dir);
+    if (rc == 0 && (rc = bld_layers_merge(t->root, dirs, n, err)) < 0)
+        kiln_error_wrap(err, "merge layers");
+    if (rc < 0) {
+        eng_tree_free(t);
+        return rc;
+    }
+    *out = t;
+    return 0;
 }
 
 typedef struct out_ctx {

@@ -25,10 +25,7 @@ void stage_res_dispose(stage_res *r)
     free(r->hist);
     cJSON_Delete(r->config);
     free(r->author);
-    if (r->merged) {
-        eng_rmrf(r->merged);
-        free(r->merged);
-    }
+    eng_tree_free(r->merged);
     free(r->lowers);
     memset(r, 0, sizeof(*r));
 }
@@ -159,21 +156,11 @@ static int merged_of(eng_ctx *c, size_t stage, const char **out, kiln_error **er
     if (!p->done)
         return kiln_error_set(err, KILN_EINTERNAL, 0, "stage %zu not built", stage);
     if (p->merged == NULL) {
-        char dir[ENG_PATH_MAX];
-        snprintf(dir, sizeof(dir), "%s/sandbox", c->b.e->data_dir);
-        if (kiln_mkdir_p(dir, 0700, err) < 0)
-            return kiln_error_wrap(err, "merge");
-        snprintf(dir, sizeof(dir), "%s/sandbox/merge-XXXXXX", c->b.e->data_dir);
-        if (mkdtemp(dir) == NULL)
-            return kiln_error_set(err, KILN_EIO, errno, "mkdtemp %s", dir);
-        p->merged = strdup(dir);
-        if (p->merged == NULL)
-            return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
-        int rc = eng_merge(p->merged, p->lowers, p->n_lowers, err);
+        int rc = eng_tree_merge(&p->merged, &c->b, p->lowers, p->n_lowers, err);
         if (rc < 0)
-            return kiln_error_wrap(err, "merge stage %zu", stage);
+            return kiln_error_wrap(err, "stage %zu", stage);
     }
-    *out = p->merged;
+    *out = eng_tree_root(p->merged);
     return 0;
 }
 
@@ -192,20 +179,10 @@ static int image_of(eng_ctx *c, const char *ref, bool merge, base_img **out, kil
     }
     if (bi->stack == NULL && (rc = eng_stack_acquire(&bi->stack, &c->b, bi->chain, err)) < 0)
         return rc;
-    if (merge && bi->merged == NULL) {
-        char dir[ENG_PATH_MAX];
-        snprintf(dir, sizeof(dir), "%s/sandbox", c->b.e->data_dir);
-        if (kiln_mkdir_p(dir, 0700, err) < 0)
-            return kiln_error_wrap(err, "merge");
-        snprintf(dir, sizeof(dir), "%s/sandbox/merge-XXXXXX", c->b.e->data_dir);
-        if (mkdtemp(dir) == NULL)
-            return kiln_error_set(err, KILN_EIO, errno, "mkdtemp %s", dir);
-        if ((bi->merged = strdup(dir)) == NULL)
-            return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
-        if ((rc = eng_merge(bi->merged, eng_stack_dirs(bi->stack), eng_stack_len(bi->stack), err)) <
-            0)
-            return kiln_error_wrap(err, "merge %s", ref);
-    }
+    if (merge && bi->merged == NULL &&
+        (rc = eng_tree_merge(&bi->merged, &c->b, eng_stack_dirs(bi->stack),
+                             eng_stack_len(bi->stack), err)) < 0)
+        return kiln_error_wrap(err, "%s", ref);
     *out = bi;
     return 0;
 }
@@ -456,7 +433,7 @@ static int copy_desc(eng_ctx *c, const bld_instr *in, stage_res *r, eng_copy_des
         int rc = image_of(c, cp->from, true, &bi, err);
         if (rc < 0)
             return rc;
-        d->src_root = bi->merged;
+        d->src_root = eng_tree_root(bi->merged);
     } else {
         if (c->b.spec->context_dir == NULL)
             return kiln_error_set(err, KILN_EINVAL, 0, "%s: no build context", d->what);

@@ -20,7 +20,7 @@ typedef struct base_img {
     char chain[KILN_DIGEST_STRLEN + 1]; /* snapshot chain, once unpacked */
     bool unpacked;
     eng_stack *stack; /* held once used by COPY --from or a mount */
-    char *merged;     /* its merged tree for COPY --from (lazy) */
+    eng_tree *merged; /* its merged tree for COPY --from (lazy) */
 } base_img;
 
 void base_img_index(base_img *bi);
@@ -40,7 +40,7 @@ typedef struct stage_res {
     char *author;
     char key[KILN_DIGEST_STRLEN + 1]; /* cache key of the last step */
     bool cmd_set;                     /* CMD given in this stage */
-    char *merged;                     /* merged rootfs for COPY --from / bind mounts (lazy) */
+    eng_tree *merged;                 /* merged rootfs for COPY --from (lazy) */
     const char **lowers;              /* stack dirs + layers, rebuilt as layers grow */
     size_t n_lowers;
 } stage_res;

@@ -10,7 +10,9 @@
 #include "events.h"
 #include "rpc.h"
 
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -423,6 +425,109 @@ KT_TEST(from_stage_onbuild_heredocs_add_archive_copy_from_image)
     KT_EXPECT_INT(th_sh("[ \"$(stat -c '%%u:%%g %%a' %s/b6/rootfs/w/x)\" = '0:0 755' ]", dir), 0);
     KT_EXPECT_INT(cfg_is("stage:1", ".config.Env | map(select(startswith(\"A=\")))", "[\"A=1\"]"),
                   0);
+}
+
+static atomic_bool cancel_flag;
+
+static void *cancel_later(void *arg)
+{
+    usleep(300 * 1000);
+    atomic_store(&cancel_flag, true);
+    return arg;
+}
+
+KT_TEST(cancel_and_run_timeout)
+{
+    if (engine == NULL)
+        return;
+    char *ctx = ctxdir("ctx7");
+    const char *tags[] = {"slow:1"};
+    bld_build_spec spec = {.context_dir = ctx,
+                           .dockerfile = "FROM busybox:test\nRUN echo start; sleep 30\n",
+                           .tags = tags,
+                           .n_tags = 1,
+                           .no_cache = true,
+                           .source_date_epoch = -1,
+                           .run_timeout_ms = 400};
+    bld_build_result res;
+    kiln_error *err = NULL;
+    unsigned long long t0 = kiln_now_ms();
+    KT_EXPECT_INT(bld_build(engine, &spec, NULL, &res, &err), KILN_ETIMEDOUT);
+    KT_EXPECT_INT(res.failed_line, 2);
+    kiln_error_free(&err);
+    spec.run_timeout_ms = 0;
+    spec.cancel = &cancel_flag;
+    pthread_t th;
+    KT_REQUIRE(pthread_create(&th, NULL, cancel_later, NULL) == 0);
+    KT_EXPECT_INT(bld_build(engine, &spec, NULL, &res, &err), KILN_ECANCELED);
+    pthread_join(th, NULL);
+    kiln_error_free(&err);
+    KT_EXPECT(kiln_now_ms() - t0 < 10000);
+    KT_EXPECT_INT(th_sh("skopeo inspect oci:%s/store:slow:1 >/dev/null 2>&1", data) != 0, 1);
+    /* No step dir or scratch dir is left behind. */
+    KT_EXPECT_INT(th_sh("! ls -d %s/snapshots/steps/tmp-* %s/sandbox/work-* %s/sandbox/merge-* "
+                        "2>/dev/null | grep -q .",
+                        data, data, data),
+                  0);
+}
+
+typedef struct par_build {
+    const char *df, *tag;
+    char ctx[600];
+    bld_build_result res;
+    int rc;
+} par_build;
+
+static void *par_run(void *arg)
+{
+    par_build *p = arg;
+    const char *tags[] = {p->tag};
+    bld_build_spec spec = {.context_dir = p->ctx,
+                           .dockerfile = p->df,
+                           .tags = tags,
+                           .n_tags = 1,
+                           .no_cache = true,
+                           .source_date_epoch = 1700000000};
+    kiln_error *err = NULL;
+    p->rc = bld_build(engine, &spec, NULL, &p->res, &err);
+    if (p->rc < 0)
+        fprintf(stderr, "%s: %s\n", p->tag, err->msg);
+    kiln_error_free(&err);
+    return NULL;
+}
+
+KT_TEST(concurrent_builds_match_sequential)
+{
+    if (engine == NULL)
+        return;
+    char *ctx = ctxdir("ctx8");
+    put(ctx, "f.txt", "concurrent");
+    const char *dfs[] = {
+        "FROM busybox:test\nCOPY f.txt /f\nRUN cat /f /f > /g\nCMD [\"cat\", \"/g\"]\n",
+        "FROM busybox:test AS a\nRUN echo a > /a\nFROM busybox:test\nCOPY --from=a /a /b\n",
+        "FROM busybox:test\nWORKDIR /w\nRUN echo w > w.txt && mkdir -p d/e\nUSER app\n",
+        "FROM scratch\nCOPY f.txt /only\nLABEL x=y\n",
+    };
+    par_build seq[4], par[4];
+    const char *stags[] = {"seq:0", "seq:1", "seq:2", "seq:3"};
+    const char *ptags[] = {"par:0", "par:1", "par:2", "par:3"};
+    for (int i = 0; i < 4; i++) {
+        seq[i] = (par_build){.df = dfs[i], .tag = stags[i]};
+        par[i] = (par_build){.df = dfs[i], .tag = ptags[i]};
+        snprintf(seq[i].ctx, sizeof(seq[i].ctx), "%s", ctx);
+        snprintf(par[i].ctx, sizeof(par[i].ctx), "%s", ctx);
+        par_run(&seq[i]);
+        KT_EXPECT_INT(seq[i].rc, 0);
+    }
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++)
+        KT_REQUIRE(pthread_create(&th[i], NULL, par_run, &par[i]) == 0);
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < 4; i++) {
+        KT_EXPECT_INT(par[i].rc, 0);
+        KT_EXPECT_STR(par[i].res.digest, seq[i].res.digest);
+    }
 }
 
 KT_TEST(teardown)
