@@ -342,7 +342,7 @@ KT_TEST(cache_rebuild_and_changed_source)
     put(ctx, "a.txt", "first");
     put(ctx, "b.txt", "other");
     const char *df = "FROM busybox:test\n"
-                     "RUN echo one > /one\n"
+                     "RUN --mount=type=cache,target=/c echo x >> /c/count && echo one > /one\n"
                      "COPY a.txt /a.txt\n"
                      "RUN cat /a.txt > /b.txt\n"
                      "COPY b.txt /c.txt\n"
@@ -361,6 +361,8 @@ KT_TEST(cache_rebuild_and_changed_source)
     KT_EXPECT_INT(s.cached, 5);
     KT_EXPECT(s.out_len == 0); /* no RUN output: nothing ran */
     KT_EXPECT_STR(r2.digest, r1.digest);
+    /* The cache mount saw exactly one run. */
+    KT_EXPECT_INT(th_sh("[ \"$(cat $(find %s/cache-mounts -name count) | wc -l)\" = 1 ]", data), 0);
     fprintf(stderr, "cached rebuild: %llu ms\n", (unsigned long long)r2.duration_ms);
 
     /* One COPY source changed: the steps before it stay cached, it and the
@@ -434,6 +436,55 @@ static void *cancel_later(void *arg)
     usleep(300 * 1000);
     atomic_store(&cancel_flag, true);
     return arg;
+}
+
+KT_TEST(run_mounts_secret_bind_tmpfs)
+{
+    if (engine == NULL)
+        return;
+    char *ctx = ctxdir("ctx9");
+    put(ctx, "conf/app.conf", "from-context");
+    char secret[700];
+    snprintf(secret, sizeof(secret), "%s/secret.txt", dir);
+    KT_REQUIRE(th_sh("printf s3cr3t > %s", secret) == 0);
+    bld_secret_src secrets[] = {{"tok", secret}};
+    const char *tags[] = {"mounts:1"};
+    bld_build_spec spec = {
+        .context_dir = ctx,
+        .dockerfile = "FROM busybox:test\n"
+                      "RUN --mount=type=secret,id=tok cat /run/secrets/tok; echo\n"
+                      "RUN --mount=type=bind,source=conf,target=/m cat /m/app.conf; echo\n"
+                      "RUN --mount=type=tmpfs,target=/t touch /t/x && ls /t\n",
+        .tags = tags,
+        .n_tags = 1,
+        .secrets = secrets,
+        .n_secrets = 1,
+        .source_date_epoch = -1,
+    };
+    seen s;
+    memset(&s, 0, sizeof(s));
+    bld_build_events ev = {.output = on_output, .step_done = on_step_done, .ud = &s};
+    bld_build_result res;
+    kiln_error *err = NULL;
+    int rc = bld_build(engine, &spec, &ev, &res, &err);
+    if (rc < 0)
+        fprintf(stderr, "build: %s\n", err->msg);
+    KT_REQUIRE(rc == 0);
+    KT_EXPECT(strstr(s.out, "1:s3cr3t\n") != NULL);
+    KT_EXPECT(strstr(s.out, "1:from-context\n") != NULL);
+    KT_EXPECT(strstr(s.out, "1:x\n") != NULL);
+    /* Nothing of the mounts is left in the image. */
+    KT_REQUIRE(unpack("mounts:1", "b9") == 0);
+    KT_EXPECT_INT(th_sh("cd %s/b9/rootfs && test ! -e run/secrets/tok && test ! -e m/app.conf && "
+                        "test ! -e t/x",
+                        dir),
+                  0);
+    /* A changed bind-mounted context file invalidates the RUN that reads it. */
+    put(ctx, "conf/app.conf", "changed");
+    memset(&s, 0, sizeof(s));
+    KT_REQUIRE(bld_build(engine, &spec, &ev, &res, &err) == 0);
+    KT_EXPECT_INT(res.steps_cached, 1);
+    KT_EXPECT(strstr(s.out, "1:changed\n") != NULL);
 }
 
 KT_TEST(cancel_and_run_timeout)
