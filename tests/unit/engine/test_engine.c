@@ -487,6 +487,120 @@ KT_TEST(run_mounts_secret_bind_tmpfs)
     KT_EXPECT(strstr(s.out, "1:changed\n") != NULL);
 }
 
+static void on_note(void *ud, const char *what)
+{
+    seen *s = ud;
+    int n = snprintf(s->out + s->out_len, sizeof(s->out) - s->out_len, "note:%s\n", what);
+    if (n > 0 && s->out_len + (size_t)n < sizeof(s->out))
+        s->out_len += (size_t)n;
+}
+
+/* ONBUILD triggers of a base image in the store run in the child build. */
+KT_TEST(onbuild_of_a_base_image)
+{
+    if (engine == NULL)
+        return;
+    char *ctx = ctxdir("ctx10");
+    seen s;
+    bld_build_result res;
+    kiln_error *err = NULL;
+    KT_REQUIRE(build(ctx, "FROM busybox:test\nONBUILD RUN echo triggered > /t\n", "onb:1", false,
+                     &s, &res, &err) == 0);
+    KT_EXPECT_INT(cfg_is("onb:1", ".config.OnBuild", "[\"RUN echo triggered > /t\"]"), 0);
+    KT_REQUIRE(build(ctx, "FROM onb:1\nRUN cat /t\n", "onb:2", false, &s, &res, &err) == 0);
+    KT_EXPECT(strstr(s.out, "1:triggered\n") != NULL);
+    KT_EXPECT_INT(cfg_is("onb:2", ".config.OnBuild", "null"), 0);
+}
+
+/* --push to a plain-HTTP docker-registry, then FROM that reference after the
+ * local tag is gone: the engine has the pusher pull it. */
+KT_TEST(push_then_pull_base)
+{
+    if (engine == NULL)
+        return;
+    if (th_sh("command -v docker-registry >/dev/null && command -v curl >/dev/null") != 0) {
+        fprintf(stderr, "skip push_then_pull_base: docker-registry or curl missing\n");
+        return;
+    }
+    int port = th_free_port();
+    KT_REQUIRE(th_sh("mkdir -p %s/registry && printf 'version: 0.1\\nlog: { level: error, "
+                     "accesslog: { disabled: true } }\\n"
+                     "storage: { filesystem: { rootdirectory: %s/registry } }\\n"
+                     "http: { addr: 127.0.0.1:%d }\\n' > %s/registry.yml",
+                     dir, dir, port, dir) == 0);
+    char yml[700];
+    snprintf(yml, sizeof(yml), "%s/registry.yml", dir);
+    char regbin[512] = "";
+    FILE *pf = popen("command -v docker-registry", "r");
+    if (pf == NULL || fgets(regbin, sizeof(regbin), pf) == NULL)
+        regbin[0] = '\0';
+    if (pf)
+        pclose(pf);
+    regbin[strcspn(regbin, "\n")] = '\0';
+    char *argv[] = {regbin, "serve", yml, NULL};
+    th_proc reg = {0};
+    KT_REQUIRE(th_spawn(&reg, dir, "registry", argv) == 0);
+    int up = 1;
+    for (int i = 0; i < 100 && up != 0; i++) {
+        up = th_sh("curl -fs http://127.0.0.1:%d/v2/ >/dev/null", port);
+        if (up != 0)
+            usleep(100 * 1000);
+    }
+    char ref[128];
+    snprintf(ref, sizeof(ref), "127.0.0.1:%d/team/base:1", port);
+    char *ctx = ctxdir("ctx11");
+    const char *tags[] = {ref};
+    bld_build_spec spec = {.context_dir = ctx,
+                           .dockerfile = "FROM busybox:test\nRUN echo pushed > /p\n",
+                           .tags = tags,
+                           .n_tags = 1,
+                           .push = true,
+                           .registry_insecure = true,
+                           .source_date_epoch = -1};
+    seen s;
+    memset(&s, 0, sizeof(s));
+    bld_build_events ev = {.output = on_output, .note = on_note, .ud = &s};
+    bld_build_result res;
+    kiln_error *err = NULL;
+    int rc = up == 0 ? bld_build(engine, &spec, &ev, &res, &err) : -1;
+    if (rc < 0 && err)
+        fprintf(stderr, "build: %s\n", err->msg);
+    kiln_error_free(&err);
+    KT_EXPECT_INT(rc, 0);
+    if (rc == 0) {
+        KT_EXPECT_INT(
+            th_sh("[ \"$(skopeo inspect --tls-verify=false docker://%s | jq -r .Digest)\" "
+                  "= %s ]",
+                  ref, res.digest),
+            0);
+        /* Forget the local tag; the next FROM must pull it. */
+        kiln_req req = KILN__V1__REQUEST__INIT;
+        Kiln__V1__RemoveRequest rr = KILN__V1__REMOVE_REQUEST__INIT;
+        rr.ref = ref;
+        req.body_case = KILN__V1__REQUEST__BODY_REMOVE;
+        req.remove = &rr;
+        kiln_reply *r = NULL;
+        KT_REQUIRE(kiln_rpc_call(client, &req, &r, 10000, &err) == 0);
+        kiln_rpc_reply_free(r);
+        KT_REQUIRE(th_sh("skopeo inspect oci:%s/store:%s >/dev/null 2>&1", data, ref) != 0);
+        char df[256];
+        snprintf(df, sizeof(df), "FROM %s\nRUN cat /p\n", ref);
+        const char *tags2[] = {"pulled:1"};
+        spec.dockerfile = df;
+        spec.tags = tags2;
+        spec.push = false;
+        memset(&s, 0, sizeof(s));
+        rc = bld_build(engine, &spec, &ev, &res, &err);
+        if (rc < 0)
+            fprintf(stderr, "build: %s\n", err->msg);
+        kiln_error_free(&err);
+        KT_EXPECT_INT(rc, 0);
+        KT_EXPECT(strstr(s.out, "note:pulling ") != NULL);
+        KT_EXPECT(strstr(s.out, "1:pushed\n") != NULL);
+    }
+    th_stop(&reg, 5000, NULL);
+}
+
 KT_TEST(cancel_and_run_timeout)
 {
     if (engine == NULL)
