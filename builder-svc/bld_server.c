@@ -2,6 +2,8 @@
  * thread that probes it, so Status and /readyz answer from the last probe
  * instead of blocking on the pusher. */
 #include "bld_server.h"
+#include "bld_build_job.h"
+#include "bld_engine.h"
 #include "config.h"
 #include "log.h"
 #include "plan.h"
@@ -20,6 +22,8 @@ struct bld_server {
     kiln_service *svc;
     char *pusher_url;
     kiln_rpc_client *pusher;
+    bld_engine *engine;
+    bld_builds *builds;
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -99,6 +103,11 @@ int bld_server_new(bld_server **out, const kiln_service_opts *o, const char *pus
         bld_server_free(b);
         return kiln_error_wrap(err, "pusher client");
     }
+    if ((r = bld_engine_new(&b->engine, o->data_dir, b->pusher, err)) < 0 ||
+        (r = bld_builds_new(&b->builds, b->engine, err)) < 0) {
+        bld_server_free(b);
+        return r;
+    }
     if (pthread_create(&b->monitor, NULL, monitor_main, b) != 0) {
         bld_server_free(b);
         return kiln_error_set(err, KILN_ENOSPC, 0, "cannot start pusher monitor");
@@ -119,6 +128,8 @@ void bld_server_free(bld_server *b)
         pthread_mutex_unlock(&b->mu);
         pthread_join(b->monitor, NULL);
     }
+    bld_builds_free(b->builds);
+    bld_engine_free(b->engine);
     kiln_rpc_client_free(b->pusher);
     free(b->pusher_url);
     pthread_mutex_destroy(&b->mu);
@@ -144,9 +155,10 @@ kiln_rpc_client *bld_server_pusher(bld_server *b)
 static void checks(void *user, Kiln__V1__Check ***out, size_t *n, kiln_arena *a)
 {
     bld_server *b = user;
-    Kiln__V1__Check **list = kiln_arena_calloc(a, 1, sizeof(*list));
+    Kiln__V1__Check **list = kiln_arena_calloc(a, 2, sizeof(*list));
     Kiln__V1__Check *c = kiln_arena_alloc(a, sizeof(*c));
-    if (list == NULL || c == NULL)
+    Kiln__V1__Check *sb = kiln_arena_alloc(a, sizeof(*sb));
+    if (list == NULL || c == NULL || sb == NULL)
         return;
     kiln__v1__check__init(c);
     char detail[256];
@@ -154,8 +166,16 @@ static void checks(void *user, Kiln__V1__Check ***out, size_t *n, kiln_arena *a)
     c->ok = bld_server_pusher_ok(b, detail, sizeof(detail));
     c->detail = kiln_arena_strdup(a, detail);
     list[0] = c;
+    /* The sandbox preflight: which isolation and rootfs mode RUN uses, and
+     * exactly what is missing. */
+    kiln__v1__check__init(sb);
+    const char *pf = bld_engine_preflight_json(b->engine);
+    sb->name = "sandbox";
+    sb->ok = pf && strstr(pf, "\"usable\":true") != NULL;
+    sb->detail = kiln_arena_strdup(a, pf ? pf : "{}");
+    list[1] = sb;
     *out = list;
-    *n = 1;
+    *n = 2;
 }
 
 static void metrics(void *user, kiln_buf *out)
@@ -167,6 +187,13 @@ static void metrics(void *user, kiln_buf *out)
         "# TYPE kiln_builder_pusher_up gauge\n"
         "kiln_builder_pusher_up %d\n",
         bld_server_pusher_ok(b, NULL, 0) ? 1 : 0);
+    bld_builds_metrics(b->builds, out);
+}
+
+static void drain(void *user)
+{
+    bld_server *b = user;
+    bld_builds_drain(b->builds, 30000);
 }
 
 /* Dockerfiles larger than this are refused (the RPC size limit is lower
@@ -215,8 +242,35 @@ static int m_plan(void *user, const kiln_req *req, kiln_reply *reply, kiln_arena
     return 0;
 }
 
+static int m_build(void *user, const kiln_req *req, kiln_reply *reply, kiln_arena *a,
+                   kiln_error **err)
+{
+    bld_server *b = user;
+    return bld_builds_accept(b->builds, req, reply, a, err);
+}
+
+static int m_cancel(void *user, const kiln_req *req, kiln_reply *reply, kiln_arena *a,
+                    kiln_error **err)
+{
+    bld_server *b = user;
+    bool was = false;
+    int r = bld_builds_cancel(b->builds, req->cancel->job_id, &was, err);
+    if (r < 0)
+        return r;
+    Kiln__V1__CancelReply *cr = kiln_arena_alloc(a, sizeof(*cr));
+    if (cr == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    kiln__v1__cancel_reply__init(cr);
+    cr->was_running = was;
+    reply->body_case = KILN__V1__REPLY__BODY_CANCEL_REPLY;
+    reply->cancel_reply = cr;
+    return 0;
+}
+
 static const kiln_rpc_method methods[] = {
     {KILN__V1__REQUEST__BODY_PLAN, "Plan", m_plan, 0, NULL},
+    {KILN__V1__REQUEST__BODY_BUILD, "Build", m_build, KILN_RPC_MUTATING, NULL},
+    {KILN__V1__REQUEST__BODY_CANCEL, "Cancel", m_cancel, KILN_RPC_MUTATING, NULL},
 };
 
 const kiln_rpc_method *bld_server_methods(bld_server *b, size_t *n)
@@ -227,10 +281,11 @@ const kiln_rpc_method *bld_server_methods(bld_server *b, size_t *n)
 
 void bld_server_hooks(bld_server *b, kiln_service_hooks *out)
 {
-    *out = (kiln_service_hooks){.checks = checks, .metrics = metrics, .user = b};
+    *out = (kiln_service_hooks){.checks = checks, .metrics = metrics, .drain = drain, .user = b};
 }
 
 void bld_server_attach(bld_server *b, kiln_service *svc)
 {
     b->svc = svc;
+    bld_builds_attach(b->builds, kiln_service_events(svc));
 }

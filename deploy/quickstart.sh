@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Kiln's main job on a fresh Debian 12 machine, as root:
 #   deploy/quickstart.sh         install deps, build, install, start a local registry
-#                                and both services, show `kiln status`
+#                                and both services, import a busybox base image, build
+#                                examples/hello, push it to the registry, show the
+#                                pushed manifest
 #   deploy/quickstart.sh stop    stop what `start` started
 # Idempotent: running it again rebuilds and restarts the services.
 # Environment: KILN_DATA (default /var/lib/kiln), KILN_REGISTRY_PORT (5000),
@@ -86,7 +88,28 @@ done
 
 say "kiln status"
 kiln status
-say "registry"
+
+say "importing a busybox base image (Debian's busybox-static; no network needed)"
+BB=$KILN_DATA/tmp/busybox-rootfs
+rm -rf "$BB"
+mkdir -p "$BB/bin" "$BB/etc" "$BB/tmp" "$BB/root" "$BB/usr/local/bin"
+cp /bin/busybox "$BB/bin/busybox"
+for a in $("$BB/bin/busybox" --list-full); do
+    mkdir -p "$BB/$(dirname "$a")"; [ -e "$BB/$a" ] || ln -s /bin/busybox "$BB/$a"
+done
+printf 'root:x:0:0:root:/root:/bin/sh\n' > "$BB/etc/passwd"
+printf 'root:x:0:\n' > "$BB/etc/group"
+chmod 1777 "$BB/tmp"
+kiln import --quiet "$BB" busybox:local
+
+IMAGE=127.0.0.1:$REG_PORT/examples/hello:1
+say "building examples/hello as $IMAGE and pushing it"
+kiln build --progress=plain --push --tls-verify=false -t "$IMAGE" examples/hello
+
+say "the pushed manifest, from the registry"
+curl -fsS -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+    "http://127.0.0.1:$REG_PORT/v2/examples/hello/manifests/1"
+echo
 curl -fsS "http://127.0.0.1:$REG_PORT/v2/_catalog"
 say "health and metrics"
 echo "pusher  /readyz: $(curl -s "http://127.0.0.1:$HTTP_PORT/readyz" | tr '\n' ' ')"
@@ -94,8 +117,9 @@ echo "builder /readyz: $(curl -s "http://127.0.0.1:$((HTTP_PORT + 1))/readyz" | 
 curl -s "http://127.0.0.1:$HTTP_PORT/metrics" | grep '^kiln_rpc_requests_total' || true
 cat <<MSG
 
-Kiln is running: logs in $LOG, sockets in $RUN.
+Kiln is running: logs in $LOG, sockets in $RUN, a registry on 127.0.0.1:$REG_PORT.
   kiln status            health of both services
+  kiln images            the image store
   kiln events            follow every job
   $top/deploy/quickstart.sh stop    stop the services and the registry
 MSG

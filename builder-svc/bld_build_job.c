@@ -1,0 +1,476 @@
+/* The Build and Cancel RPCs of kiln-builder: a build is accepted at once as a
+ * job and run by the engine (builder-svc/engine) on the job runner, its
+ * progress turned into "build.<job>" events.  RUN output is batched: a batch
+ * goes out when it holds OUT_BATCH_LINES lines, when a step ends, or at the
+ * latest OUT_FLUSH_MS after its first line (a small flusher thread per build),
+ * so a chatty RUN costs a few events per second and a quiet one still shows
+ * its lines promptly. */
+#include "bld_build_job.h"
+#include "bld_engine.h"
+#include "cleanup.h"
+#include "config.h"
+#include "log.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#define OUT_BATCH_LINES 64
+#define OUT_FLUSH_MS    100
+#define MAX_RUNNING     64
+
+typedef struct running {
+    char id[KILN_JOB_ID_MAX + 1];
+    atomic_bool *cancel;
+} running;
+
+struct bld_builds {
+    bld_engine *engine;
+    kiln_events *events;
+    kiln_jobs *jobs;
+    pthread_mutex_t mu;
+    running run[MAX_RUNNING];
+    uint64_t started, succeeded, failed, steps_run, steps_cached;
+};
+
+typedef struct build_ctx {
+    bld_builds *b;
+    kiln_job *job;
+    kiln_req *req; /* owned copy */
+    atomic_bool cancel;
+    unsigned long long t0;
+
+    /* output batch */
+    pthread_mutex_t out_mu;
+    pthread_cond_t out_cv;
+    pthread_t flusher;
+    bool flusher_on, stop;
+    Kiln__V1__LogLine lines[OUT_BATCH_LINES];
+    Kiln__V1__LogLine *line_ptrs[OUT_BATCH_LINES];
+    char *texts[OUT_BATCH_LINES];
+    size_t n_lines;
+    uint32_t out_stage, out_step;
+    unsigned long long first_ms;
+} build_ctx;
+
+/* ---- output batching ---- */
+
+static void flush_locked(build_ctx *c)
+{
+    if (c->n_lines == 0)
+        return;
+    Kiln__V1__BuildOutput o = KILN__V1__BUILD_OUTPUT__INIT;
+    o.stage = c->out_stage;
+    o.step = c->out_step;
+    o.lines = c->line_ptrs;
+    o.n_lines = c->n_lines;
+    kiln_event e = KILN__V1__EVENT__INIT;
+    e.payload_case = KILN__V1__EVENT__PAYLOAD_OUTPUT;
+    e.output = &o;
+    kiln_job_emit(c->job, &e, NULL);
+    for (size_t i = 0; i < c->n_lines; i++) {
+        free(c->texts[i]);
+        c->texts[i] = NULL;
+    }
+    c->n_lines = 0;
+}
+
+static void *flusher_main(void *arg)
+{
+    build_ctx *c = arg;
+    pthread_mutex_lock(&c->out_mu);
+    while (!c->stop) {
+        struct timespec dl;
+        clock_gettime(CLOCK_REALTIME, &dl);
+        dl.tv_nsec += OUT_FLUSH_MS * 1000000L;
+        if (dl.tv_nsec >= 1000000000L) {
+            dl.tv_sec++;
+            dl.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&c->out_cv, &c->out_mu, &dl);
+        if (c->n_lines && kiln_now_ms() - c->first_ms >= OUT_FLUSH_MS)
+            flush_locked(c);
+    }
+    flush_locked(c);
+    pthread_mutex_unlock(&c->out_mu);
+    return NULL;
+}
+
+static void ev_output(void *ud, size_t stage, size_t step, int stream, const char *line, size_t len)
+{
+    build_ctx *c = ud;
+    pthread_mutex_lock(&c->out_mu);
+    if (c->n_lines && (c->out_stage != stage || c->out_step != step))
+        flush_locked(c);
+    char *t = strndup(line, len);
+    if (t) {
+        Kiln__V1__LogLine *l = &c->lines[c->n_lines];
+        kiln__v1__log_line__init(l);
+        l->stream =
+            stream == 2 ? KILN__V1__LOG_LINE__STREAM__STDERR : KILN__V1__LOG_LINE__STREAM__STDOUT;
+        l->text = t;
+        c->texts[c->n_lines] = t;
+        c->line_ptrs[c->n_lines] = l;
+        if (c->n_lines++ == 0)
+            c->first_ms = kiln_now_ms();
+        c->out_stage = (uint32_t)stage;
+        c->out_step = (uint32_t)step;
+    }
+    if (c->n_lines == OUT_BATCH_LINES)
+        flush_locked(c);
+    pthread_mutex_unlock(&c->out_mu);
+}
+
+static void flush(build_ctx *c)
+{
+    pthread_mutex_lock(&c->out_mu);
+    flush_locked(c);
+    pthread_mutex_unlock(&c->out_mu);
+}
+
+/* ---- other events ---- */
+
+static void emit(build_ctx *c, kiln_event *e)
+{
+    flush(c); /* keep output before the event that follows it */
+    kiln_job_emit(c->job, e, NULL);
+}
+
+static void ev_stage_started(void *ud, size_t stage, const char *name, const char *base)
+{
+    Kiln__V1__BuildStageStarted s = KILN__V1__BUILD_STAGE_STARTED__INIT;
+    s.stage = (uint32_t)stage;
+    s.name = (char *)(name ? name : "");
+    s.base_image = (char *)(base ? base : "");
+    kiln_event e = KILN__V1__EVENT__INIT;
+    e.payload_case = KILN__V1__EVENT__PAYLOAD_STAGE_STARTED;
+    e.stage_started = &s;
+    emit(ud, &e);
+}
+
+static void ev_step_started(void *ud, size_t stage, size_t step, const char *text, int line)
+{
+    Kiln__V1__BuildStepStarted s = KILN__V1__BUILD_STEP_STARTED__INIT;
+    s.stage = (uint32_t)stage;
+    s.step = (uint32_t)step;
+    s.text = (char *)(text ? text : "");
+    s.line = line;
+    kiln_event e = KILN__V1__EVENT__INIT;
+    e.payload_case = KILN__V1__EVENT__PAYLOAD_STEP_STARTED;
+    e.step_started = &s;
+    emit(ud, &e);
+}
+
+static void ev_step_done(void *ud, size_t stage, size_t step, bool cached, const char *key,
+                         uint64_t layer_bytes, uint64_t duration_ms)
+{
+    build_ctx *c = ud;
+    Kiln__V1__BuildStepDone s = KILN__V1__BUILD_STEP_DONE__INIT;
+    s.stage = (uint32_t)stage;
+    s.step = (uint32_t)step;
+    s.cached = cached;
+    s.cache_key = (char *)(key ? key : "");
+    s.layer_bytes = layer_bytes;
+    s.duration_ms = duration_ms;
+    kiln_event e = KILN__V1__EVENT__INIT;
+    e.payload_case = KILN__V1__EVENT__PAYLOAD_STEP_DONE;
+    e.step_done = &s;
+    emit(c, &e);
+}
+
+static void ev_stage_done(void *ud, size_t stage)
+{
+    Kiln__V1__BuildStageDone s = KILN__V1__BUILD_STAGE_DONE__INIT;
+    s.stage = (uint32_t)stage;
+    kiln_event e = KILN__V1__EVENT__INIT;
+    e.payload_case = KILN__V1__EVENT__PAYLOAD_STAGE_DONE;
+    e.stage_done = &s;
+    emit(ud, &e);
+}
+
+static void ev_note(void *ud, const char *what)
+{
+    build_ctx *c = ud;
+    flush(c);
+    kiln_job_progress(c->job, what, 0, 0, NULL);
+}
+
+/* ---- the job ---- */
+
+static void registry(bld_builds *b, build_ctx *c, bool add)
+{
+    pthread_mutex_lock(&b->mu);
+    for (int i = 0; i < MAX_RUNNING; i++) {
+        if (add && b->run[i].cancel == NULL) {
+            snprintf(b->run[i].id, sizeof(b->run[i].id), "%s", kiln_job_id(c->job));
+            b->run[i].cancel = &c->cancel;
+            break;
+        }
+        if (!add && b->run[i].cancel == &c->cancel) {
+            b->run[i].cancel = NULL;
+            b->run[i].id[0] = '\0';
+            break;
+        }
+    }
+    pthread_mutex_unlock(&b->mu);
+}
+
+static void ctx_free(build_ctx *c)
+{
+    if (c->flusher_on) {
+        pthread_mutex_lock(&c->out_mu);
+        c->stop = true;
+        pthread_cond_broadcast(&c->out_cv);
+        pthread_mutex_unlock(&c->out_mu);
+        pthread_join(c->flusher, NULL);
+    }
+    registry(c->b, c, false);
+    kiln_job_release(c->job);
+    if (c->req)
+        kiln__v1__request__free_unpacked(c->req, NULL);
+    pthread_mutex_destroy(&c->out_mu);
+    pthread_cond_destroy(&c->out_cv);
+    free(c);
+}
+
+static void run_build(void *arg)
+{
+    build_ctx *c = arg;
+    const Kiln__V1__BuildRequest *q = c->req->build;
+    _cleanup_free_ bld_secret_src *secrets = calloc(q->n_secrets + 1, sizeof(*secrets));
+    for (size_t i = 0; secrets && i < q->n_secrets; i++)
+        secrets[i] = (bld_secret_src){q->secrets[i]->id, q->secrets[i]->path};
+    bld_build_spec spec = {
+        .context_dir = q->context_dir,
+        .dockerfile = q->dockerfile,
+        .filename = *q->filename ? q->filename : NULL,
+        .tags = (const char *const *)q->tags,
+        .n_tags = q->n_tags,
+        .build_args = (const char *const *)q->build_args,
+        .n_build_args = q->n_build_args,
+        .target = *q->target ? q->target : NULL,
+        .platform = *q->platform ? q->platform : NULL,
+        .no_cache = q->no_cache,
+        .network = strcmp(q->network, "none") == 0   ? BLD_NETMODE_NONE
+                   : strcmp(q->network, "host") == 0 ? BLD_NETMODE_HOST
+                                                     : BLD_NETMODE_DEFAULT,
+        .secrets = secrets,
+        .n_secrets = secrets ? q->n_secrets : 0,
+        .push = q->push,
+        .registry_insecure = q->insecure,
+        .source_date_epoch = q->source_date_epoch ? q->source_date_epoch : -1,
+        .cancel = &c->cancel,
+    };
+    bld_build_events ev = {ev_stage_started, ev_step_started, ev_output, ev_step_done,
+                           ev_stage_done,    ev_note,         c};
+    bld_build_result res;
+    memset(&res, 0, sizeof(res));
+    kiln_error *err = NULL;
+    int r = bld_build(c->b->engine, &spec, &ev, &res, &err);
+    flush(c);
+    bld_builds *b = c->b;
+    if (r < 0) {
+        kiln_code code = err ? err->code : (kiln_code)r;
+        Kiln__V1__Status st = KILN__V1__STATUS__INIT;
+        st.code = (Kiln__V1__Code)kiln_code_to_wire(code);
+        st.message = err ? err->msg : (char *)kiln_code_name(code);
+        Kiln__V1__JobFailed f = KILN__V1__JOB_FAILED__INIT;
+        f.error = &st;
+        f.line = res.failed_line;
+        f.instruction = res.failed_text;
+        kiln_event e = KILN__V1__EVENT__INIT;
+        e.payload_case = KILN__V1__EVENT__PAYLOAD_FAILED;
+        e.failed = &f;
+        kiln_job_emit(c->job, &e, NULL);
+        kiln_warn("build", "build %s failed: %s", kiln_job_id(c->job), st.message);
+        pthread_mutex_lock(&b->mu);
+        b->failed++;
+        pthread_mutex_unlock(&b->mu);
+    } else {
+        Kiln__V1__BuildResult br = KILN__V1__BUILD_RESULT__INIT;
+        br.digest = res.digest;
+        br.tags = q->tags;
+        br.n_tags = q->n_tags;
+        br.layers = (uint32_t)res.n_layers;
+        br.size = res.size;
+        br.duration_ms = res.duration_ms;
+        br.steps_run = res.steps_run;
+        br.steps_cached = res.steps_cached;
+        char summary[256];
+        snprintf(summary, sizeof(summary),
+                 "built %s: %zu layer(s), %u step(s) run, %u cached, %.2fs", res.digest,
+                 res.n_layers, res.steps_run, res.steps_cached,
+                 (double)(kiln_now_ms() - c->t0) / 1000.0);
+        Kiln__V1__JobCompleted done = KILN__V1__JOB_COMPLETED__INIT;
+        done.summary = summary;
+        done.digest = res.digest;
+        done.build = &br;
+        kiln_event e = KILN__V1__EVENT__INIT;
+        e.payload_case = KILN__V1__EVENT__PAYLOAD_COMPLETED;
+        e.completed = &done;
+        kiln_job_emit(c->job, &e, NULL);
+        kiln_info("build", "build %s: %s", kiln_job_id(c->job), summary);
+        pthread_mutex_lock(&b->mu);
+        b->succeeded++;
+        b->steps_run += res.steps_run;
+        b->steps_cached += res.steps_cached;
+        pthread_mutex_unlock(&b->mu);
+    }
+    kiln_error_free(&err);
+    ctx_free(c);
+}
+
+int bld_builds_accept(bld_builds *b, const kiln_req *req, kiln_reply *reply, kiln_arena *a,
+                      kiln_error **err)
+{
+    const Kiln__V1__BuildRequest *q = req->build;
+    pthread_mutex_lock(&b->mu);
+    bool ready = b->events != NULL;
+    pthread_mutex_unlock(&b->mu);
+    if (!ready)
+        return kiln_error_set(err, KILN_EUNAVAIL, 0, "the builder is still starting");
+    struct stat st;
+    if (q->context_dir == NULL || q->context_dir[0] != '/')
+        return kiln_error_set(err, KILN_EINVAL, 0, "build context must be an absolute path");
+    if (stat(q->context_dir, &st) < 0 || !S_ISDIR(st.st_mode))
+        return kiln_error_set(err, KILN_EINVAL, 0,
+                              "build context %s is not a directory on the "
+                              "builder's host",
+                              q->context_dir);
+    if (q->dockerfile == NULL || q->dockerfile[0] == '\0')
+        return kiln_error_set(err, KILN_EINVAL, 0, "empty Dockerfile");
+    if (*q->network && strcmp(q->network, "host") && strcmp(q->network, "none"))
+        return kiln_error_set(err, KILN_EINVAL, 0, "network must be host or none");
+    build_ctx *c = calloc(1, sizeof(*c));
+    if (c == NULL || (c->req = kiln_req_dup(req)) == NULL) {
+        free(c);
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    }
+    c->b = b;
+    c->t0 = kiln_now_ms();
+    pthread_mutex_init(&c->out_mu, NULL);
+    pthread_cond_init(&c->out_cv, NULL);
+    char desc[600];
+    snprintf(desc, sizeof(desc), "build %s%s%s", q->context_dir, q->n_tags ? " as " : "",
+             q->n_tags ? q->tags[0] : "");
+    int r = kiln_job_start(&c->job, b->events, "build", "build", desc, err);
+    if (r < 0) {
+        kiln__v1__request__free_unpacked(c->req, NULL);
+        pthread_mutex_destroy(&c->out_mu);
+        pthread_cond_destroy(&c->out_cv);
+        free(c);
+        return r;
+    }
+    registry(b, c, true);
+    c->flusher_on = pthread_create(&c->flusher, NULL, flusher_main, c) == 0;
+    Kiln__V1__JobAccepted *ja = kiln_arena_alloc(a, sizeof(*ja));
+    if (ja == NULL) {
+        ctx_free(c);
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    }
+    kiln__v1__job_accepted__init(ja);
+    ja->job_id = kiln_arena_strdup(a, kiln_job_id(c->job));
+    ja->topic = kiln_arena_printf(a, "build.%s", ja->job_id);
+    if ((r = kiln_jobs_submit(b->jobs, run_build, c, err)) < 0) {
+        kiln_job_fail(c->job, (kiln_code)r, (*err)->msg, NULL);
+        ctx_free(c);
+        return r;
+    }
+    pthread_mutex_lock(&b->mu);
+    b->started++;
+    pthread_mutex_unlock(&b->mu);
+    kiln_info("build", "build %s accepted: %s", ja->job_id, desc);
+    reply->body_case = KILN__V1__REPLY__BODY_JOB_ACCEPTED;
+    reply->job_accepted = ja;
+    return 0;
+}
+
+int bld_builds_cancel(bld_builds *b, const char *job_id, bool *was_running, kiln_error **err)
+{
+    if (!kiln_job_id_valid(job_id))
+        return kiln_error_set(err, KILN_EINVAL, 0, "invalid job id");
+    *was_running = false;
+    pthread_mutex_lock(&b->mu);
+    for (int i = 0; i < MAX_RUNNING; i++)
+        if (b->run[i].cancel && strcmp(b->run[i].id, job_id) == 0) {
+            atomic_store(b->run[i].cancel, true);
+            *was_running = true;
+        }
+    pthread_mutex_unlock(&b->mu);
+    if (*was_running)
+        kiln_info("build", "build %s: cancel requested", job_id);
+    return 0;
+}
+
+int bld_builds_new(bld_builds **out, bld_engine *engine, kiln_error **err)
+{
+    bld_builds *b = calloc(1, sizeof(*b));
+    if (b == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    b->engine = engine;
+    pthread_mutex_init(&b->mu, NULL);
+    int r = kiln_jobs_new(&b->jobs, 4, err);
+    if (r < 0) {
+        pthread_mutex_destroy(&b->mu);
+        free(b);
+        return r;
+    }
+    *out = b;
+    return 0;
+}
+
+void bld_builds_attach(bld_builds *b, kiln_events *events)
+{
+    pthread_mutex_lock(&b->mu);
+    b->events = events;
+    pthread_mutex_unlock(&b->mu);
+}
+
+void bld_builds_drain(bld_builds *b, int grace_ms)
+{
+    /* Stop now rather than leave a RUN going after SIGTERM: each build's RUN
+     * process tree dies with its PID namespace and the build ends
+     * failed(CANCELLED), which followers see. */
+    pthread_mutex_lock(&b->mu);
+    unsigned n = 0;
+    for (int i = 0; i < MAX_RUNNING; i++)
+        if (b->run[i].cancel) {
+            atomic_store(b->run[i].cancel, true);
+            n++;
+        }
+    pthread_mutex_unlock(&b->mu);
+    if (n)
+        kiln_info("build", "cancelling %u running build(s)", n);
+    kiln_jobs_drain(b->jobs, grace_ms);
+}
+
+void bld_builds_free(bld_builds *b)
+{
+    if (b == NULL)
+        return;
+    kiln_jobs_free(b->jobs);
+    pthread_mutex_destroy(&b->mu);
+    free(b);
+}
+
+void bld_builds_metrics(bld_builds *b, kiln_buf *out)
+{
+    pthread_mutex_lock(&b->mu);
+    kiln_buf_printf(out, NULL,
+                    "# HELP kiln_builder_builds_total Builds, by outcome.\n"
+                    "# TYPE kiln_builder_builds_total counter\n"
+                    "kiln_builder_builds_total{outcome=\"started\"} %llu\n"
+                    "kiln_builder_builds_total{outcome=\"succeeded\"} %llu\n"
+                    "kiln_builder_builds_total{outcome=\"failed\"} %llu\n"
+                    "# HELP kiln_builder_steps_total Build steps, run or served from cache.\n"
+                    "# TYPE kiln_builder_steps_total counter\n"
+                    "kiln_builder_steps_total{cached=\"false\"} %llu\n"
+                    "kiln_builder_steps_total{cached=\"true\"} %llu\n",
+                    (unsigned long long)b->started, (unsigned long long)b->succeeded,
+                    (unsigned long long)b->failed, (unsigned long long)b->steps_run,
+                    (unsigned long long)b->steps_cached);
+    pthread_mutex_unlock(&b->mu);
+}

@@ -1,0 +1,29 @@
+/* Build jobs of kiln-builder: the Build and Cancel RPCs over the engine. */
+#ifndef BLD_BUILD_JOB_H
+#define BLD_BUILD_JOB_H
+
+#include <stdbool.h>
+
+#include "buf.h"
+#include "events.h"
+#include "jobs.h"
+#include "rpc.h"
+
+typedef struct bld_engine bld_engine;
+typedef struct bld_builds bld_builds;
+
+/* engine is borrowed.  Builds run on a runner of 4 concurrent jobs. */
+int bld_builds_new(bld_builds **out, bld_engine *engine, kiln_error **err);
+/* Where build events go (the service's publisher); call before serving. */
+void bld_builds_attach(bld_builds *b, kiln_events *events);
+/* Validates a BuildRequest, starts its job and fills JobAccepted. */
+int bld_builds_accept(bld_builds *b, const kiln_req *req, kiln_reply *reply, kiln_arena *a,
+                      kiln_error **err);
+/* Asks a running build to stop; *was_running tells whether it was found. */
+int bld_builds_cancel(bld_builds *b, const char *job_id, bool *was_running, kiln_error **err);
+/* Cancels running builds and waits up to grace_ms for them to end. */
+void bld_builds_drain(bld_builds *b, int grace_ms);
+void bld_builds_free(bld_builds *b);
+void bld_builds_metrics(bld_builds *b, kiln_buf *out);
+
+#endif

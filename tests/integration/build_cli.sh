@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# kiln build end to end through both services: a busybox base imported from
+# Debian's busybox-static, the multi-stage example built, checked with skopeo
+# and umoci, rebuilt from cache, a failing RUN reported with its line, pushed
+# to a real docker-registry.  Needs root (namespaces, overlay).
+set -u
+: "${KILN_CLI_BIN:?}" "${KILN_PUSHER_BIN:?}" "${KILN_BUILDER_BIN:?}"
+[ "$(id -u)" = 0 ] || { echo "needs root"; exit 77; }
+for t in skopeo umoci jq busybox docker-registry curl; do
+    command -v $t >/dev/null || { echo "$t missing"; exit 77; }
+done
+pass=0 fail=0
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
+expect_rc() {
+    local want=$1 desc=$2; shift 2
+    "$@" >"$T/out" 2>"$T/err"; local rc=$?
+    if [ "$rc" -eq "$want" ]; then ok; else bad "$desc: exit $rc, want $want ($(tail -c 400 "$T/err"))"; fi
+}
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+SRC=$(cd "$(dirname "$0")/../.." && pwd)
+
+T=$(mktemp -d /tmp/kiln-build-XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; rm -rf "$T"; }
+trap cleanup EXIT
+export KILN_DATA=$T/data
+# Reproducible images: same inputs, same digest (also across the rebuild and the push).
+export SOURCE_DATE_EPOCH=1700000000
+kiln() { "$KILN_CLI_BIN" "$@"; }
+
+"$KILN_PUSHER_BIN" 2>"$T/pusher.log" & PIDS+=($!)
+"$KILN_BUILDER_BIN" 2>"$T/builder.log" & PIDS+=($!)
+for _ in $(seq 100); do kiln status >/dev/null 2>&1 && break; sleep 0.1; done
+kiln status --json > "$T/status.json" 2>/dev/null
+if ! jq -e '.builder.checks[] | select(.name=="sandbox") | .ok' "$T/status.json" >/dev/null; then
+    echo "sandbox unusable here: $(jq -r '.builder.checks[] | select(.name=="sandbox") | .detail' "$T/status.json")"
+    exit 77
+fi
+
+# The base image: busybox-static as a root filesystem.
+B=$T/busybox
+mkdir -p "$B/bin" "$B/etc" "$B/tmp" "$B/root" "$B/usr/local/bin"
+cp "$(command -v busybox)" "$B/bin/busybox"
+# Applet links point at /bin/busybox inside the image (busybox --install -s
+# would point them at this host path).
+for a in $("$B/bin/busybox" --list-full); do
+    mkdir -p "$B/$(dirname "$a")"; [ -e "$B/$a" ] || ln -s /bin/busybox "$B/$a"
+done
+printf 'root:x:0:0:root:/root:/bin/sh\n' > "$B/etc/passwd"
+printf 'root:x:0:\n' > "$B/etc/group"
+chmod 1777 "$B/tmp"
+expect_rc 0 "import busybox" kiln import --quiet "$B" busybox:local
+
+cp -r "$SRC/examples/hello" "$T/ctx"
+echo junk > "$T/ctx/ignored.tmp"
+expect_rc 0 "build the example" kiln build --progress=plain -t hello:1 --iidfile "$T/iid" "$T/ctx"
+D=$(cat "$T/out")
+[[ "$D" =~ ^sha256:[0-9a-f]{64}$ ]] && ok || bad "build prints a digest ($D)"
+[ "$(cat "$T/iid")" = "$D" ] && ok || bad "--iidfile holds the digest"
+grep -q 'hello from kiln (version 1.0.0)' "$T/err" && ok || bad "RUN output streamed"
+
+STORE=$KILN_DATA/store
+skopeo inspect --raw --config "oci:$STORE:hello:1" > "$T/config.json" 2>"$T/err" && ok || bad "skopeo reads the built image"
+jq -e '.config.User == "app" and .config.WorkingDir == "/app" and .config.Cmd == ["cat","/app/greeting.txt"]
+       and (.config.ExposedPorts | has("8080/tcp")) and (.config.Env | index("APP_HOME=/app") != null)
+       and .config.Labels["org.opencontainers.image.title"] == "kiln hello example"' "$T/config.json" >/dev/null \
+    && ok || bad "config: User, WorkingDir, Cmd, ExposedPorts, Env, Labels"
+jq -e '[.history[] | select(.empty_layer == true)] | length >= 4' "$T/config.json" >/dev/null && ok || bad "history marks metadata steps empty_layer"
+umoci unpack --image "$STORE:hello:1" "$T/bundle" >/dev/null 2>&1 && ok || bad "umoci unpack"
+R=$T/bundle/rootfs
+grep -q 'hello from kiln (version 1.0.0)' "$R/app/greeting.txt" && ok || bad "COPY --from carried the build stage's file"
+[ "$(stat -c %a "$R/usr/local/bin/greet")" = 755 ] && ok || bad "COPY --chmod=755"
+[ "$(stat -c %u:%g "$R/app/greeting.txt")" = 1000:1000 ] && ok || bad "RUN chown by the new user"
+grep -q '^app:x:1000:1000' "$R/etc/passwd" && ok || bad "the RUN that adds the user changed /etc/passwd"
+[ ! -e "$R/app/ignored.tmp" ] && [ ! -e "$R/src" ] && ok || bad "nothing of the build stage or .dockerignore'd files"
+
+# An unchanged rebuild runs nothing.
+expect_rc 0 "rebuild" kiln build --progress=json -t hello:1 "$T/ctx"
+[ "$(jq -s '[.[] | select(.step_done) | select(.step_done.cached == false)] | length' "$T/out")" = 0 ] && ok || bad "rebuild ran a step"
+[ "$(jq -s -r '[.[] | select(.completed)][0].completed.digest' "$T/out")" = "$D" ] && ok || bad "rebuild gives the same digest"
+
+# A failing RUN: exit 4, the line and the instruction.
+printf 'FROM busybox:local\nRUN echo ok\nRUN echo about to fail; exit 3\n' > "$T/ctx/Dockerfile.fail"
+expect_rc 4 "failing RUN" kiln build --progress=plain -f "$T/ctx/Dockerfile.fail" "$T/ctx"
+grep -q ':3:' "$T/err" && grep -q 'exit 3' "$T/err" && ok || bad "failure names line 3 and the command"
+
+# Push the result to a real registry.
+PORT=$(free_port)
+cat > "$T/registry.yml" <<CFG
+version: 0.1
+log: { level: error }
+storage: { filesystem: { rootdirectory: $T/registry } }
+http: { addr: 127.0.0.1:$PORT }
+CFG
+docker-registry serve "$T/registry.yml" >"$T/registry.log" 2>&1 & PIDS+=($!)
+for _ in $(seq 50); do curl -fs "http://127.0.0.1:$PORT/v2/" >/dev/null && break; sleep 0.1; done
+expect_rc 0 "build --push" kiln build --progress=plain --push --tls-verify=false -t "127.0.0.1:$PORT/demo/hello:1" "$T/ctx"
+[ "$(skopeo inspect --tls-verify=false "docker://127.0.0.1:$PORT/demo/hello:1" | jq -r .Digest)" = "$D" ] \
+    && ok || bad "the pushed image is the built one"
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
