@@ -11,6 +11,8 @@
 
 #include <pthread.h>
 #include <string.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -339,23 +341,40 @@ KT_TEST(jobs_of_a_killed_service_end_failed_at_next_start)
     snprintf(logdir, sizeof(logdir), "%s/events/push", d);
     snprintf(url, sizeof(url), "ipc://%s/ev.sock", d);
     /* NNG cannot be used in a forked child of a process that already uses it:
-     * run the doomed service as a fresh exec of this binary. */
+     * run the doomed service as a fresh exec of this binary.  Everything the
+     * child needs is prepared before fork(): between fork and exec a child of
+     * a multi-threaded process may only make async-signal-safe calls. */
+    extern char **environ;
+    size_t n_env = 0;
+    while (environ[n_env])
+        n_env++;
+    char **envp = calloc(n_env + 3, sizeof(char *));
+    KT_REQUIRE(envp != NULL);
+    memcpy(envp, environ, n_env * sizeof(char *));
+    char e1[600], e2[700];
+    snprintf(e1, sizeof(e1), "KILN_TEST_DOOMED_LOGDIR=%s", logdir);
+    snprintf(e2, sizeof(e2), "KILN_TEST_DOOMED_URL=%s", url);
+    envp[n_env] = e1;
+    envp[n_env + 1] = e2;
+    char *const child_argv[] = {"doomed", NULL};
     int pipefd[2];
     KT_REQUIRE(pipe(pipefd) == 0);
     pid_t pid = fork();
     KT_REQUIRE(pid >= 0);
     if (pid == 0) {
         dup2(pipefd[1], 1);
-        setenv("KILN_TEST_DOOMED_LOGDIR", logdir, 1);
-        setenv("KILN_TEST_DOOMED_URL", url, 1);
-        execl("/proc/self/exe", "doomed", (char *)NULL);
+        execve("/proc/self/exe", child_argv, envp);
         _exit(127);
     }
+    free(envp);
     close(pipefd[1]);
     char id[KILN_JOB_ID_MAX + 1] = {0};
-    ssize_t n = read(pipefd[0], id, KILN_JOB_ID_MAX);
+    struct pollfd pfd = {.fd = pipefd[0], .events = POLLIN};
+    ssize_t n = poll(&pfd, 1, 30000) == 1 ? read(pipefd[0], id, KILN_JOB_ID_MAX) : -1;
     close(pipefd[0]);
     int st = 0;
+    if (n <= 0)
+        kill(pid, SIGKILL);
     waitpid(pid, &st, 0);
     KT_REQUIRE(n > 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
 
