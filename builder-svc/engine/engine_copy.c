@@ -228,6 +228,12 @@ static int ensure_dirs(const eng_copy_desc *d, const char *rel, long uid, long g
 
 /* ---- sources ---- */
 
+struct hlink {
+    dev_t dev;
+    ino_t ino;
+    char *dst;
+};
+
 typedef struct src_ctx {
     const eng_copy_desc *d;
     const struct bld_ignore *ignore;
@@ -235,7 +241,9 @@ typedef struct src_ctx {
     bool keep_owner;     /* extracted archive: owners from the archive unless --chown */
     eng_strv *fix;       /* parents recreated from lower layers: times restored at the end */
     char root[PATH_MAX]; /* real path of src_root */
-    kiln_sha256 *h;      /* hashing instead of copying */
+    struct hlink *links; /* files with several links already copied (dev, ino -> dst) */
+    size_t n_links, cap_links;
+    kiln_sha256 *h; /* hashing instead of copying */
 } src_ctx;
 
 static bool ignored(const src_ctx *c, const char *rel)
@@ -343,6 +351,68 @@ static int apply_meta(const src_ctx *c, const char *dst, const struct stat *st, 
     return utimensat(AT_FDCWD, dst, ts, AT_SYMLINK_NOFOLLOW);
 }
 
+/* Copies extended attributes (security.capability, user.*, ...), except the
+ * overlay's own, from src to dst (neither followed). */
+static int copy_xattrs(const char *src, const char *dst, kiln_error **err)
+{
+    char names[4096];
+    ssize_t n = llistxattr(src, names, sizeof(names));
+    if (n <= 0)
+        return 0; /* none, or not supported where the source lives */
+    for (char *k = names; k < names + n; k += strlen(k) + 1) {
+        if (strncmp(k, "trusted.overlay.", 16) == 0 || strncmp(k, "user.overlay.", 13) == 0)
+            continue;
+        char v[65536];
+        ssize_t vl = lgetxattr(src, k, v, sizeof(v));
+        if (vl < 0)
+            continue;
+        if (lsetxattr(dst, k, v, (size_t)vl, 0) < 0 && errno != ENOTSUP && errno != EPERM)
+            return kiln_error_set(err, KILN_EIO, errno, "set xattr %s on %s", k, dst);
+    }
+    return 0;
+}
+
+/* A file with several links copied earlier in this COPY: link to its copy. */
+static int hardlink_seen(src_ctx *c, const struct stat *st, const char *dst, bool *done,
+                         kiln_error **err)
+{
+    *done = false;
+    if (dst == NULL || st->st_nlink < 2)
+        return 0;
+    for (size_t i = 0; i < c->n_links; i++) {
+        if (c->links[i].dev != st->st_dev || c->links[i].ino != st->st_ino)
+            continue;
+        unlink(dst);
+        if (link(c->links[i].dst, dst) < 0)
+            return kiln_error_set(err, KILN_EIO, errno, "link %s", dst);
+        *done = true;
+        return 0;
+    }
+    if (c->n_links == c->cap_links) {
+        size_t nc = c->cap_links ? 2 * c->cap_links : 16;
+        struct hlink *l = realloc(c->links, nc * sizeof(*l));
+        if (l == NULL)
+            return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+        c->links = l;
+        c->cap_links = nc;
+    }
+    if ((c->links[c->n_links].dst = strdup(dst)) == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    c->links[c->n_links].dev = st->st_dev;
+    c->links[c->n_links].ino = st->st_ino;
+    c->n_links++;
+    return 0;
+}
+
+static void src_dispose(src_ctx *c)
+{
+    for (size_t i = 0; i < c->n_links; i++)
+        free(c->links[i].dst);
+    free(c->links);
+    c->links = NULL;
+    c->n_links = c->cap_links = 0;
+}
+
 static int copy_file(const char *src, const char *dst, kiln_sha256 *h, kiln_error **err)
 {
     _cleanup_close_ int in = open(src, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
@@ -391,7 +461,11 @@ static int copy_tree(src_ctx *c, const char *src, const char *rel, const char *d
     if (c->h)
         hash_meta(c->h, rel, &st);
     if (S_ISREG(st.st_mode)) {
-        int rc = copy_file(src, dst, c->h, err);
+        bool linked = false;
+        int rc = hardlink_seen(c, &st, dst, &linked, err);
+        if (rc < 0 || linked)
+            return rc;
+        rc = copy_file(src, dst, c->h, err);
         if (rc < 0)
             return rc;
     } else if (S_ISLNK(st.st_mode)) {
@@ -441,7 +515,8 @@ static int copy_tree(src_ctx *c, const char *src, const char *rel, const char *d
     }
     if (dst && apply_meta(c, dst, &st, S_ISLNK(st.st_mode)) < 0)
         return kiln_error_set(err, KILN_EIO, errno, "set owner/mode/times of %s", dst);
-    return 0;
+    /* After the chown, which would drop security.capability. */
+    return dst ? copy_xattrs(src, dst, err) : 0;
 }
 
 static int src_init(src_ctx *c, const eng_copy_desc *d, kiln_sha256 *h, kiln_error **err)
@@ -452,6 +527,8 @@ static int src_init(src_ctx *c, const eng_copy_desc *d, kiln_sha256 *h, kiln_err
     c->exclude = d->exclude;
     c->keep_owner = false;
     c->fix = NULL;
+    c->links = NULL;
+    c->n_links = c->cap_links = 0;
     if (realpath(d->src_root, c->root) == NULL)
         return kiln_error_set(err, KILN_ENOENT, errno, "%s: source root %s", d->what, d->src_root);
     return 0;
@@ -489,7 +566,7 @@ static int extract_archive(src_ctx *c, const char *real, const char *target, kil
     const eng_copy_desc *d = c->d;
     char x[ENG_PATH_MAX];
     snprintf(x, sizeof(x), "%s/x-XXXXXX", d->scratch);
-    if (mkdtemp(x) == NULL)
+    if (mkdtemp(x) == NULL || chmod(x, 0755) < 0)
         return kiln_error_set(err, KILN_EIO, errno, "mkdtemp %s", x);
     char diff_id[KILN_DIGEST_STRLEN + 1];
     bld_layer l = {.blob_path = real, .media = BLD_LAYER_AUTO};
@@ -503,9 +580,12 @@ static int extract_archive(src_ctx *c, const char *real, const char *target, kil
         xc.ignore = NULL;
         xc.exclude = NULL;
         xc.keep_owner = true;
+        xc.links = NULL;
+        xc.n_links = xc.cap_links = 0;
         char up[2 * ENG_PATH_MAX];
         snprintf(up, sizeof(up), "%s%s%s", d->upper, target[0] ? "/" : "", target);
         rc = copy_tree(&xc, x, "", up, 0, err);
+        src_dispose(&xc);
     }
     eng_rmrf(x);
     return rc;
@@ -643,6 +723,7 @@ static int run_copy(const eng_copy_desc *d, kiln_sha256 *h, kiln_error **err)
     }
     eng_strv_dispose(&matches);
     eng_strv_dispose(&fix);
+    src_dispose(&c);
     return rc;
 }
 

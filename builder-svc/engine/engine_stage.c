@@ -200,6 +200,10 @@ static int run_mounts(eng_ctx *c, const bld_instr *in, const char *wd, eng_mount
         const bld_mount *m = &run->mounts[i];
         eng_mount *o = &out[*n_out];
         memset(o, 0, sizeof(*o));
+        if (m->target == NULL && m->type == BLD_MOUNT_SECRET && m->env != NULL)
+            continue; /* only an environment variable (secret_env) */
+        if (m->target == NULL)
+            return kiln_error_set(err, KILN_EINVAL, 0, "--mount without target");
         if (join(targets[i], m->target[0] == '/' ? "" : wd, m->target) < 0)
             return kiln_error_set(err, KILN_EINVAL, 0, "mount target too long");
         o->target = targets[i];
@@ -249,9 +253,6 @@ static int run_mounts(eng_ctx *c, const bld_instr *in, const char *wd, eng_mount
                                           m->id ? m->id : "");
                 continue;
             }
-            if (m->env)
-                return kiln_error_set(err, KILN_ENOTSUP, 0, "secret %s: env= is not supported",
-                                      m->id);
             o->type = ENG_MNT_SECRET;
             o->source = path;
             break;
@@ -262,6 +263,38 @@ static int run_mounts(eng_ctx *c, const bld_instr *in, const char *wd, eng_mount
             continue;
         }
         (*n_out)++;
+    }
+    return 0;
+}
+
+#define SECRET_ENV_MAX (64 * 1024)
+
+/* Secrets exposed as environment variables (--mount=type=secret,env=NAME). */
+static int secret_env(eng_ctx *c, const bld_instr *in, eng_strv *out, kiln_error **err)
+{
+    for (size_t i = 0; i < in->u.run.n_mounts; i++) {
+        const bld_mount *m = &in->u.run.mounts[i];
+        if (m->type != BLD_MOUNT_SECRET || m->env == NULL || m->id == NULL)
+            continue;
+        const char *path = NULL;
+        for (size_t k = 0; k < c->b.spec->n_secrets; k++)
+            if (strcmp(c->b.spec->secrets[k].id, m->id) == 0)
+                path = c->b.spec->secrets[k].path;
+        if (path == NULL)
+            continue; /* run_mounts() refused a required one */
+        _cleanup_fclose_ FILE *f = fopen(path, "re");
+        if (f == NULL)
+            return kiln_error_set(err, KILN_EINVAL, errno, "secret %s", m->id);
+        _cleanup_free_ char *buf = calloc(1, SECRET_ENV_MAX + 1);
+        if (buf == NULL)
+            return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+        size_t n = fread(buf, 1, SECRET_ENV_MAX + 1, f);
+        if (n > SECRET_ENV_MAX || memchr(buf, '\0', n) != NULL)
+            return kiln_error_set(err, KILN_EINVAL, 0,
+                                  "secret %s: too large or binary for env=", m->id);
+        _cleanup_free_ char *kv = NULL;
+        if (asprintf(&kv, "%s=%s", m->env, buf) < 0 || eng_strv_push(out, kv) < 0)
+            return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
     }
     return 0;
 }
@@ -353,6 +386,11 @@ static int exec_run(eng_ctx *c, size_t si, size_t step, const bld_instr *in, sta
         eng_strv_dispose(&env);
         eng_strv_dispose(&argv);
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    }
+    if ((rc = secret_env(c, in, &env, err)) < 0) {
+        eng_strv_dispose(&env);
+        eng_strv_dispose(&argv);
+        return rc;
     }
     const char *user = in->user;
     const cJSON *u = cJSON_GetObjectItemCaseSensitive(r->config, "User");

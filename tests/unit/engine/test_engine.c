@@ -387,6 +387,7 @@ KT_TEST(from_stage_onbuild_heredocs_add_archive_copy_from_image)
         return;
     char *ctx = ctxdir("ctx6");
     KT_REQUIRE(th_sh("cd %s && mkdir -p a/x && echo why > a/x/y && touch -d @1000000000 a/x/y && "
+                     "ln a/x/y a/x/hard && "
                      "tar --owner=123 --group=456 -czf arch.tar.gz -C a x && rm -rf a",
                      ctx) == 0);
     const char *df = "FROM busybox:test AS base\n"
@@ -423,6 +424,11 @@ KT_TEST(from_stage_onbuild_heredocs_add_archive_copy_from_image)
         th_sh("[ \"$(stat -c '%%u:%%g %%Y' %s/b6/rootfs/unpacked/x/y)\" = '123:456 1000000000' ]",
               dir),
         0);
+    KT_EXPECT_INT(th_sh("[ $(stat -c %%i %s/b6/rootfs/unpacked/x/y) = "
+                        "$(stat -c %%i %s/b6/rootfs/unpacked/x/hard) ] && "
+                        "[ \"$(stat -c %%a %s/b6/rootfs/unpacked)\" = 755 ]",
+                        dir, dir, dir),
+                  0);
     KT_EXPECT_INT(cfg_is("stage:1", ".config.OnBuild", "null"), 0);
     KT_EXPECT_INT(th_sh("[ \"$(stat -c '%%u:%%g %%a' %s/b6/rootfs/w/x)\" = '0:0 755' ]", dir), 0);
     KT_EXPECT_INT(cfg_is("stage:1", ".config.Env | map(select(startswith(\"A=\")))", "[\"A=1\"]"),
@@ -453,6 +459,7 @@ KT_TEST(run_mounts_secret_bind_tmpfs)
         .context_dir = ctx,
         .dockerfile = "FROM busybox:test\n"
                       "RUN --mount=type=secret,id=tok cat /run/secrets/tok; echo\n"
+                      "RUN --mount=type=secret,id=tok,env=TOK echo \"env:$TOK\"\n"
                       "RUN --mount=type=bind,source=conf,target=/m cat /m/app.conf; echo\n"
                       "RUN --mount=type=tmpfs,target=/t touch /t/x && ls /t\n",
         .tags = tags,
@@ -471,6 +478,7 @@ KT_TEST(run_mounts_secret_bind_tmpfs)
         fprintf(stderr, "build: %s\n", err->msg);
     KT_REQUIRE(rc == 0);
     KT_EXPECT(strstr(s.out, "1:s3cr3t\n") != NULL);
+    KT_EXPECT(strstr(s.out, "1:env:s3cr3t\n") != NULL);
     KT_EXPECT(strstr(s.out, "1:from-context\n") != NULL);
     KT_EXPECT(strstr(s.out, "1:x\n") != NULL);
     /* Nothing of the mounts is left in the image. */
@@ -483,7 +491,7 @@ KT_TEST(run_mounts_secret_bind_tmpfs)
     put(ctx, "conf/app.conf", "changed");
     memset(&s, 0, sizeof(s));
     KT_REQUIRE(bld_build(engine, &spec, &ev, &res, &err) == 0);
-    KT_EXPECT_INT(res.steps_cached, 1);
+    KT_EXPECT_INT(res.steps_cached, 2);
     KT_EXPECT(strstr(s.out, "1:changed\n") != NULL);
 }
 
