@@ -97,4 +97,10 @@ typedef struct bld_build_result {
 int bld_build(bld_engine *e, const bld_build_spec *spec, const bld_build_events *ev,
               bld_build_result *out, kiln_error **err);
 
+/* Removes cached steps (their diff dirs and index entries) not used for
+ * max_age_s seconds (0: every one), except those a running build holds (in
+ * this or another process), then base-image snapshots nobody holds (same
+ * age).  *removed (may be NULL) gets the number of step entries removed. */
+int bld_engine_prune(bld_engine *e, uint64_t max_age_s, size_t *removed, kiln_error **err);
+
 #endif

@@ -237,6 +237,7 @@ static void ctx_dispose(eng_ctx *c)
     for (size_t i = 0; i < c->n_bases; i++)
         base_img_dispose(&c->bases[i]);
     bld_ignore_free(c->b.ignore);
+    eng_cache_release(&c->b);
     bld_plan_free(c->plan);
 }
 

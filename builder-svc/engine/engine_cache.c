@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 
@@ -38,6 +39,48 @@ static void step_path(char *out, size_t cap, eng_build *b, const char *key)
     snprintf(out, cap, "%s/snapshots/steps/%s", b->e->data_dir, hex_of(key));
 }
 
+/* Takes a shared flock on steps/<key> for the rest of the build: prune
+ * leaves it alone.  False when the dir is gone or being removed. */
+static bool hold_fd(eng_build *b, int fd)
+{
+    if (b->n_held == b->cap_held) {
+        size_t nc = b->cap_held ? 2 * b->cap_held : 16;
+        int *h = realloc(b->held, nc * sizeof(int));
+        if (h == NULL) {
+            close(fd);
+            return false;
+        }
+        b->held = h;
+        b->cap_held = nc;
+    }
+    b->held[b->n_held++] = fd;
+    return true;
+}
+
+static bool hold(eng_build *b, const char *key)
+{
+    char sp[ENG_PATH_MAX - 64];
+    step_path(sp, sizeof(sp), b, key);
+    int fd = open(sp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    struct stat st;
+    if (flock(fd, LOCK_SH | LOCK_NB) < 0 || fstat(fd, &st) < 0 || st.st_nlink == 0) {
+        close(fd);
+        return false;
+    }
+    return hold_fd(b, fd);
+}
+
+void eng_cache_release(eng_build *b)
+{
+    for (size_t i = 0; i < b->n_held; i++)
+        close(b->held[i]);
+    free(b->held);
+    b->held = NULL;
+    b->n_held = b->cap_held = 0;
+}
+
 int eng_cache_lookup(eng_build *b, const char *key, eng_cached_step *out)
 {
     memset(out, 0, sizeof(*out));
@@ -52,13 +95,14 @@ int eng_cache_lookup(eng_build *b, const char *key, eng_cached_step *out)
         return 0;
     out->layer = layer != 0;
     out->size = size;
+    utimensat(AT_FDCWD, p, NULL, 0); /* last use, for pruning by age */
     if (!out->layer)
         return 1;
     char sp[ENG_PATH_MAX - 64];
     step_path(sp, sizeof(sp), b, key);
     snprintf(out->diff, sizeof(out->diff), "%s/diff", sp);
     struct stat st;
-    if (stat(out->diff, &st) < 0 || !S_ISDIR(st.st_mode))
+    if (stat(out->diff, &st) < 0 || !S_ISDIR(st.st_mode) || !hold(b, key))
         return 0;
     return 1;
 }
@@ -198,6 +242,13 @@ int eng_step_commit(eng_build *b, eng_step_tmp *t, const char *key, eng_cached_s
     }
     char sp[ENG_PATH_MAX - 64];
     step_path(sp, sizeof(sp), b, key);
+    /* Our exclusive lock becomes the build's shared hold on the step. */
+    if (t->lock > 0 && flock(t->lock - 1, LOCK_SH) < 0) {
+        int e = errno;
+        eng_step_abort(t);
+        return kiln_error_set(err, KILN_EIO, e, "lock %s", sp);
+    }
+    bool ours = true;
     if (rename(t->dir, sp) < 0) {
         if (errno != EEXIST && errno != ENOTEMPTY) {
             int e = errno;
@@ -206,11 +257,20 @@ int eng_step_commit(eng_build *b, eng_step_tmp *t, const char *key, eng_cached_s
         }
         /* Another build produced the same step meanwhile: use theirs. */
         eng_step_abort(t);
+        ours = false;
     }
     t->dir[0] = '\0';
     out->layer = true;
     out->size = bytes;
     snprintf(out->diff, sizeof(out->diff), "%s/diff", sp);
+    if (ours) {
+        int fd = t->lock - 1;
+        t->lock = 0;
+        if (!hold_fd(b, fd))
+            return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    } else if (!hold(b, key)) {
+        return kiln_error_set(err, KILN_EIO, errno, "hold %s", sp);
+    }
     return write_index(b, key, true, bytes, err);
 }
 
@@ -232,4 +292,51 @@ void eng_cache_cleanup(const char *data_dir)
             continue; /* a step being produced by a live builder */
         eng_rmrf(p);
     }
+}
+
+/* Removes one step entry (index file name hex) unless a build holds it. */
+static bool prune_one(const char *data_dir, const char *hex)
+{
+    char sp[ENG_PATH_MAX], ip[ENG_PATH_MAX];
+    snprintf(sp, sizeof(sp), "%s/snapshots/steps/%.64s", data_dir, hex);
+    snprintf(ip, sizeof(ip), "%s/cache/steps/%.64s", data_dir, hex);
+    _cleanup_close_ int fd = open(sp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) < 0)
+        return false; /* in use */
+    /* The index goes first: a lookup never finds an entry without its dir. */
+    unlink(ip);
+    if (fd >= 0)
+        eng_rmrf(sp);
+    return true;
+}
+
+int bld_engine_prune(bld_engine *e, uint64_t max_age_s, size_t *removed, kiln_error **err)
+{
+    size_t n = 0;
+    time_t cutoff = time(NULL) - (time_t)max_age_s;
+    char dir[ENG_PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s/cache/steps", e->data_dir);
+    _cleanup_closedir_ DIR *d = opendir(dir);
+    struct dirent *de;
+    while (d && (de = readdir(d)) != NULL) {
+        if (strlen(de->d_name) != 64 || strspn(de->d_name, "0123456789abcdef") != 64)
+            continue;
+        struct stat st;
+        if (fstatat(dirfd(d), de->d_name, &st, 0) < 0 || (max_age_s > 0 && st.st_mtime > cutoff))
+            continue;
+        if (prune_one(e->data_dir, de->d_name))
+            n++;
+    }
+    /* Step dirs whose index entry is gone (a crash between the two writes). */
+    snprintf(dir, sizeof(dir), "%s/snapshots/steps", e->data_dir);
+    _cleanup_closedir_ DIR *sd = opendir(dir);
+    while (sd && (de = readdir(sd)) != NULL) {
+        char ip[ENG_PATH_MAX + 300];
+        snprintf(ip, sizeof(ip), "%s/cache/steps/%s", e->data_dir, de->d_name);
+        if (strlen(de->d_name) == 64 && access(ip, F_OK) < 0 && errno == ENOENT)
+            prune_one(e->data_dir, de->d_name);
+    }
+    if (removed)
+        *removed = n;
+    return eng_snapshot_prune(e->data_dir, max_age_s, err);
 }

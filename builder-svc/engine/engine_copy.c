@@ -609,7 +609,7 @@ static int run_copy(const eng_copy_desc *d, kiln_sha256 *h, kiln_error **err)
     }
     n_items += matches.n;
     char dest[ENG_PATH_MAX] = "";
-    bool as_dir = d->dest_is_dir || n_items > 1;
+    bool as_dir = d->dest_is_dir || n_items > 1 || d->parents;
     if (rc == 0 && !h) {
         rc = resolve_dest(dest, d, d->dest, err);
         struct stat st;
@@ -647,7 +647,14 @@ static int run_copy(const eng_copy_desc *d, kiln_sha256 *h, kiln_error **err)
                 break;
             continue;
         }
-        if (S_ISDIR(st.st_mode) || !as_dir) {
+        if (d->parents) {
+            /* --parents: the source's path below the root is kept. */
+            if (snprintf(target, sizeof(target), "%s%s%s", dest, dest[0] ? "/" : "",
+                         matches.v[i]) >= (int)sizeof(target)) {
+                rc = kiln_error_set(err, KILN_EINVAL, 0, "%s: destination too long", d->what);
+                break;
+            }
+        } else if (S_ISDIR(st.st_mode) || !as_dir) {
             snprintf(target, sizeof(target), "%s", dest);
         } else {
             const char *b = strrchr(matches.v[i], '/');

@@ -47,6 +47,8 @@ typedef struct eng_build {
     const bld_build_events *ev;
     bld_build_result *out;
     struct bld_ignore *ignore; /* the context's .dockerignore, or NULL */
+    int *held;                 /* shared flocks on the step dirs this build uses */
+    size_t n_held, cap_held;
 } eng_build;
 
 /* ---- engine_run.c: snapshots and the sandbox ---- */
@@ -108,6 +110,9 @@ typedef struct eng_run_desc {
     size_t stage, step; /* for the output callback */
 } eng_run_desc;
 
+/* Prunes base-image snapshots nobody holds (bld_snapshot_prune). */
+int eng_snapshot_prune(const char *data_dir, uint64_t max_age_s, kiln_error **err);
+
 /* Sandbox cleanup and preflight, at engine start. */
 int bld_sandbox_cleanup_stale_wrap(const char *data_dir, kiln_error **err);
 char *eng_preflight(const char *data_dir, bool *usable);
@@ -142,6 +147,8 @@ int eng_step_commit(eng_build *b, eng_step_tmp *t, const char *key, eng_cached_s
 void eng_step_abort(eng_step_tmp *t);
 /* rm -rf (no symlink is followed). */
 void eng_rmrf(const char *path);
+/* Drops the build's hold on the step dirs it used. */
+void eng_cache_release(eng_build *b);
 /* Removes leftovers of interrupted steps. */
 void eng_cache_cleanup(const char *data_dir);
 
@@ -168,6 +175,7 @@ typedef struct eng_copy_desc {
     size_t n_lowers;
     const char *upper;
     bool extract;        /* ADD: local tar archives (plain, gzip, zstd) are extracted */
+    bool parents;        /* --parents: keep each source's path below the root */
     const char *scratch; /* ADD: dir for extraction (on the upper's filesystem) */
 } eng_copy_desc;
 

@@ -274,3 +274,8 @@ char *eng_preflight(const char *data_dir, bool *usable)
     *usable = pf.usable;
     return bld_preflight_json(&pf);
 }
+
+int eng_snapshot_prune(const char *data_dir, uint64_t max_age_s, kiln_error **err)
+{
+    return bld_snapshot_prune(data_dir, max_age_s, NULL, err);
+}

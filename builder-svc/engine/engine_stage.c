@@ -439,8 +439,6 @@ static int copy_desc(eng_ctx *c, const bld_instr *in, stage_res *r, eng_copy_des
     bool add = in->kind == BLD_INSTR_ADD;
     memset(d, 0, sizeof(*d));
     d->what = add ? "ADD" : "COPY";
-    if (cp->parents)
-        return kiln_error_set(err, KILN_ENOTSUP, 0, "%s: --parents is not supported", d->what);
     for (size_t i = 0; i < cp->n_sources; i++) {
         const bld_source *s = &cp->sources[i];
         if (s->kind == BLD_SRC_URL || s->kind == BLD_SRC_GIT)
@@ -484,6 +482,7 @@ static int copy_desc(eng_ctx *c, const bld_instr *in, stage_res *r, eng_copy_des
         return rc;
     d->mode = cp->mode;
     d->extract = add && cp->unpack != 0;
+    d->parents = cp->parents;
     d->lowers = r->lowers;
     d->n_lowers = r->n_lowers;
     return 0;

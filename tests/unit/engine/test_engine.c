@@ -703,6 +703,33 @@ KT_TEST(concurrent_builds_match_sequential)
     }
 }
 
+KT_TEST(prune_steps)
+{
+    if (engine == NULL)
+        return;
+    char *ctx = ctxdir("ctx12");
+    put(ctx, "p.txt", "prune");
+    const char *df = "FROM busybox:test\nCOPY p.txt /p\nRUN cat /p > /q\n";
+    seen s;
+    bld_build_result res;
+    kiln_error *err = NULL;
+    KT_REQUIRE(build(ctx, df, "prune:1", false, &s, &res, &err) == 0);
+    size_t removed = 99;
+    KT_REQUIRE(bld_engine_prune(engine, 3600, &removed, &err) == 0);
+    KT_EXPECT_INT(removed, 0); /* everything was used just now */
+    KT_REQUIRE(build(ctx, df, "prune:1", false, &s, &res, &err) == 0);
+    KT_EXPECT_INT(res.steps_run, 0);
+    KT_REQUIRE(bld_engine_prune(engine, 0, &removed, &err) == 0);
+    KT_EXPECT(removed >= 3);
+    KT_EXPECT_INT(
+        th_sh("[ -z \"$(ls %s/snapshots/steps)\" ] && [ -z \"$(ls %s/cache/steps)\" ]", data, data),
+        0);
+    /* The image in the store is untouched; the next build runs every step. */
+    KT_EXPECT_INT(th_sh("skopeo inspect oci:%s/store:prune:1 >/dev/null", data), 0);
+    KT_REQUIRE(build(ctx, df, "prune:1", false, &s, &res, &err) == 0);
+    KT_EXPECT_INT(res.steps_run, 2);
+}
+
 KT_TEST(teardown)
 {
     bld_engine_free(engine);
