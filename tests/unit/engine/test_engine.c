@@ -281,15 +281,17 @@ KT_TEST(dockerignore_and_context_escape)
     kiln_error *err = NULL;
     KT_REQUIRE(build(ctx,
                      "FROM busybox:test\nCOPY . /ctx/\nCOPY *.txt /glob/\n"
-                     "COPY --exclude=**/*.md . /ex/\n",
+                     "COPY --exclude=**/*.md . /ex/\n"
+                     "COPY --parents logs/keep.md keep.txt /par/\n",
                      "ign:1", false, &s, &res, &err) == 0);
     KT_REQUIRE(unpack("ign:1", "b3") == 0);
-    KT_EXPECT_INT(th_sh("cd %s/b3/rootfs && test -f ctx/keep.txt && test ! -e ctx/secret.key && "
-                        "test ! -e ctx/logs/a.log && test -f ctx/logs/keep.md && "
-                        "test -f glob/keep.txt && test -f ex/keep.txt && test -d ex/logs && "
-                        "test ! -e ex/logs/keep.md",
-                        dir),
-                  0);
+    KT_EXPECT_INT(
+        th_sh("cd %s/b3/rootfs && test -f ctx/keep.txt && test ! -e ctx/secret.key && "
+              "test ! -e ctx/logs/a.log && test -f ctx/logs/keep.md && "
+              "test -f glob/keep.txt && test -f ex/keep.txt && test -d ex/logs && "
+              "test ! -e ex/logs/keep.md && test -f par/logs/keep.md && test -f par/keep.txt",
+              dir),
+        0);
 
     /* A symlink in the context that points outside it. */
     KT_REQUIRE(th_sh("ln -s /etc/shadow %s/shadow && ln -s / %s/up", ctx, ctx) == 0);
