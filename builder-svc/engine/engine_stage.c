@@ -460,16 +460,8 @@ static int copy_desc(eng_ctx *c, const bld_instr *in, stage_res *r, eng_copy_des
     if (join(dest, cp->dest[0] == '/' ? "" : wd, cp->dest) < 0)
         return kiln_error_set(err, KILN_EINVAL, 0, "%s: destination too long", d->what);
     d->dest = dest;
-    if (cp->from_kind == BLD_REF_STAGE) {
-        int rc = merged_of(c, cp->from_stage, &d->src_root, err);
-        if (rc < 0)
-            return rc;
-    } else if (cp->from_kind == BLD_REF_IMAGE) {
-        base_img *bi = NULL;
-        int rc = image_of(c, cp->from, true, &bi, err);
-        if (rc < 0)
-            return rc;
-        d->src_root = eng_tree_root(bi->merged);
+    if (cp->from_kind != BLD_REF_NONE) {
+        d->src_root = NULL; /* copy_root(), only when the step runs */
     } else {
         if (c->b.spec->context_dir == NULL)
             return kiln_error_set(err, KILN_EINVAL, 0, "%s: no build context", d->what);
@@ -486,6 +478,39 @@ static int copy_desc(eng_ctx *c, const bld_instr *in, stage_res *r, eng_copy_des
     d->lowers = r->lowers;
     d->n_lowers = r->n_lowers;
     return 0;
+}
+
+/* The source tree of COPY --from (a stage's or an image's merged rootfs),
+ * made only when the step runs: its cache key uses the stage's key or the
+ * image's digest instead of the tree's content. */
+static int copy_root(eng_ctx *c, const bld_instr *in, eng_copy_desc *d, kiln_error **err)
+{
+    const bld_copy *cp = &in->u.copy;
+    if (cp->from_kind == BLD_REF_STAGE)
+        return merged_of(c, cp->from_stage, &d->src_root, err);
+    if (cp->from_kind == BLD_REF_IMAGE) {
+        base_img *bi = NULL;
+        int rc = image_of(c, cp->from, true, &bi, err);
+        if (rc < 0)
+            return rc;
+        d->src_root = eng_tree_root(bi->merged);
+    }
+    return 0;
+}
+
+/* What COPY --from reads, for its cache key: a stage's key determines its
+ * layers; an image's digest its content. */
+static void hash_copy_from(eng_ctx *c, const bld_instr *in, kiln_sha256 *h)
+{
+    const bld_copy *cp = &in->u.copy;
+    const char *id = "";
+    if (cp->from_kind == BLD_REF_STAGE)
+        id = c->res[cp->from_stage].key;
+    else if (cp->from_kind == BLD_REF_IMAGE) {
+        base_img *bi = eng_find_base(c, cp->from);
+        id = bi ? bi->digest : cp->from;
+    }
+    kiln_sha256_update(h, id, strlen(id) + 1);
 }
 
 /* ---- one instruction ---- */
@@ -577,7 +602,8 @@ static int exec_step(eng_ctx *c, size_t si, size_t step, const bld_instr *in, st
     }
     cd->upper = t->diff;
     cd->scratch = t->dir;
-    return eng_copy_exec(cd, err);
+    int rc = copy_root(c, in, cd, err);
+    return rc < 0 ? rc : eng_copy_exec(cd, err);
 }
 
 static int run_step(eng_ctx *c, size_t si, size_t step, const bld_instr *in, stage_res *r,
@@ -612,7 +638,9 @@ static int run_step(eng_ctx *c, size_t si, size_t step, const bld_instr *in, sta
     if (is_copy) {
         rc = copy_desc(c, in, r, &cd, srcs, dest, err);
         cd.exclude = excl;
-        if (rc == 0)
+        if (rc == 0 && in->u.copy.from_kind != BLD_REF_NONE)
+            hash_copy_from(c, in, h);
+        else if (rc == 0)
             rc = eng_copy_hash(&cd, h, err);
     } else if (in->kind == BLD_INSTR_RUN) {
         rc = hash_run_inputs(c, in, h, err);

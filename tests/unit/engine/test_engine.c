@@ -212,6 +212,12 @@ KT_TEST(multi_stage_metadata_copy_run)
     KT_EXPECT(strstr(s.out, "1:1000\n") != NULL);                /* USER applies to RUN */
     KT_EXPECT(strstr(s.out, "1:hello world in /app\n") != NULL); /* ENV, WORKDIR */
 
+    /* An unchanged multi-stage rebuild runs nothing (COPY --from included). */
+    bld_build_result again;
+    KT_REQUIRE(build(ctx, df, "app:1", false, &s, &again, &err) == 0);
+    KT_EXPECT_INT(again.steps_run, 0);
+    KT_EXPECT_STR(again.digest, res.digest);
+
     KT_EXPECT_INT(cfg_is("app:1", ".config.Env | map(select(startswith(\"GREETING=\")))",
                          "[\"GREETING=hello world\"]"),
                   0);
