@@ -229,6 +229,30 @@ static int plan(eng_ctx *c, bld_plan **out, bool with_resolver, kiln_error **err
     return bld_plan_parse(out, s->dockerfile, strlen(s->dockerfile), s->filename, &po, err);
 }
 
+/* A Dockerfile error ("file:line:col: ...") also names its line in out. */
+static void note_parse_error(eng_ctx *c, const kiln_error *e)
+{
+    const bld_build_spec *s = c->b.spec;
+    const char *fn = s->filename ? s->filename : "Dockerfile";
+    size_t fl = strlen(fn);
+    if (e == NULL || e->msg == NULL || strncmp(e->msg, fn, fl) != 0 || e->msg[fl] != ':')
+        return;
+    long line = strtol(e->msg + fl + 1, NULL, 10);
+    if (line <= 0 || line > 1000000)
+        return;
+    const char *p = s->dockerfile;
+    for (long i = 1; i < line && p; i++) {
+        p = strchr(p, '\n');
+        if (p)
+            p++;
+    }
+    if (p == NULL)
+        return;
+    c->b.out->failed_line = (int)line;
+    size_t len = strcspn(p, "\n");
+    snprintf(c->b.out->failed_text, sizeof(c->b.out->failed_text), "%.*s", (int)len, p);
+}
+
 static void ctx_dispose(eng_ctx *c)
 {
     for (size_t i = 0; i < c->n_stages; i++)
@@ -245,8 +269,10 @@ static int build(eng_ctx *c, kiln_error **err)
 {
     bld_plan *first = NULL;
     int rc = plan(c, &first, false, err);
-    if (rc < 0)
+    if (rc < 0) {
+        note_parse_error(c, *err);
         return rc;
+    }
     for (size_t i = 0; i < first->n_stages && rc == 0; i++) {
         const bld_stage *st = &first->stages[i];
         if (!st->runs)
@@ -267,8 +293,10 @@ static int build(eng_ctx *c, kiln_error **err)
     bld_plan_free(first);
     if (rc < 0)
         return rc;
-    if ((rc = plan(c, &c->plan, true, err)) < 0)
+    if ((rc = plan(c, &c->plan, true, err)) < 0) {
+        note_parse_error(c, *err);
         return rc;
+    }
     for (size_t i = 0; i < c->plan->warnings.n; i++)
         eng_note(&c->b, "warning: %s", c->plan->warnings.v[i]);
     if ((rc = load_ignore(c, err)) < 0)

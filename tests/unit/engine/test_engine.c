@@ -268,6 +268,18 @@ KT_TEST(failing_run_reports_line)
     KT_EXPECT(err && strstr(err->msg, "exit code: 3") != NULL);
     KT_EXPECT(strstr(s.out, "1:about to fail\n") != NULL);
     kiln_error_free(&err);
+    /* A Dockerfile error names its line too. */
+    KT_EXPECT_INT(
+        build(ctx, "FROM busybox:test\nRUN true\nBOGUS x\n", "fail:1", false, &s, &res, &err),
+        KILN_EINVAL);
+    KT_EXPECT_INT(res.failed_line, 3);
+    KT_EXPECT_STR(res.failed_text, "BOGUS x");
+    kiln_error_free(&err);
+    /* So does a base image that does not exist (not in the store, no registry). */
+    KT_EXPECT(build(ctx, "FROM busybox:test\nFROM 127.0.0.1:1/none/such:1\nRUN true\n", "fail:1",
+                    false, &s, &res, &err) < 0);
+    KT_EXPECT_INT(res.failed_line, 2);
+    kiln_error_free(&err);
     /* Nothing was tagged. */
     KT_EXPECT_INT(th_sh("cmp -s %s/store/index.json %s/index.before", data, dir), 0);
 }
