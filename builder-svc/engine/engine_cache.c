@@ -91,10 +91,13 @@ int eng_cache_lookup(eng_build *b, const char *key, eng_cached_step *out)
         return 0;
     int layer = 0;
     uint64_t size = 0;
-    if (fscanf(f, "layer=%d\nsize=%" SCNu64, &layer, &size) != 2)
+    int64_t created = 0;
+    int got = fscanf(f, "layer=%d\nsize=%" SCNu64 "\ncreated=%" SCNd64, &layer, &size, &created);
+    if (got < 2)
         return 0;
     out->layer = layer != 0;
     out->size = size;
+    out->created = got == 3 ? created : 0;
     utimensat(AT_FDCWD, p, NULL, 0); /* last use, for pruning by age */
     if (!out->layer)
         return 1;
@@ -107,7 +110,8 @@ int eng_cache_lookup(eng_build *b, const char *key, eng_cached_step *out)
     return 1;
 }
 
-static int write_index(eng_build *b, const char *key, bool layer, uint64_t size, kiln_error **err)
+static int write_index(eng_build *b, const char *key, bool layer, uint64_t size, int64_t created,
+                       kiln_error **err)
 {
     char dir[ENG_PATH_MAX], p[ENG_PATH_MAX], tmp[ENG_PATH_MAX + 16];
     snprintf(dir, sizeof(dir), "%s/cache/steps", b->e->data_dir);
@@ -118,8 +122,9 @@ static int write_index(eng_build *b, const char *key, bool layer, uint64_t size,
     _cleanup_close_ int fd = mkstemp(tmp);
     if (fd < 0)
         return kiln_error_set(err, KILN_EIO, errno, "create %s", tmp);
-    char buf[64];
-    int n = snprintf(buf, sizeof(buf), "layer=%d\nsize=%" PRIu64 "\n", layer ? 1 : 0, size);
+    char buf[128];
+    int n = snprintf(buf, sizeof(buf), "layer=%d\nsize=%" PRIu64 "\ncreated=%" PRId64 "\n",
+                     layer ? 1 : 0, size, created);
     if (write(fd, buf, (size_t)n) != n || fsync(fd) < 0 || rename(tmp, p) < 0) {
         int e = errno;
         unlink(tmp);
@@ -128,9 +133,11 @@ static int write_index(eng_build *b, const char *key, bool layer, uint64_t size,
     return 0;
 }
 
-int eng_cache_record_empty(eng_build *b, const char *key, kiln_error **err)
+int eng_cache_record_empty(eng_build *b, const char *key, eng_cached_step *out, kiln_error **err)
 {
-    return write_index(b, key, false, 0, err);
+    memset(out, 0, sizeof(*out));
+    out->created = (int64_t)time(NULL);
+    return write_index(b, key, false, 0, out->created, err);
 }
 
 int eng_step_begin(eng_build *b, eng_step_tmp *t, kiln_error **err)
@@ -238,7 +245,7 @@ int eng_step_commit(eng_build *b, eng_step_tmp *t, const char *key, eng_cached_s
     measure(t->diff, &bytes, &entries);
     if (entries == 0) {
         eng_step_abort(t);
-        return write_index(b, key, false, 0, err);
+        return eng_cache_record_empty(b, key, out, err);
     }
     char sp[ENG_PATH_MAX - 64];
     step_path(sp, sizeof(sp), b, key);
@@ -262,6 +269,7 @@ int eng_step_commit(eng_build *b, eng_step_tmp *t, const char *key, eng_cached_s
     t->dir[0] = '\0';
     out->layer = true;
     out->size = bytes;
+    out->created = (int64_t)time(NULL);
     snprintf(out->diff, sizeof(out->diff), "%s/diff", sp);
     if (ours) {
         int fd = t->lock - 1;
@@ -271,7 +279,7 @@ int eng_step_commit(eng_build *b, eng_step_tmp *t, const char *key, eng_cached_s
     } else if (!hold(b, key)) {
         return kiln_error_set(err, KILN_EIO, errno, "hold %s", sp);
     }
-    return write_index(b, key, true, bytes, err);
+    return write_index(b, key, true, bytes, out->created, err);
 }
 
 void eng_cache_cleanup(const char *data_dir)

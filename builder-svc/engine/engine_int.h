@@ -130,15 +130,17 @@ typedef struct eng_step_tmp {
 } eng_step_tmp;
 
 typedef struct eng_cached_step {
-    bool layer;    /* the step has a (non-empty) diff */
-    uint64_t size; /* bytes in the diff */
+    bool layer;      /* the step has a (non-empty) diff */
+    int64_t created; /* unix seconds when the step was first produced */
+    uint64_t size;   /* bytes in the diff */
     char diff[ENG_PATH_MAX];
 } eng_cached_step;
 
 /* Looks key up in the index; 1 when found (and its diff, if any, exists), 0 when not. */
 int eng_cache_lookup(eng_build *b, const char *key, eng_cached_step *out);
-/* Records a step without layer (metadata, or a step that changed nothing). */
-int eng_cache_record_empty(eng_build *b, const char *key, kiln_error **err);
+/* Records a step without layer (metadata, or a step that changed nothing);
+ * fills out (layer false, created now). */
+int eng_cache_record_empty(eng_build *b, const char *key, eng_cached_step *out, kiln_error **err);
 int eng_step_begin(eng_build *b, eng_step_tmp *t, kiln_error **err);
 /* Moves the finished step into place as steps/<key> and records it.  An
  * empty diff is discarded (out->layer false). */
@@ -205,6 +207,7 @@ int eng_pusher_pull(eng_build *b, const char *ref, const char *platform, kiln_er
 typedef struct eng_hist {
     char *created_by;
     bool empty_layer;
+    int64_t created; /* unix seconds; 0 = the image's */
 } eng_hist;
 
 typedef struct eng_commit_desc {

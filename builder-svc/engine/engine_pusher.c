@@ -257,6 +257,9 @@ int eng_pusher_commit(eng_build *b, const eng_commit_desc *c, kiln_error **err)
         kiln__v1__history_spec__init(&hs[i]);
         hs[i].created_by = c->hist[i].created_by;
         hs[i].empty_layer = c->hist[i].empty_layer;
+        /* With SOURCE_DATE_EPOCH the image's (clamped) time is used. */
+        if (b->spec->source_date_epoch < 0)
+            hs[i].created = c->hist[i].created;
         hp[i] = &hs[i];
     }
 
@@ -271,6 +274,11 @@ int eng_pusher_commit(eng_build *b, const eng_commit_desc *c, kiln_error **err)
     cr.tags = (char **)b->spec->tags;
     cr.n_tags = b->spec->n_tags;
     cr.source_date_epoch = b->spec->source_date_epoch > 0 ? b->spec->source_date_epoch : 0;
+    /* Without SOURCE_DATE_EPOCH, the image is as old as its newest step, so
+     * an unchanged (fully cached) rebuild gives the same image digest. */
+    for (size_t i = 0; b->spec->source_date_epoch < 0 && i < nh; i++)
+        if (c->hist[i].created > cr.created)
+            cr.created = c->hist[i].created;
     cr.author = (char *)(c->author ? c->author : "");
     kiln_req req = KILN__V1__REQUEST__INIT;
     req.body_case = KILN__V1__REQUEST__BODY_COMMIT;

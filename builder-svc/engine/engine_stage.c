@@ -30,7 +30,7 @@ void stage_res_dispose(stage_res *r)
     memset(r, 0, sizeof(*r));
 }
 
-static int add_hist(stage_res *r, const char *created_by, bool empty)
+static int add_hist(stage_res *r, const char *created_by, bool empty, int64_t created)
 {
     if (r->n_hist == r->cap_hist) {
         size_t nc = r->cap_hist ? 2 * r->cap_hist : 16;
@@ -43,7 +43,7 @@ static int add_hist(stage_res *r, const char *created_by, bool empty)
     char *s = strdup(created_by);
     if (s == NULL)
         return -1;
-    r->hist[r->n_hist++] = (eng_hist){s, empty};
+    r->hist[r->n_hist++] = (eng_hist){s, empty, created};
     return 0;
 }
 
@@ -89,7 +89,7 @@ static int setup_base(eng_ctx *c, const bld_stage *st, stage_res *r, kiln_error 
         if (eng_strv_copy(&r->layers, &p->layers) < 0 || r->config == NULL)
             return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
         for (size_t i = 0; i < p->n_hist; i++)
-            if (add_hist(r, p->hist[i].created_by, p->hist[i].empty_layer) < 0)
+            if (add_hist(r, p->hist[i].created_by, p->hist[i].empty_layer, p->hist[i].created) < 0)
                 return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
         /* Triggers of the parent ran in this stage (the plan spliced them). */
         cJSON_DeleteItemFromObjectCaseSensitive(r->config, "OnBuild");
@@ -660,7 +660,7 @@ static int run_step(eng_ctx *c, size_t si, size_t step, const bld_instr *in, sta
             eng_step_abort(&t);
         }
     } else if (rc == 0 && !cached) {
-        rc = eng_cache_record_empty(&c->b, key, err);
+        rc = eng_cache_record_empty(&c->b, key, &cs, err);
     }
     bld_ignore_free(excl);
     if (rc < 0)
@@ -670,7 +670,7 @@ static int run_step(eng_ctx *c, size_t si, size_t step, const bld_instr *in, sta
     memcpy(r->key, key, sizeof(r->key));
     if (cs.layer && (eng_strv_push(&r->layers, cs.diff) < 0 || refresh_lowers(r) < 0))
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
-    if (in->kind != BLD_INSTR_ARG && add_hist(r, in->original, !cs.layer) < 0)
+    if (in->kind != BLD_INSTR_ARG && add_hist(r, in->original, !cs.layer, cs.created) < 0)
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
     if (cached)
         c->b.out->steps_cached++;
