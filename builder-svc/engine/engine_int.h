@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #include <cjson/cJSON.h>
 
@@ -180,6 +181,23 @@ typedef struct eng_copy_desc {
     bool parents;        /* --parents: keep each source's path below the root */
     const char *scratch; /* ADD: dir for extraction (on the upper's filesystem) */
 } eng_copy_desc;
+
+/* engine_fs.c: the image's merged view.  Paths inside the image are
+ * "cleaned": relative to its root, no "." or ".." ("" is the root). */
+int eng_clean_path(char *out, size_t cap, const char *path, bool clamp);
+/* 1 with *st and host (its host path) when rel exists in upper (may be NULL)
+ * over lowers, 0 when not (absent, whited out, hidden by an opaque dir). */
+int eng_image_lookup(const char *const *lowers, size_t n, const char *upper, const char *rel,
+                     struct stat *st, char host[ENG_PATH_MAX]);
+/* Resolves symlinks in the parents of path within the image root (the last
+ * component is not followed); out is cleaned. */
+int eng_resolve_dest(char out[ENG_PATH_MAX], const eng_copy_desc *d, const char *path,
+                     kiln_error **err);
+/* Makes every directory of rel exist in d->upper as a real directory: from
+ * the lowers' metadata (those are added to fix for their times to be
+ * restored), else 0755 owned by uid/gid (-1: root). */
+int eng_ensure_dirs(const eng_copy_desc *d, const char *rel, long uid, long gid, eng_strv *fix,
+                    kiln_error **err);
 
 /* Hashes the sources (names, types, modes, contents) into h.  Fails like the
  * copy would for missing or escaping sources. */
