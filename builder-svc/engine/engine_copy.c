@@ -319,6 +319,10 @@ static int copy_tree(src_ctx *c, const char *src, const char *rel, const char *d
     } else {
         return 0; /* sockets and devices are not copied */
     }
+    /* A source directory gives its contents: the destination directory keeps
+     * its own metadata (or what eng_ensure_dirs gave it), the image root too. */
+    if (depth == 0 && S_ISDIR(st.st_mode))
+        return 0;
     if (dst && apply_meta(c, dst, &st, S_ISLNK(st.st_mode)) < 0)
         return kiln_error_set(err, KILN_EIO, errno, "set owner/mode/times of %s", dst);
     /* After the chown, which would drop security.capability. */

@@ -249,6 +249,8 @@ KT_TEST(multi_stage_metadata_copy_run)
     KT_EXPECT_INT(th_sh("[ \"$(stat -c '%%u:%%g' %s/app)\" = '0:0' ]", r), 0);
     KT_EXPECT_INT(th_sh("[ \"$(stat -c '%%u:%%g %%a' %s/app/out.txt)\" = '0:0 644' ]", r), 0);
     KT_EXPECT_INT(th_sh("test -x %s/bin/busybox && test ! -e %s/src", r, r), 0);
+    /* The created destination dir: 0755, owned by the --chown user. */
+    KT_EXPECT_INT(th_sh("[ \"$(stat -c '%%u:%%g %%a' %s/app/data)\" = '1000:50 755' ]", r), 0);
 }
 
 KT_TEST(failing_run_reports_line)
@@ -294,13 +296,15 @@ KT_TEST(dockerignore_and_context_escape)
     put(ctx, "logs/a.log", "no");
     put(ctx, "logs/keep.md", "yes");
     put(ctx, ".dockerignore", "*.key\nlogs/*.log\n");
+    KT_REQUIRE(th_sh("chmod 0750 %s", ctx) == 0); /* must not become the image root's mode */
     seen s;
     bld_build_result res;
     kiln_error *err = NULL;
     KT_REQUIRE(build(ctx,
                      "FROM busybox:test\nCOPY . /ctx/\nCOPY *.txt /glob/\n"
                      "COPY --exclude=**/*.md . /ex/\n"
-                     "COPY --parents logs/keep.md keep.txt /par/\n",
+                     "COPY --parents logs/keep.md keep.txt /par/\n"
+                     "COPY . /\n",
                      "ign:1", false, &s, &res, &err) == 0);
     KT_REQUIRE(unpack("ign:1", "b3") == 0);
     KT_EXPECT_INT(
@@ -341,7 +345,8 @@ KT_TEST(destination_symlink_stays_in_rootfs)
     KT_REQUIRE(th_sh("mkdir -p %s", host) == 0);
     /* /link points at an absolute host-looking path: resolved inside the image. */
     char df[1400];
-    snprintf(df, sizeof(df), "FROM busybox:test\nRUN ln -s %s /link\nCOPY f /link/f\n", host);
+    snprintf(df, sizeof(df),
+             "FROM busybox:test\nRUN ln -s %s /link && rm /bin/ls\nCOPY f /link/f\n", host);
     seen s;
     bld_build_result res;
     kiln_error *err = NULL;
@@ -352,6 +357,9 @@ KT_TEST(destination_symlink_stays_in_rootfs)
     KT_EXPECT_INT(th_sh("test ! -e %s/f", host), 0);
     KT_REQUIRE(unpack("sym:1", "b5") == 0);
     KT_EXPECT_INT(th_sh("[ \"$(cat %s/b5/rootfs%s/f)\" = inside ]", dir, host), 0);
+    /* RUN rm of a base file: a whiteout in the layer, the file gone after unpack. */
+    KT_EXPECT_INT(th_sh("test ! -e %s/b5/rootfs/bin/ls && test -L %s/b5/rootfs/bin/cat", dir, dir),
+                  0);
 }
 
 KT_TEST(cache_rebuild_and_changed_source)
@@ -526,6 +534,39 @@ static void on_note(void *ud, const char *what)
 }
 
 /* ONBUILD triggers of a base image in the store run in the child build. */
+/* ARG values reach RUN through its environment and are part of its key. */
+KT_TEST(build_args_in_run_and_cache_key)
+{
+    if (engine == NULL)
+        return;
+    char *ctx = ctxdir("ctx13");
+    const char *df = "ARG GREET=hi\n"
+                     "FROM busybox:test\n"
+                     "ARG GREET\n"
+                     "RUN echo \"arg:$GREET\"\n";
+    const char *args[] = {"GREET=yo"};
+    const char *tags[] = {"args:1"};
+    bld_build_spec spec = {.context_dir = ctx,
+                           .dockerfile = df,
+                           .tags = tags,
+                           .n_tags = 1,
+                           .build_args = args,
+                           .n_build_args = 1,
+                           .source_date_epoch = -1};
+    seen s;
+    memset(&s, 0, sizeof(s));
+    bld_build_events ev = {.output = on_output, .ud = &s};
+    bld_build_result res;
+    kiln_error *err = NULL;
+    KT_REQUIRE(bld_build(engine, &spec, &ev, &res, &err) == 0);
+    KT_EXPECT(strstr(s.out, "1:arg:yo\n") != NULL);
+    memset(&s, 0, sizeof(s));
+    spec.n_build_args = 0; /* the default value: a different key, the RUN runs again */
+    KT_REQUIRE(bld_build(engine, &spec, &ev, &res, &err) == 0);
+    KT_EXPECT(strstr(s.out, "1:arg:hi\n") != NULL);
+    KT_EXPECT_INT(res.steps_run, 1);
+}
+
 KT_TEST(onbuild_of_a_base_image)
 {
     if (engine == NULL)
