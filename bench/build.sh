@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Build benchmarks against buildah, measured in the same run on the same base
+# (busybox-static imported into Kiln and pushed to a local registry, from which
+# buildah pulls it before timing starts):
+#   cold build of a 20-step Dockerfile: kiln build --no-cache vs
+#     buildah bud --isolation chroot (overlay storage)      goal <= 0.7x
+#   fully cached rebuild through the CLI                    goal < 300 ms
+#   bench/build.sh [BUILD_DIR] [RUNS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+top=$PWD
+B=${1:-build/bench}
+RUNS=${2:-5}
+if [ ! -x "$B/builder-svc/kiln-builder" ]; then
+    cmake -S . -B "$B" -DCMAKE_BUILD_TYPE=Release -DKILN_TESTS=OFF >/dev/null
+    cmake --build "$B" -j"$(nproc)" --target kiln kiln-builder kiln-pusher >/dev/null
+fi
+for p in docker-registry buildah; do
+    command -v $p >/dev/null || { echo "bench/build.sh: $p is missing (deploy/install-deps.sh --bench)" >&2; exit 1; }
+done
+T=$(mktemp -d /tmp/kiln-bench-build-XXXXXX)
+PIDS=()
+# errexit must not cut the cleanup short: every step tolerates failure.
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    buildah --root "$T/bh/root" --runroot "$T/bh/run" --storage-driver overlay rm -a >/dev/null 2>&1 || true
+    buildah --root "$T/bh/root" --runroot "$T/bh/run" --storage-driver overlay rmi -a -f >/dev/null 2>&1 || true
+    umount -R "$T/bh/root/overlay" 2>/dev/null || true
+    rm -rf "$T"
+}
+trap cleanup EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+now() { date +%s.%N; }
+median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+
+export KILN_DATA=$T/data
+K="$B/clients/kiln"
+P=$(port)
+cat > "$T/registry.yml" <<CFG
+version: 0.1
+log: { level: error, accesslog: { disabled: true } }
+storage: { filesystem: { rootdirectory: $T/registry } }
+http: { addr: 127.0.0.1:$P }
+CFG
+docker-registry serve "$T/registry.yml" >"$T/registry.log" 2>&1 & PIDS+=($!)
+"$B/pusher-svc/kiln-pusher" --log-level warn 2>"$T/pusher.log" & PIDS+=($!)
+"$B/builder-svc/kiln-builder" --log-level warn 2>"$T/builder.log" & PIDS+=($!)
+for _ in $(seq 100); do "$K" status >/dev/null 2>&1 && curl -fs "http://127.0.0.1:$P/v2/" >/dev/null && break; sleep 0.1; done
+
+# Base image.
+BB=$T/busybox
+mkdir -p "$BB/bin" "$BB/etc" "$BB/tmp" "$BB/root"
+cp /bin/busybox "$BB/bin/busybox"
+for a in $("$BB/bin/busybox" --list-full); do
+    mkdir -p "$BB/$(dirname "$a")"; [ -e "$BB/$a" ] || ln -s /bin/busybox "$BB/$a"
+done
+printf 'root:x:0:0:root:/root:/bin/sh\n' > "$BB/etc/passwd"
+printf 'root:x:0:\n' > "$BB/etc/group"
+"$K" import --quiet "$BB" busybox:local >/dev/null
+"$K" push --quiet --tls-verify=false busybox:local "127.0.0.1:$P/bench/busybox:1" >/dev/null
+BH=(buildah --root "$T/bh/root" --runroot "$T/bh/run" --storage-driver overlay)
+"${BH[@]}" pull --tls-verify=false "127.0.0.1:$P/bench/busybox:1" >/dev/null 2>&1
+
+# A 20-step Dockerfile: RUNs writing small files, COPYs, metadata.
+C=$T/ctx
+mkdir -p "$C/src"
+for i in $(seq 1 50); do head -c 2048 /dev/urandom | base64 > "$C/src/f$i.txt"; done
+{
+    echo 'ARG BASE'
+    echo 'FROM ${BASE}'
+    echo 'ENV APP=/app'
+    echo 'WORKDIR /app'
+    echo 'COPY src/ /app/src/'
+    for i in $(seq 1 12); do echo "RUN mkdir -p /app/d$i && for j in 1 2 3 4 5 6 7 8 9 10; do echo \$j > /app/d$i/f\$j; done"; done
+    echo 'LABEL bench=kiln'
+    echo 'EXPOSE 8080'
+    echo 'USER 0'
+    echo 'CMD ["ls", "/app"]'
+} > "$C/Dockerfile"
+steps=$(grep -cvE '^(ARG|FROM)' "$C/Dockerfile")
+
+kiln_build() { "$K" build --progress=quiet --build-arg BASE=busybox:local -t bench:1 "$@" "$C" >/dev/null; }
+bh_build() { "${BH[@]}" bud --isolation chroot --layers=false --tls-verify=false --quiet \
+    --build-arg "BASE=127.0.0.1:$P/bench/busybox:1" -t bench:1 "$C" >/dev/null 2>&1; }
+
+kiln_build --no-cache # warm-up (snapshots of the base, caches of the filesystem)
+bh_build
+: > "$T/kiln_cold"; : > "$T/bh_cold"; : > "$T/kiln_cached"
+for _ in $(seq "$RUNS"); do
+    t0=$(now); kiln_build --no-cache; echo "$(now) - $t0" | bc -l >> "$T/kiln_cold"
+    t0=$(now); bh_build; echo "$(now) - $t0" | bc -l >> "$T/bh_cold"
+    t0=$(now); kiln_build; echo "$(now) - $t0" | bc -l >> "$T/kiln_cached"
+done
+kc=$(median < "$T/kiln_cold"); bc_=$(median < "$T/bh_cold"); kr=$(median < "$T/kiln_cached")
+printf '%d-step Dockerfile, %d runs, medians:\n' "$steps" "$RUNS"
+printf '  kiln build --no-cache         %8.3f s\n' "$kc"
+printf '  buildah bud --isolation chroot %7.3f s\n' "$bc_"
+printf '  kiln cached rebuild (CLI)     %8.3f s   (goal < 0.300 s)\n' "$kr"
+awk -v a="$kc" -v b="$bc_" 'BEGIN { printf "  cold ratio kiln/buildah       %8.2fx   (goal <= 0.7x)\n", a / b }'
