@@ -225,6 +225,8 @@ static void measure(const char *dir, uint64_t *bytes, size_t *entries)
     pthread_mutex_unlock(&du_mu);
 }
 
+static bool prune_one(const char *data_dir, const char *hex);
+
 int eng_step_commit(eng_build *b, eng_step_tmp *t, const char *key, eng_cached_step *out,
                     kiln_error **err)
 {
@@ -256,9 +258,19 @@ int eng_step_commit(eng_build *b, eng_step_tmp *t, const char *key, eng_cached_s
         return kiln_error_set(err, KILN_EIO, e, "lock %s", sp);
     }
     bool ours = true;
-    if (rename(t->dir, sp) < 0) {
-        if (errno != EEXIST && errno != ENOTEMPTY) {
-            int e = errno;
+    int r = rename(t->dir, sp), e = r < 0 ? errno : 0;
+    if (e == EEXIST || e == ENOTEMPTY) {
+        /* A dir without index entry is a leftover (a prune or crash cut
+         * short), unless a live build holds it: replace it. */
+        char ip[ENG_PATH_MAX];
+        index_path(ip, sizeof(ip), b, key);
+        if (access(ip, F_OK) < 0 && prune_one(b->e->data_dir, hex_of(key))) {
+            r = rename(t->dir, sp);
+            e = r < 0 ? errno : 0;
+        }
+    }
+    if (r < 0) {
+        if (e != EEXIST && e != ENOTEMPTY) {
             eng_step_abort(t);
             return kiln_error_set(err, KILN_EIO, e, "rename %s", sp);
         }

@@ -28,6 +28,7 @@ typedef struct seen {
     char out[8192]; /* "1:line\n" / "2:line\n" */
     size_t out_len;
     unsigned done, cached, stages;
+    char keys[16][80]; /* cache keys of the first steps done */
 } seen;
 
 static void on_output(void *ud, size_t stage, size_t step, int stream, const char *line, size_t len)
@@ -43,6 +44,8 @@ static void on_step_done(void *ud, size_t stage, size_t step, bool cached, const
                          uint64_t bytes, uint64_t ms)
 {
     seen *s = ud;
+    if (s->done < 16)
+        snprintf(s->keys[s->done], sizeof(s->keys[0]), "%s", key);
     s->done++;
     s->cached += cached;
 }
@@ -791,6 +794,16 @@ KT_TEST(prune_steps)
     KT_EXPECT_INT(th_sh("skopeo inspect oci:%s/store:prune:1 >/dev/null", data), 0);
     KT_REQUIRE(build(ctx, df, "prune:1", false, &s, &res, &err) == 0);
     KT_EXPECT_INT(res.steps_run, 2);
+
+    /* A step dir left without its index entry (a cut-short prune) is
+     * replaced, not reused, when the step runs again. */
+    const char *hex = s.keys[0] + 7; /* COPY p.txt /p */
+    KT_REQUIRE(th_sh("rm %s/cache/steps/%s && touch %s/snapshots/steps/%s/diff/junk", data, hex,
+                     data, hex) == 0);
+    KT_REQUIRE(build(ctx, df, "prune:2", false, &s, &res, &err) == 0);
+    KT_EXPECT_INT(res.steps_run, 1); /* the COPY; the RUN after it keeps its key */
+    KT_REQUIRE(unpack("prune:2", "b12") == 0);
+    KT_EXPECT_INT(th_sh("test ! -e %s/b12/rootfs/junk && test -f %s/b12/rootfs/p", dir, dir), 0);
 }
 
 KT_TEST(teardown)
