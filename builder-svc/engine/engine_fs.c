@@ -223,9 +223,8 @@ static bool parse_id(const char *s, long *out)
     return true;
 }
 
-/* Finds name in a passwd/group text; returns field 3 (uid/gid) and, for
- * passwd, field 4 (primary gid). */
-static bool find_entry(const char *text, const char *name, long *id, long *gid)
+/* Finds name in a passwd/group text and returns its id (field 3). */
+static bool find_entry(const char *text, const char *name, long *id)
 {
     if (text == NULL)
         return false;
@@ -237,9 +236,6 @@ static bool find_entry(const char *text, const char *name, long *id, long *gid)
         if (f == NULL)
             return false;
         *id = strtol(f + 1, NULL, 10);
-        const char *g = strchr(f + 1, ':');
-        if (gid && g)
-            *gid = strtol(g + 1, NULL, 10);
         return true;
     }
     return false;
@@ -252,26 +248,18 @@ int eng_resolve_owner(long *uid, long *gid, const char *user, const char *group,
     if (user == NULL)
         return 0;
     _cleanup_free_ char *passwd = eng_read_image_file(lowers, n_lowers, "/etc/passwd");
-    long primary = -1;
-    if (!parse_id(user, uid)) {
-        if (!find_entry(passwd, user, uid, &primary))
-            return kiln_error_set(err, KILN_EINVAL, 0,
-                                  "--chown: unknown user %s (not in the image's /etc/passwd)",
-                                  user);
-    } else {
-        char name[32];
-        snprintf(name, sizeof(name), "%ld", *uid);
-        (void)name;
-        primary = *uid;
-    }
+    if (!parse_id(user, uid) && !find_entry(passwd, user, uid))
+        return kiln_error_set(err, KILN_EINVAL, 0,
+                              "--chown: unknown user %s (not in the image's /etc/passwd)", user);
+    /* Docker: a user without group uses the same numeric id as the GID. */
     if (group == NULL || *group == '\0') {
-        *gid = primary;
+        *gid = *uid;
         return 0;
     }
     if (parse_id(group, gid))
         return 0;
     _cleanup_free_ char *groups = eng_read_image_file(lowers, n_lowers, "/etc/group");
-    if (!find_entry(groups, group, gid, NULL))
+    if (!find_entry(groups, group, gid))
         return kiln_error_set(err, KILN_EINVAL, 0,
                               "--chown: unknown group %s (not in the image's /etc/group)", group);
     return 0;

@@ -110,15 +110,14 @@ KT_TEST(setup)
         th_rmrf(dir);
         exit(77);
     }
-    KT_REQUIRE(
-        th_sh("set -e; R=%s/rootfs; mkdir -p $R/bin $R/etc $R/tmp; chmod 1777 $R/tmp; "
-              "cp \"$(command -v busybox)\" $R/bin/busybox; "
-              "for a in sh cat echo id ls true false mkdir touch stat; do "
-              "ln -s busybox $R/bin/$a; done; "
-              "printf 'root:x:0:0:root:/root:/bin/sh\\napp:x:1000:1000::/home/app:/bin/sh\\n'"
-              " > $R/etc/passwd; printf 'root:x:0:\\napp:x:1000:\\nstaff:x:50:\\n' > "
-              "$R/etc/group",
-              dir) == 0);
+    KT_REQUIRE(th_sh("set -e; R=%s/rootfs; mkdir -p $R/bin $R/etc $R/tmp; chmod 1777 $R/tmp; "
+                     "cp \"$(command -v busybox)\" $R/bin/busybox; "
+                     "for a in sh cat echo id ls true false mkdir touch stat; do "
+                     "ln -s busybox $R/bin/$a; done; "
+                     "printf 'root:x:0:0:root:/root:/bin/sh\\napp:x:1000:50::/home/app:/bin/sh\\n'"
+                     " > $R/etc/passwd; printf 'root:x:0:\\napp:x:1000:\\nstaff:x:50:\\n' > "
+                     "$R/etc/group",
+                     dir) == 0);
     char *argv[] = {(char *)th_bin("KILN_PUSHER_BIN"), "--data", data, NULL};
     KT_REQUIRE(th_spawn(&pusher, dir, "pusher", argv) == 0);
     KT_REQUIRE(th_wait_ready(url, 10000) == 0);
@@ -193,6 +192,7 @@ KT_TEST(multi_stage_metadata_copy_run)
                      "WORKDIR /app\n"
                      "COPY --from=builder /src/out.txt /app/\n"
                      "COPY --chown=app:staff --chmod=0640 data/ /app/data/\n"
+                     "COPY --chown=app hello.txt /app/owned-by-app\n"
                      "USER app\n"
                      "RUN id -u && echo \"$GREETING in $(pwd)\" && touch /tmp/ran\n"
                      "EXPOSE 8080 53/udp\n"
@@ -233,8 +233,8 @@ KT_TEST(multi_stage_metadata_copy_run)
     KT_EXPECT_INT(cfg_is("app:1", ".config.StopSignal", "\"SIGTERM\""), 0);
     /* Base layer + WORKDIR (creates /app) + COPY --from + COPY + RUN;
      * metadata steps are empty_layer. */
-    KT_EXPECT_INT(cfg_is("app:1", ".rootfs.diff_ids | length", "5"), 0);
-    KT_EXPECT_INT(cfg_is("app:1", "[.history[] | select(.empty_layer != true)] | length", "5"), 0);
+    KT_EXPECT_INT(cfg_is("app:1", ".rootfs.diff_ids | length", "6"), 0);
+    KT_EXPECT_INT(cfg_is("app:1", "[.history[] | select(.empty_layer != true)] | length", "6"), 0);
     KT_EXPECT_INT(cfg_is("app:1", "[.history[] | select(.empty_layer == true)] | length", "7"), 0);
     KT_EXPECT_INT(cfg_is("app:1", "[.history[] | select(.empty_layer == true) | .created_by][0]",
                          "\"ENV GREETING=\\\"hello world\\\" MODE=prod\""),
@@ -252,6 +252,7 @@ KT_TEST(multi_stage_metadata_copy_run)
     KT_EXPECT_INT(th_sh("[ \"$(stat -c '%%u:%%g' %s/app)\" = '0:0' ]", r), 0);
     KT_EXPECT_INT(th_sh("[ \"$(stat -c '%%u:%%g %%a' %s/app/out.txt)\" = '0:0 644' ]", r), 0);
     KT_EXPECT_INT(th_sh("test -x %s/bin/busybox && test ! -e %s/src", r, r), 0);
+    KT_EXPECT_INT(th_sh("[ \"$(stat -c '%%u:%%g' %s/app/owned-by-app)\" = '1000:1000' ]", r), 0);
     /* The created destination dir: 0755, owned by the --chown user. */
     KT_EXPECT_INT(th_sh("[ \"$(stat -c '%%u:%%g %%a' %s/app/data)\" = '1000:50 755' ]", r), 0);
 }
