@@ -455,6 +455,11 @@ static void run_commit(void *arg)
     spec.pack.progress_ud = c;
     spec.layer_done = on_layer_done;
     spec.layer_done_ud = c;
+    /* Step diffs are immutable once their step completed and their paths are
+     * named by the builder's cache key, so the path is a safe identity: an
+     * unchanged rebuild commits without packing anything. */
+    spec.pack_cache = c->p->pack_cache;
+    spec.layer_keys = (const char *const *)q->layers;
     c->layer_t0 = kiln_now_ms();
 
     psh_commit_result res = {0};
@@ -552,6 +557,11 @@ int psh_server_new(psh_server **out, const kiln_service_opts *o, kiln_error **er
         r = psh_store_open(&p->store, o->data_dir, err);
     if (r == 0)
         r = kiln_jobs_new(&p->jobs, MAX_CONCURRENT_JOBS, err);
+    if (r == 0) {
+        char dir[4096];
+        snprintf(dir, sizeof(dir), "%s/pack-cache", psh_store_data_dir(p->store));
+        r = psh_pack_cache_open(&p->pack_cache, dir, err);
+    }
     p->n_methods = KILN_ARRAY_SIZE(store_methods) + psh_n_registry_methods;
     if (r == 0 && (p->methods = calloc(p->n_methods, sizeof(*p->methods))) == NULL)
         r = kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
@@ -574,6 +584,7 @@ void psh_server_free(psh_server *p)
         return;
     atomic_store(&p->cancel, 1);
     kiln_jobs_free(p->jobs);
+    psh_pack_cache_free(p->pack_cache);
     psh_store_free(p->store);
     free(p->methods);
     pthread_mutex_destroy(&p->mu);

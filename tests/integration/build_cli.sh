@@ -75,8 +75,13 @@ grep -q 'hello from kiln (version 1.0.0)' "$R/app/greeting.txt" && ok || bad "CO
 grep -q '^app:x:1000:1000' "$R/etc/passwd" && ok || bad "the RUN that adds the user changed /etc/passwd"
 [ ! -e "$R/app/ignored.tmp" ] && [ ! -e "$R/src" ] && ok || bad "nothing of the build stage or .dockerignore'd files"
 
-# An unchanged rebuild runs nothing.
+# An unchanged rebuild runs nothing and packs nothing: the commit job of the
+# first build reported packing progress, the rebuild's does not.
+first_commit=$(ls -t "$KILN_DATA"/events/push/*.log | head -1)
+grep -aq packing "$first_commit" && ok || bad "the first build packed its layers"
 expect_rc 0 "rebuild" kiln build --progress=json -t hello:1 "$T/ctx"
+re_commit=$(ls -t "$KILN_DATA"/events/push/*.log | head -1)
+[ "$re_commit" != "$first_commit" ] && ! grep -aq packing "$re_commit" && ok || bad "the rebuild packed a layer"
 [ "$(jq -s '[.[] | select(.step_done) | select(.step_done.cached == false)] | length' "$T/out")" = 0 ] && ok || bad "rebuild ran a step"
 [ "$(jq -s -r '[.[] | select(.completed)][0].completed.digest' "$T/out")" = "$D" ] && ok || bad "rebuild gives the same digest"
 
