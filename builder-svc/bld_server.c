@@ -267,8 +267,31 @@ static int m_cancel(void *user, const kiln_req *req, kiln_reply *reply, kiln_are
     return 0;
 }
 
+static int m_prune(void *user, const kiln_req *req, kiln_reply *reply, kiln_arena *a,
+                   kiln_error **err)
+{
+    bld_server *b = user;
+    if (req->prune->dry_run)
+        return kiln_error_set(err, KILN_ENOTSUP, 0, "the builder's cache has no dry run");
+    size_t removed = 0;
+    int r = bld_engine_prune(b->engine, req->prune->older_than_s, &removed, err);
+    if (r < 0)
+        return r;
+    Kiln__V1__PruneReply *pr = kiln_arena_alloc(a, sizeof(*pr));
+    if (pr == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    kiln__v1__prune_reply__init(pr);
+    pr->steps_removed = removed;
+    kiln_info("build", "pruned %zu cached step(s) unused for %llu s", removed,
+              (unsigned long long)req->prune->older_than_s);
+    reply->body_case = KILN__V1__REPLY__BODY_PRUNE_REPLY;
+    reply->prune_reply = pr;
+    return 0;
+}
+
 static const kiln_rpc_method methods[] = {
     {KILN__V1__REQUEST__BODY_PLAN, "Plan", m_plan, 0, NULL},
+    {KILN__V1__REQUEST__BODY_PRUNE, "Prune", m_prune, KILN_RPC_MUTATING, NULL},
     {KILN__V1__REQUEST__BODY_BUILD, "Build", m_build, KILN_RPC_MUTATING, NULL},
     {KILN__V1__REQUEST__BODY_CANCEL, "Cancel", m_cancel, KILN_RPC_MUTATING, NULL},
 };

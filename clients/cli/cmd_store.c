@@ -370,23 +370,48 @@ int cli_cmd_rmi(cli_ctx *ctx, int argc, char **argv)
 
 int cli_cmd_prune(cli_ctx *ctx, int argc, char **argv)
 {
-    bool dry = false;
-    flag f[] = {{"dry-run", &dry, NULL}};
-    int p = parse_flags(argc, argv, f, 1,
-                        "Usage: kiln prune [--dry-run]\n\n"
-                        "Deletes store blobs no tag reaches (never one a running job uses)\n"
-                        "and stale temporary files.\n");
+    bool dry = false, store_only = false;
+    const char *older = NULL;
+    flag f[] = {
+        {"dry-run", &dry, NULL}, {"store-only", &store_only, NULL}, {"older-than", NULL, &older}};
+    int p = parse_flags(argc, argv, f, 3,
+                        "Usage: kiln prune [--dry-run] [--store-only] [--older-than SECONDS]\n\n"
+                        "Deletes the builder's cached steps and base snapshots unused for\n"
+                        "SECONDS (default: all unused), then store blobs no tag reaches (never\n"
+                        "one a running job uses) and stale temporary files.  --dry-run and\n"
+                        "--store-only leave the builder's cache alone.\n");
     if (p)
         return p > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
     if (want_args(argc, argv, 0, 0) < 0)
         return CLI_EXIT_USAGE;
+    unsigned long long age = 0;
+    if (older) {
+        char *end = NULL;
+        age = strtoull(older, &end, 10);
+        if (*older == '\0' || *end) {
+            cli_errorf("prune: --older-than wants seconds");
+            return CLI_EXIT_USAGE;
+        }
+    }
     kiln_req req = KILN__V1__REQUEST__INIT;
     Kiln__V1__PruneRequest pr = KILN__V1__PRUNE_REQUEST__INIT;
     pr.dry_run = dry;
+    pr.older_than_s = age;
     req.body_case = KILN__V1__REQUEST__BODY_PRUNE;
     req.prune = &pr;
     kiln_reply *rep = NULL;
-    int rc = cli_call(ctx, CLI_PUSHER, &req, &rep, 600000);
+    int rc;
+    if (!dry && !store_only) {
+        /* The builder first: steps it drops may free store blobs below. */
+        rc = cli_call(ctx, CLI_BUILDER, &req, &rep, 600000);
+        if (rc)
+            return rc;
+        printf("Removed %llu cached build step(s)\n",
+               (unsigned long long)rep->prune_reply->steps_removed);
+        kiln_rpc_reply_free(rep);
+        rep = NULL;
+    }
+    rc = cli_call(ctx, CLI_PUSHER, &req, &rep, 600000);
     if (rc)
         return rc;
     char size[32];

@@ -90,6 +90,15 @@ printf 'FROM busybox:local\nRUN echo ok\nRUN echo about to fail; exit 3\n' > "$T
 expect_rc 4 "failing RUN" kiln build --progress=plain -f "$T/ctx/Dockerfile.fail" "$T/ctx"
 grep -q ':3:' "$T/err" && grep -q 'exit 3' "$T/err" && ok || bad "failure names line 3 and the command"
 
+# kiln prune drops the builder's cached steps (then unreferenced blobs); the
+# next build runs its steps again and still gives the same image.
+expect_rc 0 "prune" kiln prune
+grep -Eq 'Removed [1-9][0-9]* cached build step' "$T/out" && ok || bad "prune removed cached steps"
+expect_rc 0 "build after prune" kiln build --progress=json -t hello:1 "$T/ctx"
+[ "$(jq -s '[.[] | select(.step_done) | select(.step_done.cached == false)] | length' "$T/out")" -gt 0 ] \
+    && ok || bad "steps ran again after prune"
+[ "$(jq -s -r '[.[] | select(.completed)][0].completed.digest' "$T/out")" = "$D" ] && ok || bad "same digest after prune"
+
 # Push the result to a real registry.
 PORT=$(free_port)
 cat > "$T/registry.yml" <<CFG

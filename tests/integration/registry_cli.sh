@@ -58,7 +58,7 @@ expect_rc 0 "skopeo copy of the push" skopeo copy --src-tls-verify=false "docker
 
 # Pull into an empty store.
 expect_rc 0 "rmi" kiln rmi app:1
-expect_rc 0 "prune" kiln prune
+expect_rc 0 "prune" kiln prune --store-only
 expect_rc 0 "pull" kiln pull --tls-verify=false "$R/team/app:1"
 [ "$(cat "$T/out")" = "$D" ] && ok || bad "pull gives the same digest"
 expect_rc 0 "inspect pulled" kiln inspect "$R/team/app:1"

@@ -97,7 +97,7 @@ cmp -s "$STORE/index.json" "$T/index.before" && ok || bad "index.json unchanged 
 # rmi and prune: blobs of a removed image go only when nothing else uses them.
 expect_rc 0 "rmi" kiln rmi localhost:5000/team/bb:gz
 expect_rc 1 "rmi again" kiln rmi localhost:5000/team/bb:gz
-expect_rc 0 "prune" kiln prune
+expect_rc 0 "prune" kiln prune --store-only
 check "skopeo still reads app:1 after prune" skopeo inspect "oci:$STORE:app:1"
 expect_rc 0 "images after prune" kiln images --json
 jq -e '.images[] | select(.ref=="localhost:5000/team/bb:gz")' "$T/out" >/dev/null && bad "removed tag listed" || ok
