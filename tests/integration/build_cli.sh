@@ -90,6 +90,40 @@ printf 'FROM busybox:local\nRUN echo ok\nRUN echo about to fail; exit 3\n' > "$T
 expect_rc 4 "failing RUN" kiln build --progress=plain -f "$T/ctx/Dockerfile.fail" "$T/ctx"
 grep -q ':3:' "$T/err" && grep -q 'exit 3' "$T/err" && ok || bad "failure names line 3 and the command"
 
+# Bad input: a clear error naming the line, exit 4, and the tag keeps its image.
+printf 'FROM busybox:local\nCOPY missing.txt /\n' > "$T/ctx/Dockerfile.missing"
+expect_rc 4 "missing context file" kiln build --progress=plain -t hello:1 -f "$T/ctx/Dockerfile.missing" "$T/ctx"
+grep -q ':2:' "$T/err" && ok || bad "missing file: line 2 named"
+printf 'FROM busybox:local\nCOPY ../x /\n' > "$T/ctx/Dockerfile.escape"
+expect_rc 4 "COPY ../x" kiln build --progress=plain -t hello:1 -f "$T/ctx/Dockerfile.escape" "$T/ctx"
+ln -s /etc/shadow "$T/ctx/shadow-link"
+printf 'FROM busybox:local\nCOPY shadow-link /stolen\n' > "$T/ctx/Dockerfile.symlink"
+expect_rc 4 "context symlink to /etc/shadow" kiln build --progress=plain -t hello:1 -f "$T/ctx/Dockerfile.symlink" "$T/ctx"
+rm -f "$T/ctx/shadow-link"
+printf 'FROM Not/A:Valid:Ref\nRUN true\n' > "$T/ctx/Dockerfile.badbase"
+expect_rc 4 "invalid base reference" kiln build --progress=plain -t hello:1 -f "$T/ctx/Dockerfile.badbase" "$T/ctx"
+grep -q ':1' "$T/err" && ok || bad "bad base: line 1 named"
+[ "$(kiln inspect hello:1 | jq -r .digest)" = "$D" ] && ok || bad "failed builds left hello:1 untouched"
+
+# kill -9 of the builder in the middle of a RUN: nothing of the sandbox stays
+# on the host, and the next build of the same Dockerfile succeeds.
+printf 'FROM busybox:local\nRUN echo started; sleep 30; echo never\n' > "$T/ctx/Dockerfile.slow"
+kiln build --progress=plain -f "$T/ctx/Dockerfile.slow" -t slow:1 "$T/ctx" >"$T/slow.out" 2>"$T/slow.err" &
+CLI=$!
+for _ in $(seq 100); do grep -q started "$T/slow.err" && break; sleep 0.1; done
+grep -q started "$T/slow.err" && ok || bad "the slow RUN started"
+kill -9 "${PIDS[1]}"; wait "${PIDS[1]}" 2>/dev/null
+wait "$CLI"; rc=$?
+[ "$rc" -ne 0 ] && ok || bad "the CLI noticed the builder died"
+sleep 0.5
+grep -q "$KILN_DATA" /proc/self/mountinfo && bad "a sandbox mount is left on the host" || ok
+pgrep -f 'sleep 30' >/dev/null && bad "a sandbox process is left on the host" || ok
+"$KILN_BUILDER_BIN" 2>>"$T/builder.log" & PIDS[1]=$!
+for _ in $(seq 100); do kiln status >/dev/null 2>&1 && break; sleep 0.1; done
+printf 'FROM busybox:local\nRUN echo started; sleep 1; echo finished\n' > "$T/ctx/Dockerfile.slow"
+expect_rc 0 "build after the builder was killed" kiln build --progress=plain -f "$T/ctx/Dockerfile.slow" -t slow:1 "$T/ctx"
+grep -q finished "$T/err" && ok || bad "the rebuilt RUN completed"
+
 # kiln prune drops the builder's cached steps (then unreferenced blobs); the
 # next build runs its steps again and still gives the same image.
 expect_rc 0 "prune" kiln prune
