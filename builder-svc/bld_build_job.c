@@ -261,6 +261,9 @@ static void run_build(void *arg)
         .n_secrets = secrets ? q->n_secrets : 0,
         .push = q->push,
         .registry_insecure = q->insecure,
+        .registry_creds = *q->creds ? q->creds : NULL,
+        .registry_authfile = *q->authfile ? q->authfile : NULL,
+        .registry_cert_dir = *q->cert_dir ? q->cert_dir : NULL,
         .source_date_epoch = q->source_date_epoch ? q->source_date_epoch : -1,
         .cancel = &c->cancel,
     };

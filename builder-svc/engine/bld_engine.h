@@ -59,11 +59,14 @@ typedef struct bld_build_spec {
     bld_net_mode network;
     const bld_secret_src *secrets;
     size_t n_secrets;
-    bool push;                 /* push every tag after the commit */
-    bool registry_insecure;    /* --tls-verify=false for pulls and pushes */
-    int64_t source_date_epoch; /* -1 = none */
-    uint64_t run_timeout_ms;   /* per RUN; 0 = none */
-    const atomic_bool *cancel; /* set to stop the build; may be NULL */
+    bool push;                     /* push every tag after the commit */
+    bool registry_insecure;        /* --tls-verify=false for pulls and pushes */
+    const char *registry_creds;    /* "user:password" for pulls and pushes; NULL = none */
+    const char *registry_authfile; /* Docker config.json on the pusher's host; NULL = default */
+    const char *registry_cert_dir; /* certs.d root on the pusher's host; NULL = default */
+    int64_t source_date_epoch;     /* -1 = none */
+    uint64_t run_timeout_ms;       /* per RUN; 0 = none */
+    const atomic_bool *cancel;     /* set to stop the build; may be NULL */
 } bld_build_spec;
 
 /* Progress callbacks, all optional, called on the building thread.  stage and

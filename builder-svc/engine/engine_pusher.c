@@ -116,6 +116,9 @@ int eng_pusher_pull(eng_build *b, const char *ref, const char *platform, kiln_er
     Kiln__V1__PullRequest pr = KILN__V1__PULL_REQUEST__INIT;
     Kiln__V1__RegistryOptions ro = KILN__V1__REGISTRY_OPTIONS__INIT;
     ro.insecure = b->spec->registry_insecure;
+    ro.creds = (char *)(b->spec->registry_creds ? b->spec->registry_creds : "");
+    ro.authfile = (char *)(b->spec->registry_authfile ? b->spec->registry_authfile : "");
+    ro.cert_dir = (char *)(b->spec->registry_cert_dir ? b->spec->registry_cert_dir : "");
     pr.ref = (char *)ref;
     pr.platform = (char *)(platform ? platform : "");
     pr.registry = &ro;
@@ -296,6 +299,9 @@ int eng_pusher_push(eng_build *b, const char *tag, kiln_error **err)
     Kiln__V1__PushRequest pr = KILN__V1__PUSH_REQUEST__INIT;
     Kiln__V1__RegistryOptions ro = KILN__V1__REGISTRY_OPTIONS__INIT;
     ro.insecure = b->spec->registry_insecure;
+    ro.creds = (char *)(b->spec->registry_creds ? b->spec->registry_creds : "");
+    ro.authfile = (char *)(b->spec->registry_authfile ? b->spec->registry_authfile : "");
+    ro.cert_dir = (char *)(b->spec->registry_cert_dir ? b->spec->registry_cert_dir : "");
     pr.source = (char *)tag;
     pr.destination = "";
     pr.registry = &ro;

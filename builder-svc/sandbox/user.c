@@ -74,7 +74,7 @@ int sbx_user_resolve(sbx_user *out, const char *spec, const char *passwd_path,
             uid = v;
             if (!parse_id(f[3], &gid))
                 gid = 0;
-            snprintf(name, sizeof(name), "%s", f[0]);
+            snprintf(name, sizeof(name), "%.*s", (int)sizeof(name) - 1, f[0]);
             snprintf(out->home, sizeof(out->home), "%s", *f[5] ? f[5] : "/");
             found = true;
             break;

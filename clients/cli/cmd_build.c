@@ -78,6 +78,9 @@ static const char usage[] =
     "  --secret id=ID,src=F   a secret for RUN --mount=type=secret\n"
     "  --push                 push each tag after the build\n"
     "  --tls-verify=false     allow plain-HTTP / unverified registries\n"
+    "  --creds USER:PASS      registry credentials for pulls and --push\n"
+    "  --authfile FILE        Docker config.json with registry credentials\n"
+    "  --cert-dir DIR         CA certificates in DIR/<host:port>/*.crt\n"
     "  --progress MODE        auto|tty|plain|json|quiet\n"
     "  --iidfile FILE         write the image digest to FILE\n"
     "  --plan                 print the resolved build plan as JSON and run nothing\n";
@@ -96,6 +99,9 @@ enum {
     B_PROGRESS,
     B_IIDFILE,
     B_PLAN,
+    B_CREDS,
+    B_AUTHFILE,
+    B_CERTDIR,
 };
 
 int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
@@ -114,6 +120,9 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
         {"progress", required_argument, NULL, B_PROGRESS},
         {"iidfile", required_argument, NULL, B_IIDFILE},
         {"plan", no_argument, NULL, B_PLAN},
+        {"creds", required_argument, NULL, B_CREDS},
+        {"authfile", required_argument, NULL, B_AUTHFILE},
+        {"cert-dir", required_argument, NULL, B_CERTDIR},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -124,6 +133,8 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
     char secret_paths[32][PATH_MAX];
     size_t n_args = 0, n_tags = 0, n_secrets = 0;
     bool plan = false, no_cache = false, push = false, insecure = false;
+    const char *creds = "";
+    char authfile[PATH_MAX] = "", cert_dir[PATH_MAX] = "";
     int c;
     optind = 1;
     opterr = 0;
@@ -223,6 +234,21 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
         case B_PLAN:
             plan = true;
             break;
+        case B_CREDS:
+            if (strchr(optarg, ':') == NULL) {
+                cli_errorf("build: --creds wants USER:PASSWORD");
+                return CLI_EXIT_USAGE;
+            }
+            creds = optarg;
+            break;
+        case B_AUTHFILE:
+        case B_CERTDIR:
+            /* Taken on the pusher's host, which is this one: make it absolute. */
+            if (realpath(optarg, c == B_AUTHFILE ? authfile : cert_dir) == NULL) {
+                cli_errorf("build: %s: %s", optarg, strerror(errno));
+                return CLI_EXIT_USAGE;
+            }
+            break;
         case ':':
             cli_errorf("build: option '%s' needs a value", argv[optind - 1]);
             return CLI_EXIT_USAGE;
@@ -273,6 +299,9 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
         br.n_secrets = n_secrets;
         br.push = push;
         br.insecure = insecure;
+        br.creds = (char *)creds;
+        br.authfile = authfile;
+        br.cert_dir = cert_dir;
         const char *sde = getenv("SOURCE_DATE_EPOCH");
         br.source_date_epoch = sde && *sde ? strtoll(sde, NULL, 10) : 0;
         rc = cli_run_build(ctx, &br, progress, iidfile);

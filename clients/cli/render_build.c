@@ -37,6 +37,7 @@ typedef struct view {
     char last_line[160];
     bool status_shown;
     bool failed;
+    int fail_code; /* wire code of the failure */
     int fail_line;
     char fail_text[512], fail_msg[1024], digest[80];
 } view;
@@ -161,6 +162,7 @@ static int build_cb(void *ud, const kiln_event *e)
     case KILN__V1__EVENT__PAYLOAD_FAILED: {
         const Kiln__V1__JobFailed *f = e->failed;
         v->failed = true;
+        v->fail_code = f->error ? (int)f->error->code : 0;
         v->fail_line = f->line;
         snprintf(v->fail_text, sizeof(v->fail_text), "%s", f->instruction ? f->instruction : "");
         snprintf(v->fail_msg, sizeof(v->fail_msg), "%s",
@@ -241,7 +243,13 @@ int cli_run_build(cli_ctx *ctx, Kiln__V1__BuildRequest *br, const char *progress
                        v->fail_msg);
         else
             cli_errorf("build failed: %s", v->fail_msg);
-        rc = CLI_EXIT_BUILD;
+        /* A registry refusing credentials, or failing the final push (no
+         * instruction to blame), is a registry failure, not the Dockerfile's. */
+        kiln_code code = kiln_code_from_wire(v->fail_code);
+        bool registry = code == KILN_EAUTH ||
+                        (v->fail_line == 0 &&
+                         (code == KILN_EREMOTE || code == KILN_EUNAVAIL || code == KILN_EPERM));
+        rc = registry ? CLI_EXIT_REGISTRY : CLI_EXIT_BUILD;
     }
     if (rc == CLI_EXIT_OK) {
         if (v->mode != P_JSON)

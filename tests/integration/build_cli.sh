@@ -147,5 +147,36 @@ expect_rc 0 "build --push" kiln build --progress=plain --push --tls-verify=false
 [ "$(skopeo inspect --tls-verify=false "docker://127.0.0.1:$PORT/demo/hello:1" | jq -r .Digest)" = "$D" ] \
     && ok || bad "the pushed image is the built one"
 
+# --push to an HTTPS registry with htpasswd auth: CA from --cert-dir, --creds.
+if command -v htpasswd >/dev/null && command -v openssl >/dev/null; then
+    SP=$(free_port)
+    S=$T/secure
+    mkdir -p "$S/certs.d/127.0.0.1:$SP"
+    (cd "$S" && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=kiln-test-ca \
+         -keyout ca.key -out ca.crt &&
+     openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key -out server.csr &&
+     printf 'subjectAltName=IP:127.0.0.1\n' > san.ext &&
+     openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+         -extfile san.ext -out server.crt) >/dev/null 2>&1
+    cp "$S/ca.crt" "$S/certs.d/127.0.0.1:$SP/ca.crt"
+    htpasswd -Bbn builder 's3cret-build' > "$S/htpasswd"
+    cat > "$S/registry.yml" <<CFG
+version: 0.1
+log: { level: error }
+storage: { filesystem: { rootdirectory: $S/data } }
+auth: { htpasswd: { realm: kiln-test, path: $S/htpasswd } }
+http: { addr: 127.0.0.1:$SP, tls: { certificate: $S/server.crt, key: $S/server.key } }
+CFG
+    docker-registry serve "$S/registry.yml" >"$S/registry.log" 2>&1 & PIDS+=($!)
+    for _ in $(seq 50); do curl -s --cacert "$S/ca.crt" "https://127.0.0.1:$SP/v2/" >/dev/null && break; sleep 0.1; done
+    expect_rc 5 "HTTPS push without credentials" kiln build --progress=plain --push \
+        --cert-dir "$S/certs.d" -t "127.0.0.1:$SP/demo/hello:1" "$T/ctx"
+    expect_rc 0 "HTTPS + auth push" kiln build --progress=plain --push --cert-dir "$S/certs.d" \
+        --creds 'builder:s3cret-build' -t "127.0.0.1:$SP/demo/hello:1" "$T/ctx"
+    [ "$(skopeo inspect --cert-dir "$S/certs.d/127.0.0.1:$SP" --creds 'builder:s3cret-build' \
+         "docker://127.0.0.1:$SP/demo/hello:1" | jq -r .Digest)" = "$D" ] && ok || bad "HTTPS push is the built image"
+    grep -rqa 's3cret-build' "$T/builder.log" "$T/pusher.log" "$KILN_DATA/events" && bad "credentials leaked" || ok
+fi
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
