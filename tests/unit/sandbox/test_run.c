@@ -88,7 +88,7 @@ KT_TEST(isolation_seen_from_inside)
     const char *env[] = {"FOO=bar baz", NULL};
     s.argv = argv;
     s.env = env;
-    s.cwd = "/work/dir";
+    s.cwd = "/srv/app/dir";
     bld_run_result res;
     run_ok(&s, &res);
     const char *t = o.out.data;
@@ -96,7 +96,7 @@ KT_TEST(isolation_seen_from_inside)
     KT_EXPECT_STR(fx_value(t, "pid"), "2"); /* init is PID 1, the command PID 2 */
     KT_EXPECT_STR(fx_value(t, "hostname"), "kiln-test");
     KT_EXPECT_STR(fx_value(t, "uid"), "0");
-    KT_EXPECT_STR(fx_value(t, "cwd"), "/work/dir");
+    KT_EXPECT_STR(fx_value(t, "cwd"), "/srv/app/dir");
     KT_EXPECT_INT(fx_count(t, "env", "FOO=bar baz"), 1);
     KT_EXPECT_INT(fx_count(t, "env", "HOME=/root"), 1);
     KT_EXPECT(fx_count(t, "env", NULL) >= 3); /* FOO, PATH, HOME */
