@@ -117,6 +117,8 @@ int kiln_follow_job(kiln_rpc_client *c, const kiln_follow_opts *o, kiln_follow_c
         nng_msg *m = NULL;
         int rv = nng_recvmsg(sub, &m, 0);
         if (rv == NNG_ETIMEDOUT) {
+            if (o->idle)
+                o->idle(ud);
             uint64_t before = last;
             r = replay(c, o->job_id, &last, &done, cb, ud, err);
             if (last != before)

@@ -20,9 +20,10 @@ typedef struct kiln_follow_opts {
     const char *job_id;     /* borrowed */
     const char *events_url; /* the service's PUB endpoint; borrowed */
     const kiln_transport_opts *transport;
-    uint64_t after_seq; /* deliver events with seq > after_seq */
-    int poll_ms;        /* with no live event for this long, poll the log; 0: 1000 */
-    int timeout_ms;     /* give up after this long without progress; 0: never */
+    uint64_t after_seq;     /* deliver events with seq > after_seq */
+    int poll_ms;            /* with no live event for this long, poll the log; 0: 1000 */
+    int timeout_ms;         /* give up after this long without progress; 0: never */
+    void (*idle)(void *ud); /* called after each poll_ms without events; may be NULL */
 } kiln_follow_opts;
 
 /* Delivers the job's events through cb until its terminal event, which is

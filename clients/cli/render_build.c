@@ -3,7 +3,8 @@
  *   plain  one line per step start/finish, RUN output prefixed by its step
  *          number (what pipes and CI logs get)
  *   tty    the same, plus a live status line under the log that shows the
- *          running step, its elapsed time and the last output line
+ *          running step, its elapsed time (redrawn five times a second) and
+ *          the last output line
  *   json   every event as one JSON object per line
  *   quiet  nothing but the image digest
  * auto is tty on a terminal, plain otherwise. */
@@ -73,6 +74,14 @@ static void draw_status(view *v)
             *v->last_line ? "  | " : "", v->last_line);
     fflush(v->out);
     v->status_shown = true;
+}
+
+/* Between events: keep the elapsed time of the running step moving. */
+static void on_idle(void *ud)
+{
+    view *v = ud;
+    if (v->cur_no)
+        draw_status(v);
 }
 
 static const char *stage_label(view *v, uint32_t stage)
@@ -225,7 +234,8 @@ int cli_run_build(cli_ctx *ctx, Kiln__V1__BuildRequest *br, const char *progress
         kiln_follow_opts fo = {.job_id = job,
                                .events_url = srep->status_reply->events_url,
                                .transport = &ctx->transport,
-                               .poll_ms = v->mode == P_TTY ? 200 : 1000};
+                               .poll_ms = v->mode == P_TTY ? 200 : 1000,
+                               .idle = v->mode == P_TTY ? on_idle : NULL};
         if (kiln_follow_job(c, &fo, build_cb, v, &err) < 0) {
             cli_errorf("build %s: %s", job, err ? err->msg : "lost the build's events");
             rc = cli_exit_for(err);
