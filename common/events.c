@@ -90,8 +90,6 @@ int kiln_events_new(kiln_events **out, const char *url, const kiln_transport_opt
     }
     /* Subscribers never send; keep the limit tiny. */
     nng_socket_set_size(ev->pub, NNG_OPT_RECVMAXSZ, 1024);
-    /* A deeper per-subscriber queue absorbs bursts (e.g. fast RUN output). */
-    nng_socket_set_int(ev->pub, NNG_OPT_SENDBUF, 8192);
     recover_jobs(ev);
     if ((r = kiln_listen(ev->pub, url, t, err)) < 0) {
         nng_close(ev->pub);

@@ -30,7 +30,9 @@ int kiln_sub_open(nng_socket *out, const char *url, const kiln_transport_opts *t
     if (rv != 0)
         return kiln_error_set(err, KILN_EINTERNAL, 0, "sub socket: %s", nng_strerror(rv));
     nng_socket_set_size(s, NNG_OPT_RECVMAXSZ, (size_t)8 << 20);
-    nng_socket_set_int(s, NNG_OPT_RECVBUF, 8192);
+    /* NNG's default queue depths: deeper PUB/SUB queues made NNG 1.5.2's
+     * nng_close() hang now and then under load (a flood left queued at close);
+     * what a shallow queue drops is replayed from the job's log anyway. */
     nng_socket_set_ms(s, NNG_OPT_RECONNMINT, 50);
     nng_socket_set_ms(s, NNG_OPT_RECONNMAXT, 1000);
     if (n == 0)
@@ -48,6 +50,18 @@ int kiln_sub_open(nng_socket *out, const char *url, const kiln_transport_opts *t
     }
     *out = s;
     return 0;
+}
+
+void kiln_sub_close(nng_socket sub)
+{
+    /* Unsubscribe and drain what is queued before closing: NNG 1.5.2 can
+     * block forever closing a SUB socket whose receive queue is full while
+     * its publisher is still connected. */
+    nng_socket_set(sub, NNG_OPT_SUB_UNSUBSCRIBE, "", 0);
+    nng_msg *m = NULL;
+    for (int i = 0; i < 100000 && nng_recvmsg(sub, &m, NNG_FLAG_NONBLOCK) == 0; i++)
+        nng_msg_free(m);
+    kiln_nng_close_bounded(sub, 2000);
 }
 
 /* Replays logged events after *last; delivers them; sets *done on terminal. */
@@ -156,6 +170,6 @@ int kiln_follow_job(kiln_rpc_client *c, const kiln_follow_opts *o, kiln_follow_c
         }
         kiln__v1__event__free_unpacked(e, NULL);
     }
-    nng_close(sub);
+    kiln_sub_close(sub);
     return r < 0 ? r : 0;
 }

@@ -36,6 +36,9 @@ int kiln_follow_job(kiln_rpc_client *c, const kiln_follow_opts *o, kiln_follow_c
 int kiln_sub_open(nng_socket *out, const char *url, const kiln_transport_opts *t,
                   const char *const *topics, size_t n, kiln_error **err);
 
+/* Closes a socket from kiln_sub_open (drains its queue first). */
+void kiln_sub_close(nng_socket sub);
+
 /* Splits a PUB message into its topic and unpacked event (caller frees with
  * kiln__v1__event__free_unpacked).  NULL if malformed. */
 kiln_event *kiln_event_from_msg(const void *data, size_t len);

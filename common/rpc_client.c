@@ -63,7 +63,7 @@ void kiln_rpc_client_free(kiln_rpc_client *c)
 {
     if (c == NULL)
         return;
-    nng_close(c->sock);
+    kiln_nng_close_bounded(c->sock, 2000);
     free(c->url);
     free(c);
 }

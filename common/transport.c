@@ -4,12 +4,84 @@
 #include "config.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <time.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
 #include <nng/supplemental/tls/tls.h>
+
+struct closer {
+    nng_socket s;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done, abandoned;
+};
+
+static void closer_free(struct closer *c)
+{
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cv);
+    free(c);
+}
+
+static void *closer_main(void *arg)
+{
+    struct closer *c = arg;
+    nng_close(c->s);
+    pthread_mutex_lock(&c->mu);
+    c->done = true;
+    bool abandoned = c->abandoned;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    if (abandoned)
+        closer_free(c);
+    return NULL;
+}
+
+bool kiln_nng_close_bounded(nng_socket s, int timeout_ms)
+{
+    struct closer *c = calloc(1, sizeof(*c));
+    pthread_attr_t attr;
+    pthread_t th;
+    if (c == NULL || pthread_attr_init(&attr) != 0) {
+        free(c);
+        nng_close(s);
+        return true;
+    }
+    c->s = s;
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&th, &attr, closer_main, c);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        closer_free(c);
+        nng_close(s);
+        return true;
+    }
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += timeout_ms / 1000;
+    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&c->mu);
+    while (!c->done && pthread_cond_timedwait(&c->cv, &c->mu, &dl) == 0)
+        ;
+    bool done = c->done;
+    if (!done)
+        c->abandoned = true;
+    pthread_mutex_unlock(&c->mu);
+    if (done)
+        closer_free(c);
+    return done;
+}
 
 kiln_code kiln_code_from_nng(int rv)
 {

@@ -50,6 +50,13 @@ int kiln_listen(nng_socket sock, const char *url, const kiln_transport_opts *o, 
 int kiln_dial(nng_socket sock, const char *url, const kiln_transport_opts *o, bool wait,
               kiln_error **err);
 
+/* Closes a client-side socket (REQ, SUB) waiting at most timeout_ms.  NNG
+ * 1.5.2's nng_close() can block forever while a pipe with data in flight is
+ * torn down (fixed upstream after that release); a caller must not hang on
+ * it, so the close runs on a helper thread that is abandoned, with the socket,
+ * if it does not finish in time.  Returns false when it timed out. */
+bool kiln_nng_close_bounded(nng_socket s, int timeout_ms);
+
 /* Maps an NNG error number onto a kiln_code. */
 kiln_code kiln_code_from_nng(int rv);
 

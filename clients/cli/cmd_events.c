@@ -250,7 +250,7 @@ static int follow_all(cli_ctx *ctx, bool json)
         }
         kiln__v1__event__free_unpacked(e, NULL);
     }
-    nng_close(sub);
+    kiln_sub_close(sub);
     for (int s = 0; s < 2; s++)
         kiln_rpc_client_free(st->c[s]);
     free(st);

@@ -32,7 +32,7 @@ int psh_dset_add(psh_dset *set, const char *digest, kiln_error **err)
         set->v = v;
         set->cap = cap;
     }
-    snprintf(set->v[set->n++], sizeof(set->v[0]), "%s", digest);
+    snprintf(set->v[set->n++], sizeof(set->v[0]), "%.*s", (int)sizeof(set->v[0]) - 1, digest);
     return 0;
 }
 
