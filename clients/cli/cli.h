@@ -61,6 +61,10 @@ void cli_print_event_json(FILE *f, const Kiln__V1__Event *e);
  * then holds the reply, freed by the caller).  timeout_ms 0: ctx->timeout_ms. */
 int cli_call(cli_ctx *ctx, cli_service s, kiln_req *req, kiln_reply **out, int timeout_ms);
 
+/* The PUB endpoint of the service behind c, from its Status reply (caller
+ * frees); NULL with *err set when the call fails. */
+char *cli_events_url(kiln_rpc_client *c, int timeout_ms, kiln_error **err);
+
 /* Follows job on service s to its end, printing progress to stderr (or every
  * event as JSON on stdout); copies the completed event's digest.  Returns 0 if
  * the job completed, 1 if it failed, 3 if the service went away. */

@@ -25,8 +25,7 @@ static int print_cb(void *ud, const kiln_event *e)
     return 0;
 }
 
-/* Status of one service, for its events URL (caller frees). */
-static char *events_url_of(kiln_rpc_client *c, int timeout_ms, kiln_error **err)
+char *cli_events_url(kiln_rpc_client *c, int timeout_ms, kiln_error **err)
 {
     kiln_req req = KILN__V1__REQUEST__INIT;
     Kiln__V1__StatusRequest sr = KILN__V1__STATUS_REQUEST__INIT;
@@ -84,7 +83,7 @@ static int follow_one(cli_ctx *ctx, const char *job, bool json, bool follow, uin
             continue;
         }
         printer p = {json, false};
-        char *url = events_url_of(c, ctx->timeout_ms, &err);
+        char *url = cli_events_url(c, ctx->timeout_ms, &err);
         if (url == NULL) {
             kiln_rpc_client_free(c);
             break;
@@ -206,7 +205,7 @@ static int follow_all(cli_ctx *ctx, bool json)
         kiln_error *err = NULL;
         char *url = NULL;
         if (kiln_rpc_client_new(&st->c[s], ctx->url[s], &ctx->transport, true, &err) == 0)
-            url = events_url_of(st->c[s], ctx->timeout_ms, &err);
+            url = cli_events_url(st->c[s], ctx->timeout_ms, &err);
         if (url == NULL) {
             cli_errorf("events: %s: %s", cli_service_name((cli_service)s), err ? err->msg : "?");
             kiln_error_free(&err);

@@ -117,12 +117,8 @@ int cli_follow_job(cli_ctx *ctx, cli_service s, const char *job, bool json, bool
     if (c == NULL)
         return CLI_EXIT_UNREACHABLE;
     kiln_error *err = NULL;
-    kiln_req req = KILN__V1__REQUEST__INIT;
-    Kiln__V1__StatusRequest sr = KILN__V1__STATUS_REQUEST__INIT;
-    req.body_case = KILN__V1__REQUEST__BODY_STATUS;
-    req.status = &sr;
-    kiln_reply *rep = NULL;
-    if (kiln_rpc_call(c, &req, &rep, ctx->timeout_ms, &err) < 0) {
+    char *url = cli_events_url(c, ctx->timeout_ms, &err);
+    if (url == NULL) {
         cli_errorf("%s", err->msg);
         int rc = cli_exit_for(err);
         kiln_error_free(&err);
@@ -130,10 +126,9 @@ int cli_follow_job(cli_ctx *ctx, cli_service s, const char *job, bool json, bool
         return rc;
     }
     job_view v = {.json = json, .quiet = quiet};
-    kiln_follow_opts fo = {
-        .job_id = job, .events_url = rep->status_reply->events_url, .transport = &ctx->transport};
+    kiln_follow_opts fo = {.job_id = job, .events_url = url, .transport = &ctx->transport};
     int r = kiln_follow_job(c, &fo, job_cb, &v, &err);
-    kiln_rpc_reply_free(rep);
+    free(url);
     kiln_rpc_client_free(c);
     if (r < 0) {
         cli_errorf("following job %s: %s", job, err ? err->msg : "stopped");

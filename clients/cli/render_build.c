@@ -224,15 +224,11 @@ int cli_run_build(cli_ctx *ctx, Kiln__V1__BuildRequest *br, const char *progress
         return CLI_EXIT_UNREACHABLE;
     }
     kiln_error *err = NULL;
-    Kiln__V1__StatusRequest sr = KILN__V1__STATUS_REQUEST__INIT;
-    kiln_req sreq = KILN__V1__REQUEST__INIT;
-    sreq.body_case = KILN__V1__REQUEST__BODY_STATUS;
-    sreq.status = &sr;
-    kiln_reply *srep = NULL;
+    char *url = cli_events_url(c, ctx->timeout_ms, &err);
     rc = CLI_EXIT_OK;
-    if (kiln_rpc_call(c, &sreq, &srep, ctx->timeout_ms, &err) == 0) {
+    if (url != NULL) {
         kiln_follow_opts fo = {.job_id = job,
-                               .events_url = srep->status_reply->events_url,
+                               .events_url = url,
                                .transport = &ctx->transport,
                                .poll_ms = v->mode == P_TTY ? 200 : 1000,
                                .idle = v->mode == P_TTY ? on_idle : NULL};
@@ -245,7 +241,7 @@ int cli_run_build(cli_ctx *ctx, Kiln__V1__BuildRequest *br, const char *progress
         rc = cli_exit_for(err);
     }
     kiln_error_free(&err);
-    kiln_rpc_reply_free(srep);
+    free(url);
     kiln_rpc_client_free(c);
     if (rc == CLI_EXIT_OK && v->failed) {
         if (v->fail_line > 0)
