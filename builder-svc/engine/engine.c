@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "cleanup.h"
 #include "config.h"
@@ -70,7 +72,60 @@ void eng_note(eng_build *b, const char *fmt, ...)
 
 bool eng_canceled(const eng_build *b)
 {
-    return b->spec->cancel && atomic_load(b->spec->cancel);
+    return atomic_load(&b->stop) || (b->spec->cancel && atomic_load(b->spec->cancel));
+}
+
+void eng_count_step(eng_build *b, bool cached)
+{
+    pthread_mutex_lock(&b->mu);
+    if (cached)
+        b->out->steps_cached++;
+    else
+        b->out->steps_run++;
+    pthread_mutex_unlock(&b->mu);
+}
+
+/* ---- events: stages on several threads, the caller's callbacks one at a time ---- */
+
+#define EV_FORWARD(b, name, ...)                                                                   \
+    do {                                                                                           \
+        eng_build *b_ = (b);                                                                       \
+        if (b_->user_ev == NULL || b_->user_ev->name == NULL)                                      \
+            return;                                                                                \
+        pthread_mutex_lock(&b_->ev_mu);                                                            \
+        b_->user_ev->name(b_->user_ev->ud, __VA_ARGS__);                                           \
+        pthread_mutex_unlock(&b_->ev_mu);                                                          \
+    } while (0)
+
+static void ev_stage_started(void *ud, size_t stage, const char *name, const char *base)
+{
+    EV_FORWARD(ud, stage_started, stage, name, base);
+}
+
+static void ev_step_started(void *ud, size_t stage, size_t step, const char *text, int line)
+{
+    EV_FORWARD(ud, step_started, stage, step, text, line);
+}
+
+static void ev_output(void *ud, size_t stage, size_t step, int stream, const char *line, size_t len)
+{
+    EV_FORWARD(ud, output, stage, step, stream, line, len);
+}
+
+static void ev_step_done(void *ud, size_t stage, size_t step, bool cached, const char *key,
+                         uint64_t layer_bytes, uint64_t duration_ms)
+{
+    EV_FORWARD(ud, step_done, stage, step, cached, key, layer_bytes, duration_ms);
+}
+
+static void ev_stage_done(void *ud, size_t stage)
+{
+    EV_FORWARD(ud, stage_done, stage);
+}
+
+static void ev_note(void *ud, const char *what)
+{
+    EV_FORWARD(ud, note, what);
 }
 
 /* ---- engine ---- */
@@ -265,6 +320,175 @@ static void ctx_dispose(eng_ctx *c)
     bld_plan_free(c->plan);
 }
 
+/* ---- the stage scheduler ---- */
+
+#define ENG_STAGE_STACK ((size_t)8 << 20)
+
+enum { ST_WAITING, ST_RUNNING, ST_DONE, ST_FAILED };
+
+typedef struct sched {
+    eng_ctx *c;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int *state;        /* per stage */
+    pthread_t *thread; /* per stage, valid while joinable[] */
+    bool *joinable;
+    size_t running;
+    int rc; /* of the first stage that failed */
+    kiln_error *err;
+    size_t failed_stage;
+} sched;
+
+typedef struct stage_job {
+    sched *s;
+    size_t stage;
+} stage_job;
+
+static void *stage_main(void *arg)
+{
+    stage_job *j = arg;
+    sched *s = j->s;
+    kiln_error *err = NULL;
+    int rc = eng_run_stage(s->c, j->stage, &err);
+    pthread_mutex_lock(&s->mu);
+    s->state[j->stage] = rc < 0 ? ST_FAILED : ST_DONE;
+    /* The first failure is the cause; stages stopped because of it fail
+     * CANCELLED after it and are not reported. */
+    if (rc < 0 && s->err == NULL) {
+        s->rc = rc;
+        s->err = err;
+        err = NULL;
+        s->failed_stage = j->stage;
+    }
+    if (rc < 0) /* after recording: the others' CANCELLED comes second */
+        atomic_store(&s->c->b.stop, true);
+    s->running--;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    kiln_error_free(&err);
+    free(j);
+    return NULL;
+}
+
+static bool deps_done(const sched *s, const bld_stage *st)
+{
+    for (size_t k = 0; k < st->n_deps; k++)
+        if (s->state[st->deps[k]] != ST_DONE)
+            return false;
+    return true;
+}
+
+static size_t max_parallel(const bld_build_spec *spec)
+{
+    if (spec->max_parallel_stages > 0)
+        return spec->max_parallel_stages;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 2 ? 2 : n > 8 ? 8 : (size_t)n;
+}
+
+/* Starts every stage whose deps are done, up to the limit.  Called locked. */
+static int start_ready(sched *s, size_t limit, kiln_error **err)
+{
+    const bld_plan *p = s->c->plan;
+    for (size_t i = 0; i < p->n_stages && s->running < limit; i++) {
+        const bld_stage *st = &p->stages[i];
+        if (!st->runs || s->state[i] != ST_WAITING || !deps_done(s, st))
+            continue;
+        stage_job *j = malloc(sizeof(*j));
+        if (j == NULL)
+            return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+        *j = (stage_job){s, i};
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setstacksize(&attr, ENG_STAGE_STACK);
+        int e = pthread_create(&s->thread[i], &attr, stage_main, j);
+        pthread_attr_destroy(&attr);
+        if (e != 0) {
+            free(j);
+            return kiln_error_set(err, KILN_ENOSPC, e, "stage thread");
+        }
+        s->joinable[i] = true;
+        s->state[i] = ST_RUNNING;
+        s->running++;
+    }
+    return 0;
+}
+
+/* Runs the stages the target needs, each as soon as the stages it depends
+ * on are done (independent stages in parallel).  The first failure stops
+ * the others (their RUNs are killed) and is the build's error. */
+static int run_stages(eng_ctx *c, kiln_error **err)
+{
+    size_t n = c->plan->n_stages;
+    sched s = {.c = c};
+    s.state = calloc(n + 1, sizeof(*s.state));
+    s.thread = calloc(n + 1, sizeof(*s.thread));
+    s.joinable = calloc(n + 1, sizeof(*s.joinable));
+    if (s.state == NULL || s.thread == NULL || s.joinable == NULL) {
+        free(s.state);
+        free(s.thread);
+        free(s.joinable);
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    }
+    pthread_mutex_init(&s.mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s.cv, &ca);
+    pthread_condattr_destroy(&ca);
+
+    size_t limit = max_parallel(c->b.spec);
+    kiln_error *serr = NULL;
+    int rc = 0;
+    pthread_mutex_lock(&s.mu);
+    for (;;) {
+        /* The caller's cancel reaches running stages through b.stop. */
+        if (c->b.spec->cancel && atomic_load(c->b.spec->cancel))
+            atomic_store(&c->b.stop, true);
+        if (!atomic_load(&c->b.stop) && rc == 0 && (rc = start_ready(&s, limit, &serr)) < 0)
+            atomic_store(&c->b.stop, true);
+        if (s.running == 0)
+            break;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += 100 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&s.cv, &s.mu, &ts);
+    }
+    pthread_mutex_unlock(&s.mu);
+    for (size_t i = 0; i < n; i++)
+        if (s.joinable[i])
+            pthread_join(s.thread[i], NULL);
+
+    if (s.err != NULL) {
+        stage_res *fr = &c->res[s.failed_stage];
+        c->b.out->failed_line = fr->failed_line;
+        snprintf(c->b.out->failed_text, sizeof(c->b.out->failed_text), "%s", fr->failed_text);
+        kiln_error_free(&serr);
+        *err = s.err;
+        rc = s.rc;
+    } else if (rc < 0) {
+        *err = serr;
+    } else {
+        for (size_t i = 0; i < n && rc == 0; i++) {
+            if (!c->plan->stages[i].runs || s.state[i] == ST_DONE)
+                continue;
+            rc = eng_canceled(&c->b)
+                     ? kiln_error_set(err, KILN_ECANCELED, 0, "build canceled")
+                     : kiln_error_set(err, KILN_EINTERNAL, 0, "stage %zu never became ready", i);
+        }
+    }
+    pthread_cond_destroy(&s.cv);
+    pthread_mutex_destroy(&s.mu);
+    free(s.state);
+    free(s.thread);
+    free(s.joinable);
+    return rc;
+}
+
 static int build(eng_ctx *c, kiln_error **err)
 {
     bld_plan *first = NULL;
@@ -305,12 +529,8 @@ static int build(eng_ctx *c, kiln_error **err)
     c->res = calloc(c->n_stages + 1, sizeof(*c->res));
     if (c->res == NULL)
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
-    for (size_t i = 0; i < c->plan->n_stages; i++) {
-        if (!c->plan->stages[i].runs)
-            continue;
-        if ((rc = eng_run_stage(c, i, err)) < 0)
-            return rc;
-    }
+    if ((rc = run_stages(c, err)) < 0)
+        return rc;
     stage_res *r = &c->res[c->plan->target];
     eng_note(&c->b, "committing");
     eng_commit_desc cd = {
@@ -341,9 +561,26 @@ int bld_build(bld_engine *e, const bld_build_spec *spec, const bld_build_events 
     if (spec->context_dir && spec->context_dir[0] != '/')
         return kiln_error_set(err, KILN_EINVAL, 0, "context dir must be absolute");
     unsigned long long t0 = kiln_now_ms();
-    eng_ctx c = {.b = {.e = e, .spec = spec, .ev = ev, .out = out}};
+    eng_ctx c = {.b = {.e = e, .spec = spec, .user_ev = ev, .out = out}};
+    c.b.ev_wrap = (bld_build_events){
+        .stage_started = ev_stage_started,
+        .step_started = ev_step_started,
+        .output = ev_output,
+        .step_done = ev_step_done,
+        .stage_done = ev_stage_done,
+        .note = ev_note,
+        .ud = &c.b,
+    };
+    c.b.ev = &c.b.ev_wrap;
+    pthread_mutex_init(&c.b.ev_mu, NULL);
+    pthread_mutex_init(&c.b.mu, NULL);
+    pthread_mutex_init(&c.lazy_mu, NULL);
+    atomic_init(&c.b.stop, false);
     int rc = build(&c, err);
     ctx_dispose(&c);
+    pthread_mutex_destroy(&c.lazy_mu);
+    pthread_mutex_destroy(&c.b.mu);
+    pthread_mutex_destroy(&c.b.ev_mu);
     out->duration_ms = kiln_now_ms() - t0;
     return rc;
 }

@@ -43,10 +43,12 @@ static void step_path(char *out, size_t cap, eng_build *b, const char *key)
  * leaves it alone.  False when the dir is gone or being removed. */
 static bool hold_fd(eng_build *b, int fd)
 {
+    pthread_mutex_lock(&b->mu);
     if (b->n_held == b->cap_held) {
         size_t nc = b->cap_held ? 2 * b->cap_held : 16;
         int *h = realloc(b->held, nc * sizeof(int));
         if (h == NULL) {
+            pthread_mutex_unlock(&b->mu);
             close(fd);
             return false;
         }
@@ -54,6 +56,7 @@ static bool hold_fd(eng_build *b, int fd)
         b->cap_held = nc;
     }
     b->held[b->n_held++] = fd;
+    pthread_mutex_unlock(&b->mu);
     return true;
 }
 

@@ -9,6 +9,7 @@
 #ifndef BLD_ENGINE_INT_H
 #define BLD_ENGINE_INT_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -41,15 +42,23 @@ int eng_strv_push(eng_strv *s, const char *str);
 int eng_strv_copy(eng_strv *dst, const eng_strv *src);
 void eng_strv_dispose(eng_strv *s);
 
-/* One build in progress. */
+/* One build in progress.  Independent stages run on threads of their own:
+ * what they share is guarded by mu (held, out counters), ev_mu (callbacks:
+ * ev forwards to user_ev one call at a time) and, on the plan side,
+ * eng_ctx.lazy_mu. */
 typedef struct eng_build {
     bld_engine *e;
     const bld_build_spec *spec;
-    const bld_build_events *ev;
+    const bld_build_events *ev; /* &ev_wrap */
+    const bld_build_events *user_ev;
+    bld_build_events ev_wrap;
+    pthread_mutex_t ev_mu;
     bld_build_result *out;
     struct bld_ignore *ignore; /* the context's .dockerignore, or NULL */
-    int *held;                 /* shared flocks on the step dirs this build uses */
+    pthread_mutex_t mu;
+    int *held; /* shared flocks on the step dirs this build uses */
     size_t n_held, cap_held;
+    atomic_bool stop; /* spec->cancel, or a stage failed: the others stop */
 } eng_build;
 
 /* ---- engine_run.c: snapshots and the sandbox ---- */
@@ -242,6 +251,8 @@ int eng_pusher_commit(eng_build *b, const eng_commit_desc *c, kiln_error **err);
 int eng_pusher_push(eng_build *b, const char *tag, kiln_error **err);
 
 /* Helpers. */
+/* Counts a finished step (thread-safe). */
+void eng_count_step(eng_build *b, bool cached);
 void eng_note(eng_build *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 bool eng_canceled(const eng_build *b);
 

@@ -244,7 +244,7 @@ int eng_run(eng_build *b, const eng_run_desc *d, int *exit_code, kiln_error **er
         .rootfs = BLD_ROOTFS_AUTO,
         .on_output = on_output,
         .output_ud = &oc,
-        .cancel = b->spec->cancel,
+        .cancel = &b->stop,
     };
     bld_run_result res = {0};
     int rc = bld_run(&rs, &res, err);

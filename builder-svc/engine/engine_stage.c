@@ -100,12 +100,15 @@ static int setup_base(eng_ctx *c, const bld_stage *st, stage_res *r, kiln_error 
                 bi = &c->bases[i];
         if (bi == NULL)
             return kiln_error_set(err, KILN_EINTERNAL, 0, "base %s not fetched", st->base_image);
+        pthread_mutex_lock(&c->lazy_mu);
         if (!bi->unpacked) {
             eng_note(&c->b, "unpacking %s", st->base_image);
-            if ((rc = eng_base_unpack(&c->b, bi->manifest, bi->config, bi->chain, err)) < 0)
-                return kiln_error_wrap(err, "%s", st->base_image);
-            bi->unpacked = true;
+            rc = eng_base_unpack(&c->b, bi->manifest, bi->config, bi->chain, err);
+            bi->unpacked = rc == 0;
         }
+        pthread_mutex_unlock(&c->lazy_mu);
+        if (rc < 0)
+            return kiln_error_wrap(err, "%s", st->base_image);
         snprintf(r->base_manifest, sizeof(r->base_manifest), "%s", bi->digest);
         memcpy(r->chain, bi->chain, sizeof(r->chain));
         const cJSON *cfg = cJSON_GetObjectItemCaseSensitive(bi->parsed, "config");
@@ -155,21 +158,19 @@ static int merged_of(eng_ctx *c, size_t stage, const char **out, kiln_error **er
     stage_res *p = &c->res[stage];
     if (!p->done)
         return kiln_error_set(err, KILN_EINTERNAL, 0, "stage %zu not built", stage);
-    if (p->merged == NULL) {
-        int rc = eng_tree_merge(&p->merged, &c->b, p->lowers, p->n_lowers, err);
-        if (rc < 0)
-            return kiln_error_wrap(err, "stage %zu", stage);
-    }
-    *out = eng_tree_root(p->merged);
-    return 0;
+    int rc = 0;
+    pthread_mutex_lock(&c->lazy_mu);
+    if (p->merged == NULL)
+        rc = eng_tree_merge(&p->merged, &c->b, p->lowers, p->n_lowers, err);
+    if (rc == 0)
+        *out = eng_tree_root(p->merged);
+    pthread_mutex_unlock(&c->lazy_mu);
+    return rc < 0 ? kiln_error_wrap(err, "stage %zu", stage) : 0;
 }
 
 /* An image used by COPY --from or a mount: unpacked and held; merged on demand. */
-static int image_of(eng_ctx *c, const char *ref, bool merge, base_img **out, kiln_error **err)
+static int image_of_locked(eng_ctx *c, base_img *bi, const char *ref, bool merge, kiln_error **err)
 {
-    base_img *bi = eng_find_base(c, ref);
-    if (bi == NULL)
-        return kiln_error_set(err, KILN_EINTERNAL, 0, "image %s not fetched", ref);
     int rc = 0;
     if (!bi->unpacked) {
         eng_note(&c->b, "unpacking %s", ref);
@@ -183,8 +184,20 @@ static int image_of(eng_ctx *c, const char *ref, bool merge, base_img **out, kil
         (rc = eng_tree_merge(&bi->merged, &c->b, eng_stack_dirs(bi->stack),
                              eng_stack_len(bi->stack), err)) < 0)
         return kiln_error_wrap(err, "%s", ref);
-    *out = bi;
     return 0;
+}
+
+static int image_of(eng_ctx *c, const char *ref, bool merge, base_img **out, kiln_error **err)
+{
+    base_img *bi = eng_find_base(c, ref);
+    if (bi == NULL)
+        return kiln_error_set(err, KILN_EINTERNAL, 0, "image %s not fetched", ref);
+    pthread_mutex_lock(&c->lazy_mu);
+    int rc = image_of_locked(c, bi, ref, merge, err);
+    pthread_mutex_unlock(&c->lazy_mu);
+    if (rc == 0)
+        *out = bi;
+    return rc;
 }
 
 /* ---- RUN ---- */
@@ -515,10 +528,10 @@ static void hash_copy_from(eng_ctx *c, const bld_instr *in, kiln_sha256 *h)
 
 /* ---- one instruction ---- */
 
-static void fail_at(eng_ctx *c, const bld_instr *in)
+static void fail_at(stage_res *r, int line, const char *text)
 {
-    c->b.out->failed_line = in->line;
-    snprintf(c->b.out->failed_text, sizeof(c->b.out->failed_text), "%s", in->original);
+    r->failed_line = line;
+    snprintf(r->failed_text, sizeof(r->failed_text), "%s", text);
 }
 
 static bool fs_step(bld_instr_kind k)
@@ -672,10 +685,7 @@ static int run_step(eng_ctx *c, size_t si, size_t step, const bld_instr *in, sta
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
     if (in->kind != BLD_INSTR_ARG && add_hist(r, in->original, !cs.layer, cs.created) < 0)
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
-    if (cached)
-        c->b.out->steps_cached++;
-    else
-        c->b.out->steps_run++;
+    eng_count_step(&c->b, cached);
     if (ev && ev->step_done)
         ev->step_done(ev->ud, si, step, cached, key, cs.layer ? cs.size : 0, kiln_now_ms() - t0);
     return 0;
@@ -700,13 +710,12 @@ int eng_run_stage(eng_ctx *c, size_t si, kiln_error **err)
     }
     int rc = setup_base(c, st, r, err);
     if (rc < 0) {
-        c->b.out->failed_line = st->line;
-        snprintf(c->b.out->failed_text, sizeof(c->b.out->failed_text), "%s", st->original);
+        fail_at(r, st->line, st->original);
         return rc;
     }
     for (size_t i = 0; i < st->n_instrs; i++) {
         if ((rc = run_step(c, si, i, &st->instrs[i], r, err)) < 0) {
-            fail_at(c, &st->instrs[i]);
+            fail_at(r, st->instrs[i].line, st->instrs[i].original);
             return rc;
         }
     }

@@ -43,6 +43,8 @@ typedef struct stage_res {
     eng_tree *merged;                 /* merged rootfs for COPY --from (lazy) */
     const char **lowers;              /* stack dirs + layers, rebuilt as layers grow */
     size_t n_lowers;
+    int failed_line; /* the instruction (or FROM) that failed the stage */
+    char failed_text[512];
 } stage_res;
 
 void stage_res_dispose(stage_res *r);
@@ -54,8 +56,15 @@ typedef struct eng_ctx {
     size_t n_bases;
     stage_res *res;
     size_t n_stages;
+    /* Stages run concurrently once their deps are done: lazy_mu guards what
+     * they make on first use for each other (bases' snapshots, stacks and
+     * merged trees; a finished stage's merged tree).  Everything else a
+     * stage reads of another is immutable once that stage is done. */
+    pthread_mutex_t lazy_mu;
 } eng_ctx;
 
+/* Runs stage (its deps done); may run concurrently with other stages.  On
+ * failure res[stage].failed_* names the instruction. */
 int eng_run_stage(eng_ctx *c, size_t stage, kiln_error **err);
 /* The base image ref fetched by engine.c (NULL when it was not). */
 base_img *eng_find_base(eng_ctx *c, const char *ref);

@@ -12,6 +12,7 @@
 #include "config.h"
 #include "follow.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,13 +29,13 @@ typedef struct view {
     struct {
         uint32_t stage, step;
         unsigned no;
+        bool running;
         unsigned long long t0;
+        char text[160];
     } steps[MAX_STEPS];
     size_t n_steps;
     char stage_names[64][64];
-    unsigned cur_no;
-    char cur_text[160];
-    unsigned long long cur_t0;
+    unsigned cur_no; /* latest step started and still running (stages run in parallel) */
     char last_line[160];
     bool status_shown;
     bool failed;
@@ -65,15 +66,55 @@ static void clear_status(view *v)
     }
 }
 
+/* The running step started last, and how many others run beside it. */
+static size_t running_step(const view *v, unsigned *others)
+{
+    size_t best = SIZE_MAX;
+    *others = 0;
+    for (size_t i = 0; i < v->n_steps; i++) {
+        if (!v->steps[i].running)
+            continue;
+        if (best != SIZE_MAX)
+            (*others)++;
+        if (best == SIZE_MAX || v->steps[i].no > v->steps[best].no)
+            best = i;
+    }
+    return best;
+}
+
 static void draw_status(view *v)
 {
     if (v->mode != P_TTY || v->cur_no == 0)
         return;
-    double secs = (double)(kiln_now_ms() - v->cur_t0) / 1000.0;
-    fprintf(v->out, "\r\033[2K\033[36m#%u %.1fs\033[0m %.60s%s%.60s", v->cur_no, secs, v->cur_text,
-            *v->last_line ? "  | " : "", v->last_line);
+    unsigned others = 0;
+    if (running_step(v, &others) == SIZE_MAX)
+        return;
+    size_t i = 0;
+    while (i < v->n_steps && v->steps[i].no != v->cur_no)
+        i++;
+    if (i == v->n_steps)
+        return;
+    double secs = (double)(kiln_now_ms() - v->steps[i].t0) / 1000.0;
+    char more[32] = "";
+    if (others)
+        snprintf(more, sizeof(more), " (+%u running)", others);
+    fprintf(v->out, "\r\033[2K\033[36m#%u %.1fs\033[0m%s %.60s%s%.60s", v->cur_no, secs, more,
+            v->steps[i].text, *v->last_line ? "  | " : "", v->last_line);
     fflush(v->out);
     v->status_shown = true;
+}
+
+/* After a step ends: the status follows the latest other running step. */
+static void follow_running(view *v)
+{
+    unsigned others = 0;
+    size_t i = running_step(v, &others);
+    if (i == SIZE_MAX) {
+        v->cur_no = 0;
+    } else if (v->steps[i].no != v->cur_no) {
+        v->cur_no = v->steps[i].no;
+        v->last_line[0] = '\0';
+    }
 }
 
 /* Between events: keep the elapsed time of the running step moving. */
@@ -111,9 +152,13 @@ static int build_cb(void *ud, const kiln_event *e)
     case KILN__V1__EVENT__PAYLOAD_STEP_STARTED: {
         const Kiln__V1__BuildStepStarted *s = e->step_started;
         unsigned no = step_no(v, s->stage, s->step, true);
+        for (size_t i = 0; i < v->n_steps; i++)
+            if (v->steps[i].no == no) {
+                v->steps[i].running = true;
+                v->steps[i].t0 = kiln_now_ms();
+                snprintf(v->steps[i].text, sizeof(v->steps[i].text), "%s", s->text);
+            }
         v->cur_no = no;
-        v->cur_t0 = kiln_now_ms();
-        snprintf(v->cur_text, sizeof(v->cur_text), "%s", s->text);
         v->last_line[0] = '\0';
         if (show) {
             clear_status(v);
@@ -132,7 +177,7 @@ static int build_cb(void *ud, const kiln_event *e)
                 fprintf(v->out, "#%u %s %s\n", no,
                         o->lines[i]->stream == KILN__V1__LOG_LINE__STREAM__STDERR ? "!" : "|",
                         o->lines[i]->text);
-            if (o->n_lines)
+            if (o->n_lines && no == v->cur_no)
                 snprintf(v->last_line, sizeof(v->last_line), "%s", o->lines[o->n_lines - 1]->text);
             draw_status(v);
         }
@@ -151,7 +196,12 @@ static int build_cb(void *ud, const kiln_event *e)
             else
                 fprintf(v->out, "#%u DONE %.2fs\n", no, (double)d->duration_ms / 1000.0);
         }
-        v->cur_no = 0;
+        for (size_t i = 0; i < v->n_steps; i++)
+            if (v->steps[i].no == no)
+                v->steps[i].running = false;
+        follow_running(v);
+        if (show)
+            draw_status(v);
         break;
     }
     case KILN__V1__EVENT__PAYLOAD_PROGRESS:

@@ -770,6 +770,92 @@ KT_TEST(concurrent_builds_match_sequential)
     }
 }
 
+/* Two stages that can only finish together: each RUN marks its arrival in
+ * a shared cache mount and waits for the other's mark. */
+static int rendezvous(const char *ctx, const char *id, int tries, unsigned max_par,
+                      bld_build_result *res, kiln_error **err)
+{
+    char df[2048];
+    snprintf(df, sizeof(df),
+             "FROM busybox:test AS a\n"
+             "RUN --mount=type=cache,id=%s,target=/c touch /c/a && i=0 && "
+             "while [ ! -e /c/b ]; do i=$((i+1)); [ $i -gt %d ] && exit 7; sleep 0.1; done; "
+             "echo a > /a\n"
+             "FROM busybox:test AS b\n"
+             "RUN --mount=type=cache,id=%s,target=/c touch /c/b && i=0 && "
+             "while [ ! -e /c/a ]; do i=$((i+1)); [ $i -gt %d ] && exit 7; sleep 0.1; done; "
+             "echo b > /b\n"
+             "FROM scratch\n"
+             "COPY --from=a /a /a\n"
+             "COPY --from=b /b /b\n",
+             id, tries, id, tries);
+    const char *tags[] = {"rdv:1"};
+    bld_build_spec spec = {.context_dir = ctx,
+                           .dockerfile = df,
+                           .tags = tags,
+                           .n_tags = 1,
+                           .no_cache = true,
+                           .source_date_epoch = -1,
+                           .max_parallel_stages = max_par};
+    return bld_build(engine, &spec, NULL, res, err);
+}
+
+KT_TEST(independent_stages_run_in_parallel)
+{
+    if (engine == NULL)
+        return;
+    char *ctx = ctxdir("ctx10");
+    bld_build_result res;
+    kiln_error *err = NULL;
+    char id[64];
+    /* One stage at a time cannot meet: the first one waits in vain. */
+    snprintf(id, sizeof(id), "rdv-serial-%d", (int)getpid());
+    KT_EXPECT_INT(rendezvous(ctx, id, 10, 1, &res, &err), KILN_EREMOTE);
+    KT_EXPECT_INT(res.failed_line, 2);
+    kiln_error_free(&err);
+    /* By default they run together. */
+    snprintf(id, sizeof(id), "rdv-par-%d", (int)getpid());
+    int rc = rendezvous(ctx, id, 300, 0, &res, &err);
+    KT_EXPECT_INT(rc, 0);
+    if (rc < 0)
+        fprintf(stderr, "rendezvous: %s\n", err->msg);
+    kiln_error_free(&err);
+    KT_REQUIRE(unpack("rdv:1", "b10") == 0);
+    KT_EXPECT_INT(th_sh("[ \"$(cat %s/b10/rootfs/a)$(cat %s/b10/rootfs/b)\" = ab ]", dir, dir), 0);
+}
+
+/* A failing stage stops its siblings: their RUNs are killed, and the error
+ * (with its line) is the failing stage's, not a CANCELLED sibling's. */
+KT_TEST(failing_stage_stops_siblings)
+{
+    if (engine == NULL)
+        return;
+    char *ctx = ctxdir("ctx11");
+    const char *tags[] = {"sib:1"};
+    bld_build_spec spec = {.context_dir = ctx,
+                           .dockerfile = "FROM busybox:test AS slow\n"
+                                         "RUN sleep 61\n"
+                                         "FROM busybox:test AS bad\n"
+                                         "RUN sleep 0.5; exit 3\n"
+                                         "FROM scratch\n"
+                                         "COPY --from=slow /bin /s\n"
+                                         "COPY --from=bad /bin /b\n",
+                           .tags = tags,
+                           .n_tags = 1,
+                           .no_cache = true,
+                           .source_date_epoch = -1,
+                           .max_parallel_stages = 2};
+    bld_build_result res;
+    kiln_error *err = NULL;
+    unsigned long long t0 = kiln_now_ms();
+    KT_EXPECT_INT(bld_build(engine, &spec, NULL, &res, &err), KILN_EREMOTE);
+    KT_EXPECT(kiln_now_ms() - t0 < 30000);
+    KT_EXPECT_INT(res.failed_line, 4);
+    KT_EXPECT(err && strstr(err->msg, "exit code: 3") != NULL);
+    kiln_error_free(&err);
+    KT_EXPECT_INT(th_sh("! pgrep -f '^(/bin/sh -c )?sleep 61$' >/dev/null"), 0);
+}
+
 KT_TEST(prune_steps)
 {
     if (engine == NULL)
