@@ -646,11 +646,22 @@ static int run_step(eng_ctx *c, size_t si, size_t step, const bld_instr *in, sta
         bld_ignore_free(excl);
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
     }
-    kiln_sha256_update(h, r->key, strlen(r->key) + 1);
+    /* COPY --link: the layer does not depend on what is below it, so its key
+     * leaves the parent out (a changed base reuses it); what it resolved
+     * against the image (destination, owner) goes in instead. */
+    bool link = is_copy && in->u.copy.link;
+    kiln_sha256_update(h, link ? "link" : r->key, strlen(link ? "link" : r->key) + 1);
     eng_hash_instr(h, in);
     if (is_copy) {
         rc = copy_desc(c, in, r, &cd, srcs, dest, err);
         cd.exclude = excl;
+        if (rc == 0 && link) {
+            char res[ENG_PATH_MAX + 64];
+            int n = snprintf(res, sizeof(res), "%s|%ld|%ld", cd.dest, cd.uid, cd.gid);
+            kiln_sha256_update(h, res, (size_t)n + 1);
+            cd.lowers = NULL; /* made on an empty tree: parents are created afresh */
+            cd.n_lowers = 0;
+        }
         if (rc == 0 && in->u.copy.from_kind != BLD_REF_NONE)
             hash_copy_from(c, in, h);
         else if (rc == 0)
@@ -680,7 +691,10 @@ static int run_step(eng_ctx *c, size_t si, size_t step, const bld_instr *in, sta
         return rc;
     if (in->kind != BLD_INSTR_RUN && !is_copy && (rc = eng_apply_meta(r, in, err)) < 0)
         return rc;
-    memcpy(r->key, key, sizeof(r->key));
+    if (link) /* the chain goes on from both */
+        set_key(r->key, "linked", r->key, key);
+    else
+        memcpy(r->key, key, sizeof(r->key));
     if (cs.layer && (eng_strv_push(&r->layers, cs.diff) < 0 || refresh_lowers(r) < 0))
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
     if (in->kind != BLD_INSTR_ARG && add_hist(r, in->original, !cs.layer, cs.created) < 0)

@@ -415,6 +415,48 @@ KT_TEST(cache_rebuild_and_changed_source)
     KT_EXPECT_INT(r3.steps_cached, 0);
 }
 
+/* COPY --link: a layer keyed without its parent, so a change below it
+ * reuses it; a plain COPY after the same change runs again. */
+KT_TEST(copy_link_survives_a_changed_parent)
+{
+    if (engine == NULL)
+        return;
+    char *ctx = ctxdir("ctx12");
+    put(ctx, "l.txt", "linked");
+    put(ctx, "p.txt", "plain");
+    const char *df1 = "FROM busybox:test\n"
+                      "RUN echo one > /below\n"
+                      "COPY --link l.txt /opt/l/l.txt\n"
+                      "COPY p.txt /opt/p.txt\n";
+    const char *df2 = "FROM busybox:test\n"
+                      "RUN echo two > /below\n"
+                      "COPY --link l.txt /opt/l/l.txt\n"
+                      "COPY p.txt /opt/p.txt\n";
+    seen s;
+    bld_build_result r1, r2;
+    kiln_error *err = NULL;
+    KT_REQUIRE(build(ctx, df1, "link:1", false, &s, &r1, &err) == 0);
+    char k1[80];
+    snprintf(k1, sizeof(k1), "%s", s.keys[1]);
+    KT_REQUIRE(build(ctx, df2, "link:2", false, &s, &r2, &err) == 0);
+    KT_EXPECT_INT(r2.steps_run, 2); /* the changed RUN and the plain COPY */
+    KT_EXPECT_INT(r2.steps_cached, 1);
+    KT_EXPECT_STR(s.keys[1], k1);
+    KT_REQUIRE(unpack("link:2", "b12") == 0);
+    KT_EXPECT_INT(
+        th_sh("cd %s/b12/rootfs && [ \"$(cat below)$(cat opt/l/l.txt)$(cat opt/p.txt)\" = "
+              "twolinkedplain ] && test -x bin/busybox",
+              dir),
+        0);
+    /* Both images share the linked layer's blob. */
+    KT_EXPECT_INT(
+        th_sh("a=$(skopeo inspect --raw oci:%s/store:link:1 | jq -r '.layers[-2].digest'); "
+              "b=$(skopeo inspect --raw oci:%s/store:link:2 | jq -r '.layers[-2].digest'); "
+              "[ -n \"$a\" ] && [ \"$a\" = \"$b\" ]",
+              data, data),
+        0);
+}
+
 KT_TEST(from_stage_onbuild_heredocs_add_archive_copy_from_image)
 {
     if (engine == NULL)
