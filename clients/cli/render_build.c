@@ -190,9 +190,15 @@ static int build_cb(void *ud, const kiln_event *e)
             clear_status(v);
             if (d->cached)
                 fprintf(v->out, "#%u CACHED\n", no);
-            else if (d->layer_bytes)
+            else if (d->layer_bytes >= 1000000)
+                fprintf(v->out, "#%u DONE %.2fs, layer %.1f MB\n", no,
+                        (double)d->duration_ms / 1000.0, (double)d->layer_bytes / 1e6);
+            else if (d->layer_bytes >= 1000)
                 fprintf(v->out, "#%u DONE %.2fs, layer %.1f kB\n", no,
                         (double)d->duration_ms / 1000.0, (double)d->layer_bytes / 1e3);
+            else if (d->layer_bytes)
+                fprintf(v->out, "#%u DONE %.2fs, layer %llu B\n", no,
+                        (double)d->duration_ms / 1000.0, (unsigned long long)d->layer_bytes);
             else
                 fprintf(v->out, "#%u DONE %.2fs\n", no, (double)d->duration_ms / 1000.0);
         }
