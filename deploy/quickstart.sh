@@ -89,6 +89,11 @@ done
 say "kiln status"
 kiln status
 
+# Imported once: a fresh rootfs has fresh mtimes, so importing it again would
+# give a new base and make the example rebuild from scratch.
+if kiln inspect busybox:local >/dev/null 2>&1; then
+    say "busybox base image: already in the store (kiln rmi busybox:local to re-import)"
+else
 say "importing a busybox base image (Debian's busybox-static; no network needed)"
 BB=$KILN_DATA/tmp/busybox-rootfs
 rm -rf "$BB"
@@ -101,6 +106,8 @@ printf 'root:x:0:0:root:/root:/bin/sh\n' > "$BB/etc/passwd"
 printf 'root:x:0:\n' > "$BB/etc/group"
 chmod 1777 "$BB/tmp"
 kiln import --quiet "$BB" busybox:local
+rm -rf "$BB"
+fi
 
 IMAGE=127.0.0.1:$REG_PORT/examples/hello:1
 say "building examples/hello as $IMAGE and pushing it"
