@@ -94,19 +94,19 @@ kiln status
 if kiln inspect busybox:local >/dev/null 2>&1; then
     say "busybox base image: already in the store (kiln rmi busybox:local to re-import)"
 else
-say "importing a busybox base image (Debian's busybox-static; no network needed)"
-BB=$KILN_DATA/tmp/busybox-rootfs
-rm -rf "$BB"
-mkdir -p "$BB/bin" "$BB/etc" "$BB/tmp" "$BB/root" "$BB/usr/local/bin"
-cp /bin/busybox "$BB/bin/busybox"
-for a in $("$BB/bin/busybox" --list-full); do
-    mkdir -p "$BB/$(dirname "$a")"; [ -e "$BB/$a" ] || ln -s /bin/busybox "$BB/$a"
-done
-printf 'root:x:0:0:root:/root:/bin/sh\n' > "$BB/etc/passwd"
-printf 'root:x:0:\n' > "$BB/etc/group"
-chmod 1777 "$BB/tmp"
-kiln import --quiet "$BB" busybox:local
-rm -rf "$BB"
+    say "importing a busybox base image (Debian's busybox-static; no network needed)"
+    BB=$KILN_DATA/tmp/busybox-rootfs
+    rm -rf "$BB"
+    mkdir -p "$BB/bin" "$BB/etc" "$BB/tmp" "$BB/root" "$BB/usr/local/bin"
+    cp /bin/busybox "$BB/bin/busybox"
+    for a in $("$BB/bin/busybox" --list-full); do
+        mkdir -p "$BB/$(dirname "$a")"; [ -e "$BB/$a" ] || ln -s /bin/busybox "$BB/$a"
+    done
+    printf 'root:x:0:0:root:/root:/bin/sh\n' > "$BB/etc/passwd"
+    printf 'root:x:0:\n' > "$BB/etc/group"
+    chmod 1777 "$BB/tmp"
+    kiln import --quiet "$BB" busybox:local
+    rm -rf "$BB"
 fi
 
 IMAGE=127.0.0.1:$REG_PORT/examples/hello:1
