@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 
@@ -271,6 +272,28 @@ int eng_step_commit(eng_build *b, eng_step_tmp *t, const char *key, eng_cached_s
             r = rename(t->dir, sp);
             e = r < 0 ? errno : 0;
         }
+    }
+    char alt[KILN_DIGEST_STRLEN + 1];
+    if (r < 0 && (e == EEXIST || e == ENOTEMPTY) && b->spec->no_cache) {
+        /* --no-cache wants this run's output, not the stored one (a RUN may
+         * differ from run to run).  Step dirs are immutable identities (the
+         * pusher's pack cache knows them by path): ours goes in beside it,
+         * under a key of its own that no lookup finds. */
+        unsigned char nonce[16];
+        kiln_sha256 *h = kiln_sha256_new();
+        if (h == NULL || getentropy(nonce, sizeof(nonce)) < 0) {
+            kiln_sha256_free(h);
+            eng_step_abort(t);
+            return kiln_error_set(err, KILN_EIO, errno, "step key");
+        }
+        kiln_sha256_update(h, key, strlen(key) + 1);
+        kiln_sha256_update(h, nonce, sizeof(nonce));
+        kiln_sha256_final_str(h, alt);
+        kiln_sha256_free(h);
+        key = alt;
+        step_path(sp, sizeof(sp), b, key);
+        r = rename(t->dir, sp);
+        e = r < 0 ? errno : 0;
     }
     if (r < 0) {
         if (e != EEXIST && e != ENOTEMPTY) {

@@ -153,7 +153,9 @@ int eng_cache_lookup(eng_build *b, const char *key, eng_cached_step *out);
 int eng_cache_record_empty(eng_build *b, const char *key, eng_cached_step *out, kiln_error **err);
 int eng_step_begin(eng_build *b, eng_step_tmp *t, kiln_error **err);
 /* Moves the finished step into place as steps/<key> and records it.  An
- * empty diff is discarded (out->layer false). */
+ * empty diff is discarded (out->layer false).  When steps/<key> exists, the
+ * stored one is used, except under --no-cache: then this run's diff is kept
+ * under a key of its own. */
 int eng_step_commit(eng_build *b, eng_step_tmp *t, const char *key, eng_cached_step *out,
                     kiln_error **err);
 void eng_step_abort(eng_step_tmp *t);

@@ -413,6 +413,23 @@ KT_TEST(cache_rebuild_and_changed_source)
     KT_REQUIRE(build(ctx, df, "cache:2", true, &s, &r3, &err) == 0);
     KT_EXPECT_INT(r3.steps_run, 5);
     KT_EXPECT_INT(r3.steps_cached, 0);
+
+    /* ... and keeps what this run made, even where a stored step has the
+     * same key: a RUN with different output gives a different image. */
+    const char *rnd = "FROM busybox:test\nRUN head -c 64 /dev/urandom > /r\n";
+    bld_build_result n1, n2, n3;
+    KT_REQUIRE(build(ctx, rnd, "rnd:1", true, &s, &n1, &err) == 0);
+    KT_REQUIRE(build(ctx, rnd, "rnd:2", true, &s, &n2, &err) == 0);
+    KT_EXPECT(strcmp(n1.digest, n2.digest) != 0);
+    KT_EXPECT_INT(
+        th_sh("a=$(skopeo inspect --raw oci:%s/store:rnd:1 | jq -r '.layers[-1].digest'); "
+              "b=$(skopeo inspect --raw oci:%s/store:rnd:2 | jq -r '.layers[-1].digest'); "
+              "[ \"$a\" != \"$b\" ]",
+              data, data),
+        0);
+    /* A cached build afterwards still finds the step. */
+    KT_REQUIRE(build(ctx, rnd, "rnd:3", false, &s, &n3, &err) == 0);
+    KT_EXPECT_INT(n3.steps_cached, 1);
 }
 
 /* COPY --link: a layer keyed without its parent, so a change below it
