@@ -166,8 +166,10 @@ KT_TEST(add_url_names_mode_mtime_owner)
              "ADD %s/hello.txt /named.txt\n"
              "ADD --chown=5:6 %s/arch.tar.gz /arch/\n"
              "ADD --checksum=sha256:%s %s/hello.txt /sum/\n"
-             "ADD --chmod=0644 %s/sub/a%%20b.txt?x=1 /q/\n",
-             base, base, base, hex, base, base);
+             "ADD --chmod=0644 %s/sub/a%%20b.txt?x=1 /q/\n"
+             "ADD %s/hello.txt /dl\n"
+             "ADD %s/sub /listing.html\n",
+             base, base, base, hex, base, base, base, base);
     seen s;
     bld_build_result res;
     kiln_error *err = NULL;
@@ -194,6 +196,11 @@ KT_TEST(add_url_names_mode_mtime_owner)
                         "[ \"$(stat -c %%a '%s/q/a b.txt')\" = 644 ]",
                         r, r),
                   0);
+    /* An existing directory as dest (no trailing /) gets the file inside. */
+    KT_EXPECT_INT(th_sh("test -d %s/dl && [ \"$(cat %s/dl/hello.txt)\" = 'hello remote' ]", r, r),
+                  0);
+    /* Redirects are followed (http.server: /sub -> /sub/, a listing). */
+    KT_EXPECT_INT(th_sh("grep -q 'a%%20b.txt' %s/listing.html", r), 0);
     /* Nothing of the downloads is left in the step dirs. */
     KT_EXPECT_INT(th_sh("! find %s/snapshots/steps -name 'fetch-*' | grep -q .", data), 0);
 }
