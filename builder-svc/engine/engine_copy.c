@@ -18,6 +18,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -355,15 +356,40 @@ typedef enum arch_kind {
     ARCH_FILTERED, /* bzip2, xz or lzma: decompressed to a plain tar first */
 } arch_kind;
 
-/* The decompressors ADD accepts, all built into libarchive (a filter that
- * would run an external program is not used). */
-static bool add_filters(struct archive *a)
+/* The decompressors ADD accepts, those built into libarchive (probed once:
+ * one that would run an external program is left out, so its archives are
+ * copied as files). */
+typedef int (*filter_fn)(struct archive *);
+static const filter_fn filters[] = {
+    archive_read_support_filter_gzip, archive_read_support_filter_bzip2,
+    archive_read_support_filter_xz,   archive_read_support_filter_lzma,
+    archive_read_support_filter_zstd,
+};
+static unsigned builtin_filters; /* bit i: filters[i] is built in */
+static pthread_once_t filters_once = PTHREAD_ONCE_INIT;
+
+static void probe_filters(void)
 {
-    return archive_read_support_filter_gzip(a) == ARCHIVE_OK &&
-           archive_read_support_filter_bzip2(a) == ARCHIVE_OK &&
-           archive_read_support_filter_xz(a) == ARCHIVE_OK &&
-           archive_read_support_filter_lzma(a) == ARCHIVE_OK &&
-           archive_read_support_filter_zstd(a) == ARCHIVE_OK;
+    for (size_t i = 0; i < sizeof(filters) / sizeof(filters[0]); i++) {
+        struct archive *a = archive_read_new();
+        if (a && filters[i](a) == ARCHIVE_OK)
+            builtin_filters |= 1u << i;
+        archive_read_free(a);
+    }
+}
+
+static void add_filters(struct archive *a)
+{
+    pthread_once(&filters_once, probe_filters);
+    for (size_t i = 0; i < sizeof(filters) / sizeof(filters[0]); i++)
+        if (builtin_filters & (1u << i))
+            filters[i](a);
+}
+
+static const char *arch_err(struct archive *a)
+{
+    const char *m = archive_error_string(a);
+    return m ? m : "not a readable archive";
 }
 
 /* Whether a file is a tar archive ADD extracts, by content (as Docker: a
@@ -377,7 +403,8 @@ static arch_kind archive_kind(const char *path)
     arch_kind k = ARCH_NONE;
     struct archive_entry *e;
     int r;
-    if (add_filters(a) && archive_read_support_format_tar(a) == ARCHIVE_OK &&
+    add_filters(a);
+    if (archive_read_support_format_tar(a) == ARCHIVE_OK &&
         archive_read_open_filename(a, path, 65536) == ARCHIVE_OK &&
         ((r = archive_read_next_header(a, &e)) == ARCHIVE_OK || r == ARCHIVE_WARN)) {
         int f = archive_filter_code(a, 0);
@@ -400,19 +427,20 @@ static int decompress(const char *src, const char *dst, kiln_error **err)
     _cleanup_close_ int out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     _cleanup_free_ char *buf = malloc(65536);
     struct archive_entry *e;
+    add_filters(a);
     int rc = 0;
     if (out < 0)
         rc = kiln_error_set(err, KILN_EIO, errno, "create %s", dst);
     else if (buf == NULL)
         rc = kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
-    else if (!add_filters(a) || archive_read_support_format_raw(a) != ARCHIVE_OK ||
+    else if (archive_read_support_format_raw(a) != ARCHIVE_OK ||
              archive_read_open_filename(a, src, 65536) != ARCHIVE_OK ||
              archive_read_next_header(a, &e) != ARCHIVE_OK)
-        rc = kiln_error_set(err, KILN_EINVAL, 0, "%s", archive_error_string(a));
+        rc = kiln_error_set(err, KILN_EINVAL, 0, "%s", arch_err(a));
     for (int64_t total = 0; rc == 0;) {
         la_ssize_t n = archive_read_data(a, buf, 65536);
         if (n < 0)
-            rc = kiln_error_set(err, KILN_EINVAL, 0, "%s", archive_error_string(a));
+            rc = kiln_error_set(err, KILN_EINVAL, 0, "%s", arch_err(a));
         else if (n == 0)
             break;
         else if ((total += n) > MAX_DECOMPRESSED)
