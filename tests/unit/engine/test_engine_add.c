@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static char *dir;
@@ -111,19 +112,31 @@ KT_TEST(setup)
     snprintf(srv, sizeof(srv), "%s/srv", dir);
     KT_REQUIRE(th_sh("mkdir -p %s %s", data, srv) == 0);
 
-    /* The HTTP server: only 127.0.0.1, its own dir. */
-    int port = th_free_port();
-    snprintf(base, sizeof(base), "http://127.0.0.1:%d", port);
-    char ports[16];
-    snprintf(ports, sizeof(ports), "%d", port);
-    char *hargv[] = {py,  "-m",  "http.server", "--bind", "127.0.0.1", "--directory",
-                     srv, ports, NULL};
-    KT_REQUIRE(th_spawn(&http, dir, "http", hargv) == 0);
+    /* The HTTP server: only 127.0.0.1, its own dir; another port when the
+     * free one was taken meanwhile (the server then exits at once). */
     KT_REQUIRE(th_sh("printf up > %s/ping", srv) == 0);
     int up = 1;
-    for (int i = 0; i < 100 && up != 0; i++)
-        if ((up = th_sh("curl -fs %s/ping >/dev/null", base)) != 0)
-            usleep(100 * 1000);
+    for (int attempt = 0; attempt < 3 && up != 0; attempt++) {
+        if (http.pid > 0)
+            th_stop(&http, 2000, NULL);
+        int port = th_free_port();
+        snprintf(base, sizeof(base), "http://127.0.0.1:%d", port);
+        char ports[16];
+        snprintf(ports, sizeof(ports), "%d", port);
+        char *hargv[] = {py,  "-m",  "http.server", "--bind", "127.0.0.1", "--directory",
+                         srv, ports, NULL};
+        KT_REQUIRE(th_spawn(&http, dir, "http", hargv) == 0);
+        for (int i = 0; i < 100 && up != 0; i++) {
+            if (waitpid(http.pid, NULL, WNOHANG) == http.pid) {
+                http.pid = 0; /* exited (port taken): reaped, never signalled */
+                break;
+            }
+            if ((up = th_sh("curl -fs %s/ping >/dev/null", base)) != 0)
+                usleep(100 * 1000);
+        }
+    }
+    if (up != 0)
+        th_sh("cat %s/http.log >&2", dir);
     KT_REQUIRE(up == 0);
 
     char *argv[] = {(char *)th_bin("KILN_PUSHER_BIN"), "--data", data, NULL};
