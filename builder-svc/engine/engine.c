@@ -305,7 +305,9 @@ static void note_parse_error(eng_ctx *c, const kiln_error *e)
         return;
     c->b.out->failed_line = (int)line;
     size_t len = strcspn(p, "\n");
-    snprintf(c->b.out->failed_text, sizeof(c->b.out->failed_text), "%.*s", (int)len, p);
+    char text[sizeof(c->b.out->failed_text)];
+    snprintf(text, sizeof(text), "%.*s", (int)len, p);
+    eng_redact(c->b.out->failed_text, sizeof(c->b.out->failed_text), text);
 }
 
 static void ctx_dispose(eng_ctx *c)

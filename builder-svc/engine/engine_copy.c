@@ -10,12 +10,15 @@
  * writes while the step runs, at a path resolved inside the image root
  * (engine_fs.c).  Copied entries keep their mode, mtime, hard links and
  * xattrs, are owned by root or --chown, and get --chmod when given.  ADD
- * extracts local tar archives with the snapshot unpacker's checks. */
+ * extracts local tar archives (recognised by content; compressed with gzip,
+ * bzip2, xz, lzma or zstd) with the snapshot unpacker's checks, and downloads
+ * URLs (engine_fetch.c) into the step's scratch dir. */
 #include "engine_int.h"
 
 #include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +27,9 @@
 #include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <archive.h>
+#include <archive_entry.h>
 
 #include "cleanup.h"
 #include "bld_snapshot.h"
@@ -344,43 +350,132 @@ static int src_init(src_ctx *c, const eng_copy_desc *d, kiln_sha256 *h, kiln_err
     return 0;
 }
 
-typedef enum arch_kind { ARCH_NONE, ARCH_OK, ARCH_UNSUPPORTED } arch_kind;
+typedef enum arch_kind {
+    ARCH_NONE,     /* not a tar archive: copied as a file */
+    ARCH_DIRECT,   /* plain tar, gzip or zstd: the layer unpacker reads it */
+    ARCH_FILTERED, /* bzip2, xz or lzma: decompressed to a plain tar first */
+} arch_kind;
 
-/* Whether a file is a tar archive ADD extracts: plain tar, gzip or zstd (as
- * base layers); bzip2 and xz are recognised and refused. */
+/* The decompressors ADD accepts, those built into libarchive (probed once:
+ * one that would run an external program is left out, so its archives are
+ * copied as files). */
+typedef int (*filter_fn)(struct archive *);
+static const filter_fn filters[] = {
+    archive_read_support_filter_gzip, archive_read_support_filter_bzip2,
+    archive_read_support_filter_xz,   archive_read_support_filter_lzma,
+    archive_read_support_filter_zstd,
+};
+static unsigned builtin_filters; /* bit i: filters[i] is built in */
+static pthread_once_t filters_once = PTHREAD_ONCE_INIT;
+
+static void probe_filters(void)
+{
+    for (size_t i = 0; i < sizeof(filters) / sizeof(filters[0]); i++) {
+        struct archive *a = archive_read_new();
+        if (a && filters[i](a) == ARCHIVE_OK)
+            builtin_filters |= 1u << i;
+        archive_read_free(a);
+    }
+}
+
+static void add_filters(struct archive *a)
+{
+    pthread_once(&filters_once, probe_filters);
+    for (size_t i = 0; i < sizeof(filters) / sizeof(filters[0]); i++)
+        if (builtin_filters & (1u << i))
+            filters[i](a);
+}
+
+static const char *arch_err(struct archive *a)
+{
+    const char *m = archive_error_string(a);
+    return m ? m : "not a readable archive";
+}
+
+/* Whether a file is a tar archive ADD extracts, by content (as Docker: a
+ * known compression, or none, around something whose first tar header
+ * parses); anything else, e.g. a gzip of a text file, is copied as is. */
 static arch_kind archive_kind(const char *path)
 {
-    unsigned char b[512];
-    _cleanup_close_ int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    ssize_t n = fd >= 0 ? read(fd, b, sizeof(b)) : -1;
-    if (n >= 2 && b[0] == 0x1f && b[1] == 0x8b)
-        return ARCH_OK;
-    if (n >= 4 && b[0] == 0x28 && b[1] == 0xb5 && b[2] == 0x2f && b[3] == 0xfd)
-        return ARCH_OK;
-    if (n >= 262 && memcmp(b + 257, "ustar", 5) == 0)
-        return ARCH_OK;
-    if (n >= 3 && memcmp(b, "BZh", 3) == 0)
-        return ARCH_UNSUPPORTED;
-    if (n >= 6 && memcmp(b,
-                         "\xfd"
-                         "7zXZ\0",
-                         6) == 0)
-        return ARCH_UNSUPPORTED;
-    return ARCH_NONE;
+    struct archive *a = archive_read_new();
+    if (a == NULL)
+        return ARCH_NONE;
+    arch_kind k = ARCH_NONE;
+    struct archive_entry *e;
+    int r;
+    add_filters(a);
+    if (archive_read_support_format_tar(a) == ARCHIVE_OK &&
+        archive_read_open_filename(a, path, 65536) == ARCHIVE_OK &&
+        ((r = archive_read_next_header(a, &e)) == ARCHIVE_OK || r == ARCHIVE_WARN)) {
+        int f = archive_filter_code(a, 0);
+        k = f == ARCHIVE_FILTER_NONE || f == ARCHIVE_FILTER_GZIP || f == ARCHIVE_FILTER_ZSTD
+                ? ARCH_DIRECT
+                : ARCH_FILTERED;
+    }
+    archive_read_free(a);
+    return k;
+}
+
+#define MAX_DECOMPRESSED ((int64_t)64 << 30) /* a bzip2/xz archive's tar, in scratch */
+
+/* Decompresses src (bzip2, xz, lzma) into the new file dst. */
+static int decompress(const char *src, const char *dst, kiln_error **err)
+{
+    struct archive *a = archive_read_new();
+    if (a == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    _cleanup_close_ int out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    _cleanup_free_ char *buf = malloc(65536);
+    struct archive_entry *e;
+    add_filters(a);
+    int rc = 0;
+    if (out < 0)
+        rc = kiln_error_set(err, KILN_EIO, errno, "create %s", dst);
+    else if (buf == NULL)
+        rc = kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    else if (archive_read_support_format_raw(a) != ARCHIVE_OK ||
+             archive_read_open_filename(a, src, 65536) != ARCHIVE_OK ||
+             archive_read_next_header(a, &e) != ARCHIVE_OK)
+        rc = kiln_error_set(err, KILN_EINVAL, 0, "%s", arch_err(a));
+    for (int64_t total = 0; rc == 0;) {
+        la_ssize_t n = archive_read_data(a, buf, 65536);
+        if (n < 0)
+            rc = kiln_error_set(err, KILN_EINVAL, 0, "%s", arch_err(a));
+        else if (n == 0)
+            break;
+        else if ((total += n) > MAX_DECOMPRESSED)
+            rc = kiln_error_set(err, KILN_ENOSPC, 0, "more than %lld bytes uncompressed",
+                                (long long)MAX_DECOMPRESSED);
+        else if (write(out, buf, (size_t)n) != n)
+            rc = kiln_error_set(err, KILN_EIO, errno, "write %s", dst);
+    }
+    archive_read_free(a);
+    return rc;
 }
 
 /* ADD of a local archive: unpacked like a base layer (same checks against
- * hostile entries) into scratch, then copied into the directory target. */
-static int extract_archive(src_ctx *c, const char *real, const char *target, kiln_error **err)
+ * hostile entries: names with ".." or a leading "/", links leaving the tree,
+ * nothing written through a symlink) into scratch, then copied into the
+ * directory target.  bzip2/xz/lzma are first decompressed to a plain tar. */
+static int extract_archive(src_ctx *c, const char *real, arch_kind kind, const char *target,
+                           kiln_error **err)
 {
     const eng_copy_desc *d = c->d;
-    char x[ENG_PATH_MAX];
+    char x[ENG_PATH_MAX], tar[ENG_PATH_MAX + 8];
     snprintf(x, sizeof(x), "%s/x-XXXXXX", d->scratch);
     if (mkdtemp(x) == NULL || chmod(x, 0755) < 0)
         return kiln_error_set(err, KILN_EIO, errno, "mkdtemp %s", x);
+    snprintf(tar, sizeof(tar), "%s.tar", x);
     char diff_id[KILN_DIGEST_STRLEN + 1];
     bld_layer l = {.blob_path = real, .media = BLD_LAYER_AUTO};
-    int rc = bld_layer_unpack(diff_id, &l, x, NULL, 0, err);
+    int rc = 0;
+    if (kind == ARCH_FILTERED) {
+        rc = decompress(real, tar, err);
+        l = (bld_layer){.blob_path = tar, .media = BLD_LAYER_TAR};
+    }
+    if (rc == 0)
+        rc = bld_layer_unpack(diff_id, &l, x, NULL, 0, err);
+    unlink(tar);
     if (rc < 0)
         kiln_error_wrap(err, "ADD: extract %s", real);
     if (rc == 0)
@@ -399,6 +494,111 @@ static int extract_archive(src_ctx *c, const char *real, const char *target, kil
     }
     eng_rmrf(x);
     return rc;
+}
+
+/* ---- URL sources ---- */
+
+bool eng_copy_fetches_early(const eng_copy_desc *d)
+{
+    for (size_t i = 0; i < d->n_srcs; i++)
+        if (d->srcs[i].url && d->checksum == NULL)
+            return true;
+    return false;
+}
+
+/* Where source i is downloaded: scratch/fetch-<i>/data. */
+static int fetch_path(const eng_copy_desc *d, size_t i, char dir[ENG_PATH_MAX],
+                      char file[ENG_PATH_MAX], kiln_error **err)
+{
+    if (d->scratch == NULL)
+        return kiln_error_set(err, KILN_EINTERNAL, 0, "ADD: no scratch dir for a download");
+    if (snprintf(dir, ENG_PATH_MAX, "%s/fetch-%zu", d->scratch, i) >= ENG_PATH_MAX ||
+        snprintf(file, ENG_PATH_MAX, "%s/data", dir) >= ENG_PATH_MAX)
+        return kiln_error_set(err, KILN_EINVAL, 0, "data dir path too long");
+    return 0;
+}
+
+/* Downloads source i unless an earlier phase did. */
+static int fetch_src(const eng_copy_desc *d, size_t i, char file[ENG_PATH_MAX],
+                     char digest[KILN_DIGEST_STRLEN + 1], kiln_error **err)
+{
+    char dir[ENG_PATH_MAX];
+    int rc = fetch_path(d, i, dir, file, err);
+    if (rc < 0)
+        return rc;
+    struct stat st;
+    if (lstat(file, &st) == 0 && S_ISREG(st.st_mode))
+        return 0;
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+        return kiln_error_set(err, KILN_EIO, errno, "mkdir %s", dir);
+    return eng_fetch(digest, d->srcs[i].url, file, d->checksum, d->cancel, err);
+}
+
+/* Cache key part of a URL source: its file name and its checksum when one
+ * was given (no download: a cache hit needs no network), else the digest of
+ * its content, downloaded now and kept for the copy. */
+static int hash_url(const eng_copy_desc *d, size_t i, kiln_sha256 *h, kiln_error **err)
+{
+    char name[ENG_NAME_MAX + 1], file[ENG_PATH_MAX];
+    eng_url_filename(name, d->srcs[i].url);
+    kiln_sha256_update(h, "url", 4);
+    kiln_sha256_update(h, name, strlen(name) + 1);
+    if (d->checksum) {
+        kiln_sha256_update(h, d->checksum, strlen(d->checksum) + 1);
+        return 0;
+    }
+    char digest[KILN_DIGEST_STRLEN + 1] = "";
+    int rc = fetch_src(d, i, file, digest, err);
+    if (rc == 0)
+        kiln_sha256_update(h, digest, strlen(digest) + 1);
+    return rc;
+}
+
+/* ADD <url> dest: the download, not extracted (unless --unpack=true), is
+ * moved to dest/<name> (as_dir) or dest, mode 0600 unless --chmod, owned by
+ * root or --chown, with the Last-Modified time. */
+static int add_url(src_ctx *c, size_t i, const char *dest, bool as_dir, kiln_error **err)
+{
+    const eng_copy_desc *d = c->d;
+    char file[ENG_PATH_MAX], digest[KILN_DIGEST_STRLEN + 1];
+    int rc = fetch_src(d, i, file, digest, err);
+    if (rc < 0)
+        return rc;
+    arch_kind ak = d->extract_urls ? archive_kind(file) : ARCH_NONE;
+    if (ak != ARCH_NONE) {
+        rc = extract_archive(c, file, ak, dest, err);
+        unlink(file);
+        return rc;
+    }
+    char name[ENG_NAME_MAX + 1], target[ENG_PATH_MAX], parent[ENG_PATH_MAX];
+    eng_url_filename(name, d->srcs[i].url);
+    if (snprintf(target, sizeof(target), "%s%s%s", as_dir ? dest : "", as_dir && dest[0] ? "/" : "",
+                 as_dir ? name : dest) >= (int)sizeof(target))
+        return kiln_error_set(err, KILN_EINVAL, 0, "ADD: destination too long");
+    if (target[0] == '\0')
+        return kiln_error_set(err, KILN_EINVAL, 0, "ADD: cannot replace the root with a file");
+    snprintf(parent, sizeof(parent), "%s", target);
+    char *sl = strrchr(parent, '/');
+    if (sl)
+        *sl = '\0';
+    else
+        parent[0] = '\0';
+    if ((rc = eng_ensure_dirs(d, parent, d->uid, d->gid, c->fix, err)) < 0)
+        return rc;
+    char up[2 * ENG_PATH_MAX];
+    snprintf(up, sizeof(up), "%s/%s", d->upper, target);
+    struct stat st, us;
+    if (lstat(file, &st) < 0)
+        return kiln_error_set(err, KILN_EIO, errno, "stat %s", file);
+    if (lstat(up, &us) == 0 && S_ISDIR(us.st_mode))
+        eng_rmrf(up);
+    /* Same filesystem as the upper: a rename, not a second copy of it all. */
+    if (rename(file, up) < 0 &&
+        (errno != EXDEV || (rc = copy_file(file, up, NULL, err)) < 0 || unlink(file) < 0))
+        return rc < 0 ? rc : kiln_error_set(err, KILN_EIO, errno, "move download to %s", up);
+    if (apply_meta(c, up, &st, false) < 0)
+        return kiln_error_set(err, KILN_EIO, errno, "set owner/mode/times of %s", up);
+    return 0;
 }
 
 /* Runs the copy, or only hashes when h is non-NULL. */
@@ -428,9 +628,12 @@ static int run_copy(const eng_copy_desc *d, kiln_sha256 *h, kiln_error **err)
             S_ISDIR(st.st_mode))
             as_dir = true;
     }
-    for (size_t i = 0; i < d->n_srcs && rc == 0 && h; i++)
+    for (size_t i = 0; i < d->n_srcs && rc == 0 && h; i++) {
         if (d->srcs[i].content)
             kiln_sha256_update(h, d->srcs[i].content, strlen(d->srcs[i].content));
+        else if (d->srcs[i].url)
+            rc = hash_url(d, i, h, err);
+    }
     for (size_t i = 0; i < matches.n && rc == 0; i++) {
         char real[PATH_MAX];
         if ((rc = confine(&c, matches.v[i], real, err)) < 0)
@@ -447,13 +650,8 @@ static int run_copy(const eng_copy_desc *d, kiln_sha256 *h, kiln_error **err)
         }
         char target[ENG_PATH_MAX];
         arch_kind ak = d->extract && S_ISREG(st.st_mode) ? archive_kind(real) : ARCH_NONE;
-        if (ak == ARCH_UNSUPPORTED) {
-            rc = kiln_error_set(err, KILN_ENOTSUP, 0,
-                                "ADD %s: bzip2 and xz archives are not supported", matches.v[i]);
-            break;
-        }
-        if (ak == ARCH_OK) {
-            if ((rc = extract_archive(&c, real, dest, err)) < 0)
+        if (ak != ARCH_NONE) {
+            if ((rc = extract_archive(&c, real, ak, dest, err)) < 0)
                 break;
             continue;
         }
@@ -493,9 +691,17 @@ static int run_copy(const eng_copy_desc *d, kiln_sha256 *h, kiln_error **err)
         if (rc == 0 && S_ISDIR(st.st_mode) && target[0] == '\0')
             rc = 0; /* the root keeps its own metadata */
     }
+    for (size_t i = 0; i < d->n_srcs && rc == 0 && !h; i++)
+        if (d->srcs[i].url)
+            rc = add_url(&c, i, dest, as_dir, err);
+    for (size_t i = 0; i < d->n_srcs && !h; i++) {
+        char fdir[ENG_PATH_MAX], ffile[ENG_PATH_MAX];
+        if (d->srcs[i].url && d->scratch && fetch_path(d, i, fdir, ffile, NULL) == 0)
+            eng_rmrf(fdir); /* the scratch dir becomes the step dir */
+    }
     for (size_t i = 0; i < d->n_srcs && rc == 0 && !h; i++) {
         const eng_copy_src *s = &d->srcs[i];
-        if (s->path)
+        if (s->path || s->url)
             continue;
         char target[ENG_PATH_MAX];
         if (as_dir)

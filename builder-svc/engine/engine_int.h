@@ -24,6 +24,7 @@
 #include "rpc.h"
 
 #define ENG_PATH_MAX 4096
+#define ENG_NAME_MAX 255
 
 struct bld_engine {
     char *data_dir;
@@ -169,9 +170,10 @@ void eng_cache_cleanup(const char *data_dir);
 /* ---- engine_copy.c: COPY / ADD ---- */
 
 typedef struct eng_copy_src {
-    const char *path;    /* pattern relative to the source root; NULL for heredoc */
+    const char *path;    /* pattern relative to the source root; NULL for heredoc and URL */
     const char *content; /* heredoc body */
     const char *name;    /* heredoc file name */
+    const char *url;     /* ADD: http(s) URL, downloaded into scratch */
 } eng_copy_src;
 
 typedef struct eng_copy_desc {
@@ -188,9 +190,16 @@ typedef struct eng_copy_desc {
     const char *const *lowers;
     size_t n_lowers;
     const char *upper;
-    bool extract;        /* ADD: local tar archives (plain, gzip, zstd) are extracted */
-    bool parents;        /* --parents: keep each source's path below the root */
-    const char *scratch; /* ADD: dir for extraction (on the upper's filesystem) */
+    bool extract;              /* ADD: local tar archives (plain, gzip, bzip2, xz, lzma, zstd) */
+    bool extract_urls;         /* ADD --unpack=true: downloaded archives are extracted too */
+    bool parents;              /* --parents: keep each source's path below the root */
+    const char *checksum;      /* ADD --checksum "algo:hex" of the (single) URL source, or NULL */
+    const atomic_bool *cancel; /* stops a download; may be NULL */
+    /* ADD: dir for extraction and downloads (on the upper's filesystem).
+     * URL sources without checksum are downloaded while hashing (their
+     * content is part of the key), so hashing needs it too; exec reuses
+     * those downloads. */
+    const char *scratch;
 } eng_copy_desc;
 
 /* engine_fs.c: the image's merged view.  Paths inside the image are
@@ -213,6 +222,8 @@ int eng_ensure_dirs(const eng_copy_desc *d, const char *rel, long uid, long gid,
 /* Hashes the sources (names, types, modes, contents) into h.  Fails like the
  * copy would for missing or escaping sources. */
 int eng_copy_hash(const eng_copy_desc *d, kiln_sha256 *h, kiln_error **err);
+/* Whether eng_copy_hash needs d->scratch (URL sources without --checksum). */
+bool eng_copy_fetches_early(const eng_copy_desc *d);
 /* Copies into d->upper. */
 int eng_copy_exec(const eng_copy_desc *d, kiln_error **err);
 /* WORKDIR: creates path (absolute inside the image) in upper when the image
@@ -225,6 +236,25 @@ int eng_resolve_owner(long *uid, long *gid, const char *user, const char *group,
                       const char *const *lowers, size_t n_lowers, kiln_error **err);
 /* Reads a file from the merged view of lowers (path absolute inside the image). */
 char *eng_read_image_file(const char *const *lowers, size_t n_lowers, const char *path);
+
+/* ---- engine_fetch.c: ADD <url> ---- */
+
+/* Downloads url (http or https) into the new file path: mode 0600, mtime the
+ * Last-Modified time (the epoch without one).  With checksum ("sha256:hex",
+ * sha384, sha512) a different content fails with KILN_EINVAL naming both
+ * digests.  digest_out (may be NULL) gets the content's sha256.  HTTP
+ * status >= 400: KILN_EREMOTE; path is removed on failure.  Messages show the
+ * URL redacted. */
+int eng_fetch(char digest_out[KILN_DIGEST_STRLEN + 1], const char *url, const char *path,
+              const char *checksum, const atomic_bool *cancel, kiln_error **err);
+/* The file name ADD gives a URL's content: the last component of its path,
+ * percent-decoded ("index" when there is none). */
+void eng_url_filename(char out[ENG_NAME_MAX + 1], const char *url);
+/* Copies text into out (truncated to cap) with the user info of every URL
+ * ("scheme://user:pass@") replaced by "xxxxx". */
+void eng_redact(char *out, size_t cap, const char *text);
+/* The same into a new string (caller frees); NULL when out of memory. */
+char *eng_redact_dup(const char *text);
 
 /* ---- engine_pusher.c: kiln-pusher RPCs ---- */
 

@@ -454,9 +454,17 @@ static int copy_desc(eng_ctx *c, const bld_instr *in, stage_res *r, eng_copy_des
     d->what = add ? "ADD" : "COPY";
     for (size_t i = 0; i < cp->n_sources; i++) {
         const bld_source *s = &cp->sources[i];
-        if (s->kind == BLD_SRC_URL || s->kind == BLD_SRC_GIT)
-            return kiln_error_set(err, KILN_ENOTSUP, 0, "ADD %s: remote sources are not supported",
-                                  s->path);
+        if (s->kind == BLD_SRC_GIT) {
+            _cleanup_free_ char *shown = eng_redact_dup(s->path);
+            return kiln_error_set(err, KILN_ENOTSUP, 0,
+                                  "ADD %s: git sources are not supported (clone in a RUN step, "
+                                  "or ADD an archive URL)",
+                                  shown ? shown : "<git>");
+        }
+        if (s->kind == BLD_SRC_URL) {
+            srcs[i] = (eng_copy_src){.url = s->path};
+            continue;
+        }
         if (s->kind == BLD_SRC_HEREDOC) {
             srcs[i] = (eng_copy_src){NULL, in->heredocs[s->heredoc].content, s->path};
             continue;
@@ -487,6 +495,11 @@ static int copy_desc(eng_ctx *c, const bld_instr *in, stage_res *r, eng_copy_des
         return rc;
     d->mode = cp->mode;
     d->extract = add && cp->unpack != 0;
+    d->extract_urls = add && cp->unpack == 1;
+    d->checksum = cp->checksum;
+    d->cancel = c->b.spec->cancel;
+    if (cp->checksum && cp->n_sources != 1)
+        return kiln_error_set(err, KILN_EINVAL, 0, "ADD --checksum: only with a single URL");
     d->parents = cp->parents;
     d->lowers = r->lowers;
     d->n_lowers = r->n_lowers;
@@ -531,7 +544,7 @@ static void hash_copy_from(eng_ctx *c, const bld_instr *in, kiln_sha256 *h)
 static void fail_at(stage_res *r, int line, const char *text)
 {
     r->failed_line = line;
-    snprintf(r->failed_text, sizeof(r->failed_text), "%s", text);
+    eng_redact(r->failed_text, sizeof(r->failed_text), text);
 }
 
 static bool fs_step(bld_instr_kind k)
@@ -624,11 +637,16 @@ static int run_step(eng_ctx *c, size_t si, size_t step, const bld_instr *in, sta
 {
     const bld_build_events *ev = c->b.ev;
     unsigned long long t0 = kiln_now_ms();
+    /* What events and the history show: URL credentials redacted. */
+    _cleanup_free_ char *shown = eng_redact_dup(in->original);
+    if (shown == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
     if (ev && ev->step_started)
-        ev->step_started(ev->ud, si, step, in->original, in->line);
+        ev->step_started(ev->ud, si, step, shown, in->line);
     if (eng_canceled(&c->b))
         return kiln_error_set(err, KILN_ECANCELED, 0, "build canceled");
     bool is_copy = in->kind == BLD_INSTR_COPY || in->kind == BLD_INSTR_ADD;
+    eng_step_tmp t = {0}; /* begun before hashing when a download is part of the key */
 
     /* Key: parent key + the expanded instruction + what it reads. */
     eng_copy_desc cd;
@@ -662,6 +680,9 @@ static int run_step(eng_ctx *c, size_t si, size_t step, const bld_instr *in, sta
             cd.lowers = NULL; /* made on an empty tree: parents are created afresh */
             cd.n_lowers = 0;
         }
+        if (rc == 0 && in->u.copy.from_kind == BLD_REF_NONE && eng_copy_fetches_early(&cd) &&
+            (rc = eng_step_begin(&c->b, &t, err)) == 0)
+            cd.scratch = t.dir;
         if (rc == 0 && in->u.copy.from_kind != BLD_REF_NONE)
             hash_copy_from(c, in, h);
         else if (rc == 0)
@@ -676,16 +697,15 @@ static int run_step(eng_ctx *c, size_t si, size_t step, const bld_instr *in, sta
     eng_cached_step cs = {0};
     bool cached = rc == 0 && !c->b.spec->no_cache && eng_cache_lookup(&c->b, key, &cs) == 1;
     if (rc == 0 && !cached && fs_step(in->kind)) {
-        eng_step_tmp t = {0};
-        if ((rc = eng_step_begin(&c->b, &t, err)) == 0) {
+        if (t.dir[0] || (rc = eng_step_begin(&c->b, &t, err)) == 0) {
             rc = exec_step(c, si, step, in, r, &cd, &t, err);
             if (rc == 0)
                 rc = eng_step_commit(&c->b, &t, key, &cs, err);
-            eng_step_abort(&t);
         }
     } else if (rc == 0 && !cached) {
         rc = eng_cache_record_empty(&c->b, key, &cs, err);
     }
+    eng_step_abort(&t);
     bld_ignore_free(excl);
     if (rc < 0)
         return rc;
@@ -697,7 +717,7 @@ static int run_step(eng_ctx *c, size_t si, size_t step, const bld_instr *in, sta
         memcpy(r->key, key, sizeof(r->key));
     if (cs.layer && (eng_strv_push(&r->layers, cs.diff) < 0 || refresh_lowers(r) < 0))
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
-    if (in->kind != BLD_INSTR_ARG && add_hist(r, in->original, !cs.layer, cs.created) < 0)
+    if (in->kind != BLD_INSTR_ARG && add_hist(r, shown, !cs.layer, cs.created) < 0)
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
     eng_count_step(&c->b, cached);
     if (ev && ev->step_done)

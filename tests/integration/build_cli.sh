@@ -133,6 +133,25 @@ expect_rc 0 "build after prune" kiln build --progress=json -t hello:1 "$T/ctx"
     && ok || bad "steps ran again after prune"
 [ "$(jq -s -r '[.[] | select(.completed)][0].completed.digest' "$T/out")" = "$D" ] && ok || bad "same digest after prune"
 
+# ADD of a URL through both services: a local http.server, credentials in
+# the URL never reach the builder's log, the event logs or the CLI's output.
+if command -v python3 >/dev/null; then
+    HP=$(free_port)
+    mkdir -p "$T/www" && printf 'fetched over http\n' > "$T/www/remote.txt"
+    python3 -m http.server --bind 127.0.0.1 --directory "$T/www" "$HP" >"$T/http.log" 2>&1 & PIDS+=($!)
+    for _ in $(seq 50); do curl -fs "http://127.0.0.1:$HP/remote.txt" >/dev/null && break; sleep 0.1; done
+    printf 'FROM busybox:local\nADD http://fetcher:url-pa55word@127.0.0.1:%s/remote.txt /r/\nRUN cat /r/remote.txt\n' \
+        "$HP" > "$T/ctx/Dockerfile.url"
+    expect_rc 0 "ADD <url>" kiln build --progress=plain -t url:1 -f "$T/ctx/Dockerfile.url" "$T/ctx"
+    grep -q 'fetched over http' "$T/err" && ok || bad "the RUN read the downloaded file"
+    grep -q 'xxxxx@127.0.0.1' "$T/err" && ok || bad "the step is shown with the URL redacted"
+    grep -rqa 'url-pa55word' "$T/out" "$T/err" "$T/builder.log" "$KILN_DATA/events" && bad "URL password leaked" || ok
+    printf 'FROM busybox:local\nADD http://fetcher:url-pa55word@127.0.0.1:%s/nope /r/\n' "$HP" > "$T/ctx/Dockerfile.url404"
+    expect_rc 4 "ADD <url> 404" kiln build --progress=plain -f "$T/ctx/Dockerfile.url404" "$T/ctx"
+    grep -q '404' "$T/err" && ok || bad "404 reported"
+    grep -rqa 'url-pa55word' "$T/out" "$T/err" "$T/builder.log" "$KILN_DATA/events" && bad "URL password leaked in a failure" || ok
+fi
+
 # Push the result to a real registry.
 PORT=$(free_port)
 cat > "$T/registry.yml" <<CFG
