@@ -134,5 +134,10 @@ expect_rc 0 "stream after prune" kiln build --progress=plain --context-transfer=
 read -r S K4 R <<<"$(sent_line)"
 [ "${S:-x}" = "$K4" ] && ok || bad "after prune every chunk is sent ($(grep '^context:' "$T/err"))"
 
+# The builder shuts down cleanly (and, in sanitizer builds, reports nothing).
+kill "${PIDS[1]}"; wait "${PIDS[1]}"; rc=$?
+[ "$rc" = 0 ] && ok || bad "builder exit status $rc on SIGTERM"
+grep -q 'Sanitizer' "$T/builder.log" && bad "sanitizer report in the builder log" || ok
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
