@@ -521,7 +521,7 @@ out:
 /* Unpacks the context into contexts/<hex>.tmp-XXXXXX and renames it into
  * place; losing the rename to a concurrent build of the same digest is fine. */
 static int unpack(bld_contexts *c, const char *context_digest, const bld_ctx_chunk *chunks,
-                  size_t n, const atomic_bool *cancel, size_t *n_files, kiln_error **err)
+                  size_t n, const atomic_bool *cancel, size_t *n_files, bool *won, kiln_error **err)
 {
     uint64_t tar_size = 0;
     for (size_t i = 0; i < n; i++) {
@@ -564,11 +564,13 @@ static int unpack(bld_contexts *c, const char *context_digest, const bld_ctx_chu
     kiln_sha256_free(rd->whole);
     kiln_sha256_free(rd->part);
     free(rd);
+    *won = false;
     if (r == 0 && rename(tmp, dst) < 0) {
         if (errno != EEXIST && errno != ENOTEMPTY)
             r = kiln_error_set(err, kiln_code_from_errno(errno), errno, "rename %s", dst);
     } else if (r == 0) {
         fsync_dir(c->root);
+        *won = true;
         return 0;
     }
     rm_tree(tmp);
@@ -592,9 +594,19 @@ int bld_context_acquire(bld_contexts *c, const char *context_digest, const bld_c
         if (fd < 0) {
             if (errno != ENOENT)
                 return kiln_error_set(err, kiln_code_from_errno(errno), errno, "open %s", dst);
-            if ((r = unpack(c, context_digest, chunks, n, cancel, &n_files, err)) < 0)
+            /* One unpack per digest at a time: the others wait here and then
+             * find it done (losing the rename race below is handled too). */
+            char used[PATH_MAX];
+            snprintf(used, sizeof(used), "%s/%.64s.used", c->root, hex);
+            _cleanup_close_ int ufd = open(used, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+            if (ufd >= 0)
+                flock(ufd, LOCK_EX);
+            if (access(dst, F_OK) == 0)
+                continue;
+            bool won = false;
+            if ((r = unpack(c, context_digest, chunks, n, cancel, &n_files, &won, err)) < 0)
                 return r;
-            unpacked = true;
+            unpacked = won;
             continue;
         }
         /* Prune takes an exclusive lock, then renames the dir away: after

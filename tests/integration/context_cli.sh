@@ -85,6 +85,7 @@ jq -e . "$T/out" >/dev/null 2>&1 && ! grep -q '^context:' "$T/out" && ok || bad 
 
 # .dockerignore'd files never reach the builder.
 n_ctx=0
+
 for d in "$KILN_DATA"/contexts/*/; do
     [ "$(basename "$d")" = chunks ] && continue
     n_ctx=$((n_ctx + 1))
@@ -92,6 +93,25 @@ for d in "$KILN_DATA"/contexts/*/; do
     [ ! -e "$d/ignored.tmp" ] && [ ! -e "$d/secret" ] && ok || bad "ignored files reached the builder ($d)"
 done
 [ "$n_ctx" = 1 ] && ok || bad "one unpacked context, got $n_ctx"
+
+# '!' exceptions re-include files below an excluded dir; three concurrent
+# builds of the same new context unpack it once and agree.
+E=$T/ctx-except
+mkdir -p "$E/secret/deep"
+echo a > "$E/secret/key"; echo b > "$E/secret/keep"; echo c > "$E/secret/deep/x"
+printf 'secret\n!secret/keep\n' > "$E/.dockerignore"
+printf 'FROM scratch\nCOPY . /app/\n' > "$E/Dockerfile"
+head -c 3000000 /dev/urandom > "$E/big"
+BG=()
+for i in 1 2 3; do
+    kiln build --progress=plain --context-transfer=stream "$E" >"$T/conc$i.out" 2>"$T/conc$i.err" & BG+=($!)
+done
+for i in 0 1 2; do wait "${BG[$i]}" && ok || bad "concurrent build $i ($(tail -c 300 "$T/conc$((i + 1)).err"))"; done
+[ "$(cat "$T"/conc*.out | sort -u | wc -l)" = 1 ] && ok || bad "concurrent builds disagree"
+[ "$(cat "$T"/conc*.err | grep -c '=> context sha256:.*) ready$')" = 1 ] && ok || bad "the context was unpacked more than once"
+X=$(find "$KILN_DATA/contexts" -path '*/secret/keep')
+[ -n "$X" ] && [ ! -e "$(dirname "$X")/key" ] && [ ! -e "$(dirname "$X")/deep" ] && ok || bad "exceptions in .dockerignore"
+ls "$KILN_DATA/contexts" | grep -q '\.tmp-' && bad "temp dirs left by concurrent unpacks" || ok
 
 # One byte changed in one 1 MB file: only the chunks around it are sent.
 python3 - "$C/data/f3.bin" <<'PY'
