@@ -4,8 +4,11 @@
  * goes out when it holds OUT_BATCH_LINES lines, when a step ends, or at the
  * latest OUT_FLUSH_MS after its first line (a small flusher thread per build),
  * so a chatty RUN costs a few events per second and a quiet one still shows
- * its lines promptly. */
+ * its lines promptly.  A streamed context (context_digest instead of
+ * context_dir) is unpacked by the job itself (bld_context.h), so Build is
+ * still accepted at once. */
 #include "bld_build_job.h"
+#include "bld_context.h"
 #include "bld_engine.h"
 #include "cleanup.h"
 #include "config.h"
@@ -29,6 +32,7 @@ typedef struct running {
 
 struct bld_builds {
     bld_engine *engine;
+    bld_contexts *contexts;
     kiln_events *events;
     kiln_jobs *jobs;
     pthread_mutex_t mu;
@@ -236,15 +240,39 @@ static void ctx_free(build_ctx *c)
     free(c);
 }
 
+/* The streamed context of a build, unpacked and held; NULL dir with *err set
+ * on failure. */
+static int streamed_context(build_ctx *c, bld_ctx_hold *hold, kiln_error **err)
+{
+    const Kiln__V1__BuildRequest *q = c->req->build;
+    _cleanup_free_ bld_ctx_chunk *chunks = calloc(q->n_context_chunks + 1, sizeof(*chunks));
+    if (chunks == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    for (size_t i = 0; i < q->n_context_chunks; i++)
+        chunks[i] = (bld_ctx_chunk){q->context_chunks[i]->digest, q->context_chunks[i]->size};
+    int r = bld_context_acquire(c->b->contexts, q->context_digest, chunks, q->n_context_chunks,
+                                &c->cancel, hold, err);
+    if (r < 0)
+        return kiln_error_wrap(err, "build context");
+    char note[160];
+    snprintf(note, sizeof(note), "context %.19s… (%zu files) %s", q->context_digest, hold->n_files,
+             hold->unpacked ? "ready" : "ready (reused)");
+    ev_note(c, note);
+    return 0;
+}
+
 static void run_build(void *arg)
 {
     build_ctx *c = arg;
     const Kiln__V1__BuildRequest *q = c->req->build;
+    bld_ctx_hold hold = {.lock_fd = -1};
+    kiln_error *err = NULL;
+    int r = *q->context_digest ? streamed_context(c, &hold, &err) : 0;
     _cleanup_free_ bld_secret_src *secrets = calloc(q->n_secrets + 1, sizeof(*secrets));
     for (size_t i = 0; secrets && i < q->n_secrets; i++)
         secrets[i] = (bld_secret_src){q->secrets[i]->id, q->secrets[i]->path};
     bld_build_spec spec = {
-        .context_dir = q->context_dir,
+        .context_dir = hold.dir ? hold.dir : q->context_dir,
         .dockerfile = q->dockerfile,
         .filename = *q->filename ? q->filename : NULL,
         .tags = (const char *const *)q->tags,
@@ -271,8 +299,9 @@ static void run_build(void *arg)
                            ev_stage_done,    ev_note,         c};
     bld_build_result res;
     memset(&res, 0, sizeof(res));
-    kiln_error *err = NULL;
-    int r = bld_build(c->b->engine, &spec, &ev, &res, &err);
+    if (r == 0)
+        r = bld_build(c->b->engine, &spec, &ev, &res, &err);
+    bld_context_release(&hold);
     flush(c);
     bld_builds *b = c->b;
     if (r < 0) {
@@ -336,9 +365,22 @@ int bld_builds_accept(bld_builds *b, const kiln_req *req, kiln_reply *reply, kil
     if (!ready)
         return kiln_error_set(err, KILN_EUNAVAIL, 0, "the builder is still starting");
     struct stat st;
-    if (q->context_dir == NULL || q->context_dir[0] != '/')
+    if (*q->context_digest) {
+        bld_ctx_chunk *chunks = calloc(q->n_context_chunks + 1, sizeof(*chunks));
+        if (chunks == NULL)
+            return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+        for (size_t i = 0; i < q->n_context_chunks; i++)
+            chunks[i] = (bld_ctx_chunk){q->context_chunks[i]->digest, q->context_chunks[i]->size};
+        int r = bld_context_validate(q->context_digest, chunks, q->n_context_chunks, err);
+        free(chunks);
+        if (r < 0)
+            return kiln_error_wrap(err, "build context");
+        if (*q->context_dir)
+            return kiln_error_set(err, KILN_EINVAL, 0,
+                                  "a build has a context_dir or a context_digest, not both");
+    } else if (q->context_dir == NULL || q->context_dir[0] != '/')
         return kiln_error_set(err, KILN_EINVAL, 0, "build context must be an absolute path");
-    if (stat(q->context_dir, &st) < 0 || !S_ISDIR(st.st_mode))
+    else if (stat(q->context_dir, &st) < 0 || !S_ISDIR(st.st_mode))
         return kiln_error_set(err, KILN_EINVAL, 0,
                               "build context %s is not a directory on the "
                               "builder's host",
@@ -357,7 +399,8 @@ int bld_builds_accept(bld_builds *b, const kiln_req *req, kiln_reply *reply, kil
     pthread_mutex_init(&c->out_mu, NULL);
     pthread_cond_init(&c->out_cv, NULL);
     char desc[600];
-    snprintf(desc, sizeof(desc), "build %s%s%s", q->context_dir, q->n_tags ? " as " : "",
+    snprintf(desc, sizeof(desc), "build %.300s%s%.250s",
+             *q->context_digest ? q->context_digest : q->context_dir, q->n_tags ? " as " : "",
              q->n_tags ? q->tags[0] : "");
     int r = kiln_job_start(&c->job, b->events, "build", "build", desc, err);
     if (r < 0) {
@@ -408,12 +451,13 @@ int bld_builds_cancel(bld_builds *b, const char *job_id, bool *was_running, kiln
     return 0;
 }
 
-int bld_builds_new(bld_builds **out, bld_engine *engine, kiln_error **err)
+int bld_builds_new(bld_builds **out, bld_engine *engine, bld_contexts *contexts, kiln_error **err)
 {
     bld_builds *b = calloc(1, sizeof(*b));
     if (b == NULL)
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
     b->engine = engine;
+    b->contexts = contexts;
     pthread_mutex_init(&b->mu, NULL);
     int r = kiln_jobs_new(&b->jobs, 4, err);
     if (r < 0) {

@@ -11,9 +11,11 @@
 
 typedef struct bld_engine bld_engine;
 typedef struct bld_builds bld_builds;
+typedef struct bld_contexts bld_contexts;
 
-/* engine is borrowed.  Builds run on a runner of 4 concurrent jobs. */
-int bld_builds_new(bld_builds **out, bld_engine *engine, kiln_error **err);
+/* engine and contexts (streamed build contexts) are borrowed.  Builds run on
+ * a runner of 4 concurrent jobs. */
+int bld_builds_new(bld_builds **out, bld_engine *engine, bld_contexts *contexts, kiln_error **err);
 /* Where build events go (the service's publisher); call before serving. */
 void bld_builds_attach(bld_builds *b, kiln_events *events);
 /* Validates a BuildRequest, starts its job and fills JobAccepted. */

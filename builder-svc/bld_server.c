@@ -3,6 +3,7 @@
  * instead of blocking on the pusher. */
 #include "bld_server.h"
 #include "bld_build_job.h"
+#include "bld_context.h"
 #include "bld_engine.h"
 #include "config.h"
 #include "log.h"
@@ -23,6 +24,7 @@ struct bld_server {
     char *pusher_url;
     kiln_rpc_client *pusher;
     bld_engine *engine;
+    bld_contexts *contexts;
     bld_builds *builds;
 
     pthread_mutex_t mu;
@@ -104,7 +106,8 @@ int bld_server_new(bld_server **out, const kiln_service_opts *o, const char *pus
         return kiln_error_wrap(err, "pusher client");
     }
     if ((r = bld_engine_new(&b->engine, o->data_dir, b->pusher, err)) < 0 ||
-        (r = bld_builds_new(&b->builds, b->engine, err)) < 0) {
+        (r = bld_contexts_new(&b->contexts, o->data_dir, err)) < 0 ||
+        (r = bld_builds_new(&b->builds, b->engine, b->contexts, err)) < 0) {
         bld_server_free(b);
         return r;
     }
@@ -129,6 +132,7 @@ void bld_server_free(bld_server *b)
         pthread_join(b->monitor, NULL);
     }
     bld_builds_free(b->builds);
+    bld_contexts_free(b->contexts);
     bld_engine_free(b->engine);
     kiln_rpc_client_free(b->pusher);
     free(b->pusher_url);
@@ -273,15 +277,17 @@ static int m_prune(void *user, const kiln_req *req, kiln_reply *reply, kiln_aren
     bld_server *b = user;
     if (req->prune->dry_run)
         return kiln_error_set(err, KILN_ENOTSUP, 0, "the builder's cache has no dry run");
-    size_t removed = 0;
+    size_t removed = 0, contexts = 0;
     int r = bld_engine_prune(b->engine, req->prune->older_than_s, &removed, err);
-    if (r < 0)
+    if (r < 0 ||
+        (r = bld_contexts_prune(b->contexts, req->prune->older_than_s, &contexts, err)) < 0)
         return r;
     Kiln__V1__PruneReply *pr = kiln_arena_alloc(a, sizeof(*pr));
     if (pr == NULL)
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
     kiln__v1__prune_reply__init(pr);
     pr->steps_removed = removed;
+    pr->contexts_removed = contexts;
     kiln_info("build", "pruned %zu cached step(s) unused for %llu s", removed,
               (unsigned long long)req->prune->older_than_s);
     reply->body_case = KILN__V1__REPLY__BODY_PRUNE_REPLY;
@@ -289,11 +295,69 @@ static int m_prune(void *user, const kiln_req *req, kiln_reply *reply, kiln_aren
     return 0;
 }
 
+/* The chunk list of a request as the context module's structs (arena-owned). */
+static bld_ctx_chunk *ctx_chunks(kiln_arena *a, Kiln__V1__ContextChunk **in, size_t n)
+{
+    bld_ctx_chunk *v = kiln_arena_calloc(a, n + 1, sizeof(*v));
+    for (size_t i = 0; v && i < n; i++)
+        v[i] = (bld_ctx_chunk){in[i]->digest, in[i]->size};
+    return v;
+}
+
+static int m_context_check(void *user, const kiln_req *req, kiln_reply *reply, kiln_arena *a,
+                           kiln_error **err)
+{
+    bld_server *b = user;
+    const Kiln__V1__ContextCheckRequest *q = req->context_check;
+    bld_ctx_chunk *chunks = ctx_chunks(a, q->chunks, q->n_chunks);
+    Kiln__V1__ContextCheckReply *cr = kiln_arena_alloc(a, sizeof(*cr));
+    uint32_t *missing = kiln_arena_calloc(a, q->n_chunks + 1, sizeof(*missing));
+    if (chunks == NULL || cr == NULL || missing == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    kiln__v1__context_check_reply__init(cr);
+    bool ready = false;
+    size_t n_missing = 0;
+    int r = bld_context_check(b->contexts, q->context_digest, chunks, q->n_chunks, &ready, missing,
+                              &n_missing, err);
+    if (r < 0)
+        return r;
+    cr->ready = ready;
+    cr->missing = missing;
+    cr->n_missing = n_missing;
+    reply->body_case = KILN__V1__REPLY__BODY_CONTEXT_CHECK_REPLY;
+    reply->context_check_reply = cr;
+    return 0;
+}
+
+static int m_context_put(void *user, const kiln_req *req, kiln_reply *reply, kiln_arena *a,
+                         kiln_error **err)
+{
+    bld_server *b = user;
+    const Kiln__V1__ContextPutRequest *q = req->context_put;
+    Kiln__V1__ContextPutReply *pr = kiln_arena_alloc(a, sizeof(*pr));
+    if (pr == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    kiln__v1__context_put_reply__init(pr);
+    bool existed = false;
+    int r = bld_context_put(b->contexts, q->digest, q->data.data, q->data.len, &existed, err);
+    if (r < 0)
+        return r;
+    pr->existed = existed;
+    reply->body_case = KILN__V1__REPLY__BODY_CONTEXT_PUT_REPLY;
+    reply->context_put_reply = pr;
+    return 0;
+}
+
+/* ContextPut is content-addressed and so idempotent by itself: it is not
+ * flagged MUTATING, which would keep its request ids (and a reply) around
+ * for every chunk. */
 static const kiln_rpc_method methods[] = {
     {KILN__V1__REQUEST__BODY_PLAN, "Plan", m_plan, 0, NULL},
     {KILN__V1__REQUEST__BODY_PRUNE, "Prune", m_prune, KILN_RPC_MUTATING, NULL},
     {KILN__V1__REQUEST__BODY_BUILD, "Build", m_build, KILN_RPC_MUTATING, NULL},
     {KILN__V1__REQUEST__BODY_CANCEL, "Cancel", m_cancel, KILN_RPC_MUTATING, NULL},
+    {KILN__V1__REQUEST__BODY_CONTEXT_CHECK, "ContextCheck", m_context_check, 0, NULL},
+    {KILN__V1__REQUEST__BODY_CONTEXT_PUT, "ContextPut", m_context_put, 0, NULL},
 };
 
 const kiln_rpc_method *bld_server_methods(bld_server *b, size_t *n)

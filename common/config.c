@@ -140,3 +140,22 @@ long long kiln_parse_size(const char *s)
         return -1;
     return (long long)(v << shift);
 }
+
+void kiln_host_id(char *out, size_t cap)
+{
+    char boot[64] = "", ns[64] = "";
+    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
+    if (f != NULL) {
+        if (fgets(boot, sizeof(boot), f) == NULL)
+            boot[0] = '\0';
+        boot[strcspn(boot, "\n")] = '\0';
+        fclose(f);
+    }
+    ssize_t n = readlink("/proc/self/ns/mnt", ns, sizeof(ns) - 1);
+    ns[n > 0 ? n : 0] = '\0';
+    struct stat st;
+    if (stat("/", &st) < 0)
+        memset(&st, 0, sizeof(st));
+    snprintf(out, cap, "%.40s:%.40s:%llu:%llu", boot, ns, (unsigned long long)st.st_dev,
+             (unsigned long long)st.st_ino);
+}

@@ -37,6 +37,12 @@ void kiln_random_hex(char *out, size_t nbytes);
 unsigned long long kiln_now_ms(void);
 long long kiln_wall_ms(void);
 
+/* Identity of this host and of the filesystem this process sees:
+ * "<boot id>:<mount namespace>:<st_dev>:<st_ino of />" into out.  Two
+ * processes with the same id can hand each other absolute paths.  Never fails:
+ * parts that cannot be read are left empty. */
+void kiln_host_id(char *out, size_t cap);
+
 /* Parses a size like "4M", "512k", "1048576"; -1 on error. */
 long long kiln_parse_size(const char *s);
 

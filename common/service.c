@@ -280,6 +280,9 @@ static int m_status(void *user, const kiln_req *req, kiln_reply *reply, kiln_are
     r->events_url = s->o->events_url;
     r->jobs_running = kiln_events_running(s->events);
     r->rpcs_served = kiln_rpc_server_served(s->rpc);
+    char host[192];
+    kiln_host_id(host, sizeof(host));
+    r->host_id = kiln_arena_strdup(a, host);
     collect_checks(s, &r->checks, &r->n_checks, a);
     reply->body_case = KILN__V1__REPLY__BODY_STATUS_REPLY;
     reply->status_reply = r;

@@ -7,6 +7,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "digest.h"
 #include "error.h"
 #include "rpc.h"
 #include "transport.h"
@@ -75,6 +76,43 @@ int cli_follow_job(cli_ctx *ctx, cli_service s, const char *job, bool json, bool
  * given --progress mode; prints the digest and writes iidfile (may be NULL). */
 int cli_run_build(cli_ctx *ctx, Kiln__V1__BuildRequest *br, const char *progress,
                   const char *iidfile);
+
+/* ---- build context transfer (context.c) ---- */
+
+typedef enum cli_progress {
+    CLI_PROGRESS_PLAIN,
+    CLI_PROGRESS_TTY,
+    CLI_PROGRESS_JSON,
+    CLI_PROGRESS_QUIET,
+} cli_progress;
+
+typedef struct cli_context_chunk {
+    char digest[KILN_DIGEST_STRLEN + 1];
+    uint64_t offset, size; /* in the temp file */
+} cli_context_chunk;
+
+/* A context directory packed as a chunked tar in an unlinked temp file. */
+typedef struct cli_context {
+    int fd;
+    char digest[KILN_DIGEST_STRLEN + 1]; /* sha256 of the whole tar */
+    uint64_t size;
+    size_t n_files; /* entries below the root */
+    cli_context_chunk *chunks;
+    size_t n_chunks, cap_chunks;
+    Kiln__V1__ContextChunk *pb, **pb_ptrs; /* for the requests; filled by cli_context_send */
+} cli_context;
+
+/* Packs dir (after its .dockerignore) into *out; dispose with
+ * cli_context_dispose() (also after a failure). */
+int cli_context_pack(cli_context *out, const char *dir, kiln_error **err);
+void cli_context_dispose(cli_context *c);
+/* Sends the chunks kiln-builder lacks (ContextCheck, ContextPut) and fills
+ * c->pb_ptrs for the BuildRequest; progress on stderr in plain/tty mode.
+ * Returns a CLI exit code. */
+int cli_context_send(cli_ctx *ctx, cli_context *c, cli_progress mode);
+/* Asks kiln-builder's Status whether it runs on this host with the same
+ * filesystem view (*same).  Returns a CLI exit code. */
+int cli_builder_shares_fs(cli_ctx *ctx, bool *same);
 
 int cli_cmd_status(cli_ctx *ctx, int argc, char **argv);
 int cli_cmd_events(cli_ctx *ctx, int argc, char **argv);

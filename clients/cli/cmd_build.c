@@ -8,6 +8,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MAX_LIST       256
 #define DOCKERFILE_MAX ((size_t)16 << 20)
@@ -63,6 +64,32 @@ static char *read_all(const char *path, kiln_error **err)
     return buf;
 }
 
+/* Packs and sends the context, and points br at it instead of a path. */
+static int stream_context(cli_ctx *ctx, cli_context *cc, const char *dir, const char *progress,
+                          Kiln__V1__BuildRequest *br)
+{
+    cli_progress mode = strcmp(progress, "json") == 0    ? CLI_PROGRESS_JSON
+                        : strcmp(progress, "quiet") == 0 ? CLI_PROGRESS_QUIET
+                        : strcmp(progress, "plain") == 0 ? CLI_PROGRESS_PLAIN
+                        : strcmp(progress, "tty") == 0   ? CLI_PROGRESS_TTY
+                        : isatty(2)                      ? CLI_PROGRESS_TTY
+                                                         : CLI_PROGRESS_PLAIN;
+    kiln_error *err = NULL;
+    if (cli_context_pack(cc, dir, &err) < 0) {
+        cli_errorf("build: %s", err ? err->msg : "cannot pack the context");
+        kiln_error_free(&err);
+        return CLI_EXIT_FAILED;
+    }
+    int rc = cli_context_send(ctx, cc, mode);
+    if (rc != CLI_EXIT_OK)
+        return rc;
+    br->context_dir = (char *)"";
+    br->context_digest = cc->digest;
+    br->context_chunks = cc->pb_ptrs;
+    br->n_context_chunks = cc->n_chunks;
+    return CLI_EXIT_OK;
+}
+
 static const char usage[] =
     "Usage: kiln build [flags] CONTEXT\n"
     "\n"
@@ -83,7 +110,12 @@ static const char usage[] =
     "  --cert-dir DIR         CA certificates in DIR/<host:port>/*.crt\n"
     "  --progress MODE        auto|tty|plain|json|quiet\n"
     "  --iidfile FILE         write the image digest to FILE\n"
-    "  --plan                 print the resolved build plan as JSON and run nothing\n";
+    "  --plan                 print the resolved build plan as JSON and run nothing\n"
+    "  --context-transfer M   auto|local|stream: local sends CONTEXT as a path on the\n"
+    "                         builder's host; stream sends its content (after\n"
+    "                         .dockerignore) as chunks the builder keeps and reuses;\n"
+    "                         auto (default) is local when the builder runs on this\n"
+    "                         host with the same filesystem, else stream\n";
 
 enum {
     B_TAG = 't',
@@ -102,6 +134,7 @@ enum {
     B_CREDS,
     B_AUTHFILE,
     B_CERTDIR,
+    B_CTXTRANSFER,
 };
 
 int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
@@ -123,11 +156,12 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
         {"creds", required_argument, NULL, B_CREDS},
         {"authfile", required_argument, NULL, B_AUTHFILE},
         {"cert-dir", required_argument, NULL, B_CERTDIR},
+        {"context-transfer", required_argument, NULL, B_CTXTRANSFER},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *file = NULL, *target = "", *platform = "", *network = "", *progress = "auto";
-    const char *iidfile = NULL;
+    const char *iidfile = NULL, *transfer = "auto";
     char *args[MAX_LIST], *tags[MAX_LIST];
     Kiln__V1__SecretSpec secrets[32], *secret_ptrs[32];
     char secret_paths[32][PATH_MAX];
@@ -234,6 +268,14 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
         case B_PLAN:
             plan = true;
             break;
+        case B_CTXTRANSFER:
+            if (strcmp(optarg, "auto") && strcmp(optarg, "local") && strcmp(optarg, "stream")) {
+                cli_errorf("build: --context-transfer wants auto, local or stream, got '%s'",
+                           optarg);
+                return CLI_EXIT_USAGE;
+            }
+            transfer = optarg;
+            break;
         case B_CREDS:
             if (strchr(optarg, ':') == NULL) {
                 cli_errorf("build: --creds wants USER:PASSWORD");
@@ -285,6 +327,21 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
         }
         Kiln__V1__BuildRequest br = KILN__V1__BUILD_REQUEST__INIT;
         br.context_dir = ctxdir;
+        bool stream = strcmp(transfer, "stream") == 0;
+        if (strcmp(transfer, "auto") == 0) {
+            bool same = true;
+            if ((rc = cli_builder_shares_fs(ctx, &same)) != CLI_EXIT_OK)
+                goto out;
+            stream = !same;
+        }
+        cli_context cc = {.fd = -1};
+        if (stream) {
+            rc = stream_context(ctx, &cc, ctxdir, progress, &br);
+            if (rc != CLI_EXIT_OK) {
+                cli_context_dispose(&cc);
+                goto out;
+            }
+        }
         br.dockerfile = text;
         br.filename = (char *)(file && strcmp(file, "-") ? file : "Dockerfile");
         br.tags = tags;
@@ -305,6 +362,7 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
         const char *sde = getenv("SOURCE_DATE_EPOCH");
         br.source_date_epoch = sde && *sde ? strtoll(sde, NULL, 10) : 0;
         rc = cli_run_build(ctx, &br, progress, iidfile);
+        cli_context_dispose(&cc);
         goto out;
     }
     kiln_req req = KILN__V1__REQUEST__INIT;

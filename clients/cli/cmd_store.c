@@ -403,6 +403,9 @@ int cli_cmd_prune(cli_ctx *ctx, int argc, char **argv)
             return rc;
         printf("Removed %llu cached build step(s)\n",
                (unsigned long long)rep->prune_reply->steps_removed);
+        if (rep->prune_reply->contexts_removed)
+            printf("Removed %llu streamed build context(s) and chunk(s)\n",
+                   (unsigned long long)rep->prune_reply->contexts_removed);
         kiln_rpc_reply_free(rep);
         rep = NULL;
     }

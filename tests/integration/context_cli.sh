@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# kiln build --context-transfer end to end through both services (FROM scratch,
+# COPY and metadata only, so no sandbox and no root needed): a streamed context
+# gives the same image as the local path, an unchanged context sends no chunk,
+# one changed file in a large context re-sends only some chunks,
+# .dockerignore'd files never reach the builder, a symlink to /etc/shadow still
+# fails the COPY, prune drops contexts, and a restart removes interrupted ones.
+set -u
+: "${KILN_CLI_BIN:?}" "${KILN_PUSHER_BIN:?}" "${KILN_BUILDER_BIN:?}"
+for t in jq python3; do
+    command -v $t >/dev/null || { echo "$t missing"; exit 77; }
+done
+pass=0 fail=0
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
+expect_rc() {
+    local want=$1 desc=$2; shift 2
+    "$@" >"$T/out" 2>"$T/err"; local rc=$?
+    if [ "$rc" -eq "$want" ]; then ok; else bad "$desc: exit $rc, want $want ($(tail -c 400 "$T/err"))"; fi
+}
+# "context: N files, X MB, S of K chunks sent (R reused)" -> "S K R"
+sent_line() { grep '^context:' "$T/err" | tail -1 >&2; sed -n 's/^context: .* \([0-9]*\) of \([0-9]*\) chunks sent (\([0-9]*\) reused)$/\1 \2 \3/p' "$T/err" | tail -1; }
+
+T=$(mktemp -d /tmp/kiln-context-XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; rm -rf "$T"; }
+trap cleanup EXIT
+export KILN_DATA=$T/data
+export SOURCE_DATE_EPOCH=1700000000
+kiln() { "$KILN_CLI_BIN" "$@"; }
+
+"$KILN_PUSHER_BIN" 2>"$T/pusher.log" & PIDS+=($!)
+"$KILN_BUILDER_BIN" 2>"$T/builder.log" & PIDS+=($!)
+for _ in $(seq 100); do kiln status >/dev/null 2>&1 && break; sleep 0.1; done
+
+C=$T/ctx
+mkdir -p "$C/sub" "$C/secret" "$C/data"
+echo hello > "$C/a.txt"
+echo nested > "$C/sub/b.txt"
+ln -s a.txt "$C/link"
+echo junk > "$C/ignored.tmp"
+echo hidden > "$C/secret/key"
+printf '*.tmp\nsecret\n' > "$C/.dockerignore"
+printf 'FROM scratch\nCOPY . /app/\nLABEL purpose=context-test\n' > "$C/Dockerfile"
+# 8 MB of random files: enough for several content-defined chunks.
+python3 - "$C/data" <<'PY'
+import os, random, sys
+r = random.Random(1234)
+for i in range(8):
+    with open(os.path.join(sys.argv[1], "f%d.bin" % i), "wb") as f:
+        f.write(bytes(r.getrandbits(8) for _ in range(1 << 20)))
+PY
+
+# The builder says which host and filesystem it sees.
+kiln status --json > "$T/status.json" 2>/dev/null
+[ -n "$(jq -r '.builder.host_id // empty' "$T/status.json")" ] && ok || bad "Status carries host_id"
+
+# First streamed build: every chunk goes.
+expect_rc 0 "stream build" kiln build --progress=plain --context-transfer=stream -t ctx:stream "$C"
+D=$(cat "$T/out")
+[[ "$D" =~ ^sha256:[0-9a-f]{64}$ ]] && ok || bad "stream build prints a digest ($D)"
+read -r S K R <<<"$(sent_line)"
+[ -n "${K:-}" ] && [ "$K" -ge 4 ] && [ "$S" = "$K" ] && [ "$R" = 0 ] && ok || bad "first stream sends all chunks ($(grep '^context:' "$T/err"))"
+grep -q '=> context sha256:' "$T/err" && ok || bad "the build reports its context ready"
+grep -q '^context: 1[0-9] files' "$T/err" && ok || bad "file count in the progress line ($(grep '^context:' "$T/err"))"
+
+# The same directory as a local path, no cache: the same image.
+expect_rc 0 "local build" kiln build --progress=plain --no-cache --context-transfer=local -t ctx:local "$C"
+[ "$(cat "$T/out")" = "$D" ] && ok || bad "local and streamed contexts give the same digest"
+grep -q '^context:' "$T/err" && bad "local transfer streamed" || ok
+# auto: this builder shares our host and filesystem, so the path is sent.
+expect_rc 0 "auto build" kiln build --progress=plain --no-cache -t ctx:auto "$C"
+[ "$(cat "$T/out")" = "$D" ] && ok || bad "auto gives the same digest"
+grep -q '^context:' "$T/err" && bad "auto streamed to a local builder" || ok
+
+# Unchanged context: nothing is sent; --no-cache still rebuilds from it.
+expect_rc 0 "stream rebuild" kiln build --progress=plain --no-cache --context-transfer=stream "$C"
+read -r S K2 R <<<"$(sent_line)"
+[ "${S:-x}" = 0 ] && [ "$R" = "$K" ] && ok || bad "unchanged context sends 0 chunks ($(grep '^context:' "$T/err"))"
+[ "$(cat "$T/out")" = "$D" ] && ok || bad "rebuild from the kept context gives the same digest"
+
+# json progress: stdout carries only JSON events.
+expect_rc 0 "stream build, json" kiln build --progress=json --context-transfer=stream "$C"
+jq -e . "$T/out" >/dev/null 2>&1 && ! grep -q '^context:' "$T/out" && ok || bad "json stdout is only events"
+
+# .dockerignore'd files never reach the builder.
+n_ctx=0
+
+for d in "$KILN_DATA"/contexts/*/; do
+    [ "$(basename "$d")" = chunks ] && continue
+    n_ctx=$((n_ctx + 1))
+    [ -f "$d/a.txt" ] && [ -f "$d/.dockerignore" ] && [ -L "$d/link" ] && [ -f "$d/data/f7.bin" ] && ok || bad "unpacked context $d is incomplete"
+    [ ! -e "$d/ignored.tmp" ] && [ ! -e "$d/secret" ] && ok || bad "ignored files reached the builder ($d)"
+done
+[ "$n_ctx" = 1 ] && ok || bad "one unpacked context, got $n_ctx"
+
+# '!' exceptions re-include files below an excluded dir; three concurrent
+# builds of the same new context unpack it once and agree.
+E=$T/ctx-except
+mkdir -p "$E/secret/deep"
+echo a > "$E/secret/key"; echo b > "$E/secret/keep"; echo c > "$E/secret/deep/x"
+printf 'secret\n!secret/keep\n' > "$E/.dockerignore"
+printf 'FROM scratch\nCOPY . /app/\n' > "$E/Dockerfile"
+head -c 3000000 /dev/urandom > "$E/big"
+BG=()
+for i in 1 2 3; do
+    kiln build --progress=plain --context-transfer=stream "$E" >"$T/conc$i.out" 2>"$T/conc$i.err" & BG+=($!)
+done
+for i in 0 1 2; do wait "${BG[$i]}" && ok || bad "concurrent build $i ($(tail -c 300 "$T/conc$((i + 1)).err"))"; done
+[ "$(cat "$T"/conc*.out | sort -u | wc -l)" = 1 ] && ok || bad "concurrent builds disagree"
+[ "$(cat "$T"/conc*.err | grep -c '=> context sha256:.*) ready$')" = 1 ] && ok || bad "the context was unpacked more than once"
+X=$(find "$KILN_DATA/contexts" -path '*/secret/keep')
+[ -n "$X" ] && [ ! -e "$(dirname "$X")/key" ] && [ ! -e "$(dirname "$X")/deep" ] && ok || bad "exceptions in .dockerignore"
+ls "$KILN_DATA/contexts" | grep -q '\.tmp-' && bad "temp dirs left by concurrent unpacks" || ok
+
+# One byte changed in one 1 MB file: only the chunks around it are sent.
+python3 - "$C/data/f3.bin" <<'PY'
+import sys
+with open(sys.argv[1], "r+b") as f:
+    f.seek(500000); b = f.read(1); f.seek(500000); f.write(bytes([b[0] ^ 0xff]))
+PY
+expect_rc 0 "stream after a change" kiln build --progress=plain --context-transfer=stream "$C"
+read -r S K3 R <<<"$(sent_line)"
+[ -n "${S:-}" ] && [ "$S" -ge 1 ] && [ "$S" -lt "$K3" ] && [ "$R" -ge 1 ] && ok \
+    || bad "one changed file re-sends some chunks, not all ($(grep '^context:' "$T/err"))"
+[ "$(cat "$T/out")" != "$D" ] && ok || bad "the changed context gives a new image"
+
+# A symlink to /etc/shadow travels as a symlink and the COPY still refuses it.
+ln -s /etc/shadow "$C/shadow-link"
+printf 'FROM scratch\nCOPY shadow-link /stolen\n' > "$T/Dockerfile.symlink"
+expect_rc 4 "COPY of a symlink to /etc/shadow" kiln build --progress=plain --context-transfer=stream \
+    -f "$T/Dockerfile.symlink" "$C"
+grep -q ':2' "$T/err" && ok || bad "the failing COPY is named ($(tail -c 300 "$T/err"))"
+rm -f "$C/shadow-link"
+
+# Usage and reachability.
+expect_rc 2 "bad --context-transfer" kiln build --context-transfer=sideways "$C"
+expect_rc 3 "unreachable builder" kiln --builder "ipc://$T/nobody.sock" build --context-transfer=stream "$C"
+
+# A restart removes interrupted unpacks; prune removes contexts and chunks.
+mkdir -p "$KILN_DATA/contexts/$(printf 'a%.0s' $(seq 64)).tmp-XyZ123/sub"
+touch "$KILN_DATA/contexts/chunks/.tmp-AbC123"
+kill "${PIDS[1]}"; wait "${PIDS[1]}" 2>/dev/null
+"$KILN_BUILDER_BIN" 2>>"$T/builder.log" & PIDS[1]=$!
+for _ in $(seq 100); do kiln status >/dev/null 2>&1 && break; sleep 0.1; done
+ls "$KILN_DATA/contexts" | grep -q '\.tmp-' && bad "interrupted unpack left after restart" || ok
+[ ! -e "$KILN_DATA/contexts/chunks/.tmp-AbC123" ] && ok || bad "interrupted chunk left after restart"
+expect_rc 0 "prune" kiln prune
+grep -q 'streamed build context' "$T/out" && ok || bad "prune reports contexts ($(cat "$T/out"))"
+[ -z "$(ls -A "$KILN_DATA/contexts/chunks")" ] && [ "$(ls -A "$KILN_DATA/contexts")" = chunks ] && ok \
+    || bad "prune left contexts: $(ls -A "$KILN_DATA/contexts")"
+# ... and the next streamed build sends everything again and still works.
+expect_rc 0 "stream after prune" kiln build --progress=plain --context-transfer=stream "$C"
+read -r S K4 R <<<"$(sent_line)"
+[ "${S:-x}" = "$K4" ] && ok || bad "after prune every chunk is sent ($(grep '^context:' "$T/err"))"
+
+# The builder shuts down cleanly (and, in sanitizer builds, reports nothing).
+kill "${PIDS[1]}"; wait "${PIDS[1]}"; rc=$?
+[ "$rc" = 0 ] && ok || bad "builder exit status $rc on SIGTERM"
+grep -q 'Sanitizer' "$T/builder.log" && bad "sanitizer report in the builder log" || ok
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
