@@ -365,3 +365,37 @@ int kiln_dial(nng_socket sock, const char *url, const kiln_transport_opts *o, bo
     }
     return 0;
 }
+
+/* "scheme://host:port" split at the host; false for other forms (ipc://). */
+static bool split_host(const char *url, size_t *h0, size_t *h1)
+{
+    const char *sep = strstr(url, "://");
+    if (sep == NULL || strncmp(url, "ipc", 3) == 0 || strncmp(url, "inproc", 6) == 0)
+        return false;
+    const char *host = sep + 3;
+    const char *colon = host[0] == '[' ? strstr(host, "]:") : strrchr(host, ':');
+    if (colon == NULL)
+        return false;
+    if (host[0] == '[')
+        colon++;
+    *h0 = (size_t)(host - url);
+    *h1 = (size_t)(colon - url);
+    return true;
+}
+
+char *kiln_url_for_dial(const char *url, const char *via_url)
+{
+    size_t e0, e1, r0, r1;
+    if (!split_host(url, &e0, &e1) || via_url == NULL || !split_host(via_url, &r0, &r1))
+        return strdup(url);
+    size_t hl = e1 - e0;
+    const char *h = url + e0;
+    bool wildcard = hl == 0 || (hl == 1 && *h == '*') || (hl == 7 && !strncmp(h, "0.0.0.0", 7)) ||
+                    (hl == 4 && !strncmp(h, "[::]", 4));
+    if (!wildcard)
+        return strdup(url);
+    char *out = NULL;
+    if (asprintf(&out, "%.*s%.*s%s", (int)e0, url, (int)(r1 - r0), via_url + r0, url + e1) < 0)
+        return NULL;
+    return out;
+}

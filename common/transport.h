@@ -63,4 +63,10 @@ kiln_code kiln_code_from_nng(int rv);
 /* For ipc:// URLs, the filesystem path (borrowed, points into url); else NULL. */
 const char *kiln_ipc_path(const char *url);
 
+/* A URL a service advertises (its events endpoint), made dialable by a
+ * client: a wildcard listen host (0.0.0.0, [::], *) becomes the host of
+ * via_url, the endpoint the client already reached.  Other URLs are copied.
+ * Returns a malloc'd string (NULL when out of memory). */
+char *kiln_url_for_dial(const char *url, const char *via_url);
+
 #endif

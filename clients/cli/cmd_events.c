@@ -3,8 +3,11 @@
 #include "cli.h"
 #include "config.h"
 #include "follow.h"
+#include "transport.h"
 
 #include <getopt.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,8 +37,10 @@ char *cli_events_url(kiln_rpc_client *c, int timeout_ms, kiln_error **err)
     kiln_reply *rep = NULL;
     if (kiln_rpc_call(c, &req, &rep, timeout_ms, err) < 0)
         return NULL;
-    char *url = strdup(rep->status_reply->events_url);
+    char *url = kiln_url_for_dial(rep->status_reply->events_url, kiln_rpc_client_url(c));
     kiln_rpc_reply_free(rep);
+    if (url == NULL)
+        kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
     return url;
 }
 

@@ -146,6 +146,27 @@ KT_TEST(endpoint_urls_and_loopback_detection)
     kiln_error_free(&err);
 }
 
+KT_TEST(advertised_wildcard_hosts_become_the_dialled_host)
+{
+    static const char *const cases[][3] = {
+        {"tls+tcp://0.0.0.0:7404", "tls+tcp://kiln.example:7403", "tls+tcp://kiln.example:7404"},
+        {"tcp://[::]:7404", "tcp://10.1.2.3:7403", "tcp://10.1.2.3:7404"},
+        {"tcp://*:7404", "tcp://[fd00::1]:7403", "tcp://[fd00::1]:7404"},
+        {"tcp://127.0.0.1:7404", "tcp://kiln.example:7403", "tcp://127.0.0.1:7404"},
+        {"ipc:///run/kiln/builder-events.sock", "ipc:///run/kiln/builder.sock",
+         "ipc:///run/kiln/builder-events.sock"},
+        {"tcp://0.0.0.0:7404", "ipc:///run/kiln/builder.sock", "tcp://0.0.0.0:7404"},
+        {"tcp://0.0.0.0:7404", NULL, "tcp://0.0.0.0:7404"},
+        {"garbage", "tcp://h:1", "garbage"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *got = kiln_url_for_dial(cases[i][0], cases[i][1]);
+        KT_REQUIRE(got != NULL);
+        KT_EXPECT_STR(got, cases[i][2]);
+        free(got);
+    }
+}
+
 KT_TEST(default_paths_follow_the_data_dir)
 {
     char *u = kiln_default_url("/d", KILN_EP_PUSHER_EVENTS);
