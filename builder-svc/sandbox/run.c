@@ -514,10 +514,13 @@ static int run_children(sbx_plan *p, bld_run_result *out, kiln_error **err)
                                  WEXITSTATUS(v.status) != 126 && WEXITSTATUS(v.status) != 127)) {
         r = kiln_error_set(err, v.first_error.code ? v.first_error.code : KILN_EINTERNAL,
                            v.first_error.sys_errno, "sandbox: %s", v.first_error.text);
-    } else if (!v.got_exit) {
-        r = kiln_error_set(err, KILN_EINTERNAL, 0, "sandbox init ended without a status%s",
-                           out->oom_killed ? " (out of memory)" : "");
+    } else if (!v.got_exit && !out->oom_killed) {
+        r = kiln_error_set(err, KILN_EINTERNAL, 0, "sandbox init ended without a status");
     }
+    /* Over its memory limit the kernel may pick the sandbox's own init (or
+     * monitor) instead of the command: the step was killed all the same. */
+    if (!v.got_exit && out->oom_killed && r == 0)
+        v.killed = true;
     if (v.got_exit) {
         out->exit_code = WIFEXITED(v.status) ? WEXITSTATUS(v.status) : -1;
         out->signal = WIFSIGNALED(v.status) ? WTERMSIG(v.status) : 0;

@@ -48,11 +48,27 @@ grep -q 'kiln-pusher.*DOWN' "$T/out" && ok || bad "status shows pusher DOWN"
 expect_rc 3 "status --json without services" kiln status --json
 [ "$(jq -r '.pusher.reachable' "$T/out")" = false ] && ok || bad "json reachable=false"
 
-HP=$(free_port); HB=$(free_port)
-"$KILN_PUSHER_BIN" --http "127.0.0.1:$HP" 2>"$T/pusher.log" & PIDS+=($!)
-PPID_=$!
-"$KILN_BUILDER_BIN" --http "127.0.0.1:$HB" 2>"$T/builder.log" & PIDS+=($!)
-BPID=$!
+# A free port can be taken by a parallel test before the daemon binds it:
+# a daemon that exits at start is started again on another port.
+start_daemon() { # start_daemon VAR_PORT VAR_PID BIN LOG
+    local bin=$3 log=$4 port pid
+    for _ in 1 2 3 4 5; do
+        port=$(free_port)
+        "$bin" --http "127.0.0.1:$port" 2>"$log" & pid=$!
+        for _ in $(seq 40); do
+            kill -0 "$pid" 2>/dev/null || break
+            curl -s -o /dev/null "http://127.0.0.1:$port/healthz" && break
+            sleep 0.05
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+            PIDS+=("$pid"); printf -v "$1" %s "$port"; printf -v "$2" %s "$pid"; return 0
+        fi
+        echo "$(basename "$bin") exited at start: $(tail -3 "$log")" >&2
+    done
+    return 1
+}
+start_daemon HP PPID_ "$KILN_PUSHER_BIN" "$T/pusher.log" || bad "pusher starts"
+start_daemon HB BPID "$KILN_BUILDER_BIN" "$T/builder.log" || bad "builder starts"
 for _ in $(seq 100); do kiln status >/dev/null 2>&1 && break; sleep 0.05; done
 
 expect_rc 0 "status with both services" kiln status
