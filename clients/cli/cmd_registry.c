@@ -192,7 +192,8 @@ static const char reg_usage[] =
     "Registry flags:\n"
     "  --tls-verify=false   allow plain HTTP and unverified TLS\n"
     "  --creds USER:PASS    credentials (else --authfile / Docker config.json)\n"
-    "  --cert-dir DIR       CA certificates in DIR/<host:port>/*.crt\n"
+    "  --cert-dir DIR       certs.d root: DIR/<host:port>/*.crt CAs, NAME.cert +\n"
+    "                       NAME.key client certificate (default /etc/containers/certs.d)\n"
     "  --authfile FILE      Docker config.json (auths, credHelpers, credsStore)\n";
 
 int cli_cmd_push(cli_ctx *ctx, int argc, char **argv)

@@ -41,8 +41,9 @@ typedef struct psh_registry_opts {
     bool tls_verify;             /* default true; false = every registry is insecure: HTTPS
                                     without verification if it speaks TLS, else plain HTTP */
     const char *cert_dir;        /* certs.d root: the .crt files of <cert_dir>/<host:port>/
-                                    are added to the system CAs; NULL =
-                                    /etc/containers/certs.d */
+                                    are added to the system CAs and its first NAME.cert +
+                                    NAME.key pair is the client certificate; NULL =
+                                    /etc/containers/certs.d (only: not /etc/docker) */
     const char *authfile;        /* Docker config.json; NULL = $REGISTRY_AUTH_FILE, then
                                     $DOCKER_CONFIG/config.json, then ~/.docker/config.json */
     const char *creds;           /* "user:password" (wins over authfile); NULL = none */
@@ -93,8 +94,10 @@ typedef struct psh_push_result {
  * (NULL = src_ref).  Order: blobs (config and layers, concurrently), then the
  * manifest by digest for index children, then the top manifest by dest_ref's
  * tag (or digest).  ev and out may be NULL.
- * Errors: KILN_EINVAL (bad reference), KILN_ENOENT (not in the store),
- * KILN_EAUTH / KILN_EPERM (registry refused credentials / access),
+ * Errors: KILN_EINVAL (bad reference; a certs.d client certificate without
+ * its key or the reverse, an unreadable or unusable key), KILN_ENOENT (not in
+ * the store), KILN_EAUTH / KILN_EPERM (registry refused credentials / access,
+ * TLS verification or client certificate failures),
  * KILN_EUNAVAIL (unreachable after retries), KILN_EREMOTE (the registry's own
  * error message included), KILN_ECANCELED. */
 int psh_push(psh_store *s, const char *src_ref, const char *dest_ref, const psh_registry_opts *o,

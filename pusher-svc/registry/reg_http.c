@@ -1,12 +1,12 @@
 /* The per-registry HTTP client on libcurl: a small pool of easy handles (each
  * keeps its own connections alive, so blobs in flight reuse connections), a
  * share for DNS and TLS sessions, HTTP/1.1, TLS verification with
- * containers-style per-registry CAs; registries marked insecure get HTTPS
+ * containers-style per-registry CAs and client certificates (certs.d,
+ * reg_certs.c); registries marked insecure get HTTPS
  * without verification when they speak TLS, else plain HTTP;
  * connect and low-speed timeouts, auth rounds on 401 and retries with
  * exponential backoff and jitter for idempotent requests. */
 #include <ctype.h>
-#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,9 +18,7 @@
 #include "log.h"
 #include "reg_internal.h"
 
-#define SYSTEM_CA_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
-#define CA_BLOB_MAX      ((size_t)8 << 20)
-#define RETRY_AFTER_MAX  60 /* seconds: longer Retry-After values are capped */
+#define RETRY_AFTER_MAX 60 /* seconds: longer Retry-After values are capped */
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 
@@ -42,52 +40,6 @@ static void share_unlock(CURL *h, curl_lock_data data, void *ud)
     (void)h;
     reg_client *c = ud;
     pthread_mutex_unlock(&c->share_mu[data]);
-}
-
-static int append_file(kiln_buf *b, const char *path)
-{
-    _cleanup_fclose_ FILE *f = fopen(path, "re");
-    if (f == NULL)
-        return -1;
-    char tmp[16384];
-    size_t n;
-    while ((n = fread(tmp, 1, sizeof(tmp), f)) > 0)
-        if (kiln_buf_append(b, tmp, n, NULL) < 0)
-            return -1;
-    return kiln_buf_append(b, "\n", 1, NULL);
-}
-
-/* The .crt files of certs.d/<host>, added to the system bundle (containers-style). */
-static int load_cas(reg_client *c, kiln_error **err)
-{
-    const char *root = c->o->cert_dir ? c->o->cert_dir : "/etc/containers/certs.d";
-    char dir[4096];
-    int n = snprintf(dir, sizeof(dir), "%s/%s", root, c->host);
-    if (n < 0 || (size_t)n >= sizeof(dir))
-        return kiln_error_set(err, KILN_EINVAL, 0, "cert dir path too long");
-    _cleanup_closedir_ DIR *d = opendir(dir);
-    if (d == NULL)
-        return 0;
-    kiln_buf b;
-    kiln_buf_init(&b, CA_BLOB_MAX);
-    int found = 0;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        size_t l = strlen(de->d_name);
-        if (l < 5 || strcmp(de->d_name + l - 4, ".crt") != 0)
-            continue;
-        char p[8192];
-        snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
-        if (append_file(&b, p) == 0)
-            found++;
-    }
-    if (found == 0) {
-        kiln_buf_dispose(&b);
-        return 0;
-    }
-    append_file(&b, SYSTEM_CA_BUNDLE); /* may be missing in minimal images */
-    c->ca_blob = kiln_buf_steal(&b, &c->ca_len);
-    return 0;
 }
 
 static int perform(reg_client *c, const reg_req *rq, const char *url, const char *auth,
@@ -141,11 +93,22 @@ int reg_client_new(reg_client **out, const psh_ref *r, const psh_registry_opts *
         curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
         curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
     }
-    int rc = c->insecure ? 0 : load_cas(c, err);
+    /* certs.d/<host>: CAs (only when verifying) and the client certificate,
+     * which is presented to insecure registries too (the probe included). */
+    char dir[4096];
+    int rc = reg_certs_host_dir(o, c->host, dir, sizeof(dir), err);
+    if (rc == 0 && !c->insecure)
+        rc = reg_certs_load_cas(dir, &c->ca_blob, &c->ca_len);
+    if (rc == 0)
+        rc = reg_certs_find_pair(dir, &c->client_cert, &c->client_key, err);
+    if (rc == 0 && c->client_cert != NULL)
+        rc = reg_certs_check_pair(c->client_cert, c->client_key, err);
     if (rc < 0) {
         reg_client_free(c);
         return rc;
     }
+    if (c->client_cert != NULL)
+        kiln_debug("registry", "%s: client certificate %s", c->host, c->client_cert);
     if (c->insecure)
         probe_scheme(c);
     *out = c;
@@ -162,6 +125,8 @@ void reg_client_free(reg_client *c)
         curl_share_cleanup(c->share);
     reg_auth_dispose(c);
     free(c->ca_blob);
+    free(c->client_cert);
+    free(c->client_key);
     pthread_mutex_destroy(&c->mu);
     for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
         pthread_mutex_destroy(&c->share_mu[i]);
@@ -415,6 +380,12 @@ static void setup(struct xfer *x, const char *url, struct curl_slist *hdrs)
         struct curl_blob b = {x->c->ca_blob, x->c->ca_len, CURL_BLOB_NOCOPY};
         curl_easy_setopt(h, CURLOPT_CAINFO_BLOB, &b);
     }
+    if (x->c->client_cert != NULL) {
+        curl_easy_setopt(h, CURLOPT_SSLCERT, x->c->client_cert);
+        curl_easy_setopt(h, CURLOPT_SSLCERTTYPE, "PEM");
+        curl_easy_setopt(h, CURLOPT_SSLKEY, x->c->client_key);
+        curl_easy_setopt(h, CURLOPT_SSLKEYTYPE, "PEM");
+    }
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
@@ -510,6 +481,25 @@ static bool curl_transient(CURLcode cc)
     }
 }
 
+/* The server ended the handshake over our client certificate (none, or one
+ * it does not accept).  TLS 1.3 servers report it with an alert that arrives
+ * after the handshake, as a receive error: the alert's text tells them apart
+ * from a broken connection.  Retrying cannot help. */
+static bool client_cert_refused(CURLcode cc, const char *detail)
+{
+    if (cc == CURLE_SSL_CLIENTCERT)
+        return true;
+    if (cc != CURLE_RECV_ERROR && cc != CURLE_SEND_ERROR && cc != CURLE_SSL_CONNECT_ERROR)
+        return false;
+    return strstr(detail, "alert bad certificate") != NULL ||
+           strstr(detail, "alert certificate required") != NULL ||
+           strstr(detail, "alert unknown ca") != NULL ||
+           strstr(detail, "alert certificate expired") != NULL ||
+           strstr(detail, "alert certificate revoked") != NULL ||
+           strstr(detail, "alert certificate unknown") != NULL ||
+           strstr(detail, "alert unsupported certificate") != NULL;
+}
+
 bool reg_status_transient(long st)
 {
     return st == 408 || st == 429 || (st >= 500 && st <= 599);
@@ -543,12 +533,21 @@ static int perform(reg_client *c, const reg_req *rq, const char *url, const char
                               "%s: response body rejected (too large or "
                               "not matching its descriptor)",
                               rq->what ? rq->what : rq->method);
-    *transient = curl_transient(cc);
-    bool tls = cc == CURLE_PEER_FAILED_VERIFICATION || cc == CURLE_SSL_CACERT_BADFILE ||
+    const char *detail = ebuf[0] ? ebuf : curl_easy_strerror(cc);
+    bool refused = client_cert_refused(cc, detail);
+    *transient = curl_transient(cc) && !refused;
+    bool tls = refused || cc == CURLE_PEER_FAILED_VERIFICATION || cc == CURLE_SSL_CACERT_BADFILE ||
                cc == CURLE_SSL_CERTPROBLEM;
+    const char *hint = "";
+    if (refused && c->client_cert == NULL)
+        hint = " (the registry requires a TLS client certificate: put NAME.cert and NAME.key "
+               "in --cert-dir's <host:port> directory)";
+    else if (refused)
+        hint = " (the registry refused the TLS client certificate from --cert-dir)";
+    else if (tls)
+        hint = " (add the CA under --cert-dir, or --tls-verify=false)";
     return kiln_error_set(err, tls ? KILN_EPERM : KILN_EUNAVAIL, 0, "%s %s: %s%s", rq->method,
-                          c->host, ebuf[0] ? ebuf : curl_easy_strerror(cc),
-                          tls ? " (add the CA under --cert-dir, or --tls-verify=false)" : "");
+                          c->host, detail, hint);
 }
 
 int reg_backoff(reg_client *c, unsigned attempt, long retry_after, const char *what,

@@ -43,6 +43,8 @@ typedef struct reg_client {
     const psh_reg_events *ev;
     char *ca_blob; /* system CAs + the .crt files of certs.d/<host>, or NULL (owned) */
     size_t ca_len;
+    char *client_cert;    /* certs.d/<host>/NAME.cert presented to the registry, or NULL (owned) */
+    char *client_key;     /* its NAME.key (owned; the path, never the key) */
     char state_dir[4096]; /* <data>/registry */
 
     pthread_mutex_t mu; /* protects everything below */
@@ -168,6 +170,25 @@ void reg_auth_key_host(const char *key, char *out, size_t n);
 uint64_t reg_range_next(const char *range);
 /* ": CODE: message" of the first entry of an {"errors":[…]} body, or "". */
 void reg_registry_message(const reg_resp *rs, char *out, size_t n);
+
+/* ---- certs.d (reg_certs.c) ---- */
+
+/* <root>/<host> into out (n bytes), root being o->cert_dir or
+ * /etc/containers/certs.d.  KILN_EINVAL when it does not fit. */
+int reg_certs_host_dir(const psh_registry_opts *o, const char *host, char *out, size_t n,
+                       kiln_error **err);
+/* The .crt files of dir followed by the system CA bundle into *blob (caller
+ * frees), or *blob NULL when dir holds none (or does not exist). */
+int reg_certs_load_cas(const char *dir, char **blob, size_t *len);
+/* The client certificate pair of dir: the first NAME.cert in byte order of
+ * names, with its NAME.key.  *cert and *key receive paths (caller frees), or
+ * NULL when dir has no pair or does not exist.  KILN_EINVAL (naming the
+ * files) for a .cert without its .key or a .key without its .cert. */
+int reg_certs_find_pair(const char *dir, char **cert, char **key, kiln_error **err);
+/* Checks that key is a readable, unencrypted PEM private key and cert a PEM
+ * certificate for it.  KILN_EINVAL naming the file; key contents never
+ * appear in the message. */
+int reg_certs_check_pair(const char *cert, const char *key, kiln_error **err);
 
 /* ---- state (reg_state.c) ---- */
 
