@@ -371,6 +371,10 @@ static int run_files(const bld_instr *in, const char *scratch, eng_mount *m,
 static int exec_run(eng_ctx *c, size_t si, size_t step, const bld_instr *in, stage_res *r,
                     const char *upper, const char *scratch, kiln_error **err)
 {
+    if (in->u.run.insecure)
+        return kiln_error_set(err, KILN_EPERM, 0,
+                              "RUN --security=insecure needs the security.insecure entitlement, "
+                              "which kiln-builder does not grant: every RUN is sandboxed");
     if (!c->b.e->run_usable)
         return kiln_error_set(err, KILN_EPRECOND, 0, "RUN is not possible on this host (%s)",
                               c->b.e->preflight_json ? c->b.e->preflight_json : "no preflight");

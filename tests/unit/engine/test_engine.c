@@ -286,6 +286,13 @@ KT_TEST(failing_run_reports_line)
                     &res, &err) < 0);
     KT_EXPECT_INT(res.failed_line, 2);
     kiln_error_free(&err);
+    /* A privileged RUN is refused, not silently sandboxed. */
+    KT_EXPECT_INT(build(ctx, "FROM busybox:test\nRUN --security=insecure true\n", "fail:1", true,
+                        &s, &res, &err),
+                  KILN_EPERM);
+    KT_EXPECT_INT(res.failed_line, 2);
+    KT_EXPECT(err && strstr(err->msg, "entitlement") != NULL);
+    kiln_error_free(&err);
     /* Nothing was tagged. */
     KT_EXPECT_INT(th_sh("cmp -s %s/store/index.json %s/index.before", data, dir), 0);
 }
