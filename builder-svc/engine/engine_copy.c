@@ -144,6 +144,25 @@ static int expand_source(src_ctx *c, const char *path, eng_strv *out, kiln_error
     return eng_strv_push(out, rel) < 0 ? kiln_error_set(err, KILN_ENOSPC, 0, "out of memory") : 0;
 }
 
+/* COPY --parents "a/b/./c/x.c": the cleaned part before the last "/./" ("a/b")
+ * into pivot, and its length; 0 without one (the whole path is kept). */
+static size_t parents_pivot(const char *pattern, char pivot[ENG_PATH_MAX])
+{
+    const char *p = pattern[0] == '/' ? pattern + 1 : pattern, *last = NULL;
+    for (const char *q = strstr(p, "/./"); q; q = strstr(q + 1, "/./"))
+        last = q;
+    if (last == NULL || last == p)
+        return 0;
+    char raw[ENG_PATH_MAX];
+    if ((size_t)(last - p) >= sizeof(raw))
+        return 0;
+    memcpy(raw, p, (size_t)(last - p));
+    raw[last - p] = '\0';
+    if (eng_clean_path(pivot, ENG_PATH_MAX, raw, false) < 0)
+        return 0;
+    return strlen(pivot);
+}
+
 /* ---- copying ---- */
 
 static int apply_meta(const src_ctx *c, const char *dst, const struct stat *st, bool link)
@@ -611,11 +630,30 @@ static int run_copy(const eng_copy_desc *d, kiln_sha256 *h, kiln_error **err)
     eng_strv matches = {0}, fix = {0};
     c.fix = &fix;
     size_t n_items = 0;
+    /* --parents: how much of each match's path is dropped (a "/./" in its
+     * pattern marks where the kept path starts, as in BuildKit). */
+    size_t *cut = NULL;
     for (size_t i = 0; i < d->n_srcs && rc == 0; i++) {
-        if (d->srcs[i].path)
-            rc = expand_source(&c, d->srcs[i].path, &matches, err);
-        else
+        if (d->srcs[i].path == NULL) {
             n_items++;
+            continue;
+        }
+        size_t before = matches.n;
+        rc = expand_source(&c, d->srcs[i].path, &matches, err);
+        if (rc < 0 || !d->parents)
+            continue;
+        size_t *nc = realloc(cut, (matches.n + 1) * sizeof(*cut));
+        if (nc == NULL) {
+            rc = kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+            break;
+        }
+        cut = nc;
+        char pivot[ENG_PATH_MAX];
+        size_t drop = parents_pivot(d->srcs[i].path, pivot);
+        for (size_t k = before; k < matches.n; k++)
+            cut[k] = drop && strncmp(matches.v[k], pivot, drop) == 0 && matches.v[k][drop] == '/'
+                         ? drop + 1
+                         : 0;
     }
     n_items += matches.n;
     char dest[ENG_PATH_MAX] = "";
@@ -658,7 +696,7 @@ static int run_copy(const eng_copy_desc *d, kiln_sha256 *h, kiln_error **err)
         if (d->parents) {
             /* --parents: the source's path below the root is kept. */
             if (snprintf(target, sizeof(target), "%s%s%s", dest, dest[0] ? "/" : "",
-                         matches.v[i]) >= (int)sizeof(target)) {
+                         matches.v[i] + (cut ? cut[i] : 0)) >= (int)sizeof(target)) {
                 rc = kiln_error_set(err, KILN_EINVAL, 0, "%s: destination too long", d->what);
                 break;
             }
@@ -745,6 +783,7 @@ static int run_copy(const eng_copy_desc *d, kiln_sha256 *h, kiln_error **err)
             rc = kiln_error_set(err, KILN_EIO, errno, "set times of %s", up);
     }
     eng_strv_dispose(&matches);
+    free(cut);
     eng_strv_dispose(&fix);
     src_dispose(&c);
     return rc;

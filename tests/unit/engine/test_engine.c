@@ -307,6 +307,8 @@ KT_TEST(dockerignore_and_context_escape)
     put(ctx, "logs/a.log", "no");
     put(ctx, "logs/keep.md", "yes");
     put(ctx, ".dockerignore", "*.key\nlogs/*.log\n");
+    put(ctx, "src/app/x/m.c", "m");
+    put(ctx, "src/app/y.c", "y");
     KT_REQUIRE(th_sh("chmod 0750 %s", ctx) == 0); /* must not become the image root's mode */
     seen s;
     bld_build_result res;
@@ -315,6 +317,7 @@ KT_TEST(dockerignore_and_context_escape)
                      "FROM busybox:test\nCOPY . /ctx/\nCOPY *.txt /glob/\n"
                      "COPY --exclude=**/*.md . /ex/\n"
                      "COPY --parents logs/keep.md keep.txt /par/\n"
+                     "COPY --parents ./src/./app/x/*.c ./src/app/./y.c /piv/\n"
                      "COPY . /\n",
                      "ign:1", false, &s, &res, &err) == 0);
     KT_REQUIRE(unpack("ign:1", "b3") == 0);
@@ -322,7 +325,8 @@ KT_TEST(dockerignore_and_context_escape)
         th_sh("cd %s/b3/rootfs && test -f ctx/keep.txt && test ! -e ctx/secret.key && "
               "test ! -e ctx/logs/a.log && test -f ctx/logs/keep.md && "
               "test -f glob/keep.txt && test -f ex/keep.txt && test -d ex/logs && "
-              "test ! -e ex/logs/keep.md && test -f par/logs/keep.md && test -f par/keep.txt",
+              "test ! -e ex/logs/keep.md && test -f par/logs/keep.md && test -f par/keep.txt && "
+              "test -f piv/app/x/m.c && test -f piv/y.c && test ! -e piv/src",
               dir),
         0);
 
