@@ -4,15 +4,20 @@
 # mixed tree, in the same run; prints MB/s of tar input, speed ratios and
 # compression ratios, then Kiln's peak RSS packing a 1 GiB random file.
 # Goals (SPEC §7): >= 2x the pigz pipeline at a comparable ratio; < 64 MiB RSS.
+# On a shared machine one run of each says little (other tenants' load comes
+# and goes within seconds): pigz and Kiln alternate for several rounds and
+# the median and spread of the per-round ratios are printed.
 #
 #   bench/pack.sh [BUILD_DIR]      (default: build; needs kiln-pack-tool built)
 # Env: KILN_BENCH_SYS_MB (system files, default 300), KILN_BENCH_SKIP_RSS=1,
+#      KILN_BENCH_ROUNDS (pigz/Kiln rounds, default 5),
 #      KILN_BENCH_CODECS=1 (also compare the deflate libraries on one core).
 set -euo pipefail
 
 BUILD=${1:-build}
 TOOL=${KILN_PACK_TOOL:-$BUILD/pusher-svc/pack/kiln-pack-tool}
 SYS_MB=${KILN_BENCH_SYS_MB:-300}
+ROUNDS=${KILN_BENCH_ROUNDS:-5}
 NPROC=$(nproc)
 [ -x "$TOOL" ] || { echo "pack.sh: $TOOL not built" >&2; exit 2; }
 command -v pigz >/dev/null || { echo "pack.sh: pigz missing" >&2; exit 2; }
@@ -74,22 +79,48 @@ measure() {
 }
 
 PIPE_SIZE="tee >(wc -c > \"$TMP/size\") | sha256sum > /dev/null"
-measure gzip "tar -C '$TREE' -cf - . | gzip -6 | $PIPE_SIZE"
-sleep 0.2; S_gzip=$(cat "$TMP/size")
-measure pigz "tar -C '$TREE' -cf - . | pigz -6 -p$NPROC | $PIPE_SIZE"
-sleep 0.2; S_pigz=$(cat "$TMP/size")
-for run in "kiln:" "kiln1:--threads 1" "zstd:--comp zstd"; do
-    name=${run%%:*}
-    measure "$name" "'$TOOL' ${run#*:} '$TREE' '$TMP/$name.blob' > '$TMP/$name.json'"
+kiln_run() { # NAME ARGS...: one kiln-pack-tool run into T_/C_/S_NAME
+    local name=$1
+    shift
+    measure "$name" "'$TOOL' $* '$TREE' '$TMP/$name.blob' > '$TMP/$name.json'"
     eval "S_$name=$(stat -c %s "$TMP/$name.blob")"
     rm -f "$TMP/$name.blob"
+}
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+spread() { sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%s-%s", lo, hi }'; }
+
+measure gzip "tar -C '$TREE' -cf - . | gzip -6 | $PIPE_SIZE"
+sleep 0.2; S_gzip=$(cat "$TMP/size")
+# pigz and Kiln alternate, so both see the same load; the tables below use
+# each one's median round.
+: > "$TMP/rounds"
+printf '\nround  pigz wall  kiln wall  kiln cores  ratio  load\n'
+for r in $(seq 1 "$ROUNDS"); do
+    measure pigz "tar -C '$TREE' -cf - . | pigz -6 -p$NPROC | $PIPE_SIZE"
+    sleep 0.2; S_pigz=$(cat "$TMP/size")
+    kiln_run kiln
+    echo "$T_pigz $C_pigz $T_kiln $C_kiln" >> "$TMP/rounds"
+    printf '%5d %9.2f %10.2f %11.2f %5.2fx  %s\n' "$r" "$T_pigz" "$T_kiln" \
+        "$(awk -v c="$C_kiln" -v t="$T_kiln" 'BEGIN { print c / t }')" \
+        "$(awk -v p="$T_pigz" -v t="$T_kiln" 'BEGIN { print p / t }')" \
+        "$(cut -d' ' -f1 /proc/loadavg)"
 done
+T_pigz=$(cut -d' ' -f1 "$TMP/rounds" | median)
+C_pigz=$(cut -d' ' -f2 "$TMP/rounds" | median)
+T_kiln=$(cut -d' ' -f3 "$TMP/rounds" | median)
+C_kiln=$(cut -d' ' -f4 "$TMP/rounds" | median)
+RATIOS=$(awk '{ printf "%.2f\n", $1 / $3 }' "$TMP/rounds")
+printf 'wall-clock speed-up over pigz, %d rounds: median %sx, spread %sx\n' "$ROUNDS" \
+    "$(echo "$RATIOS" | median)" "$(echo "$RATIOS" | spread)"
+kiln_run kiln1 --threads 1
+kiln_run zstd --comp zstd
 
 digest() { sed -n 's/.*"digest":"\([^"]*\)".*/\1/p' "$TMP/$1.json"; }
 same="no"
 [ "$(digest kiln)" = "$(digest kiln1)" ] && same="yes"
 
-printf '\nwall-clock MB/s of tar input; CPU = user+sys seconds of all processes\n'
+printf '\nwall-clock MB/s of tar input; CPU = user+sys seconds of all processes (pigz and\n'
+printf 'kiln default: medians of the rounds above; the others: one run)\n'
 printf '%-34s %7s %8s %7s %7s %9s %9s\n' pipeline wall "MB/s" CPU ratio "wall/pigz" "CPU/pigz"
 row() {
     local label=$1 t=$2 c=$3 s=$4

@@ -1,9 +1,20 @@
 /* The bounded packing pipeline: the producer (tar writer or tar reader, on
  * the caller's thread) fills fixed PSH_PACK_BLOCK_SIZE blocks in a ring of
- * slots; gzip workers deflate blocks in parallel; one writer thread takes the
- * blocks strictly in order, hashes the tar bytes (DiffID) and the bytes it
- * writes (blob digest) and writes them to the blob fd.  A slot is reused only
- * after the writer is done with it, so memory is fixed by the slot count.
+ * slots and, once a block is handed on, hashes its tar bytes (DiffID); gzip
+ * workers deflate blocks in parallel; one writer thread takes the blocks
+ * strictly in order, hashes the bytes it writes (blob digest) and writes them
+ * to the blob fd.  A slot is reused only after the writer is done with it, so
+ * memory is fixed by the slot count.
+ *
+ * Why the DiffID is hashed by the producer and not the writer: on
+ * incompressible data (stored blocks, memory speed in the workers) the writer
+ * was the bottleneck, hashing every block twice (tar and blob) and writing it,
+ * while the workers idled; split this way the producer and the writer each
+ * hash once and run in parallel.  The producer hashes a block after
+ * publishing it, so the workers start at once; workers and writer only read
+ * a published slot's input, and only the producer refills a slot, so the
+ * bytes cannot change under the hash even if the writer frees the slot
+ * first.
  *
  * Why the digests stay thread-count independent: the tar is cut at fixed
  * offsets (a block is closed only when full and more data follows, or at the
@@ -77,14 +88,14 @@ struct pack_pipe {
     pthread_t writer;
     bool writer_started;
     /* writer state */
-    kiln_sha256 *h_tar, *h_blob;
-    uint64_t tar_size;
+    kiln_sha256 *h_blob;
     _Atomic uint64_t blob_size;
     uint32_t crc;
     ZSTD_CCtx *zc;
     uint8_t *zout;
     size_t zout_cap;
     /* producer state */
+    kiln_sha256 *h_tar;
     uint64_t produced;
     void (*progress)(void *ud, uint64_t in, uint64_t out);
     void *progress_ud;
@@ -355,10 +366,8 @@ static int emit_zstd(pack_pipe *p, const slot *s, kiln_error **err)
     }
 }
 
-static int write_slot(pack_pipe *p, const slot *s, kiln_error **err)
+static int write_slot(pack_pipe *p, const slot *s, uint64_t tar_size, kiln_error **err)
 {
-    kiln_sha256_update(p->h_tar, s->in, s->in_len);
-    p->tar_size += s->in_len;
     switch (p->comp) {
     case PSH_COMP_GZIP:
         if (emit(p, s->out, s->out_len, err) < 0)
@@ -367,7 +376,7 @@ static int write_slot(pack_pipe *p, const slot *s, kiln_error **err)
         if (s->final) {
             uint8_t trailer[8];
             put_le32(trailer, p->crc);
-            put_le32(trailer + 4, (uint32_t)p->tar_size); /* ISIZE: size mod 2^32 */
+            put_le32(trailer + 4, (uint32_t)tar_size); /* ISIZE: size mod 2^32 */
             return emit(p, trailer, sizeof(trailer), err);
         }
         return 0;
@@ -387,6 +396,7 @@ static void *writer_main(void *arg)
         return NULL;
     }
     enum slot_state want = p->comp == PSH_COMP_GZIP ? SLOT_DONE : SLOT_READY;
+    uint64_t tar_size = 0; /* tar bytes up to and including the current slot */
     for (;;) {
         pthread_mutex_lock(&p->mu);
         slot *s = &p->slots[p->next_write % p->nslots];
@@ -399,7 +409,8 @@ static void *writer_main(void *arg)
         }
         pthread_mutex_unlock(&p->mu);
 
-        if (write_slot(p, s, &e) < 0) {
+        tar_size += s->in_len;
+        if (write_slot(p, s, tar_size, &e) < 0) {
             fail(p, &e);
             return NULL;
         }
@@ -437,7 +448,11 @@ static void submit(pack_pipe *p, bool final)
     slot *s = p->cur;
     p->cur = NULL;
     s->final = final;
-    p->produced += s->in_len;
+    /* Saved before publishing: the writer may free the slot (and zero
+     * in_len) while the hash below still reads it. */
+    const uint8_t *in = s->in;
+    size_t in_len = s->in_len;
+    p->produced += in_len;
     pthread_mutex_lock(&p->mu);
     s->state = SLOT_READY;
     p->next_fill++;
@@ -448,6 +463,7 @@ static void submit(pack_pipe *p, bool final)
     if (final)
         pthread_cond_broadcast(&p->cv_work);
     pthread_mutex_unlock(&p->mu);
+    kiln_sha256_update(p->h_tar, in, in_len);
     if (p->progress)
         p->progress(p->progress_ud, p->produced, atomic_load(&p->blob_size));
 }
@@ -656,7 +672,7 @@ int pack_pipe_finish(pack_pipe *p, psh_layer_info *out, kiln_error **err)
         kiln_sha256_final_str(p->h_tar, out->diff_id);
         kiln_sha256_final_str(p->h_blob, out->digest);
         out->size = atomic_load(&p->blob_size);
-        out->tar_size = p->tar_size;
+        out->tar_size = p->produced;
         out->media_type = psh_pack_media_type(p->comp);
     }
     pipe_free(p);
