@@ -14,12 +14,18 @@
 #include "config.h"
 #include "log.h"
 
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #define OUT_BATCH_LINES 64
 #define OUT_FLUSH_MS    100
@@ -31,6 +37,7 @@ typedef struct running {
 } running;
 
 struct bld_builds {
+    char *data_dir;
     bld_engine *engine;
     bld_contexts *contexts;
     kiln_events *events;
@@ -261,6 +268,76 @@ static int streamed_context(build_ctx *c, bld_ctx_hold *hold, kiln_error **err)
     return 0;
 }
 
+/* ---- secrets sent with the request ---- */
+
+#define BLD_SECRET_MAX (512 * 1024) /* as BuildKit's 500 KiB, rounded up */
+
+static int rm_secret_cb(const char *p, const struct stat *sb, int flag, struct FTW *f)
+{
+    (void)sb, (void)flag, (void)f;
+    remove(p);
+    return 0;
+}
+
+static void secrets_remove(const char *dir)
+{
+    if (dir && *dir)
+        nftw(dir, rm_secret_cb, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+/* A killed builder may have left secrets behind: nothing else uses them. */
+static void secrets_cleanup_stale(const char *data_dir)
+{
+    char p[PATH_MAX];
+    snprintf(p, sizeof(p), "%s/sandbox", data_dir);
+    _cleanup_closedir_ DIR *d = opendir(p);
+    struct dirent *de;
+    while (d && (de = readdir(d)) != NULL) {
+        if (strncmp(de->d_name, "secrets-", 8) != 0)
+            continue;
+        char sp[2 * PATH_MAX];
+        snprintf(sp, sizeof(sp), "%s/%s", p, de->d_name);
+        kiln_info("build", "removing secrets left by an interrupted build: %s", sp);
+        secrets_remove(sp);
+    }
+}
+
+/* Secrets as files for the engine: a path on this host as given, or the
+ * content sent with the request written (0600) into dir (0700, made here;
+ * dir[0] stays '\0' when no secret has content). */
+static int secrets_prepare(build_ctx *c, bld_secret_src *out, char dir[PATH_MAX],
+                           char (*paths)[PATH_MAX], kiln_error **err)
+{
+    const Kiln__V1__BuildRequest *q = c->req->build;
+    dir[0] = '\0';
+    for (size_t i = 0; i < q->n_secrets; i++) {
+        const Kiln__V1__SecretSpec *s = q->secrets[i];
+        out[i] = (bld_secret_src){s->id, s->path};
+        if (s->data.len == 0 && *s->path)
+            continue;
+        if (s->data.len > BLD_SECRET_MAX)
+            return kiln_error_set(err, KILN_EINVAL, 0, "secret %s: larger than %d bytes", s->id,
+                                  BLD_SECRET_MAX);
+        if (dir[0] == '\0') {
+            char base[PATH_MAX];
+            snprintf(base, sizeof(base), "%s/sandbox", c->b->data_dir);
+            if (kiln_mkdir_p(base, 0700, err) < 0)
+                return kiln_error_wrap(err, "secrets");
+            if (snprintf(dir, PATH_MAX, "%s/secrets-XXXXXX", base) >= PATH_MAX ||
+                mkdtemp(dir) == NULL) {
+                dir[0] = '\0';
+                return kiln_error_set(err, KILN_EIO, errno, "secrets dir");
+            }
+        }
+        snprintf(paths[i], PATH_MAX, "%s/%zu", dir, i);
+        _cleanup_close_ int fd = open(paths[i], O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0 || (s->data.len && write(fd, s->data.data, s->data.len) != (ssize_t)s->data.len))
+            return kiln_error_set(err, KILN_EIO, errno, "secret %s", s->id);
+        out[i].path = paths[i];
+    }
+    return 0;
+}
+
 static void run_build(void *arg)
 {
     build_ctx *c = arg;
@@ -269,8 +346,12 @@ static void run_build(void *arg)
     kiln_error *err = NULL;
     int r = *q->context_digest ? streamed_context(c, &hold, &err) : 0;
     _cleanup_free_ bld_secret_src *secrets = calloc(q->n_secrets + 1, sizeof(*secrets));
-    for (size_t i = 0; secrets && i < q->n_secrets; i++)
-        secrets[i] = (bld_secret_src){q->secrets[i]->id, q->secrets[i]->path};
+    _cleanup_free_ char(*secret_paths)[PATH_MAX] = calloc(q->n_secrets + 1, PATH_MAX);
+    char secrets_dir[PATH_MAX] = "";
+    if (secrets == NULL || secret_paths == NULL)
+        r = r < 0 ? r : kiln_error_set(&err, KILN_ENOSPC, 0, "out of memory");
+    else if (r == 0)
+        r = secrets_prepare(c, secrets, secrets_dir, secret_paths, &err);
     bld_build_spec spec = {
         .context_dir = hold.dir ? hold.dir : q->context_dir,
         .dockerfile = q->dockerfile,
@@ -301,6 +382,7 @@ static void run_build(void *arg)
     memset(&res, 0, sizeof(res));
     if (r == 0)
         r = bld_build(c->b->engine, &spec, &ev, &res, &err);
+    secrets_remove(secrets_dir);
     bld_context_release(&hold);
     flush(c);
     bld_builds *b = c->b;
@@ -451,17 +533,22 @@ int bld_builds_cancel(bld_builds *b, const char *job_id, bool *was_running, kiln
     return 0;
 }
 
-int bld_builds_new(bld_builds **out, bld_engine *engine, bld_contexts *contexts, kiln_error **err)
+int bld_builds_new(bld_builds **out, const char *data_dir, bld_engine *engine,
+                   bld_contexts *contexts, kiln_error **err)
 {
     bld_builds *b = calloc(1, sizeof(*b));
-    if (b == NULL)
+    if (b == NULL || (b->data_dir = strdup(data_dir)) == NULL) {
+        free(b);
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    }
+    secrets_cleanup_stale(data_dir);
     b->engine = engine;
     b->contexts = contexts;
     pthread_mutex_init(&b->mu, NULL);
     int r = kiln_jobs_new(&b->jobs, 4, err);
     if (r < 0) {
         pthread_mutex_destroy(&b->mu);
+        free(b->data_dir);
         free(b);
         return r;
     }
@@ -500,6 +587,7 @@ void bld_builds_free(bld_builds *b)
         return;
     kiln_jobs_free(b->jobs);
     pthread_mutex_destroy(&b->mu);
+    free(b->data_dir);
     free(b);
 }
 

@@ -15,7 +15,11 @@ typedef struct bld_contexts bld_contexts;
 
 /* engine and contexts (streamed build contexts) are borrowed.  Builds run on
  * a runner of 4 concurrent jobs. */
-int bld_builds_new(bld_builds **out, bld_engine *engine, bld_contexts *contexts, kiln_error **err);
+/* data_dir: where secrets sent with a Build are held while it runs
+ * (data_dir/sandbox/secrets-XXXXXX; leftovers of a killed builder are
+ * removed here). */
+int bld_builds_new(bld_builds **out, const char *data_dir, bld_engine *engine,
+                   bld_contexts *contexts, kiln_error **err);
 /* Where build events go (the service's publisher); call before serving. */
 void bld_builds_attach(bld_builds *b, kiln_events *events);
 /* Validates a BuildRequest, starts its job and fills JobAccepted. */

@@ -107,7 +107,7 @@ int bld_server_new(bld_server **out, const kiln_service_opts *o, const char *pus
     }
     if ((r = bld_engine_new(&b->engine, o->data_dir, b->pusher, err)) < 0 ||
         (r = bld_contexts_new(&b->contexts, o->data_dir, err)) < 0 ||
-        (r = bld_builds_new(&b->builds, b->engine, b->contexts, err)) < 0) {
+        (r = bld_builds_new(&b->builds, o->data_dir, b->engine, b->contexts, err)) < 0) {
         bld_server_free(b);
         return r;
     }

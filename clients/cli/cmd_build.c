@@ -2,12 +2,17 @@
  * plan; otherwise the build runs as a job on kiln-builder and its events are
  * rendered by render_build.c. */
 #include "cli.h"
+#include "cleanup.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define MAX_LIST       256
@@ -65,6 +70,39 @@ static char *read_all(const char *path, kiln_error **err)
 }
 
 /* Packs and sends the context, and points br at it instead of a path. */
+#define SECRET_MAX (512 * 1024) /* the builder's limit too */
+
+/* Loads a --secret file into the request (its path is then not sent). */
+static int read_secret(Kiln__V1__SecretSpec *s)
+{
+    _cleanup_close_ int fd = open(s->path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        cli_errorf("build: secret %s: %s: %s", s->id, s->path, strerror(errno));
+        return CLI_EXIT_FAILED;
+    }
+    if (!S_ISREG(st.st_mode) || st.st_size > SECRET_MAX) {
+        cli_errorf("build: secret %s: %s: not a regular file of at most %d bytes", s->id, s->path,
+                   SECRET_MAX);
+        return CLI_EXIT_USAGE;
+    }
+    uint8_t *buf = malloc((size_t)st.st_size + 1);
+    size_t got = 0;
+    ssize_t n = 0;
+    while (buf && got < (size_t)st.st_size &&
+           (n = read(fd, buf + got, (size_t)st.st_size - got)) > 0)
+        got += (size_t)n;
+    if (buf == NULL || n < 0) {
+        cli_errorf("build: secret %s: %s: %s", s->id, s->path, strerror(errno));
+        free(buf);
+        return CLI_EXIT_FAILED;
+    }
+    s->data.data = buf;
+    s->data.len = got;
+    s->path = (char *)"";
+    return CLI_EXIT_OK;
+}
+
 static int stream_context(cli_ctx *ctx, cli_context *cc, const char *dir, const char *progress,
                           Kiln__V1__BuildRequest *br)
 {
@@ -336,6 +374,11 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
             stream = !same;
         }
         cli_context cc = {.fd = -1};
+        /* A builder elsewhere cannot read our secret files: send them. */
+        for (size_t i = 0; stream && i < n_secrets; i++) {
+            if ((rc = read_secret(&secrets[i])) != CLI_EXIT_OK)
+                goto out;
+        }
         if (stream) {
             rc = stream_context(ctx, &cc, ctxdir, progress, &br);
             if (rc != CLI_EXIT_OK) {
@@ -387,8 +430,13 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
     }
     kiln_rpc_reply_free(rep);
 out:
-    for (size_t i = 0; i < n_secrets; i++)
+    for (size_t i = 0; i < n_secrets; i++) {
         free(secrets[i].id);
+        if (secrets[i].data.data) {
+            explicit_bzero(secrets[i].data.data, secrets[i].data.len);
+            free(secrets[i].data.data);
+        }
+    }
     for (size_t i = 0; i < n_args; i++)
         free(args[i]);
     free(text);

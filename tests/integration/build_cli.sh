@@ -152,6 +152,29 @@ if command -v python3 >/dev/null; then
     grep -rqa 'url-pa55word' "$T/out" "$T/err" "$T/builder.log" "$KILN_DATA/events" && bad "URL password leaked in a failure" || ok
 fi
 
+# --secret with a streamed context: the CLI sends the secret's content (the
+# builder does not read client paths then); RUN sees it, no layer, log or
+# event holds it, and nothing of it stays in the builder's data dir.
+printf 'tok-9f3b2c71e5' > "$T/secret.txt"
+SH=$(sha256sum < "$T/secret.txt" | cut -c1-64)  # the Dockerfile holds only the hash
+printf 'FROM busybox:local\nRUN --mount=type=secret,id=tok test "$(sha256sum < /run/secrets/tok | cut -c1-64)" = %s && echo secret-ok\nRUN --mount=type=secret,id=tok,env=TOK test "$(printf %%s "$TOK" | sha256sum | cut -c1-64)" = %s\n' \
+    "$SH" "$SH" > "$T/ctx/Dockerfile.secret"
+# The secret file lives in a mount namespace of the CLI's own: the builder
+# cannot read it by path, so the build only works if its content was sent.
+mkdir -p "$T/priv"
+expect_rc 0 "streamed build with a secret" unshare -m sh -c '
+    mount -t tmpfs -o mode=0700 none "$1/priv" && cp "$1/secret.txt" "$1/priv/s" &&
+    exec "$2" build --progress=plain --no-cache --context-transfer=stream \
+        --secret "id=tok,src=$1/priv/s" -t secret:1 -f "$1/ctx/Dockerfile.secret" "$1/ctx"' \
+    sh "$T" "$KILN_CLI_BIN"
+grep -q 'secret-ok' "$T/err" && ok || bad "RUN read the secret sent by the CLI"
+grep -rqa 'tok-9f3b2c71e5' "$T/out" "$T/err" "$T/builder.log" "$KILN_DATA/events" "$KILN_DATA/snapshots" \
+    "$KILN_DATA/store" "$KILN_DATA/sandbox" 2>/dev/null && bad "the secret leaked" || ok
+ls -d "$KILN_DATA"/sandbox/secrets-* >/dev/null 2>&1 && bad "a secrets dir was left behind" || ok
+head -c 600000 /dev/zero > "$T/big-secret"
+expect_rc 2 "a secret over 512 KiB" kiln build --progress=plain --context-transfer=stream \
+    --secret "id=tok,src=$T/big-secret" -f "$T/ctx/Dockerfile.secret" "$T/ctx"
+
 # Push the result to a real registry.
 PORT=$(free_port)
 cat > "$T/registry.yml" <<CFG
