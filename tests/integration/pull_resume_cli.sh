@@ -156,5 +156,12 @@ grep -q "resumed pull of $LAYER failed its digest check" "$T/b2.log" && ok ||
     bad "damaged partial: digest failure logged: $(grep -i "$LHEX" "$T/b2.log" | tail -3)"
 stop_pid "$PUSHER"
 
+# Sanitizer builds: the pushers that were stopped cleanly reported nothing.
+if grep -l 'ERROR: AddressSanitizer\|ERROR: LeakSanitizer\|runtime error:' "$T"/*.log >"$T/san" 2>/dev/null; then
+    bad "sanitizer report in $(cat "$T/san"): $(grep -h -m3 'Sanitizer\|runtime error:' $(cat "$T/san"))"
+else
+    ok
+fi
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
