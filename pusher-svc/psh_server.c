@@ -555,6 +555,13 @@ int psh_server_new(psh_server **out, const kiln_service_opts *o, kiln_error **er
     int r = kiln_mkdir_p(o->data_dir, 0755, err);
     if (r == 0)
         r = psh_store_open(&p->store, o->data_dir, err);
+    if (r == 0) {
+        /* Partial downloads a killed pusher left stay for a day, so the next
+         * pull of the same image resumes them; older ones are dropped. */
+        unsigned n = psh_store_partial_sweep(p->store, PSH_STORE_PARTIAL_MAX_AGE);
+        if (n > 0)
+            kiln_info("store", "removed %u abandoned partial download(s)", n);
+    }
     if (r == 0)
         r = kiln_jobs_new(&p->jobs, MAX_CONCURRENT_JOBS, err);
     if (r == 0) {
@@ -652,11 +659,18 @@ static void metrics(void *user, kiln_buf *out)
                     "# HELP kiln_pusher_registry_bytes_total Blob bytes sent and received.\n"
                     "# TYPE kiln_pusher_registry_bytes_total counter\n"
                     "kiln_pusher_registry_bytes_total{direction=\"pushed\"} %llu\n"
-                    "kiln_pusher_registry_bytes_total{direction=\"pulled\"} %llu\n",
+                    "kiln_pusher_registry_bytes_total{direction=\"pulled\"} %llu\n"
+                    "# HELP kiln_pusher_registry_bytes_resumed_total Blob bytes an interrupted "
+                    "transfer had moved that its resumption did not move again.\n"
+                    "# TYPE kiln_pusher_registry_bytes_resumed_total counter\n"
+                    "kiln_pusher_registry_bytes_resumed_total{direction=\"pushed\"} %llu\n"
+                    "kiln_pusher_registry_bytes_resumed_total{direction=\"pulled\"} %llu\n",
                     (unsigned long long)p->pushes, (unsigned long long)p->pulls,
                     (unsigned long long)p->blobs_uploaded, (unsigned long long)p->blobs_skipped,
                     (unsigned long long)p->blobs_mounted, (unsigned long long)p->retries,
-                    (unsigned long long)p->bytes_pushed, (unsigned long long)p->bytes_pulled);
+                    (unsigned long long)p->bytes_pushed, (unsigned long long)p->bytes_pulled,
+                    (unsigned long long)p->bytes_push_resumed,
+                    (unsigned long long)p->bytes_pull_resumed);
     pthread_mutex_unlock(&p->mu);
     kiln_buf_printf(out, NULL,
                     "# HELP kiln_pusher_jobs_queued Jobs running or waiting for a slot.\n"

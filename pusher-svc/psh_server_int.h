@@ -30,6 +30,7 @@ struct psh_server {
     uint64_t layers_packed, bytes_packed_in, bytes_packed_out, commits, imports;
     uint64_t pushes, pulls, blobs_uploaded, blobs_skipped, blobs_mounted, retries;
     uint64_t bytes_pushed, bytes_pulled;
+    uint64_t bytes_push_resumed, bytes_pull_resumed; /* not sent / not fetched again */
 };
 
 /* A job's state; the job thread owns it and frees it with psh_srv_job_free(). */

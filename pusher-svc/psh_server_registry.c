@@ -119,6 +119,7 @@ static void finish_push(job_ctx *c, const psh_push_result *res, const char *dest
     p->blobs_mounted += res->blobs_mounted;
     p->retries += res->retries;
     p->bytes_pushed += res->bytes_sent;
+    p->bytes_push_resumed += res->bytes_resumed;
     pthread_mutex_unlock(&p->mu);
     char summary[512];
     snprintf(summary, sizeof(summary),
@@ -187,13 +188,15 @@ static void run_pull(void *arg)
     pthread_mutex_lock(&c->p->mu);
     c->p->pulls++;
     c->p->bytes_pulled += res.bytes_fetched;
+    c->p->bytes_pull_resumed += res.bytes_resumed;
     pthread_mutex_unlock(&c->p->mu);
     char summary[512];
     snprintf(summary, sizeof(summary),
-             "pulled %s (%s/%s%s%s): %u blob(s) fetched, %u already present, %.1f MB, %.2fs",
+             "pulled %s (%s/%s%s%s): %u blob(s) fetched (%u resumed), %u already present, "
+             "%.1f MB, %.2fs",
              q->ref, res.os, res.architecture, res.variant[0] ? "/" : "", res.variant,
-             res.blobs_fetched, res.blobs_present, (double)res.bytes_fetched / 1e6,
-             (double)(kiln_now_ms() - c->t0) / 1000.0);
+             res.blobs_fetched, res.blobs_resumed, res.blobs_present,
+             (double)res.bytes_fetched / 1e6, (double)(kiln_now_ms() - c->t0) / 1000.0);
     kiln_info("registry", "job %s: %s (%s)", kiln_job_id(c->job), summary, res.manifest.digest);
     kiln_job_complete(c->job, summary, res.manifest.digest, NULL);
     psh_srv_job_free(c);

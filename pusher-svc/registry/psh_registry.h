@@ -109,14 +109,17 @@ typedef struct psh_pull_result {
     char os[32], architecture[32], variant[16];
     unsigned blobs_fetched;
     unsigned blobs_present; /* already in the store: not fetched */
+    unsigned blobs_resumed; /* continued from a partial file an earlier attempt left */
     uint64_t bytes_fetched;
+    uint64_t bytes_resumed; /* bytes of partial files a 206 answer let us keep */
 } psh_pull_result;
 
 /* Pulls ref (familiar or fully qualified, tag or digest) and tags it in the
  * store under its familiar form (":latest" added).  platform is
  * "os/arch[/variant]" or NULL for the host (linux/amd64 on x86-64).  Blobs
  * already in the store are not fetched; each fetched blob is verified while
- * it streams and resumed with Range after a broken transfer.  The origin
+ * it streams and resumed with Range after a broken transfer, also one that a
+ * killed process left in the store's partial file (psh_store_partial_open).  The origin
  * (registry and repository) of every blob is recorded for later mounts.
  * Nothing is tagged unless every blob verified. */
 int psh_pull(psh_store *s, const char *ref, const char *platform, const psh_registry_opts *o,

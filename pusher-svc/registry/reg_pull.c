@@ -1,10 +1,13 @@
 /* Pull: manifest negotiation (OCI and Docker manifests and indexes, OCI
  * documents without mediaType), platform selection (os/arch/variant), blobs
- * fetched concurrently into store temp files while being hashed, resumed with
- * Range after a broken transfer, verified before they take their name; blobs
- * already in the store are not fetched.  The image is tagged only after every
+ * fetched concurrently into the store's per-digest partial files while being
+ * hashed, resumed with Range after a broken transfer, in this process or a
+ * later one (the bytes a killed pusher left on disk are re-hashed and the rest
+ * is requested), verified before they take their name; blobs already in the
+ * store are not fetched.  The image is tagged only after every
  * blob verified, and the origin of each blob is recorded for later mounts. */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,13 +90,18 @@ struct dl {
     psh_store_tmp tmp;
     kiln_sha256 *h;
     uint64_t got, last;
+    uint64_t from_disk; /* bytes found in the partial file; counted once a 206 confirms them */
     int io_errno;
-    bool fresh; /* no body byte of the current response seen yet */
+    bool fresh;   /* no body byte of the current response seen yet */
+    bool partial; /* tmp is the blob's partial file (else an anonymous temp) */
 };
+
+#define REHASH_BLOCK ((size_t)1 << 17)
 
 static int dl_reset(struct dl *x)
 {
     x->got = 0;
+    x->from_disk = 0;
     kiln_sha256_reset(x->h);
     if (ftruncate(x->tmp.fd, 0) < 0 || lseek(x->tmp.fd, 0, SEEK_SET) < 0)
         return -1;
@@ -107,6 +115,10 @@ static int dl_sink(void *ud, long status, const char *buf, size_t n)
         x->fresh = false;
         if (status == 200 && x->got > 0 && dl_reset(x) < 0) /* Range ignored: start over */
             return 1;
+        if (status == 206 && x->from_disk > 0) {
+            __atomic_add_fetch(&x->p->res->bytes_resumed, x->from_disk, __ATOMIC_RELAXED);
+            x->from_disk = 0;
+        }
     }
     if (x->got + n > x->d->size)
         return 1; /* more than the descriptor promised */
@@ -232,33 +244,121 @@ static int pull_blob(void *ud, size_t i, kiln_error **err)
     return 0;
 }
 
-/* Downloads one blob into a store temp file and commits it. */
-static int fetch_blob(struct pull *p, const psh_descriptor *d, kiln_error **err)
+/* Rebuilds the hash of the first n bytes of the partial file and leaves the
+ * fd at n: only what is on disk counts, whatever the last writer meant. */
+static int rehash(struct dl *x, uint64_t n)
 {
-    int r;
+    _cleanup_free_ char *block = malloc(REHASH_BLOCK);
+    if (block == NULL)
+        return -1;
+    kiln_sha256_reset(x->h);
+    for (uint64_t off = 0; off < n;) {
+        size_t want = n - off < REHASH_BLOCK ? (size_t)(n - off) : REHASH_BLOCK;
+        ssize_t r = pread(x->tmp.fd, block, want, (off_t)off);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        kiln_sha256_update(x->h, block, (size_t)r);
+        off += (uint64_t)r;
+    }
+    return lseek(x->tmp.fd, (off_t)n, SEEK_SET) < 0 ? -1 : 0;
+}
+
+/* Opens where the blob goes: its partial file, continuing from the bytes on
+ * disk, or an anonymous temp while another download holds that file. */
+static int dl_open(struct dl *x, kiln_error **err)
+{
+    struct pull *p = x->p;
+    const psh_descriptor *d = x->d;
+    uint64_t have = 0;
+    int r = psh_store_partial_open(p->s, d->digest, &x->tmp, &have, err);
+    if (r < 0)
+        return r;
+    if (r == 1) {
+        kiln_debug("registry", "%s: partial file busy, downloading into a temp file", d->digest);
+        x->partial = false;
+        return psh_store_tmp_open(p->s, &x->tmp, err);
+    }
+    x->partial = true;
+    if (have == 0)
+        return 0;
+    if (have > d->size || rehash(x, have) < 0) {
+        kiln_info("registry",
+                  "discarding partial download of %s (%" PRIu64 " of %" PRIu64 " bytes)", d->digest,
+                  have, d->size);
+        if (dl_reset(x) < 0)
+            return kiln_error_set(err, KILN_EIO, errno, "truncate partial %s", d->digest);
+        return 0;
+    }
+    kiln_info("registry", "resuming pull of %s at %" PRIu64 " of %" PRIu64 " bytes", d->digest,
+              have, d->size);
+    __atomic_add_fetch(&p->res->blobs_resumed, 1, __ATOMIC_RELAXED);
+    x->got = x->last = x->from_disk = have;
+    return 0;
+}
+
+/* One download of d into a partial or temp file, then its commit.  Sets
+ * *mismatch when the bytes arrived but hash to something else. */
+static int fetch_once(struct pull *p, const psh_descriptor *d, bool *resumed, bool *mismatch,
+                      kiln_error **err)
+{
     struct dl x = {.p = p, .d = d};
+    x.tmp.fd = -1;
     x.h = kiln_sha256_new();
     if (x.h == NULL)
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
-    if ((r = psh_store_tmp_open(p->s, &x.tmp, err)) < 0) {
+    int r = dl_open(&x, err);
+    if (r < 0) {
         kiln_sha256_free(x.h);
         return r;
     }
+    *resumed = x.got > 0;
     x.tmp.pin = &p->pin;
-    r = download(p, &x, err);
+    if (x.got < d->size || d->size == 0)
+        r = download(p, &x, err);
     char got[KILN_DIGEST_STRLEN + 1];
     if (r == 0) {
         kiln_sha256_final_str(x.h, got);
-        if (strcmp(got, d->digest) != 0)
+        if (strcmp(got, d->digest) != 0) {
+            *mismatch = true;
             r = kiln_error_set(err, KILN_EREMOTE, 0, "blob %s: content hashes to %s", d->digest,
                                got);
+        }
     }
     kiln_sha256_free(x.h);
+    if (r < 0 && x.partial && !*mismatch) {
+        psh_store_partial_keep(p->s, &x.tmp); /* what arrived is good for a later resume */
+        return r;
+    }
     if (r < 0) {
         psh_store_tmp_abort(p->s, &x.tmp);
         return r;
     }
     return psh_store_tmp_commit(p->s, &x.tmp, d->digest, NULL, NULL, err);
+}
+
+/* Downloads one blob and commits it.  A resumed download that does not hash
+ * to its digest may owe that to the bytes on disk (a torn write, a disk
+ * error): it is discarded and fetched once more from byte 0. */
+static int fetch_blob(struct pull *p, const psh_descriptor *d, kiln_error **err)
+{
+    bool resumed = false, mismatch = false;
+    kiln_error *e = NULL;
+    int r = fetch_once(p, d, &resumed, &mismatch, &e);
+    if (r < 0 && resumed && mismatch) {
+        kiln_warn("registry",
+                  "resumed pull of %s failed its digest check; fetching it again "
+                  "from the start",
+                  d->digest);
+        kiln_error_free(&e);
+        resumed = mismatch = false;
+        r = fetch_once(p, d, &resumed, &mismatch, &e);
+    }
+    if (r < 0 && err != NULL)
+        *err = kiln_error_steal(&e);
+    kiln_error_free(&e);
+    return r;
 }
 
 /* Parses "os/arch[/variant]". */

@@ -210,7 +210,9 @@ static void sweep_tmp(psh_store *s, const psh_gc_opts *o, psh_gc_result *res)
         /* "blob-" temps are locked by their writer from the start; anything
          * else (a "new-" file, an index.json temp) gets a generous age. */
         int64_t min_age = o->tmp_min_age;
-        if (strncmp(e->d_name, "blob-", 5) != 0 && min_age < PSH_STORE_NEW_MIN_AGE)
+        if (psh_store_is_partial_name(e->d_name))
+            min_age = 0; /* locked while written: unlocked means nobody resumes it now */
+        else if (strncmp(e->d_name, "blob-", 5) != 0 && min_age < PSH_STORE_NEW_MIN_AGE)
             min_age = PSH_STORE_NEW_MIN_AGE;
         struct stat st;
         bool stale = fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&

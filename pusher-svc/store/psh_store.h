@@ -119,7 +119,7 @@ int psh_store_put_blob_bytes(psh_store *s, psh_store_pin *pin, const char *expec
 /* A blob being written by a producer that streams into an fd (the layer packer). */
 typedef struct psh_store_tmp {
     int fd;             /* write here; -1 once committed or aborted */
-    char name[64];      /* file name inside .kiln/tmp */
+    char name[96];      /* file name inside .kiln/tmp; "" once renamed to its digest */
     psh_store_pin *pin; /* optional (set by the caller): pin the digest before it appears */
 } psh_store_tmp;
 
@@ -134,6 +134,35 @@ int psh_store_tmp_commit(psh_store *s, psh_store_tmp *t, const char *expected, c
 
 /* Closes and unlinks a temp blob; a no-op after commit. */
 void psh_store_tmp_abort(psh_store *s, psh_store_tmp *t);
+
+/* ---- resumable downloads ---- */
+
+/* A download's partial file is .kiln/tmp/pull-<64 hex>.partial: its name
+ * depends only on the digest, so a later process finds it again. */
+#define PSH_STORE_PARTIAL_PREFIX "pull-"
+#define PSH_STORE_PARTIAL_SUFFIX ".partial"
+/* Seconds an abandoned partial file survives the sweep at pusher start. */
+#define PSH_STORE_PARTIAL_MAX_AGE (24 * 3600)
+
+/* True for a partial file's name (prefix, 64 characters, suffix). */
+bool psh_store_is_partial_name(const char *name);
+
+/* Opens the partial file of digest's download, created empty when missing,
+ * and takes an exclusive flock on it that lasts until psh_store_tmp_commit(),
+ * psh_store_tmp_abort() (both also remove the file) or psh_store_partial_keep().
+ * *out_size is what is on disk already; the caller positions the fd.
+ * Returns 0 when opened, 1 when another writer holds the lock (out->fd is
+ * -1: download elsewhere), negative on error. */
+int psh_store_partial_open(psh_store *s, const char *digest, psh_store_tmp *out, uint64_t *out_size,
+                           kiln_error **err);
+
+/* Closes a partial file and keeps its bytes for a later resume; a no-op
+ * after commit or abort. */
+void psh_store_partial_keep(psh_store *s, psh_store_tmp *t);
+
+/* Removes the partial files no writer holds whose last change is at least
+ * max_age seconds old; returns how many.  Best effort: errors are skipped. */
+unsigned psh_store_partial_sweep(psh_store *s, int64_t max_age);
 
 /* ---- references and index.json ---- */
 
@@ -204,7 +233,8 @@ typedef struct psh_gc_opts {
     size_t n_in_use;
     /* Seconds: a temp blob whose writer is gone (its flock is free) is removed
      * once unmodified this long (default 3600; 0 = at once).  Temps of live
-     * writers are never removed. */
+     * writers are never removed; partial downloads (see
+     * psh_store_partial_open) whose writer is gone are, whatever their age. */
     int64_t tmp_min_age;
     bool dry_run;
 } psh_gc_opts;

@@ -403,7 +403,8 @@ void psh_store_tmp_abort(psh_store *s, psh_store_tmp *t)
 {
     if (t->fd < 0)
         return;
-    unlinkat(s->tmp_fd, t->name, 0);
+    if (t->name[0] != '\0')
+        unlinkat(s->tmp_fd, t->name, 0);
     close(t->fd);
     t->fd = -1;
 }
@@ -422,6 +423,7 @@ static int tmp_publish(psh_store *s, psh_store_tmp *t, const char *digest, kiln_
     }
     if (renameat(s->tmp_fd, t->name, s->blobs_fd, digest + 7) < 0)
         return kiln_error_set(err, KILN_EIO, errno, "rename blob %s", digest);
+    t->name[0] = '\0'; /* a partial file's name may be taken again by the next download */
     return fsync_fd(s->blobs_fd, "blobs/sha256", err);
 }
 

@@ -12,6 +12,8 @@ actions from --pattern (cyclic, comma-separated):
             request body is read, then the socket is reset (requests without
             a body: half of the upstream response body is sent, then reset)
   slow      wait 1.5 s, then forward
+  throttle  forward, sending the response body at --rate bytes per second
+            (time for a test to kill the client in the middle of a download)
   corrupt   forward; flip one byte of a 200 GET response body
 
 Request body bytes received from the client are counted (including bytes of
@@ -232,6 +234,13 @@ def handle(conn, args, pattern):
                 conn.sendall(head + rbody[:len(rbody) // 2])
                 reset(conn)
                 return
+            if action == "throttle":
+                conn.sendall(head)
+                step = 65536
+                for i in range(0, len(rbody), step):
+                    conn.sendall(rbody[i:i + step])
+                    time.sleep(len(rbody[i:i + step]) / args.rate)
+                continue
             conn.sendall(head + rbody)
     except (OSError, ValueError, IndexError):
         pass
@@ -247,6 +256,7 @@ def main():
     ap.add_argument("--upstream", type=int, required=True)
     ap.add_argument("--pattern", default="ok")
     ap.add_argument("--stats", required=True)
+    ap.add_argument("--rate", type=float, default=4e6, help="throttle: body bytes per second")
     args = ap.parse_args()
     pattern = [p.strip() for p in args.pattern.split(",") if p.strip()] or ["ok"]
     write_stats(args.stats)

@@ -144,6 +144,54 @@ KT_TEST(gc_drops_pins_and_temps_of_dead_writers)
     env_close(&e);
 }
 
+/* A download's partial file: one writer at a time (a second open reports
+ * busy), its bytes kept across a close for the next writer, committed under
+ * its digest; prune drops it only once nobody holds it, the start-up sweep
+ * only once it is old. */
+KT_TEST(partial_downloads_locked_kept_swept)
+{
+    struct env e;
+    KT_REQUIRE(env_open(&e) == 0);
+    char d[KILN_DIGEST_STRLEN + 1];
+    kiln_sha256_bytes("resumable", 9, d);
+    psh_store_tmp a, b;
+    uint64_t have = 99;
+    KT_REQUIRE(psh_store_partial_open(e.s, d, &a, &have, NULL) == 0);
+    KT_EXPECT_INT(have, 0);
+    KT_EXPECT(psh_store_is_partial_name(a.name));
+    KT_EXPECT_INT(psh_store_partial_open(e.s, d, &b, &have, NULL), 1); /* busy, same process */
+    KT_EXPECT_INT(b.fd, -1);
+    KT_REQUIRE(write(a.fd, "resu", 4) == 4);
+    psh_gc_opts o;
+    psh_gc_opts_init(&o);
+    psh_gc_result res;
+    KT_EXPECT_INT(psh_store_gc(e.s, &o, &res, NULL), 0);
+    KT_EXPECT_INT(res.tmps_removed, 0); /* held: live */
+    psh_store_partial_keep(e.s, &a);
+    KT_EXPECT_INT(psh_store_partial_sweep(e.s, PSH_STORE_PARTIAL_MAX_AGE), 0); /* young */
+
+    KT_REQUIRE(psh_store_partial_open(e.s, d, &a, &have, NULL) == 0);
+    KT_EXPECT_INT(have, 4);
+    KT_REQUIRE(lseek(a.fd, 4, SEEK_SET) == 4 && write(a.fd, "mable", 5) == 5);
+    KT_EXPECT_INT(psh_store_tmp_commit(e.s, &a, d, NULL, NULL, NULL), 0);
+    KT_EXPECT(psh_store_has_blob(e.s, d));
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/.kiln/tmp", psh_store_path(e.s));
+    KT_EXPECT_INT(fx_count_dir(path), 0);
+
+    KT_REQUIRE(psh_store_partial_open(e.s, d, &a, &have, NULL) == 0);
+    KT_EXPECT_INT(have, 0); /* a fresh file under the same name */
+    psh_store_partial_keep(e.s, &a);
+    KT_EXPECT_INT(psh_store_partial_sweep(e.s, 0), 1);
+    KT_REQUIRE(psh_store_partial_open(e.s, d, &a, &have, NULL) == 0);
+    psh_store_partial_keep(e.s, &a);
+    KT_EXPECT_INT(psh_store_gc(e.s, &o, &res, NULL), 0);
+    KT_EXPECT_INT(res.tmps_removed, 1); /* abandoned: gone whatever its age */
+    KT_EXPECT_INT(fx_count_dir(path), 0);
+    KT_EXPECT(psh_store_partial_open(e.s, "sha256:../x", &a, &have, NULL) == KILN_EINVAL);
+    env_close(&e);
+}
+
 /* GC running non-stop in another process while commits add and tag new
  * images: pins keep every blob of a commit alive until its tag exists. */
 KT_TEST(gc_racing_commits_never_breaks_an_image)
