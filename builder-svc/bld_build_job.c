@@ -355,6 +355,7 @@ static void run_build(void *arg)
     bld_build_spec spec = {
         .context_dir = hold.dir ? hold.dir : q->context_dir,
         .dockerfile = q->dockerfile,
+        .dockerignore = q->dockerignore_set ? q->dockerignore : NULL,
         .filename = *q->filename ? q->filename : NULL,
         .tags = (const char *const *)q->tags,
         .n_tags = q->n_tags,

@@ -48,6 +48,8 @@ typedef struct bld_secret_src {
 typedef struct bld_build_spec {
     const char *context_dir; /* absolute directory on the builder host */
     const char *dockerfile;  /* the Dockerfile text, NUL-terminated */
+    const char
+        *dockerignore; /* ignore patterns instead of context_dir/.dockerignore; NULL: that file */
     const char *filename;    /* for messages; NULL = "Dockerfile" */
     const char *const *tags; /* references to tag in the store */
     size_t n_tags;

@@ -247,6 +247,11 @@ static int load_ignore(eng_ctx *c, kiln_error **err)
 {
     if (c->b.spec->context_dir == NULL)
         return 0;
+    if (c->b.spec->dockerignore) {
+        const char *t = c->b.spec->dockerignore;
+        int rc = bld_ignore_parse(&c->b.ignore, t, strlen(t), err);
+        return rc < 0 ? kiln_error_wrap(err, "the Dockerfile's .dockerignore") : 0;
+    }
     char p[ENG_PATH_MAX];
     snprintf(p, sizeof(p), "%s/.dockerignore", c->b.spec->context_dir);
     _cleanup_fclose_ FILE *f = fopen(p, "re");

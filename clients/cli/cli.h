@@ -102,9 +102,10 @@ typedef struct cli_context {
     Kiln__V1__ContextChunk *pb, **pb_ptrs; /* for the requests; filled by cli_context_send */
 } cli_context;
 
-/* Packs dir (after its .dockerignore) into *out; dispose with
- * cli_context_dispose() (also after a failure). */
-int cli_context_pack(cli_context *out, const char *dir, kiln_error **err);
+/* Packs dir (after its .dockerignore, or the patterns in ignore_text when
+ * not NULL) into *out; dispose with cli_context_dispose() (also after a
+ * failure). */
+int cli_context_pack(cli_context *out, const char *dir, const char *ignore_text, kiln_error **err);
 void cli_context_dispose(cli_context *c);
 /* Sends the chunks kiln-builder lacks (ContextCheck, ContextPut) and fills
  * c->pb_ptrs for the BuildRequest; progress on stderr in plain/tty mode.

@@ -69,7 +69,6 @@ static char *read_all(const char *path, kiln_error **err)
     return buf;
 }
 
-/* Packs and sends the context, and points br at it instead of a path. */
 #define SECRET_MAX (512 * 1024) /* the builder's limit too */
 
 /* Loads a --secret file into the request (its path is then not sent). */
@@ -103,8 +102,9 @@ static int read_secret(Kiln__V1__SecretSpec *s)
     return CLI_EXIT_OK;
 }
 
+/* Packs and sends the context, and points br at it instead of a path. */
 static int stream_context(cli_ctx *ctx, cli_context *cc, const char *dir, const char *progress,
-                          Kiln__V1__BuildRequest *br)
+                          const char *ignore_text, Kiln__V1__BuildRequest *br)
 {
     cli_progress mode = strcmp(progress, "json") == 0    ? CLI_PROGRESS_JSON
                         : strcmp(progress, "quiet") == 0 ? CLI_PROGRESS_QUIET
@@ -113,7 +113,7 @@ static int stream_context(cli_ctx *ctx, cli_context *cc, const char *dir, const 
                         : isatty(2)                      ? CLI_PROGRESS_TTY
                                                          : CLI_PROGRESS_PLAIN;
     kiln_error *err = NULL;
-    if (cli_context_pack(cc, dir, &err) < 0) {
+    if (cli_context_pack(cc, dir, ignore_text, &err) < 0) {
         cli_errorf("build: %s", err ? err->msg : "cannot pack the context");
         kiln_error_free(&err);
         return CLI_EXIT_FAILED;
@@ -339,7 +339,7 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
         }
     }
     int rc = CLI_EXIT_OK;
-    char *text = NULL, *path = NULL;
+    char *text = NULL, *path = NULL, *ignore = NULL;
     if (argc - optind != 1) {
         cli_errorf("build: expected exactly one CONTEXT argument; see 'kiln build --help'");
         rc = CLI_EXIT_USAGE;
@@ -366,6 +366,25 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
         }
         Kiln__V1__BuildRequest br = KILN__V1__BUILD_REQUEST__INIT;
         br.context_dir = ctxdir;
+        /* BuildKit's rule: <Dockerfile>.dockerignore next to the Dockerfile
+         * wins over the context's .dockerignore. */
+        if (!(file && strcmp(file, "-") == 0)) {
+            char *ip = NULL;
+            if (asprintf(&ip, "%s.dockerignore", file ? file : path) < 0) {
+                rc = CLI_EXIT_FAILED;
+                goto out;
+            }
+            if (access(ip, F_OK) == 0 && (ignore = read_all(ip, &err)) == NULL) {
+                cli_errorf("build: %s", err ? err->msg : "out of memory");
+                kiln_error_free(&err);
+                free(ip);
+                rc = CLI_EXIT_FAILED;
+                goto out;
+            }
+            free(ip);
+            br.dockerignore = ignore ? ignore : (char *)"";
+            br.dockerignore_set = ignore != NULL;
+        }
         bool stream = strcmp(transfer, "stream") == 0;
         if (strcmp(transfer, "auto") == 0) {
             bool same = true;
@@ -380,7 +399,7 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
                 goto out;
         }
         if (stream) {
-            rc = stream_context(ctx, &cc, ctxdir, progress, &br);
+            rc = stream_context(ctx, &cc, ctxdir, progress, ignore, &br);
             if (rc != CLI_EXIT_OK) {
                 cli_context_dispose(&cc);
                 goto out;
@@ -441,5 +460,6 @@ out:
         free(args[i]);
     free(text);
     free(path);
+    free(ignore);
     return rc;
 }

@@ -154,8 +154,22 @@ static int walk_dir(walk *w, const char *rel, kiln_error **err)
     return r;
 }
 
-static int load_ignore(walk *w, kiln_error **err)
+static int parse_ignore(walk *w, const char *text, size_t len, const char *what, kiln_error **err)
 {
+    int r = bld_ignore_parse(&w->ig, text, len, err);
+    if (r < 0)
+        return kiln_error_wrap(err, "%s", what);
+    for (size_t i = 0; i < bld_ignore_count(w->ig); i++)
+        if (bld_ignore_pattern(w->ig, i)[0] == '!')
+            w->exceptions = true;
+    return 0;
+}
+
+static int load_ignore(walk *w, const char *ignore_text, kiln_error **err)
+{
+    if (ignore_text)
+        return parse_ignore(w, ignore_text, strlen(ignore_text), "the Dockerfile's .dockerignore",
+                            err);
     char p[PATH_MAX];
     snprintf(p, sizeof(p), "%s/.dockerignore", w->root);
     _cleanup_fclose_ FILE *f = fopen(p, "re");
@@ -166,13 +180,7 @@ static int load_ignore(walk *w, kiln_error **err)
     if (text == NULL)
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
     size_t len = fread(text, 1, IGNORE_FILE_MAX, f);
-    int r = bld_ignore_parse(&w->ig, text, len, err);
-    if (r < 0)
-        return kiln_error_wrap(err, "%s", p);
-    for (size_t i = 0; i < bld_ignore_count(w->ig); i++)
-        if (bld_ignore_pattern(w->ig, i)[0] == '!')
-            w->exceptions = true;
-    return 0;
+    return parse_ignore(w, text, len, p, err);
 }
 
 /* ---- the tar, chunked as it is written ---- */
@@ -345,7 +353,7 @@ out:
     return r;
 }
 
-int cli_context_pack(cli_context *out, const char *dir, kiln_error **err)
+int cli_context_pack(cli_context *out, const char *dir, const char *ignore_text, kiln_error **err)
 {
     memset(out, 0, sizeof(*out));
     out->fd = -1;
@@ -362,7 +370,7 @@ int cli_context_pack(cli_context *out, const char *dir, kiln_error **err)
     if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode))
         r = kiln_error_set(err, KILN_EINVAL, errno, "context %s is not a directory", dir);
     if (r == 0)
-        r = load_ignore(&w, err);
+        r = load_ignore(&w, ignore_text, err);
     if (r == 0)
         r = push_entry(&w, "", &st, err);
     if (r == 0)

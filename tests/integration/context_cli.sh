@@ -113,6 +113,34 @@ X=$(find "$KILN_DATA/contexts" -path '*/secret/keep')
 [ -n "$X" ] && [ ! -e "$(dirname "$X")/key" ] && [ ! -e "$(dirname "$X")/deep" ] && ok || bad "exceptions in .dockerignore"
 ls "$KILN_DATA/contexts" | grep -q '\.tmp-' && bad "temp dirs left by concurrent unpacks" || ok
 
+# <Dockerfile>.dockerignore next to the Dockerfile wins over the context's
+# .dockerignore, with the context streamed or sent as a path alike.
+G=$T/ign
+mkdir -p "$G/df"
+echo a > "$G/a.txt"; echo b > "$G/b.txt"; echo c > "$G/c.txt"
+printf 'a.txt\n' > "$G/.dockerignore"
+printf 'FROM scratch\nCOPY . /x/\n' > "$G/df/app.Dockerfile"
+printf 'b.txt\ndf\n' > "$G/df/app.Dockerfile.dockerignore"
+for mode in local stream; do
+    expect_rc 0 "Dockerfile-specific .dockerignore ($mode)" kiln build --progress=plain \
+        --context-transfer=$mode -f "$G/df/app.Dockerfile" -t "ign:$mode" "$G"
+done
+IL=$(kiln inspect ign:local 2>/dev/null | jq -r .digest); IS=$(kiln inspect ign:stream 2>/dev/null | jq -r .digest)
+case "$IL" in sha256:*) [ "$IL" = "$IS" ] && ok || bad "both transfers give the same image ($IL, $IS)" ;;
+    *) bad "kiln inspect gives the digest ($IL)" ;; esac
+if command -v umoci >/dev/null; then
+    (cd "$T" && umoci unpack --image "$KILN_DATA/store:ign:stream" ign-b >/dev/null 2>&1)
+    [ -f "$T/ign-b/rootfs/x/a.txt" ] && [ -f "$T/ign-b/rootfs/x/c.txt" ] && [ ! -e "$T/ign-b/rootfs/x/b.txt" ] \
+        && [ ! -e "$T/ign-b/rootfs/x/df" ] && ok || bad "the Dockerfile's ignore file was used: $(cd "$T/ign-b/rootfs" 2>/dev/null && find . | tr '\n' ' ')"
+fi
+rm "$G/df/app.Dockerfile.dockerignore"
+expect_rc 0 "without it, the context's .dockerignore" kiln build --progress=plain \
+    --context-transfer=local -f "$G/df/app.Dockerfile" -t ign:ctx "$G"
+if command -v umoci >/dev/null; then
+    (cd "$T" && umoci unpack --image "$KILN_DATA/store:ign:ctx" ign-c >/dev/null 2>&1)
+    [ ! -e "$T/ign-c/rootfs/x/a.txt" ] && [ -f "$T/ign-c/rootfs/x/b.txt" ] && ok || bad "the context's .dockerignore applies"
+fi
+
 # One byte changed in one 1 MB file: only the chunks around it are sent.
 python3 - "$C/data/f3.bin" <<'PY'
 import sys
