@@ -107,7 +107,7 @@ grep -q ':1' "$T/err" && ok || bad "bad base: line 1 named"
 
 # kill -9 of the builder in the middle of a RUN: nothing of the sandbox stays
 # on the host, and the next build of the same Dockerfile succeeds.
-printf 'FROM busybox:local\nRUN echo started; sleep 30; echo never\n' > "$T/ctx/Dockerfile.slow"
+printf 'FROM busybox:local\nRUN echo started; sleep 29; echo never\n' > "$T/ctx/Dockerfile.slow"
 kiln build --progress=plain -f "$T/ctx/Dockerfile.slow" -t slow:1 "$T/ctx" >"$T/slow.out" 2>"$T/slow.err" &
 CLI=$!
 for _ in $(seq 100); do grep -q started "$T/slow.err" && break; sleep 0.1; done
@@ -117,7 +117,9 @@ wait "$CLI"; rc=$?
 [ "$rc" -ne 0 ] && ok || bad "the CLI noticed the builder died"
 sleep 0.5
 grep -q "$KILN_DATA" /proc/self/mountinfo && bad "a sandbox mount is left on the host" || ok
-pgrep -f 'sleep 30' >/dev/null && bad "a sandbox process is left on the host" || ok
+# (anchored: other processes on the machine may well run "sleep 300")
+pgrep -f '^(sleep 29|/bin/sh -c echo started; sleep 29; echo never)$' >/dev/null \
+    && bad "a sandbox process is left on the host" || ok
 "$KILN_BUILDER_BIN" 2>>"$T/builder.log" & PIDS[1]=$!
 for _ in $(seq 100); do kiln status >/dev/null 2>&1 && break; sleep 0.1; done
 printf 'FROM busybox:local\nRUN echo started; sleep 1; echo finished\n' > "$T/ctx/Dockerfile.slow"
