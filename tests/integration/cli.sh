@@ -109,5 +109,19 @@ kill -TERM "$BPID"; wait "$BPID"; rc=$?
 [ "$rc" -eq 0 ] && ok || bad "builder SIGTERM exit $rc"
 PIDS=()
 
+# A crash leaves a backtrace in the log (or, in sanitizer builds, their
+# report) and the process dies of the signal.
+mkdir -p "$T/crash"
+KILN_DATA=$T/crash "$KILN_PUSHER_BIN" 2>"$T/crash.log" & CP=$!
+for _ in $(seq 100); do [ -S "$T/crash/run/pusher.sock" ] && break; sleep 0.05; done
+kill -SEGV "$CP"; wait "$CP"; rc=$?
+[ "$rc" -ne 0 ] && ok || bad "SIGSEGV ends the pusher with a failure status"
+grep -Eq 'fatal signal, backtrace|Sanitizer' "$T/crash.log" && ok || bad "a crash leaves a backtrace ($(tail -3 "$T/crash.log"))"
+
 echo "$pass passed, $fail failed"
+if [ "$fail" -ne 0 ]; then # what the services said, for the failure report
+    for l in "$T"/pusher*.log "$T"/builder*.log; do
+        [ -f "$l" ] && { echo "--- $(basename "$l") (last lines)"; grep -v 'level=info' "$l" | tail -25; }
+    done
+fi
 [ "$fail" -eq 0 ]

@@ -69,4 +69,9 @@ expect_rc 0 "plan from stdin" kiln build --plan -f - "$T/ctx" < "$T/ctx/Dockerfi
 kiln status >/dev/null && ok || bad "builder still healthy"
 
 echo "$pass passed, $fail failed"
+if [ "$fail" -ne 0 ]; then # what the services said, for the failure report
+    for l in "$T"/pusher*.log "$T"/builder*.log; do
+        [ -f "$l" ] && { echo "--- $(basename "$l") (last lines)"; grep -v 'level=info' "$l" | tail -25; }
+    done
+fi
 [ "$fail" -eq 0 ]

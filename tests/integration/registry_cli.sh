@@ -93,4 +93,9 @@ kiln push --tls-verify=false --creds 'alice:s3cret-value' app:1 "127.0.0.1:$CLOS
 grep -q 's3cret-value' "$T/err" "$T/pusher.log" "$KILN_DATA"/events/push/*.log && bad "credentials leaked into output, logs or events" || ok
 
 echo "$pass passed, $fail failed"
+if [ "$fail" -ne 0 ]; then # what the services said, for the failure report
+    for l in "$T"/pusher*.log "$T"/builder*.log; do
+        [ -f "$l" ] && { echo "--- $(basename "$l") (last lines)"; grep -v 'level=info' "$l" | tail -25; }
+    done
+fi
 [ "$fail" -eq 0 ]

@@ -123,4 +123,9 @@ expect_rc 0 "insecure pull still presents the certificate" kiln pull --tls-verif
     ok || bad "the registry holds only the tags of the pushes that had the certificate"
 
 echo "$pass passed, $fail failed"
+if [ "$fail" -ne 0 ]; then # what the services said, for the failure report
+    for l in "$T"/pusher*.log "$T"/builder*.log; do
+        [ -f "$l" ] && { echo "--- $(basename "$l") (last lines)"; grep -v 'level=info' "$l" | tail -25; }
+    done
+fi
 [ "$fail" -eq 0 ]

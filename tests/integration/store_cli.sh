@@ -105,4 +105,9 @@ jq -e '.images[] | select(.ref=="localhost:5000/team/bb:gz")' "$T/out" >/dev/nul
 kill -TERM "$PID"; wait "$PID"; rc=$?; PID=
 [ "$rc" -eq 0 ] && ok || bad "pusher exit $rc"
 echo "$pass passed, $fail failed"
+if [ "$fail" -ne 0 ]; then # what the services said, for the failure report
+    for l in "$T"/pusher*.log "$T"/builder*.log; do
+        [ -f "$l" ] && { echo "--- $(basename "$l") (last lines)"; grep -v 'level=info' "$l" | tail -25; }
+    done
+fi
 [ "$fail" -eq 0 ]
