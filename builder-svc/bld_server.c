@@ -8,6 +8,7 @@
 #include "config.h"
 #include "log.h"
 #include "plan.h"
+#include "transport.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -26,6 +27,9 @@ struct bld_server {
     bld_engine *engine;
     bld_contexts *contexts;
     bld_builds *builds;
+    /* Clients may name files on this host (a context dir, secret files) only
+     * over ipc://, where the socket's permissions say who they are. */
+    bool local_paths;
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -92,6 +96,7 @@ int bld_server_new(bld_server **out, const kiln_service_opts *o, const char *pus
     if (b == NULL)
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
     b->o = o;
+    b->local_paths = kiln_ipc_path(o->listen_url) != NULL;
     pthread_mutex_init(&b->mu, NULL);
     pthread_cond_init(&b->cv, NULL);
     snprintf(b->pusher_detail, sizeof(b->pusher_detail), "not probed yet");
@@ -250,6 +255,16 @@ static int m_build(void *user, const kiln_req *req, kiln_reply *reply, kiln_aren
                    kiln_error **err)
 {
     bld_server *b = user;
+    const Kiln__V1__BuildRequest *q = req->build;
+    bool paths = *q->context_dir != '\0';
+    for (size_t i = 0; i < q->n_secrets; i++)
+        paths = paths || *q->secrets[i]->path != '\0';
+    if (paths && !b->local_paths)
+        return kiln_error_set(err, KILN_EPRECOND, 0,
+                              "kiln-builder listens on %s and takes no paths on its host from "
+                              "clients: send the context and secrets (kiln build "
+                              "--context-transfer=stream)",
+                              b->o->listen_url);
     return bld_builds_accept(b->builds, req, reply, a, err);
 }
 

@@ -3,6 +3,7 @@
  * rendered by render_build.c. */
 #include "cli.h"
 #include "cleanup.h"
+#include "transport.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -387,8 +388,9 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
         }
         bool stream = strcmp(transfer, "stream") == 0;
         if (strcmp(transfer, "auto") == 0) {
-            bool same = true;
-            if ((rc = cli_builder_shares_fs(ctx, &same)) != CLI_EXIT_OK)
+            /* Paths only go over ipc:// to a builder that sees our files. */
+            bool same = kiln_ipc_path(ctx->url[CLI_BUILDER]) != NULL;
+            if (same && (rc = cli_builder_shares_fs(ctx, &same)) != CLI_EXIT_OK)
                 goto out;
             stream = !same;
         }

@@ -198,6 +198,22 @@ else
     ok
 fi
 
+# A builder on tcp:// takes no paths on its host from clients; the CLI's
+# auto mode streams to it.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+BP=$(free_port); BE=$(free_port)
+"$KILN_BUILDER_BIN" --listen "tcp://127.0.0.1:$BP" --events "tcp://127.0.0.1:$BE" 2>"$T/builder-tcp.log" & PIDS[1]=$!
+for _ in $(seq 100); do kiln --builder "tcp://127.0.0.1:$BP" status >/dev/null 2>&1 && break; sleep 0.1; done
+"$KILN_CLI_BIN" --builder "tcp://127.0.0.1:$BP" build --progress=plain --context-transfer=local "$C" \
+    >"$T/out" 2>"$T/err" && bad "a path was accepted over tcp" || ok
+grep -q 'takes no paths' "$T/err" && ok || bad "the refusal says why ($(tail -c 300 "$T/err"))"
+printf 'k' > "$T/tcp-secret"
+printf 'FROM scratch\nCOPY a.txt /\n' > "$T/Dockerfile.tcp"
+expect_rc 0 "auto streams to a tcp builder" kiln --builder "tcp://127.0.0.1:$BP" build --progress=plain \
+    --secret "id=s,src=$T/tcp-secret" -f "$T/Dockerfile.tcp" "$C"
+grep -q '^context:' "$T/err" && ok || bad "the context was streamed ($(tail -c 300 "$T/err"))"
+kill "${PIDS[1]}"; wait "${PIDS[1]}"
+
 echo "$pass passed, $fail failed"
 if [ "$fail" -ne 0 ]; then # what the services said, for the failure report
     for l in "$T"/pusher*.log "$T"/builder*.log; do
