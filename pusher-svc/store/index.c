@@ -363,21 +363,31 @@ static int tag_entry(psh_store *s, cJSON *entry, const char *dst, kiln_error **e
     if ((r = psh_store_index_load(s, &idx, err)) < 0)
         return r;
     cJSON *list = cJSON_GetObjectItemCaseSensitive(idx, "manifests");
-    int pos = -1, i = 0;
-    for (cJSON *e = list->child, *next = NULL; e != NULL; e = next, i++) {
+    /* The new entry takes the place of the first one with this tag; other
+     * entries with it go.  (Not cJSON_InsertItemInArray: Debian's cJSON
+     * 1.7.15 refuses to insert before the last item, and the entry would
+     * silently be lost.) */
+    cJSON *item = steal_pointer(&owned);
+    bool placed = false;
+    for (cJSON *e = list->child, *next = NULL; e != NULL; e = next) {
         next = e->next;
         if (!entry_has_tag(e, name, &q))
             continue;
-        if (pos < 0)
-            pos = i;
-        cJSON_Delete(cJSON_DetachItemViaPointer(list, e));
-        i--;
+        if (!placed) {
+            if (!cJSON_ReplaceItemViaPointer(list, e, item)) {
+                cJSON_Delete(item);
+                return kiln_error_set(err, KILN_EINTERNAL, 0, "index.json: cannot replace %s",
+                                      name);
+            }
+            placed = true;
+        } else {
+            cJSON_Delete(cJSON_DetachItemViaPointer(list, e));
+        }
     }
-    cJSON *item = steal_pointer(&owned);
-    if (pos >= 0 && pos < cJSON_GetArraySize(list))
-        cJSON_InsertItemInArray(list, pos, item);
-    else
-        cJSON_AddItemToArray(list, item);
+    if (!placed && !cJSON_AddItemToArray(list, item)) {
+        cJSON_Delete(item);
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    }
     return psh_store_index_save(s, idx, err);
 }
 

@@ -283,6 +283,35 @@ KT_TEST(tag_move_keeps_old_image)
     env_close(&e);
 }
 
+/* Re-tagging keeps every other tag, whatever the entry's position (cJSON
+ * 1.7.15 cannot insert before the last item of an array: an entry moved
+ * there used to vanish). */
+KT_TEST(retag_at_every_position_keeps_all_tags)
+{
+    struct env e;
+    KT_REQUIRE(env_open(&e) == 0);
+    char m1[KILN_DIGEST_STRLEN + 1], m2[KILN_DIGEST_STRLEN + 1];
+    KT_REQUIRE(fx_fake_image(e.s, "one", m1) == 0);
+    KT_REQUIRE(fx_fake_image(e.s, "two", m2) == 0);
+    static const char *const tags[] = {"t0:1", "t1:1", "t2:1", "t3:1"};
+    for (size_t i = 0; i < 4; i++)
+        KT_REQUIRE(psh_store_tag(e.s, m1, tags[i], NULL) == 0);
+    for (int round = 0; round < 2; round++) {
+        for (size_t i = 0; i < 4; i++) {
+            KT_EXPECT_INT(psh_store_tag(e.s, round ? m1 : m2, tags[i], NULL), 0);
+            psh_image_list l;
+            KT_REQUIRE(psh_store_list(e.s, &l, NULL) == 0);
+            KT_EXPECT_INT(l.n, 4);
+            for (size_t k = 0; k < l.n && k < 4; k++) {
+                KT_EXPECT_STR(l.items[k].ref, tags[k]); /* order kept */
+                KT_EXPECT_STR(l.items[k].manifest.digest, (round ? k <= i : k > i) ? m1 : m2);
+            }
+            psh_image_list_dispose(&l);
+        }
+    }
+    env_close(&e);
+}
+
 KT_TEST(bad_refs_change_nothing)
 {
     struct env e;
