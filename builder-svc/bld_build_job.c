@@ -364,6 +364,9 @@ static void run_build(void *arg)
         .target = *q->target ? q->target : NULL,
         .platform = *q->platform ? q->platform : NULL,
         .no_cache = q->no_cache,
+        .pull = q->pull,
+        .labels = (const char *const *)q->labels,
+        .n_labels = q->n_labels,
         .network = strcmp(q->network, "none") == 0   ? BLD_NETMODE_NONE
                    : strcmp(q->network, "host") == 0 ? BLD_NETMODE_HOST
                                                      : BLD_NETMODE_DEFAULT,

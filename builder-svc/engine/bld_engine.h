@@ -58,6 +58,9 @@ typedef struct bld_build_spec {
     const char *target;   /* NULL = last stage */
     const char *platform; /* NULL = the builder's */
     bool no_cache;
+    bool pull;                 /* pull every base image even when the store has it */
+    const char *const *labels; /* "K=V", set on the image after the Dockerfile's LABELs */
+    size_t n_labels;
     bld_net_mode network;
     const bld_secret_src *secrets;
     size_t n_secrets;

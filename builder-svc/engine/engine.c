@@ -189,7 +189,9 @@ static int fetch_base(eng_ctx *c, const char *ref, const char *platform, kiln_er
     base_img *bi = &c->bases[c->n_bases];
     memset(bi, 0, sizeof(*bi));
     kiln_error *ierr = NULL;
-    int rc = eng_pusher_inspect(&c->b, ref, bi->digest, &bi->manifest, &bi->config, &ierr);
+    int rc = c->b.spec->pull
+                 ? KILN_ENOENT
+                 : eng_pusher_inspect(&c->b, ref, bi->digest, &bi->manifest, &bi->config, &ierr);
     if (rc == KILN_ENOENT) {
         kiln_error_free(&ierr);
         eng_note(&c->b, "pulling %s", ref);
@@ -325,6 +327,34 @@ static void ctx_dispose(eng_ctx *c)
     bld_ignore_free(c->b.ignore);
     eng_cache_release(&c->b);
     bld_plan_free(c->plan);
+}
+
+/* --label K=V: on the committed image, after the Dockerfile's LABELs. */
+static int apply_labels(stage_res *r, const bld_build_spec *s, kiln_error **err)
+{
+    if (s->n_labels == 0)
+        return 0;
+    cJSON *l = cJSON_GetObjectItemCaseSensitive(r->config, "Labels");
+    if (!cJSON_IsObject(l)) {
+        cJSON_DeleteItemFromObjectCaseSensitive(r->config, "Labels");
+        l = cJSON_AddObjectToObject(r->config, "Labels");
+    }
+    for (size_t i = 0; l && i < s->n_labels; i++) {
+        const char *eq = strchr(s->labels[i], '=');
+        if (eq == NULL || eq == s->labels[i])
+            return kiln_error_set(err, KILN_EINVAL, 0, "label %s: want KEY=VALUE", s->labels[i]);
+        char *k = strndup(s->labels[i], (size_t)(eq - s->labels[i]));
+        cJSON *v = cJSON_CreateString(eq + 1);
+        if (k == NULL || v == NULL) {
+            free(k);
+            cJSON_Delete(v);
+            return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+        }
+        cJSON_DeleteItemFromObjectCaseSensitive(l, k);
+        cJSON_AddItemToObject(l, k, v);
+        free(k);
+    }
+    return l ? 0 : kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
 }
 
 /* ---- the stage scheduler ---- */
@@ -539,6 +569,8 @@ static int build(eng_ctx *c, kiln_error **err)
     if ((rc = run_stages(c, err)) < 0)
         return rc;
     stage_res *r = &c->res[c->plan->target];
+    if ((rc = apply_labels(r, c->b.spec, err)) < 0)
+        return rc;
     eng_note(&c->b, "committing");
     eng_commit_desc cd = {
         .base_manifest = r->base_manifest,

@@ -140,6 +140,8 @@ static const char usage[] =
     "  --target STAGE         build up to this stage\n"
     "  --platform OS/ARCH     target platform (default: the builder's)\n"
     "  --no-cache             do not use the instruction cache\n"
+    "  --pull                 pull every base image even when the store has it\n"
+    "  --label K=V            set a label on the image (repeatable)\n"
     "  --network host|none    network for RUN\n"
     "  --secret id=ID,src=F   a secret for RUN --mount=type=secret\n"
     "  --push                 push each tag after the build\n"
@@ -175,6 +177,8 @@ enum {
     B_AUTHFILE,
     B_CERTDIR,
     B_CTXTRANSFER,
+    B_LABEL,
+    B_PULL,
 };
 
 int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
@@ -197,16 +201,18 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
         {"authfile", required_argument, NULL, B_AUTHFILE},
         {"cert-dir", required_argument, NULL, B_CERTDIR},
         {"context-transfer", required_argument, NULL, B_CTXTRANSFER},
+        {"label", required_argument, NULL, B_LABEL},
+        {"pull", no_argument, NULL, B_PULL},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *file = NULL, *target = "", *platform = "", *network = "", *progress = "auto";
     const char *iidfile = NULL, *transfer = "auto";
-    char *args[MAX_LIST], *tags[MAX_LIST];
+    char *args[MAX_LIST], *tags[MAX_LIST], *labels[MAX_LIST];
     Kiln__V1__SecretSpec secrets[32], *secret_ptrs[32];
     char secret_paths[32][PATH_MAX];
-    size_t n_args = 0, n_tags = 0, n_secrets = 0;
-    bool plan = false, no_cache = false, push = false, insecure = false;
+    size_t n_args = 0, n_tags = 0, n_secrets = 0, n_labels = 0;
+    bool plan = false, no_cache = false, push = false, insecure = false, pull = false;
     const char *creds = "";
     char authfile[PATH_MAX] = "", cert_dir[PATH_MAX] = "";
     int c;
@@ -272,6 +278,16 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
             break;
         case B_NOCACHE:
             no_cache = true;
+            break;
+        case B_PULL:
+            pull = true;
+            break;
+        case B_LABEL:
+            if (n_labels == MAX_LIST || optarg[0] == '=' || strchr(optarg, '=') == NULL) {
+                cli_errorf("build: --label wants KEY=VALUE");
+                return CLI_EXIT_USAGE;
+            }
+            labels[n_labels++] = optarg;
             break;
         case B_PUSH:
             push = true;
@@ -416,6 +432,9 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
         br.target = (char *)target;
         br.platform = (char *)platform;
         br.no_cache = no_cache;
+        br.pull = pull;
+        br.labels = labels;
+        br.n_labels = n_labels;
         br.network = (char *)network;
         br.secrets = secret_ptrs;
         br.n_secrets = n_secrets;

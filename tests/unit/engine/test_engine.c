@@ -485,6 +485,35 @@ KT_TEST(copy_link_survives_a_changed_parent)
         0);
 }
 
+/* --label: set on the image after the Dockerfile's LABELs (which it overrides). */
+KT_TEST(labels_from_the_command_line)
+{
+    if (engine == NULL)
+        return;
+    char *ctx = ctxdir("ctx13");
+    put(ctx, "f", "x");
+    const char *tags[] = {"lab:1"};
+    const char *labels[] = {"a=1", "b=x=y", "empty="};
+    bld_build_spec spec = {.context_dir = ctx,
+                           .dockerfile = "FROM scratch\nLABEL a=0 keep=yes\nCOPY f /f\n",
+                           .tags = tags,
+                           .n_tags = 1,
+                           .labels = labels,
+                           .n_labels = 3,
+                           .source_date_epoch = -1};
+    bld_build_result res;
+    kiln_error *err = NULL;
+    KT_REQUIRE(bld_build(engine, &spec, NULL, &res, &err) == 0);
+    KT_EXPECT_INT(cfg_is("lab:1", ".config.Labels",
+                         "{\"a\":\"1\",\"b\":\"x=y\",\"empty\":\"\",\"keep\":\"yes\"}"),
+                  0);
+    const char *bad[] = {"=v"};
+    spec.labels = bad;
+    spec.n_labels = 1;
+    KT_EXPECT_INT(bld_build(engine, &spec, NULL, &res, &err), KILN_EINVAL);
+    kiln_error_free(&err);
+}
+
 KT_TEST(from_stage_onbuild_heredocs_add_archive_copy_from_image)
 {
     if (engine == NULL)
@@ -742,6 +771,23 @@ KT_TEST(push_then_pull_base)
         KT_EXPECT_INT(rc, 0);
         KT_EXPECT(strstr(s.out, "note:pulling ") != NULL);
         KT_EXPECT(strstr(s.out, "1:pushed\n") != NULL);
+        /* The base is in the store now: a build uses it as it is, unless
+         * --pull asks for the registry's. */
+        memset(&s, 0, sizeof(s));
+        rc = bld_build(engine, &spec, &ev, &res, &err);
+        if (rc < 0)
+            fprintf(stderr, "build: %s\n", err->msg);
+        KT_EXPECT_INT(rc, 0);
+        kiln_error_free(&err);
+        KT_EXPECT(strstr(s.out, "note:pulling ") == NULL);
+        spec.pull = true;
+        memset(&s, 0, sizeof(s));
+        rc = bld_build(engine, &spec, &ev, &res, &err);
+        if (rc < 0)
+            fprintf(stderr, "build --pull: %s\n", err->msg);
+        KT_EXPECT_INT(rc, 0);
+        kiln_error_free(&err);
+        KT_EXPECT(strstr(s.out, "note:pulling ") != NULL);
     }
     th_stop(&reg, 5000, NULL);
 }
