@@ -156,8 +156,9 @@ static const char usage[] =
     "  --context-transfer M   auto|local|stream: local sends CONTEXT as a path on the\n"
     "                         builder's host; stream sends its content (after\n"
     "                         .dockerignore) as chunks the builder keeps and reuses;\n"
-    "                         auto (default) is local when the builder runs on this\n"
-    "                         host with the same filesystem, else stream\n";
+    "                         auto (default) is local when the builder is reached\n"
+    "                         over ipc:// and sees this filesystem, else stream\n"
+    "                         (then --secret contents are sent too)\n";
 
 enum {
     B_TAG = 't',
