@@ -120,6 +120,7 @@ int cli_cmd_events(cli_ctx *ctx, int argc, char **argv);
 int cli_cmd_images(cli_ctx *ctx, int argc, char **argv);
 int cli_cmd_tag(cli_ctx *ctx, int argc, char **argv);
 int cli_cmd_inspect(cli_ctx *ctx, int argc, char **argv);
+int cli_cmd_history(cli_ctx *ctx, int argc, char **argv);
 int cli_cmd_rmi(cli_ctx *ctx, int argc, char **argv);
 int cli_cmd_prune(cli_ctx *ctx, int argc, char **argv);
 int cli_cmd_import(cli_ctx *ctx, int argc, char **argv);

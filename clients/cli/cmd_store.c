@@ -333,6 +333,112 @@ int cli_cmd_inspect(cli_ctx *ctx, int argc, char **argv)
     return CLI_EXIT_OK;
 }
 
+/* "2026-11-27T10:00:00Z" (fractions and offsets ignored) as unix seconds; -1 when unreadable. */
+static int64_t rfc3339_seconds(const char *s)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof(tm));
+    if (s == NULL || strptime(s, "%Y-%m-%dT%H:%M:%S", &tm) == NULL)
+        return -1;
+    return (int64_t)timegm(&tm);
+}
+
+int cli_cmd_history(cli_ctx *ctx, int argc, char **argv)
+{
+    bool json = false, no_trunc = false;
+    flag f[] = {{"json", &json, NULL}, {"no-trunc", &no_trunc, NULL}};
+    int p = parse_flags(argc, argv, f, 2,
+                        "Usage: kiln history [--json] [--no-trunc] REF\n\n"
+                        "Shows how an image was made, newest step first: each history entry\n"
+                        "of its config with the layer it added (and that layer's compressed\n"
+                        "size) or '-' for steps that changed only the config.\n");
+    if (p)
+        return p > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
+    if (want_args(argc, argv, 1, 1) < 0)
+        return CLI_EXIT_USAGE;
+    kiln_req req = KILN__V1__REQUEST__INIT;
+    Kiln__V1__InspectRequest ir = KILN__V1__INSPECT_REQUEST__INIT;
+    ir.ref = argv[optind];
+    req.body_case = KILN__V1__REQUEST__BODY_INSPECT;
+    req.inspect = &ir;
+    kiln_reply *rep = NULL;
+    int rc = cli_call(ctx, CLI_PUSHER, &req, &rep, 0);
+    if (rc)
+        return rc;
+    const Kiln__V1__InspectReply *r = rep->inspect_reply;
+    cJSON *man = cJSON_Parse(r->manifest_json), *cfg = cJSON_Parse(r->config_json);
+    const cJSON *layers = cJSON_GetObjectItemCaseSensitive(man, "layers");
+    const cJSON *hist = cJSON_GetObjectItemCaseSensitive(cfg, "history");
+    if (!cJSON_IsArray(layers) || !cJSON_IsArray(hist)) {
+        cli_errorf("history: %s is not an image with a config history (an index? see 'kiln "
+                   "manifest inspect')",
+                   argv[optind]);
+        cJSON_Delete(man);
+        cJSON_Delete(cfg);
+        kiln_rpc_reply_free(rep);
+        return CLI_EXIT_FAILED;
+    }
+    /* Entries that added a layer take the manifest's layers in order. */
+    int n = cJSON_GetArraySize(hist), next_layer = 0;
+    cJSON *rows = cJSON_CreateArray(), *fwd = cJSON_CreateArray();
+    const cJSON *h;
+    cJSON_ArrayForEach(h, hist)
+    {
+        const cJSON *empty = cJSON_GetObjectItemCaseSensitive(h, "empty_layer");
+        const cJSON *by = cJSON_GetObjectItemCaseSensitive(h, "created_by");
+        const cJSON *at = cJSON_GetObjectItemCaseSensitive(h, "created");
+        const cJSON *comment = cJSON_GetObjectItemCaseSensitive(h, "comment");
+        cJSON *row = cJSON_CreateObject();
+        cJSON_AddStringToObject(row, "created", cJSON_IsString(at) ? at->valuestring : "");
+        cJSON_AddStringToObject(row, "created_by", cJSON_IsString(by) ? by->valuestring : "");
+        if (cJSON_IsString(comment))
+            cJSON_AddStringToObject(row, "comment", comment->valuestring);
+        bool is_empty = cJSON_IsTrue(empty);
+        cJSON_AddBoolToObject(row, "empty_layer", is_empty);
+        const cJSON *l = is_empty ? NULL : cJSON_GetArrayItem(layers, next_layer++);
+        const cJSON *ld = cJSON_GetObjectItemCaseSensitive(l, "digest");
+        const cJSON *ls = cJSON_GetObjectItemCaseSensitive(l, "size");
+        if (cJSON_IsString(ld)) {
+            cJSON_AddStringToObject(row, "layer", ld->valuestring);
+            cJSON_AddNumberToObject(row, "size", cJSON_IsNumber(ls) ? ls->valuedouble : 0);
+        }
+        cJSON_AddItemToArray(fwd, row);
+    }
+    for (int i = n - 1; i >= 0; i--) /* newest first */
+        cJSON_AddItemToArray(rows, cJSON_Duplicate(cJSON_GetArrayItem(fwd, i), 1));
+    cJSON_Delete(fwd);
+    if (json) {
+        char *s = cJSON_Print(rows);
+        printf("%s\n", s);
+        cJSON_free(s);
+    } else {
+        printf("%-14s %-16s %-10s %s\n", "LAYER", "CREATED", "SIZE", "CREATED BY");
+        const cJSON *row;
+        cJSON_ArrayForEach(row, rows)
+        {
+            const cJSON *ld = cJSON_GetObjectItemCaseSensitive(row, "layer");
+            const cJSON *sz = cJSON_GetObjectItemCaseSensitive(row, "size");
+            const char *by = cJSON_GetObjectItemCaseSensitive(row, "created_by")->valuestring;
+            char layer[16] = "-", size[32] = "0 B", age[48];
+            if (cJSON_IsString(ld) && strlen(ld->valuestring) > 19) {
+                snprintf(layer, sizeof(layer), "%.12s", ld->valuestring + 7);
+                human_size((uint64_t)sz->valuedouble, size, sizeof(size));
+            }
+            human_age(
+                rfc3339_seconds(cJSON_GetObjectItemCaseSensitive(row, "created")->valuestring), age,
+                sizeof(age));
+            size_t bl = strlen(by);
+            printf("%-14s %-16s %-10s %.*s%s\n", layer, age, size,
+                   (int)(no_trunc || bl <= 60 ? bl : 57), by, no_trunc || bl <= 60 ? "" : "...");
+        }
+    }
+    cJSON_Delete(rows);
+    cJSON_Delete(man);
+    cJSON_Delete(cfg);
+    kiln_rpc_reply_free(rep);
+    return CLI_EXIT_OK;
+}
+
 int cli_cmd_rmi(cli_ctx *ctx, int argc, char **argv)
 {
     int p = parse_flags(argc, argv, NULL, 0,

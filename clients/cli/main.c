@@ -12,16 +12,17 @@
 #include <string.h>
 
 static const cli_verb verbs[] = {
-    {"build", cli_cmd_build, "resolve a Dockerfile into a build plan (--plan)"},
+    {"build", cli_cmd_build, "build an image from a Dockerfile (--plan: only resolve it)"},
     {"status", cli_cmd_status, "show the health of kiln-builder and kiln-pusher"},
     {"events", cli_cmd_events, "follow a job's events (or every job), with replay"},
     {"images", cli_cmd_images, "list the images in the store"},
     {"tag", cli_cmd_tag, "tag an image in the store"},
     {"inspect", cli_cmd_inspect, "print an image's manifest and config"},
+    {"history", cli_cmd_history, "show the steps an image was made of, with their layers"},
     {"rmi", cli_cmd_rmi, "remove tags from the store"},
     {"import", cli_cmd_import, "import a rootfs dir/tarball or an OCI layout as an image"},
     {"export", cli_cmd_export, "write an image as oci:DIR or oci-archive:FILE"},
-    {"prune", cli_cmd_prune, "delete unreferenced blobs from the store"},
+    {"prune", cli_cmd_prune, "delete unused build cache, contexts and store blobs"},
     {"push", cli_cmd_push, "push an image to a registry"},
     {"pull", cli_cmd_pull, "pull an image from a registry into the store"},
     {"manifest", cli_cmd_manifest, "create, edit, inspect and push manifest lists"},

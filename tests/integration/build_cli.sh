@@ -67,6 +67,10 @@ jq -e '.config.User == "app" and .config.WorkingDir == "/app" and .config.Cmd ==
        and .config.Labels["org.opencontainers.image.title"] == "kiln hello example"' "$T/config.json" >/dev/null \
     && ok || bad "config: User, WorkingDir, Cmd, ExposedPorts, Env, Labels"
 jq -e '[.history[] | select(.empty_layer == true)] | length >= 4' "$T/config.json" >/dev/null && ok || bad "history marks metadata steps empty_layer"
+kiln history --json hello:1 > "$T/hist.json" 2>/dev/null && ok || bad "kiln history"
+[ "$(jq '[.[] | select(.layer)] | length' "$T/hist.json")" = "$(skopeo inspect --raw "oci:$STORE:hello:1" | jq '.layers | length')" ] \
+    && [ "$(jq -r '.[0].created_by' "$T/hist.json")" = "$(jq -r '.history[-1].created_by' "$T/config.json")" ] \
+    && ok || bad "kiln history: newest first, one layer per non-empty step"
 umoci unpack --image "$STORE:hello:1" "$T/bundle" >/dev/null 2>&1 && ok || bad "umoci unpack"
 R=$T/bundle/rootfs
 grep -q 'hello from kiln (version 1.0.0)' "$R/app/greeting.txt" && ok || bad "COPY --from carried the build stage's file"

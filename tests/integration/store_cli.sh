@@ -66,6 +66,14 @@ check "gzip -t on the layer" gzip -t "$blob"
 [ "sha256:$(gzip -dc "$blob" | sha256sum | cut -d' ' -f1)" = "$diffid" ] && ok || bad "DiffID = sha256(gunzip(blob))"
 
 # Tags are metadata; the fully qualified form names the same image.
+# history: one entry per config history record, layers matched in order.
+expect_rc 0 "history --json" kiln history --json busybox:dir
+[ "$(jq 'length' "$T/out")" = "$(kiln inspect busybox:dir | jq '.config.history | length')" ] && ok || bad "history has every entry"
+[ "$(jq -r '[.[] | select(.layer)] | .[0].layer' "$T/out")" = "$layer" ] && ok || bad "history names the layer"
+expect_rc 0 "history table" kiln history busybox:dir
+grep -q "^LAYER" "$T/out" && grep -q "${layer:7:12}" "$T/out" && grep -q 'kiln import' "$T/out" && ok || bad "history table ($(cat "$T/out"))"
+expect_rc 1 "history of an unknown image" kiln history nothere:1
+expect_rc 2 "history without a ref" kiln history
 expect_rc 0 "tag" kiln tag busybox:dir app:1
 expect_rc 0 "inspect familiar" kiln inspect app:1
 [ "$(jq -r .digest "$T/out")" = "$D1" ] && ok || bad "tag points at the same digest"
