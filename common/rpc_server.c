@@ -492,11 +492,14 @@ int kiln_rpc_server_start(kiln_rpc_server **out, const kiln_rpc_server_opts *o, 
             return kiln_error_set(err, KILN_ENOSPC, 0, "cannot start handler threads");
         }
     }
+    /* The caller's pointer is set before the first request can arrive: a
+     * method may read it (Status reports the served count) as soon as the
+     * workers receive. */
+    *out = s;
     for (int i = 0; i < s->n_workers; i++) {
         s->workers[i].st = W_RECV;
         nng_ctx_recv(s->workers[i].ctx, s->workers[i].aio);
     }
-    *out = s;
     return 0;
 }
 
@@ -551,6 +554,8 @@ void kiln_rpc_server_stop(kiln_rpc_server *s, int drain_ms)
 
 size_t kiln_rpc_server_stats(kiln_rpc_server *s, kiln_rpc_method_stats *out, size_t cap)
 {
+    if (s == NULL)
+        return 0;
     size_t n = s->o.n_methods + 1;
     if (n > cap)
         n = cap;
@@ -562,6 +567,8 @@ size_t kiln_rpc_server_stats(kiln_rpc_server *s, kiln_rpc_method_stats *out, siz
 
 uint64_t kiln_rpc_server_served(kiln_rpc_server *s)
 {
+    if (s == NULL)
+        return 0;
     pthread_mutex_lock(&s->mu);
     uint64_t v = s->served;
     pthread_mutex_unlock(&s->mu);
