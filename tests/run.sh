@@ -35,6 +35,7 @@ if [ "$asan" = 1 ]; then
     cmake --build build/asan -j"$jobs"
     section "ctest under ASan+UBSan"
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
+    LSAN_OPTIONS=suppressions=$top/tests/lsan.supp:print_suppressions=0 \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
         ctest --test-dir build/asan --output-on-failure -j"$jobs"
 fi
