@@ -295,6 +295,17 @@ int cli_cmd_tag(cli_ctx *ctx, int argc, char **argv)
     return rc;
 }
 
+/* The pusher's Inspect of ref; a CLI exit code. */
+static int inspect(cli_ctx *ctx, const char *ref, kiln_reply **rep)
+{
+    kiln_req req = KILN__V1__REQUEST__INIT;
+    Kiln__V1__InspectRequest ir = KILN__V1__INSPECT_REQUEST__INIT;
+    ir.ref = (char *)ref;
+    req.body_case = KILN__V1__REQUEST__BODY_INSPECT;
+    req.inspect = &ir;
+    return cli_call(ctx, CLI_PUSHER, &req, rep, 0);
+}
+
 int cli_cmd_inspect(cli_ctx *ctx, int argc, char **argv)
 {
     int p =
@@ -306,13 +317,8 @@ int cli_cmd_inspect(cli_ctx *ctx, int argc, char **argv)
         return p > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
     if (want_args(argc, argv, 1, 1) < 0)
         return CLI_EXIT_USAGE;
-    kiln_req req = KILN__V1__REQUEST__INIT;
-    Kiln__V1__InspectRequest ir = KILN__V1__INSPECT_REQUEST__INIT;
-    ir.ref = argv[optind];
-    req.body_case = KILN__V1__REQUEST__BODY_INSPECT;
-    req.inspect = &ir;
     kiln_reply *rep = NULL;
-    int rc = cli_call(ctx, CLI_PUSHER, &req, &rep, 0);
+    int rc = inspect(ctx, argv[optind], &rep);
     if (rc)
         return rc;
     const Kiln__V1__InspectReply *r = rep->inspect_reply;
@@ -356,13 +362,8 @@ int cli_cmd_history(cli_ctx *ctx, int argc, char **argv)
         return p > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
     if (want_args(argc, argv, 1, 1) < 0)
         return CLI_EXIT_USAGE;
-    kiln_req req = KILN__V1__REQUEST__INIT;
-    Kiln__V1__InspectRequest ir = KILN__V1__INSPECT_REQUEST__INIT;
-    ir.ref = argv[optind];
-    req.body_case = KILN__V1__REQUEST__BODY_INSPECT;
-    req.inspect = &ir;
     kiln_reply *rep = NULL;
-    int rc = cli_call(ctx, CLI_PUSHER, &req, &rep, 0);
+    int rc = inspect(ctx, argv[optind], &rep);
     if (rc)
         return rc;
     const Kiln__V1__InspectReply *r = rep->inspect_reply;
