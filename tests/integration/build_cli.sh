@@ -4,20 +4,12 @@
 # and umoci, rebuilt from cache, a failing RUN reported with its line, pushed
 # to a real docker-registry.  Needs root (namespaces, overlay).
 set -u
+. "$(dirname "$0")/lib.sh"
 : "${KILN_CLI_BIN:?}" "${KILN_PUSHER_BIN:?}" "${KILN_BUILDER_BIN:?}"
 [ "$(id -u)" = 0 ] || { echo "needs root"; exit 77; }
 for t in skopeo umoci jq busybox docker-registry curl; do
     command -v $t >/dev/null || { echo "$t missing"; exit 77; }
 done
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
-expect_rc() {
-    local want=$1 desc=$2; shift 2
-    "$@" >"$T/out" 2>"$T/err"; local rc=$?
-    if [ "$rc" -eq "$want" ]; then ok; else bad "$desc: exit $rc, want $want ($(tail -c 400 "$T/err"))"; fi
-}
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
 
 T=$(mktemp -d /tmp/kiln-build-XXXXXX)
@@ -226,10 +218,4 @@ CFG
     grep -rqa 's3cret-build' "$T/builder.log" "$T/pusher.log" "$KILN_DATA/events" && bad "credentials leaked" || ok
 fi
 
-echo "$pass passed, $fail failed"
-if [ "$fail" -ne 0 ]; then # what the services said, for the failure report
-    for l in "$T"/pusher*.log "$T"/builder*.log; do
-        [ -f "$l" ] && { echo "--- $(basename "$l") (last lines)"; grep -v 'level=info' "$l" | tail -25; }
-    done
-fi
-[ "$fail" -eq 0 ]
+finish

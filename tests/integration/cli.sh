@@ -2,19 +2,11 @@
 # The kiln CLI against real daemons: exit codes, status (human and --json),
 # events, and the HTTP endpoints (/healthz, /readyz, /metrics) seen with curl.
 set -u
+. "$(dirname "$0")/lib.sh"
 : "${KILN_CLI_BIN:?}" "${KILN_PUSHER_BIN:?}" "${KILN_BUILDER_BIN:?}"
 command -v curl >/dev/null || { echo "curl missing"; exit 77; }
 command -v jq >/dev/null || { echo "jq missing"; exit 77; }
 
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
-expect_rc() { # expect_rc WANT DESC CMD...
-    local want=$1 desc=$2; shift 2
-    "$@" >"$T/out" 2>"$T/err"; local rc=$?
-    if [ "$rc" -eq "$want" ]; then ok; else bad "$desc: exit $rc, want $want ($(head -c 300 "$T/err"))"; fi
-}
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 T=$(mktemp -d /tmp/kiln-cli-XXXXXX)
 PIDS=()
@@ -118,10 +110,4 @@ kill -SEGV "$CP"; wait "$CP"; rc=$?
 [ "$rc" -ne 0 ] && ok || bad "SIGSEGV ends the pusher with a failure status"
 grep -Eq 'fatal signal, backtrace|Sanitizer' "$T/crash.log" && ok || bad "a crash leaves a backtrace ($(tail -3 "$T/crash.log"))"
 
-echo "$pass passed, $fail failed"
-if [ "$fail" -ne 0 ]; then # what the services said, for the failure report
-    for l in "$T"/pusher*.log "$T"/builder*.log; do
-        [ -f "$l" ] && { echo "--- $(basename "$l") (last lines)"; grep -v 'level=info' "$l" | tail -25; }
-    done
-fi
-[ "$fail" -eq 0 ]
+finish

@@ -6,18 +6,11 @@
 # .dockerignore'd files never reach the builder, a symlink to /etc/shadow still
 # fails the COPY, prune drops contexts, and a restart removes interrupted ones.
 set -u
+. "$(dirname "$0")/lib.sh"
 : "${KILN_CLI_BIN:?}" "${KILN_PUSHER_BIN:?}" "${KILN_BUILDER_BIN:?}"
 for t in jq python3; do
     command -v $t >/dev/null || { echo "$t missing"; exit 77; }
 done
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
-expect_rc() {
-    local want=$1 desc=$2; shift 2
-    "$@" >"$T/out" 2>"$T/err"; local rc=$?
-    if [ "$rc" -eq "$want" ]; then ok; else bad "$desc: exit $rc, want $want ($(tail -c 400 "$T/err"))"; fi
-}
 # "context: N files, X MB, S of K chunks sent (R reused)" -> "S K R"
 sent_line() { grep '^context:' "$T/err" | tail -1 >&2; sed -n 's/^context: .* \([0-9]*\) of \([0-9]*\) chunks sent (\([0-9]*\) reused)$/\1 \2 \3/p' "$T/err" | tail -1; }
 
@@ -200,7 +193,6 @@ fi
 
 # A builder on tcp:// takes no paths on its host from clients; the CLI's
 # auto mode streams to it.
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 BP=$(free_port); BE=$(free_port)
 "$KILN_BUILDER_BIN" --listen "tcp://127.0.0.1:$BP" --events "tcp://127.0.0.1:$BE" 2>"$T/builder-tcp.log" & PIDS[1]=$!
 for _ in $(seq 100); do kiln --builder "tcp://127.0.0.1:$BP" status >/dev/null 2>&1 && break; sleep 0.1; done
@@ -214,10 +206,4 @@ expect_rc 0 "auto streams to a tcp builder" kiln --builder "tcp://127.0.0.1:$BP"
 grep -q '^context:' "$T/err" && ok || bad "the context was streamed ($(tail -c 300 "$T/err"))"
 kill "${PIDS[1]}"; wait "${PIDS[1]}"
 
-echo "$pass passed, $fail failed"
-if [ "$fail" -ne 0 ]; then # what the services said, for the failure report
-    for l in "$T"/pusher*.log "$T"/builder*.log; do
-        [ -f "$l" ] && { echo "--- $(basename "$l") (last lines)"; grep -v 'level=info' "$l" | tail -25; }
-    done
-fi
-[ "$fail" -eq 0 ]
+finish

@@ -2,16 +2,9 @@
 # kiln build --plan through kiln-builder's Plan RPC: a multi-stage Dockerfile,
 # --build-arg and --target, syntax errors with line and column, bad input.
 set -u
+. "$(dirname "$0")/lib.sh"
 : "${KILN_CLI_BIN:?}" "${KILN_PUSHER_BIN:?}" "${KILN_BUILDER_BIN:?}"
 command -v jq >/dev/null || { echo "jq missing"; exit 77; }
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
-expect_rc() {
-    local want=$1 desc=$2; shift 2
-    "$@" >"$T/out" 2>"$T/err"; local rc=$?
-    if [ "$rc" -eq "$want" ]; then ok; else bad "$desc: exit $rc, want $want ($(head -c 300 "$T/err"))"; fi
-}
 T=$(mktemp -d /tmp/kiln-plan-XXXXXX)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; rm -rf "$T"; }
@@ -68,10 +61,4 @@ expect_rc 2 "bad --network" kiln build --plan --network bridge "$T/ctx"
 expect_rc 0 "plan from stdin" kiln build --plan -f - "$T/ctx" < "$T/ctx/Dockerfile"
 kiln status >/dev/null && ok || bad "builder still healthy"
 
-echo "$pass passed, $fail failed"
-if [ "$fail" -ne 0 ]; then # what the services said, for the failure report
-    for l in "$T"/pusher*.log "$T"/builder*.log; do
-        [ -f "$l" ] && { echo "--- $(basename "$l") (last lines)"; grep -v 'level=info' "$l" | tail -25; }
-    done
-fi
-[ "$fail" -eq 0 ]
+finish

@@ -8,21 +8,13 @@
 # restarted pusher pulls through a plain (non-throttling) proxy on the same
 # port, which counts the Range requests.
 set -u
+. "$(dirname "$0")/lib.sh"
 : "${KILN_CLI_BIN:?}" "${KILN_PUSHER_BIN:?}"
 for t in docker-registry skopeo jq curl python3 sha256sum; do
     command -v $t >/dev/null || { echo "$t missing"; exit 77; }
 done
 HERE=$(cd "$(dirname "$0")" && pwd)
 PROXY_PY=$HERE/../fakes/fault_proxy.py
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
-expect_rc() {
-    local want=$1 desc=$2; shift 2
-    "$@" >"$T/out" 2>"$T/err"; local rc=$?
-    if [ "$rc" -eq "$want" ]; then ok; else bad "$desc: exit $rc, want $want ($(head -c 300 "$T/err"))"; fi
-}
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 T=$(mktemp -d /tmp/kiln-pull-resume-XXXXXX)
 PIDS=()
@@ -163,5 +155,4 @@ else
     ok
 fi
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

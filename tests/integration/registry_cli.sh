@@ -2,19 +2,11 @@
 # kiln push / pull / manifest through kiln-pusher against a real docker-registry
 # on 127.0.0.1, checked with skopeo and curl on the registry API.
 set -u
+. "$(dirname "$0")/lib.sh"
 : "${KILN_CLI_BIN:?}" "${KILN_PUSHER_BIN:?}"
 for t in docker-registry skopeo jq curl busybox; do
     command -v $t >/dev/null || { echo "$t missing"; exit 77; }
 done
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
-expect_rc() {
-    local want=$1 desc=$2; shift 2
-    "$@" >"$T/out" 2>"$T/err"; local rc=$?
-    if [ "$rc" -eq "$want" ]; then ok; else bad "$desc: exit $rc, want $want ($(head -c 300 "$T/err"))"; fi
-}
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 T=$(mktemp -d /tmp/kiln-reg-cli-XXXXXX)
 PIDS=()
@@ -92,10 +84,4 @@ kiln images --json | jq -e '.images[] | select(.ref | test("nope|x/y"))' >/dev/n
 kiln push --tls-verify=false --creds 'alice:s3cret-value' app:1 "127.0.0.1:$CLOSED/x/y:1" >/dev/null 2>"$T/err"
 grep -q 's3cret-value' "$T/err" "$T/pusher.log" "$KILN_DATA"/events/push/*.log && bad "credentials leaked into output, logs or events" || ok
 
-echo "$pass passed, $fail failed"
-if [ "$fail" -ne 0 ]; then # what the services said, for the failure report
-    for l in "$T"/pusher*.log "$T"/builder*.log; do
-        [ -f "$l" ] && { echo "--- $(basename "$l") (last lines)"; grep -v 'level=info' "$l" | tail -25; }
-    done
-fi
-[ "$fail" -eq 0 ]
+finish

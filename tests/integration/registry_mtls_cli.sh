@@ -3,19 +3,11 @@
 # client certificate (http.tls.clientcas): the pair comes from --cert-dir's
 # <host:port>/NAME.cert + NAME.key, checked with skopeo using the same layout.
 set -u
+. "$(dirname "$0")/lib.sh"
 : "${KILN_CLI_BIN:?}" "${KILN_PUSHER_BIN:?}"
 for t in docker-registry skopeo jq curl busybox openssl python3; do
     command -v $t >/dev/null || { echo "$t missing"; exit 77; }
 done
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
-expect_rc() {
-    local want=$1 desc=$2; shift 2
-    "$@" >"$T/out" 2>"$T/err"; local rc=$?
-    if [ "$rc" -eq "$want" ]; then ok; else bad "$desc: exit $rc, want $want ($(head -c 300 "$T/err"))"; fi
-}
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 T=$(mktemp -d /tmp/kiln-reg-mtls-XXXXXX)
 PIDS=()
@@ -122,10 +114,4 @@ expect_rc 0 "insecure pull still presents the certificate" kiln pull --tls-verif
         "https://$R/v2/sec/app/tags/list" | jq -c '.tags | sort')" = '["1","6"]' ] &&
     ok || bad "the registry holds only the tags of the pushes that had the certificate"
 
-echo "$pass passed, $fail failed"
-if [ "$fail" -ne 0 ]; then # what the services said, for the failure report
-    for l in "$T"/pusher*.log "$T"/builder*.log; do
-        [ -f "$l" ] && { echo "--- $(basename "$l") (last lines)"; grep -v 'level=info' "$l" | tail -25; }
-    done
-fi
-[ "$fail" -eq 0 ]
+finish

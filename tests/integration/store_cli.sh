@@ -4,19 +4,12 @@
 # rmi, prune; skopeo and umoci read the store and the exports; bad input fails
 # cleanly and changes nothing.
 set -u
+. "$(dirname "$0")/lib.sh"
 : "${KILN_CLI_BIN:?}" "${KILN_PUSHER_BIN:?}"
 for t in skopeo umoci jq busybox; do
     command -v $t >/dev/null || { echo "$t missing"; exit 77; }
 done
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
 check() { local d=$1; shift; if "$@" >/dev/null 2>&1; then ok; else bad "$d"; fi; }
-expect_rc() {
-    local want=$1 desc=$2; shift 2
-    "$@" >"$T/out" 2>"$T/err"; local rc=$?
-    if [ "$rc" -eq "$want" ]; then ok; else bad "$desc: exit $rc, want $want ($(head -c 300 "$T/err"))"; fi
-}
 
 T=$(mktemp -d /tmp/kiln-store-XXXXXX)
 PID=
@@ -112,10 +105,4 @@ jq -e '.images[] | select(.ref=="localhost:5000/team/bb:gz")' "$T/out" >/dev/nul
 
 kill -TERM "$PID"; wait "$PID"; rc=$?; PID=
 [ "$rc" -eq 0 ] && ok || bad "pusher exit $rc"
-echo "$pass passed, $fail failed"
-if [ "$fail" -ne 0 ]; then # what the services said, for the failure report
-    for l in "$T"/pusher*.log "$T"/builder*.log; do
-        [ -f "$l" ] && { echo "--- $(basename "$l") (last lines)"; grep -v 'level=info' "$l" | tail -25; }
-    done
-fi
-[ "$fail" -eq 0 ]
+finish
