@@ -17,7 +17,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -270,19 +269,10 @@ static int streamed_context(build_ctx *c, bld_ctx_hold *hold, kiln_error **err)
 
 /* ---- secrets sent with the request ---- */
 
-#define BLD_SECRET_MAX (512 * 1024) /* as BuildKit's 500 KiB, rounded up */
-
-static int rm_secret_cb(const char *p, const struct stat *sb, int flag, struct FTW *f)
-{
-    (void)sb, (void)flag, (void)f;
-    remove(p);
-    return 0;
-}
-
 static void secrets_remove(const char *dir)
 {
     if (dir && *dir)
-        nftw(dir, rm_secret_cb, 8, FTW_DEPTH | FTW_PHYS);
+        kiln_rm_tree(dir);
 }
 
 /* A killed builder may have left secrets behind: nothing else uses them. */
@@ -315,9 +305,9 @@ static int secrets_prepare(build_ctx *c, bld_secret_src *out, char dir[PATH_MAX]
         out[i] = (bld_secret_src){s->id, s->path};
         if (s->data.len == 0 && *s->path)
             continue;
-        if (s->data.len > BLD_SECRET_MAX)
+        if (s->data.len > KILN_SECRET_MAX)
             return kiln_error_set(err, KILN_EINVAL, 0, "secret %s: larger than %d bytes", s->id,
-                                  BLD_SECRET_MAX);
+                                  KILN_SECRET_MAX);
         if (dir[0] == '\0') {
             char base[PATH_MAX];
             snprintf(base, sizeof(base), "%s/sandbox", c->b->data_dir);

@@ -35,25 +35,6 @@ static const char *hex_of(const char *digest)
 
 /* ---- small filesystem helpers ---- */
 
-static int unlock_dir_cb(const char *p, const struct stat *sb, int flag, struct FTW *f)
-{
-    if (flag == FTW_D && (sb->st_mode & 0700) != 0700)
-        chmod(p, (sb->st_mode & 07777) | 0700);
-    return 0;
-}
-
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *f)
-{
-    return remove(p) < 0 && errno != ENOENT ? -1 : 0;
-}
-
-/* rm -rf that never follows symlinks; read-only dirs (from a tar) are opened up first. */
-static int rm_tree(const char *path)
-{
-    nftw(path, unlock_dir_cb, 16, FTW_PHYS);
-    return nftw(path, rm_cb, 16, FTW_PHYS | FTW_DEPTH);
-}
-
 static _Thread_local size_t count_n;
 static int count_cb(const char *p, const struct stat *sb, int flag, struct FTW *f)
 {
@@ -107,7 +88,7 @@ static void cleanup_stale(const char *dir, const char *marker)
             continue;
         struct stat st;
         if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode))
-            rm_tree(p);
+            kiln_rm_tree(p);
         else
             unlink(p);
         kiln_info("context", "removed interrupted %s", p);
@@ -542,7 +523,7 @@ static int unpack(bld_contexts *c, const char *context_digest, const bld_ctx_chu
         flock(lfd, LOCK_EX);
     reader *rd = calloc(1, sizeof(*rd));
     if (rd == NULL) {
-        rm_tree(tmp);
+        kiln_rm_tree(tmp);
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
     }
     *rd = (reader){.c = c, .chunks = chunks, .n = n, .fd = -1};
@@ -573,7 +554,7 @@ static int unpack(bld_contexts *c, const char *context_digest, const bld_ctx_chu
         *won = true;
         return 0;
     }
-    rm_tree(tmp);
+    kiln_rm_tree(tmp);
     return r;
 }
 
@@ -677,7 +658,7 @@ static size_t prune_contexts(bld_contexts *c, uint64_t max_age_s, time_t now)
         if (rename(p, gone) < 0)
             continue;
         unlink(used);
-        rm_tree(gone);
+        kiln_rm_tree(gone);
         removed++;
     }
     return removed;

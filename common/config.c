@@ -3,6 +3,7 @@
 #include "cleanup.h"
 
 #include <errno.h>
+#include <ftw.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -158,4 +159,24 @@ void kiln_host_id(char *out, size_t cap)
         memset(&st, 0, sizeof(st));
     snprintf(out, cap, "%.40s:%.40s:%llu:%llu", boot, ns, (unsigned long long)st.st_dev,
              (unsigned long long)st.st_ino);
+}
+
+static int rm_unlock_cb(const char *p, const struct stat *sb, int flag, struct FTW *f)
+{
+    (void)f;
+    if (flag == FTW_D && (sb->st_mode & 0700) != 0700)
+        chmod(p, (sb->st_mode & 07777) | 0700);
+    return 0;
+}
+
+static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *f)
+{
+    (void)sb, (void)flag, (void)f;
+    return remove(p) < 0 && errno != ENOENT ? -1 : 0;
+}
+
+int kiln_rm_tree(const char *path)
+{
+    nftw(path, rm_unlock_cb, 16, FTW_PHYS);
+    return nftw(path, rm_cb, 16, FTW_PHYS | FTW_DEPTH);
 }

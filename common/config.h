@@ -28,7 +28,15 @@ typedef enum kiln_endpoint {
 char *kiln_default_url(const char *data_dir, kiln_endpoint ep);
 
 /* mkdir -p with the given mode for missing components. */
+/* Largest build secret (bytes), as BuildKit's 500 KiB rounded up: the CLI
+ * that sends one, the builder that receives it and the sandbox that mounts it
+ * agree on it. */
+#define KILN_SECRET_MAX (512 * 1024)
+
 int kiln_mkdir_p(const char *path, unsigned mode, kiln_error **err);
+/* rm -rf path: never follows a symlink; read-only directories (from a tar)
+ * are opened up first.  0, or -1 with errno when something stayed. */
+int kiln_rm_tree(const char *path);
 
 /* Random lower-case hex id of 2*nbytes characters into out (2*nbytes+1 bytes). */
 void kiln_random_hex(char *out, size_t nbytes);

@@ -176,20 +176,9 @@ int eng_step_begin(eng_build *b, eng_step_tmp *t, kiln_error **err)
     return 0;
 }
 
-static int rm_cb(const char *p, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)ftw;
-    if (flag == FTW_DP)
-        rmdir(p);
-    else
-        unlink(p);
-    return 0;
-}
-
 void eng_rmrf(const char *p)
 {
-    nftw(p, rm_cb, 32, FTW_DEPTH | FTW_PHYS);
+    kiln_rm_tree(p);
 }
 
 void eng_step_abort(eng_step_tmp *t)

@@ -21,11 +21,11 @@
 
 #include "cleanup.h"
 #include "buf.h"
+#include "config.h"
 #include "digest.h"
 #include "sbx_run.h"
 
-#define SECRET_MAX  (512 * 1024) /* bytes of one secret file */
-#define MAX_PRIVATE 64           /* private cache instances per id */
+#define MAX_PRIVATE 64 /* private cache instances per id */
 
 static bool canceled(const sbx_plan *p)
 {
@@ -260,11 +260,12 @@ int sbx_mounts_prepare(sbx_plan *p, kiln_error **err)
             if (mp->srcfd < 0)
                 r = kiln_error_set(err, KILN_EINVAL, errno, "secret for %s unreadable",
                                    mp->m->target);
-            else if (fstat(mp->srcfd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > SECRET_MAX)
+            else if (fstat(mp->srcfd, &st) < 0 || !S_ISREG(st.st_mode) ||
+                     st.st_size > KILN_SECRET_MAX)
                 r = kiln_error_set(err, KILN_EINVAL, 0,
                                    "secret for %s: not a file of at most %d "
                                    "bytes",
-                                   mp->m->target, SECRET_MAX);
+                                   mp->m->target, KILN_SECRET_MAX);
             break;
         }
         default:

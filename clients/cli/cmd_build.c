@@ -3,6 +3,7 @@
  * rendered by render_build.c. */
 #include "cli.h"
 #include "cleanup.h"
+#include "config.h"
 #include "transport.h"
 
 #include <errno.h>
@@ -70,8 +71,6 @@ static char *read_all(const char *path, kiln_error **err)
     return buf;
 }
 
-#define SECRET_MAX (512 * 1024) /* the builder's limit too */
-
 /* Loads a --secret file into the request (its path is then not sent). */
 static int read_secret(Kiln__V1__SecretSpec *s)
 {
@@ -81,9 +80,9 @@ static int read_secret(Kiln__V1__SecretSpec *s)
         cli_errorf("build: secret %s: %s: %s", s->id, s->path, strerror(errno));
         return CLI_EXIT_FAILED;
     }
-    if (!S_ISREG(st.st_mode) || st.st_size > SECRET_MAX) {
+    if (!S_ISREG(st.st_mode) || st.st_size > KILN_SECRET_MAX) {
         cli_errorf("build: secret %s: %s: not a regular file of at most %d bytes", s->id, s->path,
-                   SECRET_MAX);
+                   KILN_SECRET_MAX);
         return CLI_EXIT_USAGE;
     }
     uint8_t *buf = malloc((size_t)st.st_size + 1);
