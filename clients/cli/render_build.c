@@ -87,12 +87,8 @@ static void draw_status(view *v)
     if (v->mode != P_TTY || v->cur_no == 0)
         return;
     unsigned others = 0;
-    if (running_step(v, &others) == SIZE_MAX)
-        return;
-    size_t i = 0;
-    while (i < v->n_steps && v->steps[i].no != v->cur_no)
-        i++;
-    if (i == v->n_steps)
+    size_t i = running_step(v, &others); /* the step cur_no names: started last */
+    if (i == SIZE_MAX)
         return;
     double secs = (double)(kiln_now_ms() - v->steps[i].t0) / 1000.0;
     char more[32] = "";
