@@ -29,6 +29,20 @@ static bool kind_of(const char *kw, bld_instr_kind *k)
     return false;
 }
 
+int pc_json(pctx *c, const df_line *ln, size_t off, const char *args, char ***w, size_t *n,
+            kiln_error **err)
+{
+    int j = df_json_strings(w, n, c->a, args);
+    if (j == -1)
+        return pc_err(c, ln, off, err,
+                      "when using JSON array syntax, arrays must be comprised of strings only");
+    if (j == -2)
+        return pc_err(c, ln, off, err,
+                      "a JSON string holds a NUL character (\\u0000), which no command, path or "
+                      "image config value can contain");
+    return j;
+}
+
 static int no_flags(pctx *c, const df_line *ln, const df_cmd *cmd, kiln_error **err)
 {
     return pc_flags(c, ln, cmd, NULL, 0, NULL, err);
@@ -225,10 +239,9 @@ static int do_volume(pctx *c, const df_line *ln, const df_cmd *cmd, bld_instr *i
     size_t n = 0;
     if (rc < 0)
         return rc;
-    int j = df_json_strings(&w, &n, c->a, cmd->args);
+    int j = pc_json(c, ln, cmd->args_off, cmd->args, &w, &n, err);
     if (j < 0)
-        return pc_err(c, ln, cmd->args_off, err,
-                      "when using JSON array syntax, arrays must be comprised of strings only");
+        return j;
     if (j == 0)
         n = df_split_ws(&w, c->a, cmd->args);
     if (n == 0)
@@ -256,10 +269,9 @@ static int command_form(pctx *c, const df_line *ln, const char *args, size_t off
 {
     char **w = NULL;
     size_t n = 0;
-    int j = df_json_strings(&w, &n, c->a, args);
+    int j = pc_json(c, ln, off, args, &w, &n, err);
     if (j < 0)
-        return pc_err(c, ln, off, err,
-                      "when using JSON array syntax, arrays must be comprised of strings only");
+        return j;
     if (j > 0) {
         *exec_form = true;
         *argv = (bld_strv){(const char **)w, n};
@@ -282,7 +294,10 @@ static int do_shell(pctx *c, const df_line *ln, const df_cmd *cmd, bld_instr *in
     size_t n = 0;
     if (rc < 0)
         return rc;
-    if (df_json_strings(&w, &n, c->a, cmd->args) <= 0)
+    int j = pc_json(c, ln, cmd->args_off, cmd->args, &w, &n, err);
+    if (j < 0)
+        return j;
+    if (j == 0)
         return pc_err(c, ln, cmd->args_off, err, "SHELL requires the arguments to be in JSON form");
     if (n == 0)
         return pc_err(c, ln, cmd->args_off, err, "SHELL requires at least one argument");

@@ -373,10 +373,9 @@ int df_instr_run(pctx *c, const df_line *ln, const df_cmd *cmd, bld_instr *in, k
     take_heredocs(c, ln, in);
     char **argv = NULL;
     size_t argc = 0;
-    int j = df_json_strings(&argv, &argc, c->a, cmd->args);
+    int j = pc_json(c, ln, cmd->args_off, cmd->args, &argv, &argc, err);
     if (j < 0)
-        return pc_err(c, ln, cmd->args_off, err,
-                      "when using JSON array syntax, arrays must be comprised of strings only");
+        return j;
     if (j > 0 && in->n_heredocs == 0) {
         if (argc == 0)
             return pc_err(c, ln, cmd->args_off, err, "RUN requires at least one argument");
@@ -523,10 +522,9 @@ int df_instr_copy(pctx *c, const df_line *ln, const df_cmd *cmd, bld_instr *in, 
         return rc;
     char **w = NULL;
     size_t n = 0;
-    int j = df_json_strings(&w, &n, c->a, cmd->args);
+    int j = pc_json(c, ln, cmd->args_off, cmd->args, &w, &n, err);
     if (j < 0)
-        return pc_err(c, ln, cmd->args_off, err,
-                      "when using JSON array syntax, arrays must be comprised of strings only");
+        return j;
     if (j == 0)
         n = df_split_ws(&w, c->a, cmd->args);
     if (n < 2)

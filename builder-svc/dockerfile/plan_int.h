@@ -75,6 +75,11 @@ int pc_stage_ref(pctx *c, const char *ref, bld_ref_kind *kind, size_t *stage, co
 
 void pc_warn(pctx *c, const char *msg);
 
+/* The exec form of args (df_json_strings): 1 = JSON array of strings in *w,
+ * 0 = shell form, negative = error reported (not strings, or a NUL byte). */
+int pc_json(pctx *c, const df_line *ln, size_t off, const char *args, char ***w, size_t *n,
+            kiln_error **err);
+
 /* Value an ARG declaration takes (build arg, builtin, default, global). */
 const char *pc_arg_value(pctx *c, const char *name, const char *dflt, bool has_default,
                          bool global);

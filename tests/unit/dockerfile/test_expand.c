@@ -12,7 +12,8 @@ typedef struct xcase {
     const char *err;
 } xcase;
 
-static const char *const env[] = {"A=1", "E=", "S=a b", "A_B=2", "P=/usr/local", "Q=it's"};
+static const char *const env[] = {"A=1",   "E=",        "S=a b",          "A_B=2", "P=/usr/local",
+                                   "Q=it's", "X=xxyy",    "F=/tmp/tmp/a.txt", "N=\\*/", "U8=h\xc3\xa9h\xc3\xa9"};
 
 static const xcase xcases[] = {
     {"$A", 0, "1", NULL},
@@ -36,9 +37,13 @@ static const xcase xcases[] = {
     {"${E+w}", 0, "w", NULL},
     {"${U+w}", 0, "", NULL},
     {"${A:?need}", 0, "1", NULL},
-    {"${U:?need}", 0, NULL, "required"},
+    {"${U:?need}", 0, NULL, "U: need"},
+    {"${E:?need $A}", 0, NULL, "E: need 1"},
+    {"${U:?}", 0, NULL, "U: is not allowed to be unset"},
+    {"${E:?}", 0, NULL, "E: is not allowed to be empty"},
     {"${E?need}", 0, "", NULL},
-    {"${U?need}", 0, NULL, "required"},
+    {"${U?need}", 0, NULL, "U: need"},
+    {"${U?}", 0, NULL, "U: is not allowed to be unset"},
     {"${U:-${A}}", 0, "1", NULL},
     {"${U:-${U2:-deep}}", 0, "deep", NULL},
     {"${U:-$A$A}", 0, "11", NULL},
@@ -75,8 +80,40 @@ static const xcase xcases[] = {
     {"${:-x}", 0, NULL, "bad substitution"},
     {"${{A}}", 0, NULL, "bad substitution"},
     {"${A:x}", 0, NULL, "unsupported modifier"},
-    {"${A#x}", 0, NULL, "unsupported modifier"},
-    {"${A x}", 0, NULL, "unsupported modifier"},
+    {"${A:#x}", 0, NULL, "unsupported modifier (:#)"},
+    {"${A:%x}", 0, NULL, "unsupported modifier (:%)"},
+    {"${A=x}", 0, NULL, "unsupported modifier (=)"},
+    /* pattern substitutions (BuildKit's lex_test.go and the Dockerfile reference) */
+    {"${X#*x*y}", 0, "y", NULL},
+    {"${X#*}", 0, "xxyy", NULL},
+    {"${X##*x}", 0, "yy", NULL},
+    {"${X#x}", 0, "xyy", NULL},
+    {"${X#}", 0, "xxyy", NULL},
+    {"${X##}", 0, "xxyy", NULL},
+    {"${X%y}", 0, "xxy", NULL},
+    {"${X%%y*}", 0, "xx", NULL},
+    {"${X%x}", 0, "xxyy", NULL},
+    {"${X%?y}", 0, "xx", NULL},
+    {"${X%%?y}", 0, "xx", NULL},
+    {"${X#$A}", 0, "xxyy", NULL},
+    {"${X#[x]}", 0, "xxyy", NULL},
+    {"${U#x}", 0, "", NULL},
+    {"${U8#h?}", 0, "h\xc3\xa9", NULL},
+    {"${U8%?}", 0, "h\xc3\xa9h", NULL},
+    {"${F/\\/tmp/}", 0, "/tmp/a.txt", NULL},
+    {"${F//\\/tmp/}", 0, "/a.txt", NULL},
+    {"${F//\\//\\/}", 0, "\\/tmp\\/tmp\\/a.txt", NULL},
+    {"${F/t*p/X}", 0, "/X/a.txt", NULL},
+    {"${F//t?p/X}", 0, "/X/X/a.txt", NULL},
+    {"${F/$N/.}", 0, "/tmp/tmp/a.txt", NULL},
+    {"${X/x/$A}", 0, "1xyy", NULL},
+    {"${X//x/$$}", 0, "yy", NULL}, /* $$ is a (never set) special parameter */
+    {"${X//x/\\$0}", 0, "\\x\\xyy", NULL}, /* Go's ReplaceAllString expands $0 */
+    {"${X///}", 0, "xxyy", NULL},
+    {"${X//y}", 0, NULL, "missing '/'"},
+    {"${X#\\x}", 0, NULL, "invalid pattern"},
+    {"${X#\\}", 0, NULL, "missing '}'"},
+    {"${A x}", 0, NULL, "unsupported modifier ( )"},
     {"'abc", 0, NULL, "matching single-quote"},
     {"\"abc", 0, NULL, "matching double-quote"},
     {"\"${A\"", 0, NULL, "unsupported modifier"},
