@@ -171,6 +171,24 @@ int df_pattern_replace(char **out, df_arena *a, const char *value, const char *p
 /* Heredoc reference in one word ("<<EOF", "<<-'EOF'", "3<<EOF"); false when not one. */
 bool df_heredoc_word(df_heredoc *out, df_arena *a, const char *word);
 
+/* ---- argument syntax (syntax.c) -------------------------------------------- */
+
+typedef struct df_name_val {
+    char *name;
+    const char *value; /* as written (quotes and escapes kept) */
+} df_name_val;
+
+/* ENV and LABEL arguments: "name value" (legacy, *legacy set) or name=value
+ * words.  -1 when malformed: *bad_word is the word without '=' or NULL when
+ * the legacy form lacks a value.  Zero pairs for an empty text. */
+int df_name_vals(df_name_val **out, size_t *n_out, bool *legacy, df_arena *a, const char *args,
+                 char escape, const char **bad_word);
+
+/* The Dockerfile as BuildKit's parser dumps its AST: one "(keyword [flags]
+ * \"arg\" ...)" line per instruction, arguments split as the instruction
+ * parsers split them, nothing expanded.  *out is owned by a. */
+int df_syntax_dump(char **out, df_arena *a, const char *text, size_t len, kiln_error **err);
+
 /* ---- small helpers --------------------------------------------------------- */
 
 bool df_is_space(char c);

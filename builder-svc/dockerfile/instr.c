@@ -53,42 +53,26 @@ static int no_flags(pctx *c, const df_line *ln, const df_cmd *cmd, kiln_error **
 static int name_vals(pctx *c, const df_line *ln, const df_cmd *cmd, bld_instr *in, const char *kw,
                      kiln_error **err)
 {
-    char **w = NULL;
-    size_t n = df_parse_words(&w, c->a, cmd->args, c->dirs.escape), cnt = 0;
-    if (n == 0)
+    df_name_val *nv = NULL;
+    size_t cnt = 0;
+    bool legacy = false;
+    const char *bad = NULL;
+    if (*cmd->args == '\0')
         return pc_err(c, ln, cmd->kw_off, err, "%s requires at least one argument", kw);
-    char **keys = df_alloc(c->a, n * sizeof(char *)), **vals = df_alloc(c->a, n * sizeof(char *));
-    if (strchr(w[0], '=') == NULL) {
-        const char *s = cmd->args;
-        size_t k = 0;
-        while (s[k] && !df_is_space(s[k]))
-            k++;
-        size_t v = k;
-        while (s[v] && df_is_space(s[v]))
-            v++;
-        if (s[v] == '\0')
-            return pc_err(c, ln, cmd->args_off, err, "%s must have two arguments", kw);
-        keys[0] = df_strndup(c->a, s, k);
-        vals[0] = (char *)s + v;
-        cnt = 1;
-    } else {
-        for (size_t i = 0; i < n; i++) {
-            char *eq = strchr(w[i], '=');
-            if (eq == NULL)
-                return pc_err(c, ln, cmd->args_off, err,
-                              "Syntax error - can't find = in \"%s\". Must be of the form: "
-                              "name=value",
-                              w[i]);
-            keys[cnt] = df_strndup(c->a, w[i], (size_t)(eq - w[i]));
-            vals[cnt++] = eq + 1;
-        }
-    }
+    if (df_name_vals(&nv, &cnt, &legacy, c->a, cmd->args, c->dirs.escape, &bad) < 0)
+        return bad ? pc_err(c, ln, cmd->args_off, err,
+                            "Syntax error - can't find = in \"%s\". Must be of the form: "
+                            "name=value",
+                            bad)
+                   : pc_err(c, ln, cmd->args_off, err, "%s must have two arguments", kw);
+    if (cnt == 0)
+        return pc_err(c, ln, cmd->kw_off, err, "%s requires at least one argument", kw);
     bld_kv *pairs = df_alloc(c->a, cnt * sizeof(bld_kv));
     for (size_t i = 0; i < cnt; i++) {
         char *k = NULL, *v = NULL;
-        int rc = pc_expand(c, &k, keys[i], false, ln, cmd->args_off, err);
+        int rc = pc_expand(c, &k, nv[i].name, false, ln, cmd->args_off, err);
         if (rc == 0)
-            rc = pc_expand(c, &v, vals[i], false, ln, cmd->args_off, err);
+            rc = pc_expand(c, &v, nv[i].value, false, ln, cmd->args_off, err);
         if (rc < 0)
             return rc;
         if (*k == '\0')
