@@ -230,11 +230,21 @@ static void json_string(df_str *b, const char **p)
         s++;
         char e = *s++;
         switch (e) {
-        case 'b': df_str_addc(b, '\b'); break;
-        case 'f': df_str_addc(b, '\f'); break;
-        case 'n': df_str_addc(b, '\n'); break;
-        case 'r': df_str_addc(b, '\r'); break;
-        case 't': df_str_addc(b, '\t'); break;
+        case 'b':
+            df_str_addc(b, '\b');
+            break;
+        case 'f':
+            df_str_addc(b, '\f');
+            break;
+        case 'n':
+            df_str_addc(b, '\n');
+            break;
+        case 'r':
+            df_str_addc(b, '\r');
+            break;
+        case 't':
+            df_str_addc(b, '\t');
+            break;
         case 'u': {
             unsigned cp = (unsigned)strtoul((char[5]){s[0], s[1], s[2], s[3], 0}, NULL, 16);
             s += 4;

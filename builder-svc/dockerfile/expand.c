@@ -235,7 +235,7 @@ static int modifier(lexer *l, df_str *out, const char *nm, bool colon, int op)
     default: /* '?': BuildKit's message, "NAME: word" */
         if (!set)
             return fail(l, df_printf(l->a, "%s: %s", nm,
-                                     *word        ? word
+                                     *word       ? word
                                      : v == NULL ? "is not allowed to be unset"
                                                  : "is not allowed to be empty"));
         df_str_adds(out, v);
@@ -258,8 +258,8 @@ static int trim_op(lexer *l, df_str *out, const char *nm, int op)
     bool greedy = word[0] == op;
     char *res = NULL;
     const char *msg = NULL;
-    if (df_pattern_trim(&res, l->a, v ? v : "", greedy ? word + 1 : word, op == '%', greedy,
-                        &msg) < 0)
+    if (df_pattern_trim(&res, l->a, v ? v : "", greedy ? word + 1 : word, op == '%', greedy, &msg) <
+        0)
         return fail(l, df_printf(l->a, "invalid pattern (%s) in substitution: %s", word, msg));
     df_str_adds(out, res);
     return 0;

@@ -87,18 +87,8 @@ static int name_vals(pctx *c, const df_line *ln, const df_cmd *cmd, bld_instr *i
 static int do_env(pctx *c, const df_line *ln, const df_cmd *cmd, bld_instr *in, kiln_error **err)
 {
     int rc = name_vals(c, ln, cmd, in, "ENV", err);
-    for (size_t i = 0; rc == 0 && i < in->u.kv.n; i++) {
-        DF_PUSH(c->a, c->ss.env, c->ss.n_env, c->ss.cap_env);
-        c->ss.snap = NULL;
-        c->work += c->ss.n_env;
-        /* A later value replaces the earlier one in place, like Config.Env. */
-        size_t k = 0;
-        while (k < c->ss.n_env && strcmp(c->ss.env[k].key, in->u.kv.pairs[i].key) != 0)
-            k++;
-        c->ss.env[k] = in->u.kv.pairs[i];
-        if (k == c->ss.n_env)
-            c->ss.n_env++;
-    }
+    for (size_t i = 0; rc == 0 && i < in->u.kv.n; i++)
+        pc_env_set(c, in->u.kv.pairs[i].key, in->u.kv.pairs[i].value);
     return rc;
 }
 
@@ -114,14 +104,17 @@ static int do_arg(pctx *c, const df_line *ln, const df_cmd *cmd, bld_instr *in, 
         char *name = eq ? df_strndup(c->a, w[i], (size_t)(eq - w[i])) : w[i], *dflt = NULL;
         if (*name == '\0')
             return pc_err(c, ln, cmd->args_off, err, "ARG names can not be blank");
-        if (eq) {
+        /* A --build-arg value wins, and then the default is not evaluated at
+         * all (BuildKit's dispatchArg): ARG B=${A:?} with --build-arg B=x works. */
+        const char *v = pc_build_arg(c, name);
+        if (v == NULL && eq) {
             int rc = pc_expand(c, &dflt, eq + 1, false, ln, cmd->args_off, err);
             if (rc < 0)
                 return rc;
         }
-        const char *v = pc_arg_value(c, name, dflt, eq != NULL, false);
-        DF_PUSH(c->a, c->ss.args, c->ss.n_args, c->ss.cap_args);
-        c->ss.args[c->ss.n_args++] = (bld_kv){name, v};
+        if (v == NULL)
+            v = pc_arg_value(c, name, dflt, eq != NULL, false);
+        pc_arg_add(c, name, v, ++c->seq);
         in->u.kv.pairs[in->u.kv.n++] = (bld_kv){name, v};
     }
     return 0;

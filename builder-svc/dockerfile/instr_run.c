@@ -287,13 +287,15 @@ static void run_args(pctx *c, bld_instr *in)
     c->work += c->ss.n_args * (c->ss.n_args + c->ss.n_env);
     if (c->work > DF_MAX_WORK)
         return;
+    /* Each name's last ARG with a value, unless an ENV set later shadows it. */
     for (size_t i = 0; i < c->ss.n_args; i++) {
         const bld_kv *a = &c->ss.args[i];
         bool later = false, shadowed = false;
         for (size_t k = i + 1; k < c->ss.n_args; k++)
-            later |= strcmp(c->ss.args[k].key, a->key) == 0;
+            later |= c->ss.args[k].value && strcmp(c->ss.args[k].key, a->key) == 0;
         for (size_t k = 0; k < c->ss.n_env; k++)
-            shadowed |= strcmp(c->ss.env[k].key, a->key) == 0;
+            shadowed |=
+                c->ss.env_seq[k] > c->ss.arg_seq[i] && strcmp(c->ss.env[k].key, a->key) == 0;
         if (!later && !shadowed && a->value)
             v[n++] = *a;
     }

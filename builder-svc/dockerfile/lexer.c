@@ -51,9 +51,9 @@ static bool is_comment(const char *p, size_t n)
 }
 
 /* Removes a trailing escape character followed by blanks; true when found.
- * As in BuildKit, an escape that is itself escaped ("a\\\\" at the end, two escapes) does
- * not continue the line (nor, like BuildKit's expression, does any escape
- * preceded by the escape character). */
+ * As in BuildKit, an escape that is itself escaped (a line ending in two
+ * escapes) does not continue the line, nor does any escape preceded by the
+ * escape character. */
 static bool trim_continuation(const char *p, size_t *n, char escape)
 {
     size_t i = *n;
@@ -175,8 +175,7 @@ static bool may_have_heredoc(const char *text)
 /* Reads the bodies of the heredocs named on ln. */
 static int read_heredocs(df_line *ln, df_arena *a, reader *r, const df_src *src, kiln_error **err)
 {
-    df_lex_opts o = {
-        .escape = '\\', .raw_quotes = true, .raw_escapes = true, .skip_unset = true};
+    df_lex_opts o = {.escape = '\\', .raw_quotes = true, .raw_escapes = true, .skip_unset = true};
     char **words = NULL;
     const char *msg = NULL;
     long nw = df_expand_words(&words, a, ln->text, &o, &msg);

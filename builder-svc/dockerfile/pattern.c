@@ -22,8 +22,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PAT_MAX_CELLS ((size_t)4 << 20) /* memo cells: tokens x value offsets */
-#define PAT_MAX_STEPS 50000000ULL
+#define PAT_MAX_CELLS  ((size_t)4 << 20) /* memo cells: tokens x value offsets */
+#define PAT_MAX_STEPS  50000000ULL
 #define PAT_MAX_TOKENS 1024 /* wildcards and literal runs: the match recursion depth */
 
 typedef enum { T_LIT, T_ANY, T_STAR } tok_kind;
@@ -41,7 +41,7 @@ typedef struct matcher {
     size_t ns;
     bool greedy;
     unsigned char *starts; /* starts[i]: a character begins at offset i (and at ns) */
-    int32_t *memo; /* (nt+1) x (ns+1): -2 unknown, -1 no match, else end offset */
+    int32_t *memo;         /* (nt+1) x (ns+1): -2 unknown, -1 no match, else end offset */
     unsigned long long steps;
     bool overflow;
 } matcher;
@@ -209,8 +209,8 @@ static char *reverse_pattern(df_arena *a, const char *p)
     size_t n = strlen(p);
     char *out = df_alloc(a, n + 1);
     for (size_t i = 0; i < n;) {
-        size_t unit = p[i] == '\\' && i + 1 < n ? 1 + rune_len(p + i + 1, n - i - 1)
-                                                : rune_len(p + i, n - i);
+        size_t unit =
+            p[i] == '\\' && i + 1 < n ? 1 + rune_len(p + i + 1, n - i - 1) : rune_len(p + i, n - i);
         memcpy(out + n - i - unit, p + i, unit);
         i += unit;
     }

@@ -21,8 +21,9 @@
  *     after FROM (instructions with from_onbuild set); bld_onbuild_check()
  *     validates a single trigger string on its own.
  *   - RUN: execute run.argv (shell form already wrapped in the SHELL in effect)
- *     with env = ENV in effect (env[]) plus the ARGs in scope (args[], an ENV of
- *     the same name wins) plus proxy build args, as user/workdir in effect;
+ *     with env = ENV in effect (env[]) plus the ARGs in scope (args[]: an ARG
+ *     there replaces an ENV entry of the same name, it was set after it) plus
+ *     proxy build args, as user/workdir in effect;
  *     run.files are heredoc scripts to mount read-only before running.
  *   - Cache keys: the instruction's original text is not enough; use the
  *     expanded fields plus args[] (the ARG values the instruction depends on). */

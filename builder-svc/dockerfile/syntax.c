@@ -59,16 +59,35 @@ static void quote(df_str *b, const char *s, size_t n)
         unsigned char c = (unsigned char)s[i];
         const char *e = NULL;
         switch (c) {
-        case '\a': e = "\\a"; break;
-        case '\b': e = "\\b"; break;
-        case '\f': e = "\\f"; break;
-        case '\n': e = "\\n"; break;
-        case '\r': e = "\\r"; break;
-        case '\t': e = "\\t"; break;
-        case '\v': e = "\\v"; break;
-        case '\\': e = "\\\\"; break;
-        case '"': e = "\\\""; break;
-        default: break;
+        case '\a':
+            e = "\\a";
+            break;
+        case '\b':
+            e = "\\b";
+            break;
+        case '\f':
+            e = "\\f";
+            break;
+        case '\n':
+            e = "\\n";
+            break;
+        case '\r':
+            e = "\\r";
+            break;
+        case '\t':
+            e = "\\t";
+            break;
+        case '\v':
+            e = "\\v";
+            break;
+        case '\\':
+            e = "\\\\";
+            break;
+        case '"':
+            e = "\\\"";
+            break;
+        default:
+            break;
         }
         if (e) {
             df_str_adds(b, e);

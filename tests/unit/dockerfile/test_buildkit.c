@@ -157,8 +157,7 @@ KT_TEST(parser_testfiles_negative)
     size_t n = 0, ok = 0;
     for (size_t i = 0; names[i]; i++) {
         size_t len = 0;
-        snprintf(path, sizeof(path), "%s/parser/testfiles-negative/%s/Dockerfile", dir(),
-                 names[i]);
+        snprintf(path, sizeof(path), "%s/parser/testfiles-negative/%s/Dockerfile", dir(), names[i]);
         char *df = slurp(path, &len);
         KT_REQUIRE(df != NULL);
         n++;
@@ -247,8 +246,8 @@ KT_TEST(heredoc_cases)
 
 KT_TEST(shell_env_var_test)
 {
-    static const char *const env[] = {"PWD=/home", "SHELL=bash", "KOREAN=\xed\x95\x9c\xea\xb5\xad\xec\x96\xb4",
-                                      "NULL="};
+    static const char *const env[] = {"PWD=/home", "SHELL=bash",
+                                      "KOREAN=\xed\x95\x9c\xea\xb5\xad\xec\x96\xb4", "NULL="};
     char path[1024];
     snprintf(path, sizeof(path), "%s/shell/envVarTest", dir());
     char *text = slurp(path, NULL);
@@ -283,8 +282,8 @@ KT_TEST(shell_env_var_test)
         if (want_err ? rc < 0 : rc == 0 && strcmp(out, f[2]) == 0)
             ok++;
         else
-            KT_FAIL("envVarTest:%zu [%s]: got %s, want %s", lineno, f[1],
-                    rc < 0 ? err->msg : out, f[2]);
+            KT_FAIL("envVarTest:%zu [%s]: got %s, want %s", lineno, f[1], rc < 0 ? err->msg : out,
+                    f[2]);
         free(out);
         kiln_error_free(&err);
     }
@@ -384,7 +383,8 @@ KT_TEST(shell_lex_cases)
         char *envs = t1 + 1;
         const char *env[16];
         size_t ne = 0;
-        for (char *s = NULL, *t = strtok_r(envs, " ", &s); t && ne < 16; t = strtok_r(NULL, " ", &s))
+        for (char *s = NULL, *t = strtok_r(envs, " ", &s); t && ne < 16;
+             t = strtok_r(NULL, " ", &s))
             env[ne++] = t;
         n++;
         char *out = NULL;

@@ -12,8 +12,11 @@ typedef struct xcase {
     const char *err;
 } xcase;
 
-static const char *const env[] = {"A=1",   "E=",        "S=a b",          "A_B=2", "P=/usr/local",
-                                   "Q=it's", "X=xxyy",    "F=/tmp/tmp/a.txt", "N=\\*/", "U8=h\xc3\xa9h\xc3\xa9"};
+static const char *const env[] = {"A=1",          "E=",
+                                  "S=a b",        "A_B=2",
+                                  "P=/usr/local", "Q=it's",
+                                  "X=xxyy",       "F=/tmp/tmp/a.txt",
+                                  "N=\\*/",       "U8=h\xc3\xa9h\xc3\xa9"};
 
 static const xcase xcases[] = {
     {"$A", 0, "1", NULL},
@@ -107,7 +110,7 @@ static const xcase xcases[] = {
     {"${F//t?p/X}", 0, "/X/X/a.txt", NULL},
     {"${F/$N/.}", 0, "/tmp/tmp/a.txt", NULL},
     {"${X/x/$A}", 0, "1xyy", NULL},
-    {"${X//x/$$}", 0, "yy", NULL}, /* $$ is a (never set) special parameter */
+    {"${X//x/$$}", 0, "yy", NULL},         /* $$ is a (never set) special parameter */
     {"${X//x/\\$0}", 0, "\\x\\xyy", NULL}, /* Go's ReplaceAllString expands $0 */
     {"${X///}", 0, "xxyy", NULL},
     {"${X//y}", 0, NULL, "missing '/'"},
