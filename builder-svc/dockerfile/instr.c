@@ -5,6 +5,7 @@
  * updates the stage state. */
 #include "plan_int.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -158,6 +159,8 @@ static int do_workdir(pctx *c, const df_line *ln, const df_cmd *cmd, bld_instr *
 
 static int parse_port(const char *s, unsigned *out)
 {
+    if (*s == '+')
+        s++; /* Go's ParseInt takes a sign */
     if (!*s || strlen(s) > 5)
         return -1;
     unsigned v = 0;
@@ -172,39 +175,107 @@ static int parse_port(const char *s, unsigned *out)
     return 0;
 }
 
+/* "start[-end]"; -1 when invalid, -2 when end < start. */
+static int parse_range(char *s, unsigned *start, unsigned *end)
+{
+    char *dash = strchr(s, '-');
+    if (dash)
+        *dash = '\0';
+    if (parse_port(s, start) < 0)
+        return -1;
+    if (dash == NULL || strcmp(s, dash + 1) == 0) {
+        *end = *start;
+        return 0;
+    }
+    if (parse_port(dash + 1, end) < 0)
+        return -1;
+    return *end < *start ? -2 : 0;
+}
+
+/* BuildKit's parsePort: [[ip:]hostPort:]port[-end][/proto]; the IP must be a
+ * valid address and a host port range must fit the container one. */
+static int expose_one(pctx *c, const df_line *ln, const df_cmd *cmd, char *spec, bld_port *pt,
+                      kiln_error **err)
+{
+    const char *raw = df_strdup(c->a, spec);
+    char *ip = NULL, *host = NULL, *port = spec;
+    char *last = strrchr(spec, ':');
+    if (last) {
+        *last = '\0';
+        port = last + 1;
+        char *prev = strrchr(spec, ':');
+        if (prev) {
+            *prev = '\0';
+            ip = spec;
+            host = prev + 1;
+        } else {
+            host = spec;
+        }
+    }
+    char *slash = strchr(port, '/');
+    pt->proto = "tcp";
+    if (slash) {
+        *slash = '\0';
+        char *proto = slash + 1;
+        df_lower(proto);
+        if (*proto && strcmp(proto, "tcp") && strcmp(proto, "udp") && strcmp(proto, "sctp"))
+            return pc_err(c, ln, cmd->args_off, err, "invalid port \"%s\": invalid proto: %s", raw,
+                          slash + 1);
+        if (*proto)
+            pt->proto = proto;
+    }
+    if (*port == '\0')
+        return pc_err(c, ln, cmd->args_off, err, "invalid port \"%s\": no port specified", raw);
+    if (ip && *ip) {
+        size_t il = strlen(ip);
+        if (ip[0] == '[' && il >= 2 && ip[il - 1] == ']') {
+            ip[il - 1] = '\0';
+            ip++;
+        }
+        unsigned char buf[16];
+        if (inet_pton(AF_INET, ip, buf) != 1 && inet_pton(AF_INET6, ip, buf) != 1)
+            return pc_err(c, ln, cmd->args_off, err, "invalid IP address: %s", ip);
+    }
+    int r = parse_range(port, &pt->start, &pt->end);
+    if (r == -2)
+        return pc_err(c, ln, cmd->args_off, err, "invalid port range: %s", raw);
+    if (r < 0)
+        return pc_err(c, ln, cmd->args_off, err, "invalid containerPort: %s", port);
+    if (host && *host) {
+        unsigned hs = 0, he = 0;
+        if (parse_range(host, &hs, &he) < 0)
+            return pc_err(c, ln, cmd->args_off, err, "invalid hostPort: %s", host);
+        if (he - hs != pt->end - pt->start && pt->end != pt->start)
+            return pc_err(c, ln, cmd->args_off, err,
+                          "invalid ranges specified for container and host Ports: %s", raw);
+    }
+    return 0;
+}
+
+/* EXPOSE: each argument is expanded and split into words (BuildKit's
+ * ProcessWords), so ARG PORTS="80 443/udp" + EXPOSE $PORTS gives two ports and
+ * an empty expansion none. */
 static int do_expose(pctx *c, const df_line *ln, const df_cmd *cmd, bld_instr *in, kiln_error **err)
 {
     int rc = no_flags(c, ln, cmd, err);
     char **w = NULL;
-    size_t n = df_split_ws(&w, c->a, cmd->args);
+    size_t n = df_split_ws(&w, c->a, cmd->args), cap = 0;
     if (rc < 0)
         return rc;
     if (n == 0)
         return pc_err(c, ln, cmd->kw_off, err, "EXPOSE requires at least one argument");
-    in->u.expose.v = df_alloc(c->a, n * sizeof(bld_port));
     for (size_t i = 0; i < n; i++) {
-        char *s = NULL;
-        if ((rc = pc_expand(c, &s, w[i], false, ln, cmd->args_off, err)) < 0)
+        char **ports = NULL;
+        long np = 0;
+        if ((rc = pc_expand_words(c, &ports, &np, w[i], ln, cmd->args_off, err)) < 0)
             return rc;
-        bld_port *pt = &in->u.expose.v[in->u.expose.n++];
-        char *spec = strrchr(s, ':') ? strrchr(s, ':') + 1 : s; /* [ip:][host:]port */
-        char *slash = strchr(spec, '/');
-        pt->proto = "tcp";
-        if (slash) {
-            *slash = '\0';
-            char *proto = slash + 1;
-            df_lower(proto);
-            if (strcmp(proto, "tcp") && strcmp(proto, "udp") && strcmp(proto, "sctp"))
-                return pc_err(c, ln, cmd->args_off, err, "invalid proto: %s", slash + 1);
-            pt->proto = proto;
+        for (long k = 0; k < np; k++) {
+            DF_PUSH(c->a, in->u.expose.v, in->u.expose.n, cap);
+            bld_port *pt = &in->u.expose.v[in->u.expose.n];
+            if ((rc = expose_one(c, ln, cmd, ports[k], pt, err)) < 0)
+                return rc;
+            in->u.expose.n++;
         }
-        char *dash = strchr(spec, '-');
-        if (dash)
-            *dash = '\0';
-        if (parse_port(spec, &pt->start) < 0 || parse_port(dash ? dash + 1 : spec, &pt->end) < 0)
-            return pc_err(c, ln, cmd->args_off, err, "invalid containerPort: %s", w[i]);
-        if (pt->end < pt->start)
-            return pc_err(c, ln, cmd->args_off, err, "invalid port range: %s", w[i]);
     }
     return 0;
 }

@@ -468,18 +468,33 @@ static int copy_flags(pctx *c, const df_line *ln, bld_copy *cp, flag_val *fv, bo
         if ((rc = pc_expand(c, &v, fv[1].s, false, ln, fv[1].off, err)) < 0)
             return rc;
         char *colon = strchr(v, ':');
-        cp->chown_user = colon ? df_strndup(c->a, v, (size_t)(colon - v)) : v;
-        cp->chown_group = colon ? colon + 1 : NULL;
-        if (*cp->chown_user == '\0' || (colon && *cp->chown_group == '\0'))
-            return pc_err(c, ln, fv[1].off, err, "invalid --chown \"%s\" (want user[:group])", v);
+        if (*v == '\0') {
+            v = NULL; /* --chown= is no chown, as in BuildKit */
+        } else {
+            cp->chown_user = colon ? df_strndup(c->a, v, (size_t)(colon - v)) : v;
+            cp->chown_group = colon ? colon + 1 : NULL;
+            if (*cp->chown_user == '\0' || (colon && *cp->chown_group == '\0'))
+                return pc_err(c, ln, fv[1].off, err, "invalid --chown \"%s\" (want user[:group])",
+                              v);
+        }
     }
     cp->mode = -1;
     if (fv[2].set) {
         if ((rc = pc_expand(c, &v, fv[2].s, false, ln, fv[2].off, err)) < 0)
             return rc;
         cp->chmod = v;
-        if (!parse_ulong(v, 8, 07777, &cp->mode) || !isdigit((unsigned char)*v))
-            return pc_err(c, ln, fv[2].off, err, "invalid chmod parameter \"%s\" (want octal)", v);
+        if (isdigit((unsigned char)*v)) {
+            if (!parse_ulong(v, 8, 07777, &cp->mode))
+                return pc_err(c, ln, fv[2].off, err,
+                              "invalid chmod parameter: '%s'. it should be octal string and "
+                              "between 0 and 07777",
+                              v);
+        } else if (bld_chmod_apply(v, 0, false, NULL) < 0) {
+            return pc_err(c, ln, fv[2].off, err,
+                          "invalid chmod parameter \"%s\" (want octal, or symbolic as chmod(1): "
+                          "u=rw,go=r, go-w, a+X)",
+                          v);
+        }
     }
     cp->link = fv[3].b;
     cp->parents = fv[4].b;
@@ -554,11 +569,17 @@ int df_instr_copy(pctx *c, const df_line *ln, const df_cmd *cmd, bld_instr *in, 
         char *p = NULL;
         if ((rc = pc_expand(c, &p, w[i], false, ln, cmd->args_off, err)) < 0)
             return rc;
+        if (!add && is_url(p))
+            return pc_err(c, ln, cmd->args_off, err,
+                          "source can't be a URL for COPY (ADD downloads URLs)");
         s->path = p;
         s->kind = add && is_git(p) ? BLD_SRC_GIT : add && is_url(p) ? BLD_SRC_URL : BLD_SRC_PATH;
         all_remote &= s->kind != BLD_SRC_PATH;
     }
     char *dest = NULL;
+    df_heredoc hd;
+    if (j == 0 && df_heredoc_word(&hd, c->a, w[n - 1]))
+        return pc_err(c, ln, cmd->args_off, err, "%s cannot accept a heredoc as a destination", kw);
     if ((rc = pc_expand(c, &dest, w[n - 1], false, ln, cmd->args_off, err)) < 0)
         return rc;
     cp->dest = dest;
@@ -566,8 +587,9 @@ int df_instr_copy(pctx *c, const df_line *ln, const df_cmd *cmd, bld_instr *in, 
     if (cp->n_sources > 1 && (dl == 0 || dest[dl - 1] != '/'))
         return pc_err(c, ln, cmd->args_off, err,
                       "when using %s with more than one source file, the destination must be a "
-                      "directory and end with a /",
-                      kw);
+                      "directory and end with a /: write \"%s/\" (Kiln is stricter here than "
+                      "BuildKit, as the Dockerfile reference asks)",
+                      kw, dest);
     if (cp->checksum && !all_remote)
         return pc_err(c, ln, fv[7].off, err,
                       "checksum can't be specified for non-HTTP(S) or git sources");

@@ -117,6 +117,17 @@ int pc_expand(pctx *c, char **out, const char *word, bool skip_quotes, const df_
     return 0;
 }
 
+int pc_expand_words(pctx *c, char ***out, long *n, const char *word, const df_line *ln, size_t off,
+                    kiln_error **err)
+{
+    df_lex_opts o = {.escape = c->dirs.escape, .lookup = lookup, .ctx = c};
+    const char *msg = NULL;
+    *n = df_expand_words(out, c->a, word, &o, &msg);
+    if (*n < 0)
+        return pc_err(c, ln, off, err, "%s", msg);
+    return 0;
+}
+
 const char *pc_build_arg(pctx *c, const char *name)
 {
     const char *v = NULL;

@@ -73,6 +73,10 @@ int pc_err(pctx *c, const df_line *ln, size_t off, kiln_error **err, const char 
 int pc_expand(pctx *c, char **out, const char *word, bool skip_quotes, const df_line *ln,
               size_t off, kiln_error **err);
 
+/* Expands word and splits the result into words (BuildKit's ProcessWords). */
+int pc_expand_words(pctx *c, char ***out, long *n, const char *word, const df_line *ln, size_t off,
+                    kiln_error **err);
+
 /* Resolves a COPY --from / mount from= reference and records the dependency. */
 int pc_stage_ref(pctx *c, const char *ref, bld_ref_kind *kind, size_t *stage, const df_line *ln,
                  size_t off, kiln_error **err);

@@ -501,6 +501,7 @@ static int copy_desc(eng_ctx *c, const bld_instr *in, stage_res *r, eng_copy_des
     if (rc < 0)
         return rc;
     d->mode = cp->mode;
+    d->mode_sym = cp->mode < 0 ? cp->chmod : NULL;
     d->extract = add && cp->unpack != 0;
     d->extract_urls = add && cp->unpack == 1;
     d->checksum = cp->checksum;
