@@ -541,8 +541,9 @@ int bld_expand_word(char **out, const char *word, const char *const *env, size_t
     char *res = NULL;
     const char *msg = NULL;
     if (df_expand(&res, a, word, &o, &msg) < 0) {
+        kiln_error_set(err, KILN_EINVAL, 0, "%s", msg); /* msg may live in the arena */
         df_arena_free(a);
-        return kiln_error_set(err, KILN_EINVAL, 0, "%s", msg);
+        return KILN_EINVAL;
     }
     *out = strdup(res);
     df_arena_free(a);
