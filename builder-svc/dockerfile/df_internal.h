@@ -159,14 +159,46 @@ int df_expand(char **out, df_arena *a, const char *word, const df_lex_opts *o, c
 long df_expand_words(char ***out, df_arena *a, const char *s, const df_lex_opts *o,
                      const char **msg);
 
+/* Shell patterns (pattern.c): removes the shortest (longest when greedy)
+ * prefix, or suffix, of value matching pat; replaces the first (or every)
+ * match of pat in value by repl.  -1 with a static *msg on an invalid or too
+ * complex pattern. */
+int df_pattern_trim(char **out, df_arena *a, const char *value, const char *pat, bool suffix,
+                    bool greedy, const char **msg);
+int df_pattern_replace(char **out, df_arena *a, const char *value, const char *pat,
+                       const char *repl, bool all, const char **msg);
+
 /* Heredoc reference in one word ("<<EOF", "<<-'EOF'", "3<<EOF"); false when not one. */
 bool df_heredoc_word(df_heredoc *out, df_arena *a, const char *word);
+
+/* ---- argument syntax (syntax.c) -------------------------------------------- */
+
+typedef struct df_name_val {
+    char *name;
+    const char *value; /* as written (quotes and escapes kept) */
+} df_name_val;
+
+/* ENV and LABEL arguments: "name value" (legacy, *legacy set) or name=value
+ * words.  -1 when malformed: *bad_word is the word without '=' or NULL when
+ * the legacy form lacks a value.  Zero pairs for an empty text. */
+int df_name_vals(df_name_val **out, size_t *n_out, bool *legacy, df_arena *a, const char *args,
+                 char escape, const char **bad_word);
+
+/* The Dockerfile as BuildKit's parser dumps its AST: one "(keyword [flags]
+ * \"arg\" ...)" line per instruction, arguments split as the instruction
+ * parsers split them, nothing expanded.  *out is owned by a. */
+int df_syntax_dump(char **out, df_arena *a, const char *text, size_t len, kiln_error **err);
 
 /* ---- small helpers --------------------------------------------------------- */
 
 bool df_is_space(char c);
-/* Decodes a JSON array; 1 = array of strings (*out filled), 0 = not JSON, -1 = JSON but
- * an element is not a string. */
+/* Decodes s as BuildKit's exec form: 1 = the whole text (blanks around it
+ * aside) is a JSON array of strings (*out filled, and *lens with each
+ * string's length when lens is not NULL: a string may hold NUL bytes),
+ * 0 = not JSON (shell form), -1 = a JSON array with an element that is not a
+ * string. */
+int df_json_array(char ***out, size_t **lens, size_t *n, df_arena *a, const char *s);
+/* df_json_array for C strings: -2 when a string holds a NUL byte. */
 int df_json_strings(char ***out, size_t *n, df_arena *a, const char *s);
 /* Go's path.Clean: collapses "//", "." and "..". */
 char *df_path_clean(df_arena *a, const char *p);

@@ -218,23 +218,101 @@ int df_error_at(kiln_error **err, const df_src *src, int line, int col, const ch
     return KILN_EINVAL;
 }
 
-int df_json_strings(char ***out, size_t *n, df_arena *a, const char *s)
+/* Decodes the JSON string literal at *p (valid: cJSON checked it) into b. */
+static void json_string(df_str *b, const char **p)
+{
+    const char *s = *p + 1;
+    while (*s != '"') {
+        if (*s != '\\') {
+            df_str_addc(b, *s++);
+            continue;
+        }
+        s++;
+        char e = *s++;
+        switch (e) {
+        case 'b':
+            df_str_addc(b, '\b');
+            break;
+        case 'f':
+            df_str_addc(b, '\f');
+            break;
+        case 'n':
+            df_str_addc(b, '\n');
+            break;
+        case 'r':
+            df_str_addc(b, '\r');
+            break;
+        case 't':
+            df_str_addc(b, '\t');
+            break;
+        case 'u': {
+            unsigned cp = (unsigned)strtoul((char[5]){s[0], s[1], s[2], s[3], 0}, NULL, 16);
+            s += 4;
+            if (cp >= 0xD800 && cp < 0xDC00 && s[0] == '\\' && s[1] == 'u') {
+                unsigned lo = (unsigned)strtoul((char[5]){s[2], s[3], s[4], s[5], 0}, NULL, 16);
+                if (lo >= 0xDC00 && lo < 0xE000) {
+                    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                    s += 6;
+                }
+            }
+            if (cp >= 0xD800 && cp < 0xE000)
+                cp = 0xFFFD; /* a lone surrogate, as Go decodes it */
+            char u[4];
+            size_t n = 0;
+            if (cp < 0x80) {
+                u[n++] = (char)cp;
+            } else if (cp < 0x800) {
+                u[n++] = (char)(0xC0 | cp >> 6);
+                u[n++] = (char)(0x80 | (cp & 0x3F));
+            } else if (cp < 0x10000) {
+                u[n++] = (char)(0xE0 | cp >> 12);
+                u[n++] = (char)(0x80 | ((cp >> 6) & 0x3F));
+                u[n++] = (char)(0x80 | (cp & 0x3F));
+            } else {
+                u[n++] = (char)(0xF0 | cp >> 18);
+                u[n++] = (char)(0x80 | ((cp >> 12) & 0x3F));
+                u[n++] = (char)(0x80 | ((cp >> 6) & 0x3F));
+                u[n++] = (char)(0x80 | (cp & 0x3F));
+            }
+            df_str_addn(b, u, n);
+            break;
+        }
+        default: /* " \ / */
+            df_str_addc(b, e);
+        }
+    }
+    *p = s + 1;
+}
+
+static bool json_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+int df_json_array(char ***out, size_t **lens, size_t *n, df_arena *a, const char *s)
 {
     while (df_is_space(*s))
         s++;
     if (*s != '[')
         return 0;
-    /* Like Go's json.Decoder, only the first value counts: trailing text is ignored. */
-    const char *endp = NULL;
-    cJSON *j = cJSON_ParseWithOpts(s, &endp, 0);
+    /* Like Go's json.Unmarshal, the whole text is one JSON value: anything
+     * after the array makes the instruction shell form. */
+    const char *end = s + strlen(s);
+    while (end > s && json_space(end[-1]))
+        end--;
+    if (end[-1] != ']')
+        return 0;
+    for (const char *q = s; q < end; q++)
+        if ((unsigned char)*q < 0x20 && !json_space(*q))
+            return 0; /* control characters are not JSON whitespace */
+    cJSON *j = cJSON_ParseWithOpts(s, NULL, 1);
     if (j == NULL)
         return 0;
     if (!cJSON_IsArray(j)) {
         cJSON_Delete(j);
         return 0;
     }
-    size_t cnt = (size_t)cJSON_GetArraySize(j), i = 0;
-    char **v = df_alloc(a, (cnt + 1) * sizeof(char *));
+    size_t cnt = (size_t)cJSON_GetArraySize(j);
     const cJSON *e;
     cJSON_ArrayForEach(e, j)
     {
@@ -242,10 +320,34 @@ int df_json_strings(char ***out, size_t *n, df_arena *a, const char *s)
             cJSON_Delete(j);
             return -1;
         }
-        v[i++] = df_strdup(a, e->valuestring);
     }
     cJSON_Delete(j);
+    /* cJSON ends a string at \u0000: decode the literals again, NULs kept. */
+    char **v = df_alloc(a, (cnt + 1) * sizeof(char *));
+    size_t *l = df_alloc(a, (cnt + 1) * sizeof(size_t));
+    const char *p = s + 1;
+    for (size_t i = 0; i < cnt; i++) {
+        while (*p != '"')
+            p++;
+        df_str b;
+        df_str_init(&b, a);
+        json_string(&b, &p);
+        v[i] = df_str_get(&b);
+        l[i] = b.len;
+    }
     *out = v;
-    *n = i;
+    if (lens)
+        *lens = l;
+    *n = cnt;
     return 1;
+}
+
+int df_json_strings(char ***out, size_t *n, df_arena *a, const char *s)
+{
+    size_t *lens = NULL;
+    int j = df_json_array(out, &lens, n, a, s);
+    for (size_t i = 0; j > 0 && i < *n; i++)
+        if (strlen((*out)[i]) != lens[i])
+            return -2;
+    return j;
 }

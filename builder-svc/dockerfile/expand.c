@@ -1,5 +1,6 @@
 /* Variable expansion with Docker's rules (BuildKit's shell lexer): $V, ${V},
- * ${V:-w}, ${V-w}, ${V:+w}, ${V+w}, ${V:?w}, ${V?w}; single quotes are
+ * ${V:-w}, ${V-w}, ${V:+w}, ${V+w}, ${V:?w}, ${V?w}, and the pattern forms
+ * ${V#p}, ${V##p}, ${V%p}, ${V%%p}, ${V/p/r}, ${V//p/r} (pattern.c); single quotes are
  * literal, double quotes allow $ and escape only " $ and the escape
  * character; the escape character makes the next character literal.  Also the
  * word splitter used to find heredoc delimiters, and the public wrapper in
@@ -17,6 +18,7 @@ typedef struct lexer {
     const df_lex_opts *o;
     df_arena *a;
     int depth;
+    bool raw_esc; /* keep escape characters (changes inside pattern words) */
     const char *msg;
     /* word splitting state (ProcessWords) */
     bool split;
@@ -84,7 +86,8 @@ static int fail(lexer *l, const char *msg)
     return -1;
 }
 
-static int process(lexer *l, int stop, df_str *out);
+static int process(lexer *l, int stop, bool raw, df_str *out);
+static int process_body(lexer *l, int stop, df_str *out);
 static int dollar(lexer *l, df_str *out);
 
 static int single_quote(lexer *l, df_str *out)
@@ -132,7 +135,7 @@ static int double_quote(lexer *l, df_str *out)
         }
         ch = next(l);
         if (ch == l->o->escape) {
-            if (l->o->raw_escapes)
+            if (l->raw_esc)
                 df_str_addc(out, (char)ch);
             int nx = peek(l);
             if (nx == EOF_CH)
@@ -179,31 +182,48 @@ static const char *lookup(lexer *l, const char *n)
     return l->o->lookup ? l->o->lookup(l->o->ctx, n) : NULL;
 }
 
-/* ${name<op>word}: the word is expanded (recursively) up to the closing brace. */
+/* The word of ${name<op>word}, expanded (recursively) up to the closing
+ * brace; raw keeps escape characters (pattern words). */
+static int brace_word(lexer *l, bool raw, df_str *w)
+{
+    df_str_init(w, l->a);
+    l->wdepth++;
+    int rc = process(l, '}', raw, w);
+    l->wdepth--;
+    if (rc < 0 && peek(l) == EOF_CH && l->msg && strstr(l->msg, "matching }") != NULL)
+        l->msg = "syntax error: missing '}'";
+    return rc;
+}
+
+/* ${name...} left as written when name is unset and skip_unset is on. */
+static bool keep_unset(lexer *l, df_str *out, const char *v, const char *nm, const char *op,
+                       const char *word, const char *word2)
+{
+    if (v != NULL || !l->o->skip_unset)
+        return false;
+    df_str_adds(out, "${");
+    df_str_adds(out, nm);
+    df_str_adds(out, op);
+    df_str_adds(out, word);
+    if (word2) {
+        df_str_addc(out, '/');
+        df_str_adds(out, word2);
+    }
+    df_str_addc(out, '}');
+    return true;
+}
+
+/* ${name-w} ${name+w} ${name?w} and their ':' forms (colon: empty counts as unset). */
 static int modifier(lexer *l, df_str *out, const char *nm, bool colon, int op)
 {
     df_str w;
-    df_str_init(&w, l->a);
-    l->wdepth++;
-    int rc = process(l, '}', &w);
-    l->wdepth--;
-    if (rc < 0) {
-        if (peek(l) == EOF_CH && l->msg && strstr(l->msg, "matching }") != NULL)
-            l->msg = "syntax error: missing '}'";
+    if (brace_word(l, false, &w) < 0)
         return -1;
-    }
     const char *word = df_str_get(&w);
     const char *v = lookup(l, nm);
-    if (v == NULL && l->o->skip_unset) {
-        df_str_adds(out, "${");
-        df_str_adds(out, nm);
-        if (colon)
-            df_str_addc(out, ':');
-        df_str_addc(out, (char)op);
-        df_str_adds(out, word);
-        df_str_addc(out, '}');
+    char opstr[3] = {colon ? ':' : (char)op, colon ? (char)op : '\0', '\0'};
+    if (keep_unset(l, out, v, nm, opstr, word, NULL))
         return 0;
-    }
     bool set = colon ? (v != NULL && *v) : v != NULL;
     switch (op) {
     case '-':
@@ -212,13 +232,67 @@ static int modifier(lexer *l, df_str *out, const char *nm, bool colon, int op)
     case '+':
         df_str_adds(out, set ? word : "");
         return 0;
-    default: /* '?' */
+    default: /* '?': BuildKit's message, "NAME: word" */
         if (!set)
-            return fail(l, colon ? "variable is unset or empty and required (${V:?})"
-                                 : "variable is unset and required (${V?})");
+            return fail(l, df_printf(l->a, "%s: %s", nm,
+                                     *word       ? word
+                                     : v == NULL ? "is not allowed to be unset"
+                                                 : "is not allowed to be empty"));
         df_str_adds(out, v);
         return 0;
     }
+}
+
+/* ${name#p} ${name##p} ${name%p} ${name%%p}: the word keeps its escapes (they
+ * belong to the pattern); a leading repeat of the operator makes it greedy. */
+static int trim_op(lexer *l, df_str *out, const char *nm, int op)
+{
+    df_str w;
+    if (brace_word(l, true, &w) < 0)
+        return -1;
+    const char *word = df_str_get(&w);
+    const char *v = lookup(l, nm);
+    char opstr[2] = {(char)op, '\0'};
+    if (keep_unset(l, out, v, nm, opstr, word, NULL))
+        return 0;
+    bool greedy = word[0] == op;
+    char *res = NULL;
+    const char *msg = NULL;
+    if (df_pattern_trim(&res, l->a, v ? v : "", greedy ? word + 1 : word, op == '%', greedy, &msg) <
+        0)
+        return fail(l, df_printf(l->a, "invalid pattern (%s) in substitution: %s", word, msg));
+    df_str_adds(out, res);
+    return 0;
+}
+
+/* ${name/p/r} and ${name//p/r}. */
+static int replace_op(lexer *l, df_str *out, const char *nm)
+{
+    bool all = peek(l) == '/';
+    if (all)
+        next(l);
+    df_str p, r;
+    df_str_init(&p, l->a);
+    l->wdepth++;
+    int rc = process(l, '/', true, &p);
+    l->wdepth--;
+    if (rc < 0) {
+        if (peek(l) == EOF_CH && l->msg && strstr(l->msg, "matching /") != NULL)
+            l->msg = "syntax error: missing '/' in ${}";
+        return -1;
+    }
+    if (brace_word(l, true, &r) < 0)
+        return -1;
+    const char *pat = df_str_get(&p), *repl = df_str_get(&r);
+    const char *v = lookup(l, nm);
+    if (keep_unset(l, out, v, nm, all ? "//" : "/", pat, repl))
+        return 0;
+    char *res = NULL;
+    const char *msg = NULL;
+    if (df_pattern_replace(&res, l->a, v ? v : "", pat, repl, all, &msg) < 0)
+        return fail(l, df_printf(l->a, "invalid pattern (%s) in substitution: %s", pat, msg));
+    df_str_adds(out, res);
+    return 0;
 }
 
 static int dollar_brace(lexer *l, df_str *out)
@@ -246,13 +320,19 @@ static int dollar_brace(lexer *l, df_str *out)
         return fail(l, "syntax error: missing '}'");
     if (ch == ':') {
         int op = next(l);
-        if (op != '-' && op != '+' && op != '?')
-            return fail(l, "unsupported modifier in substitution (use :- :+ or :?)");
-        return modifier(l, out, nm, true, op);
+        if (op == '-' || op == '+' || op == '?')
+            return modifier(l, out, nm, true, op);
+        if (op == EOF_CH)
+            return fail(l, "syntax error: missing '}'");
+        return fail(l, df_printf(l->a, "unsupported modifier (:%c) in substitution", op));
     }
     if (ch == '-' || ch == '+' || ch == '?')
         return modifier(l, out, nm, false, ch);
-    return fail(l, "unsupported modifier in substitution (use - + ? :- :+ or :?)");
+    if (ch == '#' || ch == '%')
+        return trim_op(l, out, nm, ch);
+    if (ch == '/')
+        return replace_op(l, out, nm);
+    return fail(l, df_printf(l->a, "unsupported modifier (%c) in substitution", ch));
 }
 
 static int dollar(lexer *l, df_str *out)
@@ -287,7 +367,31 @@ static int dollar(lexer *l, df_str *out)
     return rc;
 }
 
-static int process(lexer *l, int stop, df_str *out)
+/* Expands up to stop (EOF_CH: the end); raw keeps escape characters. */
+static int process(lexer *l, int stop, bool raw, df_str *out)
+{
+    bool saved = l->raw_esc;
+    l->raw_esc = raw;
+    int rc = process_body(l, stop, out);
+    l->raw_esc = saved;
+    return rc;
+}
+
+/* "<<" and the blanks after it stay in one word, as in BuildKit: that is
+ * how "RUN <<  EOF" names heredoc EOF.  The text itself is unchanged. */
+static void angle(lexer *l, df_str *out)
+{
+    size_t start = out->len;
+    df_str_addc(out, (char)next(l));
+    if (peek(l) == '<') {
+        df_str_addc(out, (char)next(l));
+        while (peek(l) == ' ' || peek(l) == '\t' || peek(l) == '\r')
+            df_str_addc(out, (char)next(l));
+    }
+    w_raw(l, out->s + start, out->len - start);
+}
+
+static int process_body(lexer *l, int stop, df_str *out)
 {
     df_str_get(out);
     while (peek(l) != EOF_CH) {
@@ -299,6 +403,10 @@ static int process(lexer *l, int stop, df_str *out)
         if (ch == '$') {
             if (dollar(l, out) < 0)
                 return -1;
+            continue;
+        }
+        if (ch == '<') {
+            angle(l, out);
             continue;
         }
         if (!l->o->skip_quotes && ch == '\'') {
@@ -313,7 +421,7 @@ static int process(lexer *l, int stop, df_str *out)
         }
         ch = next(l);
         if (ch == l->o->escape) {
-            if (l->o->raw_escapes) {
+            if (l->raw_esc) {
                 df_str_addc(out, (char)ch);
                 w_raw(l, (const char *)&l->s[l->pos - 1], 1);
             }
@@ -328,7 +436,8 @@ static int process(lexer *l, int stop, df_str *out)
         df_str_addc(out, (char)ch);
     }
     if (stop != EOF_CH)
-        return fail(l, "unexpected end of statement while looking for matching }");
+        return fail(l, stop == '}' ? "unexpected end of statement while looking for matching }"
+                                   : "unexpected end of statement while looking for matching /");
     return 0;
 }
 
@@ -337,7 +446,7 @@ int df_expand(char **out, df_arena *a, const char *word, const df_lex_opts *o, c
     lexer l = {.s = word, .len = strlen(word), .o = o, .a = a};
     df_str res;
     df_str_init(&res, a);
-    if (process(&l, EOF_CH, &res) < 0) {
+    if (process(&l, EOF_CH, o->raw_escapes, &res) < 0) {
         *msg = l.msg ? l.msg : "syntax error";
         return -1;
     }
@@ -352,7 +461,7 @@ long df_expand_words(char ***out, df_arena *a, const char *s, const df_lex_opts 
     df_str res;
     df_str_init(&res, a);
     df_str_init(&l.word, a);
-    if (process(&l, EOF_CH, &res) < 0) {
+    if (process(&l, EOF_CH, o->raw_escapes, &res) < 0) {
         *msg = l.msg ? l.msg : "syntax error";
         return -1;
     }
@@ -432,8 +541,9 @@ int bld_expand_word(char **out, const char *word, const char *const *env, size_t
     char *res = NULL;
     const char *msg = NULL;
     if (df_expand(&res, a, word, &o, &msg) < 0) {
+        kiln_error_set(err, KILN_EINVAL, 0, "%s", msg); /* msg may live in the arena */
         df_arena_free(a);
-        return kiln_error_set(err, KILN_EINVAL, 0, "%s", msg);
+        return KILN_EINVAL;
     }
     *out = strdup(res);
     df_arena_free(a);

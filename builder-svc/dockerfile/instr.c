@@ -5,6 +5,7 @@
  * updates the stage state. */
 #include "plan_int.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -29,6 +30,20 @@ static bool kind_of(const char *kw, bld_instr_kind *k)
     return false;
 }
 
+int pc_json(pctx *c, const df_line *ln, size_t off, const char *args, char ***w, size_t *n,
+            kiln_error **err)
+{
+    int j = df_json_strings(w, n, c->a, args);
+    if (j == -1)
+        return pc_err(c, ln, off, err,
+                      "when using JSON array syntax, arrays must be comprised of strings only");
+    if (j == -2)
+        return pc_err(c, ln, off, err,
+                      "a JSON string holds a NUL character (\\u0000), which no command, path or "
+                      "image config value can contain");
+    return j;
+}
+
 static int no_flags(pctx *c, const df_line *ln, const df_cmd *cmd, kiln_error **err)
 {
     return pc_flags(c, ln, cmd, NULL, 0, NULL, err);
@@ -39,42 +54,26 @@ static int no_flags(pctx *c, const df_line *ln, const df_cmd *cmd, kiln_error **
 static int name_vals(pctx *c, const df_line *ln, const df_cmd *cmd, bld_instr *in, const char *kw,
                      kiln_error **err)
 {
-    char **w = NULL;
-    size_t n = df_parse_words(&w, c->a, cmd->args, c->dirs.escape), cnt = 0;
-    if (n == 0)
+    df_name_val *nv = NULL;
+    size_t cnt = 0;
+    bool legacy = false;
+    const char *bad = NULL;
+    if (*cmd->args == '\0')
         return pc_err(c, ln, cmd->kw_off, err, "%s requires at least one argument", kw);
-    char **keys = df_alloc(c->a, n * sizeof(char *)), **vals = df_alloc(c->a, n * sizeof(char *));
-    if (strchr(w[0], '=') == NULL) {
-        const char *s = cmd->args;
-        size_t k = 0;
-        while (s[k] && !df_is_space(s[k]))
-            k++;
-        size_t v = k;
-        while (s[v] && df_is_space(s[v]))
-            v++;
-        if (s[v] == '\0')
-            return pc_err(c, ln, cmd->args_off, err, "%s must have two arguments", kw);
-        keys[0] = df_strndup(c->a, s, k);
-        vals[0] = (char *)s + v;
-        cnt = 1;
-    } else {
-        for (size_t i = 0; i < n; i++) {
-            char *eq = strchr(w[i], '=');
-            if (eq == NULL)
-                return pc_err(c, ln, cmd->args_off, err,
-                              "Syntax error - can't find = in \"%s\". Must be of the form: "
-                              "name=value",
-                              w[i]);
-            keys[cnt] = df_strndup(c->a, w[i], (size_t)(eq - w[i]));
-            vals[cnt++] = eq + 1;
-        }
-    }
+    if (df_name_vals(&nv, &cnt, &legacy, c->a, cmd->args, c->dirs.escape, &bad) < 0)
+        return bad ? pc_err(c, ln, cmd->args_off, err,
+                            "Syntax error - can't find = in \"%s\". Must be of the form: "
+                            "name=value",
+                            bad)
+                   : pc_err(c, ln, cmd->args_off, err, "%s must have two arguments", kw);
+    if (cnt == 0)
+        return pc_err(c, ln, cmd->kw_off, err, "%s requires at least one argument", kw);
     bld_kv *pairs = df_alloc(c->a, cnt * sizeof(bld_kv));
     for (size_t i = 0; i < cnt; i++) {
         char *k = NULL, *v = NULL;
-        int rc = pc_expand(c, &k, keys[i], false, ln, cmd->args_off, err);
+        int rc = pc_expand(c, &k, nv[i].name, false, ln, cmd->args_off, err);
         if (rc == 0)
-            rc = pc_expand(c, &v, vals[i], false, ln, cmd->args_off, err);
+            rc = pc_expand(c, &v, nv[i].value, false, ln, cmd->args_off, err);
         if (rc < 0)
             return rc;
         if (*k == '\0')
@@ -89,18 +88,8 @@ static int name_vals(pctx *c, const df_line *ln, const df_cmd *cmd, bld_instr *i
 static int do_env(pctx *c, const df_line *ln, const df_cmd *cmd, bld_instr *in, kiln_error **err)
 {
     int rc = name_vals(c, ln, cmd, in, "ENV", err);
-    for (size_t i = 0; rc == 0 && i < in->u.kv.n; i++) {
-        DF_PUSH(c->a, c->ss.env, c->ss.n_env, c->ss.cap_env);
-        c->ss.snap = NULL;
-        c->work += c->ss.n_env;
-        /* A later value replaces the earlier one in place, like Config.Env. */
-        size_t k = 0;
-        while (k < c->ss.n_env && strcmp(c->ss.env[k].key, in->u.kv.pairs[i].key) != 0)
-            k++;
-        c->ss.env[k] = in->u.kv.pairs[i];
-        if (k == c->ss.n_env)
-            c->ss.n_env++;
-    }
+    for (size_t i = 0; rc == 0 && i < in->u.kv.n; i++)
+        pc_env_set(c, in->u.kv.pairs[i].key, in->u.kv.pairs[i].value);
     return rc;
 }
 
@@ -116,14 +105,17 @@ static int do_arg(pctx *c, const df_line *ln, const df_cmd *cmd, bld_instr *in, 
         char *name = eq ? df_strndup(c->a, w[i], (size_t)(eq - w[i])) : w[i], *dflt = NULL;
         if (*name == '\0')
             return pc_err(c, ln, cmd->args_off, err, "ARG names can not be blank");
-        if (eq) {
+        /* A --build-arg value wins, and then the default is not evaluated at
+         * all (BuildKit's dispatchArg): ARG B=${A:?} with --build-arg B=x works. */
+        const char *v = pc_build_arg(c, name);
+        if (v == NULL && eq) {
             int rc = pc_expand(c, &dflt, eq + 1, false, ln, cmd->args_off, err);
             if (rc < 0)
                 return rc;
         }
-        const char *v = pc_arg_value(c, name, dflt, eq != NULL, false);
-        DF_PUSH(c->a, c->ss.args, c->ss.n_args, c->ss.cap_args);
-        c->ss.args[c->ss.n_args++] = (bld_kv){name, v};
+        if (v == NULL)
+            v = pc_arg_value(c, name, dflt, eq != NULL, false);
+        pc_arg_add(c, name, v, ++c->seq);
         in->u.kv.pairs[in->u.kv.n++] = (bld_kv){name, v};
     }
     return 0;
@@ -167,6 +159,8 @@ static int do_workdir(pctx *c, const df_line *ln, const df_cmd *cmd, bld_instr *
 
 static int parse_port(const char *s, unsigned *out)
 {
+    if (*s == '+')
+        s++; /* Go's ParseInt takes a sign */
     if (!*s || strlen(s) > 5)
         return -1;
     unsigned v = 0;
@@ -181,39 +175,107 @@ static int parse_port(const char *s, unsigned *out)
     return 0;
 }
 
+/* "start[-end]"; -1 when invalid, -2 when end < start. */
+static int parse_range(char *s, unsigned *start, unsigned *end)
+{
+    char *dash = strchr(s, '-');
+    if (dash)
+        *dash = '\0';
+    if (parse_port(s, start) < 0)
+        return -1;
+    if (dash == NULL || strcmp(s, dash + 1) == 0) {
+        *end = *start;
+        return 0;
+    }
+    if (parse_port(dash + 1, end) < 0)
+        return -1;
+    return *end < *start ? -2 : 0;
+}
+
+/* BuildKit's parsePort: [[ip:]hostPort:]port[-end][/proto]; the IP must be a
+ * valid address and a host port range must fit the container one. */
+static int expose_one(pctx *c, const df_line *ln, const df_cmd *cmd, char *spec, bld_port *pt,
+                      kiln_error **err)
+{
+    const char *raw = df_strdup(c->a, spec);
+    char *ip = NULL, *host = NULL, *port = spec;
+    char *last = strrchr(spec, ':');
+    if (last) {
+        *last = '\0';
+        port = last + 1;
+        char *prev = strrchr(spec, ':');
+        if (prev) {
+            *prev = '\0';
+            ip = spec;
+            host = prev + 1;
+        } else {
+            host = spec;
+        }
+    }
+    char *slash = strchr(port, '/');
+    pt->proto = "tcp";
+    if (slash) {
+        *slash = '\0';
+        char *proto = slash + 1;
+        df_lower(proto);
+        if (*proto && strcmp(proto, "tcp") && strcmp(proto, "udp") && strcmp(proto, "sctp"))
+            return pc_err(c, ln, cmd->args_off, err, "invalid port \"%s\": invalid proto: %s", raw,
+                          slash + 1);
+        if (*proto)
+            pt->proto = proto;
+    }
+    if (*port == '\0')
+        return pc_err(c, ln, cmd->args_off, err, "invalid port \"%s\": no port specified", raw);
+    if (ip && *ip) {
+        size_t il = strlen(ip);
+        if (ip[0] == '[' && il >= 2 && ip[il - 1] == ']') {
+            ip[il - 1] = '\0';
+            ip++;
+        }
+        unsigned char buf[16];
+        if (inet_pton(AF_INET, ip, buf) != 1 && inet_pton(AF_INET6, ip, buf) != 1)
+            return pc_err(c, ln, cmd->args_off, err, "invalid IP address: %s", ip);
+    }
+    int r = parse_range(port, &pt->start, &pt->end);
+    if (r == -2)
+        return pc_err(c, ln, cmd->args_off, err, "invalid port range: %s", raw);
+    if (r < 0)
+        return pc_err(c, ln, cmd->args_off, err, "invalid containerPort: %s", port);
+    if (host && *host) {
+        unsigned hs = 0, he = 0;
+        if (parse_range(host, &hs, &he) < 0)
+            return pc_err(c, ln, cmd->args_off, err, "invalid hostPort: %s", host);
+        if (he - hs != pt->end - pt->start && pt->end != pt->start)
+            return pc_err(c, ln, cmd->args_off, err,
+                          "invalid ranges specified for container and host Ports: %s", raw);
+    }
+    return 0;
+}
+
+/* EXPOSE: each argument is expanded and split into words (BuildKit's
+ * ProcessWords), so ARG PORTS="80 443/udp" + EXPOSE $PORTS gives two ports and
+ * an empty expansion none. */
 static int do_expose(pctx *c, const df_line *ln, const df_cmd *cmd, bld_instr *in, kiln_error **err)
 {
     int rc = no_flags(c, ln, cmd, err);
     char **w = NULL;
-    size_t n = df_split_ws(&w, c->a, cmd->args);
+    size_t n = df_split_ws(&w, c->a, cmd->args), cap = 0;
     if (rc < 0)
         return rc;
     if (n == 0)
         return pc_err(c, ln, cmd->kw_off, err, "EXPOSE requires at least one argument");
-    in->u.expose.v = df_alloc(c->a, n * sizeof(bld_port));
     for (size_t i = 0; i < n; i++) {
-        char *s = NULL;
-        if ((rc = pc_expand(c, &s, w[i], false, ln, cmd->args_off, err)) < 0)
+        char **ports = NULL;
+        long np = 0;
+        if ((rc = pc_expand_words(c, &ports, &np, w[i], ln, cmd->args_off, err)) < 0)
             return rc;
-        bld_port *pt = &in->u.expose.v[in->u.expose.n++];
-        char *spec = strrchr(s, ':') ? strrchr(s, ':') + 1 : s; /* [ip:][host:]port */
-        char *slash = strchr(spec, '/');
-        pt->proto = "tcp";
-        if (slash) {
-            *slash = '\0';
-            char *proto = slash + 1;
-            df_lower(proto);
-            if (strcmp(proto, "tcp") && strcmp(proto, "udp") && strcmp(proto, "sctp"))
-                return pc_err(c, ln, cmd->args_off, err, "invalid proto: %s", slash + 1);
-            pt->proto = proto;
+        for (long k = 0; k < np; k++) {
+            DF_PUSH(c->a, in->u.expose.v, in->u.expose.n, cap);
+            bld_port *pt = &in->u.expose.v[in->u.expose.n];
+            if ((rc = expose_one(c, ln, cmd, ports[k], pt, err)) < 0)
+                return rc;
+            in->u.expose.n++;
         }
-        char *dash = strchr(spec, '-');
-        if (dash)
-            *dash = '\0';
-        if (parse_port(spec, &pt->start) < 0 || parse_port(dash ? dash + 1 : spec, &pt->end) < 0)
-            return pc_err(c, ln, cmd->args_off, err, "invalid containerPort: %s", w[i]);
-        if (pt->end < pt->start)
-            return pc_err(c, ln, cmd->args_off, err, "invalid port range: %s", w[i]);
     }
     return 0;
 }
@@ -225,10 +287,9 @@ static int do_volume(pctx *c, const df_line *ln, const df_cmd *cmd, bld_instr *i
     size_t n = 0;
     if (rc < 0)
         return rc;
-    int j = df_json_strings(&w, &n, c->a, cmd->args);
+    int j = pc_json(c, ln, cmd->args_off, cmd->args, &w, &n, err);
     if (j < 0)
-        return pc_err(c, ln, cmd->args_off, err,
-                      "when using JSON array syntax, arrays must be comprised of strings only");
+        return j;
     if (j == 0)
         n = df_split_ws(&w, c->a, cmd->args);
     if (n == 0)
@@ -256,10 +317,9 @@ static int command_form(pctx *c, const df_line *ln, const char *args, size_t off
 {
     char **w = NULL;
     size_t n = 0;
-    int j = df_json_strings(&w, &n, c->a, args);
+    int j = pc_json(c, ln, off, args, &w, &n, err);
     if (j < 0)
-        return pc_err(c, ln, off, err,
-                      "when using JSON array syntax, arrays must be comprised of strings only");
+        return j;
     if (j > 0) {
         *exec_form = true;
         *argv = (bld_strv){(const char **)w, n};
@@ -282,7 +342,10 @@ static int do_shell(pctx *c, const df_line *ln, const df_cmd *cmd, bld_instr *in
     size_t n = 0;
     if (rc < 0)
         return rc;
-    if (df_json_strings(&w, &n, c->a, cmd->args) <= 0)
+    int j = pc_json(c, ln, cmd->args_off, cmd->args, &w, &n, err);
+    if (j < 0)
+        return j;
+    if (j == 0)
         return pc_err(c, ln, cmd->args_off, err, "SHELL requires the arguments to be in JSON form");
     if (n == 0)
         return pc_err(c, ln, cmd->args_off, err, "SHELL requires at least one argument");

@@ -287,13 +287,15 @@ static void run_args(pctx *c, bld_instr *in)
     c->work += c->ss.n_args * (c->ss.n_args + c->ss.n_env);
     if (c->work > DF_MAX_WORK)
         return;
+    /* Each name's last ARG with a value, unless an ENV set later shadows it. */
     for (size_t i = 0; i < c->ss.n_args; i++) {
         const bld_kv *a = &c->ss.args[i];
         bool later = false, shadowed = false;
         for (size_t k = i + 1; k < c->ss.n_args; k++)
-            later |= strcmp(c->ss.args[k].key, a->key) == 0;
+            later |= c->ss.args[k].value && strcmp(c->ss.args[k].key, a->key) == 0;
         for (size_t k = 0; k < c->ss.n_env; k++)
-            shadowed |= strcmp(c->ss.env[k].key, a->key) == 0;
+            shadowed |=
+                c->ss.env_seq[k] > c->ss.arg_seq[i] && strcmp(c->ss.env[k].key, a->key) == 0;
         if (!later && !shadowed && a->value)
             v[n++] = *a;
     }
@@ -373,10 +375,9 @@ int df_instr_run(pctx *c, const df_line *ln, const df_cmd *cmd, bld_instr *in, k
     take_heredocs(c, ln, in);
     char **argv = NULL;
     size_t argc = 0;
-    int j = df_json_strings(&argv, &argc, c->a, cmd->args);
+    int j = pc_json(c, ln, cmd->args_off, cmd->args, &argv, &argc, err);
     if (j < 0)
-        return pc_err(c, ln, cmd->args_off, err,
-                      "when using JSON array syntax, arrays must be comprised of strings only");
+        return j;
     if (j > 0 && in->n_heredocs == 0) {
         if (argc == 0)
             return pc_err(c, ln, cmd->args_off, err, "RUN requires at least one argument");
@@ -467,18 +468,33 @@ static int copy_flags(pctx *c, const df_line *ln, bld_copy *cp, flag_val *fv, bo
         if ((rc = pc_expand(c, &v, fv[1].s, false, ln, fv[1].off, err)) < 0)
             return rc;
         char *colon = strchr(v, ':');
-        cp->chown_user = colon ? df_strndup(c->a, v, (size_t)(colon - v)) : v;
-        cp->chown_group = colon ? colon + 1 : NULL;
-        if (*cp->chown_user == '\0' || (colon && *cp->chown_group == '\0'))
-            return pc_err(c, ln, fv[1].off, err, "invalid --chown \"%s\" (want user[:group])", v);
+        if (*v == '\0') {
+            v = NULL; /* --chown= is no chown, as in BuildKit */
+        } else {
+            cp->chown_user = colon ? df_strndup(c->a, v, (size_t)(colon - v)) : v;
+            cp->chown_group = colon ? colon + 1 : NULL;
+            if (*cp->chown_user == '\0' || (colon && *cp->chown_group == '\0'))
+                return pc_err(c, ln, fv[1].off, err, "invalid --chown \"%s\" (want user[:group])",
+                              v);
+        }
     }
     cp->mode = -1;
     if (fv[2].set) {
         if ((rc = pc_expand(c, &v, fv[2].s, false, ln, fv[2].off, err)) < 0)
             return rc;
         cp->chmod = v;
-        if (!parse_ulong(v, 8, 07777, &cp->mode) || !isdigit((unsigned char)*v))
-            return pc_err(c, ln, fv[2].off, err, "invalid chmod parameter \"%s\" (want octal)", v);
+        if (isdigit((unsigned char)*v)) {
+            if (!parse_ulong(v, 8, 07777, &cp->mode))
+                return pc_err(c, ln, fv[2].off, err,
+                              "invalid chmod parameter: '%s'. it should be octal string and "
+                              "between 0 and 07777",
+                              v);
+        } else if (bld_chmod_apply(v, 0, false, NULL) < 0) {
+            return pc_err(c, ln, fv[2].off, err,
+                          "invalid chmod parameter \"%s\" (want octal, or symbolic as chmod(1): "
+                          "u=rw,go=r, go-w, a+X)",
+                          v);
+        }
     }
     cp->link = fv[3].b;
     cp->parents = fv[4].b;
@@ -523,10 +539,9 @@ int df_instr_copy(pctx *c, const df_line *ln, const df_cmd *cmd, bld_instr *in, 
         return rc;
     char **w = NULL;
     size_t n = 0;
-    int j = df_json_strings(&w, &n, c->a, cmd->args);
+    int j = pc_json(c, ln, cmd->args_off, cmd->args, &w, &n, err);
     if (j < 0)
-        return pc_err(c, ln, cmd->args_off, err,
-                      "when using JSON array syntax, arrays must be comprised of strings only");
+        return j;
     if (j == 0)
         n = df_split_ws(&w, c->a, cmd->args);
     if (n < 2)
@@ -554,11 +569,17 @@ int df_instr_copy(pctx *c, const df_line *ln, const df_cmd *cmd, bld_instr *in, 
         char *p = NULL;
         if ((rc = pc_expand(c, &p, w[i], false, ln, cmd->args_off, err)) < 0)
             return rc;
+        if (!add && is_url(p))
+            return pc_err(c, ln, cmd->args_off, err,
+                          "source can't be a URL for COPY (ADD downloads URLs)");
         s->path = p;
         s->kind = add && is_git(p) ? BLD_SRC_GIT : add && is_url(p) ? BLD_SRC_URL : BLD_SRC_PATH;
         all_remote &= s->kind != BLD_SRC_PATH;
     }
     char *dest = NULL;
+    df_heredoc hd;
+    if (j == 0 && df_heredoc_word(&hd, c->a, w[n - 1]))
+        return pc_err(c, ln, cmd->args_off, err, "%s cannot accept a heredoc as a destination", kw);
     if ((rc = pc_expand(c, &dest, w[n - 1], false, ln, cmd->args_off, err)) < 0)
         return rc;
     cp->dest = dest;
@@ -566,8 +587,9 @@ int df_instr_copy(pctx *c, const df_line *ln, const df_cmd *cmd, bld_instr *in, 
     if (cp->n_sources > 1 && (dl == 0 || dest[dl - 1] != '/'))
         return pc_err(c, ln, cmd->args_off, err,
                       "when using %s with more than one source file, the destination must be a "
-                      "directory and end with a /",
-                      kw);
+                      "directory and end with a /: write \"%s/\" (Kiln is stricter here than "
+                      "BuildKit, as the Dockerfile reference asks)",
+                      kw, dest);
     if (cp->checksum && !all_remote)
         return pc_err(c, ln, fv[7].off, err,
                       "checksum can't be specified for non-HTTP(S) or git sources");

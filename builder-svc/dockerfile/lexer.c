@@ -50,13 +50,16 @@ static bool is_comment(const char *p, size_t n)
     return i < n && p[i] == '#';
 }
 
-/* Removes a trailing escape character followed by blanks; true when found. */
+/* Removes a trailing escape character followed by blanks; true when found.
+ * As in BuildKit, an escape that is itself escaped (a line ending in two
+ * escapes) does not continue the line, nor does any escape preceded by the
+ * escape character. */
 static bool trim_continuation(const char *p, size_t *n, char escape)
 {
     size_t i = *n;
     while (i && (p[i - 1] == ' ' || p[i - 1] == '\t'))
         i--;
-    if (i && p[i - 1] == escape) {
+    if (i && p[i - 1] == escape && (i == 1 || p[i - 2] != escape)) {
         *n = i - 1;
         return true;
     }
@@ -172,7 +175,7 @@ static bool may_have_heredoc(const char *text)
 /* Reads the bodies of the heredocs named on ln. */
 static int read_heredocs(df_line *ln, df_arena *a, reader *r, const df_src *src, kiln_error **err)
 {
-    df_lex_opts o = {.escape = '\\', .raw_quotes = true, .raw_escapes = true};
+    df_lex_opts o = {.escape = '\\', .raw_quotes = true, .raw_escapes = true, .skip_unset = true};
     char **words = NULL;
     const char *msg = NULL;
     long nw = df_expand_words(&words, a, ln->text, &o, &msg);

@@ -1,11 +1,16 @@
 /* Build plan construction: stages, ARG scoping, stage references, --target.
  *
- * ARG scoping follows Docker: ARGs before the first FROM are global, usable
+ * ARG scoping follows BuildKit: ARGs before the first FROM are global, usable
  * in FROM lines and visible in a stage only after an `ARG NAME` there; stage
- * ARGs end at the next FROM; --build-arg values override defaults; the
- * platform ARGs are predefined globally and must be declared in a stage too;
- * the proxy ARGs need no declaration.  Expansion looks up ENV first, then
- * ARGs in scope. */
+ * ARGs end at the next FROM, except that a stage built FROM another stage
+ * starts with that stage's ARG values (BuildKit copies the parent's state);
+ * --build-arg values override defaults (which are then not evaluated); the
+ * platform ARGs and TARGETSTAGE are predefined globally and must be declared
+ * in a stage too; the proxy ARGs need no declaration.  Within a stage, ENV
+ * and ARG values form one environment for expansion and RUN where the one set
+ * last wins (an ARG with a value after ENV X overrides it, as BuildKit adds
+ * ARG values to the build state's environment); the image config gets ENV
+ * only. */
 #include "plan_int.h"
 
 #include <ctype.h>
@@ -80,19 +85,22 @@ static const char *lookup(void *ctx, const char *name)
             return m->value;
         }
         m = kv_find(c->builtins, KILN_ARRAY_SIZE(c->builtins), name);
-        if (m)
-            return m->value;
+        if (m) {
+            const char *o = pc_build_arg(c, name); /* --build-arg overrides a predefined ARG */
+            return o ? o : m->value;
+        }
         note_unresolved(c, name);
         return NULL;
     }
     const bld_kv *e = kv_find(c->ss.env, c->ss.n_env, name);
-    if (e)
-        return e->value;
-    const bld_kv *a = kv_find(c->ss.args, c->ss.n_args, name);
-    if (a) {
+    unsigned long aseq = 0;
+    const bld_kv *a = pc_stage_arg(c, name, &aseq);
+    if (a && (e == NULL || aseq > c->ss.env_seq[e - c->ss.env])) {
         record_use(c, name, a->value);
         return a->value;
     }
+    if (e)
+        return e->value;
     if (c->ss.env_unknown)
         note_unresolved(c, name);
     return NULL;
@@ -109,25 +117,82 @@ int pc_expand(pctx *c, char **out, const char *word, bool skip_quotes, const df_
     return 0;
 }
 
-const char *pc_arg_value(pctx *c, const char *name, const char *dflt, bool has_default, bool global)
+int pc_expand_words(pctx *c, char ***out, long *n, const char *word, const df_line *ln, size_t off,
+                    kiln_error **err)
 {
+    df_lex_opts o = {.escape = c->dirs.escape, .lookup = lookup, .ctx = c};
+    const char *msg = NULL;
+    *n = df_expand_words(out, c->a, word, &o, &msg);
+    if (*n < 0)
+        return pc_err(c, ln, off, err, "%s", msg);
+    return 0;
+}
+
+const char *pc_build_arg(pctx *c, const char *name)
+{
+    const char *v = NULL;
     for (size_t i = 0; i < c->n_bargs; i++)
         if (strcmp(c->bargs[i].key, name) == 0) {
             c->barg_used[i] = true;
             if (c->bargs[i].value)
-                return c->bargs[i].value;
+                v = c->bargs[i].value;
         }
-    const bld_kv *b = kv_find(c->builtins, KILN_ARRAY_SIZE(c->builtins), name);
-    if (b && !global)
-        return b->value;
+    return v;
+}
+
+/* BuildKit's order: the default; in a stage, then the global ARG's value
+ * (global ARGs and predefined ones form one list there, a global ARG
+ * replacing a predefined one of the same name). */
+const char *pc_arg_value(pctx *c, const char *name, const char *dflt, bool has_default, bool global)
+{
     if (has_default)
         return dflt;
-    if (!global) {
-        const bld_kv *m = kv_find(c->meta, c->n_meta, name);
-        if (m)
-            return m->value;
-    }
+    if (global)
+        return NULL;
+    const bld_kv *m = kv_find(c->meta, c->n_meta, name);
+    if (m && m->value)
+        return m->value;
+    const bld_kv *b = kv_find(c->builtins, KILN_ARRAY_SIZE(c->builtins), name);
     return b ? b->value : NULL;
+}
+
+void pc_env_set(pctx *c, const char *name, const char *value)
+{
+    c->ss.snap = NULL;
+    c->work += c->ss.n_env;
+    /* A later value replaces the earlier one in place, like Config.Env. */
+    size_t k = 0;
+    while (k < c->ss.n_env && strcmp(c->ss.env[k].key, name) != 0)
+        k++;
+    if (k == c->ss.n_env) {
+        size_t cap = c->ss.cap_env;
+        DF_PUSH(c->a, c->ss.env, c->ss.n_env, c->ss.cap_env);
+        if (cap != c->ss.cap_env)
+            c->ss.env_seq = df_realloc(c->a, c->ss.env_seq, c->ss.cap_env * sizeof(unsigned long));
+        c->ss.n_env++;
+    }
+    c->ss.env[k] = (bld_kv){name, value};
+    c->ss.env_seq[k] = ++c->seq;
+}
+
+void pc_arg_add(pctx *c, const char *name, const char *value, unsigned long seq)
+{
+    size_t cap = c->ss.cap_args;
+    DF_PUSH(c->a, c->ss.args, c->ss.n_args, c->ss.cap_args);
+    if (cap != c->ss.cap_args)
+        c->ss.arg_seq = df_realloc(c->a, c->ss.arg_seq, c->ss.cap_args * sizeof(unsigned long));
+    c->ss.arg_seq[c->ss.n_args] = seq;
+    c->ss.args[c->ss.n_args++] = (bld_kv){name, value};
+}
+
+const bld_kv *pc_stage_arg(const pctx *c, const char *name, unsigned long *seq)
+{
+    for (size_t i = c->ss.n_args; i-- > 0;)
+        if (c->ss.args[i].value && strcmp(c->ss.args[i].key, name) == 0) {
+            *seq = c->ss.arg_seq[i];
+            return &c->ss.args[i];
+        }
+    return NULL;
 }
 
 static bool is_all_digits(const char *s)
@@ -226,20 +291,13 @@ void pc_stage_state_init(pctx *c)
     c->ss.shell.n = 2;
 }
 
-static void env_set(pctx *c, const char *k, const char *v)
-{
-    c->ss.snap = NULL;
-    DF_PUSH(c->a, c->ss.env, c->ss.n_env, c->ss.cap_env);
-    c->ss.env[c->ss.n_env++] = (bld_kv){k, v};
-}
-
 int pc_apply_base(pctx *c, const bld_base_info *bi, const char *ref, kiln_error **err)
 {
     c->ss.env_unknown = false;
     for (size_t i = 0; i < bi->n_env; i++) {
         const char *e = bi->env[i], *eq = e ? strchr(e, '=') : NULL;
         if (eq)
-            env_set(c, df_strndup(c->a, e, (size_t)(eq - e)), df_strdup(c->a, eq + 1));
+            pc_env_set(c, df_strndup(c->a, e, (size_t)(eq - e)), df_strdup(c->a, eq + 1));
     }
     if (bi->workdir && *bi->workdir)
         c->ss.workdir = df_strdup(c->a, bi->workdir);
@@ -322,16 +380,22 @@ static int stage_platform(pctx *c, bld_stage *st, const flag_val *fv, const df_l
     return 0;
 }
 
-/* FROM an earlier stage: the child starts from the parent's final state (its
- * ARGs do not carry over) and runs the parent's ONBUILD triggers. */
+/* FROM an earlier stage: the child starts from the parent's final state,
+ * its ARG values included (BuildKit's child state is the parent's, whose
+ * environment holds them), and runs the parent's ONBUILD triggers. */
 static int base_from_stage(pctx *c, bld_stage *st, size_t parent, kiln_error **err)
 {
     st->base_kind = BLD_BASE_STAGE;
     st->base_stage = parent;
     add_dep(c, parent);
     const stage_state *ps = &c->states[parent];
-    for (size_t k = 0; k < ps->n_env; k++)
-        env_set(c, ps->env[k].key, ps->env[k].value);
+    for (size_t k = 0; k < ps->n_env; k++) {
+        pc_env_set(c, ps->env[k].key, ps->env[k].value);
+        c->ss.env_seq[k] = ps->env_seq[k];
+    }
+    for (size_t k = 0; k < ps->n_args; k++)
+        if (ps->args[k].value)
+            pc_arg_add(c, ps->args[k].key, ps->args[k].value, ps->arg_seq[k]);
     c->ss.user = ps->user;
     c->ss.workdir = ps->workdir;
     c->ss.shell = ps->shell;
@@ -497,12 +561,14 @@ static int global_arg(pctx *c, const df_line *ln, const df_cmd *cmd, kiln_error 
         char *dflt = NULL;
         if (*name == '\0')
             return pc_err(c, ln, cmd->args_off, err, "ARG names can not be blank");
-        if (eq) {
+        const char *v = pc_build_arg(c, name); /* then the default is not evaluated */
+        if (v == NULL && eq) {
             rc = pc_expand(c, &dflt, eq + 1, false, ln, cmd->args_off, err);
             if (rc < 0)
                 return rc;
         }
-        const char *v = pc_arg_value(c, name, dflt, eq != NULL, true);
+        if (v == NULL)
+            v = pc_arg_value(c, name, dflt, eq != NULL, true);
         DF_PUSH(c->a, c->meta, c->n_meta, c->cap_meta);
         c->meta[c->n_meta++] = (bld_kv){name, v};
     }
@@ -602,6 +668,9 @@ void pc_set_builtins(pctx *c, const char *bp, const char *tp)
     c->builtins[5] = (bld_kv){"TARGETOS", os};
     c->builtins[6] = (bld_kv){"TARGETARCH", arch};
     c->builtins[7] = (bld_kv){"TARGETVARIANT", var};
+    c->builtins[8] = (bld_kv){"BUILDOSVERSION", ""};
+    c->builtins[9] = (bld_kv){"TARGETOSVERSION", ""};
+    c->builtins[10] = (bld_kv){"TARGETSTAGE", c->target_stage ? c->target_stage : "default"};
 }
 
 static int finish(pctx *c, kiln_error **err)
@@ -638,6 +707,24 @@ static int finish(pctx *c, kiln_error **err)
                                  c->bargs[i].key));
     p->warnings = c->warnings;
     return 0;
+}
+
+/* TARGETSTAGE: the name of the stage --target selects (by name or index),
+ * else of the last stage; "default" when that stage has no name. */
+static const char *target_stage(pctx *c)
+{
+    const char *t = c->opts->target;
+    if (c->n_all_names == 0)
+        return "default";
+    if (t == NULL || *t == '\0')
+        return c->all_names[c->n_all_names - 1] ? c->all_names[c->n_all_names - 1] : "default";
+    if (is_all_digits(t)) {
+        unsigned long long i = strlen(t) > 9 ? ~0ULL : strtoull(t, NULL, 10);
+        return i < c->n_all_names && c->all_names[i] ? c->all_names[i] : "default";
+    }
+    char *low = df_strdup(c->a, t);
+    df_lower(low);
+    return low;
 }
 
 int bld_plan_parse(bld_plan **out, const char *text, size_t len, const char *filename,
@@ -678,6 +765,8 @@ int bld_plan_parse(bld_plan **out, const char *text, size_t len, const char *fil
         if (strcmp(cmd.keyword, "from") == 0)
             c.all_names[c.n_all_names++] = (char *)stage_name_of(a, &cmd);
     }
+    c.target_stage = target_stage(&c);
+    c.builtins[10].value = c.target_stage;
     for (size_t i = 0; i < n && rc == 0; i++)
         rc = dispatch_line(&c, &lines[i], err);
     if (rc == 0)

@@ -21,8 +21,9 @@
  *     after FROM (instructions with from_onbuild set); bld_onbuild_check()
  *     validates a single trigger string on its own.
  *   - RUN: execute run.argv (shell form already wrapped in the SHELL in effect)
- *     with env = ENV in effect (env[]) plus the ARGs in scope (args[], an ENV of
- *     the same name wins) plus proxy build args, as user/workdir in effect;
+ *     with env = ENV in effect (env[]) plus the ARGs in scope (args[]: an ARG
+ *     there replaces an ENV entry of the same name, it was set after it) plus
+ *     proxy build args, as user/workdir in effect;
  *     run.files are heredoc scripts to mount read-only before running.
  *   - Cache keys: the instruction's original text is not enough; use the
  *     expanded fields plus args[] (the ARG values the instruction depends on). */
@@ -167,8 +168,9 @@ typedef struct bld_copy {
     size_t from_stage;
     const char *chown_user; /* NULL when no --chown */
     const char *chown_group;
-    const char *chmod; /* as written */
-    long mode;         /* -1 when no --chmod */
+    const char *chmod; /* as written (after expansion); NULL when no --chmod */
+    long mode;         /* octal --chmod, -1 when none or symbolic (then apply
+                        * chmod to each copied entry with bld_chmod_apply) */
     bool link, parents, keep_git_dir;
     const char *checksum; /* ADD --checksum */
     bld_strv excludes;
@@ -323,6 +325,13 @@ const bld_stage *bld_plan_stage(const bld_plan *p, const char *name_or_index);
  * instructions before the stage's own.  KILN_EINVAL for an invalid trigger. */
 int bld_plan_parse_triggers(bld_instr **out, size_t *n_out, bld_plan *p, size_t stage,
                             const bld_base_info *base, const char *ref, kiln_error **err);
+
+/* The mode a copied entry of mode `mode` (a directory when is_dir) gets from
+ * --chmod=spec, octal or symbolic as chmod(1) ("go-w", "u=rw,g=r,o=r",
+ * "a+X": X only on directories and entries that already have an execute
+ * bit), as BuildKit applies it.  *out (may be NULL: validation only) gets the
+ * permission bits (07777).  -1 when spec is not a valid mode. */
+int bld_chmod_apply(const char *spec, unsigned mode, bool is_dir, unsigned *out);
 
 /* Checks one ONBUILD trigger string (e.g. from an image config) without
  * expanding it: it must be a known instruction other than ONBUILD, FROM and

@@ -15,8 +15,10 @@ typedef struct df_trigger {
 /* Per-stage build state while its instructions are dispatched. */
 typedef struct stage_state {
     bld_kv *env;
+    unsigned long *env_seq; /* when each env entry was last set (pctx.seq) */
     size_t n_env, cap_env;
-    bld_kv *args; /* ARGs declared in the stage so far */
+    bld_kv *args; /* ARGs declared in the stage so far (and the parent stage's) */
+    unsigned long *arg_seq;
     size_t n_args, cap_args;
     const char *user;
     const char *workdir; /* NULL: the base image's (unknown) */
@@ -35,8 +37,10 @@ typedef struct pctx {
     bld_plan *plan;
     bld_kv *meta; /* global ARGs */
     size_t n_meta, cap_meta;
-    bld_kv builtins[8];
-    bld_kv *bargs; /* build args (value NULL: given without =) */
+    bld_kv builtins[11];
+    const char *target_stage; /* TARGETSTAGE */
+    unsigned long seq;        /* orders ENV and ARG settings within a stage */
+    bld_kv *bargs;            /* build args (value NULL: given without =) */
     bool *barg_used;
     size_t n_bargs;
     char **all_names; /* every stage name in the file, by stage index (NULL: unnamed) */
@@ -69,15 +73,34 @@ int pc_err(pctx *c, const df_line *ln, size_t off, kiln_error **err, const char 
 int pc_expand(pctx *c, char **out, const char *word, bool skip_quotes, const df_line *ln,
               size_t off, kiln_error **err);
 
+/* Expands word and splits the result into words (BuildKit's ProcessWords). */
+int pc_expand_words(pctx *c, char ***out, long *n, const char *word, const df_line *ln, size_t off,
+                    kiln_error **err);
+
 /* Resolves a COPY --from / mount from= reference and records the dependency. */
 int pc_stage_ref(pctx *c, const char *ref, bld_ref_kind *kind, size_t *stage, const df_line *ln,
                  size_t off, kiln_error **err);
 
 void pc_warn(pctx *c, const char *msg);
 
-/* Value an ARG declaration takes (build arg, builtin, default, global). */
+/* The exec form of args (df_json_strings): 1 = JSON array of strings in *w,
+ * 0 = shell form, negative = error reported (not strings, or a NUL byte). */
+int pc_json(pctx *c, const df_line *ln, size_t off, const char *args, char ***w, size_t *n,
+            kiln_error **err);
+
+/* The value of --build-arg name (marked used), or NULL when not given with a value. */
+const char *pc_build_arg(pctx *c, const char *name);
+/* Value an ARG declaration without a build arg takes: its default when it has
+ * one, else (in a stage) the global ARG's or the predefined one's. */
 const char *pc_arg_value(pctx *c, const char *name, const char *dflt, bool has_default,
                          bool global);
+/* Sets ENV name in the current stage (replacing an earlier value in place). */
+void pc_env_set(pctx *c, const char *name, const char *value);
+/* Declares ARG name in the current stage. */
+void pc_arg_add(pctx *c, const char *name, const char *value, unsigned long seq);
+/* The ARG of the stage an expansion or RUN sees for name: the last one with a
+ * value, or NULL; *seq tells when it was set. */
+const bld_kv *pc_stage_arg(const pctx *c, const char *name, unsigned long *seq);
 
 /* Stage start: empty scope, default SHELL. */
 void pc_stage_state_init(pctx *c);

@@ -16,6 +16,7 @@ int bld_plan_parse_triggers(bld_instr **out, size_t *n_out, bld_plan *p, size_t 
     df_arena *a = p->priv;
     pctx c = {.a = a, .opts = &no_opts, .plan = p};
     c.dirs.escape = p->escape ? p->escape : '\\';
+    c.target_stage = p->stages[p->target].name ? p->stages[p->target].name : "default";
     pc_set_builtins(&c, p->build_platform, p->target_platform);
     /* Earlier stages stay referable by name or index, as in the file. */
     c.all_names = df_alloc(a, (p->n_stages + 1) * sizeof(char *));

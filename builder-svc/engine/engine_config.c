@@ -288,6 +288,8 @@ void eng_hash_instr(kiln_sha256 *h, const bld_instr *in)
         hs(h, cp->chown_user);
         hs(h, cp->chown_group);
         hl(h, cp->mode);
+        if (cp->mode < 0 && cp->chmod)
+            hs(h, cp->chmod); /* symbolic --chmod */
         hl(h, cp->link);
         hl(h, cp->parents);
         hstrv(h, &cp->excludes);

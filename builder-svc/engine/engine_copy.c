@@ -14,6 +14,7 @@
  * bzip2, xz, lzma or zstd) with the snapshot unpacker's checks, and downloads
  * URLs (engine_fetch.c) into the step's scratch dir. */
 #include "engine_int.h"
+#include "plan.h" /* bld_chmod_apply */
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -176,7 +177,13 @@ static int apply_meta(const src_ctx *c, const char *dst, const struct stat *st, 
     }
     if (lchown(dst, u, g) < 0)
         return -1;
-    if (!link && chmod(dst, d->mode >= 0 ? (mode_t)d->mode : (st->st_mode & 07777)) < 0)
+    mode_t mode = d->mode >= 0 ? (mode_t)d->mode : (st->st_mode & 07777);
+    unsigned sym = 0;
+    /* Symbolic --chmod: applied to each entry's own mode, as BuildKit does. */
+    if (d->mode_sym &&
+        bld_chmod_apply(d->mode_sym, st->st_mode & 07777, S_ISDIR(st->st_mode), &sym) == 0)
+        mode = (mode_t)sym;
+    if (!link && chmod(dst, mode) < 0)
         return -1;
     struct timespec ts[2] = {st->st_atim, st->st_mtim};
     return utimensat(AT_FDCWD, dst, ts, AT_SYMLINK_NOFOLLOW);

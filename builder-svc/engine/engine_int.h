@@ -187,6 +187,7 @@ typedef struct eng_copy_desc {
     const struct bld_ignore *exclude; /* --exclude patterns, or NULL */
     long uid, gid;                    /* -1: root */
     long mode;                        /* -1: keep */
+    const char *mode_sym;             /* symbolic --chmod (bld_chmod_apply), or NULL */
     const char *const *lowers;
     size_t n_lowers;
     const char *upper;

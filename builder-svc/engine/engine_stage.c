@@ -312,23 +312,26 @@ static int secret_env(eng_ctx *c, const bld_instr *in, eng_strv *out, kiln_error
     return 0;
 }
 
+/* ENV in effect, then the ARGs of a RUN: the plan lists only ARGs set after
+ * any ENV of the same name, and those replace it (BuildKit's state env). */
 static int env_of(eng_strv *out, const bld_instr *in)
 {
     for (size_t i = 0; i < in->n_env; i++) {
+        bool replaced = false;
+        for (size_t k = 0; k < in->n_args && !replaced; k++)
+            replaced = in->args[k].value && strcmp(in->env[i].key, in->args[k].key) == 0;
         _cleanup_free_ char *kv = NULL;
-        if (asprintf(&kv, "%s=%s", in->env[i].key, in->env[i].value ? in->env[i].value : "") < 0 ||
-            eng_strv_push(out, kv) < 0)
+        if (!replaced &&
+            (asprintf(&kv, "%s=%s", in->env[i].key, in->env[i].value ? in->env[i].value : "") < 0 ||
+             eng_strv_push(out, kv) < 0))
             return -1;
     }
     for (size_t i = 0; i < in->n_args; i++) {
         if (in->args[i].value == NULL)
             continue;
-        bool shadowed = false;
-        for (size_t k = 0; k < in->n_env && !shadowed; k++)
-            shadowed = strcmp(in->env[k].key, in->args[i].key) == 0;
         _cleanup_free_ char *kv = NULL;
-        if (!shadowed && (asprintf(&kv, "%s=%s", in->args[i].key, in->args[i].value) < 0 ||
-                          eng_strv_push(out, kv) < 0))
+        if (asprintf(&kv, "%s=%s", in->args[i].key, in->args[i].value) < 0 ||
+            eng_strv_push(out, kv) < 0)
             return -1;
     }
     return 0;
@@ -498,6 +501,7 @@ static int copy_desc(eng_ctx *c, const bld_instr *in, stage_res *r, eng_copy_des
     if (rc < 0)
         return rc;
     d->mode = cp->mode;
+    d->mode_sym = cp->mode < 0 ? cp->chmod : NULL;
     d->extract = add && cp->unpack != 0;
     d->extract_urls = add && cp->unpack == 1;
     d->checksum = cp->checksum;

@@ -3,4 +3,4 @@ RUN [ -f /etc/os-release ] && cat /etc/os-release
 CMD ['single', 'quotes']
 ENTRYPOINT ["unterminated"
 RUN ["echo", "exec form"]
-CMD ["a"] trailing is ignored
+CMD ["a"] trailing text makes this shell form

@@ -1,12 +1,14 @@
 /* libFuzzer target for the Dockerfile frontend: plans the input as a
  * Dockerfile (with a build arg, a target and a base resolver so every path
- * runs), renders the JSON, and feeds the same bytes to the .dockerignore
- * matcher, the glob matcher and the word expander.  Must never crash, leak or
- * hang. */
+ * runs), renders the JSON and BuildKit-style syntax dump, and feeds the same
+ * bytes to the .dockerignore matcher, the glob matcher, the word expander
+ * (pattern substitutions included) and the --chmod mode parser.  Must never
+ * crash, leak or hang. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "df_internal.h"
 #include "expand.h"
 #include "ignore.h"
 #include "plan.h"
@@ -89,11 +91,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         kiln_error_free(&err);
         *nl = '\n';
     }
-    static const char *const env[] = {"A=1", "E="};
+    static const char *const env[] = {"A=1", "E=", "X=xx/yy.zz*?\xc3\xa9\nq"};
     char *out = NULL;
-    if (bld_expand_word(&out, z, env, 2, size && data[0] == '`' ? '`' : '\\', &err) == 0)
+    if (bld_expand_word(&out, z, env, 3, size && data[0] == '`' ? '`' : '\\', &err) == 0)
         free(out);
     kiln_error_free(&err);
+    df_arena *a = df_arena_new();
+    char *dump = NULL;
+    df_syntax_dump(&dump, a, text, size, &err);
+    kiln_error_free(&err);
+    df_arena_free(a);
+    unsigned mode = 0;
+    bld_chmod_apply(z, 0755, size & 1, &mode);
     free(z);
     return 0;
 }

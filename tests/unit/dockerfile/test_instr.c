@@ -2,6 +2,8 @@
 #include "df_test.h"
 #include "kt.h"
 
+#include <stdbool.h>
+
 static const df_case instr_cases[] = {
     /* RUN */
     {"run_shell",
@@ -227,7 +229,7 @@ static const df_case instr_cases[] = {
      NULL,
      NULL,
      {0},
-     "the destination must be a directory and end with a /"},
+     "the destination must be a directory and end with a /: write '/dst/'"},
     {"copy_expands",
      "FROM a\nENV D=/opt\nARG F=x.txt\nCOPY $F ${D}/\n",
      NULL,
@@ -256,11 +258,51 @@ static const df_case instr_cases[] = {
      "invalid --chown 'app:'"},
     {"copy_chmod", "FROM a\nCOPY --chmod=0644 a /b\n", NULL, NULL, {"'chmod':'0644'"}, NULL},
     {"copy_chmod_bad",
-     "FROM a\nCOPY --chmod=u+x a /b\n",
+     "FROM a\nCOPY --chmod=u+q a /b\n",
      NULL,
      NULL,
      {0},
-     "invalid chmod parameter 'u+x'"},
+     "invalid chmod parameter 'u+q' (want octal, or symbolic"},
+    {"copy_chmod_symbolic",
+     "FROM a\nARG M=go-w\nCOPY --chmod=$M a /b\nADD --chmod=u=rw,g=r,o=r a /c\nCOPY --chmod=a+X a "
+     "/d\n",
+     NULL,
+     NULL,
+     {"'dest':'/b','from':null,'chown':null,'chmod':null", "'dest':'/c','chown':null,'chmod':null",
+      "'original':'COPY --chmod=a+X a /d'"},
+     NULL},
+    {"copy_chmod_bad_octal",
+     "FROM a\nCOPY --chmod=8 a /b\n",
+     NULL,
+     NULL,
+     {0},
+     "invalid chmod parameter: ''8''. it should be octal string and between 0 and 07777"},
+    {"copy_chmod_empty_clause",
+     "FROM a\nCOPY --chmod=u+r, a /b\n",
+     NULL,
+     NULL,
+     {0},
+     "invalid chmod parameter"},
+    /* BuildKit's checks on COPY sources and destination */
+    {"copy_url_refused",
+     "FROM a\nCOPY http://example.com/f /f\n",
+     NULL,
+     NULL,
+     {0},
+     "source can''t be a URL for COPY"},
+    {"copy_heredoc_destination_refused",
+     "FROM a\nCOPY a <<EOF\nx\nEOF\n",
+     NULL,
+     NULL,
+     {0},
+     "COPY cannot accept a heredoc as a destination"},
+    {"copy_empty_chown_is_none",
+     "FROM a\nCOPY --chown= a /b\n",
+     NULL,
+     NULL,
+     {"'dest':'/b','from':null,'chown':null"},
+     NULL},
+    {"json_nul_refused", "FROM a\nCMD [\"a\\u0000b\"]\n", NULL, NULL, {0}, "holds a NUL character"},
     {"copy_chmod_too_big",
      "FROM a\nCOPY --chmod=17777 a /b\n",
      NULL,
@@ -530,6 +572,40 @@ static const df_case instr_cases[] = {
       "{'start':7000,'end':7010,'proto':'sctp'}"},
      NULL},
     {"expose_expanded", "FROM a\nENV P=8080\nEXPOSE $P\n", NULL, NULL, {"'start':8080"}, NULL},
+    /* BuildKit's dispatchExpose: each argument expanded and split into words */
+    {"expose_splits_expansion",
+     "FROM a\nARG PORTS=\"3000 4000/udp\"\nEXPOSE $PORTS 5000\n",
+     NULL,
+     NULL,
+     {"'ports':[{'start':3000,'end':3000,'proto':'tcp'},{'start':4000,'end':4000,'proto':'udp'},"
+      "{'start':5000,'end':5000,'proto':'tcp'}]"},
+     NULL},
+    {"expose_empty_expansion_no_port",
+     "FROM a\nARG NONE\nEXPOSE $NONE\n",
+     NULL,
+     NULL,
+     {"'ports':[]"},
+     NULL},
+    {"expose_invalid_ip",
+     "FROM a\nEXPOSE localhost:1234:1234/tcp\n",
+     NULL,
+     NULL,
+     {0},
+     "invalid IP address: localhost"},
+    {"expose_ip_host_port",
+     "FROM a\nEXPOSE 127.0.0.1:8080:80 [::1]:9000-9001:7000-7001/udp :81\n",
+     NULL,
+     NULL,
+     {"{'start':80,'end':80,'proto':'tcp'}", "{'start':7000,'end':7001,'proto':'udp'}",
+      "{'start':81,'end':81,'proto':'tcp'}"},
+     NULL},
+    {"expose_host_range_mismatch",
+     "FROM a\nEXPOSE 1000-1002:80-81\n",
+     NULL,
+     NULL,
+     {0},
+     "invalid ranges specified for container and host Ports"},
+    {"expose_no_port", "FROM a\nEXPOSE /udp\n", NULL, NULL, {0}, "no port specified"},
     {"expose_bad_proto", "FROM a\nEXPOSE 80/http\n", NULL, NULL, {0}, "invalid proto: http"},
     {"expose_bad_port",
      "FROM a\nEXPOSE eighty\n",
@@ -799,4 +875,52 @@ static const df_case instr_cases[] = {
 KT_TEST(instruction_table)
 {
     df_run_cases(instr_cases, sizeof(instr_cases) / sizeof(instr_cases[0]));
+}
+
+/* bld_chmod_apply: chmod(1) symbolic modes as BuildKit applies them to each
+ * copied file and directory (its copier runs setmode on each entry's mode). */
+KT_TEST(chmod_symbolic_modes)
+{
+    static const struct {
+        const char *spec;
+        unsigned mode;
+        bool dir;
+        unsigned want; /* ~0u: invalid */
+    } rows[] = {
+        {"go-w", 0666, false, 0644},
+        {"go-w", 0777, true, 0755},
+        {"u=rw,g=r,o=r", 0777, false, 0644},
+        {"u=rw,g=r,o=r", 0755, true, 0644},
+        {"a+X", 0644, false, 0644}, /* no execute bit: files stay as they are */
+        {"a+X", 0744, false, 0755}, /* some execute bit: all get it */
+        {"a+X", 0700, true, 0711},  /* directories always */
+        {"+x", 0600, false, 0711},
+        {"=rw,+X", 0751, false, 0777},
+        {"=rw,+X", 0640, false, 0666},
+        {"u=rwx,go=u-w", 0, false, 0755},
+        {"go=", 0777, false, 0700},
+        {"g=u", 0640, false, 0660},
+        {"u+s,g+s", 0755, false, 06755},
+        {"o+s", 0755, false, 0755}, /* set-id bits ignored for "other" alone */
+        {"+t", 0755, true, 01755},
+        {"u-x,g+w-r", 0755, false, 0635},
+        {"644", 0777, true, 0644},
+        {"", 0644, false, ~0u},
+        {"u", 0644, false, ~0u},
+        {"u+r,", 0644, false, ~0u},
+        {"z+r", 0644, false, ~0u},
+        {"u+q", 0644, false, ~0u},
+        {"99", 0644, false, ~0u},
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        unsigned got = 0;
+        int rc = bld_chmod_apply(rows[i].spec, rows[i].mode, rows[i].dir, &got);
+        if (rows[i].want == ~0u) {
+            if (rc == 0)
+                KT_FAIL("chmod %s accepted (gave %04o)", rows[i].spec, got);
+        } else if (rc < 0 || got != rows[i].want) {
+            KT_FAIL("chmod %s on %04o%s: got %04o (rc %d), want %04o", rows[i].spec, rows[i].mode,
+                    rows[i].dir ? " dir" : "", got, rc, rows[i].want);
+        }
+    }
 }
