@@ -55,6 +55,62 @@ expect_rc 3 "a user outside it does not" setpriv --reuid nobody --regid 0 --clea
 stop_last
 expect_rc 2 "--socket-group of an unknown group" "$KILN_PUSHER_BIN" --data "$T/d3" --socket-group no-such-group-kiln
 
+# ---- paths on the service host ---------------------------------------------
+# Over ipc:// paths are taken, but never Kiln's own state: not the sandbox (the
+# reproduction imported $KILN_DATA/sandbox, where builds keep streamed
+# secrets), not a dir holding the data dir, not the store as an export target.
+D4=$T/d4
+"$KILN_PUSHER_BIN" --data "$D4" 2>"$T/pusher4.log" & PIDS+=($!)
+wait_up "$D4" && ok || bad "pusher for the path checks starts"
+mkdir -p "$D4/sandbox/secrets" "$T/rootfs/etc"
+echo s3cret-of-another-build > "$D4/sandbox/secrets/token"
+echo hello > "$T/rootfs/etc/motd"
+expect_rc 1 "import of \$KILN_DATA/sandbox is refused" kiln --data "$D4" import "$D4/sandbox" loot:1
+grep -q "data dir" "$T/err" && ok || bad "the refusal names the data dir ($(cat "$T/err"))"
+expect_rc 1 "import of a dir holding the data dir is refused" kiln --data "$D4" import "$T" loot:2
+ln -s "$D4/sandbox" "$T/innocent"
+expect_rc 1 "... also through a symlink" kiln --data "$D4" import "$T/innocent" loot:3
+expect_rc 0 "a plain rootfs imports" kiln --data "$D4" import --quiet "$T/rootfs" ok:1
+cp "$D4/store/index.json" "$T/index.before"
+expect_rc 1 "export over the store's index.json is refused" kiln --data "$D4" export ok:1 "oci-archive:$D4/store/index.json"
+cmp -s "$T/index.before" "$D4/store/index.json" && ok || bad "the store's index.json is unchanged"
+expect_rc 1 "export into the snapshots dir is refused" kiln --data "$D4" export ok:1 "oci:$D4/snapshots/x"
+expect_rc 0 "the store still works" kiln --data "$D4" images
+expect_rc 0 "export outside the data dir works" kiln --data "$D4" export ok:1 "oci-archive:$T/ok.tar"
+expect_rc 1 "--authfile inside the data dir is refused" kiln --data "$D4" pull --authfile "$D4/sandbox/secrets/token" --tls-verify=false 127.0.0.1:1/x/y:1
+stop_last
+
+# A pusher on tcp:// takes no path at all: not for import, export, --authfile
+# or --cert-dir.
+P=$(free_port)
+"$KILN_PUSHER_BIN" --data "$T/d5" --listen "tcp://127.0.0.1:$P" --events "ipc://$T/d5-events.sock" 2>"$T/pusher5.log" & PIDS+=($!)
+U=tcp://127.0.0.1:$P
+for _ in $(seq 100); do kiln --pusher "$U" images >/dev/null 2>&1 && break; sleep 0.1; done
+expect_rc 1 "remote import of a host path is refused" kiln --pusher "$U" import "$T/rootfs" r:1
+grep -q "takes no paths on its host" "$T/err" && ok || bad "remote import: the refusal says why ($(cat "$T/err"))"
+expect_rc 1 "remote export to a host path is refused" kiln --pusher "$U" export r:1 "oci-archive:$T/d5/store/index.json"
+grep -q "takes no paths on its host" "$T/err" && ok || bad "remote export: the refusal says why ($(cat "$T/err"))"
+echo '{"auths":{}}' > "$T/config.json"
+mkdir -p "$T/certs.d"
+expect_rc 1 "remote pull with --authfile is refused" kiln --pusher "$U" pull --authfile "$T/config.json" 127.0.0.1:1/x/y:1
+grep -q "takes no paths on its host" "$T/err" && ok || bad "remote --authfile: the refusal says why ($(cat "$T/err"))"
+expect_rc 1 "remote push with --cert-dir is refused" kiln --pusher "$U" push --cert-dir "$T/certs.d" r:1 127.0.0.1:1/x/y:1
+stop_last
+
+# A builder on tcp:// takes no --authfile or --cert-dir either.
+if [ -n "${KILN_BUILDER_BIN:-}" ]; then
+    P=$(free_port)
+    "$KILN_BUILDER_BIN" --data "$T/d6" --listen "tcp://127.0.0.1:$P" --events "ipc://$T/d6-events.sock" \
+        --pusher "ipc://$T/d6-nopusher.sock" 2>"$T/builder6.log" & PIDS+=($!)
+    B=tcp://127.0.0.1:$P
+    for _ in $(seq 100); do kiln --builder "$B" build --plan "$T/ctx" >/dev/null 2>&1; [ -e "$T/d6/run" ] && break; sleep 0.1; done
+    mkdir -p "$T/ctx"
+    printf 'FROM scratch\nCOPY . /\n' > "$T/ctx/Dockerfile"
+    expect_rc 4 "remote build with --authfile is refused" kiln --builder "$B" build --progress=plain --authfile "$T/config.json" "$T/ctx"
+    grep -q "takes no paths on its host" "$T/err" && ok || bad "remote build --authfile: the refusal says why ($(cat "$T/err"))"
+    stop_last
+fi
+
 # ---- TLS: the CLI verifies the service's certificate ------------------------
 C=$T/pki
 mkdir -p "$C"
