@@ -168,4 +168,5 @@ KT_TEST(requests_that_decode_into_too_much_memory_are_refused_and_memory_stays_b
     int ms = 0;
     KT_EXPECT_INT(th_stop(&b, 10000, &ms), 0);
     th_rmrf(dir);
+    free(dir);
 }
