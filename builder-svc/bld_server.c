@@ -259,6 +259,13 @@ static int m_build(void *user, const kiln_req *req, kiln_reply *reply, kiln_aren
     bool paths = *q->context_dir != '\0';
     for (size_t i = 0; i < q->n_secrets; i++)
         paths = paths || *q->secrets[i]->path != '\0';
+    if (!b->local_paths && (*q->authfile || *q->cert_dir))
+        return kiln_error_set(err, KILN_EPERM, 0,
+                              "kiln-builder listens on %s and takes no paths on its host from "
+                              "remote clients: --authfile and --cert-dir name files there (pass "
+                              "--creds USER:PASS; registry certificates belong in the pusher's "
+                              "own /etc/containers/certs.d)",
+                              b->o->listen_url);
     if (paths && !b->local_paths)
         return kiln_error_set(err, KILN_EPRECOND, 0,
                               "kiln-builder listens on %s and takes no paths on its host from "

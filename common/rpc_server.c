@@ -2,7 +2,16 @@
  *
  * Worker life cycle: RECV (ctx receive pending) -> BUSY (queued or in a handler)
  * -> SEND (ctx send pending) -> RECV ...  When stopping, workers go IDLE instead
- * of re-arming their receive; stop waits for every worker to be IDLE. */
+ * of re-arming their receive; stop waits for every worker to be IDLE.
+ *
+ * Decoding is bounded: protobuf-c allocates a struct per repeated entry, so a
+ * request of empty entries decodes into many times its wire size.  Every
+ * request is decoded with an allocator that refuses more than
+ * DECODE_FACTOR x its wire size (plus DECODE_SLACK, at most DECODE_CAP)
+ * and is answered RESOURCE_EXHAUSTED instead.  Requests above LARGE_REQ bytes
+ * are decoded on the handler threads, at most LARGE_MAX at a time (the others
+ * wait, undecoded).  Each request is decoded into its own mapping, unmapped
+ * when it has been answered, so its memory goes back to the system at once. */
 #include "rpc.h"
 #include "cleanup.h"
 #include "config.h"
@@ -10,7 +19,9 @@
 
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include <nng/protocol/reqrep0/rep.h>
@@ -20,12 +31,19 @@ const double kiln_rpc_lat_bounds[KILN_RPC_LAT_BUCKETS] = {
 
 typedef enum wstate { W_IDLE, W_RECV, W_BUSY, W_SEND } wstate;
 
+#define LARGE_REQ     ((size_t)256 << 10)
+#define LARGE_MAX     2
+#define DECODE_FACTOR 8
+#define DECODE_SLACK  ((size_t)256 << 10)
+#define DECODE_CAP    ((size_t)64 << 20)
+
 struct worker {
     kiln_rpc_server *srv;
     nng_aio *aio;
     nng_ctx ctx;
     wstate st;
     kiln_req *req;       /* decoded request queued for a handler thread (BUSY) */
+    nng_msg *raw;        /* or a large request still to be decoded there */
     size_t req_len;      /* its size on the wire */
     struct worker *next; /* handler queue link */
 };
@@ -50,8 +68,9 @@ struct kiln_rpc_server {
     char *url;
 
     pthread_mutex_t mu;
-    pthread_cond_t cv;   /* queue non-empty / quit */
-    pthread_cond_t idle; /* a worker went IDLE */
+    pthread_cond_t cv;       /* queue non-empty / quit */
+    pthread_cond_t idle;     /* a worker went IDLE */
+    pthread_cond_t large_cv; /* a large request finished */
     struct worker *qhead, *qtail;
     bool stopping, quit;
 
@@ -65,6 +84,7 @@ struct kiln_rpc_server {
 
     kiln_rpc_method_stats *stats; /* n_methods + 1 ("unknown") */
     uint64_t served;
+    int large_running; /* large requests decoded and not yet answered */
 };
 
 static void worker_cb(void *arg);
@@ -186,13 +206,96 @@ static const kiln_rpc_method *find_method(kiln_rpc_server *s, const kiln_req *re
     return NULL;
 }
 
-/* Answers one decoded request (req NULL: it did not decode); takes ownership of req. */
-static void handle(struct worker *w, kiln_req *req, size_t in_len)
+/* ---- bounded decoding ---- */
+
+/* A request is decoded into its own anonymous mapping: a bump allocator over
+ * at most `cap` bytes (only the pages used count), unmapped in one go when the
+ * request is done, so its memory returns to the system at once and a decode
+ * cannot take more than its budget. */
+typedef struct decode_arena {
+    ProtobufCAllocator a;
+    size_t cap, used; /* bytes of the mapping, including this header */
+    bool exceeded;
+} decode_arena;
+
+#define ARENA_HDR ((sizeof(decode_arena) + 15) & ~(size_t)15)
+
+static void *arena_alloc(void *ud, size_t n)
+{
+    decode_arena *ar = ud;
+    n = (n + 15) & ~(size_t)15;
+    if (n == 0 || n > ar->cap - ar->used) {
+        ar->exceeded = true;
+        return NULL;
+    }
+    void *p = (char *)ar + ar->used;
+    ar->used += n;
+    return p;
+}
+
+static void arena_free_noop(void *ud, void *p)
+{
+    (void)ud;
+    (void)p;
+}
+
+/* Releases a request decode() returned. */
+static void req_free(kiln_req *req)
+{
+    if (req == NULL)
+        return;
+    decode_arena *ar = (decode_arena *)(void *)((char *)req - ARENA_HDR);
+    munmap(ar, ar->cap);
+}
+
+/* Decodes msg (consumed) within its budget; NULL when it is not a Request or
+ * would take too much memory (*too_big).  Free the result with req_free(). */
+static kiln_req *decode(nng_msg *msg, bool *too_big)
+{
+    size_t len = nng_msg_len(msg);
+    size_t cap = len > (DECODE_CAP - DECODE_SLACK) / DECODE_FACTOR
+                     ? DECODE_CAP
+                     : len * DECODE_FACTOR + DECODE_SLACK;
+    cap = (cap + ARENA_HDR + 4095) & ~(size_t)4095;
+    *too_big = false;
+    void *map =
+        mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (map == MAP_FAILED) {
+        nng_msg_free(msg);
+        *too_big = true;
+        return NULL;
+    }
+    decode_arena *ar = map;
+    *ar = (decode_arena){.a = {arena_alloc, arena_free_noop, ar}, .cap = cap, .used = ARENA_HDR};
+    /* The Request itself is the first allocation: req_free() finds the
+     * mapping right before it. */
+    kiln_req *req = kiln__v1__request__unpack(&ar->a, len, nng_msg_body(msg));
+    nng_msg_free(msg);
+    if (req == NULL) {
+        *too_big = ar->exceeded;
+        munmap(map, cap);
+    }
+    return req;
+}
+
+/* Answers one decoded request (req NULL: it did not decode, too_big: because
+ * it would take more memory than allowed); takes ownership of req. */
+static void handle(struct worker *w, kiln_req *req, size_t in_len, bool too_big)
 {
     kiln_rpc_server *s = w->srv;
     struct timespec ts0;
     clock_gettime(CLOCK_MONOTONIC, &ts0);
     const int unknown = (int)s->o.n_methods;
+    if (req == NULL && too_big) {
+        kiln_warn("rpc",
+                  "refused a request of %zu bytes: it decodes into more than %d times "
+                  "its size",
+                  in_len, DECODE_FACTOR);
+        record(s, unknown, KILN_ENOSPC, 0);
+        worker_send(
+            w, error_reply("", KILN_ENOSPC, "request refused: it decodes into too much memory"));
+        return;
+    }
     if (req == NULL) {
         kiln_debug("rpc", "malformed request (%zu bytes)", in_len);
         record(s, unknown, KILN_EINVAL, 0);
@@ -209,7 +312,7 @@ static void handle(struct worker *w, kiln_req *req, size_t in_len)
         worker_send(w, error_reply(rid, c,
                                    c == KILN_EINVAL ? "empty request"
                                                     : "method not served by this service"));
-        kiln__v1__request__free_unpacked(req, NULL);
+        req_free(req);
         return;
     }
     kiln_log_context(rid, NULL);
@@ -220,7 +323,7 @@ static void handle(struct worker *w, kiln_req *req, size_t in_len)
             record(s, idx, KILN_EINVAL, 0);
             worker_send(w, error_reply(rid, KILN_EINVAL,
                                        "mutating call needs a request_id of 1..64 bytes"));
-            kiln__v1__request__free_unpacked(req, NULL);
+            req_free(req);
             return;
         }
         pthread_mutex_lock(&s->mu);
@@ -230,7 +333,7 @@ static void handle(struct worker *w, kiln_req *req, size_t in_len)
             pthread_mutex_unlock(&s->mu);
             kiln_debug("rpc", "%s: resent request answered from cache", m->name);
             worker_send(w, copy);
-            kiln__v1__request__free_unpacked(req, NULL);
+            req_free(req);
             return;
         }
         if (e) {
@@ -248,14 +351,14 @@ static void handle(struct worker *w, kiln_req *req, size_t in_len)
             pthread_mutex_unlock(&s->mu);
             if (rearm)
                 nng_ctx_recv(w->ctx, w->aio);
-            kiln__v1__request__free_unpacked(req, NULL);
+            req_free(req);
             return;
         }
         ent = idem_insert(s, rid, idx);
         pthread_mutex_unlock(&s->mu);
         if (ent == NULL) {
             worker_send(w, error_reply(rid, KILN_EUNAVAIL, "server busy"));
-            kiln__v1__request__free_unpacked(req, NULL);
+            req_free(req);
             return;
         }
     }
@@ -310,7 +413,7 @@ static void handle(struct worker *w, kiln_req *req, size_t in_len)
     }
     kiln_error_free(&err);
     kiln_arena_free(arena);
-    kiln__v1__request__free_unpacked(req, NULL);
+    req_free(req);
     kiln_log_context(NULL, NULL);
     worker_send(w, out);
 }
@@ -332,9 +435,27 @@ static void *handler_thread(void *arg)
             s->qtail = NULL;
         w->next = NULL;
         kiln_req *req = w->req;
+        nng_msg *raw = w->raw;
+        size_t len = w->req_len;
         w->req = NULL;
+        w->raw = NULL;
+        if (raw == NULL) {
+            pthread_mutex_unlock(&s->mu);
+            handle(w, req, len, false);
+            continue;
+        }
+        /* A large request: decoded and answered LARGE_MAX at a time. */
+        while (s->large_running >= LARGE_MAX)
+            pthread_cond_wait(&s->large_cv, &s->mu);
+        s->large_running++;
         pthread_mutex_unlock(&s->mu);
-        handle(w, req, w->req_len);
+        bool too_big = false;
+        req = decode(raw, &too_big);
+        handle(w, req, len, too_big);
+        pthread_mutex_lock(&s->mu);
+        s->large_running--;
+        pthread_cond_signal(&s->large_cv);
+        pthread_mutex_unlock(&s->mu);
     }
 }
 
@@ -345,16 +466,21 @@ static void dispatch(struct worker *w, nng_msg *msg)
 {
     kiln_rpc_server *s = w->srv;
     size_t len = nng_msg_len(msg);
-    kiln_req *req = kiln__v1__request__unpack(NULL, len, nng_msg_body(msg));
-    nng_msg_free(msg);
-    int idx;
-    const kiln_rpc_method *m = find_method(s, req, &idx);
-    if (m == NULL || (m->flags & KILN_RPC_INLINE)) {
-        handle(w, req, len);
-        return;
+    kiln_req *req = NULL;
+    if (len <= LARGE_REQ) {
+        bool too_big = false;
+        req = decode(msg, &too_big);
+        msg = NULL;
+        int idx;
+        const kiln_rpc_method *m = find_method(s, req, &idx);
+        if (m == NULL || (m->flags & KILN_RPC_INLINE)) {
+            handle(w, req, len, too_big);
+            return;
+        }
     }
     pthread_mutex_lock(&s->mu);
     w->req = req;
+    w->raw = msg;
     w->req_len = len;
     if (s->qtail)
         s->qtail->next = w;
@@ -416,7 +542,9 @@ static void server_free(kiln_rpc_server *s)
         if (s->workers[i].aio)
             nng_aio_free(s->workers[i].aio);
         if (s->workers[i].req)
-            kiln__v1__request__free_unpacked(s->workers[i].req, NULL);
+            req_free(s->workers[i].req);
+        if (s->workers[i].raw)
+            nng_msg_free(s->workers[i].raw);
     }
     for (size_t i = 0; i < s->n_idem; i++)
         free(s->idem[i].reply);
@@ -428,6 +556,7 @@ static void server_free(kiln_rpc_server *s)
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     pthread_cond_destroy(&s->idle);
+    pthread_cond_destroy(&s->large_cv);
     free(s);
 }
 
@@ -441,6 +570,7 @@ int kiln_rpc_server_start(kiln_rpc_server **out, const kiln_rpc_server_opts *o, 
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     pthread_cond_init(&s->idle, NULL);
+    pthread_cond_init(&s->large_cv, NULL);
     s->n_workers = o->workers > 0 ? o->workers : 32;
     s->n_threads = o->threads > 0 ? o->threads : 8;
     s->n_idem = o->idem_entries ? o->idem_entries : 4096;

@@ -8,6 +8,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <execinfo.h>
+#include <grp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -102,6 +103,8 @@ const char kiln_service_common_usage[] =
     "                        URL's host, matched against DNS subjectAltNames)\n"
     "  --allow-insecure-tcp  allow tcp:// (or tls+tcp:// without --tls-ca) on non-loopback\n"
     "                        addresses: anyone who can connect can run builds\n"
+    "  --socket-group G      group (name or gid) of the ipc:// sockets (mode 0660) and of\n"
+    "                        DATA/run (then 0750); default: only the service's user\n"
     "  --workers N           concurrent RPCs in flight (default 32)\n"
     "  --max-msg SIZE        largest request accepted (default 4M)\n"
     "  --log-level LEVEL     debug|info|warn|error (default info; KILN_DEBUG=area,... for debug)\n"
@@ -147,6 +150,7 @@ enum {
     OPT_MAXMSG,
     OPT_LOGLEVEL,
     OPT_LOGFMT,
+    OPT_SOCKGROUP,
 };
 
 static const struct option common_opts[] = {
@@ -163,6 +167,7 @@ static const struct option common_opts[] = {
     {"max-msg", required_argument, NULL, OPT_MAXMSG},
     {"log-level", required_argument, NULL, OPT_LOGLEVEL},
     {"log-format", required_argument, NULL, OPT_LOGFMT},
+    {"socket-group", required_argument, NULL, OPT_SOCKGROUP},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
 };
@@ -225,6 +230,22 @@ int kiln_service_parse_args(kiln_service_opts *o, int argc, char **argv,
         case OPT_INSECURE:
             o->transport.allow_insecure = true;
             break;
+        case OPT_SOCKGROUP: {
+            char *end = NULL;
+            unsigned long v = strtoul(optarg, &end, 10);
+            if (*optarg != '\0' && *end == '\0' && v < 0x7fffffffUL) {
+                o->transport.ipc_gid = (gid_t)v;
+            } else {
+                struct group gr, *res = NULL;
+                char buf[4096];
+                if (getgrnam_r(optarg, &gr, buf, sizeof(buf), &res) != 0 || res == NULL)
+                    return kiln_error_set(err, KILN_EINVAL, 0,
+                                          "--socket-group: no group named '%s'", optarg);
+                o->transport.ipc_gid = res->gr_gid;
+            }
+            o->transport.ipc_group_set = true;
+            break;
+        }
         case OPT_WORKERS: {
             char *end = NULL;
             long v = strtol(optarg, &end, 10);
@@ -508,6 +529,22 @@ int kiln_service_start(kiln_service **out, const kiln_service_opts *o, const kil
     int r = kiln_mkdir_p(o->data_dir, 0755, err);
     if (r < 0)
         goto fail;
+    /* run/ holds the default sockets: private (or the socket group's),
+     * whatever mode an earlier run or the umask left. */
+    char rundir[PATH_MAX];
+    snprintf(rundir, sizeof(rundir), "%s/run", o->data_dir);
+    const char *urls[] = {o->listen_url, o->events_url};
+    for (size_t i = 0; i < KILN_ARRAY_SIZE(urls); i++) {
+        const char *ipc = kiln_ipc_path(urls[i]);
+        const char *slash = ipc ? strrchr(ipc, '/') : NULL;
+        if (slash && (size_t)(slash - ipc) == strlen(rundir) &&
+            strncmp(ipc, rundir, strlen(rundir)) == 0) {
+            if ((r = kiln_ipc_dir_secure(rundir, o->transport.ipc_group_set, o->transport.ipc_gid,
+                                         err)) < 0)
+                goto fail;
+            break;
+        }
+    }
     if ((r = kiln_events_new(&s->events, o->events_url, &o->transport, logdir, err)) < 0)
         goto fail;
     kiln_rpc_server_opts so = {

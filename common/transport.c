@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <nng/supplemental/tls/tls.h>
 
@@ -200,6 +202,49 @@ static char *read_small_file(const char *path, kiln_error **err)
     return buf;
 }
 
+const char *kiln_system_ca_file(void)
+{
+    static const char *const paths[] = {
+        "/etc/ssl/certs/ca-certificates.crt", /* Debian, Ubuntu, Alpine */
+        "/etc/pki/tls/certs/ca-bundle.crt",   /* Fedora, RHEL */
+        "/etc/ssl/ca-bundle.pem",             /* openSUSE */
+        "/etc/ssl/cert.pem",
+    };
+    const char *env = getenv("SSL_CERT_FILE");
+    if (env && *env)
+        return access(env, R_OK) == 0 ? env : NULL;
+    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
+        if (access(paths[i], R_OK) == 0)
+            return paths[i];
+    return NULL;
+}
+
+int kiln_ipc_dir_secure(const char *dir, bool group_set, gid_t gid, kiln_error **err)
+{
+    int r = kiln_mkdir_p(dir, 0700, err);
+    if (r < 0)
+        return r;
+    if (group_set && chown(dir, (uid_t)-1, gid) < 0)
+        return kiln_error_set(err, kiln_code_from_errno(errno), errno, "chown %s to group %u", dir,
+                              (unsigned)gid);
+    if (chmod(dir, group_set ? 0750 : 0700) < 0)
+        return kiln_error_set(err, kiln_code_from_errno(errno), errno, "chmod %s", dir);
+    return 0;
+}
+
+/* The socket file of a started ipc listener: 0660, group o->ipc_gid.  The
+ * directory holding it is private (kiln_ipc_dir_secure) until this is done
+ * for the services' own run/ dir. */
+static int secure_socket(const char *path, const kiln_transport_opts *o, kiln_error **err)
+{
+    if (o->ipc_group_set && chown(path, (uid_t)-1, o->ipc_gid) < 0)
+        return kiln_error_set(err, kiln_code_from_errno(errno), errno,
+                              "chown socket %s to group %u", path, (unsigned)o->ipc_gid);
+    if (chmod(path, 0660) < 0)
+        return kiln_error_set(err, kiln_code_from_errno(errno), errno, "chmod socket %s", path);
+    return 0;
+}
+
 /* Builds a TLS config; the caller releases it with nng_tls_config_free(). */
 static int make_tls(nng_tls_config **out, bool server, const char *host,
                     const kiln_transport_opts *o, kiln_error **err)
@@ -240,9 +285,28 @@ static int make_tls(nng_tls_config **out, bool server, const char *host,
             return kiln_error_set(err, KILN_EINVAL, 0, "TLS CA %s: %s", o->tls.ca,
                                   nng_strerror(rv));
         }
-        nng_tls_config_auth_mode(cfg, NNG_TLS_AUTH_MODE_REQUIRED);
-    } else {
+    }
+    if (server) {
+        /* Clients must present a certificate only when we have a CA for it. */
+        nng_tls_config_auth_mode(cfg,
+                                 o->tls.ca ? NNG_TLS_AUTH_MODE_REQUIRED : NNG_TLS_AUTH_MODE_NONE);
+    } else if (o->tls.insecure_skip_verify) {
         nng_tls_config_auth_mode(cfg, NNG_TLS_AUTH_MODE_NONE);
+    } else {
+        /* A server is always verified: against --tls-ca, else the system CAs. */
+        const char *sys = o->tls.ca ? NULL : kiln_system_ca_file();
+        if (!o->tls.ca && sys == NULL) {
+            nng_tls_config_free(cfg);
+            return kiln_error_set(err, KILN_EINVAL, 0,
+                                  "no CA to verify the server with: pass --tls-ca (no system "
+                                  "CA bundle found; SSL_CERT_FILE names one)");
+        }
+        if (sys && (rv = nng_tls_config_ca_file(cfg, sys)) != 0) {
+            nng_tls_config_free(cfg);
+            return kiln_error_set(err, KILN_EINVAL, 0, "system CA bundle %s: %s", sys,
+                                  nng_strerror(rv));
+        }
+        nng_tls_config_auth_mode(cfg, NNG_TLS_AUTH_MODE_REQUIRED);
     }
     const char *name = o->tls.server_name ? o->tls.server_name : host;
     if (!server && name && *name)
@@ -324,6 +388,10 @@ int kiln_listen(nng_socket sock, const char *url, const kiln_transport_opts *o, 
                                   "listen %s: address in use (is another instance running?)", url);
         return kiln_error_set(err, kiln_code_from_nng(rv), 0, "listen %s: %s", url,
                               nng_strerror(rv));
+    }
+    if (sc == KILN_SCHEME_IPC && (r = secure_socket(url + 6, o, err)) < 0) {
+        nng_listener_close(l);
+        return r;
     }
     return 0;
 }

@@ -8,6 +8,7 @@
 #define KILN_TRANSPORT_H
 
 #include <stdbool.h>
+#include <sys/types.h>
 
 #include <nng/nng.h>
 
@@ -22,11 +23,19 @@ typedef struct kiln_tls_opts {
      * the certificate's subjectAltName only, so a certificate for an IP
      * endpoint needs that IP as a DNS entry too, or use this override. */
     const char *server_name;
+    /* Dialing: accept any server certificate.  Only an explicit
+     * --tls-insecure-skip-verify sets it; otherwise the server is verified
+     * against ca, or the system CA store when ca is NULL. */
+    bool insecure_skip_verify;
 } kiln_tls_opts;
 
 typedef struct kiln_transport_opts {
     kiln_tls_opts tls;
     bool allow_insecure; /* permit non-loopback tcp:// or tls+tcp:// without client auth */
+    /* ipc:// listeners: the socket file is mode 0660, group ipc_gid when
+     * ipc_group_set (else the process's group). */
+    bool ipc_group_set;
+    gid_t ipc_gid;
 } kiln_transport_opts;
 
 typedef enum kiln_scheme {
@@ -40,15 +49,26 @@ typedef enum kiln_scheme {
 int kiln_url_check(const char *url, kiln_scheme *scheme_out, bool *loopback_out, kiln_error **err);
 
 /* Starts a listener on sock after enforcing the listening policy above.  For
- * ipc:// the socket's directory is created (0700) first. */
+ * ipc:// the socket's directory is created (0700) when missing, and the socket
+ * file gets mode 0660 (and o->ipc_gid) whatever the umask. */
 int kiln_listen(nng_socket sock, const char *url, const kiln_transport_opts *o, kiln_error **err);
 
 /* Starts a dialer.  With wait=true the first connection attempt is made now
  * and its failure is returned (KILN_EUNAVAIL); otherwise NNG keeps redialling
- * in the background.  tls+tcp:// dials verify the server against o->tls.ca and
- * present o->tls.cert/key when given. */
+ * in the background.  tls+tcp:// dials verify the server's certificate and
+ * name against o->tls.ca, or the system CA store without one (unless
+ * o->tls.insecure_skip_verify), and present o->tls.cert/key when given. */
 int kiln_dial(nng_socket sock, const char *url, const kiln_transport_opts *o, bool wait,
               kiln_error **err);
+
+/* Gives an ipc socket directory (the services' run/ dir) mode 0700, or 0750
+ * with group gid when group_set, whatever it had before; creates it when
+ * missing. */
+int kiln_ipc_dir_secure(const char *dir, bool group_set, gid_t gid, kiln_error **err);
+
+/* The system CA bundle (SSL_CERT_FILE, else the first of the usual Debian,
+ * Fedora and Alpine paths that exists), or NULL. */
+const char *kiln_system_ca_file(void);
 
 /* Closes a client-side socket (REQ, SUB) waiting at most timeout_ms.  NNG
  * 1.5.2's nng_close() can block forever while a pipe with data in flight is

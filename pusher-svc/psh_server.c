@@ -16,6 +16,7 @@
 #include "psh_store.h"
 #include "psh_transfer.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,6 +63,69 @@ int psh_srv_parse_platform(psh_server *p, const char *s, char *buf, size_t cap, 
     if (*buf == '\0' || *arch == '\0' || (variant && (*variant == '\0' || strchr(variant, '/'))))
         return kiln_error_set(err, KILN_EINVAL, 0, "platform '%s' is not os/arch[/variant]", s);
     *out = (psh_platform){buf, arch, variant};
+    return 0;
+}
+
+/* ---- paths clients name on our host ---- */
+
+/* True when path is dir or lies below it (both resolved). */
+static bool path_within(const char *path, const char *dir)
+{
+    size_t n = strlen(dir);
+    return strncmp(path, dir, n) == 0 && (path[n] == '\0' || path[n] == '/' || n == 1);
+}
+
+int psh_srv_host_path(psh_server *p, const char *what, const char *path, bool create,
+                      kiln_error **err)
+{
+    if (!p->local_only)
+        return kiln_error_set(err, KILN_EPERM, 0,
+                              "kiln-pusher listens on %s and takes no paths on its host from "
+                              "remote clients (%s %.200s)%s",
+                              p->o->listen_url, what, path,
+                              strcmp(what, "--authfile") == 0 ? ": pass --creds USER:PASS"
+                              : strcmp(what, "--cert-dir") == 0
+                                  ? ": registry CAs and client certificates belong in the "
+                                    "pusher's own /etc/containers/certs.d"
+                                  : "");
+    if (path == NULL || path[0] != '/')
+        return kiln_error_set(err, KILN_EINVAL, 0, "%s '%s' must be an absolute path", what,
+                              path ? path : "");
+    /* A new file or dir: its parent must exist; the name itself is plain. */
+    _cleanup_free_ char *copy = strdup(path);
+    if (copy == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    const char *name = NULL;
+    if (create) {
+        char *slash = strrchr(copy, '/');
+        while (slash && slash != copy && slash[1] == '\0') { /* trailing slashes */
+            *slash = '\0';
+            slash = strrchr(copy, '/');
+        }
+        name = slash ? slash + 1 : copy;
+        if (*name == '\0' || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+            return kiln_error_set(err, KILN_EINVAL, 0, "%s '%s' names no file", what, path);
+        if (slash == copy)
+            copy[1] = '\0', name = path + 1;
+        else
+            *slash = '\0';
+    }
+    _cleanup_free_ char *real = realpath(copy, NULL);
+    if (real == NULL)
+        return kiln_error_set(err, kiln_code_from_errno(errno), errno, "%s %s", what, copy);
+    _cleanup_free_ char *full = NULL;
+    if (name && asprintf(&full, "%s%s%s", real, strcmp(real, "/") ? "/" : "", name) < 0)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    const char *res = full ? full : real;
+    const char *data = psh_store_data_dir(p->store);
+    /* Kiln's own state (the store, snapshots, sandbox, build contexts and
+     * secrets, event logs) is never an import source or an export target;
+     * nor is a directory holding it. */
+    if (path_within(res, data) || (!create && path_within(data, res)))
+        return kiln_error_set(err, KILN_EPERM, 0,
+                              "%s %s resolves to %s: %s Kiln's data dir %s, which clients may "
+                              "not read or write",
+                              what, path, res, path_within(res, data) ? "inside" : "holding", data);
     return 0;
 }
 
@@ -210,14 +274,12 @@ static int m_export(void *user, const kiln_req *req, kiln_reply *reply, kiln_are
     int r = psh_export_target_parse(q->target, &kind, &path, err);
     if (r < 0)
         return r;
-    if (path[0] != '/')
-        return kiln_error_set(err, KILN_EINVAL, 0, "export path '%s' must be absolute", path);
+    if ((r = psh_srv_host_path(p, "export target", path, true, err)) < 0)
+        return r;
     psh_descriptor d;
     if ((r = psh_store_resolve(p->store, q->ref, &d, err)) < 0)
         return r;
-    /* Remote clients may only write inside the data dir. */
-    const char *confine = p->local_only ? NULL : psh_store_data_dir(p->store);
-    if ((r = psh_store_export(p->store, q->ref, kind, path, confine, err)) < 0)
+    if ((r = psh_store_export(p->store, q->ref, kind, path, NULL, err)) < 0)
         return r;
     Kiln__V1__ExportReply *b = NEW_BODY(a, Kiln__V1__ExportReply, kiln__v1__export_reply__init);
     if (b == NULL)
@@ -329,7 +391,6 @@ static void run_import(void *arg)
     o.pack.progress = on_pack_progress;
     o.pack.progress_ud = c;
     o.layout_ref = str_set(q->layout_ref) ? q->layout_ref : NULL;
-    o.confine = c->p->local_only ? NULL : psh_store_data_dir(c->p->store);
     if (psh_srv_parse_platform(c->p, q->platform, pbuf, sizeof(pbuf), &o.platform, &err) < 0 ||
         psh_store_import(c->p->store, q->source, q->ref, &o, &d, &err) < 0) {
         psh_srv_job_failed(c, &err, "import");
@@ -354,9 +415,9 @@ static int m_import(void *user, const kiln_req *req, kiln_reply *reply, kiln_are
     const Kiln__V1__ImportRequest *q = req->import;
     if (!str_set(q->source) || !str_set(q->ref))
         return kiln_error_set(err, KILN_EINVAL, 0, "import needs a source path and a reference");
-    if (q->source[0] != '/')
-        return kiln_error_set(err, KILN_EINVAL, 0, "import source '%s' must be an absolute path",
-                              q->source);
+    int r = psh_srv_host_path(p, "import source", q->source, false, err);
+    if (r < 0)
+        return r;
     psh_ref ref;
     if (psh_ref_parse(&ref, q->ref, 0, err) < 0)
         return kiln_error_wrap(err, "import reference");

@@ -56,6 +56,14 @@ static inline bool str_set(const char *s)
         b_;                                                                                        \
     })
 
+/* Checks a path a client names on our host (what: "import source", ...):
+ * refused altogether from remote clients (the RPC endpoint is not ipc://);
+ * from local ones it must be absolute and neither inside Kiln's data dir nor,
+ * unless create (a target to write), hold it.  For create only the parent
+ * must exist. */
+int psh_srv_host_path(psh_server *p, const char *what, const char *path, bool create,
+                      kiln_error **err);
+
 /* Splits "os/arch[/variant]" into pieces stored in buf; "" or NULL: the host. */
 int psh_srv_parse_platform(psh_server *p, const char *s, char *buf, size_t cap, psh_platform *out,
                            kiln_error **err);

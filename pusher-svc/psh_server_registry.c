@@ -25,6 +25,14 @@ static int reg_opts(psh_server *p, const Kiln__V1__RegistryOptions *r, psh_regis
     o->tls_verify = !r->insecure;
     o->cert_dir = str_set(r->cert_dir) ? r->cert_dir : NULL;
     o->authfile = str_set(r->authfile) ? r->authfile : NULL;
+    /* Files on our host: only for local clients, and never Kiln's own. */
+    int rc = 0;
+    if (o->authfile)
+        rc = psh_srv_host_path(p, "--authfile", o->authfile, false, err);
+    if (rc == 0 && o->cert_dir)
+        rc = psh_srv_host_path(p, "--cert-dir", o->cert_dir, false, err);
+    if (rc < 0)
+        return rc;
     o->creds = str_set(r->creds) ? r->creds : NULL;
     if (o->creds && strchr(o->creds, ':') == NULL)
         return kiln_error_set(err, KILN_EINVAL, 0, "credentials must be USER:PASSWORD");

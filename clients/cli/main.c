@@ -89,7 +89,10 @@ static void usage(FILE *f)
         "  --data DIR        data dir whose run/ holds the default ipc:// sockets (env KILN_DATA)\n"
         "  --tls-cert FILE   client certificate for tls+tcp:// endpoints\n"
         "  --tls-key FILE    key for --tls-cert\n"
-        "  --tls-ca FILE     CA that signed the services' certificates\n"
+        "  --tls-ca FILE     CA that signed the services' certificates (default: the\n"
+        "                    system CA store; the services' certificates are always verified)\n"
+        "  --tls-insecure-skip-verify  accept any certificate from tls+tcp:// services\n"
+        "                    (anyone on the path can then read secrets and credentials)\n"
         "  --tls-server-name NAME  name the services' certificates must carry (default:\n"
         "                    the URL's host; matched against DNS subjectAltNames)\n"
         "  --timeout MS      RPC timeout in milliseconds (default 10000)\n"
@@ -99,23 +102,25 @@ static void usage(FILE *f)
         "4 build failed, 5 registry error.\n");
 }
 
-enum { G_BUILDER = 300, G_PUSHER, G_DATA, G_CERT, G_KEY, G_CA, G_SNI, G_TIMEOUT };
+enum { G_BUILDER = 300, G_PUSHER, G_DATA, G_CERT, G_KEY, G_CA, G_SNI, G_TIMEOUT, G_SKIPVERIFY };
 
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
     kiln_log_setup("kiln", KILN_LOG_WARN, KILN_LOG_LOGFMT);
-    static const struct option opts[] = {{"builder", required_argument, NULL, G_BUILDER},
-                                         {"pusher", required_argument, NULL, G_PUSHER},
-                                         {"data", required_argument, NULL, G_DATA},
-                                         {"tls-cert", required_argument, NULL, G_CERT},
-                                         {"tls-key", required_argument, NULL, G_KEY},
-                                         {"tls-ca", required_argument, NULL, G_CA},
-                                         {"tls-server-name", required_argument, NULL, G_SNI},
-                                         {"timeout", required_argument, NULL, G_TIMEOUT},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {"version", no_argument, NULL, 'V'},
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"builder", required_argument, NULL, G_BUILDER},
+        {"pusher", required_argument, NULL, G_PUSHER},
+        {"data", required_argument, NULL, G_DATA},
+        {"tls-cert", required_argument, NULL, G_CERT},
+        {"tls-key", required_argument, NULL, G_KEY},
+        {"tls-ca", required_argument, NULL, G_CA},
+        {"tls-server-name", required_argument, NULL, G_SNI},
+        {"tls-insecure-skip-verify", no_argument, NULL, G_SKIPVERIFY},
+        {"timeout", required_argument, NULL, G_TIMEOUT},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0}};
     cli_ctx ctx = {.timeout_ms = 10000, .prog = "kiln"};
     const char *builder = getenv("KILN_BUILDER"), *pusher = getenv("KILN_PUSHER");
     const char *data = NULL;
@@ -144,6 +149,9 @@ int main(int argc, char **argv)
             break;
         case G_SNI:
             ctx.transport.tls.server_name = optarg;
+            break;
+        case G_SKIPVERIFY:
+            ctx.transport.tls.insecure_skip_verify = true;
             break;
         case G_TIMEOUT: {
             char *end = NULL;
@@ -199,5 +207,9 @@ int main(int argc, char **argv)
             return CLI_EXIT_USAGE;
         }
     }
+    if (ctx.transport.tls.insecure_skip_verify)
+        fprintf(stderr, "kiln: warning: --tls-insecure-skip-verify: the services' TLS "
+                        "certificates are not verified; whoever answers gets secrets and "
+                        "credentials\n");
     return verb->run(&ctx, argc - optind, argv + optind);
 }

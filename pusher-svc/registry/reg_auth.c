@@ -510,6 +510,14 @@ int reg_auth_challenge(reg_client *c, const char *www, const char *scope, bool h
     } else if (strcasecmp(scheme, "Bearer") == 0 && realm != NULL) {
         if (strncmp(realm, "http://", 7) != 0 && strncmp(realm, "https://", 8) != 0) {
             r = kiln_error_set(err, KILN_EREMOTE, 0, "%s: token realm is not an HTTP URL", c->host);
+        } else if (strncmp(realm, "http://", 7) == 0 && !c->insecure) {
+            /* The token request carries the credentials: never in clear
+             * for a registry reached over verified HTTPS. */
+            r = kiln_error_set(err, KILN_EREMOTE, 0,
+                               "%s: refusing token realm %.200s: plain HTTP for a registry "
+                               "reached over HTTPS would send credentials in clear (mark the "
+                               "registry insecure, --tls-verify=false, only if it really is)",
+                               c->host, realm);
         } else {
             pthread_mutex_lock(&c->mu);
             c->scheme = 3;

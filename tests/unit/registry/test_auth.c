@@ -229,3 +229,36 @@ KT_TEST(bearer_tokens_refresh_mid_push)
     free(d2);
     env_close(&e);
 }
+
+/* A registry on HTTPS whose token realm is plain HTTP: the credentials would
+ * go to the realm in clear, so the token is not fetched at all (the token
+ * server logs every token it issues) and the error names the realm; a
+ * registry marked insecure may use such a realm. */
+KT_TEST(bearer_realm_over_plain_http_is_refused_for_https_registries)
+{
+    struct env e;
+    KT_REQUIRE(env_open(&e, true, RF_AUTH_TOKEN, 60) == 0);
+    char man[KILN_DIGEST_STRLEN + 1];
+    KT_REQUIRE(rf_random_image(e.s, e.dir, "realm:1", 50000, "amd64", man, NULL) == 0);
+    psh_registry_opts o;
+    rf_opts(&o, &e.reg);
+    o.creds = "kiln:s3cret-pw";
+    char dst[256], realm[128];
+    snprintf(dst, sizeof(dst), "%s/realm/app:1", e.reg.host);
+    snprintf(realm, sizeof(realm), "http://127.0.0.1:%d/token", e.reg.token_port);
+    int before = count_lines(e.reg.token_log);
+    char *msg = NULL;
+    KT_EXPECT_INT(try_push(&e, "realm:1", dst, &o, &msg), KILN_EREMOTE);
+    KT_EXPECT(msg != NULL && strstr(msg, realm) != NULL);
+    KT_EXPECT(msg != NULL && strstr(msg, "s3cret-pw") == NULL);
+    if (msg)
+        fprintf(stderr, "    %s\n", msg);
+    free(msg);
+    KT_EXPECT_INT(count_lines(e.reg.token_log) - before, 0);
+
+    /* Marked insecure, the same registry and realm work. */
+    o.tls_verify = false;
+    KT_EXPECT_INT(try_push(&e, "realm:1", dst, &o, NULL), 0);
+    KT_EXPECT(count_lines(e.reg.token_log) - before >= 1);
+    env_close(&e);
+}
