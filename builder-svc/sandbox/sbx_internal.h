@@ -37,6 +37,15 @@ bool sbx_have_openat2(void);
  * for the root itself. */
 int sbx_clean_path(char *out, size_t out_size, const char *in, bool allow_abs, kiln_error **err);
 
+/* Normalises the name of a layer entry (or a hard link's target) as Docker
+ * and containerd do: taken relative to the layer root and cleaned lexically,
+ * so "/", "./" and "/etc/passwd" are the root, the root and "etc/passwd";
+ * "a/../b" is "b", and ".." at the root of an absolute name stays there
+ * ("/../../etc" is "etc").  A relative name that climbs above the root
+ * ("../x", "a/../../x") fails with KILN_EINVAL, as does an over-long one.
+ * The result is "" for the root itself. */
+int sbx_clean_layer_path(char *out, size_t out_size, const char *in, kiln_error **err);
+
 /* Opens rel (a cleaned relative path, "" = the root) below rootfd as if
  * rootfd were "/": absolute symlinks and ".." never leave it, magic links are
  * refused.  flags are open(2) flags (O_CLOEXEC is added); with O_NOFOLLOW the

@@ -6,7 +6,11 @@
  * tar), and only then handed to libarchive, which parses the tar.  Every
  * entry is created with *at() calls below a directory resolved inside the
  * snapshot root (sbx_open_in_root), never through a symlink's final
- * component, and names with ".." or a leading "/" make the layer invalid.
+ * component.  Names are taken relative to the layer root as Docker and
+ * containerd take them (sbx_clean_layer_path): other tools write "/" for the
+ * root (umoci insert) or "/etc/passwd", and ".." at the root of such a name
+ * stays at the root; a relative name climbing above it makes the layer
+ * invalid.
  *
  * The result is in overlay form: the layer's own entries only, `.wh.<name>`
  * as a 0/0 character device, `.wh..wh..opq` as the opaque xattr on its
@@ -386,7 +390,7 @@ static int do_hardlink(unpack_ctx *c, int parent, const char *leaf, const char *
                        const char *raw_target, kiln_error **err)
 {
     char target[PATH_MAX];
-    int r = sbx_clean_path(target, sizeof(target), raw_target, false, err);
+    int r = sbx_clean_layer_path(target, sizeof(target), raw_target, err);
     if (r < 0)
         return kiln_error_wrap(err, "hard link %s", rel);
     if (*target == '\0')
@@ -466,7 +470,7 @@ static int do_entry(unpack_ctx *c, struct archive *a, struct archive_entry *e, k
     if (raw == NULL)
         return kiln_error_set(err, KILN_EINVAL, 0, "layer entry without a usable name");
     char rel[PATH_MAX];
-    int r = sbx_clean_path(rel, sizeof(rel), raw, false, err);
+    int r = sbx_clean_layer_path(rel, sizeof(rel), raw, err);
     if (r < 0)
         return kiln_error_wrap(err, "layer entry");
     mode_t type = archive_entry_filetype(e);
