@@ -809,6 +809,51 @@ KT_TEST(absolute_and_dot_names_unpack_in_place)
     free(t), free(data), free(blob);
 }
 
+/* A tar that stops right after its last file's data (no padding, no
+ * end-of-archive blocks; umoci 0.4's insert writes these) is read as Go's
+ * archive/tar reads it; one that stops inside the data is refused. */
+KT_TEST(tar_without_final_padding)
+{
+    char *t = fx_tmpdir(), *blob = path2(t, "short.tar");
+    fx_entry e[] = {{'d', "d", 0, 0, 0, 0, 0}, {'f', "d/f", "hello", 0644, 0, 0, 0}};
+    static const struct {
+        off_t len;
+        int rc;
+    } cases[] = {{3 * 512 + 5, 0}, {3 * 512 + 3, KILN_EINVAL}, {3 * 512, KILN_EINVAL}};
+    for (size_t i = 0; i < KILN_ARRAY_SIZE(cases); i++) {
+        char *data = path2(t, "data");
+        KT_REQUIRE(fx_layer(blob, e, KILN_ARRAY_SIZE(e), FX_TAR, NULL, NULL) == 0);
+        struct stat st;
+        KT_REQUIRE(stat(blob, &st) == 0 && st.st_size > cases[i].len);
+        /* "d/" header, "d/f" header, its data: check the layout first */
+        char *head = fx_read(blob);
+        KT_REQUIRE(head != NULL);
+        KT_EXPECT(memcmp(head + 1024, "hello", 5) == 0 || memcmp(head + 1536, "hello", 5) == 0);
+        off_t len = memcmp(head + 1024, "hello", 5) == 0 ? cases[i].len - 512 : cases[i].len;
+        free(head);
+        KT_REQUIRE(truncate(blob, len) == 0);
+        bld_layer l = {.blob_path = blob};
+        char chain[80];
+        kiln_error *err = NULL;
+        int r = bld_snapshot_ensure(chain, data, &l, 1, &err);
+        if (r != cases[i].rc)
+            KT_FAIL("truncated at %lld: rc %d (%s), want %d", (long long)len, r,
+                    err ? err->msg : "", cases[i].rc);
+        if (r == 0) {
+            char *f = NULL;
+            KT_REQUIRE(asprintf(&f, "%s/snapshots/%s/fs/d/f", data, chain + 7) > 0);
+            char *v = fx_read(f);
+            KT_EXPECT_STR(v, "hello");
+            free(v), free(f);
+        }
+        kiln_error_free(&err);
+        fx_rmtree(data);
+        free(data);
+    }
+    fx_rmtree(t);
+    free(t), free(blob);
+}
+
 KT_TEST(hard_link_to_a_lower_layer_is_copied)
 {
     char *t = fx_tmpdir(), *data = path2(t, "data");
