@@ -41,7 +41,7 @@ if [ "${KILN_FRESH_ROOT:-}" = inside ]; then
     echo "fresh-root: already inside a fresh root; not recursing" >&2
     exit 0
 fi
-for t in debootstrap unshare pivot_root git curl; do
+for t in debootstrap unshare pivot_root git curl python3; do
     command -v "$t" >/dev/null || skip "$t is not installed (deploy/install-deps.sh --test)"
 done
 git -C "$top" rev-parse --verify -q HEAD >/dev/null || skip "$top is not a git checkout"
@@ -111,20 +111,27 @@ say "cloning $(git -C "$top" rev-parse --short HEAD) into /root/kiln"
 git clone -q --no-hardlinks "$top" "$root/root/kiln"
 git -C "$root/root/kiln" checkout -q --detach "$(git -C "$top" rev-parse HEAD)"
 
-free_port() { # a TCP port nothing on 127.0.0.1 listens on, with the next one free too
-    local p
-    for _ in $(seq 200); do
-        p=$((20000 + RANDOM % 20000))
-        ss -Hltn "( sport = :$p or sport = :$((p + 1)) )" 2>/dev/null | grep -q . || {
-            echo "$p"
-            return
-        }
-    done
-    echo "fresh-root: no free port" >&2
-    exit 1
-}
-reg_port=$(free_port)
-http_port=$(free_port)
+# Free TCP ports on 127.0.0.1 for the registry and the services' HTTP
+# endpoints (port and port+1), distinct from each other.
+read -r reg_port http_port < <(python3 - <<'PY'
+import random, socket
+def free(p):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+ports = []
+while len(ports) < 2:
+    p = random.randrange(20000, 40000, 3)
+    if free(p) and free(p + 1):
+        ports.append(p)
+print(*ports)
+PY
+)
 
 if [ "$full" = 1 ]; then
     # The README's two commands, unchanged; quickstart's services are stopped
