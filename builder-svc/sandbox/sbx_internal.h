@@ -30,6 +30,10 @@ extern bool sbx_force_walk;
 /* True when openat2() with RESOLVE_IN_ROOT works on this kernel. */
 bool sbx_have_openat2(void);
 
+/* True when "/" is a mount point: false in a plain chroot, where the
+ * sandbox's private mount namespace and pivot_root cannot work (preflight.c). */
+bool sbx_root_is_mount_point(void);
+
 /* Normalises an archive member or mount path into out: leading "/" (only
  * when allow_abs) and "./" removed, "." components and duplicate or trailing
  * slashes dropped.  Fails with KILN_EINVAL for a ".." component, for an
