@@ -436,6 +436,12 @@ static psh_strv strv(char **v, size_t n, bool set)
     return (psh_strv){(const char *const *)v, n, set};
 }
 
+static void free_keys(char **keys, size_t n)
+{
+    for (size_t i = 0; keys != NULL && i < n; i++)
+        free(keys[i]);
+}
+
 static void run_commit(void *arg)
 {
     job_ctx *c = arg;
@@ -446,6 +452,7 @@ static void run_commit(void *arg)
     char pbuf[128];
     _cleanup_free_ psh_kv *labels = calloc(q->config ? q->config->n_labels + 1 : 1, sizeof(psh_kv));
     _cleanup_free_ psh_history_entry *hist = calloc(q->n_history + 1, sizeof(psh_history_entry));
+    _cleanup_free_ char **keys = NULL; /* pack cache keys, one per layer */
     if (labels == NULL || hist == NULL) {
         kiln_error_set(&err, KILN_ENOSPC, 0, "out of memory");
         goto fail;
@@ -516,11 +523,19 @@ static void run_commit(void *arg)
     spec.pack.progress_ud = c;
     spec.layer_done = on_layer_done;
     spec.layer_done_ud = c;
-    /* Step diffs are immutable once their step completed and their paths are
-     * named by the builder's cache key, so the path is a safe identity: an
-     * unchanged rebuild commits without packing anything. */
-    spec.pack_cache = c->p->pack_cache;
-    spec.layer_keys = (const char *const *)q->layers;
+    /* A diff's path is not its identity: the builder reuses a pruned step's
+     * path for a new production.  Its generation id is, together with the
+     * path: an unchanged rebuild commits without packing anything, and a
+     * step produced again is packed again. */
+    if (q->n_layer_ids == q->n_layers && q->n_layers > 0 &&
+        (keys = calloc(q->n_layers + 1, sizeof(*keys))) != NULL) {
+        for (size_t i = 0; i < q->n_layers; i++)
+            if (str_set(q->layer_ids[i]) &&
+                asprintf(&keys[i], "%s %s", q->layer_ids[i], q->layers[i]) < 0)
+                keys[i] = NULL;
+        spec.pack_cache = c->p->pack_cache;
+        spec.layer_keys = (const char *const *)keys;
+    }
     c->layer_t0 = kiln_now_ms();
 
     psh_commit_result res = {0};
@@ -561,9 +576,11 @@ static void run_commit(void *arg)
     free(lr);
     free(lrp);
     psh_commit_result_dispose(&res);
+    free_keys(keys, q->n_layers);
     psh_srv_job_free(c);
     return;
 fail:
+    free_keys(keys, q->n_layers);
     psh_srv_job_failed(c, &err, "commit");
     psh_srv_job_free(c);
 }
@@ -578,6 +595,13 @@ static int m_commit(void *user, const kiln_req *req, kiln_reply *reply, kiln_are
         if (psh_ref_parse(&ref, q->tags[i], 0, err) < 0)
             return kiln_error_wrap(err, "commit tag");
     }
+    if (q->n_layer_ids != 0 && q->n_layer_ids != q->n_layers)
+        return kiln_error_set(err, KILN_EINVAL, 0, "commit: %zu layer ids for %zu layers",
+                              q->n_layer_ids, q->n_layers);
+    for (size_t i = 0; i < q->n_layer_ids; i++)
+        if (strlen(q->layer_ids[i]) > 128 ||
+            strspn(q->layer_ids[i], "0123456789abcdefABCDEF") != strlen(q->layer_ids[i]))
+            return kiln_error_set(err, KILN_EINVAL, 0, "commit: layer id %zu is not hex", i);
     char pbuf[128];
     psh_platform pl;
     if (psh_srv_parse_platform(p, q->platform, pbuf, sizeof(pbuf), &pl, err) < 0)

@@ -21,7 +21,7 @@ struct psh_server {
     bool local_only; /* RPC endpoint is ipc://: clients share our filesystem */
     char host_arch[sizeof(((struct utsname *)0)->machine)];
 
-    psh_pack_cache *pack_cache; /* step diff path + settings -> packed layer */
+    psh_pack_cache *pack_cache; /* step generation id + path + settings -> packed layer */
     kiln_rpc_method *methods;   /* store + registry methods */
     size_t n_methods;
     atomic_int cancel; /* set at shutdown: registry transfers stop between chunks */

@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
 # The whole test suite, from a clean checkout on Debian 12 (as root):
 # installs dependencies, builds with warnings as errors, runs every ctest
-# label (unit, integration, privileged, fuzz), then the same suite built with
-# AddressSanitizer + UndefinedBehaviorSanitizer, then the clang-format check.
-#   tests/run.sh [--no-asan] [--no-format]
+# label (unit, integration, privileged, fuzz), then the README's commands in a
+# brand-new Debian 12 root (tests/fresh-root.sh; as root, and not again inside
+# that root), then the same suite built with AddressSanitizer +
+# UndefinedBehaviorSanitizer, then the clang-format check.
+#   tests/run.sh [--no-asan] [--no-format] [--no-fresh-root]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$PWD
-asan=1 format=1
+asan=1 format=1 fresh=1
 for arg in "$@"; do
     case "$arg" in
     --no-asan) asan=0 ;;
     --no-format) format=0 ;;
-    *) echo "usage: $0 [--no-asan] [--no-format]" >&2; exit 2 ;;
+    --no-fresh-root) fresh=0 ;;
+    *) echo "usage: $0 [--no-asan] [--no-format] [--no-fresh-root]" >&2; exit 2 ;;
     esac
 done
+# Inside the fresh root, the suite runs once: no fresh root within it.
+[ "${KILN_FRESH_ROOT:-}" = inside ] && fresh=0
 jobs=$(nproc)
 
 deploy/install-deps.sh --test
@@ -27,6 +32,17 @@ cmake --build build/ci -j"$jobs"
 
 section "ctest: unit, integration, privileged, fuzz"
 ctest --test-dir build/ci --output-on-failure -j"$jobs"
+
+if [ "$fresh" = 1 ] && [ "$(id -u)" -eq 0 ]; then
+    section "fresh root: the README's commands on a new Debian 12 root"
+    rc=0
+    tests/fresh-root.sh || rc=$?
+    if [ "$rc" = 77 ]; then
+        echo "fresh root: skipped (see above)"
+    elif [ "$rc" != 0 ]; then
+        exit "$rc"
+    fi
+fi
 
 if [ "$asan" = 1 ]; then
     section "build with AddressSanitizer + UndefinedBehaviorSanitizer"

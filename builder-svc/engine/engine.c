@@ -575,6 +575,7 @@ static int build(eng_ctx *c, kiln_error **err)
     eng_commit_desc cd = {
         .base_manifest = r->base_manifest,
         .layers = &r->layers,
+        .layer_ids = &r->layer_ids,
         .config = r->config,
         .author = r->author,
         .hist = r->hist,

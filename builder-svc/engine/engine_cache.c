@@ -1,12 +1,18 @@
 /* Step directories and the step index.
  *
  *   $DATA/snapshots/steps/<key hex>/diff   a finished step's diff (overlay form)
+ *   $DATA/snapshots/steps/<key hex>/id     its generation: 32 random hex digits
  *   $DATA/snapshots/steps/tmp-XXXXXX/      a step being produced
  *   $DATA/cache/steps/<key hex>            index entry: "layer=0|1\nsize=N\n"
  *
- * A step is produced in a tmp dir and renamed into place; its index entry is
- * written to a temp file, fsynced and renamed after that, so an entry always
- * names a complete diff.  Interrupted steps are removed at engine start. */
+ * A step is produced in a tmp dir, given a new generation id and renamed into
+ * place; the data dir's filesystem is then synced (syncfs), and only after
+ * that is its index entry written to a temp file, fsynced and renamed.  The
+ * index entry is the commit point: after a crash or power loss an entry
+ * always names a complete diff, and a step dir without entry is a leftover.
+ * The id tells apart two productions of the same key (a step pruned and run
+ * again): the pusher remembers packed layers by it, not by the dir's path.
+ * Interrupted steps are removed at engine start. */
 #include "engine_int.h"
 
 #include <dirent.h>
@@ -38,6 +44,52 @@ static void index_path(char *out, size_t cap, eng_build *b, const char *key)
 static void step_path(char *out, size_t cap, eng_build *b, const char *key)
 {
     snprintf(out, cap, "%s/snapshots/steps/%s", b->e->data_dir, hex_of(key));
+}
+
+/* Reads steps/<key>/id into id; "" when the dir has none (made by an older
+ * builder) or it is malformed: such a diff is packed every time. */
+static void read_step_id(const char *step_dir, char id[ENG_STEP_ID_LEN + 1])
+{
+    char p[ENG_PATH_MAX + 8], buf[ENG_STEP_ID_LEN + 2];
+    id[0] = '\0';
+    snprintf(p, sizeof(p), "%s/id", step_dir);
+    _cleanup_close_ int fd = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return;
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n < ENG_STEP_ID_LEN || strspn(buf, "0123456789abcdef") != ENG_STEP_ID_LEN)
+        return;
+    memcpy(id, buf, ENG_STEP_ID_LEN);
+    id[ENG_STEP_ID_LEN] = '\0';
+}
+
+/* Draws a new generation id and writes it to dir/id. */
+static int write_step_id(const char *dir, char id[ENG_STEP_ID_LEN + 1], kiln_error **err)
+{
+    unsigned char r[ENG_STEP_ID_LEN / 2];
+    if (getentropy(r, sizeof(r)) < 0)
+        return kiln_error_set(err, KILN_EIO, errno, "step id");
+    for (size_t i = 0; i < sizeof(r); i++)
+        snprintf(id + 2 * i, 3, "%02x", r[i]);
+    char p[ENG_PATH_MAX + 8], line[ENG_STEP_ID_LEN + 2];
+    snprintf(p, sizeof(p), "%s/id", dir);
+    int n = snprintf(line, sizeof(line), "%s\n", id);
+    _cleanup_close_ int fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0 || write(fd, line, (size_t)n) != n)
+        return kiln_error_set(err, KILN_EIO, errno, "write %s", p);
+    return 0;
+}
+
+/* Flushes the data dir's filesystem: the step dir's files, their metadata
+ * and its rename reach the disk before an index entry can name them.  One
+ * syncfs instead of an fsync per file of the tree (a RUN may write
+ * thousands); the index entry's own fsync follows in write_index. */
+static int sync_step(const char *step_dir, kiln_error **err)
+{
+    _cleanup_close_ int fd = open(step_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || syncfs(fd) < 0)
+        return kiln_error_set(err, KILN_EIO, errno, "sync %s", step_dir);
+    return 0;
 }
 
 /* Takes a shared flock on steps/<key> for the rest of the build: prune
@@ -111,6 +163,7 @@ int eng_cache_lookup(eng_build *b, const char *key, eng_cached_step *out)
     struct stat st;
     if (stat(out->diff, &st) < 0 || !S_ISDIR(st.st_mode) || !hold(b, key))
         return 0;
+    read_step_id(sp, out->id); /* held: prune cannot replace it now */
     return 1;
 }
 
@@ -242,6 +295,12 @@ int eng_step_commit(eng_build *b, eng_step_tmp *t, const char *key, eng_cached_s
         eng_step_abort(t);
         return eng_cache_record_empty(b, key, out, err);
     }
+    char id[ENG_STEP_ID_LEN + 1];
+    int r = write_step_id(t->dir, id, err);
+    if (r < 0) {
+        eng_step_abort(t);
+        return r;
+    }
     char sp[ENG_PATH_MAX - 64];
     step_path(sp, sizeof(sp), b, key);
     /* Our exclusive lock becomes the build's shared hold on the step. */
@@ -251,7 +310,8 @@ int eng_step_commit(eng_build *b, eng_step_tmp *t, const char *key, eng_cached_s
         return kiln_error_set(err, KILN_EIO, e, "lock %s", sp);
     }
     bool ours = true;
-    int r = rename(t->dir, sp), e = r < 0 ? errno : 0;
+    r = rename(t->dir, sp);
+    int e = r < 0 ? errno : 0;
     if (e == EEXIST || e == ENOTEMPTY) {
         /* A dir without index entry is a leftover (a prune or crash cut
          * short), unless a live build holds it: replace it. */
@@ -265,8 +325,8 @@ int eng_step_commit(eng_build *b, eng_step_tmp *t, const char *key, eng_cached_s
     char alt[KILN_DIGEST_STRLEN + 1];
     if (r < 0 && (e == EEXIST || e == ENOTEMPTY) && b->spec->no_cache) {
         /* --no-cache wants this run's output, not the stored one (a RUN may
-         * differ from run to run).  Step dirs are immutable identities (the
-         * pusher's pack cache knows them by path): ours goes in beside it,
+         * differ from run to run).  The stored one may be in use by other
+         * builds, which rely on it not changing: ours goes in beside it,
          * under a key of its own that no lookup finds. */
         unsigned char nonce[16];
         kiln_sha256 *h = kiln_sha256_new();
@@ -303,9 +363,15 @@ int eng_step_commit(eng_build *b, eng_step_tmp *t, const char *key, eng_cached_s
         t->lock = 0;
         if (!hold_fd(b, fd))
             return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+        memcpy(out->id, id, sizeof(out->id));
     } else if (!hold(b, key)) {
         return kiln_error_set(err, KILN_EIO, errno, "hold %s", sp);
+    } else {
+        read_step_id(sp, out->id);
     }
+    /* Theirs too: its producer may not have synced it yet. */
+    if ((r = sync_step(sp, err)) < 0)
+        return r;
     return write_index(b, key, true, bytes, out->created, err);
 }
 

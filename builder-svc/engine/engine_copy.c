@@ -480,9 +480,10 @@ static int decompress(const char *src, const char *dst, kiln_error **err)
 }
 
 /* ADD of a local archive: unpacked like a base layer (same checks against
- * hostile entries: names with ".." or a leading "/", links leaving the tree,
- * nothing written through a symlink) into scratch, then copied into the
- * directory target.  bzip2/xz/lzma are first decompressed to a plain tar. */
+ * hostile entries: no name climbing above the target, a leading "/" taken
+ * relative to it as Docker does, no link leaving the tree, nothing written
+ * through a symlink) into scratch, then copied into the directory target.
+ * bzip2/xz/lzma are first decompressed to a plain tar. */
 static int extract_archive(src_ctx *c, const char *real, arch_kind kind, const char *target,
                            kiln_error **err)
 {

@@ -140,11 +140,17 @@ typedef struct eng_step_tmp {
     char diff[ENG_PATH_MAX]; /* its diff/ */
 } eng_step_tmp;
 
+/* A step dir's generation: 32 hex digits drawn when the step was produced,
+ * kept in steps/<key>/id.  The same key produced again (after a prune) gets
+ * a new one, so it identifies the diff's content where its path does not. */
+#define ENG_STEP_ID_LEN 32
+
 typedef struct eng_cached_step {
     bool layer;      /* the step has a (non-empty) diff */
     int64_t created; /* unix seconds when the step was first produced */
     uint64_t size;   /* bytes in the diff */
     char diff[ENG_PATH_MAX];
+    char id[ENG_STEP_ID_LEN + 1]; /* generation of the diff; "" for a step dir without one */
 } eng_cached_step;
 
 /* Looks key up in the index; 1 when found (and its diff, if any, exists), 0 when not. */
@@ -153,7 +159,10 @@ int eng_cache_lookup(eng_build *b, const char *key, eng_cached_step *out);
  * fills out (layer false, created now). */
 int eng_cache_record_empty(eng_build *b, const char *key, eng_cached_step *out, kiln_error **err);
 int eng_step_begin(eng_build *b, eng_step_tmp *t, kiln_error **err);
-/* Moves the finished step into place as steps/<key> and records it.  An
+/* Moves the finished step into place as steps/<key> and records it.  The
+ * step dir gets a new generation id, and the data dir's filesystem is synced
+ * before the index entry is written: the entry is the commit point, and it
+ * never names a diff that a power loss could leave incomplete.  An
  * empty diff is discarded (out->layer false).  When steps/<key> exists, the
  * stored one is used, except under --no-cache: then this run's diff is kept
  * under a key of its own. */
@@ -273,7 +282,8 @@ typedef struct eng_hist {
 typedef struct eng_commit_desc {
     const char *base_manifest; /* "" scratch */
     const eng_strv *layers;
-    const cJSON *config; /* the "config" object */
+    const eng_strv *layer_ids; /* generation of each layer ("" unknown), as many as layers */
+    const cJSON *config;       /* the "config" object */
     const char *author;
     const eng_hist *hist;
     size_t n_hist;

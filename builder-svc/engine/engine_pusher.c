@@ -270,6 +270,12 @@ int eng_pusher_commit(eng_build *b, const eng_commit_desc *c, kiln_error **err)
     cr.base_manifest = (char *)c->base_manifest;
     cr.layers = c->layers->v;
     cr.n_layers = c->layers->n;
+    /* The pusher's pack cache knows a diff by its generation, not its path:
+     * a pruned and rebuilt step reuses the path with new content. */
+    if (c->layer_ids != NULL && c->layer_ids->n == c->layers->n) {
+        cr.layer_ids = c->layer_ids->v;
+        cr.n_layer_ids = c->layer_ids->n;
+    }
     cr.config = &ic;
     cr.history = hp;
     cr.n_history = nh;

@@ -20,6 +20,7 @@ void stage_res_dispose(stage_res *r)
 {
     eng_stack_release(r->stack);
     eng_strv_dispose(&r->layers);
+    eng_strv_dispose(&r->layer_ids);
     for (size_t i = 0; i < r->n_hist; i++)
         free(r->hist[i].created_by);
     free(r->hist);
@@ -86,7 +87,8 @@ static int setup_base(eng_ctx *c, const bld_stage *st, stage_res *r, kiln_error 
         memcpy(r->key, p->key, sizeof(r->key));
         r->config = cJSON_Duplicate(p->config, true);
         r->author = p->author ? strdup(p->author) : NULL;
-        if (eng_strv_copy(&r->layers, &p->layers) < 0 || r->config == NULL)
+        if (eng_strv_copy(&r->layers, &p->layers) < 0 ||
+            eng_strv_copy(&r->layer_ids, &p->layer_ids) < 0 || r->config == NULL)
             return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
         for (size_t i = 0; i < p->n_hist; i++)
             if (add_hist(r, p->hist[i].created_by, p->hist[i].empty_layer, p->hist[i].created) < 0)
@@ -723,7 +725,8 @@ static int run_step(eng_ctx *c, size_t si, size_t step, const bld_instr *in, sta
         set_key(r->key, "linked", r->key, key);
     else
         memcpy(r->key, key, sizeof(r->key));
-    if (cs.layer && (eng_strv_push(&r->layers, cs.diff) < 0 || refresh_lowers(r) < 0))
+    if (cs.layer && (eng_strv_push(&r->layers, cs.diff) < 0 ||
+                     eng_strv_push(&r->layer_ids, cs.id) < 0 || refresh_lowers(r) < 0))
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
     if (in->kind != BLD_INSTR_ARG && add_hist(r, shown, !cs.layer, cs.created) < 0)
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");

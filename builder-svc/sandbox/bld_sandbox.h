@@ -37,6 +37,7 @@
 typedef struct bld_preflight_info {
     bool root;            /* running as uid 0 */
     bool namespaces;      /* mount, PID, IPC, UTS and network namespaces can be created */
+    bool root_mount;      /* "/" is a mount point (not so in a plain chroot) */
     bool userns;          /* user namespaces can be created (needed when not root) */
     bool overlay;         /* overlay mounts work in a fresh mount namespace */
     bool openat2;         /* RESOLVE_IN_ROOT available (else the O_NOFOLLOW walk is used) */

@@ -53,6 +53,30 @@ static int try_namespaces(const void *arg)
     return unshare(fl) < 0 ? errno : 0;
 }
 
+/* True when "/" is the root of a mount.  In a plain chroot it is not: its
+ * mounts cannot be made private (EINVAL) nor pivot_root'ed from, and making
+ * it a mount point here (a bind of / onto itself) would propagate to the
+ * host's mount namespace when the mount enclosing the chroot is shared. */
+bool sbx_root_is_mount_point(void)
+{
+    struct statx stx;
+    if (statx(AT_FDCWD, "/", AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, &stx) == 0 &&
+        (stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT))
+        return (stx.stx_attributes & STATX_ATTR_MOUNT_ROOT) != 0;
+    /* Kernels before 5.8: mountinfo lists only mounts reachable from our
+     * root, and one of them is mounted on "/" when it is a mount point. */
+    _cleanup_fclose_ FILE *f = fopen("/proc/self/mountinfo", "re");
+    if (f == NULL)
+        return true; /* cannot tell: let the sandbox try */
+    char line[4096];
+    while (fgets(line, sizeof(line), f) != NULL) {
+        char mp[4096];
+        if (sscanf(line, "%*s %*s %*s %*s %4095s", mp) == 1 && strcmp(mp, "/") == 0)
+            return true;
+    }
+    return false;
+}
+
 static int write_proc(const char *file, const char *data)
 {
     int fd = open(file, O_WRONLY | O_CLOEXEC);
@@ -138,6 +162,13 @@ int bld_preflight(bld_preflight_info *out, const char *data_dir, kiln_error **er
     out->namespaces = e == 0;
     if (!out->namespaces)
         add_missing(out, "mount/PID/IPC/UTS/network namespaces", e);
+    out->root_mount = sbx_root_is_mount_point();
+    if (!out->root_mount)
+        add_missing(out,
+                    "/ as a mount point (it is not one here: a plain chroot?); enter the root as "
+                    "a container runtime does (own mount namespace, pivot_root) or bind-mount "
+                    "its directory onto itself before chroot",
+                    0);
 
     _cleanup_free_ char *dir = NULL;
     if (asprintf(&dir, "%s/sandbox", data_dir) < 0)
@@ -166,7 +197,7 @@ int bld_preflight(bld_preflight_info *out, const char *data_dir, kiln_error **er
         add_missing(out, "cgroup memory controller (no memory limits)", 0);
     if (!out->cgroup_pids)
         add_missing(out, "cgroup pids controller (no pid limits)", 0);
-    out->usable = out->namespaces && (out->root || out->userns);
+    out->usable = out->namespaces && out->root_mount && (out->root || out->userns);
     snprintf(out->isolation, sizeof(out->isolation), "%s",
              !out->usable ? "none"
              : out->root  ? "root"
@@ -185,6 +216,7 @@ char *bld_preflight_json(const bld_preflight_info *pf)
     cJSON_AddStringToObject(o, "rootfs_mode", pf->rootfs_mode);
     cJSON_AddBoolToObject(o, "root", pf->root);
     cJSON_AddBoolToObject(o, "namespaces", pf->namespaces);
+    cJSON_AddBoolToObject(o, "root_mount", pf->root_mount);
     cJSON_AddBoolToObject(o, "user_namespaces", pf->userns);
     cJSON_AddBoolToObject(o, "overlay", pf->overlay);
     cJSON_AddBoolToObject(o, "openat2", pf->openat2);

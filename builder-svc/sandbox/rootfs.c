@@ -222,7 +222,8 @@ int sbx_rootfs_setup(sbx_plan *p)
     /* First of all: no mount event may propagate between the host and this
      * namespace, in either direction (the host's / is usually shared). */
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
-        return FAIL(p, "make mounts private");
+        return FAIL(p, "make mounts private%s",
+                    sbx_root_is_mount_point() ? "" : " (/ is not a mount point: a plain chroot?)");
     if (p->overlay) {
         /* lowerdir entries are short names relative to the work dir: the
          * options of a deep stack must fit in one page. */

@@ -30,12 +30,25 @@ extern bool sbx_force_walk;
 /* True when openat2() with RESOLVE_IN_ROOT works on this kernel. */
 bool sbx_have_openat2(void);
 
+/* True when "/" is a mount point: false in a plain chroot, where the
+ * sandbox's private mount namespace and pivot_root cannot work (preflight.c). */
+bool sbx_root_is_mount_point(void);
+
 /* Normalises an archive member or mount path into out: leading "/" (only
  * when allow_abs) and "./" removed, "." components and duplicate or trailing
  * slashes dropped.  Fails with KILN_EINVAL for a ".." component, for an
  * absolute path when !allow_abs, or for an over-long path.  The result is ""
  * for the root itself. */
 int sbx_clean_path(char *out, size_t out_size, const char *in, bool allow_abs, kiln_error **err);
+
+/* Normalises the name of a layer entry (or a hard link's target) as Docker
+ * and containerd do: taken relative to the layer root and cleaned lexically,
+ * so "/", "./" and "/etc/passwd" are the root, the root and "etc/passwd";
+ * "a/../b" is "b", and ".." at the root of an absolute name stays there
+ * ("/../../etc" is "etc").  A relative name that climbs above the root
+ * ("../x", "a/../../x") fails with KILN_EINVAL, as does an over-long one.
+ * The result is "" for the root itself. */
+int sbx_clean_layer_path(char *out, size_t out_size, const char *in, kiln_error **err);
 
 /* Opens rel (a cleaned relative path, "" = the root) below rootfd as if
  * rootfd were "/": absolute symlinks and ".." never leave it, magic links are

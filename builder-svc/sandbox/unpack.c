@@ -6,7 +6,11 @@
  * tar), and only then handed to libarchive, which parses the tar.  Every
  * entry is created with *at() calls below a directory resolved inside the
  * snapshot root (sbx_open_in_root), never through a symlink's final
- * component, and names with ".." or a leading "/" make the layer invalid.
+ * component.  Names are taken relative to the layer root as Docker and
+ * containerd take them (sbx_clean_layer_path): other tools write "/" for the
+ * root (umoci insert) or "/etc/passwd", and ".." at the root of such a name
+ * stays at the root; a relative name climbing above it makes the layer
+ * invalid.
  *
  * The result is in overlay form: the layer's own entries only, `.wh.<name>`
  * as a 0/0 character device, `.wh..wh..opq` as the opaque xattr on its
@@ -49,6 +53,14 @@ typedef struct layer_in {
     unsigned char *in, *out;
     size_t in_len, in_pos;
     bool in_eof, end;
+    /* Go's archive/tar (Docker, containerd, umoci) takes an archive that
+     * stops right after the last file's data, without the block's padding
+     * or the end-of-archive blocks (umoci 0.4's `insert` writes such layers).
+     * libarchive wants the padding: once the entry being read has all its
+     * data (data_done), the end of the stream is followed by the zeros up to
+     * the block boundary.  They are not part of the DiffID. */
+    uint64_t total; /* uncompressed bytes produced */
+    bool data_done, padded;
     char errmsg[128];
     int errnum;
 } layer_in;
@@ -138,6 +150,7 @@ static ssize_t produce(layer_in *s)
         }
         if (got > 0) {
             kiln_sha256_update(s->diff_h, s->out, got);
+            s->total += got;
             return (ssize_t)got;
         }
     }
@@ -151,6 +164,11 @@ static la_ssize_t read_cb(struct archive *a, void *ud, const void **buf)
     if (n < 0) {
         archive_set_error(a, s->errnum ? s->errnum : EIO, "%s", s->errmsg);
         return -1;
+    }
+    if (n == 0 && s->data_done && !s->padded && s->total % 512 != 0) {
+        n = (ssize_t)(512 - s->total % 512);
+        memset(s->out, 0, (size_t)n);
+        s->padded = true;
     }
     *buf = s->out;
     return n;
@@ -223,6 +241,7 @@ typedef struct unpack_ctx {
     const char *opaque_xattr;
     dir_meta *dirs;
     size_t ndirs, capdirs;
+    layer_in *in;
 } unpack_ctx;
 
 static int defer_dir(unpack_ctx *c, const char *rel, mode_t mode, struct timespec mtime,
@@ -326,8 +345,8 @@ static int finish_node(const unpack_ctx *c, int parent, const char *leaf, int fd
     return 0;
 }
 
-static int write_data(struct archive *a, int fd, struct archive_entry *e, const char *rel,
-                      kiln_error **err)
+static int write_data(unpack_ctx *c, struct archive *a, int fd, struct archive_entry *e,
+                      const char *rel, kiln_error **err)
 {
     const void *buf;
     size_t size;
@@ -346,6 +365,8 @@ static int write_data(struct archive *a, int fd, struct archive_entry *e, const 
             off += w;
             size -= (size_t)w;
         }
+        if (archive_entry_size_is_set(e) && off >= archive_entry_size(e))
+            c->in->data_done = true; /* only its padding may be missing now */
     }
     if (r != ARCHIVE_EOF)
         return kiln_error_set(err, KILN_EINVAL, archive_errno(a), "read %s from layer: %s", rel,
@@ -386,7 +407,7 @@ static int do_hardlink(unpack_ctx *c, int parent, const char *leaf, const char *
                        const char *raw_target, kiln_error **err)
 {
     char target[PATH_MAX];
-    int r = sbx_clean_path(target, sizeof(target), raw_target, false, err);
+    int r = sbx_clean_layer_path(target, sizeof(target), raw_target, err);
     if (r < 0)
         return kiln_error_wrap(err, "hard link %s", rel);
     if (*target == '\0')
@@ -466,7 +487,7 @@ static int do_entry(unpack_ctx *c, struct archive *a, struct archive_entry *e, k
     if (raw == NULL)
         return kiln_error_set(err, KILN_EINVAL, 0, "layer entry without a usable name");
     char rel[PATH_MAX];
-    int r = sbx_clean_path(rel, sizeof(rel), raw, false, err);
+    int r = sbx_clean_layer_path(rel, sizeof(rel), raw, err);
     if (r < 0)
         return kiln_error_wrap(err, "layer entry");
     mode_t type = archive_entry_filetype(e);
@@ -526,7 +547,7 @@ static int do_entry(unpack_ctx *c, struct archive *a, struct archive_entry *e, k
             openat(parent, leaf, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (fd < 0)
             return kiln_error_set(err, KILN_EIO, errno, "create %s", rel);
-        r = write_data(a, fd, e, rel, err);
+        r = write_data(c, a, fd, e, rel, err);
         if (r < 0)
             return r;
         return finish_node(c, parent, leaf, fd, e, rel, err);
@@ -597,7 +618,9 @@ static int unpack_stream(unpack_ctx *c, layer_in *in, const char *blob, kiln_err
     }
     struct archive_entry *e;
     int ar;
+    c->in = in;
     while ((ar = archive_read_next_header(a, &e)) == ARCHIVE_OK || ar == ARCHIVE_WARN) {
+        in->data_done = false;
         r = do_entry(c, a, e, err);
         if (r < 0) {
             kiln_error_wrap(err, "layer %s", blob);

@@ -105,10 +105,12 @@ typedef struct psh_commit_spec {
     /* Codec, level, threads and progress; commit sets overlay_diff and
      * source_date_epoch itself. */
     psh_pack_opts pack;
-    /* Optional packing memory: when both are set, layer_keys[i] (a stable
-     * identity of layers[i], e.g. the builder's snapshot id; NULL entries
-     * allowed) is looked up first and a hit whose blob is still in the store
-     * is reused without packing; misses are recorded after packing. */
+    /* Optional packing memory: when both are set, layer_keys[i] (an identity
+     * of layers[i]'s content that changes whenever the dir is made again,
+     * e.g. the builder's step generation id; never the path alone, which a
+     * pruned step reuses; NULL entries allowed) is looked up first and a hit
+     * whose blob is still in the store is reused without packing; misses are
+     * recorded after packing. */
     psh_pack_cache *pack_cache;
     const char *const *layer_keys;
     /* Called after each new layer is stored (index into layers[]); may be NULL. */

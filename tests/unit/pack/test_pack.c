@@ -78,7 +78,7 @@ KT_TEST(gzip_blob_reads_everywhere_and_digests_match)
     KT_EXPECT_STR(py, expect);
     free(py);
     /* GNU tar: parents first, each directory sorted bytewise, no root entry */
-    char *names = sh_out("tar -tzf '%s' | tr '\\n' '|'", blob);
+    char *names = sh_out("tar --quoting-style=literal -tzf '%s' | tr '\\n' '|'", blob);
     KT_EXPECT_STR(names, "a-b|abs-link|d/|d/rand.bin|d/seq.txt|d/sub/|d/sub/z|deep/|deep/"
                          "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx/|deep/"
                          "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx/"
@@ -443,7 +443,7 @@ KT_TEST(sockets_are_skipped)
     snprintf(blob, sizeof(blob), "%s/b", work);
     psh_layer_info info;
     KT_EXPECT_INT(pack_to(&info, dir, blob, NULL, NULL), 0);
-    char *names = sh_out("tar -tzf '%s' | tr '\\n' '|'", blob);
+    char *names = sh_out("tar --quoting-style=literal -tzf '%s' | tr '\\n' '|'", blob);
     KT_EXPECT_STR(names, "a|");
     free(names);
     tmpdir_remove(work);

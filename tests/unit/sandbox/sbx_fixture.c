@@ -394,9 +394,48 @@ int fx_count(const char *text, const char *key, const char *value)
     return c;
 }
 
+/* cp src dst, mode 0755. */
+static bool copy_file(const char *src, const char *dst)
+{
+    char *cmd = NULL;
+    if (asprintf(&cmd, "cp '%s' '%s' && chmod 755 '%s'", src, dst, dst) < 0)
+        return false;
+    int r = system(cmd);
+    free(cmd);
+    return r == 0;
+}
+
+static char *probe_copy; /* fx_probe_copy's, for users who cannot read the build tree */
+
 const char *fx_probe(void)
 {
-    return KT_PROBE_PATH;
+    return probe_copy ? probe_copy : KT_PROBE_PATH;
+}
+
+int fx_probe_copy(void)
+{
+    char *dir = fx_tmpdir();
+    if (chmod(dir, 0755) < 0 || asprintf(&probe_copy, "%s/kiln-probe", dir) < 0 ||
+        !copy_file(KT_PROBE_PATH, probe_copy)) {
+        free(dir);
+        return -1;
+    }
+    free(dir);
+    return 0;
+}
+
+void fx_probe_copy_remove(void)
+{
+    if (probe_copy == NULL)
+        return;
+    char *dir = strdup(probe_copy);
+    if (dir != NULL) {
+        *strrchr(dir, '/') = '\0';
+        fx_rmtree(dir);
+    }
+    free(dir);
+    free(probe_copy);
+    probe_copy = NULL;
 }
 
 int fx_mounts_mentioning(const char *s)

@@ -82,6 +82,12 @@ int fx_count(const char *text, const char *key, const char *value);
 
 /* Path of the probe binary. */
 const char *fx_probe(void);
+/* Copies the probe into a new world-readable temp dir, which fx_probe()
+ * names from then on: a user other than the one who built it may be unable
+ * to read the build tree (a clone under /root).  0 or -1. */
+int fx_probe_copy(void);
+/* Removes that copy; fx_probe() names the built one again. */
+void fx_probe_copy_remove(void);
 
 /* Count of mounts in /proc/self/mountinfo whose mount point or source
  * mentions s. */
