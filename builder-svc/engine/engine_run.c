@@ -237,7 +237,9 @@ int eng_run(eng_build *b, const eng_run_desc *d, int *exit_code, kiln_error **er
         .env = d->env,
         .cwd = d->cwd,
         .user = d->user,
-        .network = d->net_none ? BLD_NET_NONE : BLD_NET_HOST,
+        .network = d->net == ENG_NET_NONE   ? BLD_NET_NONE
+                   : d->net == ENG_NET_HOST ? BLD_NET_HOST
+                                            : BLD_NET_PRIVATE,
         .mounts = mounts,
         .n_mounts = d->n_mounts,
         .timeout_ms = b->spec->run_timeout_ms,
