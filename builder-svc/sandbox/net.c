@@ -164,6 +164,11 @@ static _Noreturn void pasta_exec(const sbx_plan *p, char *const *argv, int nsfd,
 {
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != p->parent)
         _exit(1);
+    /* Default dispositions (pasta refuses to start with SIGPIPE ignored,
+     * as the builder has it) and no blocked signals. */
+    for (int s = 1; s < NSIG; s++)
+        if (s != SIGKILL && s != SIGSTOP)
+            signal(s, SIG_DFL);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
