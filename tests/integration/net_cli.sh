@@ -20,7 +20,6 @@ set -u
 for t in busybox jq pasta unshare ip; do
     command -v $t >/dev/null || { echo "$t missing"; exit 77; }
 done
-SRC=$(cd "$(dirname "$0")/../.." && pwd)
 
 if [ "${KILN_NET_TEST_INNER:-}" != 1 ]; then
     export KILN_NET_TEST_INNER=1
@@ -54,7 +53,7 @@ busybox httpd -f -p "169.254.99.1:$HP" -h "$T/www" & PIDS+=($!)
 KILN_DATA=$T/data2 "$KILN_PUSHER_BIN" --listen "tcp://127.0.0.1:$PP" 2>"$T/pusher-tcp.log" & PIDS+=($!)
 start_builder() {
     "$KILN_BUILDER_BIN" "$@" 2>>"$T/builder.log" & BPID=$!
-    PIDS+=($BPID)
+    PIDS+=("$BPID")
     for _ in $(seq 100); do kiln status >/dev/null 2>&1 && break; sleep 0.1; done
 }
 start_builder
@@ -74,10 +73,8 @@ jq -e '.builder.checks[] | select(.name=="sandbox") | .ok' "$T/status.json" >/de
 SB=$(jq -r '.builder.checks[] | select(.name=="sandbox") | .detail' "$T/status.json")
 echo "$SB" | jq -e '.network | test("none")' >/dev/null && ok || bad "status names the network modes: $SB"
 echo "$SB" | jq -e '.network_host_entitlement == false' >/dev/null && ok || bad "status: no network.host entitlement"
-if ! echo "$SB" | jq -e '.network_private' >/dev/null; then
-    echo "private network unavailable here: $(echo "$SB" | jq -r .network)"
-    exit 77
-fi
+# pasta is installed (checked above): the private network must work.
+echo "$SB" | jq -e '.network_private' >/dev/null && ok || bad "private network unavailable: $(echo "$SB" | jq -r .network)"
 
 # The base image: busybox-static as a root filesystem.
 B=$T/busybox
