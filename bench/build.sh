@@ -61,7 +61,8 @@ http: { addr: 127.0.0.1:$P }
 CFG
 docker-registry serve "$T/registry.yml" >"$T/registry.log" 2>&1 & PIDS+=($!)
 "$B/pusher-svc/kiln-pusher" --log-level warn 2>"$T/pusher.log" & PIDS+=($!)
-"$B/builder-svc/kiln-builder" --log-level warn 2>"$T/builder.log" & PIDS+=($!)
+# KILN_DEBUG=sandbox: one "RUN setup" line per RUN (the per-RUN setup figure).
+KILN_DEBUG=sandbox "$B/builder-svc/kiln-builder" --log-level debug 2>"$T/builder.log" & PIDS+=($!)
 for _ in $(seq 100); do "$K" status >/dev/null 2>&1 && curl -fs "http://127.0.0.1:$P/v2/" >/dev/null && break; sleep 0.1; done
 
 # Base image.
@@ -114,6 +115,19 @@ printf '  kiln build --no-cache         %8.3f s\n' "$kc"
 printf '  buildah bud --isolation chroot %7.3f s\n' "$bc_"
 printf '  kiln cached rebuild (CLI)     %8.3f s   (goal < 0.300 s)\n' "$kr"
 awk -v a="$kc" -v b="$bc_" 'BEGIN { printf "  cold ratio kiln/buildah       %8.2fx   (goal <= 0.7x)\n", a / b }'
+# The private network (default) against --network none, and the per-RUN
+# sandbox setup (work dir, cgroup, namespaces, network, mounts: until the
+# command starts) of each, as the builder logs it.
+setup_ms() { grep -ao "RUN setup [0-9.]* ms (network $1)" "$T/builder.log" | awk '{ print $3 }' | median; }
+: > "$T/kiln_none"
+for _ in $(seq "$RUNS"); do
+    t0=$(now); kiln_build --no-cache --network none; echo "$(now) - $t0" | bc -l >> "$T/kiln_none"
+done
+kn=$(median < "$T/kiln_none")
+printf '  kiln build --no-cache --network none %8.3f s\n' "$kn"
+awk -v a="$kc" -v b="$kn" 'BEGIN { printf "  cold ratio private/none network   %8.2fx   (goal <= 1.10x)\n", a / b }'
+printf '  per-RUN sandbox setup, private network %7.2f ms   (goal < 15 ms)\n' "$(setup_ms private)"
+printf '  per-RUN sandbox setup, network none    %7.2f ms\n' "$(setup_ms none)"
 
 # Case 2: a Debian 12 base (from the host's packages, no network), one RUN
 # writing 2,000 small files and 200 MB of random data.

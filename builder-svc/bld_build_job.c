@@ -465,6 +465,10 @@ int bld_builds_accept(bld_builds *b, const kiln_req *req, kiln_reply *reply, kil
         return kiln_error_set(err, KILN_EINVAL, 0, "empty Dockerfile");
     if (*q->network && strcmp(q->network, "host") && strcmp(q->network, "none"))
         return kiln_error_set(err, KILN_EINVAL, 0, "network must be host or none");
+    if (strcmp(q->network, "host") == 0 && !bld_engine_host_network_allowed(b->engine))
+        return kiln_error_set(err, KILN_EPERM, 0,
+                              "--network host needs the network.host entitlement: start "
+                              "kiln-builder with --allow-insecure-entitlement network.host");
     build_ctx *c = calloc(1, sizeof(*c));
     if (c == NULL || (c->req = kiln_req_dup(req)) == NULL) {
         free(c);

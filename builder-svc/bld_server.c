@@ -2,6 +2,8 @@
  * thread that probes it, so Status and /readyz answer from the last probe
  * instead of blocking on the pusher. */
 #include "bld_server.h"
+
+#include <cjson/cJSON.h>
 #include "bld_build_job.h"
 #include "bld_context.h"
 #include "bld_engine.h"
@@ -146,6 +148,14 @@ void bld_server_free(bld_server *b)
     free(b);
 }
 
+void bld_server_allow_host_network(bld_server *b, bool allow)
+{
+    bld_engine_allow_host_network(b->engine, allow);
+    if (allow)
+        kiln_warn("build", "network.host entitlement granted: builds may run RUN steps on the "
+                           "host's network, host loopback included");
+}
+
 bool bld_server_pusher_ok(bld_server *b, char *detail, size_t cap)
 {
     pthread_mutex_lock(&b->mu);
@@ -181,7 +191,15 @@ static void checks(void *user, Kiln__V1__Check ***out, size_t *n, kiln_arena *a)
     const char *pf = bld_engine_preflight_json(b->engine);
     sb->name = "sandbox";
     sb->ok = pf && strstr(pf, "\"usable\":true") != NULL;
-    sb->detail = kiln_arena_strdup(a, pf ? pf : "{}");
+    /* … and whether the network.host entitlement was granted. */
+    cJSON *j = cJSON_Parse(pf ? pf : "{}");
+    if (j)
+        cJSON_AddBoolToObject(j, "network_host_entitlement",
+                              bld_engine_host_network_allowed(b->engine));
+    char *js = j ? cJSON_PrintUnformatted(j) : NULL;
+    sb->detail = kiln_arena_strdup(a, js ? js : pf ? pf : "{}");
+    cJSON_free(js);
+    cJSON_Delete(j);
     list[1] = sb;
     *out = list;
     *n = 2;

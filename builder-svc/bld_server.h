@@ -19,6 +19,9 @@ const kiln_rpc_method *bld_server_methods(bld_server *b, size_t *n);
 void bld_server_hooks(bld_server *b, kiln_service_hooks *out);
 void bld_server_attach(bld_server *b, kiln_service *svc);
 
+/* The network.host entitlement (off by default): see bld_engine.h. */
+void bld_server_allow_host_network(bld_server *b, bool allow);
+
 /* Last probe result: whether the pusher answered Status, with a short detail. */
 bool bld_server_pusher_ok(bld_server *b, char *detail, size_t cap);
 /* The shared client to kiln-pusher (borrowed). */

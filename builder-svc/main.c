@@ -9,38 +9,59 @@
 #include <stdio.h>
 #include <string.h>
 
-enum { OPT_PUSHER = 2000 };
+enum { OPT_PUSHER = 2000, OPT_ENTITLEMENT };
 
 static const struct option builder_opts[] = {
     {"pusher", required_argument, NULL, OPT_PUSHER},
+    {"allow-insecure-entitlement", required_argument, NULL, OPT_ENTITLEMENT},
     {NULL, 0, NULL, 0},
 };
 
+typedef struct builder_flags {
+    char *pusher;
+    bool net_host; /* --allow-insecure-entitlement network.host */
+} builder_flags;
+
 static int on_flag(void *ud, int val, const char *arg, kiln_error **err)
 {
-    char **pusher = ud;
+    builder_flags *f = ud;
+    if (val == OPT_ENTITLEMENT) {
+        if (strcmp(arg, "network.host") != 0)
+            return kiln_error_set(err, KILN_EINVAL, 0,
+                                  "--allow-insecure-entitlement: unknown entitlement '%s' "
+                                  "(known: network.host)",
+                                  arg);
+        f->net_host = true;
+        return 0;
+    }
     if (val != OPT_PUSHER)
         return kiln_error_set(err, KILN_EINVAL, 0, "unknown option");
-    free(*pusher);
-    *pusher = strdup(arg);
+    free(f->pusher);
+    f->pusher = strdup(arg);
     return 0;
 }
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "Usage: kiln-builder [--data DIR] [--listen URL] [--events URL] [--pusher URL]\n"
-            "                    [--http ADDR] [flags]\n"
-            "\n"
-            "Runs Kiln builds: parses Dockerfiles and executes them in a Linux sandbox, asking\n"
-            "kiln-pusher to pull bases and commit layers.  Runs in the foreground, logs to stderr\n"
-            "and exits 0 after a clean shutdown on SIGTERM.\n"
-            "\n"
-            "Flags:\n"
-            "  --pusher URL          kiln-pusher's RPC endpoint (env KILN_PUSHER; default\n"
-            "                        ipc://<data>/run/pusher.sock); TLS flags below apply to it\n"
-            "%s",
-            kiln_service_common_usage);
+    fprintf(
+        f,
+        "Usage: kiln-builder [--data DIR] [--listen URL] [--events URL] [--pusher URL]\n"
+        "                    [--http ADDR] [flags]\n"
+        "\n"
+        "Runs Kiln builds: parses Dockerfiles and executes them in a Linux sandbox, asking\n"
+        "kiln-pusher to pull bases and commit layers.  Runs in the foreground, logs to stderr\n"
+        "and exits 0 after a clean shutdown on SIGTERM.\n"
+        "\n"
+        "Flags:\n"
+        "  --pusher URL          kiln-pusher's RPC endpoint (env KILN_PUSHER; default\n"
+        "                        ipc://<data>/run/pusher.sock); TLS flags below apply to it\n"
+        "  --allow-insecure-entitlement network.host\n"
+        "                        let builds run RUN steps on the host's network (kiln build\n"
+        "                        --network host, RUN --network=host), host loopback included;\n"
+        "                        refused otherwise.  By default RUN gets a private network with\n"
+        "                        outbound access through pasta (Debian package passt)\n"
+        "%s",
+        kiln_service_common_usage);
 }
 
 int main(int argc, char **argv)
@@ -50,10 +71,12 @@ int main(int argc, char **argv)
     kiln_service_opts_init(&o, "kiln-builder", "build", KILN_EP_BUILDER, KILN_EP_BUILDER_EVENTS);
     kiln_log_setup("kiln-builder", KILN_LOG_INFO, KILN_LOG_LOGFMT);
     const char *env_pusher = getenv("KILN_PUSHER");
-    _cleanup_free_ char *pusher = env_pusher && *env_pusher ? strdup(env_pusher) : NULL;
-    kiln_service_flags extra = {builder_opts, on_flag, &pusher};
+    builder_flags flags = {env_pusher && *env_pusher ? strdup(env_pusher) : NULL, false};
+    _cleanup_free_ char *pusher = NULL;
+    kiln_service_flags extra = {builder_opts, on_flag, &flags};
     kiln_error *err = NULL;
     int r = kiln_service_parse_args(&o, argc, argv, &extra, &err);
+    pusher = flags.pusher;
     if (r == KILN_ARGS_HELP || r == KILN_ARGS_VERSION) {
         if (r == KILN_ARGS_HELP)
             usage(stdout);
@@ -73,6 +96,7 @@ int main(int argc, char **argv)
     kiln_service *svc = NULL;
     if (bld_server_new(&core, &o, pusher, &err) < 0)
         goto fail;
+    bld_server_allow_host_network(core, flags.net_host);
     size_t n_methods = 0;
     const kiln_rpc_method *methods = bld_server_methods(core, &n_methods);
     kiln_service_hooks hooks;

@@ -8,7 +8,8 @@ set -euo pipefail
 
 BUILD=(build-essential cmake pkg-config protobuf-c-compiler libprotobuf-c-dev libnng-dev
        libcurl4-openssl-dev libssl-dev zlib1g-dev libcjson-dev libarchive-dev libdeflate-dev
-       libisal-dev libzstd-dev ca-certificates openssl curl jq busybox-static docker-registry)
+       libisal-dev libzstd-dev ca-certificates openssl curl jq busybox-static docker-registry
+       passt)
 TEST=(clang libclang-rt-14-dev clang-format nng-utils python3 skopeo umoci pigz apache2-utils
       file xz-utils attr debootstrap)
 BENCH=(hyperfine buildah pigz time)

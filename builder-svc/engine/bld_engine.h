@@ -34,10 +34,16 @@ void bld_engine_free(bld_engine *e);
 /* Sandbox preflight as a JSON object string (owned by the engine), for status. */
 const char *bld_engine_preflight_json(bld_engine *e);
 
+/* The network.host entitlement: RUN on the host's network (--network host,
+ * RUN --network=host).  Off by default; without it such a build fails before
+ * anything runs.  Set before the first build. */
+void bld_engine_allow_host_network(bld_engine *e, bool allow);
+bool bld_engine_host_network_allowed(const bld_engine *e);
+
 typedef enum bld_net_mode {
-    BLD_NETMODE_DEFAULT = 0, /* host networking (Docker's default for builds) */
-    BLD_NETMODE_HOST,
-    BLD_NETMODE_NONE,
+    BLD_NETMODE_DEFAULT = 0, /* private network namespace with outbound access (pasta) */
+    BLD_NETMODE_HOST,        /* the host's network: needs the network.host entitlement */
+    BLD_NETMODE_NONE,        /* loopback only */
 } bld_net_mode;
 
 typedef struct bld_secret_src {

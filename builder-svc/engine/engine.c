@@ -165,6 +165,16 @@ void bld_engine_free(bld_engine *e)
     free(e);
 }
 
+void bld_engine_allow_host_network(bld_engine *e, bool allow)
+{
+    e->allow_host_network = allow;
+}
+
+bool bld_engine_host_network_allowed(const bld_engine *e)
+{
+    return e->allow_host_network;
+}
+
 const char *bld_engine_preflight_json(bld_engine *e)
 {
     return e->preflight_json ? e->preflight_json : "{}";
@@ -526,12 +536,36 @@ static int run_stages(eng_ctx *c, kiln_error **err)
     return rc;
 }
 
+/* A RUN on the host network without the network.host entitlement fails
+ * the build before anything runs or is pulled, naming the RUN. */
+static int check_entitlements(eng_ctx *c, const bld_plan *p, kiln_error **err)
+{
+    if (c->b.e->allow_host_network)
+        return 0;
+    for (size_t i = 0; i < p->n_stages; i++) {
+        const bld_stage *st = &p->stages[i];
+        for (size_t k = 0; st->runs && k < st->n_instrs; k++) {
+            const bld_instr *in = &st->instrs[k];
+            if (in->kind != BLD_INSTR_RUN || eng_run_network(c->b.spec, &in->u.run) != ENG_NET_HOST)
+                continue;
+            c->b.out->failed_line = in->line;
+            eng_redact(c->b.out->failed_text, sizeof(c->b.out->failed_text), in->original);
+            return kiln_error_set(err, KILN_EPERM, 0, "%s", ENG_HOST_NET_REFUSED);
+        }
+    }
+    return 0;
+}
+
 static int build(eng_ctx *c, kiln_error **err)
 {
     bld_plan *first = NULL;
     int rc = plan(c, &first, false, err);
     if (rc < 0) {
         note_parse_error(c, *err);
+        return rc;
+    }
+    if ((rc = check_entitlements(c, first, err)) < 0) {
+        bld_plan_free(first);
         return rc;
     }
     for (size_t i = 0; i < first->n_stages && rc == 0; i++) {

@@ -31,6 +31,7 @@ struct bld_engine {
     kiln_rpc_client *pusher; /* borrowed */
     char *preflight_json;
     bool run_usable;
+    bool allow_host_network; /* the network.host entitlement */
 };
 
 /* A growable, owned string vector (always NULL-terminated). */
@@ -107,12 +108,14 @@ typedef struct eng_mount {
     uint64_t size;
 } eng_mount;
 
+enum { ENG_NET_PRIVATE, ENG_NET_NONE, ENG_NET_HOST };
+
 typedef struct eng_run_desc {
     const char *const *argv; /* NULL-terminated */
     const char *const *env;  /* NULL-terminated */
     const char *cwd;
     const char *user;
-    bool net_none;
+    int net; /* ENG_NET_* */
     const eng_mount *mounts;
     size_t n_mounts;
     const char *const *lowers;

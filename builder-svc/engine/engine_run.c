@@ -14,6 +14,7 @@
 #include "bld_sandbox.h"
 #include "bld_snapshot.h"
 #include "cleanup.h"
+#include "log.h"
 #include "config.h"
 
 #define MAX_BASE_LAYERS 256
@@ -237,7 +238,9 @@ int eng_run(eng_build *b, const eng_run_desc *d, int *exit_code, kiln_error **er
         .env = d->env,
         .cwd = d->cwd,
         .user = d->user,
-        .network = d->net_none ? BLD_NET_NONE : BLD_NET_HOST,
+        .network = d->net == ENG_NET_NONE   ? BLD_NET_NONE
+                   : d->net == ENG_NET_HOST ? BLD_NET_HOST
+                                            : BLD_NET_PRIVATE,
         .mounts = mounts,
         .n_mounts = d->n_mounts,
         .timeout_ms = b->spec->run_timeout_ms,
@@ -248,6 +251,10 @@ int eng_run(eng_build *b, const eng_run_desc *d, int *exit_code, kiln_error **er
     };
     bld_run_result res = {0};
     int rc = bld_run(&rs, &res, err);
+    kiln_debug("sandbox", "RUN setup %.2f ms (network %s)", (double)res.setup_us / 1000.0,
+               rs.network == BLD_NET_PRIVATE ? "private"
+               : rs.network == BLD_NET_NONE  ? "none"
+                                             : "host");
     rmdir(work);
     if (rc < 0)
         return rc;

@@ -418,15 +418,15 @@ static int exec_run(eng_ctx *c, size_t si, size_t step, const bld_instr *in, sta
     const cJSON *u = cJSON_GetObjectItemCaseSensitive(r->config, "User");
     if ((user == NULL || !*user) && cJSON_IsString(u) && u->valuestring[0])
         user = u->valuestring;
-    bld_network net = in->u.run.network;
-    bool none =
-        net == BLD_NET_NONE || (net == BLD_NET_DEFAULT && c->b.spec->network == BLD_NETMODE_NONE);
+    int net = eng_run_network(c->b.spec, &in->u.run);
+    if (net == ENG_NET_HOST && !c->b.e->allow_host_network)
+        return kiln_error_set(err, KILN_EPERM, 0, "%s", ENG_HOST_NET_REFUSED);
     eng_run_desc d = {
         .argv = (const char *const *)argv.v,
         .env = (const char *const *)env.v,
         .cwd = wd,
         .user = user && *user ? user : NULL,
-        .net_none = none,
+        .net = net,
         .mounts = mounts,
         .n_mounts = nm,
         .lowers = r->lowers,

@@ -23,6 +23,23 @@ typedef struct base_img {
     eng_tree *merged; /* its merged tree for COPY --from (lazy) */
 } base_img;
 
+/* The network of a RUN (ENG_NET_*): its --network, else the build's; the
+ * default is the private network. */
+static inline int eng_run_network(const bld_build_spec *spec, const bld_run *run)
+{
+    if (run->network == BLD_NET_NONE ||
+        (run->network == BLD_NET_DEFAULT && spec->network == BLD_NETMODE_NONE))
+        return ENG_NET_NONE;
+    if (run->network == BLD_NET_HOST ||
+        (run->network == BLD_NET_DEFAULT && spec->network == BLD_NETMODE_HOST))
+        return ENG_NET_HOST;
+    return ENG_NET_PRIVATE;
+}
+
+#define ENG_HOST_NET_REFUSED                                                                       \
+    "RUN on the host network needs the network.host entitlement: start kiln-builder with "         \
+    "--allow-insecure-entitlement network.host, or drop --network host"
+
 void base_img_index(base_img *bi);
 void base_img_dispose(base_img *bi);
 

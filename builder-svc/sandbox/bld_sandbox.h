@@ -1,5 +1,6 @@
 /* The RUN sandbox: one command in new mount, PID, IPC and UTS namespaces (a
- * network namespace with only loopback for network=none; a user namespace
+ * network namespace: with only loopback for network=none, with outbound
+ * access through pasta for network=private; a user namespace
  * mapping the caller to root when the builder is not root), over an overlay
  * of the given lower dirs with a fresh upper dir that becomes the step's
  * diff (whiteouts in overlay form, handed to the pusher as is).
@@ -50,6 +51,8 @@ typedef struct bld_preflight_info {
     char isolation[16];   /* "root", "rootless" or "none" */
     char rootfs_mode[16]; /* "overlay" or "copy" */
     char cgroups[160];    /* e.g. "v1: memory pids; v2: no memory/pids controllers" */
+    bool net_private;     /* RUN's private network (pasta + egress filter) works */
+    char network[320];    /* network modes RUN can use, and why private is not among them */
     char missing[768];    /* "; "-separated list of what is missing and why, "" if nothing */
 } bld_preflight_info;
 
@@ -67,7 +70,10 @@ char *bld_preflight_json(const bld_preflight_info *pf);
 
 typedef enum bld_network {
     BLD_NET_NONE = 0, /* own network namespace, loopback only */
-    BLD_NET_HOST,     /* the host's network; /etc/resolv.conf, /etc/hosts provided */
+    BLD_NET_HOST,     /* the host's network; /etc/resolv.conf, /etc/hosts provided (the
+                       * caller decides whether that is allowed: network.host entitlement) */
+    BLD_NET_PRIVATE,  /* own network namespace with outbound access through pasta; the
+                       * host's loopback and link-local addresses unreachable */
 } bld_network;
 
 typedef enum bld_rootfs_mode {
@@ -132,7 +138,7 @@ typedef struct bld_run_spec {
     const char *user;         /* USER: "name", "uid", "name:group", "uid:gid"; NULL = root */
     const char *hostname;     /* NULL = "kiln" */
     bld_network network;
-    const char *resolv_conf; /* host file for /etc/resolv.conf (host network);
+    const char *resolv_conf; /* host file for /etc/resolv.conf (host and private network);
                                   * NULL = /etc/resolv.conf */
     const bld_mount *mounts;
     size_t n_mounts;
@@ -154,6 +160,8 @@ typedef struct bld_run_result {
     bool limits_enforced; /* memory/pid limits requested were applied */
     bld_rootfs_mode rootfs_used;
     uint64_t duration_ms;
+    uint64_t setup_us; /* from the start of the step's setup (work dir, cgroup, namespaces,
+                        * network, mounts) until the command was about to start */
 } bld_run_result;
 
 /* Runs one command in the sandbox and waits for it, streaming its output.

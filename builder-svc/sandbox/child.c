@@ -95,6 +95,11 @@ static void drop_caps(sbx_plan *p)
     uint64_t keep = 0;
     for (size_t i = 0; i < KILN_ARRAY_SIZE(keep_caps); i++)
         keep |= 1ULL << keep_caps[i];
+    /* On the private network a raw frame written to the tap device would
+     * reach pasta past the egress filter, and pasta connects wherever a
+     * frame points (Podman's default set has no CAP_NET_RAW either). */
+    if (p->spec->network == BLD_NET_PRIVATE)
+        keep &= ~(1ULL << CAP_NET_RAW);
     for (int c = 0; c <= p->cap_last; c++)
         if (!(keep & (1ULL << c)) && prctl(PR_CAPBSET_DROP, c, 0, 0, 0) < 0 && errno != EINVAL)
             DIE(p, KILN_EPERM, "drop capability %d", c);
@@ -188,10 +193,34 @@ static _Noreturn void init_main(sbx_plan *p, int life_r)
     const char *hn = p->hostname;
     if (sethostname(hn, strlen(hn)) < 0)
         DIE(p, KILN_EIO, "sethostname");
-    if (p->spec->network == BLD_NET_NONE && sbx_loopback_up() < 0)
+    bool private_net = p->spec->network == BLD_NET_PRIVATE;
+    if (p->spec->network != BLD_NET_HOST && sbx_loopback_up() < 0)
         DIE(p, KILN_EIO, "bring up loopback");
+    if (private_net) {
+        /* Before pasta connects the namespace: nothing leaves it unfiltered. */
+        if (sbx_net_filter(p->dns_forward != NULL) < 0)
+            DIE(p, KILN_EPRECOND, "RUN network: install the egress filter (nf_tables)");
+        /* ping without CAP_NET_RAW: ICMP echo sockets for every group */
+        int fd = open("/proc/sys/net/ipv4/ping_group_range", O_WRONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            (void)!write(fd, "0 2147483647", 12);
+            close(fd);
+        }
+    }
     if (sbx_rootfs_setup(p) < 0)
         _exit(126);
+    if (private_net) {
+        /* The builder starts pasta meanwhile and says when it is ready;
+         * EOF means it failed (and reports why). */
+        char go = 0;
+        ssize_t n;
+        while ((n = read(p->go_r, &go, 1)) < 0 && errno == EINTR)
+            ;
+        if (n != 1)
+            _exit(126);
+        close(p->go_r);
+    }
+    sbx_report(p, SBX_MSG_READY, 0, 0, 0, "ready");
     pid_t cmd = fork();
     if (cmd < 0)
         DIE(p, KILN_EIO, "fork command");
@@ -224,6 +253,8 @@ _Noreturn void sbx_child_main(sbx_plan *p)
     keep[nk++] = p->out_w;
     keep[nk++] = p->err_w;
     keep[nk++] = p->ack_r;
+    if (p->go_r >= 0)
+        keep[nk++] = p->go_r;
     for (size_t i = 0; i < p->n_mounts && nk < KILN_ARRAY_SIZE(keep); i++)
         if (p->mounts[i].srcfd >= 0)
             keep[nk++] = p->mounts[i].srcfd;
@@ -251,6 +282,14 @@ _Noreturn void sbx_child_main(sbx_plan *p)
     int flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS;
     if (p->spec->network == BLD_NET_NONE)
         flags |= CLONE_NEWNET;
+    if (p->spec->network == BLD_NET_PRIVATE) {
+        /* Rootless, the caller's user namespace owns it and pasta (same
+         * user) may enter it; as root, a namespace nobody owns does. */
+        if (p->rootless)
+            flags |= CLONE_NEWNET;
+        else if (sbx_net_join_owned() < 0)
+            DIE(p, KILN_EPERM, "create the RUN's network namespace");
+    }
     if (unshare(flags) < 0)
         DIE(p, KILN_EPERM, "create namespaces");
     int life[2];
@@ -266,6 +305,8 @@ _Noreturn void sbx_child_main(sbx_plan *p)
     close(life[0]);
     close(p->out_w);
     close(p->err_w);
+    if (p->go_r >= 0)
+        close(p->go_r);
     sbx_report(p, SBX_MSG_PID, 0, 0, init, "init");
     /* Wait for the builder to hold a pidfd of init before init can be
      * reaped: a later kill must not hit a recycled pid. */

@@ -120,6 +120,48 @@ static int try_overlay(const void *arg)
     return 0; /* the namespace and its mount die with this child */
 }
 
+static void add_missing(bld_preflight_info *pf, const char *what, int e);
+
+static int try_net_filter(const void *arg)
+{
+    const bool *rootless = arg;
+    if (unshare(*rootless ? CLONE_NEWUSER | CLONE_NEWNET : CLONE_NEWNET) < 0)
+        return errno;
+    return sbx_net_filter(true) < 0 ? errno : 0;
+}
+
+/* The private network: pasta installed, the tun device there (and open to
+ * the builder's user when rootless: pasta runs as that user), the egress
+ * filter installable. */
+static void probe_network(bld_preflight_info *out, bool rootless)
+{
+    char pasta[PATH_MAX], why[200] = "";
+    struct stat st;
+    int e = 0;
+    if (!sbx_net_find_pasta(pasta, sizeof(pasta)))
+        snprintf(why, sizeof(why), "pasta not found (install Debian package passt)");
+    else if (stat("/dev/net/tun", &st) < 0 || !S_ISCHR(st.st_mode))
+        snprintf(why, sizeof(why), "no /dev/net/tun (kernel module tun)");
+    else if (rootless && access("/dev/net/tun", R_OK | W_OK) < 0)
+        snprintf(why, sizeof(why), "/dev/net/tun not open to this user (udev sets it 0666)");
+    else if ((e = in_child(try_net_filter, &rootless)) != 0)
+        snprintf(why, sizeof(why), "egress filter cannot be installed (nf_tables): %s",
+                 strerror(e));
+    out->net_private = why[0] == '\0';
+    if (out->net_private)
+        snprintf(out->network, sizeof(out->network),
+                 "default: private (%.200s); none; host only with the network.host entitlement",
+                 pasta);
+    else
+        snprintf(out->network, sizeof(out->network),
+                 "none; host only with the network.host entitlement; private unavailable: %s", why);
+    if (!out->net_private) {
+        char m[240];
+        snprintf(m, sizeof(m), "private network (RUN with network fails): %s", why);
+        add_missing(out, m, 0);
+    }
+}
+
 static int try_seccomp(const void *arg)
 {
     return sbx_seccomp_install() < 0 ? errno : 0;
@@ -192,6 +234,7 @@ int bld_preflight(bld_preflight_info *out, const char *data_dir, kiln_error **er
     out->seccomp = e == 0;
     if (!out->seccomp)
         add_missing(out, "seccomp filters (RUN runs unfiltered)", e);
+    probe_network(out, rootless);
     sbx_cgroup_probe(out);
     if (!out->cgroup_memory)
         add_missing(out, "cgroup memory controller (no memory limits)", 0);
@@ -226,6 +269,8 @@ char *bld_preflight_json(const bld_preflight_info *pf)
     cJSON_AddBoolToObject(o, "cgroup_memory", pf->cgroup_memory);
     cJSON_AddBoolToObject(o, "cgroup_pids", pf->cgroup_pids);
     cJSON_AddStringToObject(o, "cgroups", pf->cgroups);
+    cJSON_AddBoolToObject(o, "network_private", pf->net_private);
+    cJSON_AddStringToObject(o, "network", pf->network);
     cJSON_AddStringToObject(o, "missing", pf->missing);
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);

@@ -28,6 +28,13 @@
 #define OVL_OPTS_MAX 4095 /* the mount data page, minus its NUL */
 #define MAX_STUBS    256
 
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
 static uint64_t now_ms(void)
 {
     struct timespec ts;
@@ -131,6 +138,8 @@ static int prepare_etc(sbx_plan *p, kiln_error **err)
                  p->hostname) < 0)
         return kiln_error_set(err, KILN_ENOSPC, ENOMEM, "asprintf");
     int r = write_text(p->hosts, text, err);
+    if (r == 0 && s->network == BLD_NET_PRIVATE)
+        return sbx_net_prepare(p, err);
     if (r < 0 || s->network != BLD_NET_HOST)
         return r;
     const char *src = s->resolv_conf ? s->resolv_conf : "/etc/resolv.conf";
@@ -177,7 +186,7 @@ static int plan_init(sbx_plan *p, const bld_run_spec *s, bld_rootfs_mode mode, k
 {
     memset(p, 0, sizeof(*p));
     p->spec = s;
-    p->report_w = p->out_w = p->err_w = p->ack_r = -1;
+    p->report_w = p->out_w = p->err_w = p->ack_r = p->go_r = p->go_w = -1;
     p->parent = getpid();
     p->host_uid = geteuid();
     p->host_gid = getegid();
@@ -223,6 +232,8 @@ static void plan_dispose(sbx_plan *p)
     free(p->ovl_opts);
     free(p->hosts);
     free(p->resolv);
+    free(p->pasta);
+    free(p->dns_forward);
     free(p->secrets);
     free(p->argv);
 }
@@ -260,7 +271,11 @@ static void emit(const bld_run_spec *s, int stream, linebuf *lb, const char *p, 
 }
 
 typedef struct supervise {
+    sbx_plan *p;
     int out_r, err_r, rep_r, ack_w, pidfd;
+    int go_w;              /* private network: tells init pasta is ready */
+    kiln_error *net_err;   /* pasta could not be started */
+    uint64_t t0, setup_us; /* start of the step's setup; until the command was about to start */
     pid_t monitor, init;
     bool got_exit, killed;
     int status;
@@ -298,6 +313,18 @@ static void on_msg(supervise *v, const sbx_msg *m)
         /* A socket, not a pipe: MSG_NOSIGNAL spares the builder a SIGPIPE
          * should the monitor already be gone. */
         (void)!send(v->ack_w, "k", 1, MSG_NOSIGNAL);
+        if (v->go_w >= 0) {
+            /* init sets up the rootfs meanwhile, then waits for this */
+            if (sbx_net_start(v->p, v->init, &v->net_err) == 0)
+                (void)!write(v->go_w, "g", 1);
+            else
+                kill_step(v);
+            close(v->go_w);
+            v->go_w = -1;
+        }
+        break;
+    case SBX_MSG_READY:
+        v->setup_us = now_us() - v->t0;
         break;
     case SBX_MSG_ERROR:
         if (!v->have_error) {
@@ -467,17 +494,27 @@ static void prune_stub_parents(const bld_run_spec *s, supervise *v)
     }
 }
 
-static int run_children(sbx_plan *p, bld_run_result *out, kiln_error **err)
+static int run_children(sbx_plan *p, uint64_t t0, bld_run_result *out, kiln_error **err)
 {
     const bld_run_spec *s = p->spec;
     int rep[2] = {-1, -1}, o[2] = {-1, -1}, e[2] = {-1, -1}, ack[2] = {-1, -1};
-    supervise v = {.out_r = -1, .err_r = -1, .rep_r = -1, .ack_w = -1, .pidfd = -1};
+    int go[2] = {-1, -1};
+    supervise v = {.p = p,
+                   .out_r = -1,
+                   .err_r = -1,
+                   .rep_r = -1,
+                   .ack_w = -1,
+                   .pidfd = -1,
+                   .go_w = -1,
+                   .t0 = t0};
     int r = 0;
     if (pipe2(rep, O_CLOEXEC) < 0 || pipe2(o, O_CLOEXEC) < 0 || pipe2(e, O_CLOEXEC) < 0 ||
-        socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ack) < 0) {
+        socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ack) < 0 ||
+        (s->network == BLD_NET_PRIVATE && pipe2(go, O_CLOEXEC) < 0)) {
         r = kiln_error_set(err, KILN_EIO, errno, "pipe");
         goto out;
     }
+    p->go_r = go[0];
     p->report_w = rep[1];
     p->out_w = o[1];
     p->err_w = e[1];
@@ -493,19 +530,30 @@ static int run_children(sbx_plan *p, bld_run_result *out, kiln_error **err)
     close(o[1]);
     close(e[1]);
     close(ack[0]);
-    rep[1] = o[1] = e[1] = ack[0] = -1;
+    if (go[0] >= 0)
+        close(go[0]);
+    rep[1] = o[1] = e[1] = ack[0] = go[0] = -1;
+    p->go_r = -1;
+    v.go_w = go[1];
+    go[1] = -1;
     v.rep_r = rep[0];
     v.out_r = o[0];
     v.err_r = e[0];
     v.ack_w = ack[1];
     rep[0] = o[0] = e[0] = ack[1] = -1;
     supervise_loop(s, &v, out);
+    sbx_net_stop(p);
+    out->setup_us = v.setup_us;
     remove_stubs(p->overlay ? s->upper_dir : p->rootfs, &v);
     if (!p->overlay && v.got_exit && !out->timed_out && !out->canceled)
         r = sbx_copy_diff(s->lowers, s->n_lowers, p->rootfs, s->upper_dir, err);
     prune_stub_parents(s, &v);
     out->oom_killed = sbx_cgroup_oom(&p->cg);
-    if (out->timed_out) {
+    if (v.net_err && !out->canceled && !out->timed_out) {
+        r = v.net_err->code;
+        if (err && *err == NULL)
+            *err = kiln_error_steal(&v.net_err);
+    } else if (out->timed_out) {
         r = kiln_error_set(err, KILN_ETIMEDOUT, 0, "RUN timed out after %llu ms",
                            (unsigned long long)s->timeout_ms);
     } else if (out->canceled) {
@@ -538,7 +586,12 @@ out:
             close(e[i]);
         if (ack[i] >= 0)
             close(ack[i]);
+        if (go[i] >= 0)
+            close(go[i]);
     }
+    if (v.go_w >= 0)
+        close(v.go_w);
+    kiln_error_free(&v.net_err);
     if (v.ack_w >= 0)
         close(v.ack_w);
     if (v.pidfd >= 0)
@@ -552,6 +605,7 @@ out:
  * children, and the diff in copy mode. */
 static int run_in_workdir(sbx_plan *p, bld_run_result *out, kiln_error **err)
 {
+    uint64_t t0 = now_us();
     const bld_run_spec *spec = p->spec;
     int r = sbx_mkdir_p(p->work, 0700, err);
     if (r == 0)
@@ -593,7 +647,7 @@ static int run_in_workdir(sbx_plan *p, bld_run_result *out, kiln_error **err)
     out->limits_enforced = (!spec->memory_bytes || p->cg.memory) && (!spec->pids_max || p->cg.pids);
     if (!out->limits_enforced)
         kiln_warn("sandbox", "memory/pid limits requested but cgroups cannot enforce them");
-    return run_children(p, out, err);
+    return run_children(p, t0, out, err);
 }
 
 static int run_once(const bld_run_spec *spec, bld_rootfs_mode mode, bld_run_result *out,

@@ -19,6 +19,7 @@ enum {
     SBX_MSG_ERROR,   /* setup failed: code, sys_errno, text */
     SBX_MSG_STUB,    /* text: mount point created in the rootfs (removed afterwards) */
     SBX_MSG_EXIT,    /* value: wait status of the command */
+    SBX_MSG_READY,   /* init: the sandbox is set up, the command starts */
 };
 
 typedef struct sbx_msg {
@@ -46,12 +47,16 @@ typedef struct sbx_plan {
     const bld_run_spec *spec;
     bool rootless;
     bool overlay;
-    char *work;     /* spec->work_dir, absolute */
-    char *rootfs;   /* work/rootfs: overlay mount point, or the copy */
-    char *ovl_opts; /* lowerdir=l/…, relative to work (mounted after chdir(work)) */
-    char *hosts;    /* generated /etc/hosts */
-    char *resolv;   /* copied /etc/resolv.conf (host network), or NULL */
-    char *secrets;  /* work/s: tmpfs staging for secrets inside the child */
+    char *work;        /* spec->work_dir, absolute */
+    char *rootfs;      /* work/rootfs: overlay mount point, or the copy */
+    char *ovl_opts;    /* lowerdir=l/…, relative to work (mounted after chdir(work)) */
+    char *hosts;       /* generated /etc/hosts */
+    char *resolv;      /* /etc/resolv.conf for host or private network, or NULL */
+    char *pasta;       /* private network: pasta's path */
+    char *dns_forward; /* private network: host resolver pasta forwards SBX_NET_DNS to */
+    pid_t pasta_pid;   /* private network: pasta, a child of the builder thread */
+    int go_r, go_w;    /* private network: the builder tells init the network is up */
+    char *secrets;     /* work/s: tmpfs staging for secrets inside the child */
     sbx_mountplan *mounts;
     size_t n_mounts;
     sbx_cgroup cg;
@@ -86,6 +91,26 @@ int sbx_remount_ro(const char *path);
 int sbx_mounts_prepare(sbx_plan *p, kiln_error **err);
 void sbx_mounts_release(sbx_plan *p);
 int sbx_mounts_apply(sbx_plan *p, int rootfd);
+
+/* net.c: the private network (see there). */
+#define SBX_NET_DNS        "169.254.1.1" /* resolver address inside, forwarded by pasta */
+#define SBX_NET_NOBODY     65534         /* pasta's user when the builder is root */
+#define SBX_NET_NOBODY_STR "65534"
+/* Finds pasta ($KILN_PASTA, else PATH, else /usr/bin); false if missing. */
+bool sbx_net_find_pasta(char *out, size_t n);
+/* Builder side, before forking: pasta's path (KILN_EPRECOND naming the
+ * package when missing) and the RUN's resolv.conf. */
+int sbx_net_prepare(sbx_plan *p, kiln_error **err);
+/* Builder side: starts pasta on init's network namespace and waits until it
+ * has configured it; sbx_net_stop() ends it (safe when not started). */
+int sbx_net_start(sbx_plan *p, pid_t init, kiln_error **err);
+void sbx_net_stop(sbx_plan *p);
+/* Monitor, as root: joins a new network namespace owned by a new user
+ * namespace of SBX_NET_NOBODY.  -1 with errno on failure. */
+int sbx_net_join_owned(void);
+/* Init: installs the egress filter in the current network namespace.  -1
+ * with errno on failure. */
+int sbx_net_filter(bool dns_forward);
 
 /* Brings the loopback interface up in a fresh network namespace; -1 on
  * failure (errno set). */
