@@ -207,7 +207,8 @@ long long kiln_parse_duration_ms(const char *s)
             mul = 1000, s = end + 1;
         else
             return -1;
-        if (v > (unsigned long long)LLONG_MAX / mul || total > (unsigned long long)LLONG_MAX - v * mul)
+        if (v > (unsigned long long)LLONG_MAX / mul ||
+            total > (unsigned long long)LLONG_MAX - v * mul)
             return -1;
         total += v * mul;
     }

@@ -46,7 +46,8 @@ static bool own_cgroup(const char *key, char *out, size_t n)
         if (*key) {
             _cleanup_free_ char *dup = strdup(ctrls);
             char *save = NULL;
-            for (char *t = dup ? strtok_r(dup, ",", &save) : NULL; t; t = strtok_r(NULL, ",", &save))
+            for (char *t = dup ? strtok_r(dup, ",", &save) : NULL; t;
+                 t = strtok_r(NULL, ",", &save))
                 if (strcmp(t, key) == 0)
                     match = true;
         }
@@ -151,9 +152,8 @@ static atomic_uint seq;
 static int make_dir(sbx_cgroup *cg, const char *base, const char *own)
 {
     char *dir = NULL, *procs = NULL;
-    if (cg->n == SBX_CG_MAX ||
-        asprintf(&dir, "%s%s/kiln-%d-%u", base, strcmp(own, "/") ? own : "", (int)getpid(),
-                 atomic_fetch_add(&seq, 1)) < 0)
+    if (cg->n == SBX_CG_MAX || asprintf(&dir, "%s%s/kiln-%d-%u", base, strcmp(own, "/") ? own : "",
+                                        (int)getpid(), atomic_fetch_add(&seq, 1)) < 0)
         return -1;
     if (mkdir(dir, 0755) < 0 || asprintf(&procs, "%s/cgroup.procs", dir) < 0) {
         kiln_debug("sandbox", "cannot create cgroup %s: %s", dir, strerror(errno));

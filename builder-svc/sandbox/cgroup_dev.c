@@ -34,9 +34,9 @@ typedef struct dev_rule {
 } dev_rule;
 
 static const dev_rule rules[] = {
-    {'c', -1, -1, "m"},    {'b', -1, -1, "m"},    {'c', 1, 3, "rwm"},   {'c', 1, 5, "rwm"},
-    {'c', 1, 7, "rwm"},    {'c', 1, 8, "rwm"},    {'c', 1, 9, "rwm"},   {'c', 5, 0, "rwm"},
-    {'c', 5, 2, "rwm"},    {'c', 136, -1, "rwm"},
+    {'c', -1, -1, "m"}, {'b', -1, -1, "m"},    {'c', 1, 3, "rwm"}, {'c', 1, 5, "rwm"},
+    {'c', 1, 7, "rwm"}, {'c', 1, 8, "rwm"},    {'c', 1, 9, "rwm"}, {'c', 5, 0, "rwm"},
+    {'c', 5, 2, "rwm"}, {'c', 136, -1, "rwm"},
 };
 
 static bool write_file(const char *dir, const char *file, const char *s)
@@ -80,7 +80,9 @@ static unsigned access_bits(const char *a)
 {
     unsigned bits = 0;
     for (; *a; a++)
-        bits |= *a == 'r' ? BPF_DEVCG_ACC_READ : *a == 'w' ? BPF_DEVCG_ACC_WRITE : BPF_DEVCG_ACC_MKNOD;
+        bits |= *a == 'r'   ? BPF_DEVCG_ACC_READ
+                : *a == 'w' ? BPF_DEVCG_ACC_WRITE
+                            : BPF_DEVCG_ACC_MKNOD;
     return bits;
 }
 

@@ -169,8 +169,8 @@ static int lock_each(const char *real, unsigned long add)
 
 int sbx_lock_mount(const char *path, bool ro)
 {
-    struct mount_attr a = {
-        .attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (ro ? MOUNT_ATTR_RDONLY : 0)};
+    struct mount_attr a = {.attr_set =
+                               MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (ro ? MOUNT_ATTR_RDONLY : 0)};
     if (mount_setattr(AT_FDCWD, path, AT_RECURSIVE, &a, sizeof(a)) == 0)
         return 0;
     if (errno != ENOSYS)

@@ -543,11 +543,11 @@ static int run_children(sbx_plan *p, bld_run_result *out, kiln_error **err)
                 : kiln_error_set(err, KILN_ENOSPC, 0,
                                  "RUN was killed by the kernel's out-of-memory killer");
     } else if (out->pids_limited) {
-        r = s->pids_max ? kiln_error_set(err, KILN_ENOSPC, 0,
-                                         "RUN exceeded its limit of %llu processes",
-                                         (unsigned long long)s->pids_max)
-                        : kiln_error_set(err, KILN_ENOSPC, 0,
-                                         "RUN reached the process limit of the builder's cgroup");
+        r = s->pids_max
+                ? kiln_error_set(err, KILN_ENOSPC, 0, "RUN exceeded its limit of %llu processes",
+                                 (unsigned long long)s->pids_max)
+                : kiln_error_set(err, KILN_ENOSPC, 0,
+                                 "RUN reached the process limit of the builder's cgroup");
     } else if (v.have_error && !(v.got_exit && WIFEXITED(v.status) &&
                                  WEXITSTATUS(v.status) != 126 && WEXITSTATUS(v.status) != 127)) {
         r = kiln_error_set(err, v.first_error.code ? v.first_error.code : KILN_EINTERNAL,

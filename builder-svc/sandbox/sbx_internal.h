@@ -120,10 +120,10 @@ typedef struct sbx_cgroup {
     char *dirs[SBX_CG_MAX];  /* created cgroup dirs (v1 controllers, the v2 one) */
     char *procs[SBX_CG_MAX]; /* their cgroup.procs files, for the child to join */
     size_t n;
-    int mem_dir, pids_dir; /* index in dirs holding the memory / pids files, -1 if none */
-    int v1_devices_dir;    /* index of the v1 devices dir, -1 if none */
-    int v2_dir;            /* index of the unified-hierarchy dir, -1 if none */
-    bool memory, pids, cpu; /* which limits are enforced */
+    int mem_dir, pids_dir;        /* index in dirs holding the memory / pids files, -1 if none */
+    int v1_devices_dir;           /* index of the v1 devices dir, -1 if none */
+    int v2_dir;                   /* index of the unified-hierarchy dir, -1 if none */
+    bool memory, pids, cpu;       /* which limits are enforced */
     bool devices_v1, devices_bpf; /* which device walls are up */
 } sbx_cgroup;
 
