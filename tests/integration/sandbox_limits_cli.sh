@@ -10,11 +10,16 @@ set -u
 . "$(dirname "$0")/lib.sh"
 : "${KILN_CLI_BIN:?}" "${KILN_PUSHER_BIN:?}" "${KILN_BUILDER_BIN:?}"
 [ "$(id -u)" = 0 ] || { echo "needs root"; exit 77; }
+# The tmpfs this script mounts under a context dir stays in a mount namespace
+# of its own (the services started below share it): nothing else sees it.
+if [ -z "${KILN_LIMITS_PRIVATE_NS:-}" ]; then
+    exec env KILN_LIMITS_PRIVATE_NS=1 unshare --mount --propagation private bash "$0" "$@"
+fi
 for t in umoci jq busybox; do
     command -v $t >/dev/null || { echo "$t missing"; exit 77; }
 done
 
-T=$(mktemp -d /tmp/kiln-sbxlim-XXXXXX)
+T=$(mktemp -d /tmp/kiln-limits-XXXXXX)
 PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done

@@ -3,6 +3,7 @@
  * but absent from the diff and from Kiln's own logs, tmpfs sizes, read-only
  * and writable binds, and mount targets that try to leave the rootfs. */
 #include <fcntl.h>
+#include <sched.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +25,13 @@ static char hostdir[256];
 __attribute__((constructor)) static void setup(void)
 {
     fx_require_sandbox();
+    /* The host-side mounts some tests make (a tmpfs under a context or cache
+     * dir) stay in this process's own mount namespace, which its sandboxes
+     * inherit: other test binaries counting mounts never see them. */
+    if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
+        perror("private mount namespace");
+        exit(1);
+    }
     char *t = fx_tmpdir();
     snprintf(hostdir, sizeof(hostdir), "%s", t);
     free(t);
