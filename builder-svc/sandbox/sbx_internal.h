@@ -27,6 +27,11 @@
  * openat2() exists. */
 extern bool sbx_force_walk;
 
+/* Test hook: when true, read-only binds are locked by remounting each
+ * submount (the path for kernels before mount_setattr) even where
+ * mount_setattr exists. */
+extern bool sbx_force_remount_each;
+
 /* True when openat2() with RESOLVE_IN_ROOT works on this kernel. */
 bool sbx_have_openat2(void);
 

@@ -429,7 +429,10 @@ KT_TEST(read_only_bind_is_read_only_through_submounts)
     KT_REQUIRE(mount("tmpfs", sub, "tmpfs", 0, "size=1m,mode=0777") == 0);
     snprintf(f, sizeof(f), "%s/there", sub);
     KT_REQUIRE(fx_write(f, "host\n", 0666) == 0);
-    for (int mode = 0; mode < 2; mode++) {
+    /* overlay and copy rootfs; mount_setattr and the remount of each
+     * submount that older kernels get */
+    for (int mode = 0; mode < 4; mode++) {
+        sbx_force_remount_each = mode >= 2;
         bld_mount m = {.type = BLD_MOUNT_BIND, .target = "/ctx", .source = ctx};
         char *upper, *work;
         fx_out o;
@@ -439,7 +442,7 @@ KT_TEST(read_only_bind_is_read_only_through_submounts)
                 "(echo x >> $f) 2>/dev/null && echo wrote $f || echo ro $f; done; "
                 "mount -o remount,rw /ctx/mnt 2>/dev/null && echo remounted || echo stays",
                 &o, &upper, &work);
-        s.rootfs = mode ? BLD_ROOTFS_COPY : BLD_ROOTFS_OVERLAY;
+        s.rootfs = mode % 2 ? BLD_ROOTFS_COPY : BLD_ROOTFS_OVERLAY;
         s.mounts = &m;
         s.n_mounts = 1;
         bld_run_result res;
@@ -449,6 +452,7 @@ KT_TEST(read_only_bind_is_read_only_through_submounts)
         KT_EXPECT_STR(o.out.data, "host\nro /ctx/mnt/new\nro /ctx/mnt/there\nro /ctx/new\nstays\n");
         done(&o, upper, work);
     }
+    sbx_force_remount_each = false;
     char *c = fx_read(f);
     KT_EXPECT_STR(c, "host\n");
     free(c);
