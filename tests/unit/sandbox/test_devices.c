@@ -120,6 +120,11 @@ KT_TEST(layer_devices_cannot_be_opened_from_run)
     KT_EXPECT(node_is(p, S_IFCHR, 240, 0));
     snprintf(p, sizeof(p), "%s/hostblk", dirs[1]);
     KT_EXPECT(node_is(p, S_IFBLK, 240, 0));
+    /* … out of reach of other users of the host (the nodes keep the image's
+     * modes, 0666 here). */
+    struct stat st;
+    snprintf(p, sizeof(p), "%s/snapshots", base.data);
+    KT_EXPECT(stat(p, &st) == 0 && (st.st_mode & 077) == 0);
 }
 
 /* In a child: joins the one cgroup given (or none), makes device nodes on a
