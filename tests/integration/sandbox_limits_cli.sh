@@ -83,7 +83,7 @@ R=$T/bundle/rootfs
 
 # --- fork bomb and memory hog beside a build that completes -----------------
 mkdir -p "$T/bomb" "$T/hog" "$T/calm"
-printf 'FROM devbase:1\nRUN bomb() { bomb | bomb & }; bomb; sleep 600\n' > "$T/bomb/Dockerfile"
+printf 'FROM devbase:1\nRUN bomb() { bomb | bomb & }; bomb; sleep 30\n' > "$T/bomb/Dockerfile"
 printf 'FROM devbase:1\nRUN x=$(head -c 400000000 /dev/zero | tr "\\\\0" a); echo "sur""vived"\n' > "$T/hog/Dockerfile"
 printf 'FROM devbase:1\nRUN sleep 3; echo calm > /calm\n' > "$T/calm/Dockerfile"
 kiln build --progress=plain --no-cache -t calm:1 "$T/calm" >"$T/calm.out" 2>"$T/calm.err" & CALM=$!
@@ -109,12 +109,13 @@ expect_rc 0 "both services answer" kiln status
 
 # --- time limits ----------------------------------------------------------
 mkdir -p "$T/slow"
-printf 'FROM devbase:1\nRUN sleep 600\n' > "$T/slow/Dockerfile"
+NAP=$((5300 + $$ % 300)) # a number of seconds no other test sleeps
+printf 'FROM devbase:1\nRUN sleep %s\n' "$NAP" > "$T/slow/Dockerfile"
 expect_rc 4 "RUN time limit" kiln build --progress=plain --run-timeout 2s "$T/slow"
 grep -q "RUN exceeded its time limit of 2s" "$T/err" && ok || bad "RUN timeout error ($(tail -3 "$T/err"))"
 expect_rc 4 "build time limit" kiln build --progress=plain --build-timeout 3s "$T/slow"
 grep -q "build exceeded its time limit of 3s" "$T/err" && ok || bad "build timeout error ($(tail -3 "$T/err"))"
-[ -z "$(pgrep -f 'sleep 600')" ] && ok || bad "a timed-out RUN left processes"
+[ -z "$(pgrep -f "sleep $NAP")" ] && ok || bad "a timed-out RUN left processes"
 
 # --- a build may lower the builder's limits, never raise them --------------
 expect_rc 4 "memory above the builder's" kiln build --memory 1G "$T/calm"

@@ -194,9 +194,10 @@ KT_TEST(fork_bomb_ends_the_run_naming_the_limit)
 
 KT_TEST(timeout_names_the_limit)
 {
-    char *upper, *work;
+    char *upper, *work, cmd[32];
     bld_run_spec s;
-    fx_spec(&s, &base, "sleep 600", NULL, &upper, &work);
+    snprintf(cmd, sizeof(cmd), "sleep %d", 4900 + (int)(getpid() % 300));
+    fx_spec(&s, &base, cmd, NULL, &upper, &work);
     s.on_output = NULL;
     s.timeout_ms = 1000;
     bld_run_result res;
@@ -204,7 +205,7 @@ KT_TEST(timeout_names_the_limit)
     KT_EXPECT_INT(bld_run(&s, &res, &err), KILN_ETIMEDOUT);
     KT_EXPECT(err && strcmp(err->msg, "RUN exceeded its time limit of 1s") == 0);
     kiln_error_free(&err);
-    KT_EXPECT_INT(fx_procs_matching("sleep 600"), 0);
+    KT_EXPECT_INT(fx_procs_matching(cmd), 0);
     KT_EXPECT_INT(own_step_cgroups(), 0);
     fx_rmtree(upper);
     free(upper), free(work);
