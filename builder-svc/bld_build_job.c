@@ -43,6 +43,7 @@ struct bld_builds {
     kiln_jobs *jobs;
     pthread_mutex_t mu;
     running run[MAX_RUNNING];
+    bld_build_limits limits;
     uint64_t started, succeeded, failed, steps_run, steps_cached;
 };
 
@@ -368,6 +369,11 @@ static void run_build(void *arg)
         .registry_authfile = *q->authfile ? q->authfile : NULL,
         .registry_cert_dir = *q->cert_dir ? q->cert_dir : NULL,
         .source_date_epoch = q->source_date_epoch ? q->source_date_epoch : -1,
+        .run_timeout_ms = q->run_timeout_ms ? q->run_timeout_ms : c->b->limits.run_timeout_ms,
+        .run_memory_bytes = q->run_memory ? q->run_memory : c->b->limits.run_memory_bytes,
+        .run_pids_max = q->run_pids ? q->run_pids : c->b->limits.run_pids,
+        .build_timeout_ms =
+            q->build_timeout_ms ? q->build_timeout_ms : c->b->limits.build_timeout_ms,
         .cancel = &c->cancel,
     };
     bld_build_events ev = {ev_stage_started, ev_step_started, ev_output, ev_step_done,
@@ -431,6 +437,50 @@ static void run_build(void *arg)
     ctx_free(c);
 }
 
+/* A build's own limits may lower the builder's, never raise them. */
+static int check_limits(const bld_build_limits *l, const Kiln__V1__BuildRequest *q,
+                        kiln_error **err)
+{
+    char want[48], max[48];
+    if (l->run_memory_bytes && q->run_memory > l->run_memory_bytes) {
+        kiln_format_size(want, sizeof(want), q->run_memory);
+        kiln_format_size(max, sizeof(max), l->run_memory_bytes);
+        return kiln_error_set(err, KILN_EINVAL, 0,
+                              "a RUN memory limit of %s is above this builder's maximum of %s "
+                              "(kiln-builder --run-memory)",
+                              want, max);
+    }
+    if (l->run_pids && q->run_pids > l->run_pids)
+        return kiln_error_set(err, KILN_EINVAL, 0,
+                              "a RUN limit of %llu processes is above this builder's maximum of "
+                              "%llu (kiln-builder --run-pids)",
+                              (unsigned long long)q->run_pids, (unsigned long long)l->run_pids);
+    if (l->run_timeout_ms && q->run_timeout_ms > l->run_timeout_ms) {
+        kiln_format_duration(want, sizeof(want), q->run_timeout_ms);
+        kiln_format_duration(max, sizeof(max), l->run_timeout_ms);
+        return kiln_error_set(err, KILN_EINVAL, 0,
+                              "a RUN time limit of %s is above this builder's maximum of %s "
+                              "(kiln-builder --run-timeout)",
+                              want, max);
+    }
+    if (l->build_timeout_ms && q->build_timeout_ms > l->build_timeout_ms) {
+        kiln_format_duration(want, sizeof(want), q->build_timeout_ms);
+        kiln_format_duration(max, sizeof(max), l->build_timeout_ms);
+        return kiln_error_set(err, KILN_EINVAL, 0,
+                              "a build time limit of %s is above this builder's maximum of %s "
+                              "(kiln-builder --build-timeout)",
+                              want, max);
+    }
+    return 0;
+}
+
+void bld_builds_set_limits(bld_builds *b, const bld_build_limits *l)
+{
+    pthread_mutex_lock(&b->mu);
+    b->limits = *l;
+    pthread_mutex_unlock(&b->mu);
+}
+
 int bld_builds_accept(bld_builds *b, const kiln_req *req, kiln_reply *reply, kiln_arena *a,
                       kiln_error **err)
 {
@@ -469,6 +519,8 @@ int bld_builds_accept(bld_builds *b, const kiln_req *req, kiln_reply *reply, kil
         return kiln_error_set(err, KILN_EPERM, 0,
                               "--network host needs the network.host entitlement: start "
                               "kiln-builder with --allow-insecure-entitlement network.host");
+    if (check_limits(&b->limits, q, err) < 0)
+        return KILN_EINVAL;
     build_ctx *c = calloc(1, sizeof(*c));
     if (c == NULL || (c->req = kiln_req_dup(req)) == NULL) {
         free(c);

@@ -3,6 +3,7 @@
 #define BLD_BUILD_JOB_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "buf.h"
 #include "events.h"
@@ -20,6 +21,18 @@ typedef struct bld_contexts bld_contexts;
  * removed here). */
 int bld_builds_new(bld_builds **out, const char *data_dir, bld_engine *engine,
                    bld_contexts *contexts, kiln_error **err);
+/* Resource limits of builds: each is the default for a build that does not
+ * set its own and the most a build may ask for (0 = none, and then a build
+ * may set any).  A build asking for more is refused when accepted. */
+typedef struct bld_build_limits {
+    uint64_t run_memory_bytes; /* each RUN's memory (swap included) */
+    uint64_t run_pids;         /* each RUN's processes and threads */
+    uint64_t run_timeout_ms;   /* each RUN's wall-clock time */
+    uint64_t build_timeout_ms; /* the whole build's wall-clock time */
+} bld_build_limits;
+/* Sets the limits (none until called); call before serving. */
+void bld_builds_set_limits(bld_builds *b, const bld_build_limits *l);
+
 /* Where build events go (the service's publisher); call before serving. */
 void bld_builds_attach(bld_builds *b, kiln_events *events);
 /* Validates a BuildRequest, starts its job and fills JobAccepted. */

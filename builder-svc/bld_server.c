@@ -127,6 +127,11 @@ int bld_server_new(bld_server **out, const kiln_service_opts *o, const char *pus
     return 0;
 }
 
+void bld_server_set_limits(bld_server *b, const bld_build_limits *l)
+{
+    bld_builds_set_limits(b->builds, l);
+}
+
 void bld_server_free(bld_server *b)
 {
     if (b == NULL)

@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 
+#include "bld_build_job.h"
 #include "rpc.h"
 #include "service.h"
 
@@ -15,6 +16,8 @@ typedef struct bld_server bld_server;
 int bld_server_new(bld_server **out, const kiln_service_opts *o, const char *pusher_url,
                    kiln_error **err);
 void bld_server_free(bld_server *b);
+/* The builds' resource limits (kiln-builder --run-memory, …); before serving. */
+void bld_server_set_limits(bld_server *b, const bld_build_limits *l);
 const kiln_rpc_method *bld_server_methods(bld_server *b, size_t *n);
 void bld_server_hooks(bld_server *b, kiln_service_hooks *out);
 void bld_server_attach(bld_server *b, kiln_service *svc);

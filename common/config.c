@@ -180,3 +180,72 @@ int kiln_rm_tree(const char *path)
     nftw(path, rm_unlock_cb, 16, FTW_PHYS);
     return nftw(path, rm_cb, 16, FTW_PHYS | FTW_DEPTH);
 }
+
+long long kiln_parse_duration_ms(const char *s)
+{
+    if (s == NULL || *s == '\0')
+        return -1;
+    unsigned long long total = 0;
+    while (*s) {
+        char *end = NULL;
+        errno = 0;
+        if (*s < '0' || *s > '9')
+            return -1;
+        unsigned long long v = strtoull(s, &end, 10);
+        if (errno || end == s)
+            return -1;
+        unsigned long long mul;
+        if (*end == '\0' && total == 0)
+            mul = 1000, s = end; /* a bare number: seconds */
+        else if (strncmp(end, "ms", 2) == 0)
+            mul = 1, s = end + 2;
+        else if (*end == 'h')
+            mul = 3600000ULL, s = end + 1;
+        else if (*end == 'm')
+            mul = 60000ULL, s = end + 1;
+        else if (*end == 's')
+            mul = 1000, s = end + 1;
+        else
+            return -1;
+        if (v > (unsigned long long)LLONG_MAX / mul ||
+            total > (unsigned long long)LLONG_MAX - v * mul)
+            return -1;
+        total += v * mul;
+    }
+    return (long long)total;
+}
+
+void kiln_format_size(char *out, size_t cap, unsigned long long bytes)
+{
+    static const char *const units[] = {"KiB", "MiB", "GiB", "TiB"};
+    int u = -1;
+    unsigned long long div = 1;
+    while (u < 3 && bytes >= div * 1024) {
+        div *= 1024;
+        u++;
+    }
+    if (u < 0)
+        snprintf(out, cap, "%llu bytes", bytes);
+    else if (bytes % div == 0)
+        snprintf(out, cap, "%llu %s", bytes / div, units[u]);
+    else
+        snprintf(out, cap, "%.1f %s", (double)bytes / (double)div, units[u]);
+}
+
+void kiln_format_duration(char *out, size_t cap, unsigned long long ms)
+{
+    if (ms % 1000 || ms == 0) {
+        snprintf(out, cap, "%llums", ms);
+        return;
+    }
+    unsigned long long s = ms / 1000, h = s / 3600, m = s / 60 % 60;
+    s %= 60;
+    int n = 0;
+    out[0] = '\0';
+    if (h)
+        n += snprintf(out + n, cap - (size_t)n, "%lluh", h);
+    if (m && (size_t)n < cap)
+        n += snprintf(out + n, cap - (size_t)n, "%llum", m);
+    if (s && (size_t)n < cap)
+        snprintf(out + n, cap - (size_t)n, "%llus", s);
+}

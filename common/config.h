@@ -54,4 +54,13 @@ void kiln_host_id(char *out, size_t cap);
 /* Parses a size like "4M", "512k", "1048576"; -1 on error. */
 long long kiln_parse_size(const char *s);
 
+/* Parses a duration: a sequence of <number><unit> with units h, m, s, ms
+ * ("1h30m", "10m", "90s", "500ms"); a bare number is seconds.  Milliseconds,
+ * or -1 on error. */
+long long kiln_parse_duration_ms(const char *s);
+/* "2 GiB", "512 MiB", "1.5 GiB", "4096 bytes" into out. */
+void kiln_format_size(char *out, size_t cap, unsigned long long bytes);
+/* "10m", "1h30m", "1m30s", "1500ms" into out. */
+void kiln_format_duration(char *out, size_t cap, unsigned long long ms);
+
 #endif

@@ -77,6 +77,9 @@ typedef struct bld_build_spec {
     const char *registry_cert_dir; /* certs.d root on the pusher's host; NULL = default */
     int64_t source_date_epoch;     /* -1 = none */
     uint64_t run_timeout_ms;       /* per RUN; 0 = none */
+    uint64_t run_memory_bytes;     /* per RUN (swap included); 0 = none */
+    uint64_t run_pids_max;         /* per RUN: processes and threads at once; 0 = none */
+    uint64_t build_timeout_ms;     /* the whole build (KILN_ETIMEDOUT naming it); 0 = none */
     unsigned max_parallel_stages;  /* independent stages at once; 0 = CPUs (2..8) */
     const atomic_bool *cancel;     /* set to stop the build; may be NULL */
 } bld_build_spec;

@@ -70,9 +70,15 @@ void eng_note(eng_build *b, const char *fmt, ...)
     b->ev->note(b->ev->ud, buf);
 }
 
+bool eng_past_deadline(const eng_build *b)
+{
+    return b->deadline && kiln_now_ms() >= b->deadline;
+}
+
 bool eng_canceled(const eng_build *b)
 {
-    return atomic_load(&b->stop) || (b->spec->cancel && atomic_load(b->spec->cancel));
+    return atomic_load(&b->stop) || (b->spec->cancel && atomic_load(b->spec->cancel)) ||
+           eng_past_deadline(b);
 }
 
 void eng_count_step(eng_build *b, bool cached)
@@ -489,8 +495,9 @@ static int run_stages(eng_ctx *c, kiln_error **err)
     int rc = 0;
     pthread_mutex_lock(&s.mu);
     for (;;) {
-        /* The caller's cancel reaches running stages through b.stop. */
-        if (c->b.spec->cancel && atomic_load(c->b.spec->cancel))
+        /* The caller's cancel and the deadline reach running stages (and
+         * their RUNs) through b.stop. */
+        if ((c->b.spec->cancel && atomic_load(c->b.spec->cancel)) || eng_past_deadline(&c->b))
             atomic_store(&c->b.stop, true);
         if (!atomic_load(&c->b.stop) && rc == 0 && (rc = start_ready(&s, limit, &serr)) < 0)
             atomic_store(&c->b.stop, true);
@@ -650,7 +657,16 @@ int bld_build(bld_engine *e, const bld_build_spec *spec, const bld_build_events 
     pthread_mutex_init(&c.b.mu, NULL);
     pthread_mutex_init(&c.lazy_mu, NULL);
     atomic_init(&c.b.stop, false);
+    if (spec->build_timeout_ms)
+        c.b.deadline = t0 + spec->build_timeout_ms;
     int rc = build(&c, err);
+    if (rc < 0 && eng_past_deadline(&c.b) && !(spec->cancel && atomic_load(spec->cancel))) {
+        /* Whatever the deadline interrupted, the deadline is the cause. */
+        char lim[48];
+        kiln_format_duration(lim, sizeof(lim), spec->build_timeout_ms);
+        kiln_error_free(err);
+        rc = kiln_error_set(err, KILN_ETIMEDOUT, 0, "build exceeded its time limit of %s", lim);
+    }
     ctx_dispose(&c);
     pthread_mutex_destroy(&c.lazy_mu);
     pthread_mutex_destroy(&c.b.mu);

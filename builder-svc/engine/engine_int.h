@@ -60,7 +60,8 @@ typedef struct eng_build {
     pthread_mutex_t mu;
     int *held; /* shared flocks on the step dirs this build uses */
     size_t n_held, cap_held;
-    atomic_bool stop; /* spec->cancel, or a stage failed: the others stop */
+    atomic_bool stop;            /* spec->cancel, or a stage failed: the others stop */
+    unsigned long long deadline; /* kiln_now_ms() when spec->build_timeout_ms runs out; 0 none */
 } eng_build;
 
 /* ---- engine_run.c: snapshots and the sandbox ---- */
@@ -301,5 +302,7 @@ int eng_pusher_push(eng_build *b, const char *tag, kiln_error **err);
 void eng_count_step(eng_build *b, bool cached);
 void eng_note(eng_build *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 bool eng_canceled(const eng_build *b);
+/* True once the build's deadline (spec->build_timeout_ms) has passed. */
+bool eng_past_deadline(const eng_build *b);
 
 #endif

@@ -244,6 +244,8 @@ int eng_run(eng_build *b, const eng_run_desc *d, int *exit_code, kiln_error **er
         .mounts = mounts,
         .n_mounts = d->n_mounts,
         .timeout_ms = b->spec->run_timeout_ms,
+        .memory_bytes = b->spec->run_memory_bytes,
+        .pids_max = b->spec->run_pids_max,
         .rootfs = BLD_ROOTFS_AUTO,
         .on_output = on_output,
         .output_ud = &oc,

@@ -21,7 +21,9 @@
  * The command runs with the builder's file descriptors closed, Docker's
  * default capabilities minus CAP_MKNOD, a seccomp deny list, parts of /proc
  * read-only or hidden, and the image's /etc/passwd and /etc/group deciding
- * USER.  Rootless, only uid 0 exists inside: a non-root USER is refused. */
+ * USER; in its own cgroup(s) with the device allow-list of runc's default
+ * spec; on a rootfs and mounts that are all nodev and nosuid except the
+ * /dev the sandbox makes itself (see README.md, "Security profile").  Rootless, only uid 0 exists inside: a non-root USER is refused. */
 #ifndef BLD_SANDBOX_H
 #define BLD_SANDBOX_H
 
@@ -47,6 +49,7 @@ typedef struct bld_preflight_info {
     int cgroup_version;   /* cgroup hierarchy used for limits: 0 none, 1 v1, 2 v2 */
     bool cgroup_memory;   /* memory limits can be enforced */
     bool cgroup_pids;     /* pid limits can be enforced */
+    bool cgroup_devices;  /* a device allow-list can be enforced (v1 devices or v2 BPF) */
     bool usable;          /* RUN can work at all */
     char isolation[16];   /* "root", "rootless" or "none" */
     char rootfs_mode[16]; /* "overlay" or "copy" */
@@ -143,8 +146,9 @@ typedef struct bld_run_spec {
     const bld_mount *mounts;
     size_t n_mounts;
     uint64_t timeout_ms;   /* 0 = none */
-    uint64_t memory_bytes; /* 0 = no limit */
-    uint64_t pids_max;     /* 0 = no limit */
+    uint64_t memory_bytes; /* memory (swap included: none beyond it); 0 = no limit */
+    uint64_t pids_max;     /* processes and threads at once; 0 = no limit */
+    unsigned cpu_weight;   /* the step's CPU weight as one group (v2 scale 1..10000); 0 = 100 */
     bld_rootfs_mode rootfs;
     bld_output_fn on_output; /* may be NULL (output discarded) */
     void *output_ud;
@@ -156,7 +160,8 @@ typedef struct bld_run_result {
     int signal;    /* the signal that killed it, 0 if none */
     bool timed_out;
     bool canceled;
-    bool oom_killed;      /* the memory cgroup killed something */
+    bool oom_killed;      /* the memory cgroup killed something: the step was ended */
+    bool pids_limited;    /* a fork failed on the pids limit: the step was ended */
     bool limits_enforced; /* memory/pid limits requested were applied */
     bld_rootfs_mode rootfs_used;
     uint64_t duration_ms;
@@ -167,7 +172,10 @@ typedef struct bld_run_result {
 /* Runs one command in the sandbox and waits for it, streaming its output.
  * Returns 0 when the command ran (whatever its exit status: see out),
  * KILN_ETIMEDOUT / KILN_ECANCELED when it was killed for the timeout or the
- * cancel flag (out filled as well), KILN_ENOENT when the executable was not
+ * cancel flag (out filled as well), KILN_ENOSPC when it was ended for its
+ * memory or pids limit (the message names the limit: "RUN exceeded its
+ * memory limit of 2 GiB", "RUN exceeded its limit of 512 processes"; the
+ * step is killed as soon as the cgroup records the event), KILN_ENOENT when the executable was not
  * found, KILN_EINVAL for a bad spec (unknown user, mount target escaping…),
  * other codes when the sandbox could not be set up.  When it returns, no
  * process and no mount of the step remains; the upper dir holds the diff. */

@@ -1,11 +1,15 @@
-/* Memory and pid limits of a step through cgroups.  Both layouts are
- * handled: a unified v2 hierarchy (used when it offers the controllers) and
- * v1 controllers mounted separately (the usual hybrid host, whose v2
- * hierarchy is present but empty).  Step cgroups are created below the
- * builder's own cgroup of each hierarchy as kiln-<builder pid>-<n>; the
- * monitor child joins them before creating the namespaces, so everything in
- * the step is counted. */
+/* The cgroups of a RUN step: every step gets its own (so its processes are
+ * never counted, limited or listed in the builder's cgroup), with memory
+ * (+swap), pid and CPU-weight limits and the device allow-list of
+ * cgroup_dev.c.  Both layouts are handled: a unified v2 hierarchy (limits
+ * there when it offers the controllers) and v1 controllers mounted
+ * separately (the usual hybrid host, whose v2 hierarchy is present but
+ * empty: the step still gets a v2 cgroup there, for the BPF device program).
+ * Step cgroups are created below the builder's own cgroup of each hierarchy
+ * as kiln-<builder pid>-<n>; the monitor child joins them before creating
+ * the namespaces, so everything in the step is counted. */
 #include <dirent.h>
+#include <pthread.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -19,6 +23,7 @@
 #include <linux/magic.h>
 
 #include "cleanup.h"
+#include "log.h"
 #include "sbx_internal.h"
 
 #define CG_ROOT "/sys/fs/cgroup"
@@ -40,7 +45,9 @@ static bool own_cgroup(const char *key, char *out, size_t n)
         bool match = *key == '\0' ? *ctrls == '\0' : false;
         if (*key) {
             _cleanup_free_ char *dup = strdup(ctrls);
-            for (char *t = dup ? strtok(dup, ",") : NULL; t; t = strtok(NULL, ","))
+            char *save = NULL;
+            for (char *t = dup ? strtok_r(dup, ",", &save) : NULL; t;
+                 t = strtok_r(NULL, ",", &save))
                 if (strcmp(t, key) == 0)
                     match = true;
         }
@@ -70,20 +77,34 @@ static const char *v2_root(void)
     return "";
 }
 
-static bool v2_has(const char *ctrl)
+/* Whether the v2 cgroup root+own offers ctrl (its cgroup.controllers). */
+static bool v2_has_at(const char *root, const char *own, const char *ctrl)
 {
-    const char *root = v2_root();
-    char own[512], path[1024], buf[512] = "";
-    if (!*root || !own_cgroup("", own, sizeof(own)))
-        return false;
+    char path[1100], buf[512] = "";
     snprintf(path, sizeof(path), "%s%s/cgroup.controllers", root, own);
     _cleanup_fclose_ FILE *f = fopen(path, "re");
     if (f == NULL || !fgets(buf, sizeof(buf), f))
         return false;
-    for (char *t = strtok(buf, " \n"); t; t = strtok(NULL, " \n"))
+    char *save = NULL;
+    for (char *t = strtok_r(buf, " \n", &save); t; t = strtok_r(NULL, " \n", &save))
         if (strcmp(t, ctrl) == 0)
             return true;
     return false;
+}
+
+static bool v2_has(const char *ctrl)
+{
+    const char *root = v2_root();
+    char own[512];
+    return *root && own_cgroup("", own, sizeof(own)) &&
+           v2_has_at(root, strcmp(own, "/") ? own : "", ctrl);
+}
+
+static bool write_str_in(const char *dir, const char *file, const char *s)
+{
+    char path[1100];
+    snprintf(path, sizeof(path), "%s/%s", dir, file);
+    return write_str(path, s);
 }
 
 static bool v1_has(const char *ctrl)
@@ -101,7 +122,7 @@ static bool v1_has(const char *ctrl)
 void sbx_cgroup_probe(bld_preflight_info *pf)
 {
     bool v2m = v2_has("memory"), v2p = v2_has("pids");
-    bool v1m = v1_has("memory"), v1p = v1_has("pids");
+    bool v1m = v1_has("memory"), v1p = v1_has("pids"), v1d = v1_has("devices");
     const char *v2 = v2_root();
     if (v2m || v2p) {
         pf->cgroup_version = 2;
@@ -112,34 +133,37 @@ void sbx_cgroup_probe(bld_preflight_info *pf)
         pf->cgroup_memory = v1m;
         pf->cgroup_pids = v1p;
     }
-    snprintf(pf->cgroups, sizeof(pf->cgroups), "v1:%s%s%s; v2:%s%s%s%s",
-             (v1m || v1p) ? "" : " none", v1m ? " memory" : "", v1p ? " pids" : "",
-             *v2 ? "" : " not mounted", *v2 && !v2m && !v2p ? " no memory/pids controllers" : "",
-             v2m ? " memory" : "", v2p ? " pids" : "");
+    int fd = geteuid() == 0 && *v2 ? sbx_devices_bpf_load(NULL, 0) : -1;
+    bool bpf = fd >= 0;
+    if (fd >= 0)
+        close(fd);
+    pf->cgroup_devices = v1d || bpf;
+    snprintf(pf->cgroups, sizeof(pf->cgroups), "v1:%s%s%s%s; v2:%s%s%s%s%s",
+             (v1m || v1p || v1d) ? "" : " none", v1m ? " memory" : "", v1p ? " pids" : "",
+             v1d ? " devices" : "", *v2 ? "" : " not mounted",
+             *v2 && !v2m && !v2p ? " no memory/pids controllers" : "", v2m ? " memory" : "",
+             v2p ? " pids" : "", bpf ? " devices(bpf)" : "");
 }
 
 static atomic_uint seq;
 
-static int make_dir(sbx_cgroup *cg, const char *base, const char *own, kiln_error **err)
+/* Creates <base><own>/kiln-<pid>-<n> and records it; 0, or -1 when this host
+ * does not let us (the caller goes on without it). */
+static int make_dir(sbx_cgroup *cg, const char *base, const char *own)
 {
     char *dir = NULL, *procs = NULL;
-    if (asprintf(&dir, "%s%s/kiln-%d-%u", base, strcmp(own, "/") ? own : "", (int)getpid(),
-                 atomic_fetch_add(&seq, 1)) < 0)
-        return kiln_error_set(err, KILN_ENOSPC, ENOMEM, "asprintf");
-    if (mkdir(dir, 0755) < 0) {
-        int e = errno;
-        free(dir);
-        return kiln_error_set(err, KILN_EIO, e, "create cgroup");
-    }
-    if (asprintf(&procs, "%s/cgroup.procs", dir) < 0) {
+    if (cg->n == SBX_CG_MAX || asprintf(&dir, "%s%s/kiln-%d-%u", base, strcmp(own, "/") ? own : "",
+                                        (int)getpid(), atomic_fetch_add(&seq, 1)) < 0)
+        return -1;
+    if (mkdir(dir, 0755) < 0 || asprintf(&procs, "%s/cgroup.procs", dir) < 0) {
+        kiln_debug("sandbox", "cannot create cgroup %s: %s", dir, strerror(errno));
         rmdir(dir);
         free(dir);
-        return kiln_error_set(err, KILN_ENOSPC, ENOMEM, "asprintf");
+        return -1;
     }
     cg->dirs[cg->n] = dir;
     cg->procs[cg->n] = procs;
-    cg->n++;
-    return 0;
+    return (int)cg->n++;
 }
 
 static bool set_in(const char *dir, const char *file, uint64_t v)
@@ -150,66 +174,182 @@ static bool set_in(const char *dir, const char *file, uint64_t v)
     return write_str(path, val);
 }
 
-int sbx_cgroup_create(sbx_cgroup *cg, uint64_t memory_bytes, uint64_t pids_max, kiln_error **err)
+/* ---- v2 --------------------------------------------------------------- */
+
+static pthread_mutex_t v2_mu = PTHREAD_MUTEX_INITIALIZER;
+static bool v2_inited;
+static char v2_parent[600]; /* own v2 cgroup ("/" or "/a/b"), below which steps go */
+static int bpf_prog = -1;
+
+/* Once per process: where step cgroups go on the unified hierarchy, with the
+ * controllers the limits need delegated to them.  A non-root cgroup that
+ * holds processes cannot delegate (v2's no-internal-process rule): then the
+ * builder moves itself into a leaf kiln-builder-<pid> beside its steps, as
+ * container engines under systemd's Delegate= do.  Also loads the device
+ * program. */
+static void v2_init_locked(void)
 {
-    memset(cg, 0, sizeof(*cg));
-    if (memory_bytes == 0 && pids_max == 0)
-        return 0;
+    if (v2_inited)
+        return;
+    v2_inited = true;
+    const char *root = v2_root();
     char own[512];
-    int r = 0;
-    if ((memory_bytes && v2_has("memory")) || (pids_max && v2_has("pids"))) {
-        if (!own_cgroup("", own, sizeof(own)))
-            return 0;
-        /* Children see a controller only when their parent delegates it;
-         * this fails (harmlessly) where our own cgroup holds processes and is
-         * not the root: then the limits are reported as not enforced. */
-        char ctl[1100];
-        snprintf(ctl, sizeof(ctl), "%s%s/cgroup.subtree_control", v2_root(),
-                 strcmp(own, "/") ? own : "");
-        if (memory_bytes)
-            write_str(ctl, "+memory");
-        if (pids_max)
-            write_str(ctl, "+pids");
-        if ((r = make_dir(cg, v2_root(), own, err)) < 0)
-            return r;
-        cg->version = 2;
-        cg->memory = memory_bytes && set_in(cg->dirs[0], "memory.max", memory_bytes);
-        if (cg->memory)
-            set_in(cg->dirs[0], "memory.swap.max", 0);
-        cg->pids = pids_max && set_in(cg->dirs[0], "pids.max", pids_max);
-        return 0;
+    if (!*root || !own_cgroup("", own, sizeof(own)))
+        return;
+    snprintf(v2_parent, sizeof(v2_parent), "%s", strcmp(own, "/") ? own : "");
+    if (geteuid() == 0) {
+        char log[4096];
+        bpf_prog = sbx_devices_bpf_load(log, sizeof(log));
+        if (bpf_prog < 0)
+            kiln_warn("sandbox", "cannot load the cgroup v2 device program: %s%s%.300s",
+                      strerror(errno), *log ? ": " : "", log);
     }
-    cg->version = 1;
-    if (memory_bytes && v1_has("memory") && own_cgroup("memory", own, sizeof(own))) {
-        if ((r = make_dir(cg, CG_ROOT "/memory", own, err)) < 0)
-            return r;
-        cg->memory = set_in(cg->dirs[cg->n - 1], "memory.limit_in_bytes", memory_bytes);
-        /* Without swap accounting this file is absent: then the limit may
-         * push into swap, which is still a bound. */
-        set_in(cg->dirs[cg->n - 1], "memory.memsw.limit_in_bytes", memory_bytes);
+    static const char *const ctrls[] = {"memory", "pids", "cpu"};
+    char ctl[1100];
+    snprintf(ctl, sizeof(ctl), "%s%s/cgroup.subtree_control", root, v2_parent);
+    bool busy = false;
+    for (size_t i = 0; i < KILN_ARRAY_SIZE(ctrls); i++) {
+        char plus[16];
+        snprintf(plus, sizeof(plus), "+%s", ctrls[i]);
+        if (v2_has(ctrls[i]) && !write_str(ctl, plus) && errno == EBUSY)
+            busy = true;
     }
-    if (pids_max && v1_has("pids") && own_cgroup("pids", own, sizeof(own))) {
-        if ((r = make_dir(cg, CG_ROOT "/pids", own, err)) < 0)
-            return r;
-        cg->pids = set_in(cg->dirs[cg->n - 1], "pids.max", pids_max);
+    if (!busy || !*v2_parent)
+        return;
+    char leaf[1100];
+    snprintf(leaf, sizeof(leaf), "%s%s/kiln-builder-%d", root, v2_parent, (int)getpid());
+    char procs[1200];
+    snprintf(procs, sizeof(procs), "%s/cgroup.procs", leaf);
+    if ((mkdir(leaf, 0755) < 0 && errno != EEXIST) || !write_str(procs, "0")) {
+        kiln_warn("sandbox", "cgroup v2: cannot move the builder into %s: %s", leaf,
+                  strerror(errno));
+        return;
     }
+    for (size_t i = 0; i < KILN_ARRAY_SIZE(ctrls); i++) {
+        char plus[16];
+        snprintf(plus, sizeof(plus), "+%s", ctrls[i]);
+        if (v2_has_at(root, v2_parent, ctrls[i]))
+            write_str(ctl, plus);
+    }
+}
+
+static void v2_step(sbx_cgroup *cg, const sbx_limits *lim)
+{
+    pthread_mutex_lock(&v2_mu);
+    v2_init_locked();
+    int prog = bpf_prog;
+    pthread_mutex_unlock(&v2_mu);
+    const char *root = v2_root();
+    if (!*root)
+        return;
+    int i = make_dir(cg, root, *v2_parent ? v2_parent : "/");
+    if (i < 0)
+        return;
+    cg->v2_dir = i;
+    const char *d = cg->dirs[i];
+    char path[1100];
+    snprintf(path, sizeof(path), "%s/memory.max", d);
+    if (access(path, F_OK) == 0) {
+        cg->mem_dir = i;
+        write_str_in(d, "memory.oom.group", "1"); /* an OOM kill takes the whole step */
+        if (lim->memory_bytes) {
+            cg->memory = set_in(d, "memory.max", lim->memory_bytes);
+            set_in(d, "memory.swap.max", 0);
+            cg->version = 2;
+        }
+    }
+    snprintf(path, sizeof(path), "%s/pids.max", d);
+    if (access(path, F_OK) == 0) {
+        cg->pids_dir = i;
+        if (lim->pids_max) {
+            cg->pids = set_in(d, "pids.max", lim->pids_max);
+            cg->version = 2;
+        }
+    }
+    snprintf(path, sizeof(path), "%s/cpu.weight", d);
+    if (access(path, F_OK) == 0)
+        cg->cpu = set_in(d, "cpu.weight", lim->cpu_weight ? lim->cpu_weight : 100);
+    cg->devices_bpf = prog >= 0 && sbx_devices_bpf_attach(prog, d) == 0;
+}
+
+/* ---- v1 --------------------------------------------------------------- */
+
+static int v1_dir(sbx_cgroup *cg, const char *ctrl)
+{
+    char own[512], base[256];
+    if (!v1_has(ctrl) || !own_cgroup(ctrl, own, sizeof(own)))
+        return -1;
+    snprintf(base, sizeof(base), CG_ROOT "/%s", ctrl);
+    return make_dir(cg, base, own);
+}
+
+/* Memory and pids get a step dir even without a limit: the step is then
+ * accounted (and listed) apart from the builder all the same. */
+static void v1_step(sbx_cgroup *cg, const sbx_limits *lim)
+{
+    int i;
+    if (cg->mem_dir < 0 && (i = v1_dir(cg, "memory")) >= 0) {
+        cg->mem_dir = i;
+        if (lim->memory_bytes) {
+            cg->memory = set_in(cg->dirs[i], "memory.limit_in_bytes", lim->memory_bytes);
+            /* Without swap accounting this file is absent: then the limit may
+             * push into swap, which is still a bound. */
+            set_in(cg->dirs[i], "memory.memsw.limit_in_bytes", lim->memory_bytes);
+            cg->version = 1;
+        }
+    }
+    if (cg->pids_dir < 0 && (i = v1_dir(cg, "pids")) >= 0) {
+        cg->pids_dir = i;
+        if (lim->pids_max) {
+            cg->pids = set_in(cg->dirs[i], "pids.max", lim->pids_max);
+            cg->version = 1;
+        }
+    }
+    if (!cg->cpu && (i = v1_dir(cg, "cpu")) >= 0) {
+        unsigned w = lim->cpu_weight ? lim->cpu_weight : 100;
+        cg->cpu = set_in(cg->dirs[i], "cpu.shares", (uint64_t)w * 1024 / 100);
+    }
+    if ((i = v1_dir(cg, "devices")) >= 0) {
+        cg->v1_devices_dir = i;
+        cg->devices_v1 = sbx_devices_v1(cg->dirs[i]);
+    }
+}
+
+int sbx_cgroup_create(sbx_cgroup *cg, const sbx_limits *lim, kiln_error **err)
+{
+    (void)err;
+    memset(cg, 0, sizeof(*cg));
+    cg->mem_dir = cg->pids_dir = cg->v1_devices_dir = cg->v2_dir = -1;
+    v2_step(cg, lim);
+    v1_step(cg, lim);
+    return 0;
+}
+
+/* Value of "key N" in a flat-keyed cgroup file of dir; 0 if absent. */
+static unsigned long long counter(const char *dir, const char *file, const char *key)
+{
+    char path[1100], line[128];
+    snprintf(path, sizeof(path), "%s/%s", dir, file);
+    _cleanup_fclose_ FILE *f = fopen(path, "re");
+    size_t kl = strlen(key);
+    while (f && fgets(line, sizeof(line), f))
+        if (strncmp(line, key, kl) == 0 && line[kl] == ' ')
+            return strtoull(line + kl + 1, NULL, 10);
     return 0;
 }
 
 bool sbx_cgroup_oom(const sbx_cgroup *cg)
 {
-    for (size_t i = 0; i < cg->n; i++) {
-        char path[1100], line[128];
-        snprintf(path, sizeof(path), "%s/%s", cg->dirs[i],
-                 cg->version == 2 ? "memory.events" : "memory.oom_control");
-        _cleanup_fclose_ FILE *f = fopen(path, "re");
-        while (f && fgets(line, sizeof(line), f)) {
-            unsigned long long v;
-            if (sscanf(line, "oom_kill %llu", &v) == 1 && v > 0)
-                return true;
-        }
-    }
-    return false;
+    if (cg->mem_dir < 0)
+        return false;
+    const char *d = cg->dirs[cg->mem_dir];
+    return counter(d, cg->mem_dir == cg->v2_dir ? "memory.events" : "memory.oom_control",
+                   "oom_kill") > 0;
+}
+
+bool sbx_cgroup_pids_hit(const sbx_cgroup *cg)
+{
+    return cg->pids_dir >= 0 && counter(cg->dirs[cg->pids_dir], "pids.events", "max") > 0;
 }
 
 /* Kills the tasks of one cgroup dir and removes it; true when gone. */
@@ -233,11 +373,13 @@ static bool kill_and_remove(const char *dir)
 void sbx_cgroup_destroy(sbx_cgroup *cg)
 {
     for (size_t i = 0; i < cg->n; i++) {
-        kill_and_remove(cg->dirs[i]);
+        if (!kill_and_remove(cg->dirs[i]))
+            kiln_warn("sandbox", "cannot remove cgroup %s: %s", cg->dirs[i], strerror(errno));
         free(cg->dirs[i]);
         free(cg->procs[i]);
     }
     memset(cg, 0, sizeof(*cg));
+    cg->mem_dir = cg->pids_dir = cg->v1_devices_dir = cg->v2_dir = -1;
 }
 
 static void clean_under(const char *base)
@@ -247,28 +389,34 @@ static void clean_under(const char *base)
     while (d && (de = readdir(d)) != NULL) {
         int pid;
         unsigned n;
-        if (sscanf(de->d_name, "kiln-%d-%u", &pid, &n) != 2)
+        bool leaf = sscanf(de->d_name, "kiln-builder-%d", &pid) == 1;
+        if (!leaf && sscanf(de->d_name, "kiln-%d-%u", &pid, &n) != 2)
             continue;
         if (pid == getpid() || (kill(pid, 0) == 0 || errno == EPERM))
             continue; /* its builder is alive */
         char dir[1100];
         snprintf(dir, sizeof(dir), "%s/%s", base, de->d_name);
-        kill_and_remove(dir);
+        if (leaf)
+            rmdir(dir); /* empty once that builder is gone; never kill through it */
+        else
+            kill_and_remove(dir);
     }
 }
 
 void sbx_cgroup_cleanup_stale(void)
 {
     char own[512], base[1100];
-    static const char *const v1[] = {"memory", "pids"};
+    static const char *const v1[] = {"memory", "pids", "cpu", "devices"};
     for (size_t i = 0; i < KILN_ARRAY_SIZE(v1); i++) {
         if (!own_cgroup(v1[i], own, sizeof(own)))
             continue;
         snprintf(base, sizeof(base), CG_ROOT "/%s%s", v1[i], strcmp(own, "/") ? own : "");
         clean_under(base);
     }
-    if (*v2_root() && own_cgroup("", own, sizeof(own))) {
-        snprintf(base, sizeof(base), "%s%s", v2_root(), strcmp(own, "/") ? own : "");
+    pthread_mutex_lock(&v2_mu);
+    v2_init_locked();
+    snprintf(base, sizeof(base), "%s%s", v2_root(), v2_parent);
+    pthread_mutex_unlock(&v2_mu);
+    if (*v2_root())
         clean_under(base);
-    }
 }

@@ -309,15 +309,19 @@ static int bind_on(sbx_plan *p, int rootfd, const sbx_mountplan *mp, const char 
         return -1;
     char path[64];
     snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-    if (mount(src, path, NULL, MS_BIND | MS_REC, NULL) < 0)
+    /* A cache dir is bound alone: nothing mounted below it on the host
+     * comes along, so the step reaches only the cache's own files. */
+    unsigned long rec = mp->m->type == BLD_MOUNT_CACHE ? 0 : MS_REC;
+    if (mount(src, path, NULL, MS_BIND | rec, NULL) < 0)
         return FAIL(p, "bind mount on /%s", mp->target);
     /* The fd still names the covered directory: reopen to reach the mount. */
     _cleanup_close_ int top = sbx_open_in_root(rootfd, mp->target, O_PATH, NULL);
     if (top < 0)
         return FAIL(p, "reopen /%s", mp->target);
     snprintf(path, sizeof(path), "/proc/self/fd/%d", top);
-    if (ro ? sbx_remount_ro(path) < 0
-           : mount(NULL, path, NULL, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV, NULL) < 0)
+    /* Recursively: a read-only bind is read-only through every submount of
+     * its source too (a tmpfs mounted under the context dir, say). */
+    if (sbx_lock_mount(path, ro) < 0)
         return FAIL(p, "remount /%s%s", mp->target, ro ? " read-only" : "");
     return 0;
 }
@@ -390,10 +394,18 @@ int sbx_mounts_apply(sbx_plan *p, int rootfd)
         const bld_mount *m = mp->m;
         char src[PATH_MAX];
         switch (m->type) {
-        case BLD_MOUNT_CACHE:
-            if (bind_on(p, rootfd, mp, mp->cache_dir, true, m->readonly) < 0)
+        case BLD_MOUNT_CACHE: {
+            /* Bound through an fd opened without following a final symlink:
+             * the source is the builder's cache dir itself. */
+            _cleanup_close_ int cd =
+                open(mp->cache_dir, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (cd < 0)
+                return FAIL(p, "cache dir for /%s", mp->target);
+            snprintf(src, sizeof(src), "/proc/self/fd/%d", cd);
+            if (bind_on(p, rootfd, mp, src, true, m->readonly) < 0)
                 return -1;
             break;
+        }
         case BLD_MOUNT_BIND: {
             bool dir = true;
             if (mp->layer_opts) {

@@ -240,6 +240,9 @@ int bld_preflight(bld_preflight_info *out, const char *data_dir, kiln_error **er
         add_missing(out, "cgroup memory controller (no memory limits)", 0);
     if (!out->cgroup_pids)
         add_missing(out, "cgroup pids controller (no pid limits)", 0);
+    if (!out->cgroup_devices)
+        add_missing(out, "cgroup device control (v1 devices or v2 BPF; nodev mounts still apply)",
+                    0);
     out->usable = out->namespaces && out->root_mount && (out->root || out->userns);
     snprintf(out->isolation, sizeof(out->isolation), "%s",
              !out->usable ? "none"
@@ -268,6 +271,7 @@ char *bld_preflight_json(const bld_preflight_info *pf)
     cJSON_AddNumberToObject(o, "cgroup_version", pf->cgroup_version);
     cJSON_AddBoolToObject(o, "cgroup_memory", pf->cgroup_memory);
     cJSON_AddBoolToObject(o, "cgroup_pids", pf->cgroup_pids);
+    cJSON_AddBoolToObject(o, "cgroup_devices", pf->cgroup_devices);
     cJSON_AddStringToObject(o, "cgroups", pf->cgroups);
     cJSON_AddBoolToObject(o, "network_private", pf->net_private);
     cJSON_AddStringToObject(o, "network", pf->network);

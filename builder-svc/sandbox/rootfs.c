@@ -2,6 +2,10 @@
  * namespace: overlay (or the prepared copy), /proc, a minimal /dev, read-only
  * /sys, /etc/hosts and /etc/resolv.conf, the RUN mounts, then pivot_root.
  *
+ * Every mount here is nodev and nosuid except the /dev tmpfs (which must hold
+ * the device nodes made below) and its devpts; bind mounts are made
+ * read-only, nodev and nosuid recursively (sbx_lock_mount).
+ *
  * Mount points inside the rootfs are resolved with sbx_open_in_root() and
  * mounted on through /proc/self/fd/N, so an image symlink such as
  * /proc -> /host can never place a mount outside the rootfs.  Mount points
@@ -13,6 +17,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <stdlib.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -105,15 +110,82 @@ int sbx_mount_point(sbx_plan *p, int rootfd, const char *rel, bool dir)
     return fd >= 0 ? fd : FAIL(p, "open mount point /%s", rel);
 }
 
-int sbx_remount_ro(const char *path)
+/* Flags a user namespace inherited locked must be repeated on a remount. */
+static unsigned long locked_flags(const char *path)
 {
     struct statvfs sv;
-    unsigned long fl = MS_REMOUNT | MS_BIND | MS_RDONLY;
-    /* Flags a user namespace inherited locked must be repeated. */
-    if (statvfs(path, &sv) == 0)
-        fl |= (sv.f_flag & ST_NOSUID ? MS_NOSUID : 0) | (sv.f_flag & ST_NODEV ? MS_NODEV : 0) |
-              (sv.f_flag & ST_NOEXEC ? MS_NOEXEC : 0);
-    return mount(NULL, path, NULL, fl, NULL);
+    if (statvfs(path, &sv) < 0)
+        return 0;
+    return (sv.f_flag & ST_NOSUID ? MS_NOSUID : 0) | (sv.f_flag & ST_NODEV ? MS_NODEV : 0) |
+           (sv.f_flag & ST_NOEXEC ? MS_NOEXEC : 0) | (sv.f_flag & ST_RDONLY ? MS_RDONLY : 0);
+}
+
+/* mountinfo escapes blanks and backslashes as \ooo. */
+static void unescape(char *s)
+{
+    char *o = s;
+    for (; *s; s++) {
+        if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
+            s[3] >= '0' && s[3] <= '7') {
+            *o++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 + (s[3] - '0'));
+            s += 3;
+        } else {
+            *o++ = *s;
+        }
+    }
+    *o = '\0';
+}
+
+/* Kernels before mount_setattr (5.12): remount the mount at real and each
+ * mount below it, as /proc/self/mountinfo lists them. */
+static int lock_each(const char *real, unsigned long add)
+{
+    FILE *f = fopen("/proc/self/mountinfo", "re");
+    if (f == NULL)
+        return -1;
+    size_t rl = strlen(real);
+    char *line = NULL;
+    size_t cap = 0;
+    int r = 0;
+    while (getline(&line, &cap, f) > 0) {
+        /* id parent maj:min root mount-point … */
+        char *save = NULL, *mp = NULL;
+        char *t = strtok_r(line, " ", &save);
+        for (int i = 0; t && i < 4; i++)
+            t = strtok_r(NULL, " ", &save);
+        mp = t;
+        if (mp == NULL)
+            continue;
+        unescape(mp);
+        if (strncmp(mp, real, rl) != 0 || (mp[rl] != '\0' && mp[rl] != '/' && rl > 1))
+            continue;
+        if (mount(NULL, mp, NULL, MS_REMOUNT | MS_BIND | add | locked_flags(mp), NULL) < 0)
+            r = -1;
+    }
+    free(line);
+    fclose(f);
+    return r;
+}
+
+bool sbx_force_remount_each;
+
+int sbx_lock_mount(const char *path, bool ro)
+{
+    struct mount_attr a = {.attr_set =
+                               MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (ro ? MOUNT_ATTR_RDONLY : 0)};
+    if (!sbx_force_remount_each) {
+        if (mount_setattr(AT_FDCWD, path, AT_RECURSIVE, &a, sizeof(a)) == 0)
+            return 0;
+        if (errno != ENOSYS)
+            return -1;
+    }
+    char real[PATH_MAX];
+    ssize_t n = readlink(path, real, sizeof(real) - 1);
+    if (n > 0)
+        real[n] = '\0';
+    else if (realpath(path, real) == NULL)
+        return -1;
+    return lock_each(real, MS_NOSUID | MS_NODEV | (ro ? MS_RDONLY : 0));
 }
 
 static int mount_at(sbx_plan *p, int rootfd, const char *rel, bool dir, const char *src,
@@ -189,7 +261,7 @@ static int mount_sys(sbx_plan *p, int rootfd)
         return 0;
     /* sysfs cannot be mounted from a user namespace that does not own the
      * network namespace: bind the host's, read-only. */
-    if (mount("/sys", path, NULL, MS_BIND | MS_REC, NULL) < 0 || sbx_remount_ro(path) < 0)
+    if (mount("/sys", path, NULL, MS_BIND | MS_REC, NULL) < 0 || sbx_lock_mount(path, true) < 0)
         return FAIL(p, "mount /sys");
     return 0;
 }
@@ -201,7 +273,15 @@ static int bind_etc(sbx_plan *p, int rootfd, const char *rel, const char *src)
         return 0; /* e.g. a dangling symlink to /run/…: leave the image's choice alone */
     if (fd >= 0)
         close(fd);
-    return mount_at(p, rootfd, rel, false, src, NULL, MS_BIND, NULL);
+    if (mount_at(p, rootfd, rel, false, src, NULL, MS_BIND, NULL) < 0)
+        return -1;
+    /* The file the bind put there, not the image's one it covers. */
+    _cleanup_close_ int top = sbx_open_in_root(rootfd, rel, O_PATH, NULL);
+    char path[64];
+    fdpath(path, sizeof(path), top);
+    if (top < 0 || sbx_lock_mount(path, false) < 0)
+        return FAIL(p, "remount /%s", rel);
+    return 0;
 }
 
 /* Read-only or hidden parts of /proc, as container runtimes do: kernel
@@ -212,7 +292,7 @@ static void protect_proc(void)
     static const char *const hide[] = {"/proc/kcore", "/proc/keys", "/proc/timer_list"};
     for (size_t i = 0; i < KILN_ARRAY_SIZE(ro); i++)
         if (mount(ro[i], ro[i], NULL, MS_BIND | MS_REC, NULL) == 0)
-            sbx_remount_ro(ro[i]);
+            sbx_lock_mount(ro[i], true);
     for (size_t i = 0; i < KILN_ARRAY_SIZE(hide); i++)
         mount("/dev/null", hide[i], NULL, MS_BIND, NULL);
 }
@@ -229,11 +309,14 @@ int sbx_rootfs_setup(sbx_plan *p)
          * options of a deep stack must fit in one page. */
         if (chdir(p->work) < 0)
             return FAIL(p, "chdir %s", p->work);
-        if (mount("overlay", p->rootfs, "overlay", 0, p->ovl_opts) < 0) {
+        /* nodev: device nodes a layer carries stay in the image but open
+         * nothing; nosuid: no set-id or file-capability gain inside. */
+        if (mount("overlay", p->rootfs, "overlay", MS_NOSUID | MS_NODEV, p->ovl_opts) < 0) {
             sbx_report(p, SBX_MSG_ERROR, KILN_EUNAVAIL, errno, 0, "mount overlay on %s", p->rootfs);
             return -1;
         }
-    } else if (mount(p->rootfs, p->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0) {
+    } else if (mount(p->rootfs, p->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0 ||
+               sbx_lock_mount(p->rootfs, false) < 0) {
         /* pivot_root needs the new root to be a mount point. */
         return FAIL(p, "bind %s", p->rootfs);
     }

@@ -22,6 +22,7 @@
 
 #include "buf.h"
 #include "cleanup.h"
+#include "config.h"
 #include "log.h"
 #include "sbx_run.h"
 
@@ -187,6 +188,7 @@ static int plan_init(sbx_plan *p, const bld_run_spec *s, bld_rootfs_mode mode, k
     memset(p, 0, sizeof(*p));
     p->spec = s;
     p->report_w = p->out_w = p->err_w = p->ack_r = p->go_r = p->go_w = -1;
+    p->cg.mem_dir = p->cg.pids_dir = p->cg.v1_devices_dir = p->cg.v2_dir = -1;
     p->parent = getpid();
     p->host_uid = geteuid();
     p->host_gid = getegid();
@@ -361,9 +363,27 @@ static void read_report(supervise *v)
     }
 }
 
-static void supervise_loop(const bld_run_spec *s, supervise *v, bld_run_result *out)
+/* Ends the step as soon as its cgroup records an OOM kill or a fork refused
+ * at the pids limit: a step over a limit is killed whole, not left to limp
+ * on (a fork bomb would otherwise spin until its timeout). */
+static void check_limits(const sbx_plan *p, supervise *v, bld_run_result *out)
 {
-    uint64_t start = now_ms();
+    if (v->killed)
+        return;
+    if (sbx_cgroup_oom(&p->cg))
+        out->oom_killed = true;
+    else if (sbx_cgroup_pids_hit(&p->cg))
+        out->pids_limited = true;
+    else
+        return;
+    kill_step(v);
+}
+
+static void supervise_loop(const sbx_plan *p, supervise *v, bld_run_result *out)
+{
+    const bld_run_spec *s = p->spec;
+    uint64_t start = now_ms(), checked = 0;
+    bool watch = p->cg.mem_dir >= 0 || p->cg.pids_dir >= 0;
     linebuf lb[2] = {{malloc(BLD_RUN_LINE_MAX), 0}, {malloc(BLD_RUN_LINE_MAX), 0}};
     int *fds[3] = {&v->out_r, &v->err_r, &v->rep_r};
     char buf[16384];
@@ -373,6 +393,10 @@ static void supervise_loop(const bld_run_spec *s, supervise *v, bld_run_result *
             kill_step(v);
         }
         int wait = 100;
+        if (watch && now_ms() - checked >= 50) {
+            checked = now_ms();
+            check_limits(p, v, out);
+        }
         if (s->timeout_ms && !v->killed) {
             uint64_t el = now_ms() - start;
             if (el >= s->timeout_ms) {
@@ -541,33 +565,47 @@ static int run_children(sbx_plan *p, uint64_t t0, bld_run_result *out, kiln_erro
     v.err_r = e[0];
     v.ack_w = ack[1];
     rep[0] = o[0] = e[0] = ack[1] = -1;
-    supervise_loop(s, &v, out);
+    supervise_loop(p, &v, out);
     sbx_net_stop(p);
     out->setup_us = v.setup_us;
     remove_stubs(p->overlay ? s->upper_dir : p->rootfs, &v);
     if (!p->overlay && v.got_exit && !out->timed_out && !out->canceled)
         r = sbx_copy_diff(s->lowers, s->n_lowers, p->rootfs, s->upper_dir, err);
     prune_stub_parents(s, &v);
-    out->oom_killed = sbx_cgroup_oom(&p->cg);
+    if (!out->timed_out && !out->canceled)
+        check_limits(p, &v, out); /* what happened after the last look */
+    char lim[48];
     if (v.net_err && !out->canceled && !out->timed_out) {
         r = v.net_err->code;
         if (err && *err == NULL)
             *err = kiln_error_steal(&v.net_err);
     } else if (out->timed_out) {
-        r = kiln_error_set(err, KILN_ETIMEDOUT, 0, "RUN timed out after %llu ms",
-                           (unsigned long long)s->timeout_ms);
+        kiln_format_duration(lim, sizeof(lim), s->timeout_ms);
+        r = kiln_error_set(err, KILN_ETIMEDOUT, 0, "RUN exceeded its time limit of %s", lim);
     } else if (out->canceled) {
         r = kiln_error_set(err, KILN_ECANCELED, 0, "RUN canceled");
+    } else if (out->oom_killed) {
+        kiln_format_size(lim, sizeof(lim), s->memory_bytes);
+        r = s->memory_bytes
+                ? kiln_error_set(err, KILN_ENOSPC, 0, "RUN exceeded its memory limit of %s", lim)
+                : kiln_error_set(err, KILN_ENOSPC, 0,
+                                 "RUN was killed by the kernel's out-of-memory killer");
+    } else if (out->pids_limited) {
+        r = s->pids_max
+                ? kiln_error_set(err, KILN_ENOSPC, 0, "RUN exceeded its limit of %llu processes",
+                                 (unsigned long long)s->pids_max)
+                : kiln_error_set(err, KILN_ENOSPC, 0,
+                                 "RUN reached the process limit of the builder's cgroup");
     } else if (v.have_error && !(v.got_exit && WIFEXITED(v.status) &&
                                  WEXITSTATUS(v.status) != 126 && WEXITSTATUS(v.status) != 127)) {
         r = kiln_error_set(err, v.first_error.code ? v.first_error.code : KILN_EINTERNAL,
                            v.first_error.sys_errno, "sandbox: %s", v.first_error.text);
-    } else if (!v.got_exit && !out->oom_killed) {
+    } else if (!v.got_exit) {
         r = kiln_error_set(err, KILN_EINTERNAL, 0, "sandbox init ended without a status");
     }
     /* Over its memory limit the kernel may pick the sandbox's own init (or
      * monitor) instead of the command: the step was killed all the same. */
-    if (!v.got_exit && out->oom_killed && r == 0)
+    if (!v.got_exit && (out->oom_killed || out->pids_limited))
         v.killed = true;
     if (v.got_exit) {
         out->exit_code = WIFEXITED(v.status) ? WEXITSTATUS(v.status) : -1;
@@ -640,8 +678,9 @@ static int run_in_workdir(sbx_plan *p, bld_run_result *out, kiln_error **err)
         r = prepare_etc(p, err);
     if (r == 0)
         r = sbx_mounts_prepare(p, err);
+    sbx_limits lim = {spec->memory_bytes, spec->pids_max, spec->cpu_weight};
     if (r == 0)
-        r = sbx_cgroup_create(&p->cg, spec->memory_bytes, spec->pids_max, err);
+        r = sbx_cgroup_create(&p->cg, &lim, err);
     if (r < 0)
         return r;
     out->limits_enforced = (!spec->memory_bytes || p->cg.memory) && (!spec->pids_max || p->cg.pids);

@@ -27,6 +27,11 @@
  * openat2() exists. */
 extern bool sbx_force_walk;
 
+/* Test hook: when true, read-only binds are locked by remounting each
+ * submount (the path for kernels before mount_setattr) even where
+ * mount_setattr exists. */
+extern bool sbx_force_remount_each;
+
 /* True when openat2() with RESOLVE_IN_ROOT works on this kernel. */
 bool sbx_have_openat2(void);
 
@@ -118,29 +123,55 @@ int sbx_copy_diff(const char *const *lowers, size_t n, const char *rootfs, const
 /* Removes interrupted unpacks (unlocked tmp-* dirs) under data_dir/snapshots. */
 int sbx_snapshot_clean_tmp(const char *data_dir, kiln_error **err);
 
-/* ---- cgroup.c --------------------------------------------------------- */
+/* ---- cgroup.c, cgroup_dev.c ------------------------------------------ */
 
+/* Limits of one step's cgroup (0 = none). */
+typedef struct sbx_limits {
+    uint64_t memory_bytes; /* memory, and memory + swap: no swap beyond it */
+    uint64_t pids_max;
+    unsigned cpu_weight; /* v2 scale 1..10000 (v1 shares = weight * 1024 / 100); 0 = 100 */
+} sbx_limits;
+
+#define SBX_CG_MAX 6
 typedef struct sbx_cgroup {
-    int version;    /* 0 none, 1 v1, 2 v2 */
-    char *dirs[3];  /* created cgroup dirs (v1: memory, pids; v2: one) */
-    char *procs[3]; /* their cgroup.procs files, for the child to join */
+    int version;             /* hierarchy carrying the limits: 0 none, 1 v1, 2 v2 */
+    char *dirs[SBX_CG_MAX];  /* created cgroup dirs (v1 controllers, the v2 one) */
+    char *procs[SBX_CG_MAX]; /* their cgroup.procs files, for the child to join */
     size_t n;
-    bool memory, pids; /* which limits are enforced */
+    int mem_dir, pids_dir;        /* index in dirs holding the memory / pids files, -1 if none */
+    int v1_devices_dir;           /* index of the v1 devices dir, -1 if none */
+    int v2_dir;                   /* index of the unified-hierarchy dir, -1 if none */
+    bool memory, pids, cpu;       /* which limits are enforced */
+    bool devices_v1, devices_bpf; /* which device walls are up */
 } sbx_cgroup;
 
 /* Describes what cgroup support this process has (for the preflight). */
 void sbx_cgroup_probe(bld_preflight_info *pf);
-/* Creates the cgroup(s) of one step with the given limits (0 = none).  When
- * no limit is requested, cg->n stays 0; cg->memory / cg->pids tell which
- * requested limits could be applied (the rest are not enforced). */
-int sbx_cgroup_create(sbx_cgroup *cg, uint64_t memory_bytes, uint64_t pids_max, kiln_error **err);
+/* Creates the cgroup(s) of one step: always (so the step's processes are
+ * never counted in the builder's own cgroup), wherever this process may
+ * create cgroups: on each v1 controller among memory, pids, cpu and devices
+ * and on the unified hierarchy.  Applies the limits and the device
+ * allow-list (v1 devices, v2 BPF program); cg tells which took effect.
+ * Fails only on errors that are not "this host cannot". */
+int sbx_cgroup_create(sbx_cgroup *cg, const sbx_limits *lim, kiln_error **err);
 /* True when the step's memory cgroup recorded an OOM kill. */
 bool sbx_cgroup_oom(const sbx_cgroup *cg);
+/* True when a fork in the step failed on the pids limit. */
+bool sbx_cgroup_pids_hit(const sbx_cgroup *cg);
 /* SIGKILLs every task left in the cgroup, then removes it (retrying while the
  * kernel finishes the exits).  Safe on an empty struct. */
 void sbx_cgroup_destroy(sbx_cgroup *cg);
 /* Removes empty cgroups left by builders that died. */
 void sbx_cgroup_cleanup_stale(void);
+
+/* cgroup_dev.c: the device allow-list (runc's default).  v1: writes it into
+ * the devices controller dir; false on failure. */
+bool sbx_devices_v1(const char *dir);
+/* v2: loads the BPF_PROG_TYPE_CGROUP_DEVICE program (fd, close-on-exec) or
+ * -1 with errno; the verifier's log goes to log when given. */
+int sbx_devices_bpf_load(char *log, size_t log_size);
+/* Attaches the program to the cgroup dir (BPF_F_ALLOW_MULTI); -1 with errno. */
+int sbx_devices_bpf_attach(int prog_fd, const char *dir);
 
 /* ---- user.c ----------------------------------------------------------- */
 

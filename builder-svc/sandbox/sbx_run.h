@@ -84,8 +84,11 @@ int sbx_rootfs_setup(sbx_plan *p);
 /* Creates (reporting stubs) and opens the mount point rel inside the rootfs
  * as an O_PATH fd; dir selects a directory or an empty file. */
 int sbx_mount_point(sbx_plan *p, int rootfd, const char *rel, bool dir);
-/* Read-only remount of a bind mount at path, keeping its locked flags. */
-int sbx_remount_ro(const char *path);
+/* Makes the mount at path and every mount below it nosuid and nodev, and
+ * read-only when ro: mount_setattr(AT_RECURSIVE) where the kernel has it
+ * (5.12), else a remount of each one listed in /proc/self/mountinfo (keeping
+ * the flags a user namespace inherited locked).  -1 with errno on failure. */
+int sbx_lock_mount(const char *path, bool ro);
 
 /* mounts.c: builder side (cache dirs and locks, sources) and child side. */
 int sbx_mounts_prepare(sbx_plan *p, kiln_error **err);

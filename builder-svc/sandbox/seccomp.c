@@ -57,12 +57,16 @@ static const int native_deny[] = {
     SYS_move_mount,
     SYS_open_tree,
     SYS_kexec_file_load,
+    SYS_fsconfig,
+    SYS_fspick,
+    SYS_mount_setattr,
 };
 
 #if defined(__x86_64__)
 /* The same calls by their i386 numbers (arch/x86/entry/syscalls/syscall_32.tbl). */
-static const int i386_deny[] = {288, 286, 287, 283, 128, 350, 129, 357, 336, 374, 342, 88,  87,
-                                115, 51,  310, 346, 21,  52,  22,  217, 131, 430, 432, 429, 428};
+static const int i386_deny[] = {288, 286, 287, 283, 128, 350, 129, 357, 336, 374,
+                                342, 88,  87,  115, 51,  310, 346, 21,  52,  22,
+                                217, 131, 430, 432, 429, 428, 431, 433, 442};
 #define I386_CLONE  120
 #define I386_CLONE3 435
 #endif

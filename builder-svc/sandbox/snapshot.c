@@ -247,7 +247,11 @@ int bld_snapshot_ensure(char out_chain_id[KILN_DIGEST_STRLEN + 1], const char *d
     _cleanup_free_ char **dirs = calloc(n + 1, sizeof(char *));
     if (!snapdir || !locks || !dirs)
         return kiln_error_set(err, KILN_ENOSPC, ENOMEM, "snapshot ensure");
-    int r = sbx_mkdir_p(snapdir, 0755, err);
+    /* 0700: snapshots hold the device nodes of images (with the images'
+     * modes); only the builder and the pusher (same user) may reach them. */
+    int r = sbx_mkdir_p(snapdir, 0700, err);
+    if (r == 0 && chmod(snapdir, 0700) < 0)
+        r = kiln_error_set(err, KILN_EIO, errno, "chmod %s", snapdir);
     char parent[KILN_DIGEST_STRLEN + 1] = "";
     size_t held = 0;
     for (size_t i = 0; r == 0 && i < n; i++) {

@@ -144,6 +144,12 @@ static const char usage[] =
     "  --network host|none    network for RUN (default: private, outbound only; host needs\n"
     "                         kiln-builder --allow-insecure-entitlement network.host)\n"
     "  --secret id=ID,src=F   a secret for RUN --mount=type=secret\n"
+    "  --memory SIZE          memory (swap included) of each RUN, e.g. 512M, 2G\n"
+    "  --pids-limit N         processes and threads of each RUN at once\n"
+    "  --run-timeout DUR      time of each RUN, e.g. 90s, 10m, 1h30m\n"
+    "  --build-timeout DUR    time of the whole build\n"
+    "                         (these four may lower the builder's limits, never raise\n"
+    "                         them: a build asking for more is refused)\n"
     "  --push                 push each tag after the build\n"
     "  --tls-verify=false     allow plain-HTTP / unverified registries\n"
     "  --creds USER:PASS      registry credentials for pulls and --push\n"
@@ -180,7 +186,39 @@ enum {
     B_CTXTRANSFER,
     B_LABEL,
     B_PULL,
+    B_MEMORY,
+    B_PIDS,
+    B_RUN_TIMEOUT,
+    B_BUILD_TIMEOUT,
 };
+
+/* --memory, --pids-limit, --run-timeout, --build-timeout into *out; -1 after
+ * a usage message. */
+static int limit_flag(int opt, const char *arg, uint64_t *out)
+{
+    long long v = -1;
+    char *end = NULL;
+    if (opt == B_MEMORY)
+        v = kiln_parse_size(arg);
+    else if (opt == B_PIDS)
+        v = strtoll(arg, &end, 10), v = end == arg || *end ? -1 : v;
+    else
+        v = kiln_parse_duration_ms(arg);
+    if (v <= 0) {
+        cli_errorf("build: --%s wants %s, got '%s'",
+                   opt == B_MEMORY        ? "memory"
+                   : opt == B_PIDS        ? "pids-limit"
+                   : opt == B_RUN_TIMEOUT ? "run-timeout"
+                                          : "build-timeout",
+                   opt == B_MEMORY ? "a size like 512M or 2G"
+                   : opt == B_PIDS ? "a positive number"
+                                   : "a duration like 90s, 10m or 1h30m",
+                   arg);
+        return -1;
+    }
+    *out = (uint64_t)v;
+    return 0;
+}
 
 int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
 {
@@ -204,6 +242,10 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
         {"context-transfer", required_argument, NULL, B_CTXTRANSFER},
         {"label", required_argument, NULL, B_LABEL},
         {"pull", no_argument, NULL, B_PULL},
+        {"memory", required_argument, NULL, B_MEMORY},
+        {"pids-limit", required_argument, NULL, B_PIDS},
+        {"run-timeout", required_argument, NULL, B_RUN_TIMEOUT},
+        {"build-timeout", required_argument, NULL, B_BUILD_TIMEOUT},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -214,6 +256,7 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
     char secret_paths[32][PATH_MAX];
     size_t n_args = 0, n_tags = 0, n_secrets = 0, n_labels = 0;
     bool plan = false, no_cache = false, push = false, insecure = false, pull = false;
+    uint64_t lim[4] = {0}; /* memory, pids, run timeout, build timeout */
     const char *creds = "";
     char authfile[PATH_MAX] = "", cert_dir[PATH_MAX] = "";
     int c;
@@ -253,6 +296,13 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
             break;
         case B_PLATFORM:
             platform = optarg;
+            break;
+        case B_MEMORY:
+        case B_PIDS:
+        case B_RUN_TIMEOUT:
+        case B_BUILD_TIMEOUT:
+            if (limit_flag(c, optarg, &lim[c - B_MEMORY]) < 0)
+                return CLI_EXIT_USAGE;
             break;
         case B_NETWORK:
             if (strcmp(optarg, "host") != 0 && strcmp(optarg, "none") != 0 &&
@@ -437,6 +487,10 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
         br.labels = labels;
         br.n_labels = n_labels;
         br.network = (char *)network;
+        br.run_memory = lim[0];
+        br.run_pids = lim[1];
+        br.run_timeout_ms = lim[2];
+        br.build_timeout_ms = lim[3];
         br.secrets = secret_ptrs;
         br.n_secrets = n_secrets;
         br.push = push;

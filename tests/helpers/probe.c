@@ -10,6 +10,9 @@
  *   kiln-probe exists PATH     exit 0 if PATH exists (lstat), else 1
  *   kiln-probe syscalls        errno of calls the sandbox filters (keyctl,
  *                              unshare, a namespace clone), 0 when allowed
+ *   kiln-probe open PATH…      for each PATH, "PATH read=E write=E": the
+ *                              errno of open(O_RDONLY) and open(O_WRONLY),
+ *                              0 when it opened (nothing is read or written)
  *
  * Statically linked so it runs in any rootfs. */
 #include <dirent.h>
@@ -191,6 +194,19 @@ int main(int argc, char **argv)
         struct stat st;
         return lstat(argv[2], &st) == 0 ? 0 : 1;
     }
-    fprintf(stderr, "usage: kiln-probe info | tree DIR [EXCL...] | exists PATH\n");
+    if (argc >= 3 && !strcmp(argv[1], "open")) {
+        for (int i = 2; i < argc; i++) {
+            int e[2], fl[2] = {O_RDONLY, O_WRONLY};
+            for (int k = 0; k < 2; k++) {
+                int fd = open(argv[i], fl[k] | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+                e[k] = fd < 0 ? errno : 0;
+                if (fd >= 0)
+                    close(fd);
+            }
+            printf("%s read=%d write=%d\n", argv[i], e[0], e[1]);
+        }
+        return 0;
+    }
+    fprintf(stderr, "usage: kiln-probe info | tree DIR [EXCL...] | exists PATH | open PATH...\n");
     return 2;
 }

@@ -827,6 +827,41 @@ KT_TEST(cancel_and_run_timeout)
                   0);
 }
 
+/* The build's deadline ends it (with its RUN) naming the limit; the RUN
+ * limits of the spec reach the sandbox. */
+KT_TEST(build_deadline_and_run_limits)
+{
+    if (engine == NULL)
+        return;
+    char *ctx = ctxdir("ctx7d");
+    bld_build_spec spec = {.context_dir = ctx,
+                           .dockerfile = "FROM busybox:test\nRUN sleep 1\nRUN sleep 30\n",
+                           .no_cache = true,
+                           .source_date_epoch = -1,
+                           .build_timeout_ms = 2000};
+    bld_build_result res;
+    kiln_error *err = NULL;
+    unsigned long long t0 = kiln_now_ms();
+    KT_EXPECT_INT(bld_build(engine, &spec, NULL, &res, &err), KILN_ETIMEDOUT);
+    KT_EXPECT(err && strcmp(err->msg, "build exceeded its time limit of 2s") == 0);
+    kiln_error_free(&err);
+    KT_EXPECT(kiln_now_ms() - t0 < 10000);
+    KT_EXPECT_INT(res.failed_line, 3);
+    spec.build_timeout_ms = 0;
+    spec.dockerfile = "FROM busybox:test\nRUN cat /proc/self/cgroup; bomb() { bomb | bomb & }; "
+                      "bomb; sleep 30\n";
+    spec.run_pids_max = 16;
+    spec.run_memory_bytes = 64 << 20;
+    int r = bld_build(engine, &spec, NULL, &res, &err);
+    bool pids =
+        access("/sys/fs/cgroup/pids", F_OK) == 0 || access("/sys/fs/cgroup/pids.max", F_OK) == 0;
+    if (pids) {
+        KT_EXPECT_INT(r, KILN_ENOSPC);
+        KT_EXPECT(err && strcmp(err->msg, "RUN exceeded its limit of 16 processes") == 0);
+    }
+    kiln_error_free(&err);
+}
+
 typedef struct par_build {
     const char *df, *tag;
     char ctx[600];

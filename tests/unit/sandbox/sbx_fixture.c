@@ -141,11 +141,12 @@ int fx_layer(const char *out, const fx_entry *e, size_t n, int compression, char
             archive_entry_set_hardlink(ae, e[i].data);
             archive_entry_set_size(ae, 0);
             break;
-        case 'c': {
+        case 'c':
+        case 'b': {
             unsigned ma = 0, mi = 0;
             if (e[i].data)
                 sscanf(e[i].data, "%u,%u", &ma, &mi);
-            archive_entry_set_filetype(ae, AE_IFCHR);
+            archive_entry_set_filetype(ae, e[i].type == 'c' ? AE_IFCHR : AE_IFBLK);
             archive_entry_set_perm(ae, e[i].mode ? e[i].mode : 0666);
             archive_entry_set_rdevmajor(ae, ma);
             archive_entry_set_rdevminor(ae, mi);

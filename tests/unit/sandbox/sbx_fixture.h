@@ -26,7 +26,7 @@ bool fx_exists(const char *path);
 
 /* One tar member.  type: 'f' file (data = content), 'd' dir, 'l' symlink
  * (data = target), 'h' hard link (data = target), 'c' char device (data =
- * "maj,min"). */
+ * "maj,min"), 'b' block device (same). */
 typedef struct fx_entry {
     char type;
     const char *path;

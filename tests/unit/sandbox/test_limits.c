@@ -109,12 +109,29 @@ KT_TEST(cancel_kills_the_whole_tree)
     free(upper), free(work);
 }
 
-KT_TEST(memory_and_pid_limits)
+/* Number of step cgroups this process has left anywhere under /sys/fs/cgroup. */
+static int own_step_cgroups(void)
+{
+    char *cmd = NULL;
+    if (asprintf(&cmd, "find /sys/fs/cgroup/ -maxdepth 7 -type d -name 'kiln-%d-*' | wc -l",
+                 (int)getpid()) < 0)
+        return -1;
+    FILE *f = popen(cmd, "r");
+    free(cmd);
+    int n = -1;
+    if (f && fscanf(f, "%d", &n) != 1)
+        n = -1;
+    if (f)
+        pclose(f);
+    return n;
+}
+
+KT_TEST(memory_hog_ends_the_run_naming_the_limit)
 {
     bld_preflight_info pf;
     KT_REQUIRE(bld_preflight(&pf, base.data, NULL) == 0);
-    if (!pf.cgroup_memory || !pf.cgroup_pids) {
-        fprintf(stderr, "  no memory/pids cgroup here: limits not tested\n");
+    if (!pf.cgroup_memory) {
+        fprintf(stderr, "  no memory cgroup controller here: memory limit not tested\n");
         return;
     }
     char *upper, *work;
@@ -125,26 +142,117 @@ KT_TEST(memory_and_pid_limits)
     s.memory_bytes = 32 << 20;
     bld_run_result res;
     kiln_error *err = NULL;
-    int r = bld_run(&s, &res, &err);
+    KT_EXPECT_INT(bld_run(&s, &res, &err), KILN_ENOSPC);
+    KT_EXPECT(err && strcmp(err->msg, "RUN exceeded its memory limit of 32 MiB") == 0);
+    if (err)
+        fprintf(stderr, "  %s\n", err->msg);
     kiln_error_free(&err);
-    KT_EXPECT_INT(r, 0);
     KT_EXPECT(res.limits_enforced);
     KT_EXPECT(res.oom_killed);
-    KT_EXPECT(strstr(o.out.data, "survived") == NULL || res.oom_killed);
+    KT_EXPECT(strstr(o.out.data, "survived") == NULL);
+    KT_EXPECT_INT(own_step_cgroups(), 0);
+    KT_EXPECT(!fx_exists(work));
     fx_out_dispose(&o);
     fx_rmtree(upper);
     free(upper), free(work);
+}
 
-    fx_spec(&s, &base,
-            "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do sleep 1 & done "
-            "2>/dev/null; echo forked; wait",
-            &o, &upper, &work);
-    s.pids_max = 8;
+KT_TEST(fork_bomb_ends_the_run_naming_the_limit)
+{
+    bld_preflight_info pf;
+    KT_REQUIRE(bld_preflight(&pf, base.data, NULL) == 0);
+    if (!pf.cgroup_pids) {
+        fprintf(stderr, "  no pids cgroup controller here: pid limit not tested\n");
+        return;
+    }
+    int tag = 4600 + (int)(getpid() % 300);
+    char cmd[256], pat[32];
+    /* Each bomb call forks two more; the sleeps mark the tree for counting. */
+    snprintf(cmd, sizeof(cmd), "bomb() { sleep %d & bomb | bomb & }; bomb; sleep %d", tag, tag);
+    snprintf(pat, sizeof(pat), "sleep %d", tag);
+    char *upper, *work;
+    fx_out o;
+    bld_run_spec s;
+    fx_spec(&s, &base, cmd, &o, &upper, &work);
+    s.pids_max = 24;
+    s.timeout_ms = 120000;
+    bld_run_result res;
+    kiln_error *err = NULL;
+    KT_EXPECT_INT(bld_run(&s, &res, &err), KILN_ENOSPC);
+    KT_EXPECT(err && strcmp(err->msg, "RUN exceeded its limit of 24 processes") == 0);
+    if (err)
+        fprintf(stderr, "  %s\n", err->msg);
+    kiln_error_free(&err);
+    KT_EXPECT(res.pids_limited && !res.timed_out);
+    KT_EXPECT(res.duration_ms < 60000);
+    KT_EXPECT_INT(fx_procs_matching(pat), 0); /* the whole tree is gone */
+    KT_EXPECT_INT(own_step_cgroups(), 0);
+    fx_out_dispose(&o);
+    fx_rmtree(upper);
+    free(upper), free(work);
+}
+
+KT_TEST(timeout_names_the_limit)
+{
+    char *upper, *work, cmd[32];
+    bld_run_spec s;
+    snprintf(cmd, sizeof(cmd), "sleep %d", 4900 + (int)(getpid() % 300));
+    fx_spec(&s, &base, cmd, NULL, &upper, &work);
+    s.on_output = NULL;
+    s.timeout_ms = 1000;
+    bld_run_result res;
+    kiln_error *err = NULL;
+    KT_EXPECT_INT(bld_run(&s, &res, &err), KILN_ETIMEDOUT);
+    KT_EXPECT(err && strcmp(err->msg, "RUN exceeded its time limit of 1s") == 0);
+    kiln_error_free(&err);
+    KT_EXPECT_INT(fx_procs_matching(cmd), 0);
+    KT_EXPECT_INT(own_step_cgroups(), 0);
+    fx_rmtree(upper);
+    free(upper), free(work);
+}
+
+/* Without any limit asked for, the step still runs in cgroups of its own:
+ * /proc/self/cgroup inside is not the builder's in any hierarchy Kiln may
+ * create cgroups in. */
+KT_TEST(run_has_its_own_cgroups)
+{
+    char *upper, *work;
+    fx_out o;
+    bld_run_spec s;
+    fx_spec(&s, &base, "cat /proc/self/cgroup", &o, &upper, &work);
+    bld_run_result res;
+    kiln_error *err = NULL;
     KT_EXPECT_INT(bld_run(&s, &res, &err), 0);
     kiln_error_free(&err);
-    KT_EXPECT(res.limits_enforced);
-    /* The shell cannot fork past the limit (busybox reports it on stderr). */
-    KT_EXPECT(strstr(o.err.data, "fork") != NULL || res.exit_code != 0);
+    char *mine = fx_read("/proc/self/cgroup");
+    KT_REQUIRE(mine != NULL);
+    fprintf(stderr, "  inside:\n%s", o.out.data);
+    KT_EXPECT(strcmp(mine, o.out.data) != 0);
+    static const char *const keys[] = {":memory:", ":pids:", ":devices:", ":cpu:", "0::"};
+    int checked = 0;
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        char want[32];
+        snprintf(want, sizeof(want), "%s", keys[i]);
+        const char *line = strstr(o.out.data, want);
+        /* hierarchies this process may write to must hold the step */
+        char own[512] = "", dir[700];
+        const char *ml = strstr(mine, want);
+        if (ml == NULL || line == NULL)
+            continue;
+        sscanf(ml + strlen(want), "%511[^\n]", own);
+        const char *ctrl = strcmp(keys[i], "0::") == 0 ? "unified" : keys[i] + 1;
+        snprintf(dir, sizeof(dir), "/sys/fs/cgroup/%.*s%s", (int)strcspn(ctrl, ":"), ctrl,
+                 strcmp(own, "/") ? own : "");
+        if (access(dir, W_OK) != 0)
+            continue;
+        char path[600] = "";
+        sscanf(line + strlen(want), "%599[^\n]", path);
+        KT_EXPECT(strstr(path, "/kiln-") != NULL);
+        checked++;
+    }
+    KT_EXPECT(checked > 0);
+    free(mine);
+    KT_EXPECT_INT(own_step_cgroups(), 0);
     fx_out_dispose(&o);
     fx_rmtree(upper);
     free(upper), free(work);

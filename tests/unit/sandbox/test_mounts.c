@@ -3,11 +3,13 @@
  * but absent from the diff and from Kiln's own logs, tmpfs sizes, read-only
  * and writable binds, and mount targets that try to leave the rootfs. */
 #include <fcntl.h>
+#include <sched.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -23,6 +25,13 @@ static char hostdir[256];
 __attribute__((constructor)) static void setup(void)
 {
     fx_require_sandbox();
+    /* The host-side mounts some tests make (a tmpfs under a context or cache
+     * dir) stay in this process's own mount namespace, which its sandboxes
+     * inherit: other test binaries counting mounts never see them. */
+    if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
+        perror("private mount namespace");
+        exit(1);
+    }
     char *t = fx_tmpdir();
     snprintf(hostdir, sizeof(hostdir), "%s", t);
     free(t);
@@ -406,4 +415,89 @@ KT_TEST(bind_from_a_stage_layer_stack)
     free(work);
     fx_rmtree(stage_upper);
     free(stage_upper);
+}
+
+/* A read-only bind is read-only through the submounts of its source too: a
+ * tmpfs mounted under the context dir by someone on the host stays
+ * unwritable from RUN, and the host sees no write. */
+KT_TEST(read_only_bind_is_read_only_through_submounts)
+{
+    char ctx[300], sub[400], f[500];
+    snprintf(ctx, sizeof(ctx), "%s/subctx", base.tmp);
+    snprintf(sub, sizeof(sub), "%s/mnt", ctx);
+    KT_REQUIRE(sbx_mkdir_p(sub, 0755, NULL) == 0);
+    KT_REQUIRE(mount("tmpfs", sub, "tmpfs", 0, "size=1m,mode=0777") == 0);
+    snprintf(f, sizeof(f), "%s/there", sub);
+    KT_REQUIRE(fx_write(f, "host\n", 0666) == 0);
+    /* overlay and copy rootfs; mount_setattr and the remount of each
+     * submount that older kernels get */
+    for (int mode = 0; mode < 4; mode++) {
+        sbx_force_remount_each = mode >= 2;
+        bld_mount m = {.type = BLD_MOUNT_BIND, .target = "/ctx", .source = ctx};
+        char *upper, *work;
+        fx_out o;
+        bld_run_spec s;
+        fx_spec(&s, &base,
+                "cat /ctx/mnt/there; for f in /ctx/mnt/new /ctx/mnt/there /ctx/new; do "
+                "(echo x >> $f) 2>/dev/null && echo wrote $f || echo ro $f; done; "
+                "mount -o remount,rw /ctx/mnt 2>/dev/null && echo remounted || echo stays",
+                &o, &upper, &work);
+        s.rootfs = mode % 2 ? BLD_ROOTFS_COPY : BLD_ROOTFS_OVERLAY;
+        s.mounts = &m;
+        s.n_mounts = 1;
+        bld_run_result res;
+        kiln_error *err = NULL;
+        KT_EXPECT_INT(run(&s, &res, &err), 0);
+        kiln_error_free(&err);
+        KT_EXPECT_STR(o.out.data, "host\nro /ctx/mnt/new\nro /ctx/mnt/there\nro /ctx/new\nstays\n");
+        done(&o, upper, work);
+    }
+    sbx_force_remount_each = false;
+    char *c = fx_read(f);
+    KT_EXPECT_STR(c, "host\n");
+    free(c);
+    snprintf(f, sizeof(f), "%s/new", sub);
+    KT_EXPECT(!fx_exists(f));
+    umount2(sub, MNT_DETACH);
+}
+
+/* A writable cache mount shows the cache dir's own files only: something
+ * mounted below it on the host does not come along, and a symlink a step
+ * leaves in the cache resolves inside the next step's rootfs. */
+KT_TEST(cache_mount_exposes_nothing_outside_the_cache_dir)
+{
+    bld_mount m = {.type = BLD_MOUNT_CACHE, .target = "/cache", .id = "confined-cache"};
+    char *upper, *work;
+    fx_out o;
+    bld_run_spec s;
+    fx_spec(&s, &base, "mkdir -p /cache/sub && ln -sfn / /cache/up && echo made", &o, &upper,
+            &work);
+    s.mounts = &m;
+    s.n_mounts = 1;
+    bld_run_result res;
+    kiln_error *err = NULL;
+    KT_EXPECT_INT(run(&s, &res, &err), 0);
+    kiln_error_free(&err);
+    KT_EXPECT_STR(o.out.data, "made\n");
+    done(&o, upper, work);
+
+    char digest[KILN_DIGEST_STRLEN + 1], sub[600], f[700];
+    kiln_sha256_bytes("confined-cache", 14, digest);
+    snprintf(sub, sizeof(sub), "%s/cache-mounts/%.32s/data/sub", base.data, digest + 7);
+    KT_REQUIRE(mount("tmpfs", sub, "tmpfs", 0, "size=1m") == 0);
+    snprintf(f, sizeof(f), "%s/host-only", sub);
+    KT_REQUIRE(fx_write(f, "host\n", 0644) == 0);
+    fx_spec(&s, &base,
+            "ls /cache/sub; echo x > /cache/sub/new && echo wrote; ls /cache/up/ | grep -c probe",
+            &o, &upper, &work);
+    s.mounts = &m;
+    s.n_mounts = 1;
+    KT_EXPECT_INT(run(&s, &res, &err), 0);
+    kiln_error_free(&err);
+    /* the empty dir under the host's tmpfs; "/" is the step's rootfs */
+    KT_EXPECT_STR(o.out.data, "wrote\n1\n");
+    done(&o, upper, work);
+    snprintf(f, sizeof(f), "%s/new", sub);
+    KT_EXPECT(!fx_exists(f));
+    umount2(sub, MNT_DETACH);
 }
