@@ -95,8 +95,9 @@ if kiln inspect busybox:local >/dev/null 2>&1; then
     say "busybox base image: already in the store (kiln rmi busybox:local to re-import)"
 else
     say "importing a busybox base image (Debian's busybox-static; no network needed)"
-    BB=$KILN_DATA/tmp/busybox-rootfs
-    rm -rf "$BB"
+    # Outside the data dir: the pusher reads no client path inside it.
+    BB=$(mktemp -d "${TMPDIR:-/tmp}/kiln-busybox.XXXXXX")
+    chmod 0755 "$BB"
     mkdir -p "$BB/bin" "$BB/etc" "$BB/tmp" "$BB/root" "$BB/usr/local/bin"
     cp /bin/busybox "$BB/bin/busybox"
     for a in $("$BB/bin/busybox" --list-full); do

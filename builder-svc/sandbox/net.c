@@ -179,17 +179,36 @@ static _Noreturn void pasta_exec(const sbx_plan *p, char *const *argv, int nsfd,
     syscall(SYS_close_range, 6, ~0U, 0);
     if (!p->rootless) {
         /* pasta drops to nobody before it opens /dev/net/tun, which is
-         * root's alone where no udev rule made it 0666: give this process
-         * a /dev/net of its own holding a 0666 node of the same device. */
+         * root's alone where no udev rule made it 0666, and absent from a
+         * container's /dev: give this process a /dev of its own. */
         if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
-            mount("tmpfs", "/dev/net", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=4k") < 0)
-            _exit(1);
-        umask(0);
-        if (mknod("/dev/net/tun", S_IFCHR | 0666, makedev(10, 200)) < 0)
+            sbx_net_own_dev() < 0)
             _exit(1);
     }
     execv(p->pasta, argv);
     _exit(127);
+}
+
+int sbx_net_own_dev(void)
+{
+    static const struct {
+        const char *path;
+        unsigned maj, min;
+    } nodes[] = {{"/dev/null", 1, 3},
+                 {"/dev/zero", 1, 5},
+                 {"/dev/urandom", 1, 9},
+                 {"/dev/net/tun", 10, 200}};
+    if (mount("tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=16k") < 0 ||
+        mkdir("/dev/net", 0755) < 0)
+        return -1;
+    mode_t old = umask(0);
+    for (size_t i = 0; i < sizeof(nodes) / sizeof(nodes[0]); i++)
+        if (mknod(nodes[i].path, S_IFCHR | 0666, makedev(nodes[i].maj, nodes[i].min)) < 0) {
+            umask(old);
+            return -1;
+        }
+    umask(old);
+    return 0;
 }
 
 int sbx_net_start(sbx_plan *p, pid_t init, kiln_error **err)

@@ -130,6 +130,22 @@ static int try_net_filter(const void *arg)
     return sbx_net_filter(true) < 0 ? errno : 0;
 }
 
+/* As root, pasta gets a /dev of its own with a tun node (sbx_net_own_dev):
+ * what matters is whether the kernel has the device and the device cgroup
+ * lets us open it, not whether the host's /dev holds the node. */
+static int try_tun(const void *arg)
+{
+    (void)arg;
+    if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+        sbx_net_own_dev() < 0)
+        return errno ? errno : EIO;
+    int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return errno;
+    close(fd);
+    return 0;
+}
+
 /* The private network: pasta installed, the tun device there (and open to
  * the builder's user when rootless: pasta runs as that user), the egress
  * filter installable. */
@@ -140,8 +156,11 @@ static void probe_network(bld_preflight_info *out, bool rootless)
     int e = 0;
     if (!sbx_net_find_pasta(pasta, sizeof(pasta)))
         snprintf(why, sizeof(why), "pasta not found (install Debian package passt)");
-    else if (stat("/dev/net/tun", &st) < 0 || !S_ISCHR(st.st_mode))
+    else if (rootless && (stat("/dev/net/tun", &st) < 0 || !S_ISCHR(st.st_mode)))
         snprintf(why, sizeof(why), "no /dev/net/tun (kernel module tun)");
+    else if (!rootless && (e = in_child(try_tun, NULL)) != 0)
+        snprintf(why, sizeof(why), "tun device (char 10:200, kernel module tun) not usable: %s",
+                 strerror(e));
     else if (rootless && access("/dev/net/tun", R_OK | W_OK) < 0)
         snprintf(why, sizeof(why), "/dev/net/tun not open to this user (udev sets it 0666)");
     else if ((e = in_child(try_net_filter, &rootless)) != 0)

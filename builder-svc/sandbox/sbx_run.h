@@ -101,6 +101,10 @@ int sbx_mounts_apply(sbx_plan *p, int rootfd);
 #define SBX_NET_NOBODY_STR "65534"
 /* Finds pasta ($KILN_PASTA, else PATH, else /usr/bin); false if missing. */
 bool sbx_net_find_pasta(char *out, size_t n);
+/* In a mount namespace of the caller's own (made private): mounts a tmpfs
+ * on /dev holding null, zero, urandom and net/tun (0666), for pasta, which
+ * opens the tun device after dropping to nobody.  -1 with errno. */
+int sbx_net_own_dev(void);
 /* Builder side, before forking: pasta's path (KILN_EPRECOND naming the
  * package when missing) and the RUN's resolv.conf. */
 int sbx_net_prepare(sbx_plan *p, kiln_error **err);
