@@ -78,16 +78,19 @@ static bool path_within(const char *path, const char *dir)
 int psh_srv_host_path(psh_server *p, const char *what, const char *path, bool create,
                       kiln_error **err)
 {
-    if (!p->local_only)
+    if (!kiln_rpc_request_is_local())
         return kiln_error_set(err, KILN_EPERM, 0,
-                              "kiln-pusher listens on %s and takes no paths on its host from "
-                              "remote clients (%s %.200s)%s",
-                              p->o->listen_url, what, path,
-                              strcmp(what, "--authfile") == 0 ? ": pass --creds USER:PASS"
+                              "kiln-pusher takes no paths on its host from clients reached over "
+                              "tcp:// or tls+tcp:// (%s %.200s)%s",
+                              what, path,
+                              strcmp(what, "--authfile") == 0
+                                  ? ": the CLI sends the credentials it resolves itself; pass "
+                                    "--creds USER:PASS or keep the file on the client"
                               : strcmp(what, "--cert-dir") == 0
                                   ? ": registry CAs and client certificates belong in the "
                                     "pusher's own /etc/containers/certs.d"
-                                  : "");
+                                  : ": the CLI streams import sources and export results "
+                                    "(--transfer=stream)");
     if (path == NULL || path[0] != '/')
         return kiln_error_set(err, KILN_EINVAL, 0, "%s '%s' must be an absolute path", what,
                               path ? path : "");
@@ -590,6 +593,13 @@ static int m_commit(void *user, const kiln_req *req, kiln_reply *reply, kiln_are
 {
     psh_server *p = user;
     const Kiln__V1__CommitRequest *q = req->commit;
+    /* Layers are directories on this host: only the builder next to us
+     * (over ipc://, in the same pod or on the same host) commits. */
+    if (!kiln_rpc_request_is_local())
+        return kiln_error_set(err, KILN_EPERM, 0,
+                              "Commit names layer directories on the pusher's host: it is taken "
+                              "only from a builder on the same host over ipc://, not from "
+                              "clients reached over tcp:// or tls+tcp://");
     for (size_t i = 0; i < q->n_tags; i++) {
         psh_ref ref;
         if (psh_ref_parse(&ref, q->tags[i], 0, err) < 0)
@@ -636,7 +646,6 @@ int psh_server_new(psh_server **out, const kiln_service_opts *o, kiln_error **er
     struct utsname u;
     snprintf(p->host_arch, sizeof(p->host_arch), "%s",
              uname(&u) == 0 ? go_arch(u.machine) : "amd64");
-    p->local_only = kiln_ipc_path(o->listen_url) != NULL;
     int r = kiln_mkdir_p(o->data_dir, 0755, err);
     if (r == 0)
         r = psh_store_open(&p->store, o->data_dir, err);

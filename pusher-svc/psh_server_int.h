@@ -18,7 +18,6 @@ struct psh_server {
     kiln_service *svc;
     psh_store *store;
     kiln_jobs *jobs;
-    bool local_only; /* RPC endpoint is ipc://: clients share our filesystem */
     char host_arch[sizeof(((struct utsname *)0)->machine)];
 
     psh_pack_cache *pack_cache; /* step generation id + path + settings -> packed layer */
@@ -57,7 +56,8 @@ static inline bool str_set(const char *s)
     })
 
 /* Checks a path a client names on our host (what: "import source", ...):
- * refused altogether from remote clients (the RPC endpoint is not ipc://);
+ * refused altogether from remote clients (the request did not come over an
+ * ipc:// connection: kiln_rpc_request_is_local);
  * from local ones it must be absolute and neither inside Kiln's data dir nor,
  * unless create (a target to write), hold it.  For create only the parent
  * must exist. */
