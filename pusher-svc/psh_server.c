@@ -75,10 +75,10 @@ static bool path_within(const char *path, const char *dir)
     return strncmp(path, dir, n) == 0 && (path[n] == '\0' || path[n] == '/' || n == 1);
 }
 
-int psh_srv_host_path(psh_server *p, const char *what, const char *path, bool create,
+int psh_srv_host_path(psh_server *p, bool local, const char *what, const char *path, bool create,
                       kiln_error **err)
 {
-    if (!kiln_rpc_request_is_local())
+    if (!local)
         return kiln_error_set(err, KILN_EPERM, 0,
                               "kiln-pusher takes no paths on its host from clients reached over "
                               "tcp:// or tls+tcp:// (%s %.200s)%s",
@@ -307,7 +307,8 @@ static int m_export(void *user, const kiln_req *req, kiln_reply *reply, kiln_are
     int r = psh_export_target_parse(q->target, &kind, &path, err);
     if (r < 0)
         return r;
-    if ((r = psh_srv_host_path(p, "export target", path, true, err)) < 0)
+    if ((r = psh_srv_host_path(p, kiln_rpc_request_is_local(), "export target", path, true, err)) <
+        0)
         return r;
     psh_descriptor d;
     if ((r = psh_store_resolve(p->store, q->ref, &d, err)) < 0)
@@ -347,6 +348,7 @@ int psh_srv_accept_job(psh_server *p, const kiln_req *req, const char *kind, con
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
     }
     c->p = p;
+    c->local = kiln_rpc_request_is_local();
     c->t0 = kiln_now_ms();
     int r = kiln_job_start(&c->job, kiln_service_events(p->svc), "push", kind, desc, err);
     if (r < 0) {
@@ -462,7 +464,8 @@ static int m_import(void *user, const kiln_req *req, kiln_reply *reply, kiln_are
     if (streamed && q->source_name && strlen(q->source_name) > 1024)
         return kiln_error_set(err, KILN_EINVAL, 0, "import: source name too long");
     int r = streamed ? psh_srv_import_stream_check(p, q, err)
-                     : psh_srv_host_path(p, "import source", q->source, false, err);
+                     : psh_srv_host_path(p, kiln_rpc_request_is_local(), "import source", q->source,
+                                         false, err);
     if (r < 0)
         return r;
     psh_ref ref;

@@ -41,6 +41,7 @@ typedef struct job_ctx {
     psh_server *p;
     kiln_job *job;
     kiln_req *req; /* owned copy of the request */
+    bool local;    /* it came over ipc:// (kiln_rpc_request_is_local at accept) */
     unsigned long long t0;
     unsigned long long layer_t0;
 } job_ctx;
@@ -60,12 +61,12 @@ static inline bool str_set(const char *s)
     })
 
 /* Checks a path a client names on our host (what: "import source", ...):
- * refused altogether from remote clients (the request did not come over an
- * ipc:// connection: kiln_rpc_request_is_local);
+ * refused altogether from remote clients (local: the request came over an
+ * ipc:// connection, kiln_rpc_request_is_local in its handler);
  * from local ones it must be absolute and neither inside Kiln's data dir nor,
  * unless create (a target to write), hold it.  For create only the parent
  * must exist. */
-int psh_srv_host_path(psh_server *p, const char *what, const char *path, bool create,
+int psh_srv_host_path(psh_server *p, bool local, const char *what, const char *path, bool create,
                       kiln_error **err);
 
 /* Splits "os/arch[/variant]" into pieces stored in buf; "" or NULL: the host. */
