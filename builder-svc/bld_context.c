@@ -2,6 +2,7 @@
  * bld_context.h for the layout). */
 #include "bld_context.h"
 #include "chunker.h"
+#include "chunkstore.h"
 #include "cleanup.h"
 #include "config.h"
 #include "digest.h"
@@ -24,8 +25,8 @@
 #define COPY_BUF ((size_t)64 << 10)
 
 struct bld_contexts {
-    char *root;   /* realpath of $DATA/contexts */
-    char *chunks; /* root/chunks */
+    char *root;              /* realpath of $DATA/contexts */
+    kiln_chunkstore *chunks; /* root/chunks */
 };
 
 static const char *hex_of(const char *digest)
@@ -109,14 +110,17 @@ int bld_contexts_new(bld_contexts **out, const char *data_dir, kiln_error **err)
     /* Real path: libarchive's symlink checks walk every component of the
      * absolute names it is given, the data dir's included. */
     c->root = realpath(p, NULL);
-    if (c->root == NULL || asprintf(&c->chunks, "%s/chunks", c->root) < 0) {
+    if (c->root == NULL) {
         int e = errno;
-        c->chunks = NULL;
         bld_contexts_free(c);
         return kiln_error_set(err, KILN_EIO, e, "%s", p);
     }
+    snprintf(p, sizeof(p), "%s/chunks", c->root);
+    if ((r = kiln_chunkstore_open(&c->chunks, p, err)) < 0) {
+        bld_contexts_free(c);
+        return r;
+    }
     cleanup_stale(c->root, ".tmp-");
-    cleanup_stale(c->chunks, ".tmp-");
     *out = c;
     return 0;
 }
@@ -126,39 +130,14 @@ void bld_contexts_free(bld_contexts *c)
     if (c == NULL)
         return;
     free(c->root);
-    free(c->chunks);
+    kiln_chunkstore_free(c->chunks);
     free(c);
 }
 
 int bld_context_validate(const char *context_digest, const bld_ctx_chunk *chunks, size_t n,
                          kiln_error **err)
 {
-    if (context_digest == NULL || !kiln_digest_valid(context_digest))
-        return kiln_error_set(err, KILN_EINVAL, 0, "context digest must be sha256:<64 hex>");
-    if (n == 0 || n > BLD_CTX_MAX_CHUNKS)
-        return kiln_error_set(err, KILN_EINVAL, 0, "a context has 1 to %d chunks, not %zu",
-                              BLD_CTX_MAX_CHUNKS, n);
-    for (size_t i = 0; i < n; i++) {
-        if (chunks[i].digest == NULL || !kiln_digest_valid(chunks[i].digest))
-            return kiln_error_set(err, KILN_EINVAL, 0, "context chunk %zu: bad digest", i);
-        if (chunks[i].size == 0 || chunks[i].size > KILN_CHUNK_MAX)
-            return kiln_error_set(err, KILN_EINVAL, 0,
-                                  "context chunk %zu: size %llu outside 1..%zu", i,
-                                  (unsigned long long)chunks[i].size, KILN_CHUNK_MAX);
-    }
-    return 0;
-}
-
-static bool chunk_present(bld_contexts *c, const bld_ctx_chunk *ch, bool touch)
-{
-    char p[PATH_MAX];
-    snprintf(p, sizeof(p), "%s/%.64s", c->chunks, hex_of(ch->digest));
-    struct stat st;
-    if (stat(p, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != ch->size)
-        return false;
-    if (touch)
-        utimensat(AT_FDCWD, p, NULL, 0);
-    return true;
+    return kiln_chunks_validate(context_digest, chunks, n, BLD_CTX_MAX_CHUNKS, "context", err);
 }
 
 int bld_context_check(bld_contexts *c, const char *context_digest, const bld_ctx_chunk *chunks,
@@ -176,143 +155,42 @@ int bld_context_check(bld_contexts *c, const char *context_digest, const bld_ctx
         touch_used(c, hex_of(context_digest));
         return 0;
     }
-    for (size_t i = 0; i < n; i++)
-        if (!chunk_present(c, &chunks[i], true))
-            missing[(*n_missing)++] = (uint32_t)i;
+    kiln_chunkstore_missing(c->chunks, chunks, n, missing, n_missing);
     return 0;
 }
 
 int bld_context_put(bld_contexts *c, const char *digest, const void *data, size_t len,
                     bool *existed, kiln_error **err)
 {
-    if (digest == NULL || !kiln_digest_valid(digest))
-        return kiln_error_set(err, KILN_EINVAL, 0, "chunk digest must be sha256:<64 hex>");
-    if (len == 0 || len > KILN_CHUNK_MAX)
-        return kiln_error_set(err, KILN_EINVAL, 0, "chunk of %zu bytes outside 1..%zu", len,
-                              KILN_CHUNK_MAX);
-    char got[KILN_DIGEST_STRLEN + 1];
-    kiln_sha256_bytes(data, len, got);
-    if (strcmp(got, digest) != 0)
-        return kiln_error_set(err, KILN_EINVAL, 0,
-                              "chunk digest mismatch: the data hashes to %s, not %s", got, digest);
-    bld_ctx_chunk ch = {digest, len};
-    if (existed)
-        *existed = false;
-    if (chunk_present(c, &ch, true)) {
-        if (existed)
-            *existed = true;
-        return 0;
-    }
-    char tmp[PATH_MAX], dst[PATH_MAX];
-    snprintf(tmp, sizeof(tmp), "%s/.tmp-XXXXXX", c->chunks);
-    snprintf(dst, sizeof(dst), "%s/%.64s", c->chunks, hex_of(digest));
-    _cleanup_close_ int fd = mkostemp(tmp, O_CLOEXEC);
-    if (fd < 0)
-        return kiln_error_set(err, kiln_code_from_errno(errno), errno, "create %s", tmp);
-    flock(fd, LOCK_EX); /* startup cleanup of another builder leaves it alone */
-    const uint8_t *b = data;
-    size_t done = 0;
-    while (done < len) {
-        ssize_t w = write(fd, b + done, len - done);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            int e = w < 0 ? errno : ENOSPC;
-            unlink(tmp);
-            return kiln_error_set(err, kiln_code_from_errno(e), e, "write %s", tmp);
-        }
-        done += (size_t)w;
-    }
-    if (fchmod(fd, 0600) < 0 || fsync(fd) < 0 || rename(tmp, dst) < 0) {
-        int e = errno;
-        unlink(tmp);
-        return kiln_error_set(err, kiln_code_from_errno(e), e, "store chunk %s", dst);
-    }
-    fsync_dir(c->chunks);
-    kiln_debug("context", "stored chunk %s (%zu bytes)", digest, len);
-    return 0;
+    return kiln_chunkstore_put(c->chunks, digest, data, len, existed, err);
 }
 
 /* ---- unpacking ---- */
 
-/* Feeds libarchive the chunks in order, checking each chunk's digest and the
- * digest of the whole stream. */
+/* Feeds libarchive the chunks in order (kiln_chunk_reader checks each
+ * chunk's digest and the digest of the whole stream). */
 typedef struct reader {
-    bld_contexts *c;
-    const bld_ctx_chunk *chunks;
-    size_t n, i;
-    int fd;
-    uint64_t left, total;
-    kiln_sha256 *whole, *part;
+    kiln_chunk_reader *cr;
     int code; /* first error, 0 none */
     char msg[256];
-    uint8_t buf[COPY_BUF];
 } reader;
-
-static la_ssize_t rd_fail(reader *r, struct archive *a, int code, const char *msg)
-{
-    if (r->code == 0) {
-        r->code = code;
-        snprintf(r->msg, sizeof(r->msg), "%s", msg);
-    }
-    if (a)
-        archive_set_error(a, EINVAL, "%s", msg);
-    return -1;
-}
 
 static la_ssize_t rd_read(struct archive *a, void *ud, const void **out)
 {
     reader *r = ud;
-    char msg[200];
     if (r->code)
         return -1;
-    for (;;) {
-        if (r->fd < 0) {
-            if (r->i == r->n)
-                return 0;
-            char p[PATH_MAX];
-            snprintf(p, sizeof(p), "%s/%.64s", r->c->chunks, hex_of(r->chunks[r->i].digest));
-            r->fd = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-            if (r->fd < 0) {
-                snprintf(msg, sizeof(msg),
-                         "context chunk %zu of %zu (%.71s) is missing on the builder", r->i + 1,
-                         r->n, r->chunks[r->i].digest);
-                return rd_fail(r, a, KILN_EPRECOND, msg);
-            }
-            r->left = r->chunks[r->i].size;
-            kiln_sha256_reset(r->part);
-        }
-        if (r->left == 0) {
-            char got[KILN_DIGEST_STRLEN + 1];
-            kiln_sha256_final_str(r->part, got);
-            uint8_t extra;
-            bool longer = read(r->fd, &extra, 1) > 0;
-            close(r->fd);
-            r->fd = -1;
-            if (longer || strcmp(got, r->chunks[r->i].digest) != 0) {
-                snprintf(msg, sizeof(msg), "context chunk %zu (%.71s) is corrupt on the builder",
-                         r->i + 1, r->chunks[r->i].digest);
-                return rd_fail(r, a, KILN_EIO, msg);
-            }
-            r->i++;
-            continue;
-        }
-        size_t want = r->left < sizeof(r->buf) ? (size_t)r->left : sizeof(r->buf);
-        ssize_t got = read(r->fd, r->buf, want);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got <= 0) {
-            snprintf(msg, sizeof(msg), "context chunk %zu (%.71s) is shorter than announced",
-                     r->i + 1, r->chunks[r->i].digest);
-            return rd_fail(r, a, KILN_EIO, msg);
-        }
-        kiln_sha256_update(r->part, r->buf, (size_t)got);
-        kiln_sha256_update(r->whole, r->buf, (size_t)got);
-        r->left -= (uint64_t)got;
-        r->total += (uint64_t)got;
-        *out = r->buf;
-        return got;
+    kiln_error *err = NULL;
+    ssize_t n = kiln_chunk_reader_read(r->cr, out, &err);
+    if (n < 0) {
+        r->code = err ? err->code : KILN_EIO;
+        snprintf(r->msg, sizeof(r->msg), "%s", err ? err->msg : "read error");
+        kiln_error_free(&err);
+        if (a)
+            archive_set_error(a, EINVAL, "%s", r->msg);
+        return -1;
     }
+    return n;
 }
 
 /* The entry's name relative to the context root, or NULL when it must be
@@ -431,8 +309,8 @@ static int unpack_entry(struct archive *in, struct archive *out, struct archive_
     return 0;
 }
 
-static int unpack_into(reader *rd, const char *dir, uint64_t tar_size, const atomic_bool *cancel,
-                       size_t *n_files, kiln_error **err)
+static int unpack_into(reader *rd, const char *context_digest, const char *dir, uint64_t tar_size,
+                       const atomic_bool *cancel, size_t *n_files, kiln_error **err)
 {
     struct archive *in = archive_read_new();
     struct archive *out = archive_write_disk_new();
@@ -480,13 +358,12 @@ static int unpack_into(reader *rd, const char *dir, uint64_t tar_size, const ato
     }
     /* libarchive stops at the end-of-archive blocks; the rest of the stream
      * still counts for the digest (and must be well-formed). */
-    const void *dummy;
-    while (rd_read(NULL, rd, &dummy) > 0)
-        ;
     if (rd->code) {
         r = kiln_error_set(err, rd->code, 0, "%s", rd->msg);
         goto out;
     }
+    if ((r = kiln_chunk_reader_finish(rd->cr, context_digest, err)) < 0)
+        goto out;
     if (s.have_root) {
         chmod(dir, s.root_mode & 07777);
         struct timespec ts[2] = {s.root_mtime, s.root_mtime};
@@ -507,7 +384,7 @@ static int unpack(bld_contexts *c, const char *context_digest, const bld_ctx_chu
     uint64_t tar_size = 0;
     for (size_t i = 0; i < n; i++) {
         tar_size += chunks[i].size;
-        if (!chunk_present(c, &chunks[i], false))
+        if (!kiln_chunkstore_has(c->chunks, &chunks[i], false))
             return kiln_error_set(err, KILN_EPRECOND, 0,
                                   "context chunk %zu of %zu (%.71s) is missing on the builder "
                                   "(send it with ContextPut first)",
@@ -521,30 +398,11 @@ static int unpack(bld_contexts *c, const char *context_digest, const bld_ctx_chu
     _cleanup_close_ int lfd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (lfd >= 0)
         flock(lfd, LOCK_EX);
-    reader *rd = calloc(1, sizeof(*rd));
-    if (rd == NULL) {
-        kiln_rm_tree(tmp);
-        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
-    }
-    *rd = (reader){.c = c, .chunks = chunks, .n = n, .fd = -1};
-    rd->whole = kiln_sha256_new();
-    rd->part = kiln_sha256_new();
-    int r = rd->whole && rd->part ? 0 : kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    reader rd = {0};
+    int r = kiln_chunk_reader_new(&rd.cr, c->chunks, chunks, n, "context", "on the builder", err);
     if (r == 0)
-        r = unpack_into(rd, tmp, tar_size, cancel, n_files, err);
-    if (r == 0) {
-        char got[KILN_DIGEST_STRLEN + 1];
-        kiln_sha256_final_str(rd->whole, got);
-        if (strcmp(got, context_digest) != 0)
-            r = kiln_error_set(err, KILN_EINVAL, 0,
-                               "context digest mismatch: the chunks make %s, not %s", got,
-                               context_digest);
-    }
-    if (rd->fd >= 0)
-        close(rd->fd);
-    kiln_sha256_free(rd->whole);
-    kiln_sha256_free(rd->part);
-    free(rd);
+        r = unpack_into(&rd, context_digest, tmp, tar_size, cancel, n_files, err);
+    kiln_chunk_reader_free(rd.cr);
     *won = false;
     if (r == 0 && rename(tmp, dst) < 0) {
         if (errno != EEXIST && errno != ENOTEMPTY)
@@ -664,28 +522,11 @@ static size_t prune_contexts(bld_contexts *c, uint64_t max_age_s, time_t now)
     return removed;
 }
 
-static size_t prune_chunks(bld_contexts *c, uint64_t max_age_s, time_t now)
-{
-    _cleanup_closedir_ DIR *d = opendir(c->chunks);
-    size_t removed = 0;
-    struct dirent *de;
-    while (d && (de = readdir(d)) != NULL) {
-        if (!is_hex64(de->d_name))
-            continue;
-        char p[PATH_MAX];
-        snprintf(p, sizeof(p), "%s/%.64s", c->chunks, de->d_name);
-        struct stat st;
-        if (lstat(p, &st) == 0 && old_enough(&st, max_age_s, now) && unlink(p) == 0)
-            removed++;
-    }
-    return removed;
-}
-
 int bld_contexts_prune(bld_contexts *c, uint64_t max_age_s, size_t *removed, kiln_error **err)
 {
     time_t now = time(NULL);
     size_t nc = prune_contexts(c, max_age_s, now);
-    size_t nk = prune_chunks(c, max_age_s, now);
+    size_t nk = kiln_chunkstore_prune(c->chunks, max_age_s);
     if (nc || nk)
         kiln_info("context", "pruned %zu unpacked context(s) and %zu chunk(s)", nc, nk);
     if (removed)

@@ -6,8 +6,7 @@
  * chunks around the change; a context is unpacked once per tar digest and
  * reused while it stays.
  *
- *   $DATA/contexts/chunks/<hex>           one verified chunk (temp + fsync + rename)
- *   $DATA/contexts/chunks/.tmp-XXXXXX     a chunk being written (flocked)
+ *   $DATA/contexts/chunks/                the chunks (common/chunkstore.h)
  *   $DATA/contexts/<hex>/                 an unpacked context (a build holds a shared flock)
  *   $DATA/contexts/<hex>.tmp-XXXXXX/      one being unpacked (flocked)
  *
@@ -23,6 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "chunkstore.h"
 #include "error.h"
 
 /* Bounds on one context. */
@@ -31,10 +31,8 @@
 
 typedef struct bld_contexts bld_contexts;
 
-typedef struct bld_ctx_chunk {
-    const char *digest; /* "sha256:<hex>" */
-    uint64_t size;
-} bld_ctx_chunk;
+/* One chunk of a context tar: the chunk store's reference. */
+typedef kiln_chunk_ref bld_ctx_chunk;
 
 /* A context unpacked and held for one build. */
 typedef struct bld_ctx_hold {

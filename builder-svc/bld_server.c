@@ -31,7 +31,6 @@ struct bld_server {
     bld_builds *builds;
     /* Clients may name files on this host (a context dir, secret files) only
      * over ipc://, where the socket's permissions say who they are. */
-    bool local_paths;
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -98,7 +97,6 @@ int bld_server_new(bld_server **out, const kiln_service_opts *o, const char *pus
     if (b == NULL)
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
     b->o = o;
-    b->local_paths = kiln_ipc_path(o->listen_url) != NULL;
     pthread_mutex_init(&b->mu, NULL);
     pthread_cond_init(&b->cv, NULL);
     snprintf(b->pusher_detail, sizeof(b->pusher_detail), "not probed yet");
@@ -282,19 +280,21 @@ static int m_build(void *user, const kiln_req *req, kiln_reply *reply, kiln_aren
     bool paths = *q->context_dir != '\0';
     for (size_t i = 0; i < q->n_secrets; i++)
         paths = paths || *q->secrets[i]->path != '\0';
-    if (!b->local_paths && (*q->authfile || *q->cert_dir))
+    /* Per connection: a client over ipc:// shares this host, one over
+     * tcp:// or tls+tcp:// does not, whatever else we listen on. */
+    bool local = kiln_rpc_request_is_local();
+    if (!local && (*q->authfile || *q->cert_dir))
         return kiln_error_set(err, KILN_EPERM, 0,
-                              "kiln-builder listens on %s and takes no paths on its host from "
-                              "remote clients: --authfile and --cert-dir name files there (pass "
-                              "--creds USER:PASS; registry certificates belong in the pusher's "
-                              "own /etc/containers/certs.d)",
-                              b->o->listen_url);
-    if (paths && !b->local_paths)
+                              "kiln-builder takes no paths on its host from clients reached over "
+                              "tcp:// or tls+tcp://: --authfile and --cert-dir name files there "
+                              "(the CLI sends the credentials it resolves itself; registry "
+                              "certificates belong in the pusher's own "
+                              "/etc/containers/certs.d)");
+    if (paths && !local)
         return kiln_error_set(err, KILN_EPRECOND, 0,
-                              "kiln-builder listens on %s and takes no paths on its host from "
-                              "clients: send the context and secrets (kiln build "
-                              "--context-transfer=stream)",
-                              b->o->listen_url);
+                              "kiln-builder takes no paths on its host from clients reached over "
+                              "tcp:// or tls+tcp://: send the context and secrets (kiln build "
+                              "--context-transfer=stream)");
     return bld_builds_accept(b->builds, req, reply, a, err);
 }
 

@@ -84,6 +84,18 @@ void kiln_rpc_server_stop(kiln_rpc_server *s, int drain_ms);
 size_t kiln_rpc_server_stats(kiln_rpc_server *s, kiln_rpc_method_stats *out, size_t cap);
 uint64_t kiln_rpc_server_served(kiln_rpc_server *s);
 
+/* True when msg (borrowed) arrived over a connection that cannot leave this
+ * host: its pipe's local address is an ipc:// socket (or inproc://).  Decided
+ * per connection, not per listen URL, so a service listening on several
+ * endpoints tells its ipc:// clients from its tcp:// ones.  False when the
+ * pipe is gone or its address cannot be read. */
+bool kiln_rpc_peer_is_local(nng_msg *msg);
+
+/* In a handler: whether the request being handled came from a local peer
+ * (kiln_rpc_peer_is_local of its message).  Only such clients may name paths
+ * on this host.  False outside a handler. */
+bool kiln_rpc_request_is_local(void);
+
 /* ---- client ---- */
 
 typedef struct kiln_rpc_client kiln_rpc_client;

@@ -45,6 +45,7 @@ struct worker {
     kiln_req *req;       /* decoded request queued for a handler thread (BUSY) */
     nng_msg *raw;        /* or a large request still to be decoded there */
     size_t req_len;      /* its size on the wire */
+    bool local;          /* it came from a local peer (kiln_rpc_peer_is_local) */
     struct worker *next; /* handler queue link */
 };
 
@@ -189,6 +190,25 @@ static nng_msg *msg_from_bytes(const void *p, size_t n)
         return NULL;
     memcpy(nng_msg_body(m), p, n);
     return m;
+}
+
+/* ---- where a request came from ---- */
+
+bool kiln_rpc_peer_is_local(nng_msg *msg)
+{
+    nng_pipe p = nng_msg_get_pipe(msg);
+    nng_sockaddr sa;
+    if (nng_pipe_id(p) < 0 || nng_pipe_get_addr(p, NNG_OPT_LOCADDR, &sa) != 0)
+        return false;
+    return sa.s_family == NNG_AF_IPC || sa.s_family == NNG_AF_INPROC;
+}
+
+/* The peer of the request the calling handler thread is answering. */
+static _Thread_local bool cur_local;
+
+bool kiln_rpc_request_is_local(void)
+{
+    return cur_local;
 }
 
 /* ---- handling ---- */
@@ -367,8 +387,10 @@ static void handle(struct worker *w, kiln_req *req, size_t in_len, bool too_big)
     kiln_reply reply = KILN__V1__REPLY__INIT;
     Kiln__V1__Status st = KILN__V1__STATUS__INIT;
     kiln_error *err = NULL;
+    cur_local = w->local;
     int r = arena ? m->fn(m->user ? m->user : s->o.user, req, &reply, arena, &err)
                   : kiln_error_set(&err, KILN_ENOSPC, 0, "out of memory");
+    cur_local = false;
     kiln_code code = KILN_OK;
     if (r < 0) {
         code = err ? err->code : (kiln_code)r;
@@ -467,6 +489,7 @@ static void dispatch(struct worker *w, nng_msg *msg)
     kiln_rpc_server *s = w->srv;
     size_t len = nng_msg_len(msg);
     kiln_req *req = NULL;
+    w->local = kiln_rpc_peer_is_local(msg);
     if (len <= LARGE_REQ) {
         bool too_big = false;
         req = decode(msg, &too_big);

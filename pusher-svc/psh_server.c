@@ -75,19 +75,22 @@ static bool path_within(const char *path, const char *dir)
     return strncmp(path, dir, n) == 0 && (path[n] == '\0' || path[n] == '/' || n == 1);
 }
 
-int psh_srv_host_path(psh_server *p, const char *what, const char *path, bool create,
+int psh_srv_host_path(psh_server *p, bool local, const char *what, const char *path, bool create,
                       kiln_error **err)
 {
-    if (!p->local_only)
+    if (!local)
         return kiln_error_set(err, KILN_EPERM, 0,
-                              "kiln-pusher listens on %s and takes no paths on its host from "
-                              "remote clients (%s %.200s)%s",
-                              p->o->listen_url, what, path,
-                              strcmp(what, "--authfile") == 0 ? ": pass --creds USER:PASS"
+                              "kiln-pusher takes no paths on its host from clients reached over "
+                              "tcp:// or tls+tcp:// (%s %.200s)%s",
+                              what, path,
+                              strcmp(what, "--authfile") == 0
+                                  ? ": the CLI sends the credentials it resolves itself; pass "
+                                    "--creds USER:PASS or keep the file on the client"
                               : strcmp(what, "--cert-dir") == 0
                                   ? ": registry CAs and client certificates belong in the "
                                     "pusher's own /etc/containers/certs.d"
-                                  : "");
+                                  : ": the CLI streams import sources and export results "
+                                    "(--transfer=stream)");
     if (path == NULL || path[0] != '/')
         return kiln_error_set(err, KILN_EINVAL, 0, "%s '%s' must be an absolute path", what,
                               path ? path : "");
@@ -248,6 +251,8 @@ static int m_prune(void *user, const kiln_req *req, kiln_reply *reply, kiln_aren
     int r = psh_store_gc(p->store, &o, &res, err);
     if (r < 0)
         return r;
+    if (!o.dry_run)
+        res.tmps_removed += psh_srv_transfer_prune(p);
     Kiln__V1__PruneReply *b = NEW_BODY(a, Kiln__V1__PruneReply, kiln__v1__prune_reply__init);
     if (b == NULL)
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
@@ -262,11 +267,39 @@ static int m_prune(void *user, const kiln_req *req, kiln_reply *reply, kiln_aren
     return 0;
 }
 
+/* An export the client reads with ExportRead and writes on its side. */
+static int export_stream(psh_server *p, const Kiln__V1__ExportRequest *q, kiln_reply *reply,
+                         kiln_arena *a, kiln_error **err)
+{
+    if (!str_set(q->ref))
+        return kiln_error_set(err, KILN_EINVAL, 0, "export needs a reference");
+    if (str_set(q->target))
+        return kiln_error_set(err, KILN_EINVAL, 0, "export: a target and streaming are exclusive");
+    psh_descriptor d;
+    int r = psh_store_resolve(p->store, q->ref, &d, err);
+    Kiln__V1__ExportReply *b = NEW_BODY(a, Kiln__V1__ExportReply, kiln__v1__export_reply__init);
+    if (r == 0 && b == NULL)
+        r = kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    if (r == 0)
+        r = psh_srv_export_stream(p, q->ref, b, a, err);
+    if (r < 0)
+        return r;
+    b->digest = kiln_arena_strdup(a, d.digest);
+    b->path = "";
+    kiln_info("store", "exported %s (%s) as a stream of %llu bytes", q->ref, d.digest,
+              (unsigned long long)b->stream_size);
+    reply->body_case = KILN__V1__REPLY__BODY_EXPORT_REPLY;
+    reply->export_reply = b;
+    return 0;
+}
+
 static int m_export(void *user, const kiln_req *req, kiln_reply *reply, kiln_arena *a,
                     kiln_error **err)
 {
     psh_server *p = user;
     const Kiln__V1__ExportRequest *q = req->export;
+    if (q->stream)
+        return export_stream(p, q, reply, a, err);
     if (!str_set(q->ref) || !str_set(q->target))
         return kiln_error_set(err, KILN_EINVAL, 0, "export needs a reference and a target");
     psh_export_kind kind;
@@ -274,7 +307,8 @@ static int m_export(void *user, const kiln_req *req, kiln_reply *reply, kiln_are
     int r = psh_export_target_parse(q->target, &kind, &path, err);
     if (r < 0)
         return r;
-    if ((r = psh_srv_host_path(p, "export target", path, true, err)) < 0)
+    if ((r = psh_srv_host_path(p, kiln_rpc_request_is_local(), "export target", path, true, err)) <
+        0)
         return r;
     psh_descriptor d;
     if ((r = psh_store_resolve(p->store, q->ref, &d, err)) < 0)
@@ -314,6 +348,7 @@ int psh_srv_accept_job(psh_server *p, const kiln_req *req, const char *kind, con
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
     }
     c->p = p;
+    c->local = kiln_rpc_request_is_local();
     c->t0 = kiln_now_ms();
     int r = kiln_job_start(&c->job, kiln_service_events(p->svc), "push", kind, desc, err);
     if (r < 0) {
@@ -378,6 +413,14 @@ static void on_layer_done(void *ud, size_t i, const psh_layer_info *info)
     pthread_mutex_unlock(&c->p->mu);
 }
 
+/* How messages name an import's source. */
+static const char *source_name(const Kiln__V1__ImportRequest *q)
+{
+    if (!str_set(q->source_digest))
+        return q->source;
+    return str_set(q->source_name) ? q->source_name : "a streamed source";
+}
+
 static void run_import(void *arg)
 {
     job_ctx *c = arg;
@@ -391,8 +434,10 @@ static void run_import(void *arg)
     o.pack.progress = on_pack_progress;
     o.pack.progress_ud = c;
     o.layout_ref = str_set(q->layout_ref) ? q->layout_ref : NULL;
+    bool streamed = str_set(q->source_digest);
     if (psh_srv_parse_platform(c->p, q->platform, pbuf, sizeof(pbuf), &o.platform, &err) < 0 ||
-        psh_store_import(c->p->store, q->source, q->ref, &o, &d, &err) < 0) {
+        (streamed ? psh_srv_import_stream(c->p, q, &o, &d, &err)
+                  : psh_store_import(c->p->store, q->source, q->ref, &o, &d, &err)) < 0) {
         psh_srv_job_failed(c, &err, "import");
         psh_srv_job_free(c);
         return;
@@ -401,7 +446,7 @@ static void run_import(void *arg)
     c->p->imports++;
     pthread_mutex_unlock(&c->p->mu);
     char summary[512];
-    snprintf(summary, sizeof(summary), "imported %s as %s in %.2fs", q->source, q->ref,
+    snprintf(summary, sizeof(summary), "imported %s as %s in %.2fs", source_name(q), q->ref,
              (double)(kiln_now_ms() - c->t0) / 1000.0);
     kiln_info("jobs", "import job %s: %s (%s)", kiln_job_id(c->job), summary, d.digest);
     kiln_job_complete(c->job, summary, d.digest, NULL);
@@ -413,9 +458,14 @@ static int m_import(void *user, const kiln_req *req, kiln_reply *reply, kiln_are
 {
     psh_server *p = user;
     const Kiln__V1__ImportRequest *q = req->import;
-    if (!str_set(q->source) || !str_set(q->ref))
-        return kiln_error_set(err, KILN_EINVAL, 0, "import needs a source path and a reference");
-    int r = psh_srv_host_path(p, "import source", q->source, false, err);
+    bool streamed = str_set(q->source_digest);
+    if ((!streamed && !str_set(q->source)) || !str_set(q->ref))
+        return kiln_error_set(err, KILN_EINVAL, 0, "import needs a source and a reference");
+    if (streamed && q->source_name && strlen(q->source_name) > 1024)
+        return kiln_error_set(err, KILN_EINVAL, 0, "import: source name too long");
+    int r = streamed ? psh_srv_import_stream_check(p, q, err)
+                     : psh_srv_host_path(p, kiln_rpc_request_is_local(), "import source", q->source,
+                                         false, err);
     if (r < 0)
         return r;
     psh_ref ref;
@@ -426,7 +476,7 @@ static int m_import(void *user, const kiln_req *req, kiln_reply *reply, kiln_are
     if (psh_srv_parse_platform(p, q->platform, pbuf, sizeof(pbuf), &pl, err) < 0)
         return KILN_EINVAL;
     char desc[512];
-    snprintf(desc, sizeof(desc), "import %s as %s", q->source, q->ref);
+    snprintf(desc, sizeof(desc), "import %.300s as %.200s", source_name(q), q->ref);
     return psh_srv_accept_job(p, req, "import", desc, run_import, reply, a, err);
 }
 
@@ -590,6 +640,13 @@ static int m_commit(void *user, const kiln_req *req, kiln_reply *reply, kiln_are
 {
     psh_server *p = user;
     const Kiln__V1__CommitRequest *q = req->commit;
+    /* Layers are directories on this host: only the builder next to us
+     * (over ipc://, in the same pod or on the same host) commits. */
+    if (!kiln_rpc_request_is_local())
+        return kiln_error_set(err, KILN_EPERM, 0,
+                              "Commit names layer directories on the pusher's host: it is taken "
+                              "only from a builder on the same host over ipc://, not from "
+                              "clients reached over tcp:// or tls+tcp://");
     for (size_t i = 0; i < q->n_tags; i++) {
         psh_ref ref;
         if (psh_ref_parse(&ref, q->tags[i], 0, err) < 0)
@@ -636,7 +693,6 @@ int psh_server_new(psh_server **out, const kiln_service_opts *o, kiln_error **er
     struct utsname u;
     snprintf(p->host_arch, sizeof(p->host_arch), "%s",
              uname(&u) == 0 ? go_arch(u.machine) : "amd64");
-    p->local_only = kiln_ipc_path(o->listen_url) != NULL;
     int r = kiln_mkdir_p(o->data_dir, 0755, err);
     if (r == 0)
         r = psh_store_open(&p->store, o->data_dir, err);
@@ -654,13 +710,17 @@ int psh_server_new(psh_server **out, const kiln_service_opts *o, kiln_error **er
         snprintf(dir, sizeof(dir), "%s/pack-cache", psh_store_data_dir(p->store));
         r = psh_pack_cache_open(&p->pack_cache, dir, err);
     }
-    p->n_methods = KILN_ARRAY_SIZE(store_methods) + psh_n_registry_methods;
+    if (r == 0)
+        r = psh_srv_transfer_open(p, err);
+    p->n_methods = KILN_ARRAY_SIZE(store_methods) + psh_n_registry_methods + psh_n_transfer_methods;
     if (r == 0 && (p->methods = calloc(p->n_methods, sizeof(*p->methods))) == NULL)
         r = kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
     if (r == 0) {
         memcpy(p->methods, store_methods, sizeof(store_methods));
         memcpy(p->methods + KILN_ARRAY_SIZE(store_methods), psh_registry_methods,
                psh_n_registry_methods * sizeof(*p->methods));
+        memcpy(p->methods + KILN_ARRAY_SIZE(store_methods) + psh_n_registry_methods,
+               psh_transfer_methods, psh_n_transfer_methods * sizeof(*p->methods));
     }
     if (r < 0) {
         psh_server_free(p);
@@ -677,6 +737,7 @@ void psh_server_free(psh_server *p)
     atomic_store(&p->cancel, 1);
     kiln_jobs_free(p->jobs);
     psh_pack_cache_free(p->pack_cache);
+    psh_srv_transfer_close(p);
     psh_store_free(p->store);
     free(p->methods);
     pthread_mutex_destroy(&p->mu);

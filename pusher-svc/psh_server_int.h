@@ -8,21 +8,24 @@
 #include <stdbool.h>
 #include <sys/utsname.h>
 
+#include "chunkstore.h"
 #include "jobs.h"
 #include "psh_commit.h"
 #include "psh_server.h"
 #include "psh_store.h"
+#include "psh_transfer.h"
 
 struct psh_server {
     const kiln_service_opts *o;
     kiln_service *svc;
     psh_store *store;
     kiln_jobs *jobs;
-    bool local_only; /* RPC endpoint is ipc://: clients share our filesystem */
     char host_arch[sizeof(((struct utsname *)0)->machine)];
 
     psh_pack_cache *pack_cache; /* step generation id + path + settings -> packed layer */
-    kiln_rpc_method *methods;   /* store + registry methods */
+    kiln_rpc_method *methods;   /* store + registry + transfer methods */
+    kiln_chunkstore *chunks;    /* streamed import sources (psh_server_transfer.c) */
+    char *transfer_dir;         /* $DATA/transfer */
     size_t n_methods;
     atomic_int cancel; /* set at shutdown: registry transfers stop between chunks */
 
@@ -38,6 +41,7 @@ typedef struct job_ctx {
     psh_server *p;
     kiln_job *job;
     kiln_req *req; /* owned copy of the request */
+    bool local;    /* it came over ipc:// (kiln_rpc_request_is_local at accept) */
     unsigned long long t0;
     unsigned long long layer_t0;
 } job_ctx;
@@ -57,11 +61,12 @@ static inline bool str_set(const char *s)
     })
 
 /* Checks a path a client names on our host (what: "import source", ...):
- * refused altogether from remote clients (the RPC endpoint is not ipc://);
+ * refused altogether from remote clients (local: the request came over an
+ * ipc:// connection, kiln_rpc_request_is_local in its handler);
  * from local ones it must be absolute and neither inside Kiln's data dir nor,
  * unless create (a target to write), hold it.  For create only the parent
  * must exist. */
-int psh_srv_host_path(psh_server *p, const char *what, const char *path, bool create,
+int psh_srv_host_path(psh_server *p, bool local, const char *what, const char *path, bool create,
                       kiln_error **err);
 
 /* Splits "os/arch[/variant]" into pieces stored in buf; "" or NULL: the host. */
@@ -76,6 +81,25 @@ int psh_srv_accept_job(psh_server *p, const kiln_req *req, const char *kind, con
 void psh_srv_job_failed(job_ctx *c, kiln_error **err, const char *what);
 /* Releases the job (failed(INTERNAL) if it has no terminal event) and c. */
 void psh_srv_job_free(job_ctx *c);
+
+/* Streamed imports and exports (psh_server_transfer.c). */
+extern const kiln_rpc_method psh_transfer_methods[];
+extern const size_t psh_n_transfer_methods;
+/* Opens $DATA/transfer and removes what a killed pusher left there. */
+int psh_srv_transfer_open(psh_server *p, kiln_error **err);
+void psh_srv_transfer_close(psh_server *p);
+/* Removes every unused import chunk, temp entry and export; returns how many. */
+uint64_t psh_srv_transfer_prune(psh_server *p);
+/* Checks a streamed ImportRequest: a valid chunk list, every chunk here. */
+int psh_srv_import_stream_check(psh_server *p, const Kiln__V1__ImportRequest *q, kiln_error **err);
+/* Imports the streamed source of q (a job's request) with o; its chunks are
+ * removed once it is imported. */
+int psh_srv_import_stream(psh_server *p, const Kiln__V1__ImportRequest *q, const psh_import_opts *o,
+                          psh_descriptor *d, kiln_error **err);
+/* Writes ref as an oci-archive under $DATA/transfer for ExportRead and fills
+ * b's stream fields (strings from a). */
+int psh_srv_export_stream(psh_server *p, const char *ref, Kiln__V1__ExportReply *b, kiln_arena *a,
+                          kiln_error **err);
 
 /* Registry methods (psh_server_registry.c). */
 extern const kiln_rpc_method psh_registry_methods[];

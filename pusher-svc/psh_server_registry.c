@@ -14,8 +14,8 @@
 #include <string.h>
 
 /* Registry options from the request (strings borrowed from it). */
-static int reg_opts(psh_server *p, const Kiln__V1__RegistryOptions *r, psh_registry_opts *o,
-                    kiln_error **err)
+static int reg_opts(psh_server *p, bool local, const Kiln__V1__RegistryOptions *r,
+                    psh_registry_opts *o, kiln_error **err)
 {
     psh_registry_opts_init(o);
     o->data_dir = psh_store_data_dir(p->store);
@@ -28,9 +28,9 @@ static int reg_opts(psh_server *p, const Kiln__V1__RegistryOptions *r, psh_regis
     /* Files on our host: only for local clients, and never Kiln's own. */
     int rc = 0;
     if (o->authfile)
-        rc = psh_srv_host_path(p, "--authfile", o->authfile, false, err);
+        rc = psh_srv_host_path(p, local, "--authfile", o->authfile, false, err);
     if (rc == 0 && o->cert_dir)
-        rc = psh_srv_host_path(p, "--cert-dir", o->cert_dir, false, err);
+        rc = psh_srv_host_path(p, local, "--cert-dir", o->cert_dir, false, err);
     if (rc < 0)
         return rc;
     o->creds = str_set(r->creds) ? r->creds : NULL;
@@ -148,7 +148,7 @@ static void run_push(void *arg)
     psh_push_result res = {0};
     psh_reg_events ev = job_events(c);
     const char *dest = str_set(q->destination) ? q->destination : q->source;
-    if (reg_opts(c->p, q->registry, &o, &err) < 0 ||
+    if (reg_opts(c->p, c->local, q->registry, &o, &err) < 0 ||
         psh_push(c->p->store, q->source, dest, &o, &ev, &res, &err) < 0)
         psh_srv_job_failed(c, &err, "push");
     else
@@ -164,7 +164,7 @@ static int m_push(void *user, const kiln_req *req, kiln_reply *reply, kiln_arena
     psh_registry_opts o;
     if (check_ref("push source", q->source, err) < 0 ||
         (str_set(q->destination) && check_ref("push destination", q->destination, err) < 0) ||
-        reg_opts(p, q->registry, &o, err) < 0)
+        reg_opts(p, kiln_rpc_request_is_local(), q->registry, &o, err) < 0)
         return (*err)->code;
     psh_descriptor d;
     int r = psh_store_resolve(p->store, q->source, &d, err);
@@ -186,7 +186,7 @@ static void run_pull(void *arg)
     psh_registry_opts o;
     psh_pull_result res = {0};
     psh_reg_events ev = job_events(c);
-    if (reg_opts(c->p, q->registry, &o, &err) < 0 ||
+    if (reg_opts(c->p, c->local, q->registry, &o, &err) < 0 ||
         psh_pull(c->p->store, q->ref, str_set(q->platform) ? q->platform : NULL, &o, &ev, &res,
                  &err) < 0) {
         psh_srv_job_failed(c, &err, "pull");
@@ -216,7 +216,8 @@ static int m_pull(void *user, const kiln_req *req, kiln_reply *reply, kiln_arena
     psh_server *p = user;
     const Kiln__V1__PullRequest *q = req->pull;
     psh_registry_opts o;
-    if (check_ref("pull", q->ref, err) < 0 || reg_opts(p, q->registry, &o, err) < 0)
+    if (check_ref("pull", q->ref, err) < 0 ||
+        reg_opts(p, kiln_rpc_request_is_local(), q->registry, &o, err) < 0)
         return (*err)->code;
     if (str_set(q->platform)) {
         char buf[128];
@@ -269,7 +270,7 @@ static int m_manifest_add(void *user, const kiln_req *req, kiln_reply *reply, ki
     const Kiln__V1__ManifestAddRequest *q = req->manifest_add;
     psh_registry_opts o;
     if (check_ref("manifest list", q->list, err) < 0 || check_ref("image", q->image, err) < 0 ||
-        reg_opts(p, q->registry, &o, err) < 0)
+        reg_opts(p, kiln_rpc_request_is_local(), q->registry, &o, err) < 0)
         return (*err)->code;
     psh_descriptor added;
     int r = psh_manifest_add(p->store, q->list, q->image, &o, &added, err);
@@ -341,7 +342,7 @@ static void run_manifest_push(void *arg)
     psh_push_result res = {0};
     psh_reg_events ev = job_events(c);
     const char *dest = str_set(q->destination) ? q->destination : q->list;
-    if (reg_opts(c->p, q->registry, &o, &err) < 0 ||
+    if (reg_opts(c->p, c->local, q->registry, &o, &err) < 0 ||
         psh_manifest_push(c->p->store, q->list, dest, &o, &ev, &res, &err) < 0)
         psh_srv_job_failed(c, &err, "manifest push");
     else
@@ -357,7 +358,7 @@ static int m_manifest_push(void *user, const kiln_req *req, kiln_reply *reply, k
     psh_registry_opts o;
     if (check_ref("manifest list", q->list, err) < 0 ||
         (str_set(q->destination) && check_ref("destination", q->destination, err) < 0) ||
-        reg_opts(p, q->registry, &o, err) < 0)
+        reg_opts(p, kiln_rpc_request_is_local(), q->registry, &o, err) < 0)
         return (*err)->code;
     psh_descriptor d;
     int r = psh_store_resolve(p->store, q->list, &d, err);

@@ -12,6 +12,7 @@
 #include <sys/types.h>
 
 #include "error.h"
+#include "path.h"
 #include "bld_sandbox.h"
 
 /* Overlay's on-disk conventions, used by snapshots and diffs. */
@@ -45,15 +46,6 @@ bool sbx_root_is_mount_point(void);
  * absolute path when !allow_abs, or for an over-long path.  The result is ""
  * for the root itself. */
 int sbx_clean_path(char *out, size_t out_size, const char *in, bool allow_abs, kiln_error **err);
-
-/* Normalises the name of a layer entry (or a hard link's target) as Docker
- * and containerd do: taken relative to the layer root and cleaned lexically,
- * so "/", "./" and "/etc/passwd" are the root, the root and "etc/passwd";
- * "a/../b" is "b", and ".." at the root of an absolute name stays there
- * ("/../../etc" is "etc").  A relative name that climbs above the root
- * ("../x", "a/../../x") fails with KILN_EINVAL, as does an over-long one.
- * The result is "" for the root itself. */
-int sbx_clean_layer_path(char *out, size_t out_size, const char *in, kiln_error **err);
 
 /* Opens rel (a cleaned relative path, "" = the root) below rootfd as if
  * rootfd were "/": absolute symlinks and ".." never leave it, magic links are

@@ -106,14 +106,40 @@ typedef struct cli_context {
  * not NULL) into *out; dispose with cli_context_dispose() (also after a
  * failure). */
 int cli_context_pack(cli_context *out, const char *dir, const char *ignore_text, kiln_error **err);
+/* Packs a root filesystem or OCI layout directory (no ignore file; owners,
+ * device nodes, FIFOs and hard links kept) the same way. */
+int cli_context_pack_tree(cli_context *out, const char *dir, kiln_error **err);
+/* Chunks a regular file as it is (its own fd, no copy). */
+int cli_context_pack_file(cli_context *out, const char *path, kiln_error **err);
 void cli_context_dispose(cli_context *c);
 /* Sends the chunks kiln-builder lacks (ContextCheck, ContextPut) and fills
  * c->pb_ptrs for the BuildRequest; progress on stderr in plain/tty mode.
  * Returns a CLI exit code. */
 int cli_context_send(cli_ctx *ctx, cli_context *c, cli_progress mode);
+/* The same to service s; what names the stream in progress and errors. */
+int cli_stream_send(cli_ctx *ctx, cli_service s, cli_context *c, cli_progress mode,
+                    const char *what);
 /* Asks kiln-builder's Status whether it runs on this host with the same
  * filesystem view (*same).  Returns a CLI exit code. */
 int cli_builder_shares_fs(cli_ctx *ctx, bool *same);
+/* The same for service s. */
+int cli_shares_fs(cli_ctx *ctx, cli_service s, bool *same);
+/* Whether paths go to service s (transfer "local") or bytes are streamed
+ * ("stream"); "auto": paths only over ipc:// to a service that sees our
+ * filesystem.  *stream is the answer; returns a CLI exit code. */
+int cli_choose_transfer(cli_ctx *ctx, cli_service s, const char *transfer, bool *stream);
+
+/* ---- import and export streamed to and from kiln-pusher (transfer.c) ---- */
+
+/* Packs src (a file as it is; a directory as a tar, *layout when it is an
+ * OCI image layout) and sends the chunks the pusher lacks.  Dispose c after
+ * the ImportRequest naming it was sent.  Returns a CLI exit code. */
+int cli_import_send(cli_ctx *ctx, const char *src, cli_progress mode, cli_context *c, bool *layout);
+/* Exports ref through the pusher as a stream and writes target ("oci:DIR" or
+ * "oci-archive:FILE") here: a temp file or dir next to it, renamed into place
+ * once the archive's digest checked out.  Prints the image digest.  Returns a
+ * CLI exit code. */
+int cli_export_receive(cli_ctx *ctx, const char *ref, const char *target);
 
 int cli_cmd_status(cli_ctx *ctx, int argc, char **argv);
 int cli_cmd_events(cli_ctx *ctx, int argc, char **argv);

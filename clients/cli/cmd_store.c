@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <libgen.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -528,22 +529,41 @@ int cli_cmd_prune(cli_ctx *ctx, int argc, char **argv)
     return CLI_EXIT_OK;
 }
 
+static bool transfer_valid(const char *verb, const char *t)
+{
+    if (strcmp(t, "auto") == 0 || strcmp(t, "local") == 0 || strcmp(t, "stream") == 0)
+        return true;
+    cli_errorf("%s: --transfer wants auto, local or stream, got '%s'", verb, t);
+    return false;
+}
+
 int cli_cmd_import(cli_ctx *ctx, int argc, char **argv)
 {
-    const char *platform = "";
+    const char *platform = "", *transfer = "auto";
     bool quiet = false, json = false;
-    flag f[] = {{"platform", NULL, &platform}, {"quiet", &quiet, NULL}, {"json", &json, NULL}};
+    flag f[] = {{"platform", NULL, &platform},
+                {"quiet", &quiet, NULL},
+                {"json", &json, NULL},
+                {"transfer", NULL, &transfer}};
     int p = parse_flags(
-        argc, argv, f, 3,
-        "Usage: kiln import [--platform OS/ARCH[/VARIANT]] [--quiet] [--json] SOURCE REF\n\n"
+        argc, argv, f, 4,
+        "Usage: kiln import [--platform OS/ARCH[/VARIANT]] [--transfer auto|local|stream]\n"
+        "                   [--quiet] [--json] SOURCE REF\n\n"
         "Imports SOURCE into the store as REF: a root filesystem directory, a\n"
         "tar (optionally gzip/zstd/xz/bzip2 compressed) of one, or an OCI image\n"
         "layout directory.  This is how air-gapped hosts get base images.\n"
+        "--transfer local names SOURCE to the pusher as a path (over ipc:// only);\n"
+        "stream sends its bytes (a directory as a tar) in chunks; auto (default)\n"
+        "streams unless the pusher is reached over ipc:// and sees this filesystem.\n"
         "Prints the image digest.\n");
     if (p)
         return p > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
-    if (want_args(argc, argv, 2, 2) < 0)
+    if (want_args(argc, argv, 2, 2) < 0 || !transfer_valid("import", transfer))
         return CLI_EXIT_USAGE;
+    bool stream = false;
+    int rc = cli_choose_transfer(ctx, CLI_PUSHER, transfer, &stream);
+    if (rc)
+        return rc;
     char abs[PATH_MAX];
     if (realpath(argv[optind], abs) == NULL) {
         cli_errorf("import: %s: %s", argv[optind], strerror(errno));
@@ -551,13 +571,32 @@ int cli_cmd_import(cli_ctx *ctx, int argc, char **argv)
     }
     kiln_req req = KILN__V1__REQUEST__INIT;
     Kiln__V1__ImportRequest ir = KILN__V1__IMPORT_REQUEST__INIT;
-    ir.source = abs;
     ir.ref = argv[optind + 1];
     ir.platform = (char *)platform;
     req.body_case = KILN__V1__REQUEST__BODY_IMPORT;
     req.import = &ir;
+    cli_context c = {.fd = -1};
+    if (stream) {
+        bool layout = false;
+        cli_progress mode = json || quiet           ? CLI_PROGRESS_QUIET
+                            : isatty(STDERR_FILENO) ? CLI_PROGRESS_TTY
+                                                    : CLI_PROGRESS_PLAIN;
+        rc = cli_import_send(ctx, abs, mode, &c, &layout);
+        if (rc) {
+            cli_context_dispose(&c);
+            return rc;
+        }
+        ir.source_digest = c.digest;
+        ir.source_chunks = c.pb_ptrs;
+        ir.n_source_chunks = c.n_chunks;
+        ir.source_layout = layout;
+        ir.source_name = basename(abs);
+    } else {
+        ir.source = abs;
+    }
     kiln_reply *rep = NULL;
-    int rc = cli_call(ctx, CLI_PUSHER, &req, &rep, 0);
+    rc = cli_call(ctx, CLI_PUSHER, &req, &rep, 0);
+    cli_context_dispose(&c);
     if (rc)
         return rc;
     char job[KILN_JOB_ID_MAX + 1], digest[80] = "";
@@ -571,13 +610,20 @@ int cli_cmd_import(cli_ctx *ctx, int argc, char **argv)
 
 int cli_cmd_export(cli_ctx *ctx, int argc, char **argv)
 {
-    int p = parse_flags(argc, argv, NULL, 0,
-                        "Usage: kiln export REF oci:DIR|oci-archive:FILE\n\n"
+    const char *transfer = "auto";
+    flag f[] = {{"transfer", NULL, &transfer}};
+    int p = parse_flags(argc, argv, f, 1,
+                        "Usage: kiln export [--transfer auto|local|stream] REF "
+                        "oci:DIR|oci-archive:FILE\n\n"
                         "Writes the image REF with all its blobs as an OCI image layout\n"
-                        "directory (DIR must not exist or be empty) or as an oci-archive tar.\n");
+                        "directory (DIR must not exist or be empty) or as an oci-archive tar.\n"
+                        "--transfer local has the pusher write the target itself (over ipc://\n"
+                        "only); stream receives the archive and writes it here (a temp file or\n"
+                        "dir renamed into place); auto (default) streams unless the pusher is\n"
+                        "reached over ipc:// and sees this filesystem.\n");
     if (p)
         return p > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
-    if (want_args(argc, argv, 2, 2) < 0)
+    if (want_args(argc, argv, 2, 2) < 0 || !transfer_valid("export", transfer))
         return CLI_EXIT_USAGE;
     const char *target = argv[optind + 1];
     const char *colon = strchr(target, ':');
@@ -586,6 +632,12 @@ int cli_cmd_export(cli_ctx *ctx, int argc, char **argv)
         cli_errorf("export: target must be oci:DIR or oci-archive:FILE, got '%s'", target);
         return CLI_EXIT_USAGE;
     }
+    bool stream = false;
+    int rc = cli_choose_transfer(ctx, CLI_PUSHER, transfer, &stream);
+    if (rc)
+        return rc;
+    if (stream)
+        return cli_export_receive(ctx, argv[optind], target);
     /* Paths are taken on the pusher's host: make a relative one absolute here. */
     char full[PATH_MAX + 16], cwd[PATH_MAX];
     if (colon[1] != '/' && getcwd(cwd, sizeof(cwd)))
@@ -600,7 +652,7 @@ int cli_cmd_export(cli_ctx *ctx, int argc, char **argv)
     req.body_case = KILN__V1__REQUEST__BODY_EXPORT;
     req.export = &er;
     kiln_reply *rep = NULL;
-    int rc = cli_call(ctx, CLI_PUSHER, &req, &rep, 3600000);
+    rc = cli_call(ctx, CLI_PUSHER, &req, &rep, 3600000);
     if (rc)
         return rc;
     printf("%s\n", rep->export_reply->digest);

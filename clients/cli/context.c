@@ -8,7 +8,12 @@
  * is written to an unlinked temp file.  ContextCheck tells which chunks the
  * builder lacks, ContextPut sends those, and the Build names the tar's digest
  * and its chunks.  An unchanged context sends nothing; a changed file sends
- * only the chunks around it. */
+ * only the chunks around it.
+ *
+ * kiln import to a pusher that does not share our filesystem sends its
+ * source the same way (ContextCheck / ContextPut to the pusher): a file as
+ * it is, a directory as a deterministic tar that keeps what a root
+ * filesystem needs (owners, device nodes, FIFOs, hard links). */
 #include "cli.h"
 #include "chunker.h"
 #include "cleanup.h"
@@ -43,6 +48,7 @@ typedef struct walk {
     const char *root;
     bld_ignore *ig;
     bool exceptions; /* some pattern starts with '!': excluded dirs are still walked */
+    bool tree;       /* a root filesystem: owners, devices, FIFOs and hard links kept */
     entry *v;
     size_t n, cap;
 } walk;
@@ -140,12 +146,14 @@ static int walk_dir(walk *w, const char *rel, kiln_error **err)
                 free(w->v[mark].rel);
                 w->n = mark;
             }
-        } else if (S_ISREG(st.st_mode) || S_ISLNK(st.st_mode)) {
+        } else if (S_ISREG(st.st_mode) || S_ISLNK(st.st_mode) ||
+                   (w->tree &&
+                    (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) || S_ISFIFO(st.st_mode)))) {
             if (!excluded)
                 r = push_entry(w, crel, &st, err);
         } else if (!excluded) {
-            fprintf(stderr, "kiln: context: skipping %s (not a file, directory or symlink)\n",
-                    crel);
+            fprintf(stderr, "kiln: %s: skipping %s (not a file, directory or symlink)\n",
+                    w->tree ? "import" : "context", crel);
         }
     }
     for (size_t i = 0; i < n; i++)
@@ -284,20 +292,42 @@ static int write_file(struct archive *a, const char *full, const entry *e, kiln_
     return 0;
 }
 
-static int write_entry(struct archive *a, const char *root, const entry *e, kiln_error **err)
+/* In a tree, the earlier entry a regular file with several links shares its
+ * inode with (a hard link to it), or NULL. */
+static const char *first_link(const walk *w, const entry *e)
+{
+    if (!w->tree || !S_ISREG(e->st.st_mode) || e->st.st_nlink < 2)
+        return NULL;
+    for (const entry *o = w->v; o < e; o++)
+        if (o->st.st_ino == e->st.st_ino && o->st.st_dev == e->st.st_dev && S_ISREG(o->st.st_mode))
+            return o->rel;
+    return NULL;
+}
+
+static int write_entry(struct archive *a, const walk *w, const entry *e, kiln_error **err)
 {
     char full[PATH_MAX];
-    snprintf(full, sizeof(full), "%s%s%s", root, *e->rel ? "/" : "", e->rel);
+    snprintf(full, sizeof(full), "%s%s%s", w->root, *e->rel ? "/" : "", e->rel);
     struct archive_entry *ae = archive_entry_new();
     if (ae == NULL)
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
     archive_entry_set_pathname(ae, *e->rel ? e->rel : ".");
     archive_entry_set_perm(ae, e->st.st_mode & 07777);
     archive_entry_set_mtime(ae, e->st.st_mtim.tv_sec, e->st.st_mtim.tv_nsec);
-    archive_entry_set_uid(ae, 0);
-    archive_entry_set_gid(ae, 0);
+    archive_entry_set_uid(ae, w->tree ? e->st.st_uid : 0);
+    archive_entry_set_gid(ae, w->tree ? e->st.st_gid : 0);
+    const char *link = first_link(w, e);
     int r = 0;
-    if (S_ISDIR(e->st.st_mode)) {
+    if (link != NULL) {
+        archive_entry_set_filetype(ae, AE_IFREG);
+        archive_entry_set_hardlink(ae, link);
+        archive_entry_set_size(ae, 0);
+    } else if (S_ISCHR(e->st.st_mode) || S_ISBLK(e->st.st_mode) || S_ISFIFO(e->st.st_mode)) {
+        archive_entry_set_filetype(ae, S_ISCHR(e->st.st_mode)   ? AE_IFCHR
+                                       : S_ISBLK(e->st.st_mode) ? AE_IFBLK
+                                                                : AE_IFIFO);
+        archive_entry_set_rdev(ae, e->st.st_rdev);
+    } else if (S_ISDIR(e->st.st_mode)) {
         archive_entry_set_filetype(ae, AE_IFDIR);
     } else if (S_ISLNK(e->st.st_mode)) {
         char target[PATH_MAX];
@@ -315,7 +345,7 @@ static int write_entry(struct archive *a, const char *root, const entry *e, kiln
         r = kiln_error_set(err, KILN_EIO, 0, "context tar: %s: %s", e->rel,
                            archive_error_string(a));
     archive_entry_free(ae);
-    if (r == 0 && S_ISREG(e->st.st_mode) && e->st.st_size > 0)
+    if (r == 0 && link == NULL && S_ISREG(e->st.st_mode) && e->st.st_size > 0)
         r = write_file(a, full, e, err);
     return r;
 }
@@ -337,7 +367,7 @@ static int write_tar(cli_context *out, walk *w, kiln_error **err)
         goto out;
     }
     for (size_t i = 0; i < w->n && r == 0; i++)
-        r = write_entry(a, w->root, &w->v[i], err);
+        r = write_entry(a, w, &w->v[i], err);
     if (r == 0 && archive_write_close(a) != ARCHIVE_OK)
         r = kiln_error_set(err, KILN_EIO, p.err_no, "context tar: %s", archive_error_string(a));
     if (r == 0 && cut(&p, true) < 0)
@@ -353,7 +383,9 @@ out:
     return r;
 }
 
-int cli_context_pack(cli_context *out, const char *dir, const char *ignore_text, kiln_error **err)
+/* Walks dir (after the ignore patterns unless tree) and writes its tar. */
+static int pack_dir(cli_context *out, const char *dir, bool tree, const char *ignore_text,
+                    kiln_error **err)
 {
     memset(out, 0, sizeof(*out));
     out->fd = -1;
@@ -364,12 +396,12 @@ int cli_context_pack(cli_context *out, const char *dir, const char *ignore_text,
     if (out->fd < 0)
         return kiln_error_set(err, kiln_code_from_errno(errno), errno, "create %s", tmpl);
     unlink(tmpl);
-    walk w = {.root = dir};
+    walk w = {.root = dir, .tree = tree};
     struct stat st;
     int r = 0;
     if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode))
-        r = kiln_error_set(err, KILN_EINVAL, errno, "context %s is not a directory", dir);
-    if (r == 0)
+        r = kiln_error_set(err, KILN_EINVAL, errno, "%s is not a directory", dir);
+    if (r == 0 && !tree)
         r = load_ignore(&w, ignore_text, err);
     if (r == 0)
         r = push_entry(&w, "", &st, err);
@@ -382,6 +414,80 @@ int cli_context_pack(cli_context *out, const char *dir, const char *ignore_text,
         free(w.v[i].rel);
     free(w.v);
     bld_ignore_free(w.ig);
+    if (r < 0)
+        cli_context_dispose(out);
+    return r;
+}
+
+int cli_context_pack(cli_context *out, const char *dir, const char *ignore_text, kiln_error **err)
+{
+    return pack_dir(out, dir, false, ignore_text, err);
+}
+
+int cli_context_pack_tree(cli_context *out, const char *dir, kiln_error **err)
+{
+    return pack_dir(out, dir, true, NULL, err);
+}
+
+int cli_context_pack_file(cli_context *out, const char *path, kiln_error **err)
+{
+    memset(out, 0, sizeof(*out));
+    out->fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (out->fd < 0 || fstat(out->fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        int e = errno;
+        cli_context_dispose(out);
+        return kiln_error_set(err, KILN_EINVAL, e, "%s is not a readable file", path);
+    }
+    out->n_files = 1;
+    kiln_sha256 *whole = kiln_sha256_new();
+    uint8_t *buf = malloc(2 * KILN_CHUNK_MAX);
+    size_t len = 0;
+    uint64_t off = 0;
+    bool eof = false;
+    int r = whole && buf ? 0 : kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    while (r == 0 && (!eof || len > 0)) {
+        while (!eof && len < 2 * KILN_CHUNK_MAX) {
+            ssize_t n = read(out->fd, buf + len, 2 * KILN_CHUNK_MAX - len);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0) {
+                r = kiln_error_set(err, KILN_EIO, errno, "read %s", path);
+                break;
+            }
+            eof = n == 0;
+            kiln_sha256_update(whole, buf + len, (size_t)n);
+            len += (size_t)n;
+        }
+        if (r < 0 || len == 0)
+            break;
+        size_t n = kiln_chunk_cut(buf, len, &kiln_chunk_default);
+        if (out->n_chunks == out->cap_chunks) {
+            size_t nc = out->cap_chunks ? 2 * out->cap_chunks : 64;
+            cli_context_chunk *nv = realloc(out->chunks, nc * sizeof(*nv));
+            if (nv == NULL) {
+                r = kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+                break;
+            }
+            out->chunks = nv;
+            out->cap_chunks = nc;
+        }
+        cli_context_chunk *ch = &out->chunks[out->n_chunks++];
+        ch->offset = off;
+        ch->size = n;
+        kiln_sha256_bytes(buf, n, ch->digest);
+        off += n;
+        memmove(buf, buf + n, len - n);
+        len -= n;
+    }
+    if (r == 0 && off == 0)
+        r = kiln_error_set(err, KILN_EINVAL, 0, "%s is empty", path);
+    if (r == 0) {
+        kiln_sha256_final_str(whole, out->digest);
+        out->size = off;
+    }
+    kiln_sha256_free(whole);
+    free(buf);
     if (r < 0)
         cli_context_dispose(out);
     return r;
@@ -402,11 +508,11 @@ void cli_context_dispose(cli_context *c)
 
 /* ---- sending ---- */
 
-static void show_progress(bool tty, const cli_context *c, size_t sent, size_t to_send,
-                          size_t reused, bool last)
+static void show_progress(bool tty, const char *what, const cli_context *c, size_t sent,
+                          size_t to_send, size_t reused, bool last)
 {
-    fprintf(stderr, "%scontext: %zu files, %.1f MB, %zu of %zu chunks sent (%zu reused)%s",
-            tty ? "\r\033[2K" : "", c->n_files, (double)c->size / 1e6, sent, to_send, reused,
+    fprintf(stderr, "%s%s: %zu files, %.1f MB, %zu of %zu chunks sent (%zu reused)%s",
+            tty ? "\r\033[2K" : "", what, c->n_files, (double)c->size / 1e6, sent, to_send, reused,
             !tty || last ? "\n" : "");
     fflush(stderr);
 }
@@ -439,6 +545,12 @@ static int put_chunk(kiln_rpc_client *rc, cli_context *c, size_t i, uint8_t *buf
 
 int cli_context_send(cli_ctx *ctx, cli_context *c, cli_progress mode)
 {
+    return cli_stream_send(ctx, CLI_BUILDER, c, mode, "context");
+}
+
+int cli_stream_send(cli_ctx *ctx, cli_service s, cli_context *c, cli_progress mode,
+                    const char *what)
+{
     c->pb = calloc(c->n_chunks + 1, sizeof(*c->pb));
     c->pb_ptrs = calloc(c->n_chunks + 1, sizeof(*c->pb_ptrs));
     if (c->pb == NULL || c->pb_ptrs == NULL) {
@@ -451,7 +563,7 @@ int cli_context_send(cli_ctx *ctx, cli_context *c, cli_progress mode)
         c->pb[i].size = c->chunks[i].size;
         c->pb_ptrs[i] = &c->pb[i];
     }
-    kiln_rpc_client *rc = cli_connect(ctx, CLI_BUILDER);
+    kiln_rpc_client *rc = cli_connect(ctx, s);
     if (rc == NULL)
         return CLI_EXIT_UNREACHABLE;
     kiln_req req = KILN__V1__REQUEST__INIT;
@@ -491,7 +603,7 @@ int cli_context_send(cli_ctx *ctx, cli_context *c, cli_progress mode)
     bool show = mode == CLI_PROGRESS_PLAIN || mode == CLI_PROGRESS_TTY;
     bool tty = mode == CLI_PROGRESS_TTY;
     if (show && tty)
-        show_progress(tty, c, 0, c->n_chunks, reused, to_send == 0);
+        show_progress(tty, what, c, 0, c->n_chunks, reused, to_send == 0);
     int timeout = ctx->timeout_ms > PUT_TIMEOUT_MIN ? ctx->timeout_ms : PUT_TIMEOUT_MIN;
     buf = to_send ? malloc(KILN_CHUNK_MAX) : NULL;
     for (size_t i = 0; i < c->n_chunks && to_send; i++) {
@@ -505,16 +617,17 @@ int cli_context_send(cli_ctx *ctx, cli_context *c, cli_progress mode)
             break;
         sent++;
         if (show && tty)
-            show_progress(tty, c, sent, c->n_chunks, reused, sent == to_send);
+            show_progress(tty, what, c, sent, c->n_chunks, reused, sent == to_send);
     }
     free(send);
     if (err != NULL)
         goto fail;
     if (show && !tty)
-        show_progress(false, c, sent, c->n_chunks, reused, true);
+        show_progress(false, what, c, sent, c->n_chunks, reused, true);
     goto out;
 fail:
-    cli_errorf("sending the build context: %s", err ? err->msg : "failed");
+    cli_errorf("sending the %s: %s", s == CLI_BUILDER ? "build context" : what,
+               err ? err->msg : "failed");
     rc_exit = cli_exit_for(err);
 out:
     free(buf);
@@ -526,18 +639,23 @@ out:
 
 int cli_builder_shares_fs(cli_ctx *ctx, bool *same)
 {
+    return cli_shares_fs(ctx, CLI_BUILDER, same);
+}
+
+int cli_shares_fs(cli_ctx *ctx, cli_service s, bool *same)
+{
     kiln_req req = KILN__V1__REQUEST__INIT;
     Kiln__V1__StatusRequest sr = KILN__V1__STATUS_REQUEST__INIT;
     req.body_case = KILN__V1__REQUEST__BODY_STATUS;
     req.status = &sr;
     kiln_reply *rep = NULL;
-    int rc = cli_call(ctx, CLI_BUILDER, &req, &rep, 0);
+    int rc = cli_call(ctx, s, &req, &rep, 0);
     if (rc != CLI_EXIT_OK)
         return rc;
     char mine[192];
     kiln_host_id(mine, sizeof(mine));
     const char *theirs = rep->status_reply->host_id;
-    /* A builder that does not say (older ones) is taken to be local, as before. */
+    /* A service that does not say (older ones) is taken to be local, as before. */
     *same = theirs == NULL || *theirs == '\0' || strcmp(theirs, mine) == 0;
     kiln_rpc_reply_free(rep);
     return CLI_EXIT_OK;

@@ -7,6 +7,7 @@
 #include <archive_entry.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "path.h"
 #include "psh_ref.h"
 
 #define FEED_BLOCK       ((size_t)1 << 16)
@@ -74,17 +76,13 @@ void psh_import_opts_init(psh_import_opts *o)
 
 /* ---- rootfs tarballs ---- */
 
-/* True when path has a ".." component. */
-static bool has_dotdot(const char *p)
-{
-    for (const char *c = p; (c = strstr(c, "..")) != NULL; c += 2)
-        if ((c == p || c[-1] == '/') && (c[2] == '\0' || c[2] == '/'))
-            return true;
-    return false;
-}
-
 /* Reads the whole archive once: it must be a tar (any compression) whose
- * names stay inside the root.  *compressed tells whether a filter was used. */
+ * names stay inside the root.  Absolute names ("/", "/etc/passwd", as umoci
+ * and other tools write them) are taken relative to the root, the way
+ * Docker, containerd and our own layer unpacking take them
+ * (kiln_clean_layer_path); a relative name climbing above the root is
+ * refused.  The layer keeps the tar's bytes.  *compressed tells whether a
+ * filter was used. */
 static int check_tar(const char *path, bool *compressed, kiln_error **err)
 {
     _cleanup_(archive_freep) struct archive *a = archive_read_new();
@@ -101,12 +99,14 @@ static int check_tar(const char *path, bool *compressed, kiln_error **err)
     while ((r = archive_read_next_header(a, &e)) == ARCHIVE_OK) {
         const char *name = archive_entry_pathname(e);
         const char *link = archive_entry_hardlink(e);
-        if (name == NULL || name[0] == '/' || has_dotdot(name))
-            return kiln_error_set(err, KILN_EINVAL, 0, "%s: entry \"%s\" leaves the root", path,
+        char clean[PATH_MAX];
+        if (name == NULL || kiln_clean_layer_path(clean, sizeof(clean), name, NULL) < 0)
+            return kiln_error_set(err, KILN_EINVAL, 0, "%s: entry \"%.200s\" leaves the root", path,
                                   name ? name : "(no name)");
-        if (link != NULL && (link[0] == '/' || has_dotdot(link)))
-            return kiln_error_set(err, KILN_EINVAL, 0, "%s: hard link \"%s\" leaves the root", path,
-                                  link);
+        if (link != NULL &&
+            (kiln_clean_layer_path(clean, sizeof(clean), link, NULL) < 0 || clean[0] == '\0'))
+            return kiln_error_set(err, KILN_EINVAL, 0, "%s: hard link \"%.200s\" leaves the root",
+                                  path, link);
         n++;
     }
     if (r != ARCHIVE_EOF)

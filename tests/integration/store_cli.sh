@@ -93,7 +93,41 @@ expect_rc 2 "export target scheme" kiln export app:1 "docker://x"
 expect_rc 1 "import bad ref" kiln import --quiet "$R" '../../etc:1'
 printf 'not a tar' > "$T/junk.tar"
 expect_rc 1 "import of a non-tar file" kiln import --quiet "$T/junk.tar" junk:1
+# A name climbing above the root is refused (relative, and as a hard link).
+python3 - "$T" <<'PY'
+import io, sys, tarfile
+def tar(path, entries):
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as t:
+        for name, kind, arg in entries:
+            i = tarfile.TarInfo(name)
+            if kind == "dir":
+                i.type, i.mode = tarfile.DIRTYPE, 0o755
+                t.addfile(i)
+            elif kind == "link":
+                i.type, i.linkname = tarfile.LNKTYPE, arg
+                t.addfile(i)
+            else:
+                i.size, i.mode = len(arg), 0o644
+                t.addfile(i, io.BytesIO(arg))
+d = sys.argv[1]
+tar(d + "/climb.tar", [("etc", "dir", None), ("../escape", "file", b"x")])
+tar(d + "/climb-link.tar", [("etc", "dir", None), ("etc/l", "link", "../../etc/shadow")])
+# Names as umoci and other tools write them: the root as "/", absolute names.
+tar(d + "/abs.tar", [("/", "dir", None), ("/etc", "dir", None),
+                     ("/etc/motd", "file", b"absolute\n"), ("/../../etc/issue", "file", b"up\n"),
+                     ("/etc/motd.link", "link", "/etc/motd")])
+PY
+expect_rc 1 "import of a tar climbing above its root" kiln import --quiet "$T/climb.tar" climb:1
+grep -q 'leaves the root' "$T/err" && ok || bad "the refusal says why ($(cat "$T/err"))"
+expect_rc 1 "import of a hard link climbing above the root" kiln import --quiet "$T/climb-link.tar" climb:2
 cmp -s "$STORE/index.json" "$T/index.before" && ok || bad "index.json unchanged by failures"
+expect_rc 0 "import of a tar with absolute names" kiln import --quiet "$T/abs.tar" abs:1
+check "umoci unpacks it" umoci unpack --image "$STORE:abs:1" "$T/abs-bundle"
+[ "$(cat "$T/abs-bundle/rootfs/etc/motd" 2>/dev/null)" = absolute ] && ok || bad "/etc/motd lands in the root"
+[ "$(cat "$T/abs-bundle/rootfs/etc/issue" 2>/dev/null)" = up ] && ok || bad "/../../etc/issue stays in the root"
+[ "$(stat -c %i "$T/abs-bundle/rootfs/etc/motd")" = "$(stat -c %i "$T/abs-bundle/rootfs/etc/motd.link" 2>/dev/null)" ] \
+    && ok || bad "the absolute hard link points at /etc/motd"
+kiln rmi abs:1 >/dev/null
 
 # rmi and prune: blobs of a removed image go only when nothing else uses them.
 expect_rc 0 "rmi" kiln rmi localhost:5000/team/bb:gz

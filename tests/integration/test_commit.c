@@ -303,6 +303,45 @@ KT_TEST(kill_9_during_a_large_commit_leaves_a_readable_store)
     KT_EXPECT_INT(blobs_intact(), 0);
 }
 
+/* Commit names directories on the pusher's host: a client reached over
+ * tcp:// is refused before any job starts, and nothing is tagged.  (The same
+ * request over ipc:// is what every other case here sends.) */
+KT_TEST(commit_over_tcp_is_refused)
+{
+    char d2[600], listen[64], ev[700], layer[700];
+    snprintf(d2, sizeof(d2), "%s/tcp-data", dir);
+    snprintf(listen, sizeof(listen), "tcp://127.0.0.1:%d", th_free_port());
+    snprintf(ev, sizeof(ev), "ipc://%s/tcp-events.sock", dir);
+    snprintf(layer, sizeof(layer), "%s/snapshots/steps/t", d2);
+    KT_REQUIRE(th_sh("mkdir -p %s && echo x > %s/file", layer, layer) == 0);
+    char *argv[] = {
+        (char *)th_bin("KILN_PUSHER_BIN"), "--data", d2, "--listen", listen, "--events", ev, NULL};
+    th_proc p2;
+    KT_REQUIRE(th_spawn(&p2, dir, "pusher-tcp", argv) == 0);
+    KT_REQUIRE(th_wait_ready(listen, 10000) == 0);
+    kiln_rpc_client *tc = NULL;
+    kiln_error *err = NULL;
+    KT_REQUIRE(kiln_rpc_client_new(&tc, listen, NULL, true, &err) == 0);
+    char *layers[] = {layer};
+    char *tags[] = {"remote:1"};
+    kiln_req req = KILN__V1__REQUEST__INIT;
+    Kiln__V1__CommitRequest cr = KILN__V1__COMMIT_REQUEST__INIT;
+    cr.layers = layers;
+    cr.n_layers = 1;
+    cr.tags = tags;
+    cr.n_tags = 1;
+    req.body_case = KILN__V1__REQUEST__BODY_COMMIT;
+    req.commit = &cr;
+    kiln_reply *rep = NULL;
+    KT_EXPECT_INT(kiln_rpc_call(tc, &req, &rep, 10000, &err), KILN_EPERM);
+    KT_EXPECT(err != NULL && strstr(err->msg, "ipc://") != NULL);
+    kiln_error_free(&err);
+    kiln_rpc_reply_free(rep);
+    kiln_rpc_client_free(tc);
+    KT_EXPECT_INT(th_stop(&p2, 10000, NULL), 0);
+    KT_EXPECT(th_sh("grep -q remote %s/store/index.json 2>/dev/null", d2) != 0);
+}
+
 KT_TEST(teardown)
 {
     kiln_rpc_client_free(client);

@@ -86,9 +86,9 @@ P=$(free_port)
 "$KILN_PUSHER_BIN" --data "$T/d5" --listen "tcp://127.0.0.1:$P" --events "ipc://$T/d5-events.sock" 2>"$T/pusher5.log" & PIDS+=($!)
 U=tcp://127.0.0.1:$P
 for _ in $(seq 100); do kiln --pusher "$U" images >/dev/null 2>&1 && break; sleep 0.1; done
-expect_rc 1 "remote import of a host path is refused" kiln --pusher "$U" import "$T/rootfs" r:1
+expect_rc 1 "remote import of a host path is refused" kiln --pusher "$U" import --transfer=local "$T/rootfs" r:1
 grep -q "takes no paths on its host" "$T/err" && ok || bad "remote import: the refusal says why ($(cat "$T/err"))"
-expect_rc 1 "remote export to a host path is refused" kiln --pusher "$U" export r:1 "oci-archive:$T/d5/store/index.json"
+expect_rc 1 "remote export to a host path is refused" kiln --pusher "$U" export --transfer=local r:1 "oci-archive:$T/d5/store/index.json"
 grep -q "takes no paths on its host" "$T/err" && ok || bad "remote export: the refusal says why ($(cat "$T/err"))"
 echo '{"auths":{}}' > "$T/config.json"
 mkdir -p "$T/certs.d"
@@ -151,6 +151,52 @@ for _ in $(seq 100); do kiln --pusher "$U" --tls-ca "$C/ca.crt" images >/dev/nul
 expect_rc 0 "a certificate of the given CA is accepted" kiln --pusher "$U" --tls-ca "$C/ca.crt" images
 [ -s "$T/err" ] && bad "no warning without the skip flag ($(cat "$T/err"))" || ok
 expect_rc 0 "the system CA store is used without --tls-ca" env SSL_CERT_FILE="$C/ca.crt" "$T/kiln" --pusher "$U" images
+
+# Import and export over tls+tcp:// stream their bytes: the source is read and
+# the export written on the client's side; the pusher keeps nothing of either
+# outside its store.
+if command -v skopeo >/dev/null && command -v umoci >/dev/null; then
+    K=(--pusher "$U" --tls-ca "$C/ca.crt")
+    R=$T/remote-rootfs
+    mkdir -p "$R/etc" "$R/bin"
+    echo remote > "$R/etc/motd"
+    ln "$R/etc/motd" "$R/etc/motd.hard"
+    ln -s ../etc/motd "$R/bin/motd-link"
+    chown 1234:2345 "$R/etc/motd"
+    head -c 6000000 /dev/urandom > "$R/bin/big" # several chunks
+    tar -C "$R" -czf "$T/remote.tar.gz" .
+    touch "$T/before"
+    expect_rc 0 "remote import of a dir streams it" kiln "${K[@]}" import --quiet "$R" remote:dir
+    DD=$(cat "$T/out")
+    grep -q "takes no paths" "$T/err" && bad "auto import streams to a remote pusher ($(cat "$T/err"))" || ok
+    expect_rc 0 "remote import of a tarball streams it" kiln "${K[@]}" import --quiet "$T/remote.tar.gz" remote:tgz
+    DT=$(cat "$T/out")
+    expect_rc 0 "remote export to an oci-archive" kiln "${K[@]}" export remote:dir "oci-archive:$T/remote-out.tar"
+    [ "$(cat "$T/out")" = "$DD" ] && ok || bad "export prints the image digest"
+    [ "$(skopeo inspect "oci-archive:$T/remote-out.tar" | jq -r .Digest)" = "$DD" ] && ok || bad "skopeo reads the received archive"
+    expect_rc 0 "remote export to an OCI layout dir" kiln "${K[@]}" export remote:tgz "oci:$T/remote-layout"
+    [ "$(skopeo inspect "oci:$T/remote-layout" | jq -r .Digest)" = "$DT" ] && ok || bad "skopeo reads the received layout"
+    skopeo copy "oci:$T/remote-layout" "oci:$T/from-layout:y" >/dev/null 2>&1 && ok || bad "skopeo copies the layout"
+    rm -rf "$T/rb" && umoci unpack --image "$T/from-layout:y" "$T/rb" >/dev/null 2>&1 && ok || bad "umoci unpacks the received layout"
+    cmp -s "$T/rb/rootfs/bin/big" "$R/bin/big" && ok || bad "the streamed tarball's big file came through"
+    skopeo copy "oci-archive:$T/remote-out.tar" "oci:$T/from-archive:x" >/dev/null 2>&1 && ok || bad "skopeo copies the archive"
+    rm -rf "$T/ra" && umoci unpack --image "$T/from-archive:x" "$T/ra" >/dev/null 2>&1 && ok || bad "umoci unpacks the streamed dir import"
+    [ "$(stat -c %u:%g "$T/ra/rootfs/etc/motd" 2>/dev/null)" = 1234:2345 ] && ok || bad "owners survive the streamed dir"
+    [ "$(stat -c %i "$T/ra/rootfs/etc/motd")" = "$(stat -c %i "$T/ra/rootfs/etc/motd.hard" 2>/dev/null)" ] && ok || bad "hard links survive"
+    [ "$(readlink "$T/ra/rootfs/bin/motd-link")" = ../etc/motd ] && ok || bad "symlinks survive"
+    cmp -s "$T/ra/rootfs/bin/big" "$R/bin/big" && ok || bad "the big file came through"
+    expect_rc 0 "a layout dir streams back in" kiln "${K[@]}" import --quiet "$T/remote-layout" remote:again
+    [ "$(cat "$T/out")" = "$DT" ] && ok || bad "the re-imported layout has the same digest"
+    expect_rc 1 "export into a non-empty dir is refused" kiln "${K[@]}" export remote:dir "oci:$T/remote-layout"
+    [ "$(skopeo inspect "oci:$T/remote-layout" | jq -r .Digest)" = "$DT" ] && ok || bad "the refused export left the dir alone"
+    # On the service host: nothing left in the transfer area, nothing written
+    # outside the data dir's store, events and state.
+    [ -z "$(find "$T/tls2/transfer" -type f)" ] && ok || bad "transfer area empty ($(find "$T/tls2/transfer" -type f))"
+    [ -z "$(find "$T" -newer "$T/before" -type f ! -path "$T/tls2/*" ! -path "$T/remote-*" ! -path "$T/r[ab]/*" \
+             ! -path "$T/from-*" ! -name out ! -name err ! -name 'pusher-*.log')" ] \
+        && ok || bad "nothing written outside the store ($(find "$T" -newer "$T/before" -type f ! -path "$T/tls2/*" ! -path "$T/r[ab]/*" ! -path "$T/remote-*" ! -path "$T/from-*" | head -5))"
+    ls "$T"/*.kiln-tmp-* >/dev/null 2>&1 && bad "temp files left next to the targets" || ok
+fi
 stop_last
 
 finish
