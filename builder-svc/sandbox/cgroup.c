@@ -9,16 +9,18 @@
  * as kiln-<builder pid>-<n>; the monitor child joins them before creating
  * the namespaces, so everything in the step is counted. */
 #include <dirent.h>
-#include <pthread.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
+#include <time.h>
 #include <unistd.h>
 #include <linux/magic.h>
 
@@ -147,13 +149,53 @@ void sbx_cgroup_probe(bld_preflight_info *pf)
 
 static atomic_uint seq;
 
-/* Creates <base><own>/kiln-<pid>-<n> and records it; 0, or -1 when this host
- * does not let us (the caller goes on without it). */
+/* Step cgroups are named kiln-<owner>-<pid>-<n>.  The owner tag is taken
+ * from the data dir's identity (sbx_cgroup_set_owner) because a pid alone
+ * says nothing across PID namespaces: builders in two containers that share
+ * the host's cgroup tree may both be pid 7, and each would take the other's
+ * live steps for a dead builder's.  Until a data dir is set the tag is
+ * random, so such cgroups are never anyone else's to clean. */
+static char owner_tag[17];
+static pthread_once_t owner_once = PTHREAD_ONCE_INIT;
+
+static void owner_random(void)
+{
+    if (owner_tag[0])
+        return;
+    uint64_t r = 0;
+    if (getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r))
+        r = ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL);
+    snprintf(owner_tag, sizeof(owner_tag), "r%07llx", (unsigned long long)(r & 0xfffffff));
+}
+
+static const char *owner(void)
+{
+    pthread_once(&owner_once, owner_random);
+    return owner_tag;
+}
+
+void sbx_cgroup_set_owner(const char *data_dir)
+{
+    struct stat st;
+    if (stat(data_dir, &st) < 0)
+        return;
+    /* FNV-1a over the data dir's device and inode. */
+    uint64_t h = 1469598103934665603ULL, v[2] = {(uint64_t)st.st_dev, (uint64_t)st.st_ino};
+    const unsigned char *b = (const unsigned char *)v;
+    for (size_t i = 0; i < sizeof(v); i++)
+        h = (h ^ b[i]) * 1099511628211ULL;
+    pthread_once(&owner_once, owner_random);
+    snprintf(owner_tag, sizeof(owner_tag), "d%07llx", (unsigned long long)(h & 0xfffffff));
+}
+
+/* Creates <base><own>/kiln-<owner>-<pid>-<n> and records it; 0, or -1 when
+ * this host does not let us (the caller goes on without it). */
 static int make_dir(sbx_cgroup *cg, const char *base, const char *own)
 {
     char *dir = NULL, *procs = NULL;
-    if (cg->n == SBX_CG_MAX || asprintf(&dir, "%s%s/kiln-%d-%u", base, strcmp(own, "/") ? own : "",
-                                        (int)getpid(), atomic_fetch_add(&seq, 1)) < 0)
+    if (cg->n == SBX_CG_MAX ||
+        asprintf(&dir, "%s%s/kiln-%s-%d-%u", base, strcmp(own, "/") ? own : "", owner(),
+                 (int)getpid(), atomic_fetch_add(&seq, 1)) < 0)
         return -1;
     if (mkdir(dir, 0755) < 0 || asprintf(&procs, "%s/cgroup.procs", dir) < 0) {
         kiln_debug("sandbox", "cannot create cgroup %s: %s", dir, strerror(errno));
@@ -184,7 +226,7 @@ static int bpf_prog = -1;
 /* Once per process: where step cgroups go on the unified hierarchy, with the
  * controllers the limits need delegated to them.  A non-root cgroup that
  * holds processes cannot delegate (v2's no-internal-process rule): then the
- * builder moves itself into a leaf kiln-builder-<pid> beside its steps, as
+ * builder moves itself into a leaf kiln-builder-<owner>-<pid> beside its steps, as
  * container engines under systemd's Delegate= do.  Also loads the device
  * program. */
 static void v2_init_locked(void)
@@ -217,7 +259,8 @@ static void v2_init_locked(void)
     if (!busy || !*v2_parent)
         return;
     char leaf[1100];
-    snprintf(leaf, sizeof(leaf), "%s%s/kiln-builder-%d", root, v2_parent, (int)getpid());
+    snprintf(leaf, sizeof(leaf), "%s%s/kiln-builder-%s-%d", root, v2_parent, owner(),
+             (int)getpid());
     char procs[1200];
     snprintf(procs, sizeof(procs), "%s/cgroup.procs", leaf);
     if ((mkdir(leaf, 0755) < 0 && errno != EEXIST) || !write_str(procs, "0")) {
@@ -389,9 +432,12 @@ static void clean_under(const char *base)
     while (d && (de = readdir(d)) != NULL) {
         int pid;
         unsigned n;
-        bool leaf = sscanf(de->d_name, "kiln-builder-%d", &pid) == 1;
-        if (!leaf && sscanf(de->d_name, "kiln-%d-%u", &pid, &n) != 2)
+        char tag[17];
+        bool leaf = sscanf(de->d_name, "kiln-builder-%16[a-z0-9]-%d", tag, &pid) == 2;
+        if (!leaf && sscanf(de->d_name, "kiln-%16[a-z0-9]-%d-%u", tag, &pid, &n) != 3)
             continue;
+        if (strcmp(tag, owner()) != 0)
+            continue; /* another data dir's builder: maybe alive in another PID namespace */
         if (pid == getpid() || (kill(pid, 0) == 0 || errno == EPERM))
             continue; /* its builder is alive */
         char dir[1100];

@@ -760,6 +760,7 @@ int bld_sandbox_cleanup_stale(const char *data_dir, kiln_error **err)
         if (r < 0)
             return r;
     }
+    sbx_cgroup_set_owner(data_dir);
     sbx_cgroup_cleanup_stale();
     return sbx_snapshot_clean_tmp(data_dir, err);
 }

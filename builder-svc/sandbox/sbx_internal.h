@@ -153,7 +153,11 @@ bool sbx_cgroup_pids_hit(const sbx_cgroup *cg);
 /* SIGKILLs every task left in the cgroup, then removes it (retrying while the
  * kernel finishes the exits).  Safe on an empty struct. */
 void sbx_cgroup_destroy(sbx_cgroup *cg);
-/* Removes empty cgroups left by builders that died. */
+/* Ties this process's step cgroups to data_dir (their names carry a tag of
+ * its identity), so that stale cleanup only ever touches cgroups of builders
+ * of the same data dir. */
+void sbx_cgroup_set_owner(const char *data_dir);
+/* Removes the cgroups left by dead builders of the same data dir. */
 void sbx_cgroup_cleanup_stale(void);
 
 /* cgroup_dev.c: the device allow-list (runc's default).  v1: writes it into

@@ -113,7 +113,7 @@ KT_TEST(cancel_kills_the_whole_tree)
 static int own_step_cgroups(void)
 {
     char *cmd = NULL;
-    if (asprintf(&cmd, "find /sys/fs/cgroup/ -maxdepth 7 -type d -name 'kiln-%d-*' | wc -l",
+    if (asprintf(&cmd, "find /sys/fs/cgroup/ -maxdepth 7 -type d -name 'kiln-*-%d-*' | wc -l",
                  (int)getpid()) < 0)
         return -1;
     FILE *f = popen(cmd, "r");
@@ -272,6 +272,10 @@ KT_TEST(killed_builder_leaves_nothing_behind)
     s.memory_bytes = 256 << 20; /* so that a step cgroup exists too */
     pid_t builder = fork();
     if (builder == 0) {
+        /* A builder's start: its step cgroups belong to its data dir. */
+        kiln_error *e = NULL;
+        if (bld_sandbox_cleanup_stale(base.data, &e) < 0)
+            _exit(1);
         bld_run_result res;
         bld_run(&s, &res, NULL);
         _exit(0);
@@ -285,7 +289,7 @@ KT_TEST(killed_builder_leaves_nothing_behind)
     /* Its cgroup is left too, empty. */
     char *cg = NULL;
     KT_REQUIRE(asprintf(&cg,
-                        "find /sys/fs/cgroup/ -maxdepth 6 -type d -name 'kiln-%d-*' | grep -q .",
+                        "find /sys/fs/cgroup/ -maxdepth 6 -type d -name 'kiln-*-%d-*' | grep -q .",
                         (int)builder) > 0);
     int had_cg = system(cg) == 0;
     kiln_error *err = NULL;
