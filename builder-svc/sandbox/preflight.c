@@ -176,7 +176,7 @@ static void probe_network(bld_preflight_info *out, bool rootless)
                  "none; host only with the network.host entitlement; private unavailable: %s", why);
     if (!out->net_private) {
         char m[240];
-        snprintf(m, sizeof(m), "private network (RUN with network fails): %s", why);
+        snprintf(m, sizeof(m), "private network (RUN with network fails): %.190s", why);
         add_missing(out, m, 0);
     }
 }
