@@ -3,7 +3,7 @@
 #include "bld_context.h"
 #include "chunker.h"
 #include "cleanup.h"
-#include "config.h"
+#include "fs.h"
 #include "digest.h"
 #include "log.h"
 
@@ -50,15 +50,6 @@ static size_t count_entries(const char *dir)
     return count_n;
 }
 
-static void fsync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-}
-
 /* Marks a context as used now (its own dir's times are the tar's). */
 static void touch_used(bld_contexts *c, const char *hex)
 {
@@ -88,7 +79,7 @@ static void cleanup_stale(const char *dir, const char *marker)
             continue;
         struct stat st;
         if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode))
-            kiln_rm_tree(p);
+            kiln_rm_rf(p, NULL);
         else
             unlink(p);
         kiln_info("context", "removed interrupted %s", p);
@@ -203,32 +194,12 @@ int bld_context_put(bld_contexts *c, const char *digest, const void *data, size_
             *existed = true;
         return 0;
     }
-    char tmp[PATH_MAX], dst[PATH_MAX];
-    snprintf(tmp, sizeof(tmp), "%s/.tmp-XXXXXX", c->chunks);
+    char dst[PATH_MAX];
     snprintf(dst, sizeof(dst), "%s/%.64s", c->chunks, hex_of(digest));
-    _cleanup_close_ int fd = mkostemp(tmp, O_CLOEXEC);
-    if (fd < 0)
-        return kiln_error_set(err, kiln_code_from_errno(errno), errno, "create %s", tmp);
-    flock(fd, LOCK_EX); /* startup cleanup of another builder leaves it alone */
-    const uint8_t *b = data;
-    size_t done = 0;
-    while (done < len) {
-        ssize_t w = write(fd, b + done, len - done);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            int e = w < 0 ? errno : ENOSPC;
-            unlink(tmp);
-            return kiln_error_set(err, kiln_code_from_errno(e), e, "write %s", tmp);
-        }
-        done += (size_t)w;
-    }
-    if (fchmod(fd, 0600) < 0 || fsync(fd) < 0 || rename(tmp, dst) < 0) {
-        int e = errno;
-        unlink(tmp);
-        return kiln_error_set(err, kiln_code_from_errno(e), e, "store chunk %s", dst);
-    }
-    fsync_dir(c->chunks);
+    /* Locked while written: startup cleanup of another builder leaves it alone. */
+    int r = kiln_atomic_write(dst, data, len, 0600, KILN_ATOMIC_LOCK, err);
+    if (r < 0)
+        return kiln_error_wrap(err, "store chunk %s", dst);
     kiln_debug("context", "stored chunk %s (%zu bytes)", digest, len);
     return 0;
 }
@@ -316,32 +287,10 @@ static la_ssize_t rd_read(struct archive *a, void *ud, const void **out)
 }
 
 /* The entry's name relative to the context root, or NULL when it must be
- * refused (absolute, "..", empty components are cleaned).  "" is the root. */
+ * refused (absolute, ".."; empty components are cleaned).  "" is the root. */
 static const char *clean_name(const char *name, char *out, size_t cap)
 {
-    if (name == NULL || name[0] == '/')
-        return NULL;
-    size_t o = 0;
-    const char *s = name;
-    while (*s) {
-        const char *e = strchr(s, '/');
-        size_t len = e ? (size_t)(e - s) : strlen(s);
-        if (len == 2 && s[0] == '.' && s[1] == '.')
-            return NULL;
-        if (len > 0 && !(len == 1 && s[0] == '.')) {
-            if (o + len + 2 > cap)
-                return NULL;
-            if (o)
-                out[o++] = '/';
-            memcpy(out + o, s, len);
-            o += len;
-        }
-        s += len;
-        if (*s == '/')
-            s++;
-    }
-    out[o] = '\0';
-    return out;
+    return name != NULL && kiln_path_clean(out, cap, name, 0, NULL) == 0 ? out : NULL;
 }
 
 typedef struct unpack_state {
@@ -523,7 +472,7 @@ static int unpack(bld_contexts *c, const char *context_digest, const bld_ctx_chu
         flock(lfd, LOCK_EX);
     reader *rd = calloc(1, sizeof(*rd));
     if (rd == NULL) {
-        kiln_rm_tree(tmp);
+        kiln_rm_rf(tmp, NULL);
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
     }
     *rd = (reader){.c = c, .chunks = chunks, .n = n, .fd = -1};
@@ -550,11 +499,11 @@ static int unpack(bld_contexts *c, const char *context_digest, const bld_ctx_chu
         if (errno != EEXIST && errno != ENOTEMPTY)
             r = kiln_error_set(err, kiln_code_from_errno(errno), errno, "rename %s", dst);
     } else if (r == 0) {
-        fsync_dir(c->root);
+        (void)kiln_fsync_dir(c->root);
         *won = true;
         return 0;
     }
-    kiln_rm_tree(tmp);
+    kiln_rm_rf(tmp, NULL);
     return r;
 }
 
@@ -658,7 +607,7 @@ static size_t prune_contexts(bld_contexts *c, uint64_t max_age_s, time_t now)
         if (rename(p, gone) < 0)
             continue;
         unlink(used);
-        kiln_rm_tree(gone);
+        kiln_rm_rf(gone, NULL);
         removed++;
     }
     return removed;

@@ -7,7 +7,8 @@
  * at the end treats it as not yet logged. */
 #include "events.h"
 #include "cleanup.h"
-#include "config.h"
+#include "fs.h"
+#include "units.h"
 #include "log.h"
 
 #include <dirent.h>

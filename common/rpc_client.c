@@ -1,7 +1,7 @@
 /* RPC client: a REQ socket shared by threads, one NNG context per call. */
 #include "rpc.h"
 #include "cleanup.h"
-#include "config.h"
+#include "fs.h"
 
 #include <stdio.h>
 #include <string.h>

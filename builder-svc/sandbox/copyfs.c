@@ -93,7 +93,7 @@ static int copy_data(int in, int out, kiln_error **err)
             return kiln_error_set(err, KILN_EIO, errno, "read");
         if (n == 0)
             return 0;
-        if (sbx_write_all(out, buf, (size_t)n) < 0)
+        if (kiln_write_all(out, buf, (size_t)n) < 0)
             return kiln_error_set(err, kiln_code_from_errno(errno), errno, "write");
     }
 }
@@ -478,7 +478,7 @@ int sbx_copy_diff(const char *const *lowers, size_t n, const char *rootfs, const
 
 int bld_layers_merge(const char *dst, const char *const *dirs, size_t n, kiln_error **err)
 {
-    int r = sbx_mkdir_p(dst, 0755, err);
+    int r = kiln_mkdir_p(dst, 0755, err);
     if (r < 0)
         return r;
     r = sbx_copy_merge(dirs, n, dst, err);

@@ -12,6 +12,7 @@
 #include <sys/types.h>
 
 #include "error.h"
+#include "fs.h"
 #include "bld_sandbox.h"
 
 /* Overlay's on-disk conventions, used by snapshots and diffs. */
@@ -39,22 +40,6 @@ bool sbx_have_openat2(void);
  * sandbox's private mount namespace and pivot_root cannot work (preflight.c). */
 bool sbx_root_is_mount_point(void);
 
-/* Normalises an archive member or mount path into out: leading "/" (only
- * when allow_abs) and "./" removed, "." components and duplicate or trailing
- * slashes dropped.  Fails with KILN_EINVAL for a ".." component, for an
- * absolute path when !allow_abs, or for an over-long path.  The result is ""
- * for the root itself. */
-int sbx_clean_path(char *out, size_t out_size, const char *in, bool allow_abs, kiln_error **err);
-
-/* Normalises the name of a layer entry (or a hard link's target) as Docker
- * and containerd do: taken relative to the layer root and cleaned lexically,
- * so "/", "./" and "/etc/passwd" are the root, the root and "etc/passwd";
- * "a/../b" is "b", and ".." at the root of an absolute name stays there
- * ("/../../etc" is "etc").  A relative name that climbs above the root
- * ("../x", "a/../../x") fails with KILN_EINVAL, as does an over-long one.
- * The result is "" for the root itself. */
-int sbx_clean_layer_path(char *out, size_t out_size, const char *in, kiln_error **err);
-
 /* Opens rel (a cleaned relative path, "" = the root) below rootfd as if
  * rootfd were "/": absolute symlinks and ".." never leave it, magic links are
  * refused.  flags are open(2) flags (O_CLOEXEC is added); with O_NOFOLLOW the
@@ -70,18 +55,6 @@ typedef int (*sbx_mkdir_cb)(int parentfd, const char *name, const char *rel_pref
                             kiln_error **err);
 int sbx_open_parent(int rootfd, const char *rel, bool create, sbx_mkdir_cb mkdir_cb, void *ud,
                     const char **leaf, kiln_error **err);
-
-/* Removes name below dirfd recursively, never following symlinks; a missing
- * name is not an error. */
-int sbx_rm_rf_at(int dirfd, const char *name, kiln_error **err);
-/* Same for an absolute path. */
-int sbx_rm_rf(const char *path, kiln_error **err);
-
-/* mkdir -p for a host path the builder owns (data dir layout). */
-int sbx_mkdir_p(const char *path, mode_t mode, kiln_error **err);
-
-/* Writes all of len bytes (retrying on EINTR/short writes); -1 on error. */
-ssize_t sbx_write_all(int fd, const void *buf, size_t len);
 
 /* True for an overlay whiteout: a character device with device number 0/0. */
 static inline bool sbx_is_whiteout(const struct stat *st)

@@ -7,7 +7,7 @@
  * entry is created with *at() calls below a directory resolved inside the
  * snapshot root (sbx_open_in_root), never through a symlink's final
  * component.  Names are taken relative to the layer root as Docker and
- * containerd take them (sbx_clean_layer_path): other tools write "/" for the
+ * containerd take them (KILN_PATH_LAYER): other tools write "/" for the
  * root (umoci insert) or "/etc/passwd", and ".." at the root of such a name
  * stays at the root; a relative name climbing above it makes the layer
  * invalid.
@@ -407,7 +407,7 @@ static int do_hardlink(unpack_ctx *c, int parent, const char *leaf, const char *
                        const char *raw_target, kiln_error **err)
 {
     char target[PATH_MAX];
-    int r = sbx_clean_layer_path(target, sizeof(target), raw_target, err);
+    int r = kiln_path_clean(target, sizeof(target), raw_target, KILN_PATH_LAYER, err);
     if (r < 0)
         return kiln_error_wrap(err, "hard link %s", rel);
     if (*target == '\0')
@@ -487,7 +487,7 @@ static int do_entry(unpack_ctx *c, struct archive *a, struct archive_entry *e, k
     if (raw == NULL)
         return kiln_error_set(err, KILN_EINVAL, 0, "layer entry without a usable name");
     char rel[PATH_MAX];
-    int r = sbx_clean_layer_path(rel, sizeof(rel), raw, err);
+    int r = kiln_path_clean(rel, sizeof(rel), raw, KILN_PATH_LAYER, err);
     if (r < 0)
         return kiln_error_wrap(err, "layer entry");
     mode_t type = archive_entry_filetype(e);
@@ -515,7 +515,7 @@ static int do_entry(unpack_ctx *c, struct archive *a, struct archive_entry *e, k
     bool exists = fstatat(parent, leaf, &old, AT_SYMLINK_NOFOLLOW) == 0;
     bool was_whiteout = exists && sbx_is_whiteout(&old);
     if (exists && !(type == AE_IFDIR && S_ISDIR(old.st_mode))) {
-        r = sbx_rm_rf_at(parent, leaf, err);
+        r = kiln_rm_rf_at(parent, leaf, err);
         if (r < 0)
             return r;
     }

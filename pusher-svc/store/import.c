@@ -154,7 +154,7 @@ static void *feed(void *arg)
         }
         if (n == 0)
             break;
-        if (psh_write_all(f->wfd, buf, (size_t)n) < 0) {
+        if (kiln_write_all(f->wfd, buf, (size_t)n) < 0) {
             snprintf(f->msg, sizeof(f->msg), "write: %s", strerror(errno));
             break;
         }

@@ -180,7 +180,8 @@ int psh_store_index_save(const psh_store *s, const cJSON *index, kiln_error **er
     _cleanup_free_ char *text = cJSON_PrintUnformatted(index);
     if (text == NULL)
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
-    return psh_atomic_write(s->tmp_fd, s->root_fd, "index.json", text, strlen(text), err);
+    return kiln_atomic_write_at(s->tmp_fd, s->root_fd, "index.json", text, strlen(text), 0644, 0,
+                                err);
 }
 
 int psh_store_read_json(const psh_store *s, const char *digest, cJSON **out, kiln_error **err)

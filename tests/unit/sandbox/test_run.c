@@ -323,7 +323,7 @@ KT_TEST(deep_stack_of_long_lower_paths)
                             "%s/a-rather-long-directory-name-for-layer-number-%03d/and-"
                             "another-level-of-nesting/fs",
                             t, i) > 0);
-        KT_REQUIRE(sbx_mkdir_p(dirs[i], 0755, NULL) == 0);
+        KT_REQUIRE(kiln_mkdir_p(dirs[i], 0755, NULL) == 0);
         char f[512];
         snprintf(f, sizeof(f), "%s/f%03d", dirs[i], i);
         fx_write(f, "x", 0644);
