@@ -17,24 +17,11 @@
 
 #include "cleanup.h"
 #include "fs.h"
+#include "overlay.h"
 
 #define MAX_LINKS 40
 
 /* ---- paths ---- */
-
-static bool is_whiteout(const struct stat *st)
-{
-    return S_ISCHR(st->st_mode) && major(st->st_rdev) == 0 && minor(st->st_rdev) == 0;
-}
-
-static bool is_opaque(const char *p)
-{
-    char v[4];
-    ssize_t n = lgetxattr(p, "trusted.overlay.opaque", v, sizeof(v));
-    if (n <= 0)
-        n = lgetxattr(p, "user.overlay.opaque", v, sizeof(v));
-    return n > 0 && v[0] == 'y';
-}
 
 /* Looks rel (cleaned) up in the merged view: upper (may be NULL) over lowers.
  * Returns 1 with *st and host filled, 0 when absent. */
@@ -56,7 +43,7 @@ int eng_image_lookup(const char *const *lowers, size_t n, const char *upper, con
             struct stat ps;
             if (lstat(pre, &ps) < 0)
                 break;
-            if (is_whiteout(&ps))
+            if (kiln_ovl_is_whiteout(&ps))
                 return 0;
             if (rel[i] == '\0') {
                 *st = ps;
@@ -65,7 +52,7 @@ int eng_image_lookup(const char *const *lowers, size_t n, const char *upper, con
             }
             if (!S_ISDIR(ps.st_mode))
                 return 0;
-            if (i > 0 && is_opaque(pre))
+            if (i > 0 && kiln_ovl_is_opaque_path(pre))
                 stop = true;
         }
         if (stop)

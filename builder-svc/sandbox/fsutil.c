@@ -227,15 +227,6 @@ int sbx_open_parent(int rootfd, const char *rel, bool create, sbx_mkdir_cb mkdir
     return steal_fd(&cur);
 }
 
-bool sbx_is_opaque_fd(int dirfd)
-{
-    char v[4];
-    ssize_t n = fgetxattr(dirfd, SBX_OPAQUE_XATTR, v, sizeof(v));
-    if (n < 0)
-        n = fgetxattr(dirfd, SBX_OPAQUE_XATTR_USER, v, sizeof(v));
-    return n == 1 && v[0] == 'y';
-}
-
 bool sbx_xattr_allowed(const char *name)
 {
     if (strncmp(name, "trusted.overlay.", 16) == 0 || strncmp(name, "user.overlay.", 13) == 0)

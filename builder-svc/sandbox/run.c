@@ -472,7 +472,7 @@ static bool redundant_dir(int upper, const char *rel, const char *const *lowers,
     _cleanup_close_ int fd =
         sbx_open_in_root(upper, rel, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, NULL);
     struct stat us, ls;
-    if (fd < 0 || fstat(fd, &us) < 0 || us.st_nlink != 2 || sbx_is_opaque_fd(fd))
+    if (fd < 0 || fstat(fd, &us) < 0 || us.st_nlink != 2 || kiln_ovl_is_opaque_fd(fd))
         return false;
     int dup = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     _cleanup_closedir_ DIR *d = dup >= 0 ? fdopendir(dup) : NULL;

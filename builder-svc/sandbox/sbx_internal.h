@@ -13,14 +13,8 @@
 
 #include "error.h"
 #include "fs.h"
+#include "overlay.h" /* whiteouts and opaque dirs, used by snapshots and diffs */
 #include "bld_sandbox.h"
-
-/* Overlay's on-disk conventions, used by snapshots and diffs. */
-#define SBX_OPAQUE_XATTR      "trusted.overlay.opaque"
-#define SBX_OPAQUE_XATTR_USER "user.overlay.opaque"
-#define SBX_WH_PREFIX         ".wh."
-#define SBX_WH_OPAQUE         ".wh..wh..opq"
-#define SBX_WH_META_PREFIX    ".wh..wh."
 
 /* ---- fsutil.c: confined path resolution ------------------------------- */
 
@@ -55,15 +49,6 @@ typedef int (*sbx_mkdir_cb)(int parentfd, const char *name, const char *rel_pref
                             kiln_error **err);
 int sbx_open_parent(int rootfd, const char *rel, bool create, sbx_mkdir_cb mkdir_cb, void *ud,
                     const char **leaf, kiln_error **err);
-
-/* True for an overlay whiteout: a character device with device number 0/0. */
-static inline bool sbx_is_whiteout(const struct stat *st)
-{
-    return S_ISCHR(st->st_mode) && st->st_rdev == 0;
-}
-
-/* True when the directory fd carries the opaque marker (trusted or user). */
-bool sbx_is_opaque_fd(int dirfd);
 
 /* Copies one tree entry (name below sdir) to ddir/dname with data, mode,
  * ownership (when privileged), times and xattrs (overlay's own excluded);
