@@ -114,11 +114,6 @@ static const char *media_type_static(const char *s)
     return NULL;
 }
 
-static void cjson_deletep(cJSON **j)
-{
-    cJSON_Delete(*j);
-}
-
 int psh_pack_cache_lookup(psh_pack_cache *c, psh_layer_info *out, const char *key,
                           const psh_pack_opts *opts, kiln_error **err)
 {
@@ -142,7 +137,7 @@ int psh_pack_cache_lookup(psh_pack_cache *c, psh_layer_info *out, const char *ke
             break;
     }
     buf[len] = '\0';
-    _cleanup_(cjson_deletep) cJSON *j = cJSON_Parse(buf);
+    _cleanup_cjson_ cJSON *j = cJSON_Parse(buf);
     const char *k = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "key"));
     const char *s = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "settings"));
     const char *di = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "diff_id"));
@@ -166,12 +161,11 @@ int psh_pack_cache_lookup(psh_pack_cache *c, psh_layer_info *out, const char *ke
 int psh_pack_cache_store(psh_pack_cache *c, const char *key, const psh_pack_opts *opts,
                          const psh_layer_info *info, kiln_error **err)
 {
-    char settings[256], name[80], tmp[96];
+    char settings[256], name[80];
     psh_pack_settings_string(settings, sizeof(settings), opts);
     entry_name(name, key, settings);
-    snprintf(tmp, sizeof(tmp), ".tmp-%d-%s", (int)getpid(), name);
 
-    _cleanup_(cjson_deletep) cJSON *j = cJSON_CreateObject();
+    _cleanup_cjson_ cJSON *j = cJSON_CreateObject();
     if (j == NULL || !cJSON_AddStringToObject(j, "key", key) ||
         !cJSON_AddStringToObject(j, "settings", settings) ||
         !cJSON_AddStringToObject(j, "diff_id", info->diff_id) ||

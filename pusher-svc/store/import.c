@@ -19,13 +19,6 @@
 
 #define FEED_BLOCK       ((size_t)1 << 16)
 #define LAYOUT_DEPTH_MAX 4
-
-static void cjson_deletep(cJSON **j)
-{
-    cJSON_Delete(*j);
-}
-#define _cleanup_json_ _cleanup_(cjson_deletep)
-
 static void archive_freep(struct archive **a)
 {
     if (*a != NULL)
@@ -305,7 +298,7 @@ static int copy_doc(psh_store *s, struct layout *l, const psh_descriptor *d, int
         return r;
     if ((r = psh_store_put_blob_bytes(s, l->pin, d->digest, text, len, NULL, err)) < 0)
         return r;
-    _cleanup_json_ cJSON *doc = cJSON_ParseWithLength(text, len);
+    _cleanup_cjson_ cJSON *doc = cJSON_ParseWithLength(text, len);
     const char *mt = doc ? psh_manifest_media_type(doc) : "";
     bool index = psh_media_type_is_index(mt);
     if (!index && !psh_media_type_is_manifest(mt))
@@ -372,7 +365,7 @@ static int import_layout(psh_store *s, const char *path, int dirfd, const char *
     int r = read_small(dirfd, "index.json", PSH_INDEX_MAX, &text, &len, err);
     if (r < 0)
         return r;
-    _cleanup_json_ cJSON *idx = cJSON_ParseWithLength(text, len);
+    _cleanup_cjson_ cJSON *idx = cJSON_ParseWithLength(text, len);
     if (!cJSON_IsObject(idx))
         return kiln_error_set(err, KILN_EINVAL, 0, "%s/index.json is not a JSON object", path);
     const cJSON *entry = NULL;
