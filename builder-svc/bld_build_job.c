@@ -12,6 +12,8 @@
 #include "bld_engine.h"
 #include "cleanup.h"
 #include "config.h"
+#include "fs.h"
+#include "units.h"
 #include "log.h"
 
 #include <dirent.h>
@@ -273,7 +275,7 @@ static int streamed_context(build_ctx *c, bld_ctx_hold *hold, kiln_error **err)
 static void secrets_remove(const char *dir)
 {
     if (dir && *dir)
-        kiln_rm_tree(dir);
+        kiln_rm_rf(dir, NULL);
 }
 
 /* A killed builder may have left secrets behind: nothing else uses them. */

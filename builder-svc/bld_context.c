@@ -4,7 +4,7 @@
 #include "chunker.h"
 #include "chunkstore.h"
 #include "cleanup.h"
-#include "config.h"
+#include "fs.h"
 #include "digest.h"
 #include "log.h"
 
@@ -51,15 +51,6 @@ static size_t count_entries(const char *dir)
     return count_n;
 }
 
-static void fsync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-}
-
 /* Marks a context as used now (its own dir's times are the tar's). */
 static void touch_used(bld_contexts *c, const char *hex)
 {
@@ -89,7 +80,7 @@ static void cleanup_stale(const char *dir, const char *marker)
             continue;
         struct stat st;
         if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode))
-            kiln_rm_tree(p);
+            kiln_rm_rf(p, NULL);
         else
             unlink(p);
         kiln_info("context", "removed interrupted %s", p);
@@ -194,32 +185,10 @@ static la_ssize_t rd_read(struct archive *a, void *ud, const void **out)
 }
 
 /* The entry's name relative to the context root, or NULL when it must be
- * refused (absolute, "..", empty components are cleaned).  "" is the root. */
+ * refused (absolute, ".."; empty components are cleaned).  "" is the root. */
 static const char *clean_name(const char *name, char *out, size_t cap)
 {
-    if (name == NULL || name[0] == '/')
-        return NULL;
-    size_t o = 0;
-    const char *s = name;
-    while (*s) {
-        const char *e = strchr(s, '/');
-        size_t len = e ? (size_t)(e - s) : strlen(s);
-        if (len == 2 && s[0] == '.' && s[1] == '.')
-            return NULL;
-        if (len > 0 && !(len == 1 && s[0] == '.')) {
-            if (o + len + 2 > cap)
-                return NULL;
-            if (o)
-                out[o++] = '/';
-            memcpy(out + o, s, len);
-            o += len;
-        }
-        s += len;
-        if (*s == '/')
-            s++;
-    }
-    out[o] = '\0';
-    return out;
+    return name != NULL && kiln_path_clean(out, cap, name, 0, NULL) == 0 ? out : NULL;
 }
 
 typedef struct unpack_state {
@@ -408,11 +377,11 @@ static int unpack(bld_contexts *c, const char *context_digest, const bld_ctx_chu
         if (errno != EEXIST && errno != ENOTEMPTY)
             r = kiln_error_set(err, kiln_code_from_errno(errno), errno, "rename %s", dst);
     } else if (r == 0) {
-        fsync_dir(c->root);
+        (void)kiln_fsync_dir(c->root);
         *won = true;
         return 0;
     }
-    kiln_rm_tree(tmp);
+    kiln_rm_rf(tmp, NULL);
     return r;
 }
 
@@ -516,7 +485,7 @@ static size_t prune_contexts(bld_contexts *c, uint64_t max_age_s, time_t now)
         if (rename(p, gone) < 0)
             continue;
         unlink(used);
-        kiln_rm_tree(gone);
+        kiln_rm_rf(gone, NULL);
         removed++;
     }
     return removed;

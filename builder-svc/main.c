@@ -3,6 +3,7 @@
 #include "bld_server.h"
 #include "cleanup.h"
 #include "config.h"
+#include "units.h"
 #include "log.h"
 #include "service.h"
 

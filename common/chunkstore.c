@@ -18,7 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "config.h"
+#include "fs.h"
 
 #define READ_BUF ((size_t)64 << 10)
 
@@ -29,15 +29,6 @@ struct kiln_chunkstore {
 static const char *hex_of(const char *digest)
 {
     return digest + 7;
-}
-
-static void fsync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
 }
 
 /* Removes temp files nobody holds a flock on. */
@@ -146,32 +137,12 @@ int kiln_chunkstore_put(kiln_chunkstore *s, const char *digest, const void *data
             *existed = true;
         return 0;
     }
-    char tmp[PATH_MAX], dst[PATH_MAX];
-    snprintf(tmp, sizeof(tmp), "%s/.tmp-XXXXXX", s->dir);
+    char dst[PATH_MAX];
     snprintf(dst, sizeof(dst), "%s/%.64s", s->dir, hex_of(digest));
-    _cleanup_close_ int fd = mkostemp(tmp, O_CLOEXEC);
-    if (fd < 0)
-        return kiln_error_set(err, kiln_code_from_errno(errno), errno, "create %s", tmp);
-    flock(fd, LOCK_EX); /* the startup cleanup of another process leaves it alone */
-    const uint8_t *b = data;
-    size_t done = 0;
-    while (done < len) {
-        ssize_t w = write(fd, b + done, len - done);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            int e = w < 0 ? errno : ENOSPC;
-            unlink(tmp);
-            return kiln_error_set(err, kiln_code_from_errno(e), e, "write %s", tmp);
-        }
-        done += (size_t)w;
-    }
-    if (fchmod(fd, 0600) < 0 || fsync(fd) < 0 || rename(tmp, dst) < 0) {
-        int e = errno;
-        unlink(tmp);
-        return kiln_error_set(err, kiln_code_from_errno(e), e, "store chunk %s", dst);
-    }
-    fsync_dir(s->dir);
+    /* Locked while written: the startup cleanup of another process leaves it alone. */
+    int r = kiln_atomic_write(dst, data, len, 0600, KILN_ATOMIC_LOCK, err);
+    if (r < 0)
+        return kiln_error_wrap(err, "store chunk %s", dst);
     kiln_debug("chunks", "stored chunk %s (%zu bytes)", digest, len);
     return 0;
 }

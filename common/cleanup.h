@@ -4,6 +4,12 @@
  *   _cleanup_close_ int fd = -1;        closed if >= 0
  *   return steal_pointer(&s);           moves ownership out, leaving NULL
  *
+ *   _cleanup_cjson_ cJSON *j = NULL;    cJSON_Delete()
+ *   _cleanup_nng_msg_ nng_msg *m = NULL; nng_msg_free()
+ *   _cleanup_curl_ CURL *h = NULL;      curl_easy_cleanup() (and _cleanup_curl_slist_,
+ *                                       _cleanup_archive_: available once <curl/curl.h>
+ *                                       or <archive.h> is included before this header)
+ *
  * Variables must be initialised at declaration.  Do not mix these with an
  * `out:` label in the same function. */
 #ifndef KILN_CLEANUP_H
@@ -14,6 +20,9 @@
 #include <unistd.h>
 #include <dirent.h>
 #include <errno.h>
+
+#include <cjson/cJSON.h>
+#include <nng/nng.h>
 
 static inline void kiln_freep(void *p)
 {
@@ -38,11 +47,24 @@ static inline void kiln_closedirp(DIR **d)
         closedir(*d);
 }
 
+static inline void kiln_cjson_deletep(cJSON **j)
+{
+    if (*j != NULL)
+        cJSON_Delete(*j);
+}
+static inline void kiln_nng_msg_freep(nng_msg **m)
+{
+    if (*m != NULL)
+        nng_msg_free(*m);
+}
+
 #define _cleanup_(f)       __attribute__((cleanup(f)))
 #define _cleanup_free_     _cleanup_(kiln_freep)
 #define _cleanup_close_    _cleanup_(kiln_closep)
 #define _cleanup_fclose_   _cleanup_(kiln_fclosep)
 #define _cleanup_closedir_ _cleanup_(kiln_closedirp)
+#define _cleanup_cjson_    _cleanup_(kiln_cjson_deletep)
+#define _cleanup_nng_msg_  _cleanup_(kiln_nng_msg_freep)
 
 /* Returns *pp and sets *pp to NULL (crun's get_and_reset). */
 static inline void *kiln_steal_ptr(void *pp)
@@ -64,4 +86,33 @@ static inline int steal_fd(int *fdp)
 
 #define KILN_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
+#endif
+
+/* Libraries only some modules link: their cleanups exist where the library's
+ * header was included first (outside the guard above, so a second inclusion
+ * after that header adds them). */
+#if defined(CURLINC_CURL_H) && !defined(KILN_CLEANUP_CURL)
+#define KILN_CLEANUP_CURL
+static inline void kiln_curl_cleanupp(CURL **h)
+{
+    if (*h != NULL)
+        curl_easy_cleanup(*h);
+}
+static inline void kiln_curl_slist_freep(struct curl_slist **l)
+{
+    if (*l != NULL)
+        curl_slist_free_all(*l);
+}
+#define _cleanup_curl_       _cleanup_(kiln_curl_cleanupp)
+#define _cleanup_curl_slist_ _cleanup_(kiln_curl_slist_freep)
+#endif
+
+#if defined(ARCHIVE_H_INCLUDED) && !defined(KILN_CLEANUP_ARCHIVE)
+#define KILN_CLEANUP_ARCHIVE
+static inline void kiln_archive_freep(struct archive **a)
+{
+    if (*a != NULL)
+        archive_free(*a);
+}
+#define _cleanup_archive_ _cleanup_(kiln_archive_freep)
 #endif

@@ -7,7 +7,8 @@
  * at the end treats it as not yet logged. */
 #include "events.h"
 #include "cleanup.h"
-#include "config.h"
+#include "fs.h"
+#include "units.h"
 #include "log.h"
 
 #include <dirent.h>
@@ -210,7 +211,7 @@ int kiln_job_start(kiln_job **out, kiln_events *ev, const char *topic_prefix, co
     pthread_mutex_init(&j->mu, NULL);
     char path[PATH_MAX];
     for (int tries = 0; tries < 8 && j->fd < 0; tries++) {
-        kiln_random_hex(j->id, 8);
+        kiln_random_hex(j->id, 16);
         snprintf(path, sizeof(path), "%s/%s.log", ev->log_dir, j->id);
         j->fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0600);
         if (j->fd < 0 && errno != EEXIST)

@@ -1,6 +1,6 @@
 /* Gap-free event following: live PUB messages plus Events replay. */
 #include "follow.h"
-#include "config.h"
+#include "units.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -1,7 +1,7 @@
 /* RPC client: a REQ socket shared by threads, one NNG context per call. */
 #include "rpc.h"
 #include "cleanup.h"
-#include "config.h"
+#include "fs.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -27,7 +27,7 @@ kiln_req *kiln_req_dup(const kiln_req *req)
 
 void kiln_rpc_new_id(char out[33])
 {
-    kiln_random_hex(out, 16);
+    kiln_random_hex(out, 32);
 }
 
 int kiln_rpc_client_new(kiln_rpc_client **out, const char *url, const kiln_transport_opts *t,

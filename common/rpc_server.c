@@ -14,7 +14,7 @@
  * when it has been answered, so its memory goes back to the system at once. */
 #include "rpc.h"
 #include "cleanup.h"
-#include "config.h"
+#include "units.h"
 #include "log.h"
 
 #include <pthread.h>

@@ -2,6 +2,8 @@
 #include "service.h"
 #include "cleanup.h"
 #include "config.h"
+#include "fs.h"
+#include "units.h"
 #include "http.h"
 #include "log.h"
 

@@ -1,7 +1,7 @@
 /* NNG listeners and dialers with Kiln's transport policy and mutual TLS. */
 #include "transport.h"
 #include "cleanup.h"
-#include "config.h"
+#include "fs.h"
 
 #include <errno.h>
 #include <pthread.h>

@@ -3,7 +3,7 @@
  * arrive in a request live only in the request copy of the job and are never
  * logged: events and logs name registries and digests, not users. */
 #include "cleanup.h"
-#include "config.h"
+#include "units.h"
 #include "log.h"
 #include "psh_ref.h"
 #include "psh_registry.h"

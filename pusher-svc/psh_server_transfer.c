@@ -21,7 +21,7 @@
 #include "config.h"
 #include "digest.h"
 #include "log.h"
-#include "path.h"
+#include "fs.h"
 #include "psh_server_int.h"
 #include "psh_transfer.h"
 
@@ -72,7 +72,7 @@ static size_t sweep(psh_server *p, uint64_t max_idle_s)
         if (exp && max_idle_s && (uint64_t)(now - st.st_mtime) < max_idle_s)
             continue;
         if (S_ISDIR(st.st_mode))
-            kiln_rm_tree(path);
+            kiln_rm_rf(path, NULL);
         else
             unlink(path);
         n++;
@@ -187,27 +187,13 @@ int psh_srv_import_stream_check(psh_server *p, const Kiln__V1__ImportRequest *q,
     return r;
 }
 
-static int write_all(int fd, const uint8_t *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* Writes the verified stream into fd. */
 static int assemble(kiln_chunk_reader *rd, const char *digest, int fd, kiln_error **err)
 {
     const void *data;
     ssize_t n;
     while ((n = kiln_chunk_reader_read(rd, &data, err)) > 0)
-        if (write_all(fd, data, (size_t)n) < 0)
+        if (kiln_write_all(fd, data, (size_t)n) < 0)
             return kiln_error_set(err, errno == ENOSPC ? KILN_ENOSPC : KILN_EIO, errno,
                                   "write the import source");
     if (n < 0)
@@ -236,7 +222,7 @@ static int unpack_layout(int fd, const char *dir, kiln_error **err)
         char rel[PATH_MAX], full[PATH_MAX * 2];
         const char *name = archive_entry_pathname(e);
         mode_t type = archive_entry_filetype(e);
-        if (name == NULL || kiln_clean_layer_path(rel, sizeof(rel), name, NULL) < 0 ||
+        if (name == NULL || kiln_path_clean(rel, sizeof(rel), name, KILN_PATH_LAYER, NULL) < 0 ||
             (type != AE_IFREG && type != AE_IFDIR) || ++n > LAYOUT_MAX_ENTRIES) {
             r = kiln_error_set(err, KILN_EINVAL, 0,
                                "streamed OCI layout: refused entry '%.200s' (only files and "
@@ -319,7 +305,7 @@ int psh_srv_import_stream(psh_server *p, const Kiln__V1__ImportRequest *q, const
         r = psh_store_import(p->store, q->source_layout ? dir : file, q->ref, o, d, err);
     unlink(file);
     if (made_dir)
-        kiln_rm_tree(dir);
+        kiln_rm_rf(dir, NULL);
     if (r < 0)
         return r;
     /* Consumed: a later import sends its chunks again. */

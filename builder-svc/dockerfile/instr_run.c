@@ -1,5 +1,6 @@
 /* Builder flags and the instructions that touch files: RUN (with --mount,
  * --network, --security and heredoc scripts), COPY and ADD. */
+#include "units.h"
 #include "plan_int.h"
 
 #include <ctype.h>
@@ -116,39 +117,6 @@ static bool parse_ulong(const char *v, int base, unsigned long max, long *out)
     return true;
 }
 
-/* "64m", "1g", "1024": Docker's RAMInBytes (binary units). */
-static bool parse_size(const char *v, long long *out)
-{
-    char *end = NULL;
-    if (!isdigit((unsigned char)*v))
-        return false;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (errno || x < 0)
-        return false;
-    double mul = 1;
-    char u = (char)tolower((unsigned char)*end);
-    if (u) {
-        const char *units = "bkmgtp";
-        const char *p = strchr(units, u);
-        if (!p)
-            return false;
-        for (long i = 0; i < p - units; i++)
-            mul *= 1024;
-        end++;
-        if (tolower((unsigned char)*end) == 'b' && u != 'b')
-            end++;
-        if (tolower((unsigned char)*end) == 'i')
-            end++;
-        if (*end)
-            return false;
-    }
-    if (x * mul > 9.0e18)
-        return false;
-    *out = (long long)(x * mul);
-    return true;
-}
-
 static const char *basename_of(df_arena *a, const char *p)
 {
     char *c = df_path_clean(a, p);
@@ -208,7 +176,7 @@ static int mount_field(pctx *c, bld_mount *m, const char *key, const char *val, 
         if (!parse_ulong(val, 10, 0xffffffffUL, dst))
             return pc_err(c, ln, off, err, "invalid %s \"%s\"", key, val);
     } else if (!strcmp(key, "size")) {
-        if (!parse_size(val, &m->size))
+        if ((m->size = kiln_parse_size(val)) < 0)
             return pc_err(c, ln, off, err, "invalid size \"%s\"", val);
     } else {
         return pc_err(c, ln, off, err, "unexpected key '%s' in '%s'", key, spec);

@@ -1,6 +1,7 @@
 /* Names the Dockerfile frontend validates: platforms in OCI (Go) spelling,
  * image references, instruction keywords (with "did you mean" suggestions)
  * and slash-separated paths. */
+#include "fs.h"
 #include "plan_int.h"
 
 #include <ctype.h>
@@ -218,47 +219,9 @@ bool df_valid_ref(const char *s)
 
 char *df_path_clean(df_arena *a, const char *p)
 {
-    bool abs = *p == '/';
-    size_t n = strlen(p);
-    char *out = df_alloc(a, n + 2);
-    size_t o = 0;
-    if (abs)
-        out[o++] = '/';
-    size_t base = o;
-    const char *s = p;
-    while (*s) {
-        while (*s == '/')
-            s++;
-        if (!*s)
-            break;
-        const char *e = strchr(s, '/');
-        size_t len = e ? (size_t)(e - s) : strlen(s);
-        if (len == 1 && s[0] == '.') {
-            /* skip */
-        } else if (len == 2 && s[0] == '.' && s[1] == '.') {
-            if (o > base) {
-                while (o > base && out[o - 1] != '/')
-                    o--;
-                if (o > base)
-                    o--;
-                /* A relative path may begin with "..": keep those. */
-            } else if (!abs) {
-                if (o > 0)
-                    out[o++] = '/';
-                out[o++] = '.';
-                out[o++] = '.';
-                base = o;
-            }
-        } else {
-            if (o > (abs ? 1u : 0u) && out[o - 1] != '/')
-                out[o++] = '/';
-            memcpy(out + o, s, len);
-            o += len;
-        }
-        s += len;
-    }
-    if (o == 0)
-        out[o++] = '.';
-    out[o] = '\0';
+    size_t cap = strlen(p) + 2; /* never longer than p, or "." */
+    char *out = df_alloc(a, cap);
+    if (kiln_path_clean(out, cap, p, KILN_PATH_LEXICAL, NULL) < 0)
+        out[0] = '\0';
     return out;
 }

@@ -17,7 +17,8 @@
 #include <unistd.h>
 
 #include "cleanup.h"
-#include "config.h"
+#include "fs.h"
+#include "units.h"
 #include "ignore.h"
 #include "log.h"
 #include "plan.h"

@@ -29,7 +29,7 @@
 #include <sys/stat.h>
 
 #include "cleanup.h"
-#include "config.h"
+#include "fs.h"
 
 static const char *hex_of(const char *key)
 {
@@ -170,24 +170,15 @@ int eng_cache_lookup(eng_build *b, const char *key, eng_cached_step *out)
 static int write_index(eng_build *b, const char *key, bool layer, uint64_t size, int64_t created,
                        kiln_error **err)
 {
-    char dir[ENG_PATH_MAX], p[ENG_PATH_MAX], tmp[ENG_PATH_MAX + 16];
+    char dir[ENG_PATH_MAX], p[ENG_PATH_MAX];
     snprintf(dir, sizeof(dir), "%s/cache/steps", b->e->data_dir);
     if (kiln_mkdir_p(dir, 0700, err) < 0)
         return kiln_error_wrap(err, "cache index");
     index_path(p, sizeof(p), b, key);
-    snprintf(tmp, sizeof(tmp), "%s.tmpXXXXXX", p);
-    _cleanup_close_ int fd = mkstemp(tmp);
-    if (fd < 0)
-        return kiln_error_set(err, KILN_EIO, errno, "create %s", tmp);
     char buf[128];
     int n = snprintf(buf, sizeof(buf), "layer=%d\nsize=%" PRIu64 "\ncreated=%" PRId64 "\n",
                      layer ? 1 : 0, size, created);
-    if (write(fd, buf, (size_t)n) != n || fsync(fd) < 0 || rename(tmp, p) < 0) {
-        int e = errno;
-        unlink(tmp);
-        return kiln_error_set(err, KILN_EIO, e, "write %s", p);
-    }
-    return 0;
+    return kiln_atomic_write(p, buf, (size_t)n, 0600, 0, err);
 }
 
 int eng_cache_record_empty(eng_build *b, const char *key, eng_cached_step *out, kiln_error **err)
@@ -231,7 +222,7 @@ int eng_step_begin(eng_build *b, eng_step_tmp *t, kiln_error **err)
 
 void eng_rmrf(const char *p)
 {
-    kiln_rm_tree(p);
+    kiln_rm_rf(p, NULL);
 }
 
 void eng_step_abort(eng_step_tmp *t)

@@ -33,6 +33,7 @@
 #include <archive_entry.h>
 
 #include "cleanup.h"
+#include "fs.h"
 #include "bld_snapshot.h"
 #include "ignore.h"
 
@@ -124,7 +125,8 @@ static int confine(src_ctx *c, const char *rel, char real[PATH_MAX], kiln_error 
 static int expand_source(src_ctx *c, const char *path, eng_strv *out, kiln_error **err)
 {
     char rel[ENG_PATH_MAX];
-    if (eng_clean_path(rel, sizeof(rel), path[0] == '/' ? path + 1 : path, false) < 0)
+    if (kiln_path_clean(rel, sizeof(rel), path[0] == '/' ? path + 1 : path,
+                        KILN_PATH_ABS | KILN_PATH_DOTDOT, NULL) < 0)
         return kiln_error_set(err, KILN_EPERM, 0, "%s: %s: outside the %s", c->d->what, path,
                               c->d->ignore ? "build context" : "source");
     if (bld_glob_has_meta(rel)) {
@@ -159,7 +161,7 @@ static size_t parents_pivot(const char *pattern, char pivot[ENG_PATH_MAX])
         return 0;
     memcpy(raw, p, (size_t)(last - p));
     raw[last - p] = '\0';
-    if (eng_clean_path(pivot, ENG_PATH_MAX, raw, false) < 0)
+    if (kiln_path_clean(pivot, ENG_PATH_MAX, raw, KILN_PATH_ABS | KILN_PATH_DOTDOT, NULL) < 0)
         return 0;
     return strlen(pivot);
 }

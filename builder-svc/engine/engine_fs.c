@@ -16,59 +16,12 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "fs.h"
+#include "overlay.h"
 
 #define MAX_LINKS 40
 
 /* ---- paths ---- */
-
-/* Cleans path lexically into out (no leading '/', no "." or ".."; "" for the
- * root).  Returns -1 when ".." climbs above the root and clamp is false. */
-int eng_clean_path(char *out, size_t cap, const char *path, bool clamp)
-{
-    _cleanup_free_ char *tmp = strdup(path);
-    if (tmp == NULL)
-        return -1;
-    size_t len = 0;
-    out[0] = '\0';
-    char *save = NULL;
-    for (char *c = strtok_r(tmp, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
-        if (strcmp(c, ".") == 0)
-            continue;
-        if (strcmp(c, "..") == 0) {
-            if (len == 0) {
-                if (!clamp)
-                    return -1;
-                continue;
-            }
-            char *s = strrchr(out, '/');
-            len = s ? (size_t)(s - out) : 0;
-            out[len] = '\0';
-            continue;
-        }
-        size_t cl = strlen(c);
-        if (len + cl + 2 > cap)
-            return -1;
-        if (len)
-            out[len++] = '/';
-        memcpy(out + len, c, cl + 1);
-        len += cl;
-    }
-    return 0;
-}
-
-static bool is_whiteout(const struct stat *st)
-{
-    return S_ISCHR(st->st_mode) && major(st->st_rdev) == 0 && minor(st->st_rdev) == 0;
-}
-
-static bool is_opaque(const char *p)
-{
-    char v[4];
-    ssize_t n = lgetxattr(p, "trusted.overlay.opaque", v, sizeof(v));
-    if (n <= 0)
-        n = lgetxattr(p, "user.overlay.opaque", v, sizeof(v));
-    return n > 0 && v[0] == 'y';
-}
 
 /* Looks rel (cleaned) up in the merged view: upper (may be NULL) over lowers.
  * Returns 1 with *st and host filled, 0 when absent. */
@@ -90,7 +43,7 @@ int eng_image_lookup(const char *const *lowers, size_t n, const char *upper, con
             struct stat ps;
             if (lstat(pre, &ps) < 0)
                 break;
-            if (is_whiteout(&ps))
+            if (kiln_ovl_is_whiteout(&ps))
                 return 0;
             if (rel[i] == '\0') {
                 *st = ps;
@@ -99,7 +52,7 @@ int eng_image_lookup(const char *const *lowers, size_t n, const char *upper, con
             }
             if (!S_ISDIR(ps.st_mode))
                 return 0;
-            if (i > 0 && is_opaque(pre))
+            if (i > 0 && kiln_ovl_is_opaque_path(pre))
                 stop = true;
         }
         if (stop)
@@ -112,7 +65,8 @@ char *eng_read_image_file(const char *const *lowers, size_t n_lowers, const char
 {
     char rel[ENG_PATH_MAX], host[ENG_PATH_MAX];
     struct stat st;
-    if (eng_clean_path(rel, sizeof(rel), path, true) < 0 ||
+    if (kiln_path_clean(rel, sizeof(rel), path, KILN_PATH_ABS | KILN_PATH_DOTDOT | KILN_PATH_CLAMP,
+                        NULL) < 0 ||
         eng_image_lookup(lowers, n_lowers, NULL, rel, &st, host) != 1 || !S_ISREG(st.st_mode) ||
         st.st_size > (16 << 20))
         return NULL;
@@ -133,7 +87,8 @@ int eng_resolve_dest(char out[ENG_PATH_MAX], const eng_copy_desc *d, const char 
                      kiln_error **err)
 {
     char cur[ENG_PATH_MAX];
-    if (eng_clean_path(cur, sizeof(cur), path, true) < 0)
+    if (kiln_path_clean(cur, sizeof(cur), path, KILN_PATH_ABS | KILN_PATH_DOTDOT | KILN_PATH_CLAMP,
+                        NULL) < 0)
         return kiln_error_set(err, KILN_EINVAL, 0, "%s: destination too long", d->what);
     for (int links = 0; links <= MAX_LINKS; links++) {
         bool changed = false;
@@ -160,7 +115,8 @@ int eng_resolve_dest(char out[ENG_PATH_MAX], const eng_copy_desc *d, const char 
             else
                 snprintf(joined, sizeof(joined), "%.*s/%s/%s", slash ? (int)(slash - pre) : 0, pre,
                          target, cur + i + 1);
-            if (eng_clean_path(cur, sizeof(cur), joined, true) < 0)
+            if (kiln_path_clean(cur, sizeof(cur), joined,
+                                KILN_PATH_ABS | KILN_PATH_DOTDOT | KILN_PATH_CLAMP, NULL) < 0)
                 return kiln_error_set(err, KILN_EINVAL, 0, "%s: destination too long", d->what);
             changed = true;
         }

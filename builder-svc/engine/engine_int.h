@@ -18,6 +18,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "units.h"
 #include "bld_engine.h"
 #include "digest.h"
 #include "error.h"
@@ -217,8 +218,8 @@ typedef struct eng_copy_desc {
 } eng_copy_desc;
 
 /* engine_fs.c: the image's merged view.  Paths inside the image are
- * "cleaned": relative to its root, no "." or ".." ("" is the root). */
-int eng_clean_path(char *out, size_t cap, const char *path, bool clamp);
+ * "cleaned" (kiln_path_clean): relative to its root, no "." or ".." ("" is
+ * the root). */
 /* 1 with *st and host (its host path) when rel exists in upper (may be NULL)
  * over lowers, 0 when not (absent, whited out, hidden by an opaque dir). */
 int eng_image_lookup(const char *const *lowers, size_t n, const char *upper, const char *rel,

@@ -15,7 +15,7 @@
 #include "bld_snapshot.h"
 #include "cleanup.h"
 #include "log.h"
-#include "config.h"
+#include "fs.h"
 
 #define MAX_BASE_LAYERS 256
 

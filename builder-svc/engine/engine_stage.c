@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 
 #include "cleanup.h"
-#include "config.h"
+#include "units.h"
 #include "ignore.h"
 
 #define ENG_MAX_MOUNTS 64

@@ -64,7 +64,7 @@ static bool own_cgroup(const char *key, char *out, size_t n)
 static bool write_str(const char *path, const char *s)
 {
     _cleanup_close_ int fd = open(path, O_WRONLY | O_CLOEXEC);
-    return fd >= 0 && sbx_write_all(fd, s, strlen(s)) >= 0;
+    return fd >= 0 && kiln_write_all(fd, s, strlen(s)) >= 0;
 }
 
 /* Where the v2 hierarchy is mounted ("" if nowhere) and whether its

@@ -44,7 +44,7 @@ static bool write_file(const char *dir, const char *file, const char *s)
     char path[1100];
     snprintf(path, sizeof(path), "%s/%s", dir, file);
     _cleanup_close_ int fd = open(path, O_WRONLY | O_CLOEXEC);
-    return fd >= 0 && sbx_write_all(fd, s, strlen(s)) >= 0;
+    return fd >= 0 && kiln_write_all(fd, s, strlen(s)) >= 0;
 }
 
 bool sbx_devices_v1(const char *dir)

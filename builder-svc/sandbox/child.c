@@ -37,7 +37,7 @@ void sbx_report(const sbx_plan *p, int type, int code, int sys_errno, int value,
     va_start(ap, fmt);
     vsnprintf(m.text, sizeof(m.text), fmt, ap);
     va_end(ap);
-    (void)sbx_write_all(p->report_w, &m, sizeof(m));
+    (void)kiln_write_all(p->report_w, &m, sizeof(m));
 }
 
 #define DIE(p, code, ...)                                                                          \
@@ -78,7 +78,7 @@ static void close_others(const int *keep, size_t n)
 static void write_map(sbx_plan *p, const char *file, const char *data)
 {
     _cleanup_close_ int fd = open(file, O_WRONLY | O_CLOEXEC);
-    if (fd < 0 || sbx_write_all(fd, data, strlen(data)) < 0)
+    if (fd < 0 || kiln_write_all(fd, data, strlen(data)) < 0)
         DIE(p, KILN_EPERM, "write %s", file);
 }
 
@@ -153,7 +153,7 @@ static _Noreturn void command_main(sbx_plan *p)
         _exit(126);
     }
     const char *cwd = s->cwd && *s->cwd ? s->cwd : "/";
-    if (sbx_mkdir_p(cwd, 0755, &err) < 0) {
+    if (kiln_mkdir_p(cwd, 0755, &err) < 0) {
         sbx_report(p, SBX_MSG_ERROR, KILN_EIO, err->sys_errno, 0, "create WORKDIR %s", cwd);
         _exit(126);
     }
@@ -264,7 +264,7 @@ _Noreturn void sbx_child_main(sbx_plan *p)
      * process of the step is counted and killed with it. */
     for (size_t i = 0; i < p->cg.n; i++) {
         _cleanup_close_ int fd = open(p->cg.procs[i], O_WRONLY | O_CLOEXEC);
-        if (fd < 0 || sbx_write_all(fd, "0", 1) < 0)
+        if (fd < 0 || kiln_write_all(fd, "0", 1) < 0)
             DIE(p, KILN_EIO, "join cgroup");
     }
     if (p->rootless) {

@@ -93,7 +93,7 @@ static int copy_data(int in, int out, kiln_error **err)
             return kiln_error_set(err, KILN_EIO, errno, "read");
         if (n == 0)
             return 0;
-        if (sbx_write_all(out, buf, (size_t)n) < 0)
+        if (kiln_write_all(out, buf, (size_t)n) < 0)
             return kiln_error_set(err, kiln_code_from_errno(errno), errno, "write");
     }
 }
@@ -243,7 +243,7 @@ static int view_list(const int *fds, size_t n, vlist *out, kiln_error **err)
                 return kiln_error_set(err, KILN_ENOSPC, ENOMEM, "strdup");
             out->v[out->n++] = (vent){nm, st, l};
         }
-        if (sbx_is_opaque_fd(fds[l]))
+        if (kiln_ovl_is_opaque_fd(fds[l]))
             break;
     }
     return 0;
@@ -264,7 +264,7 @@ static int view_child(const int *fds, size_t n, const vent *e, int *out, size_t 
         if (fd < 0)
             return kiln_error_set(err, KILN_EIO, errno, "open %s", e->name);
         out[(*nout)++] = fd;
-        if (sbx_is_opaque_fd(fd))
+        if (kiln_ovl_is_opaque_fd(fd))
             break;
     }
     return 0;
@@ -282,7 +282,7 @@ static int merge_dir(const int *fds, size_t n, int dst, sbx_inomap *links, kiln_
     int r = view_list(fds, n, &l, err);
     for (size_t i = 0; r == 0 && i < l.n; i++) {
         vent *e = &l.v[i];
-        if (sbx_is_whiteout(&e->st))
+        if (kiln_ovl_is_whiteout(&e->st))
             continue;
         r = sbx_copy_entry(fds[e->layer], e->name, dst, e->name, links, err);
         if (r < 0 || !S_ISDIR(e->st.st_mode))
@@ -400,7 +400,7 @@ static int diff_dir(diff_ctx *c, const int *fds, size_t n, int rfd, int ufd, kil
     for (size_t i = 0; r == 0 && i < cur.n; i++) {
         vent *e = &cur.v[i];
         vent *L = vlist_find(&low, e->name);
-        if (L && sbx_is_whiteout(&L->st))
+        if (L && kiln_ovl_is_whiteout(&L->st))
             L = NULL;
         bool both_dirs = L && S_ISDIR(L->st.st_mode) && S_ISDIR(e->st.st_mode);
         if (!both_dirs) {
@@ -438,7 +438,7 @@ static int diff_dir(diff_ctx *c, const int *fds, size_t n, int rfd, int ufd, kil
     }
     for (size_t i = 0; r == 0 && i < low.n; i++) {
         vent *L = &low.v[i];
-        if (sbx_is_whiteout(&L->st) || vlist_find(&cur, L->name))
+        if (kiln_ovl_is_whiteout(&L->st) || vlist_find(&cur, L->name))
             continue;
         if (mknodat(ufd, L->name, S_IFCHR | 0, makedev(0, 0)) < 0)
             r = kiln_error_set(err, KILN_EIO, errno, "whiteout %s", L->name);
@@ -478,7 +478,7 @@ int sbx_copy_diff(const char *const *lowers, size_t n, const char *rootfs, const
 
 int bld_layers_merge(const char *dst, const char *const *dirs, size_t n, kiln_error **err)
 {
-    int r = sbx_mkdir_p(dst, 0755, err);
+    int r = kiln_mkdir_p(dst, 0755, err);
     if (r < 0)
         return r;
     r = sbx_copy_merge(dirs, n, dst, err);

@@ -40,39 +40,6 @@ bool sbx_have_openat2(void)
     return cached && !sbx_force_walk;
 }
 
-int sbx_clean_path(char *out, size_t out_size, const char *in, bool allow_abs, kiln_error **err)
-{
-    size_t o = 0;
-    const char *p = in;
-    if (*p == '/') {
-        if (!allow_abs)
-            return kiln_error_set(err, KILN_EINVAL, 0, "absolute path %s", in);
-        while (*p == '/')
-            p++;
-    }
-    while (*p) {
-        const char *e = strchr(p, '/');
-        size_t n = e ? (size_t)(e - p) : strlen(p);
-        if (n == 2 && p[0] == '.' && p[1] == '.')
-            return kiln_error_set(err, KILN_EINVAL, 0, "path %s contains '..'", in);
-        if (n > NAME_MAX)
-            return kiln_error_set(err, KILN_EINVAL, 0, "path component too long in %s", in);
-        if (n > 0 && !(n == 1 && p[0] == '.')) {
-            if (o + n + 2 > out_size)
-                return kiln_error_set(err, KILN_EINVAL, 0, "path too long: %.64s...", in);
-            if (o > 0)
-                out[o++] = '/';
-            memcpy(out + o, p, n);
-            o += n;
-        }
-        p += n;
-        while (*p == '/')
-            p++;
-    }
-    out[o] = '\0';
-    return 0;
-}
-
 /* The fallback walk: resolves path component by component with O_NOFOLLOW,
  * expanding symlinks by hand so that "/" and ".." stay at rootfd.  A stack of
  * directory fds makes ".." pop back to the parent actually walked. */
@@ -258,91 +225,6 @@ int sbx_open_parent(int rootfd, const char *rel, bool create, sbx_mkdir_cb mkdir
         p = e + 1;
     }
     return steal_fd(&cur);
-}
-
-int sbx_rm_rf_at(int dfd, const char *name, kiln_error **err)
-{
-    struct stat st;
-    if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-        return errno == ENOENT ? 0 : kiln_error_set(err, KILN_EIO, errno, "stat %s", name);
-    if (!S_ISDIR(st.st_mode)) {
-        if (unlinkat(dfd, name, 0) < 0 && errno != ENOENT)
-            return kiln_error_set(err, KILN_EIO, errno, "unlink %s", name);
-        return 0;
-    }
-    int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0 && errno == EACCES) {
-        /* overlay's work/work is mode 000: make it listable first. */
-        if (fchmodat(dfd, name, 0700, 0) < 0)
-            return kiln_error_set(err, KILN_EIO, errno, "chmod %s", name);
-        fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    }
-    if (fd < 0)
-        return kiln_error_set(err, KILN_EIO, errno, "open %s", name);
-    _cleanup_closedir_ DIR *d = fdopendir(fd);
-    if (d == NULL) {
-        close(fd);
-        return kiln_error_set(err, KILN_EIO, errno, "opendir %s", name);
-    }
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-            continue;
-        int r = sbx_rm_rf_at(dirfd(d), de->d_name, err);
-        if (r < 0)
-            return kiln_error_wrap(err, "%s", name);
-    }
-    if (unlinkat(dfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
-        return kiln_error_set(err, KILN_EIO, errno, "rmdir %s", name);
-    return 0;
-}
-
-int sbx_rm_rf(const char *path, kiln_error **err)
-{
-    return sbx_rm_rf_at(AT_FDCWD, path, err);
-}
-
-int sbx_mkdir_p(const char *path, mode_t mode, kiln_error **err)
-{
-    _cleanup_free_ char *p = strdup(path);
-    if (p == NULL)
-        return kiln_error_set(err, KILN_ENOSPC, ENOMEM, "strdup");
-    for (char *s = p + 1; *s; s++) {
-        if (*s != '/')
-            continue;
-        *s = '\0';
-        if (mkdir(p, mode) < 0 && errno != EEXIST)
-            return kiln_error_set(err, KILN_EIO, errno, "mkdir %s", p);
-        *s = '/';
-    }
-    if (mkdir(p, mode) < 0 && errno != EEXIST)
-        return kiln_error_set(err, KILN_EIO, errno, "mkdir %s", p);
-    return 0;
-}
-
-ssize_t sbx_write_all(int fd, const void *buf, size_t len)
-{
-    const char *p = buf;
-    size_t done = 0;
-    while (done < len) {
-        ssize_t w = write(fd, p + done, len - done);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        done += (size_t)w;
-    }
-    return (ssize_t)done;
-}
-
-bool sbx_is_opaque_fd(int dirfd)
-{
-    char v[4];
-    ssize_t n = fgetxattr(dirfd, SBX_OPAQUE_XATTR, v, sizeof(v));
-    if (n < 0)
-        n = fgetxattr(dirfd, SBX_OPAQUE_XATTR_USER, v, sizeof(v));
-    return n == 1 && v[0] == 'y';
 }
 
 bool sbx_xattr_allowed(const char *name)

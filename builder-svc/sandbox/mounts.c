@@ -81,7 +81,7 @@ static int prepare_cache(sbx_plan *p, sbx_mountplan *mp, kiln_error **err)
     _cleanup_free_ char *dir = NULL;
     if (asprintf(&dir, "%s/cache-mounts/%.32s", p->spec->data_dir, digest + 7) < 0)
         return kiln_error_set(err, KILN_ENOSPC, ENOMEM, "asprintf");
-    int r = sbx_mkdir_p(dir, 0700, err);
+    int r = kiln_mkdir_p(dir, 0700, err);
     if (r < 0)
         return r;
     mp->lockfd = open_lock(dir, err);
@@ -186,7 +186,8 @@ static int prepare_bind(sbx_plan *p, sbx_mountplan *mp, size_t idx, kiln_error *
     const bld_mount *m = mp->m;
     if (m->n_source_layers) {
         char rel[PATH_MAX];
-        int r = sbx_clean_path(rel, sizeof(rel), m->source_path ? m->source_path : "", true, err);
+        int r = kiln_path_clean(rel, sizeof(rel), m->source_path ? m->source_path : "",
+                                KILN_PATH_ABS | KILN_PATH_NAME_MAX, err);
         return r < 0 ? kiln_error_wrap(err, "bind source") : prepare_layers(p, mp, idx, rel, err);
     }
     if (m->source == NULL)
@@ -195,7 +196,8 @@ static int prepare_bind(sbx_plan *p, sbx_mountplan *mp, size_t idx, kiln_error *
     if (root < 0)
         return kiln_error_set(err, KILN_EINVAL, errno, "bind source %s", m->source);
     char rel[PATH_MAX];
-    int r = sbx_clean_path(rel, sizeof(rel), m->source_path ? m->source_path : "", true, err);
+    int r = kiln_path_clean(rel, sizeof(rel), m->source_path ? m->source_path : "",
+                            KILN_PATH_ABS | KILN_PATH_NAME_MAX, err);
     if (r < 0)
         return kiln_error_wrap(err, "bind source");
     mp->srcfd = sbx_open_in_root(root, rel, O_PATH, err);
@@ -240,7 +242,8 @@ int sbx_mounts_prepare(sbx_plan *p, kiln_error **err)
         p->n_mounts++;
         if (mp->m->target == NULL)
             return kiln_error_set(err, KILN_EINVAL, 0, "mount without target");
-        int r = sbx_clean_path(mp->target, sizeof(mp->target), mp->m->target, true, err);
+        int r = kiln_path_clean(mp->target, sizeof(mp->target), mp->m->target,
+                                KILN_PATH_ABS | KILN_PATH_NAME_MAX, err);
         if (r == 0 && mp->target[0] == '\0')
             r = kiln_error_set(err, KILN_EINVAL, 0, "mount target is the root");
         if (r < 0)
@@ -378,7 +381,7 @@ static int stage_secret(sbx_plan *p, const sbx_mountplan *mp, size_t idx, char *
     ssize_t r;
     lseek(mp->srcfd, 0, SEEK_SET);
     while ((r = read(mp->srcfd, buf, sizeof(buf))) > 0)
-        if (sbx_write_all(fd, buf, (size_t)r) < 0)
+        if (kiln_write_all(fd, buf, (size_t)r) < 0)
             return FAIL(p, "stage secret");
     if (r < 0 || fchown(fd, mp->m->uid, mp->m->gid) < 0 ||
         fchmod(fd, mp->m->mode ? mp->m->mode : 0400) < 0)

@@ -199,7 +199,7 @@ int sbx_probe_overlay(const char *tmp_parent, int *why)
     for (size_t i = 0; dfd >= 0 && i < KILN_ARRAY_SIZE(sub); i++)
         mkdirat(dfd, sub[i], 0700);
     *why = in_child(try_overlay, dir);
-    sbx_rm_rf(dir, NULL);
+    kiln_rm_rf(dir, NULL);
     return *why == 0;
 }
 
@@ -234,7 +234,7 @@ int bld_preflight(bld_preflight_info *out, const char *data_dir, kiln_error **er
     _cleanup_free_ char *dir = NULL;
     if (asprintf(&dir, "%s/sandbox", data_dir) < 0)
         return kiln_error_set(err, KILN_ENOSPC, ENOMEM, "asprintf");
-    int r = sbx_mkdir_p(dir, 0700, err);
+    int r = kiln_mkdir_p(dir, 0700, err);
     if (r < 0)
         return r;
     out->overlay = sbx_probe_overlay(dir, &e);

@@ -22,7 +22,7 @@
 
 #include "buf.h"
 #include "cleanup.h"
-#include "config.h"
+#include "units.h"
 #include "log.h"
 #include "sbx_run.h"
 
@@ -62,7 +62,7 @@ static int auto_overlay(const char *work_parent)
 static int write_text(const char *path, const char *text, kiln_error **err)
 {
     _cleanup_close_ int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0 || sbx_write_all(fd, text, strlen(text)) < 0)
+    if (fd < 0 || kiln_write_all(fd, text, strlen(text)) < 0)
         return kiln_error_set(err, KILN_EIO, errno, "write %s", path);
     return 0;
 }
@@ -153,7 +153,7 @@ static int prepare_etc(sbx_plan *p, kiln_error **err)
     char buf[4096];
     ssize_t n;
     while (in >= 0 && (n = read(in, buf, sizeof(buf))) > 0)
-        if (sbx_write_all(out, buf, (size_t)n) < 0)
+        if (kiln_write_all(out, buf, (size_t)n) < 0)
             return kiln_error_set(err, KILN_EIO, errno, "write %s", p->resolv);
     return 0;
 }
@@ -472,7 +472,7 @@ static bool redundant_dir(int upper, const char *rel, const char *const *lowers,
     _cleanup_close_ int fd =
         sbx_open_in_root(upper, rel, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, NULL);
     struct stat us, ls;
-    if (fd < 0 || fstat(fd, &us) < 0 || us.st_nlink != 2 || sbx_is_opaque_fd(fd))
+    if (fd < 0 || fstat(fd, &us) < 0 || us.st_nlink != 2 || kiln_ovl_is_opaque_fd(fd))
         return false;
     int dup = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     _cleanup_closedir_ DIR *d = dup >= 0 ? fdopendir(dup) : NULL;
@@ -645,9 +645,9 @@ static int run_in_workdir(sbx_plan *p, bld_run_result *out, kiln_error **err)
 {
     uint64_t t0 = now_us();
     const bld_run_spec *spec = p->spec;
-    int r = sbx_mkdir_p(p->work, 0700, err);
+    int r = kiln_mkdir_p(p->work, 0700, err);
     if (r == 0)
-        r = sbx_mkdir_p(spec->upper_dir, 0755, err);
+        r = kiln_mkdir_p(spec->upper_dir, 0755, err);
     if (r < 0)
         return r;
     _cleanup_closedir_ DIR *ud = opendir(spec->upper_dir);
@@ -702,7 +702,7 @@ static int run_once(const bld_run_spec *spec, bld_rootfs_mode mode, bld_run_resu
     /* Nothing of the step is mounted any more (its mount namespace died with
      * init), so the work dir is plain files now. */
     kiln_error *e2 = NULL;
-    if (sbx_rm_rf(spec->work_dir, &e2) < 0) {
+    if (kiln_rm_rf(spec->work_dir, &e2) < 0) {
         kiln_warn("sandbox", "cannot remove work dir: %s", e2->msg);
         kiln_error_free(&e2);
     }
@@ -742,7 +742,7 @@ int bld_sandbox_cleanup_stale(const char *data_dir, kiln_error **err)
             fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
             time(NULL) - st.st_mtime > 60) {
             /* an overlay probe whose process died (probes take milliseconds) */
-            int r = sbx_rm_rf_at(dirfd(d), de->d_name, err);
+            int r = kiln_rm_rf_at(dirfd(d), de->d_name, err);
             if (r < 0)
                 return r;
             continue;
@@ -756,7 +756,7 @@ int bld_sandbox_cleanup_stale(const char *data_dir, kiln_error **err)
         if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) < 0)
             continue; /* a live step */
         kiln_info("sandbox", "removing stale work dir %s/%s", dir, de->d_name);
-        int r = sbx_rm_rf_at(dirfd(d), de->d_name, err);
+        int r = kiln_rm_rf_at(dirfd(d), de->d_name, err);
         if (r < 0)
             return r;
     }

@@ -12,15 +12,9 @@
 #include <sys/types.h>
 
 #include "error.h"
-#include "path.h"
+#include "fs.h"
+#include "overlay.h" /* whiteouts and opaque dirs, used by snapshots and diffs */
 #include "bld_sandbox.h"
-
-/* Overlay's on-disk conventions, used by snapshots and diffs. */
-#define SBX_OPAQUE_XATTR      "trusted.overlay.opaque"
-#define SBX_OPAQUE_XATTR_USER "user.overlay.opaque"
-#define SBX_WH_PREFIX         ".wh."
-#define SBX_WH_OPAQUE         ".wh..wh..opq"
-#define SBX_WH_META_PREFIX    ".wh..wh."
 
 /* ---- fsutil.c: confined path resolution ------------------------------- */
 
@@ -40,13 +34,6 @@ bool sbx_have_openat2(void);
  * sandbox's private mount namespace and pivot_root cannot work (preflight.c). */
 bool sbx_root_is_mount_point(void);
 
-/* Normalises an archive member or mount path into out: leading "/" (only
- * when allow_abs) and "./" removed, "." components and duplicate or trailing
- * slashes dropped.  Fails with KILN_EINVAL for a ".." component, for an
- * absolute path when !allow_abs, or for an over-long path.  The result is ""
- * for the root itself. */
-int sbx_clean_path(char *out, size_t out_size, const char *in, bool allow_abs, kiln_error **err);
-
 /* Opens rel (a cleaned relative path, "" = the root) below rootfd as if
  * rootfd were "/": absolute symlinks and ".." never leave it, magic links are
  * refused.  flags are open(2) flags (O_CLOEXEC is added); with O_NOFOLLOW the
@@ -62,27 +49,6 @@ typedef int (*sbx_mkdir_cb)(int parentfd, const char *name, const char *rel_pref
                             kiln_error **err);
 int sbx_open_parent(int rootfd, const char *rel, bool create, sbx_mkdir_cb mkdir_cb, void *ud,
                     const char **leaf, kiln_error **err);
-
-/* Removes name below dirfd recursively, never following symlinks; a missing
- * name is not an error. */
-int sbx_rm_rf_at(int dirfd, const char *name, kiln_error **err);
-/* Same for an absolute path. */
-int sbx_rm_rf(const char *path, kiln_error **err);
-
-/* mkdir -p for a host path the builder owns (data dir layout). */
-int sbx_mkdir_p(const char *path, mode_t mode, kiln_error **err);
-
-/* Writes all of len bytes (retrying on EINTR/short writes); -1 on error. */
-ssize_t sbx_write_all(int fd, const void *buf, size_t len);
-
-/* True for an overlay whiteout: a character device with device number 0/0. */
-static inline bool sbx_is_whiteout(const struct stat *st)
-{
-    return S_ISCHR(st->st_mode) && st->st_rdev == 0;
-}
-
-/* True when the directory fd carries the opaque marker (trusted or user). */
-bool sbx_is_opaque_fd(int dirfd);
 
 /* Copies one tree entry (name below sdir) to ddir/dname with data, mode,
  * ownership (when privileged), times and xattrs (overlay's own excluded);

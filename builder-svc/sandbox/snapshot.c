@@ -115,7 +115,7 @@ static int write_file_sync(const char *path, const char *data, kiln_error **err)
     _cleanup_close_ int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
         return kiln_error_set(err, KILN_EIO, errno, "create %s", path);
-    if (sbx_write_all(fd, data, strlen(data)) < 0 || fsync(fd) < 0)
+    if (kiln_write_all(fd, data, strlen(data)) < 0 || fsync(fd) < 0)
         return kiln_error_set(err, kiln_code_from_errno(errno), errno, "write %s", path);
     return 0;
 }
@@ -140,15 +140,10 @@ static void diffid_cache_put(const char *snapdir, const char *blob, const char *
         return;
     _cleanup_free_ char *dir = path_join(snapdir, ".diffids", NULL);
     _cleanup_free_ char *p = path_join(snapdir, ".diffids", hex_of(blob));
-    _cleanup_free_ char *tmp = path_join(snapdir, ".diffids", "tmp-XXXXXX");
-    if (!dir || !p || !tmp)
+    if (!dir || !p)
         return;
     (void)mkdir(dir, 0755);
-    _cleanup_close_ int fd = mkostemp(tmp, O_CLOEXEC);
-    if (fd < 0)
-        return;
-    if (sbx_write_all(fd, diff_id, strlen(diff_id)) < 0 || fsync(fd) < 0 || rename(tmp, p) < 0)
-        unlink(tmp);
+    (void)kiln_atomic_write(p, diff_id, strlen(diff_id), 0600, 0, NULL); /* a cache: best effort */
 }
 
 static int remove_unused(const char *snapdir, const char *name, const char *lockname,
@@ -202,7 +197,7 @@ static int create_snapshot(char chain[KILN_DIGEST_STRLEN + 1], int *lockfd, cons
         diffid_cache_put(snapdir, l->digest, diff);
         *lockfd = lock_snapshot(snapdir, chain);
         if (*lockfd >= 0) { /* someone else finished it first */
-            sbx_rm_rf(tmp, NULL);
+            kiln_rm_rf(tmp, NULL);
             return 0;
         }
         _cleanup_free_ char *meta = NULL;
@@ -232,7 +227,7 @@ static int create_snapshot(char chain[KILN_DIGEST_STRLEN + 1], int *lockfd, cons
                 r = kiln_error_set(err, KILN_EIO, errno, "lock snapshot %s", chain);
         }
     }
-    sbx_rm_rf(tmp, NULL); /* a no-op once renamed */
+    kiln_rm_rf(tmp, NULL); /* a no-op once renamed */
     return r;
 }
 
@@ -249,7 +244,7 @@ int bld_snapshot_ensure(char out_chain_id[KILN_DIGEST_STRLEN + 1], const char *d
         return kiln_error_set(err, KILN_ENOSPC, ENOMEM, "snapshot ensure");
     /* 0700: snapshots hold the device nodes of images (with the images'
      * modes); only the builder and the pusher (same user) may reach them. */
-    int r = sbx_mkdir_p(snapdir, 0700, err);
+    int r = kiln_mkdir_p(snapdir, 0700, err);
     if (r == 0 && chmod(snapdir, 0700) < 0)
         r = kiln_error_set(err, KILN_EIO, errno, "chmod %s", snapdir);
     char parent[KILN_DIGEST_STRLEN + 1] = "";
@@ -397,7 +392,7 @@ static int remove_unused(const char *snapdir, const char *name, const char *lock
         rmdir(grave);
         return errno == ENOENT ? 0 : kiln_error_set(err, KILN_EIO, errno, "rename %s", dir);
     }
-    int r = sbx_rm_rf(grave, err);
+    int r = kiln_rm_rf(grave, err);
     return r < 0 ? r : 1;
 }
 

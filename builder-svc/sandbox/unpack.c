@@ -7,7 +7,7 @@
  * entry is created with *at() calls below a directory resolved inside the
  * snapshot root (sbx_open_in_root), never through a symlink's final
  * component.  Names are taken relative to the layer root as Docker and
- * containerd take them (kiln_clean_layer_path): other tools write "/" for the
+ * containerd take them (KILN_PATH_LAYER): other tools write "/" for the
  * root (umoci insert) or "/etc/passwd", and ".." at the root of such a name
  * stays at the root; a relative name climbing above it makes the layer
  * invalid.
@@ -407,7 +407,7 @@ static int do_hardlink(unpack_ctx *c, int parent, const char *leaf, const char *
                        const char *raw_target, kiln_error **err)
 {
     char target[PATH_MAX];
-    int r = kiln_clean_layer_path(target, sizeof(target), raw_target, err);
+    int r = kiln_path_clean(target, sizeof(target), raw_target, KILN_PATH_LAYER, err);
     if (r < 0)
         return kiln_error_wrap(err, "hard link %s", rel);
     if (*target == '\0')
@@ -417,7 +417,7 @@ static int do_hardlink(unpack_ctx *c, int parent, const char *leaf, const char *
         sbx_open_parent(c->rootfd, target, false, NULL, NULL, &tleaf, NULL);
     struct stat st;
     if (tparent >= 0 && fstatat(tparent, tleaf, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-        !S_ISDIR(st.st_mode) && !sbx_is_whiteout(&st)) {
+        !S_ISDIR(st.st_mode) && !kiln_ovl_is_whiteout(&st)) {
         if (linkat(tparent, tleaf, parent, leaf, 0) < 0)
             return kiln_error_set(err, KILN_EIO, errno, "link %s to %s", rel, target);
         return 0;
@@ -456,7 +456,7 @@ static int do_whiteout(unpack_ctx *c, const char *rel, const char *base, kiln_er
     _cleanup_close_ int parent = sbx_open_parent(c->rootfd, rel, true, implied_dir, c, &leaf, err);
     if (parent < 0)
         return bad_parent(parent, err);
-    if (strcmp(base, SBX_WH_OPAQUE) == 0) {
+    if (strcmp(base, KILN_WH_OPAQUE) == 0) {
         size_t plen = (size_t)(base - rel);
         _cleanup_free_ char *dir = strndup(rel, plen ? plen - 1 : 0);
         if (dir == NULL)
@@ -468,9 +468,9 @@ static int do_whiteout(unpack_ctx *c, const char *rel, const char *base, kiln_er
             return kiln_error_set(err, KILN_EIO, errno, "mark %s opaque", *dir ? dir : "/");
         return 0;
     }
-    if (strncmp(base, SBX_WH_META_PREFIX, strlen(SBX_WH_META_PREFIX)) == 0)
+    if (strncmp(base, KILN_WH_META_PREFIX, strlen(KILN_WH_META_PREFIX)) == 0)
         return 0; /* other AUFS metadata (.wh..wh.plnk, …): nothing to hide */
-    const char *name = base + strlen(SBX_WH_PREFIX);
+    const char *name = base + strlen(KILN_WH_PREFIX);
     if (*name == '\0' || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
         return kiln_error_set(err, KILN_EINVAL, 0, "invalid whiteout %s", rel);
     struct stat st;
@@ -487,7 +487,7 @@ static int do_entry(unpack_ctx *c, struct archive *a, struct archive_entry *e, k
     if (raw == NULL)
         return kiln_error_set(err, KILN_EINVAL, 0, "layer entry without a usable name");
     char rel[PATH_MAX];
-    int r = kiln_clean_layer_path(rel, sizeof(rel), raw, err);
+    int r = kiln_path_clean(rel, sizeof(rel), raw, KILN_PATH_LAYER, err);
     if (r < 0)
         return kiln_error_wrap(err, "layer entry");
     mode_t type = archive_entry_filetype(e);
@@ -504,7 +504,7 @@ static int do_entry(unpack_ctx *c, struct archive *a, struct archive_entry *e, k
     }
     const char *slash = strrchr(rel, '/');
     const char *base = slash ? slash + 1 : rel;
-    if (strncmp(base, SBX_WH_PREFIX, strlen(SBX_WH_PREFIX)) == 0)
+    if (strncmp(base, KILN_WH_PREFIX, strlen(KILN_WH_PREFIX)) == 0)
         return do_whiteout(c, rel, base, err);
 
     const char *leaf;
@@ -513,9 +513,9 @@ static int do_entry(unpack_ctx *c, struct archive *a, struct archive_entry *e, k
         return bad_parent(parent, err);
     struct stat old;
     bool exists = fstatat(parent, leaf, &old, AT_SYMLINK_NOFOLLOW) == 0;
-    bool was_whiteout = exists && sbx_is_whiteout(&old);
+    bool was_whiteout = exists && kiln_ovl_is_whiteout(&old);
     if (exists && !(type == AE_IFDIR && S_ISDIR(old.st_mode))) {
-        r = sbx_rm_rf_at(parent, leaf, err);
+        r = kiln_rm_rf_at(parent, leaf, err);
         if (r < 0)
             return r;
     }
@@ -651,7 +651,7 @@ int bld_layer_unpack(char out_diff_id[KILN_DIGEST_STRLEN + 1], const bld_layer *
 {
     layer_in in;
     unpack_ctx c = {.rootfd = -1, .priv = geteuid() == 0};
-    c.opaque_xattr = c.priv ? SBX_OPAQUE_XATTR : SBX_OPAQUE_XATTR_USER;
+    c.opaque_xattr = c.priv ? KILN_OVL_OPAQUE_XATTR : KILN_OVL_OPAQUE_XATTR_USER;
     int r = layer_in_open(&in, layer, err);
     if (r < 0)
         goto out;

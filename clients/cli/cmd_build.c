@@ -4,6 +4,7 @@
 #include "cli.h"
 #include "cleanup.h"
 #include "config.h"
+#include "units.h"
 #include "transport.h"
 
 #include <errno.h>

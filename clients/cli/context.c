@@ -17,7 +17,7 @@
 #include "cli.h"
 #include "chunker.h"
 #include "cleanup.h"
-#include "config.h"
+#include "fs.h"
 #include "digest.h"
 #include "ignore.h"
 

@@ -9,7 +9,7 @@
  *   quiet  nothing but the image digest
  * auto is tty on a terminal, plain otherwise. */
 #include "cli.h"
-#include "config.h"
+#include "units.h"
 #include "follow.h"
 
 #include <stdint.h>

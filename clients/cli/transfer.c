@@ -9,7 +9,7 @@
 #include "cleanup.h"
 #include "config.h"
 #include "digest.h"
-#include "path.h"
+#include "fs.h"
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -165,7 +165,7 @@ static int unpack(int fd, const char *dir, kiln_error **err)
         char rel[PATH_MAX], full[2 * PATH_MAX];
         const char *name = archive_entry_pathname(e);
         mode_t type = archive_entry_filetype(e);
-        if (name == NULL || kiln_clean_layer_path(rel, sizeof(rel), name, NULL) < 0 ||
+        if (name == NULL || kiln_path_clean(rel, sizeof(rel), name, KILN_PATH_LAYER, NULL) < 0 ||
             (type != AE_IFREG && type != AE_IFDIR) || ++n > LAYOUT_ENTRIES) {
             r = kiln_error_set(err, KILN_EIO, 0, "export: unexpected entry '%.200s' in the archive",
                                name ? name : "");
@@ -282,7 +282,7 @@ static int write_target(stream *s, bool dir, const char *dest, kiln_error **err)
     if (r == 0 && rename(tmp, dest) < 0)
         r = kiln_error_set(err, KILN_EIO, errno, "rename to %s", dest);
     if (r < 0)
-        kiln_rm_tree(tmp);
+        kiln_rm_rf(tmp, NULL);
     else
         fsync_parent(dest);
     return r;

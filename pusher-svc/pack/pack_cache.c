@@ -3,6 +3,7 @@
  * the settings string that names everything that changes packed bytes. */
 #include "pack_internal.h"
 #include "cleanup.h"
+#include "fs.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -113,11 +114,6 @@ static const char *media_type_static(const char *s)
     return NULL;
 }
 
-static void cjson_deletep(cJSON **j)
-{
-    cJSON_Delete(*j);
-}
-
 int psh_pack_cache_lookup(psh_pack_cache *c, psh_layer_info *out, const char *key,
                           const psh_pack_opts *opts, kiln_error **err)
 {
@@ -141,7 +137,7 @@ int psh_pack_cache_lookup(psh_pack_cache *c, psh_layer_info *out, const char *ke
             break;
     }
     buf[len] = '\0';
-    _cleanup_(cjson_deletep) cJSON *j = cJSON_Parse(buf);
+    _cleanup_cjson_ cJSON *j = cJSON_Parse(buf);
     const char *k = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "key"));
     const char *s = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "settings"));
     const char *di = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "diff_id"));
@@ -162,29 +158,14 @@ int psh_pack_cache_lookup(psh_pack_cache *c, psh_layer_info *out, const char *ke
     return 0;
 }
 
-static int write_all(int fd, const char *p, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 int psh_pack_cache_store(psh_pack_cache *c, const char *key, const psh_pack_opts *opts,
                          const psh_layer_info *info, kiln_error **err)
 {
-    char settings[256], name[80], tmp[96];
+    char settings[256], name[80];
     psh_pack_settings_string(settings, sizeof(settings), opts);
     entry_name(name, key, settings);
-    snprintf(tmp, sizeof(tmp), ".tmp-%d-%s", (int)getpid(), name);
 
-    _cleanup_(cjson_deletep) cJSON *j = cJSON_CreateObject();
+    _cleanup_cjson_ cJSON *j = cJSON_CreateObject();
     if (j == NULL || !cJSON_AddStringToObject(j, "key", key) ||
         !cJSON_AddStringToObject(j, "settings", settings) ||
         !cJSON_AddStringToObject(j, "diff_id", info->diff_id) ||
@@ -197,23 +178,7 @@ int psh_pack_cache_store(psh_pack_cache *c, const char *key, const psh_pack_opts
     if (text == NULL || strlen(text) > CACHE_ENTRY_MAX)
         return kiln_error_set(err, KILN_EINVAL, 0, "pack cache entry too large");
 
-    _cleanup_close_ int fd =
-        openat(c->dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0)
-        return kiln_error_set(err, kiln_code_from_errno(errno), errno, "create %s/%s", c->dir, tmp);
-    if (write_all(fd, text, strlen(text)) < 0 || fsync(fd) < 0) {
-        int e = errno;
-        unlinkat(c->dirfd, tmp, 0);
-        return kiln_error_set(err, kiln_code_from_errno(e), e, "write %s/%s", c->dir, tmp);
-    }
-    if (renameat(c->dirfd, tmp, c->dirfd, name) < 0) {
-        int e = errno;
-        unlinkat(c->dirfd, tmp, 0);
-        return kiln_error_set(err, kiln_code_from_errno(e), e, "rename %s/%s", c->dir, name);
-    }
-    if (fsync(c->dirfd) < 0)
-        return kiln_error_set(err, KILN_EIO, errno, "fsync %s", c->dir);
-    return 0;
+    return kiln_atomic_write_at(c->dirfd, c->dirfd, name, text, strlen(text), 0600, 0, err);
 }
 
 int psh_pack_cache_remove(psh_pack_cache *c, const char *key, const psh_pack_opts *opts,

@@ -8,6 +8,7 @@
  * directory.  libarchive converts names to UTF-8 for PAX records using the
  * thread's locale, so the walk runs under a pinned C.UTF-8 locale: otherwise
  * the same tree would give different tars in processes with different LANG. */
+#include "overlay.h"
 #include "pack_internal.h"
 #include "cleanup.h"
 #include "log.h"
@@ -28,8 +29,6 @@
 
 #define IO_CHUNK  ((size_t)256 << 10)
 #define XATTR_MAX ((size_t)64 << 10) /* Linux XATTR_SIZE_MAX and XATTR_LIST_MAX */
-#define WH_PREFIX ".wh."
-#define WH_OPAQUE ".wh..wh..opq"
 #define REL_MAX   PATH_MAX
 
 typedef struct link_slot {
@@ -187,7 +186,7 @@ static int add_xattrs(walker *w, int fd, const char *path, bool *opaque, kiln_er
         }
         const char *key = strchr(name + 1, '.') + 1; /* after "trusted." / "user." */
         key = strchr(key, '.') + 1;                  /* after "overlay." */
-        if (strcmp(key, "opaque") == 0 && vn == 1 && w->xvalue[0] == 'y')
+        if (strcmp(key, "opaque") == 0 && kiln_ovl_opaque_value(w->xvalue, vn))
             *opaque = true;
         if (strcmp(key, "metacopy") == 0 || strcmp(key, "redirect") == 0)
             return kiln_error_set(err, KILN_ENOTSUP, 0,
@@ -410,15 +409,15 @@ static int list_children(walker *w, int dirfd, child **out, size_t *nout, kiln_e
                                 w->rel, c->name);
             break;
         }
-        if (w->opts->overlay_diff && S_ISCHR(c->st.st_mode) && c->st.st_rdev == makedev(0, 0)) {
+        if (w->opts->overlay_diff && kiln_ovl_is_whiteout(&c->st)) {
             c->whiteout = true;
-            size_t len = strlen(c->name) + sizeof(WH_PREFIX);
+            size_t len = strlen(c->name) + sizeof(KILN_WH_PREFIX);
             if ((c->arcname = malloc(len)) == NULL) {
                 c->arcname = c->name;
                 rc = kiln_error_set(err, KILN_ENOSPC, ENOMEM, "directory listing");
                 break;
             }
-            snprintf(c->arcname, len, WH_PREFIX "%s", c->name);
+            snprintf(c->arcname, len, KILN_WH_PREFIX "%s", c->name);
         }
         errno = 0;
     }
@@ -451,9 +450,9 @@ static int write_dir(walker *w, int dirfd, const child *c, size_t rel_len, kiln_
     if (rc == 0)
         rc = write_header(w, err);
     if (rc == 0 && opaque && w->opts->overlay_diff) {
-        if (rel_len + 1 + sizeof(WH_OPAQUE) > REL_MAX)
+        if (rel_len + 1 + sizeof(KILN_WH_OPAQUE) > REL_MAX)
             return kiln_error_set(err, KILN_EINVAL, ENAMETOOLONG, "%s", w->rel);
-        memcpy(w->rel + rel_len, "/" WH_OPAQUE, sizeof(WH_OPAQUE) + 1);
+        memcpy(w->rel + rel_len, "/" KILN_WH_OPAQUE, sizeof(KILN_WH_OPAQUE) + 1);
         rc = write_marker(w, &c->st, err);
         w->rel[rel_len] = '\0';
     }
@@ -500,7 +499,7 @@ static int walk_dir(walker *w, int dirfd, size_t rel_len, kiln_error **err)
         /* In a diff, a real file named like a whiteout would delete files
          * of the layers below when the image is unpacked. */
         if (w->opts->overlay_diff && !cs[i].whiteout &&
-            strncmp(cs[i].name, WH_PREFIX, sizeof(WH_PREFIX) - 1) == 0) {
+            strncmp(cs[i].name, KILN_WH_PREFIX, sizeof(KILN_WH_PREFIX) - 1) == 0) {
             rc = kiln_error_set(err, KILN_EINVAL, 0, "%s/%s: name reserved for OCI whiteouts",
                                 w->rel, cs[i].name);
             break;

@@ -15,14 +15,6 @@
 #include "cleanup.h"
 #include "psh_ref.h"
 #include "psh_registry.h"
-
-static inline void reg_cjson_freep(cJSON **p)
-{
-    if (*p != NULL)
-        cJSON_Delete(*p);
-}
-#define _cleanup_cjson_ _cleanup_(reg_cjson_freep)
-
 #define REG_ERRBODY_MAX ((size_t)64 << 10) /* error bodies kept for messages */
 #define REG_TOKEN_MAX   ((size_t)64 << 10) /* token responses */
 #define REG_TOKENS      16                 /* cached bearer tokens per registry */

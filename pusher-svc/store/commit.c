@@ -10,13 +10,6 @@
 
 #include "cleanup.h"
 #include "psh_ref.h"
-
-static void cjson_deletep(cJSON **j)
-{
-    cJSON_Delete(*j);
-}
-#define _cleanup_json_ _cleanup_(cjson_deletep)
-
 static const char *const go_arches[] = {
     "386",    "amd64",    "arm",   "arm64",   "loong64", "mips",  "mipsle",
     "mips64", "mips64le", "ppc64", "ppc64le", "riscv64", "s390x", "wasm",
@@ -490,7 +483,7 @@ static int store_json(psh_store *s, psh_store_pin *pin, const cJSON *doc, const 
 static int write_image(psh_store *s, psh_store_pin *pin, const psh_commit_spec *spec,
                        const struct base *b, psh_commit_result *out, kiln_error **err)
 {
-    _cleanup_json_ cJSON *cfg = build_config(spec, b, out);
+    _cleanup_cjson_ cJSON *cfg = build_config(spec, b, out);
     if (cfg == NULL)
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory building the image config");
     bool docker = spec->docker_schema2;
@@ -498,7 +491,7 @@ static int write_image(psh_store *s, psh_store_pin *pin, const psh_commit_spec *
                        err);
     if (r < 0)
         return r;
-    _cleanup_json_ cJSON *man = build_manifest(b, out, docker);
+    _cleanup_cjson_ cJSON *man = build_manifest(b, out, docker);
     if (man == NULL)
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory building the manifest");
     /* Serialised once: these bytes are digested, stored and later pushed. */

@@ -139,7 +139,7 @@ static int copy_stream(int fd, const char *digest, int out_fd, struct archive *a
             break;
         kiln_sha256_update(h, buf, (size_t)n);
         bool bad = ar ? archive_write_data(ar, buf, (size_t)n) != n
-                      : psh_write_all(out_fd, buf, (size_t)n) < 0;
+                      : kiln_write_all(out_fd, buf, (size_t)n) < 0;
         if (bad) {
             r = kiln_error_set(err, errno == ENOSPC ? KILN_ENOSPC : KILN_EIO, errno,
                                "write blob %s", digest);
@@ -231,10 +231,10 @@ static int export_dir(const psh_store *s, const struct plan *p, const char *dest
     }
     if (fsync(sha) < 0)
         return kiln_error_set(err, KILN_EIO, errno, "fsync %s", dest);
-    if ((r = psh_atomic_write(root, root, "oci-layout", OCI_LAYOUT_CONTENT,
-                              strlen(OCI_LAYOUT_CONTENT), err)) < 0)
+    if ((r = kiln_atomic_write_at(root, root, "oci-layout", OCI_LAYOUT_CONTENT,
+                                  strlen(OCI_LAYOUT_CONTENT), 0644, 0, err)) < 0)
         return r;
-    return psh_atomic_write(root, root, "index.json", p->index, strlen(p->index), err);
+    return kiln_atomic_write_at(root, root, "index.json", p->index, strlen(p->index), 0644, 0, err);
 }
 
 static int ar_add(struct archive *ar, const char *name, bool dir, const char *data,
@@ -259,7 +259,7 @@ static int export_archive(const psh_store *s, const struct plan *p, const char *
                           kiln_error **err)
 {
     char tmp[4200], rnd[17];
-    psh_random_hex(rnd, 16);
+    kiln_random_hex(rnd, 16);
     if (snprintf(tmp, sizeof(tmp), "%s.%s.tmp", dest, rnd) >= (int)sizeof(tmp))
         return kiln_error_set(err, KILN_EINVAL, 0, "export path too long");
     struct stat st;

@@ -65,11 +65,6 @@ void psh_dset_dispose(psh_dset *set)
     set->n = set->cap = 0;
 }
 
-static void cjson_deletep(cJSON **j)
-{
-    cJSON_Delete(*j);
-}
-
 static int collect(const psh_store *s, const char *digest, psh_dset *set, bool strict, int depth,
                    kiln_error **err)
 {
@@ -79,7 +74,7 @@ static int collect(const psh_store *s, const char *digest, psh_dset *set, bool s
     if (depth > COLLECT_DEPTH_MAX)
         return strict ? kiln_error_set(err, KILN_EINVAL, 0, "%s: indexes nested too deeply", digest)
                       : 0;
-    _cleanup_(cjson_deletep) cJSON *doc = NULL;
+    _cleanup_cjson_ cJSON *doc = NULL;
     kiln_error *inner = NULL;
     if ((r = psh_store_read_json(s, digest, &doc, strict ? err : &inner)) < 0) {
         kiln_error_free(&inner);
@@ -311,7 +306,7 @@ int psh_store_gc(psh_store *s, const psh_gc_opts *opts, psh_gc_result *out, kiln
     int r = psh_store_lock(s, &lock, err);
     if (r < 0)
         return r;
-    _cleanup_(cjson_deletep) cJSON *idx = NULL;
+    _cleanup_cjson_ cJSON *idx = NULL;
     if ((r = psh_store_index_load(s, &idx, err)) < 0)
         return r;
     return gc_locked(s, idx, o, out, err);

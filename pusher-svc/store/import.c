@@ -16,18 +16,11 @@
 #include <unistd.h>
 
 #include "cleanup.h"
-#include "path.h"
+#include "fs.h"
 #include "psh_ref.h"
 
 #define FEED_BLOCK       ((size_t)1 << 16)
 #define LAYOUT_DEPTH_MAX 4
-
-static void cjson_deletep(cJSON **j)
-{
-    cJSON_Delete(*j);
-}
-#define _cleanup_json_ _cleanup_(cjson_deletep)
-
 static void archive_freep(struct archive **a)
 {
     if (*a != NULL)
@@ -80,7 +73,7 @@ void psh_import_opts_init(psh_import_opts *o)
  * names stay inside the root.  Absolute names ("/", "/etc/passwd", as umoci
  * and other tools write them) are taken relative to the root, the way
  * Docker, containerd and our own layer unpacking take them
- * (kiln_clean_layer_path); a relative name climbing above the root is
+ * (kiln_path_clean with KILN_PATH_LAYER); a relative name climbing above the root is
  * refused.  The layer keeps the tar's bytes.  *compressed tells whether a
  * filter was used. */
 static int check_tar(const char *path, bool *compressed, kiln_error **err)
@@ -100,11 +93,12 @@ static int check_tar(const char *path, bool *compressed, kiln_error **err)
         const char *name = archive_entry_pathname(e);
         const char *link = archive_entry_hardlink(e);
         char clean[PATH_MAX];
-        if (name == NULL || kiln_clean_layer_path(clean, sizeof(clean), name, NULL) < 0)
+        if (name == NULL || kiln_path_clean(clean, sizeof(clean), name, KILN_PATH_LAYER, NULL) < 0)
             return kiln_error_set(err, KILN_EINVAL, 0, "%s: entry \"%.200s\" leaves the root", path,
                                   name ? name : "(no name)");
         if (link != NULL &&
-            (kiln_clean_layer_path(clean, sizeof(clean), link, NULL) < 0 || clean[0] == '\0'))
+            (kiln_path_clean(clean, sizeof(clean), link, KILN_PATH_LAYER, NULL) < 0 ||
+             clean[0] == '\0'))
             return kiln_error_set(err, KILN_EINVAL, 0, "%s: hard link \"%.200s\" leaves the root",
                                   path, link);
         n++;
@@ -154,7 +148,7 @@ static void *feed(void *arg)
         }
         if (n == 0)
             break;
-        if (psh_write_all(f->wfd, buf, (size_t)n) < 0) {
+        if (kiln_write_all(f->wfd, buf, (size_t)n) < 0) {
             snprintf(f->msg, sizeof(f->msg), "write: %s", strerror(errno));
             break;
         }
@@ -305,7 +299,7 @@ static int copy_doc(psh_store *s, struct layout *l, const psh_descriptor *d, int
         return r;
     if ((r = psh_store_put_blob_bytes(s, l->pin, d->digest, text, len, NULL, err)) < 0)
         return r;
-    _cleanup_json_ cJSON *doc = cJSON_ParseWithLength(text, len);
+    _cleanup_cjson_ cJSON *doc = cJSON_ParseWithLength(text, len);
     const char *mt = doc ? psh_manifest_media_type(doc) : "";
     bool index = psh_media_type_is_index(mt);
     if (!index && !psh_media_type_is_manifest(mt))
@@ -372,7 +366,7 @@ static int import_layout(psh_store *s, const char *path, int dirfd, const char *
     int r = read_small(dirfd, "index.json", PSH_INDEX_MAX, &text, &len, err);
     if (r < 0)
         return r;
-    _cleanup_json_ cJSON *idx = cJSON_ParseWithLength(text, len);
+    _cleanup_cjson_ cJSON *idx = cJSON_ParseWithLength(text, len);
     if (!cJSON_IsObject(idx))
         return kiln_error_set(err, KILN_EINVAL, 0, "%s/index.json is not a JSON object", path);
     const cJSON *entry = NULL;

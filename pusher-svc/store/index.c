@@ -12,13 +12,6 @@
 
 #include "cleanup.h"
 #include "psh_ref.h"
-
-static void cjson_deletep(cJSON **j)
-{
-    cJSON_Delete(*j);
-}
-#define _cleanup_json_ _cleanup_(cjson_deletep)
-
 /* ---- JSON helpers shared with the other store files ---- */
 
 const char *psh_manifest_media_type(const cJSON *doc)
@@ -180,7 +173,8 @@ int psh_store_index_save(const psh_store *s, const cJSON *index, kiln_error **er
     _cleanup_free_ char *text = cJSON_PrintUnformatted(index);
     if (text == NULL)
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
-    return psh_atomic_write(s->tmp_fd, s->root_fd, "index.json", text, strlen(text), err);
+    return kiln_atomic_write_at(s->tmp_fd, s->root_fd, "index.json", text, strlen(text), 0644, 0,
+                                err);
 }
 
 int psh_store_read_json(const psh_store *s, const char *digest, cJSON **out, kiln_error **err)
@@ -242,7 +236,7 @@ static int resolve_digest(const psh_store *s, const cJSON *idx, const char *dige
     }
     if (!psh_store_has_blob(s, digest))
         return kiln_error_set(err, KILN_ENOENT, 0, "image %s not found in the store", digest);
-    _cleanup_json_ cJSON *doc = NULL;
+    _cleanup_cjson_ cJSON *doc = NULL;
     kiln_error *inner = NULL;
     if (psh_store_read_json(s, digest, &doc, &inner) < 0) {
         kiln_error_free(&inner);
@@ -318,7 +312,7 @@ static int resolve_in(const psh_store *s, cJSON *idx, const char *query, psh_des
 
 int psh_store_resolve(const psh_store *s, const char *ref, psh_descriptor *out, kiln_error **err)
 {
-    _cleanup_json_ cJSON *idx = NULL;
+    _cleanup_cjson_ cJSON *idx = NULL;
     int r = psh_store_index_load(s, &idx, err);
     if (r < 0)
         return r;
@@ -331,7 +325,7 @@ int psh_store_resolve(const psh_store *s, const char *ref, psh_descriptor *out, 
  * carried that tag before.  Takes the writer lock. */
 static int tag_entry(psh_store *s, cJSON *entry, const char *dst, kiln_error **err)
 {
-    _cleanup_json_ cJSON *owned = entry;
+    _cleanup_cjson_ cJSON *owned = entry;
     psh_ref q;
     int r = psh_ref_parse(&q, dst, PSH_REF_DEFAULT_TAG | PSH_REF_NO_DIGEST, err);
     if (r < 0)
@@ -359,7 +353,7 @@ static int tag_entry(psh_store *s, cJSON *entry, const char *dst, kiln_error **e
     if (!psh_store_has_blob(s, entry_digest(entry)))
         return kiln_error_set(err, KILN_ENOENT, 0, "manifest %s not in the store",
                               entry_digest(entry));
-    _cleanup_json_ cJSON *idx = NULL;
+    _cleanup_cjson_ cJSON *idx = NULL;
     if ((r = psh_store_index_load(s, &idx, err)) < 0)
         return r;
     cJSON *list = cJSON_GetObjectItemCaseSensitive(idx, "manifests");
@@ -421,7 +415,7 @@ int psh_store_tag_descriptor(psh_store *s, const psh_descriptor *d, const char *
 
 int psh_store_tag(psh_store *s, const char *src, const char *dst, kiln_error **err)
 {
-    _cleanup_json_ cJSON *idx = NULL;
+    _cleanup_cjson_ cJSON *idx = NULL;
     int r = psh_store_index_load(s, &idx, err);
     if (r < 0)
         return r;
@@ -462,7 +456,7 @@ int psh_store_remove(psh_store *s, const char *ref, kiln_error **err)
     int r = psh_store_lock(s, &lock, err);
     if (r < 0)
         return r;
-    _cleanup_json_ cJSON *idx = NULL;
+    _cleanup_cjson_ cJSON *idx = NULL;
     if ((r = psh_store_index_load(s, &idx, err)) < 0)
         return r;
     cJSON *list = cJSON_GetObjectItemCaseSensitive(idx, "manifests");
@@ -495,8 +489,8 @@ static void list_fill(const psh_store *s, const cJSON *entry, psh_image_info *it
     const cJSON *arch = cJSON_GetObjectItemCaseSensitive(plat, "architecture");
     const cJSON *var = cJSON_GetObjectItemCaseSensitive(plat, "variant");
     it->size = it->manifest.size;
-    _cleanup_json_ cJSON *doc = NULL;
-    _cleanup_json_ cJSON *cfg = NULL;
+    _cleanup_cjson_ cJSON *doc = NULL;
+    _cleanup_cjson_ cJSON *cfg = NULL;
     if (psh_store_read_json(s, it->manifest.digest, &doc, NULL) == 0) {
         const cJSON *c = cJSON_GetObjectItemCaseSensitive(doc, "config");
         const cJSON *layers = cJSON_GetObjectItemCaseSensitive(doc, "layers");
@@ -536,7 +530,7 @@ int psh_store_list(const psh_store *s, psh_image_list *out, kiln_error **err)
 {
     out->items = NULL;
     out->n = 0;
-    _cleanup_json_ cJSON *idx = NULL;
+    _cleanup_cjson_ cJSON *idx = NULL;
     int r = psh_store_index_load(s, &idx, err);
     if (r < 0)
         return r;

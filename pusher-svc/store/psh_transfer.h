@@ -36,7 +36,7 @@ void psh_import_opts_init(psh_import_opts *o);
  *   - a file: a tar, possibly gzip/zstd/xz/bzip2-compressed (by magic bytes),
  *     read with libarchive first to reject entries whose names climb above
  *     the root (absolute names are taken relative to it, as Docker does:
- *     kiln_clean_layer_path), then packed as one layer.
+ *     kiln_path_clean with KILN_PATH_LAYER), then packed as one layer.
  * out (may be NULL) receives the manifest (or index) descriptor. */
 int psh_store_import(psh_store *s, const char *src, const char *ref, const psh_import_opts *opts,
                      psh_descriptor *out, kiln_error **err);

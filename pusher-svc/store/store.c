@@ -20,73 +20,11 @@
     "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.index.v1+json\","              \
     "\"manifests\":[]}"
 
-int psh_write_all(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n > 0) {
-        ssize_t w = write(fd, c, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return -1;
-        c += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-void psh_random_hex(char *buf, size_t n)
-{
-    static const char hx[] = "0123456789abcdef";
-    unsigned char raw[32];
-    size_t got = 0;
-    if (n > 2 * sizeof(raw))
-        n = 2 * sizeof(raw);
-    while (got < (n + 1) / 2) {
-        ssize_t r = getrandom(raw + got, (n + 1) / 2 - got, 0);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0) { /* no entropy source: fall back on time and pid, names stay unique */
-            uint64_t v = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)got;
-            for (; got < (n + 1) / 2; got++, v = v * 6364136223846793005ULL + 1)
-                raw[got] = (unsigned char)(v >> 56);
-            break;
-        }
-        got += (size_t)r;
-    }
-    for (size_t i = 0; i < n; i++)
-        buf[i] = hx[(raw[i / 2] >> ((i & 1) ? 0 : 4)) & 15];
-    buf[n] = '\0';
-}
-
 static int fsync_fd(int fd, const char *what, kiln_error **err)
 {
     if (fsync(fd) < 0)
         return kiln_error_set(err, KILN_EIO, errno, "fsync %s", what);
     return 0;
-}
-
-int psh_atomic_write(int tmp_dirfd, int dirfd, const char *name, const void *data, size_t len,
-                     kiln_error **err)
-{
-    char tmp[96], rnd[17];
-    psh_random_hex(rnd, 16);
-    snprintf(tmp, sizeof(tmp), ".%.40s.%s.tmp", name, rnd);
-    _cleanup_close_ int fd =
-        openat(tmp_dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
-    if (fd < 0)
-        return kiln_error_set(err, kiln_code_from_errno(errno), errno, "create %s", tmp);
-    if (psh_write_all(fd, data, len) < 0 || fsync(fd) < 0) {
-        int e = errno;
-        unlinkat(tmp_dirfd, tmp, 0);
-        return kiln_error_set(err, e == ENOSPC ? KILN_ENOSPC : KILN_EIO, e, "write %s", name);
-    }
-    if (renameat(tmp_dirfd, tmp, dirfd, name) < 0) {
-        int e = errno;
-        unlinkat(tmp_dirfd, tmp, 0);
-        return kiln_error_set(err, KILN_EIO, e, "rename %s", name);
-    }
-    return fsync_fd(dirfd, name, err);
 }
 
 /* mkdirat that accepts an existing directory, then opens it. */
@@ -109,8 +47,8 @@ static int init_layout(psh_store *s, kiln_error **err)
     if (fd < 0 && errno != ENOENT)
         return kiln_error_set(err, KILN_EIO, errno, "open %s/oci-layout", s->path);
     if (fd < 0) {
-        int r = psh_atomic_write(s->tmp_fd, s->root_fd, "oci-layout", OCI_LAYOUT_CONTENT,
-                                 strlen(OCI_LAYOUT_CONTENT), err);
+        int r = kiln_atomic_write_at(s->tmp_fd, s->root_fd, "oci-layout", OCI_LAYOUT_CONTENT,
+                                     strlen(OCI_LAYOUT_CONTENT), 0644, 0, err);
         if (r < 0)
             return r;
     } else {
@@ -134,8 +72,8 @@ static int init_layout(psh_store *s, kiln_error **err)
         return r;
     if (faccessat(s->root_fd, "index.json", F_OK, AT_SYMLINK_NOFOLLOW) == 0)
         return 0;
-    return psh_atomic_write(s->tmp_fd, s->root_fd, "index.json", EMPTY_INDEX, strlen(EMPTY_INDEX),
-                            err);
+    return kiln_atomic_write_at(s->tmp_fd, s->root_fd, "index.json", EMPTY_INDEX,
+                                strlen(EMPTY_INDEX), 0644, 0, err);
 }
 
 int psh_store_open(psh_store **out, const char *data_dir, kiln_error **err)
@@ -332,7 +270,7 @@ static int create_locked(int dirfd, const char *prefix, int flags, int how, char
                          int *out_fd, kiln_error **err)
 {
     char rnd[17], staging[64];
-    psh_random_hex(rnd, 16);
+    kiln_random_hex(rnd, 16);
     snprintf(name, n, "%s-%ld-%s", prefix, (long)getpid(), rnd);
     snprintf(staging, sizeof(staging), "new-%ld-%s", (long)getpid(), rnd);
     int fd = openat(dirfd, staging, flags | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
@@ -371,7 +309,7 @@ int psh_store_pin_add(psh_store *s, psh_store_pin *p, const char *digest, kiln_e
         return r;
     char line[KILN_DIGEST_STRLEN + 2];
     snprintf(line, sizeof(line), "%s\n", digest);
-    if (psh_write_all(p->fd, line, strlen(line)) < 0)
+    if (kiln_write_all(p->fd, line, strlen(line)) < 0)
         return kiln_error_set(err, KILN_EIO, errno, "write pin file");
     return 0;
 }
@@ -513,7 +451,7 @@ int psh_store_put_blob_fd(psh_store *s, psh_store_pin *pin, const char *expected
         if (n == 0)
             break;
         kiln_sha256_update(h, block, (size_t)n);
-        if (psh_write_all(t.fd, block, (size_t)n) < 0) {
+        if (kiln_write_all(t.fd, block, (size_t)n) < 0) {
             r = kiln_error_set(err, errno == ENOSPC ? KILN_ENOSPC : KILN_EIO, errno,
                                "write temp blob");
             goto out;
@@ -556,7 +494,7 @@ int psh_store_put_blob_bytes(psh_store *s, psh_store_pin *pin, const char *expec
     psh_store_tmp t;
     if ((r = psh_store_tmp_open(s, &t, err)) < 0)
         return r;
-    if (psh_write_all(t.fd, data, len) < 0) {
+    if (kiln_write_all(t.fd, data, len) < 0) {
         int e = errno;
         psh_store_tmp_abort(s, &t);
         return kiln_error_set(err, e == ENOSPC ? KILN_ENOSPC : KILN_EIO, e, "write temp blob");

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fs.h"
 #include "psh_store.h"
 
 /* Seconds before GC reclaims a "new-" file in .kiln/tmp or .kiln/pins (one
@@ -22,17 +23,6 @@ struct psh_store {
     int pins_fd;    /* .kiln/pins */
     int kiln_fd;    /* .kiln */
 };
-
-/* Writes all n bytes (retrying short writes and EINTR); -1 with errno set on failure. */
-int psh_write_all(int fd, const void *p, size_t n);
-
-/* Fills buf with n random lower-case hex characters and a NUL. */
-void psh_random_hex(char *buf, size_t n);
-
-/* Writes data to a temp file in tmp_dirfd, fsyncs it, renames it to name in
- * dirfd and fsyncs dirfd: readers see the old or the new file, never a mix. */
-int psh_atomic_write(int tmp_dirfd, int dirfd, const char *name, const void *data, size_t len,
-                     kiln_error **err);
 
 /* Takes the store's writer lock (flock LOCK_EX on .kiln/lock); *out_fd is the
  * lock: closing it releases the lock. */

@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #include "arena.h"
-#include "config.h"
+#include "units.h"
 #include "follow.h"
 #include "transport.h"
 

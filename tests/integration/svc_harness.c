@@ -1,6 +1,6 @@
 /* Process and filesystem helpers for the integration tests. */
 #include "svc_harness.h"
-#include "config.h"
+#include "units.h"
 #include "rpc.h"
 
 #include <arpa/inet.h>

@@ -2,7 +2,7 @@
  * print them (kiln_parse_duration_ms, kiln_format_duration,
  * kiln_format_size), table-driven, with bad input. */
 #include "kt.h"
-#include "config.h"
+#include "units.h"
 
 #include <string.h>
 

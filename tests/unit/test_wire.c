@@ -2,6 +2,7 @@
 #include "kt.h"
 #include "arena.h"
 #include "config.h"
+#include "units.h"
 #include "events.h"
 #include "follow.h"
 #include "transport.h"
@@ -189,6 +190,16 @@ KT_TEST(sizes_and_job_ids)
     KT_EXPECT_INT(kiln_parse_size("4X"), -1);
     KT_EXPECT_INT(kiln_parse_size(""), -1);
     KT_EXPECT_INT(kiln_parse_size("99999999999999999999G"), -1);
+    /* Docker's RAMInBytes forms (RUN --mount=type=tmpfs,size=...). */
+    KT_EXPECT_INT(kiln_parse_size("1.5g"), 3LL << 29);
+    KT_EXPECT_INT(kiln_parse_size("64mb"), 64 << 20);
+    KT_EXPECT_INT(kiln_parse_size("64MiB"), 64 << 20);
+    KT_EXPECT_INT(kiln_parse_size("10b"), 10);
+    KT_EXPECT_INT(kiln_parse_size("1t"), 1LL << 40);
+    KT_EXPECT_INT(kiln_parse_size("-1"), -1);
+    KT_EXPECT_INT(kiln_parse_size(" 4"), -1);
+    KT_EXPECT_INT(kiln_parse_size("1."), -1);
+    KT_EXPECT_INT(kiln_parse_size("8192p"), -1);
     KT_EXPECT(kiln_job_id_valid("0123456789abcdef"));
     KT_EXPECT(!kiln_job_id_valid("../x"));
     KT_EXPECT(!kiln_job_id_valid("ABC"));

@@ -6,7 +6,7 @@
 #include "svc_harness.h"
 #include "bld_engine.h"
 #include "bld_sandbox.h"
-#include "config.h"
+#include "units.h"
 #include "events.h"
 #include "rpc.h"
 

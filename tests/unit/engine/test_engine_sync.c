@@ -1,6 +1,6 @@
 /* A step's index entry is its commit point: the step dir must reach the disk
  * before the entry that names it is published.  Linked with
- * -Wl,--wrap=rename,--wrap=syncfs, so every rename and syncfs the engine
+ * -Wl,--wrap=rename,--wrap=renameat,--wrap=syncfs, so every rename and syncfs the engine
  * makes is recorded here (and then done); a build of a COPY step (a real
  * kiln-pusher on a temp data dir) must show, for its key: the rename of the
  * step dir into place, then a syncfs of the data dir's filesystem, then the
@@ -15,13 +15,16 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 int __real_rename(const char *from, const char *to);
+int __real_renameat(int fromfd, const char *from, int tofd, const char *to);
 int __real_syncfs(int fd);
 int __wrap_rename(const char *from, const char *to);
+int __wrap_renameat(int fromfd, const char *from, int tofd, const char *to);
 int __wrap_syncfs(int fd);
 
 #define MAX_CALLS 256
@@ -43,6 +46,24 @@ int __wrap_rename(const char *from, const char *to)
     }
     pthread_mutex_unlock(&calls_mu);
     return __real_rename(from, to);
+}
+
+/* The atomic file writer (common/fs.c) renames relative to a directory fd:
+ * recorded with the directory's path, as rename would be. */
+int __wrap_renameat(int fromfd, const char *from, int tofd, const char *to)
+{
+    char dir[512] = "", link[64];
+    snprintf(link, sizeof(link), "/proc/self/fd/%d", tofd);
+    ssize_t n = tofd == AT_FDCWD ? 0 : readlink(link, dir, sizeof(dir) - 1);
+    dir[n > 0 ? n : 0] = '\0';
+    pthread_mutex_lock(&calls_mu);
+    if (n_calls < MAX_CALLS) {
+        calls[n_calls].op = 'r';
+        snprintf(calls[n_calls].to, sizeof(calls[0].to), "%s%s%s", dir, *dir ? "/" : "", to);
+        n_calls++;
+    }
+    pthread_mutex_unlock(&calls_mu);
+    return __real_renameat(fromfd, from, tofd, to);
 }
 
 int __wrap_syncfs(int fd)

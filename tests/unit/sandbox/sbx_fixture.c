@@ -50,7 +50,7 @@ char *fx_tmpdir(void)
 void fx_rmtree(const char *path)
 {
     kiln_error *err = NULL;
-    if (path && sbx_rm_rf(path, &err) < 0) {
+    if (path && kiln_rm_rf(path, &err) < 0) {
         fprintf(stderr, "rm %s: %s\n", path, err->msg);
         kiln_error_free(&err);
     }

@@ -239,7 +239,7 @@ KT_TEST(bind_read_only_writable_and_confined)
     char ctx[300], f[400];
     snprintf(ctx, sizeof(ctx), "%s/context", base.tmp);
     snprintf(f, sizeof(f), "%s/sub", ctx);
-    KT_REQUIRE(sbx_mkdir_p(f, 0755, NULL) == 0);
+    KT_REQUIRE(kiln_mkdir_p(f, 0755, NULL) == 0);
     snprintf(f, sizeof(f), "%s/sub/file.txt", ctx);
     KT_REQUIRE(fx_write(f, "ctx\n", 0644) == 0);
     const struct {
@@ -340,7 +340,7 @@ KT_TEST(cancel_while_waiting_for_a_locked_cache)
     kiln_sha256_bytes("busy-cache", 10, digest);
     KT_REQUIRE(asprintf(&dir, "%s/cache-mounts/%.32s", base.data, digest + 7) > 0);
     KT_REQUIRE(asprintf(&lockp, "%s/lock", dir) > 0);
-    KT_REQUIRE(sbx_mkdir_p(dir, 0700, NULL) == 0);
+    KT_REQUIRE(kiln_mkdir_p(dir, 0700, NULL) == 0);
     int fd = open(lockp, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     KT_REQUIRE(fd >= 0 && flock(fd, LOCK_EX) == 0);
     bld_mount m = {
@@ -425,7 +425,7 @@ KT_TEST(read_only_bind_is_read_only_through_submounts)
     char ctx[300], sub[400], f[500];
     snprintf(ctx, sizeof(ctx), "%s/subctx", base.tmp);
     snprintf(sub, sizeof(sub), "%s/mnt", ctx);
-    KT_REQUIRE(sbx_mkdir_p(sub, 0755, NULL) == 0);
+    KT_REQUIRE(kiln_mkdir_p(sub, 0755, NULL) == 0);
     KT_REQUIRE(mount("tmpfs", sub, "tmpfs", 0, "size=1m,mode=0777") == 0);
     snprintf(f, sizeof(f), "%s/there", sub);
     KT_REQUIRE(fx_write(f, "host\n", 0666) == 0);

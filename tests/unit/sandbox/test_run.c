@@ -157,7 +157,7 @@ KT_TEST(writes_land_in_upper_only)
     KT_EXPECT_STR(c, "hi\n");
     free(c);
     snprintf(p, sizeof(p), "%s/etc/motd", upper);
-    KT_EXPECT(lstat(p, &st) == 0 && sbx_is_whiteout(&st));
+    KT_EXPECT(lstat(p, &st) == 0 && kiln_ovl_is_whiteout(&st));
     snprintf(p, sizeof(p), "%s/a/b", upper);
     KT_EXPECT(fx_exists(p));
     snprintf(p, sizeof(p), "%s/etc/motd", bld_snapshot_stack_dirs(base.stack)[0]);
@@ -323,7 +323,7 @@ KT_TEST(deep_stack_of_long_lower_paths)
                             "%s/a-rather-long-directory-name-for-layer-number-%03d/and-"
                             "another-level-of-nesting/fs",
                             t, i) > 0);
-        KT_REQUIRE(sbx_mkdir_p(dirs[i], 0755, NULL) == 0);
+        KT_REQUIRE(kiln_mkdir_p(dirs[i], 0755, NULL) == 0);
         char f[512];
         snprintf(f, sizeof(f), "%s/f%03d", dirs[i], i);
         fx_write(f, "x", 0644);
@@ -471,7 +471,7 @@ KT_TEST(auto_mode_falls_back_to_copy_when_the_mount_fails)
         char p[600];
         struct stat st;
         snprintf(p, sizeof(p), "%s/etc/motd", upper);
-        bool wh = lstat(p, &st) == 0 && sbx_is_whiteout(&st);
+        bool wh = lstat(p, &st) == 0 && kiln_ovl_is_whiteout(&st);
         snprintf(p, sizeof(p), "%s/f", upper);
         _exit(r == 0 && res.exit_code == 0 && res.rootfs_used == BLD_ROOTFS_COPY && wh &&
                       fx_exists(p)

@@ -1,0 +1,28 @@
+/* Numbers with units: sizes and durations as people write them (flags,
+ * configuration, Dockerfile options), and the clocks durations are measured
+ * on. */
+#ifndef KILN_UNITS_H
+#define KILN_UNITS_H
+
+#include <stddef.h>
+
+/* Parses a size in bytes: a number with an optional fraction and an
+ * optional binary unit k, m, g, t or p (any case), optionally followed by
+ * "i" and/or "b": "4M", "512k", "64Mi", "1GiB", "1.5g", "64mb", "10b",
+ * "1048576" (Docker's RAMInBytes).  -1 on error or overflow. */
+long long kiln_parse_size(const char *s);
+
+/* Parses a duration: a sequence of <number><unit> with units h, m, s, ms
+ * ("1h30m", "10m", "90s", "500ms"); a bare number is seconds.  Milliseconds,
+ * or -1 on error. */
+long long kiln_parse_duration_ms(const char *s);
+/* "2 GiB", "512 MiB", "1.5 GiB", "4096 bytes" into out. */
+void kiln_format_size(char *out, size_t cap, unsigned long long bytes);
+/* "10m", "1h30m", "1m30s", "1500ms" into out. */
+void kiln_format_duration(char *out, size_t cap, unsigned long long ms);
+
+/* Milliseconds on CLOCK_MONOTONIC / CLOCK_REALTIME. */
+unsigned long long kiln_now_ms(void);
+long long kiln_wall_ms(void);
+
+#endif
