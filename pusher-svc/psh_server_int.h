@@ -26,7 +26,8 @@ struct psh_server {
     size_t n_methods;
     atomic_int cancel; /* set at shutdown: registry transfers stop between chunks */
 
-    pthread_mutex_t mu; /* counters below */
+    pthread_mutex_t mu;   /* the list of jobs and the counters below */
+    struct job_ctx *live; /* jobs accepted and not yet freed (Cancel finds them here) */
     uint64_t layers_packed, bytes_packed_in, bytes_packed_out, commits, imports;
     uint64_t pushes, pulls, blobs_uploaded, blobs_skipped, blobs_mounted, retries;
     uint64_t bytes_pushed, bytes_pulled;
@@ -40,6 +41,8 @@ typedef struct job_ctx {
     kiln_req *req; /* owned copy of the request */
     unsigned long long t0;
     unsigned long long layer_t0;
+    atomic_int cancel;    /* set by Cancel and at shutdown; registry transfers poll it */
+    struct job_ctx *next; /* in p->live */
 } job_ctx;
 
 static inline bool str_set(const char *s)
@@ -68,6 +71,10 @@ int psh_srv_accept_job(psh_server *p, const kiln_req *req, const char *kind, con
 void psh_srv_job_failed(job_ctx *c, kiln_error **err, const char *what);
 /* Releases the job (failed(INTERNAL) if it has no terminal event) and c. */
 void psh_srv_job_free(job_ctx *c);
+
+/* Cancel: sets the job's cancel flag (*was_running false when no such job
+ * is running). */
+int psh_srv_cancel_job(psh_server *p, const char *job_id, bool *was_running, kiln_error **err);
 
 /* Registry methods (psh_server_registry.c). */
 extern const kiln_rpc_method psh_registry_methods[];

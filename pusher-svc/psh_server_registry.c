@@ -38,6 +38,15 @@ static int reg_opts(psh_server *p, const Kiln__V1__RegistryOptions *r, psh_regis
     return 0;
 }
 
+/* reg_opts for a job: transfers stop when the job is cancelled. */
+static int job_reg_opts(job_ctx *c, const Kiln__V1__RegistryOptions *r, psh_registry_opts *o,
+                        kiln_error **err)
+{
+    int rr = reg_opts(c->p, r, o, err);
+    o->cancel = &c->cancel;
+    return rr;
+}
+
 static int check_ref(const char *what, const char *ref, kiln_error **err)
 {
     psh_ref r;
@@ -140,7 +149,7 @@ static void run_push(void *arg)
     psh_push_result res = {0};
     psh_reg_events ev = job_events(c);
     const char *dest = str_set(q->destination) ? q->destination : q->source;
-    if (reg_opts(c->p, q->registry, &o, &err) < 0 ||
+    if (job_reg_opts(c, q->registry, &o, &err) < 0 ||
         psh_push(c->p->store, q->source, dest, &o, &ev, &res, &err) < 0)
         psh_srv_job_failed(c, &err, "push");
     else
@@ -178,7 +187,7 @@ static void run_pull(void *arg)
     psh_registry_opts o;
     psh_pull_result res = {0};
     psh_reg_events ev = job_events(c);
-    if (reg_opts(c->p, q->registry, &o, &err) < 0 ||
+    if (job_reg_opts(c, q->registry, &o, &err) < 0 ||
         psh_pull(c->p->store, q->ref, str_set(q->platform) ? q->platform : NULL, &o, &ev, &res,
                  &err) < 0) {
         psh_srv_job_failed(c, &err, "pull");
@@ -333,7 +342,7 @@ static void run_manifest_push(void *arg)
     psh_push_result res = {0};
     psh_reg_events ev = job_events(c);
     const char *dest = str_set(q->destination) ? q->destination : q->list;
-    if (reg_opts(c->p, q->registry, &o, &err) < 0 ||
+    if (job_reg_opts(c, q->registry, &o, &err) < 0 ||
         psh_manifest_push(c->p->store, q->list, dest, &o, &ev, &res, &err) < 0)
         psh_srv_job_failed(c, &err, "manifest push");
     else

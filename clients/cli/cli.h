@@ -115,6 +115,25 @@ int cli_context_send(cli_ctx *ctx, cli_context *c, cli_progress mode);
  * filesystem view (*same).  Returns a CLI exit code. */
 int cli_builder_shares_fs(cli_ctx *ctx, bool *same);
 
+/* ---- Ctrl-C (cancel.c) ---- */
+
+/* Blocks SIGINT/SIGTERM in every thread and starts the thread that takes
+ * them.  Call first in main(), before any other thread exists. */
+void cli_signals_init(void);
+/* From now on a signal cancels the job (what: "build", "push", ...) on
+ * service s; job NULL or "": the job is being submitted, it is cancelled as
+ * soon as it is armed again with its id.  Unarmed, a signal exits at once. */
+void cli_cancel_arm(cli_ctx *ctx, cli_service s, const char *what, const char *job);
+/* Back to exiting at once on a signal (and exits now if one came meanwhile
+ * with no job to cancel). */
+void cli_cancel_disarm(void);
+/* The first signal received, 0 if none. */
+int cli_cancel_signal(void);
+/* 128 + the signal when one was received (130 for SIGINT, 143 for SIGTERM),
+ * else rc. */
+int cli_cancel_exit(int rc);
+
+int cli_cmd_cancel(cli_ctx *ctx, int argc, char **argv);
 int cli_cmd_status(cli_ctx *ctx, int argc, char **argv);
 int cli_cmd_events(cli_ctx *ctx, int argc, char **argv);
 int cli_cmd_images(cli_ctx *ctx, int argc, char **argv);

@@ -173,16 +173,23 @@ static int nargs(int argc, char **argv, int min, int max, const char *what)
 /* Runs a job request on the pusher and follows it; prints the digest.  A job
  * that fails has passed validation, so its failure is the registry's side:
  * exit 5. */
-static int run_job(cli_ctx *ctx, kiln_req *req, const reg_flags *f)
+static int run_job(cli_ctx *ctx, kiln_req *req, const reg_flags *f, const char *what)
 {
     kiln_reply *rep = NULL;
+    cli_cancel_arm(ctx, CLI_PUSHER, what, NULL);
     int rc = cli_call(ctx, CLI_PUSHER, req, &rep, 0);
-    if (rc)
+    if (rc) {
+        cli_cancel_disarm();
         return rc; /* refused up front: bad input, or the service is away */
+    }
     char job[KILN_JOB_ID_MAX + 1], digest[80] = "";
     snprintf(job, sizeof(job), "%s", rep->job_accepted->job_id);
     kiln_rpc_reply_free(rep);
+    cli_cancel_arm(ctx, CLI_PUSHER, what, job);
     rc = cli_follow_job(ctx, CLI_PUSHER, job, f->json, f->quiet, digest, sizeof(digest));
+    cli_cancel_disarm();
+    if (rc == CLI_EXIT_FAILED && cli_cancel_signal())
+        return cli_cancel_exit(rc);
     if (rc == CLI_EXIT_OK && !f->json)
         printf("%s\n", digest);
     return rc == CLI_EXIT_FAILED ? CLI_EXIT_REGISTRY : rc;
@@ -219,7 +226,7 @@ int cli_cmd_push(cli_ctx *ctx, int argc, char **argv)
     pr.registry = &f.ro;
     req.body_case = KILN__V1__REQUEST__BODY_PUSH;
     req.push = &pr;
-    return run_job(ctx, &req, &f);
+    return run_job(ctx, &req, &f, "push");
 }
 
 int cli_cmd_pull(cli_ctx *ctx, int argc, char **argv)
@@ -245,7 +252,7 @@ int cli_cmd_pull(cli_ctx *ctx, int argc, char **argv)
     pr.registry = &f.ro;
     req.body_case = KILN__V1__REQUEST__BODY_PULL;
     req.pull = &pr;
-    return run_job(ctx, &req, &f);
+    return run_job(ctx, &req, &f, "pull");
 }
 
 static const char manifest_usage[] =
@@ -327,7 +334,7 @@ int cli_cmd_manifest(cli_ctx *ctx, int argc, char **argv)
         r.registry = &f.ro;
         req.body_case = KILN__V1__REQUEST__BODY_MANIFEST_PUSH;
         req.manifest_push = &r;
-        return run_job(ctx, &req, &f);
+        return run_job(ctx, &req, &f, "push");
     } else {
         cli_errorf("manifest: unknown subcommand '%s' (create, add, annotate, inspect, push)", sub);
         return CLI_EXIT_USAGE;

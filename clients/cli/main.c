@@ -14,6 +14,7 @@
 static const cli_verb verbs[] = {
     {"build", cli_cmd_build, "build an image from a Dockerfile (--plan: only resolve it)"},
     {"status", cli_cmd_status, "show the health of kiln-builder and kiln-pusher"},
+    {"cancel", cli_cmd_cancel, "cancel running jobs (builds, pushes, pulls)"},
     {"events", cli_cmd_events, "follow a job's events (or every job), with replay"},
     {"images", cli_cmd_images, "list the images in the store"},
     {"tag", cli_cmd_tag, "tag an image in the store"},
@@ -104,6 +105,7 @@ enum { G_BUILDER = 300, G_PUSHER, G_DATA, G_CERT, G_KEY, G_CA, G_SNI, G_TIMEOUT 
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
+    cli_signals_init();
     kiln_log_setup("kiln", KILN_LOG_WARN, KILN_LOG_LOGFMT);
     static const struct option opts[] = {{"builder", required_argument, NULL, G_BUILDER},
                                          {"pusher", required_argument, NULL, G_PUSHER},

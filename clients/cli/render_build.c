@@ -261,14 +261,17 @@ int cli_run_build(cli_ctx *ctx, Kiln__V1__BuildRequest *br, const char *progress
     req.body_case = KILN__V1__REQUEST__BODY_BUILD;
     req.build = br;
     kiln_reply *rep = NULL;
+    cli_cancel_arm(ctx, CLI_BUILDER, "build", NULL);
     int rc = cli_call(ctx, CLI_BUILDER, &req, &rep, 0);
     if (rc) {
+        cli_cancel_disarm();
         free(v);
         return rc == CLI_EXIT_FAILED ? CLI_EXIT_BUILD : rc;
     }
     char job[KILN_JOB_ID_MAX + 1];
     snprintf(job, sizeof(job), "%s", rep->job_accepted->job_id);
     kiln_rpc_reply_free(rep);
+    cli_cancel_arm(ctx, CLI_BUILDER, "build", job);
 
     kiln_rpc_client *c = cli_connect(ctx, CLI_BUILDER);
     if (c == NULL) {
@@ -295,7 +298,11 @@ int cli_run_build(cli_ctx *ctx, Kiln__V1__BuildRequest *br, const char *progress
     kiln_error_free(&err);
     free(url);
     kiln_rpc_client_free(c);
-    if (rc == CLI_EXIT_OK && v->failed) {
+    cli_cancel_disarm();
+    if (rc == CLI_EXIT_OK && v->failed && cli_cancel_signal() &&
+        kiln_code_from_wire(v->fail_code) == KILN_ECANCELED) {
+        rc = cli_cancel_exit(rc); /* "cancelled" was printed when it happened */
+    } else if (rc == CLI_EXIT_OK && v->failed) {
         if (v->fail_line > 0)
             cli_errorf("build failed at %s:%d: %s\n%s", br->filename, v->fail_line, v->fail_text,
                        v->fail_msg);
