@@ -115,6 +115,24 @@ int cli_context_send(cli_ctx *ctx, cli_context *c, cli_progress mode);
  * filesystem view (*same).  Returns a CLI exit code. */
 int cli_builder_shares_fs(cli_ctx *ctx, bool *same);
 
+/* ---- argument checks (args.c): each prints why and returns CLI_EXIT_USAGE,
+ * or returns CLI_EXIT_OK ---- */
+
+/* ref must parse as an image reference (new_tag: a tag to create, so no
+ * @digest).  what names it in the message ("tag", "destination", ...). */
+int cli_check_ref(const char *verb, const char *what, const char *ref, bool new_tag);
+
+typedef enum cli_path_kind {
+    CLI_PATH_ANY,      /* exists and is readable */
+    CLI_PATH_FILE,     /* a readable non-directory */
+    CLI_PATH_DIR,      /* a readable directory */
+    CLI_PATH_NEW_FILE, /* to be written: its directory exists and is writable */
+} cli_path_kind;
+int cli_check_path(const char *verb, const char *what, const char *path, cli_path_kind kind);
+
+/* OS/ARCH[/VARIANT]. */
+int cli_check_platform(const char *verb, const char *platform);
+
 /* ---- Ctrl-C (cancel.c) ---- */
 
 /* Blocks SIGINT/SIGTERM in every thread and starts the thread that takes

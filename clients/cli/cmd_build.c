@@ -128,6 +128,35 @@ static int stream_context(cli_ctx *ctx, cli_context *cc, const char *dir, const 
     return CLI_EXIT_OK;
 }
 
+/* Everything the command line names is checked before anything is sent: a
+ * bad tag must not cost a whole build. */
+static int check_args(const char *context, const char *file, const char *const *tags, size_t n_tags,
+                      const char *const *args, size_t n_args, const char *platform,
+                      const char *iidfile, bool push, bool plan)
+{
+    int rc = CLI_EXIT_OK;
+    for (size_t i = 0; i < n_tags && rc == CLI_EXIT_OK; i++)
+        rc = cli_check_ref("build", "tag", tags[i], true);
+    for (size_t i = 0; i < n_args && rc == CLI_EXIT_OK; i++)
+        if (args[i][0] == '=' || args[i][0] == '\0') {
+            cli_errorf("build: --build-arg wants NAME[=VALUE], got '%s'", args[i]);
+            rc = CLI_EXIT_USAGE;
+        }
+    if (rc == CLI_EXIT_OK && *platform)
+        rc = cli_check_platform("build", platform);
+    if (rc == CLI_EXIT_OK && !plan)
+        rc = cli_check_path("build", "context", context, CLI_PATH_DIR);
+    if (rc == CLI_EXIT_OK && file && strcmp(file, "-") != 0)
+        rc = cli_check_path("build", "Dockerfile", file, CLI_PATH_FILE);
+    if (rc == CLI_EXIT_OK && iidfile)
+        rc = cli_check_path("build", "--iidfile", iidfile, CLI_PATH_NEW_FILE);
+    if (rc == CLI_EXIT_OK && push && n_tags == 0) {
+        cli_errorf("build: --push needs at least one -t REF to push to");
+        rc = CLI_EXIT_USAGE;
+    }
+    return rc;
+}
+
 static const char usage[] =
     "Usage: kiln build [flags] CONTEXT\n"
     "\n"
@@ -358,10 +387,15 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
     int rc = CLI_EXIT_OK;
     char *text = NULL, *path = NULL, *ignore = NULL;
     if (argc - optind != 1) {
-        cli_errorf("build: expected exactly one CONTEXT argument; see 'kiln build --help'");
+        cli_errorf("build: expected exactly one CONTEXT argument, got %d; see 'kiln build --help'",
+                   argc - optind);
         rc = CLI_EXIT_USAGE;
         goto out;
     }
+    if ((rc = check_args(argv[optind], file, (const char *const *)tags, n_tags,
+                         (const char *const *)args, n_args, platform, iidfile, push, plan)) !=
+        CLI_EXIT_OK)
+        goto out;
     kiln_error *err = NULL;
     if (file == NULL && asprintf(&path, "%s/Dockerfile", argv[optind]) < 0) {
         rc = CLI_EXIT_FAILED;

@@ -108,12 +108,14 @@ static int parse(int argc, char **argv, reg_flags *f, const char *extra, const c
             f->ro.creds = optarg;
             break;
         case R_CERTDIR:
-            if (abs_path(optarg, f->cert_dir) < 0)
+            if (cli_check_path(argv[0], "--cert-dir", optarg, CLI_PATH_DIR) != CLI_EXIT_OK ||
+                abs_path(optarg, f->cert_dir) < 0)
                 return -1;
             f->ro.cert_dir = f->cert_dir;
             break;
         case R_AUTHFILE:
-            if (abs_path(optarg, f->authfile) < 0)
+            if (cli_check_path(argv[0], "--authfile", optarg, CLI_PATH_FILE) != CLI_EXIT_OK ||
+                abs_path(optarg, f->authfile) < 0)
                 return -1;
             f->ro.authfile = f->authfile;
             break;
@@ -125,6 +127,8 @@ static int parse(int argc, char **argv, reg_flags *f, const char *extra, const c
             f->ro.format = optarg;
             break;
         case R_PLATFORM:
+            if (cli_check_platform(argv[0], optarg) != CLI_EXIT_OK)
+                return -1;
             f->platform = optarg;
             break;
         case R_OS:
@@ -217,7 +221,10 @@ int cli_cmd_push(cli_ctx *ctx, int argc, char **argv)
     int p = parse(argc, argv, &f, "format quiet json", usage);
     if (p)
         return p > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
-    if (nargs(argc, argv, 1, 2, "REF [DEST]") < 0)
+    if (nargs(argc, argv, 1, 2, "REF [DEST]") < 0 ||
+        cli_check_ref("push", "image", argv[optind], false) != CLI_EXIT_OK ||
+        (argc - optind > 1 &&
+         cli_check_ref("push", "destination", argv[optind + 1], false) != CLI_EXIT_OK))
         return CLI_EXIT_USAGE;
     kiln_req req = KILN__V1__REQUEST__INIT;
     Kiln__V1__PushRequest pr = KILN__V1__PUSH_REQUEST__INIT;
@@ -243,7 +250,8 @@ int cli_cmd_pull(cli_ctx *ctx, int argc, char **argv)
     int p = parse(argc, argv, &f, "platform quiet json", usage);
     if (p)
         return p > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
-    if (nargs(argc, argv, 1, 1, "REF") < 0)
+    if (nargs(argc, argv, 1, 1, "REF") < 0 ||
+        cli_check_ref("pull", "reference", argv[optind], false) != CLI_EXIT_OK)
         return CLI_EXIT_USAGE;
     kiln_req req = KILN__V1__REQUEST__INIT;
     Kiln__V1__PullRequest pr = KILN__V1__PULL_REQUEST__INIT;
@@ -280,7 +288,8 @@ int cli_cmd_manifest(cli_ctx *ctx, int argc, char **argv)
     kiln_reply *rep = NULL;
     int rc;
     if (strcmp(sub, "create") == 0) {
-        if (parse(argc, argv, &f, "", manifest_usage) || nargs(argc, argv, 1, 1, "LIST") < 0)
+        if (parse(argc, argv, &f, "", manifest_usage) || nargs(argc, argv, 1, 1, "LIST") < 0 ||
+            cli_check_ref("manifest create", "list name", argv[optind], true) != CLI_EXIT_OK)
             return CLI_EXIT_USAGE;
         Kiln__V1__ManifestCreateRequest r = KILN__V1__MANIFEST_CREATE_REQUEST__INIT;
         r.list = argv[optind];
@@ -288,7 +297,9 @@ int cli_cmd_manifest(cli_ctx *ctx, int argc, char **argv)
         req.manifest_create = &r;
         rc = cli_call(ctx, CLI_PUSHER, &req, &rep, 0);
     } else if (strcmp(sub, "add") == 0) {
-        if (parse(argc, argv, &f, "", manifest_usage) || nargs(argc, argv, 2, 2, "LIST IMAGE") < 0)
+        if (parse(argc, argv, &f, "", manifest_usage) ||
+            nargs(argc, argv, 2, 2, "LIST IMAGE") < 0 ||
+            cli_check_ref("manifest add", "image", argv[optind + 1], false) != CLI_EXIT_OK)
             return CLI_EXIT_USAGE;
         Kiln__V1__ManifestAddRequest r = KILN__V1__MANIFEST_ADD_REQUEST__INIT;
         r.list = argv[optind];
@@ -326,7 +337,9 @@ int cli_cmd_manifest(cli_ctx *ctx, int argc, char **argv)
         return rc;
     } else if (strcmp(sub, "push") == 0) {
         if (parse(argc, argv, &f, "quiet json", manifest_usage) ||
-            nargs(argc, argv, 1, 2, "LIST [DEST]") < 0)
+            nargs(argc, argv, 1, 2, "LIST [DEST]") < 0 ||
+            (argc - optind > 1 &&
+             cli_check_ref("manifest push", "destination", argv[optind + 1], false) != CLI_EXIT_OK))
             return CLI_EXIT_USAGE;
         Kiln__V1__ManifestPushRequest r = KILN__V1__MANIFEST_PUSH_REQUEST__INIT;
         r.list = argv[optind];

@@ -186,8 +186,15 @@ static int want_args(int argc, char **argv, int min, int max)
 {
     int n = argc - optind;
     if (n < min || n > max) {
-        cli_errorf("%s: expected %s argument(s), got %d; see 'kiln %s --help'", argv[0],
-                   min == max ? (min == 1 ? "1" : "2") : "more", n, argv[0]);
+        if (max == 0)
+            cli_errorf("%s: takes no arguments, got '%s'; see 'kiln %s --help'", argv[0],
+                       argv[optind], argv[0]);
+        else if (min == max)
+            cli_errorf("%s: expected %d argument(s), got %d; see 'kiln %s --help'", argv[0], min, n,
+                       argv[0]);
+        else
+            cli_errorf("%s: expected %d to %d arguments, got %d; see 'kiln %s --help'", argv[0],
+                       min, max, n, argv[0]);
         return -1;
     }
     return 0;
@@ -281,7 +288,8 @@ int cli_cmd_tag(cli_ctx *ctx, int argc, char **argv)
                         "TARGET.  Only metadata changes.\n");
     if (p)
         return p > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
-    if (want_args(argc, argv, 2, 2) < 0)
+    if (want_args(argc, argv, 2, 2) < 0 ||
+        cli_check_ref("tag", "target", argv[optind + 1], true) != CLI_EXIT_OK)
         return CLI_EXIT_USAGE;
     kiln_req req = KILN__V1__REQUEST__INIT;
     Kiln__V1__TagRequest tr = KILN__V1__TAG_REQUEST__INIT;
@@ -542,7 +550,9 @@ int cli_cmd_import(cli_ctx *ctx, int argc, char **argv)
         "Prints the image digest.\n");
     if (p)
         return p > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
-    if (want_args(argc, argv, 2, 2) < 0)
+    if (want_args(argc, argv, 2, 2) < 0 ||
+        cli_check_ref("import", "reference", argv[optind + 1], true) != CLI_EXIT_OK ||
+        (*platform && cli_check_platform("import", platform) != CLI_EXIT_OK))
         return CLI_EXIT_USAGE;
     char abs[PATH_MAX];
     if (realpath(argv[optind], abs) == NULL) {

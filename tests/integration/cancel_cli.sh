@@ -35,6 +35,12 @@ wait_for() {
     done
     return 1
 }
+# reap PID: its exit status; a CLI still running after 30 s is killed (status 124).
+reap() {
+    for _ in $(seq 300); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$1" 2>/dev/null && { kill -9 "$1"; wait "$1"; return 124; }
+    wait "$1"
+}
 job_state() { # the terminal event of JOB as "completed" / "failed:CODE"
     kiln events --no-follow --json "$1" 2>/dev/null |
         jq -r -s '[.[] | select(.completed or .failed)][0] | if .completed then "completed" elif .failed then "failed:" + .failed.error.code else "none" end'
@@ -59,7 +65,7 @@ for sig in INT TERM; do
     wait_for "$T/push.json" 'length > 0' || bad "push $sig: no event within 30 s"
     job=$(jq -r -s '.[0].job_id' "$T/push.json")
     kill -$sig "$cli"
-    wait "$cli"; rc=$?
+    reap "$cli"; rc=$?
     [ "$rc" = "$want" ] && ok || bad "push SIG$sig: exit $rc, want $want ($(tail -3 "$T/push.err"))"
     grep -q "cancelled push $job" "$T/push.err" && ok || bad "push SIG$sig prints what was cancelled ($(cat "$T/push.err"))"
     [ "$(job_state "$job")" = failed:CANCELLED ] && ok || bad "push job $job ends cancelled on the pusher ($(job_state "$job"))"
@@ -71,7 +77,7 @@ wait_for "$T/push.json" 'length > 0' || bad "push: no event within 30 s"
 job=$(jq -r -s '.[0].job_id' "$T/push.json")
 expect_rc 0 "kiln cancel JOB" kiln cancel "$job"
 grep -q "cancelled $job" "$T/out" && ok || bad "kiln cancel says what it cancelled"
-wait "$cli"; rc=$?
+reap "$cli"; rc=$?
 [ "$rc" = 5 ] && ok || bad "push cancelled from elsewhere: exit $rc, want 5"
 [ "$(job_state "$job")" = failed:CANCELLED ] && ok || bad "kiln cancel: the job ends cancelled"
 expect_rc 1 "kiln cancel of a finished job" kiln cancel "$job"
@@ -89,7 +95,7 @@ else
     job=$(jq -r -s '.[0].job_id' "$T/build.json")
     pgrep -f 'sleep 3141' >/dev/null && ok || bad "the RUN runs before ^C"
     kill -INT "$cli"
-    wait "$cli"; rc=$?
+    reap "$cli"; rc=$?
     [ "$rc" = 130 ] && ok || bad "build ^C: exit $rc, want 130 ($(tail -3 "$T/build.err"))"
     grep -q "cancelled build $job" "$T/build.err" && ok || bad "build ^C prints what was cancelled"
     pgrep -f 'sleep 3141' >/dev/null && bad "the RUN still runs after ^C" || ok
