@@ -26,6 +26,9 @@ static int reg_opts(psh_server *p, const Kiln__V1__RegistryOptions *r, psh_regis
     o->cert_dir = str_set(r->cert_dir) ? r->cert_dir : NULL;
     o->authfile = str_set(r->authfile) ? r->authfile : NULL;
     o->creds = str_set(r->creds) ? r->creds : NULL;
+    if (r->retry_set)
+        o->max_retries = r->retry > 100 ? 100 : r->retry;
+    o->retry_delay_ms = r->retry_delay_ms > 600000 ? 600000 : r->retry_delay_ms;
     if (o->creds && strchr(o->creds, ':') == NULL)
         return kiln_error_set(err, KILN_EINVAL, 0, "credentials must be USER:PASSWORD");
     if (!str_set(r->format) || strcmp(r->format, "oci") == 0)

@@ -36,7 +36,23 @@ enum {
     R_ANNOTATION,
     R_QUIET,
     R_JSON,
+    R_RETRY,
+    R_RETRY_DELAY,
 };
+
+/* "2s", "500ms", "1m", or plain seconds -> milliseconds; -1 if malformed. */
+static long parse_duration_ms(const char *s)
+{
+    char *end = NULL;
+    double v = strtod(s, &end);
+    if (end == s || v < 0)
+        return -1;
+    double ms = strcmp(end, "ms") == 0           ? v
+                : strcmp(end, "s") == 0 || !*end ? v * 1000
+                : strcmp(end, "m") == 0          ? v * 60000
+                                                 : -1;
+    return ms < 0 || ms > 600000 ? -1 : (long)ms;
+}
 
 /* Makes a path absolute for the pusher (same host). */
 static int abs_path(const char *in, char out[PATH_MAX])
@@ -69,6 +85,9 @@ static int parse(int argc, char **argv, reg_flags *f, const char *extra, const c
         {"annotation", required_argument, NULL, R_ANNOTATION},
         {"quiet", no_argument, NULL, R_QUIET},
         {"json", no_argument, NULL, R_JSON},
+        {"retry", required_argument, NULL, R_RETRY},
+        {"retry-times", required_argument, NULL, R_RETRY},
+        {"retry-delay", required_argument, NULL, R_RETRY_DELAY},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -84,7 +103,8 @@ static int parse(int argc, char **argv, reg_flags *f, const char *extra, const c
         if (c == 'q')
             name = "quiet", c = R_QUIET;
         if (c != 'h' && c != '?' && c != ':' && name && !strstr(extra, name) && c != R_TLS &&
-            c != R_CREDS && c != R_CERTDIR && c != R_AUTHFILE) {
+            c != R_CREDS && c != R_CERTDIR && c != R_AUTHFILE && c != R_RETRY &&
+            c != R_RETRY_DELAY) {
             cli_errorf("%s: --%s does not apply here", argv[0], name);
             return -1;
         }
@@ -147,6 +167,26 @@ static int parse(int argc, char **argv, reg_flags *f, const char *extra, const c
             }
             f->annotations[f->n_annotations++] = optarg;
             break;
+        case R_RETRY: {
+            char *end = NULL;
+            long v = strtol(optarg, &end, 10);
+            if (*optarg == '\0' || *end || v < 0 || v > 100) {
+                cli_errorf("%s: --retry wants a number of retries from 0 to 100", argv[0]);
+                return -1;
+            }
+            f->ro.retry = (uint32_t)v;
+            f->ro.retry_set = true;
+            break;
+        }
+        case R_RETRY_DELAY: {
+            long ms = parse_duration_ms(optarg);
+            if (ms < 0) {
+                cli_errorf("%s: --retry-delay wants a duration up to 10m (2s, 500ms)", argv[0]);
+                return -1;
+            }
+            f->ro.retry_delay_ms = (uint32_t)ms;
+            break;
+        }
         case R_QUIET:
             f->quiet = true;
             break;
@@ -205,12 +245,19 @@ static const char reg_usage[] =
     "  --creds USER:PASS    credentials (else --authfile / Docker config.json)\n"
     "  --cert-dir DIR       certs.d root: DIR/<host:port>/*.crt CAs, NAME.cert +\n"
     "                       NAME.key client certificate (default /etc/containers/certs.d)\n"
-    "  --authfile FILE      Docker config.json (auths, credHelpers, credsStore)\n";
+    "  --authfile FILE      Docker config.json (auths, credHelpers, credsStore)\n"
+    "  --retry N            retries per request after 5xx/429/408, resets and\n"
+    "                       timeouts (default 6; --retry-times is the same)\n"
+    "  --retry-delay D      fixed delay between retries (2s, 500ms; default:\n"
+    "                       exponential backoff from 250 ms with jitter)\n"
+    "A host that does not resolve, a refused connection or a plain-HTTP registry\n"
+    "reached over HTTPS fails at once.  Registries on localhost, 127.0.0.0/8 and\n"
+    "::1 may speak plain HTTP without --tls-verify=false.\n";
 
 int cli_cmd_push(cli_ctx *ctx, int argc, char **argv)
 {
     reg_flags f = {0};
-    char usage[1024];
+    char usage[2048];
     snprintf(
         usage, sizeof(usage),
         "Usage: kiln push [--format oci|v2s2] [--quiet] [--json] [registry flags] REF [DEST]\n\n"
@@ -239,7 +286,7 @@ int cli_cmd_push(cli_ctx *ctx, int argc, char **argv)
 int cli_cmd_pull(cli_ctx *ctx, int argc, char **argv)
 {
     reg_flags f = {0};
-    char usage[1024];
+    char usage[2048];
     snprintf(usage, sizeof(usage),
              "Usage: kiln pull [--platform OS/ARCH[/VARIANT]] [--quiet] [--json] [registry flags] "
              "REF\n\n"

@@ -102,10 +102,9 @@ static int job_cb(void *ud, const kiln_event *e)
         snprintf(v->digest, sizeof(v->digest), "%s", e->completed->digest);
     if (e->payload_case == KILN__V1__EVENT__PAYLOAD_FAILED) {
         v->failed = true;
-        if (!v->json)
-            cli_errorf("%s", e->failed->error && e->failed->error->message
-                                 ? e->failed->error->message
-                                 : "job failed");
+        /* On stderr with --json too: stdout carries only the events. */
+        cli_errorf("%s", e->failed->error && e->failed->error->message ? e->failed->error->message
+                                                                       : "job failed");
     }
     return 0;
 }

@@ -56,6 +56,8 @@ typedef struct psh_registry_opts {
     psh_manifest_format format;  /* push only */
     unsigned max_retries;        /* per request / chunk; default 6 */
     unsigned retry_base_ms;      /* first backoff delay; default 250 ms, doubled, +jitter */
+    unsigned retry_delay_ms;     /* non-zero: this fixed delay between retries instead
+                                    (--retry-delay); Retry-After still wins */
     long connect_timeout_s;      /* default 30 */
     long low_speed_time_s;       /* abort when < 1 KiB/s for this long; default 60; not
                                     applied to finalising PUTs */
