@@ -310,6 +310,25 @@ int cli_cmd_pull(cli_ctx *ctx, int argc, char **argv)
     return run_job(ctx, &req, &f, "pull");
 }
 
+/* Whether ref names an image in the store (a quiet Inspect). */
+static bool in_store(cli_ctx *ctx, const char *ref)
+{
+    kiln_req req = KILN__V1__REQUEST__INIT;
+    Kiln__V1__InspectRequest ir = KILN__V1__INSPECT_REQUEST__INIT;
+    ir.ref = (char *)ref;
+    req.body_case = KILN__V1__REQUEST__BODY_INSPECT;
+    req.inspect = &ir;
+    kiln_rpc_client *c = NULL;
+    kiln_reply *rep = NULL;
+    kiln_error *err = NULL;
+    bool found = kiln_rpc_client_new(&c, ctx->url[CLI_PUSHER], &ctx->transport, true, &err) == 0 &&
+                 kiln_rpc_call(c, &req, &rep, ctx->timeout_ms, &err) == 0;
+    kiln_error_free(&err);
+    kiln_rpc_reply_free(rep);
+    kiln_rpc_client_free(c);
+    return found;
+}
+
 static const char manifest_usage[] =
     "Usage: kiln manifest create LIST\n"
     "       kiln manifest add [registry flags] LIST IMAGE\n"
@@ -354,7 +373,10 @@ int cli_cmd_manifest(cli_ctx *ctx, int argc, char **argv)
         r.registry = &f.ro;
         req.body_case = KILN__V1__REQUEST__BODY_MANIFEST_ADD;
         req.manifest_add = &r;
+        bool local = in_store(ctx, r.image);
         rc = cli_call(ctx, CLI_PUSHER, &req, &rep, 600000);
+        if (rc == CLI_EXIT_FAILED && !local)
+            rc = CLI_EXIT_REGISTRY; /* the registry's answer about a remote image, as pull */
     } else if (strcmp(sub, "annotate") == 0) {
         if (parse(argc, argv, &f, "os arch variant annotation", manifest_usage) ||
             nargs(argc, argv, 2, 2, "LIST DIGEST|IMAGE") < 0)

@@ -239,6 +239,35 @@ static int build_cb(void *ud, const kiln_event *e)
     return 0;
 }
 
+/* After a build failed for want of a service: whether kiln-builder's own
+ * check of kiln-pusher says it is down (detail copied), as opposed to a
+ * registry that failed the final push. */
+static bool pusher_down(cli_ctx *ctx, char *detail, size_t cap)
+{
+    kiln_req req = KILN__V1__REQUEST__INIT;
+    Kiln__V1__StatusRequest sr = KILN__V1__STATUS_REQUEST__INIT;
+    req.body_case = KILN__V1__REQUEST__BODY_STATUS;
+    req.status = &sr;
+    kiln_rpc_client *c = NULL;
+    kiln_reply *rep = NULL;
+    kiln_error *err = NULL;
+    bool down = false;
+    if (kiln_rpc_client_new(&c, ctx->url[CLI_BUILDER], &ctx->transport, true, &err) == 0 &&
+        kiln_rpc_call(c, &req, &rep, ctx->timeout_ms < 5000 ? ctx->timeout_ms : 5000, &err) == 0) {
+        for (size_t i = 0; i < rep->status_reply->n_checks; i++) {
+            const Kiln__V1__Check *k = rep->status_reply->checks[i];
+            if (strcmp(k->name, "pusher") == 0 && !k->ok) {
+                down = true;
+                snprintf(detail, cap, "%s", k->detail);
+            }
+        }
+    }
+    kiln_error_free(&err);
+    kiln_rpc_reply_free(rep);
+    kiln_rpc_client_free(c);
+    return down;
+}
+
 int cli_run_build(cli_ctx *ctx, Kiln__V1__BuildRequest *br, const char *progress,
                   const char *iidfile)
 {
@@ -302,6 +331,13 @@ int cli_run_build(cli_ctx *ctx, Kiln__V1__BuildRequest *br, const char *progress
     if (rc == CLI_EXIT_OK && v->failed && cli_cancel_signal() &&
         kiln_code_from_wire(v->fail_code) == KILN_ECANCELED) {
         rc = cli_cancel_exit(rc); /* "cancelled" was printed when it happened */
+    } else if (rc == CLI_EXIT_OK && v->failed && v->fail_line == 0 &&
+               (kiln_code_from_wire(v->fail_code) == KILN_EUNAVAIL ||
+                kiln_code_from_wire(v->fail_code) == KILN_ETIMEDOUT) &&
+               pusher_down(ctx, v->fail_text, sizeof(v->fail_text))) {
+        cli_errorf("build failed: kiln-pusher is unreachable from kiln-builder (%s)\n%s",
+                   v->fail_text, v->fail_msg);
+        rc = CLI_EXIT_UNREACHABLE;
     } else if (rc == CLI_EXIT_OK && v->failed) {
         if (v->fail_line > 0)
             cli_errorf("build failed at %s:%d: %s\n%s", br->filename, v->fail_line, v->fail_text,
