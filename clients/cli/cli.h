@@ -40,6 +40,17 @@ typedef struct cli_verb {
 
 const char *cli_service_name(cli_service s);
 
+/* Before a verb's getopt_long loop: a full re-initialisation (optind 0, a
+ * GNU extension; main's "+" parse would otherwise keep stopping at the first
+ * argument), so flags may follow arguments (`kiln build . -t app:1`) and
+ * `--` ends them, as in docker. */
+static inline void cli_getopt_reset(void)
+{
+    extern int optind, opterr;
+    optind = 0;
+    opterr = 0;
+}
+
 /* Connects to a service; on failure prints the reason and returns NULL. */
 kiln_rpc_client *cli_connect(cli_ctx *ctx, cli_service s);
 

@@ -245,9 +245,8 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
     const char *creds = "";
     char authfile[PATH_MAX] = "", cert_dir[PATH_MAX] = "";
     int c;
-    optind = 1;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, "+t:f:h", opts, NULL)) != -1) {
+    cli_getopt_reset();
+    while ((c = getopt_long(argc, argv, "t:f:h", opts, NULL)) != -1) {
         switch (c) {
         case 'h':
             printf("%s", usage);

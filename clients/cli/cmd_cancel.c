@@ -43,8 +43,7 @@ int cli_cmd_cancel(cli_ctx *ctx, int argc, char **argv)
 {
     static const struct option opts[] = {{"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
     int c;
-    optind = 1;
-    opterr = 0;
+    cli_getopt_reset();
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         if (c == 'h') {
             printf("%s", usage);

@@ -271,9 +271,8 @@ int cli_cmd_events(cli_ctx *ctx, int argc, char **argv)
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     int c;
-    optind = 1;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, "+jnh", opts, NULL)) != -1) {
+    cli_getopt_reset();
+    while ((c = getopt_long(argc, argv, "jnh", opts, NULL)) != -1) {
         switch (c) {
         case 'j':
             json = true;

@@ -92,10 +92,9 @@ static int parse(int argc, char **argv, reg_flags *f, const char *extra, const c
         {NULL, 0, NULL, 0},
     };
     kiln__v1__registry_options__init(&f->ro);
-    optind = 1;
-    opterr = 0;
+    cli_getopt_reset();
     int c;
-    while ((c = getopt_long(argc, argv, "+hq", all, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "hq", all, NULL)) != -1) {
         const char *name = NULL;
         for (size_t i = 0; all[i].name; i++)
             if (all[i].val == c)

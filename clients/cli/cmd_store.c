@@ -159,10 +159,9 @@ static int parse_flags(int argc, char **argv, const flag *flags, size_t n, const
                                   NULL, (int)(100 + i)};
     opts[k++] = (struct option){"help", no_argument, NULL, 'h'};
     opts[k] = (struct option){NULL, 0, NULL, 0};
-    optind = 1;
-    opterr = 0;
+    cli_getopt_reset();
     int c;
-    while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         if (c == 'h') {
             printf("%s", usage);
             return 1;

@@ -74,6 +74,68 @@ kiln_rpc_client *cli_connect(cli_ctx *ctx, cli_service s)
     return c;
 }
 
+/* Edit distance (insert, delete, substitute, swap of neighbours), capped. */
+static size_t distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 32 || lb > 32)
+        return 99;
+    size_t d[33][33];
+    for (size_t i = 0; i <= la; i++)
+        d[i][0] = i;
+    for (size_t j = 0; j <= lb; j++)
+        d[0][j] = j;
+    for (size_t i = 1; i <= la; i++)
+        for (size_t j = 1; j <= lb; j++) {
+            size_t best = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+            if (d[i - 1][j] + 1 < best)
+                best = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < best)
+                best = d[i][j - 1] + 1;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+                d[i - 2][j - 2] + 1 < best)
+                best = d[i - 2][j - 2] + 1;
+            d[i][j] = best;
+        }
+    return d[la][lb];
+}
+
+static const cli_verb *find_verb(const char *name)
+{
+    for (size_t i = 0; i < KILN_ARRAY_SIZE(verbs); i++)
+        if (strcmp(name, verbs[i].name) == 0)
+            return &verbs[i];
+    return NULL;
+}
+
+/* "unknown command", with the closest verbs as docker and git suggest them. */
+static int unknown_verb(const char *name)
+{
+    cli_errorf("unknown command '%s'", name);
+    size_t best = 3;
+    for (size_t i = 0; i < KILN_ARRAY_SIZE(verbs); i++) {
+        size_t d = distance(name, verbs[i].name);
+        if (strlen(name) >= 2 && strncmp(verbs[i].name, name, strlen(name)) == 0)
+            d = 1; /* a prefix */
+        if (d < best)
+            best = d;
+    }
+    bool first = true;
+    for (size_t i = 0; best < 3 && i < KILN_ARRAY_SIZE(verbs); i++) {
+        size_t d = distance(name, verbs[i].name);
+        if (strlen(name) >= 2 && strncmp(verbs[i].name, name, strlen(name)) == 0)
+            d = 1;
+        if (d == best) {
+            fprintf(stderr, "%s%s", first ? "Did you mean " : " or ", verbs[i].name);
+            first = false;
+        }
+    }
+    if (!first)
+        fputs("?\n", stderr);
+    fprintf(stderr, "Try 'kiln --help'.\n");
+    return CLI_EXIT_USAGE;
+}
+
 static void usage(FILE *f)
 {
     fprintf(f, "Usage: kiln [global flags] VERB [flags] [args]\n\n"
@@ -94,8 +156,9 @@ static void usage(FILE *f)
         "  --tls-server-name NAME  name the services' certificates must carry (default:\n"
         "                    the URL's host; matched against DNS subjectAltNames)\n"
         "  --timeout MS      RPC timeout in milliseconds (default 10000)\n"
-        "  -h, --help        this help; `kiln VERB --help` for a verb\n"
-        "  -V, --version     print the version\n"
+        "  -h, --help        this help; `kiln help VERB` or `kiln VERB --help` for a verb\n"
+        "  -V, --version     print the version (also `kiln version`)\n"
+        "\nA verb's flags may come before or after its arguments; `--` ends them.\n"
         "\nExit status: 0 ok, 1 operation failed, 2 usage error, 3 service unreachable,\n"
         "4 build failed, 5 registry error.\n");
 }
@@ -176,15 +239,27 @@ int main(int argc, char **argv)
         usage(stderr);
         return CLI_EXIT_USAGE;
     }
-    const cli_verb *verb = NULL;
-    for (size_t i = 0; i < KILN_ARRAY_SIZE(verbs); i++)
-        if (strcmp(argv[optind], verbs[i].name) == 0)
-            verb = &verbs[i];
-    if (verb == NULL) {
-        cli_errorf("unknown command '%s'", argv[optind]);
-        fprintf(stderr, "Try 'kiln --help'.\n");
-        return CLI_EXIT_USAGE;
+    /* `kiln version` and `kiln help [VERB]`, as docker has them. */
+    if (strcmp(argv[optind], "version") == 0) {
+        printf("kiln %s\n", KILN_VERSION_STRING);
+        return CLI_EXIT_OK;
     }
+    char *help_argv[] = {NULL, (char *)"--help", NULL};
+    if (strcmp(argv[optind], "help") == 0) {
+        if (optind + 1 >= argc) {
+            usage(stdout);
+            return CLI_EXIT_OK;
+        }
+        if (find_verb(argv[optind + 1]) == NULL)
+            return unknown_verb(argv[optind + 1]);
+        help_argv[0] = argv[optind + 1];
+        argv = help_argv;
+        argc = 2;
+        optind = 0;
+    }
+    const cli_verb *verb = find_verb(argv[optind]);
+    if (verb == NULL)
+        return unknown_verb(argv[optind]);
     _cleanup_free_ char *data_dir = data ? strdup(data) : kiln_default_data_dir();
     _cleanup_free_ char *bu =
         builder && *builder ? strdup(builder) : kiln_default_url(data_dir, KILN_EP_BUILDER);

@@ -50,4 +50,26 @@ grep -q "takes no arguments" "$T/err" && ! grep -q 'got 2' "$T/err" && ok || bad
 expect_rc 2 "inspect with two" kiln inspect a b
 grep -q "expected 1 argument(s), got 2" "$T/err" && ok || bad "inspect a b: $(cat "$T/err")"
 
+# ---- habits ----
+mkdir -p "$T/rootfs/bin"
+echo hi >"$T/rootfs/bin/hi"
+expect_rc 0 "flags after arguments (import DIR REF --quiet)" kiln import "$T/rootfs" base:1 --quiet
+grep -Eq '^sha256:[0-9a-f]{64}$' "$T/out" && ok || bad "--quiet after the arguments applies: $(cat "$T/out")"
+expect_rc 0 "flags after arguments (inspect REF --help)" kiln inspect base:1 --help
+grep -q '^Usage: kiln inspect' "$T/out" && ok || bad "inspect REF --help prints usage"
+expect_rc 2 "build CONTEXT -t BAD: the tag after the context is checked" kiln build "$T/ctx" -t 'MyApp:1'
+grep -q 'lowercase' "$T/err" && ok || bad "build CONTEXT -t: $(cat "$T/err")"
+expect_rc 1 "-- ends flags" kiln inspect -- --help
+grep -q 'Usage' "$T/out" && bad "-- did not end the flags" || ok
+expect_rc 0 "kiln help push" kiln help push
+grep -q '^Usage: kiln push' "$T/out" && ok || bad "kiln help push prints push's usage"
+expect_rc 0 "kiln help" kiln help
+grep -q '^Usage: kiln' "$T/out" && ok || bad "kiln help prints usage"
+expect_rc 0 "kiln version" kiln version
+grep -q '^kiln [0-9]' "$T/out" && ok || bad "kiln version prints the version"
+expect_rc 2 "a typo" kiln biuld .
+grep -q 'Did you mean build?' "$T/err" && ok || bad "typo hint: $(cat "$T/err")"
+expect_rc 2 "kiln help of a typo" kiln help pussh
+grep -q 'Did you mean push?' "$T/err" && ok || bad "help typo hint: $(cat "$T/err")"
+
 finish
