@@ -72,6 +72,10 @@ static void *waiter(void *arg)
         int sig = 0;
         if (sigwait(set, &sig) != 0)
             continue;
+        if (sig == SIGWINCH) {
+            cli_tty_winch();
+            continue;
+        }
         int expected = 0;
         if (!atomic_compare_exchange_strong(&st.sig, &expected, sig))
             _exit(128 + expected); /* second signal: quit at once */
@@ -101,6 +105,7 @@ void cli_signals_init(void)
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGWINCH); /* taken here too: no other thread sees EINTR */
     if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0)
         return;
     /* A blocked signal whose disposition is SIG_IGN is discarded, never

@@ -126,6 +126,34 @@ int cli_context_send(cli_ctx *ctx, cli_context *c, cli_progress mode);
  * filesystem view (*same).  Returns a CLI exit code. */
 int cli_builder_shares_fs(cli_ctx *ctx, bool *same);
 
+/* ---- the live build view on a terminal (render_tty.c) ---- */
+
+typedef struct cli_tty cli_tty;
+/* A view drawing on out (a terminal); NULL when out of memory. */
+cli_tty *cli_tty_new(FILE *out);
+void cli_tty_free(cli_tty *t);
+/* A finished line ("[build] FROM x", "=> pushing"). */
+void cli_tty_note(cli_tty *t, const char *text);
+/* Step no starts; head is its line ("#3 [build] RUN make (line 7)"). */
+void cli_tty_step_started(cli_tty *t, unsigned no, const char *head);
+/* One output line of step no (the last one is shown under it). */
+void cli_tty_output(cli_tty *t, unsigned no, const char *line);
+/* Step no ended: its line scrolls up with status at the right edge; head
+ * is used when the step was never shown as running. */
+void cli_tty_step_done(cli_tty *t, unsigned no, const char *head, const char *status);
+/* The build ended: steps still running scroll up (failed: marked ERROR,
+ * with their last output lines). */
+void cli_tty_finish(cli_tty *t, bool failed);
+/* Redraws the live part when REDRAW_MS passed, the terminal was resized,
+ * or force. */
+void cli_tty_draw(cli_tty *t, bool force);
+/* From the signal thread: the terminal was resized. */
+void cli_tty_winch(void);
+/* Colour is allowed: NO_COLOR unset or empty, TERM not "dumb". */
+bool cli_tty_colour_ok(void);
+/* stderr is a terminal that can take cursor movement (not TERM=dumb). */
+bool cli_stderr_is_tty(void);
+
 /* ---- argument checks (args.c): each prints why and returns CLI_EXIT_USAGE,
  * or returns CLI_EXIT_OK ---- */
 

@@ -110,7 +110,7 @@ static int stream_context(cli_ctx *ctx, cli_context *cc, const char *dir, const 
                         : strcmp(progress, "quiet") == 0 ? CLI_PROGRESS_QUIET
                         : strcmp(progress, "plain") == 0 ? CLI_PROGRESS_PLAIN
                         : strcmp(progress, "tty") == 0   ? CLI_PROGRESS_TTY
-                        : isatty(2)                      ? CLI_PROGRESS_TTY
+                        : cli_stderr_is_tty()            ? CLI_PROGRESS_TTY
                                                          : CLI_PROGRESS_PLAIN;
     kiln_error *err = NULL;
     if (cli_context_pack(cc, dir, ignore_text, &err) < 0) {
