@@ -383,6 +383,7 @@ static void run_import(void *arg)
     o.pack.progress = on_pack_progress;
     o.pack.progress_ud = c;
     o.layout_ref = str_set(q->layout_ref) ? q->layout_ref : NULL;
+    o.format = str_set(q->format) ? q->format : NULL;
     o.confine = c->p->local_only ? NULL : psh_store_data_dir(c->p->store);
     if (psh_srv_parse_platform(c->p, q->platform, pbuf, sizeof(pbuf), &o.platform, &err) < 0 ||
         psh_store_import(c->p->store, q->source, q->ref, &o, &d, &err) < 0) {

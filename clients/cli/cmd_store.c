@@ -1,6 +1,7 @@
 /* Image store verbs, served by kiln-pusher: images, tag, inspect, rmi, import,
  * export, prune. */
 #include "cli.h"
+#include "cleanup.h"
 #include "config.h"
 #include "follow.h"
 
@@ -542,19 +543,32 @@ int cli_cmd_import(cli_ctx *ctx, int argc, char **argv)
     int p = parse_flags(
         argc, argv, f, 3,
         "Usage: kiln import [--platform OS/ARCH[/VARIANT]] [--quiet] [--json] SOURCE REF\n\n"
-        "Imports SOURCE into the store as REF: a root filesystem directory, a\n"
-        "tar (optionally gzip/zstd/xz/bzip2 compressed) of one, or an OCI image\n"
-        "layout directory.  This is how air-gapped hosts get base images.\n"
-        "Prints the image digest.\n");
+        "Imports SOURCE into the store as REF: an OCI image layout directory, an\n"
+        "oci-archive (kiln export, skopeo) or docker-archive (docker save) tar, a\n"
+        "root filesystem directory, or a tar (optionally gzip/zstd/xz/bzip2\n"
+        "compressed) of one.  What SOURCE is gets detected; oci:DIR,\n"
+        "oci-archive:FILE, docker-archive:FILE or rootfs:PATH say it.  This is how\n"
+        "air-gapped hosts get base images.  Prints the image digest.\n");
     if (p)
         return p > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
     if (want_args(argc, argv, 2, 2) < 0 ||
         cli_check_ref("import", "reference", argv[optind + 1], true) != CLI_EXIT_OK ||
         (*platform && cli_check_platform("import", platform) != CLI_EXIT_OK))
         return CLI_EXIT_USAGE;
+    /* skopeo's transports name what SOURCE is; without one it is detected. */
+    const char *src = argv[optind], *format = "";
+    static const char *const kinds[] = {"oci-archive", "docker-archive", "oci", "rootfs"};
+    for (size_t i = 0; i < KILN_ARRAY_SIZE(kinds); i++) {
+        size_t n = strlen(kinds[i]);
+        if (strncmp(src, kinds[i], n) == 0 && src[n] == ':') {
+            format = kinds[i];
+            src += n + 1;
+            break;
+        }
+    }
     char abs[PATH_MAX];
-    if (realpath(argv[optind], abs) == NULL) {
-        cli_errorf("import: %s: %s", argv[optind], strerror(errno));
+    if (realpath(src, abs) == NULL) {
+        cli_errorf("import: %s: %s", src, strerror(errno));
         return CLI_EXIT_FAILED;
     }
     kiln_req req = KILN__V1__REQUEST__INIT;
@@ -562,6 +576,7 @@ int cli_cmd_import(cli_ctx *ctx, int argc, char **argv)
     ir.source = abs;
     ir.ref = argv[optind + 1];
     ir.platform = (char *)platform;
+    ir.format = (char *)format;
     req.body_case = KILN__V1__REQUEST__BODY_IMPORT;
     req.import = &ir;
     kiln_reply *rep = NULL;
