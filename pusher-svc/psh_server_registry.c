@@ -373,12 +373,34 @@ static int m_manifest_push(void *user, const kiln_req *req, kiln_reply *reply, k
     return psh_srv_accept_job(p, req, "push", desc, run_manifest_push, reply, a, err);
 }
 
+static int m_login_check(void *user, const kiln_req *req, kiln_reply *reply, kiln_arena *a,
+                         kiln_error **err)
+{
+    psh_server *p = user;
+    const Kiln__V1__LoginCheckRequest *q = req->login_check;
+    psh_registry_opts o;
+    if (!str_set(q->registry))
+        return kiln_error_set(err, KILN_EINVAL, 0, "login: missing registry");
+    if (reg_opts(p, q->registry_options, &o, err) < 0 ||
+        psh_registry_login_check(p->store, q->registry, &o, err) < 0)
+        return (*err)->code;
+    Kiln__V1__LoginCheckReply *b =
+        NEW_BODY(a, Kiln__V1__LoginCheckReply, kiln__v1__login_check_reply__init);
+    if (b == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    kiln_info("registry", "login check for %s: accepted", q->registry);
+    reply->body_case = KILN__V1__REPLY__BODY_LOGIN_CHECK_REPLY;
+    reply->login_check_reply = b;
+    return 0;
+}
+
 const kiln_rpc_method psh_registry_methods[] = {
     {KILN__V1__REQUEST__BODY_PUSH, "Push", m_push, KILN_RPC_MUTATING, NULL},
     {KILN__V1__REQUEST__BODY_PULL, "Pull", m_pull, KILN_RPC_MUTATING, NULL},
     {KILN__V1__REQUEST__BODY_MANIFEST_CREATE, "ManifestCreate", m_manifest_create,
      KILN_RPC_MUTATING, NULL},
     {KILN__V1__REQUEST__BODY_MANIFEST_ADD, "ManifestAdd", m_manifest_add, KILN_RPC_MUTATING, NULL},
+    {KILN__V1__REQUEST__BODY_LOGIN_CHECK, "LoginCheck", m_login_check, 0, NULL},
     {KILN__V1__REQUEST__BODY_MANIFEST_ANNOTATE, "ManifestAnnotate", m_manifest_annotate,
      KILN_RPC_MUTATING, NULL},
     {KILN__V1__REQUEST__BODY_MANIFEST_INSPECT, "ManifestInspect", m_manifest_inspect, 0, NULL},

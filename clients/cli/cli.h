@@ -191,6 +191,8 @@ int cli_cancel_signal(void);
 int cli_cancel_exit(int rc);
 
 int cli_cmd_cancel(cli_ctx *ctx, int argc, char **argv);
+int cli_cmd_login(cli_ctx *ctx, int argc, char **argv);
+int cli_cmd_logout(cli_ctx *ctx, int argc, char **argv);
 int cli_cmd_status(cli_ctx *ctx, int argc, char **argv);
 int cli_cmd_events(cli_ctx *ctx, int argc, char **argv);
 int cli_cmd_images(cli_ctx *ctx, int argc, char **argv);

@@ -25,6 +25,8 @@ static const cli_verb verbs[] = {
     {"export", cli_cmd_export, "write an image as oci:DIR or oci-archive:FILE"},
     {"prune", cli_cmd_prune, "delete unused build cache, contexts and store blobs"},
     {"push", cli_cmd_push, "push an image to a registry"},
+    {"login", cli_cmd_login, "check and store credentials for a registry"},
+    {"logout", cli_cmd_logout, "remove a registry's stored credentials"},
     {"pull", cli_cmd_pull, "pull an image from a registry into the store"},
     {"manifest", cli_cmd_manifest, "create, edit, inspect and push manifest lists"},
 };

@@ -133,6 +133,12 @@ int psh_pull(psh_store *s, const char *ref, const char *platform, const psh_regi
  * exists. */
 int psh_manifest_create(psh_store *s, const char *list_ref, kiln_error **err);
 
+/* Checks that the registry (host[:port]) accepts o->creds: GET /v2/ with
+ * them.  KILN_EAUTH when it rejects them (or wants some and none were
+ * given).  For `kiln login`; the credentials are not kept. */
+int psh_registry_login_check(psh_store *s, const char *registry, const psh_registry_opts *o,
+                             kiln_error **err);
+
 /* Adds image_ref to the list: a local image (platform from its config), or,
  * when it is not in the store, a remote image manifest fetched by reference
  * (its manifest and config are fetched to learn the platform; layers are
