@@ -162,7 +162,8 @@ static void usage(FILE *f)
         "  -V, --version     print the version (also `kiln version`)\n"
         "\nA verb's flags may come before or after its arguments; `--` ends them.\n"
         "\nExit status: 0 ok, 1 operation failed, 2 usage error, 3 service unreachable,\n"
-        "4 build failed, 5 registry error.\n");
+        "4 build failed, 5 registry error, 130/143 interrupted (SIGINT/SIGTERM: the\n"
+        "build, push or pull was cancelled; a second Ctrl-C quits at once).\n");
 }
 
 enum { G_BUILDER = 300, G_PUSHER, G_DATA, G_CERT, G_KEY, G_CA, G_SNI, G_TIMEOUT };
