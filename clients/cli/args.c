@@ -81,3 +81,44 @@ int cli_check_platform(const char *verb, const char *platform)
                platform);
     return CLI_EXIT_USAGE;
 }
+
+const char *cli_image_ref(cli_ctx *ctx, const char *verb, const char *arg, char *buf, size_t cap)
+{
+    /* Docker's rule: an image id prefix (at least 4 hex digits, "sha256:"
+     * optional) names the one image whose id starts with it, unless a tag
+     * of that name exists. */
+    const char *h = strncmp(arg, "sha256:", 7) == 0 ? arg + 7 : arg;
+    size_t n = strspn(h, "0123456789abcdef");
+    if (n < 4 || n >= 64 || h[n] != '\0')
+        return arg;
+    kiln_req req = KILN__V1__REQUEST__INIT;
+    Kiln__V1__ListImagesRequest lr = KILN__V1__LIST_IMAGES_REQUEST__INIT;
+    req.body_case = KILN__V1__REQUEST__BODY_LIST_IMAGES;
+    req.list_images = &lr;
+    kiln_reply *rep = NULL;
+    if (cli_call(ctx, CLI_PUSHER, &req, &rep, 0) != CLI_EXIT_OK)
+        return arg; /* the verb's own call reports it */
+    const Kiln__V1__ListImagesReply *l = rep->list_images_reply;
+    char found[KILN_DIGEST_STRLEN + 1] = "", latest[300];
+    snprintf(latest, sizeof(latest), "%s:latest", arg);
+    bool tag = false, ambiguous = false;
+    for (size_t i = 0; i < l->n_images; i++) {
+        const Kiln__V1__ImageInfo *im = l->images[i];
+        if (strcmp(im->ref, arg) == 0 || strcmp(im->ref, latest) == 0)
+            tag = true;
+        if (strncmp(im->digest, "sha256:", 7) != 0 || strncmp(im->digest + 7, h, n) != 0)
+            continue;
+        if (found[0] && strcmp(found, im->digest) != 0)
+            ambiguous = true;
+        snprintf(found, sizeof(found), "%s", im->digest);
+    }
+    kiln_rpc_reply_free(rep);
+    if (tag || found[0] == '\0')
+        return arg;
+    if (ambiguous) {
+        cli_errorf("%s: image id '%s' is ambiguous: give more digits", verb, arg);
+        return NULL;
+    }
+    snprintf(buf, cap, "%s", found);
+    return buf;
+}

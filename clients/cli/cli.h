@@ -169,6 +169,12 @@ typedef enum cli_path_kind {
 } cli_path_kind;
 int cli_check_path(const char *verb, const char *what, const char *path, cli_path_kind kind);
 
+/* An image id prefix (4 to 63 hex digits, "sha256:" optional) naming one
+ * image of the store -> its full digest in buf; anything else (or a prefix
+ * that is also a tag) -> arg itself.  NULL, after saying so, when the prefix
+ * names several images. */
+const char *cli_image_ref(cli_ctx *ctx, const char *verb, const char *arg, char *buf, size_t cap);
+
 /* OS/ARCH[/VARIANT]. */
 int cli_check_platform(const char *verb, const char *platform);
 

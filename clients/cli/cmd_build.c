@@ -178,6 +178,7 @@ static const char usage[] =
     "  --authfile FILE        Docker config.json with registry credentials\n"
     "  --cert-dir DIR         certs.d root: DIR/<host:port>/*.crt CAs, NAME.cert +\n"
     "                         NAME.key client certificate\n"
+    "  -q, --quiet            print only the image digest (--progress=quiet)\n"
     "  --progress MODE        auto|tty|plain|json|quiet (auto: tty on a terminal unless\n"
     "                         TERM=dumb, else plain; NO_COLOR turns colour off)\n"
     "  --iidfile FILE         write the image digest to FILE\n"
@@ -233,6 +234,7 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
         {"context-transfer", required_argument, NULL, B_CTXTRANSFER},
         {"label", required_argument, NULL, B_LABEL},
         {"pull", no_argument, NULL, B_PULL},
+        {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -247,11 +249,14 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
     char authfile[PATH_MAX] = "", cert_dir[PATH_MAX] = "";
     int c;
     cli_getopt_reset();
-    while ((c = getopt_long(argc, argv, "t:f:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "t:f:qh", opts, NULL)) != -1) {
         switch (c) {
         case 'h':
             printf("%s", usage);
             return CLI_EXIT_OK;
+        case 'q': /* docker build -q: only the image id */
+            progress = "quiet";
+            break;
         case B_TAG:
             if (n_tags == MAX_LIST) {
                 cli_errorf("build: too many -t");

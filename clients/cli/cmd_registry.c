@@ -274,7 +274,14 @@ int cli_cmd_push(cli_ctx *ctx, int argc, char **argv)
         return CLI_EXIT_USAGE;
     kiln_req req = KILN__V1__REQUEST__INIT;
     Kiln__V1__PushRequest pr = KILN__V1__PUSH_REQUEST__INIT;
-    pr.source = argv[optind];
+    char idbuf[KILN_DIGEST_STRLEN + 1];
+    if ((pr.source = (char *)cli_image_ref(ctx, "push", argv[optind], idbuf, sizeof(idbuf))) ==
+        NULL)
+        return CLI_EXIT_USAGE;
+    if (argc - optind == 1 && pr.source != argv[optind]) {
+        cli_errorf("push: an image id needs a DEST to push to");
+        return CLI_EXIT_USAGE;
+    }
     pr.destination = argc - optind > 1 ? argv[optind + 1] : "";
     pr.registry = &f.ro;
     req.body_case = KILN__V1__REQUEST__BODY_PUSH;

@@ -149,6 +149,7 @@ typedef struct flag {
     const char *name;
     bool *set;
     const char **value; /* flag takes a value when non-NULL */
+    char short_name;    /* e.g. 'q' for --quiet; 0 for none */
 } flag;
 
 static int parse_flags(int argc, char **argv, const flag *flags, size_t n, const char *usage)
@@ -160,13 +161,25 @@ static int parse_flags(int argc, char **argv, const flag *flags, size_t n, const
                                   NULL, (int)(100 + i)};
     opts[k++] = (struct option){"help", no_argument, NULL, 'h'};
     opts[k] = (struct option){NULL, 0, NULL, 0};
+    char shorts[32] = "h";
+    size_t ns = 1;
+    for (size_t i = 0; i < n && ns + 2 < sizeof(shorts); i++)
+        if (flags[i].short_name) {
+            shorts[ns++] = flags[i].short_name;
+            if (flags[i].value)
+                shorts[ns++] = ':';
+        }
+    shorts[ns] = '\0';
     cli_getopt_reset();
     int c;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, shorts, opts, NULL)) != -1) {
         if (c == 'h') {
             printf("%s", usage);
             return 1;
         }
+        for (size_t i = 0; i < n; i++)
+            if (flags[i].short_name && c == flags[i].short_name)
+                c = (int)(100 + i);
         if (c >= 100 && c < 100 + (int)n) {
             const flag *f = &flags[c - 100];
             if (f->value)
@@ -232,17 +245,128 @@ static void human_age(int64_t created, char *out, size_t cap)
         snprintf(out, cap, "%lld days ago", d / 86400);
 }
 
+/* Repository and tag of a stored reference ("<none>" for what is missing). */
+static void split_ref(const char *ref, char *repo, size_t rn, char *tag, size_t tn)
+{
+    const char *at = strchr(ref, '@'), *slash = strrchr(ref, '/');
+    const char *colon = strrchr(ref, ':');
+    if (colon && slash && colon < slash)
+        colon = NULL;
+    if (*ref == '\0') {
+        snprintf(repo, rn, "<none>");
+        snprintf(tag, tn, "<none>");
+    } else if (colon && (!at || colon < at)) {
+        snprintf(repo, rn, "%.*s", (int)(colon - ref), ref);
+        snprintf(tag, tn, "%.*s", at ? (int)(at - colon - 1) : (int)strlen(colon + 1), colon + 1);
+    } else {
+        snprintf(repo, rn, "%.*s", at ? (int)(at - ref) : (int)strlen(ref), ref);
+        snprintf(tag, tn, "<none>");
+    }
+}
+
+static const char *const image_fields[] = {"Repository", "Tag",       "ID",
+                                           "Digest",     "CreatedAt", "CreatedSince",
+                                           "Size",       "Platform",  "Reference"};
+
+/* Checks a --format template: text with {{.Field}} (and \t, \n). */
+static int check_template(const char *t)
+{
+    for (const char *p = strstr(t, "{{"); p; p = strstr(p + 2, "{{")) {
+        const char *e = strstr(p, "}}");
+        const char *f = p + 2;
+        while (*f == ' ')
+            f++;
+        bool known = false;
+        for (size_t i = 0; e && *f == '.' && i < KILN_ARRAY_SIZE(image_fields); i++) {
+            size_t n = strlen(image_fields[i]);
+            const char *after = f + 1 + n;
+            while (*after == ' ')
+                after++;
+            known |= strncmp(f + 1, image_fields[i], n) == 0 && after == e;
+        }
+        if (!known) {
+            cli_errorf("images: --format: unknown field in '%s' (fields: .Repository .Tag .ID "
+                       ".Digest .CreatedAt .CreatedSince .Size .Platform .Reference)",
+                       t);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void print_template(const char *t, const Kiln__V1__ImageInfo *im, bool full_id)
+{
+    char repo[300], tag[200], size[32], age[32], plat[80], created[40] = "";
+    split_ref(im->ref, repo, sizeof(repo), tag, sizeof(tag));
+    human_size(im->size, size, sizeof(size));
+    human_age(im->created, age, sizeof(age));
+    snprintf(plat, sizeof(plat), "%s%s%s%s%s", im->os, *im->architecture ? "/" : "",
+             im->architecture, *im->variant ? "/" : "", im->variant);
+    if (im->created >= 0) {
+        time_t secs = (time_t)im->created;
+        struct tm tm;
+        gmtime_r(&secs, &tm);
+        strftime(created, sizeof(created), "%Y-%m-%d %H:%M:%S +0000 UTC", &tm);
+    }
+    char id[80];
+    snprintf(id, sizeof(id), "%.*s", full_id ? 64 : 12,
+             strncmp(im->digest, "sha256:", 7) == 0 ? im->digest + 7 : im->digest);
+    for (const char *p = t; *p;) {
+        if (p[0] == '\\' && (p[1] == 't' || p[1] == 'n')) {
+            putchar(p[1] == 't' ? '\t' : '\n');
+            p += 2;
+            continue;
+        }
+        if (p[0] != '{' || p[1] != '{') {
+            putchar(*p++);
+            continue;
+        }
+        const char *f = p + 2, *e = strstr(p, "}}");
+        while (*f == ' ')
+            f++;
+        f++; /* the '.' */
+        const char *v = strncmp(f, "Repository", 10) == 0     ? repo
+                        : strncmp(f, "Reference", 9) == 0     ? (*im->ref ? im->ref : "<none>")
+                        : strncmp(f, "Tag", 3) == 0           ? tag
+                        : strncmp(f, "ID", 2) == 0            ? id
+                        : strncmp(f, "Digest", 6) == 0        ? im->digest
+                        : strncmp(f, "CreatedAt", 9) == 0     ? created
+                        : strncmp(f, "CreatedSince", 12) == 0 ? age
+                        : strncmp(f, "Size", 4) == 0          ? size
+                                                              : plat;
+        fputs(v, stdout);
+        p = e + 2;
+    }
+    putchar('\n');
+}
+
 int cli_cmd_images(cli_ctx *ctx, int argc, char **argv)
 {
-    bool json = false, digests = false;
-    flag f[] = {{"json", &json, NULL}, {"digests", &digests, NULL}};
-    int p = parse_flags(argc, argv, f, 2,
-                        "Usage: kiln images [--json] [--digests]\n\n"
+    bool json = false, digests = false, quiet = false;
+    const char *format = NULL;
+    flag f[] = {{"json", &json, NULL, 0},
+                {"digests", &digests, NULL, 0},
+                {"quiet", &quiet, NULL, 'q'},
+                {"format", NULL, &format, 0}};
+    int p = parse_flags(argc, argv, f, 4,
+                        "Usage: kiln images [--json] [--digests] [-q] [--format FORMAT]\n\n"
                         "Lists the images in the store: reference, image id (manifest\n"
-                        "digest), age, size and platform.\n");
+                        "digest), age, size and platform.  -q prints only the image ids.\n"
+                        "--format json is --json, table the default table, anything else a\n"
+                        "template over .Repository .Tag .ID .Digest .CreatedAt .CreatedSince\n"
+                        ".Size .Platform .Reference, e.g. '{{.Repository}}:{{.Tag}}' (\\t and\n"
+                        "\\n work; .ID is 12 digits, all 64 with --digests).  Image ids, or 4\n"
+                        "or more of their first digits, name "
+                        "images wherever a reference does.\n");
     if (p)
         return p > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
     if (want_args(argc, argv, 0, 0) < 0)
+        return CLI_EXIT_USAGE;
+    if (format && strcmp(format, "json") == 0)
+        json = true, format = NULL;
+    else if (format && strcmp(format, "table") == 0)
+        format = NULL;
+    else if (format && check_template(format) < 0)
         return CLI_EXIT_USAGE;
     kiln_req req = KILN__V1__REQUEST__INIT;
     Kiln__V1__ListImagesRequest lr = KILN__V1__LIST_IMAGES_REQUEST__INIT;
@@ -253,12 +377,25 @@ int cli_cmd_images(cli_ctx *ctx, int argc, char **argv)
     if (rc)
         return rc;
     const Kiln__V1__ListImagesReply *l = rep->list_images_reply;
-    if (json) {
+    if (quiet) {
+        /* each image once, in list order */
+        for (size_t i = 0; i < l->n_images; i++) {
+            bool seen = false;
+            for (size_t k = 0; k < i && !seen; k++)
+                seen = strcmp(l->images[k]->digest, l->images[i]->digest) == 0;
+            const char *id = l->images[i]->digest;
+            if (!seen)
+                printf("%.*s\n", digests ? 71 : 12, strncmp(id, "sha256:", 7) ? id : id + 7);
+        }
+    } else if (json) {
         cJSON *j = cli_pb_to_json(&l->base);
         char *s = cJSON_Print(j);
         printf("%s\n", s);
         cJSON_free(s);
         cJSON_Delete(j);
+    } else if (format) {
+        for (size_t i = 0; i < l->n_images; i++)
+            print_template(format, l->images[i], digests);
     } else {
         printf("%-40s %-*s %-16s %-10s %s\n", "REFERENCE", digests ? 71 : 12, "IMAGE ID", "CREATED",
                "SIZE", "PLATFORM");
@@ -292,7 +429,9 @@ int cli_cmd_tag(cli_ctx *ctx, int argc, char **argv)
         return CLI_EXIT_USAGE;
     kiln_req req = KILN__V1__REQUEST__INIT;
     Kiln__V1__TagRequest tr = KILN__V1__TAG_REQUEST__INIT;
-    tr.source = argv[optind];
+    char idbuf[KILN_DIGEST_STRLEN + 1];
+    if ((tr.source = (char *)cli_image_ref(ctx, "tag", argv[optind], idbuf, sizeof(idbuf))) == NULL)
+        return CLI_EXIT_USAGE;
     tr.target = argv[optind + 1];
     req.body_case = KILN__V1__REQUEST__BODY_TAG;
     req.tag = &tr;
@@ -305,6 +444,9 @@ int cli_cmd_tag(cli_ctx *ctx, int argc, char **argv)
 /* The pusher's Inspect of ref; a CLI exit code. */
 static int inspect(cli_ctx *ctx, const char *ref, kiln_reply **rep)
 {
+    char idbuf[KILN_DIGEST_STRLEN + 1];
+    if ((ref = cli_image_ref(ctx, "inspect", ref, idbuf, sizeof(idbuf))) == NULL)
+        return CLI_EXIT_USAGE;
     kiln_req req = KILN__V1__REQUEST__INIT;
     Kiln__V1__InspectRequest ir = KILN__V1__INSPECT_REQUEST__INIT;
     ir.ref = (char *)ref;
@@ -463,7 +605,9 @@ int cli_cmd_rmi(cli_ctx *ctx, int argc, char **argv)
     for (int i = optind; i < argc; i++) {
         kiln_req req = KILN__V1__REQUEST__INIT;
         Kiln__V1__RemoveRequest rr = KILN__V1__REMOVE_REQUEST__INIT;
-        rr.ref = argv[i];
+        char idbuf[KILN_DIGEST_STRLEN + 1];
+        if ((rr.ref = (char *)cli_image_ref(ctx, "rmi", argv[i], idbuf, sizeof(idbuf))) == NULL)
+            return CLI_EXIT_USAGE;
         req.body_case = KILN__V1__REQUEST__BODY_REMOVE;
         req.remove = &rr;
         kiln_reply *rep = NULL;
@@ -479,20 +623,37 @@ int cli_cmd_rmi(cli_ctx *ctx, int argc, char **argv)
 
 int cli_cmd_prune(cli_ctx *ctx, int argc, char **argv)
 {
-    bool dry = false, store_only = false;
+    bool dry = false, store_only = false, force = false;
     const char *older = NULL;
-    flag f[] = {
-        {"dry-run", &dry, NULL}, {"store-only", &store_only, NULL}, {"older-than", NULL, &older}};
-    int p = parse_flags(argc, argv, f, 3,
-                        "Usage: kiln prune [--dry-run] [--store-only] [--older-than SECONDS]\n\n"
-                        "Deletes the builder's cached steps and base snapshots unused for\n"
-                        "SECONDS (default: all unused), then store blobs no tag reaches (never\n"
-                        "one a running job uses) and stale temporary files.  --dry-run and\n"
-                        "--store-only leave the builder's cache alone.\n");
+    flag f[] = {{"dry-run", &dry, NULL, 0},
+                {"store-only", &store_only, NULL, 0},
+                {"older-than", NULL, &older, 0},
+                {"force", &force, NULL, 'f'}};
+    int p =
+        parse_flags(argc, argv, f, 4,
+                    "Usage: kiln prune [-f] [--dry-run] [--store-only] [--older-than SECONDS]\n\n"
+                    "Deletes the builder's cached steps and base snapshots unused for\n"
+                    "SECONDS (default: all unused), then store blobs no tag reaches (never\n"
+                    "one a running job uses) and stale temporary files.  --dry-run and\n"
+                    "--store-only leave the builder's cache alone.  On a terminal it asks\n"
+                    "first, unless -f (--force).\n");
     if (p)
         return p > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
     if (want_args(argc, argv, 0, 0) < 0)
         return CLI_EXIT_USAGE;
+    if (!dry && !force && isatty(0)) {
+        fprintf(stderr,
+                "This removes %s store blobs no tag reaches%s.\n"
+                "Are you sure you want to continue? [y/N] ",
+                store_only ? "" : "the unused build cache and", older ? " (older ones only)" : "");
+        fflush(stderr);
+        char answer[16] = "";
+        if (fgets(answer, sizeof(answer), stdin) == NULL ||
+            (answer[0] != 'y' && answer[0] != 'Y')) {
+            fprintf(stderr, "Nothing removed.\n");
+            return CLI_EXIT_FAILED;
+        }
+    }
     unsigned long long age = 0;
     if (older) {
         char *end = NULL;
@@ -539,7 +700,8 @@ int cli_cmd_import(cli_ctx *ctx, int argc, char **argv)
 {
     const char *platform = "";
     bool quiet = false, json = false;
-    flag f[] = {{"platform", NULL, &platform}, {"quiet", &quiet, NULL}, {"json", &json, NULL}};
+    flag f[] = {
+        {"platform", NULL, &platform, 0}, {"quiet", &quiet, NULL, 'q'}, {"json", &json, NULL, 0}};
     int p = parse_flags(
         argc, argv, f, 3,
         "Usage: kiln import [--platform OS/ARCH[/VARIANT]] [--quiet] [--json] SOURCE REF\n\n"
@@ -618,7 +780,9 @@ int cli_cmd_export(cli_ctx *ctx, int argc, char **argv)
         snprintf(full, sizeof(full), "%s", target);
     kiln_req req = KILN__V1__REQUEST__INIT;
     Kiln__V1__ExportRequest er = KILN__V1__EXPORT_REQUEST__INIT;
-    er.ref = argv[optind];
+    char idbuf[KILN_DIGEST_STRLEN + 1];
+    if ((er.ref = (char *)cli_image_ref(ctx, "export", argv[optind], idbuf, sizeof(idbuf))) == NULL)
+        return CLI_EXIT_USAGE;
     er.target = full;
     req.body_case = KILN__V1__REQUEST__BODY_EXPORT;
     req.export = &er;

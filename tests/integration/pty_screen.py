@@ -2,14 +2,15 @@
 """Runs a command on a pseudo-terminal of COLS x ROWS and replays what it
 wrote through a small terminal model, the way a user's terminal shows it.
 
-  pty_screen.py COLS ROWS OUT.json [--resize C R AFTER_S] -- CMD [ARGS...]
+  pty_screen.py COLS ROWS OUT.json [--resize C R AFTER_S] [--input TEXT] -- CMD [ARGS...]
 
 OUT.json: {"rc": exit status, "wraps": writes past the last column (a line
 longer than the terminal), "colour": whether an SGR colour was set,
 "lines": the scrollback plus the final screen, trailing blanks removed,
 "max_len": the longest of those lines}.  --resize changes the size (and
 sends SIGWINCH) AFTER_S seconds in; wraps are then counted against the new
-width.  The model knows what Kiln's views use: printable text, CR, LF, BS,
+width.  --input types TEXT on the terminal once the command has written
+something (a prompt).  The model knows what Kiln's views use: printable text, CR, LF, BS,
 TAB, CSI A/B/C/D/G/H/K/J/m and private modes (ignored).
 """
 import fcntl
@@ -143,9 +144,14 @@ def main():
     cols, rows, out = int(args[0]), int(args[1]), args[2]
     args = args[3:]
     resize = None
-    if args and args[0] == "--resize":
-        resize = (int(args[1]), int(args[2]), float(args[3]))
-        args = args[4:]
+    typed = None
+    while args and args[0] in ("--resize", "--input"):
+        if args[0] == "--resize":
+            resize = (int(args[1]), int(args[2]), float(args[3]))
+            args = args[4:]
+        else:
+            typed = args[1].encode()
+            args = args[2:]
     if args and args[0] == "--":
         args = args[1:]
     master, slave = os.openpty()
@@ -171,6 +177,9 @@ def main():
             if not data:
                 break
             rest = scr.feed(rest + dec.decode(data))
+            if typed is not None:
+                os.write(master, typed)
+                typed = None
         elif p.poll() is not None:
             # drain what is left, then stop
             try:
