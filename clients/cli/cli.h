@@ -2,6 +2,7 @@
 #ifndef CLI_H
 #define CLI_H
 
+#include <getopt.h>
 #include <stdbool.h>
 #include <stdio.h>
 
@@ -32,11 +33,45 @@ typedef struct cli_ctx {
     const char *prog;
 } cli_ctx;
 
+/* What a verb's positional arguments are, for completion. */
+typedef enum cli_args_kind {
+    CLI_ARGS_NONE,
+    CLI_ARGS_PATH,  /* files and directories */
+    CLI_ARGS_IMAGE, /* references of the store */
+    CLI_ARGS_VERB,  /* verbs (kiln help) */
+    CLI_ARGS_WORDS, /* the fixed words in words */
+} cli_args_kind;
+
+/* A subcommand (kiln manifest add) and its parser's option table. */
+typedef struct cli_subverb {
+    const char *name;
+    const struct option *opts;
+} cli_subverb;
+
 typedef struct cli_verb {
     const char *name;
     int (*run)(cli_ctx *ctx, int argc, char **argv); /* argv[0] is the verb */
     const char *summary;
+    /* The option table the verb's parser gives getopt_long: completion and
+     * the man pages read the same table, so they cannot drift from it. */
+    const struct option *opts;
+    cli_args_kind args;
+    const char *words;           /* CLI_ARGS_WORDS: space-separated */
+    const cli_subverb *subverbs; /* kiln manifest: its subcommands, or NULL */
 } cli_verb;
+
+/* The verb table (main.c). */
+extern const cli_verb cli_verbs[];
+extern const size_t cli_n_verbs;
+/* Global flags (main.c). */
+extern const struct option cli_global_opts[];
+
+/* Option tables of the verbs (each in its verb's file). */
+extern const struct option cli_build_opts[], cli_status_opts[], cli_events_opts[],
+    cli_cancel_opts[], cli_login_opts[], cli_logout_opts[], cli_push_opts[], cli_pull_opts[],
+    cli_images_opts[], cli_history_opts[], cli_prune_opts[], cli_import_opts[],
+    cli_help_only_opts[];
+extern const cli_subverb cli_manifest_subverbs[];
 
 const char *cli_service_name(cli_service s);
 
@@ -197,6 +232,10 @@ int cli_cancel_signal(void);
 int cli_cancel_exit(int rc);
 
 int cli_cmd_cancel(cli_ctx *ctx, int argc, char **argv);
+int cli_cmd_completion(cli_ctx *ctx, int argc, char **argv);
+/* Writes kiln.1 (from usage) and kiln-VERB.1 for every verb into dir (the
+ * build runs `kiln __man-pages DIR`).  Returns a CLI exit code. */
+int cli_man_pages(cli_ctx *ctx, const char *dir, void (*usage)(FILE *));
 int cli_cmd_login(cli_ctx *ctx, int argc, char **argv);
 int cli_cmd_logout(cli_ctx *ctx, int argc, char **argv);
 int cli_cmd_status(cli_ctx *ctx, int argc, char **argv);

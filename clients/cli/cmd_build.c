@@ -212,32 +212,34 @@ enum {
     B_PULL,
 };
 
+/* The options of the verb, for its parser, completion and man page. */
+const struct option cli_build_opts[] = {
+    {"tag", required_argument, NULL, B_TAG},
+    {"file", required_argument, NULL, B_FILE},
+    {"build-arg", required_argument, NULL, B_ARG},
+    {"target", required_argument, NULL, B_TARGET},
+    {"platform", required_argument, NULL, B_PLATFORM},
+    {"no-cache", no_argument, NULL, B_NOCACHE},
+    {"network", required_argument, NULL, B_NETWORK},
+    {"secret", required_argument, NULL, B_SECRET},
+    {"push", no_argument, NULL, B_PUSH},
+    {"tls-verify", required_argument, NULL, B_TLSVERIFY},
+    {"progress", required_argument, NULL, B_PROGRESS},
+    {"iidfile", required_argument, NULL, B_IIDFILE},
+    {"plan", no_argument, NULL, B_PLAN},
+    {"creds", required_argument, NULL, B_CREDS},
+    {"authfile", required_argument, NULL, B_AUTHFILE},
+    {"cert-dir", required_argument, NULL, B_CERTDIR},
+    {"context-transfer", required_argument, NULL, B_CTXTRANSFER},
+    {"label", required_argument, NULL, B_LABEL},
+    {"pull", no_argument, NULL, B_PULL},
+    {"quiet", no_argument, NULL, 'q'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
 int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"tag", required_argument, NULL, B_TAG},
-        {"file", required_argument, NULL, B_FILE},
-        {"build-arg", required_argument, NULL, B_ARG},
-        {"target", required_argument, NULL, B_TARGET},
-        {"platform", required_argument, NULL, B_PLATFORM},
-        {"no-cache", no_argument, NULL, B_NOCACHE},
-        {"network", required_argument, NULL, B_NETWORK},
-        {"secret", required_argument, NULL, B_SECRET},
-        {"push", no_argument, NULL, B_PUSH},
-        {"tls-verify", required_argument, NULL, B_TLSVERIFY},
-        {"progress", required_argument, NULL, B_PROGRESS},
-        {"iidfile", required_argument, NULL, B_IIDFILE},
-        {"plan", no_argument, NULL, B_PLAN},
-        {"creds", required_argument, NULL, B_CREDS},
-        {"authfile", required_argument, NULL, B_AUTHFILE},
-        {"cert-dir", required_argument, NULL, B_CERTDIR},
-        {"context-transfer", required_argument, NULL, B_CTXTRANSFER},
-        {"label", required_argument, NULL, B_LABEL},
-        {"pull", no_argument, NULL, B_PULL},
-        {"quiet", no_argument, NULL, 'q'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
     const char *file = NULL, *target = "", *platform = "", *network = "", *progress = "auto";
     const char *iidfile = NULL, *transfer = "auto";
     char *args[MAX_LIST], *tags[MAX_LIST], *labels[MAX_LIST];
@@ -249,7 +251,7 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
     char authfile[PATH_MAX] = "", cert_dir[PATH_MAX] = "";
     int c;
     cli_getopt_reset();
-    while ((c = getopt_long(argc, argv, "t:f:qh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "t:f:qh", cli_build_opts, NULL)) != -1) {
         switch (c) {
         case 'h':
             printf("%s", usage);

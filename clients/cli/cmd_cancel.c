@@ -39,12 +39,14 @@ static int cancel_on(cli_ctx *ctx, cli_service s, const char *job, bool *unreach
     return was;
 }
 
+/* The options of the verb, for its parser, completion and man page. */
+const struct option cli_cancel_opts[] = {{"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+
 int cli_cmd_cancel(cli_ctx *ctx, int argc, char **argv)
 {
-    static const struct option opts[] = {{"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
     int c;
     cli_getopt_reset();
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "h", cli_cancel_opts, NULL)) != -1) {
         if (c == 'h') {
             printf("%s", usage);
             return CLI_EXIT_OK;

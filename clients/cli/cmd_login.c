@@ -319,24 +319,26 @@ static int parse_registry(const char *verb, const char *arg, char *host, size_t 
     return CLI_EXIT_OK;
 }
 
+/* The options of the verb, for its parser, completion and man page. */
+const struct option cli_login_opts[] = {
+    {"username", required_argument, NULL, 'u'},
+    {"password", required_argument, NULL, 'p'},
+    {"password-stdin", no_argument, NULL, L_STDIN},
+    {"authfile", required_argument, NULL, L_AUTHFILE},
+    {"tls-verify", required_argument, NULL, L_TLS},
+    {"cert-dir", required_argument, NULL, L_CERTDIR},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
 int cli_cmd_login(cli_ctx *ctx, int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"username", required_argument, NULL, 'u'},
-        {"password", required_argument, NULL, 'p'},
-        {"password-stdin", no_argument, NULL, L_STDIN},
-        {"authfile", required_argument, NULL, L_AUTHFILE},
-        {"tls-verify", required_argument, NULL, L_TLS},
-        {"cert-dir", required_argument, NULL, L_CERTDIR},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
     const char *user = NULL, *pass_arg = NULL, *authfile = NULL;
     char cert_dir[PATH_MAX] = "";
     bool from_stdin = false, insecure = false;
     int c;
     cli_getopt_reset();
-    while ((c = getopt_long(argc, argv, "u:p:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "u:p:h", cli_login_opts, NULL)) != -1) {
         switch (c) {
         case 'h':
             printf("%s", login_usage);
@@ -465,16 +467,18 @@ out:
     return rc;
 }
 
+/* The options of the verb, for its parser, completion and man page. */
+const struct option cli_logout_opts[] = {{"authfile", required_argument, NULL, L_AUTHFILE},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+
 int cli_cmd_logout(cli_ctx *ctx, int argc, char **argv)
 {
     (void)ctx;
-    static const struct option opts[] = {{"authfile", required_argument, NULL, L_AUTHFILE},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
     const char *authfile = NULL;
     int c;
     cli_getopt_reset();
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "h", cli_logout_opts, NULL)) != -1) {
         if (c == 'h') {
             printf("%s", logout_usage);
             return CLI_EXIT_OK;

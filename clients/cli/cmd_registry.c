@@ -68,45 +68,63 @@ static int abs_path(const char *in, char out[PATH_MAX])
     return n < 0 || n >= PATH_MAX ? -1 : 0;
 }
 
-/* Parses the registry flags plus the extra ones allowed for this verb;
- * returns 0 to go on, 1 after --help, -1 on a usage error. */
-static int parse(int argc, char **argv, reg_flags *f, const char *extra, const char *usage)
+/* The options of each registry verb: the parser's tables, also read by
+ * completion and the man pages. */
+#define REG_COMMON_OPTS                                                                            \
+    {"tls-verify", required_argument, NULL, R_TLS}, {"creds", required_argument, NULL, R_CREDS},   \
+        {"cert-dir", required_argument, NULL, R_CERTDIR},                                          \
+        {"authfile", required_argument, NULL, R_AUTHFILE},                                         \
+        {"retry", required_argument, NULL, R_RETRY},                                               \
+        {"retry-times", required_argument, NULL, R_RETRY},                                         \
+        {"retry-delay", required_argument, NULL, R_RETRY_DELAY},                                   \
+    {                                                                                              \
+        "help", no_argument, NULL, 'h'                                                             \
+    }
+#define OPTS_END                                                                                   \
+    {                                                                                              \
+        NULL, 0, NULL, 0                                                                           \
+    }
+
+const struct option cli_push_opts[] = {REG_COMMON_OPTS,
+                                       {"format", required_argument, NULL, R_FORMAT},
+                                       {"quiet", no_argument, NULL, R_QUIET},
+                                       {"json", no_argument, NULL, R_JSON},
+                                       OPTS_END};
+const struct option cli_pull_opts[] = {REG_COMMON_OPTS,
+                                       {"platform", required_argument, NULL, R_PLATFORM},
+                                       {"quiet", no_argument, NULL, R_QUIET},
+                                       {"json", no_argument, NULL, R_JSON},
+                                       OPTS_END};
+static const struct option help_only_opts[] = {{"help", no_argument, NULL, 'h'}, OPTS_END};
+static const struct option manifest_add_opts[] = {REG_COMMON_OPTS, OPTS_END};
+static const struct option manifest_annotate_opts[] = {
+    {"os", required_argument, NULL, R_OS},
+    {"arch", required_argument, NULL, R_ARCH},
+    {"variant", required_argument, NULL, R_VARIANT},
+    {"annotation", required_argument, NULL, R_ANNOTATION},
+    {"help", no_argument, NULL, 'h'},
+    OPTS_END};
+static const struct option manifest_push_opts[] = {REG_COMMON_OPTS,
+                                                   {"quiet", no_argument, NULL, R_QUIET},
+                                                   {"json", no_argument, NULL, R_JSON},
+                                                   OPTS_END};
+const cli_subverb cli_manifest_subverbs[] = {
+    {"create", help_only_opts},  {"add", manifest_add_opts},   {"annotate", manifest_annotate_opts},
+    {"inspect", help_only_opts}, {"push", manifest_push_opts}, {NULL, NULL}};
+
+/* Parses the options of table (the verb's); returns 0 to go on, 1 after
+ * --help, -1 on a usage error. */
+static int parse(int argc, char **argv, reg_flags *f, const struct option *table, const char *usage)
 {
-    static const struct option all[] = {
-        {"tls-verify", required_argument, NULL, R_TLS},
-        {"creds", required_argument, NULL, R_CREDS},
-        {"cert-dir", required_argument, NULL, R_CERTDIR},
-        {"authfile", required_argument, NULL, R_AUTHFILE},
-        {"format", required_argument, NULL, R_FORMAT},
-        {"platform", required_argument, NULL, R_PLATFORM},
-        {"os", required_argument, NULL, R_OS},
-        {"arch", required_argument, NULL, R_ARCH},
-        {"variant", required_argument, NULL, R_VARIANT},
-        {"annotation", required_argument, NULL, R_ANNOTATION},
-        {"quiet", no_argument, NULL, R_QUIET},
-        {"json", no_argument, NULL, R_JSON},
-        {"retry", required_argument, NULL, R_RETRY},
-        {"retry-times", required_argument, NULL, R_RETRY},
-        {"retry-delay", required_argument, NULL, R_RETRY_DELAY},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
     kiln__v1__registry_options__init(&f->ro);
     cli_getopt_reset();
     int c;
-    while ((c = getopt_long(argc, argv, "hq", all, NULL)) != -1) {
-        const char *name = NULL;
-        for (size_t i = 0; all[i].name; i++)
-            if (all[i].val == c)
-                name = all[i].name;
+    bool quiet_ok = false;
+    for (size_t i = 0; table[i].name; i++)
+        quiet_ok |= table[i].val == R_QUIET;
+    while ((c = getopt_long(argc, argv, quiet_ok ? "hq" : "h", table, NULL)) != -1) {
         if (c == 'q')
-            name = "quiet", c = R_QUIET;
-        if (c != 'h' && c != '?' && c != ':' && name && !strstr(extra, name) && c != R_TLS &&
-            c != R_CREDS && c != R_CERTDIR && c != R_AUTHFILE && c != R_RETRY &&
-            c != R_RETRY_DELAY) {
-            cli_errorf("%s: --%s does not apply here", argv[0], name);
-            return -1;
-        }
+            c = R_QUIET;
         switch (c) {
         case 'h':
             printf("%s", usage);
@@ -264,7 +282,7 @@ int cli_cmd_push(cli_ctx *ctx, int argc, char **argv)
         "has are skipped, blobs of another repository of the same registry are mounted,\n"
         "large blobs go in resumable chunks.  Prints the manifest digest.\n\n%s",
         reg_usage);
-    int p = parse(argc, argv, &f, "format quiet json", usage);
+    int p = parse(argc, argv, &f, cli_push_opts, usage);
     if (p)
         return p > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
     if (nargs(argc, argv, 1, 2, "REF [DEST]") < 0 ||
@@ -300,7 +318,7 @@ int cli_cmd_pull(cli_ctx *ctx, int argc, char **argv)
              "verifying every blob; blobs already present are not fetched.  Prints the\n"
              "manifest digest.\n\n%s",
              reg_usage);
-    int p = parse(argc, argv, &f, "platform quiet json", usage);
+    int p = parse(argc, argv, &f, cli_pull_opts, usage);
     if (p)
         return p > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
     if (nargs(argc, argv, 1, 1, "REF") < 0 ||
@@ -360,7 +378,8 @@ int cli_cmd_manifest(cli_ctx *ctx, int argc, char **argv)
     kiln_reply *rep = NULL;
     int rc;
     if (strcmp(sub, "create") == 0) {
-        if (parse(argc, argv, &f, "", manifest_usage) || nargs(argc, argv, 1, 1, "LIST") < 0 ||
+        if (parse(argc, argv, &f, help_only_opts, manifest_usage) ||
+            nargs(argc, argv, 1, 1, "LIST") < 0 ||
             cli_check_ref("manifest create", "list name", argv[optind], true) != CLI_EXIT_OK)
             return CLI_EXIT_USAGE;
         Kiln__V1__ManifestCreateRequest r = KILN__V1__MANIFEST_CREATE_REQUEST__INIT;
@@ -369,7 +388,7 @@ int cli_cmd_manifest(cli_ctx *ctx, int argc, char **argv)
         req.manifest_create = &r;
         rc = cli_call(ctx, CLI_PUSHER, &req, &rep, 0);
     } else if (strcmp(sub, "add") == 0) {
-        if (parse(argc, argv, &f, "", manifest_usage) ||
+        if (parse(argc, argv, &f, manifest_add_opts, manifest_usage) ||
             nargs(argc, argv, 2, 2, "LIST IMAGE") < 0 ||
             cli_check_ref("manifest add", "image", argv[optind + 1], false) != CLI_EXIT_OK)
             return CLI_EXIT_USAGE;
@@ -384,7 +403,7 @@ int cli_cmd_manifest(cli_ctx *ctx, int argc, char **argv)
         if (rc == CLI_EXIT_FAILED && !local)
             rc = CLI_EXIT_REGISTRY; /* the registry's answer about a remote image, as pull */
     } else if (strcmp(sub, "annotate") == 0) {
-        if (parse(argc, argv, &f, "os arch variant annotation", manifest_usage) ||
+        if (parse(argc, argv, &f, manifest_annotate_opts, manifest_usage) ||
             nargs(argc, argv, 2, 2, "LIST DIGEST|IMAGE") < 0)
             return CLI_EXIT_USAGE;
         Kiln__V1__ManifestAnnotateRequest r = KILN__V1__MANIFEST_ANNOTATE_REQUEST__INIT;
@@ -399,7 +418,8 @@ int cli_cmd_manifest(cli_ctx *ctx, int argc, char **argv)
         req.manifest_annotate = &r;
         rc = cli_call(ctx, CLI_PUSHER, &req, &rep, 0);
     } else if (strcmp(sub, "inspect") == 0) {
-        if (parse(argc, argv, &f, "", manifest_usage) || nargs(argc, argv, 1, 1, "LIST") < 0)
+        if (parse(argc, argv, &f, help_only_opts, manifest_usage) ||
+            nargs(argc, argv, 1, 1, "LIST") < 0)
             return CLI_EXIT_USAGE;
         Kiln__V1__ManifestInspectRequest r = KILN__V1__MANIFEST_INSPECT_REQUEST__INIT;
         r.list = argv[optind];
@@ -411,7 +431,7 @@ int cli_cmd_manifest(cli_ctx *ctx, int argc, char **argv)
         kiln_rpc_reply_free(rep);
         return rc;
     } else if (strcmp(sub, "push") == 0) {
-        if (parse(argc, argv, &f, "quiet json", manifest_usage) ||
+        if (parse(argc, argv, &f, manifest_push_opts, manifest_usage) ||
             nargs(argc, argv, 1, 2, "LIST [DEST]") < 0 ||
             (argc - optind > 1 &&
              cli_check_ref("manifest push", "destination", argv[optind + 1], false) != CLI_EXIT_OK))

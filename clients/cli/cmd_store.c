@@ -143,56 +143,80 @@ int cli_follow_job(cli_ctx *ctx, cli_service s, const char *job, bool json, bool
 
 /* ---- argument helpers ---- */
 
-/* Parses only -h/--help and the given boolean flags; returns -1 on usage error,
- * 1 after printing help, 0 to go on.  Positional arguments stay in argv[optind..]. */
-typedef struct flag {
-    const char *name;
-    bool *set;
-    const char **value; /* flag takes a value when non-NULL */
-    char short_name;    /* e.g. 'q' for --quiet; 0 for none */
-} flag;
-
-static int parse_flags(int argc, char **argv, const flag *flags, size_t n, const char *usage)
+/* Parses the options of table: for entry i, dest[i] is a bool * (set when
+ * the option is given) or, for an option with an argument, a const char **
+ * (its value).  An entry's val is its short letter, or 1 for none; the last
+ * entry before the end is --help.  Returns -1 on a usage error, 1 after
+ * printing help, 0 to go on; positional arguments stay in argv[optind..]. */
+static int parse_flags(int argc, char **argv, const struct option *table, void *const *dest,
+                       const char *usage)
 {
-    struct option opts[16];
-    size_t k = 0;
-    for (size_t i = 0; i < n && k < 14; i++, k++)
-        opts[k] = (struct option){flags[i].name, flags[i].value ? required_argument : no_argument,
-                                  NULL, (int)(100 + i)};
-    opts[k++] = (struct option){"help", no_argument, NULL, 'h'};
-    opts[k] = (struct option){NULL, 0, NULL, 0};
     char shorts[32] = "h";
     size_t ns = 1;
-    for (size_t i = 0; i < n && ns + 2 < sizeof(shorts); i++)
-        if (flags[i].short_name) {
-            shorts[ns++] = flags[i].short_name;
-            if (flags[i].value)
+    for (size_t i = 0; table[i].name && ns + 2 < sizeof(shorts); i++)
+        if (table[i].val > 1 && table[i].val != 'h') {
+            shorts[ns++] = (char)table[i].val;
+            if (table[i].has_arg)
                 shorts[ns++] = ':';
         }
     shorts[ns] = '\0';
     cli_getopt_reset();
-    int c;
-    while ((c = getopt_long(argc, argv, shorts, opts, NULL)) != -1) {
+    int c, li = -1;
+    while ((c = getopt_long(argc, argv, shorts, table, &li)) != -1) {
         if (c == 'h') {
             printf("%s", usage);
             return 1;
         }
-        for (size_t i = 0; i < n; i++)
-            if (flags[i].short_name && c == flags[i].short_name)
-                c = (int)(100 + i);
-        if (c >= 100 && c < 100 + (int)n) {
-            const flag *f = &flags[c - 100];
-            if (f->value)
-                *f->value = optarg;
-            else
-                *f->set = true;
-            continue;
+        int i = -1;
+        if (c == 1)
+            i = li;
+        for (int k = 0; i < 0 && c > 1 && table[k].name; k++)
+            if (table[k].val == c)
+                i = k;
+        if (c == '?' || c == ':' || i < 0) {
+            cli_errorf("%s: %s option '%s'", argv[0],
+                       c == ':' ? "a value is needed for" : "unknown", argv[optind - 1]);
+            return -1;
         }
-        cli_errorf("%s: unknown option '%s'", argv[0], argv[optind - 1]);
-        return -1;
+        if (table[i].has_arg)
+            *(const char **)dest[i] = optarg;
+        else
+            *(bool *)dest[i] = true;
+        li = -1;
     }
     return 0;
 }
+
+#define HELP_OPT                                                                                   \
+    {                                                                                              \
+        "help", no_argument, NULL, 'h'                                                             \
+    }
+#define OPTS_END                                                                                   \
+    {                                                                                              \
+        NULL, 0, NULL, 0                                                                           \
+    }
+/* The options of the store verbs: their parsers' tables, also read by
+ * completion and the man pages. */
+const struct option cli_images_opts[] = {{"json", no_argument, NULL, 1},
+                                         {"digests", no_argument, NULL, 1},
+                                         {"quiet", no_argument, NULL, 'q'},
+                                         {"format", required_argument, NULL, 1},
+                                         HELP_OPT,
+                                         OPTS_END};
+const struct option cli_history_opts[] = {
+    {"json", no_argument, NULL, 1}, {"no-trunc", no_argument, NULL, 1}, HELP_OPT, OPTS_END};
+const struct option cli_prune_opts[] = {{"dry-run", no_argument, NULL, 1},
+                                        {"store-only", no_argument, NULL, 1},
+                                        {"older-than", required_argument, NULL, 1},
+                                        {"force", no_argument, NULL, 'f'},
+                                        HELP_OPT,
+                                        OPTS_END};
+const struct option cli_import_opts[] = {{"platform", required_argument, NULL, 1},
+                                         {"quiet", no_argument, NULL, 'q'},
+                                         {"json", no_argument, NULL, 1},
+                                         HELP_OPT,
+                                         OPTS_END};
+const struct option cli_help_only_opts[] = {HELP_OPT, OPTS_END};
 
 static int want_args(int argc, char **argv, int min, int max)
 {
@@ -344,11 +368,7 @@ int cli_cmd_images(cli_ctx *ctx, int argc, char **argv)
 {
     bool json = false, digests = false, quiet = false;
     const char *format = NULL;
-    flag f[] = {{"json", &json, NULL, 0},
-                {"digests", &digests, NULL, 0},
-                {"quiet", &quiet, NULL, 'q'},
-                {"format", NULL, &format, 0}};
-    int p = parse_flags(argc, argv, f, 4,
+    int p = parse_flags(argc, argv, cli_images_opts, (void *[]){&json, &digests, &quiet, &format},
                         "Usage: kiln images [--json] [--digests] [-q] [--format FORMAT]\n\n"
                         "Lists the images in the store: reference, image id (manifest\n"
                         "digest), age, size and platform.  -q prints only the image ids.\n"
@@ -418,7 +438,7 @@ int cli_cmd_images(cli_ctx *ctx, int argc, char **argv)
 
 int cli_cmd_tag(cli_ctx *ctx, int argc, char **argv)
 {
-    int p = parse_flags(argc, argv, NULL, 0,
+    int p = parse_flags(argc, argv, cli_help_only_opts, NULL,
                         "Usage: kiln tag SOURCE TARGET\n\n"
                         "Gives the image SOURCE (reference or digest) the tag\n"
                         "TARGET.  Only metadata changes.\n");
@@ -458,7 +478,7 @@ static int inspect(cli_ctx *ctx, const char *ref, kiln_reply **rep)
 int cli_cmd_inspect(cli_ctx *ctx, int argc, char **argv)
 {
     int p =
-        parse_flags(argc, argv, NULL, 0,
+        parse_flags(argc, argv, cli_help_only_opts, NULL,
                     "Usage: kiln inspect REF\n\n"
                     "Prints {\"digest\", \"mediaType\", \"manifest\", \"config\"} for an image\n"
                     "in the store: its manifest (or index) and config as stored.\n");
@@ -501,8 +521,7 @@ static int64_t rfc3339_seconds(const char *s)
 int cli_cmd_history(cli_ctx *ctx, int argc, char **argv)
 {
     bool json = false, no_trunc = false;
-    flag f[] = {{"json", &json, NULL}, {"no-trunc", &no_trunc, NULL}};
-    int p = parse_flags(argc, argv, f, 2,
+    int p = parse_flags(argc, argv, cli_history_opts, (void *[]){&json, &no_trunc},
                         "Usage: kiln history [--json] [--no-trunc] REF\n\n"
                         "Shows how an image was made, newest step first: each history entry\n"
                         "of its config with the layer it added (and that layer's compressed\n"
@@ -591,7 +610,7 @@ int cli_cmd_history(cli_ctx *ctx, int argc, char **argv)
 
 int cli_cmd_rmi(cli_ctx *ctx, int argc, char **argv)
 {
-    int p = parse_flags(argc, argv, NULL, 0,
+    int p = parse_flags(argc, argv, cli_help_only_opts, NULL,
                         "Usage: kiln rmi REF...\n\n"
                         "Removes tags (or, given a digest, every tag of that image) from the\n"
                         "store.  Blobs are freed by 'kiln prune'.\n");
@@ -625,12 +644,8 @@ int cli_cmd_prune(cli_ctx *ctx, int argc, char **argv)
 {
     bool dry = false, store_only = false, force = false;
     const char *older = NULL;
-    flag f[] = {{"dry-run", &dry, NULL, 0},
-                {"store-only", &store_only, NULL, 0},
-                {"older-than", NULL, &older, 0},
-                {"force", &force, NULL, 'f'}};
     int p =
-        parse_flags(argc, argv, f, 4,
+        parse_flags(argc, argv, cli_prune_opts, (void *[]){&dry, &store_only, &older, &force},
                     "Usage: kiln prune [-f] [--dry-run] [--store-only] [--older-than SECONDS]\n\n"
                     "Deletes the builder's cached steps and base snapshots unused for\n"
                     "SECONDS (default: all unused), then store blobs no tag reaches (never\n"
@@ -700,10 +715,8 @@ int cli_cmd_import(cli_ctx *ctx, int argc, char **argv)
 {
     const char *platform = "";
     bool quiet = false, json = false;
-    flag f[] = {
-        {"platform", NULL, &platform, 0}, {"quiet", &quiet, NULL, 'q'}, {"json", &json, NULL, 0}};
     int p = parse_flags(
-        argc, argv, f, 3,
+        argc, argv, cli_import_opts, (void *[]){&platform, &quiet, &json},
         "Usage: kiln import [--platform OS/ARCH[/VARIANT]] [--quiet] [--json] SOURCE REF\n\n"
         "Imports SOURCE into the store as REF: an OCI image layout directory, an\n"
         "oci-archive (kiln export, skopeo) or docker-archive (docker save) tar, a\n"
@@ -756,7 +769,7 @@ int cli_cmd_import(cli_ctx *ctx, int argc, char **argv)
 
 int cli_cmd_export(cli_ctx *ctx, int argc, char **argv)
 {
-    int p = parse_flags(argc, argv, NULL, 0,
+    int p = parse_flags(argc, argv, cli_help_only_opts, NULL,
                         "Usage: kiln export REF oci:DIR|oci-archive:FILE\n\n"
                         "Writes the image REF with all its blobs as an OCI image layout\n"
                         "directory (DIR must not exist or be empty) or as an oci-archive tar.\n");
