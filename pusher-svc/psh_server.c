@@ -96,8 +96,12 @@ static int m_list(void *user, const kiln_req *req, kiln_reply *reply, kiln_arena
     psh_server *p = user;
     psh_image_list l = {0};
     int r = psh_store_list(p->store, &l, err);
-    if (r < 0)
+    if (r == 0 && req->list_images->untagged)
+        r = psh_store_list_untagged(p->store, &l, err);
+    if (r < 0) {
+        psh_image_list_dispose(&l);
         return r;
+    }
     Kiln__V1__ListImagesReply *b =
         NEW_BODY(a, Kiln__V1__ListImagesReply, kiln__v1__list_images_reply__init);
     Kiln__V1__ImageInfo **items = kiln_arena_calloc(a, l.n ? l.n : 1, sizeof(*items));

@@ -93,6 +93,7 @@ const char *cli_image_ref(cli_ctx *ctx, const char *verb, const char *arg, char 
         return arg;
     kiln_req req = KILN__V1__REQUEST__INIT;
     Kiln__V1__ListImagesRequest lr = KILN__V1__LIST_IMAGES_REQUEST__INIT;
+    lr.untagged = true;
     req.body_case = KILN__V1__REQUEST__BODY_LIST_IMAGES;
     req.list_images = &lr;
     kiln_reply *rep = NULL;

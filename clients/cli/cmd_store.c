@@ -371,7 +371,9 @@ int cli_cmd_images(cli_ctx *ctx, int argc, char **argv)
     int p = parse_flags(argc, argv, cli_images_opts, (void *[]){&json, &digests, &quiet, &format},
                         "Usage: kiln images [--json] [--digests] [-q] [--format FORMAT]\n\n"
                         "Lists the images in the store: reference, image id (manifest\n"
-                        "digest), age, size and platform.  -q prints only the image ids.\n"
+                        "digest), age, size and platform; images no tag reaches (left by a\n"
+                        "re-tag or a rebuild, until prune) show as <none>.  -q prints only\n"
+                        "the image ids.\n"
                         "--format json is --json, table the default table, anything else a\n"
                         "template over .Repository .Tag .ID .Digest .CreatedAt .CreatedSince\n"
                         ".Size .Platform .Reference, e.g. '{{.Repository}}:{{.Tag}}' (\\t and\n"
@@ -390,6 +392,7 @@ int cli_cmd_images(cli_ctx *ctx, int argc, char **argv)
         return CLI_EXIT_USAGE;
     kiln_req req = KILN__V1__REQUEST__INIT;
     Kiln__V1__ListImagesRequest lr = KILN__V1__LIST_IMAGES_REQUEST__INIT;
+    lr.untagged = true; /* as docker: what a re-tag or rebuild left shows as <none> */
     req.body_case = KILN__V1__REQUEST__BODY_LIST_IMAGES;
     req.list_images = &lr;
     kiln_reply *rep = NULL;

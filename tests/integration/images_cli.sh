@@ -57,6 +57,24 @@ printf 'FROM app:1\nENV A=1\nLABEL x=y\n' >"$T/ctx/Dockerfile"
 expect_rc 0 "build -q" kiln build -q -t q:1 "$T/ctx"
 [[ "$(cat "$T/out")" =~ ^sha256:[0-9a-f]{64}$ ]] && [ ! -s "$T/err" ] && ok || bad "build -q: $(cat "$T/out") / $(cat "$T/err")"
 
+# What a rebuild or re-tag leaves behind is listed as <none> until prune.
+mkdir -p "$T/c/etc" && echo one >"$T/c/etc/v"
+expect_rc 0 "import dang:1" kiln import -q "$T/c" dang:1
+C1=$(cat "$T/out")
+echo two >"$T/c/etc/v"
+expect_rc 0 "import dang:1 again, changed" kiln import -q "$T/c" dang:1
+expect_rc 0 "images" kiln images
+grep -E "^<none> +${C1:7:12} " "$T/out" >/dev/null && ok || bad "the old dang:1 is listed as <none>: $(cat "$T/out")"
+expect_rc 0 "images --format" kiln images --format '{{.Repository}}:{{.Tag}} {{.ID}}'
+grep -qx "<none>:<none> ${C1:7:12}" "$T/out" && ok || bad "<none> in a template: $(cat "$T/out")"
+expect_rc 0 "images -q" kiln images -q
+grep -qx "${C1:7:12}" "$T/out" && ok || bad "images -q lists the untagged image"
+expect_rc 0 "inspect an untagged image by short id" kiln inspect "${C1:7:8}"
+[ "$(jq -r .digest "$T/out")" = "$C1" ] && ok || bad "inspect by the untagged id"
+expect_rc 0 "prune -f" kiln prune -f --store-only
+expect_rc 0 "images after prune" kiln images -q
+grep -qx "${C1:7:12}" "$T/out" && bad "prune left the untagged image" || ok
+
 # prune asks on a terminal; -f and pipes do not.
 python3 "$HERE/pty_screen.py" 80 24 "$T/prune.json" --input $'n\n' -- "$KILN_CLI_BIN" prune --store-only
 [ "$(jq .rc "$T/prune.json")" = 1 ] && ok || bad "prune answered n: exit $(jq .rc "$T/prune.json")"
