@@ -219,8 +219,7 @@ static int read_all(psh_store *s, psh_store_pin *pin, img_archive *ia, kiln_erro
         if (strncmp(name, "blobs/sha256/", 13) == 0) {
             const char *hex = name + 13;
             if (strlen(hex) != 64 || strspn(hex, "0123456789abcdef") != 64)
-                return kiln_error_set(err, KILN_EINVAL, 0, "%s: bad blob name %s", ia->path,
-                                      name);
+                return kiln_error_set(err, KILN_EINVAL, 0, "%s: bad blob name %s", ia->path, name);
             memcpy(expected, "sha256:", 7);
             memcpy(expected + 7, hex, 65);
         }
