@@ -30,6 +30,7 @@
 #define ENTRIES_MAX 65536 /* files in an image archive */
 #define READ_BLOCK  ((size_t)1 << 16)
 #define NAME_MAX_B  512
+#define PROBE_MAX   ((size_t)64 << 10) /* oci-layout / manifest.json read to recognise them */
 #define DEPTH_MAX   4
 
 typedef enum { ARCH_NONE, ARCH_OCI, ARCH_DOCKER } archive_kind;
@@ -138,9 +139,25 @@ static int detect(const char *path, archive_kind want, archive_kind *out, kiln_e
         char name[NAME_MAX_B];
         if (!clean_name(archive_entry_pathname(ae), name))
             continue;
-        layout |= strcmp(name, "oci-layout") == 0;
+        /* By content, not just by name: a rootfs may well hold a file
+         * called manifest.json or index.json at its top. */
+        bool is_layout = strcmp(name, "oci-layout") == 0;
+        bool is_manifest = strcmp(name, "manifest.json") == 0;
+        if ((is_layout || is_manifest) && archive_entry_size(ae) < (la_int64_t)PROBE_MAX) {
+            char buf[PROBE_MAX];
+            la_ssize_t got = 0, k;
+            while ((size_t)got < sizeof(buf) &&
+                   (k = archive_read_data(a, buf + got, sizeof(buf) - (size_t)got)) > 0)
+                got += k;
+            _cleanup_json_ cJSON *j = got > 0 ? cJSON_ParseWithLength(buf, (size_t)got) : NULL;
+            const cJSON *first = cJSON_IsArray(j) ? cJSON_GetArrayItem(j, 0) : NULL;
+            layout |= is_layout &&
+                      cJSON_IsString(cJSON_GetObjectItemCaseSensitive(j, "imageLayoutVersion"));
+            manifest |= is_manifest &&
+                        cJSON_IsString(cJSON_GetObjectItemCaseSensitive(first, "Config")) &&
+                        cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(first, "Layers"));
+        }
         index |= strcmp(name, "index.json") == 0;
-        manifest |= strcmp(name, "manifest.json") == 0;
         archive_read_data_skip(a);
     }
     if (r != ARCHIVE_EOF && r != ARCHIVE_OK && want != ARCH_NONE)

@@ -69,6 +69,16 @@ expect_rc 0 "import docker-archive:FILE" kiln import --quiet "docker-archive:$T/
 tar -C "$T/rootfs" -cf "$T/rootfs.tar" .
 expect_rc 0 "import a rootfs tar" kiln import --quiet "$T/rootfs.tar" plain:1
 unpacked plain:1 && ok || bad "rootfs tar: rootfs"
+# A rootfs that happens to have manifest.json / index.json / oci-layout at its top.
+mkdir -p "$T/odd" && cp -r "$T/rootfs/." "$T/odd/"
+echo '{"name": "an app manifest"}' >"$T/odd/manifest.json"
+echo '{"not": "an index"}' >"$T/odd/index.json"
+echo 'just a file' >"$T/odd/oci-layout"
+tar -C "$T/odd" -cf "$T/odd.tar" .
+expect_rc 0 "import a rootfs tar with manifest.json at its top" kiln import --quiet "$T/odd.tar" odd:1
+rm -rf "$T/bundle"
+umoci unpack --image "$KILN_DATA/store:odd:1" "$T/bundle" >/dev/null 2>&1 && [ -f "$T/bundle/rootfs/manifest.json" ] \
+    && [ -f "$T/bundle/rootfs/bin/busybox" ] && ok || bad "a rootfs with manifest.json stays a rootfs"
 expect_rc 1 "oci-archive: of a rootfs tar" kiln import --quiet "oci-archive:$T/rootfs.tar" no:1
 grep -q 'not an oci-archive' "$T/err" && ok || bad "says it is not an oci-archive: $(cat "$T/err")"
 expect_rc 1 "oci: of a rootfs dir" kiln import --quiet "oci:$T/rootfs" no:2
