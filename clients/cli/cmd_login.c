@@ -424,14 +424,16 @@ int cli_cmd_login(cli_ctx *ctx, int argc, char **argv)
         goto out;
     const char *helper = helper_for(j, host);
     const char *key = store_key(host);
+    /* No auths entry at all when a helper keeps the secret: an entry, even
+     * an empty one, would be read before the helper is asked. */
     drop_auths(j, host);
     cJSON *auths = cJSON_GetObjectItemCaseSensitive(j, "auths");
-    if (!cJSON_IsObject(auths)) {
+    if (!helper && !cJSON_IsObject(auths)) {
         cJSON_DeleteItemFromObjectCaseSensitive(j, "auths");
         auths = cJSON_AddObjectToObject(j, "auths");
     }
-    cJSON *entry = auths ? cJSON_AddObjectToObject(auths, key) : NULL;
-    if (entry == NULL) {
+    cJSON *entry = helper || auths == NULL ? NULL : cJSON_AddObjectToObject(auths, key);
+    if (!helper && entry == NULL) {
         rc = CLI_EXIT_FAILED;
         goto out;
     }

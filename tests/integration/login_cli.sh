@@ -95,5 +95,16 @@ expect_rc 0 "push with the helper's credentials" kiln push "${CD[@]}" app:1 "$R/
 expect_rc 0 "logout through the helper" kiln logout "$R"
 [ ! -e "$T/helper.json" ] && ok || bad "the helper erased the secret"
 
+# credsStore: the same, for every registry without a credHelpers entry;
+# other settings in config.json are kept.
+jq -n '{credsStore: "kilntest", experimental: "enabled"}' >"$REGISTRY_AUTH_FILE"
+expect_rc 0 "login through credsStore" sh -c '"$0" login -u alice --password-stdin --cert-dir "$1" "$2" <"$3"' "$KILN_CLI_BIN" "$T/certs.d" "$R" "$T/pw"
+[ "$(jq -r .Secret "$T/helper.json" 2>/dev/null)" = "$SECRET" ] && ok || bad "credsStore kept the secret"
+jq -e '.experimental == "enabled" and .credsStore == "kilntest"' "$REGISTRY_AUTH_FILE" >/dev/null && ok || bad "other settings kept"
+grep -q "$SECRET" "$REGISTRY_AUTH_FILE" && bad "config.json holds the secret" || ok
+expect_rc 0 "push with the credsStore's credentials" kiln push "${CD[@]}" app:1 "$R/team/app:4"
+expect_rc 0 "logout through credsStore" kiln logout "$R"
+[ ! -e "$T/helper.json" ] && ok || bad "credsStore erased the secret"
+
 grep -rqa "$SECRET" "$T/pusher.log" "$T/out" "$T/err" "$KILN_DATA/events" && bad "the secret leaked" || ok
 finish
