@@ -638,8 +638,13 @@ int psh_store_list_untagged(const psh_store *s, psh_image_list *out, kiln_error 
                     break;
             }
         } else if (psh_media_type_is_manifest(mt) &&
-                   cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(doc, "config"))) {
-            r = psh_dset_add(&docs, digest, err);
+                   cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(doc, "layers"))) {
+            /* an image manifest: its config is a descriptor (a docker-save
+             * "json" file also has a "config" object, but no layers) */
+            psh_descriptor cd;
+            if (psh_descriptor_from_json(&cd, cJSON_GetObjectItemCaseSensitive(doc, "config"),
+                                         NULL) == 0)
+                r = psh_dset_add(&docs, digest, err);
         }
         if (r < 0)
             break;

@@ -65,6 +65,11 @@ expect_rc 0 "import docker-archive:FILE" kiln import --quiet "docker-archive:$T/
 [ "$(jq -r '.images[] | select(.ref=="dock:2") | .architecture' < <(kiln images --json))" = \
   "$(jq -r '.images[] | select(.ref=="app:1") | .architecture' < <(kiln images --json))" ] && ok || bad "docker-archive: platform from the config"
 
+# The archives' other files (docker save's per-layer json, index.json) are
+# not images: nothing untagged is listed.
+expect_rc 0 "images" kiln images
+grep -q '^<none>' "$T/out" && bad "an archive's metadata listed as an image: $(cat "$T/out")" || ok
+
 # A rootfs tar is still a rootfs; a prefix that does not fit is an error.
 tar -C "$T/rootfs" -cf "$T/rootfs.tar" .
 expect_rc 0 "import a rootfs tar" kiln import --quiet "$T/rootfs.tar" plain:1
