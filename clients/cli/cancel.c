@@ -18,6 +18,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,12 +33,63 @@ static struct {
     char what[16];                 /* "build", "push", ... */
     bool cancel_sent;
     atomic_int sig; /* the first signal received, 0 if none */
+    /* While a live view owns the terminal its thread prints our messages
+     * (cli_cancel_take_message), so they are not drawn over. */
+    bool routed;
+    char msgs[1024];
 } st = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    pthread_mutex_lock(&st.mu);
+    bool routed = st.routed;
+    if (routed) {
+        size_t n = strlen(st.msgs);
+        snprintf(st.msgs + n, sizeof(st.msgs) - n, "%s\n", line);
+    }
+    pthread_mutex_unlock(&st.mu);
+    if (!routed)
+        fprintf(stderr, "kiln: %s\n", line);
+}
+
+void cli_cancel_route(bool on)
+{
+    pthread_mutex_lock(&st.mu);
+    st.routed = on;
+    char left[sizeof(st.msgs)];
+    snprintf(left, sizeof(left), "%s", on ? "" : st.msgs);
+    if (!on)
+        st.msgs[0] = '\0';
+    pthread_mutex_unlock(&st.mu);
+    for (char *l = left, *e; *l; l = e + 1) { /* what the view did not print */
+        e = strchr(l, '\n');
+        fprintf(stderr, "kiln: %.*s\n", (int)(e - l), l);
+    }
+}
+
+bool cli_cancel_take_message(char *out, size_t cap)
+{
+    pthread_mutex_lock(&st.mu);
+    char *e = strchr(st.msgs, '\n');
+    bool got = e != NULL;
+    if (got) {
+        snprintf(out, cap, "%.*s", (int)(e - st.msgs), st.msgs);
+        memmove(st.msgs, e + 1, strlen(e + 1) + 1);
+    }
+    pthread_mutex_unlock(&st.mu);
+    return got;
+}
 
 /* Sends Cancel for the armed job; st.mu is not held (the RPC takes time). */
 static void send_cancel(cli_ctx *ctx, cli_service s, const char *what, const char *job)
 {
-    fprintf(stderr, "\nkiln: cancelling %s %s (press Ctrl-C again to quit at once)\n", what, job);
+    say("cancelling %s %s (press Ctrl-C again to quit at once)", what, job);
     kiln_req req = KILN__V1__REQUEST__INIT;
     Kiln__V1__CancelRequest cr = KILN__V1__CANCEL_REQUEST__INIT;
     cr.job_id = (char *)job;
@@ -46,7 +98,7 @@ static void send_cancel(cli_ctx *ctx, cli_service s, const char *what, const cha
     kiln_rpc_client *c = NULL;
     kiln_reply *rep = NULL;
     kiln_error *err = NULL;
-    int timeout = ctx->timeout_ms < 5000 ? ctx->timeout_ms : 5000;
+    int timeout = ctx->timeout_ms;
     if (kiln_rpc_client_new(&c, ctx->url[s], &ctx->transport, true, &err) < 0 ||
         kiln_rpc_call(c, &req, &rep, timeout, &err) < 0) {
         /* The job cannot be told: leave rather than wait for an end that
@@ -60,9 +112,9 @@ static void send_cancel(cli_ctx *ctx, cli_service s, const char *what, const cha
     kiln_rpc_reply_free(rep);
     kiln_rpc_client_free(c);
     if (was)
-        fprintf(stderr, "kiln: cancelled %s %s\n", what, job);
+        say("cancelled %s %s", what, job);
     else
-        fprintf(stderr, "kiln: %s %s had already ended\n", what, job);
+        say("%s %s had already ended", what, job);
 }
 
 static void *waiter(void *arg)

@@ -225,6 +225,11 @@ void cli_cancel_arm(cli_ctx *ctx, cli_service s, const char *what, const char *j
 /* Back to exiting at once on a signal (and exits now if one came meanwhile
  * with no job to cancel). */
 void cli_cancel_disarm(void);
+/* on: cancel messages wait for cli_cancel_take_message() (a live view
+ * prints them) instead of going to stderr; off: what is left goes there. */
+void cli_cancel_route(bool on);
+/* The oldest waiting cancel message, without "kiln: " and newline. */
+bool cli_cancel_take_message(char *out, size_t cap);
 /* The first signal received, 0 if none. */
 int cli_cancel_signal(void);
 /* 128 + the signal when one was received (130 for SIGINT, 143 for SIGTERM),

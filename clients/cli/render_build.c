@@ -52,10 +52,22 @@ static unsigned step_no(view *v, uint32_t stage, uint32_t step, bool create)
     return v->steps[v->n_steps++].no;
 }
 
+/* Messages of the Ctrl-C thread, printed by the view so it does not draw
+ * over them. */
+static void cancel_messages(view *v)
+{
+    char m[512], line[520];
+    while (cli_cancel_take_message(m, sizeof(m))) {
+        snprintf(line, sizeof(line), "kiln: %s", m);
+        cli_tty_note(v->tty, line);
+    }
+}
+
 /* Between events: keep the live view's elapsed times moving. */
 static void on_idle(void *ud)
 {
     view *v = ud;
+    cancel_messages(v);
     cli_tty_draw(v->tty, false);
 }
 
@@ -183,9 +195,10 @@ static int build_cb(void *ud, const kiln_event *e)
                  *e->stage_started->name ? e->stage_started->name : "stage");
     if (v->mode == P_JSON)
         cli_print_event_json(stdout, e);
-    else if (v->mode == P_TTY)
+    else if (v->mode == P_TTY) {
+        cancel_messages(v);
         tty_event(v, e);
-    else if (v->mode == P_PLAIN)
+    } else if (v->mode == P_PLAIN)
         plain_event(v, e);
     switch (e->payload_case) {
     case KILN__V1__EVENT__PAYLOAD_COMPLETED:
@@ -274,6 +287,8 @@ int cli_run_build(cli_ctx *ctx, Kiln__V1__BuildRequest *br, const char *progress
     snprintf(job, sizeof(job), "%s", rep->job_accepted->job_id);
     kiln_rpc_reply_free(rep);
     cli_cancel_arm(ctx, CLI_BUILDER, "build", job);
+    if (v->mode == P_TTY)
+        cli_cancel_route(true);
 
     kiln_rpc_client *c = cli_connect(ctx, CLI_BUILDER);
     if (c == NULL) {
@@ -301,6 +316,8 @@ int cli_run_build(cli_ctx *ctx, Kiln__V1__BuildRequest *br, const char *progress
     kiln_error_free(&err);
     free(url);
     kiln_rpc_client_free(c);
+    if (v->mode == P_TTY)
+        cli_cancel_route(false);
     cli_cancel_disarm();
     if (rc == CLI_EXIT_OK && v->failed && cli_cancel_signal() &&
         kiln_code_from_wire(v->fail_code) == KILN_ECANCELED) {

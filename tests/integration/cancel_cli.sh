@@ -18,7 +18,7 @@ trap cleanup EXIT
 export KILN_DATA=$T/data
 kiln() { "$KILN_CLI_BIN" "$@"; }
 
-"$KILN_PUSHER_BIN" 2>"$T/pusher.log" & PIDS+=($!)
+"$KILN_PUSHER_BIN" 2>"$T/pusher.log" & PUSHER=$!; PIDS+=("$PUSHER")
 "$KILN_BUILDER_BIN" 2>"$T/builder.log" & PIDS+=($!)
 for _ in $(seq 100); do kiln status >/dev/null 2>&1 && break; sleep 0.1; done
 
@@ -103,4 +103,17 @@ else
     [ "$(kiln status --json | jq -r .builder.jobs_running)" = 0 ] && ok || bad "builder has no job left"
     expect_rc 1 "the tag was not created" kiln inspect c:1
 fi
+# A second Ctrl-C quits at once, even while the Cancel call hangs on a
+# stopped kiln-pusher (with a 60 s RPC timeout the first one alone would
+# wait).  Last: a client that gives up on a stopped kiln-pusher can leave its
+# RPC endpoint unanswering once it runs again.
+"$KILN_CLI_BIN" --timeout 60000 push --json --tls-verify=false base:1 "127.0.0.1:$PORT/x/y:9" >"$T/push.json" 2>"$T/push.err" & cli=$!
+wait_for "$T/push.json" 'length > 0' || bad "push: no event within 30 s"
+kill -STOP "$PUSHER"
+kill -INT "$cli"; sleep 0.5; kill -INT "$cli"
+reap "$cli"; rc=$?
+[ "$rc" = 130 ] && ok || bad "second Ctrl-C: exit $rc, want 130 ($(tail -3 "$T/push.err"))"
+[ "$(ps -o stat= -p "$PUSHER" | cut -c1)" = T ] && ok || bad "the CLI waited for the stopped pusher"
+kill -CONT "$PUSHER"
+
 finish

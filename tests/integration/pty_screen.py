@@ -2,7 +2,8 @@
 """Runs a command on a pseudo-terminal of COLS x ROWS and replays what it
 wrote through a small terminal model, the way a user's terminal shows it.
 
-  pty_screen.py COLS ROWS OUT.json [--resize C R AFTER_S] [--input TEXT] -- CMD [ARGS...]
+  pty_screen.py COLS ROWS OUT.json [--resize C R AFTER_S] [--input TEXT]
+                [--interrupt AFTER_S] -- CMD [ARGS...]
 
 OUT.json: {"rc": exit status, "wraps": writes past the last column (a line
 longer than the terminal), "colour": whether an SGR colour was set,
@@ -10,7 +11,8 @@ longer than the terminal), "colour": whether an SGR colour was set,
 "max_len": the longest of those lines}.  --resize changes the size (and
 sends SIGWINCH) AFTER_S seconds in; wraps are then counted against the new
 width.  --input types TEXT on the terminal once the command has written
-something (a prompt).  The model knows what Kiln's views use: printable text, CR, LF, BS,
+something (a prompt).  --interrupt sends SIGINT to the command's process
+group AFTER_S seconds in, as a terminal does for Ctrl-C.  The model knows what Kiln's views use: printable text, CR, LF, BS,
 TAB, CSI A/B/C/D/G/H/K/J/m and private modes (ignored).
 """
 import fcntl
@@ -145,8 +147,12 @@ def main():
     args = args[3:]
     resize = None
     typed = None
-    while args and args[0] in ("--resize", "--input"):
-        if args[0] == "--resize":
+    interrupt = None
+    while args and args[0] in ("--resize", "--input", "--interrupt"):
+        if args[0] == "--interrupt":
+            interrupt = float(args[1])
+            args = args[2:]
+        elif args[0] == "--resize":
             resize = (int(args[1]), int(args[2]), float(args[3]))
             args = args[4:]
         else:
@@ -168,6 +174,9 @@ def main():
             scr.resize(resize[0], resize[1])
             os.killpg(p.pid, signal.SIGWINCH)
             resize = None
+        if interrupt is not None and time.time() - t0 >= interrupt:
+            os.killpg(p.pid, signal.SIGINT)
+            interrupt = None
         r, _, _ = select.select([master], [], [], 0.05)
         if r:
             try:

@@ -67,8 +67,9 @@ tty_build() { # tty_build COLS ROWS JSON [--resize C R S] ENV...
     local c=$1 r=$2 j=$3; shift 3
     local rs=()
     [ "${1:-}" = --resize ] && { rs=("$1" "$2" "$3" "$4"); shift 4; }
+    [ "${1:-}" = --interrupt ] && { rs=("$1" "$2"); shift 2; }
     : >"$T/digest"
-    python3 "$HERE/pty_screen.py" "$c" "$r" "$j" "${rs[@]}" -- env "$@" sh -c '"$0" build --no-cache -t t:1 "$1" >"$2"' \
+    python3 "$HERE/pty_screen.py" "$c" "$r" "$j" "${rs[@]}" -- env "$@" sh -c 'exec "$0" build --no-cache -t t:1 "$1" >"$2"' \
         "$KILN_CLI_BIN" "$T/ctx" "$T/digest"
 }
 
@@ -89,6 +90,19 @@ check_screen "$T/short.json" 60 "a 5-row terminal"
 tty_build 80 24 "$T/nocolor.json" TERM=xterm NO_COLOR=1
 check_screen "$T/nocolor.json" 80 "NO_COLOR"
 [ "$(jq .colour "$T/nocolor.json")" = false ] && ok || bad "NO_COLOR: colour printed"
+
+# Ctrl-C on the terminal: the cancel messages are part of the view, not
+# drawn over.
+cp "$T/ctx/Dockerfile" "$T/Dockerfile.keep"
+printf 'FROM base:1\nRUN echo started; sleep 3141\n' >"$T/ctx/Dockerfile"
+tty_build 60 24 "$T/int.json" --interrupt 2.5 TERM=xterm
+cp "$T/Dockerfile.keep" "$T/ctx/Dockerfile"
+[ "$(jq .rc "$T/int.json")" = 130 ] && ok || bad "Ctrl-C on a tty: exit $(jq .rc "$T/int.json")"
+[ "$(jq .wraps "$T/int.json")" = 0 ] && ok || bad "Ctrl-C on a tty: a line wrapped"
+jq -e '[.lines[] | select(startswith("kiln: cancelling build"))] | length == 1' "$T/int.json" >/dev/null && \
+    jq -e '[.lines[] | select(startswith("kiln: cancelled build"))] | length == 1' "$T/int.json" >/dev/null && ok || \
+    bad "Ctrl-C on a tty: the messages stay on the screen: $(jq -c .lines "$T/int.json")"
+pgrep -f 'sleep 3141' >/dev/null && bad "the RUN survived Ctrl-C on a tty" || ok
 
 tty_build 80 24 "$T/dumb.json" TERM=dumb
 [ "$(jq .colour "$T/dumb.json")" = false ] && ok || bad "TERM=dumb: colour printed"
