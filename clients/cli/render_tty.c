@@ -168,10 +168,9 @@ static void pend(cli_tty *t, const char *fmt, ...)
 void cli_tty_draw(cli_tty *t, bool force)
 {
     unsigned long long now = kiln_now_ms();
-    if (atomic_exchange(&winch, 0)) {
-        measure(t);
+    if (atomic_exchange(&winch, 0))
         force = true;
-    }
+    measure(t); /* every frame: a resize may not have been signalled yet */
     if (!force && t->n_pending == 0 && now - t->last_draw < REDRAW_MS)
         return;
     t->last_draw = now;

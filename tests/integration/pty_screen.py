@@ -8,12 +8,15 @@ wrote through a small terminal model, the way a user's terminal shows it.
 OUT.json: {"rc": exit status, "wraps": writes past the last column (a line
 longer than the terminal), "colour": whether an SGR colour was set,
 "lines": the scrollback plus the final screen, trailing blanks removed,
-"max_len": the longest of those lines}.  --resize changes the size (and
-sends SIGWINCH) AFTER_S seconds in; wraps are then counted against the new
-width.  --input types TEXT on the terminal once the command has written
-something (a prompt).  --interrupt sends SIGINT to the command's process
-group AFTER_S seconds in, as a terminal does for Ctrl-C.  The model knows what Kiln's views use: printable text, CR, LF, BS,
-TAB, CSI A/B/C/D/G/H/K/J/m and private modes (ignored).
+"max_len": the longest of those lines}.
+
+--resize changes the size (and sends SIGWINCH) AFTER_S seconds in, with the
+program stopped meanwhile so what it wrote before is laid out at the old
+size; wraps are then counted against the new width.  --input types TEXT on
+the terminal once the command has written something (a prompt).
+--interrupt sends SIGINT to the command's process group AFTER_S seconds in,
+as a terminal does for Ctrl-C.  The model knows what Kiln's views use:
+printable text, CR, LF, BS, TAB, CSI A/B/C/D/G/H/K/J/m and private modes (ignored).
 """
 import fcntl
 import json
@@ -170,9 +173,19 @@ def main():
     t0 = time.time()
     while True:
         if resize and time.time() - t0 >= resize[2]:
+            # Stop the program and take everything it wrote at the old size
+            # first: otherwise bytes in flight would be laid out at the new
+            # one, which no program can prevent.
+            os.killpg(p.pid, signal.SIGSTOP)
+            while select.select([master], [], [], 0.2)[0]:
+                data = os.read(master, 65536)
+                if not data:
+                    break
+                rest = scr.feed(rest + dec.decode(data))
             set_size(master, resize[0], resize[1])
             scr.resize(resize[0], resize[1])
             os.killpg(p.pid, signal.SIGWINCH)
+            os.killpg(p.pid, signal.SIGCONT)
             resize = None
         if interrupt is not None and time.time() - t0 >= interrupt:
             os.killpg(p.pid, signal.SIGINT)
