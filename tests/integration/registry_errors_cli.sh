@@ -44,6 +44,8 @@ grep -q 'server gave HTTP response to HTTPS client' "$T/err" && grep -q -- '--tl
     && ok || bad "protocol mismatch says what to do ($(cat "$T/err"))"
 [ "$(retries)" = 0 ] && ok || bad "protocol mismatch retried $(retries) times"
 
+expect_rc 0 "push REF DEST --tls-verify=false (the flag after the arguments)" kiln push app:1 "0.0.0.0:$PORT/a/b:1" --tls-verify=false
+
 # A refused connection: no retries.
 DEAD=$(free_port)
 expect_rc 5 "push to a port nobody listens on" kiln push --json app:1 "127.0.0.1:$DEAD/a/b:1"
