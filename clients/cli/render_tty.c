@@ -98,11 +98,20 @@ void cli_tty_free(cli_tty *t)
 }
 
 /* Writes s cut to max columns (a UTF-8 sequence counts as one column;
- * control characters become spaces); returns the columns written. */
+ * CSI sequences are dropped, other control characters become spaces);
+ * returns the columns written. */
 static int put_clipped(FILE *f, const char *s, int max)
 {
     int col = 0;
     for (const unsigned char *p = (const unsigned char *)s; *p && col < max; p++) {
+        if (p[0] == 0x1b && p[1] == '[') { /* a tool's own colours: dropped, not shown */
+            p += 2;
+            while (*p && !(*p >= 0x40 && *p <= 0x7e))
+                p++;
+            if (*p == '\0')
+                break;
+            continue;
+        }
         if (*p >= 0x80) {
             /* a lead byte and its continuation bytes: one column */
             size_t n = *p >= 0xf0 ? 4 : *p >= 0xe0 ? 3 : *p >= 0xc0 ? 2 : 1;

@@ -94,7 +94,7 @@ check_screen "$T/nocolor.json" 80 "NO_COLOR"
 # Ctrl-C on the terminal: the cancel messages are part of the view, not
 # drawn over.
 cp "$T/ctx/Dockerfile" "$T/Dockerfile.keep"
-printf 'FROM base:1\nRUN echo started; sleep 3141\n' >"$T/ctx/Dockerfile"
+printf '%s\n' 'FROM base:1' "RUN printf '\\033[31mstarted\\033[0m\\n'; sleep 3141" >"$T/ctx/Dockerfile"
 tty_build 60 24 "$T/int.json" --interrupt 2.5 TERM=xterm
 cp "$T/Dockerfile.keep" "$T/ctx/Dockerfile"
 [ "$(jq .rc "$T/int.json")" = 130 ] && ok || bad "Ctrl-C on a tty: exit $(jq .rc "$T/int.json")"
@@ -103,6 +103,9 @@ jq -e '[.lines[] | select(startswith("kiln: cancelling build"))] | length == 1' 
     jq -e '[.lines[] | select(startswith("kiln: cancelled build"))] | length == 1' "$T/int.json" >/dev/null && ok || \
     bad "Ctrl-C on a tty: the messages stay on the screen: $(jq -c .lines "$T/int.json")"
 pgrep -f 'sleep 3141' >/dev/null && bad "the RUN survived Ctrl-C on a tty" || ok
+jq -e '[.lines[] | select(. == "#1 | started")] | length == 1' "$T/int.json" >/dev/null && \
+    ! jq -e '[.lines[] | select(startswith("#1 |") and contains("[31m"))] | length > 0' "$T/int.json" >/dev/null && ok || \
+    bad "a RUN's own colour codes are dropped: $(jq -c .lines "$T/int.json")"
 
 tty_build 80 24 "$T/dumb.json" TERM=dumb
 [ "$(jq .colour "$T/dumb.json")" = false ] && ok || bad "TERM=dumb: colour printed"
