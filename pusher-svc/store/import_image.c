@@ -157,6 +157,8 @@ static int detect(const char *path, archive_kind want, archive_kind *out, kiln_e
                         cJSON_IsString(cJSON_GetObjectItemCaseSensitive(first, "Config")) &&
                         cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(first, "Layers"));
         }
+        /* larger than any rootfs would carry by chance: taken by its name */
+        manifest |= is_manifest && archive_entry_size(ae) >= (la_int64_t)PROBE_MAX;
         index |= strcmp(name, "index.json") == 0;
         archive_read_data_skip(a);
     }
