@@ -58,6 +58,21 @@ int eng_pusher_inspect(eng_build *b, const char *ref, char digest[KILN_DIGEST_ST
     return 0;
 }
 
+/* A Status call answered within a couple of seconds. */
+static bool pusher_alive(eng_build *b)
+{
+    kiln_req req = KILN__V1__REQUEST__INIT;
+    Kiln__V1__StatusRequest sr = KILN__V1__STATUS_REQUEST__INIT;
+    req.body_case = KILN__V1__REQUEST__BODY_STATUS;
+    req.status = &sr;
+    kiln_reply *r = NULL;
+    kiln_error *e = NULL;
+    int rc = call_ms(b, &req, &r, WAIT_GRACE_MS / 2, &e);
+    kiln_rpc_reply_free(r);
+    kiln_error_free(&e);
+    return rc == 0;
+}
+
 /* Waits for job's terminal event; 0 when it completed.  The completed event
  * is handed to done (may be NULL). */
 static int wait_job(eng_build *b, const char *job, const char *what,
@@ -74,8 +89,13 @@ static int wait_job(eng_build *b, const char *job, const char *what,
         req.wait = &wr;
         kiln_reply *r = NULL;
         /* Wait answers within its slice: no reply a few seconds later means
-         * the pusher is gone (killed mid-commit), not that it is busy. */
+         * the pusher is gone (killed mid-commit) -- unless a Status call
+         * still gets through, when it is only busy. */
         int rc = call_ms(b, &req, &r, WAIT_SLICE_MS + WAIT_GRACE_MS, err);
+        if (rc < 0 && pusher_alive(b)) {
+            kiln_error_free(err);
+            continue;
+        }
         if (rc < 0)
             return kiln_error_wrap(err, "%s: wait for job %s", what, job);
         const Kiln__V1__WaitReply *w = r->wait_reply;
