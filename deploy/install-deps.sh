@@ -11,7 +11,7 @@ BUILD=(build-essential cmake pkg-config protobuf-c-compiler libprotobuf-c-dev li
        libisal-dev libzstd-dev ca-certificates openssl curl jq busybox-static docker-registry
        passt)
 TEST=(clang libclang-rt-14-dev clang-format nng-utils python3 skopeo umoci pigz apache2-utils
-      file xz-utils attr debootstrap)
+      file xz-utils attr debootstrap man-db)
 BENCH=(hyperfine buildah pigz time)
 
 want=("${BUILD[@]}")

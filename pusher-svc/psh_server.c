@@ -164,8 +164,12 @@ static int m_list(void *user, const kiln_req *req, kiln_reply *reply, kiln_arena
     psh_server *p = user;
     psh_image_list l = {0};
     int r = psh_store_list(p->store, &l, err);
-    if (r < 0)
+    if (r == 0 && req->list_images->untagged)
+        r = psh_store_list_untagged(p->store, &l, err);
+    if (r < 0) {
+        psh_image_list_dispose(&l);
         return r;
+    }
     Kiln__V1__ListImagesReply *b =
         NEW_BODY(a, Kiln__V1__ListImagesReply, kiln__v1__list_images_reply__init);
     Kiln__V1__ImageInfo **items = kiln_arena_calloc(a, l.n ? l.n : 1, sizeof(*items));
@@ -329,10 +333,59 @@ static int m_export(void *user, const kiln_req *req, kiln_reply *reply, kiln_are
 
 /* ---- jobs ---- */
 
+static void set_all_cancelled(psh_server *p)
+{
+    atomic_store(&p->cancel, 1);
+    pthread_mutex_lock(&p->mu);
+    for (job_ctx *j = p->live; j; j = j->next)
+        atomic_store(&j->cancel, 1);
+    pthread_mutex_unlock(&p->mu);
+}
+
+int psh_srv_cancel_job(psh_server *p, const char *job_id, bool *was_running, kiln_error **err)
+{
+    if (!kiln_job_id_valid(job_id))
+        return kiln_error_set(err, KILN_EINVAL, 0, "invalid job id");
+    *was_running = false;
+    pthread_mutex_lock(&p->mu);
+    for (job_ctx *j = p->live; j; j = j->next)
+        if (j->job && strcmp(kiln_job_id(j->job), job_id) == 0) {
+            atomic_store(&j->cancel, 1);
+            *was_running = true;
+        }
+    pthread_mutex_unlock(&p->mu);
+    if (*was_running)
+        kiln_info("jobs", "job %s: cancel requested", job_id);
+    return 0;
+}
+
+static int m_cancel(void *user, const kiln_req *req, kiln_reply *reply, kiln_arena *a,
+                    kiln_error **err)
+{
+    bool was = false;
+    int r = psh_srv_cancel_job(user, req->cancel->job_id, &was, err);
+    if (r < 0)
+        return r;
+    Kiln__V1__CancelReply *b = NEW_BODY(a, Kiln__V1__CancelReply, kiln__v1__cancel_reply__init);
+    if (b == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    b->was_running = was;
+    reply->body_case = KILN__V1__REPLY__BODY_CANCEL_REPLY;
+    reply->cancel_reply = b;
+    return 0;
+}
+
 void psh_srv_job_free(job_ctx *c)
 {
     if (c == NULL)
         return;
+    pthread_mutex_lock(&c->p->mu);
+    for (job_ctx **pp = &c->p->live; *pp; pp = &(*pp)->next)
+        if (*pp == c) {
+            *pp = c->next;
+            break;
+        }
+    pthread_mutex_unlock(&c->p->mu);
     kiln_job_release(c->job);
     if (c->req)
         kiln__v1__request__free_unpacked(c->req, NULL);
@@ -356,6 +409,11 @@ int psh_srv_accept_job(psh_server *p, const kiln_req *req, const char *kind, con
         psh_srv_job_free(c);
         return r;
     }
+    pthread_mutex_lock(&p->mu);
+    c->next = p->live;
+    p->live = c;
+    atomic_store(&c->cancel, atomic_load(&p->cancel)); /* accepted during shutdown */
+    pthread_mutex_unlock(&p->mu);
     Kiln__V1__JobAccepted *b = NEW_BODY(a, Kiln__V1__JobAccepted, kiln__v1__job_accepted__init);
     if (b == NULL) {
         psh_srv_job_free(c);
@@ -436,6 +494,7 @@ static void run_import(void *arg)
     o.pack.progress_ud = c;
     o.layout_ref = str_set(q->layout_ref) ? q->layout_ref : NULL;
     bool streamed = str_set(q->source_digest);
+    o.format = str_set(q->format) ? q->format : NULL;
     if (psh_srv_parse_platform(c->p, q->platform, pbuf, sizeof(pbuf), &o.platform, &err) < 0 ||
         (streamed ? psh_srv_import_stream(c->p, q, &o, &d, &err)
                   : psh_store_import(c->p->store, q->source, q->ref, &o, &d, &err)) < 0) {
@@ -682,6 +741,7 @@ static const kiln_rpc_method store_methods[] = {
     {KILN__V1__REQUEST__BODY_IMPORT, "Import", m_import, KILN_RPC_MUTATING, NULL},
     {KILN__V1__REQUEST__BODY_EXPORT, "Export", m_export, KILN_RPC_MUTATING, NULL},
     {KILN__V1__REQUEST__BODY_COMMIT, "Commit", m_commit, KILN_RPC_MUTATING, NULL},
+    {KILN__V1__REQUEST__BODY_CANCEL, "Cancel", m_cancel, KILN_RPC_MUTATING, NULL},
 };
 
 int psh_server_new(psh_server **out, const kiln_service_opts *o, kiln_error **err)
@@ -735,7 +795,7 @@ void psh_server_free(psh_server *p)
 {
     if (p == NULL)
         return;
-    atomic_store(&p->cancel, 1);
+    set_all_cancelled(p);
     kiln_jobs_free(p->jobs);
     psh_pack_cache_free(p->pack_cache);
     psh_srv_transfer_close(p);
@@ -834,7 +894,7 @@ static void drain(void *user)
         kiln_info("jobs", "waiting for %u job(s) to finish", n);
     /* Transfers stop between chunks; their upload sessions are kept for a
      * resume after restart.  Commits and imports get the grace period. */
-    atomic_store(&p->cancel, 1);
+    set_all_cancelled(p);
     kiln_jobs_drain(p->jobs, JOB_GRACE_MS);
 }
 

@@ -29,7 +29,8 @@ struct psh_server {
     size_t n_methods;
     atomic_int cancel; /* set at shutdown: registry transfers stop between chunks */
 
-    pthread_mutex_t mu; /* counters below */
+    pthread_mutex_t mu;   /* the list of jobs and the counters below */
+    struct job_ctx *live; /* jobs accepted and not yet freed (Cancel finds them here) */
     uint64_t layers_packed, bytes_packed_in, bytes_packed_out, commits, imports;
     uint64_t pushes, pulls, blobs_uploaded, blobs_skipped, blobs_mounted, retries;
     uint64_t bytes_pushed, bytes_pulled;
@@ -44,6 +45,8 @@ typedef struct job_ctx {
     bool local;    /* it came over ipc:// (kiln_rpc_request_is_local at accept) */
     unsigned long long t0;
     unsigned long long layer_t0;
+    atomic_int cancel;    /* set by Cancel and at shutdown; registry transfers poll it */
+    struct job_ctx *next; /* in p->live */
 } job_ctx;
 
 static inline bool str_set(const char *s)
@@ -100,6 +103,9 @@ int psh_srv_import_stream(psh_server *p, const Kiln__V1__ImportRequest *q, const
  * b's stream fields (strings from a). */
 int psh_srv_export_stream(psh_server *p, const char *ref, Kiln__V1__ExportReply *b, kiln_arena *a,
                           kiln_error **err);
+/* Cancel: sets the job's cancel flag (*was_running false when no such job
+ * is running). */
+int psh_srv_cancel_job(psh_server *p, const char *job_id, bool *was_running, kiln_error **err);
 
 /* Registry methods (psh_server_registry.c). */
 extern const kiln_rpc_method psh_registry_methods[];

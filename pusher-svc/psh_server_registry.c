@@ -34,6 +34,9 @@ static int reg_opts(psh_server *p, bool local, const Kiln__V1__RegistryOptions *
     if (rc < 0)
         return rc;
     o->creds = str_set(r->creds) ? r->creds : NULL;
+    if (r->retry_set)
+        o->max_retries = r->retry > 100 ? 100 : r->retry;
+    o->retry_delay_ms = r->retry_delay_ms > 600000 ? 600000 : r->retry_delay_ms;
     if (o->creds && strchr(o->creds, ':') == NULL)
         return kiln_error_set(err, KILN_EINVAL, 0, "credentials must be USER:PASSWORD");
     if (!str_set(r->format) || strcmp(r->format, "oci") == 0)
@@ -44,6 +47,15 @@ static int reg_opts(psh_server *p, bool local, const Kiln__V1__RegistryOptions *
         return kiln_error_set(err, KILN_EINVAL, 0, "unknown manifest format '%s' (oci, v2s2)",
                               r->format);
     return 0;
+}
+
+/* reg_opts for a job: transfers stop when the job is cancelled. */
+static int job_reg_opts(job_ctx *c, const Kiln__V1__RegistryOptions *r, psh_registry_opts *o,
+                        kiln_error **err)
+{
+    int rr = reg_opts(c->p, c->local, r, o, err);
+    o->cancel = &c->cancel;
+    return rr;
 }
 
 static int check_ref(const char *what, const char *ref, kiln_error **err)
@@ -148,7 +160,7 @@ static void run_push(void *arg)
     psh_push_result res = {0};
     psh_reg_events ev = job_events(c);
     const char *dest = str_set(q->destination) ? q->destination : q->source;
-    if (reg_opts(c->p, c->local, q->registry, &o, &err) < 0 ||
+    if (job_reg_opts(c, q->registry, &o, &err) < 0 ||
         psh_push(c->p->store, q->source, dest, &o, &ev, &res, &err) < 0)
         psh_srv_job_failed(c, &err, "push");
     else
@@ -186,7 +198,7 @@ static void run_pull(void *arg)
     psh_registry_opts o;
     psh_pull_result res = {0};
     psh_reg_events ev = job_events(c);
-    if (reg_opts(c->p, c->local, q->registry, &o, &err) < 0 ||
+    if (job_reg_opts(c, q->registry, &o, &err) < 0 ||
         psh_pull(c->p->store, q->ref, str_set(q->platform) ? q->platform : NULL, &o, &ev, &res,
                  &err) < 0) {
         psh_srv_job_failed(c, &err, "pull");
@@ -342,7 +354,7 @@ static void run_manifest_push(void *arg)
     psh_push_result res = {0};
     psh_reg_events ev = job_events(c);
     const char *dest = str_set(q->destination) ? q->destination : q->list;
-    if (reg_opts(c->p, c->local, q->registry, &o, &err) < 0 ||
+    if (job_reg_opts(c, q->registry, &o, &err) < 0 ||
         psh_manifest_push(c->p->store, q->list, dest, &o, &ev, &res, &err) < 0)
         psh_srv_job_failed(c, &err, "manifest push");
     else
@@ -370,12 +382,34 @@ static int m_manifest_push(void *user, const kiln_req *req, kiln_reply *reply, k
     return psh_srv_accept_job(p, req, "push", desc, run_manifest_push, reply, a, err);
 }
 
+static int m_login_check(void *user, const kiln_req *req, kiln_reply *reply, kiln_arena *a,
+                         kiln_error **err)
+{
+    psh_server *p = user;
+    const Kiln__V1__LoginCheckRequest *q = req->login_check;
+    psh_registry_opts o;
+    if (!str_set(q->registry))
+        return kiln_error_set(err, KILN_EINVAL, 0, "login: missing registry");
+    if (reg_opts(p, kiln_rpc_request_is_local(), q->registry_options, &o, err) < 0 ||
+        psh_registry_login_check(p->store, q->registry, &o, err) < 0)
+        return (*err)->code;
+    Kiln__V1__LoginCheckReply *b =
+        NEW_BODY(a, Kiln__V1__LoginCheckReply, kiln__v1__login_check_reply__init);
+    if (b == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    kiln_info("registry", "login check for %s: accepted", q->registry);
+    reply->body_case = KILN__V1__REPLY__BODY_LOGIN_CHECK_REPLY;
+    reply->login_check_reply = b;
+    return 0;
+}
+
 const kiln_rpc_method psh_registry_methods[] = {
     {KILN__V1__REQUEST__BODY_PUSH, "Push", m_push, KILN_RPC_MUTATING, NULL},
     {KILN__V1__REQUEST__BODY_PULL, "Pull", m_pull, KILN_RPC_MUTATING, NULL},
     {KILN__V1__REQUEST__BODY_MANIFEST_CREATE, "ManifestCreate", m_manifest_create,
      KILN_RPC_MUTATING, NULL},
     {KILN__V1__REQUEST__BODY_MANIFEST_ADD, "ManifestAdd", m_manifest_add, KILN_RPC_MUTATING, NULL},
+    {KILN__V1__REQUEST__BODY_LOGIN_CHECK, "LoginCheck", m_login_check, 0, NULL},
     {KILN__V1__REQUEST__BODY_MANIFEST_ANNOTATE, "ManifestAnnotate", m_manifest_annotate,
      KILN_RPC_MUTATING, NULL},
     {KILN__V1__REQUEST__BODY_MANIFEST_INSPECT, "ManifestInspect", m_manifest_inspect, 0, NULL},

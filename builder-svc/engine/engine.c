@@ -237,8 +237,15 @@ static int fetch_refs(eng_ctx *c, const bld_stage *st, const bld_instr *in, kiln
 {
     int rc = 0;
     if ((in->kind == BLD_INSTR_COPY || in->kind == BLD_INSTR_ADD) &&
-        in->u.copy.from_kind == BLD_REF_IMAGE)
+        in->u.copy.from_kind == BLD_REF_IMAGE) {
+        /* As Docker: a --from that names no earlier stage is an image. */
         rc = fetch_base(c, in->u.copy.from, st->platform, err);
+        if (rc < 0)
+            return kiln_error_wrap(err,
+                                   "--from=%s: no build stage of that name before this "
+                                   "line, and no such image",
+                                   in->u.copy.from);
+    }
     for (size_t i = 0; rc == 0 && in->kind == BLD_INSTR_RUN && i < in->u.run.n_mounts; i++)
         if (in->u.run.mounts[i].from_kind == BLD_REF_IMAGE)
             rc = fetch_base(c, in->u.run.mounts[i].from, st->platform, err);
@@ -580,17 +587,17 @@ static int build(eng_ctx *c, kiln_error **err)
         const bld_stage *st = &first->stages[i];
         if (!st->runs)
             continue;
-        if (st->base_kind != BLD_BASE_IMAGE) {
-            for (size_t k = 0; rc == 0 && k < st->n_instrs; k++)
-                rc = fetch_refs(c, st, &st->instrs[k], err);
-            continue;
-        }
-        rc = fetch_base(c, st->base_image, st->platform, err);
-        for (size_t k = 0; rc == 0 && k < st->n_instrs; k++)
-            rc = fetch_refs(c, st, &st->instrs[k], err);
-        if (rc < 0) {
+        if (st->base_kind == BLD_BASE_IMAGE &&
+            (rc = fetch_base(c, st->base_image, st->platform, err)) < 0) {
             c->b.out->failed_line = st->line;
             snprintf(c->b.out->failed_text, sizeof(c->b.out->failed_text), "%s", st->original);
+        }
+        for (size_t k = 0; rc == 0 && k < st->n_instrs; k++) {
+            const bld_instr *in = &st->instrs[k];
+            if ((rc = fetch_refs(c, st, in, err)) < 0) { /* blame the instruction's line */
+                c->b.out->failed_line = in->line;
+                snprintf(c->b.out->failed_text, sizeof(c->b.out->failed_text), "%s", in->original);
+            }
         }
     }
     bld_plan_free(first);

@@ -13,13 +13,19 @@
 
 #define CALL_TIMEOUT_MS 30000
 #define WAIT_SLICE_MS   1000
+#define WAIT_GRACE_MS   4000
 
-static int call(eng_build *b, kiln_req *req, kiln_reply **out, kiln_error **err)
+static int call_ms(eng_build *b, kiln_req *req, kiln_reply **out, int timeout_ms, kiln_error **err)
 {
     char id[33];
     kiln_rpc_new_id(id);
     req->request_id = id;
-    return kiln_rpc_call(b->e->pusher, req, out, CALL_TIMEOUT_MS, err);
+    return kiln_rpc_call(b->e->pusher, req, out, timeout_ms, err);
+}
+
+static int call(eng_build *b, kiln_req *req, kiln_reply **out, kiln_error **err)
+{
+    return call_ms(b, req, out, CALL_TIMEOUT_MS, err);
 }
 
 int eng_pusher_inspect(eng_build *b, const char *ref, char digest[KILN_DIGEST_STRLEN + 1],
@@ -52,6 +58,21 @@ int eng_pusher_inspect(eng_build *b, const char *ref, char digest[KILN_DIGEST_ST
     return 0;
 }
 
+/* A Status call answered within a couple of seconds. */
+static bool pusher_alive(eng_build *b)
+{
+    kiln_req req = KILN__V1__REQUEST__INIT;
+    Kiln__V1__StatusRequest sr = KILN__V1__STATUS_REQUEST__INIT;
+    req.body_case = KILN__V1__REQUEST__BODY_STATUS;
+    req.status = &sr;
+    kiln_reply *r = NULL;
+    kiln_error *e = NULL;
+    int rc = call_ms(b, &req, &r, WAIT_GRACE_MS / 2, &e);
+    kiln_rpc_reply_free(r);
+    kiln_error_free(&e);
+    return rc == 0;
+}
+
 /* Waits for job's terminal event; 0 when it completed.  The completed event
  * is handed to done (may be NULL). */
 static int wait_job(eng_build *b, const char *job, const char *what,
@@ -67,7 +88,14 @@ static int wait_job(eng_build *b, const char *job, const char *what,
         req.body_case = KILN__V1__REQUEST__BODY_WAIT;
         req.wait = &wr;
         kiln_reply *r = NULL;
-        int rc = call(b, &req, &r, err);
+        /* Wait answers within its slice: no reply a few seconds later means
+         * the pusher is gone (killed mid-commit) -- unless a Status call
+         * still gets through, when it is only busy. */
+        int rc = call_ms(b, &req, &r, WAIT_SLICE_MS + WAIT_GRACE_MS, err);
+        if (rc < 0 && pusher_alive(b)) {
+            kiln_error_free(err);
+            continue;
+        }
         if (rc < 0)
             return kiln_error_wrap(err, "%s: wait for job %s", what, job);
         const Kiln__V1__WaitReply *w = r->wait_reply;
@@ -89,7 +117,10 @@ static int wait_job(eng_build *b, const char *job, const char *what,
             if (t->failed->error->message)
                 msg = t->failed->error->message;
         }
-        rc = kiln_error_set(err, (kiln_code)code, 0, "%s: %s", what, msg);
+        size_t wl = strlen(what); /* the pusher's message may already name the job */
+        bool named = strncmp(msg, what, wl) == 0 && msg[wl] == ':';
+        rc = kiln_error_set(err, (kiln_code)code, 0, "%s%s%s", named ? "" : what, named ? "" : ": ",
+                            msg);
         kiln_rpc_reply_free(r);
         return rc;
     }

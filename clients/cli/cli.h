@@ -2,6 +2,7 @@
 #ifndef CLI_H
 #define CLI_H
 
+#include <getopt.h>
 #include <stdbool.h>
 #include <stdio.h>
 
@@ -32,13 +33,58 @@ typedef struct cli_ctx {
     const char *prog;
 } cli_ctx;
 
+/* What a verb's positional arguments are, for completion. */
+typedef enum cli_args_kind {
+    CLI_ARGS_NONE,
+    CLI_ARGS_PATH,  /* files and directories */
+    CLI_ARGS_IMAGE, /* references of the store */
+    CLI_ARGS_VERB,  /* verbs (kiln help) */
+    CLI_ARGS_WORDS, /* the fixed words in words */
+} cli_args_kind;
+
+/* A subcommand (kiln manifest add) and its parser's option table. */
+typedef struct cli_subverb {
+    const char *name;
+    const struct option *opts;
+} cli_subverb;
+
 typedef struct cli_verb {
     const char *name;
     int (*run)(cli_ctx *ctx, int argc, char **argv); /* argv[0] is the verb */
     const char *summary;
+    /* The option table the verb's parser gives getopt_long: completion and
+     * the man pages read the same table, so they cannot drift from it. */
+    const struct option *opts;
+    cli_args_kind args;
+    const char *words;           /* CLI_ARGS_WORDS: space-separated */
+    const cli_subverb *subverbs; /* kiln manifest: its subcommands, or NULL */
 } cli_verb;
 
+/* The verb table (main.c). */
+extern const cli_verb cli_verbs[];
+extern const size_t cli_n_verbs;
+/* Global flags (main.c). */
+extern const struct option cli_global_opts[];
+
+/* Option tables of the verbs (each in its verb's file). */
+extern const struct option cli_build_opts[], cli_status_opts[], cli_events_opts[],
+    cli_cancel_opts[], cli_login_opts[], cli_logout_opts[], cli_push_opts[], cli_pull_opts[],
+    cli_images_opts[], cli_history_opts[], cli_prune_opts[], cli_import_opts[], cli_export_opts[],
+    cli_help_only_opts[];
+extern const cli_subverb cli_manifest_subverbs[];
+
 const char *cli_service_name(cli_service s);
+
+/* Before a verb's getopt_long loop: a full re-initialisation (optind 0, a
+ * GNU extension; main's "+" parse would otherwise keep stopping at the first
+ * argument), so flags may follow arguments (`kiln build . -t app:1`) and
+ * `--` ends them, as in docker. */
+static inline void cli_getopt_reset(void)
+{
+    extern int optind, opterr;
+    optind = 0;
+    opterr = 0;
+}
 
 /* Connects to a service; on failure prints the reason and returns NULL. */
 kiln_rpc_client *cli_connect(cli_ctx *ctx, cli_service s);
@@ -141,6 +187,88 @@ int cli_import_send(cli_ctx *ctx, const char *src, cli_progress mode, cli_contex
  * CLI exit code. */
 int cli_export_receive(cli_ctx *ctx, const char *ref, const char *target);
 
+/* ---- the live build view on a terminal (render_tty.c) ---- */
+
+typedef struct cli_tty cli_tty;
+/* A view drawing on out (a terminal); NULL when out of memory. */
+cli_tty *cli_tty_new(FILE *out);
+void cli_tty_free(cli_tty *t);
+/* A finished line ("[build] FROM x", "=> pushing"). */
+void cli_tty_note(cli_tty *t, const char *text);
+/* Step no starts; head is its line ("#3 [build] RUN make (line 7)"). */
+void cli_tty_step_started(cli_tty *t, unsigned no, const char *head);
+/* One output line of step no (the last one is shown under it). */
+void cli_tty_output(cli_tty *t, unsigned no, const char *line);
+/* Step no ended: its line scrolls up with status at the right edge; head
+ * is used when the step was never shown as running. */
+void cli_tty_step_done(cli_tty *t, unsigned no, const char *head, const char *status);
+/* The build ended: steps still running scroll up (failed: marked ERROR,
+ * with their last output lines). */
+void cli_tty_finish(cli_tty *t, bool failed);
+/* Redraws the live part when REDRAW_MS passed, the terminal was resized,
+ * or force. */
+void cli_tty_draw(cli_tty *t, bool force);
+/* From the signal thread: the terminal was resized. */
+void cli_tty_winch(void);
+/* Colour is allowed: NO_COLOR unset or empty, TERM not "dumb". */
+bool cli_tty_colour_ok(void);
+/* stderr is a terminal that can take cursor movement (not TERM=dumb). */
+bool cli_stderr_is_tty(void);
+
+/* ---- argument checks (args.c): each prints why and returns CLI_EXIT_USAGE,
+ * or returns CLI_EXIT_OK ---- */
+
+/* ref must parse as an image reference (new_tag: a tag to create, so no
+ * @digest).  what names it in the message ("tag", "destination", ...). */
+int cli_check_ref(const char *verb, const char *what, const char *ref, bool new_tag);
+
+typedef enum cli_path_kind {
+    CLI_PATH_ANY,      /* exists and is readable */
+    CLI_PATH_FILE,     /* a readable non-directory */
+    CLI_PATH_DIR,      /* a readable directory */
+    CLI_PATH_NEW_FILE, /* to be written: its directory exists and is writable */
+} cli_path_kind;
+int cli_check_path(const char *verb, const char *what, const char *path, cli_path_kind kind);
+
+/* An image id prefix (4 to 63 hex digits, "sha256:" optional) naming one
+ * image of the store -> its full digest in buf; anything else (or a prefix
+ * that is also a tag) -> arg itself.  NULL, after saying so, when the prefix
+ * names several images. */
+const char *cli_image_ref(cli_ctx *ctx, const char *verb, const char *arg, char *buf, size_t cap);
+
+/* OS/ARCH[/VARIANT]. */
+int cli_check_platform(const char *verb, const char *platform);
+
+/* ---- Ctrl-C (cancel.c) ---- */
+
+/* Blocks SIGINT/SIGTERM in every thread and starts the thread that takes
+ * them.  Call first in main(), before any other thread exists. */
+void cli_signals_init(void);
+/* From now on a signal cancels the job (what: "build", "push", ...) on
+ * service s; job NULL or "": the job is being submitted, it is cancelled as
+ * soon as it is armed again with its id.  Unarmed, a signal exits at once. */
+void cli_cancel_arm(cli_ctx *ctx, cli_service s, const char *what, const char *job);
+/* Back to exiting at once on a signal (and exits now if one came meanwhile
+ * with no job to cancel). */
+void cli_cancel_disarm(void);
+/* on: cancel messages wait for cli_cancel_take_message() (a live view
+ * prints them) instead of going to stderr; off: what is left goes there. */
+void cli_cancel_route(bool on);
+/* The oldest waiting cancel message, without "kiln: " and newline. */
+bool cli_cancel_take_message(char *out, size_t cap);
+/* The first signal received, 0 if none. */
+int cli_cancel_signal(void);
+/* 128 + the signal when one was received (130 for SIGINT, 143 for SIGTERM),
+ * else rc. */
+int cli_cancel_exit(int rc);
+
+int cli_cmd_cancel(cli_ctx *ctx, int argc, char **argv);
+int cli_cmd_completion(cli_ctx *ctx, int argc, char **argv);
+/* Writes kiln.1 (from usage) and kiln-VERB.1 for every verb into dir (the
+ * build runs `kiln __man-pages DIR`).  Returns a CLI exit code. */
+int cli_man_pages(cli_ctx *ctx, const char *dir, void (*usage)(FILE *));
+int cli_cmd_login(cli_ctx *ctx, int argc, char **argv);
+int cli_cmd_logout(cli_ctx *ctx, int argc, char **argv);
 int cli_cmd_status(cli_ctx *ctx, int argc, char **argv);
 int cli_cmd_events(cli_ctx *ctx, int argc, char **argv);
 int cli_cmd_images(cli_ctx *ctx, int argc, char **argv);

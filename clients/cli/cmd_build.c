@@ -111,7 +111,7 @@ static int stream_context(cli_ctx *ctx, cli_context *cc, const char *dir, const 
                         : strcmp(progress, "quiet") == 0 ? CLI_PROGRESS_QUIET
                         : strcmp(progress, "plain") == 0 ? CLI_PROGRESS_PLAIN
                         : strcmp(progress, "tty") == 0   ? CLI_PROGRESS_TTY
-                        : isatty(2)                      ? CLI_PROGRESS_TTY
+                        : cli_stderr_is_tty()            ? CLI_PROGRESS_TTY
                                                          : CLI_PROGRESS_PLAIN;
     kiln_error *err = NULL;
     if (cli_context_pack(cc, dir, ignore_text, &err) < 0) {
@@ -127,6 +127,35 @@ static int stream_context(cli_ctx *ctx, cli_context *cc, const char *dir, const 
     br->context_chunks = cc->pb_ptrs;
     br->n_context_chunks = cc->n_chunks;
     return CLI_EXIT_OK;
+}
+
+/* Everything the command line names is checked before anything is sent: a
+ * bad tag must not cost a whole build. */
+static int check_args(const char *context, const char *file, const char *const *tags, size_t n_tags,
+                      const char *const *args, size_t n_args, const char *platform,
+                      const char *iidfile, bool push, bool plan)
+{
+    int rc = CLI_EXIT_OK;
+    for (size_t i = 0; i < n_tags && rc == CLI_EXIT_OK; i++)
+        rc = cli_check_ref("build", "tag", tags[i], true);
+    for (size_t i = 0; i < n_args && rc == CLI_EXIT_OK; i++)
+        if (args[i][0] == '=' || args[i][0] == '\0') {
+            cli_errorf("build: --build-arg wants NAME[=VALUE], got '%s'", args[i]);
+            rc = CLI_EXIT_USAGE;
+        }
+    if (rc == CLI_EXIT_OK && *platform)
+        rc = cli_check_platform("build", platform);
+    if (rc == CLI_EXIT_OK && !plan)
+        rc = cli_check_path("build", "context", context, CLI_PATH_DIR);
+    if (rc == CLI_EXIT_OK && file && strcmp(file, "-") != 0)
+        rc = cli_check_path("build", "Dockerfile", file, CLI_PATH_FILE);
+    if (rc == CLI_EXIT_OK && iidfile)
+        rc = cli_check_path("build", "--iidfile", iidfile, CLI_PATH_NEW_FILE);
+    if (rc == CLI_EXIT_OK && push && n_tags == 0) {
+        cli_errorf("build: --push needs at least one -t REF to push to");
+        rc = CLI_EXIT_USAGE;
+    }
+    return rc;
 }
 
 static const char usage[] =
@@ -157,7 +186,9 @@ static const char usage[] =
     "  --authfile FILE        Docker config.json with registry credentials\n"
     "  --cert-dir DIR         certs.d root: DIR/<host:port>/*.crt CAs, NAME.cert +\n"
     "                         NAME.key client certificate\n"
-    "  --progress MODE        auto|tty|plain|json|quiet\n"
+    "  -q, --quiet            print only the image digest (--progress=quiet)\n"
+    "  --progress MODE        auto|tty|plain|json|quiet (auto: tty on a terminal unless\n"
+    "                         TERM=dumb, else plain; NO_COLOR turns colour off)\n"
     "  --iidfile FILE         write the image digest to FILE\n"
     "  --plan                 print the resolved build plan as JSON and run nothing\n"
     "  --context-transfer M   auto|local|stream: local sends CONTEXT as a path on the\n"
@@ -221,35 +252,38 @@ static int limit_flag(int opt, const char *arg, uint64_t *out)
     return 0;
 }
 
+/* The options of the verb, for its parser, completion and man page. */
+const struct option cli_build_opts[] = {
+    {"tag", required_argument, NULL, B_TAG},
+    {"file", required_argument, NULL, B_FILE},
+    {"build-arg", required_argument, NULL, B_ARG},
+    {"target", required_argument, NULL, B_TARGET},
+    {"platform", required_argument, NULL, B_PLATFORM},
+    {"no-cache", no_argument, NULL, B_NOCACHE},
+    {"network", required_argument, NULL, B_NETWORK},
+    {"secret", required_argument, NULL, B_SECRET},
+    {"push", no_argument, NULL, B_PUSH},
+    {"tls-verify", required_argument, NULL, B_TLSVERIFY},
+    {"progress", required_argument, NULL, B_PROGRESS},
+    {"iidfile", required_argument, NULL, B_IIDFILE},
+    {"plan", no_argument, NULL, B_PLAN},
+    {"creds", required_argument, NULL, B_CREDS},
+    {"authfile", required_argument, NULL, B_AUTHFILE},
+    {"cert-dir", required_argument, NULL, B_CERTDIR},
+    {"context-transfer", required_argument, NULL, B_CTXTRANSFER},
+    {"label", required_argument, NULL, B_LABEL},
+    {"pull", no_argument, NULL, B_PULL},
+    {"memory", required_argument, NULL, B_MEMORY},
+    {"pids-limit", required_argument, NULL, B_PIDS},
+    {"run-timeout", required_argument, NULL, B_RUN_TIMEOUT},
+    {"build-timeout", required_argument, NULL, B_BUILD_TIMEOUT},
+    {"quiet", no_argument, NULL, 'q'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
 int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"tag", required_argument, NULL, B_TAG},
-        {"file", required_argument, NULL, B_FILE},
-        {"build-arg", required_argument, NULL, B_ARG},
-        {"target", required_argument, NULL, B_TARGET},
-        {"platform", required_argument, NULL, B_PLATFORM},
-        {"no-cache", no_argument, NULL, B_NOCACHE},
-        {"network", required_argument, NULL, B_NETWORK},
-        {"secret", required_argument, NULL, B_SECRET},
-        {"push", no_argument, NULL, B_PUSH},
-        {"tls-verify", required_argument, NULL, B_TLSVERIFY},
-        {"progress", required_argument, NULL, B_PROGRESS},
-        {"iidfile", required_argument, NULL, B_IIDFILE},
-        {"plan", no_argument, NULL, B_PLAN},
-        {"creds", required_argument, NULL, B_CREDS},
-        {"authfile", required_argument, NULL, B_AUTHFILE},
-        {"cert-dir", required_argument, NULL, B_CERTDIR},
-        {"context-transfer", required_argument, NULL, B_CTXTRANSFER},
-        {"label", required_argument, NULL, B_LABEL},
-        {"pull", no_argument, NULL, B_PULL},
-        {"memory", required_argument, NULL, B_MEMORY},
-        {"pids-limit", required_argument, NULL, B_PIDS},
-        {"run-timeout", required_argument, NULL, B_RUN_TIMEOUT},
-        {"build-timeout", required_argument, NULL, B_BUILD_TIMEOUT},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
     const char *file = NULL, *target = "", *platform = "", *network = "", *progress = "auto";
     const char *iidfile = NULL, *transfer = "auto";
     char *args[MAX_LIST], *tags[MAX_LIST], *labels[MAX_LIST];
@@ -261,13 +295,15 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
     const char *creds = "";
     char authfile[PATH_MAX] = "", cert_dir[PATH_MAX] = "";
     int c;
-    optind = 1;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, "+t:f:h", opts, NULL)) != -1) {
+    cli_getopt_reset();
+    while ((c = getopt_long(argc, argv, "t:f:qh", cli_build_opts, NULL)) != -1) {
         switch (c) {
         case 'h':
             printf("%s", usage);
             return CLI_EXIT_OK;
+        case 'q': /* docker build -q: only the image id */
+            progress = "quiet";
+            break;
         case B_TAG:
             if (n_tags == MAX_LIST) {
                 cli_errorf("build: too many -t");
@@ -410,10 +446,15 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
     int rc = CLI_EXIT_OK;
     char *text = NULL, *path = NULL, *ignore = NULL;
     if (argc - optind != 1) {
-        cli_errorf("build: expected exactly one CONTEXT argument; see 'kiln build --help'");
+        cli_errorf("build: expected exactly one CONTEXT argument, got %d; see 'kiln build --help'",
+                   argc - optind);
         rc = CLI_EXIT_USAGE;
         goto out;
     }
+    if ((rc = check_args(argv[optind], file, (const char *const *)tags, n_tags,
+                         (const char *const *)args, n_args, platform, iidfile, push, plan)) !=
+        CLI_EXIT_OK)
+        goto out;
     kiln_error *err = NULL;
     if (file == NULL && asprintf(&path, "%s/Dockerfile", argv[optind]) < 0) {
         rc = CLI_EXIT_FAILED;

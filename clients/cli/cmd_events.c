@@ -261,19 +261,20 @@ static int follow_all(cli_ctx *ctx, bool json)
     return CLI_EXIT_FAILED;
 }
 
-int cli_cmd_events(cli_ctx *ctx, int argc, char **argv)
-{
-    bool json = false, follow = true;
-    unsigned long long after = 0;
-    static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
+/* The options of the verb, for its parser, completion and man page. */
+const struct option cli_events_opts[] = {{"json", no_argument, NULL, 'j'},
                                          {"no-follow", no_argument, NULL, 'n'},
                                          {"after", required_argument, NULL, 'a'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
+
+int cli_cmd_events(cli_ctx *ctx, int argc, char **argv)
+{
+    bool json = false, follow = true;
+    unsigned long long after = 0;
     int c;
-    optind = 1;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, "+jnh", opts, NULL)) != -1) {
+    cli_getopt_reset();
+    while ((c = getopt_long(argc, argv, "jnh", cli_events_opts, NULL)) != -1) {
         switch (c) {
         case 'j':
             json = true;

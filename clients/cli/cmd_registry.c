@@ -36,7 +36,23 @@ enum {
     R_ANNOTATION,
     R_QUIET,
     R_JSON,
+    R_RETRY,
+    R_RETRY_DELAY,
 };
+
+/* "2s", "500ms", "1m", or plain seconds -> milliseconds; -1 if malformed. */
+static long parse_duration_ms(const char *s)
+{
+    char *end = NULL;
+    double v = strtod(s, &end);
+    if (end == s || v < 0)
+        return -1;
+    double ms = strcmp(end, "ms") == 0           ? v
+                : strcmp(end, "s") == 0 || !*end ? v * 1000
+                : strcmp(end, "m") == 0          ? v * 60000
+                                                 : -1;
+    return ms < 0 || ms > 600000 ? -1 : (long)ms;
+}
 
 /* Makes a path absolute for the pusher (same host). */
 static int abs_path(const char *in, char out[PATH_MAX])
@@ -52,42 +68,63 @@ static int abs_path(const char *in, char out[PATH_MAX])
     return n < 0 || n >= PATH_MAX ? -1 : 0;
 }
 
-/* Parses the registry flags plus the extra ones allowed for this verb;
- * returns 0 to go on, 1 after --help, -1 on a usage error. */
-static int parse(int argc, char **argv, reg_flags *f, const char *extra, const char *usage)
+/* The options of each registry verb: the parser's tables, also read by
+ * completion and the man pages. */
+#define REG_COMMON_OPTS                                                                            \
+    {"tls-verify", required_argument, NULL, R_TLS}, {"creds", required_argument, NULL, R_CREDS},   \
+        {"cert-dir", required_argument, NULL, R_CERTDIR},                                          \
+        {"authfile", required_argument, NULL, R_AUTHFILE},                                         \
+        {"retry", required_argument, NULL, R_RETRY},                                               \
+        {"retry-times", required_argument, NULL, R_RETRY},                                         \
+        {"retry-delay", required_argument, NULL, R_RETRY_DELAY},                                   \
+    {                                                                                              \
+        "help", no_argument, NULL, 'h'                                                             \
+    }
+#define OPTS_END                                                                                   \
+    {                                                                                              \
+        NULL, 0, NULL, 0                                                                           \
+    }
+
+const struct option cli_push_opts[] = {REG_COMMON_OPTS,
+                                       {"format", required_argument, NULL, R_FORMAT},
+                                       {"quiet", no_argument, NULL, R_QUIET},
+                                       {"json", no_argument, NULL, R_JSON},
+                                       OPTS_END};
+const struct option cli_pull_opts[] = {REG_COMMON_OPTS,
+                                       {"platform", required_argument, NULL, R_PLATFORM},
+                                       {"quiet", no_argument, NULL, R_QUIET},
+                                       {"json", no_argument, NULL, R_JSON},
+                                       OPTS_END};
+static const struct option help_only_opts[] = {{"help", no_argument, NULL, 'h'}, OPTS_END};
+static const struct option manifest_add_opts[] = {REG_COMMON_OPTS, OPTS_END};
+static const struct option manifest_annotate_opts[] = {
+    {"os", required_argument, NULL, R_OS},
+    {"arch", required_argument, NULL, R_ARCH},
+    {"variant", required_argument, NULL, R_VARIANT},
+    {"annotation", required_argument, NULL, R_ANNOTATION},
+    {"help", no_argument, NULL, 'h'},
+    OPTS_END};
+static const struct option manifest_push_opts[] = {REG_COMMON_OPTS,
+                                                   {"quiet", no_argument, NULL, R_QUIET},
+                                                   {"json", no_argument, NULL, R_JSON},
+                                                   OPTS_END};
+const cli_subverb cli_manifest_subverbs[] = {
+    {"create", help_only_opts},  {"add", manifest_add_opts},   {"annotate", manifest_annotate_opts},
+    {"inspect", help_only_opts}, {"push", manifest_push_opts}, {NULL, NULL}};
+
+/* Parses the options of table (the verb's); returns 0 to go on, 1 after
+ * --help, -1 on a usage error. */
+static int parse(int argc, char **argv, reg_flags *f, const struct option *table, const char *usage)
 {
-    static const struct option all[] = {
-        {"tls-verify", required_argument, NULL, R_TLS},
-        {"creds", required_argument, NULL, R_CREDS},
-        {"cert-dir", required_argument, NULL, R_CERTDIR},
-        {"authfile", required_argument, NULL, R_AUTHFILE},
-        {"format", required_argument, NULL, R_FORMAT},
-        {"platform", required_argument, NULL, R_PLATFORM},
-        {"os", required_argument, NULL, R_OS},
-        {"arch", required_argument, NULL, R_ARCH},
-        {"variant", required_argument, NULL, R_VARIANT},
-        {"annotation", required_argument, NULL, R_ANNOTATION},
-        {"quiet", no_argument, NULL, R_QUIET},
-        {"json", no_argument, NULL, R_JSON},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
     kiln__v1__registry_options__init(&f->ro);
-    optind = 1;
-    opterr = 0;
+    cli_getopt_reset();
     int c;
-    while ((c = getopt_long(argc, argv, "+hq", all, NULL)) != -1) {
-        const char *name = NULL;
-        for (size_t i = 0; all[i].name; i++)
-            if (all[i].val == c)
-                name = all[i].name;
+    bool quiet_ok = false;
+    for (size_t i = 0; table[i].name; i++)
+        quiet_ok |= table[i].val == R_QUIET;
+    while ((c = getopt_long(argc, argv, quiet_ok ? "hq" : "h", table, NULL)) != -1) {
         if (c == 'q')
-            name = "quiet", c = R_QUIET;
-        if (c != 'h' && c != '?' && c != ':' && name && !strstr(extra, name) && c != R_TLS &&
-            c != R_CREDS && c != R_CERTDIR && c != R_AUTHFILE) {
-            cli_errorf("%s: --%s does not apply here", argv[0], name);
-            return -1;
-        }
+            c = R_QUIET;
         switch (c) {
         case 'h':
             printf("%s", usage);
@@ -108,12 +145,14 @@ static int parse(int argc, char **argv, reg_flags *f, const char *extra, const c
             f->ro.creds = optarg;
             break;
         case R_CERTDIR:
-            if (abs_path(optarg, f->cert_dir) < 0)
+            if (cli_check_path(argv[0], "--cert-dir", optarg, CLI_PATH_DIR) != CLI_EXIT_OK ||
+                abs_path(optarg, f->cert_dir) < 0)
                 return -1;
             f->ro.cert_dir = f->cert_dir;
             break;
         case R_AUTHFILE:
-            if (abs_path(optarg, f->authfile) < 0)
+            if (cli_check_path(argv[0], "--authfile", optarg, CLI_PATH_FILE) != CLI_EXIT_OK ||
+                abs_path(optarg, f->authfile) < 0)
                 return -1;
             f->ro.authfile = f->authfile;
             break;
@@ -125,6 +164,8 @@ static int parse(int argc, char **argv, reg_flags *f, const char *extra, const c
             f->ro.format = optarg;
             break;
         case R_PLATFORM:
+            if (cli_check_platform(argv[0], optarg) != CLI_EXIT_OK)
+                return -1;
             f->platform = optarg;
             break;
         case R_OS:
@@ -143,6 +184,26 @@ static int parse(int argc, char **argv, reg_flags *f, const char *extra, const c
             }
             f->annotations[f->n_annotations++] = optarg;
             break;
+        case R_RETRY: {
+            char *end = NULL;
+            long v = strtol(optarg, &end, 10);
+            if (*optarg == '\0' || *end || v < 0 || v > 100) {
+                cli_errorf("%s: --retry wants a number of retries from 0 to 100", argv[0]);
+                return -1;
+            }
+            f->ro.retry = (uint32_t)v;
+            f->ro.retry_set = true;
+            break;
+        }
+        case R_RETRY_DELAY: {
+            long ms = parse_duration_ms(optarg);
+            if (ms < 0) {
+                cli_errorf("%s: --retry-delay wants a duration up to 10m (2s, 500ms)", argv[0]);
+                return -1;
+            }
+            f->ro.retry_delay_ms = (uint32_t)ms;
+            break;
+        }
         case R_QUIET:
             f->quiet = true;
             break;
@@ -173,16 +234,23 @@ static int nargs(int argc, char **argv, int min, int max, const char *what)
 /* Runs a job request on the pusher and follows it; prints the digest.  A job
  * that fails has passed validation, so its failure is the registry's side:
  * exit 5. */
-static int run_job(cli_ctx *ctx, kiln_req *req, const reg_flags *f)
+static int run_job(cli_ctx *ctx, kiln_req *req, const reg_flags *f, const char *what)
 {
     kiln_reply *rep = NULL;
+    cli_cancel_arm(ctx, CLI_PUSHER, what, NULL);
     int rc = cli_call(ctx, CLI_PUSHER, req, &rep, 0);
-    if (rc)
+    if (rc) {
+        cli_cancel_disarm();
         return rc; /* refused up front: bad input, or the service is away */
+    }
     char job[KILN_JOB_ID_MAX + 1], digest[80] = "";
     snprintf(job, sizeof(job), "%s", rep->job_accepted->job_id);
     kiln_rpc_reply_free(rep);
+    cli_cancel_arm(ctx, CLI_PUSHER, what, job);
     rc = cli_follow_job(ctx, CLI_PUSHER, job, f->json, f->quiet, digest, sizeof(digest));
+    cli_cancel_disarm();
+    if (rc == CLI_EXIT_FAILED && cli_cancel_signal())
+        return cli_cancel_exit(rc);
     if (rc == CLI_EXIT_OK && !f->json)
         printf("%s\n", digest);
     return rc == CLI_EXIT_FAILED ? CLI_EXIT_REGISTRY : rc;
@@ -194,12 +262,19 @@ static const char reg_usage[] =
     "  --creds USER:PASS    credentials (else --authfile / Docker config.json)\n"
     "  --cert-dir DIR       certs.d root: DIR/<host:port>/*.crt CAs, NAME.cert +\n"
     "                       NAME.key client certificate (default /etc/containers/certs.d)\n"
-    "  --authfile FILE      Docker config.json (auths, credHelpers, credsStore)\n";
+    "  --authfile FILE      Docker config.json (auths, credHelpers, credsStore)\n"
+    "  --retry N            retries per request after 5xx/429/408, resets and\n"
+    "                       timeouts (default 6; --retry-times is the same)\n"
+    "  --retry-delay D      fixed delay between retries (2s, 500ms; default:\n"
+    "                       exponential backoff from 250 ms with jitter)\n"
+    "A host that does not resolve, a refused connection or a plain-HTTP registry\n"
+    "reached over HTTPS fails at once.  Registries on localhost, 127.0.0.0/8 and\n"
+    "::1 may speak plain HTTP without --tls-verify=false.\n";
 
 int cli_cmd_push(cli_ctx *ctx, int argc, char **argv)
 {
     reg_flags f = {0};
-    char usage[1024];
+    char usage[2048];
     snprintf(
         usage, sizeof(usage),
         "Usage: kiln push [--format oci|v2s2] [--quiet] [--json] [registry flags] REF [DEST]\n\n"
@@ -207,25 +282,35 @@ int cli_cmd_push(cli_ctx *ctx, int argc, char **argv)
         "has are skipped, blobs of another repository of the same registry are mounted,\n"
         "large blobs go in resumable chunks.  Prints the manifest digest.\n\n%s",
         reg_usage);
-    int p = parse(argc, argv, &f, "format quiet json", usage);
+    int p = parse(argc, argv, &f, cli_push_opts, usage);
     if (p)
         return p > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
-    if (nargs(argc, argv, 1, 2, "REF [DEST]") < 0)
+    if (nargs(argc, argv, 1, 2, "REF [DEST]") < 0 ||
+        cli_check_ref("push", "image", argv[optind], false) != CLI_EXIT_OK ||
+        (argc - optind > 1 &&
+         cli_check_ref("push", "destination", argv[optind + 1], false) != CLI_EXIT_OK))
         return CLI_EXIT_USAGE;
     kiln_req req = KILN__V1__REQUEST__INIT;
     Kiln__V1__PushRequest pr = KILN__V1__PUSH_REQUEST__INIT;
-    pr.source = argv[optind];
+    char idbuf[KILN_DIGEST_STRLEN + 1];
+    if ((pr.source = (char *)cli_image_ref(ctx, "push", argv[optind], idbuf, sizeof(idbuf))) ==
+        NULL)
+        return CLI_EXIT_USAGE;
+    if (argc - optind == 1 && pr.source != argv[optind]) {
+        cli_errorf("push: an image id needs a DEST to push to");
+        return CLI_EXIT_USAGE;
+    }
     pr.destination = argc - optind > 1 ? argv[optind + 1] : "";
     pr.registry = &f.ro;
     req.body_case = KILN__V1__REQUEST__BODY_PUSH;
     req.push = &pr;
-    return run_job(ctx, &req, &f);
+    return run_job(ctx, &req, &f, "push");
 }
 
 int cli_cmd_pull(cli_ctx *ctx, int argc, char **argv)
 {
     reg_flags f = {0};
-    char usage[1024];
+    char usage[2048];
     snprintf(usage, sizeof(usage),
              "Usage: kiln pull [--platform OS/ARCH[/VARIANT]] [--quiet] [--json] [registry flags] "
              "REF\n\n"
@@ -233,10 +318,11 @@ int cli_cmd_pull(cli_ctx *ctx, int argc, char **argv)
              "verifying every blob; blobs already present are not fetched.  Prints the\n"
              "manifest digest.\n\n%s",
              reg_usage);
-    int p = parse(argc, argv, &f, "platform quiet json", usage);
+    int p = parse(argc, argv, &f, cli_pull_opts, usage);
     if (p)
         return p > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
-    if (nargs(argc, argv, 1, 1, "REF") < 0)
+    if (nargs(argc, argv, 1, 1, "REF") < 0 ||
+        cli_check_ref("pull", "reference", argv[optind], false) != CLI_EXIT_OK)
         return CLI_EXIT_USAGE;
     kiln_req req = KILN__V1__REQUEST__INIT;
     Kiln__V1__PullRequest pr = KILN__V1__PULL_REQUEST__INIT;
@@ -245,7 +331,26 @@ int cli_cmd_pull(cli_ctx *ctx, int argc, char **argv)
     pr.registry = &f.ro;
     req.body_case = KILN__V1__REQUEST__BODY_PULL;
     req.pull = &pr;
-    return run_job(ctx, &req, &f);
+    return run_job(ctx, &req, &f, "pull");
+}
+
+/* Whether ref names an image in the store (a quiet Inspect). */
+static bool in_store(cli_ctx *ctx, const char *ref)
+{
+    kiln_req req = KILN__V1__REQUEST__INIT;
+    Kiln__V1__InspectRequest ir = KILN__V1__INSPECT_REQUEST__INIT;
+    ir.ref = (char *)ref;
+    req.body_case = KILN__V1__REQUEST__BODY_INSPECT;
+    req.inspect = &ir;
+    kiln_rpc_client *c = NULL;
+    kiln_reply *rep = NULL;
+    kiln_error *err = NULL;
+    bool found = kiln_rpc_client_new(&c, ctx->url[CLI_PUSHER], &ctx->transport, true, &err) == 0 &&
+                 kiln_rpc_call(c, &req, &rep, ctx->timeout_ms, &err) == 0;
+    kiln_error_free(&err);
+    kiln_rpc_reply_free(rep);
+    kiln_rpc_client_free(c);
+    return found;
 }
 
 static const char manifest_usage[] =
@@ -273,7 +378,9 @@ int cli_cmd_manifest(cli_ctx *ctx, int argc, char **argv)
     kiln_reply *rep = NULL;
     int rc;
     if (strcmp(sub, "create") == 0) {
-        if (parse(argc, argv, &f, "", manifest_usage) || nargs(argc, argv, 1, 1, "LIST") < 0)
+        if (parse(argc, argv, &f, help_only_opts, manifest_usage) ||
+            nargs(argc, argv, 1, 1, "LIST") < 0 ||
+            cli_check_ref("manifest create", "list name", argv[optind], true) != CLI_EXIT_OK)
             return CLI_EXIT_USAGE;
         Kiln__V1__ManifestCreateRequest r = KILN__V1__MANIFEST_CREATE_REQUEST__INIT;
         r.list = argv[optind];
@@ -281,7 +388,9 @@ int cli_cmd_manifest(cli_ctx *ctx, int argc, char **argv)
         req.manifest_create = &r;
         rc = cli_call(ctx, CLI_PUSHER, &req, &rep, 0);
     } else if (strcmp(sub, "add") == 0) {
-        if (parse(argc, argv, &f, "", manifest_usage) || nargs(argc, argv, 2, 2, "LIST IMAGE") < 0)
+        if (parse(argc, argv, &f, manifest_add_opts, manifest_usage) ||
+            nargs(argc, argv, 2, 2, "LIST IMAGE") < 0 ||
+            cli_check_ref("manifest add", "image", argv[optind + 1], false) != CLI_EXIT_OK)
             return CLI_EXIT_USAGE;
         Kiln__V1__ManifestAddRequest r = KILN__V1__MANIFEST_ADD_REQUEST__INIT;
         r.list = argv[optind];
@@ -289,9 +398,12 @@ int cli_cmd_manifest(cli_ctx *ctx, int argc, char **argv)
         r.registry = &f.ro;
         req.body_case = KILN__V1__REQUEST__BODY_MANIFEST_ADD;
         req.manifest_add = &r;
+        bool local = in_store(ctx, r.image);
         rc = cli_call(ctx, CLI_PUSHER, &req, &rep, 600000);
+        if (rc == CLI_EXIT_FAILED && !local)
+            rc = CLI_EXIT_REGISTRY; /* the registry's answer about a remote image, as pull */
     } else if (strcmp(sub, "annotate") == 0) {
-        if (parse(argc, argv, &f, "os arch variant annotation", manifest_usage) ||
+        if (parse(argc, argv, &f, manifest_annotate_opts, manifest_usage) ||
             nargs(argc, argv, 2, 2, "LIST DIGEST|IMAGE") < 0)
             return CLI_EXIT_USAGE;
         Kiln__V1__ManifestAnnotateRequest r = KILN__V1__MANIFEST_ANNOTATE_REQUEST__INIT;
@@ -306,7 +418,8 @@ int cli_cmd_manifest(cli_ctx *ctx, int argc, char **argv)
         req.manifest_annotate = &r;
         rc = cli_call(ctx, CLI_PUSHER, &req, &rep, 0);
     } else if (strcmp(sub, "inspect") == 0) {
-        if (parse(argc, argv, &f, "", manifest_usage) || nargs(argc, argv, 1, 1, "LIST") < 0)
+        if (parse(argc, argv, &f, help_only_opts, manifest_usage) ||
+            nargs(argc, argv, 1, 1, "LIST") < 0)
             return CLI_EXIT_USAGE;
         Kiln__V1__ManifestInspectRequest r = KILN__V1__MANIFEST_INSPECT_REQUEST__INIT;
         r.list = argv[optind];
@@ -318,8 +431,10 @@ int cli_cmd_manifest(cli_ctx *ctx, int argc, char **argv)
         kiln_rpc_reply_free(rep);
         return rc;
     } else if (strcmp(sub, "push") == 0) {
-        if (parse(argc, argv, &f, "quiet json", manifest_usage) ||
-            nargs(argc, argv, 1, 2, "LIST [DEST]") < 0)
+        if (parse(argc, argv, &f, manifest_push_opts, manifest_usage) ||
+            nargs(argc, argv, 1, 2, "LIST [DEST]") < 0 ||
+            (argc - optind > 1 &&
+             cli_check_ref("manifest push", "destination", argv[optind + 1], false) != CLI_EXIT_OK))
             return CLI_EXIT_USAGE;
         Kiln__V1__ManifestPushRequest r = KILN__V1__MANIFEST_PUSH_REQUEST__INIT;
         r.list = argv[optind];
@@ -327,7 +442,7 @@ int cli_cmd_manifest(cli_ctx *ctx, int argc, char **argv)
         r.registry = &f.ro;
         req.body_case = KILN__V1__REQUEST__BODY_MANIFEST_PUSH;
         req.manifest_push = &r;
-        return run_job(ctx, &req, &f);
+        return run_job(ctx, &req, &f, "push");
     } else {
         cli_errorf("manifest: unknown subcommand '%s' (create, add, annotate, inspect, push)", sub);
         return CLI_EXIT_USAGE;

@@ -38,15 +38,16 @@ static void print_human(cli_service s, const char *url, const kiln_reply *rep,
                r->checks[i]->detail);
 }
 
+/* The options of the verb, for its parser, completion and man page. */
+const struct option cli_status_opts[] = {
+    {"json", no_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+
 int cli_cmd_status(cli_ctx *ctx, int argc, char **argv)
 {
     bool json = false;
-    static const struct option opts[] = {
-        {"json", no_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
     int c;
-    optind = 1;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, "+jh", opts, NULL)) != -1) {
+    cli_getopt_reset();
+    while ((c = getopt_long(argc, argv, "jh", cli_status_opts, NULL)) != -1) {
         switch (c) {
         case 'j':
             json = true;

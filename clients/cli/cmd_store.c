@@ -1,6 +1,7 @@
 /* Image store verbs, served by kiln-pusher: images, tag, inspect, rmi, import,
  * export, prune. */
 #include "cli.h"
+#include "cleanup.h"
 #include "config.h"
 #include "follow.h"
 
@@ -103,10 +104,9 @@ static int job_cb(void *ud, const kiln_event *e)
         snprintf(v->digest, sizeof(v->digest), "%s", e->completed->digest);
     if (e->payload_case == KILN__V1__EVENT__PAYLOAD_FAILED) {
         v->failed = true;
-        if (!v->json)
-            cli_errorf("%s", e->failed->error && e->failed->error->message
-                                 ? e->failed->error->message
-                                 : "job failed");
+        /* On stderr with --json too: stdout carries only the events. */
+        cli_errorf("%s", e->failed->error && e->failed->error->message ? e->failed->error->message
+                                                                       : "job failed");
     }
     return 0;
 }
@@ -144,51 +144,97 @@ int cli_follow_job(cli_ctx *ctx, cli_service s, const char *job, bool json, bool
 
 /* ---- argument helpers ---- */
 
-/* Parses only -h/--help and the given boolean flags; returns -1 on usage error,
- * 1 after printing help, 0 to go on.  Positional arguments stay in argv[optind..]. */
-typedef struct flag {
-    const char *name;
-    bool *set;
-    const char **value; /* flag takes a value when non-NULL */
-} flag;
-
-static int parse_flags(int argc, char **argv, const flag *flags, size_t n, const char *usage)
+/* Parses the options of table: for entry i, dest[i] is a bool * (set when
+ * the option is given) or, for an option with an argument, a const char **
+ * (its value).  An entry's val is its short letter, or 1 for none; the last
+ * entry before the end is --help.  Returns -1 on a usage error, 1 after
+ * printing help, 0 to go on; positional arguments stay in argv[optind..]. */
+static int parse_flags(int argc, char **argv, const struct option *table, void *const *dest,
+                       const char *usage)
 {
-    struct option opts[16];
-    size_t k = 0;
-    for (size_t i = 0; i < n && k < 14; i++, k++)
-        opts[k] = (struct option){flags[i].name, flags[i].value ? required_argument : no_argument,
-                                  NULL, (int)(100 + i)};
-    opts[k++] = (struct option){"help", no_argument, NULL, 'h'};
-    opts[k] = (struct option){NULL, 0, NULL, 0};
-    optind = 1;
-    opterr = 0;
-    int c;
-    while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+    char shorts[32] = "h";
+    size_t ns = 1;
+    for (size_t i = 0; table[i].name && ns + 2 < sizeof(shorts); i++)
+        if (table[i].val > 1 && table[i].val != 'h') {
+            shorts[ns++] = (char)table[i].val;
+            if (table[i].has_arg)
+                shorts[ns++] = ':';
+        }
+    shorts[ns] = '\0';
+    cli_getopt_reset();
+    int c, li = -1;
+    while ((c = getopt_long(argc, argv, shorts, table, &li)) != -1) {
         if (c == 'h') {
             printf("%s", usage);
             return 1;
         }
-        if (c >= 100 && c < 100 + (int)n) {
-            const flag *f = &flags[c - 100];
-            if (f->value)
-                *f->value = optarg;
-            else
-                *f->set = true;
-            continue;
+        int i = -1;
+        if (c == 1)
+            i = li;
+        for (int k = 0; i < 0 && c > 1 && table[k].name; k++)
+            if (table[k].val == c)
+                i = k;
+        if (c == '?' || c == ':' || i < 0) {
+            cli_errorf("%s: %s option '%s'", argv[0],
+                       c == ':' ? "a value is needed for" : "unknown", argv[optind - 1]);
+            return -1;
         }
-        cli_errorf("%s: unknown option '%s'", argv[0], argv[optind - 1]);
-        return -1;
+        if (table[i].has_arg)
+            *(const char **)dest[i] = optarg;
+        else
+            *(bool *)dest[i] = true;
+        li = -1;
     }
     return 0;
 }
+
+#define HELP_OPT                                                                                   \
+    {                                                                                              \
+        "help", no_argument, NULL, 'h'                                                             \
+    }
+#define OPTS_END                                                                                   \
+    {                                                                                              \
+        NULL, 0, NULL, 0                                                                           \
+    }
+/* The options of the store verbs: their parsers' tables, also read by
+ * completion and the man pages. */
+const struct option cli_images_opts[] = {{"json", no_argument, NULL, 1},
+                                         {"digests", no_argument, NULL, 1},
+                                         {"quiet", no_argument, NULL, 'q'},
+                                         {"format", required_argument, NULL, 1},
+                                         HELP_OPT,
+                                         OPTS_END};
+const struct option cli_history_opts[] = {
+    {"json", no_argument, NULL, 1}, {"no-trunc", no_argument, NULL, 1}, HELP_OPT, OPTS_END};
+const struct option cli_prune_opts[] = {{"dry-run", no_argument, NULL, 1},
+                                        {"store-only", no_argument, NULL, 1},
+                                        {"older-than", required_argument, NULL, 1},
+                                        {"force", no_argument, NULL, 'f'},
+                                        HELP_OPT,
+                                        OPTS_END};
+const struct option cli_import_opts[] = {{"platform", required_argument, NULL, 1},
+                                         {"quiet", no_argument, NULL, 'q'},
+                                         {"json", no_argument, NULL, 1},
+                                         {"transfer", required_argument, NULL, 1},
+                                         HELP_OPT,
+                                         OPTS_END};
+const struct option cli_export_opts[] = {
+    {"transfer", required_argument, NULL, 1}, HELP_OPT, OPTS_END};
+const struct option cli_help_only_opts[] = {HELP_OPT, OPTS_END};
 
 static int want_args(int argc, char **argv, int min, int max)
 {
     int n = argc - optind;
     if (n < min || n > max) {
-        cli_errorf("%s: expected %s argument(s), got %d; see 'kiln %s --help'", argv[0],
-                   min == max ? (min == 1 ? "1" : "2") : "more", n, argv[0]);
+        if (max == 0)
+            cli_errorf("%s: takes no arguments, got '%s'; see 'kiln %s --help'", argv[0],
+                       argv[optind], argv[0]);
+        else if (min == max)
+            cli_errorf("%s: expected %d argument(s), got %d; see 'kiln %s --help'", argv[0], min, n,
+                       argv[0]);
+        else
+            cli_errorf("%s: expected %d to %d arguments, got %d; see 'kiln %s --help'", argv[0],
+                       min, max, n, argv[0]);
         return -1;
     }
     return 0;
@@ -227,20 +273,130 @@ static void human_age(int64_t created, char *out, size_t cap)
         snprintf(out, cap, "%lld days ago", d / 86400);
 }
 
+/* Repository and tag of a stored reference ("<none>" for what is missing). */
+static void split_ref(const char *ref, char *repo, size_t rn, char *tag, size_t tn)
+{
+    const char *at = strchr(ref, '@'), *slash = strrchr(ref, '/');
+    const char *colon = strrchr(ref, ':');
+    if (colon && slash && colon < slash)
+        colon = NULL;
+    if (*ref == '\0') {
+        snprintf(repo, rn, "<none>");
+        snprintf(tag, tn, "<none>");
+    } else if (colon && (!at || colon < at)) {
+        snprintf(repo, rn, "%.*s", (int)(colon - ref), ref);
+        snprintf(tag, tn, "%.*s", at ? (int)(at - colon - 1) : (int)strlen(colon + 1), colon + 1);
+    } else {
+        snprintf(repo, rn, "%.*s", at ? (int)(at - ref) : (int)strlen(ref), ref);
+        snprintf(tag, tn, "<none>");
+    }
+}
+
+static const char *const image_fields[] = {"Repository", "Tag",       "ID",
+                                           "Digest",     "CreatedAt", "CreatedSince",
+                                           "Size",       "Platform",  "Reference"};
+
+/* Checks a --format template: text with {{.Field}} (and \t, \n). */
+static int check_template(const char *t)
+{
+    for (const char *p = strstr(t, "{{"); p; p = strstr(p + 2, "{{")) {
+        const char *e = strstr(p, "}}");
+        const char *f = p + 2;
+        while (*f == ' ')
+            f++;
+        bool known = false;
+        for (size_t i = 0; e && *f == '.' && i < KILN_ARRAY_SIZE(image_fields); i++) {
+            size_t n = strlen(image_fields[i]);
+            const char *after = f + 1 + n;
+            while (*after == ' ')
+                after++;
+            known |= strncmp(f + 1, image_fields[i], n) == 0 && after == e;
+        }
+        if (!known) {
+            cli_errorf("images: --format: unknown field in '%s' (fields: .Repository .Tag .ID "
+                       ".Digest .CreatedAt .CreatedSince .Size .Platform .Reference)",
+                       t);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void print_template(const char *t, const Kiln__V1__ImageInfo *im, bool full_id)
+{
+    char repo[300], tag[200], size[32], age[32], plat[80], created[40] = "";
+    split_ref(im->ref, repo, sizeof(repo), tag, sizeof(tag));
+    human_size(im->size, size, sizeof(size));
+    human_age(im->created, age, sizeof(age));
+    snprintf(plat, sizeof(plat), "%s%s%s%s%s", im->os, *im->architecture ? "/" : "",
+             im->architecture, *im->variant ? "/" : "", im->variant);
+    if (im->created >= 0) {
+        time_t secs = (time_t)im->created;
+        struct tm tm;
+        gmtime_r(&secs, &tm);
+        strftime(created, sizeof(created), "%Y-%m-%d %H:%M:%S +0000 UTC", &tm);
+    }
+    char id[80];
+    snprintf(id, sizeof(id), "%.*s", full_id ? 64 : 12,
+             strncmp(im->digest, "sha256:", 7) == 0 ? im->digest + 7 : im->digest);
+    for (const char *p = t; *p;) {
+        if (p[0] == '\\' && (p[1] == 't' || p[1] == 'n')) {
+            putchar(p[1] == 't' ? '\t' : '\n');
+            p += 2;
+            continue;
+        }
+        if (p[0] != '{' || p[1] != '{') {
+            putchar(*p++);
+            continue;
+        }
+        const char *f = p + 2, *e = strstr(p, "}}");
+        while (*f == ' ')
+            f++;
+        f++; /* the '.' */
+        const char *v = strncmp(f, "Repository", 10) == 0     ? repo
+                        : strncmp(f, "Reference", 9) == 0     ? (*im->ref ? im->ref : "<none>")
+                        : strncmp(f, "Tag", 3) == 0           ? tag
+                        : strncmp(f, "ID", 2) == 0            ? id
+                        : strncmp(f, "Digest", 6) == 0        ? im->digest
+                        : strncmp(f, "CreatedAt", 9) == 0     ? created
+                        : strncmp(f, "CreatedSince", 12) == 0 ? age
+                        : strncmp(f, "Size", 4) == 0          ? size
+                                                              : plat;
+        fputs(v, stdout);
+        p = e + 2;
+    }
+    putchar('\n');
+}
+
 int cli_cmd_images(cli_ctx *ctx, int argc, char **argv)
 {
-    bool json = false, digests = false;
-    flag f[] = {{"json", &json, NULL}, {"digests", &digests, NULL}};
-    int p = parse_flags(argc, argv, f, 2,
-                        "Usage: kiln images [--json] [--digests]\n\n"
+    bool json = false, digests = false, quiet = false;
+    const char *format = NULL;
+    int p = parse_flags(argc, argv, cli_images_opts, (void *[]){&json, &digests, &quiet, &format},
+                        "Usage: kiln images [--json] [--digests] [-q] [--format FORMAT]\n\n"
                         "Lists the images in the store: reference, image id (manifest\n"
-                        "digest), age, size and platform.\n");
+                        "digest), age, size and platform; images no tag reaches (left by a\n"
+                        "re-tag or a rebuild, until prune) show as <none>.  -q prints only\n"
+                        "the image ids.\n"
+                        "--format json is --json, table the default table, anything else a\n"
+                        "template over .Repository .Tag .ID .Digest .CreatedAt .CreatedSince\n"
+                        ".Size .Platform .Reference, e.g. '{{.Repository}}:{{.Tag}}' (\\t and\n"
+                        "\\n work; .ID is 12 digits, all 64 with --digests).  Image ids, or 4\n"
+                        "or more of their first digits, name "
+                        "images wherever a reference does.\n");
     if (p)
         return p > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
     if (want_args(argc, argv, 0, 0) < 0)
         return CLI_EXIT_USAGE;
+    if (format && strcmp(format, "json") == 0)
+        json = true, format = NULL;
+    else if (format && strcmp(format, "table") == 0)
+        format = NULL;
+    else if (format && check_template(format) < 0)
+        return CLI_EXIT_USAGE;
     kiln_req req = KILN__V1__REQUEST__INIT;
     Kiln__V1__ListImagesRequest lr = KILN__V1__LIST_IMAGES_REQUEST__INIT;
+    lr.untagged = true; /* as docker: what a re-tag or rebuild left shows as <none> */
     req.body_case = KILN__V1__REQUEST__BODY_LIST_IMAGES;
     req.list_images = &lr;
     kiln_reply *rep = NULL;
@@ -248,12 +404,25 @@ int cli_cmd_images(cli_ctx *ctx, int argc, char **argv)
     if (rc)
         return rc;
     const Kiln__V1__ListImagesReply *l = rep->list_images_reply;
-    if (json) {
+    if (quiet) {
+        /* each image once, in list order */
+        for (size_t i = 0; i < l->n_images; i++) {
+            bool seen = false;
+            for (size_t k = 0; k < i && !seen; k++)
+                seen = strcmp(l->images[k]->digest, l->images[i]->digest) == 0;
+            const char *id = l->images[i]->digest;
+            if (!seen)
+                printf("%.*s\n", digests ? 71 : 12, strncmp(id, "sha256:", 7) ? id : id + 7);
+        }
+    } else if (json) {
         cJSON *j = cli_pb_to_json(&l->base);
         char *s = cJSON_Print(j);
         printf("%s\n", s);
         cJSON_free(s);
         cJSON_Delete(j);
+    } else if (format) {
+        for (size_t i = 0; i < l->n_images; i++)
+            print_template(format, l->images[i], digests);
     } else {
         printf("%-40s %-*s %-16s %-10s %s\n", "REFERENCE", digests ? 71 : 12, "IMAGE ID", "CREATED",
                "SIZE", "PLATFORM");
@@ -276,17 +445,20 @@ int cli_cmd_images(cli_ctx *ctx, int argc, char **argv)
 
 int cli_cmd_tag(cli_ctx *ctx, int argc, char **argv)
 {
-    int p = parse_flags(argc, argv, NULL, 0,
+    int p = parse_flags(argc, argv, cli_help_only_opts, NULL,
                         "Usage: kiln tag SOURCE TARGET\n\n"
                         "Gives the image SOURCE (reference or digest) the tag\n"
                         "TARGET.  Only metadata changes.\n");
     if (p)
         return p > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
-    if (want_args(argc, argv, 2, 2) < 0)
+    if (want_args(argc, argv, 2, 2) < 0 ||
+        cli_check_ref("tag", "target", argv[optind + 1], true) != CLI_EXIT_OK)
         return CLI_EXIT_USAGE;
     kiln_req req = KILN__V1__REQUEST__INIT;
     Kiln__V1__TagRequest tr = KILN__V1__TAG_REQUEST__INIT;
-    tr.source = argv[optind];
+    char idbuf[KILN_DIGEST_STRLEN + 1];
+    if ((tr.source = (char *)cli_image_ref(ctx, "tag", argv[optind], idbuf, sizeof(idbuf))) == NULL)
+        return CLI_EXIT_USAGE;
     tr.target = argv[optind + 1];
     req.body_case = KILN__V1__REQUEST__BODY_TAG;
     req.tag = &tr;
@@ -299,6 +471,9 @@ int cli_cmd_tag(cli_ctx *ctx, int argc, char **argv)
 /* The pusher's Inspect of ref; a CLI exit code. */
 static int inspect(cli_ctx *ctx, const char *ref, kiln_reply **rep)
 {
+    char idbuf[KILN_DIGEST_STRLEN + 1];
+    if ((ref = cli_image_ref(ctx, "inspect", ref, idbuf, sizeof(idbuf))) == NULL)
+        return CLI_EXIT_USAGE;
     kiln_req req = KILN__V1__REQUEST__INIT;
     Kiln__V1__InspectRequest ir = KILN__V1__INSPECT_REQUEST__INIT;
     ir.ref = (char *)ref;
@@ -310,7 +485,7 @@ static int inspect(cli_ctx *ctx, const char *ref, kiln_reply **rep)
 int cli_cmd_inspect(cli_ctx *ctx, int argc, char **argv)
 {
     int p =
-        parse_flags(argc, argv, NULL, 0,
+        parse_flags(argc, argv, cli_help_only_opts, NULL,
                     "Usage: kiln inspect REF\n\n"
                     "Prints {\"digest\", \"mediaType\", \"manifest\", \"config\"} for an image\n"
                     "in the store: its manifest (or index) and config as stored.\n");
@@ -353,8 +528,7 @@ static int64_t rfc3339_seconds(const char *s)
 int cli_cmd_history(cli_ctx *ctx, int argc, char **argv)
 {
     bool json = false, no_trunc = false;
-    flag f[] = {{"json", &json, NULL}, {"no-trunc", &no_trunc, NULL}};
-    int p = parse_flags(argc, argv, f, 2,
+    int p = parse_flags(argc, argv, cli_history_opts, (void *[]){&json, &no_trunc},
                         "Usage: kiln history [--json] [--no-trunc] REF\n\n"
                         "Shows how an image was made, newest step first: each history entry\n"
                         "of its config with the layer it added (and that layer's compressed\n"
@@ -443,7 +617,7 @@ int cli_cmd_history(cli_ctx *ctx, int argc, char **argv)
 
 int cli_cmd_rmi(cli_ctx *ctx, int argc, char **argv)
 {
-    int p = parse_flags(argc, argv, NULL, 0,
+    int p = parse_flags(argc, argv, cli_help_only_opts, NULL,
                         "Usage: kiln rmi REF...\n\n"
                         "Removes tags (or, given a digest, every tag of that image) from the\n"
                         "store.  Blobs are freed by 'kiln prune'.\n");
@@ -457,7 +631,9 @@ int cli_cmd_rmi(cli_ctx *ctx, int argc, char **argv)
     for (int i = optind; i < argc; i++) {
         kiln_req req = KILN__V1__REQUEST__INIT;
         Kiln__V1__RemoveRequest rr = KILN__V1__REMOVE_REQUEST__INIT;
-        rr.ref = argv[i];
+        char idbuf[KILN_DIGEST_STRLEN + 1];
+        if ((rr.ref = (char *)cli_image_ref(ctx, "rmi", argv[i], idbuf, sizeof(idbuf))) == NULL)
+            return CLI_EXIT_USAGE;
         req.body_case = KILN__V1__REQUEST__BODY_REMOVE;
         req.remove = &rr;
         kiln_reply *rep = NULL;
@@ -473,20 +649,33 @@ int cli_cmd_rmi(cli_ctx *ctx, int argc, char **argv)
 
 int cli_cmd_prune(cli_ctx *ctx, int argc, char **argv)
 {
-    bool dry = false, store_only = false;
+    bool dry = false, store_only = false, force = false;
     const char *older = NULL;
-    flag f[] = {
-        {"dry-run", &dry, NULL}, {"store-only", &store_only, NULL}, {"older-than", NULL, &older}};
-    int p = parse_flags(argc, argv, f, 3,
-                        "Usage: kiln prune [--dry-run] [--store-only] [--older-than SECONDS]\n\n"
-                        "Deletes the builder's cached steps and base snapshots unused for\n"
-                        "SECONDS (default: all unused), then store blobs no tag reaches (never\n"
-                        "one a running job uses) and stale temporary files.  --dry-run and\n"
-                        "--store-only leave the builder's cache alone.\n");
+    int p =
+        parse_flags(argc, argv, cli_prune_opts, (void *[]){&dry, &store_only, &older, &force},
+                    "Usage: kiln prune [-f] [--dry-run] [--store-only] [--older-than SECONDS]\n\n"
+                    "Deletes the builder's cached steps and base snapshots unused for\n"
+                    "SECONDS (default: all unused), then store blobs no tag reaches (never\n"
+                    "one a running job uses) and stale temporary files.  --dry-run and\n"
+                    "--store-only leave the builder's cache alone.  On a terminal it asks\n"
+                    "first, unless -f (--force).\n");
     if (p)
         return p > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
     if (want_args(argc, argv, 0, 0) < 0)
         return CLI_EXIT_USAGE;
+    if (!dry && !force && isatty(0)) {
+        fprintf(stderr,
+                "This removes %s store blobs no tag reaches%s.\n"
+                "Are you sure you want to continue? [y/N] ",
+                store_only ? "" : "the unused build cache and", older ? " (older ones only)" : "");
+        fflush(stderr);
+        char answer[16] = "";
+        if (fgets(answer, sizeof(answer), stdin) == NULL ||
+            (answer[0] != 'y' && answer[0] != 'Y')) {
+            fprintf(stderr, "Nothing removed.\n");
+            return CLI_EXIT_FAILED;
+        }
+    }
     unsigned long long age = 0;
     if (older) {
         char *end = NULL;
@@ -541,38 +730,52 @@ int cli_cmd_import(cli_ctx *ctx, int argc, char **argv)
 {
     const char *platform = "", *transfer = "auto";
     bool quiet = false, json = false;
-    flag f[] = {{"platform", NULL, &platform},
-                {"quiet", &quiet, NULL},
-                {"json", &json, NULL},
-                {"transfer", NULL, &transfer}};
     int p = parse_flags(
-        argc, argv, f, 4,
+        argc, argv, cli_import_opts, (void *[]){&platform, &quiet, &json, &transfer},
         "Usage: kiln import [--platform OS/ARCH[/VARIANT]] [--transfer auto|local|stream]\n"
         "                   [--quiet] [--json] SOURCE REF\n\n"
-        "Imports SOURCE into the store as REF: a root filesystem directory, a\n"
-        "tar (optionally gzip/zstd/xz/bzip2 compressed) of one, or an OCI image\n"
-        "layout directory.  This is how air-gapped hosts get base images.\n"
+        "Imports SOURCE into the store as REF: an OCI image layout directory, an\n"
+        "oci-archive (kiln export, skopeo) or docker-archive (docker save) tar, a\n"
+        "root filesystem directory, or a tar (optionally gzip/zstd/xz/bzip2\n"
+        "compressed) of one.  What SOURCE is gets detected; oci:DIR,\n"
+        "oci-archive:FILE, docker-archive:FILE or rootfs:PATH say it.  This is how\n"
+        "air-gapped hosts get base images.\n"
         "--transfer local names SOURCE to the pusher as a path (over ipc:// only);\n"
         "stream sends its bytes (a directory as a tar) in chunks; auto (default)\n"
         "streams unless the pusher is reached over ipc:// and sees this filesystem.\n"
         "Prints the image digest.\n");
     if (p)
         return p > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
-    if (want_args(argc, argv, 2, 2) < 0 || !transfer_valid("import", transfer))
+    if (want_args(argc, argv, 2, 2) < 0 ||
+        cli_check_ref("import", "reference", argv[optind + 1], true) != CLI_EXIT_OK ||
+        (*platform && cli_check_platform("import", platform) != CLI_EXIT_OK) ||
+        !transfer_valid("import", transfer))
         return CLI_EXIT_USAGE;
+    /* skopeo's transports name what SOURCE is; without one it is detected. */
+    const char *src = argv[optind], *format = "";
+    static const char *const kinds[] = {"oci-archive", "docker-archive", "oci", "rootfs"};
+    for (size_t i = 0; i < KILN_ARRAY_SIZE(kinds); i++) {
+        size_t n = strlen(kinds[i]);
+        if (strncmp(src, kinds[i], n) == 0 && src[n] == ':') {
+            format = kinds[i];
+            src += n + 1;
+            break;
+        }
+    }
     bool stream = false;
     int rc = cli_choose_transfer(ctx, CLI_PUSHER, transfer, &stream);
     if (rc)
         return rc;
     char abs[PATH_MAX];
-    if (realpath(argv[optind], abs) == NULL) {
-        cli_errorf("import: %s: %s", argv[optind], strerror(errno));
+    if (realpath(src, abs) == NULL) {
+        cli_errorf("import: %s: %s", src, strerror(errno));
         return CLI_EXIT_FAILED;
     }
     kiln_req req = KILN__V1__REQUEST__INIT;
     Kiln__V1__ImportRequest ir = KILN__V1__IMPORT_REQUEST__INIT;
     ir.ref = argv[optind + 1];
     ir.platform = (char *)platform;
+    ir.format = (char *)format;
     req.body_case = KILN__V1__REQUEST__BODY_IMPORT;
     req.import = &ir;
     cli_context c = {.fd = -1};
@@ -611,8 +814,7 @@ int cli_cmd_import(cli_ctx *ctx, int argc, char **argv)
 int cli_cmd_export(cli_ctx *ctx, int argc, char **argv)
 {
     const char *transfer = "auto";
-    flag f[] = {{"transfer", NULL, &transfer}};
-    int p = parse_flags(argc, argv, f, 1,
+    int p = parse_flags(argc, argv, cli_export_opts, (void *[]){&transfer},
                         "Usage: kiln export [--transfer auto|local|stream] REF "
                         "oci:DIR|oci-archive:FILE\n\n"
                         "Writes the image REF with all its blobs as an OCI image layout\n"
@@ -647,7 +849,9 @@ int cli_cmd_export(cli_ctx *ctx, int argc, char **argv)
         snprintf(full, sizeof(full), "%s", target);
     kiln_req req = KILN__V1__REQUEST__INIT;
     Kiln__V1__ExportRequest er = KILN__V1__EXPORT_REQUEST__INIT;
-    er.ref = argv[optind];
+    char idbuf[KILN_DIGEST_STRLEN + 1];
+    if ((er.ref = (char *)cli_image_ref(ctx, "export", argv[optind], idbuf, sizeof(idbuf))) == NULL)
+        return CLI_EXIT_USAGE;
     er.target = full;
     req.body_case = KILN__V1__REQUEST__BODY_EXPORT;
     req.export = &er;

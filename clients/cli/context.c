@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #define MAX_ENTRIES     1000000
@@ -511,9 +512,14 @@ void cli_context_dispose(cli_context *c)
 static void show_progress(bool tty, const char *what, const cli_context *c, size_t sent,
                           size_t to_send, size_t reused, bool last)
 {
-    fprintf(stderr, "%s%s: %zu files, %.1f MB, %zu of %zu chunks sent (%zu reused)%s",
-            tty ? "\r\033[2K" : "", what, c->n_files, (double)c->size / 1e6, sent, to_send, reused,
-            !tty || last ? "\n" : "");
+    char line[160];
+    int n =
+        snprintf(line, sizeof(line), "%s: %zu files, %.1f MB, %zu of %zu chunks sent (%zu reused)",
+                 what, c->n_files, (double)c->size / 1e6, sent, to_send, reused);
+    struct winsize ws;
+    if (tty && ioctl(2, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 1 && n >= ws.ws_col)
+        line[ws.ws_col - 1] = '\0'; /* a wrapped line would defeat the \r redraw */
+    fprintf(stderr, "%s%s%s", tty ? "\r\033[2K" : "", line, !tty || last ? "\n" : "");
     fflush(stderr);
 }
 

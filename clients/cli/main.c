@@ -11,22 +11,45 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const cli_verb verbs[] = {
-    {"build", cli_cmd_build, "build an image from a Dockerfile (--plan: only resolve it)"},
-    {"status", cli_cmd_status, "show the health of kiln-builder and kiln-pusher"},
-    {"events", cli_cmd_events, "follow a job's events (or every job), with replay"},
-    {"images", cli_cmd_images, "list the images in the store"},
-    {"tag", cli_cmd_tag, "tag an image in the store"},
-    {"inspect", cli_cmd_inspect, "print an image's manifest and config"},
-    {"history", cli_cmd_history, "show the steps an image was made of, with their layers"},
-    {"rmi", cli_cmd_rmi, "remove tags from the store"},
-    {"import", cli_cmd_import, "import a rootfs dir/tarball or an OCI layout as an image"},
-    {"export", cli_cmd_export, "write an image as oci:DIR or oci-archive:FILE"},
-    {"prune", cli_cmd_prune, "delete unused build cache, contexts and store blobs"},
-    {"push", cli_cmd_push, "push an image to a registry"},
-    {"pull", cli_cmd_pull, "pull an image from a registry into the store"},
-    {"manifest", cli_cmd_manifest, "create, edit, inspect and push manifest lists"},
+const cli_verb cli_verbs[] = {
+    {"build", cli_cmd_build, "build an image from a Dockerfile (--plan: only resolve it)",
+     cli_build_opts, CLI_ARGS_PATH, NULL, NULL},
+    {"status", cli_cmd_status, "show the health of kiln-builder and kiln-pusher", cli_status_opts,
+     CLI_ARGS_NONE, NULL, NULL},
+    {"cancel", cli_cmd_cancel, "cancel running jobs (builds, pushes, pulls)", cli_cancel_opts,
+     CLI_ARGS_NONE, NULL, NULL},
+    {"events", cli_cmd_events, "follow a job's events (or every job), with replay", cli_events_opts,
+     CLI_ARGS_NONE, NULL, NULL},
+    {"images", cli_cmd_images, "list the images in the store", cli_images_opts, CLI_ARGS_NONE, NULL,
+     NULL},
+    {"tag", cli_cmd_tag, "tag an image in the store", cli_help_only_opts, CLI_ARGS_IMAGE, NULL,
+     NULL},
+    {"inspect", cli_cmd_inspect, "print an image's manifest and config", cli_help_only_opts,
+     CLI_ARGS_IMAGE, NULL, NULL},
+    {"history", cli_cmd_history, "show the steps an image was made of, with their layers",
+     cli_history_opts, CLI_ARGS_IMAGE, NULL, NULL},
+    {"rmi", cli_cmd_rmi, "remove tags from the store", cli_help_only_opts, CLI_ARGS_IMAGE, NULL,
+     NULL},
+    {"import", cli_cmd_import, "import an image archive or layout, or a rootfs, as an image",
+     cli_import_opts, CLI_ARGS_PATH, NULL, NULL},
+    {"export", cli_cmd_export, "write an image as oci:DIR or oci-archive:FILE", cli_export_opts,
+     CLI_ARGS_IMAGE, NULL, NULL},
+    {"prune", cli_cmd_prune, "delete unused build cache, contexts and store blobs", cli_prune_opts,
+     CLI_ARGS_NONE, NULL, NULL},
+    {"push", cli_cmd_push, "push an image to a registry", cli_push_opts, CLI_ARGS_IMAGE, NULL,
+     NULL},
+    {"login", cli_cmd_login, "check and store credentials for a registry", cli_login_opts,
+     CLI_ARGS_NONE, NULL, NULL},
+    {"logout", cli_cmd_logout, "remove a registry's stored credentials", cli_logout_opts,
+     CLI_ARGS_NONE, NULL, NULL},
+    {"pull", cli_cmd_pull, "pull an image from a registry into the store", cli_pull_opts,
+     CLI_ARGS_NONE, NULL, NULL},
+    {"manifest", cli_cmd_manifest, "create, edit, inspect and push manifest lists", NULL,
+     CLI_ARGS_IMAGE, NULL, cli_manifest_subverbs},
+    {"completion", cli_cmd_completion, "print a shell completion script (bash, zsh, fish)",
+     cli_help_only_opts, CLI_ARGS_WORDS, "bash zsh fish", NULL},
 };
+const size_t cli_n_verbs = KILN_ARRAY_SIZE(cli_verbs);
 
 const char *cli_service_name(cli_service s)
 {
@@ -73,14 +96,76 @@ kiln_rpc_client *cli_connect(cli_ctx *ctx, cli_service s)
     return c;
 }
 
+/* Edit distance (insert, delete, substitute, swap of neighbours), capped. */
+static size_t distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 32 || lb > 32)
+        return 99;
+    size_t d[33][33];
+    for (size_t i = 0; i <= la; i++)
+        d[i][0] = i;
+    for (size_t j = 0; j <= lb; j++)
+        d[0][j] = j;
+    for (size_t i = 1; i <= la; i++)
+        for (size_t j = 1; j <= lb; j++) {
+            size_t best = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+            if (d[i - 1][j] + 1 < best)
+                best = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < best)
+                best = d[i][j - 1] + 1;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+                d[i - 2][j - 2] + 1 < best)
+                best = d[i - 2][j - 2] + 1;
+            d[i][j] = best;
+        }
+    return d[la][lb];
+}
+
+static const cli_verb *find_verb(const char *name)
+{
+    for (size_t i = 0; i < cli_n_verbs; i++)
+        if (strcmp(name, cli_verbs[i].name) == 0)
+            return &cli_verbs[i];
+    return NULL;
+}
+
+/* "unknown command", with the closest verbs as docker and git suggest them. */
+static int unknown_verb(const char *name)
+{
+    cli_errorf("unknown command '%s'", name);
+    size_t best = 3;
+    for (size_t i = 0; i < cli_n_verbs; i++) {
+        size_t d = distance(name, cli_verbs[i].name);
+        if (strlen(name) >= 2 && strncmp(cli_verbs[i].name, name, strlen(name)) == 0)
+            d = 1; /* a prefix */
+        if (d < best)
+            best = d;
+    }
+    bool first = true;
+    for (size_t i = 0; best < 3 && i < cli_n_verbs; i++) {
+        size_t d = distance(name, cli_verbs[i].name);
+        if (strlen(name) >= 2 && strncmp(cli_verbs[i].name, name, strlen(name)) == 0)
+            d = 1;
+        if (d == best) {
+            fprintf(stderr, "%s%s", first ? "Did you mean " : " or ", cli_verbs[i].name);
+            first = false;
+        }
+    }
+    if (!first)
+        fputs("?\n", stderr);
+    fprintf(stderr, "Try 'kiln --help'.\n");
+    return CLI_EXIT_USAGE;
+}
+
 static void usage(FILE *f)
 {
     fprintf(f, "Usage: kiln [global flags] VERB [flags] [args]\n\n"
                "Kiln builds container images from Dockerfiles in a Linux sandbox and publishes\n"
                "them to OCI registries.  This client talks to kiln-builder and kiln-pusher.\n\n"
                "Verbs:\n");
-    for (size_t i = 0; i < KILN_ARRAY_SIZE(verbs); i++)
-        fprintf(f, "  %-10s %s\n", verbs[i].name, verbs[i].summary);
+    for (size_t i = 0; i < cli_n_verbs; i++)
+        fprintf(f, "  %-10s %s\n", cli_verbs[i].name, cli_verbs[i].summary);
     fprintf(
         f,
         "\nGlobal flags:\n"
@@ -96,38 +181,42 @@ static void usage(FILE *f)
         "  --tls-server-name NAME  name the services' certificates must carry (default:\n"
         "                    the URL's host; matched against DNS subjectAltNames)\n"
         "  --timeout MS      RPC timeout in milliseconds (default 10000)\n"
-        "  -h, --help        this help; `kiln VERB --help` for a verb\n"
-        "  -V, --version     print the version\n"
+        "  -h, --help        this help; `kiln help VERB` or `kiln VERB --help` for a verb\n"
+        "  -V, --version     print the version (also `kiln version`)\n"
+        "\nA verb's flags may come before or after its arguments; `--` ends them.\n"
         "\nExit status: 0 ok, 1 operation failed, 2 usage error, 3 service unreachable,\n"
-        "4 build failed, 5 registry error.\n");
+        "4 build failed, 5 registry error, 130/143 interrupted (SIGINT/SIGTERM: the\n"
+        "build, push or pull was cancelled; a second Ctrl-C quits at once).\n");
 }
 
 enum { G_BUILDER = 300, G_PUSHER, G_DATA, G_CERT, G_KEY, G_CA, G_SNI, G_TIMEOUT, G_SKIPVERIFY };
 
+const struct option cli_global_opts[] = {
+    {"builder", required_argument, NULL, G_BUILDER},
+    {"pusher", required_argument, NULL, G_PUSHER},
+    {"data", required_argument, NULL, G_DATA},
+    {"tls-cert", required_argument, NULL, G_CERT},
+    {"tls-key", required_argument, NULL, G_KEY},
+    {"tls-ca", required_argument, NULL, G_CA},
+    {"tls-server-name", required_argument, NULL, G_SNI},
+    {"tls-insecure-skip-verify", no_argument, NULL, G_SKIPVERIFY},
+    {"timeout", required_argument, NULL, G_TIMEOUT},
+    {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, 'V'},
+    {NULL, 0, NULL, 0}};
+
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
+    cli_signals_init();
     kiln_log_setup("kiln", KILN_LOG_WARN, KILN_LOG_LOGFMT);
-    static const struct option opts[] = {
-        {"builder", required_argument, NULL, G_BUILDER},
-        {"pusher", required_argument, NULL, G_PUSHER},
-        {"data", required_argument, NULL, G_DATA},
-        {"tls-cert", required_argument, NULL, G_CERT},
-        {"tls-key", required_argument, NULL, G_KEY},
-        {"tls-ca", required_argument, NULL, G_CA},
-        {"tls-server-name", required_argument, NULL, G_SNI},
-        {"tls-insecure-skip-verify", no_argument, NULL, G_SKIPVERIFY},
-        {"timeout", required_argument, NULL, G_TIMEOUT},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {NULL, 0, NULL, 0}};
     cli_ctx ctx = {.timeout_ms = 10000, .prog = "kiln"};
     const char *builder = getenv("KILN_BUILDER"), *pusher = getenv("KILN_PUSHER");
     const char *data = NULL;
     int c;
     opterr = 0;
     /* '+': stop at the verb; its flags are parsed by the verb. */
-    while ((c = getopt_long(argc, argv, "+hV", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "+hV", cli_global_opts, NULL)) != -1) {
         switch (c) {
         case G_BUILDER:
             builder = optarg;
@@ -182,15 +271,30 @@ int main(int argc, char **argv)
         usage(stderr);
         return CLI_EXIT_USAGE;
     }
-    const cli_verb *verb = NULL;
-    for (size_t i = 0; i < KILN_ARRAY_SIZE(verbs); i++)
-        if (strcmp(argv[optind], verbs[i].name) == 0)
-            verb = &verbs[i];
-    if (verb == NULL) {
-        cli_errorf("unknown command '%s'", argv[optind]);
-        fprintf(stderr, "Try 'kiln --help'.\n");
-        return CLI_EXIT_USAGE;
+    /* Used by the build to write the man pages (not a verb users need). */
+    if (strcmp(argv[optind], "__man-pages") == 0 && optind + 1 < argc)
+        return cli_man_pages(&ctx, argv[optind + 1], usage);
+    /* `kiln version` and `kiln help [VERB]`, as docker has them. */
+    if (strcmp(argv[optind], "version") == 0) {
+        printf("kiln %s\n", KILN_VERSION_STRING);
+        return CLI_EXIT_OK;
     }
+    char *help_argv[] = {NULL, (char *)"--help", NULL};
+    if (strcmp(argv[optind], "help") == 0) {
+        if (optind + 1 >= argc) {
+            usage(stdout);
+            return CLI_EXIT_OK;
+        }
+        if (find_verb(argv[optind + 1]) == NULL)
+            return unknown_verb(argv[optind + 1]);
+        help_argv[0] = argv[optind + 1];
+        argv = help_argv;
+        argc = 2;
+        optind = 0;
+    }
+    const cli_verb *verb = find_verb(argv[optind]);
+    if (verb == NULL)
+        return unknown_verb(argv[optind]);
     _cleanup_free_ char *data_dir = data ? strdup(data) : kiln_default_data_dir();
     _cleanup_free_ char *bu =
         builder && *builder ? strdup(builder) : kiln_default_url(data_dir, KILN_EP_BUILDER);

@@ -56,6 +56,8 @@ typedef struct psh_registry_opts {
     psh_manifest_format format;  /* push only */
     unsigned max_retries;        /* per request / chunk; default 6 */
     unsigned retry_base_ms;      /* first backoff delay; default 250 ms, doubled, +jitter */
+    unsigned retry_delay_ms;     /* non-zero: this fixed delay between retries instead
+                                    (--retry-delay); Retry-After still wins */
     long connect_timeout_s;      /* default 30 */
     long low_speed_time_s;       /* abort when < 1 KiB/s for this long; default 60; not
                                     applied to finalising PUTs */
@@ -130,6 +132,12 @@ int psh_pull(psh_store *s, const char *ref, const char *platform, const psh_regi
 /* Creates an empty OCI index tagged list_ref.  KILN_EEXIST when the tag
  * exists. */
 int psh_manifest_create(psh_store *s, const char *list_ref, kiln_error **err);
+
+/* Checks that the registry (host[:port]) accepts o->creds: GET /v2/ with
+ * them.  KILN_EAUTH when it rejects them (or wants some and none were
+ * given).  For `kiln login`; the credentials are not kept. */
+int psh_registry_login_check(psh_store *s, const char *registry, const psh_registry_opts *o,
+                             kiln_error **err);
 
 /* Adds image_ref to the list: a local image (platform from its config), or,
  * when it is not in the store, a remote image manifest fetched by reference

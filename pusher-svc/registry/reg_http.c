@@ -3,9 +3,17 @@
  * share for DNS and TLS sessions, HTTP/1.1, TLS verification with
  * containers-style per-registry CAs and client certificates (certs.d,
  * reg_certs.c); registries marked insecure get HTTPS
- * without verification when they speak TLS, else plain HTTP;
+ * without verification when they speak TLS, else plain HTTP; registries on
+ * the loopback (localhost, 127.0.0.0/8, ::1) may speak plain HTTP without
+ * being marked, as Docker allows, but TLS stays verified when they speak it;
  * connect and low-speed timeouts, auth rounds on 401 and retries with
- * exponential backoff and jitter for idempotent requests. */
+ * exponential backoff and jitter for idempotent requests.
+ *
+ * What is retried: 408/429/5xx, resets and timeouts.  What is not: a host
+ * that does not resolve, a refused connection, a TLS handshake with a server
+ * that speaks plain HTTP, certificate problems.  Retrying those only delays
+ * the error the user has to act on (30 s of backoff before "wrong version
+ * number" helps nobody). */
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
@@ -69,6 +77,45 @@ static void probe_scheme(reg_client *c)
     kiln_debug("registry", "%s: insecure, using %s", c->host, c->base);
 }
 
+/* localhost, 127.0.0.0/8 or [::1], with or without a port. */
+static bool host_is_loopback(const char *host)
+{
+    size_t n = strcspn(host, ":");
+    if (host[0] == '[')
+        return strncmp(host, "[::1]", 5) == 0;
+    if (n == 9 && strncmp(host, "localhost", 9) == 0)
+        return true;
+    if (strncmp(host, "127.", 4) != 0)
+        return false;
+    int dots = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (host[i] == '.')
+            dots++;
+        else if (host[i] < '0' || host[i] > '9')
+            return false;
+    }
+    return dots == 3;
+}
+
+/* A loopback registry not marked insecure: HTTPS (verified) when it speaks
+ * TLS, plain HTTP when it answers the handshake in plain HTTP. */
+static void probe_loopback(reg_client *c)
+{
+    reg_req rq = {.method = "GET", .url = "/v2/", .fd = -1, .what = "/v2/", .timeout_ms = 5000};
+    reg_resp rs;
+    resp_init(&rs, 0);
+    _cleanup_free_ char *url = reg_url(c, "/v2/");
+    bool transient = false;
+    kiln_error *e = NULL;
+    if (url != NULL && perform(c, &rq, url, NULL, &rs, &transient, &e) < 0 && c->plain_http) {
+        snprintf(c->base, sizeof(c->base), "http://%s", c->host);
+        kiln_debug("registry", "%s: loopback registry speaking plain HTTP", c->host);
+    }
+    c->plain_http = false;
+    kiln_error_free(&e);
+    reg_resp_dispose(&rs);
+}
+
 int reg_client_new(reg_client **out, const psh_ref *r, const psh_registry_opts *o,
                    const psh_reg_events *ev, const char *data_dir, kiln_error **err)
 {
@@ -111,6 +158,8 @@ int reg_client_new(reg_client **out, const psh_ref *r, const psh_registry_opts *
         kiln_debug("registry", "%s: client certificate %s", c->host, c->client_cert);
     if (c->insecure)
         probe_scheme(c);
+    else if (host_is_loopback(c->host))
+        probe_loopback(c);
     *out = c;
     return 0;
 }
@@ -461,11 +510,12 @@ fail:
     return NULL;
 }
 
+/* Failures a retry may cure.  Not among them: DNS failures and refused
+ * connections (COULDNT_RESOLVE_HOST, COULDNT_CONNECT: the user must fix the
+ * name or start the registry) and TLS spoken to a plain-HTTP server. */
 static bool curl_transient(CURLcode cc)
 {
     switch (cc) {
-    case CURLE_COULDNT_CONNECT:
-    case CURLE_COULDNT_RESOLVE_HOST:
     case CURLE_RECV_ERROR:
     case CURLE_SEND_ERROR:
     case CURLE_PARTIAL_FILE:
@@ -498,6 +548,17 @@ static bool client_cert_refused(CURLcode cc, const char *detail)
            strstr(detail, "alert certificate revoked") != NULL ||
            strstr(detail, "alert certificate unknown") != NULL ||
            strstr(detail, "alert unsupported certificate") != NULL;
+}
+
+/* The TLS handshake got a plain-HTTP answer: OpenSSL reads "HTTP/1.1 400"
+ * as a record with a bad version or length. */
+static bool plain_http_answer(CURLcode cc, const char *detail)
+{
+    if (cc != CURLE_SSL_CONNECT_ERROR && cc != CURLE_RECV_ERROR)
+        return false;
+    return strstr(detail, "wrong version number") != NULL ||
+           strstr(detail, "packet length too long") != NULL ||
+           strstr(detail, "http request") != NULL;
 }
 
 bool reg_status_transient(long st)
@@ -534,6 +595,13 @@ static int perform(reg_client *c, const reg_req *rq, const char *url, const char
                               "not matching its descriptor)",
                               rq->what ? rq->what : rq->method);
     const char *detail = ebuf[0] ? ebuf : curl_easy_strerror(cc);
+    if (plain_http_answer(cc, detail)) {
+        __atomic_store_n(&c->plain_http, true, __ATOMIC_RELAXED);
+        return kiln_error_set(err, KILN_EUNAVAIL, 0,
+                              "%s %s: server gave HTTP response to HTTPS client: use "
+                              "--tls-verify=false for a plain-HTTP registry",
+                              rq->method, c->host);
+    }
     bool refused = client_cert_refused(cc, detail);
     *transient = curl_transient(cc) && !refused;
     bool tls = refused || cc == CURLE_PEER_FAILED_VERIFICATION || cc == CURLE_SSL_CACERT_BADFILE ||
@@ -560,6 +628,8 @@ int reg_backoff(reg_client *c, unsigned attempt, long retry_after, const char *w
     uint64_t ms;
     if (retry_after >= 0) {
         ms = (uint64_t)retry_after * 1000;
+    } else if (c->o->retry_delay_ms > 0) {
+        ms = c->o->retry_delay_ms;
     } else {
         unsigned shift = attempt > 10 ? 10 : attempt;
         ms = (uint64_t)c->o->retry_base_ms << shift;

@@ -424,7 +424,15 @@ int psh_store_import(psh_store *s, const char *src, const char *ref, const psh_i
     struct stat st;
     if (stat(path, &st) < 0)
         return kiln_error_set(err, kiln_code_from_errno(errno), errno, "stat %s", path);
-    if (S_ISDIR(st.st_mode)) {
+    if ((r = psh_import_format_check(o, path, err)) < 0)
+        return kiln_error_wrap(err, "import %s", src);
+    bool handled = false; /* an oci-archive or docker-archive tar: import_image.c */
+    if (S_ISREG(st.st_mode) &&
+        (r = psh_import_image_archive(s, path, ref, o, out, &handled, err)) < 0)
+        return kiln_error_wrap(err, "import %s", src);
+    if (handled) {
+        return 0;
+    } else if (S_ISDIR(st.st_mode)) {
         _cleanup_close_ int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (dfd < 0)
             return kiln_error_set(err, kiln_code_from_errno(errno), errno, "open %s", path);

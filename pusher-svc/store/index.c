@@ -2,6 +2,7 @@
  * top of it (resolve, tag, remove, list, inspect). */
 #include "store_internal.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -557,6 +558,106 @@ int psh_store_list(const psh_store *s, psh_image_list *out, kiln_error **err)
         out->n++;
     }
     return 0;
+}
+
+#define UNTAGGED_DOC_MAX ((off_t)256 << 10) /* manifests are small; layers are not read */
+
+static int add_untagged(const psh_store *s, psh_image_list *out, const char *digest, off_t size,
+                        const char *media_type, kiln_error **err)
+{
+    psh_image_info *ni = realloc(out->items, (out->n + 1) * sizeof(*ni));
+    if (ni == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    out->items = ni;
+    psh_image_info *it = &ni[out->n];
+    memset(it, 0, sizeof(*it));
+    it->created = -1;
+    snprintf(it->manifest.digest, sizeof(it->manifest.digest), "%s", digest);
+    snprintf(it->manifest.media_type, sizeof(it->manifest.media_type), "%s", media_type);
+    it->manifest.size = (uint64_t)size;
+    list_fill(s, NULL, it);
+    out->n++;
+    return 0;
+}
+
+int psh_store_list_untagged(const psh_store *s, psh_image_list *out, kiln_error **err)
+{
+    _cleanup_cjson_ cJSON *idx = NULL;
+    int r = psh_store_index_load(s, &idx, err);
+    if (r < 0)
+        return r;
+    psh_dset reached = {0}, docs = {0};
+    const cJSON *e;
+    cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(idx, "manifests"))
+    {
+        psh_descriptor d;
+        if (psh_descriptor_from_json(&d, e, NULL) == 0 &&
+            (r = psh_store_collect(s, d.digest, &reached, false, err)) < 0)
+            goto out;
+    }
+    /* First pass: the small JSON documents not reached; indexes among them
+     * reach their children too (those are no images of their own). */
+    int dfd = dup(s->blobs_fd);
+    DIR *dir = dfd < 0 ? NULL : fdopendir(dfd);
+    if (dir == NULL) {
+        if (dfd >= 0)
+            close(dfd);
+        r = kiln_error_set(err, KILN_EIO, errno, "read %s/blobs/sha256", s->path);
+        goto out;
+    }
+    rewinddir(dir);
+    psh_dset_sort(&reached);
+    struct dirent *de;
+    char digest[KILN_DIGEST_STRLEN + 1];
+    while ((de = readdir(dir)) != NULL) {
+        struct stat st;
+        if (strlen(de->d_name) != 64 || strspn(de->d_name, "0123456789abcdef") != 64)
+            continue;
+        snprintf(digest, sizeof(digest), "sha256:%.64s", de->d_name);
+        if (psh_dset_has(&reached, digest) ||
+            fstatat(s->blobs_fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+            !S_ISREG(st.st_mode) || st.st_size > UNTAGGED_DOC_MAX)
+            continue;
+        _cleanup_cjson_ cJSON *doc = NULL;
+        if (psh_store_read_json(s, digest, &doc, NULL) < 0)
+            continue;
+        const char *mt = psh_manifest_media_type(doc);
+        if (psh_media_type_is_index(mt)) {
+            const cJSON *c;
+            cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(doc, "manifests"))
+            {
+                psh_descriptor cd;
+                if (psh_descriptor_from_json(&cd, c, NULL) == 0 &&
+                    (r = psh_dset_add(&reached, cd.digest, err)) < 0)
+                    break;
+            }
+        } else if (psh_media_type_is_manifest(mt) &&
+                   cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(doc, "layers"))) {
+            /* an image manifest: its config is a descriptor (a docker-save
+             * "json" file also has a "config" object, but no layers) */
+            psh_descriptor cd;
+            if (psh_descriptor_from_json(&cd, cJSON_GetObjectItemCaseSensitive(doc, "config"),
+                                         NULL) == 0)
+                r = psh_dset_add(&docs, digest, err);
+        }
+        if (r < 0)
+            break;
+    }
+    closedir(dir);
+    psh_dset_sort(&reached);
+    for (size_t i = 0; r == 0 && i < docs.n; i++) {
+        struct stat st;
+        if (psh_dset_has(&reached, docs.v[i]) || fstatat(s->blobs_fd, docs.v[i] + 7, &st, 0) < 0)
+            continue;
+        _cleanup_cjson_ cJSON *doc = NULL;
+        if (psh_store_read_json(s, docs.v[i], &doc, NULL) < 0)
+            continue;
+        r = add_untagged(s, out, docs.v[i], st.st_size, psh_manifest_media_type(doc), err);
+    }
+out:
+    psh_dset_dispose(&reached);
+    psh_dset_dispose(&docs);
+    return r;
 }
 
 void psh_image_list_dispose(psh_image_list *l)

@@ -209,6 +209,11 @@ typedef struct psh_image_list {
  * are listed with what is known.  Dispose with psh_image_list_dispose(). */
 int psh_store_list(const psh_store *s, psh_image_list *out, kiln_error **err);
 void psh_image_list_dispose(psh_image_list *l);
+/* Appends the image manifests of the store no tag reaches (directly or
+ * through an index) -- what a re-tag or a rebuild left behind until GC --
+ * with ref NULL, as `docker images` shows <none>.  Reads every small blob:
+ * cost grows with the store. */
+int psh_store_list_untagged(const psh_store *s, psh_image_list *out, kiln_error **err);
 
 /* The documents behind one reference. */
 typedef struct psh_inspect {

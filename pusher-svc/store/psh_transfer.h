@@ -20,6 +20,9 @@ typedef struct psh_import_opts {
     /* OCI layout imports: the ref.name to take from the layout (matched
      * verbatim, then as a reference); NULL when the layout holds one image. */
     const char *layout_ref;
+    /* What src is: NULL or "" to detect; "oci" (a layout directory),
+     * "oci-archive", "docker-archive" (tars) or "rootfs". */
+    const char *format;
     /* When non-NULL, src must resolve inside this directory (symlinks
      * included); the RPC layer passes the data dir for remote clients. */
     const char *confine;
@@ -33,13 +36,24 @@ void psh_import_opts_init(psh_import_opts *o);
  *     chosen manifest or index and every blob under it are copied, each
  *     verified against its digest (nothing of a broken layout is tagged);
  *   - another directory: a root filesystem, packed as one layer;
- *   - a file: a tar, possibly gzip/zstd/xz/bzip2-compressed (by magic bytes),
+ *   - a tar of an OCI layout (oci-archive) or a `docker save` tar: the images
+ *     it holds (import_image.c);
+ *   - another file: a tar, possibly gzip/zstd/xz/bzip2-compressed (by magic bytes),
  *     read with libarchive first to reject entries whose names climb above
  *     the root (absolute names are taken relative to it, as Docker does:
  *     kiln_path_clean with KILN_PATH_LAYER), then packed as one layer.
  * out (may be NULL) receives the manifest (or index) descriptor. */
 int psh_store_import(psh_store *s, const char *src, const char *ref, const psh_import_opts *opts,
                      psh_descriptor *out, kiln_error **err);
+
+/* import_image.c: KILN_EINVAL when path is not what o->format says. */
+int psh_import_format_check(const psh_import_opts *o, const char *path, kiln_error **err);
+/* Imports path when it is an oci-archive or a docker-archive tar (detected,
+ * or as o->format says) and sets *handled; leaves a rootfs tar alone
+ * (*handled false, returns 0). */
+int psh_import_image_archive(psh_store *s, const char *path, const char *ref,
+                             const psh_import_opts *o, psh_descriptor *out, bool *handled,
+                             kiln_error **err);
 
 typedef enum psh_export_kind {
     PSH_EXPORT_OCI_DIR = 0, /* an OCI image layout directory */

@@ -85,12 +85,12 @@ expect_rc 0 "import OCI layout" kiln import --quiet "$T/exp" again:1
 
 # Bad input: clear errors, store unchanged.
 cp "$STORE/index.json" "$T/index.before"
-expect_rc 1 "invalid reference" kiln tag app:1 'Bad/UPPER:tag'
+expect_rc 2 "invalid reference (a usage error, refused before anything is sent)" kiln tag app:1 'Bad/UPPER:tag'
 grep -qi 'invalid\|reference' "$T/err" && ok || bad "invalid reference message"
 expect_rc 1 "unknown image" kiln inspect nosuch:1
 expect_rc 1 "import of missing path" kiln import /nonexistent-kiln x:1
 expect_rc 2 "export target scheme" kiln export app:1 "docker://x"
-expect_rc 1 "import bad ref" kiln import --quiet "$R" '../../etc:1'
+expect_rc 2 "import bad ref (a usage error)" kiln import --quiet "$R" '../../etc:1'
 printf 'not a tar' > "$T/junk.tar"
 expect_rc 1 "import of a non-tar file" kiln import --quiet "$T/junk.tar" junk:1
 # A name climbing above the root is refused (relative, and as a hard link).
