@@ -27,8 +27,28 @@ struct worker {
     wstate st;
     kiln_req *req;       /* decoded request queued for a handler thread (BUSY) */
     size_t req_len;      /* its size on the wire */
+    bool via_ipc;        /* the request arrived over an ipc:// listener */
     struct worker *next; /* handler queue link */
 };
+
+/* The transport of the request the calling thread is handling (see
+ * kiln_rpc_request_local). */
+static _Thread_local bool cur_via_ipc;
+
+bool kiln_rpc_request_local(void)
+{
+    return cur_via_ipc;
+}
+
+/* Whether msg came in on an ipc:// pipe.  A pipe whose address cannot be read
+ * counts as remote: paths on this host are then refused, never granted. */
+static bool msg_via_ipc(nng_msg *msg)
+{
+    nng_sockaddr sa;
+    nng_pipe p = nng_msg_get_pipe(msg);
+    return nng_pipe_id(p) > 0 && nng_pipe_get_addr(p, NNG_OPT_LOCADDR, &sa) == 0 &&
+           sa.s_family == NNG_AF_IPC;
+}
 
 #define MAX_WAITERS 8
 #define IDEM_ID_MAX 64
@@ -264,8 +284,10 @@ static void handle(struct worker *w, kiln_req *req, size_t in_len)
     kiln_reply reply = KILN__V1__REPLY__INIT;
     Kiln__V1__Status st = KILN__V1__STATUS__INIT;
     kiln_error *err = NULL;
+    cur_via_ipc = w->via_ipc;
     int r = arena ? m->fn(m->user ? m->user : s->o.user, req, &reply, arena, &err)
                   : kiln_error_set(&err, KILN_ENOSPC, 0, "out of memory");
+    cur_via_ipc = false;
     kiln_code code = KILN_OK;
     if (r < 0) {
         code = err ? err->code : (kiln_code)r;
@@ -346,6 +368,7 @@ static void dispatch(struct worker *w, nng_msg *msg)
     kiln_rpc_server *s = w->srv;
     size_t len = nng_msg_len(msg);
     kiln_req *req = kiln__v1__request__unpack(NULL, len, nng_msg_body(msg));
+    w->via_ipc = msg_via_ipc(msg);
     nng_msg_free(msg);
     int idx;
     const kiln_rpc_method *m = find_method(s, req, &idx);
@@ -501,6 +524,11 @@ int kiln_rpc_server_start(kiln_rpc_server **out, const kiln_rpc_server_opts *o, 
         nng_ctx_recv(s->workers[i].ctx, s->workers[i].aio);
     }
     return 0;
+}
+
+int kiln_rpc_server_listen(kiln_rpc_server *s, const char *url, kiln_error **err)
+{
+    return kiln_listen(s->sock, url, s->o.transport, err);
 }
 
 void kiln_rpc_server_stop(kiln_rpc_server *s, int drain_ms)

@@ -216,7 +216,7 @@ static int m_export(void *user, const kiln_req *req, kiln_reply *reply, kiln_are
     if ((r = psh_store_resolve(p->store, q->ref, &d, err)) < 0)
         return r;
     /* Remote clients may only write inside the data dir. */
-    const char *confine = p->local_only ? NULL : psh_store_data_dir(p->store);
+    const char *confine = kiln_rpc_request_local() ? NULL : psh_store_data_dir(p->store);
     if ((r = psh_store_export(p->store, q->ref, kind, path, confine, err)) < 0)
         return r;
     Kiln__V1__ExportReply *b = NEW_BODY(a, Kiln__V1__ExportReply, kiln__v1__export_reply__init);
@@ -253,6 +253,7 @@ int psh_srv_accept_job(psh_server *p, const kiln_req *req, const char *kind, con
     }
     c->p = p;
     c->t0 = kiln_now_ms();
+    c->local = kiln_rpc_request_local();
     int r = kiln_job_start(&c->job, kiln_service_events(p->svc), "push", kind, desc, err);
     if (r < 0) {
         psh_srv_job_free(c);
@@ -329,7 +330,7 @@ static void run_import(void *arg)
     o.pack.progress = on_pack_progress;
     o.pack.progress_ud = c;
     o.layout_ref = str_set(q->layout_ref) ? q->layout_ref : NULL;
-    o.confine = c->p->local_only ? NULL : psh_store_data_dir(c->p->store);
+    o.confine = c->local ? NULL : psh_store_data_dir(c->p->store);
     if (psh_srv_parse_platform(c->p, q->platform, pbuf, sizeof(pbuf), &o.platform, &err) < 0 ||
         psh_store_import(c->p->store, q->source, q->ref, &o, &d, &err) < 0) {
         psh_srv_job_failed(c, &err, "import");
@@ -551,7 +552,6 @@ int psh_server_new(psh_server **out, const kiln_service_opts *o, kiln_error **er
     struct utsname u;
     snprintf(p->host_arch, sizeof(p->host_arch), "%s",
              uname(&u) == 0 ? go_arch(u.machine) : "amd64");
-    p->local_only = kiln_ipc_path(o->listen_url) != NULL;
     int r = kiln_mkdir_p(o->data_dir, 0755, err);
     if (r == 0)
         r = psh_store_open(&p->store, o->data_dir, err);
@@ -679,7 +679,7 @@ static void metrics(void *user, kiln_buf *out)
                     kiln_jobs_active(p->jobs));
 }
 
-static void drain(void *user)
+static void drain(void *user, int grace_ms)
 {
     psh_server *p = user;
     unsigned n = kiln_jobs_active(p->jobs);
@@ -688,12 +688,23 @@ static void drain(void *user)
     /* Transfers stop between chunks; their upload sessions are kept for a
      * resume after restart.  Commits and imports get the grace period. */
     atomic_store(&p->cancel, 1);
-    kiln_jobs_drain(p->jobs, JOB_GRACE_MS);
+    kiln_jobs_drain(p->jobs, grace_ms < JOB_GRACE_MS ? grace_ms : JOB_GRACE_MS);
+}
+
+/* Status: the pusher's job load (it builds no platform itself). */
+static void status(void *user, Kiln__V1__StatusReply *r, kiln_arena *a)
+{
+    psh_server *p = user;
+    unsigned active = kiln_jobs_active(p->jobs), running = kiln_jobs_running(p->jobs);
+    r->builds_running = running;
+    r->builds_queued = active > running ? active - running : 0;
+    r->max_builds = (uint32_t)kiln_jobs_max(p->jobs);
 }
 
 void psh_server_hooks(psh_server *p, kiln_service_hooks *out)
 {
-    *out = (kiln_service_hooks){.checks = checks, .metrics = metrics, .drain = drain, .user = p};
+    *out = (kiln_service_hooks){
+        .checks = checks, .metrics = metrics, .drain = drain, .status = status, .user = p};
 }
 
 void psh_server_attach(psh_server *p, kiln_service *svc)

@@ -18,7 +18,6 @@ struct psh_server {
     kiln_service *svc;
     psh_store *store;
     kiln_jobs *jobs;
-    bool local_only; /* RPC endpoint is ipc://: clients share our filesystem */
     char host_arch[sizeof(((struct utsname *)0)->machine)];
 
     psh_pack_cache *pack_cache; /* step diff path + settings -> packed layer */
@@ -40,6 +39,7 @@ typedef struct job_ctx {
     kiln_req *req; /* owned copy of the request */
     unsigned long long t0;
     unsigned long long layer_t0;
+    bool local; /* requested over ipc://: the client shares our filesystem */
 } job_ctx;
 
 static inline bool str_set(const char *s)

@@ -329,4 +329,7 @@ int bld_plan_parse_triggers(bld_instr **out, size_t *n_out, bld_plan *p, size_t 
  * MAINTAINER with valid flags.  Sets *kind.  KILN_EINVAL when invalid. */
 int bld_onbuild_check(bld_instr_kind *kind, const char *trigger, kiln_error **err);
 
+/* The platform this host builds natively ("linux/amd64"). */
+const char *bld_host_platform(void);
+
 #endif

@@ -28,6 +28,22 @@ static int print_cb(void *ud, const kiln_event *e)
     return 0;
 }
 
+/* Of a service's event endpoints, the first with the scheme of the RPC
+ * endpoint the client reached (a farm node publishes on ipc:// for its pod
+ * and on tls+tcp:// for clients); else the primary one. */
+static const char *events_url_like(const Kiln__V1__StatusReply *r, const char *via)
+{
+    kiln_scheme want;
+    if (kiln_url_check(via, &want, NULL, NULL) < 0)
+        return r->events_url;
+    for (size_t i = 0; i < r->n_events_urls; i++) {
+        kiln_scheme sc;
+        if (kiln_url_check(r->events_urls[i], &sc, NULL, NULL) == 0 && sc == want)
+            return r->events_urls[i];
+    }
+    return r->events_url;
+}
+
 char *cli_events_url(kiln_rpc_client *c, int timeout_ms, kiln_error **err)
 {
     kiln_req req = KILN__V1__REQUEST__INIT;
@@ -37,7 +53,8 @@ char *cli_events_url(kiln_rpc_client *c, int timeout_ms, kiln_error **err)
     kiln_reply *rep = NULL;
     if (kiln_rpc_call(c, &req, &rep, timeout_ms, err) < 0)
         return NULL;
-    char *url = kiln_url_for_dial(rep->status_reply->events_url, kiln_rpc_client_url(c));
+    char *url = kiln_url_for_dial(events_url_like(rep->status_reply, kiln_rpc_client_url(c)),
+                                  kiln_rpc_client_url(c));
     kiln_rpc_reply_free(rep);
     if (url == NULL)
         kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");

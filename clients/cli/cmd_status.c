@@ -19,6 +19,27 @@ static kiln_reply *status_of(cli_ctx *ctx, cli_service s, kiln_error **err)
     return rep;
 }
 
+/* The farm view of one service: node name, state, load, platforms, cache, and
+ * the endpoints beyond the first. */
+static void print_node(const Kiln__V1__StatusReply *r)
+{
+    printf("    node %s  %s  running %u  queued %u  capacity %u",
+           *r->node_name ? r->node_name : "-", r->draining ? "DRAINING" : "serving",
+           r->builds_running, r->builds_queued, r->max_builds);
+    if (r->n_platforms) {
+        printf("  platforms ");
+        for (size_t i = 0; i < r->n_platforms; i++)
+            printf("%s%s", i ? "," : "", r->platforms[i]);
+    }
+    if (r->cache_bytes)
+        printf("  cache %.1f MiB", (double)r->cache_bytes / (1024.0 * 1024.0));
+    printf("\n");
+    for (size_t i = 1; i < r->n_listen_urls; i++)
+        printf("    also rpc %s\n", r->listen_urls[i]);
+    for (size_t i = 1; i < r->n_events_urls; i++)
+        printf("    also events %s\n", r->events_urls[i]);
+}
+
 static void print_human(cli_service s, const char *url, const kiln_reply *rep,
                         const kiln_error *err)
 {
@@ -33,6 +54,7 @@ static void print_human(cli_service s, const char *url, const kiln_reply *rep,
            r->service, r->listen_url, r->version, r->pid, up / 3600, up / 60 % 60, up % 60,
            r->jobs_running, (unsigned long long)r->rpcs_served);
     printf("    events %s\n", r->events_url);
+    print_node(r);
     for (size_t i = 0; i < r->n_checks; i++)
         printf("    %-10s %-4s %s\n", r->checks[i]->name, r->checks[i]->ok ? "ok" : "FAIL",
                r->checks[i]->detail);
