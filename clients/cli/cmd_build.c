@@ -4,6 +4,7 @@
 #include "cli.h"
 #include "cleanup.h"
 #include "config.h"
+#include "pool.h"
 #include "transport.h"
 
 #include <errno.h>
@@ -157,7 +158,9 @@ static const char usage[] =
     "                         .dockerignore) as chunks the builder keeps and reuses;\n"
     "                         auto (default) is local when the builder is reached\n"
     "                         over ipc:// and sees this filesystem, else stream\n"
-    "                         (then --secret contents are sent too)\n";
+    "                         (then --secret contents are sent too)\n"
+    "  --affinity KEY         with a pool of builders: the key that places the build\n"
+    "                         (default: the first -t repository + the Dockerfile path)\n";
 
 enum {
     B_TAG = 't',
@@ -179,6 +182,7 @@ enum {
     B_CTXTRANSFER,
     B_LABEL,
     B_PULL,
+    B_AFFINITY, /* farm: pool.c */
 };
 
 int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
@@ -203,11 +207,12 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
         {"context-transfer", required_argument, NULL, B_CTXTRANSFER},
         {"label", required_argument, NULL, B_LABEL},
         {"pull", no_argument, NULL, B_PULL},
+        {"affinity", required_argument, NULL, B_AFFINITY},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *file = NULL, *target = "", *platform = "", *network = "", *progress = "auto";
-    const char *iidfile = NULL, *transfer = "auto";
+    const char *iidfile = NULL, *transfer = "auto", *affinity = NULL;
     char *args[MAX_LIST], *tags[MAX_LIST], *labels[MAX_LIST];
     Kiln__V1__SecretSpec secrets[32], *secret_ptrs[32];
     char secret_paths[32][PATH_MAX];
@@ -324,6 +329,9 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
         case B_PLAN:
             plan = true;
             break;
+        case B_AFFINITY:
+            affinity = optarg;
+            break;
         case B_CTXTRANSFER:
             if (strcmp(optarg, "auto") && strcmp(optarg, "local") && strcmp(optarg, "stream")) {
                 cli_errorf("build: --context-transfer wants auto, local or stream, got '%s'",
@@ -402,6 +410,11 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
             br.dockerignore = ignore ? ignore : (char *)"";
             br.dockerignore_set = ignore != NULL;
         }
+        /* Farm: a pool of builders is narrowed to this build's node (pool.c). */
+        rc = cli_pool_place(ctx, affinity, n_tags ? tags[0] : NULL, file, ctxdir, platform,
+                            progress);
+        if (rc != CLI_EXIT_OK)
+            goto out;
         bool stream = strcmp(transfer, "stream") == 0;
         if (strcmp(transfer, "auto") == 0) {
             /* Paths only go over ipc:// to a builder that sees our files. */
@@ -446,6 +459,10 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
         const char *sde = getenv("SOURCE_DATE_EPOCH");
         br.source_date_epoch = sde && *sde ? strtoll(sde, NULL, 10) : 0;
         rc = cli_run_build(ctx, &br, progress, iidfile);
+        /* Farm: a node lost during the build hands it to the next (pool.c). */
+        while (cli_pool_failover(ctx, rc))
+            if ((rc = cli_pool_resend(ctx, stream ? &cc : NULL, progress, &br)) == CLI_EXIT_OK)
+                rc = cli_run_build(ctx, &br, progress, iidfile);
         cli_context_dispose(&cc);
         goto out;
     }
@@ -470,6 +487,7 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
     }
     kiln_rpc_reply_free(rep);
 out:
+    cli_pool_done(ctx);
     for (size_t i = 0; i < n_secrets; i++) {
         free(secrets[i].id);
         if (secrets[i].data.data) {

@@ -439,6 +439,9 @@ static int put_chunk(kiln_rpc_client *rc, cli_context *c, size_t i, uint8_t *buf
 
 int cli_context_send(cli_ctx *ctx, cli_context *c, cli_progress mode)
 {
+    /* Sent again (to another node of a pool): the lists are rebuilt. */
+    free(c->pb);
+    free(c->pb_ptrs);
     c->pb = calloc(c->n_chunks + 1, sizeof(*c->pb));
     c->pb_ptrs = calloc(c->n_chunks + 1, sizeof(*c->pb_ptrs));
     if (c->pb == NULL || c->pb_ptrs == NULL) {
