@@ -308,7 +308,9 @@ static void *probe_main(void *p)
     probe_arg *a = p;
     cli_pool_node *nd = a->node;
     nd->reachable = nd->ready = nd->draining = false;
-    snprintf(nd->name, sizeof(nd->name), "%.127s", nd->url);
+    nd->detail[0] = '\0';
+    if (nd->name[0] == '\0') /* a node keeps the name it had when it answered */
+        snprintf(nd->name, sizeof(nd->name), "%.127s", nd->url);
     kiln_rpc_client *c = NULL;
     kiln_error *err = NULL;
     kiln_reply *rep = NULL;
@@ -432,7 +434,8 @@ bool cli_pool_failover(cli_ctx *ctx, int rc)
     probe(&now, 1, &ctx->transport, probe_timeout(ctx));
     if (now.reachable && now.ready && !now.draining)
         return false;
-    const char *lost = P.nodes[P.cur].name;
+    char lost[sizeof(P.nodes[0].name)];
+    snprintf(lost, sizeof(lost), "%s", P.nodes[P.cur].name);
     double secs = (double)(kiln_now_ms() - P.placed_ms) / 1000.0;
     char state[300];
     snprintf(state, sizeof(state), "%s", now.reachable ? now.detail : "unreachable");

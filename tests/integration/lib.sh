@@ -46,15 +46,17 @@ busybox_rootfs() {
     printf 'root:x:0:\n' > "$B/etc/group"
     chmod 1777 "$B/tmp"
 }
-# gate_server PORT FILE: an HTTP server on 127.0.0.1:PORT whose replies wait
-# until FILE exists (a RUN step that fetches it blocks until the test lets it
-# go); prints nothing, runs until killed.
+# gate_server PORT FILE [ADDR]: an HTTP server on ADDR:PORT (default
+# 127.0.0.1) whose replies wait while FILE does not exist (a RUN step that
+# fetches it blocks until the test lets it go; removing FILE closes the gate
+# again); prints nothing, runs until killed.  With GATE_NETNS set it runs in
+# that network namespace.
 gate_server() {
-    python3 - "$1" "$2" <<'PY' &
+    ${GATE_NETNS:+ip netns exec "$GATE_NETNS"} python3 - "$1" "$2" "${3:-127.0.0.1}" <<'PY' &
 import os, socket, sys, threading, time
-port, gate = int(sys.argv[1]), sys.argv[2]
+port, gate, addr = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", port)); s.listen(16)
+s.bind((addr, port)); s.listen(64)
 def serve(c):
     c.recv(4096)
     while not os.path.exists(gate):
