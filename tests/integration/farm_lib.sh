@@ -105,7 +105,7 @@ log: { level: error }
 storage: { filesystem: { rootdirectory: $T/farm/registry } }
 http: { addr: $FARM_REG }
 CFG
-    farm_hub docker-registry serve "$T/farm/registry.yml" >"$T/farm/registry.log" 2>&1 &
+    ip netns exec "$FARM_HUB" docker-registry serve "$T/farm/registry.yml" >"$T/farm/registry.log" 2>&1 &
     FARM_OTHER+=($!)
     for ((i = 0; i < FARM_N; i++)); do farm_start_node "$i" "$@" || return 1; done
     local _
