@@ -76,6 +76,7 @@ run_pool() {
     done
     local spread
     spread=$(sed -n 's/^=> on \([^ ]*\) .*/\1/p' "$T/pool$n"/b*.err | sort | uniq -c | awk '{printf "%s %s, ", $2, $1}')
+    [ -n "$spread" ] || spread="all 30 on the one node (a name with one address is a single builder)"
     awk -v n="$n" -v c="$cached" -v u="$unchanged" -v t0="$t0" -v t1="$t1" -v cs="$chunks_sent" \
         -v ca="$chunks_all" -v sp="${spread%, }" 'BEGIN {
         bpm = 30 / ((t1 - t0) / 60);

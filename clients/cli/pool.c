@@ -5,7 +5,6 @@
 
 #include <ctype.h>
 #include <limits.h>
-#include <math.h>
 #include <netdb.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -96,7 +95,8 @@ int cli_pool_choose(const cli_pool_node *nodes, size_t n, const size_t *order, c
     }
     /* Consistent hashing with bounded loads: with this build placed, no node
      * may carry more than the bound times the mean. */
-    unsigned bound = (unsigned)ceil(CLI_POOL_LOAD_BOUND * (double)(total + 1) / (double)count);
+    unsigned den = CLI_POOL_LOAD_DEN * count;
+    unsigned bound = (CLI_POOL_LOAD_NUM * (total + 1) + den - 1) / den; /* ceil */
     char passed[1024] = "";
     int first = -1;
     for (size_t k = 0; k < n; k++) {
@@ -114,7 +114,7 @@ int cli_pool_choose(const cli_pool_node *nodes, size_t n, const size_t *order, c
             reason = r;
         } else if (l + 1 > bound) {
             snprintf(r, sizeof(r), "%.127s above %.2fx the pool's mean load (%u)", nodes[i].name,
-                     CLI_POOL_LOAD_BOUND, l);
+                     (double)CLI_POOL_LOAD_NUM / CLI_POOL_LOAD_DEN, l);
             reason = r;
         }
         if (reason == NULL) {

@@ -28,9 +28,10 @@
 #include "cli.h"
 
 #define CLI_POOL_MAX 64
-/* A node whose load (this build counted) exceeds this multiple of the pool's
- * mean is passed over. */
-#define CLI_POOL_LOAD_BOUND 1.25
+/* A node whose load (this build counted) exceeds NUM/DEN = 1.25 times the
+ * pool's mean is passed over. */
+#define CLI_POOL_LOAD_NUM 5u
+#define CLI_POOL_LOAD_DEN 4u
 
 typedef struct cli_pool_node {
     char url[300];  /* the endpoint dialled */
