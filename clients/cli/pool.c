@@ -484,9 +484,14 @@ bool cli_pool_probe_all(cli_ctx *ctx, cli_pool_node *nodes, size_t cap, size_t *
         free(spec);
         return false;
     }
+    /* Nodes found by address carry the pool name's certificate: later calls
+     * of the caller (kiln events) dial them too. */
+    static char sni[256];
+    if (ctx->transport.tls.server_name == NULL && spec->dns_name[0]) {
+        snprintf(sni, sizeof(sni), "%s", spec->dns_name);
+        ctx->transport.tls.server_name = sni;
+    }
     kiln_transport_opts t = ctx->transport;
-    if (t.tls.server_name == NULL && spec->dns_name[0])
-        t.tls.server_name = spec->dns_name;
     for (size_t i = 0; i < spec->n && i < cap; i++) {
         memset(&nodes[i], 0, sizeof(nodes[i]));
         snprintf(nodes[i].url, sizeof(nodes[i].url), "%s", spec->urls[i]);

@@ -92,7 +92,9 @@ void cli_pool_done(cli_ctx *ctx);
 /* ---- kiln status ---- */
 
 /* Probes every node of ctx's builder pool into nodes (at most cap); *n = 0
- * and false when the builder is a single endpoint.  Returns true for a pool. */
+ * and false when the builder is a single endpoint.  Returns true for a pool.
+ * For a pool found by name, ctx's TLS server name becomes that name (unless
+ * --tls-server-name gave one), as for the nodes' later calls. */
 bool cli_pool_probe_all(cli_ctx *ctx, cli_pool_node *nodes, size_t cap, size_t *n);
 
 #endif

@@ -90,6 +90,18 @@ echo "rebuilds: $cached_total of $((run_total + cached_total)) steps cached"
 [ $((cached_total * 100)) -ge $(((run_total + cached_total) * 95)) ] && [ "$cached_total" -gt 0 ] && ok \
     || bad "rebuilds >= 95% cached ($cached_total cached, $run_total run)"
 
+# kiln events with the pool: one job on whichever node ran it, and every job
+# of every node.
+farm_kiln events --json > "$T/all-events.json" 2>"$T/all-events.err" & EVP=$!
+sleep 1 # (not an assertion: the follower subscribes; it replays what it joins late)
+farm_kiln build --progress=json -t farm/p0:ev "$T/p0" > "$T/ev.json" 2>"$T/ev.err" || bad "json build"
+JOB=$(jq -r 'select(.job_id) | .job_id' "$T/ev.json" | head -1)
+expect_rc 0 "events of a job in the pool" farm_kiln events --no-follow "$JOB"
+grep -q 'completed\|COMPLETED' "$T/out" && ok || bad "the job's events from its node ($(tail -c 300 "$T/out"))"
+for _ in $(seq 100); do grep -q "\"$JOB\"" "$T/all-events.json" && break; sleep 0.1; done
+kill "$EVP" 2>/dev/null; wait "$EVP" 2>/dev/null
+grep -q "\"$JOB\"" "$T/all-events.json" && ok || bad "kiln events follows the pool ($(tail -c 300 "$T/all-events.err"))"
+
 # Bounded load: 6 builds of one project held at a gate, capacity 2 per node.
 GP=40123
 GATE_NETNS=$FARM_HUB gate_server "$GP" "$T/open" "$FARM_NET.1"; GATE=$!
