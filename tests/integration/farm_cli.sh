@@ -99,7 +99,7 @@ JOB=$(jq -r 'select(.job_id) | .job_id' "$T/ev.json" | head -1)
 expect_rc 0 "events of a job in the pool" farm_kiln events --no-follow "$JOB"
 grep -q 'completed\|COMPLETED' "$T/out" && ok || bad "the job's events from its node ($(tail -c 300 "$T/out"))"
 for _ in $(seq 100); do grep -q "\"$JOB\"" "$T/all-events.json" && break; sleep 0.1; done
-kill "$EVP" 2>/dev/null; wait "$EVP" 2>/dev/null
+pkill -P "$EVP"; wait "$EVP" 2>/dev/null # (the CLI is the child of the backgrounded function)
 grep -q "\"$JOB\"" "$T/all-events.json" && ok || bad "kiln events follows the pool ($(tail -c 300 "$T/all-events.err"))"
 
 # Bounded load: 6 builds of one project held at a gate, capacity 2 per node.
