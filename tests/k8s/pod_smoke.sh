@@ -37,7 +37,7 @@ mkdir -p "$T/data" "$T/tls" "$T/ctx"
     || { echo "openssl failed"; exit 1; }
 
 python3 "$SRC/tests/k8s/pod_spec.py" "${KILN_K8S_MANIFEST:-$SRC/deploy/k8s/kiln.yaml}" "$T/data" "$T/tls" kiln-0 \
-    "pusher=$KILN_PUSHER_BIN" "builder=$KILN_BUILDER_BIN" > "$T/pod.sh" || { echo "pod_spec.py failed"; exit 1; }
+    "pusher=$KILN_PUSHER_BIN" "builder=$KILN_BUILDER_BIN" "kiln=$KILN_CLI_BIN" > "$T/pod.sh" || { echo "pod_spec.py failed"; exit 1; }
 # shellcheck disable=SC1091
 . "$T/pod.sh"
 
@@ -80,7 +80,8 @@ expect_rc 0 "inspect over mTLS" kiln inspect smoke:1
 
 # Pod shutdown: the pusher's preStop hook holds until the builder is gone.
 [ ${#PUSHER_PRESTOP[@]} -gt 0 ] && ok || bad "the pusher has a preStop hook"
-"${PUSHER_PRESTOP[@]}" & PRE=$!
+env -i "${base_env[@]}" "${PUSHER_PRESTOP[@]}" & PRE=$!
+sleep 1.5 # (not an assertion: a hook that did not wait would have exited by now)
 kill -0 "$PRE" 2>/dev/null && ok || bad "preStop waits while the builder runs"
 kill -TERM "${PIDS[1]}"; wait "${PIDS[1]}"; rc=$?
 [ "$rc" = 0 ] && ok || bad "builder exit $rc on SIGTERM"

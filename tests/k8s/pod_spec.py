@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The containers of deploy/k8s's StatefulSet as processes on this host.
 
-    pod_spec.py MANIFEST DATA_DIR TLS_DIR POD_NAME NAME=BINARY...
+    pod_spec.py MANIFEST DATA_DIR TLS_DIR POD_NAME NAME=BINARY... [kiln=CLI]
 
 Reads every container's command, args, env, ports, readiness probe and
 preStop hook exactly as written and prints them as bash assignments
@@ -11,7 +11,7 @@ preStop hook exactly as written and prints them as bash assignments
   - each containerPort -> a free port, and the wildcard listen address
     (0.0.0.0) -> 127.0.0.1, since tests bind nothing else;
   - the command's binary (/usr/bin/kiln-pusher) -> the built one (NAME=BINARY
-    for each container NAME).
+    for each container NAME), and /usr/bin/kiln in hooks -> kiln=BINARY.
 
 env entries with valueFrom.fieldRef metadata.name get POD_NAME (what the
 kubelet would set); $(VAR) references in command and args are expanded from
@@ -62,6 +62,8 @@ def main():
 
     def rewrite(s):
         s = s.replace("/var/lib/kiln", data).replace("/etc/kiln/tls", tls)
+        if "kiln" in binaries:  # the CLI in hooks
+            s = re.sub(r"/usr/bin/kiln(?![-\w])", lambda m: binaries["kiln"], s)
         return re.sub(r"(0\.0\.0\.0|\[::\]|127\.0\.0\.1):(\d+)",
                       lambda m: "127.0.0.1:%d" % ports[int(m.group(2))]
                       if int(m.group(2)) in ports else m.group(0), s)
