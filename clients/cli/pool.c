@@ -347,6 +347,23 @@ static void probe(cli_pool_node *nodes, size_t n, const kiln_transport_opts *t, 
             pthread_join(th[i], NULL);
 }
 
+/* One node reached at several addresses (a name with both an A and an AAAA
+ * record) is one node: later entries with the name of a node that answered
+ * are dropped. */
+static void dedupe(cli_pool_node *nodes, size_t *n)
+{
+    size_t out = 0;
+    for (size_t i = 0; i < *n; i++) {
+        bool dup = false;
+        for (size_t k = 0; k < out && !dup; k++)
+            dup = nodes[k].reachable && nodes[i].reachable &&
+                  strcmp(nodes[k].name, nodes[i].name) == 0;
+        if (!dup)
+            nodes[out++] = nodes[i];
+    }
+    *n = out;
+}
+
 /* ---- the build's placement and failover ---- */
 
 static struct {
@@ -407,6 +424,7 @@ int cli_pool_place(cli_ctx *ctx, const char *affinity, const char *tag, const ch
         cli_pool_default_key(P.key, sizeof(P.key), tag, dockerfile, context_dir);
     snprintf(P.platform, sizeof(P.platform), "%s", platform ? platform : "");
     probe(P.nodes, P.n, &ctx->transport, probe_timeout(ctx));
+    dedupe(P.nodes, &P.n);
     cli_pool_rank(P.nodes, P.n, P.key, P.order);
     char why[768];
     int i = cli_pool_choose(P.nodes, P.n, P.order, NULL, P.platform, why, sizeof(why));
@@ -498,6 +516,7 @@ bool cli_pool_probe_all(cli_ctx *ctx, cli_pool_node *nodes, size_t cap, size_t *
         (*n)++;
     }
     probe(nodes, *n, &t, probe_timeout(ctx));
+    dedupe(nodes, n);
     free(spec);
     return true;
 }

@@ -78,6 +78,14 @@ expect_rc 4 "a host path over TLS" remote build --progress=plain --context-trans
 grep -q 'takes no paths' "$T/err" && ok || bad "path refused over TLS ($(tail -c 300 "$T/err"))"
 expect_rc 0 "a host path over ipc" kiln build --progress=plain --context-transfer=local "$T/ctx"
 
+# A pool whose two endpoints reach this one node is one node.
+L="ipc://$RUN/builder.sock,tls+tcp://127.0.0.1:$BP"
+expect_rc 0 "status of a two-endpoint pool" remote --builder "$L" status --json
+jq -e '(.builders | length) == 1 and .builders[0].node_name == "node-a" and .builders[0].ready' "$T/out" \
+    >/dev/null && ok || bad "one node in the pool ($(jq -c .builders "$T/out"))"
+expect_rc 0 "a build through the pool" remote --builder "$L" build --progress=plain "$T/ctx"
+grep -q '^=> on node-a (affinity)' "$T/err" && ok || bad "progress names the node ($(grep '^=>' "$T/err"))"
+
 # Capacity 1: a build held at a gate runs, a second one queues.
 GP=$(free_port)
 gate_server "$GP" "$T/release"; GPID=$!
