@@ -30,7 +30,7 @@
 
 #define OUT_BATCH_LINES 64
 #define OUT_FLUSH_MS    100
-#define MAX_RUNNING     64
+#define MAX_RUNNING     BLD_MAX_HELD
 
 typedef struct running {
     char id[KILN_JOB_ID_MAX + 1];
@@ -46,6 +46,14 @@ struct bld_builds {
     pthread_mutex_t mu;
     running run[MAX_RUNNING];
     bld_build_limits limits;
+    /* Capacity: at most max_builds run at once, the rest queue (in FIFO-ish
+     * order of the condition variable); draining fails queued builds and
+     * refuses new ones. */
+    pthread_cond_t slot_cv; /* a slot freed, a build ended, or draining began */
+    char node[256];
+    int max_builds;
+    unsigned n_running, n_queued;
+    bool draining;
     uint64_t started, succeeded, failed, steps_run, steps_cached;
 };
 
@@ -331,13 +339,55 @@ static int secrets_prepare(build_ctx *c, bld_secret_src *out, char dir[PATH_MAX]
     return 0;
 }
 
+/* Waits for one of the max_builds slots; KILN_EUNAVAIL when the builder
+ * starts draining first (the build never ran: the client may submit it to
+ * another node). */
+static int take_slot(build_ctx *c, kiln_error **err)
+{
+    bld_builds *b = c->b;
+    pthread_mutex_lock(&b->mu);
+    if (b->n_running >= (unsigned)b->max_builds && !b->draining) {
+        char note[128];
+        snprintf(note, sizeof(note), "queued: %u build(s) running, capacity %d", b->n_running,
+                 b->max_builds);
+        pthread_mutex_unlock(&b->mu);
+        ev_note(c, note);
+        pthread_mutex_lock(&b->mu);
+    }
+    while (b->n_running >= (unsigned)b->max_builds && !b->draining)
+        pthread_cond_wait(&b->slot_cv, &b->mu);
+    b->n_queued--;
+    int r = 0;
+    if (b->draining)
+        r = kiln_error_set(err, KILN_EUNAVAIL, 0,
+                           "draining: kiln-builder on %s is shutting down and did not start this "
+                           "build",
+                           b->node);
+    else
+        b->n_running++;
+    pthread_cond_broadcast(&b->slot_cv);
+    pthread_mutex_unlock(&b->mu);
+    return r;
+}
+
+static void give_slot(bld_builds *b)
+{
+    pthread_mutex_lock(&b->mu);
+    b->n_running--;
+    pthread_cond_broadcast(&b->slot_cv);
+    pthread_mutex_unlock(&b->mu);
+}
+
 static void run_build(void *arg)
 {
     build_ctx *c = arg;
     const Kiln__V1__BuildRequest *q = c->req->build;
     bld_ctx_hold hold = {.lock_fd = -1};
     kiln_error *err = NULL;
-    int r = *q->context_digest ? streamed_context(c, &hold, &err) : 0;
+    int r = take_slot(c, &err);
+    bool slot = r == 0;
+    if (r == 0 && *q->context_digest)
+        r = streamed_context(c, &hold, &err);
     _cleanup_free_ bld_secret_src *secrets = calloc(q->n_secrets + 1, sizeof(*secrets));
     _cleanup_free_ char(*secret_paths)[PATH_MAX] = calloc(q->n_secrets + 1, PATH_MAX);
     char secrets_dir[PATH_MAX] = "";
@@ -378,6 +428,7 @@ static void run_build(void *arg)
             q->build_timeout_ms ? q->build_timeout_ms : c->b->limits.build_timeout_ms,
         .cancel = &c->cancel,
     };
+
     bld_build_events ev = {ev_stage_started, ev_step_started, ev_output, ev_step_done,
                            ev_stage_done,    ev_note,         c};
     bld_build_result res;
@@ -437,6 +488,8 @@ static void run_build(void *arg)
     }
     kiln_error_free(&err);
     ctx_free(c);
+    if (slot)
+        give_slot(b);
 }
 
 /* A build's own limits may lower the builder's, never raise them. */
@@ -488,10 +541,20 @@ int bld_builds_accept(bld_builds *b, const kiln_req *req, kiln_reply *reply, kil
 {
     const Kiln__V1__BuildRequest *q = req->build;
     pthread_mutex_lock(&b->mu);
-    bool ready = b->events != NULL;
+    bool ready = b->events != NULL, draining = b->draining;
+    unsigned held = b->n_running + b->n_queued;
     pthread_mutex_unlock(&b->mu);
     if (!ready)
         return kiln_error_set(err, KILN_EUNAVAIL, 0, "the builder is still starting");
+    if (draining)
+        return kiln_error_set(err, KILN_EUNAVAIL, 0,
+                              "draining: kiln-builder on %s is shutting down and takes no new "
+                              "builds",
+                              b->node);
+    if (held >= MAX_RUNNING)
+        return kiln_error_set(err, KILN_EUNAVAIL, 0,
+                              "kiln-builder on %s is full: %u builds running or queued", b->node,
+                              held);
     struct stat st;
     if (*q->context_digest) {
         bld_ctx_chunk *chunks = calloc(q->n_context_chunks + 1, sizeof(*chunks));
@@ -554,7 +617,14 @@ int bld_builds_accept(bld_builds *b, const kiln_req *req, kiln_reply *reply, kil
     kiln__v1__job_accepted__init(ja);
     ja->job_id = kiln_arena_strdup(a, kiln_job_id(c->job));
     ja->topic = kiln_arena_printf(a, "build.%s", ja->job_id);
+    /* Counted as queued before the job thread can take a slot. */
+    pthread_mutex_lock(&b->mu);
+    b->n_queued++;
+    pthread_mutex_unlock(&b->mu);
     if ((r = kiln_jobs_submit(b->jobs, run_build, c, err)) < 0) {
+        pthread_mutex_lock(&b->mu);
+        b->n_queued--;
+        pthread_mutex_unlock(&b->mu);
         kiln_job_fail(c->job, (kiln_code)r, (*err)->msg, NULL);
         ctx_free(c);
         return r;
@@ -596,9 +666,14 @@ int bld_builds_new(bld_builds **out, const char *data_dir, bld_engine *engine,
     secrets_cleanup_stale(data_dir);
     b->engine = engine;
     b->contexts = contexts;
+    b->max_builds = BLD_MAX_BUILDS_DEFAULT;
+    snprintf(b->node, sizeof(b->node), "this node");
     pthread_mutex_init(&b->mu, NULL);
-    int r = kiln_jobs_new(&b->jobs, 4, err);
+    pthread_cond_init(&b->slot_cv, NULL);
+    /* One thread per accepted build; take_slot() bounds how many run. */
+    int r = kiln_jobs_new(&b->jobs, MAX_RUNNING, err);
     if (r < 0) {
+        pthread_cond_destroy(&b->slot_cv);
         pthread_mutex_destroy(&b->mu);
         free(b->data_dir);
         free(b);
@@ -615,21 +690,71 @@ void bld_builds_attach(bld_builds *b, kiln_events *events)
     pthread_mutex_unlock(&b->mu);
 }
 
-void bld_builds_drain(bld_builds *b, int grace_ms)
+void bld_builds_configure(bld_builds *b, const char *node_name, int max_builds)
 {
-    /* Stop now rather than leave a RUN going after SIGTERM: each build's RUN
-     * process tree dies with its PID namespace and the build ends
-     * failed(CANCELLED), which followers see. */
     pthread_mutex_lock(&b->mu);
+    if (node_name && *node_name)
+        snprintf(b->node, sizeof(b->node), "%s", node_name);
+    if (max_builds > 0)
+        b->max_builds = max_builds;
+    pthread_mutex_unlock(&b->mu);
+}
+
+void bld_builds_load(bld_builds *b, unsigned *n_running, unsigned *n_queued, unsigned *max)
+{
+    pthread_mutex_lock(&b->mu);
+    *n_running = b->n_running;
+    *n_queued = b->n_queued;
+    *max = (unsigned)b->max_builds;
+    pthread_mutex_unlock(&b->mu);
+}
+
+/* Lock held.  Returns how many builds were told to stop. */
+static unsigned cancel_all_locked(bld_builds *b)
+{
     unsigned n = 0;
     for (int i = 0; i < MAX_RUNNING; i++)
         if (b->run[i].cancel) {
             atomic_store(b->run[i].cancel, true);
             n++;
         }
+    return n;
+}
+
+void bld_builds_cancel_all(bld_builds *b)
+{
+    pthread_mutex_lock(&b->mu);
+    unsigned n = cancel_all_locked(b);
     pthread_mutex_unlock(&b->mu);
     if (n)
-        kiln_info("build", "cancelling %u running build(s)", n);
+        kiln_info("build", "cancelling %u build(s)", n);
+}
+
+void bld_builds_drain(bld_builds *b, int grace_ms)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += grace_ms / 1000;
+    dl.tv_nsec += (long)(grace_ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&b->mu);
+    b->draining = true;
+    pthread_cond_broadcast(&b->slot_cv); /* queued builds fail now */
+    if (b->n_running || b->n_queued)
+        kiln_info("build", "draining: %u build(s) running may finish within %d s, %u queued fail",
+                  b->n_running, grace_ms / 1000, b->n_queued);
+    bool timed_out = false;
+    while ((b->n_running || b->n_queued) && !timed_out)
+        timed_out = pthread_cond_timedwait(&b->slot_cv, &b->mu, &dl) != 0;
+    /* Past the grace period: each build's RUN process tree dies with its PID
+     * namespace and the build ends failed(CANCELLED), which followers see. */
+    unsigned n = timed_out ? cancel_all_locked(b) : 0;
+    pthread_mutex_unlock(&b->mu);
+    if (n)
+        kiln_warn("build", "grace period over: cancelling %u running build(s)", n);
     kiln_jobs_drain(b->jobs, grace_ms);
 }
 
@@ -638,6 +763,7 @@ void bld_builds_free(bld_builds *b)
     if (b == NULL)
         return;
     kiln_jobs_free(b->jobs);
+    pthread_cond_destroy(&b->slot_cv);
     pthread_mutex_destroy(&b->mu);
     free(b->data_dir);
     free(b);

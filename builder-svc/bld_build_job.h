@@ -14,8 +14,13 @@ typedef struct bld_engine bld_engine;
 typedef struct bld_builds bld_builds;
 typedef struct bld_contexts bld_contexts;
 
-/* engine and contexts (streamed build contexts) are borrowed.  Builds run on
- * a runner of 4 concurrent jobs. */
+/* Builds that may run at once unless configured (--max-builds). */
+#define BLD_MAX_BUILDS_DEFAULT 4
+/* Running plus queued builds a builder holds at most; more are refused. */
+#define BLD_MAX_HELD 64
+
+/* engine and contexts (streamed build contexts) are borrowed.  At most
+ * max_builds builds run at once (bld_builds_configure); the rest queue. */
 /* data_dir: where secrets sent with a Build are held while it runs
  * (data_dir/sandbox/secrets-XXXXXX; leftovers of a killed builder are
  * removed here). */
@@ -40,8 +45,16 @@ int bld_builds_accept(bld_builds *b, const kiln_req *req, kiln_reply *reply, kil
                       kiln_error **err);
 /* Asks a running build to stop; *was_running tells whether it was found. */
 int bld_builds_cancel(bld_builds *b, const char *job_id, bool *was_running, kiln_error **err);
-/* Cancels running builds and waits up to grace_ms for them to end. */
+/* The node's name (for error texts) and its capacity; call before serving. */
+void bld_builds_configure(bld_builds *b, const char *node_name, int max_builds);
+/* Current load: builds running, queued for a slot, and the capacity. */
+void bld_builds_load(bld_builds *b, unsigned *n_running, unsigned *n_queued, unsigned *max);
+/* Drain on shutdown: refuses new builds and fails queued ones (KILN_EUNAVAIL,
+ * "draining"), lets running builds finish for up to grace_ms, then cancels
+ * the rest and waits for them to end. */
 void bld_builds_drain(bld_builds *b, int grace_ms);
+/* Cancels every running build now (a second SIGTERM during the drain). */
+void bld_builds_cancel_all(bld_builds *b);
 void bld_builds_free(bld_builds *b);
 void bld_builds_metrics(bld_builds *b, kiln_buf *out);
 

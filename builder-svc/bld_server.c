@@ -11,6 +11,7 @@
 #include "log.h"
 #include "plan.h"
 #include "transport.h"
+#include "units.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -29,8 +30,6 @@ struct bld_server {
     bld_engine *engine;
     bld_contexts *contexts;
     bld_builds *builds;
-    /* Clients may name files on this host (a context dir, secret files) only
-     * over ipc://, where the socket's permissions say who they are. */
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -38,7 +37,30 @@ struct bld_server {
     bool monitor_started, stop;
     bool pusher_ok, probed;
     char pusher_detail[256];
+    /* The step cache as last measured by the monitor (Status answers from it
+     * without touching the disk). */
+    uint64_t cache_steps, cache_bytes;
+    unsigned long long cache_at_ms;
 };
+
+#define CACHE_MEASURE_MS 15000
+
+/* Re-measures the step cache every CACHE_MEASURE_MS (monitor thread). */
+static void measure_cache(bld_server *b)
+{
+    pthread_mutex_lock(&b->mu);
+    bool due = b->cache_at_ms == 0 || kiln_now_ms() - b->cache_at_ms >= CACHE_MEASURE_MS;
+    pthread_mutex_unlock(&b->mu);
+    if (!due)
+        return;
+    uint64_t steps = 0, bytes = 0;
+    bld_engine_cache_usage(b->engine, &steps, &bytes);
+    pthread_mutex_lock(&b->mu);
+    b->cache_steps = steps;
+    b->cache_bytes = bytes;
+    b->cache_at_ms = kiln_now_ms();
+    pthread_mutex_unlock(&b->mu);
+}
 
 static void probe(bld_server *b)
 {
@@ -77,6 +99,7 @@ static void *monitor_main(void *arg)
     bld_server *b = arg;
     for (;;) {
         probe(b);
+        measure_cache(b);
         pthread_mutex_lock(&b->mu);
         struct timespec dl;
         clock_gettime(CLOCK_REALTIME, &dl);
@@ -91,7 +114,7 @@ static void *monitor_main(void *arg)
 }
 
 int bld_server_new(bld_server **out, const kiln_service_opts *o, const char *pusher_url,
-                   kiln_error **err)
+                   int max_builds, kiln_error **err)
 {
     bld_server *b = calloc(1, sizeof(*b));
     if (b == NULL)
@@ -116,6 +139,7 @@ int bld_server_new(bld_server **out, const kiln_service_opts *o, const char *pus
         bld_server_free(b);
         return r;
     }
+    bld_builds_configure(b->builds, o->node_name, max_builds);
     if (pthread_create(&b->monitor, NULL, monitor_main, b) != 0) {
         bld_server_free(b);
         return kiln_error_set(err, KILN_ENOSPC, 0, "cannot start pusher monitor");
@@ -220,10 +244,37 @@ static void metrics(void *user, kiln_buf *out)
     bld_builds_metrics(b->builds, out);
 }
 
-static void drain(void *user)
+static void drain(void *user, int grace_ms)
 {
     bld_server *b = user;
-    bld_builds_drain(b->builds, 30000);
+    bld_builds_drain(b->builds, grace_ms);
+}
+
+static void cancel(void *user)
+{
+    bld_server *b = user;
+    bld_builds_cancel_all(b->builds);
+}
+
+/* Status: the node's platforms, load and cache (from the last measure). */
+static void status(void *user, Kiln__V1__StatusReply *r, kiln_arena *a)
+{
+    bld_server *b = user;
+    unsigned running = 0, queued = 0, max = 0;
+    bld_builds_load(b->builds, &running, &queued, &max);
+    r->builds_running = running;
+    r->builds_queued = queued;
+    r->max_builds = max;
+    pthread_mutex_lock(&b->mu);
+    r->cache_bytes = b->cache_bytes;
+    pthread_mutex_unlock(&b->mu);
+    /* A list: emulated platforms join the native one here once RUN can
+     * execute foreign binaries. */
+    r->platforms = kiln_arena_calloc(a, 1, sizeof(char *));
+    if (r->platforms) {
+        r->platforms[0] = (char *)bld_host_platform();
+        r->n_platforms = 1;
+    }
 }
 
 /* Dockerfiles larger than this are refused (the RPC size limit is lower
@@ -413,7 +464,12 @@ const kiln_rpc_method *bld_server_methods(bld_server *b, size_t *n)
 
 void bld_server_hooks(bld_server *b, kiln_service_hooks *out)
 {
-    *out = (kiln_service_hooks){.checks = checks, .metrics = metrics, .drain = drain, .user = b};
+    *out = (kiln_service_hooks){.checks = checks,
+                                .metrics = metrics,
+                                .drain = drain,
+                                .cancel = cancel,
+                                .status = status,
+                                .user = b};
 }
 
 void bld_server_attach(bld_server *b, kiln_service *svc)

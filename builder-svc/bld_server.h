@@ -12,9 +12,10 @@
 typedef struct bld_server bld_server;
 
 /* Creates the builder core.  pusher_url is dialled in the background and
- * probed every few seconds; o is borrowed and must outlive the core. */
+ * probed every few seconds; o is borrowed and must outlive the core.  At most
+ * max_builds builds run at once (0: BLD_MAX_BUILDS_DEFAULT); more queue. */
 int bld_server_new(bld_server **out, const kiln_service_opts *o, const char *pusher_url,
-                   kiln_error **err);
+                   int max_builds, kiln_error **err);
 void bld_server_free(bld_server *b);
 /* The builds' resource limits (kiln-builder --run-memory, …); before serving. */
 void bld_server_set_limits(bld_server *b, const bld_build_limits *l);

@@ -1,5 +1,6 @@
 /* kiln-builder: the Dockerfile build service (SPEC §10).
  * A thin main over the bld_core library so tests link what ships. */
+#include "bld_build_job.h"
 #include "bld_server.h"
 #include "cleanup.h"
 #include "config.h"
@@ -18,6 +19,7 @@ enum {
     OPT_RUN_PIDS,
     OPT_RUN_TIMEOUT,
     OPT_BUILD_TIMEOUT,
+    OPT_MAX_BUILDS,
 };
 
 static const struct option builder_opts[] = {
@@ -27,6 +29,7 @@ static const struct option builder_opts[] = {
     {"run-pids", required_argument, NULL, OPT_RUN_PIDS},
     {"run-timeout", required_argument, NULL, OPT_RUN_TIMEOUT},
     {"build-timeout", required_argument, NULL, OPT_BUILD_TIMEOUT},
+    {"max-builds", required_argument, NULL, OPT_MAX_BUILDS},
     {NULL, 0, NULL, 0},
 };
 
@@ -34,6 +37,7 @@ typedef struct builder_flags {
     char *pusher;
     bool net_host; /* --allow-insecure-entitlement network.host */
     bld_build_limits limits;
+    int max_builds;
 } builder_flags;
 
 /* Defaults: a RUN may use half of this host's memory, 4096 processes and an
@@ -56,6 +60,13 @@ static int on_flag(void *ud, int val, const char *arg, kiln_error **err)
     case OPT_PUSHER:
         free(f->pusher);
         f->pusher = strdup(arg);
+        return 0;
+    case OPT_MAX_BUILDS:
+        v = strtoll(arg, &end, 10);
+        if (*arg == '\0' || *end || v < 1 || v > BLD_MAX_HELD / 2)
+            return kiln_error_set(err, KILN_EINVAL, 0, "--max-builds wants 1..%d, got '%s'",
+                                  BLD_MAX_HELD / 2, arg);
+        f->max_builds = (int)v;
         return 0;
     case OPT_ENTITLEMENT:
         if (strcmp(arg, "network.host") != 0)
@@ -108,6 +119,8 @@ static void usage(FILE *f)
         "Flags:\n"
         "  --pusher URL          kiln-pusher's RPC endpoint (env KILN_PUSHER; default\n"
         "                        ipc://<data>/run/pusher.sock); TLS flags below apply to it\n"
+        "  --max-builds N        builds that run at once (default %d, at most %d); more\n"
+        "                        queue, and Status reports running, queued and N\n"
         "  --allow-insecure-entitlement network.host\n"
         "                        let builds run RUN steps on the host's network (kiln build\n"
         "                        --network host, RUN --network=host), host loopback included;\n"
@@ -124,7 +137,7 @@ static void usage(FILE *f)
         "                        a build may ask for lower limits (kiln build --memory,\n"
         "                        --pids-limit, --run-timeout, --build-timeout), never higher\n"
         "%s",
-        kiln_service_common_usage);
+        BLD_MAX_BUILDS_DEFAULT, BLD_MAX_HELD / 2, kiln_service_common_usage);
 }
 
 int main(int argc, char **argv)
@@ -134,7 +147,8 @@ int main(int argc, char **argv)
     kiln_service_opts_init(&o, "kiln-builder", "build", KILN_EP_BUILDER, KILN_EP_BUILDER_EVENTS);
     kiln_log_setup("kiln-builder", KILN_LOG_INFO, KILN_LOG_LOGFMT);
     const char *env_pusher = getenv("KILN_PUSHER");
-    builder_flags flags = {.pusher = env_pusher && *env_pusher ? strdup(env_pusher) : NULL};
+    builder_flags flags = {.pusher = env_pusher && *env_pusher ? strdup(env_pusher) : NULL,
+                           .max_builds = BLD_MAX_BUILDS_DEFAULT};
     _cleanup_free_ char *pusher = NULL;
     default_limits(&flags.limits);
     kiln_service_flags extra = {builder_opts, on_flag, &flags};
@@ -158,7 +172,7 @@ int main(int argc, char **argv)
     }
     bld_server *core = NULL;
     kiln_service *svc = NULL;
-    if (bld_server_new(&core, &o, pusher, &err) < 0)
+    if (bld_server_new(&core, &o, pusher, flags.max_builds, &err) < 0)
         goto fail;
     bld_server_allow_host_network(core, flags.net_host);
     bld_server_set_limits(core, &flags.limits);

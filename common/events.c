@@ -104,6 +104,12 @@ int kiln_events_new(kiln_events **out, const char *url, const kiln_transport_opt
     return 0;
 }
 
+int kiln_events_listen(kiln_events *ev, const char *url, const kiln_transport_opts *t,
+                       kiln_error **err)
+{
+    return kiln_listen(ev->pub, url, t, err);
+}
+
 void kiln_events_free(kiln_events *ev)
 {
     if (ev == NULL)

@@ -35,6 +35,10 @@ int kiln_events_new(kiln_events **out, const char *url, const kiln_transport_opt
  * have been released. */
 void kiln_events_free(kiln_events *ev);
 const char *kiln_events_url(const kiln_events *ev);
+/* Publishes on one more endpoint too.  The caller removes an extra ipc://
+ * socket file after kiln_events_free. */
+int kiln_events_listen(kiln_events *ev, const char *url, const kiln_transport_opts *t,
+                       kiln_error **err);
 /* Number of jobs started and not yet released. */
 unsigned kiln_events_running(kiln_events *ev);
 

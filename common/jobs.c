@@ -60,7 +60,8 @@ int kiln_jobs_submit(kiln_jobs *r, kiln_job_fn fn, void *arg, kiln_error **err)
     if (r->draining) {
         pthread_mutex_unlock(&r->mu);
         free(t);
-        return kiln_error_set(err, KILN_EPRECOND, 0, "the service is shutting down");
+        return kiln_error_set(err, KILN_EUNAVAIL, 0,
+                              "draining: the service is shutting down and takes no new jobs");
     }
     r->active++;
     pthread_mutex_unlock(&r->mu);
@@ -87,6 +88,19 @@ bool kiln_jobs_cancelled(kiln_jobs *r)
     bool c = r->cancelled;
     pthread_mutex_unlock(&r->mu);
     return c;
+}
+
+unsigned kiln_jobs_running(kiln_jobs *r)
+{
+    pthread_mutex_lock(&r->mu);
+    unsigned n = (unsigned)r->running;
+    pthread_mutex_unlock(&r->mu);
+    return n;
+}
+
+int kiln_jobs_max(const kiln_jobs *r)
+{
+    return r->max;
 }
 
 unsigned kiln_jobs_active(kiln_jobs *r)

@@ -76,6 +76,10 @@ typedef struct kiln_rpc_method_stats {
 
 /* Creates the socket, listens and starts serving. */
 int kiln_rpc_server_start(kiln_rpc_server **out, const kiln_rpc_server_opts *o, kiln_error **err);
+/* Listens on one more endpoint (same transport options); requests from every
+ * endpoint share the workers.  The caller removes an extra ipc:// socket file
+ * after stop. */
+int kiln_rpc_server_listen(kiln_rpc_server *s, const char *url, kiln_error **err);
 /* Stops receiving, waits up to drain_ms for in-flight requests to be answered,
  * closes the socket (NNG removes an ipc socket file) and frees everything. */
 void kiln_rpc_server_stop(kiln_rpc_server *s, int drain_ms);

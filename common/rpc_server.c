@@ -656,6 +656,11 @@ int kiln_rpc_server_start(kiln_rpc_server **out, const kiln_rpc_server_opts *o, 
     return 0;
 }
 
+int kiln_rpc_server_listen(kiln_rpc_server *s, const char *url, kiln_error **err)
+{
+    return kiln_listen(s->sock, url, s->o.transport, err);
+}
+
 void kiln_rpc_server_stop(kiln_rpc_server *s, int drain_ms)
 {
     if (s == NULL)

@@ -12,6 +12,7 @@
 #include <execinfo.h>
 #include <grp.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -25,6 +26,9 @@ struct kiln_service {
     kiln_events *events;
     kiln_http *http;
     unsigned long long started_ms;
+    size_t n_listen_bound, n_events_bound; /* extra endpoints listening */
+    atomic_bool draining;
+    int sig; /* the signal kiln_service_wait returned */
 };
 
 static void shutdown_sigs(sigset_t *set)
@@ -88,6 +92,9 @@ void kiln_service_block_signals(void)
     sigset_t set;
     shutdown_sigs(&set);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
+    /* A shell starts background commands with SIGINT ignored, and an ignored
+     * signal is discarded before sigwait() could take it. */
+    signal(SIGINT, SIG_DFL);
     signal(SIGPIPE, SIG_IGN);
     install_crash_handlers();
 }
@@ -95,9 +102,15 @@ void kiln_service_block_signals(void)
 const char kiln_service_common_usage[] =
     "  --data DIR            data directory (env KILN_DATA; default /var/lib/kiln as root,\n"
     "                        else $XDG_DATA_HOME/kiln or ~/.local/share/kiln)\n"
-    "  --listen URL          RPC endpoint: ipc://PATH, tcp://HOST:PORT, tls+tcp://HOST:PORT\n"
-    "  --events URL          event (pub/sub) endpoint, same schemes\n"
+    "  --listen URL          RPC endpoint: ipc://PATH, tcp://HOST:PORT, tls+tcp://HOST:PORT;\n"
+    "                        repeat for more (up to 4: ipc:// for the pod, tls+tcp:// for "
+    "clients)\n"
+    "  --events URL          event (pub/sub) endpoint, same schemes; repeatable like --listen\n"
     "  --http ADDR           serve /healthz, /readyz and /metrics on ADDR (e.g. 127.0.0.1:9090)\n"
+    "  --node-name NAME      this node's stable name in a farm (default $HOSTNAME, else the\n"
+    "                        hostname: kiln-0, kiln-1 ... in a StatefulSet)\n"
+    "  --grace-period SECS   on SIGTERM, how long running work may finish before it is\n"
+    "                        cancelled (default 600; readiness turns false at once)\n"
     "  --tls-cert FILE       PEM certificate for tls+tcp:// endpoints\n"
     "  --tls-key FILE        PEM private key for --tls-cert\n"
     "  --tls-ca FILE         PEM CA bundle; clients must present a certificate it signed\n"
@@ -123,6 +136,7 @@ void kiln_service_opts_init(kiln_service_opts *o, const char *name, const char *
     o->listen_ep = listen_ep;
     o->events_ep = events_ep;
     o->drain_ms = 10000;
+    o->grace_ms = KILN_SERVICE_GRACE_MS;
 }
 
 void kiln_service_opts_dispose(kiln_service_opts *o)
@@ -130,6 +144,11 @@ void kiln_service_opts_dispose(kiln_service_opts *o)
     free(o->data_dir);
     free(o->listen_url);
     free(o->events_url);
+    for (size_t i = 0; i < o->n_listen_more; i++)
+        free(o->listen_more[i]);
+    for (size_t i = 0; i < o->n_events_more; i++)
+        free(o->events_more[i]);
+    free(o->node_name);
     free(o->http_addr);
     free((char *)o->transport.tls.cert);
     free((char *)o->transport.tls.key);
@@ -153,6 +172,8 @@ enum {
     OPT_LOGLEVEL,
     OPT_LOGFMT,
     OPT_SOCKGROUP,
+    OPT_NODE,
+    OPT_GRACE,
 };
 
 static const struct option common_opts[] = {
@@ -170,6 +191,8 @@ static const struct option common_opts[] = {
     {"log-level", required_argument, NULL, OPT_LOGLEVEL},
     {"log-format", required_argument, NULL, OPT_LOGFMT},
     {"socket-group", required_argument, NULL, OPT_SOCKGROUP},
+    {"node-name", required_argument, NULL, OPT_NODE},
+    {"grace-period", required_argument, NULL, OPT_GRACE},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
 };
@@ -178,6 +201,59 @@ static void set_str(char **dst, const char *v)
 {
     free(*dst);
     *dst = strdup(v);
+}
+
+/* ---- farm node flags: several endpoints, node name, grace period ---- */
+
+/* The first --listen (--events) is the primary endpoint, later ones are
+ * added to more[]. */
+static int add_endpoint(char **first, char **more, size_t *n_more, const char *flag,
+                        const char *url, kiln_error **err)
+{
+    if (*first == NULL) {
+        set_str(first, url);
+        return 0;
+    }
+    if (*n_more + 1 >= KILN_SERVICE_MAX_ENDPOINTS)
+        return kiln_error_set(err, KILN_EINVAL, 0, "at most %d %s endpoints",
+                              KILN_SERVICE_MAX_ENDPOINTS, flag);
+    more[(*n_more)++] = strdup(url);
+    return 0;
+}
+
+/* A node name is a DNS label or dotted name: it shows in Status and logs. */
+static bool node_name_valid(const char *n)
+{
+    size_t len = strlen(n);
+    if (len == 0 || len > 253)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!((n[i] >= 'a' && n[i] <= 'z') || (n[i] >= 'A' && n[i] <= 'Z') ||
+              (n[i] >= '0' && n[i] <= '9') || n[i] == '-' || n[i] == '.' || n[i] == '_'))
+            return false;
+    return true;
+}
+
+static char *default_node_name(void)
+{
+    const char *env = getenv("HOSTNAME");
+    if (env && node_name_valid(env))
+        return strdup(env);
+    char host[256] = "";
+    if (gethostname(host, sizeof(host) - 1) == 0 && node_name_valid(host))
+        return strdup(host);
+    return strdup("localhost");
+}
+
+static int parse_grace(kiln_service_opts *o, const char *arg, kiln_error **err)
+{
+    char *end = NULL;
+    long v = strtol(arg, &end, 10);
+    if (*arg == '\0' || *end || v < 0 || v > 86400)
+        return kiln_error_set(err, KILN_EINVAL, 0,
+                              "--grace-period wants 0..86400 seconds, got '%s'", arg);
+    o->grace_ms = (int)v * 1000;
+    return 0;
 }
 
 int kiln_service_parse_args(kiln_service_opts *o, int argc, char **argv,
@@ -209,10 +285,25 @@ int kiln_service_parse_args(kiln_service_opts *o, int argc, char **argv,
             set_str(&o->data_dir, optarg);
             break;
         case OPT_LISTEN:
-            set_str(&o->listen_url, optarg);
+            if (add_endpoint(&o->listen_url, o->listen_more, &o->n_listen_more, "--listen", optarg,
+                             err) < 0)
+                return KILN_EINVAL;
             break;
         case OPT_EVENTS:
-            set_str(&o->events_url, optarg);
+            if (add_endpoint(&o->events_url, o->events_more, &o->n_events_more, "--events", optarg,
+                             err) < 0)
+                return KILN_EINVAL;
+            break;
+        case OPT_NODE:
+            if (!node_name_valid(optarg))
+                return kiln_error_set(err, KILN_EINVAL, 0,
+                                      "--node-name wants letters, digits, '-', '.', '_', got '%s'",
+                                      optarg);
+            set_str(&o->node_name, optarg);
+            break;
+        case OPT_GRACE:
+            if (parse_grace(o, optarg, err) < 0)
+                return KILN_EINVAL;
             break;
         case OPT_HTTP:
             set_str(&o->http_addr, optarg);
@@ -297,8 +388,16 @@ int kiln_service_parse_args(kiln_service_opts *o, int argc, char **argv,
         o->listen_url = kiln_default_url(o->data_dir, o->listen_ep);
     if (o->events_url == NULL)
         o->events_url = kiln_default_url(o->data_dir, o->events_ep);
-    if (!o->listen_url || !o->events_url)
+    if (o->node_name == NULL)
+        o->node_name = default_node_name();
+    if (!o->listen_url || !o->events_url || !o->node_name)
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    for (size_t i = 0; i < o->n_listen_more; i++)
+        if (o->listen_more[i] == NULL)
+            return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    for (size_t i = 0; i < o->n_events_more; i++)
+        if (o->events_more[i] == NULL)
+            return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
     return KILN_ARGS_RUN;
 }
 
@@ -336,6 +435,29 @@ static void collect_checks(kiln_service *s, Kiln__V1__Check ***out, size_t *n, k
     *n = n_own + 1;
 }
 
+/* The farm part of Status: who this node is, every endpoint, draining, and
+ * what the service adds (load, platforms, cache). */
+static void status_node(kiln_service *s, Kiln__V1__StatusReply *r, kiln_arena *a)
+{
+    const kiln_service_opts *o = s->o;
+    r->node_name = o->node_name ? o->node_name : "";
+    r->draining = atomic_load(&s->draining);
+    r->listen_urls = kiln_arena_calloc(a, 1 + o->n_listen_more, sizeof(char *));
+    r->events_urls = kiln_arena_calloc(a, 1 + o->n_events_more, sizeof(char *));
+    if (r->listen_urls) {
+        r->listen_urls[r->n_listen_urls++] = o->listen_url;
+        for (size_t i = 0; i < o->n_listen_more; i++)
+            r->listen_urls[r->n_listen_urls++] = o->listen_more[i];
+    }
+    if (r->events_urls) {
+        r->events_urls[r->n_events_urls++] = o->events_url;
+        for (size_t i = 0; i < o->n_events_more; i++)
+            r->events_urls[r->n_events_urls++] = o->events_more[i];
+    }
+    if (s->hooks.status)
+        s->hooks.status(s->hooks.user, r, a);
+}
+
 static int m_status(void *user, const kiln_req *req, kiln_reply *reply, kiln_arena *a,
                     kiln_error **err)
 {
@@ -357,6 +479,7 @@ static int m_status(void *user, const kiln_req *req, kiln_reply *reply, kiln_are
     kiln_host_id(host, sizeof(host));
     r->host_id = kiln_arena_strdup(a, host);
     collect_checks(s, &r->checks, &r->n_checks, a);
+    status_node(s, r, a);
     reply->body_case = KILN__V1__REPLY__BODY_STATUS_REPLY;
     reply->status_reply = r;
     return 0;
@@ -371,7 +494,7 @@ static int m_health(void *user, const kiln_req *req, kiln_reply *reply, kiln_are
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
     kiln__v1__health_reply__init(r);
     collect_checks(s, &r->checks, &r->n_checks, a);
-    r->ready = true;
+    r->ready = !atomic_load(&s->draining);
     for (size_t i = 0; i < r->n_checks; i++)
         if (r->checks[i] && !r->checks[i]->ok)
             r->ready = false;
@@ -435,6 +558,10 @@ static bool http_ready(void *user, kiln_buf *detail)
     size_t n = 0;
     collect_checks(s, &checks, &n, a);
     bool ready = true;
+    if (atomic_load(&s->draining)) {
+        ready = false;
+        kiln_buf_puts(detail, "draining FAIL shutting down: new work is refused\n", NULL);
+    }
     for (size_t i = 0; i < n; i++) {
         if (checks[i] == NULL)
             continue;
@@ -497,6 +624,32 @@ static void http_metrics(void *user, kiln_buf *out)
 }
 
 /* ---- life cycle ---- */
+
+/* The extra --listen / --events endpoints on the sockets already serving. */
+static int listen_more(kiln_service *s, kiln_error **err)
+{
+    const kiln_service_opts *o = s->o;
+    for (size_t i = 0; i < o->n_listen_more; i++, s->n_listen_bound++)
+        if (kiln_rpc_server_listen(s->rpc, o->listen_more[i], err) < 0)
+            return kiln_error_wrap(err, "--listen %s", o->listen_more[i]);
+    for (size_t i = 0; i < o->n_events_more; i++, s->n_events_bound++)
+        if (kiln_events_listen(s->events, o->events_more[i], &o->transport, err) < 0)
+            return kiln_error_wrap(err, "--events %s", o->events_more[i]);
+    return 0;
+}
+
+/* Removes the socket files of the extra ipc:// endpoints this service bound
+ * (the primary ones are removed by their owners). */
+static void unlink_more(const kiln_service *s)
+{
+    const kiln_service_opts *o = s->o;
+    for (size_t i = 0; i < s->n_listen_bound; i++)
+        if (kiln_ipc_path(o->listen_more[i]))
+            unlink(kiln_ipc_path(o->listen_more[i]));
+    for (size_t i = 0; i < s->n_events_bound; i++)
+        if (kiln_ipc_path(o->events_more[i]))
+            unlink(kiln_ipc_path(o->events_more[i]));
+}
 
 int kiln_service_start(kiln_service **out, const kiln_service_opts *o, const kiln_rpc_method *extra,
                        size_t n_extra, const kiln_service_hooks *hooks, kiln_error **err)
@@ -561,20 +714,27 @@ int kiln_service_start(kiln_service **out, const kiln_service_opts *o, const kil
     };
     if ((r = kiln_rpc_server_start(&s->rpc, &so, err)) < 0)
         goto fail;
+    if ((r = listen_more(s, err)) < 0)
+        goto fail;
     if (o->http_addr) {
         kiln_http_hooks hh = {http_ready, http_metrics, s};
         if ((r = kiln_http_start(&s->http, o->http_addr, &hh, err)) < 0)
             goto fail;
     }
-    kiln_info("svc", "%s %s serving rpc=%s events=%s%s%s data=%s", o->name, KILN_VERSION_STRING,
-              o->listen_url, o->events_url, o->http_addr ? " http=" : "",
-              o->http_addr ? o->http_addr : "", o->data_dir);
+    kiln_info("svc", "%s %s serving node=%s rpc=%s events=%s%s%s data=%s", o->name,
+              KILN_VERSION_STRING, o->node_name ? o->node_name : "", o->listen_url, o->events_url,
+              o->http_addr ? " http=" : "", o->http_addr ? o->http_addr : "", o->data_dir);
+    for (size_t i = 0; i < o->n_listen_more; i++)
+        kiln_info("svc", "also serving rpc=%s", o->listen_more[i]);
+    for (size_t i = 0; i < o->n_events_more; i++)
+        kiln_info("svc", "also serving events=%s", o->events_more[i]);
     *out = s;
     return 0;
 fail:
     kiln_http_stop(s->http);
     kiln_rpc_server_stop(s->rpc, 0);
     kiln_events_free(s->events);
+    unlink_more(s);
     free(s->methods);
     free(s);
     return r;
@@ -598,19 +758,68 @@ int kiln_service_wait(kiln_service *s)
             continue;
         }
         kiln_info("svc", "received %s, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        s->sig = sig;
         return sig;
     }
+}
+
+bool kiln_service_draining(const kiln_service *s)
+{
+    return s && atomic_load(&s->draining);
+}
+
+struct drain_run {
+    kiln_service *s;
+    int grace_ms;
+    atomic_bool done;
+};
+
+static void *drain_main(void *arg)
+{
+    struct drain_run *d = arg;
+    d->s->hooks.drain(d->s->hooks.user, d->grace_ms);
+    atomic_store(&d->done, true);
+    return NULL;
+}
+
+/* Runs hooks.drain on a helper thread while this one keeps taking the
+ * (blocked) shutdown signals: a second SIGTERM or SIGINT cancels what still
+ * runs instead of waiting out the grace period. */
+static void drain(kiln_service *s)
+{
+    atomic_store(&s->draining, true);
+    if (s->hooks.drain == NULL)
+        return;
+    int grace = s->sig == SIGINT ? 0 : s->o->grace_ms;
+    kiln_info("svc", "draining (grace %d s): not ready, new work refused", grace / 1000);
+    struct drain_run d = {.s = s, .grace_ms = grace};
+    pthread_t th;
+    if (pthread_create(&th, NULL, drain_main, &d) != 0) {
+        s->hooks.drain(s->hooks.user, grace);
+        return;
+    }
+    sigset_t set;
+    shutdown_sigs(&set);
+    while (!atomic_load(&d.done)) {
+        struct timespec ts = {0, 100 * 1000000L};
+        int sig = sigtimedwait(&set, NULL, &ts);
+        if ((sig == SIGTERM || sig == SIGINT) && s->hooks.cancel) {
+            kiln_info("svc", "second signal: cancelling running work");
+            s->hooks.cancel(s->hooks.user);
+        }
+    }
+    pthread_join(th, NULL);
 }
 
 void kiln_service_stop(kiln_service *s)
 {
     if (s == NULL)
         return;
+    drain(s);
     kiln_http_stop(s->http);
     kiln_rpc_server_stop(s->rpc, s->o->drain_ms);
-    if (s->hooks.drain)
-        s->hooks.drain(s->hooks.user);
     kiln_events_free(s->events);
+    unlink_more(s);
     free(s->methods);
     kiln_info("svc", "%s stopped", s->o->name);
     free(s);

@@ -10,8 +10,8 @@ BUILD=(build-essential cmake pkg-config protobuf-c-compiler libprotobuf-c-dev li
        libcurl4-openssl-dev libssl-dev zlib1g-dev libcjson-dev libarchive-dev libdeflate-dev
        libisal-dev libzstd-dev ca-certificates openssl curl jq busybox-static docker-registry
        passt)
-TEST=(clang libclang-rt-14-dev clang-format nng-utils python3 skopeo umoci pigz apache2-utils
-      file xz-utils attr debootstrap man-db)
+TEST=(clang libclang-rt-14-dev clang-format nng-utils python3 python3-yaml skopeo umoci pigz
+      apache2-utils file xz-utils attr debootstrap man-db iproute2 nodejs npm)
 BENCH=(hyperfine buildah pigz time)
 
 want=("${BUILD[@]}")
@@ -23,9 +23,19 @@ for arg in "$@"; do
     esac
 done
 
+# Satisfied by a command from elsewhere too (e.g. nodejs from another
+# repository, which bundles npm and conflicts with Debian's npm package).
+provided() {
+    case "$1" in
+    nodejs) command -v node >/dev/null ;;
+    npm) command -v npm >/dev/null ;;
+    *) return 1 ;;
+    esac
+}
 missing=()
 for p in "${want[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || provided "$p" \
+        || missing+=("$p")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 

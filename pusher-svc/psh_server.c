@@ -404,6 +404,7 @@ int psh_srv_accept_job(psh_server *p, const kiln_req *req, const char *kind, con
     c->p = p;
     c->local = kiln_rpc_request_is_local();
     c->t0 = kiln_now_ms();
+    c->local = kiln_rpc_request_is_local();
     int r = kiln_job_start(&c->job, kiln_service_events(p->svc), "push", kind, desc, err);
     if (r < 0) {
         psh_srv_job_free(c);
@@ -886,7 +887,7 @@ static void metrics(void *user, kiln_buf *out)
                     kiln_jobs_active(p->jobs));
 }
 
-static void drain(void *user)
+static void drain(void *user, int grace_ms)
 {
     psh_server *p = user;
     unsigned n = kiln_jobs_active(p->jobs);
@@ -895,12 +896,23 @@ static void drain(void *user)
     /* Transfers stop between chunks; their upload sessions are kept for a
      * resume after restart.  Commits and imports get the grace period. */
     set_all_cancelled(p);
-    kiln_jobs_drain(p->jobs, JOB_GRACE_MS);
+    kiln_jobs_drain(p->jobs, grace_ms < JOB_GRACE_MS ? grace_ms : JOB_GRACE_MS);
+}
+
+/* Status: the pusher's job load (it builds no platform itself). */
+static void status(void *user, Kiln__V1__StatusReply *r, kiln_arena *a)
+{
+    psh_server *p = user;
+    unsigned active = kiln_jobs_active(p->jobs), running = kiln_jobs_running(p->jobs);
+    r->builds_running = running;
+    r->builds_queued = active > running ? active - running : 0;
+    r->max_builds = (uint32_t)kiln_jobs_max(p->jobs);
 }
 
 void psh_server_hooks(psh_server *p, kiln_service_hooks *out)
 {
-    *out = (kiln_service_hooks){.checks = checks, .metrics = metrics, .drain = drain, .user = p};
+    *out = (kiln_service_hooks){
+        .checks = checks, .metrics = metrics, .drain = drain, .status = status, .user = p};
 }
 
 void psh_server_attach(psh_server *p, kiln_service *svc)

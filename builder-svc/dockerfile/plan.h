@@ -338,4 +338,7 @@ int bld_chmod_apply(const char *spec, unsigned mode, bool is_dir, unsigned *out)
  * MAINTAINER with valid flags.  Sets *kind.  KILN_EINVAL when invalid. */
 int bld_onbuild_check(bld_instr_kind *kind, const char *trigger, kiln_error **err);
 
+/* The platform this host builds natively ("linux/amd64"). */
+const char *bld_host_platform(void);
+
 #endif

@@ -7,6 +7,11 @@
 #include <ctype.h>
 #include <string.h>
 
+const char *bld_host_platform(void)
+{
+    return df_host_platform();
+}
+
 const char *df_host_platform(void)
 {
 #if defined(__x86_64__)

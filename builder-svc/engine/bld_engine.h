@@ -115,6 +115,10 @@ typedef struct bld_build_result {
 int bld_build(bld_engine *e, const bld_build_spec *spec, const bld_build_events *ev,
               bld_build_result *out, kiln_error **err);
 
+/* The step cache as its index describes it: entries and the bytes their
+ * diffs hold.  Reads every index entry: call it off any hot path. */
+void bld_engine_cache_usage(bld_engine *e, uint64_t *steps, uint64_t *bytes);
+
 /* Removes cached steps (their diff dirs and index entries) not used for
  * max_age_s seconds (0: every one), except those a running build holds (in
  * this or another process), then base-image snapshots nobody holds (same

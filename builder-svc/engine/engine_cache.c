@@ -402,6 +402,32 @@ static bool prune_one(const char *data_dir, const char *hex)
     return true;
 }
 
+void bld_engine_cache_usage(bld_engine *e, uint64_t *steps, uint64_t *bytes)
+{
+    *steps = *bytes = 0;
+    char dir[ENG_PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s/cache/steps", e->data_dir);
+    _cleanup_closedir_ DIR *d = opendir(dir);
+    struct dirent *de;
+    while (d && (de = readdir(d)) != NULL) {
+        if (strlen(de->d_name) != 64 || strspn(de->d_name, "0123456789abcdef") != 64)
+            continue;
+        int fd = openat(dirfd(d), de->d_name, O_RDONLY | O_CLOEXEC);
+        _cleanup_fclose_ FILE *f = fd >= 0 ? fdopen(fd, "re") : NULL;
+        if (f == NULL) {
+            if (fd >= 0)
+                close(fd);
+            continue;
+        }
+        int layer = 0;
+        uint64_t size = 0;
+        if (fscanf(f, "layer=%d\nsize=%" SCNu64, &layer, &size) == 2) {
+            (*steps)++;
+            *bytes += size;
+        }
+    }
+}
+
 int bld_engine_prune(bld_engine *e, uint64_t max_age_s, size_t *removed, kiln_error **err)
 {
     size_t n = 0;

@@ -5,6 +5,7 @@
 #include "cleanup.h"
 #include "config.h"
 #include "units.h"
+#include "pool.h"
 #include "transport.h"
 
 #include <errno.h>
@@ -196,7 +197,9 @@ static const char usage[] =
     "                         .dockerignore) as chunks the builder keeps and reuses;\n"
     "                         auto (default) is local when the builder is reached\n"
     "                         over ipc:// and sees this filesystem, else stream\n"
-    "                         (then --secret contents are sent too)\n";
+    "                         (then --secret contents are sent too)\n"
+    "  --affinity KEY         with a pool of builders: the key that places the build\n"
+    "                         (default: the first -t repository + the Dockerfile path)\n";
 
 enum {
     B_TAG = 't',
@@ -222,6 +225,7 @@ enum {
     B_PIDS,
     B_RUN_TIMEOUT,
     B_BUILD_TIMEOUT,
+    B_AFFINITY, /* pool.c */
 };
 
 /* --memory, --pids-limit, --run-timeout, --build-timeout into *out; -1 after
@@ -277,6 +281,7 @@ const struct option cli_build_opts[] = {
     {"pids-limit", required_argument, NULL, B_PIDS},
     {"run-timeout", required_argument, NULL, B_RUN_TIMEOUT},
     {"build-timeout", required_argument, NULL, B_BUILD_TIMEOUT},
+    {"affinity", required_argument, NULL, B_AFFINITY},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
@@ -285,7 +290,7 @@ const struct option cli_build_opts[] = {
 int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
 {
     const char *file = NULL, *target = "", *platform = "", *network = "", *progress = "auto";
-    const char *iidfile = NULL, *transfer = "auto";
+    const char *iidfile = NULL, *transfer = "auto", *affinity = NULL;
     char *args[MAX_LIST], *tags[MAX_LIST], *labels[MAX_LIST];
     Kiln__V1__SecretSpec secrets[32], *secret_ptrs[32];
     char secret_paths[32][PATH_MAX];
@@ -412,6 +417,9 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
         case B_PLAN:
             plan = true;
             break;
+        case B_AFFINITY:
+            affinity = optarg;
+            break;
         case B_CTXTRANSFER:
             if (strcmp(optarg, "auto") && strcmp(optarg, "local") && strcmp(optarg, "stream")) {
                 cli_errorf("build: --context-transfer wants auto, local or stream, got '%s'",
@@ -495,6 +503,11 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
             br.dockerignore = ignore ? ignore : (char *)"";
             br.dockerignore_set = ignore != NULL;
         }
+        /* Farm: a pool of builders is narrowed to this build's node (pool.c). */
+        rc = cli_pool_place(ctx, affinity, n_tags ? tags[0] : NULL, file, ctxdir, platform,
+                            progress);
+        if (rc != CLI_EXIT_OK)
+            goto out;
         bool stream = strcmp(transfer, "stream") == 0;
         if (strcmp(transfer, "auto") == 0) {
             /* Paths only go over ipc:// to a builder that sees our files. */
@@ -543,6 +556,10 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
         const char *sde = getenv("SOURCE_DATE_EPOCH");
         br.source_date_epoch = sde && *sde ? strtoll(sde, NULL, 10) : 0;
         rc = cli_run_build(ctx, &br, progress, iidfile);
+        /* Farm: a node lost during the build hands it to the next (pool.c). */
+        while (cli_pool_failover(ctx, rc))
+            if ((rc = cli_pool_resend(ctx, stream ? &cc : NULL, progress, &br)) == CLI_EXIT_OK)
+                rc = cli_run_build(ctx, &br, progress, iidfile);
         cli_context_dispose(&cc);
         goto out;
     }
@@ -567,6 +584,7 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
     }
     kiln_rpc_reply_free(rep);
 out:
+    cli_pool_done(ctx);
     for (size_t i = 0; i < n_secrets; i++) {
         free(secrets[i].id);
         if (secrets[i].data.data) {

@@ -1,6 +1,7 @@
 /* kiln events [JOB]: follow one job (replaying what it already logged) or
  * every job of both services. */
 #include "cli.h"
+#include "pool.h"
 #include "config.h"
 #include "follow.h"
 #include "transport.h"
@@ -28,6 +29,22 @@ static int print_cb(void *ud, const kiln_event *e)
     return 0;
 }
 
+/* Of a service's event endpoints, the first with the scheme of the RPC
+ * endpoint the client reached (a farm node publishes on ipc:// for its pod
+ * and on tls+tcp:// for clients); else the primary one. */
+static const char *events_url_like(const Kiln__V1__StatusReply *r, const char *via)
+{
+    kiln_scheme want;
+    if (kiln_url_check(via, &want, NULL, NULL) < 0)
+        return r->events_url;
+    for (size_t i = 0; i < r->n_events_urls; i++) {
+        kiln_scheme sc;
+        if (kiln_url_check(r->events_urls[i], &sc, NULL, NULL) == 0 && sc == want)
+            return r->events_urls[i];
+    }
+    return r->events_url;
+}
+
 char *cli_events_url(kiln_rpc_client *c, int timeout_ms, kiln_error **err)
 {
     kiln_req req = KILN__V1__REQUEST__INIT;
@@ -37,7 +54,8 @@ char *cli_events_url(kiln_rpc_client *c, int timeout_ms, kiln_error **err)
     kiln_reply *rep = NULL;
     if (kiln_rpc_call(c, &req, &rep, timeout_ms, err) < 0)
         return NULL;
-    char *url = kiln_url_for_dial(rep->status_reply->events_url, kiln_rpc_client_url(c));
+    char *url = kiln_url_for_dial(events_url_like(rep->status_reply, kiln_rpc_client_url(c)),
+                                  kiln_rpc_client_url(c));
     kiln_rpc_reply_free(rep);
     if (url == NULL)
         kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
@@ -63,6 +81,29 @@ static int has_job(kiln_rpc_client *c, const char *job, int timeout_ms, kiln_err
     return r < 0 ? r : 1;
 }
 
+/* The services a job may be on, into url[] (malloc'd; *n of them): the
+ * pusher, then the builder or every node of its pool of builders. */
+static bool service_urls(cli_ctx *ctx, char **url, size_t *n)
+{
+    url[0] = strdup(ctx->url[CLI_PUSHER]);
+    *n = 1;
+    cli_pool_node *nodes = calloc(CLI_POOL_MAX, sizeof(*nodes));
+    size_t k = 0;
+    if (nodes && cli_pool_probe_all(ctx, nodes, CLI_POOL_MAX, &k))
+        for (size_t i = 0; i < k; i++)
+            url[(*n)++] = strdup(nodes[i].url);
+    else
+        url[(*n)++] = strdup(ctx->url[CLI_BUILDER]);
+    free(nodes);
+    for (size_t i = 0; i < *n; i++)
+        if (url[i] == NULL)
+            return false;
+    return true;
+}
+
+static int follow_on(cli_ctx *ctx, const char *job, bool json, bool follow, uint64_t after,
+                     char **urls, size_t n_url, size_t *unreachable, kiln_error **errp);
+
 static int follow_one(cli_ctx *ctx, const char *job, bool json, bool follow, uint64_t after)
 {
     if (!kiln_job_id_valid(job)) {
@@ -70,18 +111,45 @@ static int follow_one(cli_ctx *ctx, const char *job, bool json, bool follow, uin
         return CLI_EXIT_USAGE;
     }
     kiln_error *err = NULL;
-    int unreachable = 0;
-    for (int s = 0; s < 2; s++) {
+    size_t unreachable = 0, n_url = 0;
+    char *urls[1 + CLI_POOL_MAX] = {NULL};
+    int rc = follow_on(ctx, job, json, follow, after, urls,
+                       service_urls(ctx, urls, &n_url) ? n_url : 0, &unreachable, &err);
+    for (size_t i = 0; i < n_url; i++)
+        free(urls[i]);
+    if (rc >= 0)
+        return rc;
+    if (err) {
+        cli_errorf("events: %s", err->msg);
+        rc = cli_exit_for(err);
+        kiln_error_free(&err);
+        return rc;
+    }
+    if (n_url && unreachable == n_url) {
+        cli_errorf("events: no service is reachable (%s, %s)", ctx->url[0], ctx->url[1]);
+        return CLI_EXIT_UNREACHABLE;
+    }
+    cli_errorf("events: no job %s%s", job, unreachable ? " (a service was unreachable)" : "");
+    return CLI_EXIT_FAILED;
+}
+
+/* follow_one() over the services at urls: a CLI exit code once the job was
+ * found, else -1 (with *err when a call failed). */
+static int follow_on(cli_ctx *ctx, const char *job, bool json, bool follow, uint64_t after,
+                     char **urls, size_t n_url, size_t *unreachable, kiln_error **errp)
+{
+    kiln_error *err = NULL;
+    for (size_t s = 0; s < n_url; s++) {
         kiln_rpc_client *c = NULL;
-        if (kiln_rpc_client_new(&c, ctx->url[s], &ctx->transport, true, &err) < 0) {
-            unreachable++;
+        if (kiln_rpc_client_new(&c, urls[s], &ctx->transport, true, &err) < 0) {
+            (*unreachable)++;
             kiln_error_free(&err);
             continue;
         }
         int r = has_job(c, job, ctx->timeout_ms, &err);
         if (r <= 0) {
             if (r < 0) {
-                unreachable += cli_exit_for(err) == CLI_EXIT_UNREACHABLE;
+                *unreachable += cli_exit_for(err) == CLI_EXIT_UNREACHABLE;
                 kiln_error_free(&err);
             }
             kiln_rpc_client_free(c);
@@ -126,18 +194,8 @@ static int follow_one(cli_ctx *ctx, const char *job, bool json, bool follow, uin
             break;
         return p.failed ? CLI_EXIT_FAILED : CLI_EXIT_OK;
     }
-    if (err) {
-        cli_errorf("events: %s", err->msg);
-        int rc = cli_exit_for(err);
-        kiln_error_free(&err);
-        return rc;
-    }
-    if (unreachable == 2) {
-        cli_errorf("events: neither service is reachable (%s, %s)", ctx->url[0], ctx->url[1]);
-        return CLI_EXIT_UNREACHABLE;
-    }
-    cli_errorf("events: no job %s%s", job, unreachable ? " (one service was unreachable)" : "");
-    return CLI_EXIT_FAILED;
+    *errp = err;
+    return -1;
 }
 
 /* ---- every job ---- */
@@ -149,10 +207,16 @@ typedef struct tracked {
     uint64_t last;
 } tracked;
 
+/* The services followed: [0] kiln-pusher, then kiln-builder, or every node
+ * of a pool of builders. */
+#define MAX_FOLLOWED (1 + CLI_POOL_MAX)
+
 typedef struct all_state {
     tracked jobs[MAX_TRACKED];
     size_t n, next;
-    kiln_rpc_client *c[2];
+    kiln_rpc_client *c[MAX_FOLLOWED];
+    char *url[MAX_FOLLOWED];
+    size_t n_c;
     cli_ctx *ctx;
     printer p;
 } all_state;
@@ -168,8 +232,8 @@ static tracked *track(all_state *st, const char *id)
     return t;
 }
 
-/* Prints logged events of t with seq in (t->last, upto). */
-static void backfill(all_state *st, cli_service s, tracked *t, uint64_t upto)
+/* backfill() from one service's log. */
+static void backfill_from(all_state *st, kiln_rpc_client *c, tracked *t, uint64_t upto)
 {
     while (t->last + 1 < upto) {
         kiln_req req = KILN__V1__REQUEST__INIT;
@@ -180,8 +244,7 @@ static void backfill(all_state *st, cli_service s, tracked *t, uint64_t upto)
         req.events = &er;
         kiln_reply *rep = NULL;
         kiln_error *err = NULL;
-        if (st->c[s] == NULL ||
-            kiln_rpc_call(st->c[s], &req, &rep, st->ctx->timeout_ms, &err) < 0) {
+        if (c == NULL || kiln_rpc_call(c, &req, &rep, st->ctx->timeout_ms, &err) < 0) {
             kiln_error_free(&err);
             return;
         }
@@ -196,6 +259,29 @@ static void backfill(all_state *st, cli_service s, tracked *t, uint64_t upto)
     }
 }
 
+/* Prints logged events of t with seq in (t->last, upto) from the service
+ * whose log has them (the pusher for push jobs; a build job's node). */
+static void backfill(all_state *st, cli_service s, tracked *t, uint64_t upto)
+{
+    size_t from = s == CLI_PUSHER ? 0 : 1, to = s == CLI_PUSHER ? 1 : st->n_c;
+    for (size_t i = from; i < to && t->last + 1 < upto; i++)
+        backfill_from(st, st->c[i], t, upto);
+}
+
+static bool followed_urls(all_state *st, cli_ctx *ctx)
+{
+    return service_urls(ctx, st->url, &st->n_c);
+}
+
+static void all_state_free(all_state *st)
+{
+    for (size_t i = 0; i < st->n_c; i++) {
+        kiln_rpc_client_free(st->c[i]);
+        free(st->url[i]);
+    }
+    free(st);
+}
+
 static int follow_all(cli_ctx *ctx, bool json)
 {
     all_state *st = calloc(1, sizeof(*st));
@@ -203,16 +289,21 @@ static int follow_all(cli_ctx *ctx, bool json)
         return CLI_EXIT_FAILED;
     st->ctx = ctx;
     st->p.json = json;
+    if (!followed_urls(st, ctx)) {
+        all_state_free(st);
+        return CLI_EXIT_FAILED;
+    }
     nng_socket sub = NNG_SOCKET_INITIALIZER;
     bool have_sub = false;
     int reachable = 0;
-    for (int s = 0; s < 2; s++) {
+    for (size_t s = 0; s < st->n_c; s++) {
         kiln_error *err = NULL;
         char *url = NULL;
-        if (kiln_rpc_client_new(&st->c[s], ctx->url[s], &ctx->transport, true, &err) == 0)
+        if (kiln_rpc_client_new(&st->c[s], st->url[s], &ctx->transport, true, &err) == 0)
             url = cli_events_url(st->c[s], ctx->timeout_ms, &err);
         if (url == NULL) {
-            cli_errorf("events: %s: %s", cli_service_name((cli_service)s), err ? err->msg : "?");
+            cli_errorf("events: %s %s: %s", s ? "kiln-builder" : "kiln-pusher", st->url[s],
+                       err ? err->msg : "?");
             kiln_error_free(&err);
             continue;
         }
@@ -228,9 +319,7 @@ static int follow_all(cli_ctx *ctx, bool json)
         reachable++;
     }
     if (reachable == 0) {
-        for (int s = 0; s < 2; s++)
-            kiln_rpc_client_free(st->c[s]);
-        free(st);
+        all_state_free(st);
         return CLI_EXIT_UNREACHABLE;
     }
     for (;;) {
@@ -255,9 +344,7 @@ static int follow_all(cli_ctx *ctx, bool json)
         kiln__v1__event__free_unpacked(e, NULL);
     }
     kiln_sub_close(sub);
-    for (int s = 0; s < 2; s++)
-        kiln_rpc_client_free(st->c[s]);
-    free(st);
+    all_state_free(st);
     return CLI_EXIT_FAILED;
 }
 

@@ -557,6 +557,9 @@ int cli_context_send(cli_ctx *ctx, cli_context *c, cli_progress mode)
 int cli_stream_send(cli_ctx *ctx, cli_service s, cli_context *c, cli_progress mode,
                     const char *what)
 {
+    /* Sent again (to another node of a pool): the lists are rebuilt. */
+    free(c->pb);
+    free(c->pb_ptrs);
     c->pb = calloc(c->n_chunks + 1, sizeof(*c->pb));
     c->pb_ptrs = calloc(c->n_chunks + 1, sizeof(*c->pb_ptrs));
     if (c->pb == NULL || c->pb_ptrs == NULL) {

@@ -4,6 +4,7 @@
 #include "cleanup.h"
 #include "config.h"
 #include "log.h"
+#include "pool.h"
 
 #include <getopt.h>
 #include <signal.h>
@@ -169,7 +170,8 @@ static void usage(FILE *f)
     fprintf(
         f,
         "\nGlobal flags:\n"
-        "  --builder URL     kiln-builder endpoint (env KILN_BUILDER)\n"
+        "  --builder URL     kiln-builder endpoint (env KILN_BUILDER); a pool of builder\n"
+        "                    nodes: URL,URL,... or a name with an address per node\n"
         "  --pusher URL      kiln-pusher endpoint (env KILN_PUSHER)\n"
         "  --data DIR        data dir whose run/ holds the default ipc:// sockets (env KILN_DATA)\n"
         "  --tls-cert FILE   client certificate for tls+tcp:// endpoints\n"
@@ -305,7 +307,9 @@ int main(int argc, char **argv)
     ctx.url[CLI_PUSHER] = pu;
     for (int s = 0; s < 2; s++) {
         kiln_error *err = NULL;
-        if (kiln_url_check(ctx.url[s], NULL, NULL, &err) < 0) {
+        /* The builder may be a pool of nodes: a comma-separated list (pool.c). */
+        if ((s == CLI_BUILDER ? cli_pool_check(ctx.url[s], &err)
+                              : kiln_url_check(ctx.url[s], NULL, NULL, &err)) < 0) {
             cli_errorf("%s: %s", cli_service_name((cli_service)s), err->msg);
             kiln_error_free(&err);
             return CLI_EXIT_USAGE;
