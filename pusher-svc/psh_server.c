@@ -343,6 +343,10 @@ void psh_srv_job_free(job_ctx *c)
 int psh_srv_accept_job(psh_server *p, const kiln_req *req, const char *kind, const char *desc,
                        kiln_job_fn fn, kiln_reply *reply, kiln_arena *a, kiln_error **err)
 {
+    /* Set by psh_server_attach once the service runs: a request may arrive first. */
+    kiln_service *svc = __atomic_load_n(&p->svc, __ATOMIC_ACQUIRE);
+    if (svc == NULL)
+        return kiln_error_set(err, KILN_EUNAVAIL, 0, "the pusher is still starting");
     job_ctx *c = calloc(1, sizeof(*c));
     if (c == NULL || (c->req = kiln_req_dup(req)) == NULL) {
         free(c);
@@ -351,7 +355,7 @@ int psh_srv_accept_job(psh_server *p, const kiln_req *req, const char *kind, con
     c->p = p;
     c->local = kiln_rpc_request_is_local();
     c->t0 = kiln_now_ms();
-    int r = kiln_job_start(&c->job, kiln_service_events(p->svc), "push", kind, desc, err);
+    int r = kiln_job_start(&c->job, kiln_service_events(svc), "push", kind, desc, err);
     if (r < 0) {
         psh_srv_job_free(c);
         return r;
@@ -845,5 +849,5 @@ void psh_server_hooks(psh_server *p, kiln_service_hooks *out)
 
 void psh_server_attach(psh_server *p, kiln_service *svc)
 {
-    p->svc = svc;
+    __atomic_store_n(&p->svc, svc, __ATOMIC_RELEASE);
 }

@@ -17,7 +17,7 @@
 
 struct psh_server {
     const kiln_service_opts *o;
-    kiln_service *svc;
+    kiln_service *svc; /* set once by psh_server_attach, read with acquire */
     psh_store *store;
     kiln_jobs *jobs;
     char host_arch[sizeof(((struct utsname *)0)->machine)];

@@ -24,6 +24,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* How much slower this build runs than a plain one: tests with time bounds
+ * multiply them by it.  ThreadSanitizer costs 5-15x in CPU; ASan's ~2x fits
+ * in the bounds as they are. */
+#if defined(__SANITIZE_THREAD__)
+#define KT_SLOWDOWN 10
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define KT_SLOWDOWN 10
+#endif
+#endif
+#ifndef KT_SLOWDOWN
+#define KT_SLOWDOWN 1
+#endif
+
 typedef void (*kt_fn)(void);
 struct kt_case {
     const char *name;
