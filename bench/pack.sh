@@ -130,11 +130,15 @@ row() {
         "$(awk -v p="$T_pigz" -v t="$t" 'BEGIN { print p / t }')" \
         "$(awk -v p="$C_pigz" -v c="$c" 'BEGIN { print p / c }')"
 }
-row "tar | gzip -6 | sha256sum" "$T_gzip" "$C_gzip" "$S_gzip"
-row "tar | pigz -6 -p$NPROC | sha256sum" "$T_pigz" "$C_pigz" "$S_pigz"
-row "kiln gzip (default, $NPROC threads)" "$T_kiln" "$C_kiln" "$S_kiln"
-row "kiln gzip (default, 1 thread)" "$T_kiln1" "$C_kiln1" "$S_kiln1"
-row "kiln zstd (default, $NPROC threads)" "$T_zstd" "$C_zstd" "$S_zstd"
+# T_/C_/S_<name> are assigned through eval by the timing helpers above.
+# shellcheck disable=SC2154
+{
+    row "tar | gzip -6 | sha256sum" "$T_gzip" "$C_gzip" "$S_gzip"
+    row "tar | pigz -6 -p$NPROC | sha256sum" "$T_pigz" "$C_pigz" "$S_pigz"
+    row "kiln gzip (default, $NPROC threads)" "$T_kiln" "$C_kiln" "$S_kiln"
+    row "kiln gzip (default, 1 thread)" "$T_kiln1" "$C_kiln1" "$S_kiln1"
+    row "kiln zstd (default, $NPROC threads)" "$T_zstd" "$C_zstd" "$S_zstd"
+}
 printf 'kiln gzip digest identical for 1 and %d threads: %s\n' "$NPROC" "$same"
 printf 'kiln also computes the DiffID and writes the blob; the pipelines only hash.\n'
 printf 'load average during the run: %s (other work on the machine skews wall-clock)\n' \

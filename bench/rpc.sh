@@ -14,7 +14,13 @@ if [ ! -x "$B/bench/kiln-rpc-bench" ]; then
 fi
 T=$(mktemp -d /tmp/kiln-bench-rpc-XXXXXX)
 PIDS=()
-trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$T"' EXIT
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$T"
+}
+trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 printf '%-5s %-6s %9s %9s %9s %7s %7s\n' transport what p50_us p99_us mean_us req_B reply_B

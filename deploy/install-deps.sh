@@ -10,8 +10,8 @@ BUILD=(build-essential cmake pkg-config protobuf-c-compiler libprotobuf-c-dev li
        libcurl4-openssl-dev libssl-dev zlib1g-dev libcjson-dev libarchive-dev libdeflate-dev
        libisal-dev libzstd-dev ca-certificates openssl curl jq busybox-static docker-registry
        passt)
-TEST=(clang libclang-rt-14-dev clang-format nng-utils python3 python3-yaml skopeo umoci pigz
-      apache2-utils file xz-utils attr debootstrap man-db iproute2 nodejs npm)
+TEST=(clang libclang-rt-14-dev clang-format shellcheck nng-utils python3 python3-yaml skopeo umoci
+      pigz apache2-utils file xz-utils attr debootstrap man-db iproute2 nodejs npm)
 BENCH=(hyperfine buildah pigz time)
 
 want=("${BUILD[@]}")

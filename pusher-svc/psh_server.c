@@ -12,6 +12,7 @@
 #include "units.h"
 #include "jobs.h"
 #include "log.h"
+#include "platform.h"
 #include "psh_commit.h"
 #include "psh_ref.h"
 #include "psh_store.h"
@@ -22,7 +23,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/utsname.h>
 #include <unistd.h>
 #include <time.h>
 
@@ -31,39 +31,21 @@
 
 /* ---- helpers ---- */
 
-static const char *go_arch(const char *machine)
-{
-    static const struct {
-        const char *uname, *go;
-    } map[] = {{"x86_64", "amd64"},    {"aarch64", "arm64"}, {"armv7l", "arm"},     {"i686", "386"},
-               {"ppc64le", "ppc64le"}, {"s390x", "s390x"},   {"riscv64", "riscv64"}};
-    for (size_t i = 0; i < KILN_ARRAY_SIZE(map); i++)
-        if (strcmp(machine, map[i].uname) == 0)
-            return map[i].go;
-    return machine;
-}
-
-/* Splits "os/arch[/variant]" into pieces inside buf; "" gives the host. */
+/* "os/arch[/variant]" normalised into buf; "" gives the host. */
 int psh_srv_parse_platform(psh_server *p, const char *s, char *buf, size_t cap, psh_platform *out,
                            kiln_error **err)
 {
-    if (s == NULL || *s == '\0') {
-        *out = (psh_platform){"linux", p->host_arch, NULL};
-        return 0;
-    }
-    if (strlen(s) >= cap)
-        return kiln_error_set(err, KILN_EINVAL, 0, "platform '%s' is too long", s);
-    snprintf(buf, cap, "%s", s);
-    char *arch = strchr(buf, '/');
-    if (arch == NULL)
-        return kiln_error_set(err, KILN_EINVAL, 0, "platform '%s' is not os/arch[/variant]", s);
-    *arch++ = '\0';
-    char *variant = strchr(arch, '/');
-    if (variant)
-        *variant++ = '\0';
-    if (*buf == '\0' || *arch == '\0' || (variant && (*variant == '\0' || strchr(variant, '/'))))
-        return kiln_error_set(err, KILN_EINVAL, 0, "platform '%s' is not os/arch[/variant]", s);
-    *out = (psh_platform){buf, arch, variant};
+    (void)p;
+    kiln_platform pl = *kiln_platform_host();
+    if (s != NULL && *s != '\0' && kiln_platform_parse(&pl, s, NULL, err) < 0)
+        return KILN_EINVAL;
+    size_t no = strlen(pl.os) + 1, na = strlen(pl.arch) + 1, nv = strlen(pl.variant) + 1;
+    if (no + na + nv > cap)
+        return kiln_error_set(err, KILN_EINVAL, 0, "platform \"%.100s\" is too long", s);
+    memcpy(buf, pl.os, no);
+    memcpy(buf + no, pl.arch, na);
+    memcpy(buf + no + na, pl.variant, nv);
+    *out = (psh_platform){buf, buf + no, nv > 1 ? buf + no + na : NULL};
     return 0;
 }
 
@@ -396,6 +378,10 @@ void psh_srv_job_free(job_ctx *c)
 int psh_srv_accept_job(psh_server *p, const kiln_req *req, const char *kind, const char *desc,
                        kiln_job_fn fn, kiln_reply *reply, kiln_arena *a, kiln_error **err)
 {
+    /* Set by psh_server_attach once the service runs: a request may arrive first. */
+    kiln_service *svc = __atomic_load_n(&p->svc, __ATOMIC_ACQUIRE);
+    if (svc == NULL)
+        return kiln_error_set(err, KILN_EUNAVAIL, 0, "the pusher is still starting");
     job_ctx *c = calloc(1, sizeof(*c));
     if (c == NULL || (c->req = kiln_req_dup(req)) == NULL) {
         free(c);
@@ -405,7 +391,7 @@ int psh_srv_accept_job(psh_server *p, const kiln_req *req, const char *kind, con
     c->local = kiln_rpc_request_is_local();
     c->t0 = kiln_now_ms();
     c->local = kiln_rpc_request_is_local();
-    int r = kiln_job_start(&c->job, kiln_service_events(p->svc), "push", kind, desc, err);
+    int r = kiln_job_start(&c->job, kiln_service_events(svc), "push", kind, desc, err);
     if (r < 0) {
         psh_srv_job_free(c);
         return r;
@@ -752,9 +738,6 @@ int psh_server_new(psh_server **out, const kiln_service_opts *o, kiln_error **er
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
     p->o = o;
     pthread_mutex_init(&p->mu, NULL);
-    struct utsname u;
-    snprintf(p->host_arch, sizeof(p->host_arch), "%s",
-             uname(&u) == 0 ? go_arch(u.machine) : "amd64");
     int r = kiln_mkdir_p(o->data_dir, 0755, err);
     if (r == 0)
         r = psh_store_open(&p->store, o->data_dir, err);
@@ -917,5 +900,5 @@ void psh_server_hooks(psh_server *p, kiln_service_hooks *out)
 
 void psh_server_attach(psh_server *p, kiln_service *svc)
 {
-    p->svc = svc;
+    __atomic_store_n(&p->svc, svc, __ATOMIC_RELEASE);
 }

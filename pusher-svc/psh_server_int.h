@@ -6,7 +6,6 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
-#include <sys/utsname.h>
 
 #include "chunkstore.h"
 #include "jobs.h"
@@ -17,10 +16,9 @@
 
 struct psh_server {
     const kiln_service_opts *o;
-    kiln_service *svc;
+    kiln_service *svc; /* set once by psh_server_attach, read with acquire */
     psh_store *store;
     kiln_jobs *jobs;
-    char host_arch[sizeof(((struct utsname *)0)->machine)];
 
     psh_pack_cache *pack_cache; /* step generation id + path + settings -> packed layer */
     kiln_rpc_method *methods;   /* store + registry + transfer methods */
@@ -72,7 +70,8 @@ static inline bool str_set(const char *s)
 int psh_srv_host_path(psh_server *p, bool local, const char *what, const char *path, bool create,
                       kiln_error **err);
 
-/* Splits "os/arch[/variant]" into pieces stored in buf; "" or NULL: the host. */
+/* Parses "os/arch[/variant]", normalised (common/platform.h), into pieces
+ * stored in buf; "" or NULL: the host. */
 int psh_srv_parse_platform(psh_server *p, const char *s, char *buf, size_t cap, psh_platform *out,
                            kiln_error **err);
 

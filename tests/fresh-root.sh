@@ -2,7 +2,7 @@
 # The README's commands on a brand-new Debian 12 machine, as a new user would
 # run them (as root):
 #   tests/fresh-root.sh          deploy/quickstart.sh, deploy/quickstart.sh stop,
-#                                then tests/run.sh --no-asan --no-format
+#                                then tests/run.sh --no-asan --no-tsan --no-fuzz --no-format
 #   tests/fresh-root.sh --full   the README's two commands unchanged
 #                                (deploy/quickstart.sh, then tests/run.sh)
 #   --keep                       keep the root afterwards (its path is printed)
@@ -139,7 +139,7 @@ if [ "$full" = 1 ]; then
     # shellcheck disable=SC2016 # expanded inside the root
     inner='deploy/quickstart.sh && tests/run.sh; rc=$?; deploy/quickstart.sh stop; exit $rc'
 else
-    inner='deploy/quickstart.sh && deploy/quickstart.sh stop && tests/run.sh --no-asan --no-format'
+    inner='deploy/quickstart.sh && deploy/quickstart.sh stop && tests/run.sh --no-asan --no-tsan --no-fuzz --no-format'
 fi
 
 # Runs in the new namespaces, on the host's root, then pivots into $root.

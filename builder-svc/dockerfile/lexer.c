@@ -237,6 +237,15 @@ int df_lex(df_line **out, size_t *n_out, df_directives *dirs, df_arena *a, const
     dirs->escape = '\\';
     if (src->len > DF_MAX_INPUT)
         return df_error_at(err, src, 1, 1, "Dockerfile is larger than %zu bytes", DF_MAX_INPUT);
+    /* Everything downstream is C strings: a NUL would cut an instruction short. */
+    const char *nul = memchr(src->text, '\0', src->len);
+    if (nul) {
+        int line = 1, col = 1;
+        for (const char *q = src->text; q < nul; q++, col++)
+            if (*q == '\n')
+                line++, col = 0;
+        return df_error_at(err, src, line, col, "NUL byte in the Dockerfile (it must be text)");
+    }
     if (src->len >= 3 && memcmp(src->text, "\xEF\xBB\xBF", 3) == 0)
         r.pos = 3;
     while (next_line(&r, &p, &len)) {

@@ -137,7 +137,8 @@ typedef struct flag_val {
 int pc_flags(pctx *c, const df_line *ln, const df_cmd *cmd, const flag_spec *spec, size_t n,
              flag_val *vals, kiln_error **err);
 
-/* Platforms: "os/arch[/variant]" normalised to Go names; false when invalid. */
+/* Platforms: "os/arch[/variant]" normalised (common/platform.h); false when
+ * invalid. */
 bool df_platform_normalize(char **out, df_arena *a, const char *in, const char *default_arch);
 const char *df_host_platform(void);
 /* Splits a normalised platform into os, arch and variant (arena copies). */

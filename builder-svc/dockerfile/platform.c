@@ -2,6 +2,7 @@
  * image references, instruction keywords (with "did you mean" suggestions)
  * and slash-separated paths. */
 #include "fs.h"
+#include "platform.h"
 #include "plan_int.h"
 
 #include <ctype.h>
@@ -14,75 +15,17 @@ const char *bld_host_platform(void)
 
 const char *df_host_platform(void)
 {
-#if defined(__x86_64__)
-    return "linux/amd64";
-#elif defined(__aarch64__)
-    return "linux/arm64";
-#elif defined(__arm__) && defined(__ARM_ARCH_7A__)
-    return "linux/arm/v7";
-#elif defined(__arm__)
-    return "linux/arm/v6";
-#elif defined(__i386__)
-    return "linux/386";
-#elif defined(__powerpc64__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    return "linux/ppc64le";
-#elif defined(__s390x__)
-    return "linux/s390x";
-#elif defined(__riscv) && __riscv_xlen == 64
-    return "linux/riscv64";
-#else
-    return "linux/unknown";
-#endif
-}
-
-static bool plat_word(const char *s)
-{
-    if (!*s)
-        return false;
-    for (; *s; s++)
-        if (!(islower((unsigned char)*s) || isdigit((unsigned char)*s) || *s == '_' || *s == '-' ||
-              *s == '.'))
-            return false;
-    return true;
+    return kiln_platform_host_string();
 }
 
 bool df_platform_normalize(char **out, df_arena *a, const char *in, const char *default_arch)
 {
-    char *s = df_strdup(a, in);
-    df_lower(s);
-    char *parts[4] = {0};
-    size_t n = 0;
-    for (char *p = s; n < 4;) {
-        parts[n++] = p;
-        char *sl = strchr(p, '/');
-        if (!sl)
-            break;
-        *sl = '\0';
-        p = sl + 1;
-    }
-    if (n == 4 || (n == 1 && default_arch == NULL))
+    kiln_platform p;
+    if (kiln_platform_parse(&p, in, default_arch, NULL) < 0)
         return false;
-    const char *os = parts[0], *arch = n > 1 ? parts[1] : default_arch;
-    const char *var = n > 2 ? parts[2] : "";
-    if (strcmp(arch, "x86_64") == 0 || strcmp(arch, "x86-64") == 0)
-        arch = "amd64";
-    else if (strcmp(arch, "aarch64") == 0)
-        arch = "arm64";
-    else if (strcmp(arch, "i386") == 0 || strcmp(arch, "i686") == 0)
-        arch = "386";
-    else if (strcmp(arch, "armhf") == 0 && !*var)
-        arch = "arm", var = "v7";
-    else if (strcmp(arch, "armel") == 0 && !*var)
-        arch = "arm", var = "v6";
-    if (strcmp(arch, "arm64") == 0 && strcmp(var, "v8") == 0)
-        var = "";
-    if (strcmp(arch, "arm") == 0 && !*var)
-        var = "v7";
-    if (strcmp(arch, "amd64") == 0 && strcmp(var, "v1") == 0)
-        var = "";
-    if (!plat_word(os) || !plat_word(arch) || (*var && !plat_word(var)))
-        return false;
-    *out = *var ? df_printf(a, "%s/%s/%s", os, arch, var) : df_printf(a, "%s/%s", os, arch);
+    char buf[KILN_PLATFORM_STRMAX];
+    kiln_platform_format(&p, buf, sizeof(buf));
+    *out = df_strdup(a, buf);
     return true;
 }
 

@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/utsname.h>
 
 #include "reg_internal.h"
 
@@ -108,28 +107,6 @@ int reg_doc_blobs(const cJSON *m, psh_descriptor **out, size_t *n, kiln_error **
     *out = d;
     *n = nl + 1;
     return 0;
-}
-
-void reg_host_platform(char *os, size_t osn, char *arch, size_t archn, char *var, size_t varn)
-{
-    struct utsname u;
-    snprintf(os, osn, "linux");
-    snprintf(arch, archn, "amd64");
-    var[0] = '\0';
-    if (uname(&u) != 0)
-        return;
-    if (strcmp(u.machine, "aarch64") == 0) {
-        snprintf(arch, archn, "arm64");
-        snprintf(var, varn, "v8");
-    } else if (strncmp(u.machine, "armv7", 5) == 0) {
-        snprintf(arch, archn, "arm");
-        snprintf(var, varn, "v7");
-    } else if (strcmp(u.machine, "ppc64le") == 0 || strcmp(u.machine, "s390x") == 0 ||
-               strcmp(u.machine, "riscv64") == 0) {
-        snprintf(arch, archn, "%s", u.machine);
-    } else if (strcmp(u.machine, "i686") == 0 || strcmp(u.machine, "i386") == 0) {
-        snprintf(arch, archn, "386");
-    }
 }
 
 /* ---- per-registry bound on blobs in flight, shared by every job of the process ---- */

@@ -229,8 +229,6 @@ int reg_doc_descriptor(const cJSON *o, psh_descriptor *out, kiln_error **err);
 /* The blobs of an image manifest: config first, then the layers.  Caller
  * frees *out. */
 int reg_doc_blobs(const cJSON *manifest, psh_descriptor **out, size_t *n, kiln_error **err);
-/* Host platform in Go names. */
-void reg_host_platform(char *os, size_t osn, char *arch, size_t archn, char *var, size_t varn);
 
 /* Runs fn(i, ud) for i in [0, n) on up to `width` threads; stops handing out
  * work after the first failure, whose error is returned. */

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "platform.h"
 #include "reg_internal.h"
 
 static int load_list(psh_store *s, const char *list_ref, cJSON **out, kiln_error **err)
@@ -152,8 +153,19 @@ int psh_manifest_annotate(psh_store *s, const char *list_ref, const char *digest
                           const char *arch, const char *variant, const char *const *annotations,
                           size_t n_annotations, kiln_error **err)
 {
-    if (arch != NULL && arch[0] != '\0' && strcmp(arch, "x86_64") == 0)
-        return kiln_error_set(err, KILN_EINVAL, 0, "architecture names are Go's: amd64");
+    /* Any spelling in, the normalised one stored (x86_64 -> amd64, armhf ->
+     * arm/v7, ...).  The variant changes when given or implied by an alias. */
+    kiln_platform norm;
+    if (arch != NULL && arch[0] != '\0') {
+        int r = kiln_platform_set(&norm, os && os[0] ? os : "linux", arch, variant, err);
+        if (r < 0)
+            return r;
+        if (variant != NULL || strcmp(norm.arch, arch) != 0)
+            variant = norm.variant;
+        arch = norm.arch;
+        if (os != NULL && os[0] != '\0')
+            os = norm.os;
+    }
     _cleanup_cjson_ cJSON *idx = NULL;
     int r = load_list(s, list_ref, &idx, err);
     if (r < 0)

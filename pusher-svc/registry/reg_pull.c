@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "platform.h"
 #include "reg_internal.h"
 
 #define ACCEPT_ALL                                                                                 \
@@ -361,23 +362,14 @@ static int fetch_blob(struct pull *p, const psh_descriptor *d, kiln_error **err)
     return r;
 }
 
-/* Parses "os/arch[/variant]". */
-static int parse_platform(const char *s, char *os, size_t osn, char *arch, size_t an, char *var,
-                          size_t vn, kiln_error **err)
+/* Parses "os/arch[/variant]" (normalised; "" is the host's). */
+static int parse_platform(const char *s, kiln_platform *out, kiln_error **err)
 {
     if (s == NULL || s[0] == '\0') {
-        reg_host_platform(os, osn, arch, an, var, vn);
+        *out = *kiln_platform_host();
         return 0;
     }
-    const char *a = strchr(s, '/');
-    if (a == NULL || a == s || a[1] == '\0')
-        return kiln_error_set(err, KILN_EINVAL, 0, "platform \"%.64s\" is not os/arch[/variant]",
-                              s);
-    const char *v = strchr(a + 1, '/');
-    snprintf(os, osn, "%.*s", (int)(a - s), s);
-    snprintf(arch, an, "%.*s", (int)(v ? v - a - 1 : (long)strlen(a + 1)), a + 1);
-    snprintf(var, vn, "%s", v ? v + 1 : "");
-    return 0;
+    return kiln_platform_parse(out, s, NULL, err);
 }
 
 static const char *jstr(const cJSON *o, const char *k)
@@ -387,10 +379,11 @@ static const char *jstr(const cJSON *o, const char *k)
 }
 
 /* Picks the index entry for os/arch/variant. */
-static int select_platform(const cJSON *idx, const char *os, const char *arch, const char *var,
-                           psh_descriptor *out, kiln_error **err)
+static int select_platform(const cJSON *idx, const kiln_platform *want, psh_descriptor *out,
+                           kiln_error **err)
 {
     const cJSON *e, *best = NULL;
+    bool best_exact = false;
     char avail[512] = "";
     cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(idx, "manifests"))
     {
@@ -400,21 +393,19 @@ static int select_platform(const cJSON *idx, const char *os, const char *arch, c
         if (l + 64 < sizeof(avail))
             snprintf(avail + l, sizeof(avail) - l, "%s%.20s/%.20s%s%.8s", l ? ", " : "", eo, ea,
                      ev[0] ? "/" : "", ev);
-        if (strcmp(eo, os) != 0 || strcmp(ea, arch) != 0)
+        if (!kiln_platform_match(want, eo, ea, ev))
             continue;
-        bool arm64_v8 = strcmp(arch, "arm64") == 0 && ((ev[0] == '\0' && strcmp(var, "v8") == 0) ||
-                                                       (var[0] == '\0' && strcmp(ev, "v8") == 0));
-        if (var[0] != '\0' && strcmp(ev, var) != 0 && !arm64_v8)
-            continue;
-        if (best == NULL ||
-            (strcmp(ev, var) == 0 &&
-             strcmp(jstr(cJSON_GetObjectItemCaseSensitive(best, "platform"), "variant"), var) != 0))
+        if (best == NULL || (!best_exact && kiln_platform_exact(want, eo, ea, ev))) {
             best = e;
+            best_exact = kiln_platform_exact(want, eo, ea, ev);
+        }
     }
-    if (best == NULL)
-        return kiln_error_set(err, KILN_ENOENT, 0,
-                              "no manifest for %s/%s%s%s in the index (has %s)", os, arch,
-                              var[0] ? "/" : "", var, avail[0] ? avail : "none");
+    if (best == NULL) {
+        char w[KILN_PLATFORM_STRMAX];
+        kiln_platform_format(want, w, sizeof(w));
+        return kiln_error_set(err, KILN_ENOENT, 0, "no manifest for %s in the index (has %s)", w,
+                              avail[0] ? avail : "none");
+    }
     int r = reg_doc_descriptor(best, out, err);
     if (r == 0 && out->media_type[0] == '\0')
         snprintf(out->media_type, sizeof(out->media_type), "%s", PSH_MT_OCI_MANIFEST);
@@ -465,8 +456,8 @@ static int pull_image(struct pull *p, const psh_descriptor *md, const char *byte
 
 static int do_pull(struct pull *p, const psh_ref *ref, const char *platform, kiln_error **err)
 {
-    char os[32], arch[32], var[16];
-    int r = parse_platform(platform, os, sizeof(os), arch, sizeof(arch), var, sizeof(var), err);
+    kiln_platform want;
+    int r = parse_platform(platform, &want, err);
     if (r < 0)
         return r;
     _cleanup_free_ char *bytes = NULL;
@@ -480,7 +471,7 @@ static int do_pull(struct pull *p, const psh_ref *ref, const char *platform, kil
     if (reg_mt_is_index(d.media_type)) {
         _cleanup_cjson_ cJSON *idx = cJSON_ParseWithLength(bytes, len);
         psh_descriptor cd;
-        if ((r = select_platform(idx, os, arch, var, &cd, err)) < 0)
+        if ((r = select_platform(idx, &want, &cd, err)) < 0)
             return r;
         if ((r = psh_store_pin_add(p->s, &p->pin, d.digest, err)) < 0 ||
             (r = psh_store_put_blob_bytes(p->s, &p->pin, d.digest, bytes, len, NULL, err)) < 0)

@@ -2,6 +2,7 @@
  * layout into the store (psh_transfer.h). */
 #include "psh_transfer.h"
 #include "store_internal.h"
+#include "platform.h"
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -34,32 +35,13 @@ static const char *arerr(struct archive *a)
     return m ? m : "unknown libarchive error";
 }
 
-static const char *host_arch(void)
-{
-#if defined(__x86_64__)
-    return "amd64";
-#elif defined(__aarch64__)
-    return "arm64";
-#elif defined(__arm__)
-    return "arm";
-#elif defined(__i386__)
-    return "386";
-#elif defined(__powerpc64__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    return "ppc64le";
-#elif defined(__s390x__)
-    return "s390x";
-#elif defined(__riscv) && __riscv_xlen == 64
-    return "riscv64";
-#else
-    return "unknown";
-#endif
-}
-
 void psh_import_opts_init(psh_import_opts *o)
 {
     memset(o, 0, sizeof(*o));
     o->platform.os = "linux";
-    o->platform.architecture = host_arch();
+    const kiln_platform *host = kiln_platform_host();
+    o->platform.architecture = host->arch;
+    o->platform.variant = host->variant[0] ? host->variant : NULL;
     o->created_by = "kiln import";
     o->created = -1;
     psh_commit_spec spec;

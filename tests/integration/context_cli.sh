@@ -68,7 +68,7 @@ grep -q '^context:' "$T/err" && bad "auto streamed to a local builder" || ok
 
 # Unchanged context: nothing is sent; --no-cache still rebuilds from it.
 expect_rc 0 "stream rebuild" kiln build --progress=plain --no-cache --context-transfer=stream "$C"
-read -r S K2 R <<<"$(sent_line)"
+read -r S _ R <<<"$(sent_line)"
 [ "${S:-x}" = 0 ] && [ "$R" = "$K" ] && ok || bad "unchanged context sends 0 chunks ($(grep '^context:' "$T/err"))"
 [ "$(cat "$T/out")" = "$D" ] && ok || bad "rebuild from the kept context gives the same digest"
 
@@ -104,7 +104,7 @@ for i in 0 1 2; do wait "${BG[$i]}" && ok || bad "concurrent build $i ($(tail -c
 [ "$(cat "$T"/conc*.err | grep -c '=> context sha256:.*) ready$')" = 1 ] && ok || bad "the context was unpacked more than once"
 X=$(find "$KILN_DATA/contexts" -path '*/secret/keep')
 [ -n "$X" ] && [ ! -e "$(dirname "$X")/key" ] && [ ! -e "$(dirname "$X")/deep" ] && ok || bad "exceptions in .dockerignore"
-ls "$KILN_DATA/contexts" | grep -q '\.tmp-' && bad "temp dirs left by concurrent unpacks" || ok
+find "$KILN_DATA/contexts" -mindepth 1 -maxdepth 1 -name '*.tmp-*' | grep -q . && bad "temp dirs left by concurrent unpacks" || ok
 
 # <Dockerfile>.dockerignore next to the Dockerfile wins over the context's
 # .dockerignore, with the context streamed or sent as a path alike.
@@ -170,7 +170,7 @@ fi
 mv "$T/builder.log" "$T/builder1.log"
 "$KILN_BUILDER_BIN" 2>"$T/builder.log" & PIDS[1]=$!
 for _ in $(seq 100); do kiln status >/dev/null 2>&1 && break; sleep 0.1; done
-ls "$KILN_DATA/contexts" | grep -q '\.tmp-' && bad "interrupted unpack left after restart" || ok
+find "$KILN_DATA/contexts" -mindepth 1 -maxdepth 1 -name '*.tmp-*' | grep -q . && bad "interrupted unpack left after restart" || ok
 [ ! -e "$KILN_DATA/contexts/chunks/.tmp-AbC123" ] && ok || bad "interrupted chunk left after restart"
 expect_rc 0 "prune" kiln prune
 grep -q 'streamed build context' "$T/out" && ok || bad "prune reports contexts ($(cat "$T/out"))"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers of the integration scripts (sourced; $T is the script's temp dir).
 #   ok / bad MSG          count a check (bad prints MSG on stderr)
 #   expect_rc WANT DESC CMD...   run CMD with stdout in $T/out, stderr in $T/err

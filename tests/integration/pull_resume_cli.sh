@@ -150,7 +150,7 @@ stop_pid "$PUSHER"
 
 # Sanitizer builds: the pushers that were stopped cleanly reported nothing.
 if grep -l 'ERROR: AddressSanitizer\|ERROR: LeakSanitizer\|runtime error:' "$T"/*.log >"$T/san" 2>/dev/null; then
-    bad "sanitizer report in $(cat "$T/san"): $(grep -h -m3 'Sanitizer\|runtime error:' $(cat "$T/san"))"
+    bad "sanitizer report in $(cat "$T/san"): $(xargs grep -h -m3 'Sanitizer\|runtime error:' <"$T/san")"
 else
     ok
 fi

@@ -69,7 +69,7 @@ static int start_job(kiln_req *req, char out[KILN_JOB_ID_MAX + 1], kiln_error **
     return 0;
 }
 
-KT_TEST(setup_pusher_and_base_image)
+KT_SETUP(setup_pusher_and_base_image)
 {
     dir = th_tempdir("commit");
     KT_REQUIRE(dir != NULL);
@@ -342,7 +342,7 @@ KT_TEST(commit_over_tcp_is_refused)
     KT_EXPECT(th_sh("grep -q remote %s/store/index.json 2>/dev/null", d2) != 0);
 }
 
-KT_TEST(teardown)
+KT_TEARDOWN(teardown)
 {
     kiln_rpc_client_free(client);
     KT_EXPECT_INT(th_stop(&pusher, 10000, NULL), 0);

@@ -24,8 +24,6 @@ static kiln_rpc_client *client;
 
 static int start_services(void)
 {
-    if (client)
-        return 0;
     dir = th_tempdir("ctx");
     if (dir == NULL)
         return -1;
@@ -178,9 +176,13 @@ static int unpacked_contexts(void)
     return th_sh("%s", cmd);
 }
 
-KT_TEST(context_put_verifies_digest)
+KT_SETUP(setup)
 {
     KT_REQUIRE(start_services() == 0);
+}
+
+KT_TEST(context_put_verifies_digest)
+{
     const char *data = "some context bytes";
     char good[KILN_DIGEST_STRLEN + 1], other[KILN_DIGEST_STRLEN + 1];
     kiln_sha256_bytes(data, strlen(data), good);
@@ -225,7 +227,6 @@ KT_TEST(context_put_verifies_digest)
 
 KT_TEST(context_missing_chunk_fails_precondition)
 {
-    KT_REQUIRE(start_services() == 0);
     char d[KILN_DIGEST_STRLEN + 1], msg[512];
     kiln_sha256_bytes("never sent", 10, d);
     KT_EXPECT_INT(build_streamed(d, 10, msg, sizeof(msg)), KILN__V1__CODE__FAILED_PRECONDITION);
@@ -257,7 +258,6 @@ static void expect_refused(const tar_entry *e, size_t n, const char *what)
 
 KT_TEST(context_hostile_tars_write_nothing_outside)
 {
-    KT_REQUIRE(start_services() == 0);
     char outside[600];
     snprintf(outside, sizeof(outside), "%s/outside", dir);
     KT_REQUIRE(mkdir(outside, 0755) == 0);
@@ -300,11 +300,15 @@ KT_TEST(context_hostile_tars_write_nothing_outside)
     expect_refused(dev, 1, "only files, directories and symlinks");
 }
 
-KT_TEST(context_stop_services)
+KT_TEARDOWN(teardown)
 {
-    kiln_rpc_client_free(client);
+    if (client)
+        kiln_rpc_client_free(client);
     client = NULL;
-    KT_EXPECT_INT(th_stop(&builder, 10000, NULL), 0);
-    KT_EXPECT_INT(th_stop(&pusher, 10000, NULL), 0);
-    th_rmrf(dir);
+    if (builder.pid > 0)
+        KT_EXPECT_INT(th_stop(&builder, 10000, NULL), 0);
+    if (pusher.pid > 0)
+        KT_EXPECT_INT(th_stop(&pusher, 10000, NULL), 0);
+    if (dir)
+        th_rmrf(dir);
 }

@@ -42,20 +42,18 @@ static kiln_service_opts opts;
 static kiln_service *svc;
 static kiln_rpc_client *client;
 
-static void setup(void)
+KT_SETUP(setup)
 {
-    if (svc)
-        return;
     dir = th_tempdir("events");
+    KT_REQUIRE(dir != NULL);
     kiln_service_opts_init(&opts, "kiln-test", "build", KILN_EP_BUILDER, KILN_EP_BUILDER_EVENTS);
     char *argv[] = {"kiln-test", "--data", dir, NULL};
     kiln_error *err = NULL;
     if (kiln_service_parse_args(&opts, 3, argv, NULL, &err) != KILN_ARGS_RUN ||
         kiln_service_start(&svc, &opts, NULL, 0, NULL, &err) < 0 ||
-        kiln_rpc_client_new(&client, opts.listen_url, NULL, true, &err) < 0) {
-        fprintf(stderr, "setup: %s\n", err ? err->msg : "?");
-        exit(1);
-    }
+        kiln_rpc_client_new(&client, opts.listen_url, NULL, true, &err) < 0)
+        KT_FAIL("setup: %s", err ? err->msg : "?");
+    kiln_error_free(&err);
 }
 
 struct follower {
@@ -93,7 +91,6 @@ static void *follower_main(void *arg)
 
 KT_TEST(hundred_thousand_events_live_and_replayed_in_order)
 {
-    setup();
     kiln_job *job = NULL;
     kiln_error *err = NULL;
     KT_REQUIRE(kiln_job_start(&job, kiln_service_events(svc), "build", "build", "test", &err) == 0);
@@ -158,7 +155,6 @@ KT_TEST(hundred_thousand_events_live_and_replayed_in_order)
 
 KT_TEST(job_released_without_result_gets_a_failed_event)
 {
-    setup();
     kiln_job *job = NULL;
     kiln_error *err = NULL;
     KT_REQUIRE(kiln_job_start(&job, kiln_service_events(svc), "build", "build", "t", &err) == 0);
@@ -174,7 +170,6 @@ KT_TEST(job_released_without_result_gets_a_failed_event)
 
 KT_TEST(events_rpc_rejects_bad_and_unknown_job_ids)
 {
-    setup();
     const char *bad[] = {"../../etc/passwd", "", "ABC", "a/b", "x.y"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         kiln_req req = KILN__V1__REQUEST__INIT;
@@ -252,7 +247,6 @@ static void *caller_main(void *arg)
 
 KT_TEST(mutating_calls_are_idempotent_on_request_id)
 {
-    setup();
     char url[300];
     snprintf(url, sizeof(url), "ipc://%s/run/idem.sock", dir);
     kiln_rpc_server_opts so = {.url = url, .methods = idem_methods, .n_methods = 1};
@@ -307,7 +301,6 @@ static kiln_reply *wait_call(const char *job, uint32_t timeout_ms, kiln_error **
 
 KT_TEST(wait_returns_the_terminal_event)
 {
-    setup();
     kiln_job *job = NULL;
     kiln_error *err = NULL;
     KT_REQUIRE(kiln_job_start(&job, kiln_service_events(svc), "build", "build", "t", &err) == 0);
@@ -405,11 +398,14 @@ KT_TEST(jobs_of_a_killed_service_end_failed_at_next_start)
     free(d);
 }
 
-KT_TEST(teardown)
+KT_TEARDOWN(teardown)
 {
-    kiln_rpc_client_free(client);
-    kiln_service_stop(svc);
+    if (client)
+        kiln_rpc_client_free(client);
+    if (svc)
+        kiln_service_stop(svc);
     kiln_service_opts_dispose(&opts);
-    th_rmrf(dir);
+    if (dir)
+        th_rmrf(dir);
     free(dir);
 }

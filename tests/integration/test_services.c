@@ -55,9 +55,13 @@ static kiln_reply *status(const char *url, kiln_error **err)
     return rep;
 }
 
-KT_TEST(services_start_and_answer_status)
+KT_SETUP(setup)
 {
     KT_REQUIRE(start_services() == 0);
+}
+
+KT_TEST(services_start_and_answer_status)
+{
     const char *urls[2] = {url_p, url_b};
     const char *names[2] = {"kiln-pusher", "kiln-builder"};
     for (int i = 0; i < 2; i++) {
@@ -264,8 +268,6 @@ KT_TEST(sigterm_exits_zero_quickly_and_removes_sockets)
     KT_EXPECT(stat(url_b + 6, &st) < 0);
     KT_EXPECT(stat(ev_p + 6, &st) < 0);
     KT_EXPECT(stat(ev_b + 6, &st) < 0);
-    th_rmrf(dir);
-    free(dir);
 }
 
 KT_TEST(non_loopback_plain_tcp_listener_is_refused)
@@ -412,4 +414,15 @@ KT_TEST(mutual_tls_listener_requires_a_valid_client_certificate)
     KT_EXPECT(WIFEXITED(st) && WEXITSTATUS(st) == 1);
     th_rmrf(d);
     free(d);
+}
+
+KT_TEARDOWN(teardown)
+{
+    if (builder.pid > 0)
+        th_stop(&builder, 5000, NULL);
+    if (pusher.pid > 0)
+        th_stop(&pusher, 5000, NULL);
+    if (dir)
+        th_rmrf(dir);
+    free(dir);
 }

@@ -4,13 +4,39 @@
  *   int main(void) { return kt_run(); }
  *
  * Tests register themselves through a constructor; kt_run() runs them in
- * order of definition and prints "N passed, N failed". */
+ * order of definition and prints "N passed, N failed".
+ *
+ * Suite fixtures (at most one of each per binary):
+ *   KT_SETUP(setup) { dir = th_tempdir("x"); KT_REQUIRE(dir != NULL); ... }
+ *   KT_TEARDOWN(teardown) { if (dir) th_rmrf(dir); }
+ * The setup runs before the first case, the teardown after the last one, also
+ * when only some cases run (KT_ONLY=<case> runs that one case with its
+ * fixtures).  A setup that fails (KT_FAIL/KT_EXPECT/KT_REQUIRE) stops the
+ * suite: no case runs on half-built fixtures, the teardown still runs (so it
+ * must cope with what the setup left NULL), and the binary fails.
+ *
+ * Environment: KT_ONLY=<case> runs one case (an unknown name is an error),
+ * KT_VERBOSE=1 names each passing case. */
 #ifndef KT_H
 #define KT_H
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* How much slower this build runs than a plain one: tests with time bounds
+ * multiply them by it.  ThreadSanitizer costs 5-15x in CPU; ASan's ~2x fits
+ * in the bounds as they are. */
+#if defined(__SANITIZE_THREAD__)
+#define KT_SLOWDOWN 10
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define KT_SLOWDOWN 10
+#endif
+#endif
+#ifndef KT_SLOWDOWN
+#define KT_SLOWDOWN 1
+#endif
 
 typedef void (*kt_fn)(void);
 struct kt_case {
@@ -29,6 +55,24 @@ extern int kt_failures; /* failures in the current case */
     {                                                                                              \
         if (kt_ncases < KT_MAX_CASES)                                                              \
             kt_cases[kt_ncases++] = (struct kt_case){#name, kt_##name};                            \
+    }                                                                                              \
+    static void kt_##name(void)
+
+extern kt_fn kt_setup_fn, kt_teardown_fn;
+
+#define KT_SETUP(name)                                                                             \
+    static void kt_##name(void);                                                                   \
+    __attribute__((constructor)) static void kt_reg_##name(void)                                   \
+    {                                                                                              \
+        kt_setup_fn = kt_##name;                                                                   \
+    }                                                                                              \
+    static void kt_##name(void)
+
+#define KT_TEARDOWN(name)                                                                          \
+    static void kt_##name(void);                                                                   \
+    __attribute__((constructor)) static void kt_reg_##name(void)                                   \
+    {                                                                                              \
+        kt_teardown_fn = kt_##name;                                                                \
     }                                                                                              \
     static void kt_##name(void)
 
@@ -76,11 +120,39 @@ int kt_run(void);
 struct kt_case kt_cases[KT_MAX_CASES];
 int kt_ncases;
 int kt_failures;
+kt_fn kt_setup_fn, kt_teardown_fn;
+
+/* Runs a fixture; returns its failure count. */
+static int kt_fixture(kt_fn fn, const char *what)
+{
+    if (fn == NULL)
+        return 0;
+    kt_failures = 0;
+    fn();
+    if (kt_failures)
+        fprintf(stderr, "FAIL %s\n", what);
+    return kt_failures;
+}
 
 int kt_run(void)
 {
     int passed = 0, failed = 0;
     const char *only = getenv("KT_ONLY");
+    if (only && *only) {
+        int found = 0;
+        for (int i = 0; i < kt_ncases && !found; i++)
+            found = strcmp(only, kt_cases[i].name) == 0;
+        if (!found) {
+            fprintf(stderr, "KT_ONLY=%s: no such case\n", only);
+            return 1;
+        }
+    } else
+        only = NULL;
+    if (kt_fixture(kt_setup_fn, "(suite setup)")) {
+        kt_fixture(kt_teardown_fn, "(suite teardown)");
+        printf("suite setup failed: 0 passed, %d not run\n", only ? 1 : kt_ncases);
+        return 1;
+    }
     for (int i = 0; i < kt_ncases; i++) {
         if (only && strcmp(only, kt_cases[i].name) != 0)
             continue;
@@ -95,6 +167,8 @@ int kt_run(void)
                 fprintf(stderr, "ok   %s\n", kt_cases[i].name);
         }
     }
+    if (kt_fixture(kt_teardown_fn, "(suite teardown)"))
+        failed++;
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

@@ -95,7 +95,7 @@ static char *ctxdir(const char *name)
     return d;
 }
 
-KT_TEST(setup)
+KT_SETUP(setup)
 {
     bld_preflight_info pf;
     kiln_error *err = NULL;
@@ -1044,7 +1044,7 @@ KT_TEST(prune_steps)
     KT_EXPECT_INT(th_sh("test ! -e %s/b12/rootfs/junk && test -f %s/b12/rootfs/p", dir, dir), 0);
 }
 
-KT_TEST(teardown)
+KT_TEARDOWN(teardown)
 {
     bld_engine_free(engine);
     if (client)

@@ -89,7 +89,7 @@ static void which(char *out, size_t cap, const char *prog)
     out[strcspn(out, "\n")] = '\0';
 }
 
-KT_TEST(setup)
+KT_SETUP(setup)
 {
     kiln_error *err = NULL;
     char py[512];
@@ -428,7 +428,7 @@ KT_TEST(add_hostile_archives_stay_inside)
     }
 }
 
-KT_TEST(teardown)
+KT_TEARDOWN(teardown)
 {
     bld_engine_free(engine);
     if (client)

@@ -64,7 +64,7 @@ static int config_is(const char *tag, const char *q, const char *want)
         tag, data, data, q, data, want, q, want);
 }
 
-KT_TEST(setup)
+KT_SETUP(setup)
 {
     kiln_error *err = NULL;
     if (geteuid() != 0 ||
@@ -161,7 +161,7 @@ KT_TEST(expose_targetstage_patterns_in_config)
     KT_EXPECT_INT(config_is("cfg:2", ".config.ExposedPorts // {} | length", "0"), 0);
 }
 
-KT_TEST(teardown)
+KT_TEARDOWN(teardown)
 {
     bld_engine_free(engine);
     if (client)

@@ -93,7 +93,7 @@ static void on_step_done(void *ud, size_t stage, size_t step, bool cached, const
         snprintf(step_key, sizeof(step_key), "%s", key);
 }
 
-KT_TEST(setup)
+KT_SETUP(setup)
 {
     kiln_error *err = NULL;
     if (geteuid() != 0) {
@@ -166,7 +166,7 @@ KT_TEST(step_synced_before_its_index_entry)
     kiln_error_free(&err);
 }
 
-KT_TEST(teardown)
+KT_TEARDOWN(teardown)
 {
     bld_engine_free(engine);
     if (client)
