@@ -180,6 +180,24 @@ static void on_output(void *ud, int stream, const char *line, size_t len)
         ev->output(ev->ud, o->stage, o->step, stream, line, len);
 }
 
+/* The build's private network: made once, by the first RUN that needs it
+ * (a build whose steps are all cached starts no pasta); every RUN of the
+ * build on the private network joins it. */
+static int build_net(eng_build *b, bld_netns **out, kiln_error **err)
+{
+    pthread_mutex_lock(&b->net_mu);
+    int rc = b->net ? 0 : bld_netns_new(&b->net, NULL, err);
+    *out = b->net;
+    pthread_mutex_unlock(&b->net_mu);
+    return rc;
+}
+
+void eng_net_release(eng_build *b)
+{
+    bld_netns_free(b->net);
+    b->net = NULL;
+}
+
 int eng_run(eng_build *b, const eng_run_desc *d, int *exit_code, kiln_error **err)
 {
     *exit_code = -1;
@@ -219,6 +237,10 @@ int eng_run(eng_build *b, const eng_run_desc *d, int *exit_code, kiln_error **er
         o->mode = m->mode >= 0 ? (mode_t)m->mode : 0;
         o->size = m->size;
     }
+    bld_netns *net = NULL;
+    int nrc = d->net == ENG_NET_PRIVATE ? build_net(b, &net, err) : 0;
+    if (nrc < 0)
+        return nrc;
     char work[ENG_PATH_MAX];
     snprintf(work, sizeof(work), "%s/sandbox/work-XXXXXX", b->e->data_dir);
     char sbx[ENG_PATH_MAX];
@@ -241,6 +263,7 @@ int eng_run(eng_build *b, const eng_run_desc *d, int *exit_code, kiln_error **er
         .network = d->net == ENG_NET_NONE   ? BLD_NET_NONE
                    : d->net == ENG_NET_HOST ? BLD_NET_HOST
                                             : BLD_NET_PRIVATE,
+        .netns = net,
         .mounts = mounts,
         .n_mounts = d->n_mounts,
         .timeout_ms = b->spec->run_timeout_ms,
