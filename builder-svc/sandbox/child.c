@@ -56,8 +56,7 @@ static void reset_signals(void)
             signal(s, SIG_DFL);
 }
 
-/* Closes every fd but keep[0..n-1] (host files must not reach the step). */
-static void close_others(const int *keep, size_t n)
+void sbx_close_others(const int *keep, size_t n)
 {
     int lo = 3;
     for (;;) {
@@ -253,7 +252,7 @@ _Noreturn void sbx_child_main(sbx_plan *p)
     for (size_t i = 0; i < p->n_mounts && nk < KILN_ARRAY_SIZE(keep); i++)
         if (p->mounts[i].srcfd >= 0)
             keep[nk++] = p->mounts[i].srcfd;
-    close_others(keep, nk);
+    sbx_close_others(keep, nk);
 
     /* Join the step's cgroups before anything else is created, so every
      * process of the step is counted and killed with it. */

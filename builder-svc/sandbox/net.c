@@ -25,8 +25,9 @@
  * command also runs without CAP_NET_RAW, so it cannot write frames to the
  * tap device past that filter: pasta connects wherever a frame points.
  *
- * Lifetimes: pasta is a child of the keeper thread with PR_SET_PDEATHSIG, so
- * it dies with bld_netns_free() or with the builder; the namespace lives as
+ * Lifetimes: pasta is a child of a warden process that the keeper thread
+ * forks with PR_SET_PDEATHSIG, so it dies with bld_netns_free() or with the
+ * builder (see warden_main); the namespace lives as
  * long as the bld_netns holds its fd (and pasta is in it), and a RUN's
  * processes leave it when their PID namespace ends. */
 #include <arpa/inet.h>
@@ -41,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
@@ -114,7 +116,7 @@ struct bld_netns {
     char pasta[PATH_MAX];
     pid_t parent; /* the builder: pasta dies unless it is still its parent */
     int logfd;    /* pasta's stderr (a memfd) */
-    int quit_r, quit_w;
+    int quit;     /* eventfd: bld_netns_free() tells the keeper */
     pthread_t keeper;
     bool keeper_started;
     pthread_mutex_t mu;
@@ -327,9 +329,9 @@ static void pasta_log(const bld_netns *n, char *out, size_t len)
 }
 
 /* In the forked child, before exec: only system calls. */
-static _Noreturn void pasta_exec(const bld_netns *n, char *const *argv, int pidw)
+static _Noreturn void pasta_exec(const bld_netns *n, char *const *argv, int pidw, pid_t warden)
 {
-    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != n->parent)
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != warden)
         _exit(1);
     /* Default dispositions (pasta refuses to start with SIGPIPE ignored,
      * as the builder has it) and no blocked signals. */
@@ -340,7 +342,7 @@ static _Noreturn void pasta_exec(const bld_netns *n, char *const *argv, int pidw
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-    /* fds 3, 4, 5 are free here: the builder's 0-2 are open */
+    /* copies above 9 first: the sources may be 3, 4 or 5 */
     int ns = fcntl(n->netfd, F_DUPFD_CLOEXEC, 10), us = fcntl(n->userfd, F_DUPFD_CLOEXEC, 10),
         pw = fcntl(pidw, F_DUPFD_CLOEXEC, 10);
     if (null < 0 || ns < 0 || us < 0 || pw < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 ||
@@ -374,16 +376,50 @@ static void set_state(bld_netns *n, int state, const char *why)
     pthread_mutex_unlock(&n->mu);
 }
 
-/* Waits for pasta's readiness (the PID it writes to the pipe once the
- * namespace is configured), then for its end or the quit pipe. */
-static void keeper_watch(bld_netns *n, pid_t pid, int pid_r)
+/* The warden, a forked child of the keeper thread and pasta's parent: it
+ * exists because pasta cannot be given a death signal of its own (the
+ * kernel clears PR_SET_PDEATHSIG when pasta drops to nobody).  The warden
+ * keeps its credentials, so SIGTERM reaches it when the keeper thread ends,
+ * the builder's death included; on SIGTERM it kills pasta, and it exits as
+ * soon as pasta has.  Signals arrive blocked (the keeper blocks them all)
+ * and are taken with sigwait; only system calls after fork. */
+static _Noreturn void warden_main(const bld_netns *n, char *const *argv, int pidw)
 {
-    _cleanup_close_ int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != n->parent)
+        _exit(1);
+    /* Nothing of other builds (their namespaces) stays open here. */
+    int keep[] = {pidw, n->logfd, n->netfd, n->userfd};
+    sbx_close_others(keep, KILN_ARRAY_SIZE(keep));
+    pid_t self = getpid();
+    pid_t pasta = fork();
+    if (pasta < 0)
+        _exit(1);
+    if (pasta == 0)
+        pasta_exec(n, argv, pidw, self);
+    close(pidw);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGCHLD);
+    for (;;) {
+        int sig = 0, st;
+        if (sigwait(&set, &sig) == 0 && sig == SIGTERM)
+            kill(pasta, SIGKILL); /* our unreaped child: the pid is still pasta's */
+        if (waitpid(pasta, &st, WNOHANG) == pasta)
+            _exit(0);
+    }
+}
+
+/* Waits for pasta's readiness (the PID it writes to the pipe once the
+ * namespace is configured), then for its end or bld_netns_free(). */
+static void keeper_watch(bld_netns *n, pid_t warden, int pid_r)
+{
+    _cleanup_close_ int pidfd = (int)syscall(SYS_pidfd_open, warden, 0);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     bool ready = false;
     for (;;) {
-        struct pollfd pf[3] = {{n->quit_r, POLLIN, 0}, {pidfd, POLLIN, 0}, {pid_r, POLLIN, 0}};
+        struct pollfd pf[3] = {{n->quit, POLLIN, 0}, {pidfd, POLLIN, 0}, {pid_r, POLLIN, 0}};
         int timeout = -1;
         if (!ready) {
             clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -397,7 +433,7 @@ static void keeper_watch(bld_netns *n, pid_t pid, int pid_r)
         int r = poll(pf, ready ? 2 : 3, timeout);
         if (r < 0 && errno == EINTR)
             continue;
-        if (r < 0 || (pf[0].revents & (POLLIN | POLLHUP)))
+        if (r < 0 || (pf[0].revents & POLLIN))
             return; /* freed */
         if (!ready && (pf[2].revents & POLLIN)) {
             char buf[16];
@@ -421,6 +457,9 @@ static void keeper_watch(bld_netns *n, pid_t pid, int pid_r)
 static void *keeper_main(void *arg)
 {
     bld_netns *n = arg;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL); /* and so does the warden (see there) */
     /* pasta writes its PID to /proc/self/fd/5 once the namespace is
      * configured: a pipe it can reopen, so it is nobody's when pasta is. */
     int pr[2];
@@ -470,19 +509,19 @@ static void *keeper_main(void *arg)
     argv[i++] = "--pid";
     argv[i++] = "/proc/self/fd/5";
     argv[i] = NULL;
-    pid_t pid = fork();
-    if (pid == 0)
-        pasta_exec(n, (char *const *)argv, pr[1]);
+    pid_t warden = fork();
+    if (warden == 0)
+        warden_main(n, (char *const *)argv, pr[1]);
     close(pr[1]);
-    if (pid < 0) {
+    if (warden < 0) {
         close(pr[0]);
         set_state(n, NET_FAILED, "fork failed");
         return NULL;
     }
-    keeper_watch(n, pid, pr[0]);
+    keeper_watch(n, warden, pr[0]);
     close(pr[0]);
-    kill(pid, SIGKILL); /* our unreaped child: the pid is still pasta's */
-    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+    kill(warden, SIGTERM); /* our unreaped child: the pid is still the warden's */
+    while (waitpid(warden, NULL, 0) < 0 && errno == EINTR)
         ;
     /* Whoever waits for readiness from now on is told it is gone. */
     set_state(n, NET_FAILED, "the network was shut down");
@@ -497,7 +536,7 @@ int bld_netns_new(bld_netns **out, const char *resolv_conf, kiln_error **err)
     bld_netns *n = calloc(1, sizeof(*n));
     if (n == NULL)
         return kiln_error_set(err, KILN_ENOSPC, ENOMEM, "calloc");
-    n->netfd = n->userfd = n->logfd = n->quit_r = n->quit_w = -1;
+    n->netfd = n->userfd = n->logfd = n->quit = -1;
     n->rootless = geteuid() != 0;
     n->parent = getpid();
     n->state = NET_STARTING;
@@ -507,7 +546,7 @@ int bld_netns_new(bld_netns **out, const char *resolv_conf, kiln_error **err)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&n->cv, &ca);
     pthread_condattr_destroy(&ca);
-    int r = 0, qp[2];
+    int r = 0;
     if (!sbx_net_find_pasta(n->pasta, sizeof(n->pasta)))
         r = kiln_error_set(err, KILN_EPRECOND, 0,
                            "RUN needs network but pasta is not installed (Debian package "
@@ -516,13 +555,10 @@ int bld_netns_new(bld_netns **out, const char *resolv_conf, kiln_error **err)
         r = make_resolv(n, resolv_conf ? resolv_conf : "/etc/resolv.conf", err);
     if (r == 0 && (n->logfd = memfd_create("pasta-log", MFD_CLOEXEC)) < 0)
         r = kiln_error_set(err, KILN_EIO, errno, "memfd_create");
-    if (r == 0 && pipe2(qp, O_CLOEXEC) < 0)
-        r = kiln_error_set(err, KILN_EIO, errno, "pipe");
-    if (r == 0) {
-        n->quit_r = qp[0];
-        n->quit_w = qp[1];
+    if (r == 0 && (n->quit = eventfd(0, EFD_CLOEXEC)) < 0)
+        r = kiln_error_set(err, KILN_EIO, errno, "eventfd");
+    if (r == 0)
         r = ns_create(n, err);
-    }
     if (r == 0) {
         pthread_attr_t attr;
         pthread_attr_init(&attr);
@@ -546,11 +582,11 @@ void bld_netns_free(bld_netns *n)
     if (n == NULL)
         return;
     if (n->keeper_started) {
-        close(n->quit_w); /* POLLHUP in the keeper */
-        n->quit_w = -1;
+        uint64_t one = 1;
+        (void)!write(n->quit, &one, sizeof(one));
         pthread_join(n->keeper, NULL);
     }
-    int fds[] = {n->netfd, n->userfd, n->logfd, n->quit_r, n->quit_w};
+    int fds[] = {n->netfd, n->userfd, n->logfd, n->quit};
     for (size_t i = 0; i < KILN_ARRAY_SIZE(fds); i++)
         if (fds[i] >= 0)
             close(fds[i]);

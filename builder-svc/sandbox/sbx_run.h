@@ -70,6 +70,10 @@ typedef struct sbx_plan {
     int report_w, out_w, err_w, ack_r;
 } sbx_plan;
 
+/* After fork: closes every fd but keep[0..n-1] (host files must not reach
+ * the step, nor one build's namespaces another build's processes). */
+void sbx_close_others(const int *keep, size_t n);
+
 /* The monitor process (never returns). */
 _Noreturn void sbx_child_main(sbx_plan *p);
 
