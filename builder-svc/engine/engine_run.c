@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bld_sandbox.h"
@@ -180,6 +181,13 @@ static void on_output(void *ud, int stream, const char *line, size_t len)
         ev->output(ev->ud, o->stage, o->step, stream, line, len);
 }
 
+static unsigned long long now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (unsigned long long)ts.tv_sec * 1000000ULL + (unsigned long long)ts.tv_nsec / 1000ULL;
+}
+
 /* The build's private network: made once, by the first RUN that needs it
  * (a build whose steps are all cached starts no pasta); every RUN of the
  * build on the private network joins it. */
@@ -187,7 +195,11 @@ static int build_net(eng_build *b, bld_netns **out, bool *made, kiln_error **err
 {
     pthread_mutex_lock(&b->net_mu);
     *made = b->net == NULL;
+    unsigned long long t0 = now_us();
     int rc = b->net ? 0 : bld_netns_new(&b->net, NULL, err);
+    if (*made && rc == 0)
+        kiln_debug("sandbox", "build network: namespace and filter in %.2f ms",
+                   (double)(now_us() - t0) / 1000.0);
     *out = b->net;
     pthread_mutex_unlock(&b->net_mu);
     return rc;
@@ -195,8 +207,12 @@ static int build_net(eng_build *b, bld_netns **out, bool *made, kiln_error **err
 
 void eng_net_release(eng_build *b)
 {
+    if (b->net == NULL)
+        return;
+    unsigned long long t0 = now_us();
     bld_netns_free(b->net);
     b->net = NULL;
+    kiln_debug("sandbox", "build network: stopped in %.2f ms", (double)(now_us() - t0) / 1000.0);
 }
 
 int eng_run(eng_build *b, const eng_run_desc *d, int *exit_code, kiln_error **err)

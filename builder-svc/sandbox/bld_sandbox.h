@@ -94,8 +94,10 @@ typedef struct bld_netns bld_netns;
  * /etc/resolv.conf is derived from (NULL = /etc/resolv.conf).
  * KILN_EPRECOND when pasta is not installed or nf_tables is missing. */
 int bld_netns_new(bld_netns **out, const char *resolv_conf, kiln_error **err);
-/* Kills pasta (SIGKILL + waitpid) and closes the namespace; it is gone once
- * no RUN is in it any more.  Safe on NULL.  No bld_run() may still use n. */
+/* Ends the network and returns at once: pasta is killed right away and
+ * reaped by n's thread, which then closes the namespace (gone once no RUN
+ * is in it any more) and frees n.  Safe on NULL.  No bld_run() may still
+ * use n. */
 void bld_netns_free(bld_netns *n);
 
 typedef enum bld_rootfs_mode {

@@ -119,6 +119,8 @@ struct bld_netns {
     int quit;     /* eventfd: bld_netns_free() tells the keeper */
     pthread_t keeper;
     bool keeper_started;
+    bool keeper_done; /* under mu: the keeper no longer uses n unless detached */
+    bool detached;    /* under mu: bld_netns_free() was called, the keeper frees n */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int state;     /* NET_*, under mu */
@@ -454,9 +456,8 @@ static void keeper_watch(bld_netns *n, pid_t warden, int pid_r)
     }
 }
 
-static void *keeper_main(void *arg)
+static void keeper_run(bld_netns *n)
 {
-    bld_netns *n = arg;
     sigset_t all;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL); /* and so does the warden (see there) */
@@ -465,13 +466,13 @@ static void *keeper_main(void *arg)
     int pr[2];
     if (pipe2(pr, O_CLOEXEC) < 0) {
         set_state(n, NET_FAILED, "pipe failed");
-        return NULL;
+        return;
     }
     if (!n->rootless && fchown(pr[1], SBX_NET_NOBODY, SBX_NET_NOBODY) < 0) {
         close(pr[0]);
         close(pr[1]);
         set_state(n, NET_FAILED, "chown pipe failed");
-        return NULL;
+        return;
     }
     const char *argv[40];
     size_t i = 0;
@@ -516,15 +517,41 @@ static void *keeper_main(void *arg)
     if (warden < 0) {
         close(pr[0]);
         set_state(n, NET_FAILED, "fork failed");
-        return NULL;
+        return;
     }
     keeper_watch(n, warden, pr[0]);
     close(pr[0]);
     kill(warden, SIGTERM); /* our unreaped child: the pid is still the warden's */
     while (waitpid(warden, NULL, 0) < 0 && errno == EINTR)
         ;
-    /* Whoever waits for readiness from now on is told it is gone. */
+}
+
+static void destroy(bld_netns *n)
+{
+    int fds[] = {n->netfd, n->userfd, n->logfd, n->quit};
+    for (size_t i = 0; i < KILN_ARRAY_SIZE(fds); i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    pthread_cond_destroy(&n->cv);
+    pthread_mutex_destroy(&n->mu);
+    free(n->resolv);
+    free(n->dns_forward);
+    free(n);
+}
+
+static void *keeper_main(void *arg)
+{
+    bld_netns *n = arg;
+    keeper_run(n);
+    /* Whoever waits for readiness from now on is told it is gone; once
+     * bld_netns_free() has let go of n, the keeper frees it. */
     set_state(n, NET_FAILED, "the network was shut down");
+    pthread_mutex_lock(&n->mu);
+    n->keeper_done = true;
+    bool detached = n->detached;
+    pthread_mutex_unlock(&n->mu);
+    if (detached)
+        destroy(n);
     return NULL;
 }
 
@@ -581,20 +608,25 @@ void bld_netns_free(bld_netns *n)
 {
     if (n == NULL)
         return;
-    if (n->keeper_started) {
-        uint64_t one = 1;
-        (void)!write(n->quit, &one, sizeof(one));
-        pthread_join(n->keeper, NULL);
+    if (!n->keeper_started) {
+        destroy(n);
+        return;
     }
-    int fds[] = {n->netfd, n->userfd, n->logfd, n->quit};
-    for (size_t i = 0; i < KILN_ARRAY_SIZE(fds); i++)
-        if (fds[i] >= 0)
-            close(fds[i]);
-    pthread_cond_destroy(&n->cv);
-    pthread_mutex_destroy(&n->mu);
-    free(n->resolv);
-    free(n->dns_forward);
-    free(n);
+    /* pasta's exit (its tap device unregistered, its memory unmapped) takes
+     * tens of ms: the keeper waits for it off the caller's path, then frees
+     * n; pasta is sent SIGKILL right away all the same. */
+    pthread_mutex_lock(&n->mu);
+    uint64_t one = 1;
+    (void)!write(n->quit, &one, sizeof(one));
+    n->detached = true;
+    bool done = n->keeper_done;
+    pthread_mutex_unlock(&n->mu);
+    if (done) {
+        pthread_join(n->keeper, NULL);
+        destroy(n);
+    } else {
+        pthread_detach(n->keeper);
+    }
 }
 
 /* ---- for bld_run() ---------------------------------------------------- */

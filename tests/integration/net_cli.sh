@@ -180,6 +180,8 @@ a1=$(ns na 1) a2=$(ns na 2) b2=$(ns nb 2)
 
 # A build ended early (a stage fails while another one's RUN runs, which
 # takes the path of a cancel): its pasta, RUNs and namespace go with it.
+# Waits (10 s at most) until the builder has no child process.
+no_children() { for _ in $(seq 100); do [ -z "$(pgrep -P "$BPID")" ] && return; sleep 0.1; done; }
 # pasta runs below a warden process the builder forks.
 builder_pasta() { local k; k=$(pgrep -d, -P "$BPID") && pgrep -P "$k" -f '^pasta '; }
 builder_net_fds() { find "/proc/$BPID/fd" -lname 'net:*' 2>/dev/null | wc -l; }
@@ -201,7 +203,8 @@ done
 [ "$(builder_net_fds)" -ge 1 ] && ok || bad "a running build holds its network namespace"
 echo go > "$T/www/go-fail"
 wait "$ps_" && bad "the stopped build succeeded" || ok
-sleep 0.3
+grep -q "exit code: 3" "$T/stopped.log" && ok || bad "the stopped build failed for stage y: $(tail -c 300 "$T/stopped.log")"
+no_children # pasta is reaped off the build's path
 [ -z "$(pgrep -P "$BPID")" ] && ok || bad "a stopped build left children of the builder: $(pgrep -a -P "$BPID")"
 [ "$(builder_net_fds)" = 0 ] && ok || bad "a stopped build left its network namespace open in the builder"
 
@@ -246,7 +249,7 @@ expect_rc 2 "unknown entitlement refused" "$KILN_BUILDER_BIN" --allow-insecure-e
 
 # Nothing of the steps is left running: the builder has no child (pasta,
 # monitor) once the builds are done.
-sleep 0.3
+no_children
 [ -z "$(pgrep -P "$BPID")" ] && ok || bad "the builder still has children: $(pgrep -a -P "$BPID")"
 
 # The builder killed during a RUN: its pasta and the RUN's processes follow
