@@ -349,6 +349,7 @@ static void ctx_dispose(eng_ctx *c)
     for (size_t i = 0; i < c->n_bases; i++)
         base_img_dispose(&c->bases[i]);
     bld_ignore_free(c->b.ignore);
+    eng_net_release(&c->b);
     eng_cache_release(&c->b);
     bld_plan_free(c->plan);
 }
@@ -615,7 +616,9 @@ static int build(eng_ctx *c, kiln_error **err)
     c->res = calloc(c->n_stages + 1, sizeof(*c->res));
     if (c->res == NULL)
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
-    if ((rc = run_stages(c, err)) < 0)
+    rc = run_stages(c, err);
+    eng_net_release(&c->b); /* no RUN comes after the stages */
+    if (rc < 0)
         return rc;
     stage_res *r = &c->res[c->plan->target];
     if ((rc = apply_labels(r, c->b.spec, err)) < 0)
@@ -663,6 +666,7 @@ int bld_build(bld_engine *e, const bld_build_spec *spec, const bld_build_events 
     c.b.ev = &c.b.ev_wrap;
     pthread_mutex_init(&c.b.ev_mu, NULL);
     pthread_mutex_init(&c.b.mu, NULL);
+    pthread_mutex_init(&c.b.net_mu, NULL);
     pthread_mutex_init(&c.lazy_mu, NULL);
     atomic_init(&c.b.stop, false);
     if (spec->build_timeout_ms)
@@ -677,6 +681,7 @@ int bld_build(bld_engine *e, const bld_build_spec *spec, const bld_build_events 
     }
     ctx_dispose(&c);
     pthread_mutex_destroy(&c.lazy_mu);
+    pthread_mutex_destroy(&c.b.net_mu);
     pthread_mutex_destroy(&c.b.mu);
     pthread_mutex_destroy(&c.b.ev_mu);
     out->duration_ms = kiln_now_ms() - t0;

@@ -24,6 +24,8 @@
 #include "error.h"
 #include "rpc.h"
 
+struct bld_netns; /* bld_sandbox.h */
+
 #define ENG_PATH_MAX 4096
 #define ENG_NAME_MAX 255
 
@@ -63,6 +65,10 @@ typedef struct eng_build {
     size_t n_held, cap_held;
     atomic_bool stop;            /* spec->cancel, or a stage failed: the others stop */
     unsigned long long deadline; /* kiln_now_ms() when spec->build_timeout_ms runs out; 0 none */
+    /* The build's private network, made by its first RUN that needs it and
+     * joined by the others (engine_run.c); freed by eng_net_release. */
+    pthread_mutex_t net_mu;
+    struct bld_netns *net;
 } eng_build;
 
 /* ---- engine_run.c: snapshots and the sandbox ---- */
@@ -134,6 +140,10 @@ int bld_sandbox_cleanup_stale_wrap(const char *data_dir, kiln_error **err);
 char *eng_preflight(const char *data_dir, bool *usable);
 
 /* Runs one RUN; *exit_code gets the command's status (-1 when killed). */
+/* Ends the build's private network, if a RUN made one (pasta is killed); at
+ * the end of the build, once no stage runs any more. */
+void eng_net_release(eng_build *b);
+
 int eng_run(eng_build *b, const eng_run_desc *d, int *exit_code, kiln_error **err);
 
 /* ---- engine_cache.c: step keys, step dirs, the step index ---- */

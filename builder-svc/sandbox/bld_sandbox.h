@@ -79,6 +79,27 @@ typedef enum bld_network {
                        * host's loopback and link-local addresses unreachable */
 } bld_network;
 
+/* A private network (BLD_NET_PRIVATE) that RUN steps join: a network
+ * namespace with loopback up and the egress filter installed (see README.md,
+ * "Network"), the RUNs' /etc/resolv.conf, and pasta attached to it by a
+ * thread of its own.  The engine makes one per build, the first time a RUN
+ * of the build needs it, and frees it when the build ends: the RUN steps of
+ * one build share it (their processes leave it with their PID namespace),
+ * two builds never do.  Opaque; thread-safe. */
+typedef struct bld_netns bld_netns;
+
+/* Creates the namespace and its filter (a few ms, in a forked child) and
+ * starts pasta without waiting for it: a RUN joining the network waits
+ * until pasta has configured it.  resolv_conf: the host file the RUNs'
+ * /etc/resolv.conf is derived from (NULL = /etc/resolv.conf).
+ * KILN_EPRECOND when pasta is not installed or nf_tables is missing. */
+int bld_netns_new(bld_netns **out, const char *resolv_conf, kiln_error **err);
+/* Ends the network and returns at once: pasta is killed right away and
+ * reaped by n's thread, which then closes the namespace (gone once no RUN
+ * is in it any more) and frees n.  Safe on NULL.  No bld_run() may still
+ * use n. */
+void bld_netns_free(bld_netns *n);
+
 typedef enum bld_rootfs_mode {
     BLD_ROOTFS_AUTO = 0, /* overlay when it can be mounted (probed once per process, and a
                           * step whose overlay mount fails is retried in copy mode) */
@@ -141,8 +162,10 @@ typedef struct bld_run_spec {
     const char *user;         /* USER: "name", "uid", "name:group", "uid:gid"; NULL = root */
     const char *hostname;     /* NULL = "kiln" */
     bld_network network;
-    const char *resolv_conf; /* host file for /etc/resolv.conf (host and private network);
-                                  * NULL = /etc/resolv.conf */
+    bld_netns *netns;        /* private network: the network to join (borrowed; see bld_netns);
+                       * NULL = one for this step alone, made and freed by bld_run() */
+    const char *resolv_conf; /* host file for /etc/resolv.conf (host network, and private
+                              * without netns); NULL = /etc/resolv.conf */
     const bld_mount *mounts;
     size_t n_mounts;
     uint64_t timeout_ms;   /* 0 = none */

@@ -56,8 +56,7 @@ static void reset_signals(void)
             signal(s, SIG_DFL);
 }
 
-/* Closes every fd but keep[0..n-1] (host files must not reach the step). */
-static void close_others(const int *keep, size_t n)
+void sbx_close_others(const int *keep, size_t n)
 {
     int lo = 3;
     for (;;) {
@@ -194,24 +193,15 @@ static _Noreturn void init_main(sbx_plan *p, int life_r)
     if (sethostname(hn, strlen(hn)) < 0)
         DIE(p, KILN_EIO, "sethostname");
     bool private_net = p->spec->network == BLD_NET_PRIVATE;
-    if (p->spec->network != BLD_NET_HOST && sbx_loopback_up() < 0)
+    /* The private network's loopback and filter were set up with it. */
+    if (p->spec->network == BLD_NET_NONE && sbx_loopback_up() < 0)
         DIE(p, KILN_EIO, "bring up loopback");
-    if (private_net) {
-        /* Before pasta connects the namespace: nothing leaves it unfiltered. */
-        if (sbx_net_filter(p->dns_forward != NULL) < 0)
-            DIE(p, KILN_EPRECOND, "RUN network: install the egress filter (nf_tables)");
-        /* ping without CAP_NET_RAW: ICMP echo sockets for every group */
-        int fd = open("/proc/sys/net/ipv4/ping_group_range", O_WRONLY | O_CLOEXEC);
-        if (fd >= 0) {
-            (void)!write(fd, "0 2147483647", 12);
-            close(fd);
-        }
-    }
     if (sbx_rootfs_setup(p) < 0)
         _exit(126);
     if (private_net) {
-        /* The builder starts pasta meanwhile and says when it is ready;
-         * EOF means it failed (and reports why). */
+        /* The builder waits for pasta meanwhile (the first step of a
+         * build may start with it) and says when it is ready; EOF means it
+         * failed (and reports why). */
         char go = 0;
         ssize_t n;
         while ((n = read(p->go_r, &go, 1)) < 0 && errno == EINTR)
@@ -255,10 +245,14 @@ _Noreturn void sbx_child_main(sbx_plan *p)
     keep[nk++] = p->ack_r;
     if (p->go_r >= 0)
         keep[nk++] = p->go_r;
+    if (p->net_fd >= 0)
+        keep[nk++] = p->net_fd;
+    if (p->net_userfd >= 0)
+        keep[nk++] = p->net_userfd;
     for (size_t i = 0; i < p->n_mounts && nk < KILN_ARRAY_SIZE(keep); i++)
         if (p->mounts[i].srcfd >= 0)
             keep[nk++] = p->mounts[i].srcfd;
-    close_others(keep, nk);
+    sbx_close_others(keep, nk);
 
     /* Join the step's cgroups before anything else is created, so every
      * process of the step is counted and killed with it. */
@@ -267,7 +261,13 @@ _Noreturn void sbx_child_main(sbx_plan *p)
         if (fd < 0 || kiln_write_all(fd, "0", 1) < 0)
             DIE(p, KILN_EIO, "join cgroup");
     }
-    if (p->rootless) {
+    bool private_net = p->spec->network == BLD_NET_PRIVATE;
+    if (private_net && p->rootless) {
+        /* Rootless: the user namespace owning the build's network namespace
+         * (builder's user as root, maps written) becomes the step's too. */
+        if (setns(p->net_userfd, CLONE_NEWUSER) < 0)
+            DIE(p, KILN_EPERM, "join the user namespace of the RUN's network");
+    } else if (p->rootless) {
         /* Rootless: the caller becomes root of a new user namespace, which
          * then owns the other namespaces (and may mount in them). */
         char map[64];
@@ -279,17 +279,17 @@ _Noreturn void sbx_child_main(sbx_plan *p)
         snprintf(map, sizeof(map), "0 %u 1\n", (unsigned)p->host_gid);
         write_map(p, "/proc/self/gid_map", map);
     }
+    /* The private network is made once per build (bld_netns): joining it
+     * is a setns, not a new namespace, filter and pasta per step. */
+    if (private_net && setns(p->net_fd, CLONE_NEWNET) < 0)
+        DIE(p, KILN_EPERM, "join the RUN's network namespace");
+    if (private_net) {
+        close(p->net_fd);
+        close(p->net_userfd);
+    }
     int flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS;
     if (p->spec->network == BLD_NET_NONE)
         flags |= CLONE_NEWNET;
-    if (p->spec->network == BLD_NET_PRIVATE) {
-        /* Rootless, the caller's user namespace owns it and pasta (same
-         * user) may enter it; as root, a namespace nobody owns does. */
-        if (p->rootless)
-            flags |= CLONE_NEWNET;
-        else if (sbx_net_join_owned() < 0)
-            DIE(p, KILN_EPERM, "create the RUN's network namespace");
-    }
     if (unshare(flags) < 0)
         DIE(p, KILN_EPERM, "create namespaces");
     int life[2];

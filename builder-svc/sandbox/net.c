@@ -1,13 +1,17 @@
-/* The RUN's private network (BLD_NET_PRIVATE): its own network namespace,
- * connected to the outside by pasta (Debian package passt), a user-mode
+/* The RUN's private network (BLD_NET_PRIVATE): a network namespace of its
+ * own, connected to the outside by pasta (Debian package passt), a user-mode
  * stack that turns the namespace's TCP, UDP and ICMP echo traffic into
  * ordinary sockets of an unprivileged process on the host.
  *
- * Builder side: finding pasta, the RUN's /etc/resolv.conf, starting pasta
- * for one step once init's network namespace exists and stopping it when
- * the step ends.  Child side: (root) a network namespace owned by a user
- * namespace of "nobody", so that pasta can run as nobody and still enter
- * it; the egress filter init installs before the command runs.
+ * One bld_netns is one such network: the namespace (owned by a user
+ * namespace of "nobody" when the builder is root, so that pasta can run as
+ * nobody and still enter it), with loopback up and the egress filter
+ * (netfilter.c) installed before pasta is attached, the RUNs'
+ * /etc/resolv.conf, and a keeper thread that starts pasta, reports when it
+ * has configured the namespace and kills it when the network is freed.  The
+ * engine makes one per build and every RUN of that build on the private
+ * network joins it (setns in the monitor); bld_run() makes one for a single
+ * step when the caller gives none.
  *
  * What keeps the host's loopback and link-local addresses out of reach
  * (see README.md, "Network"): pasta runs with --no-map-gw (the gateway
@@ -19,23 +23,28 @@
  * non-ICMPv6 fe80::/10 whatever route or device a socket picks
  * (SO_BINDTODEVICE would otherwise bypass a plain unreachable route).  The
  * command also runs without CAP_NET_RAW, so it cannot write frames to the
- * tap device past that filter: pasta connects wherever a frame points. */
+ * tap device past that filter: pasta connects wherever a frame points.
+ *
+ * Lifetimes: pasta is a child of a warden process that the keeper thread
+ * forks with PR_SET_PDEATHSIG, so it dies with bld_netns_free() or with the
+ * builder (see warden_main); the namespace lives as
+ * long as the bld_netns holds its fd (and pasta is in it), and a RUN's
+ * processes leave it when their PID namespace ends. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
-#include <linux/netfilter.h>
-#include <linux/netfilter/nf_tables.h>
-#include <linux/netfilter/nfnetlink.h>
-#include <linux/netlink.h>
 #include <linux/nsfs.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -94,241 +103,81 @@ static bool blocked_addr(const char *a)
     return true;
 }
 
-int sbx_net_prepare(sbx_plan *p, kiln_error **err)
+/* ---- the network object ----------------------------------------------- */
+
+enum { NET_STARTING, NET_READY, NET_FAILED };
+
+struct bld_netns {
+    bool rootless;
+    int netfd;         /* the network namespace */
+    int userfd;        /* the user namespace owning it */
+    char *resolv;      /* /etc/resolv.conf text for the RUNs */
+    char *dns_forward; /* host resolver pasta forwards SBX_NET_DNS to, or NULL */
+    char pasta[PATH_MAX];
+    pid_t parent; /* the builder: pasta dies unless it is still its parent */
+    int logfd;    /* pasta's stderr (a memfd) */
+    int quit;     /* eventfd: bld_netns_free() tells the keeper */
+    pthread_t keeper;
+    bool keeper_started;
+    bool keeper_done; /* under mu: the keeper no longer uses n unless detached */
+    bool detached;    /* under mu: bld_netns_free() was called, the keeper frees n */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int state;     /* NET_*, under mu */
+    char why[640]; /* NET_FAILED: what pasta said, under mu */
+};
+
+/* The first resolver of src decides: on a blocked address (systemd-resolved's
+ * 127.0.0.53, a link-local cloud resolver) the RUN asks SBX_NET_DNS, which
+ * pasta forwards to it; otherwise the usable resolvers are kept as they are. */
+static int make_resolv(bld_netns *n, const char *src, kiln_error **err)
 {
-    const bld_run_spec *s = p->spec;
-    p->pasta = malloc(PATH_MAX);
-    if (p->pasta == NULL)
-        return kiln_error_set(err, KILN_ENOSPC, ENOMEM, "malloc");
-    if (!sbx_net_find_pasta(p->pasta, PATH_MAX))
-        return kiln_error_set(err, KILN_EPRECOND, 0,
-                              "RUN needs network but pasta is not installed (Debian package "
-                              "passt); install it, or use RUN --network=none");
-    const char *src = s->resolv_conf ? s->resolv_conf : "/etc/resolv.conf";
     _cleanup_fclose_ FILE *in = fopen(src, "re");
-    if (asprintf(&p->resolv, "%s/resolv.conf", p->work) < 0)
-        return kiln_error_set(err, KILN_ENOSPC, ENOMEM, "asprintf");
-    _cleanup_fclose_ FILE *out = fopen(p->resolv, "we");
+    size_t len = 0;
+    FILE *out = open_memstream(&n->resolv, &len);
     if (out == NULL)
-        return kiln_error_set(err, KILN_EIO, errno, "create %s", p->resolv);
-    /* The first resolver decides: on a blocked address (systemd-resolved's
-     * 127.0.0.53, a link-local cloud resolver) the RUN asks SBX_NET_DNS,
-     * which pasta forwards to it; otherwise the usable resolvers are kept
-     * as they are. */
+        return kiln_error_set(err, KILN_ENOSPC, errno, "open_memstream");
     char line[1024], addr[256];
     bool first = true;
-    while (in && fgets(line, sizeof(line), in)) {
+    int r = 0;
+    while (r == 0 && in && fgets(line, sizeof(line), in)) {
         if (sscanf(line, " nameserver %255s", addr) != 1) {
             fputs(line, out);
             continue;
         }
         if (first && blocked_addr(addr)) {
-            p->dns_forward = strdup(addr);
-            if (p->dns_forward == NULL)
-                return kiln_error_set(err, KILN_ENOSPC, ENOMEM, "strdup");
-            p->dns_forward[strcspn(p->dns_forward, "%")] = '\0';
+            n->dns_forward = strdup(addr);
+            if (n->dns_forward == NULL)
+                r = kiln_error_set(err, KILN_ENOSPC, ENOMEM, "strdup");
+            else
+                n->dns_forward[strcspn(n->dns_forward, "%")] = '\0';
             fprintf(out, "nameserver %s\n", SBX_NET_DNS);
-        } else if (!p->dns_forward && !blocked_addr(addr)) {
+        } else if (!n->dns_forward && !blocked_addr(addr)) {
             fputs(line, out);
         }
         first = false;
     }
-    if (fflush(out) != 0)
-        return kiln_error_set(err, KILN_EIO, errno, "write %s", p->resolv);
-    return 0;
+    if (fclose(out) != 0 && r == 0)
+        r = kiln_error_set(err, KILN_ENOSPC, errno, "resolv.conf");
+    return r;
 }
 
-/* ---- starting and stopping pasta -------------------------------------- */
+/* ---- the namespace ---------------------------------------------------- */
 
-static void pasta_log(const sbx_plan *p, char *out, size_t n)
-{
-    out[0] = '\0';
-    char path[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/pasta.log", p->work);
-    _cleanup_fclose_ FILE *f = fopen(path, "re");
-    char line[512];
-    size_t len = 0;
-    while (f && fgets(line, sizeof(line), f) && len + 2 < n) {
-        line[strcspn(line, "\n")] = '\0';
-        if (line[0] == '\0' || strstr(line, "syslog"))
-            continue; /* "Failed to send … bytes to syslog" */
-        len += (size_t)snprintf(out + len, n - len, "%s%s", len ? "; " : "", line);
-    }
-    if (len == 0)
-        snprintf(out, n, "no message");
-}
-
-/* In the forked child, before exec: only system calls. */
-static _Noreturn void pasta_exec(const sbx_plan *p, char *const *argv, int nsfd, int usfd, int pidw,
-                                 int logfd)
-{
-    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != p->parent)
-        _exit(1);
-    /* Default dispositions (pasta refuses to start with SIGPIPE ignored,
-     * as the builder has it) and no blocked signals. */
-    for (int s = 1; s < NSIG; s++)
-        if (s != SIGKILL && s != SIGSTOP)
-            signal(s, SIG_DFL);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-    if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(logfd, 2) < 0 ||
-        dup2(nsfd, 3) < 0 || dup2(usfd, 4) < 0 || dup2(pidw, 5) < 0)
-        _exit(1);
-    syscall(SYS_close_range, 6, ~0U, 0);
-    if (!p->rootless) {
-        /* pasta drops to nobody before it opens /dev/net/tun, which is
-         * root's alone where no udev rule made it 0666, and absent from a
-         * container's /dev: give this process a /dev of its own. */
-        if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
-            sbx_net_own_dev() < 0)
-            _exit(1);
-    }
-    execv(p->pasta, argv);
-    _exit(127);
-}
-
-int sbx_net_own_dev(void)
-{
-    static const struct {
-        const char *path;
-        unsigned maj, min;
-    } nodes[] = {{"/dev/null", 1, 3},
-                 {"/dev/zero", 1, 5},
-                 {"/dev/urandom", 1, 9},
-                 {"/dev/net/tun", 10, 200}};
-    if (mount("tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=16k") < 0 ||
-        mkdir("/dev/net", 0755) < 0)
-        return -1;
-    mode_t old = umask(0);
-    for (size_t i = 0; i < sizeof(nodes) / sizeof(nodes[0]); i++)
-        if (mknod(nodes[i].path, S_IFCHR | 0666, makedev(nodes[i].maj, nodes[i].min)) < 0) {
-            umask(old);
-            return -1;
-        }
-    umask(old);
-    return 0;
-}
-
-int sbx_net_start(sbx_plan *p, pid_t init, kiln_error **err)
-{
-    char nspath[64], log[PATH_MAX];
-    snprintf(nspath, sizeof(nspath), "/proc/%d/ns/net", (int)init);
-    snprintf(log, sizeof(log), "%s/pasta.log", p->work);
-    _cleanup_close_ int nsfd = open(nspath, O_RDONLY | O_CLOEXEC);
-    if (nsfd < 0)
-        return kiln_error_set(err, KILN_EIO, errno, "open %s", nspath);
-    /* The user namespace owning the RUN's network namespace: pasta enters
-     * both, and needs no privilege on the host. */
-    _cleanup_close_ int usfd = ioctl(nsfd, NS_GET_USERNS);
-    if (usfd < 0)
-        return kiln_error_set(err, KILN_EIO, errno, "owner of the RUN's network namespace");
-    _cleanup_close_ int logfd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (logfd < 0)
-        return kiln_error_set(err, KILN_EIO, errno, "create %s", log);
-    /* pasta writes its PID to /proc/self/fd/5 once the namespace is
-     * configured: a pipe it can reopen, so it is nobody's when pasta is. */
-    int pr[2];
-    if (pipe2(pr, O_CLOEXEC) < 0)
-        return kiln_error_set(err, KILN_EIO, errno, "pipe");
-    _cleanup_close_ int pid_r = pr[0];
-    _cleanup_close_ int pid_w = pr[1];
-    if (!p->rootless && fchown(pid_w, SBX_NET_NOBODY, SBX_NET_NOBODY) < 0)
-        return kiln_error_set(err, KILN_EIO, errno, "chown pipe");
-    const char *argv[40];
-    size_t n = 0;
-    argv[n++] = "pasta";
-    argv[n++] = "--foreground";
-    argv[n++] = "--quiet";
-    argv[n++] = "--config-net";
-    argv[n++] = "--no-map-gw";
-    /* no port forwarding in either direction */
-    argv[n++] = "--tcp-ports";
-    argv[n++] = "none";
-    argv[n++] = "--udp-ports";
-    argv[n++] = "none";
-    argv[n++] = "--tcp-ns";
-    argv[n++] = "none";
-    argv[n++] = "--udp-ns";
-    argv[n++] = "none";
-    argv[n++] = "--no-netns-quit";
-    argv[n++] = "--no-dhcp";
-    argv[n++] = "--no-dhcpv6";
-    if (p->dns_forward) {
-        argv[n++] = "--dns";
-        argv[n++] = p->dns_forward;
-        argv[n++] = "--dns-forward";
-        argv[n++] = SBX_NET_DNS;
-    }
-    if (!p->rootless) {
-        argv[n++] = "--runas";
-        argv[n++] = SBX_NET_NOBODY_STR ":" SBX_NET_NOBODY_STR;
-    }
-    argv[n++] = "--userns";
-    argv[n++] = "/proc/self/fd/4";
-    argv[n++] = "--netns";
-    argv[n++] = "/proc/self/fd/3";
-    argv[n++] = "--pid";
-    argv[n++] = "/proc/self/fd/5";
-    argv[n] = NULL;
-    pid_t pid = fork();
-    if (pid < 0)
-        return kiln_error_set(err, KILN_EIO, errno, "fork pasta");
-    if (pid == 0)
-        pasta_exec(p, (char *const *)argv, nsfd, usfd, pid_w, logfd);
-    p->pasta_pid = pid;
-    close(pid_w);
-    pid_w = -1;
-    _cleanup_close_ int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (;;) {
-        struct pollfd pf[2] = {{pid_r, POLLIN, 0}, {pidfd, POLLIN, 0}};
-        clock_gettime(CLOCK_MONOTONIC, &t1);
-        long el = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
-        if (el >= PASTA_READY_MS)
-            break;
-        int r = poll(pf, pidfd >= 0 ? 2 : 1, (int)(PASTA_READY_MS - el));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r > 0 && (pf[0].revents & POLLIN)) {
-            char buf[16];
-            if (read(pid_r, buf, sizeof(buf)) > 0)
-                return 0;
-        }
-        if (r <= 0 || (pf[1].revents & POLLIN) || (pf[0].revents & POLLHUP))
-            break;
-    }
-    sbx_net_stop(p);
-    char msg[512];
-    pasta_log(p, msg, sizeof(msg));
-    return kiln_error_set(err, KILN_EIO, 0,
-                          "RUN network: pasta could not set up the step's network: %s", msg);
-}
-
-void sbx_net_stop(sbx_plan *p)
-{
-    if (p->pasta_pid <= 0)
-        return;
-    kill(p->pasta_pid, SIGKILL); /* our unreaped child: the pid is still pasta's */
-    while (waitpid(p->pasta_pid, NULL, 0) < 0 && errno == EINTR)
-        ;
-    p->pasta_pid = 0;
-}
-
-/* ---- child side: the namespace ---------------------------------------- */
-
-static void write_file(const char *path, const char *data)
+static bool write_file(const char *path, const char *data)
 {
     int fd = open(path, O_WRONLY | O_CLOEXEC);
-    if (fd >= 0) {
-        (void)!write(fd, data, strlen(data));
-        close(fd);
-    }
+    if (fd < 0)
+        return false;
+    bool ok = write(fd, data, strlen(data)) == (ssize_t)strlen(data);
+    close(fd);
+    return ok;
 }
 
-int sbx_net_join_owned(void)
+/* As root: joins a new network namespace owned by a new user namespace of
+ * SBX_NET_NOBODY (pasta, running as nobody, can enter both).  -1 with errno
+ * on failure. */
+static int join_owned(void)
 {
     int sync[2];
     if (pipe2(sync, O_CLOEXEC) < 0)
@@ -337,8 +186,6 @@ int sbx_net_join_owned(void)
     if (h < 0)
         return -1;
     if (h == 0) {
-        /* A user namespace created by nobody, owning a new network
-         * namespace: pasta, running as nobody, can enter both. */
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         close(sync[0]);
         if (setgroups(0, NULL) < 0 || setresgid(SBX_NET_NOBODY, SBX_NET_NOBODY, SBX_NET_NOBODY) ||
@@ -346,10 +193,10 @@ int sbx_net_join_owned(void)
             unshare(CLONE_NEWUSER | CLONE_NEWNET) < 0)
             _exit(1);
         prctl(PR_SET_DUMPABLE, 1);
-        write_file("/proc/self/setgroups", "deny");
-        write_file("/proc/self/uid_map", "0 " SBX_NET_NOBODY_STR " 1\n");
-        write_file("/proc/self/gid_map", "0 " SBX_NET_NOBODY_STR " 1\n");
-        (void)!write(sync[1], "k", 1);
+        if (write_file("/proc/self/setgroups", "deny") &&
+            write_file("/proc/self/uid_map", "0 " SBX_NET_NOBODY_STR " 1\n") &&
+            write_file("/proc/self/gid_map", "0 " SBX_NET_NOBODY_STR " 1\n"))
+            (void)!write(sync[1], "k", 1);
         for (;;)
             pause();
     }
@@ -376,287 +223,473 @@ int sbx_net_join_owned(void)
     return rc;
 }
 
-/* ---- child side: the egress filter (nftables over netlink) ------------ */
-
-typedef struct nlb {
-    char *buf;
-    size_t len, cap;
-    bool overflow;
-} nlb;
-
-static void *nl_put(nlb *b, size_t n)
+/* In the forked child: enters a new namespace and configures it (loopback,
+ * the egress filter, ICMP echo sockets), then reports "errno step" (0 on
+ * success) and waits to be killed once the parent holds the namespace. */
+static _Noreturn void ns_child(const bld_netns *n, int rep)
 {
-    size_t al = NLMSG_ALIGN(n);
-    if (b->len + al > b->cap) {
-        b->overflow = true;
-        return NULL;
-    }
-    void *p = b->buf + b->len;
-    memset(p, 0, al);
-    b->len += al;
-    return p;
-}
-
-static size_t nl_msg(nlb *b, uint16_t type, uint16_t flags, uint32_t seq, uint16_t res)
-{
-    size_t at = b->len;
-    struct nlmsghdr *h = nl_put(b, NLMSG_HDRLEN);
-    struct nfgenmsg *g = nl_put(b, sizeof(struct nfgenmsg));
-    if (h == NULL || g == NULL)
-        return at;
-    h->nlmsg_type = type;
-    h->nlmsg_flags = NLM_F_REQUEST | flags;
-    h->nlmsg_seq = seq;
-    g->nfgen_family = NFPROTO_INET;
-    g->version = NFNETLINK_V0;
-    g->res_id = htons(res);
-    return at;
-}
-
-static void nl_msg_end(nlb *b, size_t at)
-{
-    if (!b->overflow)
-        ((struct nlmsghdr *)(b->buf + at))->nlmsg_len = (uint32_t)(b->len - at);
-}
-
-static void nl_attr(nlb *b, uint16_t type, const void *data, size_t n)
-{
-    struct nlattr *a = nl_put(b, NLA_HDRLEN + n);
-    if (a == NULL)
-        return;
-    a->nla_type = type;
-    a->nla_len = (uint16_t)(NLA_HDRLEN + n);
-    memcpy((char *)a + NLA_HDRLEN, data, n);
-}
-
-static void nl_u32(nlb *b, uint16_t type, uint32_t host)
-{
-    uint32_t be = htonl(host);
-    nl_attr(b, type, &be, sizeof(be));
-}
-
-static void nl_str(nlb *b, uint16_t type, const char *s)
-{
-    nl_attr(b, type, s, strlen(s) + 1);
-}
-
-static size_t nl_nest(nlb *b, uint16_t type)
-{
-    size_t at = b->len;
-    struct nlattr *a = nl_put(b, NLA_HDRLEN);
-    if (a)
-        a->nla_type = type | NLA_F_NESTED;
-    return at;
-}
-
-static void nl_nest_end(nlb *b, size_t at)
-{
-    if (!b->overflow)
-        ((struct nlattr *)(b->buf + at))->nla_len = (uint16_t)(b->len - at);
-}
-
-/* One expression of a rule: name and its NFTA_EXPR_DATA attributes. */
-static size_t expr_begin(nlb *b, const char *name)
-{
-    size_t el = nl_nest(b, NFTA_LIST_ELEM);
-    nl_str(b, NFTA_EXPR_NAME, name);
-    nl_nest(b, NFTA_EXPR_DATA);
-    return el;
-}
-
-static void expr_end(nlb *b, size_t el)
-{
-    /* the data nest is the second attribute after the name */
-    struct nlattr *name = (struct nlattr *)(b->buf + el + NLA_HDRLEN);
-    size_t data = el + NLA_HDRLEN + NLA_ALIGN(name->nla_len);
-    nl_nest_end(b, data);
-    nl_nest_end(b, el);
-}
-
-static void e_meta(nlb *b, uint32_t key)
-{
-    size_t e = expr_begin(b, "meta");
-    nl_u32(b, NFTA_META_DREG, NFT_REG_1);
-    nl_u32(b, NFTA_META_KEY, key);
-    expr_end(b, e);
-}
-
-static void e_payload(nlb *b, uint32_t base, uint32_t off, uint32_t len)
-{
-    size_t e = expr_begin(b, "payload");
-    nl_u32(b, NFTA_PAYLOAD_DREG, NFT_REG_1);
-    nl_u32(b, NFTA_PAYLOAD_BASE, base);
-    nl_u32(b, NFTA_PAYLOAD_OFFSET, off);
-    nl_u32(b, NFTA_PAYLOAD_LEN, len);
-    expr_end(b, e);
-}
-
-static void e_cmp(nlb *b, uint32_t op, const void *v, size_t n)
-{
-    size_t e = expr_begin(b, "cmp");
-    nl_u32(b, NFTA_CMP_SREG, NFT_REG_1);
-    nl_u32(b, NFTA_CMP_OP, op);
-    size_t d = nl_nest(b, NFTA_CMP_DATA);
-    nl_attr(b, NFTA_DATA_VALUE, v, n);
-    nl_nest_end(b, d);
-    expr_end(b, e);
-}
-
-static void e_mask(nlb *b, const void *mask, size_t n)
-{
-    static const unsigned char zero[16];
-    size_t e = expr_begin(b, "bitwise");
-    nl_u32(b, NFTA_BITWISE_SREG, NFT_REG_1);
-    nl_u32(b, NFTA_BITWISE_DREG, NFT_REG_1);
-    nl_u32(b, NFTA_BITWISE_LEN, (uint32_t)n);
-    size_t d = nl_nest(b, NFTA_BITWISE_MASK);
-    nl_attr(b, NFTA_DATA_VALUE, mask, n);
-    nl_nest_end(b, d);
-    d = nl_nest(b, NFTA_BITWISE_XOR);
-    nl_attr(b, NFTA_DATA_VALUE, zero, n);
-    nl_nest_end(b, d);
-    expr_end(b, e);
-}
-
-static void e_verdict(nlb *b, bool accept)
-{
-    size_t e;
-    if (accept) {
-        e = expr_begin(b, "immediate");
-        nl_u32(b, NFTA_IMMEDIATE_DREG, NFT_REG_VERDICT);
-        size_t d = nl_nest(b, NFTA_IMMEDIATE_DATA);
-        size_t v = nl_nest(b, NFTA_DATA_VERDICT);
-        nl_u32(b, NFTA_VERDICT_CODE, NF_ACCEPT);
-        nl_nest_end(b, v);
-        nl_nest_end(b, d);
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != n->parent)
+        _exit(1);
+    int step = 0;
+    bool ok;
+    if (n->rootless) {
+        /* the builder's user becomes root of a user namespace owning the
+         * network namespace; pasta (same user) enters both */
+        char map[64];
+        uid_t uid = geteuid();
+        gid_t gid = getegid();
+        ok = unshare(CLONE_NEWUSER | CLONE_NEWNET) == 0 &&
+             write_file("/proc/self/setgroups", "deny");
+        snprintf(map, sizeof(map), "0 %u 1\n", (unsigned)uid);
+        ok = ok && write_file("/proc/self/uid_map", map);
+        snprintf(map, sizeof(map), "0 %u 1\n", (unsigned)gid);
+        ok = ok && write_file("/proc/self/gid_map", map);
     } else {
-        /* an immediate error for the caller, not a silent timeout */
-        e = expr_begin(b, "reject");
-        nl_u32(b, NFTA_REJECT_TYPE, NFT_REJECT_ICMPX_UNREACH);
-        uint8_t code = NFT_REJECT_ICMPX_ADMIN_PROHIBITED;
-        nl_attr(b, NFTA_REJECT_ICMP_CODE, &code, 1);
+        ok = join_owned() == 0;
     }
-    expr_end(b, e);
+    /* Before pasta connects the namespace: nothing leaves it unfiltered. */
+    if (ok && (step = 1, sbx_loopback_up() == 0) &&
+        (step = 2, sbx_net_filter(n->dns_forward != NULL) == 0)) {
+        /* ping without CAP_NET_RAW: ICMP echo sockets for every group */
+        (void)write_file("/proc/sys/net/ipv4/ping_group_range", "0 2147483647");
+        step = -1;
+    }
+    int msg[2] = {step < 0 ? 0 : errno, step};
+    (void)!write(rep, msg, sizeof(msg));
+    for (;;)
+        pause();
 }
 
-typedef struct match {
-    uint8_t nfproto;
-    const void *addr, *mask; /* destination address and prefix mask */
-    size_t alen;
-    bool not_lo;      /* only when leaving by another device than lo */
-    int l4proto;      /* -1: any */
-    bool l4proto_not; /* l4proto is excluded rather than required */
-    int dport;        /* -1: any */
-    bool accept;
-} match;
-
-static void add_rule(nlb *b, uint32_t seq, const match *m)
+static int ns_create(bld_netns *n, kiln_error **err)
 {
-    size_t msg = nl_msg(b, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE,
-                        NLM_F_CREATE | NLM_F_APPEND | NLM_F_ACK, seq, 0);
-    nl_str(b, NFTA_RULE_TABLE, "kiln");
-    nl_str(b, NFTA_RULE_CHAIN, "out");
-    size_t ex = nl_nest(b, NFTA_RULE_EXPRESSIONS);
-    e_meta(b, NFT_META_NFPROTO);
-    e_cmp(b, NFT_CMP_EQ, &m->nfproto, 1);
-    e_payload(b, NFT_PAYLOAD_NETWORK_HEADER, m->nfproto == NFPROTO_IPV4 ? 16 : 24,
-              (uint32_t)m->alen);
-    e_mask(b, m->mask, m->alen);
-    e_cmp(b, NFT_CMP_EQ, m->addr, m->alen);
-    if (m->not_lo) {
-        uint32_t lo = 1; /* the loopback device's index in every namespace */
-        e_meta(b, NFT_META_OIF);
-        e_cmp(b, NFT_CMP_NEQ, &lo, sizeof(lo));
+    int rp[2];
+    if (pipe2(rp, O_CLOEXEC) < 0)
+        return kiln_error_set(err, KILN_EIO, errno, "pipe");
+    pid_t pid = fork();
+    if (pid < 0) {
+        int e = errno;
+        close(rp[0]);
+        close(rp[1]);
+        return kiln_error_set(err, KILN_EIO, e, "fork");
     }
-    if (m->l4proto >= 0) {
-        uint8_t pr = (uint8_t)m->l4proto;
-        e_meta(b, NFT_META_L4PROTO);
-        e_cmp(b, m->l4proto_not ? NFT_CMP_NEQ : NFT_CMP_EQ, &pr, 1);
+    if (pid == 0)
+        ns_child(n, rp[1]);
+    close(rp[1]);
+    int msg[2] = {EIO, 0};
+    ssize_t got;
+    while ((got = read(rp[0], msg, sizeof(msg))) < 0 && errno == EINTR)
+        ;
+    close(rp[0]);
+    int r = 0;
+    if (got != (ssize_t)sizeof(msg))
+        r = kiln_error_set(err, KILN_EIO, 0, "RUN network: the namespace helper died");
+    else if (msg[0] != 0 && msg[1] == 0)
+        r = kiln_error_set(err, KILN_EPERM, msg[0], "create the RUN's network namespace");
+    else if (msg[0] != 0 && msg[1] == 1)
+        r = kiln_error_set(err, KILN_EIO, msg[0], "bring up the RUN network's loopback");
+    else if (msg[0] != 0)
+        r = kiln_error_set(err, KILN_EPRECOND, msg[0],
+                           "RUN network: install the egress filter (nf_tables)");
+    if (r == 0) {
+        char path[64];
+        snprintf(path, sizeof(path), "/proc/%d/ns/net", (int)pid);
+        n->netfd = open(path, O_RDONLY | O_CLOEXEC);
+        /* the user namespace owning it: pasta enters both, and so does a
+         * rootless RUN */
+        n->userfd = n->netfd >= 0 ? ioctl(n->netfd, NS_GET_USERNS) : -1;
+        if (n->userfd >= 0 && fcntl(n->userfd, F_SETFD, FD_CLOEXEC) < 0) {
+            close(n->userfd);
+            n->userfd = -1;
+        }
+        if (n->netfd < 0 || n->userfd < 0)
+            r = kiln_error_set(err, KILN_EIO, errno, "open the RUN's network namespace");
     }
-    if (m->dport >= 0) {
-        uint16_t port = htons((uint16_t)m->dport);
-        e_payload(b, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2);
-        e_cmp(b, NFT_CMP_EQ, &port, 2);
-    }
-    e_verdict(b, m->accept);
-    nl_nest_end(b, ex);
-    nl_msg_end(b, msg);
+    kill(pid, SIGKILL);
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+    return r;
 }
 
-int sbx_net_filter(bool dns_forward)
+/* ---- pasta ------------------------------------------------------------ */
+
+static void pasta_log(const bld_netns *n, char *out, size_t len)
 {
-    static const unsigned char v4_127[4] = {127, 0, 0, 0}, v4_m8[4] = {255, 0, 0, 0},
-                               v4_ll[4] = {169, 254, 0, 0}, v4_m16[4] = {255, 255, 0, 0},
-                               v4_m32[4] = {255, 255, 255, 255}, v6_lo[16] = {[15] = 1},
-                               v6_ll[16] = {0xfe, 0x80}, v6_m10[16] = {0xff, 0xc0},
-                               v6_m128[16] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-                                              0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
-    struct in_addr dns;
-    inet_pton(AF_INET, SBX_NET_DNS, &dns);
-    char mem[8192];
-    nlb b = {mem, 0, sizeof(mem), false};
-    uint32_t seq = (uint32_t)time(NULL);
-    size_t m = nl_msg(&b, NFNL_MSG_BATCH_BEGIN, 0, seq++, NFNL_SUBSYS_NFTABLES);
-    nl_msg_end(&b, m);
-    m = nl_msg(&b, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_ACK, seq++,
-               0);
-    nl_str(&b, NFTA_TABLE_NAME, "kiln");
-    nl_msg_end(&b, m);
-    m = nl_msg(&b, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWCHAIN, NLM_F_CREATE | NLM_F_ACK, seq++,
-               0);
-    nl_str(&b, NFTA_CHAIN_TABLE, "kiln");
-    nl_str(&b, NFTA_CHAIN_NAME, "out");
-    size_t hook = nl_nest(&b, NFTA_CHAIN_HOOK);
-    nl_u32(&b, NFTA_HOOK_HOOKNUM, NF_INET_LOCAL_OUT);
-    nl_u32(&b, NFTA_HOOK_PRIORITY, 0);
-    nl_nest_end(&b, hook);
-    nl_u32(&b, NFTA_CHAIN_POLICY, NF_ACCEPT);
-    nl_str(&b, NFTA_CHAIN_TYPE, "filter");
-    nl_msg_end(&b, m);
-    match rules[] = {
-        /* pasta's DNS forwarding address: UDP port 53 only */
-        {NFPROTO_IPV4, &dns, v4_m32, 4, false, IPPROTO_UDP, false, 53, true},
-        {NFPROTO_IPV4, v4_ll, v4_m16, 4, false, -1, false, -1, false},
-        {NFPROTO_IPV4, v4_127, v4_m8, 4, true, -1, false, -1, false},
-        {NFPROTO_IPV6, v6_lo, v6_m128, 16, true, -1, false, -1, false},
-        /* neighbour discovery towards a link-local gateway stays possible */
-        {NFPROTO_IPV6, v6_ll, v6_m10, 16, false, IPPROTO_ICMPV6, true, -1, false},
-    };
-    for (size_t i = dns_forward ? 0 : 1; i < KILN_ARRAY_SIZE(rules); i++)
-        add_rule(&b, seq++, &rules[i]);
-    m = nl_msg(&b, NFNL_MSG_BATCH_END, 0, seq++, NFNL_SUBSYS_NFTABLES);
-    nl_msg_end(&b, m);
-    if (b.overflow) {
-        errno = ENOBUFS;
-        return -1;
+    char buf[4096];
+    ssize_t got = pread(n->logfd, buf, sizeof(buf) - 1, 0);
+    buf[got > 0 ? got : 0] = '\0';
+    size_t at = 0;
+    out[0] = '\0';
+    char *save = NULL;
+    for (char *line = strtok_r(buf, "\n", &save); line && at + 2 < len;
+         line = strtok_r(NULL, "\n", &save)) {
+        if (line[0] == '\0' || strstr(line, "syslog"))
+            continue; /* "Failed to send … bytes to syslog" */
+        at += (size_t)snprintf(out + at, len - at, "%s%s", at ? "; " : "", line);
     }
-    _cleanup_close_ int s = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
-    struct sockaddr_nl sa = {.nl_family = AF_NETLINK};
-    if (s < 0 || sendto(s, b.buf, b.len, 0, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+    if (at == 0)
+        snprintf(out, len, "no message");
+}
+
+/* In the forked child, before exec: only system calls. */
+
+int sbx_net_own_dev(void)
+{
+    static const struct {
+        const char *path;
+        unsigned maj, min;
+    } nodes[] = {{"/dev/null", 1, 3},
+                 {"/dev/zero", 1, 5},
+                 {"/dev/urandom", 1, 9},
+                 {"/dev/net/tun", 10, 200}};
+    if (mount("tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=16k") < 0 ||
+        mkdir("/dev/net", 0755) < 0)
         return -1;
-    /* One ack per table, chain and rule; the first error wins. */
-    size_t want = 2 + KILN_ARRAY_SIZE(rules) - (dns_forward ? 0 : 1);
-    char rbuf[8192];
-    while (want > 0) {
-        struct pollfd pf = {s, POLLIN, 0};
-        if (poll(&pf, 1, 5000) <= 0) {
-            errno = ETIMEDOUT;
+    mode_t old = umask(0);
+    for (size_t i = 0; i < sizeof(nodes) / sizeof(nodes[0]); i++)
+        if (mknod(nodes[i].path, S_IFCHR | 0666, makedev(nodes[i].maj, nodes[i].min)) < 0) {
+            umask(old);
             return -1;
         }
-        ssize_t n = recv(s, rbuf, sizeof(rbuf), 0);
-        if (n < 0)
-            return -1;
-        for (struct nlmsghdr *h = (struct nlmsghdr *)rbuf; NLMSG_OK(h, (size_t)n);
-             h = NLMSG_NEXT(h, n)) {
-            if (h->nlmsg_type != NLMSG_ERROR)
-                continue;
-            const struct nlmsgerr *e = NLMSG_DATA(h);
-            if (e->error != 0) {
-                errno = -e->error;
-                return -1;
-            }
-            want--;
-        }
-    }
+    umask(old);
     return 0;
+}
+
+static _Noreturn void pasta_exec(const bld_netns *n, char *const *argv, int pidw, pid_t warden)
+{
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != warden)
+        _exit(1);
+    /* Default dispositions (pasta refuses to start with SIGPIPE ignored,
+     * as the builder has it) and no blocked signals. */
+    for (int s = 1; s < NSIG; s++)
+        if (s != SIGKILL && s != SIGSTOP)
+            signal(s, SIG_DFL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    /* copies above 9 first: the sources may be 3, 4 or 5 */
+    int ns = fcntl(n->netfd, F_DUPFD_CLOEXEC, 10), us = fcntl(n->userfd, F_DUPFD_CLOEXEC, 10),
+        pw = fcntl(pidw, F_DUPFD_CLOEXEC, 10);
+    if (null < 0 || ns < 0 || us < 0 || pw < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 ||
+        dup2(n->logfd, 2) < 0 || dup2(ns, 3) < 0 || dup2(us, 4) < 0 || dup2(pw, 5) < 0)
+        _exit(1);
+    syscall(SYS_close_range, 6, ~0U, 0);
+    if (!n->rootless) {
+        /* pasta drops to nobody before it opens /dev/net/tun, which is
+         * root's alone where no udev rule made it 0666, and absent from a
+         * container's /dev: give this process a /dev of its own. */
+        if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+            sbx_net_own_dev() < 0)
+            _exit(1);
+    }
+    execv(n->pasta, argv);
+    _exit(127);
+}
+
+static void set_state(bld_netns *n, int state, const char *why)
+{
+    pthread_mutex_lock(&n->mu);
+    if (n->state != NET_FAILED) {
+        n->state = state;
+        if (why)
+            snprintf(n->why, sizeof(n->why), "%s", why);
+    }
+    pthread_cond_broadcast(&n->cv);
+    pthread_mutex_unlock(&n->mu);
+}
+
+/* The warden, a forked child of the keeper thread and pasta's parent: it
+ * exists because pasta cannot be given a death signal of its own (the
+ * kernel clears PR_SET_PDEATHSIG when pasta drops to nobody).  The warden
+ * keeps its credentials, so SIGTERM reaches it when the keeper thread ends,
+ * the builder's death included; on SIGTERM it kills pasta, and it exits as
+ * soon as pasta has.  Signals arrive blocked (the keeper blocks them all)
+ * and are taken with sigwait; only system calls after fork. */
+static _Noreturn void warden_main(const bld_netns *n, char *const *argv, int pidw)
+{
+    if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != n->parent)
+        _exit(1);
+    /* Nothing of other builds (their namespaces) stays open here. */
+    int keep[] = {pidw, n->logfd, n->netfd, n->userfd};
+    sbx_close_others(keep, KILN_ARRAY_SIZE(keep));
+    pid_t self = getpid();
+    pid_t pasta = fork();
+    if (pasta < 0)
+        _exit(1);
+    if (pasta == 0)
+        pasta_exec(n, argv, pidw, self);
+    close(pidw);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGCHLD);
+    for (;;) {
+        int sig = 0, st;
+        if (sigwait(&set, &sig) == 0 && sig == SIGTERM)
+            kill(pasta, SIGKILL); /* our unreaped child: the pid is still pasta's */
+        if (waitpid(pasta, &st, WNOHANG) == pasta)
+            _exit(0);
+    }
+}
+
+/* Waits for pasta's readiness (the PID it writes to the pipe once the
+ * namespace is configured), then for its end or bld_netns_free(). */
+static void keeper_watch(bld_netns *n, pid_t warden, int pid_r)
+{
+    _cleanup_close_ int pidfd = (int)syscall(SYS_pidfd_open, warden, 0);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    bool ready = false;
+    for (;;) {
+        struct pollfd pf[3] = {{n->quit, POLLIN, 0}, {pidfd, POLLIN, 0}, {pid_r, POLLIN, 0}};
+        int timeout = -1;
+        if (!ready) {
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            long el = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+            if (el >= PASTA_READY_MS) {
+                set_state(n, NET_FAILED, "pasta did not configure the namespace in time");
+                return;
+            }
+            timeout = (int)(PASTA_READY_MS - el);
+        }
+        int r = poll(pf, ready ? 2 : 3, timeout);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 || (pf[0].revents & POLLIN))
+            return; /* freed */
+        if (!ready && (pf[2].revents & POLLIN)) {
+            char buf[16];
+            if (read(pid_r, buf, sizeof(buf)) > 0) {
+                ready = true;
+                set_state(n, NET_READY, NULL);
+                continue;
+            }
+        }
+        if ((pf[1].revents & POLLIN) || (!ready && (pf[2].revents & POLLHUP))) {
+            char msg[512], why[600];
+            pasta_log(n, msg, sizeof(msg));
+            snprintf(why, sizeof(why), "pasta %s: %s",
+                     ready ? "ended" : "could not set up the network", msg);
+            set_state(n, NET_FAILED, why);
+            return;
+        }
+    }
+}
+
+static void keeper_run(bld_netns *n)
+{
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL); /* and so does the warden (see there) */
+    /* pasta writes its PID to /proc/self/fd/5 once the namespace is
+     * configured: a pipe it can reopen, so it is nobody's when pasta is. */
+    int pr[2];
+    if (pipe2(pr, O_CLOEXEC) < 0) {
+        set_state(n, NET_FAILED, "pipe failed");
+        return;
+    }
+    if (!n->rootless && fchown(pr[1], SBX_NET_NOBODY, SBX_NET_NOBODY) < 0) {
+        close(pr[0]);
+        close(pr[1]);
+        set_state(n, NET_FAILED, "chown pipe failed");
+        return;
+    }
+    const char *argv[40];
+    size_t i = 0;
+    argv[i++] = "pasta";
+    argv[i++] = "--foreground";
+    argv[i++] = "--quiet";
+    argv[i++] = "--config-net";
+    argv[i++] = "--no-map-gw";
+    /* no port forwarding in either direction */
+    argv[i++] = "--tcp-ports";
+    argv[i++] = "none";
+    argv[i++] = "--udp-ports";
+    argv[i++] = "none";
+    argv[i++] = "--tcp-ns";
+    argv[i++] = "none";
+    argv[i++] = "--udp-ns";
+    argv[i++] = "none";
+    argv[i++] = "--no-netns-quit";
+    argv[i++] = "--no-dhcp";
+    argv[i++] = "--no-dhcpv6";
+    if (n->dns_forward) {
+        argv[i++] = "--dns";
+        argv[i++] = n->dns_forward;
+        argv[i++] = "--dns-forward";
+        argv[i++] = SBX_NET_DNS;
+    }
+    if (!n->rootless) {
+        argv[i++] = "--runas";
+        argv[i++] = SBX_NET_NOBODY_STR ":" SBX_NET_NOBODY_STR;
+    }
+    argv[i++] = "--userns";
+    argv[i++] = "/proc/self/fd/4";
+    argv[i++] = "--netns";
+    argv[i++] = "/proc/self/fd/3";
+    argv[i++] = "--pid";
+    argv[i++] = "/proc/self/fd/5";
+    argv[i] = NULL;
+    pid_t warden = fork();
+    if (warden == 0)
+        warden_main(n, (char *const *)argv, pr[1]);
+    close(pr[1]);
+    if (warden < 0) {
+        close(pr[0]);
+        set_state(n, NET_FAILED, "fork failed");
+        return;
+    }
+    keeper_watch(n, warden, pr[0]);
+    close(pr[0]);
+    kill(warden, SIGTERM); /* our unreaped child: the pid is still the warden's */
+    while (waitpid(warden, NULL, 0) < 0 && errno == EINTR)
+        ;
+}
+
+static void destroy(bld_netns *n)
+{
+    int fds[] = {n->netfd, n->userfd, n->logfd, n->quit};
+    for (size_t i = 0; i < KILN_ARRAY_SIZE(fds); i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    pthread_cond_destroy(&n->cv);
+    pthread_mutex_destroy(&n->mu);
+    free(n->resolv);
+    free(n->dns_forward);
+    free(n);
+}
+
+static void *keeper_main(void *arg)
+{
+    bld_netns *n = arg;
+    keeper_run(n);
+    /* Whoever waits for readiness from now on is told it is gone; once
+     * bld_netns_free() has let go of n, the keeper frees it. */
+    set_state(n, NET_FAILED, "the network was shut down");
+    pthread_mutex_lock(&n->mu);
+    n->keeper_done = true;
+    bool detached = n->detached;
+    pthread_mutex_unlock(&n->mu);
+    if (detached)
+        destroy(n);
+    return NULL;
+}
+
+/* ---- public ----------------------------------------------------------- */
+
+int bld_netns_new(bld_netns **out, const char *resolv_conf, kiln_error **err)
+{
+    *out = NULL;
+    bld_netns *n = calloc(1, sizeof(*n));
+    if (n == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, ENOMEM, "calloc");
+    n->netfd = n->userfd = n->logfd = n->quit = -1;
+    n->rootless = geteuid() != 0;
+    n->parent = getpid();
+    n->state = NET_STARTING;
+    pthread_mutex_init(&n->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&n->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    int r = 0;
+    if (!sbx_net_find_pasta(n->pasta, sizeof(n->pasta)))
+        r = kiln_error_set(err, KILN_EPRECOND, 0,
+                           "RUN needs network but pasta is not installed (Debian package "
+                           "passt); install it, or use RUN --network=none");
+    if (r == 0)
+        r = make_resolv(n, resolv_conf ? resolv_conf : "/etc/resolv.conf", err);
+    if (r == 0 && (n->logfd = memfd_create("pasta-log", MFD_CLOEXEC)) < 0)
+        r = kiln_error_set(err, KILN_EIO, errno, "memfd_create");
+    if (r == 0 && (n->quit = eventfd(0, EFD_CLOEXEC)) < 0)
+        r = kiln_error_set(err, KILN_EIO, errno, "eventfd");
+    if (r == 0)
+        r = ns_create(n, err);
+    if (r == 0) {
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setstacksize(&attr, 256 * 1024);
+        int e = pthread_create(&n->keeper, &attr, keeper_main, n);
+        pthread_attr_destroy(&attr);
+        if (e != 0)
+            r = kiln_error_set(err, KILN_ENOSPC, e, "network keeper thread");
+        n->keeper_started = e == 0;
+    }
+    if (r < 0) {
+        bld_netns_free(n);
+        return r;
+    }
+    *out = n;
+    return 0;
+}
+
+void bld_netns_free(bld_netns *n)
+{
+    if (n == NULL)
+        return;
+    if (!n->keeper_started) {
+        destroy(n);
+        return;
+    }
+    /* pasta's exit (its tap device unregistered, its memory unmapped) takes
+     * tens of ms: the keeper waits for it off the caller's path, then frees
+     * n; pasta is sent SIGKILL right away all the same. */
+    pthread_mutex_lock(&n->mu);
+    uint64_t one = 1;
+    (void)!write(n->quit, &one, sizeof(one));
+    n->detached = true;
+    bool done = n->keeper_done;
+    pthread_mutex_unlock(&n->mu);
+    if (done) {
+        pthread_join(n->keeper, NULL);
+        destroy(n);
+    } else {
+        pthread_detach(n->keeper);
+    }
+}
+
+/* ---- for bld_run() ---------------------------------------------------- */
+
+int sbx_net_prepare(sbx_plan *p, kiln_error **err)
+{
+    const bld_run_spec *s = p->spec;
+    if (s->netns == NULL) {
+        int r = bld_netns_new(&p->own_net, s->resolv_conf, err);
+        if (r < 0)
+            return r;
+    }
+    p->net = s->netns ? s->netns : p->own_net;
+    p->net_fd = p->net->netfd;
+    p->net_userfd = p->net->userfd;
+    if (asprintf(&p->resolv, "%s/resolv.conf", p->work) < 0)
+        return kiln_error_set(err, KILN_ENOSPC, ENOMEM, "asprintf");
+    _cleanup_close_ int fd = open(p->resolv, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0 || kiln_write_all(fd, p->net->resolv, strlen(p->net->resolv)) < 0)
+        return kiln_error_set(err, KILN_EIO, errno, "write %s", p->resolv);
+    return 0;
+}
+
+int sbx_net_wait(bld_netns *n, const atomic_bool *cancel, kiln_error **err)
+{
+    pthread_mutex_lock(&n->mu);
+    while (n->state == NET_STARTING && !(cancel && atomic_load(cancel))) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += 50 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&n->cv, &n->mu, &ts);
+    }
+    int state = n->state;
+    char why[sizeof(n->why)];
+    snprintf(why, sizeof(why), "%s", n->why);
+    pthread_mutex_unlock(&n->mu);
+    if (state == NET_READY)
+        return 0;
+    if (state == NET_STARTING)
+        return kiln_error_set(err, KILN_ECANCELED, 0, "RUN canceled");
+    return kiln_error_set(err, KILN_EIO, 0, "RUN network: %s", why);
 }

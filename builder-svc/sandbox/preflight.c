@@ -175,8 +175,8 @@ static void probe_network(bld_preflight_info *out, bool rootless)
         snprintf(out->network, sizeof(out->network),
                  "none; host only with the network.host entitlement; private unavailable: %s", why);
     if (!out->net_private) {
-        char m[240];
-        snprintf(m, sizeof(m), "private network (RUN with network fails): %.190s", why);
+        char m[sizeof(why) + 48];
+        snprintf(m, sizeof(m), "private network (RUN with network fails): %s", why);
         add_missing(out, m, 0);
     }
 }

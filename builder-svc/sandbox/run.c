@@ -188,6 +188,7 @@ static int plan_init(sbx_plan *p, const bld_run_spec *s, bld_rootfs_mode mode, k
     memset(p, 0, sizeof(*p));
     p->spec = s;
     p->report_w = p->out_w = p->err_w = p->ack_r = p->go_r = p->go_w = -1;
+    p->net_fd = p->net_userfd = -1;
     p->cg.mem_dir = p->cg.pids_dir = p->cg.v1_devices_dir = p->cg.v2_dir = -1;
     p->parent = getpid();
     p->host_uid = geteuid();
@@ -234,8 +235,7 @@ static void plan_dispose(sbx_plan *p)
     free(p->ovl_opts);
     free(p->hosts);
     free(p->resolv);
-    free(p->pasta);
-    free(p->dns_forward);
+    bld_netns_free(p->own_net);
     free(p->secrets);
     free(p->argv);
 }
@@ -276,7 +276,7 @@ typedef struct supervise {
     sbx_plan *p;
     int out_r, err_r, rep_r, ack_w, pidfd;
     int go_w;              /* private network: tells init pasta is ready */
-    kiln_error *net_err;   /* pasta could not be started */
+    kiln_error *net_err;   /* the network could not be used */
     uint64_t t0, setup_us; /* start of the step's setup; until the command was about to start */
     pid_t monitor, init;
     bool got_exit, killed;
@@ -317,7 +317,7 @@ static void on_msg(supervise *v, const sbx_msg *m)
         (void)!send(v->ack_w, "k", 1, MSG_NOSIGNAL);
         if (v->go_w >= 0) {
             /* init sets up the rootfs meanwhile, then waits for this */
-            if (sbx_net_start(v->p, v->init, &v->net_err) == 0)
+            if (sbx_net_wait(v->p->net, v->p->spec->cancel, &v->net_err) == 0)
                 (void)!write(v->go_w, "g", 1);
             else
                 kill_step(v);
@@ -566,7 +566,6 @@ static int run_children(sbx_plan *p, uint64_t t0, bld_run_result *out, kiln_erro
     v.ack_w = ack[1];
     rep[0] = o[0] = e[0] = ack[1] = -1;
     supervise_loop(p, &v, out);
-    sbx_net_stop(p);
     out->setup_us = v.setup_us;
     remove_stubs(p->overlay ? s->upper_dir : p->rootfs, &v);
     if (!p->overlay && v.got_exit && !out->timed_out && !out->canceled)

@@ -47,16 +47,17 @@ typedef struct sbx_plan {
     const bld_run_spec *spec;
     bool rootless;
     bool overlay;
-    char *work;        /* spec->work_dir, absolute */
-    char *rootfs;      /* work/rootfs: overlay mount point, or the copy */
-    char *ovl_opts;    /* lowerdir=l/…, relative to work (mounted after chdir(work)) */
-    char *hosts;       /* generated /etc/hosts */
-    char *resolv;      /* /etc/resolv.conf for host or private network, or NULL */
-    char *pasta;       /* private network: pasta's path */
-    char *dns_forward; /* private network: host resolver pasta forwards SBX_NET_DNS to */
-    pid_t pasta_pid;   /* private network: pasta, a child of the builder thread */
-    int go_r, go_w;    /* private network: the builder tells init the network is up */
-    char *secrets;     /* work/s: tmpfs staging for secrets inside the child */
+    char *work;         /* spec->work_dir, absolute */
+    char *rootfs;       /* work/rootfs: overlay mount point, or the copy */
+    char *ovl_opts;     /* lowerdir=l/…, relative to work (mounted after chdir(work)) */
+    char *hosts;        /* generated /etc/hosts */
+    char *resolv;       /* /etc/resolv.conf for host or private network, or NULL */
+    bld_netns *net;     /* private network: the one the step joins (spec's or own_net) */
+    bld_netns *own_net; /* private network without spec->netns: this step's alone */
+    int net_fd;         /* private network: its namespace (borrowed from net) */
+    int net_userfd;     /* … and the user namespace owning it */
+    int go_r, go_w;     /* private network: the builder tells init the network is up */
+    char *secrets;      /* work/s: tmpfs staging for secrets inside the child */
     sbx_mountplan *mounts;
     size_t n_mounts;
     sbx_cgroup cg;
@@ -68,6 +69,10 @@ typedef struct sbx_plan {
     pid_t parent; /* pid of the builder */
     int report_w, out_w, err_w, ack_r;
 } sbx_plan;
+
+/* After fork: closes every fd but keep[0..n-1] (host files must not reach
+ * the step, nor one build's namespaces another build's processes). */
+void sbx_close_others(const int *keep, size_t n);
 
 /* The monitor process (never returns). */
 _Noreturn void sbx_child_main(sbx_plan *p);
@@ -105,18 +110,15 @@ bool sbx_net_find_pasta(char *out, size_t n);
  * on /dev holding null, zero, urandom and net/tun (0666), for pasta, which
  * opens the tun device after dropping to nobody.  -1 with errno. */
 int sbx_net_own_dev(void);
-/* Builder side, before forking: pasta's path (KILN_EPRECOND naming the
- * package when missing) and the RUN's resolv.conf. */
+/* Builder side, before forking: the network the step joins (spec->netns, or
+ * a bld_netns of its own, freed with the plan) and the RUN's resolv.conf. */
 int sbx_net_prepare(sbx_plan *p, kiln_error **err);
-/* Builder side: starts pasta on init's network namespace and waits until it
- * has configured it; sbx_net_stop() ends it (safe when not started). */
-int sbx_net_start(sbx_plan *p, pid_t init, kiln_error **err);
-void sbx_net_stop(sbx_plan *p);
-/* Monitor, as root: joins a new network namespace owned by a new user
- * namespace of SBX_NET_NOBODY.  -1 with errno on failure. */
-int sbx_net_join_owned(void);
-/* Init: installs the egress filter in the current network namespace.  -1
- * with errno on failure. */
+/* Builder side: waits until pasta has configured n's namespace (at once
+ * when it already has); KILN_ECANCELED when *cancel is set first, KILN_EIO
+ * naming what pasta said when it failed or has ended since. */
+int sbx_net_wait(bld_netns *n, const atomic_bool *cancel, kiln_error **err);
+/* netfilter.c: installs the egress filter in the current network namespace
+ * (CAP_NET_ADMIN over it needed).  -1 with errno on failure. */
 int sbx_net_filter(bool dns_forward);
 
 /* Brings the loopback interface up in a fresh network namespace; -1 on

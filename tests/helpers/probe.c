@@ -13,12 +13,24 @@
  *   kiln-probe open PATH…      for each PATH, "PATH read=E write=E": the
  *                              errno of open(O_RDONLY) and open(O_WRONLY),
  *                              0 when it opened (nothing is read or written)
+ *   kiln-probe connect ADDR PORT [DEV]
+ *                              a TCP connect to the IPv4 ADDR:PORT (3 s at
+ *                              most), the socket bound with SO_BINDTODEVICE
+ *                              to DEV ("auto": the first device that is not
+ *                              loopback); prints "connect=E dev=DEV" (E:
+ *                              errno, 0 when connected); exit 0 connected,
+ *                              1 not, 3 when the socket could not be set up
  *
  * Statically linked so it runs in any rootfs. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <ifaddrs.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/syscall.h>
@@ -173,6 +185,60 @@ static int syscalls(void)
     return 0;
 }
 
+/* The first network device that is not loopback, or "". */
+static void first_device(char *out, size_t n)
+{
+    out[0] = '\0';
+    struct if_nameindex *ifs = if_nameindex();
+    for (struct if_nameindex *i = ifs; i && i->if_index; i++) {
+        if (strcmp(i->if_name, "lo") != 0) {
+            snprintf(out, n, "%s", i->if_name);
+            break;
+        }
+    }
+    if (ifs)
+        if_freenameindex(ifs);
+}
+
+static int connect_dev(const char *addr, const char *port, const char *dev_arg)
+{
+    char dev[IF_NAMESIZE + 1] = "";
+    if (dev_arg && strcmp(dev_arg, "auto") == 0)
+        first_device(dev, sizeof(dev));
+    else if (dev_arg)
+        snprintf(dev, sizeof(dev), "%s", dev_arg);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(port))};
+    if (inet_pton(AF_INET, addr, &sa.sin_addr) != 1) {
+        printf("setup=bad address %s\n", addr);
+        return 3;
+    }
+    int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (s < 0) {
+        printf("setup=socket errno %d\n", errno);
+        return 3;
+    }
+    if (dev_arg &&
+        (dev[0] == '\0' || setsockopt(s, SOL_SOCKET, SO_BINDTODEVICE, dev, strlen(dev)) < 0)) {
+        printf("setup=SO_BINDTODEVICE %s errno %d\n", dev[0] ? dev : "(no device)", errno);
+        return 3;
+    }
+    int e = 0;
+    if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        e = errno;
+        if (e == EINPROGRESS) {
+            struct pollfd pf = {s, POLLOUT, 0};
+            socklen_t len = sizeof(e);
+            if (poll(&pf, 1, 3000) <= 0)
+                e = ETIMEDOUT;
+            else if (getsockopt(s, SOL_SOCKET, SO_ERROR, &e, &len) < 0)
+                e = errno;
+        }
+    }
+    close(s);
+    printf("connect=%d dev=%s\n", e, dev[0] ? dev : "-");
+    return e == 0 ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOFBF, 1 << 16);
@@ -207,6 +273,9 @@ int main(int argc, char **argv)
         }
         return 0;
     }
-    fprintf(stderr, "usage: kiln-probe info | tree DIR [EXCL...] | exists PATH | open PATH...\n");
+    if (argc >= 4 && !strcmp(argv[1], "connect"))
+        return connect_dev(argv[2], argv[3], argc >= 5 ? argv[4] : NULL);
+    fprintf(stderr, "usage: kiln-probe info | tree DIR [EXCL...] | exists PATH | open PATH... | "
+                    "connect ADDR PORT [DEV]\n");
     return 2;
 }

@@ -4,11 +4,14 @@
  * real (unprivileged) user.  As root, the test drops to nobody in a child;
  * exits 77 when user namespaces or overlay in them are unavailable. */
 #include <grp.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -29,6 +32,59 @@ static int become_nobody(void)
     /* Changing credentials made us non-dumpable, which makes /proc/self
      * root's: a user started as nobody would not be. */
     return prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+}
+
+/* Two RUNs joining one private network, rootless: each enters the user
+ * namespace owning it (the same uid map as a RUN of its own) and the same
+ * network namespace. */
+static int private_network(fx_base *b, const bld_preflight_info *pf)
+{
+    if (!pf->net_private) {
+        fprintf(stderr, "  skip: rootless private network unavailable: %s\n", pf->network);
+        return 0;
+    }
+    bld_netns *net = NULL;
+    kiln_error *err = NULL;
+    if (bld_netns_new(&net, NULL, &err) < 0) {
+        fprintf(stderr, "  bld_netns_new: %s\n", err->msg);
+        kiln_error_free(&err);
+        return 1;
+    }
+    int fails = 0;
+    char seen[2][128] = {"", ""};
+    for (int i = 0; i < 2; i++) {
+        char *upper, *work;
+        fx_out o;
+        bld_run_spec s;
+        fx_spec(&s, b, "id -u; cat /proc/self/uid_map; readlink /proc/self/ns/net", &o, &upper,
+                &work);
+        s.network = BLD_NET_PRIVATE;
+        s.netns = net;
+        bld_run_result res;
+        if (bld_run(&s, &res, &err) < 0) {
+            fprintf(stderr, "  bld_run on the private network: %s\n", err->msg);
+            kiln_error_free(&err);
+            fails++;
+        }
+        char want[128];
+        snprintf(want, sizeof(want), "0\n         0      %d          1\nnet:[", (int)getuid());
+        const char *ns = o.out.data ? strstr(o.out.data, "net:[") : NULL;
+        if (res.exit_code != 0 || ns == NULL || strncmp(o.out.data, want, strlen(want)) != 0) {
+            fprintf(stderr, "  private network: output %s, stderr %s\n", o.out.data, o.err.data);
+            fails++;
+        } else {
+            snprintf(seen[i], sizeof(seen[i]), "%s", ns);
+        }
+        fx_out_dispose(&o);
+        fx_rmtree(upper);
+        free(upper), free(work);
+    }
+    if (seen[0][0] == '\0' || strcmp(seen[0], seen[1]) != 0) {
+        fprintf(stderr, "  two RUNs joining one network: %s vs %s\n", seen[0], seen[1]);
+        fails++;
+    }
+    bld_netns_free(net);
+    return fails;
 }
 
 /* The whole scenario, run as an unprivileged user; returns a failure count,
@@ -92,6 +148,7 @@ static int scenario(void)
     fx_out_dispose(&o);
     fx_rmtree(upper);
     free(upper), free(work);
+    fails += private_network(&b, &pf);
     fx_base_dispose(&b);
     return fails;
 }
@@ -103,6 +160,16 @@ KT_TEST(rootless_unpack_and_run)
     KT_REQUIRE(geteuid() != 0 || fx_probe_copy() == 0);
     pid_t pid = fork();
     if (pid == 0) {
+        /* pasta, rootless, opens /dev/net/tun as the user: where udev's
+         * 0666 rule is missing, this child gets a mount namespace of its
+         * own with such a node (the host's /dev is not touched). */
+        if (geteuid() == 0 && unshare(CLONE_NEWNS) == 0 &&
+            mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0 &&
+            mount("tmpfs", "/dev/net", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755") == 0) {
+            umask(0);
+            (void)!mknod("/dev/net/tun", S_IFCHR | 0666, makedev(10, 200));
+            umask(022);
+        }
         if (become_nobody() < 0)
             _exit(2);
         _exit(scenario());
