@@ -47,6 +47,16 @@ typedef struct psh_registry_opts {
     const char *authfile;        /* Docker config.json; NULL = $REGISTRY_AUTH_FILE, then
                                     $DOCKER_CONFIG/config.json, then ~/.docker/config.json */
     const char *creds;           /* "user:password" (wins over authfile); NULL = none */
+    /* Per-registry credentials the client sent (after creds, before any
+       file): true with *user / *secret (borrowed for the call; user
+       KILN_DOCKERCFG_TOKEN_USER = an identity token) when the client has
+       some for host (canonical, kiln_dockercfg_host).  NULL = none. */
+    bool (*cred_lookup)(void *ud, const char *host, const char **user, const char **secret);
+    void *cred_ud;
+    bool env_auth;               /* no authfile: read the Docker config.json of this
+                                    process's environment (default true, for the tool);
+                                    kiln-pusher sets false: a service never lends its
+                                    operator's credentials to clients */
     const char *registries_conf; /* insecure registries: lines "insecure HOST[:PORT]" or
                                     containers' [[registry]] location=… insecure=true */
     const char *data_dir;        /* state root; NULL = the store's data dir */
