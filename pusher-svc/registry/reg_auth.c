@@ -352,8 +352,8 @@ int reg_auth_challenge(reg_client *c, const char *www, const char *scope, bool h
         pthread_mutex_unlock(&c->mu);
         if (!have)
             r = kiln_error_set(err, KILN_EAUTH, 0,
-                               "%s requires authentication: no credentials (--creds or "
-                               "--authfile)",
+                               "%s requires authentication: no credentials (kiln login, "
+                               "--creds or --authfile on the client)",
                                c->host);
         else if (had_auth && was_basic)
             r = kiln_error_set(err, KILN_EAUTH, 0, "%s rejected the credentials", c->host);
