@@ -145,8 +145,10 @@ int kiln_dockercfg_helper_get(const char *helper, const char *host, kiln_reg_cre
 {
     for (const char *p = helper; *p; p++)
         if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_' && *p != '.')
-            return kiln_error_set(err, KILN_EINVAL, 0, "credential helper name '%.100s' is not "
-                                                       "plain", helper);
+            return kiln_error_set(err, KILN_EINVAL, 0,
+                                  "credential helper name '%.100s' is not "
+                                  "plain",
+                                  helper);
     char prog[300];
     snprintf(prog, sizeof(prog), "docker-credential-%.200s", helper);
     int in[2] = {-1, -1}, o[2] = {-1, -1};

@@ -70,9 +70,9 @@ typedef struct bld_build_spec {
     bld_net_mode network;
     const bld_secret_src *secrets;
     size_t n_secrets;
-    bool push;                     /* push every tag after the commit */
-    bool registry_insecure;        /* --tls-verify=false for pulls and pushes */
-    const char *registry_creds;    /* "user:password" for pulls and pushes; NULL = none */
+    bool push;                  /* push every tag after the commit */
+    bool registry_insecure;     /* --tls-verify=false for pulls and pushes */
+    const char *registry_creds; /* "user:password" for pulls and pushes; NULL = none */
     /* Per-registry credentials from the client, passed on to kiln-pusher
        (borrowed from the request; never logged). */
     Kiln__V1__RegistryCredential *const *registry_credentials;

@@ -32,7 +32,8 @@ static const char login_usage[] =
     "REGISTRY\n\n"
     "Checks USER's password with REGISTRY (host[:port]) and stores them in the Docker\n"
     "config.json that push, pull and build read on this side (and send with the\n"
-    "request, so a remote kiln-pusher or kiln-builder uses them): --authfile FILE, else $REGISTRY_AUTH_FILE,\n"
+    "request, so a remote kiln-pusher or kiln-builder uses them): --authfile FILE, else "
+    "$REGISTRY_AUTH_FILE,\n"
     "else $DOCKER_CONFIG/config.json, else ~/.docker/config.json.  A credHelpers entry\n"
     "for REGISTRY, else credsStore, keeps them in docker-credential-<name> instead.\n"
     "The password comes from stdin with --password-stdin, else from a prompt on the\n"
@@ -67,8 +68,8 @@ static void b64(const unsigned char *in, size_t n, char *out)
 
 /* The file and the registry names are read as everywhere else: dockercfg.h. */
 #define config_path(authfile, out) kiln_dockercfg_path((authfile), (out), PATH_MAX)
-#define key_host kiln_dockercfg_host
-#define store_key kiln_dockercfg_server_key
+#define key_host                   kiln_dockercfg_host
+#define store_key                  kiln_dockercfg_server_key
 
 static cJSON *load_config(const char *path, int *rc)
 {

@@ -238,8 +238,8 @@ static int resolve_creds(const char *verb, reg_flags *f, const char *ref, const 
         hosts[n] = h[n], n++;
     if (ref2 != NULL && cli_ref_registry(ref2, h[n], sizeof(h[n])))
         hosts[n] = h[n], n++;
-    int rc = cli_creds_resolve(verb, f->authfile[0] ? f->authfile : NULL, hosts, n, false,
-                               &f->creds);
+    int rc =
+        cli_creds_resolve(verb, f->authfile[0] ? f->authfile : NULL, hosts, n, false, &f->creds);
     f->ro.credentials = f->creds.v;
     f->ro.n_credentials = f->creds.n;
     return rc;

@@ -121,8 +121,10 @@ expect_rc 5 "... nor with no config file at all" kiln "${K[@]}" pull "$R/team/ap
 stop_last
 
 # ---- ipc://: the client's REGISTRY_AUTH_FILE, not the pusher's -------------
+# (the pusher's own REGISTRY_AUTH_FILE holds wrong credentials for alice,
+# its ~/.docker/config.json the operator's valid ones)
 export KILN_DATA=$T/local
-env -i PATH="$PATH" HOME="$T/op-home" REGISTRY_AUTH_FILE="$T/op.json" KILN_DATA="$KILN_DATA" \
+env -i PATH="$PATH" HOME="$T/op-home" REGISTRY_AUTH_FILE="$T/cfg/wrong.json" KILN_DATA="$KILN_DATA" \
     "$KILN_PUSHER_BIN" 2>"$T/pusher-local.log" & PIDS+=($!)
 for _ in $(seq 100); do kiln images >/dev/null 2>&1 && break; sleep 0.1; done
 expect_rc 0 "import over ipc" kiln import --quiet "$T/rootfs" app:1
