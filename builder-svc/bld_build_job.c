@@ -418,6 +418,8 @@ static void run_build(void *arg)
         .push = q->push,
         .registry_insecure = q->insecure,
         .registry_creds = *q->creds ? q->creds : NULL,
+        .registry_credentials = q->credentials,
+        .n_registry_credentials = q->n_credentials,
         .registry_authfile = *q->authfile ? q->authfile : NULL,
         .registry_cert_dir = *q->cert_dir ? q->cert_dir : NULL,
         .source_date_epoch = q->source_date_epoch ? q->source_date_epoch : -1,

@@ -341,6 +341,8 @@ static int m_build(void *user, const kiln_req *req, kiln_reply *reply, kiln_aren
                               "(the CLI sends the credentials it resolves itself; registry "
                               "certificates belong in the pusher's own "
                               "/etc/containers/certs.d)");
+    if (q->n_credentials > 256)
+        return kiln_error_set(err, KILN_EINVAL, 0, "more than 256 registry credentials");
     if (paths && !local)
         return kiln_error_set(err, KILN_EPRECOND, 0,
                               "kiln-builder takes no paths on its host from clients reached over "

@@ -67,8 +67,8 @@ int psh_srv_host_path(psh_server *p, bool local, const char *what, const char *p
                               "tcp:// or tls+tcp:// (%s %.200s)%s",
                               what, path,
                               strcmp(what, "--authfile") == 0
-                                  ? ": the CLI sends the credentials it resolves itself; pass "
-                                    "--creds USER:PASS or keep the file on the client"
+                                  ? ": the kiln CLI reads --authfile on the client and sends the "
+                                    "credentials it holds"
                               : strcmp(what, "--cert-dir") == 0
                                   ? ": registry CAs and client certificates belong in the "
                                     "pusher's own /etc/containers/certs.d"

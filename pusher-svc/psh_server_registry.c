@@ -3,6 +3,7 @@
  * arrive in a request live only in the request copy of the job and are never
  * logged: events and logs name registries and digests, not users. */
 #include "cleanup.h"
+#include "dockercfg.h"
 #include "units.h"
 #include "log.h"
 #include "psh_ref.h"
@@ -13,15 +14,41 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Registry options from the request (strings borrowed from it). */
+/* The credentials entry of the request for host (canonical), if any. */
+static bool request_cred(void *ud, const char *host, const char **user, const char **secret)
+{
+    const Kiln__V1__RegistryOptions *r = ud;
+    char h[512];
+    for (size_t i = 0; i < r->n_credentials; i++) {
+        const Kiln__V1__RegistryCredential *c = r->credentials[i];
+        if (c == NULL || c->registry == NULL || c->username == NULL || c->secret == NULL)
+            continue;
+        kiln_dockercfg_host(c->registry, h, sizeof(h));
+        if (strcmp(h, host) == 0) {
+            *user = c->username;
+            *secret = c->secret;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Registry options from the request (strings borrowed from it).  Credentials
+ * are what the request carries (creds, credentials, an ipc client's
+ * authfile), else none: never the Docker config of our own environment. */
 static int reg_opts(psh_server *p, bool local, const Kiln__V1__RegistryOptions *r,
                     psh_registry_opts *o, kiln_error **err)
 {
     psh_registry_opts_init(o);
     o->data_dir = psh_store_data_dir(p->store);
     o->cancel = &p->cancel;
+    o->env_auth = false;
     if (r == NULL)
         return 0;
+    if (r->n_credentials > 0) {
+        o->cred_lookup = request_cred;
+        o->cred_ud = (void *)r;
+    }
     o->tls_verify = !r->insecure;
     o->cert_dir = str_set(r->cert_dir) ? r->cert_dir : NULL;
     o->authfile = str_set(r->authfile) ? r->authfile : NULL;
@@ -39,6 +66,8 @@ static int reg_opts(psh_server *p, bool local, const Kiln__V1__RegistryOptions *
     o->retry_delay_ms = r->retry_delay_ms > 600000 ? 600000 : r->retry_delay_ms;
     if (o->creds && strchr(o->creds, ':') == NULL)
         return kiln_error_set(err, KILN_EINVAL, 0, "credentials must be USER:PASSWORD");
+    if (r->n_credentials > 256)
+        return kiln_error_set(err, KILN_EINVAL, 0, "more than 256 registry credentials");
     if (!str_set(r->format) || strcmp(r->format, "oci") == 0)
         o->format = PSH_FORMAT_AS_STORED;
     else if (strcmp(r->format, "v2s2") == 0)

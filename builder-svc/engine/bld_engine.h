@@ -70,9 +70,13 @@ typedef struct bld_build_spec {
     bld_net_mode network;
     const bld_secret_src *secrets;
     size_t n_secrets;
-    bool push;                     /* push every tag after the commit */
-    bool registry_insecure;        /* --tls-verify=false for pulls and pushes */
-    const char *registry_creds;    /* "user:password" for pulls and pushes; NULL = none */
+    bool push;                  /* push every tag after the commit */
+    bool registry_insecure;     /* --tls-verify=false for pulls and pushes */
+    const char *registry_creds; /* "user:password" for pulls and pushes; NULL = none */
+    /* Per-registry credentials from the client, passed on to kiln-pusher
+       (borrowed from the request; never logged). */
+    Kiln__V1__RegistryCredential *const *registry_credentials;
+    size_t n_registry_credentials;
     const char *registry_authfile; /* Docker config.json on the pusher's host; NULL = default */
     const char *registry_cert_dir; /* certs.d root on the pusher's host; NULL = default */
     int64_t source_date_epoch;     /* -1 = none */

@@ -150,6 +150,8 @@ int eng_pusher_pull(eng_build *b, const char *ref, const char *platform, kiln_er
     ro.creds = (char *)(b->spec->registry_creds ? b->spec->registry_creds : "");
     ro.authfile = (char *)(b->spec->registry_authfile ? b->spec->registry_authfile : "");
     ro.cert_dir = (char *)(b->spec->registry_cert_dir ? b->spec->registry_cert_dir : "");
+    ro.credentials = (Kiln__V1__RegistryCredential **)b->spec->registry_credentials;
+    ro.n_credentials = b->spec->n_registry_credentials;
     pr.ref = (char *)ref;
     pr.platform = (char *)(platform ? platform : "");
     pr.registry = &ro;
@@ -339,6 +341,8 @@ int eng_pusher_push(eng_build *b, const char *tag, kiln_error **err)
     ro.creds = (char *)(b->spec->registry_creds ? b->spec->registry_creds : "");
     ro.authfile = (char *)(b->spec->registry_authfile ? b->spec->registry_authfile : "");
     ro.cert_dir = (char *)(b->spec->registry_cert_dir ? b->spec->registry_cert_dir : "");
+    ro.credentials = (Kiln__V1__RegistryCredential **)b->spec->registry_credentials;
+    ro.n_credentials = b->spec->n_registry_credentials;
     pr.source = (char *)tag;
     pr.destination = "";
     pr.registry = &ro;

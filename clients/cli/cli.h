@@ -236,6 +236,29 @@ int cli_check_path(const char *verb, const char *what, const char *path, cli_pat
  * names several images. */
 const char *cli_image_ref(cli_ctx *ctx, const char *verb, const char *arg, char *buf, size_t cap);
 
+/* ---- registry credentials (creds.c) ---- */
+
+/* Credentials resolved on the client's side, ready for a request's
+ * repeated credentials field (owned; secrets wiped by cli_creds_free). */
+typedef struct cli_creds {
+    Kiln__V1__RegistryCredential **v;
+    size_t n;
+} cli_creds;
+
+/* The credentials the client's Docker config (authfile, else
+ * $REGISTRY_AUTH_FILE, $DOCKER_CONFIG/config.json, ~/.docker/config.json)
+ * holds for each of hosts (canonical, cli_ref_registry), credential helpers
+ * included; all_auths: also every auths entry of the file (no helper is run
+ * for those).  A helper that fails is warned about and skipped.
+ * CLI_EXIT_USAGE (said) when an explicit authfile cannot be read. */
+int cli_creds_resolve(const char *verb, const char *authfile, const char *const *hosts,
+                      size_t n_hosts, bool all_auths, cli_creds *out);
+void cli_creds_free(cli_creds *c);
+
+/* The registry (canonical host: "docker.io" for Docker Hub) ref names; false
+ * when ref is no reference (an image id). */
+bool cli_ref_registry(const char *ref, char *out, size_t n);
+
 /* OS/ARCH[/VARIANT]. */
 int cli_check_platform(const char *verb, const char *platform);
 

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -132,6 +133,54 @@ static int stream_context(cli_ctx *ctx, cli_context *cc, const char *dir, const 
 
 /* Everything the command line names is checked before anything is sent: a
  * bad tag must not cost a whole build. */
+/* The images a Dockerfile names (FROM, COPY --from=) that look like
+ * references: not stage names, not scratch, nothing with a $ (an ARG the
+ * builder expands; the credentials of every auths entry go with the build
+ * for those).  Up to cap canonical registry hosts into hosts[]. */
+static size_t dockerfile_registries(const char *text, char hosts[][512], size_t cap)
+{
+    char stages[64][128];
+    size_t n_stages = 0, n = 0;
+    for (const char *line = text; line && *line && n < cap;) {
+        const char *end = strchr(line, '\n');
+        size_t len = end ? (size_t)(end - line) : strlen(line);
+        char buf[1024];
+        snprintf(buf, sizeof(buf), "%.*s", (int)(len < sizeof(buf) ? len : sizeof(buf) - 1), line);
+        line = end ? end + 1 : NULL;
+        char *save = NULL, *w = strtok_r(buf, " \t\r", &save);
+        if (w == NULL)
+            continue;
+        bool from = strcasecmp(w, "FROM") == 0, copy = strcasecmp(w, "COPY") == 0;
+        if (!from && !copy)
+            continue;
+        const char *image = NULL;
+        while ((w = strtok_r(NULL, " \t\r", &save)) != NULL) {
+            if (copy && strncmp(w, "--from=", 7) == 0) {
+                image = w + 7;
+                break;
+            }
+            if (strncmp(w, "--", 2) == 0)
+                continue;
+            if (from && image == NULL) {
+                image = w;
+                continue;
+            }
+            if (from && strcasecmp(w, "AS") == 0 && (w = strtok_r(NULL, " \t\r", &save)) &&
+                n_stages < 64)
+                snprintf(stages[n_stages++], sizeof(stages[0]), "%s", w);
+            break;
+        }
+        if (image == NULL || strchr(image, '$') || strcmp(image, "scratch") == 0)
+            continue;
+        bool stage = false;
+        for (size_t i = 0; i < n_stages && !stage; i++)
+            stage = strcasecmp(stages[i], image) == 0;
+        if (!stage && cli_ref_registry(image, hosts[n], sizeof(hosts[n])))
+            n++;
+    }
+    return n;
+}
+
 static int check_args(const char *context, const char *file, const char *const *tags, size_t n_tags,
                       const char *const *args, size_t n_args, const char *platform,
                       const char *iidfile, bool push, bool plan)
@@ -184,7 +233,12 @@ static const char usage[] =
     "  --push                 push each tag after the build\n"
     "  --tls-verify=false     allow plain-HTTP / unverified registries\n"
     "  --creds USER:PASS      registry credentials for pulls and --push\n"
-    "  --authfile FILE        Docker config.json with registry credentials\n"
+    "  --authfile FILE        Docker config.json with registry credentials (default\n"
+    "                         $REGISTRY_AUTH_FILE, $DOCKER_CONFIG/config.json,\n"
+    "                         ~/.docker/config.json), read by the CLI: the build\n"
+    "                         takes its auths entries, and the credential helpers'\n"
+    "                         answers for the registries of -t (with --push) and of\n"
+    "                         the FROM / COPY --from images the Dockerfile names\n"
     "  --cert-dir DIR         certs.d root: DIR/<host:port>/*.crt CAs, NAME.cert +\n"
     "                         NAME.key client certificate\n"
     "  -q, --quiet            print only the image digest (--progress=quiet)\n"
@@ -299,6 +353,7 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
     uint64_t lim[4] = {0}; /* memory, pids, run timeout, build timeout */
     const char *creds = "";
     char authfile[PATH_MAX] = "", cert_dir[PATH_MAX] = "";
+    cli_creds creds_v = {0};
     int c;
     cli_getopt_reset();
     while ((c = getopt_long(argc, argv, "t:f:qh", cli_build_opts, NULL)) != -1) {
@@ -437,7 +492,8 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
             break;
         case B_AUTHFILE:
         case B_CERTDIR:
-            /* Taken on the pusher's host, which is this one: make it absolute. */
+            /* --authfile is read here; --cert-dir is taken on the pusher's
+             * host, which must be this one: make it absolute. */
             if (realpath(optarg, c == B_AUTHFILE ? authfile : cert_dir) == NULL) {
                 cli_errorf("build: %s: %s", optarg, strerror(errno));
                 return CLI_EXIT_USAGE;
@@ -551,8 +607,25 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
         br.push = push;
         br.insecure = insecure;
         br.creds = (char *)creds;
-        br.authfile = authfile;
         br.cert_dir = cert_dir;
+        if (!*creds) { /* --creds is for every registry of the build */
+            char hosts[MAX_LIST + 64][512];
+            const char *hp[MAX_LIST + 64];
+            size_t nh = 0;
+            for (size_t i = 0; push && i < n_tags; i++)
+                if (cli_ref_registry(tags[i], hosts[nh], sizeof(hosts[nh])))
+                    nh++;
+            nh += dockerfile_registries(text, hosts + nh, KILN_ARRAY_SIZE(hosts) - nh);
+            for (size_t i = 0; i < nh; i++)
+                hp[i] = hosts[i];
+            if ((rc = cli_creds_resolve("build", authfile[0] ? authfile : NULL, hp, nh, true,
+                                        &creds_v)) != CLI_EXIT_OK) {
+                cli_context_dispose(&cc);
+                goto out;
+            }
+            br.credentials = creds_v.v;
+            br.n_credentials = creds_v.n;
+        }
         const char *sde = getenv("SOURCE_DATE_EPOCH");
         br.source_date_epoch = sde && *sde ? strtoll(sde, NULL, 10) : 0;
         rc = cli_run_build(ctx, &br, progress, iidfile);
@@ -584,6 +657,7 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
     }
     kiln_rpc_reply_free(rep);
 out:
+    cli_creds_free(&creds_v);
     cli_pool_done(ctx);
     for (size_t i = 0; i < n_secrets; i++) {
         free(secrets[i].id);

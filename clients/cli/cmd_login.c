@@ -3,10 +3,12 @@
  * $DOCKER_CONFIG/config.json, else ~/.docker/config.json).  As docker does:
  * a credHelpers entry for the registry, else a credsStore, keeps the secret
  * (docker-credential-<name> store/erase); otherwise it goes to auths as
- * base64 user:password.  Credentials are checked with the registry first
+ * base64 user:password.  Push, pull and build read the same file on the
+ * client's side (creds.c) and send what it holds with the request.  Credentials are checked with the registry first
  * (through kiln-pusher), and never printed or logged. */
 #include "cli.h"
 #include "cleanup.h"
+#include "dockercfg.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -29,7 +31,9 @@ static const char login_usage[] =
     "Usage: kiln login [-u USER] [--password-stdin] [--authfile FILE] [registry flags] "
     "REGISTRY\n\n"
     "Checks USER's password with REGISTRY (host[:port]) and stores them in the Docker\n"
-    "config.json that push and pull read: --authfile FILE, else $REGISTRY_AUTH_FILE,\n"
+    "config.json that push, pull and build read on this side (and send with the\n"
+    "request, so a remote kiln-pusher or kiln-builder uses them): --authfile FILE, else "
+    "$REGISTRY_AUTH_FILE,\n"
     "else $DOCKER_CONFIG/config.json, else ~/.docker/config.json.  A credHelpers entry\n"
     "for REGISTRY, else credsStore, keeps them in docker-credential-<name> instead.\n"
     "The password comes from stdin with --password-stdin, else from a prompt on the\n"
@@ -62,40 +66,10 @@ static void b64(const unsigned char *in, size_t n, char *out)
     out[o] = '\0';
 }
 
-/* Same order as kiln-pusher reads it (pusher-svc/registry/reg_auth.c). */
-static int config_path(const char *authfile, char out[PATH_MAX])
-{
-    const char *e = getenv("REGISTRY_AUTH_FILE"), *d = getenv("DOCKER_CONFIG"), *h = getenv("HOME");
-    int n;
-    if (authfile)
-        n = snprintf(out, PATH_MAX, "%s", authfile);
-    else if (e && *e)
-        n = snprintf(out, PATH_MAX, "%s", e);
-    else if (d && *d)
-        n = snprintf(out, PATH_MAX, "%s/config.json", d);
-    else if (h && *h)
-        n = snprintf(out, PATH_MAX, "%s/.docker/config.json", h);
-    else
-        return -1;
-    return n < 0 || n >= PATH_MAX ? -1 : 0;
-}
-
-/* The host a config key or a REGISTRY argument names: "https://h:5000/v1/"
- * -> "h:5000"; Docker Hub's names -> "docker.io" (keyed as Docker does). */
-static void key_host(const char *key, char *out, size_t n)
-{
-    const char *p = strstr(key, "://");
-    p = p ? p + 3 : key;
-    size_t l = strcspn(p, "/");
-    snprintf(out, n, "%.*s", (int)l, p);
-    if (strcmp(out, "index.docker.io") == 0 || strcmp(out, "registry-1.docker.io") == 0)
-        snprintf(out, n, "docker.io");
-}
-
-static const char *store_key(const char *host)
-{
-    return strcmp(host, "docker.io") == 0 ? "https://index.docker.io/v1/" : host;
-}
+/* The file and the registry names are read as everywhere else: dockercfg.h. */
+#define config_path(authfile, out) kiln_dockercfg_path((authfile), (out), PATH_MAX)
+#define key_host                   kiln_dockercfg_host
+#define store_key                  kiln_dockercfg_server_key
 
 static cJSON *load_config(const char *path, int *rc)
 {

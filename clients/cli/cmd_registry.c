@@ -1,6 +1,8 @@
 /* Registry verbs, served by kiln-pusher: push, pull, manifest
  * create|add|annotate|inspect|push.  Each takes the registry flags
- * --tls-verify=false, --creds USER:PASS, --cert-dir DIR, --authfile FILE. */
+ * --tls-verify=false, --creds USER:PASS, --cert-dir DIR, --authfile FILE.
+ * Credentials are resolved here, from the client's own Docker config
+ * (creds.c), and sent with the request: the pusher reads no file for them. */
 #include "cli.h"
 #include "config.h"
 #include "follow.h"
@@ -21,6 +23,7 @@ typedef struct reg_flags {
     char *annotations[MAX_ANNOTATIONS];
     size_t n_annotations;
     bool quiet, json;
+    cli_creds creds; /* resolved by resolve_creds; freed by the verb */
 } reg_flags;
 
 enum {
@@ -151,10 +154,10 @@ static int parse(int argc, char **argv, reg_flags *f, const struct option *table
             f->ro.cert_dir = f->cert_dir;
             break;
         case R_AUTHFILE:
+            /* Read here, by the CLI: no path goes to the pusher. */
             if (cli_check_path(argv[0], "--authfile", optarg, CLI_PATH_FILE) != CLI_EXIT_OK ||
                 abs_path(optarg, f->authfile) < 0)
                 return -1;
-            f->ro.authfile = f->authfile;
             break;
         case R_FORMAT:
             if (strcmp(optarg, "oci") != 0 && strcmp(optarg, "v2s2") != 0) {
@@ -221,6 +224,27 @@ static int parse(int argc, char **argv, reg_flags *f, const struct option *table
     return 0;
 }
 
+/* The client's credentials for the registries of ref and ref2 (either may
+ * be NULL or an image id) into f->ro.  --creds is for every registry of the
+ * call: nothing else is read then. */
+static int resolve_creds(const char *verb, reg_flags *f, const char *ref, const char *ref2)
+{
+    if (f->ro.creds != NULL && *f->ro.creds)
+        return CLI_EXIT_OK;
+    char h[2][512];
+    const char *hosts[2];
+    size_t n = 0;
+    if (ref != NULL && cli_ref_registry(ref, h[n], sizeof(h[n])))
+        hosts[n] = h[n], n++;
+    if (ref2 != NULL && cli_ref_registry(ref2, h[n], sizeof(h[n])))
+        hosts[n] = h[n], n++;
+    int rc =
+        cli_creds_resolve(verb, f->authfile[0] ? f->authfile : NULL, hosts, n, false, &f->creds);
+    f->ro.credentials = f->creds.v;
+    f->ro.n_credentials = f->creds.n;
+    return rc;
+}
+
 static int nargs(int argc, char **argv, int min, int max, const char *what)
 {
     int n = argc - optind;
@@ -259,10 +283,15 @@ static int run_job(cli_ctx *ctx, kiln_req *req, const reg_flags *f, const char *
 static const char reg_usage[] =
     "Registry flags:\n"
     "  --tls-verify=false   allow plain HTTP and unverified TLS\n"
-    "  --creds USER:PASS    credentials (else --authfile / Docker config.json)\n"
+    "  --creds USER:PASS    credentials for every registry of the call (else the\n"
+    "                       client's Docker config: --authfile, $REGISTRY_AUTH_FILE,\n"
+    "                       $DOCKER_CONFIG/config.json, ~/.docker/config.json)\n"
     "  --cert-dir DIR       certs.d root: DIR/<host:port>/*.crt CAs, NAME.cert +\n"
     "                       NAME.key client certificate (default /etc/containers/certs.d)\n"
-    "  --authfile FILE      Docker config.json (auths, credHelpers, credsStore)\n"
+    "  --authfile FILE      Docker config.json (auths, credHelpers, credsStore), read\n"
+    "                       by the CLI, which sends the registry's credentials with\n"
+    "                       the request (works with a remote kiln-pusher; --cert-dir\n"
+    "                       does not: it names a directory on the pusher's host)\n"
     "  --retry N            retries per request after 5xx/429/408, resets and\n"
     "                       timeouts (default 6; --retry-times is the same)\n"
     "  --retry-delay D      fixed delay between retries (2s, 500ms; default:\n"
@@ -301,10 +330,15 @@ int cli_cmd_push(cli_ctx *ctx, int argc, char **argv)
         return CLI_EXIT_USAGE;
     }
     pr.destination = argc - optind > 1 ? argv[optind + 1] : "";
+    if (resolve_creds("push", &f, *pr.destination ? pr.destination : pr.source, NULL) !=
+        CLI_EXIT_OK)
+        return CLI_EXIT_USAGE;
     pr.registry = &f.ro;
     req.body_case = KILN__V1__REQUEST__BODY_PUSH;
     req.push = &pr;
-    return run_job(ctx, &req, &f, "push");
+    int rc = run_job(ctx, &req, &f, "push");
+    cli_creds_free(&f.creds);
+    return rc;
 }
 
 int cli_cmd_pull(cli_ctx *ctx, int argc, char **argv)
@@ -328,10 +362,14 @@ int cli_cmd_pull(cli_ctx *ctx, int argc, char **argv)
     Kiln__V1__PullRequest pr = KILN__V1__PULL_REQUEST__INIT;
     pr.ref = argv[optind];
     pr.platform = (char *)(f.platform ? f.platform : "");
+    if (resolve_creds("pull", &f, pr.ref, NULL) != CLI_EXIT_OK)
+        return CLI_EXIT_USAGE;
     pr.registry = &f.ro;
     req.body_case = KILN__V1__REQUEST__BODY_PULL;
     req.pull = &pr;
-    return run_job(ctx, &req, &f, "pull");
+    int rc = run_job(ctx, &req, &f, "pull");
+    cli_creds_free(&f.creds);
+    return rc;
 }
 
 /* Whether ref names an image in the store (a quiet Inspect). */
@@ -395,11 +433,14 @@ int cli_cmd_manifest(cli_ctx *ctx, int argc, char **argv)
         Kiln__V1__ManifestAddRequest r = KILN__V1__MANIFEST_ADD_REQUEST__INIT;
         r.list = argv[optind];
         r.image = argv[optind + 1];
+        if (resolve_creds("manifest add", &f, r.image, NULL) != CLI_EXIT_OK)
+            return CLI_EXIT_USAGE;
         r.registry = &f.ro;
         req.body_case = KILN__V1__REQUEST__BODY_MANIFEST_ADD;
         req.manifest_add = &r;
         bool local = in_store(ctx, r.image);
         rc = cli_call(ctx, CLI_PUSHER, &req, &rep, 600000);
+        cli_creds_free(&f.creds);
         if (rc == CLI_EXIT_FAILED && !local)
             rc = CLI_EXIT_REGISTRY; /* the registry's answer about a remote image, as pull */
     } else if (strcmp(sub, "annotate") == 0) {
@@ -439,10 +480,15 @@ int cli_cmd_manifest(cli_ctx *ctx, int argc, char **argv)
         Kiln__V1__ManifestPushRequest r = KILN__V1__MANIFEST_PUSH_REQUEST__INIT;
         r.list = argv[optind];
         r.destination = argc - optind > 1 ? argv[optind + 1] : "";
+        if (resolve_creds("manifest push", &f, *r.destination ? r.destination : r.list, NULL) !=
+            CLI_EXIT_OK)
+            return CLI_EXIT_USAGE;
         r.registry = &f.ro;
         req.body_case = KILN__V1__REQUEST__BODY_MANIFEST_PUSH;
         req.manifest_push = &r;
-        return run_job(ctx, &req, &f, "push");
+        rc = run_job(ctx, &req, &f, "push");
+        cli_creds_free(&f.creds);
+        return rc;
     } else {
         cli_errorf("manifest: unknown subcommand '%s' (create, add, annotate, inspect, push)", sub);
         return CLI_EXIT_USAGE;

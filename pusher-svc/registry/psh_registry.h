@@ -38,15 +38,25 @@ typedef enum psh_manifest_format {
 /* Options shared by push, pull and manifest operations.  Strings are borrowed
  * for the duration of the call. */
 typedef struct psh_registry_opts {
-    bool tls_verify;             /* default true; false = every registry is insecure: HTTPS
+    bool tls_verify;      /* default true; false = every registry is insecure: HTTPS
                                     without verification if it speaks TLS, else plain HTTP */
-    const char *cert_dir;        /* certs.d root: the .crt files of <cert_dir>/<host:port>/
+    const char *cert_dir; /* certs.d root: the .crt files of <cert_dir>/<host:port>/
                                     are added to the system CAs and its first NAME.cert +
                                     NAME.key pair is the client certificate; NULL =
                                     /etc/containers/certs.d (only: not /etc/docker) */
-    const char *authfile;        /* Docker config.json; NULL = $REGISTRY_AUTH_FILE, then
+    const char *authfile; /* Docker config.json; NULL = $REGISTRY_AUTH_FILE, then
                                     $DOCKER_CONFIG/config.json, then ~/.docker/config.json */
-    const char *creds;           /* "user:password" (wins over authfile); NULL = none */
+    const char *creds;    /* "user:password" (wins over authfile); NULL = none */
+    /* Per-registry credentials the client sent (after creds, before any
+       file): true with *user / *secret (borrowed for the call; user
+       KILN_DOCKERCFG_TOKEN_USER = an identity token) when the client has
+       some for host (canonical, kiln_dockercfg_host).  NULL = none. */
+    bool (*cred_lookup)(void *ud, const char *host, const char **user, const char **secret);
+    void *cred_ud;
+    bool env_auth;               /* no authfile: read the Docker config.json of this
+                                    process's environment (default true, for the tool);
+                                    kiln-pusher sets false: a service never lends its
+                                    operator's credentials to clients */
     const char *registries_conf; /* insecure registries: lines "insecure HOST[:PORT]" or
                                     containers' [[registry]] location=… insecure=true */
     const char *data_dir;        /* state root; NULL = the store's data dir */

@@ -1,31 +1,27 @@
 /* Registry authentication: the WWW-Authenticate challenge (Basic or Bearer),
  * bearer tokens fetched from the realm per scope and cached until they
  * expire, and where credentials come from: explicit "user:pass", else the
- * Docker config.json (credHelpers, auths with auth / username+password /
- * identitytoken, credsStore through docker-credential-<name> get).
+ * per-registry credentials the client sent (resolved by the CLI from the
+ * client's own Docker config), else o->authfile, else (only when
+ * o->env_auth: kiln-registry-tool, tests) the Docker config.json of this
+ * process's environment; common/dockercfg.c reads the file and helpers.
  *
  * Secrets live only in reg_client fields and in request headers; they are
  * wiped on free and never formatted into messages. */
 #include <ctype.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <openssl/evp.h>
-#include <poll.h>
-#include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
+#include "dockercfg.h"
 #include "log.h"
 #include "reg_internal.h"
 
-#define CONFIG_MAX ((size_t)1 << 20)
-#define HELPER_MAX ((size_t)64 << 10)
-
-extern char **environ;
+static const char *o_authfile(const reg_client *c)
+{
+    return c->o->authfile != NULL && c->o->authfile[0] != '\0' ? c->o->authfile : NULL;
+}
 
 static void wipe_free(char *s)
 {
@@ -57,28 +53,6 @@ static char *b64(const char *s, size_t n)
     return out;
 }
 
-/* Decodes base64 "user:pass"; NULL when malformed. */
-static char *unb64(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n % 4 != 0 || n > 8192)
-        return NULL;
-    char *out = malloc(n / 4 * 3 + 1);
-    if (out == NULL)
-        return NULL;
-    int l = EVP_DecodeBlock((unsigned char *)out, (const unsigned char *)s, (int)n);
-    if (l < 0) {
-        free(out);
-        return NULL;
-    }
-    while (l > 0 && s[n - 1] == '=' && out[l - 1] == '\0') { /* padding decodes to NULs */
-        l--;
-        n--;
-    }
-    out[l] = '\0';
-    return out;
-}
-
 static void set_basic(reg_client *c, const char *user, const char *pass)
 {
     _cleanup_free_ char *up = NULL;
@@ -89,169 +63,38 @@ static void set_basic(reg_client *c, const char *user, const char *pass)
     explicit_bzero(up, strlen(up));
 }
 
-/* Runs docker-credential-<name> get with the host on stdin. */
-static void from_helper(reg_client *c, const char *name)
+/* user + secret as the client's credentials: an identity token or Basic. */
+static void set_cred(reg_client *c, const char *user, const char *secret)
 {
-    for (const char *p = name; *p; p++)
-        if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_' && *p != '.')
-            return;
-    char prog[300];
-    snprintf(prog, sizeof(prog), "docker-credential-%.200s", name);
-    int in[2] = {-1, -1}, out[2] = {-1, -1};
-    if (pipe2(in, O_CLOEXEC) < 0)
-        return;
-    if (pipe2(out, O_CLOEXEC) < 0) {
-        close(in[0]);
-        close(in[1]);
-        return;
+    if (strcmp(user, KILN_DOCKERCFG_TOKEN_USER) == 0) {
+        wipe_free(c->identity);
+        c->identity = strdup(secret);
+    } else {
+        set_basic(c, user, secret);
     }
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
-    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-    char *argv[] = {prog, "get", NULL};
-    pid_t pid = -1;
-    int rc = posix_spawnp(&pid, prog, &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    close(in[0]);
-    close(out[1]);
-    if (rc != 0) {
-        close(in[1]);
-        close(out[0]);
-        kiln_warn("registry", "credential helper %s not runnable", prog);
-        return;
-    }
-    struct sigaction ign = {.sa_handler = SIG_IGN}, old;
-    sigaction(SIGPIPE, &ign, &old);
-    ssize_t w = write(in[1], c->host, strlen(c->host));
-    (void)w;
-    close(in[1]);
-    sigaction(SIGPIPE, &old, NULL);
-    kiln_buf b;
-    kiln_buf_init(&b, HELPER_MAX);
-    char tmp[4096];
-    ssize_t n;
-    while ((n = read(out[0], tmp, sizeof(tmp))) > 0)
-        if (kiln_buf_append(&b, tmp, (size_t)n, NULL) < 0)
-            break;
-    close(out[0]);
-    int st = 0;
-    waitpid(pid, &st, 0);
-    if (WIFEXITED(st) && WEXITSTATUS(st) == 0 && b.len > 0) {
-        _cleanup_cjson_ cJSON *j = cJSON_ParseWithLength(b.data, b.len);
-        const cJSON *u = cJSON_GetObjectItemCaseSensitive(j, "Username");
-        const cJSON *s = cJSON_GetObjectItemCaseSensitive(j, "Secret");
-        if (cJSON_IsString(u) && cJSON_IsString(s)) {
-            if (strcmp(u->valuestring, "<token>") == 0) {
-                wipe_free(c->identity);
-                c->identity = strdup(s->valuestring);
-            } else {
-                set_basic(c, u->valuestring, s->valuestring);
-            }
-            explicit_bzero(s->valuestring, strlen(s->valuestring));
-        }
-    }
-    if (b.data != NULL)
-        explicit_bzero(b.data, b.len);
-    kiln_buf_dispose(&b);
 }
 
-/* "https://host:5000/v1/" → "host:5000"; Docker Hub keys → "registry-1.docker.io". */
-void reg_auth_key_host(const char *key, char *out, size_t n)
+/* The Docker config.json of o->authfile, or of this process's environment
+ * when o->env_auth (never for a kiln-pusher client: see psh_registry.h). */
+static void from_config(reg_client *c, const char *host)
 {
-    const char *p = strstr(key, "://");
-    p = p ? p + 3 : key;
-    size_t l = strcspn(p, "/");
-    snprintf(out, n, "%.*s", (int)l, p);
-    if (strcmp(out, "index.docker.io") == 0 || strcmp(out, "docker.io") == 0)
-        snprintf(out, n, "registry-1.docker.io");
-}
-
-static const char *config_path(const psh_registry_opts *o, char *buf, size_t n)
-{
-    if (o->authfile != NULL)
-        return o->authfile;
-    const char *e = getenv("REGISTRY_AUTH_FILE");
-    if (e != NULL && e[0] != '\0')
-        return e;
-    if ((e = getenv("DOCKER_CONFIG")) != NULL && e[0] != '\0') {
-        snprintf(buf, n, "%s/config.json", e);
-        return buf;
-    }
-    if ((e = getenv("HOME")) != NULL && e[0] != '\0') {
-        snprintf(buf, n, "%s/.docker/config.json", e);
-        return buf;
-    }
-    return NULL;
-}
-
-static void from_config(reg_client *c)
-{
-    char pbuf[4096];
-    const char *path = config_path(c->o, pbuf, sizeof(pbuf));
-    if (path == NULL)
+    char path[4096];
+    if (o_authfile(c) == NULL && !c->o->env_auth)
         return;
-    _cleanup_fclose_ FILE *f = fopen(path, "re");
-    if (f == NULL)
+    if (kiln_dockercfg_path(o_authfile(c), path, sizeof(path)) < 0)
         return;
-    kiln_buf b;
-    kiln_buf_init(&b, CONFIG_MAX);
-    char tmp[4096];
-    size_t n;
-    while ((n = fread(tmp, 1, sizeof(tmp), f)) > 0)
-        if (kiln_buf_append(&b, tmp, n, NULL) < 0)
-            break;
-    _cleanup_cjson_ cJSON *j = b.len ? cJSON_ParseWithLength(b.data, b.len) : NULL;
-    if (b.data != NULL)
-        explicit_bzero(b.data, b.len);
-    kiln_buf_dispose(&b);
-    if (j == NULL) {
-        kiln_warn("registry", "auth file %s is not valid JSON; ignored", path);
-        return;
-    }
-    char h[512];
-    const cJSON *it;
-    cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(j, "credHelpers"))
-    {
-        if (it->string == NULL)
-            continue; /* not an object */
-        reg_auth_key_host(it->string, h, sizeof(h));
-        if (strcmp(h, c->host) == 0 && cJSON_IsString(it)) {
-            from_helper(c, it->valuestring);
-            return;
-        }
-    }
-    cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(j, "auths"))
-    {
-        if (it->string == NULL)
-            continue;
-        reg_auth_key_host(it->string, h, sizeof(h));
-        if (strcmp(h, c->host) != 0)
-            continue;
-        const cJSON *a = cJSON_GetObjectItemCaseSensitive(it, "auth");
-        const cJSON *u = cJSON_GetObjectItemCaseSensitive(it, "username");
-        const cJSON *p = cJSON_GetObjectItemCaseSensitive(it, "password");
-        const cJSON *t = cJSON_GetObjectItemCaseSensitive(it, "identitytoken");
-        if (cJSON_IsString(t) && t->valuestring[0] != '\0')
-            c->identity = strdup(t->valuestring);
-        if (cJSON_IsString(a) && a->valuestring[0] != '\0') {
-            char *up = unb64(a->valuestring);
-            char *colon = up ? strchr(up, ':') : NULL;
-            if (colon != NULL) {
-                *colon = '\0';
-                set_basic(c, up, colon + 1);
-                *colon = ':';
-            }
-            wipe_free(up);
-        } else if (cJSON_IsString(u) && cJSON_IsString(p)) {
-            set_basic(c, u->valuestring, p->valuestring);
-        }
-        return;
-    }
-    const cJSON *store = cJSON_GetObjectItemCaseSensitive(j, "credsStore");
-    if (cJSON_IsString(store) && store->valuestring[0] != '\0')
-        from_helper(c, store->valuestring);
+    kiln_error *err = NULL;
+    _cleanup_cjson_ cJSON *j = NULL;
+    kiln_reg_cred cred = {0};
+    int r = kiln_dockercfg_load(path, &j, &err);
+    if (r == 0)
+        r = kiln_dockercfg_lookup(j, host, true, &cred, &err);
+    if (r < 0)
+        kiln_warn("registry", "credentials for %s: %s; going on without", c->host, err->msg);
+    else if (r > 0)
+        set_cred(c, cred.username, cred.secret);
+    kiln_error_free(&err);
+    kiln_reg_cred_dispose(&cred);
 }
 
 /* Called with c->mu held. */
@@ -268,7 +111,14 @@ static void load_creds(reg_client *c)
             set_basic(c, user, colon ? colon + 1 : "");
         return;
     }
-    from_config(c);
+    char host[512];
+    kiln_dockercfg_host(c->host, host, sizeof(host));
+    const char *user = NULL, *secret = NULL;
+    if (c->o->cred_lookup != NULL && c->o->cred_lookup(c->o->cred_ud, host, &user, &secret)) {
+        set_cred(c, user, secret);
+        return; /* what the client sent: never also a file of ours */
+    }
+    from_config(c, host);
 }
 
 char *reg_auth_header(reg_client *c, const char *scope)
@@ -502,8 +352,8 @@ int reg_auth_challenge(reg_client *c, const char *www, const char *scope, bool h
         pthread_mutex_unlock(&c->mu);
         if (!have)
             r = kiln_error_set(err, KILN_EAUTH, 0,
-                               "%s requires authentication: no credentials (--creds or "
-                               "--authfile)",
+                               "%s requires authentication: no credentials (kiln login, "
+                               "--creds or --authfile on the client)",
                                c->host);
         else if (had_auth && was_basic)
             r = kiln_error_set(err, KILN_EAUTH, 0, "%s rejected the credentials", c->host);

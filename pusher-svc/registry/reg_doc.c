@@ -19,6 +19,7 @@ void psh_registry_opts_init(psh_registry_opts *o)
     o->retry_base_ms = 250;
     o->connect_timeout_s = 30;
     o->low_speed_time_s = 60;
+    o->env_auth = true;
 }
 
 const char *reg_state_root(const psh_store *s, const psh_registry_opts *o)

@@ -157,8 +157,6 @@ void reg_auth_dispose(reg_client *c);
  * (each *out replaced with a malloc'd copy or left NULL; caller frees). */
 void reg_parse_challenge(const char *s, char *scheme, size_t sn, char **realm, char **service,
                          char **scope);
-/* A config.json key ("https://host:5000/v1/", "docker.io") as a wire host. */
-void reg_auth_key_host(const char *key, char *out, size_t n);
 /* The next offset after a Range header value ("0-1234" → 1235; "0-0" → 0). */
 uint64_t reg_range_next(const char *range);
 /* ": CODE: message" of the first entry of an {"errors":[…]} body, or "". */

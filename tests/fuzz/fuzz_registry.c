@@ -7,6 +7,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "dockercfg.h"
 #include "reg_internal.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -28,7 +29,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     free(service);
     free(scope);
     (void)reg_range_next(s);
-    reg_auth_key_host(s, host, sizeof(host));
+    kiln_dockercfg_host(s, host, sizeof(host));
 
     reg_resp rs;
     memset(&rs, 0, sizeof(rs));

@@ -77,11 +77,16 @@ cmp -s "$T/index.before" "$D4/store/index.json" && ok || bad "the store's index.
 expect_rc 1 "export into the snapshots dir is refused" kiln --data "$D4" export ok:1 "oci:$D4/snapshots/x"
 expect_rc 0 "the store still works" kiln --data "$D4" images
 expect_rc 0 "export outside the data dir works" kiln --data "$D4" export ok:1 "oci-archive:$T/ok.tar"
-expect_rc 1 "--authfile inside the data dir is refused" kiln --data "$D4" pull --authfile "$D4/sandbox/secrets/token" --tls-verify=false 127.0.0.1:1/x/y:1
+# --authfile is read by the CLI (with the client's own permissions): the
+# pusher is never given the path.
+printf 'not json' > "$T/notjson"
+expect_rc 2 "--authfile is read by the CLI" kiln --data "$D4" pull --authfile "$T/notjson" --tls-verify=false 127.0.0.1:1/x/y:1
+grep -q "not a JSON object" "$T/err" && ok || bad "the CLI says what is wrong with --authfile ($(cat "$T/err"))"
+grep -q notjson "$T/pusher4.log" && bad "the pusher was given the --authfile path" || ok
 stop_last
 
-# A pusher on tcp:// takes no path at all: not for import, export, --authfile
-# or --cert-dir.
+# A pusher on tcp:// takes no path at all: not for import, export or
+# --cert-dir (--authfile is read by the CLI, which sends the credentials).
 P=$(free_port)
 "$KILN_PUSHER_BIN" --data "$T/d5" --listen "tcp://127.0.0.1:$P" --events "ipc://$T/d5-events.sock" 2>"$T/pusher5.log" & PIDS+=($!)
 U=tcp://127.0.0.1:$P
@@ -92,12 +97,12 @@ expect_rc 1 "remote export to a host path is refused" kiln --pusher "$U" export 
 grep -q "takes no paths on its host" "$T/err" && ok || bad "remote export: the refusal says why ($(cat "$T/err"))"
 echo '{"auths":{}}' > "$T/config.json"
 mkdir -p "$T/certs.d"
-expect_rc 1 "remote pull with --authfile is refused" kiln --pusher "$U" pull --authfile "$T/config.json" 127.0.0.1:1/x/y:1
-grep -q "takes no paths on its host" "$T/err" && ok || bad "remote --authfile: the refusal says why ($(cat "$T/err"))"
+expect_rc 5 "remote pull with --authfile goes to the registry" kiln --pusher "$U" pull --authfile "$T/config.json" 127.0.0.1:1/x/y:1
+grep -q "takes no paths on its host" "$T/err" && bad "remote --authfile was refused ($(cat "$T/err"))" || ok
 expect_rc 1 "remote push with --cert-dir is refused" kiln --pusher "$U" push --cert-dir "$T/certs.d" r:1 127.0.0.1:1/x/y:1
 stop_last
 
-# A builder on tcp:// takes no --authfile or --cert-dir either.
+# A builder on tcp:// takes no --cert-dir either; --authfile is the CLI's.
 if [ -n "${KILN_BUILDER_BIN:-}" ]; then
     P=$(free_port)
     "$KILN_BUILDER_BIN" --data "$T/d6" --listen "tcp://127.0.0.1:$P" --events "ipc://$T/d6-events.sock" \
@@ -106,8 +111,8 @@ if [ -n "${KILN_BUILDER_BIN:-}" ]; then
     for _ in $(seq 100); do kiln --builder "$B" build --plan "$T/ctx" >/dev/null 2>&1; [ -e "$T/d6/run" ] && break; sleep 0.1; done
     mkdir -p "$T/ctx"
     printf 'FROM scratch\nCOPY . /\n' > "$T/ctx/Dockerfile"
-    expect_rc 4 "remote build with --authfile is refused" kiln --builder "$B" build --progress=plain --authfile "$T/config.json" "$T/ctx"
-    grep -q "takes no paths on its host" "$T/err" && ok || bad "remote build --authfile: the refusal says why ($(cat "$T/err"))"
+    expect_rc 4 "remote build with --cert-dir is refused" kiln --builder "$B" build --progress=plain --cert-dir "$T/certs.d" "$T/ctx"
+    grep -q "takes no paths on its host" "$T/err" && ok || bad "remote build --cert-dir: the refusal says why ($(cat "$T/err"))"
     stop_last
 fi
 

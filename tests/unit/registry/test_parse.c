@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "kt.h"
+#include "dockercfg.h"
 #include "reg_internal.h"
 
 KT_TEST(challenges)
@@ -107,8 +108,9 @@ KT_TEST(config_json_keys)
     static const struct {
         const char *key, *host;
     } cases[] = {
-        {"https://index.docker.io/v1/", "registry-1.docker.io"},
-        {"docker.io", "registry-1.docker.io"},
+        {"https://index.docker.io/v1/", "docker.io"},
+        {"docker.io", "docker.io"},
+        {"registry-1.docker.io", "docker.io"},
         {"localhost:5000", "localhost:5000"},
         {"http://127.0.0.1:5000", "127.0.0.1:5000"},
         {"https://ghcr.io/v2/", "ghcr.io"},
@@ -116,7 +118,7 @@ KT_TEST(config_json_keys)
     };
     for (size_t i = 0; i < KILN_ARRAY_SIZE(cases); i++) {
         char h[256];
-        reg_auth_key_host(cases[i].key, h, sizeof(h));
+        kiln_dockercfg_host(cases[i].key, h, sizeof(h));
         KT_EXPECT_STR(h, cases[i].host);
     }
 }
