@@ -98,8 +98,14 @@ trap cleanup EXIT
 say "copying the root to $root"
 cp -a "$base/." "$root/"
 rm -f "$root/.complete"
-# What a new machine has configured: name resolution and apt's proxy.
+# What a new machine has configured: name resolution, apt's proxy and the
+# certificate authorities its administrator added (ca-certificates, which
+# install-deps.sh installs, takes them into the system bundle).
 cp -L /etc/resolv.conf "$root/etc/resolv.conf"
+if compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
+    mkdir -p "$root/usr/local/share/ca-certificates"
+    cp -L /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
+fi
 if [ -n "$proxy" ]; then
     printf 'Acquire::http::Proxy "%s";\n' "$proxy" >"$root/etc/apt/apt.conf.d/01proxy"
 fi
