@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # apt-get update in a Debian-based RUN on the default (private) network: the
 # RUN reaches the Debian mirror through pasta and resolves its name through
-# the RUN's /etc/resolv.conf (issue: sandbox containment).
+# the RUN's /etc/resolv.conf.
 #
 # Needs the network: the test reaches the mirror apt uses on this machine
 # (first from the host; skipped, exit 77, when it cannot), and a Debian 12

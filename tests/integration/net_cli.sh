@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# RUN's network, end to end through both services (issue: sandbox
-# containment).  The script re-runs itself in a network namespace of its own
+# RUN's network, end to end through both services (sandbox containment).
+# The script re-runs itself in a network namespace of its own
 # that plays the host: a default route on an uplink device, a web server on a
 # non-loopback address (10.88.0.1), the same server on 127.0.0.1 and on a
 # link-local address (169.254.99.1), kiln-pusher on tcp://127.0.0.1.  Nothing
