@@ -273,8 +273,8 @@ static int run_job(cli_ctx *ctx, kiln_req *req, const reg_flags *f, const char *
     cli_cancel_arm(ctx, CLI_PUSHER, what, job);
     rc = cli_follow_job(ctx, CLI_PUSHER, job, f->json, f->quiet, digest, sizeof(digest));
     cli_cancel_disarm();
-    if (rc == CLI_EXIT_FAILED && cli_cancel_signal())
-        return cli_cancel_exit(rc);
+    if (rc != CLI_EXIT_OK && cli_cancel_signal())
+        return cli_cancel_exit(rc); /* interrupted: 130/143, however following ended */
     if (rc == CLI_EXIT_OK && !f->json)
         printf("%s\n", digest);
     return rc == CLI_EXIT_FAILED ? CLI_EXIT_REGISTRY : rc;

@@ -93,7 +93,15 @@ echo "rebuilds: $cached_total of $((run_total + cached_total)) steps cached"
 
 # kiln events with the pool: one job on whichever node ran it, and every job
 # of every node.
-farm_kiln events --json > "$T/all-events.json" 2>"$T/all-events.err" & EVP=$!
+# (a longer RPC timeout than the farm's 3 s: the follower's Status probes of
+# the nodes must not time out on a loaded machine, or it leaves a node out)
+FARM_TIMEOUT=20000 farm_kiln events --json > "$T/all-events.json" 2>"$T/all-events.err" & EVP=$!
+# Subscribed once it holds a connection to every node's builder events
+# endpoint and to the pusher's.
+for _ in $(seq 300); do
+    [ "$(farm_hub ss -Htn state established '( dport = :7404 or dport = :7402 )' | wc -l)" -ge 4 ] && break
+    sleep 0.1
+done
 # The follower sees jobs that start once its subscriptions are up (it replays
 # the earlier events of a job it joins midway, not jobs that ended before):
 # with no signal of when that is, build until one shows up, a few times at most.
