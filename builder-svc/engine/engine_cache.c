@@ -50,14 +50,17 @@ static void step_path(char *out, size_t cap, eng_build *b, const char *key)
  * builder) or it is malformed: such a diff is packed every time. */
 static void read_step_id(const char *step_dir, char id[ENG_STEP_ID_LEN + 1])
 {
-    char p[ENG_PATH_MAX + 8], buf[ENG_STEP_ID_LEN + 2];
+    char p[ENG_PATH_MAX + 8], buf[ENG_STEP_ID_LEN + 3];
     id[0] = '\0';
     snprintf(p, sizeof(p), "%s/id", step_dir);
     _cleanup_close_ int fd = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0)
         return;
-    ssize_t n = read(fd, buf, sizeof(buf));
-    if (n < ENG_STEP_ID_LEN || strspn(buf, "0123456789abcdef") != ENG_STEP_ID_LEN)
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    if (n < ENG_STEP_ID_LEN)
+        return;
+    buf[n] = '\0';
+    if (strspn(buf, "0123456789abcdef") != ENG_STEP_ID_LEN)
         return;
     memcpy(id, buf, ENG_STEP_ID_LEN);
     id[ENG_STEP_ID_LEN] = '\0';

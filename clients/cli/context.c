@@ -108,7 +108,8 @@ static int list_dir(const char *path, char ***out, size_t *n, kiln_error **err)
         free(v);
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
     }
-    qsort(v, cnt, sizeof(*v), cmp_names);
+    if (cnt > 1) /* v is NULL for an empty directory */
+        qsort(v, cnt, sizeof(*v), cmp_names);
     *out = v;
     *n = cnt;
     return 0;
