@@ -4,7 +4,7 @@
  * import sources.
  *
  *   <dir>/<hex>          one verified chunk (temp + fsync + rename), 0600
- *   <dir>/.tmp-XXXXXX    a chunk being written (flocked while it is)
+ *   <dir>/.tmp-<hex>-<random>  a chunk being written (kiln_atomic_write, flocked while it is)
  *
  * A stream is a digest over the whole and its chunks in order; it is read back
  * with a kiln_chunk_reader, which checks every chunk against its digest and
