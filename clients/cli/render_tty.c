@@ -10,6 +10,7 @@
  * there), then the live lines, and clears whatever is left below. */
 #include "cli.h"
 #include "config.h"
+#include "fs.h"
 #include "units.h"
 
 #include <stdarg.h>
@@ -175,28 +176,25 @@ static void pend(cli_tty *t, const char *fmt, ...)
     t->pending[t->n_pending++] = s;
 }
 
-void cli_tty_draw(cli_tty *t, bool force)
+/* Lays one frame out into f at t's current size; the pending lines stay
+ * (the caller frees them once the frame is written). */
+static unsigned render_frame(cli_tty *t, FILE *f, unsigned long long now)
 {
-    unsigned long long now = kiln_now_ms();
-    if (atomic_exchange(&winch, 0))
-        force = true;
-    measure(t); /* every frame: a resize may not have been signalled yet */
-    if (!force && t->n_pending == 0 && now - t->last_draw < REDRAW_MS)
-        return;
-    t->last_draw = now;
+    FILE *out = t->out;
+    t->out = f; /* put_line writes to t->out */
     if (t->drawn)
-        fprintf(t->out, "\r\033[%uA", t->drawn);
+        fprintf(f, "\r\033[%uA", t->drawn);
     else
-        fputc('\r', t->out);
+        fputc('\r', f);
     for (size_t i = 0; i < t->n_pending; i++) {
         /* "TEXT\x1fSTATUS": the status goes to the right edge */
         char *tab = strchr(t->pending[i], '\x1f');
         if (tab)
             *tab = '\0';
         put_line(t, NULL, t->pending[i], tab ? tab + 1 : NULL);
-        free(t->pending[i]);
+        if (tab)
+            *tab = '\x1f';
     }
-    t->n_pending = 0;
     unsigned lines = 0, room = t->rows > 3 ? (unsigned)t->rows - 2 : 1;
     for (size_t i = 0; i < t->n_live; i++) {
         const live_step *s = &t->live[i];
@@ -220,9 +218,51 @@ void cli_tty_draw(cli_tty *t, bool force)
             lines++;
         }
     }
-    fputs("\033[J", t->out);
-    t->drawn = lines;
+    fputs("\033[J", f);
+    t->out = out;
+    return lines;
+}
+
+/* A frame is laid out in memory and written with one write(2): stderr is
+ * unbuffered, and a frame written a character at a time could be cut by a
+ * resize (or a stop) and finished at the old width, which the terminal then
+ * wraps.  The size is measured again just before the write and the frame
+ * laid out anew if it changed meanwhile. */
+void cli_tty_draw(cli_tty *t, bool force)
+{
+    unsigned long long now = kiln_now_ms();
+    if (atomic_exchange(&winch, 0))
+        force = true;
+    measure(t); /* every frame: a resize may not have been signalled yet */
+    if (!force && t->n_pending == 0 && now - t->last_draw < REDRAW_MS)
+        return;
+    t->last_draw = now;
+    char *buf = NULL;
+    size_t len = 0;
+    unsigned lines = 0;
+    for (int attempt = 0; attempt < 4; attempt++) {
+        int cols = t->cols, rows = t->rows;
+        free(buf);
+        buf = NULL;
+        FILE *f = open_memstream(&buf, &len);
+        if (f == NULL)
+            return;
+        lines = render_frame(t, f, now);
+        if (fclose(f) != 0) {
+            free(buf);
+            return;
+        }
+        measure(t);
+        if (t->cols == cols && t->rows == rows)
+            break;
+    }
     fflush(t->out);
+    (void)kiln_write_all(fileno(t->out), buf, len);
+    free(buf);
+    for (size_t i = 0; i < t->n_pending; i++)
+        free(t->pending[i]);
+    t->n_pending = 0;
+    t->drawn = lines;
 }
 
 static live_step *find(cli_tty *t, unsigned no)
