@@ -17,40 +17,6 @@
 #include <time.h>
 #include <unistd.h>
 
-char *th_tempdir(const char *tag)
-{
-    const char *base = getenv("TMPDIR");
-    char *tmpl = NULL;
-    if (asprintf(&tmpl, "%s/kiln-%s-XXXXXX", base && *base ? base : "/tmp", tag) < 0)
-        return NULL;
-    if (mkdtemp(tmpl) == NULL) {
-        free(tmpl);
-        return NULL;
-    }
-    return tmpl;
-}
-
-void th_rmrf(const char *path)
-{
-    if (path && strncmp(path, "/tmp/", 5) == 0)
-        th_sh("rm -rf '%s'", path);
-}
-
-int th_free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(sa);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-        getsockname(fd, (struct sockaddr *)&sa, &len) < 0) {
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    close(fd);
-    return ntohs(sa.sin_port);
-}
-
 int th_spawn(th_proc *p, const char *dir, const char *name, char *const argv[])
 {
     snprintf(p->log, sizeof(p->log), "%s/%s.log", dir, name);
@@ -131,18 +97,4 @@ const char *th_bin(const char *env)
         exit(1);
     }
     return v;
-}
-
-int th_sh(const char *fmt, ...)
-{
-    char *cmd = NULL;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vasprintf(&cmd, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return -1;
-    int st = system(cmd);
-    free(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }

@@ -6,17 +6,13 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
+#include "kt_util.h"
+
 typedef struct th_proc {
     pid_t pid;
     char log[512];
 } th_proc;
 
-/* mkdtemp under $TMPDIR or /tmp; returns a static-lifetime malloc'd path. */
-char *th_tempdir(const char *tag);
-/* rm -rf path. */
-void th_rmrf(const char *path);
-/* A TCP port on 127.0.0.1 that was free a moment ago. */
-int th_free_port(void);
 /* Starts argv[0] with argv, stderr to <dir>/<name>.log.  Returns 0 or -1. */
 int th_spawn(th_proc *p, const char *dir, const char *name, char *const argv[]);
 /* Waits until url answers Status (or timeout_ms passes); 0 when it does. */
@@ -26,7 +22,5 @@ int th_wait_ready(const char *url, int timeout_ms);
 int th_stop(th_proc *p, int timeout_ms, int *elapsed_ms);
 /* Path of a built binary, from the environment variable name (set by ctest). */
 const char *th_bin(const char *env);
-/* Runs a shell command; returns its exit status. */
-int th_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #endif

@@ -71,12 +71,12 @@ static int start_job(kiln_req *req, char out[KILN_JOB_ID_MAX + 1], kiln_error **
 
 KT_SETUP(setup_pusher_and_base_image)
 {
-    dir = th_tempdir("commit");
+    dir = kt_tmpdir("commit");
     KT_REQUIRE(dir != NULL);
     snprintf(data, sizeof(data), "%s/data", dir);
     snprintf(url, sizeof(url), "ipc://%s/run/pusher.sock", data);
     snprintf(evurl, sizeof(evurl), "ipc://%s/run/pusher-events.sock", data);
-    KT_REQUIRE(th_sh("set -e; R=%s/rootfs; mkdir -p $R/bin $R/etc $R/opt/keep; "
+    KT_REQUIRE(kt_sh("set -e; R=%s/rootfs; mkdir -p $R/bin $R/etc $R/opt/keep; "
                      "cp \"$(command -v busybox)\" $R/bin/busybox; ln -s busybox $R/bin/sh; "
                      "echo motd > $R/etc/motd; echo a > $R/opt/keep/a; echo b > $R/opt/b",
                      dir) == 0);
@@ -163,7 +163,7 @@ KT_TEST(commit_stacks_overlay_diffs_on_the_base)
     KT_REQUIRE(base_digest[0]);
     /* Diff 1 adds files; diff 2 deletes /etc/motd (overlay whiteout: 0/0 char
      * device) and makes /opt opaque (hides the base's /opt content). */
-    KT_REQUIRE(th_sh("set -e; D=%s/snapshots/steps; mkdir -p $D/1/app $D/2/etc $D/2/opt; "
+    KT_REQUIRE(kt_sh("set -e; D=%s/snapshots/steps; mkdir -p $D/1/app $D/2/etc $D/2/opt; "
                      "echo 'echo hi' > $D/1/app/run.sh; chmod 755 $D/1/app/run.sh; "
                      "mknod $D/2/etc/motd c 0 0; echo new > $D/2/opt/new; "
                      "setfattr -n trusted.overlay.opaque -v y $D/2/opt",
@@ -188,7 +188,7 @@ KT_TEST(commit_stacks_overlay_diffs_on_the_base)
 
     /* What outside tools see. */
     KT_EXPECT_INT(
-        th_sh("cd %s && skopeo inspect --raw --config oci:%s/store:app:1 > cfg.json && "
+        kt_sh("cd %s && skopeo inspect --raw --config oci:%s/store:app:1 > cfg.json && "
               "jq -e '.config.User == \"1000:1000\" and .config.WorkingDir == \"/opt\" and "
               ".config.Env[1] == \"GREETING=hello world\" and .config.Cmd[2] == \"cat /etc/motd\" "
               "and (.config.ExposedPorts | has(\"53/udp\")) and "
@@ -197,22 +197,22 @@ KT_TEST(commit_stacks_overlay_diffs_on_the_base)
               dir, data),
         0);
     KT_EXPECT_INT(
-        th_sh("cd %s && umoci unpack --image %s/store:app:1 bundle >/dev/null 2>&1", dir, data), 0);
-    KT_EXPECT_INT(th_sh("test -x %s/bundle/rootfs/app/run.sh", dir), 0);
-    KT_EXPECT_INT(th_sh("test ! -e %s/bundle/rootfs/etc/motd", dir), 0); /* whiteout */
+        kt_sh("cd %s && umoci unpack --image %s/store:app:1 bundle >/dev/null 2>&1", dir, data), 0);
+    KT_EXPECT_INT(kt_sh("test -x %s/bundle/rootfs/app/run.sh", dir), 0);
+    KT_EXPECT_INT(kt_sh("test ! -e %s/bundle/rootfs/etc/motd", dir), 0); /* whiteout */
     KT_EXPECT_INT(
-        th_sh("test -e %s/bundle/rootfs/etc/passwd || test -d %s/bundle/rootfs/etc", dir, dir), 0);
-    KT_EXPECT_INT(th_sh("test ! -e %s/bundle/rootfs/opt/b", dir), 0); /* opaque dir */
-    KT_EXPECT_INT(th_sh("test ! -e %s/bundle/rootfs/opt/keep/a", dir), 0);
-    KT_EXPECT_INT(th_sh("grep -qx new %s/bundle/rootfs/opt/new", dir), 0);
-    KT_EXPECT_INT(th_sh("test -x %s/bundle/rootfs/bin/busybox", dir), 0);
+        kt_sh("test -e %s/bundle/rootfs/etc/passwd || test -d %s/bundle/rootfs/etc", dir, dir), 0);
+    KT_EXPECT_INT(kt_sh("test ! -e %s/bundle/rootfs/opt/b", dir), 0); /* opaque dir */
+    KT_EXPECT_INT(kt_sh("test ! -e %s/bundle/rootfs/opt/keep/a", dir), 0);
+    KT_EXPECT_INT(kt_sh("grep -qx new %s/bundle/rootfs/opt/new", dir), 0);
+    KT_EXPECT_INT(kt_sh("test -x %s/bundle/rootfs/bin/busybox", dir), 0);
 
     /* The same diffs committed again give the same digest (reproducible). */
     char job2[KILN_JOB_ID_MAX + 1];
     KT_REQUIRE(commit(layers, 2, base_digest, "app:2", job2, &err) == 0);
     e = wait_job(job2, &hold);
     KT_REQUIRE(e != NULL && e->payload_case == KILN__V1__EVENT__PAYLOAD_COMPLETED);
-    KT_EXPECT_INT(th_sh("test \"$(skopeo inspect oci:%s/store:app:1 | jq -r .Digest)\" = %s", data,
+    KT_EXPECT_INT(kt_sh("test \"$(skopeo inspect oci:%s/store:app:1 | jq -r .Digest)\" = %s", data,
                         e->completed->digest),
                   0);
     kiln_rpc_reply_free(hold);
@@ -232,7 +232,7 @@ static kiln_code job_failure(const char *job)
 KT_TEST(bad_commits_fail_cleanly_and_change_nothing)
 {
     KT_REQUIRE(base_digest[0]);
-    KT_REQUIRE(th_sh("cp %s/store/index.json %s/index.before && mkdir -p %s/outside "
+    KT_REQUIRE(kt_sh("cp %s/store/index.json %s/index.before && mkdir -p %s/outside "
                      "%s/events/stolen && ln -sfn %s/outside %s/snapshots/steps/escape",
                      data, dir, dir, data, dir, data) == 0);
     kiln_error *err = NULL;
@@ -256,13 +256,13 @@ KT_TEST(bad_commits_fail_cleanly_and_change_nothing)
                       "sha256:0000000000000000000000000000000000000000000000000000000000000000",
                       "nobase:1", job, &err) == 0);
     KT_EXPECT_INT(job_failure(job), KILN_ENOENT);
-    KT_EXPECT_INT(th_sh("cmp -s %s/store/index.json %s/index.before", data, dir), 0);
+    KT_EXPECT_INT(kt_sh("cmp -s %s/store/index.json %s/index.before", data, dir), 0);
 }
 
 /* Every blob's name is its digest. */
 static int blobs_intact(void)
 {
-    return th_sh("cd %s/store/blobs/sha256 && for f in *; do "
+    return kt_sh("cd %s/store/blobs/sha256 && for f in *; do "
                  "[ \"$(sha256sum \"$f\" | cut -d' ' -f1)\" = \"$f\" ] || exit 1; done",
                  data);
 }
@@ -271,7 +271,7 @@ KT_TEST(kill_9_during_a_large_commit_leaves_a_readable_store)
 {
     KT_REQUIRE(base_digest[0]);
     /* ~96 MiB of incompressible data makes the commit last long enough. */
-    KT_REQUIRE(th_sh("mkdir -p %s/snapshots/steps/big && head -c 100663296 /dev/urandom > "
+    KT_REQUIRE(kt_sh("mkdir -p %s/snapshots/steps/big && head -c 100663296 /dev/urandom > "
                      "%s/snapshots/steps/big/blob",
                      data, data) == 0);
     const char *layers[] = {"snapshots/steps/big"};
@@ -284,8 +284,8 @@ KT_TEST(kill_9_during_a_large_commit_leaves_a_readable_store)
     pusher.pid = 0;
 
     KT_EXPECT_INT(blobs_intact(), 0);
-    KT_EXPECT_INT(th_sh("skopeo inspect oci:%s/store:app:1 >/dev/null", data), 0);
-    KT_EXPECT_INT(th_sh("jq -e . %s/store/index.json >/dev/null", data), 0);
+    KT_EXPECT_INT(kt_sh("skopeo inspect oci:%s/store:app:1 >/dev/null", data), 0);
+    KT_EXPECT_INT(kt_sh("jq -e . %s/store/index.json >/dev/null", data), 0);
 
     kiln_rpc_client_free(client);
     client = NULL;
@@ -299,7 +299,7 @@ KT_TEST(kill_9_during_a_large_commit_leaves_a_readable_store)
     Kiln__V1__Event *e = wait_job(job, &hold);
     KT_EXPECT(e != NULL && e->payload_case == KILN__V1__EVENT__PAYLOAD_COMPLETED);
     kiln_rpc_reply_free(hold);
-    KT_EXPECT_INT(th_sh("skopeo inspect oci:%s/store:big:1 >/dev/null", data), 0);
+    KT_EXPECT_INT(kt_sh("skopeo inspect oci:%s/store:big:1 >/dev/null", data), 0);
     KT_EXPECT_INT(blobs_intact(), 0);
 }
 
@@ -310,10 +310,10 @@ KT_TEST(commit_over_tcp_is_refused)
 {
     char d2[600], listen[64], ev[700], layer[700];
     snprintf(d2, sizeof(d2), "%s/tcp-data", dir);
-    snprintf(listen, sizeof(listen), "tcp://127.0.0.1:%d", th_free_port());
+    snprintf(listen, sizeof(listen), "tcp://127.0.0.1:%d", kt_free_port());
     snprintf(ev, sizeof(ev), "ipc://%s/tcp-events.sock", dir);
     snprintf(layer, sizeof(layer), "%s/snapshots/steps/t", d2);
-    KT_REQUIRE(th_sh("mkdir -p %s && echo x > %s/file", layer, layer) == 0);
+    KT_REQUIRE(kt_sh("mkdir -p %s && echo x > %s/file", layer, layer) == 0);
     char *argv[] = {
         (char *)th_bin("KILN_PUSHER_BIN"), "--data", d2, "--listen", listen, "--events", ev, NULL};
     th_proc p2;
@@ -339,13 +339,13 @@ KT_TEST(commit_over_tcp_is_refused)
     kiln_rpc_reply_free(rep);
     kiln_rpc_client_free(tc);
     KT_EXPECT_INT(th_stop(&p2, 10000, NULL), 0);
-    KT_EXPECT(th_sh("grep -q remote %s/store/index.json 2>/dev/null", d2) != 0);
+    KT_EXPECT(kt_sh("grep -q remote %s/store/index.json 2>/dev/null", d2) != 0);
 }
 
 KT_TEARDOWN(teardown)
 {
     kiln_rpc_client_free(client);
     KT_EXPECT_INT(th_stop(&pusher, 10000, NULL), 0);
-    th_rmrf(dir);
+    kt_rmrf(dir);
     free(dir);
 }

@@ -24,7 +24,7 @@ static kiln_rpc_client *client;
 
 static int start_services(void)
 {
-    dir = th_tempdir("ctx");
+    dir = kt_tmpdir("ctx");
     if (dir == NULL)
         return -1;
     char url_p[300];
@@ -173,7 +173,7 @@ static int unpacked_contexts(void)
     char cmd[1024];
     snprintf(cmd, sizeof(cmd),
              "test -z \"$(ls -A %s/contexts | grep -v -e '^chunks$' -e '.used$')\"", dir);
-    return th_sh("%s", cmd);
+    return kt_sh("%s", cmd);
 }
 
 KT_SETUP(setup)
@@ -310,5 +310,5 @@ KT_TEARDOWN(teardown)
     if (pusher.pid > 0)
         KT_EXPECT_INT(th_stop(&pusher, 10000, NULL), 0);
     if (dir)
-        th_rmrf(dir);
+        kt_rmrf(dir);
 }

@@ -44,7 +44,7 @@ static kiln_rpc_client *client;
 
 KT_SETUP(setup)
 {
-    dir = th_tempdir("events");
+    dir = kt_tmpdir("events");
     KT_REQUIRE(dir != NULL);
     kiln_service_opts_init(&opts, "kiln-test", "build", KILN_EP_BUILDER, KILN_EP_BUILDER_EVENTS);
     char *argv[] = {"kiln-test", "--data", dir, NULL};
@@ -328,7 +328,7 @@ KT_TEST(wait_returns_the_terminal_event)
 
 KT_TEST(jobs_of_a_killed_service_end_failed_at_next_start)
 {
-    char *d = th_tempdir("recover");
+    char *d = kt_tmpdir("recover");
     KT_REQUIRE(d != NULL);
     char logdir[512], url[600];
     snprintf(logdir, sizeof(logdir), "%s/events/push", d);
@@ -394,7 +394,7 @@ KT_TEST(jobs_of_a_killed_service_end_failed_at_next_start)
     KT_EXPECT_INT(r2.n_events, 3);
     kiln_arena_free(a);
     kiln_events_free(ev);
-    th_rmrf(d);
+    kt_rmrf(d);
     free(d);
 }
 
@@ -406,6 +406,6 @@ KT_TEARDOWN(teardown)
         kiln_service_stop(svc);
     kiln_service_opts_dispose(&opts);
     if (dir)
-        th_rmrf(dir);
+        kt_rmrf(dir);
     free(dir);
 }

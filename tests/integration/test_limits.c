@@ -79,7 +79,7 @@ static long vm_hwm_kb(pid_t pid)
 
 KT_TEST(requests_that_decode_into_too_much_memory_are_refused_and_memory_stays_bounded)
 {
-    char *dir = th_tempdir("limits");
+    char *dir = kt_tmpdir("limits");
     KT_REQUIRE(dir != NULL);
     char url[300];
     snprintf(url, sizeof(url), "ipc://%s/run/builder.sock", dir);
@@ -179,6 +179,6 @@ KT_TEST(requests_that_decode_into_too_much_memory_are_refused_and_memory_stays_b
 
     int ms = 0;
     KT_EXPECT_INT(th_stop(&b, 10000, &ms), 0);
-    th_rmrf(dir);
+    kt_rmrf(dir);
     free(dir);
 }

@@ -23,7 +23,7 @@ static th_proc pusher, builder;
 
 static int start_services(void)
 {
-    dir = th_tempdir("svc");
+    dir = kt_tmpdir("svc");
     if (dir == NULL)
         return -1;
     snprintf(url_p, sizeof(url_p), "ipc://%s/run/pusher.sock", dir);
@@ -272,9 +272,9 @@ KT_TEST(sigterm_exits_zero_quickly_and_removes_sockets)
 
 KT_TEST(non_loopback_plain_tcp_listener_is_refused)
 {
-    char *d = th_tempdir("tcp");
+    char *d = kt_tmpdir("tcp");
     KT_REQUIRE(d != NULL);
-    int port = th_free_port();
+    int port = kt_free_port();
     char listen[64];
     snprintf(listen, sizeof(listen), "tcp://0.0.0.0:%d", port);
     char *argv[] = {(char *)th_bin("KILN_PUSHER_BIN"), "--data", d, "--listen", listen, NULL};
@@ -283,7 +283,7 @@ KT_TEST(non_loopback_plain_tcp_listener_is_refused)
     int st = 0;
     waitpid(p.pid, &st, 0);
     KT_EXPECT(WIFEXITED(st) && WEXITSTATUS(st) == 1);
-    KT_EXPECT_INT(th_sh("grep -q 'refusing plain-TCP listener' %s", p.log), 0);
+    KT_EXPECT_INT(kt_sh("grep -q 'refusing plain-TCP listener' %s", p.log), 0);
     /* Loopback tcp:// is fine. */
     snprintf(listen, sizeof(listen), "tcp://127.0.0.1:%d", port);
     char url[64];
@@ -291,7 +291,7 @@ KT_TEST(non_loopback_plain_tcp_listener_is_refused)
     KT_REQUIRE(th_spawn(&p, d, "pusher2", argv) == 0);
     KT_EXPECT_INT(th_wait_ready(url, 5000), 0);
     KT_EXPECT_INT(th_stop(&p, 5000, NULL), 0);
-    th_rmrf(d);
+    kt_rmrf(d);
     free(d);
 }
 
@@ -299,7 +299,7 @@ KT_TEST(non_loopback_plain_tcp_listener_is_refused)
  * from an unrelated CA. */
 static int make_pki(const char *d)
 {
-    return th_sh(
+    return kt_sh(
         "cd '%s' && exec >pki.log 2>&1 && "
         "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=kiln-test-ca "
         "  -keyout ca.key -out ca.crt && "
@@ -342,10 +342,10 @@ static int tls_status(const char *url, const kiln_transport_opts *t)
 
 KT_TEST(mutual_tls_listener_requires_a_valid_client_certificate)
 {
-    char *d = th_tempdir("tls");
+    char *d = kt_tmpdir("tls");
     KT_REQUIRE(d != NULL);
     KT_REQUIRE(make_pki(d) == 0);
-    int port = th_free_port();
+    int port = kt_free_port();
     char url[64], cert[512], key[512], ca[512], evurl[300];
     snprintf(url, sizeof(url), "tls+tcp://127.0.0.1:%d", port);
     snprintf(evurl, sizeof(evurl), "ipc://%s/ev.sock", d);
@@ -412,7 +412,7 @@ KT_TEST(mutual_tls_listener_requires_a_valid_client_certificate)
     int st = 0;
     waitpid(p.pid, &st, 0);
     KT_EXPECT(WIFEXITED(st) && WEXITSTATUS(st) == 1);
-    th_rmrf(d);
+    kt_rmrf(d);
     free(d);
 }
 
@@ -423,6 +423,6 @@ KT_TEARDOWN(teardown)
     if (pusher.pid > 0)
         th_stop(&pusher, 5000, NULL);
     if (dir)
-        th_rmrf(dir);
+        kt_rmrf(dir);
     free(dir);
 }

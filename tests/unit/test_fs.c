@@ -10,12 +10,7 @@
 #include "cleanup.h"
 #include "fs.h"
 #include "kt.h"
-
-static char *tmpdir(void)
-{
-    char t[] = "/tmp/kiln-fs-XXXXXX";
-    return mkdtemp(t) ? strdup(t) : NULL;
-}
+#include "kt_util.h"
 
 static char *slurp(const char *path)
 {
@@ -39,7 +34,7 @@ static size_t count_entries(const char *dir)
 
 KT_TEST(atomic_write_replaces_and_leaves_no_temp)
 {
-    _cleanup_free_ char *d = tmpdir();
+    _cleanup_free_ char *d = kt_tmpdir("fs");
     KT_REQUIRE(d != NULL);
     char p[PATH_MAX];
     snprintf(p, sizeof(p), "%s/file", d);
@@ -88,7 +83,7 @@ KT_TEST(write_all_writes_everything)
 
 KT_TEST(mkdir_p_and_rm_rf)
 {
-    _cleanup_free_ char *d = tmpdir();
+    _cleanup_free_ char *d = kt_tmpdir("fs");
     KT_REQUIRE(d != NULL);
     char p[PATH_MAX], f[PATH_MAX + 8], outside[PATH_MAX], link[PATH_MAX + 8];
     snprintf(p, sizeof(p), "%s/a/b/c", d);

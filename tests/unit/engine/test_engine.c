@@ -58,7 +58,7 @@ static void on_stage(void *ud, size_t stage, const char *name, const char *base)
 /* Writes a context file (creating parents). */
 static void put(const char *ctx, const char *name, const char *content)
 {
-    KT_EXPECT_INT(th_sh("mkdir -p \"$(dirname %s/%s)\" && printf '%%s' '%s' > %s/%s", ctx, name,
+    KT_EXPECT_INT(kt_sh("mkdir -p \"$(dirname %s/%s)\" && printf '%%s' '%s' > %s/%s", ctx, name,
                         content, ctx, name),
                   0);
 }
@@ -91,7 +91,7 @@ static char *ctxdir(const char *name)
     static int next;
     char *d = p[next++ % 8];
     snprintf(d, 600, "%s/%s", dir, name);
-    th_sh("rm -rf %s && mkdir -p %s", d, d);
+    kt_sh("rm -rf %s && mkdir -p %s", d, d);
     return d;
 }
 
@@ -99,18 +99,18 @@ KT_SETUP(setup)
 {
     bld_preflight_info pf;
     kiln_error *err = NULL;
-    dir = th_tempdir("engine");
+    dir = kt_tmpdir("engine");
     KT_REQUIRE(dir != NULL);
     snprintf(data, sizeof(data), "%s/data", dir);
     snprintf(url, sizeof(url), "ipc://%s/run/pusher.sock", data);
-    KT_REQUIRE(th_sh("mkdir -p %s", data) == 0);
+    KT_REQUIRE(kt_sh("mkdir -p %s", data) == 0);
     if (geteuid() != 0 || bld_preflight(&pf, data, &err) < 0 || !pf.usable) {
         fprintf(stderr, "skip: RUN sandbox not usable here\n");
         kiln_error_free(&err);
-        th_rmrf(dir);
+        kt_rmrf(dir);
         exit(77);
     }
-    KT_REQUIRE(th_sh("set -e; R=%s/rootfs; mkdir -p $R/bin $R/etc $R/tmp; chmod 1777 $R/tmp; "
+    KT_REQUIRE(kt_sh("set -e; R=%s/rootfs; mkdir -p $R/bin $R/etc $R/tmp; chmod 1777 $R/tmp; "
                      "cp \"$(command -v busybox)\" $R/bin/busybox; "
                      "for a in sh cat echo id ls true false mkdir touch stat; do "
                      "ln -s busybox $R/bin/$a; done; "
@@ -160,14 +160,14 @@ KT_SETUP(setup)
 /* Config value through skopeo + jq (string compare). */
 static int cfg_is(const char *tag, const char *jq, const char *want)
 {
-    return th_sh("v=$(skopeo inspect --raw --config oci:%s/store:%s | jq -c '%s') && "
+    return kt_sh("v=$(skopeo inspect --raw --config oci:%s/store:%s | jq -c '%s') && "
                  "[ \"$v\" = '%s' ] || { echo \"%s: $v\" >&2; exit 1; }",
                  data, tag, jq, want, jq);
 }
 
 static int unpack(const char *tag, const char *bundle)
 {
-    return th_sh("cd %s && rm -rf %s && umoci unpack --image %s/store:%s %s >/dev/null 2>&1", dir,
+    return kt_sh("cd %s && rm -rf %s && umoci unpack --image %s/store:%s %s >/dev/null 2>&1", dir,
                  bundle, data, tag, bundle);
 }
 
@@ -179,7 +179,7 @@ KT_TEST(multi_stage_metadata_copy_run)
     put(ctx, "hello.txt", "hello");
     put(ctx, "data/f", "payload");
     put(ctx, "data/sub/g", "deep");
-    KT_REQUIRE(th_sh("touch -d '2001-02-03 04:05:06 UTC' %s/data/f && chmod 0600 %s/data/sub/g",
+    KT_REQUIRE(kt_sh("touch -d '2001-02-03 04:05:06 UTC' %s/data/f && chmod 0600 %s/data/sub/g",
                      ctx, ctx) == 0);
     const char *df = "FROM busybox:test AS builder\n"
                      "WORKDIR /src\n"
@@ -243,18 +243,18 @@ KT_TEST(multi_stage_metadata_copy_run)
     KT_REQUIRE(unpack("app:1", "b1") == 0);
     char r[700];
     snprintf(r, sizeof(r), "%s/b1/rootfs", dir);
-    KT_EXPECT_INT(th_sh("[ \"$(cat %s/app/out.txt)\" = 'hello built' ]", r), 0);
+    KT_EXPECT_INT(kt_sh("[ \"$(cat %s/app/out.txt)\" = 'hello built' ]", r), 0);
     /* --chown/--chmod on the copied files only; mtimes preserved. */
-    KT_EXPECT_INT(th_sh("[ \"$(stat -c '%%u:%%g %%a' %s/app/data/f)\" = '1000:50 640' ]", r), 0);
-    KT_EXPECT_INT(th_sh("[ \"$(stat -c '%%u:%%g %%a' %s/app/data/sub/g)\" = '1000:50 640' ]", r),
+    KT_EXPECT_INT(kt_sh("[ \"$(stat -c '%%u:%%g %%a' %s/app/data/f)\" = '1000:50 640' ]", r), 0);
+    KT_EXPECT_INT(kt_sh("[ \"$(stat -c '%%u:%%g %%a' %s/app/data/sub/g)\" = '1000:50 640' ]", r),
                   0);
-    KT_EXPECT_INT(th_sh("[ \"$(stat -c '%%Y' %s/app/data/f)\" = 981173106 ]", r), 0);
-    KT_EXPECT_INT(th_sh("[ \"$(stat -c '%%u:%%g' %s/app)\" = '0:0' ]", r), 0);
-    KT_EXPECT_INT(th_sh("[ \"$(stat -c '%%u:%%g %%a' %s/app/out.txt)\" = '0:0 644' ]", r), 0);
-    KT_EXPECT_INT(th_sh("test -x %s/bin/busybox && test ! -e %s/src", r, r), 0);
-    KT_EXPECT_INT(th_sh("[ \"$(stat -c '%%u:%%g' %s/app/owned-by-app)\" = '1000:1000' ]", r), 0);
+    KT_EXPECT_INT(kt_sh("[ \"$(stat -c '%%Y' %s/app/data/f)\" = 981173106 ]", r), 0);
+    KT_EXPECT_INT(kt_sh("[ \"$(stat -c '%%u:%%g' %s/app)\" = '0:0' ]", r), 0);
+    KT_EXPECT_INT(kt_sh("[ \"$(stat -c '%%u:%%g %%a' %s/app/out.txt)\" = '0:0 644' ]", r), 0);
+    KT_EXPECT_INT(kt_sh("test -x %s/bin/busybox && test ! -e %s/src", r, r), 0);
+    KT_EXPECT_INT(kt_sh("[ \"$(stat -c '%%u:%%g' %s/app/owned-by-app)\" = '1000:1000' ]", r), 0);
     /* The created destination dir: 0755, owned by the --chown user. */
-    KT_EXPECT_INT(th_sh("[ \"$(stat -c '%%u:%%g %%a' %s/app/data)\" = '1000:50 755' ]", r), 0);
+    KT_EXPECT_INT(kt_sh("[ \"$(stat -c '%%u:%%g %%a' %s/app/data)\" = '1000:50 755' ]", r), 0);
 }
 
 KT_TEST(failing_run_reports_line)
@@ -265,7 +265,7 @@ KT_TEST(failing_run_reports_line)
     seen s;
     bld_build_result res;
     kiln_error *err = NULL;
-    KT_REQUIRE(th_sh("cp %s/store/index.json %s/index.before", data, dir) == 0);
+    KT_REQUIRE(kt_sh("cp %s/store/index.json %s/index.before", data, dir) == 0);
     int rc = build(ctx, "FROM busybox:test\nRUN true\nRUN echo about to fail; exit 3\n", "fail:1",
                    false, &s, &res, &err);
     KT_EXPECT_INT(rc, KILN_EREMOTE);
@@ -294,7 +294,7 @@ KT_TEST(failing_run_reports_line)
     KT_EXPECT(err && strstr(err->msg, "entitlement") != NULL);
     kiln_error_free(&err);
     /* Nothing was tagged. */
-    KT_EXPECT_INT(th_sh("cmp -s %s/store/index.json %s/index.before", data, dir), 0);
+    KT_EXPECT_INT(kt_sh("cmp -s %s/store/index.json %s/index.before", data, dir), 0);
 }
 
 KT_TEST(dockerignore_and_context_escape)
@@ -309,7 +309,7 @@ KT_TEST(dockerignore_and_context_escape)
     put(ctx, ".dockerignore", "*.key\nlogs/*.log\n");
     put(ctx, "src/app/x/m.c", "m");
     put(ctx, "src/app/y.c", "y");
-    KT_REQUIRE(th_sh("chmod 0750 %s", ctx) == 0); /* must not become the image root's mode */
+    KT_REQUIRE(kt_sh("chmod 0750 %s", ctx) == 0); /* must not become the image root's mode */
     seen s;
     bld_build_result res;
     kiln_error *err = NULL;
@@ -322,7 +322,7 @@ KT_TEST(dockerignore_and_context_escape)
                      "ign:1", false, &s, &res, &err) == 0);
     KT_REQUIRE(unpack("ign:1", "b3") == 0);
     KT_EXPECT_INT(
-        th_sh("cd %s/b3/rootfs && test -f ctx/keep.txt && test ! -e ctx/secret.key && "
+        kt_sh("cd %s/b3/rootfs && test -f ctx/keep.txt && test ! -e ctx/secret.key && "
               "test ! -e ctx/logs/a.log && test -f ctx/logs/keep.md && "
               "test -f glob/keep.txt && test -f ex/keep.txt && test -d ex/logs && "
               "test ! -e ex/logs/keep.md && test -f par/logs/keep.md && test -f par/keep.txt && "
@@ -331,7 +331,7 @@ KT_TEST(dockerignore_and_context_escape)
         0);
 
     /* A symlink in the context that points outside it. */
-    KT_REQUIRE(th_sh("ln -s /etc/shadow %s/shadow && ln -s / %s/up", ctx, ctx) == 0);
+    KT_REQUIRE(kt_sh("ln -s /etc/shadow %s/shadow && ln -s / %s/up", ctx, ctx) == 0);
     KT_EXPECT_INT(build(ctx, "FROM busybox:test\nCOPY shadow /x\n", "esc:1", false, &s, &res, &err),
                   KILN_EPERM);
     KT_EXPECT_INT(res.failed_line, 2);
@@ -346,7 +346,7 @@ KT_TEST(dockerignore_and_context_escape)
     KT_EXPECT(build(ctx, "FROM busybox:test\nCOPY secret.key /x\n", "esc:1", false, &s, &res,
                     &err) == KILN_ENOENT);
     kiln_error_free(&err);
-    KT_EXPECT_INT(th_sh("skopeo inspect oci:%s/store:esc:1 >/dev/null 2>&1", data) != 0, 1);
+    KT_EXPECT_INT(kt_sh("skopeo inspect oci:%s/store:esc:1 >/dev/null 2>&1", data) != 0, 1);
 }
 
 KT_TEST(destination_symlink_stays_in_rootfs)
@@ -357,7 +357,7 @@ KT_TEST(destination_symlink_stays_in_rootfs)
     put(ctx, "f", "inside");
     char host[700];
     snprintf(host, sizeof(host), "%s/hostdir", dir);
-    KT_REQUIRE(th_sh("mkdir -p %s", host) == 0);
+    KT_REQUIRE(kt_sh("mkdir -p %s", host) == 0);
     /* /link points at an absolute host-looking path: resolved inside the image. */
     char df[1400];
     snprintf(df, sizeof(df),
@@ -369,11 +369,11 @@ KT_TEST(destination_symlink_stays_in_rootfs)
     if (rc < 0)
         fprintf(stderr, "build: %s\n", err->msg);
     KT_REQUIRE(rc == 0);
-    KT_EXPECT_INT(th_sh("test ! -e %s/f", host), 0);
+    KT_EXPECT_INT(kt_sh("test ! -e %s/f", host), 0);
     KT_REQUIRE(unpack("sym:1", "b5") == 0);
-    KT_EXPECT_INT(th_sh("[ \"$(cat %s/b5/rootfs%s/f)\" = inside ]", dir, host), 0);
+    KT_EXPECT_INT(kt_sh("[ \"$(cat %s/b5/rootfs%s/f)\" = inside ]", dir, host), 0);
     /* RUN rm of a base file: a whiteout in the layer, the file gone after unpack. */
-    KT_EXPECT_INT(th_sh("test ! -e %s/b5/rootfs/bin/ls && test -L %s/b5/rootfs/bin/cat", dir, dir),
+    KT_EXPECT_INT(kt_sh("test ! -e %s/b5/rootfs/bin/ls && test -L %s/b5/rootfs/bin/cat", dir, dir),
                   0);
 }
 
@@ -407,7 +407,7 @@ KT_TEST(cache_rebuild_and_changed_source)
     KT_EXPECT(s.out_len == 0); /* no RUN output: nothing ran */
     KT_EXPECT_STR(r2.digest, r1.digest);
     /* The cache mount saw exactly one run. */
-    KT_EXPECT_INT(th_sh("[ \"$(cat $(find %s/cache-mounts -name count) | wc -l)\" = 1 ]", data), 0);
+    KT_EXPECT_INT(kt_sh("[ \"$(cat $(find %s/cache-mounts -name count) | wc -l)\" = 1 ]", data), 0);
     fprintf(stderr, "cached rebuild: %llu ms\n", (unsigned long long)r2.duration_ms);
 
     /* One COPY source changed: the steps before it stay cached, it and the
@@ -418,7 +418,7 @@ KT_TEST(cache_rebuild_and_changed_source)
     KT_EXPECT_INT(r3.steps_run, 4);
     KT_EXPECT(strcmp(r3.digest, r1.digest) != 0);
     KT_REQUIRE(unpack("cache:1", "b4") == 0);
-    KT_EXPECT_INT(th_sh("[ \"$(cat %s/b4/rootfs/b.txt)\" = second ]", dir), 0);
+    KT_EXPECT_INT(kt_sh("[ \"$(cat %s/b4/rootfs/b.txt)\" = second ]", dir), 0);
 
     /* --no-cache runs everything again. */
     KT_REQUIRE(build(ctx, df, "cache:2", true, &s, &r3, &err) == 0);
@@ -433,7 +433,7 @@ KT_TEST(cache_rebuild_and_changed_source)
     KT_REQUIRE(build(ctx, rnd, "rnd:2", true, &s, &n2, &err) == 0);
     KT_EXPECT(strcmp(n1.digest, n2.digest) != 0);
     KT_EXPECT_INT(
-        th_sh("a=$(skopeo inspect --raw oci:%s/store:rnd:1 | jq -r '.layers[-1].digest'); "
+        kt_sh("a=$(skopeo inspect --raw oci:%s/store:rnd:1 | jq -r '.layers[-1].digest'); "
               "b=$(skopeo inspect --raw oci:%s/store:rnd:2 | jq -r '.layers[-1].digest'); "
               "[ \"$a\" != \"$b\" ]",
               data, data),
@@ -472,13 +472,13 @@ KT_TEST(copy_link_survives_a_changed_parent)
     KT_EXPECT_STR(s.keys[1], k1);
     KT_REQUIRE(unpack("link:2", "b12") == 0);
     KT_EXPECT_INT(
-        th_sh("cd %s/b12/rootfs && [ \"$(cat below)$(cat opt/l/l.txt)$(cat opt/p.txt)\" = "
+        kt_sh("cd %s/b12/rootfs && [ \"$(cat below)$(cat opt/l/l.txt)$(cat opt/p.txt)\" = "
               "twolinkedplain ] && test -x bin/busybox",
               dir),
         0);
     /* Both images share the linked layer's blob. */
     KT_EXPECT_INT(
-        th_sh("a=$(skopeo inspect --raw oci:%s/store:link:1 | jq -r '.layers[-2].digest'); "
+        kt_sh("a=$(skopeo inspect --raw oci:%s/store:link:1 | jq -r '.layers[-2].digest'); "
               "b=$(skopeo inspect --raw oci:%s/store:link:2 | jq -r '.layers[-2].digest'); "
               "[ -n \"$a\" ] && [ \"$a\" = \"$b\" ]",
               data, data),
@@ -519,7 +519,7 @@ KT_TEST(from_stage_onbuild_heredocs_add_archive_copy_from_image)
     if (engine == NULL)
         return;
     char *ctx = ctxdir("ctx6");
-    KT_REQUIRE(th_sh("cd %s && mkdir -p a/x && echo why > a/x/y && touch -d @1000000000 a/x/y && "
+    KT_REQUIRE(kt_sh("cd %s && mkdir -p a/x && echo why > a/x/y && touch -d @1000000000 a/x/y && "
                      "ln a/x/y a/x/hard && "
                      "tar --owner=123 --group=456 -czf arch.tar.gz -C a x && rm -rf a",
                      ctx) == 0);
@@ -547,23 +547,23 @@ KT_TEST(from_stage_onbuild_heredocs_add_archive_copy_from_image)
     KT_REQUIRE(rc == 0);
     KT_REQUIRE(unpack("stage:1", "b6") == 0);
     KT_EXPECT_INT(
-        th_sh("cd %s/b6/rootfs && [ \"$(cat base.txt)\" = base ] && "
+        kt_sh("cd %s/b6/rootfs && [ \"$(cat base.txt)\" = base ] && "
               "[ \"$(cat trig.txt)\" = trig ] && cmp -s from-image-group %s/rootfs/etc/group && "
               "[ \"$(cat heredoc.txt)\" = 'heredoc 1' ] && [ \"$(cat inline.txt)\" = 'inline 1' ]",
               dir, dir),
         0);
     /* ADD extracts a local archive, keeping the archive's owners and mtimes. */
     KT_EXPECT_INT(
-        th_sh("[ \"$(stat -c '%%u:%%g %%Y' %s/b6/rootfs/unpacked/x/y)\" = '123:456 1000000000' ]",
+        kt_sh("[ \"$(stat -c '%%u:%%g %%Y' %s/b6/rootfs/unpacked/x/y)\" = '123:456 1000000000' ]",
               dir),
         0);
-    KT_EXPECT_INT(th_sh("[ $(stat -c %%i %s/b6/rootfs/unpacked/x/y) = "
+    KT_EXPECT_INT(kt_sh("[ $(stat -c %%i %s/b6/rootfs/unpacked/x/y) = "
                         "$(stat -c %%i %s/b6/rootfs/unpacked/x/hard) ] && "
                         "[ \"$(stat -c %%a %s/b6/rootfs/unpacked)\" = 755 ]",
                         dir, dir, dir),
                   0);
     KT_EXPECT_INT(cfg_is("stage:1", ".config.OnBuild", "null"), 0);
-    KT_EXPECT_INT(th_sh("[ \"$(stat -c '%%u:%%g %%a' %s/b6/rootfs/w/x)\" = '0:0 755' ]", dir), 0);
+    KT_EXPECT_INT(kt_sh("[ \"$(stat -c '%%u:%%g %%a' %s/b6/rootfs/w/x)\" = '0:0 755' ]", dir), 0);
     KT_EXPECT_INT(cfg_is("stage:1", ".config.Env | map(select(startswith(\"A=\")))", "[\"A=1\"]"),
                   0);
 }
@@ -585,7 +585,7 @@ KT_TEST(run_mounts_secret_bind_tmpfs)
     put(ctx, "conf/app.conf", "from-context");
     char secret[700];
     snprintf(secret, sizeof(secret), "%s/secret.txt", dir);
-    KT_REQUIRE(th_sh("printf s3cr3t > %s", secret) == 0);
+    KT_REQUIRE(kt_sh("printf s3cr3t > %s", secret) == 0);
     bld_secret_src secrets[] = {{"tok", secret}};
     const char *tags[] = {"mounts:1"};
     bld_build_spec spec = {
@@ -616,7 +616,7 @@ KT_TEST(run_mounts_secret_bind_tmpfs)
     KT_EXPECT(strstr(s.out, "1:x\n") != NULL);
     /* Nothing of the mounts is left in the image. */
     KT_REQUIRE(unpack("mounts:1", "b9") == 0);
-    KT_EXPECT_INT(th_sh("cd %s/b9/rootfs && test ! -e run/secrets/tok && test ! -e m/app.conf && "
+    KT_EXPECT_INT(kt_sh("cd %s/b9/rootfs && test ! -e run/secrets/tok && test ! -e m/app.conf && "
                         "test ! -e t/x",
                         dir),
                   0);
@@ -692,12 +692,12 @@ KT_TEST(push_then_pull_base)
 {
     if (engine == NULL)
         return;
-    if (th_sh("command -v docker-registry >/dev/null && command -v curl >/dev/null") != 0) {
+    if (kt_sh("command -v docker-registry >/dev/null && command -v curl >/dev/null") != 0) {
         fprintf(stderr, "skip push_then_pull_base: docker-registry or curl missing\n");
         return;
     }
-    int port = th_free_port();
-    KT_REQUIRE(th_sh("mkdir -p %s/registry && printf 'version: 0.1\\nlog: { level: error, "
+    int port = kt_free_port();
+    KT_REQUIRE(kt_sh("mkdir -p %s/registry && printf 'version: 0.1\\nlog: { level: error, "
                      "accesslog: { disabled: true } }\\n"
                      "storage: { filesystem: { rootdirectory: %s/registry } }\\n"
                      "http: { addr: 127.0.0.1:%d }\\n' > %s/registry.yml",
@@ -716,7 +716,7 @@ KT_TEST(push_then_pull_base)
     KT_REQUIRE(th_spawn(&reg, dir, "registry", argv) == 0);
     int up = 1;
     for (int i = 0; i < 100 && up != 0; i++) {
-        up = th_sh("curl -fs http://127.0.0.1:%d/v2/ >/dev/null", port);
+        up = kt_sh("curl -fs http://127.0.0.1:%d/v2/ >/dev/null", port);
         if (up != 0)
             usleep(100 * 1000);
     }
@@ -743,7 +743,7 @@ KT_TEST(push_then_pull_base)
     KT_EXPECT_INT(rc, 0);
     if (rc == 0) {
         KT_EXPECT_INT(
-            th_sh("[ \"$(skopeo inspect --tls-verify=false docker://%s | jq -r .Digest)\" "
+            kt_sh("[ \"$(skopeo inspect --tls-verify=false docker://%s | jq -r .Digest)\" "
                   "= %s ]",
                   ref, res.digest),
             0);
@@ -756,7 +756,7 @@ KT_TEST(push_then_pull_base)
         kiln_reply *r = NULL;
         KT_REQUIRE(kiln_rpc_call(client, &req, &r, 10000, &err) == 0);
         kiln_rpc_reply_free(r);
-        KT_REQUIRE(th_sh("skopeo inspect oci:%s/store:%s >/dev/null 2>&1", data, ref) != 0);
+        KT_REQUIRE(kt_sh("skopeo inspect oci:%s/store:%s >/dev/null 2>&1", data, ref) != 0);
         char df[256];
         snprintf(df, sizeof(df), "FROM %s\nRUN cat /p\n", ref);
         const char *tags2[] = {"pulled:1"};
@@ -819,9 +819,9 @@ KT_TEST(cancel_and_run_timeout)
     pthread_join(th, NULL);
     kiln_error_free(&err);
     KT_EXPECT(kiln_now_ms() - t0 < 10000);
-    KT_EXPECT_INT(th_sh("skopeo inspect oci:%s/store:slow:1 >/dev/null 2>&1", data) != 0, 1);
+    KT_EXPECT_INT(kt_sh("skopeo inspect oci:%s/store:slow:1 >/dev/null 2>&1", data) != 0, 1);
     /* No step dir or scratch dir is left behind. */
-    KT_EXPECT_INT(th_sh("! ls -d %s/snapshots/steps/tmp-* %s/sandbox/work-* %s/sandbox/merge-* "
+    KT_EXPECT_INT(kt_sh("! ls -d %s/snapshots/steps/tmp-* %s/sandbox/work-* %s/sandbox/merge-* "
                         "2>/dev/null | grep -q .",
                         data, data, data),
                   0);
@@ -972,7 +972,7 @@ KT_TEST(independent_stages_run_in_parallel)
         fprintf(stderr, "rendezvous: %s\n", err->msg);
     kiln_error_free(&err);
     KT_REQUIRE(unpack("rdv:1", "b10") == 0);
-    KT_EXPECT_INT(th_sh("[ \"$(cat %s/b10/rootfs/a)$(cat %s/b10/rootfs/b)\" = ab ]", dir, dir), 0);
+    KT_EXPECT_INT(kt_sh("[ \"$(cat %s/b10/rootfs/a)$(cat %s/b10/rootfs/b)\" = ab ]", dir, dir), 0);
 }
 
 /* A failing stage stops its siblings: their RUNs are killed, and the error
@@ -1004,7 +1004,7 @@ KT_TEST(failing_stage_stops_siblings)
     KT_EXPECT_INT(res.failed_line, 4);
     KT_EXPECT(err && strstr(err->msg, "exit code: 3") != NULL);
     kiln_error_free(&err);
-    KT_EXPECT_INT(th_sh("! pgrep -f '^(/bin/sh -c )?sleep 61$' >/dev/null"), 0);
+    KT_EXPECT_INT(kt_sh("! pgrep -f '^(/bin/sh -c )?sleep 61$' >/dev/null"), 0);
 }
 
 KT_TEST(prune_steps)
@@ -1026,22 +1026,22 @@ KT_TEST(prune_steps)
     KT_REQUIRE(bld_engine_prune(engine, 0, &removed, &err) == 0);
     KT_EXPECT(removed >= 3);
     KT_EXPECT_INT(
-        th_sh("[ -z \"$(ls %s/snapshots/steps)\" ] && [ -z \"$(ls %s/cache/steps)\" ]", data, data),
+        kt_sh("[ -z \"$(ls %s/snapshots/steps)\" ] && [ -z \"$(ls %s/cache/steps)\" ]", data, data),
         0);
     /* The image in the store is untouched; the next build runs every step. */
-    KT_EXPECT_INT(th_sh("skopeo inspect oci:%s/store:prune:1 >/dev/null", data), 0);
+    KT_EXPECT_INT(kt_sh("skopeo inspect oci:%s/store:prune:1 >/dev/null", data), 0);
     KT_REQUIRE(build(ctx, df, "prune:1", false, &s, &res, &err) == 0);
     KT_EXPECT_INT(res.steps_run, 2);
 
     /* A step dir left without its index entry (a cut-short prune) is
      * replaced, not reused, when the step runs again. */
     const char *hex = s.keys[0] + 7; /* COPY p.txt /p */
-    KT_REQUIRE(th_sh("rm %s/cache/steps/%s && touch %s/snapshots/steps/%s/diff/junk", data, hex,
+    KT_REQUIRE(kt_sh("rm %s/cache/steps/%s && touch %s/snapshots/steps/%s/diff/junk", data, hex,
                      data, hex) == 0);
     KT_REQUIRE(build(ctx, df, "prune:2", false, &s, &res, &err) == 0);
     KT_EXPECT_INT(res.steps_run, 1); /* the COPY; the RUN after it keeps its key */
     KT_REQUIRE(unpack("prune:2", "b12") == 0);
-    KT_EXPECT_INT(th_sh("test ! -e %s/b12/rootfs/junk && test -f %s/b12/rootfs/p", dir, dir), 0);
+    KT_EXPECT_INT(kt_sh("test ! -e %s/b12/rootfs/junk && test -f %s/b12/rootfs/p", dir, dir), 0);
 }
 
 KT_TEARDOWN(teardown)
@@ -1052,5 +1052,5 @@ KT_TEARDOWN(teardown)
     if (pusher.pid > 0)
         th_stop(&pusher, 10000, NULL);
     if (dir && !getenv("KT_KEEP"))
-        th_rmrf(dir);
+        kt_rmrf(dir);
 }

@@ -65,13 +65,13 @@ static char *ctxdir(const char *name)
     static int next;
     char *d = p[next++ % 8];
     snprintf(d, 600, "%s/%s", dir, name);
-    th_sh("rm -rf %s && mkdir -p %s", d, d);
+    kt_sh("rm -rf %s && mkdir -p %s", d, d);
     return d;
 }
 
 static int unpack(const char *tag, const char *bundle)
 {
-    return th_sh("cd %s && rm -rf %s && umoci unpack --image %s/store:%s %s >/dev/null 2>&1", dir,
+    return kt_sh("cd %s && rm -rf %s && umoci unpack --image %s/store:%s %s >/dev/null 2>&1", dir,
                  bundle, data, tag, bundle);
 }
 
@@ -95,7 +95,7 @@ KT_SETUP(setup)
     char py[512];
     which(py, sizeof(py), "python3");
     if (geteuid() != 0 || !py[0] ||
-        th_sh("for t in umoci skopeo jq curl tar bzip2 xz gzip; do command -v $t >/dev/null || "
+        kt_sh("for t in umoci skopeo jq curl tar bzip2 xz gzip; do command -v $t >/dev/null || "
               "exit 1; done") != 0) {
         fprintf(stderr, "skip: needs root, python3, umoci, skopeo, jq, curl, tar, bzip2, xz\n");
         exit(77);
@@ -105,21 +105,21 @@ KT_SETUP(setup)
     char noproxy[1024];
     snprintf(noproxy, sizeof(noproxy), "%.900s%s127.0.0.1", np ? np : "", np && *np ? "," : "");
     setenv("no_proxy", noproxy, 1);
-    dir = th_tempdir("engine-add");
+    dir = kt_tmpdir("engine-add");
     KT_REQUIRE(dir != NULL);
     snprintf(data, sizeof(data), "%s/data", dir);
     snprintf(url, sizeof(url), "ipc://%s/run/pusher.sock", data);
     snprintf(srv, sizeof(srv), "%s/srv", dir);
-    KT_REQUIRE(th_sh("mkdir -p %s %s", data, srv) == 0);
+    KT_REQUIRE(kt_sh("mkdir -p %s %s", data, srv) == 0);
 
     /* The HTTP server: only 127.0.0.1, its own dir; another port when the
      * free one was taken meanwhile (the server then exits at once). */
-    KT_REQUIRE(th_sh("printf up > %s/ping", srv) == 0);
+    KT_REQUIRE(kt_sh("printf up > %s/ping", srv) == 0);
     int up = 1;
     for (int attempt = 0; attempt < 3 && up != 0; attempt++) {
         if (http.pid > 0)
             th_stop(&http, 2000, NULL);
-        int port = th_free_port();
+        int port = kt_free_port();
         snprintf(base, sizeof(base), "http://127.0.0.1:%d", port);
         char ports[16];
         snprintf(ports, sizeof(ports), "%d", port);
@@ -131,12 +131,12 @@ KT_SETUP(setup)
                 http.pid = 0; /* exited (port taken): reaped, never signalled */
                 break;
             }
-            if ((up = th_sh("curl -fs %s/ping >/dev/null", base)) != 0)
+            if ((up = kt_sh("curl -fs %s/ping >/dev/null", base)) != 0)
                 usleep(100 * 1000);
         }
     }
     if (up != 0)
-        th_sh("cat %s/http.log >&2", dir);
+        kt_sh("cat %s/http.log >&2", dir);
     KT_REQUIRE(up == 0);
 
     char *argv[] = {(char *)th_bin("KILN_PUSHER_BIN"), "--data", data, NULL};
@@ -164,7 +164,7 @@ KT_TEST(add_url_names_mode_mtime_owner)
     if (engine == NULL)
         return;
     char *ctx = ctxdir("ctx-url");
-    KT_REQUIRE(th_sh("cd %s && printf 'hello remote' > hello.txt && touch -d @1234567890 "
+    KT_REQUIRE(kt_sh("cd %s && printf 'hello remote' > hello.txt && touch -d @1234567890 "
                      "hello.txt && mkdir -p t/d && echo in > t/d/f && tar -czf arch.tar.gz -C t d "
                      "&& mkdir -p sub && printf spaced > 'sub/a b.txt'",
                      srv) == 0);
@@ -191,31 +191,31 @@ KT_TEST(add_url_names_mode_mtime_owner)
     char r[700];
     snprintf(r, sizeof(r), "%s/bu/rootfs", dir);
     /* dest/ gets the URL's last path component; a dest without / is the name. */
-    KT_EXPECT_INT(th_sh("[ \"$(cat %s/dl/hello.txt)\" = 'hello remote' ]", r), 0);
-    KT_EXPECT_INT(th_sh("[ \"$(cat %s/named.txt)\" = 'hello remote' ]", r), 0);
+    KT_EXPECT_INT(kt_sh("[ \"$(cat %s/dl/hello.txt)\" = 'hello remote' ]", r), 0);
+    KT_EXPECT_INT(kt_sh("[ \"$(cat %s/named.txt)\" = 'hello remote' ]", r), 0);
     /* 0600, root, the Last-Modified time. */
     KT_EXPECT_INT(
-        th_sh("[ \"$(stat -c '%%a %%u:%%g %%Y' %s/dl/hello.txt)\" = '600 0:0 1234567890' ]", r), 0);
+        kt_sh("[ \"$(stat -c '%%a %%u:%%g %%Y' %s/dl/hello.txt)\" = '600 0:0 1234567890' ]", r), 0);
     KT_EXPECT_INT(
-        th_sh("[ \"$(stat -c '%%a %%u:%%g %%Y' %s/named.txt)\" = '600 0:0 1234567890' ]", r), 0);
+        kt_sh("[ \"$(stat -c '%%a %%u:%%g %%Y' %s/named.txt)\" = '600 0:0 1234567890' ]", r), 0);
     /* A downloaded archive is not extracted; --chown applies. */
-    KT_EXPECT_INT(th_sh("cmp -s %s/arch/arch.tar.gz %s/arch.tar.gz && test ! -e %s/arch/d && "
+    KT_EXPECT_INT(kt_sh("cmp -s %s/arch/arch.tar.gz %s/arch.tar.gz && test ! -e %s/arch/d && "
                         "[ \"$(stat -c '%%u:%%g' %s/arch/arch.tar.gz)\" = 5:6 ]",
                         r, srv, r, r),
                   0);
-    KT_EXPECT_INT(th_sh("[ \"$(cat %s/sum/hello.txt)\" = 'hello remote' ]", r), 0);
+    KT_EXPECT_INT(kt_sh("[ \"$(cat %s/sum/hello.txt)\" = 'hello remote' ]", r), 0);
     /* Percent-decoded name, no query; --chmod. */
-    KT_EXPECT_INT(th_sh("[ \"$(cat '%s/q/a b.txt')\" = spaced ] && "
+    KT_EXPECT_INT(kt_sh("[ \"$(cat '%s/q/a b.txt')\" = spaced ] && "
                         "[ \"$(stat -c %%a '%s/q/a b.txt')\" = 644 ]",
                         r, r),
                   0);
     /* An existing directory as dest (no trailing /) gets the file inside. */
-    KT_EXPECT_INT(th_sh("test -d %s/dl && [ \"$(cat %s/dl/hello.txt)\" = 'hello remote' ]", r, r),
+    KT_EXPECT_INT(kt_sh("test -d %s/dl && [ \"$(cat %s/dl/hello.txt)\" = 'hello remote' ]", r, r),
                   0);
     /* Redirects are followed (http.server: /sub -> /sub/, a listing). */
-    KT_EXPECT_INT(th_sh("grep -q 'a%%20b.txt' %s/listing.html", r), 0);
+    KT_EXPECT_INT(kt_sh("grep -q 'a%%20b.txt' %s/listing.html", r), 0);
     /* Nothing of the downloads is left in the step dirs. */
-    KT_EXPECT_INT(th_sh("! find %s/snapshots/steps -name 'fetch-*' | grep -q .", data), 0);
+    KT_EXPECT_INT(kt_sh("! find %s/snapshots/steps -name 'fetch-*' | grep -q .", data), 0);
 }
 
 KT_TEST(add_url_errors_and_redaction)
@@ -223,7 +223,7 @@ KT_TEST(add_url_errors_and_redaction)
     if (engine == NULL)
         return;
     char *ctx = ctxdir("ctx-err");
-    KT_REQUIRE(th_sh("printf 'checked' > %s/c.txt", srv) == 0);
+    KT_REQUIRE(kt_sh("printf 'checked' > %s/c.txt", srv) == 0);
     char hex[65], cp[700];
     snprintf(cp, sizeof(cp), "%s/c.txt", srv);
     sha_of(hex, cp);
@@ -242,7 +242,7 @@ KT_TEST(add_url_errors_and_redaction)
     KT_EXPECT_INT(res.failed_line, 2);
 
     /* A right sha512 checksum. */
-    KT_REQUIRE(th_sh("sha512sum %s/c.txt | cut -c1-128 > %s/c.sha512", srv, dir) == 0);
+    KT_REQUIRE(kt_sh("sha512sum %s/c.txt | cut -c1-128 > %s/c.sha512", srv, dir) == 0);
     char h512[129] = "";
     char sp[700];
     snprintf(sp, sizeof(sp), "%s/c.sha512", dir);
@@ -258,7 +258,7 @@ KT_TEST(add_url_errors_and_redaction)
     KT_EXPECT(err && strstr(err->msg, "404") && strstr(err->msg, "/missing.txt"));
 
     /* Nothing listens there. */
-    int dead = th_free_port();
+    int dead = kt_free_port();
     snprintf(df, sizeof(df), "FROM scratch\nADD http://127.0.0.1:%d/x /x\n", dead);
     KT_EXPECT_INT(build(ctx, df, "bad:1", &s, &res, &err), KILN_EUNAVAIL);
 
@@ -275,7 +275,7 @@ KT_TEST(add_url_errors_and_redaction)
              strrchr(base, ':') + 1);
     KT_EXPECT_INT(build(ctx, df, "cred:1", &s, &res, &err), 0);
     KT_EXPECT(s.len > 0 && !strstr(s.text, "hunter2-pw") && strstr(s.text, "xxxxx@"));
-    KT_EXPECT_INT(th_sh("skopeo inspect --raw --config oci:%s/store:cred:1 > %s/cred.json && "
+    KT_EXPECT_INT(kt_sh("skopeo inspect --raw --config oci:%s/store:cred:1 > %s/cred.json && "
                         "! grep -q hunter2-pw %s/cred.json && grep -q 'xxxxx@' %s/cred.json",
                         data, dir, dir, dir),
                   0);
@@ -286,7 +286,7 @@ KT_TEST(add_url_errors_and_redaction)
                         "bad:1", &s, &res, &err),
                   KILN_ENOTSUP);
     KT_EXPECT(err && strstr(err->msg, "git") && !strstr(err->msg, "pw-git"));
-    KT_EXPECT_INT(th_sh("skopeo inspect oci:%s/store:bad:1 >/dev/null 2>&1", data) != 0, 1);
+    KT_EXPECT_INT(kt_sh("skopeo inspect oci:%s/store:bad:1 >/dev/null 2>&1", data) != 0, 1);
     kiln_error_free(&err);
 }
 
@@ -295,7 +295,7 @@ KT_TEST(add_url_cache_follows_content)
     if (engine == NULL)
         return;
     char *ctx = ctxdir("ctx-cache");
-    KT_REQUIRE(th_sh("printf 'version one' > %s/v.txt", srv) == 0);
+    KT_REQUIRE(kt_sh("printf 'version one' > %s/v.txt", srv) == 0);
     char df[1024];
     snprintf(df, sizeof(df), "FROM scratch\nADD %s/v.txt /v.txt\n", base);
     seen s;
@@ -309,12 +309,12 @@ KT_TEST(add_url_cache_follows_content)
     KT_EXPECT_INT(r2.steps_cached, 1);
     KT_EXPECT_STR(r2.digest, r1.digest);
     /* Changed remote file: the step runs again and gets the new content. */
-    KT_REQUIRE(th_sh("printf 'version two' > %s/v.txt", srv) == 0);
+    KT_REQUIRE(kt_sh("printf 'version two' > %s/v.txt", srv) == 0);
     KT_REQUIRE(build(ctx, df, "cache:1", &s, &r3, &err) == 0);
     KT_EXPECT_INT(r3.steps_run, 1);
     KT_EXPECT(strcmp(r3.digest, r1.digest) != 0);
     KT_REQUIRE(unpack("cache:1", "bc") == 0);
-    KT_EXPECT_INT(th_sh("[ \"$(cat %s/bc/rootfs/v.txt)\" = 'version two' ]", dir), 0);
+    KT_EXPECT_INT(kt_sh("[ \"$(cat %s/bc/rootfs/v.txt)\" = 'version two' ]", dir), 0);
 
     /* With --checksum the key is the checksum: a cache hit needs no
      * download (the file is gone from the server now). */
@@ -324,14 +324,14 @@ KT_TEST(add_url_cache_follows_content)
     snprintf(df, sizeof(df), "FROM scratch\nADD --checksum=sha256:%s %s/v.txt /v.txt\n", hex, base);
     KT_REQUIRE(build(ctx, df, "cache:2", &s, &r1, &err) == 0);
     KT_EXPECT_INT(r1.steps_run, 1);
-    KT_REQUIRE(th_sh("rm %s/v.txt", srv) == 0);
+    KT_REQUIRE(kt_sh("rm %s/v.txt", srv) == 0);
     KT_EXPECT_INT(build(ctx, df, "cache:2", &s, &r2, &err), 0);
     KT_EXPECT_INT(r2.steps_cached, 1);
     /* Without it, the content must be fetched: the 404 shows. */
     snprintf(df, sizeof(df), "FROM scratch\nADD %s/v.txt /v.txt\n", base);
     KT_EXPECT_INT(build(ctx, df, "cache:1", &s, &r3, &err), KILN_EREMOTE);
     kiln_error_free(&err);
-    KT_EXPECT_INT(th_sh("! ls -d %s/snapshots/steps/tmp-* 2>/dev/null | grep -q .", data), 0);
+    KT_EXPECT_INT(kt_sh("! ls -d %s/snapshots/steps/tmp-* 2>/dev/null | grep -q .", data), 0);
 }
 
 KT_TEST(add_local_archives)
@@ -339,7 +339,7 @@ KT_TEST(add_local_archives)
     if (engine == NULL)
         return;
     char *ctx = ctxdir("ctx-arch");
-    KT_REQUIRE(th_sh("cd %s && mkdir -p a/top/sub && echo bz > a/top/sub/f && "
+    KT_REQUIRE(kt_sh("cd %s && mkdir -p a/top/sub && echo bz > a/top/sub/f && "
                      "touch -d @1000000000 a/top/sub/f && "
                      "tar --owner=7 --group=8 -cjf a.tar.bz2 -C a top && "
                      "tar -cJf a.tar.xz -C a top && tar --lzma -cf a.tar.lzma -C a top && "
@@ -364,15 +364,15 @@ KT_TEST(add_local_archives)
     snprintf(r, sizeof(r), "%s/ba/rootfs", dir);
     for (int i = 0; i < 4; i++) {
         const char *d = (const char *[]){"bz", "xz", "lz", "plain"}[i];
-        KT_EXPECT_INT(th_sh("[ \"$(cat %s/%s/top/sub/f)\" = bz ] && "
+        KT_EXPECT_INT(kt_sh("[ \"$(cat %s/%s/top/sub/f)\" = bz ] && "
                             "[ \"$(stat -c %%Y %s/%s/top/sub/f)\" = 1000000000 ]",
                             r, d, r, d),
                       0);
     }
     /* The archive's owners are kept. */
-    KT_EXPECT_INT(th_sh("[ \"$(stat -c %%u:%%g %s/bz/top/sub/f)\" = 7:8 ]", r), 0);
+    KT_EXPECT_INT(kt_sh("[ \"$(stat -c %%u:%%g %s/bz/top/sub/f)\" = 7:8 ]", r), 0);
     /* Recognised by content, not by name. */
-    KT_EXPECT_INT(th_sh("[ \"$(cat %s/copied/fake.tar.gz)\" = 'not an archive' ] && "
+    KT_EXPECT_INT(kt_sh("[ \"$(cat %s/copied/fake.tar.gz)\" = 'not an archive' ] && "
                         "cmp -s %s/copied/text.gz %s/text.gz && cmp -s %s/copied/fake.bz2 "
                         "%s/fake.bz2 && cmp -s %s/kept/a.tar.xz %s/a.tar.xz",
                         r, r, ctx, r, ctx, r, ctx),
@@ -386,12 +386,12 @@ KT_TEST(add_hostile_archives_stay_inside)
     char *ctx = ctxdir("ctx-evil");
     char outside[700];
     snprintf(outside, sizeof(outside), "%s/outside", dir);
-    KT_REQUIRE(th_sh("mkdir -p %s", outside) == 0);
+    KT_REQUIRE(kt_sh("mkdir -p %s", outside) == 0);
     /* ../ entries climbing to a host path, an absolute name, and an absolute
      * symlink to a host dir with a file written through it, all xz. */
     char py[512];
     which(py, sizeof(py), "python3");
-    KT_REQUIRE(th_sh("cd %s && %s - <<'EOF'\n"
+    KT_REQUIRE(kt_sh("cd %s && %s - <<'EOF'\n"
                      "import io, tarfile\n"
                      "def add(t, name, data=b'x', link=None):\n"
                      "    i = tarfile.TarInfo(name)\n"
@@ -416,15 +416,15 @@ KT_TEST(add_hostile_archives_stay_inside)
      * containerd take it: inside the image, never on the host. */
     KT_EXPECT(build(ctx, "FROM scratch\nADD abs.tar.xz /x/\n", "evil:1", &s, &res, &err) == 0);
     KT_EXPECT(unpack("evil:1", "ba") == 0);
-    KT_EXPECT_INT(th_sh("[ \"$(cat %s/ba/rootfs/x%s/escaped-abs)\" = x ]", dir, outside), 0);
+    KT_EXPECT_INT(kt_sh("[ \"$(cat %s/ba/rootfs/x%s/escaped-abs)\" = x ]", dir, outside), 0);
     /* The link may be refused or kept as a link inside the image; nothing
      * is written on the host either way. */
     int rc = build(ctx, "FROM scratch\nADD link.tar.xz /x/\n", "evil:2", &s, &res, &err);
     kiln_error_free(&err);
-    KT_EXPECT_INT(th_sh("[ -z \"$(ls -A %s)\" ]", outside), 0);
+    KT_EXPECT_INT(kt_sh("[ -z \"$(ls -A %s)\" ]", outside), 0);
     if (rc == 0) {
         KT_REQUIRE(unpack("evil:2", "be") == 0);
-        KT_EXPECT_INT(th_sh("[ \"$(readlink %s/be/rootfs/x/l)\" = '%s' ]", dir, outside), 0);
+        KT_EXPECT_INT(kt_sh("[ \"$(readlink %s/be/rootfs/x/l)\" = '%s' ]", dir, outside), 0);
     }
 }
 
@@ -438,5 +438,5 @@ KT_TEARDOWN(teardown)
     if (http.pid > 0)
         th_stop(&http, 5000, NULL);
     if (dir && !getenv("KT_KEEP"))
-        th_rmrf(dir);
+        kt_rmrf(dir);
 }

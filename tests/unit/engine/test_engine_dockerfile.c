@@ -48,14 +48,14 @@ static int build(const char *ctx, const char *dockerfile, const char *tag, const
 
 static int unpack(const char *tag, const char *bundle)
 {
-    return th_sh("cd %s && rm -rf %s && umoci unpack --image %s/store:%s %s >/dev/null 2>&1", dir,
+    return kt_sh("cd %s && rm -rf %s && umoci unpack --image %s/store:%s %s >/dev/null 2>&1", dir,
                  bundle, data, tag, bundle);
 }
 
 /* The image config of tag, as JSON, filtered by jq expression q equals want. */
 static int config_is(const char *tag, const char *q, const char *want)
 {
-    return th_sh(
+    return kt_sh(
         "d=$(jq -r '.manifests[] | select(.annotations[\"org.opencontainers.image.ref.name\"]"
         " == \"%s\") | .digest' %s/store/index.json | head -1 | cut -d: -f2) && "
         "m=$(jq -r .config.digest %s/store/blobs/sha256/$d | cut -d: -f2) && "
@@ -68,15 +68,15 @@ KT_SETUP(setup)
 {
     kiln_error *err = NULL;
     if (geteuid() != 0 ||
-        th_sh("for t in umoci jq stat; do command -v $t >/dev/null || exit 1; done") != 0) {
+        kt_sh("for t in umoci jq stat; do command -v $t >/dev/null || exit 1; done") != 0) {
         fprintf(stderr, "skip: needs root, umoci, jq\n");
         exit(77);
     }
-    dir = th_tempdir("engine-df");
+    dir = kt_tmpdir("engine-df");
     KT_REQUIRE(dir != NULL);
     snprintf(data, sizeof(data), "%s/data", dir);
     snprintf(url, sizeof(url), "ipc://%s/run/pusher.sock", data);
-    KT_REQUIRE(th_sh("mkdir -p %s", data) == 0);
+    KT_REQUIRE(kt_sh("mkdir -p %s", data) == 0);
     char *argv[] = {(char *)th_bin("KILN_PUSHER_BIN"), "--data", data, NULL};
     KT_REQUIRE(th_spawn(&pusher, dir, "pusher", argv) == 0);
     KT_REQUIRE(th_wait_ready(url, 10000) == 0);
@@ -90,7 +90,7 @@ KT_TEST(copy_chmod_symbolic)
         return;
     char ctx[700];
     snprintf(ctx, sizeof(ctx), "%s/ctx-chmod", dir);
-    KT_REQUIRE(th_sh("mkdir -p %s/tree/sub && cd %s && printf a > tree/plain && printf b > "
+    KT_REQUIRE(kt_sh("mkdir -p %s/tree/sub && cd %s && printf a > tree/plain && printf b > "
                      "tree/tool && chmod 0666 tree/plain && chmod 0744 tree/tool && "
                      "chmod 0700 tree/sub && printf c > tree/sub/f && chmod 0640 tree/sub/f",
                      ctx, ctx) == 0);
@@ -107,26 +107,26 @@ KT_TEST(copy_chmod_symbolic)
     /* a+X: files without an execute bit unchanged, with one executable by all,
      * directories searchable by all. */
     KT_EXPECT_INT(
-        th_sh("cd %s/x && [ \"$(echo $(stat -c %%a plain tool sub sub/f))\" = "
+        kt_sh("cd %s/x && [ \"$(echo $(stat -c %%a plain tool sub sub/f))\" = "
               "'666 755 711 640' ] || { stat -c '%%n %%a' plain tool sub sub/f >&2; exit 1; }",
               r),
         0);
     KT_EXPECT_INT(
-        th_sh("cd %s/w && [ \"$(echo $(stat -c %%a plain tool sub sub/f))\" = "
+        kt_sh("cd %s/w && [ \"$(echo $(stat -c %%a plain tool sub sub/f))\" = "
               "'644 744 700 640' ] || { stat -c '%%n %%a' plain tool sub sub/f >&2; exit 1; }",
               r),
         0);
     KT_EXPECT_INT(
-        th_sh("cd %s/s && [ \"$(echo $(stat -c %%a plain tool sub sub/f))\" = "
+        kt_sh("cd %s/s && [ \"$(echo $(stat -c %%a plain tool sub sub/f))\" = "
               "'644 644 644 644' ] || { stat -c '%%n %%a' plain tool sub sub/f >&2; exit 1; }",
               r),
         0);
-    KT_EXPECT_INT(th_sh("[ \"$(stat -c %%a %s/o)\" = 750 ]", r), 0);
+    KT_EXPECT_INT(kt_sh("[ \"$(stat -c %%a %s/o)\" = 750 ]", r), 0);
     /* A different symbolic mode is a different step (cache key). */
     const char *df2 = "FROM scratch\nCOPY --chmod=a+X tree /x/\nCOPY --chmod=go-r tree /w/\n";
     KT_REQUIRE(build(ctx, df2, "chmod:2", NULL, NULL, 0) == 0);
     KT_REQUIRE(unpack("chmod:2", "bc2") == 0);
-    KT_EXPECT_INT(th_sh("[ \"$(stat -c %%a %s/bc2/rootfs/w/plain)\" = 622 ]", dir), 0);
+    KT_EXPECT_INT(kt_sh("[ \"$(stat -c %%a %s/bc2/rootfs/w/plain)\" = 622 ]", dir), 0);
 }
 
 KT_TEST(expose_targetstage_patterns_in_config)
@@ -135,7 +135,7 @@ KT_TEST(expose_targetstage_patterns_in_config)
         return;
     char ctx[700];
     snprintf(ctx, sizeof(ctx), "%s/ctx-cfg", dir);
-    KT_REQUIRE(th_sh("mkdir -p %s", ctx) == 0);
+    KT_REQUIRE(kt_sh("mkdir -p %s", ctx) == 0);
     const char *df = "ARG V=release-1.2.3\n"
                      "FROM scratch AS base\n"
                      "ARG PORTS=\"3000 4000/udp\"\n"
@@ -169,5 +169,5 @@ KT_TEARDOWN(teardown)
     if (pusher.pid > 0)
         th_stop(&pusher, 10000, NULL);
     if (dir && !getenv("KT_KEEP"))
-        th_rmrf(dir);
+        kt_rmrf(dir);
 }

@@ -100,11 +100,11 @@ KT_SETUP(setup)
         fprintf(stderr, "skip: needs root\n");
         exit(77);
     }
-    dir = th_tempdir("engine-sync");
+    dir = kt_tmpdir("engine-sync");
     KT_REQUIRE(dir != NULL);
     snprintf(data, sizeof(data), "%s/data", dir);
     snprintf(url, sizeof(url), "ipc://%s/run/pusher.sock", data);
-    KT_REQUIRE(th_sh("mkdir -p %s %s/ctx && printf 'content\\n' > %s/ctx/f", data, dir, dir) == 0);
+    KT_REQUIRE(kt_sh("mkdir -p %s %s/ctx && printf 'content\\n' > %s/ctx/f", data, dir, dir) == 0);
     char *argv[] = {(char *)th_bin("KILN_PUSHER_BIN"), "--data", data, NULL};
     KT_REQUIRE(th_spawn(&pusher, dir, "pusher", argv) == 0);
     KT_REQUIRE(th_wait_ready(url, 10000) == 0);
@@ -162,7 +162,7 @@ KT_TEST(step_synced_before_its_index_entry)
                 i_step, i_index, i_sync);
 
     /* The step's generation id: 32 hex digits beside its diff. */
-    KT_EXPECT_INT(th_sh("grep -qxE '[0-9a-f]{32}' %s/id", step_dir), 0);
+    KT_EXPECT_INT(kt_sh("grep -qxE '[0-9a-f]{32}' %s/id", step_dir), 0);
     kiln_error_free(&err);
 }
 
@@ -174,5 +174,5 @@ KT_TEARDOWN(teardown)
     if (pusher.pid > 0)
         th_stop(&pusher, 10000, NULL);
     if (dir && !getenv("KT_KEEP"))
-        th_rmrf(dir);
+        kt_rmrf(dir);
 }

@@ -12,73 +12,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "kt_util.h"
 #include "psh_pack.h"
-
-/* Runs a shell command; returns its exit status (or -1). */
-static inline int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static inline int sh(const char *fmt, ...)
-{
-    char cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
-    va_end(ap);
-    int st = system(cmd);
-    return (st != -1 && WIFEXITED(st)) ? WEXITSTATUS(st) : -1;
-}
-
-/* Runs a shell command and returns its stdout without the trailing newline
- * (caller frees), or NULL when it fails. */
-static inline char *sh_out(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static inline char *sh_out(const char *fmt, ...)
-{
-    char cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
-    va_end(ap);
-    FILE *f = popen(cmd, "r");
-    if (f == NULL)
-        return NULL;
-    size_t cap = 1 << 16, len = 0;
-    char *buf = malloc(cap);
-    size_t n;
-    while (buf != NULL && (n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
-        len += n;
-        if (len + 1 == cap) {
-            char *nb = realloc(buf, cap *= 2);
-            if (nb == NULL) {
-                free(buf);
-                buf = NULL;
-            }
-            buf = nb;
-        }
-    }
-    int st = pclose(f);
-    if (buf == NULL || st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        free(buf);
-        return NULL;
-    }
-    while (len > 0 && buf[len - 1] == '\n')
-        len--;
-    buf[len] = '\0';
-    return buf;
-}
-
-/* Creates a fresh temp dir; returns its path (caller frees). */
-static inline char *tmpdir_new(void)
-{
-    char tmpl[] = "/tmp/kiln-pack-test-XXXXXX";
-    char *d = mkdtemp(tmpl);
-    return d ? strdup(d) : NULL;
-}
-
-static inline void tmpdir_remove(char *d)
-{
-    if (d != NULL)
-        sh("rm -rf '%s'", d);
-    free(d);
-}
 
 /* Packs dir into file blob with opts; returns the psh_pack_dir result and
  * frees any error (message printed for diagnosis). */
@@ -102,7 +37,7 @@ static inline int pack_to(psh_layer_info *info, const char *dir, const char *blo
 /* "sha256:" + sha256sum of a shell pipeline's output. */
 static inline char *digest_of(const char *pipeline)
 {
-    char *hex = sh_out("%s | sha256sum | cut -d' ' -f1", pipeline);
+    char *hex = kt_capture(true, "%s | sha256sum | cut -d' ' -f1", pipeline);
     if (hex == NULL)
         return NULL;
     char *d = malloc(strlen(hex) + 8);

@@ -12,20 +12,20 @@
  * hardlinks, nested dirs, unusual names. */
 static char *make_tree(void)
 {
-    char *root = tmpdir_new();
+    char *root = kt_tmpdir("pack-test");
     if (root == NULL)
         return NULL;
-    int rc =
-        sh("set -e; cd '%s'; D=deep/$(printf 'x%%.0s' $(seq 1 60))/$(printf 'y%%.0s' $(seq 1 58));"
-           "mkdir -p d/sub 'sp ace' 'ü' $D;"
-           "seq 1 400000 > d/seq.txt; head -c 1500000 /dev/urandom > d/rand.bin;"
-           ": > empty; printf 'hi\\n' > 'sp ace/f g'; printf u > 'ü/ñ';"
-           "ln -s d/seq.txt rel-link; ln -s /etc/passwd abs-link; ln d/seq.txt hard;"
-           "printf z > $D/leaf; printf a > a-b; printf b > d/sub/z;"
-           "python3 -c \"import os; os.setxattr('d/seq.txt','user.k',b'v1')\"",
-           root);
+    int rc = kt_sh(
+        "set -e; cd '%s'; D=deep/$(printf 'x%%.0s' $(seq 1 60))/$(printf 'y%%.0s' $(seq 1 58));"
+        "mkdir -p d/sub 'sp ace' 'ü' $D;"
+        "seq 1 400000 > d/seq.txt; head -c 1500000 /dev/urandom > d/rand.bin;"
+        ": > empty; printf 'hi\\n' > 'sp ace/f g'; printf u > 'ü/ñ';"
+        "ln -s d/seq.txt rel-link; ln -s /etc/passwd abs-link; ln d/seq.txt hard;"
+        "printf z > $D/leaf; printf a > a-b; printf b > d/sub/z;"
+        "python3 -c \"import os; os.setxattr('d/seq.txt','user.k',b'v1')\"",
+        root);
     if (rc != 0) {
-        tmpdir_remove(root);
+        kt_rmrf_free(root);
         return NULL;
     }
     return root;
@@ -33,7 +33,7 @@ static char *make_tree(void)
 
 KT_TEST(gzip_blob_reads_everywhere_and_digests_match)
 {
-    char *root = make_tree(), *work = tmpdir_new();
+    char *root = make_tree(), *work = kt_tmpdir("pack-test");
     KT_REQUIRE(root != NULL && work != NULL);
     char blob[512];
     snprintf(blob, sizeof(blob), "%s/layer.tgz", work);
@@ -42,7 +42,7 @@ KT_TEST(gzip_blob_reads_everywhere_and_digests_match)
     psh_layer_info info;
     KT_REQUIRE(pack_to(&info, root, blob, &o, NULL) == 0);
     KT_EXPECT_STR(info.media_type, PSH_MEDIA_TYPE_TAR_GZIP);
-    KT_EXPECT_INT(sh("gzip -t '%s'", blob), 0);
+    KT_EXPECT_INT(kt_sh("gzip -t '%s'", blob), 0);
     char cmd[1024];
     snprintf(cmd, sizeof(cmd), "gzip -dc '%s'", blob);
     char *diff = digest_of(cmd);
@@ -55,13 +55,14 @@ KT_TEST(gzip_blob_reads_everywhere_and_digests_match)
     struct stat st;
     KT_EXPECT(stat(blob, &st) == 0 && (uint64_t)st.st_size == info.size);
     /* one gzip member: the trailer's ISIZE is the whole tar */
-    char *isize = sh_out("gzip -l '%s' | awk 'NR==2{print $2}'", blob);
+    char *isize = kt_capture(true, "gzip -l '%s' | awk 'NR==2{print $2}'", blob);
     char want[32];
     snprintf(want, sizeof(want), "%llu", (unsigned long long)info.tar_size);
     KT_EXPECT_STR(isize, want);
     free(isize);
     /* Python's gzip + tarfile: same DiffID, same members, metadata */
-    char *py = sh_out(
+    char *py = kt_capture(
+        true,
         "python3 -c \"import gzip,hashlib,tarfile,sys\n"
         "d=gzip.open(sys.argv[1]).read(); print('sha256:'+hashlib.sha256(d).hexdigest())\n"
         "t=tarfile.open(sys.argv[1])\n"
@@ -78,7 +79,7 @@ KT_TEST(gzip_blob_reads_everywhere_and_digests_match)
     KT_EXPECT_STR(py, expect);
     free(py);
     /* GNU tar: parents first, each directory sorted bytewise, no root entry */
-    char *names = sh_out("tar --quoting-style=literal -tzf '%s' | tr '\\n' '|'", blob);
+    char *names = kt_capture(true, "tar --quoting-style=literal -tzf '%s' | tr '\\n' '|'", blob);
     KT_EXPECT_STR(names, "a-b|abs-link|d/|d/rand.bin|d/seq.txt|d/sub/|d/sub/z|deep/|deep/"
                          "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx/|deep/"
                          "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx/"
@@ -88,10 +89,10 @@ KT_TEST(gzip_blob_reads_everywhere_and_digests_match)
                          "empty|hard|rel-link|sp ace/|sp ace/f g|ü/|ü/ñ|");
     free(names);
     /* no atime/ctime or pid-dependent names in the PAX headers */
-    KT_EXPECT_INT(sh("gzip -dc '%s' | grep -a -q -e 'atime=' -e 'ctime=' -e 'PaxHeader\\.'", blob),
-                  1);
-    tmpdir_remove(root);
-    tmpdir_remove(work);
+    KT_EXPECT_INT(
+        kt_sh("gzip -dc '%s' | grep -a -q -e 'atime=' -e 'ctime=' -e 'PaxHeader\\.'", blob), 1);
+    kt_rmrf_free(root);
+    kt_rmrf_free(work);
 }
 
 static void pack_digests(const char *root, const char *blob, psh_pack_opts *o, char *diff, char *dg)
@@ -106,7 +107,7 @@ static void pack_digests(const char *root, const char *blob, psh_pack_opts *o, c
 
 KT_TEST(digests_do_not_depend_on_thread_count)
 {
-    char *root = make_tree(), *work = tmpdir_new();
+    char *root = make_tree(), *work = kt_tmpdir("pack-test");
     KT_REQUIRE(root != NULL && work != NULL);
     char blob[512];
     snprintf(blob, sizeof(blob), "%s/b", work);
@@ -131,16 +132,16 @@ KT_TEST(digests_do_not_depend_on_thread_count)
             }
         }
     }
-    tmpdir_remove(root);
-    tmpdir_remove(work);
+    kt_rmrf_free(root);
+    kt_rmrf_free(work);
 }
 
 KT_TEST(source_date_epoch_makes_copies_with_other_mtimes_identical)
 {
-    char *root = make_tree(), *work = tmpdir_new();
+    char *root = make_tree(), *work = kt_tmpdir("pack-test");
     KT_REQUIRE(root != NULL && work != NULL);
-    KT_REQUIRE(sh("cp -a '%s' '%s/copy' && find '%s/copy' -exec touch -h -d '2031-01-01' {} +",
-                  root, work, work) == 0);
+    KT_REQUIRE(kt_sh("cp -a '%s' '%s/copy' && find '%s/copy' -exec touch -h -d '2031-01-01' {} +",
+                     root, work, work) == 0);
     char blob[512], copy[512];
     snprintf(blob, sizeof(blob), "%s/b", work);
     snprintf(copy, sizeof(copy), "%s/copy", work);
@@ -153,19 +154,20 @@ KT_TEST(source_date_epoch_makes_copies_with_other_mtimes_identical)
     KT_EXPECT(d1[0] != '\0');
     KT_EXPECT_STR(d1, d2);
     KT_EXPECT_STR(g1, g2);
-    char *mt = sh_out("tar -tvzf '%s' --full-time | awk '{print $4\" \"$5}' | sort -u", blob);
+    char *mt =
+        kt_capture(true, "tar -tvzf '%s' --full-time | awk '{print $4\" \"$5}' | sort -u", blob);
     KT_EXPECT_STR(mt, "2023-11-14 22:13:20");
     free(mt);
     o.source_date_epoch = -1; /* without the epoch the mtimes show */
     pack_digests(copy, blob, &o, d2, g2);
     KT_EXPECT(strcmp(d1, d2) != 0);
-    tmpdir_remove(root);
-    tmpdir_remove(work);
+    kt_rmrf_free(root);
+    kt_rmrf_free(work);
 }
 
 KT_TEST(locale_does_not_change_the_tar)
 {
-    char *root = make_tree(), *work = tmpdir_new();
+    char *root = make_tree(), *work = kt_tmpdir("pack-test");
     KT_REQUIRE(root != NULL && work != NULL);
     char blob[512];
     snprintf(blob, sizeof(blob), "%s/b", work);
@@ -179,13 +181,13 @@ KT_TEST(locale_does_not_change_the_tar)
     setlocale(LC_ALL, "C");
     KT_EXPECT(d1[0] != '\0');
     KT_EXPECT_STR(d1, d2);
-    tmpdir_remove(root);
-    tmpdir_remove(work);
+    kt_rmrf_free(root);
+    kt_rmrf_free(work);
 }
 
 KT_TEST(zstd_and_uncompressed_blobs)
 {
-    char *root = make_tree(), *work = tmpdir_new();
+    char *root = make_tree(), *work = kt_tmpdir("pack-test");
     KT_REQUIRE(root != NULL && work != NULL);
     char blob[512], cmd[1024];
     snprintf(blob, sizeof(blob), "%s/b", work);
@@ -197,8 +199,8 @@ KT_TEST(zstd_and_uncompressed_blobs)
     KT_REQUIRE(pack_to(&zs, root, blob, &o, NULL) == 0);
     KT_EXPECT_STR(zs.media_type, PSH_MEDIA_TYPE_TAR_ZSTD);
     KT_EXPECT_STR(zs.diff_id, gz.diff_id);
-    if (sh("command -v zstd >/dev/null") == 0) {
-        KT_EXPECT_INT(sh("zstd -q -t '%s'", blob), 0);
+    if (kt_sh("command -v zstd >/dev/null") == 0) {
+        KT_EXPECT_INT(kt_sh("zstd -q -t '%s'", blob), 0);
         snprintf(cmd, sizeof(cmd), "zstd -q -dc '%s'", blob);
         char *d = digest_of(cmd);
         KT_EXPECT_STR(d, zs.diff_id);
@@ -210,7 +212,7 @@ KT_TEST(zstd_and_uncompressed_blobs)
     KT_EXPECT_STR(none.digest, none.diff_id);
     KT_EXPECT_STR(none.diff_id, gz.diff_id);
     KT_EXPECT_INT(none.size, none.tar_size);
-    KT_EXPECT_INT(sh("tar -tf '%s' >/dev/null", blob), 0);
+    KT_EXPECT_INT(kt_sh("tar -tf '%s' >/dev/null", blob), 0);
     /* the importer path: the same tar streamed gives the same gzip blob */
     int in = open(blob, O_RDONLY | O_CLOEXEC);
     snprintf(cmd, sizeof(cmd), "%s/b2", work);
@@ -226,13 +228,13 @@ KT_TEST(zstd_and_uncompressed_blobs)
     KT_EXPECT_STR(st.digest, gz.digest);
     KT_EXPECT_INT(st.size, gz.size);
     kiln_error_free(&err);
-    tmpdir_remove(root);
-    tmpdir_remove(work);
+    kt_rmrf_free(root);
+    kt_rmrf_free(work);
 }
 
 KT_TEST(empty_tar_stream_and_empty_dir)
 {
-    char *work = tmpdir_new();
+    char *work = kt_tmpdir("pack-test");
     KT_REQUIRE(work != NULL);
     char blob[512], cmd[1024];
     snprintf(blob, sizeof(blob), "%s/b", work);
@@ -245,13 +247,13 @@ KT_TEST(empty_tar_stream_and_empty_dir)
     KT_EXPECT_STR(info.diff_id,
                   "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
     KT_EXPECT_INT(info.tar_size, 0);
-    KT_EXPECT_INT(sh("gzip -t '%s'", blob), 0);
-    KT_REQUIRE(sh("mkdir '%s/empty'", work) == 0);
+    KT_EXPECT_INT(kt_sh("gzip -t '%s'", blob), 0);
+    KT_REQUIRE(kt_sh("mkdir '%s/empty'", work) == 0);
     snprintf(cmd, sizeof(cmd), "%s/empty", work);
     KT_EXPECT_INT(pack_to(&info, cmd, blob, NULL, NULL), 0);
     KT_EXPECT_INT(info.tar_size, 1024); /* just the two end blocks */
-    KT_EXPECT_INT(sh("gzip -t '%s' && tar -tzf '%s' >/dev/null", blob, blob), 0);
-    tmpdir_remove(work);
+    KT_EXPECT_INT(kt_sh("gzip -t '%s' && tar -tzf '%s' >/dev/null", blob, blob), 0);
+    kt_rmrf_free(work);
 }
 
 static uint64_t last_in, last_out;
@@ -266,7 +268,7 @@ static void on_progress(void *ud, uint64_t in, uint64_t out)
 
 KT_TEST(progress_reports_tar_bytes)
 {
-    char *root = make_tree(), *work = tmpdir_new();
+    char *root = make_tree(), *work = kt_tmpdir("pack-test");
     KT_REQUIRE(root != NULL && work != NULL);
     char blob[512];
     snprintf(blob, sizeof(blob), "%s/b", work);
@@ -278,8 +280,8 @@ KT_TEST(progress_reports_tar_bytes)
     KT_EXPECT(progress_calls >= 5);
     KT_EXPECT_INT(last_in, info.tar_size);
     KT_EXPECT(last_out <= info.size);
-    tmpdir_remove(root);
-    tmpdir_remove(work);
+    kt_rmrf_free(root);
+    kt_rmrf_free(work);
 }
 
 KT_TEST(bad_input_gives_clear_errors)
@@ -315,7 +317,7 @@ KT_TEST(bad_input_gives_clear_errors)
     close(fd);
     /* a file the packing user may not read (drop to nobody in a child) */
     if (geteuid() == 0) {
-        KT_REQUIRE(sh("chmod 0755 '%s' && chmod 0000 '%s/d/sub/z'", root, root) == 0);
+        KT_REQUIRE(kt_sh("chmod 0755 '%s' && chmod 0000 '%s/d/sub/z'", root, root) == 0);
         pid_t pid = fork();
         if (pid == 0) {
             if (setresgid(65534, 65534, 65534) < 0 || setresuid(65534, 65534, 65534) < 0)
@@ -329,12 +331,12 @@ KT_TEST(bad_input_gives_clear_errors)
         waitpid(pid, &st, 0);
         KT_EXPECT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     }
-    tmpdir_remove(root);
+    kt_rmrf_free(root);
 }
 
 KT_TEST(pack_cache_remembers_per_settings)
 {
-    char *work = tmpdir_new();
+    char *work = kt_tmpdir("pack-test");
     KT_REQUIRE(work != NULL);
     char dir[512];
     snprintf(dir, sizeof(dir), "%s/cache", work);
@@ -378,12 +380,12 @@ KT_TEST(pack_cache_remembers_per_settings)
     psh_pack_cache_free(c);
     KT_REQUIRE(psh_pack_cache_open(&c, dir, &err) == 0);
     KT_EXPECT_INT(psh_pack_cache_lookup(c, &out, "snap-1", &o, &err), 0);
-    char *n = sh_out("ls -A '%s' | wc -l", dir);
+    char *n = kt_capture(true, "ls -A '%s' | wc -l", dir);
     KT_EXPECT_STR(n, "1");
     free(n);
     /* a torn entry is a miss, not an error */
-    KT_REQUIRE(sh("for f in '%s'/*.json; do printf '{\"key\":\"snap-1\",' > \"$f\"; done", dir) ==
-               0);
+    KT_REQUIRE(
+        kt_sh("for f in '%s'/*.json; do printf '{\"key\":\"snap-1\",' > \"$f\"; done", dir) == 0);
     KT_EXPECT_INT(psh_pack_cache_lookup(c, &out, "snap-1", &o, &err), KILN_ENOENT);
     KT_EXPECT_INT(psh_pack_cache_store(c, "snap-1", &o, &in, &err), 0);
     KT_EXPECT_INT(psh_pack_cache_remove(c, "snap-1", &o, &err), 0);
@@ -392,17 +394,17 @@ KT_TEST(pack_cache_remembers_per_settings)
     KT_EXPECT(err == NULL);
     kiln_error_free(&err);
     psh_pack_cache_free(c);
-    tmpdir_remove(work);
+    kt_rmrf_free(work);
 }
 
 KT_TEST(incompressible_blocks_are_stored_not_inflated)
 {
-    char *work = tmpdir_new();
+    char *work = kt_tmpdir("pack-test");
     KT_REQUIRE(work != NULL);
     /* 1.25 MiB of random bytes: one full stored block and a stored final block */
-    KT_REQUIRE(sh("head -c 1310720 /dev/urandom > '%s/rnd' && mkdir '%s/d' && "
-                  "cp '%s/rnd' '%s/d/r' && seq 1 1000 > '%s/d/s'",
-                  work, work, work, work, work) == 0);
+    KT_REQUIRE(kt_sh("head -c 1310720 /dev/urandom > '%s/rnd' && mkdir '%s/d' && "
+                     "cp '%s/rnd' '%s/d/r' && seq 1 1000 > '%s/d/s'",
+                     work, work, work, work, work) == 0);
     char in_path[512], blob[512], cmd[1024];
     snprintf(in_path, sizeof(in_path), "%s/rnd", work);
     snprintf(blob, sizeof(blob), "%s/b", work);
@@ -412,7 +414,7 @@ KT_TEST(incompressible_blocks_are_stored_not_inflated)
     KT_EXPECT_INT(psh_pack_tar_stream(&info, in, out, NULL, NULL), 0);
     close(in);
     close(out);
-    KT_EXPECT_INT(sh("gzip -t '%s'", blob), 0);
+    KT_EXPECT_INT(kt_sh("gzip -t '%s'", blob), 0);
     snprintf(cmd, sizeof(cmd), "gzip -dc '%s'", blob);
     char *d = digest_of(cmd);
     KT_EXPECT_STR(d, info.diff_id);
@@ -423,63 +425,64 @@ KT_TEST(incompressible_blocks_are_stored_not_inflated)
     /* mixed: random file then text in the same final block */
     snprintf(in_path, sizeof(in_path), "%s/d", work);
     KT_EXPECT_INT(pack_to(&info, in_path, blob, NULL, NULL), 0);
-    KT_EXPECT_INT(sh("gzip -t '%s'", blob), 0);
+    KT_EXPECT_INT(kt_sh("gzip -t '%s'", blob), 0);
     d = digest_of(cmd);
     KT_EXPECT_STR(d, info.diff_id);
     free(d);
     KT_EXPECT(info.size <= info.tar_size + 5 * 22 + 18);
-    tmpdir_remove(work);
+    kt_rmrf_free(work);
 }
 
 KT_TEST(sockets_are_skipped)
 {
-    char *work = tmpdir_new();
+    char *work = kt_tmpdir("pack-test");
     KT_REQUIRE(work != NULL);
-    KT_REQUIRE(sh("cd '%s' && mkdir t && printf a > t/a && python3 -c \"import socket; "
-                  "socket.socket(socket.AF_UNIX).bind('t/sock')\" && test -S t/sock",
-                  work) == 0);
+    KT_REQUIRE(kt_sh("cd '%s' && mkdir t && printf a > t/a && python3 -c \"import socket; "
+                     "socket.socket(socket.AF_UNIX).bind('t/sock')\" && test -S t/sock",
+                     work) == 0);
     char dir[512], blob[512];
     snprintf(dir, sizeof(dir), "%s/t", work);
     snprintf(blob, sizeof(blob), "%s/b", work);
     psh_layer_info info;
     KT_EXPECT_INT(pack_to(&info, dir, blob, NULL, NULL), 0);
-    char *names = sh_out("tar --quoting-style=literal -tzf '%s' | tr '\\n' '|'", blob);
+    char *names = kt_capture(true, "tar --quoting-style=literal -tzf '%s' | tr '\\n' '|'", blob);
     KT_EXPECT_STR(names, "a|");
     free(names);
-    tmpdir_remove(work);
+    kt_rmrf_free(work);
 }
 
 KT_TEST(names_that_are_not_utf8_are_kept_as_bytes)
 {
-    char *work = tmpdir_new();
+    char *work = kt_tmpdir("pack-test");
     KT_REQUIRE(work != NULL);
-    KT_REQUIRE(sh("cd '%s' && mkdir t && printf a > \"t/$(printf 'caf\\351')\" && "
-                  "ln -s \"$(printf 'caf\\351')\" t/link",
-                  work) == 0);
+    KT_REQUIRE(kt_sh("cd '%s' && mkdir t && printf a > \"t/$(printf 'caf\\351')\" && "
+                     "ln -s \"$(printf 'caf\\351')\" t/link",
+                     work) == 0);
     char dir[512], blob[512];
     snprintf(dir, sizeof(dir), "%s/t", work);
     snprintf(blob, sizeof(blob), "%s/b", work);
     psh_layer_info info;
     KT_EXPECT_INT(pack_to(&info, dir, blob, NULL, NULL), 0);
     /* GNU tar warns that it does not know hdrcharset, and uses the bytes */
-    KT_EXPECT_INT(sh("mkdir '%s/x' && tar -xzf '%s' -C '%s/x' 2>/dev/null && "
-                     "test \"$(cat \"%s/x/$(printf 'caf\\351')\")\" = a && "
-                     "test \"$(readlink '%s/x/link')\" = \"$(printf 'caf\\351')\"",
-                     work, blob, work, work, work),
+    KT_EXPECT_INT(kt_sh("mkdir '%s/x' && tar -xzf '%s' -C '%s/x' 2>/dev/null && "
+                        "test \"$(cat \"%s/x/$(printf 'caf\\351')\")\" = a && "
+                        "test \"$(readlink '%s/x/link')\" = \"$(printf 'caf\\351')\"",
+                        work, blob, work, work, work),
                   0);
-    char *py = sh_out("python3 -c \"import tarfile,sys; print([m.name.encode('utf-8', "
-                      "'surrogateescape') for m in tarfile.open(sys.argv[1])])\" '%s'",
-                      blob);
+    char *py = kt_capture(true,
+                          "python3 -c \"import tarfile,sys; print([m.name.encode('utf-8', "
+                          "'surrogateescape') for m in tarfile.open(sys.argv[1])])\" '%s'",
+                          blob);
     KT_EXPECT_STR(py, "[b'caf\\xe9', b'link']");
     free(py);
-    tmpdir_remove(work);
+    kt_rmrf_free(work);
 }
 
 KT_TEST(overlay_diff_refuses_files_named_like_whiteouts)
 {
-    char *work = tmpdir_new();
+    char *work = kt_tmpdir("pack-test");
     KT_REQUIRE(work != NULL);
-    KT_REQUIRE(sh("cd '%s' && mkdir -p t/d && printf a > t/d/.wh.x", work) == 0);
+    KT_REQUIRE(kt_sh("cd '%s' && mkdir -p t/d && printf a > t/d/.wh.x", work) == 0);
     char dir[512], blob[512];
     snprintf(dir, sizeof(dir), "%s/t", work);
     snprintf(blob, sizeof(blob), "%s/b", work);
@@ -491,5 +494,5 @@ KT_TEST(overlay_diff_refuses_files_named_like_whiteouts)
     kiln_code code = KILN_OK;
     KT_EXPECT(pack_to(&info, dir, blob, &o, &code) < 0);
     KT_EXPECT_INT(code, KILN_EINVAL);
-    tmpdir_remove(work);
+    kt_rmrf_free(work);
 }

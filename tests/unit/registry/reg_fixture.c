@@ -24,142 +24,6 @@
 #error "KILN_FAKES_DIR must point at tests/fakes"
 #endif
 
-char *rf_tmpdir(void)
-{
-    const char *t = getenv("TMPDIR");
-    char *p = NULL;
-    if (asprintf(&p, "%s/kiln-reg-XXXXXX", t && t[0] ? t : "/tmp") < 0)
-        return NULL;
-    if (mkdtemp(p) == NULL) {
-        free(p);
-        return NULL;
-    }
-    return p;
-}
-
-void rf_rmrf(const char *path)
-{
-    if (path != NULL && strlen(path) > 8)
-        rf_sh("rm -rf '%s'", path);
-}
-
-char *rf_read_file(const char *path, size_t *len)
-{
-    _cleanup_fclose_ FILE *f = fopen(path, "re");
-    if (f == NULL)
-        return NULL;
-    size_t cap = 4096, n = 0;
-    char *b = malloc(cap);
-    size_t got;
-    while (b && (got = fread(b + n, 1, cap - n - 1, f)) > 0) {
-        n += got;
-        if (cap - n < 2) {
-            char *nb = realloc(b, cap * 2);
-            if (nb == NULL) {
-                free(b);
-                return NULL;
-            }
-            b = nb;
-            cap *= 2;
-        }
-    }
-    if (b) {
-        b[n] = '\0';
-        if (len)
-            *len = n;
-    }
-    return b;
-}
-
-int rf_write_file(const char *path, const char *content)
-{
-    _cleanup_fclose_ FILE *f = fopen(path, "we");
-    if (f == NULL)
-        return -1;
-    return fputs(content, f) < 0 ? -1 : 0;
-}
-
-int rf_sh(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *cmd = NULL;
-    int n = vasprintf(&cmd, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return -1;
-    int st = system(cmd);
-    free(cmd);
-    if (st < 0 || !WIFEXITED(st))
-        return -1;
-    return WEXITSTATUS(st);
-}
-
-char *rf_capture(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *cmd = NULL;
-    int n = vasprintf(&cmd, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return NULL;
-    FILE *p = popen(cmd, "r");
-    free(cmd);
-    if (p == NULL)
-        return NULL;
-    size_t cap = 1 << 16, len = 0;
-    char *b = malloc(cap);
-    size_t got;
-    while (b && len + 1 < cap && (got = fread(b + len, 1, cap - len - 1, p)) > 0)
-        len += got;
-    int st = pclose(p);
-    if (b == NULL)
-        return NULL;
-    b[len] = '\0';
-    if (st != 0) {
-        free(b);
-        return NULL;
-    }
-    return b;
-}
-
-bool rf_have(const char *prog)
-{
-    return rf_sh("command -v %s >/dev/null 2>&1", prog) == 0;
-}
-
-int rf_free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t l = sizeof(a);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &l) < 0) {
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
-int rf_wait_port(int port, int timeout_ms)
-{
-    for (int waited = 0; waited < timeout_ms; waited += 50) {
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in a = {.sin_family = AF_INET,
-                                .sin_port = htons((uint16_t)port),
-                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-        int ok = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
-        close(fd);
-        if (ok)
-            return 0;
-        usleep(50000);
-    }
-    return -1;
-}
-
 static pid_t spawn_logged(const char *log, char *const argv[])
 {
     pid_t pid = fork();
@@ -179,7 +43,7 @@ static pid_t spawn_logged(const char *log, char *const argv[])
 static int make_certs(rf_registry *r)
 {
     /* A CA and a server certificate for IP 127.0.0.1 signed by it. */
-    return rf_sh(
+    return kt_sh(
         "cd %s && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=kiln-test-ca "
         "-keyout ca.key -out ca.crt >/dev/null 2>&1 && "
         "openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key "
@@ -197,13 +61,13 @@ int rf_registry_start(rf_registry *r, bool tls, rf_auth auth, int token_life)
     static const char *tools[] = {"docker-registry", "skopeo",   "umoci", "python3",
                                   "openssl",         "htpasswd", "curl"};
     for (size_t i = 0; i < KILN_ARRAY_SIZE(tools); i++) {
-        if (!rf_have(tools[i])) {
+        if (!kt_have(tools[i])) {
             fprintf(stderr, "skipped: %s is not installed\n", tools[i]);
             return 77;
         }
     }
-    r->dir = rf_tmpdir();
-    r->port = rf_free_port();
+    r->dir = kt_tmpdir("reg");
+    r->port = kt_free_port();
     r->tls = tls;
     snprintf(r->host, sizeof(r->host), "127.0.0.1:%d", r->port);
     snprintf(r->certs_d, sizeof(r->certs_d), "%s/certs.d", r->dir);
@@ -221,13 +85,13 @@ int rf_registry_start(rf_registry *r, bool tls, rf_auth auth, int token_life)
                       "  tls:\n    certificate: %s/server.crt\n    key: %s/server.key\n", r->dir,
                       r->dir);
     if (auth == RF_AUTH_BASIC) {
-        if (rf_sh("htpasswd -Bbn kiln s3cret-pw > %s/htpasswd 2>/dev/null", r->dir) != 0)
+        if (kt_sh("htpasswd -Bbn kiln s3cret-pw > %s/htpasswd 2>/dev/null", r->dir) != 0)
             return -1;
         n += snprintf(cfg + n, sizeof(cfg) - (size_t)n,
                       "auth:\n  htpasswd:\n    realm: kiln-test\n    path: %s/htpasswd\n", r->dir);
     } else if (auth == RF_AUTH_TOKEN) {
-        r->token_port = rf_free_port();
-        if (rf_sh("cd %s && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=kiln-token "
+        r->token_port = kt_free_port();
+        if (kt_sh("cd %s && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=kiln-token "
                   "-keyout token.key -out token.crt >/dev/null 2>&1",
                   r->dir) != 0)
             return -1;
@@ -254,17 +118,17 @@ int rf_registry_start(rf_registry *r, bool tls, rf_auth auth, int token_life)
         char tlog[4300];
         snprintf(tlog, sizeof(tlog), "%s/token.out", r->dir);
         r->token_pid = spawn_logged(tlog, argv);
-        if (rf_wait_port(r->token_port, 10000) != 0)
+        if (kt_wait_port(r->token_port, 10000) != 0)
             return -1;
     }
     char path[4200], log[4200];
     snprintf(path, sizeof(path), "%s/config.yml", r->dir);
     snprintf(log, sizeof(log), "%s/registry.log", r->dir);
-    if (rf_write_file(path, cfg) != 0)
+    if (kt_write_file(path, cfg) != 0)
         return -1;
     char *argv[] = {"docker-registry", "serve", path, NULL};
     r->pid = spawn_logged(log, argv);
-    if (r->pid < 0 || rf_wait_port(r->port, 15000) != 0) {
+    if (r->pid < 0 || kt_wait_port(r->port, 15000) != 0) {
         fprintf(stderr, "docker-registry did not start; log in %s\n", log);
         return -1;
     }
@@ -293,7 +157,7 @@ void rf_registry_stop(rf_registry *r)
     stop_pid(&r->pid);
     stop_pid(&r->token_pid);
     if (getenv("KT_KEEP") == NULL)
-        rf_rmrf(r->dir);
+        kt_rmrf(r->dir);
     free(r->dir);
     r->dir = NULL;
 }
@@ -301,7 +165,7 @@ void rf_registry_stop(rf_registry *r)
 int rf_proxy_start(rf_proxy *p, const char *dir, int upstream, const char *pattern)
 {
     memset(p, 0, sizeof(*p));
-    p->port = rf_free_port();
+    p->port = kt_free_port();
     snprintf(p->stats, sizeof(p->stats), "%s/proxy-%d.json", dir, p->port);
     char port[16], up[32], log[4300];
     snprintf(port, sizeof(port), "%d", p->port);
@@ -314,12 +178,12 @@ int rf_proxy_start(rf_proxy *p, const char *dir, int upstream, const char *patte
                     "--stats",    p->stats,
                     NULL};
     p->pid = spawn_logged(log, argv);
-    return rf_wait_port(p->port, 10000);
+    return kt_wait_port(p->port, 10000);
 }
 
 long long rf_proxy_stat(const rf_proxy *p, const char *key)
 {
-    _cleanup_free_ char *s = rf_read_file(p->stats, NULL);
+    _cleanup_free_ char *s = kt_read_file(p->stats, NULL);
     if (s == NULL)
         return -1;
     char pat[64];
@@ -366,7 +230,7 @@ int rf_busybox_image_arch(psh_store *s, const char *data_dir, const char *tag, c
 {
     char dir[4200];
     snprintf(dir, sizeof(dir), "%s/tree-%ld-%d", data_dir, (long)time(NULL), rand());
-    if (rf_sh("mkdir -p %s/bin %s/etc && cp /bin/busybox %s/bin/busybox && "
+    if (kt_sh("mkdir -p %s/bin %s/etc && cp /bin/busybox %s/bin/busybox && "
               "ln -s busybox %s/bin/sh && printf '%%s\\n' '%s' > %s/etc/marker",
               dir, dir, dir, dir, marker, dir) != 0)
         return -1;
@@ -378,7 +242,7 @@ int rf_random_image(psh_store *s, const char *data_dir, const char *tag, size_t 
 {
     char path[4200];
     snprintf(path, sizeof(path), "%s/random-%d.bin", data_dir, rand());
-    if (rf_sh("head -c %zu /dev/urandom > %s", size, path) != 0)
+    if (kt_sh("head -c %zu /dev/urandom > %s", size, path) != 0)
         return -1;
     kiln_error *err = NULL;
     char layer[KILN_DIGEST_STRLEN + 1], cfgd[KILN_DIGEST_STRLEN + 1], mand[KILN_DIGEST_STRLEN + 1];
@@ -494,4 +358,25 @@ __attribute__((constructor)) static void rf_log_init(void)
         kiln_log_setup("test", KILN_LOG_DEBUG, KILN_LOG_LOGFMT);
         kiln_log_debug_areas(d);
     }
+}
+
+int rf_env_open(rf_env *e, bool tls, rf_auth auth, int token_life)
+{
+    int r = rf_registry_start(&e->reg, tls, auth, token_life);
+    if (r == 77)
+        exit(77);
+    e->s = NULL;
+    e->dir = kt_tmpdir("reg");
+    if (r != 0 || e->dir == NULL)
+        return -1;
+    return psh_store_open(&e->s, e->dir, NULL);
+}
+
+void rf_env_close(rf_env *e)
+{
+    psh_store_free(e->s);
+    if (getenv("KT_KEEP") == NULL)
+        kt_rmrf(e->dir);
+    free(e->dir);
+    rf_registry_stop(&e->reg);
 }

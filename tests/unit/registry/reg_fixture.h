@@ -8,24 +8,10 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "kt_util.h"
 #include "psh_commit.h"
 #include "psh_registry.h"
 #include "psh_store.h"
-
-/* A fresh directory under $TMPDIR (or /tmp); caller frees. */
-char *rf_tmpdir(void);
-void rf_rmrf(const char *path);
-char *rf_read_file(const char *path, size_t *len);
-int rf_write_file(const char *path, const char *content);
-/* Runs a shell command (sh -c); returns its exit status or -1. */
-int rf_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/* Runs a command and captures its stdout (caller frees); NULL on failure. */
-char *rf_capture(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-bool rf_have(const char *prog);
-/* A TCP port on 127.0.0.1 that was free a moment ago. */
-int rf_free_port(void);
-/* Waits until 127.0.0.1:port accepts connections; 0 or -1 after timeout_ms. */
-int rf_wait_port(int port, int timeout_ms);
 
 typedef enum rf_auth { RF_AUTH_NONE, RF_AUTH_BASIC, RF_AUTH_TOKEN } rf_auth;
 
@@ -50,6 +36,19 @@ typedef struct rf_registry {
  * missing. */
 int rf_registry_start(rf_registry *r, bool tls, rf_auth auth, int token_life);
 void rf_registry_stop(rf_registry *r);
+
+/* A registry and a store in a fresh temp dir: what a registry test works
+ * against. */
+typedef struct rf_env {
+    rf_registry reg;
+    char *dir;
+    psh_store *s;
+} rf_env;
+/* Starts the registry (exits 77 when a tool it needs is missing, see
+ * rf_registry_start) and opens the store; 0 or -1. */
+int rf_env_open(rf_env *e, bool tls, rf_auth auth, int token_life);
+/* Stops both; the dir stays when KT_KEEP is set. */
+void rf_env_close(rf_env *e);
 
 /* Fault proxy in front of 127.0.0.1:upstream.  pattern: comma-separated
  * actions applied to successive requests (ok, 429, 500, 503, reset, slow,

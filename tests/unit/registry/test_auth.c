@@ -10,34 +10,8 @@
 #include "kt.h"
 #include "reg_fixture.h"
 
-struct env {
-    rf_registry reg;
-    char *dir;
-    psh_store *s;
-};
-
-static int env_open(struct env *e, bool tls, rf_auth auth, int token_life)
-{
-    int r = rf_registry_start(&e->reg, tls, auth, token_life);
-    if (r == 77)
-        exit(77);
-    e->dir = rf_tmpdir();
-    if (r != 0 || e->dir == NULL)
-        return -1;
-    return psh_store_open(&e->s, e->dir, NULL);
-}
-
-static void env_close(struct env *e)
-{
-    psh_store_free(e->s);
-    if (getenv("KT_KEEP") == NULL)
-        rf_rmrf(e->dir);
-    free(e->dir);
-    rf_registry_stop(&e->reg);
-}
-
 /* Pushes and returns the code; the message goes to *msg (caller frees). */
-static int try_push(struct env *e, const char *src, const char *dst, const psh_registry_opts *o,
+static int try_push(rf_env *e, const char *src, const char *dst, const psh_registry_opts *o,
                     char **msg)
 {
     kiln_error *err = NULL;
@@ -53,8 +27,8 @@ static int try_push(struct env *e, const char *src, const char *dst, const psh_r
 
 KT_TEST(https_basic_auth)
 {
-    struct env e;
-    KT_REQUIRE(env_open(&e, true, RF_AUTH_BASIC, 0) == 0);
+    rf_env e;
+    KT_REQUIRE(rf_env_open(&e, true, RF_AUTH_BASIC, 0) == 0);
     char man[KILN_DIGEST_STRLEN + 1];
     KT_REQUIRE(rf_random_image(e.s, e.dir, "auth:1", 100000, "amd64", man, NULL) == 0);
     psh_registry_opts o;
@@ -90,7 +64,7 @@ KT_TEST(https_basic_auth)
     char conf[4300], line[128];
     snprintf(conf, sizeof(conf), "%s/registries.conf", e.dir);
     snprintf(line, sizeof(line), "[[registry]]\nlocation = \"%s\"\ninsecure = true\n", e.reg.host);
-    KT_REQUIRE(rf_write_file(conf, line) == 0);
+    KT_REQUIRE(kt_write_file(conf, line) == 0);
     o.registries_conf = conf;
     KT_EXPECT_INT(try_push(&e, "auth:1", dst, &o, NULL), 0);
     o.registries_conf = NULL;
@@ -98,7 +72,7 @@ KT_TEST(https_basic_auth)
     /* Right CA and credentials. */
     o.cert_dir = e.reg.certs_d;
     KT_EXPECT_INT(try_push(&e, "auth:1", dst, &o, NULL), 0);
-    KT_EXPECT_INT(rf_sh("skopeo inspect --cert-dir %s/%s --creds kiln:s3cret-pw docker://%s | "
+    KT_EXPECT_INT(kt_sh("skopeo inspect --cert-dir %s/%s --creds kiln:s3cret-pw docker://%s | "
                         "grep -q %s",
                         e.reg.certs_d, e.reg.host, dst, man),
                   0);
@@ -108,16 +82,16 @@ KT_TEST(https_basic_auth)
     snprintf(cfg, sizeof(cfg), "%s/config.json", e.dir);
     snprintf(js, sizeof(js), "{\"auths\":{\"https://%s\":{\"auth\":\"a2lsbjpzM2NyZXQtcHc=\"}}}",
              e.reg.host);
-    KT_REQUIRE(rf_write_file(cfg, js) == 0);
+    KT_REQUIRE(kt_write_file(cfg, js) == 0);
     o.creds = NULL;
     o.authfile = cfg;
     snprintf(dst, sizeof(dst), "%s/sec/app:2", e.reg.host);
     KT_EXPECT_INT(try_push(&e, "auth:1", dst, &o, NULL), 0);
     snprintf(js, sizeof(js),
              "{\"auths\":{\"%s\":{\"username\":\"kiln\",\"password\":\"s3cret-pw\"}}}", e.reg.host);
-    KT_REQUIRE(rf_write_file(cfg, js) == 0);
+    KT_REQUIRE(kt_write_file(cfg, js) == 0);
     psh_store *s2 = NULL;
-    char *d2 = rf_tmpdir();
+    char *d2 = kt_tmpdir("reg");
     KT_REQUIRE(psh_store_open(&s2, d2, NULL) == 0);
     kiln_error *err = NULL;
     psh_pull_result pr;
@@ -129,19 +103,19 @@ KT_TEST(https_basic_auth)
     char bin[4300], path[8192];
     snprintf(bin, sizeof(bin), "%s/bin", e.dir);
     char helper[4400], script[1024];
-    KT_REQUIRE(rf_sh("mkdir -p %s", bin) == 0);
+    KT_REQUIRE(kt_sh("mkdir -p %s", bin) == 0);
     snprintf(helper, sizeof(helper), "%s/docker-credential-kilntest", bin);
     snprintf(script, sizeof(script),
              "#!/bin/sh\nread h\n[ \"$h\" = \"%s\" ] || exit 1\n"
              "echo '{\"Username\":\"kiln\",\"Secret\":\"s3cret-pw\"}'\n",
              e.reg.host);
-    KT_REQUIRE(rf_write_file(helper, script) == 0 && rf_sh("chmod +x %s", helper) == 0);
+    KT_REQUIRE(kt_write_file(helper, script) == 0 && kt_sh("chmod +x %s", helper) == 0);
     const char *old = getenv("PATH");
     char *saved = old ? strdup(old) : NULL;
     snprintf(path, sizeof(path), "%s:%s", bin, old ? old : "/usr/bin:/bin");
     setenv("PATH", path, 1);
     snprintf(js, sizeof(js), "{\"credHelpers\":{\"%s\":\"kilntest\"}}", e.reg.host);
-    KT_REQUIRE(rf_write_file(cfg, js) == 0);
+    KT_REQUIRE(kt_write_file(cfg, js) == 0);
     snprintf(dst, sizeof(dst), "%s/sec/app:3", e.reg.host);
     KT_EXPECT_INT(try_push(&e, "auth:1", dst, &o, NULL), 0);
     if (saved) {
@@ -149,14 +123,14 @@ KT_TEST(https_basic_auth)
         free(saved);
     }
     psh_store_free(s2);
-    rf_rmrf(d2);
+    kt_rmrf(d2);
     free(d2);
-    env_close(&e);
+    rf_env_close(&e);
 }
 
 static int count_lines(const char *path)
 {
-    char *t = rf_read_file(path, NULL);
+    char *t = kt_read_file(path, NULL);
     int n = 0;
     for (char *p = t; p && *p; p++)
         n += *p == '\n';
@@ -166,11 +140,11 @@ static int count_lines(const char *path)
 
 KT_TEST(bearer_tokens_refresh_mid_push)
 {
-    struct env e;
+    rf_env e;
     /* JWTs live 2 s (after the registry's leeway); the token response
      * claims 300 s, so the cached token goes stale in the middle of the
      * upload and the registry answers 401 to a chunk. */
-    KT_REQUIRE(env_open(&e, false, RF_AUTH_TOKEN, 2) == 0);
+    KT_REQUIRE(rf_env_open(&e, false, RF_AUTH_TOKEN, 2) == 0);
     char man[KILN_DIGEST_STRLEN + 1];
     KT_REQUIRE(rf_random_image(e.s, e.dir, "tok:1", (size_t)6 << 20, "amd64", man, NULL) == 0);
     psh_registry_opts o;
@@ -203,19 +177,19 @@ KT_TEST(bearer_tokens_refresh_mid_push)
     char cfg[4300], js[512];
     snprintf(cfg, sizeof(cfg), "%s/config.json", e.dir);
     snprintf(js, sizeof(js), "{\"auths\":{\"%s\":{\"identitytoken\":\"s3cret-pw\"}}}", e.reg.host);
-    KT_REQUIRE(rf_write_file(cfg, js) == 0);
+    KT_REQUIRE(kt_write_file(cfg, js) == 0);
     o.creds = NULL;
     o.authfile = cfg;
     snprintf(dst, sizeof(dst), "%s/tok/app:2", e.reg.host);
     KT_EXPECT_INT(try_push(&e, "tok:1", dst, &o, NULL), 0);
-    char *log = rf_read_file(e.reg.token_log, NULL);
+    char *log = kt_read_file(e.reg.token_log, NULL);
     KT_EXPECT(log != NULL && strstr(log, "kiln access_token repository:tok/app:pull,push") != NULL);
     free(log);
     o.authfile = "/nonexistent/kiln-test-config.json";
 
     /* Anonymous pull works with a pull-only token. */
     psh_store *s2 = NULL;
-    char *d2 = rf_tmpdir();
+    char *d2 = kt_tmpdir("reg");
     KT_REQUIRE(psh_store_open(&s2, d2, NULL) == 0);
     o.creds = NULL;
     psh_pull_result pr;
@@ -225,9 +199,9 @@ KT_TEST(bearer_tokens_refresh_mid_push)
     kiln_error_free(&err);
     KT_EXPECT_STR(pr.manifest.digest, man);
     psh_store_free(s2);
-    rf_rmrf(d2);
+    kt_rmrf(d2);
     free(d2);
-    env_close(&e);
+    rf_env_close(&e);
 }
 
 /* A registry on HTTPS whose token realm is plain HTTP: the credentials would
@@ -236,8 +210,8 @@ KT_TEST(bearer_tokens_refresh_mid_push)
  * registry marked insecure may use such a realm. */
 KT_TEST(bearer_realm_over_plain_http_is_refused_for_https_registries)
 {
-    struct env e;
-    KT_REQUIRE(env_open(&e, true, RF_AUTH_TOKEN, 60) == 0);
+    rf_env e;
+    KT_REQUIRE(rf_env_open(&e, true, RF_AUTH_TOKEN, 60) == 0);
     char man[KILN_DIGEST_STRLEN + 1];
     KT_REQUIRE(rf_random_image(e.s, e.dir, "realm:1", 50000, "amd64", man, NULL) == 0);
     psh_registry_opts o;
@@ -260,5 +234,5 @@ KT_TEST(bearer_realm_over_plain_http_is_refused_for_https_registries)
     o.tls_verify = false;
     KT_EXPECT_INT(try_push(&e, "realm:1", dst, &o, NULL), 0);
     KT_EXPECT(count_lines(e.reg.token_log) - before >= 1);
-    env_close(&e);
+    rf_env_close(&e);
 }

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "kt.h"
+#include "kt_util.h"
 #include "reg_internal.h"
 
 static char *mkdtemp_dup(void)
@@ -30,13 +31,6 @@ static void touch(const char *dir, const char *name, const char *content)
         fputs(content, f);
         fclose(f);
     }
-}
-
-static void rmrf(const char *dir)
-{
-    char cmd[600];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    KT_EXPECT_INT(system(cmd), 0);
 }
 
 KT_TEST(pair_selection)
@@ -89,7 +83,7 @@ KT_TEST(pair_selection)
         free(cert);
         free(key);
         kiln_error_free(&err);
-        rmrf(dir);
+        kt_rmrf(dir);
         free(dir);
     }
     /* No directory for the registry: no client certificate, no error. */
@@ -197,6 +191,6 @@ KT_TEST(pair_check)
     }
     EVP_PKEY_free(k1);
     EVP_PKEY_free(k2);
-    rmrf(dir);
+    kt_rmrf(dir);
     free(dir);
 }

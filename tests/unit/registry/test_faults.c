@@ -16,36 +16,10 @@
 #include "kt.h"
 #include "reg_fixture.h"
 
-struct env {
-    rf_registry reg;
-    char *dir;
-    psh_store *s;
-};
-
-static int env_open(struct env *e)
-{
-    int r = rf_registry_start(&e->reg, false, RF_AUTH_NONE, 0);
-    if (r == 77)
-        exit(77);
-    e->dir = rf_tmpdir();
-    if (r != 0 || e->dir == NULL)
-        return -1;
-    return psh_store_open(&e->s, e->dir, NULL);
-}
-
-static void env_close(struct env *e)
-{
-    psh_store_free(e->s);
-    if (getenv("KT_KEEP") == NULL)
-        rf_rmrf(e->dir);
-    free(e->dir);
-    rf_registry_stop(&e->reg);
-}
-
 KT_TEST(push_and_pull_through_faults)
 {
-    struct env e;
-    KT_REQUIRE(env_open(&e) == 0);
+    rf_env e;
+    KT_REQUIRE(rf_env_open(&e, false, RF_AUTH_NONE, 0) == 0);
     psh_commit_result img;
     KT_REQUIRE(rf_busybox_image(e.s, e.dir, "f:1", "fault-marker", &img) == 0);
     char big[KILN_DIGEST_STRLEN + 1];
@@ -78,17 +52,19 @@ KT_TEST(push_and_pull_through_faults)
     KT_EXPECT(rf_proxy_stat(&px, "faults") >= 3);
 
     /* What the registry holds, seen directly: the same digests. */
-    char *out = rf_capture("skopeo inspect --raw --tls-verify=false docker://%s/faults/big:1 | "
+    char *out = kt_capture(false,
+                           "skopeo inspect --raw --tls-verify=false docker://%s/faults/big:1 | "
                            "sha256sum",
                            e.reg.host);
     KT_EXPECT(out != NULL && strncmp(out, big + 7, 64) == 0);
     free(out);
-    out = rf_capture("skopeo inspect --tls-verify=false docker://%s/faults/app:1", e.reg.host);
+    out =
+        kt_capture(false, "skopeo inspect --tls-verify=false docker://%s/faults/app:1", e.reg.host);
     KT_EXPECT(out != NULL && strstr(out, img.manifest.digest) != NULL);
     free(out);
 
     /* Pull both back through the faults into a fresh store. */
-    char *d2 = rf_tmpdir();
+    char *d2 = kt_tmpdir("reg");
     psh_store *s2 = NULL;
     KT_REQUIRE(psh_store_open(&s2, d2, NULL) == 0);
     psh_pull_result pr;
@@ -105,7 +81,7 @@ KT_TEST(push_and_pull_through_faults)
     kiln_error_free(&err);
     KT_EXPECT_STR(pr.manifest.digest, img.manifest.digest);
     KT_EXPECT(c.retried >= 1);
-    KT_EXPECT_INT(rf_sh("umoci unpack --image %s:%s %s/bundle >/dev/null 2>&1 && "
+    KT_EXPECT_INT(kt_sh("umoci unpack --image %s:%s %s/bundle >/dev/null 2>&1 && "
                         "grep -qx fault-marker %s/bundle/rootfs/etc/marker",
                         psh_store_path(s2), dst, d2, d2),
                   0);
@@ -114,7 +90,7 @@ KT_TEST(push_and_pull_through_faults)
     /* Downloads broken in the middle of the body resume with Range. */
     rf_proxy rp;
     KT_REQUIRE(rf_proxy_start(&rp, e.dir, e.reg.port, "ok,reset,ok") == 0);
-    char *d3 = rf_tmpdir();
+    char *d3 = kt_tmpdir("reg");
     psh_store *s3 = NULL;
     KT_REQUIRE(psh_store_open(&s3, d3, NULL) == 0);
     o.concurrency = 1;
@@ -127,14 +103,14 @@ KT_TEST(push_and_pull_through_faults)
     KT_EXPECT(rf_proxy_stat(&rp, "range_gets") >= 1);
     rf_proxy_stop(&rp);
     psh_store_free(s3);
-    rf_rmrf(d3);
+    kt_rmrf(d3);
     free(d3);
 
     psh_store_free(s2);
-    rf_rmrf(d2);
+    kt_rmrf(d2);
     free(d2);
     psh_commit_result_dispose(&img);
-    env_close(&e);
+    rf_env_close(&e);
 }
 
 /* Highest offset among persisted upload sessions (0 when none; -1 when
@@ -153,7 +129,7 @@ static long long session_offset(const char *data_dir)
             continue;
         char p[4600];
         snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
-        char *t = rf_read_file(p, NULL);
+        char *t = kt_read_file(p, NULL);
         const char *o = t ? strstr(t, "\"offset\":") : NULL;
         if (o && atoll(o + 9) > best)
             best = atoll(o + 9);
@@ -167,8 +143,8 @@ static long long session_offset(const char *data_dir)
 
 KT_TEST(killed_pusher_resumes_chunked_upload)
 {
-    struct env e;
-    KT_REQUIRE(env_open(&e) == 0);
+    rf_env e;
+    KT_REQUIRE(rf_env_open(&e, false, RF_AUTH_NONE, 0) == 0);
     const size_t size = (size_t)48 << 20, chunk = (size_t)4 << 20;
     char man[KILN_DIGEST_STRLEN + 1];
     KT_REQUIRE(rf_random_image(e.s, e.dir, "k:1", size, "amd64", man, NULL) == 0);
@@ -224,11 +200,11 @@ KT_TEST(killed_pusher_resumes_chunked_upload)
                 before, total, resent);
     KT_EXPECT(resent < (long long)(2 * chunk));
     KT_EXPECT(session_offset(e.dir) < 0); /* session closed */
-    KT_EXPECT_INT(rf_sh("skopeo inspect --tls-verify=false docker://%s/kill/app:1 | grep -q %s",
+    KT_EXPECT_INT(kt_sh("skopeo inspect --tls-verify=false docker://%s/kill/app:1 | grep -q %s",
                         e.reg.host, man),
                   0);
     rf_proxy_stop(&px);
-    env_close(&e);
+    rf_env_close(&e);
 }
 
 KT_TEST(killed_mid_chunk_push_still_completes)
@@ -237,8 +213,8 @@ KT_TEST(killed_mid_chunk_push_still_completes)
      * partial bytes and then refuses the stale session ("upload resumed at
      * wrong offset"), so the retried push must notice and start the blob
      * over in a new session. */
-    struct env e;
-    KT_REQUIRE(env_open(&e) == 0);
+    rf_env e;
+    KT_REQUIRE(rf_env_open(&e, false, RF_AUTH_NONE, 0) == 0);
     const size_t size = (size_t)24 << 20, chunk = (size_t)8 << 20;
     char man[KILN_DIGEST_STRLEN + 1];
     KT_REQUIRE(rf_random_image(e.s, e.dir, "m:1", size, "amd64", man, NULL) == 0);
@@ -276,10 +252,10 @@ KT_TEST(killed_mid_chunk_push_still_completes)
         fprintf(stderr, "  %s\n", err->msg);
     kiln_error_free(&err);
     KT_EXPECT_STR(res.manifest.digest, man);
-    KT_EXPECT_INT(rf_sh("skopeo inspect --tls-verify=false docker://%s/kill/mid:1 | grep -q %s",
+    KT_EXPECT_INT(kt_sh("skopeo inspect --tls-verify=false docker://%s/kill/mid:1 | grep -q %s",
                         e.reg.host, man),
                   0);
-    KT_EXPECT_INT(rf_sh("grep -q 'wrong offest\\|wrong offset' %s/registry.log", e.reg.dir), 0);
+    KT_EXPECT_INT(kt_sh("grep -q 'wrong offest\\|wrong offset' %s/registry.log", e.reg.dir), 0);
     rf_proxy_stop(&px);
-    env_close(&e);
+    rf_env_close(&e);
 }

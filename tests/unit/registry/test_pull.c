@@ -11,35 +11,9 @@
 #include "kt.h"
 #include "reg_fixture.h"
 
-struct env {
-    rf_registry reg;
-    char *dir;
-    psh_store *s;
-};
-
-static int env_open(struct env *e)
-{
-    int r = rf_registry_start(&e->reg, false, RF_AUTH_NONE, 0);
-    if (r == 77)
-        exit(77);
-    e->dir = rf_tmpdir();
-    if (r != 0 || e->dir == NULL)
-        return -1;
-    return psh_store_open(&e->s, e->dir, NULL);
-}
-
-static void env_close(struct env *e)
-{
-    psh_store_free(e->s);
-    if (getenv("KT_KEEP") == NULL)
-        rf_rmrf(e->dir);
-    free(e->dir);
-    rf_registry_stop(&e->reg);
-}
-
 static psh_store *fresh_store(char **dir)
 {
-    *dir = rf_tmpdir();
+    *dir = kt_tmpdir("reg");
     psh_store *s = NULL;
     return *dir && psh_store_open(&s, *dir, NULL) == 0 ? s : NULL;
 }
@@ -60,7 +34,8 @@ static int pull(psh_store *s, const char *ref, const char *platform, const psh_r
 /* sha256 hex of what skopeo inspect --raw prints. */
 static bool raw_digest_is(const char *ref, const char *digest)
 {
-    char *out = rf_capture("skopeo inspect --raw --tls-verify=false docker://%s | sha256sum", ref);
+    char *out =
+        kt_capture(false, "skopeo inspect --raw --tls-verify=false docker://%s | sha256sum", ref);
     bool ok = out != NULL && strncmp(out, digest + 7, 64) == 0;
     free(out);
     return ok;
@@ -68,8 +43,8 @@ static bool raw_digest_is(const char *ref, const char *digest)
 
 KT_TEST(pull_images_skopeo_pushed)
 {
-    struct env e;
-    KT_REQUIRE(env_open(&e) == 0);
+    rf_env e;
+    KT_REQUIRE(rf_env_open(&e, false, RF_AUTH_NONE, 0) == 0);
     psh_commit_result img;
     KT_REQUIRE(rf_busybox_image(e.s, e.dir, "base:1", "pulled-marker", &img) == 0);
     const char *st = psh_store_path(e.s);
@@ -78,7 +53,7 @@ KT_TEST(pull_images_skopeo_pushed)
     rf_opts(&o, &e.reg);
 
     /* Docker schema 2, written by skopeo. */
-    KT_REQUIRE(rf_sh("skopeo copy -q --dest-tls-verify=false --format v2s2 oci:%s:base:1 "
+    KT_REQUIRE(kt_sh("skopeo copy -q --dest-tls-verify=false --format v2s2 oci:%s:base:1 "
                      "docker://%s/sk/docker:1",
                      st, h) == 0);
     char *d2 = NULL;
@@ -103,11 +78,11 @@ KT_TEST(pull_images_skopeo_pushed)
     /* An OCI manifest without mediaType (as umoci writes them), put with curl. */
     char path[4300];
     snprintf(path, sizeof(path), "%s/nomt.json", e.dir);
-    KT_REQUIRE(rf_sh("skopeo copy -q --dest-tls-verify=false oci:%s:base:1 docker://%s/sk/oci:base "
+    KT_REQUIRE(kt_sh("skopeo copy -q --dest-tls-verify=false oci:%s:base:1 docker://%s/sk/oci:base "
                      "&& cat %s/blobs/sha256/%s | sed 's|\"mediaType\":\"%s\",||' > %s",
                      st, h, st, img.manifest.digest + 7, PSH_MT_OCI_MANIFEST, path) == 0);
-    KT_REQUIRE(rf_sh("! grep -q '%s' %s", PSH_MT_OCI_MANIFEST, path) == 0);
-    KT_REQUIRE(rf_sh("curl -sf -X PUT -H 'Content-Type: %s' --data-binary @%s "
+    KT_REQUIRE(kt_sh("! grep -q '%s' %s", PSH_MT_OCI_MANIFEST, path) == 0);
+    KT_REQUIRE(kt_sh("curl -sf -X PUT -H 'Content-Type: %s' --data-binary @%s "
                      "http://%s/v2/sk/oci/manifests/nomt",
                      PSH_MT_OCI_MANIFEST, path, h) == 0);
     snprintf(ref, sizeof(ref), "%s/sk/oci:nomt", h);
@@ -115,7 +90,7 @@ KT_TEST(pull_images_skopeo_pushed)
     KT_EXPECT_STR(pr.manifest.media_type, PSH_MT_OCI_MANIFEST);
     KT_EXPECT(raw_digest_is(ref, pr.manifest.digest));
     KT_EXPECT_INT(pr.blobs_fetched, 0); /* same blobs as the Docker one */
-    KT_EXPECT_INT(rf_sh("umoci unpack --image %s:%s %s/bundle >/dev/null 2>&1 && "
+    KT_EXPECT_INT(kt_sh("umoci unpack --image %s:%s %s/bundle >/dev/null 2>&1 && "
                         "grep -qx pulled-marker %s/bundle/rootfs/etc/marker && "
                         "cmp %s/bundle/rootfs/bin/busybox /bin/busybox",
                         psh_store_path(s2), ref, d2, d2, d2),
@@ -131,7 +106,7 @@ KT_TEST(pull_images_skopeo_pushed)
     KT_REQUIRE(psh_manifest_add(e.s, "base:list", "base:1", NULL, NULL, &err) == 0);
     KT_REQUIRE(psh_manifest_add(e.s, "base:list", "base:arm64", NULL, NULL, &err) == 0);
     KT_REQUIRE(psh_manifest_annotate(e.s, "base:list", arm, NULL, NULL, "v8", NULL, 0, &err) == 0);
-    KT_REQUIRE(rf_sh("skopeo copy -q --all --dest-tls-verify=false oci:%s:base:list "
+    KT_REQUIRE(kt_sh("skopeo copy -q --all --dest-tls-verify=false oci:%s:base:list "
                      "docker://%s/sk/multi:1",
                      st, h) == 0);
     char *d3 = NULL;
@@ -155,19 +130,19 @@ KT_TEST(pull_images_skopeo_pushed)
 
     psh_store_free(s2);
     psh_store_free(s3);
-    rf_rmrf(d2);
-    rf_rmrf(d3);
+    kt_rmrf(d2);
+    kt_rmrf(d3);
     free(d2);
     free(d3);
     psh_commit_result_dispose(&img);
     psh_commit_result_dispose(&armimg);
-    env_close(&e);
+    rf_env_close(&e);
 }
 
 KT_TEST(bad_input_clear_errors_nothing_stored)
 {
-    struct env e;
-    KT_REQUIRE(env_open(&e) == 0);
+    rf_env e;
+    KT_REQUIRE(rf_env_open(&e, false, RF_AUTH_NONE, 0) == 0);
     psh_registry_opts o;
     rf_opts(&o, &e.reg);
     o.max_retries = 1;
@@ -184,7 +159,7 @@ KT_TEST(bad_input_clear_errors_nothing_stored)
 
     /* Nothing listens: unavailable, saying where. */
     char ref[300];
-    snprintf(ref, sizeof(ref), "127.0.0.1:%d/x/y:1", rf_free_port());
+    snprintf(ref, sizeof(ref), "127.0.0.1:%d/x/y:1", kt_free_port());
     KT_EXPECT_INT(pull(e.s, ref, NULL, &o, &pr, &msg), KILN_EUNAVAIL);
     KT_EXPECT(msg != NULL && strstr(msg, "127.0.0.1") != NULL);
     free(msg);
@@ -226,12 +201,12 @@ KT_TEST(bad_input_clear_errors_nothing_stored)
     KT_REQUIRE(psh_store_list(s2, &l, NULL) == 0);
     KT_EXPECT_INT(l.n, 0);
     psh_image_list_dispose(&l);
-    KT_EXPECT_INT(rf_sh("[ -z \"$(ls -A %s/blobs/sha256)\" ] && [ -z \"$(ls -A %s/.kiln/tmp)\" ]",
+    KT_EXPECT_INT(kt_sh("[ -z \"$(ls -A %s/blobs/sha256)\" ] && [ -z \"$(ls -A %s/.kiln/tmp)\" ]",
                         psh_store_path(s2), psh_store_path(s2)),
                   0);
     KT_EXPECT(!psh_store_has_blob(s2, layer));
     psh_store_free(s2);
-    rf_rmrf(d2);
+    kt_rmrf(d2);
     free(d2);
-    env_close(&e);
+    rf_env_close(&e);
 }

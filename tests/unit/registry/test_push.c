@@ -10,33 +10,7 @@
 #include "kt.h"
 #include "reg_fixture.h"
 
-struct env {
-    rf_registry reg;
-    char *dir;
-    psh_store *s;
-};
-
-static int env_open(struct env *e, bool tls, rf_auth auth)
-{
-    int r = rf_registry_start(&e->reg, tls, auth, 60);
-    if (r == 77)
-        exit(77);
-    e->dir = rf_tmpdir();
-    if (r != 0 || e->dir == NULL)
-        return -1;
-    return psh_store_open(&e->s, e->dir, NULL);
-}
-
-static void env_close(struct env *e)
-{
-    psh_store_free(e->s);
-    if (getenv("KT_KEEP") == NULL)
-        rf_rmrf(e->dir);
-    free(e->dir);
-    rf_registry_stop(&e->reg);
-}
-
-static int push(struct env *e, const char *src, const char *dst, const psh_registry_opts *o,
+static int push(rf_env *e, const char *src, const char *dst, const psh_registry_opts *o,
                 rf_counts *c, psh_push_result *res)
 {
     psh_reg_events ev;
@@ -51,8 +25,8 @@ static int push(struct env *e, const char *src, const char *dst, const psh_regis
 
 KT_TEST(push_plain_http_then_skopeo_curl_umoci)
 {
-    struct env e;
-    KT_REQUIRE(env_open(&e, false, RF_AUTH_NONE) == 0);
+    rf_env e;
+    KT_REQUIRE(rf_env_open(&e, false, RF_AUTH_NONE, 60) == 0);
     psh_commit_result img;
     KT_REQUIRE(rf_busybox_image(e.s, e.dir, "app:1", "hello-push", &img) == 0);
     psh_registry_opts o;
@@ -69,19 +43,20 @@ KT_TEST(push_plain_http_then_skopeo_curl_umoci)
     KT_EXPECT_INT(c.manifests, 1);
 
     /* skopeo sees the manifest digest Kiln computed. */
-    char *out = rf_capture("skopeo inspect --tls-verify=false docker://%s", dst);
+    char *out = kt_capture(false, "skopeo inspect --tls-verify=false docker://%s", dst);
     KT_EXPECT(out != NULL && strstr(out, img.manifest.digest) != NULL);
     free(out);
     /* The registry serves the stored bytes exactly. */
-    out = rf_capture("curl -sf -H 'Accept: %s' http://%s/v2/team/app/manifests/1 | sha256sum",
-                     PSH_MT_OCI_MANIFEST, e.reg.host);
+    out =
+        kt_capture(false, "curl -sf -H 'Accept: %s' http://%s/v2/team/app/manifests/1 | sha256sum",
+                   PSH_MT_OCI_MANIFEST, e.reg.host);
     KT_EXPECT(out != NULL && strncmp(out, img.manifest.digest + 7, 64) == 0);
     free(out);
-    out = rf_capture("curl -sf http://%s/v2/team/app/tags/list", e.reg.host);
+    out = kt_capture(false, "curl -sf http://%s/v2/team/app/tags/list", e.reg.host);
     KT_EXPECT(out != NULL && strstr(out, "\"1\"") != NULL);
     free(out);
     /* skopeo copy back out and umoci unpack: same files. */
-    KT_EXPECT_INT(rf_sh("skopeo copy -q --src-tls-verify=false docker://%s oci:%s/copy:x && "
+    KT_EXPECT_INT(kt_sh("skopeo copy -q --src-tls-verify=false docker://%s oci:%s/copy:x && "
                         "umoci unpack --image %s/copy:x %s/bundle >/dev/null 2>&1 && "
                         "cmp %s/bundle/rootfs/bin/busybox /bin/busybox && "
                         "grep -qx hello-push %s/bundle/rootfs/etc/marker",
@@ -102,31 +77,31 @@ KT_TEST(push_plain_http_then_skopeo_curl_umoci)
     KT_EXPECT_INT(res.blobs_mounted, 2);
     KT_EXPECT_INT(c.mounted, 2);
     KT_EXPECT_INT(res.bytes_sent, 0);
-    KT_EXPECT_INT(rf_sh("curl -sf -I http://%s/v2/other/app/blobs/%s >/dev/null", e.reg.host,
+    KT_EXPECT_INT(kt_sh("curl -sf -I http://%s/v2/other/app/blobs/%s >/dev/null", e.reg.host,
                         img.layers[0].blob.digest),
                   0);
-    KT_EXPECT_INT(rf_sh("skopeo inspect --tls-verify=false docker://%s >/dev/null", dst), 0);
+    KT_EXPECT_INT(kt_sh("skopeo inspect --tls-verify=false docker://%s >/dev/null", dst), 0);
 
     /* Docker schema 2 on request. */
     o.format = PSH_FORMAT_V2S2;
     snprintf(dst, sizeof(dst), "%s/team/app:v2s2", e.reg.host);
     KT_REQUIRE(push(&e, "app:1", dst, &o, &c, &res) == 0);
     KT_EXPECT_STR(res.manifest.media_type, PSH_MT_DOCKER_MANIFEST);
-    out = rf_capture("skopeo inspect --raw --tls-verify=false docker://%s", dst);
+    out = kt_capture(false, "skopeo inspect --raw --tls-verify=false docker://%s", dst);
     KT_EXPECT(out != NULL && strstr(out, PSH_MT_DOCKER_MANIFEST) != NULL &&
               strstr(out, PSH_MT_DOCKER_LAYER_GZ) != NULL);
     free(out);
-    out = rf_capture("skopeo inspect --raw --tls-verify=false docker://%s | sha256sum", dst);
+    out = kt_capture(false, "skopeo inspect --raw --tls-verify=false docker://%s | sha256sum", dst);
     KT_EXPECT(out != NULL && strncmp(out, res.manifest.digest + 7, 64) == 0);
     free(out);
     psh_commit_result_dispose(&img);
-    env_close(&e);
+    rf_env_close(&e);
 }
 
 KT_TEST(manifest_list_push_resolves_every_entry)
 {
-    struct env e;
-    KT_REQUIRE(env_open(&e, false, RF_AUTH_NONE) == 0);
+    rf_env e;
+    KT_REQUIRE(rf_env_open(&e, false, RF_AUTH_NONE, 60) == 0);
     char amd[KILN_DIGEST_STRLEN + 1], arm[KILN_DIGEST_STRLEN + 1];
     KT_REQUIRE(rf_random_image(e.s, e.dir, "multi:amd64", 4096, "amd64", amd, NULL) == 0);
     KT_REQUIRE(rf_random_image(e.s, e.dir, "multi:arm64", 4096, "arm64", arm, NULL) == 0);
@@ -153,24 +128,24 @@ KT_TEST(manifest_list_push_resolves_every_entry)
     KT_REQUIRE(push(&e, "multi:list", dst, &o, &c, &res) == 0);
     KT_EXPECT_INT(c.manifests, 3); /* two images by digest, then the index */
     KT_EXPECT_STR(res.manifest.media_type, PSH_MT_OCI_INDEX);
-    char *raw = rf_capture("skopeo inspect --raw --tls-verify=false docker://%s", dst);
+    char *raw = kt_capture(false, "skopeo inspect --raw --tls-verify=false docker://%s", dst);
     KT_EXPECT(raw != NULL && strstr(raw, PSH_MT_OCI_INDEX) != NULL);
     KT_EXPECT(raw != NULL && strstr(raw, "\"architecture\":\"arm64\"") != NULL);
     free(raw);
     /* Every entry resolves in the registry with its platform. */
-    KT_EXPECT_INT(rf_sh("skopeo inspect --tls-verify=false --override-arch arm64 docker://%s | "
+    KT_EXPECT_INT(kt_sh("skopeo inspect --tls-verify=false --override-arch arm64 docker://%s | "
                         "grep -q '\"Architecture\": \"arm64\"'",
                         dst),
                   0);
-    KT_EXPECT_INT(rf_sh("skopeo inspect --tls-verify=false --override-arch amd64 docker://%s | "
+    KT_EXPECT_INT(kt_sh("skopeo inspect --tls-verify=false --override-arch amd64 docker://%s | "
                         "grep -q '\"Architecture\": \"amd64\"'",
                         dst),
                   0);
-    KT_EXPECT_INT(rf_sh("curl -sf -I -H 'Accept: %s' http://%s/v2/multi/app/manifests/%s "
+    KT_EXPECT_INT(kt_sh("curl -sf -I -H 'Accept: %s' http://%s/v2/multi/app/manifests/%s "
                         ">/dev/null",
                         PSH_MT_OCI_MANIFEST, e.reg.host, amd),
                   0);
-    KT_EXPECT_INT(rf_sh("curl -sf -I -H 'Accept: %s' http://%s/v2/multi/app/manifests/%s "
+    KT_EXPECT_INT(kt_sh("curl -sf -I -H 'Accept: %s' http://%s/v2/multi/app/manifests/%s "
                         ">/dev/null",
                         PSH_MT_OCI_MANIFEST, e.reg.host, arm),
                   0);
@@ -187,17 +162,17 @@ KT_TEST(manifest_list_push_resolves_every_entry)
     snprintf(dst, sizeof(dst), "%s/multi/docker:1", e.reg.host);
     KT_REQUIRE(push(&e, "bb:list", dst, &o2, &c, &res) == 0);
     KT_EXPECT_STR(res.manifest.media_type, PSH_MT_DOCKER_LIST);
-    raw = rf_capture("skopeo inspect --raw --tls-verify=false docker://%s", dst);
+    raw = kt_capture(false, "skopeo inspect --raw --tls-verify=false docker://%s", dst);
     KT_EXPECT(raw != NULL && strstr(raw, PSH_MT_DOCKER_LIST) != NULL &&
               strstr(raw, PSH_MT_DOCKER_MANIFEST) != NULL &&
               strstr(raw, bb1.manifest.digest) == NULL);
     free(raw);
-    raw = rf_capture("skopeo inspect --raw --tls-verify=false docker://%s | sha256sum", dst);
+    raw = kt_capture(false, "skopeo inspect --raw --tls-verify=false docker://%s | sha256sum", dst);
     KT_EXPECT(raw != NULL && strncmp(raw, res.manifest.digest + 7, 64) == 0);
     free(raw);
     psh_commit_result_dispose(&bb1);
     psh_commit_result_dispose(&bb2);
-    KT_EXPECT_INT(rf_sh("skopeo inspect --tls-verify=false --override-arch arm64 docker://%s | "
+    KT_EXPECT_INT(kt_sh("skopeo inspect --tls-verify=false --override-arch arm64 docker://%s | "
                         "grep -q '\"Architecture\": \"arm64\"'",
                         dst),
                   0);
@@ -208,7 +183,7 @@ KT_TEST(manifest_list_push_resolves_every_entry)
     char src[256];
     snprintf(src, sizeof(src), "%s/multi/app@%s", e.reg.host, arm);
     /* Fresh store: the image is not local. */
-    char *dir2 = rf_tmpdir();
+    char *dir2 = kt_tmpdir("reg");
     psh_store *s2 = NULL;
     KT_REQUIRE(psh_store_open(&s2, dir2, NULL) == 0);
     KT_REQUIRE(psh_manifest_create(s2, "remote:list", &err) == 0);
@@ -228,9 +203,9 @@ KT_TEST(manifest_list_push_resolves_every_entry)
     kiln_error_free(&err);
     KT_EXPECT(c.mounted >= 1);
     psh_store_free(s2);
-    rf_rmrf(dir2);
+    kt_rmrf(dir2);
     free(dir2);
-    env_close(&e);
+    rf_env_close(&e);
 }
 
 static atomic_int cancel_flag;
@@ -247,8 +222,8 @@ static void cancel_on_progress(void *ud, const char *d, uint64_t done, uint64_t 
 
 KT_TEST(base_layers_mount_from_pulled_origin_and_cancel)
 {
-    struct env e;
-    KT_REQUIRE(env_open(&e, false, RF_AUTH_NONE) == 0);
+    rf_env e;
+    KT_REQUIRE(rf_env_open(&e, false, RF_AUTH_NONE, 60) == 0);
     psh_commit_result base;
     KT_REQUIRE(rf_busybox_image(e.s, e.dir, "base:1", "base-marker", &base) == 0);
     psh_registry_opts o;
@@ -261,14 +236,14 @@ KT_TEST(base_layers_mount_from_pulled_origin_and_cancel)
     /* A fresh pusher data dir pulls the base (recording where it came
      * from), builds on it and pushes elsewhere: the base layer is mounted,
      * only the new layer and config travel. */
-    char *d2 = rf_tmpdir();
+    char *d2 = kt_tmpdir("reg");
     psh_store *s2 = NULL;
     KT_REQUIRE(psh_store_open(&s2, d2, NULL) == 0);
     psh_pull_result pr;
     KT_REQUIRE(psh_pull(s2, ref, NULL, &o, NULL, &pr, &err) == 0);
     char top[4300];
     snprintf(top, sizeof(top), "%s/top", d2);
-    KT_REQUIRE(rf_sh("mkdir -p %s/etc && echo app > %s/etc/app", top, top) == 0);
+    KT_REQUIRE(kt_sh("mkdir -p %s/etc && echo app > %s/etc/app", top, top) == 0);
     psh_commit_spec spec;
     psh_commit_spec_init(&spec);
     const char *layers[] = {top};
@@ -290,7 +265,7 @@ KT_TEST(base_layers_mount_from_pulled_origin_and_cancel)
     KT_EXPECT_INT(psh_push(s2, "app:1", ref, &o, &ev, &res, &err), 0);
     KT_EXPECT_INT(res.blobs_mounted, 1);  /* the base layer */
     KT_EXPECT_INT(res.blobs_uploaded, 2); /* new layer + config */
-    KT_EXPECT_INT(rf_sh("skopeo copy -q --src-tls-verify=false docker://%s oci:%s/o:x && "
+    KT_EXPECT_INT(kt_sh("skopeo copy -q --src-tls-verify=false docker://%s oci:%s/o:x && "
                         "umoci unpack --image %s/o:x %s/b >/dev/null 2>&1 && "
                         "grep -qx app %s/b/rootfs/etc/app && "
                         "grep -qx base-marker %s/b/rootfs/etc/marker",
@@ -319,7 +294,7 @@ KT_TEST(base_layers_mount_from_pulled_origin_and_cancel)
     psh_commit_result_dispose(&app);
     psh_commit_result_dispose(&base);
     psh_store_free(s2);
-    rf_rmrf(d2);
+    kt_rmrf(d2);
     free(d2);
-    env_close(&e);
+    rf_env_close(&e);
 }

@@ -26,66 +26,15 @@ void fx_require_sandbox(void)
         exit(77);
     }
     bld_preflight_info pf;
-    char *d = fx_tmpdir();
+    char *d = kt_tmpdir("sbx");
     kiln_error *err = NULL;
     int r = bld_preflight(&pf, d, &err);
-    fx_rmtree(d);
+    kt_rmrf(d);
     free(d);
     if (r < 0 || !pf.usable) {
         fprintf(stderr, "skip: sandbox unusable here: %s\n", r < 0 ? err->msg : pf.missing);
         exit(77);
     }
-}
-
-char *fx_tmpdir(void)
-{
-    char *p = strdup("/tmp/kiln-sbx-XXXXXX");
-    if (p == NULL || mkdtemp(p) == NULL) {
-        perror("mkdtemp");
-        exit(1);
-    }
-    return p;
-}
-
-void fx_rmtree(const char *path)
-{
-    kiln_error *err = NULL;
-    if (path && kiln_rm_rf(path, &err) < 0) {
-        fprintf(stderr, "rm %s: %s\n", path, err->msg);
-        kiln_error_free(&err);
-    }
-}
-
-int fx_write(const char *path, const char *content, unsigned mode)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, mode ? mode : 0644);
-    if (fd < 0)
-        return -1;
-    ssize_t n = write(fd, content, strlen(content));
-    close(fd);
-    return n == (ssize_t)strlen(content) ? 0 : -1;
-}
-
-char *fx_read(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return NULL;
-    kiln_buf b;
-    kiln_buf_init(&b, 0);
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
-        kiln_buf_append(&b, buf, n, NULL);
-    fclose(f);
-    kiln_buf_append(&b, "", 0, NULL);
-    return kiln_buf_steal(&b, NULL);
-}
-
-bool fx_exists(const char *path)
-{
-    struct stat st;
-    return lstat(path, &st) == 0;
 }
 
 /* ---- layers ----------------------------------------------------------- */
@@ -217,7 +166,7 @@ int fx_layer(const char *out, const fx_entry *e, size_t n, int compression, char
 int fx_base_init(fx_base *b, const fx_entry *extra, size_t n_extra)
 {
     memset(b, 0, sizeof(*b));
-    b->tmp = fx_tmpdir();
+    b->tmp = kt_tmpdir("sbx");
     if (asprintf(&b->data, "%s/data", b->tmp) < 0 ||
         asprintf(&b->layer, "%s/base.tar.gz", b->tmp) < 0)
         return -1;
@@ -237,19 +186,19 @@ int fx_base_init(fx_base *b, const fx_entry *extra, size_t n_extra)
     }
     char p[512];
     snprintf(p, sizeof(p), "%s/etc/passwd", stage);
-    fx_write(p,
-             "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n"
-             "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
-             0644);
+    kt_write_file_mode(p,
+                       "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n"
+                       "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+                       0644);
     snprintf(p, sizeof(p), "%s/etc/group", stage);
-    fx_write(p,
-             "root:x:0:\napp:x:1000:\nextra:x:2000:app,other\nwheel:x:10:root\n"
-             "nogroup:x:65534:\n",
-             0644);
+    kt_write_file_mode(p,
+                       "root:x:0:\napp:x:1000:\nextra:x:2000:app,other\nwheel:x:10:root\n"
+                       "nogroup:x:65534:\n",
+                       0644);
     snprintf(p, sizeof(p), "%s/etc/motd", stage);
-    fx_write(p, "welcome\n", 0644);
+    kt_write_file_mode(p, "welcome\n", 0644);
     snprintf(p, sizeof(p), "%s/etc/hosts", stage);
-    fx_write(p, "127.0.0.1 image-hosts\n", 0644);
+    kt_write_file_mode(p, "127.0.0.1 image-hosts\n", 0644);
     /* busybox plus one relative link per applet */
     if (asprintf(
             &cmd,
@@ -260,7 +209,7 @@ int fx_base_init(fx_base *b, const fx_entry *extra, size_t n_extra)
         return -1;
     int r = system(cmd);
     free(cmd);
-    fx_rmtree(stage);
+    kt_rmrf(stage);
     free(stage);
     if (r != 0)
         return -1;
@@ -289,7 +238,7 @@ int fx_base_init(fx_base *b, const fx_entry *extra, size_t n_extra)
 void fx_base_dispose(fx_base *b)
 {
     bld_snapshot_release(b->stack);
-    fx_rmtree(b->tmp);
+    kt_rmrf(b->tmp);
     free(b->tmp);
     free(b->data);
     free(b->layer);
@@ -415,7 +364,7 @@ const char *fx_probe(void)
 
 int fx_probe_copy(void)
 {
-    char *dir = fx_tmpdir();
+    char *dir = kt_tmpdir("sbx");
     if (chmod(dir, 0755) < 0 || asprintf(&probe_copy, "%s/kiln-probe", dir) < 0 ||
         !copy_file(KT_PROBE_PATH, probe_copy)) {
         free(dir);
@@ -432,7 +381,7 @@ void fx_probe_copy_remove(void)
     char *dir = strdup(probe_copy);
     if (dir != NULL) {
         *strrchr(dir, '/') = '\0';
-        fx_rmtree(dir);
+        kt_rmrf(dir);
     }
     free(dir);
     free(probe_copy);
@@ -441,7 +390,7 @@ void fx_probe_copy_remove(void)
 
 int fx_mounts_mentioning(const char *s)
 {
-    char *t = fx_read("/proc/self/mountinfo");
+    char *t = kt_read_file("/proc/self/mountinfo", NULL);
     int c = 0;
     for (char *p = t; p && (p = strstr(p, s)) != NULL; p += strlen(s))
         c++;

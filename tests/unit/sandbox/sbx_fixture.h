@@ -10,19 +10,12 @@
 #include "bld_sandbox.h"
 #include "bld_snapshot.h"
 #include "buf.h"
+#include "kt_util.h"
 
 /* Exits 77 (skip) unless running as root with a usable sandbox; with
  * sanitizers the namespaced children still work (fork, then exec of a
  * static binary). */
 void fx_require_sandbox(void);
-
-/* New temp dir (caller frees the string; remove with fx_rmtree). */
-char *fx_tmpdir(void);
-void fx_rmtree(const char *path);
-int fx_write(const char *path, const char *content, unsigned mode);
-/* Whole file as a string (caller frees), NULL if unreadable. */
-char *fx_read(const char *path);
-bool fx_exists(const char *path);
 
 /* One tar member.  type: 'f' file (data = content), 'd' dir, 'l' symlink
  * (data = target), 'h' hard link (data = target), 'c' char device (data =

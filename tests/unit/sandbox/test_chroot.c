@@ -59,7 +59,7 @@ KT_TEST(plain_chroot_is_reported_precisely)
         fprintf(stderr, "skip: this test itself runs in a plain chroot\n");
         exit(77);
     }
-    char *t = fx_tmpdir();
+    char *t = kt_tmpdir("sbx");
     char sub[600];
     snprintf(sub, sizeof(sub), "%s/proc", t);
     KT_REQUIRE(mkdir(sub, 0755) == 0);
@@ -79,6 +79,6 @@ KT_TEST(plain_chroot_is_reported_precisely)
     KT_EXPECT(strstr(pf.missing, "/ as a mount point") == NULL);
     if (pf.namespaces)
         KT_EXPECT(pf.usable);
-    fx_rmtree(t);
+    kt_rmrf(t);
     free(t);
 }

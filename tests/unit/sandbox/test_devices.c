@@ -106,7 +106,7 @@ KT_TEST(layer_devices_cannot_be_opened_from_run)
         struct stat st;
         KT_EXPECT(lstat(p, &st) == 0 && (st.st_mode & 07777) == 0600);
         fx_out_dispose(&o);
-        fx_rmtree(upper);
+        kt_rmrf(upper);
         free(upper), free(work);
     }
     /* … and the base layer's snapshot still holds all three. */
@@ -169,7 +169,7 @@ static int probe_in(const char *procs, const char *tmp)
 
 KT_TEST(device_cgroup_walls_each_deny_unlisted_devices)
 {
-    char *tmp = fx_tmpdir();
+    char *tmp = kt_tmpdir("sbx");
     KT_EXPECT_INT(probe_in(NULL, tmp), 1 | 8); /* no wall: the open reaches the (absent) driver */
     sbx_cgroup cg;
     sbx_limits lim = {0};
@@ -186,6 +186,6 @@ KT_TEST(device_cgroup_walls_each_deny_unlisted_devices)
         fprintf(stderr, "  no cgroup v2 BPF device program here: that wall not exercised\n");
     }
     sbx_cgroup_destroy(&cg);
-    fx_rmtree(tmp);
+    kt_rmrf(tmp);
     free(tmp);
 }

@@ -70,9 +70,9 @@ KT_TEST(timeout_kills_the_whole_tree)
     KT_EXPECT(res.duration_ms >= 1400 && res.duration_ms < 5000);
     KT_EXPECT_STR(o.out.data, "started\n");
     KT_EXPECT_INT(fx_procs_matching(pat), 0); /* gone when bld_run returns */
-    KT_EXPECT(!fx_exists(work));
+    KT_EXPECT(!kt_exists(work));
     fx_out_dispose(&o);
-    fx_rmtree(upper);
+    kt_rmrf(upper);
     free(upper), free(work);
 }
 
@@ -105,7 +105,7 @@ KT_TEST(cancel_kills_the_whole_tree)
     KT_EXPECT(res.canceled && !res.timed_out);
     KT_EXPECT(res.duration_ms < 4000);
     KT_EXPECT_INT(fx_procs_matching(pat), 0);
-    fx_rmtree(upper);
+    kt_rmrf(upper);
     free(upper), free(work);
 }
 
@@ -151,9 +151,9 @@ KT_TEST(memory_hog_ends_the_run_naming_the_limit)
     KT_EXPECT(res.oom_killed);
     KT_EXPECT(strstr(o.out.data, "survived") == NULL);
     KT_EXPECT_INT(own_step_cgroups(), 0);
-    KT_EXPECT(!fx_exists(work));
+    KT_EXPECT(!kt_exists(work));
     fx_out_dispose(&o);
-    fx_rmtree(upper);
+    kt_rmrf(upper);
     free(upper), free(work);
 }
 
@@ -188,7 +188,7 @@ KT_TEST(fork_bomb_ends_the_run_naming_the_limit)
     KT_EXPECT_INT(fx_procs_matching(pat), 0); /* the whole tree is gone */
     KT_EXPECT_INT(own_step_cgroups(), 0);
     fx_out_dispose(&o);
-    fx_rmtree(upper);
+    kt_rmrf(upper);
     free(upper), free(work);
 }
 
@@ -207,7 +207,7 @@ KT_TEST(timeout_names_the_limit)
     kiln_error_free(&err);
     KT_EXPECT_INT(fx_procs_matching(cmd), 0);
     KT_EXPECT_INT(own_step_cgroups(), 0);
-    fx_rmtree(upper);
+    kt_rmrf(upper);
     free(upper), free(work);
 }
 
@@ -224,7 +224,7 @@ KT_TEST(run_has_its_own_cgroups)
     kiln_error *err = NULL;
     KT_EXPECT_INT(bld_run(&s, &res, &err), 0);
     kiln_error_free(&err);
-    char *mine = fx_read("/proc/self/cgroup");
+    char *mine = kt_read_file("/proc/self/cgroup", NULL);
     KT_REQUIRE(mine != NULL);
     fprintf(stderr, "  inside:\n%s", o.out.data);
     KT_EXPECT(strcmp(mine, o.out.data) != 0);
@@ -254,7 +254,7 @@ KT_TEST(run_has_its_own_cgroups)
     free(mine);
     KT_EXPECT_INT(own_step_cgroups(), 0);
     fx_out_dispose(&o);
-    fx_rmtree(upper);
+    kt_rmrf(upper);
     free(upper), free(work);
 }
 
@@ -285,7 +285,7 @@ KT_TEST(killed_builder_leaves_nothing_behind)
     waitpid(builder, NULL, 0);
     KT_EXPECT(wait_procs(pat, 0, 5000));
     KT_EXPECT_INT(fx_mounts_mentioning("kiln-sbx"), mounts_before);
-    KT_EXPECT(fx_exists(work)); /* stale, until the next start cleans it */
+    KT_EXPECT(kt_exists(work)); /* stale, until the next start cleans it */
     /* Its cgroup is left too, empty. */
     char *cg = NULL;
     KT_REQUIRE(asprintf(&cg,
@@ -295,10 +295,10 @@ KT_TEST(killed_builder_leaves_nothing_behind)
     kiln_error *err = NULL;
     KT_EXPECT_INT(bld_sandbox_cleanup_stale(base.data, &err), 0);
     kiln_error_free(&err);
-    KT_EXPECT(!fx_exists(work));
+    KT_EXPECT(!kt_exists(work));
     if (had_cg)
         KT_EXPECT(system(cg) != 0);
     free(cg);
-    fx_rmtree(upper);
+    kt_rmrf(upper);
     free(upper), free(work);
 }

@@ -32,7 +32,7 @@ __attribute__((constructor)) static void setup(void)
         perror("private mount namespace");
         exit(1);
     }
-    char *t = fx_tmpdir();
+    char *t = kt_tmpdir("sbx");
     snprintf(hostdir, sizeof(hostdir), "%s", t);
     free(t);
     fx_entry extra[] = {{'l', "hostlink", hostdir, 0, 0, 0, 0}, {'l', "rootlink", "/", 0, 0, 0, 0}};
@@ -45,7 +45,7 @@ __attribute__((constructor)) static void setup(void)
 __attribute__((destructor)) static void teardown(void)
 {
     fx_base_dispose(&base);
-    fx_rmtree(hostdir);
+    kt_rmrf(hostdir);
 }
 
 static int run(bld_run_spec *s, bld_run_result *res, kiln_error **err)
@@ -60,8 +60,8 @@ static void done(fx_out *o, char *upper, char *work)
 {
     if (o)
         fx_out_dispose(o);
-    KT_EXPECT(!fx_exists(work));
-    fx_rmtree(upper);
+    KT_EXPECT(!kt_exists(work));
+    kt_rmrf(upper);
     free(upper);
     free(work);
 }
@@ -70,7 +70,7 @@ static bool upper_has(const char *upper, const char *rel)
 {
     char p[600];
     snprintf(p, sizeof(p), "%s/%s", upper, rel);
-    return fx_exists(p);
+    return kt_exists(p);
 }
 
 KT_TEST(cache_persists_and_stays_out_of_the_diff)
@@ -166,7 +166,7 @@ KT_TEST(secret_readable_inside_absent_from_diff_and_logs)
     char secret[128], path[300];
     snprintf(secret, sizeof(secret), "s3cr3t-value-%d", (int)getpid());
     snprintf(path, sizeof(path), "%s/secret", base.tmp);
-    KT_REQUIRE(fx_write(path, secret, 0600) == 0);
+    KT_REQUIRE(kt_write_file_mode(path, secret, 0600) == 0);
     bld_mount m = {.type = BLD_MOUNT_SECRET, .target = "/run/secrets/token", .source = path};
     char *upper, *work;
     fx_out o;
@@ -204,10 +204,10 @@ KT_TEST(secret_readable_inside_absent_from_diff_and_logs)
                         upper, logp) > 0);
     KT_EXPECT(system(cmd) != 0);
     free(cmd);
-    char *log = fx_read(logp);
+    char *log = kt_read_file(logp, NULL);
     KT_EXPECT(log && !strstr(log, secret));
     free(log);
-    char *orig = fx_read(path);
+    char *orig = kt_read_file(path, NULL);
     KT_EXPECT_STR(orig, secret); /* the read-only bind kept the file intact */
     free(orig);
     done(&o, upper, work);
@@ -241,7 +241,7 @@ KT_TEST(bind_read_only_writable_and_confined)
     snprintf(f, sizeof(f), "%s/sub", ctx);
     KT_REQUIRE(kiln_mkdir_p(f, 0755, NULL) == 0);
     snprintf(f, sizeof(f), "%s/sub/file.txt", ctx);
-    KT_REQUIRE(fx_write(f, "ctx\n", 0644) == 0);
+    KT_REQUIRE(kt_write_file_mode(f, "ctx\n", 0644) == 0);
     const struct {
         bool writable;
         const char *src_path, *cmd, *want;
@@ -270,11 +270,11 @@ KT_TEST(bind_read_only_writable_and_confined)
         KT_EXPECT(!upper_has(upper, "ctx"));
         done(&o, upper, work);
     }
-    char *c = fx_read(f);
+    char *c = kt_read_file(f, NULL);
     KT_EXPECT_STR(c, "ctx\n"); /* writes to a writable bind are discarded */
     free(c);
     snprintf(f, sizeof(f), "%s/new", ctx);
-    KT_EXPECT(!fx_exists(f));
+    KT_EXPECT(!kt_exists(f));
     /* A source path leaving the given dir is refused. */
     bld_mount m = {.type = BLD_MOUNT_BIND, .target = "/ctx", .source = ctx, .source_path = "../.."};
     char *upper, *work;
@@ -310,7 +310,7 @@ KT_TEST(mount_target_through_image_symlink_stays_inside)
     KT_EXPECT_INT(run(&s, &res, &err), 0);
     kiln_error_free(&err);
     KT_EXPECT_STR(o.out.data, "ok\n");
-    KT_EXPECT(!fx_exists(inside + 9)); /* /tmp/kiln-inside-N on the host */
+    KT_EXPECT(!kt_exists(inside + 9)); /* /tmp/kiln-inside-N on the host */
     KT_EXPECT(!upper_has(upper, "tmp"));
     done(&o, upper, work);
 
@@ -322,7 +322,7 @@ KT_TEST(mount_target_through_image_symlink_stays_inside)
     KT_EXPECT(r == 0 || r == KILN_EINVAL);
     kiln_error_free(&err);
     snprintf(host_inside, sizeof(host_inside), "%s/inside", hostdir);
-    KT_EXPECT(!fx_exists(host_inside));
+    KT_EXPECT(!kt_exists(host_inside));
     done(&o, upper, work);
 }
 
@@ -413,7 +413,7 @@ KT_TEST(bind_from_a_stage_layer_stack)
     }
     KT_EXPECT(!upper_has(stage_upper, "new")); /* the stage itself never changes */
     free(work);
-    fx_rmtree(stage_upper);
+    kt_rmrf(stage_upper);
     free(stage_upper);
 }
 
@@ -428,7 +428,7 @@ KT_TEST(read_only_bind_is_read_only_through_submounts)
     KT_REQUIRE(kiln_mkdir_p(sub, 0755, NULL) == 0);
     KT_REQUIRE(mount("tmpfs", sub, "tmpfs", 0, "size=1m,mode=0777") == 0);
     snprintf(f, sizeof(f), "%s/there", sub);
-    KT_REQUIRE(fx_write(f, "host\n", 0666) == 0);
+    KT_REQUIRE(kt_write_file_mode(f, "host\n", 0666) == 0);
     /* overlay and copy rootfs; mount_setattr and the remount of each
      * submount that older kernels get */
     for (int mode = 0; mode < 4; mode++) {
@@ -453,11 +453,11 @@ KT_TEST(read_only_bind_is_read_only_through_submounts)
         done(&o, upper, work);
     }
     sbx_force_remount_each = false;
-    char *c = fx_read(f);
+    char *c = kt_read_file(f, NULL);
     KT_EXPECT_STR(c, "host\n");
     free(c);
     snprintf(f, sizeof(f), "%s/new", sub);
-    KT_EXPECT(!fx_exists(f));
+    KT_EXPECT(!kt_exists(f));
     umount2(sub, MNT_DETACH);
 }
 
@@ -486,7 +486,7 @@ KT_TEST(cache_mount_exposes_nothing_outside_the_cache_dir)
     snprintf(sub, sizeof(sub), "%s/cache-mounts/%.32s/data/sub", base.data, digest + 7);
     KT_REQUIRE(mount("tmpfs", sub, "tmpfs", 0, "size=1m") == 0);
     snprintf(f, sizeof(f), "%s/host-only", sub);
-    KT_REQUIRE(fx_write(f, "host\n", 0644) == 0);
+    KT_REQUIRE(kt_write_file_mode(f, "host\n", 0644) == 0);
     fx_spec(&s, &base,
             "ls /cache/sub; echo x > /cache/sub/new && echo wrote; ls /cache/up/ | grep -c probe",
             &o, &upper, &work);
@@ -498,6 +498,6 @@ KT_TEST(cache_mount_exposes_nothing_outside_the_cache_dir)
     KT_EXPECT_STR(o.out.data, "wrote\n1\n");
     done(&o, upper, work);
     snprintf(f, sizeof(f), "%s/new", sub);
-    KT_EXPECT(!fx_exists(f));
+    KT_EXPECT(!kt_exists(f));
     umount2(sub, MNT_DETACH);
 }

@@ -76,7 +76,7 @@ static int private_network(fx_base *b, const bld_preflight_info *pf)
             snprintf(seen[i], sizeof(seen[i]), "%s", ns);
         }
         fx_out_dispose(&o);
-        fx_rmtree(upper);
+        kt_rmrf(upper);
         free(upper), free(work);
     }
     if (seen[0][0] == '\0' || strcmp(seen[0], seen[1]) != 0) {
@@ -92,9 +92,9 @@ static int private_network(fx_base *b, const bld_preflight_info *pf)
 static int scenario(void)
 {
     bld_preflight_info pf;
-    char *t = fx_tmpdir();
+    char *t = kt_tmpdir("sbx");
     int r = bld_preflight(&pf, t, NULL);
-    fx_rmtree(t);
+    kt_rmrf(t);
     free(t);
     if (r < 0 || !pf.usable || !pf.overlay) {
         fprintf(stderr, "  skip: rootless sandbox unavailable: %s\n", pf.missing);
@@ -146,7 +146,7 @@ static int scenario(void)
         fails++;
     }
     fx_out_dispose(&o);
-    fx_rmtree(upper);
+    kt_rmrf(upper);
     free(upper), free(work);
     fails += private_network(&b, &pf);
     fx_base_dispose(&b);

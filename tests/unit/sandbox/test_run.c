@@ -54,9 +54,9 @@ static void free_step(fx_out *o, char *upper, char *work)
 {
     if (o)
         fx_out_dispose(o);
-    KT_EXPECT(!fx_exists(work)); /* bld_run removed its scratch dir */
+    KT_EXPECT(!kt_exists(work)); /* bld_run removed its scratch dir */
     KT_EXPECT_INT(fx_mounts_mentioning(work), 0);
-    fx_rmtree(upper);
+    kt_rmrf(upper);
     free(upper);
     free(work);
 }
@@ -80,7 +80,7 @@ KT_TEST(isolation_seen_from_inside)
 {
     char *upper, *work, hostmark[128];
     snprintf(hostmark, sizeof(hostmark), "/tmp/kiln-sbx-hostmark-%d", (int)getpid());
-    KT_REQUIRE(fx_write(hostmark, "host", 0644) == 0);
+    KT_REQUIRE(kt_write_file_mode(hostmark, "host", 0644) == 0);
     fx_out o;
     bld_run_spec s;
     fx_spec(&s, &base, NULL, &o, &upper, &work);
@@ -153,20 +153,20 @@ KT_TEST(writes_land_in_upper_only)
     char p[600];
     struct stat st;
     snprintf(p, sizeof(p), "%s/newfile", upper);
-    char *c = fx_read(p);
+    char *c = kt_read_file(p, NULL);
     KT_EXPECT_STR(c, "hi\n");
     free(c);
     snprintf(p, sizeof(p), "%s/etc/motd", upper);
     KT_EXPECT(lstat(p, &st) == 0 && kiln_ovl_is_whiteout(&st));
     snprintf(p, sizeof(p), "%s/a/b", upper);
-    KT_EXPECT(fx_exists(p));
+    KT_EXPECT(kt_exists(p));
     snprintf(p, sizeof(p), "%s/etc/motd", bld_snapshot_stack_dirs(base.stack)[0]);
-    KT_EXPECT(fx_exists(p)); /* the snapshot itself is untouched */
+    KT_EXPECT(kt_exists(p)); /* the snapshot itself is untouched */
     /* Nothing but the command's changes: no mount points, no sandbox files. */
     const char *absent[] = {"proc", "dev", "sys", "etc/hosts", "etc/resolv.conf", "work"};
     for (size_t i = 0; i < 6; i++) {
         snprintf(p, sizeof(p), "%s/%s", upper, absent[i]);
-        KT_EXPECT(!fx_exists(p));
+        KT_EXPECT(!kt_exists(p));
     }
     /* The next step stacks on this one. */
     const char *lowers[] = {bld_snapshot_stack_dirs(base.stack)[0], upper};
@@ -289,9 +289,9 @@ KT_TEST(host_network_gets_resolv_conf_and_hosts)
     char *upper, *work;
     fx_out o;
     bld_run_spec s;
-    char *t = fx_tmpdir(), rc[300];
+    char *t = kt_tmpdir("sbx"), rc[300];
     snprintf(rc, sizeof(rc), "%s/resolv.conf", t);
-    KT_REQUIRE(fx_write(rc, "nameserver 192.0.2.53\n", 0644) == 0);
+    KT_REQUIRE(kt_write_file_mode(rc, "nameserver 192.0.2.53\n", 0644) == 0);
     fx_spec(&s, &base, "cat /etc/resolv.conf /etc/hosts; hostname; ls /sys/class/net | wc -l", &o,
             &upper, &work);
     s.network = BLD_NET_HOST;
@@ -303,9 +303,9 @@ KT_TEST(host_network_gets_resolv_conf_and_hosts)
     KT_EXPECT(strstr(o.out.data, "image-hosts") == NULL);
     char p[600];
     snprintf(p, sizeof(p), "%s/etc", upper);
-    KT_EXPECT(!fx_exists(p)); /* neither file left in the diff */
+    KT_EXPECT(!kt_exists(p)); /* neither file left in the diff */
     free_step(&o, upper, work);
-    fx_rmtree(t);
+    kt_rmrf(t);
     free(t);
 }
 
@@ -313,7 +313,7 @@ KT_TEST(deep_stack_of_long_lower_paths)
 {
     /* 80 lowers with ~120-byte paths would need ~10 KiB of overlay options
      * written out in full; the short links keep them within a page. */
-    char *t = fx_tmpdir();
+    char *t = kt_tmpdir("sbx");
     enum { N = 80 };
     char *dirs[N + 1];
     const char *lowers[N + 1];
@@ -326,7 +326,7 @@ KT_TEST(deep_stack_of_long_lower_paths)
         KT_REQUIRE(kiln_mkdir_p(dirs[i], 0755, NULL) == 0);
         char f[512];
         snprintf(f, sizeof(f), "%s/f%03d", dirs[i], i);
-        fx_write(f, "x", 0644);
+        kt_write_file_mode(f, "x", 0644);
         lowers[i + 1] = dirs[i];
     }
     char *upper, *work;
@@ -341,7 +341,7 @@ KT_TEST(deep_stack_of_long_lower_paths)
     free_step(&o, upper, work);
     for (int i = 0; i < N; i++)
         free(dirs[i]);
-    fx_rmtree(t);
+    kt_rmrf(t);
     free(t);
 }
 
@@ -452,7 +452,7 @@ KT_TEST(auto_mode_falls_back_to_copy_when_the_mount_fails)
     /* An upper dir on another filesystem than the work dir: overlay refuses
      * the mount, AUTO retries the step in copy mode.  The tmpfs is mounted
      * in a private mount namespace of a child, which runs the step. */
-    char *t = fx_tmpdir();
+    char *t = kt_tmpdir("sbx");
     pid_t pid = fork();
     if (pid == 0) {
         char *upper = NULL, *work = NULL;
@@ -474,13 +474,13 @@ KT_TEST(auto_mode_falls_back_to_copy_when_the_mount_fails)
         bool wh = lstat(p, &st) == 0 && kiln_ovl_is_whiteout(&st);
         snprintf(p, sizeof(p), "%s/f", upper);
         _exit(r == 0 && res.exit_code == 0 && res.rootfs_used == BLD_ROOTFS_COPY && wh &&
-                      fx_exists(p)
+                      kt_exists(p)
                   ? 0
                   : 1);
     }
     int st;
     KT_REQUIRE(waitpid(pid, &st, 0) == pid);
     KT_EXPECT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-    fx_rmtree(t); /* the tmpfs went with the child's mount namespace */
+    kt_rmrf(t); /* the tmpfs went with the child's mount namespace */
     free(t);
 }

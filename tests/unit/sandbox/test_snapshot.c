@@ -74,7 +74,7 @@ static const fx_entry simple[] = {
 
 KT_TEST(unpack_all_compressions_and_metadata)
 {
-    char *t = fx_tmpdir();
+    char *t = kt_tmpdir("sbx");
     for (int comp = FX_TAR; comp <= FX_ZSTD; comp++) {
         char *blob = path2(t, "layer"), *data = path2(t, "data");
         char digest[80], diff[80], chain[80];
@@ -102,13 +102,13 @@ KT_TEST(unpack_all_compressions_and_metadata)
         char target[64] = "";
         KT_EXPECT(readlink(lnk, target, sizeof(target) - 1) > 0 && !strcmp(target, "/etc/conf"));
         KT_EXPECT(lstat(dev, &st) == 0 && S_ISCHR(st.st_mode) && st.st_rdev == makedev(1, 3));
-        char *c = fx_read(conf);
+        char *c = kt_read_file(conf, NULL);
         KT_EXPECT_STR(c, "hello\n");
         free(c);
         char *xd = path2(fs, "xdir"), *xu = path2(fs, "xdir/user"), *xr = path2(fs, "xdir/redir"),
              *xc = path2(fs, "xdir/cap"), *dotted = path2(fs, "etc/dotted");
         char v[64] = "";
-        KT_EXPECT(fx_exists(dotted));
+        KT_EXPECT(kt_exists(dotted));
         KT_EXPECT(lgetxattr(xd, "trusted.overlay.opaque", v, sizeof(v)) < 0);
         KT_EXPECT(lgetxattr(xr, "trusted.overlay.redirect", v, sizeof(v)) < 0);
         KT_EXPECT(lgetxattr(xu, "user.note", v, sizeof(v)) == 4 && !memcmp(v, "kept", 4));
@@ -124,10 +124,10 @@ KT_TEST(unpack_all_compressions_and_metadata)
         KT_EXPECT_STR(chain2, chain);
         KT_EXPECT(before.st_ino == after.st_ino);
         free(conf), free(hard), free(tool), free(lnk), free(dev), free(fs);
-        fx_rmtree(data);
+        kt_rmrf(data);
         free(blob), free(data);
     }
-    fx_rmtree(t);
+    kt_rmrf(t);
     free(t);
 }
 
@@ -150,7 +150,7 @@ static int snapshots_count(const char *data)
 
 KT_TEST(digest_mismatch_leaves_nothing)
 {
-    char *t = fx_tmpdir(), *blob = path2(t, "l.tgz"), *data = path2(t, "data");
+    char *t = kt_tmpdir("sbx"), *blob = path2(t, "l.tgz"), *data = path2(t, "data");
     char digest[80], diff[80], chain[80];
     KT_REQUIRE(fx_layer(blob, simple, 2, FX_GZIP, digest, diff) == 0);
     bld_layer l = {.blob_path = blob, .digest = diff /* wrong on purpose */};
@@ -168,7 +168,7 @@ KT_TEST(digest_mismatch_leaves_nothing)
     KT_EXPECT(bld_snapshot_ensure(chain, data, &l, 1, &err) < 0);
     kiln_error_free(&err);
     KT_EXPECT_INT(snapshots_count(data), 0);
-    fx_rmtree(t);
+    kt_rmrf(t);
     free(t), free(blob), free(data);
 }
 
@@ -217,26 +217,26 @@ static void hostile_case(const char *t, const fx_entry *e, size_t n, int must_fa
     if (r == 0 && inside_expect) {
         char *in = NULL;
         KT_REQUIRE(asprintf(&in, "%s/snapshots/%s/fs/%s", data, chain + 7, inside_expect) > 0);
-        KT_EXPECT(fx_exists(in));
+        KT_EXPECT(kt_exists(in));
         free(in);
     }
     kiln_error_free(&err);
     /* Nothing outside the data dir changed, and nothing at the host root. */
     char *after = listing(t);
     KT_EXPECT_STR(after, before2);
-    KT_EXPECT(!fx_exists(rootmark));
+    KT_EXPECT(!kt_exists(rootmark));
     unlink(rootmark);
     free(before), free(before2), free(after);
     unlink(blob);
-    fx_rmtree(data);
+    kt_rmrf(data);
     free(blob), free(data);
 }
 
 KT_TEST(hostile_layers_rejected_or_contained)
 {
-    char *t = fx_tmpdir();
+    char *t = kt_tmpdir("sbx");
     char *victim = path2(t, "victim");
-    KT_REQUIRE(fx_write(victim, "precious\n", 0644) == 0);
+    KT_REQUIRE(kt_write_file_mode(victim, "precious\n", 0644) == 0);
     char abs[512], rootmark[128], rootmark_rel[128];
     snprintf(abs, sizeof(abs), "%s/abs-escape", t);
     snprintf(rootmark, sizeof(rootmark), "/kiln-sbx-escape-%d", (int)getpid());
@@ -250,10 +250,10 @@ KT_TEST(hostile_layers_rejected_or_contained)
      * it lands inside the snapshot, never at the host path it names. */
     fx_entry absent[] = {{'f', abs, "x", 0, 0, 0, 0}};
     hostile_case(t, absent, 1, 0, abs + 1);
-    KT_EXPECT(!fx_exists(abs));
+    KT_EXPECT(!kt_exists(abs));
     fx_entry absup[] = {{'f', "/../../../kiln-abs-up", "x", 0, 0, 0, 0}};
     hostile_case(t, absup, 1, 0, "kiln-abs-up");
-    KT_EXPECT(!fx_exists("/kiln-abs-up"));
+    KT_EXPECT(!kt_exists("/kiln-abs-up"));
     /* Symlink to / then a file below it: lands inside the snapshot. */
     fx_entry viaroot[] = {{'l', "up", "/", 0, 0, 0, 0}, {'f', rootmark_rel, "x", 0, 0, 0, 0}};
     hostile_case(t, viaroot, 2, 0, rootmark + 1);
@@ -280,18 +280,18 @@ KT_TEST(hostile_layers_rejected_or_contained)
         fx_entry e[] = {{'f', wh[i], "", 0, 0, 0, 0}};
         hostile_case(t, e, 1, 1, NULL);
     }
-    char *v = fx_read(victim);
+    char *v = kt_read_file(victim, NULL);
     KT_EXPECT_STR(v, "precious\n");
     free(v);
-    KT_EXPECT(!fx_exists("/escape"));
-    fx_rmtree(t);
+    KT_EXPECT(!kt_exists("/escape"));
+    kt_rmrf(t);
     free(t), free(victim);
 }
 
 KT_TEST(hostile_layers_without_openat2)
 {
     sbx_force_walk = true;
-    char *t = fx_tmpdir();
+    char *t = kt_tmpdir("sbx");
     char rootmark_rel[128], rootmark[128];
     snprintf(rootmark, sizeof(rootmark), "/kiln-sbx-escape-%d", (int)getpid());
     snprintf(rootmark_rel, sizeof(rootmark_rel), "up/x/../kiln-sbx-escape-%d", (int)getpid());
@@ -307,11 +307,11 @@ KT_TEST(hostile_layers_without_openat2)
                            {'d', "tmp", 0, 0, 0, 0, 0},
                            {'f', "d/rel/kiln-walk", "x", 0, 0, 0, 0}};
     hostile_case(t, viaroot2, 5, 0, "tmp/kiln-walk");
-    KT_EXPECT(!fx_exists("/tmp/kiln-walk"));
+    KT_EXPECT(!kt_exists("/tmp/kiln-walk"));
     fx_entry e[] = {{'f', "../escape", "x", 0, 0, 0, 0}};
     hostile_case(t, e, 1, 1, NULL);
     sbx_force_walk = false;
-    fx_rmtree(t);
+    kt_rmrf(t);
     free(t);
 }
 
@@ -391,7 +391,7 @@ static int write_blob(const char *layout, const char *content, char *digest)
     char *p = NULL;
     if (asprintf(&p, "%s/blobs/sha256/%s", layout, digest + 7) < 0)
         return -1;
-    int r = fx_write(p, content, 0644);
+    int r = kt_write_file_mode(p, content, 0644);
     free(p);
     return r;
 }
@@ -406,7 +406,7 @@ static int oci_layout(const char *layout, char blobs[3][256], char digests[3][80
     free(cmd);
     char path[512];
     snprintf(path, sizeof(path), "%s/oci-layout", layout);
-    fx_write(path, "{\"imageLayoutVersion\":\"1.0.0\"}", 0644);
+    kt_write_file_mode(path, "{\"imageLayoutVersion\":\"1.0.0\"}", 0644);
     for (int i = 0; i < 3; i++) {
         struct stat st;
         if (stat(blobs[i], &st) < 0)
@@ -444,7 +444,7 @@ static int oci_layout(const char *layout, char blobs[3][256], char digests[3][80
              "opencontainers.image.ref.name\":\"t\"}}]}",
              mand, strlen(manifest));
     snprintf(path, sizeof(path), "%s/index.json", layout);
-    return fx_write(path, index, 0644);
+    return kt_write_file_mode(path, index, 0644);
 }
 
 /* The stack as overlay shows it: mounted read-only in a private mount
@@ -473,7 +473,7 @@ static char *overlay_tree(const char *const *dirs, size_t n, const char *mnt)
     int st;
     waitpid(pid, &st, 0);
     if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
-        out = fx_read(file);
+        out = kt_read_file(file, NULL);
     free(file);
     free(opts);
     return out;
@@ -481,7 +481,7 @@ static char *overlay_tree(const char *const *dirs, size_t n, const char *mnt)
 
 KT_TEST(whiteouts_match_umoci)
 {
-    char *t = fx_tmpdir(), *data = path2(t, "data");
+    char *t = kt_tmpdir("sbx"), *data = path2(t, "data");
     char blobs[3][256], digests[3][80], diffs[3][80];
     const fx_entry *L[3] = {L1, L2, L3};
     size_t nL[3] = {KILN_ARRAY_SIZE(L1), KILN_ARRAY_SIZE(L2), KILN_ARRAY_SIZE(L3)};
@@ -513,7 +513,7 @@ KT_TEST(whiteouts_match_umoci)
     KT_EXPECT(lgetxattr(p, "trusted.overlay.opaque", v, sizeof(v)) == 1 && v[0] == 'y');
     free(p);
     p = path2(dirs[2], "a/w"); /* the opaque marker came after a/w: a/w stays */
-    KT_EXPECT(fx_exists(p));
+    KT_EXPECT(kt_exists(p));
     free(p);
 
     /* Our stack through a real overlay mount, and as the copy fallback
@@ -543,13 +543,13 @@ KT_TEST(whiteouts_match_umoci)
         free(rootfs), free(want), free(ovl), free(copy);
     }
     bld_snapshot_release(s);
-    fx_rmtree(t);
+    kt_rmrf(t);
     free(t), free(data), free(layout), free(bundle), free(merged), free(mnt);
 }
 
 KT_TEST(use_counting_and_prune)
 {
-    char *t = fx_tmpdir(), *data = path2(t, "data");
+    char *t = kt_tmpdir("sbx"), *data = path2(t, "data");
     char b0[256], b1[256], chain[80];
     snprintf(b0, sizeof(b0), "%s/0.tar", t);
     snprintf(b1, sizeof(b1), "%s/1.tar", t);
@@ -569,7 +569,7 @@ KT_TEST(use_counting_and_prune)
     size_t removed = 99;
     KT_EXPECT_INT(bld_snapshot_prune(data, 0, &removed, NULL), 0);
     KT_EXPECT_INT(removed, 1); /* the incomplete one; both held ones stay */
-    KT_EXPECT(!fx_exists(tmp) && !fx_exists(inc));
+    KT_EXPECT(!kt_exists(tmp) && !kt_exists(inc));
     KT_EXPECT_INT(snapshots_count(data), 2);
     /* Held by another process too: still in use after our release. */
     int pfd[2];
@@ -593,14 +593,14 @@ KT_TEST(use_counting_and_prune)
     KT_EXPECT_INT(removed, 2);
     KT_EXPECT_INT(snapshots_count(data), 0);
     KT_EXPECT_INT(bld_snapshot_acquire(&s, data, chain, NULL), KILN_ENOENT);
-    fx_rmtree(t);
+    kt_rmrf(t);
     close(pfd[0]), close(pfd[1]);
     free(t), free(data), free(tmp), free(inc);
 }
 
 KT_TEST(incomplete_snapshot_is_discarded_not_reused)
 {
-    char *t = fx_tmpdir(), *blob = path2(t, "l.tar"), *data = path2(t, "data");
+    char *t = kt_tmpdir("sbx"), *blob = path2(t, "l.tar"), *data = path2(t, "data");
     char digest[80], diff[80], chain[80];
     KT_REQUIRE(fx_layer(blob, L1, KILN_ARRAY_SIZE(L1), FX_TAR, digest, diff) == 0);
     /* What a crash between mkdir and the marker could look like. */
@@ -611,17 +611,17 @@ KT_TEST(incomplete_snapshot_is_discarded_not_reused)
     kiln_error *err = NULL;
     KT_EXPECT_INT(bld_snapshot_ensure(chain, data, &l, 1, &err), 0);
     kiln_error_free(&err);
-    KT_EXPECT(!fx_exists(junk));
+    KT_EXPECT(!kt_exists(junk));
     char *ax = NULL;
     KT_REQUIRE(asprintf(&ax, "%s/snapshots/%s/fs/a/x", data, diff + 7) > 0);
-    KT_EXPECT(fx_exists(ax));
-    fx_rmtree(t);
+    KT_EXPECT(kt_exists(ax));
+    kt_rmrf(t);
     free(t), free(blob), free(data), free(junk), free(ax);
 }
 
 KT_TEST(concurrent_ensure_from_several_processes)
 {
-    char *t = fx_tmpdir(), *blob = path2(t, "l.tgz"), *data = path2(t, "data");
+    char *t = kt_tmpdir("sbx"), *blob = path2(t, "l.tgz"), *data = path2(t, "data");
     char digest[80], diff[80];
     KT_REQUIRE(fx_layer(blob, L1, KILN_ARRAY_SIZE(L1), FX_GZIP, digest, diff) == 0);
     pid_t kids[4];
@@ -640,13 +640,13 @@ KT_TEST(concurrent_ensure_from_several_processes)
         KT_EXPECT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     }
     KT_EXPECT_INT(snapshots_count(data), 1); /* one snapshot, no temp dirs */
-    fx_rmtree(t);
+    kt_rmrf(t);
     free(t), free(blob), free(data);
 }
 
 KT_TEST(multi_member_gzip_and_diff_id)
 {
-    char *t = fx_tmpdir(), *tar = path2(t, "l.tar"), *blob = path2(t, "l.tgz"),
+    char *t = kt_tmpdir("sbx"), *tar = path2(t, "l.tar"), *blob = path2(t, "l.tgz"),
          *data = path2(t, "data");
     char diff[80], chain[80];
     KT_REQUIRE(fx_layer(tar, L1, KILN_ARRAY_SIZE(L1), FX_TAR, NULL, diff) == 0);
@@ -660,18 +660,18 @@ KT_TEST(multi_member_gzip_and_diff_id)
     KT_EXPECT_INT(bld_snapshot_ensure(chain, data, &l, 1, &err), 0);
     kiln_error_free(&err);
     KT_EXPECT_STR(chain, diff);
-    fx_rmtree(t);
+    kt_rmrf(t);
     free(cmd), free(t), free(tar), free(blob), free(data);
 }
 
 KT_TEST(cleanup_stale_removes_interrupted_unpacks_only)
 {
-    char *t = fx_tmpdir(), *data = path2(t, "data");
+    char *t = kt_tmpdir("sbx"), *data = path2(t, "data");
     char *dead = path2(data, "snapshots/tmp-dead"), *live = path2(data, "snapshots/tmp-live");
     KT_REQUIRE(kiln_mkdir_p(dead, 0755, NULL) == 0 && kiln_mkdir_p(live, 0755, NULL) == 0);
     char *dl = path2(dead, ".lock"), *ll = path2(live, ".lock");
-    fx_write(dl, "", 0600);
-    fx_write(ll, "", 0600);
+    kt_write_file_mode(dl, "", 0600);
+    kt_write_file_mode(ll, "", 0600);
     int pfd[2];
     KT_REQUIRE(pipe(pfd) == 0);
     pid_t pid = fork();
@@ -687,14 +687,14 @@ KT_TEST(cleanup_stale_removes_interrupted_unpacks_only)
     kiln_error *err = NULL;
     KT_EXPECT_INT(bld_sandbox_cleanup_stale(data, &err), 0);
     kiln_error_free(&err);
-    KT_EXPECT(!fx_exists(dead));
-    KT_EXPECT(fx_exists(live));
+    KT_EXPECT(!kt_exists(dead));
+    KT_EXPECT(kt_exists(live));
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
     KT_EXPECT_INT(bld_sandbox_cleanup_stale(data, NULL), 0);
-    KT_EXPECT(!fx_exists(live));
+    KT_EXPECT(!kt_exists(live));
     close(pfd[0]), close(pfd[1]);
-    fx_rmtree(t);
+    kt_rmrf(t);
     free(t), free(data), free(dead), free(live), free(dl), free(ll);
 }
 
@@ -702,7 +702,7 @@ KT_TEST(cleanup_stale_removes_interrupted_unpacks_only)
  * names, "./" names, an absolute hard link target; all in place. */
 KT_TEST(absolute_and_dot_names_unpack_in_place)
 {
-    char *t = fx_tmpdir(), *data = path2(t, "data"), *blob = path2(t, "abs.tar");
+    char *t = kt_tmpdir("sbx"), *data = path2(t, "data"), *blob = path2(t, "abs.tar");
     fx_entry e[] = {
         {'d', "/", 0, 0751, 0, 0, 0},
         {'d', "/etc", 0, 0755, 0, 0, 0},
@@ -726,17 +726,17 @@ KT_TEST(absolute_and_dot_names_unpack_in_place)
     char *passwd = path2(fs, "etc/passwd"), *hard = path2(fs, "etc/passwd-hard");
     char *climbed = path2(fs, "etc/climbed"), *dot = path2(fs, "usr/dot");
     char *lexical = path2(fs, "usr/lexical");
-    char *v = fx_read(passwd);
+    char *v = kt_read_file(passwd, NULL);
     KT_EXPECT_STR(v, "root:x:0:0::/root:/bin/sh\n");
     free(v);
     struct stat a, b;
     KT_EXPECT(stat(passwd, &a) == 0 && stat(hard, &b) == 0 && a.st_ino == b.st_ino);
     KT_EXPECT(stat(climbed, &a) == 0 && (a.st_mode & 07777) == 0600);
-    KT_EXPECT(fx_exists(dot) && fx_exists(lexical));
+    KT_EXPECT(kt_exists(dot) && kt_exists(lexical));
     KT_EXPECT(stat(fs, &a) == 0 && (a.st_mode & 07777) == 0751); /* the "/" entry's mode */
-    KT_EXPECT(!fx_exists("/etc/climbed"));
+    KT_EXPECT(!kt_exists("/etc/climbed"));
     kiln_error_free(&err);
-    fx_rmtree(t);
+    kt_rmrf(t);
     free(fs), free(passwd), free(hard), free(climbed), free(dot), free(lexical);
     free(t), free(data), free(blob);
 }
@@ -746,7 +746,7 @@ KT_TEST(absolute_and_dot_names_unpack_in_place)
  * archive/tar reads it; one that stops inside the data is refused. */
 KT_TEST(tar_without_final_padding)
 {
-    char *t = fx_tmpdir(), *blob = path2(t, "short.tar");
+    char *t = kt_tmpdir("sbx"), *blob = path2(t, "short.tar");
     fx_entry e[] = {{'d', "d", 0, 0, 0, 0, 0}, {'f', "d/f", "hello", 0644, 0, 0, 0}};
     static const struct {
         off_t len;
@@ -758,7 +758,7 @@ KT_TEST(tar_without_final_padding)
         struct stat st;
         KT_REQUIRE(stat(blob, &st) == 0 && st.st_size > cases[i].len);
         /* "d/" header, "d/f" header, its data: check the layout first */
-        char *head = fx_read(blob);
+        char *head = kt_read_file(blob, NULL);
         KT_REQUIRE(head != NULL);
         KT_EXPECT(memcmp(head + 1024, "hello", 5) == 0 || memcmp(head + 1536, "hello", 5) == 0);
         off_t len = memcmp(head + 1024, "hello", 5) == 0 ? cases[i].len - 512 : cases[i].len;
@@ -774,21 +774,21 @@ KT_TEST(tar_without_final_padding)
         if (r == 0) {
             char *f = NULL;
             KT_REQUIRE(asprintf(&f, "%s/snapshots/%s/fs/d/f", data, chain + 7) > 0);
-            char *v = fx_read(f);
+            char *v = kt_read_file(f, NULL);
             KT_EXPECT_STR(v, "hello");
             free(v), free(f);
         }
         kiln_error_free(&err);
-        fx_rmtree(data);
+        kt_rmrf(data);
         free(data);
     }
-    fx_rmtree(t);
+    kt_rmrf(t);
     free(t), free(blob);
 }
 
 KT_TEST(hard_link_to_a_lower_layer_is_copied)
 {
-    char *t = fx_tmpdir(), *data = path2(t, "data");
+    char *t = kt_tmpdir("sbx"), *data = path2(t, "data");
     char b0[256], b1[256], chain[80];
     snprintf(b0, sizeof(b0), "%s/0.tar", t);
     snprintf(b1, sizeof(b1), "%s/1.tar", t);
@@ -804,17 +804,17 @@ KT_TEST(hard_link_to_a_lower_layer_is_copied)
     struct stat a, b;
     KT_EXPECT(stat(low, &a) == 0 && stat(up, &b) == 0);
     KT_EXPECT(a.st_ino != b.st_ino && b.st_uid == 5 && (b.st_mode & 07777) == 0600);
-    char *c = fx_read(up);
+    char *c = kt_read_file(up, NULL);
     KT_EXPECT_STR(c, "y1");
     free(c), free(low), free(up);
     bld_snapshot_release(s);
-    fx_rmtree(t);
+    kt_rmrf(t);
     free(t), free(data);
 }
 
 KT_TEST(prune_by_age)
 {
-    char *t = fx_tmpdir(), *data = path2(t, "data"), *blob = path2(t, "0.tar");
+    char *t = kt_tmpdir("sbx"), *data = path2(t, "data"), *blob = path2(t, "0.tar");
     char chain[80];
     KT_REQUIRE(fx_layer(blob, L1, KILN_ARRAY_SIZE(L1), FX_TAR, NULL, NULL) == 0);
     bld_layer l = {.blob_path = blob};
@@ -828,7 +828,7 @@ KT_TEST(prune_by_age)
     KT_REQUIRE(utimensat(AT_FDCWD, marker, old, 0) == 0);
     KT_EXPECT_INT(bld_snapshot_prune(data, 3600, &removed, NULL), 0);
     KT_EXPECT_INT(removed, 1);
-    fx_rmtree(t);
+    kt_rmrf(t);
     free(t), free(data), free(blob), free(marker);
 }
 
@@ -836,7 +836,7 @@ KT_TEST(gnu_tar_layer_round_trip)
 {
     /* GNU tar's own formats (long names, sparse files, hard links, fifos)
      * unpack to the same tree as the source. */
-    char *t = fx_tmpdir(), *src = path2(t, "src"), *blob = path2(t, "gnu.tgz"),
+    char *t = kt_tmpdir("sbx"), *src = path2(t, "src"), *blob = path2(t, "gnu.tgz"),
          *data = path2(t, "data"), *cmd = NULL;
     KT_REQUIRE(asprintf(&cmd,
                         "set -e; mkdir -p %s/d/%0200d/%0100d && cd %s && "
@@ -861,6 +861,6 @@ KT_TEST(gnu_tar_layer_round_trip)
     struct stat sa, sb;
     KT_EXPECT(stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_ino == sb.st_ino);
     free(a), free(b), free(want), free(got), free(fs), free(cmd);
-    fx_rmtree(t);
+    kt_rmrf(t);
     free(t), free(src), free(blob), free(data);
 }

@@ -79,7 +79,7 @@ static void exercise(const char *digest)
 static void cleanup(void)
 {
     psh_store_free(store);
-    fx_rmrf(root);
+    kt_rmrf(root);
     free(root);
 }
 
@@ -88,7 +88,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size > 65536)
         return 0;
     if (store == NULL) {
-        root = fx_tmpdir();
+        root = kt_tmpdir("store-test");
         if (root == NULL || psh_store_open(&store, root, NULL) < 0)
             abort();
         atexit(cleanup);

@@ -10,107 +10,26 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-char *fx_tmpdir(void)
+int fx_env_open(fx_env *e)
 {
-    const char *base = getenv("TMPDIR");
-    char *path = NULL;
-    if (asprintf(&path, "%s/kiln-store-test-XXXXXX", base && base[0] ? base : "/tmp") < 0)
-        return NULL;
-    if (mkdtemp(path) == NULL) {
-        free(path);
-        return NULL;
+    kiln_error *err = NULL;
+    e->s = NULL;
+    e->dir = kt_tmpdir("store-test");
+    if (e->dir == NULL)
+        return -1;
+    if (psh_store_open(&e->s, e->dir, &err) < 0) {
+        fprintf(stderr, "open %s: %s\n", e->dir, err->msg);
+        kiln_error_free(&err);
+        return -1;
     }
-    return path;
-}
-
-static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    remove(p);
     return 0;
 }
 
-void fx_rmrf(const char *path)
+void fx_env_close(fx_env *e)
 {
-    if (path != NULL)
-        nftw(path, rm_one, 32, FTW_DEPTH | FTW_PHYS);
-}
-
-char *fx_read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return NULL;
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap + 1);
-    size_t got;
-    while (buf && (got = fread(buf + n, 1, cap - n, f)) > 0) {
-        n += got;
-        if (n == cap) {
-            char *nb = realloc(buf, 2 * cap + 1);
-            if (nb == NULL) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-    }
-    fclose(f);
-    if (buf == NULL)
-        return NULL;
-    buf[n] = '\0';
-    if (len)
-        *len = n;
-    return buf;
-}
-
-int fx_write_file(const char *path, const char *content)
-{
-    FILE *f = fopen(path, "wb");
-    if (f == NULL)
-        return -1;
-    size_t n = strlen(content);
-    int r = fwrite(content, 1, n, f) == n ? 0 : -1;
-    return fclose(f) == 0 ? r : -1;
-}
-
-int fx_count_dir(const char *path)
-{
-    DIR *d = opendir(path);
-    if (d == NULL)
-        return -1;
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL)
-        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
-            n++;
-    closedir(d);
-    return n;
-}
-
-int fx_sh(const char *fmt, ...)
-{
-    char *cmd = NULL;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vasprintf(&cmd, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return -1;
-    int st = system(cmd);
-    free(cmd);
-    if (st < 0 || !WIFEXITED(st))
-        return -1;
-    return WEXITSTATUS(st);
-}
-
-bool fx_have(const char *prog)
-{
-    return fx_sh("command -v %s >/dev/null 2>&1", prog) == 0;
+    psh_store_free(e->s);
+    kt_rmrf(e->dir);
+    free(e->dir);
 }
 
 int fx_fake_image(psh_store *s, const char *tagline, char *out_digest)

@@ -5,22 +5,18 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "kt_util.h"
 #include "psh_store.h"
 
-/* A fresh directory under $TMPDIR (or /tmp); caller frees and removes it. */
-char *fx_tmpdir(void);
-/* rm -rf. */
-void fx_rmrf(const char *path);
-/* Whole file into a NUL-terminated buffer (caller frees); NULL on error. */
-char *fx_read_file(const char *path, size_t *len);
-/* Creates or truncates path with the given content; 0 on success. */
-int fx_write_file(const char *path, const char *content);
-/* Number of entries (without . and ..) in a directory; -1 on error. */
-int fx_count_dir(const char *path);
-/* Runs a shell command; returns its exit status (or -1). */
-int fx_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/* True when the program is on PATH. */
-bool fx_have(const char *prog);
+/* A store opened in a fresh temp dir. */
+typedef struct fx_env {
+    char *dir;
+    psh_store *s;
+} fx_env;
+/* 0, or -1 with the reason printed. */
+int fx_env_open(fx_env *e);
+/* Frees the store and removes the dir. */
+void fx_env_close(fx_env *e);
 
 /* Stores a tiny synthetic image (config + one raw "layer" blob + manifest)
  * whose config mentions tagline, and writes the manifest digest to out.

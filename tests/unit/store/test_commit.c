@@ -13,26 +13,8 @@
 
 #define ZERO_DIGEST "sha256:0000000000000000000000000000000000000000000000000000000000000000"
 
-struct env {
-    char *dir;
-    psh_store *s;
-};
-
-static int env_open(struct env *e)
-{
-    e->dir = fx_tmpdir();
-    return e->dir && psh_store_open(&e->s, e->dir, NULL) == 0 ? 0 : -1;
-}
-
-static void env_close(struct env *e)
-{
-    psh_store_free(e->s);
-    fx_rmrf(e->dir);
-    free(e->dir);
-}
-
 /* Creates e->dir/name with a few files; returns the path (static buffer rotation). */
-static const char *make_diff(struct env *e, const char *name, const char *file, const char *text)
+static const char *make_diff(fx_env *e, const char *name, const char *file, const char *text)
 {
     static char bufs[4][4096];
     static int k;
@@ -42,10 +24,10 @@ static const char *make_diff(struct env *e, const char *name, const char *file, 
         return NULL;
     char f[4200];
     snprintf(f, sizeof(f), "%s/%s", p, file);
-    return fx_write_file(f, text) == 0 ? p : NULL;
+    return kt_write_file(f, text) == 0 ? p : NULL;
 }
 
-static cJSON *read_json_blob(struct env *e, const char *digest)
+static cJSON *read_json_blob(fx_env *e, const char *digest)
 {
     char *buf = NULL;
     size_t len = 0;
@@ -56,11 +38,11 @@ static cJSON *read_json_blob(struct env *e, const char *digest)
     return j;
 }
 
-static char *index_bytes(struct env *e)
+static char *index_bytes(fx_env *e)
 {
     char path[4096];
     snprintf(path, sizeof(path), "%s/index.json", psh_store_path(e->s));
-    return fx_read_file(path, NULL);
+    return kt_read_file(path, NULL);
 }
 
 static void basic_spec(psh_commit_spec *spec)
@@ -75,8 +57,8 @@ static void basic_spec(psh_commit_spec *spec)
 
 KT_TEST(commit_scratch_image)
 {
-    struct env e;
-    KT_REQUIRE(env_open(&e) == 0);
+    fx_env e;
+    KT_REQUIRE(fx_env_open(&e) == 0);
     const char *l1 = make_diff(&e, "l1", "hello.txt", "hello\n");
     KT_REQUIRE(l1 != NULL);
     static const char *env_v[] = {"PATH=/usr/bin:/bin", "A=1"};
@@ -166,13 +148,13 @@ KT_TEST(commit_scratch_image)
     KT_EXPECT_STR(again.manifest.digest, res.manifest.digest);
     psh_commit_result_dispose(&again);
     psh_commit_result_dispose(&res);
-    env_close(&e);
+    fx_env_close(&e);
 }
 
 KT_TEST(commit_on_base_stacks_layers)
 {
-    struct env e;
-    KT_REQUIRE(env_open(&e) == 0);
+    fx_env e;
+    KT_REQUIRE(fx_env_open(&e) == 0);
     const char *l1 = make_diff(&e, "l1", "a", "base file\n");
     const char *l2 = make_diff(&e, "l2", "b", "top file\n");
     KT_REQUIRE(l1 && l2);
@@ -210,20 +192,20 @@ KT_TEST(commit_on_base_stacks_layers)
     cJSON_Delete(cfg);
     psh_commit_result_dispose(&base);
     psh_commit_result_dispose(&top);
-    env_close(&e);
+    fx_env_close(&e);
 }
 
 KT_TEST(commit_bad_input_changes_nothing)
 {
-    struct env e;
-    KT_REQUIRE(env_open(&e) == 0);
+    fx_env e;
+    KT_REQUIRE(fx_env_open(&e) == 0);
     char m1[KILN_DIGEST_STRLEN + 1];
     KT_REQUIRE(fx_fake_image(e.s, "one", m1) == 0);
     KT_REQUIRE(psh_store_tag(e.s, m1, "app:1", NULL) == 0);
     const char *good = make_diff(&e, "ok", "f", "x");
     KT_REQUIRE(good != NULL);
     char outside[4096], viasym[4096], dotdot[4096];
-    char *other = fx_tmpdir();
+    char *other = kt_tmpdir("store-test");
     KT_REQUIRE(other != NULL);
     snprintf(outside, sizeof(outside), "%s", other);
     snprintf(viasym, sizeof(viasym), "%s/sym", e.dir);
@@ -234,7 +216,7 @@ KT_TEST(commit_bad_input_changes_nothing)
     {
         char b[4096];
         snprintf(b, sizeof(b), "%s/blobs/sha256", psh_store_path(e.s));
-        before_blobs = fx_count_dir(b);
+        before_blobs = kt_count_dir(b);
     }
 
     struct {
@@ -303,18 +285,18 @@ KT_TEST(commit_bad_input_changes_nothing)
     KT_EXPECT_STR(after, before);
     char b[4096];
     snprintf(b, sizeof(b), "%s/blobs/sha256", psh_store_path(e.s));
-    KT_EXPECT_INT(fx_count_dir(b), before_blobs);
+    KT_EXPECT_INT(kt_count_dir(b), before_blobs);
     free(before);
     free(after);
-    fx_rmrf(other);
+    kt_rmrf(other);
     free(other);
-    env_close(&e);
+    fx_env_close(&e);
 }
 
 KT_TEST(commit_base_with_missing_layer_is_enoent)
 {
-    struct env e;
-    KT_REQUIRE(env_open(&e) == 0);
+    fx_env e;
+    KT_REQUIRE(fx_env_open(&e) == 0);
     char m1[KILN_DIGEST_STRLEN + 1];
     KT_REQUIRE(fx_fake_image(e.s, "one", m1) == 0);
     /* Delete the fake image's layer blob behind the store's back. */
@@ -337,13 +319,13 @@ KT_TEST(commit_base_with_missing_layer_is_enoent)
     KT_EXPECT_INT(psh_commit(e.s, &spec, &res, &err), KILN_ENOENT);
     KT_EXPECT(err && strstr(err->msg, "layer"));
     kiln_error_free(&err);
-    env_close(&e);
+    fx_env_close(&e);
 }
 
 KT_TEST(commit_reuses_remembered_layer)
 {
-    struct env e;
-    KT_REQUIRE(env_open(&e) == 0);
+    fx_env e;
+    KT_REQUIRE(fx_env_open(&e) == 0);
     const char *l1 = make_diff(&e, "snap1", "f", "first\n");
     KT_REQUIRE(l1 != NULL);
     char cdir[4096];
@@ -362,7 +344,7 @@ KT_TEST(commit_reuses_remembered_layer)
     /* The diff changes behind the key's back: a hit proves nothing was re-packed. */
     char f[4200];
     snprintf(f, sizeof(f), "%s/g", l1);
-    KT_REQUIRE(fx_write_file(f, "second\n") == 0);
+    KT_REQUIRE(kt_write_file(f, "second\n") == 0);
     KT_REQUIRE(psh_commit(e.s, &spec, &b, NULL) == 0);
     KT_EXPECT_STR(b.layers[0].blob.digest, a.layers[0].blob.digest);
     KT_EXPECT_STR(b.layers[0].diff_id, a.layers[0].diff_id);
@@ -377,15 +359,15 @@ KT_TEST(commit_reuses_remembered_layer)
     psh_commit_result_dispose(&b);
     psh_commit_result_dispose(&c);
     psh_pack_cache_free(cache);
-    env_close(&e);
+    fx_env_close(&e);
 }
 
 /* A pulled Docker schema 2 base: its layer blobs are reused byte for byte and
  * their media types become the OCI equivalents in the OCI manifest. */
 KT_TEST(commit_on_docker_base_uses_oci_layer_types)
 {
-    struct env e;
-    KT_REQUIRE(env_open(&e) == 0);
+    fx_env e;
+    KT_REQUIRE(fx_env_open(&e) == 0);
     char layer[KILN_DIGEST_STRLEN + 1], cfg[KILN_DIGEST_STRLEN + 1], man[KILN_DIGEST_STRLEN + 1];
     KT_REQUIRE(psh_store_put_blob_bytes(e.s, NULL, NULL, "gz", 2, layer, NULL) == 0);
     char text[1024];
@@ -430,13 +412,13 @@ KT_TEST(commit_on_docker_base_uses_oci_layer_types)
     KT_EXPECT_STR(cJSON_GetObjectItem(hist->child, "created_by")->valuestring, "base step");
     cJSON_Delete(c);
     psh_commit_result_dispose(&res);
-    env_close(&e);
+    fx_env_close(&e);
 }
 
 KT_TEST(commit_accepts_dirs_inside_diff_root)
 {
-    struct env e;
-    KT_REQUIRE(env_open(&e) == 0);
+    fx_env e;
+    KT_REQUIRE(fx_env_open(&e) == 0);
     char root[4096];
     snprintf(root, sizeof(root), "%s/snapshots", e.dir);
     KT_REQUIRE(mkdir(root, 0755) == 0);
@@ -450,13 +432,13 @@ KT_TEST(commit_accepts_dirs_inside_diff_root)
     psh_commit_result res;
     KT_EXPECT_INT(psh_commit(e.s, &spec, &res, NULL), 0);
     psh_commit_result_dispose(&res);
-    env_close(&e);
+    fx_env_close(&e);
 }
 
 KT_TEST(commit_docker_schema2_on_request)
 {
-    struct env e;
-    KT_REQUIRE(env_open(&e) == 0);
+    fx_env e;
+    KT_REQUIRE(fx_env_open(&e) == 0);
     const char *l1 = make_diff(&e, "l1", "a", "base\n");
     const char *l2 = make_diff(&e, "l2", "b", "top\n");
     KT_REQUIRE(l1 && l2);
@@ -497,5 +479,5 @@ KT_TEST(commit_docker_schema2_on_request)
     kiln_error_free(&err);
     psh_commit_result_dispose(&base);
     psh_commit_result_dispose(&top);
-    env_close(&e);
+    fx_env_close(&e);
 }

@@ -10,32 +10,14 @@
 #include "psh_commit.h"
 #include "store_fixture.h"
 
-struct env {
-    char *dir;
-    psh_store *s;
-};
-
-static int env_open(struct env *e)
-{
-    e->dir = fx_tmpdir();
-    return e->dir && psh_store_open(&e->s, e->dir, NULL) == 0 ? 0 : -1;
-}
-
-static void env_close(struct env *e)
-{
-    psh_store_free(e->s);
-    fx_rmrf(e->dir);
-    free(e->dir);
-}
-
-static int blob_count(struct env *e)
+static int blob_count(fx_env *e)
 {
     char p[4096];
     snprintf(p, sizeof(p), "%s/blobs/sha256", psh_store_path(e->s));
-    return fx_count_dir(p);
+    return kt_count_dir(p);
 }
 
-static void put(struct env *e, const char *text, char *digest)
+static void put(fx_env *e, const char *text, char *digest)
 {
     if (psh_store_put_blob_bytes(e->s, NULL, NULL, text, strlen(text), digest, NULL) < 0)
         KT_FAIL("put %s", text);
@@ -43,8 +25,8 @@ static void put(struct env *e, const char *text, char *digest)
 
 KT_TEST(gc_keeps_reachable_in_use_and_pinned)
 {
-    struct env e;
-    KT_REQUIRE(env_open(&e) == 0);
+    fx_env e;
+    KT_REQUIRE(fx_env_open(&e) == 0);
     char m1[KILN_DIGEST_STRLEN + 1], m2[KILN_DIGEST_STRLEN + 1], m3[KILN_DIGEST_STRLEN + 1];
     KT_REQUIRE(fx_fake_image(e.s, "tagged", m1) == 0);   /* 3 blobs, reachable */
     KT_REQUIRE(fx_fake_image(e.s, "in-use", m2) == 0);   /* 3 blobs, in use */
@@ -85,13 +67,13 @@ KT_TEST(gc_keeps_reachable_in_use_and_pinned)
     KT_EXPECT_INT(psh_store_gc(e.s, NULL, &res, NULL), 0);
     KT_EXPECT_INT(res.blobs_removed, 7);
     KT_EXPECT_INT(blob_count(&e), 0);
-    env_close(&e);
+    fx_env_close(&e);
 }
 
 KT_TEST(gc_drops_pins_and_temps_of_dead_writers)
 {
-    struct env e;
-    KT_REQUIRE(env_open(&e) == 0);
+    fx_env e;
+    KT_REQUIRE(fx_env_open(&e) == 0);
     char d[KILN_DIGEST_STRLEN + 1];
     int p[2];
     KT_REQUIRE(pipe(p) == 0);
@@ -128,12 +110,12 @@ KT_TEST(gc_drops_pins_and_temps_of_dead_writers)
     KT_EXPECT_INT(res.tmps_removed, 1);
     char path[4096];
     snprintf(path, sizeof(path), "%s/.kiln/pins", psh_store_path(e.s));
-    KT_EXPECT_INT(fx_count_dir(path), 0);
+    KT_EXPECT_INT(kt_count_dir(path), 0);
     snprintf(path, sizeof(path), "%s/.kiln/tmp", psh_store_path(e.s));
-    KT_EXPECT_INT(fx_count_dir(path), 1);
+    KT_EXPECT_INT(kt_count_dir(path), 1);
     KT_REQUIRE(write(live.fd, "x", 1) == 1);
     KT_EXPECT_INT(psh_store_tmp_commit(e.s, &live, NULL, NULL, NULL, NULL), 0);
-    KT_EXPECT_INT(fx_count_dir(path), 0);
+    KT_EXPECT_INT(kt_count_dir(path), 0);
 
     const char *bad[] = {"sha256:../../x"};
     o.in_use = bad;
@@ -141,7 +123,7 @@ KT_TEST(gc_drops_pins_and_temps_of_dead_writers)
     kiln_error *err = NULL;
     KT_EXPECT_INT(psh_store_gc(e.s, &o, &res, &err), KILN_EINVAL);
     kiln_error_free(&err);
-    env_close(&e);
+    fx_env_close(&e);
 }
 
 /* A download's partial file: one writer at a time (a second open reports
@@ -150,8 +132,8 @@ KT_TEST(gc_drops_pins_and_temps_of_dead_writers)
  * only once it is old. */
 KT_TEST(partial_downloads_locked_kept_swept)
 {
-    struct env e;
-    KT_REQUIRE(env_open(&e) == 0);
+    fx_env e;
+    KT_REQUIRE(fx_env_open(&e) == 0);
     char d[KILN_DIGEST_STRLEN + 1];
     kiln_sha256_bytes("resumable", 9, d);
     psh_store_tmp a, b;
@@ -177,7 +159,7 @@ KT_TEST(partial_downloads_locked_kept_swept)
     KT_EXPECT(psh_store_has_blob(e.s, d));
     char path[4096];
     snprintf(path, sizeof(path), "%s/.kiln/tmp", psh_store_path(e.s));
-    KT_EXPECT_INT(fx_count_dir(path), 0);
+    KT_EXPECT_INT(kt_count_dir(path), 0);
 
     KT_REQUIRE(psh_store_partial_open(e.s, d, &a, &have, NULL) == 0);
     KT_EXPECT_INT(have, 0); /* a fresh file under the same name */
@@ -187,17 +169,17 @@ KT_TEST(partial_downloads_locked_kept_swept)
     psh_store_partial_keep(e.s, &a);
     KT_EXPECT_INT(psh_store_gc(e.s, &o, &res, NULL), 0);
     KT_EXPECT_INT(res.tmps_removed, 1); /* abandoned: gone whatever its age */
-    KT_EXPECT_INT(fx_count_dir(path), 0);
+    KT_EXPECT_INT(kt_count_dir(path), 0);
     KT_EXPECT(psh_store_partial_open(e.s, "sha256:../x", &a, &have, NULL) == KILN_EINVAL);
-    env_close(&e);
+    fx_env_close(&e);
 }
 
 /* GC running non-stop in another process while commits add and tag new
  * images: pins keep every blob of a commit alive until its tag exists. */
 KT_TEST(gc_racing_commits_never_breaks_an_image)
 {
-    struct env e;
-    KT_REQUIRE(env_open(&e) == 0);
+    fx_env e;
+    KT_REQUIRE(fx_env_open(&e) == 0);
     pid_t pid = fork();
     KT_REQUIRE(pid >= 0);
     if (pid == 0) {
@@ -224,7 +206,7 @@ KT_TEST(gc_racing_commits_never_breaks_an_image)
         char dir[4096], tag[32];
         snprintf(dir, sizeof(dir), "%s/d%d", e.dir, i);
         snprintf(tag, sizeof(tag), "race:%d", i);
-        KT_REQUIRE(fx_sh("mkdir -p %s && echo %d > %s/f", dir, i, dir) == 0);
+        KT_REQUIRE(kt_sh("mkdir -p %s && echo %d > %s/f", dir, i, dir) == 0);
         const char *d = dir;
         const char *t = tag;
         psh_commit_spec spec;
@@ -245,7 +227,7 @@ KT_TEST(gc_racing_commits_never_breaks_an_image)
     }
     char stop[4200];
     snprintf(stop, sizeof(stop), "%s/stop", e.dir);
-    fx_write_file(stop, "");
+    kt_write_file(stop, "");
     int st = 0;
     waitpid(pid, &st, 0);
     KT_EXPECT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
@@ -271,5 +253,5 @@ KT_TEST(gc_racing_commits_never_breaks_an_image)
         cJSON_Delete(m);
         psh_inspect_dispose(&in);
     }
-    env_close(&e);
+    fx_env_close(&e);
 }

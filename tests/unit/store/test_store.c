@@ -17,47 +17,20 @@
 
 #define ZERO_DIGEST "sha256:0000000000000000000000000000000000000000000000000000000000000000"
 
-struct env {
-    char *dir;
-    psh_store *s;
-};
-
-static int env_open(struct env *e)
-{
-    kiln_error *err = NULL;
-    e->s = NULL;
-    e->dir = fx_tmpdir();
-    if (e->dir == NULL)
-        return -1;
-    if (psh_store_open(&e->s, e->dir, &err) < 0) {
-        fprintf(stderr, "open: %s\n", err->msg);
-        kiln_error_free(&err);
-        return -1;
-    }
-    return 0;
-}
-
-static void env_close(struct env *e)
-{
-    psh_store_free(e->s);
-    fx_rmrf(e->dir);
-    free(e->dir);
-}
-
-static char *index_bytes(struct env *e)
+static char *index_bytes(fx_env *e)
 {
     char path[4096];
     snprintf(path, sizeof(path), "%s/index.json", psh_store_path(e->s));
-    return fx_read_file(path, NULL);
+    return kt_read_file(path, NULL);
 }
 
 KT_TEST(store_open_creates_layout)
 {
-    struct env e;
-    KT_REQUIRE(env_open(&e) == 0);
+    fx_env e;
+    KT_REQUIRE(fx_env_open(&e) == 0);
     char path[4096];
     snprintf(path, sizeof(path), "%s/oci-layout", psh_store_path(e.s));
-    char *layout = fx_read_file(path, NULL);
+    char *layout = kt_read_file(path, NULL);
     KT_EXPECT_STR(layout, "{\"imageLayoutVersion\":\"1.0.0\"}");
     free(layout);
     char *idx = index_bytes(&e);
@@ -72,17 +45,17 @@ KT_TEST(store_open_creates_layout)
     psh_store_free(again);
     /* A directory that is not a version-1 layout is refused. */
     snprintf(path, sizeof(path), "%s/oci-layout", psh_store_path(e.s));
-    fx_write_file(path, "{\"imageLayoutVersion\":\"2.0.0\"}");
+    kt_write_file(path, "{\"imageLayoutVersion\":\"2.0.0\"}");
     kiln_error *err = NULL;
     KT_EXPECT_INT(psh_store_open(&again, e.dir, &err), KILN_EPRECOND);
     kiln_error_free(&err);
-    env_close(&e);
+    fx_env_close(&e);
 }
 
 KT_TEST(blob_put_read_verify)
 {
-    struct env e;
-    KT_REQUIRE(env_open(&e) == 0);
+    fx_env e;
+    KT_REQUIRE(fx_env_open(&e) == 0);
     char d[KILN_DIGEST_STRLEN + 1], expect[KILN_DIGEST_STRLEN + 1];
     kiln_sha256_bytes("hello", 5, expect);
     KT_EXPECT_INT(psh_store_put_blob_bytes(e.s, NULL, expect, "hello", 5, d, NULL), 0);
@@ -123,14 +96,14 @@ KT_TEST(blob_put_read_verify)
 
     char tmp[4096];
     snprintf(tmp, sizeof(tmp), "%s/.kiln/tmp", psh_store_path(e.s));
-    KT_EXPECT_INT(fx_count_dir(tmp), 0);
-    env_close(&e);
+    KT_EXPECT_INT(kt_count_dir(tmp), 0);
+    fx_env_close(&e);
 }
 
 KT_TEST(blob_bad_digests_never_become_paths)
 {
-    struct env e;
-    KT_REQUIRE(env_open(&e) == 0);
+    fx_env e;
+    KT_REQUIRE(fx_env_open(&e) == 0);
     const char *bad[] = {
         "sha256:../../../../etc/passwd",
         "sha256:"
@@ -151,13 +124,13 @@ KT_TEST(blob_bad_digests_never_become_paths)
         KT_EXPECT_INT(psh_store_put_blob_bytes(e.s, NULL, bad[i], "x", 1, NULL, &err), KILN_EINVAL);
         kiln_error_free(&err);
     }
-    env_close(&e);
+    fx_env_close(&e);
 }
 
 KT_TEST(tmp_commit_verifies_disk_content)
 {
-    struct env e;
-    KT_REQUIRE(env_open(&e) == 0);
+    fx_env e;
+    KT_REQUIRE(fx_env_open(&e) == 0);
     psh_store_tmp t;
     KT_REQUIRE(psh_store_tmp_open(e.s, &t, NULL) == 0);
     KT_REQUIRE(write(t.fd, "abc", 3) == 3);
@@ -178,14 +151,14 @@ KT_TEST(tmp_commit_verifies_disk_content)
     psh_store_tmp_abort(e.s, &t); /* no-op after commit */
     char tmp[4096];
     snprintf(tmp, sizeof(tmp), "%s/.kiln/tmp", psh_store_path(e.s));
-    KT_EXPECT_INT(fx_count_dir(tmp), 0);
-    env_close(&e);
+    KT_EXPECT_INT(kt_count_dir(tmp), 0);
+    fx_env_close(&e);
 }
 
 KT_TEST(tag_resolve_list_inspect_remove)
 {
-    struct env e;
-    KT_REQUIRE(env_open(&e) == 0);
+    fx_env e;
+    KT_REQUIRE(fx_env_open(&e) == 0);
     char m1[KILN_DIGEST_STRLEN + 1], m2[KILN_DIGEST_STRLEN + 1];
     KT_REQUIRE(fx_fake_image(e.s, "one", m1) == 0);
     KT_REQUIRE(fx_fake_image(e.s, "two", m2) == 0);
@@ -255,13 +228,13 @@ KT_TEST(tag_resolve_list_inspect_remove)
     psh_image_list_dispose(&l);
     /* Removing the last tag leaves the blobs for GC. */
     KT_EXPECT(psh_store_has_blob(e.s, m1));
-    env_close(&e);
+    fx_env_close(&e);
 }
 
 KT_TEST(tag_move_keeps_old_image)
 {
-    struct env e;
-    KT_REQUIRE(env_open(&e) == 0);
+    fx_env e;
+    KT_REQUIRE(fx_env_open(&e) == 0);
     char m1[KILN_DIGEST_STRLEN + 1], m2[KILN_DIGEST_STRLEN + 1];
     KT_REQUIRE(fx_fake_image(e.s, "one", m1) == 0);
     KT_REQUIRE(fx_fake_image(e.s, "two", m2) == 0);
@@ -280,7 +253,7 @@ KT_TEST(tag_move_keeps_old_image)
     KT_REQUIRE(psh_store_list(e.s, &l, NULL) == 0);
     KT_EXPECT_INT(l.n, 2);
     psh_image_list_dispose(&l);
-    env_close(&e);
+    fx_env_close(&e);
 }
 
 /* Re-tagging keeps every other tag, whatever the entry's position (cJSON
@@ -288,8 +261,8 @@ KT_TEST(tag_move_keeps_old_image)
  * there used to vanish). */
 KT_TEST(retag_at_every_position_keeps_all_tags)
 {
-    struct env e;
-    KT_REQUIRE(env_open(&e) == 0);
+    fx_env e;
+    KT_REQUIRE(fx_env_open(&e) == 0);
     char m1[KILN_DIGEST_STRLEN + 1], m2[KILN_DIGEST_STRLEN + 1];
     KT_REQUIRE(fx_fake_image(e.s, "one", m1) == 0);
     KT_REQUIRE(fx_fake_image(e.s, "two", m2) == 0);
@@ -309,13 +282,13 @@ KT_TEST(retag_at_every_position_keeps_all_tags)
             psh_image_list_dispose(&l);
         }
     }
-    env_close(&e);
+    fx_env_close(&e);
 }
 
 KT_TEST(bad_refs_change_nothing)
 {
-    struct env e;
-    KT_REQUIRE(env_open(&e) == 0);
+    fx_env e;
+    KT_REQUIRE(fx_env_open(&e) == 0);
     char m1[KILN_DIGEST_STRLEN + 1];
     KT_REQUIRE(fx_fake_image(e.s, "one", m1) == 0);
     KT_REQUIRE(psh_store_tag(e.s, m1, "app:1", NULL) == 0);
@@ -347,13 +320,13 @@ KT_TEST(bad_refs_change_nothing)
     KT_EXPECT_STR(after, before);
     free(before);
     free(after);
-    env_close(&e);
+    fx_env_close(&e);
 }
 
 KT_TEST(confine_rejects_escapes)
 {
-    struct env e;
-    KT_REQUIRE(env_open(&e) == 0);
+    fx_env e;
+    KT_REQUIRE(fx_env_open(&e) == 0);
     char in[4096], link[4096], dotdot[4096];
     snprintf(in, sizeof(in), "%s/snap", e.dir);
     KT_REQUIRE(mkdir(in, 0755) == 0);
@@ -377,14 +350,14 @@ KT_TEST(confine_rejects_escapes)
     KT_REQUIRE(mkdir(in, 0755) == 0);
     KT_EXPECT_INT(psh_store_confine(e.s, NULL, in, &res, NULL), KILN_EPERM);
     rmdir(in);
-    env_close(&e);
+    fx_env_close(&e);
 }
 
 /* A child streams a blob from a pipe and is SIGKILLed half way. */
 KT_TEST(crash_mid_put_leaves_store_consistent)
 {
-    struct env e;
-    KT_REQUIRE(env_open(&e) == 0);
+    fx_env e;
+    KT_REQUIRE(fx_env_open(&e) == 0);
     char m1[KILN_DIGEST_STRLEN + 1];
     KT_REQUIRE(fx_fake_image(e.s, "one", m1) == 0);
     KT_REQUIRE(psh_store_tag(e.s, m1, "app:1", NULL) == 0);
@@ -411,7 +384,7 @@ KT_TEST(crash_mid_put_leaves_store_consistent)
     /* Every blob's name is its digest; the index still parses and resolves. */
     char blobs[4096];
     snprintf(blobs, sizeof(blobs), "%s/blobs/sha256", psh_store_path(e.s));
-    KT_EXPECT_INT(fx_sh("cd %s && for f in *; do "
+    KT_EXPECT_INT(kt_sh("cd %s && for f in *; do "
                         "[ \"$(sha256sum \"$f\" | cut -d' ' -f1)\" = \"$f\" ] || exit 1; done",
                         blobs),
                   0);
@@ -424,7 +397,7 @@ KT_TEST(crash_mid_put_leaves_store_consistent)
     KT_EXPECT_INT(psh_store_resolve(e.s, "app:1", &d, NULL), 0);
     char tmp[4096];
     snprintf(tmp, sizeof(tmp), "%s/.kiln/tmp", psh_store_path(e.s));
-    KT_EXPECT_INT(fx_count_dir(tmp), 1); /* the dead writer's temp, for GC */
+    KT_EXPECT_INT(kt_count_dir(tmp), 1); /* the dead writer's temp, for GC */
 
     /* The retried put succeeds. */
     KT_REQUIRE(pipe(p) == 0);
@@ -435,14 +408,14 @@ KT_TEST(crash_mid_put_leaves_store_consistent)
     KT_EXPECT_INT(psh_store_put_blob_fd(e.s, NULL, expect, p[0], dg, NULL, NULL), 0);
     close(p[0]);
     KT_EXPECT(psh_store_has_blob(e.s, expect));
-    env_close(&e);
+    fx_env_close(&e);
 }
 
 /* Writers in several processes serialise on the lock: no tag is lost. */
 KT_TEST(concurrent_taggers_lose_nothing)
 {
-    struct env e;
-    KT_REQUIRE(env_open(&e) == 0);
+    fx_env e;
+    KT_REQUIRE(fx_env_open(&e) == 0);
     char m1[KILN_DIGEST_STRLEN + 1];
     KT_REQUIRE(fx_fake_image(e.s, "one", m1) == 0);
     enum { PROCS = 4, TAGS = 15 };
@@ -469,5 +442,5 @@ KT_TEST(concurrent_taggers_lose_nothing)
     KT_REQUIRE(psh_store_list(e.s, &l, NULL) == 0);
     KT_EXPECT_INT(l.n, PROCS * TAGS);
     psh_image_list_dispose(&l);
-    env_close(&e);
+    fx_env_close(&e);
 }

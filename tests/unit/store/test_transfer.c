@@ -11,29 +11,11 @@
 #include "psh_transfer.h"
 #include "store_fixture.h"
 
-struct env {
-    char *dir;
-    psh_store *s;
-};
-
-static int env_open(struct env *e)
-{
-    e->dir = fx_tmpdir();
-    return e->dir && psh_store_open(&e->s, e->dir, NULL) == 0 ? 0 : -1;
-}
-
-static void env_close(struct env *e)
-{
-    psh_store_free(e->s);
-    fx_rmrf(e->dir);
-    free(e->dir);
-}
-
-static char *index_bytes(struct env *e)
+static char *index_bytes(fx_env *e)
 {
     char path[4096];
     snprintf(path, sizeof(path), "%s/index.json", psh_store_path(e->s));
-    return fx_read_file(path, NULL);
+    return kt_read_file(path, NULL);
 }
 
 static void opts(psh_import_opts *o)
@@ -46,9 +28,9 @@ static void opts(psh_import_opts *o)
 
 KT_TEST(import_plain_tar_and_dir_agree)
 {
-    struct env e;
-    KT_REQUIRE(env_open(&e) == 0);
-    KT_REQUIRE(fx_sh("cd %s && mkdir -p root/etc && echo hi > root/etc/motd && "
+    fx_env e;
+    KT_REQUIRE(fx_env_open(&e) == 0);
+    KT_REQUIRE(kt_sh("cd %s && mkdir -p root/etc && echo hi > root/etc/motd && "
                      "tar --sort=name --owner=0 --group=0 --mtime=@0 -C root -cf root.tar etc && "
                      "gzip -k root.tar",
                      e.dir) == 0);
@@ -70,15 +52,15 @@ KT_TEST(import_plain_tar_and_dir_agree)
     KT_EXPECT(strstr(in.config_json, "\"created_by\":\"kiln import\"") != NULL);
     KT_EXPECT(strstr(in.config_json, "\"architecture\":\"amd64\"") != NULL);
     psh_inspect_dispose(&in);
-    env_close(&e);
+    fx_env_close(&e);
 }
 
 KT_TEST(import_rejects_hostile_or_bogus_sources)
 {
-    struct env e;
-    KT_REQUIRE(env_open(&e) == 0);
+    fx_env e;
+    KT_REQUIRE(fx_env_open(&e) == 0);
     char *before = index_bytes(&e);
-    KT_REQUIRE(fx_sh("cd %s && python3 -c \"import tarfile,io\n"
+    KT_REQUIRE(kt_sh("cd %s && python3 -c \"import tarfile,io\n"
                      "t=tarfile.open('evil.tar','w')\n"
                      "i=tarfile.TarInfo('ok/../../escape'); i.size=1\n"
                      "t.addfile(i, io.BytesIO(b'x')); t.close()\n"
@@ -121,14 +103,14 @@ KT_TEST(import_rejects_hostile_or_bogus_sources)
     KT_EXPECT_STR(after, before);
     free(before);
     free(after);
-    env_close(&e);
+    fx_env_close(&e);
 }
 
 KT_TEST(import_layout_verifies_every_blob)
 {
-    struct env e, e2;
-    KT_REQUIRE(env_open(&e) == 0);
-    KT_REQUIRE(env_open(&e2) == 0);
+    fx_env e, e2;
+    KT_REQUIRE(fx_env_open(&e) == 0);
+    KT_REQUIRE(fx_env_open(&e2) == 0);
     char m1[KILN_DIGEST_STRLEN + 1], m2[KILN_DIGEST_STRLEN + 1];
     KT_REQUIRE(fx_fake_image(e.s, "one", m1) == 0);
     KT_REQUIRE(fx_fake_image(e.s, "two", m2) == 0);
@@ -155,7 +137,7 @@ KT_TEST(import_layout_verifies_every_blob)
     char lp[4096];
     snprintf(lp, sizeof(lp), "%s/blobs/sha256/%s", psh_store_path(e.s), ld + 7);
     cJSON_Delete(man);
-    KT_REQUIRE(fx_write_file(lp, "tampered") == 0);
+    KT_REQUIRE(kt_write_file(lp, "tampered") == 0);
     o.layout_ref = "docker.io/library/two:1"; /* matched as a reference */
     KT_EXPECT_INT(psh_store_import(e2.s, psh_store_path(e.s), "x:1", &o, NULL, &err), KILN_EINVAL);
     KT_EXPECT(err && strstr(err->msg, "mismatch"));
@@ -173,14 +155,14 @@ KT_TEST(import_layout_verifies_every_blob)
     KT_EXPECT_INT(psh_store_inspect(e2.s, "copy:1", &in, NULL), 0);
     psh_inspect_dispose(&in);
     free(before);
-    env_close(&e2);
-    env_close(&e);
+    fx_env_close(&e2);
+    fx_env_close(&e);
 }
 
 KT_TEST(export_targets_and_destinations)
 {
-    struct env e;
-    KT_REQUIRE(env_open(&e) == 0);
+    fx_env e;
+    KT_REQUIRE(fx_env_open(&e) == 0);
     psh_export_kind k;
     const char *p = NULL;
     KT_EXPECT_INT(psh_export_target_parse("oci:/x/y", &k, &p, NULL), 0);
@@ -199,7 +181,7 @@ KT_TEST(export_targets_and_destinations)
     KT_REQUIRE(psh_store_tag(e.s, m1, "one:1", NULL) == 0);
     char busy[4096], out[4096];
     snprintf(busy, sizeof(busy), "%s/busy", e.dir);
-    KT_REQUIRE(fx_sh("mkdir -p %s && touch %s/file", busy, busy) == 0);
+    KT_REQUIRE(kt_sh("mkdir -p %s && touch %s/file", busy, busy) == 0);
     KT_EXPECT_INT(psh_store_export(e.s, "one:1", PSH_EXPORT_OCI_DIR, busy, NULL, &err),
                   KILN_EEXIST);
     kiln_error_free(&err);
@@ -216,10 +198,10 @@ KT_TEST(export_targets_and_destinations)
     kiln_error_free(&err);
     char ip[4200];
     snprintf(ip, sizeof(ip), "%s/index.json", out);
-    char *idx = fx_read_file(ip, NULL);
+    char *idx = kt_read_file(ip, NULL);
     KT_EXPECT(idx && strstr(idx, m1) && !strstr(idx, "ref.name"));
     free(idx);
     snprintf(ip, sizeof(ip), "%s/blobs/sha256", out);
-    KT_EXPECT_INT(fx_count_dir(ip), 3);
-    env_close(&e);
+    KT_EXPECT_INT(kt_count_dir(ip), 3);
+    fx_env_close(&e);
 }
