@@ -14,7 +14,7 @@
 #include "log.h"
 #include "platform.h"
 #include "psh_commit.h"
-#include "psh_ref.h"
+#include "ref.h"
 #include "psh_store.h"
 #include "psh_transfer.h"
 
@@ -515,8 +515,8 @@ static int m_import(void *user, const kiln_req *req, kiln_reply *reply, kiln_are
                                          false, err);
     if (r < 0)
         return r;
-    psh_ref ref;
-    if (psh_ref_parse(&ref, q->ref, 0, err) < 0)
+    kiln_ref ref;
+    if (kiln_ref_parse(&ref, q->ref, 0, err) < 0)
         return kiln_error_wrap(err, "import reference");
     char pbuf[128];
     psh_platform pl;
@@ -695,8 +695,8 @@ static int m_commit(void *user, const kiln_req *req, kiln_reply *reply, kiln_are
                               "only from a builder on the same host over ipc://, not from "
                               "clients reached over tcp:// or tls+tcp://");
     for (size_t i = 0; i < q->n_tags; i++) {
-        psh_ref ref;
-        if (psh_ref_parse(&ref, q->tags[i], 0, err) < 0)
+        kiln_ref ref;
+        if (kiln_ref_parse(&ref, q->tags[i], 0, err) < 0)
             return kiln_error_wrap(err, "commit tag");
     }
     if (q->n_layer_ids != 0 && q->n_layer_ids != q->n_layers)

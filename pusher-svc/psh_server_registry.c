@@ -6,7 +6,7 @@
 #include "dockercfg.h"
 #include "units.h"
 #include "log.h"
-#include "psh_ref.h"
+#include "ref.h"
 #include "psh_registry.h"
 #include "psh_server_int.h"
 
@@ -89,10 +89,10 @@ static int job_reg_opts(job_ctx *c, const Kiln__V1__RegistryOptions *r, psh_regi
 
 static int check_ref(const char *what, const char *ref, kiln_error **err)
 {
-    psh_ref r;
+    kiln_ref r;
     if (!str_set(ref))
         return kiln_error_set(err, KILN_EINVAL, 0, "%s: missing reference", what);
-    if (psh_ref_parse(&r, ref, 0, err) < 0)
+    if (kiln_ref_parse(&r, ref, 0, err) < 0)
         return kiln_error_wrap(err, "%s", what);
     return 0;
 }

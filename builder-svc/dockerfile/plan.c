@@ -12,12 +12,27 @@
  * ARG values to the build state's environment); the image config gets ENV
  * only. */
 #include "plan_int.h"
+#include "ref.h"
 
 #include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* An image reference, checked with the parser the pusher and the CLI use:
+ * what it refuses here would be refused at pull time anyway, after the
+ * stages before it had run. */
+static int check_ref(pctx *c, const df_line *ln, size_t off, const char *ref, kiln_error **err)
+{
+    kiln_ref r;
+    kiln_error *why = NULL;
+    if (kiln_ref_parse(&r, ref, 0, &why) == 0)
+        return 0;
+    int rc = pc_err(c, ln, off, err, "invalid reference format: %s: %s", ref, why->msg);
+    kiln_error_free(&why);
+    return rc;
+}
 
 static const char *const proxy_args[] = {"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy",
                                          "FTP_PROXY",  "ftp_proxy",  "NO_PROXY",    "no_proxy",
@@ -254,8 +269,8 @@ int pc_stage_ref(pctx *c, const char *ref, bld_ref_kind *kind, size_t *stage, co
         return pc_err(c, ln, off, err,
                       "stage %s is defined later: a stage can only refer to an earlier stage", low);
     }
-    if (!df_valid_ref(ref))
-        return pc_err(c, ln, off, err, "invalid reference format: %s", ref);
+    if (check_ref(c, ln, off, ref, err) < 0)
+        return -1;
     *kind = BLD_REF_IMAGE;
     return 0;
 }
@@ -427,8 +442,8 @@ static int resolve_base(pctx *c, bld_stage *st, char *ref, const df_line *ln, si
         c->ss.workdir = "/";
         return 0;
     }
-    if (!df_valid_ref(ref))
-        return pc_err(c, ln, off, err, "invalid reference format: \"%s\"", ref);
+    if (check_ref(c, ln, off, ref, err) < 0)
+        return -1;
     st->base_kind = BLD_BASE_IMAGE;
     st->base_image = ref;
     return base_from_image(c, st, err);

@@ -148,7 +148,4 @@ void df_platform_split(df_arena *a, const char *p, char **os, char **arch, char 
 bool df_known_keyword(const char *kw);
 const char *df_suggest_keyword(const char *kw);
 
-/* True when s looks like a valid image reference (Docker's grammar, loosely). */
-bool df_valid_ref(const char *s);
-
 #endif

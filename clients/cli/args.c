@@ -1,7 +1,7 @@
 /* Checks of command-line arguments made before anything is sent: a bad tag
  * or a missing file must fail at once (exit 2), not after a build has run. */
 #include "cli.h"
-#include "psh_ref.h"
+#include "ref.h"
 
 #include <errno.h>
 #include <libgen.h>
@@ -19,10 +19,10 @@ int cli_check_ref(const char *verb, const char *what, const char *ref, bool new_
         if (n >= 4 && h[n] == '\0' && (h != ref || n <= 64))
             return CLI_EXIT_OK;
     }
-    psh_ref r;
+    kiln_ref r;
     kiln_error *err = NULL;
-    unsigned flags = PSH_REF_DEFAULT_TAG | (new_tag ? PSH_REF_NO_DIGEST : 0);
-    if (psh_ref_parse(&r, ref, flags, &err) == 0)
+    unsigned flags = KILN_REF_DEFAULT_TAG | (new_tag ? KILN_REF_NO_DIGEST : 0);
+    if (kiln_ref_parse(&r, ref, flags, &err) == 0)
         return CLI_EXIT_OK;
     cli_errorf("%s %s: %s", verb, what, err ? err->msg : "invalid reference");
     kiln_error_free(&err);

@@ -9,7 +9,7 @@
 #include "cli.h"
 #include "cleanup.h"
 #include "dockercfg.h"
-#include "psh_ref.h"
+#include "ref.h"
 
 #include <limits.h>
 #include <stdlib.h>
@@ -36,9 +36,9 @@ void cli_creds_free(cli_creds *c)
 
 bool cli_ref_registry(const char *ref, char *out, size_t n)
 {
-    psh_ref r;
+    kiln_ref r;
     kiln_error *err = NULL;
-    if (ref == NULL || psh_ref_parse(&r, ref, PSH_REF_DEFAULT_TAG, &err) < 0) {
+    if (ref == NULL || kiln_ref_parse(&r, ref, KILN_REF_DEFAULT_TAG, &err) < 0) {
         kiln_error_free(&err);
         return false;
     }

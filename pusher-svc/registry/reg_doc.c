@@ -115,7 +115,7 @@ int reg_doc_blobs(const cJSON *m, psh_descriptor **out, size_t *n, kiln_error **
 static pthread_mutex_t slot_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t slot_cv = PTHREAD_COND_INITIALIZER;
 static struct {
-    char host[PSH_REF_NAME_MAX + 1];
+    char host[KILN_REF_NAME_MAX + 1];
     unsigned active;
 } slots[32];
 

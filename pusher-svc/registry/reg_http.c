@@ -116,14 +116,14 @@ static void probe_loopback(reg_client *c)
     reg_resp_dispose(&rs);
 }
 
-int reg_client_new(reg_client **out, const psh_ref *r, const psh_registry_opts *o,
+int reg_client_new(reg_client **out, const kiln_ref *r, const psh_registry_opts *o,
                    const psh_reg_events *ev, const char *data_dir, kiln_error **err)
 {
     pthread_once(&curl_once, curl_init_once);
     reg_client *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
-    snprintf(c->host, sizeof(c->host), "%s", psh_ref_registry_host(r));
+    snprintf(c->host, sizeof(c->host), "%s", kiln_ref_registry_host(r));
     c->o = o;
     c->ev = ev;
     c->insecure = !o->tls_verify || reg_conf_insecure(o->registries_conf, c->host);

@@ -13,7 +13,7 @@
 
 #include "buf.h"
 #include "cleanup.h"
-#include "psh_ref.h"
+#include "ref.h"
 #include "psh_registry.h"
 #define REG_ERRBODY_MAX ((size_t)64 << 10) /* error bodies kept for messages */
 #define REG_TOKEN_MAX   ((size_t)64 << 10) /* token responses */
@@ -28,8 +28,8 @@ typedef struct reg_token {
 
 /* One registry host.  Shared by the threads of one operation. */
 typedef struct reg_client {
-    char host[PSH_REF_NAME_MAX + 1];  /* host[:port] on the wire */
-    char base[PSH_REF_NAME_MAX + 16]; /* "https://host[:port]" */
+    char host[KILN_REF_NAME_MAX + 1];  /* host[:port] on the wire */
+    char base[KILN_REF_NAME_MAX + 16]; /* "https://host[:port]" */
     bool insecure;                    /* plain HTTP */
     bool plain_http;                  /* a TLS handshake got a plain-HTTP answer (probe) */
     const psh_registry_opts *o;
@@ -60,7 +60,7 @@ typedef struct reg_client {
 
 /* Opens a client for the registry of r.  The options and events are borrowed
  * for the client's lifetime.  data_dir is where state is kept. */
-int reg_client_new(reg_client **out, const psh_ref *r, const psh_registry_opts *o,
+int reg_client_new(reg_client **out, const kiln_ref *r, const psh_registry_opts *o,
                    const psh_reg_events *ev, const char *data_dir, kiln_error **err);
 void reg_client_free(reg_client *c);
 

@@ -8,10 +8,10 @@
 int psh_registry_login_check(psh_store *s, const char *registry, const psh_registry_opts *o,
                              kiln_error **err)
 {
-    char name[PSH_REF_NAME_MAX + 16];
-    psh_ref r;
+    char name[KILN_REF_NAME_MAX + 16];
+    kiln_ref r;
     snprintf(name, sizeof(name), "%s/login", registry);
-    if (psh_ref_parse(&r, name, PSH_REF_DEFAULT_TAG, err) < 0)
+    if (kiln_ref_parse(&r, name, KILN_REF_DEFAULT_TAG, err) < 0)
         return kiln_error_wrap(err, "registry %s", registry);
     reg_client *c = NULL;
     int rc = reg_client_new(&c, &r, o, NULL, reg_state_root(s, o), err);

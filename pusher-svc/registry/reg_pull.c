@@ -36,7 +36,7 @@ struct pull {
 int reg_fetch_manifest(reg_client *c, const char *repo, const char *ref, const char *expect,
                        char **bytes, size_t *len, psh_descriptor *d, kiln_error **err)
 {
-    char path[PSH_REF_NAME_MAX + PSH_REF_TAG_MAX + 100], scope[REG_SCOPE_MAX];
+    char path[KILN_REF_NAME_MAX + KILN_REF_TAG_MAX + 100], scope[REG_SCOPE_MAX];
     snprintf(path, sizeof(path), "/v2/%s/manifests/%s", repo, ref);
     snprintf(scope, sizeof(scope), "repository:%s:pull", repo);
     reg_req rq = {.method = "GET",
@@ -148,7 +148,7 @@ static int dl_sink(void *ud, long status, const char *buf, size_t n)
 static int download(struct pull *p, struct dl *x, kiln_error **err)
 {
     const psh_descriptor *d = x->d;
-    char path[PSH_REF_NAME_MAX + 100];
+    char path[KILN_REF_NAME_MAX + 100];
     snprintf(path, sizeof(path), "/v2/%s/blobs/%s", p->repo, d->digest);
     for (unsigned attempt = 0;; attempt++) {
         char range[64];
@@ -454,7 +454,7 @@ static int pull_image(struct pull *p, const psh_descriptor *md, const char *byte
     return 0;
 }
 
-static int do_pull(struct pull *p, const psh_ref *ref, const char *platform, kiln_error **err)
+static int do_pull(struct pull *p, const kiln_ref *ref, const char *platform, kiln_error **err)
 {
     kiln_platform want;
     int r = parse_platform(platform, &want, err);
@@ -491,10 +491,10 @@ static int do_pull(struct pull *p, const psh_ref *ref, const char *platform, kil
     p->res->manifest = d;
     if (ref->tag[0] == '\0')
         return 0; /* by digest only: resolvable by digest, nothing to tag */
-    psh_ref t = *ref;
+    kiln_ref t = *ref;
     t.digest[0] = '\0';
-    char name[PSH_REF_STRMAX];
-    psh_ref_familiar(&t, name, sizeof(name));
+    char name[KILN_REF_STRMAX];
+    kiln_ref_familiar(&t, name, sizeof(name));
     return psh_store_tag_descriptor(p->s, &d, p->res->os[0] ? p->res->os : NULL,
                                     p->res->architecture[0] ? p->res->architecture : NULL,
                                     p->res->variant[0] ? p->res->variant : NULL, name, err);
@@ -511,8 +511,8 @@ int psh_pull(psh_store *s, const char *ref, const char *platform, const psh_regi
     psh_pull_result local;
     psh_pull_result *res = out ? out : &local;
     memset(res, 0, sizeof(*res));
-    psh_ref r0;
-    int r = psh_ref_parse(&r0, ref ? ref : "", PSH_REF_DEFAULT_TAG, err);
+    kiln_ref r0;
+    int r = kiln_ref_parse(&r0, ref ? ref : "", KILN_REF_DEFAULT_TAG, err);
     if (r < 0)
         return r;
     reg_client *c = NULL;
@@ -538,8 +538,8 @@ int reg_remote_image(psh_store *s, const char *ref, const psh_registry_opts *o, 
                      char *os, size_t osn, char *arch, size_t archn, char *variant, size_t varn,
                      kiln_error **err)
 {
-    psh_ref r0;
-    int r = psh_ref_parse(&r0, ref, PSH_REF_DEFAULT_TAG, err);
+    kiln_ref r0;
+    int r = kiln_ref_parse(&r0, ref, KILN_REF_DEFAULT_TAG, err);
     if (r < 0)
         return r;
     reg_client *c = NULL;

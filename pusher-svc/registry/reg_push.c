@@ -64,7 +64,7 @@ static int check_digest(const reg_resp *rs, const char *want, const char *what, 
 static int start_upload(struct push *p, const char *what, char **loc, uint64_t *chunk_min,
                         kiln_error **err)
 {
-    char path[PSH_REF_NAME_MAX + 64];
+    char path[KILN_REF_NAME_MAX + 64];
     snprintf(path, sizeof(path), "/v2/%s/blobs/uploads/", p->repo);
     reg_req rq = {
         .method = "POST", .url = path, .scope = p->scope, .fd = -1, .retry = true, .what = what};
@@ -125,7 +125,7 @@ static int finish_upload(struct push *p, const psh_descriptor *d, const char *lo
 /* HEAD the blob: 1 present, 0 absent, negative on error. */
 static int blob_exists(struct push *p, const char *digest, kiln_error **err)
 {
-    char path[PSH_REF_NAME_MAX + 100];
+    char path[KILN_REF_NAME_MAX + 100];
     snprintf(path, sizeof(path), "/v2/%s/blobs/%s", p->repo, digest);
     reg_req rq = {
         .method = "HEAD", .url = path, .scope = p->scope, .fd = -1, .retry = true, .what = digest};
@@ -371,10 +371,10 @@ static int upload_chunked(struct push *p, const psh_descriptor *d, int fd, char 
 
 static int mount_blob(struct push *p, const psh_descriptor *d, char **loc, kiln_error **err)
 {
-    char from[PSH_REF_NAME_MAX + 1];
+    char from[KILN_REF_NAME_MAX + 1];
     if (reg_origin_find(p->c->state_dir, d->digest, p->c->host, p->repo, from, sizeof(from)) < 0)
         return 0;
-    char path[2 * PSH_REF_NAME_MAX + 128], scope[REG_SCOPE_MAX + PSH_REF_NAME_MAX + 32];
+    char path[2 * KILN_REF_NAME_MAX + 128], scope[REG_SCOPE_MAX + KILN_REF_NAME_MAX + 32];
     snprintf(path, sizeof(path), "/v2/%s/blobs/uploads/?mount=%s&from=%s", p->repo, d->digest,
              from);
     snprintf(scope, sizeof(scope), "%s repository:%s:pull", p->scope, from);
@@ -458,7 +458,7 @@ static int push_blob(void *ud, size_t i, kiln_error **err)
 static int put_manifest(struct push *p, const psh_descriptor *d, const char *bytes, size_t len,
                         const char *ref, kiln_error **err)
 {
-    char path[PSH_REF_NAME_MAX + PSH_REF_TAG_MAX + 100];
+    char path[KILN_REF_NAME_MAX + KILN_REF_TAG_MAX + 100];
     snprintf(path, sizeof(path), "/v2/%s/manifests/%s", p->repo, ref);
     reg_req rq = {.method = "PUT",
                   .url = path,
@@ -634,7 +634,7 @@ static int push_index(struct push *p, psh_descriptor d, const char *ref, kiln_er
                                   "Docker schema 2",
                                   cd.digest);
         /* Not local (added by reference): it must already be in the repository. */
-        char path[PSH_REF_NAME_MAX + 100];
+        char path[KILN_REF_NAME_MAX + 100];
         snprintf(path, sizeof(path), "/v2/%s/manifests/%s", p->repo, cd.digest);
         reg_req rq = {.method = "HEAD",
                       .url = path,
@@ -675,8 +675,8 @@ int psh_push(psh_store *s, const char *src_ref, const char *dest_ref, const psh_
     memset(res, 0, sizeof(*res));
     if (src_ref == NULL)
         return kiln_error_set(err, KILN_EINVAL, 0, "no image to push");
-    psh_ref dst;
-    int r = psh_ref_parse(&dst, dest_ref ? dest_ref : src_ref, PSH_REF_DEFAULT_TAG, err);
+    kiln_ref dst;
+    int r = kiln_ref_parse(&dst, dest_ref ? dest_ref : src_ref, KILN_REF_DEFAULT_TAG, err);
     if (r < 0)
         return r;
     psh_descriptor d;
@@ -696,8 +696,8 @@ int psh_push(psh_store *s, const char *src_ref, const char *dest_ref, const psh_
     else
         r = push_image(&p, d, ref, err);
     res->retries += c->retries;
-    char name[PSH_REF_STRMAX];
-    psh_ref_familiar(&dst, name, sizeof(name));
+    char name[KILN_REF_STRMAX];
+    kiln_ref_familiar(&dst, name, sizeof(name));
     if (r < 0)
         kiln_error_wrap(err, "push %s", name);
     else

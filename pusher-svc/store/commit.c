@@ -9,7 +9,7 @@
 #include <time.h>
 
 #include "cleanup.h"
-#include "psh_ref.h"
+#include "ref.h"
 static const char *const go_arches[] = {
     "386",    "amd64",    "arm",   "arm64",   "loong64", "mips",  "mipsle",
     "mips64", "mips64le", "ppc64", "ppc64le", "riscv64", "s390x", "wasm",
@@ -244,11 +244,11 @@ static int load_base(psh_store *s, const char *digest, struct base *b, kiln_erro
 static int validate(psh_store *s, const psh_commit_spec *spec, char **dirs, kiln_error **err)
 {
     for (size_t i = 0; i < spec->n_tags; i++) {
-        psh_ref r;
+        kiln_ref r;
         const char *t = spec->tags[i] ? spec->tags[i] : "";
         if (strncmp(t, "sha256:", 7) == 0)
             return kiln_error_set(err, KILN_EINVAL, 0, "tag \"%.80s\" looks like a digest", t);
-        if (psh_ref_parse(&r, t, PSH_REF_DEFAULT_TAG | PSH_REF_NO_DIGEST, err) < 0)
+        if (kiln_ref_parse(&r, t, KILN_REF_DEFAULT_TAG | KILN_REF_NO_DIGEST, err) < 0)
             return KILN_EINVAL;
     }
     const psh_platform *p = &spec->platform;

@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
-#include "psh_ref.h"
+#include "ref.h"
 
 #define COPY_BLOCK         ((size_t)1 << 17)
 #define OCI_LAYOUT_CONTENT "{\"imageLayoutVersion\":\"1.0.0\"}"
@@ -61,11 +61,11 @@ static int make_plan(const psh_store *s, const char *ref, struct plan *p, kiln_e
     psh_dset_sort(&p->blobs);
     /* The tag: the familiar form, or the name verbatim when another tool wrote
      * it; none when the image was named by digest. */
-    char name[PSH_REF_STRMAX] = "";
-    psh_ref q;
-    if (strncmp(ref, "sha256:", 7) != 0 && psh_ref_parse(&q, ref, PSH_REF_DEFAULT_TAG, NULL) == 0) {
+    char name[KILN_REF_STRMAX] = "";
+    kiln_ref q;
+    if (strncmp(ref, "sha256:", 7) != 0 && kiln_ref_parse(&q, ref, KILN_REF_DEFAULT_TAG, NULL) == 0) {
         if (!q.digest[0])
-            psh_ref_familiar(&q, name, sizeof(name));
+            kiln_ref_familiar(&q, name, sizeof(name));
     } else if (strncmp(ref, "sha256:", 7) != 0) {
         snprintf(name, sizeof(name), "%s", ref);
     }

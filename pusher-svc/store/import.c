@@ -18,7 +18,7 @@
 
 #include "cleanup.h"
 #include "fs.h"
-#include "psh_ref.h"
+#include "ref.h"
 
 #define FEED_BLOCK       ((size_t)1 << 16)
 #define LAYOUT_DEPTH_MAX 4
@@ -320,8 +320,8 @@ static int pick_entry(const cJSON **out, const cJSON *idx, const char *want, con
         return kiln_error_set(err, KILN_EINVAL, 0, "%s holds %d images: name one", path,
                               cJSON_GetArraySize(list));
     }
-    psh_ref q, r;
-    bool parsed = psh_ref_parse(&q, want, PSH_REF_DEFAULT_TAG, NULL) == 0;
+    kiln_ref q, r;
+    bool parsed = kiln_ref_parse(&q, want, KILN_REF_DEFAULT_TAG, NULL) == 0;
     for (int pass = 0; pass < 2; pass++)
         cJSON_ArrayForEach(e, list)
         {
@@ -331,8 +331,8 @@ static int pick_entry(const cJSON **out, const cJSON *idx, const char *want, con
                 continue;
             if ((pass == 0 && strcmp(n->valuestring, want) == 0) ||
                 (pass == 1 && parsed &&
-                 psh_ref_parse(&r, n->valuestring, PSH_REF_DEFAULT_TAG, NULL) == 0 &&
-                 psh_ref_equal(&q, &r))) {
+                 kiln_ref_parse(&r, n->valuestring, KILN_REF_DEFAULT_TAG, NULL) == 0 &&
+                 kiln_ref_equal(&q, &r))) {
                 *out = e;
                 return 0;
             }
@@ -389,11 +389,11 @@ int psh_store_import(psh_store *s, const char *src, const char *ref, const psh_i
     psh_import_opts defaults;
     psh_import_opts_init(&defaults);
     const psh_import_opts *o = opts ? opts : &defaults;
-    psh_ref q;
+    kiln_ref q;
     int r = 0;
     if (ref == NULL || strncmp(ref, "sha256:", 7) == 0)
         return kiln_error_set(err, KILN_EINVAL, 0, "import: a tag name is required");
-    if ((r = psh_ref_parse(&q, ref, PSH_REF_DEFAULT_TAG | PSH_REF_NO_DIGEST, err)) < 0)
+    if ((r = kiln_ref_parse(&q, ref, KILN_REF_DEFAULT_TAG | KILN_REF_NO_DIGEST, err)) < 0)
         return r;
     _cleanup_free_ char *path = NULL;
     if (o->confine != NULL)

@@ -25,7 +25,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
-#include "psh_ref.h"
+#include "ref.h"
 
 #define ENTRIES_MAX 65536 /* files in an image archive */
 #define READ_BLOCK  ((size_t)1 << 16)
@@ -272,9 +272,9 @@ static bool names(const char *n, const char *want)
         return false;
     if (strcmp(n, want) == 0)
         return true;
-    psh_ref a, b;
-    return psh_ref_parse(&a, n, PSH_REF_DEFAULT_TAG, NULL) == 0 &&
-           psh_ref_parse(&b, want, PSH_REF_DEFAULT_TAG, NULL) == 0 && psh_ref_equal(&a, &b);
+    kiln_ref a, b;
+    return kiln_ref_parse(&a, n, KILN_REF_DEFAULT_TAG, NULL) == 0 &&
+           kiln_ref_parse(&b, want, KILN_REF_DEFAULT_TAG, NULL) == 0 && kiln_ref_equal(&a, &b);
 }
 
 /* Every blob below d is in the store (they were verified as they came in). */

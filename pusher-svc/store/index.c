@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
-#include "psh_ref.h"
+#include "ref.h"
 /* ---- JSON helpers shared with the other store files ---- */
 
 const char *psh_manifest_media_type(const cJSON *doc)
@@ -212,17 +212,17 @@ static const char *entry_digest(const cJSON *entry)
 
 /* An entry carries the tag query when its ref.name is the query verbatim, or
  * parses to the same reference (familiar vs fully qualified spellings). */
-static bool entry_has_tag(const cJSON *entry, const char *query, const psh_ref *q)
+static bool entry_has_tag(const cJSON *entry, const char *query, const kiln_ref *q)
 {
     const char *name = entry_ref_name(entry);
     if (name == NULL)
         return false;
     if (strcmp(name, query) == 0)
         return true;
-    psh_ref e;
-    if (q == NULL || psh_ref_parse(&e, name, PSH_REF_DEFAULT_TAG, NULL) < 0)
+    kiln_ref e;
+    if (q == NULL || kiln_ref_parse(&e, name, KILN_REF_DEFAULT_TAG, NULL) < 0)
         return false;
-    return psh_ref_equal(&e, q);
+    return kiln_ref_equal(&e, q);
 }
 
 /* Descriptor for a digest: from index.json when listed, else from the blob. */
@@ -258,7 +258,7 @@ static int resolve_digest(const psh_store *s, const cJSON *idx, const char *dige
 }
 
 /* Finds the index entry for a tag query; NULL when absent. */
-static cJSON *find_tag(cJSON *idx, const char *query, const psh_ref *q)
+static cJSON *find_tag(cJSON *idx, const char *query, const kiln_ref *q)
 {
     cJSON *e;
     cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(idx, "manifests"))
@@ -292,9 +292,9 @@ static int resolve_in(const psh_store *s, cJSON *idx, const char *query, psh_des
         return resolve_digest(s, idx, query, out, err);
     }
     cJSON *e = find_tag(idx, query, NULL);
-    psh_ref q;
+    kiln_ref q;
     if (e == NULL) {
-        int r = psh_ref_parse(&q, query, PSH_REF_DEFAULT_TAG, err);
+        int r = kiln_ref_parse(&q, query, KILN_REF_DEFAULT_TAG, err);
         if (r < 0)
             return r;
         if (q.digest[0])
@@ -327,15 +327,15 @@ int psh_store_resolve(const psh_store *s, const char *ref, psh_descriptor *out, 
 static int tag_entry(psh_store *s, cJSON *entry, const char *dst, kiln_error **err)
 {
     _cleanup_cjson_ cJSON *owned = entry;
-    psh_ref q;
-    int r = psh_ref_parse(&q, dst, PSH_REF_DEFAULT_TAG | PSH_REF_NO_DIGEST, err);
+    kiln_ref q;
+    int r = kiln_ref_parse(&q, dst, KILN_REF_DEFAULT_TAG | KILN_REF_NO_DIGEST, err);
     if (r < 0)
         return r;
     if (strncmp(dst, "sha256:", 7) == 0)
         return kiln_error_set(err, KILN_EINVAL, 0,
                               "invalid tag \"%.80s\": looks like a digest, not a name", dst);
-    char name[PSH_REF_STRMAX];
-    psh_ref_familiar(&q, name, sizeof(name));
+    char name[KILN_REF_STRMAX];
+    kiln_ref_familiar(&q, name, sizeof(name));
 
     cJSON *ann = cJSON_GetObjectItemCaseSensitive(entry, "annotations");
     if (!cJSON_IsObject(ann)) {
@@ -440,7 +440,7 @@ int psh_store_remove(psh_store *s, const char *ref, kiln_error **err)
     if (ref == NULL || ref[0] == '\0')
         return kiln_error_set(err, KILN_EINVAL, 0, "empty image reference");
     char digest[KILN_DIGEST_STRLEN + 1] = "";
-    psh_ref q;
+    kiln_ref q;
     bool parsed = false;
     _cleanup_(kiln_error_free) kiln_error *perr = NULL;
     if (strncmp(ref, "sha256:", 7) == 0) {
@@ -449,7 +449,7 @@ int psh_store_remove(psh_store *s, const char *ref, kiln_error **err)
         memcpy(digest, ref, sizeof(digest));
     } else {
         /* An unparsable ref may still be another tool's plain ref.name. */
-        parsed = psh_ref_parse(&q, ref, PSH_REF_DEFAULT_TAG, &perr) == 0;
+        parsed = kiln_ref_parse(&q, ref, KILN_REF_DEFAULT_TAG, &perr) == 0;
         if (parsed && q.digest[0])
             memcpy(digest, q.digest, sizeof(digest));
     }

@@ -137,7 +137,7 @@ typedef struct psh_commit_result {
 void psh_commit_result_dispose(psh_commit_result *r);
 
 /* Builds, stores and tags the image.  Everything is validated before the
- * store changes: tags (psh_ref grammar), platform (Go names; "x86_64" is
+ * store changes: tags (kiln_ref grammar), platform (Go names; "x86_64" is
  * refused), layer dirs (must resolve inside diff_root or the data dir,
  * symlinks included, and not inside the store: KILN_EPERM), base (must be an
  * image manifest whose blobs are all present: KILN_ENOENT otherwise), history

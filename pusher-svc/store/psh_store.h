@@ -22,7 +22,7 @@
  *
  * A psh_store is immutable after psh_store_open() and may be shared by threads.
  * Anything a client sends is validated before it becomes a path: digests must
- * be "sha256:<64 hex>", references must follow psh_ref.h. */
+ * be "sha256:<64 hex>", references must follow ref.h. */
 #ifndef PSH_STORE_H
 #define PSH_STORE_H
 

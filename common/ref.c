@@ -1,5 +1,5 @@
-/* Docker-compatible image reference parsing and formatting (see psh_ref.h). */
-#include "psh_ref.h"
+/* Docker-compatible image reference parsing and formatting (see ref.h). */
+#include "ref.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -26,10 +26,10 @@ static bool is_hex_lower(char c)
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
 }
 
-bool psh_ref_tag_valid(const char *s)
+bool kiln_ref_tag_valid(const char *s)
 {
     size_t n = strlen(s);
-    if (n == 0 || n > PSH_REF_TAG_MAX || !is_word(s[0]))
+    if (n == 0 || n > KILN_REF_TAG_MAX || !is_word(s[0]))
         return false;
     for (size_t i = 1; i < n; i++)
         if (!is_word(s[i]) && s[i] != '.' && s[i] != '-')
@@ -127,7 +127,7 @@ static bool has_upper(const char *p, size_t n)
     return false;
 }
 
-static int parse_path(psh_ref *out, const char *remainder, kiln_error **err)
+static int parse_path(kiln_ref *out, const char *remainder, kiln_error **err)
 {
     size_t n = strlen(remainder);
     if (n == 0)
@@ -146,18 +146,18 @@ static int parse_path(psh_ref *out, const char *remainder, kiln_error **err)
             break;
         p = slash + 1;
     }
-    bool hub = strcmp(out->domain, PSH_REF_DOCKER_HUB) == 0;
+    bool hub = strcmp(out->domain, KILN_REF_DOCKER_HUB) == 0;
     const char *prefix = (hub && strchr(remainder, '/') == NULL) ? "library/" : "";
     size_t total = strlen(out->domain) + 1 + strlen(prefix) + n;
-    if (total > PSH_REF_NAME_MAX)
+    if (total > KILN_REF_NAME_MAX)
         return kiln_error_set(err, KILN_EINVAL, 0,
                               "repository name must not be more than %d characters",
-                              PSH_REF_NAME_MAX);
+                              KILN_REF_NAME_MAX);
     snprintf(out->path, sizeof(out->path), "%s%s", prefix, remainder);
     return 0;
 }
 
-static int parse_name(psh_ref *out, const char *name, kiln_error **err)
+static int parse_name(kiln_ref *out, const char *name, kiln_error **err)
 {
     const char *slash = strchr(name, '/');
     size_t first = slash ? (size_t)(slash - name) : 0;
@@ -165,17 +165,17 @@ static int parse_name(psh_ref *out, const char *name, kiln_error **err)
                      (memchr(name, '.', first) != NULL || memchr(name, ':', first) != NULL ||
                       (first == 9 && memcmp(name, "localhost", 9) == 0) || has_upper(name, first));
     if (!is_domain) {
-        snprintf(out->domain, sizeof(out->domain), "%s", PSH_REF_DOCKER_HUB);
+        snprintf(out->domain, sizeof(out->domain), "%s", KILN_REF_DOCKER_HUB);
         return parse_path(out, name, err);
     }
-    if (first > PSH_REF_NAME_MAX)
+    if (first > KILN_REF_NAME_MAX)
         return kiln_error_set(err, KILN_EINVAL, 0, "registry name too long");
     memcpy(out->domain, name, first);
     out->domain[first] = '\0';
     if (!domain_valid(out->domain))
         return kiln_error_set(err, KILN_EINVAL, 0, "invalid registry name \"%s\"", out->domain);
     if (strcmp(out->domain, "index.docker.io") == 0)
-        snprintf(out->domain, sizeof(out->domain), "%s", PSH_REF_DOCKER_HUB);
+        snprintf(out->domain, sizeof(out->domain), "%s", KILN_REF_DOCKER_HUB);
     return parse_path(out, slash + 1, err);
 }
 
@@ -188,7 +188,7 @@ static bool is_image_id(const char *s)
     return n == 64;
 }
 
-static int parse(psh_ref *out, const char *s, unsigned flags, kiln_error **err)
+static int parse(kiln_ref *out, const char *s, unsigned flags, kiln_error **err)
 {
     char name[INPUT_MAX + 1];
     size_t n = strlen(s);
@@ -208,7 +208,7 @@ static int parse(psh_ref *out, const char *s, unsigned flags, kiln_error **err)
     if (at != NULL) {
         *at = '\0';
         const char *dg = at + 1;
-        if (flags & PSH_REF_NO_DIGEST)
+        if (flags & KILN_REF_NO_DIGEST)
             return kiln_error_set(err, KILN_EINVAL, 0,
                                   "invalid reference \"%s\": a digest cannot be used here", s);
         if (strchr(dg, ':') != NULL && strncmp(dg, "sha256:", 7) != 0)
@@ -226,7 +226,7 @@ static int parse(psh_ref *out, const char *s, unsigned flags, kiln_error **err)
     char *colon = strrchr(lastslash ? lastslash : name, ':');
     if (colon != NULL) {
         *colon = '\0';
-        if (!psh_ref_tag_valid(colon + 1))
+        if (!kiln_ref_tag_valid(colon + 1))
             return kiln_error_set(err, KILN_EINVAL, 0,
                                   "invalid tag \"%s\" in \"%s\": a tag is 1-128 characters of "
                                   "[A-Za-z0-9_.-] not starting with '.' or '-'",
@@ -241,12 +241,12 @@ static int parse(psh_ref *out, const char *s, unsigned flags, kiln_error **err)
         kiln_error_wrap(err, "invalid reference \"%s\"", s);
         return r;
     }
-    if ((flags & PSH_REF_DEFAULT_TAG) && out->tag[0] == '\0' && out->digest[0] == '\0')
+    if ((flags & KILN_REF_DEFAULT_TAG) && out->tag[0] == '\0' && out->digest[0] == '\0')
         snprintf(out->tag, sizeof(out->tag), "latest");
     return 0;
 }
 
-int psh_ref_parse(psh_ref *out, const char *s, unsigned flags, kiln_error **err)
+int kiln_ref_parse(kiln_ref *out, const char *s, unsigned flags, kiln_error **err)
 {
     memset(out, 0, sizeof(*out));
     if (s == NULL)
@@ -258,17 +258,17 @@ int psh_ref_parse(psh_ref *out, const char *s, unsigned flags, kiln_error **err)
 }
 
 /* name, then ":tag" and "@digest" when present. */
-static size_t format(const psh_ref *r, const char *name, char *buf, size_t n)
+static size_t format(const kiln_ref *r, const char *name, char *buf, size_t n)
 {
     int len = snprintf(buf, n, "%s%s%s%s%s", name, r->tag[0] ? ":" : "", r->tag,
                        r->digest[0] ? "@" : "", r->digest);
     return len < 0 ? 0 : (size_t)len;
 }
 
-size_t psh_ref_familiar(const psh_ref *r, char *buf, size_t n)
+size_t kiln_ref_familiar(const kiln_ref *r, char *buf, size_t n)
 {
-    if (strcmp(r->domain, PSH_REF_DOCKER_HUB) != 0)
-        return psh_ref_canonical(r, buf, n);
+    if (strcmp(r->domain, KILN_REF_DOCKER_HUB) != 0)
+        return kiln_ref_canonical(r, buf, n);
     const char *path = r->path;
     if (strncmp(path, "library/", 8) == 0 && strchr(path + 8, '/') == NULL &&
         !is_image_id(path + 8)) /* a bare 64-hex name would read as an image id */
@@ -279,31 +279,31 @@ size_t psh_ref_familiar(const psh_ref *r, char *buf, size_t n)
     size_t first = slash ? (size_t)(slash - path) : 0;
     if (slash != NULL &&
         (memchr(path, '.', first) != NULL || (first == 9 && memcmp(path, "localhost", 9) == 0)))
-        return psh_ref_canonical(r, buf, n);
+        return kiln_ref_canonical(r, buf, n);
     return format(r, path, buf, n);
 }
 
-size_t psh_ref_canonical(const psh_ref *r, char *buf, size_t n)
+size_t kiln_ref_canonical(const kiln_ref *r, char *buf, size_t n)
 {
-    char name[2 * PSH_REF_NAME_MAX + 2]; /* a parsed name is at most 255 */
+    char name[2 * KILN_REF_NAME_MAX + 2]; /* a parsed name is at most 255 */
     snprintf(name, sizeof(name), "%s/%s", r->domain, r->path);
     return format(r, name, buf, n);
 }
 
-size_t psh_ref_repository(const psh_ref *r, char *buf, size_t n)
+size_t kiln_ref_repository(const kiln_ref *r, char *buf, size_t n)
 {
     int len = snprintf(buf, n, "%s/%s", r->domain, r->path);
     return len < 0 ? 0 : (size_t)len;
 }
 
-const char *psh_ref_registry_host(const psh_ref *r)
+const char *kiln_ref_registry_host(const kiln_ref *r)
 {
-    if (strcmp(r->domain, PSH_REF_DOCKER_HUB) == 0)
+    if (strcmp(r->domain, KILN_REF_DOCKER_HUB) == 0)
         return "registry-1.docker.io";
     return r->domain;
 }
 
-bool psh_ref_equal(const psh_ref *a, const psh_ref *b)
+bool kiln_ref_equal(const kiln_ref *a, const kiln_ref *b)
 {
     return strcmp(a->domain, b->domain) == 0 && strcmp(a->path, b->path) == 0 &&
            strcmp(a->tag, b->tag) == 0 && strcmp(a->digest, b->digest) == 0;

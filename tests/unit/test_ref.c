@@ -1,9 +1,9 @@
-/* Table-driven tests for the Docker-compatible reference parser (psh_ref). */
+/* Table-driven tests for the Docker-compatible reference parser (kiln_ref). */
 #include <string.h>
 
 #include "cleanup.h"
 #include "kt.h"
-#include "psh_ref.h"
+#include "ref.h"
 
 struct good_case {
     const char *in;
@@ -15,7 +15,7 @@ struct good_case {
 #define D64 "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 
 static const struct good_case good[] = {
-    {"app", PSH_REF_DEFAULT_TAG, "docker.io", "library/app", "latest", "", "app:latest",
+    {"app", KILN_REF_DEFAULT_TAG, "docker.io", "library/app", "latest", "", "app:latest",
      "docker.io/library/app:latest"},
     {"app", 0, "docker.io", "library/app", "", "", "app", "docker.io/library/app"},
     {"app:1", 0, "docker.io", "library/app", "1", "", "app:1", "docker.io/library/app:1"},
@@ -23,13 +23,13 @@ static const struct good_case good[] = {
      "docker.io/library/app:1"},
     {"index.docker.io/library/app:1", 0, "docker.io", "library/app", "1", "", "app:1",
      "docker.io/library/app:1"},
-    {"docker.io/app", PSH_REF_DEFAULT_TAG, "docker.io", "library/app", "latest", "", "app:latest",
+    {"docker.io/app", KILN_REF_DEFAULT_TAG, "docker.io", "library/app", "latest", "", "app:latest",
      "docker.io/library/app:latest"},
     {"team/app:v1.2-rc_3", 0, "docker.io", "team/app", "v1.2-rc_3", "", "team/app:v1.2-rc_3",
      "docker.io/team/app:v1.2-rc_3"},
     {"docker.io/library/a/b", 0, "docker.io", "library/a/b", "", "", "library/a/b",
      "docker.io/library/a/b"},
-    {"localhost/app", PSH_REF_DEFAULT_TAG, "localhost", "app", "latest", "", "localhost/app:latest",
+    {"localhost/app", KILN_REF_DEFAULT_TAG, "localhost", "app", "latest", "", "localhost/app:latest",
      "localhost/app:latest"},
     {"localhost:5000/team/app:1", 0, "localhost:5000", "team/app", "1", "",
      "localhost:5000/team/app:1", "localhost:5000/team/app:1"},
@@ -42,7 +42,7 @@ static const struct good_case good[] = {
     {"my-registry:443/a", 0, "my-registry:443", "a", "", "", "my-registry:443/a",
      "my-registry:443/a"},
     {"[::1]:5000/app:2", 0, "[::1]:5000", "app", "2", "", "[::1]:5000/app:2", "[::1]:5000/app:2"},
-    {"app@" D64, PSH_REF_DEFAULT_TAG, "docker.io", "library/app", "", D64, "app@" D64,
+    {"app@" D64, KILN_REF_DEFAULT_TAG, "docker.io", "library/app", "", D64, "app@" D64,
      "docker.io/library/app@" D64},
     {"app:1@" D64, 0, "docker.io", "library/app", "1", D64, "app:1@" D64,
      "docker.io/library/app:1@" D64},
@@ -70,17 +70,17 @@ KT_TEST(ref_good_table)
 {
     for (size_t i = 0; i < KILN_ARRAY_SIZE(good); i++) {
         const struct good_case *c = &good[i];
-        psh_ref r;
+        kiln_ref r;
         kiln_error *err = NULL;
-        int rc = psh_ref_parse(&r, c->in, c->flags, &err);
+        int rc = kiln_ref_parse(&r, c->in, c->flags, &err);
         if (rc != 0) {
             KT_FAIL("%s: %s", c->in, err ? err->msg : "?");
             kiln_error_free(&err);
             continue;
         }
-        char fam[PSH_REF_STRMAX], can[PSH_REF_STRMAX];
-        psh_ref_familiar(&r, fam, sizeof(fam));
-        psh_ref_canonical(&r, can, sizeof(can));
+        char fam[KILN_REF_STRMAX], can[KILN_REF_STRMAX];
+        kiln_ref_familiar(&r, fam, sizeof(fam));
+        kiln_ref_canonical(&r, can, sizeof(can));
         KT_EXPECT_STR(r.domain, c->domain);
         KT_EXPECT_STR(r.path, c->path);
         KT_EXPECT_STR(r.tag, c->tag);
@@ -88,11 +88,11 @@ KT_TEST(ref_good_table)
         KT_EXPECT_STR(fam, c->familiar);
         KT_EXPECT_STR(can, c->canonical);
         /* Both printed forms parse back to the same reference. */
-        psh_ref r2, r3;
-        KT_EXPECT_INT(psh_ref_parse(&r2, fam, c->flags, NULL), 0);
-        KT_EXPECT_INT(psh_ref_parse(&r3, can, c->flags, NULL), 0);
-        KT_EXPECT(psh_ref_equal(&r, &r2));
-        KT_EXPECT(psh_ref_equal(&r, &r3));
+        kiln_ref r2, r3;
+        KT_EXPECT_INT(kiln_ref_parse(&r2, fam, c->flags, NULL), 0);
+        KT_EXPECT_INT(kiln_ref_parse(&r3, can, c->flags, NULL), 0);
+        KT_EXPECT(kiln_ref_equal(&r, &r2));
+        KT_EXPECT(kiln_ref_equal(&r, &r3));
     }
 }
 
@@ -115,7 +115,7 @@ static const struct bad_case bad[] = {
     {"app@sha256:0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef", 0, "digest"},
     {"app@sha512:0123", 0, "algorithm"},
     {"app@", 0, "digest"},
-    {"app@" D64, PSH_REF_NO_DIGEST, "digest"},
+    {"app@" D64, KILN_REF_NO_DIGEST, "digest"},
     {"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", 0, "image id"},
     {"/app", 0, "invalid"},
     {"app/", 0, "invalid"},
@@ -144,9 +144,9 @@ KT_TEST(ref_bad_table)
 {
     for (size_t i = 0; i < KILN_ARRAY_SIZE(bad); i++) {
         const struct bad_case *c = &bad[i];
-        psh_ref r;
+        kiln_ref r;
         kiln_error *err = NULL;
-        int rc = psh_ref_parse(&r, c->in, c->flags, &err);
+        int rc = kiln_ref_parse(&r, c->in, c->flags, &err);
         if (rc != KILN_EINVAL) {
             KT_FAIL("\"%s\" accepted (rc %d)", c->in, rc);
             kiln_error_free(&err);
@@ -167,11 +167,11 @@ KT_TEST(ref_name_length_limit)
     size_t n = 255 - strlen("docker.io/library/");
     memset(name, 'a', n);
     name[n] = '\0';
-    psh_ref r;
-    KT_EXPECT_INT(psh_ref_parse(&r, name, 0, NULL), 0);
+    kiln_ref r;
+    KT_EXPECT_INT(kiln_ref_parse(&r, name, 0, NULL), 0);
     name[n] = 'a';
     name[n + 1] = '\0';
-    KT_EXPECT_INT(psh_ref_parse(&r, name, 0, NULL), KILN_EINVAL);
+    KT_EXPECT_INT(kiln_ref_parse(&r, name, 0, NULL), KILN_EINVAL);
 }
 
 KT_TEST(ref_tag_length_limit)
@@ -179,12 +179,12 @@ KT_TEST(ref_tag_length_limit)
     char in[200] = "app:";
     memset(in + 4, 'x', 128);
     in[4 + 128] = '\0';
-    psh_ref r;
-    KT_EXPECT_INT(psh_ref_parse(&r, in, 0, NULL), 0);
+    kiln_ref r;
+    KT_EXPECT_INT(kiln_ref_parse(&r, in, 0, NULL), 0);
     KT_EXPECT_INT(strlen(r.tag), 128);
     in[4 + 128] = 'x';
     in[4 + 129] = '\0';
-    KT_EXPECT_INT(psh_ref_parse(&r, in, 0, NULL), KILN_EINVAL);
+    KT_EXPECT_INT(kiln_ref_parse(&r, in, 0, NULL), KILN_EINVAL);
 }
 
 KT_TEST(ref_other_registry_length_limit)
@@ -193,44 +193,44 @@ KT_TEST(ref_other_registry_length_limit)
     size_t n = strlen(in);
     memset(in + n, 'a', 255 - n); /* exactly 255 */
     in[255] = '\0';
-    psh_ref r;
-    KT_EXPECT_INT(psh_ref_parse(&r, in, 0, NULL), 0);
+    kiln_ref r;
+    KT_EXPECT_INT(kiln_ref_parse(&r, in, 0, NULL), 0);
     in[255] = 'a';
     in[256] = '\0';
     kiln_error *err = NULL;
-    KT_EXPECT_INT(psh_ref_parse(&r, in, 0, &err), KILN_EINVAL);
+    KT_EXPECT_INT(kiln_ref_parse(&r, in, 0, &err), KILN_EINVAL);
     KT_EXPECT(err != NULL && strstr(err->msg, "255") != NULL);
     kiln_error_free(&err);
 }
 
 KT_TEST(ref_registry_host)
 {
-    psh_ref r;
-    KT_REQUIRE(psh_ref_parse(&r, "app", 0, NULL) == 0);
-    KT_EXPECT_STR(psh_ref_registry_host(&r), "registry-1.docker.io");
-    KT_REQUIRE(psh_ref_parse(&r, "localhost:5000/app", 0, NULL) == 0);
-    KT_EXPECT_STR(psh_ref_registry_host(&r), "localhost:5000");
-    char repo[PSH_REF_STRMAX];
-    KT_REQUIRE(psh_ref_parse(&r, "app:3", 0, NULL) == 0);
-    psh_ref_repository(&r, repo, sizeof(repo));
+    kiln_ref r;
+    KT_REQUIRE(kiln_ref_parse(&r, "app", 0, NULL) == 0);
+    KT_EXPECT_STR(kiln_ref_registry_host(&r), "registry-1.docker.io");
+    KT_REQUIRE(kiln_ref_parse(&r, "localhost:5000/app", 0, NULL) == 0);
+    KT_EXPECT_STR(kiln_ref_registry_host(&r), "localhost:5000");
+    char repo[KILN_REF_STRMAX];
+    KT_REQUIRE(kiln_ref_parse(&r, "app:3", 0, NULL) == 0);
+    kiln_ref_repository(&r, repo, sizeof(repo));
     KT_EXPECT_STR(repo, "docker.io/library/app");
 }
 
 KT_TEST(ref_tag_valid)
 {
-    KT_EXPECT(psh_ref_tag_valid("latest"));
-    KT_EXPECT(psh_ref_tag_valid("_x"));
-    KT_EXPECT(!psh_ref_tag_valid(""));
-    KT_EXPECT(!psh_ref_tag_valid(".x"));
-    KT_EXPECT(!psh_ref_tag_valid("x/y"));
+    KT_EXPECT(kiln_ref_tag_valid("latest"));
+    KT_EXPECT(kiln_ref_tag_valid("_x"));
+    KT_EXPECT(!kiln_ref_tag_valid(""));
+    KT_EXPECT(!kiln_ref_tag_valid(".x"));
+    KT_EXPECT(!kiln_ref_tag_valid("x/y"));
 }
 
 KT_TEST(ref_format_truncation)
 {
-    psh_ref r;
-    KT_REQUIRE(psh_ref_parse(&r, "localhost:5000/team/app:1", 0, NULL) == 0);
+    kiln_ref r;
+    KT_REQUIRE(kiln_ref_parse(&r, "localhost:5000/team/app:1", 0, NULL) == 0);
     char small[8];
-    size_t need = psh_ref_familiar(&r, small, sizeof(small));
+    size_t need = kiln_ref_familiar(&r, small, sizeof(small));
     KT_EXPECT_INT(need, strlen("localhost:5000/team/app:1"));
     KT_EXPECT_INT(strlen(small), 7);
 }
