@@ -22,6 +22,22 @@ kiln_event *kiln_event_from_msg(const void *data, size_t len)
     return kiln__v1__event__unpack(NULL, len - skip, (const uint8_t *)data + skip);
 }
 
+int kiln_sub_dial(nng_socket sub, const char *url, const kiln_transport_opts *t, kiln_error **err)
+{
+    /* The first connection is waited for: a subscriber that goes away while
+     * its connection is still being negotiated can leave NNG 1.5.2's TLS
+     * listener on the service's side no longer accepting (its accept ends
+     * with NNG_ECLOSED, which the listener takes for its own close), and
+     * every later subscriber of that endpoint then hears nothing.  Only
+     * when that first attempt fails does NNG go on trying in the
+     * background. */
+    kiln_error *first = NULL;
+    if (kiln_dial(sub, url, t, true, &first) == 0)
+        return 0;
+    kiln_error_free(&first);
+    return kiln_dial(sub, url, t, false, err);
+}
+
 int kiln_sub_open(nng_socket *out, const char *url, const kiln_transport_opts *t,
                   const char *const *topics, size_t n, kiln_error **err)
 {
@@ -43,7 +59,7 @@ int kiln_sub_open(nng_socket *out, const char *url, const kiln_transport_opts *t
         nng_close(s);
         return kiln_error_set(err, KILN_EINTERNAL, 0, "subscribe: %s", nng_strerror(rv));
     }
-    int r = kiln_dial(s, url, t, false, err);
+    int r = url != NULL ? kiln_sub_dial(s, url, t, err) : 0;
     if (r < 0) {
         nng_close(s);
         return r;

@@ -32,9 +32,15 @@ int kiln_follow_job(kiln_rpc_client *c, const kiln_follow_opts *o, kiln_follow_c
                     kiln_error **err);
 
 /* Opens a SUB socket dialled (in the background) to url and subscribed to
- * each prefix in topics (n of them; n == 0 subscribes to everything). */
+ * each prefix in topics (n of them; n == 0 subscribes to everything).  With
+ * url NULL the socket is not dialled yet (the caller dials it, with
+ * kiln_dial, once it has set what it needs, e.g. pipe notifications). */
 int kiln_sub_open(nng_socket *out, const char *url, const kiln_transport_opts *t,
                   const char *const *topics, size_t n, kiln_error **err);
+
+/* Dials sub to url: waits for the first connection, and when that fails
+ * keeps dialling in the background. */
+int kiln_sub_dial(nng_socket sub, const char *url, const kiln_transport_opts *t, kiln_error **err);
 
 /* Closes a socket from kiln_sub_open (drains its queue first). */
 void kiln_sub_close(nng_socket sub);

@@ -5,10 +5,14 @@
 #include "config.h"
 #include "follow.h"
 #include "transport.h"
+#include "units.h"
+
+#include <nng/supplemental/util/platform.h>
 
 #include <getopt.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -282,19 +286,17 @@ static void all_state_free(all_state *st)
     free(st);
 }
 
-static int follow_all(cli_ctx *ctx, bool json)
+static void pipe_added(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
-    all_state *st = calloc(1, sizeof(*st));
-    if (st == NULL)
-        return CLI_EXIT_FAILED;
-    st->ctx = ctx;
-    st->p.json = json;
-    if (!followed_urls(st, ctx)) {
-        all_state_free(st);
-        return CLI_EXIT_FAILED;
-    }
-    nng_socket sub = NNG_SOCKET_INITIALIZER;
-    bool have_sub = false;
+    (void)p;
+    (void)ev;
+    atomic_fetch_add((atomic_int *)arg, 1);
+}
+
+/* Dials sub to the event endpoint of each followed service; returns how many
+ * could be dialled (the others are reported). */
+static int dial_all(all_state *st, cli_ctx *ctx, nng_socket sub)
+{
     int reachable = 0;
     for (size_t s = 0; s < st->n_c; s++) {
         kiln_error *err = NULL;
@@ -307,21 +309,57 @@ static int follow_all(cli_ctx *ctx, bool json)
             kiln_error_free(&err);
             continue;
         }
-        int r = have_sub ? kiln_dial(sub, url, &ctx->transport, false, &err)
-                         : kiln_sub_open(&sub, url, &ctx->transport, NULL, 0, &err);
+        int r = kiln_sub_dial(sub, url, &ctx->transport, &err);
         free(url);
         if (r < 0) {
             cli_errorf("events: %s", err->msg);
             kiln_error_free(&err);
             continue;
         }
-        have_sub = true;
         reachable++;
     }
+    return reachable;
+}
+
+static int follow_all(cli_ctx *ctx, bool json)
+{
+    all_state *st = calloc(1, sizeof(*st));
+    if (st == NULL)
+        return CLI_EXIT_FAILED;
+    st->ctx = ctx;
+    st->p.json = json;
+    if (!followed_urls(st, ctx)) {
+        all_state_free(st);
+        return CLI_EXIT_FAILED;
+    }
+    nng_socket sub = NNG_SOCKET_INITIALIZER;
+    kiln_error *err = NULL;
+    if (kiln_sub_open(&sub, NULL, &ctx->transport, NULL, 0, &err) < 0) {
+        cli_errorf("events: %s", err->msg);
+        kiln_error_free(&err);
+        all_state_free(st);
+        return CLI_EXIT_FAILED;
+    }
+    atomic_int connected = 0;
+    nng_pipe_notify(sub, NNG_PIPE_EV_ADD_POST, pipe_added, &connected);
+    int reachable = dial_all(st, ctx, sub);
     if (reachable == 0) {
+        kiln_sub_close(sub);
         all_state_free(st);
         return CLI_EXIT_UNREACHABLE;
     }
+    /* Said once every endpoint is connected (a subscription only sees what
+     * is published after that), so a script can start jobs from then on. */
+    unsigned long long deadline = kiln_now_ms() + (unsigned long long)ctx->timeout_ms;
+    while (atomic_load(&connected) < reachable && kiln_now_ms() < deadline)
+        nng_msleep(10);
+    int up = atomic_load(&connected);
+    if (up >= reachable)
+        fprintf(stderr, "kiln: following the events of %d service%s\n", reachable,
+                reachable == 1 ? "" : "s");
+    else
+        fprintf(stderr, "kiln: following the events of %d services (%d connected so far)\n",
+                reachable, up);
     for (;;) {
         nng_msg *m = NULL;
         if (nng_recvmsg(sub, &m, 0) != 0)

@@ -96,15 +96,14 @@ echo "rebuilds: $cached_total of $((run_total + cached_total)) steps cached"
 # (a longer RPC timeout than the farm's 3 s: the follower's Status probes of
 # the nodes must not time out on a loaded machine, or it leaves a node out)
 FARM_TIMEOUT=20000 farm_kiln events --json > "$T/all-events.json" 2>"$T/all-events.err" & EVP=$!
-# Subscribed once it holds a connection to every node's builder events
-# endpoint and to the pusher's.
-for _ in $(seq 300); do
-    [ "$(farm_hub ss -Htn state established '( dport = :7404 or dport = :7402 )' | wc -l)" -ge 4 ] && break
+# It says on stderr when its subscriptions to every node's builder events
+# endpoint and to the pusher's are connected.
+for _ in $(seq 600); do
+    grep -q '^kiln: following the events of 4 services$' "$T/all-events.err" && break
     sleep 0.1
 done
-# The follower sees jobs that start once its subscriptions are up (it replays
-# the earlier events of a job it joins midway, not jobs that ended before):
-# with no signal of when that is, build until one shows up, a few times at most.
+grep -q '^kiln: following the events of 4 services$' "$T/all-events.err" && ok \
+    || bad "kiln events says when it follows the pool's 4 services ($(cat "$T/all-events.err"))"
 seen=0
 for attempt in 1 2 3 4 5; do
     farm_kiln build --progress=json -t "farm/p0:ev$attempt" "$T/p0" > "$T/ev.json" 2>"$T/ev.err" \
@@ -119,7 +118,7 @@ for attempt in 1 2 3 4 5; do
     if grep -q "\"$JOB\"" "$T/all-events.json"; then seen=1; break; fi
 done
 pkill -P "$EVP"; wait "$EVP" 2>/dev/null # (the CLI is the child of the backgrounded function)
-[ "$seen" = 1 ] && ok || bad "kiln events follows the pool ($(tail -c 300 "$T/all-events.err"))"
+[ "$seen" = 1 ] && ok || bad "kiln events follows the pool (job $JOB; stderr: $(tail -c 300 "$T/all-events.err"); $(wc -l < "$T/all-events.json") events seen: $(cut -c1-160 "$T/all-events.json" | tail -n 3))"
 
 # Bounded load: 6 builds of one project held at a gate, capacity 2 per node.
 GP=40123
