@@ -275,7 +275,7 @@ static int load_ignore(eng_ctx *c, kiln_error **err)
         return 0;
     if (c->b.spec->dockerignore) {
         const char *t = c->b.spec->dockerignore;
-        int rc = bld_ignore_parse(&c->b.ignore, t, strlen(t), err);
+        int rc = kiln_ignore_parse(&c->b.ignore, t, strlen(t), err);
         return rc < 0 ? kiln_error_wrap(err, "the Dockerfile's .dockerignore") : 0;
     }
     char p[ENG_PATH_MAX];
@@ -294,7 +294,7 @@ static int load_ignore(eng_ctx *c, kiln_error **err)
         fwrite(buf, 1, n, m);
     fclose(m);
     m = NULL;
-    int rc = bld_ignore_parse(&c->b.ignore, text ? text : "", len, err);
+    int rc = kiln_ignore_parse(&c->b.ignore, text ? text : "", len, err);
     free(text);
     return rc < 0 ? kiln_error_wrap(err, ".dockerignore") : 0;
 }
@@ -348,7 +348,7 @@ static void ctx_dispose(eng_ctx *c)
     free(c->res);
     for (size_t i = 0; i < c->n_bases; i++)
         base_img_dispose(&c->bases[i]);
-    bld_ignore_free(c->b.ignore);
+    kiln_ignore_free(c->b.ignore);
     eng_net_release(&c->b);
     eng_cache_release(&c->b);
     bld_plan_free(c->plan);

@@ -50,8 +50,8 @@ struct hlink {
 
 typedef struct src_ctx {
     const eng_copy_desc *d;
-    const struct bld_ignore *ignore;
-    const struct bld_ignore *exclude; /* --exclude patterns, or NULL */
+    const struct kiln_ignore *ignore;
+    const struct kiln_ignore *exclude; /* --exclude patterns, or NULL */
     bool keep_owner;     /* extracted archive: owners from the archive unless --chown */
     eng_strv *fix;       /* parents recreated from lower layers: times restored at the end */
     char root[PATH_MAX]; /* real path of src_root */
@@ -62,8 +62,8 @@ typedef struct src_ctx {
 
 static bool ignored(const src_ctx *c, const char *rel)
 {
-    return rel[0] && ((c->ignore && bld_ignore_match(c->ignore, rel)) ||
-                      (c->exclude && bld_ignore_match(c->exclude, rel)));
+    return rel[0] && ((c->ignore && kiln_ignore_match(c->ignore, rel)) ||
+                      (c->exclude && kiln_ignore_match(c->exclude, rel)));
 }
 
 static int dirent_filter(const struct dirent *de)
@@ -88,7 +88,7 @@ static int glob_walk(src_ctx *c, const char *base, const char *pat, eng_strv *ou
     int rc = 0;
     for (int i = 0; i < n; i++) {
         bool m = false;
-        if (rc == 0 && (rc = bld_glob_match(&m, comp, ents[i]->d_name, err)) == 0 && m) {
+        if (rc == 0 && (rc = kiln_glob_match(&m, comp, ents[i]->d_name, err)) == 0 && m) {
             char rel[ENG_PATH_MAX];
             snprintf(rel, sizeof(rel), "%s%s%s", base, base[0] ? "/" : "", ents[i]->d_name);
             if (ignored(c, rel))
@@ -129,7 +129,7 @@ static int expand_source(src_ctx *c, const char *path, eng_strv *out, kiln_error
                         KILN_PATH_ABS | KILN_PATH_DOTDOT, NULL) < 0)
         return kiln_error_set(err, KILN_EPERM, 0, "%s: %s: outside the %s", c->d->what, path,
                               c->d->ignore ? "build context" : "source");
-    if (bld_glob_has_meta(rel)) {
+    if (kiln_glob_has_meta(rel)) {
         size_t before = out->n;
         int rc = glob_walk(c, "", rel, out, err);
         if (rc < 0)

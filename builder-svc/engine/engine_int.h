@@ -59,7 +59,7 @@ typedef struct eng_build {
     bld_build_events ev_wrap;
     pthread_mutex_t ev_mu;
     bld_build_result *out;
-    struct bld_ignore *ignore; /* the context's .dockerignore, or NULL */
+    struct kiln_ignore *ignore; /* the context's .dockerignore, or NULL */
     pthread_mutex_t mu;
     int *held; /* shared flocks on the step dirs this build uses */
     size_t n_held, cap_held;
@@ -207,8 +207,8 @@ typedef struct eng_copy_desc {
     const char *dest; /* absolute inside the image */
     bool dest_is_dir; /* ended with '/' */
     const char *src_root;
-    const struct bld_ignore *ignore;  /* NULL unless the context */
-    const struct bld_ignore *exclude; /* --exclude patterns, or NULL */
+    const struct kiln_ignore *ignore;  /* NULL unless the context */
+    const struct kiln_ignore *exclude; /* --exclude patterns, or NULL */
     long uid, gid;                    /* -1: root */
     long mode;                        /* -1: keep */
     const char *mode_sym;             /* symbolic --chmod (bld_chmod_apply), or NULL */

@@ -598,7 +598,7 @@ static int hash_run_inputs(eng_ctx *c, const bld_instr *in, kiln_sha256 *h, kiln
 }
 
 /* --exclude patterns as a matcher (NULL when none). */
-static int excludes_of(const bld_instr *in, struct bld_ignore **out, kiln_error **err)
+static int excludes_of(const bld_instr *in, struct kiln_ignore **out, kiln_error **err)
 {
     *out = NULL;
     if ((in->kind != BLD_INSTR_COPY && in->kind != BLD_INSTR_ADD) || in->u.copy.excludes.n == 0)
@@ -611,7 +611,7 @@ static int excludes_of(const bld_instr *in, struct bld_ignore **out, kiln_error 
     for (size_t i = 0; i < in->u.copy.excludes.n; i++)
         fprintf(m, "%s\n", in->u.copy.excludes.v[i]);
     fclose(m);
-    int rc = bld_ignore_parse(out, text, len, err);
+    int rc = kiln_ignore_parse(out, text, len, err);
     return rc < 0 ? kiln_error_wrap(err, "--exclude") : 0;
 }
 
@@ -664,14 +664,14 @@ static int run_step(eng_ctx *c, size_t si, size_t step, const bld_instr *in, sta
         calloc((is_copy ? in->u.copy.n_sources : 0) + 1, sizeof(*srcs));
     if (srcs == NULL)
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
-    struct bld_ignore *excl = NULL;
+    struct kiln_ignore *excl = NULL;
     int rc = excludes_of(in, &excl, err);
     if (rc < 0)
         return rc;
     char dest[ENG_PATH_MAX];
     kiln_sha256 *h = kiln_sha256_new();
     if (h == NULL) {
-        bld_ignore_free(excl);
+        kiln_ignore_free(excl);
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
     }
     /* COPY --link: the layer does not depend on what is below it, so its key
@@ -716,7 +716,7 @@ static int run_step(eng_ctx *c, size_t si, size_t step, const bld_instr *in, sta
         rc = eng_cache_record_empty(&c->b, key, &cs, err);
     }
     eng_step_abort(&t);
-    bld_ignore_free(excl);
+    kiln_ignore_free(excl);
     if (rc < 0)
         return rc;
     if (in->kind != BLD_INSTR_RUN && !is_copy && (rc = eng_apply_meta(r, in, err)) < 0)

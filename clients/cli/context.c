@@ -47,7 +47,7 @@ typedef struct entry {
 
 typedef struct walk {
     const char *root;
-    bld_ignore *ig;
+    kiln_ignore *ig;
     bool exceptions; /* some pattern starts with '!': excluded dirs are still walked */
     bool tree;       /* a root filesystem: owners, devices, FIFOs and hard links kept */
     entry *v;
@@ -137,7 +137,7 @@ static int walk_dir(walk *w, const char *rel, kiln_error **err)
         }
         /* .dockerignore itself always goes: the builder applies it again. */
         bool excluded =
-            w->ig && strcmp(crel, ".dockerignore") != 0 && bld_ignore_match(w->ig, crel);
+            w->ig && strcmp(crel, ".dockerignore") != 0 && kiln_ignore_match(w->ig, crel);
         if (S_ISDIR(st.st_mode)) {
             if (excluded && !w->exceptions)
                 continue;
@@ -166,11 +166,11 @@ static int walk_dir(walk *w, const char *rel, kiln_error **err)
 
 static int parse_ignore(walk *w, const char *text, size_t len, const char *what, kiln_error **err)
 {
-    int r = bld_ignore_parse(&w->ig, text, len, err);
+    int r = kiln_ignore_parse(&w->ig, text, len, err);
     if (r < 0)
         return kiln_error_wrap(err, "%s", what);
-    for (size_t i = 0; i < bld_ignore_count(w->ig); i++)
-        if (bld_ignore_pattern(w->ig, i)[0] == '!')
+    for (size_t i = 0; i < kiln_ignore_count(w->ig); i++)
+        if (kiln_ignore_pattern(w->ig, i)[0] == '!')
             w->exceptions = true;
     return 0;
 }
@@ -415,7 +415,7 @@ static int pack_dir(cli_context *out, const char *dir, bool tree, const char *ig
     for (size_t i = 0; i < w.n; i++)
         free(w.v[i].rel);
     free(w.v);
-    bld_ignore_free(w.ig);
+    kiln_ignore_free(w.ig);
     if (r < 0)
         cli_context_dispose(out);
     return r;

@@ -75,11 +75,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     memcpy(z, data, size);
     z[size] = '\0';
-    bld_ignore *ig = NULL;
-    if (bld_ignore_parse(&ig, text, size, &err) == 0) {
-        bld_ignore_match(ig, "a/b/c.txt");
-        bld_ignore_match(ig, z);
-        bld_ignore_free(ig);
+    kiln_ignore *ig = NULL;
+    if (kiln_ignore_parse(&ig, text, size, &err) == 0) {
+        kiln_ignore_match(ig, "a/b/c.txt");
+        kiln_ignore_match(ig, z);
+        kiln_ignore_free(ig);
     }
     kiln_error_free(&err);
     /* First line: glob pattern; the rest: the name. */
@@ -87,7 +87,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (nl) {
         *nl = '\0';
         bool m = false;
-        bld_glob_match(&m, z, nl + 1, &err);
+        kiln_glob_match(&m, z, nl + 1, &err);
         kiln_error_free(&err);
         *nl = '\n';
     }

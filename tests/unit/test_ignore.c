@@ -57,37 +57,37 @@ KT_TEST(dockerignore_table)
 {
     for (size_t i = 0; i < sizeof(icases) / sizeof(icases[0]); i++) {
         const icase *c = &icases[i];
-        bld_ignore *ig = NULL;
+        kiln_ignore *ig = NULL;
         kiln_error *err = NULL;
-        if (bld_ignore_parse(&ig, c->patterns, strlen(c->patterns), &err) < 0) {
+        if (kiln_ignore_parse(&ig, c->patterns, strlen(c->patterns), &err) < 0) {
             KT_FAIL("[%s] parse error %s", c->patterns, err->msg);
             kiln_error_free(&err);
             continue;
         }
-        if (bld_ignore_match(ig, c->path) != c->excluded)
+        if (kiln_ignore_match(ig, c->path) != c->excluded)
             KT_FAIL("[%s] on %s: expected %s", c->patterns, c->path,
                     c->excluded ? "excluded" : "kept");
-        bld_ignore_free(ig);
+        kiln_ignore_free(ig);
     }
 }
 
 KT_TEST(dockerignore_patterns_cleaned)
 {
-    bld_ignore *ig = NULL;
+    kiln_ignore *ig = NULL;
     kiln_error *err = NULL;
     const char *t = "\xEF\xBB\xBF/a/b/\n! ./c\n#x\n\n";
-    KT_REQUIRE(bld_ignore_parse(&ig, t, strlen(t), &err) == 0);
-    KT_EXPECT_INT(bld_ignore_count(ig), 2);
-    KT_EXPECT_STR(bld_ignore_pattern(ig, 0), "a/b");
-    KT_EXPECT_STR(bld_ignore_pattern(ig, 1), "!c");
-    bld_ignore_free(ig);
+    KT_REQUIRE(kiln_ignore_parse(&ig, t, strlen(t), &err) == 0);
+    KT_EXPECT_INT(kiln_ignore_count(ig), 2);
+    KT_EXPECT_STR(kiln_ignore_pattern(ig, 0), "a/b");
+    KT_EXPECT_STR(kiln_ignore_pattern(ig, 1), "!c");
+    kiln_ignore_free(ig);
 }
 
 KT_TEST(dockerignore_bad_pattern)
 {
-    bld_ignore *ig = NULL;
+    kiln_ignore *ig = NULL;
     kiln_error *err = NULL;
-    KT_EXPECT_INT(bld_ignore_parse(&ig, "ok\n[abc\n", 8, &err), KILN_EINVAL);
+    KT_EXPECT_INT(kiln_ignore_parse(&ig, "ok\n[abc\n", 8, &err), KILN_EINVAL);
     KT_REQUIRE(err != NULL);
     KT_EXPECT(strstr(err->msg, ".dockerignore:2:") != NULL);
     kiln_error_free(&err);
@@ -116,13 +116,13 @@ KT_TEST(glob_table)
     for (size_t i = 0; i < sizeof(gcases) / sizeof(gcases[0]); i++) {
         bool m = false;
         kiln_error *err = NULL;
-        int rc = bld_glob_match(&m, gcases[i].pattern, gcases[i].name, &err);
+        int rc = kiln_glob_match(&m, gcases[i].pattern, gcases[i].name, &err);
         int got = rc < 0 ? -1 : m;
         if (got != gcases[i].want)
             KT_FAIL("[%s ~ %s] got %d, want %d", gcases[i].pattern, gcases[i].name, got,
                     gcases[i].want);
         kiln_error_free(&err);
     }
-    KT_EXPECT(bld_glob_has_meta("a*"));
-    KT_EXPECT(!bld_glob_has_meta("a/b.c"));
+    KT_EXPECT(kiln_glob_has_meta("a*"));
+    KT_EXPECT(!kiln_glob_has_meta("a/b.c"));
 }

@@ -2,7 +2,8 @@
  * program and run as an NFA (time O(pattern × path), no backtracking, so
  * hostile patterns cannot blow up). */
 #include "ignore.h"
-#include "df_internal.h"
+#include "arena.h"
+#include "fs.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -35,11 +36,29 @@ typedef struct ipat {
     prog p;
 } ipat;
 
-struct bld_ignore {
-    df_arena *a;
-    ipat *pats;
-    size_t n;
+struct kiln_ignore {
+    kiln_arena *a; /* the patterns' text and programs */
+    ipat *pats;    /* malloc'd */
+    size_t n, cap;
 };
+
+#define IGNORE_MAX_INPUT ((size_t)32 << 20) /* bytes of .dockerignore text */
+
+static bool is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+/* p cleaned lexically ("." for the root, as Go's path.Clean), in a; NULL
+ * when out of memory. */
+static char *clean(kiln_arena *a, const char *p)
+{
+    size_t cap = strlen(p) + 2; /* never longer than p, or "." */
+    char *out = kiln_arena_alloc(a, cap);
+    if (out != NULL && kiln_path_clean(out, cap, p, KILN_PATH_LEXICAL, NULL) < 0)
+        out[0] = '\0';
+    return out;
+}
 
 static void set_bit(tok *t, unsigned char c)
 {
@@ -86,10 +105,12 @@ static size_t parse_class(tok *t, const char *p, size_t i)
 }
 
 /* docker: "**" handling as in Docker's pattern matcher; otherwise filepath.Match. */
-static int compile(prog *out, df_arena *a, const char *p, bool docker)
+static int compile(prog *out, kiln_arena *a, const char *p, bool docker)
 {
     size_t len = strlen(p), n = 0;
-    tok *t = df_alloc(a, (len + 1) * sizeof(tok));
+    tok *t = kiln_arena_calloc(a, len + 1, sizeof(tok));
+    if (t == NULL)
+        return -2;
     for (size_t i = 0; i < len;) {
         tok *k = &t[n++];
         char ch = p[i++];
@@ -219,15 +240,52 @@ out:
     return ok;
 }
 
-int bld_ignore_parse(bld_ignore **out, const char *text, size_t len, kiln_error **err)
+/* Adds the pattern s (n bytes, trimmed; inv: it began with '!'). */
+static int add_pattern(kiln_ignore *ig, const char *s, size_t n, bool inv, int line,
+                       kiln_error **err)
 {
-    if (len > DF_MAX_INPUT)
+    kiln_arena *a = ig->a;
+    char *pat = kiln_arena_alloc(a, n + 1);
+    if (pat != NULL) {
+        memcpy(pat, s, n);
+        if (*pat && (pat = clean(a, pat)) != NULL && pat[0] == '/' && pat[1])
+            pat++;
+    }
+    if (pat != NULL && ig->n == ig->cap) {
+        size_t cap = ig->cap ? ig->cap * 2 : 4;
+        ipat *np = realloc(ig->pats, cap * sizeof(*np));
+        if (np == NULL)
+            pat = NULL;
+        else
+            ig->pats = np, ig->cap = cap;
+    }
+    if (pat == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    ipat *ip = &ig->pats[ig->n];
+    memset(ip, 0, sizeof(*ip));
+    ip->exclusion = inv;
+    ip->text = inv ? kiln_arena_printf(a, "!%s", pat) : pat;
+    int rc = ip->text ? compile(&ip->p, a, pat, true) : -2;
+    if (rc == -2)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    if (rc < 0)
+        return kiln_error_set(err, KILN_EINVAL, 0, ".dockerignore:%d: syntax error in pattern",
+                              line);
+    ig->n++;
+    return 0;
+}
+
+int kiln_ignore_parse(kiln_ignore **out, const char *text, size_t len, kiln_error **err)
+{
+    if (len > IGNORE_MAX_INPUT)
         return kiln_error_set(err, KILN_EINVAL, 0, ".dockerignore is larger than %zu bytes",
-                              DF_MAX_INPUT);
-    df_arena *a = df_arena_new();
-    bld_ignore *ig = df_alloc(a, sizeof(*ig));
-    ig->a = a;
-    size_t cap = 0, pos = 0;
+                              IGNORE_MAX_INPUT);
+    kiln_ignore *ig = calloc(1, sizeof(*ig));
+    if (ig == NULL || (ig->a = kiln_arena_new()) == NULL) {
+        free(ig);
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    }
+    size_t pos = 0;
     int line = 0;
     if (len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0)
         pos = 3;
@@ -238,60 +296,57 @@ int bld_ignore_parse(bld_ignore **out, const char *text, size_t len, kiln_error 
         line++;
         if (n && s[0] == '#')
             continue;
-        while (n && df_is_space(*s))
+        while (n && is_space(*s))
             s++, n--;
-        while (n && df_is_space(s[n - 1]))
+        while (n && is_space(s[n - 1]))
             n--;
         if (n == 0)
             continue;
         bool inv = s[0] == '!';
         if (inv) {
             s++, n--;
-            while (n && df_is_space(*s))
+            while (n && is_space(*s))
                 s++, n--;
         }
-        char *pat = df_strndup(a, s, n);
-        if (*pat) {
-            pat = df_path_clean(a, pat);
-            if (pat[0] == '/' && pat[1])
-                pat++;
-        }
-        DF_PUSH(a, ig->pats, ig->n, cap);
-        ipat *ip = &ig->pats[ig->n++];
-        ip->exclusion = inv;
-        ip->text = inv ? df_printf(a, "!%s", pat) : pat;
-        if (compile(&ip->p, a, pat, true) < 0) {
-            df_arena_free(a);
-            return kiln_error_set(err, KILN_EINVAL, 0, ".dockerignore:%d: syntax error in pattern",
-                                  line);
+        if (add_pattern(ig, s, n, inv, line, err) < 0) {
+            kiln_ignore_free(ig);
+            return -1;
         }
     }
     *out = ig;
     return 0;
 }
 
-void bld_ignore_free(bld_ignore *ig)
+void kiln_ignore_free(kiln_ignore *ig)
 {
-    if (ig)
-        df_arena_free(ig->a);
+    if (ig == NULL)
+        return;
+    kiln_arena_free(ig->a);
+    free(ig->pats);
+    free(ig);
 }
 
-size_t bld_ignore_count(const bld_ignore *ig)
+size_t kiln_ignore_count(const kiln_ignore *ig)
 {
     return ig->n;
 }
 
-const char *bld_ignore_pattern(const bld_ignore *ig, size_t i)
+const char *kiln_ignore_pattern(const kiln_ignore *ig, size_t i)
 {
     return i < ig->n ? ig->pats[i].text : NULL;
 }
 
-bool bld_ignore_match(const bld_ignore *ig, const char *path)
+bool kiln_ignore_match(const kiln_ignore *ig, const char *path)
 {
     if (ig->n == 0)
         return false;
-    df_arena *a = df_arena_new();
-    char *f = df_path_clean(a, path);
+    size_t cap = strlen(path) + 2;
+    char *buf = malloc(cap);
+    if (buf == NULL)
+        return false;
+    if (kiln_path_clean(buf, cap, path, KILN_PATH_LEXICAL, NULL) < 0)
+        buf[0] = '\0';
+    const char *f = buf;
     while (f[0] == '/')
         f++;
     if (*f == '\0')
@@ -306,24 +361,26 @@ bool bld_ignore_match(const bld_ignore *ig, const char *path)
         if (m)
             matched = !p->exclusion;
     }
-    df_arena_free(a);
+    free(buf);
     return matched;
 }
 
-int bld_glob_match(bool *matched, const char *pattern, const char *name, kiln_error **err)
+int kiln_glob_match(bool *matched, const char *pattern, const char *name, kiln_error **err)
 {
-    df_arena *a = df_arena_new();
+    kiln_arena *a = kiln_arena_new();
     prog p;
-    if (compile(&p, a, pattern, false) < 0) {
-        df_arena_free(a);
+    int rc = a ? compile(&p, a, pattern, false) : -2;
+    if (rc == 0)
+        *matched = run(&p, name, false);
+    kiln_arena_free(a);
+    if (rc == -2)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    if (rc < 0)
         return kiln_error_set(err, KILN_EINVAL, 0, "syntax error in pattern \"%s\"", pattern);
-    }
-    *matched = run(&p, name, false);
-    df_arena_free(a);
     return 0;
 }
 
-bool bld_glob_has_meta(const char *pattern)
+bool kiln_glob_has_meta(const char *pattern)
 {
     return strpbrk(pattern, "*?[\\") != NULL;
 }
