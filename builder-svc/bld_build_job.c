@@ -10,6 +10,7 @@
 #include "bld_build_job.h"
 #include "bld_context.h"
 #include "bld_engine.h"
+#include "bld_run_opts.h"
 #include "cleanup.h"
 #include "config.h"
 #include "fs.h"
@@ -395,6 +396,10 @@ static void run_build(void *arg)
         r = r < 0 ? r : kiln_error_set(&err, KILN_ENOSPC, 0, "out of memory");
     else if (r == 0)
         r = secrets_prepare(c, secrets, secrets_dir, secret_paths, &err);
+    bld_run_opts ro = {0};
+    uint64_t run_memory = q->run_memory ? q->run_memory : c->b->limits.run_memory_bytes;
+    if (r == 0)
+        r = bld_run_opts_init(&ro, q, run_memory, &err);
     bld_build_spec spec = {
         .context_dir = hold.dir ? hold.dir : q->context_dir,
         .dockerfile = q->dockerfile,
@@ -424,7 +429,11 @@ static void run_build(void *arg)
         .registry_cert_dir = *q->cert_dir ? q->cert_dir : NULL,
         .source_date_epoch = q->source_date_epoch ? q->source_date_epoch : -1,
         .run_timeout_ms = q->run_timeout_ms ? q->run_timeout_ms : c->b->limits.run_timeout_ms,
-        .run_memory_bytes = q->run_memory ? q->run_memory : c->b->limits.run_memory_bytes,
+        .run_memory_bytes = run_memory,
+        .run_hosts = ro.hosts,
+        .run_ulimits = ro.ulimits,
+        .n_run_ulimits = ro.n_ulimits,
+        .run_shm_bytes = ro.shm_bytes,
         .run_pids_max = q->run_pids ? q->run_pids : c->b->limits.run_pids,
         .build_timeout_ms =
             q->build_timeout_ms ? q->build_timeout_ms : c->b->limits.build_timeout_ms,
@@ -438,6 +447,7 @@ static void run_build(void *arg)
     if (r == 0)
         r = bld_build(c->b->engine, &spec, &ev, &res, &err);
     secrets_remove(secrets_dir);
+    bld_run_opts_dispose(&ro);
     bld_context_release(&hold);
     flush(c);
     bld_builds *b = c->b;
@@ -588,6 +598,12 @@ int bld_builds_accept(bld_builds *b, const kiln_req *req, kiln_reply *reply, kil
                               "kiln-builder with --allow-insecure-entitlement network.host");
     if (check_limits(&b->limits, q, err) < 0)
         return KILN_EINVAL;
+    bld_run_opts ro;
+    int rr =
+        bld_run_opts_init(&ro, q, q->run_memory ? q->run_memory : b->limits.run_memory_bytes, err);
+    bld_run_opts_dispose(&ro);
+    if (rr < 0)
+        return rr;
     build_ctx *c = calloc(1, sizeof(*c));
     if (c == NULL || (c->req = kiln_req_dup(req)) == NULL) {
         free(c);

@@ -22,6 +22,7 @@
 #include "digest.h"
 #include "error.h"
 #include "rpc.h"
+#include "runopts.h"
 
 typedef struct bld_engine bld_engine;
 
@@ -86,6 +87,13 @@ typedef struct bld_build_spec {
     uint64_t build_timeout_ms;     /* the whole build (KILN_ETIMEDOUT naming it); 0 = none */
     unsigned max_parallel_stages;  /* independent stages at once; 0 = CPUs (2..8) */
     const atomic_bool *cancel;     /* set to stop the build; may be NULL */
+
+    /* Each RUN's sandbox (--add-host, --ulimit, --shm-size), as in
+     * bld_run_spec; in no cache key (Docker's rule). */
+    const char *run_hosts; /* "IP\tNAME\n" lines for /etc/hosts; NULL = none */
+    const kiln_ulimit *run_ulimits;
+    size_t n_run_ulimits;
+    uint64_t run_shm_bytes; /* 0 = 64 MiB */
 } bld_build_spec;
 
 /* Progress callbacks, all optional, called on the building thread.  stage and

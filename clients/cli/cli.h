@@ -262,6 +262,25 @@ bool cli_ref_registry(const char *ref, char *out, size_t n);
 /* OS/ARCH[/VARIANT]. */
 int cli_check_platform(const char *verb, const char *platform);
 
+/* ---- RUN sandbox flags of kiln build (run_opts.c) ---- */
+
+/* --add-host NAME:IP, --ulimit NAME=SOFT[:HARD], --shm-size SIZE; the
+ * strings are borrowed from argv. */
+typedef enum cli_run_flag { CLI_RUN_ADD_HOST = 0, CLI_RUN_ULIMIT, CLI_RUN_SHM_SIZE } cli_run_flag;
+#define CLI_RUN_OPTS_MAX 64
+typedef struct cli_run_opts {
+    const char *hosts[CLI_RUN_OPTS_MAX];
+    size_t n_hosts;
+    const char *ulimits[CLI_RUN_OPTS_MAX];
+    size_t n_ulimits;
+    uint64_t shm_size;
+} cli_run_opts;
+/* Checks one flag's value (common/runopts.h, the builder's own parsers) and
+ * keeps it: CLI_EXIT_OK, or CLI_EXIT_USAGE after saying what is wrong. */
+int cli_run_opt(cli_run_opts *o, cli_run_flag flag, const char *arg);
+/* Puts the kept values into the request (borrowed: o must outlive it). */
+void cli_run_opts_apply(const cli_run_opts *o, Kiln__V1__BuildRequest *br);
+
 /* ---- Ctrl-C (cancel.c) ---- */
 
 /* Blocks SIGINT/SIGTERM in every thread and starts the thread that takes

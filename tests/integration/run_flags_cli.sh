@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# kiln build's RUN sandbox flags through both services and the CLI, checked
+# from inside RUN with busybox: --add-host lines in /etc/hosts (v4 and v6),
+# --ulimit values as `ulimit` reports them, --shm-size as /proc/mounts shows
+# /dev/shm (default 64m); bad values fail with exit 2 before any service is
+# asked, and a ulimit above the builder's own or a /dev/shm above the RUN
+# memory limit is refused before anything runs.  None of the three enters
+# the step cache key (Docker's rule).  Needs root.
+set -u
+. "$(dirname "$0")/lib.sh"
+: "${KILN_CLI_BIN:?}" "${KILN_PUSHER_BIN:?}" "${KILN_BUILDER_BIN:?}"
+[ "$(id -u)" = 0 ] || { echo "needs root"; exit 77; }
+for t in jq busybox; do
+    command -v $t >/dev/null || { echo "$t missing"; exit 77; }
+done
+
+T=$(mktemp -d /tmp/kiln-runflags-XXXXXX)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+    rm -rf "$T"
+}
+trap cleanup EXIT
+export KILN_DATA=$T/data
+kiln() { "$KILN_CLI_BIN" "$@"; }
+
+# --- bad values: exit 2 before any service is asked -------------------------
+mkdir -p "$T/ctx"
+printf 'FROM scratch\n' > "$T/ctx/Dockerfile"
+nowhere() { KILN_BUILDER=ipc://$T/nowhere.sock KILN_PUSHER=ipc://$T/nowhere.sock kiln "$@"; }
+for v in 'noaddress' 'bad_host-:10.0.0.1' '-x:10.0.0.1' 'a..b:10.0.0.1' 'h:999.1.1.1' 'h:10.0.0' \
+    'h:fd00::zz' 'h:host-gateway' ':10.0.0.1'; do
+    expect_rc 2 "--add-host $v" nowhere build --add-host "$v" "$T/ctx"
+    grep -q "add-host" "$T/err" && ok || bad "--add-host $v: message ($(cat "$T/err"))"
+done
+for v in 'nofile' 'nofiles=10' 'nofile=x' 'nofile=20:10' 'nofile=10:y' 'nproc=-2'; do
+    expect_rc 2 "--ulimit $v" nowhere build --ulimit "$v" "$T/ctx"
+    grep -q "ulimit" "$T/err" && ok || bad "--ulimit $v: message ($(cat "$T/err"))"
+done
+for v in '0' 'lots' '-1m'; do
+    expect_rc 2 "--shm-size $v" nowhere build --shm-size "$v" "$T/ctx"
+done
+grep -q "unknown; one of core" <(nowhere build --ulimit nofiles=1 "$T/ctx" 2>&1) && ok \
+    || bad "an unknown ulimit name lists the known ones"
+
+# --- the services; the builder's own nofile hard limit is 4096 ---------------
+"$KILN_PUSHER_BIN" 2>"$T/pusher.log" & PIDS+=($!)
+(ulimit -n 4096 && exec "$KILN_BUILDER_BIN" --run-memory 256M 2>"$T/builder.log") & PIDS+=($!)
+for _ in $(seq 100); do kiln status >/dev/null 2>&1 && break; sleep 0.1; done
+kiln status --json > "$T/status.json" 2>/dev/null
+if ! jq -e '.builder.checks[] | select(.name=="sandbox") | .ok' "$T/status.json" >/dev/null; then
+    echo "sandbox unusable here: $(jq -r '.builder.checks[] | select(.name=="sandbox") | .detail' "$T/status.json")"
+    exit 77
+fi
+busybox_rootfs "$T/busybox"
+expect_rc 0 "import the base" kiln import --quiet "$T/busybox" bb:1
+
+# --- --add-host ---------------------------------------------------------------
+mkdir -p "$T/hosts"
+printf 'FROM bb:1\nRUN grep host /etc/hosts && echo "lines=$(grep -c . /etc/hosts)"\n' \
+    > "$T/hosts/Dockerfile"
+expect_rc 0 "build with --add-host" kiln build --progress=plain --network none \
+    --add-host myhost:10.1.2.3 '--add-host=v6host=[fd00:0::1]' "$T/hosts"
+grep -qP '10\.1\.2\.3\tmyhost$' "$T/err" && ok || bad "myhost in /etc/hosts ($(grep -i host "$T/err"))"
+grep -qP 'fd00::1\tv6host$' "$T/err" && ok || bad "v6host in /etc/hosts ($(grep -i host "$T/err"))"
+grep -qP '\.0\.0\.1\tlocalhost$' "$T/err" && grep -q 'lines=5$' "$T/err" && ok \
+    || bad "the usual entries are kept, two are added ($(grep -i -e host -e lines= "$T/err"))"
+# Docker's rule: the hosts file is not part of the step's cache key.
+expect_rc 0 "rebuild with another --add-host" kiln build --progress=json --network none \
+    --add-host myhost:10.9.9.9 "$T/hosts"
+[ "$(jq -s '[.[] | select(.step_done) | select(.step_done.cached == false)] | length' "$T/out")" = 0 ] \
+    && ok || bad "--add-host changed the cache key"
+
+# --- --ulimit -----------------------------------------------------------------
+mkdir -p "$T/ulimit"
+printf 'FROM bb:1\nRUN echo "n=$(ulimit -n) N=$(ulimit -Hn) u=$(ulimit -u) s=$(ulimit -s) c=$(ulimit -c)"\n' \
+    > "$T/ulimit/Dockerfile"
+expect_rc 0 "build with --ulimit" kiln build --progress=plain --no-cache --network none \
+    --ulimit nofile=512:1024 --ulimit nproc=300 --ulimit stack=16777216 --ulimit core=-1 "$T/ulimit"
+grep -q 'n=512 N=1024 u=300 s=16384 c=unlimited' "$T/err" && ok \
+    || bad "ulimit inside RUN ($(grep 'n=' "$T/err"))"
+expect_rc 0 "build without --ulimit" kiln build --progress=plain --no-cache --network none "$T/ulimit"
+grep -q 'n=4096 N=4096' "$T/err" && ok || bad "RUN inherits the builder's limits ($(grep 'n=' "$T/err"))"
+expect_rc 4 "a hard limit above the builder's" kiln build --progress=plain --no-cache \
+    --ulimit nofile=1024:8192 "$T/ulimit"
+grep -q "ulimit nofile: a hard limit of 8192 is above this builder's own of 4096" "$T/err" && ok \
+    || bad "refusal of nofile=1024:8192 ($(cat "$T/err"))"
+! grep -q 'n=' "$T/err" && ok || bad "the refused build ran its RUN"
+expect_rc 4 "unlimited above the builder's" kiln build --no-cache --ulimit nofile=-1 "$T/ulimit"
+grep -q "hard limit of unlimited is above" "$T/err" && ok || bad "refusal of nofile=-1 ($(cat "$T/err"))"
+
+# --- --shm-size ---------------------------------------------------------------
+mkdir -p "$T/shm"
+printf 'FROM bb:1\nRUN grep " /dev/shm " /proc/mounts\n' > "$T/shm/Dockerfile"
+expect_rc 0 "build with the default /dev/shm" kiln build --progress=plain --no-cache --network none "$T/shm"
+grep -q ' /dev/shm tmpfs .*size=65536k' "$T/err" && ok || bad "default /dev/shm ($(grep shm "$T/err"))"
+expect_rc 0 "build with --shm-size 128m" kiln build --progress=plain --no-cache --network none \
+    --shm-size 128m "$T/shm"
+grep -q ' /dev/shm tmpfs .*size=131072k' "$T/err" && ok || bad "--shm-size 128m ($(grep shm "$T/err"))"
+expect_rc 4 "/dev/shm above the RUN memory" kiln build --no-cache --memory 64M --shm-size 128m "$T/shm"
+grep -q "shm-size 128 MiB is above the RUN memory limit of 64 MiB" "$T/err" && ok \
+    || bad "refusal of --shm-size above --memory ($(cat "$T/err"))"
+expect_rc 4 "/dev/shm above the builder's RUN memory" kiln build --no-cache --shm-size 1g "$T/shm"
+grep -q "above the RUN memory limit of 256 MiB" "$T/err" && ok || bad "refusal of --shm-size 1g ($(cat "$T/err"))"
+
+finish
