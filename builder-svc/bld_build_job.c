@@ -196,6 +196,7 @@ static void ev_step_done(void *ud, size_t stage, size_t step, bool cached, const
     s.cached = cached;
     s.cache_key = (char *)(key ? key : "");
     s.layer_bytes = layer_bytes;
+    s.size_uncompressed = layer_bytes; /* compressed at commit: size_compressed unknown */
     s.duration_ms = duration_ms;
     kiln_event e = KILN__V1__EVENT__INIT;
     e.payload_case = KILN__V1__EVENT__PAYLOAD_STEP_DONE;
@@ -475,13 +476,16 @@ static void run_build(void *arg)
         br.n_tags = q->n_tags;
         br.layers = (uint32_t)res.n_layers;
         br.size = res.size;
+        br.size_compressed = res.size;
+        br.size_uncompressed = res.size_uncompressed;
         br.duration_ms = res.duration_ms;
         br.steps_run = res.steps_run;
         br.steps_cached = res.steps_cached;
-        char summary[256];
+        char summary[320], size[KILN_LAYER_SIZE_STRLEN];
+        kiln_format_layer_size(size, sizeof(size), res.size, res.size_uncompressed);
         snprintf(summary, sizeof(summary),
-                 "built %s: %zu layer(s), %u step(s) run, %u cached, %.2fs", res.digest,
-                 res.n_layers, res.steps_run, res.steps_cached,
+                 "built %s: %zu layer(s) of %s, %u step(s) run, %u cached, %.2fs", res.digest,
+                 res.n_layers, size, res.steps_run, res.steps_cached,
                  (double)(kiln_now_ms() - c->t0) / 1000.0);
         Kiln__V1__JobCompleted done = KILN__V1__JOB_COMPLETED__INIT;
         done.summary = summary;

@@ -108,6 +108,13 @@ static void blob_event(job_ctx *c, Kiln__V1__BlobEvent__Kind kind, const char *d
     b.done = done;
     b.total = total;
     b.detail = (char *)(detail ? detail : "");
+    /* A finished layer blob carries its sizes as every layer event does;
+     * the uncompressed one is known for layers this store packed. */
+    if (kind == KILN__V1__BLOB_EVENT__KIND__DONE || kind == KILN__V1__BLOB_EVENT__KIND__SKIPPED ||
+        kind == KILN__V1__BLOB_EVENT__KIND__MOUNTED) {
+        b.size_compressed = total;
+        b.size_uncompressed = digest ? psh_store_tar_size(c->p->store, digest) : 0;
+    }
     kiln_event e = KILN__V1__EVENT__INIT;
     e.payload_case = KILN__V1__EVENT__PAYLOAD_BLOB;
     e.blob = &b;

@@ -112,7 +112,8 @@ typedef struct bld_build_events {
 typedef struct bld_build_result {
     char digest[KILN_DIGEST_STRLEN + 1]; /* manifest digest of the image */
     size_t n_layers;
-    uint64_t size; /* compressed bytes of the layers */
+    uint64_t size;              /* compressed bytes of the layers */
+    uint64_t size_uncompressed; /* their tar bytes; 0 when one of them is unknown */
     uint64_t duration_ms;
     unsigned steps_run, steps_cached;
     /* On failure: the instruction that failed, if any. */

@@ -76,18 +76,18 @@ static const char *stage_label(view *v, uint32_t stage)
     return stage < 64 && v->stage_names[stage][0] ? v->stage_names[stage] : "stage";
 }
 
-/* "DONE 1.23s, layer 4.5 MB" / "CACHED" */
+/* "DONE 1.23s, layer ? compressed / 4.5 MB" (the layer is compressed at
+ * commit) / "CACHED" */
 static void done_status(const Kiln__V1__BuildStepDone *d, char *out, size_t cap)
 {
     double secs = (double)d->duration_ms / 1000.0;
+    uint64_t raw = d->size_uncompressed ? d->size_uncompressed : d->layer_bytes;
+    char size[KILN_LAYER_SIZE_STRLEN];
+    kiln_format_layer_size(size, sizeof(size), d->size_compressed, raw);
     if (d->cached)
         snprintf(out, cap, "CACHED");
-    else if (d->layer_bytes >= 1000000)
-        snprintf(out, cap, "DONE %.2fs, layer %.1f MB", secs, (double)d->layer_bytes / 1e6);
-    else if (d->layer_bytes >= 1000)
-        snprintf(out, cap, "DONE %.2fs, layer %.1f kB", secs, (double)d->layer_bytes / 1e3);
-    else if (d->layer_bytes)
-        snprintf(out, cap, "DONE %.2fs, layer %llu B", secs, (unsigned long long)d->layer_bytes);
+    else if (raw)
+        snprintf(out, cap, "DONE %.2fs, layer %s", secs, size);
     else
         snprintf(out, cap, "DONE %.2fs", secs);
 }

@@ -103,4 +103,36 @@ grep -q "shm-size 128 MiB is above the RUN memory limit of 64 MiB" "$T/err" && o
 expect_rc 4 "/dev/shm above the builder's RUN memory" kiln build --no-cache --shm-size 1g "$T/shm"
 grep -q "above the RUN memory limit of 256 MiB" "$T/err" && ok || bad "refusal of --shm-size 1g ($(cat "$T/err"))"
 
+# --- layer sizes, shown one way: "C compressed / U" -------------------------
+mkdir -p "$T/sizes"
+printf 'FROM bb:1\nRUN head -c 300000 /dev/urandom > /r && head -c 2000000 /dev/zero > /z\n' \
+    > "$T/sizes/Dockerfile"
+expect_rc 0 "build for layer sizes" kiln build --progress=plain --network none -t sizes:1 "$T/sizes"
+# A step's layer is packed at commit: its DONE line cannot know the compressed size yet.
+grep -qE 'DONE [0-9.]+s, layer \? compressed / 2\.[0-9] MB$' "$T/err" && ok \
+    || bad "step DONE line ($(grep DONE "$T/err"))"
+grep -qE 'built sha256:[0-9a-f]{64}: 2 layer\(s\) of [0-9.]+ [kM]B compressed / [0-9.]+ MB,' "$T/err" && ok \
+    || bad "build summary ($(grep built "$T/err"))"
+expect_rc 0 "rebuild with --progress=json" kiln build --progress=json --network none --no-cache \
+    -t sizes:1 "$T/sizes"
+jq -se '[.[] | select(.step_done) | .step_done | select(.size_uncompressed != null)
+         | select((.size_uncompressed | tonumber) >= 2300000)] | length == 1' "$T/out" >/dev/null \
+    && ok || bad "step_done carries size_uncompressed ($(jq -c 'select(.step_done)' "$T/out"))"
+jq -se '[.[] | select(.completed) | .completed.build] | .[0]
+        | (.size_compressed | tonumber) == (.size | tonumber)
+          and (.size_uncompressed | tonumber) > (.size_compressed | tonumber)' "$T/out" >/dev/null \
+    && ok || bad "completed build carries both sizes ($(jq -c 'select(.completed)' "$T/out"))"
+expect_rc 0 "history" kiln history sizes:1
+grep -E '^[0-9a-f]{12} .* [0-9.]+ [kM]B compressed / 2\.[0-9] MB +RUN ' "$T/out" >/dev/null && ok \
+    || bad "history row of the RUN layer ($(cat "$T/out"))"
+expect_rc 0 "history --json" kiln history --json sizes:1
+# The uncompressed size is the layer's tar, as gunzip sees the stored blob.
+L=$(jq -r '[.[] | select(.layer)][0].layer' "$T/out")
+U=$(jq -r '[.[] | select(.layer)][0].size_uncompressed' "$T/out")
+C=$(jq -r '[.[] | select(.layer)][0].size_compressed' "$T/out")
+[ "$U" = "$(gzip -dc "$KILN_DATA/store/blobs/sha256/${L#sha256:}" | wc -c)" ] && ok \
+    || bad "size_uncompressed $U is not the tar's size"
+[ "$C" = "$(stat -c %s "$KILN_DATA/store/blobs/sha256/${L#sha256:}")" ] && ok \
+    || bad "size_compressed $C is not the blob's size"
+
 finish
