@@ -401,6 +401,8 @@ static void run_build(void *arg)
     uint64_t run_memory = q->run_memory ? q->run_memory : c->b->limits.run_memory_bytes;
     if (r == 0)
         r = bld_run_opts_init(&ro, q, run_memory, &err);
+    if (r == 0)
+        r = bld_run_opts_ssh(&ro, q, &err);
     bld_build_spec spec = {
         .context_dir = hold.dir ? hold.dir : q->context_dir,
         .dockerfile = q->dockerfile,
@@ -435,6 +437,7 @@ static void run_build(void *arg)
         .run_ulimits = ro.ulimits,
         .n_run_ulimits = ro.n_ulimits,
         .run_shm_bytes = ro.shm_bytes,
+        .ssh = ro.ssh,
         .run_pids_max = q->run_pids ? q->run_pids : c->b->limits.run_pids,
         .build_timeout_ms =
             q->build_timeout_ms ? q->build_timeout_ms : c->b->limits.build_timeout_ms,

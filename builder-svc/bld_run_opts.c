@@ -93,12 +93,20 @@ int bld_run_opts_init(bld_run_opts *out, const Kiln__V1__BuildRequest *q, uint64
                               "--shm-size %s is above the RUN memory limit of %s", want, max);
     }
     out->shm_bytes = q->shm_size;
-    return 0;
+    return bld_ssh_check(q->ssh_ids, q->n_ssh_ids, q->ssh_token, err);
+}
+
+int bld_run_opts_ssh(bld_run_opts *o, const Kiln__V1__BuildRequest *q, kiln_error **err)
+{
+    if (q->n_ssh_ids == 0)
+        return 0;
+    return bld_ssh_session_new(&o->ssh, q->ssh_token, q->ssh_ids, q->n_ssh_ids, err);
 }
 
 void bld_run_opts_dispose(bld_run_opts *o)
 {
     free(o->hosts);
     free(o->ulimits);
+    bld_ssh_session_end(o->ssh);
     memset(o, 0, sizeof(*o));
 }

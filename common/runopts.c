@@ -87,6 +87,13 @@ void kiln_ulimit_format(char *out, size_t cap, uint64_t v)
         snprintf(out, cap, "%llu", (unsigned long long)v);
 }
 
+bool kiln_ssh_id_ok(const char *id)
+{
+    size_t n = strlen(id);
+    return n > 0 && n <= KILN_SSH_ID_MAX &&
+           strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n;
+}
+
 /* RFC 1123 host name labels; '_' is accepted as hosts files see it. */
 static bool host_name_ok(const char *s, size_t n)
 {

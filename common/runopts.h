@@ -6,6 +6,7 @@
 #ifndef KILN_RUNOPTS_H
 #define KILN_RUNOPTS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -47,5 +48,10 @@ typedef struct kiln_host_entry {
  * refused: a RUN never reaches the builder's host.  KILN_EINVAL with a
  * message otherwise. */
 int kiln_host_entry_parse(kiln_host_entry *out, const char *s, kiln_error **err);
+
+/* An SSH agent id of `--ssh ID=SOCKET` and `RUN --mount=type=ssh,id=ID`:
+ * 1-64 letters, digits, '.', '_' or '-'. */
+#define KILN_SSH_ID_MAX 64
+bool kiln_ssh_id_ok(const char *id);
 
 #endif

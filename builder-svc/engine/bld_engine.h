@@ -23,6 +23,7 @@
 #include "error.h"
 #include "rpc.h"
 #include "runopts.h"
+#include "bld_ssh.h"
 
 typedef struct bld_engine bld_engine;
 
@@ -94,6 +95,10 @@ typedef struct bld_build_spec {
     const kiln_ulimit *run_ulimits;
     size_t n_run_ulimits;
     uint64_t run_shm_bytes; /* 0 = 64 MiB */
+    /* The agents of --ssh, for RUN --mount=type=ssh (borrowed; NULL = none):
+     * a RUN needing one that is not there, with required, fails the build
+     * before anything runs; without required, the mount is left out. */
+    bld_ssh_session *ssh;
 } bld_build_spec;
 
 /* Progress callbacks, all optional, called on the building thread.  stage and

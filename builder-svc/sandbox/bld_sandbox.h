@@ -113,6 +113,7 @@ typedef enum bld_mount_type {
     BLD_MOUNT_CACHE,
     BLD_MOUNT_TMPFS,
     BLD_MOUNT_SECRET,
+    BLD_MOUNT_SSH, /* source: a unix socket of the builder, bound on target (--ssh) */
 } bld_mount_type;
 
 typedef enum bld_cache_sharing {

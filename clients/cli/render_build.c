@@ -289,9 +289,11 @@ int cli_run_build(cli_ctx *ctx, Kiln__V1__BuildRequest *br, const char *progress
     cli_cancel_arm(ctx, CLI_BUILDER, "build", job);
     if (v->mode == P_TTY)
         cli_cancel_route(true);
+    cli_ssh_proxy *ssh = cli_ssh_proxy_start(ctx, ctx->ssh); /* --ssh */
 
     kiln_rpc_client *c = cli_connect(ctx, CLI_BUILDER);
     if (c == NULL) {
+        cli_ssh_proxy_stop(ssh);
         cli_tty_free(v->tty);
         free(v);
         return CLI_EXIT_UNREACHABLE;
@@ -316,6 +318,7 @@ int cli_run_build(cli_ctx *ctx, Kiln__V1__BuildRequest *br, const char *progress
     kiln_error_free(&err);
     free(url);
     kiln_rpc_client_free(c);
+    cli_ssh_proxy_stop(ssh);
     if (v->mode == P_TTY)
         cli_cancel_route(false);
     cli_cancel_disarm();

@@ -5,12 +5,16 @@
 # /dev/shm (default 64m); bad values fail with exit 2 before any service is
 # asked, and a ulimit above the builder's own or a /dev/shm above the RUN
 # memory limit is refused before anything runs.  None of the three enters
-# the step cache key (Docker's rule).  Needs root.
+# the step cache key (Docker's rule).  Layer sizes read "C compressed / U"
+# everywhere.  --ssh: a RUN lists and uses the keys of an ssh-agent started
+# here, through kiln-probe (busybox has no ssh-add), but cannot remove them;
+# a RUN that requires an agent the build lacks fails before anything runs.
+# Needs root.
 set -u
 . "$(dirname "$0")/lib.sh"
-: "${KILN_CLI_BIN:?}" "${KILN_PUSHER_BIN:?}" "${KILN_BUILDER_BIN:?}"
+: "${KILN_CLI_BIN:?}" "${KILN_PUSHER_BIN:?}" "${KILN_BUILDER_BIN:?}" "${KILN_PROBE_BIN:?}"
 [ "$(id -u)" = 0 ] || { echo "needs root"; exit 77; }
-for t in jq busybox; do
+for t in jq busybox ssh-agent ssh-add ssh-keygen; do
     command -v $t >/dev/null || { echo "$t missing"; exit 77; }
 done
 
@@ -18,6 +22,7 @@ T=$(mktemp -d /tmp/kiln-runflags-XXXXXX)
 PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+    [ -n "${SSH_AGENT_PID:-}" ] && kill "$SSH_AGENT_PID" 2>/dev/null
     rm -rf "$T"
 }
 trap cleanup EXIT
@@ -134,5 +139,54 @@ C=$(jq -r '[.[] | select(.layer)][0].size_compressed' "$T/out")
     || bad "size_uncompressed $U is not the tar's size"
 [ "$C" = "$(stat -c %s "$KILN_DATA/store/blobs/sha256/${L#sha256:}")" ] && ok \
     || bad "size_compressed $C is not the blob's size"
+
+
+# --- --ssh ----------------------------------------------------------------------
+eval "$(ssh-agent -s -a "$T/agent.sock")" >/dev/null
+ssh-keygen -q -t ed25519 -N '' -C kiln-test-key -f "$T/id" && ssh-add -q "$T/id" 2>/dev/null
+ssh-add -l | grep -q kiln-test-key && ok || bad "the test agent holds the key"
+mkdir -p "$T/ssh" "$T/busybox/bin"
+cp "$KILN_PROBE_BIN" "$T/busybox/bin/kiln-probe"
+expect_rc 0 "import the probe base" kiln import --quiet "$T/busybox" bbp:1
+cat > "$T/ssh/Dockerfile" <<'EOF'
+FROM bbp:1
+RUN --mount=type=ssh echo "sock=$SSH_AUTH_SOCK" && kiln-probe ssh-agent list && kiln-probe ssh-agent sign && kiln-probe ssh-agent send 19
+RUN --mount=type=ssh,id=work,target=/tmp/agent,required echo "work=$SSH_AUTH_SOCK" && kiln-probe ssh-agent list
+EOF
+expect_rc 0 "build with --ssh" kiln build --progress=plain --no-cache --network none \
+    --ssh default --ssh "work=$T/agent.sock" "$T/ssh"
+grep -q 'sock=/run/buildkit/ssh_agent.0$' "$T/err" && ok || bad "SSH_AUTH_SOCK of the default mount ($(grep sock= "$T/err"))"
+# Three listings: each RUN's, and the one before the signature.
+[ "$(grep -c 'reply=12 keys=1$' "$T/err")" = 3 ] && [ "$(grep -c 'key=kiln-test-key$' "$T/err")" = 3 ] && ok \
+    || bad "the RUNs list the agent's key ($(grep -e reply= -e key= -e error= "$T/err"))"
+grep -q 'sign=14$' "$T/err" && ok || bad "the agent signs for the RUN ($(grep -e sign= -e error= "$T/err"))"
+grep -q 'reply=5$' "$T/err" && ok || bad "removing every key is refused ($(grep reply= "$T/err"))"
+ssh-add -l 2>/dev/null | grep -q kiln-test-key && ok || bad "a RUN removed the agent's keys"
+grep -q 'work=/tmp/agent$' "$T/err" && ok || bad "id= and target= ($(grep work= "$T/err"))"
+# The agent's key never shows in the builder's log, events or layers.
+K=$(sed -n 3p "$T/id")
+! grep -rqF "$K" "$T"/*.log "$KILN_DATA/events" "$KILN_DATA/store/blobs" 2>/dev/null && ok \
+    || bad "the private key shows outside the agent"
+# Without --ssh: an optional mount is left out; a required one fails the
+# build before anything runs.
+printf 'FROM bbp:1\nRUN --mount=type=ssh kiln-probe exists /run/buildkit/ssh_agent.0 || echo "no-""agent"\n' \
+    > "$T/ssh/Dockerfile.optional"
+expect_rc 0 "optional ssh mount without --ssh" kiln build --progress=plain --no-cache --network none \
+    -f "$T/ssh/Dockerfile.optional" "$T/ssh"
+grep -q 'no-agent$' "$T/err" && ok || bad "optional ssh mount without --ssh ($(tail -3 "$T/err"))"
+printf 'FROM bbp:1\nRUN echo "ran-""before"\nRUN --mount=type=ssh,required true\n' > "$T/ssh/Dockerfile.required"
+expect_rc 4 "required ssh mount without --ssh" kiln build --progress=plain --no-cache --network none \
+    -f "$T/ssh/Dockerfile.required" "$T/ssh"
+grep -q "the build has no SSH agent 'default' (kiln build --ssh default" "$T/err" && ok \
+    || bad "required ssh mount: message ($(tail -3 "$T/err"))"
+! grep -q 'ran-before' "$T/err" && ok || bad "a RUN ran before the missing agent was noticed"
+expect_rc 4 "required id the build lacks" kiln build --progress=plain --no-cache --network none \
+    --ssh default "$T/ssh"
+grep -q "no SSH agent 'work'" "$T/err" && ok || bad "missing id: message ($(tail -3 "$T/err"))"
+# Bad values: exit 2 before anything is sent.
+expect_rc 2 "--ssh with a missing socket" nowhere build --ssh "default=$T/none.sock" "$T/ctx"
+expect_rc 2 "--ssh with a bad id" nowhere build --ssh "bad id=$T/agent.sock" "$T/ctx"
+expect_rc 2 "--ssh default without an agent" env -u SSH_AUTH_SOCK "$KILN_CLI_BIN" build --ssh default "$T/ctx"
+expect_rc 2 "--ssh twice" nowhere build --ssh default --ssh "default=$T/agent.sock" "$T/ctx"
 
 finish
