@@ -365,6 +365,7 @@ static void *conn_main(void *arg)
         if (!(reply ? send_msg(c->fd, reply, rlen) : send_msg(c->fd, failure, sizeof(failure))))
             break;
     }
+    shutdown(c->fd, SHUT_RDWR); /* the client sees EOF now, not when the slot is reaped */
     atomic_store(&c->done, true);
     return NULL;
 }
