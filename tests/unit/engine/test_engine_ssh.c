@@ -60,7 +60,11 @@ static void *client_main(void *arg)
                              (unsigned char)(c->len >> 8), (unsigned char)c->len};
     memcpy(out + 4, c->msg, sizeof(c->msg));
     unsigned char in[5];
-    if (write(fd, out, 4 + (c->len < 8 ? c->len : 8)) > 0 && read(fd, in, 5) == 5)
+    size_t got = 0;
+    ssize_t k = write(fd, out, 4 + (c->len < 8 ? c->len : 8));
+    while (k > 0 && got < sizeof(in) && (k = read(fd, in + got, sizeof(in) - got)) > 0)
+        got += (size_t)k; /* the header and the body may come apart */
+    if (got == sizeof(in))
         c->reply = in[4];
     close(fd);
     return NULL;
