@@ -678,12 +678,19 @@ static void layer_sizes(const psh_store *s, const cJSON *doc, psh_inspect *out)
     if (n <= 0 || (out->layer_tar_sizes = calloc((size_t)n, sizeof(uint64_t))) == NULL)
         return;
     const cJSON *l;
+    bool all = true;
     cJSON_ArrayForEach(l, layers)
     {
         const cJSON *d = cJSON_GetObjectItemCaseSensitive(l, "digest");
-        out->layer_tar_sizes[out->n_layers++] =
-            cJSON_IsString(d) ? psh_store_tar_size(s, d->valuestring) : 0;
+        const cJSON *z = cJSON_GetObjectItemCaseSensitive(l, "size");
+        uint64_t t = cJSON_IsString(d) ? psh_store_tar_size(s, d->valuestring) : 0;
+        out->layer_tar_sizes[out->n_layers++] = t;
+        out->layers_size += cJSON_IsNumber(z) && z->valuedouble > 0 ? (uint64_t)z->valuedouble : 0;
+        out->layers_tar_size += t;
+        all = all && t;
     }
+    if (!all) /* a partial sum would understate the image */
+        out->layers_tar_size = 0;
 }
 
 int psh_store_inspect(const psh_store *s, const char *ref, psh_inspect *out, kiln_error **err)

@@ -234,6 +234,8 @@ typedef struct psh_inspect {
     size_t config_len;
     uint64_t *layer_tar_sizes; /* per manifest layer: psh_store_tar_size (owned) */
     size_t n_layers;
+    uint64_t layers_size;     /* the layers' compressed bytes */
+    uint64_t layers_tar_size; /* their uncompressed bytes; 0 when one is unknown */
 } psh_inspect;
 
 /* Resolves ref and reads its manifest (or index) and config.  Dispose with

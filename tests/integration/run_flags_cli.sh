@@ -139,6 +139,21 @@ C=$(jq -r '[.[] | select(.layer)][0].size_compressed' "$T/out")
     || bad "size_uncompressed $U is not the tar's size"
 [ "$C" = "$(stat -c %s "$KILN_DATA/store/blobs/sha256/${L#sha256:}")" ] && ok \
     || bad "size_compressed $C is not the blob's size"
+# Push: each layer blob and the summary give both sizes the same way.
+if command -v docker-registry >/dev/null && command -v curl >/dev/null; then
+    PORT=$(free_port)
+    printf 'version: 0.1\nlog: { level: error }\nstorage: { filesystem: { rootdirectory: %s } }\nhttp: { addr: 127.0.0.1:%s }\n' \
+        "$T/registry" "$PORT" > "$T/registry.yml"
+    docker-registry serve "$T/registry.yml" >"$T/registry.log" 2>&1 & PIDS+=($!)
+    for _ in $(seq 50); do curl -fs "http://127.0.0.1:$PORT/v2/" >/dev/null && break; sleep 0.1; done
+    expect_rc 0 "push" kiln push --tls-verify=false sizes:1 "127.0.0.1:$PORT/sizes:1"
+    [ "$(grep -cE '^blob sha256:[0-9a-f]{12} done \([0-9.]+ [kM]?B compressed / [0-9.]+ [kM]?B\)$' "$T/err")" = 2 ] \
+        && ok || bad "push: the layer blobs' lines ($(grep blob "$T/err"))"
+    grep -qE '^pushed 127\.0\.0\.1:[0-9]+/sizes:1: 2 layer\(s\) of [0-9.]+ [kM]B compressed / [0-9.]+ MB, ' "$T/err" \
+        && ok || bad "push summary ($(grep pushed "$T/err"))"
+else
+    echo "docker-registry or curl missing: push sizes not checked"
+fi
 
 
 # --- --ssh ----------------------------------------------------------------------
