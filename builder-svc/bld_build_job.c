@@ -10,6 +10,7 @@
 #include "bld_build_job.h"
 #include "bld_context.h"
 #include "bld_engine.h"
+#include "bld_run_opts.h"
 #include "cleanup.h"
 #include "config.h"
 #include "fs.h"
@@ -195,6 +196,7 @@ static void ev_step_done(void *ud, size_t stage, size_t step, bool cached, const
     s.cached = cached;
     s.cache_key = (char *)(key ? key : "");
     s.layer_bytes = layer_bytes;
+    s.size_uncompressed = layer_bytes; /* compressed at commit: size_compressed unknown */
     s.duration_ms = duration_ms;
     kiln_event e = KILN__V1__EVENT__INIT;
     e.payload_case = KILN__V1__EVENT__PAYLOAD_STEP_DONE;
@@ -395,6 +397,12 @@ static void run_build(void *arg)
         r = r < 0 ? r : kiln_error_set(&err, KILN_ENOSPC, 0, "out of memory");
     else if (r == 0)
         r = secrets_prepare(c, secrets, secrets_dir, secret_paths, &err);
+    bld_run_opts ro = {0};
+    uint64_t run_memory = q->run_memory ? q->run_memory : c->b->limits.run_memory_bytes;
+    if (r == 0)
+        r = bld_run_opts_init(&ro, q, run_memory, &err);
+    if (r == 0)
+        r = bld_run_opts_ssh(&ro, q, &err);
     bld_build_spec spec = {
         .context_dir = hold.dir ? hold.dir : q->context_dir,
         .dockerfile = q->dockerfile,
@@ -424,7 +432,12 @@ static void run_build(void *arg)
         .registry_cert_dir = *q->cert_dir ? q->cert_dir : NULL,
         .source_date_epoch = q->source_date_epoch ? q->source_date_epoch : -1,
         .run_timeout_ms = q->run_timeout_ms ? q->run_timeout_ms : c->b->limits.run_timeout_ms,
-        .run_memory_bytes = q->run_memory ? q->run_memory : c->b->limits.run_memory_bytes,
+        .run_memory_bytes = run_memory,
+        .run_hosts = ro.hosts,
+        .run_ulimits = ro.ulimits,
+        .n_run_ulimits = ro.n_ulimits,
+        .run_shm_bytes = ro.shm_bytes,
+        .ssh = ro.ssh,
         .run_pids_max = q->run_pids ? q->run_pids : c->b->limits.run_pids,
         .build_timeout_ms =
             q->build_timeout_ms ? q->build_timeout_ms : c->b->limits.build_timeout_ms,
@@ -438,6 +451,7 @@ static void run_build(void *arg)
     if (r == 0)
         r = bld_build(c->b->engine, &spec, &ev, &res, &err);
     secrets_remove(secrets_dir);
+    bld_run_opts_dispose(&ro);
     bld_context_release(&hold);
     flush(c);
     bld_builds *b = c->b;
@@ -465,13 +479,16 @@ static void run_build(void *arg)
         br.n_tags = q->n_tags;
         br.layers = (uint32_t)res.n_layers;
         br.size = res.size;
+        br.size_compressed = res.size;
+        br.size_uncompressed = res.size_uncompressed;
         br.duration_ms = res.duration_ms;
         br.steps_run = res.steps_run;
         br.steps_cached = res.steps_cached;
-        char summary[256];
+        char summary[320], size[KILN_LAYER_SIZE_STRLEN];
+        kiln_format_layer_size(size, sizeof(size), res.size, res.size_uncompressed);
         snprintf(summary, sizeof(summary),
-                 "built %s: %zu layer(s), %u step(s) run, %u cached, %.2fs", res.digest,
-                 res.n_layers, res.steps_run, res.steps_cached,
+                 "built %s: %zu layer(s) of %s, %u step(s) run, %u cached, %.2fs", res.digest,
+                 res.n_layers, size, res.steps_run, res.steps_cached,
                  (double)(kiln_now_ms() - c->t0) / 1000.0);
         Kiln__V1__JobCompleted done = KILN__V1__JOB_COMPLETED__INIT;
         done.summary = summary;
@@ -588,6 +605,12 @@ int bld_builds_accept(bld_builds *b, const kiln_req *req, kiln_reply *reply, kil
                               "kiln-builder with --allow-insecure-entitlement network.host");
     if (check_limits(&b->limits, q, err) < 0)
         return KILN_EINVAL;
+    bld_run_opts ro;
+    int rr =
+        bld_run_opts_init(&ro, q, q->run_memory ? q->run_memory : b->limits.run_memory_bytes, err);
+    bld_run_opts_dispose(&ro);
+    if (rr < 0)
+        return rr;
     build_ctx *c = calloc(1, sizeof(*c));
     if (c == NULL || (c->req = kiln_req_dup(req)) == NULL) {
         free(c);

@@ -446,6 +446,22 @@ static int m_context_put(void *user, const kiln_req *req, kiln_reply *reply, kil
     return 0;
 }
 
+static int m_ssh_poll(void *user, const kiln_req *req, kiln_reply *reply, kiln_arena *a,
+                      kiln_error **err)
+{
+    (void)user;
+    Kiln__V1__SshAgentPollReply *pr = kiln_arena_alloc(a, sizeof(*pr));
+    if (pr == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    kiln__v1__ssh_agent_poll_reply__init(pr);
+    int r = bld_ssh_poll(req->ssh_agent_poll, pr, a, err);
+    if (r < 0)
+        return r;
+    reply->body_case = KILN__V1__REPLY__BODY_SSH_AGENT_POLL_REPLY;
+    reply->ssh_agent_poll_reply = pr;
+    return 0;
+}
+
 /* ContextPut is content-addressed and so idempotent by itself: it is not
  * flagged MUTATING, which would keep its request ids (and a reply) around
  * for every chunk. */
@@ -456,6 +472,9 @@ static const kiln_rpc_method methods[] = {
     {KILN__V1__REQUEST__BODY_CANCEL, "Cancel", m_cancel, KILN_RPC_MUTATING, NULL},
     {KILN__V1__REQUEST__BODY_CONTEXT_CHECK, "ContextCheck", m_context_check, 0, NULL},
     {KILN__V1__REQUEST__BODY_CONTEXT_PUT, "ContextPut", m_context_put, 0, NULL},
+    /* A long poll (up to 5 s) of kiln build --ssh; not MUTATING: replies it
+     * carries again after a resend are ignored, and requests come again. */
+    {KILN__V1__REQUEST__BODY_SSH_AGENT_POLL, "SshAgentPoll", m_ssh_poll, 0, NULL},
 };
 
 const kiln_rpc_method *bld_server_methods(bld_server *b, size_t *n)

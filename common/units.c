@@ -113,6 +113,29 @@ void kiln_format_size(char *out, size_t cap, unsigned long long bytes)
         snprintf(out, cap, "%.1f %s", (double)bytes / (double)div, units[u]);
 }
 
+void kiln_format_bytes(char *out, size_t cap, unsigned long long bytes)
+{
+    static const char *const units[] = {"B", "kB", "MB", "GB", "TB"};
+    double v = (double)bytes;
+    int i = 0;
+    while (v >= 1000 && i < 4) {
+        v /= 1000;
+        i++;
+    }
+    snprintf(out, cap, i ? "%.1f %s" : "%.0f %s", v, units[i]);
+}
+
+void kiln_format_layer_size(char *out, size_t cap, unsigned long long compressed,
+                            unsigned long long uncompressed)
+{
+    char c[24] = "?", u[24] = "?";
+    if (compressed)
+        kiln_format_bytes(c, sizeof(c), compressed);
+    if (uncompressed)
+        kiln_format_bytes(u, sizeof(u), uncompressed);
+    snprintf(out, cap, "%s compressed / %s", c, u);
+}
+
 void kiln_format_duration(char *out, size_t cap, unsigned long long ms)
 {
     if (ms % 1000 || ms == 0) {

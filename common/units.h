@@ -18,6 +18,17 @@ long long kiln_parse_size(const char *s);
 long long kiln_parse_duration_ms(const char *s);
 /* "2 GiB", "512 MiB", "1.5 GiB", "4096 bytes" into out. */
 void kiln_format_size(char *out, size_t cap, unsigned long long bytes);
+/* Data sizes as Docker shows them (decimal units): "0 B", "512 B",
+ * "12.3 kB", "40.1 MB", "1.2 GB" into out. */
+void kiln_format_bytes(char *out, size_t cap, unsigned long long bytes);
+/* A layer's size, the one way Kiln shows it everywhere (build progress,
+ * history, events, push): "12.3 MB compressed / 40.1 MB" (the second is the
+ * uncompressed tar).  A side not known at that point is 0 and shows as "?":
+ * a step's layer is compressed only when the image is committed, and a
+ * layer pulled from a registry comes with its compressed size only. */
+#define KILN_LAYER_SIZE_STRLEN 48
+void kiln_format_layer_size(char *out, size_t cap, unsigned long long compressed,
+                            unsigned long long uncompressed);
 /* "10m", "1h30m", "1m30s", "1500ms" into out. */
 void kiln_format_duration(char *out, size_t cap, unsigned long long ms);
 

@@ -11,7 +11,8 @@ BUILD=(build-essential cmake pkg-config protobuf-c-compiler libprotobuf-c-dev li
        libisal-dev libzstd-dev ca-certificates openssl curl jq busybox-static docker-registry
        passt)
 TEST=(clang libclang-rt-14-dev clang-format shellcheck nng-utils python3 python3-yaml skopeo umoci
-      pigz apache2-utils file xz-utils attr debootstrap man-db iproute2 nodejs npm)
+      pigz apache2-utils file xz-utils attr debootstrap man-db iproute2 nodejs npm
+      openssh-client)
 BENCH=(hyperfine buildah pigz time)
 
 want=("${BUILD[@]}")

@@ -200,6 +200,9 @@ static int m_inspect(void *user, const kiln_req *req, kiln_reply *reply, kiln_ar
     b->media_type = kiln_arena_strdup(a, in.manifest.media_type);
     b->manifest_json = kiln_arena_strdup(a, in.manifest_json ? in.manifest_json : "");
     b->config_json = kiln_arena_strdup(a, in.config_json ? in.config_json : "");
+    b->layer_sizes_uncompressed = kiln_arena_alloc(a, (in.n_layers + 1) * sizeof(uint64_t));
+    for (size_t i = 0; b->layer_sizes_uncompressed && i < in.n_layers; i++)
+        b->layer_sizes_uncompressed[b->n_layer_sizes_uncompressed++] = in.layer_tar_sizes[i];
     psh_inspect_dispose(&in);
     reply->body_case = KILN__V1__REPLY__BODY_INSPECT_REPLY;
     reply->inspect_reply = b;
@@ -446,6 +449,8 @@ static void on_layer_done(void *ud, size_t i, const psh_layer_info *info)
     lp.media_type = (char *)info->media_type;
     lp.tar_bytes = info->tar_size;
     lp.blob_bytes = info->size;
+    lp.size_compressed = info->size;
+    lp.size_uncompressed = info->tar_size;
     lp.seconds = (double)(now - c->layer_t0) / 1000.0;
     c->layer_t0 = now;
     kiln_event e = KILN__V1__EVENT__INIT;
@@ -651,6 +656,7 @@ static void run_commit(void *arg)
         lr[i].media_type = res.layers[i].blob.media_type;
         lr[i].size = res.layers[i].blob.size;
         lr[i].from_base = res.layers[i].from_base;
+        lr[i].size_uncompressed = res.layers[i].tar_size;
         lrp[i] = &lr[i];
         cr.n_layers++;
     }

@@ -108,6 +108,13 @@ static void blob_event(job_ctx *c, Kiln__V1__BlobEvent__Kind kind, const char *d
     b.done = done;
     b.total = total;
     b.detail = (char *)(detail ? detail : "");
+    /* A finished layer blob carries its sizes as every layer event does;
+     * the uncompressed one is known for layers this store packed. */
+    if (kind == KILN__V1__BLOB_EVENT__KIND__DONE || kind == KILN__V1__BLOB_EVENT__KIND__SKIPPED ||
+        kind == KILN__V1__BLOB_EVENT__KIND__MOUNTED) {
+        b.size_compressed = total;
+        b.size_uncompressed = digest ? psh_store_tar_size(c->p->store, digest) : 0;
+    }
     kiln_event e = KILN__V1__EVENT__INIT;
     e.payload_case = KILN__V1__EVENT__PAYLOAD_BLOB;
     e.blob = &b;
@@ -158,7 +165,22 @@ static psh_reg_events job_events(job_ctx *c)
 
 /* ---- push ---- */
 
-static void finish_push(job_ctx *c, const psh_push_result *res, const char *dest)
+/* "3 layer(s) of 2.1 MB compressed / 5.0 MB, " for an image ("" for an
+ * index or when it cannot be read), as every layer size is shown. */
+static void layers_text(psh_store *s, const char *ref, char *out, size_t cap)
+{
+    psh_inspect in = {0};
+    out[0] = '\0';
+    if (psh_store_inspect(s, ref, &in, NULL) < 0)
+        return;
+    char size[KILN_LAYER_SIZE_STRLEN];
+    kiln_format_layer_size(size, sizeof(size), in.layers_size, in.layers_tar_size);
+    if (in.n_layers > 0)
+        snprintf(out, cap, "%zu layer(s) of %s, ", in.n_layers, size);
+    psh_inspect_dispose(&in);
+}
+
+static void finish_push(job_ctx *c, const psh_push_result *res, const char *src, const char *dest)
 {
     psh_server *p = c->p;
     pthread_mutex_lock(&p->mu);
@@ -170,11 +192,12 @@ static void finish_push(job_ctx *c, const psh_push_result *res, const char *dest
     p->bytes_pushed += res->bytes_sent;
     p->bytes_push_resumed += res->bytes_resumed;
     pthread_mutex_unlock(&p->mu);
-    char summary[512];
+    char summary[640], layers[128];
+    layers_text(p->store, src, layers, sizeof(layers));
     snprintf(summary, sizeof(summary),
-             "pushed %s: %u blob(s) uploaded, %u skipped, %u mounted, %.1f MB sent, %u retries, "
+             "pushed %s: %s%u blob(s) uploaded, %u skipped, %u mounted, %.1f MB sent, %u retries, "
              "%.2fs",
-             dest, res->blobs_uploaded, res->blobs_skipped, res->blobs_mounted,
+             dest, layers, res->blobs_uploaded, res->blobs_skipped, res->blobs_mounted,
              (double)res->bytes_sent / 1e6, res->retries, (double)(kiln_now_ms() - c->t0) / 1000.0);
     kiln_info("registry", "job %s: %s (%s)", kiln_job_id(c->job), summary, res->manifest.digest);
     kiln_job_complete(c->job, summary, res->manifest.digest, NULL);
@@ -193,7 +216,7 @@ static void run_push(void *arg)
         psh_push(c->p->store, q->source, dest, &o, &ev, &res, &err) < 0)
         psh_srv_job_failed(c, &err, "push");
     else
-        finish_push(c, &res, dest);
+        finish_push(c, &res, q->source, dest);
     psh_srv_job_free(c);
 }
 
@@ -387,7 +410,7 @@ static void run_manifest_push(void *arg)
         psh_manifest_push(c->p->store, q->list, dest, &o, &ev, &res, &err) < 0)
         psh_srv_job_failed(c, &err, "manifest push");
     else
-        finish_push(c, &res, dest);
+        finish_push(c, &res, q->list, dest);
     psh_srv_job_free(c);
 }
 

@@ -22,6 +22,8 @@
 #include "digest.h"
 #include "error.h"
 #include "rpc.h"
+#include "runopts.h"
+#include "bld_ssh.h"
 
 typedef struct bld_engine bld_engine;
 
@@ -86,6 +88,17 @@ typedef struct bld_build_spec {
     uint64_t build_timeout_ms;     /* the whole build (KILN_ETIMEDOUT naming it); 0 = none */
     unsigned max_parallel_stages;  /* independent stages at once; 0 = CPUs (2..8) */
     const atomic_bool *cancel;     /* set to stop the build; may be NULL */
+
+    /* Each RUN's sandbox (--add-host, --ulimit, --shm-size), as in
+     * bld_run_spec; in no cache key (Docker's rule). */
+    const char *run_hosts; /* "IP\tNAME\n" lines for /etc/hosts; NULL = none */
+    const kiln_ulimit *run_ulimits;
+    size_t n_run_ulimits;
+    uint64_t run_shm_bytes; /* 0 = 64 MiB */
+    /* The agents of --ssh, for RUN --mount=type=ssh (borrowed; NULL = none):
+     * a RUN needing one that is not there, with required, fails the build
+     * before anything runs; without required, the mount is left out. */
+    bld_ssh_session *ssh;
 } bld_build_spec;
 
 /* Progress callbacks, all optional, called on the building thread.  stage and
@@ -104,7 +117,8 @@ typedef struct bld_build_events {
 typedef struct bld_build_result {
     char digest[KILN_DIGEST_STRLEN + 1]; /* manifest digest of the image */
     size_t n_layers;
-    uint64_t size; /* compressed bytes of the layers */
+    uint64_t size;              /* compressed bytes of the layers */
+    uint64_t size_uncompressed; /* their tar bytes; 0 when one of them is unknown */
     uint64_t duration_ms;
     unsigned steps_run, steps_cached;
     /* On failure: the instruction that failed, if any. */

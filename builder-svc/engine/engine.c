@@ -572,6 +572,29 @@ static int check_entitlements(eng_ctx *c, const bld_plan *p, kiln_error **err)
     return 0;
 }
 
+/* A RUN that needs an SSH agent the build lacks (--mount=type=ssh,required
+ * without --ssh) fails the build before anything runs, naming the RUN. */
+static int check_ssh(eng_ctx *c, const bld_plan *p, kiln_error **err)
+{
+    for (size_t i = 0; i < p->n_stages; i++) {
+        const bld_stage *st = &p->stages[i];
+        for (size_t k = 0; st->runs && k < st->n_instrs; k++) {
+            const bld_instr *in = &st->instrs[k];
+            for (size_t m = 0; in->kind == BLD_INSTR_RUN && m < in->u.run.n_mounts; m++) {
+                const bld_mount *mt = &in->u.run.mounts[m];
+                if (mt->type != BLD_MOUNT_SSH || !mt->required ||
+                    bld_ssh_session_has(c->b.spec->ssh, mt->id))
+                    continue;
+                c->b.out->failed_line = in->line;
+                eng_redact(c->b.out->failed_text, sizeof(c->b.out->failed_text), in->original);
+                return kiln_error_set(err, KILN_EINVAL, 0, ENG_SSH_MISSING_FMT, mt->id, mt->id,
+                                      mt->id);
+            }
+        }
+    }
+    return 0;
+}
+
 static int build(eng_ctx *c, kiln_error **err)
 {
     bld_plan *first = NULL;
@@ -580,7 +603,7 @@ static int build(eng_ctx *c, kiln_error **err)
         note_parse_error(c, *err);
         return rc;
     }
-    if ((rc = check_entitlements(c, first, err)) < 0) {
+    if ((rc = check_entitlements(c, first, err)) < 0 || (rc = check_ssh(c, first, err)) < 0) {
         bld_plan_free(first);
         return rc;
     }

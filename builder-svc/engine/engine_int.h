@@ -99,6 +99,7 @@ typedef enum eng_mount_type {
     ENG_MNT_CACHE,
     ENG_MNT_TMPFS,
     ENG_MNT_SECRET,
+    ENG_MNT_SSH, /* id: the agent; eng_run() makes the socket */
 } eng_mount_type;
 
 typedef struct eng_mount {
@@ -145,6 +146,23 @@ char *eng_preflight(const char *data_dir, bool *usable);
 void eng_net_release(eng_build *b);
 
 int eng_run(eng_build *b, const eng_run_desc *d, int *exit_code, kiln_error **err);
+
+/* engine_ssh.c: the agent sockets of one RUN's ssh mounts (bld_ssh.h), in a
+ * 0700 dir of their own under data_dir/sandbox, removed by eng_ssh_close(). */
+#define ENG_SSH_MAX        16
+#define ENG_SSH_MOUNTS_MAX 66 /* a RUN's mounts: its --mount options and heredoc files */
+typedef struct eng_ssh_socks {
+    char *dir;
+    int dir_fd;
+    bld_ssh_listener *l[ENG_SSH_MAX];
+    char *paths[ENG_SSH_MOUNTS_MAX]; /* by mount index, NULL for other mounts */
+    size_t n;
+} eng_ssh_socks;
+/* Serves a socket for each ENG_MNT_SSH mount of m[0..n-1] (at most
+ * ENG_SSH_MAX); out->paths[i] is mount i's.  out is usable by
+ * eng_ssh_close() whatever the result. */
+int eng_ssh_open(eng_ssh_socks *out, eng_build *b, const eng_mount *m, size_t n, kiln_error **err);
+void eng_ssh_close(eng_ssh_socks *s);
 
 /* ---- engine_cache.c: step keys, step dirs, the step index ---- */
 

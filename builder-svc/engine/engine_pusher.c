@@ -217,9 +217,15 @@ static void on_commit_done(eng_build *b, const Kiln__V1__JobCompleted *c)
     snprintf(b->out->digest, sizeof(b->out->digest), "%s", c->digest ? c->digest : "");
     if (c->commit) {
         b->out->n_layers = c->commit->n_layers;
-        b->out->size = 0;
-        for (size_t i = 0; i < c->commit->n_layers; i++)
+        b->out->size = b->out->size_uncompressed = 0;
+        bool all = true; /* a partial sum would understate the image */
+        for (size_t i = 0; i < c->commit->n_layers; i++) {
             b->out->size += c->commit->layers[i]->size;
+            b->out->size_uncompressed += c->commit->layers[i]->size_uncompressed;
+            all = all && c->commit->layers[i]->size_uncompressed;
+        }
+        if (!all)
+            b->out->size_uncompressed = 0;
     }
 }
 

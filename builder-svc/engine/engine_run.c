@@ -237,6 +237,9 @@ int eng_run(eng_build *b, const eng_run_desc *d, int *exit_code, kiln_error **er
         case ENG_MNT_SECRET:
             o->type = BLD_MOUNT_SECRET;
             break;
+        case ENG_MNT_SSH:
+            o->type = BLD_MOUNT_SSH;
+            break;
         }
         o->target = m->target;
         o->source = m->source;
@@ -254,6 +257,13 @@ int eng_run(eng_build *b, const eng_run_desc *d, int *exit_code, kiln_error **er
         o->mode = m->mode >= 0 ? (mode_t)m->mode : 0;
         o->size = m->size;
     }
+    _cleanup_(eng_ssh_close) eng_ssh_socks ssh;
+    int src = eng_ssh_open(&ssh, b, d->mounts, d->n_mounts, err);
+    if (src < 0)
+        return src;
+    for (size_t i = 0; i < d->n_mounts && ssh.n; i++)
+        if (d->mounts[i].type == ENG_MNT_SSH)
+            mounts[i].source = ssh.paths[i];
     bld_netns *net = NULL;
     bool made = false;
     int nrc = d->net == ENG_NET_PRIVATE ? build_net(b, &net, &made, err) : 0;
@@ -287,6 +297,10 @@ int eng_run(eng_build *b, const eng_run_desc *d, int *exit_code, kiln_error **er
         .timeout_ms = b->spec->run_timeout_ms,
         .memory_bytes = b->spec->run_memory_bytes,
         .pids_max = b->spec->run_pids_max,
+        .extra_hosts = b->spec->run_hosts,
+        .ulimits = b->spec->run_ulimits,
+        .n_ulimits = b->spec->n_run_ulimits,
+        .shm_bytes = b->spec->run_shm_bytes,
         .rootfs = BLD_ROOTFS_AUTO,
         .on_output = on_output,
         .output_ud = &oc,

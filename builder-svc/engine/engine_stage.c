@@ -273,11 +273,38 @@ static int run_mounts(eng_ctx *c, const bld_instr *in, const char *wd, eng_mount
             break;
         }
         case BLD_MOUNT_SSH:
-            if (m->required)
-                return kiln_error_set(err, KILN_ENOTSUP, 0, "RUN --mount=type=ssh: not supported");
-            continue;
+            if (!bld_ssh_session_has(c->b.spec->ssh, m->id)) {
+                if (m->required) /* engine.c refused the build before; kept as a wall */
+                    return kiln_error_set(err, KILN_EINVAL, 0, ENG_SSH_MISSING_FMT, m->id, m->id,
+                                          m->id);
+                continue;
+            }
+            o->type = ENG_MNT_SSH;
+            o->readonly = false; /* the RUN connects to the socket */
+            break;
         }
         (*n_out)++;
+    }
+    return 0;
+}
+
+/* SSH_AUTH_SOCK names the RUN's first agent socket, as in BuildKit (unless
+ * the image's environment sets it). */
+static int ssh_env(const eng_mount *mounts, size_t n, eng_strv *env, kiln_error **err)
+{
+    for (size_t i = 0; env->v && i < env->n; i++)
+        if (strncmp(env->v[i], "SSH_AUTH_SOCK=", 14) == 0)
+            return 0;
+    for (size_t i = 0; i < n; i++) {
+        if (mounts[i].type != ENG_MNT_SSH)
+            continue;
+        const char *t = mounts[i].target; /* joined to the workdir: "//run/…" */
+        while (t[0] == '/' && t[1] == '/')
+            t++;
+        _cleanup_free_ char *kv = NULL;
+        if (asprintf(&kv, "SSH_AUTH_SOCK=%s", t) < 0 || eng_strv_push(env, kv) < 0)
+            return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+        return 0;
     }
     return 0;
 }
@@ -409,7 +436,7 @@ static int exec_run(eng_ctx *c, size_t si, size_t step, const bld_instr *in, sta
         eng_strv_dispose(&argv);
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
     }
-    if ((rc = secret_env(c, in, &env, err)) < 0) {
+    if ((rc = secret_env(c, in, &env, err)) < 0 || (rc = ssh_env(mounts, nm, &env, err)) < 0) {
         eng_strv_dispose(&env);
         eng_strv_dispose(&argv);
         return rc;

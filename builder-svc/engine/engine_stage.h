@@ -40,6 +40,12 @@ static inline int eng_run_network(const bld_build_spec *spec, const bld_run *run
     "RUN on the host network needs the network.host entitlement: start kiln-builder with "         \
     "--allow-insecure-entitlement network.host, or drop --network host"
 
+/* A RUN --mount=type=ssh,required whose agent the build lacks (the id three
+ * times). */
+#define ENG_SSH_MISSING_FMT                                                                        \
+    "RUN --mount=type=ssh,id=%s,required: the build has no SSH agent '%s' (kiln build --ssh "      \
+    "%s[=SOCKET])"
+
 void base_img_index(base_img *bi);
 void base_img_dispose(base_img *bi);
 

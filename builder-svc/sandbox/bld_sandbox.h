@@ -34,6 +34,7 @@
 #include <sys/types.h>
 
 #include "error.h"
+#include "runopts.h"
 
 /* ---- preflight -------------------------------------------------------- */
 
@@ -112,6 +113,7 @@ typedef enum bld_mount_type {
     BLD_MOUNT_CACHE,
     BLD_MOUNT_TMPFS,
     BLD_MOUNT_SECRET,
+    BLD_MOUNT_SSH, /* source: a unix socket of the builder, bound on target (--ssh) */
 } bld_mount_type;
 
 typedef enum bld_cache_sharing {
@@ -172,6 +174,16 @@ typedef struct bld_run_spec {
     uint64_t memory_bytes; /* memory (swap included: none beyond it); 0 = no limit */
     uint64_t pids_max;     /* processes and threads at once; 0 = no limit */
     unsigned cpu_weight;   /* the step's CPU weight as one group (v2 scale 1..10000); 0 = 100 */
+
+    /* --add-host: lines appended to the generated /etc/hosts ("IP\tNAME\n"
+     * each); NULL = none.  --ulimit: setrlimit'd in the command before exec
+     * (hard values never above the builder's own: the caller checks).
+     * --shm-size: bytes of /dev/shm; 0 = 64 MiB (Docker's default). */
+    const char *extra_hosts;
+    const kiln_ulimit *ulimits;
+    size_t n_ulimits;
+    uint64_t shm_bytes;
+
     bld_rootfs_mode rootfs;
     bld_output_fn on_output; /* may be NULL (output discarded) */
     void *output_ud;

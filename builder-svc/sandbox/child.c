@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -133,6 +134,27 @@ static char **build_env(const sbx_plan *p, const sbx_user *u)
     return out;
 }
 
+/* --ulimit, in the command child before exec (the limits are inherited
+ * across exec and by every process the command starts).  The builder
+ * refused hard values above its own before the build started, so this never
+ * gives a RUN more than the builder has.  -1 with errno and the failing
+ * entry in *bad. */
+static int apply_ulimits(const bld_run_spec *s, const kiln_ulimit **bad)
+{
+    for (size_t i = 0; i < s->n_ulimits; i++) {
+        const kiln_ulimit *u = &s->ulimits[i];
+        struct rlimit rl = {
+            .rlim_cur = u->soft == KILN_ULIMIT_INFINITY ? RLIM_INFINITY : (rlim_t)u->soft,
+            .rlim_max = u->hard == KILN_ULIMIT_INFINITY ? RLIM_INFINITY : (rlim_t)u->hard,
+        };
+        if (setrlimit(u->resource, &rl) < 0) {
+            *bad = u;
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static _Noreturn void command_main(sbx_plan *p)
 {
     const bld_run_spec *s = p->spec;
@@ -158,6 +180,9 @@ static _Noreturn void command_main(sbx_plan *p)
     }
     if (chdir(cwd) < 0)
         DIE(p, KILN_EIO, "chdir %s", cwd);
+    const kiln_ulimit *bad = NULL;
+    if (apply_ulimits(s, &bad) < 0)
+        DIE(p, KILN_EPERM, "ulimit %s", bad->name);
     /* The filter goes on while we still hold CAP_SYS_ADMIN, so no
      * no_new_privs is needed and set-uid programs keep working. */
     if (sbx_seccomp_install() < 0 && errno != EINVAL)

@@ -1,4 +1,4 @@
-/* RUN --mount: cache, bind, tmpfs and secret mounts.
+/* RUN --mount: cache, bind, tmpfs, secret and ssh mounts.
  *
  * Builder side (sbx_mounts_prepare, before the fork): cache dirs are created
  * under $DATA/cache-mounts/<sha256(id)> and locked according to their
@@ -271,6 +271,14 @@ int sbx_mounts_prepare(sbx_plan *p, kiln_error **err)
                                    mp->m->target, KILN_SECRET_MAX);
             break;
         }
+        case BLD_MOUNT_SSH: {
+            struct stat st;
+            mp->srcfd = mp->m->source ? open(mp->m->source, O_PATH | O_NOFOLLOW | O_CLOEXEC) : -1;
+            if (mp->srcfd < 0 || fstat(mp->srcfd, &st) < 0 || !S_ISSOCK(st.st_mode))
+                r = kiln_error_set(err, KILN_EINVAL, errno, "ssh agent socket for %s",
+                                   mp->m->target);
+            break;
+        }
         default:
             r = kiln_error_set(err, KILN_EINVAL, 0, "unknown mount type %d", (int)mp->m->type);
         }
@@ -463,6 +471,13 @@ int sbx_mounts_apply(sbx_plan *p, int rootfd)
                 staged = true;
             }
             if (stage_secret(p, mp, i, src, sizeof(src)) < 0 ||
+                bind_on(p, rootfd, mp, src, false, true) < 0)
+                return -1;
+            break;
+        case BLD_MOUNT_SSH:
+            /* The builder's socket, looked up again in this namespace;
+             * connecting needs no write access to the mount. */
+            if (reopen_source(p, mp, src, sizeof(src)) < 0 ||
                 bind_on(p, rootfd, mp, src, false, true) < 0)
                 return -1;
             break;

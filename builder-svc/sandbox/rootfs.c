@@ -243,8 +243,13 @@ static int make_dev(sbx_plan *p, int rootfd)
     if (mount_at(p, rootfd, "dev/pts", true, "devpts", "devpts", MS_NOSUID | MS_NOEXEC,
                  "newinstance,ptmxmode=0666,mode=0620") < 0)
         return -1;
+    /* Docker's 64 MiB unless the build asked (--shm-size); its pages count
+     * against the step's memory cgroup like any other. */
+    char shm[64];
+    snprintf(shm, sizeof(shm), "mode=1777,size=%llu",
+             (unsigned long long)(p->spec->shm_bytes ? p->spec->shm_bytes : SBX_SHM_DEFAULT));
     if (mount_at(p, rootfd, "dev/shm", true, "shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                 "mode=1777,size=65536k") < 0)
+                 shm) < 0)
         return -1;
     return 0;
 }

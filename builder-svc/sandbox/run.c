@@ -135,8 +135,8 @@ static int prepare_etc(sbx_plan *p, kiln_error **err)
     if (asprintf(&p->hosts, "%s/hosts", p->work) < 0 ||
         asprintf(&text,
                  "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-                 "127.0.1.1\t%s\n",
-                 p->hostname) < 0)
+                 "127.0.1.1\t%s\n%s",
+                 p->hostname, s->extra_hosts ? s->extra_hosts : "") < 0)
         return kiln_error_set(err, KILN_ENOSPC, ENOMEM, "asprintf");
     int r = write_text(p->hosts, text, err);
     if (r == 0 && s->network == BLD_NET_PRIVATE)

@@ -70,6 +70,9 @@ typedef struct sbx_plan {
     int report_w, out_w, err_w, ack_r;
 } sbx_plan;
 
+/* /dev/shm of a RUN without --shm-size: Docker's default. */
+#define SBX_SHM_DEFAULT ((uint64_t)64 << 20)
+
 /* After fork: closes every fd but keep[0..n-1] (host files must not reach
  * the step, nor one build's namespaces another build's processes). */
 void sbx_close_others(const int *keep, size_t n);

@@ -31,6 +31,7 @@ typedef struct cli_ctx {
     kiln_transport_opts transport;
     int timeout_ms;
     const char *prog;
+    const struct cli_ssh_opts *ssh; /* kiln build --ssh: served while a build runs */
 } cli_ctx;
 
 /* What a verb's positional arguments are, for completion. */
@@ -261,6 +262,49 @@ bool cli_ref_registry(const char *ref, char *out, size_t n);
 
 /* OS/ARCH[/VARIANT]. */
 int cli_check_platform(const char *verb, const char *platform);
+
+/* ---- RUN sandbox flags of kiln build (run_opts.c) ---- */
+
+/* --add-host NAME:IP, --ulimit NAME=SOFT[:HARD], --shm-size SIZE; the
+ * strings are borrowed from argv. */
+typedef enum cli_run_flag { CLI_RUN_ADD_HOST = 0, CLI_RUN_ULIMIT, CLI_RUN_SHM_SIZE } cli_run_flag;
+#define CLI_RUN_OPTS_MAX 64
+typedef struct cli_run_opts {
+    const char *hosts[CLI_RUN_OPTS_MAX];
+    size_t n_hosts;
+    const char *ulimits[CLI_RUN_OPTS_MAX];
+    size_t n_ulimits;
+    uint64_t shm_size;
+} cli_run_opts;
+/* Checks one flag's value (common/runopts.h, the builder's own parsers) and
+ * keeps it: CLI_EXIT_OK, or CLI_EXIT_USAGE after saying what is wrong. */
+int cli_run_opt(cli_run_opts *o, cli_run_flag flag, const char *arg);
+/* Puts the kept values into the request (borrowed: o must outlive it). */
+void cli_run_opts_apply(const cli_run_opts *o, Kiln__V1__BuildRequest *br);
+
+/* ---- kiln build --ssh (ssh_proxy.c) ---- */
+
+/* The agents a build may use: --ssh default[=SOCKET] | ID=SOCKET. */
+#define CLI_SSH_MAX 16
+typedef struct cli_ssh_opts {
+    char ids[CLI_SSH_MAX][65];
+    char *id_ptrs[CLI_SSH_MAX];
+    char socks[CLI_SSH_MAX][108]; /* local agent sockets ($SSH_AUTH_SOCK for default) */
+    size_t n;
+    char token[65]; /* the session's secret, made by cli_ssh_apply() */
+} cli_ssh_opts;
+/* Checks one --ssh value (the socket must exist here) and keeps it:
+ * CLI_EXIT_OK, or CLI_EXIT_USAGE after saying what is wrong. */
+int cli_ssh_opt(cli_ssh_opts *o, const char *arg);
+/* Draws the session token and names the agents in the request (borrowed
+ * from o). */
+int cli_ssh_apply(cli_ssh_opts *o, Kiln__V1__BuildRequest *br);
+/* While a build runs (started once it is accepted): a thread answering its
+ * agent requests from the local agents; stop joins it.  NULL (said) when
+ * it cannot start; stop is safe on NULL. */
+typedef struct cli_ssh_proxy cli_ssh_proxy;
+cli_ssh_proxy *cli_ssh_proxy_start(cli_ctx *ctx, const cli_ssh_opts *o);
+void cli_ssh_proxy_stop(cli_ssh_proxy *p);
 
 /* ---- Ctrl-C (cancel.c) ---- */
 

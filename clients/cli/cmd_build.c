@@ -230,6 +230,17 @@ static const char usage[] =
     "  --build-timeout DUR    time of the whole build\n"
     "                         (these four may lower the builder's limits, never raise\n"
     "                         them: a build asking for more is refused)\n"
+    "  --add-host NAME:IP     add a line to each RUN's /etc/hosts (repeatable)\n"
+    "  --ulimit NAME=S[:H]    a resource limit of each RUN (repeatable), as docker:\n"
+    "                         nofile, nproc, core, stack, memlock, fsize, cpu, ...;\n"
+    "                         -1 or unlimited; a hard limit above the builder's own\n"
+    "                         is refused\n"
+    "  --shm-size SIZE        size of each RUN's /dev/shm (default 64m), at most\n"
+    "                         the RUN memory limit\n"
+    "  --ssh default|ID[=SOCKET]  an SSH agent for RUN --mount=type=ssh[,id=ID]\n"
+    "                         (default: $SSH_AUTH_SOCK; repeatable); the agent stays\n"
+    "                         here: the builder relays the RUN's requests to this\n"
+    "                         command, which passes on listing and signing only\n"
     "  --push                 push each tag after the build\n"
     "  --tls-verify=false     allow plain-HTTP / unverified registries\n"
     "  --creds USER:PASS      registry credentials for pulls and --push\n"
@@ -280,6 +291,10 @@ enum {
     B_RUN_TIMEOUT,
     B_BUILD_TIMEOUT,
     B_AFFINITY, /* pool.c */
+    B_ADD_HOST, /* run_opts.c, in cli_run_flag's order */
+    B_ULIMIT,
+    B_SHM_SIZE,
+    B_SSH, /* ssh_proxy.c */
 };
 
 /* --memory, --pids-limit, --run-timeout, --build-timeout into *out; -1 after
@@ -336,6 +351,10 @@ const struct option cli_build_opts[] = {
     {"run-timeout", required_argument, NULL, B_RUN_TIMEOUT},
     {"build-timeout", required_argument, NULL, B_BUILD_TIMEOUT},
     {"affinity", required_argument, NULL, B_AFFINITY},
+    {"add-host", required_argument, NULL, B_ADD_HOST},
+    {"ulimit", required_argument, NULL, B_ULIMIT},
+    {"shm-size", required_argument, NULL, B_SHM_SIZE},
+    {"ssh", required_argument, NULL, B_SSH},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
@@ -354,6 +373,8 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
     const char *creds = "";
     char authfile[PATH_MAX] = "", cert_dir[PATH_MAX] = "";
     cli_creds creds_v = {0};
+    cli_run_opts run_opts = {0};
+    static cli_ssh_opts ssh; /* large; one build per process */
     int c;
     cli_getopt_reset();
     while ((c = getopt_long(argc, argv, "t:f:qh", cli_build_opts, NULL)) != -1) {
@@ -474,6 +495,16 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
             break;
         case B_AFFINITY:
             affinity = optarg;
+            break;
+        case B_ADD_HOST:
+        case B_ULIMIT:
+        case B_SHM_SIZE:
+            if (cli_run_opt(&run_opts, (cli_run_flag)(c - B_ADD_HOST), optarg) != CLI_EXIT_OK)
+                return CLI_EXIT_USAGE;
+            break;
+        case B_SSH:
+            if (cli_ssh_opt(&ssh, optarg) != CLI_EXIT_OK)
+                return CLI_EXIT_USAGE;
             break;
         case B_CTXTRANSFER:
             if (strcmp(optarg, "auto") && strcmp(optarg, "local") && strcmp(optarg, "stream")) {
@@ -602,6 +633,12 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
         br.run_pids = lim[1];
         br.run_timeout_ms = lim[2];
         br.build_timeout_ms = lim[3];
+        cli_run_opts_apply(&run_opts, &br);
+        if ((rc = cli_ssh_apply(&ssh, &br)) != CLI_EXIT_OK) {
+            cli_context_dispose(&cc);
+            goto out;
+        }
+        ctx->ssh = &ssh;
         br.secrets = secret_ptrs;
         br.n_secrets = n_secrets;
         br.push = push;

@@ -4,6 +4,7 @@
 #include "cleanup.h"
 #include "config.h"
 #include "follow.h"
+#include "units.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -43,10 +44,24 @@ typedef struct job_view {
 static void print_layer(const Kiln__V1__LayerPacked *lp)
 {
     double mb = (double)lp->tar_bytes / 1e6;
-    fprintf(stderr, "layer %u %s  %.1f MB -> %.1f MB (%.2fx) in %.2fs, %.0f MB/s\n", lp->index,
-            lp->digest, mb, (double)lp->blob_bytes / 1e6,
+    char size[KILN_LAYER_SIZE_STRLEN];
+    kiln_format_layer_size(size, sizeof(size), lp->blob_bytes, lp->tar_bytes);
+    fprintf(stderr, "layer %u %s  %s (%.2fx) in %.2fs, %.0f MB/s\n", lp->index, lp->digest, size,
             lp->blob_bytes ? (double)lp->tar_bytes / (double)lp->blob_bytes : 0.0, lp->seconds,
             lp->seconds > 0 ? mb / lp->seconds : 0.0);
+}
+
+/* "(12.3 MB compressed / 40.1 MB)" for a layer blob whose uncompressed size
+ * the store knows, else "(1.2 MB)" (a config, or a layer pulled as is). */
+static void blob_size(const Kiln__V1__BlobEvent *b, char *out, size_t cap)
+{
+    char s[KILN_LAYER_SIZE_STRLEN];
+    if (b->size_uncompressed)
+        kiln_format_layer_size(s, sizeof(s), b->size_compressed ? b->size_compressed : b->total,
+                               b->size_uncompressed);
+    else
+        kiln_format_bytes(s, sizeof(s), b->total);
+    snprintf(out, cap, "(%s)", s);
 }
 
 static int job_cb(void *ud, const kiln_event *e)
@@ -71,12 +86,14 @@ static int job_cb(void *ud, const kiln_event *e)
             break;
         case KILN__V1__EVENT__PAYLOAD_BLOB: {
             const Kiln__V1__BlobEvent *b = e->blob;
+            char size[KILN_LAYER_SIZE_STRLEN + 2];
+            blob_size(b, size, sizeof(size));
             switch (b->kind) {
             case KILN__V1__BLOB_EVENT__KIND__DONE:
-                fprintf(stderr, "blob %.19s done (%.1f MB)\n", b->digest, (double)b->total / 1e6);
+                fprintf(stderr, "blob %.19s done %s\n", b->digest, size);
                 break;
             case KILN__V1__BLOB_EVENT__KIND__SKIPPED:
-                fprintf(stderr, "blob %.19s already present\n", b->digest);
+                fprintf(stderr, "blob %.19s already present %s\n", b->digest, size);
                 break;
             case KILN__V1__BLOB_EVENT__KIND__MOUNTED:
                 fprintf(stderr, "blob %.19s mounted from %s\n", b->digest, b->detail);
@@ -242,18 +259,6 @@ static int want_args(int argc, char **argv, int min, int max)
 
 /* ---- verbs ---- */
 
-static void human_size(uint64_t b, char *out, size_t cap)
-{
-    const char *u[] = {"B", "kB", "MB", "GB", "TB"};
-    double v = (double)b;
-    int i = 0;
-    while (v >= 1000 && i < 4) {
-        v /= 1000;
-        i++;
-    }
-    snprintf(out, cap, i ? "%.1f %s" : "%.0f %s", v, u[i]);
-}
-
 static void human_age(int64_t created, char *out, size_t cap)
 {
     if (created < 0) {
@@ -326,7 +331,7 @@ static void print_template(const char *t, const Kiln__V1__ImageInfo *im, bool fu
 {
     char repo[300], tag[200], size[32], age[32], plat[80], created[40] = "";
     split_ref(im->ref, repo, sizeof(repo), tag, sizeof(tag));
-    human_size(im->size, size, sizeof(size));
+    kiln_format_bytes(size, sizeof(size), im->size);
     human_age(im->created, age, sizeof(age));
     snprintf(plat, sizeof(plat), "%s%s%s%s%s", im->os, *im->architecture ? "/" : "",
              im->architecture, *im->variant ? "/" : "", im->variant);
@@ -429,7 +434,7 @@ int cli_cmd_images(cli_ctx *ctx, int argc, char **argv)
         for (size_t i = 0; i < l->n_images; i++) {
             const Kiln__V1__ImageInfo *im = l->images[i];
             char size[32], age[32], plat[80];
-            human_size(im->size, size, sizeof(size));
+            kiln_format_bytes(size, sizeof(size), im->size);
             human_age(im->created, age, sizeof(age));
             snprintf(plat, sizeof(plat), "%s%s%s%s%s", im->os, *im->architecture ? "/" : "",
                      im->architecture, *im->variant ? "/" : "", im->variant);
@@ -531,8 +536,11 @@ int cli_cmd_history(cli_ctx *ctx, int argc, char **argv)
     int p = parse_flags(argc, argv, cli_history_opts, (void *[]){&json, &no_trunc},
                         "Usage: kiln history [--json] [--no-trunc] REF\n\n"
                         "Shows how an image was made, newest step first: each history entry\n"
-                        "of its config with the layer it added (and that layer's compressed\n"
-                        "size) or '-' for steps that changed only the config.\n");
+                        "of its config with the layer it added and that layer's size\n"
+                        "('12.3 MB compressed / 40.1 MB'; '?' where the store does not know\n"
+                        "the uncompressed size: a layer pulled from a registry), or '-' for\n"
+                        "steps that changed only the config.  --json rows carry size_compressed\n"
+                        "and size_uncompressed (0 = unknown).\n");
     if (p)
         return p > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
     if (want_args(argc, argv, 1, 1) < 0)
@@ -571,12 +579,19 @@ int cli_cmd_history(cli_ctx *ctx, int argc, char **argv)
             cJSON_AddStringToObject(row, "comment", comment->valuestring);
         bool is_empty = cJSON_IsTrue(empty);
         cJSON_AddBoolToObject(row, "empty_layer", is_empty);
-        const cJSON *l = is_empty ? NULL : cJSON_GetArrayItem(layers, next_layer++);
+        int li = is_empty ? -1 : next_layer++;
+        const cJSON *l = li < 0 ? NULL : cJSON_GetArrayItem(layers, li);
         const cJSON *ld = cJSON_GetObjectItemCaseSensitive(l, "digest");
         const cJSON *ls = cJSON_GetObjectItemCaseSensitive(l, "size");
         if (cJSON_IsString(ld)) {
+            double c = cJSON_IsNumber(ls) ? ls->valuedouble : 0;
+            double u = (size_t)li < r->n_layer_sizes_uncompressed
+                           ? (double)r->layer_sizes_uncompressed[li]
+                           : 0;
             cJSON_AddStringToObject(row, "layer", ld->valuestring);
-            cJSON_AddNumberToObject(row, "size", cJSON_IsNumber(ls) ? ls->valuedouble : 0);
+            cJSON_AddNumberToObject(row, "size", c); /* = size_compressed, as before */
+            cJSON_AddNumberToObject(row, "size_compressed", c);
+            cJSON_AddNumberToObject(row, "size_uncompressed", u);
         }
         cJSON_AddItemToArray(fwd, row);
     }
@@ -588,23 +603,25 @@ int cli_cmd_history(cli_ctx *ctx, int argc, char **argv)
         printf("%s\n", s);
         cJSON_free(s);
     } else {
-        printf("%-14s %-16s %-10s %s\n", "LAYER", "CREATED", "SIZE", "CREATED BY");
+        printf("%-14s %-16s %-30s %s\n", "LAYER", "CREATED", "SIZE", "CREATED BY");
         const cJSON *row;
         cJSON_ArrayForEach(row, rows)
         {
             const cJSON *ld = cJSON_GetObjectItemCaseSensitive(row, "layer");
-            const cJSON *sz = cJSON_GetObjectItemCaseSensitive(row, "size");
+            const cJSON *sc = cJSON_GetObjectItemCaseSensitive(row, "size_compressed");
+            const cJSON *su = cJSON_GetObjectItemCaseSensitive(row, "size_uncompressed");
             const char *by = cJSON_GetObjectItemCaseSensitive(row, "created_by")->valuestring;
-            char layer[16] = "-", size[32] = "0 B", age[48];
+            char layer[16] = "-", size[KILN_LAYER_SIZE_STRLEN] = "0 B", age[48];
             if (cJSON_IsString(ld) && strlen(ld->valuestring) > 19) {
                 snprintf(layer, sizeof(layer), "%.12s", ld->valuestring + 7);
-                human_size((uint64_t)sz->valuedouble, size, sizeof(size));
+                kiln_format_layer_size(size, sizeof(size), (uint64_t)sc->valuedouble,
+                                       (uint64_t)su->valuedouble);
             }
             human_age(
                 rfc3339_seconds(cJSON_GetObjectItemCaseSensitive(row, "created")->valuestring), age,
                 sizeof(age));
             size_t bl = strlen(by);
-            printf("%-14s %-16s %-10s %.*s%s\n", layer, age, size,
+            printf("%-14s %-16s %-30s %.*s%s\n", layer, age, size,
                    (int)(no_trunc || bl <= 60 ? bl : 57), by, no_trunc || bl <= 60 ? "" : "...");
         }
     }
@@ -710,7 +727,7 @@ int cli_cmd_prune(cli_ctx *ctx, int argc, char **argv)
     if (rc)
         return rc;
     char size[32];
-    human_size(rep->prune_reply->bytes_freed, size, sizeof(size));
+    kiln_format_bytes(size, sizeof(size), rep->prune_reply->bytes_freed);
     printf("%s %llu blob(s), %s; %llu temporary file(s)\n", dry ? "Would remove" : "Removed",
            (unsigned long long)rep->prune_reply->blobs_removed, size,
            (unsigned long long)rep->prune_reply->temps_removed);

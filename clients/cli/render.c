@@ -1,5 +1,6 @@
 /* Event rendering for terminals and pipes. */
 #include "cli.h"
+#include "units.h"
 
 #include <time.h>
 
@@ -7,6 +8,7 @@ void cli_print_event(FILE *f, const Kiln__V1__Event *e)
 {
     time_t secs = (time_t)(e->ts_unix_ms / 1000);
     struct tm tm;
+    char size[KILN_LAYER_SIZE_STRLEN];
     localtime_r(&secs, &tm);
     fprintf(f, "%02d:%02d:%02d.%03d %s #%llu ", tm.tm_hour, tm.tm_min, tm.tm_sec,
             (int)(e->ts_unix_ms % 1000), e->topic ? e->topic : "?", (unsigned long long)e->seq);
@@ -40,9 +42,10 @@ void cli_print_event(FILE *f, const Kiln__V1__Event *e)
         break;
     }
     case KILN__V1__EVENT__PAYLOAD_LAYER_PACKED:
-        fprintf(f, "layer %u %s %llu -> %llu bytes in %.2fs\n", e->layer_packed->index,
-                e->layer_packed->digest, (unsigned long long)e->layer_packed->tar_bytes,
-                (unsigned long long)e->layer_packed->blob_bytes, e->layer_packed->seconds);
+        kiln_format_layer_size(size, sizeof(size), e->layer_packed->blob_bytes,
+                               e->layer_packed->tar_bytes);
+        fprintf(f, "layer %u %s %s in %.2fs\n", e->layer_packed->index, e->layer_packed->digest,
+                size, e->layer_packed->seconds);
         break;
     case KILN__V1__EVENT__PAYLOAD_BLOB: {
         const ProtobufCEnumValue *k = protobuf_c_enum_descriptor_get_value(
@@ -72,10 +75,12 @@ void cli_print_event(FILE *f, const Kiln__V1__Event *e)
                     e->output->lines[i]->text);
         break;
     case KILN__V1__EVENT__PAYLOAD_STEP_DONE:
-        fprintf(f, "step %u.%u %s in %llu ms, layer %llu bytes, key %.19s\n", e->step_done->stage,
+        kiln_format_layer_size(size, sizeof(size), e->step_done->size_compressed,
+                               e->step_done->size_uncompressed ? e->step_done->size_uncompressed
+                                                               : e->step_done->layer_bytes);
+        fprintf(f, "step %u.%u %s in %llu ms, layer %s, key %.19s\n", e->step_done->stage,
                 e->step_done->step, e->step_done->cached ? "cached" : "done",
-                (unsigned long long)e->step_done->duration_ms,
-                (unsigned long long)e->step_done->layer_bytes, e->step_done->cache_key);
+                (unsigned long long)e->step_done->duration_ms, size, e->step_done->cache_key);
         break;
     case KILN__V1__EVENT__PAYLOAD_STAGE_DONE:
         fprintf(f, "stage %u done\n", e->stage_done->stage);

@@ -76,18 +76,18 @@ static const char *stage_label(view *v, uint32_t stage)
     return stage < 64 && v->stage_names[stage][0] ? v->stage_names[stage] : "stage";
 }
 
-/* "DONE 1.23s, layer 4.5 MB" / "CACHED" */
+/* "DONE 1.23s, layer ? compressed / 4.5 MB" (the layer is compressed at
+ * commit) / "CACHED" */
 static void done_status(const Kiln__V1__BuildStepDone *d, char *out, size_t cap)
 {
     double secs = (double)d->duration_ms / 1000.0;
+    uint64_t raw = d->size_uncompressed ? d->size_uncompressed : d->layer_bytes;
+    char size[KILN_LAYER_SIZE_STRLEN];
+    kiln_format_layer_size(size, sizeof(size), d->size_compressed, raw);
     if (d->cached)
         snprintf(out, cap, "CACHED");
-    else if (d->layer_bytes >= 1000000)
-        snprintf(out, cap, "DONE %.2fs, layer %.1f MB", secs, (double)d->layer_bytes / 1e6);
-    else if (d->layer_bytes >= 1000)
-        snprintf(out, cap, "DONE %.2fs, layer %.1f kB", secs, (double)d->layer_bytes / 1e3);
-    else if (d->layer_bytes)
-        snprintf(out, cap, "DONE %.2fs, layer %llu B", secs, (unsigned long long)d->layer_bytes);
+    else if (raw)
+        snprintf(out, cap, "DONE %.2fs, layer %s", secs, size);
     else
         snprintf(out, cap, "DONE %.2fs", secs);
 }
@@ -289,9 +289,11 @@ int cli_run_build(cli_ctx *ctx, Kiln__V1__BuildRequest *br, const char *progress
     cli_cancel_arm(ctx, CLI_BUILDER, "build", job);
     if (v->mode == P_TTY)
         cli_cancel_route(true);
+    cli_ssh_proxy *ssh = cli_ssh_proxy_start(ctx, ctx->ssh); /* --ssh */
 
     kiln_rpc_client *c = cli_connect(ctx, CLI_BUILDER);
     if (c == NULL) {
+        cli_ssh_proxy_stop(ssh);
         cli_tty_free(v->tty);
         free(v);
         return CLI_EXIT_UNREACHABLE;
@@ -316,6 +318,7 @@ int cli_run_build(cli_ctx *ctx, Kiln__V1__BuildRequest *br, const char *progress
     kiln_error_free(&err);
     free(url);
     kiln_rpc_client_free(c);
+    cli_ssh_proxy_stop(ssh);
     if (v->mode == P_TTY)
         cli_cancel_route(false);
     cli_cancel_disarm();

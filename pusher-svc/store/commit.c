@@ -375,6 +375,8 @@ static int pack_layer(psh_store *s, psh_store_pin *pin, const psh_commit_spec *s
     memcpy(out->blob.digest, info.digest, sizeof(info.digest));
     memcpy(out->diff_id, info.diff_id, sizeof(info.diff_id));
     out->blob.size = info.size;
+    out->tar_size = info.tar_size;
+    psh_store_note_tar_size(s, info.digest, info.tar_size);
     if (spec->layer_done)
         spec->layer_done(spec->layer_done_ud, idx, &info);
     return 0;
@@ -547,6 +549,7 @@ static int commit_pinned(psh_store *s, psh_store_pin *pin, const psh_commit_spec
         const cJSON *id = cJSON_GetArrayItem(b->diff_ids, (int)out->n_layers);
         snprintf(cl->diff_id, sizeof(cl->diff_id), "%s", id->valuestring);
         cl->from_base = true;
+        cl->tar_size = psh_store_tar_size(s, cl->blob.digest);
         out->n_layers++;
     }
     for (size_t i = 0; i < spec->n_layers; i++) {

@@ -256,6 +256,8 @@ static int sweep_blobs(psh_store *s, const psh_dset *keep, const psh_gc_opts *o,
             continue;
         if (!o->dry_run && unlinkat(s->blobs_fd, e->d_name, 0) < 0)
             return kiln_error_set(err, KILN_EIO, errno, "remove blob %s", digest);
+        if (!o->dry_run)
+            psh_store_forget_tar_size(s, digest);
         res->blobs_removed++;
         res->bytes_freed += (uint64_t)st.st_size;
     }

@@ -211,6 +211,8 @@ static int import_rootfs(psh_store *s, const char *path, bool is_dir, const char
     memcpy(layer.blob.digest, info.digest, sizeof(info.digest));
     memcpy(layer.diff_id, info.diff_id, sizeof(info.diff_id));
     layer.blob.size = info.size;
+    layer.tar_size = info.tar_size;
+    psh_store_note_tar_size(s, info.digest, info.tar_size);
     if ((r = psh_commit_assemble(s, &pin, &spec, &res, err)) == 0 && out)
         *out = res.manifest;
 out:

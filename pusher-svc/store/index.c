@@ -669,6 +669,30 @@ void psh_image_list_dispose(psh_image_list *l)
     l->n = 0;
 }
 
+/* The uncompressed size of each layer the manifest lists, as far as known;
+ * left empty on allocation failure (the sizes are then unknown). */
+static void layer_sizes(const psh_store *s, const cJSON *doc, psh_inspect *out)
+{
+    const cJSON *layers = cJSON_GetObjectItemCaseSensitive(doc, "layers");
+    int n = cJSON_IsArray(layers) ? cJSON_GetArraySize(layers) : 0;
+    if (n <= 0 || (out->layer_tar_sizes = calloc((size_t)n, sizeof(uint64_t))) == NULL)
+        return;
+    const cJSON *l;
+    bool all = true;
+    cJSON_ArrayForEach(l, layers)
+    {
+        const cJSON *d = cJSON_GetObjectItemCaseSensitive(l, "digest");
+        const cJSON *z = cJSON_GetObjectItemCaseSensitive(l, "size");
+        uint64_t t = cJSON_IsString(d) ? psh_store_tar_size(s, d->valuestring) : 0;
+        out->layer_tar_sizes[out->n_layers++] = t;
+        out->layers_size += cJSON_IsNumber(z) && z->valuedouble > 0 ? (uint64_t)z->valuedouble : 0;
+        out->layers_tar_size += t;
+        all = all && t;
+    }
+    if (!all) /* a partial sum would understate the image */
+        out->layers_tar_size = 0;
+}
+
 int psh_store_inspect(const psh_store *s, const char *ref, psh_inspect *out, kiln_error **err)
 {
     memset(out, 0, sizeof(*out));
@@ -682,6 +706,7 @@ int psh_store_inspect(const psh_store *s, const char *ref, psh_inspect *out, kil
     psh_descriptor cfg;
     const cJSON *c = cJSON_GetObjectItemCaseSensitive(doc, "config");
     bool is_index = cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(doc, "manifests"));
+    layer_sizes(s, doc, out);
     r = doc == NULL
             ? kiln_error_set(err, KILN_EINVAL, 0, "manifest %s is not JSON", out->manifest.digest)
         : is_index ? 0
@@ -704,5 +729,8 @@ void psh_inspect_dispose(psh_inspect *i)
 {
     free(i->manifest_json);
     free(i->config_json);
+    free(i->layer_tar_sizes);
     i->manifest_json = i->config_json = NULL;
+    i->layer_tar_sizes = NULL;
+    i->n_layers = 0;
 }

@@ -125,6 +125,7 @@ typedef struct psh_commit_layer {
     psh_descriptor blob;                  /* as listed in the manifest */
     char diff_id[KILN_DIGEST_STRLEN + 1]; /* as listed in rootfs.diff_ids */
     bool from_base;
+    uint64_t tar_size; /* uncompressed bytes; 0 = unknown (psh_store_tar_size) */
 } psh_commit_layer;
 
 typedef struct psh_commit_result {

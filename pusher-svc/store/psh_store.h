@@ -90,6 +90,16 @@ int psh_store_open_blob(const psh_store *s, const char *digest, int *out_fd, uin
 int psh_store_read_blob(const psh_store *s, const char *digest, size_t max, char **out,
                         size_t *out_len, kiln_error **err);
 
+/* Uncompressed sizes of layer blobs (layer_size.c): the tar size of a
+ * layer the store packed (commit, import) is remembered beside the blob in
+ * .kiln/sizes/HEX, so history, inspect and push can show both sizes.  A
+ * layer pulled from a registry has none (0).  Remembering is best effort:
+ * a failure only leaves the size unknown.  GC forgets the size with the
+ * blob. */
+void psh_store_note_tar_size(psh_store *s, const char *digest, uint64_t tar_size);
+uint64_t psh_store_tar_size(const psh_store *s, const char *digest);
+void psh_store_forget_tar_size(psh_store *s, const char *digest);
+
 /* A pin set: digests a running job is about to reference.  GC never deletes a
  * pinned blob.  The owner holds an flock on its pin file, so the pins of a
  * killed process are recognised as stale and dropped by the next GC. */
@@ -222,6 +232,10 @@ typedef struct psh_inspect {
     size_t manifest_len;
     char *config_json; /* owned; NULL for an image index */
     size_t config_len;
+    uint64_t *layer_tar_sizes; /* per manifest layer: psh_store_tar_size (owned) */
+    size_t n_layers;
+    uint64_t layers_size;     /* the layers' compressed bytes */
+    uint64_t layers_tar_size; /* their uncompressed bytes; 0 when one is unknown */
 } psh_inspect;
 
 /* Resolves ref and reads its manifest (or index) and config.  Dispose with

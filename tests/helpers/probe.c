@@ -20,8 +20,11 @@
  *                              loopback); prints "connect=E dev=DEV" (E:
  *                              errno, 0 when connected); exit 0 connected,
  *                              1 not, 3 when the socket could not be set up
+ *   kiln-probe ssh-agent …     the SSH agent at $SSH_AUTH_SOCK (probe_ssh.c)
  *
  * Statically linked so it runs in any rootfs. */
+#include "probe.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -275,7 +278,9 @@ int main(int argc, char **argv)
     }
     if (argc >= 4 && !strcmp(argv[1], "connect"))
         return connect_dev(argv[2], argv[3], argc >= 5 ? argv[4] : NULL);
+    if (argc >= 2 && !strcmp(argv[1], "ssh-agent"))
+        return probe_ssh_agent(argc - 2, argv + 2);
     fprintf(stderr, "usage: kiln-probe info | tree DIR [EXCL...] | exists PATH | open PATH... | "
-                    "connect ADDR PORT [DEV]\n");
+                    "connect ADDR PORT [DEV] | ssh-agent list|sign|send TYPE\n");
     return 2;
 }

@@ -1,6 +1,7 @@
 /* Durations and sizes as the limit flags take them and the limit errors
  * print them (kiln_parse_duration_ms, kiln_format_duration,
- * kiln_format_size), table-driven, with bad input. */
+ * kiln_format_size), table-driven, with bad input; layer sizes as every
+ * output shows them (kiln_format_layer_size). */
 #include "kt.h"
 #include "units.h"
 
@@ -65,4 +66,21 @@ KT_TEST(durations_and_sizes_print)
     KT_EXPECT_STR(b, "64 MiB");
     kiln_format_duration(b, sizeof(b), (unsigned long long)kiln_parse_duration_ms("1h30m"));
     KT_EXPECT_STR(b, "1h30m");
+}
+
+KT_TEST(layer_sizes_print)
+{
+    char b[KILN_LAYER_SIZE_STRLEN];
+    kiln_format_layer_size(b, sizeof(b), 12300000, 40100000);
+    KT_EXPECT_STR(b, "12.3 MB compressed / 40.1 MB");
+    kiln_format_layer_size(b, sizeof(b), 0, 2000000);
+    KT_EXPECT_STR(b, "? compressed / 2.0 MB");
+    kiln_format_layer_size(b, sizeof(b), 1500, 0);
+    KT_EXPECT_STR(b, "1.5 kB compressed / ?");
+    kiln_format_layer_size(b, sizeof(b), 999, 1000);
+    KT_EXPECT_STR(b, "999 B compressed / 1.0 kB");
+    kiln_format_layer_size(b, sizeof(b), 18446744073709551615ULL, 18446744073709551615ULL);
+    KT_EXPECT(strlen(b) < sizeof(b) - 1);
+    kiln_format_bytes(b, sizeof(b), 0);
+    KT_EXPECT_STR(b, "0 B");
 }
