@@ -402,6 +402,8 @@ static void run_build(void *arg)
         .filename = *q->filename ? q->filename : NULL,
         .tags = (const char *const *)q->tags,
         .n_tags = q->n_tags,
+        .annotations = (const char *const *)q->annotations,
+        .n_annotations = q->n_annotations,
         .build_args = (const char *const *)q->build_args,
         .n_build_args = q->n_build_args,
         .target = *q->target ? q->target : NULL,

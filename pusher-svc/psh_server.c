@@ -603,6 +603,14 @@ static void run_commit(void *arg)
     spec.source_date_epoch = q->source_date_epoch ? q->source_date_epoch : -1;
     spec.tags = (const char *const *)q->tags;
     spec.n_tags = q->n_tags;
+    for (size_t i = 0; i < q->n_annotations; i++)
+        if (q->annotations[i][0] == '=' || strchr(q->annotations[i], '=') == NULL) {
+            kiln_error_set(&err, KILN_EINVAL, 0, "annotation \"%.80s\" is not KEY=VALUE",
+                           q->annotations[i]);
+            goto fail;
+        }
+    spec.annotations = (const char *const *)q->annotations;
+    spec.n_annotations = q->n_annotations;
     if (!str_set(q->compression) || strcmp(q->compression, "gzip") == 0)
         spec.pack.comp = PSH_COMP_GZIP;
     else if (strcmp(q->compression, "zstd") == 0)

@@ -77,6 +77,8 @@ static char *read_all(const char *path, kiln_error **err)
 /* Loads a --secret file into the request (its path is then not sent). */
 static int read_secret(Kiln__V1__SecretSpec *s)
 {
+    if (*s->path == '\0') /* env=VAR: the value is already here */
+        return CLI_EXIT_OK;
     _cleanup_close_ int fd = open(s->path, O_RDONLY | O_CLOEXEC);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) < 0) {
@@ -223,7 +225,8 @@ static const char usage[] =
     "  --label K=V            set a label on the image (repeatable)\n"
     "  --network host|none    network for RUN (default: private, outbound only; host needs\n"
     "                         kiln-builder --allow-insecure-entitlement network.host)\n"
-    "  --secret id=ID,src=F   a secret for RUN --mount=type=secret\n"
+    "  --secret id=ID,src=F   a secret for RUN --mount=type=secret (id=ID,env=VAR: the\n"
+    "                         value of the client's environment variable VAR)\n"
     "  --memory SIZE          memory (swap included) of each RUN, e.g. 512M, 2G\n"
     "  --pids-limit N         processes and threads of each RUN at once\n"
     "  --run-timeout DUR      time of each RUN, e.g. 90s, 10m, 1h30m\n"
@@ -243,8 +246,15 @@ static const char usage[] =
     "                         NAME.key client certificate\n"
     "  -q, --quiet            print only the image digest (--progress=quiet)\n"
     "  --progress MODE        auto|tty|plain|json|quiet (auto: tty on a terminal unless\n"
-    "                         TERM=dumb, else plain; NO_COLOR turns colour off)\n"
+    "                         TERM=dumb, else plain; NO_COLOR turns colour off); default\n"
+    "                         $KILN_PROGRESS, else $BUILDKIT_PROGRESS, else the config file's\n"
     "  --iidfile FILE         write the image digest to FILE\n"
+    "  -o, --output OUT       also write the result here, on the client: type=local,dest=DIR\n"
+    "                         (the image's files; -o DIR is the same), type=tar,dest=FILE\n"
+    "                         (a tar of them) or type=oci,dest=FILE (an OCI archive)\n"
+    "  --annotation K=V       a manifest annotation ([manifest:]K=V; repeatable)\n"
+    "  --metadata-file FILE   write the image digest, config digest, names and build id\n"
+    "                         as JSON (buildx's keys)\n"
     "  --plan                 print the resolved build plan as JSON and run nothing\n"
     "  --context-transfer M   auto|local|stream: local sends CONTEXT as a path on the\n"
     "                         builder's host; stream sends its content (after\n"
@@ -281,6 +291,8 @@ enum {
     B_BUILD_TIMEOUT,
     B_AFFINITY, /* pool.c */
 };
+/* Client-side build options (build_opts.c, build_output.c). */
+enum { B_OUTPUT = 'o', B_ANNOTATION = 460, B_METADATA };
 
 /* --memory, --pids-limit, --run-timeout, --build-timeout into *out; -1 after
  * a usage message. */
@@ -336,6 +348,9 @@ const struct option cli_build_opts[] = {
     {"run-timeout", required_argument, NULL, B_RUN_TIMEOUT},
     {"build-timeout", required_argument, NULL, B_BUILD_TIMEOUT},
     {"affinity", required_argument, NULL, B_AFFINITY},
+    {"output", required_argument, NULL, B_OUTPUT},
+    {"annotation", required_argument, NULL, B_ANNOTATION},
+    {"metadata-file", required_argument, NULL, B_METADATA},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
@@ -343,9 +358,12 @@ const struct option cli_build_opts[] = {
 
 int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
 {
-    const char *file = NULL, *target = "", *platform = "", *network = "", *progress = "auto";
+    const char *file = NULL, *target = "", *platform = "", *network = "", *progress = NULL;
     const char *iidfile = NULL, *transfer = "auto", *affinity = NULL;
-    char *args[MAX_LIST], *tags[MAX_LIST], *labels[MAX_LIST];
+    char *args[MAX_LIST], *tags[MAX_LIST], *labels[MAX_LIST], *annotations[MAX_LIST];
+    const char *metadata = NULL;
+    cli_output output = {0};
+    size_t n_annotations = 0;
     Kiln__V1__SecretSpec secrets[32], *secret_ptrs[32];
     char secret_paths[32][PATH_MAX];
     size_t n_args = 0, n_tags = 0, n_secrets = 0, n_labels = 0;
@@ -354,9 +372,9 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
     const char *creds = "";
     char authfile[PATH_MAX] = "", cert_dir[PATH_MAX] = "";
     cli_creds creds_v = {0};
-    int c;
+    int c, rc = CLI_EXIT_OK;
     cli_getopt_reset();
-    while ((c = getopt_long(argc, argv, "t:f:qh", cli_build_opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "t:f:o:qh", cli_build_opts, NULL)) != -1) {
         switch (c) {
         case 'h':
             printf("%s", usage);
@@ -443,32 +461,32 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
         case B_IIDFILE:
             iidfile = optarg;
             break;
-        case B_SECRET: {
-            /* id=ID,src=FILE (Docker's form; "source" and "required" accepted too) */
-            char id[128] = "", src[PATH_MAX] = "";
-            char *dup = strdup(optarg), *save = NULL;
-            for (char *kv = strtok_r(dup, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
-                if (strncmp(kv, "id=", 3) == 0)
-                    snprintf(id, sizeof(id), "%s", kv + 3);
-                else if (strncmp(kv, "src=", 4) == 0 || strncmp(kv, "source=", 7) == 0)
-                    snprintf(src, sizeof(src), "%s", strchr(kv, '=') + 1);
-            }
-            free(dup);
-            if (!*id || !*src || n_secrets == 32) {
-                cli_errorf("build: --secret wants id=ID,src=FILE");
+        case B_SECRET:
+            if (n_secrets == KILN_ARRAY_SIZE(secrets)) {
+                cli_errorf("build: too many --secret");
                 return CLI_EXIT_USAGE;
             }
-            if (realpath(src, secret_paths[n_secrets]) == NULL) {
-                cli_errorf("build: secret %s: %s: %s", id, src, strerror(errno));
-                return CLI_EXIT_FAILED;
-            }
-            kiln__v1__secret_spec__init(&secrets[n_secrets]);
-            secrets[n_secrets].id = strdup(id);
-            secrets[n_secrets].path = secret_paths[n_secrets];
+            if ((rc = cli_secret_parse(optarg, &secrets[n_secrets], secret_paths[n_secrets])))
+                return rc;
             secret_ptrs[n_secrets] = &secrets[n_secrets];
             n_secrets++;
             break;
-        }
+        case B_OUTPUT:
+            if ((rc = cli_output_parse(optarg, &output)) != CLI_EXIT_OK)
+                return rc;
+            break;
+        case B_ANNOTATION:
+            if (n_annotations == MAX_LIST) {
+                cli_errorf("build: too many --annotation");
+                return CLI_EXIT_USAGE;
+            }
+            if ((rc = cli_annotation_check(optarg, (const char **)&annotations[n_annotations])))
+                return rc;
+            n_annotations++;
+            break;
+        case B_METADATA:
+            metadata = optarg;
+            break;
         case B_PLAN:
             plan = true;
             break;
@@ -507,8 +525,12 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
             return CLI_EXIT_USAGE;
         }
     }
-    int rc = CLI_EXIT_OK;
     char *text = NULL, *path = NULL, *ignore = NULL;
+    if ((rc = cli_progress_resolve(progress, &progress)) != CLI_EXIT_OK)
+        return rc;
+    if (metadata && (rc = cli_check_path("build", "--metadata-file", metadata,
+                                         CLI_PATH_NEW_FILE)) != CLI_EXIT_OK)
+        return rc;
     if (argc - optind != 1) {
         cli_errorf("build: expected exactly one CONTEXT argument, got %d; see 'kiln build --help'",
                    argc - optind);
@@ -540,25 +562,14 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
         }
         Kiln__V1__BuildRequest br = KILN__V1__BUILD_REQUEST__INIT;
         br.context_dir = ctxdir;
-        /* BuildKit's rule: <Dockerfile>.dockerignore next to the Dockerfile
-         * wins over the context's .dockerignore. */
-        if (!(file && strcmp(file, "-") == 0)) {
-            char *ip = NULL;
-            if (asprintf(&ip, "%s.dockerignore", file ? file : path) < 0) {
-                rc = CLI_EXIT_FAILED;
-                goto out;
-            }
-            if (access(ip, F_OK) == 0 && (ignore = read_all(ip, &err)) == NULL) {
-                cli_errorf("build: %s", err ? err->msg : "out of memory");
-                kiln_error_free(&err);
-                free(ip);
-                rc = CLI_EXIT_FAILED;
-                goto out;
-            }
-            free(ip);
-            br.dockerignore = ignore ? ignore : (char *)"";
-            br.dockerignore_set = ignore != NULL;
-        }
+        /* The Dockerfile's own ignore file, or .containerignore (build_opts.c). */
+        if ((rc = cli_ignore_file(file && strcmp(file, "-") == 0 ? NULL
+                                  : file                         ? file
+                                                                 : path,
+                                  ctxdir, &ignore)) != CLI_EXIT_OK)
+            goto out;
+        br.dockerignore = ignore ? ignore : (char *)"";
+        br.dockerignore_set = ignore != NULL;
         /* Farm: a pool of builders is narrowed to this build's node (pool.c). */
         rc = cli_pool_place(ctx, affinity, n_tags ? tags[0] : NULL, file, ctxdir, platform,
                             progress);
@@ -602,6 +613,8 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
         br.run_pids = lim[1];
         br.run_timeout_ms = lim[2];
         br.build_timeout_ms = lim[3];
+        br.annotations = annotations;
+        br.n_annotations = n_annotations;
         br.secrets = secret_ptrs;
         br.n_secrets = n_secrets;
         br.push = push;
@@ -628,12 +641,17 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
         }
         const char *sde = getenv("SOURCE_DATE_EPOCH");
         br.source_date_epoch = sde && *sde ? strtoll(sde, NULL, 10) : 0;
-        rc = cli_run_build(ctx, &br, progress, iidfile);
+        cli_build_result res = {0};
+        rc = cli_run_build(ctx, &br, progress, iidfile, &res);
         /* Farm: a node lost during the build hands it to the next (pool.c). */
         while (cli_pool_failover(ctx, rc))
             if ((rc = cli_pool_resend(ctx, stream ? &cc : NULL, progress, &br)) == CLI_EXIT_OK)
-                rc = cli_run_build(ctx, &br, progress, iidfile);
+                rc = cli_run_build(ctx, &br, progress, iidfile, &res);
         cli_context_dispose(&cc);
+        if (rc == CLI_EXIT_OK && output.kind != CLI_OUT_NONE)
+            rc = cli_output_write(ctx, &output, res.digest);
+        if (rc == CLI_EXIT_OK && metadata)
+            rc = cli_write_metadata(ctx, metadata, &res, tags, n_tags);
         goto out;
     }
     kiln_req req = KILN__V1__REQUEST__INIT;
