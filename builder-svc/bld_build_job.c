@@ -404,6 +404,8 @@ static void run_build(void *arg)
         .n_tags = q->n_tags,
         .annotations = (const char *const *)q->annotations,
         .n_annotations = q->n_annotations,
+        .named_images = (const char *const *)q->named_images,
+        .n_named_images = q->n_named_images,
         .build_args = (const char *const *)q->build_args,
         .n_build_args = q->n_build_args,
         .target = *q->target ? q->target : NULL,

@@ -482,6 +482,8 @@ static void run_import(void *arg)
     o.layout_ref = str_set(q->layout_ref) ? q->layout_ref : NULL;
     bool streamed = str_set(q->source_digest);
     o.format = str_set(q->format) ? q->format : NULL;
+    if (q->created > 0)
+        o.created = q->created;
     if (psh_srv_parse_platform(c->p, q->platform, pbuf, sizeof(pbuf), &o.platform, &err) < 0 ||
         (streamed ? psh_srv_import_stream(c->p, q, &o, &d, &err)
                   : psh_store_import(c->p->store, q->source, q->ref, &o, &d, &err)) < 0) {

@@ -61,6 +61,8 @@ typedef struct bld_build_spec {
     size_t n_tags;
     const char *const *annotations; /* "K=V" of the image's manifest */
     size_t n_annotations;
+    const char *const *named_images; /* "NAME=REF": bld_plan_opts.named_images */
+    size_t n_named_images;
     const char *const *build_args; /* "K=V" */
     size_t n_build_args;
     const char *target;   /* NULL = last stage */

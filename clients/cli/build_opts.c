@@ -229,3 +229,13 @@ int cli_write_metadata(cli_ctx *ctx, const char *path, const cli_build_result *r
     }
     return CLI_EXIT_OK;
 }
+
+cli_progress cli_progress_mode(const char *progress)
+{
+    return strcmp(progress, "json") == 0    ? CLI_PROGRESS_JSON
+           : strcmp(progress, "quiet") == 0 ? CLI_PROGRESS_QUIET
+           : strcmp(progress, "plain") == 0 ? CLI_PROGRESS_PLAIN
+           : strcmp(progress, "tty") == 0   ? CLI_PROGRESS_TTY
+           : cli_stderr_is_tty()            ? CLI_PROGRESS_TTY
+                                            : CLI_PROGRESS_PLAIN;
+}

@@ -187,6 +187,24 @@ typedef enum cli_progress {
     CLI_PROGRESS_QUIET,
 } cli_progress;
 
+/* The progress mode a --progress word means (auto: tty on a terminal). */
+cli_progress cli_progress_mode(const char *progress);
+
+/* ---- kiln build --build-context (build_context.c) ---- */
+
+typedef struct cli_named_context {
+    char name[128];     /* lower case */
+    const char *image;  /* docker-image://REF: REF (borrowed from argv), or NULL */
+    char dir[PATH_MAX]; /* else: the directory, absolute */
+} cli_named_context;
+/* NAME=DIR | NAME=docker-image://REF.  Returns a CLI exit code (said). */
+int cli_build_context_parse(const char *arg, cli_named_context *out);
+/* "NAME=REF" for each into out[i] (caller frees): an image as named, a
+ * directory streamed to kiln-pusher and imported as an image first.
+ * Returns a CLI exit code (said). */
+int cli_build_contexts_resolve(cli_ctx *ctx, const cli_named_context *nc, size_t n,
+                               cli_progress mode, char **out);
+
 typedef struct cli_context_chunk {
     char digest[KILN_DIGEST_STRLEN + 1];
     uint64_t offset, size; /* in the temp file */

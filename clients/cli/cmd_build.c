@@ -111,12 +111,7 @@ static int read_secret(Kiln__V1__SecretSpec *s)
 static int stream_context(cli_ctx *ctx, cli_context *cc, const char *dir, const char *progress,
                           const char *ignore_text, Kiln__V1__BuildRequest *br)
 {
-    cli_progress mode = strcmp(progress, "json") == 0    ? CLI_PROGRESS_JSON
-                        : strcmp(progress, "quiet") == 0 ? CLI_PROGRESS_QUIET
-                        : strcmp(progress, "plain") == 0 ? CLI_PROGRESS_PLAIN
-                        : strcmp(progress, "tty") == 0   ? CLI_PROGRESS_TTY
-                        : cli_stderr_is_tty()            ? CLI_PROGRESS_TTY
-                                                         : CLI_PROGRESS_PLAIN;
+    cli_progress mode = cli_progress_mode(progress);
     kiln_error *err = NULL;
     if (cli_context_pack(cc, dir, ignore_text, &err) < 0) {
         cli_errorf("build: %s", err ? err->msg : "cannot pack the context");
@@ -253,6 +248,10 @@ static const char usage[] =
     "                         (the image's files; -o DIR is the same), type=tar,dest=FILE\n"
     "                         (a tar of them) or type=oci,dest=FILE (an OCI archive)\n"
     "  --annotation K=V       a manifest annotation ([manifest:]K=V; repeatable)\n"
+    "  --build-context NAME=DIR|NAME=docker-image://REF\n"
+    "                         a named context for FROM NAME and COPY --from=NAME: a\n"
+    "                         directory (sent as bytes and imported as an image) or an\n"
+    "                         image used instead of NAME (repeatable)\n"
     "  --metadata-file FILE   write the image digest, config digest, names and build id\n"
     "                         as JSON (buildx's keys)\n"
     "  --plan                 print the resolved build plan as JSON and run nothing\n"
@@ -292,7 +291,7 @@ enum {
     B_AFFINITY, /* pool.c */
 };
 /* Client-side build options (build_opts.c, build_output.c). */
-enum { B_OUTPUT = 'o', B_ANNOTATION = 460, B_METADATA };
+enum { B_OUTPUT = 'o', B_ANNOTATION = 460, B_METADATA, B_BUILD_CONTEXT };
 
 /* --memory, --pids-limit, --run-timeout, --build-timeout into *out; -1 after
  * a usage message. */
@@ -351,6 +350,7 @@ const struct option cli_build_opts[] = {
     {"output", required_argument, NULL, B_OUTPUT},
     {"annotation", required_argument, NULL, B_ANNOTATION},
     {"metadata-file", required_argument, NULL, B_METADATA},
+    {"build-context", required_argument, NULL, B_BUILD_CONTEXT},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
@@ -363,7 +363,9 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
     char *args[MAX_LIST], *tags[MAX_LIST], *labels[MAX_LIST], *annotations[MAX_LIST];
     const char *metadata = NULL;
     cli_output output = {0};
-    size_t n_annotations = 0;
+    cli_named_context named[16];
+    char *named_kv[KILN_ARRAY_SIZE(named)] = {0};
+    size_t n_annotations = 0, n_named = 0;
     Kiln__V1__SecretSpec secrets[32], *secret_ptrs[32];
     char secret_paths[32][PATH_MAX];
     size_t n_args = 0, n_tags = 0, n_secrets = 0, n_labels = 0;
@@ -486,6 +488,14 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
             break;
         case B_METADATA:
             metadata = optarg;
+            break;
+        case B_BUILD_CONTEXT:
+            if (n_named == KILN_ARRAY_SIZE(named)) {
+                cli_errorf("build: too many --build-context");
+                return CLI_EXIT_USAGE;
+            }
+            if ((rc = cli_build_context_parse(optarg, &named[n_named++])) != CLI_EXIT_OK)
+                return rc;
             break;
         case B_PLAN:
             plan = true;
@@ -615,6 +625,14 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
         br.build_timeout_ms = lim[3];
         br.annotations = annotations;
         br.n_annotations = n_annotations;
+        /* Named contexts: directories are imported first (build_context.c). */
+        if ((rc = cli_build_contexts_resolve(ctx, named, n_named, cli_progress_mode(progress),
+                                             named_kv)) != CLI_EXIT_OK) {
+            cli_context_dispose(&cc);
+            goto out;
+        }
+        br.named_images = named_kv;
+        br.n_named_images = n_named;
         br.secrets = secret_ptrs;
         br.n_secrets = n_secrets;
         br.push = push;
@@ -629,6 +647,9 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
                 if (cli_ref_registry(tags[i], hosts[nh], sizeof(hosts[nh])))
                     nh++;
             nh += dockerfile_registries(text, hosts + nh, KILN_ARRAY_SIZE(hosts) - nh);
+            for (size_t i = 0; i < n_named && nh < KILN_ARRAY_SIZE(hosts); i++)
+                if (named[i].image && cli_ref_registry(named[i].image, hosts[nh], 512))
+                    nh++;
             for (size_t i = 0; i < nh; i++)
                 hp[i] = hosts[i];
             if ((rc = cli_creds_resolve("build", authfile[0] ? authfile : NULL, hp, nh, true,
@@ -662,6 +683,14 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
     pr.n_build_args = n_args;
     pr.target = (char *)target;
     pr.platform = (char *)platform;
+    for (size_t i = 0; i < n_named; i++) { /* images only: --plan imports nothing */
+        if (named[i].image &&
+            asprintf(&named_kv[pr.n_named_images++], "%s=%s", named[i].name, named[i].image) < 0) {
+            rc = CLI_EXIT_FAILED;
+            goto out;
+        }
+    }
+    pr.named_images = named_kv;
     req.body_case = KILN__V1__REQUEST__BODY_PLAN;
     req.plan = &pr;
     kiln_reply *rep = NULL;
@@ -686,6 +715,8 @@ out:
     }
     for (size_t i = 0; i < n_args; i++)
         free(args[i]);
+    for (size_t i = 0; i < n_named; i++)
+        free(named_kv[i]);
     free(text);
     free(path);
     free(ignore);

@@ -148,4 +148,25 @@ grep -q '^context:' "$T/err" && ok || bad "remote client streamed its context"
 expect_rc 0 "remote type=oci" "${RK[@]}" build --progress=quiet --output "type=oci,dest=$T/o-remote.tar" "$O"
 skopeo inspect "oci-archive:$T/o-remote.tar" >/dev/null 2>&1 && ok || bad "remote type=oci archive"
 
+# ---- --build-context ---------------------------------------------------------
+N=$T/named
+mkdir -p "$N/sub" "$T/nctx"
+echo from-named > "$N/sub/n.txt"
+printf 'FROM alpine AS a\nRUN busybox test -x /bin/busybox && echo ran > /ran\nFROM scratch\nCOPY --from=a /ran /ran\nCOPY --from=extra sub/n.txt /n.txt\n' > "$T/nctx/Dockerfile"
+expect_rc 0 "named contexts (image + dir)" kiln build --progress=plain -t flags:named \
+    --build-context alpine=docker-image://busybox:flags --build-context extra="$N" "$T/nctx"
+rm -rf "$T/nb"; umoci unpack --image "$STORE:flags:named" "$T/nb" >/dev/null 2>&1
+[ "$(cat "$T/nb/rootfs/ran" 2>/dev/null)" = ran ] && ok || bad "FROM NAME=docker-image:// used the image"
+[ "$(cat "$T/nb/rootfs/n.txt" 2>/dev/null)" = from-named ] && ok || bad "COPY --from=NAME read the named directory"
+expect_rc 0 "named contexts, unchanged" kiln build --progress=plain -t flags:named \
+    --build-context alpine=docker-image://busybox:flags --build-context extra="$N" "$T/nctx"
+[ "$(grep -c ' CACHED' "$T/err")" -ge 3 ] && ok || bad "an unchanged named directory keeps the cache ($(grep -c CACHED "$T/err"))"
+echo changed > "$N/sub/n.txt"
+printf 'FROM extra\nLABEL named=yes\n' > "$T/nctx/Dockerfile.from"
+expect_rc 0 "FROM a named directory, remote client" "${RK[@]}" build --progress=plain \
+    -f "$T/nctx/Dockerfile.from" --build-context extra="$N" -o "$T/o-named" "$T/nctx"
+[ "$(cat "$T/o-named/sub/n.txt" 2>/dev/null)" = changed ] && ok || bad "FROM NAME=DIR starts from the directory's files"
+expect_rc 2 "a bad --build-context" kiln build --build-context 'x=https://example.invalid/a.git' "$T/nctx"
+expect_rc 2 "a --build-context without =" kiln build --build-context nodir "$T/nctx"
+
 finish
