@@ -538,6 +538,11 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
     char *text = NULL, *path = NULL, *ignore = NULL;
     if ((rc = cli_progress_resolve(progress, &progress)) != CLI_EXIT_OK)
         return rc;
+    for (size_t i = 0; pull && i < n_named; i++)
+        if (named[i].image == NULL) { /* its image exists only in the store */
+            cli_errorf("build: --pull cannot be used with --build-context %s=DIR", named[i].name);
+            return CLI_EXIT_USAGE;
+        }
     if (metadata && (rc = cli_check_path("build", "--metadata-file", metadata,
                                          CLI_PATH_NEW_FILE)) != CLI_EXIT_OK)
         return rc;

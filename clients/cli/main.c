@@ -189,6 +189,9 @@ static void usage(FILE *f)
         "  -h, --help        this help; `kiln help VERB` or `kiln VERB --help` for a verb\n"
         "  -V, --version     print the version (also `kiln version`)\n"
         "\nA verb's flags may come before or after its arguments; `--` ends them.\n"
+        "Defaults for these flags (and kiln build --progress) may also come from\n"
+        "$XDG_CONFIG_HOME/kiln/config.json: flag > environment > file > default; `kiln\n"
+        "config` shows each setting and where it came from.\n"
         "\nExit status: 0 ok, 1 operation failed, 2 usage error, 3 service unreachable,\n"
         "4 build failed, 5 registry error, 130/143 interrupted (SIGINT/SIGTERM: the\n"
         "build, push or pull was cancelled; a second Ctrl-C quits at once).\n");

@@ -168,5 +168,6 @@ expect_rc 0 "FROM a named directory, remote client" "${RK[@]}" build --progress=
 [ "$(cat "$T/o-named/sub/n.txt" 2>/dev/null)" = changed ] && ok || bad "FROM NAME=DIR starts from the directory's files"
 expect_rc 2 "a bad --build-context" kiln build --build-context 'x=https://example.invalid/a.git' "$T/nctx"
 expect_rc 2 "a --build-context without =" kiln build --build-context nodir "$T/nctx"
+expect_rc 2 "--pull with a named directory" kiln build --pull --build-context extra="$N" "$T/nctx"
 
 finish
