@@ -113,6 +113,10 @@ int cli_call(cli_ctx *ctx, cli_service s, kiln_req *req, kiln_reply **out, int t
 /* The PUB endpoint of the service behind c, from its Status reply (caller
  * frees); NULL with *err set when the call fails. */
 char *cli_events_url(kiln_rpc_client *c, int timeout_ms, kiln_error **err);
+/* From now on the events of the service at service_url are followed at
+ * events_url instead of the one its Status names (both borrowed for the
+ * process's life; one per service s). */
+void cli_events_override(cli_service s, const char *service_url, const char *events_url);
 
 /* Follows job on service s to its end, printing progress to stderr (or every
  * event as JSON on stdout); copies the completed event's digest.  Returns 0 if
@@ -365,6 +369,9 @@ int cli_cmd_config(cli_ctx *ctx, int argc, char **argv);
 /* Loads the config file and puts the settled TLS files and timeout into ctx
  * (cmd_config.c).  Returns a CLI exit code (said). */
 int cli_config_apply(cli_ctx *ctx);
+/* Then, once ctx->url is settled: the configured event endpoints
+ * (cli_events_override).  Returns a CLI exit code (said). */
+int cli_config_events(cli_ctx *ctx);
 int cli_cmd_completion(cli_ctx *ctx, int argc, char **argv);
 /* Writes kiln.1 (from usage) and kiln-VERB.1 for every verb into dir (the
  * build runs `kiln __man-pages DIR`).  Returns a CLI exit code. */

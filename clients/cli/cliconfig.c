@@ -4,6 +4,7 @@
  * stopped, which a hand-written TOML subset would not do as well.  Layout:
  *
  *   { "builder": "tls+tcp://kiln.example:7403", "pusher": "...",
+ *     "builder_events": "tls+tcp://kiln.example:7404", "pusher_events": "...",
  *     "data": "/var/lib/kiln", "timeout": 10000, "progress": "plain",
  *     "tls": { "ca": "ca.pem", "cert": "me.pem", "key": "me.key",
  *              "server_name": "kiln.example" } }
@@ -26,6 +27,8 @@
 static cli_setting settings[CLI_SET_N] = {
     [CLI_SET_BUILDER] = {.key = "builder", .env = {"KILN_BUILDER"}},
     [CLI_SET_PUSHER] = {.key = "pusher", .env = {"KILN_PUSHER"}},
+    [CLI_SET_BUILDER_EVENTS] = {.key = "builder_events", .env = {"KILN_BUILDER_EVENTS"}},
+    [CLI_SET_PUSHER_EVENTS] = {.key = "pusher_events", .env = {"KILN_PUSHER_EVENTS"}},
     [CLI_SET_DATA] = {.key = "data", .env = {"KILN_DATA"}},
     [CLI_SET_TLS_CA] = {.key = "tls.ca"},
     [CLI_SET_TLS_CERT] = {.key = "tls.cert"},

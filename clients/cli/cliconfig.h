@@ -12,6 +12,8 @@
 typedef enum cli_setting_id {
     CLI_SET_BUILDER,
     CLI_SET_PUSHER,
+    CLI_SET_BUILDER_EVENTS, /* instead of the URL the builder's Status names */
+    CLI_SET_PUSHER_EVENTS,
     CLI_SET_DATA,
     CLI_SET_TLS_CA,
     CLI_SET_TLS_CERT,

@@ -34,6 +34,24 @@ int cli_config_apply(cli_ctx *ctx)
     return CLI_EXIT_OK;
 }
 
+int cli_config_events(cli_ctx *ctx)
+{
+    for (int s = 0; s < 2; s++) {
+        const cli_setting *e =
+            cli_config_get(s == CLI_BUILDER ? CLI_SET_BUILDER_EVENTS : CLI_SET_PUSHER_EVENTS);
+        kiln_error *err = NULL;
+        if (e->value == NULL)
+            continue;
+        if (kiln_url_check(e->value, NULL, NULL, &err) < 0) {
+            cli_errorf("%s (%s): %s", e->key, e->source, err->msg);
+            kiln_error_free(&err);
+            return CLI_EXIT_USAGE;
+        }
+        cli_events_override((cli_service)s, ctx->url[s], e->value);
+    }
+    return CLI_EXIT_OK;
+}
+
 static const char usage[] =
     "Usage: kiln config [--json]\n"
     "\n"
@@ -45,10 +63,13 @@ static const char usage[] =
     "~/.config/kiln/config.json), a JSON object; every key is optional:\n"
     "\n"
     "  {\"builder\": \"tls+tcp://kiln.example:7403\", \"pusher\": \"tls+tcp://...\",\n"
+    "   \"builder_events\": \"tls+tcp://kiln.example:7404\", \"pusher_events\": \"...\",\n"
     "   \"data\": \"/var/lib/kiln\", \"timeout\": 10000, \"progress\": \"plain\",\n"
     "   \"tls\": {\"ca\": \"ca.pem\", \"cert\": \"me.pem\", \"key\": \"me.key\",\n"
     "           \"server_name\": \"kiln.example\"}}\n"
     "\n"
+    "The *_events endpoints (env KILN_BUILDER_EVENTS, KILN_PUSHER_EVENTS) replace\n"
+    "the event URLs the services' Status replies name (for a single builder).\n"
     "Relative tls files are taken from the file's directory; unknown keys and values\n"
     "of the wrong type are errors naming the file and the key.\n"
     "\n"
@@ -78,6 +99,9 @@ static const char *default_of(cli_ctx *ctx, cli_setting_id id)
         return "(the system CA store)";
     case CLI_SET_TLS_SERVER_NAME:
         return "(the endpoint's host)";
+    case CLI_SET_BUILDER_EVENTS:
+    case CLI_SET_PUSHER_EVENTS:
+        return "(named by the service's Status)";
     default:
         return "(none)";
     }
@@ -116,7 +140,7 @@ int cli_cmd_config(cli_ctx *ctx, int argc, char **argv)
             continue;
         }
         cJSON *e = cJSON_AddObjectToObject(o, s->key);
-        if (s->value || i <= CLI_SET_DATA || i >= CLI_SET_TIMEOUT)
+        if (s->value || v[0] != '(') /* "(none)" and the like: no value */
             cJSON_AddStringToObject(e, "value", v);
         else
             cJSON_AddNullToObject(e, "value");

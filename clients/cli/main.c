@@ -329,6 +329,8 @@ int main(int argc, char **argv)
             return CLI_EXIT_USAGE;
         }
     }
+    if ((rc = cli_config_events(&ctx)) != CLI_EXIT_OK)
+        return rc;
     if (ctx.transport.tls.insecure_skip_verify)
         fprintf(stderr, "kiln: warning: --tls-insecure-skip-verify: the services' TLS "
                         "certificates are not verified; whoever answers gets secrets and "

@@ -37,7 +37,8 @@ PP=$(free_port) BP=$(free_port)
 "$KILN_PUSHER_BIN" --listen "ipc://$T/pusher.sock" --listen "tls+tcp://127.0.0.1:$PP" \
     --events "ipc://$T/pusher-events.sock" \
     --tls-cert "$T/server.crt" --tls-key "$T/server.key" --tls-ca "$T/ca.crt" 2>"$T/pusher.log" & PIDS+=($!)
-"$KILN_BUILDER_BIN" --listen "tcp://127.0.0.1:$BP" --events "tcp://127.0.0.1:$(free_port)" \
+BE=$(free_port)
+"$KILN_BUILDER_BIN" --listen "tcp://127.0.0.1:$BP" --events "tcp://127.0.0.1:$BE" \
     --pusher "ipc://$T/pusher.sock" 2>"$T/builder.log" & PIDS+=($!)
 cat > "$CF" <<EOF
 {
@@ -79,6 +80,17 @@ expect_rc 0 "build with the file's progress" kiln build -t cfg:1 "$C"
 jq -e -s 'length > 2 and all(.[]; has("seq"))' "$T/out" >/dev/null && ok || bad "progress json from the file ($(head -c 200 "$T/out"))"
 KILN_PROGRESS=quiet expect_rc 0 "env progress over file" kiln build -t cfg:1 "$C"
 [[ "$(cat "$T/out")" =~ ^sha256:[0-9a-f]{64}$ ]] && ok || bad "KILN_PROGRESS beats the file"
+
+# Event endpoints: discovered from Status unless configured.
+expect_rc 0 "events default" kiln config --json
+[ "$(src builder_events)" = default ] && [ "$(val builder_events)" = null ] && ok || bad "builder_events unset by default"
+jq --arg e "tcp://127.0.0.1:$BE" '.builder_events = $e' "$CF" > "$T/ev.json" && cp "$T/ev.json" "$CF"
+expect_rc 0 "events from the file" kiln config --json
+[ "$(src builder_events)" = "$CF" ] && [ "$(val builder_events)" = "tcp://127.0.0.1:$BE" ] && ok || bad "builder_events from the file"
+KILN_BUILDER_EVENTS=bogus expect_rc 2 "a bad KILN_BUILDER_EVENTS" kiln status
+grep -q 'builder_events (env KILN_BUILDER_EVENTS)' "$T/err" && ok || bad "names the setting and its source ($(cat "$T/err"))"
+KILN_PROGRESS=plain expect_rc 0 "build following the configured events endpoint" kiln build -t cfg:2 "$C"
+grep -q '^#1 ' "$T/err" && ok || bad "build events followed ($(head -c 300 "$T/err"))"
 
 # Broken files: clear errors, exit 2, naming the file and the line or key.
 cp "$CF" "$T/good.json"
