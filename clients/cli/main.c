@@ -324,7 +324,9 @@ int main(int argc, char **argv)
         /* The builder may be a pool of nodes: a comma-separated list (pool.c). */
         if ((s == CLI_BUILDER ? cli_pool_check(ctx.url[s], &err)
                               : kiln_url_check(ctx.url[s], NULL, NULL, &err)) < 0) {
-            cli_errorf("%s: %s", cli_service_name((cli_service)s), err->msg);
+            const cli_setting *set =
+                cli_config_get(s == CLI_BUILDER ? CLI_SET_BUILDER : CLI_SET_PUSHER);
+            cli_errorf("%s: %s (%s)", cli_service_name((cli_service)s), err->msg, set->source);
             kiln_error_free(&err);
             return CLI_EXIT_USAGE;
         }
