@@ -9,8 +9,9 @@
  * whiteouts (they delete what lower layers left, never what this layer
  * adds), then its other entries.  The layers were made by RUN steps, which
  * are hostile: libarchive refuses names with "..", absolute names are taken
- * below the root, nothing is written through a symlink, and a whiteout is
- * applied only when its parent resolves inside the root. */
+ * below the root, nothing is written through a symlink, a whiteout is
+ * applied only when its parent resolves inside the root, device nodes are
+ * skipped and set-user/group-id bits dropped. */
 #include <archive.h>
 #include <archive_entry.h>
 
@@ -223,6 +224,76 @@ static int copy_data(struct archive *a, struct archive *w)
     return ar == ARCHIVE_EOF ? ARCHIVE_OK : ARCHIVE_FATAL;
 }
 
+/* Directory mtimes of one layer, set again once the layer is written:
+ * libarchive sets an existing directory's time at once, and the files
+ * written into it afterwards would change it again. */
+typedef struct dir_times {
+    char **path;
+    struct timespec *mtime;
+    size_t n, cap;
+} dir_times;
+
+static void dir_times_add(dir_times *d, const char *path, struct archive_entry *e)
+{
+    if (d->n == d->cap) {
+        size_t cap = d->cap ? d->cap * 2 : 64;
+        char **p = realloc(d->path, cap * sizeof(*p));
+        if (p)
+            d->path = p;
+        struct timespec *t = p ? realloc(d->mtime, cap * sizeof(*t)) : NULL;
+        if (t == NULL)
+            return; /* a time not restored is no failure */
+        d->mtime = t;
+        d->cap = cap;
+    }
+    if ((d->path[d->n] = strdup(path)) != NULL)
+        d->mtime[d->n++] = (struct timespec){archive_entry_mtime(e), archive_entry_mtime_nsec(e)};
+}
+
+/* Sets the recorded times of directories that still resolve inside root. */
+static void dir_times_apply(dir_times *d, const char *root)
+{
+    size_t rl = strlen(root);
+    for (size_t i = 0; i < d->n; i++) {
+        char real[PATH_MAX];
+        struct timespec ts[2] = {d->mtime[i], d->mtime[i]};
+        if (realpath(d->path[i], real) && strncmp(real, root, rl) == 0 &&
+            (real[rl] == '/' || real[rl] == '\0'))
+            utimensat(AT_FDCWD, real, ts, AT_SYMLINK_NOFOLLOW);
+        free(d->path[i]);
+    }
+    free(d->path);
+    free(d->mtime);
+}
+
+/* Writes the entry e (name: below root) with w; ARCHIVE_* status. */
+static int extract_entry(struct archive *a, struct archive *w, struct archive_entry *e,
+                         const char *root, const char *name)
+{
+    char full[PATH_MAX], link[PATH_MAX];
+    /* A RUN step made these files: no device node and no set-id bit of
+     * its choosing lands on the client's host. */
+    if (archive_entry_filetype(e) == AE_IFCHR || archive_entry_filetype(e) == AE_IFBLK)
+        return ARCHIVE_FAILED;
+    archive_entry_set_perm(e, archive_entry_perm(e) & 01777);
+    snprintf(full, sizeof(full), "%s/%s", root, name);
+    archive_entry_set_pathname(e, full);
+    const char *hl = archive_entry_hardlink(e);
+    if (hl) {
+        const char *hn = rel_name(hl);
+        if (hn == NULL)
+            return ARCHIVE_FAILED;
+        snprintf(link, sizeof(link), "%s/%s", root, hn);
+        archive_entry_set_hardlink(e, link);
+    }
+    int wr = archive_write_header(w, e);
+    if (wr == ARCHIVE_OK || wr == ARCHIVE_WARN)
+        wr = copy_data(a, w);
+    if (wr == ARCHIVE_OK || wr == ARCHIVE_WARN)
+        wr = archive_write_finish_entry(w) == ARCHIVE_FATAL ? ARCHIVE_FATAL : ARCHIVE_OK;
+    return wr;
+}
+
 /* Pass two: everything else, below root.  Entries the disk refuses (device
  * nodes without root, say) are counted in *skipped. */
 static int layer_extract(const char *root, const char *blob, size_t *skipped, kiln_error **err)
@@ -238,40 +309,28 @@ static int layer_extract(const char *root, const char *blob, size_t *skipped, ki
     if (geteuid() == 0)
         flags |= ARCHIVE_EXTRACT_OWNER | ARCHIVE_EXTRACT_XATTR;
     archive_write_disk_set_options(w, flags);
+    dir_times dirs = {0};
     struct archive_entry *e;
     int ar, r = 0;
-    char full[PATH_MAX], link[PATH_MAX];
     while (r == 0 && (ar = archive_read_next_header(a, &e)) == ARCHIVE_OK) {
         const char *name = rel_name(archive_entry_pathname(e));
         const char *base = name ? strrchr(name, '/') : NULL;
         base = base ? base + 1 : name;
         if (name == NULL || strncmp(base, WH_PREFIX, strlen(WH_PREFIX)) == 0)
             continue;
-        snprintf(full, sizeof(full), "%s/%s", root, name);
-        archive_entry_set_pathname(e, full);
-        const char *hl = archive_entry_hardlink(e);
-        if (hl) {
-            const char *hn = rel_name(hl);
-            if (hn == NULL) {
-                (*skipped)++;
-                continue;
-            }
-            snprintf(link, sizeof(link), "%s/%s", root, hn);
-            archive_entry_set_hardlink(e, link);
-        }
-        int wr = archive_write_header(w, e);
-        if (wr == ARCHIVE_OK || wr == ARCHIVE_WARN)
-            wr = copy_data(a, w);
+        int wr = extract_entry(a, w, e, root, name);
         if (wr == ARCHIVE_FATAL)
             r = kiln_error_set(err, KILN_EIO, 0, "%s: %s", name, archive_error_string(w));
         else if (wr == ARCHIVE_FAILED)
             (*skipped)++;
-        else if (archive_write_finish_entry(w) == ARCHIVE_FATAL)
-            r = kiln_error_set(err, KILN_EIO, 0, "%s: %s", name, archive_error_string(w));
+        else if (archive_entry_filetype(e) == AE_IFDIR)
+            dir_times_add(&dirs, archive_entry_pathname(e), e);
     }
     if (r == 0 && ar != ARCHIVE_EOF)
         r = kiln_error_set(err, KILN_EIO, 0, "layer %s: %s", blob, archive_error_string(a));
     archive_read_free(a);
+    archive_write_close(w);
+    dir_times_apply(&dirs, root);
     return r;
 }
 
@@ -293,8 +352,8 @@ static int apply_layout(const char *layout, const char *root_in, kiln_error **er
     free(blobs);
     if (r == 0 && skipped)
         fprintf(stderr,
-                "kiln: warning: --output %s: %zu entries could not be written here "
-                "(device nodes or owners need root; links leaving the tree)\n",
+                "kiln: warning: --output %s: %zu entries not written (device nodes, "
+                "links leaving the tree, or what the disk refused)\n",
                 root_in, skipped);
     return r;
 }

@@ -123,13 +123,16 @@ done
 O=$T/outctx
 mkdir -p "$O"
 echo payload > "$O/p.txt"
-printf 'FROM busybox:flags AS b\nRUN mkdir -p /made && echo built > /made/by-run && rm /etc/gone.txt\nCOPY p.txt /made/\n' > "$O/Dockerfile"
+printf 'FROM busybox:flags AS b\nRUN mkdir -p /made && echo built > /made/by-run && rm /etc/gone.txt && touch /made/suid && chmod 4755 /made/suid && (mknod /made/dev c 1 3 || true)\nCOPY p.txt /made/\n' > "$O/Dockerfile"
 expect_rc 0 "-o DIR without -t" kiln build --progress=plain -o "$T/o-local" "$O"
 D=$(cat "$T/out")
 [ "$(cat "$T/o-local/made/by-run" 2>/dev/null)" = built ] && [ "$(cat "$T/o-local/made/p.txt" 2>/dev/null)" = payload ] \
     && ok || bad "-o DIR holds the final stage's files"
 [ -x "$T/o-local/bin/busybox" ] && [ ! -e "$T/o-local/etc/gone.txt" ] && ok || bad "-o DIR: base files kept, deleted ones gone (whiteouts applied)"
 find "$T/o-local" -name '.wh.*' | grep -q . && bad "-o DIR holds whiteout files" || ok
+[ "$(stat -c %Y "$T/o-local/made")" = "$(stat -c %Y "$T/o-local/made/p.txt")" ] && ok || bad "-o DIR: a directory keeps its mtime from the layer"
+[ "$(stat -c %a "$T/o-local/made/suid" 2>/dev/null)" = 755 ] && [ ! -e "$T/o-local/made/dev" ] \
+    && ok || bad "-o DIR: no set-id bit, no device node a RUN step chose ($(ls -l "$T/o-local/made"))"
 expect_rc 0 "type=tar" kiln build --progress=plain --output "type=tar,dest=$T/o.tar" "$O"
 tar -tf "$T/o.tar" > "$T/tar.list" 2>/dev/null && grep -qx 'made/by-run' "$T/tar.list" && ! grep -q 'etc/gone.txt' "$T/tar.list" \
     && ok || bad "type=tar: a tar of the final stage's files ($(grep made "$T/tar.list" | head -3))"
