@@ -91,6 +91,9 @@ int cli_secret_parse(const char *arg, Kiln__V1__SecretSpec *out, char path[PATH_
         cli_errorf("build: --secret type=%s: want file or env", type);
         return CLI_EXIT_USAGE;
     }
+    /* buildx: a bare id=X is the variable X when it is set, else the file X. */
+    if (!*type && !*src && !*env)
+        snprintf(type, sizeof(type), "%s", getenv(id) ? "env" : "file");
     if (strcmp(type, "env") == 0 && !*env)
         snprintf(env, sizeof(env), "%s", id);
     if (strcmp(type, "file") == 0 && !*src)

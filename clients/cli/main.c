@@ -304,8 +304,10 @@ int main(int argc, char **argv)
     const cli_verb *verb = find_verb(argv[optind]);
     if (verb == NULL)
         return unknown_verb(argv[optind]);
-    /* Flag, else environment, else config file, else default (cliconfig.c). */
-    int rc = cli_config_apply(&ctx);
+    /* Flag, else environment, else config file, else default (cliconfig.c).
+     * A completion script is sourced at shell start: a broken config file
+     * must not break every shell, so it is not read for that verb. */
+    int rc = strcmp(verb->name, "completion") == 0 ? CLI_EXIT_OK : cli_config_apply(&ctx);
     if (rc != CLI_EXIT_OK)
         return rc;
     const char *builder = cli_config_get(CLI_SET_BUILDER)->value;

@@ -94,6 +94,12 @@ done
 API_TOKEN=$TOKEN expect_rc 0 "type=env secret" kiln build --progress=plain --no-cache \
     --secret type=env,id=API_TOKEN -t flags:secret-type "$S"
 cat "$T/out" "$T/err" >> "$T/cli-output"
+sed 's#id=tok #id=tok_env,target=/run/secrets/tok #' "$S/Dockerfile" > "$S/Dockerfile.bare"
+tok_env=$TOKEN expect_rc 0 "bare id=VAR secret (set variable)" kiln build --progress=plain --no-cache \
+    -f "$S/Dockerfile.bare" --secret id=tok_env -t flags:secret-bare "$S"
+cat "$T/out" "$T/err" >> "$T/cli-output"
+rm -rf "$T/sb"; umoci unpack --image "$STORE:flags:secret-bare" "$T/sb" >/dev/null 2>&1
+[ "$(cat "$T/sb/rootfs/tok.sum" 2>/dev/null)" = "$want" ] && ok || bad "a bare id=VAR takes the set variable"
 expect_rc 2 "env secret of an unset variable" env -u NO_SUCH_VAR "$KILN_CLI_BIN" build --secret id=tok,env=NO_SUCH_VAR "$S"
 grep -q NO_SUCH_VAR "$T/err" && ok || bad "the error names the variable"
 grep -rqF "$TOKEN" "$T/cli-output" "$T"/*.log "$KILN_DATA/events" && bad "the secret's value is in a log or an event" || ok

@@ -97,6 +97,7 @@ cp "$CF" "$T/good.json"
 printf '{\n  "builder": "tcp://127.0.0.1:1",\n  "pusher": \n}\n' > "$CF"
 expect_rc 2 "malformed JSON" kiln config
 grep -qF "$CF:4" "$T/err" && ok || bad "names file and line ($(cat "$T/err"))"
+expect_rc 0 "a broken file does not break the completion script" kiln completion bash
 printf '{"buider": "tcp://127.0.0.1:1"}\n' > "$CF"
 expect_rc 2 "unknown key" kiln status
 grep -qF "$CF" "$T/err" && grep -q '"buider"' "$T/err" && ok || bad "names file and key ($(cat "$T/err"))"
