@@ -242,3 +242,17 @@ cli_progress cli_progress_mode(const char *progress)
            : cli_stderr_is_tty()            ? CLI_PROGRESS_TTY
                                             : CLI_PROGRESS_PLAIN;
 }
+
+int cli_build_pool_check(bool output, bool metadata, const cli_named_context *nc, size_t n)
+{
+    const char *what = output ? "--output" : metadata ? "--metadata-file" : NULL;
+    for (size_t i = 0; what == NULL && i < n; i++)
+        if (nc[i].image == NULL)
+            what = "--build-context NAME=DIR";
+    if (what == NULL)
+        return CLI_EXIT_OK;
+    cli_errorf("build: %s needs the kiln-pusher of the node that builds; with a pool of "
+               "builders, name one builder (--builder URL) and its --pusher",
+               what);
+    return CLI_EXIT_USAGE;
+}

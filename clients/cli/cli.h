@@ -209,6 +209,12 @@ int cli_build_context_parse(const char *arg, cli_named_context *out);
 int cli_build_contexts_resolve(cli_ctx *ctx, const cli_named_context *nc, size_t n,
                                cli_progress mode, char **out);
 
+/* With a pool of builders the image is in the store of the chosen node,
+ * whose pusher the client does not know: --output, --metadata-file and
+ * --build-context NAME=DIR (which talk to kiln-pusher) are refused there
+ * (said; CLI_EXIT_USAGE). */
+int cli_build_pool_check(bool output, bool metadata, const cli_named_context *nc, size_t n);
+
 typedef struct cli_context_chunk {
     char digest[KILN_DIGEST_STRLEN + 1];
     uint64_t offset, size; /* in the temp file */

@@ -588,8 +588,12 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
         br.dockerignore = ignore ? ignore : (char *)"";
         br.dockerignore_set = ignore != NULL;
         /* Farm: a pool of builders is narrowed to this build's node (pool.c). */
+        const char *spec_url = ctx->url[CLI_BUILDER];
         rc = cli_pool_place(ctx, affinity, n_tags ? tags[0] : NULL, file, ctxdir, platform,
                             progress);
+        if (rc == CLI_EXIT_OK && ctx->url[CLI_BUILDER] != spec_url)
+            rc =
+                cli_build_pool_check(output.kind != CLI_OUT_NONE, metadata != NULL, named, n_named);
         if (rc != CLI_EXIT_OK)
             goto out;
         bool stream = strcmp(transfer, "stream") == 0;

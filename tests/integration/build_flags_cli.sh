@@ -149,6 +149,12 @@ expect_rc 0 "type=oci" kiln build --progress=plain --output "type=oci,dest=$T/o-
 expect_rc 2 "unknown output type" kiln build --output type=registry,dest=x "$O"
 expect_rc 2 "output without dest" kiln build --output type=tar "$O"
 
+# With a pool of builders the image is in the node's store, whose pusher the
+# client does not know: refused, saying so, before the context is sent.
+expect_rc 2 "--output with a pool" kiln --builder "ipc://$R/builder.sock,tcp://127.0.0.1:$BP" \
+    build --progress=plain -o "$T/o-pool" "$O"
+grep -q 'pool of builders' "$T/err" && [ ! -e "$T/o-pool" ] && ok || bad "--output with a pool is refused ($(cat "$T/err"))"
+
 # A remote client (tcp:// only) gets its output written on its side.
 RK=(kiln --builder "tcp://127.0.0.1:$BP" --pusher "tcp://127.0.0.1:$PP")
 expect_rc 0 "remote -o" "${RK[@]}" build --progress=plain --output "type=local,dest=$T/o-remote" "$O"
