@@ -6,6 +6,7 @@
  *   { "builder": "tls+tcp://kiln.example:7403", "pusher": "...",
  *     "builder_events": "tls+tcp://kiln.example:7404", "pusher_events": "...",
  *     "data": "/var/lib/kiln", "timeout": 10000, "progress": "plain",
+ *     "insecure_registries": ["registry.lan:5000"],
  *     "tls": { "ca": "ca.pem", "cert": "me.pem", "key": "me.key",
  *              "server_name": "kiln.example" } }
  *
@@ -21,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define CONFIG_MAX ((size_t)1 << 20)
 
@@ -36,6 +38,8 @@ static cli_setting settings[CLI_SET_N] = {
     [CLI_SET_TLS_SERVER_NAME] = {.key = "tls.server_name"},
     [CLI_SET_TIMEOUT] = {.key = "timeout"},
     [CLI_SET_PROGRESS] = {.key = "progress", .env = {"KILN_PROGRESS", "BUILDKIT_PROGRESS"}},
+    [CLI_SET_INSECURE_REGISTRIES] = {.key = "insecure_registries",
+                                     .env = {"KILN_INSECURE_REGISTRIES"}},
 };
 
 static char config_path[PATH_MAX];
@@ -49,6 +53,19 @@ void cli_config_flag(cli_setting_id id, const char *value)
 const cli_setting *cli_config_get(cli_setting_id id)
 {
     return &settings[id];
+}
+
+bool cli_config_insecure_registry(const char *registry)
+{
+    const char *list = settings[CLI_SET_INSECURE_REGISTRIES].value;
+    size_t n = strlen(registry);
+    for (const char *p = list; p && *p;) {
+        size_t len = strcspn(p, ",");
+        if (len == n && strncasecmp(p, registry, n) == 0)
+            return true;
+        p += len + (p[len] == ',');
+    }
+    return false;
 }
 
 const char *cli_config_path(void)
@@ -72,6 +89,29 @@ static int line_of(const char *text, size_t off)
     return line;
 }
 
+/* An array of non-empty strings without commas, joined with commas (caller
+ * frees); NULL when v is not one. */
+static char *join_strings(const cJSON *v)
+{
+    size_t len = 1;
+    const cJSON *x;
+    cJSON_ArrayForEach(x, v)
+    {
+        if (!cJSON_IsString(x) || x->valuestring[0] == '\0' || strchr(x->valuestring, ','))
+            return NULL;
+        len += strlen(x->valuestring) + 1;
+    }
+    char *out = calloc(1, len);
+    cJSON_ArrayForEach(x, v)
+    {
+        if (out && *out)
+            strcat(out, ",");
+        if (out)
+            strcat(out, x->valuestring);
+    }
+    return out;
+}
+
 /* One value of the file into the setting whose key is key, unless a flag or
  * the environment set it already. */
 static int take(const char *path, const char *key, const cJSON *v, kiln_error **err)
@@ -83,6 +123,18 @@ static int take(const char *path, const char *key, const cJSON *v, kiln_error **
     if (s == NULL)
         return kiln_error_set(err, KILN_EINVAL, 0, "%s: unknown key \"%s\"", path, key);
     bool number = s == &settings[CLI_SET_TIMEOUT];
+    if (s == &settings[CLI_SET_INSECURE_REGISTRIES]) {
+        _cleanup_free_ char *list = cJSON_IsArray(v) ? join_strings(v) : NULL;
+        if (list == NULL)
+            return kiln_error_set(err, KILN_EINVAL, 0, "%s: \"%s\" wants an array of host[:port]",
+                                  path, key);
+        if (s->value == NULL) {
+            s->value = list; /* kept for the process's life */
+            list = NULL;
+            snprintf(s->source, sizeof(s->source), "%s", path);
+        }
+        return 0;
+    }
     if (number ? !cJSON_IsNumber(v) || v->valuedouble < 1 || v->valuedouble > 86400000
                : !cJSON_IsString(v) || v->valuestring[0] == '\0')
         return kiln_error_set(err, KILN_EINVAL, 0, "%s: \"%s\" wants %s", path, key,

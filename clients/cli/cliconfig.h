@@ -7,6 +7,8 @@
 #ifndef CLI_CONFIG_H
 #define CLI_CONFIG_H
 
+#include <stdbool.h>
+
 #include "error.h"
 
 typedef enum cli_setting_id {
@@ -21,6 +23,7 @@ typedef enum cli_setting_id {
     CLI_SET_TLS_SERVER_NAME,
     CLI_SET_TIMEOUT,
     CLI_SET_PROGRESS,
+    CLI_SET_INSECURE_REGISTRIES, /* "host[:port],..." */
     CLI_SET_N
 } cli_setting_id;
 
@@ -40,6 +43,10 @@ void cli_config_flag(cli_setting_id id, const char *value);
 int cli_config_load(kiln_error **err);
 /* The setting (never NULL); ->value NULL when nothing set it. */
 const cli_setting *cli_config_get(cli_setting_id id);
+/* Whether registry (host[:port], as cli_ref_registry names it) is one of
+ * the insecure registries: plain HTTP or unverified TLS allowed, as with
+ * --tls-verify=false. */
+bool cli_config_insecure_registry(const char *registry);
 /* The config file's path (static storage; "" when no home is known). */
 const char *cli_config_path(void);
 

@@ -7,7 +7,7 @@
 set -u
 . "$(dirname "$0")/lib.sh"
 : "${KILN_CLI_BIN:?}" "${KILN_PUSHER_BIN:?}" "${KILN_BUILDER_BIN:?}"
-for t in jq openssl python3; do
+for t in jq openssl python3 curl; do
     command -v $t >/dev/null || { echo "$t missing"; exit 77; }
 done
 
@@ -91,6 +91,35 @@ KILN_BUILDER_EVENTS=bogus expect_rc 2 "a bad KILN_BUILDER_EVENTS" kiln status
 grep -q 'builder_events (env KILN_BUILDER_EVENTS)' "$T/err" && ok || bad "names the setting and its source ($(cat "$T/err"))"
 KILN_PROGRESS=plain expect_rc 0 "build following the configured events endpoint" kiln build -t cfg:2 "$C"
 grep -q '^#1 ' "$T/err" && ok || bad "build events followed ($(head -c 300 "$T/err"))"
+
+# insecure_registries: a registry with a certificate of an unknown CA is
+# reached only when listed (as with --tls-verify=false), and an explicit
+# --tls-verify=true wins over the list.
+if command -v docker-registry >/dev/null; then
+    RP=$(free_port)
+    printf 'version: 0.1\nlog: { level: error }\nstorage: { filesystem: { rootdirectory: %s } }\nhttp:\n  addr: 127.0.0.1:%s\n  tls: { certificate: %s, key: %s }\n' \
+        "$T/registry" "$RP" "$T/server.crt" "$T/server.key" > "$T/registry.yml"
+    docker-registry serve "$T/registry.yml" >"$T/registry.log" 2>&1 & PIDS+=($!)
+    for _ in $(seq 100); do curl -s --cacert "$T/ca.crt" "https://127.0.0.1:$RP/v2/" >/dev/null && break; sleep 0.1; done
+    mkdir -p "$T/tiny/etc" && echo tiny > "$T/tiny/etc/tiny"
+    expect_rc 0 "import a tiny image" kiln import --quiet "$T/tiny" tiny:1
+    expect_rc 5 "unknown CA, not listed" kiln push --quiet tiny:1 "127.0.0.1:$RP/tiny:1"
+    jq --arg r "127.0.0.1:$RP" '.insecure_registries = ["other.example:5000", $r]' "$CF" > "$T/ins.json" && cp "$T/ins.json" "$CF"
+    expect_rc 0 "listed in insecure_registries" kiln push --quiet tiny:1 "127.0.0.1:$RP/tiny:1"
+    expect_rc 5 "--tls-verify=true wins over the list" kiln push --quiet --tls-verify=true tiny:1 "127.0.0.1:$RP/tiny:2"
+    expect_rc 0 "kiln config shows the list" kiln config --json
+    [ "$(val insecure_registries)" = "other.example:5000,127.0.0.1:$RP" ] && [ "$(src insecure_registries)" = "$CF" ] \
+        && ok || bad "insecure_registries in kiln config ($(jq -c .insecure_registries "$T/out"))"
+    jq 'del(.insecure_registries)' "$CF" > "$T/ins.json" && cp "$T/ins.json" "$CF"
+    KILN_INSECURE_REGISTRIES="127.0.0.1:$RP" expect_rc 0 "KILN_INSECURE_REGISTRIES" kiln pull --quiet "127.0.0.1:$RP/tiny:1"
+    printf '{"insecure_registries": "127.0.0.1:%s"}\n' "$RP" > "$T/ins.json"
+    XDG_CONFIG_HOME=$T/ins-xdg; mkdir -p "$XDG_CONFIG_HOME/kiln"; cp "$T/ins.json" "$XDG_CONFIG_HOME/kiln/config.json"
+    expect_rc 2 "insecure_registries must be an array" kiln config
+    grep -q '"insecure_registries" wants an array' "$T/err" && ok || bad "names insecure_registries ($(cat "$T/err"))"
+    XDG_CONFIG_HOME=$T/xdg
+else
+    echo "docker-registry missing: insecure_registries not checked"
+fi
 
 # Broken files: clear errors, exit 2, naming the file and the line or key.
 cp "$CF" "$T/good.json"
