@@ -103,6 +103,9 @@ rm -rf "$T/sb"; umoci unpack --image "$STORE:flags:secret-bare" "$T/sb" >/dev/nu
 expect_rc 2 "env secret of an unset variable" env -u NO_SUCH_VAR "$KILN_CLI_BIN" build --secret id=tok,env=NO_SUCH_VAR "$S"
 grep -q NO_SUCH_VAR "$T/err" && ok || bad "the error names the variable"
 grep -rqF "$TOKEN" "$T/cli-output" "$T"/*.log "$KILN_DATA/events" && bad "the secret's value is in a log or an event" || ok
+# Nor anywhere in the data dir once the builds ended (cache keys, snapshots,
+# the sandbox's secret files).
+grep -rqF "$TOKEN" "$KILN_DATA" && bad "the secret's value is left in the data dir: $(grep -rlF "$TOKEN" "$KILN_DATA" | head -3)" || ok
 for d in $(jq -r '.config.digest' <(skopeo inspect --raw "oci:$STORE:flags:secret-stream")); do
     grep -qF "$TOKEN" "$STORE/blobs/sha256/${d#sha256:}" && bad "the secret's value is in the config" || ok
 done
