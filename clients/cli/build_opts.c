@@ -105,14 +105,20 @@ int cli_secret_parse(const char *arg, Kiln__V1__SecretSpec *out, char path[PATH_
     kiln__v1__secret_spec__init(out);
     if ((out->id = strdup(id)) == NULL)
         return CLI_EXIT_FAILED;
-    if (*env)
-        return secret_from_env(id, env, out);
-    if (realpath(src, path) == NULL) {
-        cli_errorf("build: secret %s: %s: %s", id, src, strerror(errno));
-        return CLI_EXIT_FAILED;
+    int rc = *env ? secret_from_env(id, env, out) : CLI_EXIT_OK;
+    if (rc == CLI_EXIT_OK && !*env) {
+        if (realpath(src, path) != NULL) {
+            out->path = path;
+        } else {
+            cli_errorf("build: secret %s: %s: %s", id, src, strerror(errno));
+            rc = CLI_EXIT_FAILED;
+        }
     }
-    out->path = path;
-    return CLI_EXIT_OK;
+    if (rc != CLI_EXIT_OK) { /* nothing is left for the caller to free */
+        free(out->id);
+        out->id = NULL;
+    }
+    return rc;
 }
 
 int cli_annotation_check(const char *arg, const char **out)

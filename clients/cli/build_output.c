@@ -181,7 +181,10 @@ static int whiteout(const char *root, const char *name, kiln_error **err)
         return 0;
     if (strcmp(base, WH_OPAQUE) != 0)
         return kiln_rm_rf_at(dfd, base + strlen(WH_PREFIX), err);
-    _cleanup_closedir_ DIR *d = fdopendir(dup(dfd));
+    int dd = dup(dfd);
+    _cleanup_closedir_ DIR *d = dd >= 0 ? fdopendir(dd) : NULL;
+    if (d == NULL && dd >= 0)
+        close(dd);
     struct dirent *de;
     while (d && (de = readdir(d)) != NULL)
         if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..") &&
