@@ -296,6 +296,8 @@ static int m_plan(void *user, const kiln_req *req, kiln_reply *reply, kiln_arena
         .build_args = (const char *const *)q->build_args,
         .n_build_args = q->n_build_args,
         .platform = q->platform && *q->platform ? q->platform : NULL,
+        .named_images = (const char *const *)q->named_images,
+        .n_named_images = q->n_named_images,
     };
     bld_plan *plan = NULL;
     int r = bld_plan_parse(&plan, q->dockerfile, len,

@@ -487,6 +487,8 @@ static void run_import(void *arg)
     o.layout_ref = str_set(q->layout_ref) ? q->layout_ref : NULL;
     bool streamed = str_set(q->source_digest);
     o.format = str_set(q->format) ? q->format : NULL;
+    if (q->created > 0)
+        o.created = q->created;
     if (psh_srv_parse_platform(c->p, q->platform, pbuf, sizeof(pbuf), &o.platform, &err) < 0 ||
         (streamed ? psh_srv_import_stream(c->p, q, &o, &d, &err)
                   : psh_store_import(c->p->store, q->source, q->ref, &o, &d, &err)) < 0) {
@@ -608,6 +610,14 @@ static void run_commit(void *arg)
     spec.source_date_epoch = q->source_date_epoch ? q->source_date_epoch : -1;
     spec.tags = (const char *const *)q->tags;
     spec.n_tags = q->n_tags;
+    for (size_t i = 0; i < q->n_annotations; i++)
+        if (q->annotations[i][0] == '=' || strchr(q->annotations[i], '=') == NULL) {
+            kiln_error_set(&err, KILN_EINVAL, 0, "annotation \"%.80s\" is not KEY=VALUE",
+                           q->annotations[i]);
+            goto fail;
+        }
+    spec.annotations = (const char *const *)q->annotations;
+    spec.n_annotations = q->n_annotations;
     if (!str_set(q->compression) || strcmp(q->compression, "gzip") == 0)
         spec.pack.comp = PSH_COMP_GZIP;
     else if (strcmp(q->compression, "zstd") == 0)

@@ -237,7 +237,7 @@ static int parse_mount(pctx *c, bld_mount *m, const char *spec, const df_line *l
     if (m->type == BLD_MOUNT_CACHE && m->id == NULL)
         m->id = m->target;
     if (m->from && *m->from) {
-        int rc = pc_stage_ref(c, m->from, &m->from_kind, &m->from_stage, ln, off, err);
+        int rc = pc_stage_ref(c, &m->from, &m->from_kind, &m->from_stage, ln, off, err);
         if (rc < 0)
             return rc;
     } else {
@@ -428,8 +428,8 @@ static int copy_flags(pctx *c, const df_line *ln, bld_copy *cp, flag_val *fv, bo
         if ((rc = pc_expand(c, &v, fv[0].s, false, ln, fv[0].off, err)) < 0)
             return rc;
         cp->from = v;
-        if (*v &&
-            (rc = pc_stage_ref(c, v, &cp->from_kind, &cp->from_stage, ln, fv[0].off, err)) < 0)
+        if (*v && (rc = pc_stage_ref(c, &cp->from, &cp->from_kind, &cp->from_stage, ln, fv[0].off,
+                                     err)) < 0)
             return rc;
     }
     if (fv[1].set) {

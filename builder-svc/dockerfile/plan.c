@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* An image reference, checked with the parser the pusher and the CLI use:
  * what it refuses here would be refused at pull time anyway, after the
@@ -235,9 +236,21 @@ static void add_dep(pctx *c, size_t dep)
     st->n_deps++;
 }
 
-int pc_stage_ref(pctx *c, const char *ref, bld_ref_kind *kind, size_t *stage, const df_line *ln,
+const char *pc_named_image(const pctx *c, const char *name)
+{
+    size_t n = strlen(name);
+    for (size_t i = 0; c->opts && i < c->opts->n_named_images; i++) {
+        const char *kv = c->opts->named_images[i];
+        if (strncasecmp(kv, name, n) == 0 && kv[n] == '=')
+            return kv + n + 1;
+    }
+    return NULL;
+}
+
+int pc_stage_ref(pctx *c, const char **refp, bld_ref_kind *kind, size_t *stage, const df_line *ln,
                  size_t off, kiln_error **err)
 {
+    const char *ref = *refp;
     size_t cur = c->n_stages - 1;
     if (is_all_digits(ref)) {
         unsigned long long idx = strlen(ref) > 9 ? ~0ULL : strtoull(ref, NULL, 10);
@@ -269,6 +282,9 @@ int pc_stage_ref(pctx *c, const char *ref, bld_ref_kind *kind, size_t *stage, co
         return pc_err(c, ln, off, err,
                       "stage %s is defined later: a stage can only refer to an earlier stage", low);
     }
+    const char *named = pc_named_image(c, ref);
+    if (named)
+        *refp = ref = df_strdup(c->a, named);
     if (check_ref(c, ln, off, ref, err) < 0)
         return -1;
     *kind = BLD_REF_IMAGE;
@@ -437,6 +453,9 @@ static int resolve_base(pctx *c, bld_stage *st, char *ref, const df_line *ln, si
                           low);
         return base_from_stage(c, st, i, err);
     }
+    const char *named = pc_named_image(c, ref);
+    if (named)
+        ref = df_strdup(c->a, named);
     if (strcmp(ref, "scratch") == 0) {
         st->base_kind = BLD_BASE_SCRATCH;
         c->ss.workdir = "/";

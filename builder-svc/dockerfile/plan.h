@@ -296,6 +296,11 @@ typedef struct bld_plan_opts {
     const char *build_platform;     /* NULL: this host */
     bld_base_resolver resolve_base; /* optional */
     void *resolve_ctx;
+    /* Named contexts "NAME=REF" (kiln build --build-context NAME=docker-image://REF):
+     * a FROM or --from= naming NAME, when no earlier stage has that name,
+     * means the image REF. */
+    const char *const *named_images;
+    size_t n_named_images;
 } bld_plan_opts;
 
 /* Parses a Dockerfile of len bytes (need not be NUL-terminated).  filename is

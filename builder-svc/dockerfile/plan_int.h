@@ -77,9 +77,12 @@ int pc_expand(pctx *c, char **out, const char *word, bool skip_quotes, const df_
 int pc_expand_words(pctx *c, char ***out, long *n, const char *word, const df_line *ln, size_t off,
                     kiln_error **err);
 
-/* Resolves a COPY --from / mount from= reference and records the dependency. */
-int pc_stage_ref(pctx *c, const char *ref, bld_ref_kind *kind, size_t *stage, const df_line *ln,
+/* Resolves a COPY --from / mount from= reference and records the dependency;
+ * an image named by a named context replaces *ref. */
+int pc_stage_ref(pctx *c, const char **ref, bld_ref_kind *kind, size_t *stage, const df_line *ln,
                  size_t off, kiln_error **err);
+/* The image a named context gives name (case-insensitive), or NULL. */
+const char *pc_named_image(const pctx *c, const char *name);
 
 void pc_warn(pctx *c, const char *msg);
 

@@ -61,6 +61,10 @@ typedef struct bld_build_spec {
     const char *filename;    /* for messages; NULL = "Dockerfile" */
     const char *const *tags; /* references to tag in the store */
     size_t n_tags;
+    const char *const *annotations; /* "K=V" of the image's manifest */
+    size_t n_annotations;
+    const char *const *named_images; /* "NAME=REF": bld_plan_opts.named_images */
+    size_t n_named_images;
     const char *const *build_args; /* "K=V" */
     size_t n_build_args;
     const char *target;   /* NULL = last stage */

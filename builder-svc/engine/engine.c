@@ -307,6 +307,8 @@ static int plan(eng_ctx *c, bld_plan **out, bool with_resolver, kiln_error **err
         .build_args = s->build_args,
         .n_build_args = s->n_build_args,
         .platform = s->platform,
+        .named_images = s->named_images,
+        .n_named_images = s->n_named_images,
     };
     if (with_resolver) {
         po.resolve_base = resolver;

@@ -321,6 +321,8 @@ int eng_pusher_commit(eng_build *b, const eng_commit_desc *c, kiln_error **err)
     cr.platform = (char *)(c->platform ? c->platform : "");
     cr.tags = (char **)b->spec->tags;
     cr.n_tags = b->spec->n_tags;
+    cr.annotations = (char **)b->spec->annotations;
+    cr.n_annotations = b->spec->n_annotations;
     cr.source_date_epoch = b->spec->source_date_epoch > 0 ? b->spec->source_date_epoch : 0;
     /* Without SOURCE_DATE_EPOCH, the image is as old as its newest step, so
      * an unchanged (fully cached) rebuild gives the same image digest. */

@@ -3,6 +3,7 @@
 #define CLI_H
 
 #include <getopt.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
 
@@ -10,6 +11,7 @@
 
 #include "digest.h"
 #include "error.h"
+#include "events.h"
 #include "rpc.h"
 #include "transport.h"
 
@@ -71,7 +73,7 @@ extern const struct option cli_global_opts[];
 extern const struct option cli_build_opts[], cli_status_opts[], cli_events_opts[],
     cli_cancel_opts[], cli_login_opts[], cli_logout_opts[], cli_push_opts[], cli_pull_opts[],
     cli_images_opts[], cli_history_opts[], cli_prune_opts[], cli_import_opts[], cli_export_opts[],
-    cli_help_only_opts[];
+    cli_help_only_opts[], cli_config_opts[];
 extern const cli_subverb cli_manifest_subverbs[];
 
 const char *cli_service_name(cli_service s);
@@ -112,6 +114,10 @@ int cli_call(cli_ctx *ctx, cli_service s, kiln_req *req, kiln_reply **out, int t
 /* The PUB endpoint of the service behind c, from its Status reply (caller
  * frees); NULL with *err set when the call fails. */
 char *cli_events_url(kiln_rpc_client *c, int timeout_ms, kiln_error **err);
+/* From now on the events of the service at service_url are followed at
+ * events_url instead of the one its Status names (both borrowed for the
+ * process's life; one per service s). */
+void cli_events_override(cli_service s, const char *service_url, const char *events_url);
 
 /* Follows job on service s to its end, printing progress to stderr (or every
  * event as JSON on stdout); copies the completed event's digest.  Returns 0 if
@@ -119,10 +125,63 @@ char *cli_events_url(kiln_rpc_client *c, int timeout_ms, kiln_error **err);
 int cli_follow_job(cli_ctx *ctx, cli_service s, const char *job, bool json, bool quiet,
                    char *digest_out, size_t cap);
 
+/* What a finished build left for the steps after it (--output,
+ * --metadata-file). */
+typedef struct cli_build_result {
+    char job[KILN_JOB_ID_MAX + 1]; /* the build's job id */
+    char digest[80];               /* the image's manifest digest */
+} cli_build_result;
+
 /* Sends a BuildRequest to kiln-builder and renders the build's events in the
- * given --progress mode; prints the digest and writes iidfile (may be NULL). */
+ * given --progress mode; prints the digest and writes iidfile (may be NULL);
+ * fills *res (may be NULL) when the build completed. */
 int cli_run_build(cli_ctx *ctx, Kiln__V1__BuildRequest *br, const char *progress,
-                  const char *iidfile);
+                  const char *iidfile, cli_build_result *res);
+
+/* ---- kiln build's client-side options (build_opts.c) ---- */
+
+/* The progress mode: flag (NULL when not given), else $KILN_PROGRESS, else
+ * $BUILDKIT_PROGRESS, else the config file's, else "auto".  An invalid
+ * value is a usage error naming where it came from. */
+int cli_progress_resolve(const char *flag, const char **out);
+/* --secret id=ID,src=FILE | id=ID,env=VAR | type=env,id=VAR into *out: a
+ * file's absolute path in path (out->path points at it), an environment
+ * variable's value in out->data (owned; the caller wipes and frees it, and
+ * out->id).  Returns a CLI exit code (said). */
+int cli_secret_parse(const char *arg, Kiln__V1__SecretSpec *out, char path[PATH_MAX]);
+/* --annotation [manifest:|index:]K=V: checked; the prefix "manifest:" is
+ * dropped.  Returns a CLI exit code (said). */
+int cli_annotation_check(const char *arg, const char **out);
+/* The ignore file kiln build uses, as buildah picks it: <Dockerfile>.containerignore
+ * or <Dockerfile>.dockerignore next to the Dockerfile, else CONTEXT/.containerignore
+ * (.dockerignore is the builder's own default).  *text NULL: none of these.
+ * Returns a CLI exit code (said). */
+int cli_ignore_file(const char *dockerfile, const char *context, char **text);
+/* --metadata-file: buildx's keys (containerimage.digest,
+ * containerimage.config.digest, containerimage.descriptor, image.name) and
+ * kiln.build.id, as JSON.  Returns a CLI exit code (said). */
+int cli_write_metadata(cli_ctx *ctx, const char *path, const cli_build_result *res,
+                       char *const *tags, size_t n_tags);
+
+/* ---- kiln build --output (build_output.c) ---- */
+
+typedef enum cli_output_kind {
+    CLI_OUT_NONE,
+    CLI_OUT_LOCAL,
+    CLI_OUT_TAR,
+    CLI_OUT_OCI
+} cli_output_kind;
+typedef struct cli_output {
+    cli_output_kind kind;
+    char dest[PATH_MAX];
+} cli_output;
+/* -o DIR | --output type=local|tar|oci,dest=PATH.  Returns a CLI exit code
+ * (said). */
+int cli_output_parse(const char *arg, cli_output *out);
+/* Writes the built image on this side: streamed from kiln-pusher as an
+ * oci-archive (oci), or its layers applied into a directory (local) or a
+ * tar of that tree (tar).  Returns a CLI exit code (said). */
+int cli_output_write(cli_ctx *ctx, const cli_output *o, const char *digest);
 
 /* ---- build context transfer (context.c) ---- */
 
@@ -132,6 +191,30 @@ typedef enum cli_progress {
     CLI_PROGRESS_JSON,
     CLI_PROGRESS_QUIET,
 } cli_progress;
+
+/* The progress mode a --progress word means (auto: tty on a terminal). */
+cli_progress cli_progress_mode(const char *progress);
+
+/* ---- kiln build --build-context (build_context.c) ---- */
+
+typedef struct cli_named_context {
+    char name[128];     /* lower case */
+    const char *image;  /* docker-image://REF: REF (borrowed from argv), or NULL */
+    char dir[PATH_MAX]; /* else: the directory, absolute */
+} cli_named_context;
+/* NAME=DIR | NAME=docker-image://REF.  Returns a CLI exit code (said). */
+int cli_build_context_parse(const char *arg, cli_named_context *out);
+/* "NAME=REF" for each into out[i] (caller frees): an image as named, a
+ * directory streamed to kiln-pusher and imported as an image first.
+ * Returns a CLI exit code (said). */
+int cli_build_contexts_resolve(cli_ctx *ctx, const cli_named_context *nc, size_t n,
+                               cli_progress mode, char **out);
+
+/* With a pool of builders the image is in the store of the chosen node,
+ * whose pusher the client does not know: --output, --metadata-file and
+ * --build-context NAME=DIR (which talk to kiln-pusher) are refused there
+ * (said; CLI_EXIT_USAGE). */
+int cli_build_pool_check(bool output, bool metadata, const cli_named_context *nc, size_t n);
 
 typedef struct cli_context_chunk {
     char digest[KILN_DIGEST_STRLEN + 1];
@@ -187,6 +270,8 @@ int cli_import_send(cli_ctx *ctx, const char *src, cli_progress mode, cli_contex
  * once the archive's digest checked out.  Prints the image digest.  Returns a
  * CLI exit code. */
 int cli_export_receive(cli_ctx *ctx, const char *ref, const char *target);
+/* The same without printing the digest (kiln build --output). */
+int cli_export_receive_quiet(cli_ctx *ctx, const char *ref, const char *target);
 
 /* ---- the live build view on a terminal (render_tty.c) ---- */
 
@@ -330,6 +415,13 @@ int cli_cancel_signal(void);
 int cli_cancel_exit(int rc);
 
 int cli_cmd_cancel(cli_ctx *ctx, int argc, char **argv);
+int cli_cmd_config(cli_ctx *ctx, int argc, char **argv);
+/* Loads the config file and puts the settled TLS files and timeout into ctx
+ * (cmd_config.c).  Returns a CLI exit code (said). */
+int cli_config_apply(cli_ctx *ctx);
+/* Then, once ctx->url is settled: the configured event endpoints
+ * (cli_events_override).  Returns a CLI exit code (said). */
+int cli_config_events(cli_ctx *ctx);
 int cli_cmd_completion(cli_ctx *ctx, int argc, char **argv);
 /* Writes kiln.1 (from usage) and kiln-VERB.1 for every verb into dir (the
  * build runs `kiln __man-pages DIR`).  Returns a CLI exit code. */

@@ -77,6 +77,8 @@ static char *read_all(const char *path, kiln_error **err)
 /* Loads a --secret file into the request (its path is then not sent). */
 static int read_secret(Kiln__V1__SecretSpec *s)
 {
+    if (*s->path == '\0') /* env=VAR: the value is already here */
+        return CLI_EXIT_OK;
     _cleanup_close_ int fd = open(s->path, O_RDONLY | O_CLOEXEC);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) < 0) {
@@ -109,12 +111,7 @@ static int read_secret(Kiln__V1__SecretSpec *s)
 static int stream_context(cli_ctx *ctx, cli_context *cc, const char *dir, const char *progress,
                           const char *ignore_text, Kiln__V1__BuildRequest *br)
 {
-    cli_progress mode = strcmp(progress, "json") == 0    ? CLI_PROGRESS_JSON
-                        : strcmp(progress, "quiet") == 0 ? CLI_PROGRESS_QUIET
-                        : strcmp(progress, "plain") == 0 ? CLI_PROGRESS_PLAIN
-                        : strcmp(progress, "tty") == 0   ? CLI_PROGRESS_TTY
-                        : cli_stderr_is_tty()            ? CLI_PROGRESS_TTY
-                                                         : CLI_PROGRESS_PLAIN;
+    cli_progress mode = cli_progress_mode(progress);
     kiln_error *err = NULL;
     if (cli_context_pack(cc, dir, ignore_text, &err) < 0) {
         cli_errorf("build: %s", err ? err->msg : "cannot pack the context");
@@ -223,7 +220,9 @@ static const char usage[] =
     "  --label K=V            set a label on the image (repeatable)\n"
     "  --network host|none    network for RUN (default: private, outbound only; host needs\n"
     "                         kiln-builder --allow-insecure-entitlement network.host)\n"
-    "  --secret id=ID,src=F   a secret for RUN --mount=type=secret\n"
+    "  --secret id=ID,src=F   a secret for RUN --mount=type=secret (id=ID,env=VAR: the\n"
+    "                         value of the client's environment variable VAR; a bare\n"
+    "                         id=X: the variable X if set, else the file X)\n"
     "  --memory SIZE          memory (swap included) of each RUN, e.g. 512M, 2G\n"
     "  --pids-limit N         processes and threads of each RUN at once\n"
     "  --run-timeout DUR      time of each RUN, e.g. 90s, 10m, 1h30m\n"
@@ -254,12 +253,24 @@ static const char usage[] =
     "                         NAME.key client certificate\n"
     "  -q, --quiet            print only the image digest (--progress=quiet)\n"
     "  --progress MODE        auto|tty|plain|json|quiet (auto: tty on a terminal unless\n"
-    "                         TERM=dumb, else plain; NO_COLOR turns colour off)\n"
+    "                         TERM=dumb, else plain; NO_COLOR turns colour off); default\n"
+    "                         $KILN_PROGRESS, else $BUILDKIT_PROGRESS, else the config file's\n"
     "  --iidfile FILE         write the image digest to FILE\n"
+    "  -o, --output OUT       also write the result here, on the client: type=local,dest=DIR\n"
+    "                         (the image's files; -o DIR is the same), type=tar,dest=FILE\n"
+    "                         (a tar of them) or type=oci,dest=FILE (an OCI archive)\n"
+    "  --annotation K=V       a manifest annotation ([manifest:]K=V; repeatable)\n"
+    "  --build-context NAME=DIR|NAME=docker-image://REF\n"
+    "                         a named context for FROM NAME and COPY --from=NAME: a\n"
+    "                         directory (sent as bytes and imported as an image) or an\n"
+    "                         image used instead of NAME (repeatable)\n"
+    "  --metadata-file FILE   write the image digest, config digest, names and build id\n"
+    "                         as JSON (buildx's keys)\n"
     "  --plan                 print the resolved build plan as JSON and run nothing\n"
     "  --context-transfer M   auto|local|stream: local sends CONTEXT as a path on the\n"
     "                         builder's host; stream sends its content (after\n"
-    "                         .dockerignore) as chunks the builder keeps and reuses;\n"
+    "                         .containerignore or .dockerignore) as chunks the builder\n"
+    "                         keeps and reuses;\n"
     "                         auto (default) is local when the builder is reached\n"
     "                         over ipc:// and sees this filesystem, else stream\n"
     "                         (then --secret contents are sent too)\n"
@@ -296,6 +307,8 @@ enum {
     B_SHM_SIZE,
     B_SSH, /* ssh_proxy.c */
 };
+/* Client-side build options (build_opts.c, build_output.c). */
+enum { B_OUTPUT = 'o', B_ANNOTATION = 460, B_METADATA, B_BUILD_CONTEXT };
 
 /* --memory, --pids-limit, --run-timeout, --build-timeout into *out; -1 after
  * a usage message. */
@@ -355,6 +368,10 @@ const struct option cli_build_opts[] = {
     {"ulimit", required_argument, NULL, B_ULIMIT},
     {"shm-size", required_argument, NULL, B_SHM_SIZE},
     {"ssh", required_argument, NULL, B_SSH},
+    {"output", required_argument, NULL, B_OUTPUT},
+    {"annotation", required_argument, NULL, B_ANNOTATION},
+    {"metadata-file", required_argument, NULL, B_METADATA},
+    {"build-context", required_argument, NULL, B_BUILD_CONTEXT},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
@@ -362,9 +379,14 @@ const struct option cli_build_opts[] = {
 
 int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
 {
-    const char *file = NULL, *target = "", *platform = "", *network = "", *progress = "auto";
+    const char *file = NULL, *target = "", *platform = "", *network = "", *progress = NULL;
     const char *iidfile = NULL, *transfer = "auto", *affinity = NULL;
-    char *args[MAX_LIST], *tags[MAX_LIST], *labels[MAX_LIST];
+    char *args[MAX_LIST], *tags[MAX_LIST], *labels[MAX_LIST], *annotations[MAX_LIST];
+    const char *metadata = NULL;
+    cli_output output = {0};
+    cli_named_context named[16];
+    char *named_kv[KILN_ARRAY_SIZE(named)] = {0};
+    size_t n_annotations = 0, n_named = 0;
     Kiln__V1__SecretSpec secrets[32], *secret_ptrs[32];
     char secret_paths[32][PATH_MAX];
     size_t n_args = 0, n_tags = 0, n_secrets = 0, n_labels = 0;
@@ -375,9 +397,9 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
     cli_creds creds_v = {0};
     cli_run_opts run_opts = {0};
     static cli_ssh_opts ssh; /* large; one build per process */
-    int c;
+    int c, rc = CLI_EXIT_OK;
     cli_getopt_reset();
-    while ((c = getopt_long(argc, argv, "t:f:qh", cli_build_opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "t:f:o:qh", cli_build_opts, NULL)) != -1) {
         switch (c) {
         case 'h':
             printf("%s", usage);
@@ -464,32 +486,40 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
         case B_IIDFILE:
             iidfile = optarg;
             break;
-        case B_SECRET: {
-            /* id=ID,src=FILE (Docker's form; "source" and "required" accepted too) */
-            char id[128] = "", src[PATH_MAX] = "";
-            char *dup = strdup(optarg), *save = NULL;
-            for (char *kv = strtok_r(dup, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
-                if (strncmp(kv, "id=", 3) == 0)
-                    snprintf(id, sizeof(id), "%s", kv + 3);
-                else if (strncmp(kv, "src=", 4) == 0 || strncmp(kv, "source=", 7) == 0)
-                    snprintf(src, sizeof(src), "%s", strchr(kv, '=') + 1);
-            }
-            free(dup);
-            if (!*id || !*src || n_secrets == 32) {
-                cli_errorf("build: --secret wants id=ID,src=FILE");
+        case B_SECRET:
+            if (n_secrets == KILN_ARRAY_SIZE(secrets)) {
+                cli_errorf("build: too many --secret");
                 return CLI_EXIT_USAGE;
             }
-            if (realpath(src, secret_paths[n_secrets]) == NULL) {
-                cli_errorf("build: secret %s: %s: %s", id, src, strerror(errno));
-                return CLI_EXIT_FAILED;
-            }
-            kiln__v1__secret_spec__init(&secrets[n_secrets]);
-            secrets[n_secrets].id = strdup(id);
-            secrets[n_secrets].path = secret_paths[n_secrets];
+            if ((rc = cli_secret_parse(optarg, &secrets[n_secrets], secret_paths[n_secrets])))
+                return rc;
             secret_ptrs[n_secrets] = &secrets[n_secrets];
             n_secrets++;
             break;
-        }
+        case B_OUTPUT:
+            if ((rc = cli_output_parse(optarg, &output)) != CLI_EXIT_OK)
+                return rc;
+            break;
+        case B_ANNOTATION:
+            if (n_annotations == MAX_LIST) {
+                cli_errorf("build: too many --annotation");
+                return CLI_EXIT_USAGE;
+            }
+            if ((rc = cli_annotation_check(optarg, (const char **)&annotations[n_annotations])))
+                return rc;
+            n_annotations++;
+            break;
+        case B_METADATA:
+            metadata = optarg;
+            break;
+        case B_BUILD_CONTEXT:
+            if (n_named == KILN_ARRAY_SIZE(named)) {
+                cli_errorf("build: too many --build-context");
+                return CLI_EXIT_USAGE;
+            }
+            if ((rc = cli_build_context_parse(optarg, &named[n_named++])) != CLI_EXIT_OK)
+                return rc;
+            break;
         case B_PLAN:
             plan = true;
             break;
@@ -538,8 +568,17 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
             return CLI_EXIT_USAGE;
         }
     }
-    int rc = CLI_EXIT_OK;
     char *text = NULL, *path = NULL, *ignore = NULL;
+    if ((rc = cli_progress_resolve(progress, &progress)) != CLI_EXIT_OK)
+        return rc;
+    for (size_t i = 0; pull && i < n_named; i++)
+        if (named[i].image == NULL) { /* its image exists only in the store */
+            cli_errorf("build: --pull cannot be used with --build-context %s=DIR", named[i].name);
+            return CLI_EXIT_USAGE;
+        }
+    if (metadata && (rc = cli_check_path("build", "--metadata-file", metadata,
+                                         CLI_PATH_NEW_FILE)) != CLI_EXIT_OK)
+        return rc;
     if (argc - optind != 1) {
         cli_errorf("build: expected exactly one CONTEXT argument, got %d; see 'kiln build --help'",
                    argc - optind);
@@ -571,28 +610,21 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
         }
         Kiln__V1__BuildRequest br = KILN__V1__BUILD_REQUEST__INIT;
         br.context_dir = ctxdir;
-        /* BuildKit's rule: <Dockerfile>.dockerignore next to the Dockerfile
-         * wins over the context's .dockerignore. */
-        if (!(file && strcmp(file, "-") == 0)) {
-            char *ip = NULL;
-            if (asprintf(&ip, "%s.dockerignore", file ? file : path) < 0) {
-                rc = CLI_EXIT_FAILED;
-                goto out;
-            }
-            if (access(ip, F_OK) == 0 && (ignore = read_all(ip, &err)) == NULL) {
-                cli_errorf("build: %s", err ? err->msg : "out of memory");
-                kiln_error_free(&err);
-                free(ip);
-                rc = CLI_EXIT_FAILED;
-                goto out;
-            }
-            free(ip);
-            br.dockerignore = ignore ? ignore : (char *)"";
-            br.dockerignore_set = ignore != NULL;
-        }
+        /* The Dockerfile's own ignore file, or .containerignore (build_opts.c). */
+        if ((rc = cli_ignore_file(file && strcmp(file, "-") == 0 ? NULL
+                                  : file                         ? file
+                                                                 : path,
+                                  ctxdir, &ignore)) != CLI_EXIT_OK)
+            goto out;
+        br.dockerignore = ignore ? ignore : (char *)"";
+        br.dockerignore_set = ignore != NULL;
         /* Farm: a pool of builders is narrowed to this build's node (pool.c). */
+        const char *spec_url = ctx->url[CLI_BUILDER];
         rc = cli_pool_place(ctx, affinity, n_tags ? tags[0] : NULL, file, ctxdir, platform,
                             progress);
+        if (rc == CLI_EXIT_OK && ctx->url[CLI_BUILDER] != spec_url)
+            rc =
+                cli_build_pool_check(output.kind != CLI_OUT_NONE, metadata != NULL, named, n_named);
         if (rc != CLI_EXIT_OK)
             goto out;
         bool stream = strcmp(transfer, "stream") == 0;
@@ -639,6 +671,16 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
             goto out;
         }
         ctx->ssh = &ssh;
+        br.annotations = annotations;
+        br.n_annotations = n_annotations;
+        /* Named contexts: directories are imported first (build_context.c). */
+        if ((rc = cli_build_contexts_resolve(ctx, named, n_named, cli_progress_mode(progress),
+                                             named_kv)) != CLI_EXIT_OK) {
+            cli_context_dispose(&cc);
+            goto out;
+        }
+        br.named_images = named_kv;
+        br.n_named_images = n_named;
         br.secrets = secret_ptrs;
         br.n_secrets = n_secrets;
         br.push = push;
@@ -653,6 +695,9 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
                 if (cli_ref_registry(tags[i], hosts[nh], sizeof(hosts[nh])))
                     nh++;
             nh += dockerfile_registries(text, hosts + nh, KILN_ARRAY_SIZE(hosts) - nh);
+            for (size_t i = 0; i < n_named && nh < KILN_ARRAY_SIZE(hosts); i++)
+                if (named[i].image && cli_ref_registry(named[i].image, hosts[nh], 512))
+                    nh++;
             for (size_t i = 0; i < nh; i++)
                 hp[i] = hosts[i];
             if ((rc = cli_creds_resolve("build", authfile[0] ? authfile : NULL, hp, nh, true,
@@ -665,12 +710,17 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
         }
         const char *sde = getenv("SOURCE_DATE_EPOCH");
         br.source_date_epoch = sde && *sde ? strtoll(sde, NULL, 10) : 0;
-        rc = cli_run_build(ctx, &br, progress, iidfile);
+        cli_build_result res = {0};
+        rc = cli_run_build(ctx, &br, progress, iidfile, &res);
         /* Farm: a node lost during the build hands it to the next (pool.c). */
         while (cli_pool_failover(ctx, rc))
             if ((rc = cli_pool_resend(ctx, stream ? &cc : NULL, progress, &br)) == CLI_EXIT_OK)
-                rc = cli_run_build(ctx, &br, progress, iidfile);
+                rc = cli_run_build(ctx, &br, progress, iidfile, &res);
         cli_context_dispose(&cc);
+        if (rc == CLI_EXIT_OK && output.kind != CLI_OUT_NONE)
+            rc = cli_output_write(ctx, &output, res.digest);
+        if (rc == CLI_EXIT_OK && metadata)
+            rc = cli_write_metadata(ctx, metadata, &res, tags, n_tags);
         goto out;
     }
     kiln_req req = KILN__V1__REQUEST__INIT;
@@ -681,6 +731,14 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
     pr.n_build_args = n_args;
     pr.target = (char *)target;
     pr.platform = (char *)platform;
+    for (size_t i = 0; i < n_named; i++) { /* images only: --plan imports nothing */
+        if (named[i].image &&
+            asprintf(&named_kv[pr.n_named_images++], "%s=%s", named[i].name, named[i].image) < 0) {
+            rc = CLI_EXIT_FAILED;
+            goto out;
+        }
+    }
+    pr.named_images = named_kv;
     req.body_case = KILN__V1__REQUEST__BODY_PLAN;
     req.plan = &pr;
     kiln_reply *rep = NULL;
@@ -705,6 +763,8 @@ out:
     }
     for (size_t i = 0; i < n_args; i++)
         free(args[i]);
+    for (size_t i = 0; i < n_named; i++)
+        free(named_kv[i]);
     free(text);
     free(path);
     free(ignore);

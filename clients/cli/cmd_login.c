@@ -7,6 +7,7 @@
  * client's side (creds.c) and send what it holds with the request.  Credentials are checked with the registry first
  * (through kiln-pusher), and never printed or logged. */
 #include "cli.h"
+#include "cliconfig.h"
 #include "cleanup.h"
 #include "dockercfg.h"
 
@@ -309,7 +310,7 @@ int cli_cmd_login(cli_ctx *ctx, int argc, char **argv)
 {
     const char *user = NULL, *pass_arg = NULL, *authfile = NULL;
     char cert_dir[PATH_MAX] = "";
-    bool from_stdin = false, insecure = false;
+    bool from_stdin = false, insecure = false, tls_given = false;
     int c;
     cli_getopt_reset();
     while ((c = getopt_long(argc, argv, "u:p:h", cli_login_opts, NULL)) != -1) {
@@ -335,6 +336,7 @@ int cli_cmd_login(cli_ctx *ctx, int argc, char **argv)
                 return CLI_EXIT_USAGE;
             }
             insecure = strcmp(optarg, "false") == 0;
+            tls_given = true;
             break;
         case L_CERTDIR:
             if (cli_check_path("login", "--cert-dir", optarg, CLI_PATH_DIR) != CLI_EXIT_OK ||
@@ -392,6 +394,8 @@ int cli_cmd_login(cli_ctx *ctx, int argc, char **argv)
     cJSON *j = NULL;
     char creds[sizeof(ubuf) + SECRET_MAX + 2];
     snprintf(creds, sizeof(creds), "%s:%s", user, pass);
+    if (!tls_given && cli_config_insecure_registry(host))
+        insecure = true; /* the config's insecure_registries */
     if ((rc = check_login(ctx, host, creds, insecure, cert_dir[0] ? cert_dir : NULL)) != 0)
         goto out;
     if ((j = load_config(path, &rc)) == NULL)

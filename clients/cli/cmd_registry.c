@@ -4,6 +4,7 @@
  * Credentials are resolved here, from the client's own Docker config
  * (creds.c), and sent with the request: the pusher reads no file for them. */
 #include "cli.h"
+#include "cliconfig.h"
 #include "config.h"
 #include "follow.h"
 
@@ -23,6 +24,7 @@ typedef struct reg_flags {
     char *annotations[MAX_ANNOTATIONS];
     size_t n_annotations;
     bool quiet, json;
+    bool tls_given;  /* --tls-verify: the insecure registries of the config do not apply */
     cli_creds creds; /* resolved by resolve_creds; freed by the verb */
 } reg_flags;
 
@@ -133,6 +135,7 @@ static int parse(int argc, char **argv, reg_flags *f, const struct option *table
             printf("%s", usage);
             return 1;
         case R_TLS:
+            f->tls_given = true;
             if (strcmp(optarg, "false") == 0)
                 f->ro.insecure = true;
             else if (strcmp(optarg, "true") != 0) {
@@ -229,8 +232,6 @@ static int parse(int argc, char **argv, reg_flags *f, const struct option *table
  * call: nothing else is read then. */
 static int resolve_creds(const char *verb, reg_flags *f, const char *ref, const char *ref2)
 {
-    if (f->ro.creds != NULL && *f->ro.creds)
-        return CLI_EXIT_OK;
     char h[2][512];
     const char *hosts[2];
     size_t n = 0;
@@ -238,6 +239,15 @@ static int resolve_creds(const char *verb, reg_flags *f, const char *ref, const 
         hosts[n] = h[n], n++;
     if (ref2 != NULL && cli_ref_registry(ref2, h[n], sizeof(h[n])))
         hosts[n] = h[n], n++;
+    /* The config's insecure registries, when every registry of the call is
+     * one of them (never a downgrade for another registry). */
+    bool all = n > 0 && !f->tls_given;
+    for (size_t i = 0; all && i < n; i++)
+        all = cli_config_insecure_registry(hosts[i]);
+    if (all)
+        f->ro.insecure = true;
+    if (f->ro.creds != NULL && *f->ro.creds)
+        return CLI_EXIT_OK;
     int rc =
         cli_creds_resolve(verb, f->authfile[0] ? f->authfile : NULL, hosts, n, false, &f->creds);
     f->ro.credentials = f->creds.v;

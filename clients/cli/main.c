@@ -2,6 +2,7 @@
  * from the table below; each verb lives in its own cmd_*.c file. */
 #include "cli.h"
 #include "cleanup.h"
+#include "cliconfig.h"
 #include "config.h"
 #include "log.h"
 #include "pool.h"
@@ -47,6 +48,8 @@ const cli_verb cli_verbs[] = {
      CLI_ARGS_NONE, NULL, NULL},
     {"manifest", cli_cmd_manifest, "create, edit, inspect and push manifest lists", NULL,
      CLI_ARGS_IMAGE, NULL, cli_manifest_subverbs},
+    {"config", cli_cmd_config, "show the client's settings and where each came from",
+     cli_config_opts, CLI_ARGS_NONE, NULL, NULL},
     {"completion", cli_cmd_completion, "print a shell completion script (bash, zsh, fish)",
      cli_help_only_opts, CLI_ARGS_WORDS, "bash zsh fish", NULL},
 };
@@ -186,12 +189,38 @@ static void usage(FILE *f)
         "  -h, --help        this help; `kiln help VERB` or `kiln VERB --help` for a verb\n"
         "  -V, --version     print the version (also `kiln version`)\n"
         "\nA verb's flags may come before or after its arguments; `--` ends them.\n"
+        "Defaults for these flags (and kiln build --progress) may also come from\n"
+        "$XDG_CONFIG_HOME/kiln/config.json: flag > environment > file > default; `kiln\n"
+        "config` shows each setting and where it came from.\n"
         "\nExit status: 0 ok, 1 operation failed, 2 usage error, 3 service unreachable,\n"
         "4 build failed, 5 registry error, 130/143 interrupted (SIGINT/SIGTERM: the\n"
         "build, push or pull was cancelled; a second Ctrl-C quits at once).\n");
 }
 
 enum { G_BUILDER = 300, G_PUSHER, G_DATA, G_CERT, G_KEY, G_CA, G_SNI, G_TIMEOUT, G_SKIPVERIFY };
+
+/* The setting a global flag sets. */
+static cli_setting_id flag_setting(int opt)
+{
+    switch (opt) {
+    case G_BUILDER:
+        return CLI_SET_BUILDER;
+    case G_PUSHER:
+        return CLI_SET_PUSHER;
+    case G_DATA:
+        return CLI_SET_DATA;
+    case G_CERT:
+        return CLI_SET_TLS_CERT;
+    case G_KEY:
+        return CLI_SET_TLS_KEY;
+    case G_CA:
+        return CLI_SET_TLS_CA;
+    case G_SNI:
+        return CLI_SET_TLS_SERVER_NAME;
+    default:
+        return CLI_SET_TIMEOUT;
+    }
+}
 
 const struct option cli_global_opts[] = {
     {"builder", required_argument, NULL, G_BUILDER},
@@ -213,47 +242,25 @@ int main(int argc, char **argv)
     cli_signals_init();
     kiln_log_setup("kiln", KILN_LOG_WARN, KILN_LOG_LOGFMT);
     cli_ctx ctx = {.timeout_ms = 10000, .prog = "kiln"};
-    const char *builder = getenv("KILN_BUILDER"), *pusher = getenv("KILN_PUSHER");
-    const char *data = NULL;
     int c;
     opterr = 0;
     /* '+': stop at the verb; its flags are parsed by the verb. */
     while ((c = getopt_long(argc, argv, "+hV", cli_global_opts, NULL)) != -1) {
         switch (c) {
         case G_BUILDER:
-            builder = optarg;
-            break;
         case G_PUSHER:
-            pusher = optarg;
-            break;
         case G_DATA:
-            data = optarg;
-            break;
         case G_CERT:
-            ctx.transport.tls.cert = optarg;
-            break;
         case G_KEY:
-            ctx.transport.tls.key = optarg;
-            break;
         case G_CA:
-            ctx.transport.tls.ca = optarg;
-            break;
         case G_SNI:
-            ctx.transport.tls.server_name = optarg;
+        case G_TIMEOUT:
+            /* Settled with the environment and the config file below. */
+            cli_config_flag(flag_setting(c), optarg);
             break;
         case G_SKIPVERIFY:
             ctx.transport.tls.insecure_skip_verify = true;
             break;
-        case G_TIMEOUT: {
-            char *end = NULL;
-            long v = strtol(optarg, &end, 10);
-            if (*optarg == '\0' || *end || v < 1 || v > 86400000) {
-                cli_errorf("--timeout wants milliseconds, got '%s'", optarg);
-                return CLI_EXIT_USAGE;
-            }
-            ctx.timeout_ms = (int)v;
-            break;
-        }
         case 'h':
             usage(stdout);
             return CLI_EXIT_OK;
@@ -297,6 +304,15 @@ int main(int argc, char **argv)
     const cli_verb *verb = find_verb(argv[optind]);
     if (verb == NULL)
         return unknown_verb(argv[optind]);
+    /* Flag, else environment, else config file, else default (cliconfig.c).
+     * A completion script is sourced at shell start: a broken config file
+     * must not break every shell, so it is not read for that verb. */
+    int rc = strcmp(verb->name, "completion") == 0 ? CLI_EXIT_OK : cli_config_apply(&ctx);
+    if (rc != CLI_EXIT_OK)
+        return rc;
+    const char *builder = cli_config_get(CLI_SET_BUILDER)->value;
+    const char *pusher = cli_config_get(CLI_SET_PUSHER)->value;
+    const char *data = cli_config_get(CLI_SET_DATA)->value;
     _cleanup_free_ char *data_dir = data ? strdup(data) : kiln_default_data_dir();
     _cleanup_free_ char *bu =
         builder && *builder ? strdup(builder) : kiln_default_url(data_dir, KILN_EP_BUILDER);
@@ -310,11 +326,15 @@ int main(int argc, char **argv)
         /* The builder may be a pool of nodes: a comma-separated list (pool.c). */
         if ((s == CLI_BUILDER ? cli_pool_check(ctx.url[s], &err)
                               : kiln_url_check(ctx.url[s], NULL, NULL, &err)) < 0) {
-            cli_errorf("%s: %s", cli_service_name((cli_service)s), err->msg);
+            const cli_setting *set =
+                cli_config_get(s == CLI_BUILDER ? CLI_SET_BUILDER : CLI_SET_PUSHER);
+            cli_errorf("%s: %s (%s)", cli_service_name((cli_service)s), err->msg, set->source);
             kiln_error_free(&err);
             return CLI_EXIT_USAGE;
         }
     }
+    if ((rc = cli_config_events(&ctx)) != CLI_EXIT_OK)
+        return rc;
     if (ctx.transport.tls.insecure_skip_verify)
         fprintf(stderr, "kiln: warning: --tls-insecure-skip-verify: the services' TLS "
                         "certificates are not verified; whoever answers gets secrets and "

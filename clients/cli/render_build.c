@@ -252,7 +252,7 @@ static bool pusher_down(cli_ctx *ctx, char *detail, size_t cap)
 }
 
 int cli_run_build(cli_ctx *ctx, Kiln__V1__BuildRequest *br, const char *progress,
-                  const char *iidfile)
+                  const char *iidfile, cli_build_result *res)
 {
     view *v = calloc(1, sizeof(*v));
     if (v == NULL)
@@ -349,6 +349,10 @@ int cli_run_build(cli_ctx *ctx, Kiln__V1__BuildRequest *br, const char *progress
     if (rc == CLI_EXIT_OK) {
         if (v->mode != P_JSON)
             printf("%s\n", v->digest);
+        if (res) {
+            snprintf(res->job, sizeof(res->job), "%s", job);
+            snprintf(res->digest, sizeof(res->digest), "%s", v->digest);
+        }
         if (iidfile) {
             FILE *f = fopen(iidfile, "we");
             if (f == NULL || fprintf(f, "%s", v->digest) < 0 || fclose(f) != 0) {

@@ -288,7 +288,7 @@ static int write_target(stream *s, bool dir, const char *dest, kiln_error **err)
     return r;
 }
 
-int cli_export_receive(cli_ctx *ctx, const char *ref, const char *target)
+static int export_receive(cli_ctx *ctx, const char *ref, const char *target, bool print)
 {
     bool dir = strncmp(target, "oci:", 4) == 0;
     const char *dest = strchr(target, ':') + 1;
@@ -327,11 +327,21 @@ int cli_export_receive(cli_ctx *ctx, const char *ref, const char *target)
     if (r < 0) {
         cli_errorf("export %s: %s", ref, err->msg);
         code = cli_exit_for(err);
-    } else {
+    } else if (print) {
         printf("%s\n", rep->export_reply->digest);
     }
     kiln_error_free(&err);
     kiln_rpc_reply_free(rep);
     kiln_rpc_client_free(rc);
     return code;
+}
+
+int cli_export_receive(cli_ctx *ctx, const char *ref, const char *target)
+{
+    return export_receive(ctx, ref, target, true);
+}
+
+int cli_export_receive_quiet(cli_ctx *ctx, const char *ref, const char *target)
+{
+    return export_receive(ctx, ref, target, false);
 }

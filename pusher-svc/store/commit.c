@@ -433,7 +433,26 @@ static cJSON *build_config(const psh_commit_spec *spec, const struct base *b,
 
 /* The image manifest document (NULL on allocation failure).  Base layers keep
  * their original descriptor (urls, annotations) with an OCI media type. */
-static cJSON *build_manifest(const struct base *b, const psh_commit_result *out, bool docker)
+/* The spec's "K=V" annotations as an object of man (none: nothing added). */
+static bool add_annotations(cJSON *man, const psh_commit_spec *spec)
+{
+    cJSON *an = spec->n_annotations ? cJSON_AddObjectToObject(man, "annotations") : NULL;
+    if (spec->n_annotations && an == NULL)
+        return false;
+    for (size_t i = 0; i < spec->n_annotations; i++) {
+        const char *kv = spec->annotations[i], *eq = strchr(kv, '=');
+        _cleanup_free_ char *k = eq ? strndup(kv, (size_t)(eq - kv)) : NULL;
+        if (k == NULL)
+            return false;
+        cJSON_DeleteItemFromObjectCaseSensitive(an, k);
+        if (cJSON_AddStringToObject(an, k, eq + 1) == NULL)
+            return false;
+    }
+    return true;
+}
+
+static cJSON *build_manifest(const struct base *b, const psh_commit_result *out, bool docker,
+                             const psh_commit_spec *spec)
 {
     cJSON *man = cJSON_CreateObject();
     cJSON *cdesc = psh_descriptor_to_json(&out->config);
@@ -459,7 +478,7 @@ static cJSON *build_manifest(const struct base *b, const psh_commit_result *out,
     }
     for (; ok && layers && i < out->n_layers; i++)
         ok = cJSON_AddItemToArray(layers, psh_descriptor_to_json(&out->layers[i].blob));
-    if (!ok || layers == NULL) {
+    if (!ok || layers == NULL || !add_annotations(man, spec)) {
         cJSON_Delete(man);
         return NULL;
     }
@@ -493,7 +512,7 @@ static int write_image(psh_store *s, psh_store_pin *pin, const psh_commit_spec *
                        err);
     if (r < 0)
         return r;
-    _cleanup_cjson_ cJSON *man = build_manifest(b, out, docker);
+    _cleanup_cjson_ cJSON *man = build_manifest(b, out, docker, spec);
     if (man == NULL)
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory building the manifest");
     /* Serialised once: these bytes are digested, stored and later pushed. */

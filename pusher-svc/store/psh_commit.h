@@ -96,6 +96,10 @@ typedef struct psh_commit_spec {
     int64_t source_date_epoch; /* -1 = none; clamps file mtimes and the created time */
     const char *const *tags;   /* references to tag; may be empty */
     size_t n_tags;
+    /* "K=V" annotations of the manifest (kiln build --annotation); a later
+     * one replaces an earlier one with its key. */
+    const char *const *annotations;
+    size_t n_annotations;
     /* Write a Docker schema 2 manifest and config media type instead of OCI
      * (for registries that want them); layers keep their bytes under the
      * Docker names.  zstd layers are refused.  Note: skopeo's and umoci's

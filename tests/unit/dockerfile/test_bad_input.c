@@ -253,6 +253,27 @@ KT_TEST(plan_stage_lookup)
     bld_plan_free(NULL);
 }
 
+/* --build-context NAME=docker-image://REF: FROM and --from= naming NAME mean
+ * REF, unless an earlier stage has that name. */
+KT_TEST(named_images_replace_names)
+{
+    const char *df = "FROM alpine AS base\nCOPY --from=extra /a /a\n"
+                     "FROM base\nCOPY --from=BASE /b /b\n";
+    const char *named[] = {"alpine=busybox:local", "extra=localhost:5000/x:1", "base=nope:1"};
+    bld_plan_opts o = {.named_images = named, .n_named_images = 3};
+    bld_plan *p = NULL;
+    kiln_error *err = NULL;
+    KT_REQUIRE(bld_plan_parse(&p, df, strlen(df), NULL, &o, &err) == 0);
+    KT_EXPECT_STR(p->stages[0].base_image, "busybox:local");
+    const bld_copy *c0 = &p->stages[0].instrs[0].u.copy;
+    KT_EXPECT(c0->from_kind == BLD_REF_IMAGE);
+    KT_EXPECT_STR(c0->from, "localhost:5000/x:1");
+    /* An earlier stage's name wins over a named context. */
+    KT_EXPECT(p->stages[1].base_kind == BLD_BASE_STAGE);
+    KT_EXPECT(p->stages[1].instrs[0].u.copy.from_kind == BLD_REF_STAGE);
+    bld_plan_free(p);
+}
+
 /* Line i of a generated Dockerfile. */
 typedef int (*line_fn)(char *buf, size_t cap, size_t i);
 
