@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -31,6 +32,21 @@ int kiln_write_all(int fd, const void *buf, size_t len)
         len -= (size_t)w;
     }
     return 0;
+}
+
+bool kiln_sock_full(int fd, void *buf, size_t n, bool rd)
+{
+    unsigned char *p = buf;
+    while (n > 0) {
+        ssize_t k = rd ? recv(fd, p, n, 0) : send(fd, p, n, MSG_NOSIGNAL);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return false;
+        p += k;
+        n -= (size_t)k;
+    }
+    return true;
 }
 
 int kiln_atomic_write_at(int tmp_dirfd, int dirfd, const char *name, const void *data, size_t len,

@@ -14,6 +14,11 @@
  * with errno set (ENOSPC when write() made no progress). */
 int kiln_write_all(int fd, const void *buf, size_t len);
 
+/* Receives (rd) or sends all n bytes on the socket fd, retrying on EINTR and
+ * short transfers; a send raises no SIGPIPE.  False on an error or when the
+ * peer closed first. */
+bool kiln_sock_full(int fd, void *buf, size_t n, bool rd);
+
 /* Flags of kiln_atomic_write_at(). */
 enum {
     /* flock(LOCK_EX) the temp file while it is written, so that a cleanup of

@@ -2,6 +2,7 @@
  * and their request queue, the SshAgentPoll long poll, and the unix sockets
  * the RUN steps talk to. */
 #include "bld_ssh.h"
+#include "fs.h"
 #include "engine_int.h"
 
 #include <errno.h>
@@ -328,26 +329,11 @@ static uint8_t *relay(bld_ssh_listener *l, const uint8_t *msg, size_t len, size_
     return r.reply;
 }
 
-static bool io_full(int fd, void *buf, size_t n, bool rd)
-{
-    uint8_t *p = buf;
-    while (n > 0) {
-        ssize_t k = rd ? recv(fd, p, n, 0) : send(fd, p, n, MSG_NOSIGNAL);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            return false;
-        p += k;
-        n -= (size_t)k;
-    }
-    return true;
-}
-
 static bool send_msg(int fd, const uint8_t *msg, size_t len)
 {
     uint8_t hdr[4] = {(uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8),
                       (uint8_t)len};
-    return io_full(fd, hdr, 4, false) && io_full(fd, (void *)msg, len, false);
+    return kiln_sock_full(fd, hdr, 4, false) && kiln_sock_full(fd, (void *)msg, len, false);
 }
 
 static void *conn_main(void *arg)
@@ -356,9 +342,9 @@ static void *conn_main(void *arg)
     static const uint8_t failure[] = {5}; /* SSH_AGENT_FAILURE */
     _cleanup_free_ uint8_t *msg = malloc(BLD_SSH_MSG_MAX);
     uint8_t hdr[4];
-    while (msg && !atomic_load(&c->l->stop) && io_full(c->fd, hdr, 4, true)) {
+    while (msg && !atomic_load(&c->l->stop) && kiln_sock_full(c->fd, hdr, 4, true)) {
         size_t len = (size_t)hdr[0] << 24 | (size_t)hdr[1] << 16 | (size_t)hdr[2] << 8 | hdr[3];
-        if (len == 0 || len > BLD_SSH_MSG_MAX || !io_full(c->fd, msg, len, true))
+        if (len == 0 || len > BLD_SSH_MSG_MAX || !kiln_sock_full(c->fd, msg, len, true))
             break;
         size_t rlen = 0;
         _cleanup_free_ uint8_t *reply = relay(c->l, msg, len, &rlen);

@@ -7,6 +7,7 @@
  * authenticate are passed on (list identities, sign); a RUN cannot add,
  * remove or lock keys, nor use extensions. */
 #include "cli.h"
+#include "fs.h"
 #include "cleanup.h"
 #include "runopts.h"
 
@@ -93,21 +94,6 @@ int cli_ssh_apply(cli_ssh_opts *o, Kiln__V1__BuildRequest *br)
 
 /* ---- asking the local agent ---- */
 
-static bool io_full(int fd, void *buf, size_t n, bool rd)
-{
-    unsigned char *p = buf;
-    while (n > 0) {
-        ssize_t k = rd ? recv(fd, p, n, 0) : send(fd, p, n, MSG_NOSIGNAL);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            return false;
-        p += k;
-        n -= (size_t)k;
-    }
-    return true;
-}
-
 /* One request to the agent at sock; the reply (caller frees) or NULL. */
 static unsigned char *ask_agent(const char *sock, const ProtobufCBinaryData *q, size_t *len)
 {
@@ -123,12 +109,12 @@ static unsigned char *ask_agent(const char *sock, const ProtobufCBinaryData *q, 
         return NULL;
     unsigned char hdr[4] = {(unsigned char)(q->len >> 24), (unsigned char)(q->len >> 16),
                             (unsigned char)(q->len >> 8), (unsigned char)q->len};
-    if (!io_full(fd, hdr, 4, false) || !io_full(fd, q->data, q->len, false) ||
-        !io_full(fd, hdr, 4, true))
+    if (!kiln_sock_full(fd, hdr, 4, false) || !kiln_sock_full(fd, q->data, q->len, false) ||
+        !kiln_sock_full(fd, hdr, 4, true))
         return NULL;
     size_t n = (size_t)hdr[0] << 24 | (size_t)hdr[1] << 16 | (size_t)hdr[2] << 8 | hdr[3];
     unsigned char *r = n > 0 && n <= MSG_MAX ? malloc(n) : NULL;
-    if (r == NULL || !io_full(fd, r, n, true)) {
+    if (r == NULL || !kiln_sock_full(fd, r, n, true)) {
         free(r);
         return NULL;
     }

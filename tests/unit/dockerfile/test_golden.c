@@ -5,38 +5,11 @@
  * .json files (review the diff before committing). */
 #include "df_test.h"
 #include "kt.h"
+#include "kt_util.h"
 
 #include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
-
-static char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return NULL;
-    size_t cap = 4096, n = 0, r;
-    char *b = malloc(cap + 1);
-    while (b && (r = fread(b + n, 1, cap - n, f)) > 0) {
-        n += r;
-        if (n == cap) {
-            char *nb = realloc(b, cap * 2 + 1);
-            if (nb == NULL) {
-                free(b);
-                b = NULL;
-                break;
-            }
-            b = nb;
-            cap *= 2;
-        }
-    }
-    fclose(f);
-    if (b) {
-        b[n] = '\0';
-        *len = n;
-    }
-    return b;
-}
 
 static char *render(const char *df, size_t len, const char *opts)
 {
@@ -94,9 +67,9 @@ KT_TEST(golden_corpus)
             snprintf(jpath, sizeof(jpath), "%s/%.*s.json", dir, (int)(nl - 11), name);
             snprintf(opath, sizeof(opath), "%s/%.*s.opts", dir, (int)(nl - 11), name);
             size_t len = 0, jl = 0, ol = 0;
-            char *df = slurp(path, &len), *opts = slurp(opath, &ol);
+            char *df = kt_read_file(path, &len), *opts = kt_read_file(opath, &ol);
             char *got = df ? render(df, len, opts) : NULL;
-            char *want = slurp(jpath, &jl);
+            char *want = kt_read_file(jpath, &jl);
             count++;
             if (got == NULL) {
                 KT_FAIL("cannot read %s", path);
