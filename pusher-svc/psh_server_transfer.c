@@ -16,6 +16,7 @@
  * client verifies its digest and releases it.  Leftovers (a killed pusher, a
  * client that went away) go at start, at prune, and exports an hour unread. */
 #include "cleanup.h"
+#include "layout_tar.h"
 #include "chunker.h"
 #include "chunkstore.h"
 #include "config.h"
@@ -201,73 +202,17 @@ static int assemble(kiln_chunk_reader *rd, const char *digest, int fd, kiln_erro
     return kiln_chunk_reader_finish(rd, digest, err);
 }
 
-/* Unpacks a tar of an OCI layout (the assembled file fd) into dir: regular
- * files and directories only, names cleaned and below dir, created by us
- * (no symlink can redirect a write), at most LAYOUT_MAX_ENTRIES. */
+/* Unpacks a tar of an OCI layout (the assembled file fd) into dir, private
+ * to the pusher until it is imported. */
 static int unpack_layout(int fd, const char *dir, kiln_error **err)
 {
-    struct archive *a = archive_read_new();
-    if (a == NULL)
-        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
-    archive_read_support_format_tar(a);
-    int r = 0;
-    size_t n = 0;
-    if (lseek(fd, 0, SEEK_SET) < 0 || archive_read_open_fd(a, fd, 1 << 16) != ARCHIVE_OK) {
-        r = kiln_error_set(err, KILN_EINVAL, 0, "streamed OCI layout: %s", archive_error_string(a));
-        goto out;
-    }
-    struct archive_entry *e;
-    int ar;
-    while ((ar = archive_read_next_header(a, &e)) == ARCHIVE_OK) {
-        char rel[PATH_MAX], full[PATH_MAX * 2];
-        const char *name = archive_entry_pathname(e);
-        mode_t type = archive_entry_filetype(e);
-        if (name == NULL || kiln_path_clean(rel, sizeof(rel), name, KILN_PATH_LAYER, NULL) < 0 ||
-            (type != AE_IFREG && type != AE_IFDIR) || ++n > LAYOUT_MAX_ENTRIES) {
-            r = kiln_error_set(err, KILN_EINVAL, 0,
-                               "streamed OCI layout: refused entry '%.200s' (only files and "
-                               "directories below the layout, at most %d)",
-                               name ? name : "", LAYOUT_MAX_ENTRIES);
-            goto out;
-        }
-        if (rel[0] == '\0')
-            continue;
-        snprintf(full, sizeof(full), "%s/%s", dir, rel);
-        if (type == AE_IFDIR) {
-            if ((r = kiln_mkdir_p(full, 0700, err)) < 0)
-                goto out;
-            continue;
-        }
-        char *slash = strrchr(full, '/');
-        *slash = '\0';
-        if ((r = kiln_mkdir_p(full, 0700, err)) < 0)
-            goto out;
-        *slash = '/';
-        _cleanup_close_ int out =
-            open(full, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-        if (out < 0) {
-            r = kiln_error_set(err, KILN_EINVAL, errno, "streamed OCI layout: %.200s", rel);
-            goto out;
-        }
-        const void *buf;
-        size_t size;
-        la_int64_t off;
-        while ((ar = archive_read_data_block(a, &buf, &size, &off)) == ARCHIVE_OK)
-            if (pwrite(out, buf, size, off) != (ssize_t)size) {
-                r = kiln_error_set(err, KILN_EIO, errno, "streamed OCI layout: write %.200s", rel);
-                goto out;
-            }
-        if (ar != ARCHIVE_EOF) {
-            r = kiln_error_set(err, KILN_EINVAL, 0, "streamed OCI layout: %s",
-                               archive_error_string(a));
-            goto out;
-        }
-    }
-    if (ar != ARCHIVE_EOF)
-        r = kiln_error_set(err, KILN_EINVAL, 0, "streamed OCI layout: %s", archive_error_string(a));
-out:
-    archive_read_free(a);
-    return r;
+    static const kiln_layout_untar_opts o = {.what = "streamed OCI layout",
+                                             .code = KILN_EINVAL,
+                                             .dir_mode = 0700,
+                                             .file_mode = 0600,
+                                             .fsync = false,
+                                             .max_entries = LAYOUT_MAX_ENTRIES};
+    return kiln_layout_untar(fd, dir, &o, err);
 }
 
 int psh_srv_import_stream(psh_server *p, const Kiln__V1__ImportRequest *q, const psh_import_opts *o,

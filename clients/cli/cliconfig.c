@@ -18,6 +18,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <sys/stat.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -189,8 +190,15 @@ static int parse(const char *path, const char *text, kiln_error **err)
 static int read_file(const char *path, char **out, kiln_error **err)
 {
     _cleanup_fclose_ FILE *f = fopen(path, "re");
+    struct stat st;
+    /* No file, or one in a directory we may not even look into (another
+     * user's home, kept by sudo or su): no configuration.  A file we can see
+     * but not read is ours, wrongly set up: said. */
+    if (f == NULL && (errno == ENOENT || errno == ENOTDIR ||
+                      (errno == EACCES && stat(path, &st) < 0 && errno == EACCES)))
+        return 0;
     if (f == NULL)
-        return errno == ENOENT ? 0 : kiln_error_set(err, KILN_EIO, errno, "%s", path);
+        return kiln_error_set(err, KILN_EIO, errno, "%s", path);
     _cleanup_free_ char *buf = malloc(CONFIG_MAX + 1);
     if (buf == NULL)
         return kiln_error_set(err, KILN_ENOSPC, 0, "%s: out of memory", path);

@@ -6,6 +6,7 @@
  * target, renamed into place only when complete.  Nothing names a path on
  * the pusher's host. */
 #include "cli.h"
+#include "layout_tar.h"
 #include "cleanup.h"
 #include "config.h"
 #include "digest.h"
@@ -146,68 +147,16 @@ static int receive(stream *s, int fd, kiln_error **err)
     return r;
 }
 
-/* Unpacks the oci-archive in fd into dir: files and directories only, names
- * cleaned and below dir. */
+/* Unpacks the oci-archive in fd into dir (the user's own files). */
 static int unpack(int fd, const char *dir, kiln_error **err)
 {
-    struct archive *a = archive_read_new();
-    if (a == NULL)
-        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
-    archive_read_support_format_tar(a);
-    int r = 0, ar;
-    size_t n = 0;
-    if (lseek(fd, 0, SEEK_SET) < 0 || archive_read_open_fd(a, fd, 1 << 16) != ARCHIVE_OK) {
-        r = kiln_error_set(err, KILN_EIO, 0, "export: %s", archive_error_string(a));
-        goto out;
-    }
-    struct archive_entry *e;
-    while ((ar = archive_read_next_header(a, &e)) == ARCHIVE_OK) {
-        char rel[PATH_MAX], full[2 * PATH_MAX];
-        const char *name = archive_entry_pathname(e);
-        mode_t type = archive_entry_filetype(e);
-        if (name == NULL || kiln_path_clean(rel, sizeof(rel), name, KILN_PATH_LAYER, NULL) < 0 ||
-            (type != AE_IFREG && type != AE_IFDIR) || ++n > LAYOUT_ENTRIES) {
-            r = kiln_error_set(err, KILN_EIO, 0, "export: unexpected entry '%.200s' in the archive",
-                               name ? name : "");
-            goto out;
-        }
-        if (rel[0] == '\0')
-            continue;
-        snprintf(full, sizeof(full), "%s/%s", dir, rel);
-        if (type == AE_IFDIR) {
-            if ((r = kiln_mkdir_p(full, 0755, err)) < 0)
-                goto out;
-            continue;
-        }
-        char *slash = strrchr(full, '/');
-        *slash = '\0';
-        if ((r = kiln_mkdir_p(full, 0755, err)) < 0)
-            goto out;
-        *slash = '/';
-        _cleanup_close_ int out =
-            open(full, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-        if (out < 0) {
-            r = kiln_error_set(err, KILN_EIO, errno, "export: create %s", full);
-            goto out;
-        }
-        const void *buf;
-        size_t size;
-        la_int64_t off;
-        while ((ar = archive_read_data_block(a, &buf, &size, &off)) == ARCHIVE_OK)
-            if (pwrite(out, buf, size, off) != (ssize_t)size) {
-                r = kiln_error_set(err, KILN_EIO, errno, "export: write %s", full);
-                goto out;
-            }
-        if (ar != ARCHIVE_EOF || fsync(out) < 0) {
-            r = kiln_error_set(err, KILN_EIO, 0, "export: %s", archive_error_string(a));
-            goto out;
-        }
-    }
-    if (ar != ARCHIVE_EOF)
-        r = kiln_error_set(err, KILN_EIO, 0, "export: %s", archive_error_string(a));
-out:
-    archive_read_free(a);
-    return r;
+    static const kiln_layout_untar_opts o = {.what = "export",
+                                             .code = KILN_EIO,
+                                             .dir_mode = 0755,
+                                             .file_mode = 0644,
+                                             .fsync = true,
+                                             .max_entries = LAYOUT_ENTRIES};
+    return kiln_layout_untar(fd, dir, &o, err);
 }
 
 /* dest must not exist, or be an empty directory (removed here, to be
