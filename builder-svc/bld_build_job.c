@@ -105,13 +105,7 @@ static void *flusher_main(void *arg)
     build_ctx *c = arg;
     pthread_mutex_lock(&c->out_mu);
     while (!c->stop) {
-        struct timespec dl;
-        clock_gettime(CLOCK_REALTIME, &dl);
-        dl.tv_nsec += OUT_FLUSH_MS * 1000000L;
-        if (dl.tv_nsec >= 1000000000L) {
-            dl.tv_sec++;
-            dl.tv_nsec -= 1000000000L;
-        }
+        struct timespec dl = kiln_deadline_in_ms(OUT_FLUSH_MS);
         pthread_cond_timedwait(&c->out_cv, &c->out_mu, &dl);
         if (c->n_lines && kiln_now_ms() - c->first_ms >= OUT_FLUSH_MS)
             flush_locked(c);
@@ -761,14 +755,7 @@ void bld_builds_cancel_all(bld_builds *b)
 
 void bld_builds_drain(bld_builds *b, int grace_ms)
 {
-    struct timespec dl;
-    clock_gettime(CLOCK_REALTIME, &dl);
-    dl.tv_sec += grace_ms / 1000;
-    dl.tv_nsec += (long)(grace_ms % 1000) * 1000000L;
-    if (dl.tv_nsec >= 1000000000L) {
-        dl.tv_sec++;
-        dl.tv_nsec -= 1000000000L;
-    }
+    struct timespec dl = kiln_deadline_in_ms(grace_ms);
     pthread_mutex_lock(&b->mu);
     b->draining = true;
     pthread_cond_broadcast(&b->slot_cv); /* queued builds fail now */

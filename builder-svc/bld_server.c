@@ -101,9 +101,7 @@ static void *monitor_main(void *arg)
         probe(b);
         measure_cache(b);
         pthread_mutex_lock(&b->mu);
-        struct timespec dl;
-        clock_gettime(CLOCK_REALTIME, &dl);
-        dl.tv_sec += PROBE_INTERVAL_MS / 1000;
+        struct timespec dl = kiln_deadline_in_ms(PROBE_INTERVAL_MS);
         while (!b->stop && pthread_cond_timedwait(&b->cv, &b->mu, &dl) == 0)
             ;
         bool stop = b->stop;

@@ -403,14 +403,7 @@ int kiln_events_wait(kiln_events *ev, const char *job_id, int timeout_ms,
 {
     if (!kiln_job_id_valid(job_id))
         return kiln_error_set(err, KILN_EINVAL, 0, "invalid job id");
-    struct timespec dl;
-    clock_gettime(CLOCK_REALTIME, &dl);
-    dl.tv_sec += timeout_ms / 1000;
-    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (dl.tv_nsec >= 1000000000L) {
-        dl.tv_sec++;
-        dl.tv_nsec -= 1000000000L;
-    }
+    struct timespec dl = kiln_deadline_in_ms(timeout_ms);
     pthread_mutex_lock(&ev->mu);
     for (;;) {
         kiln_job *j = ev->jobs;

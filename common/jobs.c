@@ -1,5 +1,6 @@
 /* Thread-per-job runner with a concurrency bound. */
 #include "jobs.h"
+#include "units.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -113,14 +114,7 @@ unsigned kiln_jobs_active(kiln_jobs *r)
 
 void kiln_jobs_drain(kiln_jobs *r, int grace_ms)
 {
-    struct timespec dl;
-    clock_gettime(CLOCK_REALTIME, &dl);
-    dl.tv_sec += grace_ms / 1000;
-    dl.tv_nsec += (long)(grace_ms % 1000) * 1000000L;
-    if (dl.tv_nsec >= 1000000000L) {
-        dl.tv_sec++;
-        dl.tv_nsec -= 1000000000L;
-    }
+    struct timespec dl = kiln_deadline_in_ms(grace_ms);
     pthread_mutex_lock(&r->mu);
     r->draining = true;
     while (r->active > 0 && !r->cancelled)

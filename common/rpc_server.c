@@ -676,14 +676,7 @@ void kiln_rpc_server_stop(kiln_rpc_server *s, int drain_ms)
         if (recv)
             nng_aio_cancel(s->workers[i].aio);
     }
-    struct timespec dl;
-    clock_gettime(CLOCK_REALTIME, &dl);
-    dl.tv_sec += drain_ms / 1000;
-    dl.tv_nsec += (long)(drain_ms % 1000) * 1000000L;
-    if (dl.tv_nsec >= 1000000000L) {
-        dl.tv_sec++;
-        dl.tv_nsec -= 1000000000L;
-    }
+    struct timespec dl = kiln_deadline_in_ms(drain_ms);
     pthread_mutex_lock(&s->mu);
     for (;;) {
         int busy = 0;

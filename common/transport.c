@@ -1,5 +1,6 @@
 /* NNG listeners and dialers with Kiln's transport policy and mutual TLS. */
 #include "transport.h"
+#include "units.h"
 #include "cleanup.h"
 #include "fs.h"
 
@@ -65,14 +66,7 @@ bool kiln_nng_close_bounded(nng_socket s, int timeout_ms)
         nng_close(s);
         return true;
     }
-    struct timespec dl;
-    clock_gettime(CLOCK_REALTIME, &dl);
-    dl.tv_sec += timeout_ms / 1000;
-    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (dl.tv_nsec >= 1000000000L) {
-        dl.tv_sec++;
-        dl.tv_nsec -= 1000000000L;
-    }
+    struct timespec dl = kiln_deadline_in_ms(timeout_ms);
     pthread_mutex_lock(&c->mu);
     while (!c->done && pthread_cond_timedwait(&c->cv, &c->mu, &dl) == 0)
         ;

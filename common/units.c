@@ -153,3 +153,16 @@ void kiln_format_duration(char *out, size_t cap, unsigned long long ms)
     if (s && (size_t)n < cap)
         snprintf(out + n, cap - (size_t)n, "%llus", s);
 }
+
+struct timespec kiln_deadline_in_ms(long long ms)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += (time_t)(ms / 1000);
+    dl.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    return dl;
+}

@@ -4,6 +4,8 @@
 #ifndef KILN_UNITS_H
 #define KILN_UNITS_H
 
+#include <time.h>
+
 #include <stddef.h>
 
 /* Parses a size in bytes: a number with an optional fraction and an
@@ -34,6 +36,10 @@ void kiln_format_duration(char *out, size_t cap, unsigned long long ms);
 
 /* Milliseconds on CLOCK_MONOTONIC / CLOCK_REALTIME. */
 unsigned long long kiln_now_ms(void);
+
+/* The CLOCK_REALTIME instant ms milliseconds from now, as
+ * pthread_cond_timedwait() wants its deadline. */
+struct timespec kiln_deadline_in_ms(long long ms);
 long long kiln_wall_ms(void);
 
 #endif
