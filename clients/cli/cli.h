@@ -63,10 +63,22 @@ typedef struct cli_verb {
     const cli_subverb *subverbs; /* kiln manifest: its subcommands, or NULL */
 } cli_verb;
 
-/* The verb table (main.c). */
+/* The verb table (verbs.c). */
 extern const cli_verb cli_verbs[];
 extern const size_t cli_n_verbs;
-/* Global flags (main.c). */
+/* Global flags (verbs.c). */
+/* The global options' values (verbs.c's table, main.c's parser). */
+enum {
+    CLI_G_BUILDER = 300,
+    CLI_G_PUSHER,
+    CLI_G_DATA,
+    CLI_G_CERT,
+    CLI_G_KEY,
+    CLI_G_CA,
+    CLI_G_SNI,
+    CLI_G_TIMEOUT,
+    CLI_G_SKIPVERIFY
+};
 extern const struct option cli_global_opts[];
 
 /* Option tables of the verbs (each in its verb's file). */

@@ -13,93 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-const cli_verb cli_verbs[] = {
-    {"build", cli_cmd_build, "build an image from a Dockerfile (--plan: only resolve it)",
-     cli_build_opts, CLI_ARGS_PATH, NULL, NULL},
-    {"status", cli_cmd_status, "show the health of kiln-builder and kiln-pusher", cli_status_opts,
-     CLI_ARGS_NONE, NULL, NULL},
-    {"cancel", cli_cmd_cancel, "cancel running jobs (builds, pushes, pulls)", cli_cancel_opts,
-     CLI_ARGS_NONE, NULL, NULL},
-    {"events", cli_cmd_events, "follow a job's events (or every job), with replay", cli_events_opts,
-     CLI_ARGS_NONE, NULL, NULL},
-    {"images", cli_cmd_images, "list the images in the store", cli_images_opts, CLI_ARGS_NONE, NULL,
-     NULL},
-    {"tag", cli_cmd_tag, "tag an image in the store", cli_help_only_opts, CLI_ARGS_IMAGE, NULL,
-     NULL},
-    {"inspect", cli_cmd_inspect, "print an image's manifest and config", cli_help_only_opts,
-     CLI_ARGS_IMAGE, NULL, NULL},
-    {"history", cli_cmd_history, "show the steps an image was made of, with their layers",
-     cli_history_opts, CLI_ARGS_IMAGE, NULL, NULL},
-    {"rmi", cli_cmd_rmi, "remove tags from the store", cli_help_only_opts, CLI_ARGS_IMAGE, NULL,
-     NULL},
-    {"import", cli_cmd_import, "import an image archive or layout, or a rootfs, as an image",
-     cli_import_opts, CLI_ARGS_PATH, NULL, NULL},
-    {"export", cli_cmd_export, "write an image as oci:DIR or oci-archive:FILE", cli_export_opts,
-     CLI_ARGS_IMAGE, NULL, NULL},
-    {"prune", cli_cmd_prune, "delete unused build cache, contexts and store blobs", cli_prune_opts,
-     CLI_ARGS_NONE, NULL, NULL},
-    {"push", cli_cmd_push, "push an image to a registry", cli_push_opts, CLI_ARGS_IMAGE, NULL,
-     NULL},
-    {"login", cli_cmd_login, "check and store credentials for a registry", cli_login_opts,
-     CLI_ARGS_NONE, NULL, NULL},
-    {"logout", cli_cmd_logout, "remove a registry's stored credentials", cli_logout_opts,
-     CLI_ARGS_NONE, NULL, NULL},
-    {"pull", cli_cmd_pull, "pull an image from a registry into the store", cli_pull_opts,
-     CLI_ARGS_NONE, NULL, NULL},
-    {"manifest", cli_cmd_manifest, "create, edit, inspect and push manifest lists", NULL,
-     CLI_ARGS_IMAGE, NULL, cli_manifest_subverbs},
-    {"config", cli_cmd_config, "show the client's settings and where each came from",
-     cli_config_opts, CLI_ARGS_NONE, NULL, NULL},
-    {"completion", cli_cmd_completion, "print a shell completion script (bash, zsh, fish)",
-     cli_help_only_opts, CLI_ARGS_WORDS, "bash zsh fish", NULL},
-};
-const size_t cli_n_verbs = KILN_ARRAY_SIZE(cli_verbs);
-
-const char *cli_service_name(cli_service s)
-{
-    return s == CLI_BUILDER ? "kiln-builder" : "kiln-pusher";
-}
-
-void cli_errorf(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("kiln: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-}
-
-int cli_exit_for(const kiln_error *err)
-{
-    if (err == NULL)
-        return CLI_EXIT_FAILED;
-    switch (err->code) {
-    case KILN_EUNAVAIL:
-    case KILN_ETIMEDOUT:
-        return CLI_EXIT_UNREACHABLE;
-    case KILN_EINVAL:
-        return CLI_EXIT_FAILED;
-    case KILN_EREMOTE:
-    case KILN_EAUTH:
-        return CLI_EXIT_REGISTRY;
-    default:
-        return CLI_EXIT_FAILED;
-    }
-}
-
-kiln_rpc_client *cli_connect(cli_ctx *ctx, cli_service s)
-{
-    kiln_rpc_client *c = NULL;
-    kiln_error *err = NULL;
-    if (kiln_rpc_client_new(&c, ctx->url[s], &ctx->transport, true, &err) < 0) {
-        cli_errorf("%s: %s", cli_service_name(s), err->msg);
-        kiln_error_free(&err);
-        return NULL;
-    }
-    return c;
-}
-
 /* Edit distance (insert, delete, substitute, swap of neighbours), capped. */
 static size_t distance(const char *a, const char *b)
 {
@@ -197,44 +110,28 @@ static void usage(FILE *f)
         "build, push or pull was cancelled; a second Ctrl-C quits at once).\n");
 }
 
-enum { G_BUILDER = 300, G_PUSHER, G_DATA, G_CERT, G_KEY, G_CA, G_SNI, G_TIMEOUT, G_SKIPVERIFY };
-
 /* The setting a global flag sets. */
 static cli_setting_id flag_setting(int opt)
 {
     switch (opt) {
-    case G_BUILDER:
+    case CLI_G_BUILDER:
         return CLI_SET_BUILDER;
-    case G_PUSHER:
+    case CLI_G_PUSHER:
         return CLI_SET_PUSHER;
-    case G_DATA:
+    case CLI_G_DATA:
         return CLI_SET_DATA;
-    case G_CERT:
+    case CLI_G_CERT:
         return CLI_SET_TLS_CERT;
-    case G_KEY:
+    case CLI_G_KEY:
         return CLI_SET_TLS_KEY;
-    case G_CA:
+    case CLI_G_CA:
         return CLI_SET_TLS_CA;
-    case G_SNI:
+    case CLI_G_SNI:
         return CLI_SET_TLS_SERVER_NAME;
     default:
         return CLI_SET_TIMEOUT;
     }
 }
-
-const struct option cli_global_opts[] = {
-    {"builder", required_argument, NULL, G_BUILDER},
-    {"pusher", required_argument, NULL, G_PUSHER},
-    {"data", required_argument, NULL, G_DATA},
-    {"tls-cert", required_argument, NULL, G_CERT},
-    {"tls-key", required_argument, NULL, G_KEY},
-    {"tls-ca", required_argument, NULL, G_CA},
-    {"tls-server-name", required_argument, NULL, G_SNI},
-    {"tls-insecure-skip-verify", no_argument, NULL, G_SKIPVERIFY},
-    {"timeout", required_argument, NULL, G_TIMEOUT},
-    {"help", no_argument, NULL, 'h'},
-    {"version", no_argument, NULL, 'V'},
-    {NULL, 0, NULL, 0}};
 
 int main(int argc, char **argv)
 {
@@ -247,18 +144,18 @@ int main(int argc, char **argv)
     /* '+': stop at the verb; its flags are parsed by the verb. */
     while ((c = getopt_long(argc, argv, "+hV", cli_global_opts, NULL)) != -1) {
         switch (c) {
-        case G_BUILDER:
-        case G_PUSHER:
-        case G_DATA:
-        case G_CERT:
-        case G_KEY:
-        case G_CA:
-        case G_SNI:
-        case G_TIMEOUT:
+        case CLI_G_BUILDER:
+        case CLI_G_PUSHER:
+        case CLI_G_DATA:
+        case CLI_G_CERT:
+        case CLI_G_KEY:
+        case CLI_G_CA:
+        case CLI_G_SNI:
+        case CLI_G_TIMEOUT:
             /* Settled with the environment and the config file below. */
             cli_config_flag(flag_setting(c), optarg);
             break;
-        case G_SKIPVERIFY:
+        case CLI_G_SKIPVERIFY:
             ctx.transport.tls.insecure_skip_verify = true;
             break;
         case 'h':

@@ -10,28 +10,6 @@
 
 #define KEYS 2000
 
-/* What clients/cli/main.c provides to the verb files (the CLI's driver is
- * not part of cli_core); the placement logic under test calls none of it. */
-const char *cli_service_name(cli_service s)
-{
-    return s == CLI_BUILDER ? "kiln-builder" : "kiln-pusher";
-}
-void cli_errorf(const char *fmt, ...)
-{
-    (void)fmt;
-}
-int cli_exit_for(const kiln_error *err)
-{
-    (void)err;
-    return CLI_EXIT_FAILED;
-}
-kiln_rpc_client *cli_connect(cli_ctx *ctx, cli_service s)
-{
-    (void)ctx;
-    (void)s;
-    return NULL;
-}
-
 static void node(cli_pool_node *n, const char *name, unsigned load, unsigned cap)
 {
     memset(n, 0, sizeof(*n));
