@@ -298,15 +298,13 @@ static kiln_req *decode(nng_msg *msg, bool *too_big)
     return req;
 }
 
-/* Answers one decoded request (req NULL: it did not decode, too_big: because
- * it would take more memory than allowed); takes ownership of req. */
-static void handle(struct worker *w, kiln_req *req, size_t in_len, bool too_big)
+/* Answers a request that did not decode: malformed, or refused (too_big)
+ * because it would take more memory than allowed. */
+static void answer_undecoded(struct worker *w, size_t in_len, bool too_big)
 {
     kiln_rpc_server *s = w->srv;
-    struct timespec ts0;
-    clock_gettime(CLOCK_MONOTONIC, &ts0);
     const int unknown = (int)s->o.n_methods;
-    if (req == NULL && too_big) {
+    if (too_big) {
         kiln_warn("rpc",
                   "refused a request of %zu bytes: it decodes into more than %d times "
                   "its size",
@@ -316,123 +314,177 @@ static void handle(struct worker *w, kiln_req *req, size_t in_len, bool too_big)
             w, error_reply("", KILN_ENOSPC, "request refused: it decodes into too much memory"));
         return;
     }
+    kiln_debug("rpc", "malformed request (%zu bytes)", in_len);
+    record(s, unknown, KILN_EINVAL, 0);
+    worker_send(w, error_reply("", KILN_EINVAL, "malformed request: not a kiln.v1.Request"));
+}
+
+/* Answers a request no method of this service serves (or with no body). */
+static void answer_unserved(struct worker *w, const kiln_req *req, const char *rid)
+{
+    kiln_rpc_server *s = w->srv;
+    kiln_code c = req->body_case == KILN__V1__REQUEST__BODY__NOT_SET ? KILN_EINVAL : KILN_ENOTSUP;
+    record(s, (int)s->o.n_methods, c, 0);
+    worker_send(
+        w, error_reply(rid, c,
+                       c == KILN_EINVAL ? "empty request" : "method not served by this service"));
+}
+
+/* A resent copy of a mutating call that is still running waits for its
+ * answer.  Called with the lock held; releases it. */
+static void idem_join(struct worker *w, struct idem *e)
+{
+    kiln_rpc_server *s = w->srv;
+    bool queued = e->n_waiters < MAX_WAITERS, rearm = false;
+    if (queued) {
+        e->waiters[e->n_waiters++] = w;
+    } else {
+        /* Every waiter slot is taken: drop this copy unanswered.  An
+         * error here would be taken by the client as the call's
+         * answer, and one of the queued copies is answered anyway. */
+        w->st = s->stopping ? W_IDLE : W_RECV;
+        rearm = w->st == W_RECV;
+        pthread_cond_broadcast(&s->idle);
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (rearm)
+        nng_ctx_recv(w->ctx, w->aio);
+}
+
+/* A mutating call runs once per request_id: a resent copy gets the cached
+ * answer, or waits for the running copy's.  Returns true when the request
+ * was dealt with here (the caller frees it); otherwise *ent is the new cache
+ * entry that is to receive the answer. */
+static bool idem_begin(struct worker *w, const kiln_rpc_method *m, int idx, const char *rid,
+                       struct idem **ent)
+{
+    kiln_rpc_server *s = w->srv;
+    if (rid[0] == '\0' || strlen(rid) > IDEM_ID_MAX) {
+        record(s, idx, KILN_EINVAL, 0);
+        worker_send(
+            w, error_reply(rid, KILN_EINVAL, "mutating call needs a request_id of 1..64 bytes"));
+        return true;
+    }
+    pthread_mutex_lock(&s->mu);
+    struct idem *e = idem_find(s, rid, idx);
+    if (e && e->done) {
+        nng_msg *copy = msg_from_bytes(e->reply, e->reply_len);
+        pthread_mutex_unlock(&s->mu);
+        kiln_debug("rpc", "%s: resent request answered from cache", m->name);
+        worker_send(w, copy);
+        return true;
+    }
+    if (e) {
+        idem_join(w, e);
+        return true;
+    }
+    *ent = idem_insert(s, rid, idx);
+    pthread_mutex_unlock(&s->mu);
+    if (*ent == NULL) {
+        worker_send(w, error_reply(rid, KILN_EUNAVAIL, "server busy"));
+        return true;
+    }
+    return false;
+}
+
+/* Keeps the answer of a mutating call (out; NULL when it could not be
+ * packed) for resent copies and sends it to the copies that waited.  An
+ * answer that cannot be kept frees the entry: a later copy runs the call
+ * again. */
+static void idem_done(kiln_rpc_server *s, struct idem *ent, nng_msg *out, const char *rid)
+{
+    struct worker *waiters[MAX_WAITERS];
+    int nw = 0;
+    pthread_mutex_lock(&s->mu);
+    if (out) {
+        ent->reply_len = nng_msg_len(out);
+        ent->reply = malloc(ent->reply_len ? ent->reply_len : 1);
+        if (ent->reply)
+            memcpy(ent->reply, nng_msg_body(out), ent->reply_len);
+    }
+    ent->done = ent->reply != NULL;
+    if (!ent->done)
+        ent->used = false;
+    ent->at_ms = kiln_now_ms();
+    nw = ent->n_waiters;
+    memcpy(waiters, ent->waiters, sizeof(waiters));
+    ent->n_waiters = 0;
+    pthread_mutex_unlock(&s->mu);
+    for (int i = 0; i < nw; i++)
+        worker_send(waiters[i], out ? msg_from_bytes(nng_msg_body(out), nng_msg_len(out))
+                                    : error_reply(rid, KILN_ENOSPC, "out of memory"));
+}
+
+/* Runs method m on req (arena NULL: it could not be allocated) and fills
+ * reply's status st; a failure's message stays owned by *err.  Returns the
+ * code answered. */
+static kiln_code call_method(struct worker *w, const kiln_rpc_method *m, kiln_req *req,
+                             kiln_arena *arena, kiln_reply *reply, Kiln__V1__Status *st,
+                             kiln_error **err)
+{
+    kiln_rpc_server *s = w->srv;
+    cur_local = w->local;
+    int r = arena ? m->fn(m->user ? m->user : s->o.user, req, reply, arena, err)
+                  : kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    cur_local = false;
+    kiln_code code = KILN_OK;
+    if (r < 0) {
+        code = *err ? (*err)->code : (kiln_code)r;
+        st->message = *err ? (*err)->msg : (char *)kiln_code_name(code);
+        reply->body_case = KILN__V1__REPLY__BODY__NOT_SET;
+        if (code == KILN_EINTERNAL || code == KILN_EIO)
+            kiln_err("rpc", "%s failed: %s", m->name, st->message);
+        else
+            kiln_debug("rpc", "%s: %s", m->name, st->message);
+    }
+    st->code = (Kiln__V1__Code)kiln_code_to_wire(code);
+    reply->status = st;
+    return code;
+}
+
+static double seconds_since(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/* Answers one decoded request (req NULL: it did not decode, too_big: because
+ * it would take more memory than allowed); takes ownership of req. */
+static void handle(struct worker *w, kiln_req *req, size_t in_len, bool too_big)
+{
+    kiln_rpc_server *s = w->srv;
+    struct timespec ts0;
+    clock_gettime(CLOCK_MONOTONIC, &ts0);
     if (req == NULL) {
-        kiln_debug("rpc", "malformed request (%zu bytes)", in_len);
-        record(s, unknown, KILN_EINVAL, 0);
-        worker_send(w, error_reply("", KILN_EINVAL, "malformed request: not a kiln.v1.Request"));
+        answer_undecoded(w, in_len, too_big);
         return;
     }
     int idx;
     const kiln_rpc_method *m = find_method(s, req, &idx);
     const char *rid = req->request_id ? req->request_id : "";
     if (m == NULL) {
-        kiln_code c =
-            req->body_case == KILN__V1__REQUEST__BODY__NOT_SET ? KILN_EINVAL : KILN_ENOTSUP;
-        record(s, unknown, c, 0);
-        worker_send(w, error_reply(rid, c,
-                                   c == KILN_EINVAL ? "empty request"
-                                                    : "method not served by this service"));
+        answer_unserved(w, req, rid);
         req_free(req);
         return;
     }
     kiln_log_context(rid, NULL);
-
     struct idem *ent = NULL;
-    if (m->flags & KILN_RPC_MUTATING) {
-        if (rid[0] == '\0' || strlen(rid) > IDEM_ID_MAX) {
-            record(s, idx, KILN_EINVAL, 0);
-            worker_send(w, error_reply(rid, KILN_EINVAL,
-                                       "mutating call needs a request_id of 1..64 bytes"));
-            req_free(req);
-            return;
-        }
-        pthread_mutex_lock(&s->mu);
-        struct idem *e = idem_find(s, rid, idx);
-        if (e && e->done) {
-            nng_msg *copy = msg_from_bytes(e->reply, e->reply_len);
-            pthread_mutex_unlock(&s->mu);
-            kiln_debug("rpc", "%s: resent request answered from cache", m->name);
-            worker_send(w, copy);
-            req_free(req);
-            return;
-        }
-        if (e) {
-            bool queued = e->n_waiters < MAX_WAITERS, rearm = false;
-            if (queued) {
-                e->waiters[e->n_waiters++] = w;
-            } else {
-                /* Every waiter slot is taken: drop this copy unanswered.  An
-                 * error here would be taken by the client as the call's
-                 * answer, and one of the queued copies is answered anyway. */
-                w->st = s->stopping ? W_IDLE : W_RECV;
-                rearm = w->st == W_RECV;
-                pthread_cond_broadcast(&s->idle);
-            }
-            pthread_mutex_unlock(&s->mu);
-            if (rearm)
-                nng_ctx_recv(w->ctx, w->aio);
-            req_free(req);
-            return;
-        }
-        ent = idem_insert(s, rid, idx);
-        pthread_mutex_unlock(&s->mu);
-        if (ent == NULL) {
-            worker_send(w, error_reply(rid, KILN_EUNAVAIL, "server busy"));
-            req_free(req);
-            return;
-        }
+    if ((m->flags & KILN_RPC_MUTATING) && idem_begin(w, m, idx, rid, &ent)) {
+        req_free(req);
+        return;
     }
 
     kiln_arena *arena = kiln_arena_new();
     kiln_reply reply = KILN__V1__REPLY__INIT;
     Kiln__V1__Status st = KILN__V1__STATUS__INIT;
     kiln_error *err = NULL;
-    cur_local = w->local;
-    int r = arena ? m->fn(m->user ? m->user : s->o.user, req, &reply, arena, &err)
-                  : kiln_error_set(&err, KILN_ENOSPC, 0, "out of memory");
-    cur_local = false;
-    kiln_code code = KILN_OK;
-    if (r < 0) {
-        code = err ? err->code : (kiln_code)r;
-        st.message = err ? err->msg : (char *)kiln_code_name(code);
-        reply.body_case = KILN__V1__REPLY__BODY__NOT_SET;
-        if (code == KILN_EINTERNAL || code == KILN_EIO)
-            kiln_err("rpc", "%s failed: %s", m->name, st.message);
-        else
-            kiln_debug("rpc", "%s: %s", m->name, st.message);
-    }
-    st.code = (Kiln__V1__Code)kiln_code_to_wire(code);
-    reply.status = &st;
+    kiln_code code = call_method(w, m, req, arena, &reply, &st, &err);
     reply.request_id = (char *)rid;
     nng_msg *out = pack_reply(&reply);
-
-    struct timespec ts1;
-    clock_gettime(CLOCK_MONOTONIC, &ts1);
-    double secs = (double)(ts1.tv_sec - ts0.tv_sec) + (double)(ts1.tv_nsec - ts0.tv_nsec) / 1e9;
-    record(s, idx, code, secs);
-
-    if (ent) {
-        struct worker *waiters[MAX_WAITERS];
-        int nw = 0;
-        pthread_mutex_lock(&s->mu);
-        if (out) {
-            ent->reply_len = nng_msg_len(out);
-            ent->reply = malloc(ent->reply_len ? ent->reply_len : 1);
-            if (ent->reply)
-                memcpy(ent->reply, nng_msg_body(out), ent->reply_len);
-        }
-        ent->done = ent->reply != NULL;
-        if (!ent->done)
-            ent->used = false;
-        ent->at_ms = kiln_now_ms();
-        nw = ent->n_waiters;
-        memcpy(waiters, ent->waiters, sizeof(waiters));
-        ent->n_waiters = 0;
-        pthread_mutex_unlock(&s->mu);
-        for (int i = 0; i < nw; i++)
-            worker_send(waiters[i], out ? msg_from_bytes(nng_msg_body(out), nng_msg_len(out))
-                                        : error_reply(rid, KILN_ENOSPC, "out of memory"));
-    }
+    record(s, idx, code, seconds_since(&ts0));
+    if (ent)
+        idem_done(s, ent, out, rid);
     kiln_error_free(&err);
     kiln_arena_free(arena);
     req_free(req);

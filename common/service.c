@@ -256,132 +256,142 @@ static int parse_grace(kiln_service_opts *o, const char *arg, kiln_error **err)
     return 0;
 }
 
-int kiln_service_parse_args(kiln_service_opts *o, int argc, char **argv,
-                            const kiln_service_flags *extra, kiln_error **err)
+/* all[] (cap entries) receives the common flags, then the service's own,
+ * then the zero entry that ends a getopt_long table. */
+static int option_table(struct option *all, size_t cap, const kiln_service_flags *extra,
+                        kiln_error **err)
 {
     size_t n_common = KILN_ARRAY_SIZE(common_opts), n_extra = 0;
     if (extra && extra->options)
         while (extra->options[n_extra].name)
             n_extra++;
-    struct option all[64];
-    if (n_common + n_extra + 1 > KILN_ARRAY_SIZE(all))
+    if (n_common + n_extra + 1 > cap)
         return kiln_error_set(err, KILN_EINTERNAL, 0, "too many flags");
     memcpy(all, common_opts, sizeof(common_opts));
     if (n_extra)
         memcpy(all + n_common, extra->options, n_extra * sizeof(struct option));
     memset(&all[n_common + n_extra], 0, sizeof(struct option));
+    return 0;
+}
 
-    int level = KILN_LOG_INFO, fmt = KILN_LOG_LOGFMT;
-    optind = 1;
-    opterr = 0;
-    int c;
-    while ((c = getopt_long(argc, argv, ":hV", all, NULL)) != -1) {
-        switch (c) {
-        case 'h':
-            return KILN_ARGS_HELP;
-        case 'V':
-            return KILN_ARGS_VERSION;
-        case OPT_DATA:
-            set_str(&o->data_dir, optarg);
-            break;
-        case OPT_LISTEN:
-            if (add_endpoint(&o->listen_url, o->listen_more, &o->n_listen_more, "--listen", optarg,
-                             err) < 0)
-                return KILN_EINVAL;
-            break;
-        case OPT_EVENTS:
-            if (add_endpoint(&o->events_url, o->events_more, &o->n_events_more, "--events", optarg,
-                             err) < 0)
-                return KILN_EINVAL;
-            break;
-        case OPT_NODE:
-            if (!node_name_valid(optarg))
-                return kiln_error_set(err, KILN_EINVAL, 0,
-                                      "--node-name wants letters, digits, '-', '.', '_', got '%s'",
-                                      optarg);
-            set_str(&o->node_name, optarg);
-            break;
-        case OPT_GRACE:
-            if (parse_grace(o, optarg, err) < 0)
-                return KILN_EINVAL;
-            break;
-        case OPT_HTTP:
-            set_str(&o->http_addr, optarg);
-            break;
-        case OPT_CERT:
-            set_str((char **)&o->transport.tls.cert, optarg);
-            break;
-        case OPT_KEY:
-            set_str((char **)&o->transport.tls.key, optarg);
-            break;
-        case OPT_CA:
-            set_str((char **)&o->transport.tls.ca, optarg);
-            break;
-        case OPT_SNI:
-            set_str((char **)&o->transport.tls.server_name, optarg);
-            break;
-        case OPT_INSECURE:
-            o->transport.allow_insecure = true;
-            break;
-        case OPT_SOCKGROUP: {
-            char *end = NULL;
-            unsigned long v = strtoul(optarg, &end, 10);
-            if (*optarg != '\0' && *end == '\0' && v < 0x7fffffffUL) {
-                o->transport.ipc_gid = (gid_t)v;
-            } else {
-                struct group gr, *res = NULL;
-                char buf[4096];
-                if (getgrnam_r(optarg, &gr, buf, sizeof(buf), &res) != 0 || res == NULL)
-                    return kiln_error_set(err, KILN_EINVAL, 0,
-                                          "--socket-group: no group named '%s'", optarg);
-                o->transport.ipc_gid = res->gr_gid;
-            }
-            o->transport.ipc_group_set = true;
-            break;
-        }
-        case OPT_WORKERS: {
-            char *end = NULL;
-            long v = strtol(optarg, &end, 10);
-            if (*optarg == '\0' || *end || v < 1 || v > 1024)
-                return kiln_error_set(err, KILN_EINVAL, 0, "--workers wants 1..1024, got '%s'",
-                                      optarg);
-            o->workers = (int)v;
-            break;
-        }
-        case OPT_MAXMSG: {
-            long long v = kiln_parse_size(optarg);
-            if (v < 1024 || v > (1LL << 30))
-                return kiln_error_set(err, KILN_EINVAL, 0, "--max-msg wants 1K..1G, got '%s'",
-                                      optarg);
-            o->max_msg = (size_t)v;
-            break;
-        }
-        case OPT_LOGLEVEL:
-            if ((level = kiln_log_level_parse(optarg)) < 0)
-                return kiln_error_set(err, KILN_EINVAL, 0, "unknown log level '%s'", optarg);
-            break;
-        case OPT_LOGFMT:
-            if ((fmt = kiln_log_format_parse(optarg)) < 0)
-                return kiln_error_set(err, KILN_EINVAL, 0, "unknown log format '%s'", optarg);
-            break;
-        case ':':
-            return kiln_error_set(err, KILN_EINVAL, 0, "option %s needs a value", argv[optind - 1]);
-        case '?':
-            return kiln_error_set(err, KILN_EINVAL, 0, "unknown option '%s'", argv[optind - 1]);
-        default:
-            if (extra && extra->on_flag) {
-                int r = extra->on_flag(extra->ud, c, optarg, err);
-                if (r < 0)
-                    return r;
-                break;
-            }
-            return kiln_error_set(err, KILN_EINVAL, 0, "unknown option '%s'", argv[optind - 1]);
-        }
+/* --socket-group: a numeric gid, else a group name. */
+static int parse_socket_group(kiln_service_opts *o, const char *arg, kiln_error **err)
+{
+    char *end = NULL;
+    unsigned long v = strtoul(arg, &end, 10);
+    if (*arg != '\0' && *end == '\0' && v < 0x7fffffffUL) {
+        o->transport.ipc_gid = (gid_t)v;
+    } else {
+        struct group gr, *res = NULL;
+        char buf[4096];
+        if (getgrnam_r(arg, &gr, buf, sizeof(buf), &res) != 0 || res == NULL)
+            return kiln_error_set(err, KILN_EINVAL, 0, "--socket-group: no group named '%s'", arg);
+        o->transport.ipc_gid = res->gr_gid;
     }
-    if (optind < argc)
-        return kiln_error_set(err, KILN_EINVAL, 0, "unexpected argument '%s'", argv[optind]);
-    kiln_log_setup(o->name, (kiln_log_level)level, (kiln_log_format)fmt);
-    kiln_log_debug_areas(getenv("KILN_DEBUG"));
+    o->transport.ipc_group_set = true;
+    return 0;
+}
+
+static int parse_workers(kiln_service_opts *o, const char *arg, kiln_error **err)
+{
+    char *end = NULL;
+    long v = strtol(arg, &end, 10);
+    if (*arg == '\0' || *end || v < 1 || v > 1024)
+        return kiln_error_set(err, KILN_EINVAL, 0, "--workers wants 1..1024, got '%s'", arg);
+    o->workers = (int)v;
+    return 0;
+}
+
+static int parse_max_msg(kiln_service_opts *o, const char *arg, kiln_error **err)
+{
+    long long v = kiln_parse_size(arg);
+    if (v < 1024 || v > (1LL << 30))
+        return kiln_error_set(err, KILN_EINVAL, 0, "--max-msg wants 1K..1G, got '%s'", arg);
+    o->max_msg = (size_t)v;
+    return 0;
+}
+
+/* The log flags are only collected here: logging is set up once all flags
+ * are read. */
+struct log_flags {
+    int level, fmt;
+};
+
+/* Applies common flag c with its argument: 0, 1 when c is not a common flag
+ * (a service's own, or a getopt complaint), or KILN_EINVAL. */
+static int common_flag(kiln_service_opts *o, int c, const char *arg, struct log_flags *lf,
+                       kiln_error **err)
+{
+    switch (c) {
+    case OPT_DATA:
+        set_str(&o->data_dir, arg);
+        return 0;
+    case OPT_LISTEN:
+        return add_endpoint(&o->listen_url, o->listen_more, &o->n_listen_more, "--listen", arg,
+                            err);
+    case OPT_EVENTS:
+        return add_endpoint(&o->events_url, o->events_more, &o->n_events_more, "--events", arg,
+                            err);
+    case OPT_NODE:
+        if (!node_name_valid(arg))
+            return kiln_error_set(err, KILN_EINVAL, 0,
+                                  "--node-name wants letters, digits, '-', '.', '_', got '%s'",
+                                  arg);
+        set_str(&o->node_name, arg);
+        return 0;
+    case OPT_GRACE:
+        return parse_grace(o, arg, err);
+    case OPT_HTTP:
+        set_str(&o->http_addr, arg);
+        return 0;
+    case OPT_CERT:
+        set_str((char **)&o->transport.tls.cert, arg);
+        return 0;
+    case OPT_KEY:
+        set_str((char **)&o->transport.tls.key, arg);
+        return 0;
+    case OPT_CA:
+        set_str((char **)&o->transport.tls.ca, arg);
+        return 0;
+    case OPT_SNI:
+        set_str((char **)&o->transport.tls.server_name, arg);
+        return 0;
+    case OPT_INSECURE:
+        o->transport.allow_insecure = true;
+        return 0;
+    case OPT_SOCKGROUP:
+        return parse_socket_group(o, arg, err);
+    case OPT_WORKERS:
+        return parse_workers(o, arg, err);
+    case OPT_MAXMSG:
+        return parse_max_msg(o, arg, err);
+    case OPT_LOGLEVEL:
+        if ((lf->level = kiln_log_level_parse(arg)) < 0)
+            return kiln_error_set(err, KILN_EINVAL, 0, "unknown log level '%s'", arg);
+        return 0;
+    case OPT_LOGFMT:
+        if ((lf->fmt = kiln_log_format_parse(arg)) < 0)
+            return kiln_error_set(err, KILN_EINVAL, 0, "unknown log format '%s'", arg);
+        return 0;
+    default:
+        return 1;
+    }
+}
+
+/* A flag that is not a common one: the service's own (extra->on_flag), or a
+ * usage error naming the argument getopt_long stopped at. */
+static int service_flag(const kiln_service_flags *extra, int c, char **argv, kiln_error **err)
+{
+    if (c == ':')
+        return kiln_error_set(err, KILN_EINVAL, 0, "option %s needs a value", argv[optind - 1]);
+    if (c != '?' && extra && extra->on_flag)
+        return extra->on_flag(extra->ud, c, optarg, err);
+    return kiln_error_set(err, KILN_EINVAL, 0, "unknown option '%s'", argv[optind - 1]);
+}
+
+/* The defaults of what was not given; they depend on the data dir. */
+static int fill_defaults(kiln_service_opts *o, kiln_error **err)
+{
     if (o->data_dir == NULL && (o->data_dir = kiln_default_data_dir()) == NULL)
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
     if (o->listen_url == NULL)
@@ -392,12 +402,43 @@ int kiln_service_parse_args(kiln_service_opts *o, int argc, char **argv,
         o->node_name = default_node_name();
     if (!o->listen_url || !o->events_url || !o->node_name)
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    /* add_endpoint() leaves NULL where strdup() failed */
     for (size_t i = 0; i < o->n_listen_more; i++)
         if (o->listen_more[i] == NULL)
             return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
     for (size_t i = 0; i < o->n_events_more; i++)
         if (o->events_more[i] == NULL)
             return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    return 0;
+}
+
+int kiln_service_parse_args(kiln_service_opts *o, int argc, char **argv,
+                            const kiln_service_flags *extra, kiln_error **err)
+{
+    struct option all[64];
+    int r = option_table(all, KILN_ARRAY_SIZE(all), extra, err);
+    if (r < 0)
+        return r;
+    struct log_flags lf = {KILN_LOG_INFO, KILN_LOG_LOGFMT};
+    optind = 1;
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, ":hV", all, NULL)) != -1) {
+        if (c == 'h')
+            return KILN_ARGS_HELP;
+        if (c == 'V')
+            return KILN_ARGS_VERSION;
+        if ((r = common_flag(o, c, optarg, &lf, err)) == 1)
+            r = service_flag(extra, c, argv, err);
+        if (r < 0)
+            return r;
+    }
+    if (optind < argc)
+        return kiln_error_set(err, KILN_EINVAL, 0, "unexpected argument '%s'", argv[optind]);
+    kiln_log_setup(o->name, (kiln_log_level)lf.level, (kiln_log_format)lf.fmt);
+    kiln_log_debug_areas(getenv("KILN_DEBUG"));
+    if ((r = fill_defaults(o, err)) < 0)
+        return r;
     return KILN_ARGS_RUN;
 }
 
@@ -651,6 +692,61 @@ static void unlink_more(const kiln_service *s)
             unlink(kiln_ipc_path(o->events_more[i]));
 }
 
+/* s->methods: the built-in methods, then the service's (which default to
+ * the hooks' user data). */
+static int method_table(kiln_service *s, const kiln_rpc_method *extra, size_t n_extra,
+                        kiln_error **err)
+{
+    s->n_methods = KILN_ARRAY_SIZE(builtin) + n_extra;
+    s->methods = calloc(s->n_methods, sizeof(*s->methods));
+    if (s->methods == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    for (size_t i = 0; i < KILN_ARRAY_SIZE(builtin); i++) {
+        s->methods[i] = builtin[i];
+        s->methods[i].user = s;
+    }
+    for (size_t i = 0; i < n_extra; i++) {
+        s->methods[KILN_ARRAY_SIZE(builtin) + i] = extra[i];
+        if (s->methods[KILN_ARRAY_SIZE(builtin) + i].user == NULL)
+            s->methods[KILN_ARRAY_SIZE(builtin) + i].user = s->hooks.user;
+    }
+    return 0;
+}
+
+/* Creates the data dir and secures DATA/run when a primary endpoint has its
+ * socket there. */
+static int prepare_data_dir(const kiln_service_opts *o, kiln_error **err)
+{
+    int r = kiln_mkdir_p(o->data_dir, 0755, err);
+    if (r < 0)
+        return r;
+    /* run/ holds the default sockets: private (or the socket group's),
+     * whatever mode an earlier run or the umask left. */
+    char rundir[PATH_MAX];
+    snprintf(rundir, sizeof(rundir), "%s/run", o->data_dir);
+    const char *urls[] = {o->listen_url, o->events_url};
+    for (size_t i = 0; i < KILN_ARRAY_SIZE(urls); i++) {
+        const char *ipc = kiln_ipc_path(urls[i]);
+        const char *slash = ipc ? strrchr(ipc, '/') : NULL;
+        if (slash && (size_t)(slash - ipc) == strlen(rundir) &&
+            strncmp(ipc, rundir, strlen(rundir)) == 0)
+            return kiln_ipc_dir_secure(rundir, o->transport.ipc_group_set, o->transport.ipc_gid,
+                                       err);
+    }
+    return 0;
+}
+
+static void log_serving(const kiln_service_opts *o)
+{
+    kiln_info("svc", "%s %s serving node=%s rpc=%s events=%s%s%s data=%s", o->name,
+              KILN_VERSION_STRING, o->node_name ? o->node_name : "", o->listen_url, o->events_url,
+              o->http_addr ? " http=" : "", o->http_addr ? o->http_addr : "", o->data_dir);
+    for (size_t i = 0; i < o->n_listen_more; i++)
+        kiln_info("svc", "also serving rpc=%s", o->listen_more[i]);
+    for (size_t i = 0; i < o->n_events_more; i++)
+        kiln_info("svc", "also serving events=%s", o->events_more[i]);
+}
+
 int kiln_service_start(kiln_service **out, const kiln_service_opts *o, const kiln_rpc_method *extra,
                        size_t n_extra, const kiln_service_hooks *hooks, kiln_error **err)
 {
@@ -662,44 +758,16 @@ int kiln_service_start(kiln_service **out, const kiln_service_opts *o, const kil
         s->hooks = *hooks;
     s->started_ms = kiln_now_ms();
     kiln_service_block_signals();
-
-    s->n_methods = KILN_ARRAY_SIZE(builtin) + n_extra;
-    s->methods = calloc(s->n_methods, sizeof(*s->methods));
-    if (s->methods == NULL) {
+    int r = method_table(s, extra, n_extra, err);
+    if (r < 0) {
         free(s);
-        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
-    }
-    for (size_t i = 0; i < KILN_ARRAY_SIZE(builtin); i++) {
-        s->methods[i] = builtin[i];
-        s->methods[i].user = s;
-    }
-    for (size_t i = 0; i < n_extra; i++) {
-        s->methods[KILN_ARRAY_SIZE(builtin) + i] = extra[i];
-        if (s->methods[KILN_ARRAY_SIZE(builtin) + i].user == NULL)
-            s->methods[KILN_ARRAY_SIZE(builtin) + i].user = s->hooks.user;
+        return r;
     }
 
     char logdir[PATH_MAX];
     snprintf(logdir, sizeof(logdir), "%s/events/%s", o->data_dir, o->topic);
-    int r = kiln_mkdir_p(o->data_dir, 0755, err);
-    if (r < 0)
+    if ((r = prepare_data_dir(o, err)) < 0)
         goto fail;
-    /* run/ holds the default sockets: private (or the socket group's),
-     * whatever mode an earlier run or the umask left. */
-    char rundir[PATH_MAX];
-    snprintf(rundir, sizeof(rundir), "%s/run", o->data_dir);
-    const char *urls[] = {o->listen_url, o->events_url};
-    for (size_t i = 0; i < KILN_ARRAY_SIZE(urls); i++) {
-        const char *ipc = kiln_ipc_path(urls[i]);
-        const char *slash = ipc ? strrchr(ipc, '/') : NULL;
-        if (slash && (size_t)(slash - ipc) == strlen(rundir) &&
-            strncmp(ipc, rundir, strlen(rundir)) == 0) {
-            if ((r = kiln_ipc_dir_secure(rundir, o->transport.ipc_group_set, o->transport.ipc_gid,
-                                         err)) < 0)
-                goto fail;
-            break;
-        }
-    }
     if ((r = kiln_events_new(&s->events, o->events_url, &o->transport, logdir, err)) < 0)
         goto fail;
     kiln_rpc_server_opts so = {
@@ -721,13 +789,7 @@ int kiln_service_start(kiln_service **out, const kiln_service_opts *o, const kil
         if ((r = kiln_http_start(&s->http, o->http_addr, &hh, err)) < 0)
             goto fail;
     }
-    kiln_info("svc", "%s %s serving node=%s rpc=%s events=%s%s%s data=%s", o->name,
-              KILN_VERSION_STRING, o->node_name ? o->node_name : "", o->listen_url, o->events_url,
-              o->http_addr ? " http=" : "", o->http_addr ? o->http_addr : "", o->data_dir);
-    for (size_t i = 0; i < o->n_listen_more; i++)
-        kiln_info("svc", "also serving rpc=%s", o->listen_more[i]);
-    for (size_t i = 0; i < o->n_events_more; i++)
-        kiln_info("svc", "also serving events=%s", o->events_more[i]);
+    log_serving(o);
     *out = s;
     return 0;
 fail:

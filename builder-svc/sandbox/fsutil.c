@@ -40,115 +40,150 @@ bool sbx_have_openat2(void)
     return cached && !sbx_force_walk;
 }
 
+/* The state of the fallback walk: the directories walked (stack[0] is the
+ * root, stack[depth] the current one) and what remains of the path. */
+struct walk {
+    int stack[MAX_DEPTH];
+    int depth;
+    int links;  /* symlinks expanded so far */
+    char *todo; /* owned: the path still to resolve (symlinks expanded) */
+    char *p;    /* the next component in todo */
+};
+
+/* Closes the directories and frees the path; errno is kept for the caller. */
+static void walk_dispose(struct walk *w)
+{
+    int saved = errno;
+    for (int i = 0; i <= w->depth; i++)
+        if (w->stack[i] >= 0)
+            close(w->stack[i]);
+    free(w->todo);
+    errno = saved;
+}
+
+/* Copies the component at w->p into comp; *rest receives what follows it
+ * and *last whether that is nothing but slashes. */
+static int walk_component(const struct walk *w, char comp[NAME_MAX + 1], char **rest, bool *last)
+{
+    char *e = strchr(w->p, '/');
+    size_t n = e ? (size_t)(e - w->p) : strlen(w->p);
+    if (n > NAME_MAX) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(comp, w->p, n);
+    comp[n] = '\0';
+    *rest = w->p + n;
+    *last = true;
+    for (const char *q = *rest; *q; q++)
+        if (*q != '/') {
+            *last = false;
+            break;
+        }
+    return 0;
+}
+
+/* The path ends at the current directory: opens it (a duplicate for O_PATH). */
+static int walk_open_here(const struct walk *w, int flags)
+{
+    if (flags & O_PATH)
+        return fcntl(w->stack[w->depth], F_DUPFD_CLOEXEC, 0);
+    return openat(w->stack[w->depth], ".", flags | O_CLOEXEC);
+}
+
+/* Replaces symlink comp with its target followed by rest; an absolute
+ * target starts again at the root. */
+static int walk_follow(struct walk *w, const char *comp, const char *rest)
+{
+    if (++w->links > MAX_SYMLINKS) {
+        errno = ELOOP;
+        return -1;
+    }
+    char target[PATH_MAX];
+    ssize_t tl = readlinkat(w->stack[w->depth], comp, target, sizeof(target) - 1);
+    if (tl < 0)
+        return -1;
+    target[tl] = '\0';
+    size_t restlen = strlen(rest);
+    char *nt = malloc((size_t)tl + restlen + 2);
+    if (nt == NULL)
+        return -1;
+    memcpy(nt, target, (size_t)tl);
+    memcpy(nt + tl, rest, restlen + 1);
+    free(w->todo);
+    w->todo = w->p = nt;
+    if (target[0] == '/')
+        while (w->depth > 0)
+            close(w->stack[w->depth--]);
+    return 0;
+}
+
+/* Steps into directory comp (st: its lstat) without following a symlink. */
+static int walk_descend(struct walk *w, const char *comp, const struct stat *st)
+{
+    if (!S_ISDIR(st->st_mode)) {
+        errno = ENOTDIR;
+        return -1;
+    }
+    if (w->depth + 1 >= MAX_DEPTH) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    int nfd = openat(w->stack[w->depth], comp, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (nfd < 0)
+        return -1;
+    w->stack[++w->depth] = nfd;
+    return 0;
+}
+
 /* The fallback walk: resolves path component by component with O_NOFOLLOW,
  * expanding symlinks by hand so that "/" and ".." stay at rootfd.  A stack of
  * directory fds makes ".." pop back to the parent actually walked. */
 static int walk_in_root(int rootfd, const char *rel, int flags)
 {
-    int stack[MAX_DEPTH];
-    int depth = 0, links = 0, ret = -1;
-    size_t cap = strlen(rel) + 1;
-    char *todo = malloc(cap);
-    if (todo == NULL)
+    _cleanup_(walk_dispose) struct walk w = {.stack = {-1}, .todo = strdup(rel)};
+    if (w.todo == NULL)
         return -1;
-    memcpy(todo, rel, cap);
-    stack[0] = fcntl(rootfd, F_DUPFD_CLOEXEC, 0);
-    if (stack[0] < 0)
-        goto out;
-    char *p = todo;
+    w.stack[0] = fcntl(rootfd, F_DUPFD_CLOEXEC, 0);
+    if (w.stack[0] < 0)
+        return -1;
+    w.p = w.todo;
     for (;;) {
-        while (*p == '/')
-            p++;
-        if (*p == '\0') {
-            /* The path ends at the current directory. */
-            if (flags & O_PATH)
-                ret = fcntl(stack[depth], F_DUPFD_CLOEXEC, 0);
-            else
-                ret = openat(stack[depth], ".", flags | O_CLOEXEC);
-            goto out;
-        }
-        char *e = strchr(p, '/');
-        size_t n = e ? (size_t)(e - p) : strlen(p);
-        char comp[NAME_MAX + 1];
-        if (n > NAME_MAX) {
-            errno = ENAMETOOLONG;
-            goto out;
-        }
-        memcpy(comp, p, n);
-        comp[n] = '\0';
-        char *rest = p + n;
-        bool last = true;
-        for (const char *q = rest; *q; q++)
-            if (*q != '/') {
-                last = false;
-                break;
-            }
+        while (*w.p == '/')
+            w.p++;
+        if (*w.p == '\0')
+            return walk_open_here(&w, flags);
+        char comp[NAME_MAX + 1], *rest;
+        bool last;
+        if (walk_component(&w, comp, &rest, &last) < 0)
+            return -1;
         if (strcmp(comp, ".") == 0) {
-            p = rest;
+            w.p = rest;
             continue;
         }
         if (strcmp(comp, "..") == 0) {
-            if (depth > 0)
-                close(stack[depth--]);
-            p = rest;
+            if (w.depth > 0)
+                close(w.stack[w.depth--]);
+            w.p = rest;
             continue;
         }
+        int dirfd = w.stack[w.depth];
         struct stat st;
-        if (fstatat(stack[depth], comp, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-            if (last && (flags & O_CREAT))
-                ret = openat(stack[depth], comp, flags | O_NOFOLLOW | O_CLOEXEC, 0600);
-            goto out;
-        }
+        if (fstatat(dirfd, comp, &st, AT_SYMLINK_NOFOLLOW) < 0)
+            return last && (flags & O_CREAT)
+                       ? openat(dirfd, comp, flags | O_NOFOLLOW | O_CLOEXEC, 0600)
+                       : -1;
         if (S_ISLNK(st.st_mode) && !(last && (flags & O_NOFOLLOW))) {
-            if (++links > MAX_SYMLINKS) {
-                errno = ELOOP;
-                goto out;
-            }
-            char target[PATH_MAX];
-            ssize_t tl = readlinkat(stack[depth], comp, target, sizeof(target) - 1);
-            if (tl < 0)
-                goto out;
-            target[tl] = '\0';
-            size_t restlen = strlen(rest);
-            char *nt = malloc((size_t)tl + restlen + 2);
-            if (nt == NULL)
-                goto out;
-            memcpy(nt, target, (size_t)tl);
-            memcpy(nt + tl, rest, restlen + 1);
-            free(todo);
-            todo = p = nt;
-            if (target[0] == '/')
-                while (depth > 0)
-                    close(stack[depth--]);
+            if (walk_follow(&w, comp, rest) < 0)
+                return -1;
             continue;
         }
-        if (last) {
-            ret = openat(stack[depth], comp, flags | O_NOFOLLOW | O_CLOEXEC, 0600);
-            goto out;
-        }
-        if (!S_ISDIR(st.st_mode)) {
-            errno = ENOTDIR;
-            goto out;
-        }
-        if (depth + 1 >= MAX_DEPTH) {
-            errno = ENAMETOOLONG;
-            goto out;
-        }
-        int nfd = openat(stack[depth], comp, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (nfd < 0)
-            goto out;
-        stack[++depth] = nfd;
-        p = rest;
+        if (last)
+            return openat(dirfd, comp, flags | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (walk_descend(&w, comp, &st) < 0)
+            return -1;
+        w.p = rest;
     }
-out : {
-    int saved = errno;
-    for (int i = 0; i <= depth; i++)
-        if (stack[i] >= 0)
-            close(stack[i]);
-    free(todo);
-    errno = saved;
-}
-    return ret;
 }
 
 int sbx_open_in_root(int rootfd, const char *rel, int flags, kiln_error **err)

@@ -306,41 +306,49 @@ const struct option cli_login_opts[] = {
     {NULL, 0, NULL, 0},
 };
 
-int cli_cmd_login(cli_ctx *ctx, int argc, char **argv)
+/* What kiln login was asked to do. */
+struct login_args {
+    const char *user, *pass_arg, *authfile; /* -u, -p, --authfile (from argv) */
+    bool from_stdin, insecure, help;
+    bool tls_given;          /* --tls-verify was given */
+    char cert_dir[PATH_MAX]; /* --cert-dir resolved, or "" */
+    char host[512];          /* REGISTRY as credentials are keyed */
+    char path[PATH_MAX];     /* the config.json to write */
+};
+
+/* The flags; a->help set when only the usage was asked for. */
+static int login_flags(int argc, char **argv, struct login_args *a)
 {
-    const char *user = NULL, *pass_arg = NULL, *authfile = NULL;
-    char cert_dir[PATH_MAX] = "";
-    bool from_stdin = false, insecure = false, tls_given = false;
     int c;
     cli_getopt_reset();
     while ((c = getopt_long(argc, argv, "u:p:h", cli_login_opts, NULL)) != -1) {
         switch (c) {
         case 'h':
-            printf("%s", login_usage);
+            a->help = true;
             return CLI_EXIT_OK;
         case 'u':
-            user = optarg;
+            a->user = optarg;
             break;
         case 'p':
-            pass_arg = optarg;
+            a->pass_arg = optarg;
             break;
         case L_STDIN:
-            from_stdin = true;
+            a->from_stdin = true;
             break;
         case L_AUTHFILE:
-            authfile = optarg;
+            a->authfile = optarg;
             break;
         case L_TLS:
             if (strcmp(optarg, "true") && strcmp(optarg, "false")) {
                 cli_errorf("login: --tls-verify wants true or false");
                 return CLI_EXIT_USAGE;
             }
-            insecure = strcmp(optarg, "false") == 0;
-            tls_given = true;
+            a->insecure = strcmp(optarg, "false") == 0;
+            a->tls_given = true;
             break;
         case L_CERTDIR:
             if (cli_check_path("login", "--cert-dir", optarg, CLI_PATH_DIR) != CLI_EXIT_OK ||
-                realpath(optarg, cert_dir) == NULL)
+                realpath(optarg, a->cert_dir) == NULL)
                 return CLI_EXIT_USAGE;
             break;
         default:
@@ -348,103 +356,160 @@ int cli_cmd_login(cli_ctx *ctx, int argc, char **argv)
             return CLI_EXIT_USAGE;
         }
     }
+    return CLI_EXIT_OK;
+}
+
+/* The command line, then the registry's name and the file to write. */
+static int login_args_parse(int argc, char **argv, struct login_args *a)
+{
+    int rc = login_flags(argc, argv, a);
+    if (rc != CLI_EXIT_OK || a->help)
+        return rc;
     if (argc - optind != 1) {
         cli_errorf("login: expected one REGISTRY, got %d; see 'kiln login --help'", argc - optind);
         return CLI_EXIT_USAGE;
     }
-    if (from_stdin && pass_arg) {
+    if (a->from_stdin && a->pass_arg) {
         cli_errorf("login: --password and --password-stdin are exclusive");
         return CLI_EXIT_USAGE;
     }
-    char host[512], path[PATH_MAX];
-    if (parse_registry("login", argv[optind], host, sizeof(host)) != CLI_EXIT_OK)
+    if (parse_registry("login", argv[optind], a->host, sizeof(a->host)) != CLI_EXIT_OK)
         return CLI_EXIT_USAGE;
-    if (config_path(authfile, path) < 0) {
+    if (config_path(a->authfile, a->path) < 0) {
         cli_errorf("login: no place for credentials: set --authfile, REGISTRY_AUTH_FILE, "
                    "DOCKER_CONFIG or HOME");
         return CLI_EXIT_USAGE;
     }
-    char ubuf[256] = "", pass[SECRET_MAX] = "";
-    if (user == NULL) {
-        if (from_stdin || !isatty(0) || prompt("Username: ", false, ubuf, sizeof(ubuf)) < 0) {
+    return CLI_EXIT_OK;
+}
+
+#define USER_MAX 256
+
+/* The credentials being stored. */
+struct login_creds {
+    const char *user; /* -u, or ubuf */
+    char ubuf[USER_MAX];
+    char pass[SECRET_MAX];
+    char creds[USER_MAX + SECRET_MAX + 2]; /* "user:pass" */
+};
+
+static void login_creds_wipe(struct login_creds *lc)
+{
+    explicit_bzero(lc->pass, sizeof(lc->pass));
+    explicit_bzero(lc->creds, sizeof(lc->creds));
+}
+
+/* The user (-u, else asked on the terminal) and the password (-p, else
+ * --password-stdin, else asked on the terminal with echo off). */
+static int login_ask(const struct login_args *a, struct login_creds *lc)
+{
+    lc->user = a->user;
+    if (lc->user == NULL) {
+        if (a->from_stdin || !isatty(0) ||
+            prompt("Username: ", false, lc->ubuf, sizeof(lc->ubuf)) < 0) {
             cli_errorf("login: -u USER is needed when not asking on a terminal");
             return CLI_EXIT_USAGE;
         }
-        user = ubuf;
+        lc->user = lc->ubuf;
     }
-    if (*user == '\0' || strchr(user, ':')) {
+    if (*lc->user == '\0' || strchr(lc->user, ':')) {
         cli_errorf("login: the user name must be non-empty and have no ':'");
         return CLI_EXIT_USAGE;
     }
-    if (pass_arg) {
-        snprintf(pass, sizeof(pass), "%s", pass_arg);
+    if (a->pass_arg) {
+        snprintf(lc->pass, sizeof(lc->pass), "%s", a->pass_arg);
         fprintf(stderr, "warning: --password leaves the password in the shell's history; "
                         "use --password-stdin\n");
-    } else if (from_stdin) {
-        read_stdin_secret(pass, sizeof(pass));
-    } else if (!isatty(0) || prompt("Password: ", true, pass, sizeof(pass)) < 0) {
+    } else if (a->from_stdin) {
+        read_stdin_secret(lc->pass, sizeof(lc->pass));
+    } else if (!isatty(0) || prompt("Password: ", true, lc->pass, sizeof(lc->pass)) < 0) {
         cli_errorf("login: no terminal to ask for the password: use --password-stdin");
         return CLI_EXIT_USAGE;
     }
-    if (*pass == '\0') {
+    if (*lc->pass == '\0') {
         cli_errorf("login: empty password");
         return CLI_EXIT_USAGE;
     }
-    int rc = CLI_EXIT_OK;
-    cJSON *j = NULL;
-    char creds[sizeof(ubuf) + SECRET_MAX + 2];
-    snprintf(creds, sizeof(creds), "%s:%s", user, pass);
-    if (!tls_given && cli_config_insecure_registry(host))
-        insecure = true; /* the config's insecure_registries */
-    if ((rc = check_login(ctx, host, creds, insecure, cert_dir[0] ? cert_dir : NULL)) != 0)
-        goto out;
-    if ((j = load_config(path, &rc)) == NULL)
-        goto out;
-    const char *helper = helper_for(j, host);
-    const char *key = store_key(host);
-    /* No auths entry at all when a helper keeps the secret: an entry, even
-     * an empty one, would be read before the helper is asked. */
-    drop_auths(j, host);
+    snprintf(lc->creds, sizeof(lc->creds), "%s:%s", lc->user, lc->pass);
+    return CLI_EXIT_OK;
+}
+
+/* docker-credential-<helper> store with the credentials for key. */
+static int store_in_helper(const char *helper, const char *key, const struct login_creds *lc)
+{
+    cJSON *in = cJSON_CreateObject();
+    cJSON_AddStringToObject(in, "ServerURL", key);
+    cJSON_AddStringToObject(in, "Username", lc->user);
+    cJSON_AddStringToObject(in, "Secret", lc->pass);
+    char *text = cJSON_PrintUnformatted(in);
+    int hr = text ? run_helper(helper, "store", text) : -1;
+    if (text) {
+        explicit_bzero(text, strlen(text));
+        cJSON_free(text);
+    }
+    cJSON_Delete(in); /* its strings held the secret: cJSON frees, not wipes */
+    return hr < 0 ? CLI_EXIT_FAILED : CLI_EXIT_OK;
+}
+
+/* An auths entry for key holding base64 user:pass, as docker writes it. */
+static int store_in_auths(cJSON *j, const char *key, const struct login_creds *lc)
+{
     cJSON *auths = cJSON_GetObjectItemCaseSensitive(j, "auths");
-    if (!helper && !cJSON_IsObject(auths)) {
+    if (!cJSON_IsObject(auths)) {
         cJSON_DeleteItemFromObjectCaseSensitive(j, "auths");
         auths = cJSON_AddObjectToObject(j, "auths");
     }
-    cJSON *entry = helper || auths == NULL ? NULL : cJSON_AddObjectToObject(auths, key);
-    if (!helper && entry == NULL) {
-        rc = CLI_EXIT_FAILED;
-        goto out;
-    }
-    if (helper) {
-        cJSON *in = cJSON_CreateObject();
-        cJSON_AddStringToObject(in, "ServerURL", key);
-        cJSON_AddStringToObject(in, "Username", user);
-        cJSON_AddStringToObject(in, "Secret", pass);
-        char *text = cJSON_PrintUnformatted(in);
-        int hr = text ? run_helper(helper, "store", text) : -1;
-        if (text) {
-            explicit_bzero(text, strlen(text));
-            cJSON_free(text);
-        }
-        cJSON_Delete(in); /* its strings held the secret: cJSON frees, not wipes */
-        if (hr < 0) {
-            rc = CLI_EXIT_FAILED;
-            goto out;
-        }
-    } else {
-        char enc[(sizeof(creds) + 2) / 3 * 4 + 1];
-        b64((const unsigned char *)creds, strlen(creds), enc);
-        cJSON_AddStringToObject(entry, "auth", enc);
-        explicit_bzero(enc, sizeof(enc));
-    }
-    if ((rc = save_config(path, j)) == CLI_EXIT_OK)
-        printf("Login Succeeded: credentials for %s kept in %s%s\n", host,
-               helper ? "docker-credential-" : path, helper ? helper : "");
-out:
-    explicit_bzero(pass, sizeof(pass));
-    explicit_bzero(creds, sizeof(creds));
-    cJSON_Delete(j);
+    cJSON *entry = auths == NULL ? NULL : cJSON_AddObjectToObject(auths, key);
+    if (entry == NULL)
+        return CLI_EXIT_FAILED;
+    char enc[(sizeof(lc->creds) + 2) / 3 * 4 + 1];
+    b64((const unsigned char *)lc->creds, strlen(lc->creds), enc);
+    cJSON_AddStringToObject(entry, "auth", enc);
+    explicit_bzero(enc, sizeof(enc));
+    return CLI_EXIT_OK;
+}
+
+/* Keeps the checked credentials: with the credential helper the config
+ * names for the registry, else in the config's auths. */
+static int login_store(const struct login_args *a, const struct login_creds *lc)
+{
+    int rc = CLI_EXIT_OK;
+    _cleanup_cjson_ cJSON *j = load_config(a->path, &rc);
+    if (j == NULL)
+        return rc;
+    const char *helper = helper_for(j, a->host);
+    const char *key = store_key(a->host);
+    /* No auths entry at all when a helper keeps the secret: an entry, even
+     * an empty one, would be read before the helper is asked. */
+    drop_auths(j, a->host);
+    rc = helper ? store_in_helper(helper, key, lc) : store_in_auths(j, key, lc);
+    if (rc != CLI_EXIT_OK)
+        return rc;
+    if ((rc = save_config(a->path, j)) == CLI_EXIT_OK)
+        printf("Login Succeeded: credentials for %s kept in %s%s\n", a->host,
+               helper ? "docker-credential-" : a->path, helper ? helper : "");
     return rc;
+}
+
+int cli_cmd_login(cli_ctx *ctx, int argc, char **argv)
+{
+    struct login_args a = {0};
+    int rc = login_args_parse(argc, argv, &a);
+    if (rc != CLI_EXIT_OK)
+        return rc;
+    if (a.help) {
+        printf("%s", login_usage);
+        return CLI_EXIT_OK;
+    }
+    _cleanup_(login_creds_wipe) struct login_creds lc = {0};
+    if ((rc = login_ask(&a, &lc)) != CLI_EXIT_OK)
+        return rc;
+    const char *cert_dir = a.cert_dir[0] ? a.cert_dir : NULL;
+    if (!a.tls_given && cli_config_insecure_registry(a.host))
+        a.insecure = true; /* the config's insecure_registries */
+    if ((rc = check_login(ctx, a.host, lc.creds, a.insecure, cert_dir)) != CLI_EXIT_OK)
+        return rc;
+    return login_store(&a, &lc);
 }
 
 /* The options of the verb, for its parser, completion and man page. */

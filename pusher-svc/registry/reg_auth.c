@@ -230,10 +230,35 @@ static int token_url(kiln_buf *u, const char *realm, const char *service, const 
     return r;
 }
 
-/* Fetches a token for scope and caches it under key (the scope the requests
- * will ask for). */
-static int fetch_token(reg_client *c, const char *realm, const char *service, const char *scope,
-                       const char *key, kiln_error **err)
+/* The form of an OAuth2 refresh-token grant presenting identity token ident,
+ * or NULL when out of memory.  Caller wipes and frees. */
+static char *refresh_form(const char *service, const char *scope, const char *ident)
+{
+    _cleanup_free_ char *es = url_escape(service ? service : "");
+    _cleanup_free_ char *sc = url_escape(scope ? scope : "");
+    _cleanup_free_ char *et = url_escape(ident);
+    char *form = NULL;
+    if (asprintf(&form,
+                 "grant_type=refresh_token&client_id=kiln&service=%s&scope=%s&"
+                 "refresh_token=%s",
+                 es ? es : "", sc ? sc : "", et ? et : "") < 0)
+        return NULL;
+    return form;
+}
+
+static void wipe(char *s)
+{
+    if (s)
+        explicit_bzero(s, strlen(s));
+}
+
+/* Asks the token server at realm for a token for scope: with the identity
+ * token (a POSTed refresh-token grant), else with Basic credentials, else
+ * anonymously (*had_creds false).  The secrets are copied out of the client
+ * under its lock, and the copies wiped before returning.  On success rs
+ * holds the answer, whatever its status (the caller disposes it). */
+static int token_request(reg_client *c, const char *realm, const char *service, const char *scope,
+                         reg_resp *rs, bool *had_creds, kiln_error **err)
 {
     kiln_buf u;
     kiln_buf_init(&u, 16384);
@@ -247,18 +272,12 @@ static int fetch_token(reg_client *c, const char *realm, const char *service, co
     _cleanup_free_ char *basic = c->basic ? strdup(c->basic) : NULL;
     _cleanup_free_ char *ident = c->identity ? strdup(c->identity) : NULL;
     pthread_mutex_unlock(&c->mu);
+    *had_creds = basic || ident;
     _cleanup_free_ char *auth = NULL, *form = NULL;
     reg_req rq = {
         .method = "GET", .url = u.data, .fd = -1, .body_max = REG_TOKEN_MAX, .what = "token"};
     if (ident != NULL) { /* OAuth2 refresh-token grant */
-        _cleanup_free_ char *es = url_escape(service ? service : "");
-        _cleanup_free_ char *sc = url_escape(scope ? scope : "");
-        _cleanup_free_ char *et = url_escape(ident);
-        if (asprintf(&form,
-                     "grant_type=refresh_token&client_id=kiln&service=%s&scope=%s&"
-                     "refresh_token=%s",
-                     es ? es : "", sc ? sc : "", et ? et : "") < 0)
-            form = NULL;
+        form = refresh_form(service, scope, ident);
         rq.method = "POST";
         rq.url = realm;
         rq.mem = form ? form : "";
@@ -268,46 +287,42 @@ static int fetch_token(reg_client *c, const char *realm, const char *service, co
         if (asprintf(&auth, "Basic %s", basic) < 0)
             auth = NULL;
     }
-    reg_resp rs;
-    r = reg_do_raw(c, &rq, auth, &rs, err);
+    r = reg_do_raw(c, &rq, auth, rs, err);
     kiln_buf_dispose(&u);
-    if (auth)
-        explicit_bzero(auth, strlen(auth));
-    if (form)
-        explicit_bzero(form, strlen(form));
-    if (basic)
-        explicit_bzero(basic, strlen(basic));
-    if (ident)
-        explicit_bzero(ident, strlen(ident));
+    wipe(auth);
+    wipe(form);
+    wipe(basic);
+    wipe(ident);
     if (r < 0) {
-        reg_resp_dispose(&rs);
+        reg_resp_dispose(rs);
         return kiln_error_wrap(err, "token request for %s", c->host);
     }
-    if (rs.status == 401 || rs.status == 403) {
-        reg_resp_dispose(&rs);
-        return kiln_error_set(err, KILN_EAUTH, 0, "%s: token server refused the %s (HTTP %ld)",
-                              c->host, basic || ident ? "credentials" : "anonymous request",
-                              rs.status);
-    }
-    if (rs.status != 200) {
-        r = reg_status_error(&rs, "token request", err);
-        reg_resp_dispose(&rs);
-        return r;
-    }
-    _cleanup_cjson_ cJSON *j = cJSON_ParseWithLength(rs.body.data, rs.body.len);
-    explicit_bzero(rs.body.data, rs.body.len);
-    reg_resp_dispose(&rs);
-    const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "token");
+    return 0;
+}
+
+/* The token of a token server's answer ("token", else "access_token"), or
+ * NULL; *ttl receives how many seconds to use it. */
+static cJSON *token_of(const cJSON *j, long *ttl)
+{
+    cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "token");
     if (!cJSON_IsString(t) || t->valuestring[0] == '\0')
         t = cJSON_GetObjectItemCaseSensitive(j, "access_token");
     if (!cJSON_IsString(t) || t->valuestring[0] == '\0')
-        return kiln_error_set(err, KILN_EREMOTE, 0, "%s: token response has no token", c->host);
+        return NULL;
     const cJSON *ex = cJSON_GetObjectItemCaseSensitive(j, "expires_in");
     long life = cJSON_IsNumber(ex) && ex->valuedouble >= 1 ? (long)ex->valuedouble : 60;
     if (life > 86400)
         life = 86400;
     /* Refresh a little early; short-lived tokens get a proportional margin. */
     long margin = life >= 30 ? 10 : life / 4;
+    *ttl = life - margin;
+    return t;
+}
+
+/* Caches token under key for ttl seconds: in key's slot, else a free one,
+ * else the next in turn. */
+static void cache_token(reg_client *c, const char *key, const char *token, long ttl)
+{
     pthread_mutex_lock(&c->mu);
     reg_token *slot = NULL;
     for (unsigned i = 0; i < c->n_tokens; i++)
@@ -321,8 +336,8 @@ static int fetch_token(reg_client *c, const char *realm, const char *service, co
     free(slot->scope);
     wipe_free(slot->token);
     slot->scope = strdup(key);
-    slot->token = strdup(t->valuestring);
-    slot->expires = time(NULL) + life - margin;
+    slot->token = strdup(token);
+    slot->expires = time(NULL) + ttl;
     if (slot->scope == NULL || slot->token == NULL) {
         free(slot->scope);
         wipe_free(slot->token);
@@ -331,6 +346,36 @@ static int fetch_token(reg_client *c, const char *realm, const char *service, co
         slot->expires = 0;
     }
     pthread_mutex_unlock(&c->mu);
+}
+
+/* Fetches a token for scope and caches it under key (the scope the requests
+ * will ask for). */
+static int fetch_token(reg_client *c, const char *realm, const char *service, const char *scope,
+                       const char *key, kiln_error **err)
+{
+    reg_resp rs;
+    bool had_creds = false;
+    int r = token_request(c, realm, service, scope, &rs, &had_creds, err);
+    if (r < 0)
+        return r;
+    if (rs.status == 401 || rs.status == 403) {
+        reg_resp_dispose(&rs);
+        return kiln_error_set(err, KILN_EAUTH, 0, "%s: token server refused the %s (HTTP %ld)",
+                              c->host, had_creds ? "credentials" : "anonymous request", rs.status);
+    }
+    if (rs.status != 200) {
+        r = reg_status_error(&rs, "token request", err);
+        reg_resp_dispose(&rs);
+        return r;
+    }
+    _cleanup_cjson_ cJSON *j = cJSON_ParseWithLength(rs.body.data, rs.body.len);
+    explicit_bzero(rs.body.data, rs.body.len);
+    reg_resp_dispose(&rs);
+    long ttl = 0;
+    cJSON *t = token_of(j, &ttl);
+    if (t == NULL)
+        return kiln_error_set(err, KILN_EREMOTE, 0, "%s: token response has no token", c->host);
+    cache_token(c, key, t->valuestring, ttl);
     explicit_bzero(t->valuestring, strlen(t->valuestring));
     return 0;
 }

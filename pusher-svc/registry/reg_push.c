@@ -209,163 +209,230 @@ static int save(struct push *p, const psh_descriptor *d, const char *loc, uint64
     return reg_session_save(p->c->state_dir, p->c->host, p->repo, d->digest, &ss, err);
 }
 
-/* Chunked upload with resume.  *loc may hold a session to continue (from a
- * mount answered 202 or a persisted session); it is consumed. */
-static int upload_chunked(struct push *p, const psh_descriptor *d, int fd, char *loc_in,
-                          kiln_error **err)
+/* Hands a failure kept locally while deciding whether to retry (e) on to
+ * the caller's err, as the other failure sites do: an error already in *err
+ * is kept.  Returns r. */
+static int pass_on(const kiln_error *e, int r, kiln_error **err)
 {
-    _cleanup_free_ char *loc = loc_in;
-    uint64_t off = 0, chunk_min = 0;
-    unsigned restarts = 0, attempt = 0, same_416 = 0;
-    int r;
-    if (loc != NULL) {
-        kiln_error *e = NULL;
-        r = upload_status(p, d, &loc, &off, &e);
-        kiln_error_free(&e);
-        kiln_debug("registry", "%s: session status %d, offset %" PRIu64, d->digest, r, off);
-        if (r < 0 || off > d->size) {
-            free(loc);
-            loc = NULL;
-            off = 0;
-        } else if (off > 0) {
-            COUNT(bytes_resumed, off);
-            kiln_info("registry", "resuming upload of %s at %" PRIu64 " of %" PRIu64, d->digest,
-                      off, d->size);
+    if (e != NULL)
+        kiln_error_set(err, e->code, 0, "%s", e->msg); /* msg has any strerror text */
+    return r;
+}
+
+/* One chunked upload of blob d: its session and how far it got. */
+struct upload {
+    struct push *p;
+    const psh_descriptor *d;
+    int fd;             /* the blob's file (borrowed) */
+    char *loc;          /* session location (owned), NULL when none is open */
+    uint64_t off;       /* bytes the registry holds */
+    uint64_t chunk_min; /* the registry's OCI-Chunk-Min-Length, 0 when none */
+    unsigned restarts;  /* sessions opened */
+    unsigned attempt;   /* failed requests since the last accepted chunk */
+    unsigned same_416;  /* 416 answers in a row that left the offset unchanged */
+};
+
+/* Forgets the session (the registry lost it, or it cannot be trusted). */
+static void upload_drop(struct upload *u)
+{
+    free(u->loc);
+    u->loc = NULL;
+}
+
+/* Continues the session handed in at the offset the registry reports, or
+ * drops it when the registry no longer knows it or claims more than the
+ * blob holds. */
+static void upload_resume(struct upload *u)
+{
+    struct push *p = u->p;
+    const psh_descriptor *d = u->d;
+    kiln_error *e = NULL;
+    int r = upload_status(p, d, &u->loc, &u->off, &e);
+    kiln_error_free(&e);
+    kiln_debug("registry", "%s: session status %d, offset %" PRIu64, d->digest, r, u->off);
+    if (r < 0 || u->off > d->size) {
+        upload_drop(u);
+        u->off = 0;
+    } else if (u->off > 0) {
+        COUNT(bytes_resumed, u->off);
+        kiln_info("registry", "resuming upload of %s at %" PRIu64 " of %" PRIu64, d->digest, u->off,
+                  d->size);
+    }
+}
+
+/* Opens a new session at offset 0 and persists it, unless too many have
+ * been lost already. */
+static int upload_open(struct upload *u, kiln_error **err)
+{
+    if (u->restarts++ > REG_MAX_RESTARTS)
+        return kiln_error_set(err, KILN_EREMOTE, 0, "%s: upload sessions keep failing",
+                              u->d->digest);
+    u->off = 0;
+    int r = start_upload(u->p, u->d->digest, &u->loc, &u->chunk_min, err);
+    if (r < 0)
+        return r;
+    return save(u->p, u->d, u->loc, 0, err);
+}
+
+/* The registry took a chunk of len bytes: follow the location and offset it
+ * answered with and persist them, so that a restarted pusher resumes here. */
+static int upload_accepted(struct upload *u, const reg_resp *rs, uint64_t len, kiln_error **err)
+{
+    struct push *p = u->p;
+    const psh_descriptor *d = u->d;
+    if (rs->location != NULL) {
+        char *url = reg_url(p->c, rs->location);
+        if (url != NULL) {
+            free(u->loc);
+            u->loc = url;
         }
     }
+    kiln_debug("registry", "%s: chunk %" PRIu64 "+%" PRIu64 " accepted, range %s", d->digest,
+               u->off, len, rs->range ? rs->range : "-");
+    u->off = rs->range ? reg_range_next(rs->range) : u->off + len;
+    u->attempt = 0;
+    u->same_416 = 0;
+    int r = save(p, d, u->loc, u->off, err);
+    if (r < 0)
+        return r;
+    if (p->ev && p->ev->blob_progress)
+        p->ev->blob_progress(p->ev->ud, d->digest, u->off, d->size);
+    return 0;
+}
+
+/* Where did a broken chunk leave the session?  Continues from the offset the
+ * registry reports (persisted, best effort), or drops the session when it
+ * is lost or its offset unknowable (a second 416 that leaves the offset
+ * where it was), so that a new one is started. */
+static void upload_recover_offset(struct upload *u, bool refused)
+{
+    uint64_t got = 0;
+    kiln_error *e = NULL;
+    int r = upload_status(u->p, u->d, &u->loc, &got, &e);
+    kiln_error_free(&e);
+    if (r < 0 || got > u->d->size || (refused && got == u->off && ++u->same_416 > 1)) {
+        upload_drop(u);
+        return;
+    }
+    u->off = got;
+    save(u->p, u->d, u->loc, u->off, NULL);
+}
+
+/* A chunk was not taken (r and rs from reg_do, its error in e): fails the
+ * upload when the failure is final or the retries are spent; otherwise
+ * backs off and recovers the session's offset. */
+static int upload_chunk_failed(struct upload *u, int r, const reg_resp *rs, const kiln_error *e,
+                               kiln_error **err)
+{
+    struct push *p = u->p;
+    const psh_descriptor *d = u->d;
+    if (!transient_failure(r, rs) || u->attempt >= p->o->max_retries)
+        return r == 0 ? reg_status_error(rs, d->digest, err) : pass_on(e, r, err);
+    char why[160];
+    if (r == 0)
+        snprintf(why, sizeof(why), "chunk at %" PRIu64 ": HTTP %ld", u->off, rs->status);
+    else
+        snprintf(why, sizeof(why), "chunk at %" PRIu64 ": %.120s", u->off, e->msg);
+    COUNT(retries, 1);
+    int b = reg_backoff(p->c, u->attempt++, r == 0 ? rs->retry_after : -1, d->digest, why, err);
+    if (b < 0)
+        return b;
+    upload_recover_offset(u, r == 0 && rs->status == 416);
+    return 0;
+}
+
+/* PATCHes the next chunk, [off, off + chunk size) of the blob. */
+static int upload_send_chunk(struct upload *u, kiln_error **err)
+{
+    struct push *p = u->p;
+    const psh_descriptor *d = u->d;
+    if (reg_cancelled(p->c))
+        return kiln_error_set(err, KILN_ECANCELED, 0, "cancelled");
+    uint64_t chunk = p->o->chunk_size > u->chunk_min ? p->o->chunk_size : u->chunk_min;
+    uint64_t len = d->size - u->off < chunk ? d->size - u->off : chunk;
+    char hdr[96];
+    snprintf(hdr, sizeof(hdr), "Content-Range: %" PRIu64 "-%" PRIu64, u->off, u->off + len - 1);
+    reg_req rq = {.method = "PATCH",
+                  .url = u->loc,
+                  .scope = p->scope,
+                  .hdr = hdr,
+                  .fd = u->fd,
+                  .fd_off = u->off,
+                  .fd_len = len,
+                  .what = d->digest,
+                  .sent = &p->res->bytes_sent,
+                  .pdigest = d->digest,
+                  .pbase = u->off,
+                  .ptotal = d->size};
+    reg_resp rs;
+    _cleanup_(kiln_error_free) kiln_error *e = NULL;
+    int r = reg_do(p->c, &rq, &rs, &e);
+    if (r == 0 && rs.status == 202)
+        r = upload_accepted(u, &rs, len, err);
+    else
+        r = upload_chunk_failed(u, r, &rs, e, err);
+    reg_resp_dispose(&rs);
+    return r;
+}
+
+/* Closes the session with the rest of the blob.  0 when the registry holds
+ * the blob; 1 to go round again, in a new session or from the offset the
+ * registry reports; negative when the upload failed. */
+static int upload_finish(struct upload *u, kiln_error **err)
+{
+    struct push *p = u->p;
+    const psh_descriptor *d = u->d;
+    _cleanup_(kiln_error_free) kiln_error *e = NULL;
+    long st = 0;
+    int r = finish_upload(p, d, u->loc, u->fd, u->off, &st, &e);
+    if (r == 0)
+        return 0;
+    if (st == 400 && u->restarts <= REG_MAX_RESTARTS) {
+        /* The session's content is not the blob (DIGEST_INVALID): a
+         * broken request may have raced with our resume on the
+         * registry's side.  Start over in a new session. */
+        kiln_warn("registry", "%s: %s; uploading again", d->digest, e->msg);
+        upload_drop(u);
+        return 1;
+    }
+    if (r != KILN_EUNAVAIL && r != KILN_ENOENT)
+        return pass_on(e, r, err);
+    /* The PUT may have landed with its answer lost. */
+    _cleanup_(kiln_error_free) kiln_error *e2 = NULL;
+    if (blob_exists(p, d->digest, &e2) == 1)
+        return 0;
+    kiln_error_free(&e2);
+    if (u->attempt >= p->o->max_retries)
+        return pass_on(e, r, err);
+    COUNT(retries, 1);
+    int b = reg_backoff(p->c, u->attempt++, -1, d->digest, e->msg, err);
+    if (b < 0)
+        return b;
+    uint64_t got = 0;
+    if (upload_status(p, d, &u->loc, &got, &e2) < 0 || got > d->size)
+        upload_drop(u);
+    else
+        u->off = got;
+    return 1;
+}
+
+/* Chunked upload with resume.  loc may hold a session to continue (from a
+ * mount answered 202 or a persisted session); it is consumed. */
+static int upload_chunked(struct push *p, const psh_descriptor *d, int fd, char *loc,
+                          kiln_error **err)
+{
+    _cleanup_(upload_drop) struct upload u = {.p = p, .d = d, .fd = fd, .loc = loc};
+    if (u.loc != NULL)
+        upload_resume(&u);
     for (;;) {
-        if (loc == NULL) {
-            if (restarts++ > REG_MAX_RESTARTS)
-                return kiln_error_set(err, KILN_EREMOTE, 0, "%s: upload sessions keep failing",
-                                      d->digest);
-            off = 0;
-            if ((r = start_upload(p, d->digest, &loc, &chunk_min, err)) < 0)
-                return r;
-            if ((r = save(p, d, loc, 0, err)) < 0)
-                return r;
-        }
-        uint64_t chunk = p->o->chunk_size > chunk_min ? p->o->chunk_size : chunk_min;
-        while (off < d->size) {
-            if (reg_cancelled(p->c))
-                return kiln_error_set(err, KILN_ECANCELED, 0, "cancelled");
-            uint64_t len = d->size - off < chunk ? d->size - off : chunk;
-            char hdr[96];
-            snprintf(hdr, sizeof(hdr), "Content-Range: %" PRIu64 "-%" PRIu64, off, off + len - 1);
-            reg_req rq = {.method = "PATCH",
-                          .url = loc,
-                          .scope = p->scope,
-                          .hdr = hdr,
-                          .fd = fd,
-                          .fd_off = off,
-                          .fd_len = len,
-                          .what = d->digest,
-                          .sent = &p->res->bytes_sent,
-                          .pdigest = d->digest,
-                          .pbase = off,
-                          .ptotal = d->size};
-            reg_resp rs;
-            kiln_error *e = NULL;
-            r = reg_do(p->c, &rq, &rs, &e);
-            if (r == 0 && rs.status == 202) {
-                if (rs.location != NULL) {
-                    char *u = reg_url(p->c, rs.location);
-                    if (u != NULL) {
-                        free(loc);
-                        loc = u;
-                    }
-                }
-                kiln_debug("registry", "%s: chunk %" PRIu64 "+%" PRIu64 " accepted, range %s",
-                           d->digest, off, len, rs.range ? rs.range : "-");
-                off = rs.range ? reg_range_next(rs.range) : off + len;
-                reg_resp_dispose(&rs);
-                attempt = 0;
-                same_416 = 0;
-                if ((r = save(p, d, loc, off, err)) < 0)
-                    return r;
-                if (p->ev && p->ev->blob_progress)
-                    p->ev->blob_progress(p->ev->ud, d->digest, off, d->size);
-                continue;
-            }
-            if (!transient_failure(r, &rs) || attempt >= p->o->max_retries) {
-                if (r == 0)
-                    r = reg_status_error(&rs, d->digest, err);
-                else
-                    *err = kiln_error_steal(&e);
-                reg_resp_dispose(&rs);
-                kiln_error_free(&e);
-                return r;
-            }
-            char why[160];
-            snprintf(why, sizeof(why), "chunk at %" PRIu64 ": %.120s", off,
-                     r < 0 ? e->msg : "HTTP error");
-            if (r == 0)
-                snprintf(why, sizeof(why), "chunk at %" PRIu64 ": HTTP %ld", off, rs.status);
-            long ra = r == 0 ? rs.retry_after : -1;
-            long rs_status = r == 0 ? rs.status : 0;
-            reg_resp_dispose(&rs);
-            kiln_error_free(&e);
-            COUNT(retries, 1);
-            if ((r = reg_backoff(p->c, attempt++, ra, d->digest, why, err)) < 0)
-                return r;
-            /* Where did the broken chunk leave the session? */
-            uint64_t got = 0;
-            bool refused = rs_status == 416;
-            r = upload_status(p, d, &loc, &got, &e);
-            kiln_error_free(&e);
-            if (r < 0 || got > d->size || (refused && got == off && ++same_416 > 1)) {
-                free(loc);
-                loc = NULL;
-                break; /* session lost, or its offset unknowable: start a new one */
-            }
-            off = got;
-            save(p, d, loc, off, NULL);
-        }
-        if (loc == NULL)
-            continue;
-        kiln_error *e = NULL;
-        long st = 0;
-        r = finish_upload(p, d, loc, fd, off, &st, &e);
-        if (r == 0)
-            return 0;
-        if (st == 400 && restarts <= REG_MAX_RESTARTS) {
-            /* The session's content is not the blob (DIGEST_INVALID): a
-             * broken request may have raced with our resume on the
-             * registry's side.  Start over in a new session. */
-            kiln_warn("registry", "%s: %s; uploading again", d->digest, e->msg);
-            kiln_error_free(&e);
-            free(loc);
-            loc = NULL;
-            continue;
-        }
-        if (r != KILN_EUNAVAIL && r != KILN_ENOENT) {
-            *err = e;
+        int r;
+        if (u.loc == NULL && (r = upload_open(&u, err)) < 0)
             return r;
-        }
-        /* The PUT may have landed with its answer lost. */
-        kiln_error *e2 = NULL;
-        int ex = blob_exists(p, d->digest, &e2);
-        kiln_error_free(&e2);
-        if (ex == 1) {
-            kiln_error_free(&e);
-            return 0;
-        }
-        if (attempt >= p->o->max_retries) {
-            *err = e;
+        while (u.loc != NULL && u.off < d->size)
+            if ((r = upload_send_chunk(&u, err)) < 0)
+                return r;
+        if (u.loc != NULL && (r = upload_finish(&u, err)) <= 0)
             return r;
-        }
-        COUNT(retries, 1);
-        r = reg_backoff(p->c, attempt++, -1, d->digest, e->msg, err);
-        kiln_error_free(&e);
-        if (r < 0)
-            return r;
-        uint64_t got = 0;
-        if (upload_status(p, d, &loc, &got, &e2) < 0 || got > d->size) {
-            free(loc);
-            loc = NULL;
-        } else {
-            off = got;
-        }
-        kiln_error_free(&e2);
     }
 }
 
