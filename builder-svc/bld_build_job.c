@@ -185,14 +185,15 @@ static void ev_step_started(void *ud, size_t stage, size_t step, const char *tex
     emit(ud, &e);
 }
 
-static void ev_step_done(void *ud, size_t stage, size_t step, bool cached, const char *key,
+static void ev_step_done(void *ud, size_t stage, size_t step, int cached, const char *key,
                          uint64_t layer_bytes, uint64_t duration_ms)
 {
     build_ctx *c = ud;
     Kiln__V1__BuildStepDone s = KILN__V1__BUILD_STEP_DONE__INIT;
     s.stage = (uint32_t)stage;
     s.step = (uint32_t)step;
-    s.cached = cached;
+    s.cached = cached != BLD_STEP_RAN;
+    s.cache_source = (char *)(cached == BLD_STEP_CACHED_REGISTRY ? "registry" : "");
     s.cache_key = (char *)(key ? key : "");
     s.layer_bytes = layer_bytes;
     s.duration_ms = duration_ms;
@@ -395,7 +396,26 @@ static void run_build(void *arg)
         r = r < 0 ? r : kiln_error_set(&err, KILN_ENOSPC, 0, "out of memory");
     else if (r == 0)
         r = secrets_prepare(c, secrets, secrets_dir, secret_paths, &err);
+    /* --cache-from / --cache-to: registry refs (a local cache is streamed by
+     * the client through the pusher and arrives as a registry ref too). */
+    _cleanup_free_ const char **cache_from = calloc(q->n_cache_from + 1, sizeof(char *));
+    size_t n_cache_from = 0;
+    for (size_t i = 0; cache_from != NULL && i < q->n_cache_from; i++) {
+        const Kiln__V1__CacheSpec *cs = q->cache_from[i];
+        if (r == 0 && *cs->type && strcmp(cs->type, "registry") != 0)
+            r = kiln_error_set(&err, KILN_EINVAL, 0, "--cache-from: unknown type '%s'", cs->type);
+        if (*cs->ref)
+            cache_from[n_cache_from++] = cs->ref;
+    }
+    const Kiln__V1__CacheSpec *cache_to = q->cache_to && *q->cache_to->ref ? q->cache_to : NULL;
+    if (r == 0 && cache_to && *cache_to->mode && strcmp(cache_to->mode, "min") != 0 &&
+        strcmp(cache_to->mode, "max") != 0)
+        r = kiln_error_set(&err, KILN_EINVAL, 0, "--cache-to: mode must be min or max");
     bld_build_spec spec = {
+        .cache_to = cache_to ? cache_to->ref : NULL,
+        .cache_to_max = cache_to && strcmp(cache_to->mode, "max") == 0,
+        .cache_from = cache_from,
+        .n_cache_from = n_cache_from,
         .context_dir = hold.dir ? hold.dir : q->context_dir,
         .dockerfile = q->dockerfile,
         .dockerignore = q->dockerignore_set ? q->dockerignore : NULL,

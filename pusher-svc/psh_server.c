@@ -757,7 +757,8 @@ int psh_server_new(psh_server **out, const kiln_service_opts *o, kiln_error **er
     }
     if (r == 0)
         r = psh_srv_transfer_open(p, err);
-    p->n_methods = KILN_ARRAY_SIZE(store_methods) + psh_n_registry_methods + psh_n_transfer_methods;
+    p->n_methods = KILN_ARRAY_SIZE(store_methods) + psh_n_registry_methods +
+                   psh_n_transfer_methods + psh_n_cache_methods;
     if (r == 0 && (p->methods = calloc(p->n_methods, sizeof(*p->methods))) == NULL)
         r = kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
     if (r == 0) {
@@ -766,6 +767,8 @@ int psh_server_new(psh_server **out, const kiln_service_opts *o, kiln_error **er
                psh_n_registry_methods * sizeof(*p->methods));
         memcpy(p->methods + KILN_ARRAY_SIZE(store_methods) + psh_n_registry_methods,
                psh_transfer_methods, psh_n_transfer_methods * sizeof(*p->methods));
+        memcpy(p->methods + p->n_methods - psh_n_cache_methods, psh_cache_methods,
+               psh_n_cache_methods * sizeof(*p->methods));
     }
     if (r < 0) {
         psh_server_free(p);

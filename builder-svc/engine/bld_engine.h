@@ -86,15 +86,28 @@ typedef struct bld_build_spec {
     uint64_t build_timeout_ms;     /* the whole build (KILN_ETIMEDOUT naming it); 0 = none */
     unsigned max_parallel_stages;  /* independent stages at once; 0 = CPUs (2..8) */
     const atomic_bool *cancel;     /* set to stop the build; may be NULL */
+    /* Step cache shared through a registry (engine_regcache.c): the records
+     * of cache_from refs are imported before the stages run (a ref that
+     * cannot be read is a warning); after the commit the built steps' records
+     * are exported to cache_to (NULL: none): the target's chain, or with
+     * cache_to_max every stage's.  Credentials as for pulls and pushes. */
+    const char *cache_to;
+    bool cache_to_max;
+    const char *const *cache_from;
+    size_t n_cache_from;
 } bld_build_spec;
 
 /* Progress callbacks, all optional, called on the building thread.  stage and
  * step index the plan (step = instruction index within the stage). */
+enum { BLD_STEP_RAN = 0, BLD_STEP_CACHED = 1, BLD_STEP_CACHED_REGISTRY = 2 };
+
 typedef struct bld_build_events {
     void (*stage_started)(void *ud, size_t stage, const char *name, const char *base);
     void (*step_started)(void *ud, size_t stage, size_t step, const char *text, int line);
     void (*output)(void *ud, size_t stage, size_t step, int stream, const char *line, size_t len);
-    void (*step_done)(void *ud, size_t stage, size_t step, bool cached, const char *cache_key,
+    /* cached: BLD_STEP_RAN, BLD_STEP_CACHED (local step cache) or
+     * BLD_STEP_CACHED_REGISTRY (made from an imported cache record). */
+    void (*step_done)(void *ud, size_t stage, size_t step, int cached, const char *cache_key,
                       uint64_t layer_bytes, uint64_t duration_ms);
     void (*stage_done)(void *ud, size_t stage);
     void (*note)(void *ud, const char *what); /* "pulling busybox:1", "committing", ... */

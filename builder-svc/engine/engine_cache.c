@@ -184,6 +184,11 @@ static int write_index(eng_build *b, const char *key, bool layer, uint64_t size,
     return kiln_atomic_write(p, buf, (size_t)n, 0600, 0, err);
 }
 
+int eng_cache_rewrite(eng_build *b, const char *key, const eng_cached_step *cs, kiln_error **err)
+{
+    return write_index(b, key, cs->layer, cs->size, cs->created, err);
+}
+
 int eng_cache_record_empty(eng_build *b, const char *key, eng_cached_step *out, kiln_error **err)
 {
     memset(out, 0, sizeof(*out));

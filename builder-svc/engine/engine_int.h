@@ -69,6 +69,9 @@ typedef struct eng_build {
      * joined by the others (engine_run.c); freed by eng_net_release. */
     pthread_mutex_t net_mu;
     struct bld_netns *net;
+    struct eng_regcache *regcache;   /* imported cache records (engine_regcache.c), or NULL */
+    struct eng_layer_ref *committed; /* the new layers of the last Commit, in order */
+    size_t n_committed;
 } eng_build;
 
 /* ---- engine_run.c: snapshots and the sandbox ---- */
@@ -186,6 +189,10 @@ int eng_step_commit(eng_build *b, eng_step_tmp *t, const char *key, eng_cached_s
 void eng_step_abort(eng_step_tmp *t);
 /* rm -rf (no symlink is followed). */
 void eng_rmrf(const char *path);
+/* Rewrites key's index entry from cs (an imported step keeps the time it was
+ * first produced, so the image's history and digest are those of its
+ * exporter). */
+int eng_cache_rewrite(eng_build *b, const char *key, const eng_cached_step *cs, kiln_error **err);
 /* Drops the build's hold on the step dirs it used. */
 void eng_cache_release(eng_build *b);
 /* Removes leftovers of interrupted steps. */
@@ -303,10 +310,66 @@ typedef struct eng_commit_desc {
     const eng_hist *hist;
     size_t n_hist;
     const char *platform;
+    bool untagged; /* not the build's image (a stage committed for --cache-to mode=max) */
 } eng_commit_desc;
 
 int eng_pusher_commit(eng_build *b, const eng_commit_desc *c, kiln_error **err);
 int eng_pusher_push(eng_build *b, const char *tag, kiln_error **err);
+
+/* ---- engine_regcache.c: the step cache shared through a registry ---- */
+
+/* A layer blob as a registry (and the store) knows it. */
+typedef struct eng_layer_ref {
+    char digest[KILN_DIGEST_STRLEN + 1];
+    char diff_id[KILN_DIGEST_STRLEN + 1];
+    char media_type[128];
+    uint64_t size;
+} eng_layer_ref;
+
+/* One step's cache record: its key (the local step cache's key), the time
+ * it was first produced and, when it has one, its layer. */
+typedef struct eng_cache_rec {
+    char key[KILN_DIGEST_STRLEN + 1];
+    int64_t created;
+    bool layer;
+    eng_layer_ref l;
+    size_t from; /* index into spec->cache_from (imported records) */
+} eng_cache_rec;
+
+/* A step of a stage as the stage recorded it, for export: layer is the index
+ * of its diff in the stage's layers (-1: none). */
+typedef struct eng_step_rec {
+    char key[KILN_DIGEST_STRLEN + 1];
+    int64_t created;
+    long layer;
+} eng_step_rec;
+
+/* Imports the records of spec->cache_from (before the stages run).  A ref
+ * that cannot be read (missing, refused, not a Kiln cache) is a warning
+ * (eng_note); only cancellation fails. */
+int eng_regcache_import(eng_build *b, kiln_error **err);
+/* On a local miss: when an imported record has key, fetches its blob through
+ * the pusher, unpacks it as the step dir of key (lowers: the image below it,
+ * for the metadata of directories the layer implies), binds the dir to the
+ * blob in the pusher's pack cache and fills *out as eng_cache_lookup would:
+ * 1.  0 when no record has key, or when using it failed (a warning: the
+ * step then runs).  Negative only when the build was canceled. */
+int eng_regcache_materialize(eng_build *b, const char *key, const char *const *lowers,
+                             size_t n_lowers, eng_cached_step *out, kiln_error **err);
+/* Exports recs to spec->cache_to through the pusher. */
+int eng_regcache_export(eng_build *b, const eng_cache_rec *recs, size_t n, kiln_error **err);
+void eng_regcache_free(eng_build *b);
+
+/* engine_pusher.c: the cache RPCs.  cache_records fetches ref's cache config
+ * blob into the store (its digest in cfg); cache_blob fetches l's blob of
+ * ref; cache_bind enters the step dir (diff, id) as l in the pack cache. */
+int eng_pusher_cache_records(eng_build *b, const char *ref, char cfg[KILN_DIGEST_STRLEN + 1],
+                             kiln_error **err);
+int eng_pusher_cache_blob(eng_build *b, const char *ref, const eng_layer_ref *l,
+                          kiln_error **err);
+int eng_pusher_cache_bind(eng_build *b, const char *diff, const char *id, const eng_layer_ref *l,
+                          kiln_error **err);
+int eng_pusher_cache_export(eng_build *b, const eng_cache_rec *recs, size_t n, kiln_error **err);
 
 /* Helpers. */
 /* Counts a finished step (thread-safe). */

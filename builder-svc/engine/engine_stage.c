@@ -28,6 +28,7 @@ void stage_res_dispose(stage_res *r)
     free(r->author);
     eng_tree_free(r->merged);
     free(r->lowers);
+    free(r->recs);
     memset(r, 0, sizeof(*r));
 }
 
@@ -45,6 +46,24 @@ static int add_hist(stage_res *r, const char *created_by, bool empty, int64_t cr
     if (s == NULL)
         return -1;
     r->hist[r->n_hist++] = (eng_hist){s, empty, created};
+    return 0;
+}
+
+/* Notes a finished step for --cache-to (layer: its index in r->layers, -1 none). */
+static int add_rec(stage_res *r, const char *key, int64_t created, long layer)
+{
+    if (r->n_recs == r->cap_recs) {
+        size_t nc = r->cap_recs ? 2 * r->cap_recs : 16;
+        eng_step_rec *n = realloc(r->recs, nc * sizeof(*n));
+        if (n == NULL)
+            return -1;
+        r->recs = n;
+        r->cap_recs = nc;
+    }
+    eng_step_rec *e = &r->recs[r->n_recs++];
+    snprintf(e->key, sizeof(e->key), "%s", key);
+    e->created = created;
+    e->layer = layer;
     return 0;
 }
 
@@ -92,6 +111,9 @@ static int setup_base(eng_ctx *c, const bld_stage *st, stage_res *r, kiln_error 
             return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
         for (size_t i = 0; i < p->n_hist; i++)
             if (add_hist(r, p->hist[i].created_by, p->hist[i].empty_layer, p->hist[i].created) < 0)
+                return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+        for (size_t i = 0; i < p->n_recs; i++)
+            if (add_rec(r, p->recs[i].key, p->recs[i].created, p->recs[i].layer) < 0)
                 return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
         /* Triggers of the parent ran in this stage (the plan spliced them). */
         cJSON_DeleteItemFromObjectCaseSensitive(r->config, "OnBuild");
@@ -706,6 +728,14 @@ static int run_step(eng_ctx *c, size_t si, size_t step, const bld_instr *in, sta
 
     eng_cached_step cs = {0};
     bool cached = rc == 0 && !c->b.spec->no_cache && eng_cache_lookup(&c->b, key, &cs) == 1;
+    int how = cached ? BLD_STEP_CACHED : BLD_STEP_RAN;
+    if (rc == 0 && !cached && !c->b.spec->no_cache) { /* --cache-from */
+        rc = eng_regcache_materialize(&c->b, key, link ? NULL : r->lowers, link ? 0 : r->n_lowers,
+                                      &cs, err);
+        cached = rc == 1;
+        how = cached ? BLD_STEP_CACHED_REGISTRY : how;
+        rc = rc < 0 ? rc : 0;
+    }
     if (rc == 0 && !cached && fs_step(in->kind)) {
         if (t.dir[0] || (rc = eng_step_begin(&c->b, &t, err)) == 0) {
             rc = exec_step(c, si, step, in, r, &cd, &t, err);
@@ -730,9 +760,11 @@ static int run_step(eng_ctx *c, size_t si, size_t step, const bld_instr *in, sta
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
     if (in->kind != BLD_INSTR_ARG && add_hist(r, shown, !cs.layer, cs.created) < 0)
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    if (add_rec(r, key, cs.created, cs.layer ? (long)r->layers.n - 1 : -1) < 0)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
     eng_count_step(&c->b, cached);
     if (ev && ev->step_done)
-        ev->step_done(ev->ud, si, step, cached, key, cs.layer ? cs.size : 0, kiln_now_ms() - t0);
+        ev->step_done(ev->ud, si, step, how, key, cs.layer ? cs.size : 0, kiln_now_ms() - t0);
     return 0;
 }
 

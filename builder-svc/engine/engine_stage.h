@@ -61,6 +61,8 @@ typedef struct stage_res {
     eng_tree *merged;                 /* merged rootfs for COPY --from (lazy) */
     const char **lowers;              /* stack dirs + layers, rebuilt as layers grow */
     size_t n_lowers;
+    eng_step_rec *recs; /* the steps (a parent stage's first), for --cache-to */
+    size_t n_recs, cap_recs;
     int failed_line; /* the instruction (or FROM) that failed the stage */
     char failed_text[512];
 } stage_res;
