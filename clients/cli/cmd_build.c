@@ -2,6 +2,7 @@
  * plan; otherwise the build runs as a job on kiln-builder and its events are
  * rendered by render_build.c. */
 #include "cli.h"
+#include "build_cache.h"
 #include "cleanup.h"
 #include "config.h"
 #include "units.h"
@@ -253,7 +254,13 @@ static const char usage[] =
     "                         over ipc:// and sees this filesystem, else stream\n"
     "                         (then --secret contents are sent too)\n"
     "  --affinity KEY         with a pool of builders: the key that places the build\n"
-    "                         (default: the first -t repository + the Dockerfile path)\n";
+    "                         (default: the first -t repository + the Dockerfile path)\n"
+    "  --cache-to type=registry,ref=REF[,mode=min|max]\n"
+    "                         export the built steps' cache records and layers to REF\n"
+    "                         (min: the final stage's, default; max: every stage's)\n"
+    "  --cache-from [type=registry,ref=]REF\n"
+    "                         use the step cache at REF on a local miss (repeatable;\n"
+    "                         a REF that does not exist is a warning)\n";
 
 enum {
     B_TAG = 't',
@@ -280,6 +287,8 @@ enum {
     B_RUN_TIMEOUT,
     B_BUILD_TIMEOUT,
     B_AFFINITY, /* pool.c */
+    B_CACHE_TO,
+    B_CACHE_FROM,
 };
 
 /* --memory, --pids-limit, --run-timeout, --build-timeout into *out; -1 after
@@ -336,6 +345,8 @@ const struct option cli_build_opts[] = {
     {"run-timeout", required_argument, NULL, B_RUN_TIMEOUT},
     {"build-timeout", required_argument, NULL, B_BUILD_TIMEOUT},
     {"affinity", required_argument, NULL, B_AFFINITY},
+    {"cache-to", required_argument, NULL, B_CACHE_TO},
+    {"cache-from", required_argument, NULL, B_CACHE_FROM},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
@@ -354,6 +365,8 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
     const char *creds = "";
     char authfile[PATH_MAX] = "", cert_dir[PATH_MAX] = "";
     cli_creds creds_v = {0};
+    static cli_build_cache cache; /* one build per process; large */
+    memset(&cache, 0, sizeof(cache));
     int c;
     cli_getopt_reset();
     while ((c = getopt_long(argc, argv, "t:f:qh", cli_build_opts, NULL)) != -1) {
@@ -474,6 +487,11 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
             break;
         case B_AFFINITY:
             affinity = optarg;
+            break;
+        case B_CACHE_TO:
+        case B_CACHE_FROM:
+            if (cli_build_cache_add(&cache, c == B_CACHE_TO, optarg) != CLI_EXIT_OK)
+                return CLI_EXIT_USAGE;
             break;
         case B_CTXTRANSFER:
             if (strcmp(optarg, "auto") && strcmp(optarg, "local") && strcmp(optarg, "stream")) {
@@ -616,6 +634,7 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
                 if (cli_ref_registry(tags[i], hosts[nh], sizeof(hosts[nh])))
                     nh++;
             nh += dockerfile_registries(text, hosts + nh, KILN_ARRAY_SIZE(hosts) - nh);
+            nh += cli_build_cache_hosts(&cache, hosts + nh, KILN_ARRAY_SIZE(hosts) - nh);
             for (size_t i = 0; i < nh; i++)
                 hp[i] = hosts[i];
             if ((rc = cli_creds_resolve("build", authfile[0] ? authfile : NULL, hp, nh, true,
@@ -626,6 +645,7 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
             br.credentials = creds_v.v;
             br.n_credentials = creds_v.n;
         }
+        cli_build_cache_apply(&cache, &br);
         const char *sde = getenv("SOURCE_DATE_EPOCH");
         br.source_date_epoch = sde && *sde ? strtoll(sde, NULL, 10) : 0;
         rc = cli_run_build(ctx, &br, progress, iidfile);

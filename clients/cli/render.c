@@ -73,7 +73,10 @@ void cli_print_event(FILE *f, const Kiln__V1__Event *e)
         break;
     case KILN__V1__EVENT__PAYLOAD_STEP_DONE:
         fprintf(f, "step %u.%u %s in %llu ms, layer %llu bytes, key %.19s\n", e->step_done->stage,
-                e->step_done->step, e->step_done->cached ? "cached" : "done",
+                e->step_done->step,
+                !e->step_done->cached         ? "done"
+                : *e->step_done->cache_source ? "cached (registry)"
+                                              : "cached",
                 (unsigned long long)e->step_done->duration_ms,
                 (unsigned long long)e->step_done->layer_bytes, e->step_done->cache_key);
         break;

@@ -609,11 +609,10 @@ int psh_pull_cache(psh_store *s, const char *ref, const psh_descriptor *want, si
                                r0.digest[0] ? r0.digest : NULL, &bytes, &len, &d, err);
         _cleanup_cjson_ cJSON *m = r == 0 ? cJSON_ParseWithLength(bytes, len) : NULL;
         const cJSON *cfg = cJSON_GetObjectItemCaseSensitive(m, "config");
-        if (r == 0 && (!reg_mt_is_manifest(d.media_type) ||
-                       (r = reg_doc_descriptor(cfg, config, err)) < 0 ||
-                       strcmp(config->media_type, PSH_MT_KILN_CACHE_CONFIG) != 0))
-            r = r < 0 ? r
-                      : kiln_error_set(err, KILN_EINVAL, 0, "%s is not a Kiln step cache", ref);
+        if (r == 0 &&
+            (!reg_mt_is_manifest(d.media_type) || (r = reg_doc_descriptor(cfg, config, err)) < 0 ||
+             strcmp(config->media_type, PSH_MT_KILN_CACHE_CONFIG) != 0))
+            r = r < 0 ? r : kiln_error_set(err, KILN_EINVAL, 0, "%s is not a Kiln step cache", ref);
         if (r == 0 && (blobs = calloc(1, sizeof(*blobs))) == NULL)
             r = kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
         if (r == 0)
