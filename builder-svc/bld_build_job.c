@@ -396,24 +396,26 @@ static void run_build(void *arg)
         r = r < 0 ? r : kiln_error_set(&err, KILN_ENOSPC, 0, "out of memory");
     else if (r == 0)
         r = secrets_prepare(c, secrets, secrets_dir, secret_paths, &err);
-    /* --cache-from / --cache-to: registry refs (a local cache is streamed by
-     * the client through the pusher and arrives as a registry ref too). */
-    _cleanup_free_ const char **cache_from = calloc(q->n_cache_from + 1, sizeof(char *));
+    /* --cache-from / --cache-to: registry refs, or tags in the pusher's
+     * store (a type=local cache the client streams in and out). */
+    _cleanup_free_ bld_cache_ref *cache_from = calloc(q->n_cache_from + 1, sizeof(*cache_from));
     size_t n_cache_from = 0;
-    for (size_t i = 0; cache_from != NULL && i < q->n_cache_from; i++) {
-        const Kiln__V1__CacheSpec *cs = q->cache_from[i];
-        if (r == 0 && *cs->type && strcmp(cs->type, "registry") != 0)
-            r = kiln_error_set(&err, KILN_EINVAL, 0, "--cache-from: unknown type '%s'", cs->type);
-        if (*cs->ref)
-            cache_from[n_cache_from++] = cs->ref;
+    bld_cache_ref cache_to = {0};
+    for (size_t i = 0; cache_from != NULL && i <= q->n_cache_from && r == 0; i++) {
+        const Kiln__V1__CacheSpec *cs = i < q->n_cache_from ? q->cache_from[i] : q->cache_to;
+        if (cs == NULL || !*cs->ref)
+            continue;
+        if (*cs->type && strcmp(cs->type, "registry") != 0 && strcmp(cs->type, "store") != 0)
+            r = kiln_error_set(&err, KILN_EINVAL, 0, "cache: unknown type '%s'", cs->type);
+        bld_cache_ref *o = i < q->n_cache_from ? &cache_from[n_cache_from++] : &cache_to;
+        *o = (bld_cache_ref){cs->ref, strcmp(cs->type, "store") == 0};
     }
-    const Kiln__V1__CacheSpec *cache_to = q->cache_to && *q->cache_to->ref ? q->cache_to : NULL;
-    if (r == 0 && cache_to && *cache_to->mode && strcmp(cache_to->mode, "min") != 0 &&
-        strcmp(cache_to->mode, "max") != 0)
+    if (r == 0 && cache_to.ref && *q->cache_to->mode && strcmp(q->cache_to->mode, "min") != 0 &&
+        strcmp(q->cache_to->mode, "max") != 0)
         r = kiln_error_set(&err, KILN_EINVAL, 0, "--cache-to: mode must be min or max");
     bld_build_spec spec = {
-        .cache_to = cache_to ? cache_to->ref : NULL,
-        .cache_to_max = cache_to && strcmp(cache_to->mode, "max") == 0,
+        .cache_to = cache_to.ref ? &cache_to : NULL,
+        .cache_to_max = cache_to.ref && strcmp(q->cache_to->mode, "max") == 0,
         .cache_from = cache_from,
         .n_cache_from = n_cache_from,
         .context_dir = hold.dir ? hold.dir : q->context_dir,

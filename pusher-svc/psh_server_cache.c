@@ -149,8 +149,19 @@ static void run_cache_export(void *arg)
         r = psh_store_pin_open(c->p->store, &pin, &err);
     if (r == 0)
         r = store_cache_manifest(c->p, &pin, q, manifest, &err);
-    if (r == 0)
+    if (r == 0 && q->store) {
+        psh_descriptor d = {.media_type = PSH_MT_OCI_MANIFEST};
+        snprintf(d.digest, sizeof(d.digest), "%s", manifest);
+        _cleanup_free_ char *m = NULL;
+        size_t len = 0;
+        if ((r = psh_store_read_blob(c->p->store, manifest, PSH_MANIFEST_MAX, &m, &len, &err)) ==
+            0) {
+            d.size = len;
+            r = psh_store_tag_descriptor(c->p->store, &d, NULL, NULL, NULL, q->ref, &err);
+        }
+    } else if (r == 0) {
         r = psh_push(c->p->store, manifest, q->ref, &o, &ev, &res, &err);
+    }
     psh_store_pin_close(c->p->store, &pin);
     if (r < 0) {
         psh_srv_job_failed(c, &err, "cache export");
@@ -192,6 +203,36 @@ static int m_cache_export(void *user, const kiln_req *req, kiln_reply *reply, ki
 
 /* ---- import ---- */
 
+/* A cache tagged in the store (a type=local cache the client streamed in):
+ * its config, or a check that the blobs asked for are here. */
+static int store_cache(psh_server *p, const Kiln__V1__CacheImportRequest *q, psh_descriptor *cfg,
+                       kiln_error **err)
+{
+    for (size_t i = 0; i < q->n_blobs; i++)
+        if (!psh_store_has_blob(p->store, q->blobs[i]->digest))
+            return kiln_error_set(err, KILN_ENOENT, 0, "cache %s: blob %s is missing", q->ref,
+                                  q->blobs[i]->digest);
+    if (q->n_blobs > 0)
+        return 0;
+    psh_descriptor d;
+    int r = psh_store_resolve(p->store, q->ref, &d, err);
+    _cleanup_free_ char *text = NULL;
+    size_t len = 0;
+    if (r == 0)
+        r = psh_store_read_blob(p->store, d.digest, PSH_MANIFEST_MAX, &text, &len, err);
+    if (r < 0)
+        return r;
+    _cleanup_cjson_ cJSON *m = cJSON_ParseWithLength(text, len);
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(m, "config");
+    const char *mt = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(c, "mediaType"));
+    const char *dg = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(c, "digest"));
+    if (mt == NULL || strcmp(mt, PSH_MT_KILN_CACHE_CONFIG) != 0 || dg == NULL ||
+        !kiln_digest_valid(dg) || !psh_store_has_blob(p->store, dg))
+        return kiln_error_set(err, KILN_EINVAL, 0, "%s is not a Kiln step cache", q->ref);
+    snprintf(cfg->digest, sizeof(cfg->digest), "%s", dg);
+    return 0;
+}
+
 static void run_cache_import(void *arg)
 {
     job_ctx *c = arg;
@@ -211,8 +252,11 @@ static void run_cache_import(void *arg)
         snprintf(want[i].media_type, sizeof(want[i].media_type), "%s", q->blobs[i]->media_type);
         want[i].size = q->blobs[i]->size;
     }
-    if (psh_srv_job_reg_opts(c, q->registry, &o, &err) < 0 ||
-        psh_pull_cache(c->p->store, q->ref, want, q->n_blobs, &o, &ev, &cfg, &res, &err) < 0)
+    if (q->store && store_cache(c->p, q, &cfg, &err) < 0)
+        goto fail;
+    if (!q->store &&
+        (psh_srv_job_reg_opts(c, q->registry, &o, &err) < 0 ||
+         psh_pull_cache(c->p->store, q->ref, want, q->n_blobs, &o, &ev, &cfg, &res, &err) < 0))
         goto fail;
     pthread_mutex_lock(&c->p->mu);
     c->p->bytes_pulled += res.bytes_fetched;

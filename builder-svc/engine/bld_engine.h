@@ -51,6 +51,12 @@ typedef struct bld_secret_src {
     const char *path; /* file on the builder host */
 } bld_secret_src;
 
+/* A step cache: a registry ref, or (store) a tag in kiln-pusher's store. */
+typedef struct bld_cache_ref {
+    const char *ref;
+    bool store;
+} bld_cache_ref;
+
 typedef struct bld_build_spec {
     const char *context_dir; /* absolute directory on the builder host */
     const char *dockerfile;  /* the Dockerfile text, NUL-terminated */
@@ -91,9 +97,9 @@ typedef struct bld_build_spec {
      * cannot be read is a warning); after the commit the built steps' records
      * are exported to cache_to (NULL: none): the target's chain, or with
      * cache_to_max every stage's.  Credentials as for pulls and pushes. */
-    const char *cache_to;
+    const struct bld_cache_ref *cache_to;
     bool cache_to_max;
-    const char *const *cache_from;
+    const struct bld_cache_ref *cache_from;
     size_t n_cache_from;
 } bld_build_spec;
 

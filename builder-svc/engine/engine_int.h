@@ -363,9 +363,10 @@ void eng_regcache_free(eng_build *b);
 /* engine_pusher.c: the cache RPCs.  cache_records fetches ref's cache config
  * blob into the store (its digest in cfg); cache_blob fetches l's blob of
  * ref; cache_bind enters the step dir (diff, id) as l in the pack cache. */
-int eng_pusher_cache_records(eng_build *b, const char *ref, char cfg[KILN_DIGEST_STRLEN + 1],
-                             kiln_error **err);
-int eng_pusher_cache_blob(eng_build *b, const char *ref, const eng_layer_ref *l, kiln_error **err);
+int eng_pusher_cache_records(eng_build *b, const bld_cache_ref *ref,
+                             char cfg[KILN_DIGEST_STRLEN + 1], kiln_error **err);
+int eng_pusher_cache_blob(eng_build *b, const bld_cache_ref *ref, const eng_layer_ref *l,
+                          kiln_error **err);
 int eng_pusher_cache_bind(eng_build *b, const char *diff, const char *id, const eng_layer_ref *l,
                           kiln_error **err);
 int eng_pusher_cache_export(eng_build *b, const eng_cache_rec *recs, size_t n, kiln_error **err);

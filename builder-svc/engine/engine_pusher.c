@@ -413,19 +413,20 @@ static int cache_job(eng_build *b, kiln_req *req, const char *what,
     return wait_job(b, job, what, done, err);
 }
 
-int eng_pusher_cache_records(eng_build *b, const char *ref, char cfg[KILN_DIGEST_STRLEN + 1],
-                             kiln_error **err)
+int eng_pusher_cache_records(eng_build *b, const bld_cache_ref *ref,
+                             char cfg[KILN_DIGEST_STRLEN + 1], kiln_error **err)
 {
     kiln_req req = KILN__V1__REQUEST__INIT;
     Kiln__V1__CacheImportRequest q = KILN__V1__CACHE_IMPORT_REQUEST__INIT;
     Kiln__V1__RegistryOptions ro = KILN__V1__REGISTRY_OPTIONS__INIT;
     reg_options(b, &ro);
-    q.ref = (char *)ref;
+    q.ref = (char *)ref->ref;
+    q.store = ref->store;
     q.registry = &ro;
     req.body_case = KILN__V1__REQUEST__BODY_CACHE_IMPORT;
     req.cache_import = &q;
     char what[600];
-    snprintf(what, sizeof(what), "cache %s", ref);
+    snprintf(what, sizeof(what), "cache %s", ref->ref);
     b->out->digest[0] = '\0';
     int rc = cache_job(b, &req, what, on_records_done, err);
     snprintf(cfg, KILN_DIGEST_STRLEN + 1, "%s", b->out->digest);
@@ -435,7 +436,8 @@ int eng_pusher_cache_records(eng_build *b, const char *ref, char cfg[KILN_DIGEST
     return rc;
 }
 
-int eng_pusher_cache_blob(eng_build *b, const char *ref, const eng_layer_ref *l, kiln_error **err)
+int eng_pusher_cache_blob(eng_build *b, const bld_cache_ref *ref, const eng_layer_ref *l,
+                          kiln_error **err)
 {
     kiln_req req = KILN__V1__REQUEST__INIT;
     Kiln__V1__CacheImportRequest q = KILN__V1__CACHE_IMPORT_REQUEST__INIT;
@@ -446,14 +448,15 @@ int eng_pusher_cache_blob(eng_build *b, const char *ref, const eng_layer_ref *l,
     rec.digest = (char *)l->digest;
     rec.media_type = (char *)l->media_type;
     rec.size = l->size;
-    q.ref = (char *)ref;
+    q.ref = (char *)ref->ref;
+    q.store = ref->store;
     q.registry = &ro;
     q.blobs = &recp;
     q.n_blobs = 1;
     req.body_case = KILN__V1__REQUEST__BODY_CACHE_IMPORT;
     req.cache_import = &q;
     char what[600];
-    snprintf(what, sizeof(what), "fetch %s from cache %s", l->digest, ref);
+    snprintf(what, sizeof(what), "fetch %s from cache %s", l->digest, ref->ref);
     return cache_job(b, &req, what, NULL, err);
 }
 
@@ -499,13 +502,14 @@ int eng_pusher_cache_export(eng_build *b, const eng_cache_rec *recs, size_t n, k
     Kiln__V1__CacheExportRequest q = KILN__V1__CACHE_EXPORT_REQUEST__INIT;
     Kiln__V1__RegistryOptions ro = KILN__V1__REGISTRY_OPTIONS__INIT;
     reg_options(b, &ro);
-    q.ref = (char *)b->spec->cache_to;
+    q.ref = (char *)b->spec->cache_to->ref;
+    q.store = b->spec->cache_to->store;
     q.registry = &ro;
     q.records = rp;
     q.n_records = n;
     req.body_case = KILN__V1__REQUEST__BODY_CACHE_EXPORT;
     req.cache_export = &q;
     char what[600];
-    snprintf(what, sizeof(what), "cache export to %s", b->spec->cache_to);
+    snprintf(what, sizeof(what), "cache export to %s", b->spec->cache_to->ref);
     return cache_job(b, &req, what, NULL, err);
 }

@@ -136,12 +136,12 @@ int eng_regcache_import(eng_build *b, kiln_error **err)
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
     b->regcache = rc;
     for (size_t i = 0; i < b->spec->n_cache_from; i++) {
-        const char *ref = b->spec->cache_from[i];
+        const char *ref = b->spec->cache_from[i].ref;
         char cfg[KILN_DIGEST_STRLEN + 1] = "";
         kiln_error *e = NULL;
         size_t before = rc->n;
         eng_note(b, "importing cache %s", ref);
-        int r = eng_pusher_cache_records(b, ref, cfg, &e);
+        int r = eng_pusher_cache_records(b, &b->spec->cache_from[i], cfg, &e);
         if (r == 0)
             r = add_records(b, rc, cfg, i, &e);
         if (r < 0 && eng_canceled(b)) {
@@ -175,8 +175,7 @@ static int materialize_layer(eng_build *b, const eng_cache_rec *rec, const char 
                              const char *const *lowers, size_t n_lowers, eng_cached_step *out,
                              kiln_error **err)
 {
-    const char *ref = b->spec->cache_from[rec->from];
-    int r = eng_pusher_cache_blob(b, ref, &rec->l, err);
+    int r = eng_pusher_cache_blob(b, &b->spec->cache_from[rec->from], &rec->l, err);
     if (r < 0)
         return r;
     char blob[ENG_PATH_MAX];
@@ -233,7 +232,7 @@ int eng_regcache_materialize(eng_build *b, const char *key, const char *const *l
 
 int eng_regcache_export(eng_build *b, const eng_cache_rec *recs, size_t n, kiln_error **err)
 {
-    eng_note(b, "exporting cache to %s (%zu record(s))", b->spec->cache_to, n);
+    eng_note(b, "exporting cache to %s (%zu record(s))", b->spec->cache_to->ref, n);
     return eng_pusher_cache_export(b, recs, n, err);
 }
 

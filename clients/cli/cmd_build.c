@@ -256,11 +256,13 @@ static const char usage[] =
     "  --affinity KEY         with a pool of builders: the key that places the build\n"
     "                         (default: the first -t repository + the Dockerfile path)\n"
     "  --cache-to type=registry,ref=REF[,mode=min|max]\n"
+    "  --cache-to type=local,dest=DIR[,mode=min|max]\n"
     "                         export the built steps' cache records and layers to REF\n"
-    "                         (min: the final stage's, default; max: every stage's)\n"
-    "  --cache-from [type=registry,ref=]REF\n"
-    "                         use the step cache at REF on a local miss (repeatable;\n"
-    "                         a REF that does not exist is a warning)\n";
+    "                         or, as an OCI layout, to DIR here (min: the final\n"
+    "                         stage's, default; max: every stage's)\n"
+    "  --cache-from [type=registry,ref=]REF | type=local,src=DIR\n"
+    "                         use that step cache on a local miss (repeatable; a REF\n"
+    "                         or DIR that does not exist is a warning)\n";
 
 enum {
     B_TAG = 't',
@@ -645,6 +647,10 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
             br.credentials = creds_v.v;
             br.n_credentials = creds_v.n;
         }
+        if ((rc = cli_build_cache_prepare(ctx, &cache)) != CLI_EXIT_OK) {
+            cli_context_dispose(&cc);
+            goto out;
+        }
         cli_build_cache_apply(&cache, &br);
         const char *sde = getenv("SOURCE_DATE_EPOCH");
         br.source_date_epoch = sde && *sde ? strtoll(sde, NULL, 10) : 0;
@@ -653,6 +659,7 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
         while (cli_pool_failover(ctx, rc))
             if ((rc = cli_pool_resend(ctx, stream ? &cc : NULL, progress, &br)) == CLI_EXIT_OK)
                 rc = cli_run_build(ctx, &br, progress, iidfile);
+        rc = cli_build_cache_finish(ctx, &cache, rc);
         cli_context_dispose(&cc);
         goto out;
     }

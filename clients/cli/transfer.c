@@ -290,6 +290,11 @@ static int write_target(stream *s, bool dir, const char *dest, kiln_error **err)
 
 int cli_export_receive(cli_ctx *ctx, const char *ref, const char *target)
 {
+    return cli_export_stream(ctx, ref, target, true);
+}
+
+int cli_export_stream(cli_ctx *ctx, const char *ref, const char *target, bool print)
+{
     bool dir = strncmp(target, "oci:", 4) == 0;
     const char *dest = strchr(target, ':') + 1;
     kiln_rpc_client *rc = cli_connect(ctx, CLI_PUSHER);
@@ -327,7 +332,7 @@ int cli_export_receive(cli_ctx *ctx, const char *ref, const char *target)
     if (r < 0) {
         cli_errorf("export %s: %s", ref, err->msg);
         code = cli_exit_for(err);
-    } else {
+    } else if (print) {
         printf("%s\n", rep->export_reply->digest);
     }
     kiln_error_free(&err);

@@ -115,7 +115,28 @@ grep -q "warning: cache $R/cache/nope:1 not used" "$T/err" && ok || bad "the war
 expect_rc 2 "a bad --cache-to is refused" kiln c build --cache-to "type=registry,ref=$R/x:1,mode=all" "$T/ctx2"
 expect_rc 2 "an unknown cache type is refused" kiln c build --cache-from "type=gha,ref=x" "$T/ctx2"
 
+# ---- type=local: an OCI layout on the client's side, streamed both ways -----
+expect_rc 0 "A exports a local cache" kiln a build --progress=plain "${AUTH[@]}" -t app:1 \
+    --cache-to "type=local,dest=$T/lcache" "$T/ctx"
+[ "$(tail -1 "$T/out")" = "$DA" ] && ok || bad "stdout still ends with the image digest"
+cfg=$(jq -r '.manifests[0].digest' "$T/lcache/index.json" 2>/dev/null | sed 's/sha256://')
+[ -n "$cfg" ] && [ "$(jq -r .config.mediaType "$T/lcache/blobs/sha256/$cfg")" = application/vnd.kiln.cache.config.v1+json ] \
+    && ok || bad "the local cache is an OCI layout holding the cache manifest"
+expect_rc 0 "A exports it again over the old one" kiln a build --progress=plain "${AUTH[@]}" -t app:1 \
+    --cache-to "type=local,dest=$T/lcache" "$T/ctx"
+[ -z "$(kiln a images 2>/dev/null | grep kiln-cache)" ] && ok || bad "no temporary cache tag left in A's store"
+services d || bad "services of D start"
+expect_rc 0 "D builds from the local cache" kiln d build --progress=plain "${AUTH[@]}" -t app:1 \
+    --cache-from "type=local,src=$T/lcache" "$T/ctx"
+[ "$(tail -1 "$T/out")" = "$DA" ] && ok || bad "D's image digest is A's"
+[ -z "$(count d)" ] && ok || bad "no RUN ran on D ($(count d))"
+[ "$(grep -c 'CACHED (registry)' "$T/err")" = 5 ] && ok || bad "D marks its 5 steps as imported"
+[ -z "$(kiln d images 2>/dev/null | grep kiln-cache)" ] && ok || bad "no temporary cache tag left in D's store"
+expect_rc 0 "a missing local cache only warns" kiln d build --progress=plain "${AUTH[@]}" -t app:4 \
+    --cache-from "type=local,src=$T/nope" "$T/ctx2"
+grep -q "warning: --cache-from $T/nope" "$T/err" && ok || bad "the warning names the directory"
+
 # ---- credentials never reach logs or events -----------------------------------
-leaks=$(grep -rlaF "$SECRET" "$T"/*.log "$T"/a/events "$T"/b/events "$T"/c/events "$T/out" "$T/err" 2>/dev/null)
+leaks=$(grep -rlaF "$SECRET" "$T"/*.log "$T"/a/events "$T"/b/events "$T"/c/events "$T"/d/events "$T/out" "$T/err" 2>/dev/null)
 [ -z "$leaks" ] && ok || bad "the password appears in $leaks"
 finish
