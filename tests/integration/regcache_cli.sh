@@ -108,6 +108,28 @@ jq -s -c '[.[] | select(.step_done) | .step_done | {step, cached: (.cached // fa
 [ "$(cat "$T/steps.json")" = '[{"step":0,"cached":true,"src":"registry"},{"step":1,"cached":false,"src":""},{"step":2,"cached":false,"src":""},{"step":3,"cached":false,"src":""},{"step":4,"cached":false,"src":""}]' ] \
     && ok || bad "C: the first RUN from the registry, the rest ran ($(cat "$T/steps.json"))"
 
+# ---- mode=max carries the other stages' records, mode=min only the final chain
+mkdir -p "$T/ms"
+cat > "$T/ms/Dockerfile" <<DF
+FROM $R/base/busybox:1 AS build
+RUN --mount=type=cache,target=/c echo stage >> /c/count && echo built > /built
+FROM $R/base/busybox:1
+COPY --from=build /built /built
+DF
+expect_rc 0 "A exports a two-stage build, mode=max" kiln a build --progress=plain "${AUTH[@]}" -t ms:1 \
+    --cache-to "type=registry,ref=$R/cache/ms:max,mode=max" "$T/ms"
+DM=$(tail -1 "$T/out")
+expect_rc 0 "A exports it, mode=min" kiln a build --progress=plain "${AUTH[@]}" -t ms:1 \
+    --cache-to "type=registry,ref=$R/cache/ms:min" "$T/ms"
+expect_rc 0 "B builds it from the max cache" kiln b build --progress=plain "${AUTH[@]}" -t ms:1 \
+    --cache-from "$R/cache/ms:max" "$T/ms"
+[ "$(tail -1 "$T/out")" = "$DM" ] && ok || bad "B's two-stage image is A's"
+[ -z "$(count b)" ] && ok || bad "with mode=max the build stage's RUN did not run on B ($(count b))"
+expect_rc 0 "C builds it from the min cache" kiln c build --progress=plain "${AUTH[@]}" -t ms:1 \
+    --cache-from "$R/cache/ms:min" "$T/ms"
+[ "$(tail -1 "$T/out")" = "$DM" ] && ok || bad "C's two-stage image is A's"
+[ "$(count c)" = "run2 stage " ] && ok || bad "with mode=min the build stage's RUN ran on C ($(count c))"
+
 # ---- a missing cache ref is a warning -----------------------------------------
 expect_rc 0 "a missing --cache-from only warns" kiln c build --progress=plain "${AUTH[@]}" -t app:3 \
     --cache-from "type=registry,ref=$R/cache/nope:1" "$T/ctx2"
