@@ -163,15 +163,29 @@ typedef struct eng_step_tmp {
  * a new one, so it identifies the diff's content where its path does not. */
 #define ENG_STEP_ID_LEN 32
 
+/* A layer blob as a registry (and the store) knows it. */
+typedef struct eng_layer_ref {
+    char digest[KILN_DIGEST_STRLEN + 1];
+    char diff_id[KILN_DIGEST_STRLEN + 1];
+    char media_type[128];
+    uint64_t size;
+} eng_layer_ref;
+
 typedef struct eng_cached_step {
     bool layer;      /* the step has a (non-empty) diff */
     int64_t created; /* unix seconds when the step was first produced */
     uint64_t size;   /* bytes in the diff */
     char diff[ENG_PATH_MAX];
     char id[ENG_STEP_ID_LEN + 1]; /* generation of the diff; "" for a step dir without one */
+    /* lazy: a step imported from a cache (engine_regcache.c) whose layer is
+     * not unpacked: no step dir; diff and id name it to Commit by a virtual
+     * key the pusher's pack cache binds to blob (eng_regcache_virtual). */
+    bool lazy;
+    eng_layer_ref blob;
 } eng_cached_step;
 
-/* Looks key up in the index; 1 when found (and its diff, if any, exists), 0 when not. */
+/* Looks key up in the index; 1 when found (and its diff, if any, exists, or
+ * it is a lazy entry: out->lazy), 0 when not. */
 int eng_cache_lookup(eng_build *b, const char *key, eng_cached_step *out);
 /* Records a step without layer (metadata, or a step that changed nothing);
  * fills out (layer false, created now). */
@@ -189,6 +203,10 @@ int eng_step_commit(eng_build *b, eng_step_tmp *t, const char *key, eng_cached_s
 void eng_step_abort(eng_step_tmp *t);
 /* rm -rf (no symlink is followed). */
 void eng_rmrf(const char *path);
+/* Records an imported step whose layer is not unpacked (out->lazy): a later
+ * lookup finds it lazy until eng_step_commit makes its dir. */
+int eng_cache_record_lazy(eng_build *b, const char *key, const eng_layer_ref *l, int64_t created,
+                          eng_cached_step *out, kiln_error **err);
 /* Rewrites key's index entry from cs (an imported step keeps the time it was
  * first produced, so the image's history and digest are those of its
  * exporter). */
@@ -318,14 +336,6 @@ int eng_pusher_push(eng_build *b, const char *tag, kiln_error **err);
 
 /* ---- engine_regcache.c: the step cache shared through a registry ---- */
 
-/* A layer blob as a registry (and the store) knows it. */
-typedef struct eng_layer_ref {
-    char digest[KILN_DIGEST_STRLEN + 1];
-    char diff_id[KILN_DIGEST_STRLEN + 1];
-    char media_type[128];
-    uint64_t size;
-} eng_layer_ref;
-
 /* One step's cache record: its key (the local step cache's key), the time
  * it was first produced and, when it has one, its layer. */
 typedef struct eng_cache_rec {
@@ -348,14 +358,23 @@ typedef struct eng_step_rec {
  * that cannot be read (missing, refused, not a Kiln cache) is a warning
  * (eng_note); only cancellation fails. */
 int eng_regcache_import(eng_build *b, kiln_error **err);
-/* On a local miss: when an imported record has key, fetches its blob through
- * the pusher, unpacks it as the step dir of key (lowers: the image below it,
- * for the metadata of directories the layer implies), binds the dir to the
- * blob in the pusher's pack cache and fills *out as eng_cache_lookup would:
- * 1.  0 when no record has key, or when using it failed (a warning: the
- * step then runs).  Negative only when the build was canceled. */
-int eng_regcache_materialize(eng_build *b, const char *key, const char *const *lowers,
-                             size_t n_lowers, eng_cached_step *out, kiln_error **err);
+/* On a local miss: when an imported record has key, has the pusher fetch
+ * its blob and records the step lazily (out->lazy; eng_cache_record_lazy):
+ * nothing is unpacked until a later step needs the filesystem
+ * (eng_regcache_make).  1 then; 0 when no record has key, or when using it
+ * failed (a warning: the step then runs).  Negative only when canceled. */
+int eng_regcache_defer(eng_build *b, const char *key, eng_cached_step *out, kiln_error **err);
+/* A lazy step found in the local index: binds its virtual key again (the
+ * pusher checks it still has the blob).  0, or negative (a miss). */
+int eng_regcache_rebind(eng_build *b, const eng_cached_step *cs, kiln_error **err);
+/* Makes the step dir of the lazy step cs (key): unpacks its blob, commits the
+ * dir as a local hit would find it (keeping the record's time) and binds it
+ * to the blob; *cs becomes that step. */
+int eng_regcache_make(eng_build *b, const char *key, eng_cached_step *cs, kiln_error **err);
+/* Names a lazy step's layer to Commit: diff = $DATA/snapshots/steps (a dir
+ * that exists, inside the pusher's diff root, never read for a bound key),
+ * id = the first 32 hex digits of its blob's digest. */
+void eng_regcache_virtual(eng_build *b, eng_cached_step *cs);
 /* Exports recs to spec->cache_to through the pusher. */
 int eng_regcache_export(eng_build *b, const eng_cache_rec *recs, size_t n, kiln_error **err);
 void eng_regcache_free(eng_build *b);

@@ -170,52 +170,36 @@ static const eng_cache_rec *find_rec(const eng_regcache *rc, const char *key)
     return r;
 }
 
-/* Fetches and unpacks rec's layer as the step dir of key. */
-static int materialize_layer(eng_build *b, const eng_cache_rec *rec, const char *key,
-                             const char *const *lowers, size_t n_lowers, eng_cached_step *out,
-                             kiln_error **err)
+void eng_regcache_virtual(eng_build *b, eng_cached_step *cs)
 {
-    int r = eng_pusher_cache_blob(b, &b->spec->cache_from[rec->from], &rec->l, err);
-    if (r < 0)
-        return r;
-    char blob[ENG_PATH_MAX];
-    snprintf(blob, sizeof(blob), "%s/store/blobs/sha256/%s", b->e->data_dir, rec->l.digest + 7);
-    bld_layer layer = {.blob_path = blob,
-                       .digest = rec->l.digest,
-                       .media = bld_layer_media_parse(rec->l.media_type),
-                       .diff_id = rec->l.diff_id};
-    eng_step_tmp t = {0};
-    char diff_id[KILN_DIGEST_STRLEN + 1];
-    if ((r = eng_step_begin(b, &t, err)) < 0)
-        return r;
-    r = bld_layer_unpack(diff_id, &layer, t.diff, lowers, n_lowers, err);
-    if (r == 0)
-        r = eng_step_commit(b, &t, key, out, err);
-    eng_step_abort(&t);
-    if (r == 0 && !out->layer)
-        r = kiln_error_set(err, KILN_EINVAL, 0, "layer %s is empty", rec->l.digest);
-    if (r == 0 && out->id[0] == '\0')
-        r = kiln_error_set(err, KILN_EINTERNAL, 0, "step dir without generation");
-    if (r == 0)
-        r = eng_pusher_cache_bind(b, out->diff, out->id, &rec->l, err);
-    return r;
+    snprintf(cs->diff, sizeof(cs->diff), "%s/snapshots/steps", b->e->data_dir);
+    snprintf(cs->id, sizeof(cs->id), "%.32s", cs->blob.digest + 7);
 }
 
-int eng_regcache_materialize(eng_build *b, const char *key, const char *const *lowers,
-                             size_t n_lowers, eng_cached_step *out, kiln_error **err)
+int eng_regcache_rebind(eng_build *b, const eng_cached_step *cs, kiln_error **err)
+{
+    return eng_pusher_cache_bind(b, cs->diff, cs->id, &cs->blob, err);
+}
+
+int eng_regcache_defer(eng_build *b, const char *key, eng_cached_step *out, kiln_error **err)
 {
     const eng_cache_rec *rec = find_rec(b->regcache, key);
     if (rec == NULL)
         return 0;
     kiln_error *e = NULL;
     int r;
-    if (rec->layer)
-        r = materialize_layer(b, rec, key, lowers, n_lowers, out, &e);
-    else
+    if (rec->layer) {
+        r = eng_pusher_cache_blob(b, &b->spec->cache_from[rec->from], &rec->l, &e);
+        if (r == 0)
+            r = eng_cache_record_lazy(b, key, &rec->l, rec->created, out, &e);
+        if (r == 0)
+            r = eng_regcache_rebind(b, out, &e);
+    } else {
         r = eng_cache_record_empty(b, key, out, &e);
-    if (r == 0) {
-        out->created = rec->created;
-        r = eng_cache_rewrite(b, key, out, &e);
+        if (r == 0) {
+            out->created = rec->created;
+            r = eng_cache_rewrite(b, key, out, &e);
+        }
     }
     if (r < 0 && eng_canceled(b)) {
         *err = kiln_error_steal(&e);
@@ -228,6 +212,37 @@ int eng_regcache_materialize(eng_build *b, const char *key, const char *const *l
         return 0;
     }
     return 1;
+}
+
+int eng_regcache_make(eng_build *b, const char *key, eng_cached_step *cs, kiln_error **err)
+{
+    char blob[ENG_PATH_MAX];
+    snprintf(blob, sizeof(blob), "%s/store/blobs/sha256/%s", b->e->data_dir, cs->blob.digest + 7);
+    /* Kiln's layers list every parent directory: no lower is consulted. */
+    bld_layer layer = {.blob_path = blob,
+                       .digest = cs->blob.digest,
+                       .media = bld_layer_media_parse(cs->blob.media_type),
+                       .diff_id = cs->blob.diff_id};
+    eng_layer_ref l = cs->blob;
+    int64_t created = cs->created;
+    eng_step_tmp t = {0};
+    char diff_id[KILN_DIGEST_STRLEN + 1];
+    int r = eng_step_begin(b, &t, err);
+    if (r < 0)
+        return r;
+    r = bld_layer_unpack(diff_id, &layer, t.diff, NULL, 0, err);
+    if (r == 0)
+        r = eng_step_commit(b, &t, key, cs, err);
+    eng_step_abort(&t);
+    if (r == 0 && (!cs->layer || cs->id[0] == '\0'))
+        r = kiln_error_set(err, KILN_EINVAL, 0, "layer %s gave no step dir", l.digest);
+    if (r == 0) {
+        cs->created = created;
+        r = eng_cache_rewrite(b, key, cs, err);
+    }
+    if (r == 0)
+        r = eng_pusher_cache_bind(b, cs->diff, cs->id, &l, err);
+    return r < 0 ? kiln_error_wrap(err, "cache layer %s", l.digest) : 0;
 }
 
 int eng_regcache_export(eng_build *b, const eng_cache_rec *recs, size_t n, kiln_error **err)

@@ -64,7 +64,7 @@ cat > "$T/ctx/Dockerfile" <<DF
 FROM $R/base/busybox:1
 RUN --mount=type=cache,target=/c echo run1 >> /c/count && echo one > /one
 COPY a.txt /a.txt
-RUN --mount=type=cache,target=/c echo run2 >> /c/count && cat /a.txt > /two
+RUN --mount=type=cache,target=/c echo run2 >> /c/count && cat /one /a.txt > /two
 ENV GREETING=hi
 CMD ["cat", "/two"]
 DF
