@@ -636,7 +636,18 @@ static void run_commit(void *arg)
     c->layer_t0 = kiln_now_ms();
 
     psh_commit_result res = {0};
-    if (psh_commit(c->p->store, &spec, &res, &err) < 0)
+    psh_store_pin lazy_pin = {.fd = -1};
+    psh_pack_opts lazy_opts = spec.pack; /* as psh_commit packs */
+    lazy_opts.overlay_diff = true;
+    lazy_opts.source_date_epoch = spec.source_date_epoch;
+    int cr_rc = psh_store_pin_open(c->p->store, &lazy_pin, &err);
+    if (cr_rc == 0)
+        cr_rc = psh_srv_cache_check_lazy(c->p, q, (const char *const *)keys, &lazy_opts, &lazy_pin,
+                                         &err);
+    if (cr_rc == 0)
+        cr_rc = psh_commit(c->p->store, &spec, &res, &err);
+    psh_store_pin_close(c->p->store, &lazy_pin);
+    if (cr_rc < 0)
         goto fail;
 
     Kiln__V1__CommitResult cr = KILN__V1__COMMIT_RESULT__INIT;

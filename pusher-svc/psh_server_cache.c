@@ -348,6 +348,31 @@ static int m_cache_bind(void *user, const kiln_req *req, kiln_reply *reply, kiln
     return 0;
 }
 
+int psh_srv_cache_check_lazy(psh_server *p, const Kiln__V1__CommitRequest *q,
+                             const char *const *keys, const psh_pack_opts *opts, psh_store_pin *pin,
+                             kiln_error **err)
+{
+    char lazy[4096];
+    snprintf(lazy, sizeof(lazy), "%s/snapshots/lazy-layer", psh_store_data_dir(p->store));
+    for (size_t i = 0; i < q->n_layers; i++) {
+        if (strcmp(q->layers[i], lazy) != 0)
+            continue;
+        psh_layer_info info;
+        if (keys == NULL || keys[i] == NULL ||
+            psh_pack_cache_lookup(p->pack_cache, &info, keys[i], opts, NULL) < 0)
+            return kiln_error_set(err, KILN_EINVAL, 0,
+                                  "layer %zu: an imported step whose blob is not bound", i);
+        int r = psh_store_pin_add(p->store, pin, info.digest, err);
+        if (r < 0)
+            return r;
+        if (!psh_store_has_blob(p->store, info.digest))
+            return kiln_error_set(err, KILN_ENOENT, 0,
+                                  "layer %zu: blob %s of an imported step was removed; build again",
+                                  i, info.digest);
+    }
+    return 0;
+}
+
 const kiln_rpc_method psh_cache_methods[] = {
     {KILN__V1__REQUEST__BODY_CACHE_EXPORT, "CacheExport", m_cache_export, KILN_RPC_MUTATING, NULL},
     {KILN__V1__REQUEST__BODY_CACHE_IMPORT, "CacheImport", m_cache_import, KILN_RPC_MUTATING, NULL},

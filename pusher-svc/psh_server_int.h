@@ -121,6 +121,13 @@ int psh_srv_job_reg_opts(job_ctx *c, const Kiln__V1__RegistryOptions *r, psh_reg
 /* Blob and manifest events of a registry job. */
 psh_reg_events psh_srv_job_events(job_ctx *c);
 
+/* Commit (q, its pack cache keys and settings): a layer named by the
+ * builder's $DATA/snapshots/lazy-layer is a step imported from a cache and
+ * never unpacked; its bound blob must be in the pack cache and the store
+ * (pinned in pin for the commit) -- the empty dir is never packed. */
+int psh_srv_cache_check_lazy(psh_server *p, const Kiln__V1__CommitRequest *q,
+                             const char *const *keys, const psh_pack_opts *opts, psh_store_pin *pin,
+                             kiln_error **err);
 /* Step cache methods (psh_server_cache.c): CacheExport, CacheImport, CacheBind. */
 extern const kiln_rpc_method psh_cache_methods[];
 extern const size_t psh_n_cache_methods;

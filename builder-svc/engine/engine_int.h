@@ -371,9 +371,11 @@ int eng_regcache_rebind(eng_build *b, const eng_cached_step *cs, kiln_error **er
  * dir as a local hit would find it (keeping the record's time) and binds it
  * to the blob; *cs becomes that step. */
 int eng_regcache_make(eng_build *b, const char *key, eng_cached_step *cs, kiln_error **err);
-/* Names a lazy step's layer to Commit: diff = $DATA/snapshots/steps (a dir
- * that exists, inside the pusher's diff root, never read for a bound key),
- * id = the first 32 hex digits of its blob's digest. */
+/* Names a lazy step's layer to Commit: diff = $DATA/snapshots/lazy-layer
+ * (an empty dir inside the pusher's diff root that it never packs: it
+ * requires the bound blob for it), id = the first 32 hex digits of its
+ * blob's digest. */
+#define ENG_LAZY_LAYER_DIR "lazy-layer"
 void eng_regcache_virtual(eng_build *b, eng_cached_step *cs);
 /* Exports recs to spec->cache_to through the pusher. */
 int eng_regcache_export(eng_build *b, const eng_cache_rec *recs, size_t n, kiln_error **err);

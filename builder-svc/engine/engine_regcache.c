@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "bld_snapshot.h"
 #include "cleanup.h"
@@ -172,8 +173,12 @@ static const eng_cache_rec *find_rec(const eng_regcache *rc, const char *key)
 
 void eng_regcache_virtual(eng_build *b, eng_cached_step *cs)
 {
-    snprintf(cs->diff, sizeof(cs->diff), "%s/snapshots/steps", b->e->data_dir);
+    snprintf(cs->diff, sizeof(cs->diff), "%s/snapshots/" ENG_LAZY_LAYER_DIR, b->e->data_dir);
     snprintf(cs->id, sizeof(cs->id), "%.32s", cs->blob.digest + 7);
+    /* Commit wants an existing directory; the pusher never packs this one
+     * (psh_server_cache.c: a lazy layer without its bound blob fails). */
+    if (mkdir(cs->diff, 0700) < 0 && errno != EEXIST)
+        kiln_warn("engine", "mkdir %s: %s", cs->diff, strerror(errno));
 }
 
 int eng_regcache_rebind(eng_build *b, const eng_cached_step *cs, kiln_error **err)
