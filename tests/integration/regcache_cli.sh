@@ -97,6 +97,14 @@ expect_rc 0 "B's events" kiln b build --progress=json "${AUTH[@]}" -t app:1 "$T/
 [ "$(jq -s '[.[] | select(.completed.build)][0].completed.build.steps_run // 0' "$T/out")" = 0 ] \
     && ok || bad "B's rebuild runs nothing either"
 
+# B's steps are lazy (nothing unpacked): once the store lost their blobs, a
+# rebuild without --cache-from runs those steps instead of failing.
+expect_rc 0 "B removes the image" kiln b rmi app:1
+expect_rc 0 "B's store drops unused blobs" kiln b prune --store-only
+expect_rc 0 "B rebuilds without the blobs" kiln b build --progress=plain "${AUTH[@]}" -t app:1 "$T/ctx"
+[ -n "$(count b)" ] && ok || bad "B ran the steps whose blobs were gone"
+rm -f "$T"/b/cache-mounts/*/data/count
+
 # ---- C: empty data dir, one COPY source changed ------------------------------
 services c || bad "services of C start"
 cp -r "$T/ctx" "$T/ctx2" && echo second > "$T/ctx2/a.txt"
