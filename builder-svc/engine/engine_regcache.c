@@ -6,11 +6,13 @@
  *
  * Import: before the stages run, the pusher fetches each --cache-from ref's
  * records into the shared store and they are read here.  On a local miss
- * with a record, the pusher fetches the record's blob, it is unpacked as the
- * step's dir (what a local hit reuses) and bound to that blob in the pusher's
- * pack cache, so the Commit reuses the blob instead of packing the dir: the
- * image gets the exporter's layer digests, and, with the records' history
- * times, its image digest.
+ * with a record, the pusher fetches the record's blob and binds it in its
+ * pack cache to a virtual layer key, and the step is indexed as lazy: nothing
+ * is unpacked.  The Commit reuses the blob through that key: the image gets
+ * the exporter's layer digests and, with the records' history times, its
+ * image digest.  Only when a later step reads the stage's filesystem
+ * (engine_stage.c ensure_fs) is a lazy step's dir made from its blob
+ * (eng_regcache_make), as a local hit would have found it.
  *
  * Export (engine.c gathers the records of the committed stages): the records
  * go to the pusher, which pushes them and the blobs. */
