@@ -14,6 +14,15 @@
 #          it with KILN_DEBUG=sandbox: RUNs joining their build's network,
 #          the first RUN of each build (it starts the network: namespace,
 #          egress filter, pasta) and --network none       goal < 15 ms
+#   3. the step cache shared through a registry, on case 2's Debian base and
+#      Dockerfile (one RUN_ID for all: the same keys): an image built with
+#      --cache-to type=registry is pushed; then, each on a fresh data dir
+#      with fresh services, a build with --cache-from (no RUN runs: the base
+#      and the cached layer are fetched, unpacked and committed) against a
+#      cold build, against a fully cached local rebuild, and against
+#      skopeo copy of the image's layers from the registry to an oci: dir:
+#        registry-cached build / skopeo copy                  goal <= 1.5x
+#      KILN_BENCH_ONLY=regcache runs this case alone (no buildah needed).
 #   2. a Debian 12 base assembled offline from the host's installed packages
 #      (bench/mkbase-debian.sh), a Dockerfile whose one RUN (bash) writes
 #      2,000 small files (1-4 KiB, nested dirs) and 200 MB of random data, plus
@@ -36,8 +45,9 @@ if [ ! -x "$B/builder-svc/kiln-builder" ]; then
     cmake -S . -B "$B" -DCMAKE_BUILD_TYPE=Release -DKILN_TESTS=OFF >/dev/null
     cmake --build "$B" -j"$(nproc)" --target kiln kiln-builder kiln-pusher >/dev/null
 fi
-for p in docker-registry buildah; do
-    command -v $p >/dev/null || { echo "bench/build.sh: $p is missing (deploy/install-deps.sh --bench)" >&2; exit 1; }
+ONLY=${KILN_BENCH_ONLY:-}
+for p in docker-registry skopeo $([ "$ONLY" = regcache ] || echo buildah); do
+    command -v "$p" >/dev/null || { echo "bench/build.sh: $p is missing (deploy/install-deps.sh --bench)" >&2; exit 1; }
 done
 T=$(mktemp -d /tmp/kiln-bench-build-XXXXXX)
 PIDS=()
@@ -71,6 +81,81 @@ docker-registry serve "$T/registry.yml" >"$T/registry.log" 2>&1 & PIDS+=($!)
 # KILN_DEBUG=sandbox: one "RUN setup" line per RUN (the per-RUN setup figure).
 KILN_DEBUG=sandbox "$B/builder-svc/kiln-builder" --log-level debug 2>"$T/builder.log" & PIDS+=($!)
 for _ in $(seq 100); do "$K" status >/dev/null 2>&1 && curl -fs "http://127.0.0.1:$P/v2/" >/dev/null && break; sleep 0.1; done
+
+# Case 3 (after cases 1 and 2, or alone): see the header.
+# debian_ctx DIR: case 2's Dockerfile (also case 3's).
+debian_ctx() {
+    mkdir -p "$1"
+    cat > "$1/Dockerfile" <<'DF'
+ARG BASE
+FROM ${BASE}
+ENV DATA=/data
+ARG RUN_ID
+RUN bash -c 'set -e; s=$(head -c 6144 /dev/urandom | base64 -w0); for d in $(seq -w 0 39); do mkdir -p /data/small/d$d; for f in $(seq -w 0 49); do n=$((1024 + (10#$d * 50 + 10#$f) * 61 % 3072)); printf "%s\n" "${s:$((10#$f * 37)):$n}" > /data/small/d$d/f$f; done; done; head -c 200M /dev/urandom > /data/random.bin; echo "$RUN_ID" > /data/run-id'
+CMD ["ls", "-l", "/data"]
+DF
+}
+debian_base() { # imports and pushes the Debian base once
+    "$K" inspect debian:local >/dev/null 2>&1 && return 0
+    local deb=$T/debian-rootfs
+    bash "$top/bench/mkbase-debian.sh" "$deb" >/dev/null
+    "$K" import --quiet "$deb" debian:local >/dev/null
+    "$K" push --quiet --tls-verify=false debian:local "127.0.0.1:$P/bench/debian:12" >/dev/null
+    rm -rf "$deb"
+}
+# fresh_services N: a pusher and a builder on the new data dir $T/fresh-N.
+FRESH=()
+fresh_services() {
+    local d=$T/fresh-$1
+    KILN_DATA=$d "$B/pusher-svc/kiln-pusher" --log-level warn 2>>"$T/fresh.log" & FRESH+=($!)
+    KILN_DATA=$d "$B/builder-svc/kiln-builder" --log-level warn 2>>"$T/fresh.log" & FRESH+=($!)
+    PIDS+=("${FRESH[@]}")
+    for _ in $(seq 100); do KILN_DATA=$d "$K" status >/dev/null 2>&1 && return 0; sleep 0.1; done
+    return 1
+}
+fresh_stop() {
+    for p in "${FRESH[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+    FRESH=()
+}
+case_regcache() {
+    debian_base
+    local c3=$T/ctx-regcache reg=127.0.0.1:$P i t0
+    debian_ctx "$c3"
+    local args=(--progress=quiet --tls-verify=false --build-arg "BASE=$reg/bench/debian:12"
+                --build-arg RUN_ID=regcache -t bench-regcache:1)
+    "$K" build "${args[@]}" --cache-to "type=registry,ref=$reg/bench/cache:deb" "$c3" >/dev/null
+    "$K" push --quiet --tls-verify=false bench-regcache:1 "$reg/bench/regcache:1" >/dev/null
+    : > "$T/rc_cached"; : > "$T/rc_cold"; : > "$T/rc_local"; : > "$T/rc_skopeo"
+    for i in $(seq "$RUNS"); do
+        fresh_services "c$i"
+        t0=$(now); KILN_DATA=$T/fresh-c$i "$K" build "${args[@]}" --cache-from "$reg/bench/cache:deb" "$c3" >/dev/null
+        echo "$(now) - $t0" | bc -l >> "$T/rc_cached"
+        fresh_stop; rm -rf "$T/fresh-c$i"
+        fresh_services "w$i"
+        t0=$(now); KILN_DATA=$T/fresh-w$i "$K" build "${args[@]}" "$c3" >/dev/null
+        echo "$(now) - $t0" | bc -l >> "$T/rc_cold"
+        fresh_stop; rm -rf "$T/fresh-w$i"
+        t0=$(now); "$K" build "${args[@]}" "$c3" >/dev/null
+        echo "$(now) - $t0" | bc -l >> "$T/rc_local"
+        t0=$(now); skopeo copy -q --src-tls-verify=false "docker://$reg/bench/regcache:1" "oci:$T/skopeo-$i:img" >/dev/null
+        echo "$(now) - $t0" | bc -l >> "$T/rc_skopeo"
+        rm -rf "$T/skopeo-$i"
+    done
+    local rc rw rl rs
+    rc=$(median < "$T/rc_cached"); rw=$(median < "$T/rc_cold"); rl=$(median < "$T/rc_local")
+    rs=$(median < "$T/rc_skopeo")
+    printf 'Debian 12 Dockerfile through a registry step cache, fresh data dirs, %d runs, medians:\n' "$RUNS"
+    printf '  kiln build --cache-from (registry) %8.3f s\n' "$rc"
+    printf '  kiln build, cold                   %8.3f s\n' "$rw"
+    printf '  kiln build, fully cached locally   %8.3f s\n' "$rl"
+    printf '  skopeo copy of the image           %8.3f s\n' "$rs"
+    awk -v a="$rc" -v b="$rs" 'BEGIN { printf "  registry-cached build / skopeo copy %7.2fx   (goal <= 1.5x)\n", a / b }'
+    awk -v a="$rc" -v b="$rw" 'BEGIN { printf "  registry-cached build / cold build  %7.2fx\n", a / b }'
+}
+if [ "$ONLY" = regcache ]; then
+    case_regcache
+    exit 0
+fi
 
 # Base image.
 BB=$T/busybox
@@ -143,22 +228,10 @@ printf '  per-RUN sandbox setup, network none    %7.2f ms   (%d RUNs)\n' \
 
 # Case 2: a Debian 12 base (from the host's packages, no network), one RUN
 # writing 2,000 small files and 200 MB of random data.
-DEB=$T/debian-rootfs
-bash "$top/bench/mkbase-debian.sh" "$DEB" >/dev/null
-"$K" import --quiet "$DEB" debian:local >/dev/null
-"$K" push --quiet --tls-verify=false debian:local "127.0.0.1:$P/bench/debian:12" >/dev/null
-"${BH[@]}" pull --tls-verify=false "127.0.0.1:$P/bench/debian:12" >/dev/null 2>&1
-rm -rf "$DEB"
+debian_base
 C2=$T/ctx-debian
-mkdir -p "$C2"
-cat > "$C2/Dockerfile" <<'DF'
-ARG BASE
-FROM ${BASE}
-ENV DATA=/data
-ARG RUN_ID
-RUN bash -c 'set -e; s=$(head -c 6144 /dev/urandom | base64 -w0); for d in $(seq -w 0 39); do mkdir -p /data/small/d$d; for f in $(seq -w 0 49); do n=$((1024 + (10#$d * 50 + 10#$f) * 61 % 3072)); printf "%s\n" "${s:$((10#$f * 37)):$n}" > /data/small/d$d/f$f; done; done; head -c 200M /dev/urandom > /data/random.bin; echo "$RUN_ID" > /data/run-id'
-CMD ["ls", "-l", "/data"]
-DF
+debian_ctx "$C2"
+"${BH[@]}" pull --tls-verify=false "127.0.0.1:$P/bench/debian:12" >/dev/null 2>&1
 run_id=0
 kiln_deb() {
     run_id=$((run_id + 1))
@@ -186,3 +259,5 @@ printf 'Debian 12 Dockerfile (RUN: 2,000 small files + 200 MB random), %d runs, 
 printf '  kiln build --no-cache         %8.3f s\n' "$kd"
 printf '  buildah bud --isolation chroot %7.3f s\n' "$bd"
 awk -v a="$kd" -v b="$bd" 'BEGIN { printf "  cold ratio kiln/buildah       %8.2fx   (goal <= 0.7x)\n", a / b }'
+
+case_regcache

@@ -180,14 +180,15 @@ static void ev_step_started(void *ud, size_t stage, size_t step, const char *tex
     emit(ud, &e);
 }
 
-static void ev_step_done(void *ud, size_t stage, size_t step, bool cached, const char *key,
+static void ev_step_done(void *ud, size_t stage, size_t step, int cached, const char *key,
                          uint64_t layer_bytes, uint64_t duration_ms)
 {
     build_ctx *c = ud;
     Kiln__V1__BuildStepDone s = KILN__V1__BUILD_STEP_DONE__INIT;
     s.stage = (uint32_t)stage;
     s.step = (uint32_t)step;
-    s.cached = cached;
+    s.cached = cached != BLD_STEP_RAN;
+    s.cache_source = (char *)(cached == BLD_STEP_CACHED_REGISTRY ? "registry" : "");
     s.cache_key = (char *)(key ? key : "");
     s.layer_bytes = layer_bytes;
     s.size_uncompressed = layer_bytes; /* compressed at commit: size_compressed unknown */
@@ -397,7 +398,28 @@ static void run_build(void *arg)
         r = bld_run_opts_init(&ro, q, run_memory, &err);
     if (r == 0)
         r = bld_run_opts_ssh(&ro, q, &err);
+    /* --cache-from / --cache-to: registry refs, or tags in the pusher's
+     * store (a type=local cache the client streams in and out). */
+    _cleanup_free_ bld_cache_ref *cache_from = calloc(q->n_cache_from + 1, sizeof(*cache_from));
+    size_t n_cache_from = 0;
+    bld_cache_ref cache_to = {0};
+    for (size_t i = 0; cache_from != NULL && i <= q->n_cache_from && r == 0; i++) {
+        const Kiln__V1__CacheSpec *cs = i < q->n_cache_from ? q->cache_from[i] : q->cache_to;
+        if (cs == NULL || !*cs->ref)
+            continue;
+        if (*cs->type && strcmp(cs->type, "registry") != 0 && strcmp(cs->type, "store") != 0)
+            r = kiln_error_set(&err, KILN_EINVAL, 0, "cache: unknown type '%s'", cs->type);
+        bld_cache_ref *o = i < q->n_cache_from ? &cache_from[n_cache_from++] : &cache_to;
+        *o = (bld_cache_ref){cs->ref, strcmp(cs->type, "store") == 0};
+    }
+    if (r == 0 && cache_to.ref && *q->cache_to->mode && strcmp(q->cache_to->mode, "min") != 0 &&
+        strcmp(q->cache_to->mode, "max") != 0)
+        r = kiln_error_set(&err, KILN_EINVAL, 0, "--cache-to: mode must be min or max");
     bld_build_spec spec = {
+        .cache_to = cache_to.ref ? &cache_to : NULL,
+        .cache_to_max = cache_to.ref && strcmp(q->cache_to->mode, "max") == 0,
+        .cache_from = cache_from,
+        .n_cache_from = n_cache_from,
         .context_dir = hold.dir ? hold.dir : q->context_dir,
         .dockerfile = q->dockerfile,
         .dockerignore = q->dockerignore_set ? q->dockerignore : NULL,

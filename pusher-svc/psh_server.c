@@ -651,7 +651,18 @@ static void run_commit(void *arg)
     c->layer_t0 = kiln_now_ms();
 
     psh_commit_result res = {0};
-    if (psh_commit(c->p->store, &spec, &res, &err) < 0)
+    psh_store_pin lazy_pin = {.fd = -1};
+    psh_pack_opts lazy_opts = spec.pack; /* as psh_commit packs */
+    lazy_opts.overlay_diff = true;
+    lazy_opts.source_date_epoch = spec.source_date_epoch;
+    int cr_rc = psh_store_pin_open(c->p->store, &lazy_pin, &err);
+    if (cr_rc == 0)
+        cr_rc = psh_srv_cache_check_lazy(c->p, q, (const char *const *)keys, &lazy_opts, &lazy_pin,
+                                         &err);
+    if (cr_rc == 0)
+        cr_rc = psh_commit(c->p->store, &spec, &res, &err);
+    psh_store_pin_close(c->p->store, &lazy_pin);
+    if (cr_rc < 0)
         goto fail;
 
     Kiln__V1__CommitResult cr = KILN__V1__COMMIT_RESULT__INIT;
@@ -773,7 +784,8 @@ int psh_server_new(psh_server **out, const kiln_service_opts *o, kiln_error **er
     }
     if (r == 0)
         r = psh_srv_transfer_open(p, err);
-    p->n_methods = KILN_ARRAY_SIZE(store_methods) + psh_n_registry_methods + psh_n_transfer_methods;
+    p->n_methods = KILN_ARRAY_SIZE(store_methods) + psh_n_registry_methods +
+                   psh_n_transfer_methods + psh_n_cache_methods;
     if (r == 0 && (p->methods = calloc(p->n_methods, sizeof(*p->methods))) == NULL)
         r = kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
     if (r == 0) {
@@ -782,6 +794,8 @@ int psh_server_new(psh_server **out, const kiln_service_opts *o, kiln_error **er
                psh_n_registry_methods * sizeof(*p->methods));
         memcpy(p->methods + KILN_ARRAY_SIZE(store_methods) + psh_n_registry_methods,
                psh_transfer_methods, psh_n_transfer_methods * sizeof(*p->methods));
+        memcpy(p->methods + p->n_methods - psh_n_cache_methods, psh_cache_methods,
+               psh_n_cache_methods * sizeof(*p->methods));
     }
     if (r < 0) {
         psh_server_free(p);

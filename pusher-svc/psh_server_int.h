@@ -10,6 +10,7 @@
 #include "chunkstore.h"
 #include "jobs.h"
 #include "psh_commit.h"
+#include "psh_registry.h"
 #include "psh_server.h"
 #include "psh_store.h"
 #include "psh_transfer.h"
@@ -109,5 +110,26 @@ int psh_srv_cancel_job(psh_server *p, const char *job_id, bool *was_running, kil
 /* Registry methods (psh_server_registry.c). */
 extern const kiln_rpc_method psh_registry_methods[];
 extern const size_t psh_n_registry_methods;
+/* Registry options from a request (strings borrowed from it): credentials
+ * are what the request carries, never our own environment's; host paths
+ * only for local clients. */
+int psh_srv_reg_opts(psh_server *p, bool local, const Kiln__V1__RegistryOptions *r,
+                     psh_registry_opts *o, kiln_error **err);
+/* The same for a job: transfers stop when the job is cancelled. */
+int psh_srv_job_reg_opts(job_ctx *c, const Kiln__V1__RegistryOptions *r, psh_registry_opts *o,
+                         kiln_error **err);
+/* Blob and manifest events of a registry job. */
+psh_reg_events psh_srv_job_events(job_ctx *c);
+
+/* Commit (q, its pack cache keys and settings): a layer named by the
+ * builder's $DATA/snapshots/lazy-layer is a step imported from a cache and
+ * never unpacked; its bound blob must be in the pack cache and the store
+ * (pinned in pin for the commit) -- the empty dir is never packed. */
+int psh_srv_cache_check_lazy(psh_server *p, const Kiln__V1__CommitRequest *q,
+                             const char *const *keys, const psh_pack_opts *opts, psh_store_pin *pin,
+                             kiln_error **err);
+/* Step cache methods (psh_server_cache.c): CacheExport, CacheImport, CacheBind. */
+extern const kiln_rpc_method psh_cache_methods[];
+extern const size_t psh_n_cache_methods;
 
 #endif

@@ -36,8 +36,8 @@ static bool request_cred(void *ud, const char *host, const char **user, const ch
 /* Registry options from the request (strings borrowed from it).  Credentials
  * are what the request carries (creds, credentials, an ipc client's
  * authfile), else none: never the Docker config of our own environment. */
-static int reg_opts(psh_server *p, bool local, const Kiln__V1__RegistryOptions *r,
-                    psh_registry_opts *o, kiln_error **err)
+int psh_srv_reg_opts(psh_server *p, bool local, const Kiln__V1__RegistryOptions *r,
+                     psh_registry_opts *o, kiln_error **err)
 {
     psh_registry_opts_init(o);
     o->data_dir = psh_store_data_dir(p->store);
@@ -79,10 +79,10 @@ static int reg_opts(psh_server *p, bool local, const Kiln__V1__RegistryOptions *
 }
 
 /* reg_opts for a job: transfers stop when the job is cancelled. */
-static int job_reg_opts(job_ctx *c, const Kiln__V1__RegistryOptions *r, psh_registry_opts *o,
-                        kiln_error **err)
+int psh_srv_job_reg_opts(job_ctx *c, const Kiln__V1__RegistryOptions *r, psh_registry_opts *o,
+                         kiln_error **err)
 {
-    int rr = reg_opts(c->p, c->local, r, o, err);
+    int rr = psh_srv_reg_opts(c->p, c->local, r, o, err);
     o->cancel = &c->cancel;
     return rr;
 }
@@ -157,7 +157,7 @@ static void ev_manifest(void *ud, const char *digest, const char *ref)
     kiln_job_emit(c->job, &e, NULL);
 }
 
-static psh_reg_events job_events(job_ctx *c)
+psh_reg_events psh_srv_job_events(job_ctx *c)
 {
     return (psh_reg_events){ev_started, ev_progress, ev_skipped,  ev_mounted,
                             ev_retried, ev_done,     ev_manifest, c};
@@ -210,9 +210,9 @@ static void run_push(void *arg)
     kiln_error *err = NULL;
     psh_registry_opts o;
     psh_push_result res = {0};
-    psh_reg_events ev = job_events(c);
+    psh_reg_events ev = psh_srv_job_events(c);
     const char *dest = str_set(q->destination) ? q->destination : q->source;
-    if (job_reg_opts(c, q->registry, &o, &err) < 0 ||
+    if (psh_srv_job_reg_opts(c, q->registry, &o, &err) < 0 ||
         psh_push(c->p->store, q->source, dest, &o, &ev, &res, &err) < 0)
         psh_srv_job_failed(c, &err, "push");
     else
@@ -228,7 +228,7 @@ static int m_push(void *user, const kiln_req *req, kiln_reply *reply, kiln_arena
     psh_registry_opts o;
     if (check_ref("push source", q->source, err) < 0 ||
         (str_set(q->destination) && check_ref("push destination", q->destination, err) < 0) ||
-        reg_opts(p, kiln_rpc_request_is_local(), q->registry, &o, err) < 0)
+        psh_srv_reg_opts(p, kiln_rpc_request_is_local(), q->registry, &o, err) < 0)
         return (*err)->code;
     psh_descriptor d;
     int r = psh_store_resolve(p->store, q->source, &d, err);
@@ -249,8 +249,8 @@ static void run_pull(void *arg)
     kiln_error *err = NULL;
     psh_registry_opts o;
     psh_pull_result res = {0};
-    psh_reg_events ev = job_events(c);
-    if (job_reg_opts(c, q->registry, &o, &err) < 0 ||
+    psh_reg_events ev = psh_srv_job_events(c);
+    if (psh_srv_job_reg_opts(c, q->registry, &o, &err) < 0 ||
         psh_pull(c->p->store, q->ref, str_set(q->platform) ? q->platform : NULL, &o, &ev, &res,
                  &err) < 0) {
         psh_srv_job_failed(c, &err, "pull");
@@ -281,7 +281,7 @@ static int m_pull(void *user, const kiln_req *req, kiln_reply *reply, kiln_arena
     const Kiln__V1__PullRequest *q = req->pull;
     psh_registry_opts o;
     if (check_ref("pull", q->ref, err) < 0 ||
-        reg_opts(p, kiln_rpc_request_is_local(), q->registry, &o, err) < 0)
+        psh_srv_reg_opts(p, kiln_rpc_request_is_local(), q->registry, &o, err) < 0)
         return (*err)->code;
     if (str_set(q->platform)) {
         char buf[128];
@@ -334,7 +334,7 @@ static int m_manifest_add(void *user, const kiln_req *req, kiln_reply *reply, ki
     const Kiln__V1__ManifestAddRequest *q = req->manifest_add;
     psh_registry_opts o;
     if (check_ref("manifest list", q->list, err) < 0 || check_ref("image", q->image, err) < 0 ||
-        reg_opts(p, kiln_rpc_request_is_local(), q->registry, &o, err) < 0)
+        psh_srv_reg_opts(p, kiln_rpc_request_is_local(), q->registry, &o, err) < 0)
         return (*err)->code;
     psh_descriptor added;
     int r = psh_manifest_add(p->store, q->list, q->image, &o, &added, err);
@@ -404,9 +404,9 @@ static void run_manifest_push(void *arg)
     kiln_error *err = NULL;
     psh_registry_opts o;
     psh_push_result res = {0};
-    psh_reg_events ev = job_events(c);
+    psh_reg_events ev = psh_srv_job_events(c);
     const char *dest = str_set(q->destination) ? q->destination : q->list;
-    if (job_reg_opts(c, q->registry, &o, &err) < 0 ||
+    if (psh_srv_job_reg_opts(c, q->registry, &o, &err) < 0 ||
         psh_manifest_push(c->p->store, q->list, dest, &o, &ev, &res, &err) < 0)
         psh_srv_job_failed(c, &err, "manifest push");
     else
@@ -422,7 +422,7 @@ static int m_manifest_push(void *user, const kiln_req *req, kiln_reply *reply, k
     psh_registry_opts o;
     if (check_ref("manifest list", q->list, err) < 0 ||
         (str_set(q->destination) && check_ref("destination", q->destination, err) < 0) ||
-        reg_opts(p, kiln_rpc_request_is_local(), q->registry, &o, err) < 0)
+        psh_srv_reg_opts(p, kiln_rpc_request_is_local(), q->registry, &o, err) < 0)
         return (*err)->code;
     psh_descriptor d;
     int r = psh_store_resolve(p->store, q->list, &d, err);
@@ -442,7 +442,7 @@ static int m_login_check(void *user, const kiln_req *req, kiln_reply *reply, kil
     psh_registry_opts o;
     if (!str_set(q->registry))
         return kiln_error_set(err, KILN_EINVAL, 0, "login: missing registry");
-    if (reg_opts(p, kiln_rpc_request_is_local(), q->registry_options, &o, err) < 0 ||
+    if (psh_srv_reg_opts(p, kiln_rpc_request_is_local(), q->registry_options, &o, err) < 0 ||
         psh_registry_login_check(p->store, q->registry, &o, err) < 0)
         return (*err)->code;
     Kiln__V1__LoginCheckReply *b =

@@ -53,6 +53,12 @@ typedef struct bld_secret_src {
     const char *path; /* file on the builder host */
 } bld_secret_src;
 
+/* A step cache: a registry ref, or (store) a tag in kiln-pusher's store. */
+typedef struct bld_cache_ref {
+    const char *ref;
+    bool store;
+} bld_cache_ref;
+
 typedef struct bld_build_spec {
     const char *context_dir; /* absolute directory on the builder host */
     const char *dockerfile;  /* the Dockerfile text, NUL-terminated */
@@ -103,15 +109,28 @@ typedef struct bld_build_spec {
      * a RUN needing one that is not there, with required, fails the build
      * before anything runs; without required, the mount is left out. */
     bld_ssh_session *ssh;
+    /* Step cache shared through a registry (engine_regcache.c): the records
+     * of cache_from refs are imported before the stages run (a ref that
+     * cannot be read is a warning); after the commit the built steps' records
+     * are exported to cache_to (NULL: none): the target's chain, or with
+     * cache_to_max every stage's.  Credentials as for pulls and pushes. */
+    const struct bld_cache_ref *cache_to;
+    bool cache_to_max;
+    const struct bld_cache_ref *cache_from;
+    size_t n_cache_from;
 } bld_build_spec;
 
 /* Progress callbacks, all optional, called on the building thread.  stage and
  * step index the plan (step = instruction index within the stage). */
+enum { BLD_STEP_RAN = 0, BLD_STEP_CACHED = 1, BLD_STEP_CACHED_REGISTRY = 2 };
+
 typedef struct bld_build_events {
     void (*stage_started)(void *ud, size_t stage, const char *name, const char *base);
     void (*step_started)(void *ud, size_t stage, size_t step, const char *text, int line);
     void (*output)(void *ud, size_t stage, size_t step, int stream, const char *line, size_t len);
-    void (*step_done)(void *ud, size_t stage, size_t step, bool cached, const char *cache_key,
+    /* cached: BLD_STEP_RAN, BLD_STEP_CACHED (local step cache) or
+     * BLD_STEP_CACHED_REGISTRY (made from an imported cache record). */
+    void (*step_done)(void *ud, size_t stage, size_t step, int cached, const char *cache_key,
                       uint64_t layer_bytes, uint64_t duration_ms);
     void (*stage_done)(void *ud, size_t stage);
     void (*note)(void *ud, const char *what); /* "pulling busybox:1", "committing", ... */

@@ -119,7 +119,7 @@ static void ev_output(void *ud, size_t stage, size_t step, int stream, const cha
     EV_FORWARD(ud, output, stage, step, stream, line, len);
 }
 
-static void ev_step_done(void *ud, size_t stage, size_t step, bool cached, const char *key,
+static void ev_step_done(void *ud, size_t stage, size_t step, int cached, const char *key,
                          uint64_t layer_bytes, uint64_t duration_ms)
 {
     EV_FORWARD(ud, step_done, stage, step, cached, key, layer_bytes, duration_ms);
@@ -353,7 +353,86 @@ static void ctx_dispose(eng_ctx *c)
     kiln_ignore_free(c->b.ignore);
     eng_net_release(&c->b);
     eng_cache_release(&c->b);
+    eng_regcache_free(&c->b);
     bld_plan_free(c->plan);
+}
+
+/* ---- --cache-to ---- */
+
+static bool has_key(const eng_cache_rec *recs, size_t n, const char *key)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(recs[i].key, key) == 0)
+            return true;
+    return false;
+}
+
+/* Adds the records of r not in recs yet; its layers are those of the last
+ * Commit (c->b.committed, in r->layers' order). */
+static int add_stage_recs(eng_ctx *c, const stage_res *r, eng_cache_rec *recs, size_t *n,
+                          kiln_error **err)
+{
+    for (size_t i = 0; i < r->n_recs; i++) {
+        const eng_step_rec *s = &r->recs[i];
+        if (has_key(recs, *n, s->key))
+            continue;
+        eng_cache_rec *o = &recs[(*n)++];
+        memset(o, 0, sizeof(*o));
+        memcpy(o->key, s->key, sizeof(o->key));
+        o->created = s->created;
+        if (s->layer < 0)
+            continue;
+        if ((size_t)s->layer >= c->b.n_committed)
+            return kiln_error_set(err, KILN_EINTERNAL, 0, "cache export: layer %ld not committed",
+                                  s->layer);
+        o->layer = true;
+        o->l = c->b.committed[s->layer];
+    }
+    return 0;
+}
+
+/* Whether stage i has steps the records lack. */
+static bool stage_adds(const stage_res *r, const eng_cache_rec *recs, size_t n)
+{
+    for (size_t i = 0; i < r->n_recs; i++)
+        if (!has_key(recs, n, r->recs[i].key))
+            return true;
+    return false;
+}
+
+/* mode=min: the target's records (its parent stages' included); mode=max:
+ * those of every stage that ran, each other stage committed untagged first
+ * for its layers' blobs. */
+static int export_cache(eng_ctx *c, kiln_error **err)
+{
+    size_t cap = 0;
+    for (size_t i = 0; i < c->n_stages; i++)
+        cap += c->res[i].n_recs;
+    _cleanup_free_ eng_cache_rec *recs = calloc(cap + 1, sizeof(*recs));
+    size_t n = 0;
+    if (recs == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    int rc = add_stage_recs(c, &c->res[c->plan->target], recs, &n, err);
+    for (size_t i = 0; rc == 0 && c->b.spec->cache_to_max && i < c->n_stages; i++) {
+        stage_res *r = &c->res[i];
+        if (!r->done || !stage_adds(r, recs, n))
+            continue;
+        eng_commit_desc cd = {
+            .base_manifest = r->base_manifest,
+            .layers = &r->layers,
+            .layer_ids = &r->layer_ids,
+            .config = r->config,
+            .author = r->author,
+            .hist = r->hist,
+            .n_hist = r->n_hist,
+            .platform = c->plan->stages[i].platform,
+            .untagged = true,
+        };
+        rc = eng_pusher_commit(&c->b, &cd, err);
+        if (rc == 0)
+            rc = add_stage_recs(c, r, recs, &n, err);
+    }
+    return rc < 0 ? rc : eng_regcache_export(&c->b, recs, n, err);
 }
 
 /* --label K=V: on the committed image, after the Dockerfile's LABELs. */
@@ -641,6 +720,8 @@ static int build(eng_ctx *c, kiln_error **err)
     c->res = calloc(c->n_stages + 1, sizeof(*c->res));
     if (c->res == NULL)
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    if ((rc = eng_regcache_import(&c->b, err)) < 0)
+        return rc;
     rc = run_stages(c, err);
     eng_net_release(&c->b); /* no RUN comes after the stages */
     if (rc < 0)
@@ -666,6 +747,8 @@ static int build(eng_ctx *c, kiln_error **err)
         if ((rc = eng_pusher_push(&c->b, c->b.spec->tags[i], err)) < 0)
             return rc;
     }
+    if (c->b.spec->cache_to != NULL && (rc = export_cache(c, err)) < 0)
+        return rc;
     return 0;
 }
 

@@ -160,6 +160,15 @@ int eng_cache_lookup(eng_build *b, const char *key, eng_cached_step *out)
     utimensat(AT_FDCWD, p, NULL, 0); /* last use, for pruning by age */
     if (!out->layer)
         return 1;
+    eng_layer_ref *l = &out->blob;
+    if (got == 3 && fscanf(f, "\nblob=%71s %71s %127s %" SCNu64, l->digest, l->diff_id,
+                           l->media_type, &l->size) == 4) {
+        if (!kiln_digest_valid(l->digest) || !kiln_digest_valid(l->diff_id))
+            return 0;
+        out->lazy = true;
+        eng_regcache_virtual(b, out);
+        return 1;
+    }
     char sp[ENG_PATH_MAX - 64];
     step_path(sp, sizeof(sp), b, key);
     snprintf(out->diff, sizeof(out->diff), "%s/diff", sp);
@@ -182,6 +191,32 @@ static int write_index(eng_build *b, const char *key, bool layer, uint64_t size,
     int n = snprintf(buf, sizeof(buf), "layer=%d\nsize=%" PRIu64 "\ncreated=%" PRId64 "\n",
                      layer ? 1 : 0, size, created);
     return kiln_atomic_write(p, buf, (size_t)n, 0600, 0, err);
+}
+
+int eng_cache_record_lazy(eng_build *b, const char *key, const eng_layer_ref *l, int64_t created,
+                          eng_cached_step *out, kiln_error **err)
+{
+    memset(out, 0, sizeof(*out));
+    out->layer = out->lazy = true;
+    out->blob = *l;
+    out->size = l->size;
+    out->created = created;
+    eng_regcache_virtual(b, out);
+    char dir[ENG_PATH_MAX], p[ENG_PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s/cache/steps", b->e->data_dir);
+    if (kiln_mkdir_p(dir, 0700, err) < 0)
+        return kiln_error_wrap(err, "cache index");
+    index_path(p, sizeof(p), b, key);
+    char buf[512];
+    int n = snprintf(buf, sizeof(buf),
+                     "layer=1\nsize=%" PRIu64 "\ncreated=%" PRId64 "\nblob=%s %s %s %" PRIu64 "\n",
+                     l->size, created, l->digest, l->diff_id, l->media_type, l->size);
+    return kiln_atomic_write(p, buf, (size_t)n, 0600, 0, err);
+}
+
+int eng_cache_rewrite(eng_build *b, const char *key, const eng_cached_step *cs, kiln_error **err)
+{
+    return write_index(b, key, cs->layer, cs->size, cs->created, err);
 }
 
 int eng_cache_record_empty(eng_build *b, const char *key, eng_cached_step *out, kiln_error **err)

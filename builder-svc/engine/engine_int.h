@@ -69,6 +69,9 @@ typedef struct eng_build {
      * joined by the others (engine_run.c); freed by eng_net_release. */
     pthread_mutex_t net_mu;
     struct bld_netns *net;
+    struct eng_regcache *regcache;   /* imported cache records (engine_regcache.c), or NULL */
+    struct eng_layer_ref *committed; /* the new layers of the last Commit, in order */
+    size_t n_committed;
 } eng_build;
 
 /* ---- engine_run.c: snapshots and the sandbox ---- */
@@ -178,15 +181,29 @@ typedef struct eng_step_tmp {
  * a new one, so it identifies the diff's content where its path does not. */
 #define ENG_STEP_ID_LEN 32
 
+/* A layer blob as a registry (and the store) knows it. */
+typedef struct eng_layer_ref {
+    char digest[KILN_DIGEST_STRLEN + 1];
+    char diff_id[KILN_DIGEST_STRLEN + 1];
+    char media_type[128];
+    uint64_t size;
+} eng_layer_ref;
+
 typedef struct eng_cached_step {
     bool layer;      /* the step has a (non-empty) diff */
     int64_t created; /* unix seconds when the step was first produced */
     uint64_t size;   /* bytes in the diff */
     char diff[ENG_PATH_MAX];
     char id[ENG_STEP_ID_LEN + 1]; /* generation of the diff; "" for a step dir without one */
+    /* lazy: a step imported from a cache (engine_regcache.c) whose layer is
+     * not unpacked: no step dir; diff and id name it to Commit by a virtual
+     * key the pusher's pack cache binds to blob (eng_regcache_virtual). */
+    bool lazy;
+    eng_layer_ref blob;
 } eng_cached_step;
 
-/* Looks key up in the index; 1 when found (and its diff, if any, exists), 0 when not. */
+/* Looks key up in the index; 1 when found (and its diff, if any, exists, or
+ * it is a lazy entry: out->lazy), 0 when not. */
 int eng_cache_lookup(eng_build *b, const char *key, eng_cached_step *out);
 /* Records a step without layer (metadata, or a step that changed nothing);
  * fills out (layer false, created now). */
@@ -204,6 +221,14 @@ int eng_step_commit(eng_build *b, eng_step_tmp *t, const char *key, eng_cached_s
 void eng_step_abort(eng_step_tmp *t);
 /* rm -rf (no symlink is followed). */
 void eng_rmrf(const char *path);
+/* Records an imported step whose layer is not unpacked (out->lazy): a later
+ * lookup finds it lazy until eng_step_commit makes its dir. */
+int eng_cache_record_lazy(eng_build *b, const char *key, const eng_layer_ref *l, int64_t created,
+                          eng_cached_step *out, kiln_error **err);
+/* Rewrites key's index entry from cs (an imported step keeps the time it was
+ * first produced, so the image's history and digest are those of its
+ * exporter). */
+int eng_cache_rewrite(eng_build *b, const char *key, const eng_cached_step *cs, kiln_error **err);
 /* Drops the build's hold on the step dirs it used. */
 void eng_cache_release(eng_build *b);
 /* Removes leftovers of interrupted steps. */
@@ -321,10 +346,69 @@ typedef struct eng_commit_desc {
     const eng_hist *hist;
     size_t n_hist;
     const char *platform;
+    bool untagged; /* not the build's image (a stage committed for --cache-to mode=max) */
 } eng_commit_desc;
 
 int eng_pusher_commit(eng_build *b, const eng_commit_desc *c, kiln_error **err);
 int eng_pusher_push(eng_build *b, const char *tag, kiln_error **err);
+
+/* ---- engine_regcache.c: the step cache shared through a registry ---- */
+
+/* One step's cache record: its key (the local step cache's key), the time
+ * it was first produced and, when it has one, its layer. */
+typedef struct eng_cache_rec {
+    char key[KILN_DIGEST_STRLEN + 1];
+    int64_t created;
+    bool layer;
+    eng_layer_ref l;
+    size_t from; /* index into spec->cache_from (imported records) */
+} eng_cache_rec;
+
+/* A step of a stage as the stage recorded it, for export: layer is the index
+ * of its diff in the stage's layers (-1: none). */
+typedef struct eng_step_rec {
+    char key[KILN_DIGEST_STRLEN + 1];
+    int64_t created;
+    long layer;
+} eng_step_rec;
+
+/* Imports the records of spec->cache_from (before the stages run).  A ref
+ * that cannot be read (missing, refused, not a Kiln cache) is a warning
+ * (eng_note); only cancellation fails. */
+int eng_regcache_import(eng_build *b, kiln_error **err);
+/* On a local miss: when an imported record has key, has the pusher fetch
+ * its blob and records the step lazily (out->lazy; eng_cache_record_lazy):
+ * nothing is unpacked until a later step needs the filesystem
+ * (eng_regcache_make).  1 then; 0 when no record has key, or when using it
+ * failed (a warning: the step then runs).  Negative only when canceled. */
+int eng_regcache_defer(eng_build *b, const char *key, eng_cached_step *out, kiln_error **err);
+/* A lazy step found in the local index: binds its virtual key again (the
+ * pusher checks it still has the blob).  0, or negative (a miss). */
+int eng_regcache_rebind(eng_build *b, const eng_cached_step *cs, kiln_error **err);
+/* Makes the step dir of the lazy step cs (key): unpacks its blob, commits the
+ * dir as a local hit would find it (keeping the record's time) and binds it
+ * to the blob; *cs becomes that step. */
+int eng_regcache_make(eng_build *b, const char *key, eng_cached_step *cs, kiln_error **err);
+/* Names a lazy step's layer to Commit: diff = $DATA/snapshots/lazy-layer
+ * (an empty dir inside the pusher's diff root that it never packs: it
+ * requires the bound blob for it), id = the first 32 hex digits of its
+ * blob's digest. */
+#define ENG_LAZY_LAYER_DIR "lazy-layer"
+void eng_regcache_virtual(eng_build *b, eng_cached_step *cs);
+/* Exports recs to spec->cache_to through the pusher. */
+int eng_regcache_export(eng_build *b, const eng_cache_rec *recs, size_t n, kiln_error **err);
+void eng_regcache_free(eng_build *b);
+
+/* engine_pusher.c: the cache RPCs.  cache_records fetches ref's cache config
+ * blob into the store (its digest in cfg); cache_blob fetches l's blob of
+ * ref; cache_bind enters the step dir (diff, id) as l in the pack cache. */
+int eng_pusher_cache_records(eng_build *b, const bld_cache_ref *ref,
+                             char cfg[KILN_DIGEST_STRLEN + 1], kiln_error **err);
+int eng_pusher_cache_blob(eng_build *b, const bld_cache_ref *ref, const eng_layer_ref *l,
+                          kiln_error **err);
+int eng_pusher_cache_bind(eng_build *b, const char *diff, const char *id, const eng_layer_ref *l,
+                          kiln_error **err);
+int eng_pusher_cache_export(eng_build *b, const eng_cache_rec *recs, size_t n, kiln_error **err);
 
 /* Helpers. */
 /* Counts a finished step (thread-safe). */

@@ -141,6 +141,17 @@ static int start_job(eng_build *b, kiln_req *req, char job[KILN_JOB_ID_MAX + 1],
     return 0;
 }
 
+/* The build's registry options (strings borrowed from its spec). */
+static void reg_options(eng_build *b, Kiln__V1__RegistryOptions *ro)
+{
+    ro->insecure = b->spec->registry_insecure;
+    ro->creds = (char *)(b->spec->registry_creds ? b->spec->registry_creds : "");
+    ro->authfile = (char *)(b->spec->registry_authfile ? b->spec->registry_authfile : "");
+    ro->cert_dir = (char *)(b->spec->registry_cert_dir ? b->spec->registry_cert_dir : "");
+    ro->credentials = (Kiln__V1__RegistryCredential **)b->spec->registry_credentials;
+    ro->n_credentials = b->spec->n_registry_credentials;
+}
+
 int eng_pusher_pull(eng_build *b, const char *ref, const char *platform, kiln_error **err)
 {
     kiln_req req = KILN__V1__REQUEST__INIT;
@@ -212,9 +223,35 @@ static int64_t json_i64(const cJSON *o, const char *k)
     return cJSON_IsNumber(v) ? (int64_t)v->valuedouble : 0;
 }
 
+/* The new layers of a commit, for --cache-to. */
+static void keep_committed(eng_build *b, const Kiln__V1__CommitResult *cr)
+{
+    free(b->committed);
+    b->committed = NULL;
+    b->n_committed = 0;
+    if (cr == NULL || (b->committed = calloc(cr->n_layers + 1, sizeof(eng_layer_ref))) == NULL)
+        return;
+    for (size_t i = 0; i < cr->n_layers; i++) {
+        const Kiln__V1__LayerResult *l = cr->layers[i];
+        if (l->from_base)
+            continue;
+        eng_layer_ref *o = &b->committed[b->n_committed++];
+        snprintf(o->digest, sizeof(o->digest), "%s", l->digest);
+        snprintf(o->diff_id, sizeof(o->diff_id), "%s", l->diff_id);
+        snprintf(o->media_type, sizeof(o->media_type), "%s", l->media_type);
+        o->size = l->size;
+    }
+}
+
+static void on_stage_commit_done(eng_build *b, const Kiln__V1__JobCompleted *c)
+{
+    keep_committed(b, c->commit);
+}
+
 static void on_commit_done(eng_build *b, const Kiln__V1__JobCompleted *c)
 {
     snprintf(b->out->digest, sizeof(b->out->digest), "%s", c->digest ? c->digest : "");
+    keep_committed(b, c->commit);
     if (c->commit) {
         b->out->n_layers = c->commit->n_layers;
         b->out->size = b->out->size_uncompressed = 0;
@@ -319,10 +356,10 @@ int eng_pusher_commit(eng_build *b, const eng_commit_desc *c, kiln_error **err)
     cr.history = hp;
     cr.n_history = nh;
     cr.platform = (char *)(c->platform ? c->platform : "");
-    cr.tags = (char **)b->spec->tags;
-    cr.n_tags = b->spec->n_tags;
-    cr.annotations = (char **)b->spec->annotations;
-    cr.n_annotations = b->spec->n_annotations;
+    cr.tags = c->untagged ? NULL : (char **)b->spec->tags;
+    cr.n_tags = c->untagged ? 0 : b->spec->n_tags;
+    cr.annotations = c->untagged ? NULL : (char **)b->spec->annotations;
+    cr.n_annotations = c->untagged ? 0 : b->spec->n_annotations;
     cr.source_date_epoch = b->spec->source_date_epoch > 0 ? b->spec->source_date_epoch : 0;
     /* Without SOURCE_DATE_EPOCH, the image is as old as its newest step, so
      * an unchanged (fully cached) rebuild gives the same image digest. */
@@ -337,7 +374,7 @@ int eng_pusher_commit(eng_build *b, const eng_commit_desc *c, kiln_error **err)
     int rc = start_job(b, &req, job, err);
     if (rc < 0)
         return kiln_error_wrap(err, "commit");
-    return wait_job(b, job, "commit", on_commit_done, err);
+    return wait_job(b, job, "commit", c->untagged ? on_stage_commit_done : on_commit_done, err);
 }
 
 int eng_pusher_push(eng_build *b, const char *tag, kiln_error **err)
@@ -363,4 +400,124 @@ int eng_pusher_push(eng_build *b, const char *tag, kiln_error **err)
     char what[600];
     snprintf(what, sizeof(what), "push %s", tag);
     return wait_job(b, job, what, NULL, err);
+}
+
+/* ---- the step cache shared through a registry ---- */
+
+/* Imports run before the stages, when the build has no result digest yet:
+ * the job's digest passes through it. */
+static void on_records_done(eng_build *b, const Kiln__V1__JobCompleted *c)
+{
+    snprintf(b->out->digest, sizeof(b->out->digest), "%s", c->digest ? c->digest : "");
+}
+
+static int cache_job(eng_build *b, kiln_req *req, const char *what,
+                     void (*done)(eng_build *, const Kiln__V1__JobCompleted *), kiln_error **err)
+{
+    char job[KILN_JOB_ID_MAX + 1];
+    int rc = start_job(b, req, job, err);
+    if (rc < 0)
+        return kiln_error_wrap(err, "%s", what);
+    return wait_job(b, job, what, done, err);
+}
+
+int eng_pusher_cache_records(eng_build *b, const bld_cache_ref *ref,
+                             char cfg[KILN_DIGEST_STRLEN + 1], kiln_error **err)
+{
+    kiln_req req = KILN__V1__REQUEST__INIT;
+    Kiln__V1__CacheImportRequest q = KILN__V1__CACHE_IMPORT_REQUEST__INIT;
+    Kiln__V1__RegistryOptions ro = KILN__V1__REGISTRY_OPTIONS__INIT;
+    reg_options(b, &ro);
+    q.ref = (char *)ref->ref;
+    q.store = ref->store;
+    q.registry = &ro;
+    req.body_case = KILN__V1__REQUEST__BODY_CACHE_IMPORT;
+    req.cache_import = &q;
+    char what[600];
+    snprintf(what, sizeof(what), "cache %s", ref->ref);
+    b->out->digest[0] = '\0';
+    int rc = cache_job(b, &req, what, on_records_done, err);
+    snprintf(cfg, KILN_DIGEST_STRLEN + 1, "%s", b->out->digest);
+    b->out->digest[0] = '\0';
+    if (rc == 0 && !kiln_digest_valid(cfg))
+        return kiln_error_set(err, KILN_EINTERNAL, 0, "%s: no config digest", what);
+    return rc;
+}
+
+int eng_pusher_cache_blob(eng_build *b, const bld_cache_ref *ref, const eng_layer_ref *l,
+                          kiln_error **err)
+{
+    kiln_req req = KILN__V1__REQUEST__INIT;
+    Kiln__V1__CacheImportRequest q = KILN__V1__CACHE_IMPORT_REQUEST__INIT;
+    Kiln__V1__RegistryOptions ro = KILN__V1__REGISTRY_OPTIONS__INIT;
+    Kiln__V1__CacheRecord rec = KILN__V1__CACHE_RECORD__INIT;
+    Kiln__V1__CacheRecord *recp = &rec;
+    reg_options(b, &ro);
+    rec.digest = (char *)l->digest;
+    rec.media_type = (char *)l->media_type;
+    rec.size = l->size;
+    q.ref = (char *)ref->ref;
+    q.store = ref->store;
+    q.registry = &ro;
+    q.blobs = &recp;
+    q.n_blobs = 1;
+    req.body_case = KILN__V1__REQUEST__BODY_CACHE_IMPORT;
+    req.cache_import = &q;
+    char what[600];
+    snprintf(what, sizeof(what), "fetch %s from cache %s", l->digest, ref->ref);
+    return cache_job(b, &req, what, NULL, err);
+}
+
+int eng_pusher_cache_bind(eng_build *b, const char *diff, const char *id, const eng_layer_ref *l,
+                          kiln_error **err)
+{
+    kiln_req req = KILN__V1__REQUEST__INIT;
+    Kiln__V1__CacheBindRequest q = KILN__V1__CACHE_BIND_REQUEST__INIT;
+    q.layer = (char *)diff;
+    q.layer_id = (char *)id;
+    q.digest = (char *)l->digest;
+    q.diff_id = (char *)l->diff_id;
+    q.media_type = (char *)l->media_type;
+    q.size = l->size;
+    q.source_date_epoch = b->spec->source_date_epoch > 0 ? b->spec->source_date_epoch : 0;
+    req.body_case = KILN__V1__REQUEST__BODY_CACHE_BIND;
+    req.cache_bind = &q;
+    kiln_reply *r = NULL;
+    int rc = call(b, &req, &r, err);
+    kiln_rpc_reply_free(r);
+    return rc < 0 ? kiln_error_wrap(err, "cache bind") : 0;
+}
+
+int eng_pusher_cache_export(eng_build *b, const eng_cache_rec *recs, size_t n, kiln_error **err)
+{
+    _cleanup_free_ Kiln__V1__CacheRecord *rv = calloc(n + 1, sizeof(*rv));
+    _cleanup_free_ Kiln__V1__CacheRecord **rp = calloc(n + 1, sizeof(*rp));
+    if (rv == NULL || rp == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        kiln__v1__cache_record__init(&rv[i]);
+        rv[i].key = (char *)recs[i].key;
+        rv[i].created = recs[i].created;
+        if (recs[i].layer) {
+            rv[i].digest = (char *)recs[i].l.digest;
+            rv[i].diff_id = (char *)recs[i].l.diff_id;
+            rv[i].media_type = (char *)recs[i].l.media_type;
+            rv[i].size = recs[i].l.size;
+        }
+        rp[i] = &rv[i];
+    }
+    kiln_req req = KILN__V1__REQUEST__INIT;
+    Kiln__V1__CacheExportRequest q = KILN__V1__CACHE_EXPORT_REQUEST__INIT;
+    Kiln__V1__RegistryOptions ro = KILN__V1__REGISTRY_OPTIONS__INIT;
+    reg_options(b, &ro);
+    q.ref = (char *)b->spec->cache_to->ref;
+    q.store = b->spec->cache_to->store;
+    q.registry = &ro;
+    q.records = rp;
+    q.n_records = n;
+    req.body_case = KILN__V1__REQUEST__BODY_CACHE_EXPORT;
+    req.cache_export = &q;
+    char what[600];
+    snprintf(what, sizeof(what), "cache export to %s", b->spec->cache_to->ref);
+    return cache_job(b, &req, what, NULL, err);
 }

@@ -28,6 +28,8 @@ void stage_res_dispose(stage_res *r)
     free(r->author);
     eng_tree_free(r->merged);
     free(r->lowers);
+    free(r->recs);
+    free(r->lazy);
     memset(r, 0, sizeof(*r));
 }
 
@@ -45,6 +47,24 @@ static int add_hist(stage_res *r, const char *created_by, bool empty, int64_t cr
     if (s == NULL)
         return -1;
     r->hist[r->n_hist++] = (eng_hist){s, empty, created};
+    return 0;
+}
+
+/* Notes a finished step for --cache-to (layer: its index in r->layers, -1 none). */
+static int add_rec(stage_res *r, const char *key, int64_t created, long layer)
+{
+    if (r->n_recs == r->cap_recs) {
+        size_t nc = r->cap_recs ? 2 * r->cap_recs : 16;
+        eng_step_rec *n = realloc(r->recs, nc * sizeof(*n));
+        if (n == NULL)
+            return -1;
+        r->recs = n;
+        r->cap_recs = nc;
+    }
+    eng_step_rec *e = &r->recs[r->n_recs++];
+    snprintf(e->key, sizeof(e->key), "%s", key);
+    e->created = created;
+    e->layer = layer;
     return 0;
 }
 
@@ -66,6 +86,84 @@ static int refresh_lowers(stage_res *r)
     return 0;
 }
 
+/* Adds a step's layer (cs: a step dir, or a lazy imported step). */
+static int push_layer(stage_res *r, const char *key, const eng_cached_step *cs)
+{
+    if (r->layers.n >= r->cap_lazy) {
+        size_t nc = r->cap_lazy ? 2 * r->cap_lazy : 8;
+        eng_lazy_layer *z = realloc(r->lazy, nc * sizeof(*z));
+        if (z == NULL)
+            return -1;
+        r->lazy = z;
+        r->cap_lazy = nc;
+    }
+    eng_lazy_layer *z = &r->lazy[r->layers.n];
+    z->pending = cs->lazy;
+    snprintf(z->key, sizeof(z->key), "%s", key);
+    z->cs = *cs;
+    r->fs_lazy = r->fs_lazy || cs->lazy;
+    if (eng_strv_push(&r->layers, cs->diff) < 0 || eng_strv_push(&r->layer_ids, cs->id) < 0)
+        return -1;
+    return refresh_lowers(r);
+}
+
+static int replace_str(char **slot, const char *s)
+{
+    char *d = strdup(s);
+    if (d == NULL)
+        return -1;
+    free(*slot);
+    *slot = d;
+    return 0;
+}
+
+/* Makes the stage's filesystem real before anything reads it: unpacks its
+ * base and the layers of lazily imported steps (in any order: each is a
+ * layer of its own), then rebuilds lowers.  A fully cached build from a
+ * registry cache never gets here and unpacks nothing.  held: the caller
+ * holds lazy_mu (r is another, finished stage). */
+static int ensure_fs(eng_ctx *c, stage_res *r, bool held, kiln_error **err)
+{
+    if (!r->fs_lazy)
+        return 0;
+    int rc = 0;
+    if (r->lazy_base != NULL) {
+        base_img *bi = r->lazy_base;
+        if (!held)
+            pthread_mutex_lock(&c->lazy_mu);
+        if (!bi->unpacked) {
+            eng_note(&c->b, "unpacking %s", bi->ref);
+            rc = eng_base_unpack(&c->b, bi->manifest, bi->config, bi->chain, err);
+            bi->unpacked = rc == 0;
+        }
+        if (!held)
+            pthread_mutex_unlock(&c->lazy_mu);
+        if (rc < 0)
+            return kiln_error_wrap(err, "%s", bi->ref);
+        memcpy(r->chain, bi->chain, sizeof(r->chain));
+        r->lazy_base = NULL;
+        if ((rc = eng_stack_acquire(&r->stack, &c->b, r->chain, err)) < 0)
+            return rc;
+    }
+    for (size_t i = 0; i < r->layers.n; i++) {
+        eng_lazy_layer *z = &r->lazy[i];
+        if (!z->pending)
+            continue;
+        eng_cached_step cs;
+        if (!(eng_cache_lookup(&c->b, z->key, &cs) == 1 && cs.layer && !cs.lazy)) {
+            cs = z->cs;
+            eng_note(&c->b, "unpacking cached layer %.19s", cs.blob.digest);
+            if ((rc = eng_regcache_make(&c->b, z->key, &cs, err)) < 0)
+                return rc;
+        }
+        if (replace_str(&r->layers.v[i], cs.diff) < 0 || replace_str(&r->layer_ids.v[i], cs.id) < 0)
+            return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+        z->pending = false;
+    }
+    r->fs_lazy = false;
+    return refresh_lowers(r) < 0 ? kiln_error_set(err, KILN_ENOSPC, 0, "out of memory") : 0;
+}
+
 static void set_key(char out[KILN_DIGEST_STRLEN + 1], const char *what, const char *a,
                     const char *b)
 {
@@ -77,24 +175,51 @@ static void set_key(char out[KILN_DIGEST_STRLEN + 1], const char *what, const ch
     kiln_sha256_free(h);
 }
 
+/* FROM <stage>: r starts as a copy of p (lazy_mu held). */
+static int copy_parent(stage_res *r, const stage_res *p, kiln_error **err)
+{
+    memcpy(r->base_manifest, p->base_manifest, sizeof(r->base_manifest));
+    memcpy(r->chain, p->chain, sizeof(r->chain));
+    memcpy(r->key, p->key, sizeof(r->key));
+    r->lazy_base = p->lazy_base;
+    r->fs_lazy = p->lazy_base != NULL;
+    r->config = cJSON_Duplicate(p->config, true);
+    r->author = p->author ? strdup(p->author) : NULL;
+    if (r->config == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    for (size_t i = 0; i < p->layers.n; i++)
+        if (push_layer(r, p->lazy[i].key, &p->lazy[i].cs) < 0)
+            return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    for (size_t i = 0; i < p->layers.n; i++) /* as p has them now (made real or not) */
+        if (replace_str(&r->layers.v[i], p->layers.v[i]) < 0 ||
+            replace_str(&r->layer_ids.v[i], p->layer_ids.v[i]) < 0)
+            return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    for (size_t i = 0; i < p->layers.n; i++) {
+        r->lazy[i].pending = p->lazy[i].pending;
+        r->fs_lazy = r->fs_lazy || p->lazy[i].pending;
+    }
+    for (size_t i = 0; i < p->n_hist; i++)
+        if (add_hist(r, p->hist[i].created_by, p->hist[i].empty_layer, p->hist[i].created) < 0)
+            return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    for (size_t i = 0; i < p->n_recs; i++)
+        if (add_rec(r, p->recs[i].key, p->recs[i].created, p->recs[i].layer) < 0)
+            return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    /* Triggers of the parent ran in this stage (the plan spliced them). */
+    cJSON_DeleteItemFromObjectCaseSensitive(r->config, "OnBuild");
+    return 0;
+}
+
 static int setup_base(eng_ctx *c, const bld_stage *st, stage_res *r, kiln_error **err)
 {
     int rc = 0;
     if (st->base_kind == BLD_BASE_STAGE) {
         const stage_res *p = &c->res[st->base_stage];
-        memcpy(r->base_manifest, p->base_manifest, sizeof(r->base_manifest));
-        memcpy(r->chain, p->chain, sizeof(r->chain));
-        memcpy(r->key, p->key, sizeof(r->key));
-        r->config = cJSON_Duplicate(p->config, true);
-        r->author = p->author ? strdup(p->author) : NULL;
-        if (eng_strv_copy(&r->layers, &p->layers) < 0 ||
-            eng_strv_copy(&r->layer_ids, &p->layer_ids) < 0 || r->config == NULL)
-            return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
-        for (size_t i = 0; i < p->n_hist; i++)
-            if (add_hist(r, p->hist[i].created_by, p->hist[i].empty_layer, p->hist[i].created) < 0)
-                return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
-        /* Triggers of the parent ran in this stage (the plan spliced them). */
-        cJSON_DeleteItemFromObjectCaseSensitive(r->config, "OnBuild");
+        /* Another stage may be making p's filesystem real meanwhile. */
+        pthread_mutex_lock(&c->lazy_mu);
+        rc = copy_parent(r, p, err);
+        pthread_mutex_unlock(&c->lazy_mu);
+        if (rc < 0)
+            return rc;
     } else if (st->base_kind == BLD_BASE_IMAGE) {
         base_img *bi = NULL;
         for (size_t i = 0; i < c->n_bases; i++)
@@ -102,17 +227,10 @@ static int setup_base(eng_ctx *c, const bld_stage *st, stage_res *r, kiln_error 
                 bi = &c->bases[i];
         if (bi == NULL)
             return kiln_error_set(err, KILN_EINTERNAL, 0, "base %s not fetched", st->base_image);
-        pthread_mutex_lock(&c->lazy_mu);
-        if (!bi->unpacked) {
-            eng_note(&c->b, "unpacking %s", st->base_image);
-            rc = eng_base_unpack(&c->b, bi->manifest, bi->config, bi->chain, err);
-            bi->unpacked = rc == 0;
-        }
-        pthread_mutex_unlock(&c->lazy_mu);
-        if (rc < 0)
-            return kiln_error_wrap(err, "%s", st->base_image);
+        /* Unpacked when a step first reads the filesystem (ensure_fs). */
+        r->lazy_base = bi;
+        r->fs_lazy = true;
         snprintf(r->base_manifest, sizeof(r->base_manifest), "%s", bi->digest);
-        memcpy(r->chain, bi->chain, sizeof(r->chain));
         const cJSON *cfg = cJSON_GetObjectItemCaseSensitive(bi->parsed, "config");
         r->config = cJSON_IsObject(cfg) ? cJSON_Duplicate(cfg, true) : cJSON_CreateObject();
         const cJSON *au = cJSON_GetObjectItemCaseSensitive(bi->parsed, "author");
@@ -128,7 +246,7 @@ static int setup_base(eng_ctx *c, const bld_stage *st, stage_res *r, kiln_error 
             return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
         set_key(r->key, "scratch", "", st->platform);
     }
-    if ((rc = eng_stack_acquire(&r->stack, &c->b, r->chain, err)) < 0)
+    if (r->lazy_base == NULL && (rc = eng_stack_acquire(&r->stack, &c->b, r->chain, err)) < 0)
         return rc;
     if (refresh_lowers(r) < 0)
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
@@ -162,7 +280,7 @@ static int merged_of(eng_ctx *c, size_t stage, const char **out, kiln_error **er
         return kiln_error_set(err, KILN_EINTERNAL, 0, "stage %zu not built", stage);
     int rc = 0;
     pthread_mutex_lock(&c->lazy_mu);
-    if (p->merged == NULL)
+    if (p->merged == NULL && (rc = ensure_fs(c, p, true, err)) == 0)
         rc = eng_tree_merge(&p->merged, &c->b, p->lowers, p->n_lowers, err);
     if (rc == 0)
         *out = eng_tree_root(p->merged);
@@ -233,7 +351,12 @@ static int run_mounts(eng_ctx *c, const bld_instr *in, const char *wd, eng_mount
             o->source_path = m->source;
             o->writable = !m->readonly;
             if (m->from_kind == BLD_REF_STAGE) {
-                const stage_res *p = &c->res[m->from_stage];
+                stage_res *p = &c->res[m->from_stage];
+                pthread_mutex_lock(&c->lazy_mu);
+                int rc = ensure_fs(c, p, true, err);
+                pthread_mutex_unlock(&c->lazy_mu);
+                if (rc < 0)
+                    return rc;
                 o->source_layers = p->lowers;
                 o->n_source_layers = p->n_lowers;
             } else if (m->from_kind == BLD_REF_IMAGE) {
@@ -669,6 +792,16 @@ static int exec_step(eng_ctx *c, size_t si, size_t step, const bld_instr *in, st
     return rc < 0 ? rc : eng_copy_exec(cd, err);
 }
 
+/* A lazy step of the local index is usable while the pusher still has its
+ * blob (binding it again checks). */
+static bool lazy_usable(eng_ctx *c, const eng_cached_step *cs)
+{
+    kiln_error *e = NULL;
+    bool ok = eng_regcache_rebind(&c->b, cs, &e) == 0;
+    kiln_error_free(&e);
+    return ok;
+}
+
 static int run_step(eng_ctx *c, size_t si, size_t step, const bld_instr *in, stage_res *r,
                     kiln_error **err)
 {
@@ -708,7 +841,10 @@ static int run_step(eng_ctx *c, size_t si, size_t step, const bld_instr *in, sta
     kiln_sha256_update(h, link ? "link" : r->key, strlen(link ? "link" : r->key) + 1);
     eng_hash_instr(h, in);
     if (is_copy) {
-        rc = copy_desc(c, in, r, &cd, srcs, dest, err);
+        /* Resolving the destination and --chown reads the image. */
+        rc = ensure_fs(c, r, false, err);
+        if (rc == 0)
+            rc = copy_desc(c, in, r, &cd, srcs, dest, err);
         cd.exclude = excl;
         if (rc == 0 && link) {
             char res[ENG_PATH_MAX + 64];
@@ -733,6 +869,18 @@ static int run_step(eng_ctx *c, size_t si, size_t step, const bld_instr *in, sta
 
     eng_cached_step cs = {0};
     bool cached = rc == 0 && !c->b.spec->no_cache && eng_cache_lookup(&c->b, key, &cs) == 1;
+    if (cached && cs.lazy && !lazy_usable(c, &cs))
+        cached = false;
+    int how = cached ? BLD_STEP_CACHED : BLD_STEP_RAN;
+    if (rc == 0 && !cached && !c->b.spec->no_cache) { /* --cache-from */
+        memset(&cs, 0, sizeof(cs));
+        rc = eng_regcache_defer(&c->b, key, &cs, err);
+        cached = rc == 1;
+        how = cached ? BLD_STEP_CACHED_REGISTRY : how;
+        rc = rc < 0 ? rc : 0;
+    }
+    if (rc == 0 && !cached && fs_step(in->kind))
+        rc = ensure_fs(c, r, false, err);
     if (rc == 0 && !cached && fs_step(in->kind)) {
         if (t.dir[0] || (rc = eng_step_begin(&c->b, &t, err)) == 0) {
             rc = exec_step(c, si, step, in, r, &cd, &t, err);
@@ -752,14 +900,15 @@ static int run_step(eng_ctx *c, size_t si, size_t step, const bld_instr *in, sta
         set_key(r->key, "linked", r->key, key);
     else
         memcpy(r->key, key, sizeof(r->key));
-    if (cs.layer && (eng_strv_push(&r->layers, cs.diff) < 0 ||
-                     eng_strv_push(&r->layer_ids, cs.id) < 0 || refresh_lowers(r) < 0))
+    if (cs.layer && push_layer(r, key, &cs) < 0)
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
     if (in->kind != BLD_INSTR_ARG && add_hist(r, shown, !cs.layer, cs.created) < 0)
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    if (add_rec(r, key, cs.created, cs.layer ? (long)r->layers.n - 1 : -1) < 0)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
     eng_count_step(&c->b, cached);
     if (ev && ev->step_done)
-        ev->step_done(ev->ud, si, step, cached, key, cs.layer ? cs.size : 0, kiln_now_ms() - t0);
+        ev->step_done(ev->ud, si, step, how, key, cs.layer ? cs.size : 0, kiln_now_ms() - t0);
     return 0;
 }
 

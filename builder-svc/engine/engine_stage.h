@@ -49,6 +49,15 @@ static inline int eng_run_network(const bld_build_spec *spec, const bld_run *run
 void base_img_index(base_img *bi);
 void base_img_dispose(base_img *bi);
 
+/* A layer of a stage that may not be unpacked yet: an imported step
+ * (engine_regcache.c) whose dir is made only when something reads the
+ * stage's filesystem (ensure_fs in engine_stage.c). */
+typedef struct eng_lazy_layer {
+    bool pending;
+    char key[KILN_DIGEST_STRLEN + 1];
+    eng_cached_step cs;
+} eng_lazy_layer;
+
 /* The state of a stage: where its rootfs comes from, its new layers and its
  * image config.  A FROM <stage> starts from a copy of its parent's. */
 typedef struct stage_res {
@@ -67,6 +76,15 @@ typedef struct stage_res {
     eng_tree *merged;                 /* merged rootfs for COPY --from (lazy) */
     const char **lowers;              /* stack dirs + layers, rebuilt as layers grow */
     size_t n_lowers;
+    /* Deferred filesystem: the base not unpacked yet (lazy_base) and layers
+     * imported lazily (lazy[i], one per layer); while fs_lazy, lowers is
+     * not the stage's tree and nothing may read it before ensure_fs. */
+    bool fs_lazy;
+    base_img *lazy_base;
+    eng_lazy_layer *lazy;
+    size_t cap_lazy;
+    eng_step_rec *recs; /* the steps (a parent stage's first), for --cache-to */
+    size_t n_recs, cap_recs;
     int failed_line; /* the instruction (or FROM) that failed the stage */
     char failed_text[512];
 } stage_res;

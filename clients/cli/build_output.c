@@ -392,7 +392,7 @@ int cli_output_write(cli_ctx *ctx, const cli_output *o, const char *digest)
     char target[PATH_MAX + 16];
     if (o->kind == CLI_OUT_OCI) {
         snprintf(target, sizeof(target), "oci-archive:%s", o->dest);
-        return cli_export_receive_quiet(ctx, digest, target);
+        return cli_export_stream(ctx, digest, target, false);
     }
     /* The image as a layout in a private temp dir, then its layers. */
     const char *td = getenv("TMPDIR");
@@ -405,7 +405,7 @@ int cli_output_write(cli_ctx *ctx, const cli_output *o, const char *digest)
     snprintf(layout, sizeof(layout), "%s/oci", tmp);
     snprintf(rootfs, sizeof(rootfs), "%s/rootfs", tmp);
     snprintf(target, sizeof(target), "oci:%s", layout);
-    int rc = cli_export_receive_quiet(ctx, digest, target);
+    int rc = cli_export_stream(ctx, digest, target, false);
     kiln_error *err = NULL;
     if (rc == CLI_EXIT_OK &&
         (apply_layout(layout, o->kind == CLI_OUT_LOCAL ? o->dest : rootfs, &err) < 0 ||

@@ -282,8 +282,8 @@ int cli_import_send(cli_ctx *ctx, const char *src, cli_progress mode, cli_contex
  * once the archive's digest checked out.  Prints the image digest.  Returns a
  * CLI exit code. */
 int cli_export_receive(cli_ctx *ctx, const char *ref, const char *target);
-/* The same without printing the digest (kiln build --output). */
-int cli_export_receive_quiet(cli_ctx *ctx, const char *ref, const char *target);
+/* The same, printing the digest only when print. */
+int cli_export_stream(cli_ctx *ctx, const char *ref, const char *target, bool print);
 
 /* ---- the live build view on a terminal (render_tty.c) ---- */
 

@@ -2,6 +2,7 @@
  * plan; otherwise the build runs as a job on kiln-builder and its events are
  * rendered by render_build.c. */
 #include "cli.h"
+#include "build_cache.h"
 #include "cleanup.h"
 #include "config.h"
 #include "units.h"
@@ -275,7 +276,15 @@ static const char usage[] =
     "                         over ipc:// and sees this filesystem, else stream\n"
     "                         (then --secret contents are sent too)\n"
     "  --affinity KEY         with a pool of builders: the key that places the build\n"
-    "                         (default: the first -t repository + the Dockerfile path)\n";
+    "                         (default: the first -t repository + the Dockerfile path)\n"
+    "  --cache-to type=registry,ref=REF[,mode=min|max]\n"
+    "  --cache-to type=local,dest=DIR[,mode=min|max]\n"
+    "                         export the built steps' cache records and layers to REF\n"
+    "                         or, as an OCI layout, to DIR here (min: the final\n"
+    "                         stage's, default; max: every stage's)\n"
+    "  --cache-from [type=registry,ref=]REF | type=local,src=DIR\n"
+    "                         use that step cache on a local miss (repeatable; a REF\n"
+    "                         or DIR that does not exist is a warning)\n";
 
 enum {
     B_TAG = 't',
@@ -306,6 +315,8 @@ enum {
     B_ULIMIT,
     B_SHM_SIZE,
     B_SSH, /* ssh_proxy.c */
+    B_CACHE_TO,
+    B_CACHE_FROM,
 };
 /* Client-side build options (build_opts.c, build_output.c). */
 enum { B_OUTPUT = 'o', B_ANNOTATION = 460, B_METADATA, B_BUILD_CONTEXT };
@@ -372,6 +383,8 @@ const struct option cli_build_opts[] = {
     {"annotation", required_argument, NULL, B_ANNOTATION},
     {"metadata-file", required_argument, NULL, B_METADATA},
     {"build-context", required_argument, NULL, B_BUILD_CONTEXT},
+    {"cache-to", required_argument, NULL, B_CACHE_TO},
+    {"cache-from", required_argument, NULL, B_CACHE_FROM},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
@@ -396,7 +409,9 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
     char authfile[PATH_MAX] = "", cert_dir[PATH_MAX] = "";
     cli_creds creds_v = {0};
     cli_run_opts run_opts = {0};
-    static cli_ssh_opts ssh; /* large; one build per process */
+    static cli_ssh_opts ssh;      /* large; one build per process */
+    static cli_build_cache cache; /* one build per process; large */
+    memset(&cache, 0, sizeof(cache));
     int c, rc = CLI_EXIT_OK;
     cli_getopt_reset();
     while ((c = getopt_long(argc, argv, "t:f:o:qh", cli_build_opts, NULL)) != -1) {
@@ -534,6 +549,11 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
             break;
         case B_SSH:
             if (cli_ssh_opt(&ssh, optarg) != CLI_EXIT_OK)
+                return CLI_EXIT_USAGE;
+            break;
+        case B_CACHE_TO:
+        case B_CACHE_FROM:
+            if (cli_build_cache_add(&cache, c == B_CACHE_TO, optarg) != CLI_EXIT_OK)
                 return CLI_EXIT_USAGE;
             break;
         case B_CTXTRANSFER:
@@ -698,6 +718,7 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
             for (size_t i = 0; i < n_named && nh < KILN_ARRAY_SIZE(hosts); i++)
                 if (named[i].image && cli_ref_registry(named[i].image, hosts[nh], 512))
                     nh++;
+            nh += cli_build_cache_hosts(&cache, hosts + nh, KILN_ARRAY_SIZE(hosts) - nh);
             for (size_t i = 0; i < nh; i++)
                 hp[i] = hosts[i];
             if ((rc = cli_creds_resolve("build", authfile[0] ? authfile : NULL, hp, nh, true,
@@ -708,6 +729,11 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
             br.credentials = creds_v.v;
             br.n_credentials = creds_v.n;
         }
+        if ((rc = cli_build_cache_prepare(ctx, &cache)) != CLI_EXIT_OK) {
+            cli_context_dispose(&cc);
+            goto out;
+        }
+        cli_build_cache_apply(&cache, &br);
         const char *sde = getenv("SOURCE_DATE_EPOCH");
         br.source_date_epoch = sde && *sde ? strtoll(sde, NULL, 10) : 0;
         cli_build_result res = {0};
@@ -716,6 +742,7 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
         while (cli_pool_failover(ctx, rc))
             if ((rc = cli_pool_resend(ctx, stream ? &cc : NULL, progress, &br)) == CLI_EXIT_OK)
                 rc = cli_run_build(ctx, &br, progress, iidfile, &res);
+        rc = cli_build_cache_finish(ctx, &cache, rc);
         cli_context_dispose(&cc);
         if (rc == CLI_EXIT_OK && output.kind != CLI_OUT_NONE)
             rc = cli_output_write(ctx, &output, res.digest);

@@ -79,7 +79,10 @@ void cli_print_event(FILE *f, const Kiln__V1__Event *e)
                                e->step_done->size_uncompressed ? e->step_done->size_uncompressed
                                                                : e->step_done->layer_bytes);
         fprintf(f, "step %u.%u %s in %llu ms, layer %s, key %.19s\n", e->step_done->stage,
-                e->step_done->step, e->step_done->cached ? "cached" : "done",
+                e->step_done->step,
+                !e->step_done->cached         ? "done"
+                : *e->step_done->cache_source ? "cached (registry)"
+                                              : "cached",
                 (unsigned long long)e->step_done->duration_ms, size, e->step_done->cache_key);
         break;
     case KILN__V1__EVENT__PAYLOAD_STAGE_DONE:

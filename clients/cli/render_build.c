@@ -84,7 +84,9 @@ static void done_status(const Kiln__V1__BuildStepDone *d, char *out, size_t cap)
     uint64_t raw = d->size_uncompressed ? d->size_uncompressed : d->layer_bytes;
     char size[KILN_LAYER_SIZE_STRLEN];
     kiln_format_layer_size(size, sizeof(size), d->size_compressed, raw);
-    if (d->cached)
+    if (d->cached && *d->cache_source)
+        snprintf(out, cap, "CACHED (%s)", d->cache_source);
+    else if (d->cached)
         snprintf(out, cap, "CACHED");
     else if (raw)
         snprintf(out, cap, "DONE %.2fs, layer %s", secs, size);
@@ -120,7 +122,8 @@ static void tty_event(view *v, const kiln_event *e)
         unsigned no = step_no(v, d->stage, d->step, true);
         /* short, to stay whole at the right edge of a narrow terminal */
         if (d->cached)
-            snprintf(status, sizeof(status), "CACHED");
+            snprintf(status, sizeof(status), "CACHED%s%s%s", *d->cache_source ? " (" : "",
+                     d->cache_source, *d->cache_source ? ")" : "");
         else
             snprintf(status, sizeof(status), "DONE %.1fs", (double)d->duration_ms / 1000.0);
         snprintf(line, sizeof(line), "#%u [%s]", no, stage_label(v, d->stage));

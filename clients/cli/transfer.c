@@ -237,7 +237,7 @@ static int write_target(stream *s, bool dir, const char *dest, kiln_error **err)
     return r;
 }
 
-static int export_receive(cli_ctx *ctx, const char *ref, const char *target, bool print)
+int cli_export_stream(cli_ctx *ctx, const char *ref, const char *target, bool print)
 {
     bool dir = strncmp(target, "oci:", 4) == 0;
     const char *dest = strchr(target, ':') + 1;
@@ -287,10 +287,5 @@ static int export_receive(cli_ctx *ctx, const char *ref, const char *target, boo
 
 int cli_export_receive(cli_ctx *ctx, const char *ref, const char *target)
 {
-    return export_receive(ctx, ref, target, true);
-}
-
-int cli_export_receive_quiet(cli_ctx *ctx, const char *ref, const char *target)
-{
-    return export_receive(ctx, ref, target, false);
+    return cli_export_stream(ctx, ref, target, true);
 }

@@ -137,6 +137,24 @@ typedef struct psh_pull_result {
 int psh_pull(psh_store *s, const char *ref, const char *platform, const psh_registry_opts *o,
              const psh_reg_events *ev, psh_pull_result *out, kiln_error **err);
 
+/* ---- step caches (kiln build --cache-to / --cache-from) ---- */
+
+/* The config media type of a step cache manifest: its config blob is a JSON
+ * object {"records":[{"key","created","digest","diff_id","media_type",
+ * "size"}, ...]}; its layers are the records' blobs. */
+#define PSH_MT_KILN_CACHE_CONFIG "application/vnd.kiln.cache.config.v1+json"
+
+/* With n_want 0: fetches ref's manifest (an image manifest whose config has
+ * PSH_MT_KILN_CACHE_CONFIG, KILN_EINVAL otherwise; KILN_ENOENT when ref does
+ * not exist) and its config blob into the store, *config (may not be NULL)
+ * describing that blob.  With want[0..n_want-1] (digest and size set):
+ * fetches those blobs of ref's repository.  Blobs are verified and resumed as
+ * psh_pull does; the store keeps no tag for them (GC may remove them once
+ * no image uses them).  out may be NULL. */
+int psh_pull_cache(psh_store *s, const char *ref, const psh_descriptor *want, size_t n_want,
+                   const psh_registry_opts *o, const psh_reg_events *ev, psh_descriptor *config,
+                   psh_pull_result *out, kiln_error **err);
+
 /* ---- manifest lists (OCI image indexes in the store) ---- */
 
 /* Creates an empty OCI index tagged list_ref.  KILN_EEXIST when the tag

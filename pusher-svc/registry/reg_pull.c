@@ -578,3 +578,63 @@ int reg_remote_image(psh_store *s, const char *ref, const psh_registry_opts *o, 
     reg_client_free(c);
     return r;
 }
+
+/* ---- a step cache's manifest and the blobs of it a build needs ---- */
+
+int psh_pull_cache(psh_store *s, const char *ref, const psh_descriptor *want, size_t n_want,
+                   const psh_registry_opts *o, const psh_reg_events *ev, psh_descriptor *config,
+                   psh_pull_result *out, kiln_error **err)
+{
+    psh_pull_result local;
+    psh_pull_result *res = out ? out : &local;
+    memset(res, 0, sizeof(*res));
+    kiln_ref r0;
+    int r = kiln_ref_parse(&r0, ref ? ref : "", KILN_REF_DEFAULT_TAG, err);
+    if (r < 0)
+        return r;
+    reg_client *c = NULL;
+    if ((r = reg_client_new(&c, &r0, o, ev, reg_state_root(s, o), err)) < 0)
+        return r;
+    struct pull p = {.s = s, .c = c, .o = o, .ev = ev, .repo = r0.path, .res = res};
+    p.pin.fd = -1;
+    snprintf(p.scope, sizeof(p.scope), "repository:%s:pull", r0.path);
+    _cleanup_free_ psh_descriptor *blobs = NULL;
+    _cleanup_free_ char *bytes = NULL;
+    size_t n = 0, len = 0;
+    r = psh_store_pin_open(s, &p.pin, err);
+    if (r == 0 && n_want == 0) {
+        /* The manifest, then its config blob: the records. */
+        psh_descriptor d;
+        r = reg_fetch_manifest(c, r0.path, r0.digest[0] ? r0.digest : r0.tag,
+                               r0.digest[0] ? r0.digest : NULL, &bytes, &len, &d, err);
+        _cleanup_cjson_ cJSON *m = r == 0 ? cJSON_ParseWithLength(bytes, len) : NULL;
+        const cJSON *cfg = cJSON_GetObjectItemCaseSensitive(m, "config");
+        if (r == 0 &&
+            (!reg_mt_is_manifest(d.media_type) || (r = reg_doc_descriptor(cfg, config, err)) < 0 ||
+             strcmp(config->media_type, PSH_MT_KILN_CACHE_CONFIG) != 0))
+            r = r < 0 ? r : kiln_error_set(err, KILN_EINVAL, 0, "%s is not a Kiln step cache", ref);
+        if (r == 0 && (blobs = calloc(1, sizeof(*blobs))) == NULL)
+            r = kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+        if (r == 0)
+            blobs[n++] = *config;
+    } else if (r == 0) {
+        if ((blobs = calloc(n_want, sizeof(*blobs))) == NULL)
+            r = kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+        for (size_t i = 0; r == 0 && i < n_want; i++) {
+            if (!kiln_digest_valid(want[i].digest))
+                r = kiln_error_set(err, KILN_EINVAL, 0, "bad digest %.80s", want[i].digest);
+            else
+                blobs[n++] = want[i];
+        }
+    }
+    if (r == 0) {
+        p.blobs = blobs;
+        r = reg_parallel(n, o->concurrency ? o->concurrency : 3, pull_blob, &p, err);
+        p.blobs = NULL;
+    }
+    for (size_t i = 0; r == 0 && i < n; i++)
+        reg_origin_add(c->state_dir, blobs[i].digest, c->host, r0.path);
+    psh_store_pin_close(s, &p.pin);
+    reg_client_free(c);
+    return r;
+}

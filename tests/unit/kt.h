@@ -7,7 +7,7 @@
  * order of definition and prints "N passed, N failed".
  *
  * Suite fixtures (at most one of each per binary):
- *   KT_SETUP(setup) { dir = th_tempdir("x"); KT_REQUIRE(dir != NULL); ... }
+ *   KT_SETUP(setup) { dir = kt_tmpdir("x"); KT_REQUIRE(dir != NULL); ... }
  *   KT_TEARDOWN(teardown) { if (dir) th_rmrf(dir); }
  * The setup runs before the first case, the teardown after the last one, also
  * when only some cases run (KT_ONLY=<case> runs that one case with its

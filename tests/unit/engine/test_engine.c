@@ -40,7 +40,7 @@ static void on_output(void *ud, size_t stage, size_t step, int stream, const cha
         s->out_len += (size_t)n;
 }
 
-static void on_step_done(void *ud, size_t stage, size_t step, bool cached, const char *key,
+static void on_step_done(void *ud, size_t stage, size_t step, int cached, const char *key,
                          uint64_t bytes, uint64_t ms)
 {
     seen *s = ud;

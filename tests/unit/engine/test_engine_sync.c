@@ -86,7 +86,7 @@ static kiln_rpc_client *client;
 static bld_engine *engine;
 static char step_key[80];
 
-static void on_step_done(void *ud, size_t stage, size_t step, bool cached, const char *key,
+static void on_step_done(void *ud, size_t stage, size_t step, int cached, const char *key,
                          uint64_t bytes, uint64_t ms)
 {
     if (bytes > 0)
