@@ -6,6 +6,7 @@
  * description executed by engine_run.c / engine_copy.c; metadata
  * instructions change the stage's image config (engine_config.c). */
 #include "engine_int.h"
+#include "bld_sandbox.h"
 #include "engine_stage.h"
 
 #include <stdarg.h>
@@ -154,7 +155,7 @@ int bld_engine_new(bld_engine **out, const char *data_dir, kiln_rpc_client *push
     }
     eng_cache_cleanup(data_dir);
     kiln_error *serr = NULL;
-    if (bld_sandbox_cleanup_stale_wrap(data_dir, &serr) < 0) {
+    if (bld_sandbox_cleanup_stale(data_dir, &serr) < 0) {
         kiln_warn("build", "sandbox cleanup: %s", serr->msg);
         kiln_error_free(&serr);
     }

@@ -1,8 +1,8 @@
 /* Internals of the build engine, shared by its translation units.
  *
- * plan.h (the Dockerfile frontend) and bld_sandbox.h (the RUN sandbox) both
- * define bld_network, bld_mount, ...; no file includes both.  engine.c walks
- * the plan and describes each step with the eng_* structs below;
+ * engine.c walks the plan (plan.h) and describes each step with the eng_*
+ * structs below, which keep the stage logic free of the sandbox's own types
+ * (bld_sandbox.h: sbx_mount, sbx_network, sbx_run);
  * engine_run.c (sandbox, snapshots), engine_copy.c (COPY/ADD),
  * engine_cache.c (step keys and the step index) and engine_pusher.c (the RPC
  * boundary to kiln-pusher) execute those descriptions. */
@@ -140,7 +140,6 @@ typedef struct eng_run_desc {
 int eng_snapshot_prune(const char *data_dir, uint64_t max_age_s, kiln_error **err);
 
 /* Sandbox cleanup and preflight, at engine start. */
-int bld_sandbox_cleanup_stale_wrap(const char *data_dir, kiln_error **err);
 char *eng_preflight(const char *data_dir, bool *usable);
 
 /* Runs one RUN; *exit_code gets the command's status (-1 when killed). */
@@ -252,9 +251,9 @@ typedef struct eng_copy_desc {
     const char *src_root;
     const struct kiln_ignore *ignore;  /* NULL unless the context */
     const struct kiln_ignore *exclude; /* --exclude patterns, or NULL */
-    long uid, gid;                    /* -1: root */
-    long mode;                        /* -1: keep */
-    const char *mode_sym;             /* symbolic --chmod (bld_chmod_apply), or NULL */
+    long uid, gid;                     /* -1: root */
+    long mode;                         /* -1: keep */
+    const char *mode_sym;              /* symbolic --chmod (bld_chmod_apply), or NULL */
     const char *const *lowers;
     size_t n_lowers;
     const char *upper;

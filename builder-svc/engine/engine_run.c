@@ -1,6 +1,6 @@
 /* Executes what the engine describes against the sandbox: base layers into
  * snapshots (blobs read from the shared store), snapshot stacks held while a
- * stage runs, merged trees for COPY --from, and one RUN in bld_run(). */
+ * stage runs, merged trees for COPY --from, and one RUN in sbx_run(). */
 #include "engine_int.h"
 
 #include <stdio.h>
@@ -218,27 +218,27 @@ void eng_net_release(eng_build *b)
 int eng_run(eng_build *b, const eng_run_desc *d, int *exit_code, kiln_error **err)
 {
     *exit_code = -1;
-    _cleanup_free_ bld_mount *mounts = calloc(d->n_mounts + 1, sizeof(*mounts));
+    _cleanup_free_ sbx_mount *mounts = calloc(d->n_mounts + 1, sizeof(*mounts));
     if (mounts == NULL)
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
     for (size_t i = 0; i < d->n_mounts; i++) {
         const eng_mount *m = &d->mounts[i];
-        bld_mount *o = &mounts[i];
+        sbx_mount *o = &mounts[i];
         switch (m->type) {
         case ENG_MNT_BIND:
-            o->type = BLD_MOUNT_BIND;
+            o->type = SBX_MOUNT_BIND;
             break;
         case ENG_MNT_CACHE:
-            o->type = BLD_MOUNT_CACHE;
+            o->type = SBX_MOUNT_CACHE;
             break;
         case ENG_MNT_TMPFS:
-            o->type = BLD_MOUNT_TMPFS;
+            o->type = SBX_MOUNT_TMPFS;
             break;
         case ENG_MNT_SECRET:
-            o->type = BLD_MOUNT_SECRET;
+            o->type = SBX_MOUNT_SECRET;
             break;
         case ENG_MNT_SSH:
-            o->type = BLD_MOUNT_SSH;
+            o->type = SBX_MOUNT_SSH;
             break;
         }
         o->target = m->target;
@@ -248,9 +248,9 @@ int eng_run(eng_build *b, const eng_run_desc *d, int *exit_code, kiln_error **er
         o->n_source_layers = m->n_source_layers;
         o->writable = m->writable;
         o->id = m->id;
-        o->sharing = m->sharing == 1   ? BLD_CACHE_PRIVATE
-                     : m->sharing == 2 ? BLD_CACHE_LOCKED
-                                       : BLD_CACHE_SHARED;
+        o->sharing = m->sharing == 1   ? SBX_CACHE_PRIVATE
+                     : m->sharing == 2 ? SBX_CACHE_LOCKED
+                                       : SBX_CACHE_SHARED;
         o->readonly = m->readonly;
         o->uid = m->uid >= 0 ? (uid_t)m->uid : 0;
         o->gid = m->gid >= 0 ? (gid_t)m->gid : 0;
@@ -288,9 +288,9 @@ int eng_run(eng_build *b, const eng_run_desc *d, int *exit_code, kiln_error **er
         .env = d->env,
         .cwd = d->cwd,
         .user = d->user,
-        .network = d->net == ENG_NET_NONE   ? BLD_NET_NONE
-                   : d->net == ENG_NET_HOST ? BLD_NET_HOST
-                                            : BLD_NET_PRIVATE,
+        .network = d->net == ENG_NET_NONE   ? SBX_NET_NONE
+                   : d->net == ENG_NET_HOST ? SBX_NET_HOST
+                                            : SBX_NET_PRIVATE,
         .netns = net,
         .mounts = mounts,
         .n_mounts = d->n_mounts,
@@ -307,13 +307,13 @@ int eng_run(eng_build *b, const eng_run_desc *d, int *exit_code, kiln_error **er
         .cancel = &b->stop,
     };
     bld_run_result res = {0};
-    int rc = bld_run(&rs, &res, err);
+    int rc = sbx_run(&rs, &res, err);
     /* "private, new": this RUN started the build's network (and waited for
      * pasta); bench/build.sh reads these lines. */
     kiln_debug("sandbox", "RUN setup %.2f ms (network %s)", (double)res.setup_us / 1000.0,
                made                            ? "private, new"
-               : rs.network == BLD_NET_PRIVATE ? "private"
-               : rs.network == BLD_NET_NONE    ? "none"
+               : rs.network == SBX_NET_PRIVATE ? "private"
+               : rs.network == SBX_NET_NONE    ? "none"
                                                : "host");
     rmdir(work);
     if (rc < 0)
@@ -322,11 +322,6 @@ int eng_run(eng_build *b, const eng_run_desc *d, int *exit_code, kiln_error **er
     if (res.signal)
         *exit_code = 128 + res.signal;
     return 0;
-}
-
-int bld_sandbox_cleanup_stale_wrap(const char *data_dir, kiln_error **err)
-{
-    return bld_sandbox_cleanup_stale(data_dir, err);
 }
 
 char *eng_preflight(const char *data_dir, bool *usable)

@@ -5,7 +5,7 @@
  * of the given lower dirs with a fresh upper dir that becomes the step's
  * diff (whiteouts in overlay form, handed to the pusher as is).
  *
- * Process tree of one bld_run():
+ * Process tree of one sbx_run():
  *   builder thread ── fork ─► monitor (host PID ns, joins the step's cgroup,
  *                              unshares the namespaces, dies with the caller
  *                              thread: PR_SET_PDEATHSIG)
@@ -15,7 +15,7 @@
  * All mounts exist only in the step's mount namespace and all processes in
  * its PID namespace, so when init dies (end of the command, timeout, cancel,
  * or the builder being killed) the kernel removes every process and mount of
- * the step.  bld_run() must be called from a thread that stays alive until it
+ * the step.  sbx_run() must be called from a thread that stays alive until it
  * returns (the death signal follows the forking thread).
  *
  * The command runs with the builder's file descriptors closed, Docker's
@@ -72,15 +72,15 @@ char *bld_preflight_json(const bld_preflight_info *pf);
 
 /* ---- RUN -------------------------------------------------------------- */
 
-typedef enum bld_network {
-    BLD_NET_NONE = 0, /* own network namespace, loopback only */
-    BLD_NET_HOST,     /* the host's network; /etc/resolv.conf, /etc/hosts provided (the
+typedef enum sbx_network {
+    SBX_NET_NONE = 0, /* own network namespace, loopback only */
+    SBX_NET_HOST,     /* the host's network; /etc/resolv.conf, /etc/hosts provided (the
                        * caller decides whether that is allowed: network.host entitlement) */
-    BLD_NET_PRIVATE,  /* own network namespace with outbound access through pasta; the
+    SBX_NET_PRIVATE,  /* own network namespace with outbound access through pasta; the
                        * host's loopback and link-local addresses unreachable */
-} bld_network;
+} sbx_network;
 
-/* A private network (BLD_NET_PRIVATE) that RUN steps join: a network
+/* A private network (SBX_NET_PRIVATE) that RUN steps join: a network
  * namespace with loopback up and the egress filter installed (see README.md,
  * "Network"), the RUNs' /etc/resolv.conf, and pasta attached to it by a
  * thread of its own.  The engine makes one per build, the first time a RUN
@@ -97,7 +97,7 @@ typedef struct bld_netns bld_netns;
 int bld_netns_new(bld_netns **out, const char *resolv_conf, kiln_error **err);
 /* Ends the network and returns at once: pasta is killed right away and
  * reaped by n's thread, which then closes the namespace (gone once no RUN
- * is in it any more) and frees n.  Safe on NULL.  No bld_run() may still
+ * is in it any more) and frees n.  Safe on NULL.  No sbx_run() may still
  * use n. */
 void bld_netns_free(bld_netns *n);
 
@@ -108,23 +108,23 @@ typedef enum bld_rootfs_mode {
     BLD_ROOTFS_COPY, /* copy the lowers, diff afterwards: identical diff, slower */
 } bld_rootfs_mode;
 
-typedef enum bld_mount_type {
-    BLD_MOUNT_BIND = 0,
-    BLD_MOUNT_CACHE,
-    BLD_MOUNT_TMPFS,
-    BLD_MOUNT_SECRET,
-    BLD_MOUNT_SSH, /* source: a unix socket of the builder, bound on target (--ssh) */
-} bld_mount_type;
+typedef enum sbx_mount_type {
+    SBX_MOUNT_BIND = 0,
+    SBX_MOUNT_CACHE,
+    SBX_MOUNT_TMPFS,
+    SBX_MOUNT_SECRET,
+    SBX_MOUNT_SSH, /* source: a unix socket of the builder, bound on target (--ssh) */
+} sbx_mount_type;
 
-typedef enum bld_cache_sharing {
-    BLD_CACHE_SHARED = 0, /* concurrent users share one dir */
-    BLD_CACHE_PRIVATE,    /* a concurrent user gets a separate dir */
-    BLD_CACHE_LOCKED,     /* a concurrent user waits */
-} bld_cache_sharing;
+typedef enum sbx_cache_sharing {
+    SBX_CACHE_SHARED = 0, /* concurrent users share one dir */
+    SBX_CACHE_PRIVATE,    /* a concurrent user gets a separate dir */
+    SBX_CACHE_LOCKED,     /* a concurrent user waits */
+} sbx_cache_sharing;
 
 /* One RUN --mount.  Strings are borrowed. */
-typedef struct bld_mount {
-    bld_mount_type type;
+typedef struct sbx_mount {
+    sbx_mount_type type;
     const char *target;      /* path inside the rootfs (required) */
     const char *source;      /* bind: host dir given by the engine (context or stage
                               * rootfs); secret: host file with the secret */
@@ -134,16 +134,16 @@ typedef struct bld_mount {
     size_t n_source_layers;
     bool writable;  /* bind: writes allowed (and discarded afterwards) */
     const char *id; /* cache: cache id (NULL = target) */
-    bld_cache_sharing sharing;
+    sbx_cache_sharing sharing;
     bool readonly; /* cache: mount read-only */
     uid_t uid;     /* cache (at creation) and secret: owner */
     gid_t gid;
     mode_t mode;   /* cache: dir mode (0 = 0755); secret: file mode (0 = 0400) */
     uint64_t size; /* tmpfs: size limit in bytes (0 = half of RAM) */
-} bld_mount;
+} sbx_mount;
 
 /* Output callback: one line of the command's stdout (stream 1) or stderr
- * (stream 2) without its newline, called on the bld_run() thread while the
+ * (stream 2) without its newline, called on the sbx_run() thread while the
  * command runs.  Lines longer than BLD_RUN_LINE_MAX arrive in pieces. */
 typedef void (*bld_output_fn)(void *ud, int stream, const char *line, size_t len);
 #define BLD_RUN_LINE_MAX (64 * 1024)
@@ -155,7 +155,7 @@ typedef struct bld_run_spec {
     const char *upper_dir;    /* new or empty dir: receives the diff */
     const char *work_dir;     /* new or empty scratch dir on upper_dir's filesystem, best
                                   * under data_dir/sandbox/ (bld_sandbox_cleanup_stale());
-                                  * removed when bld_run() returns */
+                                  * removed when sbx_run() returns */
     const char *const *argv;  /* exec form (NULL-terminated), or NULL for shell form */
     const char *shell_cmd;    /* shell form: run as shell + [shell_cmd] */
     const char *const *shell; /* SHELL argv (NULL-terminated); NULL = /bin/sh -c */
@@ -163,12 +163,12 @@ typedef struct bld_run_spec {
     const char *cwd;          /* WORKDIR, created if missing; NULL = "/" */
     const char *user;         /* USER: "name", "uid", "name:group", "uid:gid"; NULL = root */
     const char *hostname;     /* NULL = "kiln" */
-    bld_network network;
+    sbx_network network;
     bld_netns *netns;        /* private network: the network to join (borrowed; see bld_netns);
-                       * NULL = one for this step alone, made and freed by bld_run() */
+                       * NULL = one for this step alone, made and freed by sbx_run() */
     const char *resolv_conf; /* host file for /etc/resolv.conf (host network, and private
                               * without netns); NULL = /etc/resolv.conf */
-    const bld_mount *mounts;
+    const sbx_mount *mounts;
     size_t n_mounts;
     uint64_t timeout_ms;   /* 0 = none */
     uint64_t memory_bytes; /* memory (swap included: none beyond it); 0 = no limit */
@@ -214,7 +214,7 @@ typedef struct bld_run_result {
  * found, KILN_EINVAL for a bad spec (unknown user, mount target escaping…),
  * other codes when the sandbox could not be set up.  When it returns, no
  * process and no mount of the step remains; the upper dir holds the diff. */
-int bld_run(const bld_run_spec *spec, bld_run_result *out, kiln_error **err);
+int sbx_run(const bld_run_spec *spec, bld_run_result *out, kiln_error **err);
 
 /* Removes what a killed builder left under data_dir: scratch dirs in
  * data_dir/sandbox, interrupted snapshot unpacks, empty cgroups of dead

@@ -1,4 +1,4 @@
-/* The child side of bld_run(): the monitor (host PID namespace), init (PID 1
+/* The child side of sbx_run(): the monitor (host PID namespace), init (PID 1
  * of the step) and the command.  These run after fork() in a copy of the
  * builder; they never return, report failures over the report pipe and end
  * with _exit().  See bld_sandbox.h for the process tree. */
@@ -98,7 +98,7 @@ static void drop_caps(sbx_plan *p)
     /* On the private network a raw frame written to the tap device would
      * reach pasta past the egress filter, and pasta connects wherever a
      * frame points (Podman's default set has no CAP_NET_RAW either). */
-    if (p->spec->network == BLD_NET_PRIVATE)
+    if (p->spec->network == SBX_NET_PRIVATE)
         keep &= ~(1ULL << CAP_NET_RAW);
     for (int c = 0; c <= p->cap_last; c++)
         if (!(keep & (1ULL << c)) && prctl(PR_CAPBSET_DROP, c, 0, 0, 0) < 0 && errno != EINVAL)
@@ -217,9 +217,9 @@ static _Noreturn void init_main(sbx_plan *p, int life_r)
     const char *hn = p->hostname;
     if (sethostname(hn, strlen(hn)) < 0)
         DIE(p, KILN_EIO, "sethostname");
-    bool private_net = p->spec->network == BLD_NET_PRIVATE;
+    bool private_net = p->spec->network == SBX_NET_PRIVATE;
     /* The private network's loopback and filter were set up with it. */
-    if (p->spec->network == BLD_NET_NONE && sbx_loopback_up() < 0)
+    if (p->spec->network == SBX_NET_NONE && sbx_loopback_up() < 0)
         DIE(p, KILN_EIO, "bring up loopback");
     if (sbx_rootfs_setup(p) < 0)
         _exit(126);
@@ -286,7 +286,7 @@ _Noreturn void sbx_child_main(sbx_plan *p)
         if (fd < 0 || kiln_write_all(fd, "0", 1) < 0)
             DIE(p, KILN_EIO, "join cgroup");
     }
-    bool private_net = p->spec->network == BLD_NET_PRIVATE;
+    bool private_net = p->spec->network == SBX_NET_PRIVATE;
     if (private_net && p->rootless) {
         /* Rootless: the user namespace owning the build's network namespace
          * (builder's user as root, maps written) becomes the step's too. */
@@ -313,7 +313,7 @@ _Noreturn void sbx_child_main(sbx_plan *p)
         close(p->net_userfd);
     }
     int flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS;
-    if (p->spec->network == BLD_NET_NONE)
+    if (p->spec->network == SBX_NET_NONE)
         flags |= CLONE_NEWNET;
     if (unshare(flags) < 0)
         DIE(p, KILN_EPERM, "create namespaces");

@@ -57,7 +57,7 @@ static int open_lock(const char *dir, kiln_error **err)
 }
 
 /* Creates dir/data with the requested owner and mode on first use. */
-static int data_dir(char **out, const char *dir, const bld_mount *m, kiln_error **err)
+static int data_dir(char **out, const char *dir, const sbx_mount *m, kiln_error **err)
 {
     if (asprintf(out, "%s/data", dir) < 0)
         return kiln_error_set(err, KILN_ENOSPC, ENOMEM, "asprintf");
@@ -74,7 +74,7 @@ static int data_dir(char **out, const char *dir, const bld_mount *m, kiln_error 
 
 static int prepare_cache(sbx_plan *p, sbx_mountplan *mp, kiln_error **err)
 {
-    const bld_mount *m = mp->m;
+    const sbx_mount *m = mp->m;
     const char *id = m->id && *m->id ? m->id : m->target;
     char digest[KILN_DIGEST_STRLEN + 1];
     kiln_sha256_bytes(id, strlen(id), digest);
@@ -87,9 +87,9 @@ static int prepare_cache(sbx_plan *p, sbx_mountplan *mp, kiln_error **err)
     mp->lockfd = open_lock(dir, err);
     if (mp->lockfd < 0)
         return mp->lockfd;
-    if (m->sharing == BLD_CACHE_SHARED)
+    if (m->sharing == SBX_CACHE_SHARED)
         r = lock_wait(p, mp->lockfd, LOCK_SH, err);
-    else if (m->sharing == BLD_CACHE_LOCKED)
+    else if (m->sharing == SBX_CACHE_LOCKED)
         r = lock_wait(p, mp->lockfd, LOCK_EX, err);
     else if (flock(mp->lockfd, LOCK_EX | LOCK_NB) < 0) {
         /* private: the main dir is busy, take (or make) a free instance. */
@@ -124,7 +124,7 @@ static int prepare_cache(sbx_plan *p, sbx_mountplan *mp, kiln_error **err)
 static int prepare_layers(sbx_plan *p, sbx_mountplan *mp, size_t idx, const char *rel,
                           kiln_error **err)
 {
-    const bld_mount *m = mp->m;
+    const sbx_mount *m = mp->m;
     if (!p->overlay) {
         if (asprintf(&mp->copy_dir, "%s/b%zu", p->work, idx) < 0 || mkdir(mp->copy_dir, 0755) < 0)
             return kiln_error_set(err, KILN_EIO, errno, "create bind copy");
@@ -183,7 +183,7 @@ static int prepare_layers(sbx_plan *p, sbx_mountplan *mp, size_t idx, const char
 
 static int prepare_bind(sbx_plan *p, sbx_mountplan *mp, size_t idx, kiln_error **err)
 {
-    const bld_mount *m = mp->m;
+    const sbx_mount *m = mp->m;
     if (m->n_source_layers) {
         char rel[PATH_MAX];
         int r = kiln_path_clean(rel, sizeof(rel), m->source_path ? m->source_path : "",
@@ -249,15 +249,15 @@ int sbx_mounts_prepare(sbx_plan *p, kiln_error **err)
         if (r < 0)
             return kiln_error_wrap(err, "mount target");
         switch (mp->m->type) {
-        case BLD_MOUNT_CACHE:
+        case SBX_MOUNT_CACHE:
             r = prepare_cache(p, mp, err);
             break;
-        case BLD_MOUNT_BIND:
+        case SBX_MOUNT_BIND:
             r = prepare_bind(p, mp, i, err);
             break;
-        case BLD_MOUNT_TMPFS:
+        case SBX_MOUNT_TMPFS:
             break;
-        case BLD_MOUNT_SECRET: {
+        case SBX_MOUNT_SECRET: {
             struct stat st;
             mp->srcfd = mp->m->source ? open(mp->m->source, O_RDONLY | O_CLOEXEC) : -1;
             if (mp->srcfd < 0)
@@ -271,7 +271,7 @@ int sbx_mounts_prepare(sbx_plan *p, kiln_error **err)
                                    mp->m->target, KILN_SECRET_MAX);
             break;
         }
-        case BLD_MOUNT_SSH: {
+        case SBX_MOUNT_SSH: {
             struct stat st;
             mp->srcfd = mp->m->source ? open(mp->m->source, O_PATH | O_NOFOLLOW | O_CLOEXEC) : -1;
             if (mp->srcfd < 0 || fstat(mp->srcfd, &st) < 0 || !S_ISSOCK(st.st_mode))
@@ -322,7 +322,7 @@ static int bind_on(sbx_plan *p, int rootfd, const sbx_mountplan *mp, const char 
     snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
     /* A cache dir is bound alone: nothing mounted below it on the host
      * comes along, so the step reaches only the cache's own files. */
-    unsigned long rec = mp->m->type == BLD_MOUNT_CACHE ? 0 : MS_REC;
+    unsigned long rec = mp->m->type == SBX_MOUNT_CACHE ? 0 : MS_REC;
     if (mount(src, path, NULL, MS_BIND | rec, NULL) < 0)
         return FAIL(p, "bind mount on /%s", mp->target);
     /* The fd still names the covered directory: reopen to reach the mount. */
@@ -402,10 +402,10 @@ int sbx_mounts_apply(sbx_plan *p, int rootfd)
     bool staged = false;
     for (size_t i = 0; i < p->n_mounts; i++) {
         const sbx_mountplan *mp = &p->mounts[i];
-        const bld_mount *m = mp->m;
+        const sbx_mount *m = mp->m;
         char src[PATH_MAX];
         switch (m->type) {
-        case BLD_MOUNT_CACHE: {
+        case SBX_MOUNT_CACHE: {
             /* Bound through an fd opened without following a final symlink:
              * the source is the builder's cache dir itself. */
             _cleanup_close_ int cd =
@@ -417,7 +417,7 @@ int sbx_mounts_apply(sbx_plan *p, int rootfd)
                 return -1;
             break;
         }
-        case BLD_MOUNT_BIND: {
+        case SBX_MOUNT_BIND: {
             bool dir = true;
             if (mp->layer_opts) {
                 if (layer_source(p, mp, src, sizeof(src), &dir) < 0 ||
@@ -448,7 +448,7 @@ int sbx_mounts_apply(sbx_plan *p, int rootfd)
                 return -1;
             break;
         }
-        case BLD_MOUNT_TMPFS: {
+        case SBX_MOUNT_TMPFS: {
             char opts[64];
             snprintf(opts, sizeof(opts), "mode=1777%s%llu", m->size ? ",size=" : "",
                      (unsigned long long)m->size);
@@ -462,7 +462,7 @@ int sbx_mounts_apply(sbx_plan *p, int rootfd)
                 return FAIL(p, "tmpfs on /%s", mp->target);
             break;
         }
-        case BLD_MOUNT_SECRET:
+        case SBX_MOUNT_SECRET:
             if (!staged) {
                 /* This tmpfs exists only in the step's mount namespace. */
                 if (mount("tmpfs", p->secrets, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
@@ -474,7 +474,7 @@ int sbx_mounts_apply(sbx_plan *p, int rootfd)
                 bind_on(p, rootfd, mp, src, false, true) < 0)
                 return -1;
             break;
-        case BLD_MOUNT_SSH:
+        case SBX_MOUNT_SSH:
             /* The builder's socket, looked up again in this namespace;
              * connecting needs no write access to the mount. */
             if (reopen_source(p, mp, src, sizeof(src)) < 0 ||

@@ -1,4 +1,4 @@
-/* The RUN's private network (BLD_NET_PRIVATE): a network namespace of its
+/* The RUN's private network (SBX_NET_PRIVATE): a network namespace of its
  * own, connected to the outside by pasta (Debian package passt), a user-mode
  * stack that turns the namespace's TCP, UDP and ICMP echo traffic into
  * ordinary sockets of an unprivileged process on the host.
@@ -10,7 +10,7 @@
  * /etc/resolv.conf, and a keeper thread that starts pasta, reports when it
  * has configured the namespace and kills it when the network is freed.  The
  * engine makes one per build and every RUN of that build on the private
- * network joins it (setns in the monitor); bld_run() makes one for a single
+ * network joins it (setns in the monitor); sbx_run() makes one for a single
  * step when the caller gives none.
  *
  * What keeps the host's loopback and link-local addresses out of reach
@@ -649,7 +649,7 @@ void bld_netns_free(bld_netns *n)
     }
 }
 
-/* ---- for bld_run() ---------------------------------------------------- */
+/* ---- for sbx_run() ---------------------------------------------------- */
 
 int sbx_net_prepare(sbx_plan *p, kiln_error **err)
 {

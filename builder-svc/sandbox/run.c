@@ -1,4 +1,4 @@
-/* bld_run(): the builder side of one RUN step.  Prepares the work dir (short
+/* sbx_run(): the builder side of one RUN step.  Prepares the work dir (short
  * lower-dir links, overlay options, /etc files, mounts, cgroup), forks the
  * monitor, then supervises: streams output line by line, enforces the
  * timeout and the cancel flag by killing init (the whole PID namespace goes
@@ -139,9 +139,9 @@ static int prepare_etc(sbx_plan *p, kiln_error **err)
                  p->hostname, s->extra_hosts ? s->extra_hosts : "") < 0)
         return kiln_error_set(err, KILN_ENOSPC, ENOMEM, "asprintf");
     int r = write_text(p->hosts, text, err);
-    if (r == 0 && s->network == BLD_NET_PRIVATE)
+    if (r == 0 && s->network == SBX_NET_PRIVATE)
         return sbx_net_prepare(p, err);
-    if (r < 0 || s->network != BLD_NET_HOST)
+    if (r < 0 || s->network != SBX_NET_HOST)
         return r;
     const char *src = s->resolv_conf ? s->resolv_conf : "/etc/resolv.conf";
     if (asprintf(&p->resolv, "%s/resolv.conf", p->work) < 0)
@@ -534,7 +534,7 @@ static int run_children(sbx_plan *p, uint64_t t0, bld_run_result *out, kiln_erro
     int r = 0;
     if (pipe2(rep, O_CLOEXEC) < 0 || pipe2(o, O_CLOEXEC) < 0 || pipe2(e, O_CLOEXEC) < 0 ||
         socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ack) < 0 ||
-        (s->network == BLD_NET_PRIVATE && pipe2(go, O_CLOEXEC) < 0)) {
+        (s->network == SBX_NET_PRIVATE && pipe2(go, O_CLOEXEC) < 0)) {
         r = kiln_error_set(err, KILN_EIO, errno, "pipe");
         goto out;
     }
@@ -710,7 +710,7 @@ out:
     return r;
 }
 
-int bld_run(const bld_run_spec *spec, bld_run_result *out, kiln_error **err)
+int sbx_run(const bld_run_spec *spec, bld_run_result *out, kiln_error **err)
 {
     kiln_error *e = NULL;
     int r = run_once(spec, spec->rootfs, out, &e);

@@ -1,7 +1,7 @@
 /* Internal interfaces shared by the files of the sandbox library: path
  * resolution confined to a root directory, tree removal and copying, the
  * overlay whiteout conventions, cgroups, user lookup and the child side of
- * bld_run().  Nothing here is part of the public API; tests may use it. */
+ * sbx_run().  Nothing here is part of the public API; tests may use it. */
 #ifndef BLD_SBX_INTERNAL_H
 #define BLD_SBX_INTERNAL_H
 

@@ -1,4 +1,4 @@
-/* Internal to bld_run(): the plan the builder prepares before forking (so the
+/* Internal to sbx_run(): the plan the builder prepares before forking (so the
  * children mostly make system calls with ready-made arguments), the messages
  * the sandboxed children send back over the report pipe, and the entry points
  * of the child side. */
@@ -31,7 +31,7 @@ typedef struct sbx_msg {
 } sbx_msg;
 
 typedef struct sbx_mountplan {
-    const bld_mount *m;
+    const sbx_mount *m;
     char target[PATH_MAX];     /* cleaned, relative to the rootfs */
     int srcfd;                 /* bind: O_PATH dir/file; secret: O_RDONLY file; -1 otherwise */
     char *cache_dir;           /* cache: host dir to bind */

@@ -304,7 +304,7 @@ void fx_spec(bld_run_spec *s, fx_base *b, const char *shell_cmd, fx_out *o, char
     s->work_dir = *work;
     s->shell_cmd = shell_cmd;
     s->hostname = "kiln-test";
-    s->network = BLD_NET_NONE;
+    s->network = SBX_NET_NONE;
     s->on_output = fx_on_output;
     s->output_ud = o;
     s->timeout_ms = 60000;

@@ -1,6 +1,6 @@
 /* Fixtures for the sandbox tests: temp dirs, layers written with libarchive
  * (including hostile ones), a busybox base image unpacked as a snapshot, and
- * a bld_run() wrapper collecting the output. */
+ * a sbx_run() wrapper collecting the output. */
 #ifndef SBX_FIXTURE_H
 #define SBX_FIXTURE_H
 

@@ -81,7 +81,7 @@ KT_TEST(layer_devices_cannot_be_opened_from_run)
         s.rootfs = modes[m];
         bld_run_result res;
         kiln_error *err = NULL;
-        KT_EXPECT_INT(bld_run(&s, &res, &err), 0);
+        KT_EXPECT_INT(sbx_run(&s, &res, &err), 0);
         kiln_error_free(&err);
         fprintf(stderr, "  %s mode:\n%s", m ? "copy" : "overlay", o.out.data);
         static const char *const layer[] = {"/hostnull", "/hostchr", "/hostblk"};

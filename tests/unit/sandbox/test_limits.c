@@ -63,7 +63,7 @@ KT_TEST(timeout_kills_the_whole_tree)
     s.timeout_ms = 1500;
     bld_run_result res;
     kiln_error *err = NULL;
-    KT_EXPECT_INT(bld_run(&s, &res, &err), KILN_ETIMEDOUT);
+    KT_EXPECT_INT(sbx_run(&s, &res, &err), KILN_ETIMEDOUT);
     kiln_error_free(&err);
     KT_EXPECT(res.timed_out);
     KT_EXPECT_INT(res.signal, SIGKILL);
@@ -99,7 +99,7 @@ KT_TEST(cancel_kills_the_whole_tree)
     pthread_create(&t, NULL, cancel_later, &cancel);
     bld_run_result res;
     kiln_error *err = NULL;
-    KT_EXPECT_INT(bld_run(&s, &res, &err), KILN_ECANCELED);
+    KT_EXPECT_INT(sbx_run(&s, &res, &err), KILN_ECANCELED);
     kiln_error_free(&err);
     pthread_join(t, NULL);
     KT_EXPECT(res.canceled && !res.timed_out);
@@ -142,7 +142,7 @@ KT_TEST(memory_hog_ends_the_run_naming_the_limit)
     s.memory_bytes = 32 << 20;
     bld_run_result res;
     kiln_error *err = NULL;
-    KT_EXPECT_INT(bld_run(&s, &res, &err), KILN_ENOSPC);
+    KT_EXPECT_INT(sbx_run(&s, &res, &err), KILN_ENOSPC);
     KT_EXPECT(err && strcmp(err->msg, "RUN exceeded its memory limit of 32 MiB") == 0);
     if (err)
         fprintf(stderr, "  %s\n", err->msg);
@@ -178,7 +178,7 @@ KT_TEST(fork_bomb_ends_the_run_naming_the_limit)
     s.timeout_ms = 120000;
     bld_run_result res;
     kiln_error *err = NULL;
-    KT_EXPECT_INT(bld_run(&s, &res, &err), KILN_ENOSPC);
+    KT_EXPECT_INT(sbx_run(&s, &res, &err), KILN_ENOSPC);
     KT_EXPECT(err && strcmp(err->msg, "RUN exceeded its limit of 24 processes") == 0);
     if (err)
         fprintf(stderr, "  %s\n", err->msg);
@@ -202,7 +202,7 @@ KT_TEST(timeout_names_the_limit)
     s.timeout_ms = 1000;
     bld_run_result res;
     kiln_error *err = NULL;
-    KT_EXPECT_INT(bld_run(&s, &res, &err), KILN_ETIMEDOUT);
+    KT_EXPECT_INT(sbx_run(&s, &res, &err), KILN_ETIMEDOUT);
     KT_EXPECT(err && strcmp(err->msg, "RUN exceeded its time limit of 1s") == 0);
     kiln_error_free(&err);
     KT_EXPECT_INT(fx_procs_matching(cmd), 0);
@@ -222,7 +222,7 @@ KT_TEST(run_has_its_own_cgroups)
     fx_spec(&s, &base, "cat /proc/self/cgroup", &o, &upper, &work);
     bld_run_result res;
     kiln_error *err = NULL;
-    KT_EXPECT_INT(bld_run(&s, &res, &err), 0);
+    KT_EXPECT_INT(sbx_run(&s, &res, &err), 0);
     kiln_error_free(&err);
     char *mine = kt_read_file("/proc/self/cgroup", NULL);
     KT_REQUIRE(mine != NULL);
@@ -277,7 +277,7 @@ KT_TEST(killed_builder_leaves_nothing_behind)
         if (bld_sandbox_cleanup_stale(base.data, &e) < 0)
             _exit(1);
         bld_run_result res;
-        bld_run(&s, &res, NULL);
+        sbx_run(&s, &res, NULL);
         _exit(0);
     }
     KT_EXPECT(wait_procs(pat, 2, 10000));

@@ -50,7 +50,7 @@ __attribute__((destructor)) static void teardown(void)
 
 static int run(bld_run_spec *s, bld_run_result *res, kiln_error **err)
 {
-    int r = bld_run(s, res, err);
+    int r = sbx_run(s, res, err);
     if (r < 0 && getenv("KT_VERBOSE"))
         fprintf(stderr, "  bld_run: %s\n", (*err)->msg);
     return r;
@@ -75,7 +75,7 @@ static bool upper_has(const char *upper, const char *rel)
 
 KT_TEST(cache_persists_and_stays_out_of_the_diff)
 {
-    bld_mount m = {.type = BLD_MOUNT_CACHE,
+    sbx_mount m = {.type = SBX_MOUNT_CACHE,
                    .target = "/root/.cache/pkg",
                    .id = "pkg-cache",
                    .uid = 1000,
@@ -104,7 +104,7 @@ KT_TEST(cache_persists_and_stays_out_of_the_diff)
 
 typedef struct cache_run {
     const char *cmd;
-    bld_cache_sharing sharing;
+    sbx_cache_sharing sharing;
     fx_out o;
     int r, code;
     char *upper, *work;
@@ -113,21 +113,21 @@ typedef struct cache_run {
 static void *cache_thread(void *arg)
 {
     cache_run *c = arg;
-    bld_mount m = {
-        .type = BLD_MOUNT_CACHE, .target = "/c", .id = "shared-id", .sharing = c->sharing};
+    sbx_mount m = {
+        .type = SBX_MOUNT_CACHE, .target = "/c", .id = "shared-id", .sharing = c->sharing};
     bld_run_spec s;
     fx_spec(&s, &base, c->cmd, &c->o, &c->upper, &c->work);
     s.mounts = &m;
     s.n_mounts = 1;
     bld_run_result res;
     kiln_error *err = NULL;
-    c->r = bld_run(&s, &res, &err);
+    c->r = sbx_run(&s, &res, &err);
     c->code = res.exit_code;
     kiln_error_free(&err);
     return NULL;
 }
 
-static void sharing_case(bld_cache_sharing sharing, bool b_sees_a)
+static void sharing_case(sbx_cache_sharing sharing, bool b_sees_a)
 {
     static int round;
     char cmd_a[128];
@@ -156,9 +156,9 @@ static void sharing_case(bld_cache_sharing sharing, bool b_sees_a)
 
 KT_TEST(cache_sharing_locked_waits_private_separates)
 {
-    sharing_case(BLD_CACHE_LOCKED, true);   /* b waits for a's write */
-    sharing_case(BLD_CACHE_PRIVATE, false); /* b gets its own dir */
-    sharing_case(BLD_CACHE_SHARED, true);   /* b sees a's write at once */
+    sharing_case(SBX_CACHE_LOCKED, true);   /* b waits for a's write */
+    sharing_case(SBX_CACHE_PRIVATE, false); /* b gets its own dir */
+    sharing_case(SBX_CACHE_SHARED, true);   /* b sees a's write at once */
 }
 
 KT_TEST(secret_readable_inside_absent_from_diff_and_logs)
@@ -167,7 +167,7 @@ KT_TEST(secret_readable_inside_absent_from_diff_and_logs)
     snprintf(secret, sizeof(secret), "s3cr3t-value-%d", (int)getpid());
     snprintf(path, sizeof(path), "%s/secret", base.tmp);
     KT_REQUIRE(kt_write_file_mode(path, secret, 0600) == 0);
-    bld_mount m = {.type = BLD_MOUNT_SECRET, .target = "/run/secrets/token", .source = path};
+    sbx_mount m = {.type = SBX_MOUNT_SECRET, .target = "/run/secrets/token", .source = path};
     char *upper, *work;
     fx_out o;
     bld_run_spec s;
@@ -184,7 +184,7 @@ KT_TEST(secret_readable_inside_absent_from_diff_and_logs)
     dup2(lf, 2);
     bld_run_result res;
     kiln_error *err = NULL;
-    int r = bld_run(&s, &res, &err);
+    int r = sbx_run(&s, &res, &err);
     dup2(saved, 2);
     close(saved);
     close(lf);
@@ -215,7 +215,7 @@ KT_TEST(secret_readable_inside_absent_from_diff_and_logs)
 
 KT_TEST(tmpfs_with_size)
 {
-    bld_mount m = {.type = BLD_MOUNT_TMPFS, .target = "/scratch", .size = 1 << 20};
+    sbx_mount m = {.type = SBX_MOUNT_TMPFS, .target = "/scratch", .size = 1 << 20};
     char *upper, *work;
     fx_out o;
     bld_run_spec s;
@@ -251,7 +251,7 @@ KT_TEST(bind_read_only_writable_and_confined)
         {true, "sub", "echo changed > /ctx/file.txt && cat /ctx/file.txt", "changed\n"},
     };
     for (size_t i = 0; i < 2; i++) {
-        bld_mount m = {.type = BLD_MOUNT_BIND,
+        sbx_mount m = {.type = SBX_MOUNT_BIND,
                        .target = "/ctx",
                        .source = ctx,
                        .source_path = cases[i].src_path,
@@ -276,7 +276,7 @@ KT_TEST(bind_read_only_writable_and_confined)
     snprintf(f, sizeof(f), "%s/new", ctx);
     KT_EXPECT(!kt_exists(f));
     /* A source path leaving the given dir is refused. */
-    bld_mount m = {.type = BLD_MOUNT_BIND, .target = "/ctx", .source = ctx, .source_path = "../.."};
+    sbx_mount m = {.type = SBX_MOUNT_BIND, .target = "/ctx", .source = ctx, .source_path = "../.."};
     char *upper, *work;
     bld_run_spec s;
     fx_spec(&s, &base, "true", NULL, &upper, &work);
@@ -285,7 +285,7 @@ KT_TEST(bind_read_only_writable_and_confined)
     s.n_mounts = 1;
     bld_run_result res;
     kiln_error *err = NULL;
-    KT_EXPECT_INT(bld_run(&s, &res, &err), KILN_EINVAL);
+    KT_EXPECT_INT(sbx_run(&s, &res, &err), KILN_EINVAL);
     kiln_error_free(&err);
     done(NULL, upper, work);
 }
@@ -297,7 +297,7 @@ KT_TEST(mount_target_through_image_symlink_stays_inside)
      * host. */
     char inside[128], host_inside[400];
     snprintf(inside, sizeof(inside), "/rootlink/tmp/kiln-inside-%d", (int)getpid());
-    bld_mount m = {.type = BLD_MOUNT_TMPFS, .target = inside};
+    sbx_mount m = {.type = SBX_MOUNT_TMPFS, .target = inside};
     char *upper, *work, cmd[300];
     snprintf(cmd, sizeof(cmd), "touch /tmp/kiln-inside-%d/x && echo ok", (int)getpid());
     fx_out o;
@@ -314,7 +314,7 @@ KT_TEST(mount_target_through_image_symlink_stays_inside)
     KT_EXPECT(!upper_has(upper, "tmp"));
     done(&o, upper, work);
 
-    bld_mount m2 = {.type = BLD_MOUNT_TMPFS, .target = "/hostlink/inside"};
+    sbx_mount m2 = {.type = SBX_MOUNT_TMPFS, .target = "/hostlink/inside"};
     fx_spec(&s, &base, "touch /hostlink/inside/x", &o, &upper, &work);
     s.mounts = &m2;
     s.n_mounts = 1;
@@ -343,8 +343,8 @@ KT_TEST(cancel_while_waiting_for_a_locked_cache)
     KT_REQUIRE(kiln_mkdir_p(dir, 0700, NULL) == 0);
     int fd = open(lockp, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     KT_REQUIRE(fd >= 0 && flock(fd, LOCK_EX) == 0);
-    bld_mount m = {
-        .type = BLD_MOUNT_CACHE, .target = "/c", .id = "busy-cache", .sharing = BLD_CACHE_LOCKED};
+    sbx_mount m = {
+        .type = SBX_MOUNT_CACHE, .target = "/c", .id = "busy-cache", .sharing = SBX_CACHE_LOCKED};
     char *upper, *work;
     bld_run_spec s;
     fx_spec(&s, &base, "echo ran", NULL, &upper, &work);
@@ -358,7 +358,7 @@ KT_TEST(cancel_while_waiting_for_a_locked_cache)
     double t0 = fx_now();
     bld_run_result res;
     kiln_error *err = NULL;
-    KT_EXPECT_INT(bld_run(&s, &res, &err), KILN_ECANCELED);
+    KT_EXPECT_INT(sbx_run(&s, &res, &err), KILN_ECANCELED);
     kiln_error_free(&err);
     KT_EXPECT(fx_now() - t0 < 3.0);
     pthread_join(t, NULL);
@@ -378,21 +378,21 @@ KT_TEST(bind_from_a_stage_layer_stack)
     s.on_output = NULL;
     bld_run_result res;
     kiln_error *err = NULL;
-    KT_REQUIRE(bld_run(&s, &res, &err) == 0 && res.exit_code == 0);
+    KT_REQUIRE(sbx_run(&s, &res, &err) == 0 && res.exit_code == 0);
     const char *layers[] = {bld_snapshot_stack_dirs(base.stack)[0], stage_upper};
     for (int mode = 0; mode < 2; mode++) {
         for (int writable = 0; writable < 2; writable++) {
-            bld_mount m = {.type = BLD_MOUNT_BIND,
+            sbx_mount m = {.type = SBX_MOUNT_BIND,
                            .target = "/from-stage",
                            .source_layers = layers,
                            .n_source_layers = 2,
                            .writable = writable};
-            bld_mount m2 = {.type = BLD_MOUNT_BIND,
+            sbx_mount m2 = {.type = SBX_MOUNT_BIND,
                             .target = "/artifact",
                             .source_layers = layers,
                             .n_source_layers = 2,
                             .source_path = "/out/artifact"};
-            bld_mount ms[] = {m, m2};
+            sbx_mount ms[] = {m, m2};
             char *upper, *work2;
             fx_out o;
             fx_spec(&s, &base,
@@ -433,7 +433,7 @@ KT_TEST(read_only_bind_is_read_only_through_submounts)
      * submount that older kernels get */
     for (int mode = 0; mode < 4; mode++) {
         sbx_force_remount_each = mode >= 2;
-        bld_mount m = {.type = BLD_MOUNT_BIND, .target = "/ctx", .source = ctx};
+        sbx_mount m = {.type = SBX_MOUNT_BIND, .target = "/ctx", .source = ctx};
         char *upper, *work;
         fx_out o;
         bld_run_spec s;
@@ -466,7 +466,7 @@ KT_TEST(read_only_bind_is_read_only_through_submounts)
  * leaves in the cache resolves inside the next step's rootfs. */
 KT_TEST(cache_mount_exposes_nothing_outside_the_cache_dir)
 {
-    bld_mount m = {.type = BLD_MOUNT_CACHE, .target = "/cache", .id = "confined-cache"};
+    sbx_mount m = {.type = SBX_MOUNT_CACHE, .target = "/cache", .id = "confined-cache"};
     char *upper, *work;
     fx_out o;
     bld_run_spec s;

@@ -58,10 +58,10 @@ static int private_network(fx_base *b, const bld_preflight_info *pf)
         bld_run_spec s;
         fx_spec(&s, b, "id -u; cat /proc/self/uid_map; readlink /proc/self/ns/net", &o, &upper,
                 &work);
-        s.network = BLD_NET_PRIVATE;
+        s.network = SBX_NET_PRIVATE;
         s.netns = net;
         bld_run_result res;
-        if (bld_run(&s, &res, &err) < 0) {
+        if (sbx_run(&s, &res, &err) < 0) {
             fprintf(stderr, "  bld_run on the private network: %s\n", err->msg);
             kiln_error_free(&err);
             fails++;
@@ -121,7 +121,7 @@ static int scenario(void)
             &o, &upper, &work);
     bld_run_result res;
     kiln_error *err = NULL;
-    r = bld_run(&s, &res, &err);
+    r = sbx_run(&s, &res, &err);
     if (r < 0) {
         fprintf(stderr, "  bld_run: %s\n", err->msg);
         kiln_error_free(&err);

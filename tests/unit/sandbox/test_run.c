@@ -37,7 +37,7 @@ __attribute__((destructor)) static void teardown(void)
 static int run(bld_run_spec *s, bld_run_result *res)
 {
     kiln_error *err = NULL;
-    int r = bld_run(s, res, &err);
+    int r = sbx_run(s, res, &err);
     if (r < 0 && getenv("KT_VERBOSE"))
         fprintf(stderr, "  bld_run: %s\n", err->msg);
     kiln_error_free(&err);
@@ -294,7 +294,7 @@ KT_TEST(host_network_gets_resolv_conf_and_hosts)
     KT_REQUIRE(kt_write_file_mode(rc, "nameserver 192.0.2.53\n", 0644) == 0);
     fx_spec(&s, &base, "cat /etc/resolv.conf /etc/hosts; hostname; ls /sys/class/net | wc -l", &o,
             &upper, &work);
-    s.network = BLD_NET_HOST;
+    s.network = SBX_NET_HOST;
     s.resolv_conf = rc;
     bld_run_result res;
     run_ok(&s, &res);
@@ -396,7 +396,7 @@ KT_TEST(from_scratch_with_a_bound_binary)
     snprintf(dir, sizeof(dir), "%s", fx_probe());
     *strrchr(dir, '/') = '\0';
     for (int mode = 0; mode < 2; mode++) {
-        bld_mount m = {.type = BLD_MOUNT_BIND,
+        sbx_mount m = {.type = SBX_MOUNT_BIND,
                        .target = "/probe",
                        .source = dir,
                        .source_path = strrchr(fx_probe(), '/') + 1};
@@ -467,7 +467,7 @@ KT_TEST(auto_mode_falls_back_to_copy_when_the_mount_fails)
             _exit(2);
         s.upper_dir = upper;
         bld_run_result res;
-        int r = bld_run(&s, &res, NULL);
+        int r = sbx_run(&s, &res, NULL);
         char p[600];
         struct stat st;
         snprintf(p, sizeof(p), "%s/etc/motd", upper);
