@@ -258,11 +258,6 @@ int eng_step_begin(eng_build *b, eng_step_tmp *t, kiln_error **err)
     return 0;
 }
 
-void eng_rmrf(const char *p)
-{
-    kiln_rm_rf(p, NULL);
-}
-
 void eng_step_abort(eng_step_tmp *t)
 {
     if (t->dir[0])

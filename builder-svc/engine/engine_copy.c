@@ -53,7 +53,7 @@ typedef struct src_ctx {
     const struct kiln_ignore *ignore;
     const struct kiln_ignore *exclude; /* --exclude patterns, or NULL */
     bool keep_owner;     /* extracted archive: owners from the archive unless --chown */
-    eng_strv *fix;       /* parents recreated from lower layers: times restored at the end */
+    kiln_strv *fix;      /* parents recreated from lower layers: times restored at the end */
     char root[PATH_MAX]; /* real path of src_root */
     struct hlink *links; /* files with several links already copied (dev, ino -> dst) */
     size_t n_links, cap_links;
@@ -72,7 +72,8 @@ static int dirent_filter(const struct dirent *de)
 }
 
 /* Expands pattern (cleaned, relative) into matches (relative paths). */
-static int glob_walk(src_ctx *c, const char *base, const char *pat, eng_strv *out, kiln_error **err)
+static int glob_walk(src_ctx *c, const char *base, const char *pat, kiln_strv *out,
+                     kiln_error **err)
 {
     const char *slash = strchr(pat, '/');
     size_t cl = slash ? (size_t)(slash - pat) : strlen(pat);
@@ -97,7 +98,7 @@ static int glob_walk(src_ctx *c, const char *base, const char *pat, eng_strv *ou
                 rc = glob_walk(c, rel, slash + 1, out, err);
             else if (out->n >= MAX_MATCHES)
                 rc = kiln_error_set(err, KILN_ENOSPC, 0, "too many matches for a source");
-            else if (eng_strv_push(out, rel) < 0)
+            else if (kiln_strv_push(out, rel) < 0)
                 rc = kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
         }
         free(ents[i]);
@@ -122,7 +123,7 @@ static int confine(src_ctx *c, const char *rel, char real[PATH_MAX], kiln_error 
 }
 
 /* Matches of one source, in order. */
-static int expand_source(src_ctx *c, const char *path, eng_strv *out, kiln_error **err)
+static int expand_source(src_ctx *c, const char *path, kiln_strv *out, kiln_error **err)
 {
     char rel[ENG_PATH_MAX];
     if (kiln_path_clean(rel, sizeof(rel), path[0] == '/' ? path + 1 : path,
@@ -144,7 +145,7 @@ static int expand_source(src_ctx *c, const char *path, eng_strv *out, kiln_error
                               "%s: %s: not found in the build context (excluded by "
                               ".dockerignore)",
                               c->d->what, path);
-    return eng_strv_push(out, rel) < 0 ? kiln_error_set(err, KILN_ENOSPC, 0, "out of memory") : 0;
+    return kiln_strv_push(out, rel) < 0 ? kiln_error_set(err, KILN_ENOSPC, 0, "out of memory") : 0;
 }
 
 /* COPY --parents "a/b/./c/x.c": the cleaned part before the last "/./" ("a/b")
@@ -637,7 +638,7 @@ static int run_copy(const eng_copy_desc *d, kiln_sha256 *h, kiln_error **err)
     int rc = src_init(&c, d, h, err);
     if (rc < 0)
         return rc;
-    eng_strv matches = {0}, fix = {0};
+    kiln_strv matches = {0}, fix = {0};
     c.fix = &fix;
     size_t n_items = 0;
     /* --parents: how much of each match's path is dropped (a "/./" in its
@@ -792,9 +793,9 @@ static int run_copy(const eng_copy_desc *d, kiln_sha256 *h, kiln_error **err)
         if (utimensat(AT_FDCWD, up, ts, AT_SYMLINK_NOFOLLOW) < 0)
             rc = kiln_error_set(err, KILN_EIO, errno, "set times of %s", up);
     }
-    eng_strv_dispose(&matches);
+    kiln_strv_dispose(&matches);
     free(cut);
-    eng_strv_dispose(&fix);
+    kiln_strv_dispose(&fix);
     src_dispose(&c);
     return rc;
 }

@@ -131,7 +131,7 @@ int eng_resolve_dest(char out[ENG_PATH_MAX], const eng_copy_desc *d, const char 
 
 /* Makes sure every directory of rel (cleaned, symlink-free) exists in the
  * upper dir as a real directory. */
-int eng_ensure_dirs(const eng_copy_desc *d, const char *rel, long uid, long gid, eng_strv *fix,
+int eng_ensure_dirs(const eng_copy_desc *d, const char *rel, long uid, long gid, kiln_strv *fix,
                     kiln_error **err)
 {
     size_t len = strlen(rel);
@@ -156,7 +156,7 @@ int eng_ensure_dirs(const eng_copy_desc *d, const char *rel, long uid, long gid,
         if (found) {
             if (lchown(up, st.st_uid, st.st_gid) < 0 || chmod(up, st.st_mode & 07777) < 0)
                 return kiln_error_set(err, KILN_EIO, errno, "chown %s", up);
-            if (fix && eng_strv_push(fix, pre) < 0)
+            if (fix && kiln_strv_push(fix, pre) < 0)
                 return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
         } else if (lchown(up, (uid_t)(uid >= 0 ? uid : 0), (gid_t)(gid >= 0 ? gid : 0)) < 0) {
             return kiln_error_set(err, KILN_EIO, errno, "chown %s", up);
@@ -244,7 +244,7 @@ int eng_workdir_mkdir(const char *path, const char *const *lowers, size_t n_lowe
         if (eng_image_lookup(lowers, n_lowers, upper, rel, &st, host) == 1 && S_ISDIR(st.st_mode))
             return 0;
     }
-    eng_strv fix = {0};
+    kiln_strv fix = {0};
     rc = eng_ensure_dirs(&d, rel, -1, -1, &fix, err);
     for (size_t i = fix.n; rc == 0 && i-- > 0;) {
         char up[2 * ENG_PATH_MAX];
@@ -254,7 +254,7 @@ int eng_workdir_mkdir(const char *path, const char *const *lowers, size_t n_lowe
         struct timespec ts[2] = {st.st_atim, st.st_mtim};
         utimensat(AT_FDCWD, up, ts, AT_SYMLINK_NOFOLLOW);
     }
-    eng_strv_dispose(&fix);
+    kiln_strv_dispose(&fix);
     *created = rc == 0;
     return rc;
 }

@@ -18,6 +18,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "strv.h"
 #include "units.h"
 #include "bld_engine.h"
 #include "digest.h"
@@ -36,16 +37,6 @@ struct bld_engine {
     bool run_usable;
     bool allow_host_network; /* the network.host entitlement */
 };
-
-/* A growable, owned string vector (always NULL-terminated). */
-typedef struct eng_strv {
-    char **v;
-    size_t n, cap;
-} eng_strv;
-
-int eng_strv_push(eng_strv *s, const char *str);
-int eng_strv_copy(eng_strv *dst, const eng_strv *src);
-void eng_strv_dispose(eng_strv *s);
 
 /* One build in progress.  Independent stages run on threads of their own:
  * what they share is guarded by mu (held, out counters), ev_mu (callbacks:
@@ -218,8 +209,6 @@ int eng_step_begin(eng_build *b, eng_step_tmp *t, kiln_error **err);
 int eng_step_commit(eng_build *b, eng_step_tmp *t, const char *key, eng_cached_step *out,
                     kiln_error **err);
 void eng_step_abort(eng_step_tmp *t);
-/* rm -rf (no symlink is followed). */
-void eng_rmrf(const char *path);
 /* Records an imported step whose layer is not unpacked (out->lazy): a later
  * lookup finds it lazy until eng_step_commit makes its dir. */
 int eng_cache_record_lazy(eng_build *b, const char *key, const eng_layer_ref *l, int64_t created,
@@ -283,7 +272,7 @@ int eng_resolve_dest(char out[ENG_PATH_MAX], const eng_copy_desc *d, const char 
 /* Makes every directory of rel exist in d->upper as a real directory: from
  * the lowers' metadata (those are added to fix for their times to be
  * restored), else 0755 owned by uid/gid (-1: root). */
-int eng_ensure_dirs(const eng_copy_desc *d, const char *rel, long uid, long gid, eng_strv *fix,
+int eng_ensure_dirs(const eng_copy_desc *d, const char *rel, long uid, long gid, kiln_strv *fix,
                     kiln_error **err);
 
 /* Hashes the sources (names, types, modes, contents) into h.  Fails like the
@@ -338,9 +327,9 @@ typedef struct eng_hist {
 
 typedef struct eng_commit_desc {
     const char *base_manifest; /* "" scratch */
-    const eng_strv *layers;
-    const eng_strv *layer_ids; /* generation of each layer ("" unknown), as many as layers */
-    const cJSON *config;       /* the "config" object */
+    const kiln_strv *layers;
+    const kiln_strv *layer_ids; /* generation of each layer ("" unknown), as many as layers */
+    const cJSON *config;        /* the "config" object */
     const char *author;
     const eng_hist *hist;
     size_t n_hist;
@@ -409,7 +398,9 @@ int eng_pusher_cache_bind(eng_build *b, const char *diff, const char *id, const 
                           kiln_error **err);
 int eng_pusher_cache_export(eng_build *b, const eng_cache_rec *recs, size_t n, kiln_error **err);
 
-/* Helpers. */
+/* Helpers (engine_util.c). */
+/* rm -rf (no symlink is followed). */
+void eng_rmrf(const char *path);
 /* Counts a finished step (thread-safe). */
 void eng_count_step(eng_build *b, bool cached);
 void eng_note(eng_build *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -19,8 +19,8 @@
 void stage_res_dispose(stage_res *r)
 {
     eng_stack_release(r->stack);
-    eng_strv_dispose(&r->layers);
-    eng_strv_dispose(&r->layer_ids);
+    kiln_strv_dispose(&r->layers);
+    kiln_strv_dispose(&r->layer_ids);
     for (size_t i = 0; i < r->n_hist; i++)
         free(r->hist[i].created_by);
     free(r->hist);
@@ -102,7 +102,7 @@ static int push_layer(stage_res *r, const char *key, const eng_cached_step *cs)
     snprintf(z->key, sizeof(z->key), "%s", key);
     z->cs = *cs;
     r->fs_lazy = r->fs_lazy || cs->lazy;
-    if (eng_strv_push(&r->layers, cs->diff) < 0 || eng_strv_push(&r->layer_ids, cs->id) < 0)
+    if (kiln_strv_push(&r->layers, cs->diff) < 0 || kiln_strv_push(&r->layer_ids, cs->id) < 0)
         return -1;
     return refresh_lowers(r);
 }
@@ -413,7 +413,7 @@ static int run_mounts(eng_ctx *c, const bld_instr *in, const char *wd, eng_mount
 
 /* SSH_AUTH_SOCK names the RUN's first agent socket, as in BuildKit (unless
  * the image's environment sets it). */
-static int ssh_env(const eng_mount *mounts, size_t n, eng_strv *env, kiln_error **err)
+static int ssh_env(const eng_mount *mounts, size_t n, kiln_strv *env, kiln_error **err)
 {
     for (size_t i = 0; env->v && i < env->n; i++)
         if (strncmp(env->v[i], "SSH_AUTH_SOCK=", 14) == 0)
@@ -425,7 +425,7 @@ static int ssh_env(const eng_mount *mounts, size_t n, eng_strv *env, kiln_error 
         while (t[0] == '/' && t[1] == '/')
             t++;
         _cleanup_free_ char *kv = NULL;
-        if (asprintf(&kv, "SSH_AUTH_SOCK=%s", t) < 0 || eng_strv_push(env, kv) < 0)
+        if (asprintf(&kv, "SSH_AUTH_SOCK=%s", t) < 0 || kiln_strv_push(env, kv) < 0)
             return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
         return 0;
     }
@@ -435,7 +435,7 @@ static int ssh_env(const eng_mount *mounts, size_t n, eng_strv *env, kiln_error 
 #define SECRET_ENV_MAX (64 * 1024)
 
 /* Secrets exposed as environment variables (--mount=type=secret,env=NAME). */
-static int secret_env(eng_ctx *c, const bld_instr *in, eng_strv *out, kiln_error **err)
+static int secret_env(eng_ctx *c, const bld_instr *in, kiln_strv *out, kiln_error **err)
 {
     for (size_t i = 0; i < in->u.run.n_mounts; i++) {
         const bld_mount *m = &in->u.run.mounts[i];
@@ -458,7 +458,7 @@ static int secret_env(eng_ctx *c, const bld_instr *in, eng_strv *out, kiln_error
             return kiln_error_set(err, KILN_EINVAL, 0,
                                   "secret %s: too large or binary for env=", m->id);
         _cleanup_free_ char *kv = NULL;
-        if (asprintf(&kv, "%s=%s", m->env, buf) < 0 || eng_strv_push(out, kv) < 0)
+        if (asprintf(&kv, "%s=%s", m->env, buf) < 0 || kiln_strv_push(out, kv) < 0)
             return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
     }
     return 0;
@@ -466,7 +466,7 @@ static int secret_env(eng_ctx *c, const bld_instr *in, eng_strv *out, kiln_error
 
 /* ENV in effect, then the ARGs of a RUN: the plan lists only ARGs set after
  * any ENV of the same name, and those replace it (BuildKit's state env). */
-static int env_of(eng_strv *out, const bld_instr *in)
+static int env_of(kiln_strv *out, const bld_instr *in)
 {
     for (size_t i = 0; i < in->n_env; i++) {
         bool replaced = false;
@@ -475,7 +475,7 @@ static int env_of(eng_strv *out, const bld_instr *in)
         _cleanup_free_ char *kv = NULL;
         if (!replaced &&
             (asprintf(&kv, "%s=%s", in->env[i].key, in->env[i].value ? in->env[i].value : "") < 0 ||
-             eng_strv_push(out, kv) < 0))
+             kiln_strv_push(out, kv) < 0))
             return -1;
     }
     for (size_t i = 0; i < in->n_args; i++) {
@@ -483,7 +483,7 @@ static int env_of(eng_strv *out, const bld_instr *in)
             continue;
         _cleanup_free_ char *kv = NULL;
         if (asprintf(&kv, "%s=%s", in->args[i].key, in->args[i].value) < 0 ||
-            eng_strv_push(out, kv) < 0)
+            kiln_strv_push(out, kv) < 0)
             return -1;
     }
     return 0;
@@ -550,18 +550,18 @@ static int exec_run(eng_ctx *c, size_t si, size_t step, const bld_instr *in, sta
             return rc;
         nm++;
     }
-    eng_strv env = {0}, argv = {0};
+    kiln_strv env = {0}, argv = {0};
     for (size_t i = 0; i < in->u.run.argv.n; i++)
-        if (eng_strv_push(&argv, in->u.run.argv.v[i]) < 0)
+        if (kiln_strv_push(&argv, in->u.run.argv.v[i]) < 0)
             rc = -1;
     if (rc < 0 || env_of(&env, in) < 0) {
-        eng_strv_dispose(&env);
-        eng_strv_dispose(&argv);
+        kiln_strv_dispose(&env);
+        kiln_strv_dispose(&argv);
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
     }
     if ((rc = secret_env(c, in, &env, err)) < 0 || (rc = ssh_env(mounts, nm, &env, err)) < 0) {
-        eng_strv_dispose(&env);
-        eng_strv_dispose(&argv);
+        kiln_strv_dispose(&env);
+        kiln_strv_dispose(&argv);
         return rc;
     }
     const char *user = in->user;
@@ -590,8 +590,8 @@ static int exec_run(eng_ctx *c, size_t si, size_t step, const bld_instr *in, sta
         d.env = empty;
     int code = -1;
     rc = eng_run(&c->b, &d, &code, err);
-    eng_strv_dispose(&env);
-    eng_strv_dispose(&argv);
+    kiln_strv_dispose(&env);
+    kiln_strv_dispose(&argv);
     if (rc < 0)
         return rc;
     if (code != 0)

@@ -65,9 +65,9 @@ typedef struct stage_res {
     char base_manifest[KILN_DIGEST_STRLEN + 1]; /* "" for scratch */
     char chain[KILN_DIGEST_STRLEN + 1];         /* base snapshot chain */
     eng_stack *stack;
-    eng_strv layers;    /* diff dirs of this build's steps, in order */
-    eng_strv layer_ids; /* their generation ids ("" unknown), one per layer */
-    eng_hist *hist;     /* history entries of this build's instructions */
+    kiln_strv layers;    /* diff dirs of this build's steps, in order */
+    kiln_strv layer_ids; /* their generation ids ("" unknown), one per layer */
+    eng_hist *hist;      /* history entries of this build's instructions */
     size_t n_hist, cap_hist;
     cJSON *config; /* the config's "config" object */
     char *author;
