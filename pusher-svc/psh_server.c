@@ -6,7 +6,7 @@
  * directly.  Import and Commit can take minutes, so they are accepted at once
  * as jobs whose progress and result arrive as events on "push.<job>". */
 #include "psh_server.h"
-#include "psh_server_int.h"
+#include "psh_server_internal.h"
 #include "cleanup.h"
 #include "fs.h"
 #include "units.h"

@@ -20,7 +20,7 @@
 #include "cleanup.h"
 #include "log.h"
 #include "ref.h"
-#include "psh_server_int.h"
+#include "psh_server_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>

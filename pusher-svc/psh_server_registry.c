@@ -8,7 +8,7 @@
 #include "log.h"
 #include "ref.h"
 #include "psh_registry.h"
-#include "psh_server_int.h"
+#include "psh_server_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>

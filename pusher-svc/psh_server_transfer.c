@@ -23,7 +23,7 @@
 #include "digest.h"
 #include "log.h"
 #include "fs.h"
-#include "psh_server_int.h"
+#include "psh_server_internal.h"
 #include "psh_transfer.h"
 
 #include <archive.h>

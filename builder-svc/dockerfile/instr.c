@@ -3,7 +3,7 @@
  * HEALTHCHECK, STOPSIGNAL and ONBUILD.  Each parses its arguments the way
  * BuildKit's parser does, expands them when Docker does, validates them and
  * updates the stage state. */
-#include "plan_int.h"
+#include "plan_internal.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>

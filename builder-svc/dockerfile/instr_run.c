@@ -1,7 +1,7 @@
 /* Builder flags and the instructions that touch files: RUN (with --mount,
  * --network, --security and heredoc scripts), COPY and ADD. */
 #include "units.h"
-#include "plan_int.h"
+#include "plan_internal.h"
 
 #include <ctype.h>
 #include <errno.h>

@@ -11,7 +11,7 @@
  * last wins (an ARG with a value after ENV X overrides it, as BuildKit adds
  * ARG values to the build state's environment); the image config gets ENV
  * only. */
-#include "plan_int.h"
+#include "plan_internal.h"
 #include "ref.h"
 
 #include <ctype.h>

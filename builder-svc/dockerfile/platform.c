@@ -3,7 +3,7 @@
  * and slash-separated paths. */
 #include "fs.h"
 #include "platform.h"
-#include "plan_int.h"
+#include "plan_internal.h"
 
 #include <ctype.h>
 #include <string.h>

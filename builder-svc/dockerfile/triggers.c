@@ -1,7 +1,7 @@
 /* ONBUILD triggers of a pulled base image, parsed after the fact: the engine
  * learns them only from the image config, so it asks for them to be turned
  * into instructions of an existing plan's stage (see bld_plan_parse_triggers). */
-#include "plan_int.h"
+#include "plan_internal.h"
 
 #include <string.h>
 

@@ -5,7 +5,7 @@
  * This file owns the plan (plan.h); each instruction is turned into an eng_*
  * description executed by engine_run.c / engine_copy.c; metadata
  * instructions change the stage's image config (engine_config.c). */
-#include "engine_int.h"
+#include "engine_internal.h"
 #include "bld_sandbox.h"
 #include "engine_stage.h"
 

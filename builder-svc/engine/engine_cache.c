@@ -13,7 +13,7 @@
  * The id tells apart two productions of the same key (a step pruned and run
  * again): the pusher remembers packed layers by it, not by the dir's path.
  * Interrupted steps are removed at engine start. */
-#include "engine_int.h"
+#include "engine_internal.h"
 
 #include <dirent.h>
 #include <fcntl.h>

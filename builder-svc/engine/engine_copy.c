@@ -13,7 +13,7 @@
  * extracts local tar archives (recognised by content; compressed with gzip,
  * bzip2, xz, lzma or zstd) with the snapshot unpacker's checks, and downloads
  * URLs (engine_fetch.c) into the step's scratch dir. */
-#include "engine_int.h"
+#include "engine_internal.h"
 #include "plan.h" /* bld_chmod_apply */
 
 #include <dirent.h>

@@ -10,7 +10,7 @@
  * User info in a URL (https://user:pass@host/...) is sent as credentials by
  * libcurl (only to that host) but never shown: every message here, and the
  * instruction text the engine reports, go through eng_redact(). */
-#include "engine_int.h"
+#include "engine_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>

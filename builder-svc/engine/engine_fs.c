@@ -4,7 +4,7 @@
  * parent never leads to the host), parent directories recreated in the upper
  * dir with their lower metadata, WORKDIR creation, and --chown names looked
  * up in the image's /etc/passwd and /etc/group. */
-#include "engine_int.h"
+#include "engine_internal.h"
 
 #include <fcntl.h>
 #include <stdio.h>

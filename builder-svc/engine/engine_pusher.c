@@ -2,7 +2,7 @@
  * and config), Pull, Commit, Push.  Long work runs as pusher jobs, waited for
  * with the Wait RPC in a loop that also watches the build's cancel flag.
  * Protobuf types appear only in this file. */
-#include "engine_int.h"
+#include "engine_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>

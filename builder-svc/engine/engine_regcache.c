@@ -16,7 +16,7 @@
  *
  * Export (engine.c gathers the records of the committed stages): the records
  * go to the pusher, which pushes them and the blobs. */
-#include "engine_int.h"
+#include "engine_internal.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -1,7 +1,7 @@
 /* Executes what the engine describes against the sandbox: base layers into
  * snapshots (blobs read from the shared store), snapshot stacks held while a
  * stage runs, merged trees for COPY --from, and one RUN in sbx_run(). */
-#include "engine_int.h"
+#include "engine_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -3,7 +3,7 @@
  * the RUN steps talk to. */
 #include "bld_ssh.h"
 #include "fs.h"
-#include "engine_int.h"
+#include "engine_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -468,7 +468,7 @@ void bld_ssh_listener_close(bld_ssh_listener *l)
     free(l);
 }
 
-/* ---- one RUN's sockets (engine_int.h) --------------------------------- */
+/* ---- one RUN's sockets (engine_internal.h) --------------------------------- */
 
 int eng_ssh_open(eng_ssh_socks *out, eng_build *b, const eng_mount *m, size_t n, kiln_error **err)
 {

@@ -3,7 +3,7 @@
 #ifndef BLD_ENGINE_STAGE_H
 #define BLD_ENGINE_STAGE_H
 
-#include "engine_int.h"
+#include "engine_internal.h"
 #include "plan.h"
 
 #define ENG_MAX_BASES 64

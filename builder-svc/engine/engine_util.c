@@ -2,7 +2,7 @@
  * cancellation and deadline, step counters, removing a tree.  Kept out of
  * engine.c (the driver) so that the stage, copy, run, fs and cache files
  * depend on this file rather than on the driver. */
-#include "engine_int.h"
+#include "engine_internal.h"
 
 #include <stdarg.h>
 #include <stdio.h>

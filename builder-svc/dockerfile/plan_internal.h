@@ -1,7 +1,7 @@
 /* Internal state of one bld_plan_parse() call, shared by plan.c (stages,
  * scopes, targets), instr.c (one function per instruction) and platform.c. */
-#ifndef BLD_PLAN_INT_H
-#define BLD_PLAN_INT_H
+#ifndef BLD_PLAN_INTERNAL_H
+#define BLD_PLAN_INTERNAL_H
 
 #include "df_internal.h"
 #include "plan.h"

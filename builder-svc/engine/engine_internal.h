@@ -6,8 +6,8 @@
  * engine_run.c (sandbox, snapshots), engine_copy.c (COPY/ADD),
  * engine_cache.c (step keys and the step index) and engine_pusher.c (the RPC
  * boundary to kiln-pusher) execute those descriptions. */
-#ifndef BLD_ENGINE_INT_H
-#define BLD_ENGINE_INT_H
+#ifndef BLD_ENGINE_INTERNAL_H
+#define BLD_ENGINE_INTERNAL_H
 
 #include <pthread.h>
 #include <stdatomic.h>

@@ -1,7 +1,7 @@
 /* Internals shared by the files of kiln-pusher's RPC layer (psh_server.c:
  * store methods and jobs; psh_server_registry.c: registry methods). */
-#ifndef PSH_SERVER_INT_H
-#define PSH_SERVER_INT_H
+#ifndef PSH_SERVER_INTERNAL_H
+#define PSH_SERVER_INTERNAL_H
 
 #include <pthread.h>
 #include <stdatomic.h>
