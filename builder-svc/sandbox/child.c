@@ -25,22 +25,6 @@
 
 extern char **environ;
 
-void sbx_report(const sbx_plan *p, int type, int code, int sys_errno, int value, const char *fmt,
-                ...)
-{
-    sbx_msg m;
-    memset(&m, 0, sizeof(m));
-    m.type = type;
-    m.code = code;
-    m.sys_errno = sys_errno;
-    m.value = value;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(m.text, sizeof(m.text), fmt, ap);
-    va_end(ap);
-    (void)kiln_write_all(p->report_w, &m, sizeof(m));
-}
-
 #define DIE(p, code, ...)                                                                          \
     do {                                                                                           \
         sbx_report((p), SBX_MSG_ERROR, (code), errno, 0, __VA_ARGS__);                             \

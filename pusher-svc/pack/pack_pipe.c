@@ -678,3 +678,15 @@ int pack_pipe_finish(pack_pipe *p, psh_layer_info *out, kiln_error **err)
     pipe_free(p);
     return rc;
 }
+
+const char *psh_pack_media_type(psh_compression comp)
+{
+    switch (comp) {
+    case PSH_COMP_ZSTD:
+        return PSH_MEDIA_TYPE_TAR_ZSTD;
+    case PSH_COMP_NONE:
+        return PSH_MEDIA_TYPE_TAR;
+    default:
+        return PSH_MEDIA_TYPE_TAR_GZIP;
+    }
+}

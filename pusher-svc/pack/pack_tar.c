@@ -531,18 +531,6 @@ void psh_pack_opts_init(psh_pack_opts *o)
     o->source_date_epoch = -1;
 }
 
-const char *psh_pack_media_type(psh_compression comp)
-{
-    switch (comp) {
-    case PSH_COMP_ZSTD:
-        return PSH_MEDIA_TYPE_TAR_ZSTD;
-    case PSH_COMP_NONE:
-        return PSH_MEDIA_TYPE_TAR;
-    default:
-        return PSH_MEDIA_TYPE_TAR_GZIP;
-    }
-}
-
 static int open_archive(walker *w, kiln_error **err)
 {
     w->a = archive_write_new();
