@@ -182,8 +182,8 @@ static size_t dockerfile_registries(const char *text, char hosts[][512], size_t 
 }
 
 static int check_args(const char *context, const char *file, const char *const *tags, size_t n_tags,
-                      const char *const *args, size_t n_args, const char *platform,
-                      const char *iidfile, bool push, bool plan)
+                      const char *const *args, size_t n_args, const char *iidfile, bool push,
+                      bool plan)
 {
     int rc = CLI_EXIT_OK;
     for (size_t i = 0; i < n_tags && rc == CLI_EXIT_OK; i++)
@@ -193,8 +193,6 @@ static int check_args(const char *context, const char *file, const char *const *
             cli_errorf("build: --build-arg wants NAME[=VALUE], got '%s'", args[i]);
             rc = CLI_EXIT_USAGE;
         }
-    if (rc == CLI_EXIT_OK && *platform)
-        rc = cli_check_platform("build", platform);
     if (rc == CLI_EXIT_OK && !plan)
         rc = cli_check_path("build", "context", context, CLI_PATH_DIR);
     if (rc == CLI_EXIT_OK && file && strcmp(file, "-") != 0)
@@ -217,7 +215,14 @@ static const char usage[] =
     "  -f, --file FILE        Dockerfile (default CONTEXT/Dockerfile; '-' reads stdin)\n"
     "  --build-arg K[=V]      set a build argument (K alone takes $K from the environment)\n"
     "  --target STAGE         build up to this stage\n"
-    "  --platform OS/ARCH     target platform (default: the builder's)\n"
+    "  --platform P[,P...]    target platform(s), OS/ARCH[/VARIANT] (default: the\n"
+    "                         builder's).  Several: one build per platform, then an\n"
+    "                         OCI image index of them under each -t (pushed with\n"
+    "                         --push; nothing is tagged unless every platform\n"
+    "                         built); other platforms' RUNs need QEMU user emulation\n"
+    "                         (binfmt_misc, see kiln status)\n"
+    "  --format oci|docker    manifests --push writes: OCI (default) or Docker\n"
+    "                         schema 2 (an index as a Docker manifest list)\n"
     "  --no-cache             do not use the instruction cache\n"
     "  --pull                 pull every base image even when the store has it\n"
     "  --label K=V            set a label on the image (repeatable)\n"
@@ -280,6 +285,7 @@ enum {
     B_RUN_TIMEOUT,
     B_BUILD_TIMEOUT,
     B_AFFINITY, /* pool.c */
+    B_FORMAT,   /* --format for --push; several --platform: build_multi.c */
 };
 
 /* --memory, --pids-limit, --run-timeout, --build-timeout into *out; -1 after
@@ -336,6 +342,7 @@ const struct option cli_build_opts[] = {
     {"run-timeout", required_argument, NULL, B_RUN_TIMEOUT},
     {"build-timeout", required_argument, NULL, B_BUILD_TIMEOUT},
     {"affinity", required_argument, NULL, B_AFFINITY},
+    {"format", required_argument, NULL, B_FORMAT},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
@@ -344,7 +351,9 @@ const struct option cli_build_opts[] = {
 int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
 {
     const char *file = NULL, *target = "", *platform = "", *network = "", *progress = "auto";
-    const char *iidfile = NULL, *transfer = "auto", *affinity = NULL;
+    const char *iidfile = NULL, *transfer = "auto", *affinity = NULL, *push_format = "";
+    char **platforms = NULL; /* --platform, normalised (build_multi.c) */
+    size_t n_platforms = 0;
     char *args[MAX_LIST], *tags[MAX_LIST], *labels[MAX_LIST];
     Kiln__V1__SecretSpec secrets[32], *secret_ptrs[32];
     char secret_paths[32][PATH_MAX];
@@ -475,6 +484,13 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
         case B_AFFINITY:
             affinity = optarg;
             break;
+        case B_FORMAT:
+            if (strcmp(optarg, "oci") && strcmp(optarg, "docker") && strcmp(optarg, "v2s2")) {
+                cli_errorf("build: --format wants oci or docker, got '%s'", optarg);
+                return CLI_EXIT_USAGE;
+            }
+            push_format = strcmp(optarg, "oci") == 0 ? "" : "v2s2";
+            break;
         case B_CTXTRANSFER:
             if (strcmp(optarg, "auto") && strcmp(optarg, "local") && strcmp(optarg, "stream")) {
                 cli_errorf("build: --context-transfer wants auto, local or stream, got '%s'",
@@ -516,9 +532,17 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
         goto out;
     }
     if ((rc = check_args(argv[optind], file, (const char *const *)tags, n_tags,
-                         (const char *const *)args, n_args, platform, iidfile, push, plan)) !=
-        CLI_EXIT_OK)
+                         (const char *const *)args, n_args, iidfile, push, plan)) != CLI_EXIT_OK ||
+        (*platform &&
+         (rc = cli_platform_list("build", platform, &platforms, &n_platforms)) != CLI_EXIT_OK))
         goto out;
+    /* One platform goes as it is; several are built one by one and joined
+     * in an index (build_multi.c).  The pool places them on one node. */
+    char platform_csv[512] = "";
+    for (size_t i = 0; i < n_platforms; i++)
+        snprintf(platform_csv + strlen(platform_csv), sizeof(platform_csv) - strlen(platform_csv),
+                 "%s%s", i ? "," : "", platforms[i]);
+    platform = platform_csv;
     kiln_error *err = NULL;
     if (file == NULL && asprintf(&path, "%s/Dockerfile", argv[optind]) < 0) {
         rc = CLI_EXIT_FAILED;
@@ -560,7 +584,7 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
             br.dockerignore_set = ignore != NULL;
         }
         /* Farm: a pool of builders is narrowed to this build's node (pool.c). */
-        rc = cli_pool_place(ctx, affinity, n_tags ? tags[0] : NULL, file, ctxdir, platform,
+        rc = cli_pool_place(ctx, affinity, n_tags ? tags[0] : NULL, file, ctxdir, platform_csv,
                             progress);
         if (rc != CLI_EXIT_OK)
             goto out;
@@ -605,6 +629,7 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
         br.secrets = secret_ptrs;
         br.n_secrets = n_secrets;
         br.push = push;
+        br.push_format = (char *)push_format;
         br.insecure = insecure;
         br.creds = (char *)creds;
         br.cert_dir = cert_dir;
@@ -628,6 +653,11 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
         }
         const char *sde = getenv("SOURCE_DATE_EPOCH");
         br.source_date_epoch = sde && *sde ? strtoll(sde, NULL, 10) : 0;
+        if (n_platforms > 1) {
+            rc = cli_build_multi(ctx, &br, platforms, n_platforms, progress, iidfile);
+            cli_context_dispose(&cc);
+            goto out;
+        }
         rc = cli_run_build(ctx, &br, progress, iidfile);
         /* Farm: a node lost during the build hands it to the next (pool.c). */
         while (cli_pool_failover(ctx, rc))
@@ -643,20 +673,27 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
     pr.build_args = args;
     pr.n_build_args = n_args;
     pr.target = (char *)target;
-    pr.platform = (char *)platform;
     req.body_case = KILN__V1__REQUEST__BODY_PLAN;
     req.plan = &pr;
-    kiln_reply *rep = NULL;
-    rc = cli_call(ctx, CLI_BUILDER, &req, &rep, 0);
-    if (rc == CLI_EXIT_OK) {
-        for (size_t i = 0; i < rep->plan_reply->n_warnings; i++)
-            fprintf(stderr, "warning: %s\n", rep->plan_reply->warnings[i]);
-        printf("%s\n", rep->plan_reply->plan_json);
-    } else if (rc == CLI_EXIT_FAILED) {
-        rc = CLI_EXIT_BUILD;
+    /* Several platforms: a JSON array of one plan each. */
+    for (size_t i = 0; i < (n_platforms > 1 ? n_platforms : 1) && rc == CLI_EXIT_OK; i++) {
+        pr.platform = n_platforms ? platforms[i] : "";
+        kiln_reply *rep = NULL;
+        rc = cli_call(ctx, CLI_BUILDER, &req, &rep, 0);
+        if (rc == CLI_EXIT_OK) {
+            for (size_t k = 0; k < rep->plan_reply->n_warnings; k++)
+                fprintf(stderr, "warning: %s\n", rep->plan_reply->warnings[k]);
+            printf("%s%s%s", n_platforms > 1 ? (i ? ",\n" : "[\n") : "", rep->plan_reply->plan_json,
+                   n_platforms > 1 && i + 1 < n_platforms ? ""
+                   : n_platforms > 1                      ? "\n]\n"
+                                                          : "\n");
+        } else if (rc == CLI_EXIT_FAILED) {
+            rc = CLI_EXIT_BUILD;
+        }
+        kiln_rpc_reply_free(rep);
     }
-    kiln_rpc_reply_free(rep);
 out:
+    cli_platform_list_free(platforms, n_platforms);
     cli_creds_free(&creds_v);
     cli_pool_done(ctx);
     for (size_t i = 0; i < n_secrets; i++) {
