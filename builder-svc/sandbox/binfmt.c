@@ -59,6 +59,13 @@ static size_t unhex(const char *s, unsigned char *out, size_t cap)
     return n;
 }
 
+static bool set_arch(bld_binfmt_entry *out, size_t i)
+{
+    snprintf(out->arch, sizeof(out->arch), "%s", arches[i].arch);
+    snprintf(out->machine, sizeof(out->machine), "%s", arches[i].qemu);
+    return true;
+}
+
 bool bld_binfmt_parse_entry(bld_binfmt_entry *out, const char *name, const char *text)
 {
     memset(out, 0, sizeof(*out));
@@ -86,18 +93,35 @@ bool bld_binfmt_parse_entry(bld_binfmt_entry *out, const char *name, const char 
     /* An ELF header from its start: class at 4, byte order at 5, e_machine
      * at 18 in that byte order. */
     static const unsigned char elf[4] = {0x7f, 'E', 'L', 'F'};
-    if (offset != 0 || n_magic < 20 || memcmp(magic, elf, sizeof(elf)) != 0)
+    if (offset != 0 || n_magic < 4 || memcmp(magic, elf, sizeof(elf)) != 0)
         return false;
-    int cls = magic[4], data = magic[5];
-    unsigned machine =
-        data == 2 ? (unsigned)magic[18] << 8 | magic[19] : (unsigned)magic[19] << 8 | magic[18];
-    for (size_t i = 0; i < KILN_ARRAY_SIZE(arches); i++)
-        if (arches[i].machine == machine && arches[i].elf_class == cls &&
-            arches[i].elf_data == data) {
-            snprintf(out->arch, sizeof(out->arch), "%s", arches[i].arch);
-            snprintf(out->machine, sizeof(out->machine), "%s", arches[i].qemu);
-            return true;
-        }
+    if (n_magic >= 20) {
+        int cls = magic[4], data = magic[5];
+        unsigned machine =
+            data == 2 ? (unsigned)magic[18] << 8 | magic[19] : (unsigned)magic[19] << 8 | magic[18];
+        for (size_t i = 0; i < KILN_ARRAY_SIZE(arches); i++)
+            if (arches[i].machine == machine && arches[i].elf_class == cls &&
+                arches[i].elf_data == data)
+                return set_arch(out, i);
+        return false;
+    }
+    /* A magic too short to name the machine: the interpreter's or the
+     * entry's QEMU name ("qemu-aarch64-static", "aarch64-binfmt-P",
+     * "qemu-aarch64"). */
+    const char *base = strrchr(out->interpreter, '/');
+    const char *names[] = {base ? base + 1 : out->interpreter, out->name};
+    for (size_t k = 0; k < KILN_ARRAY_SIZE(names); k++) {
+        char m[64];
+        snprintf(m, sizeof(m), "%s", strncmp(names[k], "qemu-", 5) == 0 ? names[k] + 5 : names[k]);
+        char *cut = strstr(m, "-static");
+        if (cut == NULL)
+            cut = strstr(m, "-binfmt");
+        if (cut)
+            *cut = '\0';
+        for (size_t i = 0; i < KILN_ARRAY_SIZE(arches); i++)
+            if (strcmp(arches[i].qemu, m) == 0)
+                return set_arch(out, i);
+    }
     return false;
 }
 

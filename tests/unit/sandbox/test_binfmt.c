@@ -115,7 +115,20 @@ KT_TEST(parse_other_entries)
     KT_EXPECT(!e.enabled && e.fix_binary);
     KT_EXPECT(!bld_binfmt_parse_entry(
         &e, "x", "enabled\ninterpreter /x\nflags: F\noffset 4\n" AARCH64_MAGIC));
-    KT_EXPECT(!bld_binfmt_parse_entry(&e, "x", "enabled\nmagic 7f454c46\n"));
+    KT_EXPECT(!bld_binfmt_parse_entry(&e, "qemu-foo", "enabled\ninterpreter /q\nmagic 7f454c46\n"));
+    /* A magic that stops before e_machine: the interpreter's QEMU name says. */
+    KT_EXPECT(bld_binfmt_parse_entry(&e, "arm64",
+                                     "enabled\ninterpreter /usr/bin/qemu-aarch64-static\n"
+                                     "flags: F\noffset 0\nmagic 7f454c460201\n"));
+    KT_EXPECT_STR(e.arch, "arm64");
+    KT_EXPECT(bld_binfmt_parse_entry(&e, "qemu-s390x",
+                                     "enabled\ninterpreter /opt/emu\nflags: F\noffset 0\n"
+                                     "magic 7f454c46\n"));
+    KT_EXPECT_STR(e.arch, "s390x");
+    KT_EXPECT(bld_binfmt_parse_entry(&e, "riscv",
+                                     "enabled\ninterpreter /usr/libexec/qemu-binfmt/"
+                                     "riscv64-binfmt-P\nflags: PF\noffset 0\nmagic 7f454c46\n"));
+    KT_EXPECT_STR(e.arch, "riscv64");
     KT_EXPECT(!bld_binfmt_parse_entry(&e, "x", ""));
 }
 
