@@ -13,18 +13,17 @@
 
 /* Both stages print every platform ARG in a LABEL; the first runs on the
  * build platform. */
-static const char df[] =
-    "FROM --platform=$BUILDPLATFORM a AS build\n"
-    "ARG TARGETPLATFORM TARGETOS TARGETARCH TARGETVARIANT\n"
-    "ARG BUILDPLATFORM BUILDOS BUILDARCH BUILDVARIANT\n"
-    "LABEL v=\"$TARGETPLATFORM|$TARGETOS|$TARGETARCH|[$TARGETVARIANT]|"
-    "$BUILDPLATFORM|$BUILDOS|$BUILDARCH|[$BUILDVARIANT]\"\n"
-    "FROM a\n"
-    "ARG TARGETPLATFORM TARGETOS TARGETARCH TARGETVARIANT\n"
-    "ARG BUILDPLATFORM BUILDOS BUILDARCH BUILDVARIANT\n"
-    "LABEL v=\"$TARGETPLATFORM|$TARGETOS|$TARGETARCH|[$TARGETVARIANT]|"
-    "$BUILDPLATFORM|$BUILDOS|$BUILDARCH|[$BUILDVARIANT]\"\n"
-    "COPY --from=build /x /x\n";
+static const char df[] = "FROM --platform=$BUILDPLATFORM a AS build\n"
+                         "ARG TARGETPLATFORM TARGETOS TARGETARCH TARGETVARIANT\n"
+                         "ARG BUILDPLATFORM BUILDOS BUILDARCH BUILDVARIANT\n"
+                         "LABEL v=\"$TARGETPLATFORM|$TARGETOS|$TARGETARCH|[$TARGETVARIANT]|"
+                         "$BUILDPLATFORM|$BUILDOS|$BUILDARCH|[$BUILDVARIANT]\"\n"
+                         "FROM a\n"
+                         "ARG TARGETPLATFORM TARGETOS TARGETARCH TARGETVARIANT\n"
+                         "ARG BUILDPLATFORM BUILDOS BUILDARCH BUILDVARIANT\n"
+                         "LABEL v=\"$TARGETPLATFORM|$TARGETOS|$TARGETARCH|[$TARGETVARIANT]|"
+                         "$BUILDPLATFORM|$BUILDOS|$BUILDARCH|[$BUILDVARIANT]\"\n"
+                         "COPY --from=build /x /x\n";
 
 static const struct {
     const char *build, *target; /* target NULL: no --platform */
@@ -51,8 +50,7 @@ static const struct {
      "linux/amd64"},
     {"linux/amd64", "linux/s390x", "linux/s390x|linux|s390x|[]|linux/amd64|linux|amd64|[]",
      "linux/s390x"},
-    {"linux/amd64", "linux/386", "linux/386|linux|386|[]|linux/amd64|linux|amd64|[]",
-     "linux/386"},
+    {"linux/amd64", "linux/386", "linux/386|linux|386|[]|linux/amd64|linux|amd64|[]", "linux/386"},
     {"linux/amd64", "linux/amd64/v3", "linux/amd64/v3|linux|amd64|[v3]|linux/amd64|linux|amd64|[]",
      "linux/amd64/v3"},
     /* A bare OS takes the build platform's architecture, as in BuildKit. */

@@ -42,8 +42,7 @@ KT_TEST(index_select)
     KT_EXPECT_STR(have, "linux/amd64, linux/arm64/v8, linux/arm/v6, linux/arm/v7, "
                         "unknown/unknown");
     KT_EXPECT_INT(eng_index_select("{}", "linux/amd64", d, have, sizeof(have)), KILN_ENOENT);
-    KT_EXPECT_INT(eng_index_select("not json", "linux/amd64", d, have, sizeof(have)),
-                  KILN_ENOENT);
+    KT_EXPECT_INT(eng_index_select("not json", "linux/amd64", d, have, sizeof(have)), KILN_ENOENT);
 }
 
 KT_TEST(config_platform)
