@@ -450,6 +450,7 @@ static void run_build(void *arg)
         .n_registry_credentials = q->n_credentials,
         .registry_authfile = *q->authfile ? q->authfile : NULL,
         .registry_cert_dir = *q->cert_dir ? q->cert_dir : NULL,
+        .push_format = *q->push_format ? q->push_format : NULL,
         .source_date_epoch = q->source_date_epoch ? q->source_date_epoch : -1,
         .run_timeout_ms = q->run_timeout_ms ? q->run_timeout_ms : c->b->limits.run_timeout_ms,
         .run_memory_bytes = run_memory,
@@ -631,6 +632,9 @@ int bld_builds_accept(bld_builds *b, const kiln_req *req, kiln_reply *reply, kil
     bld_run_opts_dispose(&ro);
     if (rr < 0)
         return rr;
+    if (*q->push_format && strcmp(q->push_format, "oci") && strcmp(q->push_format, "v2s2"))
+        return kiln_error_set(err, KILN_EINVAL, 0, "unknown push format '%.40s' (oci, v2s2)",
+                              q->push_format);
     build_ctx *c = calloc(1, sizeof(*c));
     if (c == NULL || (c->req = kiln_req_dup(req)) == NULL) {
         free(c);

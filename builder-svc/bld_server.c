@@ -221,6 +221,14 @@ static void checks(void *user, Kiln__V1__Check ***out, size_t *n, kiln_arena *a)
     if (j)
         cJSON_AddBoolToObject(j, "network_host_entitlement",
                               bld_engine_host_network_allowed(b->engine));
+    /* … and the platforms RUN can use: native, and emulated through
+     * binfmt_misc (or what emulation lacks). */
+    char platforms[512], emulation[1024];
+    bld_engine_emulation(b->engine, platforms, sizeof(platforms), emulation, sizeof(emulation));
+    if (j) {
+        cJSON_AddStringToObject(j, "platforms", platforms);
+        cJSON_AddStringToObject(j, "emulation", emulation);
+    }
     char *js = j ? cJSON_PrintUnformatted(j) : NULL;
     sb->detail = kiln_arena_strdup(a, js ? js : pf ? pf : "{}");
     cJSON_free(js);
@@ -266,12 +274,18 @@ static void status(void *user, Kiln__V1__StatusReply *r, kiln_arena *a)
     pthread_mutex_lock(&b->mu);
     r->cache_bytes = b->cache_bytes;
     pthread_mutex_unlock(&b->mu);
-    /* A list: emulated platforms join the native one here once RUN can
-     * execute foreign binaries. */
-    r->platforms = kiln_arena_calloc(a, 1, sizeof(char *));
-    if (r->platforms) {
-        r->platforms[0] = (char *)bld_host_platform();
-        r->n_platforms = 1;
+    /* The native platform first, then those RUN reaches through QEMU user
+     * emulation (binfmt_misc handlers with the F flag), also listed apart. */
+    char list[32][32];
+    bool emulated[32];
+    size_t n = bld_engine_platforms(b->engine, list, emulated, 32);
+    r->platforms = kiln_arena_calloc(a, n + 1, sizeof(char *));
+    r->emulated_platforms = kiln_arena_calloc(a, n + 1, sizeof(char *));
+    for (size_t i = 0; r->platforms && r->emulated_platforms && i < n; i++) {
+        char *p = kiln_arena_strdup(a, list[i]);
+        r->platforms[r->n_platforms++] = p;
+        if (emulated[i])
+            r->emulated_platforms[r->n_emulated_platforms++] = p;
     }
 }
 

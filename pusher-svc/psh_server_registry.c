@@ -250,9 +250,10 @@ static void run_pull(void *arg)
     psh_registry_opts o;
     psh_pull_result res = {0};
     psh_reg_events ev = psh_srv_job_events(c);
-    if (psh_srv_job_reg_opts(c, q->registry, &o, &err) < 0 ||
-        psh_pull(c->p->store, q->ref, str_set(q->platform) ? q->platform : NULL, &o, &ev, &res,
-                 &err) < 0) {
+    int rr = psh_srv_job_reg_opts(c, q->registry, &o, &err);
+    o.tag_index = q->tag_index;
+    if (rr < 0 || psh_pull(c->p->store, q->ref, str_set(q->platform) ? q->platform : NULL, &o, &ev,
+                           &res, &err) < 0) {
         psh_srv_job_failed(c, &err, "pull");
         psh_srv_job_free(c);
         return;

@@ -36,6 +36,15 @@ void bld_engine_free(bld_engine *e);
 /* Sandbox preflight as a JSON object string (owned by the engine), for status. */
 const char *bld_engine_preflight_json(bld_engine *e);
 
+/* The platforms RUN can use on this host: the native one first, then those
+ * a binfmt_misc handler with the F flag emulates (emulated[i] true), as
+ * found when the engine started or at a later RUN's recheck.  Returns how
+ * many were written (at most cap). */
+size_t bld_engine_platforms(bld_engine *e, char (*out)[32], bool *emulated, size_t cap);
+/* For the sandbox check: "linux/amd64, linux/arm64 (emulated), …" and one
+ * line on emulation (usable handlers, or what is missing). */
+void bld_engine_emulation(bld_engine *e, char *platforms, size_t pcap, char *detail, size_t dcap);
+
 /* The network.host entitlement: RUN on the host's network (--network host,
  * RUN --network=host).  Off by default; without it such a build fails before
  * anything runs.  Set before the first build. */
@@ -91,6 +100,7 @@ typedef struct bld_build_spec {
     size_t n_registry_credentials;
     const char *registry_authfile; /* Docker config.json on the pusher's host; NULL = default */
     const char *registry_cert_dir; /* certs.d root on the pusher's host; NULL = default */
+    const char *push_format;       /* --push: "oci" or "v2s2"; NULL = as stored (OCI) */
     int64_t source_date_epoch;     /* -1 = none */
     uint64_t run_timeout_ms;       /* per RUN; 0 = none */
     uint64_t run_memory_bytes;     /* per RUN (swap included); 0 = none */

@@ -23,6 +23,7 @@
 #include "ignore.h"
 #include "log.h"
 #include "plan.h"
+#include "platform.h"
 
 /* ---- events: stages on several threads, the caller's callbacks one at a time ---- */
 
@@ -91,6 +92,7 @@ int bld_engine_new(bld_engine **out, const char *data_dir, kiln_rpc_client *push
         kiln_error_free(&serr);
     }
     e->preflight_json = eng_preflight(data_dir, &e->run_usable);
+    eng_platform_init(e);
     *out = e;
     return 0;
 }
@@ -99,6 +101,7 @@ void bld_engine_free(bld_engine *e)
 {
     if (e == NULL)
         return;
+    eng_platform_free(e);
     free(e->data_dir);
     free(e->preflight_json);
     free(e);
@@ -121,41 +124,99 @@ const char *bld_engine_preflight_json(bld_engine *e)
 
 /* ---- base images ---- */
 
-base_img *eng_find_base(eng_ctx *c, const char *ref)
+base_img *eng_find_base(eng_ctx *c, const char *ref, const char *platform)
 {
     for (size_t i = 0; i < c->n_bases; i++)
-        if (strcmp(c->bases[i].ref, ref) == 0)
+        if (strcmp(c->bases[i].ref, ref) == 0 &&
+            strcmp(c->bases[i].platform, platform ? platform : "") == 0)
             return &c->bases[i];
     return NULL;
 }
 
+/* The store's image of ref for platform: the tag's image when it is for that
+ * platform (or says none), or the platform's entry of the index the tag
+ * names.  KILN_ENOENT when the store has no such image (pull it); found then
+ * says what the store had instead ("" when nothing). */
+static int store_base(eng_ctx *c, const char *ref, const char *platform, base_img *bi, char *found,
+                      size_t cap, kiln_error **err)
+{
+    found[0] = '\0';
+    int rc = eng_pusher_inspect_any(&c->b, ref, bi->digest, &bi->manifest, &bi->config, err);
+    if (rc < 0)
+        return rc;
+    if (bi->config == NULL) { /* an index: its entry for the platform, if present */
+        char child[KILN_DIGEST_STRLEN + 1], have[256];
+        rc = eng_index_select(bi->manifest, platform, child, have, sizeof(have));
+        free(bi->manifest);
+        bi->manifest = NULL;
+        if (rc < 0) {
+            snprintf(found, cap, "an index of %s", have[0] ? have : "no platform");
+            return KILN_ENOENT;
+        }
+        rc = eng_pusher_inspect_any(&c->b, child, bi->digest, &bi->manifest, &bi->config, err);
+        if (rc == KILN_ENOENT) { /* the index came without this platform's image */
+            kiln_error_free(err);
+            return KILN_ENOENT;
+        }
+        if (rc == 0 && bi->config == NULL)
+            rc = kiln_error_set(err, KILN_ENOTSUP, 0, "%s: nested index %s", ref, child);
+        return rc;
+    }
+    if (platform && !eng_config_platform_ok(bi->config, platform, found, cap)) {
+        free(bi->manifest);
+        free(bi->config);
+        bi->manifest = bi->config = NULL;
+        return KILN_ENOENT;
+    }
+    return 0;
+}
+
 static int fetch_base(eng_ctx *c, const char *ref, const char *platform, kiln_error **err)
 {
-    if (eng_find_base(c, ref))
+    if (eng_find_base(c, ref, platform))
         return 0;
     if (c->n_bases == ENG_MAX_BASES)
         return kiln_error_set(err, KILN_EINVAL, 0, "too many base images");
     base_img *bi = &c->bases[c->n_bases];
     memset(bi, 0, sizeof(*bi));
     kiln_error *ierr = NULL;
-    int rc = c->b.spec->pull
-                 ? KILN_ENOENT
-                 : eng_pusher_inspect(&c->b, ref, bi->digest, &bi->manifest, &bi->config, &ierr);
+    char found[300] = "";
+    int rc = c->b.spec->pull ? KILN_ENOENT
+                             : store_base(c, ref, platform, bi, found, sizeof(found), &ierr);
     if (rc == KILN_ENOENT) {
         kiln_error_free(&ierr);
-        eng_note(&c->b, "pulling %s", ref);
-        rc = eng_pusher_pull(&c->b, ref, platform, err);
+        /* Another platform than the builder's: the tag is left on the index,
+         * where each platform's build finds its own manifest. */
+        const char *host = kiln_platform_host_string();
+        bool foreign = platform && strcmp(platform, host) != 0;
+        char digest[KILN_DIGEST_STRLEN + 1] = "";
+        if (foreign)
+            eng_note(&c->b, "pulling %s for %s", ref, platform);
+        else
+            eng_note(&c->b, "pulling %s", ref);
+        rc = eng_pusher_pull(&c->b, ref, platform, foreign, digest, err);
+        if (rc < 0 && found[0])
+            return kiln_error_wrap(err, "base image %s: the store has it for %s, not %s", ref,
+                                   found, platform);
         if (rc < 0)
             return rc;
-        rc = eng_pusher_inspect(&c->b, ref, bi->digest, &bi->manifest, &bi->config, err);
+        rc = eng_pusher_inspect(&c->b, digest[0] ? digest : ref, bi->digest, &bi->manifest,
+                                &bi->config, err);
+        char got[KILN_PLATFORM_STRMAX + 8];
+        if (rc == 0 && platform && !eng_config_platform_ok(bi->config, platform, got, sizeof(got)))
+            eng_note(&c->b,
+                     "warning: base image %s is for %s, not %s (it names no index to "
+                     "choose from)",
+                     ref, got, platform);
     } else if (rc < 0) {
         *err = kiln_error_steal(&ierr);
     }
     if (rc < 0)
         return kiln_error_wrap(err, "base image %s", ref);
     bi->ref = strdup(ref);
+    bi->platform = strdup(platform ? platform : "");
     bi->parsed = cJSON_Parse(bi->config);
-    if (bi->ref == NULL || bi->parsed == NULL) {
+    if (bi->ref == NULL || bi->platform == NULL || bi->parsed == NULL) {
         base_img_dispose(bi);
         return kiln_error_set(err, KILN_EINVAL, 0, "base image %s: unreadable config", ref);
     }
@@ -186,8 +247,7 @@ static int fetch_refs(eng_ctx *c, const bld_stage *st, const bld_instr *in, kiln
 
 static int resolver(bld_base_info *out, void *ctx, const char *ref, const char *platform)
 {
-    (void)platform;
-    base_img *bi = eng_find_base(ctx, ref);
+    base_img *bi = eng_find_base(ctx, ref, platform);
     if (bi == NULL)
         return 1;
     out->env = bi->env;
@@ -608,6 +668,41 @@ static int check_ssh(eng_ctx *c, const bld_plan *p, kiln_error **err)
     return 0;
 }
 
+/* A RUN for a platform this builder can run neither natively nor under
+ * emulation fails the build before anything runs or is pulled, naming the
+ * RUN and what is missing; emulated platforms are announced once. */
+static int check_platforms(eng_ctx *c, const bld_plan *p, kiln_error **err)
+{
+    const char *said[16];
+    size_t n_said = 0;
+    for (size_t i = 0; i < p->n_stages; i++) {
+        const bld_stage *st = &p->stages[i];
+        for (size_t k = 0; st->runs && k < st->n_instrs; k++) {
+            const bld_instr *in = &st->instrs[k];
+            if (in->kind != BLD_INSTR_RUN)
+                continue;
+            char by[64];
+            int rc =
+                eng_platform_check(c->b.e, p->build_platform, st->platform, by, sizeof(by), err);
+            if (rc < 0) {
+                c->b.out->failed_line = in->line;
+                eng_redact(c->b.out->failed_text, sizeof(c->b.out->failed_text), in->original);
+                return rc;
+            }
+            bool seen = false;
+            for (size_t j = 0; j < n_said && !seen; j++)
+                seen = strcmp(said[j], st->platform) == 0;
+            if (by[0] && !seen && n_said < KILN_ARRAY_SIZE(said)) {
+                said[n_said++] = st->platform;
+                eng_note(&c->b, "RUN for %s under QEMU user emulation (binfmt_misc %s)",
+                         st->platform, by);
+            }
+            break; /* one RUN decides for the stage */
+        }
+    }
+    return 0;
+}
+
 static int build(eng_ctx *c, kiln_error **err)
 {
     bld_plan *first = NULL;
@@ -616,7 +711,8 @@ static int build(eng_ctx *c, kiln_error **err)
         note_parse_error(c, *err);
         return rc;
     }
-    if ((rc = check_entitlements(c, first, err)) < 0 || (rc = check_ssh(c, first, err)) < 0) {
+    if ((rc = check_entitlements(c, first, err)) < 0 || (rc = check_ssh(c, first, err)) < 0 ||
+        (rc = check_platforms(c, first, err)) < 0) {
         bld_plan_free(first);
         return rc;
     }

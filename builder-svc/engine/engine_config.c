@@ -45,6 +45,7 @@ void base_img_dispose(base_img *bi)
     eng_stack_release(bi->stack);
     eng_tree_free(bi->merged);
     free(bi->ref);
+    free(bi->platform);
     free(bi->manifest);
     free(bi->config);
     cJSON_Delete(bi->parsed);

@@ -30,13 +30,41 @@ struct bld_netns; /* bld_sandbox.h */
 #define ENG_PATH_MAX 4096
 #define ENG_NAME_MAX 255
 
+struct bld_binfmt; /* bld_binfmt.h */
+
 struct bld_engine {
     char *data_dir;
     kiln_rpc_client *pusher; /* borrowed */
     char *preflight_json;
     bool run_usable;
     bool allow_host_network; /* the network.host entitlement */
+    /* binfmt_misc handlers (foreign RUNs under QEMU), scanned at start and
+     * again when a foreign RUN finds none (engine_platform.c). */
+    pthread_mutex_t binfmt_mu;
+    struct bld_binfmt *binfmt;
 };
+
+/* ---- engine_platform.c: foreign platforms ---- */
+
+/* Scans the binfmt_misc handlers (at engine start) and logs what emulation
+ * offers. */
+void eng_platform_init(bld_engine *e);
+void eng_platform_free(bld_engine *e);
+/* Whether a RUN for platform can run on a builder of build_platform: 0 when
+ * it can (natively or emulated; *emulated_by, cap bytes, gets the handler's
+ * name, "" when native), else KILN_EPRECOND with the message saying which
+ * package or binfmt_misc entry is missing. */
+int eng_platform_check(bld_engine *e, const char *build_platform, const char *platform,
+                       char *emulated_by, size_t cap, kiln_error **err);
+/* The entry of index_json (an OCI index or Docker manifest list) for
+ * platform: an exact match (variant included) first, else any that
+ * kiln_platform_match accepts.  0 with digest filled, KILN_ENOENT (and the
+ * index's platforms in have, "linux/amd64, linux/arm64") when none. */
+int eng_index_select(const char *index_json, const char *platform,
+                     char digest[KILN_DIGEST_STRLEN + 1], char *have, size_t have_cap);
+/* Whether an image config (JSON) is for platform; true when it names none.
+ * *found (KILN_PLATFORM_STRMAX) gets what it names. */
+bool eng_config_platform_ok(const char *config_json, const char *platform, char *found, size_t cap);
 
 /* One build in progress.  Independent stages run on threads of their own:
  * what they share is guarded by mu (held, out counters), ev_mu (callbacks:
@@ -317,7 +345,13 @@ char *eng_redact_dup(const char *text);
 /* Manifest and config of an image in the store; KILN_ENOENT when unknown. */
 int eng_pusher_inspect(eng_build *b, const char *ref, char digest[KILN_DIGEST_STRLEN + 1],
                        char **manifest_json, char **config_json, kiln_error **err);
-int eng_pusher_pull(eng_build *b, const char *ref, const char *platform, kiln_error **err);
+/* The same for an image or an index: *config_json NULL for an index. */
+int eng_pusher_inspect_any(eng_build *b, const char *ref, char digest[KILN_DIGEST_STRLEN + 1],
+                           char **manifest_json, char **config_json, kiln_error **err);
+/* Pulls ref for platform; tag_index: tag the index it came from (PullRequest.tag_index).
+ * digest (may be NULL) gets the pulled manifest's digest. */
+int eng_pusher_pull(eng_build *b, const char *ref, const char *platform, bool tag_index,
+                    char digest[KILN_DIGEST_STRLEN + 1], kiln_error **err);
 
 typedef struct eng_hist {
     char *created_by;

@@ -28,8 +28,8 @@ static int call(eng_build *b, kiln_req *req, kiln_reply **out, kiln_error **err)
     return call_ms(b, req, out, CALL_TIMEOUT_MS, err);
 }
 
-int eng_pusher_inspect(eng_build *b, const char *ref, char digest[KILN_DIGEST_STRLEN + 1],
-                       char **manifest_json, char **config_json, kiln_error **err)
+int eng_pusher_inspect_any(eng_build *b, const char *ref, char digest[KILN_DIGEST_STRLEN + 1],
+                           char **manifest_json, char **config_json, kiln_error **err)
 {
     kiln_req req = KILN__V1__REQUEST__INIT;
     Kiln__V1__InspectRequest ir = KILN__V1__INSPECT_REQUEST__INIT;
@@ -37,25 +37,40 @@ int eng_pusher_inspect(eng_build *b, const char *ref, char digest[KILN_DIGEST_ST
     req.body_case = KILN__V1__REQUEST__BODY_INSPECT;
     req.inspect = &ir;
     kiln_reply *r = NULL;
+    *manifest_json = *config_json = NULL;
     int rc = call(b, &req, &r, err);
     if (rc < 0)
         return rc;
     const Kiln__V1__InspectReply *ins = r->inspect_reply;
-    if (ins == NULL || ins->config_json == NULL || ins->config_json[0] == '\0') {
+    if (ins == NULL || ins->manifest_json == NULL) {
         kiln_rpc_reply_free(r);
-        return kiln_error_set(err, KILN_EINVAL, 0, "%s is not an image manifest for one platform",
-                              ref);
+        return kiln_error_set(err, KILN_EINTERNAL, 0, "inspect %s: empty reply", ref);
     }
     snprintf(digest, KILN_DIGEST_STRLEN + 1, "%s", ins->digest);
+    bool index = ins->config_json == NULL || ins->config_json[0] == '\0';
     *manifest_json = strdup(ins->manifest_json);
-    *config_json = strdup(ins->config_json);
+    *config_json = index ? NULL : strdup(ins->config_json);
     kiln_rpc_reply_free(r);
-    if (*manifest_json == NULL || *config_json == NULL) {
+    if (*manifest_json == NULL || (!index && *config_json == NULL)) {
         free(*manifest_json);
         free(*config_json);
+        *manifest_json = *config_json = NULL;
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
     }
     return 0;
+}
+
+int eng_pusher_inspect(eng_build *b, const char *ref, char digest[KILN_DIGEST_STRLEN + 1],
+                       char **manifest_json, char **config_json, kiln_error **err)
+{
+    int rc = eng_pusher_inspect_any(b, ref, digest, manifest_json, config_json, err);
+    if (rc == 0 && *config_json == NULL) {
+        free(*manifest_json);
+        *manifest_json = NULL;
+        return kiln_error_set(err, KILN_EINVAL, 0, "%s is not an image manifest for one platform",
+                              ref);
+    }
+    return rc;
 }
 
 /* A Status call answered within a couple of seconds. */
@@ -76,7 +91,8 @@ static bool pusher_alive(eng_build *b)
 /* Waits for job's terminal event; 0 when it completed.  The completed event
  * is handed to done (may be NULL). */
 static int wait_job(eng_build *b, const char *job, const char *what,
-                    void (*done)(eng_build *, const Kiln__V1__JobCompleted *), kiln_error **err)
+                    void (*done)(eng_build *, const Kiln__V1__JobCompleted *, void *), void *ud,
+                    kiln_error **err)
 {
     for (;;) {
         if (eng_canceled(b))
@@ -106,7 +122,7 @@ static int wait_job(eng_build *b, const char *job, const char *what,
         const Kiln__V1__Event *t = w->terminal;
         if (t->payload_case == KILN__V1__EVENT__PAYLOAD_COMPLETED) {
             if (done)
-                done(b, t->completed);
+                done(b, t->completed, ud);
             kiln_rpc_reply_free(r);
             return 0;
         }
@@ -152,20 +168,24 @@ static void reg_options(eng_build *b, Kiln__V1__RegistryOptions *ro)
     ro->n_credentials = b->spec->n_registry_credentials;
 }
 
-int eng_pusher_pull(eng_build *b, const char *ref, const char *platform, kiln_error **err)
+/* The pulled manifest's digest, into the caller's buffer (ud). */
+static void on_pull_done(eng_build *b, const Kiln__V1__JobCompleted *c, void *ud)
+{
+    (void)b;
+    snprintf(ud, KILN_DIGEST_STRLEN + 1, "%s", c->digest ? c->digest : "");
+}
+
+int eng_pusher_pull(eng_build *b, const char *ref, const char *platform, bool tag_index,
+                    char digest[KILN_DIGEST_STRLEN + 1], kiln_error **err)
 {
     kiln_req req = KILN__V1__REQUEST__INIT;
     Kiln__V1__PullRequest pr = KILN__V1__PULL_REQUEST__INIT;
     Kiln__V1__RegistryOptions ro = KILN__V1__REGISTRY_OPTIONS__INIT;
-    ro.insecure = b->spec->registry_insecure;
-    ro.creds = (char *)(b->spec->registry_creds ? b->spec->registry_creds : "");
-    ro.authfile = (char *)(b->spec->registry_authfile ? b->spec->registry_authfile : "");
-    ro.cert_dir = (char *)(b->spec->registry_cert_dir ? b->spec->registry_cert_dir : "");
-    ro.credentials = (Kiln__V1__RegistryCredential **)b->spec->registry_credentials;
-    ro.n_credentials = b->spec->n_registry_credentials;
+    reg_options(b, &ro);
     pr.ref = (char *)ref;
     pr.platform = (char *)(platform ? platform : "");
     pr.registry = &ro;
+    pr.tag_index = tag_index;
     req.body_case = KILN__V1__REQUEST__BODY_PULL;
     req.pull = &pr;
     char job[KILN_JOB_ID_MAX + 1];
@@ -174,7 +194,9 @@ int eng_pusher_pull(eng_build *b, const char *ref, const char *platform, kiln_er
         return kiln_error_wrap(err, "pull %s", ref);
     char what[600];
     snprintf(what, sizeof(what), "pull %s", ref);
-    return wait_job(b, job, what, NULL, err);
+    if (digest)
+        digest[0] = '\0';
+    return wait_job(b, job, what, digest ? on_pull_done : NULL, digest, err);
 }
 
 /* ---- Commit ---- */
@@ -243,13 +265,15 @@ static void keep_committed(eng_build *b, const Kiln__V1__CommitResult *cr)
     }
 }
 
-static void on_stage_commit_done(eng_build *b, const Kiln__V1__JobCompleted *c)
+static void on_stage_commit_done(eng_build *b, const Kiln__V1__JobCompleted *c, void *ud)
 {
+    (void)ud;
     keep_committed(b, c->commit);
 }
 
-static void on_commit_done(eng_build *b, const Kiln__V1__JobCompleted *c)
+static void on_commit_done(eng_build *b, const Kiln__V1__JobCompleted *c, void *ud)
 {
+    (void)ud;
     snprintf(b->out->digest, sizeof(b->out->digest), "%s", c->digest ? c->digest : "");
     keep_committed(b, c->commit);
     if (c->commit) {
@@ -374,7 +398,8 @@ int eng_pusher_commit(eng_build *b, const eng_commit_desc *c, kiln_error **err)
     int rc = start_job(b, &req, job, err);
     if (rc < 0)
         return kiln_error_wrap(err, "commit");
-    return wait_job(b, job, "commit", c->untagged ? on_stage_commit_done : on_commit_done, err);
+    return wait_job(b, job, "commit", c->untagged ? on_stage_commit_done : on_commit_done, NULL,
+                    err);
 }
 
 int eng_pusher_push(eng_build *b, const char *tag, kiln_error **err)
@@ -388,6 +413,7 @@ int eng_pusher_push(eng_build *b, const char *tag, kiln_error **err)
     ro.cert_dir = (char *)(b->spec->registry_cert_dir ? b->spec->registry_cert_dir : "");
     ro.credentials = (Kiln__V1__RegistryCredential **)b->spec->registry_credentials;
     ro.n_credentials = b->spec->n_registry_credentials;
+    ro.format = (char *)(b->spec->push_format ? b->spec->push_format : "");
     pr.source = (char *)tag;
     pr.destination = "";
     pr.registry = &ro;
@@ -399,26 +425,28 @@ int eng_pusher_push(eng_build *b, const char *tag, kiln_error **err)
         return kiln_error_wrap(err, "push %s", tag);
     char what[600];
     snprintf(what, sizeof(what), "push %s", tag);
-    return wait_job(b, job, what, NULL, err);
+    return wait_job(b, job, what, NULL, NULL, err);
 }
 
 /* ---- the step cache shared through a registry ---- */
 
 /* Imports run before the stages, when the build has no result digest yet:
  * the job's digest passes through it. */
-static void on_records_done(eng_build *b, const Kiln__V1__JobCompleted *c)
+static void on_records_done(eng_build *b, const Kiln__V1__JobCompleted *c, void *ud)
 {
+    (void)ud;
     snprintf(b->out->digest, sizeof(b->out->digest), "%s", c->digest ? c->digest : "");
 }
 
 static int cache_job(eng_build *b, kiln_req *req, const char *what,
-                     void (*done)(eng_build *, const Kiln__V1__JobCompleted *), kiln_error **err)
+                     void (*done)(eng_build *, const Kiln__V1__JobCompleted *, void *),
+                     kiln_error **err)
 {
     char job[KILN_JOB_ID_MAX + 1];
     int rc = start_job(b, req, job, err);
     if (rc < 0)
         return kiln_error_wrap(err, "%s", what);
-    return wait_job(b, job, what, done, err);
+    return wait_job(b, job, what, done, NULL, err);
 }
 
 int eng_pusher_cache_records(eng_build *b, const bld_cache_ref *ref,

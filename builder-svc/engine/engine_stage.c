@@ -221,10 +221,7 @@ static int setup_base(eng_ctx *c, const bld_stage *st, stage_res *r, kiln_error 
         if (rc < 0)
             return rc;
     } else if (st->base_kind == BLD_BASE_IMAGE) {
-        base_img *bi = NULL;
-        for (size_t i = 0; i < c->n_bases; i++)
-            if (strcmp(c->bases[i].ref, st->base_image) == 0)
-                bi = &c->bases[i];
+        base_img *bi = eng_find_base(c, st->base_image, st->platform);
         if (bi == NULL)
             return kiln_error_set(err, KILN_EINTERNAL, 0, "base %s not fetched", st->base_image);
         /* Unpacked when a step first reads the filesystem (ensure_fs). */
@@ -307,9 +304,10 @@ static int image_of_locked(eng_ctx *c, base_img *bi, const char *ref, bool merge
     return 0;
 }
 
-static int image_of(eng_ctx *c, const char *ref, bool merge, base_img **out, kiln_error **err)
+static int image_of(eng_ctx *c, const char *ref, const char *platform, bool merge, base_img **out,
+                    kiln_error **err)
 {
-    base_img *bi = eng_find_base(c, ref);
+    base_img *bi = eng_find_base(c, ref, platform);
     if (bi == NULL)
         return kiln_error_set(err, KILN_EINTERNAL, 0, "image %s not fetched", ref);
     pthread_mutex_lock(&c->lazy_mu);
@@ -322,8 +320,9 @@ static int image_of(eng_ctx *c, const char *ref, bool merge, base_img **out, kil
 
 /* ---- RUN ---- */
 
-static int run_mounts(eng_ctx *c, const bld_instr *in, const char *wd, eng_mount *out,
-                      size_t *n_out, char (*targets)[ENG_PATH_MAX], kiln_error **err)
+static int run_mounts(eng_ctx *c, const bld_stage *st, const bld_instr *in, const char *wd,
+                      eng_mount *out, size_t *n_out, char (*targets)[ENG_PATH_MAX],
+                      kiln_error **err)
 {
     const bld_run *run = &in->u.run;
     *n_out = 0;
@@ -361,7 +360,7 @@ static int run_mounts(eng_ctx *c, const bld_instr *in, const char *wd, eng_mount
                 o->n_source_layers = p->n_lowers;
             } else if (m->from_kind == BLD_REF_IMAGE) {
                 base_img *bi = NULL;
-                int rc = image_of(c, m->from, false, &bi, err);
+                int rc = image_of(c, m->from, st->platform, false, &bi, err);
                 if (rc < 0)
                     return rc;
                 o->source_layers = eng_stack_dirs(bi->stack);
@@ -541,7 +540,7 @@ static int exec_run(eng_ctx *c, size_t si, size_t step, const bld_instr *in, sta
     if (targets == NULL)
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
     size_t nm = 0;
-    int rc = run_mounts(c, in, wd, mounts, &nm, targets, err);
+    int rc = run_mounts(c, &c->plan->stages[si], in, wd, mounts, &nm, targets, err);
     if (rc < 0)
         return rc;
     if (in->u.run.n_files > 0) {
@@ -669,14 +668,15 @@ static int copy_desc(eng_ctx *c, const bld_instr *in, stage_res *r, eng_copy_des
 /* The source tree of COPY --from (a stage's or an image's merged rootfs),
  * made only when the step runs: its cache key uses the stage's key or the
  * image's digest instead of the tree's content. */
-static int copy_root(eng_ctx *c, const bld_instr *in, eng_copy_desc *d, kiln_error **err)
+static int copy_root(eng_ctx *c, const bld_stage *st, const bld_instr *in, eng_copy_desc *d,
+                     kiln_error **err)
 {
     const bld_copy *cp = &in->u.copy;
     if (cp->from_kind == BLD_REF_STAGE)
         return merged_of(c, cp->from_stage, &d->src_root, err);
     if (cp->from_kind == BLD_REF_IMAGE) {
         base_img *bi = NULL;
-        int rc = image_of(c, cp->from, true, &bi, err);
+        int rc = image_of(c, cp->from, st->platform, true, &bi, err);
         if (rc < 0)
             return rc;
         d->src_root = eng_tree_root(bi->merged);
@@ -686,14 +686,14 @@ static int copy_root(eng_ctx *c, const bld_instr *in, eng_copy_desc *d, kiln_err
 
 /* What COPY --from reads, for its cache key: a stage's key determines its
  * layers; an image's digest its content. */
-static void hash_copy_from(eng_ctx *c, const bld_instr *in, kiln_sha256 *h)
+static void hash_copy_from(eng_ctx *c, const bld_stage *st, const bld_instr *in, kiln_sha256 *h)
 {
     const bld_copy *cp = &in->u.copy;
     const char *id = "";
     if (cp->from_kind == BLD_REF_STAGE)
         id = c->res[cp->from_stage].key;
     else if (cp->from_kind == BLD_REF_IMAGE) {
-        base_img *bi = eng_find_base(c, cp->from);
+        base_img *bi = eng_find_base(c, cp->from, st->platform);
         id = bi ? bi->digest : cp->from;
     }
     kiln_sha256_update(h, id, strlen(id) + 1);
@@ -711,17 +711,6 @@ static bool fs_step(bld_instr_kind k)
 {
     return k == BLD_INSTR_RUN || k == BLD_INSTR_COPY || k == BLD_INSTR_ADD ||
            k == BLD_INSTR_WORKDIR;
-}
-
-/* "os/arch" part of a platform, for comparing the stage's with the host's. */
-static bool same_platform(const char *a, const char *b)
-{
-    if (a == NULL || b == NULL)
-        return true;
-    const char *sa = strchr(a, '/'), *sb = strchr(b, '/');
-    size_t la = sa && strchr(sa + 1, '/') ? (size_t)(strchr(sa + 1, '/') - a) : strlen(a);
-    size_t lb = sb && strchr(sb + 1, '/') ? (size_t)(strchr(sb + 1, '/') - b) : strlen(b);
-    return la == lb && strncmp(a, b, la) == 0;
 }
 
 /* Adds to h what a RUN reads besides its text: the content of bind mounts
@@ -770,12 +759,16 @@ static int exec_step(eng_ctx *c, size_t si, size_t step, const bld_instr *in, st
                      eng_copy_desc *cd, eng_step_tmp *t, kiln_error **err)
 {
     if (in->kind == BLD_INSTR_RUN) {
+        /* Another platform's RUN runs under QEMU user emulation when a
+         * binfmt_misc handler with the F flag is registered for it (the
+         * kernel then runs the image's binaries through it, inside the
+         * sandbox as any other); else the message names what is missing. */
         const bld_stage *st = &c->plan->stages[si];
-        if (!same_platform(st->platform, c->plan->build_platform))
-            return kiln_error_set(err, KILN_ENOTSUP, 0,
-                                  "RUN for %s on a %s builder needs emulation, which is not "
-                                  "available",
-                                  st->platform, c->plan->build_platform);
+        char by[64];
+        int rc =
+            eng_platform_check(c->b.e, c->plan->build_platform, st->platform, by, sizeof(by), err);
+        if (rc < 0)
+            return rc;
         return exec_run(c, si, step, in, r, t->diff, t->dir, err);
     }
     if (in->kind == BLD_INSTR_WORKDIR) {
@@ -788,7 +781,7 @@ static int exec_step(eng_ctx *c, size_t si, size_t step, const bld_instr *in, st
     }
     cd->upper = t->diff;
     cd->scratch = t->dir;
-    int rc = copy_root(c, in, cd, err);
+    int rc = copy_root(c, &c->plan->stages[si], in, cd, err);
     return rc < 0 ? rc : eng_copy_exec(cd, err);
 }
 
@@ -857,7 +850,7 @@ static int run_step(eng_ctx *c, size_t si, size_t step, const bld_instr *in, sta
             (rc = eng_step_begin(&c->b, &t, err)) == 0)
             cd.scratch = t.dir;
         if (rc == 0 && in->u.copy.from_kind != BLD_REF_NONE)
-            hash_copy_from(c, in, h);
+            hash_copy_from(c, &c->plan->stages[si], in, h);
         else if (rc == 0)
             rc = eng_copy_hash(&cd, h, err);
     } else if (in->kind == BLD_INSTR_RUN) {

@@ -11,6 +11,7 @@
 /* A base image from the store, with what the planner needs of its config. */
 typedef struct base_img {
     char *ref;
+    char *platform; /* the platform it was resolved for ("os/arch[/variant]") */
     char digest[KILN_DIGEST_STRLEN + 1];
     char *manifest, *config;              /* JSON as stored */
     cJSON *parsed;                        /* config */
@@ -108,8 +109,10 @@ typedef struct eng_ctx {
 /* Runs stage (its deps done); may run concurrently with other stages.  On
  * failure res[stage].failed_* names the instruction. */
 int eng_run_stage(eng_ctx *c, size_t stage, kiln_error **err);
-/* The base image ref fetched by engine.c (NULL when it was not). */
-base_img *eng_find_base(eng_ctx *c, const char *ref);
+/* The base image ref fetched by engine.c for platform (NULL when it was
+ * not): one ref may be fetched for several platforms (FROM
+ * --platform=$BUILDPLATFORM next to a stage for the target). */
+base_img *eng_find_base(eng_ctx *c, const char *ref, const char *platform);
 
 /* engine_config.c: applies a metadata instruction to r->config. */
 int eng_apply_meta(stage_res *r, const bld_instr *in, kiln_error **err);

@@ -150,6 +150,25 @@ typedef struct cli_build_result {
 int cli_run_build(cli_ctx *ctx, Kiln__V1__BuildRequest *br, const char *progress,
                   const char *iidfile, cli_build_result *res);
 
+/* The same, printing no digest and writing no iidfile: the job and digest
+ * go to *res.  label (may be NULL) names the build in its failure ("build
+ * for linux/arm64 failed"). */
+int cli_run_build_to(cli_ctx *ctx, Kiln__V1__BuildRequest *br, const char *progress,
+                     const char *label, cli_build_result *res);
+/* kiln build --platform A,B,... (build_multi.c): one build of br per
+ * platform (normalised, at least two), each untagged and unpushed, then an
+ * OCI image index of them tagged with tags and, with push, pushed under each
+ * tag (format "v2s2": a Docker manifest list); nothing is tagged or pushed
+ * unless every platform built.  Prints the index digest (and writes iidfile).
+ * Returns a CLI exit code. */
+int cli_build_multi(cli_ctx *ctx, Kiln__V1__BuildRequest *br, char *const *platforms,
+                    size_t n_platforms, const char *progress, const char *iidfile);
+/* --platform A,B,...: each checked (cli_check_platform), normalised
+ * (common/platform.h: aarch64 -> arm64, arm -> arm/v7, ...) and unique, into
+ * *out (free with cli_platform_list_free).  Returns a CLI exit code. */
+int cli_platform_list(const char *verb, const char *arg, char ***out, size_t *n);
+void cli_platform_list_free(char **v, size_t n);
+
 /* ---- kiln build's client-side options (build_opts.c) ---- */
 
 /* The progress mode: flag (NULL when not given), else $KILN_PROGRESS, else

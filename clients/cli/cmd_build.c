@@ -180,8 +180,8 @@ static size_t dockerfile_registries(const char *text, char hosts[][512], size_t 
 }
 
 static int check_args(const char *context, const char *file, const char *const *tags, size_t n_tags,
-                      const char *const *args, size_t n_args, const char *platform,
-                      const char *iidfile, bool push, bool plan)
+                      const char *const *args, size_t n_args, const char *iidfile, bool push,
+                      bool plan)
 {
     int rc = CLI_EXIT_OK;
     for (size_t i = 0; i < n_tags && rc == CLI_EXIT_OK; i++)
@@ -191,8 +191,6 @@ static int check_args(const char *context, const char *file, const char *const *
             cli_errorf("build: --build-arg wants NAME[=VALUE], got '%s'", args[i]);
             rc = CLI_EXIT_USAGE;
         }
-    if (rc == CLI_EXIT_OK && *platform)
-        rc = cli_check_platform("build", platform);
     if (rc == CLI_EXIT_OK && !plan)
         rc = cli_check_path("build", "context", context, CLI_PATH_DIR);
     if (rc == CLI_EXIT_OK && file && strcmp(file, "-") != 0)
@@ -215,7 +213,14 @@ static const char usage[] =
     "  -f, --file FILE        Dockerfile (default CONTEXT/Dockerfile; '-' reads stdin)\n"
     "  --build-arg K[=V]      set a build argument (K alone takes $K from the environment)\n"
     "  --target STAGE         build up to this stage\n"
-    "  --platform OS/ARCH     target platform (default: the builder's)\n"
+    "  --platform P[,P...]    target platform(s), OS/ARCH[/VARIANT] (default: the\n"
+    "                         builder's).  Several: one build per platform, then an\n"
+    "                         OCI image index of them under each -t (pushed with\n"
+    "                         --push; nothing is tagged unless every platform\n"
+    "                         built); other platforms' RUNs need QEMU user emulation\n"
+    "                         (binfmt_misc, see kiln status)\n"
+    "  --format oci|docker    manifests --push writes: OCI (default) or Docker\n"
+    "                         schema 2 (an index as a Docker manifest list)\n"
     "  --no-cache             do not use the instruction cache\n"
     "  --pull                 pull every base image even when the store has it\n"
     "  --label K=V            set a label on the image (repeatable)\n"
@@ -317,6 +322,7 @@ enum {
     B_SSH, /* ssh_proxy.c */
     B_CACHE_TO,
     B_CACHE_FROM,
+    B_FORMAT, /* --format for --push; several --platform: build_multi.c */
 };
 /* Client-side build options (build_opts.c, build_output.c). */
 enum { B_OUTPUT = 'o', B_ANNOTATION = 460, B_METADATA, B_BUILD_CONTEXT };
@@ -385,6 +391,7 @@ const struct option cli_build_opts[] = {
     {"build-context", required_argument, NULL, B_BUILD_CONTEXT},
     {"cache-to", required_argument, NULL, B_CACHE_TO},
     {"cache-from", required_argument, NULL, B_CACHE_FROM},
+    {"format", required_argument, NULL, B_FORMAT},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
@@ -393,7 +400,9 @@ const struct option cli_build_opts[] = {
 int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
 {
     const char *file = NULL, *target = "", *platform = "", *network = "", *progress = NULL;
-    const char *iidfile = NULL, *transfer = "auto", *affinity = NULL;
+    const char *iidfile = NULL, *transfer = "auto", *affinity = NULL, *push_format = "";
+    char **platforms = NULL; /* --platform, normalised (build_multi.c) */
+    size_t n_platforms = 0;
     char *args[MAX_LIST], *tags[MAX_LIST], *labels[MAX_LIST], *annotations[MAX_LIST];
     const char *metadata = NULL;
     cli_output output = {0};
@@ -556,6 +565,13 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
             if (cli_build_cache_add(&cache, c == B_CACHE_TO, optarg) != CLI_EXIT_OK)
                 return CLI_EXIT_USAGE;
             break;
+        case B_FORMAT:
+            if (strcmp(optarg, "oci") && strcmp(optarg, "docker") && strcmp(optarg, "v2s2")) {
+                cli_errorf("build: --format wants oci or docker, got '%s'", optarg);
+                return CLI_EXIT_USAGE;
+            }
+            push_format = strcmp(optarg, "oci") == 0 ? "" : "v2s2";
+            break;
         case B_CTXTRANSFER:
             if (strcmp(optarg, "auto") && strcmp(optarg, "local") && strcmp(optarg, "stream")) {
                 cli_errorf("build: --context-transfer wants auto, local or stream, got '%s'",
@@ -606,9 +622,22 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
         goto out;
     }
     if ((rc = check_args(argv[optind], file, (const char *const *)tags, n_tags,
-                         (const char *const *)args, n_args, platform, iidfile, push, plan)) !=
-        CLI_EXIT_OK)
+                         (const char *const *)args, n_args, iidfile, push, plan)) != CLI_EXIT_OK ||
+        (*platform &&
+         (rc = cli_platform_list("build", platform, &platforms, &n_platforms)) != CLI_EXIT_OK))
         goto out;
+    if (n_platforms > 1 && (output.kind != CLI_OUT_NONE || metadata)) {
+        cli_errorf("build: --output and --metadata-file take one platform, not %zu", n_platforms);
+        rc = CLI_EXIT_USAGE;
+        goto out;
+    }
+    /* One platform goes as it is; several are built one by one and joined
+     * in an index (build_multi.c).  The pool places them on one node. */
+    char platform_csv[512] = "";
+    for (size_t i = 0; i < n_platforms; i++)
+        snprintf(platform_csv + strlen(platform_csv), sizeof(platform_csv) - strlen(platform_csv),
+                 "%s%s", i ? "," : "", platforms[i]);
+    platform = platform_csv;
     kiln_error *err = NULL;
     if (file == NULL && asprintf(&path, "%s/Dockerfile", argv[optind]) < 0) {
         rc = CLI_EXIT_FAILED;
@@ -640,7 +669,7 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
         br.dockerignore_set = ignore != NULL;
         /* Farm: a pool of builders is narrowed to this build's node (pool.c). */
         const char *spec_url = ctx->url[CLI_BUILDER];
-        rc = cli_pool_place(ctx, affinity, n_tags ? tags[0] : NULL, file, ctxdir, platform,
+        rc = cli_pool_place(ctx, affinity, n_tags ? tags[0] : NULL, file, ctxdir, platform_csv,
                             progress);
         if (rc == CLI_EXIT_OK && ctx->url[CLI_BUILDER] != spec_url)
             rc =
@@ -704,6 +733,7 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
         br.secrets = secret_ptrs;
         br.n_secrets = n_secrets;
         br.push = push;
+        br.push_format = (char *)push_format;
         br.insecure = insecure;
         br.creds = (char *)creds;
         br.cert_dir = cert_dir;
@@ -736,6 +766,12 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
         cli_build_cache_apply(&cache, &br);
         const char *sde = getenv("SOURCE_DATE_EPOCH");
         br.source_date_epoch = sde && *sde ? strtoll(sde, NULL, 10) : 0;
+        if (n_platforms > 1) {
+            rc = cli_build_multi(ctx, &br, platforms, n_platforms, progress, iidfile);
+            rc = cli_build_cache_finish(ctx, &cache, rc);
+            cli_context_dispose(&cc);
+            goto out;
+        }
         cli_build_result res = {0};
         rc = cli_run_build(ctx, &br, progress, iidfile, &res);
         /* Farm: a node lost during the build hands it to the next (pool.c). */
@@ -757,7 +793,6 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
     pr.build_args = args;
     pr.n_build_args = n_args;
     pr.target = (char *)target;
-    pr.platform = (char *)platform;
     for (size_t i = 0; i < n_named; i++) { /* images only: --plan imports nothing */
         if (named[i].image &&
             asprintf(&named_kv[pr.n_named_images++], "%s=%s", named[i].name, named[i].image) < 0) {
@@ -768,17 +803,25 @@ int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
     pr.named_images = named_kv;
     req.body_case = KILN__V1__REQUEST__BODY_PLAN;
     req.plan = &pr;
-    kiln_reply *rep = NULL;
-    rc = cli_call(ctx, CLI_BUILDER, &req, &rep, 0);
-    if (rc == CLI_EXIT_OK) {
-        for (size_t i = 0; i < rep->plan_reply->n_warnings; i++)
-            fprintf(stderr, "warning: %s\n", rep->plan_reply->warnings[i]);
-        printf("%s\n", rep->plan_reply->plan_json);
-    } else if (rc == CLI_EXIT_FAILED) {
-        rc = CLI_EXIT_BUILD;
+    /* Several platforms: a JSON array of one plan each. */
+    for (size_t i = 0; i < (n_platforms > 1 ? n_platforms : 1) && rc == CLI_EXIT_OK; i++) {
+        pr.platform = n_platforms ? platforms[i] : "";
+        kiln_reply *rep = NULL;
+        rc = cli_call(ctx, CLI_BUILDER, &req, &rep, 0);
+        if (rc == CLI_EXIT_OK) {
+            for (size_t k = 0; k < rep->plan_reply->n_warnings; k++)
+                fprintf(stderr, "warning: %s\n", rep->plan_reply->warnings[k]);
+            printf("%s%s%s", n_platforms > 1 ? (i ? ",\n" : "[\n") : "", rep->plan_reply->plan_json,
+                   n_platforms > 1 && i + 1 < n_platforms ? ""
+                   : n_platforms > 1                      ? "\n]\n"
+                                                          : "\n");
+        } else if (rc == CLI_EXIT_FAILED) {
+            rc = CLI_EXIT_BUILD;
+        }
+        kiln_rpc_reply_free(rep);
     }
-    kiln_rpc_reply_free(rep);
 out:
+    cli_platform_list_free(platforms, n_platforms);
     cli_creds_free(&creds_v);
     cli_pool_done(ctx);
     for (size_t i = 0; i < n_secrets; i++) {

@@ -28,14 +28,18 @@ static void print_node(const Kiln__V1__StatusReply *r)
     printf("    node %s  %s  running %u  queued %u  capacity %u",
            *r->node_name ? r->node_name : "-", r->draining ? "DRAINING" : "serving",
            r->builds_running, r->builds_queued, r->max_builds);
-    if (r->n_platforms) {
-        printf("  platforms ");
-        for (size_t i = 0; i < r->n_platforms; i++)
-            printf("%s%s", i ? "," : "", r->platforms[i]);
-    }
     if (r->cache_bytes)
         printf("  cache %.1f MiB", (double)r->cache_bytes / (1024.0 * 1024.0));
     printf("\n");
+    /* "linux/amd64, linux/arm64 (emulated), …": RUN for an emulated one goes
+     * through QEMU user emulation (binfmt_misc). */
+    for (size_t i = 0; i < r->n_platforms; i++) {
+        bool emulated = false;
+        for (size_t k = 0; k < r->n_emulated_platforms && !emulated; k++)
+            emulated = strcmp(r->platforms[i], r->emulated_platforms[k]) == 0;
+        printf("%s%s%s%s", i ? ", " : "    platforms: ", r->platforms[i],
+               emulated ? " (emulated)" : "", i + 1 == r->n_platforms ? "\n" : "");
+    }
     for (size_t i = 1; i < r->n_listen_urls; i++)
         printf("    also rpc %s\n", r->listen_urls[i]);
     for (size_t i = 1; i < r->n_events_urls; i++)

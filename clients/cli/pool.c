@@ -68,11 +68,18 @@ bool cli_pool_eligible(const cli_pool_node *node, const char *platform)
         return false;
     if (platform == NULL || *platform == '\0')
         return true;
-    size_t len = strlen(platform);
-    for (const char *p = node->platforms; (p = strstr(p, platform)) != NULL; p += len)
-        if ((p == node->platforms || p[-1] == ',') && (p[len] == ',' || p[len] == '\0'))
-            return true;
-    return false;
+    /* A multi-platform build ("linux/amd64,linux/arm64") needs every one. */
+    for (const char *want = platform; *want;) {
+        size_t len = strcspn(want, ",");
+        bool found = false;
+        for (const char *p = node->platforms; !found && (p = strstr(p, want)) != NULL; p++)
+            found = (p == node->platforms || p[-1] == ',') && (p[len] == ',' || p[len] == '\0') &&
+                    strncmp(p, want, len) == 0;
+        if (!found)
+            return false;
+        want += len + (want[len] == ',');
+    }
+    return true;
 }
 
 static unsigned load_of(const cli_pool_node *n)

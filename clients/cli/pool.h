@@ -38,7 +38,7 @@ typedef struct cli_pool_node {
     char name[128]; /* Status node_name; the URL when the node has none */
     bool reachable, ready, draining;
     unsigned running, queued, capacity; /* capacity 0: unknown (no bound) */
-    char platforms[256];                /* comma-separated, as Status lists them */
+    char platforms[512];                /* comma-separated, as Status lists them */
     uint64_t cache_bytes;
     char detail[256]; /* why a node is down or not ready */
 } cli_pool_node;
@@ -49,7 +49,8 @@ typedef struct cli_pool_node {
 uint64_t cli_pool_score(const char *key, const char *node);
 /* order[0..n) = node indexes by descending score for key (ties: by name). */
 void cli_pool_rank(const cli_pool_node *nodes, size_t n, const char *key, size_t *order);
-/* Whether a node takes builds for platform ("" or NULL: any). */
+/* Whether a node takes builds for platform ("" or NULL: any; a comma-separated
+ * list: every one of them). */
 bool cli_pool_eligible(const cli_pool_node *node, const char *platform);
 /* The node for the next attempt: the first in order that is eligible, not
  * skipped (skip may be NULL), under capacity and within the load bound; if

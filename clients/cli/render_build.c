@@ -257,6 +257,30 @@ static bool pusher_down(cli_ctx *ctx, char *detail, size_t cap)
 int cli_run_build(cli_ctx *ctx, Kiln__V1__BuildRequest *br, const char *progress,
                   const char *iidfile, cli_build_result *res)
 {
+    cli_build_result r = {0};
+    int rc = cli_run_build_to(ctx, br, progress, NULL, &r);
+    if (rc == CLI_EXIT_OK) {
+        if (strcmp(progress, "json") != 0)
+            printf("%s\n", r.digest);
+        if (res != NULL)
+            *res = r;
+        if (iidfile) {
+            FILE *f = fopen(iidfile, "we");
+            if (f == NULL || fprintf(f, "%s", r.digest) < 0 || fclose(f) != 0) {
+                cli_errorf("--iidfile %s: cannot write", iidfile);
+                rc = CLI_EXIT_FAILED;
+            }
+        }
+    }
+    return rc;
+}
+
+int cli_run_build_to(cli_ctx *ctx, Kiln__V1__BuildRequest *br, const char *progress,
+                     const char *label, cli_build_result *res)
+{
+    /* "build failed" or "build for linux/arm64 failed" */
+    char what[96];
+    snprintf(what, sizeof(what), "build%s%.80s", label ? " for " : "", label ? label : "");
     view *v = calloc(1, sizeof(*v));
     if (v == NULL)
         return CLI_EXIT_FAILED;
@@ -332,15 +356,15 @@ int cli_run_build(cli_ctx *ctx, Kiln__V1__BuildRequest *br, const char *progress
                (kiln_code_from_wire(v->fail_code) == KILN_EUNAVAIL ||
                 kiln_code_from_wire(v->fail_code) == KILN_ETIMEDOUT) &&
                pusher_down(ctx, v->fail_text, sizeof(v->fail_text))) {
-        cli_errorf("build failed: kiln-pusher is unreachable from kiln-builder (%s)\n%s",
+        cli_errorf("%s failed: kiln-pusher is unreachable from kiln-builder (%s)\n%s", what,
                    v->fail_text, v->fail_msg);
         rc = CLI_EXIT_UNREACHABLE;
     } else if (rc == CLI_EXIT_OK && v->failed) {
         if (v->fail_line > 0)
-            cli_errorf("build failed at %s:%d: %s\n%s", br->filename, v->fail_line, v->fail_text,
+            cli_errorf("%s failed at %s:%d: %s\n%s", what, br->filename, v->fail_line, v->fail_text,
                        v->fail_msg);
         else
-            cli_errorf("build failed: %s", v->fail_msg);
+            cli_errorf("%s failed: %s", what, v->fail_msg);
         /* A registry refusing credentials, or failing the final push (no
          * instruction to blame), is a registry failure, not the Dockerfile's. */
         kiln_code code = kiln_code_from_wire(v->fail_code);
@@ -350,19 +374,8 @@ int cli_run_build(cli_ctx *ctx, Kiln__V1__BuildRequest *br, const char *progress
         rc = registry ? CLI_EXIT_REGISTRY : CLI_EXIT_BUILD;
     }
     if (rc == CLI_EXIT_OK) {
-        if (v->mode != P_JSON)
-            printf("%s\n", v->digest);
-        if (res) {
-            snprintf(res->job, sizeof(res->job), "%s", job);
-            snprintf(res->digest, sizeof(res->digest), "%s", v->digest);
-        }
-        if (iidfile) {
-            FILE *f = fopen(iidfile, "we");
-            if (f == NULL || fprintf(f, "%s", v->digest) < 0 || fclose(f) != 0) {
-                cli_errorf("--iidfile %s: cannot write", iidfile);
-                rc = CLI_EXIT_FAILED;
-            }
-        }
+        snprintf(res->job, sizeof(res->job), "%s", job);
+        snprintf(res->digest, sizeof(res->digest), "%s", v->digest);
     }
     cli_tty_free(v->tty);
     free(v);

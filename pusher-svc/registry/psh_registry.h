@@ -64,6 +64,9 @@ typedef struct psh_registry_opts {
     uint64_t chunk_size;         /* PATCH chunk; blobs larger than this are sent in chunks;
                                     default 16 MiB (raised to OCI-Chunk-Min-Length) */
     psh_manifest_format format;  /* push only */
+    bool tag_index;              /* pull only: a reference to an index tags the index (the
+                                    image's manifest stays reachable through it), not the
+                                    platform's manifest */
     unsigned max_retries;        /* per request / chunk; default 6 */
     unsigned retry_base_ms;      /* first backoff delay; default 250 ms, doubled, +jitter */
     unsigned retry_delay_ms;     /* non-zero: this fixed delay between retries instead

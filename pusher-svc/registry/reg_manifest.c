@@ -50,8 +50,8 @@ static int save_list(psh_store *s, const char *list_ref, cJSON *idx, kiln_error 
 int psh_manifest_create(psh_store *s, const char *list_ref, kiln_error **err)
 {
     kiln_ref r0;
-    int r =
-        kiln_ref_parse(&r0, list_ref ? list_ref : "", KILN_REF_DEFAULT_TAG | KILN_REF_NO_DIGEST, err);
+    int r = kiln_ref_parse(&r0, list_ref ? list_ref : "", KILN_REF_DEFAULT_TAG | KILN_REF_NO_DIGEST,
+                           err);
     if (r < 0)
         return r;
     psh_descriptor d;

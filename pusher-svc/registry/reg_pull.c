@@ -495,6 +495,10 @@ static int do_pull(struct pull *p, const kiln_ref *ref, const char *platform, ki
     t.digest[0] = '\0';
     char name[KILN_REF_STRMAX];
     kiln_ref_familiar(&t, name, sizeof(name));
+    /* The builder's pulls for other platforms: the tag names the index, so
+     * every platform's build finds its manifest through it. */
+    if (p->o->tag_index && p->res->index.digest[0])
+        return psh_store_tag_descriptor(p->s, &p->res->index, NULL, NULL, NULL, name, err);
     return psh_store_tag_descriptor(p->s, &d, p->res->os[0] ? p->res->os : NULL,
                                     p->res->architecture[0] ? p->res->architecture : NULL,
                                     p->res->variant[0] ? p->res->variant : NULL, name, err);
