@@ -157,35 +157,20 @@ static int import_dir(cli_ctx *ctx, const char *dir, const char *tag)
         cli_errorf("warning: --cache-from %s: %s; building without it", dir, strerror(errno));
         return CLI_EXIT_FAILED;
     }
-    kiln_req req = KILN__V1__REQUEST__INIT;
     Kiln__V1__ImportRequest ir = KILN__V1__IMPORT_REQUEST__INIT;
     ir.ref = (char *)tag;
-    req.body_case = KILN__V1__REQUEST__BODY_IMPORT;
-    req.import = &ir;
     cli_context cc = {.fd = -1};
+    bool layout = false;
     if (stream) {
-        bool layout = false;
         if ((rc = cli_import_send(ctx, abs, CLI_PROGRESS_QUIET, &cc, &layout)) != CLI_EXIT_OK) {
             cli_context_dispose(&cc);
             return rc;
         }
-        ir.source_digest = cc.digest;
-        ir.source_chunks = cc.pb_ptrs;
-        ir.n_source_chunks = cc.n_chunks;
-        ir.source_layout = layout;
         ir.source_name = basename(abs);
-    } else {
-        ir.source = abs;
     }
-    kiln_reply *rep = NULL;
-    rc = cli_call(ctx, CLI_PUSHER, &req, &rep, 0);
-    cli_context_dispose(&cc);
-    if (rc != CLI_EXIT_OK)
-        return rc;
-    char job[KILN_JOB_ID_MAX + 1], digest[80] = "";
-    snprintf(job, sizeof(job), "%s", rep->job_accepted->job_id);
-    kiln_rpc_reply_free(rep);
-    return cli_follow_job(ctx, CLI_PUSHER, job, false, true, digest, sizeof(digest));
+    char digest[80] = "";
+    return cli_import_run(ctx, &ir, stream ? &cc : NULL, layout, abs, false, true, digest,
+                          sizeof(digest));
 }
 
 int cli_build_cache_prepare(cli_ctx *ctx, cli_build_cache *c)

@@ -73,26 +73,13 @@ static int import_dir(cli_ctx *ctx, const cli_named_context *nc, cli_progress mo
     }
     /* The tar's digest names the tree: the same tree, the same tag. */
     snprintf(ref, cap, "kiln-context-%s:%.16s", nc->name, c.digest + 7);
-    kiln_req req = KILN__V1__REQUEST__INIT;
     Kiln__V1__ImportRequest ir = KILN__V1__IMPORT_REQUEST__INIT;
     ir.ref = ref;
     ir.format = (char *)"rootfs";
-    ir.source_digest = c.digest;
-    ir.source_chunks = c.pb_ptrs;
-    ir.n_source_chunks = c.n_chunks;
     ir.source_name = (char *)nc->name;
     ir.created = 1; /* fixed: the image is a function of the tree */
-    req.body_case = KILN__V1__REQUEST__BODY_IMPORT;
-    req.import = &ir;
-    kiln_reply *rep = NULL;
-    rc = cli_call(ctx, CLI_PUSHER, &req, &rep, 0);
-    cli_context_dispose(&c);
-    if (rc != CLI_EXIT_OK)
-        return rc;
-    char job[KILN_JOB_ID_MAX + 1], digest[80] = "";
-    snprintf(job, sizeof(job), "%s", rep->job_accepted->job_id);
-    kiln_rpc_reply_free(rep);
-    return cli_follow_job(ctx, CLI_PUSHER, job, false, true, digest, sizeof(digest));
+    char digest[80] = "";
+    return cli_import_run(ctx, &ir, &c, false, NULL, false, true, digest, sizeof(digest));
 }
 
 int cli_build_contexts_resolve(cli_ctx *ctx, const cli_named_context *nc, size_t n,

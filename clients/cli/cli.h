@@ -296,6 +296,14 @@ int cli_choose_transfer(cli_ctx *ctx, cli_service s, const char *transfer, bool 
  * OCI image layout) and sends the chunks the pusher lacks.  Dispose c after
  * the ImportRequest naming it was sent.  Returns a CLI exit code. */
 int cli_import_send(cli_ctx *ctx, const char *src, cli_progress mode, cli_context *c, bool *layout);
+/* Sends the Import request ir (the caller's ref, format, source_name, ...)
+ * to kiln-pusher with its source: the chunks of c as cli_import_send left
+ * them (layout: what it found), or, with c NULL, the path abs on a pusher
+ * that shares this filesystem; then follows the job to its end (json and
+ * quiet as for cli_follow_job), the image's digest to digest (cap bytes).
+ * Disposes c.  Returns a CLI exit code (said). */
+int cli_import_run(cli_ctx *ctx, Kiln__V1__ImportRequest *ir, cli_context *c, bool layout,
+                   const char *abs, bool json, bool quiet, char *digest, size_t cap);
 /* Exports ref through the pusher as a stream and writes target ("oci:DIR" or
  * "oci-archive:FILE") here: a temp file or dir next to it, renamed into place
  * once the archive's digest checked out.  Prints the image digest.  Returns a

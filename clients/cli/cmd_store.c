@@ -644,16 +644,13 @@ int cli_cmd_import(cli_ctx *ctx, int argc, char **argv)
         cli_errorf("import: %s: %s", src, strerror(errno));
         return CLI_EXIT_FAILED;
     }
-    kiln_req req = KILN__V1__REQUEST__INIT;
     Kiln__V1__ImportRequest ir = KILN__V1__IMPORT_REQUEST__INIT;
     ir.ref = argv[optind + 1];
     ir.platform = (char *)platform;
     ir.format = (char *)format;
-    req.body_case = KILN__V1__REQUEST__BODY_IMPORT;
-    req.import = &ir;
     cli_context c = {.fd = -1};
+    bool layout = false;
     if (stream) {
-        bool layout = false;
         cli_progress mode = json || quiet           ? CLI_PROGRESS_QUIET
                             : isatty(STDERR_FILENO) ? CLI_PROGRESS_TTY
                                                     : CLI_PROGRESS_PLAIN;
@@ -662,23 +659,11 @@ int cli_cmd_import(cli_ctx *ctx, int argc, char **argv)
             cli_context_dispose(&c);
             return rc;
         }
-        ir.source_digest = c.digest;
-        ir.source_chunks = c.pb_ptrs;
-        ir.n_source_chunks = c.n_chunks;
-        ir.source_layout = layout;
         ir.source_name = basename(abs);
-    } else {
-        ir.source = abs;
     }
-    kiln_reply *rep = NULL;
-    rc = cli_call(ctx, CLI_PUSHER, &req, &rep, 0);
-    cli_context_dispose(&c);
-    if (rc)
-        return rc;
-    char job[KILN_JOB_ID_MAX + 1], digest[80] = "";
-    snprintf(job, sizeof(job), "%s", rep->job_accepted->job_id);
-    kiln_rpc_reply_free(rep);
-    rc = cli_follow_job(ctx, CLI_PUSHER, job, json, quiet, digest, sizeof(digest));
+    char digest[80] = "";
+    rc = cli_import_run(ctx, &ir, stream ? &c : NULL, layout, abs, json, quiet, digest,
+                        sizeof(digest));
     if (rc == CLI_EXIT_OK && !json)
         printf("%s\n", digest);
     return rc;

@@ -289,3 +289,29 @@ int cli_export_receive(cli_ctx *ctx, const char *ref, const char *target)
 {
     return cli_export_stream(ctx, ref, target, true);
 }
+
+int cli_import_run(cli_ctx *ctx, Kiln__V1__ImportRequest *ir, cli_context *c, bool layout,
+                   const char *abs, bool json, bool quiet, char *digest, size_t cap)
+{
+    if (c != NULL) {
+        ir->source_digest = c->digest;
+        ir->source_chunks = c->pb_ptrs;
+        ir->n_source_chunks = c->n_chunks;
+        ir->source_layout = layout;
+    } else {
+        ir->source = (char *)abs;
+    }
+    kiln_req req = KILN__V1__REQUEST__INIT;
+    req.body_case = KILN__V1__REQUEST__BODY_IMPORT;
+    req.import = ir;
+    kiln_reply *rep = NULL;
+    int rc = cli_call(ctx, CLI_PUSHER, &req, &rep, 0);
+    if (c != NULL)
+        cli_context_dispose(c);
+    if (rc != CLI_EXIT_OK)
+        return rc;
+    char job[KILN_JOB_ID_MAX + 1];
+    snprintf(job, sizeof(job), "%s", rep->job_accepted->job_id);
+    kiln_rpc_reply_free(rep);
+    return cli_follow_job(ctx, CLI_PUSHER, job, json, quiet, digest, cap);
+}
