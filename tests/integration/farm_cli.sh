@@ -11,6 +11,9 @@
 #   - failover: kill -9 of the chosen builder mid-RUN: the build completes on
 #     another node with the digest of an undisturbed build; the dead node's
 #     projects move, the others' stay;
+#   - registry cache: a node restarted on an empty data dir builds a project
+#     first built on another node from the records that node exported to the
+#     registry (--cache-to/--cache-from) and runs nothing;
 #   - drain: SIGTERM during a build: /readyz fails at once, the build
 #     finishes, a new build goes elsewhere, the builder exits 0.
 set -u
@@ -90,6 +93,28 @@ echo "placement: p0=${HOME_OF[0]} p1=${HOME_OF[1]} p2=${HOME_OF[2]} p3=${HOME_OF
 echo "rebuilds: $cached_total of $((run_total + cached_total)) steps cached"
 [ $((cached_total * 100)) -ge $(((run_total + cached_total) * 95)) ] && [ "$cached_total" -gt 0 ] && ok \
     || bad "rebuilds >= 95% cached ($cached_total cached, $run_total run)"
+
+# A step cache shared through the registry: p0 exports its records from its
+# node; another node, restarted on an empty data dir as a new pod with a new
+# volume would be, builds p0 from them and runs nothing.
+CREF="type=registry,ref=$FARM_REG/farm/cache:p0"
+build "$T/rc1" -t farm/p0:rc1 --cache-to "$CREF,mode=max" "$T/p0" \
+    && ok || bad "build with --cache-to ($(tail -c 300 "$T/rc1.err"))"
+H=${HOME_OF[0]#kiln-}
+F=$(((H + 1) % 3))
+kill -INT "${FARM_BPID[$F]}" "${FARM_PPID[$F]}"
+wait "${FARM_BPID[$F]}" "${FARM_PPID[$F]}" 2>/dev/null
+rm -rf "${FARM_DATA[$F]}"
+FARM_PPID[F]=
+farm_start_node "$F" --max-builds 2 --allow-insecure-entitlement network.host \
+    && ok || bad "kiln-$F restarts on an empty data dir"
+FARM_BUILDER="tls+tcp://${FARM_IP[$F]}:7403" build "$T/rc2" -t farm/p0:rc2 --cache-from "$CREF" "$T/p0" \
+    && ok || bad "build on the fresh kiln-$F with --cache-from ($(tail -c 300 "$T/rc2.err"))"
+read -r rc_run rc_cached < "$T/rc2.steps"
+[ "$rc_run" = 0 ] && [ "$rc_cached" -gt 0 ] && grep -q 'CACHED (registry)' "$T/rc2.err" && ok \
+    || bad "the fresh node ran nothing ($rc_run run, $rc_cached cached: $(grep -E '^#[0-9]+ (DONE|CACHED)' "$T/rc2.err" | tr '\n' ' '))"
+[ "$(cat "$T/rc2.out")" = "$(cat "$T/rc1.out")" ] && [ -s "$T/rc1.out" ] && ok \
+    || bad "the fresh node's image is the exporter's ($(cat "$T/rc2.out") vs $(cat "$T/rc1.out"))"
 
 # kiln events with the pool: one job on whichever node ran it, and every job
 # of every node.
