@@ -30,8 +30,8 @@ typedef struct reg_token {
 typedef struct reg_client {
     char host[KILN_REF_NAME_MAX + 1];  /* host[:port] on the wire */
     char base[KILN_REF_NAME_MAX + 16]; /* "https://host[:port]" */
-    bool insecure;                    /* plain HTTP */
-    bool plain_http;                  /* a TLS handshake got a plain-HTTP answer (probe) */
+    bool insecure;                     /* plain HTTP */
+    bool plain_http;                   /* a TLS handshake got a plain-HTTP answer (probe) */
     const psh_registry_opts *o;
     const psh_reg_events *ev;
     char *ca_blob; /* system CAs + the .crt files of certs.d/<host>, or NULL (owned) */

@@ -63,7 +63,8 @@ static int make_plan(const psh_store *s, const char *ref, struct plan *p, kiln_e
      * it; none when the image was named by digest. */
     char name[KILN_REF_STRMAX] = "";
     kiln_ref q;
-    if (strncmp(ref, "sha256:", 7) != 0 && kiln_ref_parse(&q, ref, KILN_REF_DEFAULT_TAG, NULL) == 0) {
+    if (strncmp(ref, "sha256:", 7) != 0 &&
+        kiln_ref_parse(&q, ref, KILN_REF_DEFAULT_TAG, NULL) == 0) {
         if (!q.digest[0])
             kiln_ref_familiar(&q, name, sizeof(name));
     } else if (strncmp(ref, "sha256:", 7) != 0) {
