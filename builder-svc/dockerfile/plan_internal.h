@@ -1,5 +1,6 @@
 /* Internal state of one bld_plan_parse() call, shared by plan.c (stages,
- * scopes, targets), instr.c (one function per instruction) and platform.c. */
+ * targets), scope.c (ARG/ENV and expansion), instr.c and instr_run.c (one
+ * function per instruction), flags.c and platform.c. */
 #ifndef BLD_PLAN_INTERNAL_H
 #define BLD_PLAN_INTERNAL_H
 
