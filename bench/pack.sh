@@ -146,7 +146,7 @@ printf 'load average during the run: %s (other work on the machine skews wall-cl
 
 if [ "${KILN_BENCH_CODECS:-0}" = 1 ]; then
     # one-core codec comparison on the first 200 MB of the tree's tar (the
-    # table in pusher-svc/pack/psh_pack.h)
+    # table in pusher-svc/pack/include/psh_pack.h)
     tar -C "$TREE" -cf - . | head -c 200000000 > "$TMP/codec.tar" || true
     printf '\none core, 1 MiB blocks, first 200 MB of the tree tar:\n'
     "$TOOL" --codec-bench "$TMP/codec.tar"

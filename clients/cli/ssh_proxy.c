@@ -1,6 +1,6 @@
 /* kiln build --ssh: serves the build's SSH agent requests from this client's
  * agents (see cli.h).  kiln-builder queues what a RUN asks its agent socket
- * (builder-svc/engine/bld_ssh.h); a thread here fetches the requests with
+ * (builder-svc/engine/include/bld_ssh.h); a thread here fetches the requests with
  * SshAgentPoll, asks the local agent and sends the answers with the next
  * poll.  The builder never names a path here, and only agent messages
  * travel: keys stay in the agent.  Only the two requests a client needs to

@@ -1,4 +1,4 @@
-/* SSH agent relay of RUN --mount=type=ssh (builder-svc/engine/bld_ssh.h)
+/* SSH agent relay of RUN --mount=type=ssh (builder-svc/engine/include/bld_ssh.h)
  * without a sandbox: a client on the listener's socket plays the RUN, the
  * SshAgentPoll handler is called as the RPC server would, and the test
  * answers as the CLI would.  Checks the round trip, that only the right
