@@ -181,8 +181,8 @@ int cli_build_cache_prepare(cli_ctx *ctx, cli_build_cache *c)
             continue;
         struct stat st;
         char layout[PATH_MAX];
-        snprintf(layout, sizeof(layout), "%s/oci-layout", e->dir);
-        if (stat(layout, &st) < 0) {
+        if (snprintf(layout, sizeof(layout), "%s/oci-layout", e->dir) >= (int)sizeof(layout) ||
+            stat(layout, &st) < 0) {
             cli_errorf("warning: --cache-from %s: no OCI layout there; building without it",
                        e->dir);
             continue;

@@ -63,12 +63,12 @@ int cli_ssh_opt(cli_ssh_opts *o, const char *arg)
             cli_errorf("build: --ssh %s given twice", id);
             return CLI_EXIT_USAGE;
         }
-    if (o->n == CLI_SSH_MAX || strlen(sock) >= sizeof(o->socks[0])) {
+    if (o->n == CLI_SSH_MAX ||
+        snprintf(o->ids[o->n], sizeof(o->ids[0]), "%s", id) >= (int)sizeof(o->ids[0]) ||
+        snprintf(o->socks[o->n], sizeof(o->socks[0]), "%s", sock) >= (int)sizeof(o->socks[0])) {
         cli_errorf("build: --ssh %s: too many agents or too long a socket path", id);
         return CLI_EXIT_USAGE;
     }
-    snprintf(o->ids[o->n], sizeof(o->ids[0]), "%s", id);
-    snprintf(o->socks[o->n], sizeof(o->socks[0]), "%s", sock);
     o->id_ptrs[o->n] = o->ids[o->n];
     o->n++;
     return CLI_EXIT_OK;
