@@ -129,8 +129,6 @@ static int stream_context(cli_ctx *ctx, cli_context *cc, const char *dir, const 
     return CLI_EXIT_OK;
 }
 
-/* Everything the command line names is checked before anything is sent: a
- * bad tag must not cost a whole build. */
 /* The images a Dockerfile names (FROM, COPY --from=) that look like
  * references: not stage names, not scratch, nothing with a $ (an ARG the
  * builder expands; the credentials of every auths entry go with the build
@@ -179,6 +177,8 @@ static size_t dockerfile_registries(const char *text, char hosts[][512], size_t 
     return n;
 }
 
+/* Everything the command line names is checked before anything is sent: a
+ * bad tag must not cost a whole build. */
 static int check_args(const char *context, const char *file, const char *const *tags, size_t n_tags,
                       const char *const *args, size_t n_args, const char *iidfile, bool push,
                       bool plan)
@@ -397,446 +397,602 @@ const struct option cli_build_opts[] = {
     {NULL, 0, NULL, 0},
 };
 
-int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
-{
-    const char *file = NULL, *target = "", *platform = "", *network = "", *progress = NULL;
-    const char *iidfile = NULL, *transfer = "auto", *affinity = NULL, *push_format = "";
-    char **platforms = NULL; /* --platform, normalised (build_multi.c) */
-    size_t n_platforms = 0;
-    char *args[MAX_LIST], *tags[MAX_LIST], *labels[MAX_LIST], *annotations[MAX_LIST];
-    const char *metadata = NULL;
-    cli_output output = {0};
+/* Everything kiln build's command line says, filled by build_parse and
+ * build_validate, plus what the build reads and resolves from it.  The
+ * owned members are released by build_opts_dispose on every path. */
+struct build_opts {
+    const char *context; /* CONTEXT, as given */
+    const char *file, *target, *platform, *network, *progress, *iidfile, *transfer;
+    const char *affinity, *push_format, *metadata, *creds;
+    bool help, plan, no_cache, push, insecure, pull;
+    char **platforms; /* --platform, normalised (build_multi.c); owned */
+    size_t n_platforms;
+    char platform_csv[512]; /* the same, joined by commas */
+    char *args[MAX_LIST];   /* owned */
+    char *tags[MAX_LIST], *labels[MAX_LIST], *annotations[MAX_LIST];
+    size_t n_args, n_tags, n_labels, n_annotations, n_named, n_secrets;
+    cli_output output;
     cli_named_context named[16];
-    char *named_kv[KILN_ARRAY_SIZE(named)] = {0};
-    size_t n_annotations = 0, n_named = 0;
-    Kiln__V1__SecretSpec secrets[32], *secret_ptrs[32];
+    char *named_kv[16];                                 /* owned */
+    Kiln__V1__SecretSpec secrets[32], *secret_ptrs[32]; /* ids and data owned */
     char secret_paths[32][PATH_MAX];
-    size_t n_args = 0, n_tags = 0, n_secrets = 0, n_labels = 0;
-    bool plan = false, no_cache = false, push = false, insecure = false, pull = false;
-    uint64_t lim[4] = {0}; /* memory, pids, run timeout, build timeout */
-    const char *creds = "";
-    char authfile[PATH_MAX] = "", cert_dir[PATH_MAX] = "";
-    cli_creds creds_v = {0};
-    cli_run_opts run_opts = {0};
-    static cli_ssh_opts ssh;      /* large; one build per process */
-    static cli_build_cache cache; /* one build per process; large */
-    memset(&cache, 0, sizeof(cache));
-    int c, rc = CLI_EXIT_OK;
-    cli_getopt_reset();
-    while ((c = getopt_long(argc, argv, "t:f:o:qh", cli_build_opts, NULL)) != -1) {
-        switch (c) {
-        case 'h':
-            printf("%s", usage);
-            return CLI_EXIT_OK;
-        case 'q': /* docker build -q: only the image id */
-            progress = "quiet";
-            break;
-        case B_TAG:
-            if (n_tags == MAX_LIST) {
-                cli_errorf("build: too many -t");
-                return CLI_EXIT_USAGE;
-            }
-            tags[n_tags++] = optarg;
-            break;
-        case B_FILE:
-            file = optarg;
-            break;
-        case B_ARG:
-            if (n_args == MAX_LIST) {
-                cli_errorf("build: too many --build-arg");
-                return CLI_EXIT_USAGE;
-            }
-            if (strchr(optarg, '=') == NULL && getenv(optarg)) {
-                /* Docker: a bare name takes its value from the environment. */
-                if (asprintf(&args[n_args], "%s=%s", optarg, getenv(optarg)) < 0)
-                    return CLI_EXIT_FAILED;
-            } else {
-                args[n_args] = strdup(optarg);
-            }
-            n_args++;
-            break;
-        case B_TARGET:
-            target = optarg;
-            break;
-        case B_PLATFORM:
-            platform = optarg;
-            break;
-        case B_MEMORY:
-        case B_PIDS:
-        case B_RUN_TIMEOUT:
-        case B_BUILD_TIMEOUT:
-            if (limit_flag(c, optarg, &lim[c - B_MEMORY]) < 0)
-                return CLI_EXIT_USAGE;
-            break;
-        case B_NETWORK:
-            if (strcmp(optarg, "host") != 0 && strcmp(optarg, "none") != 0 &&
-                strcmp(optarg, "default") != 0) {
-                cli_errorf("build: --network wants host or none, got '%s'", optarg);
-                return CLI_EXIT_USAGE;
-            }
-            network = strcmp(optarg, "default") == 0 ? "" : optarg;
-            break;
-        case B_PROGRESS:
-            if (strcmp(optarg, "auto") && strcmp(optarg, "tty") && strcmp(optarg, "plain") &&
-                strcmp(optarg, "json") && strcmp(optarg, "quiet")) {
-                cli_errorf("build: --progress wants auto, tty, plain, json or quiet");
-                return CLI_EXIT_USAGE;
-            }
-            progress = optarg;
-            break;
-        case B_TLSVERIFY:
-            if (strcmp(optarg, "true") != 0 && strcmp(optarg, "false") != 0) {
-                cli_errorf("build: --tls-verify wants true or false");
-                return CLI_EXIT_USAGE;
-            }
-            insecure = strcmp(optarg, "false") == 0;
-            break;
-        case B_NOCACHE:
-            no_cache = true;
-            break;
-        case B_PULL:
-            pull = true;
-            break;
-        case B_LABEL:
-            if (n_labels == MAX_LIST || optarg[0] == '=' || strchr(optarg, '=') == NULL) {
-                cli_errorf("build: --label wants KEY=VALUE");
-                return CLI_EXIT_USAGE;
-            }
-            labels[n_labels++] = optarg;
-            break;
-        case B_PUSH:
-            push = true;
-            break;
-        case B_IIDFILE:
-            iidfile = optarg;
-            break;
-        case B_SECRET:
-            if (n_secrets == KILN_ARRAY_SIZE(secrets)) {
-                cli_errorf("build: too many --secret");
-                return CLI_EXIT_USAGE;
-            }
-            if ((rc = cli_secret_parse(optarg, &secrets[n_secrets], secret_paths[n_secrets])))
-                return rc;
-            secret_ptrs[n_secrets] = &secrets[n_secrets];
-            n_secrets++;
-            break;
-        case B_OUTPUT:
-            if ((rc = cli_output_parse(optarg, &output)) != CLI_EXIT_OK)
-                return rc;
-            break;
-        case B_ANNOTATION:
-            if (n_annotations == MAX_LIST) {
-                cli_errorf("build: too many --annotation");
-                return CLI_EXIT_USAGE;
-            }
-            if ((rc = cli_annotation_check(optarg, (const char **)&annotations[n_annotations])))
-                return rc;
-            n_annotations++;
-            break;
-        case B_METADATA:
-            metadata = optarg;
-            break;
-        case B_BUILD_CONTEXT:
-            if (n_named == KILN_ARRAY_SIZE(named)) {
-                cli_errorf("build: too many --build-context");
-                return CLI_EXIT_USAGE;
-            }
-            if ((rc = cli_build_context_parse(optarg, &named[n_named++])) != CLI_EXIT_OK)
-                return rc;
-            break;
-        case B_PLAN:
-            plan = true;
-            break;
-        case B_AFFINITY:
-            affinity = optarg;
-            break;
-        case B_ADD_HOST:
-        case B_ULIMIT:
-        case B_SHM_SIZE:
-            if (cli_run_opt(&run_opts, (cli_run_flag)(c - B_ADD_HOST), optarg) != CLI_EXIT_OK)
-                return CLI_EXIT_USAGE;
-            break;
-        case B_SSH:
-            if (cli_ssh_opt(&ssh, optarg) != CLI_EXIT_OK)
-                return CLI_EXIT_USAGE;
-            break;
-        case B_CACHE_TO:
-        case B_CACHE_FROM:
-            if (cli_build_cache_add(&cache, c == B_CACHE_TO, optarg) != CLI_EXIT_OK)
-                return CLI_EXIT_USAGE;
-            break;
-        case B_FORMAT:
-            if (strcmp(optarg, "oci") && strcmp(optarg, "docker") && strcmp(optarg, "v2s2")) {
-                cli_errorf("build: --format wants oci or docker, got '%s'", optarg);
-                return CLI_EXIT_USAGE;
-            }
-            push_format = strcmp(optarg, "oci") == 0 ? "" : "v2s2";
-            break;
-        case B_CTXTRANSFER:
-            if (strcmp(optarg, "auto") && strcmp(optarg, "local") && strcmp(optarg, "stream")) {
-                cli_errorf("build: --context-transfer wants auto, local or stream, got '%s'",
-                           optarg);
-                return CLI_EXIT_USAGE;
-            }
-            transfer = optarg;
-            break;
-        case B_CREDS:
-            if (strchr(optarg, ':') == NULL) {
-                cli_errorf("build: --creds wants USER:PASSWORD");
-                return CLI_EXIT_USAGE;
-            }
-            creds = optarg;
-            break;
-        case B_AUTHFILE:
-        case B_CERTDIR:
-            /* --authfile is read here; --cert-dir is taken on the pusher's
-             * host, which must be this one: make it absolute. */
-            if (realpath(optarg, c == B_AUTHFILE ? authfile : cert_dir) == NULL) {
-                cli_errorf("build: %s: %s", optarg, strerror(errno));
-                return CLI_EXIT_USAGE;
-            }
-            break;
-        case ':':
-            cli_errorf("build: option '%s' needs a value", argv[optind - 1]);
+    uint64_t lim[4]; /* memory, pids, run timeout, build timeout */
+    char authfile[PATH_MAX], cert_dir[PATH_MAX];
+    cli_run_opts run_opts;
+    cli_ssh_opts *ssh;          /* borrowed: large, one build per process */
+    cli_build_cache *cache;     /* borrowed: likewise */
+    char *text, *path, *ignore; /* the Dockerfile, its default path, the ignore file; owned */
+    cli_creds creds_v;          /* owned */
+};
+
+/* Releases what o owns (secret contents wiped). */
+static void build_opts_dispose(struct build_opts *o)
+{
+    cli_platform_list_free(o->platforms, o->n_platforms);
+    cli_creds_free(&o->creds_v);
+    for (size_t i = 0; i < o->n_secrets; i++) {
+        free(o->secrets[i].id);
+        if (o->secrets[i].data.data) {
+            explicit_bzero(o->secrets[i].data.data, o->secrets[i].data.len);
+            free(o->secrets[i].data.data);
+        }
+    }
+    for (size_t i = 0; i < o->n_args; i++)
+        free(o->args[i]);
+    for (size_t i = 0; i < o->n_named; i++)
+        free(o->named_kv[i]);
+    free(o->text);
+    free(o->path);
+    free(o->ignore);
+}
+
+/* -t, --build-arg, --label: the plain repeatable flags. */
+static int flag_list(struct build_opts *o, int c, char *arg)
+{
+    if (c == B_TAG) {
+        if (o->n_tags == MAX_LIST) {
+            cli_errorf("build: too many -t");
             return CLI_EXIT_USAGE;
-        default:
-            cli_errorf("build: unknown option '%s'", argv[optind - 1]);
+        }
+        o->tags[o->n_tags++] = arg;
+    } else if (c == B_LABEL) {
+        if (o->n_labels == MAX_LIST || arg[0] == '=' || strchr(arg, '=') == NULL) {
+            cli_errorf("build: --label wants KEY=VALUE");
+            return CLI_EXIT_USAGE;
+        }
+        o->labels[o->n_labels++] = arg;
+    } else {
+        if (o->n_args == MAX_LIST) {
+            cli_errorf("build: too many --build-arg");
+            return CLI_EXIT_USAGE;
+        }
+        if (strchr(arg, '=') == NULL && getenv(arg)) {
+            /* Docker: a bare name takes its value from the environment. */
+            if (asprintf(&o->args[o->n_args], "%s=%s", arg, getenv(arg)) < 0)
+                return CLI_EXIT_FAILED;
+        } else {
+            o->args[o->n_args] = strdup(arg);
+        }
+        o->n_args++;
+    }
+    return CLI_EXIT_OK;
+}
+
+/* --secret, --annotation, --build-context: repeatable flags parsed by
+ * build_opts.c. */
+static int flag_parsed_list(struct build_opts *o, int c, char *arg)
+{
+    int rc;
+    if (c == B_SECRET) {
+        if (o->n_secrets == KILN_ARRAY_SIZE(o->secrets)) {
+            cli_errorf("build: too many --secret");
+            return CLI_EXIT_USAGE;
+        }
+        size_t i = o->n_secrets;
+        if ((rc = cli_secret_parse(arg, &o->secrets[i], o->secret_paths[i])))
+            return rc;
+        o->secret_ptrs[i] = &o->secrets[i];
+        o->n_secrets++;
+    } else if (c == B_ANNOTATION) {
+        if (o->n_annotations == MAX_LIST) {
+            cli_errorf("build: too many --annotation");
+            return CLI_EXIT_USAGE;
+        }
+        if ((rc = cli_annotation_check(arg, (const char **)&o->annotations[o->n_annotations])))
+            return rc;
+        o->n_annotations++;
+    } else {
+        if (o->n_named == KILN_ARRAY_SIZE(o->named)) {
+            cli_errorf("build: too many --build-context");
+            return CLI_EXIT_USAGE;
+        }
+        return cli_build_context_parse(arg, &o->named[o->n_named++]);
+    }
+    return CLI_EXIT_OK;
+}
+
+/* --network, --progress, --tls-verify: one word out of a few. */
+static int flag_choice(struct build_opts *o, int c, char *arg)
+{
+    if (c == B_NETWORK) {
+        if (strcmp(arg, "host") != 0 && strcmp(arg, "none") != 0 && strcmp(arg, "default") != 0) {
+            cli_errorf("build: --network wants host or none, got '%s'", arg);
+            return CLI_EXIT_USAGE;
+        }
+        o->network = strcmp(arg, "default") == 0 ? "" : arg;
+    } else if (c == B_PROGRESS) {
+        if (strcmp(arg, "auto") && strcmp(arg, "tty") && strcmp(arg, "plain") &&
+            strcmp(arg, "json") && strcmp(arg, "quiet")) {
+            cli_errorf("build: --progress wants auto, tty, plain, json or quiet");
+            return CLI_EXIT_USAGE;
+        }
+        o->progress = arg;
+    } else {
+        if (strcmp(arg, "true") != 0 && strcmp(arg, "false") != 0) {
+            cli_errorf("build: --tls-verify wants true or false");
+            return CLI_EXIT_USAGE;
+        }
+        o->insecure = strcmp(arg, "false") == 0;
+    }
+    return CLI_EXIT_OK;
+}
+
+/* --format, --context-transfer, --creds, --authfile, --cert-dir: the flags
+ * for pushing and for reaching the builder and registries. */
+static int flag_transfer(struct build_opts *o, int c, char *arg)
+{
+    switch (c) {
+    case B_FORMAT:
+        if (strcmp(arg, "oci") && strcmp(arg, "docker") && strcmp(arg, "v2s2")) {
+            cli_errorf("build: --format wants oci or docker, got '%s'", arg);
+            return CLI_EXIT_USAGE;
+        }
+        o->push_format = strcmp(arg, "oci") == 0 ? "" : "v2s2";
+        break;
+    case B_CTXTRANSFER:
+        if (strcmp(arg, "auto") && strcmp(arg, "local") && strcmp(arg, "stream")) {
+            cli_errorf("build: --context-transfer wants auto, local or stream, got '%s'", arg);
+            return CLI_EXIT_USAGE;
+        }
+        o->transfer = arg;
+        break;
+    case B_CREDS:
+        if (strchr(arg, ':') == NULL) {
+            cli_errorf("build: --creds wants USER:PASSWORD");
+            return CLI_EXIT_USAGE;
+        }
+        o->creds = arg;
+        break;
+    default: /* B_AUTHFILE, B_CERTDIR */
+        /* --authfile is read here; --cert-dir is taken on the pusher's
+         * host, which must be this one: make it absolute. */
+        if (realpath(arg, c == B_AUTHFILE ? o->authfile : o->cert_dir) == NULL) {
+            cli_errorf("build: %s: %s", arg, strerror(errno));
             return CLI_EXIT_USAGE;
         }
     }
-    char *text = NULL, *path = NULL, *ignore = NULL;
-    if ((rc = cli_progress_resolve(progress, &progress)) != CLI_EXIT_OK)
-        return rc;
-    for (size_t i = 0; pull && i < n_named; i++)
-        if (named[i].image == NULL) { /* its image exists only in the store */
-            cli_errorf("build: --pull cannot be used with --build-context %s=DIR", named[i].name);
+    return CLI_EXIT_OK;
+}
+
+/* Applies one parsed flag c (with its argument arg) to o.  Returns a CLI
+ * exit code after a message, or -1 when c is no flag of kiln build. */
+static int build_flag(struct build_opts *o, int c, char *arg)
+{
+    switch (c) {
+    case 'q': /* docker build -q: only the image id */
+        o->progress = "quiet";
+        return CLI_EXIT_OK;
+    case B_FILE:
+        o->file = arg;
+        return CLI_EXIT_OK;
+    case B_TARGET:
+        o->target = arg;
+        return CLI_EXIT_OK;
+    case B_PLATFORM:
+        o->platform = arg;
+        return CLI_EXIT_OK;
+    case B_NOCACHE:
+        o->no_cache = true;
+        return CLI_EXIT_OK;
+    case B_PULL:
+        o->pull = true;
+        return CLI_EXIT_OK;
+    case B_PUSH:
+        o->push = true;
+        return CLI_EXIT_OK;
+    case B_IIDFILE:
+        o->iidfile = arg;
+        return CLI_EXIT_OK;
+    case B_METADATA:
+        o->metadata = arg;
+        return CLI_EXIT_OK;
+    case B_PLAN:
+        o->plan = true;
+        return CLI_EXIT_OK;
+    case B_AFFINITY:
+        o->affinity = arg;
+        return CLI_EXIT_OK;
+    case B_OUTPUT:
+        return cli_output_parse(arg, &o->output);
+    case B_MEMORY:
+    case B_PIDS:
+    case B_RUN_TIMEOUT:
+    case B_BUILD_TIMEOUT:
+        return limit_flag(c, arg, &o->lim[c - B_MEMORY]) < 0 ? CLI_EXIT_USAGE : CLI_EXIT_OK;
+    case B_TAG:
+    case B_ARG:
+    case B_LABEL:
+        return flag_list(o, c, arg);
+    case B_SECRET:
+    case B_ANNOTATION:
+    case B_BUILD_CONTEXT:
+        return flag_parsed_list(o, c, arg);
+    case B_NETWORK:
+    case B_PROGRESS:
+    case B_TLSVERIFY:
+        return flag_choice(o, c, arg);
+    case B_FORMAT:
+    case B_CTXTRANSFER:
+    case B_CREDS:
+    case B_AUTHFILE:
+    case B_CERTDIR:
+        return flag_transfer(o, c, arg);
+    case B_ADD_HOST:
+    case B_ULIMIT:
+    case B_SHM_SIZE:
+        return cli_run_opt(&o->run_opts, (cli_run_flag)(c - B_ADD_HOST), arg) != CLI_EXIT_OK
+                   ? CLI_EXIT_USAGE
+                   : CLI_EXIT_OK;
+    case B_SSH:
+        return cli_ssh_opt(o->ssh, arg) != CLI_EXIT_OK ? CLI_EXIT_USAGE : CLI_EXIT_OK;
+    case B_CACHE_TO:
+    case B_CACHE_FROM:
+        return cli_build_cache_add(o->cache, c == B_CACHE_TO, arg) != CLI_EXIT_OK ? CLI_EXIT_USAGE
+                                                                                  : CLI_EXIT_OK;
+    default:
+        return -1;
+    }
+}
+
+/* The getopt loop: fills o from the flags (-h: prints the usage and sets
+ * o->help).  Returns a CLI exit code after a message. */
+static int build_parse(struct build_opts *o, int argc, char **argv)
+{
+    int c, rc;
+    cli_getopt_reset();
+    while ((c = getopt_long(argc, argv, "t:f:o:qh", cli_build_opts, NULL)) != -1) {
+        if (c == 'h') {
+            printf("%s", usage);
+            o->help = true;
+            return CLI_EXIT_OK;
+        }
+        if (c == ':') {
+            cli_errorf("build: option '%s' needs a value", argv[optind - 1]);
             return CLI_EXIT_USAGE;
         }
-    if (metadata && (rc = cli_check_path("build", "--metadata-file", metadata,
-                                         CLI_PATH_NEW_FILE)) != CLI_EXIT_OK)
+        if ((rc = build_flag(o, c, optarg)) < 0) {
+            cli_errorf("build: unknown option '%s'", argv[optind - 1]);
+            return CLI_EXIT_USAGE;
+        }
+        if (rc != CLI_EXIT_OK)
+            return rc;
+    }
+    return CLI_EXIT_OK;
+}
+
+/* Checks the flags together and the CONTEXT argument (argv after the
+ * flags), and normalises --platform.  Returns a CLI exit code. */
+static int build_validate(struct build_opts *o, int argc, char **argv)
+{
+    int rc;
+    if ((rc = cli_progress_resolve(o->progress, &o->progress)) != CLI_EXIT_OK)
+        return rc;
+    for (size_t i = 0; o->pull && i < o->n_named; i++)
+        if (o->named[i].image == NULL) { /* its image exists only in the store */
+            cli_errorf("build: --pull cannot be used with --build-context %s=DIR",
+                       o->named[i].name);
+            return CLI_EXIT_USAGE;
+        }
+    if (o->metadata && (rc = cli_check_path("build", "--metadata-file", o->metadata,
+                                            CLI_PATH_NEW_FILE)) != CLI_EXIT_OK)
         return rc;
     if (argc - optind != 1) {
         cli_errorf("build: expected exactly one CONTEXT argument, got %d; see 'kiln build --help'",
                    argc - optind);
-        rc = CLI_EXIT_USAGE;
-        goto out;
+        return CLI_EXIT_USAGE;
     }
-    if ((rc = check_args(argv[optind], file, (const char *const *)tags, n_tags,
-                         (const char *const *)args, n_args, iidfile, push, plan)) != CLI_EXIT_OK ||
-        (*platform &&
-         (rc = cli_platform_list("build", platform, &platforms, &n_platforms)) != CLI_EXIT_OK))
-        goto out;
-    if (n_platforms > 1 && (output.kind != CLI_OUT_NONE || metadata)) {
-        cli_errorf("build: --output and --metadata-file take one platform, not %zu", n_platforms);
-        rc = CLI_EXIT_USAGE;
-        goto out;
+    o->context = argv[optind];
+    if ((rc = check_args(o->context, o->file, (const char *const *)o->tags, o->n_tags,
+                         (const char *const *)o->args, o->n_args, o->iidfile, o->push, o->plan)) !=
+            CLI_EXIT_OK ||
+        (*o->platform && (rc = cli_platform_list("build", o->platform, &o->platforms,
+                                                 &o->n_platforms)) != CLI_EXIT_OK))
+        return rc;
+    if (o->n_platforms > 1 && (o->output.kind != CLI_OUT_NONE || o->metadata)) {
+        cli_errorf("build: --output and --metadata-file take one platform, not %zu",
+                   o->n_platforms);
+        return CLI_EXIT_USAGE;
     }
     /* One platform goes as it is; several are built one by one and joined
      * in an index (build_multi.c).  The pool places them on one node. */
-    char platform_csv[512] = "";
-    for (size_t i = 0; i < n_platforms; i++)
-        snprintf(platform_csv + strlen(platform_csv), sizeof(platform_csv) - strlen(platform_csv),
-                 "%s%s", i ? "," : "", platforms[i]);
-    platform = platform_csv;
-    kiln_error *err = NULL;
-    if (file == NULL && asprintf(&path, "%s/Dockerfile", argv[optind]) < 0) {
-        rc = CLI_EXIT_FAILED;
-        goto out;
+    char *csv = o->platform_csv;
+    for (size_t i = 0; i < o->n_platforms; i++)
+        snprintf(csv + strlen(csv), sizeof(o->platform_csv) - strlen(csv), "%s%s", i ? "," : "",
+                 o->platforms[i]);
+    o->platform = csv;
+    return CLI_EXIT_OK;
+}
+
+/* Reads the Dockerfile (-f FILE, else CONTEXT/Dockerfile) into o->text. */
+static int build_read_dockerfile(struct build_opts *o)
+{
+    if (o->file == NULL && asprintf(&o->path, "%s/Dockerfile", o->context) < 0) {
+        o->path = NULL;
+        return CLI_EXIT_FAILED;
     }
-    text = read_all(file ? file : path, &err);
-    if (text == NULL) {
+    kiln_error *err = NULL;
+    o->text = read_all(o->file ? o->file : o->path, &err);
+    if (o->text == NULL) {
         cli_errorf("build: %s", err ? err->msg : "out of memory");
         kiln_error_free(&err);
-        rc = CLI_EXIT_FAILED;
-        goto out;
+        return CLI_EXIT_FAILED;
     }
-    if (!plan) {
-        char ctxdir[PATH_MAX];
-        if (realpath(argv[optind], ctxdir) == NULL) {
-            cli_errorf("build: context %s: %s", argv[optind], strerror(errno));
-            rc = CLI_EXIT_FAILED;
-            goto out;
-        }
-        Kiln__V1__BuildRequest br = KILN__V1__BUILD_REQUEST__INIT;
-        br.context_dir = ctxdir;
-        /* The Dockerfile's own ignore file, or .containerignore (build_opts.c). */
-        if ((rc = cli_ignore_file(file && strcmp(file, "-") == 0 ? NULL
-                                  : file                         ? file
-                                                                 : path,
-                                  ctxdir, &ignore)) != CLI_EXIT_OK)
-            goto out;
-        br.dockerignore = ignore ? ignore : (char *)"";
-        br.dockerignore_set = ignore != NULL;
-        /* Farm: a pool of builders is narrowed to this build's node (pool.c). */
-        const char *spec_url = ctx->url[CLI_BUILDER];
-        rc = cli_pool_place(ctx, affinity, n_tags ? tags[0] : NULL, file, ctxdir, platform_csv,
-                            progress);
-        if (rc == CLI_EXIT_OK && ctx->url[CLI_BUILDER] != spec_url)
-            rc =
-                cli_build_pool_check(output.kind != CLI_OUT_NONE, metadata != NULL, named, n_named);
-        if (rc != CLI_EXIT_OK)
-            goto out;
-        bool stream = strcmp(transfer, "stream") == 0;
-        if (strcmp(transfer, "auto") == 0) {
-            /* Paths only go over ipc:// to a builder that sees our files. */
-            bool same = kiln_ipc_path(ctx->url[CLI_BUILDER]) != NULL;
-            if (same && (rc = cli_builder_shares_fs(ctx, &same)) != CLI_EXIT_OK)
-                goto out;
-            stream = !same;
-        }
-        cli_context cc = {.fd = -1};
-        /* A builder elsewhere cannot read our secret files: send them. */
-        for (size_t i = 0; stream && i < n_secrets; i++) {
-            if ((rc = read_secret(&secrets[i])) != CLI_EXIT_OK)
-                goto out;
-        }
-        if (stream) {
-            rc = stream_context(ctx, &cc, ctxdir, progress, ignore, &br);
-            if (rc != CLI_EXIT_OK) {
-                cli_context_dispose(&cc);
-                goto out;
-            }
-        }
-        br.dockerfile = text;
-        br.filename = (char *)(file && strcmp(file, "-") ? file : "Dockerfile");
-        br.tags = tags;
-        br.n_tags = n_tags;
-        br.build_args = args;
-        br.n_build_args = n_args;
-        br.target = (char *)target;
-        br.platform = (char *)platform;
-        br.no_cache = no_cache;
-        br.pull = pull;
-        br.labels = labels;
-        br.n_labels = n_labels;
-        br.network = (char *)network;
-        br.run_memory = lim[0];
-        br.run_pids = lim[1];
-        br.run_timeout_ms = lim[2];
-        br.build_timeout_ms = lim[3];
-        cli_run_opts_apply(&run_opts, &br);
-        if ((rc = cli_ssh_apply(&ssh, &br)) != CLI_EXIT_OK) {
-            cli_context_dispose(&cc);
-            goto out;
-        }
-        ctx->ssh = &ssh;
-        br.annotations = annotations;
-        br.n_annotations = n_annotations;
-        /* Named contexts: directories are imported first (build_context.c). */
-        if ((rc = cli_build_contexts_resolve(ctx, named, n_named, cli_progress_mode(progress),
-                                             named_kv)) != CLI_EXIT_OK) {
-            cli_context_dispose(&cc);
-            goto out;
-        }
-        br.named_images = named_kv;
-        br.n_named_images = n_named;
-        br.secrets = secret_ptrs;
-        br.n_secrets = n_secrets;
-        br.push = push;
-        br.push_format = (char *)push_format;
-        br.insecure = insecure;
-        br.creds = (char *)creds;
-        br.cert_dir = cert_dir;
-        if (!*creds) { /* --creds is for every registry of the build */
-            char hosts[MAX_LIST + 64][512];
-            const char *hp[MAX_LIST + 64];
-            size_t nh = 0;
-            for (size_t i = 0; push && i < n_tags; i++)
-                if (cli_ref_registry(tags[i], hosts[nh], sizeof(hosts[nh])))
-                    nh++;
-            nh += dockerfile_registries(text, hosts + nh, KILN_ARRAY_SIZE(hosts) - nh);
-            for (size_t i = 0; i < n_named && nh < KILN_ARRAY_SIZE(hosts); i++)
-                if (named[i].image && cli_ref_registry(named[i].image, hosts[nh], 512))
-                    nh++;
-            nh += cli_build_cache_hosts(&cache, hosts + nh, KILN_ARRAY_SIZE(hosts) - nh);
-            for (size_t i = 0; i < nh; i++)
-                hp[i] = hosts[i];
-            if ((rc = cli_creds_resolve("build", authfile[0] ? authfile : NULL, hp, nh, true,
-                                        &creds_v)) != CLI_EXIT_OK) {
-                cli_context_dispose(&cc);
-                goto out;
-            }
-            br.credentials = creds_v.v;
-            br.n_credentials = creds_v.n;
-        }
-        if ((rc = cli_build_cache_prepare(ctx, &cache)) != CLI_EXIT_OK) {
-            cli_context_dispose(&cc);
-            goto out;
-        }
-        cli_build_cache_apply(&cache, &br);
-        const char *sde = getenv("SOURCE_DATE_EPOCH");
-        br.source_date_epoch = sde && *sde ? strtoll(sde, NULL, 10) : 0;
-        if (n_platforms > 1) {
-            rc = cli_build_multi(ctx, &br, platforms, n_platforms, progress, iidfile);
-            rc = cli_build_cache_finish(ctx, &cache, rc);
-            cli_context_dispose(&cc);
-            goto out;
-        }
-        cli_build_result res = {0};
-        rc = cli_run_build(ctx, &br, progress, iidfile, &res);
-        /* Farm: a node lost during the build hands it to the next (pool.c). */
-        while (cli_pool_failover(ctx, rc))
-            if ((rc = cli_pool_resend(ctx, stream ? &cc : NULL, progress, &br)) == CLI_EXIT_OK)
-                rc = cli_run_build(ctx, &br, progress, iidfile, &res);
-        rc = cli_build_cache_finish(ctx, &cache, rc);
-        cli_context_dispose(&cc);
-        if (rc == CLI_EXIT_OK && output.kind != CLI_OUT_NONE)
-            rc = cli_output_write(ctx, &output, res.digest);
-        if (rc == CLI_EXIT_OK && metadata)
-            rc = cli_write_metadata(ctx, metadata, &res, tags, n_tags);
-        goto out;
-    }
+    return CLI_EXIT_OK;
+}
+
+/* kiln build --plan: prints the builder's plan (a JSON array of one plan per
+ * platform when there are several) and runs nothing. */
+static int build_plan(cli_ctx *ctx, struct build_opts *o)
+{
     kiln_req req = KILN__V1__REQUEST__INIT;
     Kiln__V1__PlanRequest pr = KILN__V1__PLAN_REQUEST__INIT;
-    pr.dockerfile = text;
-    pr.filename = (char *)(file ? file : "Dockerfile");
-    pr.build_args = args;
-    pr.n_build_args = n_args;
-    pr.target = (char *)target;
-    for (size_t i = 0; i < n_named; i++) { /* images only: --plan imports nothing */
-        if (named[i].image &&
-            asprintf(&named_kv[pr.n_named_images++], "%s=%s", named[i].name, named[i].image) < 0) {
-            rc = CLI_EXIT_FAILED;
-            goto out;
+    pr.dockerfile = o->text;
+    pr.filename = (char *)(o->file ? o->file : "Dockerfile");
+    pr.build_args = o->args;
+    pr.n_build_args = o->n_args;
+    pr.target = (char *)o->target;
+    for (size_t i = 0; i < o->n_named; i++) { /* images only: --plan imports nothing */
+        char **kv = &o->named_kv[pr.n_named_images];
+        if (o->named[i].image == NULL)
+            continue;
+        if (asprintf(kv, "%s=%s", o->named[i].name, o->named[i].image) < 0) {
+            *kv = NULL;
+            return CLI_EXIT_FAILED;
         }
+        pr.n_named_images++;
     }
-    pr.named_images = named_kv;
+    pr.named_images = o->named_kv;
     req.body_case = KILN__V1__REQUEST__BODY_PLAN;
     req.plan = &pr;
-    /* Several platforms: a JSON array of one plan each. */
-    for (size_t i = 0; i < (n_platforms > 1 ? n_platforms : 1) && rc == CLI_EXIT_OK; i++) {
-        pr.platform = n_platforms ? platforms[i] : "";
+    size_t n = o->n_platforms;
+    int rc = CLI_EXIT_OK;
+    for (size_t i = 0; i < (n > 1 ? n : 1) && rc == CLI_EXIT_OK; i++) {
+        pr.platform = n ? o->platforms[i] : "";
         kiln_reply *rep = NULL;
         rc = cli_call(ctx, CLI_BUILDER, &req, &rep, 0);
         if (rc == CLI_EXIT_OK) {
             for (size_t k = 0; k < rep->plan_reply->n_warnings; k++)
                 fprintf(stderr, "warning: %s\n", rep->plan_reply->warnings[k]);
-            printf("%s%s%s", n_platforms > 1 ? (i ? ",\n" : "[\n") : "", rep->plan_reply->plan_json,
-                   n_platforms > 1 && i + 1 < n_platforms ? ""
-                   : n_platforms > 1                      ? "\n]\n"
-                                                          : "\n");
+            printf("%s%s%s", n > 1 ? (i ? ",\n" : "[\n") : "", rep->plan_reply->plan_json,
+                   n > 1 && i + 1 < n ? ""
+                   : n > 1            ? "\n]\n"
+                                      : "\n");
         } else if (rc == CLI_EXIT_FAILED) {
             rc = CLI_EXIT_BUILD;
         }
         kiln_rpc_reply_free(rep);
     }
-out:
-    cli_platform_list_free(platforms, n_platforms);
-    cli_creds_free(&creds_v);
-    cli_pool_done(ctx);
-    for (size_t i = 0; i < n_secrets; i++) {
-        free(secrets[i].id);
-        if (secrets[i].data.data) {
-            explicit_bzero(secrets[i].data.data, secrets[i].data.len);
-            free(secrets[i].data.data);
-        }
+    return rc;
+}
+
+/* Farm: a pool of builders is narrowed to this build's node (pool.c), which
+ * must then be able to serve what the build asks for. */
+static int build_place(cli_ctx *ctx, const struct build_opts *o, const char *ctxdir)
+{
+    const char *spec_url = ctx->url[CLI_BUILDER];
+    int rc = cli_pool_place(ctx, o->affinity, o->n_tags ? o->tags[0] : NULL, o->file, ctxdir,
+                            o->platform_csv, o->progress);
+    if (rc == CLI_EXIT_OK && ctx->url[CLI_BUILDER] != spec_url)
+        rc = cli_build_pool_check(o->output.kind != CLI_OUT_NONE, o->metadata != NULL, o->named,
+                                  o->n_named);
+    return rc;
+}
+
+/* --context-transfer: whether the context goes as its content (*out true)
+ * rather than as a path.  Returns a CLI exit code. */
+static int build_streams(cli_ctx *ctx, const char *transfer, bool *out)
+{
+    *out = strcmp(transfer, "stream") == 0;
+    if (strcmp(transfer, "auto") == 0) {
+        /* Paths only go over ipc:// to a builder that sees our files. */
+        bool same = kiln_ipc_path(ctx->url[CLI_BUILDER]) != NULL;
+        int rc;
+        if (same && (rc = cli_builder_shares_fs(ctx, &same)) != CLI_EXIT_OK)
+            return rc;
+        *out = !same;
     }
-    for (size_t i = 0; i < n_args; i++)
-        free(args[i]);
-    for (size_t i = 0; i < n_named; i++)
-        free(named_kv[i]);
-    free(text);
-    free(path);
-    free(ignore);
+    return CLI_EXIT_OK;
+}
+
+/* The BuildRequest fields that come straight from the command line. */
+static void build_request_fill(struct build_opts *o, Kiln__V1__BuildRequest *br)
+{
+    br->dockerfile = o->text;
+    br->filename = (char *)(o->file && strcmp(o->file, "-") ? o->file : "Dockerfile");
+    br->tags = o->tags;
+    br->n_tags = o->n_tags;
+    br->build_args = o->args;
+    br->n_build_args = o->n_args;
+    br->target = (char *)o->target;
+    br->platform = (char *)o->platform;
+    br->no_cache = o->no_cache;
+    br->pull = o->pull;
+    br->labels = o->labels;
+    br->n_labels = o->n_labels;
+    br->network = (char *)o->network;
+    br->run_memory = o->lim[0];
+    br->run_pids = o->lim[1];
+    br->run_timeout_ms = o->lim[2];
+    br->build_timeout_ms = o->lim[3];
+    cli_run_opts_apply(&o->run_opts, br);
+    br->annotations = o->annotations;
+    br->n_annotations = o->n_annotations;
+    br->named_images = o->named_kv;
+    br->n_named_images = o->n_named;
+    br->secrets = o->secret_ptrs;
+    br->n_secrets = o->n_secrets;
+    br->push = o->push;
+    br->push_format = (char *)o->push_format;
+    br->insecure = o->insecure;
+    br->creds = (char *)o->creds;
+    br->cert_dir = o->cert_dir;
+    const char *sde = getenv("SOURCE_DATE_EPOCH");
+    br->source_date_epoch = sde && *sde ? strtoll(sde, NULL, 10) : 0;
+}
+
+/* Without --creds (which is for every registry of the build): the
+ * credentials of the registries the build may reach, from the authfile and
+ * its helpers, into br.  Returns a CLI exit code. */
+static int build_credentials(struct build_opts *o, Kiln__V1__BuildRequest *br)
+{
+    if (*o->creds)
+        return CLI_EXIT_OK;
+    char hosts[MAX_LIST + 64][512];
+    const char *hp[MAX_LIST + 64];
+    size_t nh = 0;
+    for (size_t i = 0; o->push && i < o->n_tags; i++)
+        if (cli_ref_registry(o->tags[i], hosts[nh], sizeof(hosts[nh])))
+            nh++;
+    nh += dockerfile_registries(o->text, hosts + nh, KILN_ARRAY_SIZE(hosts) - nh);
+    for (size_t i = 0; i < o->n_named && nh < KILN_ARRAY_SIZE(hosts); i++)
+        if (o->named[i].image && cli_ref_registry(o->named[i].image, hosts[nh], 512))
+            nh++;
+    nh += cli_build_cache_hosts(o->cache, hosts + nh, KILN_ARRAY_SIZE(hosts) - nh);
+    for (size_t i = 0; i < nh; i++)
+        hp[i] = hosts[i];
+    int rc =
+        cli_creds_resolve("build", o->authfile[0] ? o->authfile : NULL, hp, nh, true, &o->creds_v);
+    if (rc != CLI_EXIT_OK)
+        return rc;
+    br->credentials = o->creds_v.v;
+    br->n_credentials = o->creds_v.n;
+    return CLI_EXIT_OK;
+}
+
+/* What the request needs beyond the command line, in this order: the
+ * --ssh session, the named contexts (directories are imported first,
+ * build_context.c), the credentials and the step cache.  Returns a CLI
+ * exit code. */
+static int build_request_resolve(cli_ctx *ctx, struct build_opts *o, Kiln__V1__BuildRequest *br)
+{
+    int rc;
+    if ((rc = cli_ssh_apply(o->ssh, br)) != CLI_EXIT_OK)
+        return rc;
+    ctx->ssh = o->ssh;
+    if ((rc = cli_build_contexts_resolve(ctx, o->named, o->n_named, cli_progress_mode(o->progress),
+                                         o->named_kv)) != CLI_EXIT_OK ||
+        (rc = build_credentials(o, br)) != CLI_EXIT_OK ||
+        (rc = cli_build_cache_prepare(ctx, o->cache)) != CLI_EXIT_OK)
+        return rc;
+    cli_build_cache_apply(o->cache, br);
+    return CLI_EXIT_OK;
+}
+
+/* Runs the build of one platform, handing it to the next node of a pool
+ * when its node is lost (pool.c), then exports the step cache.  cc is the
+ * streamed context (NULL: sent as a path).  Fills *res. */
+static int build_single(cli_ctx *ctx, struct build_opts *o, cli_context *cc,
+                        Kiln__V1__BuildRequest *br, cli_build_result *res)
+{
+    int rc = cli_run_build(ctx, br, o->progress, o->iidfile, res);
+    while (cli_pool_failover(ctx, rc))
+        if ((rc = cli_pool_resend(ctx, cc, o->progress, br)) == CLI_EXIT_OK)
+            rc = cli_run_build(ctx, br, o->progress, o->iidfile, res);
+    return cli_build_cache_finish(ctx, o->cache, rc);
+}
+
+/* Sends the context (when streamed, with the contents of the secret files a
+ * builder elsewhere cannot read), builds the request and runs the build.
+ * cc is the caller's to dispose.  Fills *res for a single platform. */
+static int build_send(cli_ctx *ctx, struct build_opts *o, const char *ctxdir, cli_context *cc,
+                      Kiln__V1__BuildRequest *br, cli_build_result *res)
+{
+    bool stream;
+    int rc;
+    if ((rc = build_streams(ctx, o->transfer, &stream)) != CLI_EXIT_OK)
+        return rc;
+    for (size_t i = 0; stream && i < o->n_secrets; i++)
+        if ((rc = read_secret(&o->secrets[i])) != CLI_EXIT_OK)
+            return rc;
+    if (stream && (rc = stream_context(ctx, cc, ctxdir, o->progress, o->ignore, br)) != CLI_EXIT_OK)
+        return rc;
+    build_request_fill(o, br);
+    if ((rc = build_request_resolve(ctx, o, br)) != CLI_EXIT_OK)
+        return rc;
+    if (o->n_platforms > 1) {
+        rc = cli_build_multi(ctx, br, o->platforms, o->n_platforms, o->progress, o->iidfile);
+        return cli_build_cache_finish(ctx, o->cache, rc);
+    }
+    return build_single(ctx, o, stream ? cc : NULL, br, res);
+}
+
+/* kiln build without --plan: the build runs as a job on kiln-builder; one
+ * platform's result then goes to --output and --metadata-file. */
+static int build_run(cli_ctx *ctx, struct build_opts *o)
+{
+    char ctxdir[PATH_MAX];
+    if (realpath(o->context, ctxdir) == NULL) {
+        cli_errorf("build: context %s: %s", o->context, strerror(errno));
+        return CLI_EXIT_FAILED;
+    }
+    Kiln__V1__BuildRequest br = KILN__V1__BUILD_REQUEST__INIT;
+    br.context_dir = ctxdir;
+    /* The Dockerfile's own ignore file, or .containerignore (build_opts.c). */
+    const char *file = o->file;
+    int rc = cli_ignore_file(file && strcmp(file, "-") == 0 ? NULL
+                             : file                         ? file
+                                                            : o->path,
+                             ctxdir, &o->ignore);
+    if (rc != CLI_EXIT_OK)
+        return rc;
+    br.dockerignore = o->ignore ? o->ignore : (char *)"";
+    br.dockerignore_set = o->ignore != NULL;
+    if ((rc = build_place(ctx, o, ctxdir)) != CLI_EXIT_OK)
+        return rc;
+    cli_context cc = {.fd = -1};
+    cli_build_result res = {0};
+    rc = build_send(ctx, o, ctxdir, &cc, &br, &res);
+    cli_context_dispose(&cc);
+    if (o->n_platforms > 1)
+        return rc;
+    if (rc == CLI_EXIT_OK && o->output.kind != CLI_OUT_NONE)
+        rc = cli_output_write(ctx, &o->output, res.digest);
+    if (rc == CLI_EXIT_OK && o->metadata)
+        rc = cli_write_metadata(ctx, o->metadata, &res, o->tags, o->n_tags);
+    return rc;
+}
+
+int cli_cmd_build(cli_ctx *ctx, int argc, char **argv)
+{
+    static cli_ssh_opts ssh;      /* large; one build per process */
+    static cli_build_cache cache; /* one build per process; large */
+    memset(&cache, 0, sizeof(cache));
+    struct build_opts o = {.target = "",
+                           .platform = "",
+                           .network = "",
+                           .push_format = "",
+                           .creds = "",
+                           .transfer = "auto",
+                           .ssh = &ssh,
+                           .cache = &cache};
+    int rc = build_parse(&o, argc, argv);
+    if (rc == CLI_EXIT_OK && !o.help)
+        rc = build_validate(&o, argc, argv);
+    if (rc == CLI_EXIT_OK && !o.help)
+        rc = build_read_dockerfile(&o);
+    if (rc == CLI_EXIT_OK && !o.help)
+        rc = o.plan ? build_plan(ctx, &o) : build_run(ctx, &o);
+    cli_pool_done(ctx);
+    build_opts_dispose(&o);
     return rc;
 }
