@@ -275,15 +275,13 @@ int cli_run_build(cli_ctx *ctx, Kiln__V1__BuildRequest *br, const char *progress
     return rc;
 }
 
-int cli_run_build_to(cli_ctx *ctx, Kiln__V1__BuildRequest *br, const char *progress,
-                     const char *label, cli_build_result *res)
+/* A view of a build's events in the given --progress mode on stderr; NULL
+ * when out of memory.  Free with view_free. */
+static view *view_new(const char *progress)
 {
-    /* "build failed" or "build for linux/arm64 failed" */
-    char what[96];
-    snprintf(what, sizeof(what), "build%s%.80s", label ? " for " : "", label ? label : "");
     view *v = calloc(1, sizeof(*v));
     if (v == NULL)
-        return CLI_EXIT_FAILED;
+        return NULL;
     v->out = stderr;
     if (strcmp(progress, "json") == 0)
         v->mode = P_JSON;
@@ -297,37 +295,39 @@ int cli_run_build_to(cli_ctx *ctx, Kiln__V1__BuildRequest *br, const char *progr
         v->mode = cli_stderr_is_tty() ? P_TTY : P_PLAIN;
     if (v->mode == P_TTY && (v->tty = cli_tty_new(v->out)) == NULL)
         v->mode = P_PLAIN;
+    return v;
+}
 
+/* Frees v and its live view. */
+static void view_free(view *v)
+{
+    cli_tty_free(v->tty);
+    free(v);
+}
+
+/* Sends br to kiln-builder; the job id it accepted into job.  Returns a CLI
+ * exit code (a refused build: CLI_EXIT_BUILD). */
+static int submit_build(cli_ctx *ctx, Kiln__V1__BuildRequest *br, char job[KILN_JOB_ID_MAX + 1])
+{
     kiln_req req = KILN__V1__REQUEST__INIT;
     req.body_case = KILN__V1__REQUEST__BODY_BUILD;
     req.build = br;
     kiln_reply *rep = NULL;
-    cli_cancel_arm(ctx, CLI_BUILDER, "build", NULL);
     int rc = cli_call(ctx, CLI_BUILDER, &req, &rep, 0);
-    if (rc) {
-        cli_cancel_disarm();
-        cli_tty_free(v->tty);
-        free(v);
+    if (rc)
         return rc == CLI_EXIT_FAILED ? CLI_EXIT_BUILD : rc;
-    }
-    char job[KILN_JOB_ID_MAX + 1];
-    snprintf(job, sizeof(job), "%s", rep->job_accepted->job_id);
+    snprintf(job, KILN_JOB_ID_MAX + 1, "%s", rep->job_accepted->job_id);
     kiln_rpc_reply_free(rep);
-    cli_cancel_arm(ctx, CLI_BUILDER, "build", job);
-    if (v->mode == P_TTY)
-        cli_cancel_route(true);
-    cli_ssh_proxy *ssh = cli_ssh_proxy_start(ctx, ctx->ssh); /* --ssh */
+    return CLI_EXIT_OK;
+}
 
-    kiln_rpc_client *c = cli_connect(ctx, CLI_BUILDER);
-    if (c == NULL) {
-        cli_ssh_proxy_stop(ssh);
-        cli_tty_free(v->tty);
-        free(v);
-        return CLI_EXIT_UNREACHABLE;
-    }
+/* Renders job's events into v, over c, until the build ends.  Returns a
+ * CLI exit code for losing them (a failed build is in v). */
+static int follow_build(cli_ctx *ctx, kiln_rpc_client *c, view *v, const char *job)
+{
     kiln_error *err = NULL;
     char *url = cli_events_url(c, ctx->timeout_ms, &err);
-    rc = CLI_EXIT_OK;
+    int rc = CLI_EXIT_OK;
     if (url != NULL) {
         kiln_follow_opts fo = {.job_id = job,
                                .events_url = url,
@@ -344,40 +344,74 @@ int cli_run_build_to(cli_ctx *ctx, Kiln__V1__BuildRequest *br, const char *progr
     }
     kiln_error_free(&err);
     free(url);
+    return rc;
+}
+
+/* Says why the build v followed failed ("what failed ...", filename: the
+ * Dockerfile's) and returns its exit code. */
+static int build_failed(cli_ctx *ctx, view *v, const char *what, const char *filename)
+{
+    kiln_code code = kiln_code_from_wire(v->fail_code);
+    if (cli_cancel_signal() && code == KILN_ECANCELED)
+        return cli_cancel_exit(CLI_EXIT_OK); /* "cancelled" was printed when it happened */
+    if (v->fail_line == 0 && (code == KILN_EUNAVAIL || code == KILN_ETIMEDOUT) &&
+        pusher_down(ctx, v->fail_text, sizeof(v->fail_text))) {
+        cli_errorf("%s failed: kiln-pusher is unreachable from kiln-builder (%s)\n%s", what,
+                   v->fail_text, v->fail_msg);
+        return CLI_EXIT_UNREACHABLE;
+    }
+    if (v->fail_line > 0)
+        cli_errorf("%s failed at %s:%d: %s\n%s", what, filename, v->fail_line, v->fail_text,
+                   v->fail_msg);
+    else
+        cli_errorf("%s failed: %s", what, v->fail_msg);
+    /* A registry refusing credentials, or failing the final push (no
+     * instruction to blame), is a registry failure, not the Dockerfile's. */
+    bool registry = code == KILN_EAUTH ||
+                    (v->fail_line == 0 &&
+                     (code == KILN_EREMOTE || code == KILN_EUNAVAIL || code == KILN_EPERM));
+    return registry ? CLI_EXIT_REGISTRY : CLI_EXIT_BUILD;
+}
+
+int cli_run_build_to(cli_ctx *ctx, Kiln__V1__BuildRequest *br, const char *progress,
+                     const char *label, cli_build_result *res)
+{
+    /* "build failed" or "build for linux/arm64 failed" */
+    char what[96];
+    snprintf(what, sizeof(what), "build%s%.80s", label ? " for " : "", label ? label : "");
+    view *v = view_new(progress);
+    if (v == NULL)
+        return CLI_EXIT_FAILED;
+    char job[KILN_JOB_ID_MAX + 1];
+    cli_cancel_arm(ctx, CLI_BUILDER, "build", NULL);
+    int rc = submit_build(ctx, br, job);
+    if (rc) {
+        cli_cancel_disarm();
+        view_free(v);
+        return rc;
+    }
+    cli_cancel_arm(ctx, CLI_BUILDER, "build", job);
+    if (v->mode == P_TTY)
+        cli_cancel_route(true);
+    cli_ssh_proxy *ssh = cli_ssh_proxy_start(ctx, ctx->ssh); /* --ssh */
+    kiln_rpc_client *c = cli_connect(ctx, CLI_BUILDER);
+    if (c == NULL) {
+        cli_ssh_proxy_stop(ssh);
+        view_free(v);
+        return CLI_EXIT_UNREACHABLE;
+    }
+    rc = follow_build(ctx, c, v, job);
     kiln_rpc_client_free(c);
     cli_ssh_proxy_stop(ssh);
     if (v->mode == P_TTY)
         cli_cancel_route(false);
     cli_cancel_disarm();
-    if (rc == CLI_EXIT_OK && v->failed && cli_cancel_signal() &&
-        kiln_code_from_wire(v->fail_code) == KILN_ECANCELED) {
-        rc = cli_cancel_exit(rc); /* "cancelled" was printed when it happened */
-    } else if (rc == CLI_EXIT_OK && v->failed && v->fail_line == 0 &&
-               (kiln_code_from_wire(v->fail_code) == KILN_EUNAVAIL ||
-                kiln_code_from_wire(v->fail_code) == KILN_ETIMEDOUT) &&
-               pusher_down(ctx, v->fail_text, sizeof(v->fail_text))) {
-        cli_errorf("%s failed: kiln-pusher is unreachable from kiln-builder (%s)\n%s", what,
-                   v->fail_text, v->fail_msg);
-        rc = CLI_EXIT_UNREACHABLE;
-    } else if (rc == CLI_EXIT_OK && v->failed) {
-        if (v->fail_line > 0)
-            cli_errorf("%s failed at %s:%d: %s\n%s", what, br->filename, v->fail_line, v->fail_text,
-                       v->fail_msg);
-        else
-            cli_errorf("%s failed: %s", what, v->fail_msg);
-        /* A registry refusing credentials, or failing the final push (no
-         * instruction to blame), is a registry failure, not the Dockerfile's. */
-        kiln_code code = kiln_code_from_wire(v->fail_code);
-        bool registry = code == KILN_EAUTH ||
-                        (v->fail_line == 0 &&
-                         (code == KILN_EREMOTE || code == KILN_EUNAVAIL || code == KILN_EPERM));
-        rc = registry ? CLI_EXIT_REGISTRY : CLI_EXIT_BUILD;
-    }
+    if (rc == CLI_EXIT_OK && v->failed)
+        rc = build_failed(ctx, v, what, br->filename);
     if (rc == CLI_EXIT_OK) {
         snprintf(res->job, sizeof(res->job), "%s", job);
         snprintf(res->digest, sizeof(res->digest), "%s", v->digest);
     }
-    cli_tty_free(v->tty);
-    free(v);
+    view_free(v);
     return rc;
 }
