@@ -4,6 +4,7 @@
  * Credentials are resolved here, from the client's own Docker config
  * (creds.c), and sent with the request: the pusher reads no file for them. */
 #include "cli.h"
+#include "cleanup.h"
 #include "cliconfig.h"
 #include "config.h"
 #include "follow.h"
@@ -117,6 +118,110 @@ const cli_subverb cli_manifest_subverbs[] = {
     {"create", help_only_opts},  {"add", manifest_add_opts},   {"annotate", manifest_annotate_opts},
     {"inspect", help_only_opts}, {"push", manifest_push_opts}, {NULL, NULL}};
 
+/* The registry flags every registry verb takes (--tls-verify, --creds,
+ * --cert-dir, --authfile, --retry, --retry-delay) into f.  Returns 0, -1
+ * after a usage message, or 1 when c is none of them. */
+static int reg_flag(const char *verb, reg_flags *f, int c, char *arg)
+{
+    switch (c) {
+    case R_TLS:
+        f->tls_given = true;
+        if (strcmp(arg, "false") == 0)
+            f->ro.insecure = true;
+        else if (strcmp(arg, "true") != 0) {
+            cli_errorf("%s: --tls-verify wants true or false", verb);
+            return -1;
+        }
+        return 0;
+    case R_CREDS:
+        if (strchr(arg, ':') == NULL) {
+            cli_errorf("%s: --creds wants USER:PASSWORD", verb);
+            return -1;
+        }
+        f->ro.creds = arg;
+        return 0;
+    case R_CERTDIR:
+        if (cli_check_path(verb, "--cert-dir", arg, CLI_PATH_DIR) != CLI_EXIT_OK ||
+            abs_path(arg, f->cert_dir) < 0)
+            return -1;
+        f->ro.cert_dir = f->cert_dir;
+        return 0;
+    case R_AUTHFILE:
+        /* Read here, by the CLI: no path goes to the pusher. */
+        if (cli_check_path(verb, "--authfile", arg, CLI_PATH_FILE) != CLI_EXIT_OK ||
+            abs_path(arg, f->authfile) < 0)
+            return -1;
+        return 0;
+    case R_RETRY: {
+        char *end = NULL;
+        long v = strtol(arg, &end, 10);
+        if (*arg == '\0' || *end || v < 0 || v > 100) {
+            cli_errorf("%s: --retry wants a number of retries from 0 to 100", verb);
+            return -1;
+        }
+        f->ro.retry = (uint32_t)v;
+        f->ro.retry_set = true;
+        return 0;
+    }
+    case R_RETRY_DELAY: {
+        long ms = parse_duration_ms(arg);
+        if (ms < 0) {
+            cli_errorf("%s: --retry-delay wants a duration up to 10m (2s, 500ms)", verb);
+            return -1;
+        }
+        f->ro.retry_delay_ms = (uint32_t)ms;
+        return 0;
+    }
+    default:
+        return 1;
+    }
+}
+
+/* The flags of some verbs only (--format, --platform, --os, --arch,
+ * --variant, --annotation, --quiet, --json) into f.  Returns 0, -1 after a
+ * usage message, or 1 when c is none of them. */
+static int verb_flag(const char *verb, reg_flags *f, int c, char *arg)
+{
+    switch (c) {
+    case R_FORMAT:
+        if (strcmp(arg, "oci") != 0 && strcmp(arg, "v2s2") != 0) {
+            cli_errorf("%s: --format wants oci or v2s2", verb);
+            return -1;
+        }
+        f->ro.format = arg;
+        return 0;
+    case R_PLATFORM:
+        if (cli_check_platform(verb, arg) != CLI_EXIT_OK)
+            return -1;
+        f->platform = arg;
+        return 0;
+    case R_OS:
+        f->os = arg;
+        return 0;
+    case R_ARCH:
+        f->arch = arg;
+        return 0;
+    case R_VARIANT:
+        f->variant = arg;
+        return 0;
+    case R_ANNOTATION:
+        if (f->n_annotations == MAX_ANNOTATIONS || strchr(arg, '=') == NULL) {
+            cli_errorf("%s: --annotation wants KEY=VALUE", verb);
+            return -1;
+        }
+        f->annotations[f->n_annotations++] = arg;
+        return 0;
+    case R_QUIET:
+        f->quiet = true;
+        return 0;
+    case R_JSON:
+        f->json = true;
+        return 0;
+    default:
+        return 1;
+    }
+}
+
 /* Parses the options of table (the verb's); returns 0 to go on, 1 after
  * --help, -1 on a usage error. */
 static int parse(int argc, char **argv, reg_flags *f, const struct option *table, const char *usage)
@@ -130,99 +235,23 @@ static int parse(int argc, char **argv, reg_flags *f, const struct option *table
     while ((c = getopt_long(argc, argv, quiet_ok ? "hq" : "h", table, NULL)) != -1) {
         if (c == 'q')
             c = R_QUIET;
-        switch (c) {
-        case 'h':
+        if (c == 'h') {
             printf("%s", usage);
             return 1;
-        case R_TLS:
-            f->tls_given = true;
-            if (strcmp(optarg, "false") == 0)
-                f->ro.insecure = true;
-            else if (strcmp(optarg, "true") != 0) {
-                cli_errorf("%s: --tls-verify wants true or false", argv[0]);
-                return -1;
-            }
-            break;
-        case R_CREDS:
-            if (strchr(optarg, ':') == NULL) {
-                cli_errorf("%s: --creds wants USER:PASSWORD", argv[0]);
-                return -1;
-            }
-            f->ro.creds = optarg;
-            break;
-        case R_CERTDIR:
-            if (cli_check_path(argv[0], "--cert-dir", optarg, CLI_PATH_DIR) != CLI_EXIT_OK ||
-                abs_path(optarg, f->cert_dir) < 0)
-                return -1;
-            f->ro.cert_dir = f->cert_dir;
-            break;
-        case R_AUTHFILE:
-            /* Read here, by the CLI: no path goes to the pusher. */
-            if (cli_check_path(argv[0], "--authfile", optarg, CLI_PATH_FILE) != CLI_EXIT_OK ||
-                abs_path(optarg, f->authfile) < 0)
-                return -1;
-            break;
-        case R_FORMAT:
-            if (strcmp(optarg, "oci") != 0 && strcmp(optarg, "v2s2") != 0) {
-                cli_errorf("%s: --format wants oci or v2s2", argv[0]);
-                return -1;
-            }
-            f->ro.format = optarg;
-            break;
-        case R_PLATFORM:
-            if (cli_check_platform(argv[0], optarg) != CLI_EXIT_OK)
-                return -1;
-            f->platform = optarg;
-            break;
-        case R_OS:
-            f->os = optarg;
-            break;
-        case R_ARCH:
-            f->arch = optarg;
-            break;
-        case R_VARIANT:
-            f->variant = optarg;
-            break;
-        case R_ANNOTATION:
-            if (f->n_annotations == MAX_ANNOTATIONS || strchr(optarg, '=') == NULL) {
-                cli_errorf("%s: --annotation wants KEY=VALUE", argv[0]);
-                return -1;
-            }
-            f->annotations[f->n_annotations++] = optarg;
-            break;
-        case R_RETRY: {
-            char *end = NULL;
-            long v = strtol(optarg, &end, 10);
-            if (*optarg == '\0' || *end || v < 0 || v > 100) {
-                cli_errorf("%s: --retry wants a number of retries from 0 to 100", argv[0]);
-                return -1;
-            }
-            f->ro.retry = (uint32_t)v;
-            f->ro.retry_set = true;
-            break;
         }
-        case R_RETRY_DELAY: {
-            long ms = parse_duration_ms(optarg);
-            if (ms < 0) {
-                cli_errorf("%s: --retry-delay wants a duration up to 10m (2s, 500ms)", argv[0]);
-                return -1;
-            }
-            f->ro.retry_delay_ms = (uint32_t)ms;
-            break;
-        }
-        case R_QUIET:
-            f->quiet = true;
-            break;
-        case R_JSON:
-            f->json = true;
-            break;
-        case ':':
+        if (c == ':') {
             cli_errorf("%s: option '%s' needs a value", argv[0], argv[optind - 1]);
             return -1;
-        default:
+        }
+        int r = reg_flag(argv[0], f, c, optarg);
+        if (r > 0)
+            r = verb_flag(argv[0], f, c, optarg);
+        if (r > 0) {
             cli_errorf("%s: unknown option '%s'", argv[0], argv[optind - 1]);
             return -1;
         }
+        if (r < 0)
+            return -1;
     }
     return 0;
 }
@@ -412,100 +441,151 @@ static const char manifest_usage[] =
     "remote one by reference (its manifest and platform are fetched, nothing is rebuilt).\n"
     "'push' pushes each image by digest, then the index by tag.\n\n";
 
-int cli_cmd_manifest(cli_ctx *ctx, int argc, char **argv)
+/* Prints what a manifest call left (the image it added, else the list's
+ * digest) when rc is CLI_EXIT_OK; frees rep.  Returns rc. */
+static int manifest_done(int rc, kiln_reply *rep)
 {
-    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        printf("%s%s", manifest_usage, reg_usage);
-        return argc < 2 ? CLI_EXIT_USAGE : CLI_EXIT_OK;
-    }
-    const char *sub = argv[1];
-    argc--;
-    argv++;
-    reg_flags f = {0};
-    kiln_req req = KILN__V1__REQUEST__INIT;
-    kiln_reply *rep = NULL;
-    int rc;
-    if (strcmp(sub, "create") == 0) {
-        if (parse(argc, argv, &f, help_only_opts, manifest_usage) ||
-            nargs(argc, argv, 1, 1, "LIST") < 0 ||
-            cli_check_ref("manifest create", "list name", argv[optind], true) != CLI_EXIT_OK)
-            return CLI_EXIT_USAGE;
-        Kiln__V1__ManifestCreateRequest r = KILN__V1__MANIFEST_CREATE_REQUEST__INIT;
-        r.list = argv[optind];
-        req.body_case = KILN__V1__REQUEST__BODY_MANIFEST_CREATE;
-        req.manifest_create = &r;
-        rc = cli_call(ctx, CLI_PUSHER, &req, &rep, 0);
-    } else if (strcmp(sub, "add") == 0) {
-        if (parse(argc, argv, &f, manifest_add_opts, manifest_usage) ||
-            nargs(argc, argv, 2, 2, "LIST IMAGE") < 0 ||
-            cli_check_ref("manifest add", "image", argv[optind + 1], false) != CLI_EXIT_OK)
-            return CLI_EXIT_USAGE;
-        Kiln__V1__ManifestAddRequest r = KILN__V1__MANIFEST_ADD_REQUEST__INIT;
-        r.list = argv[optind];
-        r.image = argv[optind + 1];
-        if (resolve_creds("manifest add", &f, r.image, NULL) != CLI_EXIT_OK)
-            return CLI_EXIT_USAGE;
-        r.registry = &f.ro;
-        req.body_case = KILN__V1__REQUEST__BODY_MANIFEST_ADD;
-        req.manifest_add = &r;
-        bool local = in_store(ctx, r.image);
-        rc = cli_call(ctx, CLI_PUSHER, &req, &rep, 600000);
-        cli_creds_free(&f.creds);
-        if (rc == CLI_EXIT_FAILED && !local)
-            rc = CLI_EXIT_REGISTRY; /* the registry's answer about a remote image, as pull */
-    } else if (strcmp(sub, "annotate") == 0) {
-        if (parse(argc, argv, &f, manifest_annotate_opts, manifest_usage) ||
-            nargs(argc, argv, 2, 2, "LIST DIGEST|IMAGE") < 0)
-            return CLI_EXIT_USAGE;
-        Kiln__V1__ManifestAnnotateRequest r = KILN__V1__MANIFEST_ANNOTATE_REQUEST__INIT;
-        r.list = argv[optind];
-        r.digest = argv[optind + 1];
-        r.os = (char *)(f.os ? f.os : "");
-        r.architecture = (char *)(f.arch ? f.arch : "");
-        r.variant = (char *)(f.variant ? f.variant : "");
-        r.annotations = f.annotations;
-        r.n_annotations = f.n_annotations;
-        req.body_case = KILN__V1__REQUEST__BODY_MANIFEST_ANNOTATE;
-        req.manifest_annotate = &r;
-        rc = cli_call(ctx, CLI_PUSHER, &req, &rep, 0);
-    } else if (strcmp(sub, "inspect") == 0) {
-        if (parse(argc, argv, &f, help_only_opts, manifest_usage) ||
-            nargs(argc, argv, 1, 1, "LIST") < 0)
-            return CLI_EXIT_USAGE;
-        Kiln__V1__ManifestInspectRequest r = KILN__V1__MANIFEST_INSPECT_REQUEST__INIT;
-        r.list = argv[optind];
-        req.body_case = KILN__V1__REQUEST__BODY_MANIFEST_INSPECT;
-        req.manifest_inspect = &r;
-        rc = cli_call(ctx, CLI_PUSHER, &req, &rep, 0);
-        if (rc == CLI_EXIT_OK)
-            printf("%s\n", rep->manifest_reply->index_json);
-        kiln_rpc_reply_free(rep);
-        return rc;
-    } else if (strcmp(sub, "push") == 0) {
-        if (parse(argc, argv, &f, manifest_push_opts, manifest_usage) ||
-            nargs(argc, argv, 1, 2, "LIST [DEST]") < 0 ||
-            (argc - optind > 1 &&
-             cli_check_ref("manifest push", "destination", argv[optind + 1], false) != CLI_EXIT_OK))
-            return CLI_EXIT_USAGE;
-        Kiln__V1__ManifestPushRequest r = KILN__V1__MANIFEST_PUSH_REQUEST__INIT;
-        r.list = argv[optind];
-        r.destination = argc - optind > 1 ? argv[optind + 1] : "";
-        if (resolve_creds("manifest push", &f, *r.destination ? r.destination : r.list, NULL) !=
-            CLI_EXIT_OK)
-            return CLI_EXIT_USAGE;
-        r.registry = &f.ro;
-        req.body_case = KILN__V1__REQUEST__BODY_MANIFEST_PUSH;
-        req.manifest_push = &r;
-        rc = run_job(ctx, &req, &f, "push");
-        cli_creds_free(&f.creds);
-        return rc;
-    } else {
-        cli_errorf("manifest: unknown subcommand '%s' (create, add, annotate, inspect, push)", sub);
-        return CLI_EXIT_USAGE;
-    }
     if (rc == CLI_EXIT_OK)
         printf("%s\n", *rep->manifest_reply->added ? rep->manifest_reply->added
                                                    : rep->manifest_reply->digest);
     kiln_rpc_reply_free(rep);
     return rc;
+}
+
+/* kiln manifest create LIST (argv[0] is the subcommand). */
+static int manifest_create(cli_ctx *ctx, int argc, char **argv)
+{
+    reg_flags f = {0};
+    if (parse(argc, argv, &f, help_only_opts, manifest_usage) ||
+        nargs(argc, argv, 1, 1, "LIST") < 0 ||
+        cli_check_ref("manifest create", "list name", argv[optind], true) != CLI_EXIT_OK)
+        return CLI_EXIT_USAGE;
+    kiln_req req = KILN__V1__REQUEST__INIT;
+    Kiln__V1__ManifestCreateRequest r = KILN__V1__MANIFEST_CREATE_REQUEST__INIT;
+    r.list = argv[optind];
+    req.body_case = KILN__V1__REQUEST__BODY_MANIFEST_CREATE;
+    req.manifest_create = &r;
+    kiln_reply *rep = NULL;
+    int rc = cli_call(ctx, CLI_PUSHER, &req, &rep, 0);
+    return manifest_done(rc, rep);
+}
+
+/* kiln manifest add [registry flags] LIST IMAGE. */
+static int manifest_add(cli_ctx *ctx, int argc, char **argv)
+{
+    reg_flags f = {0};
+    if (parse(argc, argv, &f, manifest_add_opts, manifest_usage) ||
+        nargs(argc, argv, 2, 2, "LIST IMAGE") < 0 ||
+        cli_check_ref("manifest add", "image", argv[optind + 1], false) != CLI_EXIT_OK)
+        return CLI_EXIT_USAGE;
+    kiln_req req = KILN__V1__REQUEST__INIT;
+    Kiln__V1__ManifestAddRequest r = KILN__V1__MANIFEST_ADD_REQUEST__INIT;
+    r.list = argv[optind];
+    r.image = argv[optind + 1];
+    if (resolve_creds("manifest add", &f, r.image, NULL) != CLI_EXIT_OK) {
+        cli_creds_free(&f.creds);
+        return CLI_EXIT_USAGE;
+    }
+    r.registry = &f.ro;
+    req.body_case = KILN__V1__REQUEST__BODY_MANIFEST_ADD;
+    req.manifest_add = &r;
+    bool local = in_store(ctx, r.image);
+    kiln_reply *rep = NULL;
+    int rc = cli_call(ctx, CLI_PUSHER, &req, &rep, 600000);
+    cli_creds_free(&f.creds);
+    if (rc == CLI_EXIT_FAILED && !local)
+        rc = CLI_EXIT_REGISTRY; /* the registry's answer about a remote image, as pull */
+    return manifest_done(rc, rep);
+}
+
+/* kiln manifest annotate [--os OS] [--arch ARCH] [--variant V]
+ * [--annotation K=V]... LIST DIGEST|IMAGE. */
+static int manifest_annotate(cli_ctx *ctx, int argc, char **argv)
+{
+    reg_flags f = {0};
+    if (parse(argc, argv, &f, manifest_annotate_opts, manifest_usage) ||
+        nargs(argc, argv, 2, 2, "LIST DIGEST|IMAGE") < 0)
+        return CLI_EXIT_USAGE;
+    kiln_req req = KILN__V1__REQUEST__INIT;
+    Kiln__V1__ManifestAnnotateRequest r = KILN__V1__MANIFEST_ANNOTATE_REQUEST__INIT;
+    r.list = argv[optind];
+    r.digest = argv[optind + 1];
+    r.os = (char *)(f.os ? f.os : "");
+    r.architecture = (char *)(f.arch ? f.arch : "");
+    r.variant = (char *)(f.variant ? f.variant : "");
+    r.annotations = f.annotations;
+    r.n_annotations = f.n_annotations;
+    req.body_case = KILN__V1__REQUEST__BODY_MANIFEST_ANNOTATE;
+    req.manifest_annotate = &r;
+    kiln_reply *rep = NULL;
+    int rc = cli_call(ctx, CLI_PUSHER, &req, &rep, 0);
+    return manifest_done(rc, rep);
+}
+
+/* kiln manifest inspect LIST: prints the index. */
+static int manifest_inspect(cli_ctx *ctx, int argc, char **argv)
+{
+    reg_flags f = {0};
+    if (parse(argc, argv, &f, help_only_opts, manifest_usage) ||
+        nargs(argc, argv, 1, 1, "LIST") < 0)
+        return CLI_EXIT_USAGE;
+    kiln_req req = KILN__V1__REQUEST__INIT;
+    Kiln__V1__ManifestInspectRequest r = KILN__V1__MANIFEST_INSPECT_REQUEST__INIT;
+    r.list = argv[optind];
+    req.body_case = KILN__V1__REQUEST__BODY_MANIFEST_INSPECT;
+    req.manifest_inspect = &r;
+    kiln_reply *rep = NULL;
+    int rc = cli_call(ctx, CLI_PUSHER, &req, &rep, 0);
+    if (rc == CLI_EXIT_OK)
+        printf("%s\n", rep->manifest_reply->index_json);
+    kiln_rpc_reply_free(rep);
+    return rc;
+}
+
+/* kiln manifest push [--quiet] [--json] [registry flags] LIST [DEST]: a
+ * job on the pusher, followed. */
+static int manifest_push(cli_ctx *ctx, int argc, char **argv)
+{
+    reg_flags f = {0};
+    if (parse(argc, argv, &f, manifest_push_opts, manifest_usage) ||
+        nargs(argc, argv, 1, 2, "LIST [DEST]") < 0 ||
+        (argc - optind > 1 &&
+         cli_check_ref("manifest push", "destination", argv[optind + 1], false) != CLI_EXIT_OK))
+        return CLI_EXIT_USAGE;
+    kiln_req req = KILN__V1__REQUEST__INIT;
+    Kiln__V1__ManifestPushRequest r = KILN__V1__MANIFEST_PUSH_REQUEST__INIT;
+    r.list = argv[optind];
+    r.destination = argc - optind > 1 ? argv[optind + 1] : "";
+    int rc = resolve_creds("manifest push", &f, *r.destination ? r.destination : r.list, NULL);
+    if (rc != CLI_EXIT_OK) {
+        cli_creds_free(&f.creds);
+        return CLI_EXIT_USAGE;
+    }
+    r.registry = &f.ro;
+    req.body_case = KILN__V1__REQUEST__BODY_MANIFEST_PUSH;
+    req.manifest_push = &r;
+    rc = run_job(ctx, &req, &f, "push");
+    cli_creds_free(&f.creds);
+    return rc;
+}
+
+int cli_cmd_manifest(cli_ctx *ctx, int argc, char **argv)
+{
+    static const struct {
+        const char *name;
+        int (*run)(cli_ctx *, int, char **);
+    } subs[] = {{"create", manifest_create},
+                {"add", manifest_add},
+                {"annotate", manifest_annotate},
+                {"inspect", manifest_inspect},
+                {"push", manifest_push}};
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        printf("%s%s", manifest_usage, reg_usage);
+        return argc < 2 ? CLI_EXIT_USAGE : CLI_EXIT_OK;
+    }
+    for (size_t i = 0; i < KILN_ARRAY_SIZE(subs); i++)
+        if (strcmp(argv[1], subs[i].name) == 0)
+            return subs[i].run(ctx, argc - 1, argv + 1);
+    cli_errorf("manifest: unknown subcommand '%s' (create, add, annotate, inspect, push)", argv[1]);
+    return CLI_EXIT_USAGE;
 }
