@@ -133,12 +133,11 @@ static cli_setting_id flag_setting(int opt)
     }
 }
 
-int main(int argc, char **argv)
+/* The global flags before the verb into ctx and the settings (cliconfig.c).
+ * Returns true when kiln is done (--help, --version, a usage error), with
+ * its exit code in *rc. */
+static bool global_flags(int argc, char **argv, cli_ctx *ctx, int *rc)
 {
-    signal(SIGPIPE, SIG_IGN);
-    cli_signals_init();
-    kiln_log_setup("kiln", KILN_LOG_WARN, KILN_LOG_LOGFMT);
-    cli_ctx ctx = {.timeout_ms = 10000, .prog = "kiln"};
     int c;
     opterr = 0;
     /* '+': stop at the verb; its flags are parsed by the verb. */
@@ -156,55 +155,105 @@ int main(int argc, char **argv)
             cli_config_flag(flag_setting(c), optarg);
             break;
         case CLI_G_SKIPVERIFY:
-            ctx.transport.tls.insecure_skip_verify = true;
+            ctx->transport.tls.insecure_skip_verify = true;
             break;
         case 'h':
             usage(stdout);
-            return CLI_EXIT_OK;
+            *rc = CLI_EXIT_OK;
+            return true;
         case 'V':
             printf("kiln %s\n", KILN_VERSION_STRING);
-            return CLI_EXIT_OK;
+            *rc = CLI_EXIT_OK;
+            return true;
         case ':':
             cli_errorf("option '%s' needs a value", argv[optind - 1]);
-            return CLI_EXIT_USAGE;
+            *rc = CLI_EXIT_USAGE;
+            return true;
         default:
             cli_errorf("unknown option '%s'", argv[optind - 1]);
             fprintf(stderr, "Try 'kiln --help'.\n");
+            *rc = CLI_EXIT_USAGE;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The verb argv[optind] names, after `kiln version`, `kiln help [VERB]` (as
+ * docker has them: VERB's argv becomes "VERB --help") and __man-pages.
+ * NULL when kiln is done, with its exit code in *rc. */
+static const cli_verb *pick_verb(cli_ctx *ctx, int *argc, char ***argv, int *rc)
+{
+    static char *help_argv[] = {NULL, (char *)"--help", NULL};
+    char **av = *argv;
+    *rc = CLI_EXIT_OK;
+    /* Used by the build to write the man pages (not a verb users need). */
+    if (strcmp(av[optind], "__man-pages") == 0 && optind + 1 < *argc) {
+        *rc = cli_man_pages(ctx, av[optind + 1], usage);
+        return NULL;
+    }
+    if (strcmp(av[optind], "version") == 0) {
+        printf("kiln %s\n", KILN_VERSION_STRING);
+        return NULL;
+    }
+    if (strcmp(av[optind], "help") == 0) {
+        if (optind + 1 >= *argc) {
+            usage(stdout);
+            return NULL;
+        }
+        if (find_verb(av[optind + 1]) == NULL) {
+            *rc = unknown_verb(av[optind + 1]);
+            return NULL;
+        }
+        help_argv[0] = av[optind + 1];
+        *argv = av = help_argv;
+        *argc = 2;
+        optind = 0;
+    }
+    const cli_verb *verb = find_verb(av[optind]);
+    if (verb == NULL)
+        *rc = unknown_verb(av[optind]);
+    return verb;
+}
+
+/* Checks the services' URLs in ctx (the builder's may be a pool of nodes:
+ * a comma-separated list, pool.c).  Returns a CLI exit code. */
+static int check_urls(const cli_ctx *ctx)
+{
+    for (int s = 0; s < 2; s++) {
+        kiln_error *err = NULL;
+        if ((s == CLI_BUILDER ? cli_pool_check(ctx->url[s], &err)
+                              : kiln_url_check(ctx->url[s], NULL, NULL, &err)) < 0) {
+            const cli_setting *set =
+                cli_config_get(s == CLI_BUILDER ? CLI_SET_BUILDER : CLI_SET_PUSHER);
+            cli_errorf("%s: %s (%s)", cli_service_name((cli_service)s), err->msg, set->source);
+            kiln_error_free(&err);
             return CLI_EXIT_USAGE;
         }
     }
+    return CLI_EXIT_OK;
+}
+
+int main(int argc, char **argv)
+{
+    signal(SIGPIPE, SIG_IGN);
+    cli_signals_init();
+    kiln_log_setup("kiln", KILN_LOG_WARN, KILN_LOG_LOGFMT);
+    cli_ctx ctx = {.timeout_ms = 10000, .prog = "kiln"};
+    int rc;
+    if (global_flags(argc, argv, &ctx, &rc))
+        return rc;
     if (optind >= argc) {
         usage(stderr);
         return CLI_EXIT_USAGE;
     }
-    /* Used by the build to write the man pages (not a verb users need). */
-    if (strcmp(argv[optind], "__man-pages") == 0 && optind + 1 < argc)
-        return cli_man_pages(&ctx, argv[optind + 1], usage);
-    /* `kiln version` and `kiln help [VERB]`, as docker has them. */
-    if (strcmp(argv[optind], "version") == 0) {
-        printf("kiln %s\n", KILN_VERSION_STRING);
-        return CLI_EXIT_OK;
-    }
-    char *help_argv[] = {NULL, (char *)"--help", NULL};
-    if (strcmp(argv[optind], "help") == 0) {
-        if (optind + 1 >= argc) {
-            usage(stdout);
-            return CLI_EXIT_OK;
-        }
-        if (find_verb(argv[optind + 1]) == NULL)
-            return unknown_verb(argv[optind + 1]);
-        help_argv[0] = argv[optind + 1];
-        argv = help_argv;
-        argc = 2;
-        optind = 0;
-    }
-    const cli_verb *verb = find_verb(argv[optind]);
+    const cli_verb *verb = pick_verb(&ctx, &argc, &argv, &rc);
     if (verb == NULL)
-        return unknown_verb(argv[optind]);
+        return rc;
     /* Flag, else environment, else config file, else default (cliconfig.c).
      * A completion script is sourced at shell start: a broken config file
      * must not break every shell, so it is not read for that verb. */
-    int rc = strcmp(verb->name, "completion") == 0 ? CLI_EXIT_OK : cli_config_apply(&ctx);
+    rc = strcmp(verb->name, "completion") == 0 ? CLI_EXIT_OK : cli_config_apply(&ctx);
     if (rc != CLI_EXIT_OK)
         return rc;
     const char *builder = cli_config_get(CLI_SET_BUILDER)->value;
@@ -218,19 +267,7 @@ int main(int argc, char **argv)
     ctx.data_dir = data_dir;
     ctx.url[CLI_BUILDER] = bu;
     ctx.url[CLI_PUSHER] = pu;
-    for (int s = 0; s < 2; s++) {
-        kiln_error *err = NULL;
-        /* The builder may be a pool of nodes: a comma-separated list (pool.c). */
-        if ((s == CLI_BUILDER ? cli_pool_check(ctx.url[s], &err)
-                              : kiln_url_check(ctx.url[s], NULL, NULL, &err)) < 0) {
-            const cli_setting *set =
-                cli_config_get(s == CLI_BUILDER ? CLI_SET_BUILDER : CLI_SET_PUSHER);
-            cli_errorf("%s: %s (%s)", cli_service_name((cli_service)s), err->msg, set->source);
-            kiln_error_free(&err);
-            return CLI_EXIT_USAGE;
-        }
-    }
-    if ((rc = cli_config_events(&ctx)) != CLI_EXIT_OK)
+    if ((rc = check_urls(&ctx)) != CLI_EXIT_OK || (rc = cli_config_events(&ctx)) != CLI_EXIT_OK)
         return rc;
     if (ctx.transport.tls.insecure_skip_verify)
         fprintf(stderr, "kiln: warning: --tls-insecure-skip-verify: the services' TLS "
