@@ -386,6 +386,83 @@ static int64_t rfc3339_seconds(const char *s)
     return (int64_t)timegm(&tm);
 }
 
+/* One row of kiln history for the config's history entry h: when it added
+ * a layer, the manifest's next one (*next_layer counts them) with its sizes
+ * (r's uncompressed sizes, 0 when unknown). */
+static cJSON *history_row(const cJSON *h, const cJSON *layers, int *next_layer,
+                          const Kiln__V1__InspectReply *r)
+{
+    const cJSON *empty = cJSON_GetObjectItemCaseSensitive(h, "empty_layer");
+    const cJSON *by = cJSON_GetObjectItemCaseSensitive(h, "created_by");
+    const cJSON *at = cJSON_GetObjectItemCaseSensitive(h, "created");
+    const cJSON *comment = cJSON_GetObjectItemCaseSensitive(h, "comment");
+    cJSON *row = cJSON_CreateObject();
+    cJSON_AddStringToObject(row, "created", cJSON_IsString(at) ? at->valuestring : "");
+    cJSON_AddStringToObject(row, "created_by", cJSON_IsString(by) ? by->valuestring : "");
+    if (cJSON_IsString(comment))
+        cJSON_AddStringToObject(row, "comment", comment->valuestring);
+    bool is_empty = cJSON_IsTrue(empty);
+    cJSON_AddBoolToObject(row, "empty_layer", is_empty);
+    int li = is_empty ? -1 : (*next_layer)++;
+    const cJSON *l = li < 0 ? NULL : cJSON_GetArrayItem(layers, li);
+    const cJSON *ld = cJSON_GetObjectItemCaseSensitive(l, "digest");
+    const cJSON *ls = cJSON_GetObjectItemCaseSensitive(l, "size");
+    if (cJSON_IsString(ld)) {
+        double c = cJSON_IsNumber(ls) ? ls->valuedouble : 0;
+        double u = (size_t)li < r->n_layer_sizes_uncompressed
+                       ? (double)r->layer_sizes_uncompressed[li]
+                       : 0;
+        cJSON_AddStringToObject(row, "layer", ld->valuestring);
+        cJSON_AddNumberToObject(row, "size", c); /* = size_compressed, as before */
+        cJSON_AddNumberToObject(row, "size_compressed", c);
+        cJSON_AddNumberToObject(row, "size_uncompressed", u);
+    }
+    return row;
+}
+
+/* The rows of kiln history, newest first (caller deletes). */
+static cJSON *history_rows(const cJSON *hist, const cJSON *layers, const Kiln__V1__InspectReply *r)
+{
+    /* Entries that added a layer take the manifest's layers in order. */
+    int n = cJSON_GetArraySize(hist), next_layer = 0;
+    cJSON *rows = cJSON_CreateArray(), *fwd = cJSON_CreateArray();
+    const cJSON *h;
+    cJSON_ArrayForEach(h, hist)
+    {
+        cJSON_AddItemToArray(fwd, history_row(h, layers, &next_layer, r));
+    }
+    for (int i = n - 1; i >= 0; i--) /* newest first */
+        cJSON_AddItemToArray(rows, cJSON_Duplicate(cJSON_GetArrayItem(fwd, i), 1));
+    cJSON_Delete(fwd);
+    return rows;
+}
+
+/* kiln history's table: one line per row, CREATED BY cut at 60 columns
+ * unless no_trunc. */
+static void history_print_table(const cJSON *rows, bool no_trunc)
+{
+    printf("%-14s %-16s %-30s %s\n", "LAYER", "CREATED", "SIZE", "CREATED BY");
+    const cJSON *row;
+    cJSON_ArrayForEach(row, rows)
+    {
+        const cJSON *ld = cJSON_GetObjectItemCaseSensitive(row, "layer");
+        const cJSON *sc = cJSON_GetObjectItemCaseSensitive(row, "size_compressed");
+        const cJSON *su = cJSON_GetObjectItemCaseSensitive(row, "size_uncompressed");
+        const char *by = cJSON_GetObjectItemCaseSensitive(row, "created_by")->valuestring;
+        char layer[16] = "-", size[KILN_LAYER_SIZE_STRLEN] = "0 B", age[48];
+        if (cJSON_IsString(ld) && strlen(ld->valuestring) > 19) {
+            snprintf(layer, sizeof(layer), "%.12s", ld->valuestring + 7);
+            kiln_format_layer_size(size, sizeof(size), (uint64_t)sc->valuedouble,
+                                   (uint64_t)su->valuedouble);
+        }
+        human_age(rfc3339_seconds(cJSON_GetObjectItemCaseSensitive(row, "created")->valuestring),
+                  age, sizeof(age));
+        size_t bl = strlen(by);
+        printf("%-14s %-16s %-30s %.*s%s\n", layer, age, size,
+               (int)(no_trunc || bl <= 60 ? bl : 57), by, no_trunc || bl <= 60 ? "" : "...");
+    }
+}
+
 int cli_cmd_history(cli_ctx *ctx, int argc, char **argv)
 {
     bool json = false, no_trunc = false;
@@ -409,83 +486,27 @@ int cli_cmd_history(cli_ctx *ctx, int argc, char **argv)
     cJSON *man = cJSON_Parse(r->manifest_json), *cfg = cJSON_Parse(r->config_json);
     const cJSON *layers = cJSON_GetObjectItemCaseSensitive(man, "layers");
     const cJSON *hist = cJSON_GetObjectItemCaseSensitive(cfg, "history");
+    rc = CLI_EXIT_OK;
     if (!cJSON_IsArray(layers) || !cJSON_IsArray(hist)) {
         cli_errorf("history: %s is not an image with a config history (an index? see 'kiln "
                    "manifest inspect')",
                    argv[optind]);
-        cJSON_Delete(man);
-        cJSON_Delete(cfg);
-        kiln_rpc_reply_free(rep);
-        return CLI_EXIT_FAILED;
-    }
-    /* Entries that added a layer take the manifest's layers in order. */
-    int n = cJSON_GetArraySize(hist), next_layer = 0;
-    cJSON *rows = cJSON_CreateArray(), *fwd = cJSON_CreateArray();
-    const cJSON *h;
-    cJSON_ArrayForEach(h, hist)
-    {
-        const cJSON *empty = cJSON_GetObjectItemCaseSensitive(h, "empty_layer");
-        const cJSON *by = cJSON_GetObjectItemCaseSensitive(h, "created_by");
-        const cJSON *at = cJSON_GetObjectItemCaseSensitive(h, "created");
-        const cJSON *comment = cJSON_GetObjectItemCaseSensitive(h, "comment");
-        cJSON *row = cJSON_CreateObject();
-        cJSON_AddStringToObject(row, "created", cJSON_IsString(at) ? at->valuestring : "");
-        cJSON_AddStringToObject(row, "created_by", cJSON_IsString(by) ? by->valuestring : "");
-        if (cJSON_IsString(comment))
-            cJSON_AddStringToObject(row, "comment", comment->valuestring);
-        bool is_empty = cJSON_IsTrue(empty);
-        cJSON_AddBoolToObject(row, "empty_layer", is_empty);
-        int li = is_empty ? -1 : next_layer++;
-        const cJSON *l = li < 0 ? NULL : cJSON_GetArrayItem(layers, li);
-        const cJSON *ld = cJSON_GetObjectItemCaseSensitive(l, "digest");
-        const cJSON *ls = cJSON_GetObjectItemCaseSensitive(l, "size");
-        if (cJSON_IsString(ld)) {
-            double c = cJSON_IsNumber(ls) ? ls->valuedouble : 0;
-            double u = (size_t)li < r->n_layer_sizes_uncompressed
-                           ? (double)r->layer_sizes_uncompressed[li]
-                           : 0;
-            cJSON_AddStringToObject(row, "layer", ld->valuestring);
-            cJSON_AddNumberToObject(row, "size", c); /* = size_compressed, as before */
-            cJSON_AddNumberToObject(row, "size_compressed", c);
-            cJSON_AddNumberToObject(row, "size_uncompressed", u);
-        }
-        cJSON_AddItemToArray(fwd, row);
-    }
-    for (int i = n - 1; i >= 0; i--) /* newest first */
-        cJSON_AddItemToArray(rows, cJSON_Duplicate(cJSON_GetArrayItem(fwd, i), 1));
-    cJSON_Delete(fwd);
-    if (json) {
-        char *s = cJSON_Print(rows);
-        printf("%s\n", s);
-        cJSON_free(s);
+        rc = CLI_EXIT_FAILED;
     } else {
-        printf("%-14s %-16s %-30s %s\n", "LAYER", "CREATED", "SIZE", "CREATED BY");
-        const cJSON *row;
-        cJSON_ArrayForEach(row, rows)
-        {
-            const cJSON *ld = cJSON_GetObjectItemCaseSensitive(row, "layer");
-            const cJSON *sc = cJSON_GetObjectItemCaseSensitive(row, "size_compressed");
-            const cJSON *su = cJSON_GetObjectItemCaseSensitive(row, "size_uncompressed");
-            const char *by = cJSON_GetObjectItemCaseSensitive(row, "created_by")->valuestring;
-            char layer[16] = "-", size[KILN_LAYER_SIZE_STRLEN] = "0 B", age[48];
-            if (cJSON_IsString(ld) && strlen(ld->valuestring) > 19) {
-                snprintf(layer, sizeof(layer), "%.12s", ld->valuestring + 7);
-                kiln_format_layer_size(size, sizeof(size), (uint64_t)sc->valuedouble,
-                                       (uint64_t)su->valuedouble);
-            }
-            human_age(
-                rfc3339_seconds(cJSON_GetObjectItemCaseSensitive(row, "created")->valuestring), age,
-                sizeof(age));
-            size_t bl = strlen(by);
-            printf("%-14s %-16s %-30s %.*s%s\n", layer, age, size,
-                   (int)(no_trunc || bl <= 60 ? bl : 57), by, no_trunc || bl <= 60 ? "" : "...");
+        cJSON *rows = history_rows(hist, layers, r);
+        if (json) {
+            char *s = cJSON_Print(rows);
+            printf("%s\n", s);
+            cJSON_free(s);
+        } else {
+            history_print_table(rows, no_trunc);
         }
+        cJSON_Delete(rows);
     }
-    cJSON_Delete(rows);
     cJSON_Delete(man);
     cJSON_Delete(cfg);
     kiln_rpc_reply_free(rep);
-    return CLI_EXIT_OK;
+    return rc;
 }
 
 int cli_cmd_rmi(cli_ctx *ctx, int argc, char **argv)
