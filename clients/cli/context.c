@@ -555,48 +555,34 @@ int cli_context_send(cli_ctx *ctx, cli_context *c, cli_progress mode)
     return cli_stream_send(ctx, CLI_BUILDER, c, mode, "context");
 }
 
-int cli_stream_send(cli_ctx *ctx, cli_service s, cli_context *c, cli_progress mode,
-                    const char *what)
+/* (Re)builds c's chunk lists for the request (sent again to another node
+ * of a pool: they are rebuilt).  Returns -1 when out of memory. */
+static int chunk_lists(cli_context *c)
 {
-    /* Sent again (to another node of a pool): the lists are rebuilt. */
     free(c->pb);
     free(c->pb_ptrs);
     c->pb = calloc(c->n_chunks + 1, sizeof(*c->pb));
     c->pb_ptrs = calloc(c->n_chunks + 1, sizeof(*c->pb_ptrs));
-    if (c->pb == NULL || c->pb_ptrs == NULL) {
-        cli_errorf("out of memory");
-        return CLI_EXIT_FAILED;
-    }
+    if (c->pb == NULL || c->pb_ptrs == NULL)
+        return -1;
     for (size_t i = 0; i < c->n_chunks; i++) {
         kiln__v1__context_chunk__init(&c->pb[i]);
         c->pb[i].digest = c->chunks[i].digest;
         c->pb[i].size = c->chunks[i].size;
         c->pb_ptrs[i] = &c->pb[i];
     }
-    kiln_rpc_client *rc = cli_connect(ctx, s);
-    if (rc == NULL)
-        return CLI_EXIT_UNREACHABLE;
-    kiln_req req = KILN__V1__REQUEST__INIT;
-    Kiln__V1__ContextCheckRequest cr = KILN__V1__CONTEXT_CHECK_REQUEST__INIT;
-    cr.context_digest = c->digest;
-    cr.chunks = c->pb_ptrs;
-    cr.n_chunks = c->n_chunks;
-    req.body_case = KILN__V1__REQUEST__BODY_CONTEXT_CHECK;
-    req.context_check = &cr;
-    kiln_reply *rep = NULL;
-    kiln_error *err = NULL;
-    uint8_t *buf = NULL;
-    int rc_exit = CLI_EXIT_OK;
-    if (kiln_rpc_call(rc, &req, &rep, ctx->timeout_ms, &err) < 0)
-        goto fail;
-    const Kiln__V1__ContextCheckReply *ck = rep->context_check_reply;
-    /* The same chunk can occur twice in one tar: send it once. */
-    size_t to_send = 0;
+    return 0;
+}
+
+/* The chunks of c that ck says are missing, each digest once (the same
+ * chunk can occur twice in one tar): a flag per chunk, caller frees (NULL
+ * when out of memory); their number in *n. */
+static bool *missing_chunks(const cli_context *c, const Kiln__V1__ContextCheckReply *ck, size_t *n)
+{
+    *n = 0;
     bool *send = calloc(c->n_chunks + 1, sizeof(*send));
-    if (send == NULL) {
-        kiln_error_set(&err, KILN_ENOSPC, 0, "out of memory");
-        goto fail;
-    }
+    if (send == NULL)
+        return NULL;
     for (size_t k = 0; k < ck->n_missing; k++) {
         uint32_t i = ck->missing[k];
         if (i >= c->n_chunks || send[i])
@@ -606,43 +592,89 @@ int cli_stream_send(cli_ctx *ctx, cli_service s, cli_context *c, cli_progress mo
             dup = strcmp(c->chunks[ck->missing[j]].digest, c->chunks[i].digest) == 0;
         if (!dup) {
             send[i] = true;
-            to_send++;
+            (*n)++;
         }
     }
+    return send;
+}
+
+/* Puts the chunks flagged in send (to_send of them; the others are reused)
+ * over rc, showing progress in mode.  Returns -1 with *err set. */
+static int put_chunks(cli_ctx *ctx, kiln_rpc_client *rc, cli_context *c, const bool *send,
+                      size_t to_send, cli_progress mode, const char *what, kiln_error **err)
+{
     size_t reused = c->n_chunks - to_send, sent = 0;
     bool show = mode == CLI_PROGRESS_PLAIN || mode == CLI_PROGRESS_TTY;
     bool tty = mode == CLI_PROGRESS_TTY;
     if (show && tty)
         show_progress(tty, what, c, 0, c->n_chunks, reused, to_send == 0);
     int timeout = ctx->timeout_ms > PUT_TIMEOUT_MIN ? ctx->timeout_ms : PUT_TIMEOUT_MIN;
-    buf = to_send ? malloc(KILN_CHUNK_MAX) : NULL;
+    uint8_t *buf = to_send ? malloc(KILN_CHUNK_MAX) : NULL;
     for (size_t i = 0; i < c->n_chunks && to_send; i++) {
         if (!send[i])
             continue;
         if (buf == NULL) {
-            kiln_error_set(&err, KILN_ENOSPC, 0, "out of memory");
+            kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
             break;
         }
-        if (put_chunk(rc, c, i, buf, timeout, &err) < 0)
+        if (put_chunk(rc, c, i, buf, timeout, err) < 0)
             break;
         sent++;
         if (show && tty)
             show_progress(tty, what, c, sent, c->n_chunks, reused, sent == to_send);
     }
-    free(send);
-    if (err != NULL)
-        goto fail;
+    free(buf);
+    if (*err != NULL)
+        return -1;
     if (show && !tty)
         show_progress(false, what, c, sent, c->n_chunks, reused, true);
-    goto out;
-fail:
-    cli_errorf("sending the %s: %s", s == CLI_BUILDER ? "build context" : what,
-               err ? err->msg : "failed");
-    rc_exit = cli_exit_for(err);
-out:
-    free(buf);
-    kiln_error_free(&err);
+    return 0;
+}
+
+/* Asks the service over rc which of c's chunks it misses, and sends those.
+ * Returns -1 with *err set. */
+static int send_chunks(cli_ctx *ctx, kiln_rpc_client *rc, cli_context *c, cli_progress mode,
+                       const char *what, kiln_error **err)
+{
+    kiln_req req = KILN__V1__REQUEST__INIT;
+    Kiln__V1__ContextCheckRequest cr = KILN__V1__CONTEXT_CHECK_REQUEST__INIT;
+    cr.context_digest = c->digest;
+    cr.chunks = c->pb_ptrs;
+    cr.n_chunks = c->n_chunks;
+    req.body_case = KILN__V1__REQUEST__BODY_CONTEXT_CHECK;
+    req.context_check = &cr;
+    kiln_reply *rep = NULL;
+    if (kiln_rpc_call(rc, &req, &rep, ctx->timeout_ms, err) < 0) {
+        kiln_rpc_reply_free(rep);
+        return -1;
+    }
+    size_t to_send = 0;
+    bool *send = missing_chunks(c, rep->context_check_reply, &to_send);
+    int r = send == NULL ? kiln_error_set(err, KILN_ENOSPC, 0, "out of memory")
+                         : put_chunks(ctx, rc, c, send, to_send, mode, what, err);
+    free(send);
     kiln_rpc_reply_free(rep);
+    return r;
+}
+
+int cli_stream_send(cli_ctx *ctx, cli_service s, cli_context *c, cli_progress mode,
+                    const char *what)
+{
+    if (chunk_lists(c) < 0) {
+        cli_errorf("out of memory");
+        return CLI_EXIT_FAILED;
+    }
+    kiln_rpc_client *rc = cli_connect(ctx, s);
+    if (rc == NULL)
+        return CLI_EXIT_UNREACHABLE;
+    kiln_error *err = NULL;
+    int rc_exit = CLI_EXIT_OK;
+    if (send_chunks(ctx, rc, c, mode, what, &err) < 0) {
+        cli_errorf("sending the %s: %s", s == CLI_BUILDER ? "build context" : what,
+                   err ? err->msg : "failed");
+        rc_exit = cli_exit_for(err);
+    }
+    kiln_error_free(&err);
     kiln_rpc_client_free(rc);
     return rc_exit;
 }
