@@ -584,6 +584,17 @@ static int hash_url(const eng_copy_desc *d, size_t i, kiln_sha256 *h, kiln_error
     return rc;
 }
 
+/* parent = target without its last component ("" for a top-level name). */
+static void parent_dir(char parent[ENG_PATH_MAX], const char *target)
+{
+    snprintf(parent, ENG_PATH_MAX, "%s", target);
+    char *sl = strrchr(parent, '/');
+    if (sl)
+        *sl = '\0';
+    else
+        parent[0] = '\0';
+}
+
 /* ADD <url> dest: the download, not extracted (unless --unpack=true), is
  * moved to dest/<name> (as_dir) or dest, mode 0600 unless --chmod, owned by
  * root or --chown, with the Last-Modified time. */
@@ -607,12 +618,7 @@ static int add_url(src_ctx *c, size_t i, const char *dest, bool as_dir, kiln_err
         return kiln_error_set(err, KILN_EINVAL, 0, "ADD: destination too long");
     if (target[0] == '\0')
         return kiln_error_set(err, KILN_EINVAL, 0, "ADD: cannot replace the root with a file");
-    snprintf(parent, sizeof(parent), "%s", target);
-    char *sl = strrchr(parent, '/');
-    if (sl)
-        *sl = '\0';
-    else
-        parent[0] = '\0';
+    parent_dir(parent, target);
     if ((rc = eng_ensure_dirs(d, parent, d->uid, d->gid, c->fix, err)) < 0)
         return rc;
     char up[2 * ENG_PATH_MAX];
@@ -631,181 +637,291 @@ static int add_url(src_ctx *c, size_t i, const char *dest, bool as_dir, kiln_err
     return 0;
 }
 
-/* Runs the copy, or only hashes when h is non-NULL. */
-static int run_copy(const eng_copy_desc *d, kiln_sha256 *h, kiln_error **err)
-{
+/* ---- the two passes: hash (cache key) and copy ---- */
+
+/* What both passes share: the source context and the expanded sources. */
+typedef struct copy_run {
     src_ctx c;
-    int rc = src_init(&c, d, h, err);
-    if (rc < 0)
-        return rc;
-    kiln_strv matches = {0}, fix = {0};
-    c.fix = &fix;
-    size_t n_items = 0;
+    kiln_strv matches; /* expanded path sources, relative to the source root */
+    kiln_strv fix;     /* parents recreated from lower layers (c.fix points here) */
     /* --parents: how much of each match's path is dropped (a "/./" in its
      * pattern marks where the kept path starts, as in BuildKit). */
-    size_t *cut = NULL;
+    size_t *cut;
+    size_t n_items; /* matches plus URL and inline sources */
+} copy_run;
+
+/* Prepares r for d (hashing into h when non-NULL); nothing to dispose on
+ * failure. */
+static int copy_run_init(copy_run *r, const eng_copy_desc *d, kiln_sha256 *h, kiln_error **err)
+{
+    int rc = src_init(&r->c, d, h, err);
+    if (rc < 0)
+        return rc;
+    r->matches = (kiln_strv){0};
+    r->fix = (kiln_strv){0};
+    r->c.fix = &r->fix;
+    r->cut = NULL;
+    r->n_items = 0;
+    return 0;
+}
+
+static void copy_run_dispose(copy_run *r)
+{
+    kiln_strv_dispose(&r->matches);
+    free(r->cut);
+    kiln_strv_dispose(&r->fix);
+    src_dispose(&r->c);
+}
+
+/* Records, for the matches from index before on of the source pattern
+ * path, how much of their path --parents drops. */
+static int record_cuts(copy_run *r, const char *path, size_t before, kiln_error **err)
+{
+    size_t *nc = realloc(r->cut, (r->matches.n + 1) * sizeof(*r->cut));
+    if (nc == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    r->cut = nc;
+    char pivot[ENG_PATH_MAX];
+    size_t drop = parents_pivot(path, pivot);
+    for (size_t k = before; k < r->matches.n; k++)
+        r->cut[k] =
+            drop && strncmp(r->matches.v[k], pivot, drop) == 0 && r->matches.v[k][drop] == '/'
+                ? drop + 1
+                : 0;
+    return 0;
+}
+
+/* Expands the path sources into r->matches and counts every source item. */
+static int expand_sources(copy_run *r, kiln_error **err)
+{
+    const eng_copy_desc *d = r->c.d;
+    int rc = 0;
     for (size_t i = 0; i < d->n_srcs && rc == 0; i++) {
         if (d->srcs[i].path == NULL) {
-            n_items++;
+            r->n_items++;
             continue;
         }
-        size_t before = matches.n;
-        rc = expand_source(&c, d->srcs[i].path, &matches, err);
-        if (rc < 0 || !d->parents)
-            continue;
-        size_t *nc = realloc(cut, (matches.n + 1) * sizeof(*cut));
-        if (nc == NULL) {
-            rc = kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
-            break;
-        }
-        cut = nc;
-        char pivot[ENG_PATH_MAX];
-        size_t drop = parents_pivot(d->srcs[i].path, pivot);
-        for (size_t k = before; k < matches.n; k++)
-            cut[k] = drop && strncmp(matches.v[k], pivot, drop) == 0 && matches.v[k][drop] == '/'
-                         ? drop + 1
-                         : 0;
+        size_t before = r->matches.n;
+        rc = expand_source(&r->c, d->srcs[i].path, &r->matches, err);
+        if (rc == 0 && d->parents)
+            rc = record_cuts(r, d->srcs[i].path, before, err);
     }
-    n_items += matches.n;
-    char dest[ENG_PATH_MAX] = "";
-    bool as_dir = d->dest_is_dir || n_items > 1 || d->parents;
-    if (rc == 0 && !h) {
-        rc = eng_resolve_dest(dest, d, d->dest, err);
-        struct stat st;
-        char host[ENG_PATH_MAX];
-        if (rc == 0 && eng_image_lookup(d->lowers, d->n_lowers, d->upper, dest, &st, host) == 1 &&
-            S_ISDIR(st.st_mode))
-            as_dir = true;
-    }
-    for (size_t i = 0; i < d->n_srcs && rc == 0 && h; i++) {
+    r->n_items += r->matches.n;
+    return rc;
+}
+
+/* Confines match rel to the source root: its real path, what it is, and its
+ * path below the root (rrel points into real). */
+static int locate_match(src_ctx *c, const char *rel, char real[PATH_MAX], struct stat *st,
+                        const char **rrel, kiln_error **err)
+{
+    int rc = confine(c, rel, real, err);
+    if (rc < 0)
+        return rc;
+    if (stat(real, st) < 0)
+        return kiln_error_set(err, KILN_EIO, errno, "stat %s", real);
+    *rrel = real[strlen(c->root)] == '/' ? real + strlen(c->root) + 1 : "";
+    return 0;
+}
+
+/* Hash pass: inline contents and URLs in source order, then every matched
+ * tree. */
+static int hash_sources(copy_run *r, kiln_error **err)
+{
+    const eng_copy_desc *d = r->c.d;
+    int rc = 0;
+    for (size_t i = 0; i < d->n_srcs && rc == 0; i++) {
         if (d->srcs[i].content)
-            kiln_sha256_update(h, d->srcs[i].content, strlen(d->srcs[i].content));
+            kiln_sha256_update(r->c.h, d->srcs[i].content, strlen(d->srcs[i].content));
         else if (d->srcs[i].url)
-            rc = hash_url(d, i, h, err);
+            rc = hash_url(d, i, r->c.h, err);
     }
-    for (size_t i = 0; i < matches.n && rc == 0; i++) {
+    for (size_t i = 0; i < r->matches.n && rc == 0; i++) {
         char real[PATH_MAX];
-        if ((rc = confine(&c, matches.v[i], real, err)) < 0)
-            break;
         struct stat st;
-        if (stat(real, &st) < 0) {
-            rc = kiln_error_set(err, KILN_EIO, errno, "stat %s", real);
-            break;
-        }
-        const char *rrel = real[strlen(c.root)] == '/' ? real + strlen(c.root) + 1 : "";
-        if (h) {
-            rc = copy_tree(&c, real, rrel, NULL, 0, err);
-            continue;
-        }
-        char target[ENG_PATH_MAX];
-        arch_kind ak = d->extract && S_ISREG(st.st_mode) ? archive_kind(real) : ARCH_NONE;
-        if (ak != ARCH_NONE) {
-            if ((rc = extract_archive(&c, real, ak, dest, err)) < 0)
-                break;
-            continue;
-        }
-        if (d->parents) {
-            /* --parents: the source's path below the root is kept. */
-            if (snprintf(target, sizeof(target), "%s%s%s", dest, dest[0] ? "/" : "",
-                         matches.v[i] + (cut ? cut[i] : 0)) >= (int)sizeof(target)) {
-                rc = kiln_error_set(err, KILN_EINVAL, 0, "%s: destination too long", d->what);
-                break;
-            }
-        } else if (S_ISDIR(st.st_mode) || !as_dir) {
-            snprintf(target, sizeof(target), "%s", dest);
-        } else {
-            const char *b = strrchr(matches.v[i], '/');
-            snprintf(target, sizeof(target), "%s%s%s", dest, dest[0] ? "/" : "",
-                     b ? b + 1 : matches.v[i]);
-        }
-        if (S_ISDIR(st.st_mode))
-            rc = eng_ensure_dirs(d, target, d->uid, d->gid, c.fix, err);
-        else {
-            char parent[ENG_PATH_MAX];
-            snprintf(parent, sizeof(parent), "%s", target);
-            char *sl = strrchr(parent, '/');
-            if (sl)
-                *sl = '\0';
-            else
-                parent[0] = '\0';
-            rc = eng_ensure_dirs(d, parent, d->uid, d->gid, c.fix, err);
-        }
-        if (rc < 0)
-            break;
-        char up[2 * ENG_PATH_MAX];
-        snprintf(up, sizeof(up), "%s%s%s", d->upper, target[0] ? "/" : "", target);
-        if (S_ISDIR(st.st_mode) && target[0] == '\0')
-            snprintf(up, sizeof(up), "%s", d->upper);
-        rc = copy_tree(&c, real, rrel, up, 0, err);
-        if (rc == 0 && S_ISDIR(st.st_mode) && target[0] == '\0')
-            rc = 0; /* the root keeps its own metadata */
+        const char *rrel;
+        rc = locate_match(&r->c, r->matches.v[i], real, &st, &rrel, err);
+        if (rc == 0)
+            rc = copy_tree(&r->c, real, rrel, NULL, 0, err);
     }
-    for (size_t i = 0; i < d->n_srcs && rc == 0 && !h; i++)
-        if (d->srcs[i].url)
-            rc = add_url(&c, i, dest, as_dir, err);
-    for (size_t i = 0; i < d->n_srcs && !h; i++) {
+    return rc;
+}
+
+/* Resolves the destination inside the image, and whether it is a directory
+ * the sources go into (several items, --parents, a trailing "/", or an
+ * existing directory). */
+static int copy_dest(const copy_run *r, char dest[ENG_PATH_MAX], bool *as_dir, kiln_error **err)
+{
+    const eng_copy_desc *d = r->c.d;
+    *as_dir = d->dest_is_dir || r->n_items > 1 || d->parents;
+    int rc = eng_resolve_dest(dest, d, d->dest, err);
+    struct stat st;
+    char host[ENG_PATH_MAX];
+    if (rc == 0 && eng_image_lookup(d->lowers, d->n_lowers, d->upper, dest, &st, host) == 1 &&
+        S_ISDIR(st.st_mode))
+        *as_dir = true;
+    return rc;
+}
+
+/* Where match i lands below dest (st: what it is). */
+static int match_target(const copy_run *r, size_t i, const struct stat *st, const char *dest,
+                        bool as_dir, char target[ENG_PATH_MAX], kiln_error **err)
+{
+    const eng_copy_desc *d = r->c.d;
+    const char *m = r->matches.v[i];
+    if (d->parents) {
+        /* --parents: the source's path below the root is kept. */
+        if (snprintf(target, ENG_PATH_MAX, "%s%s%s", dest, dest[0] ? "/" : "",
+                     m + (r->cut ? r->cut[i] : 0)) >= ENG_PATH_MAX)
+            return kiln_error_set(err, KILN_EINVAL, 0, "%s: destination too long", d->what);
+    } else if (S_ISDIR(st->st_mode) || !as_dir) {
+        snprintf(target, ENG_PATH_MAX, "%s", dest);
+    } else {
+        const char *b = strrchr(m, '/');
+        snprintf(target, ENG_PATH_MAX, "%s%s%s", dest, dest[0] ? "/" : "", b ? b + 1 : m);
+    }
+    return 0;
+}
+
+/* Copies match i into the upper dir below dest (a local archive is
+ * extracted there instead when ADD extracts). */
+static int copy_match(copy_run *r, size_t i, const char *dest, bool as_dir, kiln_error **err)
+{
+    const eng_copy_desc *d = r->c.d;
+    char real[PATH_MAX];
+    struct stat st;
+    const char *rrel;
+    int rc = locate_match(&r->c, r->matches.v[i], real, &st, &rrel, err);
+    if (rc < 0)
+        return rc;
+    arch_kind ak = d->extract && S_ISREG(st.st_mode) ? archive_kind(real) : ARCH_NONE;
+    if (ak != ARCH_NONE)
+        return extract_archive(&r->c, real, ak, dest, err);
+    char target[ENG_PATH_MAX];
+    if ((rc = match_target(r, i, &st, dest, as_dir, target, err)) < 0)
+        return rc;
+    if (S_ISDIR(st.st_mode))
+        rc = eng_ensure_dirs(d, target, d->uid, d->gid, r->c.fix, err);
+    else {
+        char parent[ENG_PATH_MAX];
+        parent_dir(parent, target);
+        rc = eng_ensure_dirs(d, parent, d->uid, d->gid, r->c.fix, err);
+    }
+    if (rc < 0)
+        return rc;
+    char up[2 * ENG_PATH_MAX];
+    snprintf(up, sizeof(up), "%s%s%s", d->upper, target[0] ? "/" : "", target);
+    if (S_ISDIR(st.st_mode) && target[0] == '\0')
+        snprintf(up, sizeof(up), "%s", d->upper);
+    rc = copy_tree(&r->c, real, rrel, up, 0, err);
+    if (rc == 0 && S_ISDIR(st.st_mode) && target[0] == '\0')
+        rc = 0; /* the root keeps its own metadata */
+    return rc;
+}
+
+/* Removes the downloads (fetch_path dirs) from the scratch dir. */
+static void drop_downloads(const eng_copy_desc *d)
+{
+    for (size_t i = 0; i < d->n_srcs; i++) {
         char fdir[ENG_PATH_MAX], ffile[ENG_PATH_MAX];
         if (d->srcs[i].url && d->scratch && fetch_path(d, i, fdir, ffile, NULL) == 0)
             eng_rmrf(fdir); /* the scratch dir becomes the step dir */
     }
-    for (size_t i = 0; i < d->n_srcs && rc == 0 && !h; i++) {
-        const eng_copy_src *s = &d->srcs[i];
-        if (s->path || s->url)
-            continue;
-        char target[ENG_PATH_MAX];
-        if (as_dir)
-            snprintf(target, sizeof(target), "%s%s%s", dest, dest[0] ? "/" : "", s->name);
-        else
-            snprintf(target, sizeof(target), "%s", dest);
-        char parent[ENG_PATH_MAX];
-        snprintf(parent, sizeof(parent), "%s", target);
-        char *sl = strrchr(parent, '/');
-        if (sl)
-            *sl = '\0';
-        else
-            parent[0] = '\0';
-        if ((rc = eng_ensure_dirs(d, parent, d->uid, d->gid, c.fix, err)) < 0)
-            break;
-        char up[2 * ENG_PATH_MAX];
-        snprintf(up, sizeof(up), "%s/%s", d->upper, target);
-        unlink(up);
-        _cleanup_close_ int fd = open(up, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0644);
-        size_t len = strlen(s->content);
-        if (fd < 0 || write(fd, s->content, len) != (ssize_t)len) {
-            rc = kiln_error_set(err, KILN_EIO, errno, "write %s", up);
-            break;
-        }
-        struct stat st = {.st_mode = S_IFREG | 0644};
-        clock_gettime(CLOCK_REALTIME, &st.st_mtim);
-        st.st_atim = st.st_mtim;
-        if (apply_meta(&c, up, &st, false) < 0)
-            rc = kiln_error_set(err, KILN_EIO, errno, "set owner/mode of %s", up);
-    }
-    /* Parents recreated from lower layers keep their lower mtimes (adding
-     * entries to them changed those). */
-    for (size_t i = fix.n; rc == 0 && i-- > 0;) {
+}
+
+/* Writes inline source s (a heredoc) to dest/<name> (as_dir) or dest. */
+static int write_inline(src_ctx *c, const eng_copy_src *s, const char *dest, bool as_dir,
+                        kiln_error **err)
+{
+    const eng_copy_desc *d = c->d;
+    char target[ENG_PATH_MAX];
+    if (as_dir)
+        snprintf(target, sizeof(target), "%s%s%s", dest, dest[0] ? "/" : "", s->name);
+    else
+        snprintf(target, sizeof(target), "%s", dest);
+    char parent[ENG_PATH_MAX];
+    parent_dir(parent, target);
+    int rc = eng_ensure_dirs(d, parent, d->uid, d->gid, c->fix, err);
+    if (rc < 0)
+        return rc;
+    char up[2 * ENG_PATH_MAX];
+    snprintf(up, sizeof(up), "%s/%s", d->upper, target);
+    unlink(up);
+    _cleanup_close_ int fd = open(up, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0644);
+    size_t len = strlen(s->content);
+    if (fd < 0 || write(fd, s->content, len) != (ssize_t)len)
+        return kiln_error_set(err, KILN_EIO, errno, "write %s", up);
+    struct stat st = {.st_mode = S_IFREG | 0644};
+    clock_gettime(CLOCK_REALTIME, &st.st_mtim);
+    st.st_atim = st.st_mtim;
+    if (apply_meta(c, up, &st, false) < 0)
+        return kiln_error_set(err, KILN_EIO, errno, "set owner/mode of %s", up);
+    return 0;
+}
+
+/* Parents recreated from lower layers keep their lower mtimes (adding
+ * entries to them changed those). */
+static int restore_parent_times(const eng_copy_desc *d, const kiln_strv *fix, kiln_error **err)
+{
+    for (size_t i = fix->n; i-- > 0;) {
         struct stat st;
         char host[ENG_PATH_MAX], up[2 * ENG_PATH_MAX];
-        if (eng_image_lookup(d->lowers, d->n_lowers, NULL, fix.v[i], &st, host) != 1)
+        if (eng_image_lookup(d->lowers, d->n_lowers, NULL, fix->v[i], &st, host) != 1)
             continue;
-        snprintf(up, sizeof(up), "%s/%s", d->upper, fix.v[i]);
+        snprintf(up, sizeof(up), "%s/%s", d->upper, fix->v[i]);
         struct timespec ts[2] = {st.st_atim, st.st_mtim};
         if (utimensat(AT_FDCWD, up, ts, AT_SYMLINK_NOFOLLOW) < 0)
-            rc = kiln_error_set(err, KILN_EIO, errno, "set times of %s", up);
+            return kiln_error_set(err, KILN_EIO, errno, "set times of %s", up);
     }
-    kiln_strv_dispose(&matches);
-    free(cut);
-    kiln_strv_dispose(&fix);
-    src_dispose(&c);
+    return 0;
+}
+
+/* Copy pass: matches, then URLs, then inline sources, each in source
+ * order; downloads are dropped whatever happened. */
+static int copy_sources(copy_run *r, kiln_error **err)
+{
+    const eng_copy_desc *d = r->c.d;
+    char dest[ENG_PATH_MAX] = "";
+    bool as_dir = false;
+    int rc = copy_dest(r, dest, &as_dir, err);
+    for (size_t i = 0; i < r->matches.n && rc == 0; i++)
+        rc = copy_match(r, i, dest, as_dir, err);
+    for (size_t i = 0; i < d->n_srcs && rc == 0; i++)
+        if (d->srcs[i].url)
+            rc = add_url(&r->c, i, dest, as_dir, err);
+    drop_downloads(d);
+    for (size_t i = 0; i < d->n_srcs && rc == 0; i++)
+        if (d->srcs[i].path == NULL && d->srcs[i].url == NULL)
+            rc = write_inline(&r->c, &d->srcs[i], dest, as_dir, err);
+    if (rc == 0)
+        rc = restore_parent_times(d, &r->fix, err);
     return rc;
 }
 
 int eng_copy_hash(const eng_copy_desc *d, kiln_sha256 *h, kiln_error **err)
 {
-    return run_copy(d, h, err);
+    copy_run r;
+    int rc = copy_run_init(&r, d, h, err);
+    if (rc < 0)
+        return rc;
+    rc = expand_sources(&r, err);
+    if (rc == 0)
+        rc = hash_sources(&r, err);
+    copy_run_dispose(&r);
+    return rc;
 }
 
 int eng_copy_exec(const eng_copy_desc *d, kiln_error **err)
 {
-    return run_copy(d, NULL, err);
+    copy_run r;
+    int rc = copy_run_init(&r, d, NULL, err);
+    if (rc < 0)
+        return rc;
+    rc = expand_sources(&r, err);
+    if (rc == 0)
+        rc = copy_sources(&r, err);
+    else
+        drop_downloads(d);
+    copy_run_dispose(&r);
+    return rc;
 }
