@@ -546,166 +546,233 @@ static void free_keys(char **keys, size_t n)
         free(keys[i]);
 }
 
-static void run_commit(void *arg)
-{
-    job_ctx *c = arg;
-    const Kiln__V1__CommitRequest *q = c->req->commit;
-    kiln_error *err = NULL;
-    psh_commit_spec spec;
-    psh_commit_spec_init(&spec);
-    char pbuf[128];
-    _cleanup_free_ psh_kv *labels = calloc(q->config ? q->config->n_labels + 1 : 1, sizeof(psh_kv));
-    _cleanup_free_ psh_history_entry *hist = calloc(q->n_history + 1, sizeof(psh_history_entry));
-    _cleanup_free_ char **keys = NULL; /* pack cache keys, one per layer */
-    if (labels == NULL || hist == NULL) {
-        kiln_error_set(&err, KILN_ENOSPC, 0, "out of memory");
-        goto fail;
-    }
-    /* Only the builder's step diffs may become layers, not any file under the
-     * data dir (the store's own blobs, event logs, cache mounts, ...). */
+/* Storage a commit spec built from a request points into (besides the
+ * request itself). */
+typedef struct commit_bufs {
     char diff_root[4096];
-    snprintf(diff_root, sizeof(diff_root), "%s/snapshots", psh_store_data_dir(c->p->store));
-    spec.diff_root = diff_root;
-    spec.base = str_set(q->base_manifest) ? q->base_manifest : NULL;
-    spec.layers = (const char *const *)q->layers;
-    spec.n_layers = q->n_layers;
-    if (q->config) {
-        const Kiln__V1__ImageConfigSpec *k = q->config;
-        psh_image_config *ic = &spec.config;
-        ic->user = k->user;
-        ic->exposed_ports = strv(k->exposed_ports, k->n_exposed_ports, k->n_exposed_ports > 0);
-        ic->env = strv(k->env, k->n_env, k->n_env > 0);
-        ic->entrypoint = strv(k->entrypoint, k->n_entrypoint, k->entrypoint_set);
-        ic->cmd = strv(k->cmd, k->n_cmd, k->cmd_set);
-        ic->volumes = strv(k->volumes, k->n_volumes, k->n_volumes > 0);
-        ic->working_dir = k->working_dir;
-        for (size_t i = 0; i < k->n_labels; i++)
-            labels[i] = (psh_kv){k->labels[i]->key, k->labels[i]->value};
-        ic->labels = labels;
-        ic->n_labels = k->n_labels;
-        ic->stop_signal = k->stop_signal;
-        if (k->healthcheck && k->healthcheck->n_test > 0) {
-            const Kiln__V1__HealthcheckSpec *h = k->healthcheck;
-            ic->healthcheck.test = strv(h->test, h->n_test, true);
-            ic->healthcheck.interval_ns = h->interval_ns;
-            ic->healthcheck.timeout_ns = h->timeout_ns;
-            ic->healthcheck.start_period_ns = h->start_period_ns;
-            ic->healthcheck.start_interval_ns = h->start_interval_ns;
-            ic->healthcheck.retries = h->retries;
-        }
-        ic->on_build = strv(k->on_build, k->n_on_build, k->n_on_build > 0);
-        ic->shell = strv(k->shell, k->n_shell, k->n_shell > 0);
+    char pbuf[128]; /* the platform's strings */
+    psh_kv *labels;
+    psh_history_entry *hist;
+    char **keys; /* pack cache keys, one per layer, or NULL */
+    size_t n_keys;
+} commit_bufs;
+
+static void commit_bufs_dispose(commit_bufs *b)
+{
+    free_keys(b->keys, b->n_keys);
+    free(b->keys);
+    free(b->hist);
+    free(b->labels);
+}
+
+/* Fills ic from the request's image config k; labels has room for k's. */
+static void config_from_pb(psh_image_config *ic, const Kiln__V1__ImageConfigSpec *k, psh_kv *labels)
+{
+    ic->user = k->user;
+    ic->exposed_ports = strv(k->exposed_ports, k->n_exposed_ports, k->n_exposed_ports > 0);
+    ic->env = strv(k->env, k->n_env, k->n_env > 0);
+    ic->entrypoint = strv(k->entrypoint, k->n_entrypoint, k->entrypoint_set);
+    ic->cmd = strv(k->cmd, k->n_cmd, k->cmd_set);
+    ic->volumes = strv(k->volumes, k->n_volumes, k->n_volumes > 0);
+    ic->working_dir = k->working_dir;
+    for (size_t i = 0; i < k->n_labels; i++)
+        labels[i] = (psh_kv){k->labels[i]->key, k->labels[i]->value};
+    ic->labels = labels;
+    ic->n_labels = k->n_labels;
+    ic->stop_signal = k->stop_signal;
+    if (k->healthcheck && k->healthcheck->n_test > 0) {
+        const Kiln__V1__HealthcheckSpec *h = k->healthcheck;
+        ic->healthcheck.test = strv(h->test, h->n_test, true);
+        ic->healthcheck.interval_ns = h->interval_ns;
+        ic->healthcheck.timeout_ns = h->timeout_ns;
+        ic->healthcheck.start_period_ns = h->start_period_ns;
+        ic->healthcheck.start_interval_ns = h->start_interval_ns;
+        ic->healthcheck.retries = h->retries;
     }
+    ic->on_build = strv(k->on_build, k->n_on_build, k->n_on_build > 0);
+    ic->shell = strv(k->shell, k->n_shell, k->n_shell > 0);
+}
+
+/* Fills hist (room for q's entries) from the request's history. */
+static void history_from_pb(psh_history_entry *hist, const Kiln__V1__CommitRequest *q)
+{
     for (size_t i = 0; i < q->n_history; i++)
         hist[i] = (psh_history_entry){
             q->history[i]->created_by,
             str_set(q->history[i]->comment) ? q->history[i]->comment : NULL,
             q->history[i]->empty_layer, q->history[i]->created ? q->history[i]->created : -1};
-    spec.history = hist;
-    spec.n_history = q->n_history;
-    if (psh_srv_parse_platform(c->p, q->platform, pbuf, sizeof(pbuf), &spec.platform, &err) < 0)
-        goto fail;
-    spec.author = str_set(q->author) ? q->author : NULL;
-    spec.created = q->created ? q->created : -1;
-    spec.source_date_epoch = q->source_date_epoch ? q->source_date_epoch : -1;
-    spec.tags = (const char *const *)q->tags;
-    spec.n_tags = q->n_tags;
+}
+
+/* Rejects an annotation that is not KEY=VALUE. */
+static int check_annotations(const Kiln__V1__CommitRequest *q, kiln_error **err)
+{
     for (size_t i = 0; i < q->n_annotations; i++)
-        if (q->annotations[i][0] == '=' || strchr(q->annotations[i], '=') == NULL) {
-            kiln_error_set(&err, KILN_EINVAL, 0, "annotation \"%.80s\" is not KEY=VALUE",
-                           q->annotations[i]);
-            goto fail;
-        }
-    spec.annotations = (const char *const *)q->annotations;
-    spec.n_annotations = q->n_annotations;
-    if (!str_set(q->compression) || strcmp(q->compression, "gzip") == 0)
-        spec.pack.comp = PSH_COMP_GZIP;
-    else if (strcmp(q->compression, "zstd") == 0)
-        spec.pack.comp = PSH_COMP_ZSTD;
-    else if (strcmp(q->compression, "none") == 0)
-        spec.pack.comp = PSH_COMP_NONE;
-    else {
-        kiln_error_set(&err, KILN_EINVAL, 0, "unknown compression '%s' (gzip, zstd, none)",
-                       q->compression);
-        goto fail;
-    }
+        if (q->annotations[i][0] == '=' || strchr(q->annotations[i], '=') == NULL)
+            return kiln_error_set(err, KILN_EINVAL, 0, "annotation \"%.80s\" is not KEY=VALUE",
+                                  q->annotations[i]);
+    return 0;
+}
+
+/* The layer codec named by the request (gzip when unset). */
+static int compression_from_pb(psh_pack_opts *pack, const char *name, kiln_error **err)
+{
+    if (!str_set(name) || strcmp(name, "gzip") == 0)
+        pack->comp = PSH_COMP_GZIP;
+    else if (strcmp(name, "zstd") == 0)
+        pack->comp = PSH_COMP_ZSTD;
+    else if (strcmp(name, "none") == 0)
+        pack->comp = PSH_COMP_NONE;
+    else
+        return kiln_error_set(err, KILN_EINVAL, 0, "unknown compression '%s' (gzip, zstd, none)",
+                              name);
+    return 0;
+}
+
+/* Pack cache keys, when the builder sent a generation id per layer.
+ * A diff's path is not its identity: the builder reuses a pruned step's
+ * path for a new production.  Its generation id is, together with the
+ * path: an unchanged rebuild commits without packing anything, and a
+ * step produced again is packed again. */
+static void layer_keys_from_pb(psh_commit_spec *spec, commit_bufs *b, const job_ctx *c,
+                               const Kiln__V1__CommitRequest *q)
+{
+    if (q->n_layer_ids != q->n_layers || q->n_layers == 0 ||
+        (b->keys = calloc(q->n_layers + 1, sizeof(*b->keys))) == NULL)
+        return;
+    b->n_keys = q->n_layers;
+    for (size_t i = 0; i < q->n_layers; i++)
+        if (str_set(q->layer_ids[i]) &&
+            asprintf(&b->keys[i], "%s %s", q->layer_ids[i], q->layers[i]) < 0)
+            b->keys[i] = NULL;
+    spec->pack_cache = c->p->pack_cache;
+    spec->layer_keys = (const char *const *)b->keys;
+}
+
+/* Builds the commit spec of job c's request; it points into the request
+ * and into b. */
+static int spec_from_pb(psh_commit_spec *spec, commit_bufs *b, job_ctx *c, kiln_error **err)
+{
+    const Kiln__V1__CommitRequest *q = c->req->commit;
+    b->labels = calloc(q->config ? q->config->n_labels + 1 : 1, sizeof(psh_kv));
+    b->hist = calloc(q->n_history + 1, sizeof(psh_history_entry));
+    if (b->labels == NULL || b->hist == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    /* Only the builder's step diffs may become layers, not any file under the
+     * data dir (the store's own blobs, event logs, cache mounts, ...). */
+    snprintf(b->diff_root, sizeof(b->diff_root), "%s/snapshots", psh_store_data_dir(c->p->store));
+    spec->diff_root = b->diff_root;
+    spec->base = str_set(q->base_manifest) ? q->base_manifest : NULL;
+    spec->layers = (const char *const *)q->layers;
+    spec->n_layers = q->n_layers;
+    if (q->config)
+        config_from_pb(&spec->config, q->config, b->labels);
+    history_from_pb(b->hist, q);
+    spec->history = b->hist;
+    spec->n_history = q->n_history;
+    int rc =
+        psh_srv_parse_platform(c->p, q->platform, b->pbuf, sizeof(b->pbuf), &spec->platform, err);
+    if (rc < 0)
+        return rc;
+    spec->author = str_set(q->author) ? q->author : NULL;
+    spec->created = q->created ? q->created : -1;
+    spec->source_date_epoch = q->source_date_epoch ? q->source_date_epoch : -1;
+    spec->tags = (const char *const *)q->tags;
+    spec->n_tags = q->n_tags;
+    if ((rc = check_annotations(q, err)) < 0)
+        return rc;
+    spec->annotations = (const char *const *)q->annotations;
+    spec->n_annotations = q->n_annotations;
+    if ((rc = compression_from_pb(&spec->pack, q->compression, err)) < 0)
+        return rc;
     if (q->level)
-        spec.pack.level = q->level;
-    spec.pack.progress = on_pack_progress;
-    spec.pack.progress_ud = c;
-    spec.layer_done = on_layer_done;
-    spec.layer_done_ud = c;
-    /* A diff's path is not its identity: the builder reuses a pruned step's
-     * path for a new production.  Its generation id is, together with the
-     * path: an unchanged rebuild commits without packing anything, and a
-     * step produced again is packed again. */
-    if (q->n_layer_ids == q->n_layers && q->n_layers > 0 &&
-        (keys = calloc(q->n_layers + 1, sizeof(*keys))) != NULL) {
-        for (size_t i = 0; i < q->n_layers; i++)
-            if (str_set(q->layer_ids[i]) &&
-                asprintf(&keys[i], "%s %s", q->layer_ids[i], q->layers[i]) < 0)
-                keys[i] = NULL;
-        spec.pack_cache = c->p->pack_cache;
-        spec.layer_keys = (const char *const *)keys;
-    }
-    c->layer_t0 = kiln_now_ms();
+        spec->pack.level = q->level;
+    spec->pack.progress = on_pack_progress;
+    spec->pack.progress_ud = c;
+    spec->layer_done = on_layer_done;
+    spec->layer_done_ud = c;
+    layer_keys_from_pb(spec, b, c, q);
+    return 0;
+}
 
-    psh_commit_result res = {0};
+/* Commits spec, the store pinned while the lazy pack-cache check and the
+ * commit run. */
+static int commit_pinned(job_ctx *c, const psh_commit_spec *spec, psh_commit_result *res,
+                         kiln_error **err)
+{
     psh_store_pin lazy_pin = {.fd = -1};
-    psh_pack_opts lazy_opts = spec.pack; /* as psh_commit packs */
+    psh_pack_opts lazy_opts = spec->pack; /* as psh_commit packs */
     lazy_opts.overlay_diff = true;
-    lazy_opts.source_date_epoch = spec.source_date_epoch;
-    int cr_rc = psh_store_pin_open(c->p->store, &lazy_pin, &err);
-    if (cr_rc == 0)
-        cr_rc = psh_srv_cache_check_lazy(c->p, q, (const char *const *)keys, &lazy_opts, &lazy_pin,
-                                         &err);
-    if (cr_rc == 0)
-        cr_rc = psh_commit(c->p->store, &spec, &res, &err);
+    lazy_opts.source_date_epoch = spec->source_date_epoch;
+    int rc = psh_store_pin_open(c->p->store, &lazy_pin, err);
+    if (rc == 0)
+        rc = psh_srv_cache_check_lazy(c->p, c->req->commit, spec->layer_keys, &lazy_opts, &lazy_pin,
+                                      err);
+    if (rc == 0)
+        rc = psh_commit(c->p->store, spec, res, err);
     psh_store_pin_close(c->p->store, &lazy_pin);
-    if (cr_rc < 0)
-        goto fail;
+    return rc;
+}
 
+/* Emits job c's completion event with the committed image res, logs it and
+ * counts it. */
+static void report_commit(job_ctx *c, psh_commit_result *res)
+{
+    const Kiln__V1__CommitRequest *q = c->req->commit;
     Kiln__V1__CommitResult cr = KILN__V1__COMMIT_RESULT__INIT;
-    Kiln__V1__LayerResult *lr = calloc(res.n_layers + 1, sizeof(*lr));
-    Kiln__V1__LayerResult **lrp = calloc(res.n_layers + 1, sizeof(*lrp));
-    cr.manifest_digest = res.manifest.digest;
-    cr.config_digest = res.config.digest;
-    for (size_t i = 0; lr && lrp && i < res.n_layers; i++) {
+    _cleanup_free_ Kiln__V1__LayerResult *lr = calloc(res->n_layers + 1, sizeof(*lr));
+    _cleanup_free_ Kiln__V1__LayerResult **lrp = calloc(res->n_layers + 1, sizeof(*lrp));
+    cr.manifest_digest = res->manifest.digest;
+    cr.config_digest = res->config.digest;
+    for (size_t i = 0; lr && lrp && i < res->n_layers; i++) {
         kiln__v1__layer_result__init(&lr[i]);
-        lr[i].digest = res.layers[i].blob.digest;
-        lr[i].diff_id = res.layers[i].diff_id;
-        lr[i].media_type = res.layers[i].blob.media_type;
-        lr[i].size = res.layers[i].blob.size;
-        lr[i].from_base = res.layers[i].from_base;
-        lr[i].size_uncompressed = res.layers[i].tar_size;
+        lr[i].digest = res->layers[i].blob.digest;
+        lr[i].diff_id = res->layers[i].diff_id;
+        lr[i].media_type = res->layers[i].blob.media_type;
+        lr[i].size = res->layers[i].blob.size;
+        lr[i].from_base = res->layers[i].from_base;
+        lr[i].size_uncompressed = res->layers[i].tar_size;
         lrp[i] = &lr[i];
         cr.n_layers++;
     }
     cr.layers = lrp;
     char summary[256];
-    snprintf(summary, sizeof(summary), "committed %zu layer(s) (%zu new) in %.2fs", res.n_layers,
+    snprintf(summary, sizeof(summary), "committed %zu layer(s) (%zu new) in %.2fs", res->n_layers,
              q->n_layers, (double)(kiln_now_ms() - c->t0) / 1000.0);
     Kiln__V1__JobCompleted done = KILN__V1__JOB_COMPLETED__INIT;
     done.summary = summary;
-    done.digest = res.manifest.digest;
+    done.digest = res->manifest.digest;
     done.commit = &cr;
     kiln_event e = KILN__V1__EVENT__INIT;
     e.payload_case = KILN__V1__EVENT__PAYLOAD_COMPLETED;
     e.completed = &done;
     kiln_job_emit(c->job, &e, NULL);
-    kiln_info("jobs", "commit job %s: %s -> %s", kiln_job_id(c->job), summary, res.manifest.digest);
+    kiln_info("jobs", "commit job %s: %s -> %s", kiln_job_id(c->job), summary,
+              res->manifest.digest);
     pthread_mutex_lock(&c->p->mu);
     c->p->commits++;
     pthread_mutex_unlock(&c->p->mu);
-    free(lr);
-    free(lrp);
-    psh_commit_result_dispose(&res);
-    free_keys(keys, q->n_layers);
-    psh_srv_job_free(c);
-    return;
-fail:
-    free_keys(keys, q->n_layers);
-    psh_srv_job_failed(c, &err, "commit");
+}
+
+static void run_commit(void *arg)
+{
+    job_ctx *c = arg;
+    kiln_error *err = NULL;
+    psh_commit_spec spec;
+    psh_commit_spec_init(&spec);
+    commit_bufs b = {0};
+    psh_commit_result res = {0};
+    int rc = spec_from_pb(&spec, &b, c, &err);
+    if (rc == 0) {
+        c->layer_t0 = kiln_now_ms();
+        rc = commit_pinned(c, &spec, &res, &err);
+    }
+    if (rc == 0) {
+        report_commit(c, &res);
+        psh_commit_result_dispose(&res);
+    }
+    commit_bufs_dispose(&b);
+    if (rc < 0)
+        psh_srv_job_failed(c, &err, "commit");
     psh_srv_job_free(c);
 }
 
