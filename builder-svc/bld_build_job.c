@@ -375,52 +375,83 @@ static void give_slot(bld_builds *b)
     pthread_mutex_unlock(&b->mu);
 }
 
-static void run_build(void *arg)
+/* What a build job prepares from its request before it runs; released by
+ * inputs_dispose whatever was prepared. */
+typedef struct build_inputs {
+    bld_ctx_hold hold; /* the streamed context, held while the build runs */
+    bld_secret_src *secrets;
+    char (*secret_paths)[PATH_MAX];
+    char secrets_dir[PATH_MAX];
+    bld_run_opts ro;
+    uint64_t run_memory;
+    bld_cache_ref *cache_from;
+    size_t n_cache_from;
+    bld_cache_ref cache_to;
+} build_inputs;
+
+static void inputs_dispose(build_inputs *in)
 {
-    build_ctx *c = arg;
-    const Kiln__V1__BuildRequest *q = c->req->build;
-    bld_ctx_hold hold = {.lock_fd = -1};
-    kiln_error *err = NULL;
-    int r = take_slot(c, &err);
-    bool slot = r == 0;
-    if (r == 0 && *q->context_digest)
-        r = streamed_context(c, &hold, &err);
-    _cleanup_free_ bld_secret_src *secrets = calloc(q->n_secrets + 1, sizeof(*secrets));
-    _cleanup_free_ char(*secret_paths)[PATH_MAX] = calloc(q->n_secrets + 1, PATH_MAX);
-    char secrets_dir[PATH_MAX] = "";
-    if (secrets == NULL || secret_paths == NULL)
-        r = r < 0 ? r : kiln_error_set(&err, KILN_ENOSPC, 0, "out of memory");
-    else if (r == 0)
-        r = secrets_prepare(c, secrets, secrets_dir, secret_paths, &err);
-    bld_run_opts ro = {0};
-    uint64_t run_memory = q->run_memory ? q->run_memory : c->b->limits.run_memory_bytes;
-    if (r == 0)
-        r = bld_run_opts_init(&ro, q, run_memory, &err);
-    if (r == 0)
-        r = bld_run_opts_ssh(&ro, q, &err);
-    /* --cache-from / --cache-to: registry refs, or tags in the pusher's
-     * store (a type=local cache the client streams in and out). */
-    _cleanup_free_ bld_cache_ref *cache_from = calloc(q->n_cache_from + 1, sizeof(*cache_from));
-    size_t n_cache_from = 0;
-    bld_cache_ref cache_to = {0};
-    for (size_t i = 0; cache_from != NULL && i <= q->n_cache_from && r == 0; i++) {
+    secrets_remove(in->secrets_dir);
+    bld_run_opts_dispose(&in->ro);
+    bld_context_release(&in->hold);
+    free(in->cache_from);
+    free(in->secret_paths);
+    free(in->secrets);
+}
+
+/* --cache-from / --cache-to: registry refs, or tags in the pusher's
+ * store (a type=local cache the client streams in and out). */
+static int cache_refs_from_pb(build_inputs *in, const Kiln__V1__BuildRequest *q, kiln_error **err)
+{
+    for (size_t i = 0; i <= q->n_cache_from; i++) {
         const Kiln__V1__CacheSpec *cs = i < q->n_cache_from ? q->cache_from[i] : q->cache_to;
         if (cs == NULL || !*cs->ref)
             continue;
         if (*cs->type && strcmp(cs->type, "registry") != 0 && strcmp(cs->type, "store") != 0)
-            r = kiln_error_set(&err, KILN_EINVAL, 0, "cache: unknown type '%s'", cs->type);
-        bld_cache_ref *o = i < q->n_cache_from ? &cache_from[n_cache_from++] : &cache_to;
+            return kiln_error_set(err, KILN_EINVAL, 0, "cache: unknown type '%s'", cs->type);
+        bld_cache_ref *o =
+            i < q->n_cache_from ? &in->cache_from[in->n_cache_from++] : &in->cache_to;
         *o = (bld_cache_ref){cs->ref, strcmp(cs->type, "store") == 0};
     }
-    if (r == 0 && cache_to.ref && *q->cache_to->mode && strcmp(q->cache_to->mode, "min") != 0 &&
+    if (in->cache_to.ref && *q->cache_to->mode && strcmp(q->cache_to->mode, "min") != 0 &&
         strcmp(q->cache_to->mode, "max") != 0)
-        r = kiln_error_set(&err, KILN_EINVAL, 0, "--cache-to: mode must be min or max");
-    bld_build_spec spec = {
-        .cache_to = cache_to.ref ? &cache_to : NULL,
-        .cache_to_max = cache_to.ref && strcmp(q->cache_to->mode, "max") == 0,
-        .cache_from = cache_from,
-        .n_cache_from = n_cache_from,
-        .context_dir = hold.dir ? hold.dir : q->context_dir,
+        return kiln_error_set(err, KILN_EINVAL, 0, "--cache-to: mode must be min or max");
+    return 0;
+}
+
+/* Prepares job c's inputs: its streamed context, secrets, RUN options and
+ * cache refs. */
+static int inputs_prepare(build_inputs *in, build_ctx *c, kiln_error **err)
+{
+    const Kiln__V1__BuildRequest *q = c->req->build;
+    int r = 0;
+    if (*q->context_digest && (r = streamed_context(c, &in->hold, err)) < 0)
+        return r;
+    in->secrets = calloc(q->n_secrets + 1, sizeof(*in->secrets));
+    in->secret_paths = calloc(q->n_secrets + 1, PATH_MAX);
+    if (in->secrets == NULL || in->secret_paths == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    if ((r = secrets_prepare(c, in->secrets, in->secrets_dir, in->secret_paths, err)) < 0)
+        return r;
+    in->run_memory = q->run_memory ? q->run_memory : c->b->limits.run_memory_bytes;
+    if ((r = bld_run_opts_init(&in->ro, q, in->run_memory, err)) < 0 ||
+        (r = bld_run_opts_ssh(&in->ro, q, err)) < 0)
+        return r;
+    in->cache_from = calloc(q->n_cache_from + 1, sizeof(*in->cache_from));
+    return in->cache_from ? cache_refs_from_pb(in, q, err) : 0;
+}
+
+/* The build spec of job c's request; it points into the request and in. */
+static void build_spec_from_pb(bld_build_spec *spec, build_ctx *c, build_inputs *in)
+{
+    const Kiln__V1__BuildRequest *q = c->req->build;
+    const bld_build_limits *l = &c->b->limits;
+    *spec = (bld_build_spec){
+        .cache_to = in->cache_to.ref ? &in->cache_to : NULL,
+        .cache_to_max = in->cache_to.ref && strcmp(q->cache_to->mode, "max") == 0,
+        .cache_from = in->cache_from,
+        .n_cache_from = in->n_cache_from,
+        .context_dir = in->hold.dir ? in->hold.dir : q->context_dir,
         .dockerfile = q->dockerfile,
         .dockerignore = q->dockerignore_set ? q->dockerignore : NULL,
         .filename = *q->filename ? q->filename : NULL,
@@ -441,8 +472,8 @@ static void run_build(void *arg)
         .network = strcmp(q->network, "none") == 0   ? BLD_NETMODE_NONE
                    : strcmp(q->network, "host") == 0 ? BLD_NETMODE_HOST
                                                      : BLD_NETMODE_DEFAULT,
-        .secrets = secrets,
-        .n_secrets = secrets ? q->n_secrets : 0,
+        .secrets = in->secrets,
+        .n_secrets = in->secrets ? q->n_secrets : 0,
         .push = q->push,
         .registry_insecure = q->insecure,
         .registry_creds = *q->creds ? q->creds : NULL,
@@ -452,80 +483,106 @@ static void run_build(void *arg)
         .registry_cert_dir = *q->cert_dir ? q->cert_dir : NULL,
         .push_format = *q->push_format ? q->push_format : NULL,
         .source_date_epoch = q->source_date_epoch ? q->source_date_epoch : -1,
-        .run_timeout_ms = q->run_timeout_ms ? q->run_timeout_ms : c->b->limits.run_timeout_ms,
-        .run_memory_bytes = run_memory,
-        .run_hosts = ro.hosts,
-        .run_ulimits = ro.ulimits,
-        .n_run_ulimits = ro.n_ulimits,
-        .run_shm_bytes = ro.shm_bytes,
-        .ssh = ro.ssh,
-        .run_pids_max = q->run_pids ? q->run_pids : c->b->limits.run_pids,
-        .build_timeout_ms =
-            q->build_timeout_ms ? q->build_timeout_ms : c->b->limits.build_timeout_ms,
+        .run_timeout_ms = q->run_timeout_ms ? q->run_timeout_ms : l->run_timeout_ms,
+        .run_memory_bytes = in->run_memory,
+        .run_hosts = in->ro.hosts,
+        .run_ulimits = in->ro.ulimits,
+        .n_run_ulimits = in->ro.n_ulimits,
+        .run_shm_bytes = in->ro.shm_bytes,
+        .ssh = in->ro.ssh,
+        .run_pids_max = q->run_pids ? q->run_pids : l->run_pids,
+        .build_timeout_ms = q->build_timeout_ms ? q->build_timeout_ms : l->build_timeout_ms,
         .cancel = &c->cancel,
     };
+}
 
+/* Emits job c's failure (r, err) with the failing instruction, logs it and
+ * counts it. */
+static void report_failed(build_ctx *c, int r, const kiln_error *err, bld_build_result *res)
+{
+    bld_builds *b = c->b;
+    kiln_code code = err ? err->code : (kiln_code)r;
+    Kiln__V1__Status st = KILN__V1__STATUS__INIT;
+    st.code = (Kiln__V1__Code)kiln_code_to_wire(code);
+    st.message = err ? err->msg : (char *)kiln_code_name(code);
+    Kiln__V1__JobFailed f = KILN__V1__JOB_FAILED__INIT;
+    f.error = &st;
+    f.line = res->failed_line;
+    f.instruction = res->failed_text;
+    kiln_event e = KILN__V1__EVENT__INIT;
+    e.payload_case = KILN__V1__EVENT__PAYLOAD_FAILED;
+    e.failed = &f;
+    kiln_job_emit(c->job, &e, NULL);
+    kiln_warn("build", "build %s failed: %s", kiln_job_id(c->job), st.message);
+    pthread_mutex_lock(&b->mu);
+    b->failed++;
+    pthread_mutex_unlock(&b->mu);
+}
+
+/* Emits job c's completion with the built image res, logs it and counts
+ * it. */
+static void report_built(build_ctx *c, bld_build_result *res)
+{
+    const Kiln__V1__BuildRequest *q = c->req->build;
+    bld_builds *b = c->b;
+    Kiln__V1__BuildResult br = KILN__V1__BUILD_RESULT__INIT;
+    br.digest = res->digest;
+    br.tags = q->tags;
+    br.n_tags = q->n_tags;
+    br.layers = (uint32_t)res->n_layers;
+    br.size = res->size;
+    br.size_compressed = res->size;
+    br.size_uncompressed = res->size_uncompressed;
+    br.duration_ms = res->duration_ms;
+    br.steps_run = res->steps_run;
+    br.steps_cached = res->steps_cached;
+    char summary[320], size[KILN_LAYER_SIZE_STRLEN];
+    kiln_format_layer_size(size, sizeof(size), res->size, res->size_uncompressed);
+    snprintf(summary, sizeof(summary),
+             "built %s: %zu layer(s) of %s, %u step(s) run, %u cached, %.2fs", res->digest,
+             res->n_layers, size, res->steps_run, res->steps_cached,
+             (double)(kiln_now_ms() - c->t0) / 1000.0);
+    Kiln__V1__JobCompleted done = KILN__V1__JOB_COMPLETED__INIT;
+    done.summary = summary;
+    done.digest = res->digest;
+    done.build = &br;
+    kiln_event e = KILN__V1__EVENT__INIT;
+    e.payload_case = KILN__V1__EVENT__PAYLOAD_COMPLETED;
+    e.completed = &done;
+    kiln_job_emit(c->job, &e, NULL);
+    kiln_info("build", "build %s: %s", kiln_job_id(c->job), summary);
+    pthread_mutex_lock(&b->mu);
+    b->succeeded++;
+    b->steps_run += res->steps_run;
+    b->steps_cached += res->steps_cached;
+    pthread_mutex_unlock(&b->mu);
+}
+
+static void run_build(void *arg)
+{
+    build_ctx *c = arg;
+    build_inputs in = {.hold = {.lock_fd = -1}};
+    kiln_error *err = NULL;
+    int r = take_slot(c, &err);
+    bool slot = r == 0;
+    if (r == 0)
+        r = inputs_prepare(&in, c, &err);
     bld_build_events ev = {ev_stage_started, ev_step_started, ev_output, ev_step_done,
                            ev_stage_done,    ev_note,         c};
     bld_build_result res;
     memset(&res, 0, sizeof(res));
-    if (r == 0)
+    if (r == 0) {
+        bld_build_spec spec;
+        build_spec_from_pb(&spec, c, &in);
         r = bld_build(c->b->engine, &spec, &ev, &res, &err);
-    secrets_remove(secrets_dir);
-    bld_run_opts_dispose(&ro);
-    bld_context_release(&hold);
+    }
+    inputs_dispose(&in);
     flush(c);
     bld_builds *b = c->b;
-    if (r < 0) {
-        kiln_code code = err ? err->code : (kiln_code)r;
-        Kiln__V1__Status st = KILN__V1__STATUS__INIT;
-        st.code = (Kiln__V1__Code)kiln_code_to_wire(code);
-        st.message = err ? err->msg : (char *)kiln_code_name(code);
-        Kiln__V1__JobFailed f = KILN__V1__JOB_FAILED__INIT;
-        f.error = &st;
-        f.line = res.failed_line;
-        f.instruction = res.failed_text;
-        kiln_event e = KILN__V1__EVENT__INIT;
-        e.payload_case = KILN__V1__EVENT__PAYLOAD_FAILED;
-        e.failed = &f;
-        kiln_job_emit(c->job, &e, NULL);
-        kiln_warn("build", "build %s failed: %s", kiln_job_id(c->job), st.message);
-        pthread_mutex_lock(&b->mu);
-        b->failed++;
-        pthread_mutex_unlock(&b->mu);
-    } else {
-        Kiln__V1__BuildResult br = KILN__V1__BUILD_RESULT__INIT;
-        br.digest = res.digest;
-        br.tags = q->tags;
-        br.n_tags = q->n_tags;
-        br.layers = (uint32_t)res.n_layers;
-        br.size = res.size;
-        br.size_compressed = res.size;
-        br.size_uncompressed = res.size_uncompressed;
-        br.duration_ms = res.duration_ms;
-        br.steps_run = res.steps_run;
-        br.steps_cached = res.steps_cached;
-        char summary[320], size[KILN_LAYER_SIZE_STRLEN];
-        kiln_format_layer_size(size, sizeof(size), res.size, res.size_uncompressed);
-        snprintf(summary, sizeof(summary),
-                 "built %s: %zu layer(s) of %s, %u step(s) run, %u cached, %.2fs", res.digest,
-                 res.n_layers, size, res.steps_run, res.steps_cached,
-                 (double)(kiln_now_ms() - c->t0) / 1000.0);
-        Kiln__V1__JobCompleted done = KILN__V1__JOB_COMPLETED__INIT;
-        done.summary = summary;
-        done.digest = res.digest;
-        done.build = &br;
-        kiln_event e = KILN__V1__EVENT__INIT;
-        e.payload_case = KILN__V1__EVENT__PAYLOAD_COMPLETED;
-        e.completed = &done;
-        kiln_job_emit(c->job, &e, NULL);
-        kiln_info("build", "build %s: %s", kiln_job_id(c->job), summary);
-        pthread_mutex_lock(&b->mu);
-        b->succeeded++;
-        b->steps_run += res.steps_run;
-        b->steps_cached += res.steps_cached;
-        pthread_mutex_unlock(&b->mu);
-    }
+    if (r < 0)
+        report_failed(c, r, err, &res);
+    else
+        report_built(c, &res);
     kiln_error_free(&err);
     ctx_free(c);
     if (slot)
@@ -576,10 +633,9 @@ void bld_builds_set_limits(bld_builds *b, const bld_build_limits *l)
     pthread_mutex_unlock(&b->mu);
 }
 
-int bld_builds_accept(bld_builds *b, const kiln_req *req, kiln_reply *reply, kiln_arena *a,
-                      kiln_error **err)
+/* Refuses a build while the builder starts, drains or is full. */
+static int check_capacity(bld_builds *b, kiln_error **err)
 {
-    const Kiln__V1__BuildRequest *q = req->build;
     pthread_mutex_lock(&b->mu);
     bool ready = b->events != NULL, draining = b->draining;
     unsigned held = b->n_running + b->n_queued;
@@ -595,6 +651,13 @@ int bld_builds_accept(bld_builds *b, const kiln_req *req, kiln_reply *reply, kil
         return kiln_error_set(err, KILN_EUNAVAIL, 0,
                               "kiln-builder on %s is full: %u builds running or queued", b->node,
                               held);
+    return 0;
+}
+
+/* Checks the build context: a streamed one's chunk list, or else a
+ * directory on this host. */
+static int check_context(const Kiln__V1__BuildRequest *q, kiln_error **err)
+{
     struct stat st;
     if (*q->context_digest) {
         bld_ctx_chunk *chunks = calloc(q->n_context_chunks + 1, sizeof(*chunks));
@@ -616,6 +679,12 @@ int bld_builds_accept(bld_builds *b, const kiln_req *req, kiln_reply *reply, kil
                               "build context %s is not a directory on the "
                               "builder's host",
                               q->context_dir);
+    return 0;
+}
+
+/* Checks the rest of the request against what this builder allows. */
+static int check_request(bld_builds *b, const Kiln__V1__BuildRequest *q, kiln_error **err)
+{
     if (q->dockerfile == NULL || q->dockerfile[0] == '\0')
         return kiln_error_set(err, KILN_EINVAL, 0, "empty Dockerfile");
     if (*q->network && strcmp(q->network, "host") && strcmp(q->network, "none"))
@@ -635,6 +704,14 @@ int bld_builds_accept(bld_builds *b, const kiln_req *req, kiln_reply *reply, kil
     if (*q->push_format && strcmp(q->push_format, "oci") && strcmp(q->push_format, "v2s2"))
         return kiln_error_set(err, KILN_EINVAL, 0, "unknown push format '%.40s' (oci, v2s2)",
                               q->push_format);
+    return 0;
+}
+
+/* *out = a job context for a copy of req, its job (described by desc)
+ * started, registered and its output flusher running. */
+static int ctx_start(build_ctx **out, bld_builds *b, const kiln_req *req, const char *desc,
+                     kiln_error **err)
+{
     build_ctx *c = calloc(1, sizeof(*c));
     if (c == NULL || (c->req = kiln_req_dup(req)) == NULL) {
         free(c);
@@ -644,10 +721,6 @@ int bld_builds_accept(bld_builds *b, const kiln_req *req, kiln_reply *reply, kil
     c->t0 = kiln_now_ms();
     pthread_mutex_init(&c->out_mu, NULL);
     pthread_cond_init(&c->out_cv, NULL);
-    char desc[600];
-    snprintf(desc, sizeof(desc), "build %.300s%s%.250s",
-             *q->context_digest ? q->context_digest : q->context_dir, q->n_tags ? " as " : "",
-             q->n_tags ? q->tags[0] : "");
     int r = kiln_job_start(&c->job, b->events, "build", "build", desc, err);
     if (r < 0) {
         kiln__v1__request__free_unpacked(c->req, NULL);
@@ -658,19 +731,19 @@ int bld_builds_accept(bld_builds *b, const kiln_req *req, kiln_reply *reply, kil
     }
     registry(b, c, true);
     c->flusher_on = pthread_create(&c->flusher, NULL, flusher_main, c) == 0;
-    Kiln__V1__JobAccepted *ja = kiln_arena_alloc(a, sizeof(*ja));
-    if (ja == NULL) {
-        ctx_free(c);
-        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
-    }
-    kiln__v1__job_accepted__init(ja);
-    ja->job_id = kiln_arena_strdup(a, kiln_job_id(c->job));
-    ja->topic = kiln_arena_printf(a, "build.%s", ja->job_id);
-    /* Counted as queued before the job thread can take a slot. */
+    *out = c;
+    return 0;
+}
+
+/* Queues c's job, counted as queued before the job thread can take a slot;
+ * on failure the job fails and c is freed. */
+static int submit(bld_builds *b, build_ctx *c, kiln_error **err)
+{
     pthread_mutex_lock(&b->mu);
     b->n_queued++;
     pthread_mutex_unlock(&b->mu);
-    if ((r = kiln_jobs_submit(b->jobs, run_build, c, err)) < 0) {
+    int r = kiln_jobs_submit(b->jobs, run_build, c, err);
+    if (r < 0) {
         pthread_mutex_lock(&b->mu);
         b->n_queued--;
         pthread_mutex_unlock(&b->mu);
@@ -681,6 +754,34 @@ int bld_builds_accept(bld_builds *b, const kiln_req *req, kiln_reply *reply, kil
     pthread_mutex_lock(&b->mu);
     b->started++;
     pthread_mutex_unlock(&b->mu);
+    return 0;
+}
+
+int bld_builds_accept(bld_builds *b, const kiln_req *req, kiln_reply *reply, kiln_arena *a,
+                      kiln_error **err)
+{
+    const Kiln__V1__BuildRequest *q = req->build;
+    int r;
+    if ((r = check_capacity(b, err)) < 0 || (r = check_context(q, err)) < 0 ||
+        (r = check_request(b, q, err)) < 0)
+        return r;
+    char desc[600];
+    snprintf(desc, sizeof(desc), "build %.300s%s%.250s",
+             *q->context_digest ? q->context_digest : q->context_dir, q->n_tags ? " as " : "",
+             q->n_tags ? q->tags[0] : "");
+    build_ctx *c = NULL;
+    if ((r = ctx_start(&c, b, req, desc, err)) < 0)
+        return r;
+    Kiln__V1__JobAccepted *ja = kiln_arena_alloc(a, sizeof(*ja));
+    if (ja == NULL) {
+        ctx_free(c);
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    }
+    kiln__v1__job_accepted__init(ja);
+    ja->job_id = kiln_arena_strdup(a, kiln_job_id(c->job));
+    ja->topic = kiln_arena_printf(a, "build.%s", ja->job_id);
+    if ((r = submit(b, c, err)) < 0)
+        return r;
     kiln_info("build", "build %s accepted: %s", ja->job_id, desc);
     reply->body_case = KILN__V1__REPLY__BODY_JOB_ACCEPTED;
     reply->job_accepted = ja;
