@@ -518,11 +518,150 @@ static void prune_stub_parents(const bld_run_spec *s, supervise *v)
     }
 }
 
+/* The pipes between the builder and the sandbox ([0] reads, [1] writes):
+ * reports, stdout, stderr, the ack socket and, for a private network, the
+ * go pipe. */
+typedef struct channels {
+    int rep[2], out[2], err[2], ack[2], go[2];
+} channels;
+
+static int channels_open(channels *ch, const bld_run_spec *s, kiln_error **err)
+{
+    *ch = (channels){{-1, -1}, {-1, -1}, {-1, -1}, {-1, -1}, {-1, -1}};
+    if (pipe2(ch->rep, O_CLOEXEC) < 0 || pipe2(ch->out, O_CLOEXEC) < 0 ||
+        pipe2(ch->err, O_CLOEXEC) < 0 ||
+        socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ch->ack) < 0 ||
+        (s->network == SBX_NET_PRIVATE && pipe2(ch->go, O_CLOEXEC) < 0))
+        return kiln_error_set(err, KILN_EIO, errno, "pipe");
+    return 0;
+}
+
+/* Closes the ends still open (those not moved). */
+static void channels_close(channels *ch)
+{
+    for (int i = 0; i < 2; i++) {
+        if (ch->rep[i] >= 0)
+            close(ch->rep[i]);
+        if (ch->out[i] >= 0)
+            close(ch->out[i]);
+        if (ch->err[i] >= 0)
+            close(ch->err[i]);
+        if (ch->ack[i] >= 0)
+            close(ch->ack[i]);
+        if (ch->go[i] >= 0)
+            close(ch->go[i]);
+    }
+}
+
+/* Forks the monitor (which runs the sandbox) with the child ends of ch;
+ * the builder's ends move to v. */
+static int start_monitor(sbx_plan *p, channels *ch, supervise *v, kiln_error **err)
+{
+    p->go_r = ch->go[0];
+    p->report_w = ch->rep[1];
+    p->out_w = ch->out[1];
+    p->err_w = ch->err[1];
+    p->ack_r = ch->ack[0];
+    v->monitor = fork();
+    if (v->monitor < 0)
+        return kiln_error_set(err, KILN_EIO, errno, "fork");
+    if (v->monitor == 0)
+        sbx_child_main(p);
+    close(ch->rep[1]);
+    close(ch->out[1]);
+    close(ch->err[1]);
+    close(ch->ack[0]);
+    if (ch->go[0] >= 0)
+        close(ch->go[0]);
+    ch->rep[1] = ch->out[1] = ch->err[1] = ch->ack[0] = ch->go[0] = -1;
+    p->go_r = -1;
+    v->go_w = ch->go[1];
+    ch->go[1] = -1;
+    v->rep_r = ch->rep[0];
+    v->out_r = ch->out[0];
+    v->err_r = ch->err[0];
+    v->ack_w = ch->ack[1];
+    ch->rep[0] = ch->out[0] = ch->err[0] = ch->ack[1] = -1;
+    return 0;
+}
+
+/* The error the step's outcome is, the first that applies: the network,
+ * a limit, a cancel, a sandbox error, no status; 0 when none does. */
+static int outcome_error(const sbx_plan *p, supervise *v, const bld_run_result *out,
+                         kiln_error **err)
+{
+    const bld_run_spec *s = p->spec;
+    char lim[48];
+    if (v->net_err && !out->canceled && !out->timed_out) {
+        int r = v->net_err->code;
+        if (err && *err == NULL)
+            *err = kiln_error_steal(&v->net_err);
+        return r;
+    }
+    if (out->timed_out) {
+        kiln_format_duration(lim, sizeof(lim), s->timeout_ms);
+        return kiln_error_set(err, KILN_ETIMEDOUT, 0, "RUN exceeded its time limit of %s", lim);
+    }
+    if (out->canceled)
+        return kiln_error_set(err, KILN_ECANCELED, 0, "RUN canceled");
+    if (out->oom_killed) {
+        kiln_format_size(lim, sizeof(lim), s->memory_bytes);
+        return s->memory_bytes
+                   ? kiln_error_set(err, KILN_ENOSPC, 0, "RUN exceeded its memory limit of %s", lim)
+                   : kiln_error_set(err, KILN_ENOSPC, 0,
+                                    "RUN was killed by the kernel's out-of-memory killer");
+    }
+    if (out->pids_limited)
+        return s->pids_max
+                   ? kiln_error_set(err, KILN_ENOSPC, 0, "RUN exceeded its limit of %llu processes",
+                                    (unsigned long long)s->pids_max)
+                   : kiln_error_set(err, KILN_ENOSPC, 0,
+                                    "RUN reached the process limit of the builder's cgroup");
+    if (v->have_error && !(v->got_exit && WIFEXITED(v->status) && WEXITSTATUS(v->status) != 126 &&
+                           WEXITSTATUS(v->status) != 127))
+        return kiln_error_set(err, v->first_error.code ? v->first_error.code : KILN_EINTERNAL,
+                              v->first_error.sys_errno, "sandbox: %s", v->first_error.text);
+    if (!v->got_exit)
+        return kiln_error_set(err, KILN_EINTERNAL, 0, "sandbox init ended without a status");
+    return 0;
+}
+
+/* Sets out's exit code and signal from how the step ended. */
+static void record_exit(supervise *v, bld_run_result *out)
+{
+    /* Over its memory limit the kernel may pick the sandbox's own init (or
+     * monitor) instead of the command: the step was killed all the same. */
+    if (!v->got_exit && (out->oom_killed || out->pids_limited))
+        v->killed = true;
+    if (v->got_exit) {
+        out->exit_code = WIFEXITED(v->status) ? WEXITSTATUS(v->status) : -1;
+        out->signal = WIFSIGNALED(v->status) ? WTERMSIG(v->status) : 0;
+    } else if (v->killed) {
+        out->exit_code = -1;
+        out->signal = SIGKILL;
+    }
+}
+
+/* Releases what supervising left open or allocated. */
+static void supervise_dispose(supervise *v)
+{
+    if (v->go_w >= 0)
+        close(v->go_w);
+    kiln_error_free(&v->net_err);
+    if (v->ack_w >= 0)
+        close(v->ack_w);
+    if (v->pidfd >= 0)
+        close(v->pidfd);
+    for (size_t i = 0; i < v->nstubs; i++)
+        free(v->stubs[i]);
+}
+
+/* Runs the sandbox's processes and supervises them to the end, then
+ * collects the diff (copy mode) and the outcome. */
 static int run_children(sbx_plan *p, uint64_t t0, bld_run_result *out, kiln_error **err)
 {
     const bld_run_spec *s = p->spec;
-    int rep[2] = {-1, -1}, o[2] = {-1, -1}, e[2] = {-1, -1}, ack[2] = {-1, -1};
-    int go[2] = {-1, -1};
+    channels ch;
     supervise v = {.p = p,
                    .out_r = -1,
                    .err_r = -1,
@@ -531,110 +670,25 @@ static int run_children(sbx_plan *p, uint64_t t0, bld_run_result *out, kiln_erro
                    .pidfd = -1,
                    .go_w = -1,
                    .t0 = t0};
-    int r = 0;
-    if (pipe2(rep, O_CLOEXEC) < 0 || pipe2(o, O_CLOEXEC) < 0 || pipe2(e, O_CLOEXEC) < 0 ||
-        socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ack) < 0 ||
-        (s->network == SBX_NET_PRIVATE && pipe2(go, O_CLOEXEC) < 0)) {
-        r = kiln_error_set(err, KILN_EIO, errno, "pipe");
-        goto out;
+    int r = channels_open(&ch, s, err);
+    if (r == 0)
+        r = start_monitor(p, &ch, &v, err);
+    if (r == 0) {
+        supervise_loop(p, &v, out);
+        out->setup_us = v.setup_us;
+        remove_stubs(p->overlay ? s->upper_dir : p->rootfs, &v);
+        if (!p->overlay && v.got_exit && !out->timed_out && !out->canceled)
+            r = sbx_copy_diff(s->lowers, s->n_lowers, p->rootfs, s->upper_dir, err);
+        prune_stub_parents(s, &v);
+        if (!out->timed_out && !out->canceled)
+            check_limits(p, &v, out); /* what happened after the last look */
+        int oe = outcome_error(p, &v, out, err);
+        if (oe != 0)
+            r = oe;
+        record_exit(&v, out);
     }
-    p->go_r = go[0];
-    p->report_w = rep[1];
-    p->out_w = o[1];
-    p->err_w = e[1];
-    p->ack_r = ack[0];
-    v.monitor = fork();
-    if (v.monitor < 0) {
-        r = kiln_error_set(err, KILN_EIO, errno, "fork");
-        goto out;
-    }
-    if (v.monitor == 0)
-        sbx_child_main(p);
-    close(rep[1]);
-    close(o[1]);
-    close(e[1]);
-    close(ack[0]);
-    if (go[0] >= 0)
-        close(go[0]);
-    rep[1] = o[1] = e[1] = ack[0] = go[0] = -1;
-    p->go_r = -1;
-    v.go_w = go[1];
-    go[1] = -1;
-    v.rep_r = rep[0];
-    v.out_r = o[0];
-    v.err_r = e[0];
-    v.ack_w = ack[1];
-    rep[0] = o[0] = e[0] = ack[1] = -1;
-    supervise_loop(p, &v, out);
-    out->setup_us = v.setup_us;
-    remove_stubs(p->overlay ? s->upper_dir : p->rootfs, &v);
-    if (!p->overlay && v.got_exit && !out->timed_out && !out->canceled)
-        r = sbx_copy_diff(s->lowers, s->n_lowers, p->rootfs, s->upper_dir, err);
-    prune_stub_parents(s, &v);
-    if (!out->timed_out && !out->canceled)
-        check_limits(p, &v, out); /* what happened after the last look */
-    char lim[48];
-    if (v.net_err && !out->canceled && !out->timed_out) {
-        r = v.net_err->code;
-        if (err && *err == NULL)
-            *err = kiln_error_steal(&v.net_err);
-    } else if (out->timed_out) {
-        kiln_format_duration(lim, sizeof(lim), s->timeout_ms);
-        r = kiln_error_set(err, KILN_ETIMEDOUT, 0, "RUN exceeded its time limit of %s", lim);
-    } else if (out->canceled) {
-        r = kiln_error_set(err, KILN_ECANCELED, 0, "RUN canceled");
-    } else if (out->oom_killed) {
-        kiln_format_size(lim, sizeof(lim), s->memory_bytes);
-        r = s->memory_bytes
-                ? kiln_error_set(err, KILN_ENOSPC, 0, "RUN exceeded its memory limit of %s", lim)
-                : kiln_error_set(err, KILN_ENOSPC, 0,
-                                 "RUN was killed by the kernel's out-of-memory killer");
-    } else if (out->pids_limited) {
-        r = s->pids_max
-                ? kiln_error_set(err, KILN_ENOSPC, 0, "RUN exceeded its limit of %llu processes",
-                                 (unsigned long long)s->pids_max)
-                : kiln_error_set(err, KILN_ENOSPC, 0,
-                                 "RUN reached the process limit of the builder's cgroup");
-    } else if (v.have_error && !(v.got_exit && WIFEXITED(v.status) &&
-                                 WEXITSTATUS(v.status) != 126 && WEXITSTATUS(v.status) != 127)) {
-        r = kiln_error_set(err, v.first_error.code ? v.first_error.code : KILN_EINTERNAL,
-                           v.first_error.sys_errno, "sandbox: %s", v.first_error.text);
-    } else if (!v.got_exit) {
-        r = kiln_error_set(err, KILN_EINTERNAL, 0, "sandbox init ended without a status");
-    }
-    /* Over its memory limit the kernel may pick the sandbox's own init (or
-     * monitor) instead of the command: the step was killed all the same. */
-    if (!v.got_exit && (out->oom_killed || out->pids_limited))
-        v.killed = true;
-    if (v.got_exit) {
-        out->exit_code = WIFEXITED(v.status) ? WEXITSTATUS(v.status) : -1;
-        out->signal = WIFSIGNALED(v.status) ? WTERMSIG(v.status) : 0;
-    } else if (v.killed) {
-        out->exit_code = -1;
-        out->signal = SIGKILL;
-    }
-out:
-    for (int i = 0; i < 2; i++) {
-        if (rep[i] >= 0)
-            close(rep[i]);
-        if (o[i] >= 0)
-            close(o[i]);
-        if (e[i] >= 0)
-            close(e[i]);
-        if (ack[i] >= 0)
-            close(ack[i]);
-        if (go[i] >= 0)
-            close(go[i]);
-    }
-    if (v.go_w >= 0)
-        close(v.go_w);
-    kiln_error_free(&v.net_err);
-    if (v.ack_w >= 0)
-        close(v.ack_w);
-    if (v.pidfd >= 0)
-        close(v.pidfd);
-    for (size_t i = 0; i < v.nstubs; i++)
-        free(v.stubs[i]);
+    channels_close(&ch);
+    supervise_dispose(&v);
     return r;
 }
 
