@@ -290,47 +290,34 @@ static void on_commit_done(eng_build *b, const Kiln__V1__JobCompleted *c, void *
     }
 }
 
-int eng_pusher_commit(eng_build *b, const eng_commit_desc *c, kiln_error **err)
+/* A commit request's image config and history; the arrays they point to
+ * are owned here and freed by commit_pb_dispose. */
+typedef struct commit_pb {
+    Kiln__V1__ImageConfigSpec ic;
+    Kiln__V1__HealthcheckSpec hc; /* ic.healthcheck points here when set */
+    char **env, **entry, **cmd, **ports, **vols, **onb, **shell, **hct;
+    Kiln__V1__ImageConfigSpec__LabelsEntry *le, **lp;
+    Kiln__V1__HistorySpec *hs, **hp;
+} commit_pb;
+
+static void commit_pb_dispose(commit_pb *p)
 {
-    const cJSON *cfg = c->config;
-    Kiln__V1__ImageConfigSpec ic = KILN__V1__IMAGE_CONFIG_SPEC__INIT;
-    Kiln__V1__HealthcheckSpec hc = KILN__V1__HEALTHCHECK_SPEC__INIT;
-    ic.user = (char *)json_str(cfg, "User");
-    ic.working_dir = (char *)json_str(cfg, "WorkingDir");
-    ic.stop_signal = (char *)json_str(cfg, "StopSignal");
-    _cleanup_free_ char **env = json_strs(cJSON_GetObjectItemCaseSensitive(cfg, "Env"), &ic.n_env);
-    ic.env = env;
-    const cJSON *ep = cJSON_GetObjectItemCaseSensitive(cfg, "Entrypoint");
-    _cleanup_free_ char **entry = json_strs(ep, &ic.n_entrypoint);
-    ic.entrypoint = entry;
-    ic.entrypoint_set = cJSON_IsArray(ep);
-    const cJSON *cm = cJSON_GetObjectItemCaseSensitive(cfg, "Cmd");
-    _cleanup_free_ char **cmd = json_strs(cm, &ic.n_cmd);
-    ic.cmd = cmd;
-    ic.cmd_set = cJSON_IsArray(cm);
-    _cleanup_free_ char **ports =
-        json_keys(cJSON_GetObjectItemCaseSensitive(cfg, "ExposedPorts"), &ic.n_exposed_ports);
-    ic.exposed_ports = ports;
-    _cleanup_free_ char **vols =
-        json_keys(cJSON_GetObjectItemCaseSensitive(cfg, "Volumes"), &ic.n_volumes);
-    ic.volumes = vols;
-    _cleanup_free_ char **onb =
-        json_strs(cJSON_GetObjectItemCaseSensitive(cfg, "OnBuild"), &ic.n_on_build);
-    ic.on_build = onb;
-    _cleanup_free_ char **shell =
-        json_strs(cJSON_GetObjectItemCaseSensitive(cfg, "Shell"), &ic.n_shell);
-    ic.shell = shell;
-    const cJSON *lab = cJSON_GetObjectItemCaseSensitive(cfg, "Labels");
+    char **strvs[] = {p->env, p->entry, p->cmd, p->ports, p->vols, p->onb, p->shell, p->hct};
+    for (size_t i = 0; i < sizeof(strvs) / sizeof(strvs[0]); i++)
+        free(strvs[i]);
+    free(p->le);
+    free(p->lp);
+    free(p->hs);
+    free(p->hp);
+}
+
+/* The string labels of the JSON object lab into p->ic. */
+static int labels_to_pb(commit_pb *p, const cJSON *lab, kiln_error **err)
+{
     size_t nl = cJSON_IsObject(lab) ? (size_t)cJSON_GetArraySize(lab) : 0;
-    _cleanup_free_ Kiln__V1__ImageConfigSpec__LabelsEntry *le = calloc(nl + 1, sizeof(*le));
-    _cleanup_free_ Kiln__V1__ImageConfigSpec__LabelsEntry **lp = calloc(nl + 1, sizeof(*lp));
-    const cJSON *hcj = cJSON_GetObjectItemCaseSensitive(cfg, "Healthcheck");
-    _cleanup_free_ char **hct =
-        json_strs(cJSON_GetObjectItemCaseSensitive(hcj, "Test"), &hc.n_test);
-    size_t nh = c->n_hist;
-    _cleanup_free_ Kiln__V1__HistorySpec *hs = calloc(nh + 1, sizeof(*hs));
-    _cleanup_free_ Kiln__V1__HistorySpec **hp = calloc(nh + 1, sizeof(*hp));
-    if (le == NULL || lp == NULL || hs == NULL || hp == NULL)
+    p->le = calloc(nl + 1, sizeof(*p->le));
+    p->lp = calloc(nl + 1, sizeof(*p->lp));
+    if (p->le == NULL || p->lp == NULL)
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
     const cJSON *it;
     size_t k = 0;
@@ -339,33 +326,85 @@ int eng_pusher_commit(eng_build *b, const eng_commit_desc *c, kiln_error **err)
         {
             if (!cJSON_IsString(it))
                 continue;
-            kiln__v1__image_config_spec__labels_entry__init(&le[k]);
-            le[k].key = it->string;
-            le[k].value = it->valuestring;
-            lp[k] = &le[k];
+            kiln__v1__image_config_spec__labels_entry__init(&p->le[k]);
+            p->le[k].key = it->string;
+            p->le[k].value = it->valuestring;
+            p->lp[k] = &p->le[k];
             k++;
         }
-    ic.labels = lp;
-    ic.n_labels = k;
-    if (hc.n_test > 0) {
-        hc.test = hct;
-        hc.interval_ns = json_i64(hcj, "Interval");
-        hc.timeout_ns = json_i64(hcj, "Timeout");
-        hc.start_period_ns = json_i64(hcj, "StartPeriod");
-        hc.start_interval_ns = json_i64(hcj, "StartInterval");
-        hc.retries = (int32_t)json_i64(hcj, "Retries");
-        ic.healthcheck = &hc;
+    p->ic.labels = p->lp;
+    p->ic.n_labels = k;
+    return 0;
+}
+
+/* p->ic from the image's JSON config cfg. */
+static int config_to_pb(commit_pb *p, const cJSON *cfg, kiln_error **err)
+{
+    Kiln__V1__ImageConfigSpec *ic = &p->ic;
+    ic->user = (char *)json_str(cfg, "User");
+    ic->working_dir = (char *)json_str(cfg, "WorkingDir");
+    ic->stop_signal = (char *)json_str(cfg, "StopSignal");
+    ic->env = p->env = json_strs(cJSON_GetObjectItemCaseSensitive(cfg, "Env"), &ic->n_env);
+    const cJSON *ep = cJSON_GetObjectItemCaseSensitive(cfg, "Entrypoint");
+    ic->entrypoint = p->entry = json_strs(ep, &ic->n_entrypoint);
+    ic->entrypoint_set = cJSON_IsArray(ep);
+    const cJSON *cm = cJSON_GetObjectItemCaseSensitive(cfg, "Cmd");
+    ic->cmd = p->cmd = json_strs(cm, &ic->n_cmd);
+    ic->cmd_set = cJSON_IsArray(cm);
+    ic->exposed_ports = p->ports =
+        json_keys(cJSON_GetObjectItemCaseSensitive(cfg, "ExposedPorts"), &ic->n_exposed_ports);
+    ic->volumes = p->vols =
+        json_keys(cJSON_GetObjectItemCaseSensitive(cfg, "Volumes"), &ic->n_volumes);
+    ic->on_build = p->onb =
+        json_strs(cJSON_GetObjectItemCaseSensitive(cfg, "OnBuild"), &ic->n_on_build);
+    ic->shell = p->shell = json_strs(cJSON_GetObjectItemCaseSensitive(cfg, "Shell"), &ic->n_shell);
+    int rc = labels_to_pb(p, cJSON_GetObjectItemCaseSensitive(cfg, "Labels"), err);
+    if (rc < 0)
+        return rc;
+    const cJSON *hcj = cJSON_GetObjectItemCaseSensitive(cfg, "Healthcheck");
+    p->hct = json_strs(cJSON_GetObjectItemCaseSensitive(hcj, "Test"), &p->hc.n_test);
+    if (p->hc.n_test > 0) {
+        p->hc.test = p->hct;
+        p->hc.interval_ns = json_i64(hcj, "Interval");
+        p->hc.timeout_ns = json_i64(hcj, "Timeout");
+        p->hc.start_period_ns = json_i64(hcj, "StartPeriod");
+        p->hc.start_interval_ns = json_i64(hcj, "StartInterval");
+        p->hc.retries = (int32_t)json_i64(hcj, "Retries");
+        ic->healthcheck = &p->hc;
     }
-    for (size_t i = 0; i < nh; i++) {
-        kiln__v1__history_spec__init(&hs[i]);
-        hs[i].created_by = c->hist[i].created_by;
-        hs[i].empty_layer = c->hist[i].empty_layer;
+    return 0;
+}
+
+/* p->hs / p->hp from the commit's history entries. */
+static int history_to_pb(commit_pb *p, const eng_build *b, const eng_commit_desc *c,
+                         kiln_error **err)
+{
+    p->hs = calloc(c->n_hist + 1, sizeof(*p->hs));
+    p->hp = calloc(c->n_hist + 1, sizeof(*p->hp));
+    if (p->hs == NULL || p->hp == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    for (size_t i = 0; i < c->n_hist; i++) {
+        kiln__v1__history_spec__init(&p->hs[i]);
+        p->hs[i].created_by = c->hist[i].created_by;
+        p->hs[i].empty_layer = c->hist[i].empty_layer;
         /* With SOURCE_DATE_EPOCH the image's (clamped) time is used. */
         if (b->spec->source_date_epoch < 0)
-            hs[i].created = c->hist[i].created;
-        hp[i] = &hs[i];
+            p->hs[i].created = c->hist[i].created;
+        p->hp[i] = &p->hs[i];
     }
+    return 0;
+}
 
+int eng_pusher_commit(eng_build *b, const eng_commit_desc *c, kiln_error **err)
+{
+    _cleanup_(commit_pb_dispose) commit_pb p = {.ic = KILN__V1__IMAGE_CONFIG_SPEC__INIT,
+                                                .hc = KILN__V1__HEALTHCHECK_SPEC__INIT};
+    int rc = config_to_pb(&p, c->config, err);
+    if (rc == 0)
+        rc = history_to_pb(&p, b, c, err);
+    if (rc < 0)
+        return rc;
+    size_t nh = c->n_hist;
     Kiln__V1__CommitRequest cr = KILN__V1__COMMIT_REQUEST__INIT;
     cr.base_manifest = (char *)c->base_manifest;
     cr.layers = c->layers->v;
@@ -376,8 +415,8 @@ int eng_pusher_commit(eng_build *b, const eng_commit_desc *c, kiln_error **err)
         cr.layer_ids = c->layer_ids->v;
         cr.n_layer_ids = c->layer_ids->n;
     }
-    cr.config = &ic;
-    cr.history = hp;
+    cr.config = &p.ic;
+    cr.history = p.hp;
     cr.n_history = nh;
     cr.platform = (char *)(c->platform ? c->platform : "");
     cr.tags = c->untagged ? NULL : (char **)b->spec->tags;
@@ -395,8 +434,7 @@ int eng_pusher_commit(eng_build *b, const eng_commit_desc *c, kiln_error **err)
     req.body_case = KILN__V1__REQUEST__BODY_COMMIT;
     req.commit = &cr;
     char job[KILN_JOB_ID_MAX + 1];
-    int rc = start_job(b, &req, job, err);
-    if (rc < 0)
+    if ((rc = start_job(b, &req, job, err)) < 0)
         return kiln_error_wrap(err, "commit");
     return wait_job(b, job, "commit", c->untagged ? on_stage_commit_done : on_commit_done, NULL,
                     err);

@@ -215,48 +215,64 @@ void eng_net_release(eng_build *b)
     kiln_debug("sandbox", "build network: stopped in %.2f ms", (double)(now_us() - t0) / 1000.0);
 }
 
+/* The sandbox's form of RUN mount m. */
+static void mount_to_sbx(sbx_mount *o, const eng_mount *m)
+{
+    switch (m->type) {
+    case ENG_MNT_BIND:
+        o->type = SBX_MOUNT_BIND;
+        break;
+    case ENG_MNT_CACHE:
+        o->type = SBX_MOUNT_CACHE;
+        break;
+    case ENG_MNT_TMPFS:
+        o->type = SBX_MOUNT_TMPFS;
+        break;
+    case ENG_MNT_SECRET:
+        o->type = SBX_MOUNT_SECRET;
+        break;
+    case ENG_MNT_SSH:
+        o->type = SBX_MOUNT_SSH;
+        break;
+    }
+    o->target = m->target;
+    o->source = m->source;
+    o->source_path = m->source_path;
+    o->source_layers = m->source_layers;
+    o->n_source_layers = m->n_source_layers;
+    o->writable = m->writable;
+    o->id = m->id;
+    o->sharing = m->sharing == 1   ? SBX_CACHE_PRIVATE
+                 : m->sharing == 2 ? SBX_CACHE_LOCKED
+                                   : SBX_CACHE_SHARED;
+    o->readonly = m->readonly;
+    o->uid = m->uid >= 0 ? (uid_t)m->uid : 0;
+    o->gid = m->gid >= 0 ? (gid_t)m->gid : 0;
+    o->mode = m->mode >= 0 ? (mode_t)m->mode : 0;
+    o->size = m->size;
+}
+
+/* Creates a fresh work dir for one RUN under data_dir/sandbox. */
+static int make_work_dir(char work[ENG_PATH_MAX], const char *data_dir, kiln_error **err)
+{
+    snprintf(work, ENG_PATH_MAX, "%s/sandbox/work-XXXXXX", data_dir);
+    char sbx[ENG_PATH_MAX];
+    snprintf(sbx, sizeof(sbx), "%s/sandbox", data_dir);
+    if (kiln_mkdir_p(sbx, 0700, err) < 0)
+        return kiln_error_wrap(err, "RUN");
+    if (mkdtemp(work) == NULL)
+        return kiln_error_set(err, KILN_EIO, errno, "mkdtemp %s", work);
+    return 0;
+}
+
 int eng_run(eng_build *b, const eng_run_desc *d, int *exit_code, kiln_error **err)
 {
     *exit_code = -1;
     _cleanup_free_ sbx_mount *mounts = calloc(d->n_mounts + 1, sizeof(*mounts));
     if (mounts == NULL)
         return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
-    for (size_t i = 0; i < d->n_mounts; i++) {
-        const eng_mount *m = &d->mounts[i];
-        sbx_mount *o = &mounts[i];
-        switch (m->type) {
-        case ENG_MNT_BIND:
-            o->type = SBX_MOUNT_BIND;
-            break;
-        case ENG_MNT_CACHE:
-            o->type = SBX_MOUNT_CACHE;
-            break;
-        case ENG_MNT_TMPFS:
-            o->type = SBX_MOUNT_TMPFS;
-            break;
-        case ENG_MNT_SECRET:
-            o->type = SBX_MOUNT_SECRET;
-            break;
-        case ENG_MNT_SSH:
-            o->type = SBX_MOUNT_SSH;
-            break;
-        }
-        o->target = m->target;
-        o->source = m->source;
-        o->source_path = m->source_path;
-        o->source_layers = m->source_layers;
-        o->n_source_layers = m->n_source_layers;
-        o->writable = m->writable;
-        o->id = m->id;
-        o->sharing = m->sharing == 1   ? SBX_CACHE_PRIVATE
-                     : m->sharing == 2 ? SBX_CACHE_LOCKED
-                                       : SBX_CACHE_SHARED;
-        o->readonly = m->readonly;
-        o->uid = m->uid >= 0 ? (uid_t)m->uid : 0;
-        o->gid = m->gid >= 0 ? (gid_t)m->gid : 0;
-        o->mode = m->mode >= 0 ? (mode_t)m->mode : 0;
-        o->size = m->size;
-    }
+    for (size_t i = 0; i < d->n_mounts; i++)
+        mount_to_sbx(&mounts[i], &d->mounts[i]);
     _cleanup_(eng_ssh_close) eng_ssh_socks ssh;
     int src = eng_ssh_open(&ssh, b, d->mounts, d->n_mounts, err);
     if (src < 0)
@@ -270,13 +286,8 @@ int eng_run(eng_build *b, const eng_run_desc *d, int *exit_code, kiln_error **er
     if (nrc < 0)
         return nrc;
     char work[ENG_PATH_MAX];
-    snprintf(work, sizeof(work), "%s/sandbox/work-XXXXXX", b->e->data_dir);
-    char sbx[ENG_PATH_MAX];
-    snprintf(sbx, sizeof(sbx), "%s/sandbox", b->e->data_dir);
-    if (kiln_mkdir_p(sbx, 0700, err) < 0)
-        return kiln_error_wrap(err, "RUN");
-    if (mkdtemp(work) == NULL)
-        return kiln_error_set(err, KILN_EIO, errno, "mkdtemp %s", work);
+    if ((nrc = make_work_dir(work, b->e->data_dir, err)) < 0)
+        return nrc;
     out_ctx oc = {b, d->stage, d->step};
     bld_run_spec rs = {
         .data_dir = b->e->data_dir,

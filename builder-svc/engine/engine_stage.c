@@ -795,6 +795,146 @@ static bool lazy_usable(eng_ctx *c, const eng_cached_step *cs)
     return ok;
 }
 
+/* One step's state from its key to its execution. */
+typedef struct step_run {
+    bool is_copy, link;
+    eng_copy_desc cd;   /* COPY / ADD: what is copied (points into srcs, dest) */
+    eng_copy_src *srcs; /* its sources */
+    char dest[ENG_PATH_MAX];
+    struct kiln_ignore *excl; /* its --exclude patterns, or NULL */
+    eng_step_tmp t;           /* begun before hashing when a download is part of the key */
+    char key[KILN_DIGEST_STRLEN + 1];
+} step_run;
+
+/* Allocates what step in needs before its key is computed. */
+static int step_run_init(step_run *s, const bld_instr *in, kiln_error **err)
+{
+    s->is_copy = in->kind == BLD_INSTR_COPY || in->kind == BLD_INSTR_ADD;
+    s->link = s->is_copy && in->u.copy.link;
+    s->srcs = calloc((s->is_copy ? in->u.copy.n_sources : 0) + 1, sizeof(*s->srcs));
+    if (s->srcs == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    return excludes_of(in, &s->excl, err);
+}
+
+/* Drops the step dir (unless committed) and frees what s holds. */
+static void step_run_release(step_run *s)
+{
+    eng_step_abort(&s->t);
+    kiln_ignore_free(s->excl);
+    s->excl = NULL;
+    free(s->srcs);
+    s->srcs = NULL;
+}
+
+/* Hashes what a COPY or ADD reads into h, filling s->cd on the way. */
+static int hash_copy_inputs(eng_ctx *c, size_t si, const bld_instr *in, stage_res *r, step_run *s,
+                            kiln_sha256 *h, kiln_error **err)
+{
+    /* Resolving the destination and --chown reads the image. */
+    int rc = ensure_fs(c, r, false, err);
+    if (rc == 0)
+        rc = copy_desc(c, in, r, &s->cd, s->srcs, s->dest, err);
+    s->cd.exclude = s->excl;
+    if (rc == 0 && s->link) {
+        char res[ENG_PATH_MAX + 64];
+        int n = snprintf(res, sizeof(res), "%s|%ld|%ld", s->cd.dest, s->cd.uid, s->cd.gid);
+        kiln_sha256_update(h, res, (size_t)n + 1);
+        s->cd.lowers = NULL; /* made on an empty tree: parents are created afresh */
+        s->cd.n_lowers = 0;
+    }
+    if (rc == 0 && in->u.copy.from_kind == BLD_REF_NONE && eng_copy_fetches_early(&s->cd) &&
+        (rc = eng_step_begin(&c->b, &s->t, err)) == 0)
+        s->cd.scratch = s->t.dir;
+    if (rc == 0 && in->u.copy.from_kind != BLD_REF_NONE)
+        hash_copy_from(c, &c->plan->stages[si], in, h);
+    else if (rc == 0)
+        rc = eng_copy_hash(&s->cd, h, err);
+    return rc;
+}
+
+/* The step's cache key into s->key: parent key + the expanded instruction +
+ * what it reads. */
+static int step_key(eng_ctx *c, size_t si, const bld_instr *in, stage_res *r, step_run *s,
+                    kiln_error **err)
+{
+    kiln_sha256 *h = kiln_sha256_new();
+    if (h == NULL)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    /* COPY --link: the layer does not depend on what is below it, so its key
+     * leaves the parent out (a changed base reuses it); what it resolved
+     * against the image (destination, owner) goes in instead. */
+    const char *parent = s->link ? "link" : r->key;
+    kiln_sha256_update(h, parent, strlen(parent) + 1);
+    eng_hash_instr(h, in);
+    int rc = 0;
+    if (s->is_copy)
+        rc = hash_copy_inputs(c, si, in, r, s, h, err);
+    else if (in->kind == BLD_INSTR_RUN)
+        rc = hash_run_inputs(c, in, h, err);
+    kiln_sha256_final_str(h, s->key);
+    kiln_sha256_free(h);
+    return rc;
+}
+
+/* Looks key up in the local cache, then in the --cache-from caches
+ * (unless --no-cache); *how says where it was found. */
+static int find_cached(eng_ctx *c, const char *key, eng_cached_step *cs, bool *cached, int *how,
+                       kiln_error **err)
+{
+    *cached = false;
+    *how = BLD_STEP_RAN;
+    if (c->b.spec->no_cache)
+        return 0;
+    *cached = eng_cache_lookup(&c->b, key, cs) == 1;
+    if (*cached && cs->lazy && !lazy_usable(c, cs))
+        *cached = false;
+    if (*cached) {
+        *how = BLD_STEP_CACHED;
+        return 0;
+    }
+    memset(cs, 0, sizeof(*cs));
+    int rc = eng_regcache_defer(&c->b, key, cs, err);
+    *cached = rc == 1;
+    if (*cached)
+        *how = BLD_STEP_CACHED_REGISTRY;
+    return rc < 0 ? rc : 0;
+}
+
+/* Produces a step the caches did not have: runs it in its step dir and
+ * commits the diff, or records a step that changes no files. */
+static int produce_step(eng_ctx *c, size_t si, size_t step, const bld_instr *in, stage_res *r,
+                        step_run *s, eng_cached_step *cs, kiln_error **err)
+{
+    if (!fs_step(in->kind))
+        return eng_cache_record_empty(&c->b, s->key, cs, err);
+    int rc = ensure_fs(c, r, false, err);
+    if (rc == 0 && (s->t.dir[0] || (rc = eng_step_begin(&c->b, &s->t, err)) == 0)) {
+        rc = exec_step(c, si, step, in, r, &s->cd, &s->t, err);
+        if (rc == 0)
+            rc = eng_step_commit(&c->b, &s->t, s->key, cs, err);
+    }
+    return rc;
+}
+
+/* Chains the step's key into the stage's and records its layer, history
+ * entry and cache record. */
+static int record_step(stage_res *r, const bld_instr *in, const char *shown, const step_run *s,
+                       const eng_cached_step *cs, kiln_error **err)
+{
+    if (s->link) /* the chain goes on from both */
+        set_key(r->key, "linked", r->key, s->key);
+    else
+        memcpy(r->key, s->key, sizeof(r->key));
+    if (cs->layer && push_layer(r, s->key, cs) < 0)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    if (in->kind != BLD_INSTR_ARG && add_hist(r, shown, !cs->layer, cs->created) < 0)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    if (add_rec(r, s->key, cs->created, cs->layer ? (long)r->layers.n - 1 : -1) < 0)
+        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    return 0;
+}
+
 static int run_step(eng_ctx *c, size_t si, size_t step, const bld_instr *in, stage_res *r,
                     kiln_error **err)
 {
@@ -808,100 +948,27 @@ static int run_step(eng_ctx *c, size_t si, size_t step, const bld_instr *in, sta
         ev->step_started(ev->ud, si, step, shown, in->line);
     if (eng_canceled(&c->b))
         return kiln_error_set(err, KILN_ECANCELED, 0, "build canceled");
-    bool is_copy = in->kind == BLD_INSTR_COPY || in->kind == BLD_INSTR_ADD;
-    eng_step_tmp t = {0}; /* begun before hashing when a download is part of the key */
-
-    /* Key: parent key + the expanded instruction + what it reads. */
-    eng_copy_desc cd;
-    _cleanup_free_ eng_copy_src *srcs =
-        calloc((is_copy ? in->u.copy.n_sources : 0) + 1, sizeof(*srcs));
-    if (srcs == NULL)
-        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
-    struct kiln_ignore *excl = NULL;
-    int rc = excludes_of(in, &excl, err);
-    if (rc < 0)
-        return rc;
-    char dest[ENG_PATH_MAX];
-    kiln_sha256 *h = kiln_sha256_new();
-    if (h == NULL) {
-        kiln_ignore_free(excl);
-        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
-    }
-    /* COPY --link: the layer does not depend on what is below it, so its key
-     * leaves the parent out (a changed base reuses it); what it resolved
-     * against the image (destination, owner) goes in instead. */
-    bool link = is_copy && in->u.copy.link;
-    kiln_sha256_update(h, link ? "link" : r->key, strlen(link ? "link" : r->key) + 1);
-    eng_hash_instr(h, in);
-    if (is_copy) {
-        /* Resolving the destination and --chown reads the image. */
-        rc = ensure_fs(c, r, false, err);
-        if (rc == 0)
-            rc = copy_desc(c, in, r, &cd, srcs, dest, err);
-        cd.exclude = excl;
-        if (rc == 0 && link) {
-            char res[ENG_PATH_MAX + 64];
-            int n = snprintf(res, sizeof(res), "%s|%ld|%ld", cd.dest, cd.uid, cd.gid);
-            kiln_sha256_update(h, res, (size_t)n + 1);
-            cd.lowers = NULL; /* made on an empty tree: parents are created afresh */
-            cd.n_lowers = 0;
-        }
-        if (rc == 0 && in->u.copy.from_kind == BLD_REF_NONE && eng_copy_fetches_early(&cd) &&
-            (rc = eng_step_begin(&c->b, &t, err)) == 0)
-            cd.scratch = t.dir;
-        if (rc == 0 && in->u.copy.from_kind != BLD_REF_NONE)
-            hash_copy_from(c, &c->plan->stages[si], in, h);
-        else if (rc == 0)
-            rc = eng_copy_hash(&cd, h, err);
-    } else if (in->kind == BLD_INSTR_RUN) {
-        rc = hash_run_inputs(c, in, h, err);
-    }
-    char key[KILN_DIGEST_STRLEN + 1];
-    kiln_sha256_final_str(h, key);
-    kiln_sha256_free(h);
-
+    step_run s = {0};
     eng_cached_step cs = {0};
-    bool cached = rc == 0 && !c->b.spec->no_cache && eng_cache_lookup(&c->b, key, &cs) == 1;
-    if (cached && cs.lazy && !lazy_usable(c, &cs))
-        cached = false;
-    int how = cached ? BLD_STEP_CACHED : BLD_STEP_RAN;
-    if (rc == 0 && !cached && !c->b.spec->no_cache) { /* --cache-from */
-        memset(&cs, 0, sizeof(cs));
-        rc = eng_regcache_defer(&c->b, key, &cs, err);
-        cached = rc == 1;
-        how = cached ? BLD_STEP_CACHED_REGISTRY : how;
-        rc = rc < 0 ? rc : 0;
-    }
-    if (rc == 0 && !cached && fs_step(in->kind))
-        rc = ensure_fs(c, r, false, err);
-    if (rc == 0 && !cached && fs_step(in->kind)) {
-        if (t.dir[0] || (rc = eng_step_begin(&c->b, &t, err)) == 0) {
-            rc = exec_step(c, si, step, in, r, &cd, &t, err);
-            if (rc == 0)
-                rc = eng_step_commit(&c->b, &t, key, &cs, err);
-        }
-    } else if (rc == 0 && !cached) {
-        rc = eng_cache_record_empty(&c->b, key, &cs, err);
-    }
-    eng_step_abort(&t);
-    kiln_ignore_free(excl);
+    bool cached = false;
+    int how = BLD_STEP_RAN;
+    int rc = step_run_init(&s, in, err);
+    if (rc == 0)
+        rc = step_key(c, si, in, r, &s, err);
+    if (rc == 0)
+        rc = find_cached(c, s.key, &cs, &cached, &how, err);
+    if (rc == 0 && !cached)
+        rc = produce_step(c, si, step, in, r, &s, &cs, err);
+    step_run_release(&s);
     if (rc < 0)
         return rc;
-    if (in->kind != BLD_INSTR_RUN && !is_copy && (rc = eng_apply_meta(r, in, err)) < 0)
+    if (in->kind != BLD_INSTR_RUN && !s.is_copy && (rc = eng_apply_meta(r, in, err)) < 0)
         return rc;
-    if (link) /* the chain goes on from both */
-        set_key(r->key, "linked", r->key, key);
-    else
-        memcpy(r->key, key, sizeof(r->key));
-    if (cs.layer && push_layer(r, key, &cs) < 0)
-        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
-    if (in->kind != BLD_INSTR_ARG && add_hist(r, shown, !cs.layer, cs.created) < 0)
-        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
-    if (add_rec(r, key, cs.created, cs.layer ? (long)r->layers.n - 1 : -1) < 0)
-        return kiln_error_set(err, KILN_ENOSPC, 0, "out of memory");
+    if ((rc = record_step(r, in, shown, &s, &cs, err)) < 0)
+        return rc;
     eng_count_step(&c->b, cached);
     if (ev && ev->step_done)
-        ev->step_done(ev->ud, si, step, how, key, cs.layer ? cs.size : 0, kiln_now_ms() - t0);
+        ev->step_done(ev->ud, si, step, how, s.key, cs.layer ? cs.size : 0, kiln_now_ms() - t0);
     return 0;
 }
 
