@@ -297,21 +297,91 @@ static void measure(const char *dir, uint64_t *bytes, size_t *entries)
 
 static bool prune_one(const char *data_dir, const char *hex);
 
-int eng_step_commit(eng_build *b, eng_step_tmp *t, const char *key, eng_cached_step *out,
-                    kiln_error **err)
+/* Removes the step's scratch files (scripts, extracted archives): all of
+ * dir but diff/. */
+static void drop_scratch(const char *dir)
 {
-    memset(out, 0, sizeof(*out));
-    /* Scratch files of the step (scripts, extracted archives) stay behind. */
-    _cleanup_closedir_ DIR *d = opendir(t->dir);
+    _cleanup_closedir_ DIR *d = opendir(dir);
     struct dirent *de;
     while (d && (de = readdir(d)) != NULL) {
         if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
             strcmp(de->d_name, "diff") == 0)
             continue;
         char p[2 * ENG_PATH_MAX];
-        snprintf(p, sizeof(p), "%s/%s", t->dir, de->d_name);
+        snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
         eng_rmrf(p);
     }
+}
+
+/* alt = a key of its own derived from key and a nonce, which no lookup
+ * finds; false (errno set) when none could be made. */
+static bool unique_key(char alt[KILN_DIGEST_STRLEN + 1], const char *key)
+{
+    unsigned char nonce[16];
+    kiln_sha256 *h = kiln_sha256_new();
+    if (h == NULL || getentropy(nonce, sizeof(nonce)) < 0) {
+        kiln_sha256_free(h);
+        return false;
+    }
+    kiln_sha256_update(h, key, strlen(key) + 1);
+    kiln_sha256_update(h, nonce, sizeof(nonce));
+    kiln_sha256_final_str(h, alt);
+    kiln_sha256_free(h);
+    return true;
+}
+
+/* Renames the step dir t to sp, its place under *key.  *ours is false when
+ * another build produced the same step meanwhile (t is dropped, theirs is
+ * used); with --no-cache, ours goes in beside it under *key = alt.  t is
+ * aborted on failure. */
+static int place_step(eng_build *b, eng_step_tmp *t, const char **key,
+                      char alt[KILN_DIGEST_STRLEN + 1], char *sp, size_t sp_size, bool *ours,
+                      kiln_error **err)
+{
+    int r = rename(t->dir, sp);
+    int e = r < 0 ? errno : 0;
+    if (e == EEXIST || e == ENOTEMPTY) {
+        /* A dir without index entry is a leftover (a prune or crash cut
+         * short), unless a live build holds it: replace it. */
+        char ip[ENG_PATH_MAX];
+        index_path(ip, sizeof(ip), b, *key);
+        if (access(ip, F_OK) < 0 && prune_one(b->e->data_dir, hex_of(*key))) {
+            r = rename(t->dir, sp);
+            e = r < 0 ? errno : 0;
+        }
+    }
+    if (r < 0 && (e == EEXIST || e == ENOTEMPTY) && b->spec->no_cache) {
+        /* --no-cache wants this run's output, not the stored one (a RUN may
+         * differ from run to run).  The stored one may be in use by other
+         * builds, which rely on it not changing: ours goes in beside it,
+         * under a key of its own that no lookup finds. */
+        if (!unique_key(alt, *key)) {
+            eng_step_abort(t);
+            return kiln_error_set(err, KILN_EIO, errno, "step key");
+        }
+        *key = alt;
+        step_path(sp, sp_size, b, *key);
+        r = rename(t->dir, sp);
+        e = r < 0 ? errno : 0;
+    }
+    if (r < 0) {
+        if (e != EEXIST && e != ENOTEMPTY) {
+            eng_step_abort(t);
+            return kiln_error_set(err, KILN_EIO, e, "rename %s", sp);
+        }
+        /* Another build produced the same step meanwhile: use theirs. */
+        eng_step_abort(t);
+        *ours = false;
+    }
+    return 0;
+}
+
+int eng_step_commit(eng_build *b, eng_step_tmp *t, const char *key, eng_cached_step *out,
+                    kiln_error **err)
+{
+    memset(out, 0, sizeof(*out));
+    /* Scratch files of the step (scripts, extracted archives) stay behind. */
+    drop_scratch(t->dir);
     uint64_t bytes = 0;
     size_t entries = 0;
     measure(t->diff, &bytes, &entries);
@@ -334,49 +404,9 @@ int eng_step_commit(eng_build *b, eng_step_tmp *t, const char *key, eng_cached_s
         return kiln_error_set(err, KILN_EIO, e, "lock %s", sp);
     }
     bool ours = true;
-    r = rename(t->dir, sp);
-    int e = r < 0 ? errno : 0;
-    if (e == EEXIST || e == ENOTEMPTY) {
-        /* A dir without index entry is a leftover (a prune or crash cut
-         * short), unless a live build holds it: replace it. */
-        char ip[ENG_PATH_MAX];
-        index_path(ip, sizeof(ip), b, key);
-        if (access(ip, F_OK) < 0 && prune_one(b->e->data_dir, hex_of(key))) {
-            r = rename(t->dir, sp);
-            e = r < 0 ? errno : 0;
-        }
-    }
     char alt[KILN_DIGEST_STRLEN + 1];
-    if (r < 0 && (e == EEXIST || e == ENOTEMPTY) && b->spec->no_cache) {
-        /* --no-cache wants this run's output, not the stored one (a RUN may
-         * differ from run to run).  The stored one may be in use by other
-         * builds, which rely on it not changing: ours goes in beside it,
-         * under a key of its own that no lookup finds. */
-        unsigned char nonce[16];
-        kiln_sha256 *h = kiln_sha256_new();
-        if (h == NULL || getentropy(nonce, sizeof(nonce)) < 0) {
-            kiln_sha256_free(h);
-            eng_step_abort(t);
-            return kiln_error_set(err, KILN_EIO, errno, "step key");
-        }
-        kiln_sha256_update(h, key, strlen(key) + 1);
-        kiln_sha256_update(h, nonce, sizeof(nonce));
-        kiln_sha256_final_str(h, alt);
-        kiln_sha256_free(h);
-        key = alt;
-        step_path(sp, sizeof(sp), b, key);
-        r = rename(t->dir, sp);
-        e = r < 0 ? errno : 0;
-    }
-    if (r < 0) {
-        if (e != EEXIST && e != ENOTEMPTY) {
-            eng_step_abort(t);
-            return kiln_error_set(err, KILN_EIO, e, "rename %s", sp);
-        }
-        /* Another build produced the same step meanwhile: use theirs. */
-        eng_step_abort(t);
-        ours = false;
-    }
+    if ((r = place_step(b, t, &key, alt, sp, sizeof(sp), &ours, err)) < 0)
+        return r;
     t->dir[0] = '\0';
     out->layer = true;
     out->size = bytes;

@@ -109,24 +109,89 @@ static void env_set(cJSON *cfg, const char *key, const char *value)
     cJSON_AddItemToArray(env, cJSON_CreateString(kv));
 }
 
+/* LABEL: each pair replaces a label of that name. */
+static void add_labels(cJSON *cfg, const bld_instr *in)
+{
+    cJSON *l = obj(cfg, "Labels");
+    for (size_t i = 0; i < in->u.kv.n; i++) {
+        cJSON_DeleteItemFromObjectCaseSensitive(l, in->u.kv.pairs[i].key);
+        cJSON_AddStringToObject(l, in->u.kv.pairs[i].key,
+                                in->u.kv.pairs[i].value ? in->u.kv.pairs[i].value : "");
+    }
+}
+
+/* EXPOSE: every port of every range, "tcp" unless given. */
+static int add_ports(cJSON *cfg, const bld_instr *in, kiln_error **err)
+{
+    cJSON *p = obj(cfg, "ExposedPorts");
+    char buf[64];
+    for (size_t i = 0; i < in->u.expose.n; i++) {
+        const bld_port *pt = &in->u.expose.v[i];
+        if (pt->end - pt->start > 65535)
+            return kiln_error_set(err, KILN_EINVAL, 0, "EXPOSE: bad port range");
+        for (unsigned port = pt->start; port <= pt->end; port++) {
+            snprintf(buf, sizeof(buf), "%u/%s", port, pt->proto ? pt->proto : "tcp");
+            if (!cJSON_HasObjectItem(p, buf))
+                cJSON_AddObjectToObject(p, buf);
+        }
+    }
+    return 0;
+}
+
+/* VOLUME: each path once. */
+static void add_volumes(cJSON *cfg, const bld_instr *in)
+{
+    cJSON *v = obj(cfg, "Volumes");
+    for (size_t i = 0; i < in->u.list.n; i++)
+        if (!cJSON_HasObjectItem(v, in->u.list.v[i]))
+            cJSON_AddObjectToObject(v, in->u.list.v[i]);
+}
+
+/* ONBUILD: the trigger appended to the list. */
+static void add_onbuild(cJSON *cfg, const bld_instr *in)
+{
+    cJSON *a = cJSON_GetObjectItemCaseSensitive(cfg, "OnBuild");
+    if (!cJSON_IsArray(a)) {
+        cJSON_DeleteItemFromObjectCaseSensitive(cfg, "OnBuild");
+        a = cJSON_AddArrayToObject(cfg, "OnBuild");
+    }
+    cJSON_AddItemToArray(a, cJSON_CreateString(in->u.onbuild.trigger));
+}
+
+/* HEALTHCHECK: replaces the previous one; NONE disables an inherited one. */
+static void set_healthcheck(cJSON *cfg, const bld_health *hc)
+{
+    cJSON_DeleteItemFromObjectCaseSensitive(cfg, "Healthcheck");
+    cJSON *h = cJSON_AddObjectToObject(cfg, "Healthcheck");
+    if (hc->none) {
+        const char *none[] = {"NONE"};
+        set_strv(h, "Test", none, 1);
+        return;
+    }
+    set_strv(h, "Test", hc->test.v, hc->test.n);
+    if (hc->interval_ns)
+        cJSON_AddNumberToObject(h, "Interval", (double)hc->interval_ns);
+    if (hc->timeout_ns)
+        cJSON_AddNumberToObject(h, "Timeout", (double)hc->timeout_ns);
+    if (hc->start_period_ns)
+        cJSON_AddNumberToObject(h, "StartPeriod", (double)hc->start_period_ns);
+    if (hc->start_interval_ns)
+        cJSON_AddNumberToObject(h, "StartInterval", (double)hc->start_interval_ns);
+    if (hc->retries)
+        cJSON_AddNumberToObject(h, "Retries", (double)hc->retries);
+}
+
 int eng_apply_meta(stage_res *r, const bld_instr *in, kiln_error **err)
 {
     cJSON *cfg = r->config;
-    char buf[64];
     switch (in->kind) {
     case BLD_INSTR_ENV:
         for (size_t i = 0; i < in->u.kv.n; i++)
             env_set(cfg, in->u.kv.pairs[i].key, in->u.kv.pairs[i].value);
         break;
-    case BLD_INSTR_LABEL: {
-        cJSON *l = obj(cfg, "Labels");
-        for (size_t i = 0; i < in->u.kv.n; i++) {
-            cJSON_DeleteItemFromObjectCaseSensitive(l, in->u.kv.pairs[i].key);
-            cJSON_AddStringToObject(l, in->u.kv.pairs[i].key,
-                                    in->u.kv.pairs[i].value ? in->u.kv.pairs[i].value : "");
-        }
+    case BLD_INSTR_LABEL:
+        add_labels(cfg, in);
         break;
-    }
     case BLD_INSTR_WORKDIR:
         set_str(cfg, "WorkingDir", in->u.str);
         break;
@@ -140,27 +205,11 @@ int eng_apply_meta(stage_res *r, const bld_instr *in, kiln_error **err)
         free(r->author);
         r->author = strdup(in->u.str);
         break;
-    case BLD_INSTR_EXPOSE: {
-        cJSON *p = obj(cfg, "ExposedPorts");
-        for (size_t i = 0; i < in->u.expose.n; i++) {
-            const bld_port *pt = &in->u.expose.v[i];
-            if (pt->end - pt->start > 65535)
-                return kiln_error_set(err, KILN_EINVAL, 0, "EXPOSE: bad port range");
-            for (unsigned port = pt->start; port <= pt->end; port++) {
-                snprintf(buf, sizeof(buf), "%u/%s", port, pt->proto ? pt->proto : "tcp");
-                if (!cJSON_HasObjectItem(p, buf))
-                    cJSON_AddObjectToObject(p, buf);
-            }
-        }
+    case BLD_INSTR_EXPOSE:
+        return add_ports(cfg, in, err);
+    case BLD_INSTR_VOLUME:
+        add_volumes(cfg, in);
         break;
-    }
-    case BLD_INSTR_VOLUME: {
-        cJSON *v = obj(cfg, "Volumes");
-        for (size_t i = 0; i < in->u.list.n; i++)
-            if (!cJSON_HasObjectItem(v, in->u.list.v[i]))
-                cJSON_AddObjectToObject(v, in->u.list.v[i]);
-        break;
-    }
     case BLD_INSTR_ENTRYPOINT:
         set_strv(cfg, "Entrypoint", in->u.cmd.argv.v, in->u.cmd.argv.n);
         /* An inherited CMD does not survive a new ENTRYPOINT (Docker). */
@@ -174,37 +223,12 @@ int eng_apply_meta(stage_res *r, const bld_instr *in, kiln_error **err)
     case BLD_INSTR_SHELL:
         set_strv(cfg, "Shell", in->u.list.v, in->u.list.n);
         break;
-    case BLD_INSTR_ONBUILD: {
-        cJSON *a = cJSON_GetObjectItemCaseSensitive(cfg, "OnBuild");
-        if (!cJSON_IsArray(a)) {
-            cJSON_DeleteItemFromObjectCaseSensitive(cfg, "OnBuild");
-            a = cJSON_AddArrayToObject(cfg, "OnBuild");
-        }
-        cJSON_AddItemToArray(a, cJSON_CreateString(in->u.onbuild.trigger));
+    case BLD_INSTR_ONBUILD:
+        add_onbuild(cfg, in);
         break;
-    }
-    case BLD_INSTR_HEALTHCHECK: {
-        cJSON_DeleteItemFromObjectCaseSensitive(cfg, "Healthcheck");
-        cJSON *h = cJSON_AddObjectToObject(cfg, "Healthcheck");
-        const bld_health *hc = &in->u.health;
-        if (hc->none) {
-            const char *none[] = {"NONE"};
-            set_strv(h, "Test", none, 1);
-            break;
-        }
-        set_strv(h, "Test", hc->test.v, hc->test.n);
-        if (hc->interval_ns)
-            cJSON_AddNumberToObject(h, "Interval", (double)hc->interval_ns);
-        if (hc->timeout_ns)
-            cJSON_AddNumberToObject(h, "Timeout", (double)hc->timeout_ns);
-        if (hc->start_period_ns)
-            cJSON_AddNumberToObject(h, "StartPeriod", (double)hc->start_period_ns);
-        if (hc->start_interval_ns)
-            cJSON_AddNumberToObject(h, "StartInterval", (double)hc->start_interval_ns);
-        if (hc->retries)
-            cJSON_AddNumberToObject(h, "Retries", (double)hc->retries);
+    case BLD_INSTR_HEALTHCHECK:
+        set_healthcheck(cfg, &in->u.health);
         break;
-    }
     default:
         break;
     }
