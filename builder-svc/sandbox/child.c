@@ -241,11 +241,9 @@ static _Noreturn void init_main(sbx_plan *p, int life_r)
     }
 }
 
-_Noreturn void sbx_child_main(sbx_plan *p)
+/* Closes every inherited descriptor but the ones the sandbox uses. */
+static void close_inherited(const sbx_plan *p)
 {
-    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != p->parent)
-        _exit(1);
-    reset_signals();
     int keep[8 + 2 * 64];
     size_t nk = 0;
     keep[nk++] = p->report_w;
@@ -262,7 +260,12 @@ _Noreturn void sbx_child_main(sbx_plan *p)
         if (p->mounts[i].srcfd >= 0)
             keep[nk++] = p->mounts[i].srcfd;
     sbx_close_others(keep, nk);
+}
 
+/* Joins the step's cgroups, the user namespace (rootless) and the build's
+ * private network; dies on failure. */
+static void join_namespaces(sbx_plan *p)
+{
     /* Join the step's cgroups before anything else is created, so every
      * process of the step is counted and killed with it. */
     for (size_t i = 0; i < p->cg.n; i++) {
@@ -296,6 +299,35 @@ _Noreturn void sbx_child_main(sbx_plan *p)
         close(p->net_fd);
         close(p->net_userfd);
     }
+}
+
+/* Reports init's pid, waits for the builder's ack, then exits with init's
+ * status. */
+static _Noreturn void wait_init(sbx_plan *p, pid_t init)
+{
+    sbx_report(p, SBX_MSG_PID, 0, 0, init, "init");
+    /* Wait for the builder to hold a pidfd of init before init can be
+     * reaped: a later kill must not hit a recycled pid. */
+    char ack;
+    while (read(p->ack_r, &ack, 1) < 0 && errno == EINTR)
+        ;
+    for (;;) {
+        int st;
+        pid_t w = waitpid(init, &st, 0);
+        if (w == init)
+            _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+        if (w < 0 && errno != EINTR)
+            _exit(1);
+    }
+}
+
+_Noreturn void sbx_child_main(sbx_plan *p)
+{
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != p->parent)
+        _exit(1);
+    reset_signals();
+    close_inherited(p);
+    join_namespaces(p);
     int flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS;
     if (p->spec->network == SBX_NET_NONE)
         flags |= CLONE_NEWNET;
@@ -316,18 +348,5 @@ _Noreturn void sbx_child_main(sbx_plan *p)
     close(p->err_w);
     if (p->go_r >= 0)
         close(p->go_r);
-    sbx_report(p, SBX_MSG_PID, 0, 0, init, "init");
-    /* Wait for the builder to hold a pidfd of init before init can be
-     * reaped: a later kill must not hit a recycled pid. */
-    char ack;
-    while (read(p->ack_r, &ack, 1) < 0 && errno == EINTR)
-        ;
-    for (;;) {
-        int st;
-        pid_t w = waitpid(init, &st, 0);
-        if (w == init)
-            _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
-        if (w < 0 && errno != EINTR)
-            _exit(1);
-    }
+    wait_init(p, init);
 }

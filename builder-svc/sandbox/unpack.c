@@ -481,6 +481,80 @@ static int do_whiteout(unpack_ctx *c, const char *rel, const char *base, kiln_er
     return 0;
 }
 
+/* The layer's root directory entry: only its metadata. */
+static int do_root(unpack_ctx *c, struct archive_entry *e, mode_t type, struct timespec mtime,
+                   kiln_error **err)
+{
+    if (type != AE_IFDIR)
+        return kiln_error_set(err, KILN_EINVAL, 0, "layer root entry is not a directory");
+    if (c->priv && fchown(c->rootfd, (uid_t)archive_entry_uid(e), (gid_t)archive_entry_gid(e)) < 0)
+        return kiln_error_set(err, KILN_EIO, errno, "chown layer root");
+    return defer_dir(c, "", archive_entry_perm(e) & 07777, mtime, err);
+}
+
+/* A directory entry: made unless one is there (opaque when it replaces a
+ * whiteout), owner and xattrs set now, mode and times deferred. */
+static int make_dir(unpack_ctx *c, int parent, const char *leaf, const char *rel,
+                    struct archive_entry *e, bool is_dir, bool was_whiteout, struct timespec mtime,
+                    kiln_error **err)
+{
+    if (!is_dir && mkdirat(parent, leaf, 0700) < 0)
+        return kiln_error_set(err, KILN_EIO, errno, "mkdir %s", rel);
+    _cleanup_close_ int dfd = openat(parent, leaf, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dfd < 0)
+        return kiln_error_set(err, KILN_EIO, errno, "open %s", rel);
+    if (c->priv && fchown(dfd, (uid_t)archive_entry_uid(e), (gid_t)archive_entry_gid(e)) < 0)
+        return kiln_error_set(err, KILN_EIO, errno, "chown %s", rel);
+    if (was_whiteout && fsetxattr(dfd, c->opaque_xattr, "y", 1, 0) < 0)
+        return kiln_error_set(err, KILN_EIO, errno, "mark %s opaque", rel);
+    int r = set_xattrs_path(c, dfd, NULL, e, err);
+    if (r < 0)
+        return kiln_error_wrap(err, "%s", rel);
+    /* Mode and times last: creating children changes a directory's mtime,
+     * and a read-only mode would stop a rootless unpack. */
+    return defer_dir(c, rel, archive_entry_perm(e) & 07777, mtime, err);
+}
+
+/* A regular file entry with its data. */
+static int make_file(unpack_ctx *c, struct archive *a, int parent, const char *leaf,
+                     const char *rel, struct archive_entry *e, kiln_error **err)
+{
+    _cleanup_close_ int fd =
+        openat(parent, leaf, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return kiln_error_set(err, KILN_EIO, errno, "create %s", rel);
+    int r = write_data(c, a, fd, e, rel, err);
+    if (r < 0)
+        return r;
+    return finish_node(c, parent, leaf, fd, e, rel, err);
+}
+
+/* A symlink entry. */
+static int make_symlink(const unpack_ctx *c, int parent, const char *leaf, const char *rel,
+                        struct archive_entry *e, kiln_error **err)
+{
+    const char *target = archive_entry_symlink(e);
+    if (target == NULL)
+        return kiln_error_set(err, KILN_EINVAL, 0, "symlink %s without target", rel);
+    if (symlinkat(target, parent, leaf) < 0)
+        return kiln_error_set(err, KILN_EIO, errno, "symlink %s", rel);
+    return finish_node(c, parent, leaf, -1, e, rel, err);
+}
+
+/* A device node (skipped unprivileged) or a FIFO entry. */
+static int make_node(const unpack_ctx *c, int parent, const char *leaf, const char *rel,
+                     struct archive_entry *e, mode_t type, kiln_error **err)
+{
+    if (type != AE_IFIFO && !c->priv) {
+        kiln_debug("sandbox", "skipping device node %s (unprivileged)", rel);
+        return 0;
+    }
+    dev_t dev = makedev(archive_entry_rdevmajor(e), archive_entry_rdevminor(e));
+    if (mknodat(parent, leaf, type | 0600, dev) < 0)
+        return kiln_error_set(err, KILN_EIO, errno, "mknod %s", rel);
+    return finish_node(c, parent, leaf, -1, e, rel, err);
+}
+
 static int do_entry(unpack_ctx *c, struct archive *a, struct archive_entry *e, kiln_error **err)
 {
     const char *raw = archive_entry_pathname(e);
@@ -493,15 +567,8 @@ static int do_entry(unpack_ctx *c, struct archive *a, struct archive_entry *e, k
     mode_t type = archive_entry_filetype(e);
     struct timespec ts[2];
     entry_times(e, ts);
-    if (*rel == '\0') {
-        /* The layer's root directory: only its metadata. */
-        if (type != AE_IFDIR)
-            return kiln_error_set(err, KILN_EINVAL, 0, "layer root entry is not a directory");
-        if (c->priv &&
-            fchown(c->rootfd, (uid_t)archive_entry_uid(e), (gid_t)archive_entry_gid(e)) < 0)
-            return kiln_error_set(err, KILN_EIO, errno, "chown layer root");
-        return defer_dir(c, "", archive_entry_perm(e) & 07777, ts[1], err);
-    }
+    if (*rel == '\0')
+        return do_root(c, e, type, ts[1], err);
     const char *slash = strrchr(rel, '/');
     const char *base = slash ? slash + 1 : rel;
     if (strncmp(base, KILN_WH_PREFIX, strlen(KILN_WH_PREFIX)) == 0)
@@ -524,54 +591,17 @@ static int do_entry(unpack_ctx *c, struct archive *a, struct archive_entry *e, k
         return do_hardlink(c, parent, leaf, rel, hl, err);
 
     switch (type) {
-    case AE_IFDIR: {
-        if (!(exists && S_ISDIR(old.st_mode)) && mkdirat(parent, leaf, 0700) < 0)
-            return kiln_error_set(err, KILN_EIO, errno, "mkdir %s", rel);
-        _cleanup_close_ int dfd =
-            openat(parent, leaf, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (dfd < 0)
-            return kiln_error_set(err, KILN_EIO, errno, "open %s", rel);
-        if (c->priv && fchown(dfd, (uid_t)archive_entry_uid(e), (gid_t)archive_entry_gid(e)) < 0)
-            return kiln_error_set(err, KILN_EIO, errno, "chown %s", rel);
-        if (was_whiteout && fsetxattr(dfd, c->opaque_xattr, "y", 1, 0) < 0)
-            return kiln_error_set(err, KILN_EIO, errno, "mark %s opaque", rel);
-        r = set_xattrs_path(c, dfd, NULL, e, err);
-        if (r < 0)
-            return kiln_error_wrap(err, "%s", rel);
-        /* Mode and times last: creating children changes a directory's mtime,
-         * and a read-only mode would stop a rootless unpack. */
-        return defer_dir(c, rel, archive_entry_perm(e) & 07777, ts[1], err);
-    }
-    case AE_IFREG: {
-        _cleanup_close_ int fd =
-            openat(parent, leaf, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-        if (fd < 0)
-            return kiln_error_set(err, KILN_EIO, errno, "create %s", rel);
-        r = write_data(c, a, fd, e, rel, err);
-        if (r < 0)
-            return r;
-        return finish_node(c, parent, leaf, fd, e, rel, err);
-    }
-    case AE_IFLNK: {
-        const char *target = archive_entry_symlink(e);
-        if (target == NULL)
-            return kiln_error_set(err, KILN_EINVAL, 0, "symlink %s without target", rel);
-        if (symlinkat(target, parent, leaf) < 0)
-            return kiln_error_set(err, KILN_EIO, errno, "symlink %s", rel);
-        return finish_node(c, parent, leaf, -1, e, rel, err);
-    }
+    case AE_IFDIR:
+        return make_dir(c, parent, leaf, rel, e, exists && S_ISDIR(old.st_mode), was_whiteout,
+                        ts[1], err);
+    case AE_IFREG:
+        return make_file(c, a, parent, leaf, rel, e, err);
+    case AE_IFLNK:
+        return make_symlink(c, parent, leaf, rel, e, err);
     case AE_IFCHR:
     case AE_IFBLK:
-    case AE_IFIFO: {
-        if (type != AE_IFIFO && !c->priv) {
-            kiln_debug("sandbox", "skipping device node %s (unprivileged)", rel);
-            return 0;
-        }
-        dev_t dev = makedev(archive_entry_rdevmajor(e), archive_entry_rdevminor(e));
-        if (mknodat(parent, leaf, type | 0600, dev) < 0)
-            return kiln_error_set(err, KILN_EIO, errno, "mknod %s", rel);
-        return finish_node(c, parent, leaf, -1, e, rel, err);
-    }
+    case AE_IFIFO:
+        return make_node(c, parent, leaf, rel, e, type, err);
     default:
         kiln_debug("sandbox", "skipping %s of type 0%o", rel, (unsigned)type);
         return 0;
