@@ -673,8 +673,8 @@ static void copy_run_dispose(copy_run *r)
     src_dispose(&r->c);
 }
 
-/* Records, for the matches from index before on of the source pattern
- * path, how much of their path --parents drops. */
+/* Records how much of their path --parents drops for the matches of
+ * pattern path (those from index before on). */
 static int record_cuts(copy_run *r, const char *path, size_t before, kiln_error **err)
 {
     size_t *nc = realloc(r->cut, (r->matches.n + 1) * sizeof(*r->cut));
