@@ -157,7 +157,8 @@ int eng_regcache_import(eng_build *b, kiln_error **err)
             eng_note(b, "cache %s: %zu record(s)", ref, rc->n - before);
         kiln_error_free(&e);
     }
-    qsort(rc->recs, rc->n, sizeof(*rc->recs), rec_cmp);
+    if (rc->n > 1) /* recs is NULL while there are none */
+        qsort(rc->recs, rc->n, sizeof(*rc->recs), rec_cmp);
     return 0;
 }
 
