@@ -1,6 +1,7 @@
 /* Content-addressed chunk directory and verified stream reader
  * (chunkstore.h). */
 #include "chunkstore.h"
+#include "units.h"
 #include "chunker.h"
 #include "cleanup.h"
 #include "digest.h"
@@ -168,7 +169,6 @@ static bool is_hex64(const char *s)
 size_t kiln_chunkstore_prune(kiln_chunkstore *s, uint64_t max_age_s)
 {
     _cleanup_closedir_ DIR *d = opendir(s->dir);
-    time_t now = time(NULL);
     size_t removed = 0;
     struct dirent *de;
     while (d && (de = readdir(d)) != NULL) {
@@ -177,8 +177,8 @@ size_t kiln_chunkstore_prune(kiln_chunkstore *s, uint64_t max_age_s)
         char p[PATH_MAX];
         snprintf(p, sizeof(p), "%s/%.64s", s->dir, de->d_name);
         struct stat st;
-        if (lstat(p, &st) == 0 && (max_age_s == 0 || (uint64_t)(now - st.st_mtime) >= max_age_s) &&
-            unlink(p) == 0)
+        if (lstat(p, &st) == 0 &&
+            (max_age_s == 0 || (uint64_t)kiln_age_s(&st.st_mtim) >= max_age_s) && unlink(p) == 0)
             removed++;
     }
     return removed;

@@ -166,3 +166,13 @@ struct timespec kiln_deadline_in_ms(long long ms)
     }
     return dl;
 }
+
+long long kiln_age_s(const struct timespec *mtime)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    long long age = (long long)now.tv_sec - (long long)mtime->tv_sec;
+    if (now.tv_nsec < mtime->tv_nsec)
+        age--;
+    return age < 0 ? 0 : age;
+}

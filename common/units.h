@@ -37,6 +37,10 @@ void kiln_format_duration(char *out, size_t cap, unsigned long long ms);
 /* Milliseconds on CLOCK_MONOTONIC / CLOCK_REALTIME. */
 unsigned long long kiln_now_ms(void);
 
+/* Whole seconds since a file's mtime, never negative: the kernel may stamp
+ * a file from a finer clock than time()'s, a moment ahead of it. */
+long long kiln_age_s(const struct timespec *mtime);
+
 /* The CLOCK_REALTIME instant ms milliseconds from now, as
  * pthread_cond_timedwait() wants its deadline. */
 struct timespec kiln_deadline_in_ms(long long ms);

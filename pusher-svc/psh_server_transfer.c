@@ -16,6 +16,7 @@
  * client verifies its digest and releases it.  Leftovers (a killed pusher, a
  * client that went away) go at start, at prune, and exports an hour unread. */
 #include "cleanup.h"
+#include "units.h"
 #include "layout_tar.h"
 #include "chunker.h"
 #include "chunkstore.h"
@@ -55,7 +56,6 @@ static size_t sweep(psh_server *p, uint64_t max_idle_s)
 {
     _cleanup_closedir_ DIR *d = opendir(p->transfer_dir);
     size_t n = 0;
-    time_t now = time(NULL);
     struct dirent *de;
     while (d && (de = readdir(d)) != NULL) {
         bool tmp = strncmp(de->d_name, ".tmp-", 5) == 0;
@@ -70,7 +70,7 @@ static size_t sweep(psh_server *p, uint64_t max_idle_s)
             continue;
         if (tmp && flock(fd, LOCK_EX | LOCK_NB) < 0)
             continue; /* in use */
-        if (exp && max_idle_s && (uint64_t)(now - st.st_mtime) < max_idle_s)
+        if (exp && max_idle_s && (uint64_t)kiln_age_s(&st.st_mtim) < max_idle_s)
             continue;
         if (S_ISDIR(st.st_mode))
             kiln_rm_rf(path, NULL);

@@ -793,7 +793,7 @@ int bld_sandbox_cleanup_stale(const char *data_dir, kiln_error **err)
         struct stat st;
         if (strncmp(de->d_name, ".ovl-probe-", 11) == 0 &&
             fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-            time(NULL) - st.st_mtime > 60) {
+            kiln_age_s(&st.st_mtim) > 60) {
             /* an overlay probe whose process died (probes take milliseconds) */
             int r = kiln_rm_rf_at(dirfd(d), de->d_name, err);
             if (r < 0)

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "bld_snapshot.h"
+#include "units.h"
 #include "cleanup.h"
 #include "log.h"
 #include "sbx_internal.h"
@@ -380,10 +381,10 @@ static int remove_unused(const char *snapdir, const char *name, const char *lock
     struct stat st;
     /* A temp dir without its lock file may be one being created right now. */
     if (fd < 0 && strncmp(name, "tmp-", 4) == 0 &&
-        (stat(dir, &st) < 0 || time(NULL) - st.st_mtime < 60))
+        (stat(dir, &st) < 0 || kiln_age_s(&st.st_mtim) < 60))
         return 0;
     if (max_age_s && fd >= 0 && fstat(fd, &st) == 0 &&
-        (uint64_t)(time(NULL) - st.st_mtime) < max_age_s)
+        (uint64_t)kiln_age_s(&st.st_mtim) < max_age_s)
         return 0;
     _cleanup_free_ char *grave = path_join(snapdir, "tmp-XXXXXX", NULL);
     if (grave == NULL || mkdtemp(grave) == NULL)

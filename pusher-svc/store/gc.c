@@ -7,6 +7,7 @@
  * and since a producer pins a digest before its blob appears, every blob GC
  * can see is either pinned already or not yet referenced by anyone. */
 #include "store_internal.h"
+#include "units.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -163,7 +164,7 @@ static int read_pins(psh_store *s, psh_dset *keep, bool dry_run, kiln_error **er
         if (strncmp(e->d_name, "new-", 4) == 0) { /* not locked yet: see create_locked() */
             struct stat st;
             if (!dry_run && fstat(fd, &st) == 0 &&
-                time(NULL) - st.st_mtime >= PSH_STORE_NEW_MIN_AGE &&
+                kiln_age_s(&st.st_mtim) >= PSH_STORE_NEW_MIN_AGE &&
                 flock(fd, LOCK_EX | LOCK_NB) == 0)
                 unlinkat(s->pins_fd, e->d_name, 0);
             continue;
@@ -196,7 +197,6 @@ static void sweep_tmp(psh_store *s, const psh_gc_opts *o, psh_gc_result *res)
         return;
     }
     rewinddir(d);
-    time_t now = time(NULL);
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
         if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
@@ -211,7 +211,7 @@ static void sweep_tmp(psh_store *s, const psh_gc_opts *o, psh_gc_result *res)
             min_age = PSH_STORE_NEW_MIN_AGE;
         struct stat st;
         bool stale = fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
-                     (int64_t)(now - st.st_mtime) >= min_age && flock(fd, LOCK_EX | LOCK_NB) == 0;
+                     kiln_age_s(&st.st_mtim) >= min_age && flock(fd, LOCK_EX | LOCK_NB) == 0;
         if (stale && (o->dry_run || unlinkat(s->tmp_fd, e->d_name, 0) == 0))
             res->tmps_removed++;
         if (fd >= 0)

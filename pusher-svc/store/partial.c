@@ -5,6 +5,7 @@
  * disk count: whoever resumes re-hashes them, and the final digest check
  * decides whether they were right. */
 #include "store_internal.h"
+#include "units.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -88,7 +89,6 @@ unsigned psh_store_partial_sweep(psh_store *s, int64_t max_age)
         return 0;
     }
     rewinddir(d);
-    time_t now = time(NULL);
     unsigned removed = 0;
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
@@ -98,7 +98,7 @@ unsigned psh_store_partial_sweep(psh_store *s, int64_t max_age)
             openat(s->tmp_fd, e->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
         struct stat st;
         if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
-            (int64_t)(now - st.st_mtime) >= max_age && flock(fd, LOCK_EX | LOCK_NB) == 0 &&
+            kiln_age_s(&st.st_mtim) >= max_age && flock(fd, LOCK_EX | LOCK_NB) == 0 &&
             unlinkat(s->tmp_fd, e->d_name, 0) == 0)
             removed++;
     }
