@@ -45,9 +45,9 @@ bool sbx_have_openat2(void)
 struct walk {
     int stack[MAX_DEPTH];
     int depth;
-    int links;  /* symlinks expanded so far */
-    char *todo; /* owned: the path still to resolve (symlinks expanded) */
-    char *p;    /* the next component in todo */
+    int links;     /* symlinks expanded so far */
+    char *pending; /* owned: the path still to resolve (symlinks expanded) */
+    char *p;       /* the next component in pending */
 };
 
 /* Closes the directories and frees the path; errno is kept for the caller. */
@@ -57,7 +57,7 @@ static void walk_dispose(struct walk *w)
     for (int i = 0; i <= w->depth; i++)
         if (w->stack[i] >= 0)
             close(w->stack[i]);
-    free(w->todo);
+    free(w->pending);
     errno = saved;
 }
 
@@ -110,8 +110,8 @@ static int walk_follow(struct walk *w, const char *comp, const char *rest)
         return -1;
     memcpy(nt, target, (size_t)tl);
     memcpy(nt + tl, rest, restlen + 1);
-    free(w->todo);
-    w->todo = w->p = nt;
+    free(w->pending);
+    w->pending = w->p = nt;
     if (target[0] == '/')
         while (w->depth > 0)
             close(w->stack[w->depth--]);
@@ -141,13 +141,13 @@ static int walk_descend(struct walk *w, const char *comp, const struct stat *st)
  * directory fds makes ".." pop back to the parent actually walked. */
 static int walk_in_root(int rootfd, const char *rel, int flags)
 {
-    _cleanup_(walk_dispose) struct walk w = {.stack = {-1}, .todo = strdup(rel)};
-    if (w.todo == NULL)
+    _cleanup_(walk_dispose) struct walk w = {.stack = {-1}, .pending = strdup(rel)};
+    if (w.pending == NULL)
         return -1;
     w.stack[0] = fcntl(rootfd, F_DUPFD_CLOEXEC, 0);
     if (w.stack[0] < 0)
         return -1;
-    w.p = w.todo;
+    w.p = w.pending;
     for (;;) {
         while (*w.p == '/')
             w.p++;
