@@ -117,6 +117,43 @@ static void send_cancel(cli_ctx *ctx, cli_service s, const char *what, const cha
         say("%s %s had already ended", what, job);
 }
 
+typedef struct cancel_call {
+    cli_ctx *ctx;
+    cli_service s;
+    char what[sizeof(st.what)];
+    char job[sizeof(st.job)];
+} cancel_call;
+
+static void *cancel_main(void *arg)
+{
+    cancel_call *cc = arg;
+    send_cancel(cc->ctx, cc->s, cc->what, cc->job);
+    free(cc);
+    return NULL;
+}
+
+/* Sends Cancel from a thread of its own: the call may block (a stopped
+ * service completes no connection), and the waiter must stay free to take
+ * the second signal, which quits at once. */
+static void cancel_async(cli_ctx *ctx, cli_service s, const char *what, const char *job)
+{
+    cancel_call *cc = calloc(1, sizeof(*cc));
+    pthread_t t;
+    pthread_attr_t at;
+    if (cc != NULL && pthread_attr_init(&at) == 0) {
+        *cc = (cancel_call){.ctx = ctx, .s = s};
+        snprintf(cc->what, sizeof(cc->what), "%s", what);
+        snprintf(cc->job, sizeof(cc->job), "%s", job);
+        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        int rv = pthread_create(&t, &at, cancel_main, cc);
+        pthread_attr_destroy(&at);
+        if (rv == 0)
+            return;
+    }
+    free(cc);
+    send_cancel(ctx, s, what, job); /* no thread: here, as a last resort */
+}
+
 static void *waiter(void *arg)
 {
     sigset_t *set = arg;
@@ -146,7 +183,7 @@ static void *waiter(void *arg)
             _exit(128 + sig);
         }
         if (now)
-            send_cancel(ctx, s, what, job);
+            cancel_async(ctx, s, what, job);
     }
     return NULL;
 }
